@@ -1,0 +1,107 @@
+"""The one FastAPI app: every service's router, health, readiness and metrics."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from shared.api import AppContext
+from shared.broker import port_open
+from shared.clock import Clock, SystemClock
+from shared.db import make_engine, make_session_factory
+from shared.errors import install_error_handlers
+from shared.events import Event
+from shared.metrics import render_metrics
+from shared.settings import Settings, get_settings
+
+API_DESCRIPTION = """Touchline turns product usage into customer-success action.
+
+Authenticate every call with `Authorization: Bearer <key>`. Keys have a role
+(`ingest`, `ops`, `csm`, `admin`); create one with `touchline keys create`.
+Errors answer `{"error": "<code>", "detail": ...}`.
+"""
+
+
+def routers():
+    from services.ingest.accounts.router import router as accounts_router
+    from services.ingest.events.router import router as events_router
+
+    return [events_router, accounts_router]
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = session_factory.kw["bind"] if session_factory is not None else make_engine(settings)
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory or make_session_factory(engine),
+        clock=clock or SystemClock(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        ctx.close()
+
+    app = FastAPI(title="Touchline", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for r in routers():
+        app.include_router(r)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the database and the broker are reachable",
+             responses={503: {"description": "a dependency is down; the body says which"}})
+    async def readyz():
+        checks = {}
+
+        def db_ok() -> str:
+            try:
+                with ctx.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                return "ok"
+            except Exception as exc:  # report, never raise: this is a probe
+                return f"error: {type(exc).__name__}: {exc}"[:300]
+
+        def broker_ok() -> str:
+            for server in settings.bootstrap_servers.split(","):
+                host, _, port = server.strip().rpartition(":")
+                if port_open(host or "127.0.0.1", int(port), timeout=1.0):
+                    return "ok"
+            return f"error: no bootstrap server reachable at {settings.bootstrap_servers}"
+
+        checks["database"] = await run_in_threadpool(db_ok)
+        checks["broker"] = await run_in_threadpool(broker_ok)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(status_code=200 if ok else 503, content={"status": "ok" if ok else "unavailable", "checks": checks})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
+    def metrics():
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
+
+    def custom_openapi():
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        event_schema = Event.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(event_schema.pop("$defs", {}))
+        components["Event"] = event_schema
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "A Touchline API key (tl_...)"}
+        }
+        schema["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = custom_openapi
+    return app

@@ -1,0 +1,331 @@
+"""The ``touchline`` command: run the system, run one component, manage keys, stream the demo."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.logging import configure_logging
+from shared.settings import get_settings
+
+log = logging.getLogger("touchline")
+
+
+def _engine_and_factory(settings):
+    from shared.db import make_engine, make_session_factory
+
+    engine = make_engine(settings)
+    return engine, make_session_factory(engine)
+
+
+def cmd_migrate(args) -> int:
+    from shared.migrate import upgrade
+
+    settings = get_settings()
+    engine, _ = _engine_and_factory(settings)
+    upgrade(engine)
+    engine.dispose()
+    log.info("database at %s is at the latest migration", _safe_url(settings.sqlalchemy_url))
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_api(args) -> int:
+    import uvicorn
+
+    from services.app import create_app
+
+    settings = get_settings()
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from services.workers import load_worker
+    from shared.kafka import ensure_topics
+
+    settings = get_settings()
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=settings.api_host)
+    worker_cls = load_worker(args.name)
+    engine, factory = _engine_and_factory(settings)
+    ensure_topics(settings)
+    worker = worker_cls(settings, factory)
+
+    def stop(signum, _frame):
+        log.info("%s worker: %s received, finishing the current batch", args.name, signal.Signals(signum).name)
+        worker.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run()
+    engine.dispose()
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from shared import auth
+    from shared.clock import SystemClock
+    from shared.db import transaction
+
+    settings = get_settings()
+    engine, factory = _engine_and_factory(settings)
+    try:
+        with transaction(factory) as session:
+            if args.keys_cmd == "create":
+                try:
+                    row, key = auth.create_key(session, role=args.role, name=args.name, now=SystemClock().now(), csm_id=args.csm_id)
+                except ValueError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
+                print(f"Created {row.role} key #{row.id} ({row.name}). It is shown only once; store it now:\n\n  {key}\n")
+            elif args.keys_cmd == "list":
+                for row in auth.list_keys(session):
+                    state = "revoked" if row.revoked_at else "active"
+                    print(f"#{row.id:<4} {row.role:<7} {state:<8} tl_{row.prefix}_…  {row.name}")
+            elif args.keys_cmd == "revoke":
+                if not auth.revoke_key(session, args.id, SystemClock().now()):
+                    print(f"error: no key #{args.id} (see `touchline keys list`)", file=sys.stderr)
+                    return 2
+                print(f"revoked key #{args.id}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_topics(args) -> int:
+    from shared.kafka import ensure_topics, topic_specs
+
+    settings = get_settings()
+    ensure_topics(settings)
+    for t, p in topic_specs(settings).items():
+        print(f"{t}\t{p} partitions")
+    return 0
+
+
+def cmd_dlq(args) -> int:
+    """Print the DLQ: every rejected record with its reason and source offset."""
+    import json
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from shared.kafka import parse_dlq_record
+
+    settings = get_settings()
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=int(args.timeout * 1000))
+    tps = [TopicPartition(settings.topic_events_dlq, p) for p in (consumer.partitions_for_topic(settings.topic_events_dlq) or [])]
+    if not tps:
+        print(f"no topic {settings.topic_events_dlq} yet: nothing has been rejected")
+        return 0
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    shown = 0
+    for record in consumer:
+        d = parse_dlq_record(record)
+        original = d["original_text"] if d["original_text"] is not None else repr(d["original_bytes"])
+        if args.json:
+            d["original_bytes"] = d["original_bytes"].hex()
+            print(json.dumps(d))
+        else:
+            src = d["source"]
+            print(f"[{d['rejected_at']}] {d['reason']}: {d['detail']}\n    from {src['topic']}/{src['partition']}@{src['offset']}"
+                  f" key={d['key']!r}\n    original: {original[:300]}")
+        shown += 1
+        if args.limit and shown >= args.limit:
+            break
+    consumer.close()
+    if not shown:
+        print("the DLQ is empty")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    import json
+
+    from shared.events import event_json_schema
+
+    print(json.dumps(event_json_schema(), indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from services import demo
+
+    return demo.main(args)
+
+
+# ---- touchline run ---------------------------------------------------------
+
+def _first_admin_key(settings, factory) -> None:
+    from sqlalchemy import func, select
+
+    from shared import auth
+    from shared.clock import SystemClock
+    from shared.db import transaction
+    from shared.models import ApiKey
+
+    with transaction(factory) as session:
+        if session.scalar(select(func.count()).select_from(ApiKey)):
+            return
+        _row, key = auth.create_key(session, role="admin", name="development admin (make run)", now=SystemClock().now())
+    key_file = settings.var_dir / "dev-admin-key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    bar = "=" * 78
+    print(f"\n{bar}\n  Development admin API key (shown once, also saved to {key_file}):\n\n    {key}\n\n"
+          f"  Try: curl -H 'Authorization: Bearer {key}' http://{settings.api_host}:{settings.api_port}/v1/accounts\n{bar}\n",
+          flush=True)
+
+
+def cmd_run(args) -> int:
+    from services.workers import WORKERS
+    from shared.broker import BrokerError, EmbeddedBroker
+    from shared.kafka import ensure_topics
+    from shared.migrate import upgrade
+
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    engine, factory = _engine_and_factory(settings)
+    log.info("migrating %s", _safe_url(settings.sqlalchemy_url))
+    upgrade(engine)
+
+    broker = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker(settings.embedded_broker_host, settings.embedded_broker_port, settings.var_dir / "broker.log")
+        try:
+            broker.start()
+        except BrokerError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("the embedded broker keeps data in memory only: stopping `touchline run` loses the topics (not the database)")
+    ensure_topics(settings)
+    _first_admin_key(settings, factory)
+    engine.dispose()
+
+    metrics_dir = settings.var_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve())}
+    base = [sys.executable, "-m", "services.cli"]
+    specs = {"api": base + ["api"]}
+    for name in WORKERS:
+        specs[f"worker-{name}"] = base + ["worker", name]
+    extra = getattr(args, "extra", None)
+    if extra:
+        specs.update(extra)
+
+    children: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def shutdown(signum=None, _frame=None):
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        log.info("shutting down (%s)", signal.Signals(signum).name if signum else "a component exited")
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    for name, cmd in specs.items():
+        children[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
+        log.info("started %s (pid %d)", name, children[name].pid)
+    log.info("Touchline is up: API on http://%s:%d (docs at /docs); Ctrl-C stops everything",
+             settings.api_host, settings.api_port)
+    rc = 0
+    try:
+        while not stopping:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    log.error("%s exited with code %s; stopping the rest", name, proc.returncode)
+                    rc = 1
+                    shutdown()
+                    break
+            time.sleep(0.2)
+    finally:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, proc in children.items():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                proc.kill()
+        if broker:
+            broker.stop()
+            log.info("embedded broker stopped")
+    log.info("bye")
+    return rc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="touchline", description="Touchline: scaled customer success, event-driven.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", help="start everything on embedded defaults (broker, SQLite, API, workers)").set_defaults(func=cmd_run)
+    sub.add_parser("migrate", help="upgrade the database to the latest migration").set_defaults(func=cmd_migrate)
+    a = sub.add_parser("api", help="serve the HTTP API")
+    a.add_argument("--host")
+    a.add_argument("--port", type=int)
+    a.set_defaults(func=cmd_api)
+    w = sub.add_parser("worker", help="run one worker (ingest, rules, outreach)")
+    w.add_argument("name")
+    w.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
+    w.set_defaults(func=cmd_worker)
+    k = sub.add_parser("keys", help="create, list and revoke API keys")
+    ksub = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ksub.add_parser("create", help="create a key and print it once")
+    kc.add_argument("--role", required=True, choices=["ingest", "ops", "csm", "admin"])
+    kc.add_argument("--name", required=True, help="who or what holds the key")
+    kc.add_argument("--csm-id", help="for csm keys: the CSM this key acts as")
+    ksub.add_parser("list", help="list keys (never their secrets)")
+    kr = ksub.add_parser("revoke", help="revoke a key by id")
+    kr.add_argument("id", type=int)
+    k.set_defaults(func=cmd_keys)
+    sub.add_parser("topics", help="create Touchline's topics if missing and list them").set_defaults(func=cmd_topics)
+    d = sub.add_parser("dlq", help="show rejected records with their reason and source offset")
+    d.add_argument("--limit", type=int, default=50)
+    d.add_argument("--json", action="store_true", help="one JSON object per line")
+    d.add_argument("--timeout", type=float, default=3.0, help="stop after this many seconds without a new record")
+    d.set_defaults(func=cmd_dlq)
+    sub.add_parser("schema", help="print the event contract as JSON Schema").set_defaults(func=cmd_schema)
+    dm = sub.add_parser("demo", help="stream realistic synthetic events on a simulated clock")
+    _demo_args(dm)
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def _demo_args(parser: argparse.ArgumentParser) -> None:
+    try:
+        from services import demo
+    except ImportError:  # pragma: no cover
+        return
+    demo.add_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    component = args.cmd if args.cmd != "worker" else f"worker-{args.name}"
+    configure_logging(settings.log_level, component)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ingest: validates product events and keeps account, user and usage state."""

@@ -1,0 +1,188 @@
+"""Accounts and users (contacts): read their state, set their traits, read usage rollups."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+
+from services.ingest import repository as repo
+from services.ingest.accounts.schemas import (
+    AccountIn,
+    AccountOut,
+    AccountPage,
+    UsageDay,
+    UsageOut,
+    UsageTotals,
+    UserIn,
+    UserOut,
+    UserPage,
+)
+from services.ingest.service import apply_account_traits, apply_user_traits, new_account, new_user
+from shared.api import ClockDep, SessionDep
+from shared.auth import require
+from shared.clock import Clock
+from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
+
+router = APIRouter(tags=["accounts"])
+
+MAX_USAGE_DAYS = 400
+READERS = ("ops", "csm")
+WRITERS = ("ops", "ingest")
+
+
+def _account_or_404(session: Session, account_id: str):
+    account = repo.get_account(session, account_id)
+    if account is None:
+        raise NotFound(f"no account {account_id!r}; accounts are created by their first event or by PUT /v1/accounts/{{id}}")
+    return account
+
+
+@router.put("/v1/accounts/{account_id}", response_model=AccountOut, responses={**AUTH_ERRORS, **responses(Unprocessable)},
+            summary="Create an account or update its traits (like a Segment group call)")
+def put_account(account_id: str, body: AccountIn, session: Session = SessionDep, clock: Clock = ClockDep,
+                _p=require(*WRITERS)):
+    now = clock.now()
+    account = repo.get_account(session, account_id)
+    if account is None:
+        account = new_account(account_id, now)
+        session.add(account)
+    apply_account_traits(account, body, now, now)
+    session.flush()
+    return account
+
+
+@router.get("/v1/accounts/{account_id}", response_model=AccountOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_account(account_id: str, session: Session = SessionDep, _p=require(*READERS)):
+    return _account_or_404(session, account_id)
+
+
+@router.get("/v1/accounts", response_model=AccountPage, responses=AUTH_ERRORS,
+            summary="List accounts, filtered by segment, lifecycle stage and plan, in pages ordered by id")
+def list_accounts(
+    segment: str | None = None,
+    lifecycle_stage: str | None = None,
+    plan: str | None = None,
+    cursor: str | None = Query(None, description="next_cursor from the previous page"),
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = SessionDep,
+    _p=require(*READERS),
+):
+    items = repo.list_accounts(session, segment=segment, lifecycle_stage=lifecycle_stage, plan=plan, after=cursor, limit=limit)
+    return AccountPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+
+
+def _window(start: date | None, end: date | None, days: int, clock: Clock) -> tuple[date, date]:
+    end = end or clock.now().date()
+    start = start or end - timedelta(days=days - 1)
+    if start > end:
+        raise Unprocessable(f"start {start} is after end {end}; pick start <= end")
+    if (end - start).days + 1 > MAX_USAGE_DAYS:
+        raise Unprocessable(f"window of {(end - start).days + 1} days; ask for at most {MAX_USAGE_DAYS} days at a time")
+    return start, end
+
+
+WINDOW_DOC = "UTC days, inclusive. Defaults: the `days` days ending today (clock time)."
+
+
+@router.get("/v1/accounts/{account_id}/usage", response_model=UsageOut,
+            responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+            summary="Daily usage rollups of an account over a window", description=WINDOW_DOC)
+def account_usage(
+    account_id: str,
+    start: date | None = None,
+    end: date | None = None,
+    days: int = Query(28, ge=1, le=MAX_USAGE_DAYS),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    _p=require(*READERS),
+):
+    _account_or_404(session, account_id)
+    start, end = _window(start, end, days, clock)
+    by_day: dict[date, dict[str, int]] = defaultdict(dict)
+    totals: dict[str, int] = defaultdict(int)
+    for day, name, count in repo.usage_by_day(session, account_id, start, end):
+        by_day[day][name] = count
+        totals[name] += count
+    active = repo.active_users_by_day(session, account_id, start, end)
+    days_out = [
+        UsageDay(day=d, events=sum(by_day[d].values()), by_event=by_day[d], active_users=active.get(d, 0))
+        for d in sorted(set(by_day) | set(active))
+    ]
+    return UsageOut(
+        account_id=account_id, start=start, end=end,
+        totals=UsageTotals(events=sum(totals.values()), by_event=dict(totals),
+                           active_users=repo.distinct_active_users(session, account_id, start, end),
+                           active_days=len(by_day)),
+        last_seen=repo.account_last_seen(session, account_id),
+        days=days_out,
+    )
+
+
+@router.put("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut,
+            responses={**AUTH_ERRORS, **responses(Unprocessable)},
+            summary="Create a user (contact) or update its traits (like a Segment identify call)")
+def put_user(account_id: str, user_id: str, body: UserIn, session: Session = SessionDep, clock: Clock = ClockDep,
+             _p=require(*WRITERS)):
+    now = clock.now()
+    if repo.get_account(session, account_id) is None:
+        session.add(new_account(account_id, now))
+        session.flush()
+    user = repo.get_user(session, account_id, user_id)
+    if user is None:
+        user = new_user(account_id, user_id, now)
+        session.add(user)
+    apply_user_traits(user, body, now, now)
+    session.flush()
+    return user
+
+
+@router.get("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut,
+            responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_user(account_id: str, user_id: str, session: Session = SessionDep, _p=require(*READERS)):
+    user = repo.get_user(session, account_id, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id!r} in account {account_id!r}")
+    return user
+
+
+@router.get("/v1/accounts/{account_id}/users", response_model=UserPage, responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="List an account's users, optionally by role")
+def list_users(
+    account_id: str,
+    role: str | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = SessionDep,
+    _p=require(*READERS),
+):
+    _account_or_404(session, account_id)
+    items = repo.list_users(session, account_id, role=role, after=cursor, limit=limit)
+    return UserPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/v1/accounts/{account_id}/users/{user_id}/usage", response_model=UsageOut,
+            responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+            summary="Daily activity of one user over a window", description=WINDOW_DOC)
+def user_usage(
+    account_id: str,
+    user_id: str,
+    start: date | None = None,
+    end: date | None = None,
+    days: int = Query(28, ge=1, le=MAX_USAGE_DAYS),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    _p=require(*READERS),
+):
+    if repo.get_user(session, account_id, user_id) is None:
+        raise NotFound(f"no user {user_id!r} in account {account_id!r}")
+    start, end = _window(start, end, days, clock)
+    activity = repo.user_activity_by_day(session, account_id, user_id, start, end)
+    return UsageOut(
+        account_id=account_id, user_id=user_id, start=start, end=end,
+        totals=UsageTotals(events=sum(activity.values()), by_event={}, active_users=1 if activity else 0,
+                           active_days=len(activity)),
+        last_seen=repo.user_last_seen(session, account_id, user_id),
+        days=[UsageDay(day=d, events=n, by_event={}, active_users=1) for d, n in sorted(activity.items())],
+    )

@@ -1,0 +1,79 @@
+"""The ingest worker: a consumer group on ``product.events``.
+
+Each batch is validated record by record (rejects go to the DLQ with their original
+bytes), applied in one transaction, and only then are offsets committed.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from kafka.consumer.fetcher import ConsumerRecord
+from sqlalchemy.orm import Session
+
+from services.ingest import repository as repo
+from services.ingest.service import apply_events
+from shared.db import transaction
+from shared.events import Event, Rejection, validate_event_bytes
+from shared.kafka import BatchResult, BatchWorker, Reject
+from shared.metrics import EVENTS_DUPLICATE
+
+log = logging.getLogger(__name__)
+
+
+def validate_record(record: ConsumerRecord, now, max_bytes: int, max_future: timedelta) -> Event | Rejection:
+    result = validate_event_bytes(record.value, now, max_bytes, max_future)
+    if isinstance(result, Event) and record.key is not None:
+        key = record.key.decode("utf-8", "replace")
+        if key != result.account_id:
+            return Rejection(
+                "key_mismatch",
+                f"record key {key!r} differs from account_id {result.account_id!r}; key records by account_id "
+                "so each account's events stay in one partition, in order",
+            )
+    return result
+
+
+class IngestWorker(BatchWorker):
+    name = "ingest"
+    prune_every = timedelta(hours=1)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_prune = None
+
+    def topics(self) -> list[str]:
+        return [self.settings.topic_events]
+
+    def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
+        now = self.clock.now()
+        max_future = timedelta(seconds=self.settings.max_future_skew_seconds)
+        events: list[Event] = []
+        rejects: list[Reject] = []
+        for record in records:
+            result = validate_record(record, now, self.settings.max_event_bytes, max_future)
+            if isinstance(result, Rejection):
+                rejects.append(Reject(record, result.reason, result.detail))
+            else:
+                events.append(result)
+        summary = apply_events(session, events, now)
+        if summary.duplicates:
+            EVENTS_DUPLICATE.labels(self.name).inc(summary.duplicates)
+        return BatchResult(rejects=rejects, summary=summary.as_dict())
+
+    def poll_once(self, timeout_ms: int | None = None) -> int:
+        n = super().poll_once(timeout_ms)
+        self._maybe_prune()
+        return n
+
+    def _maybe_prune(self) -> None:
+        now = self.clock.now()
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_every
+        cutoff = now - timedelta(days=self.settings.raw_event_retention_days)
+        with transaction(self.session_factory) as session:
+            deleted = repo.prune_events(session, cutoff)
+        if deleted:
+            log.info("ingest: pruned %d raw events received before %s (retention %d days)",
+                     deleted, cutoff.isoformat(), self.settings.raw_event_retention_days)

@@ -1,0 +1,113 @@
+"""POST /v1/events: the HTTP door to product.events for apps without a Kafka client."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from kafka.errors import KafkaError
+from pydantic import BaseModel
+
+from shared.api import context_of
+from shared.auth import require
+from shared.errors import AUTH_ERRORS, PayloadTooLarge, Unavailable, Unprocessable, responses
+from shared.events import Event, Rejection, validate_event_obj
+from shared.metrics import HTTP_EVENTS
+
+router = APIRouter(tags=["events"])
+
+
+class EventError(BaseModel):
+    index: int
+    event_id: str | None = None
+    reason: str
+    detail: str
+
+
+class IngestResponse(BaseModel):
+    accepted: int
+    rejected: list[EventError]
+
+
+_EVENT_SCHEMA_REF = {"$ref": "#/components/schemas/Event"}
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=IngestResponse,
+    summary="Send one event or a batch of up to 1000",
+    description=(
+        "Validates each event against the event contract (see docs/events.md) and publishes the valid ones to "
+        "`product.events`, keyed by account_id. Answers 202 with the count accepted and, for each rejected "
+        "event, its index in the batch, the reason and how to fix it. If no event is valid the answer is 422 "
+        "with the same body. Re-sending an event_id is harmless: ingest keeps the first."
+    ),
+    responses={
+        **AUTH_ERRORS,
+        **responses(PayloadTooLarge, Unprocessable, Unavailable),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [_EVENT_SCHEMA_REF, {"type": "array", "items": _EVENT_SCHEMA_REF, "maxItems": 1000}]},
+                    "examples": {
+                        "track": {"value": Event.model_config["json_schema_extra"]["examples"][0]},
+                        "batch": {"value": Event.model_config["json_schema_extra"]["examples"]},
+                    },
+                }
+            },
+        }
+    },
+)
+async def post_events(request: Request, _principal=require("ingest")) -> Any:
+    ctx = context_of(request)
+    settings = ctx.settings
+    limit = settings.http_batch_limit
+    body = await request.body()
+    if len(body) > limit * settings.max_event_bytes:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes; send at most {limit} events of at most "
+                              f"{settings.max_event_bytes} bytes each")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Unprocessable(f"request body is not JSON: {exc}") from None
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise Unprocessable("empty batch: send one event object or an array of 1 to 1000 events")
+    if len(items) > limit:
+        raise PayloadTooLarge(f"batch of {len(items)} events; the limit is {limit} per request")
+
+    now = ctx.clock.now()
+    max_future = timedelta(seconds=settings.max_future_skew_seconds)
+    accepted: list[tuple[Event, bytes]] = []  # published as the sender wrote them
+    rejected: list[EventError] = []
+    for i, obj in enumerate(items):
+        result = validate_event_obj(obj, now, settings.max_event_bytes, max_future)
+        if isinstance(result, Rejection):
+            event_id = obj.get("event_id") if isinstance(obj, dict) and isinstance(obj.get("event_id"), str) else None
+            rejected.append(EventError(index=i, event_id=event_id, reason=result.reason, detail=result.detail))
+        else:
+            accepted.append((result, json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()))
+    HTTP_EVENTS.labels("rejected").inc(len(rejected))
+    if not accepted:
+        raise Unprocessable({"accepted": 0, "rejected": [e.model_dump() for e in rejected]})
+
+    def publish() -> None:
+        producer = ctx.producer
+        futures = [producer.send(settings.topic_events, key=ev.account_id.encode(), value=raw) for ev, raw in accepted]
+        producer.flush(timeout=10)
+        for f in futures:
+            f.get(timeout=10)
+
+    try:
+        await run_in_threadpool(publish)
+    except (KafkaError, OSError) as exc:
+        raise Unavailable(f"could not publish to Kafka ({type(exc).__name__}); retry: re-sent event_ids are deduplicated") from None
+    HTTP_EVENTS.labels("accepted").inc(len(accepted))
+    return JSONResponse(status_code=202, content=IngestResponse(accepted=len(accepted), rejected=rejected).model_dump())

@@ -1,0 +1,203 @@
+"""Every query ingest runs. Writes are set-based: one statement per table per batch."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy.orm import Session
+
+from services.ingest.models import (
+    Account,
+    AccountEventSeen,
+    RawEvent,
+    UsageDaily,
+    User,
+    UserActivityDaily,
+    UserEventSeen,
+)
+from shared.db import insert_on_conflict, upsert
+
+_events = RawEvent.__table__
+_accounts = Account.__table__
+_users = User.__table__
+
+
+def _later(current, incoming):
+    """SQL for max(current, incoming) that treats NULL as 'unknown' on either side."""
+    return case(
+        (and_(incoming.is_not(None), (current.is_(None)) | (incoming > current)), incoming),
+        else_=current,
+    )
+
+
+def _earlier(current, incoming):
+    return case(
+        (and_(incoming.is_not(None), (current.is_(None)) | (incoming < current)), incoming),
+        else_=current,
+    )
+
+
+def insert_new_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert raw events; return the ids that were new (the rest are duplicates)."""
+    if not rows:
+        return set()
+    stmt = insert_on_conflict(session, _events).on_conflict_do_nothing(index_elements=["event_id"]).returning(_events.c.event_id)
+    return set(session.scalars(stmt, rows))
+
+
+def touch_accounts(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Create missing accounts and widen first/last seen (rows: id, first_seen_at,
+    last_seen_at, created_at, updated_at)."""
+    upsert(
+        session, _accounts, sorted(rows, key=lambda r: r["id"]), ["id"],
+        lambda ex: {
+            "first_seen_at": _earlier(_accounts.c.first_seen_at, ex.first_seen_at),
+            "last_seen_at": _later(_accounts.c.last_seen_at, ex.last_seen_at),
+        },
+    )
+
+
+def touch_users(session: Session, rows: list[dict[str, Any]]) -> None:
+    upsert(
+        session, _users, sorted(rows, key=lambda r: (r["account_id"], r["id"])), ["account_id", "id"],
+        lambda ex: {
+            "first_seen_at": _earlier(_users.c.first_seen_at, ex.first_seen_at),
+            "last_seen_at": _later(_users.c.last_seen_at, ex.last_seen_at),
+        },
+    )
+
+
+def add_usage(session: Session, rows: list[dict[str, Any]]) -> None:
+    t = UsageDaily.__table__
+    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["day"], r["event_name"])),
+           ["account_id", "day", "event_name"], lambda ex: {"count": t.c.count + ex.count})
+
+
+def add_user_activity(session: Session, rows: list[dict[str, Any]]) -> None:
+    t = UserActivityDaily.__table__
+    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["day"], r["user_id"])),
+           ["account_id", "day", "user_id"], lambda ex: {"count": t.c.count + ex.count})
+
+
+def mark_account_events_seen(session: Session, rows: list[dict[str, Any]]) -> None:
+    t = AccountEventSeen.__table__
+    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["event_name"])),
+           ["account_id", "event_name"],
+           lambda ex: {"first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
+                       "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at)})
+
+
+def mark_user_events_seen(session: Session, rows: list[dict[str, Any]]) -> None:
+    t = UserEventSeen.__table__
+    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["user_id"], r["event_name"])),
+           ["account_id", "user_id", "event_name"],
+           lambda ex: {"first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
+                       "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at)})
+
+
+def get_accounts(session: Session, ids: Iterable[str]) -> dict[str, Account]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    return {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(ids)))}
+
+
+def get_users(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], User]:
+    keys = list(keys)
+    out: dict[tuple[str, str], User] = {}
+    for account_id in {a for a, _ in keys}:
+        uids = [u for a, u in keys if a == account_id]
+        for u in session.scalars(select(User).where(User.account_id == account_id, User.id.in_(uids))):
+            out[(u.account_id, u.id)] = u
+    return out
+
+
+def get_account(session: Session, account_id: str) -> Account | None:
+    return session.get(Account, account_id)
+
+
+def get_user(session: Session, account_id: str, user_id: str) -> User | None:
+    return session.get(User, (account_id, user_id))
+
+
+def list_accounts(
+    session: Session, *, segment: str | None, lifecycle_stage: str | None, plan: str | None, after: str | None, limit: int
+) -> list[Account]:
+    q = select(Account).order_by(Account.id).limit(limit)
+    if segment:
+        q = q.where(Account.segment == segment)
+    if lifecycle_stage:
+        q = q.where(Account.lifecycle_stage == lifecycle_stage)
+    if plan:
+        q = q.where(Account.plan == plan)
+    if after:
+        q = q.where(Account.id > after)
+    return list(session.scalars(q))
+
+
+def list_users(session: Session, account_id: str, *, role: str | None, after: str | None, limit: int) -> list[User]:
+    q = select(User).where(User.account_id == account_id).order_by(User.id).limit(limit)
+    if role:
+        q = q.where(User.role == role)
+    if after:
+        q = q.where(User.id > after)
+    return list(session.scalars(q))
+
+
+def usage_by_day(session: Session, account_id: str, start: date, end: date) -> list[tuple[date, str, int]]:
+    q = (
+        select(UsageDaily.day, UsageDaily.event_name, UsageDaily.count)
+        .where(UsageDaily.account_id == account_id, UsageDaily.day >= start, UsageDaily.day <= end)
+        .order_by(UsageDaily.day, UsageDaily.event_name)
+    )
+    return [tuple(r) for r in session.execute(q)]
+
+
+def active_users_by_day(session: Session, account_id: str, start: date, end: date) -> dict[date, int]:
+    q = (
+        select(UserActivityDaily.day, func.count())
+        .where(UserActivityDaily.account_id == account_id, UserActivityDaily.day >= start, UserActivityDaily.day <= end)
+        .group_by(UserActivityDaily.day)
+    )
+    return {d: n for d, n in session.execute(q)}
+
+
+def distinct_active_users(session: Session, account_id: str, start: date, end: date) -> int:
+    q = select(func.count(func.distinct(UserActivityDaily.user_id))).where(
+        UserActivityDaily.account_id == account_id, UserActivityDaily.day >= start, UserActivityDaily.day <= end
+    )
+    return session.scalar(q) or 0
+
+
+def user_activity_by_day(session: Session, account_id: str, user_id: str, start: date, end: date) -> dict[date, int]:
+    q = select(UserActivityDaily.day, UserActivityDaily.count).where(
+        UserActivityDaily.account_id == account_id,
+        UserActivityDaily.user_id == user_id,
+        UserActivityDaily.day >= start,
+        UserActivityDaily.day <= end,
+    )
+    return {d: n for d, n in session.execute(q)}
+
+
+def account_last_seen(session: Session, account_id: str) -> dict[str, datetime]:
+    q = select(AccountEventSeen.event_name, AccountEventSeen.last_seen_at).where(AccountEventSeen.account_id == account_id)
+    return {n: t for n, t in session.execute(q)}
+
+
+def user_last_seen(session: Session, account_id: str, user_id: str) -> dict[str, datetime]:
+    q = select(UserEventSeen.event_name, UserEventSeen.last_seen_at).where(
+        UserEventSeen.account_id == account_id, UserEventSeen.user_id == user_id
+    )
+    return {n: t for n, t in session.execute(q)}
+
+
+def prune_events(session: Session, received_before: datetime, limit: int = 50_000) -> int:
+    """Delete up to ``limit`` raw events received before the cut-off (in id batches so a
+    large backlog never holds one huge transaction)."""
+    ids = list(session.scalars(select(RawEvent.event_id).where(RawEvent.received_at < received_before).limit(limit)))
+    if not ids:
+        return 0
+    session.execute(delete(RawEvent).where(RawEvent.event_id.in_(ids)))
+    return len(ids)

@@ -1,0 +1,164 @@
+"""Ingest's domain logic: turn a batch of validated events into state.
+
+``apply_events`` is idempotent by ``event_id``: the raw-event insert tells which
+events are new, and only those touch the rollups. It only flushes; the caller
+(consumer batch or request) owns the transaction.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.ingest import repository as repo
+from services.ingest.models import Account, User
+from shared.events import AccountTraits, Event, UserTraits
+
+ACCOUNT_FIELDS = tuple(AccountTraits.model_fields)
+USER_FIELDS = tuple(UserTraits.model_fields)
+
+
+@dataclass
+class IngestSummary:
+    new: int = 0
+    duplicates: int = 0
+    accounts: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"new": self.new, "duplicates": self.duplicates, "accounts": self.accounts}
+
+
+def apply_events(session: Session, events: list[Event], now: datetime) -> IngestSummary:
+    # First occurrence wins inside a batch, as it does across batches.
+    unique: dict[str, Event] = {}
+    for ev in events:
+        unique.setdefault(ev.event_id, ev)
+    rows = [
+        {
+            "event_id": ev.event_id,
+            "account_id": ev.account_id,
+            "user_id": ev.user_id,
+            "type": ev.type,
+            "name": ev.name,
+            "timestamp": ev.timestamp,
+            "properties": ev.properties if ev.type == "track" else ev.traits,
+            "received_at": now,
+        }
+        for ev in unique.values()
+    ]
+    new_ids = repo.insert_new_events(session, rows)
+    fresh = [ev for ev in unique.values() if ev.event_id in new_ids]
+    summary = IngestSummary(new=len(fresh), duplicates=len(events) - len(fresh))
+    if not fresh:
+        return summary
+
+    accounts: dict[str, list] = {}
+    users: dict[tuple[str, str], list] = {}
+    usage: dict[tuple, int] = defaultdict(int)
+    activity: dict[tuple, int] = defaultdict(int)
+    acc_seen: dict[tuple, list] = {}
+    user_seen: dict[tuple, list] = {}
+
+    def widen(store: dict, key, ts: datetime | None) -> None:
+        span = store.get(key)
+        if span is None:
+            store[key] = [ts, ts]
+        elif ts is not None:
+            if span[0] is None or ts < span[0]:
+                span[0] = ts
+            if span[1] is None or ts > span[1]:
+                span[1] = ts
+
+    for ev in fresh:
+        track = ev.type == "track"
+        ts = ev.timestamp
+        widen(accounts, ev.account_id, ts if track else None)
+        if ev.user_id:
+            widen(users, (ev.account_id, ev.user_id), ts if track else None)
+        if not track:
+            continue
+        day = ts.astimezone(timezone.utc).date()
+        usage[(ev.account_id, day, ev.name)] += 1
+        widen(acc_seen, (ev.account_id, ev.name), ts)
+        if ev.user_id:
+            activity[(ev.account_id, day, ev.user_id)] += 1
+            widen(user_seen, (ev.account_id, ev.user_id, ev.name), ts)
+
+    summary.accounts = len(accounts)
+    repo.touch_accounts(session, [
+        {"id": a, "first_seen_at": s[0], "last_seen_at": s[1], "created_at": now, "updated_at": now, "traits": {}}
+        for a, s in accounts.items()
+    ])
+    repo.touch_users(session, [
+        {"account_id": a, "id": u, "first_seen_at": s[0], "last_seen_at": s[1], "created_at": now, "updated_at": now, "traits": {}}
+        for (a, u), s in users.items()
+    ])
+    repo.add_usage(session, [{"account_id": a, "day": d, "event_name": n, "count": c} for (a, d, n), c in usage.items()])
+    repo.add_user_activity(session, [{"account_id": a, "day": d, "user_id": u, "count": c} for (a, d, u), c in activity.items()])
+    repo.mark_account_events_seen(session, [
+        {"account_id": a, "event_name": n, "first_seen_at": s[0], "last_seen_at": s[1]} for (a, n), s in acc_seen.items()
+    ])
+    repo.mark_user_events_seen(session, [
+        {"account_id": a, "user_id": u, "event_name": n, "first_seen_at": s[0], "last_seen_at": s[1]}
+        for (a, u, n), s in user_seen.items()
+    ])
+
+    trait_events = sorted((ev for ev in fresh if ev.type != "track"), key=lambda e: e.timestamp)
+    if trait_events:
+        loaded_accounts = repo.get_accounts(session, {ev.account_id for ev in trait_events if ev.type == "group"})
+        loaded_users = repo.get_users(session, {(ev.account_id, ev.user_id) for ev in trait_events if ev.type == "identify"})
+        for ev in trait_events:
+            if ev.type == "group":
+                apply_account_traits(loaded_accounts[ev.account_id], AccountTraits.model_validate(ev.traits), ev.timestamp, now)
+            else:
+                apply_user_traits(loaded_users[(ev.account_id, ev.user_id)], UserTraits.model_validate(ev.traits), ev.timestamp, now)
+        session.flush()
+    return summary
+
+
+def _split(traits: AccountTraits | UserTraits, known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    given = traits.model_dump(mode="python", exclude_unset=True)
+    known_part = {k: v for k, v in given.items() if k in known}
+    extra = {k: v for k, v in given.items() if k not in known}
+    return known_part, extra
+
+
+def apply_account_traits(account: Account, traits: AccountTraits, at: datetime, now: datetime) -> bool:
+    """Apply traits observed at ``at``; older observations than the last applied are ignored."""
+    if account.traits_at is not None and at < account.traits_at:
+        return False
+    known, extra = _split(traits, ACCOUNT_FIELDS)
+    stage = known.get("lifecycle_stage")
+    if stage is not None and stage != account.lifecycle_stage:
+        account.lifecycle_stage_changed_at = at
+    for k, v in known.items():
+        setattr(account, k, v)
+    if extra:
+        account.traits = {**(account.traits or {}), **extra}
+    account.traits_at = at
+    account.updated_at = now
+    return True
+
+
+def apply_user_traits(user: User, traits: UserTraits, at: datetime, now: datetime) -> bool:
+    if user.traits_at is not None and at < user.traits_at:
+        return False
+    known, extra = _split(traits, USER_FIELDS)
+    for k, v in known.items():
+        setattr(user, k, v)
+    if extra:
+        user.traits = {**(user.traits or {}), **extra}
+    user.traits_at = at
+    user.updated_at = now
+    return True
+
+
+def new_account(account_id: str, now: datetime) -> Account:
+    return Account(id=account_id, traits={}, created_at=now, updated_at=now)
+
+
+def new_user(account_id: str, user_id: str, now: datetime) -> User:
+    return User(account_id=account_id, id=user_id, traits={}, created_at=now, updated_at=now)

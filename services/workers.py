@@ -1,0 +1,17 @@
+"""The registry of workers that ``touchline worker <name>`` and ``touchline run`` start."""
+from __future__ import annotations
+
+import importlib
+
+WORKERS: dict[str, str] = {
+    "ingest": "services.ingest.events.consumer:IngestWorker",
+}
+
+
+def load_worker(name: str):
+    try:
+        target = WORKERS[name]
+    except KeyError:
+        raise SystemExit(f"unknown worker {name!r}; choose one of {', '.join(WORKERS)}") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)

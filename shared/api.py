@@ -1,0 +1,66 @@
+"""What every router needs from the running app: settings, the clock, a session per
+request (the request owns the transaction) and a Kafka producer."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from fastapi import Depends, Request
+from kafka import KafkaProducer
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.clock import Clock
+from shared.db import transaction
+from shared.kafka import make_producer
+from shared.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    clock: Clock
+    _producer: KafkaProducer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = make_producer(self.settings)
+            return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+
+def context_of(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+def session_factory_of(request: Request) -> sessionmaker[Session]:
+    return context_of(request).session_factory
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with transaction(session_factory_of(request)) as session:
+        yield session
+
+
+def get_clock(request: Request) -> Clock:
+    return context_of(request).clock
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return context_of(request).settings
+
+
+# scope="function": commit before the response is sent, so a 2xx means the change is durable.
+SessionDep = Depends(get_session, scope="function")
+ClockDep = Depends(get_clock)
+SettingsDep = Depends(get_settings_dep)

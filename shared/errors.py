@@ -1,0 +1,89 @@
+"""Domain errors carry their HTTP status and a machine-readable code. One handler
+turns them into ``{"error": code, "detail": ...}``; routes declare them in OpenAPI."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: Any = None
+
+
+class TouchlineError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, detail: Any = None, *, code: str | None = None, status_code: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        if status_code:
+            self.status_code = status_code
+
+
+class Unauthorized(TouchlineError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(TouchlineError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(TouchlineError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(TouchlineError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(TouchlineError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(TouchlineError):
+    status_code = 422
+    code = "validation_error"
+
+
+class Unavailable(TouchlineError):
+    status_code = 503
+    code = "unavailable"
+
+
+def responses(*errors: type[TouchlineError]) -> dict[int, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route that can raise these errors."""
+    out: dict[int, dict[str, Any]] = {}
+    for err in errors:
+        out[err.status_code] = {"model": ErrorBody, "description": err.code}
+    return out
+
+
+AUTH_ERRORS = responses(Unauthorized, Forbidden)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TouchlineError)
+    async def _touchline_error(_request: Request, exc: TouchlineError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(status_code=exc.status_code, content={"error": exc.code, "detail": exc.detail}, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"error": "validation_error", "detail": detail})

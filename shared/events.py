@@ -1,0 +1,242 @@
+"""The public event contract (``product.events``), its validation and the reasons a
+record is rejected. Kafka records and ``POST /v1/events`` go through the same code.
+
+The contract follows Segment's conventions: ``type`` is ``track`` (a usage event,
+the default), ``identify`` (user traits) or ``group`` (account traits). The JSON
+Schema in ``schemas/product-event.schema.json`` is generated from :class:`Event`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), Field(strict=True)]
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$"), Field(strict=True)]
+
+USER_ROLES = ("champion", "power_user", "buyer", "admin", "member")
+EVENT_TYPES = ("track", "identify", "group")
+
+
+class AccountTraits(BaseModel):
+    """Known account traits. Unknown traits are kept as they are in ``traits``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    plan: Slug | None = None
+    arr: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    seats: Annotated[int, Field(ge=0, strict=True)] | None = None
+    segment: Slug | None = None
+    lifecycle_stage: Slug | None = None
+    renewal_date: date | None = None
+    signup_date: date | None = None
+    owner_email: Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+
+
+class UserTraits(BaseModel):
+    """Known user (contact) traits. Unknown traits are kept as they are in ``traits``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    email: Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    role: Literal[USER_ROLES] | None = None  # type: ignore[valid-type]
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r}; use a name such as 'Europe/Paris'") from None
+        return v
+
+
+class Event(BaseModel):
+    """One event on ``product.events`` (key = account_id)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "0b7f6c8e-2a51-4a8e-9a53-1d2f3c4b5a69",
+                    "account_id": "acme",
+                    "user_id": "u-42",
+                    "name": "report_created",
+                    "timestamp": "2026-11-23T09:15:00+01:00",
+                    "properties": {"report_type": "funnel"},
+                },
+                {
+                    "event_id": "7f3e...-identify",
+                    "type": "identify",
+                    "account_id": "acme",
+                    "user_id": "u-42",
+                    "timestamp": "2026-11-23T09:00:00Z",
+                    "traits": {"email": "ada@acme.test", "name": "Ada", "role": "champion", "timezone": "Europe/London"},
+                },
+                {
+                    "event_id": "7f3e...-group",
+                    "type": "group",
+                    "account_id": "acme",
+                    "timestamp": "2026-11-23T09:00:00Z",
+                    "traits": {"name": "Acme Inc", "plan": "pro", "arr": 24000, "seats": 25, "segment": "smb",
+                               "lifecycle_stage": "onboarding", "renewal_date": "2027-03-01", "signup_date": "2026-11-01"},
+                },
+            ]
+        },
+    )
+
+    event_id: Id = Field(description="Unique id chosen by the sender; resending the same id is a no-op")
+    account_id: Id = Field(description="The customer account; also the Kafka record key")
+    user_id: Id | None = Field(None, description="The user who acted, if any")
+    type: Literal[EVENT_TYPES] = Field("track", description="track (usage), identify (user traits) or group (account traits)")  # type: ignore[valid-type]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), Field(strict=True)] | None = Field(
+        None, description="The event name; required for track events"
+    )
+    timestamp: AwareDatetime = Field(strict=True, description="When it happened: RFC 3339 with a zone offset")
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _by_type(self) -> "Event":
+        if self.type == "track":
+            if not self.name:
+                raise ValueError("track events need a 'name' (e.g. \"report_created\")")
+        else:
+            self.name = self.name or f"${self.type}"
+        if self.type == "identify":
+            if not self.user_id:
+                raise ValueError("identify events need a 'user_id': traits in an identify call describe a user")
+            _check_traits(UserTraits, self.traits)
+        elif self.type == "group":
+            _check_traits(AccountTraits, self.traits)
+        return self
+
+
+def _check_traits(model: type[BaseModel], traits: dict[str, Any]) -> None:
+    try:
+        model.model_validate(traits)
+    except ValidationError as exc:
+        raise ValueError(
+            "; ".join(
+                f"traits.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors(include_url=False)
+            )
+        ) from None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str
+
+
+REJECTION_REASONS = (
+    "oversized",
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "invalid_field",
+    "timestamp_without_zone",
+    "timestamp_in_future",
+    "key_mismatch",
+    "processing_error",
+)
+
+
+def _describe(exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False)
+    parts = []
+    reason = "invalid_field"
+    for e in errors:
+        loc = ".".join(str(p) for p in e["loc"]) or "(event)"
+        if e["type"] == "missing":
+            reason = "missing_field" if reason == "invalid_field" else reason
+            parts.append(f"{loc}: required field is missing")
+        elif e["type"] == "timezone_aware":
+            reason = "timestamp_without_zone"
+            parts.append(f"{loc}: timestamp has no zone offset; send RFC 3339 such as 2026-11-23T09:15:00Z")
+        elif e["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown field; allowed fields are {', '.join(Event.model_fields)}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}")
+    return Rejection(reason, "; ".join(parts))
+
+
+def validate_event_bytes(raw: bytes | None, now: datetime, max_bytes: int, max_future: timedelta) -> Event | Rejection:
+    """Validate one raw record. Fast path: pydantic parses the bytes directly; the
+    slow path only runs to name the reason of a rejection."""
+    if raw is None:
+        return Rejection("not_an_object", "record has no value (tombstone)")
+    if len(raw) > max_bytes:
+        return Rejection("oversized", f"record is {len(raw)} bytes; the limit is {max_bytes} (TOUCHLINE_MAX_EVENT_BYTES)")
+    if b"\\u0000" in raw:
+        return Rejection("invalid_field", "the event contains a NUL character (\\u0000), which PostgreSQL cannot store; remove it")
+    try:
+        event = Event.model_validate_json(raw)
+    except ValidationError as exc:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return Rejection("invalid_utf8", f"not valid UTF-8 at byte {uexc.start}")
+        try:
+            obj = json.loads(text)
+        except ValueError as jexc:
+            return Rejection("invalid_json", f"not JSON: {jexc}")
+        if not isinstance(obj, dict):
+            return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+        return _describe(exc)
+    return _check_time(event, now, max_future)
+
+
+def validate_event_obj(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> Event | Rejection:
+    """Validate one already-parsed JSON value (HTTP batches)."""
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    return validate_event_bytes(json.dumps(obj, ensure_ascii=False).encode(), now, max_bytes, max_future)
+    return _check_time(event, now, max_future)
+
+
+def _check_time(event: Event, now: datetime, max_future: timedelta) -> Event | Rejection:
+    if event.timestamp > now + max_future:
+        return Rejection(
+            "timestamp_in_future",
+            f"timestamp {event.timestamp.isoformat()} is more than {max_future} ahead of the server clock "
+            f"({now.isoformat()}); check the sender's clock and time zone",
+        )
+    return event
+
+
+def event_json_schema() -> dict[str, Any]:
+    schema = Event.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://touchline.dev/schemas/product-event.schema.json"
+    schema["$defs"] = schema.get("$defs", {})
+    schema["$defs"]["AccountTraits"] = AccountTraits.model_json_schema()
+    schema["$defs"]["UserTraits"] = UserTraits.model_json_schema()
+    schema["description"] = (
+        "One event on topic product.events (key = account_id), UTF-8 JSON, at most 64 KiB. "
+        "type=track carries usage (name + properties); identify carries user traits (UserTraits); "
+        "group carries account traits (AccountTraits)."
+    )
+    return schema

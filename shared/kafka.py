@@ -1,0 +1,352 @@
+"""Kafka helpers: producer and consumer factories, topic creation, and
+:class:`BatchWorker`, the consume loop every worker shares.
+
+The loop's contract (effectively once):
+1. poll a batch;
+2. run ``handle_batch`` inside one DB transaction and commit it;
+3. publish the batch's rejected records to the DLQ and flush;
+4. only then commit the offsets.
+A crash anywhere before 4 redelivers the batch; every effect in 2 is keyed so the
+redelivery changes nothing. A failing batch never blocks a partition: a database
+outage is retried (nothing is committed meanwhile), any other failure is bisected
+down to the record that causes it, and that record goes to the DLQ.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared import faults
+from shared.clock import Clock, SystemClock
+from shared.db import transaction
+from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, **overrides) -> KafkaProducer:
+    opts = dict(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        retries=5,
+        max_in_flight_requests_per_connection=1,  # keep per-key order across retries
+        client_id="touchline",
+        bootstrap_timeout_ms=settings.kafka_bootstrap_timeout_ms,
+        max_block_ms=settings.kafka_bootstrap_timeout_ms,
+    )
+    opts.update(overrides)
+    return KafkaProducer(**opts)
+
+
+def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **overrides) -> KafkaConsumer:
+    opts = dict(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        # The embedded broker answers ListOffsets(latest) wrongly; earliest is right everywhere
+        # for a group that has never committed.
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        max_poll_records=settings.kafka_max_poll_records,
+        client_id=f"touchline-{group_id}",
+    )
+    opts.update(overrides)
+    consumer = KafkaConsumer(**opts)
+    consumer.subscribe(list(topics))
+    return consumer
+
+
+def topic_specs(settings: Settings) -> dict[str, int]:
+    """Every topic Touchline uses, with its partition count."""
+    n = settings.topic_partitions
+    return {
+        settings.topic_events: n,
+        settings.topic_events_dlq: 1,
+        settings.topic_signals: n,
+    }
+
+
+def ensure_topics(settings: Settings, specs: dict[str, int] | None = None, timeout: float = 15.0) -> None:
+    """Create missing topics with their partition counts (never rely on auto-creation:
+    the embedded broker would pick the wrong count after a restart)."""
+    specs = specs or topic_specs(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="touchline-admin")
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); check TOUCHLINE_KAFKA_BOOTSTRAP"
+                ) from exc
+            time.sleep(0.2)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(t, p, 1) for t, p in specs.items() if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+            log.info("created topics %s", ", ".join(f"{t.name}({t.num_partitions})" for t in missing))
+    finally:
+        admin.close()
+
+
+@dataclass
+class Reject:
+    record: ConsumerRecord
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    rejects: list[Reject] = field(default_factory=list)
+    summary: dict[str, int] = field(default_factory=dict)
+
+
+def dlq_headers(record: ConsumerRecord, reason: str, detail: str, now: datetime) -> list[tuple[str, bytes]]:
+    return [
+        ("touchline.dlq.reason", reason.encode()),
+        ("touchline.dlq.detail", detail[:2000].encode("utf-8", "replace")),
+        ("touchline.dlq.topic", record.topic.encode()),
+        ("touchline.dlq.partition", str(record.partition).encode()),
+        ("touchline.dlq.offset", str(record.offset).encode()),
+        ("touchline.dlq.rejected_at", now.isoformat().encode()),
+    ]
+
+
+def parse_dlq_record(record: ConsumerRecord) -> dict:
+    """A DLQ record as a readable dict (for ``touchline dlq`` and the tests)."""
+    headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or [])}
+    value = record.value or b""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {
+        "reason": headers.get("touchline.dlq.reason"),
+        "detail": headers.get("touchline.dlq.detail"),
+        "source": {
+            "topic": headers.get("touchline.dlq.topic"),
+            "partition": int(headers.get("touchline.dlq.partition", -1)),
+            "offset": int(headers.get("touchline.dlq.offset", -1)),
+        },
+        "rejected_at": headers.get("touchline.dlq.rejected_at"),
+        "key": record.key.decode("utf-8", "replace") if record.key else None,
+        "original_bytes": value,
+        "original_text": text,
+        "dlq_offset": record.offset,
+    }
+
+
+class BatchWorker:
+    """Base class of every consumer-group worker. Subclasses set ``name`` and ``topics``
+    and implement :meth:`handle_batch`; the loop owns transactions and offsets."""
+
+    name = "worker"
+    dlq_topic: str | None = None
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock | None = None,
+        group_id: str | None = None,
+        producer: KafkaProducer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.clock = clock or SystemClock()
+        self.group_id = group_id or settings.topic(f"touchline-{self.name}")
+        self._producer = producer
+        self._owns_producer = producer is None
+        self.consumer: KafkaConsumer | None = None
+        self.stop_event = threading.Event()
+        self.db_retry_seconds = 1.0
+
+    # ---- to implement -------------------------------------------------
+    def topics(self) -> list[str]:
+        raise NotImplementedError
+
+    def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
+        raise NotImplementedError
+
+    # ---- lifecycle ----------------------------------------------------
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = make_producer(self.settings)
+        return self._producer
+
+    def start(self) -> "BatchWorker":
+        if self.consumer is None:
+            self.consumer = make_consumer(self.settings, self.group_id, self.topics())
+        return self
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+            self.consumer = None
+        if self._producer is not None and self._owns_producer:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+    def run(self) -> None:
+        """Consume until :attr:`stop_event` is set (SIGTERM/SIGINT in the CLI)."""
+        self.start()
+        log.info("%s worker consuming %s as group %s", self.name, ", ".join(self.topics()), self.group_id)
+        try:
+            while not self.stop_event.is_set():
+                self.poll_once()
+        finally:
+            self.close()
+            log.info("%s worker stopped", self.name)
+
+    # ---- one batch ----------------------------------------------------
+    def poll_once(self, timeout_ms: int | None = None) -> int:
+        """Poll, process and commit one batch. Returns the number of records handled."""
+        consumer = self.start().consumer
+        polled = consumer.poll(
+            timeout_ms=self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms,
+            max_records=self.settings.kafka_max_poll_records,
+        )
+        records = [r for tp_records in polled.values() for r in tp_records]
+        if not records:
+            self._update_lag()
+            return 0
+        started = time.perf_counter()
+        try:
+            result = self._process(records)
+        except _DatabaseUnavailable as exc:
+            log.error("%s: database unavailable (%s); will retry the batch in %.0fs", self.name, exc, self.db_retry_seconds)
+            self._rewind(records)
+            self.stop_event.wait(self.db_retry_seconds)
+            return 0
+        self._publish_rejects(result.rejects)
+        faults.point(f"{self.name}.before_offset_commit")
+        self._commit(records)
+        elapsed = time.perf_counter() - started
+        BATCH_SECONDS.labels(self.name).observe(elapsed)
+        for topic in {r.topic for r in records}:
+            EVENTS_CONSUMED.labels(self.name, topic).inc(sum(1 for r in records if r.topic == topic))
+        summary = " ".join(f"{k}={v}" for k, v in result.summary.items())
+        log.info(
+            "%s batch: records=%d rejected=%d %s in %.0fms",
+            self.name, len(records), len(result.rejects), summary, elapsed * 1000,
+        )
+        self._update_lag()
+        return len(records)
+
+    def _process(self, records: list[ConsumerRecord]) -> BatchResult:
+        try:
+            return self._run_in_transaction(records)
+        except _DatabaseUnavailable:
+            raise
+        except Exception as exc:  # a poison record or a bug: find it, never block the partition
+            if len(records) == 1:
+                log.exception("%s: record %s/%d@%d failed processing", self.name, records[0].topic,
+                              records[0].partition, records[0].offset)
+                return BatchResult(rejects=[Reject(records[0], "processing_error", f"{type(exc).__name__}: {exc}")])
+            log.warning("%s: batch of %d failed (%s: %s); bisecting", self.name, len(records), type(exc).__name__, exc)
+            mid = len(records) // 2
+            left, right = self._process(records[:mid]), self._process(records[mid:])
+            summary = dict(left.summary)
+            for k, v in right.summary.items():
+                summary[k] = summary.get(k, 0) + v
+            return BatchResult(rejects=left.rejects + right.rejects, summary=summary)
+
+    def _run_in_transaction(self, records: list[ConsumerRecord]) -> BatchResult:
+        try:
+            with transaction(self.session_factory) as session:
+                result = self.handle_batch(session, records)
+            faults.point(f"{self.name}.after_db_commit")
+            return result
+        except OperationalError as exc:
+            if _is_connectivity_error(exc):
+                raise _DatabaseUnavailable(str(exc.orig)) from exc
+            raise
+
+    def _publish_rejects(self, rejects: list[Reject]) -> None:
+        if not rejects:
+            return
+        topic = self.dlq_topic or self.settings.topic_events_dlq
+        now = self.clock.now()
+        for rej in rejects:
+            EVENTS_REJECTED.labels(self.name, rej.reason).inc()
+            log.warning(
+                "%s: rejected %s/%d@%d to %s: %s (%s)",
+                self.name, rej.record.topic, rej.record.partition, rej.record.offset, topic, rej.reason, rej.detail[:200],
+            )
+            self.producer.send(
+                topic, key=rej.record.key, value=rej.record.value, headers=dlq_headers(rej.record, rej.reason, rej.detail, now)
+            )
+        self.producer.flush(timeout=30)
+
+    def _commit(self, records: list[ConsumerRecord]) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for r in records:
+            offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1, "", -1)
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced while we worked: the new owner redelivers the batch and
+            # our keyed effects make that harmless.
+            log.warning("%s: offset commit refused after rebalance (%s); the batch will be redelivered", self.name, exc)
+
+    def _rewind(self, records: list[ConsumerRecord]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        for tp, offset in first.items():
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, offset)
+
+    def _update_lag(self) -> None:
+        consumer = self.consumer
+        for tp in consumer.assignment():
+            # The embedded broker's ListOffsets(latest) is wrong: use the fetch high-watermark.
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            try:
+                position = consumer.position(tp)
+            except KafkaError:
+                continue
+            if position is not None:
+                CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - position))
+
+
+class _DatabaseUnavailable(Exception):
+    pass
+
+
+def _is_connectivity_error(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("connection", "could not connect", "server closed", "terminating", "database is locked"))
+
+
+def json_bytes(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()

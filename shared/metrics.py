@@ -1,0 +1,45 @@
+"""Prometheus metrics. Workers and the API share these definitions.
+
+Under ``touchline run`` every process writes to ``PROMETHEUS_MULTIPROC_DIR`` and the
+API's ``/metrics`` aggregates them; a worker deployed on its own serves its metrics
+with ``--metrics-port``.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY
+
+EVENTS_CONSUMED = Counter("touchline_events_consumed_total", "Records consumed from a topic", ["worker", "topic"])
+EVENTS_REJECTED = Counter("touchline_events_rejected_total", "Records sent to the DLQ, by reason", ["worker", "reason"])
+EVENTS_DUPLICATE = Counter("touchline_events_duplicate_total", "Records skipped as already processed", ["worker"])
+BATCH_SECONDS = Histogram(
+    "touchline_batch_seconds",
+    "Time to process and commit one consumer batch",
+    ["worker"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CONSUMER_LAG = Gauge(
+    "touchline_consumer_lag",
+    "Records behind the partition high-watermark",
+    ["worker", "topic", "partition"],
+    multiprocess_mode="livemax",
+)
+HTTP_EVENTS = Counter("touchline_http_events_total", "Events received over HTTP, by outcome", ["outcome"])
+
+
+def render_metrics() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,121 @@
+"""The one settings object. Every setting is read from a ``TOUCHLINE_`` environment
+variable (or a ``.env`` file) and documented in the README's configuration table.
+
+Never read settings at import time: call :func:`get_settings` (cached) or build a
+:class:`Settings` yourself, as the tests do.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "dev-insecure-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOUCHLINE_", env_file=".env", extra="ignore")
+
+    env: str = Field("development", description="development or production")
+    var_dir: Path = Field(Path("var"), description="where embedded state lives (SQLite, broker logs, mail)")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite under var/")
+    db_pool_size: int = 5
+
+    # Kafka. Empty bootstrap means: use (and, for `touchline run`, start) the embedded broker.
+    kafka_bootstrap: str = ""
+    embedded_broker_host: str = "127.0.0.1"
+    embedded_broker_port: int = 9092
+    topic_prefix: str = ""
+    topic_partitions: int = 4
+    kafka_session_timeout_ms: int | None = None
+    kafka_heartbeat_interval_ms: int | None = None
+    kafka_max_poll_interval_ms: int = 300_000
+    kafka_max_poll_records: int = 2000
+    kafka_poll_timeout_ms: int = 500
+    kafka_bootstrap_timeout_ms: int = 10_000
+
+    # Ingest.
+    max_event_bytes: int = 64 * 1024
+    max_future_skew_seconds: int = 24 * 3600
+    raw_event_retention_days: int = 400
+    http_batch_limit: int = 1000
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+    secret_key: str = PLACEHOLDER_SECRET
+
+    # Rules.
+    rules_tick_seconds: int = 60
+
+    @field_validator("env")
+    @classmethod
+    def _env_known(cls, v: str) -> str:
+        if v not in ("development", "production", "test"):
+            raise ValueError("TOUCHLINE_ENV must be development, production or test")
+        return v
+
+    @model_validator(mode="after")
+    def _no_placeholder_secret_in_production(self) -> "Settings":
+        if self.env == "production" and self.secret_key == PLACEHOLDER_SECRET:
+            raise ValueError(
+                "TOUCHLINE_SECRET_KEY is the development placeholder; set a long random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) in production"
+            )
+        return self
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.embedded_broker_host}:{self.embedded_broker_port}"
+
+    @property
+    def session_timeout_ms(self) -> int:
+        # The embedded broker holds a group join for ~session_timeout/2: keep it short there.
+        if self.kafka_session_timeout_ms is not None:
+            return self.kafka_session_timeout_ms
+        return 2000 if self.embedded_broker else 10_000
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        if self.kafka_heartbeat_interval_ms is not None:
+            return self.kafka_heartbeat_interval_ms
+        return 300 if self.embedded_broker else 3000
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the usual postgres:// spellings and use psycopg 3.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix):]
+            return url
+        return f"sqlite:///{(self.var_dir / 'touchline.db').as_posix()}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def topic_events(self) -> str:
+        return self.topic("product.events")
+
+    @property
+    def topic_events_dlq(self) -> str:
+        return self.topic("product.events.dlq")
+
+    @property
+    def topic_signals(self) -> str:
+        return self.topic("cs.signals")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,143 @@
+"""Shared fixtures: the real embedded broker (one per session, on a free port), real
+databases built by the migrations (SQLite always, PostgreSQL when
+TOUCHLINE_TEST_POSTGRES_URL is set), a simulated clock, per-test topics and keys."""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from services.models import metadata
+from shared.broker import EmbeddedBroker, free_port
+from shared.clock import SimulatedClock
+from shared.db import make_engine, make_session_factory, transaction
+from shared.kafka import ensure_topics
+from shared.migrate import upgrade
+from shared.settings import Settings
+
+PG_URL = os.environ.get("TOUCHLINE_TEST_POSTGRES_URL", "")
+DB_KINDS = ["sqlite", "postgresql"]
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # a Monday
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker("127.0.0.1", free_port(), tmp_path_factory.mktemp("broker") / "broker.log")
+    b.start()
+    yield b
+    b.stop()
+
+
+class _Database:
+    def __init__(self, kind: str, url: str, admin_url: str | None = None, name: str | None = None):
+        self.kind, self.url, self.admin_url, self.name = kind, url, admin_url, name
+
+
+@pytest.fixture(scope="session")
+def _databases(tmp_path_factory) -> Iterator[dict[str, _Database]]:
+    dbs: dict[str, _Database] = {}
+    path = tmp_path_factory.mktemp("sqlite") / "touchline.db"
+    dbs["sqlite"] = _Database("sqlite", f"sqlite:///{path}")
+    if PG_URL:
+        base = make_url(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith("postgresql://") else PG_URL)
+        name = f"touchline_test_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        dbs["postgresql"] = _Database("postgresql", base.set(database=name).render_as_string(hide_password=False),
+                                      base.render_as_string(hide_password=False), name)
+    for db in dbs.values():  # the migrations build every test database: never create_all
+        engine = make_engine(Settings(env="test", database_url=db.url))
+        upgrade(engine)
+        engine.dispose()
+    yield dbs
+    if "postgresql" in dbs:
+        db = dbs["postgresql"]
+        admin = create_engine(db.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=DB_KINDS)
+def db_kind(request, _databases) -> str:
+    if request.param not in _databases:
+        if os.environ.get("CI"):
+            pytest.fail("CI must test PostgreSQL too: set TOUCHLINE_TEST_POSTGRES_URL (.ci/run does)")
+        pytest.skip("PostgreSQL variant: set TOUCHLINE_TEST_POSTGRES_URL (make test sets it in CI)")
+    return request.param
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(T0)
+
+
+@pytest.fixture
+def settings(db_kind, _databases, broker, tmp_path) -> Settings:
+    return Settings(
+        env="test",
+        var_dir=tmp_path,
+        database_url=_databases[db_kind].url,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+        kafka_poll_timeout_ms=200,
+    )
+
+
+@pytest.fixture
+def engine(settings):
+    engine = make_engine(settings)
+    yield engine
+    # Each test starts from empty tables (worker tests commit for real, so no rollback trick).
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+
+
+@pytest.fixture
+def session_factory(engine):
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def topics(settings) -> Settings:
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def keys(session_factory, clock) -> dict[str, str]:
+    from shared.auth import create_key
+
+    out = {}
+    with transaction(session_factory) as session:
+        for role in ("ingest", "ops", "csm", "admin"):
+            _row, key = create_key(session, role=role, name=f"test {role}", now=clock.now(), csm_id="csm-1" if role == "csm" else None)
+            out[role] = key
+    return out
+
+
+@pytest.fixture
+async def api(settings, clock, session_factory) -> httpx.AsyncClient:
+    from services.app import create_app
+
+    app = create_app(settings, clock, session_factory)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:
+        client.app = app
+        yield client
+    app.state.ctx.close()
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,65 @@
+"""Test helpers: build events, publish raw records, drive workers until a condition holds."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from kafka import KafkaConsumer, TopicPartition
+
+from shared.kafka import make_producer, parse_dlq_record
+from shared.settings import Settings
+
+
+def track(account_id: str, name: str, ts: datetime, user_id: str | None = None, event_id: str | None = None, **props) -> dict:
+    ev = {"event_id": event_id or str(uuid.uuid4()), "account_id": account_id, "name": name,
+          "timestamp": ts.isoformat(), "properties": props}
+    if user_id:
+        ev["user_id"] = user_id
+    return ev
+
+
+def publish(settings: Settings, records: list, topic: str | None = None) -> None:
+    """Publish records: dicts are JSON-encoded and keyed by account_id; (key, bytes) tuples go as they are."""
+    producer = make_producer(settings)
+    for r in records:
+        if isinstance(r, dict):
+            producer.send(topic or settings.topic_events, key=str(r.get("account_id", "")).encode(), value=json.dumps(r).encode())
+        else:
+            key, value = r
+            producer.send(topic or settings.topic_events, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll the workers until ``until()`` holds. The deadline only bounds a failing test."""
+    workers = workers if isinstance(workers, list | tuple) else [workers]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for w in workers:
+            w.poll_once(100)
+        if until():
+            return
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.0) -> list:
+    """Read a topic from the beginning until ``expect`` records have arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    parts = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in parts])
+    consumer.seek_to_beginning()
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expect and time.monotonic() < deadline:
+        for recs in consumer.poll(200).values():
+            out.extend(recs)
+    consumer.close()
+    return out
+
+
+def read_dlq(settings: Settings, expect: int) -> list[dict]:
+    return [parse_dlq_record(r) for r in read_topic(settings, settings.topic_events_dlq, expect)]

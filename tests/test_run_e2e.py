@@ -1,0 +1,64 @@
+"""`touchline run` (what `make run` starts): the whole system on embedded defaults,
+events in over HTTP, state out over the API, clean shutdown on Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from shared.broker import free_port, port_open
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)  # polling a real process, not standing in for a clock
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_touchline_run_brings_everything_up_and_down(tmp_path):
+    broker_port, api_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
+    env.update({"TOUCHLINE_VAR_DIR": str(tmp_path / "var"), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
+                "TOUCHLINE_API_PORT": str(api_port)})
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 60, "/readyz")
+        key = (tmp_path / "var" / "dev-admin-key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        now = datetime.now(timezone.utc).isoformat()
+        r = httpx.post(f"{base}/v1/events", headers=headers, json=[
+            {"event_id": str(uuid.uuid4()), "account_id": "acme", "user_id": "ada", "name": "login", "timestamp": now},
+            {"event_id": str(uuid.uuid4()), "type": "group", "account_id": "acme", "timestamp": now, "traits": {"plan": "pro"}},
+        ])
+        assert r.status_code == 202, r.text
+        account = wait_for(lambda: (r := httpx.get(f"{base}/v1/accounts/acme", headers=headers)).status_code == 200 and r.json(),
+                           60, "the account to be ingested")
+        assert account["plan"] == "pro" or wait_for(
+            lambda: httpx.get(f"{base}/v1/accounts/acme", headers=headers).json()["plan"] == "pro", 30, "traits")
+        metrics = httpx.get(f"{base}/metrics").text
+        assert "touchline_events_consumed_total" in metrics  # the worker's metrics, aggregated by the API
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    assert "Development admin API key" in out
+    assert "embedded broker stopped" in out
+    assert not port_open("127.0.0.1", broker_port) and not port_open("127.0.0.1", api_port)
