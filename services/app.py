@@ -29,8 +29,10 @@ Errors answer `{"error": "<code>", "detail": ...}`.
 def routers():
     from services.ingest.accounts.router import router as accounts_router
     from services.ingest.events.router import router as events_router
+    from services.rules.rules.router import router as rules_router
+    from services.rules.signals.router import router as signals_router
 
-    return [events_router, accounts_router]
+    return [events_router, accounts_router, rules_router, signals_router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:

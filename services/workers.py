@@ -5,6 +5,7 @@ import importlib
 
 WORKERS: dict[str, str] = {
     "ingest": "services.ingest.events.consumer:IngestWorker",
+    "rules": "services.rules.evaluation.consumer:RulesWorker",
 }
 
 

@@ -183,6 +183,7 @@ class BatchWorker:
         self.consumer: KafkaConsumer | None = None
         self.stop_event = threading.Event()
         self.db_retry_seconds = 1.0
+        self.not_ready_wait_seconds = 0.05
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
@@ -190,6 +191,11 @@ class BatchWorker:
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         raise NotImplementedError
+
+    def ready(self, records: list[ConsumerRecord]) -> bool:
+        """Whether the batch can be processed now; ``False`` rewinds it and retries a
+        moment later (a worker that depends on another one's progress)."""
+        return True
 
     # ---- lifecycle ----------------------------------------------------
     @property
@@ -233,6 +239,10 @@ class BatchWorker:
         records = [r for tp_records in polled.values() for r in tp_records]
         if not records:
             self._update_lag()
+            return 0
+        if not self.ready(records):
+            self._rewind(records)
+            self.stop_event.wait(self.not_ready_wait_seconds)
             return 0
         started = time.perf_counter()
         try:

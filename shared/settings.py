@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     # Rules.
     rules_tick_seconds: int = 60
+    # The rules worker evaluates an event once ingest has stored it; after this long it
+    # evaluates anyway (ingest may have dead-lettered the event).
+    rules_ingest_wait_seconds: float = 30.0
 
     @field_validator("env")
     @classmethod

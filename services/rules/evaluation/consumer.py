@@ -1,0 +1,103 @@
+"""The rules worker: consumer group ``touchline-rules`` on ``product.events`` (same
+account partitioning as ingest), plus the scheduled tick and the outbox relay.
+
+Ordering with ingest. Both groups read the topic independently, so this worker can
+see an event before ingest has committed it. It therefore evaluates a batch only once
+every valid event in it is in ingest's raw event store (one indexed query per batch):
+ingest commits whole batches in partition order, so the rollups then hold these
+events and everything before them. Until then the batch is rewound and retried a
+moment later; after ``rules_ingest_wait_seconds`` it is evaluated anyway (ingest may
+have dead-lettered an event it could not process) with a warning.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from kafka.consumer.fetcher import ConsumerRecord
+from sqlalchemy.orm import Session
+
+from services.ingest.events.consumer import validate_record
+from services.rules.evaluation import repository as eval_repo
+from services.rules.evaluation.engine import EventSubject
+from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
+from shared.db import transaction
+from shared.events import Event
+from shared.kafka import BatchResult, BatchWorker
+from shared.outbox import relay
+
+log = logging.getLogger(__name__)
+
+
+class RulesWorker(BatchWorker):
+    name = "rules"
+
+    def __init__(self, *args, tick: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.index = RuleIndex(self.settings.raw_event_retention_days)
+        self.tick_enabled = tick
+        self._next_tick = None
+        self._waiting_since: float | None = None
+        self.last_report = None
+
+    def topics(self) -> list[str]:
+        return [self.settings.topic_events]
+
+    def _valid(self, records: list[ConsumerRecord]) -> list[Event]:
+        now = self.clock.now()
+        max_future = timedelta(seconds=self.settings.max_future_skew_seconds)
+        out = []
+        for r in records:
+            ev = validate_record(r, now, self.settings.max_event_bytes, max_future)
+            if isinstance(ev, Event):
+                out.append(ev)
+        return out  # invalid records are ingest's to dead-letter, not ours
+
+    def ready(self, records: list[ConsumerRecord]) -> bool:
+        ids = sorted({ev.event_id for ev in self._valid(records)})
+        if not ids:
+            return True
+        with transaction(self.session_factory) as session:
+            present = eval_repo.ingested_event_ids(session, ids)
+        if len(present) == len(ids):
+            self._waiting_since = None
+            return True
+        started = self._waiting_since = self._waiting_since or time.monotonic()
+        if time.monotonic() - started >= self.settings.rules_ingest_wait_seconds:
+            log.warning("rules: %d of %d events still not ingested after %.0fs; evaluating without them",
+                        len(ids) - len(present), len(ids), self.settings.rules_ingest_wait_seconds)
+            self._waiting_since = None
+            return True
+        return False
+
+    def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
+        now = self.clock.now()
+        events = [EventSubject(ev.event_id, ev.account_id, ev.user_id, ev.name, ev.timestamp, ev.properties)
+                  for ev in self._valid(records) if ev.type == "track"]
+        self.index.refresh(session)
+        report = evaluate_events(session, events, self.index, now, self.settings)
+        self.last_report = report
+        return BatchResult(summary={"events": report.events, "evaluations": report.evaluations, "signals": len(report.signals)})
+
+    def poll_once(self, timeout_ms: int | None = None) -> int:
+        n = super().poll_once(timeout_ms)
+        if self.tick_enabled:
+            self.maybe_tick()
+        self.relay()
+        return n
+
+    def maybe_tick(self) -> None:
+        now = self.clock.now()
+        if self._next_tick is not None and now < self._next_tick:
+            return
+        self._next_tick = now + timedelta(seconds=self.settings.rules_tick_seconds)
+        run_tick(self.session_factory, self.settings, now)
+
+    def relay(self) -> int:
+        sent = 0
+        while True:
+            n = relay(self.session_factory, self.producer, self.clock.now())
+            sent += n
+            if n < 500:
+                return sent

@@ -1,0 +1,283 @@
+"""Measuring and evaluating conditions for accounts and events.
+
+:class:`Measurements` answers "what is this predicate's operand for these accounts at
+``now``", one set-based query per distinct operand, cached for the batch or the tick
+(a thousand rules over the same metric cost one query). The pure interpretation is in
+:mod:`services.rules.language.evaluate`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.rules.evaluation import repository as repo
+from services.rules.language.ast import Condition, Field, Leaf, Metric, RuleDefinition, leaves
+from services.rules.language.evaluate import explain, matching_from_values, predicate
+
+DAY = 86400.0
+ZERO_DEFAULT = ("count", "active_users", "active_days")
+
+
+@dataclass(frozen=True)
+class EventSubject:
+    """The triggering event as predicates see it (a validated event or a stored one)."""
+
+    event_id: str
+    account_id: str
+    user_id: str | None
+    name: str
+    timestamp: datetime
+    properties: dict
+
+
+def _dig(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+class Measurements:
+    """Operand values for a population of accounts at one instant.
+
+    ``accounts=None`` means every account (the tick); a list bounds every query to it
+    (an event batch, a dry-run). ``as_of=True`` (backtests) reads "days since" from the
+    daily rollups, as of ``now``, instead of the live last-seen table."""
+
+    def __init__(self, session: Session, now: datetime, accounts: list[str] | None = None, *, as_of: bool = False,
+                 lookback_days: int = 400):
+        self.session = session
+        self.now = now.astimezone(timezone.utc)
+        self.accounts = accounts
+        self.as_of = as_of
+        self.lookback_days = lookback_days
+        self._values: dict[tuple, dict] = {}
+        self._details: dict[tuple, dict] = {}
+        self._matching: dict[Leaf, set] = {}
+        self._rows: dict[str, Any] | None = None
+        self._rows_traits = False
+        self._population: set[str] | None = None
+        self._user_values: dict[tuple, dict] = {}
+        self._users: dict | None = None
+        self.queries = 0
+
+    # ---- accounts ------------------------------------------------------
+    def rows(self, with_traits: bool = False) -> dict[str, Any]:
+        if self._rows is None or (with_traits and not self._rows_traits):
+            self._rows = repo.account_rows(self.session, self.accounts, with_traits)
+            self._rows_traits = with_traits
+            self.queries += 1
+        return self._rows
+
+    @property
+    def population(self) -> set[str]:
+        if self._population is None:
+            self._population = set(self.accounts) if self.accounts is not None else set(repo.account_ids(self.session))
+        return self._population
+
+    def account_field(self, leaf: Field) -> dict[str, Any]:
+        key = leaf.operand
+        if key in self._values:
+            return self._values[key]
+        name = leaf.path[1]
+        rows = self.rows(with_traits=name == "traits")
+        now, today = self.now, self.now.date()
+        out: dict[str, Any] = {}
+        for a, r in rows.items():
+            if name == "traits":
+                v = _dig(r.traits or {}, leaf.path[2:])
+            elif name == "tenure_days":
+                v = (today - r.signup_date).days if r.signup_date else (
+                    (now - r.first_seen_at).total_seconds() / DAY if r.first_seen_at else None)
+            elif name == "days_in_stage":
+                v = (now - r.lifecycle_stage_changed_at).total_seconds() / DAY if r.lifecycle_stage_changed_at else None
+            elif name == "days_to_renewal":
+                v = (r.renewal_date - today).days if r.renewal_date else None
+            else:
+                v = getattr(r, name)
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            out[a] = v
+        self._values[key] = out
+        return out
+
+    # ---- metrics -------------------------------------------------------
+    def metric(self, m: Metric) -> tuple[dict[str, Any], Any]:
+        """(account -> value, default for accounts without a row)."""
+        default = 0.0 if m.metric in ZERO_DEFAULT else (math.inf if m.metric == "days_since" else None)
+        key = m.operand
+        if key not in self._values:
+            self._values[key] = self._measure(m)
+            self.queries += 1
+        return self._values[key], default
+
+    def _measure(self, m: Metric) -> dict[str, Any]:
+        s, now, acc = self.session, self.now, self.accounts
+        if m.metric == "count":
+            return {a: float(v) for a, v in repo.event_counts(s, m.event, *repo.window_days(now, m.window), acc).items()}
+        if m.metric == "active_users":
+            return {a: float(v) for a, v in repo.active_users(s, *repo.window_days(now, m.window), acc).items()}
+        if m.metric == "active_days":
+            return {a: float(v) for a, v in repo.active_days(s, m.event, *repo.window_days(now, m.window), acc).items()}
+        if m.metric == "days_since":
+            if self.as_of:
+                last = repo.account_last_day(s, m.event, now.date(), self.lookback_days, acc)
+                return {a: float((now.date() - d).days) for a, d in last.items()}
+            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in repo.account_last_seen(s, m.event, acc).items()}
+        if m.metric == "seat_utilisation":
+            users = repo.active_users(s, *repo.window_days(now, m.window), acc)
+            rows = self.rows()
+            out = {}
+            for a, r in rows.items():
+                if r.seats:
+                    out[a] = 100.0 * users.get(a, 0) / r.seats
+            return out
+        if m.metric == "change":
+            n = m.baseline // m.window
+            ranges = [repo.window_days(now, m.window, k * m.window) for k in range(n + 1)]
+            per = repo.chunked_metric(s, m.of, m.event, ranges, acc)
+            out, details = {}, {}
+            for a, values in per.items():
+                current, baseline = values[0], sum(values[1:]) / n
+                details[a] = {"current": current, "baseline": round(baseline, 4)}
+                if baseline > 0:
+                    out[a] = 100.0 * (current - baseline) / baseline
+            self._details[m.operand] = details
+            return out
+        raise ValueError(f"unknown metric {m.metric}")
+
+    def detail(self, leaf: Leaf, account_id: str) -> dict[str, Any] | None:
+        return self._details.get(leaf.operand, {}).get(account_id)
+
+    def matching(self, leaf: Leaf) -> set[str]:
+        """Accounts of the population for which an account-level predicate holds."""
+        if leaf not in self._matching:
+            if isinstance(leaf, Metric):
+                values, default = self.metric(leaf)
+            else:
+                values, default = self.account_field(leaf), None
+            self._matching[leaf] = matching_from_values(leaf, self.population, values, default)
+        return self._matching[leaf]
+
+    # ---- events and users ---------------------------------------------
+    def load_users(self, pairs: list[tuple[str, str]]) -> None:
+        self._users = repo.users(self.session, pairs)
+        self._pairs = pairs
+
+    def user_days_since(self, m: Metric, pair: tuple[str, str]) -> float:
+        key = m.operand
+        if key not in self._user_values:
+            seen = repo.user_last_seen(self.session, m.event, getattr(self, "_pairs", [pair]))
+            self._user_values[key] = {p: max(0.0, (self.now - ts).total_seconds() / DAY) for p, ts in seen.items()}
+        return self._user_values[key].get(pair, math.inf)
+
+    def user_field(self, leaf: Field, pair: tuple[str, str]) -> Any:
+        if self._users is None:
+            self.load_users([pair])
+        user = self._users.get(pair)
+        if user is None:
+            return None
+        if leaf.path[1] == "traits":
+            return _dig(user.traits or {}, leaf.path[2:])
+        return getattr(user, leaf.path[1])
+
+    def value_getter(self, account_id: str, event: EventSubject | None = None) -> Callable[[Leaf], Any]:
+        def value_of(leaf: Leaf) -> Any:
+            if isinstance(leaf, Metric):
+                if leaf.scope == "user":
+                    if event is None or not event.user_id:
+                        return None
+                    return self.user_days_since(leaf, (account_id, event.user_id))
+                values, default = self.metric(leaf)
+                return values.get(account_id, default)
+            root = leaf.path[0]
+            if root == "account":
+                return self.account_field(leaf).get(account_id)
+            if event is None:
+                return None
+            if root == "event":
+                if leaf.path[1] == "properties":
+                    v = _dig(event.properties, leaf.path[2:])
+                else:
+                    v = getattr(event, leaf.path[1])
+            else:
+                if not event.user_id:
+                    return None
+                v = self.user_field(leaf, (account_id, event.user_id))
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            return v
+        return value_of
+
+    def explain(self, condition: Condition, account_id: str, event: EventSubject | None = None) -> tuple[bool, dict]:
+        ok, tree = explain(condition, self.value_getter(account_id, event))
+        self._attach_details(tree, condition, account_id)
+        return ok, tree
+
+    def _attach_details(self, tree: dict, condition: Condition, account_id: str) -> None:
+        by_label = {leaf.label: leaf for leaf in leaves(condition) if isinstance(leaf, Metric) and leaf.metric == "change"}
+        if not by_label:
+            return
+
+        def walk(e):
+            for k in ("all", "any"):
+                for c in e.get(k, []):
+                    walk(c)
+            if "not" in e:
+                walk(e["not"])
+            leaf = by_label.get(e.get("predicate"))
+            if leaf is not None:
+                d = self.detail(leaf, account_id)
+                if d:
+                    e.update(d)
+        walk(tree)
+
+
+def needs_event(definition: RuleDefinition) -> bool:
+    return any(leaf.needs_event for leaf in leaves(definition.condition))
+
+
+def explain_for_account(session: Session, condition: Condition, account_id: str, now: datetime) -> tuple[bool, dict]:
+    return Measurements(session, now, [account_id]).explain(condition, account_id)
+
+
+def audience_explanation(definition: RuleDefinition, account_id: str, meas: Measurements) -> dict[str, Any]:
+    """Audience filters one by one for one account (dry-run)."""
+    aud = definition.audience
+    row = meas.rows().get(account_id)
+    checks = []
+    if row is None:
+        return {"match": False, "checks": [{"filter": "account", "result": False, "message": "no such account"}]}
+    now, today = meas.now, meas.now.date()
+    for name in ("segment", "plan", "lifecycle_stage"):
+        allowed = getattr(aud, name)
+        if allowed is not None:
+            v = getattr(row, name)
+            checks.append({"filter": name, "value": v, "allowed": list(allowed), "result": v in allowed})
+    ranges = {
+        "arr": row.arr,
+        "tenure_days": (today - row.signup_date).days if row.signup_date else (
+            (now - row.first_seen_at).total_seconds() / DAY if row.first_seen_at else None),
+        "days_in_stage": (now - row.lifecycle_stage_changed_at).total_seconds() / DAY if row.lifecycle_stage_changed_at else None,
+    }
+    for name, v in ranges.items():
+        r = getattr(aud, name)
+        if r is not None:
+            ok = v is not None and (r.min is None or v >= r.min) and (r.max is None or v <= r.max)
+            checks.append({"filter": name, "value": round(v, 4) if isinstance(v, float) else v, **r.to_dict(), "result": ok})
+    if aud.renewal_within_days is not None:
+        d = (row.renewal_date - today).days if row.renewal_date else None
+        checks.append({"filter": "renewal_within_days", "value": d, "max": aud.renewal_within_days,
+                       "result": d is not None and 0 <= d <= aud.renewal_within_days})
+    # The SQL filter is the authority; the checks above explain it.
+    match = account_id in repo.audience_ids(meas.session, aud, now, [account_id])
+    return {"match": match, "checks": checks}
+
+
+__all__ = ["EventSubject", "Measurements", "explain_for_account", "needs_event", "predicate", "timedelta"]

@@ -1,0 +1,127 @@
+"""Pure interpretation of a condition tree over values someone else measured.
+
+Two shapes share one comparison so they cannot disagree:
+- :func:`explain` evaluates one subject and says, predicate by predicate, why;
+- :func:`select` evaluates a whole population at once with set algebra (the tick and
+  the backtest), so the cost is a few comprehensions per predicate, not a tree walk per account.
+
+Semantics: a predicate on a missing value is false (so ``not`` of it is true), except
+``days_since`` of an event never seen, which is infinitely long ago.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from .ast import All, AnyOf, Condition, Field, Leaf, Metric, Not
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+}
+
+
+def predicate(leaf: Leaf) -> Callable[[Any], bool]:
+    """A fast ``value -> bool`` for one leaf."""
+    op, want = leaf.op, leaf.value
+    if op == "exists":
+        return (lambda v: v is not None) if want else (lambda v: v is None)
+    if op == "in":
+        allowed = set(want)
+        return lambda v: v is not None and _hashable(v) and v in allowed
+    if op == "not_in":
+        banned = set(want)
+        return lambda v: v is not None and _hashable(v) and v not in banned
+    fn = _OPS[op]
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        def numeric(v, fn=fn, want=want):
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                return False
+            return fn(v, want)
+        return numeric
+    return lambda v: v is not None and type(v) is type(want) and fn(v, want)
+
+
+def _hashable(v: Any) -> bool:
+    return isinstance(v, Hashable)
+
+
+def json_value(v: Any) -> Any:
+    """Values as they appear in explanations and evidence (inf is not JSON)."""
+    if isinstance(v, float):
+        if math.isinf(v):
+            return None
+        return round(v, 4)
+    return v
+
+
+def explain(node: Condition, value_of: Callable[[Leaf], Any]) -> tuple[bool, dict[str, Any]]:
+    """Evaluate every predicate (no short-circuit, so the answer shows all of them)."""
+    if isinstance(node, (All, AnyOf)):
+        parts = [explain(c, value_of) for c in node.children]
+        result = all(r for r, _ in parts) if isinstance(node, All) else any(r for r, _ in parts)
+        return result, {"all" if isinstance(node, All) else "any": [e for _, e in parts], "result": result}
+    if isinstance(node, Not):
+        r, e = explain(node.child, value_of)
+        return (not r), {"not": e, "result": not r}
+    v = value_of(node)
+    result = predicate(node)(v)
+    out = {"predicate": node.label, "value": json_value(v), "op": node.op,
+           "threshold": list(node.value) if isinstance(node.value, tuple) else json_value(node.value), "result": result}
+    if isinstance(v, float) and math.isinf(v):
+        out["never_seen"] = True
+    return result, out
+
+
+def evidence(explanation: dict[str, Any]) -> dict[str, Any]:
+    """Flatten an explanation into ``{label: {value, op, threshold}}`` (the signal's evidence)."""
+    out: dict[str, Any] = {}
+
+    def walk(e: dict[str, Any], negated: bool) -> None:
+        for key in ("all", "any"):
+            if key in e:
+                for c in e[key]:
+                    walk(c, negated)
+                return
+        if "not" in e:
+            walk(e["not"], not negated)
+            return
+        item = {k: e[k] for k in ("value", "op", "threshold")}
+        if e.get("never_seen"):
+            item["never_seen"] = True
+        if negated:
+            item["negated"] = True
+        if not e["result"] and not negated:
+            item["result"] = False  # an "any" branch that did not hold
+        out[e["predicate"]] = item
+
+    walk(explanation, False)
+    return out
+
+
+def select(node: Condition, universe: set, matching: Callable[[Leaf], set]) -> set:
+    """The subjects of ``universe`` for which ``node`` holds. ``matching(leaf)`` answers the
+    subjects for which one predicate holds (it may include subjects outside the universe)."""
+    if isinstance(node, All):
+        result = universe
+        # Cheapest first is unknowable here; intersecting shrinks as we go.
+        for c in node.children:
+            result = result & select(c, result, matching)
+            if not result:
+                break
+        return result
+    if isinstance(node, AnyOf):
+        out: set = set()
+        for c in node.children:
+            out |= select(c, universe - out, matching)
+        return out
+    if isinstance(node, Not):
+        return universe - select(node.child, universe, matching)
+    return universe & matching(node)
+
+
+def matching_from_values(leaf: Leaf, universe: Iterable, values: dict, default: Any) -> set:
+    test = predicate(leaf)
+    get = values.get
+    return {s for s in universe if test(get(s, default))}

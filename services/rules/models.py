@@ -1,0 +1,95 @@
+"""Tables owned by the rules service: rules and their versions, signals, cooldown
+claims and scheduled-tick state."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, JSONType, UTCDateTime
+
+
+class Rule(Base):
+    """The head of a rule: its current version, state and the columns lists filter on.
+    The definition itself lives in :class:`RuleVersion` (every change is a new version)."""
+
+    __tablename__ = "rules"
+    __table_args__ = (Index("ix_rules_kind", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    trigger_type: Mapped[str] = mapped_column(String(16))  # "events" or "schedule"
+    trigger_events: Mapped[list] = mapped_column(JSONType, default=list)
+    current_version: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped by every change (new version, enable, disable, delete): workers compare
+    # count(*) and sum(revision) to know when to reload their event-name index.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(200))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class RuleVersion(Base):
+    __tablename__ = "rule_versions"
+    __table_args__ = (ForeignKeyConstraint(["rule_id"], ["rules.id"]),)
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class SignalRecord(Base):
+    """A firing. ``signal_id`` is deterministic (rule, account, firing key), so a
+    redelivered event or a re-run tick inserts nothing new."""
+
+    __tablename__ = "signals"
+    __table_args__ = (
+        Index("ix_signals_account_fired", "account_id", "fired_at"),
+        Index("ix_signals_rule_fired", "rule_id", "fired_at"),
+        Index("ix_signals_kind_fired", "kind", "fired_at"),
+        Index("ix_signals_fired_at", "fired_at"),
+    )
+
+    signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    rule_name: Mapped[str] = mapped_column(String(200))
+    account_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    evidence: Mapped[dict] = mapped_column(JSONType, default=dict)
+    trigger: Mapped[str] = mapped_column(String(16))  # "event" or "schedule"
+    event_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class RuleCooldown(Base):
+    """One row per (rule, account): the claim that makes "once per cooldown" hold even
+    with two workers racing (a conditional upsert; only one wins)."""
+
+    __tablename__ = "rule_cooldowns"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RuleTick(Base):
+    """When each scheduled rule last ran and is next due: a restart does not re-run a tick."""
+
+    __tablename__ = "rule_ticks"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_tick_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_result: Mapped[dict] = mapped_column(JSONType, default=dict)

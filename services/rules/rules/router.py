@@ -1,0 +1,151 @@
+"""The rules API: validate, create, change (new version), enable, disable, delete
+(soft), list, versions, audit, dry-run and backtest. CS Ops (role ops) only."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Query
+from sqlalchemy.orm import Session
+
+from services.rules.rules import repository as repo
+from services.rules.rules import service
+from services.rules.rules.dryrun import dry_run
+from services.rules.rules.schemas import (
+    RULE_BODY,
+    AuditOut,
+    BacktestIn,
+    DryRunOut,
+    RuleOut,
+    RulePage,
+    RuleVersionOut,
+    ValidateOut,
+)
+from shared.api import ClockDep, SessionDep, SettingsDep
+from shared.auth import Principal, require
+from shared.clock import Clock
+from shared.errors import AUTH_ERRORS, Conflict, NotFound, Unprocessable, responses
+from shared.settings import Settings
+
+router = APIRouter(tags=["rules"])
+AUTHOR = ("ops",)
+
+
+def _out(session: Session, rule) -> RuleOut:
+    return RuleOut.model_validate({**{c: getattr(rule, c) for c in RuleOut.model_fields if c != "definition"},
+                                   "definition": service.current_definition(session, rule)})
+
+
+@router.post("/v1/rules/validate", response_model=ValidateOut, responses={**AUTH_ERRORS, **responses(Unprocessable)},
+             summary="Check a rule without saving it", openapi_extra=RULE_BODY)
+def validate_rule(body: Any = Body(...), settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+    definition, _enabled = service.parse(body, settings.raw_event_retention_days)
+    return ValidateOut(rule=definition.to_dict())
+
+
+@router.post("/v1/rules", response_model=RuleOut, status_code=201,
+             responses={**AUTH_ERRORS, **responses(Conflict, Unprocessable)},
+             summary="Create a rule (version 1; disabled unless enabled=true)", openapi_extra=RULE_BODY)
+def create_rule(body: Any = Body(...), session: Session = SessionDep, clock: Clock = ClockDep,
+                settings: Settings = SettingsDep, p: Principal = require(*AUTHOR)):
+    definition, enabled = service.parse(body, settings.raw_event_retention_days)
+    return _out(session, service.create(session, definition, enabled, p.actor, clock.now()))
+
+
+@router.get("/v1/rules", response_model=RulePage, responses=AUTH_ERRORS, summary="List rules, filtered, in pages ordered by id")
+def list_rules(kind: str | None = None, enabled: bool | None = None,
+               trigger: str | None = Query(None, description="events or schedule"),
+               event: str | None = Query(None, description="only rules triggered by this event name"),
+               include_deleted: bool = False, cursor: str | None = None, limit: int = Query(50, ge=1, le=500),
+               session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+    items = repo.list_rules(session, kind=kind, enabled=enabled, trigger_type=trigger, include_deleted=include_deleted,
+                            after=cursor, limit=limit)
+    next_cursor = items[-1].id if len(items) == limit else None
+    if event:
+        items = [r for r in items if event in (r.trigger_events or [])]
+    return RulePage(items=[_out(session, r) for r in items], next_cursor=next_cursor)
+
+
+@router.get("/v1/rules/{rule_id}", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_rule(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+    return _out(session, service.get(session, rule_id))
+
+
+@router.put("/v1/rules/{rule_id}", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+            summary="Change a rule: a new version if the definition differs", openapi_extra=RULE_BODY)
+def update_rule(rule_id: str, body: Any = Body(...), session: Session = SessionDep, clock: Clock = ClockDep,
+                settings: Settings = SettingsDep, p: Principal = require(*AUTHOR)):
+    definition, enabled = service.parse(body, settings.raw_event_retention_days, rule_id=rule_id)
+    return _out(session, service.update(session, rule_id, definition, enabled, p.actor, clock.now()))
+
+
+@router.delete("/v1/rules/{rule_id}", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)},
+               summary="Delete a rule (soft: it stops firing; its versions and signals stay readable)")
+def delete_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)):
+    return _out(session, service.delete(session, rule_id, p.actor, clock.now()))
+
+
+@router.post("/v1/rules/{rule_id}/enable", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def enable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)):
+    return _out(session, service.set_enabled(session, rule_id, True, p.actor, clock.now()))
+
+
+@router.post("/v1/rules/{rule_id}/disable", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)):
+    return _out(session, service.set_enabled(session, rule_id, False, p.actor, clock.now()))
+
+
+@router.get("/v1/rules/{rule_id}/versions", response_model=list[RuleVersionOut], responses={**AUTH_ERRORS, **responses(NotFound)})
+def list_versions(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+    service.get(session, rule_id)
+    return repo.list_versions(session, rule_id)
+
+
+@router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut,
+            responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_version(rule_id: str, version: int, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+    row = repo.get_version(session, rule_id, version)
+    if row is None:
+        raise NotFound(f"rule {rule_id!r} has no version {version}; list them with GET /v1/rules/{rule_id}/versions")
+    return row
+
+
+@router.get("/v1/rules/{rule_id}/audit", response_model=list[AuditOut], responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="Who changed this rule, when, and how")
+def rule_audit(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+    service.get(session, rule_id)
+    return repo.audit_for(session, rule_id)
+
+
+TEST_DOC = ("Would the rule fire now for this account, and why or why not, predicate by predicate. Nothing is stored. "
+            'Event-triggered rules use `event` from the body if given ({"event": {"name": ..., "properties": {...}, '
+            '"user_id": ...}}), else the account\'s latest stored triggering event.')
+
+
+@router.post("/v1/rules/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+             summary="Dry-run an unsaved rule for one account", description=TEST_DOC + ' Body: {"rule": {...}, "event": {...}?}')
+def test_unsaved_rule(account_id: str, body: Any = Body(...), session: Session = SessionDep, clock: Clock = ClockDep,
+                      settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+    if not isinstance(body, dict) or "rule" not in body:
+        raise Unprocessable([{"pointer": "/rule", "message": 'send {"rule": {<rule definition>}, "event": {...} (optional)}'}])
+    definition, _ = service.parse(body["rule"], settings.raw_event_retention_days)
+    return dry_run(session, definition, None, account_id, clock.now(), body.get("event"))
+
+
+@router.post("/v1/rules/{rule_id}/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+             summary="Dry-run a saved rule (current version) for one account", description=TEST_DOC)
+def test_rule(rule_id: str, account_id: str, body: Any = Body(None), session: Session = SessionDep, clock: Clock = ClockDep,
+              settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+    rule = service.get(session, rule_id)
+    definition, _ = service.parse(service.current_definition(session, rule), 100_000)
+    event = body.get("event") if isinstance(body, dict) else None
+    return dry_run(session, definition, rule.current_version, account_id, clock.now(), event)
+
+
+@router.post("/v1/rules/backtest", responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+             summary="Replay stored history over a period: firings per day and week, accounts, samples, and a diff")
+def backtest(body: BacktestIn, session: Session = SessionDep, settings: Settings = SettingsDep,
+             _p: Principal = require(*AUTHOR)) -> dict[str, Any]:
+    from services.rules.backtest.service import backtest_request
+
+    return backtest_request(session, body, settings)

@@ -1,0 +1,65 @@
+"""Every query on signals and cooldown claims."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.rules.models import RuleCooldown, SignalRecord
+from shared.db import insert_on_conflict
+
+
+def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now: datetime, until: datetime) -> set[str]:
+    """Claim the right to fire for each account whose cooldown has expired (or never
+    started). A conditional upsert: with two workers racing, only one claim wins."""
+    if not account_ids:
+        return set()
+    t = RuleCooldown.__table__
+    stmt = insert_on_conflict(session, t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["rule_id", "account_id"],
+        set_={"fired_at": stmt.excluded.fired_at, "until": stmt.excluded.until},
+        where=t.c.until <= stmt.excluded.fired_at,
+    ).returning(t.c.account_id)
+    rows = [{"rule_id": rule_id, "account_id": a, "fired_at": now, "until": until} for a in sorted(set(account_ids))]
+    return set(session.scalars(stmt, rows))
+
+
+def cooldown_until(session: Session, rule_id: str, account_id: str) -> datetime | None:
+    row = session.get(RuleCooldown, (rule_id, account_id))
+    return row.until if row else None
+
+
+def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    if not rows:
+        return set()
+    t = SignalRecord.__table__
+    stmt = insert_on_conflict(session, t).on_conflict_do_nothing(index_elements=["signal_id"]).returning(t.c.signal_id)
+    return set(session.scalars(stmt, rows))
+
+
+def list_signals(session: Session, *, kind: str | None, rule_id: str | None, account_id: str | None,
+                 since: datetime | None, until: datetime | None, before: tuple[datetime, str] | None,
+                 limit: int) -> list[SignalRecord]:
+    """Newest first; ``before`` is the (fired_at, signal_id) of the previous page's last item."""
+    q = select(SignalRecord).order_by(SignalRecord.fired_at.desc(), SignalRecord.signal_id.desc()).limit(limit)
+    if kind:
+        q = q.where(SignalRecord.kind == kind)
+    if rule_id:
+        q = q.where(SignalRecord.rule_id == rule_id)
+    if account_id:
+        q = q.where(SignalRecord.account_id == account_id)
+    if since:
+        q = q.where(SignalRecord.fired_at >= since)
+    if until:
+        q = q.where(SignalRecord.fired_at < until)
+    if before:
+        at, sid = before
+        q = q.where((SignalRecord.fired_at < at) | ((SignalRecord.fired_at == at) & (SignalRecord.signal_id < sid)))
+    return list(session.scalars(q))
+
+
+def get_signal(session: Session, signal_id: str) -> SignalRecord | None:
+    return session.get(SignalRecord, signal_id)
