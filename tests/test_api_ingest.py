@@ -119,7 +119,14 @@ def _v1_routes(app):
 
 ROLE_OF = {("POST", "/v1/events"): {"ingest"},
            ("PUT", "/v1/accounts/{account_id}"): {"ops", "ingest"},
-           ("PUT", "/v1/accounts/{account_id}/users/{user_id}"): {"ops", "ingest"}}
+           ("PUT", "/v1/accounts/{account_id}/users/{user_id}"): {"ops", "ingest"},
+           # Rules are authored by CS Ops; signals are readable by ops and csm (the default).
+           **{(m, p): {"ops"} for m, p in [
+               ("POST", "/v1/rules/validate"), ("POST", "/v1/rules"), ("GET", "/v1/rules"), ("GET", "/v1/rules/{rule_id}"),
+               ("PUT", "/v1/rules/{rule_id}"), ("DELETE", "/v1/rules/{rule_id}"), ("POST", "/v1/rules/{rule_id}/enable"),
+               ("POST", "/v1/rules/{rule_id}/disable"), ("GET", "/v1/rules/{rule_id}/versions"),
+               ("GET", "/v1/rules/{rule_id}/versions/{version}"), ("GET", "/v1/rules/{rule_id}/audit"),
+               ("POST", "/v1/rules/test"), ("POST", "/v1/rules/{rule_id}/test"), ("POST", "/v1/rules/backtest")]}}
 
 
 async def test_every_v1_route_requires_a_key_and_the_right_role(api, keys):

@@ -1,0 +1,138 @@
+"""The rules worker against the real broker and both databases: it waits for ingest,
+publishes signals through the outbox, and never fires twice, whether a batch is
+redelivered after a crash or two workers share the group."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.ingest.events.consumer import IngestWorker
+from services.ingest.models import RawEvent
+from services.rules.evaluation.consumer import RulesWorker
+from services.rules.models import SignalRecord
+from shared.clock import SystemClock
+from shared.faults import CRASH_EXIT_CODE
+from shared.outbox import OutboxMessage, pending_count
+from shared.signals import Signal
+from tests.conftest import T0
+from tests.helpers import drain, publish, read_topic, track
+from tests.rules_helpers import count, make_rule, signals
+
+pytestmark = pytest.mark.integration
+
+RULE = {"id": "active-now", "name": "Logged in", "kind": "lifecycle", "severity": "low",
+        "trigger": {"events": ["login"]},
+        "condition": {"metric": "count", "event": "login", "window": "1d", "op": ">=", "value": 2}, "cooldown": "1d"}
+
+
+def test_event_to_signal_on_cs_signals_waiting_for_ingest(topics, session_factory, clock):
+    make_rule(session_factory, RULE, clock.now())
+    rules = RulesWorker(topics, session_factory, clock)
+    ingest = IngestWorker(topics, session_factory, clock)
+    try:
+        publish(topics, [track("acme", "login", T0 - timedelta(minutes=5), "ada", "e1"),
+                         track("acme", "login", T0 - timedelta(minutes=4), "bob", "e2"),
+                         track("acme", "dashboard_viewed", T0 - timedelta(minutes=3), "bob", "e3"),
+                         track("globex", "login", T0 - timedelta(minutes=3), "cy", "e4")])
+        # The rules worker alone cannot evaluate: ingest has not stored the events yet.
+        for _ in range(5):
+            rules.poll_once(200)
+        assert count(session_factory, SignalRecord) == 0
+        drain([ingest, rules], lambda: count(session_factory, SignalRecord) == 1 and pending_count_of(session_factory) == 0)
+    finally:
+        rules.close()
+        ingest.close()
+    [sig] = signals(session_factory)
+    assert (sig.account_id, sig.rule_version, sig.trigger) == ("acme", 1, "event")
+    assert sig.evidence["count(login, 1d)"] == {"value": 2, "op": ">=", "threshold": 2}
+    [record] = read_topic(topics, topics.topic_signals, 1)
+    assert record.key == b"acme"
+    published = Signal.model_validate_json(record.value)
+    assert published.signal_id == sig.signal_id and published.evidence == sig.evidence
+    assert dict(record.headers)["touchline.signal_id"] == sig.signal_id.encode()
+
+
+def pending_count_of(session_factory) -> int:
+    with session_factory() as s:
+        return pending_count(s)
+
+
+def _rules_process(settings, fault: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
+           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+           "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000", "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+           "TOUCHLINE_VAR_DIR": str(settings.var_dir), "TOUCHLINE_FAULT": fault}
+    return subprocess.run([sys.executable, "-m", "services.cli", "worker", "rules"], env=env, timeout=90,
+                          capture_output=True, text=True)
+
+
+def test_crash_between_db_commit_and_offset_commit_fires_no_duplicate(topics, session_factory):
+    clock = SystemClock()  # the worker subprocess runs on the system clock
+    now = clock.now()
+    make_rule(session_factory, RULE, now)
+    evs = [track("acme", "login", now - timedelta(minutes=10 - i), f"u{i}", f"crash-{i}") for i in range(6)]
+    publish(topics, evs)
+    ingest = IngestWorker(topics, session_factory, clock)
+    try:
+        drain(ingest, lambda: count(session_factory, RawEvent) == 6)
+    finally:
+        ingest.close()
+    proc = _rules_process(topics, "rules.before_offset_commit")
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-3000:]
+    assert count(session_factory, SignalRecord) == 1  # committed, offsets not
+    first = signals(session_factory)[0].signal_id
+
+    w = RulesWorker(topics, session_factory, clock)
+    try:
+        drain(w, lambda: _committed(w) == 6 and pending_count_of(session_factory) == 0)
+    finally:
+        w.close()
+    assert [s.signal_id for s in signals(session_factory)] == [first]
+    assert count(session_factory, OutboxMessage) == 1
+    assert len(read_topic(topics, topics.topic_signals, 1)) == 1
+
+
+def _committed(worker) -> int:
+    return sum(worker.consumer.committed(tp) or 0 for tp in worker.consumer.assignment())
+
+
+def test_two_rules_workers_in_one_group_fire_once_per_account(topics, session_factory, clock):
+    make_rule(session_factory, RULE, clock.now())
+    ingest = IngestWorker(topics, session_factory, clock)
+    workers = [RulesWorker(topics, session_factory, clock, tick=False) for _ in range(2)]
+    stop = threading.Event()
+
+    def loop(w):
+        while not stop.is_set():
+            w.poll_once(100)
+
+    threads = [threading.Thread(target=loop, args=(w,), daemon=True) for w in [ingest, *workers]]
+    try:
+        for w in [ingest, *workers]:
+            w.start()
+        for t in threads:
+            t.start()
+        drain([], lambda: all(w.consumer.assignment() for w in workers), timeout=30)
+        accounts = [f"acct-{i}" for i in range(24)]
+        publish(topics, [track(a, "login", T0 - timedelta(minutes=j), f"u{j}", f"{a}-{j}") for a in accounts for j in range(6)])
+        drain([], lambda: count(session_factory, SignalRecord) == 24 and pending_count_of(session_factory) == 0, timeout=60)
+        a1, a2 = (set(w.consumer.assignment()) for w in workers)
+        # Let any straggling batch finish: still 24.
+        drain([], lambda: all(_committed(w) >= 0 for w in workers), timeout=5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        for w in [ingest, *workers]:
+            w.close()
+    assert a1 and a2 and not (a1 & a2)
+    sigs = signals(session_factory)
+    assert sorted(s.account_id for s in sigs) == sorted(accounts)
+    assert sum(w.last_report is not None and w.last_report.evaluations > 0 for w in workers) == 2  # both did work
+    assert len(read_topic(topics, topics.topic_signals, 24)) == 24
