@@ -170,6 +170,48 @@ def cmd_demo(args) -> int:
     return demo.main(args)
 
 
+def cmd_rules(args) -> int:
+    """``touchline rules import <dir|file> [--enable]`` and ``touchline rules tick``."""
+    import getpass
+    from pathlib import Path
+
+    from shared.clock import SystemClock
+    from shared.db import transaction
+
+    settings = get_settings()
+    engine, factory = _engine_and_factory(settings)
+    try:
+        if args.rules_cmd == "import":
+            from services.rules.rules.importer import STARTER_DIR, import_rules
+
+            path = Path(args.path) if args.path else STARTER_DIR
+            if not path.exists():
+                print(f"error: {path} does not exist", file=sys.stderr)
+                return 2
+            with transaction(factory) as session:
+                outcomes = import_rules(session, path, actor=f"cli:{getpass.getuser()}", now=SystemClock().now(),
+                                        retention_days=settings.raw_event_retention_days,
+                                        enable=True if args.enable else None)
+                bad = [o for o in outcomes if o.action == "invalid"]
+                if bad:
+                    session.rollback()
+            for o in outcomes:
+                print(f"{o.action:<9} {o.rule_id or '?':<28} {o.source}")
+                for e in o.errors or []:
+                    print(f"          {e['pointer'] or '/'}: {e['message']}")
+            if bad:
+                print(f"error: {len(bad)} invalid rule(s); nothing was imported", file=sys.stderr)
+                return 2
+        elif args.rules_cmd == "tick":
+            from services.rules.evaluation.service import run_tick
+
+            report = run_tick(factory, settings, SystemClock().now())
+            print(f"{report.ran}/{report.rules} scheduled rules ran, {report.matched} matched, {len(report.signals)} signals")
+    finally:
+        engine.dispose()
+    return 0
+
+
 # ---- touchline run ---------------------------------------------------------
 
 def _first_admin_key(settings, factory) -> None:
@@ -280,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", help="start everything on embedded defaults (broker, SQLite, API, workers)").set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="upgrade the database to the latest migration").set_defaults(func=cmd_migrate)
+    rules = sub.add_parser("rules", help="manage rules: import YAML, run one scheduled tick")
+    rules_sub = rules.add_subparsers(dest="rules_cmd", required=True)
+    imp = rules_sub.add_parser("import", help="create or update rules from a YAML file or directory (default: the starter library)")
+    imp.add_argument("path", nargs="?", help="a .yaml file or a directory of them")
+    imp.add_argument("--enable", action="store_true", help="enable the imported rules")
+    rules_sub.add_parser("tick", help="evaluate the scheduled rules that are due, once")
+    rules.set_defaults(func=cmd_rules)
     a = sub.add_parser("api", help="serve the HTTP API")
     a.add_argument("--host")
     a.add_argument("--port", type=int)

@@ -167,6 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, default=60, help="simulated days of history, ending now (default 60)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=0, help="events per second (0 = as fast as the broker takes them)")
+    parser.add_argument("--no-rules", action="store_true", help="do not import and enable the starter rules")
 
 
 def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progress_every: int = 20_000) -> int:
@@ -191,6 +192,8 @@ def main(args) -> int:
 
     settings = get_settings()
     ensure_topics(settings)
+    if not getattr(args, "no_rules", False):
+        enable_starter_rules(settings)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     log.info("demo: %d accounts over %d simulated days (seed %d) into %s on %s",
              args.accounts, args.days, args.seed, settings.topic_events, settings.bootstrap_servers)
@@ -200,3 +203,22 @@ def main(args) -> int:
     log.info("demo: done, %d events in %.1fs. Cohorts: 60%% healthy, 15%% churning, 15%% expanding, 10%% onboarding.",
              n, time.monotonic() - started)
     return 0
+
+
+def enable_starter_rules(settings) -> None:
+    """Import the starter rule library (services/rules/starter) and enable it, so the
+    churning and expanding cohorts make signals appear while the demo runs."""
+    from shared.clock import SystemClock
+    from shared.db import make_engine, make_session_factory, transaction
+    from shared.migrate import upgrade
+    from services.rules.rules.importer import STARTER_DIR, import_rules
+
+    engine = make_engine(settings)
+    try:
+        upgrade(engine)
+        with transaction(make_session_factory(engine)) as session:
+            outcomes = import_rules(session, STARTER_DIR, actor="cli:demo", now=SystemClock().now(),
+                                    retention_days=settings.raw_event_retention_days, enable=True)
+    finally:
+        engine.dispose()
+    log.info("demo: starter rules enabled: %s", ", ".join(f"{o.rule_id} ({o.action})" for o in outcomes))
