@@ -43,6 +43,16 @@ def enqueue(session: Session, *, topic: str, key: bytes | None, value: bytes, no
     return row
 
 
+def enqueue_many(session: Session, messages: list[dict], now: datetime) -> None:
+    """Bulk form of :func:`enqueue` (one statement): dicts with topic, key, value, headers."""
+    if not messages:
+        return
+    session.execute(OutboxMessage.__table__.insert(), [
+        {"topic": m["topic"], "key": m.get("key"), "value": m["value"], "headers": sorted((m.get("headers") or {}).items()),
+         "created_at": now, "sent_at": None, "attempts": 0} for m in messages
+    ])
+
+
 def pending_count(session: Session) -> int:
     from sqlalchemy import func
 

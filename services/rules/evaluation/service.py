@@ -16,6 +16,7 @@ from services.rules.language.evaluate import evidence, select as select_set
 from services.rules.models import RuleTick
 from services.rules.rules import repository as rules_repo
 from services.rules.rules.service import LoadedRule, load_enabled
+from services.rules.signals import repository as signals_repo
 from services.rules.signals.service import Firing, fire
 from shared.db import insert_on_conflict
 from shared.settings import Settings
@@ -166,7 +167,8 @@ def run_tick(session_factory, settings: Settings, now: datetime) -> TickReport:
             report.matched += len(matched)
             slot = slot_of(now, rule.definition.trigger.every_seconds)
             firings = []
-            for a in sorted(matched):
+            # The claim in fire() is the authority; skipping known cooldowns first only saves work.
+            for a in sorted(matched - signals_repo.cooling_down(session, rule.id, now)):
                 ok, tree = meas.explain(rule.definition.condition, a)
                 if ok:  # the set algebra and the explanation agree by construction; be safe anyway
                     firings.append(Firing(a, evidence(tree), f"tick:{slot}"))

@@ -27,6 +27,11 @@ def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now:
     return set(session.scalars(stmt, rows))
 
 
+def cooling_down(session: Session, rule_id: str, now: datetime) -> set[str]:
+    """Accounts this rule cannot fire for now (the tick skips them before building evidence)."""
+    return set(session.scalars(select(RuleCooldown.account_id).where(RuleCooldown.rule_id == rule_id, RuleCooldown.until > now)))
+
+
 def cooldown_until(session: Session, rule_id: str, account_id: str) -> datetime | None:
     row = session.get(RuleCooldown, (rule_id, account_id))
     return row.until if row else None

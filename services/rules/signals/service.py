@@ -20,7 +20,7 @@ from services.ingest.service import apply_account_traits
 from services.rules.rules.service import LoadedRule
 from services.rules.signals import repository as repo
 from shared.events import AccountTraits
-from shared.outbox import enqueue
+from shared.outbox import enqueue_many
 from shared.settings import Settings
 from shared.signals import Signal
 
@@ -60,9 +60,10 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
         {**s.model_dump(), "trigger": trigger, "event_id": first[s.account_id].event_id} for s in signals
     ])
     new = [s for s in signals if s.signal_id in inserted]
-    for s in new:
-        enqueue(session, topic=settings.topic_signals, key=s.account_id.encode(), value=s.model_dump_json().encode(),
-                now=now, headers={"touchline.signal_id": s.signal_id, "touchline.kind": s.kind})
+    enqueue_many(session, [
+        {"topic": settings.topic_signals, "key": s.account_id.encode(), "value": s.model_dump_json().encode(),
+         "headers": {"touchline.signal_id": s.signal_id, "touchline.kind": s.kind}} for s in new
+    ], now)
     stage = d.actions.set_lifecycle_stage
     if stage and new:
         accounts = ingest_repo.get_accounts(session, [s.account_id for s in new])
