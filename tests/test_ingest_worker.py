@@ -260,3 +260,18 @@ def test_two_workers_split_the_partitions_without_double_counting(topics, sessio
     with session_factory() as s:
         total = s.scalar(select(func.sum(UsageDaily.count)))
     assert total == 240
+
+
+def test_late_older_traits_do_not_overwrite_newer_ones(topics, worker, session_factory):
+    newer = {"event_id": "g-new", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=1)).isoformat(),
+             "traits": {"plan": "pro", "lifecycle_stage": "active"}}
+    older = {"event_id": "g-old", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=3)).isoformat(),
+             "traits": {"plan": "starter", "lifecycle_stage": "onboarding"}}
+    publish(topics, [newer])
+    drain(worker, lambda: count(session_factory, RawEvent) == 1)
+    publish(topics, [older])
+    drain(worker, lambda: count(session_factory, RawEvent) == 2)
+    with session_factory() as s:
+        acme = s.get(Account, "acme")
+        assert (acme.plan, acme.lifecycle_stage) == ("pro", "active")
+        assert acme.lifecycle_stage_changed_at == T0 - timedelta(days=1)
