@@ -49,7 +49,7 @@ def cmd_api(args) -> int:
     settings = get_settings()
     app = create_app(settings)
     uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, log_config=None)
     return 0
 
 
