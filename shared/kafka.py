@@ -368,7 +368,8 @@ def _is_connectivity_error(exc: DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
     text = str(exc.orig).lower()
-    return any(s in text for s in ("connection", "could not connect", "server closed", "terminating", "database is locked"))
+    return any(s in text for s in ("connection", "could not connect", "server closed", "terminating",
+                                   "database is locked", "unable to open database"))
 
 
 def json_bytes(obj) -> bytes:
