@@ -300,3 +300,19 @@ def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topic
     assert _committed_total(worker) == 8
     assert read_dlq(topics, 1, timeout=3) == []  # a reject would be there in milliseconds
     down_engine.dispose()
+
+
+def test_large_batches_store_awkward_text_exactly(topics, worker, session_factory):
+    """Batches above the COPY threshold take PostgreSQL's COPY path: tabs, newlines,
+    backslashes, quotes and non-ASCII must round-trip unchanged (SQLite checks the same)."""
+    from shared.db import COPY_THRESHOLD
+
+    awkward = {"text": "tab\there\nnew line \\ back\\slash \"quoted\" ünïcødé 👋 \\N", "nested": {"list": [1, 2.5, None, True]}}
+    evs = [track("ac\\me", "lo\\gin", T0 - timedelta(seconds=i), "u\\1", f"aw-{i}", **awkward) for i in range(COPY_THRESHOLD + 50)]
+    publish(topics, evs)
+    drain(worker, lambda: count(session_factory, RawEvent) == len(evs))
+    with session_factory() as s:
+        row = s.get(RawEvent, "aw-7")
+        assert row.properties == awkward and row.account_id == "ac\\me" and row.name == "lo\\gin" and row.user_id == "u\\1"
+        assert row.timestamp == T0 - timedelta(seconds=7)
+    assert sum(usage(session_factory, "ac\\me").values()) == len(evs)
