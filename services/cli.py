@@ -49,7 +49,7 @@ def cmd_api(args) -> int:
     settings = get_settings()
     app = create_app(settings)
     uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, log_config=None)
     return 0
 
 
@@ -235,6 +235,19 @@ def _first_admin_key(settings, factory) -> None:
           flush=True)
 
 
+def _restart_broker(broker, settings) -> None:
+    """The embedded broker died: start it again and recreate the topics. It kept
+    everything in memory, so records not yet consumed are gone; the database is not."""
+    from shared.kafka import ensure_topics
+
+    log.error("the embedded broker exited (code %s); restarting it. Records it held that were not yet "
+              "consumed are lost (see docs/architecture.md)", broker.proc.returncode)
+    broker.stop()
+    broker.start()
+    ensure_topics(settings)
+    log.info("embedded broker restarted; workers rejoin their groups by themselves")
+
+
 def cmd_run(args) -> int:
     from services.workers import WORKERS
     from shared.broker import BrokerError, EmbeddedBroker
@@ -292,6 +305,8 @@ def cmd_run(args) -> int:
     rc = 0
     try:
         while not stopping:
+            if broker and broker.proc and broker.proc.poll() is not None:
+                _restart_broker(broker, settings)
             for name, proc in children.items():
                 if proc.poll() is not None:
                     log.error("%s exited with code %s; stopping the rest", name, proc.returncode)

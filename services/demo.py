@@ -2,9 +2,10 @@
 simulated period, so weeks pass in seconds.
 
 Cohorts (deterministic by ``--seed``):
-- healthy: steady daily use by most seats;
-- churning: usage fades over the last three weeks, logins stop in the last ~16 days;
-- expanding: active users climb towards (and past 90% of) their seats, MAU up >50%;
+- healthy: 70% of seats in use, steady;
+- churning: like healthy, then usage fades from 35 to 16 days before the end and stops;
+- expanding: the pool of active users grows from 40% to 100% of seats, sharply in
+  the last month (monthly active users up well over 50%, seat utilisation over 90%);
 - onboarding: signed up in the last three weeks, only one or two users active.
 
 Every event has a deterministic id (uuid5 of seed, account, day, sequence), so
@@ -78,9 +79,8 @@ def build_accounts(n: int, seed: int, end: date, days: int) -> list[DemoAccount]
         cohort = cohort_of(i)
         signup = end - timedelta(days=rng.randint(3, 20)) if cohort == "onboarding" else end - timedelta(days=rng.randint(days, days + 400))
         renewal = end + timedelta(days=rng.randint(10, 50) if cohort == "churning" and i % 2 else rng.randint(20, 330))
-        n_users = seats if cohort != "expanding" else seats
         users = []
-        for u in range(n_users):
+        for u in range(seats):
             role = "champion" if u == 0 else "buyer" if u == 1 else "admin" if u == 2 else "power_user" if u < 6 else "member"
             name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
             users.append((f"u{u:03d}", name, role, rng.choice(ZONES)))
@@ -92,25 +92,26 @@ def build_accounts(n: int, seed: int, end: date, days: int) -> list[DemoAccount]
     return out
 
 
-def _active_fraction(acct: DemoAccount, day_index: int, days: int, day: date) -> float:
-    """Share of seats active on a given day, by cohort."""
+def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[int, float]:
+    """(how many of the account's users can be active, the chance each is active) on a day."""
     left = days - day_index  # days until the end of the period
     if day < acct.signup:
-        return 0.0
+        return 0, 0.0
+    core = max(1, round(acct.seats * 0.7))
     if acct.cohort == "healthy":
-        return 0.55
+        return core, 0.6
     if acct.cohort == "churning":
         if left <= 16:
-            return 0.0
+            return core, 0.0
         if left <= 35:
-            return 0.55 * (left - 16) / 19
-        return 0.55
+            return core, 0.6 * (left - 16) / 19
+        return core, 0.6
     if acct.cohort == "expanding":
-        # grows from 35% to ~100% of seats over the period, sharply in the last month
+        # the pool of active users grows from 40% to 100% of seats, sharply in the last month
         progress = day_index / max(1, days - 1)
-        return min(1.0, 0.35 + 0.65 * progress ** 2)
+        return max(1, round(acct.seats * (0.4 + 0.6 * progress ** 2))), 0.75
     # onboarding: one or two users poke around
-    return 2.0 / max(acct.seats, 2)
+    return min(2, acct.seats), 0.5
 
 
 def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime | None = None,
@@ -142,10 +143,10 @@ def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime |
     for d in range(days):
         day = start_day + timedelta(days=d + 1)
         for a in accts:
-            frac = _active_fraction(a, d, days, day)
-            if frac <= 0:
+            pool, chance = _activity(a, d, days, day)
+            if chance <= 0:
                 continue
-            active = [u for u in a.users if rng.random() < frac]
+            active = [u for u in a.users[:pool] if rng.random() < chance]
             seq = 0
             for uid, _name, _role, _tz in active:
                 n_events = 1 + int(rng.expovariate(1 / 4))

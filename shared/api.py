@@ -33,6 +33,17 @@ class AppContext:
                 self._producer = make_producer(self.settings)
             return self._producer
 
+    def reset_producer(self) -> None:
+        """Drop a producer that failed (e.g. fatal after the broker lost its state); the
+        next request builds a fresh one."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=1)
+            except Exception:  # already broken; we only want it gone
+                pass
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.close(timeout=5)

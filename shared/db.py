@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from datetime import datetime, timezone
+import json
+from datetime import timezone
 
-from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator, create_engine, event
+from sqlalchemy import JSON, Column, DateTime, MetaData, Table, TypeDecorator, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -120,20 +121,61 @@ def insert_on_conflict(session: Session, table: Table):
     raise RuntimeError(f"unsupported database dialect {name!r}: use PostgreSQL or SQLite")
 
 
+# Above this many rows, PostgreSQL upserts go through COPY into a temporary staging
+# table and one INSERT ... SELECT: a multi-VALUES statement of thousands of
+# parameters costs more to build and parse than to execute.
+COPY_THRESHOLD = 200
+
+
 def upsert(
     session: Session,
     table: Table,
     rows: list[dict[str, Any]],
     key: list[str],
-    update: dict[str, Any] | None = None,
-) -> None:
-    """Insert ``rows``; on a key conflict apply ``update`` (a dict of column -> SQL
-    expression using ``stmt.excluded``) built by the caller, or do nothing."""
+    update: Any = None,
+    returning: Any = None,
+):
+    """Insert ``rows`` (each with the same keys; no two with the same ``key``); on a
+    key conflict apply ``update`` (a callable taking ``stmt.excluded`` and returning a
+    dict of column -> SQL expression) or do nothing. With ``returning`` (columns),
+    returns the result rows of the rows actually inserted or updated."""
     if not rows:
-        return
+        return [] if returning is not None else None
     stmt = insert_on_conflict(session, table)
+    pg_copy = session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD
+    if pg_copy:
+        columns = list(rows[0])
+        stage = _pg_stage(session, table, columns, rows)
+        stmt = stmt.from_select(columns, select(*[stage.c[c] for c in columns]))
     if update is None:
         stmt = stmt.on_conflict_do_nothing(index_elements=key)
     else:
-        stmt = stmt.on_conflict_do_update(index_elements=key, set_=update(stmt.excluded) if callable(update) else update)
-    session.execute(stmt, rows)
+        stmt = stmt.on_conflict_do_update(index_elements=key, set_=update(stmt.excluded))
+    if returning is not None:
+        stmt = stmt.returning(*returning)
+    result = session.execute(stmt) if pg_copy else session.execute(stmt, rows)
+    return list(result) if returning is not None else None
+
+
+def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> Table:
+    """COPY ``rows`` into a per-connection temporary table shaped like ``table``."""
+    name = f"_stage_{table.name}"
+    stage = Table(name, MetaData(), *[Column(c, table.c[c].type) for c in columns], prefixes=["TEMPORARY"])
+    conn = session.connection()
+    conn.exec_driver_sql(
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
+    )
+    conn.exec_driver_sql(f'TRUNCATE "{name}"')
+    json_cols = {i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)}
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cols_sql = ", ".join(f'"{c}"' for c in columns)
+        with cursor.copy(f'COPY "{name}" ({cols_sql}) FROM STDIN') as copy:
+            for row in rows:
+                values = [row[c] for c in columns]
+                for i in json_cols:
+                    values[i] = json.dumps(values[i])
+                copy.write_row(values)
+    finally:
+        cursor.close()
+    return stage

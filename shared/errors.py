@@ -2,12 +2,14 @@
 turns them into ``{"error": code, "detail": ...}``; routes declare them in OpenAPI."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 
 
 class ErrorBody(BaseModel):
@@ -79,6 +81,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _touchline_error(_request: Request, exc: TouchlineError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(status_code=exc.status_code, content={"error": exc.code, "detail": exc.detail}, headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
+        logging.getLogger("touchline.api").error("database error: %s", exc.orig)
+        return JSONResponse(status_code=503, content={"error": "database_unavailable",
+                                                      "detail": "the database is unreachable or busy; retry shortly"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -48,6 +48,8 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
         client_id="touchline",
         bootstrap_timeout_ms=settings.kafka_bootstrap_timeout_ms,
         max_block_ms=settings.kafka_bootstrap_timeout_ms,
+        # Topics are created by ensure_topics with their partition counts, never implicitly.
+        allow_auto_create_topics=False,
     )
     opts.update(overrides)
     return KafkaProducer(**opts)
@@ -66,6 +68,7 @@ def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **ov
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         max_poll_records=settings.kafka_max_poll_records,
         client_id=f"touchline-{group_id}",
+        allow_auto_create_topics=False,
     )
     opts.update(overrides)
     consumer = KafkaConsumer(**opts)
@@ -204,6 +207,14 @@ class BatchWorker:
             self._producer = make_producer(self.settings)
         return self._producer
 
+    def _reset_producer(self) -> None:
+        if self._owns_producer and self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # it is already broken; we only want it gone
+                pass
+            self._producer = None
+
     def start(self) -> "BatchWorker":
         if self.consumer is None:
             self.consumer = make_consumer(self.settings, self.group_id, self.topics())
@@ -252,7 +263,19 @@ class BatchWorker:
             self._rewind(records)
             self.stop_event.wait(self.db_retry_seconds)
             return 0
-        self._publish_rejects(result.rejects)
+        try:
+            self._publish_rejects(result.rejects)
+        except KafkaError as exc:
+            # The DB effects are committed; without the DLQ records we must not commit the
+            # offsets. Rewind: the redelivered batch changes nothing in the DB and the
+            # rejects are published again. A fresh producer recovers from a broker that
+            # lost its state (the embedded one after a restart).
+            log.error("%s: could not publish %d rejects to the DLQ (%s); retrying the batch", self.name,
+                      len(result.rejects), exc)
+            self._reset_producer()
+            self._rewind(records)
+            self.stop_event.wait(self.db_retry_seconds)
+            return 0
         faults.point(f"{self.name}.before_offset_commit")
         self._commit(records)
         elapsed = time.perf_counter() - started
@@ -355,7 +378,8 @@ def _is_connectivity_error(exc: DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
     text = str(exc.orig).lower()
-    return any(s in text for s in ("connection", "could not connect", "server closed", "terminating", "database is locked"))
+    return any(s in text for s in ("connection", "could not connect", "server closed", "terminating",
+                                   "database is locked", "unable to open database"))
 
 
 def json_bytes(obj) -> bytes:

@@ -18,3 +18,4 @@ def configure_logging(level: str = "INFO", component: str = "touchline") -> None
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("aiosmtpd").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int | None = None
     kafka_heartbeat_interval_ms: int | None = None
     kafka_max_poll_interval_ms: int = 300_000
-    kafka_max_poll_records: int = 2000
+    kafka_max_poll_records: int = 5000
     kafka_poll_timeout_ms: int = 500
     kafka_bootstrap_timeout_ms: int = 10_000
 

@@ -61,5 +61,5 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.
     return out
 
 
-def read_dlq(settings: Settings, expect: int) -> list[dict]:
-    return [parse_dlq_record(r) for r in read_topic(settings, settings.topic_events_dlq, expect)]
+def read_dlq(settings: Settings, expect: int, timeout: float = 15.0) -> list[dict]:
+    return [parse_dlq_record(r) for r in read_topic(settings, settings.topic_events_dlq, expect, timeout)]

@@ -55,6 +55,23 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
             lambda: httpx.get(f"{base}/v1/accounts/acme", headers=headers).json()["plan"] == "pro", 30, "traits")
         metrics = httpx.get(f"{base}/metrics").text
         assert "touchline_events_consumed_total" in metrics  # the worker's metrics, aggregated by the API
+
+        # The embedded broker dies: `touchline run` restarts it, recreates the topics, and the
+        # API and the worker carry on by themselves.
+        broker_pid = int(subprocess.check_output(["pgrep", "-f", f"tcp://127.0.0.1:{broker_port}"], text=True).split()[0])
+        os.kill(broker_pid, signal.SIGKILL)
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{broker_port}"], capture_output=True).returncode == 0
+                 and port_open("127.0.0.1", broker_port), 60, "the broker to be restarted")
+
+        def post_after_restart():
+            r = httpx.post(f"{base}/v1/events", headers=headers, timeout=30, json={
+                "event_id": "after-restart", "account_id": "globex", "name": "login",
+                "timestamp": datetime.now(timezone.utc).isoformat()})
+            return r.status_code == 202
+
+        wait_for(post_after_restart, 60, "the API to publish again")
+        wait_for(lambda: httpx.get(f"{base}/v1/accounts/globex", headers=headers).status_code == 200, 90,
+                 "an event sent after the broker restart to be ingested")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -89,8 +89,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_account_ts', ['account_id', 'timestamp'], unique=False)
-        batch_op.create_index('ix_events_received_at', ['received_at'], unique=False)
-        batch_op.create_index('ix_events_ts', ['timestamp'], unique=False)
+        batch_op.create_index('ix_events_received_at', ['received_at'], unique=False, postgresql_using='brin')
 
     op.create_table('usage_daily',
     sa.Column('account_id', sa.String(length=128), nullable=False),
@@ -156,7 +155,6 @@ def downgrade() -> None:
 
     op.drop_table('usage_daily')
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.drop_index('ix_events_ts')
         batch_op.drop_index('ix_events_received_at')
         batch_op.drop_index('ix_events_account_ts')
 

@@ -17,7 +17,7 @@ from services.ingest.models import (
     UserActivityDaily,
     UserEventSeen,
 )
-from shared.db import insert_on_conflict, upsert
+from shared.db import upsert
 
 _events = RawEvent.__table__
 _accounts = Account.__table__
@@ -41,10 +41,8 @@ def _earlier(current, incoming):
 
 def insert_new_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert raw events; return the ids that were new (the rest are duplicates)."""
-    if not rows:
-        return set()
-    stmt = insert_on_conflict(session, _events).on_conflict_do_nothing(index_elements=["event_id"]).returning(_events.c.event_id)
-    return set(session.scalars(stmt, rows))
+    inserted = upsert(session, _events, rows, ["event_id"], returning=[_events.c.event_id])
+    return {r[0] for r in inserted}
 
 
 def touch_accounts(session: Session, rows: list[dict[str, Any]]) -> None:

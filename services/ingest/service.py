@@ -127,32 +127,30 @@ def _split(traits: AccountTraits | UserTraits, known: tuple[str, ...]) -> tuple[
 
 
 def apply_account_traits(account: Account, traits: AccountTraits, at: datetime, now: datetime) -> bool:
-    """Apply traits observed at ``at``; older observations than the last applied are ignored."""
-    if account.traits_at is not None and at < account.traits_at:
-        return False
-    known, extra = _split(traits, ACCOUNT_FIELDS)
-    stage = known.get("lifecycle_stage")
-    if stage is not None and stage != account.lifecycle_stage:
+    """Apply traits observed at ``at``; observations older than the last applied are ignored."""
+    stage = traits.lifecycle_stage if "lifecycle_stage" in traits.model_fields_set else None
+    changed_stage = stage is not None and stage != account.lifecycle_stage
+    applied = _apply_traits(account, traits, ACCOUNT_FIELDS, at, now)
+    if applied and changed_stage:
         account.lifecycle_stage_changed_at = at
-    for k, v in known.items():
-        setattr(account, k, v)
-    if extra:
-        account.traits = {**(account.traits or {}), **extra}
-    account.traits_at = at
-    account.updated_at = now
-    return True
+    return applied
 
 
 def apply_user_traits(user: User, traits: UserTraits, at: datetime, now: datetime) -> bool:
-    if user.traits_at is not None and at < user.traits_at:
+    return _apply_traits(user, traits, USER_FIELDS, at, now)
+
+
+def _apply_traits(row: Account | User, traits: AccountTraits | UserTraits, known_fields: tuple[str, ...],
+                  at: datetime, now: datetime) -> bool:
+    if row.traits_at is not None and at < row.traits_at:
         return False
-    known, extra = _split(traits, USER_FIELDS)
+    known, extra = _split(traits, known_fields)
     for k, v in known.items():
-        setattr(user, k, v)
+        setattr(row, k, v)
     if extra:
-        user.traits = {**(user.traits or {}), **extra}
-    user.traits_at = at
-    user.updated_at = now
+        row.traits = {**(row.traits or {}), **extra}
+    row.traits_at = at
+    row.updated_at = now
     return True
 
 

@@ -9,6 +9,7 @@ import logging
 from datetime import timedelta
 
 from kafka.consumer.fetcher import ConsumerRecord
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.ingest import repository as repo
@@ -70,10 +71,14 @@ class IngestWorker(BatchWorker):
         now = self.clock.now()
         if self._next_prune is not None and now < self._next_prune:
             return
-        self._next_prune = now + self.prune_every
         cutoff = now - timedelta(days=self.settings.raw_event_retention_days)
-        with transaction(self.session_factory) as session:
-            deleted = repo.prune_events(session, cutoff)
+        try:
+            with transaction(self.session_factory) as session:
+                deleted = repo.prune_events(session, cutoff)
+        except OperationalError as exc:  # housekeeping never takes the worker down; next poll retries
+            log.warning("ingest: retention pruning failed (%s); will retry", exc.orig)
+            return
+        self._next_prune = now + self.prune_every
         if deleted:
             log.info("ingest: pruned %d raw events received before %s (retention %d days)",
                      deleted, cutoff.isoformat(), self.settings.raw_event_retention_days)

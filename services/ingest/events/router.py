@@ -108,6 +108,7 @@ async def post_events(request: Request, _principal=require("ingest")) -> Any:
     try:
         await run_in_threadpool(publish)
     except (KafkaError, OSError) as exc:
+        ctx.reset_producer()
         raise Unavailable(f"could not publish to Kafka ({type(exc).__name__}); retry: re-sent event_ids are deduplicated") from None
     HTTP_EVENTS.labels("accepted").inc(len(accepted))
     return JSONResponse(status_code=202, content=IngestResponse(accepted=len(accepted), rejected=rejected).model_dump())

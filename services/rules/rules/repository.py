@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.rules.models import Rule, RuleVersion
+from shared import audit
 from shared.models import AuditRecord
 
 
@@ -53,11 +54,5 @@ def enabled_rules(session: Session, trigger_type: str) -> list[tuple[Rule, RuleV
     return [(r, v) for r, v in session.execute(q)]
 
 
-def add_audit(session: Session, record: AuditRecord) -> None:
-    session.add(record)
-
-
 def audit_for(session: Session, rule_id: str) -> list[AuditRecord]:
-    q = (select(AuditRecord).where(AuditRecord.object_type == "rule", AuditRecord.object_id == rule_id)
-         .order_by(AuditRecord.id))
-    return list(session.scalars(q))
+    return audit.history(session, "rule", rule_id)

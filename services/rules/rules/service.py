@@ -13,7 +13,7 @@ from services.rules.language.ast import leaves
 from services.rules.models import Rule, RuleVersion
 from services.rules.rules import repository as repo
 from shared.errors import Conflict, NotFound
-from shared.models import AuditRecord
+from shared import audit
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def parse(payload: Any, retention_days: int, rule_id: str | None = None) -> tupl
 
 
 def _audit(session: Session, actor: str, action: str, rule: Rule, now: datetime, **details) -> None:
-    repo.add_audit(session, AuditRecord(at=now, actor=actor, action=action, object_type="rule", object_id=rule.id,
-                                        version=rule.current_version, details=details))
+    audit.record(session, actor=actor, action=action, object_type="rule", object_id=rule.id, now=now,
+                 version=rule.current_version, details=details)
 
 
 def _apply_head(rule: Rule, d: RuleDefinition) -> None:
