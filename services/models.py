@@ -2,5 +2,6 @@
 from shared.db import Base
 from shared import models as _shared  # noqa: F401
 from services.ingest import models as _ingest  # noqa: F401
+from services.outreach import models as _outreach  # noqa: F401
 
 metadata = Base.metadata
