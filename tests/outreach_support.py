@@ -60,9 +60,9 @@ def workers(topics, session_factory, clock):
 
 def add_account(session_factory, account_id: str = "acme", users: dict[str, dict] | None = None, **traits) -> None:
     users = users if users is not None else {
-        "ada": {"email": "ada@acme.test", "name": "Ada Lovelace", "role": "champion", "timezone": "Europe/London"},
-        "bob": {"email": "bob@acme.test", "name": "Bob", "role": "admin"},
-        "cy": {"email": "cy@acme.test", "name": "Cy", "role": "member"},
+        "ada": {"email": f"ada@{account_id}.test", "name": "Ada Lovelace", "role": "champion", "timezone": "Europe/London"},
+        "bob": {"email": f"bob@{account_id}.test", "name": "Bob", "role": "admin"},
+        "cy": {"email": f"cy@{account_id}.test", "name": "Cy", "role": "member"},
     }
     with transaction(session_factory) as s:
         s.add(Account(id=account_id, name=traits.pop("name", account_id.title() + " Inc"), plan=traits.pop("plan", "pro"),
