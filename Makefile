@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration test-e2e bench-ingest lint clean demo
+.PHONY: run test install migrate test-unit test-integration test-e2e bench-ingest bench-outreach lint clean demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -36,6 +36,9 @@ test-integration: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.bench_ingest
+
+bench-outreach: $(STAMP)
+	$(BIN)/python -m bench.bench_outreach
 
 clean:
 	rm -rf var .pytest_cache

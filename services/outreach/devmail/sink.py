@@ -27,7 +27,7 @@ class SinkHandler:
     def __init__(self, directory: Path | None, bounce_prefix: str = "bounce"):
         self.directory = directory
         self.bounce_prefix = bounce_prefix
-        self.messages: list[EmailMessage] = []
+        self.raw: list[bytes] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self._transient_failures = 0
         self._lock = threading.Lock()
@@ -58,7 +58,7 @@ class SinkHandler:
             tmp.write_bytes(raw)
             os.replace(tmp, self.directory / name)
         with self._lock:
-            self.messages.append(BytesParser(policy=policy.default).parsebytes(raw))
+            self.raw.append(raw)  # parsed on demand: the sink must stay cheap under load
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 2.0.0 Message accepted"
 
@@ -77,7 +77,13 @@ class MailSink:
 
     @property
     def messages(self) -> list[EmailMessage]:
-        return self.handler.messages
+        with self.handler._lock:
+            raw = list(self.handler.raw)
+        return [BytesParser(policy=policy.default).parsebytes(r) for r in raw]
+
+    @property
+    def count(self) -> int:
+        return len(self.handler.raw)
 
     def start(self) -> "MailSink":
         # decode_data=False keeps the exact bytes; 8BITMIME/SMTPUTF8 as a real relay offers them.
