@@ -34,12 +34,24 @@ def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_
     if session.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     rows = list(session.scalars(q))
-    for m in rows:
-        m.state, m.lease_owner, m.lease_until = "sending", owner, lease_until
-        m.attempts += 1
-        m.updated_at = now
-    session.flush()
+    if rows:
+        # One statement for the batch (not one UPDATE per row): this is the sender's hot path.
+        session.execute(update(Message).where(Message.id.in_([m.id for m in rows])).values(
+            state="sending", lease_owner=owner, lease_until=lease_until, attempts=Message.attempts + 1, updated_at=now),
+            execution_options={"synchronize_session": False})
+        for m in rows:
+            m.state, m.lease_owner, m.lease_until, m.updated_at = "sending", owner, lease_until, now
+            m.attempts += 1
+        for m in rows:
+            session.expunge(m)  # the in-memory copies match the row; keep the ORM from re-flushing them
     return rows
+
+
+def mark_sent(session: Session, ids: list[str], now: datetime) -> None:
+    if ids:
+        session.execute(update(Message).where(Message.id.in_(ids), Message.state == "sending").values(
+            state="sent", sent_at=now, last_error=None, lease_owner=None, lease_until=None, next_attempt_at=None,
+            updated_at=now), execution_options={"synchronize_session": False})
 
 
 def stale_sending(session: Session, *, now: datetime, owner: str) -> list[Message]:

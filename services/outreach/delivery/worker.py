@@ -81,6 +81,7 @@ class SenderWorker:
         self.webhooks = webhooks or WebhookSender(settings)
         self.journal = Journal(self.journal_path(self.worker_id))
         self.stop_event = threading.Event()
+        self._channels: dict[str, str] = {}
 
     def journal_path(self, owner: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in owner)
@@ -111,12 +112,13 @@ class SenderWorker:
             # Suppression is checked again at send time: someone may have unsubscribed since the step ran.
             blocked = policy_repo.suppressed(session, [email_hash(m.recipient) for m in batch if m.channel == "email"])
             skipped = [m for m in batch if m.channel == "email" and email_hash(m.recipient) in blocked]
-            for m in skipped:
+            for m in repo.get_many(session, [m.id for m in skipped]):
                 service.record_skip(m, "suppressed", now)
             batch = [m for m in batch if m not in skipped]
         if not batch:
             return len(skipped)
         outcomes: dict[str, DeliveryError | None] = {}
+        self._channels = {m.id: m.channel for m in batch}
         for m in batch:
             outcomes[m.id] = self._deliver(m)
         faults.point(f"{self.name}.before_record")
@@ -146,15 +148,15 @@ class SenderWorker:
 
     def _record(self, outcomes: dict[str, DeliveryError | None]) -> None:
         now = self.clock.now()
+        sent = [mid for mid, err in outcomes.items() if err is None]
         with transaction(self.session_factory) as session:
-            for m in repo.get_many(session, outcomes):
-                err = outcomes[m.id]
-                if err is None:
-                    service.record_sent(m, now)
-                    MESSAGES_DELIVERED.labels(m.channel, "sent").inc()
-                else:
-                    state = service.record_failure(session, m, err, now, self.settings)
-                    MESSAGES_DELIVERED.labels(m.channel, "retry" if state == "queued" else "failed").inc()
+            repo.mark_sent(session, sent, now)
+            for m in repo.get_many(session, [mid for mid, err in outcomes.items() if err is not None]):
+                state = service.record_failure(session, m, outcomes[m.id], now, self.settings)
+                MESSAGES_DELIVERED.labels(m.channel, "retry" if state == "queued" else "failed").inc()
+        for channel in {c for c in self._channels.values()}:
+            MESSAGES_DELIVERED.labels(channel, "sent").inc(sum(1 for mid in sent if self._channels.get(mid) == channel))
+        self._channels.clear()
         self.journal.truncate()
 
     def recover(self) -> int:
