@@ -177,7 +177,6 @@ def test_global_account_cap_counts_touches_not_recipients(topics, session_factor
     for i in range(4):  # four playbooks, each a touch to every user: the fourth exceeds 3 touches in 7 days
         save_playbook(session_factory, f"pb{i}", simple_playbook(
             steps=[{"type": "send", "channel": "inapp", "template": "win-back", "to": ["all_users"]}]))
-    topics.contact_cap_messages  # noqa: B018
     w = workers()
     # The contact cap would stop touches 2..4 first; lift it to see the account cap alone.
     w["signals"].settings = topics.model_copy(update={"contact_cap_messages": 0})
