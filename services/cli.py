@@ -164,6 +164,39 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def cmd_mailsink(args) -> int:
+    """The embedded SMTP sink in the foreground (``touchline run`` starts it when
+    TOUCHLINE_SMTP_URL is empty)."""
+    import threading
+
+    from services.outreach.devmail.sink import serve_forever
+
+    settings = get_settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("mail sink on %s:%d keeping messages in %s", settings.mail_sink_host, settings.mail_sink_port, settings.mail_dir)
+    serve_forever(settings.mail_dir, settings.mail_sink_host, settings.mail_sink_port, stop)
+    return 0
+
+
+def cmd_seed(args) -> int:
+    from services.outreach.starter import seed_starter_content
+
+    settings = get_settings()
+    engine, factory = _engine_and_factory(settings)
+    try:
+        from shared.clock import SystemClock
+        from shared.db import transaction
+
+        with transaction(factory) as session:
+            created = seed_starter_content(session, settings, SystemClock().now(), enable_playbooks=args.enable)
+    finally:
+        engine.dispose()
+    print("created: " + (", ".join(created) if created else "nothing (the starter content is already there)"))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from services import demo
 
@@ -248,6 +281,17 @@ def _restart_broker(broker, settings) -> None:
     log.info("embedded broker restarted; workers rejoin their groups by themselves")
 
 
+def _seed_outreach(settings, factory) -> None:
+    from services.outreach.starter import seed_starter_content
+    from shared.clock import SystemClock
+    from shared.db import transaction
+
+    with transaction(factory) as session:
+        created = seed_starter_content(session, settings, SystemClock().now(), enable_playbooks=True)
+    if created:
+        log.info("seeded starter outreach content: %s", ", ".join(created))
+
+
 def cmd_run(args) -> int:
     from services.workers import WORKERS
     from shared.broker import BrokerError, EmbeddedBroker
@@ -271,6 +315,7 @@ def cmd_run(args) -> int:
         log.info("the embedded broker keeps data in memory only: stopping `touchline run` loses the topics (not the database)")
     ensure_topics(settings)
     _first_admin_key(settings, factory)
+    _seed_outreach(settings, factory)
     engine.dispose()
 
     metrics_dir = settings.var_dir / "metrics"
@@ -281,6 +326,10 @@ def cmd_run(args) -> int:
     specs = {"api": base + ["api"]}
     for name in WORKERS:
         specs[f"worker-{name}"] = base + ["worker", name]
+    if settings.embedded_mail_sink:
+        specs["mailsink"] = base + ["mailsink"]
+        log.info("no TOUCHLINE_SMTP_URL: mail goes to the embedded sink on %s:%d (GET /v1/dev/mail lists it)",
+                 settings.mail_sink_host, settings.mail_sink_port)
     extra = getattr(args, "extra", None)
     if extra:
         specs.update(extra)
@@ -368,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object per line")
     d.add_argument("--timeout", type=float, default=3.0, help="stop after this many seconds without a new record")
     d.set_defaults(func=cmd_dlq)
+    sub.add_parser("mailsink", help="run the embedded SMTP sink (development)").set_defaults(func=cmd_mailsink)
+    sd = sub.add_parser("seed-outreach", help="add the starter templates and playbooks if missing")
+    sd.add_argument("--enable", action="store_true", help="enable the starter playbooks")
+    sd.set_defaults(func=cmd_seed)
     sub.add_parser("schema", help="print the event contract as JSON Schema").set_defaults(func=cmd_schema)
     dm = sub.add_parser("demo", help="stream realistic synthetic events on a simulated clock")
     _demo_args(dm)

@@ -6,6 +6,9 @@ import importlib
 WORKERS: dict[str, str] = {
     "ingest": "services.ingest.events.consumer:IngestWorker",
     "rules": "services.rules.evaluation.consumer:RulesWorker",
+    "outreach": "services.outreach.playbooks.consumer:SignalWorker",
+    "outreach-timers": "services.outreach.playbooks.timers:TimerWorker",
+    "outreach-sender": "services.outreach.delivery.worker:SenderWorker",
 }
 
 

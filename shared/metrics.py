@@ -43,3 +43,7 @@ def render_metrics() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+MESSAGES_DELIVERED = Counter("touchline_messages_delivered_total", "Outbox delivery attempts, by channel and outcome",
+                             ["channel", "outcome"])
+MESSAGES_ENQUEUED = Counter("touchline_messages_enqueued_total", "Outbox rows written, by channel and state",
+                            ["channel", "state"])

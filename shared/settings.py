@@ -54,6 +54,39 @@ class Settings(BaseSettings):
     # evaluates anyway (ingest may have dead-lettered the event).
     rules_ingest_wait_seconds: float = 30.0
 
+    # Outreach: mail. Empty smtp_url means the embedded sink (`touchline run` starts it on
+    # mail_sink_port and keeps every message under var/mail for GET /v1/dev/mail).
+    # smtp://user:pass@host:587 uses STARTTLS when the server offers it; smtps:// is TLS
+    # from the first byte; ?starttls=require refuses to send in clear.
+    smtp_url: str = ""
+    mail_sink_host: str = "127.0.0.1"
+    mail_sink_port: int = 8025
+    mail_from: str = "success@touchline.example"
+    mail_from_name: str = "The Touchline team"
+    product_name: str = "Touchline"
+    product_url: str = "https://app.touchline.example"
+    public_base_url: str = Field("", description="where unsubscribe links point; empty means the API's own address")
+    smtp_timeout_seconds: float = 10.0
+
+    # Outreach: delivery and timers.
+    outreach_tick_seconds: float = 1.0
+    outreach_send_batch: int = 200
+    outreach_max_attempts: int = 8
+    outreach_retry_base_seconds: float = 30.0
+    outreach_retry_max_seconds: float = 3600.0
+    outreach_lease_seconds: float = 300.0
+    webhook_timeout_seconds: float = 5.0
+    webhook_secret: str = Field("", description="HMAC key for webhook signatures; empty derives one from secret_key")
+
+    # Outreach: contact policy (global; a playbook may add stricter caps of its own).
+    contact_cap_messages: int = 1
+    contact_cap_days: float = 3
+    account_cap_touches: int = 3
+    account_cap_days: float = 7
+    quiet_hours_start: int = 21
+    quiet_hours_end: int = 8
+    default_timezone: str = "UTC"
+
     @field_validator("env")
     @classmethod
     def _env_known(cls, v: str) -> str:
@@ -113,6 +146,22 @@ class Settings(BaseSettings):
     @property
     def topic_events_dlq(self) -> str:
         return self.topic("product.events.dlq")
+
+    @property
+    def embedded_mail_sink(self) -> bool:
+        return not self.smtp_url
+
+    @property
+    def effective_smtp_url(self) -> str:
+        return self.smtp_url or f"smtp://{self.mail_sink_host}:{self.mail_sink_port}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.var_dir / "mail"
+
+    @property
+    def public_url(self) -> str:
+        return (self.public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @property
     def topic_signals(self) -> str:

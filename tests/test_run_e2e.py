@@ -32,10 +32,10 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def test_touchline_run_brings_everything_up_and_down(tmp_path):
-    broker_port, api_port = free_port(), free_port()
+    broker_port, api_port, mail_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
     env.update({"TOUCHLINE_VAR_DIR": str(tmp_path / "var"), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
-                "TOUCHLINE_API_PORT": str(api_port)})
+                "TOUCHLINE_API_PORT": str(api_port), "TOUCHLINE_MAIL_SINK_PORT": str(mail_port)})
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{api_port}"
@@ -53,6 +53,10 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
                            60, "the account to be ingested")
         assert account["plan"] == "pro" or wait_for(
             lambda: httpx.get(f"{base}/v1/accounts/acme", headers=headers).json()["plan"] == "pro", 30, "traits")
+        assert httpx.get(f"{base}/v1/dev/mail", headers=headers).json()["count"] == 0  # the sink is up, empty
+        assert port_open("127.0.0.1", mail_port)
+        playbooks = {p["id"] for p in httpx.get(f"{base}/v1/playbooks", headers=headers).json()}
+        assert "win-back" in playbooks  # the starter content is seeded
         metrics = httpx.get(f"{base}/metrics").text
         assert "touchline_events_consumed_total" in metrics  # the worker's metrics, aggregated by the API
 
@@ -79,3 +83,4 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
     assert "Development admin API key" in out
     assert "embedded broker stopped" in out
     assert not port_open("127.0.0.1", broker_port) and not port_open("127.0.0.1", api_port)
+    assert not port_open("127.0.0.1", mail_port)

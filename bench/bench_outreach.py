@@ -1,0 +1,175 @@
+"""Outreach benchmark: signals per second through enrolment and contact policy (the
+consumer on cs.signals: dedupe, playbook match, holdout, policy checks, template
+render, outbox insert, offsets after commit), then emails per second delivered by the
+sender to the embedded SMTP sink over one reused connection.
+
+    make bench-outreach
+    .venv/bin/python -m bench.bench_outreach --signals 5000 --db sqlite,postgresql
+
+PostgreSQL is used when it answers at TOUCHLINE_BENCH_POSTGRES_URL (default: the
+local postgresql://postgres@127.0.0.1:5432/test); the benchmark creates and drops its
+own database there. Numbers are printed, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from shared.broker import EmbeddedBroker, free_port, port_open
+from shared.settings import Settings
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+
+
+def _pg_database(base_url: str):
+    url = make_url(base_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"touchline_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+    def drop():
+        a = create_engine(url, isolation_level="AUTOCOMMIT")
+        with a.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        a.dispose()
+
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
+def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
+    from kafka import KafkaProducer
+
+    from services.ingest.models import Account, User
+    from services.outreach.delivery.worker import SenderWorker
+    from services.outreach.models import Enrollment, Message
+    from services.outreach.playbooks.consumer import SignalWorker
+    from services.outreach.playbooks.schemas import PlaybookDefinition
+    from services.outreach.playbooks.service import save as save_playbook
+    from services.outreach.starter import starter_templates
+    from services.outreach.templates.schemas import TemplateIn
+    from services.outreach.templates.service import save as save_template
+    from shared.clock import SimulatedClock
+    from shared.db import make_engine, make_session_factory, transaction
+    from shared.kafka import ensure_topics
+    from shared.migrate import upgrade
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-outreach-"))
+    drop = None
+    if kind == "postgresql":
+        url, drop = _pg_database(os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG))
+    else:
+        url = f"sqlite:///{tmp / 'bench.db'}"
+    settings = Settings(env="test", var_dir=tmp, database_url=url, kafka_bootstrap=broker.bootstrap,
+                        topic_prefix=f"b{uuid.uuid4().hex[:6]}.", mail_sink_port=free_port(),
+                        outreach_send_batch=500, kafka_max_poll_records=500)
+    engine = make_engine(settings)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    clock = SimulatedClock(T0)
+    with transaction(factory) as s:
+        save_template(s, "win-back", TemplateIn(**starter_templates()["win-back"]), settings=settings, actor="bench", now=T0)
+        save_playbook(s, "win-back", PlaybookDefinition.model_validate({
+            "name": "Win back", "trigger": {"rules": ["no-login-14d"]}, "holdout_percent": 0,
+            "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+                      {"type": "wait", "duration": "4d"}]}), actor="bench", now=T0)
+        for i in range(n):
+            a = f"acct-{i:06d}"
+            s.add(Account(id=a, name=f"Account {i}", plan="pro", segment="smb", traits={}, created_at=T0, updated_at=T0))
+            s.add(User(account_id=a, id="u1", email=f"champion@{a}.example", name="Casey Champion", role="champion",
+                       timezone="Europe/London", traits={}, created_at=T0, updated_at=T0))
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20, batch_size=256 * 1024)
+    for i in range(n):
+        a = f"acct-{i:06d}"
+        sig = {"signal_id": f"sig-{i}", "rule_id": "no-login-14d", "rule_version": 1, "account_id": a, "kind": "churn_risk",
+               "severity": "high", "fired_at": T0.isoformat(), "evidence": {"days_since:login": {"value": 15}}}
+        producer.send(settings.topic_signals, key=a.encode(), value=json.dumps(sig).encode())
+    producer.flush()
+    producer.close()
+
+    def count(model) -> int:
+        with factory() as s:
+            return s.scalar(select(func.count()).select_from(model))
+
+    consumer = SignalWorker(settings, factory, clock)
+    handled, signals_s = 0, 0.0
+    while handled < n:
+        # Only batches that carried records are timed: the group join is not what we measure.
+        t = time.perf_counter()
+        got = consumer.poll_once(500)
+        if got:
+            signals_s += time.perf_counter() - t
+            handled += got
+    consumer.close()
+    assert count(Enrollment) == n and count(Message) == n
+
+    # The sink runs in its own process, as under `touchline run`.
+    env = {**os.environ, "TOUCHLINE_VAR_DIR": str(tmp), "TOUCHLINE_MAIL_SINK_PORT": str(settings.mail_sink_port),
+           "TOUCHLINE_LOG_LEVEL": "WARNING"}
+    sink = subprocess.Popen([sys.executable, "-m", "services.cli", "mailsink"], env=env)
+    while not port_open(settings.mail_sink_host, settings.mail_sink_port):
+        time.sleep(0.05)
+    sender = SenderWorker(settings, factory, clock, worker_id="bench")
+    started = time.perf_counter()
+    while sender.poll_once():
+        pass
+    mail_s = time.perf_counter() - started
+    with factory() as s:
+        delivered = s.scalar(select(func.count()).select_from(Message).where(Message.state == "sent"))
+    files = len(list(settings.mail_dir.glob("*.eml")))
+    connections = sender.smtp.connections_opened
+    sender.close()
+    sink.terminate()
+    sink.wait(10)
+    assert files == delivered, (files, delivered)
+    engine.dispose()
+    if drop:
+        drop()
+    return {"db": kind, "signals": n, "signals_per_s": n / signals_s, "emails": delivered,
+            "emails_per_s": delivered / mail_s, "smtp_connections": connections}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--signals", type=int, default=5000)
+    p.add_argument("--db", default="sqlite,postgresql")
+    args = p.parse_args(argv)
+    kinds = [k for k in args.db.split(",") if k]
+    if "postgresql" in kinds:
+        try:
+            e = create_engine(make_url(os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG)
+                                       .replace("postgresql://", "postgresql+psycopg://", 1)))
+            with e.connect():
+                pass
+            e.dispose()
+        except Exception as exc:  # report and go on with SQLite
+            print(f"PostgreSQL not reachable ({type(exc).__name__}); skipping it")
+            kinds.remove("postgresql")
+    broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tempfile.mkdtemp()) / "broker.log").start()
+    try:
+        print(f"{'db':<11}{'signals':>8}{'signals/s':>11}{'emails':>8}{'emails/s':>10}{'SMTP conns':>12}")
+        for kind in kinds:
+            r = run_one(kind, args.signals, broker)
+            print(f"{r['db']:<11}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['emails']:>8}{r['emails_per_s']:>10.0f}"
+                  f"{r['smtp_connections']:>12}", flush=True)
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

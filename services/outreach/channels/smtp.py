@@ -1,0 +1,196 @@
+"""Email over SMTP: MIME building and a sender that reuses its connection.
+
+``TOUCHLINE_SMTP_URL``: ``smtp://[user:password@]host[:port][?starttls=auto|require|off]``
+or ``smtps://...`` (implicit TLS). With ``auto`` (the default) STARTTLS is used whenever
+the server offers it; ``require`` refuses to send in clear.
+"""
+from __future__ import annotations
+
+import base64
+import smtplib
+import ssl
+import time
+from dataclasses import dataclass
+from email.header import Header
+from email.utils import format_datetime, formataddr
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from services.outreach.channels import DeliveryError
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    implicit_tls: bool = False
+    starttls: str = "auto"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 10.0) -> "SmtpConfig":
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"TOUCHLINE_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme!r}")
+        starttls = parse_qs(parts.query).get("starttls", ["auto"])[0]
+        if starttls not in ("auto", "require", "off"):
+            raise ValueError("starttls must be auto, require or off")
+        return cls(host=parts.hostname or "127.0.0.1", port=parts.port or (465 if parts.scheme == "smtps" else 25),
+                   implicit_tls=parts.scheme == "smtps", starttls=starttls,
+                   username=unquote(parts.username) if parts.username else None,
+                   password=unquote(parts.password) if parts.password else None, timeout=timeout)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2] or "touchline.local"
+
+
+def message_id_for(key: str, mail_from: str) -> str:
+    """The Message-ID is derived from the outbox row's idempotency key: a resend of the
+    same row carries the same Message-ID, so mail clients and relays can tell."""
+    return f"<{key}@{domain_of(mail_from)}>"
+
+
+def _safe(name: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise DeliveryError(f"refusing header {name}: it contains a line break (header injection)", transient=False)
+    return value
+
+
+def _encoded(value: str) -> str:
+    """RFC 2047 encoding for non-ASCII header text (folded by the encoder)."""
+    return value if value.isascii() else Header(value, "utf-8").encode(linesep="\r\n")
+
+
+def _part(content_type: str, body: str) -> bytes:
+    data = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
+    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n").encode() + data
+
+
+def build_email(*, key: str, mail_from: str, mail_from_name: str, to: str, subject: str, text_body: str,
+                html_body: str, unsubscribe_url: str | None, date, extra_headers: dict[str, str] | None = None) -> bytes:
+    """The message as wire bytes (CRLF): multipart/alternative, text then HTML, UTF-8,
+    base64 bodies (no line-length or dot-stuffing surprises whatever the template says).
+
+    Written out directly rather than through ``email.message``: its header machinery
+    costs more than the whole SMTP exchange with a local relay. Every header value is
+    checked for line breaks (header injection) before it is written."""
+    if "@" not in to:
+        raise DeliveryError(f"refusing recipient {to!r}: not an address", transient=False)
+    headers = [
+        ("From", formataddr((_safe("From", mail_from_name), _safe("From", mail_from)), charset="utf-8")),
+        ("To", _safe("To", to)),
+        ("Subject", _encoded(_safe("Subject", subject))),
+        ("Date", format_datetime(date)),
+        ("Message-ID", message_id_for(key, mail_from)),
+        ("MIME-Version", "1.0"),
+    ]
+    if unsubscribe_url:
+        # RFC 8058 one-click: mailbox providers POST "List-Unsubscribe=One-Click" to this URL.
+        headers.append(("List-Unsubscribe", f"<{_safe('List-Unsubscribe', unsubscribe_url)}>"))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    for name, value in (extra_headers or {}).items():
+        headers.append((_safe("header name", name), _encoded(_safe(name, value))))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    if not html_body:
+        return head.encode() + _part("text/plain", text_body or " ")
+    # "=_" never occurs in base64 bodies, so this boundary cannot collide with content.
+    boundary = f"=_tl_{key}"
+    return (head + f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n").encode() + \
+        f"--{boundary}\r\n".encode() + _part("text/plain", text_body or " ") + \
+        f"--{boundary}\r\n".encode() + _part("text/html", html_body) + f"--{boundary}--\r\n".encode()
+
+
+class SmtpSender:
+    """One SMTP connection, opened lazily and reused across messages; a connection
+    that has been idle is checked with NOOP before use. Not thread-safe: one per worker."""
+
+    idle_check_seconds = 5.0
+
+    def __init__(self, config: SmtpConfig):
+        self.config = config
+        self._conn: smtplib.SMTP | None = None
+        self._last_used = 0.0
+        self.connections_opened = 0
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        try:
+            if c.implicit_tls:
+                conn = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=ssl.create_default_context())
+            else:
+                conn = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+            conn.ehlo()
+            if not c.implicit_tls and c.starttls != "off":
+                if conn.has_extn("starttls"):
+                    conn.starttls(context=ssl.create_default_context())
+                    conn.ehlo()
+                elif c.starttls == "require":
+                    conn.close()
+                    raise DeliveryError(f"{c.host}:{c.port} does not offer STARTTLS and starttls=require", transient=True)
+            if c.username:
+                conn.login(c.username, c.password or "")
+        except DeliveryError:
+            raise
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"SMTP {c.host}:{c.port} refused the session: {exc.smtp_code} {_text(exc.smtp_error)}",
+                                transient=True, code=exc.smtp_code) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"cannot connect to SMTP {c.host}:{c.port}: {type(exc).__name__}: {exc}", transient=True) from None
+        self.connections_opened += 1
+        return conn
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._conn is not None and time.monotonic() - self._last_used > self.idle_check_seconds:
+            try:
+                if self._conn.noop()[0] != 250:
+                    self.close()
+            except (OSError, smtplib.SMTPException):
+                self.close()
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def send(self, raw: bytes, mail_from: str, to: str) -> None:
+        conn = self._connection()
+        try:
+            refused = conn.sendmail(mail_from, [to], raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            self._reset()
+            raise DeliveryError(f"recipient refused: {code} {_text(text)}", transient=code < 500, bounce=code >= 500,
+                                code=code) from None
+        except smtplib.SMTPResponseException as exc:  # sender refused, data refused
+            self._reset()
+            raise DeliveryError(f"SMTP refused the message: {exc.smtp_code} {_text(exc.smtp_error)}",
+                                transient=exc.smtp_code < 500, code=exc.smtp_code) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self.close()
+            raise DeliveryError(f"SMTP connection lost: {type(exc).__name__}: {exc}", transient=True) from None
+        self._last_used = time.monotonic()
+        if refused:  # only possible with several recipients; we send one per message
+            code, text = next(iter(refused.values()))
+            raise DeliveryError(f"recipient refused: {code} {_text(text)}", transient=code < 500, bounce=code >= 500, code=code)
+
+    def _reset(self) -> None:
+        try:
+            self._conn.rset()
+            self._last_used = time.monotonic()
+        except (OSError, smtplib.SMTPException, AttributeError):
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (OSError, smtplib.SMTPException):
+                try:
+                    self._conn.close()
+                except OSError:
+                    pass
+            self._conn = None
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

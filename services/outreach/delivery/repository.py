@@ -1,0 +1,119 @@
+"""Every query on the message outbox."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from services.outreach.models import Message
+from shared.db import insert_on_conflict
+
+SENDABLE_CHANNELS = ("email", "webhook")
+
+
+def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert outbox rows; the ids already present are left alone (idempotent redo).
+    Returns the ids that were new."""
+    if not rows:
+        return set()
+    table = Message.__table__
+    stmt = insert_on_conflict(session, table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+    return set(session.scalars(stmt, rows))
+
+
+def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime) -> list[Message]:
+    """Mark up to ``limit`` due queued messages ``sending`` under a lease. On PostgreSQL
+    the rows are locked with SKIP LOCKED so several senders share the work; SQLite's
+    writer lock (BEGIN IMMEDIATE) serialises claimers anyway."""
+    q = (select(Message).where(Message.state == "queued", Message.channel.in_(SENDABLE_CHANNELS),
+                               Message.next_attempt_at <= now)
+         .order_by(Message.next_attempt_at, Message.id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    rows = list(session.scalars(q))
+    if rows:
+        # One statement for the batch (not one UPDATE per row): this is the sender's hot path.
+        session.execute(update(Message).where(Message.id.in_([m.id for m in rows])).values(
+            state="sending", lease_owner=owner, lease_until=lease_until, attempts=Message.attempts + 1, updated_at=now),
+            execution_options={"synchronize_session": False})
+        for m in rows:
+            m.state, m.lease_owner, m.lease_until, m.updated_at = "sending", owner, lease_until, now
+            m.attempts += 1
+        for m in rows:
+            session.expunge(m)  # the in-memory copies match the row; keep the ORM from re-flushing them
+    return rows
+
+
+def mark_sent(session: Session, ids: list[str], now: datetime) -> None:
+    if ids:
+        session.execute(update(Message).where(Message.id.in_(ids), Message.state == "sending").values(
+            state="sent", sent_at=now, last_error=None, lease_owner=None, lease_until=None, next_attempt_at=None,
+            updated_at=now), execution_options={"synchronize_session": False})
+
+
+def stale_sending(session: Session, *, now: datetime, owner: str) -> list[Message]:
+    """Messages left ``sending`` by a process that died: our own previous incarnation
+    (same owner id) at once, anyone else's once their lease has run out."""
+    return list(session.scalars(select(Message).where(
+        Message.state == "sending", or_(Message.lease_owner == owner, Message.lease_until < now))))
+
+
+def get_many(session: Session, ids: Iterable[str]) -> list[Message]:
+    ids = list(ids)
+    return list(session.scalars(select(Message).where(Message.id.in_(ids)))) if ids else []
+
+
+def get(session: Session, message_id: str) -> Message | None:
+    return session.get(Message, message_id)
+
+
+def list_messages(session: Session, *, state: str | None, account_id: str | None, playbook_id: str | None,
+                  channel: str | None, enrollment_id: str | None, limit: int, before: str | None) -> list[Message]:
+    q = select(Message).order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
+    for col, value in ((Message.state, state), (Message.account_id, account_id), (Message.playbook_id, playbook_id),
+                       (Message.channel, channel), (Message.enrollment_id, enrollment_id)):
+        if value is not None:
+            q = q.where(col == value)
+    if before:
+        anchor = session.get(Message, before)
+        if anchor is not None:
+            q = q.where(or_(Message.created_at < anchor.created_at,
+                            (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
+    return list(session.scalars(q))
+
+
+def inapp_for(session: Session, account_id: str, user_id: str | None, unread_only: bool, limit: int) -> list[Message]:
+    q = (select(Message).where(Message.channel == "inapp", Message.account_id == account_id, Message.state == "sent")
+         .order_by(Message.created_at.desc()).limit(limit))
+    if user_id is not None:
+        q = q.where(Message.user_id == user_id)
+    if unread_only:
+        q = q.where(Message.read_at.is_(None))
+    return list(session.scalars(q))
+
+
+def mark_read(session: Session, account_id: str, message_id: str, now: datetime) -> Message | None:
+    m = session.get(Message, message_id)
+    if m is None or m.account_id != account_id or m.channel != "inapp":
+        return None
+    if m.read_at is None:
+        m.read_at = now
+    return m
+
+
+def counts_by(session: Session, playbook_id: str) -> list[tuple[str, str | None, int]]:
+    return list(session.execute(select(Message.state, Message.skip_reason, func.count()).where(
+        Message.playbook_id == playbook_id).group_by(Message.state, Message.skip_reason)))
+
+
+def requeue(session: Session, message_id: str, now: datetime) -> Message | None:
+    m = session.get(Message, message_id)
+    if m is None:
+        return None
+    session.execute(update(Message).where(Message.id == message_id).values(
+        state="queued", next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
+    session.refresh(m)
+    return m

@@ -1,0 +1,40 @@
+"""The outbox over HTTP: list messages by state, account, playbook; retry a failed one."""
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+
+from services.outreach.delivery import repository as repo
+from services.outreach.delivery.schemas import MessageOut, MessagePage
+from shared.api import ClockDep, SessionDep
+from shared.auth import require
+from shared.clock import Clock
+from shared.errors import AUTH_ERRORS, Conflict, NotFound, responses
+
+router = APIRouter(tags=["messages"])
+
+
+@router.get("/v1/messages", response_model=MessagePage, responses=AUTH_ERRORS,
+            summary="Outbox messages, newest first, by state, account, playbook, channel or enrolment")
+def list_messages(state: Literal["queued", "sending", "sent", "failed", "skipped"] | None = None,
+                  account_id: str | None = None, playbook_id: str | None = None,
+                  channel: Literal["email", "webhook", "inapp"] | None = None, enrollment_id: str | None = None,
+                  before: str | None = Query(None, description="next_before from the previous page"),
+                  limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    items = repo.list_messages(session, state=state, account_id=account_id, playbook_id=playbook_id, channel=channel,
+                               enrollment_id=enrollment_id, limit=limit, before=before)
+    return MessagePage(items=items, next_before=items[-1].id if len(items) == limit else None)
+
+
+@router.post("/v1/messages/{message_id}/retry", response_model=MessageOut,
+             responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
+             summary="Queue a failed message again (its idempotency key and Message-ID stay the same)")
+def retry_message(message_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
+    m = repo.get(session, message_id)
+    if m is None:
+        raise NotFound(f"no message {message_id!r}")
+    if m.state != "failed":
+        raise Conflict(f"message {message_id} is {m.state}; only failed messages can be retried")
+    return repo.requeue(session, message_id, clock.now())

@@ -1,0 +1,59 @@
+"""Response shapes of the message outbox API."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    enrollment_id: str | None
+    playbook_id: str | None
+    step_id: str
+    account_id: str
+    user_id: str | None
+    channel: str
+    recipient: str
+    template_id: str | None
+    subject: str
+    state: str
+    skip_reason: str | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    read_at: datetime | None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_before: str | None
+
+
+class InAppMessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    account_id: str
+    user_id: str | None
+    playbook_id: str | None
+    subject: str
+    html_body: str
+    text_body: str
+    created_at: datetime
+    read_at: datetime | None
+
+
+class InAppPage(BaseModel):
+    items: list[InAppMessageOut]
+    unread: int
+
+
+class Detail(BaseModel):
+    detail: Any = None

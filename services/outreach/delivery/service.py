@@ -1,0 +1,59 @@
+"""Outbox rules: idempotency keys, retry schedule, and what each delivery outcome
+does to a message row."""
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from services.outreach.channels import DeliveryError
+from services.outreach.models import Message
+from services.outreach.policy import repository as policy_repo
+from services.outreach.policy.tokens import email_hash
+
+NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4d59-9f0b-5d7a3e0f2a11")
+
+
+def message_key(enrollment_id: str, step_id: str, recipient: str) -> str:
+    """The idempotency key of a message: the same enrolment, step and recipient always
+    give the same id, so redoing a step (a redelivered signal, a timer run twice) is a no-op."""
+    return str(uuid.uuid5(NAMESPACE, f"{enrollment_id}\x1f{step_id}\x1f{recipient.lower()}"))
+
+
+def backoff(attempts: int, key: str, settings) -> timedelta:
+    """Exponential backoff with jitter: base * 2^(attempts-1), capped, times a factor in
+    [0.5, 1.0) drawn from the message id and attempt (deterministic, so replays agree,
+    but spread across messages so a recovering relay is not hit all at once)."""
+    raw = min(settings.outreach_retry_max_seconds, settings.outreach_retry_base_seconds * 2 ** max(0, attempts - 1))
+    jitter = 0.5 + 0.5 * random.Random(f"{key}:{attempts}").random()
+    return timedelta(seconds=raw * jitter)
+
+
+def record_sent(m: Message, now: datetime) -> None:
+    m.state, m.sent_at, m.last_error, m.lease_owner, m.lease_until, m.updated_at = "sent", now, None, None, None, now
+    m.next_attempt_at = None
+
+
+def record_failure(session: Session, m: Message, err: DeliveryError, now: datetime, settings) -> str:
+    """Apply a failed attempt; returns the new state (queued for a retry, or failed)."""
+    m.last_error = err.detail[:2000]
+    m.lease_owner, m.lease_until, m.updated_at = None, None, now
+    if err.transient and m.attempts < settings.outreach_max_attempts:
+        m.state = "queued"
+        m.next_attempt_at = now + backoff(m.attempts, m.id, settings)
+    else:
+        m.state = "failed"
+        m.next_attempt_at = None
+        if err.transient:
+            m.last_error = f"gave up after {m.attempts} attempts: {m.last_error}"[:2000]
+    if err.bounce and m.channel == "email" and m.recipient:
+        policy_repo.add_suppression(session, email_hash=email_hash(m.recipient), email=m.recipient, reason="hard_bounce",
+                                    detail=err.detail[:500], now=now)
+    return m.state
+
+
+def record_skip(m: Message, reason: str, now: datetime) -> None:
+    m.state, m.skip_reason, m.lease_owner, m.lease_until, m.updated_at = "skipped", reason, None, None, now
+    m.next_attempt_at = None

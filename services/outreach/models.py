@@ -1,0 +1,155 @@
+"""Tables owned by outreach. One module so Alembic and the tests see them all; the
+behaviour lives in the feature folders."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, JSONType, UTCDateTime
+
+
+class Template(Base):
+    """A message template: subject, HTML body and text body (Jinja2, sandboxed)."""
+
+    __tablename__ = "outreach_templates"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    html_body: Mapped[str] = mapped_column(Text, default="")
+    text_body: Mapped[str] = mapped_column(Text, default="")
+    # Extra sample values (e.g. the evidence keys of the rule it is written for) merged
+    # into the sample context the template is validated against on save.
+    sample_context: Mapped[dict] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Playbook(Base):
+    """The head of a playbook: its current version and whether it enrols."""
+
+    __tablename__ = "playbooks"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    current_version: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PlaybookVersion(Base):
+    """An immutable version of a playbook definition; enrolments point at one."""
+
+    __tablename__ = "playbook_versions"
+
+    playbook_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+
+
+class SignalReceipt(Base):
+    """Every signal outreach has processed: the dedupe index of the enrolment consumer."""
+
+    __tablename__ = "outreach_signal_receipts"
+
+    signal_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    rule_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    enrolled: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Enrollment(Base):
+    """One account in one playbook version. ``active_key`` is ``playbook_id:account_id``
+    while the enrolment runs and NULL after: the unique index on it is what keeps an
+    account in a playbook at most once at a time (NULLs never collide). ``due_at`` is
+    the durable timer: the step at ``step_index`` runs once the clock passes it."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("active_key", name="uq_enrollments_active_key"),
+        Index("ix_enrollments_due", "status", "due_at"),
+        Index("ix_enrollments_playbook", "playbook_id", "status"),
+        Index("ix_enrollments_account", "account_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    playbook_id: Mapped[str] = mapped_column(String(128))
+    playbook_version: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[str] = mapped_column(String(128))
+    signal_id: Mapped[str] = mapped_column(String(128))
+    signal: Mapped[dict] = mapped_column(JSONType, default=dict)
+    holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16))  # active, converted, completed, failed
+    active_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    history: Mapped[list] = mapped_column(JSONType, default=list)
+    outcome_detail: Mapped[dict] = mapped_column(JSONType, default=dict)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Message(Base):
+    """The outbox: one row per (enrolment, step, recipient), whatever happened to it.
+    ``id`` is the deterministic idempotency key (uuid5), so redoing a step is a no-op.
+    States: queued, sending, sent, failed, skipped (with ``skip_reason``)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_state_due", "state", "next_attempt_at"),
+        Index("ix_messages_account", "account_id", "created_at"),
+        Index("ix_messages_contact", "account_id", "user_id", "created_at"),
+        Index("ix_messages_playbook", "playbook_id", "state"),
+        Index("ix_messages_enrollment", "enrollment_id"),
+        Index("ix_messages_inapp", "channel", "account_id", "user_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    enrollment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    playbook_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    step_id: Mapped[str] = mapped_column(String(128), default="")
+    # One "touch" is one step execution toward one account, whatever its recipient count:
+    # account frequency caps count touches, so a broadcast to ten users is one touch.
+    touch_key: Mapped[str] = mapped_column(String(300), default="")
+    account_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    channel: Mapped[str] = mapped_column(String(16))  # email, webhook, inapp
+    recipient: Mapped[str] = mapped_column(String(2000), default="")
+    template_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    html_body: Mapped[str] = mapped_column(Text, default="")
+    text_body: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[dict] = mapped_column(JSONType, default=dict)
+    state: Mapped[str] = mapped_column(String(16))
+    skip_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Suppression(Base):
+    """Addresses outreach never writes to. Keyed by the SHA-256 of the lower-cased
+    address so an erased contact stays suppressed without keeping the address."""
+
+    __tablename__ = "suppressions"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    reason: Mapped[str] = mapped_column(String(32))  # unsubscribed, hard_bounce, manual, erased
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

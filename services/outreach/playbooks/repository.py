@@ -1,0 +1,96 @@
+"""Every query on playbooks, enrolments, signal receipts and recipients."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.ingest.models import User, UserActivityDaily
+from services.outreach.models import Enrollment, Playbook, PlaybookVersion, SignalReceipt
+from shared.db import insert_on_conflict
+
+
+def get_head(session: Session, playbook_id: str) -> Playbook | None:
+    return session.get(Playbook, playbook_id)
+
+
+def get_version(session: Session, playbook_id: str, version: int) -> PlaybookVersion | None:
+    return session.get(PlaybookVersion, (playbook_id, version))
+
+
+def versions_of(session: Session, playbook_id: str) -> list[int]:
+    return list(session.scalars(select(PlaybookVersion.version).where(PlaybookVersion.playbook_id == playbook_id)
+                                .order_by(PlaybookVersion.version)))
+
+
+def list_heads(session: Session) -> list[Playbook]:
+    return list(session.scalars(select(Playbook).order_by(Playbook.id)))
+
+
+def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:
+    q = (select(Playbook, PlaybookVersion)
+         .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
+         .where(Playbook.enabled.is_(True)).order_by(Playbook.id))
+    return [(p, v) for p, v in session.execute(q)]
+
+
+def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert signal receipts; returns the signal ids seen for the first time."""
+    if not rows:
+        return set()
+    table = SignalReceipt.__table__
+    stmt = insert_on_conflict(session, table).on_conflict_do_nothing(index_elements=["signal_id"]).returning(table.c.signal_id)
+    return set(session.scalars(stmt, rows))
+
+
+def insert_enrollment(session: Session, row: dict[str, Any]) -> bool:
+    """Insert unless the account is already active in the playbook (the unique
+    ``active_key``) or this very enrolment exists; True if inserted."""
+    table = Enrollment.__table__
+    stmt = insert_on_conflict(session, table).values(**row).on_conflict_do_nothing().returning(table.c.id)
+    return session.scalar(stmt) is not None
+
+
+def get_enrollment(session: Session, enrollment_id: str) -> Enrollment | None:
+    return session.get(Enrollment, enrollment_id)
+
+
+def due_enrollments(session: Session, now: datetime, limit: int) -> list[Enrollment]:
+    q = (select(Enrollment).where(Enrollment.status == "active", Enrollment.due_at <= now)
+         .order_by(Enrollment.due_at, Enrollment.id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return list(session.scalars(q))
+
+
+def list_enrollments(session: Session, playbook_id: str, *, status: str | None, account_id: str | None,
+                     limit: int) -> list[Enrollment]:
+    q = select(Enrollment).where(Enrollment.playbook_id == playbook_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
+    if status:
+        q = q.where(Enrollment.status == status)
+    if account_id:
+        q = q.where(Enrollment.account_id == account_id)
+    return list(session.scalars(q))
+
+
+def enrollment_counts(session: Session, playbook_id: str) -> list[tuple[bool, str, int]]:
+    return list(session.execute(select(Enrollment.holdout, Enrollment.status, func.count())
+                                .where(Enrollment.playbook_id == playbook_id)
+                                .group_by(Enrollment.holdout, Enrollment.status)))
+
+
+def users_by_role(session: Session, account_id: str, roles: Iterable[str] | None) -> list[User]:
+    q = select(User).where(User.account_id == account_id).order_by(User.id)
+    if roles is not None:
+        q = q.where(User.role.in_(list(roles)))
+    return list(session.scalars(q))
+
+
+def active_users(session: Session, account_id: str, since: date, until: date) -> list[User]:
+    active = (select(UserActivityDaily.user_id).where(UserActivityDaily.account_id == account_id,
+                                                      UserActivityDaily.day >= since, UserActivityDaily.day <= until)
+              .distinct())
+    return list(session.scalars(select(User).where(User.account_id == account_id, User.id.in_(active)).order_by(User.id)))

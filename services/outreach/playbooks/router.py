@@ -1,0 +1,80 @@
+"""Playbooks: author over JSON or YAML (each change is a new version), read, list
+enrolments, and the report with lift against the holdout."""
+from __future__ import annotations
+
+import json
+
+import yaml
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from services.outreach.playbooks import repository as repo
+from services.outreach.playbooks import service
+from services.outreach.playbooks.schemas import ID_PATTERN, EnrollmentOut, PlaybookDefinition, PlaybookOut, ReportOut
+from shared.api import ClockDep, SessionDep
+from shared.auth import Principal, require
+from shared.clock import Clock
+from shared.errors import AUTH_ERRORS, NotFound, PayloadTooLarge, Unprocessable, responses
+
+router = APIRouter(tags=["playbooks"])
+MAX_BODY = 256 * 1024
+_DEFINITION_SCHEMA = PlaybookDefinition.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def parse_definition(raw: bytes, content_type: str) -> PlaybookDefinition:
+    if len(raw) > MAX_BODY:
+        raise PayloadTooLarge(f"a playbook definition is at most {MAX_BODY} bytes")
+    try:
+        if "yaml" in content_type:
+            obj = yaml.safe_load(raw.decode("utf-8"))
+        else:
+            obj = json.loads(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise Unprocessable(f"the body is not valid {'YAML' if 'yaml' in content_type else 'JSON'}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise Unprocessable("a playbook definition is an object (a mapping in YAML)")
+    try:
+        return PlaybookDefinition.model_validate(obj)
+    except ValidationError as exc:
+        raise Unprocessable([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()],
+                            code="playbook_invalid") from None
+
+
+@router.put("/v1/playbooks/{playbook_id}", response_model=PlaybookOut,
+            responses={**AUTH_ERRORS, **responses(Unprocessable, PayloadTooLarge)},
+            summary="Create or change a playbook (JSON, or YAML with Content-Type: application/yaml)",
+            description="A changed definition becomes a new version; running enrolments keep theirs.",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/json": {"schema": _DEFINITION_SCHEMA},
+                "application/yaml": {"schema": _DEFINITION_SCHEMA}}}})
+async def put_playbook(request: Request, playbook_id: str = Path(pattern=ID_PATTERN), session: Session = SessionDep,
+                       clock: Clock = ClockDep, principal: Principal = require("ops")):
+    definition = parse_definition(await request.body(), request.headers.get("content-type", ""))
+    head, _changed = service.save(session, playbook_id, definition, actor=principal.actor, now=clock.now())
+    return service.out(session, head)
+
+
+@router.get("/v1/playbooks", response_model=list[PlaybookOut], responses=AUTH_ERRORS)
+def list_playbooks(session: Session = SessionDep, _p=require("ops")):
+    return [service.out(session, h) for h in repo.list_heads(session)]
+
+
+@router.get("/v1/playbooks/{playbook_id}", response_model=PlaybookOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_playbook(playbook_id: str, version: int | None = Query(None, ge=1), session: Session = SessionDep,
+                 _p=require("ops")):
+    return service.out(session, service.get_or_404(session, playbook_id), version)
+
+
+@router.get("/v1/playbooks/{playbook_id}/enrollments", response_model=list[EnrollmentOut],
+            responses={**AUTH_ERRORS, **responses(NotFound)})
+def list_enrollments(playbook_id: str, status: str | None = None, account_id: str | None = None,
+                     limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    service.get_or_404(session, playbook_id)
+    return repo.list_enrollments(session, playbook_id, status=status, account_id=account_id, limit=limit)
+
+
+@router.get("/v1/playbooks/{playbook_id}/report", response_model=ReportOut, responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="Enrolled, sent, skipped by reason, converted; treated vs holdout conversion with lift and 95% CI")
+def playbook_report(playbook_id: str, session: Session = SessionDep, _p=require("ops")):
+    return service.report(session, playbook_id)

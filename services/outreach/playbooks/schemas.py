@@ -1,0 +1,168 @@
+"""Playbook definitions (the API and YAML share this shape) and API responses.
+
+A definition is validated as a whole: step types come from the registry in
+``steps.py``, step ids are unique, branch targets exist, templates are named.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+TERMINALS = ("end", "convert")
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"duration {text!r} must look like 30m, 12h, 3d or 2w")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+class Trigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: list[str] = Field(default_factory=list, description="rule ids whose signals enrol")
+    kinds: list[str] = Field(default_factory=list, description="signal kinds that enrol (churn_risk, expansion, ...)")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not self.rules and not self.kinds:
+            raise ValueError("a trigger names at least one rule or one signal kind")
+        return self
+
+    def matches(self, signal) -> bool:
+        return (not self.rules or signal.rule_id in self.rules) and (not self.kinds or signal.kind in self.kinds)
+
+
+class Audience(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    segments: list[str] = Field(default_factory=list)
+    plans: list[str] = Field(default_factory=list)
+    lifecycle_stages: list[str] = Field(default_factory=list)
+
+    def matches(self, account) -> bool:
+        for wanted, attr in ((self.segments, "segment"), (self.plans, "plan"), (self.lifecycle_stages, "lifecycle_stage")):
+            if wanted and (account is None or getattr(account, attr) not in wanted):
+                return False
+        return True
+
+
+class CapIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max: int = Field(ge=1)
+    days: float = Field(gt=0)
+
+
+class PlaybookCaps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    contact: CapIn | None = Field(None, description="at most max messages per contact in days, from this playbook")
+    account: CapIn | None = Field(None, description="at most max touches per account in days, from this playbook")
+
+
+class PlaybookDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "Win back silent accounts",
+        "trigger": {"rules": ["no-login-14d"], "kinds": ["churn_risk"]},
+        "audience": {"segments": ["smb"]},
+        "holdout_percent": 20,
+        "caps": {"contact": {"max": 1, "days": 3}},
+        "exit_condition": {"metric": "active_users", "window": "7d", "op": ">=", "value": 2},
+        "steps": [
+            {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
+            {"id": "wait-3d", "type": "wait", "duration": "3d"},
+            {"id": "back?", "type": "branch", "if": {"metric": "active_users", "window": "7d", "op": ">=", "value": 2},
+             "then": "convert", "else": "nudge"},
+            {"id": "nudge", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+        ],
+    }]})
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=4000)
+    enabled: bool = True
+    trigger: Trigger
+    audience: Audience = Field(default_factory=Audience)
+    holdout_percent: float = Field(0, ge=0, le=100, description="share of enrolled accounts that receive nothing")
+    caps: PlaybookCaps = Field(default_factory=PlaybookCaps)
+    exit_condition: dict[str, Any] | None = Field(
+        None, description="checked before every step: once true the enrolment ends as converted")
+    steps: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+
+    @field_validator("exit_condition")
+    @classmethod
+    def _condition(cls, v):
+        if v is not None:
+            from services.outreach.playbooks.conditions import parse_exit_condition
+
+            parse_exit_condition(v)
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps):
+        from services.outreach.playbooks.steps import parse_steps
+
+        parse_steps(steps)  # raises ValueError with the step and the problem
+        return steps
+
+    def parsed_steps(self):
+        from services.outreach.playbooks.steps import parse_steps
+
+        return parse_steps(self.steps)
+
+
+class PlaybookOut(BaseModel):
+    id: str
+    version: int
+    enabled: bool
+    definition: dict[str, Any]
+    versions: list[int]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnrollmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    playbook_id: str
+    playbook_version: int
+    account_id: str
+    signal_id: str
+    holdout: bool
+    status: str
+    step_index: int
+    due_at: datetime | None
+    enrolled_at: datetime
+    ended_at: datetime | None
+    converted_at: datetime | None
+    history: list[dict[str, Any]]
+    outcome_detail: dict[str, Any]
+
+
+class GroupStats(BaseModel):
+    enrolled: int
+    converted: int
+    conversion_rate: float | None
+
+
+class ReportOut(BaseModel):
+    playbook_id: str
+    enrolled: int
+    active: int
+    converted: int
+    completed: int
+    sent: int
+    queued: int
+    failed: int
+    skipped: dict[str, int]
+    treated: GroupStats
+    holdout: GroupStats
+    lift: float | None = Field(None, description="treated minus holdout conversion rate (absolute)")
+    relative_lift: float | None = Field(None, description="lift / holdout conversion rate")
+    confidence_interval: list[float] | None = Field(None, description="95% CI of the lift (Newcombe hybrid score)")
+    method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"

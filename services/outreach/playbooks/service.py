@@ -1,0 +1,119 @@
+"""Authoring playbooks (versioned like rules) and the playbook report."""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from services.outreach import audit
+from services.outreach.delivery import repository as delivery_repo
+from services.outreach.models import Playbook, PlaybookVersion
+from services.outreach.playbooks import repository as repo
+from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut
+from services.outreach.templates import repository as template_repo
+from shared.errors import NotFound, Unprocessable
+
+
+def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, actor: str, now: datetime) -> tuple[Playbook, bool]:
+    """Store the definition as a new version if it differs from the current one.
+    Running enrolments keep the version they started with. Returns (head, changed)."""
+    missing = sorted({s.template for s in definition.parsed_steps().steps if getattr(s, "template", None)}
+                     - set(template_repo.get_many(session, [s.template for s in definition.parsed_steps().steps
+                                                            if getattr(s, "template", None)])))
+    if missing:
+        raise Unprocessable(f"the playbook names templates that do not exist: {', '.join(missing)}; "
+                            "create them with PUT /v1/templates/{id} first", code="unknown_template")
+    body = definition.model_dump(mode="json", by_alias=True)
+    head = repo.get_head(session, playbook_id)
+    if head is not None:
+        current = repo.get_version(session, playbook_id, head.current_version)
+        if current is not None and current.definition == body:
+            return head, False
+    version = (head.current_version + 1) if head else 1
+    session.add(PlaybookVersion(playbook_id=playbook_id, version=version, definition=body, created_at=now, created_by=actor))
+    if head is None:
+        head = Playbook(id=playbook_id, current_version=version, enabled=definition.enabled, created_at=now, updated_at=now)
+        session.add(head)
+    else:
+        head.current_version, head.enabled, head.updated_at = version, definition.enabled, now
+    session.flush()
+    audit.record(session, actor=actor, action="create" if version == 1 else "update", object_type="playbook",
+                 object_id=playbook_id, version=version, now=now, details={"name": definition.name, "enabled": definition.enabled})
+    return head, True
+
+
+def get_or_404(session: Session, playbook_id: str) -> Playbook:
+    head = repo.get_head(session, playbook_id)
+    if head is None:
+        raise NotFound(f"no playbook {playbook_id!r}")
+    return head
+
+
+def out(session: Session, head: Playbook, version: int | None = None) -> PlaybookOut:
+    v = repo.get_version(session, head.id, version or head.current_version)
+    if v is None:
+        raise NotFound(f"playbook {head.id!r} has no version {version}")
+    return PlaybookOut(id=head.id, version=v.version, enabled=head.enabled, definition=v.definition,
+                       versions=repo.versions_of(session, head.id), created_at=head.created_at, updated_at=head.updated_at)
+
+
+# ---- the report ---------------------------------------------------------------
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def lift_interval(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float] | None:
+    """Newcombe's hybrid score interval for p1 - p2 (his method 10): sound with small
+    groups and rates near 0 or 1, where the textbook Wald interval is not."""
+    if n1 == 0 or n2 == 0:
+        return None
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson(x1, n1)
+    l2, u2 = wilson(x2, n2)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def report(session: Session, playbook_id: str) -> ReportOut:
+    get_or_404(session, playbook_id)
+    groups = {True: {"n": 0, "converted": 0}, False: {"n": 0, "converted": 0}}
+    by_status: dict[str, int] = {}
+    for holdout, status, n in repo.enrollment_counts(session, playbook_id):
+        groups[bool(holdout)]["n"] += n
+        if status == "converted":
+            groups[bool(holdout)]["converted"] += n
+        by_status[status] = by_status.get(status, 0) + n
+    states: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    for state, reason, n in delivery_repo.counts_by(session, playbook_id):
+        states[state] = states.get(state, 0) + n
+        if state == "skipped":
+            skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
+
+    def stats(g) -> GroupStats:
+        return GroupStats(enrolled=g["n"], converted=g["converted"], conversion_rate=g["converted"] / g["n"] if g["n"] else None)
+
+    treated, held = stats(groups[False]), stats(groups[True])
+    lift = rel = ci = None
+    if treated.conversion_rate is not None and held.conversion_rate is not None:
+        lift = treated.conversion_rate - held.conversion_rate
+        rel = lift / held.conversion_rate if held.conversion_rate else None
+        interval = lift_interval(treated.converted, treated.enrolled, held.converted, held.enrolled)
+        ci = list(interval) if interval else None
+    return ReportOut(
+        playbook_id=playbook_id, enrolled=sum(by_status.values()), active=by_status.get("active", 0),
+        converted=by_status.get("converted", 0), completed=by_status.get("completed", 0),
+        sent=states.get("sent", 0), queued=states.get("queued", 0) + states.get("sending", 0), failed=states.get("failed", 0),
+        skipped=skipped, treated=treated, holdout=held, lift=lift, relative_lift=rel, confidence_interval=ci,
+    )

@@ -1,0 +1,58 @@
+"""The timer worker: runs enrolments whose ``due_at`` has passed (waits ending).
+
+A tick claims due enrolments (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so timer
+workers can run side by side), advances each inside a savepoint (one broken
+enrolment is marked failed, the rest go on) and commits once. Time comes from the
+injected clock: tests and the demo move a simulated clock instead of sleeping.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.outreach.playbooks import engine
+from services.outreach.playbooks import repository as repo
+from shared import faults
+from shared.clock import Clock, SystemClock
+from shared.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+class TimerWorker:
+    name = "outreach-timers"
+    batch = 500
+
+    def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
+        self.settings = settings
+        self.session_factory = session_factory
+        self.clock = clock or SystemClock()
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        log.info("%s: running due playbook steps every %.1fs", self.name, self.settings.outreach_tick_seconds)
+        while not self.stop_event.is_set():
+            if self.poll_once() < self.batch:
+                self.stop_event.wait(self.settings.outreach_tick_seconds)
+
+    def close(self) -> None:
+        pass
+
+    def poll_once(self, timeout_ms: int | None = None) -> int:
+        now = self.clock.now()
+        with transaction(self.session_factory) as session:
+            due = repo.due_enrollments(session, now, self.batch)
+            for enrollment in due:
+                try:
+                    with session.begin_nested():
+                        compiled = engine.load_compiled(session, enrollment.playbook_id, enrollment.playbook_version)
+                        engine.advance(session, enrollment, compiled, now, self.settings)
+                except Exception as exc:  # one broken enrolment must not hold up the others
+                    log.exception("%s: enrolment %s failed", self.name, enrollment.id)
+                    session.refresh(enrollment)
+                    engine._end(enrollment, "failed", now, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
+            session.flush()
+            faults.point(f"{self.name}.before_commit")
+        return len(due)

@@ -1,0 +1,90 @@
+"""The contact policy, applied to every customer-facing message (email, in-app):
+
+* suppression: unsubscribed, hard-bounced, manually suppressed or erased addresses;
+* frequency caps, global (settings) and per playbook: at most N messages per contact
+  in D days, and at most N *touches* per account in D days (a touch is one step sent
+  to an account, however many of its people receive it);
+* quiet hours in the contact's time zone: the message is deferred to the end of the
+  quiet period, never dropped.
+
+Every refusal has a reason that is written on a ``skipped`` message row. Webhooks
+reach the CS team, not the customer: only holdouts apply to them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.orm import Session
+
+from services.outreach.policy import repository as repo
+
+
+@dataclass(frozen=True)
+class Cap:
+    limit: int
+    days: float
+
+
+@dataclass(frozen=True)
+class Caps:
+    contact: Cap | None = None
+    account: Cap | None = None
+
+
+def global_caps(settings) -> Caps:
+    return Caps(
+        contact=Cap(settings.contact_cap_messages, settings.contact_cap_days) if settings.contact_cap_messages > 0 else None,
+        account=Cap(settings.account_cap_touches, settings.account_cap_days) if settings.account_cap_touches > 0 else None,
+    )
+
+
+def check_account(session: Session, *, account_id: str, playbook_id: str, playbook_caps: Caps, settings,
+                  now: datetime) -> str | None:
+    """May this account receive one more touch? The reason if not."""
+    cap = global_caps(settings).account
+    if cap and repo.account_touches_since(session, account_id, now - timedelta(days=cap.days)) >= cap.limit:
+        return "account_cap"
+    cap = playbook_caps.account
+    if cap and repo.account_touches_since(session, account_id, now - timedelta(days=cap.days), playbook_id) >= cap.limit:
+        return "playbook_account_cap"
+    return None
+
+
+def check_contact(session: Session, *, account_id: str, user_id: str | None, playbook_id: str, playbook_caps: Caps,
+                  settings, now: datetime) -> str | None:
+    if user_id is None:  # the account owner's address: no contact row to count against
+        return None
+    cap = global_caps(settings).contact
+    if cap and repo.contact_messages_since(session, account_id, user_id, now - timedelta(days=cap.days)) >= cap.limit:
+        return "contact_cap"
+    cap = playbook_caps.contact
+    if cap and repo.contact_messages_since(session, account_id, user_id, now - timedelta(days=cap.days), playbook_id) >= cap.limit:
+        return "playbook_contact_cap"
+    return None
+
+
+def zone(name: str | None, default: str) -> ZoneInfo:
+    for candidate in (name, default, "UTC"):
+        if candidate:
+            try:
+                return ZoneInfo(candidate)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def quiet_until(tz_name: str | None, now: datetime, settings) -> datetime | None:
+    """If ``now`` is inside the contact's quiet hours, the end of them (UTC); else None."""
+    start, end = settings.quiet_hours_start, settings.quiet_hours_end
+    if start == end:
+        return None
+    tz = zone(tz_name, settings.default_timezone)
+    local = now.astimezone(tz)
+    h = local.hour
+    quiet = (h >= start or h < end) if start > end else (start <= h < end)
+    if not quiet:
+        return None
+    day = local.date() if h < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, time(end), tzinfo=tz).astimezone(now.tzinfo)

@@ -1,0 +1,41 @@
+"""Starter templates and playbooks (``templates.yaml``, ``playbooks.yaml``), added by
+``touchline run`` and ``touchline seed-outreach`` when missing; never overwritten."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from sqlalchemy.orm import Session
+
+HERE = Path(__file__).parent
+ACTOR = "system:starter"
+
+
+def starter_templates() -> dict[str, dict]:
+    return yaml.safe_load((HERE / "templates.yaml").read_text())
+
+
+def starter_playbooks() -> dict[str, dict]:
+    return yaml.safe_load((HERE / "playbooks.yaml").read_text())
+
+
+def seed_starter_content(session: Session, settings, now: datetime, enable_playbooks: bool = True) -> list[str]:
+    from services.outreach.playbooks import repository as playbook_repo
+    from services.outreach.playbooks import service as playbook_service
+    from services.outreach.playbooks.schemas import PlaybookDefinition
+    from services.outreach.templates import repository as template_repo
+    from services.outreach.templates import service as template_service
+    from services.outreach.templates.schemas import TemplateIn
+
+    created = []
+    for tid, body in starter_templates().items():
+        if template_repo.get(session, tid) is None:
+            template_service.save(session, tid, TemplateIn(**body), settings=settings, actor=ACTOR, now=now)
+            created.append(f"template {tid}")
+    for pid, body in starter_playbooks().items():
+        if playbook_repo.get_head(session, pid) is None:
+            definition = PlaybookDefinition.model_validate({**body, "enabled": enable_playbooks})
+            playbook_service.save(session, pid, definition, actor=ACTOR, now=now)
+            created.append(f"playbook {pid}")
+    return created

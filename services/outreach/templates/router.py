@@ -1,0 +1,64 @@
+"""Templates: author (validated on save), list, read, preview against a real contact."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+from sqlalchemy.orm import Session
+
+from services.ingest import repository as ingest_repo
+from services.outreach.policy.tokens import unsubscribe_url
+from services.outreach.templates import repository as repo
+from services.outreach.templates import service
+from services.outreach.templates.schemas import ID_PATTERN, PreviewIn, PreviewOut, TemplateIn, TemplateOut
+from shared.api import ClockDep, SessionDep, SettingsDep
+from shared.auth import Principal, require
+from shared.clock import Clock
+from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
+from shared.settings import Settings
+
+router = APIRouter(tags=["templates"])
+TemplateId = Path(pattern=ID_PATTERN, description="lower-case slug, e.g. win-back")
+
+
+@router.put("/v1/templates/{template_id}", response_model=TemplateOut,
+            responses={**AUTH_ERRORS, **responses(Unprocessable)},
+            summary="Create or update a template; it is compiled and rendered against a sample context first")
+def put_template(body: TemplateIn, template_id: str = TemplateId, session: Session = SessionDep,
+                 clock: Clock = ClockDep, settings: Settings = SettingsDep, principal: Principal = require("ops")):
+    return service.save(session, template_id, body, settings=settings, actor=principal.actor, now=clock.now())
+
+
+@router.get("/v1/templates", response_model=list[TemplateOut], responses=AUTH_ERRORS)
+def list_templates(session: Session = SessionDep, _p=require("ops")):
+    return repo.list_all(session)
+
+
+@router.get("/v1/templates/{template_id}", response_model=TemplateOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_template(template_id: str, session: Session = SessionDep, _p=require("ops")):
+    return service.get_or_404(session, template_id)
+
+
+@router.post("/v1/templates/{template_id}/preview", response_model=PreviewOut,
+             responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+             summary="Render a saved template for a real account and contact (nothing is sent)")
+def preview_template(template_id: str, body: PreviewIn, session: Session = SessionDep,
+                     settings: Settings = SettingsDep, _p=require("ops")):
+    template = service.get_or_404(session, template_id)
+    account = ingest_repo.get_account(session, body.account_id)
+    if account is None:
+        raise NotFound(f"no account {body.account_id!r}")
+    user = None
+    if body.user_id:
+        user = ingest_repo.get_user(session, body.account_id, body.user_id)
+        if user is None:
+            raise NotFound(f"no user {body.user_id!r} in account {body.account_id!r}")
+    email = (user.email if user else account.owner_email) or "nobody@example.invalid"
+    rendered, ctx = service.preview(session, template, account=account, user=user, signal=body.signal, settings=settings,
+                                    unsubscribe_url=unsubscribe_url(settings, email=email, account_id=account.id))
+    return PreviewOut(subject=rendered.subject, html_body=rendered.html_body, text_body=rendered.text_body,
+                      context=_jsonable(ctx))
+
+
+def _jsonable(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=str))

@@ -1,0 +1,74 @@
+"""Saving (validate, then store) and previewing templates."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.outreach import audit
+from services.outreach.models import Template
+from services.outreach.templates import repository as repo
+from services.outreach.templates.rendering import (
+    PARTS,
+    Rendered,
+    TemplateProblem,
+    account_context,
+    build_context,
+    recipient_context,
+    render,
+    sample_context,
+)
+from shared.errors import NotFound, Unprocessable
+
+
+def validate(parts: dict[str, str], settings, extra_sample: dict | None = None) -> Rendered:
+    """Compile every part and render it against the sample context; a problem is a 422
+    naming the part, the line and what is wrong."""
+    try:
+        return render(parts, sample_context(settings, extra_sample))
+    except TemplateProblem as problem:
+        raise Unprocessable(problem.as_dict(), code="template_invalid") from None
+
+
+def save(session: Session, template_id: str, body, *, settings, actor: str, now: datetime) -> Template:
+    parts = {p: getattr(body, p) for p in PARTS}
+    validate(parts, settings, body.sample_context)
+    row = repo.get(session, template_id)
+    action = "update"
+    if row is None:
+        row = Template(id=template_id, version=0, created_at=now)
+        session.add(row)
+        action = "create"
+    row.version = (row.version or 0) + 1
+    for field in ("name", "description", "subject", "html_body", "text_body", "sample_context"):
+        setattr(row, field, getattr(body, field))
+    row.updated_at = now
+    session.flush()
+    audit.record(session, actor=actor, action=action, object_type="template", object_id=template_id, now=now,
+                 version=row.version, details={"name": row.name})
+    return row
+
+
+def get_or_404(session: Session, template_id: str) -> Template:
+    row = repo.get(session, template_id)
+    if row is None:
+        raise NotFound(f"no template {template_id!r}; create it with PUT /v1/templates/{template_id}")
+    return row
+
+
+def preview(session: Session, template: Template, *, account, user, signal: dict | None, settings,
+            unsubscribe_url: str) -> tuple[Rendered, dict[str, Any]]:
+    sample = sample_context(settings, template.sample_context)
+    ctx = build_context(
+        account=account_context(account),
+        recipient=recipient_context(user, email=None if user else account.owner_email, role=None if user else "owner"),
+        signal={**sample["signal"], **(signal or {})},
+        playbook={"id": "preview", "name": "Preview", "version": 0},
+        unsubscribe_url=unsubscribe_url,
+        settings=settings,
+    )
+    try:
+        return render({p: getattr(template, p) for p in PARTS}, ctx), ctx
+    except TemplateProblem as problem:
+        raise Unprocessable(problem.as_dict(), code="template_render_failed") from None

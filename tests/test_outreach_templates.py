@@ -1,0 +1,96 @@
+"""Templates: validation on save (422 with line and sentence), the sandbox holding
+against injection, autoescape, preview against a real contact, the starter set."""
+from __future__ import annotations
+
+import pytest
+
+from services.outreach.starter import starter_templates
+from services.outreach.templates.rendering import TemplateProblem, render, sample_context
+from shared.settings import Settings
+from tests.conftest import auth
+from tests.outreach_support import WIN_BACK, add_account, settings  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+async def test_save_list_get_and_audit(api, keys, session_factory):
+    ops = auth(keys["ops"])
+    r = await api.put("/v1/templates/win-back", json=WIN_BACK, headers=ops)
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 1
+    r = await api.put("/v1/templates/win-back", json={**WIN_BACK, "subject": "Hello {{ recipient.name }}"}, headers=ops)
+    assert r.json()["version"] == 2
+    assert [t["id"] for t in (await api.get("/v1/templates", headers=ops)).json()] == ["win-back"]
+    assert (await api.get("/v1/templates/nope", headers=ops)).status_code == 404
+    from sqlalchemy import select
+
+    from shared.models import AuditRecord
+
+    with session_factory() as s:
+        audit = list(s.scalars(select(AuditRecord).where(AuditRecord.object_type == "template")))
+    assert [(a.action, a.version, a.actor) for a in audit] == [("create", 1, "ops:test ops"), ("update", 2, "ops:test ops")]
+    assert (await api.put("/v1/templates/Bad Id", json=WIN_BACK, headers=ops)).status_code == 422
+
+
+@pytest.mark.parametrize("part,source,line,words", [
+    ("html_body", "<p>Hi</p>\n<p>{% if recipient.name %}</p>", 2, "syntax error"),
+    ("text_body", "Hi\n\n{{ recipient.nickname }}", 3, "undefined variable"),
+    ("subject", "{{ acount.name }}", 1, "undefined variable"),
+    ("subject", "Hi {{ '\\n' }}Bcc: victim@example.com", None, "single line"),
+    ("text_body", "{{ ''.__class__.__mro__[1].__subclasses__() }}", 1, "not allowed in a template"),
+])
+async def test_invalid_templates_are_422_with_line_and_sentence(api, keys, part, source, line, words):
+    r = await api.put("/v1/templates/t1", json={**WIN_BACK, part: source}, headers=auth(keys["ops"]))
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "template_invalid"
+    assert body["detail"]["part"] == part and body["detail"]["line"] == line
+    assert words in body["detail"]["message"]
+
+
+@pytest.mark.parametrize("attack", [
+    "{{ recipient.__class__.__init__.__globals__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ account.traits.__class__.__base__.__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ lipsum.__globals__['os'].system('id') }}",
+    "{{ self._TemplateReference__context }}",
+    "{{ account.traits.update({'x': 1}) }}",
+    "{% set x = account.traits.pop('a') %}",
+    "{{ range(10**9)|list }}",
+])
+def test_template_injection_cannot_reach_python_internals(attack):
+    ctx = sample_context(Settings(env="test"), {"account": {"traits": {"a": 1}}})
+    with pytest.raises(TemplateProblem):
+        render({"subject": "s", "text_body": attack, "html_body": ""}, ctx)
+
+
+def test_html_is_autoescaped_and_text_is_not():
+    ctx = sample_context(Settings(env="test"), {"account": {"name": "<script>alert(1)</script> & Co"}})
+    out = render({"subject": "{{ account.name }}", "html_body": "<b>{{ account.name }}</b>", "text_body": "{{ account.name }}"}, ctx)
+    assert out.html_body == "<b>&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co</b>"
+    assert out.text_body == out.subject == "<script>alert(1)</script> & Co"
+
+
+async def test_preview_renders_for_a_real_account_and_contact(api, keys, session_factory):
+    ops = auth(keys["ops"])
+    add_account(session_factory)
+    await api.put("/v1/templates/win-back", json=WIN_BACK, headers=ops)
+    r = await api.post("/v1/templates/win-back/preview", json={"account_id": "acme", "user_id": "ada"}, headers=ops)
+    assert r.status_code == 200, r.text
+    assert r.json()["subject"] == "Ada, Acme Inc misses you"
+    assert "/unsubscribe/" in r.json()["text_body"] and r.json()["context"]["recipient"]["email"] == "ada@acme.test"
+    r = await api.post("/v1/templates/win-back/preview", json={"account_id": "acme"}, headers=ops)
+    assert r.status_code == 200 and r.json()["subject"] == "there, Acme Inc misses you"
+    r = await api.post("/v1/templates/win-back/preview", json={"account_id": "nope"}, headers=ops)
+    assert r.status_code == 404
+
+
+def test_the_starter_templates_are_valid_and_carry_an_unsubscribe_link():
+    settings = Settings(env="test")
+    templates = starter_templates()
+    assert {"win-back", "onboarding-nudge", "usage-drop-check-in", "expansion-congrats"} <= set(templates)
+    for tid, t in templates.items():
+        out = render({p: t[p] for p in ("subject", "html_body", "text_body")}, sample_context(settings))
+        assert "unsubscribe" in out.text_body.lower() and "unsubscribe" in out.html_body.lower(), tid
+        assert 10 < len(out.subject) < 80, tid
