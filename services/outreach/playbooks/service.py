@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from services.outreach import audit
+from shared import audit
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.models import Playbook, PlaybookVersion
 from services.outreach.playbooks import repository as repo

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from services.outreach import audit
+from shared import audit
 from services.outreach.policy import repository as repo
 from services.outreach.policy.tokens import email_hash, read_token
 from shared.api import ClockDep, SessionDep, SettingsDep

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.outreach import audit
+from shared import audit
 from services.outreach.models import Template
 from services.outreach.templates import repository as repo
 from services.outreach.templates.rendering import (
