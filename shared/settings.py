@@ -70,6 +70,7 @@ class Settings(BaseSettings):
 
     # Outreach: delivery and timers.
     outreach_tick_seconds: float = 1.0
+    outreach_conversion_check_seconds: int = 60
     outreach_send_batch: int = 200
     outreach_max_attempts: int = 8
     outreach_retry_base_seconds: float = 30.0

@@ -416,3 +416,34 @@ def test_the_starter_content_seeds_once(session_factory, topics):
     assert len(created) == 8
     with transaction(session_factory) as s:
         assert seed_starter_content(s, topics, T0) == []
+
+
+def test_a_customer_who_comes_back_converts_without_waiting_for_the_next_step(topics, session_factory, workers, clock, sink):
+    """The conversion sweep checks exit conditions of running enrolments (treated and
+    held out alike) between steps, set-based: no more win-back mail once they are back."""
+    for account in ("returns", "stays-away"):
+        add_account(session_factory, account)
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook(exit_condition=ACTIVE_AGAIN, steps=[
+        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+        {"id": "wait-1w", "type": "wait", "duration": "1w"},
+        {"id": "email-2", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+    ]))
+    w = workers()
+    send_signals(topics, [signal("returns"), signal("stays-away")])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 2)
+    w["timers"].poll_once()  # first sweep: nobody has come back yet
+    assert {e.status for e in enrollments(session_factory)} == {"active"}
+
+    clock.advance(days(2))
+    add_activity(session_factory, "returns", ["ada", "bob"], clock.now().date())
+    w["timers"].poll_once()
+    returns, stays = enrollments(session_factory, account_id="returns") + enrollments(session_factory, account_id="stays-away")
+    assert returns.status == "converted" and returns.converted_at == clock.now()
+    assert returns.history[-1]["step"] == "exit_condition"
+    assert stays.status == "active"
+
+    clock.advance(days(6))
+    w["timers"].poll_once()
+    assert [m.recipient for m in messages(session_factory, account_id="returns")] == ["ada@returns.test"]
+    assert [m.recipient for m in messages(session_factory, account_id="stays-away")] == ["ada@stays-away.test"] * 2

@@ -12,7 +12,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.language import Condition, RuleValidationError, evaluate_condition, parse_condition
+from services.rules.language import (
+    Condition,
+    RuleValidationError,
+    accounts_matching,
+    evaluate_condition,
+    parse_condition,
+)
 
 
 class ConditionError(ValueError):
@@ -32,3 +38,10 @@ def evaluate_exit_condition(session: Session, condition: Any, account_id: str, n
     if isinstance(condition, dict):
         condition = parse_exit_condition(condition)
     return evaluate_condition(session, condition, account_id, now)
+
+
+def accounts_meeting(session: Session, condition: Any, account_ids: list[str], now: datetime) -> set[str]:
+    """The accounts among ``account_ids`` for which the condition holds (set-based)."""
+    if isinstance(condition, dict):
+        condition = parse_exit_condition(condition)
+    return accounts_matching(session, condition, account_ids, now)

@@ -22,7 +22,7 @@ from services.outreach.delivery import repository as delivery_repo
 from services.outreach.delivery.service import message_key
 from services.outreach.models import Enrollment
 from services.outreach.playbooks import repository as repo
-from services.outreach.playbooks.conditions import evaluate_exit_condition
+from services.outreach.playbooks.conditions import accounts_meeting, evaluate_exit_condition
 from services.outreach.playbooks.schemas import PlaybookDefinition
 from services.outreach.playbooks.steps import (
     BranchStep,
@@ -186,6 +186,27 @@ def advance(session: Session, enrollment: Enrollment, compiled: Compiled, now: d
         else:
             _log(enrollment, now, step, "done", **outcome.note)
     _end(enrollment, "failed", now, {"reason": f"more than {MAX_STEPS_PER_RUN} steps without a wait: a branch loop?"})
+
+
+def sweep_conversions(session: Session, now: datetime, limit: int) -> int:
+    """End as converted every running enrolment whose playbook's exit condition holds
+    now, one set-based evaluation per playbook version. Returns how many converted."""
+    by_version: dict[tuple[str, int], list[Enrollment]] = {}
+    for e in repo.active_enrollments(session, limit):
+        by_version.setdefault((e.playbook_id, e.playbook_version), []).append(e)
+    converted = 0
+    for (playbook_id, version), enrollments in by_version.items():
+        condition = load_compiled(session, playbook_id, version).definition.exit_condition
+        if condition is None:
+            continue
+        met = accounts_meeting(session, condition, [e.account_id for e in enrollments], now)
+        for e in enrollments:
+            if e.account_id in met:
+                _log(e, now, "exit_condition", "converted")
+                _end(e, "converted", now, {"reason": "exit_condition", "checked_by": "conversion sweep"})
+                converted += 1
+    session.flush()
+    return converted
 
 
 # ---- built-in steps -----------------------------------------------------------

@@ -66,6 +66,13 @@ def due_enrollments(session: Session, now: datetime, limit: int) -> list[Enrollm
     return list(session.scalars(q))
 
 
+def active_enrollments(session: Session, limit: int) -> list[Enrollment]:
+    """Running enrolments (treated and held out), oldest first, for the conversion sweep."""
+    q = (select(Enrollment).where(Enrollment.status == "active")
+         .order_by(Enrollment.playbook_id, Enrollment.playbook_version, Enrollment.enrolled_at).limit(limit))
+    return list(session.scalars(q))
+
+
 def list_enrollments(session: Session, playbook_id: str, *, status: str | None, account_id: str | None,
                      limit: int) -> list[Enrollment]:
     q = select(Enrollment).where(Enrollment.playbook_id == playbook_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,12 +25,14 @@ log = logging.getLogger(__name__)
 class TimerWorker:
     name = "outreach-timers"
     batch = 500
+    sweep_limit = 20_000
 
     def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
         self.settings = settings
         self.session_factory = session_factory
         self.clock = clock or SystemClock()
         self.stop_event = threading.Event()
+        self._next_sweep = None
 
     def run(self) -> None:
         log.info("%s: running due playbook steps every %.1fs", self.name, self.settings.outreach_tick_seconds)
@@ -55,4 +58,17 @@ class TimerWorker:
                     engine._end(enrollment, "failed", now, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
             session.flush()
             faults.point(f"{self.name}.before_commit")
+        self._maybe_sweep(now)
         return len(due)
+
+    def _maybe_sweep(self, now) -> None:
+        """Every ``outreach_conversion_check_seconds``, end as converted the running
+        enrolments whose exit condition now holds, without waiting for their next step:
+        a customer who came back stops getting win-back mail as soon as we can tell."""
+        if self._next_sweep is not None and now < self._next_sweep:
+            return
+        self._next_sweep = now + timedelta(seconds=self.settings.outreach_conversion_check_seconds)
+        with transaction(self.session_factory) as session:
+            converted = engine.sweep_conversions(session, now, limit=self.sweep_limit)
+        if converted:
+            log.info("%s: %d enrolments converted (exit condition met)", self.name, converted)

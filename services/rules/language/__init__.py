@@ -16,7 +16,7 @@ from .parser import RuleValidationError, parse_condition, parse_rule
 
 __all__ = [
     "All", "AnyOf", "Audience", "Condition", "Field", "Metric", "Not", "RuleDefinition", "RuleValidationError", "Trigger",
-    "evaluate_condition", "leaves", "parse_condition", "parse_rule", "serialize_condition",
+    "accounts_matching", "evaluate_condition", "leaves", "parse_condition", "parse_rule", "serialize_condition",
 ]
 
 
@@ -31,3 +31,15 @@ def evaluate_condition(session, condition: Condition, account_id: str, now: date
     from services.rules.evaluation.engine import explain_for_account
 
     return explain_for_account(session, condition, account_id, now)
+
+
+def accounts_matching(session, condition: Condition, account_ids: list[str], now: datetime) -> set[str]:
+    """Which of ``account_ids`` satisfy ``condition`` at ``now``: set-based, one query
+    per distinct metric whatever the number of accounts. Reads only."""
+    from services.rules.evaluation.engine import Measurements
+    from services.rules.language.evaluate import select
+
+    if not account_ids:
+        return set()
+    meas = Measurements(session, now, list(account_ids))
+    return select(condition, set(account_ids), meas.matching)
