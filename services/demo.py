@@ -14,6 +14,7 @@ running the demo twice adds nothing: ingest deduplicates.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
@@ -169,6 +170,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=0, help="events per second (0 = as fast as the broker takes them)")
     parser.add_argument("--no-rules", action="store_true", help="do not import and enable the starter rules")
+    parser.add_argument("--live", action="store_true",
+                        help="after the history, keep streaming live usage until Ctrl-C: churning accounts that get "
+                             "the win-back email come back more often than held-out ones, so the playbook report shows a lift")
+    parser.add_argument("--live-tick", type=float, default=5.0, help="seconds between live rounds (default 5)")
 
 
 def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progress_every: int = 20_000) -> int:
@@ -203,7 +208,76 @@ def main(args) -> int:
     producer.close()
     log.info("demo: done, %d events in %.1fs. Cohorts: 60%% healthy, 15%% churning, 15%% expanding, 10%% onboarding.",
              n, time.monotonic() - started)
+    if getattr(args, "live", False):
+        live(args, settings)
     return 0
+
+
+# Simulated customers' response to the win-back playbook: how likely a churning account
+# comes back once it got the email, and when it was held out (the baseline).
+COME_BACK_IF_REACHED = 0.6
+COME_BACK_IF_HELD_OUT = 0.15
+
+
+def _chance(account_id: str, salt: str) -> float:
+    digest = hashlib.sha256(f"{salt}/{account_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: random.Random) -> list[dict]:
+    """One round of live usage at ``now``: healthy, expanding and onboarding accounts keep
+    using the product; churning accounts stay away unless they are in ``back``."""
+    out = []
+    for a in accts:
+        if a.cohort == "churning" and a.id not in back:
+            continue
+        pool = a.users[: max(2, round(a.seats * 0.7))] if a.cohort != "onboarding" else a.users[:2]
+        chance = 0.5 if a.id in back else 0.05
+        for uid, _name, _role, _tz in pool:
+            if rng.random() < chance:
+                for name in ("login", rng.choices([n for n, _ in EVENTS], [w for _, w in EVENTS])[0]):
+                    out.append({"event_id": str(uuid.uuid4()), "account_id": a.id, "user_id": uid, "name": name,
+                                "timestamp": now.isoformat(), "properties": {"source": "demo-live"}})
+    return out
+
+
+def live(args, settings) -> None:
+    from services.outreach.playbooks.repository import outreach_status
+    from shared.db import make_engine, make_session_factory
+    from shared.kafka import make_producer
+
+    accts = build_accounts(args.accounts, args.seed, datetime.now(timezone.utc).date(), args.days)
+    churning = {a.id for a in accts if a.cohort == "churning"}
+    engine = make_engine(settings)
+    factory = make_session_factory(engine)
+    producer = make_producer(settings)
+    rng = random.Random(args.seed + 2)
+    back: dict[str, str] = {}
+    sent = 0
+    log.info("demo: live usage every %.0fs; Ctrl-C stops. Watch GET /v1/playbooks/win-back/report.", args.live_tick)
+    try:
+        while True:
+            with factory() as session:
+                status = outreach_status(session, "win-back")
+            for account_id, state in status.items():
+                if account_id in churning and account_id not in back and state != "pending":
+                    p = COME_BACK_IF_REACHED if state == "reached" else COME_BACK_IF_HELD_OUT
+                    if _chance(account_id, "come-back") < p:
+                        back[account_id] = state
+                        log.info("demo: %s (%s) is using the product again", account_id, state.replace("_", " "))
+            events = live_round(accts, set(back), datetime.now(timezone.utc), rng)
+            for ev in events:
+                producer.send(settings.topic_events, key=ev["account_id"].encode(), value=json.dumps(ev).encode())
+            producer.flush()
+            sent += len(events)
+            time.sleep(args.live_tick)  # pacing a live stream in real time
+    except KeyboardInterrupt:
+        log.info("demo: live stream stopped after %d events; %d churning accounts came back (%d reached, %d held out)",
+                 sent, len(back), sum(1 for v in back.values() if v == "reached"),
+                 sum(1 for v in back.values() if v == "held_out"))
+    finally:
+        producer.close()
+        engine.dispose()
 
 
 def enable_starter_rules(settings) -> None:

@@ -46,3 +46,19 @@ def test_cohorts_shape_usage():
     for a in by_cohort["expanding"]:  # last week's active users well above a month earlier
         assert len(users_by_week[(a, 0)]) >= 1.5 * len(users_by_week[(a, 5)])
         assert len(users_by_week[(a, 0)]) >= 0.9 * accounts[a].seats
+
+
+def test_live_rounds_keep_churning_accounts_away_unless_they_come_back():
+    import random
+
+    from services.demo import live_round
+
+    accts = build_accounts(40, 7, END.date(), 60)
+    churning = [a.id for a in accts if a.cohort == "churning"]
+    quiet = live_round(accts, set(), END, random.Random(1))
+    assert quiet and not {e["account_id"] for e in quiet} & set(churning)
+    back = live_round(accts, {churning[0]}, END, random.Random(1))
+    assert {e["account_id"] for e in back} & set(churning) == {churning[0]}
+    assert sum(1 for e in back if e["account_id"] == churning[0] and e["name"] == "login") >= 1
+    for ev in back:
+        assert isinstance(validate_event_obj(ev, END, 64 * 1024, timedelta(days=1)), Event)

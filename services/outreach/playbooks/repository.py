@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.ingest.models import User, UserActivityDaily
-from services.outreach.models import Enrollment, Playbook, PlaybookVersion, SignalReceipt
+from services.outreach.models import Enrollment, Message, Playbook, PlaybookVersion, SignalReceipt
 from shared.db import insert_on_conflict
 
 
@@ -71,6 +71,18 @@ def active_enrollments(session: Session, limit: int) -> list[Enrollment]:
     q = (select(Enrollment).where(Enrollment.status == "active")
          .order_by(Enrollment.playbook_id, Enrollment.playbook_version, Enrollment.enrolled_at).limit(limit))
     return list(session.scalars(q))
+
+
+def outreach_status(session: Session, playbook_id: str) -> dict[str, str]:
+    """Accounts enrolled in a playbook: ``held_out``, ``reached`` (a message was
+    delivered) or ``pending``. Used by the live demo's simulated customers."""
+    out = {a: ("held_out" if h else "pending")
+           for a, h in session.execute(select(Enrollment.account_id, Enrollment.holdout).where(Enrollment.playbook_id == playbook_id))}
+    sent = select(Message.account_id).where(Message.playbook_id == playbook_id, Message.state == "sent").distinct()
+    for a in session.scalars(sent):
+        if out.get(a) == "pending":
+            out[a] = "reached"
+    return out
 
 
 def list_enrollments(session: Session, playbook_id: str, *, status: str | None, account_id: str | None,
