@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-outreach clean demo
+.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-outreach clean demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -39,6 +39,9 @@ bench-ingest: $(STAMP)
 
 bench-rules: $(STAMP)
 	$(BIN)/python -m bench.bench_rules
+
+bench-backtest: $(STAMP)
+	$(BIN)/python -m bench.bench_backtest
 
 bench-outreach: $(STAMP)
 	$(BIN)/python -m bench.bench_outreach

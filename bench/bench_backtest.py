@@ -1,0 +1,95 @@
+"""Backtest benchmark: one rule over 90 days of history for 10,000 accounts.
+
+    .venv/bin/python -m bench.bench_backtest            # PostgreSQL (local test server)
+    BENCH_ACCOUNTS=2000 .venv/bin/python -m bench.bench_backtest
+
+Seeds daily rollups (118 days: the 90 replayed plus the 28-day baselines) for N
+accounts straight into a fresh PostgreSQL database (TOUCHLINE_BENCH_POSTGRES_URL,
+default the local test server), then times run_backtest for three starter rules.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from bench.bench_ingest import DEFAULT_PG, PgDatabase
+from services.ingest.models import Account, AccountEventSeen, UsageDaily, UserActivityDaily
+from services.rules.backtest.service import run_backtest
+from services.rules.language import parse_rule
+from shared.db import make_engine, make_session_factory, transaction, upsert
+from shared.migrate import upgrade
+from shared.settings import Settings
+
+STARTER = Path(__file__).resolve().parent.parent / "services" / "rules" / "starter"
+END = date(2026, 11, 22)
+DAYS = 90
+HISTORY = DAYS + 28
+
+
+def seed(factory, n_accounts: int) -> int:
+    rng = random.Random(3)
+    now = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    start = END - timedelta(days=HISTORY - 1)
+    rows = 0
+    for chunk in range(0, n_accounts, 500):
+        accounts, usage, activity, seen = [], [], [], []
+        for i in range(chunk, min(n_accounts, chunk + 500)):
+            a = f"acct-{i:06d}"
+            seats = rng.randint(5, 40)
+            churn_day = HISTORY - rng.randint(1, 40) if i % 5 == 0 else None  # a fifth go quiet at some point
+            accounts.append({"id": a, "seats": seats, "signup_date": start - timedelta(days=400), "traits": {},
+                             "created_at": now, "updated_at": now, "first_seen_at": now - timedelta(days=HISTORY),
+                             "last_seen_at": now})
+            last = None
+            for d in range(HISTORY):
+                if churn_day is not None and d >= churn_day:
+                    break
+                day = start + timedelta(days=d)
+                active = [u for u in range(seats) if rng.random() < 0.3]
+                if not active:
+                    continue
+                last = day
+                usage.append({"account_id": a, "day": day, "event_name": "login", "count": len(active)})
+                activity.extend({"account_id": a, "day": day, "user_id": f"u{u}", "count": 1} for u in active)
+            if last:
+                ts = datetime(last.year, last.month, last.day, 12, tzinfo=timezone.utc)
+                seen.append({"account_id": a, "event_name": "login", "first_seen_at": ts - timedelta(days=HISTORY), "last_seen_at": ts})
+        with transaction(factory) as s:
+            upsert(s, Account.__table__, accounts, ["id"])
+            upsert(s, UsageDaily.__table__, usage, ["account_id", "day", "event_name"])
+            upsert(s, UserActivityDaily.__table__, activity, ["account_id", "day", "user_id"])
+            upsert(s, AccountEventSeen.__table__, seen, ["account_id", "event_name"])
+        rows += len(accounts) + len(usage) + len(activity) + len(seen)
+        print(f"  seeded {min(n_accounts, chunk + 500):,} accounts ({rows:,} rows)", end="\r", flush=True)
+    print()
+    return rows
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_ACCOUNTS", "10000"))
+    url = os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG)
+    with PgDatabase(url) as db_url:
+        engine = make_engine(Settings(env="test", database_url=db_url))
+        upgrade(engine)
+        factory = make_session_factory(engine)
+        t = time.perf_counter()
+        rows = seed(factory, n)
+        print(f"seeded {n:,} accounts, {HISTORY} days, {rows:,} rows in {time.perf_counter() - t:.0f}s")
+        print(f"\n| rule | accounts | days replayed | firings | distinct accounts | seconds |\n|---|---:|---:|---:|---:|---:|")
+        for rule_id in ("no-login-14d", "wau-down-40", "seat-utilisation-90"):
+            definition = parse_rule(yaml.safe_load((STARTER / f"{rule_id}.yaml").read_text()))
+            with factory() as session:
+                t = time.perf_counter()
+                result = run_backtest(session, definition, END - timedelta(days=DAYS - 1), END)
+                elapsed = time.perf_counter() - t
+            print(f"| {rule_id} | {n:,} | {result.evaluated_days} | {len(result.firings):,} | {len(result.accounts()):,} | {elapsed:.1f} |")
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
