@@ -9,6 +9,10 @@ that had a triggering event that day (and, when the condition reads the event or
 user, for each such stored event). "days since" is read from the daily rollups as of
 that day, so it has day resolution. Audience filters use today's account traits (the
 store keeps no trait history). Cooldowns are simulated in memory.
+
+Metric inputs are read once for the whole period
+(:class:`~services.rules.backtest.series.DailySeries`) and each day is answered from
+memory; ``per_day_queries=True`` asks the database day by day instead (same answers).
 """
 from __future__ import annotations
 
@@ -22,9 +26,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.rules.backtest.series import DailySeries
 from services.rules.evaluation import repository as eval_repo
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language import RuleDefinition, leaves
+from services.rules.language.ast import Metric
 from services.rules.language.evaluate import evidence, select as select_set
 from services.rules.rules import service as rules_service
 from shared.errors import Unprocessable
@@ -43,8 +49,13 @@ class BacktestResult:
 
 
 def run_backtest(session: Session, d: RuleDefinition, start: date, end: date, *,
-                 progress: Callable[[int, int], None] | None = None, lookback_days: int = 400) -> BacktestResult:
+                 progress: Callable[[int, int], None] | None = None, lookback_days: int = 400,
+                 per_day_queries: bool = False) -> BacktestResult:
     result = BacktestResult()
+    series = None
+    if not per_day_queries:
+        span = max([(m.window or 0) + (m.baseline or 0) for m in leaves(d.condition) if isinstance(m, Metric)], default=0)
+        series = DailySeries(session, start, end, span + 1)
     cooldown = timedelta(seconds=d.cooldown_seconds)
     until: dict[str, datetime] = {}
     needs_event = any(leaf.needs_event for leaf in leaves(d.condition))
@@ -52,15 +63,15 @@ def run_backtest(session: Session, d: RuleDefinition, start: date, end: date, *,
     for i in range(total):
         day = start + timedelta(days=i)
         now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=timezone.utc) - timedelta(microseconds=1)
-        meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days)
+        meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days, series=series)
         audience = meas.population if d.audience.is_everyone else eval_repo.audience_ids(session, d.audience, now, None)
         fired: list[tuple[str, dict]] = []
-        if d.trigger.scheduled:
-            for a in sorted(select_set(d.condition, audience, meas.matching)):
-                fired.append((a, evidence(meas.explain(d.condition, a)[1])))
-        elif not needs_event:
-            candidates = eval_repo.accounts_with_events(session, list(d.trigger.events), day) & audience
+        if d.trigger.scheduled or not needs_event:
+            candidates = audience if d.trigger.scheduled else (
+                eval_repo.accounts_with_events(session, list(d.trigger.events), day) & audience)
             for a in sorted(select_set(d.condition, candidates, meas.matching)):
+                if a in until and now < until[a]:
+                    continue  # in cooldown: it would be dropped below, so skip explaining it
                 fired.append((a, evidence(meas.explain(d.condition, a)[1])))
         else:
             day_start = datetime.combine(day, dtime.min, tzinfo=timezone.utc)

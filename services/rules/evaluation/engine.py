@@ -48,11 +48,14 @@ class Measurements:
 
     ``accounts=None`` means every account (the tick); a list bounds every query to it
     (an event batch, a dry-run). ``as_of=True`` (backtests) reads "days since" from the
-    daily rollups, as of ``now``, instead of the live last-seen table."""
+    daily rollups, as of ``now``, instead of the live last-seen table. With ``as_of``,
+    ``series`` (a backtest's :class:`~services.rules.backtest.series.DailySeries`) answers
+    whole-population metrics from memory; it returns None for what it cannot answer."""
 
     def __init__(self, session: Session, now: datetime, accounts: list[str] | None = None, *, as_of: bool = False,
-                 lookback_days: int = 400):
+                 lookback_days: int = 400, series: Any = None):
         self.session = session
+        self.series = series if as_of and accounts is None else None
         self.now = now.astimezone(timezone.utc)
         self.accounts = accounts
         self.as_of = as_of
@@ -70,7 +73,10 @@ class Measurements:
     # ---- accounts ------------------------------------------------------
     def rows(self, with_traits: bool = False) -> dict[str, Any]:
         if self._rows is None or (with_traits and not self._rows_traits):
-            self._rows = repo.account_rows(self.session, self.accounts, with_traits)
+            if self.series is not None:  # a backtest reads today's accounts once, not every day
+                self._rows = self.series.account_rows(with_traits)
+            else:
+                self._rows = repo.account_rows(self.session, self.accounts, with_traits)
             self._rows_traits = with_traits
             self.queries += 1
         return self._rows
@@ -78,7 +84,12 @@ class Measurements:
     @property
     def population(self) -> set[str]:
         if self._population is None:
-            self._population = set(self.accounts) if self.accounts is not None else set(repo.account_ids(self.session))
+            if self.accounts is not None:
+                self._population = set(self.accounts)
+            elif self.series is not None:
+                self._population = self.series.account_ids()
+            else:
+                self._population = set(repo.account_ids(self.session))
         return self._population
 
     def account_field(self, leaf: Field) -> dict[str, Any]:
@@ -117,21 +128,29 @@ class Measurements:
             self.queries += 1
         return self._values[key], default
 
+    def _query(self, name: str, *args: Any) -> dict[str, Any]:
+        """A repository metric query, or the same answer from the backtest's daily series."""
+        if self.series is not None:
+            out = getattr(self.series, name)(*args)
+            if out is not None:
+                return out
+        return getattr(repo, name)(self.session, *args, self.accounts)
+
     def _measure(self, m: Metric) -> dict[str, Any]:
-        s, now, acc = self.session, self.now, self.accounts
+        s, now, acc, q = self.session, self.now, self.accounts, self._query
         if m.metric == "count":
-            return {a: float(v) for a, v in repo.event_counts(s, m.event, *repo.window_days(now, m.window), acc).items()}
+            return {a: float(v) for a, v in q("event_counts", m.event, *repo.window_days(now, m.window)).items()}
         if m.metric == "active_users":
-            return {a: float(v) for a, v in repo.active_users(s, *repo.window_days(now, m.window), acc).items()}
+            return {a: float(v) for a, v in q("active_users", *repo.window_days(now, m.window)).items()}
         if m.metric == "active_days":
-            return {a: float(v) for a, v in repo.active_days(s, m.event, *repo.window_days(now, m.window), acc).items()}
+            return {a: float(v) for a, v in q("active_days", m.event, *repo.window_days(now, m.window)).items()}
         if m.metric == "days_since":
             if self.as_of:
-                last = repo.account_last_day(s, m.event, now.date(), self.lookback_days, acc)
+                last = q("account_last_day", m.event, now.date(), self.lookback_days)
                 return {a: float((now.date() - d).days) for a, d in last.items()}
             return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in repo.account_last_seen(s, m.event, acc).items()}
         if m.metric == "seat_utilisation":
-            users = repo.active_users(s, *repo.window_days(now, m.window), acc)
+            users = q("active_users", *repo.window_days(now, m.window))
             rows = self.rows()
             out = {}
             for a, r in rows.items():
@@ -141,7 +160,7 @@ class Measurements:
         if m.metric == "change":
             n = m.baseline // m.window
             ranges = [repo.window_days(now, m.window, k * m.window) for k in range(n + 1)]
-            per = repo.chunked_metric(s, m.of, m.event, ranges, acc)
+            per = q("chunked_metric", m.of, m.event, ranges)
             out, details = {}, {}
             for a, values in per.items():
                 current, baseline = values[0], sum(values[1:]) / n

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, tuple_
+from sqlalchemy import Date, Integer, and_, case, cast, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
@@ -97,6 +97,46 @@ def account_last_day(session: Session, event: str, end: date, lookback_days: int
     return _grouped(session, lambda part: select(t.account_id, func.max(t.day)).where(
         t.event_name == event, t.day <= end, t.day > end - timedelta(days=lookback_days), _in(t.account_id, part)
     ).group_by(t.account_id), accounts)
+
+
+# ---- daily series (backtests: every day of a range in one query) -----------------
+EPOCH = date(2000, 1, 1)
+
+
+def day_number(session: Session, col):
+    """Days since 2000-01-01 as an integer SQL expression (the one dialect-specific bit)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return cast(func.julianday(col) - func.julianday(EPOCH.isoformat()), Integer)
+    return col - literal(EPOCH, Date)  # PostgreSQL: date - date is an integer
+
+
+def daily_usage(session: Session, event: str | None, start: date, end: date):
+    """(account, day, sum of counts, rows) per account and UTC day in [start, end], for
+    ``event`` (or every event when None)."""
+    t = UsageDaily
+    q = select(t.account_id, t.day, func.sum(t.count), func.count()).where(
+        t.day >= start, t.day <= end, (t.event_name == event) if event else True).group_by(t.account_id, t.day)
+    return session.execute(q)
+
+
+def active_user_runs(session: Session, window: int, start: date, end: date):
+    """Where each user's activity enters and leaves ``window``-day windows, for distinct
+    active users over every window ending in [start, end] (windows starting on or after
+    ``start``). A user active on day d (a day number) enters the window ending d unless
+    they were active in the ``window`` - 1 days before, and leaves the window ending
+    d + window unless active again before then. Rows: (account, d, enters, leaves), only
+    where one of them holds; distinct users of the window ending D = enters on days <= D
+    minus leaves at day numbers d + window <= D."""
+    t = UserActivityDaily
+    dn = day_number(session, t.day)
+    ua = select(t.account_id, dn.label("d"),
+                func.lag(dn).over(partition_by=(t.account_id, t.user_id), order_by=t.day).label("p"),
+                func.lead(dn).over(partition_by=(t.account_id, t.user_id), order_by=t.day).label("n"),
+                ).where(t.day >= start, t.day <= end).subquery("ua")
+    enters = or_(ua.c.p.is_(None), ua.c.p <= ua.c.d - window)
+    leaves = or_(ua.c.n.is_(None), ua.c.n >= ua.c.d + window)
+    q = select(ua.c.account_id, ua.c.d, case((enters, 1), else_=0), case((leaves, 1), else_=0)).where(or_(enters, leaves))
+    return session.execute(q)
 
 
 def user_last_seen(session: Session, event: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], datetime]:

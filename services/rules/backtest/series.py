@@ -1,0 +1,166 @@
+"""Daily metric series for backtests: each metric's input is read once for the whole
+replayed range (plus the longest window and baseline before it), and every simulated
+day's value is then answered from memory.
+
+:class:`DailySeries` mirrors the repository functions :class:`Measurements` calls for a
+whole population (same arguments without the session and the account list, same
+results); a method returns None when the request falls outside the range it loaded, and
+the caller then asks the database as before. The answers are exactly the per-day
+queries' answers (tests/test_rules_backtest_series.py compares the two paths).
+"""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from itertools import accumulate
+
+from sqlalchemy.orm import Session
+
+from services.rules.evaluation import repository as repo
+
+
+class DailySeries:
+    def __init__(self, session: Session, start: date, end: date, span_days: int):
+        """Covers windows inside [start - span_days, end] (``start``: the first replayed day)."""
+        self.session = session
+        self.lo = start - timedelta(days=span_days)
+        self.hi = end
+        self.length = (self.hi - self.lo).days + 1
+        self._usage: dict[str | None, dict[str, tuple[list[int], list[int]]]] = {}
+        self._last: dict[tuple[str, int], tuple[dict[str, list[int]], dict[str, date]]] = {}
+        self._users: dict[int, dict[str, list[int]]] = {}
+        self._rows: dict | None = None
+        self._rows_traits = False
+        self._ids: frozenset[str] | None = None
+
+    # ---- loading ------------------------------------------------------
+    def _idx(self, d: date) -> int:
+        return (d - self.lo).days
+
+    def _covers(self, start: date, end: date) -> bool:
+        return self.lo <= start and end <= self.hi and start <= end
+
+    def usage(self, event: str | None) -> dict[str, tuple[list[int], list[int]]]:
+        """account -> (prefix sums of counts, prefix sums of days with a row), length+1 long."""
+        if event not in self._usage:
+            n, lo_ord = self.length, self.lo.toordinal()
+            sums: dict[str, list[int]] = {}
+            rows: dict[str, list[int]] = {}
+            for a, d, total, k in repo.daily_usage(self.session, event, self.lo, self.hi):
+                if a not in sums:
+                    sums[a], rows[a] = [0] * n, [0] * n
+                i = d.toordinal() - lo_ord
+                sums[a][i] = int(total or 0)
+                rows[a][i] = 1 if k else 0
+            self._usage[event] = {a: (list(accumulate(sums[a], initial=0)), list(accumulate(rows[a], initial=0))) for a in sums}
+        return self._usage[event]
+
+    def users(self, window: int) -> dict[str, list[int]]:
+        """account -> distinct active users in the ``window``-day window ending each day."""
+        if window not in self._users:
+            n = self.length
+            base = (self.lo - repo.EPOCH).days
+            deltas: dict[str, list[int]] = {}
+            for a, d, enters, leaves in repo.active_user_runs(self.session, window, self.lo, self.hi):
+                arr = deltas.get(a)
+                if arr is None:
+                    arr = deltas[a] = [0] * (n + window)
+                i = int(d) - base
+                arr[i] += int(enters)
+                arr[i + window] -= int(leaves)
+            self._users[window] = {a: list(accumulate(arr[:n])) for a, arr in deltas.items()}
+        return self._users[window]
+
+    # ---- accounts (today's: the store keeps no history of them) --------
+    def account_rows(self, with_traits: bool) -> dict:
+        if self._rows is None or (with_traits and not self._rows_traits):
+            self._rows = repo.account_rows(self.session, None, with_traits)
+            self._rows_traits = with_traits
+        return self._rows
+
+    def account_ids(self) -> set[str]:
+        if self._ids is None:
+            self._ids = frozenset(repo.account_ids(self.session))
+        return set(self._ids)
+
+    # ---- the repository's questions -------------------------------------
+    def event_counts(self, event: str | None, start: date, end: date) -> dict[str, int] | None:
+        if not event or not self._covers(start, end):
+            return None
+        i, j = self._idx(start), self._idx(end) + 1
+        return {a: s[j] - s[i] for a, (s, r) in self.usage(event).items() if r[j] - r[i] > 0}
+
+    def active_days(self, event: str | None, start: date, end: date) -> dict[str, int] | None:
+        if not self._covers(start, end):
+            return None
+        i, j = self._idx(start), self._idx(end) + 1
+        return {a: r[j] - r[i] for a, (_, r) in self.usage(event).items() if r[j] - r[i] > 0}
+
+    def active_users(self, start: date, end: date) -> dict[str, int] | None:
+        if not self._covers(start, end):
+            return None
+        w, j = (end - start).days + 1, self._idx(end)
+        return {a: s[j] for a, s in self.users(w).items() if s[j] > 0}
+
+    def chunked_metric(self, of: str, event: str | None, ranges: list[tuple[date, date]]) -> dict[str, list[int]] | None:
+        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        if not all(self._covers(a, b) for a, b in ranges):
+            return None
+        spans = [((b - a).days + 1, self._idx(a), self._idx(b)) for a, b in ranges]
+        out: dict[str, list[int]] = {}
+        if of == "active_users":
+            # An account has a row in [lo, hi] iff some range has a user, when the ranges tile it.
+            cover = sorted(ranges)
+            if any((b1 + timedelta(days=1)) != a2 for (_, b1), (a2, _) in zip(cover, cover[1:])):
+                return None
+            widths = {w for w, _, _ in spans}
+            if len(widths) == 1:  # the change metric: one series read at several offsets
+                ends = [j for _, _, j in spans]
+                for a, s in self.users(widths.pop()).items():
+                    values = [s[j] for j in ends]
+                    if any(values):
+                        out[a] = values
+                return out
+            series = {w: self.users(w) for w in widths}
+            for a in set().union(*series.values()):
+                values = [series[w][a][j] if a in series[w] else 0 for w, _, j in spans]
+                if any(values):
+                    out[a] = values
+            return out
+        i0, j0 = self._idx(lo), self._idx(hi) + 1
+        for a, (s, r) in self.usage(event).items():
+            if r[j0] - r[i0] == 0:
+                continue
+            src = s if of == "count" else r
+            out[a] = [src[j + 1] - src[i] for _, i, j in spans]
+        return out
+
+    def account_last_day(self, event: str | None, end: date, lookback_days: int) -> dict[str, date] | None:
+        if not event or not (self.lo <= end <= self.hi):
+            return None
+        key = (event, lookback_days)
+        if key not in self._last:
+            last: dict[str, list[int]] = {}
+            for a, (_, r) in self.usage(event).items():
+                seq, cur = [], -1
+                for i in range(self.length):
+                    if r[i + 1] > r[i]:
+                        cur = i
+                    seq.append(cur)
+                last[a] = seq
+            # The last day before the loaded range (any older one is past the lookback of every day >= lo).
+            before = repo.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, None)
+            self._last[key] = (last, before)
+        last, before = self._last[key]
+        j, floor = self._idx(end), end - timedelta(days=lookback_days)
+        days, lowest = self._days(), self._idx(floor) + 1  # in-range days after the floor
+        out = {a: d for a, d in before.items() if d > floor}
+        for a, seq in last.items():
+            i = seq[j]
+            if i >= 0 and i >= lowest:
+                out[a] = days[i]
+            elif i >= 0:
+                out.pop(a, None)
+        return out
+
+    def _days(self) -> list[date]:
+        return [self.lo + timedelta(days=i) for i in range(self.length)]
