@@ -40,21 +40,28 @@ class RulesWorker(BatchWorker):
         self._next_tick = None
         self._waiting_since: float | None = None
         self.last_report = None
+        self._parsed: dict[tuple[str, int, int], object] = {}
 
     def topics(self) -> list[str]:
         return [self.settings.topic_events]
 
     def _valid(self, records: list[ConsumerRecord]) -> list[Event]:
+        """The valid events of ``records``, parsed once per batch: ``ready()`` parses, and
+        ``handle_batch`` (and any bisection of the batch) reuses the result."""
         now = self.clock.now()
         max_future = timedelta(seconds=self.settings.max_future_skew_seconds)
         out = []
         for r in records:
-            ev = validate_record(r, now, self.settings.max_event_bytes, max_future)
+            key = (r.topic, r.partition, r.offset)
+            ev = self._parsed.get(key)
+            if ev is None:
+                ev = self._parsed[key] = validate_record(r, now, self.settings.max_event_bytes, max_future)
             if isinstance(ev, Event):
                 out.append(ev)
         return out  # invalid records are ingest's to dead-letter, not ours
 
     def ready(self, records: list[ConsumerRecord]) -> bool:
+        self._parsed = {}  # a new batch (or the same one, redelivered after a rewind)
         ids = sorted({ev.event_id for ev in self._valid(records)})
         if not ids:
             return True
