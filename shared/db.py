@@ -157,6 +157,15 @@ def upsert(
     return list(result) if returning is not None else None
 
 
+def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str]) -> set:
+    """Insert ``rows``, skipping those whose ``key`` exists; return the keys that were new.
+    The idempotency primitive: a redelivered event or signal inserts nothing and is
+    recognised as seen. ``key`` columns come back as a scalar (one column) or a tuple."""
+    cols = [table.c[k] for k in key]
+    inserted = upsert(session, table, rows, key, returning=cols)
+    return {r[0] for r in inserted} if len(cols) == 1 else {tuple(r) for r in inserted}
+
+
 def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> Table:
     """COPY ``rows`` into a per-connection temporary table shaped like ``table``."""
     name = f"_stage_{table.name}"

@@ -17,7 +17,7 @@ from services.ingest.models import (
     UserActivityDaily,
     UserEventSeen,
 )
-from shared.db import upsert
+from shared.db import insert_new, upsert
 
 _events = RawEvent.__table__
 _accounts = Account.__table__
@@ -41,8 +41,7 @@ def _earlier(current, incoming):
 
 def insert_new_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert raw events; return the ids that were new (the rest are duplicates)."""
-    inserted = upsert(session, _events, rows, ["event_id"], returning=[_events.c.event_id])
-    return {r[0] for r in inserted}
+    return insert_new(session, _events, rows, ["event_id"])
 
 
 def touch_accounts(session: Session, rows: list[dict[str, Any]]) -> None:

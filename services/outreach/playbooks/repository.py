@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest.models import User, UserActivityDaily
 from services.outreach.models import Enrollment, Message, Playbook, PlaybookVersion, SignalReceipt
-from shared.db import insert_on_conflict
+from shared.db import insert_new, insert_on_conflict
 
 
 def get_head(session: Session, playbook_id: str) -> Playbook | None:
@@ -39,11 +39,7 @@ def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:
 
 def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert signal receipts; returns the signal ids seen for the first time."""
-    if not rows:
-        return set()
-    table = SignalReceipt.__table__
-    stmt = insert_on_conflict(session, table).on_conflict_do_nothing(index_elements=["signal_id"]).returning(table.c.signal_id)
-    return set(session.scalars(stmt, rows))
+    return insert_new(session, SignalReceipt.__table__, rows, ["signal_id"])
 
 
 def insert_enrollment(session: Session, row: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.rules.models import RuleCooldown, SignalRecord
-from shared.db import insert_on_conflict
+from shared.db import insert_new, insert_on_conflict
 
 
 def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now: datetime, until: datetime) -> set[str]:
@@ -38,11 +38,7 @@ def cooldown_until(session: Session, rule_id: str, account_id: str) -> datetime 
 
 
 def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    if not rows:
-        return set()
-    t = SignalRecord.__table__
-    stmt = insert_on_conflict(session, t).on_conflict_do_nothing(index_elements=["signal_id"]).returning(t.c.signal_id)
-    return set(session.scalars(stmt, rows))
+    return insert_new(session, SignalRecord.__table__, rows, ["signal_id"])
 
 
 def list_signals(session: Session, *, kind: str | None, rule_id: str | None, account_id: str | None,
