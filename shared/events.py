@@ -149,6 +149,8 @@ class Rejection:
     detail: str
 
 
+# Every reason a record can be dead-lettered with (docs/events.md lists them; a test
+# checks each has a DLQ case).
 REJECTION_REASONS = (
     "oversized",
     "invalid_utf8",
@@ -209,11 +211,17 @@ def validate_event_bytes(raw: bytes | None, now: datetime, max_bytes: int, max_f
     return _check_time(event, now, max_future)
 
 
-def validate_event_obj(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> Event | Rejection:
-    """Validate one already-parsed JSON value (HTTP batches)."""
+def encode_and_validate(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> tuple[Event | Rejection, bytes]:
+    """Encode one already-parsed JSON value (HTTP batches) as the record to publish, and
+    validate those very bytes, as the worker will."""
     if not isinstance(obj, dict):
-        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    return validate_event_bytes(json.dumps(obj, ensure_ascii=False).encode(), now, max_bytes, max_future)
+        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}"), b""
+    raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return validate_event_bytes(raw, now, max_bytes, max_future), raw
+
+
+def validate_event_obj(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> Event | Rejection:
+    return encode_and_validate(obj, now, max_bytes, max_future)[0]
     return _check_time(event, now, max_future)
 
 

@@ -13,7 +13,6 @@ down to the record that causes it, and that record goes to the DLQ.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -380,7 +379,3 @@ def _is_connectivity_error(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower()
     return any(s in text for s in ("connection", "could not connect", "server closed", "terminating",
                                    "database is locked", "unable to open database"))
-
-
-def json_bytes(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()

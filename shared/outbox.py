@@ -34,17 +34,9 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
-def enqueue(session: Session, *, topic: str, key: bytes | None, value: bytes, now: datetime,
-            headers: dict[str, str] | None = None) -> OutboxMessage:
-    """Add a message to the caller's transaction (flushes; never commits)."""
-    row = OutboxMessage(topic=topic, key=key, value=value, headers=sorted((headers or {}).items()),
-                        created_at=now, sent_at=None, attempts=0)
-    session.add(row)
-    return row
-
-
 def enqueue_many(session: Session, messages: list[dict], now: datetime) -> None:
-    """Bulk form of :func:`enqueue` (one statement): dicts with topic, key, value, headers."""
+    """Add messages to the caller's transaction in one statement (never commits): dicts
+    with topic, key, value and optional headers."""
     if not messages:
         return
     session.execute(OutboxMessage.__table__.insert(), [

@@ -11,7 +11,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-BUILTIN_KINDS = ("churn_risk", "expansion", "lifecycle")
 
 
 class Signal(BaseModel):

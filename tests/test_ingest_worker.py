@@ -91,7 +91,6 @@ def test_duplicates_and_replays_change_nothing(topics, worker, session_factory):
     drain(worker, lambda: count(session_factory, RawEvent) == 5)
     before = usage(session_factory, "acme")
     publish(topics, evs)  # a full replay later
-    consumed = 0
     drain(worker, lambda: worker.consumer is not None and _committed_total(worker) == 12)
     assert usage(session_factory, "acme") == before
     assert sum(before.values()) == 5
@@ -119,6 +118,13 @@ BAD_RECORDS = {
     "key_mismatch": (b"other", json.dumps({"event_id": "k", "account_id": "acme", "name": "login",
                                            "timestamp": T0.isoformat()}).encode()),
 }
+
+
+def test_every_rejection_reason_has_a_dlq_case():
+    from shared.events import REJECTION_REASONS
+
+    # processing_error has its own test below (a record that fails after validation).
+    assert set(BAD_RECORDS) | {"processing_error"} == set(REJECTION_REASONS)
 
 
 def test_every_class_of_bad_input_reaches_the_dlq_and_the_worker_goes_on(topics, worker, session_factory):

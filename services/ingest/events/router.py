@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from shared.api import context_of
 from shared.auth import require
 from shared.errors import AUTH_ERRORS, PayloadTooLarge, Unavailable, Unprocessable, responses
-from shared.events import Event, Rejection, validate_event_obj
+from shared.events import Event, Rejection, encode_and_validate
 from shared.metrics import HTTP_EVENTS
 
 router = APIRouter(tags=["events"])
@@ -88,12 +88,12 @@ async def post_events(request: Request, _principal=require("ingest")) -> Any:
     accepted: list[tuple[Event, bytes]] = []  # published as the sender wrote them
     rejected: list[EventError] = []
     for i, obj in enumerate(items):
-        result = validate_event_obj(obj, now, settings.max_event_bytes, max_future)
+        result, raw = encode_and_validate(obj, now, settings.max_event_bytes, max_future)
         if isinstance(result, Rejection):
             event_id = obj.get("event_id") if isinstance(obj, dict) and isinstance(obj.get("event_id"), str) else None
             rejected.append(EventError(index=i, event_id=event_id, reason=result.reason, detail=result.detail))
         else:
-            accepted.append((result, json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()))
+            accepted.append((result, raw))
     HTTP_EVENTS.labels("rejected").inc(len(rejected))
     if not accepted:
         raise Unprocessable({"accepted": 0, "rejected": [e.model_dump() for e in rejected]})
