@@ -80,4 +80,5 @@ def prune_sent(session: Session, before: datetime, limit: int = 10_000) -> int:
     return len(ids)
 
 
+# Sent rows are kept a week for inspection, then pruned hourly by the rules worker.
 SENT_RETENTION = timedelta(days=7)

@@ -136,3 +136,35 @@ def test_two_rules_workers_in_one_group_fire_once_per_account(topics, session_fa
     assert sorted(s.account_id for s in sigs) == sorted(accounts)
     assert sum(w.last_report is not None and w.last_report.evaluations > 0 for w in workers) == 2  # both did work
     assert len(read_topic(topics, topics.topic_signals, 24)) == 24
+
+
+def test_relay_outage_is_not_fatal_and_sent_outbox_rows_are_pruned(topics, session_factory, clock):
+    from shared.broker import free_port
+    from shared.db import transaction
+    from shared.outbox import SENT_RETENTION, enqueue_many
+
+    with transaction(session_factory) as s:
+        enqueue_many(s, [{"topic": topics.topic_signals, "key": b"acme", "value": b'{"old": true}'}], clock.now())
+    w = RulesWorker(topics, session_factory, clock, tick=False)
+    w.db_retry_seconds = 0
+    # The broker is unreachable: the relay fails, the worker logs and goes on, the row stays unsent.
+    w.settings = topics.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "kafka_bootstrap_timeout_ms": 300})
+    try:
+        w.housekeeping()
+        with session_factory() as s:
+            assert pending_count(s) == 1
+        w.settings = topics  # the broker is back: the next relay publishes the row and marks it sent
+        w.housekeeping()
+        with session_factory() as s:
+            assert pending_count(s) == 0
+        assert [r.value for r in read_topic(topics, topics.topic_signals, 1)] == [b'{"old": true}']
+        # A week later the sent row is pruned (hourly), and only then.
+        clock.advance(SENT_RETENTION - timedelta(hours=2))
+        w._next_prune = None
+        w.housekeeping()
+        assert count(session_factory, OutboxMessage) == 1
+        clock.advance(timedelta(hours=3))
+        w.housekeeping()
+        assert count(session_factory, OutboxMessage) == 0
+    finally:
+        w.close()

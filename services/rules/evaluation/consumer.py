@@ -16,6 +16,8 @@ import time
 from datetime import timedelta
 
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.ingest.events.consumer import validate_record
@@ -25,7 +27,7 @@ from services.rules.evaluation.service import RuleIndex, evaluate_events, run_ti
 from shared.db import transaction
 from shared.events import Event
 from shared.kafka import BatchResult, BatchWorker
-from shared.outbox import relay
+from shared.outbox import SENT_RETENTION, prune_sent, relay
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class RulesWorker(BatchWorker):
         self.index = RuleIndex(self.settings.raw_event_retention_days)
         self.tick_enabled = tick
         self._next_tick = None
+        self._next_prune = None
         self._waiting_since: float | None = None
         self.last_report = None
         self._parsed: dict[tuple[str, int, int], object] = {}
@@ -89,17 +92,30 @@ class RulesWorker(BatchWorker):
 
     def poll_once(self, timeout_ms: int | None = None) -> int:
         n = super().poll_once(timeout_ms)
-        if self.tick_enabled:
-            self.maybe_tick()
-        self.relay()
+        self.housekeeping()
         return n
+
+    def housekeeping(self) -> None:
+        """The tick, the outbox relay and outbox retention. A broker or database outage
+        here is logged and retried on the next poll, never fatal: the tick is claimed per
+        rule and slot, and unsent outbox rows stay unsent until the relay succeeds."""
+        try:
+            if self.tick_enabled:
+                self.maybe_tick()
+            self.relay()
+            self._maybe_prune_outbox()
+        except (KafkaError, OperationalError) as exc:
+            log.error("rules: housekeeping failed (%s: %s); retrying", type(exc).__name__, exc)
+            if isinstance(exc, KafkaError):
+                self._reset_producer()
+            self.stop_event.wait(self.db_retry_seconds)
 
     def maybe_tick(self) -> None:
         now = self.clock.now()
         if self._next_tick is not None and now < self._next_tick:
             return
-        self._next_tick = now + timedelta(seconds=self.settings.rules_tick_seconds)
         run_tick(self.session_factory, self.settings, now)
+        self._next_tick = now + timedelta(seconds=self.settings.rules_tick_seconds)
 
     def relay(self) -> int:
         sent = 0
@@ -108,3 +124,13 @@ class RulesWorker(BatchWorker):
             sent += n
             if n < 500:
                 return sent
+
+    def _maybe_prune_outbox(self) -> None:
+        now = self.clock.now()
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        with transaction(self.session_factory) as session:
+            pruned = prune_sent(session, now - SENT_RETENTION)
+        self._next_prune = now + timedelta(hours=1)
+        if pruned:
+            log.info("rules: pruned %d outbox messages sent more than %s ago", pruned, SENT_RETENTION)
