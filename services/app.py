@@ -15,7 +15,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import make_engine, make_session_factory
 from shared.errors import install_error_handlers
 from shared.events import Event
-from shared.metrics import render_metrics
+from shared.metrics import DEPENDENCY_UP, render_metrics
 from shared.settings import Settings, get_settings
 
 API_DESCRIPTION = """Touchline turns product usage into customer-success action.
@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
 
         checks["database"] = await run_in_threadpool(db_ok)
         checks["broker"] = await run_in_threadpool(broker_ok)
+        for name, result in checks.items():
+            DEPENDENCY_UP.labels(name).set(1 if result == "ok" else 0)
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse(status_code=200 if ok else 503, content={"status": "ok" if ok else "unavailable", "checks": checks})
 

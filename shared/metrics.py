@@ -35,6 +35,38 @@ CONSUMER_LAG = Gauge(
     multiprocess_mode="livemax",
 )
 HTTP_EVENTS = Counter("touchline_http_events_total", "Events received over HTTP, by outcome", ["outcome"])
+SIGNALS_FIRED = Counter("touchline_signals_fired_total", "New signals written (with their outbox row), by kind", ["kind"])
+RULES_TICK_SECONDS = Histogram(
+    "touchline_rules_tick_seconds",
+    "Time one scheduled-rules tick took",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
+)
+RULES_TICK_INTERVAL = Gauge(
+    "touchline_rules_tick_interval_seconds",
+    "The configured tick interval (TOUCHLINE_RULES_TICK_SECONDS): a tick longer than this overruns",
+    multiprocess_mode="livemax",
+)
+# Sampled by the process that drains each outbox (the rules worker's relay for
+# ``signals``, the sender for ``messages``), at most every OUTBOX_SAMPLE_SECONDS.
+OUTBOX_SAMPLE_SECONDS = 15
+OUTBOX_BACKLOG = Gauge(
+    "touchline_outbox_backlog",
+    "Outbox rows due and not yet sent (signals: unsent rows; messages: queued email/webhook messages that are due)",
+    ["outbox"],
+    multiprocess_mode="livemax",
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "touchline_outbox_oldest_age_seconds",
+    "How long the oldest due, unsent outbox row has waited (0 when there is none)",
+    ["outbox"],
+    multiprocess_mode="livemax",
+)
+DEPENDENCY_UP = Gauge(
+    "touchline_dependency_up",
+    "1 if the last /readyz check reached the dependency, else 0",
+    ["dependency"],
+    multiprocess_mode="livemin",
+)
 
 
 def render_metrics() -> tuple[bytes, str]:

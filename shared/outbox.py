@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Index, Integer, LargeBinary, String, delete, select, update
+from sqlalchemy import Index, Integer, LargeBinary, String, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from shared.db import Base, JSONType, UTCDateTime, transaction
@@ -46,9 +46,15 @@ def enqueue_many(session: Session, messages: list[dict], now: datetime) -> None:
 
 
 def pending_count(session: Session) -> int:
-    from sqlalchemy import func
-
     return session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))) or 0
+
+
+def pending_stats(session: Session) -> tuple[int, datetime | None]:
+    """How many rows are unsent, and when the oldest of them was written (one query on
+    the ``ix_outbox_pending`` index)."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.sent_at.is_(None))).one()
+    return count or 0, oldest
 
 
 def relay(session_factory: sessionmaker[Session], producer, now: datetime, limit: int = 500, timeout: float = 30.0) -> int:

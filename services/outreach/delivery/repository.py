@@ -54,6 +54,16 @@ def mark_sent(session: Session, ids: list[str], now: datetime) -> None:
             updated_at=now), execution_options={"synchronize_session": False})
 
 
+def due_backlog(session: Session, now: datetime) -> tuple[int, datetime | None]:
+    """How many sendable messages are queued and due, and the earliest due time among
+    them (one query on ``ix_messages_state_due``). Messages deferred to later (backoff,
+    quiet hours) are not backlog."""
+    count, earliest = session.execute(
+        select(func.count(), func.min(Message.next_attempt_at)).where(
+            Message.state == "queued", Message.channel.in_(SENDABLE_CHANNELS), Message.next_attempt_at <= now)).one()
+    return count or 0, earliest
+
+
 def stale_sending(session: Session, *, now: datetime, owner: str) -> list[Message]:
     """Messages left ``sending`` by a process that died: our own previous incarnation
     (same owner id) at once, anyone else's once their lease has run out."""

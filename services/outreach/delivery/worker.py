@@ -38,7 +38,7 @@ from services.outreach.policy.tokens import email_hash
 from shared import faults
 from shared.clock import Clock, SystemClock
 from shared.db import transaction
-from shared.metrics import MESSAGES_DELIVERED
+from shared.metrics import MESSAGES_DELIVERED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class SenderWorker:
         self.journal = Journal(self.journal_path(self.worker_id))
         self.stop_event = threading.Event()
         self._channels: dict[str, str] = {}
+        self._next_backlog_sample = None
 
     def journal_path(self, owner: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in owner)
@@ -105,6 +106,7 @@ class SenderWorker:
     # ---- one tick -----------------------------------------------------
     def poll_once(self, timeout_ms: int | None = None) -> int:
         self.recover()
+        self._maybe_sample_backlog()
         now = self.clock.now()
         with transaction(self.session_factory) as session:
             batch = repo.claim_due(session, now=now, limit=self.settings.outreach_send_batch, owner=self.worker_id,
@@ -124,6 +126,18 @@ class SenderWorker:
         faults.point(f"{self.name}.before_record")
         self._record(outcomes)
         return len(batch) + len(skipped)
+
+    def _maybe_sample_backlog(self) -> None:
+        """The due backlog and how late its oldest message is: the autoscaler's signal
+        (deploy/kubernetes: KEDA scales senders on it) and the OutboxStuck alert's."""
+        now = self.clock.now()
+        if self._next_backlog_sample is not None and now < self._next_backlog_sample:
+            return
+        with transaction(self.session_factory) as session:
+            count, earliest = repo.due_backlog(session, now)
+        OUTBOX_BACKLOG.labels("messages").set(count)
+        OUTBOX_OLDEST_AGE.labels("messages").set(max(0.0, (now - earliest).total_seconds()) if earliest else 0.0)
+        self._next_backlog_sample = now + timedelta(seconds=OUTBOX_SAMPLE_SECONDS)
 
     def _deliver(self, m: Message) -> DeliveryError | None:
         now = self.clock.now()

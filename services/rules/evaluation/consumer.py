@@ -27,7 +27,8 @@ from services.rules.evaluation.service import RuleIndex, evaluate_events, run_ti
 from shared.db import transaction
 from shared.events import Event
 from shared.kafka import BatchResult, BatchWorker
-from shared.outbox import SENT_RETENTION, prune_sent, relay
+from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, RULES_TICK_INTERVAL, RULES_TICK_SECONDS
+from shared.outbox import SENT_RETENTION, pending_stats, prune_sent, relay
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class RulesWorker(BatchWorker):
         self.tick_enabled = tick
         self._next_tick = None
         self._next_prune = None
+        self._next_outbox_sample = None
         self._waiting_since: float | None = None
         self.last_report = None
         self._parsed: dict[tuple[str, int, int], object] = {}
@@ -114,7 +116,12 @@ class RulesWorker(BatchWorker):
         now = self.clock.now()
         if self._next_tick is not None and now < self._next_tick:
             return
+        RULES_TICK_INTERVAL.set(self.settings.rules_tick_seconds)
+        started = time.perf_counter()
         run_tick(self.session_factory, self.settings, now)
+        # A tick longer than the interval starts the next one at once: the worker then
+        # spends its time ticking, not evaluating events (the RulesTickOverrunning alert).
+        RULES_TICK_SECONDS.observe(time.perf_counter() - started)
         self._next_tick = now + timedelta(seconds=self.settings.rules_tick_seconds)
 
     def relay(self) -> int:
@@ -123,7 +130,21 @@ class RulesWorker(BatchWorker):
             n = relay(self.session_factory, self.producer, self.clock.now())
             sent += n
             if n < 500:
-                return sent
+                break
+        self._maybe_sample_outbox()
+        return sent
+
+    def _maybe_sample_outbox(self) -> None:
+        """The signals outbox's backlog and oldest unsent row, for the OutboxStuck alert.
+        Sampled after the relay drained what it could, so a healthy relay shows ~0."""
+        now = self.clock.now()
+        if self._next_outbox_sample is not None and now < self._next_outbox_sample:
+            return
+        with transaction(self.session_factory) as session:
+            count, oldest = pending_stats(session)
+        OUTBOX_BACKLOG.labels("signals").set(count)
+        OUTBOX_OLDEST_AGE.labels("signals").set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+        self._next_outbox_sample = now + timedelta(seconds=OUTBOX_SAMPLE_SECONDS)
 
     def _maybe_prune_outbox(self) -> None:
         now = self.clock.now()

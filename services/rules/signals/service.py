@@ -9,6 +9,7 @@ and the cooldown claim makes "once per account per cooldown" hold across workers
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from services.ingest.service import apply_account_traits
 from services.rules.rules.service import LoadedRule
 from services.rules.signals import repository as repo
 from shared.events import AccountTraits
+from shared.metrics import SIGNALS_FIRED
 from shared.outbox import enqueue_many
 from shared.settings import Settings
 from shared.signals import Signal
@@ -71,4 +73,8 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
             if account.lifecycle_stage != stage:
                 apply_account_traits(account, AccountTraits(lifecycle_stage=stage), now, now)
     session.flush()
+    # Counted when written: a batch rolled back after this point and redelivered counts
+    # its signals twice on the dashboard (never in the database: the ids are deterministic).
+    for kind, n in Counter(s.kind for s in new).items():
+        SIGNALS_FIRED.labels(kind).inc(n)
     return new
