@@ -504,6 +504,13 @@ def test_alert_rules_pass_promtool():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_alerts_fire_on_the_series_they_are_written_for():
+    # alerts_test.yml: lag growing vs steady, a stuck outbox, tick overruns, a crash
+    # loop, readiness failing, each with its expected labels and summary.
+    result = promtool("test", "rules", str(ALERTS.parent / "alerts_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_compose_prometheus_config_passes_promtool():
     result = promtool("check", "config", str(COMPOSE.parent / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
