@@ -33,13 +33,14 @@ def routers():
     from services.rules.signals.router import router as signals_router
     from services.outreach.delivery.router import router as messages_router
     from services.outreach.devmail.router import router as devmail_router
+    from services.outreach.engagements.router import router as engagements_router
     from services.outreach.inapp.router import router as inapp_router
     from services.outreach.playbooks.router import router as playbooks_router
     from services.outreach.policy.router import router as policy_router
     from services.outreach.templates.router import router as templates_router
 
     return [events_router, accounts_router, rules_router, signals_router, templates_router, playbooks_router,
-            messages_router, inapp_router, policy_router, devmail_router]
+            messages_router, inapp_router, policy_router, engagements_router, devmail_router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:

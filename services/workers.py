@@ -9,6 +9,7 @@ WORKERS: dict[str, str] = {
     "outreach": "services.outreach.playbooks.consumer:SignalWorker",
     "outreach-timers": "services.outreach.playbooks.timers:TimerWorker",
     "outreach-sender": "services.outreach.delivery.worker:SenderWorker",
+    "outreach-engagements": "services.outreach.engagements.tasks:EngagementWorker",
 }
 
 

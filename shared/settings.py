@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     quiet_hours_end: int = 8
     default_timezone: str = "UTC"
 
+    # Outreach: pooled-CSM engagements (docs/engagements.md).
+    engagement_time_box_days: float = 30
+    engagement_max_extension_days: float = Field(14, description="the one extension a CSM may take, at most this long")
+    engagement_reminder_days: str = Field("7,1", description="remind the CSM this many days before the due time")
+    engagement_sticky: bool = Field(True, description="prefer the CSM who last worked the account, if eligible")
+    engagement_webhook_url: str = Field("", description="also notify assignments here (signed); empty: email only")
+    engagement_webhook_format: str = Field("json", description="json or slack")
+    engagement_recovery_ratio: float = Field(1.0, description="recovered = 28-day active users back to ratio x baseline")
+    engagement_assign_batch: int = 500
+
     @field_validator("env")
     @classmethod
     def _env_known(cls, v: str) -> str:
@@ -163,6 +173,14 @@ class Settings(BaseSettings):
     @property
     def public_url(self) -> str:
         return (self.public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def engagement_reminders(self) -> list[float]:
+        out = []
+        for part in self.engagement_reminder_days.split(","):
+            if part.strip():
+                out.append(float(part))
+        return sorted({d for d in out if d > 0}, reverse=True)
 
     @property
     def topic_signals(self) -> str:

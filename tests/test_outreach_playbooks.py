@@ -413,7 +413,7 @@ def test_the_starter_content_seeds_once(session_factory, topics):
 
     with transaction(session_factory) as s:
         created = seed_starter_content(s, topics, T0)
-    assert len(created) == 8
+    assert len(created) == 11
     with transaction(session_factory) as s:
         assert seed_starter_content(s, topics, T0) == []
 

@@ -91,6 +91,8 @@ def test_the_starter_templates_are_valid_and_carry_an_unsubscribe_link():
     templates = starter_templates()
     assert {"win-back", "onboarding-nudge", "usage-drop-check-in", "expansion-congrats"} <= set(templates)
     for tid, t in templates.items():
-        out = render({p: t[p] for p in ("subject", "html_body", "text_body")}, sample_context(settings))
+        out = render({p: t[p] for p in ("subject", "html_body", "text_body")}, sample_context(settings, t.get("sample_context")))
+        if tid.startswith("engagement-"):  # notices to our own CSMs, not customer mail
+            continue
         assert "unsubscribe" in out.text_body.lower() and "unsubscribe" in out.html_body.lower(), tid
         assert 10 < len(out.subject) < 80, tid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, JSONType, UTCDateTime
@@ -153,3 +153,100 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(32))  # unsubscribed, hard_bounce, manual, erased
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ---- pooled-CSM engagements (services/outreach/engagements) ----------------------
+
+OPEN_ENGAGEMENT_STATUSES = ("queued", "assigned", "active")
+
+
+class Csm(Base):
+    """A pooled CSM on the roster. ``capacity`` is the most engagements they hold open
+    at once; ``assign_seq`` is the round-robin clock (the CSM assigned longest ago
+    has the lowest value and wins a tie on load)."""
+
+    __tablename__ = "csms"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    working_hours: Mapped[dict] = mapped_column(JSONType, default=dict)
+    capacity: Mapped[int] = mapped_column(Integer, default=10)
+    segments: Mapped[list] = mapped_column(JSONType, default=list)  # empty: every segment
+    skills: Mapped[list] = mapped_column(JSONType, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    away_from: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    away_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    assign_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Engagement(Base):
+    """A time-boxed piece of human follow-up on one account toward one goal.
+
+    At most one *open* engagement (queued, assigned, active) per account and goal: a
+    partial unique index, so two workers escalating the same account at once cannot
+    both insert. ``held_out`` rows are accounts the escalation holdout kept from a
+    CSM; they are measured like the others so the lift can be computed."""
+
+    __tablename__ = "engagements"
+    __table_args__ = (
+        Index("uq_engagements_open_account_goal", "account_id", "goal", unique=True,
+              sqlite_where=text("status IN ('queued', 'assigned', 'active')"),
+              postgresql_where=text("status IN ('queued', 'assigned', 'active')")),
+        Index("ix_engagements_queue", "status", "priority"),
+        Index("ix_engagements_csm", "csm_id", "status"),
+        Index("ix_engagements_due", "status", "due_at"),
+        Index("ix_engagements_reminder", "next_reminder_at"),
+        Index("ix_engagements_account", "account_id", "opened_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    goal: Mapped[str] = mapped_column(String(32))  # recover_usage, discover_expansion, onboarding_rescue, custom
+    status: Mapped[str] = mapped_column(String(16))  # queued assigned active resolved expired cancelled held_out
+    csm_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    skill: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    segment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    priority: Mapped[float] = mapped_column(Float, default=0)
+    priority_detail: Mapped[dict] = mapped_column(JSONType, default=dict)
+    title: Mapped[str] = mapped_column(String(300), default="")
+    reason: Mapped[dict] = mapped_column(JSONType, default=dict)  # the signal, its evidence, what automation tried
+    signal_ids: Mapped[list] = mapped_column(JSONType, default=list)
+    rule_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    playbook_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    enrollment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    opened_by: Mapped[str] = mapped_column(String(200), default="")
+    time_box_days: Mapped[float] = mapped_column(Float, default=30)
+    extension_days: Mapped[float] = mapped_column(Float, default=0)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_reminder_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reminders_sent: Mapped[list] = mapped_column(JSONType, default=list)
+    assignments: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    outcome_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # csm, automatic
+    measured: Mapped[dict] = mapped_column(JSONType, default=dict)  # the automatic outcome measurement
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EngagementEvent(Base):
+    """The engagement's timeline: every status transition (from, to, who, when), note,
+    logged touch, reminder, attached signal and extension."""
+
+    __tablename__ = "engagement_events"
+    __table_args__ = (Index("ix_engagement_events_engagement", "engagement_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    engagement_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))  # transition, note, touch, reminder, signal_attached, extended
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    details: Mapped[dict] = mapped_column(JSONType, default=dict)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest.models import Account
 from services.outreach.delivery import repository as delivery_repo
+from services.outreach.engagements import repository as engagement_repo
 from services.outreach.delivery.service import message_key
 from services.outreach.models import Enrollment
 from services.outreach.playbooks import repository as repo
@@ -290,8 +291,12 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
         rows.extend(row(r, "skipped", "held_out") for r in recipients)
     else:
         customer = step.channel != "webhook"
-        account_reason = policy.check_account(ctx.session, account_id=e.account_id, playbook_id=e.playbook_id,
-                                              playbook_caps=ctx.compiled.caps, settings=settings, now=now) if customer else None
+        # One touch budget for machines and people: a CSM holds the account, automation steps back.
+        account_reason = "in_engagement" if customer and not ctx.compiled.definition.operational \
+            and engagement_repo.has_open(ctx.session, e.account_id) else None
+        account_reason = account_reason or (policy.check_account(
+            ctx.session, account_id=e.account_id, playbook_id=e.playbook_id, playbook_caps=ctx.compiled.caps,
+            settings=settings, now=now) if customer else None)
         blocked = suppressed(ctx.session, [email_hash(r.address) for r in recipients if r.address]) if step.channel == "email" else set()
         template = template_repo.get(ctx.session, step.template) if step.template else None
         for r in recipients:

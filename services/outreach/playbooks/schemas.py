@@ -87,6 +87,9 @@ class PlaybookDefinition(BaseModel):
     trigger: Trigger
     audience: Audience = Field(default_factory=Audience)
     holdout_percent: float = Field(0, ge=0, le=100, description="share of enrolled accounts that receive nothing")
+    operational: bool = Field(False, description=(
+        "operational messages (billing, security, service notices) still go to accounts in an open engagement; "
+        "other playbooks skip them with reason in_engagement"))
     caps: PlaybookCaps = Field(default_factory=PlaybookCaps)
     exit_condition: dict[str, Any] | None = Field(
         None, description="checked before every step: once true the enrolment ends as converted")

@@ -151,16 +151,18 @@ def parse_steps(raw: list[dict[str, Any]]) -> ParsedSteps:
             raise ValueError(f"step {i + 1}: id {s.id!r} is used twice or is reserved")
         index[s.id] = i
     for s in steps:
-        if isinstance(s, BranchStep):
-            for target in (s.then, s.else_):
-                if target is not None and target not in index and target not in TERMINALS:
-                    raise ValueError(f"step {s.id!r}: branch target {target!r} is not a step id, 'convert' or 'end'")
+        targets = (s.then, s.else_) if isinstance(s, BranchStep) else tuple(getattr(s, "branch_targets", list)())
+        for target in targets:
+            if target is not None and target not in index and target not in TERMINALS:
+                raise ValueError(f"step {s.id!r}: branch target {target!r} is not a step id, 'convert' or 'end'")
     return ParsedSteps(steps, index)
 
 
 def _ensure_builtin() -> None:
     if "send" not in REGISTRY:
         from services.outreach.playbooks import engine  # noqa: F401  (registers the built-in steps)
+    if "open_engagement" not in REGISTRY:
+        from services.outreach.engagements import step  # noqa: F401  (registers open_engagement)
 
 
 def wait_until(step: WaitStep, now: datetime) -> datetime:

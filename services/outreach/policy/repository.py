@@ -11,7 +11,8 @@ from services.ingest.models import User
 from services.outreach.models import Message, Suppression
 from shared.db import upsert
 
-CUSTOMER_CHANNELS = ("email", "inapp")
+# "csm" rows are touches a CSM logged on an engagement: one budget for machines and people.
+CUSTOMER_CHANNELS = ("email", "inapp", "csm")
 COUNTED_STATES = ("queued", "sending", "sent")
 
 

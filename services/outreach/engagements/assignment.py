@@ -1,0 +1,121 @@
+"""Choosing a CSM: the assignment pass.
+
+Eligible CSMs are active, outside any away window, cover the account's segment and
+the engagement's skill, and are under capacity. With ``TOUCHLINE_ENGAGEMENT_STICKY``
+the CSM who last worked the account wins if eligible; otherwise the least loaded
+(fewest open engagements) wins and ties go round robin (the lowest ``assign_seq``,
+i.e. the one assigned longest ago). Queued engagements are taken highest priority
+first, then oldest; those nobody can take stay queued and are assigned as soon as
+capacity frees (the next pass).
+
+Concurrency: the pass locks the whole roster (``SELECT ... FOR UPDATE`` in id order)
+before it counts loads, and claims queued engagements with ``SKIP LOCKED``. Two
+outreach workers therefore take turns on the roster: the second counts loads only
+after the first has committed, so no CSM goes over capacity and no engagement is
+assigned twice. Every other change to the roster or to who holds an engagement
+takes the roster lock first too (lock order: CSMs, then engagements).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from services.outreach.engagements import repository as repo
+from services.outreach.engagements import service
+from services.outreach.models import Csm, Engagement
+from shared.errors import Unprocessable
+
+ACTOR = "system:assignment"
+
+
+def choose(e: Engagement, pool: list[Csm], loads: dict[str, int], sticky_csm: str | None) -> Csm | None:
+    candidates = [c for c in pool if service.covers(c, e) and loads.get(c.id, 0) < c.capacity]
+    if not candidates:
+        return None
+    if sticky_csm is not None:
+        for c in candidates:
+            if c.id == sticky_csm:
+                return c
+    return min(candidates, key=lambda c: (loads.get(c.id, 0), c.assign_seq, c.id))
+
+
+def assign_pending(session: Session, now: datetime, settings, limit: int | None = None) -> int:
+    """One assignment pass; returns how many engagements were assigned."""
+    roster = repo.lock_roster(session)
+    loads = repo.open_load(session)
+    for c in roster:  # an away window that has begun since the last pass releases that CSM's work
+        if loads.get(c.id) and not service.available(c, now):
+            for e in repo.open_of_csm(session, c.id):
+                service.requeue(session, e, actor=ACTOR, now=now, reason=f"{c.id} is away" if c.active else f"{c.id} is inactive")
+            loads.pop(c.id, None)
+            session.flush()
+    pool = [c for c in roster if service.available(c, now)]
+    if not pool:
+        return 0
+    if all(loads.get(c.id, 0) >= c.capacity for c in pool):
+        return 0
+    seq = max((c.assign_seq for c in roster), default=0)
+    assigned = 0
+    for e in repo.claim_queued(session, limit or settings.engagement_assign_batch):
+        sticky = repo.last_csm_for_account(session, e.account_id) if settings.engagement_sticky else None
+        csm = choose(e, pool, loads, sticky)
+        if csm is None:
+            continue
+        seq += 1
+        service.assign(session, e, csm, actor=ACTOR, now=now, settings=settings, seq=seq,
+                       reason="sticky" if csm.id == sticky else "least_loaded")
+        loads[csm.id] = loads.get(csm.id, 0) + 1
+        assigned += 1
+        if all(loads.get(c.id, 0) >= c.capacity for c in pool):
+            break
+    session.flush()
+    return assigned
+
+
+def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str, now: datetime, settings,
+             reason: str) -> Engagement:
+    """CS Ops moving an engagement: to a named CSM (who must be available, cover it and
+    have room), or back to the queue (``csm_id`` None)."""
+    roster = {c.id: c for c in repo.lock_roster(session)}
+    e = repo.get(session, e.id, lock=True)
+    if e.status not in ("queued", "assigned", "active"):
+        from shared.errors import Conflict
+
+        raise Conflict(f"engagement {e.id} is {e.status}; only an open engagement can be reassigned", code="engagement_not_open")
+    if csm_id is None:
+        if e.status != "queued":
+            service.requeue(session, e, actor=actor, now=now, reason=reason or "reassigned by CS Ops")
+        session.flush()
+        return e
+    csm = roster.get(csm_id)
+    if csm is None:
+        raise Unprocessable(f"no CSM {csm_id!r} on the roster", code="unknown_csm")
+    if not service.available(csm, now):
+        raise Unprocessable(f"CSM {csm_id!r} is away or inactive", code="csm_unavailable")
+    if not service.covers(csm, e):
+        raise Unprocessable(f"CSM {csm_id!r} does not cover segment {e.segment!r} / skill {e.skill!r}",
+                            code="csm_does_not_cover")
+    if e.csm_id == csm_id:
+        return e
+    load = repo.open_load(session, [csm_id]).get(csm_id, 0)
+    if load >= csm.capacity:
+        raise Unprocessable(f"CSM {csm_id!r} is at capacity ({load} of {csm.capacity} open)", code="csm_at_capacity")
+    seq = max((c.assign_seq for c in roster.values()), default=0) + 1
+    service.assign(session, e, csm, actor=actor, now=now, settings=settings, seq=seq, reason=reason or "by CS Ops")
+    session.flush()
+    return e
+
+
+def release_unavailable(session: Session, csm: Csm, *, actor: str, now: datetime, settings) -> int:
+    """A CSM set away or inactive: their open engagements go back to the queue and are
+    reassigned at once where someone else is eligible. The caller holds the roster lock."""
+    if service.available(csm, now):
+        return 0
+    moved = repo.open_of_csm(session, csm.id)
+    for e in moved:
+        service.requeue(session, e, actor=actor, now=now, reason=f"{csm.id} is away" if csm.active else f"{csm.id} is inactive")
+    session.flush()
+    if moved:
+        assign_pending(session, now, settings)
+    return len(moved)

@@ -1,0 +1,99 @@
+"""Notices to CSMs (assignment, reminders) through the existing outbox: an email
+rendered from a template CS Ops can edit (``engagement-assigned``,
+``engagement-reminder``; the starter text is used until one is saved) and, when
+``TOUCHLINE_ENGAGEMENT_WEBHOOK_URL`` is set, a signed webhook (JSON or Slack).
+
+A notice is not a touch on the customer: its row carries no ``account_id`` (the
+account is in its payload), so the contact policy never counts it, and it is sent at
+once (no quiet hours: it goes to a colleague, not a customer).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.ingest import usage
+from services.outreach.engagements import repository as repo
+from services.outreach.models import Csm, Engagement
+from services.outreach.starter import starter_templates
+from services.outreach.templates import repository as template_repo
+from services.outreach.templates.rendering import PARTS, TemplateProblem, account_context, build_context, render
+
+NAMESPACE = uuid.UUID("5d7b8a0e-3f5c-4e2a-8d1b-9c6e4f2a7b10")
+# A hand-opened engagement has no signal: templates still find every signal field.
+EMPTY_SIGNAL = {"signal_id": "", "rule_id": "", "rule_version": 0, "rule_name": "", "kind": "", "severity": "",
+                "fired_at": "", "user_id": None, "evidence": {}}
+
+
+def _template(session: Session, template_id: str):
+    row = template_repo.get(session, template_id)
+    if row is not None:
+        return row
+    body = starter_templates().get(template_id) or {}
+    return SimpleNamespace(**{p: body.get(p, "") for p in PARTS})
+
+
+def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_left: float | None = None) -> dict[str, Any]:
+    due = e.due_at.isoformat() if e.due_at else None
+    return {
+        "engagement": {"id": e.id, "goal": e.goal, "title": e.title, "priority": e.priority, "due_at": due,
+                       "days_left": round(days_left, 1) if days_left is not None else
+                       (round((e.due_at - now).total_seconds() / 86400, 1) if e.due_at else None),
+                       "time_box_days": e.time_box_days, "url": f"{settings.public_url}/v1/engagements/{e.id}"},
+        "csm": {"id": csm.id, "name": csm.name, "email": csm.email, "timezone": csm.timezone},
+    }
+
+
+def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime, settings, *, tag: str,
+            days_left: float | None = None) -> None:
+    account = usage.get_account(session, e.account_id)
+    first = (csm.name or "").split()[0] if (csm.name or "").strip() else "there"
+    ctx = build_context(
+        account=account_context(account) or {"id": e.account_id, "name": e.account_id},
+        recipient={"id": csm.id, "email": csm.email, "name": csm.name, "first_name": first, "role": "csm",
+                   "timezone": csm.timezone},
+        signal={**EMPTY_SIGNAL, **dict((e.reason or {}).get("signal") or {})},
+        playbook={"id": e.playbook_id or "", "name": e.playbook_id or "", "version": 0},
+        unsubscribe_url="", settings=settings)
+    ctx.update(engagement_context(e, csm, settings, now, days_left))
+    template_id = f"engagement-{kind}"
+    step = f"engagement.{kind}"
+    key = f"{e.id}\x1f{kind}\x1f{e.assignments}\x1f{tag}"
+    base = {"enrollment_id": None, "playbook_id": None, "step_id": step, "touch_key": f"notice:{e.id}",
+            "account_id": "", "user_id": None, "template_id": template_id, "attempts": 0, "last_error": None,
+            "created_at": now, "updated_at": now, "sent_at": None, "skip_reason": None}
+    rows = []
+    try:
+        rendered = render({p: getattr(_template(session, template_id), p) for p in PARTS}, ctx)
+        rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")), "channel": "email",
+                     "recipient": csm.email, "subject": rendered.subject, "html_body": rendered.html_body,
+                     "text_body": rendered.text_body, "state": "queued", "next_attempt_at": now,
+                     "payload": {"engagement_id": e.id, "account_id": e.account_id, "csm_id": csm.id}})
+    except TemplateProblem as problem:
+        rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")), "channel": "email",
+                     "recipient": csm.email, "subject": "", "html_body": "", "text_body": "", "state": "skipped",
+                     "skip_reason": "render_error", "last_error": problem.as_dict()["message"], "next_attempt_at": None,
+                     "payload": {"engagement_id": e.id, "account_id": e.account_id, "csm_id": csm.id}})
+    if settings.engagement_webhook_url:
+        name = (account.name if account else None) or e.account_id
+        summary = (f"{csm.name}: {e.title} (priority {e.priority:g}, due {e.due_at:%Y-%m-%d})" if kind == "assigned"
+                   else f"Reminder for {csm.name}: {e.title} is due {e.due_at:%Y-%m-%d}")
+        body = {"event": f"touchline.engagement.{kind}", "engagement": ctx["engagement"], "csm": ctx["csm"],
+                "account": {"id": e.account_id, "name": name}, "summary": summary}
+        rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1fwebhook")), "channel": "webhook",
+                     "recipient": settings.engagement_webhook_url, "subject": "", "html_body": "", "text_body": summary,
+                     "state": "queued", "next_attempt_at": now,
+                     "payload": {"format": settings.engagement_webhook_format, "body": body}})
+    repo.insert_messages(session, rows)
+
+
+def assigned(session: Session, e: Engagement, csm: Csm, now: datetime, settings) -> None:
+    _notice(session, e, csm, "assigned", now, settings, tag=csm.id)
+
+
+def reminder(session: Session, e: Engagement, csm: Csm, now: datetime, settings, *, days_left: float, tag: str) -> None:
+    _notice(session, e, csm, "reminder", now, settings, tag=tag, days_left=days_left)

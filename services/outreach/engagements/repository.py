@@ -1,0 +1,213 @@
+"""Every query on the CSM roster, engagements and their timeline.
+
+Lock order, everywhere: CSM rows first, then engagement rows. The assignment pass,
+setting a CSM away and reassigning by hand all follow it, so they cannot deadlock.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Csm, Engagement, EngagementEvent, Enrollment, Message
+from shared.db import insert_on_conflict
+
+
+def _pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# ---- roster -------------------------------------------------------------------
+
+def get_csm(session: Session, csm_id: str, *, lock: bool = False) -> Csm | None:
+    if lock and _pg(session):
+        return session.scalar(select(Csm).where(Csm.id == csm_id).with_for_update())
+    return session.get(Csm, csm_id)
+
+
+def list_csms(session: Session) -> list[Csm]:
+    return list(session.scalars(select(Csm).order_by(Csm.id)))
+
+
+def lock_roster(session: Session) -> list[Csm]:
+    """Every CSM row, locked (PostgreSQL) in id order: the assignment pass holds the
+    roster while it counts loads and assigns, so two workers never both fill the last
+    slot of one CSM. On SQLite the writer lock (BEGIN IMMEDIATE) does the same."""
+    q = select(Csm).order_by(Csm.id)
+    if _pg(session):
+        q = q.with_for_update()
+    return list(session.scalars(q))
+
+
+def open_load(session: Session, csm_ids: Iterable[str] | None = None) -> dict[str, int]:
+    """Open engagements held per CSM (assigned or active)."""
+    q = (select(Engagement.csm_id, func.count()).where(Engagement.status.in_(("assigned", "active")),
+                                                       Engagement.csm_id.is_not(None))
+         .group_by(Engagement.csm_id))
+    if csm_ids is not None:
+        q = q.where(Engagement.csm_id.in_(list(csm_ids)))
+    return {c: n for c, n in session.execute(q)}
+
+
+# ---- engagements ----------------------------------------------------------------
+
+def insert_engagement(session: Session, row: dict[str, Any]) -> bool:
+    """Insert unless this id exists or the account already has an open engagement
+    toward this goal (the partial unique index); True if inserted."""
+    table = Engagement.__table__
+    stmt = insert_on_conflict(session, table).values(**row).on_conflict_do_nothing().returning(table.c.id)
+    return session.scalar(stmt) is not None
+
+
+def get(session: Session, engagement_id: str, *, lock: bool = False) -> Engagement | None:
+    if lock and _pg(session):
+        return session.scalar(select(Engagement).where(Engagement.id == engagement_id).with_for_update())
+    return session.get(Engagement, engagement_id)
+
+
+def open_for(session: Session, account_id: str, goal: str) -> Engagement | None:
+    return session.scalar(select(Engagement).where(Engagement.account_id == account_id, Engagement.goal == goal,
+                                                   Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)))
+
+
+def has_open(session: Session, account_id: str) -> bool:
+    return session.scalar(select(Engagement.id).where(Engagement.account_id == account_id,
+                                                      Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)).limit(1)) is not None
+
+
+def claim_queued(session: Session, limit: int) -> list[Engagement]:
+    """Queued engagements, highest priority first then oldest; rows another worker
+    holds are skipped (PostgreSQL), never waited for."""
+    q = (select(Engagement).where(Engagement.status == "queued")
+         .order_by(Engagement.priority.desc(), Engagement.opened_at, Engagement.id).limit(limit))
+    if _pg(session):
+        q = q.with_for_update(skip_locked=True)
+    return list(session.scalars(q))
+
+
+def open_of_csm(session: Session, csm_id: str) -> list[Engagement]:
+    q = select(Engagement).where(Engagement.csm_id == csm_id, Engagement.status.in_(("assigned", "active")))
+    if _pg(session):
+        q = q.with_for_update()
+    return list(session.scalars(q.order_by(Engagement.id)))
+
+
+def last_csm_for_account(session: Session, account_id: str) -> str | None:
+    return session.scalar(select(Engagement.csm_id).where(Engagement.account_id == account_id,
+                                                          Engagement.csm_id.is_not(None))
+                          .order_by(Engagement.assigned_at.desc()).limit(1))
+
+
+def reminders_due(session: Session, now: datetime, limit: int) -> list[Engagement]:
+    q = (select(Engagement).where(Engagement.status.in_(("assigned", "active")), Engagement.next_reminder_at <= now)
+         .order_by(Engagement.next_reminder_at).limit(limit))
+    if _pg(session):
+        q = q.with_for_update(skip_locked=True)
+    return list(session.scalars(q))
+
+
+def expiring(session: Session, now: datetime, limit: int) -> list[Engagement]:
+    """Open engagements past their due time, and held-out ones whose time-box is over
+    (they are measured then, like the engaged ones)."""
+    q = (select(Engagement).where(Engagement.status.in_(("assigned", "active", "held_out")),
+                                  Engagement.closed_at.is_(None), Engagement.due_at <= now)
+         .order_by(Engagement.due_at).limit(limit))
+    if _pg(session):
+        q = q.with_for_update(skip_locked=True)
+    return list(session.scalars(q))
+
+
+def list_engagements(session: Session, *, status: str | None = None, csm_id: str | None = None,
+                     account_id: str | None = None, goal: str | None = None, limit: int = 100,
+                     order: str = "opened") -> list[Engagement]:
+    q = select(Engagement).limit(limit)
+    for col, value in ((Engagement.status, status), (Engagement.csm_id, csm_id), (Engagement.account_id, account_id),
+                       (Engagement.goal, goal)):
+        if value is not None:
+            q = q.where(col == value)
+    if order == "due":
+        # By due date; queued/unscheduled last.
+        q = q.order_by(Engagement.due_at.is_(None), Engagement.due_at, Engagement.id)
+    else:
+        q = q.order_by(Engagement.opened_at.desc(), Engagement.id)
+    return list(session.scalars(q))
+
+
+def for_account(session: Session, account_id: str, exclude: str | None = None) -> list[Engagement]:
+    q = select(Engagement).where(Engagement.account_id == account_id).order_by(Engagement.opened_at.desc())
+    if exclude:
+        q = q.where(Engagement.id != exclude)
+    return list(session.scalars(q))
+
+
+def events_of(session: Session, engagement_id: str) -> list[EngagementEvent]:
+    return list(session.scalars(select(EngagementEvent).where(EngagementEvent.engagement_id == engagement_id)
+                                .order_by(EngagementEvent.id)))
+
+
+def add_event(session: Session, **row) -> None:
+    session.add(EngagementEvent(**row))
+
+
+# ---- what automation did for the account -------------------------------------
+
+def account_messages(session: Session, account_id: str, since: datetime, limit: int = 200) -> list[Message]:
+    return list(session.scalars(select(Message).where(Message.account_id == account_id, Message.created_at >= since)
+                                .order_by(Message.created_at.desc(), Message.id).limit(limit)))
+
+
+def account_enrollments(session: Session, account_id: str, limit: int = 50) -> list[Enrollment]:
+    return list(session.scalars(select(Enrollment).where(Enrollment.account_id == account_id)
+                                .order_by(Enrollment.enrolled_at.desc()).limit(limit)))
+
+
+def wake_enrollment(session: Session, enrollment_id: str, now: datetime) -> None:
+    """An enrolment waiting for this engagement's outcome runs its step again now."""
+    session.execute(update(Enrollment).where(Enrollment.id == enrollment_id, Enrollment.status == "active")
+                    .values(due_at=now), execution_options={"synchronize_session": False})
+
+
+def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    if not rows:
+        return set()
+    table = Message.__table__
+    stmt = insert_on_conflict(session, table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+    return set(session.scalars(stmt, rows))
+
+
+# ---- reporting ------------------------------------------------------------------
+
+def counts_by_status_outcome(session: Session) -> list[tuple[str, str | None, int]]:
+    return list(session.execute(select(Engagement.status, Engagement.outcome, func.count())
+                                .group_by(Engagement.status, Engagement.outcome)))
+
+
+def queue_stats(session: Session) -> tuple[int, datetime | None]:
+    row = session.execute(select(func.count(), func.min(Engagement.opened_at)).where(Engagement.status == "queued")).one()
+    return row[0] or 0, row[1]
+
+
+def closed_for_outcomes(session: Session, since: datetime | None = None) -> list[Engagement]:
+    """Closed engagements and measured held-out rows: the population of the outcome report."""
+    q = select(Engagement).where(Engagement.closed_at.is_not(None),
+                                 Engagement.status.in_(("resolved", "expired", "held_out")))
+    if since is not None:
+        q = q.where(Engagement.opened_at >= since)
+    return list(session.scalars(q))
+
+
+def opened_since(session: Session, since: datetime) -> list[tuple[str | None, str | None, str, datetime]]:
+    return [tuple(r) for r in session.execute(select(Engagement.playbook_id, Engagement.rule_id, Engagement.status,
+                                                     Engagement.opened_at).where(Engagement.opened_at >= since))]
+
+
+def mean_open_days(session: Session, since: datetime) -> float | None:
+    rows = session.execute(select(Engagement.assigned_at, Engagement.closed_at).where(
+        Engagement.closed_at.is_not(None), Engagement.assigned_at.is_not(None), Engagement.opened_at >= since)).all()
+    if not rows:
+        return None
+    return sum((c - a).total_seconds() for a, c in rows) / len(rows) / 86400
+

@@ -1,0 +1,316 @@
+"""Engagements and the CSM roster over the API: what comes in (validated here: a bad
+value is a 422 naming the field) and what goes out."""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+GOALS = ("recover_usage", "discover_expansion", "onboarding_rescue", "custom")
+OUTCOMES = ("recovered", "expanded", "churned", "no_response", "other")
+STATUSES = ("queued", "assigned", "active", "resolved", "expired", "cancelled", "held_out")
+TOUCH_KINDS = ("call", "email", "meeting", "resource")
+Goal = Literal[GOALS]  # type: ignore[valid-type]
+Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
+Status = Literal[STATUSES]  # type: ignore[valid-type]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class WorkingHours(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], description="0 = Monday ... 6 = Sunday")
+    start: str = Field("09:00", description="local time, HH:MM")
+    end: str = Field("17:00", description="local time, HH:MM")
+    hours_per_week: float | None = Field(None, ge=0, le=168, description="default: from days, start and end")
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v):
+        if any(d < 0 or d > 6 for d in v):
+            raise ValueError("days are 0 (Monday) to 6 (Sunday)")
+        return sorted(set(v))
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, v):
+        if not _HHMM.match(v):
+            raise ValueError("a time looks like 09:00")
+        return v
+
+    def weekly_hours(self) -> float:
+        if self.hours_per_week is not None:
+            return self.hours_per_week
+        (sh, sm), (eh, em) = (map(int, self.start.split(":")), map(int, self.end.split(":")))
+        return max(0.0, (eh * 60 + em - sh * 60 - sm) / 60) * len(self.days)
+
+
+class CsmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "Grace Hopper", "email": "grace@touchline.example", "timezone": "Europe/London",
+        "working_hours": {"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}, "capacity": 12,
+        "segments": ["smb", "mid_market"], "skills": ["recover_usage", "discover_expansion"]}]})
+
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    timezone: str = "UTC"
+    working_hours: WorkingHours = Field(default_factory=WorkingHours)
+    capacity: int = Field(10, ge=0, le=1000, description="most open engagements at once")
+    segments: list[str] = Field(default_factory=list, description="account segments covered; empty: all")
+    skills: list[str] = Field(default_factory=list, description="engagement skills covered (a goal or a custom skill)")
+    active: bool = True
+    away_from: datetime | None = None
+    away_until: datetime | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v):
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Europe/London") from None
+        return v
+
+    @model_validator(mode="after")
+    def _away(self):
+        if self.away_from and self.away_until and self.away_until <= self.away_from:
+            raise ValueError("away_until must be after away_from")
+        return self
+
+
+class CsmPatch(BaseModel):
+    """Change some fields of a roster entry (absent fields stay as they are)."""
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    email: str | None = Field(None, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    timezone: str | None = None
+    working_hours: WorkingHours | None = None
+    capacity: int | None = Field(None, ge=0, le=1000)
+    segments: list[str] | None = None
+    skills: list[str] | None = None
+    active: bool | None = None
+    away_from: datetime | None = None
+    away_until: datetime | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v):
+        return v if v is None else CsmIn._zone(v)
+
+    @model_validator(mode="after")
+    def _away(self):
+        if self.away_from and self.away_until and self.away_until <= self.away_from:
+            raise ValueError("away_until must be after away_from")
+        return self
+
+
+class CsmOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    email: str
+    timezone: str
+    working_hours: dict[str, Any]
+    capacity: int
+    segments: list[str]
+    skills: list[str]
+    active: bool
+    away_from: datetime | None
+    away_until: datetime | None
+    available: bool = Field(description="active and not inside an away window now")
+    open_engagements: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class OpenIn(BaseModel):
+    """CS Ops opening an engagement by hand."""
+    model_config = ConfigDict(extra="forbid")
+    account_id: str = Field(min_length=1, max_length=128)
+    goal: Goal = "recover_usage"
+    title: str = Field("", max_length=300)
+    note: str = Field("", max_length=10_000, description="why: becomes the first note")
+    skill: str | None = Field(None, max_length=64, description="default: the goal")
+    priority: float | None = Field(None, ge=0, le=1000, description="override the computed priority")
+    time_box_days: float | None = Field(None, gt=0, le=365)
+    csm_id: str | None = Field(None, description="assign to this CSM now instead of queueing")
+
+
+class TouchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal[TOUCH_KINDS] = Field(description="call, email, meeting or resource (a sent resource)")  # type: ignore[valid-type]
+    user_id: str | None = Field(None, max_length=128, description="the contact touched, if one")
+    summary: str = Field("", max_length=10_000)
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=10_000)
+
+
+class ExtendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    days: float = Field(gt=0, le=365)
+    reason: str = Field("", max_length=2000)
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Outcome
+    note: str = Field("", max_length=10_000)
+
+
+class ReassignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    csm_id: str | None = Field(None, description="the new CSM; null puts the engagement back in the queue")
+    reason: str = Field("", max_length=2000)
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=2000)
+
+
+class EngagementOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    account_id: str
+    goal: str
+    title: str
+    status: str
+    csm_id: str | None
+    skill: str | None
+    segment: str | None
+    priority: float
+    priority_detail: dict[str, Any]
+    signal_ids: list[str]
+    rule_id: str | None
+    playbook_id: str | None
+    enrollment_id: str | None
+    opened_by: str
+    time_box_days: float
+    extension_days: float
+    due_at: datetime | None
+    next_reminder_at: datetime | None
+    outcome: str | None
+    outcome_source: str | None
+    measured: dict[str, Any]
+    opened_at: datetime
+    assigned_at: datetime | None
+    accepted_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    at: datetime
+    actor: str
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    details: dict[str, Any]
+
+
+class MessageBrief(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    playbook_id: str | None
+    step_id: str
+    channel: str
+    user_id: str | None
+    recipient: str
+    subject: str
+    state: str
+    skip_reason: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class ContactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str | None
+    email: str | None
+    role: str | None
+    timezone: str | None
+
+
+class EngagementDetail(EngagementOut):
+    """Everything a CSM needs in one response."""
+    reason: dict[str, Any] = Field(description="the signal with its evidence and what automation had tried at opening")
+    account: dict[str, Any]
+    usage_90d: list[dict[str, Any]] = Field(description="per day: distinct active users and event counts")
+    contacts: dict[str, list[ContactOut]] = Field(description="contacts by role")
+    messages_sent: list[MessageBrief]
+    messages_skipped: list[MessageBrief] = Field(description="including those held back by this engagement (in_engagement)")
+    touches: list[MessageBrief] = Field(description="touches logged by CSMs (channel csm), counted in the account's touch budget")
+    timeline: list[EventOut]
+    earlier_engagements: list[EngagementOut]
+
+
+class CsmLoad(BaseModel):
+    csm_id: str
+    name: str
+    available: bool
+    capacity: int
+    open: int
+    utilisation: float | None
+
+
+class PoolOut(BaseModel):
+    csms: list[CsmLoad]
+    capacity: int = Field(description="open engagements the available CSMs can hold")
+    open: int
+    queue_length: int
+    oldest_queued_at: datetime | None
+    queue_age_hours: float | None
+    by_status: dict[str, int]
+    by_outcome: dict[str, int]
+
+
+class GroupRate(BaseModel):
+    n: int
+    recovered: int
+    rate: float | None
+
+
+class OutcomeRow(BaseModel):
+    key: str
+    engaged: GroupRate
+    held_out: GroupRate | None = None
+    lift: float | None = None
+    confidence_interval: list[float] | None = None
+
+
+class OutcomeReport(BaseModel):
+    definition: str
+    overall: OutcomeRow
+    by_rule: list[OutcomeRow]
+    by_playbook: list[OutcomeRow]
+    by_csm: list[OutcomeRow]
+    method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"
+
+
+class ForecastOut(BaseModel):
+    lookback_days: int
+    accounts: int
+    assumptions: dict[str, float]
+    signals_per_week: float
+    escalation_rate: float
+    engagements_per_week: float
+    hand_opened_per_week: float
+    mean_open_weeks: float
+    concurrent_open_expected: float
+    pool_capacity: int
+    pool_proactive_hours_per_week: float
+    hours_needed_per_week: float
+    csms_available: int
+    csms_needed: int
+    queue_grows: bool
+    by_playbook: list[dict[str, Any]]
+    method: str
