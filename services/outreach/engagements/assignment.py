@@ -40,14 +40,15 @@ def choose(e: Engagement, pool: list[Csm], loads: dict[str, int], sticky_csm: st
     return min(candidates, key=lambda c: (loads.get(c.id, 0), c.assign_seq, c.id))
 
 
-def assign_pending(session: Session, now: datetime, settings, limit: int | None = None) -> int:
-    """One assignment pass; returns how many engagements were assigned."""
+def assign_pending(session: Session, now: datetime, settings, limit: int | None = None, actor: str = ACTOR) -> int:
+    """One assignment pass; returns how many engagements were assigned. ``actor``
+    names the worker in the timeline and the audit log."""
     roster = repo.lock_roster(session)
     loads = repo.open_load(session)
     for c in roster:  # an away window that has begun since the last pass releases that CSM's work
         if loads.get(c.id) and not service.available(c, now):
             for e in repo.open_of_csm(session, c.id):
-                service.requeue(session, e, actor=ACTOR, now=now, reason=f"{c.id} is away" if c.active else f"{c.id} is inactive")
+                service.requeue(session, e, actor=actor, now=now, reason=f"{c.id} is away" if c.active else f"{c.id} is inactive")
             loads.pop(c.id, None)
             session.flush()
     pool = [c for c in roster if service.available(c, now)]
@@ -63,7 +64,7 @@ def assign_pending(session: Session, now: datetime, settings, limit: int | None 
         if csm is None:
             continue
         seq += 1
-        service.assign(session, e, csm, actor=ACTOR, now=now, settings=settings, seq=seq,
+        service.assign(session, e, csm, actor=actor, now=now, settings=settings, seq=seq,
                        reason="sticky" if csm.id == sticky else "least_loaded")
         loads[csm.id] = loads.get(csm.id, 0) + 1
         assigned += 1

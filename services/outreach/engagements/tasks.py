@@ -6,6 +6,8 @@ Time comes from the injected clock."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 
 from sqlalchemy.exc import OperationalError
@@ -26,6 +28,7 @@ class EngagementWorker:
         self.session_factory = session_factory
         self.clock = clock or SystemClock()
         self.stop_event = threading.Event()
+        self.actor = f"{assignment.ACTOR}:{socket.gethostname()}:{os.getpid()}"
 
     def run(self) -> None:
         log.info("%s: assigning and running engagement time-boxes every %.1fs", self.name,
@@ -45,7 +48,7 @@ class EngagementWorker:
     def poll_once(self, timeout_ms: int | None = None) -> int:
         now = self.clock.now()
         with transaction(self.session_factory) as session:
-            assigned = assignment.assign_pending(session, now, self.settings)
+            assigned = assignment.assign_pending(session, now, self.settings, actor=self.actor)
         with transaction(self.session_factory) as session:
             timers = service.run_timers(session, now, self.settings)
         if assigned or any(timers.values()):
