@@ -200,6 +200,7 @@ def main(args) -> int:
     ensure_topics(settings)
     if not getattr(args, "no_rules", False):
         enable_starter_rules(settings)
+    seed_csm_pool(settings)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     log.info("demo: %d accounts over %d simulated days (seed %d) into %s on %s",
              args.accounts, args.days, args.seed, settings.topic_events, settings.bootstrap_servers)
@@ -297,3 +298,49 @@ def enable_starter_rules(settings) -> None:
     finally:
         engine.dispose()
     log.info("demo: starter rules enabled: %s", ", ".join(f"{o.rule_id} ({o.action})" for o in outcomes))
+
+
+DEMO_CSMS = [
+    ("grace", "Grace Hopper", "Europe/London", 8, ["smb", "mid_market"], []),
+    ("ken", "Ken Thompson", "America/New_York", 8, [], ["discover_expansion", "recover_usage"]),
+    ("radia", "Radia Perlman", "America/Los_Angeles", 6, ["enterprise", "mid_market"], []),
+    ("linus", "Linus Torvalds", "Europe/Berlin", 6, [], ["onboarding_rescue", "recover_usage", "custom"]),
+]
+
+
+def seed_csm_pool(settings) -> dict[str, str]:
+    """Put a small pool of CSMs on the roster (once) and give each a csm key, saved in
+    ``var/demo-csm-keys.json`` (mode 0600) so `GET /v1/me/engagements` can be tried
+    as each of them. Returns csm id -> key (only the keys created now)."""
+    from services.outreach.engagements import repository as engagement_repo
+    from services.outreach.engagements.roster import put
+    from services.outreach.engagements.schemas import CsmIn
+    from shared.auth import create_key
+    from shared.clock import SystemClock
+    from shared.db import make_engine, make_session_factory, transaction
+    from shared.migrate import upgrade
+
+    path = settings.var_dir / "demo-csm-keys.json"
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    created: dict[str, str] = {}
+    engine = make_engine(settings)
+    try:
+        upgrade(engine)
+        now = SystemClock().now()
+        with transaction(make_session_factory(engine)) as session:
+            for cid, name, tz, capacity, segments, skills in DEMO_CSMS:
+                if engagement_repo.get_csm(session, cid) is None:
+                    put(session, cid, CsmIn(name=name, email=f"{cid}@touchline.example", timezone=tz, capacity=capacity,
+                                            segments=segments, skills=skills), actor="cli:demo", now=now, settings=settings)
+                if cid not in saved:
+                    _row, key = create_key(session, role="csm", name=f"demo {cid}", now=now, csm_id=cid)
+                    created[cid] = key
+    finally:
+        engine.dispose()
+    if created:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**saved, **created}, indent=2))
+        path.chmod(0o600)
+    log.info("demo: CSM pool %s; their csm keys are in %s (try GET /v1/me/engagements with one)",
+             ", ".join(c[0] for c in DEMO_CSMS), path)
+    return created

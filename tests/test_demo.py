@@ -62,3 +62,20 @@ def test_live_rounds_keep_churning_accounts_away_unless_they_come_back():
     assert sum(1 for e in back if e["account_id"] == churning[0] and e["name"] == "login") >= 1
     for ev in back:
         assert isinstance(validate_event_obj(ev, END, 64 * 1024, timedelta(days=1)), Event)
+
+
+def test_the_demo_seeds_a_csm_pool_with_keys_saved_under_var(settings, session_factory):
+    import json
+
+    from services.demo import DEMO_CSMS, seed_csm_pool
+    from services.outreach.engagements import repository as engagement_repo
+    from shared.auth import authenticate
+
+    created = seed_csm_pool(settings)
+    assert set(created) == {c[0] for c in DEMO_CSMS}
+    saved = json.loads((settings.var_dir / "demo-csm-keys.json").read_text())
+    assert (settings.var_dir / "demo-csm-keys.json").stat().st_mode & 0o077 == 0
+    with session_factory() as s:
+        assert [c.id for c in engagement_repo.list_csms(s)] == sorted(c[0] for c in DEMO_CSMS)
+        assert {cid: authenticate(s, key).csm_id for cid, key in saved.items()} == {cid: cid for cid in saved}
+    assert seed_csm_pool(settings) == {}  # once
