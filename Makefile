@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-outreach clean demo
+.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-outreach bench-engagements clean demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -45,6 +45,9 @@ bench-backtest: $(STAMP)
 
 bench-outreach: $(STAMP)
 	$(BIN)/python -m bench.bench_outreach
+
+bench-engagements: $(STAMP)
+	$(BIN)/python -m bench.bench_engagements
 
 clean:
 	rm -rf var .pytest_cache
