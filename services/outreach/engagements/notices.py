@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,12 +30,15 @@ EMPTY_SIGNAL = {"signal_id": "", "rule_id": "", "rule_version": 0, "rule_name": 
                 "fired_at": "", "user_id": None, "evidence": {}}
 
 
-def _template(session: Session, template_id: str):
-    row = template_repo.get(session, template_id)
-    if row is not None:
-        return row
+@lru_cache(maxsize=8)
+def _starter(template_id: str) -> SimpleNamespace:
     body = starter_templates().get(template_id) or {}
     return SimpleNamespace(**{p: body.get(p, "") for p in PARTS})
+
+
+def _template(session: Session, template_id: str):
+    """The saved template CS Ops may have edited, else the starter text (parsed once)."""
+    return template_repo.get(session, template_id) or _starter(template_id)
 
 
 def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_left: float | None = None) -> dict[str, Any]:
@@ -68,7 +72,8 @@ def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime,
             "created_at": now, "updated_at": now, "sent_at": None, "skip_reason": None}
     rows = []
     try:
-        rendered = render({p: getattr(_template(session, template_id), p) for p in PARTS}, ctx)
+        template = _template(session, template_id)
+        rendered = render({p: getattr(template, p) for p in PARTS}, ctx)
         rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")), "channel": "email",
                      "recipient": csm.email, "subject": rendered.subject, "html_body": rendered.html_body,
                      "text_body": rendered.text_body, "state": "queued", "next_attempt_at": now,
