@@ -12,7 +12,7 @@ import shared.db
 from sqlalchemy.dialects import postgresql
 
 revision = '0007_engagements'
-down_revision = '0003'
+down_revision = ('0002', '0003')  # merges the two original heads
 branch_labels = None
 depends_on = None
 
