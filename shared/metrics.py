@@ -77,5 +77,7 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 MESSAGES_DELIVERED = Counter("touchline_messages_delivered_total", "Outbox delivery attempts, by channel and outcome",
                              ["channel", "outcome"])
+STALE_OUTCOMES = Counter("touchline_outreach_stale_outcomes_total",
+                         "Delivery outcomes a sender could not record: another sender had taken over its claim")
 MESSAGES_ENQUEUED = Counter("touchline_messages_enqueued_total", "Outbox rows written, by channel and state",
                             ["channel", "state"])

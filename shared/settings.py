@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     product_url: str = "https://app.touchline.example"
     public_base_url: str = Field("", description="where unsubscribe links point; empty means the API's own address")
     smtp_timeout_seconds: float = 10.0
+    # RFC 5321 4.5.3.2.6: the reply to DATA's final dot may take 10 minutes (the relay
+    # is committing the message). Giving up sooner turns a delivered message into a
+    # resend; a timeout here is recorded as `uncertain`, never resent blindly.
+    smtp_data_timeout_seconds: float = 600.0
+    smtp_ca_file: str = Field("", description="CA bundle (PEM) trusted for SMTP TLS besides the system's; for private relays")
 
     # Outreach: delivery and timers.
     outreach_tick_seconds: float = 1.0

@@ -129,3 +129,21 @@ def days(n: float) -> timedelta:
 
 def jdump(obj) -> str:
     return json.dumps(obj)
+
+
+def queue_messages(session_factory, n: int, now: datetime, *, channel: str = "email", payload: dict | None = None,
+                   recipient: str = "user{i}@acme.test") -> list[str]:
+    """``n`` due outbox rows written directly (no playbook run): for delivery tests that
+    only need something to send. Returns their ids."""
+    from services.outreach.delivery import repository as delivery_repo
+
+    rows = [{"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"queued/{now.isoformat()}/{i}")), "enrollment_id": None,
+             "playbook_id": "delivery-test", "step_id": "email-1", "touch_key": f"t{i}", "account_id": "acme",
+             "user_id": None, "channel": channel, "recipient": recipient.format(i=i), "template_id": None,
+             "subject": f"Message {i}", "html_body": "", "text_body": f"Body {i}\n.\nA line with only a dot above.",
+             "payload": dict(payload or {}), "state": "queued", "skip_reason": None, "attempts": 0, "last_error": None,
+             "next_attempt_at": now, "lease_owner": None, "lease_until": None, "created_at": now, "updated_at": now,
+             "sent_at": None, "read_at": None} for i in range(n)]
+    with transaction(session_factory) as s:
+        delivery_repo.insert_messages(s, rows)
+    return [r["id"] for r in rows]

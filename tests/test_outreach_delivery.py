@@ -188,7 +188,8 @@ def test_an_interrupted_claim_without_acceptance_is_sent_once(topics, session_fa
     send_signals(topics, [signal()])
     drain(w["signals"], lambda: len(messages(session_factory)) == 2)
     with transaction(session_factory) as s:
-        repo.claim_due(s, now=clock.now(), limit=10, owner="dead-sender", lease_until=clock.now() + days(1 / 288))
+        repo.claim_due(s, now=clock.now(), limit=10, owner="dead-sender", lease_until=clock.now() + days(1 / 288),
+                       token="dead-claim")
     w["sender"].poll_once()
     assert len(sink.messages) == 0  # the dead sender's lease still holds
     clock.advance(days(1 / 144))
@@ -231,7 +232,7 @@ def hook_server():
 def test_webhook_is_signed_and_retried_after_timeouts_and_5xx(topics, session_factory, workers, clock, hook_server, fmt):
     server, hook = hook_server
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    topics = topics.model_copy(update={"webhook_timeout_seconds": 0.3})
+    topics = topics.model_copy(update={"webhook_timeout_seconds": 0.3, "webhook_secret": "whsec-independent"})
     add_account(session_factory)
     save_template(session_factory, topics)
     save_playbook(session_factory, "notify", {"name": "Notify CS", "trigger": {"kinds": ["churn_risk"]}, "steps": [
@@ -255,6 +256,7 @@ def test_webhook_is_signed_and_retried_after_timeouts_and_5xx(topics, session_fa
         assert m.state == "queued" and "503" in m.last_error
         hook.mode.update(status=200)
         clock.advance(days(1))
+        signed_at = clock.now()
         sender.poll_once()
         [m] = messages(session_factory)
         assert m.state == "sent" and m.attempts == 3
@@ -262,8 +264,16 @@ def test_webhook_is_signed_and_retried_after_timeouts_and_5xx(topics, session_fa
         consumer.close()
         sender.close()
     headers, body = hook.received[-1]
+    # Checked the way a receiver would, without our own verify(): HMAC-SHA256 over "<t>.<body>"
+    # with the configured secret, and t the (simulated) time of this attempt, not of the first.
+    fields = dict(part.split("=", 1) for part in headers["X-Touchline-Signature"].split(","))
+    assert set(fields) == {"t", "v1"}
+    assert int(fields["t"]) == int(signed_at.timestamp())
+    expected = hmac.new(b"whsec-independent", fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(fields["v1"], expected)
     assert verify(webhook_secret(topics), body, headers["X-Touchline-Signature"])
     assert not verify(webhook_secret(topics), body + b" ", headers["X-Touchline-Signature"])
+    assert not verify(b"another-secret", body, headers["X-Touchline-Signature"])
     assert headers["Idempotency-Key"] == m.id
     payload = json.loads(body)
     if fmt == "slack":
@@ -290,4 +300,3 @@ def test_webhook_4xx_is_permanent(topics, session_factory, workers, clock, hook_
 def test_message_keys_are_deterministic():
     assert message_key("e", "s", "Ada@x.test") == message_key("e", "s", "ada@x.test")
     assert message_key("e", "s", "a@x.test") != message_key("e", "s2", "a@x.test")
-    assert hashlib.sha256(b"x").hexdigest() and hmac  # imported for the signature checks above

@@ -101,7 +101,8 @@ class Enrollment(Base):
 class Message(Base):
     """The outbox: one row per (enrolment, step, recipient), whatever happened to it.
     ``id`` is the deterministic idempotency key (uuid5), so redoing a step is a no-op.
-    States: queued, sending, sent, failed, skipped (with ``skip_reason``)."""
+    States: queued, sending, sent, failed, skipped (with ``skip_reason``), uncertain (the
+    peer may or may not have it: no reply to SMTP's final dot; an operator decides)."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -136,6 +137,10 @@ class Message(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The fencing token of the claim that holds the row (new for every claim): a sender
+    # renews, records and releases only rows still carrying its token, so a sender
+    # whose lease was taken over cannot overwrite the new owner's outcome.
+    lease_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

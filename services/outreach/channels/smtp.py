@@ -2,14 +2,23 @@
 
 ``TOUCHLINE_SMTP_URL``: ``smtp://[user:password@]host[:port][?starttls=auto|require|off]``
 or ``smtps://...`` (implicit TLS). With ``auto`` (the default) STARTTLS is used whenever
-the server offers it; ``require`` refuses to send in clear.
+the server offers it; ``require`` refuses to send in clear. Certificates are verified
+against the system's CAs plus ``TOUCHLINE_SMTP_CA_FILE`` when set.
+
+DATA is driven here rather than by ``smtplib.sendmail`` for one reason: the reply to
+the final dot gets its own timeout (``TOUCHLINE_SMTP_DATA_TIMEOUT_SECONDS``, 10 minutes
+by default, as RFC 5321 4.5.3.2.6 gives the server), and a timeout or a dropped
+connection while waiting for it is reported as *uncertain* (the server may have
+committed the message), never as an ordinary transient failure to be resent.
 """
 from __future__ import annotations
 
 import base64
+import re
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr
@@ -27,9 +36,17 @@ class SmtpConfig:
     username: str | None = None
     password: str | None = None
     timeout: float = 10.0
+    data_timeout: float = 600.0
+    ca_file: str | None = None
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 10.0) -> "SmtpConfig":
+    def from_settings(cls, settings) -> "SmtpConfig":
+        return cls.from_url(settings.effective_smtp_url, settings.smtp_timeout_seconds,
+                            data_timeout=settings.smtp_data_timeout_seconds, ca_file=settings.smtp_ca_file or None)
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 10.0, *, data_timeout: float = 600.0,
+                 ca_file: str | None = None) -> "SmtpConfig":
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
             raise ValueError(f"TOUCHLINE_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme!r}")
@@ -39,7 +56,11 @@ class SmtpConfig:
         return cls(host=parts.hostname or "127.0.0.1", port=parts.port or (465 if parts.scheme == "smtps" else 25),
                    implicit_tls=parts.scheme == "smtps", starttls=starttls,
                    username=unquote(parts.username) if parts.username else None,
-                   password=unquote(parts.password) if parts.password else None, timeout=timeout)
+                   password=unquote(parts.password) if parts.password else None, timeout=timeout,
+                   data_timeout=data_timeout, ca_file=ca_file)
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
 
 
 def domain_of(address: str) -> str:
@@ -118,13 +139,13 @@ class SmtpSender:
         c = self.config
         try:
             if c.implicit_tls:
-                conn = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=ssl.create_default_context())
+                conn = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=c.tls_context())
             else:
                 conn = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
             conn.ehlo()
             if not c.implicit_tls and c.starttls != "off":
                 if conn.has_extn("starttls"):
-                    conn.starttls(context=ssl.create_default_context())
+                    conn.starttls(context=c.tls_context())
                     conn.ehlo()
                 elif c.starttls == "require":
                     conn.close()
@@ -152,10 +173,37 @@ class SmtpSender:
             self._conn = self._connect()
         return self._conn
 
-    def send(self, raw: bytes, mail_from: str, to: str) -> None:
+    def send(self, raw: bytes, mail_from: str, to: str, *, committing: Callable[[], None] | None = None) -> None:
+        """Deliver one message to one recipient. ``committing`` is called just before the
+        final dot is sent: from then on a lost reply leaves the outcome uncertain (the
+        sender journals that moment so a crash there is not resent blindly either)."""
         conn = self._connection()
+        dot_sent = False
         try:
-            refused = conn.sendmail(mail_from, [to], raw)
+            options = [f"SIZE={len(raw)}"] if conn.has_extn("size") else []
+            code, text = conn.mail(mail_from, options)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, text, mail_from)
+            code, text = conn.rcpt(to)
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({to: (code, text)})
+            code, text = conn.docmd("data")
+            if code != 354:
+                raise smtplib.SMTPDataError(code, text)
+            data = _DOT_LINE.sub(b"..", raw)
+            if not data.endswith(b"\r\n"):
+                data += b"\r\n"
+            if committing is not None:
+                committing()
+            conn.send(data + b".\r\n")
+            dot_sent = True
+            # The server now commits the message; it has up to 10 minutes to say so.
+            conn.sock.settimeout(self.config.data_timeout)
+            code, text = conn.getreply()
+            if conn.sock is not None:
+                conn.sock.settimeout(self.config.timeout)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, text)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             self._reset()
@@ -167,11 +215,11 @@ class SmtpSender:
                                 transient=exc.smtp_code < 500, code=exc.smtp_code) from None
         except (OSError, smtplib.SMTPException) as exc:
             self.close()
+            if dot_sent:
+                raise DeliveryError(f"no reply to the final dot of DATA (the server may have the message): "
+                                    f"{type(exc).__name__}: {exc}", transient=True, uncertain=True) from None
             raise DeliveryError(f"SMTP connection lost: {type(exc).__name__}: {exc}", transient=True) from None
         self._last_used = time.monotonic()
-        if refused:  # only possible with several recipients; we send one per message
-            code, text = next(iter(refused.values()))
-            raise DeliveryError(f"recipient refused: {code} {_text(text)}", transient=code < 500, bounce=code >= 500, code=code)
 
     def _reset(self) -> None:
         try:
@@ -190,6 +238,9 @@ class SmtpSender:
                 except OSError:
                     pass
             self._conn = None
+
+
+_DOT_LINE = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing
 
 
 def _text(value) -> str:

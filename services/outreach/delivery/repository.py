@@ -24,10 +24,11 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return set(session.scalars(stmt, rows))
 
 
-def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime) -> list[Message]:
-    """Mark up to ``limit`` due queued messages ``sending`` under a lease. On PostgreSQL
-    the rows are locked with SKIP LOCKED so several senders share the work; SQLite's
-    writer lock (BEGIN IMMEDIATE) serialises claimers anyway."""
+def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime,
+              token: str) -> list[Message]:
+    """Mark up to ``limit`` due queued messages ``sending`` under a lease and the claim's
+    fencing ``token``. On PostgreSQL the rows are locked with SKIP LOCKED so several
+    senders share the work; SQLite's writer lock (BEGIN IMMEDIATE) serialises claimers anyway."""
     q = (select(Message).where(Message.state == "queued", Message.channel.in_(SENDABLE_CHANNELS),
                                Message.next_attempt_at <= now)
          .order_by(Message.next_attempt_at, Message.id).limit(limit))
@@ -37,21 +38,49 @@ def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_
     if rows:
         # One statement for the batch (not one UPDATE per row): this is the sender's hot path.
         session.execute(update(Message).where(Message.id.in_([m.id for m in rows])).values(
-            state="sending", lease_owner=owner, lease_until=lease_until, attempts=Message.attempts + 1, updated_at=now),
-            execution_options={"synchronize_session": False})
+            state="sending", lease_owner=owner, lease_until=lease_until, lease_token=token,
+            attempts=Message.attempts + 1, updated_at=now), execution_options={"synchronize_session": False})
         for m in rows:
-            m.state, m.lease_owner, m.lease_until, m.updated_at = "sending", owner, lease_until, now
+            m.state, m.lease_owner, m.lease_until, m.lease_token, m.updated_at = "sending", owner, lease_until, token, now
             m.attempts += 1
         for m in rows:
             session.expunge(m)  # the in-memory copies match the row; keep the ORM from re-flushing them
     return rows
 
 
-def mark_sent(session: Session, ids: list[str], now: datetime) -> None:
-    if ids:
-        session.execute(update(Message).where(Message.id.in_(ids), Message.state == "sending").values(
-            state="sent", sent_at=now, last_error=None, lease_owner=None, lease_until=None, next_attempt_at=None,
-            updated_at=now), execution_options={"synchronize_session": False})
+def _held(token: str):
+    return (Message.lease_token == token) & (Message.state == "sending")
+
+
+def renew_lease(session: Session, *, token: str, lease_until: datetime) -> int:
+    """Extend the lease of every row the claim ``token`` still holds; returns how many.
+    Fewer than were claimed means another sender took some over: the claim is lost."""
+    return session.execute(update(Message).where(_held(token)).values(lease_until=lease_until),
+                           execution_options={"synchronize_session": False}).rowcount
+
+
+def mark_sent(session: Session, ids: list[str], now: datetime, token: str) -> int:
+    """Record ``ids`` as sent if the claim ``token`` still holds them; returns how many it did."""
+    if not ids:
+        return 0
+    return session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
+        state="sent", sent_at=now, last_error=None, lease_owner=None, lease_until=None, lease_token=None,
+        next_attempt_at=None, updated_at=now), execution_options={"synchronize_session": False}).rowcount
+
+
+def held_by(session: Session, ids: Iterable[str], token: str) -> list[Message]:
+    """The rows among ``ids`` the claim ``token`` still holds (the others were taken over)."""
+    ids = list(ids)
+    return list(session.scalars(select(Message).where(Message.id.in_(ids), _held(token)))) if ids else []
+
+
+def release(session: Session, ids: list[str], now: datetime, token: str) -> int:
+    """Put back claimed rows that were never attempted (the sender stopped early)."""
+    if not ids:
+        return 0
+    return session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
+        state="queued", next_attempt_at=now, attempts=Message.attempts - 1, lease_owner=None, lease_until=None,
+        lease_token=None, updated_at=now), execution_options={"synchronize_session": False}).rowcount
 
 
 def due_backlog(session: Session, now: datetime) -> tuple[int, datetime | None]:
@@ -66,9 +95,13 @@ def due_backlog(session: Session, now: datetime) -> tuple[int, datetime | None]:
 
 def stale_sending(session: Session, *, now: datetime, owner: str) -> list[Message]:
     """Messages left ``sending`` by a process that died: our own previous incarnation
-    (same owner id) at once, anyone else's once their lease has run out."""
-    return list(session.scalars(select(Message).where(
-        Message.state == "sending", or_(Message.lease_owner == owner, Message.lease_until < now))))
+    (same owner id, which only one live process can hold) at once, anyone else's once
+    their lease has run out. Locked on PostgreSQL, so a renewal racing this recovery
+    waits and then finds its token gone."""
+    q = select(Message).where(Message.state == "sending", or_(Message.lease_owner == owner, Message.lease_until < now))
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return list(session.scalars(q))
 
 
 def get_many(session: Session, ids: Iterable[str]) -> list[Message]:
@@ -124,6 +157,6 @@ def requeue(session: Session, message_id: str, now: datetime) -> Message | None:
     if m is None:
         return None
     session.execute(update(Message).where(Message.id == message_id).values(
-        state="queued", next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now))
+        state="queued", next_attempt_at=now, lease_owner=None, lease_until=None, lease_token=None, updated_at=now))
     session.refresh(m)
     return m

@@ -1,4 +1,5 @@
-"""The outbox over HTTP: list messages by state, account, playbook; retry a failed one."""
+"""The outbox over HTTP: list messages by state, account, playbook; retry a failed or
+uncertain one."""
 from __future__ import annotations
 
 from typing import Literal
@@ -18,7 +19,9 @@ router = APIRouter(tags=["messages"])
 
 @router.get("/v1/messages", response_model=MessagePage, responses=AUTH_ERRORS,
             summary="Outbox messages, newest first, by state, account, playbook, channel or enrolment")
-def list_messages(state: Literal["queued", "sending", "sent", "failed", "skipped"] | None = None,
+def list_messages(state: Literal["queued", "sending", "sent", "failed", "skipped", "uncertain"] | None = Query(
+                      None, description="uncertain: the SMTP peer may have the message (no reply to the final dot); "
+                                        "check with the relay, then retry or leave it"),
                   account_id: str | None = None, playbook_id: str | None = None,
                   channel: Literal["email", "webhook", "inapp"] | None = None, enrollment_id: str | None = None,
                   before: str | None = Query(None, description="next_before from the previous page"),
@@ -30,11 +33,11 @@ def list_messages(state: Literal["queued", "sending", "sent", "failed", "skipped
 
 @router.post("/v1/messages/{message_id}/retry", response_model=MessageOut,
              responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
-             summary="Queue a failed message again (its idempotency key and Message-ID stay the same)")
+             summary="Queue a failed or uncertain message again (its idempotency key and Message-ID stay the same)")
 def retry_message(message_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
     m = repo.get(session, message_id)
     if m is None:
         raise NotFound(f"no message {message_id!r}")
-    if m.state != "failed":
-        raise Conflict(f"message {message_id} is {m.state}; only failed messages can be retried")
+    if m.state not in ("failed", "uncertain"):
+        raise Conflict(f"message {message_id} is {m.state}; only failed or uncertain messages can be retried")
     return repo.requeue(session, message_id, clock.now())

@@ -31,15 +31,36 @@ def backoff(attempts: int, key: str, settings) -> timedelta:
     return timedelta(seconds=raw * jitter)
 
 
+AT_LEAST_ONCE = "at_least_once"
+
+
+def _unlease(m: Message, now: datetime) -> None:
+    m.lease_owner, m.lease_until, m.lease_token, m.updated_at = None, None, None, now
+
+
 def record_sent(m: Message, now: datetime) -> None:
-    m.state, m.sent_at, m.last_error, m.lease_owner, m.lease_until, m.updated_at = "sent", now, None, None, None, now
-    m.next_attempt_at = None
+    m.state, m.sent_at, m.last_error, m.next_attempt_at = "sent", now, None, None
+    _unlease(m, now)
+
+
+def resend_if_uncertain(m: Message) -> bool:
+    """Whether an uncertain outcome may be retried like a transient failure: webhooks
+    always (they carry Idempotency-Key for the receiver to drop a repeat), email only
+    when its playbook step says ``delivery: at_least_once``."""
+    return m.channel != "email" or (m.payload or {}).get("delivery") == AT_LEAST_ONCE
+
+
+def record_uncertain(m: Message, detail: str, now: datetime) -> None:
+    """The peer may have the message and never said so: park it as ``uncertain`` for an
+    operator (``GET /v1/messages?state=uncertain``; retry or leave it), never resend it blindly."""
+    m.state, m.next_attempt_at, m.last_error = "uncertain", None, detail[:2000]
+    _unlease(m, now)
 
 
 def record_failure(session: Session, m: Message, err: DeliveryError, now: datetime, settings) -> str:
     """Apply a failed attempt; returns the new state (queued for a retry, or failed)."""
     m.last_error = err.detail[:2000]
-    m.lease_owner, m.lease_until, m.updated_at = None, None, now
+    _unlease(m, now)
     if err.transient and m.attempts < settings.outreach_max_attempts:
         m.state = "queued"
         m.next_attempt_at = now + backoff(m.attempts, m.id, settings)
@@ -55,5 +76,5 @@ def record_failure(session: Session, m: Message, err: DeliveryError, now: dateti
 
 
 def record_skip(m: Message, reason: str, now: datetime) -> None:
-    m.state, m.skip_reason, m.lease_owner, m.lease_until, m.updated_at = "skipped", reason, None, None, now
-    m.next_attempt_at = None
+    m.state, m.skip_reason, m.next_attempt_at = "skipped", reason, None
+    _unlease(m, now)

@@ -337,7 +337,9 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
             if step.channel == "email":
                 defer = policy.quiet_until(getattr(r.user, "timezone", None), now, settings)
                 rows.append(row(r, "queued", next_attempt_at=defer or now,
-                                payload={"unsubscribe_url": unsub, **({"deferred": "quiet_hours"} if defer else {})}, **content))
+                                payload={"unsubscribe_url": unsub, **({"deferred": "quiet_hours"} if defer else {}),
+                                         **({"delivery": step.delivery} if step.delivery != "at_most_once" else {})},
+                                **content))
             elif step.channel == "inapp":
                 # Stored for the product to fetch: delivered as soon as it is written.
                 rows.append(row(r, "sent", sent_at=now, **content))

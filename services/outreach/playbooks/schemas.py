@@ -162,6 +162,7 @@ class ReportOut(BaseModel):
     sent: int
     queued: int
     failed: int
+    uncertain: int = Field(0, description="email the SMTP server may or may not have taken (no reply to the final dot)")
     skipped: dict[str, int]
     treated: GroupStats
     holdout: GroupStats

@@ -115,5 +115,5 @@ def report(session: Session, playbook_id: str) -> ReportOut:
         playbook_id=playbook_id, enrolled=sum(by_status.values()), active=by_status.get("active", 0),
         converted=by_status.get("converted", 0), completed=by_status.get("completed", 0),
         sent=states.get("sent", 0), queued=states.get("queued", 0) + states.get("sending", 0), failed=states.get("failed", 0),
-        skipped=skipped, treated=treated, holdout=held, lift=lift, relative_lift=rel, confidence_interval=ci,
+        uncertain=states.get("uncertain", 0), skipped=skipped, treated=treated, holdout=held, lift=lift, relative_lift=rel, confidence_interval=ci,
     )

@@ -77,4 +77,8 @@ def erase_contact(session: Session, account_id: str, user_id: str, now: datetime
         Message.account_id == account_id, Message.user_id == user_id, Message.channel == "email")))
     scrubbed = session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id).values(
         recipient="erased", subject="", html_body="", text_body="", payload={}, updated_at=now)).rowcount
+    # What was still waiting to go out can no longer go: say so, rather than fail it at send time.
+    session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id,
+                                          Message.state == "queued").values(
+        state="skipped", skip_reason="erased", next_attempt_at=None, updated_at=now))
     return (sorted(e for e in emails if e and e != "erased") or [None])[0], scrubbed
