@@ -1,7 +1,7 @@
 """delivery fencing: messages.lease_token, the claim's fencing token
 
 Revision ID: 0006_delivery_fencing
-Revises: 0003
+Revises: 0007_engagements
 Create Date: 2026-11-24 09:00:00
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0006_delivery_fencing'
-down_revision = '0003'
+down_revision = '0007_engagements'
 branch_labels = None
 depends_on = None
 
