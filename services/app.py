@@ -38,9 +38,12 @@ def routers():
     from services.outreach.playbooks.router import router as playbooks_router
     from services.outreach.policy.router import router as policy_router
     from services.outreach.templates.router import router as templates_router
+    from services.jobs import load_kinds
+    from shared.jobs.router import router as jobs_router
 
+    load_kinds()  # the jobs API shows each role the kinds it may run
     return [events_router, accounts_router, rules_router, signals_router, templates_router, playbooks_router,
-            messages_router, inapp_router, policy_router, engagements_router, devmail_router]
+            messages_router, inapp_router, policy_router, engagements_router, devmail_router, jobs_router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:

@@ -10,6 +10,7 @@ WORKERS: dict[str, str] = {
     "outreach-timers": "services.outreach.playbooks.timers:TimerWorker",
     "outreach-sender": "services.outreach.delivery.worker:SenderWorker",
     "outreach-engagements": "services.outreach.engagements.tasks:EngagementWorker",
+    "jobs": "services.jobs:JobWorker",
 }
 
 

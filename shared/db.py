@@ -82,7 +82,9 @@ def make_engine(settings: Settings) -> Engine:
         def _sqlite_begin_immediate(conn):  # pragma: no cover - trivial
             # Take the write lock up front so two writers queue instead of deadlocking
             # on a read->write upgrade (SQLITE_BUSY that busy_timeout cannot resolve).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read_transaction() begins deferred instead: in WAL mode it reads a
+            # snapshot and never takes the write lock, so a long read stalls no writer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE")
 
         # Let SQLAlchemy's "begin" event own BEGIN (pysqlite's implicit BEGIN is off).
         @event.listens_for(engine, "connect", insert=True)
@@ -108,6 +110,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+READ_ONLY_OPTION = "touchline_read_only"
+
+
+@contextmanager
+def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work that only reads, however long: on SQLite a deferred ``BEGIN`` (a
+    WAL snapshot that never holds the write lock, unlike :func:`transaction`), on
+    PostgreSQL a ``READ ONLY`` transaction. Always rolled back; a write inside it fails
+    (PostgreSQL) or is discarded (SQLite), so write through a separate :func:`transaction`."""
+    session = factory()
+    try:
+        session.connection(execution_options={READ_ONLY_OPTION: True, "postgresql_readonly": True})
+        yield session
+    finally:
+        session.rollback()
         session.close()
 
 

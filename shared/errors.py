@@ -60,6 +60,11 @@ class Unprocessable(TouchlineError):
     code = "validation_error"
 
 
+class TooManyRequests(TouchlineError):
+    status_code = 429
+    code = "too_many_requests"
+
+
 class Unavailable(TouchlineError):
     status_code = 503
     code = "unavailable"

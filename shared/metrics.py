@@ -34,6 +34,9 @@ CONSUMER_LAG = Gauge(
     ["worker", "topic", "partition"],
     multiprocess_mode="livemax",
 )
+JOBS_FINISHED = Counter("touchline_jobs_finished_total", "Background jobs finished, by kind and state", ["kind", "state"])
+JOB_SECONDS = Histogram("touchline_job_seconds", "Run time of background jobs", ["kind"],
+                        buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800))
 HTTP_EVENTS = Counter("touchline_http_events_total", "Events received over HTTP, by outcome", ["outcome"])
 SIGNALS_FIRED = Counter("touchline_signals_fired_total", "New signals written (with their outbox row), by kind", ["kind"])
 RULES_TICK_SECONDS = Histogram(

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     # evaluates anyway (ingest may have dead-lettered the event).
     rules_ingest_wait_seconds: float = 30.0
 
+    # Background jobs (backtests, forecasts): `touchline worker jobs` runs them.
+    job_time_limit_seconds: float = 600.0
+    job_lease_seconds: float = 60.0
+    job_poll_seconds: float = 1.0
+    job_progress_interval_seconds: float = 1.0
+    job_max_attempts: int = 2
+    job_max_active_per_key: int = 5
+    job_retention_days: float = 7.0
+
     # Outreach: mail. Empty smtp_url means the embedded sink (`touchline run` starts it on
     # mail_sink_port and keeps every message under var/mail for GET /v1/dev/mail).
     # smtp://user:pass@host:587 uses STARTTLS when the server offers it; smtps:// is TLS

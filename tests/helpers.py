@@ -63,3 +63,14 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.
 
 def read_dlq(settings: Settings, expect: int, timeout: float = 15.0) -> list[dict]:
     return [parse_dlq_record(r) for r in read_topic(settings, settings.topic_events_dlq, expect, timeout)]
+
+
+def run_jobs(settings: Settings, session_factory, clock=None) -> int:
+    """Run every queued background job to its end, here (the jobs worker, in-process)."""
+    from services.jobs import JobWorker
+
+    worker = JobWorker(settings, session_factory, clock)
+    ran = 0
+    while worker.poll_once():
+        ran += 1
+    return ran

@@ -8,7 +8,7 @@ import pytest
 
 from services.rules.evaluation.service import run_tick
 from tests.conftest import T0, auth
-from tests.helpers import track
+from tests.helpers import run_jobs, track
 from tests.rules_helpers import group, ingest
 
 pytestmark = pytest.mark.integration
@@ -95,7 +95,19 @@ async def test_dry_run_explains_predicate_by_predicate(api, keys, session_factor
     assert (await api.post("/v1/rules/no-login-14d/test", params={"account_id": "ghost"}, headers=ops)).status_code == 404
 
 
-async def test_backtest_and_diff_against_the_current_version(api, keys, session_factory):
+async def _backtest(api, headers, body, settings, session_factory, clock) -> dict:
+    """Queue a backtest (202 + Location), run the jobs worker, read the job's result."""
+    r = await api.post("/v1/rules/backtest", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued" and r.headers["location"] == f"/v1/jobs/{job['id']}" == job["url"]
+    assert run_jobs(settings, session_factory, clock) == 1
+    r = await api.get(r.headers["location"], headers=headers)
+    assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+    return r.json()
+
+
+async def test_backtest_and_diff_against_the_current_version(api, keys, session_factory, settings, clock):
     evs = []
     for d in range(40):
         ts = T0 - timedelta(days=40 - d)
@@ -108,20 +120,24 @@ async def test_backtest_and_diff_against_the_current_version(api, keys, session_
     ops = auth(keys["ops"])
     await api.post("/v1/rules", json=NO_LOGIN, headers=ops)
     start, end = (T0 - timedelta(days=14)).date().isoformat(), T0.date().isoformat()
-    r = await api.post("/v1/rules/backtest", json={"rule_id": "no-login-14d", "start": start, "end": end}, headers=ops)
-    assert r.status_code == 200, r.text
-    out = r.json()
+    job = await _backtest(api, ops, {"rule_id": "no-login-14d", "start": start, "end": end}, settings, session_factory, clock)
+    assert job["progress"] == {"done": 15, "total": 15, "message": "rule: day 15/15"}
+    out = job["result"]
     assert out["distinct_accounts"] == 1 and out["accounts"] == ["fades"] and out["total_firings"] == 1
     assert sum(d["firings"] for d in out["per_day"]) == 1 and sum(w["firings"] for w in out["per_week"]) == 1
     assert out["samples"][0]["evidence"]["days_since(login)"]["value"] == 14
 
     edited = {**NO_LOGIN, "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 7}]}}
-    r = await api.post("/v1/rules/backtest", json={"rule": edited, "start": start, "end": end, "compare_with_current": True},
-                       headers=ops)
-    out = r.json()
-    assert out["diff"] == {"newly_firing": ["slows"], "stop_firing": [], "both": 1}
+    job = await _backtest(api, ops, {"rule": edited, "start": start, "end": end, "compare_with_current": True},
+                          settings, session_factory, clock)
+    assert job["progress"]["done"] == job["progress"]["total"] == 30  # both versions replayed
+    assert job["result"]["diff"] == {"newly_firing": ["slows"], "stop_firing": [], "both": 1}
+    # Checked before it is queued: a bad period is a 422 now, an unknown rule a 404.
     r = await api.post("/v1/rules/backtest", json={"rule_id": "no-login-14d", "start": end, "end": start}, headers=ops)
     assert r.status_code == 422 and r.json()["detail"][0]["pointer"] == "/end"
+    r = await api.post("/v1/rules/backtest", json={"rule_id": "ghost", "start": start, "end": end}, headers=ops)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert run_jobs(settings, session_factory, clock) == 0
 
 
 async def test_signals_api_filters_and_pages(api, keys, session_factory, settings, clock):

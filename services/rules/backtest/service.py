@@ -115,39 +115,64 @@ def summarise(result: BacktestResult, start: date, end: date, samples: int) -> d
     }
 
 
-def backtest_request(session: Session, body, settings: Settings) -> dict[str, Any]:
-    if (body.rule_id is None) == (body.rule is None) and not (body.rule is not None and body.compare_with_current):
-        if body.rule_id is None and body.rule is None:
-            raise Unprocessable([{"pointer": "/rule_id", "message": 'give "rule_id" (a saved rule) or "rule" (a definition)'}])
+@dataclass
+class PreparedBacktest:
+    candidate: RuleDefinition
+    current: RuleDefinition | None  # with compare_with_current: the saved version
+    current_version: int | None
+
+
+def prepare(session: Session, body, settings: Settings) -> PreparedBacktest:
+    """Check a backtest request and parse its rules (cheap): the API does this before it
+    queues the job, so a bad request is a 422 or 404 at once; the job does it again."""
+    if body.rule_id is None and body.rule is None:
+        raise Unprocessable([{"pointer": "/rule_id", "message": 'give "rule_id" (a saved rule) or "rule" (a definition)'}])
     if body.end < body.start:
         raise Unprocessable([{"pointer": "/end", "message": f"end {body.end} is before start {body.start}; swap them"}])
     span = (body.end - body.start).days + 1
     if span > settings.raw_event_retention_days:
         raise Unprocessable([{"pointer": "/start", "message": f"{span} days is longer than the retained history "
                                                               f"({settings.raw_event_retention_days} days); shorten the period"}])
-    current = None
     if body.rule is not None:
         candidate, _ = rules_service.parse(body.rule, settings.raw_event_retention_days, rule_id=body.rule_id)
     else:
         rule = rules_service.get(session, body.rule_id)
         candidate, _ = rules_service.parse(rules_service.current_definition(session, rule), 100_000)
+    current = version = None
     if body.compare_with_current:
         rule = rules_service.get(session, candidate.id)
         current, _ = rules_service.parse(rules_service.current_definition(session, rule), 100_000)
+        version = rule.current_version
+    return PreparedBacktest(candidate, current, version)
 
+
+def backtest_request(session: Session, body, settings: Settings,
+                     progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Run a backtest request; ``progress(done, total, message)`` is called after every
+    replayed day (of both rules, with compare_with_current)."""
+    prep = prepare(session, body, settings)
+    candidate, current = prep.candidate, prep.current
     started = time.perf_counter()
+    days = (body.end - body.start).days + 1
+    total = days * (2 if current is not None else 1)
 
-    def progress(done: int, total: int) -> None:
-        if done % 10 == 0 or done == total:
-            log.info("backtest %s: day %d/%d (%.1fs)", candidate.id, done, total, time.perf_counter() - started)
+    def step(offset: int, label: str) -> Callable[[int, int], None]:
+        def on_day(done: int, _days: int) -> None:
+            if done % 10 == 0 or done == _days:
+                log.info("backtest %s: %s day %d/%d (%.1fs)", candidate.id, label, done, _days, time.perf_counter() - started)
+            if progress:
+                progress(offset + done, total, f"{label}: day {done}/{_days}")
+        return on_day
 
-    res = run_backtest(session, candidate, body.start, body.end, progress=progress, lookback_days=settings.raw_event_retention_days)
+    res = run_backtest(session, candidate, body.start, body.end, progress=step(0, "rule"),
+                       lookback_days=settings.raw_event_retention_days)
     out: dict[str, Any] = {"rule_id": candidate.id, "start": body.start.isoformat(), "end": body.end.isoformat(),
                            "rule": candidate.to_dict(), **summarise(res, body.start, body.end, body.samples)}
     if current is not None:
-        cur = run_backtest(session, current, body.start, body.end, lookback_days=settings.raw_event_retention_days)
+        cur = run_backtest(session, current, body.start, body.end, progress=step(days, "current version"),
+                           lookback_days=settings.raw_event_retention_days)
         new_accounts, old_accounts = res.accounts(), cur.accounts()
-        out["compared_with"] = {"version": rule.current_version, "total_firings": len(cur.firings),
+        out["compared_with"] = {"version": prep.current_version, "total_firings": len(cur.firings),
                                 "distinct_accounts": len(old_accounts)}
         out["diff"] = {"newly_firing": sorted(new_accounts - old_accounts), "stop_firing": sorted(old_accounts - new_accounts),
                        "both": len(new_accounts & old_accounts)}

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 from sqlalchemy.orm import Session
 
+from services.rules.backtest.jobs import KIND as BACKTEST_KIND
+from services.rules.backtest.service import prepare
 from services.rules.rules import repository as repo
 from services.rules.rules import service
 from services.rules.rules.dryrun import dry_run
@@ -24,7 +26,9 @@ from services.rules.rules.schemas import (
 from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
-from shared.errors import AUTH_ERRORS, Conflict, NotFound, Unprocessable, responses
+from shared import jobs
+from shared.errors import AUTH_ERRORS, Conflict, NotFound, TooManyRequests, Unprocessable, responses
+from shared.jobs.schemas import JobOut
 from shared.settings import Settings
 
 router = APIRouter(tags=["rules"])
@@ -142,10 +146,20 @@ def test_rule(rule_id: str, account_id: str, body: Any = Body(None), session: Se
     return dry_run(session, definition, rule.current_version, account_id, clock.now(), event)
 
 
-@router.post("/v1/rules/backtest", responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-             summary="Replay stored history over a period: firings per day and week, accounts, samples, and a diff")
-def backtest(body: BacktestIn, session: Session = SessionDep, settings: Settings = SettingsDep,
-             _p: Principal = require(*AUTHOR)) -> dict[str, Any]:
-    from services.rules.backtest.service import backtest_request
+BACKTEST_DOC = ("Queues a backtest job and answers 202 with it (and `Location: /v1/jobs/{id}`). Poll "
+                "`GET /v1/jobs/{id}` for its progress (days replayed) and, once `state` is `succeeded`, its `result`: "
+                "firings per day and ISO week, distinct accounts, samples with evidence, and with `compare_with_current` "
+                "the difference against the saved version. Cancel with `POST /v1/jobs/{id}/cancel`. The request is "
+                "checked before it is queued: a bad period or rule answers 422, an unknown rule 404.")
 
-    return backtest_request(session, body, settings)
+
+@router.post("/v1/rules/backtest", response_model=JobOut, status_code=202,
+             responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable, TooManyRequests)},
+             summary="Replay stored history over a period (a background job)", description=BACKTEST_DOC)
+def backtest(body: BacktestIn, response: Response, session: Session = SessionDep, clock: Clock = ClockDep,
+             settings: Settings = SettingsDep, p: Principal = require(*AUTHOR)) -> JobOut:
+    prepare(session, body, settings)
+    job = jobs.submit(session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=p.actor, now=clock.now(),
+                      settings=settings)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.of(job)

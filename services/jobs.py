@@ -1,0 +1,25 @@
+"""Every job kind Touchline runs, by the module that registers it. The API and the jobs
+worker (``touchline worker jobs``) load them all. A new long operation registers its
+kind in its own module (``jobs.register(...)``) and is listed here."""
+from __future__ import annotations
+
+import importlib
+
+from shared.jobs.runner import JobWorker as _JobWorker
+
+JOB_KIND_MODULES = [
+    "services.rules.backtest.jobs",  # rules.backtest
+]
+
+
+def load_kinds() -> None:
+    for module in JOB_KIND_MODULES:
+        importlib.import_module(module)
+
+
+class JobWorker(_JobWorker):
+    """The jobs worker with every kind loaded."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        load_kinds()
+        super().__init__(*args, **kwargs)

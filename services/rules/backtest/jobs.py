@@ -1,0 +1,21 @@
+"""Backtests run as background jobs (kind ``rules.backtest``): ``POST /v1/rules/backtest``
+and ``touchline rules backtest`` queue one; the jobs worker replays the period inside a
+read transaction, reporting progress per replayed day."""
+from __future__ import annotations
+
+from typing import Any
+
+from services.rules.backtest.service import backtest_request
+from services.rules.rules.schemas import BacktestIn
+from shared import jobs
+
+KIND = "rules.backtest"
+
+
+def run_backtest_job(ctx, params: dict[str, Any], progress: jobs.Progress) -> dict[str, Any]:
+    body = BacktestIn.model_validate(params)
+    with ctx.read_session() as session:
+        return backtest_request(session, body, ctx.settings, progress=progress)
+
+
+jobs.register(KIND, run_backtest_job, roles=("ops",))

@@ -1,0 +1,51 @@
+"""The jobs API: read, list and cancel background jobs. A role sees the jobs of the
+kinds it may run (ops: backtests); admin sees all."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy.orm import Session
+
+from shared.api import ClockDep, SessionDep
+from shared.auth import Principal, require
+from shared.clock import Clock
+from shared.errors import AUTH_ERRORS, Conflict, NotFound, Unprocessable, responses
+from shared.jobs import service
+from shared.jobs.models import STATES
+from shared.jobs.schemas import JobOut, JobPage
+
+router = APIRouter(tags=["jobs"])
+ANY_ROLE = ("ingest", "ops", "csm")
+
+
+@router.get("/v1/jobs", response_model=JobPage, responses={**AUTH_ERRORS, **responses(Unprocessable)},
+            summary="List the jobs your role may see, newest first")
+def list_jobs(kind: str | None = None, state: str | None = Query(None, description=", ".join(STATES)),
+              cursor: str | None = Query(None, description="next_cursor of the previous page"),
+              limit: int = Query(50, ge=1, le=500), session: Session = SessionDep, p: Principal = require(*ANY_ROLE)):
+    if state is not None and state not in STATES:
+        raise Unprocessable([{"pointer": "/state", "message": f"unknown state {state!r}; one of {', '.join(STATES)}"}])
+    before = None
+    if cursor is not None:
+        if not cursor.isdigit() or len(cursor) > 18:
+            raise Unprocessable([{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor as given"}])
+        before = int(cursor)
+    items = service.list_visible(session, p.role, kind=kind, state=state, before=before, limit=limit)
+    return JobPage(items=[JobOut.of(j) for j in items], next_cursor=str(items[-1].id) if len(items) == limit else None)
+
+
+# Ids beyond what the column stores are a 404-free 422, never a database overflow (500).
+JOB_ID = Path(ge=1, le=2**31 - 1)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobOut, responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="A job's state, progress and, once finished, its result or error")
+def get_job(job_id: int = JOB_ID, session: Session = SessionDep, p: Principal = require(*ANY_ROLE)):
+    return JobOut.of(service.get_visible(session, job_id, p.role))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut,
+             responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
+             summary="Cancel a job: a queued one at once, a running one at its next step; 409 if it already finished")
+def cancel_job(job_id: int = JOB_ID, session: Session = SessionDep, clock: Clock = ClockDep,
+               p: Principal = require(*ANY_ROLE)):
+    return JobOut.of(service.cancel(session, job_id, p.role, p.actor, clock.now()))
