@@ -204,7 +204,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_rules(args) -> int:
-    """``touchline rules import <dir|file> [--enable]`` and ``touchline rules tick``."""
+    """``touchline rules import <dir|file> [--enable]``, ``touchline rules backtest`` and ``touchline rules tick``."""
     import getpass
     from pathlib import Path
 
@@ -221,10 +221,12 @@ def cmd_rules(args) -> int:
             if not path.exists():
                 print(f"error: {path} does not exist", file=sys.stderr)
                 return 2
-            with transaction(factory) as session:
+            from shared.progress import ProgressBar
+
+            with transaction(factory) as session, ProgressBar("importing rules", unit="rules") as bar:
                 outcomes = import_rules(session, path, actor=f"cli:{getpass.getuser()}", now=SystemClock().now(),
                                         retention_days=settings.raw_event_retention_days,
-                                        enable=True if args.enable else None)
+                                        enable=True if args.enable else None, progress=bar.update)
                 bad = [o for o in outcomes if o.action == "invalid"]
                 if bad:
                     session.rollback()
@@ -235,6 +237,8 @@ def cmd_rules(args) -> int:
             if bad:
                 print(f"error: {len(bad)} invalid rule(s); nothing was imported", file=sys.stderr)
                 return 2
+        elif args.rules_cmd == "backtest":
+            return _backtest(args, settings, factory)
         elif args.rules_cmd == "tick":
             from services.rules.evaluation.service import run_tick
 
@@ -243,6 +247,85 @@ def cmd_rules(args) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _backtest(args, settings, factory) -> int:
+    """``touchline rules backtest``: queue a backtest job, then run it here with a progress
+    bar (or follow it, if a jobs worker took it first); ``--submit`` only queues it."""
+    import getpass
+    import json
+    from pathlib import Path
+
+    import yaml
+    from pydantic import ValidationError
+
+    from services.jobs import JobWorker
+    from services.rules.backtest.jobs import KIND
+    from services.rules.backtest.service import prepare
+    from services.rules.rules.schemas import BacktestIn
+    from shared import jobs
+    from shared.clock import SystemClock
+    from shared.db import transaction
+    from shared.errors import TouchlineError
+    from shared.progress import ProgressBar
+
+    try:
+        rule = yaml.safe_load(Path(args.file).read_text(encoding="utf-8")) if args.file else None
+        body = BacktestIn(rule_id=args.rule_id, rule=rule, start=args.start, end=args.end,
+                          compare_with_current=args.compare, samples=args.samples)
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with transaction(factory) as session:
+            prepare(session, body, settings)
+            job = jobs.submit(session, KIND, body.model_dump(mode="json"), created_by=f"cli:{getpass.getuser()}",
+                              now=SystemClock().now(), settings=settings)
+    except TouchlineError as exc:
+        print(f"error: {exc.code}: {json.dumps(exc.detail)}", file=sys.stderr)
+        return 2
+    if args.submit:
+        print(f"queued job {job.id}; the jobs worker runs it. Follow it with GET /v1/jobs/{job.id}")
+        return 0
+    label = f"backtest {body.rule_id or (rule or {}).get('id', '')}".strip()
+    with ProgressBar(label, unit="days") as bar:
+        try:
+            final = JobWorker(settings, factory, on_progress=bar.update).run_job(job.id)
+            if final is None:
+                final = _follow_job(factory, job.id, bar)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: job {job.id} cancelled", file=sys.stderr)
+            return 130
+    if args.json:
+        print(json.dumps({"id": final.id, "state": final.state, "result": final.result, "error": final.error}, indent=2))
+    elif final.state == "succeeded":
+        r = final.result
+        print(f"{r['rule_id']}: {r['total_firings']} firings on {r['distinct_accounts']} accounts, {r['start']} to {r['end']} "
+              f"(job {final.id}, {r['elapsed_seconds']}s)")
+        for w in r["per_week"]:
+            print(f"  week of {w['week_start']}: {w['firings']}")
+        if r["accounts"]:
+            print("  accounts: " + ", ".join(r["accounts"][:20]) + (" …" if len(r["accounts"]) > 20 else ""))
+        if "diff" in r:
+            d = r["diff"]
+            print(f"  against version {r['compared_with']['version']}: {len(d['newly_firing'])} newly firing, "
+                  f"{len(d['stop_firing'])} stop firing, {d['both']} both")
+    else:
+        print(f"job {final.id} {final.state}: {final.error}", file=sys.stderr)
+    return 0 if final.state == "succeeded" else 1
+
+
+def _follow_job(factory, job_id: int, bar):
+    from shared.jobs import FINISHED
+    from shared.jobs import repository as jobs_repo
+
+    while True:
+        with factory() as session:
+            job = jobs_repo.get(session, job_id)
+        bar.update(job.progress_done, job.progress_total, job.progress_message)
+        if job.state in FINISHED:
+            return job
+        time.sleep(0.5)  # polling another process's progress in real time
 
 
 # ---- touchline run ---------------------------------------------------------
@@ -386,18 +469,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", help="start everything on embedded defaults (broker, SQLite, API, workers)").set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="upgrade the database to the latest migration").set_defaults(func=cmd_migrate)
-    rules = sub.add_parser("rules", help="manage rules: import YAML, run one scheduled tick")
+    rules = sub.add_parser("rules", help="manage rules: import YAML, backtest, run one scheduled tick")
     rules_sub = rules.add_subparsers(dest="rules_cmd", required=True)
     imp = rules_sub.add_parser("import", help="create or update rules from a YAML file or directory (default: the starter library)")
     imp.add_argument("path", nargs="?", help="a .yaml file or a directory of them")
     imp.add_argument("--enable", action="store_true", help="enable the imported rules")
+    bt = rules_sub.add_parser("backtest", help="replay stored history for a rule (a background job, with a progress bar)")
+    bt.add_argument("rule_id", nargs="?", help="a saved rule (its current version)")
+    bt.add_argument("--file", help="a YAML rule definition (unsaved or edited) instead of a saved rule")
+    bt.add_argument("--start", required=True, help="first UTC day replayed (YYYY-MM-DD)")
+    bt.add_argument("--end", required=True, help="last UTC day replayed, inclusive (YYYY-MM-DD)")
+    bt.add_argument("--compare", action="store_true", help="with --file for a saved id: diff against the saved version")
+    bt.add_argument("--samples", type=int, default=5)
+    bt.add_argument("--json", action="store_true", help="print the job's result as JSON")
+    bt.add_argument("--submit", action="store_true", help="only queue the job (the jobs worker runs it)")
     rules_sub.add_parser("tick", help="evaluate the scheduled rules that are due, once")
     rules.set_defaults(func=cmd_rules)
     a = sub.add_parser("api", help="serve the HTTP API")
     a.add_argument("--host")
     a.add_argument("--port", type=int)
     a.set_defaults(func=cmd_api)
-    w = sub.add_parser("worker", help="run one worker (ingest, rules, outreach)")
+    w = sub.add_parser("worker", help="run one worker (ingest, rules, outreach, outreach-timers, outreach-sender, jobs)")
     w.add_argument("name")
     w.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     w.set_defaults(func=cmd_worker)

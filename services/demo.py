@@ -176,18 +176,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live-tick", type=float, default=5.0, help="seconds between live rounds (default 5)")
 
 
-def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progress_every: int = 20_000) -> int:
+def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progress_every: int = 1000) -> int:
+    """Send the events; a progress bar on a terminal, a log line every few seconds otherwise."""
+    from shared.progress import ProgressBar
+
     n = 0
     started = time.monotonic()
-    for ev in events:
-        producer.send(topic, key=ev["account_id"].encode(), value=json.dumps(ev, separators=(",", ":")).encode())
-        n += 1
-        if rate and n % 100 == 0:
-            ahead = n / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)  # pacing a real stream, not standing in for a clock
-        if n % progress_every == 0:
-            log.info("demo: %d events sent (%.0f/s)", n, n / max(1e-6, time.monotonic() - started))
+    with ProgressBar("demo: history sent", unit="events") as bar:
+        for ev in events:
+            producer.send(topic, key=ev["account_id"].encode(), value=json.dumps(ev, separators=(",", ":")).encode())
+            n += 1
+            if rate and n % 100 == 0:
+                ahead = n / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing a real stream, not standing in for a clock
+            if n % progress_every == 0:
+                bar.update(n)
+        bar.update(n)
     producer.flush()
     return n
 

@@ -130,7 +130,10 @@ ROLE_OF = {("POST", "/v1/events"): {"ingest"},
            # Outreach: in-app messages are fetched and marked read by the product's backend
            # with its ingest key; everything else in outreach is CS Ops authoring (ops).
            ("GET", "/v1/accounts/{account_id}/messages"): {"ingest", "ops"},
-           ("POST", "/v1/accounts/{account_id}/messages/{message_id}/read"): {"ingest", "ops"}}
+           ("POST", "/v1/accounts/{account_id}/messages/{message_id}/read"): {"ingest", "ops"},
+           # Jobs: a role sees the jobs of the kinds it may run (backtests: ops).
+           **{(m, p): {"ops"} for m, p in [("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
+                                           ("POST", "/v1/jobs/{job_id}/cancel")]}}
 OPS_ONLY_PREFIXES = ("/v1/templates", "/v1/playbooks", "/v1/messages", "/v1/suppressions", "/v1/dev/")
 
 

@@ -3,6 +3,7 @@ holds one rule or a list of rules. Each is created, or updated (a new version on
 its definition changed). Flushes; the caller commits."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,9 +38,12 @@ def read_rules(path: Path) -> list[tuple[str, Any]]:
 
 
 def import_rules(session: Session, path: Path, *, actor: str, now: datetime, retention_days: int,
-                 enable: bool | None = None) -> list[ImportOutcome]:
-    outcomes = []
-    for source, item in read_rules(path):
+                 enable: bool | None = None, progress: Callable[[int, int, str], None] | None = None) -> list[ImportOutcome]:
+    outcomes: list[ImportOutcome] = []
+    items = read_rules(path)
+    for source, item in items:
+        if progress:
+            progress(len(outcomes), len(items), source)
         try:
             definition, enabled = service.parse(item, retention_days)
         except RuleValidationError as exc:
@@ -55,4 +59,6 @@ def import_rules(session: Session, path: Path, *, actor: str, now: datetime, ret
             rule = service.update(session, definition.id, definition, enabled, actor, now)
             action = "unchanged" if (rule.current_version, rule.enabled) == before else "updated"
             outcomes.append(ImportOutcome(source, definition.id, action))
+    if progress:
+        progress(len(outcomes), len(items), "done")
     return outcomes
