@@ -289,11 +289,20 @@ def _backtest(args, settings, factory) -> int:
         return 0
     label = f"backtest {body.rule_id or (rule or {}).get('id', '')}".strip()
     with ProgressBar(label, unit="days") as bar:
+        if bar.tty:  # the bar says it all; their per-step log lines would break it
+            for name in ("shared.jobs.runner", "services.rules.backtest.service"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         try:
             final = JobWorker(settings, factory, on_progress=bar.update).run_job(job.id)
             if final is None:
                 final = _follow_job(factory, job.id, bar)
         except KeyboardInterrupt:
+            from shared.jobs import repository as jobs_repo
+
+            with transaction(factory) as session:  # run here: already cancelled; followed: ask its worker to stop
+                row = jobs_repo.get(session, job.id)
+                if row.state not in jobs.FINISHED:
+                    jobs_repo.request_cancel(session, row, f"cli:{getpass.getuser()}", SystemClock().now())
             print(f"\ninterrupted: job {job.id} cancelled", file=sys.stderr)
             return 130
     if args.json:

@@ -60,6 +60,16 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
         metrics = httpx.get(f"{base}/metrics").text
         assert "touchline_events_consumed_total" in metrics  # the worker's metrics, aggregated by the API
 
+        # A backtest is a job: 202 with its location, run by the jobs worker `touchline run` started.
+        today = datetime.now(timezone.utc).date().isoformat()
+        rule = {"id": "quiet-7d", "name": "Quiet for a week", "kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
+                "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 7}]}}
+        r = httpx.post(f"{base}/v1/rules/backtest", headers=headers, json={"rule": rule, "start": today, "end": today})
+        assert r.status_code == 202, r.text
+        job = wait_for(lambda: (j := httpx.get(f"{base}{r.headers['location']}", headers=headers).json())["state"]
+                       not in ("queued", "running") and j, 60, "the backtest job to finish")
+        assert job["state"] == "succeeded" and job["result"]["total_firings"] == 0, job
+
         # The embedded broker dies: `touchline run` restarts it, recreates the topics, and the
         # API and the worker carry on by themselves.
         broker_pid = int(subprocess.check_output(["pgrep", "-f", f"tcp://127.0.0.1:{broker_port}"], text=True).split()[0])
