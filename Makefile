@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-outreach bench-engagements clean demo
+.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements clean demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -42,6 +42,9 @@ bench-rules: $(STAMP)
 
 bench-backtest: $(STAMP)
 	$(BIN)/python -m bench.bench_backtest
+
+bench-jobs: $(STAMP)
+	$(BIN)/python -m bench.bench_jobs
 
 bench-outreach: $(STAMP)
 	$(BIN)/python -m bench.bench_outreach

@@ -34,6 +34,14 @@ def active_count(session: Session, created_by: str) -> int:
                           .where(Job.created_by == created_by, Job.state.in_((QUEUED, RUNNING)))) or 0
 
 
+def has_work(session: Session, kinds: Iterable[str], now: datetime) -> bool:
+    """A queued job of ``kinds``, or an expired lease to settle? (A read, so an idle
+    worker's poll never takes SQLite's write lock.)"""
+    q = select(Job.id).where((Job.state == QUEUED) & Job.kind.in_(list(kinds))
+                             | (Job.state == RUNNING) & (Job.lease_expires_at < now)).limit(1)
+    return session.scalar(q) is not None
+
+
 def reap_expired(session: Session, now: datetime, max_attempts: int) -> int:
     """Settle running jobs whose worker stopped renewing its lease (it died, or hangs in
     one step): past the deadline -> timed_out; cancel requested -> cancelled; run

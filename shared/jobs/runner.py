@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import faults
@@ -154,7 +154,7 @@ class JobWorker:
             try:
                 ran = self.poll_once()
                 self._maybe_prune()
-            except OperationalError as exc:
+            except DBAPIError as exc:
                 # Never exit on a database error: back off; a job we held is recovered by its lease.
                 log.error("%s: database error (%s); retrying in %.0fs", self.name, exc.orig, self.db_retry_seconds)
                 self.stop_event.wait(self.db_retry_seconds)
@@ -186,6 +186,9 @@ class JobWorker:
 
     def _claim(self, job_id: int | None) -> Job | None:
         now = self.clock.now()
+        with read_transaction(self.session_factory) as session:
+            if not repo.has_work(session, list(KINDS), now):
+                return None
         with transaction(self.session_factory) as session:
             settled = repo.reap_expired(session, now, self.settings.job_max_attempts)
             if settled:
