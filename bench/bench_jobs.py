@@ -112,7 +112,7 @@ def main() -> None:
 
         db_path = f"{tmp}/bench.db"
         measure("as a job, no other writer", db_path, as_job, with_writer=False)
-        measure("in a write transaction (before)", db_path, in_write_transaction)
+        measure("in the request's write transaction (before)", db_path, in_write_transaction)
         measure("as a job (now)", db_path, as_job)
         engine.dispose()
 
