@@ -113,7 +113,14 @@ class _Reporter:
         interval = timedelta(seconds=w.settings.job_progress_interval_seconds)
         if self.last_write is not None and now - self.last_write < interval:
             return
-        self.write(now)
+        try:
+            self.write(now)
+        except OperationalError as exc:
+            # A busy or briefly unreachable database must not fail a long job: try again at
+            # the next step. If it lasts, the lease expires and the job is recovered.
+            log.warning("%s: job %d: progress not recorded (%s); the job goes on", w.name, self.job_id, exc.orig)
+            self.last_write = now
+            return
         faults.point("jobs.after_progress")
 
     def write(self, now: datetime) -> None:
