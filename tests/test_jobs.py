@@ -154,6 +154,21 @@ async def test_cancel_of_a_queued_job_is_immediate_and_it_never_runs(api, keys, 
     assert run_jobs(settings, session_factory, clock) == 0 and gate not in STEPS_RUN
 
 
+def test_a_stopping_worker_gives_its_job_back_to_the_queue(settings, session_factory, clock):
+    gate = new_gate()
+    job_id = submit(session_factory, settings, clock, steps=5, pause_at=2, gate=gate)
+    worker = JobWorker(settings, session_factory, clock)
+    t = in_thread(worker)
+    assert GATES[gate].reached.wait(30)
+    worker.stop_event.set()  # SIGTERM
+    GATES[gate].release.set()
+    t.join(30)
+    job = load(session_factory, job_id)
+    assert (job.state, job.attempts, job.lease_owner) == ("queued", 0, None)
+    assert run_jobs(settings, session_factory, clock) == 1
+    assert load(session_factory, job_id).state == "succeeded"
+
+
 def test_a_dead_job_past_its_deadline_is_settled_as_timed_out(settings, session_factory, clock):
     job_id = submit(session_factory, settings, clock, steps=3, gate=new_gate())
     JobWorker(settings, session_factory, clock, owner="hung")._claim(None)
