@@ -44,7 +44,7 @@ def list_jobs(kind: str | None = None, state: str | None = Query(None, descripti
     return JobPage(items=[JobOut.of(j) for j in items], next_cursor=str(items[-1].id) if len(items) == limit else None)
 
 
-# Ids beyond what the column stores are a 404-free 422, never a database overflow (500).
+# Ids beyond what the column stores are a 422, never a database overflow (500).
 JOB_ID = Path(ge=1, le=2**31 - 1)
 
 
