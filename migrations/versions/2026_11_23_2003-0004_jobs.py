@@ -1,7 +1,7 @@
 """jobs: background jobs (backtests, forecasts) with progress, lease, deadline and result
 
 Revision ID: 0004_jobs
-Revises: 0007_engagements
+Revises: 0006_delivery_fencing
 Create Date: 2026-11-23 20:03:10.250176
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shared.db
 from sqlalchemy.dialects import postgresql
 
 revision = '0004_jobs'
-down_revision = '0007_engagements'
+down_revision = '0006_delivery_fencing'
 branch_labels = None
 depends_on = None
 
