@@ -17,6 +17,7 @@ from datetime import timezone
 from sqlalchemy import JSON, Column, DateTime, MetaData, Table, TypeDecorator, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shared.settings import Settings
@@ -66,15 +67,17 @@ def make_engine(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         if ":memory:" not in url:
             settings.var_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_seconds})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
-            # WAL lets the API read while a worker writes; busy_timeout makes writers queue.
+            # WAL lets readers and the one writer work side by side; busy_timeout makes
+            # writers queue (a worker that still meets "database is locked" backs off and retries).
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -97,6 +100,34 @@ def make_engine(settings: Settings) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+
+# SQLSTATEs of errors that go away by themselves: serialization failure, deadlock,
+# connection exceptions (class 08), the server shutting down or refusing connections.
+_TRANSIENT_SQLSTATES = {"40001": "serialization", "40P01": "serialization", "57P01": "connection",
+                        "57P02": "connection", "57P03": "connection", "53300": "connection"}
+
+
+def transient_db_error(exc: BaseException) -> str | None:
+    """If ``exc`` is a database error that retrying later can cure, its kind
+    (``locked``, ``connection`` or ``serialization``); else ``None`` (a bug or bad data)."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    if exc.connection_invalidated:
+        return "connection"
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if sqlstate:
+        if sqlstate in _TRANSIENT_SQLSTATES:
+            return _TRANSIENT_SQLSTATES[sqlstate]
+        if sqlstate.startswith("08"):
+            return "connection"
+    text = str(exc.orig).lower()
+    if "database is locked" in text or "database table is locked" in text or "database is busy" in text:
+        return "locked"
+    if any(s in text for s in ("connection", "could not connect", "server closed", "terminating",
+                               "unable to open database", "disk i/o error")):
+        return "connection"
+    return None
 
 
 @contextmanager

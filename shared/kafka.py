@@ -8,7 +8,9 @@ The loop's contract (effectively once):
 4. only then commit the offsets.
 A crash anywhere before 4 redelivers the batch; every effect in 2 is keyed so the
 redelivery changes nothing. A failing batch never blocks a partition: a database
-outage is retried (nothing is committed meanwhile), any other failure is bisected
+error that time cures (locked, connection lost, serialization failure) rewinds the
+batch and retries it with exponential backoff, a log line and a metric (nothing is
+committed meanwhile; the worker never exits for it); any other failure is bisected
 down to the record that causes it, and that record goes to the DLQ.
 """
 from __future__ import annotations
@@ -25,14 +27,14 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import faults
 from shared.clock import Clock, SystemClock
-from shared.db import transaction
+from shared.db import transaction, transient_db_error
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
 from shared.settings import Settings
+from shared.worker import Backoff, retry_db_error
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +78,13 @@ def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **ov
 
 
 def topic_specs(settings: Settings) -> dict[str, int]:
-    """Every topic Touchline uses, with its partition count."""
+    """Every topic Touchline uses, with its partition count (DLQs included)."""
     n = settings.topic_partitions
     return {
         settings.topic_events: n,
         settings.topic_events_dlq: 1,
         settings.topic_signals: n,
+        settings.topic_signals_dlq: 1,
     }
 
 
@@ -185,11 +188,20 @@ class BatchWorker:
         self.consumer: KafkaConsumer | None = None
         self.stop_event = threading.Event()
         self.db_retry_seconds = 1.0
+        self.db_backoff = Backoff(self.db_retry_seconds, settings.retry_max_seconds)
         self.not_ready_wait_seconds = 0.05
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
         raise NotImplementedError
+
+    @classmethod
+    def consumes(cls, settings: Settings) -> tuple[str, list[str]]:
+        """The default group id and the topics it consumes, without connecting
+        (``touchline run`` drains these on Ctrl-C)."""
+        probe = cls.__new__(cls)
+        probe.settings = settings
+        return settings.topic(f"touchline-{cls.name}"), probe.topics()
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         raise NotImplementedError
@@ -250,18 +262,21 @@ class BatchWorker:
         if not records:
             self._update_lag()
             return 0
-        if not self.ready(records):
-            self._rewind(records)
-            self.stop_event.wait(self.not_ready_wait_seconds)
-            return 0
         started = time.perf_counter()
         try:
+            if not self.ready(records):
+                self._rewind(records)
+                self.stop_event.wait(self.not_ready_wait_seconds)
+                return 0
             result = self._process(records)
-        except _DatabaseUnavailable as exc:
-            log.error("%s: database unavailable (%s); will retry the batch in %.0fs", self.name, exc, self.db_retry_seconds)
-            self._rewind(records)
-            self.stop_event.wait(self.db_retry_seconds)
-            return 0
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, _DatabaseUnavailable) else exc
+            self._rewind(records)  # nothing of the batch is committed: it comes again
+            self.db_backoff.initial = self.db_retry_seconds
+            if retry_db_error(self.name, cause, self.db_backoff, self.stop_event):
+                return 0
+            raise
+        self.db_backoff.reset()
         try:
             self._publish_rejects(result.rejects)
         except KafkaError as exc:
@@ -313,9 +328,9 @@ class BatchWorker:
                 result = self.handle_batch(session, records)
             faults.point(f"{self.name}.after_db_commit")
             return result
-        except OperationalError as exc:
-            if _is_connectivity_error(exc):
-                raise _DatabaseUnavailable(str(exc.orig)) from exc
+        except Exception as exc:
+            if transient_db_error(exc):  # not the records' fault: never bisect or dead-letter for it
+                raise _DatabaseUnavailable(str(getattr(exc, "orig", exc))) from exc
             raise
 
     def _publish_rejects(self, rejects: list[Reject]) -> None:
@@ -373,9 +388,47 @@ class _DatabaseUnavailable(Exception):
     pass
 
 
-def _is_connectivity_error(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
-        return True
-    text = str(exc.orig).lower()
-    return any(s in text for s in ("connection", "could not connect", "server closed", "terminating",
-                                   "database is locked", "unable to open database"))
+class LagProbe:
+    """How far each consumer group is behind, from outside the group: the group's
+    committed offsets (OffsetFetch) against each partition's high-watermark. The
+    embedded broker answers ListOffsets(latest) wrongly, so the high-watermark is read
+    from a fetch at the committed offset, as the workers do (``highwater()``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="touchline-lag-probe")
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                      group_id=None, client_id="touchline-lag-probe", fetch_max_wait_ms=20,
+                                      max_partition_fetch_bytes=1, allow_auto_create_topics=False)
+
+    def high_watermark(self, tp: TopicPartition, from_offset: int, timeout: float = 5.0) -> int | None:
+        self.consumer.assign([tp])
+        self.consumer.seek(tp, from_offset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.consumer.poll(timeout_ms=100, max_records=1, update_offsets=False)
+            hw = self.consumer.highwater(tp)
+            if hw is not None:
+                return hw
+        return None
+
+    def lag(self, group_id: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """Records not yet committed by ``group_id``, per partition of ``topics``."""
+        committed = {tp: om.offset for tp, om in
+                     (self.admin.list_group_offsets(group_id).get(group_id) or {}).items() if om.offset >= 0}
+        out: dict[TopicPartition, int] = {}
+        for topic in topics:
+            for p in sorted(self.consumer.partitions_for_topic(topic) or []):
+                tp = TopicPartition(topic, p)
+                position = committed.get(tp, 0)
+                hw = self.high_watermark(tp, position)
+                if hw is not None:
+                    out[tp] = max(0, hw - position)
+        return out
+
+    def close(self) -> None:
+        for c in (self.consumer, self.admin):
+            try:
+                c.close()
+            except Exception:  # closing a probe whose broker is gone
+                pass

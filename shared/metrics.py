@@ -84,3 +84,8 @@ STALE_OUTCOMES = Counter("touchline_outreach_stale_outcomes_total",
                          "Delivery outcomes a sender could not record: another sender had taken over its claim")
 MESSAGES_ENQUEUED = Counter("touchline_messages_enqueued_total", "Outbox rows written, by channel and state",
                             ["channel", "state"])
+DB_RETRIES = Counter("touchline_db_retries_total",
+                     "Database errors a worker rolled back and will retry (locked, connection, serialization)",
+                     ["worker", "kind"])
+PROCESS_RESTARTS = Gauge("touchline_process_restarts", "Times `touchline run` has restarted this process after it died",
+                         ["process"], multiprocess_mode="max")

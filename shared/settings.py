@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     var_dir: Path = Field(Path("var"), description="where embedded state lives (SQLite, broker logs, mail)")
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite under var/")
     db_pool_size: int = 5
+    sqlite_busy_timeout_seconds: float = 30.0
+    # Workers back off this long at most between retries of a database or broker outage.
+    retry_max_seconds: float = 30.0
 
     # Kafka. Empty bootstrap means: use (and, for `touchline run`, start) the embedded broker.
     kafka_bootstrap: str = ""
@@ -90,6 +93,7 @@ class Settings(BaseSettings):
     outreach_retry_base_seconds: float = 30.0
     outreach_retry_max_seconds: float = 3600.0
     outreach_lease_seconds: float = 300.0
+    sender_id: str = Field("", description="this sender's id (its crash journal); empty means <hostname>-sender")
     webhook_timeout_seconds: float = 5.0
     webhook_secret: str = Field("", description="HMAC key for webhook signatures; empty derives one from secret_key")
 
@@ -199,6 +203,10 @@ class Settings(BaseSettings):
     @property
     def topic_signals(self) -> str:
         return self.topic("cs.signals")
+
+    @property
+    def topic_signals_dlq(self) -> str:
+        return self.topic("cs.signals.dlq")
 
 
 @lru_cache(maxsize=1)

@@ -132,13 +132,12 @@ def test_trigger_and_audience_filter_enrolment(topics, session_factory, workers)
 
 
 def test_invalid_signals_go_to_the_signals_dlq(topics, session_factory, workers):
-    from services.outreach.playbooks.consumer import signals_dlq
     from tests.helpers import read_topic
 
     w = workers()
     send_signals(topics, [{"account_id": "acme", "nope": 1}, signal()])
     drain(w["signals"], lambda: _receipts(session_factory) == 1)
-    [rec] = read_topic(topics, signals_dlq(topics), 1)
+    [rec] = read_topic(topics, topics.topic_signals_dlq, 1)
     assert dict(rec.headers)["touchline.dlq.reason"] == b"invalid_signal"
 
 

@@ -26,7 +26,6 @@ import fcntl
 import logging
 import os
 import socket
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,9 +43,10 @@ from services.outreach.models import Message
 from services.outreach.policy import repository as policy_repo
 from services.outreach.policy.tokens import email_hash
 from shared import faults
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import transaction
 from shared.metrics import MESSAGES_DELIVERED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, STALE_OUTCOMES
+from shared.worker import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +126,13 @@ class Journal:
         os.close(self._fd)
 
 
-class SenderWorker:
+class SenderWorker(PeriodicWorker):
     name = "outreach-sender"
 
     def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None,
                  worker_id: str | None = None, smtp: SmtpSender | None = None, webhooks: WebhookSender | None = None):
-        self.settings = settings
-        self.session_factory = session_factory
-        self.clock = clock or SystemClock()
-        explicit = worker_id or os.environ.get("TOUCHLINE_SENDER_ID")
+        super().__init__(settings, session_factory, clock)
+        explicit = worker_id or settings.sender_id
         self.worker_id = explicit or f"{socket.gethostname()}-sender"
         try:
             self.journal = Journal(self.journal_path(self.worker_id))
@@ -146,22 +144,15 @@ class SenderWorker:
             self.journal = Journal(self.journal_path(self.worker_id))
         self.smtp = smtp or SmtpSender(SmtpConfig.from_settings(settings))
         self.webhooks = webhooks or WebhookSender(settings)
-        self.stop_event = threading.Event()
         self._next_backlog_sample = None
 
     def journal_path(self, owner: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in owner)
         return self.settings.var_dir / "outreach" / f"sender-{safe}.journal"
 
-    # ---- lifecycle ----------------------------------------------------
-    def run(self) -> None:
-        log.info("%s %s delivering (SMTP %s)", self.name, self.worker_id, self.settings.effective_smtp_url.split("@")[-1])
-        try:
-            while not self.stop_event.is_set():
-                if self.poll_once() == 0:
-                    self.stop_event.wait(self.settings.outreach_tick_seconds)
-        finally:
-            self.close()
+    # ---- lifecycle (the loop is PeriodicWorker's) ---------------------
+    def describe(self) -> str:
+        return f"as {self.worker_id}, delivering over SMTP {self.settings.effective_smtp_url.split('@')[-1]}"
 
     def close(self) -> None:
         self.smtp.close()

@@ -17,15 +17,11 @@ from sqlalchemy.orm import Session
 from services.ingest import repository as ingest_repo
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
-from shared.kafka import BatchResult, BatchWorker, Reject, ensure_topics
+from shared.kafka import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE
 from shared.signals import Signal
 
 log = logging.getLogger(__name__)
-
-
-def signals_dlq(settings) -> str:
-    return settings.topic("cs.signals.dlq")
 
 
 class SignalWorker(BatchWorker):
@@ -33,15 +29,10 @@ class SignalWorker(BatchWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.dlq_topic = signals_dlq(self.settings)
+        self.dlq_topic = self.settings.topic_signals_dlq
 
     def topics(self) -> list[str]:
         return [self.settings.topic_signals]
-
-    def start(self):
-        if self.consumer is None:
-            ensure_topics(self.settings, {self.settings.topic_signals: self.settings.topic_partitions, self.dlq_topic: 1})
-        return super().start()
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()

@@ -8,7 +8,6 @@ injected clock: tests and the demo move a simulated clock instead of sleeping.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,32 +15,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from shared import faults
-from shared.clock import Clock, SystemClock
-from shared.db import transaction
+from shared.clock import Clock
+from shared.db import transaction, transient_db_error
+from shared.worker import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
 
-class TimerWorker:
+class TimerWorker(PeriodicWorker):
     name = "outreach-timers"
     batch = 500
     sweep_limit = 20_000
 
     def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
-        self.settings = settings
-        self.session_factory = session_factory
-        self.clock = clock or SystemClock()
-        self.stop_event = threading.Event()
+        super().__init__(settings, session_factory, clock)
         self._next_sweep = None
 
-    def run(self) -> None:
-        log.info("%s: running due playbook steps every %.1fs", self.name, self.settings.outreach_tick_seconds)
-        while not self.stop_event.is_set():
-            if self.poll_once() < self.batch:
-                self.stop_event.wait(self.settings.outreach_tick_seconds)
+    def describe(self) -> str:
+        return f"due playbook steps every {self.interval():.1f}s"
 
-    def close(self) -> None:
-        pass
+    def more_work(self, handled: int) -> bool:
+        return handled >= self.batch  # a full batch: more may be due already
 
     def poll_once(self, timeout_ms: int | None = None) -> int:
         now = self.clock.now()
@@ -53,6 +47,8 @@ class TimerWorker:
                         compiled = engine.load_compiled(session, enrollment.playbook_id, enrollment.playbook_version)
                         engine.advance(session, enrollment, compiled, now, self.settings)
                 except Exception as exc:  # one broken enrolment must not hold up the others
+                    if transient_db_error(exc):
+                        raise  # not this enrolment's fault: the whole tick rolls back and is retried
                     log.exception("%s: enrolment %s failed", self.name, enrollment.id)
                     session.refresh(enrollment)
                     engine._end(enrollment, "failed", now, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
