@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements clean demo
+.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements soak clean demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -51,6 +51,10 @@ bench-outreach: $(STAMP)
 
 bench-engagements: $(STAMP)
 	$(BIN)/python -m bench.bench_engagements
+
+# `touchline run` + the live demo for SOAK_MINUTES (default 60): RSS and lag every minute, slope per process.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf var .pytest_cache

@@ -120,7 +120,7 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     # The sink runs in its own process, as under `touchline run`.
     env = {**os.environ, "TOUCHLINE_VAR_DIR": str(tmp), "TOUCHLINE_MAIL_SINK_PORT": str(settings.mail_sink_port),
            "TOUCHLINE_LOG_LEVEL": "WARNING"}
-    sink = subprocess.Popen([sys.executable, "-m", "services.cli", "mailsink"], env=env)
+    sink = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "mailsink"], env=env)
     while not port_open(settings.mail_sink_host, settings.mail_sink_port):
         time.sleep(0.05)
     sender = SenderWorker(settings, factory, clock, worker_id="bench")

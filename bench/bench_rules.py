@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, UsageDaily
-from services.models import metadata
+from services.wiring.models import metadata
 from services.rules.evaluation.consumer import RulesWorker
 from services.rules.evaluation.service import run_tick
 from services.rules.rules import service as rules_service

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from services.models import metadata
+from services.wiring.models import metadata
 from shared.db import make_engine
 from shared.settings import get_settings
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
-from shared.db import transaction
+from shared.db import read_transaction, transaction
 from shared.kafka import make_producer
 from shared.settings import Settings
 
@@ -59,7 +59,20 @@ def session_factory_of(request: Request) -> sessionmaker[Session]:
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work. GET and HEAD only read: their transaction takes no
+    write lock on SQLite (a long read never stalls the workers) and is READ ONLY on
+    PostgreSQL; every other method writes and commits before the response is sent."""
+    if request.method in ("GET", "HEAD"):
+        with read_transaction(session_factory_of(request)) as session:
+            yield session
+        return
     with transaction(session_factory_of(request)) as session:
+        yield session
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    """For a POST that only reads (validate, dry-run, backtest, preview)."""
+    with read_transaction(session_factory_of(request)) as session:
         yield session
 
 
@@ -73,5 +86,6 @@ def get_settings_dep(request: Request) -> Settings:
 
 # scope="function": commit before the response is sent, so a 2xx means the change is durable.
 SessionDep = Depends(get_session, scope="function")
+ReadSessionDep = Depends(get_read_session, scope="function")
 ClockDep = Depends(get_clock)
 SettingsDep = Depends(get_settings_dep)

@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.db import read_transaction
 from shared.errors import Forbidden, Unauthorized
 from shared.models import ApiKey
 
@@ -96,8 +97,7 @@ def require(*roles: str):
         presented = _presented_key(request)
         if not presented:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with `touchline keys create`)")
-        factory = session_factory_of(request)
-        with factory() as session:
+        with read_transaction(session_factory_of(request)) as session:  # never SQLite's write lock
             principal = authenticate(session, presented)
         if principal is None:
             raise Unauthorized("invalid or revoked API key")

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 
 class ErrorBody(BaseModel):
@@ -87,11 +87,19 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(status_code=exc.status_code, content={"error": exc.code, "detail": exc.detail}, headers=headers)
 
-    @app.exception_handler(OperationalError)
-    async def _database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
-        logging.getLogger("touchline.api").error("database error: %s", exc.orig)
-        return JSONResponse(status_code=503, content={"error": "database_unavailable",
-                                                      "detail": "the database is unreachable or busy; retry shortly"})
+    @app.exception_handler(DBAPIError)
+    async def _database_unavailable(_request: Request, exc: DBAPIError) -> JSONResponse:
+        from shared.db import transient_db_error
+
+        kind = transient_db_error(exc)
+        if kind is None:
+            raise exc  # a bug, not an outage: a 500 with the traceback in the log
+        logging.getLogger("touchline.api").error("database %s: %s", kind, exc.orig)
+        detail = ("the database is busy (locked by a long write); retry shortly" if kind == "locked" else
+                  "the database is unreachable; retry shortly" if kind == "connection" else
+                  "the database refused a concurrent change; retry")
+        return JSONResponse(status_code=503, content={"error": "database_unavailable", "detail": detail},
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     kafka_max_poll_records: int = 5000
     kafka_poll_timeout_ms: int = 500
     kafka_bootstrap_timeout_ms: int = 10_000
+    # `touchline run`: on Ctrl-C, how long to let consumers drain the embedded broker.
+    drain_timeout_seconds: float = 60.0
 
     # Ingest.
     max_event_bytes: int = 64 * 1024

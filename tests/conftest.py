@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.models import metadata
+from services.wiring.models import metadata
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock
 from shared.db import make_engine, make_session_factory, transaction
@@ -130,7 +130,7 @@ def keys(session_factory, clock) -> dict[str, str]:
 
 @pytest.fixture
 async def api(settings, clock, session_factory) -> httpx.AsyncClient:
-    from services.app import create_app
+    from services.wiring.app import create_app
 
     app = create_app(settings, clock, session_factory)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:

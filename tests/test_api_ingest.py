@@ -64,7 +64,7 @@ async def test_http_single_event_and_errors(api, topics, keys):
 async def test_http_ingest_answers_503_when_the_broker_is_down(settings, clock, session_factory, keys):
     import httpx
 
-    from services.app import create_app
+    from services.wiring.app import create_app
 
     down = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "kafka_bootstrap_timeout_ms": 500})
     app = create_app(down, clock, session_factory)
@@ -182,7 +182,7 @@ async def test_health_readiness_metrics_and_openapi(api, keys, topics):
 async def test_readiness_reports_a_broker_that_is_down(settings, clock, session_factory):
     import httpx
 
-    from services.app import create_app
+    from services.wiring.app import create_app
 
     down = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
     app = create_app(down, clock, session_factory)

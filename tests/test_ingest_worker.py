@@ -187,7 +187,7 @@ def _worker_process(settings, fault: str | None) -> subprocess.CompletedProcess:
            "TOUCHLINE_VAR_DIR": str(settings.var_dir)}
     if fault:
         env["TOUCHLINE_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "services.cli", "worker", "ingest"], env=env, timeout=60,
+    return subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "ingest"], env=env, timeout=60,
                           capture_output=True, text=True)
 
 

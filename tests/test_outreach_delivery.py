@@ -157,7 +157,7 @@ def test_sender_killed_between_smtp_and_the_record_never_sends_twice(topics, ses
                 "TOUCHLINE_KAFKA_BOOTSTRAP": topics.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": topics.topic_prefix,
                 "TOUCHLINE_MAIL_SINK_PORT": str(topics.mail_sink_port), "TOUCHLINE_SENDER_ID": "crashy",
                 "TOUCHLINE_FAULT": "outreach-sender.before_record"})
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "worker", "outreach-sender"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "outreach-sender"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
     assert len(sink.messages) == 2  # the peer has both messages ...

@@ -68,7 +68,7 @@ def _rules_process(settings, fault: str) -> subprocess.CompletedProcess:
            "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
            "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000", "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
            "TOUCHLINE_VAR_DIR": str(settings.var_dir), "TOUCHLINE_FAULT": fault}
-    return subprocess.run([sys.executable, "-m", "services.cli", "worker", "rules"], env=env, timeout=90,
+    return subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "rules"], env=env, timeout=90,
                           capture_output=True, text=True)
 
 

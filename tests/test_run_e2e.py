@@ -36,7 +36,7 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
     env.update({"TOUCHLINE_VAR_DIR": str(tmp_path / "var"), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
                 "TOUCHLINE_API_PORT": str(api_port), "TOUCHLINE_MAIL_SINK_PORT": str(mail_port)})
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{api_port}"
     try:

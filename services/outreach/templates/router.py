@@ -9,7 +9,7 @@ from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
 from services.outreach.templates import service
 from services.outreach.templates.schemas import ID_PATTERN, PreviewIn, PreviewOut, TemplateIn, TemplateOut
-from shared.api import ClockDep, SessionDep, SettingsDep
+from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
@@ -40,7 +40,7 @@ def get_template(template_id: str, session: Session = SessionDep, _p=require("op
 @router.post("/v1/templates/{template_id}/preview", response_model=PreviewOut,
              responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
              summary="Render a saved template for a real account and contact (nothing is sent)")
-def preview_template(template_id: str, body: PreviewIn, session: Session = SessionDep,
+def preview_template(template_id: str, body: PreviewIn, session: Session = ReadSessionDep,
                      settings: Settings = SettingsDep, _p=require("ops")):
     template = service.get_or_404(session, template_id)
     account = ingest_repo.get_account(session, body.account_id)

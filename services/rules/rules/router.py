@@ -23,7 +23,7 @@ from services.rules.rules.schemas import (
     RuleVersionOut,
     ValidateOut,
 )
-from shared.api import ClockDep, SessionDep, SettingsDep
+from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared import jobs
@@ -128,7 +128,7 @@ TEST_DOC = ("Would the rule fire now for this account, and why or why not, predi
 
 @router.post("/v1/rules/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
              summary="Dry-run an unsaved rule for one account", description=TEST_DOC + ' Body: {"rule": {...}, "event": {...}?}')
-def test_unsaved_rule(account_id: str, body: Any = Body(...), session: Session = SessionDep, clock: Clock = ClockDep,
+def test_unsaved_rule(account_id: str, body: Any = Body(...), session: Session = ReadSessionDep, clock: Clock = ClockDep,
                       settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
     if not isinstance(body, dict) or "rule" not in body:
         raise Unprocessable([{"pointer": "/rule", "message": 'send {"rule": {<rule definition>}, "event": {...} (optional)}'}])
@@ -138,7 +138,7 @@ def test_unsaved_rule(account_id: str, body: Any = Body(...), session: Session =
 
 @router.post("/v1/rules/{rule_id}/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
              summary="Dry-run a saved rule (current version) for one account", description=TEST_DOC)
-def test_rule(rule_id: str, account_id: str, body: Any = Body(None), session: Session = SessionDep, clock: Clock = ClockDep,
+def test_rule(rule_id: str, account_id: str, body: Any = Body(None), session: Session = ReadSessionDep, clock: Clock = ClockDep,
               settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
     rule = service.get(session, rule_id)
     definition, _ = service.parse(service.current_definition(session, rule), 100_000)

@@ -1,15 +1,15 @@
-"""The ``touchline`` command: run the system, run one component, manage keys, stream the demo."""
+"""The ``touchline`` command (wiring): run the system, run one component, manage keys, stream the demo."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.orm import sessionmaker
 
 from shared.logging import configure_logging
 from shared.settings import get_settings
@@ -17,20 +17,26 @@ from shared.settings import get_settings
 log = logging.getLogger("touchline")
 
 
-def _engine_and_factory(settings):
+@contextmanager
+def database(settings=None) -> Iterator[sessionmaker]:
+    """The one session scope of every command: an engine for ``settings`` (default: the
+    environment's), a session factory, and the engine disposed on the way out. Each unit
+    of work inside opens its own ``transaction(factory)``."""
     from shared.db import make_engine, make_session_factory
 
-    engine = make_engine(settings)
-    return engine, make_session_factory(engine)
+    engine = make_engine(settings or get_settings())
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 def cmd_migrate(args) -> int:
     from shared.migrate import upgrade
 
     settings = get_settings()
-    engine, _ = _engine_and_factory(settings)
-    upgrade(engine)
-    engine.dispose()
+    with database(settings) as factory:
+        upgrade(factory.kw["bind"])
     log.info("database at %s is at the latest migration", _safe_url(settings.sqlalchemy_url))
     return 0
 
@@ -44,9 +50,10 @@ def _safe_url(url: str) -> str:
 def cmd_api(args) -> int:
     import uvicorn
 
-    from services.app import create_app
+    from services.wiring.app import create_app
 
     settings = get_settings()
+    _report_restarts("api")
     app = create_app(settings)
     uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
                 log_level=settings.log_level.lower(), access_log=False, log_config=None)
@@ -54,7 +61,7 @@ def cmd_api(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from services.workers import load_worker
+    from services.wiring.workers import load_worker
     from shared.kafka import ensure_topics
 
     settings = get_settings()
@@ -62,20 +69,29 @@ def cmd_worker(args) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=settings.api_host)
+    _report_restarts(f"worker-{args.name}")
     worker_cls = load_worker(args.name)
-    engine, factory = _engine_and_factory(settings)
     ensure_topics(settings)
-    worker = worker_cls(settings, factory)
+    with database(settings) as factory:
+        worker = worker_cls(settings, factory)
 
-    def stop(signum, _frame):
-        log.info("%s worker: %s received, finishing the current batch", args.name, signal.Signals(signum).name)
-        worker.stop_event.set()
+        def stop(signum, _frame):
+            log.info("%s worker: %s received, finishing the current batch", args.name, signal.Signals(signum).name)
+            worker.stop_event.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    worker.run()
-    engine.dispose()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        worker.run()
     return 0
+
+
+def _report_restarts(process: str) -> None:
+    """``touchline run`` passes how often it restarted this process; export it."""
+    restarts = os.environ.get("TOUCHLINE_RESTARTS")
+    if restarts:
+        from shared.metrics import PROCESS_RESTARTS
+
+        PROCESS_RESTARTS.labels(process).set(int(restarts))
 
 
 def cmd_keys(args) -> int:
@@ -83,9 +99,7 @@ def cmd_keys(args) -> int:
     from shared.clock import SystemClock
     from shared.db import transaction
 
-    settings = get_settings()
-    engine, factory = _engine_and_factory(settings)
-    try:
+    with database() as factory:
         with transaction(factory) as session:
             if args.keys_cmd == "create":
                 try:
@@ -103,8 +117,6 @@ def cmd_keys(args) -> int:
                     print(f"error: no key #{args.id} (see `touchline keys list`)", file=sys.stderr)
                     return 2
                 print(f"revoked key #{args.id}")
-    finally:
-        engine.dispose()
     return 0
 
 
@@ -183,16 +195,12 @@ def cmd_mailsink(args) -> int:
 def cmd_seed(args) -> int:
     from services.outreach.starter import seed_starter_content
 
-    settings = get_settings()
-    engine, factory = _engine_and_factory(settings)
-    try:
-        from shared.clock import SystemClock
-        from shared.db import transaction
+    from shared.clock import SystemClock
+    from shared.db import transaction
 
-        with transaction(factory) as session:
-            created = seed_starter_content(session, settings, SystemClock().now(), enable_playbooks=args.enable)
-    finally:
-        engine.dispose()
+    settings = get_settings()
+    with database(settings) as factory, transaction(factory) as session:
+        created = seed_starter_content(session, settings, SystemClock().now(), enable_playbooks=args.enable)
     print("created: " + (", ".join(created) if created else "nothing (the starter content is already there)"))
     return 0
 
@@ -212,8 +220,7 @@ def cmd_rules(args) -> int:
     from shared.db import transaction
 
     settings = get_settings()
-    engine, factory = _engine_and_factory(settings)
-    try:
+    with database(settings) as factory:
         if args.rules_cmd == "import":
             from services.rules.rules.importer import STARTER_DIR, import_rules
 
@@ -244,8 +251,6 @@ def cmd_rules(args) -> int:
 
             report = run_tick(factory, settings, SystemClock().now())
             print(f"{report.ran}/{report.rules} scheduled rules ran, {report.matched} matched, {len(report.signals)} signals")
-    finally:
-        engine.dispose()
     return 0
 
 
@@ -360,19 +365,6 @@ def _first_admin_key(settings, factory) -> None:
           flush=True)
 
 
-def _restart_broker(broker, settings) -> None:
-    """The embedded broker died: start it again and recreate the topics. It kept
-    everything in memory, so records not yet consumed are gone; the database is not."""
-    from shared.kafka import ensure_topics
-
-    log.error("the embedded broker exited (code %s); restarting it. Records it held that were not yet "
-              "consumed are lost (see docs/architecture.md)", broker.proc.returncode)
-    broker.stop()
-    broker.start()
-    ensure_topics(settings)
-    log.info("embedded broker restarted; workers rejoin their groups by themselves")
-
-
 def _seed_outreach(settings, factory) -> None:
     from services.outreach.starter import seed_starter_content
     from shared.clock import SystemClock
@@ -385,90 +377,41 @@ def _seed_outreach(settings, factory) -> None:
 
 
 def cmd_run(args) -> int:
-    from services.workers import WORKERS
+    """Migrate, start the embedded broker, then supervise every process until Ctrl-C
+    (services/wiring/supervisor.py: restarts, drain, stop order)."""
+    from services.wiring.supervisor import Supervisor, child_specs, multiprocess_env
     from shared.broker import BrokerError, EmbeddedBroker
     from shared.kafka import ensure_topics
     from shared.migrate import upgrade
 
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    engine, factory = _engine_and_factory(settings)
-    log.info("migrating %s", _safe_url(settings.sqlalchemy_url))
-    upgrade(engine)
+    with database(settings) as factory:
+        log.info("migrating %s", _safe_url(settings.sqlalchemy_url))
+        upgrade(factory.kw["bind"])
+        broker = None
+        if settings.embedded_broker:
+            broker = EmbeddedBroker(settings.embedded_broker_host, settings.embedded_broker_port, settings.var_dir / "broker.log")
+            try:
+                broker.start()
+            except BrokerError as exc:
+                log.error("%s", exc)
+                return 1
+            log.info("the embedded broker keeps data in memory only: Ctrl-C drains it before it stops; "
+                     "a crash of the broker itself loses what it held (not the database)")
+        ensure_topics(settings)
+        _first_admin_key(settings, factory)
+        _seed_outreach(settings, factory)
 
-    broker = None
-    if settings.embedded_broker:
-        broker = EmbeddedBroker(settings.embedded_broker_host, settings.embedded_broker_port, settings.var_dir / "broker.log")
-        try:
-            broker.start()
-        except BrokerError as exc:
-            log.error("%s", exc)
-            return 1
-        log.info("the embedded broker keeps data in memory only: stopping `touchline run` loses the topics (not the database)")
-    ensure_topics(settings)
-    _first_admin_key(settings, factory)
-    _seed_outreach(settings, factory)
-    engine.dispose()
-
-    metrics_dir = settings.var_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve())}
-    base = [sys.executable, "-m", "services.cli"]
-    specs = {"api": base + ["api"]}
-    for name in WORKERS:
-        specs[f"worker-{name}"] = base + ["worker", name]
     if settings.embedded_mail_sink:
-        specs["mailsink"] = base + ["mailsink"]
         log.info("no TOUCHLINE_SMTP_URL: mail goes to the embedded sink on %s:%d (GET /v1/dev/mail lists it)",
                  settings.mail_sink_host, settings.mail_sink_port)
-    extra = getattr(args, "extra", None)
-    if extra:
-        specs.update(extra)
-
-    children: dict[str, subprocess.Popen] = {}
-    stopping = False
-
-    def shutdown(signum=None, _frame=None):
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        log.info("shutting down (%s)", signal.Signals(signum).name if signum else "a component exited")
-
-    signal.signal(signal.SIGINT, shutdown)
-    signal.signal(signal.SIGTERM, shutdown)
-    for name, cmd in specs.items():
-        children[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
-        log.info("started %s (pid %d)", name, children[name].pid)
-    log.info("Touchline is up: API on http://%s:%d (docs at /docs); Ctrl-C stops everything",
+    supervisor = Supervisor(settings, child_specs(settings, sys.executable, getattr(args, "extra", None)),
+                            multiprocess_env(settings), broker, on_broker_restart=lambda: ensure_topics(settings))
+    supervisor.install_signal_handlers()
+    log.info("Touchline is up: API on http://%s:%d (docs at /docs); Ctrl-C drains and stops everything",
              settings.api_host, settings.api_port)
-    rc = 0
-    try:
-        while not stopping:
-            if broker and broker.proc and broker.proc.poll() is not None:
-                _restart_broker(broker, settings)
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    log.error("%s exited with code %s; stopping the rest", name, proc.returncode)
-                    rc = 1
-                    shutdown()
-                    break
-            time.sleep(0.2)
-    finally:
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name, proc in children.items():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", name)
-                proc.kill()
-        if broker:
-            broker.stop()
-            log.info("embedded broker stopped")
+    rc = supervisor.run()
     log.info("bye")
     return rc
 

@@ -1,0 +1,256 @@
+"""The ``touchline run`` supervisor: the embedded broker, the API, every worker and the
+mail sink on one machine, kept up until Ctrl-C.
+
+Healing. A child that exits is started again after a backoff (0.5 s doubling to
+``TOUCHLINE_RETRY_MAX_SECONDS``; back to 0.5 s once it has stayed up a minute), with a
+log line, and the restarted process reports its count in ``touchline_process_restarts``.
+Nothing else is touched: the embedded broker keeps every record a dead worker had not
+committed, and the worker's group hands them to the restarted process. The broker
+itself is restarted if it dies (what it held in memory is lost then: see
+docs/operations.md).
+
+Stopping (SIGINT/SIGTERM), in the order data flows, so the memory-only broker is empty
+when it stops:
+1. stop the producers: the API and any extra producer (the live demo);
+2. for each topic in pipeline order (``product.events``, then ``cs.signals``): wait until
+   every group consuming it has committed everything (progress in the log: lag per
+   group), then stop those workers. A worker that dies meanwhile is restarted;
+3. stop the rest (timers, sender, mail sink), then the broker.
+The wait is bounded by ``TOUCHLINE_DRAIN_TIMEOUT_SECONDS``; a second Ctrl-C skips it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.settings import Settings
+
+log = logging.getLogger("touchline.supervisor")
+
+PRODUCER, CONSUMER, AUX = "producer", "consumer", "aux"
+BACKOFF_INITIAL = 0.5
+STABLE_AFTER = 60.0  # a child up this long is healthy again: its backoff starts over
+STOP_GRACE = 20.0
+
+
+@dataclass
+class ChildSpec:
+    name: str
+    argv: list[str]
+    role: str = CONSUMER
+    consumes: dict[str, list[str]] = field(default_factory=dict)  # group id -> topics, drained before it stops
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+    backoff: float = BACKOFF_INITIAL
+    stopped: bool = False  # deliberately stopped: do not restart
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, specs: list[ChildSpec], env: dict[str, str], broker=None,
+                 on_broker_restart: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.children = {s.name: Child(s) for s in specs}
+        self.env = env
+        self.broker = broker
+        self.on_broker_restart = on_broker_restart
+        self.stop_requests = 0
+        self.poll_interval = 0.2
+
+    # ---- signals ------------------------------------------------------
+    def request_stop(self, signum=None, _frame=None) -> None:
+        self.stop_requests += 1
+        name = signal.Signals(signum).name if signum else "stop"
+        if self.stop_requests == 1:
+            log.info("%s received: stopping producers, draining, then stopping (again to stop at once)", name)
+        else:
+            log.warning("%s received again: stopping now without draining", name)
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+
+    # ---- children -----------------------------------------------------
+    def _start(self, child: Child) -> None:
+        env = {**self.env, "TOUCHLINE_RESTARTS": str(child.restarts)}
+        child.proc = subprocess.Popen(child.spec.argv, env=env, start_new_session=True)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        log.info("started %s (pid %d)%s", child.spec.name, child.proc.pid,
+                 f", restart {child.restarts}" if child.restarts else "")
+
+    def start_all(self) -> None:
+        for child in self.children.values():
+            self._start(child)
+
+    def pid(self, name: str) -> int | None:
+        proc = self.children[name].proc
+        return proc.pid if proc else None
+
+    def heal(self) -> None:
+        """One round of supervision: restart the broker or any child that died."""
+        if self.broker is not None and self.broker.proc is not None and self.broker.proc.poll() is not None:
+            self._restart_broker()
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.stopped or child.proc is None:
+                continue
+            code = child.proc.poll()
+            if code is not None and child.restart_at is None:
+                if now - child.started_at >= STABLE_AFTER:
+                    child.backoff = BACKOFF_INITIAL
+                child.restart_at = now + child.backoff
+                log.error("%s %s; restarting it in %.1fs (restart %d); the broker and the other processes carry on",
+                          child.spec.name, _describe_exit(code), child.backoff, child.restarts + 1)
+                child.backoff = min(child.backoff * 2, self.settings.retry_max_seconds)
+            if child.restart_at is not None and now >= child.restart_at:
+                child.restarts += 1
+                self._start(child)
+
+    def _restart_broker(self) -> None:
+        log.error("the embedded broker %s; restarting it. Records it held that were not yet consumed are lost "
+                  "(see docs/operations.md)", _describe_exit(self.broker.proc.returncode))
+        self.broker.stop()
+        self.broker.start()
+        if self.on_broker_restart:
+            self.on_broker_restart()
+        log.info("embedded broker restarted; workers rejoin their groups by themselves")
+
+    def run(self) -> int:
+        self.start_all()
+        try:
+            while not self.stop_requests:
+                self.heal()
+                time.sleep(self.poll_interval)
+        finally:
+            self.shutdown()
+        return 0
+
+    # ---- stopping -----------------------------------------------------
+    def _stop(self, children: list[Child]) -> None:
+        for child in children:
+            child.stopped = True
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for child in children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", child.spec.name)
+                child.proc.kill()
+                child.proc.wait()
+            log.info("stopped %s", child.spec.name)
+
+    def shutdown(self) -> None:
+        children = list(self.children.values())
+        self._stop([c for c in children if c.spec.role == PRODUCER])
+        if self.broker is not None:
+            self._drain([c for c in children if c.spec.role == CONSUMER])
+        self._stop([c for c in children if not c.stopped])
+        if self.broker is not None:
+            self.broker.stop()
+            log.info("embedded broker stopped")
+
+    def _drain(self, consumers: list[Child]) -> None:
+        """Stage by stage in pipeline order: wait until the groups of a topic have
+        committed everything, then stop their workers."""
+        from shared.kafka import LagProbe
+
+        order = [self.settings.topic_events, self.settings.topic_signals]
+        topics = order + sorted({t for c in consumers for ts in c.spec.consumes.values() for t in ts} - set(order))
+        deadline = time.monotonic() + self.settings.drain_timeout_seconds
+        try:
+            probe = LagProbe(self.settings)
+        except Exception as exc:  # the broker is gone: there is nothing left to drain
+            log.warning("cannot reach the broker to drain (%s); stopping the workers", exc)
+            return
+        try:
+            for topic in topics:
+                stage = [c for c in consumers if any(topic in ts for ts in c.spec.consumes.values())]
+                if stage:
+                    self._drain_topic(probe, topic, stage, deadline)
+                    self._stop(stage)
+        finally:
+            probe.close()
+
+    def _drain_topic(self, probe, topic: str, stage: list[Child], deadline: float) -> None:
+        groups = sorted({g for c in stage for g, ts in c.spec.consumes.items() if topic in ts})
+        next_report = 0.0
+        while True:
+            self.heal()  # a worker that dies while draining is restarted: its records are still here
+            try:
+                lags = {g: sum(probe.lag(g, [topic]).values()) for g in groups}
+            except Exception as exc:  # a broker hiccup: try again until the deadline
+                log.warning("drain: could not read the lag of %s (%s)", topic, exc)
+                lags = None
+            if lags is not None and not any(lags.values()):
+                log.info("drained %s: %s", topic, ", ".join(f"{g} 0 behind" for g in groups))
+                return
+            now = time.monotonic()
+            if self.stop_requests > 1:
+                log.warning("not draining %s any further: stopping now", topic)
+                return
+            if now >= deadline:
+                log.error("drain timeout (%.0fs, TOUCHLINE_DRAIN_TIMEOUT_SECONDS): stopping with %s; those records "
+                          "are lost with the embedded broker", self.settings.drain_timeout_seconds,
+                          ", ".join(f"{g} {n} behind on {topic}" for g, n in (lags or {}).items()) or "lag unknown")
+                return
+            if lags is not None and now >= next_report:
+                log.info("draining %s: %s", topic, ", ".join(f"{g} {n} behind" for g, n in lags.items()))
+                next_report = now + 2.0
+            time.sleep(self.poll_interval)
+
+
+def child_specs(settings: Settings, python: str, extra: dict[str, list[str]] | None = None) -> list[ChildSpec]:
+    """What ``touchline run`` starts: the API, every registered worker (with the groups
+    and topics it consumes), the mail sink when mail is local, and ``extra`` producers."""
+    from services.wiring.workers import WORKERS, load_worker
+
+    base = [python, "-m", "services.wiring.cli"]
+    specs = [ChildSpec("api", base + ["api"], PRODUCER)]
+    for name in WORKERS:
+        cls = load_worker(name)
+        consumes = {}
+        if hasattr(cls, "consumes"):
+            group, topics = cls.consumes(settings)
+            consumes[group] = topics
+        specs.append(ChildSpec(f"worker-{name}", base + ["worker", name], CONSUMER, consumes))
+    if settings.embedded_mail_sink:
+        specs.append(ChildSpec("mailsink", base + ["mailsink"], AUX))
+    for name, argv in (extra or {}).items():
+        specs.append(ChildSpec(name, argv, PRODUCER))
+    return specs
+
+
+def multiprocess_env(settings: Settings) -> dict[str, str]:
+    """The children's environment: Prometheus multiprocess mode, so the API's /metrics
+    aggregates every process."""
+    import shutil
+
+    metrics_dir = settings.var_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve())}
