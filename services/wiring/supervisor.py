@@ -54,6 +54,7 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     backoff: float = BACKOFF_INITIAL
+    delays: list[float] = field(default_factory=list)  # the backoffs chosen so far
     stopped: bool = False  # deliberately stopped: do not restart
 
 
@@ -120,6 +121,7 @@ class Supervisor:
                 if now - child.started_at >= STABLE_AFTER:
                     child.backoff = BACKOFF_INITIAL
                 child.restart_at = now + child.backoff
+                child.delays.append(child.backoff)
                 log.error("%s %s; restarting it in %.1fs (restart %d); the broker and the other processes carry on",
                           child.spec.name, _describe_exit(code), child.backoff, child.restarts + 1)
                 child.backoff = min(child.backoff * 2, self.settings.retry_max_seconds)
