@@ -144,3 +144,72 @@ def test_sigkill_of_each_worker_under_touchline_run_loses_and_doubles_nothing(tm
         assert sorted(enrolled) == [f"acct-{i:03d}" for i in range(ACCOUNTS)]  # ... and has its decision
         assert s.scalar(select(func.count()).select_from(Message).where(Message.playbook_id == "kill-test")) == ACCOUNTS
     engine.dispose()
+
+
+def test_the_embedded_broker_is_recycled_when_it_grows_and_nothing_is_lost(tmp_path):
+    """Tansu keeps every record in memory and cannot trim (no retention, no DeleteRecords):
+    above TOUCHLINE_EMBEDDED_BROKER_MAX_MB the supervisor drains it and restarts it empty.
+    With a limit of 1 MB it recycles every 30 s: events streamed across recycles are all
+    stored once, and a dead-lettered record is carried over, not lost or doubled."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    broker_port, api_port, mail_port = free_port(), free_port(), free_port()
+    var = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
+    env.update({"TOUCHLINE_VAR_DIR": str(var), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
+                "TOUCHLINE_API_PORT": str(api_port), "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
+                "TOUCHLINE_DRAIN_TIMEOUT_SECONDS": "600", "TOUCHLINE_EMBEDDED_BROKER_MAX_MB": "1"})
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{api_port}"
+    bootstrap = f"127.0.0.1:{broker_port}"
+    stream = None
+    try:
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 120, "/readyz")
+        headers = {"Authorization": f"Bearer {(var / 'dev-admin-key').read_text().strip()}"}
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        producer.send("product.events", key=b"acct-000", value=b"not json at all")  # for the DLQ
+        producer.flush()
+        producer.close()
+        stream = Stream(base, headers)
+        stream.thread.start()
+        wait_for(lambda: log_path.read_text().count("embedded broker recycled") >= 2 or stream.error, 400,
+                 "two broker recycles")
+        stream.stop.set()
+        stream.thread.join(60)
+        assert stream.error is None, stream.error
+
+        def settled() -> bool:  # no recycle half done
+            text = log_path.read_text()
+            return text.count("recycling it") == text.count("embedded broker recycled") + text.count("recycle postponed")
+
+        wait_for(settled, 300, "a recycle in progress to finish")
+
+        def dlq() -> list:
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+            tp = TopicPartition("product.events.dlq", 0)
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            records = [r.value for r in consumer]
+            consumer.close()
+            return records
+
+        assert wait_for(lambda: dlq() == [b"not json at all"], 120, "the DLQ record, once, after the recycles")
+    finally:
+        if stream is not None:
+            stream.stop.set()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=1200)
+    out = log_path.read_text()
+    assert proc.returncode == 0, out[-5000:]
+
+    from services.ingest.models import RawEvent, UsageDaily
+
+    engine = create_engine(f"sqlite:///{var / 'touchline.db'}")
+    with Session(engine) as s:
+        stored = set(s.scalars(select(RawEvent.event_id).where(RawEvent.type == "track")))
+        assert stream.accepted and stored == stream.accepted
+        assert s.scalar(select(func.sum(UsageDaily.count))) == len(stream.accepted)
+    engine.dispose()

@@ -77,6 +77,57 @@ class Supervisor:
         self.on_broker_restart = on_broker_restart
         self.stop_requests = 0
         self.poll_interval = 0.2
+        self.recycles = 0
+        self._recycling = False
+        self._next_memory_check = time.monotonic() + 30
+
+    # ---- bounding the embedded broker's memory ---------------------------
+    def _recycle_due(self, now: float) -> bool:
+        limit = self.settings.embedded_broker_max_mb
+        if self.broker is None or not limit or self._recycling or self.stop_requests or now < self._next_memory_check:
+            return False
+        self._next_memory_check = now + 30
+        mb = rss_mb(self.broker.proc.pid) if self.broker.proc else None
+        if mb is None or mb < limit:
+            return False
+        log.warning("the embedded broker holds %.0f MB (TOUCHLINE_EMBEDDED_BROKER_MAX_MB=%d) and cannot trim itself "
+                    "(no retention, no DeleteRecords): recycling it", mb, limit)
+        return True
+
+    def recycle_broker(self) -> bool:
+        """Give the embedded broker's memory back without losing a record: stop the
+        producers, drain every group and stop the consumers (as on Ctrl-C), copy what is
+        left that no group has to consume (the DLQs, anything produced from outside
+        meanwhile), restart the broker empty, put the copy back, start everyone again.
+        If the drain does not finish in time, nothing is restarted and it is tried later."""
+        from shared.kafka import ensure_topics
+
+        self._recycling = True
+        stopped: list[Child] = []
+        try:
+            children = list(self.children.values())
+            stopped = [c for c in children if c.spec.role == PRODUCER and not c.stopped]
+            self._stop(stopped)
+            consumers = [c for c in children if c.spec.role == CONSUMER and c.spec.consumes and not c.stopped]
+            stopped += consumers
+            if not self._drain(consumers, abort_on_stop=True):
+                self._next_memory_check = time.monotonic() + 300
+                log.warning("broker recycle postponed: the workers could not drain in time; retrying in 5 minutes")
+                return False
+            residue = read_residue(self.settings, {g: ts for c in consumers for g, ts in c.spec.consumes.items()})
+            self.broker.stop()
+            self.broker.start()
+            ensure_topics(self.settings)
+            put_back(self.settings, residue)
+            self.recycles += 1
+            log.info("embedded broker recycled (%d so far): %d records carried over (DLQs and unconsumed)",
+                     self.recycles, len(residue))
+            return True
+        finally:
+            for child in stopped:
+                child.stopped = False
+                self._start(child)
+            self._recycling = False
 
     # ---- signals ------------------------------------------------------
     def request_stop(self, signum=None, _frame=None) -> None:
@@ -113,6 +164,8 @@ class Supervisor:
         if self.broker is not None and self.broker.proc is not None and self.broker.proc.poll() is not None:
             self._restart_broker()
         now = time.monotonic()
+        if self._recycle_due(now):
+            self.recycle_broker()
         for child in self.children.values():
             if child.stopped or child.proc is None:
                 continue
@@ -176,29 +229,31 @@ class Supervisor:
             self.broker.stop()
             log.info("embedded broker stopped")
 
-    def _drain(self, consumers: list[Child]) -> None:
+    def _drain(self, consumers: list[Child], deadline: float | None = None, abort_on_stop: bool = False) -> bool:
         """Stage by stage in pipeline order: wait until the groups of a topic have
-        committed everything, then stop their workers."""
+        committed everything, then stop their workers. True if everything drained."""
         from shared.kafka import LagProbe
 
         order = [self.settings.topic_events, self.settings.topic_signals]
         topics = order + sorted({t for c in consumers for ts in c.spec.consumes.values() for t in ts} - set(order))
-        deadline = time.monotonic() + self.settings.drain_timeout_seconds
+        deadline = deadline or time.monotonic() + self.settings.drain_timeout_seconds
         try:
             probe = LagProbe(self.settings)
         except Exception as exc:  # the broker is gone: there is nothing left to drain
             log.warning("cannot reach the broker to drain (%s); stopping the workers", exc)
-            return
+            return False
         try:
             for topic in topics:
                 stage = [c for c in consumers if any(topic in ts for ts in c.spec.consumes.values())]
                 if stage:
-                    self._drain_topic(probe, topic, stage, deadline)
+                    if not self._drain_topic(probe, topic, stage, deadline, abort_on_stop) and abort_on_stop:
+                        return False
                     self._stop(stage)
+            return True
         finally:
             probe.close()
 
-    def _drain_topic(self, probe, topic: str, stage: list[Child], deadline: float) -> None:
+    def _drain_topic(self, probe, topic: str, stage: list[Child], deadline: float, abort_on_stop: bool = False) -> bool:
         groups = sorted({g for c in stage for g, ts in c.spec.consumes.items() if topic in ts})
         next_report = 0.0
         while True:
@@ -210,20 +265,81 @@ class Supervisor:
                 lags = None
             if lags is not None and not any(lags.values()):
                 log.info("drained %s: %s", topic, ", ".join(f"{g} 0 behind" for g in groups))
-                return
+                return True
             now = time.monotonic()
-            if self.stop_requests > 1:
+            if self.stop_requests > (0 if abort_on_stop else 1):
                 log.warning("not draining %s any further: stopping now", topic)
-                return
+                return False
             if now >= deadline:
+                if abort_on_stop:
+                    log.warning("could not drain %s in time (%s)", topic,
+                                ", ".join(f"{g} {n} behind" for g, n in (lags or {}).items()) or "lag unknown")
+                    return False
                 log.error("drain timeout (%.0fs, TOUCHLINE_DRAIN_TIMEOUT_SECONDS): stopping with %s; those records "
                           "are lost with the embedded broker", self.settings.drain_timeout_seconds,
                           ", ".join(f"{g} {n} behind on {topic}" for g, n in (lags or {}).items()) or "lag unknown")
-                return
+                return False
             if lags is not None and now >= next_report:
                 log.info("draining %s: %s", topic, ", ".join(f"{g} {n} behind" for g, n in lags.items()))
                 next_report = now + 2.0
             time.sleep(self.poll_interval)
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple]:
+    """Every record of every topic that some group still has to consume, or that no
+    group consumes at all (the DLQs): (topic, partition, key, value, headers)."""
+    from kafka import TopicPartition
+
+    from shared.kafka import LagProbe, topic_specs
+
+    probe = LagProbe(settings)
+    out: list[tuple] = []
+    try:
+        committed: dict[str, dict] = {g: {tp: om.offset for tp, om in (probe.admin.list_group_offsets(g).get(g) or {}).items()}
+                                      for g in groups}
+        for topic, partitions in topic_specs(settings).items():
+            readers = [g for g, ts in groups.items() if topic in ts]
+            for p in range(partitions):
+                tp = TopicPartition(topic, p)
+                start = min((max(0, committed[g].get(tp, 0)) for g in readers), default=0)
+                hw = probe.high_watermark(tp, start)
+                if not hw or hw <= start:
+                    continue
+                consumer = probe.consumer
+                consumer.assign([tp])
+                consumer.seek(tp, start)
+                deadline = time.monotonic() + 60
+                while consumer.position(tp) < hw and time.monotonic() < deadline:
+                    for records in consumer.poll(timeout_ms=200, max_records=5000).values():
+                        out.extend((topic, p, r.key, r.value, list(r.headers or [])) for r in records if r.offset < hw)
+    finally:
+        probe.close()
+    return out
+
+
+def put_back(settings: Settings, records: list[tuple]) -> None:
+    from shared.kafka import make_producer
+
+    if not records:
+        return
+    producer = make_producer(settings)
+    try:
+        for topic, partition, key, value, headers in records:
+            producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=5)
 
 
 def child_specs(settings: Settings, python: str, extra: dict[str, list[str]] | None = None) -> list[ChildSpec]:
