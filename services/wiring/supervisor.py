@@ -96,10 +96,11 @@ class Supervisor:
 
     def recycle_broker(self) -> bool:
         """Give the embedded broker's memory back without losing a record: stop the
-        producers, drain every group and stop the consumers (as on Ctrl-C), copy what is
-        left that no group has to consume (the DLQs, anything produced from outside
-        meanwhile), restart the broker empty, put the copy back, start everyone again.
-        If the drain does not finish in time, nothing is restarted and it is tried later."""
+        producers, let the consumers drain for a few seconds and stop them (they commit
+        on the way out), copy every record some group has not committed yet, and the
+        DLQs, restart the broker empty, write the copy back, start everyone again. The
+        copy, not the drain, is what makes it lossless: a group re-reads at most what it
+        had not committed, and every effect is keyed, so that changes nothing."""
         from shared.kafka import ensure_topics
 
         self._recycling = True
@@ -110,19 +111,22 @@ class Supervisor:
             self._stop(stopped)
             consumers = [c for c in children if c.spec.role == CONSUMER and c.spec.consumes and not c.stopped]
             stopped += consumers
-            if not self._drain(consumers, abort_on_stop=True):
-                self._next_memory_check = time.monotonic() + 300
-                log.warning("broker recycle postponed: the workers could not drain in time; retrying in 5 minutes")
-                return False
+            self._drain(consumers, deadline=time.monotonic() + min(15.0, self.settings.drain_timeout_seconds),
+                        recycling=True)
+            self._stop(consumers)
             residue = read_residue(self.settings, {g: ts for c in consumers for g, ts in c.spec.consumes.items()})
             self.broker.stop()
             self.broker.start()
             ensure_topics(self.settings)
             put_back(self.settings, residue)
             self.recycles += 1
-            log.info("embedded broker recycled (%d so far): %d records carried over (DLQs and unconsumed)",
-                     self.recycles, len(residue))
+            log.warning("embedded broker recycled (%d so far): %d records carried over (DLQs and not yet consumed)",
+                        self.recycles, len(residue))
             return True
+        except Exception:
+            log.exception("broker recycle failed; carrying on (the broker is restarted if it is down)")
+            self._next_memory_check = time.monotonic() + 300
+            return False
         finally:
             for child in stopped:
                 child.stopped = False
@@ -229,7 +233,7 @@ class Supervisor:
             self.broker.stop()
             log.info("embedded broker stopped")
 
-    def _drain(self, consumers: list[Child], deadline: float | None = None, abort_on_stop: bool = False) -> bool:
+    def _drain(self, consumers: list[Child], deadline: float | None = None, recycling: bool = False) -> bool:
         """Stage by stage in pipeline order: wait until the groups of a topic have
         committed everything, then stop their workers. True if everything drained."""
         from shared.kafka import LagProbe
@@ -246,14 +250,14 @@ class Supervisor:
             for topic in topics:
                 stage = [c for c in consumers if any(topic in ts for ts in c.spec.consumes.values())]
                 if stage:
-                    if not self._drain_topic(probe, topic, stage, deadline, abort_on_stop) and abort_on_stop:
-                        return False
+                    if not self._drain_topic(probe, topic, stage, deadline, recycling) and recycling:
+                        return False  # what is left is carried over by the recycle
                     self._stop(stage)
             return True
         finally:
             probe.close()
 
-    def _drain_topic(self, probe, topic: str, stage: list[Child], deadline: float, abort_on_stop: bool = False) -> bool:
+    def _drain_topic(self, probe, topic: str, stage: list[Child], deadline: float, recycling: bool = False) -> bool:
         groups = sorted({g for c in stage for g, ts in c.spec.consumes.items() if topic in ts})
         next_report = 0.0
         while True:
@@ -267,13 +271,13 @@ class Supervisor:
                 log.info("drained %s: %s", topic, ", ".join(f"{g} 0 behind" for g in groups))
                 return True
             now = time.monotonic()
-            if self.stop_requests > (0 if abort_on_stop else 1):
+            if self.stop_requests > (0 if recycling else 1):
                 log.warning("not draining %s any further: stopping now", topic)
                 return False
             if now >= deadline:
-                if abort_on_stop:
-                    log.warning("could not drain %s in time (%s)", topic,
-                                ", ".join(f"{g} {n} behind" for g, n in (lags or {}).items()) or "lag unknown")
+                if recycling:
+                    log.info("recycle: %s not drained (%s); the rest is carried over", topic,
+                             ", ".join(f"{g} {n} behind" for g, n in (lags or {}).items()) or "lag unknown")
                     return False
                 log.error("drain timeout (%.0fs, TOUCHLINE_DRAIN_TIMEOUT_SECONDS): stopping with %s; those records "
                           "are lost with the embedded broker", self.settings.drain_timeout_seconds,
