@@ -26,11 +26,11 @@ def _option(argv: list[str], name: str) -> str | None:
 def touchline_args(cmdline: list[str]) -> list[str] | None:
     """The arguments after ``touchline`` in a process's command line, or None if the
     process is not Touchline (``touchline …``, ``python …/touchline …`` or
-    ``python -m services.cli …``)."""
+    ``python -m services.wiring.cli …``)."""
     for i, arg in enumerate(cmdline[:3]):
         if os.path.basename(arg) == "touchline":
             return cmdline[i + 1:]
-        if arg == "-m" and i + 1 < len(cmdline) and cmdline[i + 1] == "services.cli":
+        if arg == "-m" and i + 1 < len(cmdline) and cmdline[i + 1] == "services.wiring.cli":
             return cmdline[i + 2:]
     return None
 

@@ -31,8 +31,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 
-from services.cli import build_parser
-from services.workers import WORKERS, load_worker
+from services.wiring.cli import build_parser
+from services.wiring.workers import WORKERS, load_worker
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def assert_touchline_command(argv: list[str], where: str) -> None:
     except SystemExit:
         pytest.fail(f"{where}: `touchline {shlex.join(argv)}` is not a touchline command")
     if args.cmd == "worker":
-        assert args.name in WORKERS, f"{where}: no worker {args.name!r} (services/workers.py has {sorted(WORKERS)})"
+        assert args.name in WORKERS, f"{where}: no worker {args.name!r} (services/wiring/workers.py has {sorted(WORKERS)})"
 
 
 def slug(heading: str) -> str:
@@ -355,7 +355,7 @@ def test_healthcheck_probes_healthz_for_the_api_and_the_metrics_port_for_workers
     hc = load_healthcheck()
     assert hc.touchline_args(["/opt/touchline/bin/python", "/opt/touchline/bin/touchline", "api"]) == ["api"]
     assert hc.touchline_args(["/opt/touchline/bin/touchline", "worker", "ingest"]) == ["worker", "ingest"]
-    assert hc.touchline_args(["python", "-m", "services.cli", "api"]) == ["api"]
+    assert hc.touchline_args(["python", "-m", "services.wiring.cli", "api"]) == ["api"]
     # Under `init: true` the init's own command line ends in Touchline's: the same arguments.
     assert hc.touchline_args(["/sbin/docker-init", "--", "touchline", "api"]) == ["api"]
     assert hc.touchline_args(["postgres", "-D", "/data"]) is None
