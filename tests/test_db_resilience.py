@@ -21,6 +21,7 @@ from starlette.requests import Request
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, RawEvent
 from services.outreach.delivery.worker import SenderWorker
+from services.outreach.engagements.tasks import EngagementWorker
 from services.outreach.playbooks.timers import TimerWorker
 from shared.api import get_session
 from shared.db import make_engine, make_session_factory
@@ -83,7 +84,7 @@ def _outage(db_kind, settings, tmp_path):
     return make_session_factory(engine), engine, lambda: None
 
 
-@pytest.mark.parametrize("kind", ["timers", "sender", "ingest"])
+@pytest.mark.parametrize("kind", ["timers", "sender", "engagements", "ingest"])
 def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, session_factory, clock, tmp_path):
     settings = topics.model_copy(update={"retry_max_seconds": 0.05, "outreach_tick_seconds": 0.01})
     down, down_engine, release = _outage(db_kind, settings, tmp_path)
@@ -91,6 +92,8 @@ def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, se
         worker = TimerWorker(settings, down, clock)
     elif kind == "sender":
         worker = SenderWorker(settings, down, clock, worker_id="resilience")
+    elif kind == "engagements":
+        worker = EngagementWorker(settings, down, clock)
     else:
         worker = IngestWorker(settings, down, clock)
         worker.db_retry_seconds = 0.01

@@ -30,7 +30,8 @@ RULE = {"id": "kill-test", "name": "Logged in", "kind": "lifecycle", "severity":
 PLAYBOOK = {"name": "Kill test", "trigger": {"rules": ["kill-test"]}, "holdout_percent": 0,
             "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
                       {"type": "wait", "duration": "7d"}]}
-WORKERS = ["worker-ingest", "worker-rules", "worker-outreach", "worker-outreach-timers", "worker-outreach-sender"]
+WORKERS = ["worker-ingest", "worker-rules", "worker-outreach", "worker-outreach-timers", "worker-outreach-sender",
+           "worker-outreach-engagements"]
 
 
 def child_pid(supervisor: int, worker: str) -> int | None:

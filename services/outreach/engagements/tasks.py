@@ -8,42 +8,28 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.outreach.engagements import assignment, service
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import transaction
+from shared.worker import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
 
-class EngagementWorker:
+class EngagementWorker(PeriodicWorker):
+    """The loop, its pacing and its database retries are PeriodicWorker's."""
+
     name = "outreach-engagements"
 
     def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
-        self.settings = settings
-        self.session_factory = session_factory
-        self.clock = clock or SystemClock()
-        self.stop_event = threading.Event()
+        super().__init__(settings, session_factory, clock)
         self.actor = f"{assignment.ACTOR}:{socket.gethostname()}:{os.getpid()}"
 
-    def run(self) -> None:
-        log.info("%s: assigning and running engagement time-boxes every %.1fs", self.name,
-                 self.settings.outreach_tick_seconds)
-        while not self.stop_event.is_set():
-            try:
-                busy = self.poll_once()
-            except OperationalError as exc:  # the database is away: roll back (done), back off, retry
-                log.warning("%s: database error, retrying: %s", self.name, exc.orig)
-                busy = 0
-            if busy == 0:
-                self.stop_event.wait(self.settings.outreach_tick_seconds)
-
-    def close(self) -> None:
-        pass
+    def describe(self) -> str:
+        return f"assigning engagements and running their time-boxes every {self.interval():.1f}s"
 
     def poll_once(self, timeout_ms: int | None = None) -> int:
         now = self.clock.now()
