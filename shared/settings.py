@@ -31,8 +31,9 @@ class Settings(BaseSettings):
     embedded_broker_host: str = "127.0.0.1"
     embedded_broker_port: int = 9092
     # The embedded broker cannot trim its topics (no retention, no DeleteRecords): above this
-    # RSS, `touchline run` drains it and restarts it empty (0 disables).
-    embedded_broker_max_mb: int = 512
+    # RSS, `touchline run` drains it and restarts it empty. Off (0) by default: a producer
+    # outside `touchline run` writing straight to the broker can lose records in a recycle.
+    embedded_broker_max_mb: int = 0
     topic_prefix: str = ""
     topic_partitions: int = 4
     kafka_session_timeout_ms: int | None = None

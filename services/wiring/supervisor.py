@@ -17,6 +17,11 @@ when it stops:
    group), then stop those workers. A worker that dies meanwhile is restarted;
 3. stop the rest (timers, sender, mail sink), then the broker.
 The wait is bounded by ``TOUCHLINE_DRAIN_TIMEOUT_SECONDS``; a second Ctrl-C skips it.
+
+Bounding the broker (opt-in, ``TOUCHLINE_EMBEDDED_BROKER_MAX_MB``): Tansu keeps every
+record and honours neither retention nor DeleteRecords, so above that RSS the broker is
+recycled (:meth:`Supervisor.recycle_broker`). Lossless for what goes through Touchline,
+not for producers outside it: see docs/architecture.md.
 """
 from __future__ import annotations
 
