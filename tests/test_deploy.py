@@ -80,8 +80,7 @@ def k8s_containers() -> list[tuple[str, dict]]:
 
 
 def known_variables() -> set[str]:
-    """Settings fields, plus variables the README's table documents that are read
-    outside the settings object (TOUCHLINE_SENDER_ID)."""
+    """Settings fields, plus any variable the README's table documents."""
     names = {f"TOUCHLINE_{n.upper()}" for n in Settings.model_fields}
     for line in (ROOT / "README.md").read_text().splitlines():
         if line.startswith("| `TOUCHLINE_"):

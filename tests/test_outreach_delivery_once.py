@@ -114,7 +114,7 @@ def test_two_sender_processes_with_a_slow_server_accept_each_message_id_once(
     peer.delay = 0.5
     fast = {"TOUCHLINE_OUTREACH_LEASE_SECONDS": "4", "TOUCHLINE_OUTREACH_SEND_BATCH": "10",
             "TOUCHLINE_OUTREACH_TICK_SECONDS": "0.2", "TOUCHLINE_LOG_LEVEL": "INFO"}
-    cmd = [sys.executable, "-m", "services.cli", "worker", "outreach-sender"]
+    cmd = [sys.executable, "-m", "services.wiring.cli", "worker", "outreach-sender"]
     procs = []
     try:
         procs.append(subprocess.Popen(cmd, env=sender_env(settings, "sender-a", tmp_path / "a", peer.port, **fast),
