@@ -80,6 +80,9 @@ class PeriodicWorker:
     def describe(self) -> str:
         return f"every {self.interval():.1f}s"
 
+    def housekeeping(self) -> None:
+        """Periodic upkeep after each tick (pruning, sampling), retried like the tick."""
+
     def close(self) -> None:
         pass
 
@@ -89,6 +92,7 @@ class PeriodicWorker:
         (returns 0), never raised."""
         try:
             handled = self.poll_once()
+            self.housekeeping()
         except Exception as exc:
             if retry_db_error(self.name, exc, self.db_backoff, self.stop_event):
                 return 0

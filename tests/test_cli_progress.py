@@ -67,7 +67,7 @@ def _cli(settings, *args, timeout=120):
     env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
            "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_VAR_DIR": str(settings.var_dir),
            "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0"}
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, timeout=timeout, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "services.wiring.cli", *args], env=env, timeout=timeout, capture_output=True, text=True)
 
 
 def test_cli_backtest_runs_a_job_and_prints_its_result(settings, session_factory, clock):

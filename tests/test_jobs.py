@@ -233,7 +233,7 @@ def test_a_killed_jobs_worker_process_loses_no_job(settings, session_factory, cl
            "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
            "TOUCHLINE_VAR_DIR": str(settings.var_dir), "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0",
            "TOUCHLINE_JOB_LEASE_SECONDS": "30", "TOUCHLINE_FAULT": "jobs.after_progress"}
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "worker", "jobs"], env=env, timeout=120,
+    proc = subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "jobs"], env=env, timeout=120,
                           capture_output=True, text=True)
     assert proc.returncode == faults.CRASH_EXIT_CODE, proc.stderr[-2000:]
     job = load(session_factory, job_id)

@@ -31,7 +31,7 @@ PLAYBOOK = {"name": "Kill test", "trigger": {"rules": ["kill-test"]}, "holdout_p
             "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
                       {"type": "wait", "duration": "7d"}]}
 WORKERS = ["worker-ingest", "worker-rules", "worker-outreach", "worker-outreach-timers", "worker-outreach-sender",
-           "worker-outreach-engagements"]
+           "worker-outreach-engagements", "worker-jobs"]
 
 
 def child_pid(supervisor: int, worker: str) -> int | None:

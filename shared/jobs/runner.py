@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,11 +35,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import faults
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import read_transaction, transaction
 from shared.errors import TouchlineError
 from shared.jobs import repository as repo
@@ -48,6 +47,7 @@ from shared.jobs.models import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, Job
 from shared.jobs.service import KINDS
 from shared.metrics import JOB_SECONDS, JOBS_FINISHED
 from shared.settings import Settings
+from shared.worker import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -135,43 +135,32 @@ class _Reporter:
             raise JobCancelled(f"cancelled by {by} at step {self.done}{'/' + str(self.total) if self.total else ''}")
 
 
-class JobWorker:
+class JobWorker(PeriodicWorker):
     """``touchline worker jobs``. Runs jobs of the registered kinds (see services/jobs.py)."""
 
     name = "jobs"
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session], clock: Clock | None = None,
                  owner: str | None = None, on_progress: Callable[[int, int | None, str], None] | None = None) -> None:
-        self.settings = settings
-        self.session_factory = session_factory
-        self.clock = clock or SystemClock()
+        super().__init__(settings, session_factory, clock)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.on_progress = on_progress
-        self.stop_event = threading.Event()
-        self.db_retry_seconds = 1.0
         self._next_prune: datetime | None = None
 
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.settings.job_lease_seconds)
 
-    def run(self) -> None:
-        log.info("%s worker %s: running %s", self.name, self.owner, ", ".join(sorted(KINDS)) or "no job kinds")
-        while not self.stop_event.is_set():
-            try:
-                ran = self.poll_once()
-                self._maybe_prune()
-            except DBAPIError as exc:
-                # Never exit on a database error: back off; a job we held is recovered by its lease.
-                log.error("%s: database error (%s); retrying in %.0fs", self.name, exc.orig, self.db_retry_seconds)
-                self.stop_event.wait(self.db_retry_seconds)
-                continue
-            if not ran:
-                self.stop_event.wait(self.settings.job_poll_seconds)
-        log.info("%s worker stopped", self.name)
+    # The loop, its pacing and its database retries are PeriodicWorker's: a job we held
+    # when the database went away is recovered by its lease.
+    def interval(self) -> float:
+        return self.settings.job_poll_seconds
 
-    def close(self) -> None:
-        pass
+    def describe(self) -> str:
+        return f"as {self.owner}: {', '.join(sorted(KINDS)) or 'no job kinds'}"
+
+    def housekeeping(self) -> None:
+        self._maybe_prune()
 
     def poll_once(self, timeout_ms: int | None = None) -> int:
         """Settle expired leases, then claim and run one job. Returns 1 if a job ran."""
