@@ -28,7 +28,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import faults
+from shared import consumer_progress as progress, faults
 from shared.clock import Clock, SystemClock
 from shared.db import transaction
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
@@ -73,6 +73,11 @@ def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **ov
     consumer = KafkaConsumer(**opts)
     consumer.subscribe(list(topics))
     return consumer
+
+
+def group_id_of(settings: Settings, worker_name: str) -> str:
+    """The consumer group of a worker (``touchline-ingest`` …, with the topic prefix)."""
+    return settings.topic(f"touchline-{worker_name}")
 
 
 def topic_specs(settings: Settings) -> dict[str, int]:
@@ -179,13 +184,15 @@ class BatchWorker:
         self.settings = settings
         self.session_factory = session_factory
         self.clock = clock or SystemClock()
-        self.group_id = group_id or settings.topic(f"touchline-{self.name}")
+        self.group_id = group_id or group_id_of(settings, self.name)
         self._producer = producer
         self._owns_producer = producer is None
         self.consumer: KafkaConsumer | None = None
         self.stop_event = threading.Event()
         self.db_retry_seconds = 1.0
         self.not_ready_wait_seconds = 0.05
+        self._reported: dict[tuple[str, int], tuple[int, int]] = {}
+        self._reported_at: datetime | None = None
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
@@ -355,7 +362,11 @@ class BatchWorker:
                 self.consumer.seek(tp, offset)
 
     def _update_lag(self) -> None:
+        """Measure the lag of every owned partition (metric) and publish it to the
+        ``consumer_progress`` table (see :mod:`shared.progress`): the rules tick and the
+        demo read ingest's rows to know what ingest has completely stored."""
         consumer = self.consumer
+        measured: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in consumer.assignment():
             # The embedded broker's ListOffsets(latest) is wrong: use the fetch high-watermark.
             hw = consumer.highwater(tp)
@@ -367,7 +378,24 @@ class BatchWorker:
                 continue
             if position is not None:
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - position))
+                measured[(tp.topic, tp.partition)] = (position, hw)
+        self._report_progress(measured)
 
+    def _report_progress(self, measured: dict[tuple[str, int], tuple[int, int]]) -> None:
+        now = self.clock.now()
+        changed = {k: v for k, v in measured.items() if self._reported.get(k) != v}
+        heartbeat_due = self._reported_at is None or now - self._reported_at >= progress.HEARTBEAT
+        if not changed and not (heartbeat_due and measured):
+            return
+        try:
+            with transaction(self.session_factory) as session:
+                progress.report(session, self.group_id, measured if heartbeat_due else changed, now)
+        except (OperationalError, DBAPIError) as exc:  # a heartbeat never takes the worker down
+            log.warning("%s: could not record consumer progress (%s); will retry", self.name, exc.orig)
+            return
+        self._reported.update(measured)
+        if heartbeat_due:
+            self._reported_at = now
 
 class _DatabaseUnavailable(Exception):
     pass

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     # The rules worker evaluates an event once ingest has stored it; after this long it
     # evaluates anyway (ingest may have dead-lettered the event).
     rules_ingest_wait_seconds: float = 30.0
+    # Freshness. The scheduled tick runs only while ingest's consumer lag (as the ingest
+    # workers report it in consumer_progress) is at most rules_max_ingest_lag records and
+    # every partition has reported within rules_ingest_stale_seconds; otherwise it waits.
+    rules_max_ingest_lag: int = 1000
+    rules_ingest_stale_seconds: float = 120.0
+    # Event-triggered rules ignore events whose timestamp is older than this (a backfill
+    # of history must not email anyone today).
+    rules_event_freshness_seconds: float = 6 * 3600
+    # A signal with no outreach decision this long after it fired is published again.
+    signal_decision_grace_seconds: float = 300.0
 
     # Background jobs (backtests, forecasts): `touchline worker jobs` runs them.
     job_time_limit_seconds: float = 600.0

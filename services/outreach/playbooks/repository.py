@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.ingest.models import User, UserActivityDaily
-from services.outreach.models import Enrollment, Message, Playbook, PlaybookVersion, SignalReceipt
+from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
 from shared.db import insert_new, insert_on_conflict
 
 
@@ -40,6 +40,11 @@ def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:
 def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert signal receipts; returns the signal ids seen for the first time."""
     return insert_new(session, SignalReceipt.__table__, rows, ["signal_id"])
+
+
+def record_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert one decision per signal (a redelivery inserts nothing); returns the new ids."""
+    return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"])
 
 
 def insert_enrollment(session: Session, row: dict[str, Any]) -> bool:

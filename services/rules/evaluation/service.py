@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -19,6 +20,7 @@ from services.rules.rules.service import LoadedRule, load_enabled
 from services.rules.signals import repository as signals_repo
 from services.rules.signals.service import Firing, fire
 from shared.db import insert_on_conflict
+from shared.metrics import STALE_EVENTS
 from shared.settings import Settings
 from shared.signals import Signal
 
@@ -53,16 +55,27 @@ class RuleIndex:
 class EvaluationReport:
     events: int = 0
     evaluations: int = 0
+    stale: int = 0
     signals: list[Signal] = field(default_factory=list)
 
 
 def evaluate_events(session: Session, events: list[EventSubject], index: RuleIndex, now: datetime,
                     settings: Settings) -> EvaluationReport:
     """Evaluate the rules each event's name triggers. Metrics are read from ingest's
-    rollups, which already hold these events (the worker waits for ingest)."""
+    rollups, which already hold these events (the worker waits for ingest).
+
+    An event older than ``rules_event_freshness_seconds`` triggers nothing: it is
+    history (a backfill, a replay after an outage), and acting on it now would email
+    someone today about what they did last month. Its effect on the metrics stays:
+    ingest stored it, and scheduled rules see it."""
     report = EvaluationReport(events=len(events))
+    oldest = now - timedelta(seconds=settings.rules_event_freshness_seconds)
+    fresh = [ev for ev in events if ev.timestamp >= oldest]
+    report.stale = len(events) - len(fresh)
+    if report.stale:
+        STALE_EVENTS.inc(report.stale)
     per_rule: dict[str, tuple[LoadedRule, list[EventSubject]]] = {}
-    for ev in events:
+    for ev in fresh:
         for rule in index.by_event.get(ev.name, ()):
             per_rule.setdefault(rule.id, (rule, []))[1].append(ev)
     if not per_rule:
@@ -130,6 +143,7 @@ class TickReport:
     matched: int = 0
     signals: list[Signal] = field(default_factory=list)
     queries: int = 0
+    deferred: bool = False
 
 
 def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, audiences: dict) -> tuple[set[str], int]:
@@ -141,10 +155,13 @@ def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, a
     return select_set(d.condition, universe, meas.matching), len(universe)
 
 
-def run_tick(session_factory, settings: Settings, now: datetime) -> TickReport:
+def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[[], bool] | None = None) -> TickReport:
     """One tick: every enabled scheduled rule that is due, each in its own transaction
     (tick claim + signals + outbox commit together). Measurements are shared by all
-    rules of the tick, so rules over the same metric cost one query."""
+    rules of the tick, so rules over the same metric cost one query.
+
+    ``gate`` (the worker's freshness watermark) is asked once there are scheduled rules;
+    if it answers False nothing is claimed or evaluated and the report says ``deferred``."""
     from shared.db import transaction
 
     report = TickReport()
@@ -152,6 +169,9 @@ def run_tick(session_factory, settings: Settings, now: datetime) -> TickReport:
         rules = load_enabled(session, "schedule", settings.raw_event_retention_days)
     report.rules = len(rules)
     if not rules:
+        return report
+    if gate is not None and not gate():
+        report.deferred = True
         return report
     meas: Measurements | None = None
     audiences: dict = {}

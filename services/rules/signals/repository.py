@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.rules.models import RuleCooldown, SignalRecord
@@ -64,3 +64,20 @@ def list_signals(session: Session, *, kind: str | None, rule_id: str | None, acc
 
 def get_signal(session: Session, signal_id: str) -> SignalRecord | None:
     return session.get(SignalRecord, signal_id)
+
+
+def due_for_decision_check(session: Session, now: datetime, limit: int) -> list[SignalRecord]:
+    """Signals whose outreach decision check is due, oldest check first."""
+    q = (select(SignalRecord).where(SignalRecord.decision_due_at <= now)
+         .order_by(SignalRecord.decision_due_at, SignalRecord.signal_id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return list(session.scalars(q))
+
+
+def settle(session: Session, signal_ids: set[str]) -> None:
+    """Signals outreach has decided on: never checked again."""
+    ids = sorted(signal_ids)
+    for i in range(0, len(ids), 900):
+        session.execute(update(SignalRecord).where(SignalRecord.signal_id.in_(ids[i:i + 900]))
+                        .values(decision_due_at=None).execution_options(synchronize_session=False))
