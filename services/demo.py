@@ -203,11 +203,11 @@ def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progr
     return n
 
 
-def main(args, settings=None) -> int:
+def main(args) -> int:
     from shared.kafka import ensure_topics, make_producer
     from shared.settings import get_settings
 
-    settings = settings or get_settings()
+    settings = get_settings()
     ensure_topics(settings)
     seed_csm_pool(settings)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
@@ -257,7 +257,7 @@ def wait_for_ingest(settings, end_offsets: dict[int, int], poll_seconds: float =
     """Block until the ingest group's reported position has reached ``end_offsets`` on
     every partition, logging progress. Gives up (exit with a message) after
     ``stall_seconds`` without any progress: the rules would judge half-loaded data."""
-    from shared import progress
+    from shared import consumer_progress as progress
     from shared.db import make_engine, make_session_factory
     from shared.kafka import group_id_of
 

@@ -13,7 +13,7 @@ from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import RawEvent
 from services.rules.evaluation.consumer import RulesWorker
 from services.rules.models import SignalRecord
-from shared import progress
+from shared import consumer_progress as progress
 from shared.kafka import group_id_of
 from tests.conftest import T0
 from tests.helpers import drain, publish, track
