@@ -1,8 +1,8 @@
 """outreach decisions, the signal orphan sweeper's schedule, consumer progress
 
 Revision ID: 0005_decisions
-Revises: 0002, 0003
-Create Date: 2026-11-24 09:00:00
+Revises: 0002, 0007_engagements
+Create Date: 2026-11-23 21:00:00
 
 - ``outreach_decisions`` (outreach): what outreach did with each signal.
 - ``signals.decision_due_at`` / ``signals.republished`` (rules): when the orphan
@@ -19,7 +19,7 @@ import shared.db
 from sqlalchemy.dialects import postgresql
 
 revision = '0005_decisions'
-down_revision = ('0002', '0003')
+down_revision = ('0002', '0007_engagements')
 branch_labels = None
 depends_on = None
 
