@@ -363,7 +363,7 @@ class BatchWorker:
 
     def _update_lag(self) -> None:
         """Measure the lag of every owned partition (metric) and publish it to the
-        ``consumer_progress`` table (see :mod:`shared.progress`): the rules tick and the
+        ``consumer_progress`` table (see :mod:`shared.consumer_progress`): the rules tick and the
         demo read ingest's rows to know what ingest has completely stored."""
         consumer = self.consumer
         measured: dict[tuple[str, int], tuple[int, int]] = {}

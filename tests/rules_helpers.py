@@ -56,7 +56,7 @@ def ingest_reports_caught_up(settings, session_factory, clock) -> None:
     its service rather than the topic run a real ingest worker on the (empty) topic
     until it has reported every partition."""
     from services.ingest.events.consumer import IngestWorker
-    from shared import progress
+    from shared import consumer_progress as progress
     from shared.kafka import ensure_topics, group_id_of
     from tests.helpers import drain
 

@@ -13,7 +13,7 @@ Freshness. Event-triggered rules ignore events older than
 ``rules_event_freshness_seconds`` (see :func:`evaluate_events`). The scheduled tick
 (absence and trend rules) runs only while ingest has stored what the topic holds:
 the ingest workers publish their measured lag per partition (``consumer_progress``,
-see :mod:`shared.progress`), and while the total is above ``rules_max_ingest_lag``,
+see :mod:`shared.consumer_progress`), and while the total is above ``rules_max_ingest_lag``,
 or a partition has not reported for ``rules_ingest_stale_seconds``, the due tick
 waits (logged, ``touchline_rules_ticks_deferred_total``) and runs as soon as ingest
 has caught up. Otherwise "no login in 14 days" would fire on every account whose
