@@ -1,7 +1,7 @@
 """outreach decisions, the signal orphan sweeper's schedule, consumer progress
 
 Revision ID: 0005_decisions
-Revises: 0002, 0007_engagements
+Revises: 0004_jobs
 Create Date: 2026-11-23 21:00:00
 
 - ``outreach_decisions`` (outreach): what outreach did with each signal.
@@ -19,7 +19,7 @@ import shared.db
 from sqlalchemy.dialects import postgresql
 
 revision = '0005_decisions'
-down_revision = ('0002', '0007_engagements')
+down_revision = '0004_jobs'
 branch_labels = None
 depends_on = None
 
