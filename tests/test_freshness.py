@@ -92,12 +92,13 @@ def test_event_triggered_rules_ignore_events_older_than_the_freshness_window(top
     ingest, rules = IngestWorker(topics, session_factory, clock), RulesWorker(topics, session_factory, clock, tick=False)
     stale_before = _stale()
     try:
-        drain([ingest, rules], lambda: _stale() == stale_before + len(history))
+        drain(ingest, lambda: count(session_factory, RawEvent) == len(history), timeout=60)
+        drain(rules, lambda: _stale() == stale_before + len(history), timeout=60)
         assert count(session_factory, SignalRecord) == 0
         assert rules.last_report.evaluations == 0
         # Just inside the window still counts as live usage.
         publish(topics, [track("acme", "login", T0 - fresh_limit + timedelta(minutes=1), "u9", "acme-now")])
-        drain([ingest, rules], lambda: count(session_factory, SignalRecord) == 1)
+        drain([ingest, rules], lambda: count(session_factory, SignalRecord) == 1, timeout=60)
     finally:
         ingest.close()
         rules.close()
