@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Every request body, whatever the route: larger is a 413 before any parsing.
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # JSON bodies nested deeper (objects and arrays) are a 422 before any parsing.
+    max_json_depth: int = Field(32, ge=4, le=200)
+    # 0: /metrics is served on the API port to admin keys only. A port: the API process
+    # serves its metrics there, without a key (bind it where only Prometheus reaches),
+    # and not on the API port.
+    metrics_port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
     secret_key: str = PLACEHOLDER_SECRET
 
@@ -100,6 +108,10 @@ class Settings(BaseSettings):
     outreach_retry_base_seconds: float = 30.0
     outreach_retry_max_seconds: float = 3600.0
     outreach_lease_seconds: float = 300.0
+    # Template rendering budgets, per template part, at save, preview and send.
+    template_cpu_seconds: float = Field(0.5, gt=0)
+    template_max_output_chars: int = Field(1_000_000, ge=1000)
+    template_max_loop_iterations: int = Field(100_000, ge=100)
     webhook_timeout_seconds: float = 5.0
     webhook_secret: str = Field("", description="HMAC key for webhook signatures; empty derives one from secret_key")
 

@@ -42,6 +42,7 @@ from services.outreach.policy.tokens import email_hash, unsubscribe_url
 from services.outreach.templates import repository as template_repo
 from services.outreach.templates.rendering import (
     PARTS,
+    RenderBudget,
     TemplateProblem,
     account_context,
     build_context,
@@ -329,7 +330,7 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
                     playbook={"id": e.playbook_id, "name": ctx.compiled.definition.name, "version": e.playbook_version},
                     unsubscribe_url=unsub, settings=settings)
                 try:
-                    rendered = render({p: getattr(template, p) for p in PARTS}, ctx_vars)
+                    rendered = render({p: getattr(template, p) for p in PARTS}, ctx_vars, RenderBudget.from_settings(settings))
                 except TemplateProblem as problem:
                     rows.append(row(r, "skipped", "render_error", last_error=problem.as_dict()["message"]))
                     continue
