@@ -48,6 +48,13 @@ def cmd_api(args) -> int:
 
     settings = get_settings()
     app = create_app(settings)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        from shared.metrics import metrics_registry
+
+        start_http_server(settings.metrics_port, addr=settings.api_host, registry=metrics_registry())
+        log.info("metrics on http://%s:%d/metrics (not on the API port)", settings.api_host, settings.metrics_port)
     uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
                 log_level=settings.log_level.lower(), access_log=False, log_config=None)
     return 0

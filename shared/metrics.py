@@ -98,12 +98,17 @@ DEPENDENCY_UP = Gauge(
 )
 
 
-def render_metrics() -> tuple[bytes, str]:
+def metrics_registry() -> CollectorRegistry:
+    """Under ``touchline run``, every process's metrics, aggregated; else this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def render_metrics() -> tuple[bytes, str]:
+    return generate_latest(metrics_registry()), CONTENT_TYPE_LATEST
 MESSAGES_DELIVERED = Counter("touchline_messages_delivered_total", "Outbox delivery attempts, by channel and outcome",
                              ["channel", "outcome"])
 STALE_OUTCOMES = Counter("touchline_outreach_stale_outcomes_total",

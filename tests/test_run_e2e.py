@@ -57,7 +57,7 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
         assert port_open("127.0.0.1", mail_port)
         playbooks = {p["id"] for p in httpx.get(f"{base}/v1/playbooks", headers=headers).json()}
         assert "win-back" in playbooks  # the starter content is seeded
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", headers=headers).text
         assert "touchline_events_consumed_total" in metrics  # the worker's metrics, aggregated by the API
 
         # A backtest is a job: 202 with its location, run by the jobs worker `touchline run` started.

@@ -33,7 +33,7 @@ class MessageOut(BaseModel):
 
 class MessagePage(BaseModel):
     items: list[MessageOut]
-    next_before: str | None
+    next_cursor: str | None = None
 
 
 class InAppMessageOut(BaseModel):

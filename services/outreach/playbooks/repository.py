@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from services.ingest.models import User, UserActivityDaily
@@ -87,8 +87,15 @@ def outreach_status(session: Session, playbook_id: str) -> dict[str, str]:
 
 
 def list_enrollments(session: Session, playbook_id: str, *, status: str | None, account_id: str | None,
-                     limit: int) -> list[Enrollment]:
-    q = select(Enrollment).where(Enrollment.playbook_id == playbook_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
+                     limit: int, before: str | None = None) -> list[Enrollment]:
+    """Newest first; ``before`` is the id of the last enrolment of the previous page."""
+    q = (select(Enrollment).where(Enrollment.playbook_id == playbook_id)
+         .order_by(Enrollment.enrolled_at.desc(), Enrollment.id.desc()).limit(limit))
+    if before:
+        anchor = session.get(Enrollment, before)
+        if anchor is not None:
+            q = q.where(or_(Enrollment.enrolled_at < anchor.enrolled_at,
+                            (Enrollment.enrolled_at == anchor.enrolled_at) & (Enrollment.id < anchor.id)))
     if status:
         q = q.where(Enrollment.status == status)
     if account_id:

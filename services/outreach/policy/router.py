@@ -49,10 +49,18 @@ class ErasureOut(BaseModel):
     messages_scrubbed: int
 
 
-@router.get("/v1/suppressions", response_model=list[SuppressionOut], responses=AUTH_ERRORS)
-def list_suppressions(reason: str | None = None, after: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                      session: Session = SessionDep, _p=require("ops")):
-    return repo.list_suppressions(session, reason=reason, limit=limit, after=after)
+class SuppressionPage(BaseModel):
+    items: list[SuppressionOut]
+    next_cursor: str | None = None
+
+
+@router.get("/v1/suppressions", response_model=SuppressionPage, responses=AUTH_ERRORS,
+            summary="Suppressed addresses, in pages")
+def list_suppressions(reason: str | None = None,
+                      cursor: str | None = Query(None, description="next_cursor from the previous page"),
+                      limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    items = repo.list_suppressions(session, reason=reason, limit=limit, after=cursor)
+    return SuppressionPage(items=items, next_cursor=items[-1].email_hash if len(items) == limit else None)
 
 
 @router.post("/v1/suppressions", response_model=SuppressionOut, status_code=201, responses=AUTH_ERRORS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from services.rules.backtest.jobs import KIND as BACKTEST_KIND
@@ -29,6 +29,7 @@ from shared.clock import Clock
 from shared import jobs
 from shared.errors import AUTH_ERRORS, Conflict, NotFound, TooManyRequests, Unprocessable, responses
 from shared.jobs.schemas import JobOut
+from shared.limits import DB_INT_MAX
 from shared.settings import Settings
 
 router = APIRouter(tags=["rules"])
@@ -107,7 +108,7 @@ def list_versions(rule_id: str, session: Session = SessionDep, _p: Principal = r
 
 @router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut,
             responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_version(rule_id: str, version: int, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+def get_version(rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
     row = repo.get_version(session, rule_id, version)
     if row is None:
         raise NotFound(f"rule {rule_id!r} has no version {version}; list them with GET /v1/rules/{rule_id}/versions")
