@@ -24,7 +24,7 @@ from shared.settings import Settings
 from tests.conftest import auth
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES_PER_MODE = 12
+EXAMPLES_PER_MODE = 10
 
 
 def _operations() -> list[tuple[str, str]]:

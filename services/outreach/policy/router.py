@@ -97,6 +97,11 @@ def erase_contact(account_id: str, user_id: str, session: Session = SessionDep, 
     return ErasureOut(account_id=account_id, user_id=user_id, suppressed=bool(email), messages_scrubbed=scrubbed)
 
 
+# A person opens these links in a browser: answers are HTML pages, errors included.
+_LINK_NOT_VALID = {400: {"description": "the link is damaged or was not issued by us (an HTML page)",
+                         "content": {"text/html": {"schema": {"type": "string"}}}}}
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                         f"<meta name='viewport' content='width=device-width'></head><body style='font-family:sans-serif;"
@@ -104,6 +109,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=True, tags=["public"],
+            responses=_LINK_NOT_VALID,
             summary="Unsubscribe confirmation page (changes nothing: link scanners prefetch GETs)")
 def unsubscribe_page(token: str, settings: Settings = SettingsDep):
     data = read_token(settings.secret_key, token)
@@ -114,7 +120,7 @@ def unsubscribe_page(token: str, settings: Settings = SettingsDep):
                  f"<button type='submit'>Unsubscribe</button></form>")
 
 
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse, tags=["public"],
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse, tags=["public"], responses=_LINK_NOT_VALID,
              summary="One-click unsubscribe (RFC 8058); the signed token is the credential")
 def unsubscribe(token: str, session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep):
     data = read_token(settings.secret_key, token)
