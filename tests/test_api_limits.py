@@ -108,6 +108,10 @@ async def test_every_error_has_the_error_shape(api, keys):
          422, "invalid_json"),
         (await api.post("/v1/rules/validate", content=b"\xff", headers={**ops, "content-type": "application/json"}),
          422, "invalid_json"),
+        # PostgreSQL cannot hold (or even compare) a NUL: it used to be a 500 there.
+        (await api.put("/v1/accounts/a%00b", json={}, headers=ops), 422, "nul_character"),
+        (await api.get("/v1/accounts", params={"segment": "a\x00"}, headers=ops), 422, "nul_character"),
+        (await api.put("/v1/accounts/acme", json={"name": "a\x00"}, headers=ops), 422, "nul_character"),
     ]:
         assert (r.status_code, r.json()["error"]) == (status, code), r.text
         assert set(r.json()) == {"error", "detail"}
