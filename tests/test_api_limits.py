@@ -149,12 +149,18 @@ async def test_metrics_move_off_the_api_port_when_a_metrics_port_is_set(settings
 
 
 async def test_every_list_pages_with_items_and_next_cursor(api, keys):
+    """Every operation answering a list answers a page: {"items": [...], "next_cursor"},
+    taking ?cursor= back (none answers a bare array or pages with next_before)."""
     spec = (await api.get("/openapi.json")).json()
     schemas = spec["components"]["schemas"]
-    paged = {"/v1/messages", "/v1/playbooks/{playbook_id}/enrollments", "/v1/suppressions", "/v1/accounts", "/v1/rules",
-             "/v1/signals"}
-    for path in paged:
-        ref = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
-        props = schemas[ref.rsplit("/", 1)[1]]["properties"]
-        assert {"items", "next_cursor"} <= set(props) and "next_before" not in props, path
-        assert "cursor" in {p["name"] for p in spec["paths"][path]["get"]["parameters"]}, path
+    pages = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            ok = op["responses"].get("200", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            assert ok.get("type") != "array", (method, path)
+            props = schemas[ok["$ref"].rsplit("/", 1)[1]].get("properties", {}) if "$ref" in ok else {}
+            assert "next_before" not in props, (method, path)
+            if "items" in props and "next_cursor" in props:
+                pages += 1
+                assert "cursor" in {p["name"] for p in op.get("parameters", [])}, (method, path)
+    assert pages >= 11

@@ -406,7 +406,7 @@ steps:
     assert r.status_code == 422 and r.json()["error"] == "unknown_template"
     r = await api.put("/v1/playbooks/bad", content=b"name: [unclosed", headers={**ops, "content-type": "application/yaml"})
     assert r.status_code == 422
-    assert [p["id"] for p in (await api.get("/v1/playbooks", headers=ops)).json()] == ["win-back"]
+    assert [p["id"] for p in (await api.get("/v1/playbooks", headers=ops)).json()["items"]] == ["win-back"]
 
 
 def test_the_starter_content_seeds_once(session_factory, topics):

@@ -20,7 +20,7 @@ async def test_save_list_get_and_audit(api, keys, session_factory):
     assert r.json()["version"] == 1
     r = await api.put("/v1/templates/win-back", json={**WIN_BACK, "subject": "Hello {{ recipient.name }}"}, headers=ops)
     assert r.json()["version"] == 2
-    assert [t["id"] for t in (await api.get("/v1/templates", headers=ops)).json()] == ["win-back"]
+    assert [t["id"] for t in (await api.get("/v1/templates", headers=ops)).json()["items"]] == ["win-back"]
     assert (await api.get("/v1/templates/nope", headers=ops)).status_code == 404
     from sqlalchemy import select
 

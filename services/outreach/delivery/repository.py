@@ -128,9 +128,15 @@ def list_messages(session: Session, *, state: str | None, account_id: str | None
     return list(session.scalars(q))
 
 
-def inapp_for(session: Session, account_id: str, user_id: str | None, unread_only: bool, limit: int) -> list[Message]:
+def inapp_for(session: Session, account_id: str, user_id: str | None, unread_only: bool, limit: int,
+              before: str | None = None) -> list[Message]:
     q = (select(Message).where(Message.channel == "inapp", Message.account_id == account_id, Message.state == "sent")
-         .order_by(Message.created_at.desc()).limit(limit))
+         .order_by(Message.created_at.desc(), Message.id.desc()).limit(limit))
+    if before:
+        anchor = session.get(Message, before)
+        if anchor is not None:
+            q = q.where(or_(Message.created_at < anchor.created_at,
+                            (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
     if user_id is not None:
         q = q.where(Message.user_id == user_id)
     if unread_only:

@@ -26,8 +26,11 @@ def versions_of(session: Session, playbook_id: str) -> list[int]:
                                 .order_by(PlaybookVersion.version)))
 
 
-def list_heads(session: Session) -> list[Playbook]:
-    return list(session.scalars(select(Playbook).order_by(Playbook.id)))
+def list_heads(session: Session, *, after: str | None = None, limit: int | None = None) -> list[Playbook]:
+    q = select(Playbook).order_by(Playbook.id).limit(limit)
+    if after:
+        q = q.where(Playbook.id > after)
+    return list(session.scalars(q))
 
 
 def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:

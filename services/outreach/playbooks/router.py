@@ -11,7 +11,14 @@ from sqlalchemy.orm import Session
 
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks import service
-from services.outreach.playbooks.schemas import ID_PATTERN, EnrollmentPage, PlaybookDefinition, PlaybookOut, ReportOut
+from services.outreach.playbooks.schemas import (
+    ID_PATTERN,
+    EnrollmentPage,
+    PlaybookDefinition,
+    PlaybookOut,
+    PlaybookPage,
+    ReportOut,
+)
 from shared.api import ClockDep, SessionDep
 from shared.auth import Principal, require
 from shared.clock import Clock
@@ -70,9 +77,12 @@ async def put_playbook(request: Request, playbook_id: str = Path(pattern=ID_PATT
     return service.out(session, head)
 
 
-@router.get("/v1/playbooks", response_model=list[PlaybookOut], responses=AUTH_ERRORS)
-def list_playbooks(session: Session = SessionDep, _p=require("ops")):
-    return [service.out(session, h) for h in repo.list_heads(session)]
+@router.get("/v1/playbooks", response_model=PlaybookPage, responses=AUTH_ERRORS, summary="Playbooks by id, in pages")
+def list_playbooks(cursor: str | None = Query(None, description="next_cursor from the previous page"),
+                   limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    heads = repo.list_heads(session, after=cursor, limit=limit)
+    return PlaybookPage(items=[service.out(session, h) for h in heads],
+                        next_cursor=heads[-1].id if len(heads) == limit else None)
 
 
 @router.get("/v1/playbooks/{playbook_id}", response_model=PlaybookOut, responses={**AUTH_ERRORS, **responses(NotFound)})

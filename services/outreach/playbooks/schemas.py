@@ -147,6 +147,11 @@ class EnrollmentOut(BaseModel):
     outcome_detail: dict[str, Any]
 
 
+class PlaybookPage(BaseModel):
+    items: list[PlaybookOut]
+    next_cursor: str | None = None
+
+
 class EnrollmentPage(BaseModel):
     items: list[EnrollmentOut]
     next_cursor: str | None = None

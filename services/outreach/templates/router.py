@@ -1,7 +1,8 @@
 """Templates: author (validated on save), list, read, preview against a real contact."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from services.ingest import repository as ingest_repo
@@ -27,9 +28,16 @@ def put_template(body: TemplateIn, template_id: str = TemplateId, session: Sessi
     return service.save(session, template_id, body, settings=settings, actor=principal.actor, now=clock.now())
 
 
-@router.get("/v1/templates", response_model=list[TemplateOut], responses=AUTH_ERRORS)
-def list_templates(session: Session = SessionDep, _p=require("ops")):
-    return repo.list_all(session)
+class TemplatePage(BaseModel):
+    items: list[TemplateOut]
+    next_cursor: str | None = None
+
+
+@router.get("/v1/templates", response_model=TemplatePage, responses=AUTH_ERRORS, summary="Templates by id, in pages")
+def list_templates(cursor: str | None = Query(None, description="next_cursor from the previous page"),
+                   limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    items = repo.list_all(session, after=cursor, limit=limit)
+    return TemplatePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
 @router.get("/v1/templates/{template_id}", response_model=TemplateOut, responses={**AUTH_ERRORS, **responses(NotFound)})

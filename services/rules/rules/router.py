@@ -15,12 +15,13 @@ from services.rules.rules import service
 from services.rules.rules.dryrun import dry_run
 from services.rules.rules.schemas import (
     RULE_BODY,
-    AuditOut,
+    AuditPage,
     BacktestIn,
     DryRunOut,
     RuleOut,
     RulePage,
     RuleVersionOut,
+    RuleVersionPage,
     ValidateOut,
 )
 from shared.api import ClockDep, SessionDep, SettingsDep
@@ -100,10 +101,17 @@ def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = Clo
     return _out(session, service.set_enabled(session, rule_id, False, p.actor, clock.now()))
 
 
-@router.get("/v1/rules/{rule_id}/versions", response_model=list[RuleVersionOut], responses={**AUTH_ERRORS, **responses(NotFound)})
-def list_versions(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+# Versions and audit entries are numbered: the cursor is the last number of a page.
+NumberCursor = Query(None, pattern=r"^[0-9]{1,10}$", description="next_cursor from the previous page")
+
+
+@router.get("/v1/rules/{rule_id}/versions", response_model=RuleVersionPage, responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="Every version of a rule, oldest first, in pages")
+def list_versions(rule_id: str, cursor: str | None = NumberCursor, limit: int = Query(100, ge=1, le=1000),
+                  session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
     service.get(session, rule_id)
-    return repo.list_versions(session, rule_id)
+    items = repo.list_versions(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
+    return RuleVersionPage(items=items, next_cursor=str(items[-1].version) if len(items) == limit else None)
 
 
 @router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut,
@@ -115,11 +123,13 @@ def get_version(rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session:
     return row
 
 
-@router.get("/v1/rules/{rule_id}/audit", response_model=list[AuditOut], responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="Who changed this rule, when, and how")
-def rule_audit(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+@router.get("/v1/rules/{rule_id}/audit", response_model=AuditPage, responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="Who changed this rule, when, and how (oldest first, in pages)")
+def rule_audit(rule_id: str, cursor: str | None = NumberCursor, limit: int = Query(100, ge=1, le=1000),
+               session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
     service.get(session, rule_id)
-    return repo.audit_for(session, rule_id)
+    items = repo.audit_for(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
+    return AuditPage(items=items, next_cursor=str(items[-1].id) if len(items) == limit else None)
 
 
 TEST_DOC = ("Would the rule fire now for this account, and why or why not, predicate by predicate. Nothing is stored. "
