@@ -230,6 +230,23 @@ def validate_event_bytes(raw: bytes | None, now: datetime, max_bytes: int, max_f
     return _check_time(event, now, max_future)
 
 
+def validate_record(key: bytes | None, value: bytes | None, now: datetime, max_bytes: int,
+                    max_future: timedelta) -> Event | Rejection:
+    """Validate one ``product.events`` record: the envelope, and the key, which must be
+    the event's ``account_id`` (the partitioning contract). Ingest and the rules worker
+    both read the topic and must agree on what is valid, so this lives here."""
+    result = validate_event_bytes(value, now, max_bytes, max_future)
+    if isinstance(result, Event) and key is not None:
+        text = key.decode("utf-8", "replace")
+        if text != result.account_id:
+            return Rejection(
+                "key_mismatch",
+                f"record key {text!r} differs from account_id {result.account_id!r}; key records by account_id "
+                "so each account's events stay in one partition, in order",
+            )
+    return result
+
+
 def encode_and_validate(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> tuple[Event | Rejection, bytes]:
     """Encode one already-parsed JSON value (HTTP batches) as the record to publish, and
     validate those very bytes, as the worker will."""

@@ -9,6 +9,7 @@ order is kept. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several relays run.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 
@@ -16,6 +17,8 @@ from sqlalchemy import Index, Integer, LargeBinary, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from shared.db import Base, JSONType, UTCDateTime, transaction
+from shared.privacy import ERASED, needles_of
+from shared.privacy import scrub as privacy_scrub
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,26 @@ def prune_sent(session: Session, before: datetime, limit: int = 10_000) -> int:
     if ids:
         session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
     return len(ids)
+
+
+def scrub(session: Session, needles: list[str]) -> int:
+    """Erasure: replace every JSON string containing one of ``needles`` in the stored
+    payloads (sent or not: sent rows are kept a week). Returns how many rows changed."""
+    found = needles_of(needles)
+    if not found:
+        return 0
+    changed = 0
+    for row in session.scalars(select(OutboxMessage).execution_options(yield_per=1000)):
+        low = row.value.lower()
+        if not any(n.encode() in low for n in found):
+            continue
+        try:
+            payload, _ = privacy_scrub(json.loads(row.value), found)
+            row.value = json.dumps(payload).encode()
+        except ValueError:  # not JSON: nothing to keep
+            row.value = json.dumps({ERASED: True}).encode()
+        changed += 1
+    return changed
 
 
 # Sent rows are kept a week for inspection, then pruned hourly by the rules worker.

@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select
 
 from services.outreach.models import Enrollment, Suppression
-from services.outreach.playbooks.engine import holdout_bucket, is_held_out
+from services.outreach.playbooks.holdouts import holdout_bucket, is_held_out
 from services.outreach.playbooks.service import lift_interval
 from services.outreach.policy.tokens import email_hash, make_token
 from services.ingest.models import User
 from tests.conftest import T0, auth
 from tests.helpers import drain
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     add_activity,
     days,
@@ -23,11 +23,8 @@ from tests.outreach_support import (  # noqa: F401  (fixtures)
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    sink,
-    workers,
 )
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from services.outreach.starter import starter_templates
 from services.outreach.templates.rendering import TemplateProblem, render, sample_context
 from shared.settings import Settings
 from tests.conftest import auth
-from tests.outreach_support import WIN_BACK, add_account, settings, workers  # noqa: F401
+from tests.outreach_support import WIN_BACK, add_account
 
 pytestmark = pytest.mark.integration
 

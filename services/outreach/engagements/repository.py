@@ -12,7 +12,16 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Csm, Engagement, EngagementEvent, Enrollment, Message
+from services.outreach.models import (
+    OPEN_ENGAGEMENT_STATUSES,
+    Csm,
+    Engagement,
+    EngagementEvent,
+    Enrollment,
+    Message,
+    Playbook,
+    PlaybookVersion,
+)
 from shared.db import insert_on_conflict
 
 
@@ -211,3 +220,13 @@ def mean_open_days(session: Session, since: datetime) -> float | None:
         return None
     return sum((c - a).total_seconds() for a, c in rows) / len(rows) / 86400
 
+
+
+def enabled_playbook_definitions(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    """(playbook id, current definition) of every enabled playbook: the forecast looks
+    for escalating ones. Read here so engagements need nothing of the playbooks package
+    (which imports engagements for the open_engagement step)."""
+    q = (select(Playbook.id, PlaybookVersion.definition)
+         .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
+         .where(Playbook.enabled.is_(True)).order_by(Playbook.id))
+    return [(pid, definition) for pid, definition in session.execute(q)]

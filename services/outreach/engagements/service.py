@@ -164,7 +164,7 @@ def open_engagement(session: Session, *, account_id: str, goal: str, actor: str,
     """Open an engagement, or attach the signal to the account's open one for this
     goal. ``key`` makes the call idempotent (a playbook step redone after a crash
     finds the engagement it opened). Returns (engagement, opened)."""
-    account = usage.get_account(session, account_id)
+    account = usage.account(session, account_id)
     if account is None:
         raise Unprocessable(f"no account {account_id!r}: engagements are opened for accounts Touchline knows",
                             code="unknown_account")
@@ -372,7 +372,7 @@ def measure_outcome(session: Session, e: Engagement, now: datetime, settings) ->
     out: dict[str, Any] = {"metric": BASELINE_METRIC, "baseline": b, "value": value, "threshold": threshold,
                            "recovered": recovered, "measured_at": now.isoformat(), "explanation": _jsonable(tree)}
     if e.goal == "discover_expansion":
-        account = usage.get_account(session, e.account_id)
+        account = usage.account(session, e.account_id)
         grew = account is not None and ((account.seats or 0) > (base.get("seats") or 0)
                                         or (account.arr or 0) > (base.get("arr") or 0))
         out.update({"seats": getattr(account, "seats", None), "arr": getattr(account, "arr", None), "expanded": grew})

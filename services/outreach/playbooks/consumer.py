@@ -19,7 +19,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as ingest_repo
+from services.ingest import usage
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from shared.kafka import BatchResult, BatchWorker, Reject, ensure_topics
@@ -64,7 +64,7 @@ class SignalWorker(BatchWorker):
         if duplicates:
             EVENTS_DUPLICATE.labels(self.name).inc(duplicates)
         playbooks = [engine.compile_version(head.id, v.version, v.definition) for head, v in repo.enabled_current(session)]
-        accounts = ingest_repo.get_accounts(session, {s.account_id for s in signals if s.signal_id in new})
+        accounts = usage.accounts(session, {s.account_id for s in signals if s.signal_id in new})
         enrolled = already = 0
         decisions: list[dict] = []
         done: set[str] = set()

@@ -1,14 +1,13 @@
-"""Every query on playbooks, enrolments, signal receipts and recipients."""
+"""Every query on playbooks, enrolments and signal receipts (recipients come from
+ingest's read model, services/ingest/usage.py)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from services.ingest.models import User, UserActivityDaily
 from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
 from shared.db import insert_new, insert_on_conflict
 
@@ -110,17 +109,3 @@ def enrollment_counts(session: Session, playbook_id: str) -> list[tuple[bool, st
     return list(session.execute(select(Enrollment.holdout, Enrollment.status, func.count())
                                 .where(Enrollment.playbook_id == playbook_id)
                                 .group_by(Enrollment.holdout, Enrollment.status)))
-
-
-def users_by_role(session: Session, account_id: str, roles: Iterable[str] | None) -> list[User]:
-    q = select(User).where(User.account_id == account_id).order_by(User.id)
-    if roles is not None:
-        q = q.where(User.role.in_(list(roles)))
-    return list(session.scalars(q))
-
-
-def active_users(session: Session, account_id: str, since: date, until: date) -> list[User]:
-    active = (select(UserActivityDaily.user_id).where(UserActivityDaily.account_id == account_id,
-                                                      UserActivityDaily.day >= since, UserActivityDaily.day <= until)
-              .distinct())
-    return list(session.scalars(select(User).where(User.account_id == account_id, User.id.in_(active)).order_by(User.id)))

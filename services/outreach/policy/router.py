@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared import audit
 from services.outreach.policy import repository as repo
+from services.outreach.policy import service
 from services.outreach.policy.tokens import email_hash, read_token
 from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
@@ -88,13 +89,11 @@ def remove_suppression(email: str, session: Session = SessionDep, clock: Clock =
 def erase_contact(account_id: str, user_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
                   principal: Principal = require("ops")):
     now = clock.now()
-    email, scrubbed = repo.erase_contact(session, account_id, user_id, now)
-    if email:
-        # Only the hash is kept: enough to refuse the address if it is ever identified again.
-        repo.add_suppression(session, email_hash=email_hash(email), email=None, reason="erased", detail="", now=now)
+    erasure = service.erase_contact(session, account_id, user_id, now)
     audit.record(session, actor=principal.actor, action="erase", object_type="contact", object_id=f"{account_id}/{user_id}",
-                 now=now, details={"messages_scrubbed": scrubbed})
-    return ErasureOut(account_id=account_id, user_id=user_id, suppressed=bool(email), messages_scrubbed=scrubbed)
+                 now=now, details={"messages_scrubbed": erasure.messages_scrubbed})
+    return ErasureOut(account_id=account_id, user_id=user_id, suppressed=erasure.suppressed,
+                      messages_scrubbed=erasure.messages_scrubbed)
 
 
 # A person opens these links in a browser: answers are HTML pages, errors included.

@@ -1,11 +1,13 @@
 """Templates: author (validated on save), list, read, preview against a real contact."""
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as ingest_repo
+from services.ingest import usage
 from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
 from services.outreach.templates import service
@@ -51,12 +53,12 @@ def get_template(template_id: str, session: Session = SessionDep, _p=require("op
 def preview_template(template_id: str, body: PreviewIn, session: Session = SessionDep,
                      settings: Settings = SettingsDep, _p=require("ops")):
     template = service.get_or_404(session, template_id)
-    account = ingest_repo.get_account(session, body.account_id)
+    account = usage.account(session, body.account_id)
     if account is None:
         raise NotFound(f"no account {body.account_id!r}")
     user = None
     if body.user_id:
-        user = ingest_repo.get_user(session, body.account_id, body.user_id)
+        user = usage.contact(session, body.account_id, body.user_id)
         if user is None:
             raise NotFound(f"no user {body.user_id!r} in account {body.account_id!r}")
     email = (user.email if user else account.owner_email) or "nobody@example.invalid"
@@ -67,6 +69,4 @@ def preview_template(template_id: str, body: PreviewIn, session: Session = Sessi
 
 
 def _jsonable(obj):
-    import json
-
     return json.loads(json.dumps(obj, default=str))

@@ -34,14 +34,13 @@ from kafka.errors import KafkaError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from services.ingest.events.consumer import validate_record
-from services.rules.evaluation import repository as eval_repo
+from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject
 from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
 from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
 from shared.db import transaction
-from shared.events import Event
+from shared.events import Event, validate_record
 from shared.kafka import BatchResult, BatchWorker, group_id_of
 from shared.metrics import (OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, RULES_TICK_INTERVAL, RULES_TICK_SECONDS,
                             TICK_INGEST_LAG, TICK_WAITING, TICKS_DEFERRED)
@@ -83,7 +82,7 @@ class RulesWorker(BatchWorker):
             key = (r.topic, r.partition, r.offset)
             ev = self._parsed.get(key)
             if ev is None:
-                ev = self._parsed[key] = validate_record(r, now, self.settings.max_event_bytes, max_future)
+                ev = self._parsed[key] = validate_record(r.key, r.value, now, self.settings.max_event_bytes, max_future)
             if isinstance(ev, Event):
                 out.append(ev)
         return out  # invalid records are ingest's to dead-letter, not ours
@@ -94,7 +93,7 @@ class RulesWorker(BatchWorker):
         if not ids:
             return True
         with transaction(self.session_factory) as session:
-            present = eval_repo.ingested_event_ids(session, ids)
+            present = usage.ingested_event_ids(session, ids)
         if len(present) == len(ids):
             self._waiting_since = None
             return True

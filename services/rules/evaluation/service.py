@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.rules.evaluation.engine import EventSubject, Measurements
-from services.rules.evaluation import repository as eval_repo
+from services.ingest import usage
 from services.rules.language.evaluate import evidence, select as select_set
 from services.rules.models import RuleTick
 from services.rules.rules import repository as rules_repo
@@ -97,7 +97,7 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
             evs = list(latest.values())
         key = d.audience
         if key not in audiences:
-            audiences[key] = set(accounts) if d.audience.is_everyone else eval_repo.audience_ids(session, d.audience, now, accounts)
+            audiences[key] = set(accounts) if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, accounts)
         audience = audiences[key]
         firings = []
         fired_accounts: set[str] = set()
@@ -150,7 +150,7 @@ def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, a
     d = rule.definition
     if d.audience not in audiences:
         audiences[d.audience] = (meas.population if d.audience.is_everyone
-                                 else eval_repo.audience_ids(session, d.audience, meas.now, meas.accounts))
+                                 else usage.accounts_where(session, d.audience, meas.now, meas.accounts))
     universe = audiences[d.audience]
     return select_set(d.condition, universe, meas.matching), len(universe)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.language import RuleDefinition, parse_rule
+from services.rules.language import RuleDefinition, RuleValidationError, parse_rule
 from services.rules.language.ast import leaves
 from services.rules.models import Rule, RuleVersion
 from services.rules.rules import repository as repo
@@ -48,8 +48,6 @@ def parse(payload: Any, retention_days: int, rule_id: str | None = None) -> tupl
         payload = dict(payload)
         enabled = payload.pop("enabled")
         if not isinstance(enabled, bool):
-            from services.rules.language import RuleValidationError
-
             raise RuleValidationError([{"pointer": "/enabled", "message": "enabled is true or false"}])
     return parse_rule(payload, retention_days=retention_days, rule_id=rule_id), enabled
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from services.rules.models import RuleCooldown, SignalRecord
 from shared.db import insert_new, insert_on_conflict
+from shared.privacy import scrub
 
 
 def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now: datetime, until: datetime) -> set[str]:
@@ -81,3 +82,15 @@ def settle(session: Session, signal_ids: set[str]) -> None:
     for i in range(0, len(ids), 900):
         session.execute(update(SignalRecord).where(SignalRecord.signal_id.in_(ids[i:i + 900]))
                         .values(decision_due_at=None).execution_options(synchronize_session=False))
+
+
+def scrub_evidence(session: Session, account_id: str, needles: list[str]) -> int:
+    """Erasure: scrub values containing ``needles`` from the account's signal evidence
+    (a rule on ``user.email`` or an event property records the value it saw)."""
+    changed = 0
+    for row in session.scalars(select(SignalRecord).where(SignalRecord.account_id == account_id)):
+        evidence, hit = scrub(row.evidence or {}, needles)
+        if hit:
+            row.evidence = evidence
+            changed += 1
+    return changed

@@ -25,12 +25,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as ingest_repo
-from services.ingest.service import apply_account_traits
+from services.ingest import usage
 from services.outreach.outcomes import signals_with_decision
 from services.rules.rules.service import LoadedRule
 from services.rules.signals import repository as repo
-from shared.events import AccountTraits
+from shared import outbox
 from shared.metrics import SIGNALS_FIRED, SIGNALS_REPUBLISHED
 from shared.outbox import enqueue_many
 from shared.settings import Settings
@@ -77,10 +76,7 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
     enqueue_many(session, [_outbox_message(settings, s) for s in new], now)
     stage = d.actions.set_lifecycle_stage
     if stage and new:
-        accounts = ingest_repo.get_accounts(session, [s.account_id for s in new])
-        for account in accounts.values():
-            if account.lifecycle_stage != stage:
-                apply_account_traits(account, AccountTraits(lifecycle_stage=stage), now, now)
+        usage.set_lifecycle_stage(session, [s.account_id for s in new], stage, now)  # ingest owns the stage
     session.flush()
     # Counted when written: a batch rolled back after this point and redelivered counts
     # its signals twice on the dashboard (never in the database: the ids are deterministic).
@@ -118,3 +114,11 @@ def republish_orphans(session: Session, now: datetime, settings: Settings, limit
         SIGNALS_REPUBLISHED.inc(len(orphans))
     session.flush()
     return len(due), len(orphans)
+
+
+def forget_contact(session: Session, account_id: str, identifiers: list[str]) -> int:
+    """Erasure: scrub a contact's email addresses and names from the account's signals
+    and from the outbox payloads that carry them. Returns the rows changed."""
+    changed = repo.scrub_evidence(session, account_id, identifiers) + outbox.scrub(session, identifiers)
+    session.flush()
+    return changed
