@@ -41,6 +41,8 @@ Errors answer `{"error": "<code>", "detail": ...}`.
 def routers():
     from services.ingest.accounts.router import router as accounts_router
     from services.ingest.events.router import router as events_router
+    from services.rules.backtest.router import router as backtest_router
+    from services.rules.evaluation.router import router as dryrun_router
     from services.rules.rules.router import router as rules_router
     from services.rules.signals.router import router as signals_router
     from services.outreach.delivery.router import router as messages_router
@@ -54,8 +56,8 @@ def routers():
     from shared.jobs.router import router as jobs_router
 
     load_kinds()  # the jobs API shows each role the kinds it may run
-    return [events_router, accounts_router, rules_router, signals_router, templates_router, playbooks_router,
-            messages_router, inapp_router, policy_router, engagements_router, devmail_router, jobs_router]
+    return [events_router, accounts_router, rules_router, dryrun_router, backtest_router, signals_router, templates_router,
+            playbooks_router, messages_router, inapp_router, policy_router, engagements_router, devmail_router, jobs_router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:
@@ -157,7 +159,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         app.openapi_schema = schema
         return schema
 
-    app.openapi = custom_openapi
+    app.openapi = custom_openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     return app
 
 

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from shared.logging import configure_logging
 from shared.settings import get_settings
@@ -308,7 +307,7 @@ def _backtest(args, settings, factory) -> int:
 
             with transaction(factory) as session:  # run here: already cancelled; followed: ask its worker to stop
                 row = jobs_repo.get(session, job.id)
-                if row.state not in jobs.FINISHED:
+                if row is not None and row.state not in jobs.FINISHED:
                     jobs_repo.request_cancel(session, row, f"cli:{getpass.getuser()}", SystemClock().now())
             print(f"\ninterrupted: job {job.id} cancelled", file=sys.stderr)
             return 130
@@ -338,6 +337,8 @@ def _follow_job(factory, job_id: int, bar):
     while True:
         with factory() as session:
             job = jobs_repo.get(session, job_id)
+        if job is None:  # jobs are only pruned long after they finish
+            raise SystemExit(f"job {job_id} vanished")
         bar.update(job.progress_done, job.progress_total, job.progress_message)
         if job.state in FINISHED:
             return job

@@ -71,9 +71,9 @@ class Unavailable(TouchlineError):
     code = "unavailable"
 
 
-def responses(*errors: type[TouchlineError]) -> dict[int, dict[str, Any]]:
+def responses(*errors: type[TouchlineError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route that can raise these errors."""
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int | str, dict[str, Any]] = {}
     for err in errors:
         out[err.status_code] = {"model": ErrorBody, "description": err.code}
     return out

@@ -258,7 +258,6 @@ def encode_and_validate(obj: Any, now: datetime, max_bytes: int, max_future: tim
 
 def validate_event_obj(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> Event | Rejection:
     return encode_and_validate(obj, now, max_bytes, max_future)[0]
-    return _check_time(event, now, max_future)
 
 
 def _check_time(event: Event, now: datetime, max_future: timedelta) -> Event | Rejection:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -37,7 +38,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def make_producer(settings: Settings, **overrides) -> KafkaProducer:
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     opts = dict(
         bootstrap_servers=settings.bootstrap_servers,
         acks="all",
@@ -54,7 +55,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     return KafkaProducer(**opts)
 
 
-def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **overrides) -> KafkaConsumer:
+def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **overrides: Any) -> KafkaConsumer:
     opts = dict(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=group_id,
@@ -226,6 +227,12 @@ class BatchWorker:
             self.consumer = make_consumer(self.settings, self.group_id, self.topics())
         return self
 
+    def _live(self) -> KafkaConsumer:
+        """The consumer of a started worker."""
+        if self.consumer is None:
+            raise RuntimeError(f"{self.name}: the worker is not started")
+        return self.consumer
+
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
@@ -248,7 +255,7 @@ class BatchWorker:
     # ---- one batch ----------------------------------------------------
     def poll_once(self, timeout_ms: int | None = None) -> int:
         """Poll, process and commit one batch. Returns the number of records handled."""
-        consumer = self.start().consumer
+        consumer = self.start()._live()
         polled = consumer.poll(
             timeout_ms=self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms,
             max_records=self.settings.kafka_max_poll_records,
@@ -346,7 +353,7 @@ class BatchWorker:
         for r in records:
             offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1, "", -1)
         try:
-            self.consumer.commit(offsets)
+            self._live().commit(offsets)
         except CommitFailedError as exc:
             # The group rebalanced while we worked: the new owner redelivers the batch and
             # our keyed effects make that harmless.
@@ -358,14 +365,14 @@ class BatchWorker:
             tp = TopicPartition(r.topic, r.partition)
             first[tp] = min(first.get(tp, r.offset), r.offset)
         for tp, offset in first.items():
-            if tp in self.consumer.assignment():
-                self.consumer.seek(tp, offset)
+            if tp in self._live().assignment():
+                self._live().seek(tp, offset)
 
     def _update_lag(self) -> None:
         """Measure the lag of every owned partition (metric) and publish it to the
         ``consumer_progress`` table (see :mod:`shared.consumer_progress`): the rules tick and the
         demo read ingest's rows to know what ingest has completely stored."""
-        consumer = self.consumer
+        consumer = self._live()
         measured: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in consumer.assignment():
             # The embedded broker's ListOffsets(latest) is wrong: use the fetch high-watermark.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Index, Integer, LargeBinary, String, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -60,7 +61,7 @@ def pending_stats(session: Session) -> tuple[int, datetime | None]:
     return count or 0, oldest
 
 
-def relay(session_factory: sessionmaker[Session], producer, now: datetime, limit: int = 500, timeout: float = 30.0) -> int:
+def relay(session_factory: sessionmaker[Session], producer: Any, now: datetime, limit: int = 500, timeout: float = 30.0) -> int:
     """Publish up to ``limit`` unsent messages, wait for the acks, mark them sent.
     Returns how many were sent. Raises (leaving the rows unsent) if the broker fails."""
     with transaction(session_factory) as session:

@@ -1,7 +1,7 @@
 """HTTP ingest, the accounts and users API, auth on every route, health and metrics."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select

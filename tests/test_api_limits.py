@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from tests.conftest import T0, auth
-from tests.helpers import track
 
 pytestmark = pytest.mark.integration
 

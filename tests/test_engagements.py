@@ -28,7 +28,7 @@ from tests.engagement_support import (
     worker,
 )
 from tests.helpers import drain
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     add_activity,
     days,
@@ -36,11 +36,8 @@ from tests.outreach_support import (  # noqa: F401  (fixtures)
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    sink,
-    workers,
 )
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,7 @@ from shared.outbox import pending_count
 from tests.conftest import T0, auth
 from tests.engagement_support import add_csm, csm_key, engagements, worker
 from tests.helpers import drain, track
-from tests.outreach_support import days, messages, settings, sink, workers  # noqa: F401  (fixtures)
+from tests.outreach_support import days, messages
 from tests.rules_helpers import group, identify, ingest, ingest_reports_caught_up, make_rule
 
 pytestmark = pytest.mark.integration

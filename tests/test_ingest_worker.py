@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
 from shared.faults import CRASH_EXIT_CODE
-from shared.kafka import BatchResult, BatchWorker, Reject
+from shared.kafka import BatchResult, BatchWorker
 from tests.conftest import T0
 from tests.helpers import drain, publish, read_dlq, track
 

@@ -13,17 +13,14 @@ from shared.db import transaction
 from shared.metrics import OUTBOX_SAMPLE_SECONDS
 from shared.outbox import enqueue_many, pending_stats
 from tests.helpers import drain, track
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     messages,
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    sink,
-    workers,
 )
 from tests.rules_helpers import group, ingest, ingest_reports_caught_up, make_rule
 

@@ -20,15 +20,13 @@ from shared.kafka import ensure_topics
 from shared.outbox import OutboxMessage
 from tests.conftest import T0
 from tests.helpers import drain, read_topic, track
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    workers,
 )
 from tests.rules_helpers import count, ingest, make_rule, signals
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Date, Integer, Row, and_, case, cast, func, literal, or_, select, tuple_
+from sqlalchemy import Date, Integer, Row, and_, case, cast, func, literal, or_, select, true, tuple_
 from sqlalchemy.orm import Session
 
 from services.ingest import repository as _repo
@@ -295,7 +295,7 @@ def active_user_counts(session: Session, start: date, end: date, accounts: list[
 def active_days(session: Session, event: str | None, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
     t = UsageDaily
     return _grouped(session, lambda part: select(t.account_id, func.count(func.distinct(t.day))).where(
-        t.day >= start, t.day <= end, (t.event_name == event) if event else True, _in(t.account_id, part)
+        t.day >= start, t.day <= end, (t.event_name == event) if event else true(), _in(t.account_id, part)
     ).group_by(t.account_id), accounts)
 
 
@@ -304,6 +304,7 @@ def chunked_metric(session: Session, of: str, event: str | None, ranges: list[tu
     """One row per account with the metric in each of ``ranges`` (the change metric)."""
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
     t: Any
+    cols: list[Any]
     if of == "active_users":
         t = UserActivityDaily
         cols = [func.count(func.distinct(case((and_(t.day >= a, t.day <= b), t.user_id)))) for a, b in ranges]
@@ -352,7 +353,7 @@ def daily_usage(session: Session, event: str | None, start: date, end: date) -> 
     ``event`` (or every event when None)."""
     t = UsageDaily
     q = select(t.account_id, t.day, func.sum(t.count), func.count()).where(
-        t.day >= start, t.day <= end, (t.event_name == event) if event else True).group_by(t.account_id, t.day)
+        t.day >= start, t.day <= end, (t.event_name == event) if event else true()).group_by(t.account_id, t.day)
     return session.execute(q)
 
 

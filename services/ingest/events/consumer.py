@@ -6,7 +6,7 @@ bytes), applied in one transaction, and only then are offsets committed.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from kafka.consumer.fetcher import ConsumerRecord
 from sqlalchemy.exc import OperationalError
@@ -28,7 +28,7 @@ class IngestWorker(BatchWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._next_prune = None
+        self._next_prune: datetime | None = None
 
     def topics(self) -> list[str]:
         return [self.settings.topic_events]

@@ -67,7 +67,7 @@ def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime,
     template_id = f"engagement-{kind}"
     step = f"engagement.{kind}"
     key = f"{e.id}\x1f{kind}\x1f{e.assignments}\x1f{tag}"
-    base = {"enrollment_id": None, "playbook_id": None, "step_id": step, "touch_key": f"notice:{e.id}",
+    base: dict[str, Any] = {"enrollment_id": None, "playbook_id": None, "step_id": step, "touch_key": f"notice:{e.id}",
             "account_id": "", "user_id": None, "template_id": template_id, "attempts": 0, "last_error": None,
             "created_at": now, "updated_at": now, "sent_at": None, "skip_reason": None}
     rows = []

@@ -58,7 +58,7 @@ def open_load(session: Session, csm_ids: Iterable[str] | None = None) -> dict[st
          .group_by(Engagement.csm_id))
     if csm_ids is not None:
         q = q.where(Engagement.csm_id.in_(list(csm_ids)))
-    return {c: n for c, n in session.execute(q)}
+    return {c: n for c, n in session.execute(q) if c is not None}
 
 
 # ---- engagements ----------------------------------------------------------------
@@ -209,8 +209,8 @@ def closed_for_outcomes(session: Session, since: datetime | None = None) -> list
 
 
 def opened_since(session: Session, since: datetime) -> list[tuple[str | None, str | None, str, datetime]]:
-    return [tuple(r) for r in session.execute(select(Engagement.playbook_id, Engagement.rule_id, Engagement.status,
-                                                     Engagement.opened_at).where(Engagement.opened_at >= since))]
+    return [(p, r, s, t) for p, r, s, t in session.execute(select(Engagement.playbook_id, Engagement.rule_id, Engagement.status,
+                                                                  Engagement.opened_at).where(Engagement.opened_at >= since))]
 
 
 def mean_open_days(session: Session, since: datetime) -> float | None:
@@ -218,7 +218,7 @@ def mean_open_days(session: Session, since: datetime) -> float | None:
         Engagement.closed_at.is_not(None), Engagement.assigned_at.is_not(None), Engagement.opened_at >= since)).all()
     if not rows:
         return None
-    return sum((c - a).total_seconds() for a, c in rows) / len(rows) / 86400
+    return sum((c - a).total_seconds() for a, c in rows if a and c) / len(rows) / 86400  # both set: filtered above
 
 
 

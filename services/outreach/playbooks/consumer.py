@@ -91,8 +91,8 @@ class SignalWorker(BatchWorker):
                               "kind": signal.kind, "decision": decision, "reason": reason, "playbooks": outcomes,
                               "decided_at": now})
             session.flush()
-        for d in decisions:
-            OUTREACH_DECISIONS.labels(d["decision"]).inc()
+        for row in decisions:
+            OUTREACH_DECISIONS.labels(row["decision"]).inc()
         repo.record_decisions(session, decisions)
         return BatchResult(rejects=rejects, summary={"signals": len(new), "duplicates": duplicates, "enrolled": enrolled,
                                                      "already_enrolled": already})

@@ -88,6 +88,7 @@ def enroll(session: Session, compiled: Compiled, signal: Any, account: AccountIn
     if not inserted:
         return None
     enrollment = repo.get_enrollment(session, eid)
+    assert enrollment is not None  # inserted just above, in this transaction
     advance(session, enrollment, compiled, now, settings, account=account)
     return enrollment
 

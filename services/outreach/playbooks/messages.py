@@ -21,7 +21,7 @@ class MessageRows:
 
     def __init__(self, enrollment: Enrollment, step_id: str, channel: str, template_id: str | None, now: datetime):
         self.enrollment, self.step_id, self.now = enrollment, step_id, now
-        self.base = {"enrollment_id": enrollment.id, "playbook_id": enrollment.playbook_id, "step_id": step_id,
+        self.base: dict[str, Any] = {"enrollment_id": enrollment.id, "playbook_id": enrollment.playbook_id, "step_id": step_id,
                      "touch_key": f"{enrollment.id}\x1f{step_id}", "account_id": enrollment.account_id, "channel": channel,
                      "template_id": template_id, "subject": "", "html_body": "", "text_body": "", "payload": {},
                      "attempts": 0, "created_at": now, "updated_at": now}

@@ -18,9 +18,8 @@ from shared.errors import NotFound, Unprocessable
 def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, actor: str, now: datetime) -> tuple[Playbook, bool]:
     """Store the definition as a new version if it differs from the current one.
     Running enrolments keep the version they started with. Returns (head, changed)."""
-    missing = sorted({s.template for s in definition.parsed_steps().steps if getattr(s, "template", None)}
-                     - set(template_repo.get_many(session, [s.template for s in definition.parsed_steps().steps
-                                                            if getattr(s, "template", None)])))
+    named = sorted({t for s in definition.parsed_steps().steps if (t := getattr(s, "template", None))})
+    missing = sorted(set(named) - set(template_repo.get_many(session, named)))
     if missing:
         raise Unprocessable(f"the playbook names templates that do not exist: {', '.join(missing)}; "
                             "create them with PUT /v1/templates/{id} first", code="unknown_template")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Enrollment, Message, Suppression
-from shared.db import upsert
+from shared.db import rowcount, upsert
 from shared.privacy import ERASED, contains_any, scrub
 
 # "csm" rows are touches a CSM logged on an engagement: one budget for machines and people.
@@ -30,7 +31,7 @@ def add_suppression(session: Session, *, email_hash: str, email: str | None, rea
 
 
 def remove_suppression(session: Session, email_hash: str) -> bool:
-    return session.execute(delete(Suppression).where(Suppression.email_hash == email_hash)).rowcount > 0
+    return rowcount(session.execute(delete(Suppression).where(Suppression.email_hash == email_hash))) > 0
 
 
 def get_suppression(session: Session, email_hash: str) -> Suppression | None:
@@ -78,10 +79,10 @@ def scrub_messages(session: Session, account_id: str, user_id: str, identifiers:
     """Erasure: blank the contact's messages (recipient, content, payload), and any other
     message of the account that carries one of ``identifiers`` (the owner address may be
     the contact's). Returns how many messages were scrubbed."""
-    blank = {"recipient": ERASED, "subject": "", "html_body": "", "text_body": "", "payload": {}, "last_error": None,
+    blank: dict[str, Any] = {"recipient": ERASED, "subject": "", "html_body": "", "text_body": "", "payload": {}, "last_error": None,
              "updated_at": now}
-    scrubbed = session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id)
-                               .values(**blank)).rowcount
+    scrubbed = rowcount(session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id)
+                                        .values(**blank)))
     others = select(Message).where(Message.account_id == account_id,
                                    or_(Message.user_id.is_(None), Message.user_id != user_id))
     for m in session.scalars(others):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
@@ -97,7 +98,7 @@ def erase_contact(account_id: str, user_id: str, session: Session = SessionDep, 
 
 
 # A person opens these links in a browser: answers are HTML pages, errors included.
-_LINK_NOT_VALID = {400: {"description": "the link is damaged or was not issued by us (an HTML page)",
+_LINK_NOT_VALID: dict[int | str, dict[str, Any]] = {400: {"description": "the link is damaged or was not issued by us (an HTML page)",
                          "content": {"text/html": {"schema": {"type": "string"}}}}}
 
 

@@ -171,7 +171,7 @@ def _budgeted_filter(name: str, func):
             out = func(value, *args, **kwargs)
         return spend.check_result(out, f"|{name}") if spend is not None else out
 
-    wrapper.jinja_pass_arg = _PassArg.context  # functools.wraps copied the original's
+    wrapper.jinja_pass_arg = _PassArg.context  # type: ignore[attr-defined]  # Jinja2 reads this marker; functools.wraps copied the original's
     return wrapper
 
 

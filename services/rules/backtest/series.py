@@ -110,7 +110,7 @@ class DailySeries:
         if of == "active_users":
             # An account has a row in [lo, hi] iff some range has a user, when the ranges tile it.
             cover = sorted(ranges)
-            if any((b1 + timedelta(days=1)) != a2 for (_, b1), (a2, _) in zip(cover, cover[1:])):
+            if any((b1 + timedelta(days=1)) != a2 for (_, b1), (a2, _) in zip(cover, cover[1:], strict=False)):
                 return None
             widths = {w for w, _, _ in spans}
             if len(widths) == 1:  # the change metric: one series read at several offsets

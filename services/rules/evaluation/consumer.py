@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject
-from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
+from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickReport, evaluate_events, run_tick
 from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
 from shared.db import transaction
@@ -58,15 +58,15 @@ class RulesWorker(BatchWorker):
         super().__init__(*args, **kwargs)
         self.index = RuleIndex(self.settings.raw_event_retention_days)
         self.tick_enabled = tick
-        self._next_tick = None
-        self._next_prune = None
-        self._next_outbox_sample = None
-        self._next_orphan_sweep = None
+        self._next_tick: datetime | None = None
+        self._next_prune: datetime | None = None
+        self._next_outbox_sample: datetime | None = None
+        self._next_orphan_sweep: datetime | None = None
         self._waiting_since: datetime | None = None
         self._deferred_since: datetime | None = None
         self._deferral_logged_at: datetime | None = None
-        self.last_tick = None
-        self.last_report = None
+        self.last_tick: TickReport | None = None
+        self.last_report: EvaluationReport | None = None
         self._parsed: dict[tuple[str, int, int], object] = {}
 
     def topics(self) -> list[str]:
@@ -109,7 +109,7 @@ class RulesWorker(BatchWorker):
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()
         events = [EventSubject(ev.event_id, ev.account_id, ev.user_id, ev.name, ev.timestamp, ev.properties)
-                  for ev in self._valid(records) if ev.type == "track"]
+                  for ev in self._valid(records) if ev.type == "track" and ev.name is not None]
         self.index.refresh(session)
         report = evaluate_events(session, events, self.index, now, self.settings)
         self.last_report = report
@@ -156,9 +156,9 @@ class RulesWorker(BatchWorker):
         counts a deferral when the first check of a waiting period fails, then once per
         tick interval while it lasts, and logs when the tick resumes."""
         topic = self.settings.topic_events
-        parts = self.start().consumer.partitions_for_topic(topic)
+        parts = self.start()._live().partitions_for_topic(topic)
         with transaction(self.session_factory) as session:
-            mark = progress.watermark(session, group_id_of(self.settings, "ingest"), topic, parts or (), now,
+            mark = progress.watermark(session, group_id_of(self.settings, "ingest"), topic, parts or set(), now,
                                       timedelta(seconds=self.settings.rules_ingest_stale_seconds))
         if not parts:
             mark.silent = [-1]  # no metadata for the topic yet: nothing is known

@@ -139,18 +139,18 @@ class Measurements:
     def _measure(self, m: Metric) -> dict[str, Any]:
         s, now, acc, q = self.session, self.now, self.accounts, self._query
         if m.metric == "count":
-            return {a: float(v) for a, v in q("event_counts", m.event, *usage.window_days(now, m.window)).items()}
+            return {a: float(v) for a, v in q("event_counts", m.event_name, *usage.window_days(now, m.window_days)).items()}
         if m.metric == "active_users":
-            return {a: float(v) for a, v in q("active_user_counts", *usage.window_days(now, m.window)).items()}
+            return {a: float(v) for a, v in q("active_user_counts", *usage.window_days(now, m.window_days)).items()}
         if m.metric == "active_days":
-            return {a: float(v) for a, v in q("active_days", m.event, *usage.window_days(now, m.window)).items()}
+            return {a: float(v) for a, v in q("active_days", m.event, *usage.window_days(now, m.window_days)).items()}
         if m.metric == "days_since":
             if self.as_of:
-                last = q("account_last_day", m.event, now.date(), self.lookback_days)
+                last = q("account_last_day", m.event_name, now.date(), self.lookback_days)
                 return {a: float((now.date() - d).days) for a, d in last.items()}
-            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in usage.account_last_seen(s, m.event, acc).items()}
+            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in usage.account_last_seen(s, m.event_name, acc).items()}
         if m.metric == "seat_utilisation":
-            users = q("active_user_counts", *usage.window_days(now, m.window))
+            users = q("active_user_counts", *usage.window_days(now, m.window_days))
             rows = self.rows()
             out = {}
             for a, r in rows.items():
@@ -158,8 +158,8 @@ class Measurements:
                     out[a] = 100.0 * users.get(a, 0) / r.seats
             return out
         if m.metric == "change":
-            n = m.baseline // m.window
-            ranges = [usage.window_days(now, m.window, k * m.window) for k in range(n + 1)]
+            n = m.baseline_days // m.window_days
+            ranges = [usage.window_days(now, m.window_days, k * m.window_days) for k in range(n + 1)]
             per = q("chunked_metric", m.of, m.event, ranges)
             out, details = {}, {}
             for a, values in per.items():
@@ -192,14 +192,14 @@ class Measurements:
     def user_days_since(self, m: Metric, pair: tuple[str, str]) -> float:
         key = m.operand
         if key not in self._user_values:
-            seen = usage.user_last_seen(self.session, m.event, getattr(self, "_pairs", [pair]))
+            seen = usage.user_last_seen(self.session, m.event_name, getattr(self, "_pairs", [pair]))
             self._user_values[key] = {p: max(0.0, (self.now - ts).total_seconds() / DAY) for p, ts in seen.items()}
         return self._user_values[key].get(pair, math.inf)
 
     def user_field(self, leaf: Field, pair: tuple[str, str]) -> Any:
         if self._users is None:
             self.load_users([pair])
-        user = self._users.get(pair)
+        user = (self._users or {}).get(pair)
         if user is None:
             return None
         if leaf.path[1] == "traits":

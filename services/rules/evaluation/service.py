@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.rules.evaluation.engine import EventSubject, Measurements
@@ -127,7 +126,9 @@ def claim_tick(session: Session, rule: LoadedRule, now: datetime) -> bool:
         set_={"last_tick_at": stmt.excluded.last_tick_at, "due_at": stmt.excluded.due_at},
         where=t.c.due_at <= stmt.excluded.last_tick_at,
     ).returning(t.c.rule_id)
-    due = now + timedelta(seconds=rule.definition.trigger.every_seconds)
+    every = rule.definition.trigger.every_seconds
+    assert every is not None  # only scheduled rules tick
+    due = now + timedelta(seconds=every)
     return bool(list(session.scalars(stmt, [{"rule_id": rule.id, "last_tick_at": now, "due_at": due, "last_result": {}}])))
 
 
@@ -185,7 +186,9 @@ def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[
             matched, audience_size = evaluate_scheduled(session, rule, meas, audiences)
             report.ran += 1
             report.matched += len(matched)
-            slot = slot_of(now, rule.definition.trigger.every_seconds)
+            every = rule.definition.trigger.every_seconds
+            assert every is not None  # only scheduled rules tick
+            slot = slot_of(now, every)
             firings = []
             # The claim in fire() is the authority; skipping known cooldowns first only saves work.
             for a in sorted(matched - signals_repo.cooling_down(session, rule.id, now)):

@@ -168,8 +168,9 @@ class _Parser:
                     self.err(pointer(ptr, combinator), f'"{combinator}" needs a non-empty list of conditions; an empty '
                                                         f'{combinator} is ambiguous, so add at least one predicate')
                     return None
-                children = [self.node(c, pointer(ptr, combinator, i)) for i, c in enumerate(items)]
-                if any(c is None for c in children):
+                parsed = [self.node(c, pointer(ptr, combinator, i)) for i, c in enumerate(items)]
+                children = [c for c in parsed if c is not None]
+                if len(children) != len(parsed):
                     return None
                 if combinator == "all":
                     self.contradictions(children, pointer(ptr, "all"))
@@ -190,10 +191,10 @@ class _Parser:
         return None
 
     def window(self, value: Any, ptr: str) -> int | None:
-        if not isinstance(value, str) or not WINDOW.match(value):
+        m = WINDOW.match(value) if isinstance(value, str) else None
+        if m is None:
             self.err(ptr, f'a window is a duration in whole days such as "7d", "28d" or "4w"; got {value!r}')
             return None
-        m = WINDOW.match(value)
         days = int(m.group(1)) * (7 if m.group(2) == "w" else 1)
         if days > self.retention_days:
             self.err(ptr, f"a window of {days} days is longer than the retained history ({self.retention_days} days, "
@@ -266,6 +267,7 @@ class _Parser:
                                                        f"history ({self.retention_days} days); shorten the baseline")
         if len(self.errors) > before:
             return None
+        assert op is not None and value is not None  # both validated above, or an error was recorded
         return Metric(metric=name, op=op, value=value, event=event, window=window, baseline=baseline, of=of,
                       scope=scope if name == "days_since" else "account")
 
@@ -311,6 +313,7 @@ class _Parser:
             value = float(value)
         if len(self.errors) > before:
             return None
+        assert op is not None  # validated above, or an error was recorded
         return Field(path=path, op=op, value=value)
 
     def field_kind(self, path: tuple[str, ...], ptr: str) -> str | None:
@@ -353,10 +356,10 @@ class _Parser:
 
     # ---- rules ---------------------------------------------------------
     def duration(self, value: Any, ptr: str, what: str, minimum: int) -> int | None:
-        if not isinstance(value, str) or not DURATION.match(value):
+        m = DURATION.match(value) if isinstance(value, str) else None
+        if m is None:
             self.err(ptr, f'{what} is a duration such as "30m", "12h", "7d" or "2w"; got {value!r}')
             return None
-        m = DURATION.match(value)
         seconds = int(m.group(1)) * UNIT_SECONDS[m.group(2)]
         if seconds < minimum:
             self.err(ptr, f"{what} must be at least {minimum} seconds; got {value!r}")
@@ -455,11 +458,12 @@ def _interval(p: Metric | Field):
             "<=": (-math.inf, False, v, True), "==": (v, True, v, True)}.get(op)
 
 
-def _allowed_set(p: Metric | Field):
+def _allowed_set(p: Metric | Field) -> set[Any] | None:
+    value: Any = p.value  # a list for in/not_in
     if p.op == "==":
-        return {p.value}
+        return {value}
     if p.op == "in":
-        return set(p.value)
+        return set(value)
     return None
 
 
@@ -474,7 +478,8 @@ def _compatible(a: Metric | Field, b: Metric | Field) -> bool:
         return bool(sa & sb)
     for s, other in ((sa, b), (sb, a)):
         if s is not None and other.op in ("!=", "not_in"):
-            banned = {other.value} if other.op == "!=" else set(other.value)
+            value: Any = other.value  # a list for not_in
+            banned = {value} if other.op == "!=" else set(value)
             return bool(s - banned)
     return True
 
@@ -491,6 +496,7 @@ def parse_condition(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, e
     node = p.node(obj, base)
     if p.errors:
         raise RuleValidationError(p.errors)
+    assert node is not None  # a None node always comes with an error
     return node
 
 
@@ -546,5 +552,8 @@ def parse_rule(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, rule_i
             actions = Actions(set_lifecycle_stage=stage)
     if p.errors:
         raise RuleValidationError(p.errors)
+    # Every missing or invalid part recorded an error above.
+    assert isinstance(rid, str) and isinstance(name, str) and isinstance(kind, str)
+    assert trigger is not None and condition is not None and cooldown is not None
     return RuleDefinition(id=rid, name=name.strip(), description=description, kind=kind, severity=severity, trigger=trigger,
                           audience=audience, condition=condition, cooldown_seconds=cooldown, actions=actions)

@@ -71,7 +71,10 @@ def get(session: Session, rule_id: str, *, include_deleted: bool = True) -> Rule
 
 
 def current_definition(session: Session, rule: Rule) -> dict[str, Any]:
-    return repo.get_version(session, rule.id, rule.current_version).definition
+    version = repo.get_version(session, rule.id, rule.current_version)
+    if version is None:  # versions are never deleted: a broken invariant, not a user error
+        raise LookupError(f"rule {rule.id} has no version {rule.current_version}")
+    return version.definition
 
 
 def create(session: Session, definition: RuleDefinition, enabled: bool | None, actor: str, now: datetime) -> Rule:

@@ -37,7 +37,7 @@ def dry_run(session: Session, d: RuleDefinition, version: int | None, account_id
     else:
         if event_obj is not None:
             event = _event_from_body(event_obj, account_id, now)
-            source = "request body"
+            source: str | None = "request body"
         else:
             stored = usage.latest_events(session, account_id, list(d.trigger.events))
             if stored:
