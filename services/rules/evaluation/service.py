@@ -10,15 +10,15 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.orm import Session
 
-from services.rules.evaluation.engine import EventSubject, Measurements
 from services.ingest import usage
+from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language.evaluate import evidence, select as select_set
 from services.rules.models import RuleTick
 from services.rules.rules import repository as rules_repo
 from services.rules.rules.service import LoadedRule, load_enabled
 from services.rules.signals import repository as signals_repo
 from services.rules.signals.service import Firing, fire
-from shared.db import insert_on_conflict
+from shared.db import insert_on_conflict, transaction
 from shared.metrics import STALE_EVENTS
 from shared.settings import Settings
 from shared.signals import Signal
@@ -163,8 +163,6 @@ def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[
 
     ``gate`` (the worker's freshness watermark) is asked once there are scheduled rules;
     if it answers False nothing is claimed or evaluated and the report says ``deferred``."""
-    from shared.db import transaction
-
     report = TickReport()
     with transaction(session_factory) as session:
         rules = load_enabled(session, "schedule", settings.raw_event_retention_days)
