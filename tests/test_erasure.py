@@ -1,6 +1,6 @@
 """Erasing a contact leaves no trace of their email address or name in any table, on
 both databases: users, raw events (identify traits and event properties), the account
-row, signal evidence, the outbox, messages, enrolments and suppressions. Another
+row, signal evidence, the outbox, messages, enrolments, engagements and suppressions. Another
 contact of the same account keeps their data."""
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
     save_template(session_factory, settings)
     save_playbook(session_factory, "thanks", {"name": "Thanks", "trigger": {"rules": ["sharer"]}, "steps": [
         {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
-        {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example.test/hook"}]})
+        {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example.test/hook"},
+        {"id": "escalate", "type": "open_engagement", "goal": "recover_usage"}]})
     with transaction(session_factory) as s:
         compiled = playbook_engine.load_compiled(s, "thanks", 1)
         assert playbook_engine.enroll(s, compiled, signal, usage.account(s, "acme"), now, settings) is not None
@@ -83,7 +84,8 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
 
     before = traces(engine, [EMAIL, NAME])
     # The scan sees every copy (it can fail): ingest, rules and outreach tables alike.
-    assert {"users", "events", "accounts", "signals", "outbox", "messages", "enrollments", "suppressions"} <= set(before)
+    assert {"users", "events", "accounts", "signals", "outbox", "messages", "enrollments", "suppressions",
+            "engagements"} <= set(before)
 
     r = await api.post("/v1/accounts/acme/users/ada/erase", headers=ops)
     assert r.status_code == 200, r.text

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
+from services.outreach.engagements import repository as engagement_repo
 from services.outreach.policy import repository as repo
 from services.outreach.policy.tokens import email_hash
 from services.rules.conditions import forget_contact
@@ -102,7 +103,8 @@ class Erasure:
 def erase_contact(session: Session, account_id: str, user_id: str, now: datetime) -> Erasure:
     """Erase a contact on request, everywhere a copy lives: ingest scrubs its contact row
     and raw events (through its command), rules its signal evidence and outbox
-    payloads, outreach its messages, enrolments and the plain addresses of suppressions.
+    payloads, outreach its messages, enrolments, engagements (reason, timeline) and the
+    plain addresses of suppressions.
     Every address the contact had is then suppressed by hash only, enough to refuse it
     if it is ever identified again. Flushes only; the caller commits."""
     erased = usage.erase_contact(session, account_id, user_id, now)
@@ -111,6 +113,7 @@ def erase_contact(session: Session, account_id: str, user_id: str, now: datetime
     forget_contact(session, account_id, identifiers)
     scrubbed = repo.scrub_messages(session, account_id, user_id, identifiers, now)
     repo.scrub_enrollments(session, account_id, identifiers)
+    engagement_repo.scrub_contact(session, account_id, identifiers)
     hashes = [email_hash(e) for e in sorted(emails)]
     for h in hashes:
         repo.add_suppression(session, email_hash=h, email=None, reason="erased", detail="", now=now)
