@@ -400,7 +400,7 @@ def test_escalation_holdout_is_deterministic_and_measured(topics, session_factor
     w = workers()
     send_signals(topics, [signal(f"h{i:02d}", signal_id=f"s{i}") for i in range(40)])
     drain(w["signals"], lambda: len(engagements(session_factory)) == 40)
-    from services.outreach.playbooks.engine import is_held_out
+    from services.outreach.playbooks.holdouts import is_held_out
 
     held = {e.account_id for e in engagements(session_factory, status="held_out")}
     assert held == {f"h{i:02d}" for i in range(40) if is_held_out("escalate\x1fescalation", f"h{i:02d}", 50)}

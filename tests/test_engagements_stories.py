@@ -19,7 +19,7 @@ import yaml
 from sqlalchemy import select
 
 from services.outreach.models import Enrollment
-from services.outreach.playbooks.engine import is_held_out
+from services.outreach.playbooks.holdouts import is_held_out
 from services.outreach.starter import seed_starter_content
 from services.rules.evaluation.consumer import RulesWorker
 from services.rules.models import SignalRecord
