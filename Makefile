@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements soak clean demo
+.PHONY: run test lint install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements soak clean demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -24,6 +24,13 @@ migrate: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/touchline demo
+
+# ruff (lint), mypy (types; stricter on shared/) and import-linter (the service
+# boundaries in pyproject.toml). CI runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check services shared tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -86,7 +86,7 @@ def main() -> None:
             with engine.connect() as conn:
                 conn.execute(text("ANALYZE"))
                 conn.commit()
-        print(f"\n| rule | accounts | days replayed | firings | distinct accounts | seconds |\n|---|---:|---:|---:|---:|---:|")
+        print("\n| rule | accounts | days replayed | firings | distinct accounts | seconds |\n|---|---:|---:|---:|---:|---:|")
         for rule_id in ("no-login-14d", "wau-down-40", "seat-utilisation-90"):
             definition = parse_rule(yaml.safe_load((STARTER / f"{rule_id}.yaml").read_text()))
             with factory() as session:

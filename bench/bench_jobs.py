@@ -15,12 +15,10 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import text
 
 from bench.bench_backtest import END, seed
 from services.jobs import JobWorker

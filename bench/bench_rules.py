@@ -17,11 +17,10 @@ import random
 import tempfile
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from kafka import KafkaConsumer
-from sqlalchemy import text
 
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, UsageDaily

@@ -10,6 +10,12 @@ Cohorts (deterministic by ``--seed``):
 
 Every event has a deterministic id (uuid5 of seed, account, day, sequence), so
 running the demo twice adds nothing: ingest deduplicates.
+
+Order (``main``): publish the history, wait until the ingest workers have stored all
+of it (they report their position per partition in ``consumer_progress``; progress is
+logged), and only then enable the starter rules. Rules enabled earlier would judge
+accounts whose recent usage is still in the topic: "no login in 14 days" on healthy
+accounts, no expansion at all.
 """
 from __future__ import annotations
 
@@ -203,20 +209,88 @@ def main(args) -> int:
 
     settings = get_settings()
     ensure_topics(settings)
-    if not getattr(args, "no_rules", False):
-        enable_starter_rules(settings)
     seed_csm_pool(settings)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
+    tracked = OffsetTracker(producer)
     log.info("demo: %d accounts over %d simulated days (seed %d) into %s on %s",
              args.accounts, args.days, args.seed, settings.topic_events, settings.bootstrap_servers)
     started = time.monotonic()
-    n = publish(generate(args.accounts, args.days, args.seed), producer, settings.topic_events, args.rate)
+    n = publish(generate(args.accounts, args.days, args.seed), tracked, settings.topic_events, args.rate)
     producer.close()
     log.info("demo: done, %d events in %.1fs. Cohorts: 60%% healthy, 15%% churning, 15%% expanding, 10%% onboarding.",
              n, time.monotonic() - started)
+    if not getattr(args, "no_rules", False):
+        wait_for_ingest(settings, tracked.end_offsets)
+        enable_starter_rules(settings)
     if getattr(args, "live", False):
         live(args, settings)
     return 0
+
+
+class OffsetTracker:
+    """A producer wrapper that remembers, per partition, the offset after the last
+    record the broker acknowledged: what ingest must have stored before the rules
+    may look at the history."""
+
+    def __init__(self, producer) -> None:
+        self.producer = producer
+        self.end_offsets: dict[int, int] = {}
+
+    def _acked(self, metadata) -> None:
+        # Called on the producer's I/O thread, one at a time.
+        if metadata.offset + 1 > self.end_offsets.get(metadata.partition, 0):
+            self.end_offsets[metadata.partition] = metadata.offset + 1
+
+    def send(self, topic, **kwargs):
+        return self.producer.send(topic, **kwargs).add_callback(self._acked)
+
+    def flush(self, timeout=None) -> None:
+        self.producer.flush(timeout)
+
+
+class IngestStalled(SystemExit):
+    pass
+
+
+def wait_for_ingest(settings, end_offsets: dict[int, int], poll_seconds: float = 0.5, log_every: float = 5.0,
+                    stall_seconds: float = 600.0) -> None:
+    """Block until the ingest group's reported position has reached ``end_offsets`` on
+    every partition, logging progress. Gives up (exit with a message) after
+    ``stall_seconds`` without any progress: the rules would judge half-loaded data."""
+    from shared import consumer_progress as progress
+    from shared.db import make_engine, make_session_factory
+    from shared.kafka import group_id_of
+
+    group = group_id_of(settings, "ingest")
+    total = None
+    engine = make_engine(settings)
+    factory = make_session_factory(engine)
+    last_remaining, last_change, last_log = None, time.monotonic(), 0.0
+    try:
+        while True:
+            with factory() as session:
+                positions = progress.positions(session, group, settings.topic_events)
+            remaining = sum(max(0, end - positions.get(p, 0)) for p, end in end_offsets.items())
+            total = remaining if total is None else total
+            if remaining == 0:
+                log.info("demo: ingest has stored the whole history; enabling the starter rules")
+                return
+            # Real time on purpose: this waits for other processes, it does not stand in for a clock.
+            mono = time.monotonic()
+            if remaining != last_remaining:
+                last_remaining, last_change = remaining, mono
+            elif mono - last_change > stall_seconds:
+                raise IngestStalled(
+                    f"demo: ingest made no progress for {stall_seconds:.0f}s ({remaining} records not stored); the "
+                    "starter rules were NOT enabled. Is the ingest worker running (`touchline run`)? Enable them "
+                    "later with `touchline rules import --enable`.")
+            if mono - last_log >= log_every:
+                last_log = mono
+                log.info("demo: waiting for ingest: %d of %d records stored%s", total - remaining, total,
+                         "" if positions else " (no ingest worker has reported yet: is `touchline run` up?)")
+            time.sleep(poll_seconds)
+    finally:
+        engine.dispose()
 
 
 # Simulated customers' response to the win-back playbook: how likely a churning account

@@ -18,7 +18,10 @@ def record(session: Session, *, actor: str, action: str, object_type: str, objec
     return row
 
 
-def history(session: Session, object_type: str, object_id: str) -> list[AuditRecord]:
+def history(session: Session, object_type: str, object_id: str, *, after: int | None = None,
+            limit: int | None = None) -> list[AuditRecord]:
     q = (select(AuditRecord).where(AuditRecord.object_type == object_type, AuditRecord.object_id == object_id)
-         .order_by(AuditRecord.id))
+         .order_by(AuditRecord.id).limit(limit))
+    if after is not None:
+        q = q.where(AuditRecord.id > after)
     return list(session.scalars(q))

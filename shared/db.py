@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import json
-from datetime import timezone
+from datetime import datetime, timezone
 
 from sqlalchemy import JSON, Column, DateTime, MetaData, Table, TypeDecorator, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -42,7 +42,7 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -50,7 +50,7 @@ class UTCDateTime(TypeDecorator):
         value = value.astimezone(timezone.utc)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -60,6 +60,8 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:  # every model here is mapped to a Table (the stubs say FromClause)
+        __table__: ClassVar[Table]
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -71,7 +73,7 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_seconds})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
             # WAL lets readers and the one writer work side by side; busy_timeout makes
             # writers queue (a worker that still meets "database is locked" backs off and retries).
@@ -82,7 +84,7 @@ def make_engine(settings: Settings) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn):  # pragma: no cover - trivial
+        def _sqlite_begin_immediate(conn: Connection) -> None:  # pragma: no cover - trivial
             # Take the write lock up front so two writers queue instead of deadlocking
             # on a read->write upgrade (SQLITE_BUSY that busy_timeout cannot resolve).
             # A read_transaction() begins deferred instead: in WAL mode it reads a
@@ -91,7 +93,7 @@ def make_engine(settings: Settings) -> Engine:
 
         # Let SQLAlchemy's "begin" event own BEGIN (pysqlite's implicit BEGIN is off).
         @event.listens_for(engine, "connect", insert=True)
-        def _sqlite_autocommit_off(dbapi_conn, _record):  # pragma: no cover - trivial
+        def _sqlite_autocommit_off(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
             dbapi_conn.isolation_level = None
 
         return engine
@@ -162,7 +164,12 @@ def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def insert_on_conflict(session: Session, table: Table):
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (``execute`` is typed as returning a plain Result)."""
+    return cast("CursorResult[Any]", result).rowcount
+
+
+def insert_on_conflict(session: Session, table: Table) -> Any:
     """A dialect-specific ``INSERT`` that supports ``on_conflict_do_*`` for ``table``."""
     name = session.get_bind().dialect.name
     if name == "postgresql":
@@ -185,7 +192,7 @@ def upsert(
     key: list[str],
     update: Any = None,
     returning: Any = None,
-):
+) -> Any:
     """Insert ``rows`` (each with the same keys; no two with the same ``key``); on a
     key conflict apply ``update`` (a callable taking ``stmt.excluded`` and returning a
     dict of column -> SQL expression) or do nothing. With ``returning`` (columns),
@@ -208,7 +215,7 @@ def upsert(
     return list(result) if returning is not None else None
 
 
-def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str]) -> set:
+def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str]) -> set[Any]:
     """Insert ``rows``, skipping those whose ``key`` exists; return the keys that were new.
     The idempotency primitive: a redelivered event or signal inserts nothing and is
     recognised as seen. ``key`` columns come back as a scalar (one column) or a tuple."""
@@ -227,7 +234,9 @@ def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dic
     )
     conn.exec_driver_sql(f'TRUNCATE "{name}"')
     json_cols = {i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)}
-    cursor = conn.connection.driver_connection.cursor()
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a checked-out psycopg connection
+    cursor = driver.cursor()
     try:
         cols_sql = ", ".join(f'"{c}"' for c in columns)
         with cursor.copy(f'COPY "{name}" ({cols_sql}) FROM STDIN') as copy:

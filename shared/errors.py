@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ErrorBody(BaseModel):
@@ -70,15 +71,20 @@ class Unavailable(TouchlineError):
     code = "unavailable"
 
 
-def responses(*errors: type[TouchlineError]) -> dict[int, dict[str, Any]]:
+def responses(*errors: type[TouchlineError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route that can raise these errors."""
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int | str, dict[str, Any]] = {}
     for err in errors:
         out[err.status_code] = {"model": ErrorBody, "description": err.code}
     return out
 
 
 AUTH_ERRORS = responses(Unauthorized, Forbidden)
+
+# Errors the framework raises before a route runs (unknown path, wrong method, a body
+# that is not JSON), answered in the same shape as ours.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+               415: "unsupported_media_type"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -101,10 +107,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=503, content={"error": "database_unavailable", "detail": detail},
                             headers={"Retry-After": "5"})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "There was an error parsing the body" (e.g. bytes that are not
+            # UTF-8): the payload is unusable, which this API answers with 422.
+            return JSONResponse(status_code=422, content={"error": "invalid_json",
+                                                          "detail": f"the request body is not valid JSON: {exc.detail}"})
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(status_code=exc.status_code, content={"error": code, "detail": exc.detail},
+                            headers=getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"error": "validation_error", "detail": detail})
+        code = "invalid_json" if any(e["type"] == "json_invalid" for e in detail) else "validation_error"
+        return JSONResponse(status_code=422, content={"error": code, "detail": detail})

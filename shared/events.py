@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.limits import DB_INT_MAX, has_non_finite_number, longest_number_digits, nesting_depth_exceeds
+
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), Field(strict=True)]
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$"), Field(strict=True)]
 
@@ -39,7 +41,7 @@ class AccountTraits(BaseModel):
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     plan: Slug | None = None
     arr: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    seats: Annotated[int, Field(ge=0, strict=True)] | None = None
+    seats: Annotated[int, Field(ge=0, le=DB_INT_MAX, strict=True)] | None = None
     segment: Slug | None = None
     lifecycle_stage: Slug | None = None
     renewal_date: date | None = None
@@ -149,6 +151,13 @@ class Rejection:
     detail: str
 
 
+# How deep an event may nest, counting the event object itself: properties and traits
+# may hold objects and arrays down to MAX_EVENT_DEPTH - 1 levels (docs/events.md).
+MAX_EVENT_DEPTH = 16
+# Longer numbers cannot round-trip through every store and parser (Python refuses to
+# print an int of more than 4,300 digits); an identifier that long is a string.
+MAX_NUMBER_DIGITS = 32
+
 # Every reason a record can be dead-lettered with (docs/events.md lists them; a test
 # checks each has a DLQ case).
 REJECTION_REASONS = (
@@ -194,6 +203,16 @@ def validate_event_bytes(raw: bytes | None, now: datetime, max_bytes: int, max_f
         return Rejection("oversized", f"record is {len(raw)} bytes; the limit is {max_bytes} (TOUCHLINE_MAX_EVENT_BYTES)")
     if b"\\u0000" in raw:
         return Rejection("invalid_field", "the event contains a NUL character (\\u0000), which PostgreSQL cannot store; remove it")
+    depth = nesting_depth_exceeds(raw, MAX_EVENT_DEPTH)
+    if depth is not None:
+        return Rejection("invalid_field", f"the event nests {depth} levels deep (objects and arrays); the limit is "
+                                          f"{MAX_EVENT_DEPTH}: flatten properties and traits")
+    if has_non_finite_number(raw):
+        return Rejection("invalid_json", "NaN and Infinity are not JSON numbers (RFC 8259); send null, a number or a string")
+    digits = longest_number_digits(raw, MAX_NUMBER_DIGITS)
+    if digits is not None:
+        return Rejection("invalid_field", f"the event holds a number of {digits} digits; numbers are limited to "
+                                          f"{MAX_NUMBER_DIGITS} digits: send a string instead")
     try:
         event = Event.model_validate_json(raw)
     except ValidationError as exc:
@@ -211,6 +230,23 @@ def validate_event_bytes(raw: bytes | None, now: datetime, max_bytes: int, max_f
     return _check_time(event, now, max_future)
 
 
+def validate_record(key: bytes | None, value: bytes | None, now: datetime, max_bytes: int,
+                    max_future: timedelta) -> Event | Rejection:
+    """Validate one ``product.events`` record: the envelope, and the key, which must be
+    the event's ``account_id`` (the partitioning contract). Ingest and the rules worker
+    both read the topic and must agree on what is valid, so this lives here."""
+    result = validate_event_bytes(value, now, max_bytes, max_future)
+    if isinstance(result, Event) and key is not None:
+        text = key.decode("utf-8", "replace")
+        if text != result.account_id:
+            return Rejection(
+                "key_mismatch",
+                f"record key {text!r} differs from account_id {result.account_id!r}; key records by account_id "
+                "so each account's events stay in one partition, in order",
+            )
+    return result
+
+
 def encode_and_validate(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> tuple[Event | Rejection, bytes]:
     """Encode one already-parsed JSON value (HTTP batches) as the record to publish, and
     validate those very bytes, as the worker will."""
@@ -222,7 +258,6 @@ def encode_and_validate(obj: Any, now: datetime, max_bytes: int, max_future: tim
 
 def validate_event_obj(obj: Any, now: datetime, max_bytes: int, max_future: timedelta) -> Event | Rejection:
     return encode_and_validate(obj, now, max_bytes, max_future)[0]
-    return _check_time(event, now, max_future)
 
 
 def _check_time(event: Event, now: datetime, max_future: timedelta) -> Event | Rejection:

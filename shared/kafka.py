@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -29,7 +30,7 @@ from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import faults
+from shared import consumer_progress as progress, faults
 from shared.clock import Clock, SystemClock
 from shared.db import transaction, transient_db_error
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
@@ -39,7 +40,7 @@ from shared.worker import Backoff, retry_db_error
 log = logging.getLogger(__name__)
 
 
-def make_producer(settings: Settings, **overrides) -> KafkaProducer:
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     opts = dict(
         bootstrap_servers=settings.bootstrap_servers,
         acks="all",
@@ -56,7 +57,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     return KafkaProducer(**opts)
 
 
-def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **overrides) -> KafkaConsumer:
+def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **overrides: Any) -> KafkaConsumer:
     opts = dict(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=group_id,
@@ -75,6 +76,11 @@ def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **ov
     consumer = KafkaConsumer(**opts)
     consumer.subscribe(list(topics))
     return consumer
+
+
+def group_id_of(settings: Settings, worker_name: str) -> str:
+    """The consumer group of a worker (``touchline-ingest`` …, with the topic prefix)."""
+    return settings.topic(f"touchline-{worker_name}")
 
 
 def topic_specs(settings: Settings) -> dict[str, int]:
@@ -182,7 +188,7 @@ class BatchWorker:
         self.settings = settings
         self.session_factory = session_factory
         self.clock = clock or SystemClock()
-        self.group_id = group_id or settings.topic(f"touchline-{self.name}")
+        self.group_id = group_id or group_id_of(settings, self.name)
         self._producer = producer
         self._owns_producer = producer is None
         self.consumer: KafkaConsumer | None = None
@@ -190,6 +196,8 @@ class BatchWorker:
         self.db_retry_seconds = 1.0
         self.db_backoff = Backoff(self.db_retry_seconds, settings.retry_max_seconds)
         self.not_ready_wait_seconds = 0.05
+        self._reported: dict[tuple[str, int], tuple[int, int]] = {}
+        self._reported_at: datetime | None = None
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
@@ -231,6 +239,12 @@ class BatchWorker:
             self.consumer = make_consumer(self.settings, self.group_id, self.topics())
         return self
 
+    def _live(self) -> KafkaConsumer:
+        """The consumer of a started worker."""
+        if self.consumer is None:
+            raise RuntimeError(f"{self.name}: the worker is not started")
+        return self.consumer
+
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
@@ -253,7 +267,7 @@ class BatchWorker:
     # ---- one batch ----------------------------------------------------
     def poll_once(self, timeout_ms: int | None = None) -> int:
         """Poll, process and commit one batch. Returns the number of records handled."""
-        consumer = self.start().consumer
+        consumer = self.start()._live()
         polled = consumer.poll(
             timeout_ms=self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms,
             max_records=self.settings.kafka_max_poll_records,
@@ -354,7 +368,7 @@ class BatchWorker:
         for r in records:
             offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1, "", -1)
         try:
-            self.consumer.commit(offsets)
+            self._live().commit(offsets)
         except CommitFailedError as exc:
             # The group rebalanced while we worked: the new owner redelivers the batch and
             # our keyed effects make that harmless.
@@ -366,11 +380,15 @@ class BatchWorker:
             tp = TopicPartition(r.topic, r.partition)
             first[tp] = min(first.get(tp, r.offset), r.offset)
         for tp, offset in first.items():
-            if tp in self.consumer.assignment():
-                self.consumer.seek(tp, offset)
+            if tp in self._live().assignment():
+                self._live().seek(tp, offset)
 
     def _update_lag(self) -> None:
-        consumer = self.consumer
+        """Measure the lag of every owned partition (metric) and publish it to the
+        ``consumer_progress`` table (see :mod:`shared.consumer_progress`): the rules tick and the
+        demo read ingest's rows to know what ingest has completely stored."""
+        consumer = self._live()
+        measured: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in consumer.assignment():
             # The embedded broker's ListOffsets(latest) is wrong: use the fetch high-watermark.
             hw = consumer.highwater(tp)
@@ -382,7 +400,24 @@ class BatchWorker:
                 continue
             if position is not None:
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - position))
+                measured[(tp.topic, tp.partition)] = (position, hw)
+        self._report_progress(measured)
 
+    def _report_progress(self, measured: dict[tuple[str, int], tuple[int, int]]) -> None:
+        now = self.clock.now()
+        changed = {k: v for k, v in measured.items() if self._reported.get(k) != v}
+        heartbeat_due = self._reported_at is None or now - self._reported_at >= progress.HEARTBEAT
+        if not changed and not (heartbeat_due and measured):
+            return
+        try:
+            with transaction(self.session_factory) as session:
+                progress.report(session, self.group_id, measured if heartbeat_due else changed, now)
+        except (OperationalError, DBAPIError) as exc:  # a heartbeat never takes the worker down
+            log.warning("%s: could not record consumer progress (%s); will retry", self.name, exc.orig)
+            return
+        self._reported.update(measured)
+        if heartbeat_due:
+            self._reported_at = now
 
 class _DatabaseUnavailable(Exception):
     pass

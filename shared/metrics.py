@@ -37,6 +37,32 @@ CONSUMER_LAG = Gauge(
 JOBS_FINISHED = Counter("touchline_jobs_finished_total", "Background jobs finished, by kind and state", ["kind", "state"])
 JOB_SECONDS = Histogram("touchline_job_seconds", "Run time of background jobs", ["kind"],
                         buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800))
+TICKS_DEFERRED = Counter(
+    "touchline_rules_ticks_deferred_total",
+    "Scheduled rule ticks held back because ingest has not stored everything yet, by reason "
+    "(ingest_lag: behind by more than TOUCHLINE_RULES_MAX_INGEST_LAG; ingest_silent: no recent progress report)",
+    ["reason"],
+)
+TICK_INGEST_LAG = Gauge(
+    "touchline_rules_tick_ingest_lag",
+    "Ingest's lag (records) as the rules tick last saw it",
+    multiprocess_mode="livemax",
+)
+TICK_WAITING = Gauge(
+    "touchline_rules_tick_waiting_seconds",
+    "How long the due scheduled tick has been held back (0 when it is running normally)",
+    multiprocess_mode="livemax",
+)
+STALE_EVENTS = Counter(
+    "touchline_rules_stale_events_total",
+    "Events older than TOUCHLINE_RULES_EVENT_FRESHNESS_SECONDS, not evaluated by event-triggered rules",
+)
+SIGNALS_REPUBLISHED = Counter(
+    "touchline_signals_republished_total",
+    "Signals with no outreach decision after the grace period, published again to cs.signals",
+)
+OUTREACH_DECISIONS = Counter(
+    "touchline_outreach_decisions_total", "Outreach decisions recorded for signals, by decision", ["decision"])
 HTTP_EVENTS = Counter("touchline_http_events_total", "Events received over HTTP, by outcome", ["outcome"])
 SIGNALS_FIRED = Counter("touchline_signals_fired_total", "New signals written (with their outbox row), by kind", ["kind"])
 RULES_TICK_SECONDS = Histogram(
@@ -72,12 +98,17 @@ DEPENDENCY_UP = Gauge(
 )
 
 
-def render_metrics() -> tuple[bytes, str]:
+def metrics_registry() -> CollectorRegistry:
+    """Under ``touchline run``, every process's metrics, aggregated; else this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def render_metrics() -> tuple[bytes, str]:
+    return generate_latest(metrics_registry()), CONTENT_TYPE_LATEST
 MESSAGES_DELIVERED = Counter("touchline_messages_delivered_total", "Outbox delivery attempts, by channel and outcome",
                              ["channel", "outcome"])
 STALE_OUTCOMES = Counter("touchline_outreach_stale_outcomes_total",

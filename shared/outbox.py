@@ -9,13 +9,17 @@ order is kept. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several relays run.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Index, Integer, LargeBinary, String, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from shared.db import Base, JSONType, UTCDateTime, transaction
+from shared.privacy import ERASED, needles_of
+from shared.privacy import scrub as privacy_scrub
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def pending_stats(session: Session) -> tuple[int, datetime | None]:
     return count or 0, oldest
 
 
-def relay(session_factory: sessionmaker[Session], producer, now: datetime, limit: int = 500, timeout: float = 30.0) -> int:
+def relay(session_factory: sessionmaker[Session], producer: Any, now: datetime, limit: int = 500, timeout: float = 30.0) -> int:
     """Publish up to ``limit`` unsent messages, wait for the acks, mark them sent.
     Returns how many were sent. Raises (leaving the rows unsent) if the broker fails."""
     with transaction(session_factory) as session:
@@ -84,6 +88,26 @@ def prune_sent(session: Session, before: datetime, limit: int = 10_000) -> int:
     if ids:
         session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
     return len(ids)
+
+
+def scrub(session: Session, needles: list[str]) -> int:
+    """Erasure: replace every JSON string containing one of ``needles`` in the stored
+    payloads (sent or not: sent rows are kept a week). Returns how many rows changed."""
+    found = needles_of(needles)
+    if not found:
+        return 0
+    changed = 0
+    for row in session.scalars(select(OutboxMessage).execution_options(yield_per=1000)):
+        low = row.value.lower()
+        if not any(n.encode() in low for n in found):
+            continue
+        try:
+            payload, _ = privacy_scrub(json.loads(row.value), found)
+            row.value = json.dumps(payload).encode()
+        except ValueError:  # not JSON: nothing to keep
+            row.value = json.dumps({ERASED: True}).encode()
+        changed += 1
+    return changed
 
 
 # Sent rows are kept a week for inspection, then pruned hourly by the rules worker.

@@ -10,6 +10,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 log = logging.getLogger("touchline.progress")
@@ -17,7 +18,7 @@ log = logging.getLogger("touchline.progress")
 
 class ProgressBar:
     def __init__(self, label: str, total: int | None = None, unit: str = "", *, stream: TextIO | None = None,
-                 log_every_seconds: float = 5.0, clock=time.monotonic) -> None:
+                 log_every_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -32,7 +33,7 @@ class ProgressBar:
     def __enter__(self) -> "ProgressBar":
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
     def update(self, done: int, total: int | None = None, message: str = "") -> None:
@@ -80,7 +81,7 @@ class ProgressBar:
         return f"{text} {self.message}".rstrip()
 
     def _complete(self) -> bool:
-        return bool(self.total) and self.done >= self.total
+        return self.total is not None and self.total > 0 and self.done >= self.total
 
     def _draw(self, now: float) -> None:
         columns = shutil.get_terminal_size((100, 20)).columns

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Every request body, whatever the route: larger is a 413 before any parsing.
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # JSON bodies nested deeper (objects and arrays) are a 422 before any parsing.
+    max_json_depth: int = Field(32, ge=4, le=200)
+    # 0: /metrics is served on the API port to admin keys only. A port: the API process
+    # serves its metrics there, without a key (bind it where only Prometheus reaches),
+    # and not on the API port.
+    metrics_port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
     secret_key: str = PLACEHOLDER_SECRET
 
@@ -62,6 +70,16 @@ class Settings(BaseSettings):
     # The rules worker evaluates an event once ingest has stored it; after this long it
     # evaluates anyway (ingest may have dead-lettered the event).
     rules_ingest_wait_seconds: float = 30.0
+    # Freshness. The scheduled tick runs only while ingest's consumer lag (as the ingest
+    # workers report it in consumer_progress) is at most rules_max_ingest_lag records and
+    # every partition has reported within rules_ingest_stale_seconds; otherwise it waits.
+    rules_max_ingest_lag: int = 1000
+    rules_ingest_stale_seconds: float = 120.0
+    # Event-triggered rules ignore events whose timestamp is older than this (a backfill
+    # of history must not email anyone today).
+    rules_event_freshness_seconds: float = 6 * 3600
+    # A signal with no outreach decision this long after it fired is published again.
+    signal_decision_grace_seconds: float = 300.0
 
     # Background jobs (backtests, forecasts): `touchline worker jobs` runs them.
     job_time_limit_seconds: float = 600.0
@@ -100,6 +118,10 @@ class Settings(BaseSettings):
     outreach_retry_max_seconds: float = 3600.0
     outreach_lease_seconds: float = 300.0
     sender_id: str = Field("", description="this sender's id (its crash journal); empty means <hostname>-sender")
+    # Template rendering budgets, per template part, at save, preview and send.
+    template_cpu_seconds: float = Field(0.5, gt=0)
+    template_max_output_chars: int = Field(1_000_000, ge=1000)
+    template_max_loop_iterations: int = Field(100_000, ge=100)
     webhook_timeout_seconds: float = 5.0
     webhook_secret: str = Field("", description="HMAC key for webhook signatures; empty derives one from secret_key")
 

@@ -14,6 +14,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from services.wiring.models import metadata
+from services.outreach.delivery.worker import SenderWorker
+from services.outreach.devmail.sink import MailSink
+from services.outreach.playbooks.consumer import SignalWorker
+from services.outreach.playbooks.timers import TimerWorker
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock
 from shared.db import make_engine, make_session_factory, transaction
@@ -91,6 +95,12 @@ def settings(db_kind, _databases, broker, tmp_path) -> Settings:
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=300,
         kafka_poll_timeout_ms=200,
+        # Outreach: a mail sink of the test's own and fast retries.
+        mail_sink_port=free_port(),
+        public_base_url="http://touchline.test",
+        outreach_retry_base_seconds=60,
+        outreach_retry_max_seconds=3600,
+        outreach_max_attempts=4,
     )
 
 
@@ -114,6 +124,30 @@ def session_factory(engine):
 def topics(settings) -> Settings:
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture
+def sink(settings):
+    """The real SMTP sink, on the test's own port."""
+    s = MailSink(settings.mail_dir, settings.mail_sink_host, settings.mail_sink_port).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def workers(topics, session_factory, clock):
+    """``workers()`` makes the outreach workers (signals, timers, sender); all are closed after the test."""
+    made = []
+
+    def make(kind: str = "all"):
+        ws = {"signals": SignalWorker(topics, session_factory, clock), "timers": TimerWorker(topics, session_factory, clock),
+              "sender": SenderWorker(topics, session_factory, clock, worker_id=f"test-{uuid.uuid4().hex[:6]}")}
+        made.extend(ws.values())
+        return ws
+
+    yield make
+    for w in made:
+        w.close()
 
 
 @pytest.fixture

@@ -1,20 +1,14 @@
-"""Fixtures and helpers shared by the outreach tests: the real SMTP sink on a free
-port, accounts and contacts, templates and playbooks, signals on cs.signals."""
+"""Helpers shared by the outreach tests: accounts and contacts, templates and
+playbooks, signals on cs.signals. (Their fixtures, ``sink`` and ``workers``, are in
+conftest.py.)"""
 from __future__ import annotations
 
 import json
 import uuid
 from datetime import date, datetime, timedelta
 
-import pytest
-
 from services.ingest.models import Account, User, UserActivityDaily, UsageDaily
-from services.outreach.delivery.worker import SenderWorker
-from services.outreach.devmail.sink import MailSink
 from services.outreach.models import Message
-from services.outreach.playbooks.consumer import SignalWorker
-from services.outreach.playbooks.timers import TimerWorker
-from shared.broker import free_port
 from shared.db import transaction
 from tests.conftest import T0
 from tests.helpers import publish
@@ -26,36 +20,6 @@ WIN_BACK = {
                  "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
     "text_body": "Hi {{ recipient.first_name }}, {{ account.name }} misses you.\nUnsubscribe: {{ unsubscribe_url }}",
 }
-
-
-@pytest.fixture
-def settings(settings):
-    """The conftest settings, pointed at a sink of our own and with fast retries."""
-    return settings.model_copy(update={"mail_sink_port": free_port(), "public_base_url": "http://touchline.test",
-                                       "outreach_retry_base_seconds": 60, "outreach_retry_max_seconds": 3600,
-                                       "outreach_max_attempts": 4})
-
-
-@pytest.fixture
-def sink(settings):
-    s = MailSink(settings.mail_dir, settings.mail_sink_host, settings.mail_sink_port).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def workers(topics, session_factory, clock):
-    made = []
-
-    def make(kind: str = "all"):
-        ws = {"signals": SignalWorker(topics, session_factory, clock), "timers": TimerWorker(topics, session_factory, clock),
-              "sender": SenderWorker(topics, session_factory, clock, worker_id=f"test-{uuid.uuid4().hex[:6]}")}
-        made.extend(ws.values())
-        return ws
-
-    yield make
-    for w in made:
-        w.close()
 
 
 def add_account(session_factory, account_id: str = "acme", users: dict[str, dict] | None = None, **traits) -> None:

@@ -48,3 +48,26 @@ def signals(session_factory, **where) -> list[SignalRecord]:
 def count(session_factory, model) -> int:
     with session_factory() as s:
         return s.scalar(select(func.count()).select_from(model))
+
+
+def ingest_reports_caught_up(settings, session_factory, clock) -> None:
+    """The rules tick runs only once ingest has reported that it stored what the topic
+    holds (the freshness watermark, docs/rules.md). Tests that load ingest state through
+    its service rather than the topic run a real ingest worker on the (empty) topic
+    until it has reported every partition."""
+    from services.ingest.events.consumer import IngestWorker
+    from shared import consumer_progress as progress
+    from shared.kafka import ensure_topics, group_id_of
+    from tests.helpers import drain
+
+    ensure_topics(settings)
+    worker = IngestWorker(settings, session_factory, clock)
+
+    def reported() -> bool:
+        with session_factory() as s:
+            return len(progress.positions(s, group_id_of(settings, "ingest"), settings.topic_events)) == settings.topic_partitions
+
+    try:
+        drain(worker, reported)
+    finally:
+        worker.close()

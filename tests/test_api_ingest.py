@@ -1,7 +1,7 @@
 """HTTP ingest, the accounts and users API, auth on every route, health and metrics."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -171,7 +171,9 @@ async def test_health_readiness_metrics_and_openapi(api, keys, topics):
     ready = await api.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
     await api.post("/v1/events", json=[track("acme", "login", T0), {"bad": 1}], headers=auth(keys["ingest"]))
-    metrics = (await api.get("/metrics")).text
+    assert (await api.get("/metrics")).status_code == 401  # TOUCHLINE_METRICS_PORT=0: behind an admin key
+    assert (await api.get("/metrics", headers=auth(keys["ops"]))).status_code == 403
+    metrics = (await api.get("/metrics", headers=auth(keys["admin"]))).text
     assert 'touchline_http_events_total{outcome="accepted"}' in metrics
     spec = (await api.get("/openapi.json")).json()
     assert "Event" in spec["components"]["schemas"]

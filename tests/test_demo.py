@@ -79,3 +79,79 @@ def test_the_demo_seeds_a_csm_pool_with_keys_saved_under_var(settings, session_f
         assert [c.id for c in engagement_repo.list_csms(s)] == sorted(c[0] for c in DEMO_CSMS)
         assert {cid: authenticate(s, key).csm_id for cid, key in saved.items()} == {cid: cid for cid in saved}
     assert seed_csm_pool(settings) == {}  # once
+
+
+@pytest.mark.integration
+def test_the_demo_run_as_the_readme_says_fires_on_exactly_the_churning_and_expanding_accounts(topics, session_factory):
+    """`make run` (workers up, starter outreach seeded), then `touchline demo` in its own
+    process: history, wait for ingest, enable the starter rules. The real workers run
+    in-process on a simulated clock that keeps moving (an hour per round) while the
+    history loads, so any tick that ran on half-loaded data would leave a wrong signal."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import func, select
+
+    from services.ingest.events.consumer import IngestWorker
+    from services.outreach.models import Message
+    from services.outreach.outcomes import signals_with_decision
+    from services.outreach.playbooks.consumer import SignalWorker
+    from services.outreach.starter import seed_starter_content
+    from services.rules.evaluation.consumer import RulesWorker
+    from services.rules.models import RuleTick, SignalRecord
+    from shared.clock import SimulatedClock
+    from shared.db import transaction
+    from shared.outbox import pending_count
+    from tests.helpers import drain
+
+    settings = topics
+    started = datetime.now(timezone.utc)
+    clock = SimulatedClock(started - timedelta(hours=6))
+    with transaction(session_factory) as s:
+        seed_starter_content(s, settings, clock.now(), enable_playbooks=True)
+    workers = [IngestWorker(settings, session_factory, clock), RulesWorker(settings, session_factory, clock),
+               SignalWorker(settings, session_factory, clock)]
+    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
+           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+           "TOUCHLINE_VAR_DIR": str(settings.var_dir)}
+
+    def settled() -> bool:
+        with session_factory() as s:
+            ticks = s.scalar(select(func.count()).select_from(RuleTick))
+            fired = list(s.scalars(select(SignalRecord.signal_id)))
+            return ticks == 6 and pending_count(s) == 0 and len(signals_with_decision(s, fired)) == len(fired)
+
+    proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "demo", "--accounts", "20", "--days", "60"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600  # bounds a failing test only
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the demo did not finish"
+            for w in workers:
+                w.poll_once(100)
+            if clock.now() < started:
+                clock.advance(timedelta(hours=1))
+        output = proc.stdout.read()
+        assert proc.returncode == 0, output[-3000:]
+        assert "waiting for ingest" in output and output.index("whole history") < output.index("starter rules enabled")
+        clock.set(datetime.now(timezone.utc) + timedelta(seconds=settings.rules_tick_seconds))
+        drain(workers, settled, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for w in workers:
+            w.close()
+
+    cohorts = {a.id: a.cohort for a in build_accounts(20, 7, started.date(), 60)}
+    with session_factory() as s:
+        fired = list(s.scalars(select(SignalRecord)))
+        mailed = {m.account_id for m in s.scalars(select(Message).where(Message.playbook_id == "win-back"))}
+    by_kind = defaultdict(set)
+    for sig in fired:
+        by_kind[sig.kind].add(sig.account_id)
+    assert by_kind["churn_risk"] == {a for a, c in cohorts.items() if c == "churning"}
+    assert by_kind["expansion"] == {a for a, c in cohorts.items() if c == "expanding"}
+    assert mailed and all(cohorts[a] == "churning" for a in mailed)

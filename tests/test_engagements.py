@@ -28,7 +28,7 @@ from tests.engagement_support import (
     worker,
 )
 from tests.helpers import drain
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     add_activity,
     days,
@@ -36,11 +36,8 @@ from tests.outreach_support import (  # noqa: F401  (fixtures)
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    sink,
-    workers,
 )
 
 pytestmark = pytest.mark.integration
@@ -403,7 +400,7 @@ def test_escalation_holdout_is_deterministic_and_measured(topics, session_factor
     w = workers()
     send_signals(topics, [signal(f"h{i:02d}", signal_id=f"s{i}") for i in range(40)])
     drain(w["signals"], lambda: len(engagements(session_factory)) == 40)
-    from services.outreach.playbooks.engine import is_held_out
+    from services.outreach.playbooks.holdouts import is_held_out
 
     held = {e.account_id for e in engagements(session_factory, status="held_out")}
     assert held == {f"h{i:02d}" for i in range(40) if is_held_out("escalate\x1fescalation", f"h{i:02d}", 50)}

@@ -19,7 +19,7 @@ from services.outreach.engagements.schemas import CsmIn
 from services.outreach.models import EngagementEvent
 from shared.db import transaction
 from tests.engagement_support import engagements, open_engagement
-from tests.outreach_support import add_account, settings  # noqa: F401  (fixture)
+from tests.outreach_support import add_account
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ def test_two_worker_processes_never_overfill_a_csm_or_assign_twice(settings, ses
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r), clock.now().isoformat()], cwd=ROOT, env=env,
                               stderr=subprocess.PIPE, text=True) for r in ready]
     try:
-        for p, r in zip(procs, ready):
+        for p, r in zip(procs, ready, strict=True):
             while not r.exists():
                 assert p.poll() is None, p.stderr.read()
         go.touch()

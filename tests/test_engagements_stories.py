@@ -19,7 +19,7 @@ import yaml
 from sqlalchemy import select
 
 from services.outreach.models import Enrollment
-from services.outreach.playbooks.engine import is_held_out
+from services.outreach.playbooks.holdouts import is_held_out
 from services.outreach.starter import seed_starter_content
 from services.rules.evaluation.consumer import RulesWorker
 from services.rules.models import SignalRecord
@@ -28,8 +28,8 @@ from shared.outbox import pending_count
 from tests.conftest import T0, auth
 from tests.engagement_support import add_csm, csm_key, engagements, worker
 from tests.helpers import drain, track
-from tests.outreach_support import days, messages, settings, sink, workers  # noqa: F401  (fixtures)
-from tests.rules_helpers import group, identify, ingest, make_rule
+from tests.outreach_support import days, messages
+from tests.rules_helpers import group, identify, ingest, ingest_reports_caught_up, make_rule
 
 pytestmark = pytest.mark.integration
 STARTER_RULES = Path(__file__).resolve().parent.parent / "services" / "rules" / "starter"
@@ -60,6 +60,7 @@ def _customer(session_factory, account_id: str, users: dict[str, str], active: d
 
 def _fire(topics, session_factory, clock, rule_file: str) -> None:
     make_rule(session_factory, yaml.safe_load((STARTER_RULES / rule_file).read_text()), clock.now())
+    ingest_reports_caught_up(topics, session_factory, clock)
     rules = RulesWorker(topics, session_factory, clock)
     try:
         drain(rules, lambda: _signals(session_factory) == 1 and _pending(session_factory) == 0)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
 from shared.faults import CRASH_EXIT_CODE
-from shared.kafka import BatchResult, BatchWorker, Reject
+from shared.kafka import BatchResult, BatchWorker
 from tests.conftest import T0
 from tests.helpers import drain, publish, read_dlq, track
 
@@ -146,6 +146,38 @@ def test_every_class_of_bad_input_reaches_the_dlq_and_the_worker_goes_on(topics,
     # After all that garbage the worker still consumes.
     publish(topics, [track("acme", "login", T0, "ada", "good-3")])
     drain(worker, lambda: count(session_factory, RawEvent) == 3)
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def _raw(event_id: str, body: str) -> tuple[bytes, bytes]:
+    return b"acme", (f'{{"event_id":"{event_id}","account_id":"acme","name":"login","timestamp":"{T0.isoformat()}",'
+                     + body + "}").encode()
+
+
+# Records that used to be accepted (NaN, Infinity, 1e400), to crash validation
+# (RecursionError) or to pass validation and fail in the database (processing_error).
+UNBOUNDED_RECORDS = {
+    "nan": ("invalid_json", _raw("nan", '"properties":{"x":NaN}')),
+    "infinity": ("invalid_json", _raw("inf", '"properties":{"x":-Infinity}')),
+    "overflowing float": ("invalid_json", _raw("big-float", '"properties":{"x":1e400}')),
+    "1000 deep": ("invalid_field", _raw("deep", '"properties":' + _nested(1000))),
+    "5000 digits": ("invalid_field", _raw("digits", '"properties":{"x":' + "9" * 5000 + "}")),
+    "huge seats": ("invalid_field", (b"acme", json.dumps({"event_id": "seats", "type": "group", "account_id": "acme",
+                                                          "timestamp": T0.isoformat(), "traits": {"seats": 10**30}}).encode())),
+}
+
+
+def test_unbounded_values_are_dead_lettered_with_their_reason_not_as_processing_errors(topics, worker, session_factory):
+    publish(topics, [value for _reason, value in UNBOUNDED_RECORDS.values()] + [track("acme", "login", T0, "ada", "after")])
+    drain(worker, lambda: count(session_factory, RawEvent) == 1)
+    dlq = {d["original_bytes"]: d for d in read_dlq(topics, len(UNBOUNDED_RECORDS))}
+    for case, (reason, (_key, value)) in UNBOUNDED_RECORDS.items():
+        assert dlq[value]["reason"] == reason, (case, dlq[value]["detail"])
+    assert "NaN" in dlq[UNBOUNDED_RECORDS["nan"][1][1]]["detail"]
+    assert "limit is 16" in dlq[UNBOUNDED_RECORDS["1000 deep"][1][1]]["detail"]
 
 
 class _PoisonWorker(BatchWorker):

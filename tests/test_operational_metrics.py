@@ -13,19 +13,16 @@ from shared.db import transaction
 from shared.metrics import OUTBOX_SAMPLE_SECONDS
 from shared.outbox import enqueue_many, pending_stats
 from tests.helpers import drain, track
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     messages,
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    sink,
-    workers,
 )
-from tests.rules_helpers import group, ingest, make_rule
+from tests.rules_helpers import group, ingest, ingest_reports_caught_up, make_rule
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +80,7 @@ def test_scheduled_tick_and_signals_by_kind_are_counted(topics, session_factory,
                                 "cooldown": "7d"}, now)
     ticks = sample("touchline_rules_tick_seconds_count") or 0
     churn = sample("touchline_signals_fired_total", kind="churn_risk") or 0
+    ingest_reports_caught_up(topics, session_factory, clock)
     w = RulesWorker(topics, session_factory, clock)
     try:
         w.housekeeping()

@@ -20,20 +20,17 @@ from services.outreach.delivery.service import message_key
 from services.outreach.models import Suppression
 from services.outreach.policy.tokens import email_hash
 from shared.faults import CRASH_EXIT_CODE
-from tests.conftest import T0, auth
+from tests.conftest import auth
 from tests.helpers import drain
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     days,
     messages,
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    sink,
-    workers,
 )
 
 pytestmark = pytest.mark.integration

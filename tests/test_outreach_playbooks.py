@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select
 
 from services.outreach.models import Enrollment, Suppression
-from services.outreach.playbooks.engine import holdout_bucket, is_held_out
+from services.outreach.playbooks.holdouts import holdout_bucket, is_held_out
 from services.outreach.playbooks.service import lift_interval
 from services.outreach.policy.tokens import email_hash, make_token
 from services.ingest.models import User
 from tests.conftest import T0, auth
 from tests.helpers import drain
-from tests.outreach_support import (  # noqa: F401  (fixtures)
+from tests.outreach_support import (
     add_account,
     add_activity,
     days,
@@ -23,11 +23,8 @@ from tests.outreach_support import (  # noqa: F401  (fixtures)
     save_playbook,
     save_template,
     send_signals,
-    settings,
     signal,
     simple_playbook,
-    sink,
-    workers,
 )
 
 pytestmark = pytest.mark.integration
@@ -237,7 +234,7 @@ async def test_unsubscribe_link_end_to_end_and_tokens_cannot_be_forged(topics, s
 
     # Nothing goes to Ada again; Bob still receives mail.
     r = await api.get("/v1/suppressions", headers=auth(keys["ops"]))
-    assert [x["email"] for x in r.json()] == ["ada@acme.test"]
+    assert [x["email"] for x in r.json()["items"]] == ["ada@acme.test"] and r.json()["next_cursor"] is None
     clock.advance(days(8))
     save_playbook(session_factory, "other", simple_playbook(trigger={"rules": ["no-login-14d"]}))
     send_signals(topics, [signal(signal_id="again")])
@@ -405,7 +402,7 @@ steps:
     assert r.status_code == 422 and r.json()["error"] == "unknown_template"
     r = await api.put("/v1/playbooks/bad", content=b"name: [unclosed", headers={**ops, "content-type": "application/yaml"})
     assert r.status_code == 422
-    assert [p["id"] for p in (await api.get("/v1/playbooks", headers=ops)).json()] == ["win-back"]
+    assert [p["id"] for p in (await api.get("/v1/playbooks", headers=ops)).json()["items"]] == ["win-back"]
 
 
 def test_the_starter_content_seeds_once(session_factory, topics):

@@ -8,7 +8,7 @@ from services.outreach.starter import starter_templates
 from services.outreach.templates.rendering import TemplateProblem, render, sample_context
 from shared.settings import Settings
 from tests.conftest import auth
-from tests.outreach_support import WIN_BACK, add_account, settings  # noqa: F401
+from tests.outreach_support import WIN_BACK, add_account
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ async def test_save_list_get_and_audit(api, keys, session_factory):
     assert r.json()["version"] == 1
     r = await api.put("/v1/templates/win-back", json={**WIN_BACK, "subject": "Hello {{ recipient.name }}"}, headers=ops)
     assert r.json()["version"] == 2
-    assert [t["id"] for t in (await api.get("/v1/templates", headers=ops)).json()] == ["win-back"]
+    assert [t["id"] for t in (await api.get("/v1/templates", headers=ops)).json()["items"]] == ["win-back"]
     assert (await api.get("/v1/templates/nope", headers=ops)).status_code == 404
     from sqlalchemy import select
 
@@ -96,3 +96,52 @@ def test_the_starter_templates_are_valid_and_carry_an_unsubscribe_link():
             continue
         assert "unsubscribe" in out.text_body.lower() and "unsubscribe" in out.html_body.lower(), tid
         assert 10 < len(out.subject) < 80, tid
+
+
+# ---- the rendering budget ---------------------------------------------------------
+
+LOOPS_WHEN_NOT_SAMPLE = ("Hi {{ recipient.first_name }}{% if account.id != 'acme' %}{% for i in range(100000) %}"
+                         "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}\nUnsubscribe: {{ unsubscribe_url }}")
+
+
+@pytest.mark.parametrize("source,limit", [
+    ("{{ ('x' * 10**9)|length }}", "max_output_chars"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "max_loop_iterations"),
+    ("{{ range(100000)|join('x' * 100000) }}", "max_output_chars"),
+    ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "max_output_chars"),
+    ("{{ 'x'|center(10**9) }}", "max_output_chars"),
+    ("{{ '{:>1000000000}'.format(1) }}", "max_output_chars"),
+    ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}", "cpu_seconds"),
+])
+async def test_a_template_over_the_rendering_budget_is_refused_at_save_naming_the_limit(api, keys, source, limit):
+    r = await api.put("/v1/templates/greedy", json={**WIN_BACK, "text_body": source}, headers=auth(keys["ops"]))
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail["limit"] == limit and detail["part"] == "text_body"
+    assert f"TOUCHLINE_TEMPLATE_{limit.upper()}" in detail["message"]
+
+
+async def test_preview_enforces_the_budget_on_branches_the_sample_does_not_enter(api, keys, session_factory):
+    ops = auth(keys["ops"])
+    add_account(session_factory, "globex")
+    r = await api.put("/v1/templates/sneaky", json={**WIN_BACK, "text_body": LOOPS_WHEN_NOT_SAMPLE}, headers=ops)
+    assert r.status_code == 200, r.text  # the sample account is acme: the loops are not entered at save
+    r = await api.post("/v1/templates/sneaky/preview", json={"account_id": "globex"}, headers=ops)
+    assert r.status_code == 422 and r.json()["detail"]["limit"] == "max_loop_iterations"
+
+
+def test_a_send_over_the_budget_is_skipped_as_render_error_and_the_worker_goes_on(topics, session_factory, workers):
+    from tests.outreach_support import messages, save_playbook, save_template, send_signals, signal, simple_playbook
+    from tests.helpers import drain
+
+    add_account(session_factory, "acme")
+    add_account(session_factory, "globex")
+    save_template(session_factory, topics, body={**WIN_BACK, "text_body": LOOPS_WHEN_NOT_SAMPLE})
+    save_playbook(session_factory, "win-back", simple_playbook())
+    w = workers()
+    send_signals(topics, [signal("globex"), signal("acme")])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 4)
+    by_account = {(m.account_id, m.state, m.skip_reason) for m in messages(session_factory)}
+    assert by_account == {("globex", "skipped", "render_error"), ("acme", "queued", None)}
+    assert all("TOUCHLINE_TEMPLATE_MAX_LOOP_ITERATIONS" in m.last_error
+               for m in messages(session_factory, account_id="globex"))

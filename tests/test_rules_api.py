@@ -46,8 +46,12 @@ async def test_rule_lifecycle_versions_and_audit(api, keys):
     assert r.json()["current_version"] == 2
     r = await api.put("/v1/rules/no-login-14d", json={**changed, "id": "other"}, headers=ops)
     assert r.status_code == 422 and r.json()["detail"][0]["pointer"] == "/id"
-    versions = (await api.get("/v1/rules/no-login-14d/versions", headers=ops)).json()
+    versions = (await api.get("/v1/rules/no-login-14d/versions", headers=ops)).json()["items"]
     assert [v["version"] for v in versions] == [1, 2]
+    page = (await api.get("/v1/rules/no-login-14d/versions", params={"limit": 1}, headers=ops)).json()
+    assert [v["version"] for v in page["items"]] == [1] and page["next_cursor"] == "1"
+    page = (await api.get("/v1/rules/no-login-14d/versions", params={"limit": 1, "cursor": "1"}, headers=ops)).json()
+    assert [v["version"] for v in page["items"]] == [2]
     v1 = (await api.get("/v1/rules/no-login-14d/versions/1", headers=ops)).json()
     assert v1["definition"]["condition"]["all"][0]["value"] == 14
     assert (await api.get("/v1/rules/no-login-14d/versions/9", headers=ops)).status_code == 404
@@ -61,7 +65,7 @@ async def test_rule_lifecycle_versions_and_audit(api, keys):
     assert (await api.get("/v1/rules", headers=ops)).json()["items"] == []
     assert len((await api.get("/v1/rules", params={"include_deleted": True}, headers=ops)).json()["items"]) == 1
     assert (await api.get("/v1/rules/no-login-14d/versions/2", headers=ops)).status_code == 200  # old versions stay readable
-    audit = (await api.get("/v1/rules/no-login-14d/audit", headers=ops)).json()
+    audit = (await api.get("/v1/rules/no-login-14d/audit", headers=ops)).json()["items"]
     assert [(a["action"], a["version"]) for a in audit] == [("create", 1), ("update", 2), ("enable", 2), ("disable", 2), ("delete", 2)]
     assert audit[1]["details"]["changed_fields"] == ["condition"] and {a["actor"] for a in audit} == {"ops:test ops"}
     assert (await api.get("/v1/rules/nope", headers=ops)).status_code == 404

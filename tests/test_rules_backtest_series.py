@@ -133,7 +133,7 @@ class StrictSeries(DailySeries):
 
     def __getattribute__(self, name):
         attr = super().__getattribute__(name)
-        if name not in ("event_counts", "active_users", "active_days", "chunked_metric", "account_last_day"):
+        if name not in ("event_counts", "active_user_counts", "active_days", "chunked_metric", "account_last_day"):
             return attr
 
         def strict(*args):

@@ -11,7 +11,8 @@ from services.ingest.models import Account
 from services.rules.evaluation.engine import EventSubject
 from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
 from services.rules.backtest.service import run_backtest
-from services.rules.language import evaluate_condition, parse_condition, parse_rule
+from services.rules.conditions import evaluate_condition
+from services.rules.language import parse_condition, parse_rule
 from services.rules.models import RuleTick
 from shared.db import transaction
 from shared.outbox import OutboxMessage

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from services.rules.language import RuleValidationError, parse_condition, parse_rule
-from services.rules.language.ast import All, AnyOf, Metric, Not
 from services.rules.language.evaluate import explain, evidence, predicate, select
 
 RULE = {

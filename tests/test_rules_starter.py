@@ -48,6 +48,12 @@ def test_starter_rules_import_idempotently_and_fire_on_the_demo_cohorts(session_
         assert fired[(rule, "expanding")] == n["expanding"]
         assert not any(r == rule and cohort != "expanding" for r, cohort in fired)
     assert not any(cohort == "healthy" and rule in ("no-login-14d", "mau-up-50") for rule, cohort in fired)
+    # Exactly: the accounts with a churn signal are the churning cohort, those with an expansion signal the expanding one.
+    by_kind: dict[str, set] = {}
+    for s in report.signals:
+        by_kind.setdefault(s.kind, set()).add(s.account_id)
+    assert by_kind["churn_risk"] == {a for a, c in cohorts.items() if c == "churning"}
+    assert by_kind["expansion"] == {a for a, c in cohorts.items() if c == "expanding"}
 
 
 def test_import_reports_invalid_rules_with_pointers(session_factory, tmp_path):

@@ -3,12 +3,11 @@ publishes signals through the outbox, and never fires twice, whether a batch is
 redelivered after a crash or two workers share the group."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 

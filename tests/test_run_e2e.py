@@ -55,9 +55,9 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
             lambda: httpx.get(f"{base}/v1/accounts/acme", headers=headers).json()["plan"] == "pro", 30, "traits")
         assert httpx.get(f"{base}/v1/dev/mail", headers=headers).json()["count"] == 0  # the sink is up, empty
         assert port_open("127.0.0.1", mail_port)
-        playbooks = {p["id"] for p in httpx.get(f"{base}/v1/playbooks", headers=headers).json()}
+        playbooks = {p["id"] for p in httpx.get(f"{base}/v1/playbooks", headers=headers).json()["items"]}
         assert "win-back" in playbooks  # the starter content is seeded
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", headers=headers).text
         assert "touchline_events_consumed_total" in metrics  # the worker's metrics, aggregated by the API
 
         # A backtest is a job: 202 with its location, run by the jobs worker `touchline run` started.

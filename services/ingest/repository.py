@@ -149,7 +149,7 @@ def usage_by_day(session: Session, account_id: str, start: date, end: date) -> l
         .where(UsageDaily.account_id == account_id, UsageDaily.day >= start, UsageDaily.day <= end)
         .order_by(UsageDaily.day, UsageDaily.event_name)
     )
-    return [tuple(r) for r in session.execute(q)]
+    return [(d, n, c) for d, n, c in session.execute(q)]
 
 
 def active_users_by_day(session: Session, account_id: str, start: date, end: date) -> dict[date, int]:

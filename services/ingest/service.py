@@ -109,12 +109,14 @@ def apply_events(session: Session, events: list[Event], now: datetime) -> Ingest
     trait_events = sorted((ev for ev in fresh if ev.type != "track"), key=lambda e: e.timestamp)
     if trait_events:
         loaded_accounts = repo.get_accounts(session, {ev.account_id for ev in trait_events if ev.type == "group"})
-        loaded_users = repo.get_users(session, {(ev.account_id, ev.user_id) for ev in trait_events if ev.type == "identify"})
+        # An identify always names its user (the envelope's validation guarantees it).
+        identified = [(ev, (ev.account_id, ev.user_id or "")) for ev in trait_events if ev.type == "identify"]
+        loaded_users = repo.get_users(session, {key for _, key in identified})
         for ev in trait_events:
             if ev.type == "group":
                 apply_account_traits(loaded_accounts[ev.account_id], AccountTraits.model_validate(ev.traits), ev.timestamp, now)
             else:
-                apply_user_traits(loaded_users[(ev.account_id, ev.user_id)], UserTraits.model_validate(ev.traits), ev.timestamp, now)
+                apply_user_traits(loaded_users[(ev.account_id, ev.user_id or "")], UserTraits.model_validate(ev.traits), ev.timestamp, now)
         session.flush()
     return summary
 

@@ -66,6 +66,26 @@ class SignalReceipt(Base):
     enrolled: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class OutreachDecision(Base):
+    """What outreach did with a signal, one row per signal, written in the same
+    transaction as its receipt and enrolments: ``enrolled`` (treated in at least one
+    playbook), ``held_out`` (only as a holdout), ``skipped`` with a reason, or
+    ``no_matching_playbook``. ``playbooks`` lists each matching playbook's outcome.
+    The rules service's orphan sweeper republishes a signal that has none."""
+
+    __tablename__ = "outreach_decisions"
+    __table_args__ = (Index("ix_outreach_decisions_account", "account_id", "decided_at"),)
+
+    signal_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    rule_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    playbooks: Mapped[list] = mapped_column(JSONType, default=list)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Enrollment(Base):
     """One account in one playbook version. ``active_key`` is ``playbook_id:account_id``
     while the enrolment runs and NULL after: the unique index on it is what keeps an

@@ -1,27 +1,52 @@
-"""The rules service's published interface to other services: the rule language's
-conditions (parse, evaluate, set-based matching) and point measurements of its metrics.
+"""The rules service's published interface: what other services may import from rules
+(import-linter checks it). Outreach writes playbook exit and branch conditions in the
+rule language (docs/rules.md), so CS Ops learn one language.
 
-Other services import this module and nothing else of ``services.rules`` (the
-import-linter contracts check it). Everything here only reads; the caller owns the
-session.
+- :func:`parse_condition` ``(obj) -> Condition`` raises :class:`RuleValidationError`
+  (422, with a JSON pointer and a how-to-fix sentence per problem);
+- :func:`evaluate_condition` ``(session, condition, account_id, now) -> (bool, explanation)``;
+- :func:`accounts_matching` ``(session, condition, account_ids, now) -> set``: set-based,
+  one query per distinct metric whatever the number of accounts;
+- :func:`measure` ``(session, metric, account_id, at) -> (value, explanation)``: one
+  metric's value for one account (an engagement's baseline and outcome);
+- :func:`forget_contact`: erasure of a contact's identifiers from rules' own tables
+  (signal evidence, outbox payloads).
+
+Everything here reads or flushes only; the caller owns the session and the transaction.
 """
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from services.rules.language import (
-    Condition,
-    RuleValidationError,
-    accounts_matching,
-    evaluate_condition,
-    parse_condition,
-)
+from sqlalchemy.orm import Session
 
-__all__ = ["Condition", "RuleValidationError", "accounts_matching", "evaluate_condition", "measure", "parse_condition"]
+from services.rules.evaluation.engine import Measurements, explain_for_account
+from services.rules.language import Condition, RuleValidationError, parse_condition, serialize_condition
+from services.rules.language.evaluate import select
+from services.rules.signals.service import forget_contact
+
+__all__ = [
+    "Condition", "RuleValidationError", "accounts_matching", "evaluate_condition", "forget_contact", "measure",
+    "parse_condition", "serialize_condition",
+]
 
 
-def measure(session, metric: dict[str, Any], account_id: str, at: datetime) -> tuple[float | None, dict[str, Any]]:
+def evaluate_condition(session: Session, condition: Condition, account_id: str, now: datetime) -> tuple[bool, dict[str, Any]]:
+    """Would ``condition`` hold for ``account_id`` at ``now``? Returns the answer and the
+    explanation tree (every predicate with its value, operator, threshold and result)."""
+    return explain_for_account(session, condition, account_id, now)
+
+
+def accounts_matching(session: Session, condition: Condition, account_ids: list[str], now: datetime) -> set[str]:
+    """Which of ``account_ids`` satisfy ``condition`` at ``now``."""
+    if not account_ids:
+        return set()
+    meas = Measurements(session, now, list(account_ids))
+    return select(condition, set(account_ids), meas.matching)
+
+
+def measure(session: Session, metric: dict[str, Any], account_id: str, at: datetime) -> tuple[float | None, dict[str, Any]]:
     """The value of one rule-language metric (e.g. ``{"metric": "active_users",
     "window": "28d"}``) for an account at ``at``, with the explanation the rule engine
     gives for it. ``op``/``value`` are not needed; a value that cannot be measured

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, JSONType, UTCDateTime
@@ -56,6 +56,7 @@ class SignalRecord(Base):
         Index("ix_signals_rule_fired", "rule_id", "fired_at"),
         Index("ix_signals_kind_fired", "kind", "fired_at"),
         Index("ix_signals_fired_at", "fired_at"),
+        Index("ix_signals_decision_due", "decision_due_at"),
     )
 
     signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -70,6 +71,10 @@ class SignalRecord(Base):
     evidence: Mapped[dict] = mapped_column(JSONType, default=dict)
     trigger: Mapped[str] = mapped_column(String(16))  # "event" or "schedule"
     event_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The orphan sweeper's schedule: when to check next that outreach recorded a decision
+    # for this signal; NULL once it has (or for signals older than the sweeper).
+    decision_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    republished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class RuleCooldown(Base):

@@ -1,22 +1,34 @@
-"""The one FastAPI app: every service's router, health, readiness and metrics."""
+"""The one FastAPI app: every service's router, health, readiness, metrics, and the
+API's own documentation (Swagger UI and ReDoc, served from the installed
+``fastapi-offline`` package's assets: no CDN, so /docs works offline)."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI, Response
+import fastapi_offline
+from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from shared.api import AppContext
+from shared.auth import require
 from shared.broker import port_open
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine, make_session_factory
-from shared.errors import install_error_handlers
+from shared.errors import AUTH_ERRORS, ErrorBody, install_error_handlers
 from shared.events import Event
+from shared.limits import RequestLimits
 from shared.metrics import DEPENDENCY_UP, render_metrics
 from shared.settings import Settings, get_settings
+
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS_URL = "/docs-assets"
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
 API_DESCRIPTION = """Touchline turns product usage into customer-success action.
 
@@ -29,6 +41,8 @@ Errors answer `{"error": "<code>", "detail": ...}`.
 def routers():
     from services.ingest.accounts.router import router as accounts_router
     from services.ingest.events.router import router as events_router
+    from services.rules.backtest.router import router as backtest_router
+    from services.rules.evaluation.router import router as dryrun_router
     from services.rules.rules.router import router as rules_router
     from services.rules.signals.router import router as signals_router
     from services.outreach.delivery.router import router as messages_router
@@ -42,8 +56,8 @@ def routers():
     from shared.jobs.router import router as jobs_router
 
     load_kinds()  # the jobs API shows each role the kinds it may run
-    return [events_router, accounts_router, rules_router, signals_router, templates_router, playbooks_router,
-            messages_router, inapp_router, policy_router, engagements_router, devmail_router, jobs_router]
+    return [events_router, accounts_router, rules_router, dryrun_router, backtest_router, signals_router, templates_router,
+            playbooks_router, messages_router, inapp_router, policy_router, engagements_router, devmail_router, jobs_router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:
@@ -61,9 +75,28 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         yield
         ctx.close()
 
-    app = FastAPI(title="Touchline", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Touchline", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth)
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title="Touchline API",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title="Touchline API",
+                              redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png", with_google_fonts=False)
+
     for r in routers():
         app.include_router(r)
 
@@ -98,10 +131,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse(status_code=200 if ok else 503, content={"status": "ok" if ok else "unavailable", "checks": checks})
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
-    def metrics():
-        body, content_type = render_metrics()
-        return Response(body, media_type=content_type)
+    if not settings.metrics_port:
+        # With TOUCHLINE_METRICS_PORT set, `touchline api` serves metrics on that port
+        # instead (services/wiring/cli.py) and the API port has no /metrics at all.
+        @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (admin key)",
+                 response_class=Response, responses={
+                     200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                           "description": "Prometheus text exposition format"}, **AUTH_ERRORS})
+        def metrics(_p=require("admin")):
+            body, content_type = render_metrics()
+            return Response(body, media_type=content_type)
 
     def custom_openapi():
         if app.openapi_schema:
@@ -111,6 +150,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         event_schema = Event.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(event_schema.pop("$defs", {}))
         components["Event"] = event_schema
+        components["ErrorBody"] = ErrorBody.model_json_schema()
+        _honest_errors(schema)
         schema.setdefault("components", {})["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "A Touchline API key (tl_...)"}
         }
@@ -118,5 +159,22 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         app.openapi_schema = schema
         return schema
 
-    app.openapi = custom_openapi
+    app.openapi = custom_openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     return app
+
+
+def _honest_errors(schema: dict) -> None:
+    """Every error this API answers, in the document: FastAPI's own 422 schema becomes
+    ours, and every operation that takes a body lists the 413 (body too large) and
+    422 (not JSON, nested too deep) that the RequestLimits middleware can answer."""
+    components = schema["components"]["schemas"]
+    for ops in schema["paths"].values():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"]["content"] = _ERROR
+            if "requestBody" in op:
+                responses.setdefault("413", {"description": "payload_too_large", "content": _ERROR})
+                responses.setdefault("422", {"description": "validation_error", "content": _ERROR})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,6 +56,13 @@ def cmd_api(args) -> int:
     settings = get_settings()
     _report_restarts("api")
     app = create_app(settings)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        from shared.metrics import metrics_registry
+
+        start_http_server(settings.metrics_port, addr=settings.api_host, registry=metrics_registry())
+        log.info("metrics on http://%s:%d/metrics (not on the API port)", settings.api_host, settings.metrics_port)
     uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
                 log_level=settings.log_level.lower(), access_log=False, log_config=None)
     return 0
@@ -306,7 +314,7 @@ def _backtest(args, settings, factory) -> int:
 
             with transaction(factory) as session:  # run here: already cancelled; followed: ask its worker to stop
                 row = jobs_repo.get(session, job.id)
-                if row.state not in jobs.FINISHED:
+                if row is not None and row.state not in jobs.FINISHED:
                     jobs_repo.request_cancel(session, row, f"cli:{getpass.getuser()}", SystemClock().now())
             print(f"\ninterrupted: job {job.id} cancelled", file=sys.stderr)
             return 130
@@ -336,6 +344,8 @@ def _follow_job(factory, job_id: int, bar):
     while True:
         with factory() as session:
             job = jobs_repo.get(session, job_id)
+        if job is None:  # jobs are only pruned long after they finish
+            raise SystemExit(f"job {job_id} vanished")
         bar.update(job.progress_done, job.progress_total, job.progress_message)
         if job.state in FINISHED:
             return job

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.db import rowcount
 from shared.jobs.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, TIMED_OUT, Job
 
 
@@ -49,17 +50,17 @@ def reap_expired(session: Session, now: datetime, max_attempts: int) -> int:
     run again from the start. Set-based; returns how many rows changed."""
     expired = and_(Job.state == RUNNING, Job.lease_expires_at < now)
     done = dict(lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now)
-    n = session.execute(update(Job).where(expired, Job.deadline <= now).values(
+    n = rowcount(session.execute(update(Job).where(expired, Job.deadline <= now).values(
         state=TIMED_OUT, error={"error": "timed_out", "detail": "the job was still running at its deadline and its worker "
-                                                                "stopped reporting"}, **done)).rowcount
-    n += session.execute(update(Job).where(expired, Job.cancel_requested_at.is_not(None)).values(
-        state=CANCELLED, error={"error": "cancelled", "detail": "cancelled while its worker was lost"}, **done)).rowcount
-    n += session.execute(update(Job).where(expired, Job.attempts >= max_attempts).values(
+                                                                "stopped reporting"}, **done)))
+    n += rowcount(session.execute(update(Job).where(expired, Job.cancel_requested_at.is_not(None)).values(
+        state=CANCELLED, error={"error": "cancelled", "detail": "cancelled while its worker was lost"}, **done)))
+    n += rowcount(session.execute(update(Job).where(expired, Job.attempts >= max_attempts).values(
         state=FAILED, error={"error": "worker_lost", "detail": f"the worker running it stopped {max_attempts} times "
-                                                               "(crash, kill or hang); not retried"}, **done)).rowcount
-    n += session.execute(update(Job).where(expired).values(
+                                                               "(crash, kill or hang); not retried"}, **done)))
+    n += rowcount(session.execute(update(Job).where(expired).values(
         state=QUEUED, lease_owner=None, lease_expires_at=None, updated_at=now,
-        progress_message="re-queued: its worker stopped reporting")).rowcount
+        progress_message="re-queued: its worker stopped reporting")))
     return n
 
 
@@ -110,20 +111,20 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, state: str,
     values: dict[str, Any] = {}
     if progress is not None:
         values = dict(progress_done=progress[0], progress_total=progress[1], progress_message=progress[2][:500])
-    return session.execute(
+    return rowcount(session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
         .values(state=state, result=result, error=error, finished_at=now, updated_at=now, lease_owner=None,
                 lease_expires_at=None, **values)
-    ).rowcount == 1
+    )) == 1
 
 
 def release(session: Session, job_id: int, owner: str, now: datetime) -> bool:
     """Give a job back to the queue (its worker is stopping): the run does not count."""
-    return session.execute(
+    return rowcount(session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
         .values(state=QUEUED, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1, updated_at=now,
                 progress_message="re-queued: its worker stopped")
-    ).rowcount == 1
+    )) == 1
 
 
 def request_cancel(session: Session, job: Job, actor: str, now: datetime) -> None:

@@ -32,7 +32,7 @@ JobReader = Depends(job_reader)
             summary="List the jobs your role may see, newest first")
 def list_jobs(kind: str | None = None, state: str | None = Query(None, description=", ".join(STATES)),
               cursor: str | None = Query(None, description="next_cursor of the previous page"),
-              limit: int = Query(50, ge=1, le=500), session: Session = SessionDep, p: Principal = JobReader):
+              limit: int = Query(50, ge=1, le=500), session: Session = SessionDep, p: Principal = JobReader) -> JobPage:
     if state is not None and state not in STATES:
         raise Unprocessable([{"pointer": "/state", "message": f"unknown state {state!r}; one of {', '.join(STATES)}"}])
     before = None
@@ -50,7 +50,7 @@ JOB_ID = Path(ge=1, le=2**31 - 1)
 
 @router.get("/v1/jobs/{job_id}", response_model=JobOut, responses={**AUTH_ERRORS, **responses(NotFound)},
             summary="A job's state, progress and, once finished, its result or error")
-def get_job(job_id: int = JOB_ID, session: Session = SessionDep, p: Principal = JobReader):
+def get_job(job_id: int = JOB_ID, session: Session = SessionDep, p: Principal = JobReader) -> JobOut:
     return JobOut.of(service.get_visible(session, job_id, p.role))
 
 
@@ -58,5 +58,5 @@ def get_job(job_id: int = JOB_ID, session: Session = SessionDep, p: Principal = 
              responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
              summary="Cancel a job: a queued one at once, a running one at its next step; 409 if it already finished")
 def cancel_job(job_id: int = JOB_ID, session: Session = SessionDep, clock: Clock = ClockDep,
-               p: Principal = JobReader):
+               p: Principal = JobReader) -> JobOut:
     return JobOut.of(service.cancel(session, job_id, p.role, p.actor, clock.now()))

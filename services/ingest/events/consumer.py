@@ -6,7 +6,7 @@ bytes), applied in one transaction, and only then are offsets committed.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from kafka.consumer.fetcher import ConsumerRecord
 from sqlalchemy.exc import OperationalError
@@ -15,24 +15,11 @@ from sqlalchemy.orm import Session
 from services.ingest import repository as repo
 from services.ingest.service import apply_events
 from shared.db import transaction
-from shared.events import Event, Rejection, validate_event_bytes
+from shared.events import Event, Rejection, validate_record
 from shared.kafka import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE
 
 log = logging.getLogger(__name__)
-
-
-def validate_record(record: ConsumerRecord, now, max_bytes: int, max_future: timedelta) -> Event | Rejection:
-    result = validate_event_bytes(record.value, now, max_bytes, max_future)
-    if isinstance(result, Event) and record.key is not None:
-        key = record.key.decode("utf-8", "replace")
-        if key != result.account_id:
-            return Rejection(
-                "key_mismatch",
-                f"record key {key!r} differs from account_id {result.account_id!r}; key records by account_id "
-                "so each account's events stay in one partition, in order",
-            )
-    return result
 
 
 class IngestWorker(BatchWorker):
@@ -41,7 +28,7 @@ class IngestWorker(BatchWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._next_prune = None
+        self._next_prune: datetime | None = None
 
     def topics(self) -> list[str]:
         return [self.settings.topic_events]
@@ -52,7 +39,7 @@ class IngestWorker(BatchWorker):
         events: list[Event] = []
         rejects: list[Reject] = []
         for record in records:
-            result = validate_record(record, now, self.settings.max_event_bytes, max_future)
+            result = validate_record(record.key, record.value, now, self.settings.max_event_bytes, max_future)
             if isinstance(result, Rejection):
                 rejects.append(Reject(record, result.reason, result.detail))
             else:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -33,6 +33,7 @@ class IngestResponse(BaseModel):
 
 
 _EVENT_SCHEMA_REF = {"$ref": "#/components/schemas/Event"}
+_EXAMPLES: list[dict[str, Any]] = cast(dict[str, Any], Event.model_config["json_schema_extra"])["examples"]
 
 
 @router.post(
@@ -57,8 +58,8 @@ _EVENT_SCHEMA_REF = {"$ref": "#/components/schemas/Event"}
                 "application/json": {
                     "schema": {"oneOf": [_EVENT_SCHEMA_REF, {"type": "array", "items": _EVENT_SCHEMA_REF, "maxItems": 1000}]},
                     "examples": {
-                        "track": {"value": Event.model_config["json_schema_extra"]["examples"][0]},
-                        "batch": {"value": Event.model_config["json_schema_extra"]["examples"]},
+                        "track": {"value": _EXAMPLES[0]},
+                        "batch": {"value": _EXAMPLES},
                     },
                 }
             },

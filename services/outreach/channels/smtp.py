@@ -137,6 +137,7 @@ class SmtpSender:
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
+        conn: smtplib.SMTP
         try:
             if c.implicit_tls:
                 conn = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=c.tls_context())
@@ -198,6 +199,7 @@ class SmtpSender:
             conn.send(data + b".\r\n")
             dot_sent = True
             # The server now commits the message; it has up to 10 minutes to say so.
+            assert conn.sock is not None  # connected: the data was just sent on it
             conn.sock.settimeout(self.config.data_timeout)
             code, text = conn.getreply()
             if conn.sock is not None:
@@ -222,6 +224,8 @@ class SmtpSender:
         self._last_used = time.monotonic()
 
     def _reset(self) -> None:
+        if self._conn is None:
+            return
         try:
             self._conn.rset()
             self._last_used = time.monotonic()

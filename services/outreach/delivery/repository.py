@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Message
-from shared.db import insert_on_conflict
+from shared.db import insert_on_conflict, rowcount
 
 SENDABLE_CHANNELS = ("email", "webhook")
 
@@ -55,17 +55,17 @@ def _held(token: str):
 def renew_lease(session: Session, *, token: str, lease_until: datetime) -> int:
     """Extend the lease of every row the claim ``token`` still holds; returns how many.
     Fewer than were claimed means another sender took some over: the claim is lost."""
-    return session.execute(update(Message).where(_held(token)).values(lease_until=lease_until),
-                           execution_options={"synchronize_session": False}).rowcount
+    return rowcount(session.execute(update(Message).where(_held(token)).values(lease_until=lease_until),
+                           execution_options={"synchronize_session": False}))
 
 
 def mark_sent(session: Session, ids: list[str], now: datetime, token: str) -> int:
     """Record ``ids`` as sent if the claim ``token`` still holds them; returns how many it did."""
     if not ids:
         return 0
-    return session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
+    return rowcount(session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
         state="sent", sent_at=now, last_error=None, lease_owner=None, lease_until=None, lease_token=None,
-        next_attempt_at=None, updated_at=now), execution_options={"synchronize_session": False}).rowcount
+        next_attempt_at=None, updated_at=now), execution_options={"synchronize_session": False}))
 
 
 def held_by(session: Session, ids: Iterable[str], token: str) -> list[Message]:
@@ -78,9 +78,9 @@ def release(session: Session, ids: list[str], now: datetime, token: str) -> int:
     """Put back claimed rows that were never attempted (the sender stopped early)."""
     if not ids:
         return 0
-    return session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
+    return rowcount(session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
         state="queued", next_attempt_at=now, attempts=Message.attempts - 1, lease_owner=None, lease_until=None,
-        lease_token=None, updated_at=now), execution_options={"synchronize_session": False}).rowcount
+        lease_token=None, updated_at=now), execution_options={"synchronize_session": False}))
 
 
 def due_backlog(session: Session, now: datetime) -> tuple[int, datetime | None]:
@@ -128,9 +128,15 @@ def list_messages(session: Session, *, state: str | None, account_id: str | None
     return list(session.scalars(q))
 
 
-def inapp_for(session: Session, account_id: str, user_id: str | None, unread_only: bool, limit: int) -> list[Message]:
+def inapp_for(session: Session, account_id: str, user_id: str | None, unread_only: bool, limit: int,
+              before: str | None = None) -> list[Message]:
     q = (select(Message).where(Message.channel == "inapp", Message.account_id == account_id, Message.state == "sent")
-         .order_by(Message.created_at.desc()).limit(limit))
+         .order_by(Message.created_at.desc(), Message.id.desc()).limit(limit))
+    if before:
+        anchor = session.get(Message, before)
+        if anchor is not None:
+            q = q.where(or_(Message.created_at < anchor.created_at,
+                            (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
     if user_id is not None:
         q = q.where(Message.user_id == user_id)
     if unread_only:

@@ -24,11 +24,11 @@ def list_messages(state: Literal["queued", "sending", "sent", "failed", "skipped
                                         "check with the relay, then retry or leave it"),
                   account_id: str | None = None, playbook_id: str | None = None,
                   channel: Literal["email", "webhook", "inapp"] | None = None, enrollment_id: str | None = None,
-                  before: str | None = Query(None, description="next_before from the previous page"),
+                  cursor: str | None = Query(None, description="next_cursor from the previous page"),
                   limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
     items = repo.list_messages(session, state=state, account_id=account_id, playbook_id=playbook_id, channel=channel,
-                               enrollment_id=enrollment_id, limit=limit, before=before)
-    return MessagePage(items=items, next_before=items[-1].id if len(items) == limit else None)
+                               enrollment_id=enrollment_id, limit=limit, before=cursor)
+    return MessagePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
 @router.post("/v1/messages/{message_id}/retry", response_model=MessageOut,

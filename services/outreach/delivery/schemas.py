@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class MessageOut(BaseModel):
@@ -33,7 +33,7 @@ class MessageOut(BaseModel):
 
 class MessagePage(BaseModel):
     items: list[MessageOut]
-    next_before: str | None
+    next_cursor: str | None = None
 
 
 class InAppMessageOut(BaseModel):
@@ -52,7 +52,8 @@ class InAppMessageOut(BaseModel):
 
 class InAppPage(BaseModel):
     items: list[InAppMessageOut]
-    unread: int
+    next_cursor: str | None = None
+    unread: int = Field(description="unread messages on this page")
 
 
 class Detail(BaseModel):

@@ -86,7 +86,8 @@ class Journal:
 
     @staticmethod
     def read(path: Path) -> JournalEntries:
-        committing, accepted = set(), set()
+        committing: set[tuple[str, str]] = set()
+        accepted: set[tuple[str, str]] = set()
         try:
             lines = path.read_text().split("\n")
         except FileNotFoundError:
@@ -144,7 +145,7 @@ class SenderWorker(PeriodicWorker):
             self.journal = Journal(self.journal_path(self.worker_id))
         self.smtp = smtp or SmtpSender(SmtpConfig.from_settings(settings))
         self.webhooks = webhooks or WebhookSender(settings)
-        self._next_backlog_sample = None
+        self._next_backlog_sample: datetime | None = None
 
     def journal_path(self, owner: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in owner)
@@ -241,12 +242,13 @@ class SenderWorker(PeriodicWorker):
         now = self.clock.now()
         channels = {m.id: m.channel for m in claim.messages}
         sent = [mid for mid, err in outcomes.items() if err is None]
-        failed = [mid for mid, err in outcomes.items() if err is not None]
+        errors = {mid: err for mid, err in outcomes.items() if err is not None}
+        failed = list(errors)
         with transaction(self.session_factory) as session:
             recorded = repo.mark_sent(session, sent, now, claim.token)
             held = repo.held_by(session, failed, claim.token)
             for m in held:
-                err = outcomes[m.id]
+                err = errors[m.id]
                 if err.uncertain and not service.resend_if_uncertain(m):
                     service.record_uncertain(m, err.detail, now)
                     outcome = "uncertain"

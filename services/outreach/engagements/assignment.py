@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements import service
 from services.outreach.models import Csm, Engagement
-from shared.errors import Unprocessable
+from shared.errors import Conflict, Unprocessable
 
 ACTOR = "system:assignment"
 
@@ -79,10 +79,10 @@ def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str,
     """CS Ops moving an engagement: to a named CSM (who must be available, cover it and
     have room), or back to the queue (``csm_id`` None)."""
     roster = {c.id: c for c in repo.lock_roster(session)}
-    e = repo.get(session, e.id, lock=True)
+    locked = repo.get(session, e.id, lock=True)
+    assert locked is not None  # engagements are never deleted
+    e = locked
     if e.status not in ("queued", "assigned", "active"):
-        from shared.errors import Conflict
-
         raise Conflict(f"engagement {e.id} is {e.status}; only an open engagement can be reassigned", code="engagement_not_open")
     if csm_id is None:
         if e.status != "queued":

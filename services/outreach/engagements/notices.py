@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from services.ingest import usage
 from services.outreach.engagements import repository as repo
 from services.outreach.models import Csm, Engagement
-from services.outreach.starter import starter_templates
+from services.outreach.starter_content import starter_templates
 from services.outreach.templates import repository as template_repo
 from services.outreach.templates.rendering import PARTS, TemplateProblem, account_context, build_context, render
 
@@ -54,7 +54,7 @@ def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_le
 
 def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime, settings, *, tag: str,
             days_left: float | None = None) -> None:
-    account = usage.get_account(session, e.account_id)
+    account = usage.account(session, e.account_id)
     first = (csm.name or "").split()[0] if (csm.name or "").strip() else "there"
     ctx = build_context(
         account=account_context(account) or {"id": e.account_id, "name": e.account_id},
@@ -67,7 +67,7 @@ def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime,
     template_id = f"engagement-{kind}"
     step = f"engagement.{kind}"
     key = f"{e.id}\x1f{kind}\x1f{e.assignments}\x1f{tag}"
-    base = {"enrollment_id": None, "playbook_id": None, "step_id": step, "touch_key": f"notice:{e.id}",
+    base: dict[str, Any] = {"enrollment_id": None, "playbook_id": None, "step_id": step, "touch_key": f"notice:{e.id}",
             "account_id": "", "user_id": None, "template_id": template_id, "attempts": 0, "last_error": None,
             "created_at": now, "updated_at": now, "sent_at": None, "skip_reason": None}
     rows = []

@@ -26,15 +26,14 @@ from services.outreach.engagements.schemas import (
     WorkingHours,
 )
 from services.outreach.models import Enrollment, Engagement, SignalReceipt
-from services.outreach.playbooks import repository as playbook_repo
-from services.outreach.playbooks.service import lift_interval
+from services.outreach.stats import lift_interval
 from services.outreach.templates.rendering import account_context
 
 SENT_STATES = ("queued", "sending", "sent")
 
 
 def detail(session: Session, e: Engagement, now: datetime) -> EngagementDetail:
-    account = usage.get_account(session, e.account_id)
+    account = usage.account(session, e.account_id)
     contacts: dict[str, list[ContactOut]] = {}
     for u in usage.users_by_role(session, e.account_id):
         contacts.setdefault(u.role or "unknown", []).append(ContactOut.model_validate(u))
@@ -119,11 +118,11 @@ def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
 def _escalating_playbooks(session: Session) -> list[tuple[str, dict, float]]:
     """(playbook id, trigger, escalation holdout %) of enabled playbooks with an open_engagement step."""
     out = []
-    for head, version in playbook_repo.enabled_current(session):
-        steps = version.definition.get("steps") or []
+    for playbook_id, definition in repo.enabled_playbook_definitions(session):
+        steps = definition.get("steps") or []
         opens = [s for s in steps if s.get("type") == "open_engagement"]
         if opens:
-            out.append((head.id, version.definition.get("trigger") or {}, float(opens[0].get("holdout_percent") or 0)))
+            out.append((playbook_id, definition.get("trigger") or {}, float(opens[0].get("holdout_percent") or 0)))
     return out
 
 

@@ -12,8 +12,18 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Csm, Engagement, EngagementEvent, Enrollment, Message
+from services.outreach.models import (
+    OPEN_ENGAGEMENT_STATUSES,
+    Csm,
+    Engagement,
+    EngagementEvent,
+    Enrollment,
+    Message,
+    Playbook,
+    PlaybookVersion,
+)
 from shared.db import insert_on_conflict
+from shared.privacy import scrub
 
 
 def _pg(session: Session) -> bool:
@@ -49,7 +59,7 @@ def open_load(session: Session, csm_ids: Iterable[str] | None = None) -> dict[st
          .group_by(Engagement.csm_id))
     if csm_ids is not None:
         q = q.where(Engagement.csm_id.in_(list(csm_ids)))
-    return {c: n for c, n in session.execute(q)}
+    return {c: n for c, n in session.execute(q) if c is not None}
 
 
 # ---- engagements ----------------------------------------------------------------
@@ -200,8 +210,8 @@ def closed_for_outcomes(session: Session, since: datetime | None = None) -> list
 
 
 def opened_since(session: Session, since: datetime) -> list[tuple[str | None, str | None, str, datetime]]:
-    return [tuple(r) for r in session.execute(select(Engagement.playbook_id, Engagement.rule_id, Engagement.status,
-                                                     Engagement.opened_at).where(Engagement.opened_at >= since))]
+    return [(p, r, s, t) for p, r, s, t in session.execute(select(Engagement.playbook_id, Engagement.rule_id, Engagement.status,
+                                                                  Engagement.opened_at).where(Engagement.opened_at >= since))]
 
 
 def mean_open_days(session: Session, since: datetime) -> float | None:
@@ -209,5 +219,39 @@ def mean_open_days(session: Session, since: datetime) -> float | None:
         Engagement.closed_at.is_not(None), Engagement.assigned_at.is_not(None), Engagement.opened_at >= since)).all()
     if not rows:
         return None
-    return sum((c - a).total_seconds() for a, c in rows) / len(rows) / 86400
+    return sum((c - a).total_seconds() for a, c in rows if a and c) / len(rows) / 86400  # both set: filtered above
 
+
+
+def enabled_playbook_definitions(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    """(playbook id, current definition) of every enabled playbook: the forecast looks
+    for escalating ones. Read here so engagements need nothing of the playbooks package
+    (which imports engagements for the open_engagement step)."""
+    q = (select(Playbook.id, PlaybookVersion.definition)
+         .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
+         .where(Playbook.enabled.is_(True)).order_by(Playbook.id))
+    return [(pid, definition) for pid, definition in session.execute(q)]
+
+
+def scrub_contact(session: Session, account_id: str, identifiers: list[str]) -> int:
+    """Erasure: the account's engagements keep the signal, its evidence and what
+    automation tried (``reason``), and a timeline of notes and touches. Scrub every value
+    containing one of ``identifiers``. Returns the rows changed."""
+    changed = 0
+    engagements = list(session.scalars(select(Engagement).where(Engagement.account_id == account_id)))
+    for e in engagements:
+        hit = False
+        for attr in ("title", "reason", "priority_detail", "measured"):
+            value, c = scrub(getattr(e, attr), identifiers)
+            if c:
+                setattr(e, attr, value)
+                hit = True
+        changed += hit
+    ids = [e.id for e in engagements]
+    if ids:
+        for ev in session.scalars(select(EngagementEvent).where(EngagementEvent.engagement_id.in_(ids))):
+            details, c = scrub(ev.details or {}, identifiers)
+            if c:
+                ev.details = details
+                changed += 1
+    return changed

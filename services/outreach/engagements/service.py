@@ -164,7 +164,7 @@ def open_engagement(session: Session, *, account_id: str, goal: str, actor: str,
     """Open an engagement, or attach the signal to the account's open one for this
     goal. ``key`` makes the call idempotent (a playbook step redone after a crash
     finds the engagement it opened). Returns (engagement, opened)."""
-    account = usage.get_account(session, account_id)
+    account = usage.account(session, account_id)
     if account is None:
         raise Unprocessable(f"no account {account_id!r}: engagements are opened for accounts Touchline knows",
                             code="unknown_account")
@@ -205,6 +205,7 @@ def open_engagement(session: Session, *, account_id: str, goal: str, actor: str,
         attach_signal(session, current, signal, actor=actor, now=now)
         return current, False
     e = repo.get(session, eid)
+    assert e is not None  # inserted just above, in this transaction
     _event(session, e, "transition", actor=actor, now=now, frm=None, to=e.status, goal=goal, priority=prio,
            signal_id=sig_id, playbook_id=playbook_id)
     audit.record(session, actor=actor, action="open", object_type="engagement", object_id=e.id, now=now,
@@ -329,6 +330,9 @@ def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: 
     if e.extension_days:
         raise Conflict(f"engagement {e.id} was already extended by {e.extension_days:g} days; one extension each",
                        code="already_extended")
+    if e.due_at is None:
+        raise Conflict(f"engagement {e.id} is {e.status} and has no time-box yet; extend it once it is assigned",
+                       code="no_time_box")
     e.extension_days = float(days)
     e.due_at = e.due_at + timedelta(days=days)
     e.next_reminder_at = next_reminder(e, settings, now)
@@ -372,7 +376,7 @@ def measure_outcome(session: Session, e: Engagement, now: datetime, settings) ->
     out: dict[str, Any] = {"metric": BASELINE_METRIC, "baseline": b, "value": value, "threshold": threshold,
                            "recovered": recovered, "measured_at": now.isoformat(), "explanation": _jsonable(tree)}
     if e.goal == "discover_expansion":
-        account = usage.get_account(session, e.account_id)
+        account = usage.account(session, e.account_id)
         grew = account is not None and ((account.seats or 0) > (base.get("seats") or 0)
                                         or (account.arr or 0) > (base.get("arr") or 0))
         out.update({"seats": getattr(account, "seats", None), "arr": getattr(account, "arr", None), "expanded": grew})
@@ -408,7 +412,7 @@ def run_timers(session: Session, now: datetime, settings, limit: int = 500) -> d
     reminded = expired = measured = 0
     for e in repo.reminders_due(session, now, limit):
         days_left = max(0.0, (e.due_at - now).total_seconds() / 86400) if e.due_at else 0.0
-        due_reminders = [d for d in settings.engagement_reminders if e.due_at - timedelta(days=d) <= now
+        due_reminders = [d for d in settings.engagement_reminders if e.due_at and e.due_at - timedelta(days=d) <= now
                          and float(d) not in set(map(float, e.reminders_sent or []))]
         csm = repo.get_csm(session, e.csm_id) if e.csm_id else None
         if csm is not None and due_reminders:

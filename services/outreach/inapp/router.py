@@ -23,9 +23,11 @@ PRODUCT = ("ingest", "ops")
 @router.get("/v1/accounts/{account_id}/messages", response_model=InAppPage, responses=AUTH_ERRORS,
             summary="In-app messages for an account (or one of its users), newest first")
 def list_inapp(account_id: str, user_id: str | None = None, unread: bool = False,
+               cursor: str | None = Query(None, description="next_cursor from the previous page"),
                limit: int = Query(50, ge=1, le=500), session: Session = SessionDep, _p=require(*PRODUCT)):
-    items = repo.inapp_for(session, account_id, user_id, unread, limit)
-    return InAppPage(items=items, unread=sum(1 for m in items if m.read_at is None))
+    items = repo.inapp_for(session, account_id, user_id, unread, limit, before=cursor)
+    return InAppPage(items=items, next_cursor=items[-1].id if len(items) == limit else None,
+                     unread=sum(1 for m in items if m.read_at is None))
 
 
 @router.post("/v1/accounts/{account_id}/messages/{message_id}/read", response_model=InAppMessageOut,

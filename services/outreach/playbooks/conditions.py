@@ -2,7 +2,8 @@
 (docs/rules.md), so CS Ops learn one language: e.g. weekly active users back to 3 is
 ``{"all": [{"metric": "active_users", "window": "7d", "op": ">=", "value": 3}]}``.
 
-This module adapts the rules service's public interface to what playbooks need: a
+This module adapts the rules service's published interface (services/rules/conditions.py)
+to what playbooks need: a
 ``ValueError`` with a readable sentence at save time, and evaluation at step time.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.language import (
+from services.rules.conditions import (
     Condition,
     RuleValidationError,
     accounts_matching,
@@ -25,7 +26,7 @@ class ConditionError(ValueError):
     pass
 
 
-def parse_exit_condition(obj: dict) -> Condition:
+def parse_exit_condition(obj: dict[str, Any]) -> Condition:
     """Validate a condition; raises ConditionError naming each problem's JSON pointer."""
     try:
         return parse_condition(obj)
@@ -33,7 +34,7 @@ def parse_exit_condition(obj: dict) -> Condition:
         raise ConditionError("; ".join(f"{e['pointer'] or '/'}: {e['message']}" for e in exc.errors)) from None
 
 
-def evaluate_exit_condition(session: Session, condition: Any, account_id: str, now: datetime) -> tuple[bool, dict]:
+def evaluate_exit_condition(session: Session, condition: Any, account_id: str, now: datetime) -> tuple[bool, dict[str, Any]]:
     """``condition`` is the stored JSON (as in a playbook definition) or a parsed one."""
     if isinstance(condition, dict):
         condition = parse_exit_condition(condition)

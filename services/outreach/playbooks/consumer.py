@@ -2,8 +2,13 @@
 
 Per batch, in one transaction: record each signal's receipt (a redelivered signal
 is recognised by its ``signal_id`` and changes nothing), enrol its account in every
-enabled playbook whose trigger and audience match, and run the first steps at once
-(so the first message is in the outbox before the offsets are committed).
+enabled playbook whose trigger and audience match, run the first steps at once
+(so the first message is in the outbox before the offsets are committed), and record
+the signal's outreach decision (``outreach_decisions``): ``enrolled``, ``held_out``,
+``skipped`` (reason ``already_enrolled``: the account is active in every matching
+playbook already) or ``no_matching_playbook``. No signal is left without one; the
+rules service republishes any that is (see docs/playbooks.md, "Every signal ends in
+a decision").
 """
 from __future__ import annotations
 
@@ -14,11 +19,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as ingest_repo
+from services.ingest import usage
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from shared.kafka import BatchResult, BatchWorker, Reject
-from shared.metrics import EVENTS_DUPLICATE
+from shared.metrics import EVENTS_DUPLICATE, OUTREACH_DECISIONS
 from shared.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -50,22 +55,47 @@ class SignalWorker(BatchWorker):
         if duplicates:
             EVENTS_DUPLICATE.labels(self.name).inc(duplicates)
         playbooks = [engine.compile_version(head.id, v.version, v.definition) for head, v in repo.enabled_current(session)]
-        accounts = ingest_repo.get_accounts(session, {s.account_id for s in signals if s.signal_id in new})
+        accounts = usage.accounts(session, {s.account_id for s in signals if s.signal_id in new})
         enrolled = already = 0
+        decisions: list[dict] = []
         done: set[str] = set()
         for signal in signals:
             if signal.signal_id not in new or signal.signal_id in done:
                 continue
             done.add(signal.signal_id)
             account = accounts.get(signal.account_id)
+            outcomes = []
             for compiled in playbooks:
                 d = compiled.definition
                 if not (d.trigger.matches(signal) and d.audience.matches(account)):
                     continue
-                if engine.enroll(session, compiled, signal, account, now, self.settings) is None:
+                enrollment = engine.enroll(session, compiled, signal, account, now, self.settings)
+                if enrollment is None:
                     already += 1
+                    outcome = "already_enrolled"
                 else:
                     enrolled += 1
+                    outcome = "held_out" if enrollment.holdout else "enrolled"
+                outcomes.append({"playbook_id": compiled.playbook_id, "version": compiled.version, "outcome": outcome})
+            decision, reason = decide(outcomes)
+            decisions.append({"signal_id": signal.signal_id, "account_id": signal.account_id, "rule_id": signal.rule_id,
+                              "kind": signal.kind, "decision": decision, "reason": reason, "playbooks": outcomes,
+                              "decided_at": now})
             session.flush()
+        for row in decisions:
+            OUTREACH_DECISIONS.labels(row["decision"]).inc()
+        repo.record_decisions(session, decisions)
         return BatchResult(rejects=rejects, summary={"signals": len(new), "duplicates": duplicates, "enrolled": enrolled,
                                                      "already_enrolled": already})
+
+
+def decide(outcomes: list[dict]) -> tuple[str, str | None]:
+    """A signal's decision from its matching playbooks' outcomes."""
+    kinds = {o["outcome"] for o in outcomes}
+    if not kinds:
+        return "no_matching_playbook", None
+    if "enrolled" in kinds:
+        return "enrolled", None
+    if "held_out" in kinds:
+        return "held_out", None
+    return "skipped", "already_enrolled"

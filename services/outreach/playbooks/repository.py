@@ -1,15 +1,14 @@
-"""Every query on playbooks, enrolments, signal receipts and recipients."""
+"""Every query on playbooks, enrolments and signal receipts (recipients come from
+ingest's read model, services/ingest/usage.py)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from services.ingest.models import User, UserActivityDaily
-from services.outreach.models import Enrollment, Message, Playbook, PlaybookVersion, SignalReceipt
+from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
 from shared.db import insert_new, insert_on_conflict
 
 
@@ -26,8 +25,11 @@ def versions_of(session: Session, playbook_id: str) -> list[int]:
                                 .order_by(PlaybookVersion.version)))
 
 
-def list_heads(session: Session) -> list[Playbook]:
-    return list(session.scalars(select(Playbook).order_by(Playbook.id)))
+def list_heads(session: Session, *, after: str | None = None, limit: int | None = None) -> list[Playbook]:
+    q = select(Playbook).order_by(Playbook.id).limit(limit)
+    if after:
+        q = q.where(Playbook.id > after)
+    return list(session.scalars(q))
 
 
 def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:
@@ -40,6 +42,11 @@ def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:
 def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert signal receipts; returns the signal ids seen for the first time."""
     return insert_new(session, SignalReceipt.__table__, rows, ["signal_id"])
+
+
+def record_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert one decision per signal (a redelivery inserts nothing); returns the new ids."""
+    return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"])
 
 
 def insert_enrollment(session: Session, row: dict[str, Any]) -> bool:
@@ -82,8 +89,15 @@ def outreach_status(session: Session, playbook_id: str) -> dict[str, str]:
 
 
 def list_enrollments(session: Session, playbook_id: str, *, status: str | None, account_id: str | None,
-                     limit: int) -> list[Enrollment]:
-    q = select(Enrollment).where(Enrollment.playbook_id == playbook_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
+                     limit: int, before: str | None = None) -> list[Enrollment]:
+    """Newest first; ``before`` is the id of the last enrolment of the previous page."""
+    q = (select(Enrollment).where(Enrollment.playbook_id == playbook_id)
+         .order_by(Enrollment.enrolled_at.desc(), Enrollment.id.desc()).limit(limit))
+    if before:
+        anchor = session.get(Enrollment, before)
+        if anchor is not None:
+            q = q.where(or_(Enrollment.enrolled_at < anchor.enrolled_at,
+                            (Enrollment.enrolled_at == anchor.enrolled_at) & (Enrollment.id < anchor.id)))
     if status:
         q = q.where(Enrollment.status == status)
     if account_id:
@@ -95,17 +109,3 @@ def enrollment_counts(session: Session, playbook_id: str) -> list[tuple[bool, st
     return list(session.execute(select(Enrollment.holdout, Enrollment.status, func.count())
                                 .where(Enrollment.playbook_id == playbook_id)
                                 .group_by(Enrollment.holdout, Enrollment.status)))
-
-
-def users_by_role(session: Session, account_id: str, roles: Iterable[str] | None) -> list[User]:
-    q = select(User).where(User.account_id == account_id).order_by(User.id)
-    if roles is not None:
-        q = q.where(User.role.in_(list(roles)))
-    return list(session.scalars(q))
-
-
-def active_users(session: Session, account_id: str, since: date, until: date) -> list[User]:
-    active = (select(UserActivityDaily.user_id).where(UserActivityDaily.account_id == account_id,
-                                                      UserActivityDaily.day >= since, UserActivityDaily.day <= until)
-              .distinct())
-    return list(session.scalars(select(User).where(User.account_id == account_id, User.id.in_(active)).order_by(User.id)))

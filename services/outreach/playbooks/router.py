@@ -11,15 +11,35 @@ from sqlalchemy.orm import Session
 
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks import service
-from services.outreach.playbooks.schemas import ID_PATTERN, EnrollmentOut, PlaybookDefinition, PlaybookOut, ReportOut
+from services.outreach.playbooks.schemas import (
+    ID_PATTERN,
+    EnrollmentPage,
+    PlaybookDefinition,
+    PlaybookOut,
+    PlaybookPage,
+    ReportOut,
+)
 from shared.api import ClockDep, SessionDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, PayloadTooLarge, Unprocessable, responses
+from shared.limits import DB_INT_MAX
 
 router = APIRouter(tags=["playbooks"])
 MAX_BODY = 256 * 1024
 _DEFINITION_SCHEMA = PlaybookDefinition.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+class _PlainYamlLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*ref`` lets a 1 KiB document expand to billions of nodes
+    for whoever walks it (the "billion laughs"); a playbook never needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a playbook",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def parse_definition(raw: bytes, content_type: str) -> PlaybookDefinition:
@@ -27,9 +47,11 @@ def parse_definition(raw: bytes, content_type: str) -> PlaybookDefinition:
         raise PayloadTooLarge(f"a playbook definition is at most {MAX_BODY} bytes")
     try:
         if "yaml" in content_type:
-            obj = yaml.safe_load(raw.decode("utf-8"))
+            obj = yaml.load(raw.decode("utf-8"), Loader=_PlainYamlLoader)  # noqa: S506 (a SafeLoader)
         else:
             obj = json.loads(raw)
+    except RecursionError:
+        raise Unprocessable("the body nests too deeply") from None
     except (ValueError, yaml.YAMLError) as exc:
         raise Unprocessable(f"the body is not valid {'YAML' if 'yaml' in content_type else 'JSON'}: {exc}") from None
     if not isinstance(obj, dict):
@@ -55,23 +77,28 @@ async def put_playbook(request: Request, playbook_id: str = Path(pattern=ID_PATT
     return service.out(session, head)
 
 
-@router.get("/v1/playbooks", response_model=list[PlaybookOut], responses=AUTH_ERRORS)
-def list_playbooks(session: Session = SessionDep, _p=require("ops")):
-    return [service.out(session, h) for h in repo.list_heads(session)]
+@router.get("/v1/playbooks", response_model=PlaybookPage, responses=AUTH_ERRORS, summary="Playbooks by id, in pages")
+def list_playbooks(cursor: str | None = Query(None, description="next_cursor from the previous page"),
+                   limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    heads = repo.list_heads(session, after=cursor, limit=limit)
+    return PlaybookPage(items=[service.out(session, h) for h in heads],
+                        next_cursor=heads[-1].id if len(heads) == limit else None)
 
 
 @router.get("/v1/playbooks/{playbook_id}", response_model=PlaybookOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_playbook(playbook_id: str, version: int | None = Query(None, ge=1), session: Session = SessionDep,
+def get_playbook(playbook_id: str, version: int | None = Query(None, ge=1, le=DB_INT_MAX), session: Session = SessionDep,
                  _p=require("ops")):
     return service.out(session, service.get_or_404(session, playbook_id), version)
 
 
-@router.get("/v1/playbooks/{playbook_id}/enrollments", response_model=list[EnrollmentOut],
-            responses={**AUTH_ERRORS, **responses(NotFound)})
+@router.get("/v1/playbooks/{playbook_id}/enrollments", response_model=EnrollmentPage,
+            responses={**AUTH_ERRORS, **responses(NotFound)}, summary="Enrolments, newest first, in pages")
 def list_enrollments(playbook_id: str, status: str | None = None, account_id: str | None = None,
+                     cursor: str | None = Query(None, description="next_cursor from the previous page"),
                      limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
     service.get_or_404(session, playbook_id)
-    return repo.list_enrollments(session, playbook_id, status=status, account_id=account_id, limit=limit)
+    items = repo.list_enrollments(session, playbook_id, status=status, account_id=account_id, limit=limit, before=cursor)
+    return EnrollmentPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
 @router.get("/v1/playbooks/{playbook_id}/report", response_model=ReportOut, responses={**AUTH_ERRORS, **responses(NotFound)},

@@ -1,27 +1,19 @@
 """Playbook definitions (the API and YAML share this shape) and API responses.
 
 A definition is validated as a whole: step types come from the registry in
-``steps.py``, step ids are unique, branch targets exist, templates are named.
+the ``steps`` package, step ids are unique, branch targets exist, templates are named.
 """
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.outreach.playbooks.conditions import parse_exit_condition
+from services.outreach.playbooks.steps import ParsedSteps, parse_steps
+
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-TERMINALS = ("end", "convert")
-
-
-def parse_duration(text: str) -> timedelta:
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ValueError(f"duration {text!r} must look like 30m, 12h, 3d or 2w")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
 class Trigger(BaseModel):
@@ -99,22 +91,16 @@ class PlaybookDefinition(BaseModel):
     @classmethod
     def _condition(cls, v):
         if v is not None:
-            from services.outreach.playbooks.conditions import parse_exit_condition
-
             parse_exit_condition(v)
         return v
 
     @field_validator("steps")
     @classmethod
     def _steps(cls, steps):
-        from services.outreach.playbooks.steps import parse_steps
-
         parse_steps(steps)  # raises ValueError with the step and the problem
         return steps
 
-    def parsed_steps(self):
-        from services.outreach.playbooks.steps import parse_steps
-
+    def parsed_steps(self) -> ParsedSteps:
         return parse_steps(self.steps)
 
 
@@ -145,6 +131,16 @@ class EnrollmentOut(BaseModel):
     converted_at: datetime | None
     history: list[dict[str, Any]]
     outcome_detail: dict[str, Any]
+
+
+class PlaybookPage(BaseModel):
+    items: list[PlaybookOut]
+    next_cursor: str | None = None
+
+
+class EnrollmentPage(BaseModel):
+    items: list[EnrollmentOut]
+    next_cursor: str | None = None
 
 
 class GroupStats(BaseModel):

@@ -1,7 +1,6 @@
 """Authoring playbooks (versioned like rules) and the playbook report."""
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -11,6 +10,7 @@ from services.outreach.delivery import repository as delivery_repo
 from services.outreach.models import Playbook, PlaybookVersion
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut
+from services.outreach.stats import lift_interval
 from services.outreach.templates import repository as template_repo
 from shared.errors import NotFound, Unprocessable
 
@@ -18,9 +18,8 @@ from shared.errors import NotFound, Unprocessable
 def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, actor: str, now: datetime) -> tuple[Playbook, bool]:
     """Store the definition as a new version if it differs from the current one.
     Running enrolments keep the version they started with. Returns (head, changed)."""
-    missing = sorted({s.template for s in definition.parsed_steps().steps if getattr(s, "template", None)}
-                     - set(template_repo.get_many(session, [s.template for s in definition.parsed_steps().steps
-                                                            if getattr(s, "template", None)])))
+    named = sorted({t for s in definition.parsed_steps().steps if (t := getattr(s, "template", None))})
+    missing = sorted(set(named) - set(template_repo.get_many(session, named)))
     if missing:
         raise Unprocessable(f"the playbook names templates that do not exist: {', '.join(missing)}; "
                             "create them with PUT /v1/templates/{id} first", code="unknown_template")
@@ -59,31 +58,6 @@ def out(session: Session, head: Playbook, version: int | None = None) -> Playboo
 
 
 # ---- the report ---------------------------------------------------------------
-
-Z95 = 1.959963984540054
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def lift_interval(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float] | None:
-    """Newcombe's hybrid score interval for p1 - p2 (his method 10): sound with small
-    groups and rates near 0 or 1, where the textbook Wald interval is not."""
-    if n1 == 0 or n2 == 0:
-        return None
-    p1, p2 = x1 / n1, x2 / n2
-    l1, u1 = wilson(x1, n1)
-    l2, u2 = wilson(x2, n2)
-    d = p1 - p2
-    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-
 
 def report(session: Session, playbook_id: str) -> ReportOut:
     get_or_404(session, playbook_id)

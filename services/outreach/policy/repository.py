@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.ingest.models import User
-from services.outreach.models import Message, Suppression
-from shared.db import upsert
+from services.outreach.models import Enrollment, Message, Suppression
+from shared.db import rowcount, upsert
+from shared.privacy import ERASED, contains_any, scrub
 
 # "csm" rows are touches a CSM logged on an engagement: one budget for machines and people.
 CUSTOMER_CHANNELS = ("email", "inapp", "csm")
@@ -30,7 +31,7 @@ def add_suppression(session: Session, *, email_hash: str, email: str | None, rea
 
 
 def remove_suppression(session: Session, email_hash: str) -> bool:
-    return session.execute(delete(Suppression).where(Suppression.email_hash == email_hash)).rowcount > 0
+    return rowcount(session.execute(delete(Suppression).where(Suppression.email_hash == email_hash))) > 0
 
 
 def get_suppression(session: Session, email_hash: str) -> Suppression | None:
@@ -65,20 +66,54 @@ def account_touches_since(session: Session, account_id: str, since: datetime, pl
     return session.scalar(q) or 0
 
 
-def erase_contact(session: Session, account_id: str, user_id: str, now: datetime) -> tuple[str | None, int]:
-    """Scrub a contact's personal data from users and messages; return the address it had
-    (for suppression) and how many messages were scrubbed."""
-    user = session.get(User, (account_id, user_id))
-    email = user.email if user else None
-    if user is not None:
-        user.email, user.name, user.traits, user.updated_at = None, None, {"erased": True}, now
-    emails = {email} if email else set()
-    emails |= set(session.scalars(select(Message.recipient).where(
-        Message.account_id == account_id, Message.user_id == user_id, Message.channel == "email")))
-    scrubbed = session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id).values(
-        recipient="erased", subject="", html_body="", text_body="", payload={}, updated_at=now)).rowcount
+def message_addresses(session: Session, account_id: str, user_id: str) -> set[str]:
+    """The addresses the contact's email messages went to."""
+    return {r for r in session.scalars(select(Message.recipient).where(
+        Message.account_id == account_id, Message.user_id == user_id, Message.channel == "email")) if r and r != ERASED}
+
+
+_MESSAGE_TEXT = ("recipient", "subject", "html_body", "text_body", "last_error")
+
+
+def scrub_messages(session: Session, account_id: str, user_id: str, identifiers: list[str], now: datetime) -> int:
+    """Erasure: blank the contact's messages (recipient, content, payload), and any other
+    message of the account that carries one of ``identifiers`` (the owner address may be
+    the contact's). Returns how many messages were scrubbed."""
+    blank: dict[str, Any] = {"recipient": ERASED, "subject": "", "html_body": "", "text_body": "", "payload": {}, "last_error": None,
+             "updated_at": now}
+    scrubbed = rowcount(session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id)
+                                        .values(**blank)))
+    others = select(Message).where(Message.account_id == account_id,
+                                   or_(Message.user_id.is_(None), Message.user_id != user_id))
+    for m in session.scalars(others):
+        if any(contains_any(getattr(m, c) or "", identifiers) for c in _MESSAGE_TEXT) or scrub(m.payload or {}, identifiers)[1]:
+            for k, v in blank.items():
+                setattr(m, k, v)
+            if m.state == "queued":
+                m.state, m.skip_reason, m.next_attempt_at = "skipped", "erased", None
+            scrubbed += 1
     # What was still waiting to go out can no longer go: say so, rather than fail it at send time.
     session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id,
                                           Message.state == "queued").values(
         state="skipped", skip_reason="erased", next_attempt_at=None, updated_at=now))
-    return (sorted(e for e in emails if e and e != "erased") or [None])[0], scrubbed
+    return scrubbed
+
+
+def forget_suppressed_addresses(session: Session, hashes: Iterable[str]) -> None:
+    """Keep suppressions of these hashes but drop the plain address they may carry."""
+    hashes = list(set(hashes))
+    if hashes:
+        session.execute(update(Suppression).where(Suppression.email_hash.in_(hashes)).values(email=None))
+
+
+def scrub_enrollments(session: Session, account_id: str, identifiers: list[str]) -> int:
+    """Erasure: the account's enrolments keep a copy of their signal and a step history."""
+    changed = 0
+    for e in session.scalars(select(Enrollment).where(Enrollment.account_id == account_id)):
+        signal, hit_signal = scrub(e.signal or {}, identifiers)
+        history, hit_history = scrub(e.history or [], identifiers)
+        detail, hit_detail = scrub(e.outcome_detail or {}, identifiers)
+        if hit_signal or hit_history or hit_detail:
+            e.signal, e.history, e.outcome_detail = signal, history, detail
+            changed += 1
+    return changed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared import audit
 from services.outreach.policy import repository as repo
+from services.outreach.policy import service
 from services.outreach.policy.tokens import email_hash, read_token
 from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
@@ -49,10 +51,18 @@ class ErasureOut(BaseModel):
     messages_scrubbed: int
 
 
-@router.get("/v1/suppressions", response_model=list[SuppressionOut], responses=AUTH_ERRORS)
-def list_suppressions(reason: str | None = None, after: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                      session: Session = SessionDep, _p=require("ops")):
-    return repo.list_suppressions(session, reason=reason, limit=limit, after=after)
+class SuppressionPage(BaseModel):
+    items: list[SuppressionOut]
+    next_cursor: str | None = None
+
+
+@router.get("/v1/suppressions", response_model=SuppressionPage, responses=AUTH_ERRORS,
+            summary="Suppressed addresses, in pages")
+def list_suppressions(reason: str | None = None,
+                      cursor: str | None = Query(None, description="next_cursor from the previous page"),
+                      limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    items = repo.list_suppressions(session, reason=reason, limit=limit, after=cursor)
+    return SuppressionPage(items=items, next_cursor=items[-1].email_hash if len(items) == limit else None)
 
 
 @router.post("/v1/suppressions", response_model=SuppressionOut, status_code=201, responses=AUTH_ERRORS,
@@ -80,13 +90,16 @@ def remove_suppression(email: str, session: Session = SessionDep, clock: Clock =
 def erase_contact(account_id: str, user_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
                   principal: Principal = require("ops")):
     now = clock.now()
-    email, scrubbed = repo.erase_contact(session, account_id, user_id, now)
-    if email:
-        # Only the hash is kept: enough to refuse the address if it is ever identified again.
-        repo.add_suppression(session, email_hash=email_hash(email), email=None, reason="erased", detail="", now=now)
+    erasure = service.erase_contact(session, account_id, user_id, now)
     audit.record(session, actor=principal.actor, action="erase", object_type="contact", object_id=f"{account_id}/{user_id}",
-                 now=now, details={"messages_scrubbed": scrubbed})
-    return ErasureOut(account_id=account_id, user_id=user_id, suppressed=bool(email), messages_scrubbed=scrubbed)
+                 now=now, details={"messages_scrubbed": erasure.messages_scrubbed})
+    return ErasureOut(account_id=account_id, user_id=user_id, suppressed=erasure.suppressed,
+                      messages_scrubbed=erasure.messages_scrubbed)
+
+
+# A person opens these links in a browser: answers are HTML pages, errors included.
+_LINK_NOT_VALID: dict[int | str, dict[str, Any]] = {400: {"description": "the link is damaged or was not issued by us (an HTML page)",
+                         "content": {"text/html": {"schema": {"type": "string"}}}}}
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -96,6 +109,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=True, tags=["public"],
+            responses=_LINK_NOT_VALID,
             summary="Unsubscribe confirmation page (changes nothing: link scanners prefetch GETs)")
 def unsubscribe_page(token: str, settings: Settings = SettingsDep):
     data = read_token(settings.secret_key, token)
@@ -106,7 +120,7 @@ def unsubscribe_page(token: str, settings: Settings = SettingsDep):
                  f"<button type='submit'>Unsubscribe</button></form>")
 
 
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse, tags=["public"],
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse, tags=["public"], responses=_LINK_NOT_VALID,
              summary="One-click unsubscribe (RFC 8058); the signed token is the credential")
 def unsubscribe(token: str, session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep):
     data = read_token(settings.secret_key, token)

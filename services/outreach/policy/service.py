@@ -18,7 +18,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
+from services.ingest import usage
+from services.outreach.engagements import repository as engagement_repo
 from services.outreach.policy import repository as repo
+from services.outreach.policy.tokens import email_hash
+from services.rules.conditions import forget_contact
 
 
 @dataclass(frozen=True)
@@ -88,3 +92,31 @@ def quiet_until(tz_name: str | None, now: datetime, settings) -> datetime | None
         return None
     day = local.date() if h < end else local.date() + timedelta(days=1)
     return datetime.combine(day, time(end), tzinfo=tz).astimezone(now.tzinfo)
+
+
+@dataclass(frozen=True)
+class Erasure:
+    suppressed: bool
+    messages_scrubbed: int
+
+
+def erase_contact(session: Session, account_id: str, user_id: str, now: datetime) -> Erasure:
+    """Erase a contact on request, everywhere a copy lives: ingest scrubs its contact row
+    and raw events (through its command), rules its signal evidence and outbox
+    payloads, outreach its messages, enrolments, engagements (reason, timeline) and the
+    plain addresses of suppressions.
+    Every address the contact had is then suppressed by hash only, enough to refuse it
+    if it is ever identified again. Flushes only; the caller commits."""
+    erased = usage.erase_contact(session, account_id, user_id, now)
+    emails = {e.lower() for e in set(erased.emails) | repo.message_addresses(session, account_id, user_id)}
+    identifiers = sorted(emails | set(erased.names))
+    forget_contact(session, account_id, identifiers)
+    scrubbed = repo.scrub_messages(session, account_id, user_id, identifiers, now)
+    repo.scrub_enrollments(session, account_id, identifiers)
+    engagement_repo.scrub_contact(session, account_id, identifiers)
+    hashes = [email_hash(e) for e in sorted(emails)]
+    for h in hashes:
+        repo.add_suppression(session, email_hash=h, email=None, reason="erased", detail="", now=now)
+    repo.forget_suppressed_addresses(session, hashes)
+    session.flush()
+    return Erasure(suppressed=bool(emails), messages_scrubbed=scrubbed)

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
-import yaml
 from sqlalchemy.orm import Session
 
-HERE = Path(__file__).parent
+from services.outreach.playbooks import repository as playbook_repo
+from services.outreach.playbooks import service as playbook_service
+from services.outreach.playbooks.schemas import PlaybookDefinition
+from services.outreach.starter_content import starter_playbooks, starter_templates
+from services.outreach.templates import repository as template_repo
+from services.outreach.templates import service as template_service
+from services.outreach.templates.schemas import TemplateIn
+
 ACTOR = "system:starter"
-
-
-def starter_templates() -> dict[str, dict]:
-    return yaml.safe_load((HERE / "templates.yaml").read_text())
-
-
-def starter_playbooks() -> dict[str, dict]:
-    return yaml.safe_load((HERE / "playbooks.yaml").read_text())
+__all__ = ["ACTOR", "seed_starter_content", "starter_playbooks", "starter_templates"]
 
 
 def seed_starter_content(session: Session, settings, now: datetime, enable_playbooks: bool = True) -> list[str]:
-    from services.outreach.playbooks import repository as playbook_repo
-    from services.outreach.playbooks import service as playbook_service
-    from services.outreach.playbooks.schemas import PlaybookDefinition
-    from services.outreach.templates import repository as template_repo
-    from services.outreach.templates import service as template_service
-    from services.outreach.templates.schemas import TemplateIn
-
     created = []
     for tid, body in starter_templates().items():
         if template_repo.get(session, tid) is None:

@@ -18,5 +18,8 @@ def get_many(session: Session, ids) -> dict[str, Template]:
     return {t.id: t for t in session.scalars(select(Template).where(Template.id.in_(ids)))}
 
 
-def list_all(session: Session) -> list[Template]:
-    return list(session.scalars(select(Template).order_by(Template.id)))
+def list_all(session: Session, *, after: str | None = None, limit: int | None = None) -> list[Template]:
+    q = select(Template).order_by(Template.id).limit(limit)
+    if after:
+        q = q.where(Template.id > after)
+    return list(session.scalars(q))

@@ -1,10 +1,13 @@
 """Templates: author (validated on save), list, read, preview against a real contact."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Path
+import json
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as ingest_repo
+from services.ingest import usage
 from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
 from services.outreach.templates import service
@@ -27,9 +30,16 @@ def put_template(body: TemplateIn, template_id: str = TemplateId, session: Sessi
     return service.save(session, template_id, body, settings=settings, actor=principal.actor, now=clock.now())
 
 
-@router.get("/v1/templates", response_model=list[TemplateOut], responses=AUTH_ERRORS)
-def list_templates(session: Session = SessionDep, _p=require("ops")):
-    return repo.list_all(session)
+class TemplatePage(BaseModel):
+    items: list[TemplateOut]
+    next_cursor: str | None = None
+
+
+@router.get("/v1/templates", response_model=TemplatePage, responses=AUTH_ERRORS, summary="Templates by id, in pages")
+def list_templates(cursor: str | None = Query(None, description="next_cursor from the previous page"),
+                   limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+    items = repo.list_all(session, after=cursor, limit=limit)
+    return TemplatePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
 @router.get("/v1/templates/{template_id}", response_model=TemplateOut, responses={**AUTH_ERRORS, **responses(NotFound)})
@@ -43,12 +53,12 @@ def get_template(template_id: str, session: Session = SessionDep, _p=require("op
 def preview_template(template_id: str, body: PreviewIn, session: Session = ReadSessionDep,
                      settings: Settings = SettingsDep, _p=require("ops")):
     template = service.get_or_404(session, template_id)
-    account = ingest_repo.get_account(session, body.account_id)
+    account = usage.account(session, body.account_id)
     if account is None:
         raise NotFound(f"no account {body.account_id!r}")
     user = None
     if body.user_id:
-        user = ingest_repo.get_user(session, body.account_id, body.user_id)
+        user = usage.contact(session, body.account_id, body.user_id)
         if user is None:
             raise NotFound(f"no user {body.user_id!r} in account {body.account_id!r}")
     email = (user.email if user else account.owner_email) or "nobody@example.invalid"
@@ -59,6 +69,4 @@ def preview_template(template_id: str, body: PreviewIn, session: Session = ReadS
 
 
 def _jsonable(obj):
-    import json
-
     return json.loads(json.dumps(obj, default=str))

@@ -11,6 +11,7 @@ from services.outreach.models import Template
 from services.outreach.templates import repository as repo
 from services.outreach.templates.rendering import (
     PARTS,
+    RenderBudget,
     Rendered,
     TemplateProblem,
     account_context,
@@ -26,7 +27,7 @@ def validate(parts: dict[str, str], settings, extra_sample: dict | None = None) 
     """Compile every part and render it against the sample context; a problem is a 422
     naming the part, the line and what is wrong."""
     try:
-        return render(parts, sample_context(settings, extra_sample))
+        return render(parts, sample_context(settings, extra_sample), RenderBudget.from_settings(settings))
     except TemplateProblem as problem:
         raise Unprocessable(problem.as_dict(), code="template_invalid") from None
 
@@ -69,6 +70,6 @@ def preview(session: Session, template: Template, *, account, user, signal: dict
         settings=settings,
     )
     try:
-        return render({p: getattr(template, p) for p in PARTS}, ctx), ctx
+        return render({p: getattr(template, p) for p in PARTS}, ctx, RenderBudget.from_settings(settings)), ctx
     except TemplateProblem as problem:
         raise Unprocessable(problem.as_dict(), code="template_render_failed") from None

@@ -2,7 +2,7 @@
 replayed range (plus the longest window and baseline before it), and every simulated
 day's value is then answered from memory.
 
-:class:`DailySeries` mirrors the repository functions :class:`Measurements` calls for a
+:class:`DailySeries` mirrors the read-model functions (services/ingest/usage.py) :class:`Measurements` calls for a
 whole population (same arguments without the session and the account list, same
 results); a method returns None when the request falls outside the range it loaded, and
 the caller then asks the database as before. The answers are exactly the per-day
@@ -15,7 +15,7 @@ from itertools import accumulate
 
 from sqlalchemy.orm import Session
 
-from services.rules.evaluation import repository as repo
+from services.ingest import usage
 
 
 class DailySeries:
@@ -45,7 +45,7 @@ class DailySeries:
             n, lo_ord = self.length, self.lo.toordinal()
             sums: dict[str, list[int]] = {}
             rows: dict[str, list[int]] = {}
-            for a, d, total, k in repo.daily_usage(self.session, event, self.lo, self.hi):
+            for a, d, total, k in usage.daily_usage(self.session, event, self.lo, self.hi):
                 if a not in sums:
                     sums[a], rows[a] = [0] * n, [0] * n
                 i = d.toordinal() - lo_ord
@@ -58,9 +58,9 @@ class DailySeries:
         """account -> distinct active users in the ``window``-day window ending each day."""
         if window not in self._users:
             n = self.length
-            base = (self.lo - repo.EPOCH).days
+            base = (self.lo - usage.EPOCH).days
             deltas: dict[str, list[int]] = {}
-            for a, d, enters, leaves in repo.active_user_runs(self.session, window, self.lo, self.hi):
+            for a, d, enters, leaves in usage.active_user_runs(self.session, window, self.lo, self.hi):
                 arr = deltas.get(a)
                 if arr is None:
                     arr = deltas[a] = [0] * (n + window)
@@ -73,16 +73,16 @@ class DailySeries:
     # ---- accounts (today's: the store keeps no history of them) --------
     def account_rows(self, with_traits: bool) -> dict:
         if self._rows is None or (with_traits and not self._rows_traits):
-            self._rows = repo.account_rows(self.session, None, with_traits)
+            self._rows = usage.account_rows(self.session, None, with_traits)
             self._rows_traits = with_traits
         return self._rows
 
     def account_ids(self) -> set[str]:
         if self._ids is None:
-            self._ids = frozenset(repo.account_ids(self.session))
+            self._ids = frozenset(usage.account_ids(self.session))
         return set(self._ids)
 
-    # ---- the repository's questions -------------------------------------
+    # ---- the read model's questions -------------------------------------
     def event_counts(self, event: str | None, start: date, end: date) -> dict[str, int] | None:
         if not event or not self._covers(start, end):
             return None
@@ -95,7 +95,7 @@ class DailySeries:
         i, j = self._idx(start), self._idx(end) + 1
         return {a: r[j] - r[i] for a, (_, r) in self.usage(event).items() if r[j] - r[i] > 0}
 
-    def active_users(self, start: date, end: date) -> dict[str, int] | None:
+    def active_user_counts(self, start: date, end: date) -> dict[str, int] | None:
         if not self._covers(start, end):
             return None
         w, j = (end - start).days + 1, self._idx(end)
@@ -110,7 +110,7 @@ class DailySeries:
         if of == "active_users":
             # An account has a row in [lo, hi] iff some range has a user, when the ranges tile it.
             cover = sorted(ranges)
-            if any((b1 + timedelta(days=1)) != a2 for (_, b1), (a2, _) in zip(cover, cover[1:])):
+            if any((b1 + timedelta(days=1)) != a2 for (_, b1), (a2, _) in zip(cover, cover[1:], strict=False)):
                 return None
             widths = {w for w, _, _ in spans}
             if len(widths) == 1:  # the change metric: one series read at several offsets
@@ -148,7 +148,7 @@ class DailySeries:
                     seq.append(cur)
                 last[a] = seq
             # The last day before the loaded range (any older one is past the lookback of every day >= lo).
-            before = repo.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, None)
+            before = usage.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, None)
             self._last[key] = (last, before)
         last, before = self._last[key]
         j, floor = self._idx(end), end - timedelta(days=lookback_days)

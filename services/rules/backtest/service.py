@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.rules.backtest.series import DailySeries
-from services.rules.evaluation import repository as eval_repo
+from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language import RuleDefinition, leaves
 from services.rules.language.ast import Metric
@@ -64,18 +64,18 @@ def run_backtest(session: Session, d: RuleDefinition, start: date, end: date, *,
         day = start + timedelta(days=i)
         now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=timezone.utc) - timedelta(microseconds=1)
         meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days, series=series)
-        audience = meas.population if d.audience.is_everyone else eval_repo.audience_ids(session, d.audience, now, None)
+        audience = meas.population if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, None)
         fired: list[tuple[str, dict]] = []
         if d.trigger.scheduled or not needs_event:
             candidates = audience if d.trigger.scheduled else (
-                eval_repo.accounts_with_events(session, list(d.trigger.events), day) & audience)
+                usage.accounts_with_events(session, list(d.trigger.events), day) & audience)
             for a in sorted(select_set(d.condition, candidates, meas.matching)):
                 if a in until and now < until[a]:
                     continue  # in cooldown: it would be dropped below, so skip explaining it
                 fired.append((a, evidence(meas.explain(d.condition, a)[1])))
         else:
             day_start = datetime.combine(day, dtime.min, tzinfo=timezone.utc)
-            stored = eval_repo.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))
+            stored = usage.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))
             done: set[str] = set()
             for e in stored:
                 if e.account_id in done or e.account_id not in audience:

@@ -6,45 +6,67 @@ see an event before ingest has committed it. It therefore evaluates a batch only
 every valid event in it is in ingest's raw event store (one indexed query per batch):
 ingest commits whole batches in partition order, so the rollups then hold these
 events and everything before them. Until then the batch is rewound and retried a
-moment later; after ``rules_ingest_wait_seconds`` it is evaluated anyway (ingest may
-have dead-lettered an event it could not process) with a warning.
+moment later; after ``rules_ingest_wait_seconds`` of clock time it is evaluated anyway
+(ingest may have dead-lettered an event it could not process) with a warning.
+
+Freshness. Event-triggered rules ignore events older than
+``rules_event_freshness_seconds`` (see :func:`evaluate_events`). The scheduled tick
+(absence and trend rules) runs only while ingest has stored what the topic holds:
+the ingest workers publish their measured lag per partition (``consumer_progress``,
+see :mod:`shared.consumer_progress`), and while the total is above ``rules_max_ingest_lag``,
+or a partition has not reported for ``rules_ingest_stale_seconds``, the due tick
+waits (logged, ``touchline_rules_ticks_deferred_total``) and runs as soon as ingest
+has caught up. Otherwise "no login in 14 days" would fire on every account whose
+recent logins are still in the topic.
+
+Orphans. Every ``ORPHAN_SWEEP_EVERY`` the worker republishes the signals that have no
+outreach decision after ``signal_decision_grace_seconds`` (see
+:func:`services.rules.signals.service.republish_orphans`).
 """
 from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from services.ingest.events.consumer import validate_record
-from services.rules.evaluation import repository as eval_repo
+from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject
-from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
+from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickReport, evaluate_events, run_tick
+from services.rules.signals.service import republish_orphans
+from shared import consumer_progress as progress
 from shared.db import transaction
-from shared.events import Event
-from shared.kafka import BatchResult, BatchWorker
-from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, RULES_TICK_INTERVAL, RULES_TICK_SECONDS
+from shared.events import Event, validate_record
+from shared.kafka import BatchResult, BatchWorker, group_id_of
+from shared.metrics import (OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, RULES_TICK_INTERVAL, RULES_TICK_SECONDS,
+                            TICK_INGEST_LAG, TICK_WAITING, TICKS_DEFERRED)
 from shared.outbox import SENT_RETENTION, pending_stats, prune_sent, relay
 
 log = logging.getLogger(__name__)
+ORPHAN_SWEEP_EVERY = timedelta(seconds=30)
 
 
 class RulesWorker(BatchWorker):
     name = "rules"
+    orphan_batch = 1000
 
     def __init__(self, *args, tick: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.index = RuleIndex(self.settings.raw_event_retention_days)
         self.tick_enabled = tick
-        self._next_tick = None
-        self._next_prune = None
-        self._next_outbox_sample = None
-        self._waiting_since: float | None = None
-        self.last_report = None
+        self._next_tick: datetime | None = None
+        self._next_prune: datetime | None = None
+        self._next_outbox_sample: datetime | None = None
+        self._next_orphan_sweep: datetime | None = None
+        self._waiting_since: datetime | None = None
+        self._deferred_since: datetime | None = None
+        self._deferral_logged_at: datetime | None = None
+        self.last_tick: TickReport | None = None
+        self.last_report: EvaluationReport | None = None
         self._parsed: dict[tuple[str, int, int], object] = {}
 
     def topics(self) -> list[str]:
@@ -60,7 +82,7 @@ class RulesWorker(BatchWorker):
             key = (r.topic, r.partition, r.offset)
             ev = self._parsed.get(key)
             if ev is None:
-                ev = self._parsed[key] = validate_record(r, now, self.settings.max_event_bytes, max_future)
+                ev = self._parsed[key] = validate_record(r.key, r.value, now, self.settings.max_event_bytes, max_future)
             if isinstance(ev, Event):
                 out.append(ev)
         return out  # invalid records are ingest's to dead-letter, not ours
@@ -71,12 +93,13 @@ class RulesWorker(BatchWorker):
         if not ids:
             return True
         with transaction(self.session_factory) as session:
-            present = eval_repo.ingested_event_ids(session, ids)
+            present = usage.ingested_event_ids(session, ids)
         if len(present) == len(ids):
             self._waiting_since = None
             return True
-        started = self._waiting_since = self._waiting_since or time.monotonic()
-        if time.monotonic() - started >= self.settings.rules_ingest_wait_seconds:
+        now = self.clock.now()
+        started = self._waiting_since = self._waiting_since or now
+        if now - started >= timedelta(seconds=self.settings.rules_ingest_wait_seconds):
             log.warning("rules: %d of %d events still not ingested after %.0fs; evaluating without them",
                         len(ids) - len(present), len(ids), self.settings.rules_ingest_wait_seconds)
             self._waiting_since = None
@@ -86,11 +109,12 @@ class RulesWorker(BatchWorker):
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()
         events = [EventSubject(ev.event_id, ev.account_id, ev.user_id, ev.name, ev.timestamp, ev.properties)
-                  for ev in self._valid(records) if ev.type == "track"]
+                  for ev in self._valid(records) if ev.type == "track" and ev.name is not None]
         self.index.refresh(session)
         report = evaluate_events(session, events, self.index, now, self.settings)
         self.last_report = report
-        return BatchResult(summary={"events": report.events, "evaluations": report.evaluations, "signals": len(report.signals)})
+        return BatchResult(summary={"events": report.events, "stale": report.stale, "evaluations": report.evaluations,
+                                    "signals": len(report.signals)})
 
     def poll_once(self, timeout_ms: int | None = None) -> int:
         n = super().poll_once(timeout_ms)
@@ -104,6 +128,7 @@ class RulesWorker(BatchWorker):
         try:
             if self.tick_enabled:
                 self.maybe_tick()
+            self._maybe_sweep_orphans()
             self.relay()
             self._maybe_prune_outbox()
         except (KafkaError, OperationalError) as exc:
@@ -118,11 +143,65 @@ class RulesWorker(BatchWorker):
             return
         RULES_TICK_INTERVAL.set(self.settings.rules_tick_seconds)
         started = time.perf_counter()
-        run_tick(self.session_factory, self.settings, now)
+        report = self.last_tick = run_tick(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
+        if report.deferred:
+            return  # asked again at the next poll; runs as soon as ingest has caught up
         # A tick longer than the interval starts the next one at once: the worker then
         # spends its time ticking, not evaluating events (the RulesTickOverrunning alert).
         RULES_TICK_SECONDS.observe(time.perf_counter() - started)
         self._next_tick = now + timedelta(seconds=self.settings.rules_tick_seconds)
+
+    def ingest_caught_up(self, now: datetime) -> bool:
+        """The freshness watermark: has ingest stored what the topic holds? Logs and
+        counts a deferral when the first check of a waiting period fails, then once per
+        tick interval while it lasts, and logs when the tick resumes."""
+        topic = self.settings.topic_events
+        parts = self.start()._live().partitions_for_topic(topic)
+        with transaction(self.session_factory) as session:
+            mark = progress.watermark(session, group_id_of(self.settings, "ingest"), topic, parts or set(), now,
+                                      timedelta(seconds=self.settings.rules_ingest_stale_seconds))
+        if not parts:
+            mark.silent = [-1]  # no metadata for the topic yet: nothing is known
+        TICK_INGEST_LAG.set(mark.lag)
+        if mark.caught_up(self.settings.rules_max_ingest_lag):
+            if self._deferred_since is not None:
+                log.info("rules: ingest caught up (lag %d); the scheduled tick held back since %s runs now",
+                         mark.lag, self._deferred_since.isoformat())
+            self._deferred_since = self._deferral_logged_at = None
+            TICK_WAITING.set(0)
+            return True
+        self._deferred_since = self._deferred_since or now
+        TICK_WAITING.set((now - self._deferred_since).total_seconds())
+        every = timedelta(seconds=self.settings.rules_tick_seconds)
+        if self._deferral_logged_at is None or now - self._deferral_logged_at >= every:
+            self._deferral_logged_at = now
+            if mark.silent:
+                reason = "ingest_silent"
+                log.warning("rules: scheduled tick held back: no ingest progress report for %s within %.0fs "
+                            "(is the ingest worker running?)", "partitions " + ", ".join(map(str, mark.silent))
+                            if parts else f"topic {topic}", self.settings.rules_ingest_stale_seconds)
+            else:
+                reason = "ingest_lag"
+                log.warning("rules: scheduled tick held back: ingest is %d records behind (limit %d)",
+                            mark.lag, self.settings.rules_max_ingest_lag)
+            TICKS_DEFERRED.labels(reason).inc()
+        return False
+
+    def _maybe_sweep_orphans(self) -> None:
+        now = self.clock.now()
+        if self._next_orphan_sweep is not None and now < self._next_orphan_sweep:
+            return
+        n = 0
+        while True:  # bounded batches, each its own transaction
+            with transaction(self.session_factory) as session:
+                checked, republished = republish_orphans(session, now, self.settings, self.orphan_batch)
+            n += republished
+            if checked < self.orphan_batch:
+                break
+        self._next_orphan_sweep = now + ORPHAN_SWEEP_EVERY
+        if n:
+            log.warning("rules: %d signals had no outreach decision after %.0fs; published them again",
+                        n, self.settings.signal_decision_grace_seconds)
 
     def relay(self) -> int:
         sent = 0

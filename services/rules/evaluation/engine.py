@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.evaluation import repository as repo
+from services.ingest import usage
 from services.rules.language.ast import Condition, Field, Leaf, Metric, RuleDefinition, leaves
 from services.rules.language.evaluate import explain, matching_from_values, predicate
 
@@ -76,7 +76,7 @@ class Measurements:
             if self.series is not None:  # a backtest reads today's accounts once, not every day
                 self._rows = self.series.account_rows(with_traits)
             else:
-                self._rows = repo.account_rows(self.session, self.accounts, with_traits)
+                self._rows = usage.account_rows(self.session, self.accounts, with_traits)
             self._rows_traits = with_traits
             self.queries += 1
         return self._rows
@@ -89,7 +89,7 @@ class Measurements:
             elif self.series is not None:
                 self._population = self.series.account_ids()
             else:
-                self._population = set(repo.account_ids(self.session))
+                self._population = set(usage.account_ids(self.session))
         return self._population
 
     def account_field(self, leaf: Field) -> dict[str, Any]:
@@ -129,28 +129,28 @@ class Measurements:
         return self._values[key], default
 
     def _query(self, name: str, *args: Any) -> dict[str, Any]:
-        """A repository metric query, or the same answer from the backtest's daily series."""
+        """A metric series from ingest's read model, or the same answer from the backtest's daily series."""
         if self.series is not None:
             out = getattr(self.series, name)(*args)
             if out is not None:
                 return out
-        return getattr(repo, name)(self.session, *args, self.accounts)
+        return getattr(usage, name)(self.session, *args, self.accounts)
 
     def _measure(self, m: Metric) -> dict[str, Any]:
         s, now, acc, q = self.session, self.now, self.accounts, self._query
         if m.metric == "count":
-            return {a: float(v) for a, v in q("event_counts", m.event, *repo.window_days(now, m.window)).items()}
+            return {a: float(v) for a, v in q("event_counts", m.event_name, *usage.window_days(now, m.window_days)).items()}
         if m.metric == "active_users":
-            return {a: float(v) for a, v in q("active_users", *repo.window_days(now, m.window)).items()}
+            return {a: float(v) for a, v in q("active_user_counts", *usage.window_days(now, m.window_days)).items()}
         if m.metric == "active_days":
-            return {a: float(v) for a, v in q("active_days", m.event, *repo.window_days(now, m.window)).items()}
+            return {a: float(v) for a, v in q("active_days", m.event, *usage.window_days(now, m.window_days)).items()}
         if m.metric == "days_since":
             if self.as_of:
-                last = q("account_last_day", m.event, now.date(), self.lookback_days)
+                last = q("account_last_day", m.event_name, now.date(), self.lookback_days)
                 return {a: float((now.date() - d).days) for a, d in last.items()}
-            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in repo.account_last_seen(s, m.event, acc).items()}
+            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in usage.account_last_seen(s, m.event_name, acc).items()}
         if m.metric == "seat_utilisation":
-            users = q("active_users", *repo.window_days(now, m.window))
+            users = q("active_user_counts", *usage.window_days(now, m.window_days))
             rows = self.rows()
             out = {}
             for a, r in rows.items():
@@ -158,8 +158,8 @@ class Measurements:
                     out[a] = 100.0 * users.get(a, 0) / r.seats
             return out
         if m.metric == "change":
-            n = m.baseline // m.window
-            ranges = [repo.window_days(now, m.window, k * m.window) for k in range(n + 1)]
+            n = m.baseline_days // m.window_days
+            ranges = [usage.window_days(now, m.window_days, k * m.window_days) for k in range(n + 1)]
             per = q("chunked_metric", m.of, m.event, ranges)
             out, details = {}, {}
             for a, values in per.items():
@@ -186,20 +186,20 @@ class Measurements:
 
     # ---- events and users ---------------------------------------------
     def load_users(self, pairs: list[tuple[str, str]]) -> None:
-        self._users = repo.users(self.session, pairs)
+        self._users = usage.contacts(self.session, pairs)
         self._pairs = pairs
 
     def user_days_since(self, m: Metric, pair: tuple[str, str]) -> float:
         key = m.operand
         if key not in self._user_values:
-            seen = repo.user_last_seen(self.session, m.event, getattr(self, "_pairs", [pair]))
+            seen = usage.user_last_seen(self.session, m.event_name, getattr(self, "_pairs", [pair]))
             self._user_values[key] = {p: max(0.0, (self.now - ts).total_seconds() / DAY) for p, ts in seen.items()}
         return self._user_values[key].get(pair, math.inf)
 
     def user_field(self, leaf: Field, pair: tuple[str, str]) -> Any:
         if self._users is None:
             self.load_users([pair])
-        user = self._users.get(pair)
+        user = (self._users or {}).get(pair)
         if user is None:
             return None
         if leaf.path[1] == "traits":
@@ -295,7 +295,7 @@ def audience_explanation(definition: RuleDefinition, account_id: str, meas: Meas
         checks.append({"filter": "renewal_within_days", "value": d, "max": aud.renewal_within_days,
                        "result": d is not None and 0 <= d <= aud.renewal_within_days})
     # The SQL filter is the authority; the checks above explain it.
-    match = account_id in repo.audience_ids(meas.session, aud, now, [account_id])
+    match = account_id in usage.accounts_where(meas.session, aud, now, [account_id])
     return {"match": match, "checks": checks}
 
 

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject, Measurements
-from services.rules.evaluation import repository as eval_repo
 from services.rules.language.evaluate import evidence, select as select_set
 from services.rules.models import RuleTick
 from services.rules.rules import repository as rules_repo
 from services.rules.rules.service import LoadedRule, load_enabled
 from services.rules.signals import repository as signals_repo
 from services.rules.signals.service import Firing, fire
-from shared.db import insert_on_conflict
+from shared.db import insert_on_conflict, transaction
+from shared.metrics import STALE_EVENTS
 from shared.settings import Settings
 from shared.signals import Signal
 
@@ -53,16 +54,27 @@ class RuleIndex:
 class EvaluationReport:
     events: int = 0
     evaluations: int = 0
+    stale: int = 0
     signals: list[Signal] = field(default_factory=list)
 
 
 def evaluate_events(session: Session, events: list[EventSubject], index: RuleIndex, now: datetime,
                     settings: Settings) -> EvaluationReport:
     """Evaluate the rules each event's name triggers. Metrics are read from ingest's
-    rollups, which already hold these events (the worker waits for ingest)."""
+    rollups, which already hold these events (the worker waits for ingest).
+
+    An event older than ``rules_event_freshness_seconds`` triggers nothing: it is
+    history (a backfill, a replay after an outage), and acting on it now would email
+    someone today about what they did last month. Its effect on the metrics stays:
+    ingest stored it, and scheduled rules see it."""
     report = EvaluationReport(events=len(events))
+    oldest = now - timedelta(seconds=settings.rules_event_freshness_seconds)
+    fresh = [ev for ev in events if ev.timestamp >= oldest]
+    report.stale = len(events) - len(fresh)
+    if report.stale:
+        STALE_EVENTS.inc(report.stale)
     per_rule: dict[str, tuple[LoadedRule, list[EventSubject]]] = {}
-    for ev in events:
+    for ev in fresh:
         for rule in index.by_event.get(ev.name, ()):
             per_rule.setdefault(rule.id, (rule, []))[1].append(ev)
     if not per_rule:
@@ -84,7 +96,7 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
             evs = list(latest.values())
         key = d.audience
         if key not in audiences:
-            audiences[key] = set(accounts) if d.audience.is_everyone else eval_repo.audience_ids(session, d.audience, now, accounts)
+            audiences[key] = set(accounts) if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, accounts)
         audience = audiences[key]
         firings = []
         fired_accounts: set[str] = set()
@@ -114,7 +126,9 @@ def claim_tick(session: Session, rule: LoadedRule, now: datetime) -> bool:
         set_={"last_tick_at": stmt.excluded.last_tick_at, "due_at": stmt.excluded.due_at},
         where=t.c.due_at <= stmt.excluded.last_tick_at,
     ).returning(t.c.rule_id)
-    due = now + timedelta(seconds=rule.definition.trigger.every_seconds)
+    every = rule.definition.trigger.every_seconds
+    assert every is not None  # only scheduled rules tick
+    due = now + timedelta(seconds=every)
     return bool(list(session.scalars(stmt, [{"rule_id": rule.id, "last_tick_at": now, "due_at": due, "last_result": {}}])))
 
 
@@ -130,28 +144,33 @@ class TickReport:
     matched: int = 0
     signals: list[Signal] = field(default_factory=list)
     queries: int = 0
+    deferred: bool = False
 
 
 def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, audiences: dict) -> tuple[set[str], int]:
     d = rule.definition
     if d.audience not in audiences:
         audiences[d.audience] = (meas.population if d.audience.is_everyone
-                                 else eval_repo.audience_ids(session, d.audience, meas.now, meas.accounts))
+                                 else usage.accounts_where(session, d.audience, meas.now, meas.accounts))
     universe = audiences[d.audience]
     return select_set(d.condition, universe, meas.matching), len(universe)
 
 
-def run_tick(session_factory, settings: Settings, now: datetime) -> TickReport:
+def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[[], bool] | None = None) -> TickReport:
     """One tick: every enabled scheduled rule that is due, each in its own transaction
     (tick claim + signals + outbox commit together). Measurements are shared by all
-    rules of the tick, so rules over the same metric cost one query."""
-    from shared.db import transaction
+    rules of the tick, so rules over the same metric cost one query.
 
+    ``gate`` (the worker's freshness watermark) is asked once there are scheduled rules;
+    if it answers False nothing is claimed or evaluated and the report says ``deferred``."""
     report = TickReport()
     with transaction(session_factory) as session:
         rules = load_enabled(session, "schedule", settings.raw_event_retention_days)
     report.rules = len(rules)
     if not rules:
+        return report
+    if gate is not None and not gate():
+        report.deferred = True
         return report
     meas: Measurements | None = None
     audiences: dict = {}
@@ -165,7 +184,9 @@ def run_tick(session_factory, settings: Settings, now: datetime) -> TickReport:
             matched, audience_size = evaluate_scheduled(session, rule, meas, audiences)
             report.ran += 1
             report.matched += len(matched)
-            slot = slot_of(now, rule.definition.trigger.every_seconds)
+            every = rule.definition.trigger.every_seconds
+            assert every is not None  # only scheduled rules tick
+            slot = slot_of(now, every)
             firings = []
             # The claim in fire() is the authority; skipping known cooldowns first only saves work.
             for a in sorted(matched - signals_repo.cooling_down(session, rule.id, now)):

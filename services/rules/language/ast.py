@@ -42,6 +42,26 @@ class Metric:
     of: str | None = None  # change only: the metric that changes
     scope: str = "account"  # days_since: account or user (the triggering event's user)
 
+    # The parser guarantees which parameters each metric has; these say so to the reader
+    # (and the type checker) where a metric's measurement needs one.
+    @property
+    def window_days(self) -> int:
+        if self.window is None:
+            raise ValueError(f"metric {self.metric} has no window")
+        return self.window
+
+    @property
+    def baseline_days(self) -> int:
+        if self.baseline is None:
+            raise ValueError(f"metric {self.metric} has no baseline")
+        return self.baseline
+
+    @property
+    def event_name(self) -> str:
+        if self.event is None:
+            raise ValueError(f"metric {self.metric} names no event")
+        return self.event
+
     @property
     def operand(self) -> tuple:
         """What the predicate measures, without its threshold (cache and contradiction key)."""
@@ -205,7 +225,7 @@ class Trigger:
         return self.every_seconds is not None
 
     def to_dict(self) -> dict[str, Any]:
-        if self.scheduled:
+        if self.every_seconds is not None:
             return {"schedule": {"every": fmt_seconds(self.every_seconds)}}
         return {"events": list(self.events)}
 

@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from .ast import All, AnyOf, Condition, Field, Leaf, Metric, Not
+from .ast import All, AnyOf, Condition, Leaf, Not
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
@@ -24,7 +24,8 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 def predicate(leaf: Leaf) -> Callable[[Any], bool]:
     """A fast ``value -> bool`` for one leaf."""
-    op, want = leaf.op, leaf.value
+    op = leaf.op
+    want: Any = leaf.value  # a list for in/not_in (field predicates), else a scalar
     if op == "exists":
         return (lambda v: v is not None) if want else (lambda v: v is None)
     if op == "in":

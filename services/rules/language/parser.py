@@ -59,6 +59,16 @@ METRIC_HELP = {
     "change": 'percent change against the prior baseline: {"metric": "change", "of": "active_users", "window": "7d", "baseline": "28d", "op": "<=", "value": -40}',
     "seat_utilisation": 'active users in the window as a percent of seats: {"metric": "seat_utilisation", "window": "28d", "op": ">=", "value": 90}',
 }
+# Size limits (docs/rules.md, "Limits"). They bound the work of validating, storing
+# and evaluating a rule, whoever sends it; they are checked on the raw JSON, without
+# recursion, before anything else looks at the condition.
+MAX_PREDICATES = 100        # metric and field predicates in one condition
+MAX_DEPTH = 8               # nesting of all / any / not
+MAX_LIST_ITEMS = 500        # an in / not_in list, an audience list, trigger events
+MAX_NUMBER = 1e12           # |value|, min, max: far beyond any real threshold
+LIMITS = {"max_predicates": MAX_PREDICATES, "max_depth": MAX_DEPTH, "max_list_items": MAX_LIST_ITEMS,
+          "max_number": MAX_NUMBER}
+
 RULE_KEYS = ("id", "name", "description", "kind", "severity", "trigger", "audience", "condition", "cooldown", "actions")
 AUDIENCE_KEYS = ("segment", "plan", "lifecycle_stage", "arr", "tenure_days", "days_in_stage", "renewal_within_days")
 
@@ -86,8 +96,56 @@ class _Parser:
         self.event_context = event_context
         self.errors: list[dict[str, str]] = []
 
-    def err(self, ptr: str, message: str) -> None:
-        self.errors.append({"pointer": ptr, "message": message})
+    def err(self, ptr: str, message: str, limit: str | None = None) -> None:
+        self.errors.append({"pointer": ptr, "message": message, **({"limit": limit} if limit else {})})
+
+    def within_limits(self, obj: Any, ptr: str) -> bool:
+        """Check a raw condition against the size limits, iteratively and stopping at the
+        first limit passed, so a 10,000-predicate or 10,000-deep condition costs
+        microseconds to refuse (the full parse compares predicates pairwise)."""
+        predicates = 0
+        stack: list[tuple[Any, str, int]] = [(obj, ptr, 0)]
+        while stack:
+            node, where, depth = stack.pop()
+            if not isinstance(node, dict):
+                continue
+            for combinator in ("all", "any", "not"):
+                if combinator in node:
+                    if depth + 1 > MAX_DEPTH:
+                        self.err(where, f"conditions nest more than {MAX_DEPTH} levels of all/any/not (max_depth); "
+                                        "flatten them", limit="max_depth")
+                        return False
+                    children = node[combinator]
+                    if combinator == "not":
+                        stack.append((children, pointer(where, "not"), depth + 1))
+                        continue
+                    if not isinstance(children, list):
+                        continue
+                    if len(children) > MAX_PREDICATES:
+                        self.err(pointer(where, combinator), f'"{combinator}" lists {len(children)} conditions; a condition '
+                                                             f"holds at most {MAX_PREDICATES} predicates (max_predicates)",
+                                 limit="max_predicates")
+                        return False
+                    stack.extend((c, pointer(where, combinator, i), depth + 1) for i, c in enumerate(children))
+            if "metric" in node or "field" in node:
+                predicates += 1
+                if predicates > MAX_PREDICATES:
+                    self.err(ptr, f"the condition has more than {MAX_PREDICATES} predicates (max_predicates); split the "
+                                  "rule in two or use in / not_in lists", limit="max_predicates")
+                    return False
+                value = node.get("value")
+                if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
+                    self.err(pointer(where, "value"), f"the list has {len(value)} items; the limit is {MAX_LIST_ITEMS} "
+                                                      "(max_list_items)", limit="max_list_items")
+                    return False
+        return True
+
+    def list_within_limit(self, value: Any, ptr: str) -> bool:
+        if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
+            self.err(ptr, f"the list has {len(value)} items; the limit is {MAX_LIST_ITEMS} (max_list_items)",
+                     limit="max_list_items")
+            return False
+        return True
 
     def unknown_keys(self, obj: dict, allowed, ptr: str, what: str) -> None:
         for key in obj:
@@ -110,8 +168,9 @@ class _Parser:
                     self.err(pointer(ptr, combinator), f'"{combinator}" needs a non-empty list of conditions; an empty '
                                                         f'{combinator} is ambiguous, so add at least one predicate')
                     return None
-                children = [self.node(c, pointer(ptr, combinator, i)) for i, c in enumerate(items)]
-                if any(c is None for c in children):
+                parsed = [self.node(c, pointer(ptr, combinator, i)) for i, c in enumerate(items)]
+                children = [c for c in parsed if c is not None]
+                if len(children) != len(parsed):
                     return None
                 if combinator == "all":
                     self.contradictions(children, pointer(ptr, "all"))
@@ -132,10 +191,10 @@ class _Parser:
         return None
 
     def window(self, value: Any, ptr: str) -> int | None:
-        if not isinstance(value, str) or not WINDOW.match(value):
+        m = WINDOW.match(value) if isinstance(value, str) else None
+        if m is None:
             self.err(ptr, f'a window is a duration in whole days such as "7d", "28d" or "4w"; got {value!r}')
             return None
-        m = WINDOW.match(value)
         days = int(m.group(1)) * (7 if m.group(2) == "w" else 1)
         if days > self.retention_days:
             self.err(ptr, f"a window of {days} days is longer than the retained history ({self.retention_days} days, "
@@ -144,8 +203,12 @@ class _Parser:
         return days
 
     def number(self, value: Any, ptr: str, what: str = "value") -> float | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.err(ptr, f"{what} must be a number such as 3 or 0.5; got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            self.err(ptr, f"{what} must be a number such as 3 or 0.5; got {_short(value)}")
+            return None
+        if abs(value) > MAX_NUMBER:
+            self.err(ptr, f"{what} is {_short(value)}; numbers are limited to ±{MAX_NUMBER:.0e} (max_number)",
+                     limit="max_number")
             return None
         return float(value)
 
@@ -204,6 +267,7 @@ class _Parser:
                                                        f"history ({self.retention_days} days); shorten the baseline")
         if len(self.errors) > before:
             return None
+        assert op is not None and value is not None  # both validated above, or an error was recorded
         return Metric(metric=name, op=op, value=value, event=event, window=window, baseline=baseline, of=of,
                       scope=scope if name == "days_since" else "account")
 
@@ -245,10 +309,11 @@ class _Parser:
                 value = self.number(value, vptr, '"value"')
             elif kind == "str" and not isinstance(value, str):
                 self.err(vptr, f"{path_text} is text: compare it with a string")
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_NUMBER:
             value = float(value)
         if len(self.errors) > before:
             return None
+        assert op is not None  # validated above, or an error was recorded
         return Field(path=path, op=op, value=value)
 
     def field_kind(self, path: tuple[str, ...], ptr: str) -> str | None:
@@ -291,10 +356,10 @@ class _Parser:
 
     # ---- rules ---------------------------------------------------------
     def duration(self, value: Any, ptr: str, what: str, minimum: int) -> int | None:
-        if not isinstance(value, str) or not DURATION.match(value):
+        m = DURATION.match(value) if isinstance(value, str) else None
+        if m is None:
             self.err(ptr, f'{what} is a duration such as "30m", "12h", "7d" or "2w"; got {value!r}')
             return None
-        m = DURATION.match(value)
         seconds = int(m.group(1)) * UNIT_SECONDS[m.group(2)]
         if seconds < minimum:
             self.err(ptr, f"{what} must be at least {minimum} seconds; got {value!r}")
@@ -304,6 +369,8 @@ class _Parser:
     def strings(self, value: Any, ptr: str, what: str) -> tuple[str, ...] | None:
         if isinstance(value, str):
             value = [value]
+        if not self.list_within_limit(value, ptr):
+            return None
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             self.err(ptr, f'{what} is a string or a non-empty list of strings, e.g. ["smb", "mid_market"]')
             return None
@@ -348,6 +415,8 @@ class _Parser:
             return None
         if "events" in obj:
             names = obj["events"]
+            if not self.list_within_limit(names, pointer(ptr, "events")):
+                return None
             if not isinstance(names, list) or not names or not all(isinstance(n, str) and 0 < len(n) <= 128 for n in names):
                 self.err(pointer(ptr, "events"), 'list the event names that trigger the rule, e.g. ["login", "report_created"]')
                 return None
@@ -360,8 +429,18 @@ class _Parser:
         return Trigger(every_seconds=every) if every else None
 
 
+def _finite(v: int | float) -> bool:
+    # math.isfinite(int) converts to float, which overflows for ints past ~1e308.
+    return isinstance(v, int) or math.isfinite(v)
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if not isinstance(v, int) or abs(v) < 10**30 else f"an integer of {len(str(abs(v)))} digits"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _scalar(v: Any) -> bool:
-    return isinstance(v, (str, bool)) or (isinstance(v, (int, float)) and math.isfinite(v))
+    return isinstance(v, (str, bool)) or (isinstance(v, (int, float)) and _finite(v) and abs(v) <= MAX_NUMBER)
 
 
 def _show(v: Any) -> str:
@@ -379,11 +458,12 @@ def _interval(p: Metric | Field):
             "<=": (-math.inf, False, v, True), "==": (v, True, v, True)}.get(op)
 
 
-def _allowed_set(p: Metric | Field):
+def _allowed_set(p: Metric | Field) -> set[Any] | None:
+    value: Any = p.value  # a list for in/not_in
     if p.op == "==":
-        return {p.value}
+        return {value}
     if p.op == "in":
-        return set(p.value)
+        return set(value)
     return None
 
 
@@ -398,7 +478,8 @@ def _compatible(a: Metric | Field, b: Metric | Field) -> bool:
         return bool(sa & sb)
     for s, other in ((sa, b), (sb, a)):
         if s is not None and other.op in ("!=", "not_in"):
-            banned = {other.value} if other.op == "!=" else set(other.value)
+            value: Any = other.value  # a list for not_in
+            banned = {value} if other.op == "!=" else set(value)
             return bool(s - banned)
     return True
 
@@ -410,9 +491,12 @@ def parse_condition(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, e
     """Parse a condition tree. Account-level by default; ``event_context=True`` also
     allows ``event.*``, ``user.*`` and user-scoped metrics (event-triggered rules)."""
     p = _Parser(retention_days, event_context)
+    if not p.within_limits(obj, base):
+        raise RuleValidationError(p.errors)
     node = p.node(obj, base)
     if p.errors:
         raise RuleValidationError(p.errors)
+    assert node is not None  # a None node always comes with an error
     return node
 
 
@@ -452,7 +536,8 @@ def parse_rule(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, rule_i
         p.err("/condition", 'add a condition, e.g. {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]}')
     else:
         p.event_context = bool(trigger and not trigger.scheduled)
-        condition = p.node(obj["condition"], "/condition")
+        if p.within_limits(obj["condition"], "/condition"):
+            condition = p.node(obj["condition"], "/condition")
     cooldown = p.duration(obj.get("cooldown", "7d"), "/cooldown", "cooldown", 60)
     actions = Actions()
     if "actions" in obj:
@@ -467,5 +552,8 @@ def parse_rule(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, rule_i
             actions = Actions(set_lifecycle_stage=stage)
     if p.errors:
         raise RuleValidationError(p.errors)
+    # Every missing or invalid part recorded an error above.
+    assert isinstance(rid, str) and isinstance(name, str) and isinstance(kind, str)
+    assert trigger is not None and condition is not None and cooldown is not None
     return RuleDefinition(id=rid, name=name.strip(), description=description, kind=kind, severity=severity, trigger=trigger,
                           audience=audience, condition=condition, cooldown_seconds=cooldown, actions=actions)

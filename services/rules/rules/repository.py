@@ -20,8 +20,11 @@ def get_version(session: Session, rule_id: str, version: int) -> RuleVersion | N
     return session.get(RuleVersion, (rule_id, version))
 
 
-def list_versions(session: Session, rule_id: str) -> list[RuleVersion]:
-    return list(session.scalars(select(RuleVersion).where(RuleVersion.rule_id == rule_id).order_by(RuleVersion.version)))
+def list_versions(session: Session, rule_id: str, *, after: int | None = None, limit: int | None = None) -> list[RuleVersion]:
+    q = select(RuleVersion).where(RuleVersion.rule_id == rule_id).order_by(RuleVersion.version).limit(limit)
+    if after is not None:
+        q = q.where(RuleVersion.version > after)
+    return list(session.scalars(q))
 
 
 def list_rules(session: Session, *, kind: str | None, enabled: bool | None, trigger_type: str | None,
@@ -54,5 +57,5 @@ def enabled_rules(session: Session, trigger_type: str) -> list[tuple[Rule, RuleV
     return [(r, v) for r, v in session.execute(q)]
 
 
-def audit_for(session: Session, rule_id: str) -> list[AuditRecord]:
-    return audit.history(session, "rule", rule_id)
+def audit_for(session: Session, rule_id: str, *, after: int | None = None, limit: int | None = None) -> list[AuditRecord]:
+    return audit.history(session, "rule", rule_id, after=after, limit=limit)

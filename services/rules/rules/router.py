@@ -1,34 +1,29 @@
 """The rules API: validate, create, change (new version), enable, disable, delete
-(soft), list, versions, audit, dry-run and backtest. CS Ops (role ops) only."""
+(soft), list, versions, audit. CS Ops (role ops) only. Dry-runs are in
+services/rules/evaluation/router.py, backtests in services/rules/backtest/router.py."""
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Path, Query
 from sqlalchemy.orm import Session
 
-from services.rules.backtest.jobs import KIND as BACKTEST_KIND
-from services.rules.backtest.service import prepare
 from services.rules.rules import repository as repo
 from services.rules.rules import service
-from services.rules.rules.dryrun import dry_run
 from services.rules.rules.schemas import (
     RULE_BODY,
-    AuditOut,
-    BacktestIn,
-    DryRunOut,
+    AuditPage,
     RuleOut,
     RulePage,
     RuleVersionOut,
+    RuleVersionPage,
     ValidateOut,
 )
-from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep
+from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
-from shared import jobs
-from shared.errors import AUTH_ERRORS, Conflict, NotFound, TooManyRequests, Unprocessable, responses
-from shared.jobs.schemas import JobOut
+from shared.errors import AUTH_ERRORS, Conflict, NotFound, Unprocessable, responses
+from shared.limits import DB_INT_MAX
 from shared.settings import Settings
 
 router = APIRouter(tags=["rules"])
@@ -99,67 +94,32 @@ def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = Clo
     return _out(session, service.set_enabled(session, rule_id, False, p.actor, clock.now()))
 
 
-@router.get("/v1/rules/{rule_id}/versions", response_model=list[RuleVersionOut], responses={**AUTH_ERRORS, **responses(NotFound)})
-def list_versions(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+# Versions and audit entries are numbered: the cursor is the last number of a page.
+NumberCursor = Query(None, pattern=r"^[0-9]{1,10}$", description="next_cursor from the previous page")
+
+
+@router.get("/v1/rules/{rule_id}/versions", response_model=RuleVersionPage, responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="Every version of a rule, oldest first, in pages")
+def list_versions(rule_id: str, cursor: str | None = NumberCursor, limit: int = Query(100, ge=1, le=1000),
+                  session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
     service.get(session, rule_id)
-    return repo.list_versions(session, rule_id)
+    items = repo.list_versions(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
+    return RuleVersionPage(items=items, next_cursor=str(items[-1].version) if len(items) == limit else None)
 
 
 @router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut,
             responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_version(rule_id: str, version: int, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+def get_version(rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
     row = repo.get_version(session, rule_id, version)
     if row is None:
         raise NotFound(f"rule {rule_id!r} has no version {version}; list them with GET /v1/rules/{rule_id}/versions")
     return row
 
 
-@router.get("/v1/rules/{rule_id}/audit", response_model=list[AuditOut], responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="Who changed this rule, when, and how")
-def rule_audit(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+@router.get("/v1/rules/{rule_id}/audit", response_model=AuditPage, responses={**AUTH_ERRORS, **responses(NotFound)},
+            summary="Who changed this rule, when, and how (oldest first, in pages)")
+def rule_audit(rule_id: str, cursor: str | None = NumberCursor, limit: int = Query(100, ge=1, le=1000),
+               session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
     service.get(session, rule_id)
-    return repo.audit_for(session, rule_id)
-
-
-TEST_DOC = ("Would the rule fire now for this account, and why or why not, predicate by predicate. Nothing is stored. "
-            'Event-triggered rules use `event` from the body if given ({"event": {"name": ..., "properties": {...}, '
-            '"user_id": ...}}), else the account\'s latest stored triggering event.')
-
-
-@router.post("/v1/rules/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-             summary="Dry-run an unsaved rule for one account", description=TEST_DOC + ' Body: {"rule": {...}, "event": {...}?}')
-def test_unsaved_rule(account_id: str, body: Any = Body(...), session: Session = ReadSessionDep, clock: Clock = ClockDep,
-                      settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
-    if not isinstance(body, dict) or "rule" not in body:
-        raise Unprocessable([{"pointer": "/rule", "message": 'send {"rule": {<rule definition>}, "event": {...} (optional)}'}])
-    definition, _ = service.parse(body["rule"], settings.raw_event_retention_days)
-    return dry_run(session, definition, None, account_id, clock.now(), body.get("event"))
-
-
-@router.post("/v1/rules/{rule_id}/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-             summary="Dry-run a saved rule (current version) for one account", description=TEST_DOC)
-def test_rule(rule_id: str, account_id: str, body: Any = Body(None), session: Session = ReadSessionDep, clock: Clock = ClockDep,
-              settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
-    rule = service.get(session, rule_id)
-    definition, _ = service.parse(service.current_definition(session, rule), 100_000)
-    event = body.get("event") if isinstance(body, dict) else None
-    return dry_run(session, definition, rule.current_version, account_id, clock.now(), event)
-
-
-BACKTEST_DOC = ("Queues a backtest job and answers 202 with it (and `Location: /v1/jobs/{id}`). Poll "
-                "`GET /v1/jobs/{id}` for its progress (days replayed) and, once `state` is `succeeded`, its `result`: "
-                "firings per day and ISO week, distinct accounts, samples with evidence, and with `compare_with_current` "
-                "the difference against the saved version. Cancel with `POST /v1/jobs/{id}/cancel`. The request is "
-                "checked before it is queued: a bad period or rule answers 422, an unknown rule 404.")
-
-
-@router.post("/v1/rules/backtest", response_model=JobOut, status_code=202,
-             responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable, TooManyRequests)},
-             summary="Replay stored history over a period (a background job)", description=BACKTEST_DOC)
-def backtest(body: BacktestIn, response: Response, session: Session = SessionDep, clock: Clock = ClockDep,
-             settings: Settings = SettingsDep, p: Principal = require(*AUTHOR)) -> JobOut:
-    prepare(session, body, settings)
-    job = jobs.submit(session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=p.actor, now=clock.now(),
-                      settings=settings)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.of(job)
+    items = repo.audit_for(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
+    return AuditPage(items=items, next_cursor=str(items[-1].id) if len(items) == limit else None)

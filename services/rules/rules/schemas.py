@@ -66,6 +66,16 @@ class AuditOut(BaseModel):
     details: dict[str, Any]
 
 
+class RuleVersionPage(BaseModel):
+    items: list[RuleVersionOut]
+    next_cursor: str | None = None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    next_cursor: str | None = None
+
+
 class ValidateOut(BaseModel):
     valid: bool = True
     rule: dict[str, Any] = Field(description="the rule in canonical form (what would be stored)")

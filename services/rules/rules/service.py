@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.language import RuleDefinition, parse_rule
+from services.rules.language import RuleDefinition, RuleValidationError, parse_rule
 from services.rules.language.ast import leaves
 from services.rules.models import Rule, RuleVersion
 from services.rules.rules import repository as repo
@@ -48,8 +48,6 @@ def parse(payload: Any, retention_days: int, rule_id: str | None = None) -> tupl
         payload = dict(payload)
         enabled = payload.pop("enabled")
         if not isinstance(enabled, bool):
-            from services.rules.language import RuleValidationError
-
             raise RuleValidationError([{"pointer": "/enabled", "message": "enabled is true or false"}])
     return parse_rule(payload, retention_days=retention_days, rule_id=rule_id), enabled
 
@@ -73,7 +71,10 @@ def get(session: Session, rule_id: str, *, include_deleted: bool = True) -> Rule
 
 
 def current_definition(session: Session, rule: Rule) -> dict[str, Any]:
-    return repo.get_version(session, rule.id, rule.current_version).definition
+    version = repo.get_version(session, rule.id, rule.current_version)
+    if version is None:  # versions are never deleted: a broken invariant, not a user error
+        raise LookupError(f"rule {rule.id} has no version {rule.current_version}")
+    return version.definition
 
 
 def create(session: Session, definition: RuleDefinition, enabled: bool | None, actor: str, now: datetime) -> Rule:

@@ -4,11 +4,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.rules.models import RuleCooldown, SignalRecord
 from shared.db import insert_new, insert_on_conflict
+from shared.privacy import scrub
 
 
 def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now: datetime, until: datetime) -> set[str]:
@@ -64,3 +65,32 @@ def list_signals(session: Session, *, kind: str | None, rule_id: str | None, acc
 
 def get_signal(session: Session, signal_id: str) -> SignalRecord | None:
     return session.get(SignalRecord, signal_id)
+
+
+def due_for_decision_check(session: Session, now: datetime, limit: int) -> list[SignalRecord]:
+    """Signals whose outreach decision check is due, oldest check first."""
+    q = (select(SignalRecord).where(SignalRecord.decision_due_at <= now)
+         .order_by(SignalRecord.decision_due_at, SignalRecord.signal_id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return list(session.scalars(q))
+
+
+def settle(session: Session, signal_ids: set[str]) -> None:
+    """Signals outreach has decided on: never checked again."""
+    ids = sorted(signal_ids)
+    for i in range(0, len(ids), 900):
+        session.execute(update(SignalRecord).where(SignalRecord.signal_id.in_(ids[i:i + 900]))
+                        .values(decision_due_at=None).execution_options(synchronize_session=False))
+
+
+def scrub_evidence(session: Session, account_id: str, needles: list[str]) -> int:
+    """Erasure: scrub values containing ``needles`` from the account's signal evidence
+    (a rule on ``user.email`` or an event property records the value it saw)."""
+    changed = 0
+    for row in session.scalars(select(SignalRecord).where(SignalRecord.account_id == account_id)):
+        evidence, hit = scrub(row.evidence or {}, needles)
+        if hit:
+            row.evidence = evidence
+            changed += 1
+    return changed

@@ -5,6 +5,15 @@ signal_id = uuid5(rule id, account, firing key); the firing key is the triggerin
 event's id for event-triggered rules and the tick slot for scheduled ones. A
 redelivered event or a re-run tick therefore produces the same id (inserted once),
 and the cooldown claim makes "once per account per cooldown" hold across workers.
+
+No signal without an outcome. A stored signal is due for a decision check
+``signal_decision_grace_seconds`` after it fired; :func:`republish_orphans` asks
+outreach (its published module, :mod:`services.outreach.outcomes`) which of the due
+signals it has decided on, settles those, and puts the others in the outbox again
+(→ ``cs.signals``; outreach deduplicates by signal_id), checking again after a
+doubling delay (capped at a day). A broker that lost ``cs.signals`` records between
+the relay's ack and outreach's consumer (the embedded broker after a restart) thus
+heals by itself.
 """
 from __future__ import annotations
 
@@ -16,12 +25,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as ingest_repo
-from services.ingest.service import apply_account_traits
+from services.ingest import usage
+from services.outreach.outcomes import signals_with_decision
 from services.rules.rules.service import LoadedRule
 from services.rules.signals import repository as repo
-from shared.events import AccountTraits
-from shared.metrics import SIGNALS_FIRED
+from shared import outbox
+from shared.metrics import SIGNALS_FIRED, SIGNALS_REPUBLISHED
 from shared.outbox import enqueue_many
 from shared.settings import Settings
 from shared.signals import Signal
@@ -58,23 +67,58 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
                account_id=a, user_id=f.user_id, kind=d.kind, severity=d.severity, fired_at=now, evidence=f.evidence)
         for a, f in sorted(first.items()) if a in won
     ]
+    check_at = now + timedelta(seconds=settings.signal_decision_grace_seconds)
     inserted = repo.insert_signals(session, [
-        {**s.model_dump(), "trigger": trigger, "event_id": first[s.account_id].event_id} for s in signals
+        {**s.model_dump(), "trigger": trigger, "event_id": first[s.account_id].event_id, "decision_due_at": check_at,
+         "republished": 0} for s in signals
     ])
     new = [s for s in signals if s.signal_id in inserted]
-    enqueue_many(session, [
-        {"topic": settings.topic_signals, "key": s.account_id.encode(), "value": s.model_dump_json().encode(),
-         "headers": {"touchline.signal_id": s.signal_id, "touchline.kind": s.kind}} for s in new
-    ], now)
+    enqueue_many(session, [_outbox_message(settings, s) for s in new], now)
     stage = d.actions.set_lifecycle_stage
     if stage and new:
-        accounts = ingest_repo.get_accounts(session, [s.account_id for s in new])
-        for account in accounts.values():
-            if account.lifecycle_stage != stage:
-                apply_account_traits(account, AccountTraits(lifecycle_stage=stage), now, now)
+        usage.set_lifecycle_stage(session, [s.account_id for s in new], stage, now)  # ingest owns the stage
     session.flush()
     # Counted when written: a batch rolled back after this point and redelivered counts
     # its signals twice on the dashboard (never in the database: the ids are deterministic).
     for kind, n in Counter(s.kind for s in new).items():
         SIGNALS_FIRED.labels(kind).inc(n)
     return new
+
+
+def _outbox_message(settings: Settings, s: Signal) -> dict[str, Any]:
+    return {"topic": settings.topic_signals, "key": s.account_id.encode(), "value": s.model_dump_json().encode(),
+            "headers": {"touchline.signal_id": s.signal_id, "touchline.kind": s.kind}}
+
+
+MAX_RECHECK = timedelta(days=1)
+
+
+def republish_orphans(session: Session, now: datetime, settings: Settings, limit: int = 1000) -> tuple[int, int]:
+    """Check up to ``limit`` signals whose decision check is due: settle those outreach
+    has decided on, republish the rest. Returns (checked, republished); flushes only."""
+    due = repo.due_for_decision_check(session, now, limit)
+    if not due:
+        return 0, 0
+    decided = signals_with_decision(session, [r.signal_id for r in due])
+    repo.settle(session, decided)
+    orphans = [r for r in due if r.signal_id not in decided]
+    grace = timedelta(seconds=settings.signal_decision_grace_seconds)
+    enqueue_many(session, [_outbox_message(settings, Signal(
+        signal_id=r.signal_id, rule_id=r.rule_id, rule_version=r.rule_version, rule_name=r.rule_name,
+        account_id=r.account_id, user_id=r.user_id, kind=r.kind, severity=r.severity, fired_at=r.fired_at,
+        evidence=r.evidence)) for r in orphans], now)
+    for r in orphans:
+        r.republished += 1
+        r.decision_due_at = now + min(grace * 2 ** min(r.republished, 16), MAX_RECHECK)
+    if orphans:
+        SIGNALS_REPUBLISHED.inc(len(orphans))
+    session.flush()
+    return len(due), len(orphans)
+
+
+def forget_contact(session: Session, account_id: str, identifiers: list[str]) -> int:
+    """Erasure: scrub a contact's email addresses and names from the account's signals
+    and from the outbox payloads that carry them. Returns the rows changed."""
+    changed = repo.scrub_evidence(session, account_id, identifiers) + outbox.scrub(session, identifiers)
+    session.flush()
+    return changed

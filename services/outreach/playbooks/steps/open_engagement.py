@@ -1,5 +1,6 @@
-"""The ``open_engagement`` playbook step, registered in the step registry like any
-other: escalate the enrolment's account to a pooled CSM.
+"""The ``open_engagement`` playbook step, registered in the step registry like the other
+built-ins: escalate the enrolment's account to a pooled CSM (the engagements feature,
+services/outreach/engagements/, does the work; this module adapts it to a step).
 
     {"id": "escalate", "type": "open_engagement", "goal": "recover_usage", "time_box": "30d",
      "skill": "recover_usage", "priority": 80, "holdout_percent": 20,
@@ -18,16 +19,16 @@ other: escalate the enrolment's account to a pooled CSM.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements import service
 from services.outreach.engagements.schemas import OUTCOMES, Goal
-from services.outreach.playbooks.engine import is_held_out
-from services.outreach.playbooks.schemas import parse_duration
-from services.outreach.playbooks.steps import StepBase, StepOutcome, register
+from services.outreach.playbooks.holdouts import is_held_out
+from services.outreach.playbooks.steps.registry import StepBase, StepContext, StepOutcome, register
+from services.outreach.playbooks.terms import parse_duration
 from shared.errors import TouchlineError
 
 RECHECK = timedelta(days=1)
@@ -60,7 +61,7 @@ class OpenEngagementStep(StepBase):
                 raise ValueError(f"on_outcome key {k!r} is not an outcome ({', '.join(OUTCOMES)}) or 'default'")
         return v
 
-    def branch_targets(self) -> list[str]:
+    def targets(self) -> list[str]:
         return list(self.on_outcome.values())
 
 
@@ -68,7 +69,8 @@ def _escalation_bucket_key(playbook_id: str) -> str:
     return f"{playbook_id}\x1fescalation"
 
 
-def run_open_engagement(ctx, step: OpenEngagementStep) -> StepOutcome:
+@register("open_engagement", OpenEngagementStep)
+def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutcome:
     enrollment, now = ctx.enrollment, ctx.now
     waiting_for = next((h.get("engagement_id") for h in reversed(enrollment.history or [])
                         if h.get("step") == step.id and h.get("engagement_id")), None)
@@ -93,18 +95,16 @@ def run_open_engagement(ctx, step: OpenEngagementStep) -> StepOutcome:
     return StepOutcome(note=note)
 
 
-def _route(ctx, step: OpenEngagementStep, e) -> StepOutcome:
+def _route(ctx: StepContext, step: OpenEngagementStep, e: Any) -> StepOutcome:
     if e is None or e.closed_at is None:
         return StepOutcome(next=ctx.index, wait_until=ctx.now + RECHECK,
                            note={"engagement_id": getattr(e, "id", None), "engagement": "waiting for the outcome"})
     name = step.on_outcome.get(e.outcome or "") or step.on_outcome.get("default")
-    target = ctx.compiled.steps.target(name, ctx.index)
+    target = ctx.steps.target(name, ctx.index)
     note = {"engagement_id": e.id, "engagement": "closed", "outcome": e.outcome, "outcome_source": e.outcome_source}
     if target == "convert":
         return StepOutcome(end="converted", note=note)
     if target == "end":
         return StepOutcome(end="completed", note=note)
+    assert isinstance(target, int)
     return StepOutcome(next=target, note=note)
-
-
-register("open_engagement", OpenEngagementStep, run_open_engagement)

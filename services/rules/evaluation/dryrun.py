@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.evaluation import repository as eval_repo
+from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject, Measurements, audience_explanation
 from services.rules.language import RuleDefinition, leaves
 from services.rules.language.evaluate import evidence
@@ -37,9 +37,9 @@ def dry_run(session: Session, d: RuleDefinition, version: int | None, account_id
     else:
         if event_obj is not None:
             event = _event_from_body(event_obj, account_id, now)
-            source = "request body"
+            source: str | None = "request body"
         else:
-            stored = eval_repo.latest_events(session, account_id, list(d.trigger.events))
+            stored = usage.latest_events(session, account_id, list(d.trigger.events))
             if stored:
                 e = stored[0]
                 event = EventSubject(e.event_id, e.account_id, e.user_id, e.name, e.timestamp, e.properties or {})

@@ -1,0 +1,84 @@
+"""The built-in step types' definitions: send, wait, branch, end."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from services.outreach.playbooks.conditions import parse_exit_condition
+from services.outreach.playbooks.steps.registry import StepBase
+from services.outreach.playbooks.terms import parse_duration
+
+RECIPIENT_ROLES = ("champion", "admin", "power_user", "buyer", "member")
+RECIPIENT_SPECIAL = ("owner", "all_users", "active_users")
+
+
+class SendStep(StepBase):
+    type: Literal["send"]
+    channel: Literal["email", "webhook", "inapp"] = "email"
+    template: str | None = None
+    to: list[str] = Field(default_factory=list, description=(
+        "recipients: roles (champion, admin, power_user, buyer, member), owner (the account's owner address), "
+        "all_users, or active_users:<window> (e.g. active_users:7d)"))
+    url: str | None = Field(None, description="webhook: where to POST")
+    format: Literal["json", "slack"] = "json"
+    delivery: Literal["at_most_once", "at_least_once"] = Field("at_most_once", description=(
+        "email: when the SMTP server takes the message but its reply is lost (timeout or dropped connection "
+        "after the final dot), at_most_once parks it as 'uncertain' for an operator; at_least_once resends it "
+        "(same Message-ID). Webhooks are always at-least-once with an Idempotency-Key."))
+
+    @field_validator("to")
+    @classmethod
+    def _recipients(cls, to: list[str]) -> list[str]:
+        for spec in to:
+            name, _, window = spec.partition(":")
+            if name not in RECIPIENT_ROLES + RECIPIENT_SPECIAL:
+                raise ValueError(f"unknown recipient {spec!r}; use {', '.join(RECIPIENT_ROLES + RECIPIENT_SPECIAL)}")
+            if name == "active_users":
+                if not window or not window.endswith("d") or not window[:-1].isdigit():
+                    raise ValueError("active_users needs a window in days, e.g. active_users:7d")
+        return to
+
+    @model_validator(mode="after")
+    def _channel_needs(self) -> SendStep:
+        if self.channel == "webhook":
+            if not self.url or not self.url.startswith(("http://", "https://")):
+                raise ValueError("a webhook step needs an http(s) url")
+        else:
+            if not self.template:
+                raise ValueError(f"an {self.channel} step names its template")
+            if not self.to:
+                raise ValueError(f"an {self.channel} step says who receives it in 'to'")
+        return self
+
+
+class WaitStep(StepBase):
+    type: Literal["wait"]
+    duration: str
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class BranchStep(StepBase):
+    type: Literal["branch"]
+    if_: dict[str, Any] = Field(alias="if")
+    then: str = Field(description="a step id, 'convert' (end as converted) or 'end'")
+    else_: str | None = Field(None, alias="else", description="default: the next step")
+
+    @field_validator("if_")
+    @classmethod
+    def _condition(cls, v: dict[str, Any]) -> dict[str, Any]:
+        parse_exit_condition(v)
+        return v
+
+    def targets(self) -> list[str]:
+        return [t for t in (self.then, self.else_) if t is not None]
+
+
+class EndStep(StepBase):
+    type: Literal["end"]
+    outcome: Literal["completed", "converted"] = "completed"

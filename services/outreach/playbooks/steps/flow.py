@@ -1,0 +1,31 @@
+"""The built-in control-flow steps: wait, branch, end."""
+from __future__ import annotations
+
+from services.outreach.playbooks.conditions import evaluate_exit_condition
+from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, WaitStep
+from services.outreach.playbooks.steps.registry import StepContext, StepOutcome, register
+from services.outreach.playbooks.terms import parse_duration
+
+
+@register("wait", WaitStep)
+def run_wait(ctx: StepContext, step: WaitStep) -> StepOutcome:
+    # The next step index is stored now; the enrolment sleeps until due_at.
+    return StepOutcome(next=ctx.index + 1, wait_until=ctx.now + parse_duration(step.duration))
+
+
+@register("branch", BranchStep)
+def run_branch(ctx: StepContext, step: BranchStep) -> StepOutcome:
+    met, evidence = evaluate_exit_condition(ctx.session, step.if_, ctx.enrollment.account_id, ctx.now)
+    target = ctx.steps.target(step.then if met else step.else_, ctx.index)
+    note = {"condition": met, "evidence": evidence}
+    if target == "convert":
+        return StepOutcome(end="converted", note=note)
+    if target == "end":
+        return StepOutcome(end="completed", note=note)
+    assert isinstance(target, int)
+    return StepOutcome(next=target, note=note)
+
+
+@register("end", EndStep)
+def run_end(ctx: StepContext, step: EndStep) -> StepOutcome:
+    return StepOutcome(end=step.outcome)

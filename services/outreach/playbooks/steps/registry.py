@@ -1,0 +1,128 @@
+"""The step type registry. A step type is a pydantic model for its definition plus a
+function that runs it against an enrolment and says what happens next.
+
+To add a step type: define its model (a :class:`StepBase` with ``type:
+Literal["..."]``), write ``run(ctx, step) -> StepOutcome`` and register it, as the
+built-ins in this package do (``open_engagement.py`` is one)::
+
+    @register("open_engagement", OpenEngagementStep)
+    def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutcome: ...
+
+and import its module from ``steps/__init__.py``. Nothing in the engine changes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.orm import Session
+
+from services.ingest.usage import AccountInfo
+from services.outreach.models import Enrollment
+from services.outreach.playbooks.terms import TERMINALS
+from services.outreach.policy.service import Caps
+
+
+class StepBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    id: str = Field("", max_length=128)
+    type: str
+
+    def targets(self) -> list[str]:
+        """Step ids (or terminals) this step may jump to; checked when a playbook is saved."""
+        return []
+
+
+@dataclass
+class StepOutcome:
+    """What the engine does next: go to ``next`` (an index; None = the following
+    step), wait until ``wait_until`` first, or end with ``end`` (completed, converted)."""
+
+    next: int | None = None
+    wait_until: datetime | None = None
+    end: str | None = None
+    note: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParsedSteps:
+    steps: list[StepBase]
+    index: dict[str, int]
+
+    def target(self, name: str | None, current: int) -> int | str:
+        if name is None:
+            return current + 1
+        if name in TERMINALS:
+            return name
+        return self.index[name]
+
+
+@dataclass
+class StepContext:
+    """What a running step may use. It runs inside the caller's transaction: flush only."""
+
+    session: Session
+    settings: Any
+    now: datetime
+    enrollment: Enrollment
+    index: int  # this step's position
+    account: AccountInfo | None
+    steps: ParsedSteps  # the playbook version's steps (branch targets)
+    caps: Caps  # the playbook's own frequency caps
+    playbook_name: str
+    operational: bool = False  # the playbook's messages go out even during an open engagement
+
+
+Runner = Callable[[StepContext, Any], StepOutcome]
+
+
+@dataclass
+class StepType:
+    model: type[StepBase]
+    run: Runner
+
+
+REGISTRY: dict[str, StepType] = {}
+
+
+def register(name: str, model: type[StepBase], run: Runner | None = None) -> Callable[[Runner], Runner]:
+    """Register a step type: ``register(name, Model, run)``, or as a decorator on ``run``."""
+    def add(fn: Runner) -> Runner:
+        REGISTRY[name] = StepType(model, fn)
+        return fn
+
+    if run is not None:
+        add(run)
+    return add
+
+
+def parse_steps(raw: list[dict[str, Any]]) -> ParsedSteps:
+    """Validate a definition's steps; raises ValueError naming the step and the problem."""
+    steps: list[StepBase] = []
+    for i, obj in enumerate(raw):
+        where = f"step {i + 1}"
+        if not isinstance(obj, dict) or obj.get("type") not in REGISTRY:
+            kind = obj.get("type") if isinstance(obj, dict) else None
+            raise ValueError(f"{where}: unknown step type {kind!r}; use one of {', '.join(sorted(REGISTRY))}")
+        try:
+            step = REGISTRY[obj["type"]].model.model_validate(obj)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ()))
+            raise ValueError(f"{where} ({obj.get('id') or obj['type']}): {loc + ': ' if loc else ''}{first['msg']}") from None
+        if not step.id:
+            step.id = f"step-{i + 1}"
+        steps.append(step)
+    index: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        if s.id in index or s.id in TERMINALS:
+            raise ValueError(f"step {i + 1}: id {s.id!r} is used twice or is reserved")
+        index[s.id] = i
+    for s in steps:
+        for target in s.targets():
+            if target not in index and target not in TERMINALS:
+                raise ValueError(f"step {s.id!r}: branch target {target!r} is not a step id, 'convert' or 'end'")
+    return ParsedSteps(steps, index)

@@ -1,0 +1,120 @@
+"""The built-in send step: for each recipient, decide (holdout, contact policy,
+template present), render (the template in the sandbox), build (the channel's message
+row). Every recipient ends as a row: queued, sent (in-app) or skipped with its reason.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from services.outreach.models import Template
+from services.outreach.playbooks.messages import MessageRows, email_message, inapp_message, webhook_message
+from services.outreach.playbooks.recipients import Recipient, resolve_recipients
+from services.outreach.playbooks.steps.definitions import SendStep
+from services.outreach.playbooks.steps.registry import StepContext, StepOutcome, register
+from services.outreach.delivery import repository as delivery_repo
+from services.outreach.engagements import repository as engagement_repo
+from services.outreach.policy import service as policy
+from services.outreach.policy.repository import suppressed
+from services.outreach.policy.tokens import email_hash, unsubscribe_url
+from services.outreach.templates import repository as template_repo
+from services.outreach.templates.rendering import (
+    PARTS,
+    RenderBudget,
+    TemplateProblem,
+    account_context,
+    build_context,
+    recipient_context,
+    render,
+)
+from shared.metrics import MESSAGES_ENQUEUED
+
+
+@register("send", SendStep)
+def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
+    e = ctx.enrollment
+    out = MessageRows(e, step.id, step.channel, step.template, ctx.now)
+    recipients = resolve_recipients(ctx.session, account_id=e.account_id, account=ctx.account, channel=step.channel,
+                                    to=step.to, url=step.url, now=ctx.now)
+    rows: list[dict[str, Any]] = []
+    if not recipients:
+        rows.append(out.skipped(Recipient(None, ""), "no_recipients"))
+    elif e.holdout:
+        rows.extend(out.skipped(r, "held_out") for r in recipients)
+    else:
+        template = template_repo.get(ctx.session, step.template) if step.template else None
+        for r, reason in zip(recipients, decide(ctx, step, recipients, template), strict=True):
+            if reason:
+                rows.append(out.skipped(r, reason))
+                continue
+            unsub = unsubscribe_url(ctx.settings, email=r.address, account_id=e.account_id, message_id=out.key(r)) \
+                if step.channel == "email" else ""
+            try:
+                content = render_for(ctx, step, template, r, unsub)
+            except TemplateProblem as problem:
+                rows.append(out.skipped(r, "render_error", last_error=problem.as_dict()["message"]))
+                continue
+            rows.append(build(ctx, step, out, r, content, unsub))
+    new = delivery_repo.insert_messages(ctx.session, rows)
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["id"] in new:
+            MESSAGES_ENQUEUED.labels(row["channel"], row["state"]).inc()
+        k = row["skip_reason"] or row["state"]
+        counts[k] = counts.get(k, 0) + 1
+    return StepOutcome(note={"messages": counts})
+
+
+def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], template: Template | None) -> list[str | None]:
+    """Why each recipient must not get this message (None: send). Webhooks reach the CS
+    team, not the customer, so the contact policy does not apply to them."""
+    e, customer = ctx.enrollment, step.channel != "webhook"
+    # One touch budget for machines and people: while a CSM holds the account, automation steps back.
+    account_reason = "in_engagement" if customer and not ctx.operational \
+        and engagement_repo.has_open(ctx.session, e.account_id) else None
+    account_reason = account_reason or (policy.check_account(
+        ctx.session, account_id=e.account_id, playbook_id=e.playbook_id, playbook_caps=ctx.caps, settings=ctx.settings,
+        now=ctx.now) if customer else None)
+    blocked = suppressed(ctx.session, [email_hash(r.address) for r in recipients if r.address]) \
+        if step.channel == "email" else set()
+    reasons: list[str | None] = []
+    for r in recipients:
+        reason = account_reason
+        if reason is None and step.channel == "email" and not r.address:
+            reason = "no_email"
+        if reason is None and step.channel == "email" and email_hash(r.address) in blocked:
+            reason = "suppressed"
+        if reason is None and r.user is not None and (r.user.traits or {}).get("erased"):
+            reason = "erased"
+        if reason is None and customer:
+            reason = policy.check_contact(ctx.session, account_id=e.account_id, user_id=r.user_id, playbook_id=e.playbook_id,
+                                          playbook_caps=ctx.caps, settings=ctx.settings, now=ctx.now)
+        if reason is None and step.template and template is None:
+            reason = "template_missing"
+        reasons.append(reason)
+    return reasons
+
+
+def render_for(ctx: StepContext, step: SendStep, template: Template | None, r: Recipient, unsub: str) -> dict[str, str]:
+    """The template rendered for one recipient (empty without a template); raises TemplateProblem."""
+    if template is None:
+        return {}
+    e = ctx.enrollment
+    variables = build_context(
+        account=account_context(ctx.account) or {"id": e.account_id, "name": e.account_id},
+        recipient=recipient_context(r.user, email=r.address if step.channel == "email" else None,
+                                    role=None if r.user else "owner"),
+        signal=dict(e.signal or {}),
+        playbook={"id": e.playbook_id, "name": ctx.playbook_name, "version": e.playbook_version},
+        unsubscribe_url=unsub, settings=ctx.settings)
+    rendered = render({p: getattr(template, p) for p in PARTS}, variables, RenderBudget.from_settings(ctx.settings))
+    return {"subject": rendered.subject, "html_body": rendered.html_body, "text_body": rendered.text_body}
+
+
+def build(ctx: StepContext, step: SendStep, out: MessageRows, r: Recipient, content: dict[str, str],
+          unsub: str) -> dict[str, Any]:
+    if step.channel == "email":
+        defer = policy.quiet_until(r.user.timezone if r.user else None, ctx.now, ctx.settings)
+        return email_message(out, r, content, unsubscribe_url=unsub, defer_until=defer, delivery=step.delivery)
+    if step.channel == "inapp":
+        return inapp_message(out, r, content)
+    return webhook_message(out, r, content, fmt=step.format, playbook_name=ctx.playbook_name, account=ctx.account)

@@ -1,0 +1,148 @@
+"""Bounds on what a caller can make us parse: the request body's total size, how deep
+its JSON nests, non-finite numbers, and integers the database can store.
+
+The JSON checks work on the raw bytes, before any recursive parser sees them, so a
+body nested 100,000 deep is refused in one linear pass instead of raising
+RecursionError (a 500) inside ``json.loads`` or pydantic. They are cheap enough for
+every Kafka record: a record with fewer brackets than the limit is never scanned.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from array import array
+from itertools import accumulate
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Integer columns are 32-bit signed on PostgreSQL (and SQLite's are 64-bit): every
+# integer a caller sends that lands in one is bounded by this, so overflow is a 422.
+DB_INT_MAX = 2**31 - 1
+
+# A JSON string literal, escapes included (unrolled-loop form: no backtracking).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Opening brackets map to 1, closing to 0xFF (-1 as a signed byte).
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NON_FINITE = re.compile(rb"NaN|Infinity")
+_BIG_EXPONENT = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?[eE]\+?[0-9]{3,}")
+
+
+def nesting_depth_exceeds(raw: bytes, limit: int) -> int | None:
+    """The nesting depth of the JSON text ``raw`` if it is deeper than ``limit``
+    (objects and arrays count one level each), else None. Malformed JSON is left to
+    the parser: this only measures."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return None
+    skeleton = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS).translate(_DEPTH_STEP)
+    depth = max(accumulate(array("b", skeleton)), default=0)
+    return depth if depth > limit else None
+
+
+def has_non_finite_number(raw: bytes) -> bool:
+    """Does ``raw`` hold NaN, Infinity, or a number too large for a double (1e400),
+    outside a string? Python's json and pydantic accept them (as nan and inf); JSON
+    (RFC 8259) and PostgreSQL's jsonb do not."""
+    named = b"NaN" in raw or b"Infinity" in raw
+    if not named and not _BIG_EXPONENT.search(raw):
+        return False
+    bare = _STRING.sub(b"", raw)
+    if named and _NON_FINITE.search(bare):
+        return True
+    return any(math.isinf(float(m.group())) for m in _BIG_EXPONENT.finditer(bare))
+
+
+def longest_number_digits(raw: bytes, limit: int) -> int | None:
+    """The digit count of the longest number in ``raw`` if over ``limit``, else None."""
+    run = re.compile(rb"[0-9]{%d,}" % (limit + 1))
+    if not run.search(raw):
+        return None
+    longest = max((len(m.group()) for m in run.finditer(_STRING.sub(b"", raw))), default=0)
+    return longest or None
+
+
+def _error_response(status: int, code: str, detail: str) -> tuple[Message, Message]:
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    return ({"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]},
+            {"type": "http.response.body", "body": body})
+
+
+_NUL = _error_response(422, "nul_character", "the request contains a NUL character (\\u0000 or %00), which no "
+                                              "field accepts: remove it")
+
+
+class RequestLimits:
+    """ASGI middleware: a request body larger than ``max_bytes`` is a 413 (checked on
+    Content-Length first, then while it streams in, so an oversized body is never held
+    whole); a JSON body nested deeper than ``max_depth`` is a 422; a NUL character in
+    the path, the query or a JSON body is a 422 (PostgreSQL cannot store or even
+    compare one: it would be a 500 at the first query). All answer in the API's
+    ``{"error", "detail"}`` shape before any route, auth or parser runs."""
+
+    # POST /v1/events rejects a NUL per event, with a reason, and accepts the rest of
+    # the batch (docs/events.md): the whole-body NUL check would refuse them all.
+    NUL_CHECKED_PER_ITEM = ("/v1/events",)
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int):
+        self.app, self.max_bytes, self.max_depth = app, max_bytes, max_depth
+
+    def _too_large(self, size: int | None) -> tuple[Message, Message]:
+        got = f"{size} bytes" if size is not None else f"more than {self.max_bytes} bytes"
+        return _error_response(413, "payload_too_large",
+                               f"the request body is {got}; the limit is {self.max_bytes} (TOUCHLINE_MAX_REQUEST_BYTES)")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            for message in _NUL:
+                await send(message)
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            for message in self._too_large(int(declared)):
+                await send(message)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                for reply in self._too_large(None):
+                    await send(reply)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        content_type = headers.get(b"content-type", b"").lower()
+        if body and (not content_type or b"json" in content_type):
+            if b"\\u0000" in body and scope.get("path") not in self.NUL_CHECKED_PER_ITEM:
+                for reply in _NUL:
+                    await send(reply)
+                return
+            depth = nesting_depth_exceeds(body, self.max_depth)
+            if depth is not None:
+                for reply in _error_response(422, "too_deep", f"the JSON body nests {depth} levels deep; the limit is "
+                                                             f"{self.max_depth} (TOUCHLINE_MAX_JSON_DEPTH)"):
+                    await send(reply)
+                return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
