@@ -6,13 +6,17 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fastapi import Depends, Request
+import logging
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from kafka import KafkaProducer
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
-from shared.db import read_transaction, transaction
+from shared.db import read_transaction, transaction, transient_db_error
 from shared.kafka import make_producer
 from shared.settings import Settings
 
@@ -89,3 +93,22 @@ SessionDep = Depends(get_session, scope="function")
 ReadSessionDep = Depends(get_read_session, scope="function")
 ClockDep = Depends(get_clock)
 SettingsDep = Depends(get_settings_dep)
+
+
+def install_database_error_handler(app: FastAPI) -> None:
+    """A database that is down, locked or refusing a concurrent change answers 503
+    with Retry-After (the client can retry); any other database error is a bug (500).
+    It lives here, not in shared.errors, because it needs shared.db and the rule
+    language imports shared.errors (the language touches no database code)."""
+
+    @app.exception_handler(DBAPIError)
+    async def _database_unavailable(_request: Request, exc: DBAPIError) -> JSONResponse:
+        kind = transient_db_error(exc)
+        if kind is None:
+            raise exc  # a bug, not an outage: a 500 with the traceback in the log
+        logging.getLogger("touchline.api").error("database %s: %s", kind, exc.orig)
+        detail = ("the database is busy (locked by a long write); retry shortly" if kind == "locked" else
+                  "the database is unreachable; retry shortly" if kind == "connection" else
+                  "the database refused a concurrent change; retry")
+        return JSONResponse(status_code=503, content={"error": "database_unavailable", "detail": detail},
+                            headers={"Retry-After": "5"})

@@ -2,14 +2,12 @@
 turns them into ``{"error": code, "detail": ...}``; routes declare them in OpenAPI."""
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -92,20 +90,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _touchline_error(_request: Request, exc: TouchlineError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(status_code=exc.status_code, content={"error": exc.code, "detail": exc.detail}, headers=headers)
-
-    @app.exception_handler(DBAPIError)
-    async def _database_unavailable(_request: Request, exc: DBAPIError) -> JSONResponse:
-        from shared.db import transient_db_error
-
-        kind = transient_db_error(exc)
-        if kind is None:
-            raise exc  # a bug, not an outage: a 500 with the traceback in the log
-        logging.getLogger("touchline.api").error("database %s: %s", kind, exc.orig)
-        detail = ("the database is busy (locked by a long write); retry shortly" if kind == "locked" else
-                  "the database is unreachable; retry shortly" if kind == "connection" else
-                  "the database refused a concurrent change; retry")
-        return JSONResponse(status_code=503, content={"error": "database_unavailable", "detail": detail},
-                            headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -28,6 +28,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import consumer_progress as progress, faults
@@ -284,7 +285,7 @@ class BatchWorker:
                 return 0
             result = self._process(records)
         except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc, _DatabaseUnavailable) else exc
+            cause = (exc.__cause__ or exc) if isinstance(exc, _DatabaseUnavailable) else exc
             self._rewind(records)  # nothing of the batch is committed: it comes again
             self.db_backoff.initial = self.db_retry_seconds
             if retry_db_error(self.name, cause, self.db_backoff, self.stop_event):
@@ -412,7 +413,7 @@ class BatchWorker:
         try:
             with transaction(self.session_factory) as session:
                 progress.report(session, self.group_id, measured if heartbeat_due else changed, now)
-        except (OperationalError, DBAPIError) as exc:  # a heartbeat never takes the worker down
+        except DBAPIError as exc:  # a heartbeat never takes the worker down
             log.warning("%s: could not record consumer progress (%s); will retry", self.name, exc.orig)
             return
         self._reported.update(measured)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.clock import Clock, SystemClock
 from shared.db import transient_db_error
 from shared.metrics import DB_RETRIES
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class PeriodicWorker:
 
     name = "periodic"
 
-    def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], clock: Clock | None = None) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.clock = clock or SystemClock()

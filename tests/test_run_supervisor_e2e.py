@@ -106,10 +106,10 @@ def test_sigkill_of_each_worker_under_touchline_run_loses_and_doubles_nothing(tm
         stream.thread.start()
         for worker in WORKERS:
             rounds = stream.rounds
-            wait_for(lambda: stream.rounds >= rounds + 3 or stream.error, 180, "events to stream")
-            pid = wait_for(lambda: child_pid(proc.pid, worker), 60, f"{worker} to run")
+            wait_for(lambda rounds=rounds: stream.rounds >= rounds + 3 or stream.error, 180, "events to stream")
+            pid = wait_for(lambda worker=worker: child_pid(proc.pid, worker), 60, f"{worker} to run")
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: (p := child_pid(proc.pid, worker)) and p != pid, 120, f"{worker} to be restarted")
+            wait_for(lambda worker=worker, pid=pid: (p := child_pid(proc.pid, worker)) and p != pid, 120, f"{worker} to be restarted")
             assert proc.poll() is None, "the supervisor must outlive its workers"
         rounds = stream.rounds
         wait_for(lambda: stream.rounds >= rounds + 3 or stream.error, 180, "events to stream after the kills")

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
-from shared.api import AppContext
+from shared.api import AppContext, install_database_error_handler
 from shared.auth import require
 from shared.broker import port_open
 from shared.clock import Clock, SystemClock
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
                   docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     install_error_handlers(app)
+    install_database_error_handler(app)
     app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth)
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
