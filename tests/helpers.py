@@ -34,16 +34,33 @@ def publish(settings: Settings, records: list, topic: str | None = None) -> None
     producer.close()
 
 
-def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll the workers until ``until()`` holds. The deadline only bounds a failing test."""
+def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> int:
+    """Poll the workers until ``until()`` holds; returns how many records they handled
+    meanwhile. The deadline only bounds a failing test."""
     workers = workers if isinstance(workers, list | tuple) else [workers]
     deadline = time.monotonic() + timeout
+    handled = 0
     while time.monotonic() < deadline:
         for w in workers:
-            w.poll_once(100)
+            handled += w.poll_once(100) or 0
         if until():
-            return
+            return handled
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def committed_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int]:
+    """The offsets ``group_id`` has committed on ``topic``, read from the broker without
+    joining the group (partitions with no commit are left out)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    try:
+        out = {}
+        for p in consumer.partitions_for_topic(topic) or set():
+            offset = consumer.committed(TopicPartition(topic, p))
+            if offset is not None:
+                out[p] = offset
+        return out
+    finally:
+        consumer.close(autocommit=False)
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.0) -> list:

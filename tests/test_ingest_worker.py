@@ -16,7 +16,7 @@ from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDai
 from shared.faults import CRASH_EXIT_CODE
 from shared.kafka import BatchResult, BatchWorker, Reject
 from tests.conftest import T0
-from tests.helpers import drain, publish, read_dlq, track
+from tests.helpers import committed_offsets, drain, publish, read_dlq, track
 
 pytestmark = pytest.mark.integration
 
@@ -232,12 +232,15 @@ def test_crash_after_db_commit_before_offset_commit_changes_nothing_on_redeliver
     assert count(session_factory, RawEvent) == 20  # the effects are committed...
     after_crash = usage(session_factory, "acme")
 
-    # ...and the offsets are not: a new worker in the same group gets the batch again.
+    # ...and the offsets are not: the broker holds no commit for the group, and a new
+    # worker in the same group consumes the whole batch again.
     w = IngestWorker(topics, session_factory, clock)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == {}
     try:
-        drain(w, lambda: _committed_total(w) == 20)
+        redelivered = drain(w, lambda: _committed_total(w) == 20)
     finally:
         w.close()
+    assert redelivered == 20
     assert usage(session_factory, "acme") == after_crash
     assert sum(after_crash.values()) == 20
 

@@ -21,7 +21,7 @@ from shared.faults import CRASH_EXIT_CODE
 from shared.outbox import OutboxMessage, pending_count
 from shared.signals import Signal
 from tests.conftest import T0
-from tests.helpers import drain, publish, read_topic, track
+from tests.helpers import committed_offsets, drain, publish, read_topic, track
 from tests.rules_helpers import count, make_rule, signals
 
 pytestmark = pytest.mark.integration
@@ -89,10 +89,12 @@ def test_crash_between_db_commit_and_offset_commit_fires_no_duplicate(topics, se
     first = signals(session_factory)[0].signal_id
 
     w = RulesWorker(topics, session_factory, clock)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == {}
     try:
-        drain(w, lambda: _committed(w) == 6 and pending_count_of(session_factory) == 0)
+        redelivered = drain(w, lambda: _committed(w) == 6 and pending_count_of(session_factory) == 0)
     finally:
         w.close()
+    assert redelivered == 6  # the interrupted batch was consumed again...
     assert [s.signal_id for s in signals(session_factory)] == [first]
     assert count(session_factory, OutboxMessage) == 1
     assert len(read_topic(topics, topics.topic_signals, 1)) == 1
