@@ -357,3 +357,35 @@ def test_large_batches_store_awkward_text_exactly(topics, worker, session_factor
         assert row.properties == awkward and row.account_id == "ac\\me" and row.name == "lo\\gin" and row.user_id == "u\\1"
         assert row.timestamp == T0 - timedelta(seconds=7)
     assert sum(usage(session_factory, "ac\\me").values()) == len(evs)
+
+
+def test_raw_events_are_pruned_at_the_retention_edge_hourly(topics, worker, session_factory, clock):
+    """Raw events live ``raw_event_retention_days`` after they were received (not after
+    their event time), pruned by the worker once an hour."""
+    from tests.rules_helpers import ingest
+
+    retention = timedelta(days=topics.raw_event_retention_days)
+    hour = worker.prune_every
+    early, late = T0, T0 + 2 * hour  # when each was received
+    ingest(session_factory, [track("acme", "login", T0 - timedelta(days=30), "ada", "early")], early)
+    ingest(session_factory, [track("acme", "login", T0 - timedelta(days=30), "ada", "late")], late)
+
+    def kept() -> list[str]:
+        with session_factory() as s:
+            return sorted(s.scalars(select(RawEvent.event_id)))
+
+    clock.set(early + retention)  # exactly at the edge: kept
+    worker.poll_once(100)
+    assert kept() == ["early", "late"]
+    clock.advance(timedelta(seconds=1))  # past the edge, but the next prune is an hour away
+    worker.poll_once(100)
+    assert kept() == ["early", "late"]
+    clock.set(early + retention + hour)  # the hourly prune: the early one goes
+    worker.poll_once(100)
+    assert kept() == ["late"]
+    clock.set(late + retention)  # the next prune lands on the late one's edge: kept
+    worker.poll_once(100)
+    assert kept() == ["late"]
+    clock.set(late + retention + hour)
+    worker.poll_once(100)
+    assert kept() == []
