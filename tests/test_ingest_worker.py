@@ -245,6 +245,25 @@ def test_crash_after_db_commit_before_offset_commit_changes_nothing_on_redeliver
     assert sum(after_crash.values()) == 20
 
 
+def test_crash_after_db_commit_before_the_dlq_publish_loses_no_reject(topics, session_factory, clock):
+    """The other window: the batch's effects are committed, its rejects not yet on the
+    DLQ. The restarted worker gets the batch again and publishes the reject (once)."""
+    good = [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"d{i}") for i in range(5)]
+    publish(topics, good + [BAD_RECORDS["invalid_json"]])
+    proc = _worker_process(topics, "ingest.after_db_commit")
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
+    assert count(session_factory, RawEvent) == 5
+    assert read_dlq(topics, 1, timeout=3) == []  # the crash came before the DLQ publish
+    w = IngestWorker(topics, session_factory, clock)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == {}
+    try:
+        assert drain(w, lambda: _committed_total(w) == 6) == 6
+    finally:
+        w.close()
+    assert [d["reason"] for d in read_dlq(topics, 2, timeout=3)] == ["invalid_json"]
+    assert count(session_factory, RawEvent) == 5
+
+
 def test_restarted_worker_resumes_from_committed_offsets(topics, session_factory, clock):
     first = [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"r1-{i}") for i in range(10)]
     publish(topics, first)
