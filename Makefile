@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements clean demo coverage mutation mutation-survivors
+.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements clean demo coverage mutation mutation-survivors test-e2e
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -33,6 +33,9 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -m e2e
 
 # The whole suite with coverage, worker subprocesses included (pyproject.toml
 # [tool.coverage.run]); prints the total and the figure per package, writes the HTML

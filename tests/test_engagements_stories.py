@@ -30,7 +30,7 @@ from tests.helpers import drain, expected_held_out, track
 from tests.outreach_support import days, messages, settings, sink, workers  # noqa: F401  (fixtures)
 from tests.rules_helpers import group, identify, ingest, ingest_reports_caught_up, make_rule
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 STARTER_RULES = Path(__file__).resolve().parent.parent / "services" / "rules" / "starter"
 USERS = {"ada": "champion", "bob": "admin", "cy": "member"}
 
