@@ -90,22 +90,28 @@ def _presented_key(request: Request) -> str | None:
 
 def require(*roles: str) -> Any:
     """Dependency: the caller holds a valid key with one of ``roles`` (or admin)."""
-    allowed = set(roles) | {"admin"}
+    allowed = frozenset(roles) | {"admin"}
 
     def dependency(request: Request) -> Principal:
-        from shared.api import session_factory_of  # late import: avoids a cycle
-
-        presented = _presented_key(request)
-        if not presented:
-            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with `touchline keys create`)")
-        with read_transaction(session_factory_of(request)) as session:  # never SQLite's write lock
-            principal = authenticate(session, presented)
-        if principal is None:
-            raise Unauthorized("invalid or revoked API key")
-        if principal.role not in allowed:
-            raise Forbidden(f"this route needs role {' or '.join(sorted(allowed))}; your key has role {principal.role!r}")
-        request.state.principal = principal
-        return principal
+        return authorize(request, allowed)
 
     dependency.__name__ = f"require_{'_'.join(roles) or 'admin'}"
     return Depends(dependency)
+
+
+def authorize(request: Request, allowed: frozenset[str]) -> Principal:
+    """The check behind :func:`require`, run on every request (a module-level function,
+    so it is what runs per request, not a closure built once at import)."""
+    from shared.api import session_factory_of  # late import: avoids a cycle
+
+    presented = _presented_key(request)
+    if not presented:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with `touchline keys create`)")
+    with read_transaction(session_factory_of(request)) as session:  # never SQLite's write lock
+        principal = authenticate(session, presented)
+    if principal is None:
+        raise Unauthorized("invalid or revoked API key")
+    if principal.role not in allowed:
+        raise Forbidden(f"this route needs role {' or '.join(sorted(allowed))}; your key has role {principal.role!r}")
+    request.state.principal = principal
+    return principal

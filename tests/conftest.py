@@ -4,6 +4,7 @@ TOUCHLINE_TEST_POSTGRES_URL is set), a simulated clock, per-test topics and keys
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -34,8 +35,33 @@ T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # a Monday
 def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
     b = EmbeddedBroker("127.0.0.1", free_port(), tmp_path_factory.mktemp("broker") / "broker.log")
     b.start()
+    _warm_up(b)
     yield b
     b.stop()
+
+
+def _warm_up(b: EmbeddedBroker, timeout: float = 60.0) -> None:
+    """One full round trip before any test: create a topic, produce, join a consumer
+    group, consume, commit. A listening port is not a broker ready to coordinate groups;
+    the first test of a session must not be the one that pays (or times out on) the
+    broker's first group join."""
+    from shared.kafka import make_consumer, make_producer
+
+    s = Settings(env="test", kafka_bootstrap=b.bootstrap, topic_prefix="warmup.", kafka_session_timeout_ms=2000,
+                 kafka_heartbeat_interval_ms=300)
+    ensure_topics(s, {s.topic_events: 1})
+    producer = make_producer(s)
+    producer.send(s.topic_events, key=b"warm", value=b"{}").get(timeout=timeout)
+    producer.close()
+    consumer = make_consumer(s, s.topic("warmup"), [s.topic_events])
+    try:
+        deadline = time.monotonic() + timeout
+        while not consumer.poll(200):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded broker did not serve a consumer group within {timeout}s")
+        consumer.commit()
+    finally:
+        consumer.close(autocommit=False)
 
 
 class _Database:

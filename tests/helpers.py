@@ -1,6 +1,7 @@
 """Test helpers: build events, publish raw records, drive workers until a condition holds."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -11,6 +12,14 @@ from kafka import KafkaConsumer, TopicPartition
 
 from shared.kafka import make_producer, parse_dlq_record
 from shared.settings import Settings
+
+
+def expected_held_out(bucket_key: str, account_id: str, percent: float) -> bool:
+    """The documented holdout assignment (docs/playbooks.md), computed here without the
+    code under test: the first 8 bytes of SHA-256("<key>\\x1f<account>") as a fraction
+    of 2**64, held out when below the percentage."""
+    digest = hashlib.sha256(f"{bucket_key}\x1f{account_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") * 100 < percent * 2**64
 
 
 def track(account_id: str, name: str, ts: datetime, user_id: str | None = None, event_id: str | None = None, **props) -> dict:
@@ -34,16 +43,43 @@ def publish(settings: Settings, records: list, topic: str | None = None) -> None
     producer.close()
 
 
-def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll the workers until ``until()`` holds. The deadline only bounds a failing test."""
+def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> int:
+    """Poll the workers until ``until()`` holds; returns how many records they handled
+    meanwhile. The deadline only bounds a failing test."""
     workers = workers if isinstance(workers, list | tuple) else [workers]
     deadline = time.monotonic() + timeout
+    handled = 0
     while time.monotonic() < deadline:
         for w in workers:
-            w.poll_once(100)
+            handled += w.poll_once(100) or 0
         if until():
-            return
+            return handled
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Wait for a condition outside our workers (a process, a file). The deadline only
+    bounds a failing test; the interval is a polling period, not a stand-in for time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(interval)
+
+
+def committed_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int]:
+    """The offsets ``group_id`` has committed on ``topic``, read from the broker without
+    joining the group (partitions with no commit are left out)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    try:
+        out = {}
+        for p in consumer.partitions_for_topic(topic) or set():
+            offset = consumer.committed(TopicPartition(topic, p))
+            if offset is not None:
+                out[p] = offset
+        return out
+    finally:
+        consumer.close(autocommit=False)
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.0) -> list:

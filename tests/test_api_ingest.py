@@ -1,6 +1,7 @@
 """HTTP ingest, the accounts and users API, auth on every route, health and metrics."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -109,50 +110,120 @@ async def test_users_api(api, keys):
     assert (await api.get("/v1/accounts/acme/users/zed", headers=ops)).status_code == 404
 
 
-def _v1_routes(app):
-    """Every /v1 operation, from the OpenAPI document (so a new route cannot escape this test)."""
-    for path, ops in app.openapi()["paths"].items():
-        if path.startswith("/v1/"):
-            for method in ops:
-                yield method.upper(), path
+def _operations(app):
+    """Every (method, path) the app serves, walked from ``app.routes`` (included routers
+    too, whether or not they are in the OpenAPI document), so a new route cannot escape."""
+    for route in app.routes:
+        if hasattr(route, "effective_route_contexts"):  # an included APIRouter
+            for ctx in route.effective_route_contexts():
+                for method in ctx.methods:
+                    yield method, ctx.path
+        elif hasattr(route, "methods"):
+            for method in route.methods:
+                yield method, route.path
+        else:  # a mounted app (the docs' static assets): whatever it serves under its path
+            yield "MOUNT", route.path
 
 
-ROLE_OF = {("POST", "/v1/events"): {"ingest"},
-           ("PUT", "/v1/accounts/{account_id}"): {"ops", "ingest"},
-           ("PUT", "/v1/accounts/{account_id}/users/{user_id}"): {"ops", "ingest"},
-           # Rules are authored by CS Ops; signals are readable by ops and csm (the default).
-           **{(m, p): {"ops"} for m, p in [
-               ("POST", "/v1/rules/validate"), ("POST", "/v1/rules"), ("GET", "/v1/rules"), ("GET", "/v1/rules/{rule_id}"),
-               ("PUT", "/v1/rules/{rule_id}"), ("DELETE", "/v1/rules/{rule_id}"), ("POST", "/v1/rules/{rule_id}/enable"),
-               ("POST", "/v1/rules/{rule_id}/disable"), ("GET", "/v1/rules/{rule_id}/versions"),
-               ("GET", "/v1/rules/{rule_id}/versions/{version}"), ("GET", "/v1/rules/{rule_id}/audit"),
-               ("POST", "/v1/rules/test"), ("POST", "/v1/rules/{rule_id}/test"), ("POST", "/v1/rules/backtest")]},
-           # Outreach: in-app messages are fetched and marked read by the product's backend
-           # with its ingest key; everything else in outreach is CS Ops authoring (ops).
-           ("GET", "/v1/accounts/{account_id}/messages"): {"ingest", "ops"},
-           ("POST", "/v1/accounts/{account_id}/messages/{message_id}/read"): {"ingest", "ops"},
-           # Jobs: a role sees the jobs of the kinds it may run (backtests: ops).
-           **{(m, p): {"ops"} for m, p in [("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
-                                           ("POST", "/v1/jobs/{job_id}/cancel")]}}
-OPS_ONLY_PREFIXES = ("/v1/templates", "/v1/playbooks", "/v1/messages", "/v1/suppressions", "/v1/dev/")
+PUBLIC = "public"
+OPS, CSM, INGEST = {"ops"}, {"csm"}, {"ingest"}
+# Who reaches each route (admin reaches every non-public one). A new route must get a line here.
+ACCESS = {
+    ("GET", "/openapi.json"): PUBLIC, ("HEAD", "/openapi.json"): PUBLIC, ("GET", "/docs"): PUBLIC, ("GET", "/redoc"): PUBLIC,
+    ("MOUNT", "/docs-assets"): PUBLIC,  # Swagger UI and ReDoc files, served by Touchline itself
+    ("GET", "/healthz"): PUBLIC, ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): set(),  # admin only on the API port (or served on TOUCHLINE_METRICS_PORT instead)
+    ("GET", "/unsubscribe/{token}"): PUBLIC, ("POST", "/unsubscribe/{token}"): PUBLIC,
+    ("POST", "/v1/events"): INGEST,
+    ("PUT", "/v1/accounts/{account_id}"): OPS | INGEST,
+    ("PUT", "/v1/accounts/{account_id}/users/{user_id}"): OPS | INGEST,
+    ("GET", "/v1/accounts"): OPS | CSM,
+    ("GET", "/v1/accounts/{account_id}"): OPS | CSM,
+    ("GET", "/v1/accounts/{account_id}/usage"): OPS | CSM,
+    ("GET", "/v1/accounts/{account_id}/users"): OPS | CSM,
+    ("GET", "/v1/accounts/{account_id}/users/{user_id}"): OPS | CSM,
+    ("GET", "/v1/accounts/{account_id}/users/{user_id}/usage"): OPS | CSM,
+    ("POST", "/v1/accounts/{account_id}/users/{user_id}/erase"): OPS,
+    # Rules are authored by CS Ops; signals are readable by ops and csm.
+    ("POST", "/v1/rules/validate"): OPS, ("POST", "/v1/rules"): OPS, ("GET", "/v1/rules"): OPS,
+    ("GET", "/v1/rules/{rule_id}"): OPS, ("PUT", "/v1/rules/{rule_id}"): OPS, ("DELETE", "/v1/rules/{rule_id}"): OPS,
+    ("POST", "/v1/rules/{rule_id}/enable"): OPS, ("POST", "/v1/rules/{rule_id}/disable"): OPS,
+    ("GET", "/v1/rules/{rule_id}/versions"): OPS, ("GET", "/v1/rules/{rule_id}/versions/{version}"): OPS,
+    ("GET", "/v1/rules/{rule_id}/audit"): OPS, ("POST", "/v1/rules/test"): OPS, ("POST", "/v1/rules/{rule_id}/test"): OPS,
+    ("POST", "/v1/rules/backtest"): OPS,
+    ("GET", "/v1/signals"): OPS | CSM, ("GET", "/v1/signals/{signal_id}"): OPS | CSM,
+    ("GET", "/v1/accounts/{account_id}/signals"): OPS | CSM,
+    # Outreach authoring is CS Ops; in-app messages are fetched and marked read by the
+    # product's backend with its ingest key.
+    ("PUT", "/v1/templates/{template_id}"): OPS, ("GET", "/v1/templates"): OPS, ("GET", "/v1/templates/{template_id}"): OPS,
+    ("POST", "/v1/templates/{template_id}/preview"): OPS,
+    ("PUT", "/v1/playbooks/{playbook_id}"): OPS, ("GET", "/v1/playbooks"): OPS, ("GET", "/v1/playbooks/{playbook_id}"): OPS,
+    ("GET", "/v1/playbooks/{playbook_id}/enrollments"): OPS, ("GET", "/v1/playbooks/{playbook_id}/report"): OPS,
+    ("GET", "/v1/messages"): OPS, ("POST", "/v1/messages/{message_id}/retry"): OPS,
+    ("GET", "/v1/accounts/{account_id}/messages"): OPS | INGEST,
+    ("POST", "/v1/accounts/{account_id}/messages/{message_id}/read"): OPS | INGEST,
+    ("GET", "/v1/suppressions"): OPS, ("POST", "/v1/suppressions"): OPS, ("DELETE", "/v1/suppressions/{email}"): OPS,
+    ("GET", "/v1/dev/mail"): OPS,
+    # The pool: ops runs it; a CSM works the engagements (only their own: tests/test_engagements.py).
+    ("PUT", "/v1/csms/{csm_id}"): OPS, ("PATCH", "/v1/csms/{csm_id}"): OPS, ("GET", "/v1/csms"): OPS,
+    ("GET", "/v1/csms/{csm_id}"): OPS,
+    ("GET", "/v1/me/engagements"): CSM,
+    **{(m, f"/v1/engagements/{{engagement_id}}{tail}"): OPS | CSM for m, tail in [
+        ("GET", ""), ("GET", "/events"), ("POST", "/accept"), ("POST", "/touches"), ("POST", "/notes"),
+        ("POST", "/extend"), ("POST", "/resolve")]},
+    ("GET", "/v1/engagements"): OPS, ("POST", "/v1/engagements"): OPS,
+    ("POST", "/v1/engagements/{engagement_id}/reassign"): OPS, ("POST", "/v1/engagements/{engagement_id}/cancel"): OPS,
+    ("GET", "/v1/pool"): OPS, ("GET", "/v1/pool/outcomes"): OPS, ("GET", "/v1/pool/forecast"): OPS,
+    # Jobs: a role sees the jobs of the kinds it may run (backtests: ops).
+    ("GET", "/v1/jobs"): OPS, ("GET", "/v1/jobs/{job_id}"): OPS, ("POST", "/v1/jobs/{job_id}/cancel"): OPS,
+}
 
 
-async def test_every_v1_route_requires_a_key_and_the_right_role(api, keys):
-    routes = list(_v1_routes(api.app))
-    assert len(routes) >= 8
-    for method, template in routes:
-        path = template.replace("{account_id}", "acme").replace("{user_id}", "ada")
-        r = await api.request(method, path)
-        assert r.status_code == 401, (method, path)
-        assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
-        r = await api.request(method, path, headers=auth("tl_deadbeef_forged"))
-        assert r.status_code == 401, (method, path)
-        default = {"ops"} if template.startswith(OPS_ONLY_PREFIXES) or template.endswith("/erase") else {"ops", "csm"}
-        allowed = ROLE_OF.get((method, template), default)
-        for role in {"ingest", "ops", "csm"} - allowed:
+def _concrete(template: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: {"version": "1", "email": "nobody@example.test"}.get(m[1], f"no-{m[1]}"), template)
+
+
+def _refused_by_role(r) -> bool:
+    """A refusal for the key's role: the role gate's, or the jobs API's (which admits a
+    role only if some job kind is open to it). A handler may also answer 403 for its own
+    reasons, e.g. an admin key on /v1/me/engagements is bound to no CSM."""
+    return (r.status_code == 403 and r.json()["error"] == "forbidden"
+            and r.json()["detail"].startswith(("this route needs role", "no job kind is open to role")))
+
+
+async def test_each_role_reaches_exactly_its_routes(api, keys):
+    served = set(_operations(api.app))
+    assert served == set(ACCESS), ("routes without an ACCESS entry (decide who may call them)", served - set(ACCESS),
+                                   "ACCESS entries for routes that are gone", set(ACCESS) - served)
+    # Keys that must never pass: a forged one, and a real key's prefix with a wrong secret
+    # (with the secret of another real key, too), so the secret comparison is what refuses.
+    _tl, prefix, secret = keys["ops"].split("_", 2)
+    other_secret = keys["csm"].split("_", 2)[2]
+    refused_keys = ["tl_deadbeef_forged", f"tl_{prefix}_{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}",
+                    f"tl_{prefix}_{other_secret}", f"tl_{prefix}_"]
+    for (method, template), allowed in sorted(ACCESS.items()):
+        if method == "MOUNT":
+            method, path = "GET", template + "/no-such-file.js"
+        else:
+            path = _concrete(template)
+        anonymous = await api.request(method, path)
+        if allowed == PUBLIC:
+            assert anonymous.status_code not in (401, 403), (method, path, anonymous.status_code)
+            continue
+        assert anonymous.status_code == 401, (method, path, anonymous.status_code)
+        assert anonymous.json()["error"] == "unauthorized" and anonymous.headers["www-authenticate"] == "Bearer"
+        # Every key goes through the same gate: the wrong secret on every route, the rest on one.
+        for bad in refused_keys if (method, template) == ("GET", "/v1/accounts") else refused_keys[1:2]:
+            r = await api.request(method, path, headers=auth(bad))
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized", (method, path, bad, r.status_code)
+        for role in ("ingest", "ops", "csm", "admin"):
             r = await api.request(method, path, headers=auth(keys[role]))
-            assert r.status_code == 403, (method, path, role)
-            assert r.json()["error"] == "forbidden" and role in r.json()["detail"]
+            assert r.status_code != 401, (method, path, role)
+            if role in allowed or role == "admin":
+                assert not _refused_by_role(r), (method, path, role, r.text)
+            else:
+                assert _refused_by_role(r), (method, path, role, r.status_code, r.text)
+                assert role in r.json()["detail"]
 
 
 async def test_revoked_key_is_refused(api, keys, session_factory, clock):

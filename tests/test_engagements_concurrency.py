@@ -19,6 +19,7 @@ from services.outreach.engagements.schemas import CsmIn
 from services.outreach.models import EngagementEvent
 from shared.db import transaction
 from tests.engagement_support import engagements, open_engagement
+from tests.helpers import wait_for
 from tests.outreach_support import add_account
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,10 @@ WORKER = textwrap.dedent("""
     engine = make_engine(settings)
     worker = EngagementWorker(settings, make_session_factory(engine), SimulatedClock(datetime.fromisoformat(sys.argv[3])))
     Path(sys.argv[2]).touch()
+    deadline = time.monotonic() + 120  # bounds a failing test only
     while not Path(sys.argv[1]).exists():  # the barrier: both start assigning together
+        if time.monotonic() > deadline:
+            sys.exit("the test never opened the barrier")
         time.sleep(0.005)
     idle = 0
     while idle < 3:
@@ -63,8 +67,8 @@ def test_two_worker_processes_never_overfill_a_csm_or_assign_twice(settings, ses
                               stderr=subprocess.PIPE, text=True) for r in ready]
     try:
         for p, r in zip(procs, ready, strict=True):
-            while not r.exists():
-                assert p.poll() is None, p.stderr.read()
+            wait_for(lambda p=p, r=r: r.exists() or p.poll() is not None, 120, "worker process ready")
+            assert p.poll() is None, p.stderr.read()
         go.touch()
         for p in procs:
             assert p.wait(timeout=300) == 0, p.stderr.read()

@@ -19,7 +19,6 @@ import yaml
 from sqlalchemy import select
 
 from services.outreach.models import Enrollment
-from services.outreach.playbooks.holdouts import is_held_out
 from services.outreach.starter import seed_starter_content
 from services.rules.evaluation.consumer import RulesWorker
 from services.rules.models import SignalRecord
@@ -27,11 +26,11 @@ from shared.db import transaction
 from shared.outbox import pending_count
 from tests.conftest import T0, auth
 from tests.engagement_support import add_csm, csm_key, engagements, worker
-from tests.helpers import drain, track
+from tests.helpers import drain, expected_held_out, track
 from tests.outreach_support import days, messages
 from tests.rules_helpers import group, identify, ingest, ingest_reports_caught_up, make_rule
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 STARTER_RULES = Path(__file__).resolve().parent.parent / "services" / "rules" / "starter"
 USERS = {"ada": "champion", "bob": "admin", "cy": "member"}
 
@@ -40,7 +39,7 @@ def _account_id(prefix: str, *holdouts: tuple[str, float]) -> str:
     """The first id that no holdout of the starter playbooks keeps from the story."""
     for i in range(100):
         candidate = f"{prefix}-{i}"
-        if not any(is_held_out(key, candidate, pct) for key, pct in holdouts):
+        if not any(expected_held_out(key, candidate, pct) for key, pct in holdouts):
             return candidate
     raise AssertionError("no account id outside the holdouts")
 

@@ -16,7 +16,7 @@ from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDai
 from shared.faults import CRASH_EXIT_CODE
 from shared.kafka import BatchResult, BatchWorker
 from tests.conftest import T0
-from tests.helpers import drain, publish, read_dlq, track
+from tests.helpers import committed_offsets, drain, publish, read_dlq, track
 
 pytestmark = pytest.mark.integration
 
@@ -232,14 +232,35 @@ def test_crash_after_db_commit_before_offset_commit_changes_nothing_on_redeliver
     assert count(session_factory, RawEvent) == 20  # the effects are committed...
     after_crash = usage(session_factory, "acme")
 
-    # ...and the offsets are not: a new worker in the same group gets the batch again.
+    # ...and the offsets are not: the broker holds no commit for the group, and a new
+    # worker in the same group consumes the whole batch again.
     w = IngestWorker(topics, session_factory, clock)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == {}
     try:
-        drain(w, lambda: _committed_total(w) == 20)
+        redelivered = drain(w, lambda: _committed_total(w) == 20)
     finally:
         w.close()
+    assert redelivered == 20
     assert usage(session_factory, "acme") == after_crash
     assert sum(after_crash.values()) == 20
+
+
+def test_crash_after_db_commit_before_the_dlq_publish_loses_no_reject(topics, session_factory, clock):
+    """The other window: the batch's effects are committed, its rejects not yet on the
+    DLQ. The restarted worker gets the batch again and publishes the reject (once)."""
+    good = [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"d{i}") for i in range(5)]
+    publish(topics, good + [BAD_RECORDS["invalid_json"]])
+    proc = _worker_process(topics, "ingest.after_db_commit")
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
+    assert count(session_factory, RawEvent) == 5  # the crash came after the commit, before the DLQ publish
+    w = IngestWorker(topics, session_factory, clock)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == {}
+    try:
+        assert drain(w, lambda: _committed_total(w) == 6) == 6
+    finally:
+        w.close()
+    assert [d["reason"] for d in read_dlq(topics, 2, timeout=3)] == ["invalid_json"]  # once: a second would be there in ms
+    assert count(session_factory, RawEvent) == 5
 
 
 def test_restarted_worker_resumes_from_committed_offsets(topics, session_factory, clock):
@@ -324,13 +345,10 @@ def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topic
     worker.session_factory = make_session_factory(down_engine)
     worker.db_retry_seconds = 0
     publish(topics, [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"o{i}") for i in range(8)])
-    attempts = 0
-    while attempts < 3:  # the batch arrives, fails on the database, is rewound, arrives again...
-        if worker.consumer is None or not worker.consumer.assignment():
-            worker.poll_once(200)
-            continue
+    # Join the group first (the deadline only bounds a failing test).
+    drain(worker, lambda: worker.consumer is not None and bool(worker.consumer.assignment()))
+    for _ in range(3):  # the batch arrives, fails on the database, is rewound, arrives again...
         assert worker.poll_once(500) == 0
-        attempts += 1
     assert _committed_total(worker) == 0
     # The database comes back: the same batch is applied once, nothing went to the DLQ.
     worker.session_factory = session_factory
@@ -354,3 +372,35 @@ def test_large_batches_store_awkward_text_exactly(topics, worker, session_factor
         assert row.properties == awkward and row.account_id == "ac\\me" and row.name == "lo\\gin" and row.user_id == "u\\1"
         assert row.timestamp == T0 - timedelta(seconds=7)
     assert sum(usage(session_factory, "ac\\me").values()) == len(evs)
+
+
+def test_raw_events_are_pruned_at_the_retention_edge_hourly(topics, worker, session_factory, clock):
+    """Raw events live ``raw_event_retention_days`` after they were received (not after
+    their event time), pruned by the worker once an hour."""
+    from tests.rules_helpers import ingest
+
+    retention = timedelta(days=topics.raw_event_retention_days)
+    hour = worker.prune_every
+    early, late = T0, T0 + 2 * hour  # when each was received
+    ingest(session_factory, [track("acme", "login", T0 - timedelta(days=30), "ada", "early")], early)
+    ingest(session_factory, [track("acme", "login", T0 - timedelta(days=30), "ada", "late")], late)
+
+    def kept() -> list[str]:
+        with session_factory() as s:
+            return sorted(s.scalars(select(RawEvent.event_id)))
+
+    clock.set(early + retention)  # exactly at the edge: kept
+    worker.poll_once(100)
+    assert kept() == ["early", "late"]
+    clock.advance(timedelta(seconds=1))  # past the edge, but the next prune is an hour away
+    worker.poll_once(100)
+    assert kept() == ["early", "late"]
+    clock.set(early + retention + hour)  # the hourly prune: the early one goes
+    worker.poll_once(100)
+    assert kept() == ["late"]
+    clock.set(late + retention)  # the next prune lands on the late one's edge: kept
+    worker.poll_once(100)
+    assert kept() == ["late"]
+    clock.set(late + retention + hour)
+    worker.poll_once(100)
+    assert kept() == []

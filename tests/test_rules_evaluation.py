@@ -210,3 +210,34 @@ def test_backtest_on_a_known_history(session_factory):
         res2 = run_backtest(s, rule2, date(2026, 1, 1), date(2026, 1, 31))
     # Both accounts log in daily from Jan 1: fewer than 20 active days until Jan 19 -> 19 firings each.
     assert len(res2.firings) == 38 and {a for _, a, _ in res2.firings} == {"steady", "fades"}
+
+
+def test_event_triggered_rule_fires_once_per_cooldown_across_batches(session_factory, settings, clock):
+    """Each batch is its own transaction, as in the worker: a second qualifying event in a
+    later batch inside the cooldown fires nothing; one at the cooldown's end fires."""
+    make_rule(session_factory, {
+        "id": "big-export", "name": "Big export", "kind": "expansion", "trigger": {"events": ["export_run"]},
+        "condition": {"metric": "count", "event": "export_run", "window": "1d", "op": ">=", "value": 1},
+        "cooldown": "1d"}, clock.now())
+    index = RuleIndex(400)
+
+    def batch(event_id: str) -> list:
+        now = clock.now()
+        ingest(session_factory, [track("acme", "export_run", now, "ada", event_id)], now)
+        with transaction(session_factory) as s:
+            index.refresh(s)
+            report = evaluate_events(s, [EventSubject(event_id, "acme", "ada", "export_run", now, {})], index, now, settings)
+        assert report.evaluations == 1  # the condition held each time: only the cooldown decides
+        return [sig.evidence["trigger"]["event_id"] for sig in report.signals]
+
+    assert batch("x1") == ["x1"]
+    clock.advance(timedelta(hours=1))
+    assert batch("x2") == []
+    clock.advance(timedelta(hours=23) - timedelta(seconds=1))  # one second before the cooldown ends
+    assert batch("x3") == []
+    clock.advance(timedelta(seconds=1))
+    assert batch("x4") == ["x4"]
+    clock.advance(timedelta(hours=1))
+    assert batch("x5") == []
+    assert [s.event_id for s in signals(session_factory)] == ["x1", "x4"]
+    assert count(session_factory, OutboxMessage) == 2

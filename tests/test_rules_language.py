@@ -161,25 +161,35 @@ conditions = st.recursive(
 )
 
 
-def _try_parse(obj):
-    try:
-        return parse_condition(obj)
-    except RuleValidationError:
-        return None  # generated contradictions are legitimately refused
-
-
-@hsettings(max_examples=300, deadline=None)
-@given(conditions, st.data())
-def test_parse_serialise_parse_is_the_identity_and_means_the_same(obj, data):
-    cond = _try_parse(obj)
-    if cond is None:
-        return
-    again = parse_condition(cond.to_dict())
-    assert again == cond and again.to_dict() == cond.to_dict()
-    # ...and means the same on arbitrary measured values.
+def test_parse_serialise_parse_is_the_identity_and_means_the_same():
+    """Generated conditions can contradict themselves (refused with a RuleValidationError
+    saying so, never another error); the property is checked on the ones that parse, and
+    enough of them must parse for the property to mean something."""
     from services.rules.language.ast import leaves
 
-    labels = sorted({leaf.label for leaf in leaves(cond)})
-    vals = {label: data.draw(st.one_of(st.none(), st.floats(-200, 200), st.sampled_from(["pro", "starter", "x"])), label=label)
-            for label in labels}
-    assert explain(cond, lambda leaf: vals[leaf.label])[0] == explain(again, lambda leaf: vals[leaf.label])[0]
+    tried, parsed, refused = 0, 0, set()
+
+    @hsettings(max_examples=300, deadline=None, database=None)
+    @given(conditions, st.data())
+    def roundtrip(obj, data):
+        nonlocal tried, parsed
+        tried += 1
+        try:
+            cond = parse_condition(obj)
+        except RuleValidationError as exc:
+            refused.update(e["message"] for e in exc.errors)
+            return
+        parsed += 1
+        again = parse_condition(cond.to_dict())
+        assert again == cond and again.to_dict() == cond.to_dict()
+        # ...and means the same on arbitrary measured values.
+        labels = sorted({leaf.label for leaf in leaves(cond)})
+        vals = {label: data.draw(st.one_of(st.none(), st.floats(-200, 200), st.sampled_from(["pro", "starter", "x"])), label=label)
+                for label in labels}
+        assert explain(cond, lambda leaf: vals[leaf.label])[0] == explain(again, lambda leaf: vals[leaf.label])[0]
+
+    roundtrip()
+    assert tried >= 300, tried
+    # About 97% parse (measured); the only legitimate refusal is a contradiction the generator made.
+    assert parsed >= 0.8 * tried, (parsed, tried, sorted(refused))
+    assert all(m.startswith("contradicts ") for m in refused), sorted(refused)

@@ -15,7 +15,7 @@ import pytest
 
 from shared.broker import free_port, port_open
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 def wait_for(predicate, timeout: float, what: str):
