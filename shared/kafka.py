@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -164,6 +165,33 @@ def parse_dlq_record(record: ConsumerRecord) -> dict:
         "original_text": text,
         "dlq_offset": record.offset,
     }
+
+
+def read_dlq_tail(settings: Settings, *, keep: int = 50, max_scan: int = 20_000, timeout: float = 2.0) -> tuple[list[dict], int]:
+    """The newest ``keep`` DLQ records (parsed) and how many records were scanned.
+
+    Reads the DLQ from the beginning (ListOffsets(latest) is wrong on the embedded
+    broker, so we cannot seek to the end), bounded by ``max_scan`` records and by
+    ``timeout`` seconds without a new record: for a console page, not a full export."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             consumer_timeout_ms=int(timeout * 1000), request_timeout_ms=int(max(timeout, 1) * 5000),
+                             client_id="touchline-dlq-reader")
+    try:
+        parts = consumer.partitions_for_topic(settings.topic_events_dlq) or set()
+        if not parts:
+            return [], 0
+        consumer.assign([TopicPartition(settings.topic_events_dlq, p) for p in parts])
+        consumer.seek_to_beginning()
+        tail: deque = deque(maxlen=keep)
+        scanned = 0
+        for record in consumer:
+            tail.append(record)
+            scanned += 1
+            if scanned >= max_scan:
+                break
+        return [parse_dlq_record(r) for r in reversed(tail)], scanned
+    finally:
+        consumer.close()
 
 
 class BatchWorker:

@@ -124,3 +124,15 @@ def active_users(session: Session, account_id: str, since: date, until: date) ->
                                                       UserActivityDaily.day >= since, UserActivityDaily.day <= until)
               .distinct())
     return list(session.scalars(select(User).where(User.account_id == account_id, User.id.in_(active)).order_by(User.id)))
+
+
+def enrollments_for_account(session: Session, account_id: str, limit: int) -> list[Enrollment]:
+    q = select(Enrollment).where(Enrollment.account_id == account_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
+    return list(session.scalars(q))
+
+
+def enrollment_histories(session: Session, playbook_id: str, limit: int) -> list[list]:
+    """The step histories of a playbook's newest ``limit`` enrolments (for its funnel)."""
+    q = (select(Enrollment.history).where(Enrollment.playbook_id == playbook_id)
+         .order_by(Enrollment.enrolled_at.desc()).limit(limit))
+    return [h or [] for h in session.scalars(q)]
