@@ -52,7 +52,7 @@ def hostile_events(now: datetime) -> list[dict]:
     ]
 
 
-def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 40, days: int = 60) -> dict:
+def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 20, days: int = 40) -> dict:
     now = clock.now()
     events = list(demo.generate(accounts=accounts, days=days, seed=7, end=now))
     _apply(session_factory, events + hostile_events(now), now)

@@ -10,9 +10,11 @@ from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from services.console import session as sessions
+from shared.clock import SimulatedClock
 from shared.db import transaction
 from tests.conftest import auth
 from tests.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT, seed
@@ -56,9 +58,41 @@ async def sign_in(api, key: str, next_path: str | None = None):
     return await api.post("/console/sign-in", data=data)
 
 
+# This module's fixtures stand on the shared seeded database (conftest's console_world)
+# instead of the per-test empty one: each test gets its own app and clock over it.
 @pytest.fixture
-def seeded(session_factory, settings, clock):
-    return seed(session_factory, settings, clock, accounts=20, days=45)
+def settings(console_world):
+    return console_world.settings
+
+
+@pytest.fixture
+def session_factory(console_world):
+    return console_world.session_factory
+
+
+@pytest.fixture
+def clock(console_world):
+    return SimulatedClock(console_world.now)
+
+
+@pytest.fixture
+def keys(console_world):
+    return console_world.keys
+
+
+@pytest.fixture
+def seeded(console_world):
+    return console_world.seeded
+
+
+@pytest.fixture
+async def api(settings, clock, session_factory):
+    from services.app import create_app
+
+    app = create_app(settings, clock, session_factory)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:
+        yield client
+    app.state.ctx.close()
 
 
 async def test_sign_in_sets_a_signed_httponly_lax_cookie_and_sign_out_ends_it(api, keys):
@@ -97,12 +131,15 @@ async def test_a_forged_or_expired_session_is_refused(api, keys, clock, settings
     assert (await api.get("/console/rules")).status_code == 303
 
 
-async def test_revoking_the_key_ends_its_sessions(api, keys, session_factory, clock):
-    from shared.auth import authenticate, revoke_key
+async def test_revoking_the_key_ends_its_sessions(api, session_factory, clock):
+    from shared.auth import create_key, revoke_key
 
-    await sign_in(api, keys["ops"])
     with transaction(session_factory) as s:
-        revoke_key(s, authenticate(s, keys["ops"]).key_id, clock.now())
+        row, key = create_key(s, role="ops", name="to revoke", now=clock.now())
+    await sign_in(api, key)
+    assert (await api.get("/console/rules")).status_code == 200
+    with transaction(session_factory) as s:
+        revoke_key(s, row.id, clock.now())
     assert (await api.get("/console/rules")).status_code == 303
 
 
@@ -128,6 +165,9 @@ async def test_every_post_needs_the_csrf_token(api, keys, seeded):
     r = await api.post("/console/rules/no-login-14d/disable", data={"csrf": csrf_of(page.text)})
     assert r.status_code == 303
     assert (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()["enabled"] is False
+    page = await api.get("/console/rules/no-login-14d")
+    assert (await api.post("/console/rules/no-login-14d/enable", data={"csrf": csrf_of(page.text)})).status_code == 303
+    assert (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()["enabled"] is True
 
 
 async def test_the_sign_in_form_is_csrf_protected_too(api, keys):
@@ -255,7 +295,9 @@ async def test_rule_editor_shows_errors_next_to_their_line_and_saves_a_new_versi
     edit = await api.get("/console/rules/no-login-14d/edit")
     assert edit.status_code == 200
     text = unescape(re.search(r'<textarea id="definition" name="definition"[^>]*>(.*?)</textarea>', edit.text, re.S).group(1))
-    bad = text.replace("severity: high", "severity: extreme")
+    before = (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()
+    severity = before["definition"]["severity"]
+    bad = text.replace(f"severity: {severity}", "severity: extreme")
     assert bad != text
     r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": bad})
     assert r.status_code == 422
@@ -264,13 +306,14 @@ async def test_rule_editor_shows_errors_next_to_their_line_and_saves_a_new_versi
                      r.text), r.text[:3000]
     r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": "id: [unclosed"})
     assert r.status_code == 422 and "not valid YAML or JSON at line 1" in r.text
-    good = text.replace("severity: high", "severity: critical")
+    good = text.replace(f"severity: {severity}", "severity: critical" if severity != "critical" else "severity: high")
     r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": good})
     assert r.status_code == 303
     got = (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()
-    assert got["current_version"] == 2 and got["definition"]["severity"] == "critical"
+    assert got["current_version"] == before["current_version"] + 1
+    assert got["definition"]["severity"] == ("critical" if severity != "critical" else "high")
     audit = (await api.get("/v1/rules/no-login-14d/audit", headers=auth(keys["ops"]))).json()
-    assert audit[-1]["actor"] == "ops:test ops"
+    assert audit[-1]["actor"] == "ops:console ops"
 
 
 async def test_dry_run_and_backtest_with_the_diff(api, keys, seeded, clock):
@@ -322,7 +365,7 @@ async def test_template_editor_previews_unsaved_text_and_rejects_bad_templates(a
     assert after["version"] == tpl["version"] + 1 and after["subject"] == "Back soon, {{ account.name }}?"
 
 
-async def test_overview_and_dead_letters_render(api, keys, seeded, topics):
+async def test_overview_and_dead_letters_render(api, keys, seeded):
     await sign_in(api, keys["ops"])
     r = await api.get("/console/")
     assert r.status_code == 200 and "Signals per day by kind" in r.text and "<svg" in r.text
