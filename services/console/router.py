@@ -12,23 +12,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from urllib.parse import urlencode
 
 from services.console.views import accounts, auth, deadletters, overview, playbooks, rules, templates
-from services.console.web import HERE, ConsoleForbidden, SignInRequired, error_page
+from services.console.web import HERE, SECURITY_HEADERS, ConsoleForbidden, SignInRequired, error_page
 from shared.errors import TouchlineError
 
 PREFIX = "/console"
-
-# No inline script or style anywhere: every script and stylesheet is a file under
-# /console/static. Template previews render in a sandboxed srcdoc iframe.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-       "connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
-
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -35,6 +35,22 @@ MENU = [  # (label, path, roles that see it)
 ]
 
 
+# No inline script or style anywhere: every script and stylesheet is a file under
+# /console/static. One exception, set by the template editor only when it shows a
+# preview: e-mail HTML carries inline styles, and the sandboxed srcdoc iframe it renders
+# in inherits this page's policy (scripts stay blocked everywhere).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+       "connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CSP_EMAIL_PREVIEW = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
 class SignInRequired(Exception):
     pass
 
@@ -169,7 +185,8 @@ async def read_form(request: Request) -> dict[str, str]:
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     viewer: Viewer | None = getattr(request.state, "viewer", None)
     menu = [(label, path) for label, path, roles in MENU if viewer and viewer.can(*roles)]
-    html = env.get_template(template).render(request=request, viewer=viewer, menu=menu, csrf=csrf_for(request),
+    home = "/console/accounts" if viewer and not viewer.can("ops") else "/console/"
+    html = env.get_template(template).render(request=request, viewer=viewer, menu=menu, csrf=csrf_for(request), home=home,
                                              path=request.url.path, **ctx)
     return HTMLResponse(html, status_code=status_code)
 

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from services.console.web import OPS, Viewer, context_of, now_of, read_form, render
+from services.console.web import CSP_EMAIL_PREVIEW, OPS, Viewer, context_of, now_of, read_form, render
 from services.outreach.models import Template
 from services.outreach.templates import repository as repo
 from services.outreach.templates import service
@@ -29,9 +29,12 @@ def templates(request: Request, session: Session = SessionDep, viewer: Viewer = 
 
 def _page(request: Request, template_id: str, values: dict, *, status_code: int = 200, errors: dict | None = None,
           preview=None, preview_error=None, account_id: str = "", user_id: str = "", saved: bool = False, version=None):
-    return render(request, "template_edit.html", status_code=status_code, template_id=template_id, values=values,
-                  errors=errors or {}, preview=preview, preview_error=preview_error, account_id=account_id, user_id=user_id,
-                  saved=saved, version=version)
+    response = render(request, "template_edit.html", status_code=status_code, template_id=template_id, values=values,
+                      errors=errors or {}, preview=preview, preview_error=preview_error, account_id=account_id,
+                      user_id=user_id, saved=saved, version=version)
+    if preview is not None:
+        response.headers["Content-Security-Policy"] = CSP_EMAIL_PREVIEW
+    return response
 
 
 @router.get("/templates/{template_id}")
