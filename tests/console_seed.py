@@ -82,4 +82,27 @@ def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 20, d
     _apply(session_factory, back, later)
     with transaction(session_factory) as s:
         engine.sweep_conversions(s, later, 10_000)
-    return {"signals": len(signals), "churning": churning, "accounts": accounts + 1}
+    engagements = seed_engagements(session_factory, settings, later, churning)
+    return {"signals": len(signals), "churning": churning, "accounts": accounts + 1, "engagements": engagements}
+
+
+def seed_engagements(session_factory, settings, now: datetime, churning: list[str]) -> dict[str, str]:
+    """Two CSMs on the roster; an engagement per churning account and one for the hostile
+    account (with a hostile note), assigned to csm-1 by CS Ops."""
+    from services.outreach.engagements import assignment, roster, service
+    from services.outreach.engagements.schemas import CsmIn
+
+    out = {}
+    with transaction(session_factory) as s:
+        roster.put(s, "csm-1", CsmIn(name="Grace Pool", email="grace@example.com", capacity=8), actor="ops:seed", now=now,
+                   settings=settings)
+        roster.put(s, "csm-2", CsmIn(name="Alan Pool", email="alan@example.com", capacity=5), actor="ops:seed", now=now,
+                   settings=settings)
+        for a in churning + [HOSTILE]:
+            e, _ = service.open_engagement(s, account_id=a, goal="recover_usage", actor="ops:seed", now=now,
+                                           settings=settings, title=f"Win back {a}",
+                                           note=XSS_IMG if a == HOSTILE else "usage stopped two weeks ago")
+            if e.csm_id != "csm-1":
+                assignment.reassign(s, e, "csm-1", actor="ops:seed", now=now, settings=settings, reason="seed")
+            out[a] = e.id
+    return out

@@ -202,12 +202,12 @@ async def test_no_inline_script_or_style_in_any_page(api, keys, seeded):
 
 async def test_csm_sees_accounts_but_ops_pages_answer_a_readable_403(api, keys, seeded):
     r = await sign_in(api, keys["csm"])
-    assert r.headers["location"] == "/console/accounts"
+    assert r.headers["location"] == "/console/inbox"
     page = await api.get("/console/accounts")
     assert page.status_code == 200
     assert 'href="/console/rules"' not in page.text and 'href="/console/accounts"' in page.text
     for path in ("/console/", "/console/rules", "/console/rules/no-login-14d", "/console/playbooks", "/console/templates",
-                 "/console/dead-letters"):
+                 "/console/dead-letters", "/console/pool"):
         r = await api.get(path)
         assert r.status_code == 403, path
         assert "<h1>Not allowed</h1>" in r.text and "(csm)" in r.text
@@ -385,3 +385,71 @@ def test_https_sets_the_secure_flag(settings, session_factory, clock, keys):
         r = client.post("/console/sign-in", data={"csrf": csrf_of(page.text), "api_key": keys["ops"]}, follow_redirects=False)
         cookie = [h for h in r.headers.get_list("set-cookie") if h.startswith(sessions.SESSION_COOKIE + "=")][0]
         assert "Secure" in cookie
+
+
+async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded):
+    a = seeded["churning"][0]
+    eid = seeded["engagements"][a]
+    h = {"Authorization": f"Bearer {keys['csm']}"}
+    await sign_in(api, keys["csm"])
+    inbox = await api.get("/console/inbox")
+    assert inbox.status_code == 200
+    mine = (await api.get("/v1/me/engagements", headers=h)).json()
+    for e in mine:
+        if e["status"] in ("queued", "assigned", "active"):
+            assert f'href="/console/engagements/{e["id"]}"' in inbox.text
+    page = await api.get(f"/console/engagements/{eid}")
+    assert page.status_code == 200
+    csrf = csrf_of(page.text)
+    if (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["status"] == "assigned":
+        assert (await api.post(f"/console/engagements/{eid}/accept", data={"csrf": csrf})).status_code == 303
+    r = await api.post(f"/console/engagements/{eid}/note", data={"csrf": csrf, "text": XSS_SCRIPT})
+    assert r.status_code == 303
+    r = await api.post(f"/console/engagements/{eid}/touch", data={"csrf": csrf, "kind": "call", "summary": "spoke to the champion"})
+    assert r.status_code == 303
+    r = await api.post(f"/console/engagements/{eid}/extend", data={"csrf": csrf, "days": "abc"})
+    assert r.status_code == 422 and "days" in r.text
+    page = await api.get(f"/console/engagements/{eid}")
+    assert XSS_SCRIPT not in page.text and "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page.text
+    assert "spoke to the champion" in page.text
+    r = await api.post(f"/console/engagements/{eid}/resolve", data={"csrf": csrf, "outcome": "recovered", "note": "back"})
+    assert r.status_code == 303
+    got = (await api.get(f"/v1/engagements/{eid}", headers=h)).json()
+    assert got["status"] == "resolved" and got["outcome"] == "recovered"
+    r = await api.post(f"/console/engagements/{eid}/resolve", data={"csrf": csrf, "outcome": "recovered"})
+    assert r.status_code == 409  # resolved already: the service says so, on a readable page
+    # a CSM cannot reassign or cancel, nor see another CSM's engagement
+    other = seeded["engagements"][seeded["churning"][1]]
+    assert (await api.post(f"/console/engagements/{other}/cancel", data={"csrf": csrf})).status_code == 403
+
+
+async def test_a_csm_sees_only_their_own_engagements(api, keys, seeded, session_factory, clock):
+    from shared.auth import create_key
+
+    with transaction(session_factory) as s:
+        _row, key = create_key(s, role="csm", name="another csm", now=clock.now(), csm_id="csm-2")
+    await sign_in(api, key)
+    eid = seeded["engagements"][seeded["churning"][1]]
+    r = await api.get(f"/console/engagements/{eid}")
+    assert r.status_code == 403 and "not assigned to you" in r.text
+    inbox = await api.get("/console/inbox")
+    assert eid not in inbox.text
+
+
+async def test_ops_reassigns_and_cancels_from_the_pool(api, keys, seeded):
+    h = auth(keys["ops"])
+    await sign_in(api, keys["ops"])
+    pool = await api.get("/console/pool")
+    assert pool.status_code == 200
+    api_pool = (await api.get("/v1/pool", headers=h)).json()
+    assert f'id="queue-length">{api_pool["queue_length"]:,}<' in pool.text
+    assert "Open engagements per CSM against capacity" in pool.text
+    eid = seeded["engagements"][seeded["churning"][2]]
+    page = await api.get(f"/console/engagements/{eid}")
+    csrf = csrf_of(page.text)
+    r = await api.post(f"/console/engagements/{eid}/reassign", data={"csrf": csrf, "csm_id": "csm-2", "reason": "balance"})
+    assert r.status_code == 303
+    assert (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["csm_id"] == "csm-2"
+    r = await api.post(f"/console/engagements/{eid}/cancel", data={"csrf": csrf, "reason": "duplicate"})
+    assert r.status_code == 303
+    assert (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["status"] == "cancelled"

@@ -123,7 +123,7 @@ PAGES = [("overview", "/console/"), ("accounts", "/console/accounts"), ("account
          ("rules", "/console/rules"), ("rule", "/console/rules/no-login-14d"), ("rule-edit", "/console/rules/no-login-14d/edit"),
          ("rule-new", "/console/rules/new"), ("playbooks", "/console/playbooks"), ("playbook", "/console/playbooks/win-back"),
          ("templates", "/console/templates"), ("template", "/console/templates/win-back"),
-         ("dead-letters", "/console/dead-letters")]
+         ("dead-letters", "/console/dead-letters"), ("pool", "/console/pool")]
 
 
 def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, console_world):
@@ -222,6 +222,18 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         assert name in w.page.locator("#preview-text").inner_text()
         w.shot("template-preview")
 
+        # action: reassign an engagement from the pool
+        eid = world.seeded["engagements"][HOSTILE]
+        w.goto("/console/pool")
+        w.page.click(f"#engagements a[href='/console/engagements/{eid}']")
+        w.page.wait_for_load_state()
+        assert w.page.evaluate("window.__pwned") is None  # the hostile note is text
+        w.page.select_option("select[name=csm_id]", "csm-2")
+        w.page.click("button:has-text('Reassign')")
+        w.page.wait_for_load_state()
+        assert api.get(f"/v1/engagements/{eid}").json()["csm_id"] == "csm-2"
+        w.shot("engagement-ops")
+
         # CSRF: a POST with the session cookie but without the token is refused
         r = w.page.request.post(urljoin(server, "/console/rules/no-login-14d/disable"), form={"x": "1"})
         assert r.status == 403
@@ -254,10 +266,10 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         api.close()
 
 
-def test_csm_signs_in_with_a_one_time_link_and_meets_403_pages(chromium, server, console_world):
+def test_csm_signs_in_with_a_one_time_link_resolves_an_engagement_and_meets_403_pages(chromium, server, console_world):
     world = console_world
     with transaction(world.session_factory) as s:
-        url = sessions.create_link(s, secret=world.settings.secret_key, base_url=server, role="csm", csm_id="csm-9",
+        url = sessions.create_link(s, secret=world.settings.secret_key, base_url=server, role="csm", csm_id="csm-1",
                                    now=world.now, minutes=15)
     w = Walker(chromium, server, world.kind, "csm")
     try:
@@ -265,9 +277,32 @@ def test_csm_signs_in_with_a_one_time_link_and_meets_403_pages(chromium, server,
         w.shot("link")
         w.page.click("text=Continue")
         w.page.wait_for_load_state()
-        assert w.page.url.endswith("/console/accounts")
+        assert w.page.url.endswith("/console/inbox")
         menu = w.page.locator("header nav").inner_text()
-        assert "Accounts" in menu and "Rules" not in menu and "Overview" not in menu
+        assert "Inbox" in menu and "Accounts" in menu and "Rules" not in menu and "Overview" not in menu and "Pool" not in menu
+        w.shot("inbox")
+        account = world.seeded["churning"][1]
+        eid = world.seeded["engagements"][account]
+        w.page.click(f"a[href='/console/engagements/{eid}']")
+        w.page.wait_for_load_state()
+        w.shot("engagement")
+        if w.page.locator("button:has-text('Accept')").count():
+            w.page.click("button:has-text('Accept')")
+            w.page.wait_for_load_state()
+        w.page.fill("textarea[name=text]", "Called the champion; they are back next week.")
+        w.page.click("button:has-text('Add note')")
+        w.page.wait_for_load_state()
+        assert "Called the champion" in w.page.locator("#timeline").inner_text()
+        w.page.select_option("select[name=outcome]", "recovered")
+        w.page.click("button:has-text('Resolve')")
+        w.page.wait_for_load_state()
+        assert w.page.locator("#status").inner_text() == "resolved"
+        api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {world.keys['csm']}"})
+        got = api.get(f"/v1/engagements/{eid}").json()
+        api.close()
+        assert got["status"] == "resolved" and got["outcome"] == "recovered"
+        w.shot("engagement-resolved")
+        w.goto("/console/accounts")
         w.shot("accounts")
         w.goto(f"/console/accounts/{world.seeded['churning'][0]}")
         w.shot("account")
@@ -276,7 +311,7 @@ def test_csm_signs_in_with_a_one_time_link_and_meets_403_pages(chromium, server,
         w.shot("forbidden")
         assert all("403" in e for e in w.errors), w.errors  # the browser logs the 403 we asked for
         w.errors.clear()
-        assert crawl(w, w.links() | {urljoin(server, "/console/accounts")}) >= 2
+        assert crawl(w, w.links() | {urljoin(server, "/console/accounts"), urljoin(server, "/console/inbox")}) >= 3
         # the link worked once
         other = Walker(chromium, server, world.kind, "csm-again")
         try:

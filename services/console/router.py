@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from urllib.parse import urlencode
 
-from services.console.views import accounts, auth, deadletters, overview, playbooks, rules, templates
+from services.console.views import accounts, auth, deadletters, engagements, overview, playbooks, rules, templates
 from services.console.web import HERE, SECURITY_HEADERS, ConsoleForbidden, SignInRequired, error_page
 from shared.errors import TouchlineError
 
@@ -19,7 +19,7 @@ PREFIX = "/console"
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    for module in (auth, overview, accounts, rules, playbooks, templates, deadletters):
+    for module in (auth, overview, accounts, rules, playbooks, templates, engagements, deadletters):
         router.include_router(module.router)
     return router
 

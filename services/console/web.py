@@ -26,11 +26,13 @@ HERE = Path(__file__).parent
 MAX_FORM_BYTES = 512 * 1024
 
 MENU = [  # (label, path, roles that see it)
+    ("Inbox", "/console/inbox", ("csm",)),
     ("Overview", "/console/", ("ops",)),
     ("Accounts", "/console/accounts", ("ops", "csm")),
     ("Rules", "/console/rules", ("ops",)),
     ("Playbooks", "/console/playbooks", ("ops",)),
     ("Templates", "/console/templates", ("ops",)),
+    ("Pool", "/console/pool", ("ops",)),
     ("Dead letters", "/console/dead-letters", ("ops",)),
 ]
 
@@ -160,6 +162,12 @@ OPS = need("ops")
 READER = need("ops", "csm")
 
 
+def home_of(principal: Principal) -> str:
+    if principal.role in ("ops", "admin"):
+        return "/console/"
+    return "/console/inbox" if principal.csm_id else "/console/accounts"
+
+
 def csrf_for(request: Request) -> str:
     viewer = getattr(request.state, "viewer", None)
     nonce = viewer.nonce if viewer else request.cookies.get(sessions.PRE_COOKIE)
@@ -184,8 +192,9 @@ async def read_form(request: Request) -> dict[str, str]:
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     viewer: Viewer | None = getattr(request.state, "viewer", None)
-    menu = [(label, path) for label, path, roles in MENU if viewer and viewer.can(*roles)]
-    home = "/console/accounts" if viewer and not viewer.can("ops") else "/console/"
+    menu = [(label, path) for label, path, roles in MENU if viewer and viewer.can(*roles)
+            and (path != "/console/inbox" or viewer.principal.csm_id)]
+    home = home_of(viewer.principal) if viewer else "/console/"
     html = env.get_template(template).render(request=request, viewer=viewer, menu=menu, csrf=csrf_for(request), home=home,
                                              path=request.url.path, **ctx)
     return HTMLResponse(html, status_code=status_code)

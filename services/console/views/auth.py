@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from services.console import session as sessions
-from services.console.web import Viewer, context_of, current_viewer, now_of, optional_viewer, read_form, render, secret_of
+from services.console.web import Viewer, context_of, home_of, current_viewer, now_of, optional_viewer, read_form, render, secret_of
 from shared import auth as keys
 from shared.api import SessionDep
 
@@ -27,7 +27,7 @@ def _safe_next(target: str | None) -> str:
 
 
 def _home(principal: keys.Principal) -> str:
-    return "/console/accounts" if principal.role == "csm" else "/console/"
+    return home_of(principal)
 
 
 def _cookie_args(request: Request) -> dict:
