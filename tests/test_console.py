@@ -453,3 +453,31 @@ async def test_ops_reassigns_and_cancels_from_the_pool(api, keys, seeded):
     r = await api.post(f"/console/engagements/{eid}/cancel", data={"csrf": csrf, "reason": "duplicate"})
     assert r.status_code == 303
     assert (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["status"] == "cancelled"
+
+
+async def test_touchline_console_link_prints_a_link_that_signs_in_once(api, settings, seeded):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
+    env.update({"TOUCHLINE_DATABASE_URL": settings.database_url, "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+                "TOUCHLINE_SECRET_KEY": settings.secret_key, "TOUCHLINE_API_PORT": "8123"})
+    out = subprocess.run([sys.executable, "-m", "services.cli", "console-link", "--csm", "csm-1"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    url = re.search(r"http://\S+", out.stdout).group(0)
+    assert url.startswith("http://127.0.0.1:8123/console/link?token=")
+    page = await api.get(url[len("http://127.0.0.1:8123"):])
+    assert page.status_code == 200 and "console link for CSM csm-1 (csm)" in page.text
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "console-link", "--csm", "nobody"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no CSM 'nobody'" in bad.stderr
+
+
+async def test_overview_counts_open_engagements_like_the_api(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    pool = (await api.get("/v1/pool", headers=auth(keys["ops"]))).json()
+    open_ = sum(n for s, n in pool["by_status"].items() if s in ("queued", "assigned", "active"))
+    page = await api.get("/console/")
+    assert f'id="open-engagements">{open_:,}<' in page.text

@@ -1,5 +1,5 @@
 """Overview: signals per day by kind (30 days), messages sent and skipped by reason,
-events dead-lettered and consumer lag (from this process's Prometheus metrics)."""
+engagements open, due this week and overdue, events dead-lettered and consumer lag (from this process's Prometheus metrics)."""
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta, timezone
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from services.console import charts
 from services.console.web import OPS, Viewer, now_of, render
 from services.outreach.delivery import repository as delivery_repo
+from services.outreach.engagements import repository as engagements_repo
 from services.rules.signals import repository as signals_repo
 from shared.api import SessionDep
 from shared.metrics import render_metrics
@@ -70,6 +71,8 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
     for labels, value in m["touchline_consumer_lag"]:
         key = f"{labels.get('worker', '?')} on {labels.get('topic', '?')}"
         lag[key] = lag.get(key, 0) + value
-    return render(request, "overview.html", chart=chart, total=total, by_kind=by_kind, sent=sent,
+    open_engagements, due_week, overdue = engagements_repo.due_counts(session, now, now + timedelta(days=7))
+    return render(request, "overview.html", open_engagements=open_engagements, due_week=due_week, overdue=overdue,
+                  chart=chart, total=total, by_kind=by_kind, sent=sent,
                   skipped_total=skipped_total, skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])), other=other,
                   rejected=rejected, lag=lag, days=DAYS)

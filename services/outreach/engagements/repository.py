@@ -211,3 +211,14 @@ def mean_open_days(session: Session, since: datetime) -> float | None:
         return None
     return sum((c - a).total_seconds() for a, c in rows) / len(rows) / 86400
 
+
+
+def due_counts(session: Session, now: datetime, until: datetime) -> tuple[int, int, int]:
+    """Open engagements: all of them, those due in [now, until), and those overdue (one query)."""
+    open_ = Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)
+    row = session.execute(select(
+        func.count(),
+        func.count().filter((Engagement.due_at >= now) & (Engagement.due_at < until)),
+        func.count().filter(Engagement.due_at < now),
+    ).select_from(Engagement).where(open_)).one()
+    return int(row[0]), int(row[1]), int(row[2])
