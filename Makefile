@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements clean demo
+.PHONY: run test install migrate test-unit test-integration bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console clean demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -48,6 +48,9 @@ bench-jobs: $(STAMP)
 
 bench-outreach: $(STAMP)
 	$(BIN)/python -m bench.bench_outreach
+
+bench-console: $(STAMP)
+	$(BIN)/python -m bench.bench_console
 
 bench-engagements: $(STAMP)
 	$(BIN)/python -m bench.bench_engagements

@@ -16,8 +16,8 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 12, 16, 40
 
 
 def _nice_max(v: float) -> float:
-    if v <= 0:
-        return 1.0
+    if v <= 4:
+        return 4.0  # counts: whole-number ticks 0..4
     mag = 10 ** math.floor(math.log10(v))
     for step in (1, 2, 2.5, 5, 10):
         if v <= step * mag:

@@ -91,6 +91,14 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
+def _evidence(value: Any) -> str:
+    """One evidence entry as a person reads it: "15.2 (needs >= 14)"."""
+    if isinstance(value, dict) and "value" in value:
+        needs = f" (needs {value.get('op', '')} {_fmt_num(value.get('threshold'))})" if "threshold" in value else ""
+        return f"{_fmt_num(value['value'])}{needs}"
+    return str(value)
+
+
 def _url(path: str, **params) -> str:
     clean = {k: v for k, v in params.items() if v not in (None, "")}
     return path + ("?" + urlencode(clean) if clean else "")
@@ -103,7 +111,7 @@ def _seg(value: Any) -> str:
 
 env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined,
                   trim_blocks=True, lstrip_blocks=True)
-env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg)
+env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence)
 env.globals.update(url=_url)
 
 
