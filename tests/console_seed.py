@@ -94,7 +94,7 @@ def seed_engagements(session_factory, settings, now: datetime, churning: list[st
 
     out = {}
     with transaction(session_factory) as s:
-        roster.put(s, "csm-1", CsmIn(name="Grace Pool", email="grace@example.com", capacity=8), actor="ops:seed", now=now,
+        roster.put(s, "csm-1", CsmIn(name="Grace Pool", email="grace@example.com", capacity=200), actor="ops:seed", now=now,
                    settings=settings)
         roster.put(s, "csm-2", CsmIn(name="Alan Pool", email="alan@example.com", capacity=5), actor="ops:seed", now=now,
                    settings=settings)
