@@ -16,6 +16,7 @@ import pytest
 from services.console import session as sessions
 from shared.clock import SimulatedClock
 from shared.db import transaction
+from shared.jobs.runner import JobWorker
 from tests.conftest import auth
 from tests.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT, seed
 
@@ -316,7 +317,7 @@ async def test_rule_editor_shows_errors_next_to_their_line_and_saves_a_new_versi
     assert audit[-1]["actor"] == "ops:console ops"
 
 
-async def test_dry_run_and_backtest_with_the_diff(api, keys, seeded, clock):
+async def test_dry_run_and_a_backtest_job_with_the_diff(api, keys, seeded, clock, settings, session_factory):
     await sign_in(api, keys["ops"])
     a = seeded["churning"][0]
     r = await api.get(f"/console/rules/no-login-14d/dry-run?account_id={a}")
@@ -331,17 +332,31 @@ async def test_dry_run_and_backtest_with_the_diff(api, keys, seeded, clock):
     start = end - timedelta(days=20)
     r = await api.post("/console/rules/no-login-14d/backtest", data={
         "csrf": csrf_of(edit.text), "definition": changed, "start": start.isoformat(), "end": end.isoformat()})
-    assert r.status_code == 200, r.text[:2000]
-    api_result = (await api.post("/v1/rules/backtest", headers=auth(keys["ops"]), json={
+    assert r.status_code == 303, r.text[:2000]
+    page_url = r.headers["location"]
+    job_id = int(page_url.rsplit("/", 1)[1])
+    waiting = await api.get(page_url)
+    assert waiting.status_code == 200 and "is <strong>queued</strong>" in waiting.text
+    assert '<meta http-equiv="refresh" content="2">' in waiting.text
+    worker = JobWorker(settings, session_factory, clock)
+    assert worker.run_job(job_id).state == "succeeded"
+    r = await api.get(page_url)
+    assert 'http-equiv="refresh"' not in r.text
+    # the same request through the API, run by the same worker
+    queued = (await api.post("/v1/rules/backtest", headers=auth(keys["ops"]), json={
         "rule_id": "no-login-14d", "rule": __import__("yaml").safe_load(changed), "start": start.isoformat(),
         "end": end.isoformat(), "compare_with_current": True})).json()
+    worker.run_job(queued["id"])
+    api_result = (await api.get(f"/v1/jobs/{queued['id']}", headers=auth(keys["ops"]))).json()["result"]
     assert f'id="total-firings">{api_result["total_firings"]:,}<' in r.text
-    for acct in api_result["diff"]["newly_firing"]:
+    for acct in api_result["diff"]["newly_firing"] + api_result["diff"]["stop_firing"]:
         assert f'href="/console/accounts/{acct}"' in r.text
     assert "<svg" in r.text and "Firings per day" in r.text
     r = await api.post("/console/rules/no-login-14d/backtest", data={
-        "csrf": csrf_of(edit.text), "start": (end - timedelta(days=200)).isoformat(), "end": end.isoformat()})
-    assert r.status_code == 422 and "at most 90 days" in r.text
+        "csrf": csrf_of(edit.text), "start": (end - timedelta(days=1000)).isoformat(), "end": end.isoformat()})
+    assert r.status_code == 422 and "longer than the retained history" in r.text
+    r = await api.get(f"/console/rules/wau-down-40/backtests/{job_id}")
+    assert r.status_code == 404  # a job is shown under its own rule only
 
 
 async def test_template_editor_previews_unsaved_text_and_rejects_bad_templates(api, keys, seeded):

@@ -22,6 +22,7 @@ from services.console import session as sessions
 from shared.broker import free_port
 from shared.clock import SimulatedClock
 from shared.db import transaction
+from shared.jobs.runner import JobWorker
 from tests.console_seed import HOSTILE
 
 pytestmark = pytest.mark.integration
@@ -196,11 +197,18 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         w.page.fill("input[name=end]", end.isoformat())
         w.page.click("text=Backtest the edit")
         w.page.wait_for_load_state()
+        assert "/backtests/" in w.page.url and w.page.locator("#job-state").count() == 1
+        w.shot("backtest-queued")
+        worker = JobWorker(world.settings, world.session_factory, SimulatedClock(world.now))
+        assert worker.run_job(int(w.page.url.rsplit("/", 1)[1])).state == "succeeded"
+        w.page.wait_for_selector("#total-firings", timeout=30_000)  # the page's own meta refresh brings the result
         import yaml
 
-        expected = api.post("/v1/rules/backtest", json={"rule_id": "no-login-14d", "rule": yaml.safe_load(edited),
-                                                        "start": start.isoformat(), "end": end.isoformat(),
-                                                        "compare_with_current": True}).json()
+        queued = api.post("/v1/rules/backtest", json={"rule_id": "no-login-14d", "rule": yaml.safe_load(edited),
+                                                      "start": start.isoformat(), "end": end.isoformat(),
+                                                      "compare_with_current": True}).json()
+        worker.run_job(queued["id"])
+        expected = api.get(f"/v1/jobs/{queued['id']}").json()["result"]
         assert w.page.locator("#total-firings").inner_text() == f"{expected['total_firings']:,}"
         shown = set(w.page.locator("#newly-firing a").all_inner_texts())
         assert shown == set(expected["diff"]["newly_firing"])

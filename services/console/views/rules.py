@@ -1,7 +1,7 @@
 """Rules: the list (enabled state, firings in the last 7 days), a rule's page
 (definition, versions, audit, recent signals), the editor (YAML or JSON, errors next to
-their line), enable/disable, dry-run for an account, and backtest with the diff
-against the current version. Every decision is the rules service's."""
+their line), enable/disable, dry-run for an account, and backtest (a background job,
+polled by the page) with the diff against the current version. Every decision is the rules service's."""
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -9,13 +9,13 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, Viewer, context_of, now_of, read_form, render
-from services.rules.backtest.service import backtest_request
+from services.console.web import OPS, Viewer, _seg, context_of, now_of, read_form, render
+from services.rules.backtest.jobs import KIND as BACKTEST_KIND
+from services.rules.backtest.service import prepare
 from services.rules.language import RuleValidationError
 from services.rules.rules import repository as repo
 from services.rules.rules import service
@@ -23,10 +23,12 @@ from services.rules.rules.dryrun import dry_run
 from services.rules.rules.schemas import BacktestIn
 from services.rules.signals import repository as signals_repo
 from shared.api import SessionDep
-from shared.errors import TouchlineError, Unprocessable
+from shared import jobs
+from shared.errors import NotFound, TouchlineError, Unprocessable
+from shared.jobs import FINISHED
+from shared.jobs import service as job_service
 
 router = APIRouter()
-BACKTEST_MAX_DAYS = 90  # the page runs the backtest inside the request: keep it bounded
 FIRING_DAYS = 7
 
 NEW_RULE = """id: my-rule
@@ -198,35 +200,47 @@ def rule_dry_run(request: Request, rule_id: str, account_id: str = Query("", max
 
 @router.post("/rules/{rule_id}/backtest")
 async def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+    """Queue a backtest job (as POST /v1/rules/backtest does) and go to its page."""
     form = await read_form(request)
     rule = service.get(session, rule_id)
     settings = context_of(request).settings
     text = form.get("definition") or ""
-    errors: list[dict] = []
-    result = None
     try:
         start, end = date.fromisoformat(form.get("start", "")), date.fromisoformat(form.get("end", ""))
     except ValueError:
         raise Unprocessable("start and end are dates like 2026-03-01") from None
-    if (end - start).days + 1 > BACKTEST_MAX_DAYS:
-        raise Unprocessable(f"the console backtests at most {BACKTEST_MAX_DAYS} days at a time; use POST /v1/rules/backtest "
-                            "for longer periods")
     try:
         if text.strip():
             body = BacktestIn(rule=parse_text(text), rule_id=rule_id, start=start, end=end, compare_with_current=True,
                               samples=10)
         else:
             body = BacktestIn(rule_id=rule_id, start=start, end=end, samples=10)
-        # Replaying days is CPU work: keep it off the event loop.
-        result = await run_in_threadpool(backtest_request, session, body, settings)
+        prepare(session, body, settings)
+        job = jobs.submit(session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=viewer.principal.actor,
+                          now=now_of(request), settings=settings)
     except TouchlineError as exc:
         if not text.strip():
             raise
         errors = _errors(text, exc)
+        return render(request, "backtest.html", status_code=exc.status_code, rule=rule, job=None, result=None, chart=None,
+                      text=text, errors=errors, lines=_numbered(text, errors), start=start, end=end, refresh=False)
+    return RedirectResponse(f"/console/rules/{_seg(rule_id)}/backtests/{job.id}", status_code=303)
+
+
+@router.get("/rules/{rule_id}/backtests/{job_id}")
+def backtest_job(request: Request, rule_id: str, job_id: int, session: Session = SessionDep, viewer: Viewer = OPS):
+    """The job's progress (the page refreshes itself while it runs), then its result."""
+    rule = service.get(session, rule_id)
+    job = job_service.get_visible(session, job_id, viewer.role)
+    params = job.params or {}
+    if job.kind != BACKTEST_KIND or params.get("rule_id") != rule_id:
+        raise NotFound(f"job {job_id} is not a backtest of {rule_id!r}")
+    result = job.result if job.state == "succeeded" else None
     chart = None
     if result:
         labels = [d["day"][5:] for d in result["per_day"]]
         chart = charts.bars(f"Firings per day of {rule_id} ({result['start']} to {result['end']})", labels,
                             {"firings": [d["firings"] for d in result["per_day"]]}, x_label="day (UTC)", y_label="firings")
-    return render(request, "backtest.html", status_code=422 if errors else 200, rule=rule, result=result, chart=chart,
-                  text=text, errors=errors, lines=_numbered(text, errors) if errors else [], start=start, end=end)
+    return render(request, "backtest.html", rule=rule, job=job, result=result, chart=chart, text=bool(params.get("rule")),
+                  errors=[], lines=[], start=params.get("start"), end=params.get("end"),
+                  refresh=job.state not in FINISHED)
