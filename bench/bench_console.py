@@ -36,6 +36,8 @@ from shared.settings import Settings
 from tests.console_seed import seed
 
 REPEAT = 5
+SEGMENTS = ("smb", "mid_market", "enterprise")
+PLANS = ("starter", "pro", "enterprise")
 NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
 
 
@@ -91,8 +93,10 @@ def run(url: str, label: str, extra: int, bootstrap: str) -> None:
         t = time.perf_counter()
         for i in range(0, extra, 10_000):
             with transaction(factory) as s:
-                ingest_repo.touch_accounts(s, [{"id": f"bulk-{j:07d}", "first_seen_at": NOW, "last_seen_at": NOW,
-                                                "created_at": NOW, "updated_at": NOW} for j in range(i, min(extra, i + 10_000))])
+                ingest_repo.touch_accounts(s, [{"id": f"bulk-{j:07d}", "name": f"Bulk Works {j}", "traits": {},
+                                                "segment": SEGMENTS[j % 3], "plan": PLANS[j % 3],
+                                                "first_seen_at": NOW, "last_seen_at": NOW, "created_at": NOW,
+                                                "updated_at": NOW} for j in range(i, min(extra, i + 10_000))])
         if engine.dialect.name == "postgresql":
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")

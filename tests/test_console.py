@@ -496,3 +496,23 @@ async def test_overview_counts_open_engagements_like_the_api(api, keys, seeded):
     open_ = sum(n for s, n in pool["by_status"].items() if s in ("queued", "assigned", "active"))
     page = await api.get("/console/")
     assert f'id="open-engagements">{open_:,}<' in page.text
+
+
+async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offset(api, keys, settings, clock):
+    from types import SimpleNamespace
+
+    from shared.kafka import dlq_headers, make_producer
+
+    producer = make_producer(settings)
+    for i, reason in enumerate(["invalid_json", "schema_violation", "invalid_json"]):
+        source = SimpleNamespace(topic=settings.topic_events, partition=1, offset=4000 + i)
+        producer.send(settings.topic_events_dlq, key=b"acme", value=b'{"bad": <script>' + str(i).encode(),
+                      headers=dlq_headers(source, reason, f"detail {i}", clock.now()))
+    producer.flush()
+    producer.close()
+    await sign_in(api, keys["ops"])
+    page = await api.get("/console/dead-letters")
+    assert page.status_code == 200
+    assert f"{settings.topic_events}/1@4002" in page.text and "schema_violation" in page.text
+    assert "&lt;script&gt;" in page.text and '"bad": <script>' not in page.text
+    assert re.search(r"<td>invalid_json</td><td class=\"n\">2</td>", page.text)
