@@ -175,7 +175,8 @@ def read_dlq_tail(settings: Settings, *, keep: int = 50, max_scan: int = 20_000,
     high-watermark its fetches report, bounded by ``max_scan`` records and ``timeout``
     seconds in all: for a console page, not a full export."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                             request_timeout_ms=int(max(timeout, 1) * 5000), client_id="touchline-dlq-reader")
+                             request_timeout_ms=int(max(timeout, 1) * 5000), client_id="touchline-dlq-reader",
+                             fetch_max_wait_ms=50)  # an empty DLQ should not hold the page for 500 ms
     try:
         parts = consumer.partitions_for_topic(settings.topic_events_dlq) or set()
         if not parts:
