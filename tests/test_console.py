@@ -314,7 +314,7 @@ async def test_rule_editor_shows_errors_next_to_their_line_and_saves_a_new_versi
     assert got["current_version"] == before["current_version"] + 1
     assert got["definition"]["severity"] == ("critical" if severity != "critical" else "high")
     audit = (await api.get("/v1/rules/no-login-14d/audit", headers=auth(keys["ops"]))).json()
-    assert audit[-1]["actor"] == "ops:console ops"
+    assert audit["items"][-1]["actor"] == "ops:console ops"
 
 
 async def test_dry_run_and_a_backtest_job_with_the_diff(api, keys, seeded, clock, settings, session_factory):
