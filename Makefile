@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install migrate test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements soak clean demo coverage mutation mutation-survivors
+.PHONY: run test lint install migrate test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console soak clean demo coverage mutation mutation-survivors
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -96,6 +96,9 @@ bench-jobs: $(STAMP)
 
 bench-outreach: $(STAMP)
 	$(BIN)/python -m bench.bench_outreach
+
+bench-console: $(STAMP)
+	$(BIN)/python -m bench.bench_console
 
 bench-engagements: $(STAMP)
 	$(BIN)/python -m bench.bench_engagements

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
     secret_key: str = PLACEHOLDER_SECRET
+    # Console: signed session cookies last this long; `touchline console-link` links this long.
+    console_session_minutes: int = 720
+    console_link_minutes: int = 15
 
     # Rules.
     rules_tick_seconds: int = 60

@@ -201,3 +201,59 @@ async def api(settings, clock, session_factory) -> httpx.AsyncClient:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+class ConsoleWorld:
+    """One database seeded with demo-like data for the console tests (see tests/console_seed.py)."""
+
+    def __init__(self, kind, settings, engine, session_factory, now, seeded, keys):
+        self.kind, self.settings, self.engine, self.session_factory = kind, settings, engine, session_factory
+        self.now, self.seeded, self.keys = now, seeded, keys
+
+
+@pytest.fixture(scope="session", params=DB_KINDS)
+def console_world(request, broker, tmp_path_factory) -> Iterator[ConsoleWorld]:
+    """Seeded once per database kind for every console test (HTTP and browser): a
+    database of its own, so the per-test table wipe of the other tests never touches it."""
+    from shared.auth import create_key
+    from tests.console_seed import seed
+
+    kind = request.param
+    admin_url = None
+    if kind == "postgresql":
+        if not PG_URL:
+            if os.environ.get("CI"):
+                pytest.fail("CI must test PostgreSQL too: set TOUCHLINE_TEST_POSTGRES_URL (.ci/run does)")
+            pytest.skip("PostgreSQL variant: set TOUCHLINE_TEST_POSTGRES_URL (make test sets it in CI)")
+        base = make_url(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith("postgresql://") else PG_URL)
+        name = f"touchline_console_{uuid.uuid4().hex[:10]}"
+        admin_url = base.render_as_string(hide_password=False)
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = base.set(database=name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'touchline.db'}"
+    var_dir = tmp_path_factory.mktemp("console-var")
+    settings = Settings(env="test", var_dir=var_dir, database_url=url, kafka_bootstrap=broker.bootstrap,
+                        topic_prefix=f"c{uuid.uuid4().hex[:8]}.", kafka_session_timeout_ms=2000,
+                        kafka_heartbeat_interval_ms=300, kafka_poll_timeout_ms=200)
+    engine = make_engine(settings)
+    upgrade(engine)
+    ensure_topics(settings)
+    factory = make_session_factory(engine)
+    clock = SimulatedClock(T0)
+    seeded = seed(factory, settings, clock)
+    keys = {}
+    with transaction(factory) as session:
+        for role in ("ops", "csm", "admin", "ingest"):
+            _row, keys[role] = create_key(session, role=role, name=f"console {role}", now=clock.now(),
+                                          csm_id="csm-1" if role == "csm" else None)
+    yield ConsoleWorld(kind, settings, engine, factory, clock.now(), seeded, keys)
+    engine.dispose()
+    if admin_url:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

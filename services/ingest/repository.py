@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, select
 from sqlalchemy.orm import Session
 
 from services.ingest.models import (
@@ -198,3 +198,36 @@ def prune_events(session: Session, received_before: datetime, limit: int = 50_00
         return 0
     session.execute(delete(RawEvent).where(RawEvent.event_id.in_(ids)))
     return len(ids)
+
+
+def search_accounts(session: Session, *, text: str | None, segment: str | None, lifecycle_stage: str | None,
+                    plan: str | None, only_ids: Select | None, offset: int, limit: int) -> tuple[list[Account], int]:
+    """A page of accounts ordered by id, matching every filter given, and the total count.
+    ``text`` matches id or name (case-insensitive substring); ``only_ids`` is a subquery
+    of account ids to keep (e.g. the accounts with a recent signal)."""
+    conditions: list[ColumnElement[bool]] = []
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conditions.append(Account.id.ilike(pattern, escape="\\") | Account.name.ilike(pattern, escape="\\"))
+    for col, value in ((Account.segment, segment), (Account.lifecycle_stage, lifecycle_stage), (Account.plan, plan)):
+        if value:
+            conditions.append(col == value)
+    if only_ids is not None:
+        conditions.append(Account.id.in_(only_ids))
+    total = session.scalar(select(func.count()).select_from(Account).where(*conditions)) or 0
+    items = list(session.scalars(select(Account).where(*conditions).order_by(Account.id).offset(offset).limit(limit)))
+    return items, total
+
+
+def distinct_traits(session: Session) -> dict[str, list[str]]:
+    """The segments, plans and lifecycle stages in use (each on an indexed column)."""
+    out: dict[str, list[str]] = {}
+    for name, col in (("segment", Account.segment), ("plan", Account.plan), ("lifecycle_stage", Account.lifecycle_stage)):
+        out[name] = [v for v in session.scalars(select(col).where(col.is_not(None)).distinct().order_by(col)) if v is not None]
+    return out
+
+
+def recent_events(session: Session, account_id: str, limit: int) -> list[RawEvent]:
+    q = (select(RawEvent).where(RawEvent.account_id == account_id)
+         .order_by(RawEvent.timestamp.desc(), RawEvent.event_id.desc()).limit(limit))
+    return list(session.scalars(q))

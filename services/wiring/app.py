@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
 
     for r in routers():
         app.include_router(r)
+    from services.console.router import mount as mount_console
+
+    mount_console(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     def healthz():

@@ -128,6 +128,28 @@ def cmd_keys(args) -> int:
     return 0
 
 
+def cmd_console_link(args) -> int:
+    """Print a one-time sign-in link to the web console (it creates a key of its own)."""
+    from services.console.session import create_link
+    from shared.clock import SystemClock
+    from shared.db import transaction
+
+    settings = get_settings()
+    with database(settings) as factory:
+        with transaction(factory) as session:
+            if args.csm:
+                from services.outreach.engagements import repository as engagements_repo
+
+                if engagements_repo.get_csm(session, args.csm) is None:
+                    print(f"error: no CSM {args.csm!r} on the roster (PUT /v1/csms/{args.csm} adds one)", file=sys.stderr)
+                    return 2
+            url = create_link(session, secret=settings.secret_key, base_url=settings.public_url,
+                              role="csm" if args.csm else args.role, csm_id=args.csm, now=SystemClock().now(),
+                              minutes=settings.console_link_minutes)
+    print(f"Open this link within {settings.console_link_minutes} minutes; it signs in once:\n\n  {url}\n")
+    return 0
+
+
 def cmd_topics(args) -> int:
     from shared.kafka import ensure_topics, topic_specs
 
@@ -371,7 +393,8 @@ def _first_admin_key(settings, factory) -> None:
     key_file.chmod(0o600)
     bar = "=" * 78
     print(f"\n{bar}\n  Development admin API key (shown once, also saved to {key_file}):\n\n    {key}\n\n"
-          f"  Try: curl -H 'Authorization: Bearer {key}' http://{settings.api_host}:{settings.api_port}/v1/accounts\n{bar}\n",
+          f"  Try: curl -H 'Authorization: Bearer {key}' http://{settings.api_host}:{settings.api_port}/v1/accounts\n"
+          f"  Console: http://{settings.api_host}:{settings.api_port}/console/ (sign in with this key)\n{bar}\n",
           flush=True)
 
 
@@ -419,8 +442,9 @@ def cmd_run(args) -> int:
     supervisor = Supervisor(settings, child_specs(settings, sys.executable, getattr(args, "extra", None)),
                             multiprocess_env(settings), broker, on_broker_restart=lambda: ensure_topics(settings))
     supervisor.install_signal_handlers()
-    log.info("Touchline is up: API on http://%s:%d (docs at /docs); Ctrl-C drains and stops everything",
-             settings.api_host, settings.api_port)
+    log.info("Touchline is up: API on http://%s:%d (docs at /docs), console at http://%s:%d/console/ "
+             "(sign in with the key in %s, or `touchline console-link --role ops`); Ctrl-C drains and stops everything",
+             settings.api_host, settings.api_port, settings.api_host, settings.api_port, settings.var_dir / "dev-admin-key")
     rc = supervisor.run()
     log.info("bye")
     return rc
@@ -465,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("id", type=int)
     k.set_defaults(func=cmd_keys)
+    cl = sub.add_parser("console-link", help="print a one-time sign-in link to the web console")
+    who = cl.add_mutually_exclusive_group(required=True)
+    who.add_argument("--role", choices=["ops", "admin"], help="sign in as CS Ops (or admin)")
+    who.add_argument("--csm", metavar="ID", help="sign in as this pooled CSM (their roster id)")
+    cl.set_defaults(func=cmd_console_link)
     sub.add_parser("topics", help="create Touchline's topics if missing and list them").set_defaults(func=cmd_topics)
     d = sub.add_parser("dlq", help="show rejected records with their reason and source offset")
     d.add_argument("--limit", type=int, default=50)

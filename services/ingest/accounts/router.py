@@ -1,7 +1,6 @@
 """Accounts and users (contacts): read their state, set their traits, read usage rollups."""
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import date, timedelta
 
 from fastapi import APIRouter, Query
@@ -19,6 +18,7 @@ from services.ingest.accounts.schemas import (
     UserOut,
     UserPage,
 )
+from services.ingest.accounts.service import usage_report
 from services.ingest.service import apply_account_traits, apply_user_traits, new_account, new_user
 from shared.api import ClockDep, SessionDep
 from shared.auth import require
@@ -100,24 +100,7 @@ def account_usage(
 ):
     _account_or_404(session, account_id)
     start, end = _window(start, end, days, clock)
-    by_day: dict[date, dict[str, int]] = defaultdict(dict)
-    totals: dict[str, int] = defaultdict(int)
-    for day, name, count in repo.usage_by_day(session, account_id, start, end):
-        by_day[day][name] = count
-        totals[name] += count
-    active = repo.active_users_by_day(session, account_id, start, end)
-    days_out = [
-        UsageDay(day=d, events=sum(by_day[d].values()), by_event=by_day[d], active_users=active.get(d, 0))
-        for d in sorted(set(by_day) | set(active))
-    ]
-    return UsageOut(
-        account_id=account_id, start=start, end=end,
-        totals=UsageTotals(events=sum(totals.values()), by_event=dict(totals),
-                           active_users=repo.distinct_active_users(session, account_id, start, end),
-                           active_days=len(by_day)),
-        last_seen=repo.account_last_seen(session, account_id),
-        days=days_out,
-    )
+    return usage_report(session, account_id, start, end)
 
 
 @router.put("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut,

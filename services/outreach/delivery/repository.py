@@ -166,3 +166,15 @@ def requeue(session: Session, message_id: str, now: datetime) -> Message | None:
         state="queued", next_attempt_at=now, lease_owner=None, lease_until=None, lease_token=None, updated_at=now))
     session.refresh(m)
     return m
+
+
+def counts_by_state_reason(session: Session, since: datetime) -> list[tuple[str, str | None, int]]:
+    """Messages created since ``since``, per state and skip reason (aggregated in SQL)."""
+    return list(session.execute(select(Message.state, Message.skip_reason, func.count()).where(
+        Message.created_at >= since).group_by(Message.state, Message.skip_reason)))
+
+
+def counts_by_step(session: Session, playbook_id: str) -> list[tuple[str, str, str | None, int]]:
+    """A playbook's messages per step, state and skip reason."""
+    return list(session.execute(select(Message.step_id, Message.state, Message.skip_reason, func.count()).where(
+        Message.playbook_id == playbook_id).group_by(Message.step_id, Message.state, Message.skip_reason)))

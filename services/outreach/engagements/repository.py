@@ -255,3 +255,14 @@ def scrub_contact(session: Session, account_id: str, identifiers: list[str]) -> 
                 ev.details = details
                 changed += 1
     return changed
+
+
+def due_counts(session: Session, now: datetime, until: datetime) -> tuple[int, int, int]:
+    """Open engagements: all of them, those due in [now, until), and those overdue (one query)."""
+    open_ = Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)
+    row = session.execute(select(
+        func.count(),
+        func.count().filter((Engagement.due_at >= now) & (Engagement.due_at < until)),
+        func.count().filter(Engagement.due_at < now),
+    ).select_from(Engagement).where(open_)).one()
+    return int(row[0]), int(row[1]), int(row[2])

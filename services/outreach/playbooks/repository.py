@@ -109,3 +109,15 @@ def enrollment_counts(session: Session, playbook_id: str) -> list[tuple[bool, st
     return list(session.execute(select(Enrollment.holdout, Enrollment.status, func.count())
                                 .where(Enrollment.playbook_id == playbook_id)
                                 .group_by(Enrollment.holdout, Enrollment.status)))
+
+
+def enrollments_for_account(session: Session, account_id: str, limit: int) -> list[Enrollment]:
+    q = select(Enrollment).where(Enrollment.account_id == account_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
+    return list(session.scalars(q))
+
+
+def enrollment_histories(session: Session, playbook_id: str, limit: int) -> list[list]:
+    """The step histories of a playbook's newest ``limit`` enrolments (for its funnel)."""
+    q = (select(Enrollment.history).where(Enrollment.playbook_id == playbook_id)
+         .order_by(Enrollment.enrolled_at.desc()).limit(limit))
+    return [h or [] for h in session.scalars(q)]

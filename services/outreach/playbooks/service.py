@@ -91,3 +91,37 @@ def report(session: Session, playbook_id: str) -> ReportOut:
         sent=states.get("sent", 0), queued=states.get("queued", 0) + states.get("sending", 0), failed=states.get("failed", 0),
         uncertain=states.get("uncertain", 0), skipped=skipped, treated=treated, holdout=held, lift=lift, relative_lift=rel, confidence_interval=ci,
     )
+
+
+FUNNEL_ENROLMENTS = 20_000
+
+
+def funnel(session: Session, playbook_id: str) -> dict:
+    """Enrolled, then per step of the current version: enrolments that reached it (from
+    the newest FUNNEL_ENROLMENTS enrolments' histories), messages sent and skipped by
+    reason; then converted."""
+    head = get_or_404(session, playbook_id)
+    version = repo.get_version(session, playbook_id, head.current_version)
+    assert version is not None, "a playbook's current version always exists"
+    definition = PlaybookDefinition.model_validate(version.definition)
+    histories = repo.enrollment_histories(session, playbook_id, FUNNEL_ENROLMENTS)
+    reached: dict[str, int] = {}
+    for history in histories:
+        for step_id in {entry["step"] for entry in history if isinstance(entry, dict) and entry.get("step")}:
+            reached[step_id] = reached.get(step_id, 0) + 1
+    messages: dict[str, dict] = {}
+    for step_id, state, reason, n in delivery_repo.counts_by_step(session, playbook_id):
+        m = messages.setdefault(step_id, {"sent": 0, "skipped": {}, "other": 0})
+        if state == "sent":
+            m["sent"] += n
+        elif state == "skipped":
+            m["skipped"][reason or "unknown"] = m["skipped"].get(reason or "unknown", 0) + n
+        else:
+            m["other"] += n
+    counts = {status: 0 for status in ("active", "converted", "completed", "failed")}
+    for _holdout, status, n in repo.enrollment_counts(session, playbook_id):
+        counts[status] = counts.get(status, 0) + n
+    steps = [{"id": s.id, "type": s.type, "reached": reached.get(s.id, 0),
+              **messages.get(s.id, {"sent": 0, "skipped": {}, "other": 0})} for s in definition.parsed_steps().steps]
+    return {"enrolled": sum(counts.values()), "sampled": len(histories), "steps": steps, "converted": counts["converted"],
+            "by_status": counts}

@@ -7,8 +7,6 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
-from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
 from services.outreach.templates import service
 from services.outreach.templates.schemas import ID_PATTERN, PreviewIn, PreviewOut, TemplateIn, TemplateOut
@@ -53,17 +51,8 @@ def get_template(template_id: str, session: Session = SessionDep, _p=require("op
 def preview_template(template_id: str, body: PreviewIn, session: Session = ReadSessionDep,
                      settings: Settings = SettingsDep, _p=require("ops")):
     template = service.get_or_404(session, template_id)
-    account = usage.account(session, body.account_id)
-    if account is None:
-        raise NotFound(f"no account {body.account_id!r}")
-    user = None
-    if body.user_id:
-        user = usage.contact(session, body.account_id, body.user_id)
-        if user is None:
-            raise NotFound(f"no user {body.user_id!r} in account {body.account_id!r}")
-    email = (user.email if user else account.owner_email) or "nobody@example.invalid"
-    rendered, ctx = service.preview(session, template, account=account, user=user, signal=body.signal, settings=settings,
-                                    unsubscribe_url=unsubscribe_url(settings, email=email, account_id=account.id))
+    rendered, ctx = service.preview_for(session, template, account_id=body.account_id, user_id=body.user_id,
+                                        signal=body.signal, settings=settings)
     return PreviewOut(subject=rendered.subject, html_body=rendered.html_body, text_body=rendered.text_body,
                       context=_jsonable(ctx))
 

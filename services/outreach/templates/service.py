@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.ingest import usage
+from services.outreach.policy.tokens import unsubscribe_url
 from shared import audit
 from services.outreach.models import Template
 from services.outreach.templates import repository as repo
@@ -73,3 +75,19 @@ def preview(session: Session, template: Template, *, account, user, signal: dict
         return render({p: getattr(template, p) for p in PARTS}, ctx, RenderBudget.from_settings(settings)), ctx
     except TemplateProblem as problem:
         raise Unprocessable(problem.as_dict(), code="template_render_failed") from None
+
+
+def preview_for(session: Session, template: Template, *, account_id: str, user_id: str | None, signal: dict | None,
+                settings) -> tuple[Rendered, dict[str, Any]]:
+    """Render a template for a real account and contact (the owner when no user is named)."""
+    account = usage.account(session, account_id)
+    if account is None:
+        raise NotFound(f"no account {account_id!r}")
+    user = None
+    if user_id:
+        user = usage.contact(session, account_id, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r} in account {account_id!r}")
+    email = (user.email if user else account.owner_email) or "nobody@example.invalid"
+    return preview(session, template, account=account, user=user, signal=signal, settings=settings,
+                   unsubscribe_url=unsubscribe_url(settings, email=email, account_id=account.id))

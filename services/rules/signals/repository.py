@@ -1,10 +1,10 @@
 """Every query on signals and cooldown claims."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from services.rules.models import RuleCooldown, SignalRecord
@@ -94,3 +94,28 @@ def scrub_evidence(session: Session, account_id: str, needles: list[str]) -> int
             row.evidence = evidence
             changed += 1
     return changed
+
+
+def _utc_day(session: Session, col):
+    """The UTC calendar day of a stored datetime, in SQL (SQLite stores UTC text)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", col))
+    return func.date(col)
+
+
+def counts_by_day_and_kind(session: Session, since: datetime, until: datetime) -> list[tuple[date, str, int]]:
+    """Signals fired in [since, until), per UTC day and kind (aggregated in SQL)."""
+    day = _utc_day(session, SignalRecord.fired_at)
+    q = (select(day, SignalRecord.kind, func.count()).where(SignalRecord.fired_at >= since, SignalRecord.fired_at < until)
+         .group_by(day, SignalRecord.kind))
+    return [(d if isinstance(d, date) else date.fromisoformat(str(d)), k, n) for d, k, n in session.execute(q)]
+
+
+def counts_by_rule(session: Session, since: datetime) -> dict[str, int]:
+    q = select(SignalRecord.rule_id, func.count()).where(SignalRecord.fired_at >= since).group_by(SignalRecord.rule_id)
+    return {r: n for r, n in session.execute(q)}
+
+
+def accounts_signalled_since(session: Session, since: datetime) -> Select:
+    """A subquery of the accounts with a signal since ``since`` (for filters in other lists)."""
+    return select(SignalRecord.account_id).where(SignalRecord.fired_at >= since).distinct()

@@ -1,0 +1,80 @@
+"""The web console under ``/console``: server-rendered pages over the same services and
+repositories as the API. :func:`mount` wires it into the one FastAPI app: its pages,
+its static files, its security headers and HTML error pages for console paths."""
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from urllib.parse import urlencode
+
+from services.console.views import accounts, auth, deadletters, engagements, overview, playbooks, rules, templates
+from services.console.web import HERE, SECURITY_HEADERS, ConsoleForbidden, SignInRequired, error_page
+from shared.errors import TouchlineError
+
+PREFIX = "/console"
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    for module in (auth, overview, accounts, rules, playbooks, templates, engagements, deadletters):
+        router.include_router(module.router)
+    return router
+
+
+def _is_console(request: Request) -> bool:
+    return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
+
+
+def mount(app: FastAPI) -> None:
+    app.include_router(build_router())
+    app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"), name="console-static")
+
+    @app.middleware("http")
+    async def console_headers(request: Request, call_next):
+        response = await call_next(request)
+        if _is_console(request):
+            for k, v in SECURITY_HEADERS.items():
+                if k == "Cache-Control" and request.url.path.startswith(PREFIX + "/static/"):
+                    continue
+                response.headers.setdefault(k, v)
+        return response
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, _exc: SignInRequired):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"{PREFIX}/sign-in?{urlencode({'next': target})}", status_code=303)
+
+    @app.exception_handler(ConsoleForbidden)
+    async def _forbidden(request: Request, exc: ConsoleForbidden):
+        return error_page(request, 403, "Not allowed", exc.message)
+
+    json_domain_error = app.exception_handlers.get(TouchlineError)
+    json_validation_error = app.exception_handlers.get(RequestValidationError)
+
+    @app.exception_handler(TouchlineError)
+    async def _domain_error(request: Request, exc: TouchlineError):
+        if _is_console(request):
+            titles = {404: "Not found", 403: "Not allowed", 409: "Conflict", 422: "Not valid"}
+            return error_page(request, exc.status_code, titles.get(exc.status_code, "Error"), exc.detail)
+        return await json_domain_error(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        if _is_console(request):
+            detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+            return error_page(request, 422, "Not valid", detail)
+        return await json_validation_error(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if _is_console(request) and exc.status_code in (404, 405):
+            return error_page(request, exc.status_code, "Not found" if exc.status_code == 404 else "Not allowed",
+                              "There is no such page in the console." if exc.status_code == 404 else "Wrong method.")
+        return await http_exception_handler(request, exc)
+
+    @app.get(PREFIX, include_in_schema=False)
+    def _console_root():
+        return RedirectResponse(PREFIX + "/", status_code=307)

@@ -1,0 +1,152 @@
+"""Pooled CSMs and the pool: a CSM's inbox, an engagement on one screen with its
+actions (accept, log a touch, note, extend, resolve; reassign and cancel for CS Ops),
+and the pool page (load against capacity, the queue by age, status and outcome, the
+forecast). Every rule is the engagements service's; these views only call it."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from services.console import charts
+from services.console.web import OPS, READER, ConsoleForbidden, Viewer, _seg, context_of, now_of, read_form, render
+from services.outreach.engagements import assignment, reporting, service
+from services.outreach.engagements import repository as repo
+from services.outreach.engagements.schemas import (
+    OUTCOMES,
+    TOUCH_KINDS,
+    CancelIn,
+    ExtendIn,
+    NoteIn,
+    ReassignIn,
+    ResolveIn,
+    TouchIn,
+)
+from services.outreach.models import OPEN_ENGAGEMENT_STATUSES
+from shared.api import SessionDep
+from shared.errors import Forbidden, TouchlineError, Unprocessable
+
+router = APIRouter()
+INBOX_LIMIT = 200
+
+
+def _days_left(e, now) -> float | None:
+    return None if e.due_at is None else (e.due_at - now).total_seconds() / 86400
+
+
+@router.get("/inbox")
+def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READER):
+    if not viewer.principal.csm_id:
+        raise ConsoleForbidden("The inbox is a CSM's: sign in with a csm key bound to a roster entry "
+                               "(`touchline console-link --csm <id>`). CS Ops see every engagement on the Pool page.")
+    now = now_of(request)
+    rows = [e for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=INBOX_LIMIT, order="due")
+            if e.status in OPEN_ENGAGEMENT_STATUSES]
+    # Overdue first (by how overdue), then by due date; the repository already orders by due date.
+    rows.sort(key=lambda e: (e.due_at is None, not (e.due_at and e.due_at < now), e.due_at or now))
+    closed = [e for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
+              if e.status not in OPEN_ENGAGEMENT_STATUSES]
+    return render(request, "inbox.html", rows=[(e, _days_left(e, now)) for e in rows], closed=closed, now=now)
+
+
+def _load(session: Session, engagement_id: str, viewer: Viewer, *, lock: bool = False):
+    try:
+        return service.visible_to(repo.get(session, engagement_id, lock=lock), viewer.principal, engagement_id)
+    except Forbidden as exc:
+        raise ConsoleForbidden(f"{exc.detail}.") from None
+
+
+def _page(request: Request, session: Session, e, viewer: Viewer, *, status_code: int = 200, problem=None, done=None):
+    now = now_of(request)
+    d = reporting.detail(session, e, now)
+    labels = [u["day"][5:] for u in d.usage_90d]
+    usage_chart = charts.lines(f"Usage of {e.account_id}, last 90 days", labels, {
+        "events": [sum(u["events"].values()) for u in d.usage_90d],
+        "active users": [u["active_users"] for u in d.usage_90d],
+    }, x_label="day (UTC)", y_label="per day")
+    csms = repo.list_csms(session) if viewer.can("ops") else []
+    return render(request, "engagement.html", status_code=status_code, e=d, usage_chart=usage_chart,
+                  days_left=_days_left(e, now), open=e.status in OPEN_ENGAGEMENT_STATUSES, touch_kinds=TOUCH_KINDS,
+                  outcomes=OUTCOMES, csms=csms, problem=problem, done=done, is_ops=viewer.can("ops"))
+
+
+@router.get("/engagements/{engagement_id}")
+def engagement(request: Request, engagement_id: str, done: str = "", session: Session = SessionDep,
+               viewer: Viewer = READER):
+    return _page(request, session, _load(session, engagement_id, viewer), viewer, done=done or None)
+
+
+def _apply(action: str, session: Session, e, form: dict, viewer: Viewer, now, settings):
+    actor = viewer.principal.actor
+    if action == "accept":
+        service.accept(session, e, actor=actor, now=now)
+    elif action == "touch":
+        body = TouchIn(kind=form.get("kind", ""), user_id=form.get("user_id") or None, summary=form.get("summary", ""))
+        service.log_touch(session, e, kind=body.kind, user_id=body.user_id, summary=body.summary, actor=actor, now=now)
+    elif action == "note":
+        body = NoteIn(text=form.get("text", ""))
+        service.add_note(session, e, text=body.text, actor=actor, now=now)
+    elif action == "extend":
+        body = ExtendIn(days=form.get("days") or 0, reason=form.get("reason", ""))
+        service.extend(session, e, days=body.days, reason=body.reason, actor=actor, now=now, settings=settings)
+    elif action == "resolve":
+        body = ResolveIn(outcome=form.get("outcome", ""), note=form.get("note", ""))
+        service.resolve(session, e, outcome=body.outcome, note=body.note, actor=actor, now=now, settings=settings)
+    elif action == "reassign" and viewer.can("ops"):
+        body = ReassignIn(csm_id=form.get("csm_id") or None, reason=form.get("reason", ""))
+        assignment.reassign(session, e, body.csm_id, actor=actor, now=now, settings=settings, reason=body.reason)
+    elif action == "cancel" and viewer.can("ops"):
+        body = CancelIn(reason=form.get("reason", ""))
+        service.cancel(session, e, reason=body.reason, actor=actor, now=now, settings=settings)
+    elif action in ("reassign", "cancel"):
+        raise ConsoleForbidden(f"Only CS Ops can {action} an engagement.")
+    else:
+        raise Unprocessable(f"unknown action {action!r}")
+
+
+ACTIONS = ("accept", "touch", "note", "extend", "resolve", "reassign", "cancel")
+
+
+@router.post("/engagements/{engagement_id}/{action}")
+async def act(request: Request, engagement_id: str, action: str, session: Session = SessionDep, viewer: Viewer = READER):
+    if action not in ACTIONS:
+        raise Unprocessable(f"unknown action {action!r}")
+    form = await read_form(request)
+    e = _load(session, engagement_id, viewer, lock=True)
+    try:
+        _apply(action, session, e, form, viewer, now_of(request), context_of(request).settings)
+    except ValidationError as exc:
+        problem = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        return _page(request, session, e, viewer, status_code=422, problem=problem)
+    except TouchlineError as exc:
+        session.rollback()
+        e = _load(session, engagement_id, viewer)
+        return _page(request, session, e, viewer, status_code=exc.status_code, problem=exc.detail)
+    return RedirectResponse(f"/console/engagements/{_seg(engagement_id)}?done={action}", status_code=303)
+
+
+@router.get("/pool")
+def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+    now = now_of(request)
+    settings = context_of(request).settings
+    p = reporting.pool(session, now)
+    load_chart = charts.bars("Open engagements per CSM against capacity", [c.name for c in p.csms], {
+        "open": [c.open for c in p.csms],
+        "free capacity": [max(0, c.capacity - c.open) for c in p.csms],
+    }, x_label="CSM", y_label="engagements") if p.csms else None
+    queued = repo.list_engagements(session, status="queued", limit=100, order="opened")
+    queued.sort(key=lambda e: e.opened_at)
+    f = reporting.forecast(session, now, lookback_days=90, hours_per_engagement=6.0, reactive=0.15, collateral=0.10,
+                           overhead=0.15, time_box_days=settings.engagement_time_box_days)
+    forecast_chart = charts.hbars("Expected load against the pool", [
+        ("engagements opened per week", f.engagements_per_week),
+        ("expected open at once", f.concurrent_open_expected),
+        ("pool capacity (open at once)", f.pool_capacity),
+        ("CSMs available", f.csms_available),
+        ("CSMs needed", f.csms_needed),
+    ], x_label="per week, at once, or CSMs")
+    recent = repo.list_engagements(session, limit=50, order="opened")
+    return render(request, "pool.html", p=p, load_chart=load_chart, queued=[(e, (now - e.opened_at).total_seconds() / 3600)
+                                                                          for e in queued],
+                  f=f, forecast_chart=forecast_chart, recent=recent)

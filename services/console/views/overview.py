@@ -1,0 +1,78 @@
+"""Overview: signals per day by kind (30 days), messages sent and skipped by reason,
+engagements open, due this week and overdue, events dead-lettered and consumer lag (from this process's Prometheus metrics)."""
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+
+from fastapi import APIRouter, Request
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session
+
+from services.console import charts
+from services.console.web import OPS, Viewer, now_of, render
+from services.outreach.delivery import repository as delivery_repo
+from services.outreach.engagements import repository as engagements_repo
+from services.rules.signals import repository as signals_repo
+from shared.api import SessionDep
+from shared.metrics import render_metrics
+
+router = APIRouter()
+DAYS = 30
+
+
+def metric_samples(*names: str) -> dict[str, list[tuple[dict, float]]]:
+    """Samples of the named metrics as this API process sees them (all processes under
+    ``touchline run``, which shares a multiprocess directory)."""
+    body, _ = render_metrics()
+    out: dict[str, list[tuple[dict, float]]] = {n: [] for n in names}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name in out:
+                out[sample.name].append((sample.labels, sample.value))
+    return out
+
+
+def signal_chart(session: Session, now: datetime):
+    end = now.date()
+    start = end - timedelta(days=DAYS - 1)
+    since = datetime.combine(start, time.min, tzinfo=timezone.utc)
+    rows = signals_repo.counts_by_day_and_kind(session, since, now + timedelta(seconds=1))
+    days = [start + timedelta(days=i) for i in range(DAYS)]
+    kinds = sorted({k for _, k, _ in rows})
+    series = {k: [0] * DAYS for k in kinds}
+    for d, k, n in rows:
+        if start <= d <= end:
+            series[k][(d - start).days] += n
+    total = sum(n for _, _, n in rows)
+    chart = charts.bars(f"Signals per day by kind, last {DAYS} days", [d.strftime("%m-%d") for d in days], series,
+                        x_label="day (UTC)", y_label="signals") if kinds else None
+    return chart, total, {k: sum(v) for k, v in series.items()}
+
+
+@router.get("/")
+def overview(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+    now = now_of(request)
+    chart, total, by_kind = signal_chart(session, now)
+    sent = skipped_total = other = 0
+    skipped: dict[str, int] = {}
+    for state, reason, n in delivery_repo.counts_by_state_reason(session, now - timedelta(days=DAYS)):
+        if state == "sent":
+            sent += n
+        elif state == "skipped":
+            skipped_total += n
+            skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
+        else:
+            other += n
+    m = metric_samples("touchline_events_rejected_total", "touchline_consumer_lag")
+    rejected: dict[str, float] = {}
+    for labels, value in m["touchline_events_rejected_total"]:
+        rejected[labels.get("reason", "?")] = rejected.get(labels.get("reason", "?"), 0) + value
+    lag: dict[str, float] = {}
+    for labels, value in m["touchline_consumer_lag"]:
+        key = f"{labels.get('worker', '?')} on {labels.get('topic', '?')}"
+        lag[key] = lag.get(key, 0) + value
+    open_engagements, due_week, overdue = engagements_repo.due_counts(session, now, now + timedelta(days=7))
+    return render(request, "overview.html", open_engagements=open_engagements, due_week=due_week, overdue=overdue,
+                  chart=chart, total=total, by_kind=by_kind, sent=sent,
+                  skipped_total=skipped_total, skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])), other=other,
+                  rejected=rejected, lag=lag, days=DAYS)

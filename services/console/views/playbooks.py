@@ -1,0 +1,95 @@
+"""Playbooks: the list, and a playbook's page: its steps drawn as a flow, its funnel
+and the holdout report (conversion with 95% intervals, and the lift's interval)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
+
+from services.console import charts
+from services.console.web import OPS, Viewer, render
+from services.outreach.playbooks import repository as repo
+from services.outreach.playbooks import service
+from services.outreach.playbooks.schemas import PlaybookDefinition
+from services.outreach.stats import wilson
+from shared.api import SessionDep
+
+router = APIRouter()
+
+
+def flow(definition: PlaybookDefinition) -> list[dict]:
+    """Each step with what it does and where it goes next (branch targets by name)."""
+    parsed = definition.parsed_steps()
+    out = []
+    for i, s in enumerate(parsed.steps):
+        item = {"id": s.id, "type": s.type, "detail": "", "then": None, "else": None}
+        if s.type == "send":
+            who = ", ".join(s.to) if s.to else ("webhook " + (s.url or "") if s.channel == "webhook" else "—")
+            item["detail"] = f"{s.channel} {s.template or ''} to {who}".replace("  ", " ")
+        elif s.type == "wait":
+            item["detail"] = f"wait {s.duration}"
+        elif s.type == "branch":
+            item["detail"] = "if " + _condition_text(s.if_)
+            item["then"] = s.then
+            item["else"] = s.else_ or (parsed.steps[i + 1].id if i + 1 < len(parsed.steps) else "end")
+        elif s.type == "end":
+            item["detail"] = f"end as {s.outcome}"
+        out.append(item)
+    return out
+
+
+def _condition_text(cond) -> str:
+    if not isinstance(cond, dict):
+        return str(cond)
+    if "all" in cond or "any" in cond:
+        word = " and " if "all" in cond else " or "
+        return "(" + word.join(_condition_text(c) for c in cond.get("all", cond.get("any", []))) + ")"
+    if "not" in cond:
+        return "not " + _condition_text(cond["not"])
+    what = cond.get("metric") or cond.get("field") or "?"
+    if cond.get("event"):
+        what += f" of {cond['event']}"
+    if cond.get("window"):
+        what += f" in {cond['window']}"
+    return f"{what} {cond.get('op', '')} {cond.get('value', '')}".strip()
+
+
+@router.get("/playbooks")
+def playbooks(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+    rows = []
+    for head in repo.list_heads(session):
+        out = service.out(session, head)
+        rows.append({"out": out, "report": service.report(session, head.id)})
+    return render(request, "playbooks.html", rows=rows)
+
+
+@router.get("/playbooks/{playbook_id}")
+def playbook(request: Request, playbook_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+    head = service.get_or_404(session, playbook_id)
+    out = service.out(session, head)
+    definition = PlaybookDefinition.model_validate(out.definition)
+    report = service.report(session, playbook_id)
+    funnel = service.funnel(session, playbook_id)
+    rows = [("enrolled", funnel["enrolled"])]
+    for s in funnel["steps"]:
+        rows.append((f"reached {s['id']}", s["reached"]))
+        if s["type"] == "send":
+            rows.append((f"{s['id']}: sent", s["sent"]))
+            for reason, n in sorted(s["skipped"].items()):
+                rows.append((f"{s['id']}: skipped ({reason})", n))
+    rows.append(("converted", funnel["converted"]))
+    funnel_chart = charts.hbars(f"Funnel of {playbook_id}", rows, x_label="enrolments or messages")
+    interval_chart = None
+    if report.treated.enrolled or report.holdout.enrolled:
+        t, h = report.treated, report.holdout
+        tl, th = wilson(t.converted, t.enrolled) if t.enrolled else (None, None)
+        hl, hh = wilson(h.converted, h.enrolled) if h.enrolled else (None, None)
+        ci = report.confidence_interval or [None, None]
+        rows_i = [("treated conversion", t.conversion_rate, tl, th), ("holdout conversion", h.conversion_rate, hl, hh),
+                  ("lift (treated − holdout)", report.lift, ci[0], ci[1])]
+        lo = min([-0.1] + [v for r in rows_i for v in r[1:] if v is not None])
+        hi = max([0.1] + [v for r in rows_i for v in r[1:] if v is not None])
+        interval_chart = charts.intervals(f"Holdout report of {playbook_id}: conversion and lift with 95% intervals", rows_i,
+                                          x_label="conversion rate / lift (percentage points)", lo=lo, hi=hi)
+    enrollments = repo.list_enrollments(session, playbook_id, status=None, account_id=None, limit=20)
+    return render(request, "playbook.html", out=out, definition=definition, flow=flow(definition), report=report,
+                  funnel=funnel, funnel_chart=funnel_chart, interval_chart=interval_chart, enrollments=enrollments)

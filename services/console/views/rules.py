@@ -1,0 +1,246 @@
+"""Rules: the list (enabled state, firings in the last 7 days), a rule's page
+(definition, versions, audit, recent signals), the editor (YAML or JSON, errors next to
+their line), enable/disable, dry-run for an account, and backtest (a background job,
+polled by the page) with the diff against the current version. Every decision is the rules service's."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
+
+from services.console import charts
+from services.console.web import OPS, Viewer, _seg, context_of, now_of, read_form, render
+from services.rules.backtest.jobs import KIND as BACKTEST_KIND
+from services.rules.backtest.service import prepare
+from services.rules.language import RuleValidationError
+from services.rules.rules import repository as repo
+from services.rules.rules import service
+from services.rules.evaluation.dryrun import dry_run
+from services.rules.rules.schemas import BacktestIn
+from services.rules.signals import repository as signals_repo
+from shared.api import SessionDep
+from shared import jobs
+from shared.errors import NotFound, TouchlineError, Unprocessable
+from shared.jobs import FINISHED
+from shared.jobs import service as job_service
+
+router = APIRouter()
+FIRING_DAYS = 7
+
+NEW_RULE = """id: my-rule
+name: My rule
+kind: churn_risk
+severity: medium
+trigger: {schedule: daily}
+condition:
+  all:
+    - {metric: count, event: login, window: 14d, op: "==", value: 0}
+cooldown: 30d
+"""
+
+
+def to_text(definition: dict[str, Any]) -> str:
+    return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+
+
+def pointer_line(text: str, pointer: str | None) -> int | None:
+    """The 1-based line of the node a JSON pointer names in YAML (or JSON) text; for a
+    missing member, the line of its nearest existing parent."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    if node is None:
+        return None
+    for raw in (pointer or "").split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            nxt = node.value[int(part)]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node = nxt
+    return node.start_mark.line + 1
+
+
+def parse_text(text: str) -> Any:
+    """YAML (JSON is YAML too); a syntax error becomes a validation error at its line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "the text"
+        raise RuleValidationError([{"pointer": "", "message": f"not valid YAML or JSON at {where}: "
+                                    f"{getattr(exc, 'problem', None) or exc}", "line": mark.line + 1 if mark else None}]) from None
+
+
+def _errors(text: str, exc: TouchlineError) -> list[dict]:
+    errors = exc.detail if isinstance(exc.detail, list) else [{"pointer": "", "message": str(exc.detail)}]
+    out = []
+    for e in errors:
+        e = dict(e) if isinstance(e, dict) else {"pointer": "", "message": str(e)}
+        e.setdefault("line", pointer_line(text, e.get("pointer")))
+        if e.get("line") is None:
+            e["line"] = pointer_line(text, e.get("pointer"))
+        out.append(e)
+    return out
+
+
+def _numbered(text: str, errors: list[dict]) -> list[dict]:
+    """The text's lines, each with the errors that point at it (shown under the line)."""
+    at: dict[int, list[str]] = {}
+    for e in errors:
+        at.setdefault(e.get("line") or 0, []).append(f"{e.get('pointer') or '/'}: {e.get('message')}")
+    lines = text.splitlines() or [""]
+    return [{"n": i + 1, "text": line, "errors": at.get(i + 1, [])} for i, line in enumerate(lines)]
+
+
+@router.get("/rules")
+def rules_list(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+    rules = repo.list_rules(session, kind=None, enabled=None, trigger_type=None, include_deleted=False, after=None, limit=500)
+    firings = signals_repo.counts_by_rule(session, now_of(request) - timedelta(days=FIRING_DAYS))
+    return render(request, "rules.html", rules=rules, firings=firings, days=FIRING_DAYS)
+
+
+@router.get("/rules/new")
+def new_rule(request: Request, viewer: Viewer = OPS):
+    return render(request, "rule_edit.html", rule=None, text=NEW_RULE, errors=[], lines=[], saved=False)
+
+
+@router.post("/rules/new")
+async def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+    form = await read_form(request)
+    text = form.get("definition", "")
+    settings = context_of(request).settings
+    try:
+        definition, _ = service.parse(parse_text(text), settings.raw_event_retention_days)
+        rule = service.create(session, definition, form.get("enabled") == "on", viewer.principal.actor, now_of(request))
+    except TouchlineError as exc:
+        errors = _errors(text, exc)
+        return render(request, "rule_edit.html", status_code=exc.status_code, rule=None, text=text, errors=errors,
+                      lines=_numbered(text, errors), saved=False)
+    return RedirectResponse(f"/console/rules/{rule.id}?saved=1", status_code=303)
+
+
+@router.get("/rules/{rule_id}")
+def rule_page(request: Request, rule_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS):
+    rule = service.get(session, rule_id)
+    definition = service.current_definition(session, rule)
+    signals = signals_repo.list_signals(session, kind=None, rule_id=rule_id, account_id=None, since=None, until=None,
+                                        before=None, limit=20)
+    today = now_of(request).date()
+    return render(request, "rule.html", rule=rule, definition=definition, text=to_text(definition),
+                  versions=repo.list_versions(session, rule_id), audit=repo.audit_for(session, rule_id), signals=signals,
+                  saved=saved, default_start=(today - timedelta(days=29)).isoformat(), default_end=today.isoformat())
+
+
+@router.get("/rules/{rule_id}/edit")
+def edit_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+    rule = service.get(session, rule_id, include_deleted=False)
+    text = to_text(service.current_definition(session, rule))
+    today = now_of(request).date()
+    return render(request, "rule_edit.html", rule=rule, text=text, errors=[], lines=[], saved=False,
+                  default_start=(today - timedelta(days=29)).isoformat(), default_end=today.isoformat())
+
+
+@router.post("/rules/{rule_id}/edit")
+async def save_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+    form = await read_form(request)
+    text = form.get("definition", "")
+    rule = service.get(session, rule_id, include_deleted=False)
+    settings = context_of(request).settings
+    try:
+        definition, enabled = service.parse(parse_text(text), settings.raw_event_retention_days, rule_id=rule_id)
+        service.update(session, rule_id, definition, enabled, viewer.principal.actor, now_of(request))
+    except TouchlineError as exc:
+        errors = _errors(text, exc)
+        today = now_of(request).date()
+        return render(request, "rule_edit.html", status_code=exc.status_code, rule=rule, text=text, errors=errors,
+                      lines=_numbered(text, errors), saved=False,
+                      default_start=(today - timedelta(days=29)).isoformat(), default_end=today.isoformat())
+    return RedirectResponse(f"/console/rules/{rule_id}?saved=1", status_code=303)
+
+
+async def _set_enabled(request: Request, rule_id: str, enabled: bool, session: Session, viewer: Viewer):
+    await read_form(request)
+    service.set_enabled(session, rule_id, enabled, viewer.principal.actor, now_of(request))
+    return RedirectResponse(f"/console/rules/{rule_id}", status_code=303)
+
+
+@router.post("/rules/{rule_id}/enable")
+async def enable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+    return await _set_enabled(request, rule_id, True, session, viewer)
+
+
+@router.post("/rules/{rule_id}/disable")
+async def disable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+    return await _set_enabled(request, rule_id, False, session, viewer)
+
+
+@router.get("/rules/{rule_id}/dry-run")
+def rule_dry_run(request: Request, rule_id: str, account_id: str = Query("", max_length=128), session: Session = SessionDep,
+                 viewer: Viewer = OPS):
+    rule = service.get(session, rule_id)
+    result = error = None
+    if account_id:
+        definition, _ = service.parse(service.current_definition(session, rule), 100_000)
+        try:
+            result = dry_run(session, definition, rule.current_version, account_id, now_of(request))
+        except TouchlineError as exc:
+            error = exc.detail
+    return render(request, "dry_run.html", rule=rule, account_id=account_id, result=result, error=error)
+
+
+@router.post("/rules/{rule_id}/backtest")
+async def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+    """Queue a backtest job (as POST /v1/rules/backtest does) and go to its page."""
+    form = await read_form(request)
+    rule = service.get(session, rule_id)
+    settings = context_of(request).settings
+    text = form.get("definition") or ""
+    try:
+        start, end = date.fromisoformat(form.get("start", "")), date.fromisoformat(form.get("end", ""))
+    except ValueError:
+        raise Unprocessable("start and end are dates like 2026-03-01") from None
+    try:
+        if text.strip():
+            body = BacktestIn(rule=parse_text(text), rule_id=rule_id, start=start, end=end, compare_with_current=True,
+                              samples=10)
+        else:
+            body = BacktestIn(rule_id=rule_id, start=start, end=end, samples=10)
+        prepare(session, body, settings)
+        job = jobs.submit(session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=viewer.principal.actor,
+                          now=now_of(request), settings=settings)
+    except TouchlineError as exc:
+        if not text.strip():
+            raise
+        errors = _errors(text, exc)
+        return render(request, "backtest.html", status_code=exc.status_code, rule=rule, job=None, result=None, chart=None,
+                      text=text, errors=errors, lines=_numbered(text, errors), start=start, end=end, refresh=False)
+    return RedirectResponse(f"/console/rules/{_seg(rule_id)}/backtests/{job.id}", status_code=303)
+
+
+@router.get("/rules/{rule_id}/backtests/{job_id}")
+def backtest_job(request: Request, rule_id: str, job_id: int, session: Session = SessionDep, viewer: Viewer = OPS):
+    """The job's progress (the page refreshes itself while it runs), then its result."""
+    rule = service.get(session, rule_id)
+    job = job_service.get_visible(session, job_id, viewer.role)
+    params = job.params or {}
+    if job.kind != BACKTEST_KIND or params.get("rule_id") != rule_id:
+        raise NotFound(f"job {job_id} is not a backtest of {rule_id!r}")
+    result = job.result if job.state == "succeeded" else None
+    chart = None
+    if result:
+        labels = [d["day"][5:] for d in result["per_day"]]
+        chart = charts.bars(f"Firings per day of {rule_id} ({result['start']} to {result['end']})", labels,
+                            {"firings": [d["firings"] for d in result["per_day"]]}, x_label="day (UTC)", y_label="firings")
+    return render(request, "backtest.html", rule=rule, job=job, result=result, chart=chart, text=bool(params.get("rule")),
+                  errors=[], lines=[], start=params.get("start"), end=params.get("end"),
+                  refresh=job.state not in FINISHED)

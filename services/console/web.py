@@ -1,0 +1,217 @@
+"""What every console view needs: the template environment (autoescaped, strict), the
+signed-in viewer, role checks, CSRF-checked form parsing, and HTML error pages.
+
+Views call the same repositories and services as the API routes; nothing here
+decides anything about the domain."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+from sqlalchemy.orm import Session
+
+from services.console import session as sessions
+from shared.api import SessionDep, context_of
+from shared.auth import Principal
+
+HERE = Path(__file__).parent
+MAX_FORM_BYTES = 512 * 1024
+
+MENU = [  # (label, path, roles that see it)
+    ("Inbox", "/console/inbox", ("csm",)),
+    ("Overview", "/console/", ("ops",)),
+    ("Accounts", "/console/accounts", ("ops", "csm")),
+    ("Rules", "/console/rules", ("ops",)),
+    ("Playbooks", "/console/playbooks", ("ops",)),
+    ("Templates", "/console/templates", ("ops",)),
+    ("Pool", "/console/pool", ("ops",)),
+    ("Dead letters", "/console/dead-letters", ("ops",)),
+]
+
+
+# No inline script or style anywhere: every script and stylesheet is a file under
+# /console/static. One exception, set by the template editor only when it shows a
+# preview: e-mail HTML carries inline styles, and the sandboxed srcdoc iframe it renders
+# in inherits this page's policy (scripts stay blocked everywhere).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+       "connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CSP_EMAIL_PREVIEW = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+class SignInRequired(Exception):
+    pass
+
+
+class ConsoleForbidden(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _fmt_dt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _fmt_num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and digits:
+        return f"{value:,.{digits}f}"
+    if isinstance(value, (int, float)):
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+    return str(value)
+
+
+def _pct(value: Any, digits: int = 1) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _evidence(value: Any) -> str:
+    """One evidence entry as a person reads it: "15.2 (needs >= 14)"."""
+    if isinstance(value, dict) and "value" in value:
+        needs = f" (needs {value.get('op', '')} {_fmt_num(value.get('threshold'))})" if "threshold" in value else ""
+        return f"{_fmt_num(value['value'])}{needs}"
+    return str(value)
+
+
+def _url(path: str, **params) -> str:
+    clean = {k: v for k, v in params.items() if v not in (None, "")}
+    return path + ("?" + urlencode(clean) if clean else "")
+
+
+def _seg(value: Any) -> str:
+    """One URL path segment: account and rule ids may hold any character."""
+    return quote(str(value), safe="")
+
+
+env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined,
+                  trim_blocks=True, lstrip_blocks=True)
+env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence)
+env.globals.update(url=_url)
+
+
+@dataclass
+class Viewer:
+    principal: Principal
+    nonce: str
+
+    @property
+    def role(self) -> str:
+        return self.principal.role
+
+    def can(self, *roles: str) -> bool:
+        return self.principal.role == "admin" or self.principal.role in roles
+
+
+def secret_of(request: Request) -> str:
+    return context_of(request).settings.secret_key
+
+
+def now_of(request: Request) -> datetime:
+    return context_of(request).clock.now()
+
+
+def optional_viewer(request: Request, session: Session = SessionDep) -> Viewer | None:
+    s = sessions.decode_session(secret_of(request), request.cookies.get(sessions.SESSION_COOKIE), now_of(request))
+    if s is None:
+        return None
+    principal = sessions.principal_for(session, s.key_id)
+    if principal is None or principal.role == "ingest":
+        return None
+    viewer = Viewer(principal, s.nonce)
+    request.state.viewer = viewer
+    return viewer
+
+
+def current_viewer(viewer: Viewer | None = Depends(optional_viewer)) -> Viewer:
+    if viewer is None:
+        raise SignInRequired()
+    return viewer
+
+
+def need(*roles: str):
+    """Dependency: a signed-in viewer with one of ``roles`` (admin passes every check)."""
+
+    def dependency(viewer: Viewer = Depends(current_viewer)) -> Viewer:
+        if not viewer.can(*roles):
+            raise ConsoleForbidden(f"This page is for the {' or '.join(roles)} role; you are signed in as "
+                                   f"{viewer.principal.name} ({viewer.role}).")
+        return viewer
+
+    return Depends(dependency)
+
+
+OPS = need("ops")
+READER = need("ops", "csm")
+
+
+def home_of(principal: Principal) -> str:
+    if principal.role in ("ops", "admin"):
+        return "/console/"
+    return "/console/inbox" if principal.csm_id else "/console/accounts"
+
+
+def csrf_for(request: Request) -> str:
+    viewer = getattr(request.state, "viewer", None)
+    nonce = viewer.nonce if viewer else request.cookies.get(sessions.PRE_COOKIE)
+    return sessions.csrf_token(secret_of(request), nonce) if nonce else ""
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The urlencoded form of a POST, after its CSRF token and Origin are checked."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
+        raise ConsoleForbidden("This form was posted from another site.")
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise ConsoleForbidden(f"The form is larger than {MAX_FORM_BYTES // 1024} KiB.")
+    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+    viewer = getattr(request.state, "viewer", None)
+    nonce = viewer.nonce if viewer else request.cookies.get(sessions.PRE_COOKIE)
+    if not sessions.csrf_ok(secret_of(request), nonce, form.get("csrf")):
+        raise ConsoleForbidden("The form's security token is missing or stale. Go back, reload the page and try again.")
+    return form
+
+
+def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    viewer: Viewer | None = getattr(request.state, "viewer", None)
+    menu = [(label, path) for label, path, roles in MENU if viewer and viewer.can(*roles)
+            and (path != "/console/inbox" or viewer.principal.csm_id)]
+    home = home_of(viewer.principal) if viewer else "/console/"
+    html = env.get_template(template).render(request=request, viewer=viewer, menu=menu, csrf=csrf_for(request), home=home,
+                                             path=request.url.path, **ctx)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def error_page(request: Request, status_code: int, title: str, message: Any) -> HTMLResponse:
+    return render(request, "error.html", status_code=status_code, title=title, message=message)
+
+
+def markup(svg: str) -> Markup:
+    """Mark SVG built by :mod:`services.console.charts` (which escapes every label) as safe."""
+    return Markup(svg)
