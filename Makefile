@@ -47,7 +47,7 @@ test-e2e: $(STAMP)
 # The whole suite with coverage, worker subprocesses included (pyproject.toml
 # [tool.coverage.run]); prints the total and the figure per package, writes the HTML
 # report to var/coverage/html. No gate: the figure is for reading (docs/testing.md).
-COVERAGE_PACKAGES := services/ingest services/rules services/outreach services/cli.py services/demo.py shared
+COVERAGE_PACKAGES := services/ingest services/rules services/outreach services/console services/wiring services/jobs.py services/demo.py shared
 coverage: $(STAMP)
 	rm -rf var/coverage && mkdir -p var/coverage
 	COVERAGE_FILE=$(CURDIR)/var/coverage/.coverage $(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS); \

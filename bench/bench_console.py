@@ -24,7 +24,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from bench.bench_ingest import PgDatabase, pg_url
-from services.app import create_app
+from services.wiring.app import create_app
 from services.ingest import repository as ingest_repo
 from shared.auth import create_key
 from shared.broker import EmbeddedBroker, free_port

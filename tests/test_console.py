@@ -88,7 +88,7 @@ def seeded(console_world):
 
 @pytest.fixture
 async def api(settings, clock, session_factory):
-    from services.app import create_app
+    from services.wiring.app import create_app
 
     app = create_app(settings, clock, session_factory)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:
@@ -392,7 +392,7 @@ async def test_overview_and_dead_letters_render(api, keys, seeded):
 def test_https_sets_the_secure_flag(settings, session_factory, clock, keys):
     from fastapi.testclient import TestClient
 
-    from services.app import create_app
+    from services.wiring.app import create_app
 
     app = create_app(settings, clock, session_factory)
     with TestClient(app, base_url="https://touchline.test") as client:
@@ -478,14 +478,14 @@ async def test_touchline_console_link_prints_a_link_that_signs_in_once(api, sett
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
     env.update({"TOUCHLINE_DATABASE_URL": settings.database_url, "TOUCHLINE_VAR_DIR": str(settings.var_dir),
                 "TOUCHLINE_SECRET_KEY": settings.secret_key, "TOUCHLINE_API_PORT": "8123"})
-    out = subprocess.run([sys.executable, "-m", "services.cli", "console-link", "--csm", "csm-1"], env=env,
+    out = subprocess.run([sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "csm-1"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     url = re.search(r"http://\S+", out.stdout).group(0)
     assert url.startswith("http://127.0.0.1:8123/console/link?token=")
     page = await api.get(url[len("http://127.0.0.1:8123"):])
     assert page.status_code == 200 and "console link for CSM csm-1 (csm)" in page.text
-    bad = subprocess.run([sys.executable, "-m", "services.cli", "console-link", "--csm", "nobody"], env=env,
+    bad = subprocess.run([sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "nobody"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no CSM 'nobody'" in bad.stderr
 

@@ -49,7 +49,7 @@ def chromium():
 
 @pytest.fixture
 def server(console_world):
-    from services.app import create_app
+    from services.wiring.app import create_app
 
     app = create_app(console_world.settings, SimulatedClock(console_world.now), console_world.session_factory)
     port = free_port()
