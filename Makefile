@@ -73,7 +73,7 @@ MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	services.outreach.policy.service.x_quiet_until__* services.outreach.policy.service.x_zone__* \
 	services.outreach.policy.service.x_check_contact__* services.outreach.policy.repository.x_contact_messages_since__* \
 	services.outreach.playbooks.engine.x_holdout_bucket__* services.outreach.playbooks.engine.x_is_held_out__* \
-	services.outreach.templates.rendering.x_render__* services.outreach.templates.rendering.x__env__*
+	services.outreach.templates.rendering.x_render__*
 mutation: $(STAMP)
 	rm -rf mutants
 	env -u TOUCHLINE_TEST_POSTGRES_URL -u CI $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)') || true

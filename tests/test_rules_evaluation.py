@@ -241,3 +241,18 @@ def test_event_triggered_rule_fires_once_per_cooldown_across_batches(session_fac
     assert batch("x5") == []
     assert [s.event_id for s in signals(session_factory)] == ["x1", "x4"]
     assert count(session_factory, OutboxMessage) == 2
+
+
+def test_a_cooldown_holds_back_only_its_own_rule(session_factory, settings, clock):
+    """Two scheduled rules match the same account: the first one's cooldown must not
+    keep the second from firing (the tick skips accounts per rule)."""
+    start = clock.now()
+    ingest(session_factory, [group("quiet", start - timedelta(days=90), segment="smb"),
+                             track("quiet", "login", start - timedelta(days=30), "u1", "q1")], start)
+    rule = {"kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
+            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14}, "cooldown": "7d"}
+    make_rule(session_factory, {**rule, "id": "first", "name": "First"}, start)
+    assert [(s.rule_id, s.account_id) for s in run_tick(session_factory, settings, clock.now()).signals] == [("first", "quiet")]
+    make_rule(session_factory, {**rule, "id": "second", "name": "Second"}, clock.now())
+    clock.advance(timedelta(hours=1))
+    assert [(s.rule_id, s.account_id) for s in run_tick(session_factory, settings, clock.now()).signals] == [("second", "quiet")]
