@@ -53,6 +53,7 @@ def mount(app: FastAPI) -> None:
 
     json_domain_error = app.exception_handlers.get(TouchlineError)
     json_validation_error = app.exception_handlers.get(RequestValidationError)
+    json_http_error = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
 
     @app.exception_handler(TouchlineError)
     async def _domain_error(request: Request, exc: TouchlineError):
@@ -73,7 +74,7 @@ def mount(app: FastAPI) -> None:
         if _is_console(request) and exc.status_code in (404, 405):
             return error_page(request, exc.status_code, "Not found" if exc.status_code == 404 else "Not allowed",
                               "There is no such page in the console." if exc.status_code == 404 else "Wrong method.")
-        return await http_exception_handler(request, exc)
+        return await json_http_error(request, exc)  # the API's {error, detail} shape
 
     @app.get(PREFIX, include_in_schema=False)
     def _console_root():
