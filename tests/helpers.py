@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 from datetime import datetime
 
 from kafka import KafkaConsumer, TopicPartition
@@ -57,11 +58,19 @@ def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> int:
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    """Wait for a condition outside our workers (a process, a file). The deadline only
-    bounds a failing test; the interval is a polling period, not a stand-in for time."""
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
+             ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """Wait for a condition outside our workers (a process, a file, a port) and return its
+    first truthy value; exceptions of the ``ignore`` types count as "not yet". The deadline
+    only bounds a failing test; the interval is a polling period, not a stand-in for time."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        try:
+            value = condition()
+        except ignore:
+            value = None
+        if value:
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout}s")
         time.sleep(interval)

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -27,6 +26,7 @@ from shared.broker import free_port
 from shared.db import transaction
 from shared.metrics import MESSAGES_DELIVERED, STALE_OUTCOMES
 from tests.conftest import T0, auth
+from tests.helpers import wait_for
 from tests.outreach_support import messages, queue_messages
 
 pytestmark = pytest.mark.integration
@@ -92,15 +92,6 @@ def sender_env(settings, sender_id: str, var_dir, port: int, **extra) -> dict[st
                 "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
                 "TOUCHLINE_SMTP_URL": f"smtp://127.0.0.1:{port}", "TOUCHLINE_SENDER_ID": sender_id, **extra})
     return env
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    """The deadline only bounds a failing test."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.1)
 
 
 def test_two_sender_processes_with_a_slow_server_accept_each_message_id_once(

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from datetime import datetime, timezone
 
@@ -14,21 +13,14 @@ import httpx
 import pytest
 
 from shared.broker import free_port, port_open
+from tests import helpers
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)  # polling a real process, not standing in for a clock
-    raise AssertionError(f"timed out waiting for {what}")
+    """Poll a real process (the API may not answer yet: a refused connection is "not yet")."""
+    return helpers.wait_for(predicate, timeout, what, interval=0.2, ignore=(httpx.HTTPError,))
 
 
 def test_touchline_run_brings_everything_up_and_down(tmp_path):

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from shared.broker import free_port, port_open
-from tests.test_run_e2e import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_sigkill_of_each_worker_under_touchline_run_loses_and_doubles_nothing(tm
     base = f"http://127.0.0.1:{api_port}"
     stream = None
     try:
-        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 120, "/readyz")
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 120, "/readyz", ignore=(httpx.HTTPError,))
         key = (var / "dev-admin-key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
         assert httpx.post(f"{base}/v1/rules", headers=headers, json=RULE, timeout=30).status_code == 201
@@ -168,7 +168,7 @@ def test_the_embedded_broker_is_recycled_when_it_grows_and_nothing_is_lost(tmp_p
     bootstrap = f"127.0.0.1:{broker_port}"
     stream = None
     try:
-        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 120, "/readyz")
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 120, "/readyz", ignore=(httpx.HTTPError,))
         headers = {"Authorization": f"Bearer {(var / 'dev-admin-key').read_text().strip()}"}
         producer = KafkaProducer(bootstrap_servers=bootstrap)
         producer.send("product.events", key=b"acct-000", value=b"not json at all")  # for the DLQ
