@@ -26,7 +26,7 @@ from services.outreach.playbooks.timers import TimerWorker
 from shared.api import get_session
 from shared.db import make_engine, make_session_factory
 from tests.conftest import T0, auth
-from tests.helpers import drain, publish, track
+from tests.helpers import drain, publish, track, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -76,9 +76,13 @@ def _outage(db_kind, settings, tmp_path):
         holder.execute("BEGIN IMMEDIATE")  # the write lock, held
         engine = make_engine(settings.model_copy(update={"sqlite_busy_timeout_seconds": 0.05}))
 
-        def release():
-            holder.execute("ROLLBACK")
-            holder.close()
+        released: list[bool] = []
+
+        def release():  # idempotent: the test's finally calls it again
+            if not released:
+                released.append(True)
+                holder.execute("ROLLBACK")
+                holder.close()
         return make_session_factory(engine), engine, release
     engine = make_engine(settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/test"}))
     return make_session_factory(engine), engine, lambda: None
@@ -121,6 +125,7 @@ def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, se
             drain_until(lambda: worker.db_backoff.failures == 0, "a successful tick")
         assert not crashed and thread.is_alive()
     finally:
+        release()  # never leave the shared SQLite file locked for the tests after a failure
         worker.stop_event.set()
         thread.join(30)
         down_engine.dispose()
@@ -128,14 +133,7 @@ def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, se
 
 
 def drain_until(predicate, what: str, timeout: float = 120.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)  # polling a worker thread, not standing in for a clock
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for(predicate, timeout, what, interval=0.02)  # polling a worker thread, not standing in for a clock
 
 
 async def test_the_api_answers_503_while_the_database_is_unreachable(settings, clock, db_kind, tmp_path):
