@@ -248,10 +248,15 @@ class BatchWorker:
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         raise NotImplementedError
 
-    def ready(self, records: list[ConsumerRecord]) -> bool:
-        """Whether the batch can be processed now; ``False`` rewinds it and retries a
-        moment later (a worker that depends on another one's progress)."""
-        return True
+    def ready(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """The records of the batch that can be processed now, for a worker that depends
+        on another one's progress: for each partition, a prefix of its records in offset
+        order. The loop processes and commits those, and rewinds the rest: they come
+        again with the next poll (a moment later if nothing was ready). Processing the
+        ready prefix, rather than waiting for the whole batch, keeps such a worker right
+        behind the one it follows under a steady stream, where every fresh poll also
+        brings records the other worker has not reached yet."""
+        return records
 
     # ---- lifecycle ----------------------------------------------------
     @property
@@ -312,10 +317,14 @@ class BatchWorker:
             return 0
         started = time.perf_counter()
         try:
-            if not self.ready(records):
-                self._rewind(records)
-                self.stop_event.wait(self.not_ready_wait_seconds)
-                return 0
+            now_ready = self.ready(records)
+            if len(now_ready) < len(records):
+                taken = {(r.topic, r.partition, r.offset) for r in now_ready}
+                self._rewind([r for r in records if (r.topic, r.partition, r.offset) not in taken])
+                if not now_ready:
+                    self.stop_event.wait(self.not_ready_wait_seconds)
+                    return 0
+                records = now_ready
             result = self._process(records)
         except Exception as exc:
             cause = (exc.__cause__ or exc) if isinstance(exc, _DatabaseUnavailable) else exc

@@ -41,7 +41,7 @@ def test_event_to_signal_on_cs_signals_waiting_for_ingest(topics, session_factor
                          track("globex", "login", T0 - timedelta(minutes=3), "cy", "e4")])
         # The rules worker alone cannot evaluate: it has the batch, ingest has not stored the
         # events yet, so it rewinds and waits (without committing anything).
-        drain(rules, lambda: rules._waiting_since is not None)
+        drain(rules, lambda: rules.waiting_since is not None)
         assert count(session_factory, SignalRecord) == 0
         assert committed_offsets(topics, rules.group_id, topics.topic_events) == {}
         drain([ingest, rules], lambda: count(session_factory, SignalRecord) == 1 and pending_count_of(session_factory) == 0)
@@ -56,6 +56,28 @@ def test_event_to_signal_on_cs_signals_waiting_for_ingest(topics, session_factor
     published = Signal.model_validate_json(record.value)
     assert published.signal_id == sig.signal_id and published.evidence == sig.evidence
     assert dict(record.headers)["touchline.signal_id"] == sig.signal_id.encode()
+
+
+def test_the_ingested_prefix_of_a_partition_is_evaluated_while_the_rest_waits(topics, session_factory, clock):
+    # Under a steady stream every poll also brings events ingest has not stored yet: the
+    # ones it has stored are evaluated (and committed) now, the rest wait for ingest.
+    make_rule(session_factory, RULE, clock.now())
+    rules = RulesWorker(topics, session_factory, clock, tick=False)
+    ingest = IngestWorker(topics, session_factory, clock)
+    try:
+        publish(topics, [track("acme", "login", T0 - timedelta(minutes=5), "ada", "p1"),
+                         track("acme", "login", T0 - timedelta(minutes=4), "bob", "p2")])
+        drain(ingest, lambda: count(session_factory, RawEvent) == 2)
+        publish(topics, [track("acme", "login", T0 - timedelta(minutes=3), "cy", "p3")])  # not ingested yet
+        drain(rules, lambda: rules.last_report is not None and rules.waiting_since is not None)
+        assert rules.last_report.events == 2 and count(session_factory, SignalRecord) == 1
+        assert sum(committed_offsets(topics, rules.group_id, topics.topic_events).values()) == 2  # p3 is not
+        drain([ingest, rules], lambda: sum(committed_offsets(topics, rules.group_id, topics.topic_events).values()) == 3)
+    finally:
+        rules.close()
+        ingest.close()
+    assert rules.last_report.events == 1 and rules.waiting_since is None
+    assert count(session_factory, SignalRecord) == 1  # p3 finds acme in its cooldown
 
 
 def pending_count_of(session_factory) -> int:

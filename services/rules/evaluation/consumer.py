@@ -2,12 +2,17 @@
 account partitioning as ingest), plus the scheduled tick and the outbox relay.
 
 Ordering with ingest. Both groups read the topic independently, so this worker can
-see an event before ingest has committed it. It therefore evaluates a batch only once
-every valid event in it is in ingest's raw event store (one indexed query per batch):
-ingest commits whole batches in partition order, so the rollups then hold these
-events and everything before them. Until then the batch is rewound and retried a
-moment later; after ``rules_ingest_wait_seconds`` of clock time it is evaluated anyway
-(ingest may have dead-lettered an event it could not process) with a warning.
+see an event before ingest has committed it. It therefore evaluates an event only once
+it and every valid event before it in its partition are in ingest's raw event store
+(one indexed query per batch): ingest commits whole batches in partition order, so the
+rollups then hold these events and everything before them. Per partition, the batch's
+ingested prefix is evaluated now and the rest is rewound and comes again with the next
+poll. (Waiting for the whole batch instead starved the worker under a steady stream:
+every poll also brought events newer than ingest's last commit, so no batch was ever
+complete until the stream paused; docs/performance.md, "End-to-end latency".) When the
+same event has held its partition back for ``rules_ingest_wait_seconds`` of clock time,
+the partition's records are evaluated anyway (ingest may have dead-lettered an event it
+could not process), with a warning.
 
 Freshness. Event-triggered rules ignore events older than
 ``rules_event_freshness_seconds`` (see :func:`evaluate_events`). The scheduled tick
@@ -62,7 +67,9 @@ class RulesWorker(BatchWorker):
         self._next_prune: datetime | None = None
         self._next_outbox_sample: datetime | None = None
         self._next_orphan_sweep: datetime | None = None
-        self._waiting_since: datetime | None = None
+        # Per partition held back by an event ingest has not stored: that event's offset
+        # and since when it has held the partition (clock time).
+        self._held: dict[tuple[str, int], tuple[int, datetime]] = {}
         self._deferred_since: datetime | None = None
         self._deferral_logged_at: datetime | None = None
         self.last_tick: TickReport | None = None
@@ -87,24 +94,50 @@ class RulesWorker(BatchWorker):
                 out.append(ev)
         return out  # invalid records are ingest's to dead-letter, not ours
 
-    def ready(self, records: list[ConsumerRecord]) -> bool:
-        self._parsed = {}  # a new batch (or the same one, redelivered after a rewind)
+    @property
+    def waiting_since(self) -> datetime | None:
+        """Since when the longest-held partition has waited for ingest (None: none waits)."""
+        return min((since for _, since in self._held.values()), default=None)
+
+    def ready(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        # Records seen in the previous poll and rewound keep their parse; the rest is new.
+        keys = {(r.topic, r.partition, r.offset) for r in records}
+        self._parsed = {k: v for k, v in self._parsed.items() if k in keys}
         ids = sorted({ev.event_id for ev in self._valid(records)})
         if not ids:
-            return True
+            self._held.clear()
+            return records
         with transaction(self.session_factory) as session:
             present = usage.ingested_event_ids(session, ids)
-        if len(present) == len(ids):
-            self._waiting_since = None
-            return True
         now = self.clock.now()
-        started = self._waiting_since = self._waiting_since or now
-        if now - started >= timedelta(seconds=self.settings.rules_ingest_wait_seconds):
-            log.warning("rules: %d of %d events still not ingested after %.0fs; evaluating without them",
-                        len(ids) - len(present), len(ids), self.settings.rules_ingest_wait_seconds)
-            self._waiting_since = None
-            return True
-        return False
+        wait = timedelta(seconds=self.settings.rules_ingest_wait_seconds)
+        by_partition: dict[tuple[str, int], list[ConsumerRecord]] = {}
+        for r in records:
+            by_partition.setdefault((r.topic, r.partition), []).append(r)
+        out: list[ConsumerRecord] = []
+        for tp, recs in by_partition.items():
+            recs.sort(key=lambda r: r.offset)
+            cut = next((i for i, r in enumerate(recs) if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], Event)
+                        and ev.event_id not in present), len(recs))
+            if cut == len(recs):
+                self._held.pop(tp, None)
+                out.extend(recs)
+                continue
+            offset = recs[cut].offset
+            held_offset, since = self._held.get(tp, (offset, now))
+            if held_offset != offset:
+                since = now  # ingest moved on: a new wait begins at the next event
+            if now - since >= wait:
+                missing = sum(1 for r in recs[cut:] if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], Event)
+                              and ev.event_id not in present)
+                log.warning("rules: %d events of %s/%d from offset %d still not ingested after %.0fs; evaluating without them",
+                            missing, tp[0], tp[1], offset, self.settings.rules_ingest_wait_seconds)
+                self._held.pop(tp, None)
+                out.extend(recs)
+                continue
+            self._held[tp] = (offset, since)
+            out.extend(recs[:cut])
+        return out
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()
