@@ -8,10 +8,13 @@ Schema in ``schemas/product-event.schema.json`` is generated from :class:`Event`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
 
 from pydantic import (
     AwareDatetime,
@@ -230,13 +233,123 @@ def validate_event_bytes(raw: bytes | None, now: datetime, max_bytes: int, max_f
     return _check_time(event, now, max_future)
 
 
+class ValidEvent(msgspec.Struct, frozen=True, gc=False):
+    """A valid event as the Kafka consumers use it: :class:`Event`'s fields, values and
+    defaults (``name`` is ``$identify``/``$group`` when absent), without the cost of a
+    pydantic model per record."""
+
+    event_id: str
+    account_id: str
+    user_id: str | None
+    type: str
+    name: str
+    timestamp: datetime
+    properties: dict[str, Any]
+    traits: dict[str, Any]
+
+    @classmethod
+    def of(cls, ev: Event) -> "ValidEvent":
+        return cls(ev.event_id, ev.account_id, ev.user_id, ev.type, ev.name or f"${ev.type}", ev.timestamp,
+                   ev.properties, ev.traits)
+
+
+class _Wire(msgspec.Struct, forbid_unknown_fields=True):
+    """The envelope as msgspec decodes it; what msgspec cannot check, :func:`_fast_event` does."""
+
+    event_id: str
+    account_id: str
+    timestamp: str
+    user_id: str | None = None
+    type: Literal[EVENT_TYPES] = "track"  # type: ignore[valid-type]
+    name: str | None = None
+    properties: dict[str, Any] = {}
+    traits: dict[str, Any] = {}
+
+
+_WIRE = msgspec.json.Decoder(_Wire)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 3339 with a zone, the subset that datetime.fromisoformat and pydantic read alike.
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+_NUMBER_BOUND = 10**MAX_NUMBER_DIGITS
+
+
+def _id_ok(value: str | None) -> bool:
+    return value is not None and 0 < len(value) <= 128 and _CONTROL.search(value) is None
+
+
+def _plain_values(obj: dict[str, Any] | list[Any]) -> bool:
+    """Only strings, booleans, nulls, integers of at most MAX_NUMBER_DIGITS digits and
+    containers of them (a float, whose digits the decoded value no longer shows, is
+    left to the full validation)."""
+    for v in obj.values() if isinstance(obj, dict) else obj:
+        t = type(v)
+        if t is str or t is bool or v is None:
+            continue
+        if t is int:
+            if -_NUMBER_BOUND < v < _NUMBER_BOUND:
+                continue
+            return False
+        if (t is dict or t is list) and _plain_values(v):
+            continue
+        return False
+    return True
+
+
+def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta) -> ValidEvent | None:
+    """The common case in one pass: decode with msgspec and check what :class:`Event` and
+    the byte checks would. Returns None (never a Rejection) for anything it is not sure
+    of; :func:`validate_event_bytes` then decides and names the reason, so rejection
+    reasons and details have one source. Accepts only what that function accepts."""
+    if (len(raw) > max_bytes or b"\\u0000" in raw
+            or raw.count(b"{") + raw.count(b"[") > MAX_EVENT_DEPTH):  # depth is then within the limit
+        return None
+    try:
+        w = _WIRE.decode(raw)
+    except (msgspec.DecodeError, ValueError):  # invalid JSON or UTF-8, a wrong type, NaN, 1e400, an unknown field
+        return None
+    if not (_id_ok(w.event_id) and _id_ok(w.account_id) and (w.user_id is None or _id_ok(w.user_id))):
+        return None
+    name = w.name
+    if name is None:
+        if w.type == "track":
+            return None
+        name = f"${w.type}"
+    elif not _id_ok(name):
+        return None
+    if not _RFC3339.fullmatch(w.timestamp):
+        return None
+    try:
+        ts = datetime.fromisoformat(w.timestamp)
+    except ValueError:
+        return None
+    if ts > now + max_future or not _plain_values(w.properties) or not _plain_values(w.traits):
+        return None
+    if w.type != "track":
+        if w.type == "identify" and w.user_id is None:
+            return None
+        try:
+            (UserTraits if w.type == "identify" else AccountTraits).model_validate(w.traits)
+        except ValidationError:
+            return None
+    return ValidEvent(w.event_id, w.account_id, w.user_id, w.type, name, ts, w.properties, w.traits)
+
+
 def validate_record(key: bytes | None, value: bytes | None, now: datetime, max_bytes: int,
-                    max_future: timedelta) -> Event | Rejection:
+                    max_future: timedelta) -> ValidEvent | Rejection:
     """Validate one ``product.events`` record: the envelope, and the key, which must be
     the event's ``account_id`` (the partitioning contract). Ingest and the rules worker
-    both read the topic and must agree on what is valid, so this lives here."""
-    result = validate_event_bytes(value, now, max_bytes, max_future)
-    if isinstance(result, Event) and key is not None:
+    both read the topic and must agree on what is valid, so this lives here.
+
+    Same verdicts and reasons as :func:`validate_event_bytes` (the reference, which the
+    API uses); most records take :func:`_fast_event`, about ten times cheaper
+    (docs/performance.md), and any record it is unsure of takes the reference path."""
+    result = _fast_event(value, now, max_bytes, max_future) if value is not None else None
+    if result is None:
+        reference = validate_event_bytes(value, now, max_bytes, max_future)
+        if isinstance(reference, Rejection):
+            return reference
+        result = ValidEvent.of(reference)
+    if key is not None:
         text = key.decode("utf-8", "replace")
         if text != result.account_id:
             return Rejection(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import Event, Rejection, event_json_schema, validate_event_bytes, validate_event_obj
+from shared.events import Event, Rejection, ValidEvent, event_json_schema, validate_event_bytes, validate_event_obj, validate_record
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 SKEW = timedelta(days=1)
@@ -113,3 +113,55 @@ def test_the_published_json_schema_is_current_and_its_examples_validate():
     assert json.loads(path.read_text()) == event_json_schema(), "regenerate with `touchline schema > schemas/product-event.schema.json`"
     for example in Event.model_config["json_schema_extra"]["examples"]:
         assert isinstance(check({**example, "timestamp": "2026-03-01T09:00:00Z"}), Event)
+
+
+def _records() -> list[bytes | None]:
+    """Valid and invalid records, many near the edges the consumers' fast path checks."""
+    objs = [
+        BASE, {**BASE, "user_id": "u1", "properties": {"a": [1, {"b": None, "c": True}], "n": -(10**32) + 1}},
+        {**BASE, "properties": {"n": 10**32}}, {**BASE, "properties": {"n": 10**40}}, {**BASE, "properties": {"f": 1.5}},
+        {**BASE, "properties": {"f": 1.0000000000000000000000000000000001}}, {**BASE, "user_id": None, "name": "x" * 128},
+        {**BASE, "name": "x" * 129}, {**BASE, "event_id": "é" * 128}, {**BASE, "event_id": "e\x7f"}, {**BASE, "user_id": ""},
+        {**BASE, "name": "a\tb"}, {**BASE, "properties": {"deep": json.loads('{"a":' * 14 + "1" + "}" * 14)}},
+        {**BASE, "properties": {"deep": json.loads('{"a":' * 15 + "1" + "}" * 15)}}, {**BASE, "properties": {"q": 'say "hi" \\ \n'}},
+        {**BASE, "timestamp": "2026-03-02T11:00:00.123456Z"}, {**BASE, "timestamp": "2026-03-02T11:00:00.1234567Z"},
+        {**BASE, "timestamp": "2026-03-02t11:00:00z"}, {**BASE, "timestamp": "2026-03-02 11:00:00Z"},
+        {**BASE, "timestamp": "2026-02-30T11:00:00Z"}, {**BASE, "timestamp": "2026-03-02T24:00:00Z"},
+        {**BASE, "timestamp": "2026-03-02T11:00:60Z"}, {**BASE, "timestamp": "2026-03-02T11:00:00+24:00"},
+        {**BASE, "timestamp": "2026-03-03T11:59:59Z"}, {**BASE, "timestamp": "2026-03-03T12:00:01Z"}, {**BASE, "timestamp": "20260302T110000Z"},
+        {**BASE, "type": "identify", "user_id": "u1", "traits": {"email": "a@b.c", "role": "admin", "x": 1}},
+        {**BASE, "type": "identify", "traits": {"email": "a@b.c"}}, {**BASE, "type": "identify", "user_id": "u1", "traits": {"role": "ceo"}},
+        {**BASE, "type": "group", "traits": {"plan": "pro", "seats": 3, "arr": 10.5}}, {**BASE, "type": "group", "name": None},
+        {**BASE, "type": "group", "traits": {"seats": 10**30}}, {**BASE, "type": None}, {**BASE, "properties": None},
+        {**BASE, "traits": {"a": 1}}, {**BASE, "extra": 1}, {**BASE, "account_id": 42}, {**BASE, "event_id": None},
+    ]
+    raws: list[bytes | None] = [json.dumps(o).encode() for o in objs]
+    raws += [json.dumps(o, ensure_ascii=False).encode() for o in objs]
+    raws += [None, b"", b"null", b"[]", b"{nope", b"\xff\xfe{}", b'{"event_id":"x","name":"\xff\xfe"}', json.dumps({**BASE, "properties": {"x": "nul\u0000"}}).encode(),
+             b'{"event_id":"e1","event_id":"e2","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z"}',
+             b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":NaN}}',
+             b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":1e400}}',
+             b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":"\\ud800"}}',
+             b' {"event_id" : "e1", "account_id":"acme",\n"name":"n","timestamp":"2026-03-02T11:00:00Z"} ']
+    return raws
+
+
+@pytest.mark.parametrize("raw", _records())
+def test_the_consumers_fast_path_gives_the_reference_verdict(raw):
+    """validate_record (the Kafka consumers') decides every record as validate_event_bytes
+    (the reference, the API's) does: the same event, or the same reason and detail."""
+    expected = validate_event_bytes(raw, NOW, 64 * 1024, SKEW)
+    got = validate_record(None, raw, NOW, 64 * 1024, SKEW)
+    if isinstance(expected, Rejection):
+        assert got == expected
+    else:
+        assert got == ValidEvent.of(expected)
+        assert got.timestamp.utcoffset() == expected.timestamp.utcoffset()
+
+
+def test_common_events_take_the_fast_path():
+    from shared.events import _fast_event
+
+    ident = {**BASE, "type": "identify", "user_id": "u1", "traits": {"email": "a@b.c", "role": "admin"}}
+    for obj in (BASE, {**BASE, "user_id": "u1", "properties": {"plan": "pro", "n": 3}}, ident):
+        assert isinstance(_fast_event(json.dumps(obj).encode(), NOW, 64 * 1024, SKEW), ValidEvent)

@@ -45,7 +45,7 @@ from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickR
 from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
 from shared.db import transaction
-from shared.events import Event, validate_record
+from shared.events import ValidEvent, validate_record
 from shared.kafka import BatchResult, BatchWorker, group_id_of
 from shared.metrics import (OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, RULES_TICK_INTERVAL, RULES_TICK_SECONDS,
                             TICK_INGEST_LAG, TICK_WAITING, TICKS_DEFERRED)
@@ -79,7 +79,7 @@ class RulesWorker(BatchWorker):
     def topics(self) -> list[str]:
         return [self.settings.topic_events]
 
-    def _valid(self, records: list[ConsumerRecord]) -> list[Event]:
+    def _valid(self, records: list[ConsumerRecord]) -> list[ValidEvent]:
         """The valid events of ``records``, parsed once per batch: ``ready()`` parses, and
         ``handle_batch`` (and any bisection of the batch) reuses the result."""
         now = self.clock.now()
@@ -90,7 +90,7 @@ class RulesWorker(BatchWorker):
             ev = self._parsed.get(key)
             if ev is None:
                 ev = self._parsed[key] = validate_record(r.key, r.value, now, self.settings.max_event_bytes, max_future)
-            if isinstance(ev, Event):
+            if isinstance(ev, ValidEvent):
                 out.append(ev)
         return out  # invalid records are ingest's to dead-letter, not ours
 
