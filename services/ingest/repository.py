@@ -1,11 +1,15 @@
-"""Every query ingest runs. Writes are set-based: one statement per table per batch."""
+"""Every query ingest runs. Writes are set-based: one statement per table per batch
+(on PostgreSQL, one statement for the whole batch: :func:`store_events_pg`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, select
+import msgspec
+
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.ingest.models import (
@@ -42,6 +46,113 @@ def _earlier(current, incoming):
 def insert_new_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert raw events; return the ids that were new (the rest are duplicates)."""
     return insert_new(session, _events, rows, ["event_id"])
+
+
+class EventRow(Protocol):
+    """What the raw store keeps of a valid event (``shared.events.ValidEvent`` or ``Event``)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def timestamp(self) -> datetime: ...
+    @property
+    def properties(self) -> dict[str, Any]: ...
+    @property
+    def traits(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    new: int  # events not seen before (the rest were duplicates)
+    accounts: int  # distinct accounts among them
+    new_trait_event_ids: list[str]  # the new identify and group events, whose traits the caller applies
+
+
+_STAGE = "_ingest_stage"
+_CREATE_STAGE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (event_id text, account_id text, user_id text, type text, "
+                 "name text, ts timestamptz, properties jsonb) ON COMMIT DELETE ROWS")
+# One statement stores the batch: the raw insert says which events are new (ON CONFLICT
+# DO NOTHING RETURNING) and only those feed the rollups, each aggregated in SQL and
+# upserted in key order. Sub-statements of a WITH all run, to completion, on one snapshot;
+# the users' foreign key is checked at the end of the statement, when the accounts exist.
+# least()/greatest() ignore NULL, which is "unknown" here (identify/group carry no usage time).
+_STORE_BATCH = f"""
+WITH new AS (
+    INSERT INTO events (event_id, account_id, user_id, type, name, "timestamp", properties, received_at)
+    SELECT event_id, account_id, user_id, type, name, ts, properties, %(now)s FROM {_STAGE}
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id, account_id, user_id, type, name, "timestamp" AS ts
+), track AS (
+    SELECT account_id, user_id, name, ts, (ts AT TIME ZONE 'UTC')::date AS day FROM new WHERE type = 'track'
+), acc AS (
+    INSERT INTO accounts AS t (id, first_seen_at, last_seen_at, traits, created_at, updated_at)
+    SELECT account_id, min(ts) FILTER (WHERE type = 'track'), max(ts) FILTER (WHERE type = 'track'), '{{}}', %(now)s, %(now)s
+    FROM new GROUP BY account_id ORDER BY account_id
+    ON CONFLICT (id) DO UPDATE SET first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
+                                   last_seen_at = greatest(t.last_seen_at, excluded.last_seen_at)
+    RETURNING 1
+), usr AS (
+    INSERT INTO users AS t (account_id, id, first_seen_at, last_seen_at, traits, created_at, updated_at)
+    SELECT account_id, user_id, min(ts) FILTER (WHERE type = 'track'), max(ts) FILTER (WHERE type = 'track'), '{{}}', %(now)s, %(now)s
+    FROM new WHERE user_id IS NOT NULL GROUP BY account_id, user_id ORDER BY account_id, user_id
+    ON CONFLICT (account_id, id) DO UPDATE SET first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
+                                               last_seen_at = greatest(t.last_seen_at, excluded.last_seen_at)
+), usage AS (
+    INSERT INTO usage_daily AS t (account_id, day, event_name, count)
+    SELECT account_id, day, name, count(*) FROM track GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (account_id, day, event_name) DO UPDATE SET count = t.count + excluded.count
+), activity AS (
+    INSERT INTO user_activity_daily AS t (account_id, day, user_id, count)
+    SELECT account_id, day, user_id, count(*) FROM track WHERE user_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (account_id, day, user_id) DO UPDATE SET count = t.count + excluded.count
+), account_seen AS (
+    INSERT INTO account_event_seen AS t (account_id, event_name, first_seen_at, last_seen_at)
+    SELECT account_id, name, min(ts), max(ts) FROM track GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (account_id, event_name) DO UPDATE SET first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
+                                                       last_seen_at = greatest(t.last_seen_at, excluded.last_seen_at)
+), user_seen AS (
+    INSERT INTO user_event_seen AS t (account_id, user_id, event_name, first_seen_at, last_seen_at)
+    SELECT account_id, user_id, name, min(ts), max(ts) FROM track WHERE user_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (account_id, user_id, event_name) DO UPDATE SET first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
+                                                                last_seen_at = greatest(t.last_seen_at, excluded.last_seen_at)
+)
+SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM acc),
+       (SELECT coalesce(array_agg(event_id), '{{}}') FROM new WHERE type <> 'track')
+"""
+
+
+def store_events_pg(session: Session, events: Iterable[EventRow], now: datetime) -> StoredBatch:
+    """PostgreSQL: store a batch of distinct events (raw store, accounts and users touched,
+    rollups, last-seen markers) with one COPY into a temporary table and one statement.
+    The rows are written as COPY text by hand: every id and name is free of control
+    characters (the event contract) and msgspec escapes them in JSON, so only backslashes
+    need escaping; ``NULL ''`` is safe because no column takes an empty string."""
+    encode = msgspec.json.encode
+    text = "".join(
+        f"{ev.event_id}\t{ev.account_id}\t{ev.user_id or ''}\t{ev.type}\t{ev.name}\t{ev.timestamp.isoformat()}\t"
+        f"{encode(ev.properties if ev.type == 'track' else ev.traits).decode()}\n"
+        for ev in events
+    ).replace("\\", "\\\\")
+    conn = session.connection()
+    conn.exec_driver_sql(_CREATE_STAGE)
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a checked-out psycopg connection
+    with driver.cursor() as cursor:
+        with cursor.copy(f"COPY {_STAGE} FROM STDIN WITH (NULL '')") as copy:
+            copy.write(text)
+        cursor.execute(_STORE_BATCH, {"now": now})
+        row = cursor.fetchone()
+        assert row is not None
+        new, accounts, trait_ids = row
+    return StoredBatch(new=new, accounts=accounts, new_trait_event_ids=list(trait_ids))
 
 
 def touch_accounts(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -102,11 +213,10 @@ def get_accounts(session: Session, ids: Iterable[str]) -> dict[str, Account]:
 
 
 def get_users(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], User]:
-    keys = list(keys)
+    keys = sorted(set(keys))
     out: dict[tuple[str, str], User] = {}
-    for account_id in {a for a, _ in keys}:
-        uids = [u for a, u in keys if a == account_id]
-        for u in session.scalars(select(User).where(User.account_id == account_id, User.id.in_(uids))):
+    for i in range(0, len(keys), 900):  # bound the IN list
+        for u in session.scalars(select(User).where(tuple_(User.account_id, User.id).in_(keys[i:i + 900]))):
             out[(u.account_id, u.id)] = u
     return out
 

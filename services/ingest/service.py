@@ -7,6 +7,7 @@ events are new, and only those touch the rollups. It only flushes; the caller
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest import repository as repo
 from services.ingest.models import Account, User
-from shared.events import AccountTraits, Event, UserTraits
+from shared.events import AccountTraits, Event, UserTraits, ValidEvent
 
 ACCOUNT_FIELDS = tuple(AccountTraits.model_fields)
 USER_FIELDS = tuple(UserTraits.model_fields)
@@ -31,11 +32,28 @@ class IngestSummary:
         return {"new": self.new, "duplicates": self.duplicates, "accounts": self.accounts}
 
 
-def apply_events(session: Session, events: list[Event], now: datetime) -> IngestSummary:
+def apply_events(session: Session, events: Sequence[ValidEvent | Event], now: datetime) -> IngestSummary:
     # First occurrence wins inside a batch, as it does across batches.
-    unique: dict[str, Event] = {}
+    unique: dict[str, ValidEvent | Event] = {}
     for ev in events:
         unique.setdefault(ev.event_id, ev)
+    if session.get_bind().dialect.name == "postgresql":
+        stored = repo.store_events_pg(session, unique.values(), now)
+        summary = IngestSummary(new=stored.new, duplicates=len(events) - stored.new, accounts=stored.accounts)
+        trait_events = [unique[i] for i in stored.new_trait_event_ids]
+    else:
+        summary, trait_events = _store_events(session, list(unique.values()), now)
+        summary.duplicates = len(events) - summary.new
+    if trait_events:
+        _apply_trait_events(session, trait_events, now)
+    return summary
+
+
+def _store_events(session: Session, events: list[ValidEvent | Event],
+                  now: datetime) -> tuple[IngestSummary, list[ValidEvent | Event]]:
+    """SQLite: what :func:`repository.store_events_pg` does in one statement, here
+    aggregated in Python and written with one statement per table. Returns the summary
+    and the new identify/group events."""
     rows = [
         {
             "event_id": ev.event_id,
@@ -47,13 +65,13 @@ def apply_events(session: Session, events: list[Event], now: datetime) -> Ingest
             "properties": ev.properties if ev.type == "track" else ev.traits,
             "received_at": now,
         }
-        for ev in unique.values()
+        for ev in events
     ]
     new_ids = repo.insert_new_events(session, rows)
-    fresh = [ev for ev in unique.values() if ev.event_id in new_ids]
-    summary = IngestSummary(new=len(fresh), duplicates=len(events) - len(fresh))
+    fresh = [ev for ev in events if ev.event_id in new_ids]
+    summary = IngestSummary(new=len(fresh))
     if not fresh:
-        return summary
+        return summary, []
 
     accounts: dict[str, list] = {}
     users: dict[tuple[str, str], list] = {}
@@ -105,20 +123,23 @@ def apply_events(session: Session, events: list[Event], now: datetime) -> Ingest
         {"account_id": a, "user_id": u, "event_name": n, "first_seen_at": s[0], "last_seen_at": s[1]}
         for (a, u, n), s in user_seen.items()
     ])
+    return summary, [ev for ev in fresh if ev.type != "track"]
 
-    trait_events = sorted((ev for ev in fresh if ev.type != "track"), key=lambda e: e.timestamp)
-    if trait_events:
-        loaded_accounts = repo.get_accounts(session, {ev.account_id for ev in trait_events if ev.type == "group"})
-        # An identify always names its user (the envelope's validation guarantees it).
-        identified = [(ev, (ev.account_id, ev.user_id or "")) for ev in trait_events if ev.type == "identify"]
-        loaded_users = repo.get_users(session, {key for _, key in identified})
-        for ev in trait_events:
-            if ev.type == "group":
-                apply_account_traits(loaded_accounts[ev.account_id], AccountTraits.model_validate(ev.traits), ev.timestamp, now)
-            else:
-                apply_user_traits(loaded_users[(ev.account_id, ev.user_id or "")], UserTraits.model_validate(ev.traits), ev.timestamp, now)
-        session.flush()
-    return summary
+
+def _apply_trait_events(session: Session, events: list[ValidEvent | Event], now: datetime) -> None:
+    """Apply the traits of new identify/group events in event-time order (the rows exist:
+    storing the batch created them)."""
+    trait_events = sorted(events, key=lambda e: e.timestamp)
+    loaded_accounts = repo.get_accounts(session, {ev.account_id for ev in trait_events if ev.type == "group"})
+    # An identify always names its user (the envelope's validation guarantees it).
+    identified = [(ev, (ev.account_id, ev.user_id or "")) for ev in trait_events if ev.type == "identify"]
+    loaded_users = repo.get_users(session, {key for _, key in identified})
+    for ev in trait_events:
+        if ev.type == "group":
+            apply_account_traits(loaded_accounts[ev.account_id], AccountTraits.model_validate(ev.traits), ev.timestamp, now)
+        else:
+            apply_user_traits(loaded_users[(ev.account_id, ev.user_id or "")], UserTraits.model_validate(ev.traits), ev.timestamp, now)
+    session.flush()
 
 
 def _split(traits: AccountTraits | UserTraits, known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:

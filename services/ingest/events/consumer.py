@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from services.ingest import repository as repo
 from services.ingest.service import apply_events
 from shared.db import transaction
-from shared.events import Event, Rejection, validate_record
+from shared.events import Rejection, ValidEvent, validate_record
 from shared.kafka import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE
 
@@ -36,7 +36,7 @@ class IngestWorker(BatchWorker):
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()
         max_future = timedelta(seconds=self.settings.max_future_skew_seconds)
-        events: list[Event] = []
+        events: list[ValidEvent] = []
         rejects: list[Reject] = []
         for record in records:
             result = validate_record(record.key, record.value, now, self.settings.max_event_bytes, max_future)
