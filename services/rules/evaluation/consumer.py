@@ -117,7 +117,7 @@ class RulesWorker(BatchWorker):
         out: list[ConsumerRecord] = []
         for tp, recs in by_partition.items():
             recs.sort(key=lambda r: r.offset)
-            cut = next((i for i, r in enumerate(recs) if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], Event)
+            cut = next((i for i, r in enumerate(recs) if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], ValidEvent)
                         and ev.event_id not in present), len(recs))
             if cut == len(recs):
                 self._held.pop(tp, None)
@@ -128,7 +128,7 @@ class RulesWorker(BatchWorker):
             if held_offset != offset:
                 since = now  # ingest moved on: a new wait begins at the next event
             if now - since >= wait:
-                missing = sum(1 for r in recs[cut:] if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], Event)
+                missing = sum(1 for r in recs[cut:] if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], ValidEvent)
                               and ev.event_id not in present)
                 log.warning("rules: %d events of %s/%d from offset %d still not ingested after %.0fs; evaluating without them",
                             missing, tp[0], tp[1], offset, self.settings.rules_ingest_wait_seconds)
