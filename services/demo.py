@@ -11,6 +11,14 @@ Cohorts (deterministic by ``--seed``):
 Every event has a deterministic id (uuid5 of seed, account, day, sequence), so
 running the demo twice adds nothing: ingest deduplicates.
 
+Pace: the starter ``win-back`` playbook waits 4 days after its first email and 7 after
+the second before it escalates to a pooled CSM, so a demo would show no churn
+engagement for 11 real days. Unless ``--real-pace`` is given, the demo saves a new
+version of ``win-back`` (``DEMO_PACED_WIN_BACK``, named as demo-paced) whose waits are
+2 and 3 minutes and whose time-box is an hour: the same steps, rules, holdouts and
+recipients, only the clock of the story is shortened. The starter file is not changed,
+and a ``win-back`` someone else has edited is left alone.
+
 Order (``main``): publish the history, wait until the ingest workers have stored all
 of it (they report their position per partition in ``consumer_progress``; progress is
 logged), and only then enable the starter rules. Rules enabled earlier would judge
@@ -180,6 +188,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="after the history, keep streaming live usage until Ctrl-C: churning accounts that get "
                              "the win-back email come back more often than held-out ones, so the playbook report shows a lift")
     parser.add_argument("--live-tick", type=float, default=5.0, help="seconds between live rounds (default 5)")
+    parser.add_argument("--real-pace", action="store_true",
+                        help="keep the starter win-back playbook's real waits (4 and 7 days before a CSM is engaged) "
+                             "instead of the demo pace (2 and 3 minutes, an hour's time-box)")
 
 
 def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progress_every: int = 1000) -> int:
@@ -210,6 +221,8 @@ def main(args) -> int:
     settings = get_settings()
     ensure_topics(settings)
     seed_csm_pool(settings)
+    if not getattr(args, "real_pace", False):
+        pace_win_back(settings)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     tracked = OffsetTracker(producer)
     log.info("demo: %d accounts over %d simulated days (seed %d) into %s on %s",
@@ -377,6 +390,67 @@ def enable_starter_rules(settings) -> None:
     finally:
         engine.dispose()
     log.info("demo: starter rules enabled: %s", ", ".join(f"{o.rule_id} ({o.action})" for o in outcomes))
+
+
+# The starter win-back playbook (services/outreach/starter/playbooks.yaml) with its waits
+# and time-box shortened so the escalation happens while someone watches the demo.
+# Everything else (trigger, holdouts, exit condition, recipients, templates) is the
+# starter's, so the demo shows what production does, only faster.
+DEMO_PACED_WIN_BACK = {
+    "name": "Win back silent accounts (demo pace: waits of minutes, not days)",
+    "description": "Saved by `touchline demo`: the starter win-back playbook with its 4- and 7-day waits shortened "
+                   "to 2 and 3 minutes and the CSM's time-box from 30 days to 1 hour. Production uses the starter's "
+                   "pace; `touchline demo --real-pace` keeps it.",
+    "trigger": {"rules": ["no-login-14d"], "kinds": ["churn_risk"]},
+    "holdout_percent": 20,
+    "exit_condition": {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3},
+    "steps": [
+        {"id": "win-back-email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
+        {"id": "wait-2m", "type": "wait", "duration": "2m"},
+        {"id": "back-yet", "type": "branch", "if": {"metric": "count", "event": "login", "window": "7d", "op": ">=",
+                                                   "value": 3}, "then": "convert", "else": "owner-email"},
+        {"id": "owner-email", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+        {"id": "wait-3m", "type": "wait", "duration": "3m"},
+        {"id": "escalate", "type": "open_engagement", "goal": "recover_usage", "time_box": "1h", "holdout_percent": 10,
+         "wait_for_outcome": True, "on_outcome": {"recovered": "convert", "default": "end"}},
+    ],
+}
+DEMO_ACTOR = "cli:demo"
+
+
+def pace_win_back(settings) -> bool:
+    """Save ``DEMO_PACED_WIN_BACK`` as the current version of ``win-back`` (the starter
+    content is seeded first if missing), unless its current version was written by
+    someone other than the starter or the demo. Returns whether the demo pace is on."""
+    from services.outreach.playbooks import repository as playbook_repo
+    from services.outreach.playbooks import service as playbook_service
+    from services.outreach.playbooks.schemas import PlaybookDefinition
+    from services.outreach.starter import ACTOR as STARTER_ACTOR
+    from services.outreach.starter import seed_starter_content
+    from shared.clock import SystemClock
+    from shared.db import make_engine, make_session_factory, transaction
+    from shared.migrate import upgrade
+
+    engine = make_engine(settings)
+    try:
+        upgrade(engine)
+        now = SystemClock().now()
+        with transaction(make_session_factory(engine)) as session:
+            seed_starter_content(session, settings, now, enable_playbooks=True)
+            head = playbook_repo.get_head(session, "win-back")
+            current = playbook_repo.get_version(session, "win-back", head.current_version) if head else None
+            if current is not None and current.created_by not in (STARTER_ACTOR, DEMO_ACTOR):
+                log.warning("demo: win-back was last changed by %s; leaving it as it is, so churn escalations come at "
+                            "its own pace (the starter's: 11 days)", current.created_by)
+                return False
+            definition = PlaybookDefinition.model_validate({**DEMO_PACED_WIN_BACK, "enabled": head.enabled if head else True})
+            playbook_service.save(session, "win-back", definition, actor=DEMO_ACTOR, now=now)
+    finally:
+        engine.dispose()
+    log.info("demo: win-back runs at demo pace (waits of 2 and 3 minutes, an hour's time-box): a churning account that "
+             "ignores both emails is escalated to a pooled CSM about 5 minutes after its signal (emails inside a "
+             "contact's quiet hours wait for their morning, and so does the escalation)")
+    return True
 
 
 DEMO_CSMS = [

@@ -409,7 +409,7 @@ async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded):
     await sign_in(api, keys["csm"])
     inbox = await api.get("/console/inbox")
     assert inbox.status_code == 200
-    mine = (await api.get("/v1/me/engagements", headers=h)).json()
+    mine = (await api.get("/v1/me/engagements", headers=h)).json()["items"]
     for e in mine:
         if e["status"] in ("queued", "assigned", "active"):
             assert f'href="/console/engagements/{e["id"]}"' in inbox.text

@@ -49,7 +49,7 @@ async def test_roster_api_and_bad_input(api, keys, session_factory, settings, cl
                           working_hours={"days": [0, 1, 2, 3], "start": "08:00", "end": "16:00"})
     assert grace["available"] and grace["open_engagements"] == 0 and grace["working_hours"]["days"] == [0, 1, 2, 3]
     r = await api.get("/v1/csms", headers=ops)
-    assert [c["id"] for c in r.json()] == ["grace"]
+    assert [c["id"] for c in r.json()["items"]] == ["grace"] and r.json()["next_cursor"] is None
     for body, field in (({"name": "X", "email": "nope", "capacity": 1}, "email"),
                         ({"name": "X", "email": "x@y.z", "capacity": -1}, "capacity"),
                         ({"name": "X", "email": "x@y.z", "timezone": "Mars/Olympus"}, "timezone"),
@@ -190,8 +190,8 @@ async def test_csm_work_over_the_api(api, keys, session_factory, settings, clock
     eid = open_engagement(session_factory, settings, clock, signal=signal(signal_id="s1"))
     worker(settings, session_factory, clock).poll_once()
     r = await api.get("/v1/me/engagements", headers=mine)
-    assert [e["id"] for e in r.json()] == [eid]
-    assert (await api.get("/v1/me/engagements?status=active", headers=mine)).json() == []
+    assert [e["id"] for e in r.json()["items"]] == [eid]
+    assert (await api.get("/v1/me/engagements?status=active", headers=mine)).json() == {"items": [], "next_cursor": None}
     assert (await api.post(f"/v1/engagements/{eid}/accept", headers=mine)).json()["status"] == "active"
     r = await api.post(f"/v1/engagements/{eid}/accept", headers=mine)
     assert r.status_code == 409 and r.json()["error"] == "invalid_transition"
@@ -275,7 +275,7 @@ async def test_a_csm_reaches_only_their_own_engagements_on_every_route(api, keys
     # The owner can; /v1/me answers only their own.
     mine = auth(csm_key(session_factory, clock, owner))
     assert (await api.get(f"/v1/engagements/{eid}", headers=mine)).status_code == 200
-    assert (await api.get("/v1/me/engagements", headers=intruder)).json() == []
+    assert (await api.get("/v1/me/engagements", headers=intruder)).json()["items"] == []
     assert (await api.get("/v1/me/engagements", headers=auth(keys["ops"]))).status_code == 403
 
 
@@ -440,3 +440,51 @@ async def test_pool_report_outcomes_and_forecast(api, keys, session_factory, set
     assert f["assumptions"]["proactive_share"] == 0.6 and f["pool_proactive_hours_per_week"] == 24.0
     r = await api.get("/v1/pool/forecast?reactive_share=0.5&overhead_share=0.5", headers=ops)
     assert r.status_code == 422
+
+
+async def _walk(api, path: str, headers: dict, limit: int) -> list[dict]:
+    """Every item of a list, page by page, following next_cursor."""
+    items: list[dict] = []
+    cursor = None
+    while True:
+        sep = "&" if "?" in path else "?"
+        r = await api.get(f"{path}{sep}limit={limit}" + (f"&cursor={cursor}" if cursor else ""), headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["items"]) <= limit
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, session_factory, settings, clock):
+    """The four lists (roster, every engagement, a CSM's own, a timeline) page through
+    everything once, in order, in both orders, with ties in time; a made-up cursor is a 422."""
+    ops = auth(keys["ops"])
+    for cid in ("ann", "bo", "cy"):
+        await add_csm(api, keys["ops"], cid, name=f"{cid.title()} Smith", capacity=2)
+    for i in range(7):
+        add_account(session_factory, f"acct-{i}")
+        open_engagement(session_factory, settings, clock, account_id=f"acct-{i}", signal=signal(signal_id=f"s{i}"))
+        if i % 3 == 0:
+            clock.advance(timedelta(hours=1))  # some share an opening time, some do not
+    worker(settings, session_factory, clock).poll_once()  # six assigned with one due time, one queued (none)
+    everything = (await api.get("/v1/engagements?limit=1000", headers=ops)).json()
+    assert everything["next_cursor"] is None and len(everything["items"]) == 7
+    for order in ("opened", "due"):
+        full = (await api.get(f"/v1/engagements?order={order}&limit=1000", headers=ops)).json()["items"]
+        assert [e["id"] for e in await _walk(api, f"/v1/engagements?order={order}", ops, 2)] == [e["id"] for e in full]
+    assert [c["id"] for c in await _walk(api, "/v1/csms", ops, 1)] == ["ann", "bo", "cy"]
+    ann = auth(csm_key(session_factory, clock, "ann"))
+    own = (await api.get("/v1/me/engagements?limit=1000", headers=ann)).json()["items"]
+    assert len(own) >= 2 and [e["id"] for e in await _walk(api, "/v1/me/engagements", ann, 1)] == [e["id"] for e in own]
+    eid = own[0]["id"]
+    for n in range(3):
+        assert (await api.post(f"/v1/engagements/{eid}/notes", json={"text": f"note {n}"}, headers=ann)).status_code == 201
+    timeline_all = (await api.get(f"/v1/engagements/{eid}/events?limit=1000", headers=ann)).json()["items"]
+    assert [x["id"] for x in await _walk(api, f"/v1/engagements/{eid}/events", ann, 2)] == [x["id"] for x in timeline_all]
+    for path, who in (("/v1/engagements?cursor=bm9wZQ", ops), ("/v1/me/engagements?cursor=%5B1%5D", ann),
+                      ("/v1/engagements?cursor=WzEsMl0", ops), (f"/v1/engagements/{eid}/events?cursor=abc", ann)):
+        r = await api.get(path, headers=who)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)

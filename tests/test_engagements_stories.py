@@ -111,7 +111,7 @@ async def test_the_looker_story(topics, session_factory, clock, workers, sink, a
     assert sink.messages[-1]["to"] == "grace@pool.test" and sink.messages[-1]["subject"].startswith("New engagement")
 
     mine = (await api.get("/v1/me/engagements", headers=grace)).json()
-    assert [x["id"] for x in mine] == [e.id]
+    assert [x["id"] for x in mine["items"]] == [e.id]
     d = (await api.get(f"/v1/engagements/{e.id}", headers=grace)).json()
     assert d["reason"]["evidence"]["days_since(login)"]["value"] >= 14
     assert len([m for m in d["messages_sent"] if m["playbook_id"] == "win-back"]) == 3  # the ignored emails

@@ -40,7 +40,7 @@ def detail(session: Session, e: Engagement, now: datetime) -> EngagementDetail:
     msgs = repo.account_messages(session, e.account_id, now - timedelta(days=90), limit=500)
     base = EngagementOut.model_validate(e).model_dump()
     return EngagementDetail(
-        **base, reason=e.reason or {},
+        **base,
         account=service._jsonable(account_context(account)) if account else {"id": e.account_id},
         usage_90d=usage.daily_series(session, e.account_id, now.date(), 90),
         contacts=contacts,

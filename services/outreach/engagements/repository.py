@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import (
@@ -38,8 +38,11 @@ def get_csm(session: Session, csm_id: str, *, lock: bool = False) -> Csm | None:
     return session.get(Csm, csm_id)
 
 
-def list_csms(session: Session) -> list[Csm]:
-    return list(session.scalars(select(Csm).order_by(Csm.id)))
+def list_csms(session: Session, *, after: str | None = None, limit: int | None = None) -> list[Csm]:
+    q = select(Csm).order_by(Csm.id).limit(limit)
+    if after is not None:
+        q = q.where(Csm.id > after)
+    return list(session.scalars(q))
 
 
 def lock_roster(session: Session) -> list[Csm]:
@@ -130,19 +133,33 @@ def expiring(session: Session, now: datetime, limit: int) -> list[Engagement]:
     return list(session.scalars(q))
 
 
+def sort_key(e: Engagement, order: str) -> tuple[datetime | str | None, str]:
+    """Where ``e`` sits in a list in ``order``: what a page's cursor holds."""
+    return (e.due_at, e.id) if order == "due" else (e.opened_at, e.id)
+
+
 def list_engagements(session: Session, *, status: str | None = None, csm_id: str | None = None,
                      account_id: str | None = None, goal: str | None = None, limit: int = 100,
-                     order: str = "opened") -> list[Engagement]:
+                     order: str = "opened", after: tuple[Any, ...] | None = None) -> list[Engagement]:
+    """``order``: "due" (by due date, the unscheduled last) or "opened" (newest first),
+    ties by id. ``after``: the ``sort_key`` of the previous page's last item."""
     q = select(Engagement).limit(limit)
     for col, value in ((Engagement.status, status), (Engagement.csm_id, csm_id), (Engagement.account_id, account_id),
                        (Engagement.goal, goal)):
         if value is not None:
             q = q.where(col == value)
     if order == "due":
-        # By due date; queued/unscheduled last.
         q = q.order_by(Engagement.due_at.is_(None), Engagement.due_at, Engagement.id)
+        if after is not None:
+            due, eid = after
+            q = q.where(or_(Engagement.due_at.is_(None), Engagement.due_at > due,
+                            and_(Engagement.due_at == due, Engagement.id > eid))
+                        if due is not None else and_(Engagement.due_at.is_(None), Engagement.id > eid))
     else:
         q = q.order_by(Engagement.opened_at.desc(), Engagement.id)
+        if after is not None:
+            opened, eid = after
+            q = q.where(or_(Engagement.opened_at < opened, and_(Engagement.opened_at == opened, Engagement.id > eid)))
     return list(session.scalars(q))
 
 
@@ -153,9 +170,13 @@ def for_account(session: Session, account_id: str, exclude: str | None = None) -
     return list(session.scalars(q))
 
 
-def events_of(session: Session, engagement_id: str) -> list[EngagementEvent]:
-    return list(session.scalars(select(EngagementEvent).where(EngagementEvent.engagement_id == engagement_id)
-                                .order_by(EngagementEvent.id)))
+def events_of(session: Session, engagement_id: str, *, after: int | None = None,
+              limit: int | None = None) -> list[EngagementEvent]:
+    q = (select(EngagementEvent).where(EngagementEvent.engagement_id == engagement_id)
+         .order_by(EngagementEvent.id).limit(limit))
+    if after is not None:
+        q = q.where(EngagementEvent.id > after)
+    return list(session.scalars(q))
 
 
 def add_event(session: Session, **row) -> None:
@@ -167,6 +188,14 @@ def add_event(session: Session, **row) -> None:
 def account_messages(session: Session, account_id: str, since: datetime, limit: int = 200) -> list[Message]:
     return list(session.scalars(select(Message).where(Message.account_id == account_id, Message.created_at >= since)
                                 .order_by(Message.created_at.desc(), Message.id).limit(limit)))
+
+
+def enrollment_unsent_until(session: Session, enrollment_id: str) -> datetime | None:
+    """The latest time one of the enrolment's messages is still due to leave (queued,
+    deferred for quiet hours or retrying, or being sent), or None when every one has
+    gone (sent, skipped, failed or uncertain)."""
+    return session.scalar(select(func.max(func.coalesce(Message.next_attempt_at, Message.created_at)))
+                          .where(Message.enrollment_id == enrollment_id, Message.state.in_(("queued", "sending"))))
 
 
 def account_enrollments(session: Session, account_id: str, limit: int = 50) -> list[Enrollment]:

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
@@ -19,10 +21,13 @@ from services.outreach.engagements.schemas import (
     CancelIn,
     CsmIn,
     CsmOut,
+    CsmPage,
     CsmPatch,
     EngagementDetail,
     EngagementOut,
+    EngagementPage,
     EventOut,
+    EventPage,
     ExtendIn,
     ForecastOut,
     Goal,
@@ -39,11 +44,22 @@ from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, Forbidden, NotFound, Unprocessable, responses
+from shared.pagination import MAX_CURSOR_CHARS, decode_cursor, next_cursor
 from shared.settings import Settings
 
 router = APIRouter(tags=["engagements"])
 CsmId = Path(pattern=ID_PATTERN, description="lower-case slug, e.g. grace")
 ENGAGEMENT_ERRORS = {**AUTH_ERRORS, **responses(NotFound, Conflict)}
+LIST_ERRORS = {**AUTH_ERRORS, **responses(Unprocessable)}
+Cursor = Query(None, max_length=MAX_CURSOR_CHARS, description="next_cursor from the previous page")
+Limit = Query(100, ge=1, le=1000)
+
+
+def _engagement_page(session: Session, order: str, cursor: str | None, limit: int, **filters) -> EngagementPage:
+    after = decode_cursor(cursor, datetime, str)
+    items = repo.list_engagements(session, order=order, after=after, limit=limit, **filters)
+    return EngagementPage(items=[EngagementOut.model_validate(e) for e in items],
+                          next_cursor=next_cursor(items, limit, lambda e: repo.sort_key(e, order)))
 
 
 # ---- roster (ops) -------------------------------------------------------------------
@@ -70,10 +86,14 @@ def patch_csm(body: CsmPatch, csm_id: str = CsmId, session: Session = SessionDep
     return roster.out(csm, repo.open_load(session, [csm.id]).get(csm.id, 0), now)
 
 
-@router.get("/v1/csms", response_model=list[CsmOut], tags=["csm pool"], responses=AUTH_ERRORS)
-def list_csms(session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
-    loads = repo.open_load(session)
-    return [roster.out(c, loads.get(c.id, 0), clock.now()) for c in repo.list_csms(session)]
+@router.get("/v1/csms", response_model=CsmPage, tags=["csm pool"], responses=LIST_ERRORS,
+            summary="The roster, by id")
+def list_csms(cursor: str | None = Query(None, max_length=128, description="next_cursor from the previous page"),
+              limit: int = Limit, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
+    csms = repo.list_csms(session, after=cursor, limit=limit)
+    loads = repo.open_load(session, [c.id for c in csms])
+    return CsmPage(items=[roster.out(c, loads.get(c.id, 0), clock.now()) for c in csms],
+                   next_cursor=csms[-1].id if len(csms) == limit else None)
 
 
 @router.get("/v1/csms/{csm_id}", response_model=CsmOut, tags=["csm pool"], responses={**AUTH_ERRORS, **responses(NotFound)})
@@ -84,13 +104,13 @@ def get_csm(csm_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
 
 # ---- the CSM's own work -------------------------------------------------------------
 
-@router.get("/v1/me/engagements", response_model=list[EngagementOut], responses=AUTH_ERRORS,
-            summary="My engagements, by due date (csm keys)")
-def my_engagements(status: Status | None = None, limit: int = Query(100, ge=1, le=1000),
+@router.get("/v1/me/engagements", response_model=EngagementPage, responses=LIST_ERRORS,
+            summary="My engagements, by due date (csm keys), each with its reason: the evidence and what automation tried")
+def my_engagements(status: Status | None = None, cursor: str | None = Cursor, limit: int = Limit,
                    session: Session = SessionDep, principal: Principal = require("csm")):
     if not principal.csm_id:
         raise Forbidden("this key is not bound to a CSM; create one with `touchline keys create --role csm --csm-id <id>`")
-    return repo.list_engagements(session, csm_id=principal.csm_id, status=status, limit=limit, order="due")
+    return _engagement_page(session, "due", cursor, limit, csm_id=principal.csm_id, status=status)
 
 
 def _load(session: Session, engagement_id: str, principal: Principal, *, lock: bool = False):
@@ -106,11 +126,16 @@ def get_engagement(engagement_id: str, session: Session = SessionDep, clock: Clo
     return reporting.detail(session, e, clock.now())
 
 
-@router.get("/v1/engagements/{engagement_id}/events", response_model=list[EventOut],
-            responses={**AUTH_ERRORS, **responses(NotFound)}, summary="The timeline: transitions, notes, touches, reminders")
-def engagement_events(engagement_id: str, session: Session = SessionDep, principal: Principal = require("csm", "ops")):
+@router.get("/v1/engagements/{engagement_id}/events", response_model=EventPage,
+            responses={**LIST_ERRORS, **responses(NotFound)},
+            summary="The timeline, oldest first: transitions, notes, touches, reminders")
+def engagement_events(engagement_id: str, cursor: str | None = Query(None, max_length=20, pattern=r"^[0-9]+$",
+                                                                     description="next_cursor from the previous page"),
+                      limit: int = Limit, session: Session = SessionDep, principal: Principal = require("csm", "ops")):
     _load(session, engagement_id, principal)
-    return repo.events_of(session, engagement_id)
+    events = repo.events_of(session, engagement_id, after=int(cursor) if cursor else None, limit=limit)
+    return EventPage(items=[EventOut.model_validate(x) for x in events],
+                     next_cursor=str(events[-1].id) if len(events) == limit else None)
 
 
 @router.post("/v1/engagements/{engagement_id}/accept", response_model=EngagementOut, responses=ENGAGEMENT_ERRORS,
@@ -160,13 +185,12 @@ def resolve(body: ResolveIn, engagement_id: str, session: Session = SessionDep, 
 
 # ---- CS Ops ---------------------------------------------------------------------------
 
-@router.get("/v1/engagements", response_model=list[EngagementOut], responses=AUTH_ERRORS,
+@router.get("/v1/engagements", response_model=EngagementPage, responses=LIST_ERRORS,
             summary="Every engagement, newest first (or by due date), filtered by status, CSM, account or goal")
 def list_engagements(status: Status | None = None, csm_id: str | None = None, account_id: str | None = None,
                      goal: Goal | None = None, order: str = Query("opened", pattern="^(opened|due)$"),
-                     limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
-    return repo.list_engagements(session, status=status, csm_id=csm_id, account_id=account_id, goal=goal, limit=limit,
-                                 order=order)
+                     cursor: str | None = Cursor, limit: int = Limit, session: Session = SessionDep, _p=require("ops")):
+    return _engagement_page(session, order, cursor, limit, status=status, csm_id=csm_id, account_id=account_id, goal=goal)
 
 
 @router.post("/v1/engagements", response_model=EngagementOut, status_code=201,

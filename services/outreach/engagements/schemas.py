@@ -126,6 +126,11 @@ class CsmOut(BaseModel):
     updated_at: datetime
 
 
+class CsmPage(BaseModel):
+    items: list[CsmOut]
+    next_cursor: str | None = Field(None, description="pass back as ?cursor= for the next page; null on the last")
+
+
 class OpenIn(BaseModel):
     """CS Ops opening an engagement by hand."""
     model_config = ConfigDict(extra="forbid")
@@ -187,6 +192,9 @@ class EngagementOut(BaseModel):
     priority: float
     priority_detail: dict[str, Any]
     signal_ids: list[str]
+    reason: dict[str, Any] = Field(description=(
+        "why it was opened: the signal, its evidence, and what automation had tried at opening (messages sent, "
+        "skipped and why, every playbook path)"))
     rule_id: str | None
     playbook_id: str | None
     enrollment_id: str | None
@@ -205,6 +213,11 @@ class EngagementOut(BaseModel):
     updated_at: datetime
 
 
+class EngagementPage(BaseModel):
+    items: list[EngagementOut]
+    next_cursor: str | None = Field(None, description="pass back as ?cursor= for the next page; null on the last")
+
+
 class EventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
@@ -214,6 +227,11 @@ class EventOut(BaseModel):
     from_status: str | None
     to_status: str | None
     details: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None = Field(None, description="pass back as ?cursor= for the next page; null on the last")
 
 
 class MessageBrief(BaseModel):
@@ -242,7 +260,6 @@ class ContactOut(BaseModel):
 
 class EngagementDetail(EngagementOut):
     """Everything a CSM needs in one response."""
-    reason: dict[str, Any] = Field(description="the signal with its evidence and what automation had tried at opening")
     account: dict[str, Any]
     usage_90d: list[dict[str, Any]] = Field(description="per day: distinct active users and event counts")
     contacts: dict[str, list[ContactOut]] = Field(description="contacts by role")

@@ -12,6 +12,10 @@ services/outreach/engagements/, does the work; this module adapts it to a step).
   time-box like the others, so the pool report can show the lift of a CSM.
 - Accounts in the playbook's message holdout are never escalated (that would taint
   the message holdout).
+- The step waits while a message of the enrolment has not left yet (deferred to the
+  end of the contact's quiet hours, retrying, being sent): a customer has not ignored an
+  email still on its way, and the reason the CSM reads shows what was really sent. It
+  looks again when the last of them is due (at least a minute on).
 - ``wait_for_outcome``: the enrolment waits here until the engagement closes (it is
   woken at once when it does, and checks daily otherwise), then goes to
   ``on_outcome[outcome]`` (or ``on_outcome["default"]``, or the next step).
@@ -32,6 +36,7 @@ from services.outreach.playbooks.terms import parse_duration
 from shared.errors import TouchlineError
 
 RECHECK = timedelta(days=1)
+UNSENT_RECHECK = timedelta(minutes=1)
 
 
 class OpenEngagementStep(StepBase):
@@ -79,6 +84,10 @@ def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutco
         return _route(ctx, step, e)
     if enrollment.holdout:
         return StepOutcome(note={"engagement": "not escalated: the enrolment is in the message holdout"})
+    unsent_until = repo.enrollment_unsent_until(ctx.session, enrollment.id)
+    if unsent_until is not None:
+        return StepOutcome(next=ctx.index, wait_until=max(unsent_until, now) + UNSENT_RECHECK,
+                           note={"engagement": "waiting: the enrolment's messages have not all left yet"})
     held = is_held_out(_escalation_bucket_key(enrollment.playbook_id), enrollment.account_id, step.holdout_percent)
     try:
         e, opened = service.open_engagement(

@@ -1,0 +1,70 @@
+"""Keyset cursors for lists ordered by more than one column.
+
+Every list answers ``{"items": [...], "next_cursor": ...}`` and takes ``?cursor=`` back
+(docs/rules.md, "the API"). A list ordered by its primary key alone uses
+that key as the cursor; a list ordered by several columns (a time, then an id) uses this
+module: the last item's sort key, as an opaque URL-safe string. The cursor is not signed:
+it only says where to resume, and a forged one shows a caller nothing its key could not
+list anyway. A cursor this module did not make is a 422, never a 500.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from shared.errors import Unprocessable
+
+MAX_CURSOR_CHARS = 1000
+T = TypeVar("T")
+Key = str | int | datetime | None
+
+
+def encode_cursor(*values: Key) -> str:
+    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _bad() -> Unprocessable:
+    return Unprocessable([{"pointer": "/cursor",
+                           "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}])
+
+
+def decode_cursor(cursor: str | None, *kinds: type) -> tuple[Any, ...] | None:
+    """The values ``encode_cursor`` was given, checked against ``kinds`` (str, int or
+    datetime; any may be None), or None for the first page."""
+    if cursor is None:
+        return None
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise _bad()
+    try:
+        values = json.loads(base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True))
+    except (binascii.Error, ValueError):
+        raise _bad() from None
+    if not isinstance(values, list) or len(values) != len(kinds):
+        raise _bad()
+    out: list[Any] = []
+    for kind, v in zip(kinds, values, strict=True):
+        if v is None:
+            out.append(None)
+        elif kind is datetime and isinstance(v, str):
+            try:
+                at = datetime.fromisoformat(v)
+            except ValueError:
+                raise _bad() from None
+            if at.tzinfo is None:
+                raise _bad()
+            out.append(at)
+        elif (kind is int and isinstance(v, int) and not isinstance(v, bool)) or (kind is str and isinstance(v, str)):
+            out.append(v)
+        else:
+            raise _bad()
+    return tuple(out)
+
+
+def next_cursor(items: Sequence[T], limit: int, key: Callable[[T], tuple[Key, ...]]) -> str | None:
+    """The cursor after a full page's last item; None when the page is not full (the end)."""
+    return encode_cursor(*key(items[-1])) if items and len(items) == limit else None
