@@ -7,6 +7,7 @@ over 10,000 accounts with 90 days of signal receipts.
 
     make bench-engagements
     .venv/bin/python -m bench.bench_engagements --engagements 5000
+    .venv/bin/python -m bench.bench_engagements --engagements 1000 --profile var/prof   # then pstats
 
 PostgreSQL at TOUCHLINE_BENCH_POSTGRES_URL (default the local
 postgresql://postgres@127.0.0.1:5432/test); the benchmark creates and drops its own
@@ -40,9 +41,17 @@ w = EngagementWorker(settings, make_session_factory(engine), SimulatedClock(date
 Path(sys.argv[2]).touch()
 while not Path(sys.argv[1]).exists():
     time.sleep(0.005)
+profile = None
+if len(sys.argv) > 4:  # --profile: where this worker writes its cProfile statistics
+    import cProfile
+    profile = cProfile.Profile()
+    profile.enable()
 idle = 0
 while idle < 2:
     idle = idle + 1 if w.poll_once() == 0 else 0
+if profile is not None:
+    profile.disable()
+    profile.dump_stats(sys.argv[4])
 engine.dispose()
 """
 
@@ -52,6 +61,7 @@ def main() -> None:
     ap.add_argument("--engagements", type=int, default=5000)
     ap.add_argument("--csms", type=int, default=50)
     ap.add_argument("--forecast-accounts", type=int, default=10_000)
+    ap.add_argument("--profile", metavar="DIR", help="write each assigning worker's cProfile statistics here")
     args = ap.parse_args()
 
     from services.ingest.models import Account
@@ -95,8 +105,9 @@ def main() -> None:
 
         env = {**os.environ, "TOUCHLINE_DATABASE_URL": url, "TOUCHLINE_VAR_DIR": str(tmp), "TOUCHLINE_ENV": "test"}
         go, ready = tmp / "go", [tmp / "ready-0", tmp / "ready-1"]
-        procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r), T0.isoformat()], cwd=ROOT, env=env)
-                 for r in ready]
+        profiles = ([str(Path(args.profile) / f"assign-{i}.prof") for i in range(len(ready))] if args.profile else [])
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r), T0.isoformat(), *profiles[i:i + 1]],
+                                  cwd=ROOT, env=env) for i, r in enumerate(ready)]
         while not all(r.exists() for r in ready):
             time.sleep(0.01)
         started = time.perf_counter()

@@ -21,8 +21,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from services.outreach.engagements import notices, service
 from services.outreach.engagements import repository as repo
-from services.outreach.engagements import service
 from services.outreach.models import Csm, Engagement
 from shared.errors import Conflict, Unprocessable
 
@@ -58,18 +58,28 @@ def assign_pending(session: Session, now: datetime, settings, limit: int | None 
         return 0
     seq = max((c.assign_seq for c in roster), default=0)
     assigned = 0
-    for e in repo.claim_queued(session, limit or settings.engagement_assign_batch):
-        sticky = repo.last_csm_for_account(session, e.account_id) if settings.engagement_sticky else None
+    claimed = repo.claim_queued(session, limit or settings.engagement_assign_batch)
+    # Set-based: who last worked each account, the accounts and the notice template are
+    # read once for the whole pass, and the notices are inserted in one statement at its
+    # end (the loop itself issues no query; the flush writes the rest in batches).
+    accounts = [e.account_id for e in claimed]
+    last_csm = repo.last_csm_for_accounts(session, accounts) if settings.engagement_sticky and claimed else {}
+    batch = notices.Notices(session, settings)
+    batch.prefetch_accounts(accounts)
+    for e in claimed:
+        sticky = last_csm.get(e.account_id)
         csm = choose(e, pool, loads, sticky)
         if csm is None:
             continue
         seq += 1
         service.assign(session, e, csm, actor=actor, now=now, settings=settings, seq=seq,
-                       reason="sticky" if csm.id == sticky else "least_loaded")
+                       reason="sticky" if csm.id == sticky else "least_loaded", batch=batch)
         loads[csm.id] = loads.get(csm.id, 0) + 1
+        last_csm[e.account_id] = csm.id  # a second engagement of the account in this pass sticks to it
         assigned += 1
         if all(loads.get(c.id, 0) >= c.capacity for c in pool):
             break
+    batch.flush()
     session.flush()
     return assigned
 

@@ -6,6 +6,10 @@ rendered from a template CS Ops can edit (``engagement-assigned``,
 A notice is not a touch on the customer: its row carries no ``account_id`` (the
 account is in its payload), so the contact policy never counts it, and it is sent at
 once (no quiet hours: it goes to a colleague, not a customer).
+
+An assignment pass writes hundreds of notices in one transaction; ``Notices`` lets it
+read every account and template once and insert every row in one statement (one round
+trip per pass instead of four per engagement: see docs/performance.md, "Engagements").
 """
 from __future__ import annotations
 
@@ -36,9 +40,35 @@ def _starter(template_id: str) -> SimpleNamespace:
     return SimpleNamespace(**{p: body.get(p, "") for p in PARTS})
 
 
-def _template(session: Session, template_id: str):
-    """The saved template CS Ops may have edited, else the starter text (parsed once)."""
-    return template_repo.get(session, template_id) or _starter(template_id)
+class Notices:
+    """Notice rows collected in one transaction and written by ``flush``, with each
+    account and template read once. Call ``flush`` before the transaction commits."""
+
+    def __init__(self, session: Session, settings) -> None:
+        self.session, self.settings = session, settings
+        self.rows: list[dict[str, Any]] = []
+        self._accounts: dict[str, Any] = {}
+        self._templates: dict[str, Any] = {}
+
+    def prefetch_accounts(self, account_ids) -> None:
+        wanted = set(account_ids) - set(self._accounts)
+        found = usage.accounts(self.session, wanted)
+        self._accounts.update({a: found.get(a) for a in wanted})
+
+    def account(self, account_id: str):
+        if account_id not in self._accounts:
+            self._accounts[account_id] = usage.account(self.session, account_id)
+        return self._accounts[account_id]
+
+    def template(self, template_id: str):
+        """The saved template CS Ops may have edited, else the starter text (parsed once)."""
+        if template_id not in self._templates:
+            self._templates[template_id] = template_repo.get(self.session, template_id) or _starter(template_id)
+        return self._templates[template_id]
+
+    def flush(self) -> None:
+        repo.insert_messages(self.session, self.rows)
+        self.rows = []
 
 
 def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_left: float | None = None) -> dict[str, Any]:
@@ -52,9 +82,10 @@ def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_le
     }
 
 
-def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime, settings, *, tag: str,
+def _notice(batch: Notices, e: Engagement, csm: Csm, kind: str, now: datetime, *, tag: str,
             days_left: float | None = None) -> None:
-    account = usage.account(session, e.account_id)
+    settings = batch.settings
+    account = batch.account(e.account_id)
     first = (csm.name or "").split()[0] if (csm.name or "").strip() else "there"
     ctx = build_context(
         account=account_context(account) or {"id": e.account_id, "name": e.account_id},
@@ -72,7 +103,7 @@ def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime,
             "created_at": now, "updated_at": now, "sent_at": None, "skip_reason": None}
     rows = []
     try:
-        template = _template(session, template_id)
+        template = batch.template(template_id)
         rendered = render({p: getattr(template, p) for p in PARTS}, ctx)
         rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")), "channel": "email",
                      "recipient": csm.email, "subject": rendered.subject, "html_body": rendered.html_body,
@@ -93,12 +124,19 @@ def _notice(session: Session, e: Engagement, csm: Csm, kind: str, now: datetime,
                      "recipient": settings.engagement_webhook_url, "subject": "", "html_body": "", "text_body": summary,
                      "state": "queued", "next_attempt_at": now,
                      "payload": {"format": settings.engagement_webhook_format, "body": body}})
-    repo.insert_messages(session, rows)
+    batch.rows.extend(rows)
 
 
-def assigned(session: Session, e: Engagement, csm: Csm, now: datetime, settings) -> None:
-    _notice(session, e, csm, "assigned", now, settings, tag=csm.id)
+def assigned(session: Session, e: Engagement, csm: Csm, now: datetime, settings, batch: Notices | None = None) -> None:
+    """The assignment notice; written at once unless a ``batch`` collects it."""
+    own = batch is None
+    batch = batch or Notices(session, settings)
+    _notice(batch, e, csm, "assigned", now, tag=csm.id)
+    if own:
+        batch.flush()
 
 
 def reminder(session: Session, e: Engagement, csm: Csm, now: datetime, settings, *, days_left: float, tag: str) -> None:
-    _notice(session, e, csm, "reminder", now, settings, tag=tag, days_left=days_left)
+    batch = Notices(session, settings)
+    _notice(batch, e, csm, "reminder", now, tag=tag, days_left=days_left)
+    batch.flush()

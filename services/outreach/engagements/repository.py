@@ -108,10 +108,18 @@ def open_of_csm(session: Session, csm_id: str) -> list[Engagement]:
     return list(session.scalars(q.order_by(Engagement.id)))
 
 
-def last_csm_for_account(session: Session, account_id: str) -> str | None:
-    return session.scalar(select(Engagement.csm_id).where(Engagement.account_id == account_id,
-                                                          Engagement.csm_id.is_not(None))
-                          .order_by(Engagement.assigned_at.desc()).limit(1))
+def last_csm_for_accounts(session: Session, account_ids: list[str]) -> dict[str, str]:
+    """account -> the CSM who was assigned it last, for the accounts that had one."""
+    out: dict[str, str] = {}
+    ids = sorted(set(account_ids))
+    for lo in range(0, len(ids), 500):
+        rows = session.execute(select(Engagement.account_id, Engagement.csm_id)
+                               .where(Engagement.account_id.in_(ids[lo:lo + 500]), Engagement.csm_id.is_not(None))
+                               .order_by(Engagement.account_id, Engagement.assigned_at.desc()))
+        for account_id, csm_id in rows:
+            if csm_id is not None:
+                out.setdefault(account_id, csm_id)
+    return out
 
 
 def reminders_due(session: Session, now: datetime, limit: int) -> list[Engagement]:

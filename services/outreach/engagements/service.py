@@ -235,7 +235,8 @@ def attach_signal(session: Session, e: Engagement, signal: dict | None, *, actor
 # ---- assignment (see assignment.py for choosing the CSM) --------------------------
 
 def assign(session: Session, e: Engagement, csm: Csm, *, actor: str, now: datetime, settings, seq: int,
-           reason: str = "") -> None:
+           reason: str = "", batch: notices.Notices | None = None) -> None:
+    """``batch``: an assignment pass's notices, written once at its end."""
     previous = e.csm_id
     transition(session, e, "assigned", actor=actor, now=now, csm_id=csm.id, previous_csm_id=previous,
                **({"reason": reason} if reason else {}))
@@ -245,7 +246,7 @@ def assign(session: Session, e: Engagement, csm: Csm, *, actor: str, now: dateti
         e.due_at = now + timedelta(days=e.time_box_days)
     e.next_reminder_at = next_reminder(e, settings, now)
     csm.assign_seq = seq
-    notices.assigned(session, e, csm, now, settings)
+    notices.assigned(session, e, csm, now, settings, batch)
 
 
 def requeue(session: Session, e: Engagement, *, actor: str, now: datetime, reason: str) -> None:
