@@ -6,6 +6,7 @@ adding 100,000 more accounts.
 
     .venv/bin/python -m bench.bench_console
     BENCH_EXTRA_ACCOUNTS=0 .venv/bin/python -m bench.bench_console   # skip the 100,000
+    BENCH_SQLITE=0 .venv/bin/python -m bench.bench_console           # PostgreSQL only
 
 The seeding goes through our own services (tests/console_seed.py); an embedded broker
 serves the dead-letters page (an empty DLQ: the page waits its bounded second for
@@ -117,8 +118,9 @@ def main() -> None:
     broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tempfile.mkdtemp()) / "broker.log")
     broker.start()
     try:
-        with tempfile.TemporaryDirectory() as d:
-            run(f"sqlite:///{d}/bench.db", "SQLite", 0, broker.bootstrap)
+        if os.environ.get("BENCH_SQLITE", "1") != "0":
+            with tempfile.TemporaryDirectory() as d:
+                run(f"sqlite:///{d}/bench.db", "SQLite", 0, broker.bootstrap)
         url = pg_url()
         if url:
             with PgDatabase(url) as db_url:
