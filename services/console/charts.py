@@ -5,7 +5,7 @@ no inline style is needed and the Content-Security-Policy stays strict."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import count
 
 from markupsafe import Markup, escape
@@ -29,7 +29,7 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
 
 
-def _table(title: str, x_label: str, labels: Sequence[str], series: dict[str, Sequence[float]]) -> str:
+def _table(title: str, x_label: str, labels: Sequence[str], series: Mapping[str, Sequence[float]]) -> str:
     head = "".join(f"<th scope=\"col\">{escape(n)}</th>" for n in series)
     rows = "".join(
         f"<tr><th scope=\"row\">{escape(lab)}</th>" + "".join(f"<td>{_fmt(vals[i])}</td>" for vals in series.values()) + "</tr>"
@@ -73,7 +73,7 @@ def _legend(names: Sequence[str]) -> str:
     return f"<ul class=\"legend\">{items}</ul>"
 
 
-def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float]], *, x_label: str, y_label: str,
+def bars(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float]], *, x_label: str, y_label: str,
          desc: str | None = None) -> Markup:
     """Vertical bars per label, stacked by series."""
     names = list(series)
@@ -84,7 +84,7 @@ def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float]], 
     bw = max(1.0, slot * 0.75)
     body = []
     for i, lab in enumerate(labels):
-        y = TOP + ph
+        y: float = TOP + ph
         for k, name in enumerate(names):
             v = series[name][i]
             if v <= 0:

@@ -3,10 +3,14 @@ repositories as the API. :func:`mount` wires it into the one FastAPI app: its pa
 its static files, its security headers and HTML error pages for console paths."""
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from urllib.parse import urlencode
@@ -16,6 +20,7 @@ from services.console.web import HERE, SECURITY_HEADERS, ConsoleForbidden, SignI
 from shared.errors import TouchlineError
 
 PREFIX = "/console"
+ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -26,6 +31,19 @@ def build_router() -> APIRouter:
 
 def _is_console(request: Request) -> bool:
     return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
+
+
+def _api_handler(app: FastAPI, exc_type: type[Exception], default: ExceptionHandler | None = None) -> ExceptionHandler:
+    """The handler the API installed for ``exc_type``: console paths get pages, the rest keep it."""
+    handler = app.exception_handlers.get(exc_type, default)
+    if handler is None:
+        raise RuntimeError(f"mount the console after the API's handler for {exc_type.__name__} is installed")
+    return handler
+
+
+async def _answer(handler: ExceptionHandler, request: Request, exc: Exception) -> Response:
+    response = handler(request, exc)
+    return await response if inspect.isawaitable(response) else response
 
 
 def mount(app: FastAPI) -> None:
@@ -51,30 +69,30 @@ def mount(app: FastAPI) -> None:
     async def _forbidden(request: Request, exc: ConsoleForbidden):
         return error_page(request, 403, "Not allowed", exc.message)
 
-    json_domain_error = app.exception_handlers.get(TouchlineError)
-    json_validation_error = app.exception_handlers.get(RequestValidationError)
-    json_http_error = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+    json_domain_error = _api_handler(app, TouchlineError)
+    json_validation_error = _api_handler(app, RequestValidationError)
+    json_http_error = _api_handler(app, StarletteHTTPException, http_exception_handler)
 
     @app.exception_handler(TouchlineError)
     async def _domain_error(request: Request, exc: TouchlineError):
         if _is_console(request):
             titles = {404: "Not found", 403: "Not allowed", 409: "Conflict", 422: "Not valid"}
             return error_page(request, exc.status_code, titles.get(exc.status_code, "Error"), exc.detail)
-        return await json_domain_error(request, exc)
+        return await _answer(json_domain_error, request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         if _is_console(request):
             detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
             return error_page(request, 422, "Not valid", detail)
-        return await json_validation_error(request, exc)
+        return await _answer(json_validation_error, request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if _is_console(request) and exc.status_code in (404, 405):
             return error_page(request, exc.status_code, "Not found" if exc.status_code == 404 else "Not allowed",
                               "There is no such page in the console." if exc.status_code == 404 else "Wrong method.")
-        return await json_http_error(request, exc)  # the API's {error, detail} shape
+        return await _answer(json_http_error, request, exc)  # the API's {error, detail} shape
 
     @app.get(PREFIX, include_in_schema=False)
     def _console_root():

@@ -95,7 +95,9 @@ def csrf_token(secret: str, nonce: str) -> str:
 
 
 def csrf_ok(secret: str, nonce: str | None, presented: str | None) -> bool:
-    return bool(nonce and presented) and hmac.compare_digest(csrf_token(secret, nonce), presented)
+    if not nonce or not presented:
+        return False
+    return hmac.compare_digest(csrf_token(secret, nonce), presented)
 
 
 def principal_for(session: Session, key_id: int) -> auth.Principal | None:

@@ -45,7 +45,7 @@ def _ensure_pre_nonce(request: Request) -> None:
     if not request.cookies.get(sessions.PRE_COOKIE):
         request.state.pre_nonce = secrets.token_urlsafe(16)
         # csrf_for() reads the cookie; make this very response's token match the cookie we set.
-        request.cookies[sessions.PRE_COOKIE] = request.state.pre_nonce  # type: ignore[index]
+        request.cookies[sessions.PRE_COOKIE] = request.state.pre_nonce
 
 
 def _start_session(request: Request, principal_id: int, target: str) -> Response:
@@ -75,7 +75,7 @@ async def sign_in(request: Request, session: Session = SessionDep):
         error = "That key is not valid, or it was revoked."
     elif principal.role == "ingest":
         error = "Ingest keys are for product apps sending events; sign in with an ops, csm or admin key."
-    if error:
+    if error or principal is None:
         return render(request, "sign_in.html", status_code=401, next=_safe_next(form.get("next")), error=error)
     return _start_session(request, principal.key_id, _safe_next(form.get("next")) if form.get("next") else _home(principal))
 

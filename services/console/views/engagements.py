@@ -82,23 +82,23 @@ def _apply(action: str, session: Session, e, form: dict, viewer: Viewer, now, se
     if action == "accept":
         service.accept(session, e, actor=actor, now=now)
     elif action == "touch":
-        body = TouchIn(kind=form.get("kind", ""), user_id=form.get("user_id") or None, summary=form.get("summary", ""))
-        service.log_touch(session, e, kind=body.kind, user_id=body.user_id, summary=body.summary, actor=actor, now=now)
+        touch = TouchIn(kind=form.get("kind", ""), user_id=form.get("user_id") or None, summary=form.get("summary", ""))
+        service.log_touch(session, e, kind=touch.kind, user_id=touch.user_id, summary=touch.summary, actor=actor, now=now)
     elif action == "note":
-        body = NoteIn(text=form.get("text", ""))
-        service.add_note(session, e, text=body.text, actor=actor, now=now)
+        note = NoteIn(text=form.get("text", ""))
+        service.add_note(session, e, text=note.text, actor=actor, now=now)
     elif action == "extend":
-        body = ExtendIn(days=form.get("days") or 0, reason=form.get("reason", ""))
-        service.extend(session, e, days=body.days, reason=body.reason, actor=actor, now=now, settings=settings)
+        ext = ExtendIn(days=form.get("days") or 0, reason=form.get("reason", ""))
+        service.extend(session, e, days=ext.days, reason=ext.reason, actor=actor, now=now, settings=settings)
     elif action == "resolve":
-        body = ResolveIn(outcome=form.get("outcome", ""), note=form.get("note", ""))
-        service.resolve(session, e, outcome=body.outcome, note=body.note, actor=actor, now=now, settings=settings)
+        res = ResolveIn(outcome=form.get("outcome", ""), note=form.get("note", ""))
+        service.resolve(session, e, outcome=res.outcome, note=res.note, actor=actor, now=now, settings=settings)
     elif action == "reassign" and viewer.can("ops"):
-        body = ReassignIn(csm_id=form.get("csm_id") or None, reason=form.get("reason", ""))
-        assignment.reassign(session, e, body.csm_id, actor=actor, now=now, settings=settings, reason=body.reason)
+        move = ReassignIn(csm_id=form.get("csm_id") or None, reason=form.get("reason", ""))
+        assignment.reassign(session, e, move.csm_id, actor=actor, now=now, settings=settings, reason=move.reason)
     elif action == "cancel" and viewer.can("ops"):
-        body = CancelIn(reason=form.get("reason", ""))
-        service.cancel(session, e, reason=body.reason, actor=actor, now=now, settings=settings)
+        stop = CancelIn(reason=form.get("reason", ""))
+        service.cancel(session, e, reason=stop.reason, actor=actor, now=now, settings=settings)
     elif action in ("reassign", "cancel"):
         raise ConsoleForbidden(f"Only CS Ops can {action} an engagement.")
     else:

@@ -2,6 +2,8 @@
 and the holdout report (conversion with 95% intervals, and the lift's interval)."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
@@ -10,39 +12,42 @@ from services.console.web import OPS, Viewer, render
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks import service
 from services.outreach.playbooks.schemas import PlaybookDefinition
+from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, SendStep, WaitStep
 from services.outreach.stats import wilson
 from shared.api import SessionDep
 
 router = APIRouter()
 
 
-def flow(definition: PlaybookDefinition) -> list[dict]:
-    """Each step with what it does and where it goes next (branch targets by name)."""
+def flow(definition: PlaybookDefinition) -> list[dict[str, Any]]:
+    """Each step with what it does and where it goes next (branch targets by name).
+    Steps of other types (open_engagement, ...) show their type alone."""
     parsed = definition.parsed_steps()
     out = []
     for i, s in enumerate(parsed.steps):
-        item = {"id": s.id, "type": s.type, "detail": "", "then": None, "else": None}
-        if s.type == "send":
+        item: dict[str, Any] = {"id": s.id, "type": s.type, "detail": "", "then": None, "else": None}
+        if isinstance(s, SendStep):
             who = ", ".join(s.to) if s.to else ("webhook " + (s.url or "") if s.channel == "webhook" else "—")
             item["detail"] = f"{s.channel} {s.template or ''} to {who}".replace("  ", " ")
-        elif s.type == "wait":
+        elif isinstance(s, WaitStep):
             item["detail"] = f"wait {s.duration}"
-        elif s.type == "branch":
+        elif isinstance(s, BranchStep):
             item["detail"] = "if " + _condition_text(s.if_)
             item["then"] = s.then
             item["else"] = s.else_ or (parsed.steps[i + 1].id if i + 1 < len(parsed.steps) else "end")
-        elif s.type == "end":
+        elif isinstance(s, EndStep):
             item["detail"] = f"end as {s.outcome}"
         out.append(item)
     return out
 
 
-def _condition_text(cond) -> str:
+def _condition_text(cond: Any) -> str:
     if not isinstance(cond, dict):
         return str(cond)
     if "all" in cond or "any" in cond:
         word = " and " if "all" in cond else " or "
-        return "(" + word.join(_condition_text(c) for c in cond.get("all", cond.get("any", []))) + ")"
+        parts = cond.get("all") if "all" in cond else cond.get("any")
+        return "(" + word.join(_condition_text(c) for c in parts or []) + ")"
     if "not" in cond:
         return "not " + _condition_text(cond["not"])
     what = cond.get("metric") or cond.get("field") or "?"
@@ -83,9 +88,10 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
         t, h = report.treated, report.holdout
         tl, th = wilson(t.converted, t.enrolled) if t.enrolled else (None, None)
         hl, hh = wilson(h.converted, h.enrolled) if h.enrolled else (None, None)
-        ci = report.confidence_interval or [None, None]
+        ci = report.confidence_interval
+        ci_lo, ci_hi = (ci[0], ci[1]) if ci else (None, None)
         rows_i = [("treated conversion", t.conversion_rate, tl, th), ("holdout conversion", h.conversion_rate, hl, hh),
-                  ("lift (treated − holdout)", report.lift, ci[0], ci[1])]
+                  ("lift (treated − holdout)", report.lift, ci_lo, ci_hi)]
         lo = min([-0.1] + [v for r in rows_i for v in r[1:] if v is not None])
         hi = max([0.1] + [v for r in rows_i for v in r[1:] if v is not None])
         interval_chart = charts.intervals(f"Holdout report of {playbook_id}: conversion and lift with 95% intervals", rows_i,

@@ -77,16 +77,16 @@ def parse_text(text: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "the text"
-        raise RuleValidationError([{"pointer": "", "message": f"not valid YAML or JSON at {where}: "
-                                    f"{getattr(exc, 'problem', None) or exc}", "line": mark.line + 1 if mark else None}]) from None
+        problem: dict[str, Any] = {"pointer": "", "message": f"not valid YAML or JSON at {where}: "
+                                   f"{getattr(exc, 'problem', None) or exc}", "line": mark.line + 1 if mark else None}
+        raise RuleValidationError([problem]) from None
 
 
-def _errors(text: str, exc: TouchlineError) -> list[dict]:
+def _errors(text: str, exc: TouchlineError) -> list[dict[str, Any]]:
     errors = exc.detail if isinstance(exc.detail, list) else [{"pointer": "", "message": str(exc.detail)}]
-    out = []
-    for e in errors:
-        e = dict(e) if isinstance(e, dict) else {"pointer": "", "message": str(e)}
-        e.setdefault("line", pointer_line(text, e.get("pointer")))
+    out: list[dict[str, Any]] = []
+    for raw in errors:
+        e: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {"pointer": "", "message": str(raw)}
         if e.get("line") is None:
             e["line"] = pointer_line(text, e.get("pointer"))
         out.append(e)
