@@ -273,10 +273,6 @@ _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:
 _NUMBER_BOUND = 10**MAX_NUMBER_DIGITS
 
 
-def _id_ok(value: str | None) -> bool:
-    return value is not None and 0 < len(value) <= 128 and _CONTROL.search(value) is None
-
-
 def _plain_values(obj: dict[str, Any] | list[Any]) -> bool:
     """Only strings, booleans, nulls, integers of at most MAX_NUMBER_DIGITS digits and
     containers of them (a float, whose digits the decoded value no longer shows, is
@@ -307,14 +303,15 @@ def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta
         w = _WIRE.decode(raw)
     except (msgspec.DecodeError, ValueError):  # invalid JSON or UTF-8, a wrong type, NaN, 1e400, an unknown field
         return None
-    if not (_id_ok(w.event_id) and _id_ok(w.account_id) and (w.user_id is None or _id_ok(w.user_id))):
-        return None
-    name = w.name
+    event_id, account_id, user_id, name = w.event_id, w.account_id, w.user_id, w.name
     if name is None:
         if w.type == "track":
             return None
         name = f"${w.type}"
-    elif not _id_ok(name):
+    if not (0 < len(event_id) <= 128 and 0 < len(account_id) <= 128 and 0 < len(name) <= 128
+            and (user_id is None or 0 < len(user_id) <= 128)):
+        return None
+    if _CONTROL.search(f"{event_id}{account_id}{user_id or ''}{name}"):  # no id or name holds a control character
         return None
     if not _RFC3339.fullmatch(w.timestamp):
         return None
@@ -322,7 +319,7 @@ def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta
         ts = datetime.fromisoformat(w.timestamp)
     except ValueError:
         return None
-    if ts > now + max_future or not _plain_values(w.properties) or not _plain_values(w.traits):
+    if ts > now + max_future or (w.properties and not _plain_values(w.properties)) or (w.traits and not _plain_values(w.traits)):
         return None
     if w.type != "track":
         if w.type == "identify" and w.user_id is None:
@@ -331,7 +328,7 @@ def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta
             (UserTraits if w.type == "identify" else AccountTraits).model_validate(w.traits)
         except ValidationError:
             return None
-    return ValidEvent(w.event_id, w.account_id, w.user_id, w.type, name, ts, w.properties, w.traits)
+    return ValidEvent(event_id, account_id, user_id, w.type, name, ts, w.properties, w.traits)
 
 
 def validate_record(key: bytes | None, value: bytes | None, now: datetime, max_bytes: int,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import msgspec
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.ingest.models import (
@@ -205,20 +206,37 @@ def mark_user_events_seen(session: Session, rows: list[dict[str, Any]]) -> None:
                        "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at)})
 
 
-def get_accounts(session: Session, ids: Iterable[str]) -> dict[str, Account]:
-    ids = list(ids)
-    if not ids:
-        return {}
-    return {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(ids)))}
-
-
-def get_users(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], User]:
-    keys = sorted(set(keys))
-    out: dict[tuple[str, str], User] = {}
-    for i in range(0, len(keys), 900):  # bound the IN list
-        for u in session.scalars(select(User).where(tuple_(User.account_id, User.id).in_(keys[i:i + 900]))):
-            out[(u.account_id, u.id)] = u
+def rows_for_traits(session: Session, model: type[Account] | type[User], keys: Iterable[Any]) -> dict[Any, SimpleNamespace]:
+    """The accounts (keys: ids) or users (keys: (account_id, id)) as plain rows, by key:
+    trait changes are applied to these in Python and written back by
+    :func:`save_trait_rows` (ORM objects cost several times more per row here)."""
+    t = model.__table__
+    pk = list(t.primary_key.columns)
+    ordered = sorted(set(keys))
+    out: dict[Any, SimpleNamespace] = {}
+    for i in range(0, len(ordered), 900):  # bound the IN list
+        part = ordered[i:i + 900]
+        cond = pk[0].in_(part) if len(pk) == 1 else tuple_(*pk).in_(part)
+        for row in session.execute(select(t).where(cond)):
+            values = row._asdict()
+            out[values[pk[0].name] if len(pk) == 1 else tuple(values[c.name] for c in pk)] = SimpleNamespace(**values)
     return out
+
+
+def save_trait_rows(session: Session, model: type[Account] | type[User], rows: list[SimpleNamespace],
+                    columns: Iterable[str]) -> None:
+    """Write ``columns`` of ``rows`` (from :func:`rows_for_traits`) back: one executemany
+    UPDATE by primary key, in key order."""
+    if not rows:
+        return
+    t = model.__table__
+    pk = [c.name for c in t.primary_key.columns]
+    cols = list(columns)
+    stmt = (update(t).where(*[t.c[k] == bindparam(f"k_{k}") for k in pk])
+            .values({c: bindparam(f"v_{c}", type_=t.c[c].type) for c in cols}))
+    params = [{**{f"k_{k}": getattr(r, k) for k in pk}, **{f"v_{c}": getattr(r, c) for c in cols}}
+              for r in sorted(rows, key=lambda r: tuple(getattr(r, k) for k in pk))]
+    session.execute(stmt, params)
 
 
 def get_account(session: Session, account_id: str) -> Account | None:

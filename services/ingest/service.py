@@ -127,19 +127,26 @@ def _store_events(session: Session, events: list[ValidEvent | Event],
 
 
 def _apply_trait_events(session: Session, events: list[ValidEvent | Event], now: datetime) -> None:
-    """Apply the traits of new identify/group events in event-time order (the rows exist:
-    storing the batch created them)."""
+    """Apply the traits of new identify/group events in event-time order to the rows
+    (which exist: storing the batch created them), then write each changed row once."""
     trait_events = sorted(events, key=lambda e: e.timestamp)
-    loaded_accounts = repo.get_accounts(session, {ev.account_id for ev in trait_events if ev.type == "group"})
+    accounts = repo.rows_for_traits(session, Account, {ev.account_id for ev in trait_events if ev.type == "group"})
     # An identify always names its user (the envelope's validation guarantees it).
-    identified = [(ev, (ev.account_id, ev.user_id or "")) for ev in trait_events if ev.type == "identify"]
-    loaded_users = repo.get_users(session, {key for _, key in identified})
+    users = repo.rows_for_traits(session, User, {(ev.account_id, ev.user_id or "") for ev in trait_events if ev.type == "identify"})
+    changed_accounts: dict[str, Any] = {}
+    changed_users: dict[tuple[str, str], Any] = {}
     for ev in trait_events:
         if ev.type == "group":
-            apply_account_traits(loaded_accounts[ev.account_id], AccountTraits.model_validate(ev.traits), ev.timestamp, now)
+            row = accounts[ev.account_id]
+            if apply_account_traits(row, AccountTraits.model_validate(ev.traits), ev.timestamp, now):
+                changed_accounts[ev.account_id] = row
         else:
-            apply_user_traits(loaded_users[(ev.account_id, ev.user_id or "")], UserTraits.model_validate(ev.traits), ev.timestamp, now)
-    session.flush()
+            key = (ev.account_id, ev.user_id or "")
+            if apply_user_traits(users[key], UserTraits.model_validate(ev.traits), ev.timestamp, now):
+                changed_users[key] = users[key]
+    repo.save_trait_rows(session, Account, list(changed_accounts.values()),
+                         ACCOUNT_FIELDS + ("traits", "traits_at", "updated_at", "lifecycle_stage_changed_at"))
+    repo.save_trait_rows(session, User, list(changed_users.values()), USER_FIELDS + ("traits", "traits_at", "updated_at"))
 
 
 def _split(traits: AccountTraits | UserTraits, known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,8 +156,9 @@ def _split(traits: AccountTraits | UserTraits, known: tuple[str, ...]) -> tuple[
     return known_part, extra
 
 
-def apply_account_traits(account: Account, traits: AccountTraits, at: datetime, now: datetime) -> bool:
-    """Apply traits observed at ``at``; observations older than the last applied are ignored."""
+def apply_account_traits(account: Account | Any, traits: AccountTraits, at: datetime, now: datetime) -> bool:
+    """Apply traits observed at ``at``; observations older than the last applied are ignored.
+    ``account`` is an :class:`Account` or a plain row with its attributes (batch ingest)."""
     stage = traits.lifecycle_stage if "lifecycle_stage" in traits.model_fields_set else None
     changed_stage = stage is not None and stage != account.lifecycle_stage
     applied = _apply_traits(account, traits, ACCOUNT_FIELDS, at, now)
@@ -159,11 +167,11 @@ def apply_account_traits(account: Account, traits: AccountTraits, at: datetime, 
     return applied
 
 
-def apply_user_traits(user: User, traits: UserTraits, at: datetime, now: datetime) -> bool:
+def apply_user_traits(user: User | Any, traits: UserTraits, at: datetime, now: datetime) -> bool:
     return _apply_traits(user, traits, USER_FIELDS, at, now)
 
 
-def _apply_traits(row: Account | User, traits: AccountTraits | UserTraits, known_fields: tuple[str, ...],
+def _apply_traits(row: Account | User | Any, traits: AccountTraits | UserTraits, known_fields: tuple[str, ...],
                   at: datetime, now: datetime) -> bool:
     if row.traits_at is not None and at < row.traits_at:
         return False
