@@ -1,9 +1,13 @@
 """Ingest benchmark: raw kafka-python consume rate vs ingest rate (records consumed
 and committed to the database) on SQLite and PostgreSQL, in one run on one machine;
-then peak memory of the ingest worker as the number of accounts grows.
+then scale-out (1, 2 and 4 worker processes in one consumer group against PostgreSQL,
+with exact totals checked); then peak memory of the ingest worker as the number of
+accounts grows. Next to each rate: CPU microseconds per record of the consumer, and on
+PostgreSQL of the database backends serving it (this machine is shared, so CPU per
+record is steadier than the rate).
 
     make bench-ingest                      # defaults below
-    .venv/bin/python -m bench.bench_ingest --events 200000 --accounts 1000,100000
+    .venv/bin/python -m bench.bench_ingest --events 200000 --accounts 1000,100000 --scale 1,2,4
 
 PostgreSQL is used when TOUCHLINE_BENCH_POSTGRES_URL is set (default: the local
 postgresql://postgres@127.0.0.1:5432/test if it answers); the benchmark creates and
@@ -12,8 +16,10 @@ drops its own database there.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import tempfile
 import random
 import resource
 import subprocess
@@ -22,6 +28,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import psutil
 from kafka import KafkaConsumer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -76,24 +83,43 @@ def publish(settings: Settings, topic: str, values: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def raw_consume(settings: Settings, topic: str, n: int) -> float:
+def raw_consume(settings: Settings, topic: str, n: int) -> tuple[float, float]:
+    """Seconds to consume ``n`` records with a bare consumer, and its CPU seconds."""
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, group_id=f"raw-{uuid.uuid4().hex[:6]}",
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_interval_ms,
                              max_poll_records=settings.kafka_max_poll_records)
     got = 0
     started = None
+    cpu = 0.0
     while got < n:
         batch = consumer.poll(500)
         if batch and started is None:
             started = time.perf_counter()  # exclude the group join from the rate
+            cpu = time.process_time()
         for recs in batch.values():
             got += len(recs)
         if batch:
             consumer.commit()
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     consumer.close()
-    return elapsed
+    return elapsed, cpu
+
+
+def backend_cpu_seconds(engine) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to this database
+    (the server is local: their processes are readable)."""
+    with engine.connect() as c:
+        pids = list(c.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def ingest_phase(args) -> None:
@@ -111,24 +137,121 @@ def ingest_phase(args) -> None:
     worker.topics = lambda: [args.topic]
     worker.start()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pg = engine.dialect.name == "postgresql"
+    profile = cProfile.Profile() if args.profile else None
     done = 0
     started = None
     while done < args.n:
+        if profile is not None and done:
+            profile.enable()  # from the second batch on, as the rate
         n = worker.poll_once(500)
+        if profile is not None:
+            profile.disable()
         if n and started is None:
             started = time.perf_counter()
+            cpu, db_cpu = time.process_time(), backend_cpu_seconds(engine) if pg else 0.0
             first = n
         done += n
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    db_cpu = backend_cpu_seconds(engine) - db_cpu if pg else None
     worker.close()
+    if profile is not None:
+        profile.dump_stats(f"{args.profile}.{engine.dialect.name}")
     # The first batch's time is not in `elapsed` (the clock starts after it): count it out.
-    print(json.dumps({"records": done - first, "seconds": elapsed, "rss_mb_before": rss_before / 1024,
+    print(json.dumps({"records": done - first, "seconds": elapsed, "cpu_seconds": cpu, "db_cpu_seconds": db_cpu,
+                      "rss_mb_before": rss_before / 1024,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run_ingest(bootstrap: str, topic: str, n: int, db_url: str, var_dir: str) -> dict:
+def worker_phase(args) -> None:
+    """Child process of the scale-out run: one ingest worker in group ``args.group`` until
+    ``args.stop_file`` exists; prints the records it handled and its CPU seconds."""
+    from services.ingest.events.consumer import IngestWorker
+    from shared.db import make_engine, make_session_factory
+
+    settings = Settings(env="test", database_url=args.db_url, kafka_bootstrap=args.bootstrap, var_dir=args.var_dir,
+                        kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300)
+    worker = IngestWorker(settings, make_session_factory(make_engine(settings)), group_id=args.group)
+    worker.topics = lambda: [args.topic]
+    worker.start()
+    handled = 0
+    first_cpu = last_cpu = None
+    while not os.path.exists(args.stop_file):
+        before = time.process_time()
+        n = worker.poll_once(200)
+        if n:
+            handled += n
+            first_cpu = before if first_cpu is None else first_cpu
+            last_cpu = time.process_time()
+    worker.close()
+    # CPU from its first batch to its last (start-up imports and idle polls left out)
+    cpu = (last_cpu - first_cpu) if first_cpu is not None and last_cpu is not None else 0.0
+    print(json.dumps({"handled": handled, "cpu_seconds": cpu}))
+
+
+def expected_totals(values: list[bytes]) -> dict[str, int]:
+    """What exactly-once storage of ``values`` (all valid, distinct) must show."""
+    events = [json.loads(v) for v in values]
+    track = [e for e in events if e.get("type", "track") == "track"]
+    return {"events": len(events), "usage": len(track), "activity": sum(1 for e in track if e.get("user_id"))}
+
+
+def stored_totals(engine) -> dict[str, int]:
+    with engine.connect() as c:
+        return {"events": c.execute(text("SELECT count(*) FROM events")).scalar_one(),
+                "usage": c.execute(text("SELECT coalesce(sum(count), 0) FROM usage_daily")).scalar_one(),
+                "activity": c.execute(text("SELECT coalesce(sum(count), 0) FROM user_activity_daily")).scalar_one()}
+
+
+def run_scale(broker: EmbeddedBroker, topic: str, values: list[bytes], pg: str, processes: int, var_dir: str) -> dict:
+    """``processes`` ingest workers in one new group on ``topic`` into a fresh database:
+    the wall time from the first stored event to the last, each process's share and CPU,
+    the CPU of the database backends, of the broker and of the whole machine meanwhile,
+    and the stored totals against the exact expected ones."""
+    from shared.db import make_engine
+    from shared.migrate import upgrade
+
+    expected = expected_totals(values)
+    group = f"scale-{uuid.uuid4().hex[:6]}"
+    stop_file = os.path.join(var_dir, f"{group}.stop")
+    with PgDatabase(pg) as url:
+        engine = make_engine(Settings(env="test", database_url=url, var_dir=var_dir))
+        upgrade(engine)
+        children = [subprocess.Popen([sys.executable, "-m", "bench.bench_ingest", "--phase", "worker", "--topic", topic,
+                                      "--db-url", url, "--bootstrap", broker.bootstrap, "--var-dir", var_dir,
+                                      "--group", group, "--stop-file", stop_file], stdout=subprocess.PIPE, text=True)
+                    for _ in range(processes)]
+        assert broker.proc is not None
+        broker_ps = psutil.Process(broker.proc.pid)
+        count = 0
+        while count == 0:
+            time.sleep(0.05)
+            count = stored_totals(engine)["events"]
+        started = time.perf_counter()
+        machine, brk = psutil.cpu_times(), broker_ps.cpu_times()
+        while count < expected["events"]:
+            time.sleep(0.1)
+            count = stored_totals(engine)["events"]
+        elapsed = time.perf_counter() - started
+        machine_after, brk_after = psutil.cpu_times(), broker_ps.cpu_times()
+        db_cpu = backend_cpu_seconds(engine)
+        open(stop_file, "w").close()
+        figures = [json.loads(c.communicate()[0].strip().splitlines()[-1]) for c in children]
+        totals = stored_totals(engine)
+        engine.dispose()
+    busy = sum(getattr(machine_after, f) - getattr(machine, f) for f in ("user", "system", "nice", "irq", "softirq"))
+    return {"processes": processes, "seconds": elapsed, "rate": expected["events"] / elapsed,
+            "handled": [f["handled"] for f in figures], "worker_cpu": [f["cpu_seconds"] for f in figures],
+            "db_cpu": db_cpu, "broker_cpu": (brk_after.user + brk_after.system) - (brk.user + brk.system),
+            "machine_busy": busy, "cores": psutil.cpu_count(), "exact": totals == expected, "totals": totals,
+            "expected": expected}
+
+
+def run_ingest(bootstrap: str, topic: str, n: int, db_url: str, var_dir: str, profile: str | None = None) -> dict:
     out = subprocess.run([sys.executable, "-m", "bench.bench_ingest", "--phase", "ingest", "--topic", topic, "--n", str(n),
-                          "--db-url", db_url, "--bootstrap", bootstrap, "--var-dir", var_dir],
+                          "--db-url", db_url, "--bootstrap", bootstrap, "--var-dir", var_dir]
+                         + (["--profile", profile] if profile else []),
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -171,14 +294,18 @@ def main() -> None:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--memory-events", type=int, default=200_000)
     p.add_argument("--accounts", default="1000,100000")
+    p.add_argument("--scale", default="1,2,4", help="worker process counts for the scale-out run ('' skips it)")
+    p.add_argument("--group"), p.add_argument("--stop-file")
+    p.add_argument("--profile", help="write cProfile stats of the ingest runs to PROFILE.sqlite and PROFILE.postgresql")
     p.add_argument("--topic"), p.add_argument("--n", type=int), p.add_argument("--db-url")
     p.add_argument("--bootstrap"), p.add_argument("--var-dir", default="var/bench")
     args = p.parse_args()
     if args.phase == "ingest":
         ingest_phase(args)
         return
-
-    import tempfile
+    if args.phase == "worker":
+        worker_phase(args)
+        return
 
     tmp = tempfile.mkdtemp(prefix="touchline-bench-")
     broker = EmbeddedBroker("127.0.0.1", free_port()).start()
@@ -192,21 +319,31 @@ def main() -> None:
         secs = publish(settings, topic, values)
         print(f"published {len(values)} events in {secs:.1f}s ({len(values) / secs:,.0f}/s)", flush=True)
 
-        raw_secs = raw_consume(settings, topic, len(values))
+        print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+        raw_secs, raw_cpu = raw_consume(settings, topic, len(values))
         raw_rate = len(values) / raw_secs
-        print(f"raw kafka-python consume: {raw_rate:,.0f} records/s", flush=True)
+        print(f"raw kafka-python consume: {raw_rate:,.0f} records/s, {raw_cpu / len(values) * 1e6:.1f} us CPU/record", flush=True)
 
-        rows = [("raw consume (kafka-python, no processing)", raw_rate, 1.0)]
-        sq = run_ingest(broker.bootstrap, topic, len(values), f"sqlite:///{tmp}/bench.db", tmp)
+        rows = [("raw consume (kafka-python, no processing)", raw_rate, 1.0, raw_cpu / len(values) * 1e6, None)]
+        sq = run_ingest(broker.bootstrap, topic, len(values), f"sqlite:///{tmp}/bench.db", tmp, args.profile)
         rate = sq["records"] / sq["seconds"]
-        rows.append(("ingest -> SQLite", rate, rate / raw_rate))
+        rows.append(("ingest -> SQLite", rate, rate / raw_rate, sq["cpu_seconds"] / sq["records"] * 1e6, None))
         print(f"ingest on SQLite: {rate:,.0f} records/s ({rate / raw_rate:.2f} of raw)", flush=True)
         if pg:
             with PgDatabase(pg) as url:
-                r = run_ingest(broker.bootstrap, topic, len(values), url, tmp)
+                r = run_ingest(broker.bootstrap, topic, len(values), url, tmp, args.profile)
             rate = r["records"] / r["seconds"]
-            rows.append(("ingest -> PostgreSQL", rate, rate / raw_rate))
+            rows.append(("ingest -> PostgreSQL", rate, rate / raw_rate, r["cpu_seconds"] / r["records"] * 1e6,
+                         r["db_cpu_seconds"] / r["records"] * 1e6))
             print(f"ingest on PostgreSQL: {rate:,.0f} records/s ({rate / raw_rate:.2f} of raw)", flush=True)
+        load_after_ingest = os.getloadavg()
+
+        scale = []
+        if pg and args.scale:
+            for n in [int(x) for x in args.scale.split(",")]:
+                r = run_scale(broker, topic, values, pg, n, tmp)
+                scale.append(r)
+                print(f"scale-out, {n} process(es): {r['rate']:,.0f} records/s, exact totals: {r['exact']}", flush=True)
 
         mem = []
         for n_accounts in [int(x) for x in args.accounts.split(",")]:
@@ -221,9 +358,23 @@ def main() -> None:
             mem.append((n_accounts, r["peak_rss_mb"], r["records"] / r["seconds"]))
             print(f"{n_accounts:>7} accounts: peak RSS {r['peak_rss_mb']:.0f} MB, {r['records'] / r['seconds']:,.0f} records/s", flush=True)
 
-        print("\n| measurement | records/s | ratio to raw consume |\n|---|---:|---:|")
-        for name, rate, ratio in rows:
-            print(f"| {name} | {rate:,.0f} | {ratio:.2f} |")
+        print(f"\nLoad average after the ingest runs: {' '.join(f'{x:.1f}' for x in load_after_ingest)} "
+              f"({psutil.cpu_count()} cores)")
+        print("\n| measurement | records/s | ratio to raw consume | consumer CPU µs/record | PostgreSQL CPU µs/record |"
+              "\n|---|---:|---:|---:|---:|")
+        for name, rate, ratio, cpu, db in rows:
+            print(f"| {name} | {rate:,.0f} | {ratio:.2f} | {cpu:.1f} | {'-' if db is None else f'{db:.1f}'} |")
+        if scale:
+            print(f"\nScale-out ({len(values):,} events, 4 partitions, one group, PostgreSQL; CPU in seconds over the run):\n\n"
+                  "| processes | seconds | records/s total | records/s per process | records handled per process | "
+                  "workers CPU | PostgreSQL CPU | broker CPU | machine busy / available | exact totals |\n"
+                  "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|")
+            for r in scale:
+                n = r["processes"]
+                print(f"| {n} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['rate'] / n:,.0f} | "
+                      f"{', '.join(f'{h:,}' for h in r['handled'])} | {sum(r['worker_cpu']):.1f} | {r['db_cpu']:.1f} | "
+                      f"{r['broker_cpu']:.1f} | {r['machine_busy']:.1f} / {r['cores'] * r['seconds']:.1f} | "
+                      f"{'yes' if r['exact'] else 'NO: ' + json.dumps(r['totals']) + ' expected ' + json.dumps(r['expected'])} |")
         print(f"\nMemory ({args.memory_events:,} events, {'PostgreSQL' if pg else 'SQLite'}):\n\n| accounts | peak RSS of the worker | records/s |\n|---:|---:|---:|")
         for n_accounts, rss, rate in mem:
             print(f"| {n_accounts:,} | {rss:.0f} MB | {rate:,.0f} |")
