@@ -35,14 +35,16 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# One tier each (docs/testing.md). The directory is the tier; tests/conftest.py marks
+# each test by it, so `-m integration`, `-m e2e` and `-m "not integration"` select the same.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q tests/unit
 
 test-integration: $(STAMP)
-	$(BIN)/python -m pytest -q -m integration
+	$(BIN)/python -m pytest -q tests/integration
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -q -m e2e
+	$(BIN)/python -m pytest -q tests/e2e
 
 # The whole suite with coverage, worker subprocesses included (pyproject.toml
 # [tool.coverage.run]); prints the total and the figure per package, writes the HTML

@@ -8,7 +8,7 @@ adding 100,000 more accounts.
     BENCH_EXTRA_ACCOUNTS=0 .venv/bin/python -m bench.bench_console   # skip the 100,000
     BENCH_SQLITE=0 .venv/bin/python -m bench.bench_console           # PostgreSQL only
 
-The seeding goes through our own services (tests/console_seed.py); an embedded broker
+The seeding goes through our own services (tests/support/console_seed.py); an embedded broker
 serves the dead-letters page (an empty DLQ: the page waits its bounded second for
 records, which is most of its time).
 """
@@ -34,7 +34,7 @@ from shared.db import make_engine, make_session_factory, transaction
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import Settings
-from tests.console_seed import seed
+from tests.support.console_seed import seed
 
 REPEAT = 5
 SEGMENTS = ("smb", "mid_market", "enterprise")

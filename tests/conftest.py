@@ -1,13 +1,15 @@
-"""Shared fixtures: the real embedded broker (one per session, on a free port), real
-databases built by the migrations (SQLite always, PostgreSQL when
-TOUCHLINE_TEST_POSTGRES_URL is set), a simulated clock, per-test topics and keys."""
+"""Shared fixtures for every tier: the real embedded broker (one per session, on a free
+port), real databases built by the migrations (SQLite always, PostgreSQL when
+TOUCHLINE_TEST_POSTGRES_URL is set), a simulated clock, per-test topics and keys. And the
+tiers themselves: a test's directory (tests/unit, tests/integration, tests/e2e) gives it
+its markers. Helpers that are not fixtures live in tests/support/."""
 from __future__ import annotations
 
 import os
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,10 +27,30 @@ from shared.db import make_engine, make_session_factory, transaction
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import Settings
+from tests.support.helpers import T0
 
 PG_URL = os.environ.get("TOUCHLINE_TEST_POSTGRES_URL", "")
 DB_KINDS = ["sqlite", "postgresql"]
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # a Monday
+
+# The directory is the tier. `-m integration` (broker and/or a database server) selects
+# tests/integration and tests/e2e, `-m e2e` tests/e2e, `-m "not integration"` tests/unit.
+TIER_MARKS = {"unit": (), "integration": ("integration",), "e2e": ("integration", "e2e")}
+# A unit test runs pure code: asking for one of these puts it in the wrong tier.
+REAL_PARTS = {"broker", "_databases", "db_kind", "console_world"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
+def pytest_collection_modifyitems(config, items) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(here).parts[0]
+        if tier not in TIER_MARKS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/unit, tests/integration or tests/e2e")
+        for mark in TIER_MARKS[tier]:
+            item.add_marker(mark)
+        if tier == "unit" and REAL_PARTS & set(item.fixturenames):
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses {sorted(REAL_PARTS & set(item.fixturenames))}: "
+                                    "it belongs in tests/integration")
 
 
 @pytest.fixture(scope="session")
@@ -199,12 +221,8 @@ async def api(settings, clock, session_factory) -> httpx.AsyncClient:
     app.state.ctx.close()
 
 
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 class ConsoleWorld:
-    """One database seeded with demo-like data for the console tests (see tests/console_seed.py)."""
+    """One database seeded with demo-like data for the console tests (see tests/support/console_seed.py)."""
 
     def __init__(self, kind, settings, engine, session_factory, now, seeded, keys):
         self.kind, self.settings, self.engine, self.session_factory = kind, settings, engine, session_factory
@@ -216,7 +234,7 @@ def console_world(request, broker, tmp_path_factory) -> Iterator[ConsoleWorld]:
     """Seeded once per database kind for every console test (HTTP and browser): a
     database of its own, so the per-test table wipe of the other tests never touches it."""
     from shared.auth import create_key
-    from tests.console_seed import seed
+    from tests.support.console_seed import seed
 
     kind = request.param
     admin_url = None

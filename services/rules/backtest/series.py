@@ -6,7 +6,7 @@ day's value is then answered from memory.
 whole population (same arguments without the session and the account list, same
 results); a method returns None when the request falls outside the range it loaded, and
 the caller then asks the database as before. The answers are exactly the per-day
-queries' answers (tests/test_rules_backtest_series.py compares the two paths).
+queries' answers (tests/integration/services/rules/test_backtest_series.py compares the two paths).
 """
 from __future__ import annotations
 

@@ -1,0 +1,157 @@
+"""`touchline demo` run as the README says, in its own process, against the real workers:
+the starter rules fire on exactly the churning and expanding accounts, and the churning
+accounts that ignore the win-back emails are escalated to a pooled CSM minutes later."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+from services.demo import build_accounts
+
+
+async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalates_within_minutes(
+        topics, session_factory, clock, sink, api, keys):
+    """`make run` (workers up, starter outreach seeded), then `touchline demo` in its own
+    process: history, wait for ingest, demo-paced win-back, enable the starter rules. The
+    real workers run in-process on a simulated clock that keeps moving (an hour per round)
+    while the history loads, so any tick that ran on half-loaded data would leave a wrong
+    signal. Then the outreach workers run on while the clock moves to each next due time:
+    the churning accounts that ignore both win-back emails are escalated to a pooled CSM
+    minutes later, and the Done-when of the engagements issue holds through the API."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import func, select
+
+    from services.demo import DEMO_PACED_WIN_BACK
+    from services.ingest.events.consumer import IngestWorker
+    from services.outreach.delivery.worker import SenderWorker
+    from services.outreach.engagements.tasks import EngagementWorker
+    from services.outreach.models import Engagement, Enrollment, Message
+    from services.outreach.outcomes import signals_with_decision
+    from services.outreach.playbooks.consumer import SignalWorker
+    from services.outreach.playbooks.timers import TimerWorker
+    from services.outreach.starter import seed_starter_content
+    from services.rules.evaluation.consumer import RulesWorker
+    from services.rules.models import RuleTick, SignalRecord
+    from shared.db import transaction
+    from shared.outbox import pending_count
+    from tests.support.helpers import auth
+    from tests.support.helpers import drain, expected_held_out
+
+    settings = topics
+    started = datetime.now(timezone.utc)
+    clock.set(started - timedelta(hours=6))
+    with transaction(session_factory) as s:
+        seed_starter_content(s, settings, clock.now(), enable_playbooks=True)
+    signals = SignalWorker(settings, session_factory, clock)
+    workers = [IngestWorker(settings, session_factory, clock), RulesWorker(settings, session_factory, clock), signals]
+    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
+           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+           "TOUCHLINE_VAR_DIR": str(settings.var_dir)}
+
+    def settled() -> bool:
+        with session_factory() as s:
+            ticks = s.scalar(select(func.count()).select_from(RuleTick))
+            fired = list(s.scalars(select(SignalRecord.signal_id)))
+            return ticks == 6 and pending_count(s) == 0 and len(signals_with_decision(s, fired)) == len(fired)
+
+    proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "demo", "--accounts", "20", "--days", "60"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600  # bounds a failing test only
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the demo did not finish"
+            for w in workers:
+                w.poll_once(100)
+            if clock.now() < started:
+                clock.advance(timedelta(hours=1))
+        output = proc.stdout.read()
+        assert proc.returncode == 0, output[-3000:]
+        assert "waiting for ingest" in output and output.index("whole history") < output.index("starter rules enabled")
+        assert output.index("demo pace") < output.index("starter rules enabled")
+        clock.set(datetime.now(timezone.utc) + timedelta(seconds=settings.rules_tick_seconds))
+        drain(workers, settled, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for w in workers[:2]:
+            w.close()
+
+    cohorts = {a.id: a.cohort for a in build_accounts(20, 7, started.date(), 60)}
+    with session_factory() as s:
+        fired = list(s.scalars(select(SignalRecord)))
+    by_kind = defaultdict(set)
+    for sig in fired:
+        by_kind[sig.kind].add(sig.account_id)
+    assert by_kind["churn_risk"] == {a for a, c in cohorts.items() if c == "churning"}
+    assert by_kind["expansion"] == {a for a, c in cohorts.items() if c == "expanding"}
+
+    # The demo pace: the outreach workers run on, the clock jumping to each next due time.
+    reached = {a for a in by_kind["churn_risk"] if not expected_held_out("win-back", a, 20)}
+    engaged = {a for a in reached if not expected_held_out("win-back\x1fescalation", a, 10)}
+    assert engaged, "the demo's 20 accounts should have a churning account the holdouts leave to a CSM"
+    outreach = [signals, TimerWorker(settings, session_factory, clock),
+                SenderWorker(settings, session_factory, clock, worker_id="demo-test"),
+                EngagementWorker(settings, session_factory, clock)]
+
+    def churn_engagements() -> dict[str, Engagement]:
+        with session_factory() as s:
+            return {e.account_id: e for e in s.scalars(select(Engagement).where(Engagement.goal == "recover_usage"))}
+
+    def escalated() -> bool:
+        rows = churn_engagements()
+        return set(rows) == reached and all(rows[a].status == ("assigned" if a in engaged else "held_out") for a in reached)
+
+    def next_due() -> datetime:
+        with session_factory() as s:
+            due = [s.scalar(select(func.min(Enrollment.due_at)).where(Enrollment.status == "active",
+                                                                      Enrollment.due_at > clock.now())),
+                   s.scalar(select(func.min(Message.next_attempt_at)).where(Message.state == "queued",
+                                                                            Message.next_attempt_at > clock.now()))]
+        return min([d for d in due if d is not None], default=clock.now() + timedelta(minutes=1))
+
+    escalation_started = clock.now()
+    try:
+        while not escalated():
+            # Quiet hours can defer an email (and so the escalation) to the contact's morning.
+            assert clock.now() - escalation_started < timedelta(hours=14), churn_engagements()
+            if not sum(w.poll_once(100) or 0 for w in outreach):
+                clock.set(max(next_due(), clock.now() + timedelta(seconds=1)))
+    finally:
+        for w in outreach:
+            w.close()
+
+    with session_factory() as s:
+        msgs = list(s.scalars(select(Message).where(Message.account_id.is_not(None))))
+        enrolled = {x.account_id: x for x in s.scalars(select(Enrollment).where(Enrollment.playbook_id == "win-back"))}
+    assert msgs and not [m for m in msgs if m.account_id and cohorts[m.account_id] == "healthy"]
+    assert {m.account_id for m in msgs if m.playbook_id == "win-back"} <= by_kind["churn_risk"]
+    steps = [s["id"] for s in DEMO_PACED_WIN_BACK["steps"] if s["type"] == "send"]
+    for account_id, e in churn_engagements().items():
+        sent = [m for m in msgs if m.account_id == account_id and m.playbook_id == "win-back" and m.state == "sent"]
+        assert sorted({m.step_id for m in sent}) == sorted(steps) and all(m.sent_at <= e.opened_at for m in sent)
+        if not any((m.payload or {}).get("deferred") for m in sent):  # nobody in quiet hours: minutes, not days
+            assert e.opened_at - enrolled[account_id].enrolled_at <= timedelta(minutes=6)
+
+    # A CSM's key lists the engagement with the evidence and the ignored emails in one response.
+    account_id = sorted(engaged)[0]
+    e = churn_engagements()[account_id]
+    csm = auth(json.loads((settings.var_dir / "demo-csm-keys.json").read_text())[e.csm_id])
+    mine = (await api.get("/v1/me/engagements", headers=csm)).json()
+    [item] = [x for x in mine["items"] if x["id"] == e.id]
+    assert item["reason"]["evidence"]["days_since(login)"]["value"] >= 14
+    ignored = [m for m in item["reason"]["automation"]["messages"] if m["playbook_id"] == "win-back"]
+    assert sorted({m["step_id"] for m in ignored if m["state"] == "sent"}) == sorted(steps)
+    r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "churned", "note": "moved to a competitor"},
+                       headers=csm)
+    assert r.status_code == 200 and (r.json()["status"], r.json()["outcome"]) == ("resolved", "churned")
+    ops = auth(keys["ops"])
+    pool = (await api.get("/v1/pool", headers=ops)).json()
+    assert pool["by_outcome"].get("churned") == 1 and pool["by_status"]["resolved"] == 1
+    forecast = await api.get("/v1/pool/forecast", headers=ops)
+    assert forecast.status_code == 200 and forecast.json()["csms_available"] == 4

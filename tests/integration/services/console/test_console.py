@@ -1,0 +1,516 @@
+"""The web console over real HTTP through the ASGI app (SQLite and PostgreSQL): sign-in
+and its cookie, CSRF, roles and the 403 page, security headers, escaping, one-time
+links, expiry on the simulated clock, and each page against what the API answers.
+The real-browser walk is tests/test_console_browser.py."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from html import unescape
+from html.parser import HTMLParser
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from services.console import session as sessions
+from shared.clock import SimulatedClock
+from shared.db import transaction
+from shared.jobs.runner import JobWorker
+from tests.support.helpers import auth
+from tests.support.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT
+
+
+class _Inline(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        names = dict(attrs)
+        if tag == "script" and "src" not in names:
+            self.found.append("inline <script>")
+        if tag == "style":
+            self.found.append("<style>")
+        self.found += [f"{tag} {k}=" for k in names if k == "style" or k.startswith("on")]
+
+
+def inline_code(html: str) -> list[str]:
+    """Inline script, event handlers and style attributes: real tags only, not escaped text."""
+    p = _Inline()
+    p.feed(html)
+    return p.found
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "the page has no CSRF field"
+    return m.group(1)
+
+
+async def sign_in(api, key: str, next_path: str | None = None):
+    page = await api.get("/console/sign-in")
+    assert page.status_code == 200
+    data = {"csrf": csrf_of(page.text), "api_key": key}
+    if next_path:
+        data["next"] = next_path
+    return await api.post("/console/sign-in", data=data)
+
+
+# This module's fixtures stand on the shared seeded database (conftest's console_world)
+# instead of the per-test empty one: each test gets its own app and clock over it.
+@pytest.fixture
+def settings(console_world):
+    return console_world.settings
+
+
+@pytest.fixture
+def session_factory(console_world):
+    return console_world.session_factory
+
+
+@pytest.fixture
+def clock(console_world):
+    return SimulatedClock(console_world.now)
+
+
+@pytest.fixture
+def keys(console_world):
+    return console_world.keys
+
+
+@pytest.fixture
+def seeded(console_world):
+    return console_world.seeded
+
+
+@pytest.fixture
+async def api(settings, clock, session_factory):
+    from services.wiring.app import create_app
+
+    app = create_app(settings, clock, session_factory)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:
+        yield client
+    app.state.ctx.close()
+
+
+async def test_sign_in_sets_a_signed_httponly_lax_cookie_and_sign_out_ends_it(api, keys):
+    r = await api.get("/console/")
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/sign-in?next=")
+    r = await sign_in(api, keys["ops"])
+    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    cookie = [h for h in r.headers.get_list("set-cookie") if h.startswith(sessions.SESSION_COOKIE + "=")][0]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/console" in cookie and "Max-Age=" in cookie
+    assert "Secure" not in cookie  # plain http here; https sets Secure (see the unit below)
+    home = await api.get("/console/")
+    assert home.status_code == 200 and "Overview" in home.text
+    r = await api.post("/console/sign-out", data={"csrf": csrf_of(home.text)})
+    assert r.status_code == 303
+    assert (await api.get("/console/")).status_code == 303
+
+
+async def test_a_wrong_key_and_an_ingest_key_cannot_sign_in(api, keys):
+    r = await sign_in(api, "tl_nope_nope")
+    assert r.status_code == 401 and "not valid" in r.text
+    r = await sign_in(api, keys["ingest"])
+    assert r.status_code == 401 and "Ingest keys" in r.text
+
+
+async def test_a_forged_or_expired_session_is_refused(api, keys, clock, settings):
+    await sign_in(api, keys["ops"])
+    assert (await api.get("/console/rules")).status_code == 200
+    cookie = api.cookies.get(sessions.SESSION_COOKIE)
+    payload, sig = cookie.split(".")
+    api.cookies.set(sessions.SESSION_COOKIE, payload + "." + sig[:-2] + ("AA" if not sig.endswith("AA") else "BB"),
+                    domain="touchline.test", path="/console")
+    assert (await api.get("/console/rules")).status_code == 303
+    api.cookies.set(sessions.SESSION_COOKIE, cookie, domain="touchline.test", path="/console")
+    assert (await api.get("/console/rules")).status_code == 200
+    clock.advance(timedelta(minutes=settings.console_session_minutes + 1))
+    assert (await api.get("/console/rules")).status_code == 303
+
+
+async def test_revoking_the_key_ends_its_sessions(api, session_factory, clock):
+    from shared.auth import create_key, revoke_key
+
+    with transaction(session_factory) as s:
+        row, key = create_key(s, role="ops", name="to revoke", now=clock.now())
+    await sign_in(api, key)
+    assert (await api.get("/console/rules")).status_code == 200
+    with transaction(session_factory) as s:
+        revoke_key(s, row.id, clock.now())
+    assert (await api.get("/console/rules")).status_code == 303
+
+
+async def test_every_post_needs_the_csrf_token(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    page = await api.get("/console/rules/no-login-14d")
+    assert page.status_code == 200
+    for path, data in [("/console/rules/no-login-14d/disable", {}),
+                       ("/console/rules/no-login-14d/edit", {"definition": "id: x"}),
+                       ("/console/templates/win-back", {"subject": "x", "text_body": "x", "action": "save"}),
+                       ("/console/sign-out", {})]:
+        r = await api.post(path, data=data)
+        assert r.status_code == 403, path
+        assert "security token" in r.text
+        r = await api.post(path, data={**data, "csrf": "forged"})
+        assert r.status_code == 403, path
+    # and from another origin, even with the token
+    r = await api.post("/console/rules/no-login-14d/disable", data={"csrf": csrf_of(page.text)},
+                       headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    rule = (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()
+    assert rule["enabled"] is True  # nothing changed
+    r = await api.post("/console/rules/no-login-14d/disable", data={"csrf": csrf_of(page.text)})
+    assert r.status_code == 303
+    assert (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()["enabled"] is False
+    page = await api.get("/console/rules/no-login-14d")
+    assert (await api.post("/console/rules/no-login-14d/enable", data={"csrf": csrf_of(page.text)})).status_code == 303
+    assert (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()["enabled"] is True
+
+
+async def test_the_sign_in_form_is_csrf_protected_too(api, keys):
+    r = await api.post("/console/sign-in", data={"api_key": keys["ops"]})
+    assert r.status_code == 403
+
+
+async def test_security_headers_on_every_console_response(api, keys):
+    await sign_in(api, keys["ops"])
+    for path in ("/console/sign-in", "/console/", "/console/nope"):
+        r = await api.get(path)
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+    r = await api.get("/console/nope")
+    assert r.status_code == 404 and "text/html" in r.headers["content-type"]
+    css = await api.get("/console/static/console.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+    assert "content-security-policy" not in (await api.get("/healthz")).headers  # the API is left alone
+    assert (await api.get("/v1/nope")).headers["content-type"].startswith("application/json")
+
+
+async def test_no_inline_script_or_style_in_any_page(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    for path in ("/console/", "/console/accounts", f"/console/accounts/{HOSTILE}", "/console/rules",
+                 "/console/rules/no-login-14d", "/console/playbooks", "/console/playbooks/win-back", "/console/templates",
+                 "/console/templates/win-back"):
+        offenders = inline_code((await api.get(path)).text)
+        assert not offenders, (path, offenders)
+
+
+async def test_csm_sees_accounts_but_ops_pages_answer_a_readable_403(api, keys, seeded):
+    r = await sign_in(api, keys["csm"])
+    assert r.headers["location"] == "/console/inbox"
+    page = await api.get("/console/accounts")
+    assert page.status_code == 200
+    assert 'href="/console/rules"' not in page.text and 'href="/console/accounts"' in page.text
+    for path in ("/console/", "/console/rules", "/console/rules/no-login-14d", "/console/playbooks", "/console/templates",
+                 "/console/dead-letters", "/console/pool"):
+        r = await api.get(path)
+        assert r.status_code == 403, path
+        assert "<h1>Not allowed</h1>" in r.text and "(csm)" in r.text
+    acct = await api.get(f"/console/accounts/{seeded['churning'][0]}")
+    assert acct.status_code == 200 and "<h2>Messages</h2>" not in acct.text  # outreach data is CS Ops's, as in the API
+    r = await api.post("/console/rules/no-login-14d/disable", data={"csrf": csrf_of(page.text)})
+    assert r.status_code == 403
+
+
+async def test_hostile_strings_render_as_text(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    for path in (f"/console/accounts/{HOSTILE}", "/console/accounts?q=hostile"):
+        html = (await api.get(path)).text
+        assert XSS_SCRIPT not in html and XSS_IMG not in html
+        assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
+    html = (await api.get(f"/console/accounts/{HOSTILE}")).text
+    assert "&#34;&gt;&lt;img src=x onerror=&#34;window.__pwned = 2&#34;&gt;" in html  # the trait and the user's name
+
+
+async def test_sign_in_redirects_only_to_console_paths(api, keys):
+    r = await sign_in(api, keys["ops"], next_path="https://evil.example/")
+    assert r.headers["location"] == "/console/"
+    await api.post("/console/sign-out", data={"csrf": csrf_of((await api.get("/console/")).text)})
+    r = await sign_in(api, keys["ops"], next_path="//evil.example/x")
+    assert r.headers["location"] == "/console/"
+    await api.post("/console/sign-out", data={"csrf": csrf_of((await api.get("/console/")).text)})
+    r = await sign_in(api, keys["ops"], next_path="/console/rules")
+    assert r.headers["location"] == "/console/rules"
+
+
+async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clock):
+    with transaction(session_factory) as s:
+        url = sessions.create_link(s, secret=settings.secret_key, base_url="http://touchline.test", role="ops", csm_id=None,
+                                   now=clock.now(), minutes=settings.console_link_minutes)
+    path = url[len("http://touchline.test"):]
+    page = await api.get(path)
+    assert page.status_code == 200 and "console link (ops)" in page.text
+    token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
+    r = await api.post("/console/link", data={"csrf": csrf_of(page.text), "token": unescape(token)})
+    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    assert (await api.get("/console/rules")).status_code == 200
+    api.cookies.clear()
+    again = await api.get(path)
+    assert again.status_code == 400 and "not valid" in again.text
+    r = await api.post("/console/link", data={"csrf": csrf_of((await api.get("/console/sign-in")).text), "token": unescape(token)})
+    assert r.status_code == 400
+
+
+async def test_a_link_expires(api, session_factory, settings, clock):
+    with transaction(session_factory) as s:
+        url = sessions.create_link(s, secret=settings.secret_key, base_url="http://x", role="csm", csm_id="csm-7",
+                                   now=clock.now(), minutes=15)
+    clock.advance(timedelta(minutes=16))
+    assert (await api.get(urlparse(url).path + "?" + urlparse(url).query)).status_code == 400
+
+
+async def test_pages_show_what_the_api_answers(api, keys, seeded):
+    h = auth(keys["ops"])
+    await sign_in(api, keys["ops"])
+    accounts = await api.get("/console/accounts")
+    assert f"{seeded['accounts']} accounts" in accounts.text
+    api_first = (await api.get("/v1/accounts?limit=1", headers=h)).json()["items"][0]
+    assert f'href="/console/accounts/{api_first["id"]}"' in accounts.text
+    smb = await api.get("/console/accounts?segment=smb")
+    n_smb = len((await api.get("/v1/accounts?segment=smb&limit=500", headers=h)).json()["items"])
+    assert f"{n_smb} account" in smb.text
+    signalled = await api.get("/console/accounts?signalled=1")
+    assert f"{len({s for s in seeded['churning']})}" in signalled.text or "account" in signalled.text
+    a = seeded["churning"][0]
+    page = (await api.get(f"/console/accounts/{a}")).text
+    sigs = (await api.get(f"/v1/accounts/{a}/signals", headers=h)).json()["items"]
+    assert sigs and all(s["rule_name"] in page for s in sigs)
+    usage = (await api.get(f"/v1/accounts/{a}/usage?days=90", headers=h)).json()
+    assert f"{usage['totals']['events']:,} events" in page
+    report = (await api.get("/v1/playbooks/win-back/report", headers=h)).json()
+    pb = (await api.get("/console/playbooks/win-back")).text
+    assert f"{report['treated']['enrolled']:,}" in pb and "95% interval" in pb
+    rules = (await api.get("/v1/rules", headers=h)).json()["items"]
+    rules_page = (await api.get("/console/rules")).text
+    assert all(r["name"] in unescape(rules_page) for r in rules)
+
+
+async def test_rule_editor_shows_errors_next_to_their_line_and_saves_a_new_version(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    edit = await api.get("/console/rules/no-login-14d/edit")
+    assert edit.status_code == 200
+    text = unescape(re.search(r'<textarea id="definition" name="definition"[^>]*>(.*?)</textarea>', edit.text, re.S).group(1))
+    before = (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()
+    severity = before["definition"]["severity"]
+    bad = text.replace(f"severity: {severity}", "severity: extreme")
+    assert bad != text
+    r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": bad})
+    assert r.status_code == 422
+    line = bad.splitlines().index("severity: extreme") + 1
+    assert re.search(rf'<li value="{line}" class="bad"><code>severity: extreme</code>\s*<span class="problem">↑ line {line}: /severity',
+                     r.text), r.text[:3000]
+    r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": "id: [unclosed"})
+    assert r.status_code == 422 and "not valid YAML or JSON at line 1" in r.text
+    good = text.replace(f"severity: {severity}", "severity: critical" if severity != "critical" else "severity: high")
+    r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": good})
+    assert r.status_code == 303
+    got = (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()
+    assert got["current_version"] == before["current_version"] + 1
+    assert got["definition"]["severity"] == ("critical" if severity != "critical" else "high")
+    audit = (await api.get("/v1/rules/no-login-14d/audit", headers=auth(keys["ops"]))).json()
+    assert audit["items"][-1]["actor"] == "ops:console ops"
+
+
+async def test_dry_run_and_a_backtest_job_with_the_diff(api, keys, seeded, clock, settings, session_factory):
+    await sign_in(api, keys["ops"])
+    a = seeded["churning"][0]
+    r = await api.get(f"/console/rules/no-login-14d/dry-run?account_id={a}")
+    assert r.status_code == 200 and "days_since" in r.text
+    r = await api.get("/console/rules/no-login-14d/dry-run?account_id=nobody")
+    assert "no account" in r.text
+    edit = await api.get("/console/rules/no-login-14d/edit")
+    text = unescape(re.search(r'<textarea id="definition" name="definition"[^>]*>(.*?)</textarea>', edit.text, re.S).group(1))
+    changed = text.replace("value: 14", "value: 7")
+    assert changed != text
+    end = clock.now().date()
+    start = end - timedelta(days=20)
+    r = await api.post("/console/rules/no-login-14d/backtest", data={
+        "csrf": csrf_of(edit.text), "definition": changed, "start": start.isoformat(), "end": end.isoformat()})
+    assert r.status_code == 303, r.text[:2000]
+    page_url = r.headers["location"]
+    job_id = int(page_url.rsplit("/", 1)[1])
+    waiting = await api.get(page_url)
+    assert waiting.status_code == 200 and "is <strong>queued</strong>" in waiting.text
+    assert '<meta http-equiv="refresh" content="2">' in waiting.text
+    worker = JobWorker(settings, session_factory, clock)
+    assert worker.run_job(job_id).state == "succeeded"
+    r = await api.get(page_url)
+    assert 'http-equiv="refresh"' not in r.text
+    # the same request through the API, run by the same worker
+    queued = (await api.post("/v1/rules/backtest", headers=auth(keys["ops"]), json={
+        "rule_id": "no-login-14d", "rule": __import__("yaml").safe_load(changed), "start": start.isoformat(),
+        "end": end.isoformat(), "compare_with_current": True})).json()
+    worker.run_job(queued["id"])
+    api_result = (await api.get(f"/v1/jobs/{queued['id']}", headers=auth(keys["ops"]))).json()["result"]
+    assert f'id="total-firings">{api_result["total_firings"]:,}<' in r.text
+    for acct in api_result["diff"]["newly_firing"] + api_result["diff"]["stop_firing"]:
+        assert f'href="/console/accounts/{acct}"' in r.text
+    assert "<svg" in r.text and "Firings per day" in r.text
+    r = await api.post("/console/rules/no-login-14d/backtest", data={
+        "csrf": csrf_of(edit.text), "start": (end - timedelta(days=1000)).isoformat(), "end": end.isoformat()})
+    assert r.status_code == 422 and "longer than the retained history" in r.text
+    r = await api.get(f"/console/rules/wau-down-40/backtests/{job_id}")
+    assert r.status_code == 404  # a job is shown under its own rule only
+
+
+async def test_template_editor_previews_unsaved_text_and_rejects_bad_templates(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    page = await api.get("/console/templates/win-back")
+    assert page.status_code == 200
+    tpl = (await api.get("/v1/templates/win-back", headers=auth(keys["ops"]))).json()
+    form = {"csrf": csrf_of(page.text), "name": tpl["name"], "description": tpl["description"],
+            "subject": "Hello {{ account.name }}", "html_body": tpl["html_body"], "text_body": tpl["text_body"],
+            "account_id": HOSTILE, "user_id": "u-evil", "action": "preview"}
+    r = await api.post("/console/templates/win-back", data=form)
+    assert r.status_code == 200
+    assert 'id="preview-subject">Hello &lt;script&gt;' in r.text  # the hostile name, escaped
+    assert "sandbox=\"\"" in r.text
+    r = await api.post("/console/templates/win-back", data={**form, "subject": "{{ account.name ", "action": "save"})
+    assert r.status_code == 422 and 'id="e-subject"' in r.text
+    assert (await api.get("/v1/templates/win-back", headers=auth(keys["ops"]))).json()["version"] == tpl["version"]
+    r = await api.post("/console/templates/win-back", data={**form, "subject": "Back soon, {{ account.name }}?", "action": "save"})
+    assert r.status_code == 303
+    after = (await api.get("/v1/templates/win-back", headers=auth(keys["ops"]))).json()
+    assert after["version"] == tpl["version"] + 1 and after["subject"] == "Back soon, {{ account.name }}?"
+
+
+async def test_overview_and_dead_letters_render(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    r = await api.get("/console/")
+    assert r.status_code == 200 and "Signals per day by kind" in r.text and "<svg" in r.text
+    assert f">{seeded['signals']:,}<" in r.text
+    r = await api.get("/console/dead-letters")
+    assert r.status_code == 200 and "Dead letters" in r.text
+
+
+def test_https_sets_the_secure_flag(settings, session_factory, clock, keys):
+    from fastapi.testclient import TestClient
+
+    from services.wiring.app import create_app
+
+    app = create_app(settings, clock, session_factory)
+    with TestClient(app, base_url="https://touchline.test") as client:
+        page = client.get("/console/sign-in")
+        r = client.post("/console/sign-in", data={"csrf": csrf_of(page.text), "api_key": keys["ops"]}, follow_redirects=False)
+        cookie = [h for h in r.headers.get_list("set-cookie") if h.startswith(sessions.SESSION_COOKIE + "=")][0]
+        assert "Secure" in cookie
+
+
+async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded):
+    a = seeded["churning"][0]
+    eid = seeded["engagements"][a]
+    h = {"Authorization": f"Bearer {keys['csm']}"}
+    await sign_in(api, keys["csm"])
+    inbox = await api.get("/console/inbox")
+    assert inbox.status_code == 200
+    mine = (await api.get("/v1/me/engagements", headers=h)).json()["items"]
+    for e in mine:
+        if e["status"] in ("queued", "assigned", "active"):
+            assert f'href="/console/engagements/{e["id"]}"' in inbox.text
+    page = await api.get(f"/console/engagements/{eid}")
+    assert page.status_code == 200
+    csrf = csrf_of(page.text)
+    if (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["status"] == "assigned":
+        assert (await api.post(f"/console/engagements/{eid}/accept", data={"csrf": csrf})).status_code == 303
+    r = await api.post(f"/console/engagements/{eid}/note", data={"csrf": csrf, "text": XSS_SCRIPT})
+    assert r.status_code == 303
+    r = await api.post(f"/console/engagements/{eid}/touch", data={"csrf": csrf, "kind": "call", "summary": "spoke to the champion"})
+    assert r.status_code == 303
+    r = await api.post(f"/console/engagements/{eid}/extend", data={"csrf": csrf, "days": "abc"})
+    assert r.status_code == 422 and "days" in r.text
+    page = await api.get(f"/console/engagements/{eid}")
+    assert XSS_SCRIPT not in page.text and "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page.text
+    assert "spoke to the champion" in page.text
+    r = await api.post(f"/console/engagements/{eid}/resolve", data={"csrf": csrf, "outcome": "recovered", "note": "back"})
+    assert r.status_code == 303
+    got = (await api.get(f"/v1/engagements/{eid}", headers=h)).json()
+    assert got["status"] == "resolved" and got["outcome"] == "recovered"
+    r = await api.post(f"/console/engagements/{eid}/resolve", data={"csrf": csrf, "outcome": "recovered"})
+    assert r.status_code == 409  # resolved already: the service says so, on a readable page
+    # a CSM cannot reassign or cancel, nor see another CSM's engagement
+    other = seeded["engagements"][seeded["churning"][1]]
+    assert (await api.post(f"/console/engagements/{other}/cancel", data={"csrf": csrf})).status_code == 403
+
+
+async def test_a_csm_sees_only_their_own_engagements(api, keys, seeded, session_factory, clock):
+    from shared.auth import create_key
+
+    with transaction(session_factory) as s:
+        _row, key = create_key(s, role="csm", name="another csm", now=clock.now(), csm_id="csm-2")
+    await sign_in(api, key)
+    eid = seeded["engagements"][seeded["churning"][1]]
+    r = await api.get(f"/console/engagements/{eid}")
+    assert r.status_code == 403 and "not assigned to you" in r.text
+    inbox = await api.get("/console/inbox")
+    assert eid not in inbox.text
+
+
+async def test_ops_reassigns_and_cancels_from_the_pool(api, keys, seeded):
+    h = auth(keys["ops"])
+    await sign_in(api, keys["ops"])
+    pool = await api.get("/console/pool")
+    assert pool.status_code == 200
+    api_pool = (await api.get("/v1/pool", headers=h)).json()
+    assert f'id="queue-length">{api_pool["queue_length"]:,}<' in pool.text
+    assert "Open engagements per CSM against capacity" in pool.text
+    eid = seeded["engagements"][seeded["churning"][2]]
+    page = await api.get(f"/console/engagements/{eid}")
+    csrf = csrf_of(page.text)
+    r = await api.post(f"/console/engagements/{eid}/reassign", data={"csrf": csrf, "csm_id": "csm-2", "reason": "balance"})
+    assert r.status_code == 303
+    assert (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["csm_id"] == "csm-2"
+    r = await api.post(f"/console/engagements/{eid}/cancel", data={"csrf": csrf, "reason": "duplicate"})
+    assert r.status_code == 303
+    assert (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["status"] == "cancelled"
+
+
+async def test_touchline_console_link_prints_a_link_that_signs_in_once(api, settings, seeded):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
+    env.update({"TOUCHLINE_DATABASE_URL": settings.database_url, "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+                "TOUCHLINE_SECRET_KEY": settings.secret_key, "TOUCHLINE_API_PORT": "8123"})
+    out = subprocess.run([sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "csm-1"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    url = re.search(r"http://\S+", out.stdout).group(0)
+    assert url.startswith("http://127.0.0.1:8123/console/link?token=")
+    page = await api.get(url[len("http://127.0.0.1:8123"):])
+    assert page.status_code == 200 and "console link for CSM csm-1 (csm)" in page.text
+    bad = subprocess.run([sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "nobody"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no CSM 'nobody'" in bad.stderr
+
+
+async def test_overview_counts_open_engagements_like_the_api(api, keys, seeded):
+    await sign_in(api, keys["ops"])
+    pool = (await api.get("/v1/pool", headers=auth(keys["ops"]))).json()
+    open_ = sum(n for s, n in pool["by_status"].items() if s in ("queued", "assigned", "active"))
+    page = await api.get("/console/")
+    assert f'id="open-engagements">{open_:,}<' in page.text
+
+
+async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offset(api, keys, settings, clock):
+    from types import SimpleNamespace
+
+    from shared.kafka import dlq_headers, make_producer
+
+    producer = make_producer(settings)
+    for i, reason in enumerate(["invalid_json", "schema_violation", "invalid_json"]):
+        source = SimpleNamespace(topic=settings.topic_events, partition=1, offset=4000 + i)
+        producer.send(settings.topic_events_dlq, key=b"acme", value=b'{"bad": <script>' + str(i).encode(),
+                      headers=dlq_headers(source, reason, f"detail {i}", clock.now()))
+    producer.flush()
+    producer.close()
+    await sign_in(api, keys["ops"])
+    page = await api.get("/console/dead-letters")
+    assert page.status_code == 200
+    assert f"{settings.topic_events}/1@4002" in page.text and "schema_violation" in page.text
+    assert "&lt;script&gt;" in page.text and '"bad": <script>' not in page.text
+    assert re.search(r"<td>invalid_json</td><td class=\"n\">2</td>", page.text)

@@ -1,0 +1,98 @@
+"""Erasing a contact leaves no trace of their email address or name in any table, on
+both databases: users, raw events (identify traits and event properties), the account
+row, signal evidence, the outbox, messages, enrolments, engagements and suppressions. Another
+contact of the same account keeps their data."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import inspect, select, text
+
+from services.ingest.models import User
+from services.outreach.models import Enrollment, Suppression
+from services.ingest import usage
+from services.outreach.playbooks import engine as playbook_engine
+from services.outreach.policy.tokens import email_hash
+from services.rules.evaluation.engine import EventSubject
+from services.rules.evaluation.service import RuleIndex, evaluate_events
+from shared.db import transaction
+from tests.support.helpers import T0, auth, track
+from tests.support.outreach import save_playbook, save_template
+from tests.support.rules import group, identify, ingest, make_rule
+
+EMAIL, NAME = "ada.erasable@acme.test", "Ada Erasable-Lovelace"
+BOB = "bob.keeps@acme.test"
+
+
+def traces(db, needles: list[str]) -> dict[str, set[str]]:
+    """table -> columns whose stored value contains a needle (case-insensitive), over every
+    column of every table the migrations built (JSON and bytes read as text)."""
+    found: dict[str, set[str]] = {}
+    low = [n.lower() for n in needles]
+    with db.connect() as conn:
+        for table in inspect(conn).get_table_names():
+            if table == "alembic_version":
+                continue
+            for row in conn.execute(text(f'SELECT * FROM "{table}"')).mappings():
+                for col, value in row.items():
+                    if value is None:
+                        continue
+                    if isinstance(value, memoryview):  # bytea on PostgreSQL
+                        value = value.tobytes()
+                    as_text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                    if any(n in as_text.lower() for n in low):
+                        found.setdefault(table, set()).add(col)
+    return found
+
+
+async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_factory, api, keys):
+    now = T0
+    # Ingest: traits by identify and group, and a track event that carries the address.
+    ingest(session_factory, [
+        group("acme", now - timedelta(days=30), name="Acme", owner_email=EMAIL),
+        identify("acme", "ada", now - timedelta(days=30), email=EMAIL, name=NAME, role="champion"),
+        identify("acme", "bob", now - timedelta(days=30), email=BOB, name="Bob Keeps", role="admin"),
+        track("acme", "report_shared", now - timedelta(minutes=1), "ada", "share-1", shared_by=EMAIL),
+    ], now)
+    # Rules: a rule whose evidence records the contact's address (signal row and outbox).
+    make_rule(session_factory, {
+        "id": "sharer", "name": "Champion shares a report", "kind": "expansion", "trigger": {"events": ["report_shared"]},
+        "condition": {"all": [{"field": "user.email", "op": "exists"},
+                              {"field": "event.properties.shared_by", "op": "exists"}]}}, now)
+    index = RuleIndex(400)
+    with transaction(session_factory) as s:
+        index.refresh(s)
+        report = evaluate_events(s, [EventSubject("share-1", "acme", "ada", "report_shared", now, {"shared_by": EMAIL})],
+                                 index, now, settings)
+    [signal] = report.signals
+    # Outreach: an enrolment (a copy of the signal) and messages rendered with the name.
+    save_template(session_factory, settings)
+    save_playbook(session_factory, "thanks", {"name": "Thanks", "trigger": {"rules": ["sharer"]}, "steps": [
+        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
+        {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example.test/hook"},
+        {"id": "escalate", "type": "open_engagement", "goal": "recover_usage"}]})
+    with transaction(session_factory) as s:
+        compiled = playbook_engine.load_compiled(s, "thanks", 1)
+        assert playbook_engine.enroll(s, compiled, signal, usage.account(s, "acme"), now, settings) is not None
+    # A suppression that keeps the plain address (a manual one).
+    ops = auth(keys["ops"])
+    assert (await api.post("/v1/suppressions", json={"email": EMAIL.upper()}, headers=ops)).status_code == 201
+
+    before = traces(engine, [EMAIL, NAME])
+    # The scan sees every copy (it can fail): ingest, rules and outreach tables alike.
+    assert {"users", "events", "accounts", "signals", "outbox", "messages", "enrollments", "suppressions",
+            "engagements"} <= set(before)
+
+    r = await api.post("/v1/accounts/acme/users/ada/erase", headers=ops)
+    assert r.status_code == 200, r.text
+    assert r.json()["suppressed"] is True and r.json()["messages_scrubbed"] >= 2
+
+    assert traces(engine, [EMAIL, NAME]) == {}
+    # Bob is untouched, and the address stays refused (by hash only).
+    with session_factory() as s:
+        bob = s.get(User, ("acme", "bob"))
+        assert (bob.email, bob.name) == (BOB, "Bob Keeps")
+        sup = s.get(Suppression, email_hash(EMAIL))
+        assert sup is not None and sup.email is None
+        assert s.scalar(select(Enrollment.status).where(Enrollment.account_id == "acme")) is not None
+    assert traces(engine, [BOB]).keys() >= {"users", "events", "messages"}

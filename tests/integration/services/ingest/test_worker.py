@@ -1,0 +1,403 @@
+"""The ingest worker against the real broker and both databases."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from services.ingest.events.consumer import IngestWorker
+from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
+from shared.faults import CRASH_EXIT_CODE
+from shared.kafka import BatchResult, BatchWorker
+from tests.support.helpers import T0, committed_offsets, drain, publish, read_dlq, track
+
+
+def count(session_factory, model, *where) -> int:
+    with session_factory() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def usage(session_factory, account_id: str) -> dict[tuple[date, str], int]:
+    with session_factory() as s:
+        rows = s.execute(select(UsageDaily.day, UsageDaily.event_name, UsageDaily.count).where(UsageDaily.account_id == account_id))
+        return {(d, n): c for d, n, c in rows}
+
+
+@pytest.fixture
+def worker(topics, session_factory, clock):
+    w = IngestWorker(topics, session_factory, clock)
+    yield w
+    w.close()
+
+
+def test_events_become_accounts_users_rollups_and_last_seen(topics, worker, session_factory, clock):
+    day1, day2 = T0 - timedelta(days=2), T0 - timedelta(days=1)
+    events = [
+        {"event_id": "g1", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=3)).isoformat(),
+         "traits": {"name": "Acme", "plan": "pro", "seats": 10, "arr": 12000, "segment": "smb", "lifecycle_stage": "onboarding",
+                    "renewal_date": "2026-06-01", "industry": "retail"}},
+        {"event_id": "i1", "type": "identify", "account_id": "acme", "user_id": "ada", "timestamp": (T0 - timedelta(days=3)).isoformat(),
+         "traits": {"email": "ada@acme.test", "role": "champion", "timezone": "Europe/London"}},
+        track("acme", "login", day1, "ada", "e1"),
+        track("acme", "login", day1 + timedelta(hours=1), "bob", "e2"),
+        track("acme", "report_created", day1 + timedelta(hours=2), "ada", "e3"),
+        track("acme", "login", day2, "ada", "e4"),
+        track("globex", "login", day2, None, "e5"),  # a never-seen account, no user
+    ]
+    publish(topics, events)
+    drain(worker, lambda: count(session_factory, RawEvent) == 7)
+
+    with session_factory() as s:
+        acme = s.get(Account, "acme")
+        assert (acme.name, acme.plan, acme.seats, acme.arr, acme.segment, acme.lifecycle_stage) == ("Acme", "pro", 10, 12000, "smb", "onboarding")
+        assert acme.renewal_date == date(2026, 6, 1)
+        assert acme.traits == {"industry": "retail"}
+        assert acme.first_seen_at == day1 and acme.last_seen_at == day2
+        assert s.get(Account, "globex").last_seen_at == day2
+        ada = s.get(User, ("acme", "ada"))
+        assert (ada.email, ada.role, ada.timezone) == ("ada@acme.test", "champion", "Europe/London")
+        assert s.get(User, ("acme", "bob")).first_seen_at == day1 + timedelta(hours=1)
+        seen = s.get(AccountEventSeen, ("acme", "login"))
+        assert (seen.first_seen_at, seen.last_seen_at) == (day1, day2)
+        assert s.get(UserEventSeen, ("acme", "ada", "report_created")).last_seen_at == day1 + timedelta(hours=2)
+    assert usage(session_factory, "acme") == {
+        (day1.date(), "login"): 2, (day1.date(), "report_created"): 1, (day2.date(), "login"): 1,
+    }
+    assert count(session_factory, UserActivityDaily, UserActivityDaily.account_id == "acme",
+                 UserActivityDaily.day == day1.date()) == 2
+
+
+def test_day_buckets_are_utc_days_whatever_the_sender_zone(topics, worker, session_factory):
+    # 23:30 in New York on March 1st is 04:30 UTC on March 2nd.
+    ev = track("acme", "login", T0, "ada", "tz1")
+    ev["timestamp"] = "2026-03-01T23:30:00-05:00"
+    publish(topics, [ev])
+    drain(worker, lambda: count(session_factory, RawEvent) == 1)
+    assert usage(session_factory, "acme") == {(date(2026, 3, 2), "login"): 1}
+
+
+def test_duplicates_and_replays_change_nothing(topics, worker, session_factory):
+    evs = [track("acme", "login", T0 - timedelta(hours=i), "ada", f"dup-{i}") for i in range(5)]
+    publish(topics, evs + evs[:2])  # duplicates in the same batch
+    drain(worker, lambda: count(session_factory, RawEvent) == 5)
+    before = usage(session_factory, "acme")
+    publish(topics, evs)  # a full replay later
+    drain(worker, lambda: worker.consumer is not None and _committed_total(worker) == 12)
+    assert usage(session_factory, "acme") == before
+    assert sum(before.values()) == 5
+
+
+def _committed_total(worker) -> int:
+    total = 0
+    for tp in worker.consumer.assignment():
+        total += worker.consumer.committed(tp) or 0
+    return total
+
+
+BAD_RECORDS = {
+    "invalid_utf8": (b"acme", b'{"event_id":"x","name":"\xff\xfe"}'),
+    "invalid_json": (b"acme", b'{"event_id": "x", '),
+    "not_an_object": (b"acme", b'["not", "an", "object"]'),
+    "missing_field": (b"acme", json.dumps({"account_id": "acme", "name": "login", "timestamp": T0.isoformat()}).encode()),
+    "invalid_field": (b"acme", json.dumps({"event_id": 7, "account_id": "acme", "name": "login", "timestamp": T0.isoformat()}).encode()),
+    "timestamp_without_zone": (b"acme", json.dumps({"event_id": "n", "account_id": "acme", "name": "login",
+                                                    "timestamp": "2026-03-02T10:00:00"}).encode()),
+    "timestamp_in_future": (b"acme", json.dumps({"event_id": "f", "account_id": "acme", "name": "login",
+                                                 "timestamp": "2031-01-01T00:00:00Z"}).encode()),
+    "oversized": (b"acme", json.dumps({"event_id": "big", "account_id": "acme", "name": "login", "timestamp": T0.isoformat(),
+                                       "properties": {"blob": "x" * 70_000}}).encode()),
+    "key_mismatch": (b"other", json.dumps({"event_id": "k", "account_id": "acme", "name": "login",
+                                           "timestamp": T0.isoformat()}).encode()),
+}
+
+
+def test_every_rejection_reason_has_a_dlq_case():
+    from shared.events import REJECTION_REASONS
+
+    # processing_error has its own test below (a record that fails after validation).
+    assert set(BAD_RECORDS) | {"processing_error"} == set(REJECTION_REASONS)
+
+
+def test_every_class_of_bad_input_reaches_the_dlq_and_the_worker_goes_on(topics, worker, session_factory):
+    good_before = track("acme", "login", T0 - timedelta(hours=1), "ada", "good-1")
+    good_after = track("acme", "login", T0 - timedelta(hours=2), "ada", "good-2")
+    publish(topics, [good_before] + list(BAD_RECORDS.values()) + [(b"acme", None), good_after])
+    drain(worker, lambda: count(session_factory, RawEvent) == 2)
+
+    dlq = read_dlq(topics, len(BAD_RECORDS) + 1)
+    by_reason = {d["reason"]: d for d in dlq if d["original_bytes"]}
+    assert set(by_reason) == set(BAD_RECORDS)  # the tombstone is a not_an_object too
+    assert sum(1 for d in dlq if d["reason"] == "not_an_object") == 2
+    for reason, (key, value) in BAD_RECORDS.items():
+        d = by_reason[reason]
+        assert d["original_bytes"] == value, reason
+        assert d["key"] == key.decode()
+        assert d["source"]["topic"] == topics.topic_events and d["source"]["offset"] >= 0
+        assert d["detail"], reason
+    # After all that garbage the worker still consumes.
+    publish(topics, [track("acme", "login", T0, "ada", "good-3")])
+    drain(worker, lambda: count(session_factory, RawEvent) == 3)
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def _raw(event_id: str, body: str) -> tuple[bytes, bytes]:
+    return b"acme", (f'{{"event_id":"{event_id}","account_id":"acme","name":"login","timestamp":"{T0.isoformat()}",'
+                     + body + "}").encode()
+
+
+# Records that used to be accepted (NaN, Infinity, 1e400), to crash validation
+# (RecursionError) or to pass validation and fail in the database (processing_error).
+UNBOUNDED_RECORDS = {
+    "nan": ("invalid_json", _raw("nan", '"properties":{"x":NaN}')),
+    "infinity": ("invalid_json", _raw("inf", '"properties":{"x":-Infinity}')),
+    "overflowing float": ("invalid_json", _raw("big-float", '"properties":{"x":1e400}')),
+    "1000 deep": ("invalid_field", _raw("deep", '"properties":' + _nested(1000))),
+    "5000 digits": ("invalid_field", _raw("digits", '"properties":{"x":' + "9" * 5000 + "}")),
+    "huge seats": ("invalid_field", (b"acme", json.dumps({"event_id": "seats", "type": "group", "account_id": "acme",
+                                                          "timestamp": T0.isoformat(), "traits": {"seats": 10**30}}).encode())),
+}
+
+
+def test_unbounded_values_are_dead_lettered_with_their_reason_not_as_processing_errors(topics, worker, session_factory):
+    publish(topics, [value for _reason, value in UNBOUNDED_RECORDS.values()] + [track("acme", "login", T0, "ada", "after")])
+    drain(worker, lambda: count(session_factory, RawEvent) == 1)
+    dlq = {d["original_bytes"]: d for d in read_dlq(topics, len(UNBOUNDED_RECORDS))}
+    for case, (reason, (_key, value)) in UNBOUNDED_RECORDS.items():
+        assert dlq[value]["reason"] == reason, (case, dlq[value]["detail"])
+    assert "NaN" in dlq[UNBOUNDED_RECORDS["nan"][1][1]]["detail"]
+    assert "limit is 16" in dlq[UNBOUNDED_RECORDS["1000 deep"][1][1]]["detail"]
+
+
+class _PoisonWorker(BatchWorker):
+    """A worker whose processing (not validation) fails on one record, as a bug or a
+    database constraint would: the loop must isolate it and go on."""
+
+    name = "poison"
+
+    def topics(self):
+        return [self.settings.topic_events]
+
+    def handle_batch(self, session, records):
+        for r in records:
+            if b"poison" in r.value:
+                raise RuntimeError("cannot process this one")
+            session.add(RawEvent(event_id=json.loads(r.value)["event_id"], account_id="a", type="track", name="n",
+                                 timestamp=T0, properties={}, received_at=T0))
+        return BatchResult()
+
+
+def test_a_record_that_fails_processing_is_isolated_to_the_dlq(topics, session_factory, clock):
+    w = _PoisonWorker(topics, session_factory, clock)
+    try:
+        publish(topics, [{"event_id": f"p{i}", "account_id": "a"} for i in range(6)]
+                + [{"event_id": "poison", "account_id": "a"}]
+                + [{"event_id": f"q{i}", "account_id": "a"} for i in range(6)])
+        drain(w, lambda: count(session_factory, RawEvent) == 12)
+    finally:
+        w.close()
+    dlq = read_dlq(topics, 1)
+    assert [d["reason"] for d in dlq] == ["processing_error"]
+    assert b"poison" in dlq[0]["original_bytes"] and "cannot process" in dlq[0]["detail"]
+
+
+def _worker_process(settings, fault: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
+           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+           "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000", "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+           "TOUCHLINE_VAR_DIR": str(settings.var_dir)}
+    if fault:
+        env["TOUCHLINE_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "ingest"], env=env, timeout=60,
+                          capture_output=True, text=True)
+
+
+def test_crash_after_db_commit_before_offset_commit_changes_nothing_on_redelivery(topics, session_factory, clock):
+    evs = [track("acme", "login", T0 - timedelta(minutes=i), f"u{i % 3}", f"c{i}") for i in range(20)]
+    publish(topics, evs)
+    # A real worker process dies hard right after its DB commit, before committing offsets.
+    proc = _worker_process(topics, "ingest.before_offset_commit")
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
+    assert count(session_factory, RawEvent) == 20  # the effects are committed...
+    after_crash = usage(session_factory, "acme")
+
+    # ...and the offsets are not: the broker holds no commit for the group, and a new
+    # worker in the same group consumes the whole batch again.
+    w = IngestWorker(topics, session_factory, clock)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == {}
+    try:
+        redelivered = drain(w, lambda: _committed_total(w) == 20)
+    finally:
+        w.close()
+    assert redelivered == 20
+    assert usage(session_factory, "acme") == after_crash
+    assert sum(after_crash.values()) == 20
+
+
+def test_crash_after_db_commit_before_the_dlq_publish_loses_no_reject(topics, session_factory, clock):
+    """The other window: the batch's effects are committed, its rejects not yet on the
+    DLQ. The restarted worker gets the batch again and publishes the reject (once)."""
+    good = [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"d{i}") for i in range(5)]
+    publish(topics, good + [BAD_RECORDS["invalid_json"]])
+    proc = _worker_process(topics, "ingest.after_db_commit")
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
+    assert count(session_factory, RawEvent) == 5  # the crash came after the commit, before the DLQ publish
+    w = IngestWorker(topics, session_factory, clock)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == {}
+    try:
+        assert drain(w, lambda: _committed_total(w) == 6) == 6
+    finally:
+        w.close()
+    assert [d["reason"] for d in read_dlq(topics, 2, timeout=3)] == ["invalid_json"]  # once: a second would be there in ms
+    assert count(session_factory, RawEvent) == 5
+
+
+def test_restarted_worker_resumes_from_committed_offsets(topics, session_factory, clock):
+    first = [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"r1-{i}") for i in range(10)]
+    publish(topics, first)
+    w1 = IngestWorker(topics, session_factory, clock)
+    drain(w1, lambda: count(session_factory, RawEvent) == 10)
+    w1.close()
+    # Remove the rows so a re-read of the first batch would be visible as new rows.
+    with session_factory.begin() as s:
+        s.execute(RawEvent.__table__.delete())
+    second = [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"r2-{i}") for i in range(5)]
+    publish(topics, second)
+    w2 = IngestWorker(topics, session_factory, clock)
+    try:
+        drain(w2, lambda: count(session_factory, RawEvent) >= 5)
+        drain(w2, lambda: _committed_total(w2) == 15)
+    finally:
+        w2.close()
+    with session_factory() as s:
+        ids = set(s.scalars(select(RawEvent.event_id)))
+    assert ids == {e["event_id"] for e in second}
+
+
+def test_two_workers_split_the_partitions_without_double_counting(topics, session_factory, clock):
+    w1 = IngestWorker(topics, session_factory, clock)
+    w2 = IngestWorker(topics, session_factory, clock)
+    stop = threading.Event()
+    threads = []
+
+    def loop(w):
+        while not stop.is_set():
+            w.poll_once(100)
+
+    try:
+        for w in (w1, w2):
+            w.start()
+            t = threading.Thread(target=loop, args=(w,), daemon=True)
+            t.start()
+            threads.append(t)
+        accounts = [f"acct-{i}" for i in range(24)]
+        evs = [track(a, "login", T0 - timedelta(minutes=j), "u1", f"{a}-{j}") for a in accounts for j in range(10)]
+        # Wait for both members to hold partitions before publishing, so both do work.
+        drain([], lambda: bool(w1.consumer.assignment()) and bool(w2.consumer.assignment()), timeout=30)
+        publish(topics, evs)
+        drain([], lambda: count(session_factory, RawEvent) == 240, timeout=60)
+        a1, a2 = set(w1.consumer.assignment()), set(w2.consumer.assignment())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        w1.close()
+        w2.close()
+    assert a1 and a2 and not (a1 & a2)
+    assert len(a1 | a2) == topics.topic_partitions
+    with session_factory() as s:
+        total = s.scalar(select(func.sum(UsageDaily.count)))
+    assert total == 240
+
+
+def test_late_older_traits_do_not_overwrite_newer_ones(topics, worker, session_factory):
+    newer = {"event_id": "g-new", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=1)).isoformat(),
+             "traits": {"plan": "pro", "lifecycle_stage": "active"}}
+    older = {"event_id": "g-old", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=3)).isoformat(),
+             "traits": {"plan": "starter", "lifecycle_stage": "onboarding"}}
+    publish(topics, [newer])
+    drain(worker, lambda: count(session_factory, RawEvent) == 1)
+    publish(topics, [older])
+    drain(worker, lambda: count(session_factory, RawEvent) == 2)
+    with session_factory() as s:
+        acme = s.get(Account, "acme")
+        assert (acme.plan, acme.lifecycle_stage) == ("pro", "active")
+        assert acme.lifecycle_stage_changed_at == T0 - timedelta(days=1)
+
+
+def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topics, worker, session_factory, db_kind, tmp_path):
+    from shared.db import make_engine, make_session_factory
+
+    down_url = (f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite"
+                else "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    down_engine = make_engine(topics.model_copy(update={"database_url": down_url}))
+    worker.session_factory = make_session_factory(down_engine)
+    worker.db_retry_seconds = 0
+    publish(topics, [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"o{i}") for i in range(8)])
+    # Join the group first (the deadline only bounds a failing test).
+    drain(worker, lambda: worker.consumer is not None and bool(worker.consumer.assignment()))
+    for _ in range(3):  # the batch arrives, fails on the database, is rewound, arrives again...
+        assert worker.poll_once(500) == 0
+    assert _committed_total(worker) == 0
+    # The database comes back: the same batch is applied once, nothing went to the DLQ.
+    worker.session_factory = session_factory
+    drain(worker, lambda: count(session_factory, RawEvent) == 8)
+    assert _committed_total(worker) == 8
+    assert read_dlq(topics, 1, timeout=3) == []  # a reject would be there in milliseconds
+    down_engine.dispose()
+
+
+def test_large_batches_store_awkward_text_exactly(topics, worker, session_factory):
+    """Batches above the COPY threshold take PostgreSQL's COPY path: tabs, newlines,
+    backslashes, quotes and non-ASCII must round-trip unchanged (SQLite checks the same)."""
+    from shared.db import COPY_THRESHOLD
+
+    awkward = {"text": "tab\there\nnew line \\ back\\slash \"quoted\" ünïcødé 👋 \\N", "nested": {"list": [1, 2.5, None, True]}}
+    evs = [track("ac\\me", "lo\\gin", T0 - timedelta(seconds=i), "u\\1", f"aw-{i}", **awkward) for i in range(COPY_THRESHOLD + 50)]
+    publish(topics, evs)
+    drain(worker, lambda: count(session_factory, RawEvent) == len(evs))
+    with session_factory() as s:
+        row = s.get(RawEvent, "aw-7")
+        assert row.properties == awkward and row.account_id == "ac\\me" and row.name == "lo\\gin" and row.user_id == "u\\1"
+        assert row.timestamp == T0 - timedelta(seconds=7)
+    assert sum(usage(session_factory, "ac\\me").values()) == len(evs)
+
+
+def test_raw_events_are_pruned_at_the_retention_edge_hourly(topics, worker, session_factory, clock):
+    """Raw events live ``raw_event_retention_days`` after they were received (not after
+    their event time), pruned by the worker once an hour."""
+    from tests.support.rules import ingest
+
+    retention = timedelta(days=topics.raw_event_retention_days)
+    hour = worker.prune_every
+    early, late = T0, T0 + 2 * hour  # when each was received
+    ingest(session_factory, [track("acme", "login", T0 - timedelta(days=30), "ada", "early")], early)
+    ingest(session_factory, [track("acme", "login", T0 - timedelta(days=30), "ada", "late")], late)
+
+    def kept() -> list[str]:
+        with session_factory() as s:
+            return sorted(s.scalars(select(RawEvent.event_id)))
+
+    clock.set(early + retention)  # exactly at the edge: kept
+    worker.poll_once(100)
+    assert kept() == ["early", "late"]
+    clock.advance(timedelta(seconds=1))  # past the edge, but the next prune is an hour away
+    worker.poll_once(100)
+    assert kept() == ["early", "late"]
+    clock.set(early + retention + hour)  # the hourly prune: the early one goes
+    worker.poll_once(100)
+    assert kept() == ["late"]
+    clock.set(late + retention)  # the next prune lands on the late one's edge: kept
+    worker.poll_once(100)
+    assert kept() == ["late"]
+    clock.set(late + retention + hour)
+    worker.poll_once(100)
+    assert kept() == []

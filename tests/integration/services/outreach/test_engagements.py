@@ -1,0 +1,487 @@
+"""Pooled-CSM engagements on both databases: the roster, the state machine and its
+audit trail, one open engagement per account and goal (the database says so),
+assignment (capacity, least loaded, round robin, sticky, priority queue, away),
+notices through the outbox and the real SMTP sink, the touch budget, the time-box
+on the simulated clock, wait_for_outcome, CSM isolation on every route, bad input."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from services.outreach.engagements import service
+from services.outreach.models import Engagement
+from services.outreach.playbooks.consumer import SignalWorker
+from shared.db import transaction
+from shared.kafka import ensure_topics
+from shared.models import AuditRecord
+from tests.support.helpers import T0, auth, drain, expected_held_out
+from tests.support.engagements import (
+    add_csm,
+    csm_key,
+    engagement,
+    engagements,
+    open_engagement,
+    timeline,
+    worker,
+)
+from tests.support.outreach import (
+    add_account,
+    add_activity,
+    days,
+    messages,
+    save_playbook,
+    save_template,
+    send_signals,
+    signal,
+    simple_playbook,
+)
+
+
+async def test_roster_api_and_bad_input(api, keys, session_factory, settings, clock):
+    ops = auth(keys["ops"])
+    grace = await add_csm(api, keys["ops"], "grace", capacity=2, segments=["smb"], skills=["recover_usage"],
+                          working_hours={"days": [0, 1, 2, 3], "start": "08:00", "end": "16:00"})
+    assert grace["available"] and grace["open_engagements"] == 0 and grace["working_hours"]["days"] == [0, 1, 2, 3]
+    r = await api.get("/v1/csms", headers=ops)
+    assert [c["id"] for c in r.json()["items"]] == ["grace"] and r.json()["next_cursor"] is None
+    for body, field in (({"name": "X", "email": "nope", "capacity": 1}, "email"),
+                        ({"name": "X", "email": "x@y.z", "capacity": -1}, "capacity"),
+                        ({"name": "X", "email": "x@y.z", "timezone": "Mars/Olympus"}, "timezone"),
+                        ({"name": "X", "email": "x@y.z", "working_hours": {"start": "25:00"}}, "start")):
+        r = await api.put("/v1/csms/x", json=body, headers=ops)
+        assert r.status_code == 422 and field in r.text, r.text
+    assert (await api.patch("/v1/csms/nobody", json={"capacity": 3}, headers=ops)).status_code == 404
+    # csm keys cannot manage the roster
+    assert (await api.put("/v1/csms/x", json={"name": "X", "email": "x@y.z"}, headers=auth(keys["csm"]))).status_code == 403
+
+    add_account(session_factory)
+    add_account(session_factory, "globex")
+    for account in ("acme", "globex"):
+        open_engagement(session_factory, settings, clock, account)
+    assert worker(settings, session_factory, clock).poll_once() == 2
+    r = await api.patch("/v1/csms/grace", json={"capacity": 1}, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "capacity_below_load" and "2 open" in r.json()["detail"]
+    # Opening by hand for an unknown account or CSM is a clear 422.
+    r = await api.post("/v1/engagements", json={"account_id": "nobody"}, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "unknown_account"
+    r = await api.post("/v1/engagements", json={"account_id": "acme", "goal": "custom", "csm_id": "ghost"}, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "unknown_csm"
+    r = await api.post("/v1/engagements", json={"account_id": "acme", "goal": "make_money"}, headers=ops)
+    assert r.status_code == 422 and "goal" in r.text
+
+
+def test_one_open_engagement_per_account_and_goal_is_enforced_by_the_database(session_factory, settings, clock):
+    add_account(session_factory)
+    first = open_engagement(session_factory, settings, clock, signal=signal(signal_id="s1"))
+    # A second escalation attaches its signal to the open engagement instead of opening another.
+    again = open_engagement(session_factory, settings, clock, signal=signal(signal_id="s2"))
+    assert again == first and engagement(session_factory, first).signal_ids == ["s1", "s2"]
+    assert [e.kind for e in timeline(session_factory, first)] == ["transition", "signal_attached"]
+    # Another goal is another engagement.
+    other = open_engagement(session_factory, settings, clock, goal="discover_expansion")
+    assert other != first
+    # The partial unique index itself refuses a second open row, whatever the code does.
+    e = engagement(session_factory, first)
+    row = {c.name: getattr(e, c.name) for c in Engagement.__table__.columns}
+    with pytest.raises(IntegrityError):
+        with transaction(session_factory) as s:
+            s.execute(Engagement.__table__.insert().values(**{**row, "id": "another"}))
+    # ...but closed ones do not count: after cancelling, a new one opens.
+    with transaction(session_factory) as s:
+        service.cancel(s, s.get(Engagement, first), reason="test", actor="test", now=clock.now(), settings=settings)
+    assert open_engagement(session_factory, settings, clock, signal=signal(signal_id="s3")) != first
+
+
+def test_assignment_least_loaded_round_robin_priority_and_queue(session_factory, settings, clock):
+    settings = settings.model_copy(update={"engagement_sticky": False})
+    from services.outreach.engagements.roster import put
+    from services.outreach.engagements.schemas import CsmIn
+
+    with transaction(session_factory) as s:
+        for cid, cap, segs in (("ann", 2, []), ("ben", 2, []), ("cat", 5, ["enterprise"])):
+            put(s, cid, CsmIn(name=cid.title(), email=f"{cid}@pool.test", capacity=cap, segments=segs),
+                actor="test", now=clock.now(), settings=settings)
+    for i in range(5):
+        add_account(session_factory, f"a{i}")
+    ids = [open_engagement(session_factory, settings, clock, f"a{i}", priority_override=float(i)) for i in range(5)]
+    w = worker(settings, session_factory, clock)
+    assert w.poll_once() == 4  # ann 2 + ben 2; cat covers enterprise only
+    got = {e.id: e for e in engagements(session_factory)}
+    # Highest priority first, alternating (round robin on equal load); the lowest waits in the queue.
+    assert [got[i].csm_id for i in reversed(ids)] == ["ann", "ben", "ann", "ben", None]
+    assert got[ids[0]].status == "queued"
+    assert all(got[i].due_at == T0 + days(30) for i in ids[1:])
+    # Capacity frees: the queued one is assigned at the next pass.
+    with transaction(session_factory) as s:
+        service.resolve(s, s.get(Engagement, ids[3]), outcome="recovered", note="", actor="test", now=clock.now(),
+                        settings=settings)
+    assert w.poll_once() >= 1
+    assert engagement(session_factory, ids[0]).csm_id == engagement(session_factory, ids[3]).csm_id
+    with session_factory() as s:
+        audits = list(s.scalars(select(AuditRecord).where(AuditRecord.object_type == "engagement",
+                                                          AuditRecord.object_id == ids[0]).order_by(AuditRecord.id)))
+    assert [a.action for a in audits] == ["open", "assigned"]
+    tl = timeline(session_factory, ids[0])
+    assert [(t.from_status, t.to_status) for t in tl] == [(None, "queued"), ("queued", "assigned")]
+    assert all(t.at == T0 and t.actor for t in tl)
+
+
+async def test_sticky_assignment_and_reassignment_when_a_csm_goes_away(api, keys, session_factory, settings, clock, sink,
+                                                                     workers):
+    ops = auth(keys["ops"])
+    await add_csm(api, keys["ops"], "ann", name="Ann Smith", capacity=3)
+    await add_csm(api, keys["ops"], "ben", name="Ben Jones", capacity=3)
+    add_account(session_factory)
+    add_account(session_factory, "globex")
+    first = open_engagement(session_factory, settings, clock, "acme", goal="custom")
+    w = worker(settings, session_factory, clock)
+    w.poll_once()
+    sticky_to = engagement(session_factory, first).csm_id
+    with transaction(session_factory) as s:
+        service.resolve(s, s.get(Engagement, first), outcome="other", note="", actor="test", now=clock.now(), settings=settings)
+    open_engagement(session_factory, settings, clock, "globex")  # loads the other CSM equally... then
+    w.poll_once()
+    second = open_engagement(session_factory, settings, clock, "acme")
+    w.poll_once()
+    assert engagement(session_factory, second).csm_id == sticky_to  # the CSM who last worked the account
+
+    # The CSM goes away: their open engagements move to the other CSM at once.
+    r = await api.patch(f"/v1/csms/{sticky_to}", json={"away_from": clock.now().isoformat(),
+                                                       "away_until": (clock.now() + days(14)).isoformat()}, headers=ops)
+    assert r.status_code == 200 and r.json()["available"] is False and r.json()["open_engagements"] == 0
+    moved = engagement(session_factory, second)
+    assert moved.status == "assigned" and moved.csm_id != sticky_to and moved.assignments == 2
+    assert [(t.from_status, t.to_status) for t in timeline(session_factory, second)][-2:] == [
+        ("assigned", "queued"), ("queued", "assigned")]
+    # Every assignment notified the CSM by email, through the outbox, to the real sink.
+    w_out = workers()
+    w_out["sender"].poll_once()
+    subjects = sorted((m["to"], m["subject"]) for m in sink.messages)
+    assert len(subjects) == 4 and all(s.startswith("New engagement: ") for _to, s in subjects)
+    assert any("Acme Inc" in s for _to, s in subjects)
+    # Notices are not customer touches.
+    assert messages(session_factory, account_id="acme") == []
+
+
+async def test_away_window_that_starts_later_releases_work_when_it_begins(api, keys, session_factory, settings, clock):
+    await add_csm(api, keys["ops"], "ann", capacity=3)
+    add_account(session_factory)
+    eid = open_engagement(session_factory, settings, clock)
+    w = worker(settings, session_factory, clock)
+    w.poll_once()
+    r = await api.patch("/v1/csms/ann", json={"away_from": (clock.now() + days(2)).isoformat()}, headers=auth(keys["ops"]))
+    assert r.json()["available"] is True and engagement(session_factory, eid).csm_id == "ann"
+    clock.advance(days(3))
+    w.poll_once()
+    e = engagement(session_factory, eid)
+    assert e.status == "queued" and e.csm_id is None  # nobody else can take it: it waits, by priority
+
+
+async def test_csm_work_over_the_api(api, keys, session_factory, settings, clock):
+    await add_csm(api, keys["ops"], "ann", name="Ann Smith", capacity=3)
+    mine = auth(csm_key(session_factory, clock, "ann"))
+    add_account(session_factory)
+    eid = open_engagement(session_factory, settings, clock, signal=signal(signal_id="s1"))
+    worker(settings, session_factory, clock).poll_once()
+    r = await api.get("/v1/me/engagements", headers=mine)
+    assert [e["id"] for e in r.json()["items"]] == [eid]
+    assert (await api.get("/v1/me/engagements?status=active", headers=mine)).json() == {"items": [], "next_cursor": None}
+    assert (await api.post(f"/v1/engagements/{eid}/accept", headers=mine)).json()["status"] == "active"
+    r = await api.post(f"/v1/engagements/{eid}/accept", headers=mine)
+    assert r.status_code == 409 and r.json()["error"] == "invalid_transition"
+    r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "call", "user_id": "ada", "summary": "Spoke to Ada"},
+                       headers=mine)
+    assert r.status_code == 201
+    r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "fax"}, headers=mine)
+    assert r.status_code == 422
+    r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "call", "user_id": "zed"}, headers=mine)
+    assert r.status_code == 422 and r.json()["error"] == "unknown_contact"
+    r = await api.post(f"/v1/engagements/{eid}/notes", json={"text": "Budget freeze until Q3"}, headers=mine)
+    assert r.status_code == 201 and r.json()[-1]["details"]["text"] == "Budget freeze until Q3"
+    r = await api.post(f"/v1/engagements/{eid}/extend", json={"days": 30}, headers=mine)
+    assert r.status_code == 422 and r.json()["error"] == "extension_too_long" and "at most 14 days" in r.json()["detail"]
+    r = await api.post(f"/v1/engagements/{eid}/extend", json={"days": 10, "reason": "exec on leave"}, headers=mine)
+    assert r.status_code == 200 and r.json()["due_at"].startswith((T0 + days(40)).date().isoformat())
+    r = await api.post(f"/v1/engagements/{eid}/extend", json={"days": 1}, headers=mine)
+    assert r.status_code == 409 and r.json()["error"] == "already_extended"
+
+    d = (await api.get(f"/v1/engagements/{eid}", headers=mine)).json()
+    assert d["reason"]["signal"]["signal_id"] == "s1" and d["reason"]["evidence"]
+    assert len(d["usage_90d"]) == 90 and set(d["contacts"]) == {"champion", "admin", "member"}
+    assert [t["subject"] for t in d["touches"]] == ["call: Spoke to Ada"]
+    assert [t["kind"] for t in d["timeline"]] == ["transition", "transition", "transition", "touch", "note", "extended"]
+
+    r = await api.post(f"/v1/engagements/{eid}/resolve", json={"outcome": "won"}, headers=mine)
+    assert r.status_code == 422
+    r = await api.post(f"/v1/engagements/{eid}/resolve", json={"outcome": "churned", "note": "moving to a rival"}, headers=mine)
+    body = r.json()
+    assert body["status"] == "resolved" and body["outcome"] == "churned" and body["outcome_source"] == "csm"
+    assert body["measured"]["at_close"]["outcome"] == "no_response"  # the automatic measurement, recorded beside it
+    assert (await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "call"}, headers=mine)).status_code == 409
+
+
+CSM_ROUTES = [
+    ("get", "/v1/engagements/{id}", None),
+    ("get", "/v1/engagements/{id}/events", None),
+    ("post", "/v1/engagements/{id}/accept", None),
+    ("post", "/v1/engagements/{id}/touches", {"kind": "call"}),
+    ("post", "/v1/engagements/{id}/notes", {"text": "x"}),
+    ("post", "/v1/engagements/{id}/extend", {"days": 1}),
+    ("post", "/v1/engagements/{id}/resolve", {"outcome": "other"}),
+]
+OPS_ROUTES = [
+    ("get", "/v1/engagements", None),
+    ("post", "/v1/engagements", {"account_id": "acme"}),
+    ("post", "/v1/engagements/{id}/reassign", {"csm_id": None}),
+    ("post", "/v1/engagements/{id}/cancel", {}),
+    ("get", "/v1/csms", None),
+    ("get", "/v1/csms/ann", None),
+    ("put", "/v1/csms/ann", {"name": "A", "email": "a@b.c"}),
+    ("patch", "/v1/csms/ann", {"capacity": 4}),
+    ("get", "/v1/pool", None),
+    ("get", "/v1/pool/outcomes", None),
+    ("get", "/v1/pool/forecast", None),
+]
+
+
+async def test_a_csm_reaches_only_their_own_engagements_on_every_route(api, keys, session_factory, settings, clock):
+    await add_csm(api, keys["ops"], "ann", capacity=1)
+    await add_csm(api, keys["ops"], "ben", capacity=1)
+    add_account(session_factory)
+    eid = open_engagement(session_factory, settings, clock)
+    worker(settings, session_factory, clock).poll_once()
+    owner = engagement(session_factory, eid).csm_id
+    other = "ben" if owner == "ann" else "ann"
+    intruder = auth(csm_key(session_factory, clock, other))
+    unbound = auth(keys["csm"])  # bound to csm-1, which holds nothing
+    documented = {(m, p) for m, p, _ in CSM_ROUTES + OPS_ROUTES}
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    app_routes = {(m, p.replace("{engagement_id}", "{id}").replace("{csm_id}", "ann")) for p, ops in paths.items()
+                  for m in ops if p.startswith(("/v1/engagements", "/v1/csms", "/v1/pool"))}
+    assert app_routes == documented  # a new route must be added to this test
+    for method, path, body in CSM_ROUTES + OPS_ROUTES:
+        for who in (intruder, unbound):
+            kw = {"json": body} if body is not None else {}
+            r = await getattr(api, method)(path.format(id=eid), headers=who, **kw)
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+    e = engagement(session_factory, eid)
+    assert e.status == "assigned" and e.csm_id == owner and len(timeline(session_factory, eid)) == 2
+    # The owner can; /v1/me answers only their own.
+    mine = auth(csm_key(session_factory, clock, owner))
+    assert (await api.get(f"/v1/engagements/{eid}", headers=mine)).status_code == 200
+    assert (await api.get("/v1/me/engagements", headers=intruder)).json()["items"] == []
+    assert (await api.get("/v1/me/engagements", headers=auth(keys["ops"]))).status_code == 403
+
+
+async def test_touch_budget_one_for_machines_and_people(api, keys, session_factory, settings, clock, workers, sink):
+    """While a CSM holds the account, tech-touch playbooks hold back (in_engagement),
+    operational ones do not; the CSM's own touches count against the account cap."""
+    settings = settings.model_copy(update={"contact_cap_messages": 0, "account_cap_touches": 2})
+    add_account(session_factory)
+    save_template(session_factory, settings)
+    save_playbook(session_factory, "win-back", simple_playbook())
+    save_playbook(session_factory, "billing", {**simple_playbook(), "name": "Card expiring", "operational": True,
+                                               "trigger": {"rules": ["card-expiring"]}})
+    await add_csm(api, keys["ops"], "ann", capacity=3)
+    eid = open_engagement(session_factory, settings, clock)
+    worker(settings, session_factory, clock).poll_once()
+    mine = auth(csm_key(session_factory, clock, "ann"))
+    ensure_topics(settings)
+    w = SignalWorker(settings, session_factory, clock)
+    try:
+        send_signals(settings, [signal(signal_id="w1"), signal(rule_id="card-expiring", kind="lifecycle", signal_id="b1")])
+        drain(w, lambda: len(messages(session_factory, account_id="acme")) >= 4)
+    finally:
+        w.close()
+    held = messages(session_factory, playbook_id="win-back")
+    assert {m.skip_reason for m in held} == {"in_engagement"} and len(held) == 2
+    sent = messages(session_factory, playbook_id="billing")
+    assert {m.state for m in sent} == {"queued"}
+    # The CSM sees what was held back.
+    d = (await api.get(f"/v1/engagements/{eid}", headers=mine)).json()
+    assert {m["skip_reason"] for m in d["messages_skipped"]} == {"in_engagement"}
+    # One automated touch (billing) + one CSM touch = the cap of 2: the next automated touch is refused.
+    r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "meeting", "summary": "QBR"}, headers=mine)
+    assert r.status_code == 201
+    from services.outreach.policy import service as policy
+
+    with session_factory() as s:
+        assert policy.check_account(s, account_id="acme", playbook_id="billing", playbook_caps=policy.Caps(),
+                                    settings=settings, now=clock.now()) == "account_cap"
+    # The engagement closes: the account returns to tech-touch.
+    await api.post(f"/v1/engagements/{eid}/resolve", json={"outcome": "recovered"}, headers=mine)
+    from services.outreach.engagements import repository as erepo
+
+    with session_factory() as s:
+        assert erepo.has_open(s, "acme") is False
+
+
+def test_time_box_reminders_expiry_and_automatic_outcome(session_factory, settings, clock, sink, workers):
+    add_account(session_factory, "quiet")
+    add_account(session_factory, "back")
+    for d in range(28):  # both had three active users a day before the signal
+        for account in ("quiet", "back"):
+            add_activity(session_factory, account, ["ada", "bob", "cy"], (T0 - days(28 - d)).date())
+    from services.outreach.engagements.roster import put
+    from services.outreach.engagements.schemas import CsmIn
+
+    with transaction(session_factory) as s:
+        put(s, "ann", CsmIn(name="Ann Smith", email="ann@pool.test", capacity=5), actor="test", now=clock.now(),
+            settings=settings)
+    quiet = open_engagement(session_factory, settings, clock, "quiet", signal=signal("quiet"))
+    back = open_engagement(session_factory, settings, clock, "back", signal=signal("back"))
+    assert engagement(session_factory, quiet).measured["baseline"]["value"] == 3
+    w = worker(settings, session_factory, clock)
+    w.poll_once()
+    assert engagement(session_factory, quiet).next_reminder_at == T0 + days(23)
+    clock.advance(days(23))
+    for d in range(14):  # "back" returns with its three users over the last two weeks
+        add_activity(session_factory, "back", ["ada", "bob", "cy"], (clock.now() - days(d)).date())
+    assert w.poll_once() == 2  # the 7-day reminders
+    clock.advance(days(6))
+    w.poll_once()  # the 1-day reminders
+    assert engagement(session_factory, quiet).reminders_sent == [7.0, 1.0]
+    clock.advance(days(1))
+    assert w.poll_once() == 2  # both expire at the due time
+    q, b = engagement(session_factory, quiet), engagement(session_factory, back)
+    assert q.status == b.status == "expired" and q.closed_at == clock.now()
+    assert (q.outcome, q.outcome_source) == ("no_response", "automatic") and q.measured["success"] is False
+    assert (b.outcome, b.outcome_source) == ("recovered", "automatic") and b.measured["at_close"]["value"] == 3
+    ws = workers()
+    ws["sender"].poll_once()
+    subjects = [m["subject"] for m in sink.messages]
+    assert sum(s.startswith("New engagement") for s in subjects) == 2
+    assert sum(s.startswith("7.0 days left") for s in subjects) == 2
+    assert sum(s.startswith("1.0 days left") for s in subjects) == 2
+    assert w.poll_once() == 0  # each timer ran once
+
+
+def test_a_playbook_escalates_waits_for_the_outcome_and_branches_on_it(topics, session_factory, clock, workers):
+    add_account(session_factory)
+    save_playbook(session_factory, "escalate", simple_playbook(steps=[
+        {"id": "csm", "type": "open_engagement", "goal": "recover_usage", "time_box": "10d", "wait_for_outcome": True,
+         "on_outcome": {"recovered": "convert", "default": "end"}}]))
+    from services.outreach.engagements.roster import put
+    from services.outreach.engagements.schemas import CsmIn
+
+    with transaction(session_factory) as s:
+        put(s, "ann", CsmIn(name="Ann", email="ann@pool.test", capacity=5), actor="test", now=clock.now(), settings=topics)
+    w = workers()
+    send_signals(topics, [signal(signal_id="s1")])
+    drain(w["signals"], lambda: len(engagements(session_factory)) == 1)
+    [e] = engagements(session_factory)
+    assert e.playbook_id == "escalate" and e.signal_ids == ["s1"] and e.reason["signal"]["rule_id"] == "no-login-14d"
+    ew = worker(topics, session_factory, clock)
+    ew.poll_once()
+    clock.advance(days(2))
+    w["timers"].poll_once()  # the daily re-check: still waiting
+    with transaction(session_factory) as s:
+        service.resolve(s, s.get(Engagement, e.id), outcome="recovered", note="", actor="test", now=clock.now(),
+                        settings=topics)
+    w["timers"].poll_once()  # woken at once by the close
+    from services.outreach.models import Enrollment
+
+    with session_factory() as s:
+        [enr] = list(s.scalars(select(Enrollment)))
+    assert enr.status == "converted" and enr.history[-1]["outcome"] == "recovered"
+
+
+def test_escalation_holdout_is_deterministic_and_measured(topics, session_factory, clock, workers):
+    for i in range(40):
+        add_account(session_factory, f"h{i:02d}")
+    save_playbook(session_factory, "escalate", simple_playbook(steps=[
+        {"id": "csm", "type": "open_engagement", "goal": "recover_usage", "time_box": "5d", "holdout_percent": 50}]))
+    w = workers()
+    send_signals(topics, [signal(f"h{i:02d}", signal_id=f"s{i}") for i in range(40)])
+    drain(w["signals"], lambda: len(engagements(session_factory)) == 40)
+    held = {e.account_id for e in engagements(session_factory, status="held_out")}
+    # Salted apart from the message holdout (docs/engagements.md), so the two groups are independent.
+    assert held == {f"h{i:02d}" for i in range(40) if expected_held_out("escalate\x1fescalation", f"h{i:02d}", 50)}
+    assert held != {f"h{i:02d}" for i in range(40) if expected_held_out("escalate", f"h{i:02d}", 50)}
+    assert 5 < len(held) < 35
+    assert all(e.due_at == T0 + days(5) and e.csm_id is None for e in engagements(session_factory, status="held_out"))
+    clock.advance(days(5))
+    worker(topics, session_factory, clock).poll_once()
+    assert all(e.closed_at == clock.now() and e.outcome == "no_response" for e in engagements(session_factory, status="held_out"))
+
+
+async def test_pool_report_outcomes_and_forecast(api, keys, session_factory, settings, clock):
+    ops = auth(keys["ops"])
+    await add_csm(api, keys["ops"], "ann", capacity=2)
+    await add_csm(api, keys["ops"], "ben", capacity=2, active=False)
+    for i in range(3):
+        add_account(session_factory, f"p{i}")
+    for i in range(3):
+        open_engagement(session_factory, settings, clock, f"p{i}", signal=signal(f"p{i}"))
+    open_engagement(session_factory, settings, clock, "p0", goal="custom", holdout=True, signal=signal("p0"))
+    clock.advance(timedelta(hours=5))
+    worker(settings, session_factory, clock).poll_once()
+    r = (await api.get("/v1/pool", headers=ops)).json()
+    assert r["capacity"] == 2 and r["open"] == 2 and r["queue_length"] == 1 and r["queue_age_hours"] == 5.0
+    assert {c["csm_id"]: (c["open"], c["available"]) for c in r["csms"]} == {"ann": (2, True), "ben": (0, False)}
+    assert r["by_status"] == {"assigned": 2, "queued": 1, "held_out": 1}
+    for e in engagements(session_factory, status="assigned"):
+        r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "recovered"}, headers=ops)
+        assert r.status_code == 200
+    clock.advance(days(31))
+    worker(settings, session_factory, clock).poll_once()
+    rep = (await api.get("/v1/pool/outcomes", headers=ops)).json()
+    assert rep["overall"]["engaged"]["n"] >= 2 and rep["overall"]["held_out"]["n"] == 1
+    assert rep["overall"]["lift"] is not None and len(rep["overall"]["confidence_interval"]) == 2
+    assert [row["key"] for row in rep["by_csm"]] == ["ann"]
+    f = (await api.get("/v1/pool/forecast?hours_per_engagement=8", headers=ops)).json()
+    assert f["pool_capacity"] == 2 and f["csms_available"] == 1 and f["hand_opened_per_week"] > 0
+    assert f["assumptions"]["proactive_share"] == 0.6 and f["pool_proactive_hours_per_week"] == 24.0
+    r = await api.get("/v1/pool/forecast?reactive_share=0.5&overhead_share=0.5", headers=ops)
+    assert r.status_code == 422
+
+
+async def _walk(api, path: str, headers: dict, limit: int) -> list[dict]:
+    """Every item of a list, page by page, following next_cursor."""
+    items: list[dict] = []
+    cursor = None
+    while True:
+        sep = "&" if "?" in path else "?"
+        r = await api.get(f"{path}{sep}limit={limit}" + (f"&cursor={cursor}" if cursor else ""), headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["items"]) <= limit
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, session_factory, settings, clock):
+    """The four lists (roster, every engagement, a CSM's own, a timeline) page through
+    everything once, in order, in both orders, with ties in time; a made-up cursor is a 422."""
+    ops = auth(keys["ops"])
+    for cid in ("ann", "bo", "cy"):
+        await add_csm(api, keys["ops"], cid, name=f"{cid.title()} Smith", capacity=2)
+    for i in range(7):
+        add_account(session_factory, f"acct-{i}")
+        open_engagement(session_factory, settings, clock, account_id=f"acct-{i}", signal=signal(signal_id=f"s{i}"))
+        if i % 3 == 0:
+            clock.advance(timedelta(hours=1))  # some share an opening time, some do not
+    worker(settings, session_factory, clock).poll_once()  # six assigned with one due time, one queued (none)
+    everything = (await api.get("/v1/engagements?limit=1000", headers=ops)).json()
+    assert everything["next_cursor"] is None and len(everything["items"]) == 7
+    for order in ("opened", "due"):
+        full = (await api.get(f"/v1/engagements?order={order}&limit=1000", headers=ops)).json()["items"]
+        assert [e["id"] for e in await _walk(api, f"/v1/engagements?order={order}", ops, 2)] == [e["id"] for e in full]
+    assert [c["id"] for c in await _walk(api, "/v1/csms", ops, 1)] == ["ann", "bo", "cy"]
+    ann = auth(csm_key(session_factory, clock, "ann"))
+    own = (await api.get("/v1/me/engagements?limit=1000", headers=ann)).json()["items"]
+    assert len(own) >= 2 and [e["id"] for e in await _walk(api, "/v1/me/engagements", ann, 1)] == [e["id"] for e in own]
+    eid = own[0]["id"]
+    for n in range(3):
+        assert (await api.post(f"/v1/engagements/{eid}/notes", json={"text": f"note {n}"}, headers=ann)).status_code == 201
+    timeline_all = (await api.get(f"/v1/engagements/{eid}/events?limit=1000", headers=ann)).json()["items"]
+    assert [x["id"] for x in await _walk(api, f"/v1/engagements/{eid}/events", ann, 2)] == [x["id"] for x in timeline_all]
+    for path, who in (("/v1/engagements?cursor=bm9wZQ", ops), ("/v1/me/engagements?cursor=%5B1%5D", ann),
+                      ("/v1/engagements?cursor=WzEsMl0", ops), (f"/v1/engagements/{eid}/events?cursor=abc", ann)):
+        r = await api.get(path, headers=who)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)

@@ -1,0 +1,424 @@
+"""Playbooks end to end on the real broker and both databases: enrolment from
+cs.signals, waits and branches on the simulated clock, conversion, versions, every
+contact-policy rule, unsubscribe and erasure, holdouts and the report, in-app."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from services.outreach.models import Enrollment, Suppression
+from services.outreach.policy.tokens import email_hash, make_token
+from services.ingest.models import User
+from tests.support.helpers import T0, auth, drain, expected_held_out
+from tests.support.outreach import (
+    add_account,
+    add_activity,
+    days,
+    messages,
+    save_playbook,
+    save_template,
+    send_signals,
+    signal,
+    simple_playbook,
+)
+
+ACTIVE_AGAIN = {"metric": "active_users", "window": "7d", "op": ">=", "value": 2}
+BRANCHING = simple_playbook(steps=[
+    {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+    {"id": "wait-3d", "type": "wait", "duration": "3d"},
+    {"id": "back?", "type": "branch", "if": ACTIVE_AGAIN, "then": "convert", "else": "email-owner"},
+    {"id": "email-owner", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+    {"id": "wait-1w", "type": "wait", "duration": "1w"},
+    {"type": "end"},
+])
+
+
+def enrollments(session_factory, **where) -> list[Enrollment]:
+    with session_factory() as s:
+        q = select(Enrollment).order_by(Enrollment.account_id, Enrollment.enrolled_at)
+        for k, v in where.items():
+            q = q.where(getattr(Enrollment, k) == v)
+        return list(s.scalars(q))
+
+
+def test_waits_and_branches_run_on_the_simulated_clock(topics, session_factory, workers, clock, sink):
+    add_account(session_factory, "silent")
+    add_account(session_factory, "recovers")
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", BRANCHING)
+    w = workers()
+    send_signals(topics, [signal("silent"), signal("recovers")])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 2)
+    assert sorted(m.recipient for m in messages(session_factory)) == ["ada@recovers.test", "ada@silent.test"]
+    assert all(e.step_index == 2 and e.due_at == T0 + days(3) for e in enrollments(session_factory))
+
+    clock.advance(days(2))
+    add_activity(session_factory, "recovers", ["ada", "bob"], clock.now().date())
+    assert w["timers"].poll_once() == 0  # nothing is due before three days
+    clock.advance(days(1) + timedelta(minutes=1))
+    assert w["timers"].poll_once() == 2
+    recovers, silent = enrollments(session_factory)
+    assert recovers.status == "converted" and recovers.converted_at == clock.now() and recovers.active_key is None
+    assert recovers.outcome_detail["condition"] is True
+    assert silent.status == "active" and silent.step_index == 5
+    assert [m.recipient for m in messages(session_factory, account_id="silent")] == ["ada@silent.test", "owner@silent.test"]
+    assert len(messages(session_factory, account_id="recovers")) == 1
+    assert w["timers"].poll_once() == 0  # ran once
+
+    clock.advance(days(7))
+    w["timers"].poll_once()
+    [_, silent] = enrollments(session_factory)
+    assert silent.status == "completed" and [h["step"] for h in silent.history] == [
+        "email-1", "wait-3d", "back?", "email-owner", "wait-1w", "step-6"]
+    w["sender"].poll_once()
+    assert len(sink.messages) == 3
+
+
+def test_an_account_is_enrolled_once_at_a_time_and_keeps_its_version(topics, session_factory, workers, clock):
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook(steps=[
+        {"type": "wait", "duration": "2d"},
+        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]}]))
+    w = workers()
+    send_signals(topics, [signal(signal_id="s1"), signal(signal_id="s2")])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 1 and _receipts(session_factory) == 2)
+    [e] = enrollments(session_factory)
+    assert e.playbook_version == 1 and e.signal_id == "s1"
+
+    # A new version: the running enrolment keeps v1 (it sends to the champion, not the admin).
+    save_playbook(session_factory, "win-back", simple_playbook(steps=[
+        {"type": "wait", "duration": "2d"},
+        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["admin"]}]))
+    clock.advance(days(2))
+    w["timers"].poll_once()
+    assert [m.recipient for m in messages(session_factory)] == ["ada@acme.test"]
+    [e] = enrollments(session_factory)
+    assert e.status == "completed"
+    clock.advance(days(4))
+    send_signals(topics, [signal(signal_id="s3")])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 2)
+    assert [x.playbook_version for x in enrollments(session_factory)] == [1, 2]
+
+
+def _receipts(session_factory) -> int:
+    from sqlalchemy import func
+
+    from services.outreach.models import SignalReceipt
+
+    with session_factory() as s:
+        return s.scalar(select(func.count()).select_from(SignalReceipt))
+
+
+def test_trigger_and_audience_filter_enrolment(topics, session_factory, workers):
+    add_account(session_factory, "smb1", segment="smb")
+    add_account(session_factory, "ent1", segment="enterprise")
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "smb-only", simple_playbook(audience={"segments": ["smb"]}))
+    w = workers()
+    send_signals(topics, [signal("smb1"), signal("ent1"), signal("smb1", rule_id="other-rule")])
+    drain(w["signals"], lambda: _receipts(session_factory) == 3)
+    assert [e.account_id for e in enrollments(session_factory)] == ["smb1"]
+
+
+def test_invalid_signals_go_to_the_signals_dlq(topics, session_factory, workers):
+    from tests.support.helpers import read_topic
+
+    w = workers()
+    send_signals(topics, [{"account_id": "acme", "nope": 1}, signal()])
+    drain(w["signals"], lambda: _receipts(session_factory) == 1)
+    [rec] = read_topic(topics, topics.topic_signals_dlq, 1)
+    assert dict(rec.headers)["touchline.dlq.reason"] == b"invalid_signal"
+
+
+def test_frequency_caps_global_and_per_playbook(topics, session_factory, workers, clock):
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    send_to = [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]}]
+    save_playbook(session_factory, "first", simple_playbook(steps=send_to))
+    save_playbook(session_factory, "second", simple_playbook(steps=send_to))
+    w = workers()
+    send_signals(topics, [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    by_pb = {m.playbook_id: m for m in messages(session_factory)}
+    assert by_pb["first"].state == "queued"
+    assert (by_pb["second"].state, by_pb["second"].skip_reason) == ("skipped", "contact_cap")  # 1 per contact in 3 days
+
+    # Per-playbook account cap: at most 1 touch per account in 7 days from this playbook,
+    # even after the global contact cap has expired.
+    save_playbook(session_factory, "capped", simple_playbook(
+        trigger={"rules": ["usage-drop"]}, caps={"account": {"max": 1, "days": 7}},
+        steps=[{"type": "send", "channel": "email", "template": "win-back", "to": ["admin"]},
+               {"type": "wait", "duration": "4d"},
+               {"id": "again", "type": "send", "channel": "email", "template": "win-back", "to": ["member"]}]))
+    send_signals(topics, [signal(rule_id="usage-drop")])
+    drain(w["signals"], lambda: len(messages(session_factory, playbook_id="capped")) == 1)
+    clock.advance(days(4))
+    w["timers"].poll_once()
+    capped = {m.step_id: m for m in messages(session_factory, playbook_id="capped")}
+    assert capped["step-1"].state == "queued"
+    assert (capped["again"].state, capped["again"].skip_reason) == ("skipped", "playbook_account_cap")
+
+
+def test_global_account_cap_counts_touches_not_recipients(topics, session_factory, workers):
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    for i in range(4):  # four playbooks, each a touch to every user: the fourth exceeds 3 touches in 7 days
+        save_playbook(session_factory, f"pb{i}", simple_playbook(
+            steps=[{"type": "send", "channel": "inapp", "template": "win-back", "to": ["all_users"]}]))
+    w = workers()
+    # The contact cap would stop touches 2..4 first; lift it to see the account cap alone.
+    w["signals"].settings = topics.model_copy(update={"contact_cap_messages": 0})
+    send_signals(topics, [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 12)
+    reasons = sorted({(m.playbook_id, m.skip_reason) for m in messages(session_factory)})
+    assert reasons == [("pb0", None), ("pb1", None), ("pb2", None), ("pb3", "account_cap")]
+
+
+def test_quiet_hours_defer_not_drop(topics, session_factory, workers, clock, sink):
+    # 12:00 UTC is 21:00 in Tokyo: quiet until 08:00 Tokyo (23:00 UTC).
+    add_account(session_factory, users={"kei": {"email": "kei@acme.test", "name": "Kei", "role": "champion",
+                                                "timezone": "Asia/Tokyo"},
+                                        "ada": {"email": "ada@acme.test", "name": "Ada", "role": "admin",
+                                                "timezone": "Europe/London"}})
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook())
+    w = workers()
+    send_signals(topics, [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    rows = {m.recipient: m for m in messages(session_factory)}
+    assert rows["kei@acme.test"].next_attempt_at == T0.replace(hour=23)
+    assert rows["kei@acme.test"].payload["deferred"] == "quiet_hours"
+    w["sender"].poll_once()
+    assert [str(m["To"]) for m in sink.messages] == ["ada@acme.test"]
+    clock.advance(timedelta(hours=11))
+    w["sender"].poll_once()
+    assert sorted(str(m["To"]) for m in sink.messages) == ["ada@acme.test", "kei@acme.test"]
+
+
+async def test_unsubscribe_link_end_to_end_and_tokens_cannot_be_forged(topics, session_factory, workers, clock, sink, api, keys):
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook())
+    w = workers()
+    send_signals(topics, [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w["sender"].poll_once()
+    ada = next(m for m in sink.messages if str(m["To"]) == "ada@acme.test")
+    url = ada["List-Unsubscribe"].strip("<>")
+    path = url.removeprefix("http://touchline.test")
+
+    page = await api.get(path)  # a GET (a link scanner) changes nothing
+    assert page.status_code == 200 and "ada@acme.test" in page.text
+    with session_factory() as s:
+        assert s.get(Suppression, email_hash("ada@acme.test")) is None
+    forged = make_token("not-the-secret", email="bob@acme.test", account_id="acme")
+    tampered = path.rsplit("/", 1)[1]
+    tampered = make_token(topics.secret_key, email="ada@acme.test", account_id="acme").split(".")[0].replace("a", "b", 1) + \
+        "." + tampered.split(".")[1]
+    for bad in (forged, tampered, "garbage", "x.y"):
+        r = await api.post(f"/unsubscribe/{bad}", data={"List-Unsubscribe": "One-Click"})
+        assert r.status_code == 400, bad
+    r = await api.post(path, data={"List-Unsubscribe": "One-Click"})  # RFC 8058 one-click
+    assert r.status_code == 200 and "unsubscribed" in r.text
+    with session_factory() as s:
+        assert s.get(Suppression, email_hash("ada@acme.test")).reason == "unsubscribed"
+        assert s.get(Suppression, email_hash("bob@acme.test")) is None
+
+    # Nothing goes to Ada again; Bob still receives mail.
+    r = await api.get("/v1/suppressions", headers=auth(keys["ops"]))
+    assert [x["email"] for x in r.json()["items"]] == ["ada@acme.test"] and r.json()["next_cursor"] is None
+    clock.advance(days(8))
+    save_playbook(session_factory, "other", simple_playbook(trigger={"rules": ["no-login-14d"]}))
+    send_signals(topics, [signal(signal_id="again")])
+    drain(w["signals"], lambda: len(messages(session_factory, playbook_id="other")) == 2)
+    other = {m.recipient: m for m in messages(session_factory, playbook_id="other")}
+    assert (other["ada@acme.test"].state, other["ada@acme.test"].skip_reason) == ("skipped", "suppressed")
+    assert other["bob@acme.test"].state == "queued"
+
+
+async def test_manual_suppression_and_send_time_recheck(topics, session_factory, workers, sink, api, keys):
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook())
+    w = workers()
+    send_signals(topics, [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    # Suppressed after the step ran, before the sender got to it: still not sent.
+    r = await api.post("/v1/suppressions", json={"email": "Bob@Acme.test", "detail": "asked by phone"}, headers=auth(keys["ops"]))
+    assert r.status_code == 201 and r.json()["reason"] == "manual"
+    w["sender"].poll_once()
+    rows = {m.recipient: m for m in messages(session_factory)}
+    assert (rows["bob@acme.test"].state, rows["bob@acme.test"].skip_reason) == ("skipped", "suppressed")
+    assert [str(m["To"]) for m in sink.messages] == ["ada@acme.test"]
+    assert (await api.delete("/v1/suppressions/bob@acme.test", headers=auth(keys["ops"]))).status_code == 204
+    assert (await api.delete("/v1/suppressions/bob@acme.test", headers=auth(keys["ops"]))).status_code == 404
+
+
+async def test_erasure_scrubs_the_contact_and_keeps_them_uncontacted(topics, session_factory, workers, clock, api, keys):
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook())
+    w = workers()
+    send_signals(topics, [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    r = await api.post("/v1/accounts/acme/users/ada/erase", headers=auth(keys["ops"]))
+    assert r.status_code == 200 and r.json() == {"account_id": "acme", "user_id": "ada", "suppressed": True,
+                                                 "messages_scrubbed": 1}
+    with session_factory() as s:
+        ada = s.get(User, ("acme", "ada"))
+        assert (ada.email, ada.name) == (None, None)
+        sup = s.get(Suppression, email_hash("ada@acme.test"))
+        assert sup.reason == "erased" and sup.email is None
+    [m] = messages(session_factory, user_id="ada")
+    assert (m.recipient, m.subject, m.text_body) == ("erased", "", "")
+    assert (m.state, m.skip_reason) == ("skipped", "erased")  # the queued message can no longer go
+    w["sender"].poll_once()
+    [m] = messages(session_factory, user_id="ada")
+    assert (m.state, m.skip_reason, m.attempts) == ("skipped", "erased", 0)
+    # Re-identified later with the same address: still never contacted.
+    with session_factory.begin() as s:
+        s.get(User, ("acme", "ada")).email = "ada@acme.test"
+    clock.advance(days(10))
+    save_playbook(session_factory, "later", simple_playbook())
+    send_signals(topics, [signal(signal_id="later")])
+    drain(w["signals"], lambda: len(messages(session_factory, playbook_id="later")) == 2)
+    assert {m.recipient: m.skip_reason for m in messages(session_factory, playbook_id="later")}["ada@acme.test"] == "suppressed"
+
+
+async def test_holdouts_receive_nothing_and_the_report_shows_lift(topics, session_factory, workers, clock, sink, api, keys):
+    accounts = [f"a{i:02d}" for i in range(24)]
+    for a in accounts:
+        add_account(session_factory, a, users={"u": {"email": f"u@{a}.test", "name": "U", "role": "champion"}})
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook(holdout_percent=50, exit_condition=ACTIVE_AGAIN, steps=[
+        {"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+        {"type": "wait", "duration": "7d"}]))
+    w = workers()
+    send_signals(topics, [signal(a) for a in accounts])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 24)
+    held = {e.account_id for e in enrollments(session_factory) if e.holdout}
+    assert held == {a for a in accounts if expected_held_out("win-back", a, 50)} and 0 < len(held) < 24
+    treated = [a for a in accounts if a not in held]
+    w["sender"].poll_once()
+    assert sorted(str(m["To"]) for m in sink.messages) == sorted(f"u@{a}.test" for a in treated)
+    assert {m.skip_reason for m in messages(session_factory) if m.account_id in held} == {"held_out"}
+
+    # Most treated accounts come back, one held-out account does.
+    for a in treated[:-1] + sorted(held)[:1]:
+        add_activity(session_factory, a, ["u", "v"], (clock.now() + days(3)).date())
+    clock.advance(days(7))
+    w["timers"].poll_once()
+    r = await api.get("/v1/playbooks/win-back/report", headers=auth(keys["ops"]))
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert rep["enrolled"] == 24 and rep["converted"] == len(treated) - 1 + 1
+    assert rep["treated"] == {"enrolled": len(treated), "converted": len(treated) - 1,
+                              "conversion_rate": (len(treated) - 1) / len(treated)}
+    assert rep["holdout"]["enrolled"] == len(held) and rep["holdout"]["converted"] == 1
+    assert rep["sent"] == len(treated) and rep["skipped"] == {"held_out": len(held)}
+    assert rep["lift"] == pytest.approx(rep["treated"]["conversion_rate"] - rep["holdout"]["conversion_rate"])
+    lo, hi = rep["confidence_interval"]
+    assert lo < rep["lift"] < hi and lo > 0  # a real effect with these numbers
+
+
+async def test_inapp_messages_for_the_product(topics, session_factory, workers, api, keys):
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "nudge", simple_playbook(steps=[
+        {"type": "send", "channel": "inapp", "template": "win-back", "to": ["champion", "member"]}]))
+    w = workers()
+    send_signals(topics, [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    product = auth(keys["ingest"])
+    r = await api.get("/v1/accounts/acme/messages", params={"user_id": "ada"}, headers=product)
+    assert r.status_code == 200, r.text
+    [msg] = r.json()["items"]
+    assert msg["subject"] == "Ada, Acme Inc misses you" and r.json()["unread"] == 1
+    r = await api.post(f"/v1/accounts/acme/messages/{msg['id']}/read", headers=product)
+    assert r.status_code == 200 and r.json()["read_at"]
+    r = await api.get("/v1/accounts/acme/messages", params={"user_id": "ada", "unread": True}, headers=product)
+    assert r.json()["items"] == []
+    assert (await api.post(f"/v1/accounts/other/messages/{msg['id']}/read", headers=product)).status_code == 404
+
+
+async def test_playbook_api_json_yaml_versions_and_errors(api, keys, session_factory, topics):
+    ops = auth(keys["ops"])
+    save_template(session_factory, topics)
+    r = await api.put("/v1/playbooks/win-back", json=simple_playbook(), headers=ops)
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 1
+    assert (await api.put("/v1/playbooks/win-back", json=simple_playbook(), headers=ops)).json()["version"] == 1  # unchanged
+    yaml_body = """
+name: Win back (YAML)
+trigger: {rules: [no-login-14d]}
+holdout_percent: 10
+steps:
+  - {id: email, type: send, channel: email, template: win-back, to: [champion]}
+  - {type: wait, duration: 3d}
+  - {type: branch, if: {metric: active_users, window: 7d, op: ">=", value: 2}, then: convert, else: end}
+"""
+    r = await api.put("/v1/playbooks/win-back", content=yaml_body, headers={**ops, "content-type": "application/yaml"})
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 2 and r.json()["versions"] == [1, 2] and r.json()["definition"]["holdout_percent"] == 10
+    assert (await api.get("/v1/playbooks/win-back", params={"version": 1}, headers=ops)).json()["definition"]["name"] == "Win back"
+    for bad, words in [
+        ({**simple_playbook(), "steps": [{"type": "teleport"}]}, "unknown step type"),
+        ({**simple_playbook(), "steps": [{"type": "branch", "if": ACTIVE_AGAIN, "then": "nowhere"}]}, "nowhere"),
+        ({**simple_playbook(), "steps": [{"type": "wait", "duration": "soon"}]}, "duration"),
+        ({**simple_playbook(), "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["ceo"]}]}, "ceo"),
+        ({**simple_playbook(), "trigger": {}}, "at least one"),
+        ({**simple_playbook(), "exit_condition": {"metric": "vibes"}}, "vibes"),
+    ]:
+        r = await api.put("/v1/playbooks/bad", json=bad, headers=ops)
+        assert r.status_code == 422 and words in r.text, (bad, r.text)
+    r = await api.put("/v1/playbooks/bad", json=simple_playbook(steps=[
+        {"type": "send", "channel": "email", "template": "missing", "to": ["champion"]}]), headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "unknown_template"
+    r = await api.put("/v1/playbooks/bad", content=b"name: [unclosed", headers={**ops, "content-type": "application/yaml"})
+    assert r.status_code == 422
+    assert [p["id"] for p in (await api.get("/v1/playbooks", headers=ops)).json()["items"]] == ["win-back"]
+
+
+def test_the_starter_content_seeds_once(session_factory, topics):
+    from services.outreach.starter import seed_starter_content
+    from shared.db import transaction
+
+    with transaction(session_factory) as s:
+        created = seed_starter_content(s, topics, T0)
+    assert len(created) == 11
+    with transaction(session_factory) as s:
+        assert seed_starter_content(s, topics, T0) == []
+
+
+def test_a_customer_who_comes_back_converts_without_waiting_for_the_next_step(topics, session_factory, workers, clock, sink):
+    """The conversion sweep checks exit conditions of running enrolments (treated and
+    held out alike) between steps, set-based: no more win-back mail once they are back."""
+    for account in ("returns", "stays-away"):
+        add_account(session_factory, account)
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", simple_playbook(exit_condition=ACTIVE_AGAIN, steps=[
+        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+        {"id": "wait-1w", "type": "wait", "duration": "1w"},
+        {"id": "email-2", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+    ]))
+    w = workers()
+    send_signals(topics, [signal("returns"), signal("stays-away")])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 2)
+    w["timers"].poll_once()  # first sweep: nobody has come back yet
+    assert {e.status for e in enrollments(session_factory)} == {"active"}
+
+    clock.advance(days(2))
+    add_activity(session_factory, "returns", ["ada", "bob"], clock.now().date())
+    w["timers"].poll_once()
+    returns, stays = enrollments(session_factory, account_id="returns") + enrollments(session_factory, account_id="stays-away")
+    assert returns.status == "converted" and returns.converted_at == clock.now()
+    assert returns.history[-1]["step"] == "exit_condition"
+    assert stays.status == "active"
+
+    clock.advance(days(6))
+    w["timers"].poll_once()
+    assert [m.recipient for m in messages(session_factory, account_id="returns")] == ["ada@returns.test"]
+    assert [m.recipient for m in messages(session_factory, account_id="stays-away")] == ["ada@stays-away.test"] * 2

@@ -1,0 +1,51 @@
+"""Long CLI commands show progress (the bar itself: tests/unit/shared/test_progress.py):
+``touchline rules backtest`` runs a backtest job (a real process, both databases) and
+``touchline rules import`` reports per rule."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+from shared.jobs.models import Job
+from tests.support.helpers import T0, track
+from tests.support.rules import ingest, make_rule
+
+NO_LOGIN = {"id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
+            "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]}, "cooldown": "14d"}
+
+
+def _cli(settings, *args, timeout=120):
+    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
+           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+           "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0"}
+    return subprocess.run([sys.executable, "-m", "services.wiring.cli", *args], env=env, timeout=timeout, capture_output=True, text=True)
+
+
+def test_cli_backtest_runs_a_job_and_prints_its_result(settings, session_factory, clock):
+    ingest(session_factory, [track(a, "login", T0 - timedelta(days=30 - d), "u1", f"{a}{d}")
+                             for a in ("fades", "steady") for d in range(30) if a == "steady" or d < 10], T0)
+    make_rule(session_factory, NO_LOGIN, clock.now(), enabled=False)
+    start, end = (T0 - timedelta(days=20)).date().isoformat(), T0.date().isoformat()
+    proc = _cli(settings, "rules", "backtest", "no-login-14d", "--start", start, "--end", end, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["state"] == "succeeded" and out["result"]["accounts"] == ["fades"]
+    # stderr is not a terminal here: no bar, a final progress log line
+    assert "\r" not in proc.stderr and "backtest no-login-14d [" + "#" * 30 + "] 100% 21/21 days" in proc.stderr
+    with session_factory() as s:
+        job = s.get(Job, out["id"])
+    assert job.kind == "rules.backtest" and job.created_by.startswith("cli:") and job.progress_done == 21
+
+    proc = _cli(settings, "rules", "backtest", "no-login-14d", "--start", start, "--end", end, "--submit")
+    assert proc.returncode == 0 and "queued job" in proc.stdout
+    proc = _cli(settings, "rules", "backtest", "ghost", "--start", start, "--end", end)
+    assert proc.returncode == 2 and "not_found" in proc.stderr
+
+
+def test_cli_rules_import_reports_progress(settings, session_factory):
+    proc = _cli(settings, "rules", "import")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "created" in proc.stdout and "importing rules" in proc.stderr and "rules" in proc.stderr

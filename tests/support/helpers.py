@@ -1,0 +1,129 @@
+"""Test helpers: build events, publish raw records, drive workers until a condition holds."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from shared.kafka import make_producer, parse_dlq_record
+from shared.settings import Settings
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # a Monday: the simulated clock's start
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def expected_held_out(bucket_key: str, account_id: str, percent: float) -> bool:
+    """The documented holdout assignment (docs/playbooks.md), computed here without the
+    code under test: the first 8 bytes of SHA-256("<key>\\x1f<account>") as a fraction
+    of 2**64, held out when below the percentage."""
+    digest = hashlib.sha256(f"{bucket_key}\x1f{account_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") * 100 < percent * 2**64
+
+
+def track(account_id: str, name: str, ts: datetime, user_id: str | None = None, event_id: str | None = None, **props) -> dict:
+    ev = {"event_id": event_id or str(uuid.uuid4()), "account_id": account_id, "name": name,
+          "timestamp": ts.isoformat(), "properties": props}
+    if user_id:
+        ev["user_id"] = user_id
+    return ev
+
+
+def publish(settings: Settings, records: list, topic: str | None = None) -> None:
+    """Publish records: dicts are JSON-encoded and keyed by account_id; (key, bytes) tuples go as they are."""
+    producer = make_producer(settings)
+    for r in records:
+        if isinstance(r, dict):
+            producer.send(topic or settings.topic_events, key=str(r.get("account_id", "")).encode(), value=json.dumps(r).encode())
+        else:
+            key, value = r
+            producer.send(topic or settings.topic_events, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> int:
+    """Poll the workers until ``until()`` holds; returns how many records they handled
+    meanwhile. The deadline only bounds a failing test."""
+    workers = workers if isinstance(workers, list | tuple) else [workers]
+    deadline = time.monotonic() + timeout
+    handled = 0
+    while time.monotonic() < deadline:
+        for w in workers:
+            handled += w.poll_once(100) or 0
+        if until():
+            return handled
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
+             ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """Wait for a condition outside our workers (a process, a file, a port) and return its
+    first truthy value; exceptions of the ``ignore`` types count as "not yet". The deadline
+    only bounds a failing test; the interval is a polling period, not a stand-in for time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except ignore:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(interval)
+
+
+def committed_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int]:
+    """The offsets ``group_id`` has committed on ``topic``, read from the broker without
+    joining the group (partitions with no commit are left out)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    try:
+        out = {}
+        for p in consumer.partitions_for_topic(topic) or set():
+            offset = consumer.committed(TopicPartition(topic, p))
+            if offset is not None:
+                out[p] = offset
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
+def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 15.0) -> list:
+    """Read a topic from the beginning until ``expect`` records have arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    parts = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in parts])
+    consumer.seek_to_beginning()
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expect and time.monotonic() < deadline:
+        for recs in consumer.poll(200).values():
+            out.extend(recs)
+    consumer.close()
+    return out
+
+
+def read_dlq(settings: Settings, expect: int, timeout: float = 15.0) -> list[dict]:
+    return [parse_dlq_record(r) for r in read_topic(settings, settings.topic_events_dlq, expect, timeout)]
+
+
+def run_jobs(settings: Settings, session_factory, clock=None) -> int:
+    """Run every queued background job to its end, here (the jobs worker, in-process)."""
+    from services.jobs import JobWorker
+
+    worker = JobWorker(settings, session_factory, clock)
+    ran = 0
+    while worker.poll_once():
+        ran += 1
+    return ran

@@ -1,0 +1,73 @@
+"""Helpers for the rules tests: seed ingest state through ingest's own service, create rules."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from services.ingest.service import apply_events
+from services.rules.models import SignalRecord
+from services.rules.rules import service as rules_service
+from shared.db import transaction
+from shared.events import Event
+
+
+def ingest(session_factory, events: list[dict], now: datetime) -> None:
+    with transaction(session_factory) as s:
+        apply_events(s, [Event.model_validate_json(json.dumps(e)) for e in events], now)
+
+
+def group(account_id: str, ts: datetime, **traits) -> dict:
+    key = hashlib.sha1(f"{account_id}{ts.isoformat()}{sorted(traits.items())}".encode()).hexdigest()
+    return {"event_id": f"g-{key}", "type": "group",
+            "account_id": account_id, "timestamp": ts.isoformat(), "traits": traits}
+
+
+def identify(account_id: str, user_id: str, ts: datetime, **traits) -> dict:
+    return {"event_id": f"i-{account_id}-{user_id}-{ts.isoformat()}", "type": "identify", "account_id": account_id,
+            "user_id": user_id, "timestamp": ts.isoformat(), "traits": traits}
+
+
+def make_rule(session_factory, obj: dict, now: datetime, enabled: bool = True, actor: str = "ops:test"):
+    with transaction(session_factory) as s:
+        d, _ = rules_service.parse(obj, 400)
+        rules_service.create(s, d, enabled, actor, now)
+    return d
+
+
+def signals(session_factory, **where) -> list[SignalRecord]:
+    with session_factory() as s:
+        q = select(SignalRecord).order_by(SignalRecord.fired_at, SignalRecord.account_id)
+        for k, v in where.items():
+            q = q.where(getattr(SignalRecord, k) == v)
+        return list(s.scalars(q))
+
+
+def count(session_factory, model) -> int:
+    with session_factory() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def ingest_reports_caught_up(settings, session_factory, clock) -> None:
+    """The rules tick runs only once ingest has reported that it stored what the topic
+    holds (the freshness watermark, docs/rules.md). Tests that load ingest state through
+    its service rather than the topic run a real ingest worker on the (empty) topic
+    until it has reported every partition."""
+    from services.ingest.events.consumer import IngestWorker
+    from shared import consumer_progress as progress
+    from shared.kafka import ensure_topics, group_id_of
+    from tests.support.helpers import drain
+
+    ensure_topics(settings)
+    worker = IngestWorker(settings, session_factory, clock)
+
+    def reported() -> bool:
+        with session_factory() as s:
+            return len(progress.positions(s, group_id_of(settings, "ingest"), settings.topic_events)) == settings.topic_partitions
+
+    try:
+        drain(worker, reported)
+    finally:
+        worker.close()
