@@ -1,7 +1,7 @@
 """The web console over real HTTP through the ASGI app (SQLite and PostgreSQL): sign-in
 and its cookie, CSRF, roles and the 403 page, security headers, escaping, one-time
 links, expiry on the simulated clock, and each page against what the API answers.
-The real-browser walk is tests/test_console_browser.py."""
+The real-browser walk is tests/e2e/test_console_browser.py."""
 from __future__ import annotations
 
 import re

@@ -110,7 +110,7 @@ def _operations(app):
     """Every (method, path) the API serves, walked from ``app.routes`` (included routers
     too, whether or not they are in the OpenAPI document), so a new route cannot escape.
     The web console under /console signs in with a session cookie, not an API key: its
-    role rules are tested page by page in tests/test_console.py."""
+    role rules are tested page by page in tests/integration/services/console/test_console.py."""
     yield from (op for op in _all_operations(app) if not op[1].startswith("/console"))
 
 
@@ -166,7 +166,7 @@ ACCESS = {
     ("POST", "/v1/accounts/{account_id}/messages/{message_id}/read"): OPS | INGEST,
     ("GET", "/v1/suppressions"): OPS, ("POST", "/v1/suppressions"): OPS, ("DELETE", "/v1/suppressions/{email}"): OPS,
     ("GET", "/v1/dev/mail"): OPS,
-    # The pool: ops runs it; a CSM works the engagements (only their own: tests/test_engagements.py).
+    # The pool: ops runs it; a CSM works the engagements (only their own: tests/integration/services/outreach/test_engagements.py).
     ("PUT", "/v1/csms/{csm_id}"): OPS, ("PATCH", "/v1/csms/{csm_id}"): OPS, ("GET", "/v1/csms"): OPS,
     ("GET", "/v1/csms/{csm_id}"): OPS,
     ("GET", "/v1/me/engagements"): CSM,
