@@ -6,7 +6,9 @@ Read model (reads only; the caller owns the session):
 
 * accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`account_rows`,
   :func:`accounts_where` (audience filters);
-* contacts: :func:`contact`, :func:`contacts`, :func:`users_by_role`, :func:`active_users`;
+* contacts: :func:`contact`, :func:`contacts`, :func:`users_by_role`, :func:`active_users`, and
+  the same two over many accounts in one statement per chunk (:func:`users_by_role_of`,
+  :func:`active_users_of`: outreach's enrolment of a whole signal batch);
 * one account's daily series for people to read: :func:`daily_series`; :func:`count_accounts`;
 * metric series over the daily rollups, one set-based statement per metric over the
   accounts asked for (a list, or every account when ``accounts`` is None), never one
@@ -256,6 +258,36 @@ def active_users(session: Session, account_id: str, since: date, until: date) ->
               .distinct())
     q = select(*_CONTACT).where(User.account_id == account_id, User.id.in_(active)).order_by(User.id)
     return [_contact(r) for r in session.execute(q)]
+
+
+def users_by_role_of(session: Session, account_ids: Iterable[str],
+                     roles: Iterable[str] | None = None) -> dict[str, list[Contact]]:
+    """:func:`users_by_role` for many accounts: account -> its contacts by id (accounts
+    without one are absent)."""
+    out: dict[str, list[Contact]] = {}
+    wanted = None if roles is None else list(roles)
+    for part in _chunks(sorted(set(account_ids))):
+        q = select(*_CONTACT).where(_in(User.account_id, part)).order_by(User.account_id, User.id)
+        if wanted is not None:
+            q = q.where(User.role.in_(wanted))
+        for r in session.execute(q):
+            out.setdefault(r.account_id, []).append(_contact(r))
+    return out
+
+
+def active_users_of(session: Session, account_ids: Iterable[str], since: date, until: date) -> dict[str, list[Contact]]:
+    """:func:`active_users` for many accounts: account -> its contacts active on any UTC
+    day in [since, until], by id."""
+    out: dict[str, list[Contact]] = {}
+    for part in _chunks(sorted(set(account_ids))):
+        active = (select(UserActivityDaily.account_id, UserActivityDaily.user_id)
+                  .where(_in(UserActivityDaily.account_id, part), UserActivityDaily.day >= since,
+                         UserActivityDaily.day <= until).distinct())
+        q = (select(*_CONTACT).where(tuple_(User.account_id, User.id).in_(active))
+             .order_by(User.account_id, User.id))
+        for r in session.execute(q):
+            out.setdefault(r.account_id, []).append(_contact(r))
+    return out
 
 
 # ---- metric series ----------------------------------------------------------------

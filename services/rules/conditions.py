@@ -7,6 +7,9 @@ rule language (docs/rules.md), so CS Ops learn one language.
 - :func:`evaluate_condition` ``(session, condition, account_id, now) -> (bool, explanation)``;
 - :func:`accounts_matching` ``(session, condition, account_ids, now) -> set``: set-based,
   one query per distinct metric whatever the number of accounts;
+- :func:`evaluator` ``(session, account_ids, now) -> evaluate(condition, account_id)``:
+  :func:`evaluate_condition` for many accounts at one instant, each distinct metric
+  queried once for all of them (outreach's enrolment of a whole signal batch);
 - :func:`measure` ``(session, metric, account_id, at) -> (value, explanation)``: one
   metric's value for one account (an engagement's baseline and outcome);
 - :func:`forget_contact`: erasure of a contact's identifiers from rules' own tables
@@ -16,6 +19,7 @@ Everything here reads or flushes only; the caller owns the session and the trans
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +31,7 @@ from services.rules.language.evaluate import select
 from services.rules.signals.service import forget_contact
 
 __all__ = [
-    "Condition", "RuleValidationError", "accounts_matching", "evaluate_condition", "forget_contact", "measure",
+    "Condition", "RuleValidationError", "accounts_matching", "evaluate_condition", "evaluator", "forget_contact", "measure",
     "parse_condition", "serialize_condition",
 ]
 
@@ -44,6 +48,13 @@ def accounts_matching(session: Session, condition: Condition, account_ids: list[
         return set()
     meas = Measurements(session, now, list(account_ids))
     return select(condition, set(account_ids), meas.matching)
+
+
+def evaluator(session: Session, account_ids: list[str], now: datetime) -> Callable[[Condition, str], tuple[bool, dict[str, Any]]]:
+    """``evaluate(condition, account_id)``, answering as :func:`evaluate_condition` does
+    for any of ``account_ids``: a metric is queried on first use, for all of them at
+    once, and kept (the caller drops the evaluator when the data may have changed)."""
+    return Measurements(session, now, sorted(set(account_ids))).explain
 
 
 def measure(session: Session, metric: dict[str, Any], account_id: str, at: datetime) -> tuple[float | None, dict[str, Any]]:

@@ -91,6 +91,16 @@ def has_open(session: Session, account_id: str) -> bool:
                                                       Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)).limit(1)) is not None
 
 
+def accounts_with_open(session: Session, account_ids: Iterable[str]) -> set[str]:
+    """:func:`has_open` for many accounts: those of ``account_ids`` with an open engagement."""
+    ids = sorted(set(account_ids))
+    out: set[str] = set()
+    for i in range(0, len(ids), 900):
+        out.update(session.scalars(select(Engagement.account_id).where(
+            Engagement.account_id.in_(ids[i:i + 900]), Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)).distinct()))
+    return out
+
+
 def claim_queued(session: Session, limit: int) -> list[Engagement]:
     """Queued engagements, highest priority first then oldest; rows another worker
     holds are skipped (PostgreSQL), never waited for."""

@@ -1,9 +1,10 @@
 """The enrolment consumer: a consumer group on ``cs.signals``.
 
-Per batch, in one transaction: record each signal's receipt (a redelivered signal
-is recognised by its ``signal_id`` and changes nothing), enrol its account in every
-enabled playbook whose trigger and audience match, run the first steps at once
-(so the first message is in the outbox before the offsets are committed), and record
+Per batch, in one transaction and set-based (a fixed number of statements however
+many signals it holds: engine.enroll_batch): record each signal's receipt (a
+redelivered signal is recognised by its ``signal_id`` and changes nothing), enrol its
+account in every enabled playbook whose trigger and audience match, run the first
+steps at once (so the first message is in the outbox before the offsets are committed), and record
 the signal's outreach decision (``outreach_decisions``): ``enrolled``, ``held_out``,
 ``skipped`` (reason ``already_enrolled``: the account is active in every matching
 playbook already) or ``no_matching_playbook``. No signal is left without one; the
@@ -56,32 +57,42 @@ class SignalWorker(BatchWorker):
             EVENTS_DUPLICATE.labels(self.name).inc(duplicates)
         playbooks = [engine.compile_version(head.id, v.version, v.definition) for head, v in repo.enabled_current(session)]
         accounts = usage.accounts(session, {s.account_id for s in signals if s.signal_id in new})
-        enrolled = already = 0
-        decisions: list[dict] = []
-        done: set[str] = set()
+        # Each new signal once, in order; its matching playbooks, in order: the pairs to enrol.
+        first: dict[str, Signal] = {}
         for signal in signals:
-            if signal.signal_id not in new or signal.signal_id in done:
-                continue
-            done.add(signal.signal_id)
+            if signal.signal_id in new:
+                first.setdefault(signal.signal_id, signal)
+        fresh = list(first.values())
+        pairs: list[tuple[engine.Compiled, Signal]] = []
+        matched: list[list[int]] = []
+        for signal in fresh:
             account = accounts.get(signal.account_id)
-            outcomes = []
+            matched.append([])
             for compiled in playbooks:
                 d = compiled.definition
-                if not (d.trigger.matches(signal) and d.audience.matches(account)):
-                    continue
-                enrollment = engine.enroll(session, compiled, signal, account, now, self.settings)
+                if d.trigger.matches(signal) and d.audience.matches(account):
+                    matched[-1].append(len(pairs))
+                    pairs.append((compiled, signal))
+        enrollments = engine.enroll_batch(session, pairs, {s.account_id: accounts.get(s.account_id) for s in fresh},
+                                          now, self.settings)
+        enrolled = already = 0
+        decisions: list[dict] = []
+        for signal, indexes in zip(fresh, matched, strict=True):
+            outcomes = []
+            for k in indexes:
+                enrollment = enrollments[k]
                 if enrollment is None:
                     already += 1
                     outcome = "already_enrolled"
                 else:
                     enrolled += 1
                     outcome = "held_out" if enrollment.holdout else "enrolled"
+                compiled = pairs[k][0]
                 outcomes.append({"playbook_id": compiled.playbook_id, "version": compiled.version, "outcome": outcome})
             decision, reason = decide(outcomes)
             decisions.append({"signal_id": signal.signal_id, "account_id": signal.account_id, "rule_id": signal.rule_id,
                               "kind": signal.kind, "decision": decision, "reason": reason, "playbooks": outcomes,
                               "decided_at": now})
-            session.flush()
         for row in decisions:
             OUTREACH_DECISIONS.labels(row["decision"]).inc()
         repo.record_decisions(session, decisions)

@@ -1,7 +1,13 @@
-"""The playbook engine: compile a playbook version, enrol an account on a signal, run
-its steps until a wait (a durable ``due_at`` on the enrolment) or the end, and the
-conversion sweep. Step types live in the :mod:`~services.outreach.playbooks.steps`
-package, which this module imports and which never imports it.
+"""The playbook engine: compile a playbook version, enrol the accounts of a batch of
+signals, run each enrolment's steps until a wait (a durable ``due_at`` on the
+enrolment) or the end, and the conversion sweep. Step types live in the
+:mod:`~services.outreach.playbooks.steps` package, which this module imports and which
+never imports it.
+
+A batch is enrolled set-based (:func:`enroll_batch`): one keyed insert for the
+enrolments, one read of them, and the steps' reads and writes through one
+:class:`~services.outreach.playbooks.batch.Batch`, so the statements a batch costs do
+not grow with its signals (tests/test_outreach_playbooks.py counts them).
 
 Everything here runs inside the caller's transaction (the consumer batch or the
 timer tick) and only flushes: the messages a step writes and the enrolment's new
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -19,11 +26,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
 from services.ingest.usage import AccountInfo
 from services.outreach.models import Enrollment
 from services.outreach.playbooks import repository as repo
-from services.outreach.playbooks.conditions import accounts_meeting, evaluate_exit_condition
+from services.outreach.playbooks.batch import Batch
+from services.outreach.playbooks.conditions import accounts_meeting
 from services.outreach.playbooks.holdouts import is_held_out
 from services.outreach.playbooks.schemas import PlaybookDefinition
 from services.outreach.playbooks.steps import REGISTRY, ParsedSteps, StepContext
@@ -44,6 +51,27 @@ class Compiled:
     definition: PlaybookDefinition
     steps: ParsedSteps
     caps: policy.Caps
+    # Every step an enrolment can run before its first wait is batched (reads and writes
+    # only through the batch): see enroll_batch.
+    first_run_batched: bool = True
+
+
+def _first_run_batched(steps: ParsedSteps) -> bool:
+    """Over-approximated: from the first step, follow every step's successor and jump
+    targets, stopping at waits."""
+    seen: set[int] = set()
+    todo = [0]
+    while todo:
+        i = todo.pop()
+        if i in seen or i >= len(steps.steps):
+            continue
+        seen.add(i)
+        step = steps.steps[i]
+        if not REGISTRY[step.type].batched:
+            return False
+        if step.type != "wait":
+            todo += [i + 1] + [steps.index[t] for t in step.targets() if t in steps.index]
+    return True
 
 
 @lru_cache(maxsize=256)
@@ -52,7 +80,8 @@ def _compile_cached(playbook_id: str, version: int, definition_json: str) -> Com
     c = definition.caps
     caps = policy.Caps(contact=policy.Cap(c.contact.max, c.contact.days) if c.contact else None,
                        account=policy.Cap(c.account.max, c.account.days) if c.account else None)
-    return Compiled(playbook_id, version, definition, definition.parsed_steps(), caps)
+    steps = definition.parsed_steps()
+    return Compiled(playbook_id, version, definition, steps, caps, _first_run_batched(steps))
 
 
 def compile_version(playbook_id: str, version: int, definition: dict[str, Any]) -> Compiled:
@@ -73,24 +102,61 @@ def enrollment_id(playbook_id: str, account_id: str, signal_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{playbook_id}\x1f{account_id}\x1f{signal_id}"))
 
 
+def _row(compiled: Compiled, signal: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "id": enrollment_id(compiled.playbook_id, signal.account_id, signal.signal_id), "playbook_id": compiled.playbook_id,
+        "playbook_version": compiled.version, "account_id": signal.account_id, "signal_id": signal.signal_id,
+        "signal": signal.model_dump(mode="json"),
+        "holdout": is_held_out(compiled.playbook_id, signal.account_id, compiled.definition.holdout_percent),
+        "status": "active", "active_key": f"{compiled.playbook_id}\x1f{signal.account_id}",
+        "step_index": 0, "due_at": now, "history": [], "outcome_detail": {}, "enrolled_at": now,
+    }
+
+
+def enroll_batch(session: Session, pairs: Sequence[tuple[Compiled, Any]], accounts: Mapping[str, AccountInfo | None],
+                 now: datetime, settings: Any) -> list[Enrollment | None]:
+    """Enrol each (playbook, signal) pair's account unless it is already active in that
+    playbook, and run each new enrolment's first steps, in the pairs' order, as if one
+    pair were enrolled after the other. Returns per pair the enrolment, or None if the
+    account was already active. ``accounts`` holds every pair's account (None if unknown).
+
+    The enrolments are inserted in segments, each in one keyed statement (ON CONFLICT
+    DO NOTHING on the id and the unique ``active_key``: the active-enrolment check).
+    A segment holds a (playbook, account) at most once, since whether the later pair
+    enrols depends on whether the earlier one's enrolment ends in its first steps (a
+    playbook without a wait ends at once); a pair whose first steps are not all batched
+    (an ``open_engagement`` step reads the account's enrolments) closes its segment, so
+    it never sees a later pair's enrolment. A batch of distinct accounts is one segment."""
+    batch = Batch(session, settings, now, accounts)
+    out: list[Enrollment | None] = [None] * len(pairs)
+    start = 0
+    while start < len(pairs):
+        keys: set[tuple[str, str]] = set()
+        end = start
+        while end < len(pairs) and (pairs[end][0].playbook_id, pairs[end][1].account_id) not in keys:
+            keys.add((pairs[end][0].playbook_id, pairs[end][1].account_id))
+            end += 1
+            if not pairs[end - 1][0].first_run_batched:
+                break
+        rows = [_row(compiled, signal, now) for compiled, signal in pairs[start:end]]
+        inserted = repo.insert_enrollments(session, rows)
+        for k, row in enumerate(rows, start):
+            if row["id"] in inserted:
+                enrollment = Enrollment(**row)  # as inserted; the batch stores what its steps change
+                batch.inserted(enrollment)
+                advance(session, enrollment, pairs[k][0], now, settings, batch)
+                out[k] = enrollment
+        if end < len(pairs):
+            batch.write_enrollments()  # an enrolment that ended frees its active_key for the next segment
+        start = end
+    batch.flush()
+    return out
+
+
 def enroll(session: Session, compiled: Compiled, signal: Any, account: AccountInfo | None, now: datetime,
            settings: Any) -> Enrollment | None:
-    """Enrol the signal's account unless it is already active in this playbook; run
-    the first steps at once. Returns the enrolment, or None if it was already active."""
-    eid = enrollment_id(compiled.playbook_id, signal.account_id, signal.signal_id)
-    held_out = is_held_out(compiled.playbook_id, signal.account_id, compiled.definition.holdout_percent)
-    inserted = repo.insert_enrollment(session, {
-        "id": eid, "playbook_id": compiled.playbook_id, "playbook_version": compiled.version,
-        "account_id": signal.account_id, "signal_id": signal.signal_id, "signal": signal.model_dump(mode="json"),
-        "holdout": held_out, "status": "active", "active_key": f"{compiled.playbook_id}\x1f{signal.account_id}",
-        "step_index": 0, "due_at": now, "history": [], "outcome_detail": {}, "enrolled_at": now,
-    })
-    if not inserted:
-        return None
-    enrollment = repo.get_enrollment(session, eid)
-    assert enrollment is not None  # inserted just above, in this transaction
-    advance(session, enrollment, compiled, now, settings, account=account)
-    return enrollment
+    """:func:`enroll_batch` for one signal and one playbook."""
+    return enroll_batch(session, [(compiled, signal)], {signal.account_id: account}, now, settings)[0]
 
 
 def _end(enrollment: Enrollment, status: str, now: datetime, detail: dict[str, Any] | None = None) -> None:
@@ -108,16 +174,26 @@ def _log(enrollment: Enrollment, now: datetime, step: Any, result: str, **extra:
 
 
 def advance(session: Session, enrollment: Enrollment, compiled: Compiled, now: datetime, settings: Any,
-            account: AccountInfo | None = None) -> None:
-    """Run due steps until a wait or the end."""
-    if account is None:
-        account = usage.account(session, enrollment.account_id)
+            batch: Batch | None = None) -> None:
+    """Run due steps until a wait or the end. Reads and writes go through ``batch``
+    (the caller flushes it); without one, the enrolment is a batch of one, flushed here."""
+    if batch is None:
+        own = Batch.of(session, settings, now, [enrollment.account_id])
+        _run(session, enrollment, compiled, now, settings, own)
+        own.flush()
+    else:
+        _run(session, enrollment, compiled, now, settings, batch)
+        batch.changed(enrollment)
+
+
+def _run(session: Session, enrollment: Enrollment, compiled: Compiled, now: datetime, settings: Any, batch: Batch) -> None:
+    account = batch.accounts.get(enrollment.account_id)
     steps = compiled.steps.steps
     for _ in range(MAX_STEPS_PER_RUN):
         if enrollment.status != "active" or enrollment.due_at is None or enrollment.due_at > now:
             return
         if compiled.definition.exit_condition is not None:
-            met, evidence = evaluate_exit_condition(session, compiled.definition.exit_condition, enrollment.account_id, now)
+            met, evidence = batch.condition(compiled.definition.exit_condition, enrollment.account_id)
             if met:
                 _log(enrollment, now, "exit_condition", "converted")
                 _end(enrollment, "converted", now, {"reason": "exit_condition", "evidence": evidence})
@@ -128,9 +204,16 @@ def advance(session: Session, enrollment: Enrollment, compiled: Compiled, now: d
             _end(enrollment, "completed", now, {"reason": "last_step"})
             return
         step = steps[i]
+        kind = REGISTRY[step.type]
         ctx = StepContext(session, settings, now, enrollment, i, account, compiled.steps, compiled.caps, compiled.definition.name,
-                          compiled.definition.operational)
-        outcome = REGISTRY[step.type].run(ctx, step)
+                          batch, compiled.definition.operational)
+        if kind.batched:
+            outcome = kind.run(ctx, step)
+        else:
+            batch.changed(enrollment)
+            batch.flush()  # it reads through the session: let it see what the batch wrote
+            outcome = kind.run(ctx, step)
+            batch.forget()  # and what it changed is not in what the batch kept
         if outcome.end:
             _log(enrollment, now, step, outcome.end, **outcome.note)
             _end(enrollment, outcome.end, now, {"reason": f"step {step.id}", **outcome.note})

@@ -24,7 +24,7 @@ class MessageRows:
         self.base: dict[str, Any] = {"enrollment_id": enrollment.id, "playbook_id": enrollment.playbook_id, "step_id": step_id,
                      "touch_key": f"{enrollment.id}\x1f{step_id}", "account_id": enrollment.account_id, "channel": channel,
                      "template_id": template_id, "subject": "", "html_body": "", "text_body": "", "payload": {},
-                     "attempts": 0, "created_at": now, "updated_at": now}
+                     "attempts": 0, "last_error": None, "created_at": now, "updated_at": now, "sent_at": None}
 
     def key(self, r: Recipient) -> str:
         return message_key(self.enrollment.id, self.step_id, r.address or f"user:{r.user_id}")

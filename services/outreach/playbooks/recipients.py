@@ -1,14 +1,13 @@
 """Who a send step reaches: the ``to`` list (roles, ``owner``, ``all_users``,
-``active_users:<N>d``) resolved against ingest's contacts, or the webhook URL."""
+``active_users:<N>d``) resolved against ingest's contacts (read through the batch, set-based),
+or the webhook URL."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import Session
-
-from services.ingest import usage
 from services.ingest.usage import AccountInfo, Contact
+from services.outreach.playbooks.batch import Batch
 
 
 @dataclass
@@ -18,7 +17,7 @@ class Recipient:
     user: Contact | None = None
 
 
-def resolve_recipients(session: Session, *, account_id: str, account: AccountInfo | None, channel: str,
+def resolve_recipients(batch: Batch, *, account_id: str, account: AccountInfo | None, channel: str,
                        to: list[str], url: str | None, now: datetime) -> list[Recipient]:
     """Each contact once, by id; the owner address is added for email unless a contact
     already has it."""
@@ -28,18 +27,18 @@ def resolve_recipients(session: Session, *, account_id: str, account: AccountInf
     owner = False
     roles = [spec for spec in to if ":" not in spec and spec not in ("owner", "all_users")]
     if roles:
-        for u in usage.users_by_role(session, account_id, roles):
+        for u in batch.contacts(account_id, roles):
             users[u.id] = u
     for spec in to:
         name, _, window = spec.partition(":")
         if name == "owner":
             owner = True
         elif name == "all_users":
-            for u in usage.users_by_role(session, account_id, None):
+            for u in batch.contacts(account_id, None):
                 users[u.id] = u
         elif name == "active_users":
             today = now.date()
-            for u in usage.active_users(session, account_id, today - timedelta(days=int(window[:-1]) - 1), today):
+            for u in batch.active_users(account_id, today - timedelta(days=int(window[:-1]) - 1), today):
                 users[u.id] = u
     out = []
     for u in users.values():

@@ -2,14 +2,17 @@
 ingest's read model, services/ingest/usage.py)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
 from shared.db import insert_new, insert_on_conflict
+
+_CHUNK = 900
 
 
 def get_head(session: Session, playbook_id: str) -> Playbook | None:
@@ -49,16 +52,28 @@ def record_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"])
 
 
-def insert_enrollment(session: Session, row: dict[str, Any]) -> bool:
-    """Insert unless the account is already active in the playbook (the unique
-    ``active_key``) or this very enrolment exists; True if inserted."""
+def insert_enrollments(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert enrolments in one statement, each unless the account is already active in
+    the playbook (the unique ``active_key``) or this very enrolment exists; returns the
+    ids inserted. No two rows may share an ``active_key``."""
+    if not rows:
+        return set()
     table = Enrollment.__table__
-    stmt = insert_on_conflict(session, table).values(**row).on_conflict_do_nothing().returning(table.c.id)
-    return session.scalar(stmt) is not None
+    stmt = insert_on_conflict(session, table).on_conflict_do_nothing().returning(table.c.id)
+    return set(session.scalars(stmt, rows))
 
 
-def get_enrollment(session: Session, enrollment_id: str) -> Enrollment | None:
-    return session.get(Enrollment, enrollment_id)
+# What running steps changes on an enrolment.
+RUN_STATE = ("status", "active_key", "step_index", "due_at", "history", "outcome_detail", "ended_at", "converted_at")
+
+
+def write_run_state(session: Session, enrollments: Iterable[Enrollment]) -> None:
+    """Store the run state of enrolments the session does not track (a batch's new
+    ones), in one executemany statement."""
+    rows = [{"b_id": e.id, **{c: getattr(e, c) for c in RUN_STATE}} for e in enrollments]
+    if rows:
+        stmt = update(Enrollment.__table__).where(Enrollment.__table__.c.id == bindparam("b_id"))
+        session.execute(stmt.values({c: bindparam(c) for c in RUN_STATE}), rows)
 
 
 def due_enrollments(session: Session, now: datetime, limit: int) -> list[Enrollment]:

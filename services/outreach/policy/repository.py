@@ -15,13 +15,15 @@ from shared.privacy import ERASED, contains_any, scrub
 # "csm" rows are touches a CSM logged on an engagement: one budget for machines and people.
 CUSTOMER_CHANNELS = ("email", "inapp", "csm")
 COUNTED_STATES = ("queued", "sending", "sent")
+_CHUNK = 900
 
 
 def suppressed(session: Session, hashes: Iterable[str]) -> set[str]:
-    hashes = list(set(hashes))
-    if not hashes:
-        return set()
-    return set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))))
+    hashes = sorted(set(hashes))
+    out: set[str] = set()
+    for i in range(0, len(hashes), _CHUNK):
+        out.update(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes[i:i + _CHUNK]))))
+    return out
 
 
 def add_suppression(session: Session, *, email_hash: str, email: str | None, reason: str, detail: str, now: datetime) -> None:
@@ -47,23 +49,37 @@ def list_suppressions(session: Session, *, reason: str | None, limit: int, after
     return list(session.scalars(q))
 
 
-def contact_messages_since(session: Session, account_id: str, user_id: str, since: datetime,
-                           playbook_id: str | None = None) -> int:
-    q = select(func.count()).select_from(Message).where(
-        Message.account_id == account_id, Message.user_id == user_id, Message.created_at >= since,
-        Message.channel.in_(CUSTOMER_CHANNELS), Message.state.in_(COUNTED_STATES))
+def _counted(account_ids: list[str], since: datetime, playbook_id: str | None) -> list[Any]:
+    conds = [Message.account_id.in_(account_ids), Message.created_at >= since,
+             Message.channel.in_(CUSTOMER_CHANNELS), Message.state.in_(COUNTED_STATES)]
     if playbook_id is not None:
-        q = q.where(Message.playbook_id == playbook_id)
-    return session.scalar(q) or 0
+        conds.append(Message.playbook_id == playbook_id)
+    return conds
 
 
-def account_touches_since(session: Session, account_id: str, since: datetime, playbook_id: str | None = None) -> int:
-    q = select(func.count(func.distinct(Message.touch_key))).where(
-        Message.account_id == account_id, Message.created_at >= since,
-        Message.channel.in_(CUSTOMER_CHANNELS), Message.state.in_(COUNTED_STATES))
-    if playbook_id is not None:
-        q = q.where(Message.playbook_id == playbook_id)
-    return session.scalar(q) or 0
+def contact_messages(session: Session, account_ids: Iterable[str], since: datetime,
+                     playbook_id: str | None = None) -> dict[tuple[str, str], int]:
+    """(account, user) -> messages counted against the contact cap since ``since``, for
+    every contact of ``account_ids`` that has one (one statement per chunk)."""
+    ids, out = sorted(set(account_ids)), dict[tuple[str, str], int]()
+    for i in range(0, len(ids), _CHUNK):
+        q = (select(Message.account_id, Message.user_id, func.count())
+             .where(*_counted(ids[i:i + _CHUNK], since, playbook_id), Message.user_id.is_not(None))
+             .group_by(Message.account_id, Message.user_id))
+        out.update({(a, u): n for a, u, n in session.execute(q) if u is not None})
+    return out
+
+
+def account_touches(session: Session, account_ids: Iterable[str], since: datetime,
+                    playbook_id: str | None = None) -> dict[str, int]:
+    """account -> touches (distinct ``touch_key``) counted against the account cap since
+    ``since``, for every account of ``account_ids`` that has one."""
+    ids, out = sorted(set(account_ids)), {}
+    for i in range(0, len(ids), _CHUNK):
+        q = (select(Message.account_id, func.count(func.distinct(Message.touch_key)))
+             .where(*_counted(ids[i:i + _CHUNK], since, playbook_id)).group_by(Message.account_id))
+        out.update({a: n for a, n in session.execute(q)})
+    return out
 
 
 def message_addresses(session: Session, account_id: str, user_id: str) -> set[str]:

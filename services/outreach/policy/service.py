@@ -12,8 +12,10 @@ reach the CS team, not the customer: only holdouts apply to them.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
@@ -44,27 +46,63 @@ def global_caps(settings) -> Caps:
     )
 
 
-def check_account(session: Session, *, account_id: str, playbook_id: str, playbook_caps: Caps, settings,
+class TouchCounts:
+    """What the frequency caps count, for a set of accounts at one instant: the message
+    ledger's counts, read set-based on first use (one statement per cap window and
+    playbook, for all the accounts at once), plus the rows written since through
+    :meth:`add` that are not in the table yet (a batch inserts its messages at the end).
+    Build a new one once those rows are inserted, or they would count twice."""
+
+    def __init__(self, session: Session, account_ids: Iterable[str], now: datetime):
+        self.session, self.accounts, self.now = session, sorted(set(account_ids)), now
+        self._touches: dict[tuple[datetime, str | None], dict[str, int]] = {}
+        self._contacts: dict[tuple[datetime, str | None], dict[tuple[str, str], int]] = {}
+        self._pending: dict[str, dict[str, dict[str, Any]]] = {}  # account -> message id -> row (counted rows only)
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            if row["channel"] in repo.CUSTOMER_CHANNELS and row["state"] in repo.COUNTED_STATES:
+                self._pending.setdefault(row["account_id"], {}).setdefault(row["id"], row)
+
+    def _new(self, account_id: str, since: datetime, playbook_id: str | None) -> list[dict[str, Any]]:
+        return [r for r in self._pending.get(account_id, {}).values() if r["created_at"] >= since
+                and (playbook_id is None or r["playbook_id"] == playbook_id)]
+
+    def account_touches(self, account_id: str, since: datetime, playbook_id: str | None = None) -> int:
+        key = (since, playbook_id)
+        if key not in self._touches:
+            self._touches[key] = repo.account_touches(self.session, self.accounts, since, playbook_id)
+        return self._touches[key].get(account_id, 0) + len({r["touch_key"] for r in self._new(account_id, since, playbook_id)})
+
+    def contact_messages(self, account_id: str, user_id: str, since: datetime, playbook_id: str | None = None) -> int:
+        key = (since, playbook_id)
+        if key not in self._contacts:
+            self._contacts[key] = repo.contact_messages(self.session, self.accounts, since, playbook_id)
+        return self._contacts[key].get((account_id, user_id), 0) + sum(
+            1 for r in self._new(account_id, since, playbook_id) if r["user_id"] == user_id)
+
+
+def check_account(counts: TouchCounts, *, account_id: str, playbook_id: str, playbook_caps: Caps, settings,
                   now: datetime) -> str | None:
     """May this account receive one more touch? The reason if not."""
     cap = global_caps(settings).account
-    if cap and repo.account_touches_since(session, account_id, now - timedelta(days=cap.days)) >= cap.limit:
+    if cap and counts.account_touches(account_id, now - timedelta(days=cap.days)) >= cap.limit:
         return "account_cap"
     cap = playbook_caps.account
-    if cap and repo.account_touches_since(session, account_id, now - timedelta(days=cap.days), playbook_id) >= cap.limit:
+    if cap and counts.account_touches(account_id, now - timedelta(days=cap.days), playbook_id) >= cap.limit:
         return "playbook_account_cap"
     return None
 
 
-def check_contact(session: Session, *, account_id: str, user_id: str | None, playbook_id: str, playbook_caps: Caps,
+def check_contact(counts: TouchCounts, *, account_id: str, user_id: str | None, playbook_id: str, playbook_caps: Caps,
                   settings, now: datetime) -> str | None:
     if user_id is None:  # the account owner's address: no contact row to count against
         return None
     cap = global_caps(settings).contact
-    if cap and repo.contact_messages_since(session, account_id, user_id, now - timedelta(days=cap.days)) >= cap.limit:
+    if cap and counts.contact_messages(account_id, user_id, now - timedelta(days=cap.days)) >= cap.limit:
         return "contact_cap"
     cap = playbook_caps.contact
-    if cap and repo.contact_messages_since(session, account_id, user_id, now - timedelta(days=cap.days), playbook_id) >= cap.limit:
+    if cap and counts.contact_messages(account_id, user_id, now - timedelta(days=cap.days), playbook_id) >= cap.limit:
         return "playbook_contact_cap"
     return None
 

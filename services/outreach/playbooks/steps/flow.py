@@ -1,21 +1,20 @@
 """The built-in control-flow steps: wait, branch, end."""
 from __future__ import annotations
 
-from services.outreach.playbooks.conditions import evaluate_exit_condition
 from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, WaitStep
 from services.outreach.playbooks.steps.registry import StepContext, StepOutcome, register
 from services.outreach.playbooks.terms import parse_duration
 
 
-@register("wait", WaitStep)
+@register("wait", WaitStep, batched=True)
 def run_wait(ctx: StepContext, step: WaitStep) -> StepOutcome:
     # The next step index is stored now; the enrolment sleeps until due_at.
     return StepOutcome(next=ctx.index + 1, wait_until=ctx.now + parse_duration(step.duration))
 
 
-@register("branch", BranchStep)
+@register("branch", BranchStep, batched=True)
 def run_branch(ctx: StepContext, step: BranchStep) -> StepOutcome:
-    met, evidence = evaluate_exit_condition(ctx.session, step.if_, ctx.enrollment.account_id, ctx.now)
+    met, evidence = ctx.batch.condition(step.if_, ctx.enrollment.account_id)
     target = ctx.steps.target(step.then if met else step.else_, ctx.index)
     note = {"condition": met, "evidence": evidence}
     if target == "convert":
@@ -26,6 +25,6 @@ def run_branch(ctx: StepContext, step: BranchStep) -> StepOutcome:
     return StepOutcome(next=target, note=note)
 
 
-@register("end", EndStep)
+@register("end", EndStep, batched=True)
 def run_end(ctx: StepContext, step: EndStep) -> StepOutcome:
     return StepOutcome(end=step.outcome)

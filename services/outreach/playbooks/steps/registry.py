@@ -9,6 +9,12 @@ built-ins in this package do (``open_engagement.py`` is one)::
     def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutcome: ...
 
 and import its module from ``steps/__init__.py``. Nothing in the engine changes.
+
+A step that reads and writes only through ``ctx.batch`` (the batch's set-based reads and
+held message rows, :mod:`services.outreach.playbooks.batch`) registers with
+``batched=True``: then a whole signal batch's first steps cost a fixed number of
+statements. Any other step may use ``ctx.session`` freely; the engine flushes the batch
+before it runs and drops what the batch kept after.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest.usage import AccountInfo
 from services.outreach.models import Enrollment
+from services.outreach.playbooks.batch import Batch
 from services.outreach.playbooks.terms import TERMINALS
 from services.outreach.policy.service import Caps
 
@@ -73,6 +80,7 @@ class StepContext:
     steps: ParsedSteps  # the playbook version's steps (branch targets)
     caps: Caps  # the playbook's own frequency caps
     playbook_name: str
+    batch: Batch  # the set-based reads and the held message rows (see the module docstring)
     operational: bool = False  # the playbook's messages go out even during an open engagement
 
 
@@ -83,15 +91,17 @@ Runner = Callable[[StepContext, Any], StepOutcome]
 class StepType:
     model: type[StepBase]
     run: Runner
+    batched: bool = False  # reads and writes only through ctx.batch
 
 
 REGISTRY: dict[str, StepType] = {}
 
 
-def register(name: str, model: type[StepBase], run: Runner | None = None) -> Callable[[Runner], Runner]:
+def register(name: str, model: type[StepBase], run: Runner | None = None, *,
+             batched: bool = False) -> Callable[[Runner], Runner]:
     """Register a step type: ``register(name, Model, run)``, or as a decorator on ``run``."""
     def add(fn: Runner) -> Runner:
-        REGISTRY[name] = StepType(model, fn)
+        REGISTRY[name] = StepType(model, fn, batched)
         return fn
 
     if run is not None:

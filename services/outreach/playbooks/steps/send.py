@@ -1,6 +1,8 @@
 """The built-in send step: for each recipient, decide (holdout, contact policy,
 template present), render (the template in the sandbox), build (the channel's message
 row). Every recipient ends as a row: queued, sent (in-app) or skipped with its reason.
+Reads and writes go through the batch (``ctx.batch``): set-based for a whole signal
+batch, the rows inserted when the batch is flushed.
 """
 from __future__ import annotations
 
@@ -11,12 +13,8 @@ from services.outreach.playbooks.messages import MessageRows, email_message, ina
 from services.outreach.playbooks.recipients import Recipient, resolve_recipients
 from services.outreach.playbooks.steps.definitions import SendStep
 from services.outreach.playbooks.steps.registry import StepContext, StepOutcome, register
-from services.outreach.delivery import repository as delivery_repo
-from services.outreach.engagements import repository as engagement_repo
 from services.outreach.policy import service as policy
-from services.outreach.policy.repository import suppressed
 from services.outreach.policy.tokens import email_hash, unsubscribe_url
-from services.outreach.templates import repository as template_repo
 from services.outreach.templates.rendering import (
     PARTS,
     RenderBudget,
@@ -26,14 +24,13 @@ from services.outreach.templates.rendering import (
     recipient_context,
     render,
 )
-from shared.metrics import MESSAGES_ENQUEUED
 
 
-@register("send", SendStep)
+@register("send", SendStep, batched=True)
 def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
     e = ctx.enrollment
     out = MessageRows(e, step.id, step.channel, step.template, ctx.now)
-    recipients = resolve_recipients(ctx.session, account_id=e.account_id, account=ctx.account, channel=step.channel,
+    recipients = resolve_recipients(ctx.batch, account_id=e.account_id, account=ctx.account, channel=step.channel,
                                     to=step.to, url=step.url, now=ctx.now)
     rows: list[dict[str, Any]] = []
     if not recipients:
@@ -41,7 +38,7 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
     elif e.holdout:
         rows.extend(out.skipped(r, "held_out") for r in recipients)
     else:
-        template = template_repo.get(ctx.session, step.template) if step.template else None
+        template = ctx.batch.template(step.template) if step.template else None
         for r, reason in zip(recipients, decide(ctx, step, recipients, template), strict=True):
             if reason:
                 rows.append(out.skipped(r, reason))
@@ -54,11 +51,9 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
                 rows.append(out.skipped(r, "render_error", last_error=problem.as_dict()["message"]))
                 continue
             rows.append(build(ctx, step, out, r, content, unsub))
-    new = delivery_repo.insert_messages(ctx.session, rows)
+    ctx.batch.write_messages(rows)
     counts: dict[str, int] = {}
     for row in rows:
-        if row["id"] in new:
-            MESSAGES_ENQUEUED.labels(row["channel"], row["state"]).inc()
         k = row["skip_reason"] or row["state"]
         counts[k] = counts.get(k, 0) + 1
     return StepOutcome(note={"messages": counts})
@@ -70,11 +65,11 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
     e, customer = ctx.enrollment, step.channel != "webhook"
     # One touch budget for machines and people: while a CSM holds the account, automation steps back.
     account_reason = "in_engagement" if customer and not ctx.operational \
-        and engagement_repo.has_open(ctx.session, e.account_id) else None
+        and ctx.batch.has_open_engagement(e.account_id) else None
     account_reason = account_reason or (policy.check_account(
-        ctx.session, account_id=e.account_id, playbook_id=e.playbook_id, playbook_caps=ctx.caps, settings=ctx.settings,
+        ctx.batch.counts, account_id=e.account_id, playbook_id=e.playbook_id, playbook_caps=ctx.caps, settings=ctx.settings,
         now=ctx.now) if customer else None)
-    blocked = suppressed(ctx.session, [email_hash(r.address) for r in recipients if r.address]) \
+    blocked = ctx.batch.suppressed([email_hash(r.address) for r in recipients if r.address]) \
         if step.channel == "email" else set()
     reasons: list[str | None] = []
     for r in recipients:
@@ -86,7 +81,7 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
         if reason is None and r.user is not None and (r.user.traits or {}).get("erased"):
             reason = "erased"
         if reason is None and customer:
-            reason = policy.check_contact(ctx.session, account_id=e.account_id, user_id=r.user_id, playbook_id=e.playbook_id,
+            reason = policy.check_contact(ctx.batch.counts, account_id=e.account_id, user_id=r.user_id, playbook_id=e.playbook_id,
                                           playbook_caps=ctx.caps, settings=ctx.settings, now=ctx.now)
         if reason is None and step.template and template is None:
             reason = "template_missing"

@@ -309,7 +309,8 @@ async def test_touch_budget_one_for_machines_and_people(api, keys, session_facto
     from services.outreach.policy import service as policy
 
     with session_factory() as s:
-        assert policy.check_account(s, account_id="acme", playbook_id="billing", playbook_caps=policy.Caps(),
+        assert policy.check_account(policy.TouchCounts(s, ["acme"], clock.now()), account_id="acme", playbook_id="billing",
+                                    playbook_caps=policy.Caps(),
                                     settings=settings, now=clock.now()) == "account_cap"
     # The engagement closes: the account returns to tech-touch.
     await api.post(f"/v1/engagements/{eid}/resolve", json={"outcome": "recovered"}, headers=mine)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.outreach.models import Enrollment, Suppression
+from services.outreach.playbooks.holdouts import is_held_out
 from services.outreach.policy.tokens import email_hash, make_token
 from services.ingest.models import User
 from tests.support.helpers import T0, auth, drain, expected_held_out
@@ -16,6 +17,7 @@ from tests.support.outreach import (
     add_account,
     add_activity,
     days,
+    jdump,
     messages,
     save_playbook,
     save_template,
@@ -422,3 +424,94 @@ def test_a_customer_who_comes_back_converts_without_waiting_for_the_next_step(to
     w["timers"].poll_once()
     assert [m.recipient for m in messages(session_factory, account_id="returns")] == ["ada@returns.test"]
     assert [m.recipient for m in messages(session_factory, account_id="stays-away")] == ["ada@stays-away.test"] * 2
+
+
+# ---- a batch of signals costs a fixed number of statements -----------------------
+
+SET_BASED = simple_playbook(
+    exit_condition=ACTIVE_AGAIN, holdout_percent=30, caps={"contact": {"max": 2, "days": 5}, "account": {"max": 4, "days": 5}},
+    steps=[
+        {"id": "back?", "type": "branch", "if": ACTIVE_AGAIN, "then": "convert", "else": "email"},
+        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
+        {"id": "in-app", "type": "send", "channel": "inapp", "template": "win-back", "to": ["all_users"]},
+        {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example/hook"},
+        {"id": "actives", "type": "send", "channel": "email", "template": "win-back", "to": ["active_users:7d"]},
+        {"id": "wait", "type": "wait", "duration": "3d"},
+    ])
+
+
+def _records(signals: list[dict]) -> list:
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    return [ConsumerRecord("cs.signals", 0, None, i, 0, 0, s["account_id"].encode(), jdump(s).encode(), [], None, 0, 0, 0)
+            for i, s in enumerate(signals)]
+
+
+def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, engine, session_factory, clock):
+    """Enrolment is set-based: audience, holdout, the active-enrolment check, every read
+    of the send steps (contacts, caps, suppressions, open engagements, conditions) and
+    the inserts are one statement each per batch, so 40 signals cost what 4 do."""
+    from sqlalchemy import event
+
+    from services.outreach.models import OutreachDecision
+    from services.outreach.playbooks.consumer import SignalWorker
+    from shared.db import transaction
+
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "win-back", SET_BASED)
+    save_playbook(session_factory, "second", simple_playbook(trigger={"kinds": ["churn_risk"]}, caps={"account": {"max": 1, "days": 5}}))
+    small, large = [f"s{i:02d}" for i in range(4)], [f"l{i:02d}" for i in range(40)]
+    for a in small + large:
+        add_account(session_factory, a)
+        add_activity(session_factory, a, ["ada"], (T0 - days(1)).date())
+    with transaction(session_factory) as s:  # one of them suppressed, to be refused
+        s.add(Suppression(email_hash=email_hash("bob@l03.test"), email=None, reason="manual", detail="", created_at=T0))
+    worker = SignalWorker(topics, session_factory, clock)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    def run(signals: list[dict]) -> int:
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with transaction(session_factory) as s:
+                worker.handle_batch(s, _records(signals))
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(statements)
+
+    per_small = run([signal(a) for a in small])
+    large_signals = [signal(a) for a in large]
+    per_large = run(large_signals)
+    assert per_large == per_small, "\n".join(statements)
+    with session_factory() as s:
+        decided = {d.signal_id: d for d in s.scalars(select(OutreachDecision))}
+    assert len(decided) == 44 and {d.decision for d in decided.values()} <= {"enrolled", "held_out"}
+    assert len(enrollments(session_factory, playbook_id="win-back")) == 44
+    held = {e.account_id for e in enrollments(session_factory, playbook_id="win-back", holdout=True)}
+    assert held == {a for a in small + large if is_held_out("win-back", a, 30)}
+    sent = messages(session_factory, playbook_id="win-back")
+    treated = [a for a in large if a not in held]
+    # Playbooks run in id order, "second" first. The caps count the rows the batch itself wrote: ada and bob
+    # had second's email (contact cap: 1 in 3 days), and second's email, win-back's email and the in-app
+    # message are the account's three touches (account cap: 3 in 7 days), so the last step is refused.
+    reasons = {step: sorted((m.recipient, m.skip_reason) for m in sent if m.account_id == treated[0] and m.step_id == step)
+               for step in ("email", "in-app", "hook", "actives")}
+    a = treated[0]
+    assert reasons == {
+        "email": [(f"ada@{a}.test", "contact_cap"), (f"bob@{a}.test", "contact_cap"), (f"owner@{a}.test", None)],
+        "in-app": [("ada", "contact_cap"), ("bob", "contact_cap"), ("cy", None)],
+        "hook": [("https://cs.example/hook", None)],
+        "actives": [(f"ada@{a}.test", "account_cap")],
+    }
+    assert {m.state for m in messages(session_factory, playbook_id="second", account_id=a)} == {"queued"}
+    assert [m.skip_reason for m in messages(session_factory, playbook_id="second", account_id="l03")] in (
+        [None, "suppressed"], ["suppressed", None])
+    # A redelivered batch changes nothing.
+    before = len(messages(session_factory))
+    run(large_signals)
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(OutreachDecision)) == 44
+    assert len(messages(session_factory)) == before and len(enrollments(session_factory)) == 88

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from services.outreach.models import Message
-from services.outreach.policy.service import Cap, Caps, check_account, check_contact
+from services.outreach.policy.service import Cap, Caps, TouchCounts, check_account, check_contact
 from shared.db import transaction
 from tests.support.helpers import T0
 
@@ -25,13 +25,13 @@ def _sent(session_factory, *, ago: timedelta, playbook_id: str = "pb-a", user_id
 
 def _contact(session_factory, settings, playbook_id="pb-a", caps=Caps(), user_id="ada"):
     with session_factory() as s:
-        return check_contact(s, account_id="acme", user_id=user_id, playbook_id=playbook_id, playbook_caps=caps,
+        return check_contact(TouchCounts(s, ["acme"], T0), account_id="acme", user_id=user_id, playbook_id=playbook_id, playbook_caps=caps,
                              settings=settings, now=T0)
 
 
 def _account(session_factory, settings, playbook_id="pb-a", caps=Caps()):
     with session_factory() as s:
-        return check_account(s, account_id="acme", playbook_id=playbook_id, playbook_caps=caps, settings=settings, now=T0)
+        return check_account(TouchCounts(s, ["acme"], T0), account_id="acme", playbook_id=playbook_id, playbook_caps=caps, settings=settings, now=T0)
 
 
 @pytest.mark.parametrize("days_ago, reason", [(2.9, "contact_cap"), (3.1, None)])

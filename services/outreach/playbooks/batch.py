@@ -1,0 +1,165 @@
+"""What the steps of a batch of enrolments read and write, set-based.
+
+The signal consumer enrols a whole Kafka batch at once, and the first steps of every
+new enrolment run inside it (docs/playbooks.md, "A batch of signals, set-based").
+Asked one account at a time, a send step's reads (contacts, open engagements,
+frequency-cap counts, suppressions, exit and branch conditions, the template) cost a
+dozen statements per signal. A :class:`Batch` answers each kind of read for *every*
+account of the batch with one statement, the first time any enrolment asks, and keeps
+the answer; it holds the message rows the steps write until :meth:`Batch.flush`
+inserts them in one statement. The frequency caps count the held rows too
+(:class:`~services.outreach.policy.service.TouchCounts`), so a later enrolment of the
+same account in the batch is capped exactly as if each row had been inserted at once.
+
+What is kept stays true for the whole batch: the consumer writes no contacts, usage,
+engagements or suppressions. A step type that reads or writes through the session
+itself (``open_engagement``, or a custom one) is registered without ``batched``: the
+engine flushes the held rows before it runs, so it sees them, and drops everything
+kept after it, so nothing it changed is missed.
+
+The timer worker advances one enrolment at a time, and gives each a batch of one.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.ingest import usage
+from services.ingest.usage import AccountInfo, Contact
+from services.outreach.delivery import repository as delivery_repo
+from services.outreach.engagements import repository as engagement_repo
+from services.outreach.models import Enrollment, Template
+from services.outreach.playbooks import repository as playbook_repo
+from services.outreach.playbooks.conditions import parse_exit_condition
+from services.outreach.policy import repository as policy_repo
+from services.outreach.policy.service import TouchCounts
+from services.outreach.policy.tokens import email_hash
+from services.outreach.templates import repository as template_repo
+from services.rules.conditions import Condition, evaluator
+from shared.metrics import MESSAGES_ENQUEUED
+
+
+class Batch:
+    """The reads and writes of the steps of the enrolments of ``accounts`` at ``now``.
+    Every enrolment advanced through it must belong to one of ``accounts``."""
+
+    def __init__(self, session: Session, settings: Any, now: datetime, accounts: Mapping[str, AccountInfo | None]):
+        self.session, self.settings, self.now = session, settings, now
+        self.accounts = dict(accounts)
+        self._held: list[dict[str, Any]] = []
+        self._new: set[str] = set()  # enrolments this batch inserted: not tracked by the session
+        self._changed: dict[str, Enrollment] = {}  # of those, the ones whose run state is not stored yet
+        self._parsed: dict[str, Condition] = {}  # condition JSON -> parsed: pure, kept across forget()
+        self.forget()
+
+    @classmethod
+    def of(cls, session: Session, settings: Any, now: datetime, account_ids: Iterable[str]) -> Batch:
+        ids = set(account_ids)
+        found = usage.accounts(session, ids)
+        return cls(session, settings, now, {a: found.get(a) for a in ids})
+
+    def forget(self) -> None:
+        """Drop every kept answer; the next read of each kind queries again."""
+        self.counts = TouchCounts(self.session, self.accounts, self.now)
+        self._contacts: dict[tuple[str, ...] | None, dict[str, list[Contact]]] = {}
+        self._active: dict[tuple[date, date], dict[str, list[Contact]]] = {}
+        self._open: set[str] | None = None
+        self._checked: set[str] = set()
+        self._suppressed: set[str] = set()
+        self._templates: dict[str, Template | None] = {}
+        self._evaluate: Callable[[Condition, str], tuple[bool, dict[str, Any]]] | None = None
+
+    # ---- reads ------------------------------------------------------------------
+
+    def contacts(self, account_id: str, roles: Iterable[str] | None) -> list[Contact]:
+        """The account's contacts with one of ``roles`` (all when None), by id."""
+        key = None if roles is None else tuple(sorted(set(roles)))
+        if key not in self._contacts:
+            self._contacts[key] = usage.users_by_role_of(self.session, self.accounts, key)
+        return self._contacts[key].get(account_id, [])
+
+    def active_users(self, account_id: str, since: date, until: date) -> list[Contact]:
+        """The account's contacts active on any UTC day in [since, until], by id."""
+        if (since, until) not in self._active:
+            self._active[(since, until)] = usage.active_users_of(self.session, self.accounts, since, until)
+        return self._active[(since, until)].get(account_id, [])
+
+    def has_open_engagement(self, account_id: str) -> bool:
+        if self._open is None:
+            self._open = engagement_repo.accounts_with_open(self.session, self.accounts)
+        return account_id in self._open
+
+    def suppressed(self, hashes: Iterable[str]) -> set[str]:
+        """The suppressed ones among ``hashes``. The first miss looks up every address the
+        batch knows of (its contacts read so far and its accounts' owners) in one statement."""
+        wanted = set(hashes)
+        if wanted - self._checked:
+            known = wanted | {email_hash(c.email) for by_account in (*self._contacts.values(), *self._active.values())
+                              for contacts in by_account.values() for c in contacts if c.email}
+            known |= {email_hash(a.owner_email) for a in self.accounts.values() if a is not None and a.owner_email}
+            known -= self._checked
+            self._suppressed |= policy_repo.suppressed(self.session, known)
+            self._checked |= known
+        return wanted & self._suppressed
+
+    def template(self, template_id: str) -> Template | None:
+        if template_id not in self._templates:
+            self._templates[template_id] = template_repo.get(self.session, template_id)
+        return self._templates[template_id]
+
+    def condition(self, condition: dict[str, Any], account_id: str) -> tuple[bool, dict[str, Any]]:
+        """An exit or branch condition (stored JSON) for one of the batch's accounts: the
+        answer and its explanation, as the rule language gives them; each metric is
+        queried once for all the accounts."""
+        key = json.dumps(condition, sort_keys=True)
+        if key not in self._parsed:
+            self._parsed[key] = parse_exit_condition(condition)
+        if self._evaluate is None:
+            self._evaluate = evaluator(self.session, list(self.accounts), self.now)
+        return self._evaluate(self._parsed[key], account_id)
+
+    # ---- writes -----------------------------------------------------------------
+
+    def write_messages(self, rows: list[dict[str, Any]]) -> None:
+        """Hold message rows for :meth:`flush`; the frequency caps count them from now on."""
+        self._held.extend(rows)
+        self.counts.add(rows)
+
+    def inserted(self, enrollment: Enrollment) -> None:
+        """``enrollment`` was inserted by the batch (a plain object, not in the session):
+        the batch stores its run state (:meth:`changed`)."""
+        self._new.add(enrollment.id)
+
+    def changed(self, enrollment: Enrollment) -> None:
+        """Steps ran on ``enrollment``: store its run state at the next write."""
+        if enrollment.id in self._new:
+            self._changed[enrollment.id] = enrollment
+
+    def write_enrollments(self) -> None:
+        """Store the run state of the batch's new enrolments that changed, in one statement."""
+        changed, self._changed = self._changed, {}
+        playbook_repo.write_run_state(self.session, changed.values())
+
+    def flush(self) -> set[str]:
+        """Insert the held message rows (keyed: a row whose id exists is left alone),
+        store the new enrolments' run state and flush the session; then drop what was
+        kept, since the held rows are now in the table. Returns the message ids that
+        were new."""
+        self.write_enrollments()
+        rows, self._held = self._held, []
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:  # one statement per set of columns (the built-in steps write one)
+            shapes.setdefault(tuple(sorted(row)), []).append(row)
+        new: set[str] = set()
+        for same in shapes.values():
+            new |= delivery_repo.insert_messages(self.session, same)
+        for row in rows:
+            if row["id"] in new:
+                MESSAGES_ENQUEUED.labels(row["channel"], row["state"]).inc()
+        self.session.flush()
+        self.forget()
+        return new
