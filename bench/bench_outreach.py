@@ -1,7 +1,8 @@
 """Outreach benchmark: signals per second through enrolment and contact policy (the
 consumer on cs.signals: dedupe, playbook match, holdout, policy checks, template
 render, outbox insert, offsets after commit), then emails per second delivered by the
-sender to the embedded SMTP sink over one reused connection.
+sender to the embedded SMTP sink over one reused connection. It also counts the
+statements the consumer sends the database per batch (an engine event listener).
 
     make bench-outreach
     .venv/bin/python -m bench.bench_outreach --signals 5000 --db sqlite,postgresql
@@ -23,7 +24,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
 from shared.broker import EmbeddedBroker, free_port, port_open
@@ -106,14 +107,24 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
             return s.scalar(select(func.count()).select_from(model))
 
     consumer = SignalWorker(settings, factory, clock)
-    handled, signals_s = 0, 0.0
+    handled, signals_s, batches, statements = 0, 0.0, 0, 0
+    issued = [0]
+
+    def issue(*_args) -> None:
+        issued[0] += 1
+
+    event.listen(engine, "before_cursor_execute", issue)  # statements the database is sent, per batch
     while handled < n:
         # Only batches that carried records are timed: the group join is not what we measure.
+        issued[0] = 0
         t = time.perf_counter()
         got = consumer.poll_once(500)
         if got:
             signals_s += time.perf_counter() - t
             handled += got
+            batches += 1
+            statements += issued[0]
+    event.remove(engine, "before_cursor_execute", issue)
     consumer.close()
     assert count(Enrollment) == n and count(Message) == n
 
@@ -139,7 +150,8 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     engine.dispose()
     if drop:
         drop()
-    return {"db": kind, "signals": n, "signals_per_s": n / signals_s, "emails": delivered,
+    return {"db": kind, "signals": n, "signals_per_s": n / signals_s, "batches": batches,
+            "statements_per_batch": statements / batches, "emails": delivered,
             "emails_per_s": delivered / mail_s, "smtp_connections": connections}
 
 
@@ -161,10 +173,12 @@ def main(argv=None) -> int:
             kinds.remove("postgresql")
     broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tempfile.mkdtemp()) / "broker.log").start()
     try:
-        print(f"{'db':<11}{'signals':>8}{'signals/s':>11}{'emails':>8}{'emails/s':>10}{'SMTP conns':>12}")
+        print(f"{'db':<11}{'signals':>8}{'signals/s':>11}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'emails/s':>10}"
+              f"{'SMTP conns':>12}")
         for kind in kinds:
             r = run_one(kind, args.signals, broker)
-            print(f"{r['db']:<11}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['emails']:>8}{r['emails_per_s']:>10.0f}"
+            print(f"{r['db']:<11}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
+                  f"{r['emails']:>8}{r['emails_per_s']:>10.0f}"
                   f"{r['smtp_connections']:>12}", flush=True)
     finally:
         broker.stop()

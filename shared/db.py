@@ -192,10 +192,12 @@ def upsert(
     key: list[str],
     update: Any = None,
     returning: Any = None,
+    any_unique: bool = False,
 ) -> Any:
     """Insert ``rows`` (each with the same keys; no two with the same ``key``); on a
     key conflict apply ``update`` (a callable taking ``stmt.excluded`` and returning a
-    dict of column -> SQL expression) or do nothing. With ``returning`` (columns),
+    dict of column -> SQL expression) or do nothing (on a conflict with any unique
+    constraint, not only ``key``, with ``any_unique``). With ``returning`` (columns),
     returns the result rows of the rows actually inserted or updated."""
     if not rows:
         return [] if returning is not None else None
@@ -206,7 +208,7 @@ def upsert(
         stage = _pg_stage(session, table, columns, rows)
         stmt = stmt.from_select(columns, select(*[stage.c[c] for c in columns]))
     if update is None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=key)
+        stmt = stmt.on_conflict_do_nothing(index_elements=None if any_unique else key)
     else:
         stmt = stmt.on_conflict_do_update(index_elements=key, set_=update(stmt.excluded))
     if returning is not None:
@@ -215,12 +217,14 @@ def upsert(
     return list(result) if returning is not None else None
 
 
-def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str]) -> set[Any]:
+def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str], *,
+               any_unique: bool = False) -> set[Any]:
     """Insert ``rows``, skipping those whose ``key`` exists; return the keys that were new.
     The idempotency primitive: a redelivered event or signal inserts nothing and is
-    recognised as seen. ``key`` columns come back as a scalar (one column) or a tuple."""
+    recognised as seen. ``key`` columns come back as a scalar (one column) or a tuple.
+    With ``any_unique``, a row that collides on any unique constraint is skipped too."""
     cols = [table.c[k] for k in key]
-    inserted = upsert(session, table, rows, key, returning=cols)
+    inserted = upsert(session, table, rows, key, returning=cols, any_unique=any_unique)
     return {r[0] for r in inserted} if len(cols) == 1 else {tuple(r) for r in inserted}
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Message
-from shared.db import insert_on_conflict, rowcount
+from shared.db import insert_new, rowcount
 
 SENDABLE_CHANNELS = ("email", "webhook")
 
@@ -17,11 +17,7 @@ SENDABLE_CHANNELS = ("email", "webhook")
 def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert outbox rows; the ids already present are left alone (idempotent redo).
     Returns the ids that were new."""
-    if not rows:
-        return set()
-    table = Message.__table__
-    stmt = insert_on_conflict(session, table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-    return set(session.scalars(stmt, rows))
+    return insert_new(session, Message.__table__, rows, ["id"])
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime,

@@ -27,6 +27,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from services.ingest import usage
 from services.ingest.usage import AccountInfo, Contact
@@ -143,6 +144,11 @@ class Batch:
         """Store the run state of the batch's new enrolments that changed, in one statement."""
         changed, self._changed = self._changed, {}
         playbook_repo.write_run_state(self.session, changed.values())
+        for e in changed.values():
+            # A step that read the account's enrolments through the session loaded its own copy: now stale.
+            copy = self.session.identity_map.get(identity_key(Enrollment, e.id))
+            if copy is not None and copy is not e:
+                self.session.expire(copy)
 
     def flush(self) -> set[str]:
         """Insert the held message rows (keyed: a row whose id exists is left alone),

@@ -10,9 +10,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
-from shared.db import insert_new, insert_on_conflict
+from shared.db import insert_new
 
-_CHUNK = 900
 
 
 def get_head(session: Session, playbook_id: str) -> Playbook | None:
@@ -56,11 +55,7 @@ def insert_enrollments(session: Session, rows: list[dict[str, Any]]) -> set[str]
     """Insert enrolments in one statement, each unless the account is already active in
     the playbook (the unique ``active_key``) or this very enrolment exists; returns the
     ids inserted. No two rows may share an ``active_key``."""
-    if not rows:
-        return set()
-    table = Enrollment.__table__
-    stmt = insert_on_conflict(session, table).on_conflict_do_nothing().returning(table.c.id)
-    return set(session.scalars(stmt, rows))
+    return insert_new(session, Enrollment.__table__, rows, ["id"], any_unique=True)
 
 
 # What running steps changes on an enrolment.
