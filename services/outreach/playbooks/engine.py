@@ -5,9 +5,10 @@ enrolment) or the end, and the conversion sweep. Step types live in the
 never imports it.
 
 A batch is enrolled set-based (:func:`enroll_batch`): one keyed insert for the
-enrolments, one read of them, and the steps' reads and writes through one
-:class:`~services.outreach.playbooks.batch.Batch`, so the statements a batch costs do
-not grow with its signals (tests/test_outreach_playbooks.py counts them).
+enrolments, the steps' reads and writes through one
+:class:`~services.outreach.playbooks.batch.Batch`, and one executemany for the
+enrolments' new step state, so the statements a batch costs do not grow with its
+signals (tests/integration/services/outreach/test_playbooks.py counts them).
 
 Everything here runs inside the caller's transaction (the consumer batch or the
 timer tick) and only flushes: the messages a step writes and the enrolment's new
