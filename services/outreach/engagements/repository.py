@@ -197,8 +197,10 @@ def events_of(session: Session, engagement_id: str, *, after: int | None = None,
     return list(session.scalars(q))
 
 
-def add_event(session: Session, **row) -> None:
-    session.add(EngagementEvent(**row))
+def add_event(session: Session, **row) -> EngagementEvent:
+    event = EngagementEvent(**row)
+    session.add(event)
+    return event
 
 
 # ---- what automation did for the account -------------------------------------

@@ -155,13 +155,13 @@ def log_touch(body: TouchIn, engagement_id: str, session: Session = SessionDep, 
                              actor=principal.actor, now=clock.now())
 
 
-@router.post("/v1/engagements/{engagement_id}/notes", status_code=201, response_model=list[EventOut],
-             responses={**AUTH_ERRORS, **responses(NotFound)}, summary="Add a note; answers the timeline")
+@router.post("/v1/engagements/{engagement_id}/notes", status_code=201, response_model=EventOut,
+             responses={**AUTH_ERRORS, **responses(NotFound)},
+             summary="Add a note; answers the note's timeline entry (the whole timeline is GET .../events, paged)")
 def add_note(body: NoteIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
              principal: Principal = require("csm", "ops")):
     e = _load(session, engagement_id, principal)
-    service.add_note(session, e, text=body.text, actor=principal.actor, now=clock.now())
-    return repo.events_of(session, e.id)
+    return service.add_note(session, e, text=body.text, actor=principal.actor, now=clock.now())
 
 
 @router.post("/v1/engagements/{engagement_id}/extend", response_model=EngagementOut,

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from services.ingest import usage
 from services.outreach.engagements import notices
 from services.outreach.engagements import repository as repo
-from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Csm, Engagement
+from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Csm, Engagement, EngagementEvent
 from services.rules import conditions
 from shared import audit
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -84,9 +84,9 @@ def covers(csm: Csm, e: Engagement) -> bool:
 # ---- transitions ------------------------------------------------------------------
 
 def _event(session: Session, e: Engagement, kind: str, *, actor: str, now: datetime, frm: str | None = None,
-           to: str | None = None, **details) -> None:
-    repo.add_event(session, engagement_id=e.id, at=now, actor=actor, kind=kind, from_status=frm, to_status=to,
-                   details=_jsonable(details))
+           to: str | None = None, **details) -> EngagementEvent:
+    return repo.add_event(session, engagement_id=e.id, at=now, actor=actor, kind=kind, from_status=frm, to_status=to,
+                          details=_jsonable(details))
 
 
 def transition(session: Session, e: Engagement, to: str, *, actor: str, now: datetime, **details) -> None:
@@ -316,10 +316,11 @@ def log_touch(session: Session, e: Engagement, *, kind: str, user_id: str | None
     return {"message_id": mid, "kind": kind}
 
 
-def add_note(session: Session, e: Engagement, *, text: str, actor: str, now: datetime) -> None:
-    _event(session, e, "note", actor=actor, now=now, text=text)
+def add_note(session: Session, e: Engagement, *, text: str, actor: str, now: datetime) -> EngagementEvent:
+    note = _event(session, e, "note", actor=actor, now=now, text=text)
     e.updated_at = now
     session.flush()
+    return note
 
 
 def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: str, now: datetime, settings) -> Engagement:

@@ -200,7 +200,7 @@ async def test_csm_work_over_the_api(api, keys, session_factory, settings, clock
     r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "call", "user_id": "zed"}, headers=mine)
     assert r.status_code == 422 and r.json()["error"] == "unknown_contact"
     r = await api.post(f"/v1/engagements/{eid}/notes", json={"text": "Budget freeze until Q3"}, headers=mine)
-    assert r.status_code == 201 and r.json()[-1]["details"]["text"] == "Budget freeze until Q3"
+    assert r.status_code == 201 and (r.json()["kind"], r.json()["details"]["text"]) == ("note", "Budget freeze until Q3")
     r = await api.post(f"/v1/engagements/{eid}/extend", json={"days": 30}, headers=mine)
     assert r.status_code == 422 and r.json()["error"] == "extension_too_long" and "at most 14 days" in r.json()["detail"]
     r = await api.post(f"/v1/engagements/{eid}/extend", json={"days": 10, "reason": "exec on leave"}, headers=mine)
