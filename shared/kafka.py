@@ -230,6 +230,9 @@ class BatchWorker:
         self.db_retry_seconds = 1.0
         self.db_backoff = Backoff(self.db_retry_seconds, settings.retry_max_seconds)
         self.not_ready_wait_seconds = 0.05
+        # What ready() held back, per partition, in offset order: kept here rather than
+        # rewound, so the next poll brings only new records (see _with_held).
+        self._held: dict[TopicPartition, list[ConsumerRecord]] = {}
         self._reported: dict[tuple[str, int], tuple[int, int]] = {}
         self._reported_at: datetime | None = None
 
@@ -251,11 +254,11 @@ class BatchWorker:
     def ready(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The records of the batch that can be processed now, for a worker that depends
         on another one's progress: for each partition, a prefix of its records in offset
-        order. The loop processes and commits those, and rewinds the rest: they come
-        again with the next poll (a moment later if nothing was ready). Processing the
-        ready prefix, rather than waiting for the whole batch, keeps such a worker right
-        behind the one it follows under a steady stream, where every fresh poll also
-        brings records the other worker has not reached yet."""
+        order. The loop processes and commits those and holds the rest back: they are
+        offered again, ahead of whatever the next poll brings (a moment later if nothing
+        was ready). Processing the ready prefix, rather than waiting for the whole batch,
+        keeps such a worker right behind the one it follows under a steady stream, where
+        every fresh poll also brings records the other worker has not reached yet."""
         return records
 
     # ---- lifecycle ----------------------------------------------------
@@ -285,6 +288,7 @@ class BatchWorker:
         return self.consumer
 
     def close(self) -> None:
+        self._held = {}  # never committed: whoever owns the partitions next reads them again
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
             self.consumer = None
@@ -307,11 +311,11 @@ class BatchWorker:
     def poll_once(self, timeout_ms: int | None = None) -> int:
         """Poll, process and commit one batch. Returns the number of records handled."""
         consumer = self.start()._live()
-        polled = consumer.poll(
-            timeout_ms=self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms,
-            max_records=self.settings.kafka_max_poll_records,
-        )
-        records = [r for tp_records in polled.values() for r in tp_records]
+        timeout_ms = self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms
+        if self._held:  # what is held may be ready now: take what has arrived, do not wait for more
+            timeout_ms = 0
+        polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
+        records = self._with_held(consumer, polled)
         if not records:
             self._update_lag()
             return 0
@@ -320,7 +324,9 @@ class BatchWorker:
             now_ready = self.ready(records)
             if len(now_ready) < len(records):
                 taken = {(r.topic, r.partition, r.offset) for r in now_ready}
-                self._rewind([r for r in records if (r.topic, r.partition, r.offset) not in taken])
+                for r in sorted(records, key=lambda r: r.offset):
+                    if (r.topic, r.partition, r.offset) not in taken:
+                        self._held.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
                 if not now_ready:
                     self.stop_event.wait(self.not_ready_wait_seconds)
                     return 0
@@ -360,6 +366,27 @@ class BatchWorker:
         )
         self._update_lag()
         return len(records)
+
+    def _with_held(self, consumer: KafkaConsumer, polled: dict[TopicPartition, list[ConsumerRecord]]) -> list[ConsumerRecord]:
+        """The records held back last time, each partition's ahead of what this poll
+        brought for it. They are dropped, never offered twice or out of order, when
+        their partition is no longer this worker's or the poll's records for it do not
+        follow them (a rebalance moved its position), and a rewind drops them too: the
+        position then reads them again from the broker. (No ``consumer.position()``
+        here: calling it on every poll stalled another consumer's group join in the
+        same process.)"""
+        held, self._held = self._held, {}
+        out: list[ConsumerRecord] = []
+        assigned = consumer.assignment()
+        for tp, recs in held.items():
+            new = polled.pop(tp, [])
+            after = recs[-1].offset + 1
+            if tp in assigned and (not new or new[0].offset == after):
+                out.extend(recs)
+            out.extend(new)
+        for recs in polled.values():
+            out.extend(recs)
+        return out
 
     def _process(self, records: list[ConsumerRecord]) -> BatchResult:
         try:
@@ -423,6 +450,7 @@ class BatchWorker:
             tp = TopicPartition(r.topic, r.partition)
             first[tp] = min(first.get(tp, r.offset), r.offset)
         for tp, offset in first.items():
+            self._held.pop(tp, None)  # read again from the broker, in order
             if tp in self._live().assignment():
                 self._live().seek(tp, offset)
 
@@ -441,6 +469,8 @@ class BatchWorker:
                 position = consumer.position(tp)
             except KafkaError:
                 continue
+            if tp in self._held:  # fetched, not processed: still lag
+                position = self._held[tp][0].offset
             if position is not None:
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - position))
                 measured[(tp.topic, tp.partition)] = (position, hw)

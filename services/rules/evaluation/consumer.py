@@ -6,8 +6,8 @@ see an event before ingest has committed it. It therefore evaluates an event onl
 it and every valid event before it in its partition are in ingest's raw event store
 (one indexed query per batch): ingest commits whole batches in partition order, so the
 rollups then hold these events and everything before them. Per partition, the batch's
-ingested prefix is evaluated now and the rest is rewound and comes again with the next
-poll. (Waiting for the whole batch instead starved the worker under a steady stream:
+ingested prefix is evaluated now and the rest is held back (in memory: see
+:meth:`shared.kafka.BatchWorker.ready`) and offered again with the next poll. (Waiting for the whole batch instead starved the worker under a steady stream:
 every poll also brought events newer than ingest's last commit, so no batch was ever
 complete until the stream paused; docs/performance.md, "End-to-end latency".) When the
 same event has held its partition back for ``rules_ingest_wait_seconds`` of clock time,
@@ -69,7 +69,7 @@ class RulesWorker(BatchWorker):
         self._next_orphan_sweep: datetime | None = None
         # Per partition held back by an event ingest has not stored: that event's offset
         # and since when it has held the partition (clock time).
-        self._held: dict[tuple[str, int], tuple[int, datetime]] = {}
+        self._waiting: dict[tuple[str, int], tuple[int, datetime]] = {}
         self._deferred_since: datetime | None = None
         self._deferral_logged_at: datetime | None = None
         self.last_tick: TickReport | None = None
@@ -97,46 +97,48 @@ class RulesWorker(BatchWorker):
     @property
     def waiting_since(self) -> datetime | None:
         """Since when the longest-held partition has waited for ingest (None: none waits)."""
-        return min((since for _, since in self._held.values()), default=None)
+        return min((since for _, since in self._waiting.values()), default=None)
 
     def ready(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
-        # Records seen in the previous poll and rewound keep their parse; the rest is new.
+        # Records held back last time keep their parse; the rest is new.
         keys = {(r.topic, r.partition, r.offset) for r in records}
         self._parsed = {k: v for k, v in self._parsed.items() if k in keys}
-        ids = sorted({ev.event_id for ev in self._valid(records)})
-        if not ids:
-            self._held.clear()
-            return records
+        self._valid(records)
+        by_partition: dict[tuple[str, int], list[tuple[ConsumerRecord, str | None]]] = {}
+        for r in sorted(records, key=lambda r: r.offset):
+            ev = self._parsed[(r.topic, r.partition, r.offset)]
+            by_partition.setdefault((r.topic, r.partition), []).append((r, ev.event_id if isinstance(ev, ValidEvent) else None))
+        # Ingest commits each partition in order: while a partition's first event is not
+        # stored, none after it is. Ask for the first events, then for the rest of the
+        # partitions whose first event is stored (a partition waiting costs one id).
+        heads = {tp: next((i for _, i in recs if i is not None), None) for tp, recs in by_partition.items()}
         with transaction(self.session_factory) as session:
-            present = usage.ingested_event_ids(session, ids)
+            present = usage.ingested_event_ids(session, sorted({i for i in heads.values() if i is not None}))
+            rest = sorted({i for tp, recs in by_partition.items() if heads[tp] in present for _, i in recs if i is not None}
+                          - present)
+            if rest:
+                present |= usage.ingested_event_ids(session, rest)
         now = self.clock.now()
         wait = timedelta(seconds=self.settings.rules_ingest_wait_seconds)
-        by_partition: dict[tuple[str, int], list[ConsumerRecord]] = {}
-        for r in records:
-            by_partition.setdefault((r.topic, r.partition), []).append(r)
         out: list[ConsumerRecord] = []
         for tp, recs in by_partition.items():
-            recs.sort(key=lambda r: r.offset)
-            cut = next((i for i, r in enumerate(recs) if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], ValidEvent)
-                        and ev.event_id not in present), len(recs))
+            cut = next((n for n, (_, i) in enumerate(recs) if i is not None and i not in present), len(recs))
             if cut == len(recs):
-                self._held.pop(tp, None)
-                out.extend(recs)
+                self._waiting.pop(tp, None)
+                out.extend(r for r, _ in recs)
                 continue
-            offset = recs[cut].offset
-            held_offset, since = self._held.get(tp, (offset, now))
-            if held_offset != offset:
+            offset = recs[cut][0].offset
+            waited_offset, since = self._waiting.get(tp, (offset, now))
+            if waited_offset != offset:
                 since = now  # ingest moved on: a new wait begins at the next event
             if now - since >= wait:
-                missing = sum(1 for r in recs[cut:] if isinstance(ev := self._parsed[(r.topic, r.partition, r.offset)], ValidEvent)
-                              and ev.event_id not in present)
-                log.warning("rules: %d events of %s/%d from offset %d still not ingested after %.0fs; evaluating without them",
-                            missing, tp[0], tp[1], offset, self.settings.rules_ingest_wait_seconds)
-                self._held.pop(tp, None)
-                out.extend(recs)
+                log.warning("rules: events of %s/%d from offset %d still not ingested after %.0fs; evaluating without them",
+                            tp[0], tp[1], offset, self.settings.rules_ingest_wait_seconds)
+                self._waiting.pop(tp, None)
+                out.extend(r for r, _ in recs)
                 continue
-            self._held[tp] = (offset, since)
-            out.extend(recs[:cut])
+            self._waiting[tp] = (offset, since)
+            out.extend(r for r, _ in recs[:cut])
         return out
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
