@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install migrate test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console soak clean demo coverage mutation mutation-survivors
+.PHONY: run test lint install migrate test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console bench-latency soak clean demo coverage mutation mutation-survivors
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -104,6 +104,11 @@ bench-console: $(STAMP)
 
 bench-engagements: $(STAMP)
 	$(BIN)/python -m bench.bench_engagements
+
+# `touchline run` on a fresh PostgreSQL database, LATENCY_RATE events/s (1,000) for LATENCY_SECONDS (60):
+# event timestamp -> signal stored -> email accepted by the sink, p50/p95/p99/max (docs/performance.md).
+bench-latency: $(STAMP)
+	$(BIN)/python -m bench.bench_latency
 
 # `touchline run` + the live demo for SOAK_MINUTES (default 60): RSS and lag every minute, slope per process.
 soak: $(STAMP)
