@@ -193,12 +193,15 @@ def upsert(
     update: Any = None,
     returning: Any = None,
     any_unique: bool = False,
+    where: Any = None,
 ) -> Any:
     """Insert ``rows`` (each with the same keys; no two with the same ``key``); on a
     key conflict apply ``update`` (a callable taking ``stmt.excluded`` and returning a
     dict of column -> SQL expression) or do nothing (on a conflict with any unique
-    constraint, not only ``key``, with ``any_unique``). With ``returning`` (columns),
-    returns the result rows of the rows actually inserted or updated."""
+    constraint, not only ``key``, with ``any_unique``). ``where`` (a callable taking
+    ``stmt.excluded``, returning a SQL condition) limits the update to the conflicting
+    rows it admits. With ``returning`` (columns), returns the result rows of the rows
+    actually inserted or updated."""
     if not rows:
         return [] if returning is not None else None
     stmt = insert_on_conflict(session, table)
@@ -210,11 +213,24 @@ def upsert(
     if update is None:
         stmt = stmt.on_conflict_do_nothing(index_elements=None if any_unique else key)
     else:
-        stmt = stmt.on_conflict_do_update(index_elements=key, set_=update(stmt.excluded))
+        stmt = stmt.on_conflict_do_update(index_elements=key, set_=update(stmt.excluded),
+                                          where=where(stmt.excluded) if where is not None else None)
     if returning is not None:
         stmt = stmt.returning(*returning)
     result = session.execute(stmt) if pg_copy else session.execute(stmt, rows)
     return list(result) if returning is not None else None
+
+
+def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (each with the same keys), no conflict handling. On PostgreSQL,
+    above :data:`COPY_THRESHOLD` rows, straight into the table with COPY (rows are
+    written in list order, so a serial key follows it)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
+        _pg_copy(session, table.name, table, list(rows[0]), rows)
+    else:
+        session.execute(table.insert(), rows)
 
 
 def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str], *,
@@ -237,6 +253,13 @@ def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dic
         f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
     )
     conn.exec_driver_sql(f'TRUNCATE "{name}"')
+    _pg_copy(session, name, table, columns, rows)
+    return stage
+
+
+def _pg_copy(session: Session, name: str, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """COPY ``rows`` into table ``name`` (shaped like ``table``) on the session's connection."""
+    conn = session.connection()
     json_cols = {i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)}
     driver = conn.connection.driver_connection
     assert driver is not None  # a checked-out psycopg connection
@@ -251,4 +274,3 @@ def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dic
                 copy.write_row(values)
     finally:
         cursor.close()
-    return stage

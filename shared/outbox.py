@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Index, Integer, LargeBinary, String, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from shared.db import Base, JSONType, UTCDateTime, transaction
+from shared.db import Base, JSONType, UTCDateTime, insert_many, transaction
 from shared.privacy import ERASED, needles_of
 from shared.privacy import scrub as privacy_scrub
 
@@ -43,7 +43,7 @@ def enqueue_many(session: Session, messages: list[dict], now: datetime) -> None:
     with topic, key, value and optional headers."""
     if not messages:
         return
-    session.execute(OutboxMessage.__table__.insert(), [
+    insert_many(session, OutboxMessage.__table__, [
         {"topic": m["topic"], "key": m.get("key"), "value": m["value"], "headers": sorted((m.get("headers") or {}).items()),
          "created_at": now, "sent_at": None, "attempts": 0} for m in messages
     ])

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest import usage
 from services.rules.language.ast import Condition, Field, Leaf, Metric, RuleDefinition, leaves
-from services.rules.language.evaluate import explain, matching_from_values, predicate
+from services.rules.language.evaluate import NumericOrder, explain, matching_from_values, predicate
 
 DAY = 86400.0
 ZERO_DEFAULT = ("count", "active_users", "active_days")
@@ -63,6 +63,7 @@ class Measurements:
         self._values: dict[tuple, dict] = {}
         self._details: dict[tuple, dict] = {}
         self._matching: dict[Leaf, set] = {}
+        self._orders: dict[tuple, NumericOrder | None] = {}
         self._rows: dict[str, Any] | None = None
         self._rows_traits = False
         self._population: set[str] | None = None
@@ -177,11 +178,16 @@ class Measurements:
     def matching(self, leaf: Leaf) -> set[str]:
         """Accounts of the population for which an account-level predicate holds."""
         if leaf not in self._matching:
+            order = None
             if isinstance(leaf, Metric):
                 values, default = self.metric(leaf)
+                # Sorted once per operand: rules over one metric differ only in their thresholds.
+                if leaf.operand not in self._orders:
+                    self._orders[leaf.operand] = NumericOrder.of(values)
+                order = self._orders[leaf.operand]
             else:
                 values, default = self.account_field(leaf), None
-            self._matching[leaf] = matching_from_values(leaf, self.population, values, default)
+            self._matching[leaf] = matching_from_values(leaf, self.population, values, default, order)
         return self._matching[leaf]
 
     # ---- events and users ---------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -104,6 +105,8 @@ def evidence(explanation: dict[str, Any]) -> dict[str, Any]:
 def select(node: Condition, universe: set, matching: Callable[[Leaf], set]) -> set:
     """The subjects of ``universe`` for which ``node`` holds. ``matching(leaf)`` answers the
     subjects for which one predicate holds (it may include subjects outside the universe)."""
+    if not universe:
+        return set()  # nothing to measure for (a backtest day whose audience is empty)
     if isinstance(node, All):
         result = universe
         # Cheapest first is unknowable here; intersecting shrinks as we go.
@@ -122,7 +125,49 @@ def select(node: Condition, universe: set, matching: Callable[[Leaf], set]) -> s
     return universe & matching(node)
 
 
-def matching_from_values(leaf: Leaf, universe: Iterable, values: dict, default: Any) -> set:
+class NumericOrder:
+    """One operand's values sorted once, so that ``>``, ``>=``, ``<`` and ``<=`` against
+    any threshold are a bisection and a slice instead of a test per subject: the tick
+    asks 25 thresholds of one metric over 100,000 accounts. Built only when every value
+    is a number (int or float, not bool, not NaN), where the order answers exactly what
+    :func:`predicate` answers."""
+
+    __slots__ = ("keys", "subjects")
+
+    def __init__(self, keys: list, subjects: list):
+        self.keys, self.subjects = keys, subjects
+
+    @classmethod
+    def of(cls, values: dict) -> "NumericOrder | None":
+        for v in values.values():
+            if (type(v) is not float and type(v) is not int) or v != v:  # exact types: a bool is not a number here
+                return None
+        pairs = sorted(values.items(), key=operator.itemgetter(1))
+        return cls([v for _, v in pairs], [s for s, _ in pairs])
+
+    def above(self, op: str, want: float) -> list:
+        """The subjects whose value satisfies ``value <op> want``."""
+        if op == ">":
+            return self.subjects[bisect_right(self.keys, want):]
+        if op == ">=":
+            return self.subjects[bisect_left(self.keys, want):]
+        if op == "<":
+            return self.subjects[:bisect_left(self.keys, want)]
+        return self.subjects[:bisect_right(self.keys, want)]  # "<="
+
+
+def matching_from_values(leaf: Leaf, universe: Iterable, values: dict, default: Any,
+                         order: NumericOrder | None = None) -> set:
+    """The subjects of ``universe`` for which ``leaf`` holds, a subject without a value
+    taking ``default``. With ``order`` (``NumericOrder.of(values)``) a numeric comparison
+    is answered by bisection; the answer is the same."""
     test = predicate(leaf)
+    want = leaf.value
+    if (order is not None and isinstance(universe, (set, frozenset)) and leaf.op in (">", ">=", "<", "<=")
+            and type(want) in (int, float) and want == want):
+        out = set(universe.intersection(order.above(leaf.op, want)))
+        if test(default):
+            out |= universe.difference(values)
+        return out
     get = values.get
     return {s for s in universe if test(get(s, default))}

@@ -8,7 +8,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from services.rules.models import RuleCooldown, SignalRecord
-from shared.db import insert_new, insert_on_conflict
+from shared.db import insert_new, upsert
 from shared.privacy import scrub
 
 
@@ -18,14 +18,11 @@ def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now:
     if not account_ids:
         return set()
     t = RuleCooldown.__table__
-    stmt = insert_on_conflict(session, t)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["rule_id", "account_id"],
-        set_={"fired_at": stmt.excluded.fired_at, "until": stmt.excluded.until},
-        where=t.c.until <= stmt.excluded.fired_at,
-    ).returning(t.c.account_id)
     rows = [{"rule_id": rule_id, "account_id": a, "fired_at": now, "until": until} for a in sorted(set(account_ids))]
-    return set(session.scalars(stmt, rows))
+    claimed = upsert(session, t, rows, ["rule_id", "account_id"],
+                     update=lambda new: {"fired_at": new.fired_at, "until": new.until},
+                     where=lambda new: t.c.until <= new.fired_at, returning=[t.c.account_id])
+    return {r[0] for r in claimed}
 
 
 def cooling_down(session: Session, rule_id: str, now: datetime) -> set[str]:

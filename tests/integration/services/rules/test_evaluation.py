@@ -3,6 +3,7 @@ the scheduled tick on a simulated clock, cooldowns, lifecycle actions and the
 backtest, on both databases. State is written by ingest's own service."""
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -13,8 +14,9 @@ from services.rules.evaluation.service import RuleIndex, evaluate_events, run_ti
 from services.rules.backtest.service import run_backtest
 from services.rules.conditions import evaluate_condition
 from services.rules.language import parse_condition, parse_rule
-from services.rules.models import RuleTick
-from shared.db import transaction
+from services.rules.models import RuleCooldown, RuleTick
+from services.rules.signals import repository as signals_repo
+from shared.db import COPY_THRESHOLD, transaction
 from shared.outbox import OutboxMessage
 from tests.support.helpers import T0, track
 from tests.support.rules import count, group, identify, ingest, make_rule, signals
@@ -254,3 +256,56 @@ def test_a_cooldown_holds_back_only_its_own_rule(session_factory, settings, cloc
     make_rule(session_factory, {**rule, "id": "second", "name": "Second"}, clock.now())
     clock.advance(timedelta(hours=1))
     assert [(s.rule_id, s.account_id) for s in run_tick(session_factory, settings, clock.now()).signals] == [("second", "quiet")]
+
+
+def test_cooldown_claims_in_bulk(session_factory):
+    """Above the bulk threshold (COPY-staged on PostgreSQL) a claim still wins only for
+    accounts never claimed or whose cooldown has ended, the end itself included."""
+    n = COPY_THRESHOLD + 100
+    first = [f"a{i:04d}" for i in range(n)]
+    later = [f"b{i:04d}" for i in range(20)]
+    day = timedelta(days=1)
+    with transaction(session_factory) as s:
+        assert signals_repo.claim_cooldowns(s, "r", first, T0, T0 + day) == set(first)
+    with transaction(session_factory) as s:  # twelve hours later: only the new accounts
+        assert signals_repo.claim_cooldowns(s, "r", first + later, T0 + day / 2, T0 + day / 2 + day) == set(later)
+    with transaction(session_factory) as s:  # the first cooldowns end exactly now: claimable again
+        assert signals_repo.claim_cooldowns(s, "r", first + later, T0 + day, T0 + 2 * day) == set(first)
+    with transaction(session_factory) as s:
+        assert signals_repo.claim_cooldowns(s, "other-rule", first[:5], T0 + day, T0 + 2 * day) == set(first[:5])
+    with session_factory() as s:
+        assert s.get(RuleCooldown, ("r", first[0])).until == T0 + 2 * day
+        assert s.get(RuleCooldown, ("r", later[0])).until == T0 + day / 2 + day
+    assert count(session_factory, RuleCooldown) == n + 20 + 5
+
+
+def test_a_tick_firing_for_many_accounts_writes_one_signal_and_one_outbox_row_each(session_factory, settings, clock):
+    """A burst above the bulk threshold: every signal and its outbox message (key, value,
+    headers) as for one, and the cooldown holds for all of them on the next ticks."""
+    start = clock.now()
+    quiet = [f"q{i:04d}" for i in range(COPY_THRESHOLD + 60)]
+    events = [track(a, "login", start - timedelta(days=20), "u1", f"{a}-old") for a in quiet]
+    events += [track(f"busy{i}", "login", start - timedelta(days=1), "u1", f"busy{i}") for i in range(5)]
+    ingest(session_factory, events, start)
+    make_rule(session_factory, {"id": "quiet", "name": "Quiet", "kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
+                                "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+                                "cooldown": "2d"}, start)
+    report = run_tick(session_factory, settings, clock.now())
+    assert sorted(s.account_id for s in report.signals) == quiet
+    stored = {s.signal_id: s for s in signals(session_factory)}
+    assert set(stored) == {s.signal_id for s in report.signals}
+    with session_factory() as s:
+        messages = list(s.query(OutboxMessage).order_by(OutboxMessage.id))
+    assert len(messages) == len(quiet)
+    for m in messages:
+        body = json.loads(m.value)
+        sig = stored[body["signal_id"]]
+        assert m.key == sig.account_id.encode() and body["account_id"] == sig.account_id and m.sent_at is None
+        assert m.topic == settings.topic_signals and m.attempts == 0 and m.created_at == start
+        assert [list(h) for h in m.headers] == [["touchline.kind", "churn_risk"], ["touchline.signal_id", sig.signal_id]]
+        assert body["evidence"] == sig.evidence
+    clock.advance(timedelta(days=1))
+    assert run_tick(session_factory, settings, clock.now()).signals == []
+    clock.advance(timedelta(days=1))
+    assert sorted(s.account_id for s in run_tick(session_factory, settings, clock.now()).signals) == quiet
+    assert count(session_factory, OutboxMessage) == 2 * len(quiet)

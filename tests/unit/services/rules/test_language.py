@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from services.rules.language import RuleValidationError, parse_condition, parse_rule
-from services.rules.language.evaluate import explain, evidence, predicate, select
+from services.rules.language.evaluate import NumericOrder, explain, evidence, matching_from_values, predicate, select
 
 RULE = {
     "name": "No login in 14 days", "kind": "churn_risk", "severity": "high",
@@ -193,3 +193,30 @@ def test_parse_serialise_parse_is_the_identity_and_means_the_same():
     # About 97% parse (measured); the only legitimate refusal is a contradiction the generator made.
     assert parsed >= 0.8 * tried, (parsed, tried, sorted(refused))
     assert all(m.startswith("contradicts ") for m in refused), sorted(refused)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(values=st.dictionaries(st.integers(0, 40), st.one_of(st.integers(-5, 5), st.floats(-5, 5), st.just(math.inf)), max_size=30),
+       extra=st.sets(st.integers(0, 45), max_size=10),
+       op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
+       want=st.one_of(st.integers(-6, 6), st.floats(-6, 6)),
+       default=st.sampled_from([0.0, math.inf, None]))
+def test_matching_by_sorted_values_is_the_predicate_per_subject(values, extra, op, want, default):
+    """The tick answers a numeric comparison by bisecting the sorted values
+    (NumericOrder); it must select exactly the subjects the predicate admits one by one,
+    defaults for subjects without a value included."""
+    leaf = parse_condition({"metric": "count", "event": "e", "window": "7d", "op": op, "value": want})
+    universe = set(values) | extra
+    test = predicate(leaf)
+    expected = {s for s in universe if test(values.get(s, default))}
+    order = NumericOrder.of(values)
+    assert order is not None
+    assert matching_from_values(leaf, universe, values, default, order) == expected
+    assert matching_from_values(leaf, universe, values, default) == expected
+
+
+def test_no_sorted_order_when_a_value_is_not_a_number():
+    assert NumericOrder.of({"a": 1.0, "b": True}) is None
+    assert NumericOrder.of({"a": 1.0, "b": None}) is None
+    assert NumericOrder.of({"a": math.nan}) is None
+    assert NumericOrder.of({"a": "3"}) is None
