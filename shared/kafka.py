@@ -6,6 +6,7 @@ The loop's contract (effectively once):
 2. run ``handle_batch`` inside one DB transaction and commit it;
 3. publish the batch's rejected records to the DLQ and flush;
 4. only then commit the offsets.
+(A worker with ``overlap`` fetches the next batch while 2 runs in a helper thread.)
 A crash anywhere before 4 redelivers the batch; every effect in 2 is keyed so the
 redelivery changes nothing. A failing batch never blocks a partition: a database
 error that time cures (locked, connection lost, serialization failure) rewinds the
@@ -19,7 +20,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -210,6 +212,14 @@ class BatchWorker:
 
     name = "worker"
     dlq_topic: str | None = None
+    # With overlap, a batch's transaction runs in a helper thread while the loop takes the
+    # next batch from Kafka (fetching and decoding records overlap the database's work).
+    # That batch waits for the next poll_once; the current one is settled (DLQ, offsets)
+    # before poll_once returns, as without overlap. A prefetched batch is never committed
+    # before it is processed, so a crash or a rebalance redelivers it. kafka-python's
+    # consumer stays on the loop's thread. For workers whose ready() takes every record
+    # (none is held back): the ingest worker.
+    overlap = False
 
     def __init__(
         self,
@@ -235,6 +245,8 @@ class BatchWorker:
         self._held: dict[TopicPartition, list[ConsumerRecord]] = {}
         self._reported: dict[tuple[str, int], tuple[int, int]] = {}
         self._reported_at: datetime | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._prefetched: list[ConsumerRecord] = []
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
@@ -289,6 +301,10 @@ class BatchWorker:
 
     def close(self) -> None:
         self._held = {}  # never committed: whoever owns the partitions next reads them again
+        self._prefetched = []  # polled, not processed: uncommitted, so redelivered to the next owner
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
             self.consumer = None
@@ -311,33 +327,69 @@ class BatchWorker:
     def poll_once(self, timeout_ms: int | None = None) -> int:
         """Poll, process and commit one batch. Returns the number of records handled."""
         consumer = self.start()._live()
-        timeout_ms = self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms
-        if self._held:  # what is held may be ready now: take what has arrived, do not wait for more
-            timeout_ms = 0
-        polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
-        records = self._with_held(consumer, polled)
+        if self._prefetched:
+            # A rebalance since the prefetch may have given some partitions to another member.
+            owned = consumer.assignment()
+            records = [r for r in self._prefetched if TopicPartition(r.topic, r.partition) in owned]
+            self._prefetched = []
+        else:
+            timeout_ms = self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms
+            if self._held:  # what is held may be ready now: take what has arrived, do not wait for more
+                timeout_ms = 0
+            polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
+            records = self._with_held(consumer, polled)
         if not records:
             self._update_lag()
             return 0
         started = time.perf_counter()
         try:
             now_ready = self.ready(records)
-            if len(now_ready) < len(records):
-                taken = {(r.topic, r.partition, r.offset) for r in now_ready}
-                for r in sorted(records, key=lambda r: r.offset):
-                    if (r.topic, r.partition, r.offset) not in taken:
-                        self._held.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
-                if not now_ready:
-                    self.stop_event.wait(self.not_ready_wait_seconds)
-                    return 0
-                records = now_ready
-            result = self._process(records)
+        except Exception as exc:
+            self._rewind(records)
+            self.db_backoff.initial = self.db_retry_seconds
+            if retry_db_error(self.name, exc, self.db_backoff, self.stop_event):
+                return 0
+            raise
+        if len(now_ready) < len(records):
+            taken = {(r.topic, r.partition, r.offset) for r in now_ready}
+            for r in sorted(records, key=lambda r: r.offset):
+                if (r.topic, r.partition, r.offset) not in taken:
+                    self._held.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+            if not now_ready:
+                self.stop_event.wait(self.not_ready_wait_seconds)
+                return 0
+            records = now_ready
+        if not self.overlap:
+            return self._settle(records, started, lambda: self._process(records)) or 0
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-db")
+        batch = records
+        future = self._executor.submit(self._process, batch)
+        # While the database works: fetch and decode what Kafka already has (no waiting).
+        prefetched = self._poll(consumer, 0)
+        handled = self._settle(batch, started, future.result, also_rewind=prefetched)
+        if handled is not None:  # else they were rewound with the batch: they come again
+            self._prefetched = prefetched
+        return handled or 0
+
+    def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> list[ConsumerRecord]:
+        polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
+        return [r for tp_records in polled.values() for r in tp_records]
+
+    def _settle(self, records: list[ConsumerRecord], started: float, run: Callable[[], BatchResult],
+                also_rewind: list[ConsumerRecord] | None = None) -> int | None:
+        """Finish a batch: its transaction's outcome (``run``), then the DLQ, then the
+        offsets. Returns how many records it handled, or None if the batch was rewound
+        (with ``also_rewind``, records polled after it) to come again."""
+        again = records + (also_rewind or [])
+        try:
+            result = run()
         except Exception as exc:
             cause = (exc.__cause__ or exc) if isinstance(exc, _DatabaseUnavailable) else exc
-            self._rewind(records)  # nothing of the batch is committed: it comes again
+            self._rewind(again)  # nothing of the batch is committed: it comes again
             self.db_backoff.initial = self.db_retry_seconds
             if retry_db_error(self.name, cause, self.db_backoff, self.stop_event):
-                return 0
+                return None
             raise
         self.db_backoff.reset()
         try:
@@ -350,9 +402,9 @@ class BatchWorker:
             log.error("%s: could not publish %d rejects to the DLQ (%s); retrying the batch", self.name,
                       len(result.rejects), exc)
             self._reset_producer()
-            self._rewind(records)
+            self._rewind(again)
             self.stop_event.wait(self.db_retry_seconds)
-            return 0
+            return None
         faults.point(f"{self.name}.before_offset_commit")
         self._commit(records)
         elapsed = time.perf_counter() - started

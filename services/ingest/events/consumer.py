@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 class IngestWorker(BatchWorker):
     name = "ingest"
     prune_every = timedelta(hours=1)
+    # Batches are independent (every effect is keyed by event_id): the next one is fetched
+    # and decoded while the database stores this one (docs/performance.md).
+    overlap = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
