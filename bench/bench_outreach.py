@@ -134,7 +134,10 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     sink = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "mailsink"], env=env)
     while not port_open(settings.mail_sink_host, settings.mail_sink_port):
         time.sleep(0.05)
-    sender = SenderWorker(settings, factory, clock, worker_id="bench")
+    # Under `touchline run` the sender is its own process with its own connections: give it
+    # a fresh pool, so it does not inherit the consumer's sessions (their COPY staging tables).
+    engine.dispose()
+    sender = SenderWorker(settings, make_session_factory(engine), clock, worker_id="bench")
     started = time.perf_counter()
     while sender.poll_once():
         pass
