@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select, text, update
 
 from services.ingest.models import User
-from services.outreach.models import Enrollment, Suppression
+from services.outreach.models import Enrollment, Message, Suppression
 from services.ingest import usage
 from services.outreach.playbooks import engine as playbook_engine
 from services.outreach.policy.tokens import email_hash
@@ -74,6 +74,12 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
     with transaction(session_factory) as s:
         compiled = playbook_engine.load_compiled(s, "thanks", 1)
         assert playbook_engine.enroll(s, compiled, signal, usage.account(s, "acme"), now, settings) is not None
+    # The escalation waits until the enrolment's messages have left: they go, and it opens.
+    later = now + timedelta(minutes=2)
+    with transaction(session_factory) as s:
+        s.execute(update(Message).values(state="sent", sent_at=now, next_attempt_at=None))
+        [enrollment] = s.scalars(select(Enrollment))
+        playbook_engine.advance(s, enrollment, compiled, later, settings)
     # A suppression that keeps the plain address (a manual one).
     ops = auth(keys["ops"])
     assert (await api.post("/v1/suppressions", json={"email": EMAIL.upper()}, headers=ops)).status_code == 201
