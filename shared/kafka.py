@@ -416,7 +416,7 @@ class BatchWorker:
             "%s batch: records=%d rejected=%d %s in %.0fms",
             self.name, len(records), len(result.rejects), summary, elapsed * 1000,
         )
-        self._update_lag()
+        self._update_lag(also_rewind or [])
         return len(records)
 
     def _with_held(self, consumer: KafkaConsumer, polled: dict[TopicPartition, list[ConsumerRecord]]) -> list[ConsumerRecord]:
@@ -506,11 +506,18 @@ class BatchWorker:
             if tp in self._live().assignment():
                 self._live().seek(tp, offset)
 
-    def _update_lag(self) -> None:
+    def _update_lag(self, unprocessed: list[ConsumerRecord] | None = None) -> None:
         """Measure the lag of every owned partition (metric) and publish it to the
         ``consumer_progress`` table (see :mod:`shared.consumer_progress`): the rules tick and the
-        demo read ingest's rows to know what ingest has completely stored."""
+        demo read ingest's rows to know what ingest has completely stored. Records fetched
+        but not processed (held back, or ``unprocessed``: prefetched while the batch
+        committed) are still lag: the consumer's position has moved past them, but the
+        database does not hold them yet."""
         consumer = self._live()
+        first: dict[tuple[str, int], int] = {}
+        for r in [*(unprocessed or []), *(r for recs in self._held.values() for r in recs)]:
+            key = (r.topic, r.partition)
+            first[key] = min(first.get(key, r.offset), r.offset)
         measured: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in consumer.assignment():
             # The embedded broker's ListOffsets(latest) is wrong: use the fetch high-watermark.
@@ -521,8 +528,8 @@ class BatchWorker:
                 position = consumer.position(tp)
             except KafkaError:
                 continue
-            if tp in self._held:  # fetched, not processed: still lag
-                position = self._held[tp][0].offset
+            if (tp.topic, tp.partition) in first:
+                position = first[(tp.topic, tp.partition)]
             if position is not None:
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - position))
                 measured[(tp.topic, tp.partition)] = (position, hw)
