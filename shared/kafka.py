@@ -29,7 +29,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -368,6 +368,8 @@ class BatchWorker:
         # While the database works: fetch and decode what Kafka already has (no waiting).
         prefetched = self._poll(consumer, 0)
         handled = self._settle(batch, started, future.result, also_rewind=prefetched)
+        # Kept even if a rebalance refused the commit: processing them is always safe (keyed
+        # effects), dropping them could skip records if the position survives the rebalance.
         if handled is not None:  # else they were rewound with the batch: they come again
             self._prefetched = prefetched
         return handled or 0
@@ -491,10 +493,11 @@ class BatchWorker:
             offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1, "", -1)
         try:
             self._live().commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced while we worked: the new owner redelivers the batch and
-            # our keyed effects make that harmless.
-            log.warning("%s: offset commit refused after rebalance (%s); the batch will be redelivered", self.name, exc)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group rebalanced (or is rebalancing: a member joined) while we worked: the
+            # partitions' owner after it redelivers the batch and our keyed effects make that
+            # harmless. Seen with four ingest workers joining one group (bench-ingest).
+            log.warning("%s: offset commit refused by a rebalance (%s); the batch will be redelivered", self.name, exc)
 
     def _rewind(self, records: list[ConsumerRecord]) -> None:
         first: dict[TopicPartition, int] = {}
