@@ -93,7 +93,9 @@ def test_crash_between_db_commit_and_offset_commit_fires_no_duplicate(topics, se
     clock = SystemClock()  # the worker subprocess runs on the system clock
     now = clock.now()
     make_rule(session_factory, RULE, now)
-    evs = [track("acme", "login", now - timedelta(minutes=10 - i), f"u{i}", f"crash-{i}") for i in range(6)]
+    # The rule counts logins per UTC day: keep the six inside today, even a minute after midnight.
+    start = max(now - timedelta(minutes=10), now.replace(hour=0, minute=0, second=0, microsecond=0))
+    evs = [track("acme", "login", start + (now - start) * i / 6, f"u{i}", f"crash-{i}") for i in range(6)]
     publish(topics, evs)
     ingest = IngestWorker(topics, session_factory, clock)
     try:
