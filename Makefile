@@ -78,7 +78,7 @@ MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	services.outreach.templates.rendering.x_render__*
 mutation: $(STAMP)
 	rm -rf mutants
-	env -u TOUCHLINE_TEST_POSTGRES_URL -u CI $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)') || true
+	env -u TOUCHLINE_TEST_POSTGRES_URL -u CI $(BIN)/python tools/mutation.py --max-children 2 $(foreach m,$(MUTANTS),'$(m)') || true
 	$(BIN)/python tools/mutation_report.py $(foreach m,$(MUTANTS),'$(m)')
 
 mutation-survivors: $(STAMP)

@@ -6,7 +6,7 @@ its markers. Helpers that are not fixtures live in tests/support/."""
 from __future__ import annotations
 
 import os
-import time
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +27,15 @@ from shared.db import make_engine, make_session_factory, transaction
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import Settings
-from tests.support.helpers import T0
+from tests.support.helpers import T0, warm_up_broker
 
 PG_URL = os.environ.get("TOUCHLINE_TEST_POSTGRES_URL", "")
 DB_KINDS = ["sqlite", "postgresql"]
+# make mutation runs one short test session per mutant: tools/mutation.py starts one broker
+# and migrates one SQLite database for all of them, and passes them in here. Unset (every
+# other run), each session starts its own broker and runs the migrations itself.
+SHARED_BROKER = os.environ.get("TOUCHLINE_TEST_SHARED_BROKER", "")
+SQLITE_TEMPLATE = os.environ.get("TOUCHLINE_TEST_SQLITE_TEMPLATE", "")
 
 # The directory is the tier. `-m integration` (broker and/or a database server) selects
 # tests/integration and tests/e2e, `-m e2e` tests/e2e, `-m "not integration"` tests/unit.
@@ -55,35 +60,15 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+    if SHARED_BROKER:  # started and warmed up once by its owner (tools/mutation.py), shared by many sessions
+        host, port = SHARED_BROKER.rsplit(":", 1)
+        yield EmbeddedBroker(host, int(port))
+        return
     b = EmbeddedBroker("127.0.0.1", free_port(), tmp_path_factory.mktemp("broker") / "broker.log")
     b.start()
-    _warm_up(b)
+    warm_up_broker(b.bootstrap)
     yield b
     b.stop()
-
-
-def _warm_up(b: EmbeddedBroker, timeout: float = 60.0) -> None:
-    """One full round trip before any test: create a topic, produce, join a consumer
-    group, consume, commit. A listening port is not a broker ready to coordinate groups;
-    the first test of a session must not be the one that pays (or times out on) the
-    broker's first group join."""
-    from shared.kafka import make_consumer, make_producer
-
-    s = Settings(env="test", kafka_bootstrap=b.bootstrap, topic_prefix="warmup.", kafka_session_timeout_ms=2000,
-                 kafka_heartbeat_interval_ms=300)
-    ensure_topics(s, {s.topic_events: 1})
-    producer = make_producer(s)
-    producer.send(s.topic_events, key=b"warm", value=b"{}").get(timeout=timeout)
-    producer.close()
-    consumer = make_consumer(s, s.topic("warmup"), [s.topic_events])
-    try:
-        deadline = time.monotonic() + timeout
-        while not consumer.poll(200):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the embedded broker did not serve a consumer group within {timeout}s")
-        consumer.commit()
-    finally:
-        consumer.close(autocommit=False)
 
 
 class _Database:
@@ -106,6 +91,9 @@ def _databases(tmp_path_factory) -> Iterator[dict[str, _Database]]:
         dbs["postgresql"] = _Database("postgresql", base.set(database=name).render_as_string(hide_password=False),
                                       base.render_as_string(hide_password=False), name)
     for db in dbs.values():  # the migrations build every test database: never create_all
+        if db.kind == "sqlite" and SQLITE_TEMPLATE:
+            shutil.copyfile(SQLITE_TEMPLATE, path)  # built by the same migrations, once per mutation run
+            continue
         engine = make_engine(Settings(env="test", database_url=db.url))
         upgrade(engine)
         engine.dispose()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from shared.kafka import make_producer, parse_dlq_record
+from shared.kafka import ensure_topics, make_consumer, make_producer, parse_dlq_record
 from shared.settings import Settings
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # a Monday: the simulated clock's start
@@ -127,3 +127,25 @@ def run_jobs(settings: Settings, session_factory, clock=None) -> int:
     while worker.poll_once():
         ran += 1
     return ran
+
+
+def warm_up_broker(bootstrap: str, timeout: float = 60.0) -> None:
+    """One full round trip before any test: create a topic, produce, join a consumer
+    group, consume, commit. A listening port is not a broker ready to coordinate groups;
+    the first test of a session must not be the one that pays (or times out on) the
+    broker's first group join."""
+    s = Settings(env="test", kafka_bootstrap=bootstrap, topic_prefix="warmup.", kafka_session_timeout_ms=2000,
+                 kafka_heartbeat_interval_ms=300)
+    ensure_topics(s, {s.topic_events: 1})
+    producer = make_producer(s)
+    producer.send(s.topic_events, key=b"warm", value=b"{}").get(timeout=timeout)
+    producer.close()
+    consumer = make_consumer(s, s.topic("warmup"), [s.topic_events])
+    try:
+        deadline = time.monotonic() + timeout
+        while not consumer.poll(200):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded broker did not serve a consumer group within {timeout}s")
+        consumer.commit()
+    finally:
+        consumer.close(autocommit=False)

@@ -228,6 +228,16 @@ async def test_each_role_reaches_exactly_its_routes(api, keys):
                 assert role in r.json()["detail"]
 
 
+async def test_refusals_say_what_is_wrong_and_how_to_fix_it(api, keys):
+    missing = await api.get("/v1/accounts")
+    assert missing.json() == {"error": "unauthorized", "detail": "missing API key: send 'Authorization: Bearer <key>' "
+                                                                 "(create one with `touchline keys create`)"}
+    wrong = await api.get("/v1/accounts", headers=auth("tl_deadbeef_forged"))
+    assert wrong.json() == {"error": "unauthorized", "detail": "invalid or revoked API key"}
+    other_role = await api.get("/v1/accounts", headers=auth(keys["ingest"]))
+    assert other_role.json() == {"error": "forbidden", "detail": "this route needs role admin or csm or ops; your key has role 'ingest'"}
+
+
 async def test_revoked_key_is_refused(api, keys, session_factory, clock):
     from shared.auth import revoke_key
     from shared.models import ApiKey
