@@ -107,6 +107,19 @@ def raw_consume(settings: Settings, topic: str, n: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ``ru_maxrss``: Linux carries it over an exec from
+    the process that spawned us, so a child of a big parent reported the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def backend_cpu_seconds(engine) -> float:
     """CPU seconds used so far by the PostgreSQL backends connected to this database
     (the server is local: their processes are readable)."""
@@ -136,7 +149,7 @@ def ingest_phase(args) -> None:
     worker = IngestWorker(settings, factory, group_id=f"bench-{uuid.uuid4().hex[:6]}")
     worker.topics = lambda: [args.topic]
     worker.start()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mb()
     pg = engine.dialect.name == "postgresql"
     profile = cProfile.Profile() if args.profile else None
     done = 0
@@ -160,8 +173,8 @@ def ingest_phase(args) -> None:
         profile.dump_stats(f"{args.profile}.{engine.dialect.name}")
     # The first batch's time is not in `elapsed` (the clock starts after it): count it out.
     print(json.dumps({"records": done - first, "seconds": elapsed, "cpu_seconds": cpu, "db_cpu_seconds": db_cpu,
-                      "rss_mb_before": rss_before / 1024,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "rss_mb_before": rss_before,
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def worker_phase(args) -> None:
