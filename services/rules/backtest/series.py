@@ -10,8 +10,11 @@ queries' answers (tests/integration/services/rules/test_backtest_series.py compa
 """
 from __future__ import annotations
 
+import sys
+from array import array
 from datetime import date, timedelta
 from itertools import accumulate
+from operator import itemgetter
 
 from sqlalchemy.orm import Session
 
@@ -28,6 +31,7 @@ class DailySeries:
         self._usage: dict[str | None, dict[str, tuple[list[int], list[int]]]] = {}
         self._last: dict[tuple[str, int], tuple[dict[str, list[int]], dict[str, date]]] = {}
         self._users: dict[int, dict[str, list[int]]] = {}
+        self._user_masks: dict[str, list[int]] | None = None
         self._rows: dict | None = None
         self._rows_traits = False
         self._ids: frozenset[str] | None = None
@@ -55,20 +59,42 @@ class DailySeries:
         return self._usage[event]
 
     def users(self, window: int) -> dict[str, list[int]]:
-        """account -> distinct active users in the ``window``-day window ending each day."""
+        """account -> distinct active users in the ``window``-day window ending each day.
+
+        From one activity mask per user (bit i: active on day lo + i, read once per
+        backtest): the user counts in the window ending day j iff bit j of the mask
+        smeared ``window`` - 1 days forward is set. An account's smeared masks are
+        added bitwise into binary counters (one integer per binary digit, every day at
+        once), which are then spread to one 32-bit counter per day."""
         if window not in self._users:
-            n = self.length
-            base = (self.lo - usage.EPOCH).days
-            deltas: dict[str, list[int]] = {}
-            for a, d, enters, leaves in usage.active_user_runs(self.session, window, self.lo, self.hi):
-                arr = deltas.get(a)
-                if arr is None:
-                    arr = deltas[a] = [0] * (n + window)
-                i = int(d) - base
-                arr[i] += int(enters)
-                arr[i + window] -= int(leaves)
-            self._users[window] = {a: list(accumulate(arr[:n])) for a, arr in deltas.items()}
+            n, out = self.length, {}
+            for a, masks in self._masks().items():
+                # Bit-sliced counters: bit j of planes[k] is bit k of day j's count. Adding a
+                # user is a ripple-carry add of one bit per day; the planes are spread once.
+                planes: list[int] = []
+                for m in masks:
+                    carry = _smear(m, window)
+                    for k, p in enumerate(planes):
+                        planes[k] = p ^ carry
+                        carry &= p
+                        if not carry:
+                            break
+                    if carry:
+                        planes.append(carry)
+                total = sum(_spread(p, n) << k for k, p in enumerate(planes))
+                counts = array("I", total.to_bytes(4 * n, "little"))
+                if sys.byteorder != "little":
+                    counts.byteswap()
+                out[a] = counts.tolist()
+            self._users[window] = out
         return self._users[window]
+
+    def _masks(self) -> dict[str, list[int]]:
+        if self._user_masks is None:
+            self._user_masks = {}
+            for a, m in usage.user_activity_masks(self.session, self.lo, self.hi):
+                self._user_masks.setdefault(a, []).append(m)
+        return self._user_masks
 
     # ---- accounts (today's: the store keeps no history of them) --------
     def account_rows(self, with_traits: bool) -> dict:
@@ -115,10 +141,11 @@ class DailySeries:
             widths = {w for w, _, _ in spans}
             if len(widths) == 1:  # the change metric: one series read at several offsets
                 ends = [j for _, _, j in spans]
+                get = itemgetter(*ends) if len(ends) > 1 else (lambda s, j=ends[0]: (s[j],))
                 for a, s in self.users(widths.pop()).items():
-                    values = [s[j] for j in ends]
+                    values = get(s)
                     if any(values):
-                        out[a] = values
+                        out[a] = list(values)
                 return out
             series = {w: self.users(w) for w in widths}
             for a in set().union(*series.values()):
@@ -164,3 +191,29 @@ class DailySeries:
 
     def _days(self) -> list[date]:
         return [self.lo + timedelta(days=i) for i in range(self.length)]
+
+
+# Byte b (eight days, bit k = day k) -> those days as eight little-endian 32-bit counters.
+_SPREAD = [b"".join((b >> k & 1).to_bytes(4, "little") for k in range(8)) for b in range(256)]
+assert array("I").itemsize == 4
+
+
+def _spread(mask: int, n: int) -> int:
+    """``mask``'s first ``n`` bits as one 32-bit counter per bit (0 or 1), little-endian."""
+    raw = (mask & ((1 << n) - 1)).to_bytes((n + 7) // 8, "little")
+    return int.from_bytes(b"".join(map(_SPREAD.__getitem__, raw))[:4 * n], "little")
+
+
+def _smear(mask: int, width: int) -> int:
+    """Bit j set iff some bit of ``mask`` in [j - width + 1, j] is set (OR of ``mask``
+    shifted by 0 .. width - 1), in O(log width) shifts."""
+    out, shift, block, cover = 0, 0, mask, 1  # block: mask smeared over ``cover`` days
+    while width:
+        if width & 1:
+            out |= block << shift
+            shift += cover
+        width >>= 1
+        if width:
+            block |= block << cover
+            cover *= 2
+    return out

@@ -61,7 +61,7 @@ class Measurements:
         self.as_of = as_of
         self.lookback_days = lookback_days
         self._values: dict[tuple, dict] = {}
-        self._details: dict[tuple, dict] = {}
+        self._chunks: dict[tuple, tuple[dict, int]] = {}
         self._matching: dict[Leaf, set] = {}
         self._orders: dict[tuple, NumericOrder | None] = {}
         self._rows: dict[str, Any] | None = None
@@ -162,18 +162,17 @@ class Measurements:
             n = m.baseline_days // m.window_days
             ranges = [usage.window_days(now, m.window_days, k * m.window_days) for k in range(n + 1)]
             per = q("chunked_metric", m.of, m.event, ranges)
-            out, details = {}, {}
-            for a, values in per.items():
-                current, baseline = values[0], sum(values[1:]) / n
-                details[a] = {"current": current, "baseline": round(baseline, 4)}
-                if baseline > 0:
-                    out[a] = 100.0 * (current - baseline) / baseline
-            self._details[m.operand] = details
-            return out
+            self._chunks[m.operand] = (per, n)  # the details, for the few accounts explained
+            return {a: 100.0 * (v[0] - baseline) / baseline for a, v in per.items() if (baseline := sum(v[1:]) / n) > 0}
         raise ValueError(f"unknown metric {m.metric}")
 
     def detail(self, leaf: Leaf, account_id: str) -> dict[str, Any] | None:
-        return self._details.get(leaf.operand, {}).get(account_id)
+        """A change metric's current and baseline values for one account (its evidence)."""
+        per, n = self._chunks.get(leaf.operand, ({}, 1))
+        values = per.get(account_id)
+        if values is None:
+            return None
+        return {"current": values[0], "baseline": round(sum(values[1:]) / n, 4)}
 
     def matching(self, leaf: Leaf) -> set[str]:
         """Accounts of the population for which an account-level predicate holds."""

@@ -9,6 +9,7 @@ import random
 from datetime import date, datetime, time, timedelta, timezone
 
 import yaml
+from sqlalchemy import select
 
 from services.ingest.models import Account, UsageDaily, UserActivityDaily
 from services.rules.backtest.series import DailySeries
@@ -154,4 +155,25 @@ def test_daily_series_metric_values_every_day(session_factory):
                 slow = Measurements(s, now, None, as_of=True, lookback_days=lookback)
                 for m in metrics:
                     assert fast.metric(m) == slow.metric(m), (now, m.label)
-                    assert fast._details.get(m.operand) == slow._details.get(m.operand), (now, m.label)
+                    for a in slow.population:
+                        assert fast.detail(m, a) == slow.detail(m, a), (now, m.label, a)
+
+
+def test_distinct_active_users_from_masks_match_a_count_over_the_rows(session_factory):
+    """The activity masks (one aggregate per user) against a plain count over the stored
+    user-days, done here in Python: every account, every day, windows inside one
+    60-day mask word and across two."""
+    seed(session_factory)
+    with session_factory() as s:
+        rows = s.execute(select(UserActivityDaily.account_id, UserActivityDaily.day, UserActivityDaily.user_id)).all()
+        series = DailySeries(s, START, END, 60)
+        for window in (1, 7, 14, 28, 61):
+            got = series.users(window)
+            for i in range(series.length):
+                day = series.lo + timedelta(days=i)
+                first = max(series.lo, day - timedelta(days=window - 1))
+                expected: dict[str, set] = {}
+                for a, d, u in rows:
+                    if first <= d <= day:
+                        expected.setdefault(a, set()).add(u)
+                assert {a: c[i] for a, c in got.items() if c[i]} == {a: len(us) for a, us in expected.items()}, (window, day)
