@@ -87,23 +87,29 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
     audiences: dict = {}
     for rule, evs in per_rule.values():
         d = rule.definition
+        key = d.audience
+        if key not in audiences:
+            audiences[key] = set(accounts) if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, accounts)
+        audience = audiences[key]
+        holding: set[str] | None = None
         if not rule.needs_event:
-            # Only account state matters: the account's latest triggering event stands for all.
+            # Only account state matters: the account's latest triggering event stands for all,
+            # and the set algebra (as in the tick, predicates shared by every rule of the batch)
+            # finds the accounts for which the condition holds; only those are explained.
             latest: dict[str, EventSubject] = {}
             for ev in evs:
                 if ev.account_id not in latest or ev.timestamp >= latest[ev.account_id].timestamp:
                     latest[ev.account_id] = ev
             evs = list(latest.values())
-        key = d.audience
-        if key not in audiences:
-            audiences[key] = set(accounts) if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, accounts)
-        audience = audiences[key]
+            holding = select_set(d.condition, audience & set(latest), meas.matching)
         firings = []
         fired_accounts: set[str] = set()
         for ev in evs:
             if ev.account_id not in audience or ev.account_id in fired_accounts:
                 continue
             report.evaluations += 1
+            if holding is not None and ev.account_id not in holding:
+                continue
             ok, tree = meas.explain(d.condition, ev.account_id, ev)
             if ok:
                 fired_accounts.add(ev.account_id)
