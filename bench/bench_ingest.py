@@ -170,6 +170,7 @@ def ingest_phase(args) -> None:
     db_cpu = backend_cpu_seconds(engine) - db_cpu if pg else None
     worker.close()
     if profile is not None:
+        os.makedirs(os.path.dirname(args.profile) or ".", exist_ok=True)
         profile.dump_stats(f"{args.profile}.{engine.dialect.name}")
     # The first batch's time is not in `elapsed` (the clock starts after it): count it out.
     print(json.dumps({"records": done - first, "seconds": elapsed, "cpu_seconds": cpu, "db_cpu_seconds": db_cpu,
