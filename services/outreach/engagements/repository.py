@@ -23,7 +23,6 @@ from services.outreach.models import (
     PlaybookVersion,
 )
 from shared.db import insert_on_conflict
-from shared.privacy import scrub
 
 
 def _pg(session: Session) -> bool:
@@ -280,30 +279,6 @@ def enabled_playbook_definitions(session: Session) -> list[tuple[str, dict[str, 
          .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
          .where(Playbook.enabled.is_(True)).order_by(Playbook.id))
     return [(pid, definition) for pid, definition in session.execute(q)]
-
-
-def scrub_contact(session: Session, account_id: str, identifiers: list[str]) -> int:
-    """Erasure: the account's engagements keep the signal, its evidence and what
-    automation tried (``reason``), and a timeline of notes and touches. Scrub every value
-    containing one of ``identifiers``. Returns the rows changed."""
-    changed = 0
-    engagements = list(session.scalars(select(Engagement).where(Engagement.account_id == account_id)))
-    for e in engagements:
-        hit = False
-        for attr in ("title", "reason", "priority_detail", "measured"):
-            value, c = scrub(getattr(e, attr), identifiers)
-            if c:
-                setattr(e, attr, value)
-                hit = True
-        changed += hit
-    ids = [e.id for e in engagements]
-    if ids:
-        for ev in session.scalars(select(EngagementEvent).where(EngagementEvent.engagement_id.in_(ids))):
-            details, c = scrub(ev.details or {}, identifiers)
-            if c:
-                ev.details = details
-                changed += 1
-    return changed
 
 
 def due_counts(session: Session, now: datetime, until: datetime) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.outreach.models import Enrollment, Message, Suppression
+from services.outreach.models import Engagement, EngagementEvent, Enrollment, Message, Suppression
 from shared.db import rowcount, upsert
 from shared.privacy import ERASED, contains_any, scrub
 
@@ -132,4 +132,28 @@ def scrub_enrollments(session: Session, account_id: str, identifiers: list[str])
         if hit_signal or hit_history or hit_detail:
             e.signal, e.history, e.outcome_detail = signal, history, detail
             changed += 1
+    return changed
+
+
+def scrub_engagements(session: Session, account_id: str, identifiers: list[str]) -> int:
+    """Erasure: the account's engagements keep the signal, its evidence and what
+    automation tried (``reason``), and a timeline of notes and touches. Scrub every value
+    containing one of ``identifiers``. Returns the rows changed."""
+    changed = 0
+    engagements = list(session.scalars(select(Engagement).where(Engagement.account_id == account_id)))
+    for e in engagements:
+        hit = False
+        for attr in ("title", "reason", "priority_detail", "measured"):
+            value, c = scrub(getattr(e, attr), identifiers)
+            if c:
+                setattr(e, attr, value)
+                hit = True
+        changed += hit
+    ids = [e.id for e in engagements]
+    if ids:
+        for ev in session.scalars(select(EngagementEvent).where(EngagementEvent.engagement_id.in_(ids))):
+            details, c = scrub(ev.details or {}, identifiers)
+            if c:
+                ev.details = details
+                changed += 1
     return changed

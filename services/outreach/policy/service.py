@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
-from services.outreach.engagements import repository as engagement_repo
 from services.outreach.policy import repository as repo
 from services.outreach.policy.tokens import email_hash
 from services.rules.conditions import forget_contact
@@ -151,7 +150,7 @@ def erase_contact(session: Session, account_id: str, user_id: str, now: datetime
     forget_contact(session, account_id, identifiers)
     scrubbed = repo.scrub_messages(session, account_id, user_id, identifiers, now)
     repo.scrub_enrollments(session, account_id, identifiers)
-    engagement_repo.scrub_contact(session, account_id, identifiers)
+    repo.scrub_engagements(session, account_id, identifiers)
     hashes = [email_hash(e) for e in sorted(emails)]
     for h in hashes:
         repo.add_suppression(session, email_hash=h, email=None, reason="erased", detail="", now=now)

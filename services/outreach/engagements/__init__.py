@@ -1,0 +1,1 @@
+"""Pooled-CSM engagements: roster, assignment, time-box and reporting (docs/engagements.md)."""

@@ -1,0 +1,28 @@
+"""What `pip install .` (deploy/Dockerfile) ships, and what import-linter sees, is every
+package of the code: a directory of modules without an ``__init__.py`` is a namespace
+package, which setuptools' package discovery leaves out of the install and import-linter
+leaves out of its contracts (services/outreach/engagements once escaped both)."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from setuptools import find_packages
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _code_dirs() -> set[str]:
+    return {".".join(d.relative_to(ROOT).parts)
+            for top in ("services", "shared") for d in [ROOT / top, *(ROOT / top).rglob("*")]
+            if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))}
+
+
+def test_every_directory_of_modules_is_a_regular_package():
+    assert sorted(d for d in _code_dirs() if not (ROOT / d.replace(".", "/") / "__init__.py").exists()) == []
+
+
+def test_the_install_ships_every_package():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = set(find_packages(where=str(ROOT), include=config["include"]))
+    assert _code_dirs() - shipped == set()
