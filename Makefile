@@ -73,7 +73,7 @@ MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	services.ingest.service.x__split__* services.ingest.service.x__apply_traits__* \
 	services.rules.signals.repository.x_claim_cooldowns__* services.rules.signals.repository.x_cooling_down__* \
 	services.outreach.policy.service.x_quiet_until__* services.outreach.policy.service.x_zone__* \
-	services.outreach.policy.service.x_check_contact__* services.outreach.policy.repository.x_contact_messages_since__* \
+	services.outreach.policy.service.x_check_contact__* services.outreach.policy.repository.x__counted__* services.outreach.policy.repository.x_contact_messages__* \
 	services.outreach.playbooks.holdouts.x_holdout_bucket__* services.outreach.playbooks.holdouts.x_is_held_out__* \
 	services.outreach.templates.rendering.x_render__*
 mutation: $(STAMP)

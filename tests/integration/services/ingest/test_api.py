@@ -8,7 +8,9 @@ from sqlalchemy import func, select
 
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import RawEvent
+from shared.auth import authenticate
 from shared.broker import free_port
+from shared.models import ApiKey
 from tests.support.helpers import T0, auth, drain, track
 
 
@@ -236,6 +238,16 @@ async def test_refusals_say_what_is_wrong_and_how_to_fix_it(api, keys):
     assert wrong.json() == {"error": "unauthorized", "detail": "invalid or revoked API key"}
     other_role = await api.get("/v1/accounts", headers=auth(keys["ingest"]))
     assert other_role.json() == {"error": "forbidden", "detail": "this route needs role admin or csm or ops; your key has role 'ingest'"}
+
+
+def test_a_key_authenticates_as_its_own_row_and_only_in_its_own_scheme(keys, session_factory):
+    with session_factory() as s:
+        rows = {row.role: row for row in s.scalars(select(ApiKey))}
+        for role, key in keys.items():
+            p = authenticate(s, key)
+            assert (p.key_id, p.name, p.role, p.csm_id) == (rows[role].id, rows[role].name, role, rows[role].csm_id)
+        assert rows["csm"].csm_id == "csm-1"
+        assert authenticate(s, "xx_" + keys["ops"].removeprefix("tl_")) is None  # the right prefix and secret, another scheme
 
 
 async def test_revoked_key_is_refused(api, keys, session_factory, clock):

@@ -16,6 +16,7 @@ from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDai
 from shared.faults import CRASH_EXIT_CODE
 from shared.kafka import BatchResult, BatchWorker
 from tests.support.helpers import T0, committed_offsets, drain, publish, read_dlq, track
+from tests.support.rules import ingest
 
 
 def count(session_factory, model, *where) -> int:
@@ -318,6 +319,15 @@ def test_two_workers_split_the_partitions_without_double_counting(topics, sessio
     assert total == 240
 
 
+def test_other_traits_are_kept_across_updates(session_factory):
+    for i, traits in enumerate([{"name": "Acme", "industry": "retail"}, {"region": "emea"}, {"industry": "fintech"}]):
+        ingest(session_factory, [{"event_id": f"g{i}", "type": "group", "account_id": "acme",
+                                  "timestamp": (T0 - timedelta(days=3 - i)).isoformat(), "traits": traits}], T0)
+    with session_factory() as s:
+        acme = s.get(Account, "acme")
+        assert (acme.name, acme.traits) == ("Acme", {"industry": "fintech", "region": "emea"})
+
+
 def test_late_older_traits_do_not_overwrite_newer_ones(topics, worker, session_factory):
     newer = {"event_id": "g-new", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=1)).isoformat(),
              "traits": {"plan": "pro", "lifecycle_stage": "active"}}
@@ -374,8 +384,6 @@ def test_large_batches_store_awkward_text_exactly(topics, worker, session_factor
 def test_raw_events_are_pruned_at_the_retention_edge_hourly(topics, worker, session_factory, clock):
     """Raw events live ``raw_event_retention_days`` after they were received (not after
     their event time), pruned by the worker once an hour."""
-    from tests.support.rules import ingest
-
     retention = timedelta(days=topics.raw_event_retention_days)
     hour = worker.prune_every
     early, late = T0, T0 + 2 * hour  # when each was received

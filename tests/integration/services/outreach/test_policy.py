@@ -34,7 +34,8 @@ def _account(session_factory, settings, playbook_id="pb-a", caps=Caps()):
         return check_account(TouchCounts(s, ["acme"], T0), account_id="acme", playbook_id=playbook_id, playbook_caps=caps, settings=settings, now=T0)
 
 
-@pytest.mark.parametrize("days_ago, reason", [(2.9, "contact_cap"), (3.1, None)])
+# A message exactly at the window's start still counts: the window is [now - days, now].
+@pytest.mark.parametrize("days_ago, reason", [(2.9, "contact_cap"), (3, "contact_cap"), (3.1, None)])
 def test_global_contact_cap_window(session_factory, settings, days_ago, reason):
     settings = settings.model_copy(update={"contact_cap_messages": 1, "contact_cap_days": 3})
     _sent(session_factory, ago=timedelta(days=days_ago), playbook_id="another-playbook")
@@ -42,7 +43,7 @@ def test_global_contact_cap_window(session_factory, settings, days_ago, reason):
     assert _contact(session_factory, settings, user_id="bob") is None  # per contact, not per account
 
 
-@pytest.mark.parametrize("days_ago, reason", [(2.9, "playbook_contact_cap"), (3.1, None)])
+@pytest.mark.parametrize("days_ago, reason", [(2.9, "playbook_contact_cap"), (3, "playbook_contact_cap"), (3.1, None)])
 def test_per_playbook_contact_cap_window(session_factory, settings, days_ago, reason):
     settings = settings.model_copy(update={"contact_cap_messages": 0})  # the playbook's own cap alone
     caps = Caps(contact=Cap(limit=1, days=3))

@@ -21,6 +21,12 @@ def test_holdout_assignment_is_stable_and_near_the_percentage():
                                                                               for i in range(500)]
 
 
+def test_a_fractional_holdout_percentage_holds_out_its_fraction():
+    for percent in (0.5, 1, 2.5):
+        held = {i for i in range(4000) if is_held_out("win-back", f"acct-{i}", percent)}
+        assert held and held == {i for i in range(4000) if expected_held_out("win-back", f"acct-{i}", percent)}
+
+
 def test_lift_interval_matches_newcombe():
     # Newcombe (1998), table II, example (a): 56/70 vs 48/80 -> 0.0524 to 0.3339.
     lo, hi = lift_interval(56, 70, 48, 80)

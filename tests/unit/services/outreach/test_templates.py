@@ -33,6 +33,11 @@ def test_html_is_autoescaped_and_text_is_not():
     assert out.text_body == out.subject == "<script>alert(1)</script> & Co"
 
 
+def test_a_part_the_template_leaves_out_renders_empty():
+    out = render({"subject": "Hi {{ account.name }}"}, sample_context(Settings(env="test"), {"account": {"name": "Acme"}}))
+    assert (out.subject, out.html_body, out.text_body) == ("Hi Acme", "", "")
+
+
 def test_the_starter_templates_are_valid_and_carry_an_unsubscribe_link():
     settings = Settings(env="test")
     templates = starter_templates()
