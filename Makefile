@@ -28,7 +28,8 @@ demo: $(STAMP)
 # ruff (lint), mypy (types; stricter on shared/) and import-linter (the service
 # boundaries in pyproject.toml). CI runs it before the tests.
 lint: $(STAMP)
-	$(BIN)/ruff check services shared tests bench
+	$(BIN)/ruff check services shared tests bench tools
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -9,6 +9,7 @@ of 50 and the total count), median of five, for a few search texts.
 PostgreSQL at TOUCHLINE_BENCH_POSTGRES_URL (default the local test server); the
 benchmark creates and drops its own database. Numbers are printed, never asserted.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def timed(factory, text: str) -> tuple[float, int]:
     for _ in range(5):
         with factory() as s:
             t = time.perf_counter()
-            _items, total = ingest_repo.search_accounts(s, text=text, segment=None, lifecycle_stage=None, plan=None,
-                                                        only_ids=None, offset=0, limit=50)
+            _items, total = ingest_repo.search_accounts(
+                s, text=text, segment=None, lifecycle_stage=None, plan=None, only_ids=None, offset=0, limit=50
+            )
             samples.append(time.perf_counter() - t)
     return statistics.median(samples) * 1000, total
 
@@ -49,9 +51,21 @@ def main() -> None:
         factory = make_session_factory(engine)
         for lo in range(0, n, 10_000):
             with transaction(factory) as s:
-                ingest_repo.touch_accounts(s, [{"id": f"acct-{j:07d}", "name": f"Account {NAMES[j % 5]} {j}", "traits": {},
-                                                "first_seen_at": NOW, "last_seen_at": NOW, "created_at": NOW,
-                                                "updated_at": NOW} for j in range(lo, min(n, lo + 10_000))])
+                ingest_repo.touch_accounts(
+                    s,
+                    [
+                        {
+                            "id": f"acct-{j:07d}",
+                            "name": f"Account {NAMES[j % 5]} {j}",
+                            "traits": {},
+                            "first_seen_at": NOW,
+                            "last_seen_at": NOW,
+                            "created_at": NOW,
+                            "updated_at": NOW,
+                        }
+                        for j in range(lo, min(n, lo + 10_000))
+                    ],
+                )
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE accounts")
         print(f"{n:,} accounts; search page of 50 and total count, median of 5 (ms)")

@@ -10,6 +10,7 @@ default the local test server), then times run_backtest for every starter rule, 
 read transaction as the backtest job runs it, with this process's CPU time and the
 load average (the machine is shared: wall time alone says little).
 """
+
 from __future__ import annotations
 
 import os
@@ -49,11 +50,20 @@ def seed(factory, n_accounts: int) -> int:
             # Renewals spread over the coming year; every seventh account still onboarding (the
             # renewal and onboarding starter rules have an audience). Not drawn from rng, so
             # the usage history is the one earlier figures were measured on.
-            accounts.append({"id": a, "seats": seats, "signup_date": start - timedelta(days=400), "traits": {},
-                             "renewal_date": END + timedelta(days=i * 37 % 365),
-                             "lifecycle_stage": "onboarding" if i % 7 == 0 else "active",
-                             "created_at": now, "updated_at": now, "first_seen_at": now - timedelta(days=HISTORY),
-                             "last_seen_at": now})
+            accounts.append(
+                {
+                    "id": a,
+                    "seats": seats,
+                    "signup_date": start - timedelta(days=400),
+                    "traits": {},
+                    "renewal_date": END + timedelta(days=i * 37 % 365),
+                    "lifecycle_stage": "onboarding" if i % 7 == 0 else "active",
+                    "created_at": now,
+                    "updated_at": now,
+                    "first_seen_at": now - timedelta(days=HISTORY),
+                    "last_seen_at": now,
+                }
+            )
             last = None
             for d in range(HISTORY):
                 if churn_day is not None and d >= churn_day:
@@ -93,16 +103,21 @@ def main() -> None:
             with engine.connect() as conn:
                 conn.execute(text("ANALYZE"))
                 conn.commit()
-        print("\n| rule | accounts | days replayed | firings | distinct accounts | seconds | CPU s (this process) | load average |"
-              "\n|---|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            "\n| rule | accounts | days replayed | firings | distinct accounts | seconds | CPU s (this process) | load average |"
+            "\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        )
         for path in sorted(STARTER.glob("*.yaml")):  # every starter rule
             definition = parse_rule(yaml.safe_load(path.read_text()))
             with read_transaction(factory) as session:  # as the backtest job reads
                 t, cpu = time.perf_counter(), time.process_time()
                 result = run_backtest(session, definition, END - timedelta(days=DAYS - 1), END)
                 elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
-            print(f"| {definition.id} | {n:,} | {result.evaluated_days} | {len(result.firings):,} | {len(result.accounts()):,} "
-                  f"| {elapsed:.1f} | {cpu:.1f} | {os.getloadavg()[0]:.1f} |", flush=True)
+            print(
+                f"| {definition.id} | {n:,} | {result.evaluated_days} | {len(result.firings):,} | {len(result.accounts()):,} "
+                f"| {elapsed:.1f} | {cpu:.1f} | {os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
         engine.dispose()
 
 

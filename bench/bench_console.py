@@ -12,6 +12,7 @@ The seeding goes through our own services (tests/support/console_seed.py); an em
 serves the dead-letters page (an empty DLQ: the page waits its bounded second for
 records, which is most of its time).
 """
+
 from __future__ import annotations
 
 import os
@@ -44,14 +45,24 @@ NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
 
 def pages(seeded: dict) -> list[tuple[str, str]]:
     a = seeded["churning"][0]
-    return [("overview", "/console/"), ("accounts", "/console/accounts"), ("accounts search", "/console/accounts?q=labs"),
-            ("accounts signalled", "/console/accounts?signalled=1"), ("account", f"/console/accounts/{a}"),
-            ("rules", "/console/rules"), ("rule", "/console/rules/no-login-14d"),
-            ("rule editor", "/console/rules/no-login-14d/edit"),
-            ("dry-run", f"/console/rules/no-login-14d/dry-run?account_id={a}"), ("playbooks", "/console/playbooks"),
-            ("playbook", "/console/playbooks/win-back"), ("templates", "/console/templates"),
-            ("template", "/console/templates/win-back"), ("pool", "/console/pool"),
-            ("engagement", f"/console/engagements/{seeded['engagements'][a]}"), ("dead letters", "/console/dead-letters")]
+    return [
+        ("overview", "/console/"),
+        ("accounts", "/console/accounts"),
+        ("accounts search", "/console/accounts?q=labs"),
+        ("accounts signalled", "/console/accounts?signalled=1"),
+        ("account", f"/console/accounts/{a}"),
+        ("rules", "/console/rules"),
+        ("rule", "/console/rules/no-login-14d"),
+        ("rule editor", "/console/rules/no-login-14d/edit"),
+        ("dry-run", f"/console/rules/no-login-14d/dry-run?account_id={a}"),
+        ("playbooks", "/console/playbooks"),
+        ("playbook", "/console/playbooks/win-back"),
+        ("templates", "/console/templates"),
+        ("template", "/console/templates/win-back"),
+        ("pool", "/console/pool"),
+        ("engagement", f"/console/engagements/{seeded['engagements'][a]}"),
+        ("dead letters", "/console/dead-letters"),
+    ]
 
 
 def timed(client: TestClient, path: str) -> float:
@@ -94,20 +105,37 @@ def run(url: str, label: str, extra: int, bootstrap: str) -> None:
         t = time.perf_counter()
         for i in range(0, extra, 10_000):
             with transaction(factory) as s:
-                ingest_repo.touch_accounts(s, [{"id": f"bulk-{j:07d}", "name": f"Bulk Works {j}", "traits": {},
-                                                "segment": SEGMENTS[j % 3], "plan": PLANS[j % 3],
-                                                "first_seen_at": NOW, "last_seen_at": NOW, "created_at": NOW,
-                                                "updated_at": NOW} for j in range(i, min(extra, i + 10_000))])
+                ingest_repo.touch_accounts(
+                    s,
+                    [
+                        {
+                            "id": f"bulk-{j:07d}",
+                            "name": f"Bulk Works {j}",
+                            "traits": {},
+                            "segment": SEGMENTS[j % 3],
+                            "plan": PLANS[j % 3],
+                            "first_seen_at": NOW,
+                            "last_seen_at": NOW,
+                            "created_at": NOW,
+                            "updated_at": NOW,
+                        }
+                        for j in range(i, min(extra, i + 10_000))
+                    ],
+                )
         if engine.dialect.name == "postgresql":
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
         print(f"\n{label} with {extra:,} more accounts (added in {time.perf_counter() - t:.0f} s)")
         print(f"{'page':<22} {'median ms':>10}")
-        for name, path in [("accounts", "/console/accounts"), ("accounts page 1000", "/console/accounts?page=1000"),
-                           ("accounts search", "/console/accounts?q=labs"),
-                           ("accounts signalled", "/console/accounts?signalled=1"),
-                           ("accounts segment", "/console/accounts?segment=smb"),
-                           ("account", f"/console/accounts/{seeded['churning'][0]}"), ("overview", "/console/")]:
+        for name, path in [
+            ("accounts", "/console/accounts"),
+            ("accounts page 1000", "/console/accounts?page=1000"),
+            ("accounts search", "/console/accounts?q=labs"),
+            ("accounts signalled", "/console/accounts?signalled=1"),
+            ("accounts segment", "/console/accounts?segment=smb"),
+            ("account", f"/console/accounts/{seeded['churning'][0]}"),
+            ("overview", "/console/"),
+        ]:
             print(f"{name:<22} {timed(client, path):>10.1f}")
     client.close()
     engine.dispose()

@@ -13,6 +13,7 @@ PostgreSQL at TOUCHLINE_BENCH_POSTGRES_URL (default the local
 postgresql://postgres@127.0.0.1:5432/test); the benchmark creates and drops its own
 database there. Numbers are printed, never asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,30 +85,63 @@ def main() -> None:
         n, pool = args.engagements, args.csms
         per_csm = -(-n // pool)
         with transaction(factory) as s:
-            s.execute(Account.__table__.insert(), [
-                {"id": f"acct-{i:06d}", "name": f"Account {i}", "segment": ("smb", "mid_market", "enterprise")[i % 3],
-                 "arr": 5000.0 + 997 * (i % 400), "renewal_date": (T0 + timedelta(days=i % 365)).date(),
-                 "traits": {}, "created_at": T0, "updated_at": T0} for i in range(max(n, args.forecast_accounts))])
+            s.execute(
+                Account.__table__.insert(),
+                [
+                    {
+                        "id": f"acct-{i:06d}",
+                        "name": f"Account {i}",
+                        "segment": ("smb", "mid_market", "enterprise")[i % 3],
+                        "arr": 5000.0 + 997 * (i % 400),
+                        "renewal_date": (T0 + timedelta(days=i % 365)).date(),
+                        "traits": {},
+                        "created_at": T0,
+                        "updated_at": T0,
+                    }
+                    for i in range(max(n, args.forecast_accounts))
+                ],
+            )
             for c in range(pool):
-                put(s, f"csm-{c:02d}", CsmIn(name=f"CSM {c}", email=f"csm{c}@pool.test", capacity=per_csm),
-                    actor="bench", now=T0, settings=settings)
+                put(
+                    s,
+                    f"csm-{c:02d}",
+                    CsmIn(name=f"CSM {c}", email=f"csm{c}@pool.test", capacity=per_csm),
+                    actor="bench",
+                    now=T0,
+                    settings=settings,
+                )
 
         started = time.perf_counter()
         for lo in range(0, n, 500):
             with transaction(factory) as s:
                 for i in range(lo, min(n, lo + 500)):
-                    signal = {"signal_id": f"sig-{i}", "rule_id": "no-login-14d", "kind": "churn_risk",
-                              "severity": ("low", "medium", "high", "critical")[i % 4], "fired_at": T0.isoformat(),
-                              "evidence": {"days_since(login)": {"value": 15}}}
-                    service.open_engagement(s, account_id=f"acct-{i:06d}", goal="recover_usage", actor="bench", now=T0,
-                                            settings=settings, signal=signal, key=f"bench-{i}")
+                    signal = {
+                        "signal_id": f"sig-{i}",
+                        "rule_id": "no-login-14d",
+                        "kind": "churn_risk",
+                        "severity": ("low", "medium", "high", "critical")[i % 4],
+                        "fired_at": T0.isoformat(),
+                        "evidence": {"days_since(login)": {"value": 15}},
+                    }
+                    service.open_engagement(
+                        s,
+                        account_id=f"acct-{i:06d}",
+                        goal="recover_usage",
+                        actor="bench",
+                        now=T0,
+                        settings=settings,
+                        signal=signal,
+                        key=f"bench-{i}",
+                    )
         opened_s = time.perf_counter() - started
 
         env = {**os.environ, "TOUCHLINE_DATABASE_URL": url, "TOUCHLINE_VAR_DIR": str(tmp), "TOUCHLINE_ENV": "test"}
         go, ready = tmp / "go", [tmp / "ready-0", tmp / "ready-1"]
-        profiles = ([str(Path(args.profile) / f"assign-{i}.prof") for i in range(len(ready))] if args.profile else [])
-        procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r), T0.isoformat(), *profiles[i:i + 1]],
-                                  cwd=ROOT, env=env) for i, r in enumerate(ready)]
+        profiles = [str(Path(args.profile) / f"assign-{i}.prof") for i in range(len(ready))] if args.profile else []
+        procs = [
+            subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r), T0.isoformat(), *profiles[i : i + 1]], cwd=ROOT, env=env)
+            for i, r in enumerate(ready)
+        ]
         while not all(r.exists() for r in ready):
             time.sleep(0.01)
         started = time.perf_counter()
@@ -117,33 +151,49 @@ def main() -> None:
         assign_s = time.perf_counter() - started
         with factory() as s:
             assigned = s.scalar(select(func.count()).select_from(Engagement).where(Engagement.status == "assigned"))
-            over = s.execute(select(Engagement.csm_id, func.count()).where(Engagement.status == "assigned")
-                             .group_by(Engagement.csm_id).having(func.count() > per_csm)).all()
+            over = s.execute(
+                select(Engagement.csm_id, func.count())
+                .where(Engagement.status == "assigned")
+                .group_by(Engagement.csm_id)
+                .having(func.count() > per_csm)
+            ).all()
 
         with transaction(factory) as s:
-            s.execute(SignalReceipt.__table__.insert(), [
-                {"signal_id": f"r-{i}", "account_id": f"acct-{i % args.forecast_accounts:06d}",
-                 "rule_id": ("no-login-14d", "mau-up-50", "wau-down-40")[i % 3],
-                 "kind": ("churn_risk", "expansion", "churn_risk")[i % 3],
-                 "received_at": T0 - timedelta(minutes=13 * i), "enrolled": 1} for i in range(args.forecast_accounts)])
+            s.execute(
+                SignalReceipt.__table__.insert(),
+                [
+                    {
+                        "signal_id": f"r-{i}",
+                        "account_id": f"acct-{i % args.forecast_accounts:06d}",
+                        "rule_id": ("no-login-14d", "mau-up-50", "wau-down-40")[i % 3],
+                        "kind": ("churn_risk", "expansion", "churn_risk")[i % 3],
+                        "received_at": T0 - timedelta(minutes=13 * i),
+                        "enrolled": 1,
+                    }
+                    for i in range(args.forecast_accounts)
+                ],
+            )
         from services.outreach.starter import seed_starter_content
 
         with transaction(factory) as s:
             seed_starter_content(s, settings, T0)
         started = time.perf_counter()
         with factory() as s:
-            f = reporting.forecast(s, T0, lookback_days=90, hours_per_engagement=6, reactive=0.15, collateral=0.10,
-                                   overhead=0.15)
+            f = reporting.forecast(s, T0, lookback_days=90, hours_per_engagement=6, reactive=0.15, collateral=0.10, overhead=0.15)
         forecast_s = time.perf_counter() - started
         engine.dispose()
     finally:
         drop()
 
     print(f"opened   {n} engagements in {opened_s:.2f}s: {n / opened_s:.0f}/s (one process)")
-    print(f"assigned {assigned} of {n} to {pool} CSMs in {assign_s:.2f}s by two worker processes: "
-          f"{assigned / assign_s:.0f}/s; CSMs over capacity: {len(over)}")
-    print(f"forecast over {f.accounts} accounts and {args.forecast_accounts} signal receipts: {forecast_s * 1000:.0f} ms "
-          f"({f.engagements_per_week} engagements/week, {f.csms_needed} CSMs needed)")
+    print(
+        f"assigned {assigned} of {n} to {pool} CSMs in {assign_s:.2f}s by two worker processes: "
+        f"{assigned / assign_s:.0f}/s; CSMs over capacity: {len(over)}"
+    )
+    print(
+        f"forecast over {f.accounts} accounts and {args.forecast_accounts} signal receipts: {forecast_s * 1000:.0f} ms "
+        f"({f.engagements_per_week} engagements/week, {f.csms_needed} CSMs needed)"
+    )
 
 
 if __name__ == "__main__":

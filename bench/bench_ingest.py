@@ -13,6 +13,7 @@ PostgreSQL is used when TOUCHLINE_BENCH_POSTGRES_URL is set (default: the local
 postgresql://postgres@127.0.0.1:5432/test if it answers); the benchmark creates and
 drops its own database there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,18 @@ def uniform_events(n: int, accounts: int) -> list[bytes]:
     for i in range(n):
         a = f"acct-{i % accounts:06d}"
         ts = NOW - timedelta(seconds=rng.randint(0, 60 * 86400))
-        out.append(json.dumps({"event_id": str(uuid.UUID(int=rng.getrandbits(128))), "account_id": a,
-                               "user_id": f"u{rng.randint(0, 20)}", "name": rng.choice(names),
-                               "timestamp": ts.isoformat()}, separators=(",", ":")).encode())
+        out.append(
+            json.dumps(
+                {
+                    "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "account_id": a,
+                    "user_id": f"u{rng.randint(0, 20)}",
+                    "name": rng.choice(names),
+                    "timestamp": ts.isoformat(),
+                },
+                separators=(",", ":"),
+            ).encode()
+        )
     return out
 
 
@@ -76,7 +86,7 @@ def publish(settings: Settings, topic: str, values: list[bytes]) -> float:
     producer = make_producer(settings, linger_ms=20, batch_size=512 * 1024, acks=1, max_in_flight_requests_per_connection=5)
     started = time.perf_counter()
     for v in values:
-        key = v[v.index(b'"account_id":"') + 14:].split(b'"', 1)[0]
+        key = v[v.index(b'"account_id":"') + 14 :].split(b'"', 1)[0]
         producer.send(topic, key=key, value=v)
     producer.flush()
     producer.close()
@@ -85,10 +95,16 @@ def publish(settings: Settings, topic: str, values: list[bytes]) -> float:
 
 def raw_consume(settings: Settings, topic: str, n: int) -> tuple[float, float]:
     """Seconds to consume ``n`` records with a bare consumer, and its CPU seconds."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_interval_ms,
-                             max_poll_records=settings.kafka_max_poll_records)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_records=settings.kafka_max_poll_records,
+    )
     got = 0
     started = None
     cpu = 0.0
@@ -141,8 +157,14 @@ def ingest_phase(args) -> None:
     from shared.db import make_engine, make_session_factory
     from shared.migrate import upgrade
 
-    settings = Settings(env="test", database_url=args.db_url, kafka_bootstrap=args.bootstrap, var_dir=args.var_dir,
-                        kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300)
+    settings = Settings(
+        env="test",
+        database_url=args.db_url,
+        kafka_bootstrap=args.bootstrap,
+        var_dir=args.var_dir,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+    )
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
@@ -173,9 +195,18 @@ def ingest_phase(args) -> None:
         os.makedirs(os.path.dirname(args.profile) or ".", exist_ok=True)
         profile.dump_stats(f"{args.profile}.{engine.dialect.name}")
     # The first batch's time is not in `elapsed` (the clock starts after it): count it out.
-    print(json.dumps({"records": done - first, "seconds": elapsed, "cpu_seconds": cpu, "db_cpu_seconds": db_cpu,
-                      "rss_mb_before": rss_before,
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "records": done - first,
+                "seconds": elapsed,
+                "cpu_seconds": cpu,
+                "db_cpu_seconds": db_cpu,
+                "rss_mb_before": rss_before,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 def worker_phase(args) -> None:
@@ -184,8 +215,14 @@ def worker_phase(args) -> None:
     from services.ingest.events.consumer import IngestWorker
     from shared.db import make_engine, make_session_factory
 
-    settings = Settings(env="test", database_url=args.db_url, kafka_bootstrap=args.bootstrap, var_dir=args.var_dir,
-                        kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300)
+    settings = Settings(
+        env="test",
+        database_url=args.db_url,
+        kafka_bootstrap=args.bootstrap,
+        var_dir=args.var_dir,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+    )
     worker = IngestWorker(settings, make_session_factory(make_engine(settings)), group_id=args.group)
     worker.topics = lambda: [args.topic]
     worker.start()
@@ -213,9 +250,11 @@ def expected_totals(values: list[bytes]) -> dict[str, int]:
 
 def stored_totals(engine) -> dict[str, int]:
     with engine.connect() as c:
-        return {"events": c.execute(text("SELECT count(*) FROM events")).scalar_one(),
-                "usage": c.execute(text("SELECT coalesce(sum(count), 0) FROM usage_daily")).scalar_one(),
-                "activity": c.execute(text("SELECT coalesce(sum(count), 0) FROM user_activity_daily")).scalar_one()}
+        return {
+            "events": c.execute(text("SELECT count(*) FROM events")).scalar_one(),
+            "usage": c.execute(text("SELECT coalesce(sum(count), 0) FROM usage_daily")).scalar_one(),
+            "activity": c.execute(text("SELECT coalesce(sum(count), 0) FROM user_activity_daily")).scalar_one(),
+        }
 
 
 def run_scale(broker: EmbeddedBroker, topic: str, values: list[bytes], pg: str, processes: int, var_dir: str) -> dict:
@@ -232,10 +271,32 @@ def run_scale(broker: EmbeddedBroker, topic: str, values: list[bytes], pg: str, 
     with PgDatabase(pg) as url:
         engine = make_engine(Settings(env="test", database_url=url, var_dir=var_dir))
         upgrade(engine)
-        children = [subprocess.Popen([sys.executable, "-m", "bench.bench_ingest", "--phase", "worker", "--topic", topic,
-                                      "--db-url", url, "--bootstrap", broker.bootstrap, "--var-dir", var_dir,
-                                      "--group", group, "--stop-file", stop_file], stdout=subprocess.PIPE, text=True)
-                    for _ in range(processes)]
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.bench_ingest",
+                    "--phase",
+                    "worker",
+                    "--topic",
+                    topic,
+                    "--db-url",
+                    url,
+                    "--bootstrap",
+                    broker.bootstrap,
+                    "--var-dir",
+                    var_dir,
+                    "--group",
+                    group,
+                    "--stop-file",
+                    stop_file,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(processes)
+        ]
         assert broker.proc is not None
         broker_ps = psutil.Process(broker.proc.pid)
         count = 0
@@ -255,18 +316,46 @@ def run_scale(broker: EmbeddedBroker, topic: str, values: list[bytes], pg: str, 
         totals = stored_totals(engine)
         engine.dispose()
     busy = sum(getattr(machine_after, f) - getattr(machine, f) for f in ("user", "system", "nice", "irq", "softirq"))
-    return {"processes": processes, "seconds": elapsed, "rate": expected["events"] / elapsed,
-            "handled": [f["handled"] for f in figures], "worker_cpu": [f["cpu_seconds"] for f in figures],
-            "db_cpu": db_cpu, "broker_cpu": (brk_after.user + brk_after.system) - (brk.user + brk.system),
-            "machine_busy": busy, "cores": psutil.cpu_count(), "exact": totals == expected, "totals": totals,
-            "expected": expected}
+    return {
+        "processes": processes,
+        "seconds": elapsed,
+        "rate": expected["events"] / elapsed,
+        "handled": [f["handled"] for f in figures],
+        "worker_cpu": [f["cpu_seconds"] for f in figures],
+        "db_cpu": db_cpu,
+        "broker_cpu": (brk_after.user + brk_after.system) - (brk.user + brk.system),
+        "machine_busy": busy,
+        "cores": psutil.cpu_count(),
+        "exact": totals == expected,
+        "totals": totals,
+        "expected": expected,
+    }
 
 
 def run_ingest(bootstrap: str, topic: str, n: int, db_url: str, var_dir: str, profile: str | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.bench_ingest", "--phase", "ingest", "--topic", topic, "--n", str(n),
-                          "--db-url", db_url, "--bootstrap", bootstrap, "--var-dir", var_dir]
-                         + (["--profile", profile] if profile else []),
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_ingest",
+            "--phase",
+            "ingest",
+            "--topic",
+            topic,
+            "--n",
+            str(n),
+            "--db-url",
+            db_url,
+            "--bootstrap",
+            bootstrap,
+            "--var-dir",
+            var_dir,
+        ]
+        + (["--profile", profile] if profile else []),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -323,8 +412,9 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="touchline-bench-")
     broker = EmbeddedBroker("127.0.0.1", free_port()).start()
-    settings = Settings(env="test", kafka_bootstrap=broker.bootstrap, var_dir=tmp,
-                        kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300)
+    settings = Settings(
+        env="test", kafka_bootstrap=broker.bootstrap, var_dir=tmp, kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300
+    )
     pg = pg_url()
     try:
         print(f"Generating {args.events} demo events...", flush=True)
@@ -347,8 +437,15 @@ def main() -> None:
             with PgDatabase(pg) as url:
                 r = run_ingest(broker.bootstrap, topic, len(values), url, tmp, args.profile)
             rate = r["records"] / r["seconds"]
-            rows.append(("ingest -> PostgreSQL", rate, rate / raw_rate, r["cpu_seconds"] / r["records"] * 1e6,
-                         r["db_cpu_seconds"] / r["records"] * 1e6))
+            rows.append(
+                (
+                    "ingest -> PostgreSQL",
+                    rate,
+                    rate / raw_rate,
+                    r["cpu_seconds"] / r["records"] * 1e6,
+                    r["db_cpu_seconds"] / r["records"] * 1e6,
+                )
+            )
             print(f"ingest on PostgreSQL: {rate:,.0f} records/s ({rate / raw_rate:.2f} of raw)", flush=True)
         load_after_ingest = os.getloadavg()
 
@@ -372,24 +469,31 @@ def main() -> None:
             mem.append((n_accounts, r["peak_rss_mb"], r["records"] / r["seconds"]))
             print(f"{n_accounts:>7} accounts: peak RSS {r['peak_rss_mb']:.0f} MB, {r['records'] / r['seconds']:,.0f} records/s", flush=True)
 
-        print(f"\nLoad average after the ingest runs: {' '.join(f'{x:.1f}' for x in load_after_ingest)} "
-              f"({psutil.cpu_count()} cores)")
-        print("\n| measurement | records/s | ratio to raw consume | consumer CPU µs/record | PostgreSQL CPU µs/record |"
-              "\n|---|---:|---:|---:|---:|")
+        print(f"\nLoad average after the ingest runs: {' '.join(f'{x:.1f}' for x in load_after_ingest)} ({psutil.cpu_count()} cores)")
+        print(
+            "\n| measurement | records/s | ratio to raw consume | consumer CPU µs/record | PostgreSQL CPU µs/record |"
+            "\n|---|---:|---:|---:|---:|"
+        )
         for name, rate, ratio, cpu, db in rows:
             print(f"| {name} | {rate:,.0f} | {ratio:.2f} | {cpu:.1f} | {'-' if db is None else f'{db:.1f}'} |")
         if scale:
-            print(f"\nScale-out ({len(values):,} events, 4 partitions, one group, PostgreSQL; CPU in seconds over the run):\n\n"
-                  "| processes | seconds | records/s total | records/s per process | records handled per process | "
-                  "workers CPU | PostgreSQL CPU | broker CPU | machine busy / available | exact totals |\n"
-                  "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|")
+            print(
+                f"\nScale-out ({len(values):,} events, 4 partitions, one group, PostgreSQL; CPU in seconds over the run):\n\n"
+                "| processes | seconds | records/s total | records/s per process | records handled per process | "
+                "workers CPU | PostgreSQL CPU | broker CPU | machine busy / available | exact totals |\n"
+                "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
+            )
             for r in scale:
                 n = r["processes"]
-                print(f"| {n} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['rate'] / n:,.0f} | "
-                      f"{', '.join(f'{h:,}' for h in r['handled'])} | {sum(r['worker_cpu']):.1f} | {r['db_cpu']:.1f} | "
-                      f"{r['broker_cpu']:.1f} | {r['machine_busy']:.1f} / {r['cores'] * r['seconds']:.1f} | "
-                      f"{'yes' if r['exact'] else 'NO: ' + json.dumps(r['totals']) + ' expected ' + json.dumps(r['expected'])} |")
-        print(f"\nMemory ({args.memory_events:,} events, {'PostgreSQL' if pg else 'SQLite'}):\n\n| accounts | peak RSS of the worker | records/s |\n|---:|---:|---:|")
+                print(
+                    f"| {n} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['rate'] / n:,.0f} | "
+                    f"{', '.join(f'{h:,}' for h in r['handled'])} | {sum(r['worker_cpu']):.1f} | {r['db_cpu']:.1f} | "
+                    f"{r['broker_cpu']:.1f} | {r['machine_busy']:.1f} / {r['cores'] * r['seconds']:.1f} | "
+                    f"{'yes' if r['exact'] else 'NO: ' + json.dumps(r['totals']) + ' expected ' + json.dumps(r['expected'])} |"
+                )
+        print(
+            f"\nMemory ({args.memory_events:,} events, {'PostgreSQL' if pg else 'SQLite'}):\n\n| accounts | peak RSS of the worker | records/s |\n|---:|---:|---:|"
+        )
         for n_accounts, rss, rate in mem:
             print(f"| {n_accounts:,} | {rss:.0f} MB | {rate:,.0f} |")
     finally:

@@ -10,6 +10,7 @@ small write every 20 ms, and reports how long those commits waited:
   request's transaction (SQLite's BEGIN IMMEDIATE holds the write lock throughout);
 - "as a job": the jobs worker, reading in a read transaction with short progress writes.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,8 +77,10 @@ def measure(label: str, db_path: str, run, with_writer: bool = True) -> None:
     w.join()
     waits.sort()
     p99 = waits[max(0, int(len(waits) * 0.99) - 1)]
-    print(f"| {label} | {elapsed:.1f} | {len(waits)} | {statistics.median(waits) * 1000:.1f} | {p99 * 1000:.0f} | "
-          f"{waits[-1] * 1000:,.0f} | {len(errors)}{' (' + errors[0] + ')' if errors else ''} |")
+    print(
+        f"| {label} | {elapsed:.1f} | {len(waits)} | {statistics.median(waits) * 1000:.1f} | {p99 * 1000:.0f} | "
+        f"{waits[-1] * 1000:,.0f} | {len(errors)}{' (' + errors[0] + ')' if errors else ''} |"
+    )
 
 
 def main() -> None:
@@ -95,8 +98,10 @@ def main() -> None:
             import_rules(s, STARTER / "wau-down-40.yaml", actor="bench", now=SystemClock().now(), retention_days=400)
         body = BacktestIn(rule_id="wau-down-40", start=END - timedelta(days=DAYS - 1), end=END)
         print(f"\nSQLite, {n:,} accounts, wau-down-40 over {DAYS} days; another connection commits every 20 ms\n")
-        print("| backtest run | seconds | writer commits | median commit ms | p99 ms | max ms | writer errors |\n"
-              "|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| backtest run | seconds | writer commits | median commit ms | p99 ms | max ms | writer errors |\n"
+            "|---|---:|---:|---:|---:|---:|---:|"
+        )
 
         def in_write_transaction():
             with transaction(factory) as s:
@@ -104,8 +109,7 @@ def main() -> None:
 
         def as_job():
             with transaction(factory) as s:
-                jobs.submit(s, KIND, body.model_dump(mode="json"), created_by="bench", now=SystemClock().now(),
-                            settings=settings)
+                jobs.submit(s, KIND, body.model_dump(mode="json"), created_by="bench", now=SystemClock().now(), settings=settings)
             assert JobWorker(settings, factory).poll_once() == 1
 
         db_path = f"{tmp}/bench.db"

@@ -43,6 +43,7 @@ the message's created_at and sent_at).
 
 A benchmark, not a test: it prints and asserts nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,22 +99,47 @@ def pg_database(base_url: str) -> tuple[str, object]:
 
 def rules(quiet_seconds: float) -> list[dict]:
     return [
-        {"id": EVENT_RULE, "name": "Big report", "kind": "lifecycle", "severity": "low", "enabled": True,
-         "trigger": {"events": ["report_created"]}, "cooldown": "7d",
-         "condition": {"all": [{"field": "event.properties.rows", "op": ">=", "value": 10_000},
-                               {"metric": "count", "event": "report_created", "window": "1d", "op": ">=", "value": 1}]}},
-        {"id": TICK_RULE, "name": "Went quiet", "kind": "lifecycle", "severity": "low", "enabled": True,
-         "trigger": {"schedule": {"every": "1m"}}, "cooldown": "7d",
-         "condition": {"all": [{"field": "account.traits.cohort", "op": "==", "value": "quiet"},
-                               {"metric": "count", "event": "heartbeat", "window": "1d", "op": ">=", "value": 1},
-                               {"metric": "days_since", "event": "heartbeat", "op": ">=", "value": quiet_seconds / 86400}]}},
+        {
+            "id": EVENT_RULE,
+            "name": "Big report",
+            "kind": "lifecycle",
+            "severity": "low",
+            "enabled": True,
+            "trigger": {"events": ["report_created"]},
+            "cooldown": "7d",
+            "condition": {
+                "all": [
+                    {"field": "event.properties.rows", "op": ">=", "value": 10_000},
+                    {"metric": "count", "event": "report_created", "window": "1d", "op": ">=", "value": 1},
+                ]
+            },
+        },
+        {
+            "id": TICK_RULE,
+            "name": "Went quiet",
+            "kind": "lifecycle",
+            "severity": "low",
+            "enabled": True,
+            "trigger": {"schedule": {"every": "1m"}},
+            "cooldown": "7d",
+            "condition": {
+                "all": [
+                    {"field": "account.traits.cohort", "op": "==", "value": "quiet"},
+                    {"metric": "count", "event": "heartbeat", "window": "1d", "op": ">=", "value": 1},
+                    {"metric": "days_since", "event": "heartbeat", "op": ">=", "value": quiet_seconds / 86400},
+                ]
+            },
+        },
     ]
 
 
 def playbook(rule_id: str) -> dict:
-    return {"name": f"Latency {rule_id}", "trigger": {"rules": [rule_id]}, "holdout_percent": 0,
-            "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-                      {"type": "wait", "duration": "7d"}]}
+    return {
+        "name": f"Latency {rule_id}",
+        "trigger": {"rules": [rule_id]},
+        "holdout_percent": 0,
+        "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]}, {"type": "wait", "duration": "7d"}],
+    }
 
 
 def percentiles(values: list[float]) -> dict[str, float | int]:
@@ -150,8 +176,10 @@ class SignalWatcher:
         since = datetime(1970, 1, 1, tzinfo=timezone.utc)
         while not self.stop.is_set():
             with self.engine.connect() as conn:
-                rows = conn.execute(text("SELECT signal_id, rule_id, account_id, event_id, fired_at FROM signals "
-                                         "WHERE fired_at >= :since"), {"since": since}).all()
+                rows = conn.execute(
+                    text("SELECT signal_id, rule_id, account_id, event_id, fired_at FROM signals WHERE fired_at >= :since"),
+                    {"since": since},
+                ).all()
             now = time.time()
             for sid, rule, account, event_id, fired in rows:
                 if sid not in self.seen:
@@ -192,24 +220,43 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
     config = {
         "TOUCHLINE_DATABASE_URL": db_url.replace("postgresql+psycopg://", "postgresql://", 1),
-        "TOUCHLINE_VAR_DIR": str(var), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
-        "TOUCHLINE_API_PORT": str(api_port), "TOUCHLINE_MAIL_SINK_PORT": str(mail_port), "TOUCHLINE_LOG_LEVEL": os.environ.get("LATENCY_LOG_LEVEL", "WARNING"),
+        "TOUCHLINE_VAR_DIR": str(var),
+        "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
+        "TOUCHLINE_API_PORT": str(api_port),
+        "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
+        "TOUCHLINE_LOG_LEVEL": os.environ.get("LATENCY_LOG_LEVEL", "WARNING"),
         # What must not suppress the measurement (see the docstring):
         "TOUCHLINE_RULES_EVENT_FRESHNESS_SECONDS": "3600",
-        "TOUCHLINE_CONTACT_CAP_MESSAGES": "10", "TOUCHLINE_CONTACT_CAP_DAYS": "1",
-        "TOUCHLINE_ACCOUNT_CAP_TOUCHES": "10", "TOUCHLINE_ACCOUNT_CAP_DAYS": "1",
-        "TOUCHLINE_QUIET_HOURS_START": "0", "TOUCHLINE_QUIET_HOURS_END": "0",
-        "TOUCHLINE_RULES_TICK_SECONDS": str(tick), "TOUCHLINE_RULES_MAX_INGEST_LAG": "5000",
+        "TOUCHLINE_CONTACT_CAP_MESSAGES": "10",
+        "TOUCHLINE_CONTACT_CAP_DAYS": "1",
+        "TOUCHLINE_ACCOUNT_CAP_TOUCHES": "10",
+        "TOUCHLINE_ACCOUNT_CAP_DAYS": "1",
+        "TOUCHLINE_QUIET_HOURS_START": "0",
+        "TOUCHLINE_QUIET_HOURS_END": "0",
+        "TOUCHLINE_RULES_TICK_SECONDS": str(tick),
+        "TOUCHLINE_RULES_MAX_INGEST_LAG": "5000",
     }
     env.update(config)
     load_before = os.getloadavg()
-    print(f"bench-latency: {rate:g} events/s for {seconds:g} s over {n_accounts} accounts; {len(trig_accounts)} "
-          f"event-rule firings, {len(quiet_accounts)} tick-rule firings; tick {tick} s, quiet after {quiet_after:g} s",
-          flush=True)
-    print(f"  machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; logs in {work}", flush=True)
-    print("  settings: " + " ".join(f"{k.removeprefix('TOUCHLINE_')}={v}" for k, v in config.items()
-                                    if k not in ("TOUCHLINE_DATABASE_URL", "TOUCHLINE_VAR_DIR") and "PORT" not in k), flush=True)
+    print(
+        f"bench-latency: {rate:g} events/s for {seconds:g} s over {n_accounts} accounts; {len(trig_accounts)} "
+        f"event-rule firings, {len(quiet_accounts)} tick-rule firings; tick {tick} s, quiet after {quiet_after:g} s",
+        flush=True,
+    )
+    print(
+        f"  machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; logs in {work}",
+        flush=True,
+    )
+    print(
+        "  settings: "
+        + " ".join(
+            f"{k.removeprefix('TOUCHLINE_')}={v}"
+            for k, v in config.items()
+            if k not in ("TOUCHLINE_DATABASE_URL", "TOUCHLINE_VAR_DIR") and "PORT" not in k
+        ),
+        flush=True,
+    )
     log = open(work / "run.log", "w")
     run = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     watcher = None
@@ -247,8 +294,16 @@ def main() -> int:
         # Setup, not measured: every contact (and the quiet cohort's trait), stored before the stream.
         now = datetime.now(timezone.utc).isoformat()
         for a in trig_accounts + quiet_accounts:
-            send({"event_id": f"id-{a}", "type": "identify", "account_id": a, "user_id": "champ", "timestamp": now,
-                  "traits": {"email": f"champ@{a}.bench.test", "name": "Champ", "role": "champion"}})
+            send(
+                {
+                    "event_id": f"id-{a}",
+                    "type": "identify",
+                    "account_id": a,
+                    "user_id": "champ",
+                    "timestamp": now,
+                    "traits": {"email": f"champ@{a}.bench.test", "name": "Champ", "role": "champion"},
+                }
+            )
         for a in quiet_accounts:
             send({"event_id": f"grp-{a}", "type": "group", "account_id": a, "timestamp": now, "traits": {"cohort": "quiet"}})
         producer.flush()
@@ -286,8 +341,14 @@ def main() -> int:
                 eid = uuid.uuid4().hex
                 if j in trigger_slots:
                     a = trigger_slots[j]
-                    ev = {"event_id": eid, "account_id": a, "user_id": "champ", "name": "report_created",
-                          "timestamp": stamp, "properties": {"rows": BIG_ROWS}}
+                    ev = {
+                        "event_id": eid,
+                        "account_id": a,
+                        "user_id": "champ",
+                        "name": "report_created",
+                        "timestamp": stamp,
+                        "properties": {"rows": BIG_ROWS},
+                    }
                     sent_at[a], trigger_event_ids[a] = ts, eid
                 elif j in quiet_slots:
                     a = quiet_slots[j]
@@ -295,17 +356,25 @@ def main() -> int:
                     true_at[a] = ts + quiet_after
                 else:
                     name = rng.choice(names)
-                    ev = {"event_id": eid, "account_id": f"acct-{rng.randrange(n_accounts):05d}",
-                          "user_id": f"u{rng.randrange(10)}", "name": name, "timestamp": stamp,
-                          "properties": {"rows": rng.randint(1, 5000)} if name == "report_created" else {}}
+                    ev = {
+                        "event_id": eid,
+                        "account_id": f"acct-{rng.randrange(n_accounts):05d}",
+                        "user_id": f"u{rng.randrange(10)}",
+                        "name": name,
+                        "timestamp": stamp,
+                        "properties": {"rows": rng.randint(1, 5000)} if name == "report_created" else {},
+                    }
                 send(ev)
             i = due
         producer.flush()
         elapsed = time.time() - t0
         load_during = os.getloadavg()
-        print(f"  sent {total} events in {elapsed:.1f} s ({total / elapsed:.0f}/s; the producer was at most "
-              f"{behind * 1000:.0f} ms behind schedule); load average at the end of the stream "
-              f"{load_during[0]:.2f} {load_during[1]:.2f} {load_during[2]:.2f}", flush=True)
+        print(
+            f"  sent {total} events in {elapsed:.1f} s ({total / elapsed:.0f}/s; the producer was at most "
+            f"{behind * 1000:.0f} ms behind schedule); load average at the end of the stream "
+            f"{load_during[0]:.2f} {load_during[1]:.2f} {load_during[2]:.2f}",
+            flush=True,
+        )
 
         mail_dir = var / "mail"
         want = len(trig_accounts) + len(quiet_accounts)
@@ -328,15 +397,26 @@ def main() -> int:
             accepted.setdefault(account, int(path.name.split("-", 1)[0]) / 1e9)
         # The stages, from the rows' own timestamps.
         with engine.connect() as conn:
-            ingested = {a: ts.timestamp() for a, ts in conn.execute(text(
-                "SELECT account_id, received_at FROM events WHERE name IN ('report_created', 'heartbeat') "
-                "AND (account_id LIKE 'trig-%' OR account_id LIKE 'quiet-%')")).all()}
-            received = {a: ts.timestamp() for a, ts in conn.execute(text(
-                "SELECT account_id, received_at FROM outreach_signal_receipts")).all()}
-            queued = {a: (c.timestamp(), s.timestamp() if s else None) for a, c, s in conn.execute(text(
-                "SELECT account_id, created_at, sent_at FROM messages WHERE channel = 'email'")).all()}
-            states = {f"{s}:{r}" if r else s: n for s, r, n in conn.execute(text(
-                "SELECT state, skip_reason, count(*) FROM messages GROUP BY state, skip_reason")).all()}
+            ingested = {
+                a: ts.timestamp()
+                for a, ts in conn.execute(
+                    text(
+                        "SELECT account_id, received_at FROM events WHERE name IN ('report_created', 'heartbeat') "
+                        "AND (account_id LIKE 'trig-%' OR account_id LIKE 'quiet-%')"
+                    )
+                ).all()
+            }
+            received = {
+                a: ts.timestamp() for a, ts in conn.execute(text("SELECT account_id, received_at FROM outreach_signal_receipts")).all()
+            }
+            queued = {
+                a: (c.timestamp(), s.timestamp() if s else None)
+                for a, c, s in conn.execute(text("SELECT account_id, created_at, sent_at FROM messages WHERE channel = 'email'")).all()
+            }
+            states = {
+                f"{s}:{r}" if r else s: n
+                for s, r, n in conn.execute(text("SELECT state, skip_reason, count(*) FROM messages GROUP BY state, skip_reason")).all()
+            }
         engine.dispose()
 
         def stages(origin: dict[str, float], rule_id: str, from_ingest: bool) -> list[tuple[str, list[float]]]:
@@ -349,8 +429,10 @@ def main() -> int:
                 ("SIGNAL STORED (seen committed)", [sigs[a][0] - t for a, t in origin.items() if a in sigs]),
                 ("outreach got the signal (batch began)", [received[a] - t for a, t in origin.items() if a in received]),
                 ("email queued (its batch began)", [queued[a][0] - t for a, t in origin.items() if a in queued]),
-                ("email sent (messages.sent_at)", [queued[a][1] - t for a, t in origin.items()
-                                                   if a in queued and queued[a][1] is not None]),
+                (
+                    "email sent (messages.sent_at)",
+                    [queued[a][1] - t for a, t in origin.items() if a in queued and queued[a][1] is not None],
+                ),
                 ("EMAIL ACCEPTED by the SMTP sink", [accepted[a] - t for a, t in origin.items() if a in accepted]),
             ]
             return out
@@ -358,17 +440,21 @@ def main() -> int:
         load_after = os.getloadavg()
         print(f"\n  latency in seconds; load average now {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
         print(f"  {'':<36}{'count':>7}{'p50':>9}{'p95':>8}{'p99':>8}{'max':>8}")
-        print(f"  event-triggered rule {EVENT_RULE}: from the event's timestamp "
-              f"({len(sent_at)} trigger events among {total} sent)")
+        print(f"  event-triggered rule {EVENT_RULE}: from the event's timestamp ({len(sent_at)} trigger events among {total} sent)")
         for label, values in stages(sent_at, EVENT_RULE, True):
             print(row(label, values))
-        print(f"  tick-based rule {TICK_RULE}: from the moment it became true (heartbeat + {quiet_after:g} s; "
-              f"{len(true_at)} accounts); bounded by the tick interval ({tick} s) plus the tick's duration")
+        print(
+            f"  tick-based rule {TICK_RULE}: from the moment it became true (heartbeat + {quiet_after:g} s; "
+            f"{len(true_at)} accounts); bounded by the tick interval ({tick} s) plus the tick's duration"
+        )
         for label, values in stages(true_at, TICK_RULE, False):
             print(row(label, values))
-        print(f"\n  counts: events sent {total}; signals {watcher.count(EVENT_RULE)} event-triggered "
-              f"(expected {len(sent_at)}), {watcher.count(TICK_RULE)} tick (expected {len(true_at)}); "
-              f"emails accepted by the sink {len(accepted)} (expected {want}); messages by state {states}", flush=True)
+        print(
+            f"\n  counts: events sent {total}; signals {watcher.count(EVENT_RULE)} event-triggered "
+            f"(expected {len(sent_at)}), {watcher.count(TICK_RULE)} tick (expected {len(true_at)}); "
+            f"emails accepted by the sink {len(accepted)} (expected {want}); messages by state {states}",
+            flush=True,
+        )
         return 0
     finally:
         if watcher is not None:

@@ -11,6 +11,7 @@ PostgreSQL is used when it answers at TOUCHLINE_BENCH_POSTGRES_URL (default: the
 local postgresql://postgres@127.0.0.1:5432/test); the benchmark creates and drops its
 own database there. Numbers are printed, never asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,30 +75,69 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
         url, drop = _pg_database(os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG))
     else:
         url = f"sqlite:///{tmp / 'bench.db'}"
-    settings = Settings(env="test", var_dir=tmp, database_url=url, kafka_bootstrap=broker.bootstrap,
-                        topic_prefix=f"b{uuid.uuid4().hex[:6]}.", mail_sink_port=free_port(),
-                        outreach_send_batch=500, kafka_max_poll_records=500)
+    settings = Settings(
+        env="test",
+        var_dir=tmp,
+        database_url=url,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"b{uuid.uuid4().hex[:6]}.",
+        mail_sink_port=free_port(),
+        outreach_send_batch=500,
+        kafka_max_poll_records=500,
+    )
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
     clock = SimulatedClock(T0)
     with transaction(factory) as s:
         save_template(s, "win-back", TemplateIn(**starter_templates()["win-back"]), settings=settings, actor="bench", now=T0)
-        save_playbook(s, "win-back", PlaybookDefinition.model_validate({
-            "name": "Win back", "trigger": {"rules": ["no-login-14d"]}, "holdout_percent": 0,
-            "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-                      {"type": "wait", "duration": "4d"}]}), actor="bench", now=T0)
+        save_playbook(
+            s,
+            "win-back",
+            PlaybookDefinition.model_validate(
+                {
+                    "name": "Win back",
+                    "trigger": {"rules": ["no-login-14d"]},
+                    "holdout_percent": 0,
+                    "steps": [
+                        {"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+                        {"type": "wait", "duration": "4d"},
+                    ],
+                }
+            ),
+            actor="bench",
+            now=T0,
+        )
         for i in range(n):
             a = f"acct-{i:06d}"
             s.add(Account(id=a, name=f"Account {i}", plan="pro", segment="smb", traits={}, created_at=T0, updated_at=T0))
-            s.add(User(account_id=a, id="u1", email=f"champion@{a}.example", name="Casey Champion", role="champion",
-                       timezone="Europe/London", traits={}, created_at=T0, updated_at=T0))
+            s.add(
+                User(
+                    account_id=a,
+                    id="u1",
+                    email=f"champion@{a}.example",
+                    name="Casey Champion",
+                    role="champion",
+                    timezone="Europe/London",
+                    traits={},
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
     ensure_topics(settings)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20, batch_size=256 * 1024)
     for i in range(n):
         a = f"acct-{i:06d}"
-        sig = {"signal_id": f"sig-{i}", "rule_id": "no-login-14d", "rule_version": 1, "account_id": a, "kind": "churn_risk",
-               "severity": "high", "fired_at": T0.isoformat(), "evidence": {"days_since:login": {"value": 15}}}
+        sig = {
+            "signal_id": f"sig-{i}",
+            "rule_id": "no-login-14d",
+            "rule_version": 1,
+            "account_id": a,
+            "kind": "churn_risk",
+            "severity": "high",
+            "fired_at": T0.isoformat(),
+            "evidence": {"days_since:login": {"value": 15}},
+        }
         producer.send(settings.topic_signals, key=a.encode(), value=json.dumps(sig).encode())
     producer.flush()
     producer.close()
@@ -129,8 +169,12 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     assert count(Enrollment) == n and count(Message) == n
 
     # The sink runs in its own process, as under `touchline run`.
-    env = {**os.environ, "TOUCHLINE_VAR_DIR": str(tmp), "TOUCHLINE_MAIL_SINK_PORT": str(settings.mail_sink_port),
-           "TOUCHLINE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "TOUCHLINE_VAR_DIR": str(tmp),
+        "TOUCHLINE_MAIL_SINK_PORT": str(settings.mail_sink_port),
+        "TOUCHLINE_LOG_LEVEL": "WARNING",
+    }
     sink = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "mailsink"], env=env)
     while not port_open(settings.mail_sink_host, settings.mail_sink_port):
         time.sleep(0.05)
@@ -153,9 +197,16 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     engine.dispose()
     if drop:
         drop()
-    return {"db": kind, "signals": n, "signals_per_s": n / signals_s, "batches": batches,
-            "statements_per_batch": statements / batches, "emails": delivered,
-            "emails_per_s": delivered / mail_s, "smtp_connections": connections}
+    return {
+        "db": kind,
+        "signals": n,
+        "signals_per_s": n / signals_s,
+        "batches": batches,
+        "statements_per_batch": statements / batches,
+        "emails": delivered,
+        "emails_per_s": delivered / mail_s,
+        "smtp_connections": connections,
+    }
 
 
 def main(argv=None) -> int:
@@ -166,8 +217,9 @@ def main(argv=None) -> int:
     kinds = [k for k in args.db.split(",") if k]
     if "postgresql" in kinds:
         try:
-            e = create_engine(make_url(os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG)
-                                       .replace("postgresql://", "postgresql+psycopg://", 1)))
+            e = create_engine(
+                make_url(os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG).replace("postgresql://", "postgresql+psycopg://", 1))
+            )
             with e.connect():
                 pass
             e.dispose()
@@ -176,13 +228,15 @@ def main(argv=None) -> int:
             kinds.remove("postgresql")
     broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tempfile.mkdtemp()) / "broker.log").start()
     try:
-        print(f"{'db':<11}{'signals':>8}{'signals/s':>11}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'emails/s':>10}"
-              f"{'SMTP conns':>12}")
+        print(f"{'db':<11}{'signals':>8}{'signals/s':>11}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'emails/s':>10}{'SMTP conns':>12}")
         for kind in kinds:
             r = run_one(kind, args.signals, broker)
-            print(f"{r['db']:<11}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
-                  f"{r['emails']:>8}{r['emails_per_s']:>10.0f}"
-                  f"{r['smtp_connections']:>12}", flush=True)
+            print(
+                f"{r['db']:<11}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
+                f"{r['emails']:>8}{r['emails_per_s']:>10.0f}"
+                f"{r['smtp_connections']:>12}",
+                flush=True,
+            )
     finally:
         broker.stop()
     return 0

@@ -18,6 +18,7 @@ with ingest when its rate is at least ingest's.
 Wall-clock figures on a shared machine depend on its load: the load average and this
 process's CPU time are printed with them.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,11 +69,22 @@ def add_rules(factory, n: int) -> None:
     with transaction(factory) as s:
         for i in range(n):
             name = NAMES[i % len(NAMES)]
-            d, _ = rules_service.parse({
-                "id": f"rule-{i:04d}", "name": f"rule {i}", "kind": "expansion", "trigger": {"events": [name]},
-                "condition": {"all": [{"metric": "count", "event": name, "window": "7d", "op": ">=", "value": 50 + i % 20},
-                                      {"field": "account.plan", "op": "!=", "value": "free"}]},
-                "cooldown": "7d"}, 400)
+            d, _ = rules_service.parse(
+                {
+                    "id": f"rule-{i:04d}",
+                    "name": f"rule {i}",
+                    "kind": "expansion",
+                    "trigger": {"events": [name]},
+                    "condition": {
+                        "all": [
+                            {"metric": "count", "event": name, "window": "7d", "op": ">=", "value": 50 + i % 20},
+                            {"field": "account.plan", "op": "!=", "value": "free"},
+                        ]
+                    },
+                    "cooldown": "7d",
+                },
+                400,
+            )
             rules_service.create(s, d, True, "bench", NOW)
 
 
@@ -81,17 +93,30 @@ def publish_events(settings: Settings, n: int) -> None:
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     for i in range(n):
         account = f"acct-{rng.randrange(2000):05d}"
-        ev = {"event_id": f"e{i}", "account_id": account, "user_id": f"u{rng.randrange(20)}", "name": rng.choice(NAMES),
-              "timestamp": (NOW - timedelta(seconds=rng.randrange(5 * 3600))).isoformat(), "properties": {"k": i % 7}}
+        ev = {
+            "event_id": f"e{i}",
+            "account_id": account,
+            "user_id": f"u{rng.randrange(20)}",
+            "name": rng.choice(NAMES),
+            "timestamp": (NOW - timedelta(seconds=rng.randrange(5 * 3600))).isoformat(),
+            "properties": {"k": i % 7},
+        }
         producer.send(settings.topic_events, key=account.encode(), value=json.dumps(ev).encode())
     producer.flush()
     producer.close()
 
 
 def raw_consume_rate(settings: Settings, n: int) -> float:
-    consumer = KafkaConsumer(settings.topic_events, bootstrap_servers=settings.bootstrap_servers, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                             auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=2000,
-                             heartbeat_interval_ms=300, max_poll_records=2000)
+    consumer = KafkaConsumer(
+        settings.topic_events,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+        max_poll_records=2000,
+    )
     got, started = 0, None
     while got < n:
         polled = consumer.poll(500)
@@ -105,9 +130,15 @@ def raw_consume_rate(settings: Settings, n: int) -> float:
 
 def through_rules(broker, tmp: Path, n_rules: int) -> dict:
     settings, engine = fresh_db(tmp, f"rules{n_rules}")
-    settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap, "topic_prefix": f"b{uuid.uuid4().hex[:6]}.",
-                                           "kafka_session_timeout_ms": 2000, "kafka_heartbeat_interval_ms": 300,
-                                           "kafka_poll_timeout_ms": 100})
+    settings = settings.model_copy(
+        update={
+            "kafka_bootstrap": broker.bootstrap,
+            "topic_prefix": f"b{uuid.uuid4().hex[:6]}.",
+            "kafka_session_timeout_ms": 2000,
+            "kafka_heartbeat_interval_ms": 300,
+            "kafka_poll_timeout_ms": 100,
+        }
+    )
     ensure_topics(settings)
     factory = make_session_factory(engine)
     add_rules(factory, n_rules)
@@ -141,9 +172,16 @@ def through_rules(broker, tmp: Path, n_rules: int) -> dict:
             signals += len(rules.last_report.signals)
     elapsed = time.perf_counter() - started
     ingest.close(), rules.close()
-    return {"rules": n_rules, "events": N_EVENTS, "events_per_s": N_EVENTS / elapsed, "raw_per_s": raw,
-            "ingest_per_s": N_EVENTS / in_ingest, "rules_per_s": N_EVENTS / in_rules,
-            "evaluations": evaluations, "signals": signals}
+    return {
+        "rules": n_rules,
+        "events": N_EVENTS,
+        "events_per_s": N_EVENTS / elapsed,
+        "raw_per_s": raw,
+        "ingest_per_s": N_EVENTS / in_ingest,
+        "rules_per_s": N_EVENTS / in_rules,
+        "evaluations": evaluations,
+        "signals": signals,
+    }
 
 
 def tick_bench(tmp: Path) -> dict:
@@ -160,8 +198,14 @@ def tick_bench(tmp: Path) -> dict:
         quiet = rng.random() < 0.03
         for name in names[:3]:
             hours = rng.randrange(24 * 40) if quiet else rng.randrange(24 * 13)
-            seen.append({"account_id": a, "event_name": name, "first_seen_at": NOW - timedelta(days=90),
-                         "last_seen_at": NOW - timedelta(hours=hours)})
+            seen.append(
+                {
+                    "account_id": a,
+                    "event_name": name,
+                    "first_seen_at": NOW - timedelta(days=90),
+                    "last_seen_at": NOW - timedelta(hours=hours),
+                }
+            )
         # One usage row per week for five weeks; ~2% of accounts drop sharply this week.
         declining = rng.random() < 0.02
         for w in range(5):
@@ -170,17 +214,33 @@ def tick_bench(tmp: Path) -> dict:
     with transaction(factory) as s:
         for table, rows in ((Account.__table__, accounts), (AccountEventSeen.__table__, seen), (UsageDaily.__table__, usage)):
             for i in range(0, len(rows), 20_000):
-                s.execute(table.insert(), rows[i:i + 20_000])
+                s.execute(table.insert(), rows[i : i + 20_000])
     setup = time.perf_counter() - t0
     with transaction(factory) as s:
         for i in range(50):
             if i < 25:
                 cond = {"metric": "days_since", "event": names[i % 3], "op": ">=", "value": 14 + i}
             else:
-                cond = {"metric": "change", "of": "count", "event": names[3], "window": "7d", "baseline": "28d",
-                        "op": "<=", "value": -40 - (i - 25)}
-            d, _ = rules_service.parse({"id": f"sched-{i:02d}", "name": f"s{i}", "kind": "churn_risk",
-                                        "trigger": {"schedule": {"every": "1h"}}, "condition": cond, "cooldown": "7d"}, 400)
+                cond = {
+                    "metric": "change",
+                    "of": "count",
+                    "event": names[3],
+                    "window": "7d",
+                    "baseline": "28d",
+                    "op": "<=",
+                    "value": -40 - (i - 25),
+                }
+            d, _ = rules_service.parse(
+                {
+                    "id": f"sched-{i:02d}",
+                    "name": f"s{i}",
+                    "kind": "churn_risk",
+                    "trigger": {"schedule": {"every": "1h"}},
+                    "condition": cond,
+                    "cooldown": "7d",
+                },
+                400,
+            )
             rules_service.create(s, d, True, "bench", NOW)
     if settings.sqlalchemy_url.startswith("postgresql"):  # statistics, as autovacuum keeps them in production
         with engine.connect() as conn:
@@ -192,9 +252,20 @@ def tick_bench(tmp: Path) -> dict:
     started, steady_cpu, steady_load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     again = run_tick(factory, settings, NOW + timedelta(hours=1))
     steady, steady_cpu = time.perf_counter() - started, time.process_time() - steady_cpu
-    return {"accounts": N_TICK_ACCOUNTS, "rules": report.ran, "seconds": elapsed, "signals": len(report.signals),
-            "queries": report.queries, "setup_seconds": setup, "steady_seconds": steady, "steady_signals": len(again.signals),
-            "cpu": cpu, "load": load, "steady_cpu": steady_cpu, "steady_load": steady_load}
+    return {
+        "accounts": N_TICK_ACCOUNTS,
+        "rules": report.ran,
+        "seconds": elapsed,
+        "signals": len(report.signals),
+        "queries": report.queries,
+        "setup_seconds": setup,
+        "steady_seconds": steady,
+        "steady_signals": len(again.signals),
+        "cpu": cpu,
+        "load": load,
+        "steady_cpu": steady_cpu,
+        "steady_load": steady_load,
+    }
 
 
 def main() -> None:
@@ -211,24 +282,34 @@ def main() -> None:
             finally:
                 broker.stop()
             print(f"\n## Rules benchmark ({db}, {N_EVENTS} events over 2,000 accounts and 50 event names)\n")
-            print("| enabled rules | ingest + rules events/s | ingest alone events/s | rules alone events/s "
-                  "| raw consume events/s (same run) | rule evaluations | signals |")
+            print(
+                "| enabled rules | ingest + rules events/s | ingest alone events/s | rules alone events/s "
+                "| raw consume events/s (same run) | rule evaluations | signals |"
+            )
             print("|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
-                print(f"| {r['rules']} | {r['events_per_s']:,.0f} | {r['ingest_per_s']:,.0f} | {r['rules_per_s']:,.0f} "
-                      f"| {r['raw_per_s']:,.0f} | {r['evaluations']:,} | {r['signals']:,} |")
+                print(
+                    f"| {r['rules']} | {r['events_per_s']:,.0f} | {r['ingest_per_s']:,.0f} | {r['rules_per_s']:,.0f} "
+                    f"| {r['raw_per_s']:,.0f} | {r['evaluations']:,} | {r['signals']:,} |"
+                )
             ratio = rows[-1]["events_per_s"] / rows[0]["events_per_s"]
             keeps = rows[-1]["rules_per_s"] / rows[-1]["ingest_per_s"]
-            print(f"\nthroughput with 1,000 rules / with 1 rule: {ratio:.2f} (aim: >= 0.5); with 1,000 rules the rules worker "
-                  f"alone runs at {keeps:.2f} x ingest's rate (keeps up: >= 1); load average now {os.getloadavg()[0]:.1f}")
+            print(
+                f"\nthroughput with 1,000 rules / with 1 rule: {ratio:.2f} (aim: >= 0.5); with 1,000 rules the rules worker "
+                f"alone runs at {keeps:.2f} x ingest's rate (keeps up: >= 1); load average now {os.getloadavg()[0]:.1f}"
+            )
         if "tick" in parts:
             t = tick_bench(tmp)
-            print(f"\nscheduled tick ({db}): {t['accounts']:,} accounts, {t['rules']} rules (25 absence, 25 trend), "
-                  f"{t['queries']} metric queries per tick (aim: < 10 s)\n")
+            print(
+                f"\nscheduled tick ({db}): {t['accounts']:,} accounts, {t['rules']} rules (25 absence, 25 trend), "
+                f"{t['queries']} metric queries per tick (aim: < 10 s)\n"
+            )
             print("| tick | seconds | CPU s (this process) | load average | signals |\n|---|---:|---:|---:|---:|")
             print(f"| first after enabling | {t['seconds']:.1f} | {t['cpu']:.1f} | {t['load']:.1f} | {t['signals']:,} |")
-            print(f"| next (all in cooldown) | {t['steady_seconds']:.1f} | {t['steady_cpu']:.1f} | {t['steady_load']:.1f} "
-                  f"| {t['steady_signals']:,} |")
+            print(
+                f"| next (all in cooldown) | {t['steady_seconds']:.1f} | {t['steady_cpu']:.1f} | {t['steady_load']:.1f} "
+                f"| {t['steady_signals']:,} |"
+            )
 
 
 if __name__ == "__main__":

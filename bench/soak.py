@@ -10,6 +10,7 @@ mail sink, the demo) and each consumer group's lag; at the end, the RSS slope pe
 process (least squares, MB per hour) over the whole run and over its second half (after
 warm-up). A benchmark, not a test: it asserts nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,8 +77,15 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="touchline-soak-"))
     broker_port, api_port, mail_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_") or k.startswith("TOUCHLINE_EMBEDDED_BROKER_MAX")}
-    env.update({"TOUCHLINE_VAR_DIR": str(work / "var"), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
-                "TOUCHLINE_API_PORT": str(api_port), "TOUCHLINE_MAIL_SINK_PORT": str(mail_port), "TOUCHLINE_LOG_LEVEL": "WARNING"})
+    env.update(
+        {
+            "TOUCHLINE_VAR_DIR": str(work / "var"),
+            "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
+            "TOUCHLINE_API_PORT": str(api_port),
+            "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
+            "TOUCHLINE_LOG_LEVEL": "WARNING",
+        }
+    )
     settings = Settings(var_dir=work / "var", embedded_broker_port=broker_port)
     cli = [sys.executable, "-m", "services.wiring.cli"]
     print(f"soak: {minutes:g} min, sampling every {every:g}s, {accounts} demo accounts; logs in {work}", flush=True)
@@ -90,11 +98,14 @@ def main() -> int:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    demo = subprocess.Popen(cli + ["demo", "--accounts", accounts, "--live"], env=env,
-                            stdout=open(work / "demo.log", "w"), stderr=subprocess.STDOUT)
-    groups = {settings.topic("touchline-ingest"): [settings.topic_events],
-              settings.topic("touchline-rules"): [settings.topic_events],
-              settings.topic("touchline-outreach"): [settings.topic_signals]}
+    demo = subprocess.Popen(
+        cli + ["demo", "--accounts", accounts, "--live"], env=env, stdout=open(work / "demo.log", "w"), stderr=subprocess.STDOUT
+    )
+    groups = {
+        settings.topic("touchline-ingest"): [settings.topic_events],
+        settings.topic("touchline-rules"): [settings.topic_events],
+        settings.topic("touchline-outreach"): [settings.topic_signals],
+    }
     series: dict[str, list[tuple[float, float]]] = {}
     started = time.monotonic()
     end = started + minutes * 60

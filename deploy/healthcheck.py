@@ -6,6 +6,7 @@ endpoint for ``touchline worker NAME --metrics-port N``. Other commands (migrate
 topics, a worker without a metrics port) have nothing to probe: exit 0. Standard
 library only, so it runs with the image's Python and nothing else.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,9 @@ def touchline_args(cmdline: list[str]) -> list[str] | None:
     ``python -m services.wiring.cli …``)."""
     for i, arg in enumerate(cmdline[:3]):
         if os.path.basename(arg) == "touchline":
-            return cmdline[i + 1:]
+            return cmdline[i + 1 :]
         if arg == "-m" and i + 1 < len(cmdline) and cmdline[i + 1] == "services.wiring.cli":
-            return cmdline[i + 2:]
+            return cmdline[i + 2 :]
     return None
 
 

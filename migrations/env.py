@@ -1,5 +1,6 @@
 """Alembic environment: the URL comes from Touchline's settings unless the caller
 passes a connection (the tests and ``touchline migrate`` do)."""
+
 from __future__ import annotations
 
 from alembic import context

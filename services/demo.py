@@ -25,6 +25,7 @@ logged), and only then enable the starter rules. Rules enabled earlier would jud
 accounts whose recent usage is still in the topic: "no login in 14 days" on healthy
 accounts, no expansion at all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,11 +100,19 @@ def build_accounts(n: int, seed: int, end: date, days: int) -> list[DemoAccount]
             role = "champion" if u == 0 else "buyer" if u == 1 else "admin" if u == 2 else "power_user" if u < 6 else "member"
             name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
             users.append((f"u{u:03d}", name, role, rng.choice(ZONES)))
-        out.append(DemoAccount(
-            id=f"acct-{i:05d}", name=f"{rng.choice(LAST)} {rng.choice(['Labs', 'Systems', 'Group', 'Analytics', 'Works'])} {i}",
-            cohort=cohort, segment=segment, seats=seats, arr=float(round(rng.uniform(arr_lo, arr_hi), -2)),
-            signup=signup, renewal=renewal, users=users,
-        ))
+        out.append(
+            DemoAccount(
+                id=f"acct-{i:05d}",
+                name=f"{rng.choice(LAST)} {rng.choice(['Labs', 'Systems', 'Group', 'Analytics', 'Works'])} {i}",
+                cohort=cohort,
+                segment=segment,
+                seats=seats,
+                arr=float(round(rng.uniform(arr_lo, arr_hi), -2)),
+                signup=signup,
+                renewal=renewal,
+                users=users,
+            )
+        )
     return out
 
 
@@ -124,13 +133,12 @@ def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[
     if acct.cohort == "expanding":
         # the pool of active users grows from 40% to 100% of seats, sharply in the last month
         progress = day_index / max(1, days - 1)
-        return max(1, round(acct.seats * (0.4 + 0.6 * progress ** 2))), 0.75
+        return max(1, round(acct.seats * (0.4 + 0.6 * progress**2))), 0.75
     # onboarding: one or two users poke around
     return min(2, acct.seats), 0.5
 
 
-def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime | None = None,
-             with_traits: bool = True) -> Iterator[dict]:
+def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime | None = None, with_traits: bool = True) -> Iterator[dict]:
     """Yield event dicts (the public contract) in time order per account."""
     end = (end or datetime.now(timezone.utc)).astimezone(timezone.utc)
     start_day = (end - timedelta(days=days)).date()
@@ -141,16 +149,30 @@ def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime |
         for a in accts:
             stage = "onboarding" if a.cohort == "onboarding" else "active"
             yield {
-                "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/group")), "type": "group", "account_id": a.id,
+                "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/group")),
+                "type": "group",
+                "account_id": a.id,
                 "timestamp": first_ts.isoformat(),
-                "traits": {"name": a.name, "plan": PLANS[a.segment], "arr": a.arr, "seats": a.seats, "segment": a.segment,
-                           "lifecycle_stage": stage, "renewal_date": a.renewal.isoformat(), "signup_date": a.signup.isoformat(),
-                           "owner_email": f"cs-pool+{a.segment}@touchline.test", "demo_cohort": a.cohort},
+                "traits": {
+                    "name": a.name,
+                    "plan": PLANS[a.segment],
+                    "arr": a.arr,
+                    "seats": a.seats,
+                    "segment": a.segment,
+                    "lifecycle_stage": stage,
+                    "renewal_date": a.renewal.isoformat(),
+                    "signup_date": a.signup.isoformat(),
+                    "owner_email": f"cs-pool+{a.segment}@touchline.test",
+                    "demo_cohort": a.cohort,
+                },
             }
             for uid, name, role, tz in a.users:
                 yield {
-                    "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/{uid}/identify")), "type": "identify",
-                    "account_id": a.id, "user_id": uid, "timestamp": first_ts.isoformat(),
+                    "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/{uid}/identify")),
+                    "type": "identify",
+                    "account_id": a.id,
+                    "user_id": uid,
+                    "timestamp": first_ts.isoformat(),
                     "traits": {"email": f"{name.split()[0].lower()}.{uid}@{a.id}.example", "name": name, "role": role, "timezone": tz},
                 }
     names = [n for n, _ in EVENTS]
@@ -173,7 +195,10 @@ def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime |
                     seq += 1
                     yield {
                         "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/{day}/{seq}")),
-                        "account_id": a.id, "user_id": uid, "name": name, "timestamp": ts.isoformat(),
+                        "account_id": a.id,
+                        "user_id": uid,
+                        "name": name,
+                        "timestamp": ts.isoformat(),
                         "properties": {"source": "demo", "plan": PLANS[a.segment]},
                     }
 
@@ -184,13 +209,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=0, help="events per second (0 = as fast as the broker takes them)")
     parser.add_argument("--no-rules", action="store_true", help="do not import and enable the starter rules")
-    parser.add_argument("--live", action="store_true",
-                        help="after the history, keep streaming live usage until Ctrl-C: churning accounts that get "
-                             "the win-back email come back more often than held-out ones, so the playbook report shows a lift")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="after the history, keep streaming live usage until Ctrl-C: churning accounts that get "
+        "the win-back email come back more often than held-out ones, so the playbook report shows a lift",
+    )
     parser.add_argument("--live-tick", type=float, default=5.0, help="seconds between live rounds (default 5)")
-    parser.add_argument("--real-pace", action="store_true",
-                        help="keep the starter win-back playbook's real waits (4 and 7 days before a CSM is engaged) "
-                             "instead of the demo pace (2 and 3 minutes, an hour's time-box)")
+    parser.add_argument(
+        "--real-pace",
+        action="store_true",
+        help="keep the starter win-back playbook's real waits (4 and 7 days before a CSM is engaged) "
+        "instead of the demo pace (2 and 3 minutes, an hour's time-box)",
+    )
 
 
 def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progress_every: int = 1000) -> int:
@@ -225,13 +256,22 @@ def main(args) -> int:
         pace_win_back(settings)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     tracked = OffsetTracker(producer)
-    log.info("demo: %d accounts over %d simulated days (seed %d) into %s on %s",
-             args.accounts, args.days, args.seed, settings.topic_events, settings.bootstrap_servers)
+    log.info(
+        "demo: %d accounts over %d simulated days (seed %d) into %s on %s",
+        args.accounts,
+        args.days,
+        args.seed,
+        settings.topic_events,
+        settings.bootstrap_servers,
+    )
     started = time.monotonic()
     n = publish(generate(args.accounts, args.days, args.seed), tracked, settings.topic_events, args.rate)
     producer.close()
-    log.info("demo: done, %d events in %.1fs. Cohorts: 60%% healthy, 15%% churning, 15%% expanding, 10%% onboarding.",
-             n, time.monotonic() - started)
+    log.info(
+        "demo: done, %d events in %.1fs. Cohorts: 60%% healthy, 15%% churning, 15%% expanding, 10%% onboarding.",
+        n,
+        time.monotonic() - started,
+    )
     if not getattr(args, "no_rules", False):
         wait_for_ingest(settings, tracked.end_offsets)
         enable_starter_rules(settings)
@@ -265,8 +305,9 @@ class IngestStalled(SystemExit):
     pass
 
 
-def wait_for_ingest(settings, end_offsets: dict[int, int], poll_seconds: float = 0.5, log_every: float = 5.0,
-                    stall_seconds: float = 600.0) -> None:
+def wait_for_ingest(
+    settings, end_offsets: dict[int, int], poll_seconds: float = 0.5, log_every: float = 5.0, stall_seconds: float = 600.0
+) -> None:
     """Block until the ingest group's reported position has reached ``end_offsets`` on
     every partition, logging progress. Gives up (exit with a message) after
     ``stall_seconds`` without any progress: the rules would judge half-loaded data."""
@@ -296,11 +337,16 @@ def wait_for_ingest(settings, end_offsets: dict[int, int], poll_seconds: float =
                 raise IngestStalled(
                     f"demo: ingest made no progress for {stall_seconds:.0f}s ({remaining} records not stored); the "
                     "starter rules were NOT enabled. Is the ingest worker running (`touchline run`)? Enable them "
-                    "later with `touchline rules import --enable`.")
+                    "later with `touchline rules import --enable`."
+                )
             if mono - last_log >= log_every:
                 last_log = mono
-                log.info("demo: waiting for ingest: %d of %d records stored%s", total - remaining, total,
-                         "" if positions else " (no ingest worker has reported yet: is `touchline run` up?)")
+                log.info(
+                    "demo: waiting for ingest: %d of %d records stored%s",
+                    total - remaining,
+                    total,
+                    "" if positions else " (no ingest worker has reported yet: is `touchline run` up?)",
+                )
             time.sleep(poll_seconds)
     finally:
         engine.dispose()
@@ -329,8 +375,16 @@ def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: ran
         for uid, _name, _role, _tz in pool:
             if rng.random() < chance:
                 for name in ("login", rng.choices([n for n, _ in EVENTS], [w for _, w in EVENTS])[0]):
-                    out.append({"event_id": str(uuid.uuid4()), "account_id": a.id, "user_id": uid, "name": name,
-                                "timestamp": now.isoformat(), "properties": {"source": "demo-live"}})
+                    out.append(
+                        {
+                            "event_id": str(uuid.uuid4()),
+                            "account_id": a.id,
+                            "user_id": uid,
+                            "name": name,
+                            "timestamp": now.isoformat(),
+                            "properties": {"source": "demo-live"},
+                        }
+                    )
     return out
 
 
@@ -365,9 +419,13 @@ def live(args, settings) -> None:
             sent += len(events)
             time.sleep(args.live_tick)  # pacing a live stream in real time
     except KeyboardInterrupt:
-        log.info("demo: live stream stopped after %d events; %d churning accounts came back (%d reached, %d held out)",
-                 sent, len(back), sum(1 for v in back.values() if v == "reached"),
-                 sum(1 for v in back.values() if v == "held_out"))
+        log.info(
+            "demo: live stream stopped after %d events; %d churning accounts came back (%d reached, %d held out)",
+            sent,
+            len(back),
+            sum(1 for v in back.values() if v == "reached"),
+            sum(1 for v in back.values() if v == "held_out"),
+        )
     finally:
         producer.close()
         engine.dispose()
@@ -385,8 +443,14 @@ def enable_starter_rules(settings) -> None:
     try:
         upgrade(engine)
         with transaction(make_session_factory(engine)) as session:
-            outcomes = import_rules(session, STARTER_DIR, actor="cli:demo", now=SystemClock().now(),
-                                    retention_days=settings.raw_event_retention_days, enable=True)
+            outcomes = import_rules(
+                session,
+                STARTER_DIR,
+                actor="cli:demo",
+                now=SystemClock().now(),
+                retention_days=settings.raw_event_retention_days,
+                enable=True,
+            )
     finally:
         engine.dispose()
     log.info("demo: starter rules enabled: %s", ", ".join(f"{o.rule_id} ({o.action})" for o in outcomes))
@@ -399,20 +463,32 @@ def enable_starter_rules(settings) -> None:
 DEMO_PACED_WIN_BACK = {
     "name": "Win back silent accounts (demo pace: waits of minutes, not days)",
     "description": "Saved by `touchline demo`: the starter win-back playbook with its 4- and 7-day waits shortened "
-                   "to 2 and 3 minutes and the CSM's time-box from 30 days to 1 hour. Production uses the starter's "
-                   "pace; `touchline demo --real-pace` keeps it.",
+    "to 2 and 3 minutes and the CSM's time-box from 30 days to 1 hour. Production uses the starter's "
+    "pace; `touchline demo --real-pace` keeps it.",
     "trigger": {"rules": ["no-login-14d"], "kinds": ["churn_risk"]},
     "holdout_percent": 20,
     "exit_condition": {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3},
     "steps": [
         {"id": "win-back-email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
         {"id": "wait-2m", "type": "wait", "duration": "2m"},
-        {"id": "back-yet", "type": "branch", "if": {"metric": "count", "event": "login", "window": "7d", "op": ">=",
-                                                   "value": 3}, "then": "convert", "else": "owner-email"},
+        {
+            "id": "back-yet",
+            "type": "branch",
+            "if": {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3},
+            "then": "convert",
+            "else": "owner-email",
+        },
         {"id": "owner-email", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
         {"id": "wait-3m", "type": "wait", "duration": "3m"},
-        {"id": "escalate", "type": "open_engagement", "goal": "recover_usage", "time_box": "1h", "holdout_percent": 10,
-         "wait_for_outcome": True, "on_outcome": {"recovered": "convert", "default": "end"}},
+        {
+            "id": "escalate",
+            "type": "open_engagement",
+            "goal": "recover_usage",
+            "time_box": "1h",
+            "holdout_percent": 10,
+            "wait_for_outcome": True,
+            "on_outcome": {"recovered": "convert", "default": "end"},
+        },
     ],
 }
 DEMO_ACTOR = "cli:demo"
@@ -440,16 +516,21 @@ def pace_win_back(settings) -> bool:
             head = playbook_repo.get_head(session, "win-back")
             current = playbook_repo.get_version(session, "win-back", head.current_version) if head else None
             if current is not None and current.created_by not in (STARTER_ACTOR, DEMO_ACTOR):
-                log.warning("demo: win-back was last changed by %s; leaving it as it is, so churn escalations come at "
-                            "its own pace (the starter's: 11 days)", current.created_by)
+                log.warning(
+                    "demo: win-back was last changed by %s; leaving it as it is, so churn escalations come at "
+                    "its own pace (the starter's: 11 days)",
+                    current.created_by,
+                )
                 return False
             definition = PlaybookDefinition.model_validate({**DEMO_PACED_WIN_BACK, "enabled": head.enabled if head else True})
             playbook_service.save(session, "win-back", definition, actor=DEMO_ACTOR, now=now)
     finally:
         engine.dispose()
-    log.info("demo: win-back runs at demo pace (waits of 2 and 3 minutes, an hour's time-box): a churning account that "
-             "ignores both emails is escalated to a pooled CSM about 5 minutes after its signal (emails inside a "
-             "contact's quiet hours wait for their morning, and so does the escalation)")
+    log.info(
+        "demo: win-back runs at demo pace (waits of 2 and 3 minutes, an hour's time-box): a churning account that "
+        "ignores both emails is escalated to a pooled CSM about 5 minutes after its signal (emails inside a "
+        "contact's quiet hours wait for their morning, and so does the escalation)"
+    )
     return True
 
 
@@ -483,8 +564,16 @@ def seed_csm_pool(settings) -> dict[str, str]:
         with transaction(make_session_factory(engine)) as session:
             for cid, name, tz, capacity, segments, skills in DEMO_CSMS:
                 if engagement_repo.get_csm(session, cid) is None:
-                    put(session, cid, CsmIn(name=name, email=f"{cid}@touchline.example", timezone=tz, capacity=capacity,
-                                            segments=segments, skills=skills), actor="cli:demo", now=now, settings=settings)
+                    put(
+                        session,
+                        cid,
+                        CsmIn(
+                            name=name, email=f"{cid}@touchline.example", timezone=tz, capacity=capacity, segments=segments, skills=skills
+                        ),
+                        actor="cli:demo",
+                        now=now,
+                        settings=settings,
+                    )
                 if cid not in saved:
                     _row, key = create_key(session, role="csm", name=f"demo {cid}", now=now, csm_id=cid)
                     created[cid] = key
@@ -494,6 +583,5 @@ def seed_csm_pool(settings) -> dict[str, str]:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**saved, **created}, indent=2))
         path.chmod(0o600)
-    log.info("demo: CSM pool %s; their csm keys are in %s (try GET /v1/me/engagements with one)",
-             ", ".join(c[0] for c in DEMO_CSMS), path)
+    log.info("demo: CSM pool %s; their csm keys are in %s (try GET /v1/me/engagements with one)", ", ".join(c[0] for c in DEMO_CSMS), path)
     return created

@@ -1,6 +1,7 @@
 """Every job kind Touchline runs, by the module that registers it. The API and the jobs
 worker (``touchline worker jobs``) load them all. A new long operation registers its
 kind in its own module (``jobs.register(...)``) and is listed here."""
+
 from __future__ import annotations
 
 import importlib

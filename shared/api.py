@@ -1,5 +1,6 @@
 """What every router needs from the running app: settings, the clock, a session per
 request (the request owns the transaction) and a Kafka producer."""
+
 from __future__ import annotations
 
 import threading
@@ -107,8 +108,11 @@ def install_database_error_handler(app: FastAPI) -> None:
         if kind is None:
             raise exc  # a bug, not an outage: a 500 with the traceback in the log
         logging.getLogger("touchline.api").error("database %s: %s", kind, exc.orig)
-        detail = ("the database is busy (locked by a long write); retry shortly" if kind == "locked" else
-                  "the database is unreachable; retry shortly" if kind == "connection" else
-                  "the database refused a concurrent change; retry")
-        return JSONResponse(status_code=503, content={"error": "database_unavailable", "detail": detail},
-                            headers={"Retry-After": "5"})
+        detail = (
+            "the database is busy (locked by a long write); retry shortly"
+            if kind == "locked"
+            else "the database is unreachable; retry shortly"
+            if kind == "connection"
+            else "the database refused a concurrent change; retry"
+        )
+        return JSONResponse(status_code=503, content={"error": "database_unavailable", "detail": detail}, headers={"Retry-After": "5"})

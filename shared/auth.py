@@ -6,6 +6,7 @@ Roles: ``ingest`` (product apps sending events), ``ops`` (CS Ops authoring rules
 templates, playbooks), ``csm`` (pooled CSMs working their engagements), ``admin``
 (everything, including keys). ``admin`` passes every role check.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Touchline starts and stops it itself for ``touchline run`` and the tests. It kee
 data in memory only: a restart loses every topic, so topics are (re)created
 explicitly with their partition count at start-up (:func:`shared.kafka.ensure_topics`).
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,7 @@
 """The one injectable clock. Windows are defined on event time and evaluated at
 clock time; tests, the demo and backtests drive a :class:`SimulatedClock` so nothing
 ever sleeps for real to test a 14-day silence."""
+
 from __future__ import annotations
 
 import threading

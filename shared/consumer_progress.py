@@ -14,6 +14,7 @@ every :data:`HEARTBEAT` while it is alive (idle polls included). A row older tha
 reader's staleness limit means nobody is consuming that partition, so its lag is
 unknown and must be treated as "behind".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,12 +44,25 @@ def report(session: Session, group_id: str, rows: dict[tuple[str, int], tuple[in
     """Upsert ``{(topic, partition): (position, highwater)}`` for ``group_id`` (flushes only)."""
     if not rows:
         return
-    upsert(session, ConsumerProgress.__table__, [
-        {"group_id": group_id, "topic": topic, "partition": p, "position": pos, "highwater": hw,
-         "lag": max(0, hw - pos), "updated_at": now}
-        for (topic, p), (pos, hw) in sorted(rows.items())
-    ], ["group_id", "topic", "partition"],
-        update=lambda ex: {"position": ex.position, "highwater": ex.highwater, "lag": ex.lag, "updated_at": ex.updated_at})
+    upsert(
+        session,
+        ConsumerProgress.__table__,
+        [
+            {
+                "group_id": group_id,
+                "topic": topic,
+                "partition": p,
+                "position": pos,
+                "highwater": hw,
+                "lag": max(0, hw - pos),
+                "updated_at": now,
+            }
+            for (topic, p), (pos, hw) in sorted(rows.items())
+        ],
+        ["group_id", "topic", "partition"],
+        update=lambda ex: {"position": ex.position, "highwater": ex.highwater, "lag": ex.lag, "updated_at": ex.updated_at},
+    )
+
 
 @dataclass
 class Watermark:
@@ -62,12 +76,15 @@ class Watermark:
         return not self.silent and self.lag <= max_lag
 
 
-def watermark(session: Session, group_id: str, topic: str, partitions: set[int] | list[int], now: datetime,
-              stale_after: timedelta) -> Watermark:
+def watermark(
+    session: Session, group_id: str, topic: str, partitions: set[int] | list[int], now: datetime, stale_after: timedelta
+) -> Watermark:
     """The group's lag on ``topic`` over ``partitions``; a partition without a report
     newer than ``stale_after`` is listed as silent (its lag is unknown)."""
-    rows = {r.partition: r for r in session.scalars(
-        select(ConsumerProgress).where(ConsumerProgress.group_id == group_id, ConsumerProgress.topic == topic))}
+    rows = {
+        r.partition: r
+        for r in session.scalars(select(ConsumerProgress).where(ConsumerProgress.group_id == group_id, ConsumerProgress.topic == topic))
+    }
     out = Watermark()
     for p in sorted(partitions):
         row = rows.get(p)
@@ -81,5 +98,7 @@ def watermark(session: Session, group_id: str, topic: str, partitions: set[int] 
 
 def positions(session: Session, group_id: str, topic: str) -> dict[int, int]:
     """The group's last reported position per partition (whatever its age)."""
-    return {r.partition: r.position for r in session.scalars(
-        select(ConsumerProgress).where(ConsumerProgress.group_id == group_id, ConsumerProgress.topic == topic))}
+    return {
+        r.partition: r.position
+        for r in session.scalars(select(ConsumerProgress).where(ConsumerProgress.group_id == group_id, ConsumerProgress.topic == topic))
+    }

@@ -5,6 +5,7 @@ the consumer batch or the timer tick (:func:`transaction`) commits or rolls back
 SQLite (development) and PostgreSQL (production) run the same code; the only
 dialect-specific piece is :func:`insert_on_conflict`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -106,8 +107,14 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 # SQLSTATEs of errors that go away by themselves: serialization failure, deadlock,
 # connection exceptions (class 08), the server shutting down or refusing connections.
-_TRANSIENT_SQLSTATES = {"40001": "serialization", "40P01": "serialization", "57P01": "connection",
-                        "57P02": "connection", "57P03": "connection", "53300": "connection"}
+_TRANSIENT_SQLSTATES = {
+    "40001": "serialization",
+    "40P01": "serialization",
+    "57P01": "connection",
+    "57P02": "connection",
+    "57P03": "connection",
+    "53300": "connection",
+}
 
 
 def transient_db_error(exc: BaseException) -> str | None:
@@ -126,8 +133,9 @@ def transient_db_error(exc: BaseException) -> str | None:
     text = str(exc.orig).lower()
     if "database is locked" in text or "database table is locked" in text or "database is busy" in text:
         return "locked"
-    if any(s in text for s in ("connection", "could not connect", "server closed", "terminating",
-                               "unable to open database", "disk i/o error")):
+    if any(
+        s in text for s in ("connection", "could not connect", "server closed", "terminating", "unable to open database", "disk i/o error")
+    ):
         return "connection"
     return None
 
@@ -213,8 +221,9 @@ def upsert(
     if update is None:
         stmt = stmt.on_conflict_do_nothing(index_elements=None if any_unique else key)
     else:
-        stmt = stmt.on_conflict_do_update(index_elements=key, set_=update(stmt.excluded),
-                                          where=where(stmt.excluded) if where is not None else None)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key, set_=update(stmt.excluded), where=where(stmt.excluded) if where is not None else None
+        )
     if returning is not None:
         stmt = stmt.returning(*returning)
     result = session.execute(stmt) if pg_copy else session.execute(stmt, rows)
@@ -233,8 +242,7 @@ def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
         session.execute(table.insert(), rows)
 
 
-def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str], *,
-               any_unique: bool = False) -> set[Any]:
+def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str], *, any_unique: bool = False) -> set[Any]:
     """Insert ``rows``, skipping those whose ``key`` exists; return the keys that were new.
     The idempotency primitive: a redelivered event or signal inserts nothing and is
     recognised as seen. ``key`` columns come back as a scalar (one column) or a tuple.
@@ -249,9 +257,7 @@ def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dic
     name = f"_stage_{table.name}"
     stage = Table(name, MetaData(), *[Column(c, table.c[c].type) for c in columns], prefixes=["TEMPORARY"])
     conn = session.connection()
-    conn.exec_driver_sql(
-        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
-    )
+    conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS')
     conn.exec_driver_sql(f'TRUNCATE "{name}"')
     _pg_copy(session, name, table, columns, rows)
     return stage

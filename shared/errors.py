@@ -1,5 +1,6 @@
 """Domain errors carry their HTTP status and a machine-readable code. One handler
 turns them into ``{"error": code, "detail": ...}``; routes declare them in OpenAPI."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -81,8 +82,7 @@ AUTH_ERRORS = responses(Unauthorized, Forbidden)
 
 # Errors the framework raises before a route runs (unknown path, wrong method, a body
 # that is not JSON), answered in the same shape as ours.
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-               415: "unsupported_media_type"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -96,17 +96,16 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI's "There was an error parsing the body" (e.g. bytes that are not
             # UTF-8): the payload is unusable, which this API answers with 422.
-            return JSONResponse(status_code=422, content={"error": "invalid_json",
-                                                          "detail": f"the request body is not valid JSON: {exc.detail}"})
+            return JSONResponse(
+                status_code=422, content={"error": "invalid_json", "detail": f"the request body is not valid JSON: {exc.detail}"}
+            )
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(status_code=exc.status_code, content={"error": code, "detail": exc.detail},
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": code, "detail": exc.detail}, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in exc.errors()
-        ]
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
         code = "invalid_json" if any(e["type"] == "json_invalid" for e in detail) else "validation_error"
         return JSONResponse(status_code=422, content={"error": code, "detail": detail})

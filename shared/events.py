@@ -5,6 +5,7 @@ The contract follows Segment's conventions: ``type`` is ``track`` (a usage event
 the default), ``identify`` (user traits) or ``group`` (account traits). The JSON
 Schema in ``schemas/product-event.schema.json`` is generated from :class:`Event`.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,16 @@ class Event(BaseModel):
                     "type": "group",
                     "account_id": "acme",
                     "timestamp": "2026-11-23T09:00:00Z",
-                    "traits": {"name": "Acme Inc", "plan": "pro", "arr": 24000, "seats": 25, "segment": "smb",
-                               "lifecycle_stage": "onboarding", "renewal_date": "2027-03-01", "signup_date": "2026-11-01"},
+                    "traits": {
+                        "name": "Acme Inc",
+                        "plan": "pro",
+                        "arr": 24000,
+                        "seats": 25,
+                        "segment": "smb",
+                        "lifecycle_stage": "onboarding",
+                        "renewal_date": "2027-03-01",
+                        "signup_date": "2026-11-01",
+                    },
                 },
             ]
         },
@@ -113,8 +122,8 @@ class Event(BaseModel):
     account_id: Id = Field(description="The customer account; also the Kafka record key")
     user_id: Id | None = Field(None, description="The user who acted, if any")
     type: Literal[EVENT_TYPES] = Field("track", description="track (usage), identify (user traits) or group (account traits)")  # type: ignore[valid-type]
-    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), Field(strict=True)] | None = Field(
-        None, description="The event name; required for track events"
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), Field(strict=True)] | None = (
+        Field(None, description="The event name; required for track events")
     )
     timestamp: AwareDatetime = Field(strict=True, description="When it happened: RFC 3339 with a zone offset")
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -208,14 +217,18 @@ def validate_event_bytes(raw: bytes | None, now: datetime, max_bytes: int, max_f
         return Rejection("invalid_field", "the event contains a NUL character (\\u0000), which PostgreSQL cannot store; remove it")
     depth = nesting_depth_exceeds(raw, MAX_EVENT_DEPTH)
     if depth is not None:
-        return Rejection("invalid_field", f"the event nests {depth} levels deep (objects and arrays); the limit is "
-                                          f"{MAX_EVENT_DEPTH}: flatten properties and traits")
+        return Rejection(
+            "invalid_field",
+            f"the event nests {depth} levels deep (objects and arrays); the limit is {MAX_EVENT_DEPTH}: flatten properties and traits",
+        )
     if has_non_finite_number(raw):
         return Rejection("invalid_json", "NaN and Infinity are not JSON numbers (RFC 8259); send null, a number or a string")
     digits = longest_number_digits(raw, MAX_NUMBER_DIGITS)
     if digits is not None:
-        return Rejection("invalid_field", f"the event holds a number of {digits} digits; numbers are limited to "
-                                          f"{MAX_NUMBER_DIGITS} digits: send a string instead")
+        return Rejection(
+            "invalid_field",
+            f"the event holds a number of {digits} digits; numbers are limited to {MAX_NUMBER_DIGITS} digits: send a string instead",
+        )
     try:
         event = Event.model_validate_json(raw)
     except ValidationError as exc:
@@ -249,8 +262,7 @@ class ValidEvent(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def of(cls, ev: Event) -> "ValidEvent":
-        return cls(ev.event_id, ev.account_id, ev.user_id, ev.type, ev.name or f"${ev.type}", ev.timestamp,
-                   ev.properties, ev.traits)
+        return cls(ev.event_id, ev.account_id, ev.user_id, ev.type, ev.name or f"${ev.type}", ev.timestamp, ev.properties, ev.traits)
 
 
 class _Wire(msgspec.Struct, forbid_unknown_fields=True):
@@ -296,8 +308,7 @@ def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta
     the byte checks would. Returns None (never a Rejection) for anything it is not sure
     of; :func:`validate_event_bytes` then decides and names the reason, so rejection
     reasons and details have one source. Accepts only what that function accepts."""
-    if (len(raw) > max_bytes or b"\\u0000" in raw
-            or raw.count(b"{") + raw.count(b"[") > MAX_EVENT_DEPTH):  # depth is then within the limit
+    if len(raw) > max_bytes or b"\\u0000" in raw or raw.count(b"{") + raw.count(b"[") > MAX_EVENT_DEPTH:  # depth is then within the limit
         return None
     try:
         w = _WIRE.decode(raw)
@@ -308,8 +319,9 @@ def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta
         if w.type == "track":
             return None
         name = f"${w.type}"
-    if not (0 < len(event_id) <= 128 and 0 < len(account_id) <= 128 and 0 < len(name) <= 128
-            and (user_id is None or 0 < len(user_id) <= 128)):
+    if not (
+        0 < len(event_id) <= 128 and 0 < len(account_id) <= 128 and 0 < len(name) <= 128 and (user_id is None or 0 < len(user_id) <= 128)
+    ):
         return None
     if _CONTROL.search(f"{event_id}{account_id}{user_id or ''}{name}"):  # no id or name holds a control character
         return None
@@ -331,8 +343,7 @@ def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta
     return ValidEvent(event_id, account_id, user_id, w.type, name, ts, w.properties, w.traits)
 
 
-def validate_record(key: bytes | None, value: bytes | None, now: datetime, max_bytes: int,
-                    max_future: timedelta) -> ValidEvent | Rejection:
+def validate_record(key: bytes | None, value: bytes | None, now: datetime, max_bytes: int, max_future: timedelta) -> ValidEvent | Rejection:
     """Validate one ``product.events`` record: the envelope, and the key, which must be
     the event's ``account_id`` (the partitioning contract). Ingest and the rules worker
     both read the topic and must agree on what is valid, so this lives here.

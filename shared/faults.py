@@ -1,6 +1,7 @@
 """Fault points for crash tests. ``TOUCHLINE_FAULT=<name>`` makes the process exit
 hard (no cleanup, no offset commit) the first time it reaches that point, exactly as
 a SIGKILL or an OOM kill would. Unset in normal operation: the check is one dict lookup."""
+
 from __future__ import annotations
 
 import logging

@@ -14,6 +14,7 @@ batch and retries it with exponential backoff, a log line and a metric (nothing 
 committed meanwhile; the worker never exits for it); any other failure is bisected
 down to the record that causes it, and that record goes to the DLQ.
 """
+
 from __future__ import annotations
 
 import logging
@@ -109,9 +110,7 @@ def ensure_topics(settings: Settings, specs: dict[str, int] | None = None, timeo
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); check TOUCHLINE_KAFKA_BOOTSTRAP"
-                ) from exc
+                raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); check TOUCHLINE_KAFKA_BOOTSTRAP") from exc
             time.sleep(0.2)
     try:
         existing = set(admin.list_topics())
@@ -181,9 +180,13 @@ def read_dlq_tail(settings: Settings, *, keep: int = 50, max_scan: int = 20_000,
     broker, so we cannot seek to the end) until every partition's position reaches the
     high-watermark its fetches report, bounded by ``max_scan`` records and ``timeout``
     seconds in all: for a console page, not a full export."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                             request_timeout_ms=int(max(timeout, 1) * 5000), client_id="touchline-dlq-reader",
-                             fetch_max_wait_ms=50)  # an empty DLQ should not hold the page for 500 ms
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        request_timeout_ms=int(max(timeout, 1) * 5000),
+        client_id="touchline-dlq-reader",
+        fetch_max_wait_ms=50,
+    )  # an empty DLQ should not hold the page for 500 ms
     try:
         parts = consumer.partitions_for_topic(settings.topic_events_dlq) or set()
         if not parts:
@@ -378,8 +381,9 @@ class BatchWorker:
         polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
         return [r for tp_records in polled.values() for r in tp_records]
 
-    def _settle(self, records: list[ConsumerRecord], started: float, run: Callable[[], BatchResult],
-                also_rewind: list[ConsumerRecord] | None = None) -> int | None:
+    def _settle(
+        self, records: list[ConsumerRecord], started: float, run: Callable[[], BatchResult], also_rewind: list[ConsumerRecord] | None = None
+    ) -> int | None:
         """Finish a batch: its transaction's outcome (``run``), then the DLQ, then the
         offsets. Returns how many records it handled, or None if the batch was rewound
         (with ``also_rewind``, records polled after it) to come again."""
@@ -401,8 +405,7 @@ class BatchWorker:
             # offsets. Rewind: the redelivered batch changes nothing in the DB and the
             # rejects are published again. A fresh producer recovers from a broker that
             # lost its state (the embedded one after a restart).
-            log.error("%s: could not publish %d rejects to the DLQ (%s); retrying the batch", self.name,
-                      len(result.rejects), exc)
+            log.error("%s: could not publish %d rejects to the DLQ (%s); retrying the batch", self.name, len(result.rejects), exc)
             self._reset_producer()
             self._rewind(again)
             self.stop_event.wait(self.db_retry_seconds)
@@ -416,7 +419,11 @@ class BatchWorker:
         summary = " ".join(f"{k}={v}" for k, v in result.summary.items())
         log.info(
             "%s batch: records=%d rejected=%d %s in %.0fms",
-            self.name, len(records), len(result.rejects), summary, elapsed * 1000,
+            self.name,
+            len(records),
+            len(result.rejects),
+            summary,
+            elapsed * 1000,
         )
         self._update_lag(also_rewind or [])
         return len(records)
@@ -449,8 +456,7 @@ class BatchWorker:
             raise
         except Exception as exc:  # a poison record or a bug: find it, never block the partition
             if len(records) == 1:
-                log.exception("%s: record %s/%d@%d failed processing", self.name, records[0].topic,
-                              records[0].partition, records[0].offset)
+                log.exception("%s: record %s/%d@%d failed processing", self.name, records[0].topic, records[0].partition, records[0].offset)
                 return BatchResult(rejects=[Reject(records[0], "processing_error", f"{type(exc).__name__}: {exc}")])
             log.warning("%s: batch of %d failed (%s: %s); bisecting", self.name, len(records), type(exc).__name__, exc)
             mid = len(records) // 2
@@ -480,7 +486,13 @@ class BatchWorker:
             EVENTS_REJECTED.labels(self.name, rej.reason).inc()
             log.warning(
                 "%s: rejected %s/%d@%d to %s: %s (%s)",
-                self.name, rej.record.topic, rej.record.partition, rej.record.offset, topic, rej.reason, rej.detail[:200],
+                self.name,
+                rej.record.topic,
+                rej.record.partition,
+                rej.record.offset,
+                topic,
+                rej.reason,
+                rej.detail[:200],
             )
             self.producer.send(
                 topic, key=rej.record.key, value=rej.record.value, headers=dlq_headers(rej.record, rej.reason, rej.detail, now)
@@ -554,6 +566,7 @@ class BatchWorker:
         if heartbeat_due:
             self._reported_at = now
 
+
 class _DatabaseUnavailable(Exception):
     pass
 
@@ -567,9 +580,15 @@ class LagProbe:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="touchline-lag-probe")
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                      group_id=None, client_id="touchline-lag-probe", fetch_max_wait_ms=20,
-                                      max_partition_fetch_bytes=1, allow_auto_create_topics=False)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            client_id="touchline-lag-probe",
+            fetch_max_wait_ms=20,
+            max_partition_fetch_bytes=1,
+            allow_auto_create_topics=False,
+        )
 
     def high_watermark(self, tp: TopicPartition, from_offset: int, timeout: float = 5.0) -> int | None:
         self.consumer.assign([tp])
@@ -584,8 +603,7 @@ class LagProbe:
 
     def lag(self, group_id: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
         """Records not yet committed by ``group_id``, per partition of ``topics``."""
-        committed = {tp: om.offset for tp, om in
-                     (self.admin.list_group_offsets(group_id).get(group_id) or {}).items() if om.offset >= 0}
+        committed = {tp: om.offset for tp, om in (self.admin.list_group_offsets(group_id).get(group_id) or {}).items() if om.offset >= 0}
         out: dict[TopicPartition, int] = {}
         for topic in topics:
             for p in sorted(self.consumer.partitions_for_topic(topic) or []):

@@ -6,6 +6,7 @@ body nested 100,000 deep is refused in one linear pass instead of raising
 RecursionError (a 500) inside ``json.loads`` or pydantic. They are cheap enough for
 every Kafka record: a record with fewer brackets than the limit is never scanned.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,13 +65,17 @@ def longest_number_digits(raw: bytes, limit: int) -> int | None:
 
 def _error_response(status: int, code: str, detail: str) -> tuple[Message, Message]:
     body = json.dumps({"error": code, "detail": detail}).encode()
-    return ({"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]},
-            {"type": "http.response.body", "body": body})
+    return (
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        },
+        {"type": "http.response.body", "body": body},
+    )
 
 
-_NUL = _error_response(422, "nul_character", "the request contains a NUL character (\\u0000 or %00), which no "
-                                              "field accepts: remove it")
+_NUL = _error_response(422, "nul_character", "the request contains a NUL character (\\u0000 or %00), which no field accepts: remove it")
 
 
 class RequestLimits:
@@ -90,8 +95,9 @@ class RequestLimits:
 
     def _too_large(self, size: int | None) -> tuple[Message, Message]:
         got = f"{size} bytes" if size is not None else f"more than {self.max_bytes} bytes"
-        return _error_response(413, "payload_too_large",
-                               f"the request body is {got}; the limit is {self.max_bytes} (TOUCHLINE_MAX_REQUEST_BYTES)")
+        return _error_response(
+            413, "payload_too_large", f"the request body is {got}; the limit is {self.max_bytes} (TOUCHLINE_MAX_REQUEST_BYTES)"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,8 +137,9 @@ class RequestLimits:
                 return
             depth = nesting_depth_exceeds(body, self.max_depth)
             if depth is not None:
-                for reply in _error_response(422, "too_deep", f"the JSON body nests {depth} levels deep; the limit is "
-                                                             f"{self.max_depth} (TOUCHLINE_MAX_JSON_DEPTH)"):
+                for reply in _error_response(
+                    422, "too_deep", f"the JSON body nests {depth} levels deep; the limit is {self.max_depth} (TOUCHLINE_MAX_JSON_DEPTH)"
+                ):
                     await send(reply)
                 return
 

@@ -1,4 +1,5 @@
 """Readable one-line logs: time, level, component, message with key=value pairs."""
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ Under ``touchline run`` every process writes to ``PROMETHEUS_MULTIPROC_DIR`` and
 API's ``/metrics`` aggregates them; a worker deployed on its own serves its metrics
 with ``--metrics-port``.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,9 @@ CONSUMER_LAG = Gauge(
     multiprocess_mode="livemax",
 )
 JOBS_FINISHED = Counter("touchline_jobs_finished_total", "Background jobs finished, by kind and state", ["kind", "state"])
-JOB_SECONDS = Histogram("touchline_job_seconds", "Run time of background jobs", ["kind"],
-                        buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800))
+JOB_SECONDS = Histogram(
+    "touchline_job_seconds", "Run time of background jobs", ["kind"], buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800)
+)
 TICKS_DEFERRED = Counter(
     "touchline_rules_ticks_deferred_total",
     "Scheduled rule ticks held back because ingest has not stored everything yet, by reason "
@@ -61,8 +63,7 @@ SIGNALS_REPUBLISHED = Counter(
     "touchline_signals_republished_total",
     "Signals with no outreach decision after the grace period, published again to cs.signals",
 )
-OUTREACH_DECISIONS = Counter(
-    "touchline_outreach_decisions_total", "Outreach decisions recorded for signals, by decision", ["decision"])
+OUTREACH_DECISIONS = Counter("touchline_outreach_decisions_total", "Outreach decisions recorded for signals, by decision", ["decision"])
 HTTP_EVENTS = Counter("touchline_http_events_total", "Events received over HTTP, by outcome", ["outcome"])
 SIGNALS_FIRED = Counter("touchline_signals_fired_total", "New signals written (with their outbox row), by kind", ["kind"])
 RULES_TICK_SECONDS = Histogram(
@@ -109,14 +110,20 @@ def metrics_registry() -> CollectorRegistry:
 
 def render_metrics() -> tuple[bytes, str]:
     return generate_latest(metrics_registry()), CONTENT_TYPE_LATEST
-MESSAGES_DELIVERED = Counter("touchline_messages_delivered_total", "Outbox delivery attempts, by channel and outcome",
-                             ["channel", "outcome"])
-STALE_OUTCOMES = Counter("touchline_outreach_stale_outcomes_total",
-                         "Delivery outcomes a sender could not record: another sender had taken over its claim")
-MESSAGES_ENQUEUED = Counter("touchline_messages_enqueued_total", "Outbox rows written, by channel and state",
-                            ["channel", "state"])
-DB_RETRIES = Counter("touchline_db_retries_total",
-                     "Database errors a worker rolled back and will retry (locked, connection, serialization)",
-                     ["worker", "kind"])
-PROCESS_RESTARTS = Gauge("touchline_process_restarts", "Times `touchline run` has restarted this process after it died",
-                         ["process"], multiprocess_mode="max")
+
+
+MESSAGES_DELIVERED = Counter(
+    "touchline_messages_delivered_total", "Outbox delivery attempts, by channel and outcome", ["channel", "outcome"]
+)
+STALE_OUTCOMES = Counter(
+    "touchline_outreach_stale_outcomes_total", "Delivery outcomes a sender could not record: another sender had taken over its claim"
+)
+MESSAGES_ENQUEUED = Counter("touchline_messages_enqueued_total", "Outbox rows written, by channel and state", ["channel", "state"])
+DB_RETRIES = Counter(
+    "touchline_db_retries_total",
+    "Database errors a worker rolled back and will retry (locked, connection, serialization)",
+    ["worker", "kind"],
+)
+PROCESS_RESTARTS = Gauge(
+    "touchline_process_restarts", "Times `touchline run` has restarted this process after it died", ["process"], multiprocess_mode="max"
+)

@@ -1,4 +1,5 @@
 """Run Alembic migrations from code (``touchline migrate``, ``touchline run``, tests)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Tables owned by the shared package: API keys and the audit log."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -7,6 +7,7 @@ update republishes the row. Keys and payloads are deterministic (the signal_id i
 the payload), so consumers deduplicate. Rows are relayed in id order, so per-key
 order is kept. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several relays run.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,10 +44,22 @@ def enqueue_many(session: Session, messages: list[dict], now: datetime) -> None:
     with topic, key, value and optional headers."""
     if not messages:
         return
-    insert_many(session, OutboxMessage.__table__, [
-        {"topic": m["topic"], "key": m.get("key"), "value": m["value"], "headers": sorted((m.get("headers") or {}).items()),
-         "created_at": now, "sent_at": None, "attempts": 0} for m in messages
-    ])
+    insert_many(
+        session,
+        OutboxMessage.__table__,
+        [
+            {
+                "topic": m["topic"],
+                "key": m.get("key"),
+                "value": m["value"],
+                "headers": sorted((m.get("headers") or {}).items()),
+                "created_at": now,
+                "sent_at": None,
+                "attempts": 0,
+            }
+            for m in messages
+        ],
+    )
 
 
 def pending_count(session: Session) -> int:
@@ -56,8 +69,7 @@ def pending_count(session: Session) -> int:
 def pending_stats(session: Session) -> tuple[int, datetime | None]:
     """How many rows are unsent, and when the oldest of them was written (one query on
     the ``ix_outbox_pending`` index)."""
-    count, oldest = session.execute(
-        select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.sent_at.is_(None))).one()
+    count, oldest = session.execute(select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.sent_at.is_(None))).one()
     return count or 0, oldest
 
 
@@ -71,15 +83,13 @@ def relay(session_factory: sessionmaker[Session], producer: Any, now: datetime, 
         rows = list(session.scalars(q))
         if not rows:
             return 0
-        futures = [
-            producer.send(r.topic, key=r.key, value=r.value, headers=[(k, v.encode()) for k, v in (r.headers or [])])
-            for r in rows
-        ]
+        futures = [producer.send(r.topic, key=r.key, value=r.value, headers=[(k, v.encode()) for k, v in (r.headers or [])]) for r in rows]
         producer.flush(timeout=timeout)
         for f in futures:
             f.get(timeout=timeout)  # raises if the broker refused: nothing is marked sent
-        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows]))
-                        .values(sent_at=now, attempts=OutboxMessage.attempts + 1))
+        session.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])).values(sent_at=now, attempts=OutboxMessage.attempts + 1)
+        )
         return len(rows)
 
 

@@ -7,6 +7,7 @@ module: the last item's sort key, as an opaque URL-safe string. The cursor is no
 it only says where to resume, and a forged one shows a caller nothing its key could not
 list anyway. A cursor this module did not make is a 422, never a 500.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,9 @@ def encode_cursor(*values: Key) -> str:
 
 
 def _bad() -> Unprocessable:
-    return Unprocessable([{"pointer": "/cursor",
-                           "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}])
+    return Unprocessable(
+        [{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}]
+    )
 
 
 def decode_cursor(cursor: str | None, *kinds: type) -> tuple[Any, ...] | None:

@@ -5,6 +5,7 @@ case-insensitively: a rendered greeting ("Hi Ada Lovelace") is as much a copy as
 bare trait. Needles shorter than :data:`MIN_NEEDLE` characters are ignored, so a
 one-letter name does not wipe unrelated values.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -4,6 +4,7 @@ second); when stderr is not a terminal (CI, a log file, `touchline run`'s childr
 draws nothing and writes a log line at intervals instead, so logs stay clean.
 
 Hand-written rather than a dependency: it needs a dozen lines of what tqdm does."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,16 @@ log = logging.getLogger("touchline.progress")
 
 
 class ProgressBar:
-    def __init__(self, label: str, total: int | None = None, unit: str = "", *, stream: TextIO | None = None,
-                 log_every_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        unit: str = "",
+        *,
+        stream: TextIO | None = None,
+        log_every_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -73,8 +82,7 @@ class ProgressBar:
         if self.total:
             frac = min(1.0, self.done / self.total)
             filled = int(frac * width)
-            text = (f"{self.label} [{'#' * filled}{'-' * (width - filled)}] {frac:4.0%} "
-                    f"{self.done:,}/{self.total:,}{unit} {elapsed:.0f}s")
+            text = f"{self.label} [{'#' * filled}{'-' * (width - filled)}] {frac:4.0%} {self.done:,}/{self.total:,}{unit} {elapsed:.0f}s"
         else:
             rate = f" ({self.done / elapsed:,.0f}/s)" if elapsed >= 1 else ""
             text = f"{self.label} {self.done:,}{unit}{rate} {elapsed:.0f}s"

@@ -4,6 +4,7 @@ variable (or a ``.env`` file) and documented in the README's configuration table
 Never read settings at import time: call :func:`get_settings` (cached) or build a
 :class:`Settings` yourself, as the tests do.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -192,7 +193,7 @@ class Settings(BaseSettings):
             # Accept the usual postgres:// spellings and use psycopg 3.
             for prefix in ("postgres://", "postgresql://"):
                 if url.startswith(prefix):
-                    return "postgresql+psycopg://" + url[len(prefix):]
+                    return "postgresql+psycopg://" + url[len(prefix) :]
             return url
         return f"sqlite:///{(self.var_dir / 'touchline.db').as_posix()}"
 

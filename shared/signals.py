@@ -3,6 +3,7 @@
 JSON, UTF-8, key = account_id. ``signal_id`` is deterministic (the same firing always
 has the same id), so consumers deduplicate on it.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -9,6 +9,7 @@ transaction has rolled back, the worker logs it, counts it in
 ``touchline_db_retries_total`` and tries again after an exponential backoff. Any other
 error is a bug and ends the process (``touchline run`` restarts it, with backoff).
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,14 @@ def retry_db_error(worker: str, exc: BaseException, backoff: Backoff, stop_event
         return False
     DB_RETRIES.labels(worker, kind).inc()
     delay = backoff.next_delay()
-    log.error("%s: database %s (%s); rolled back, retrying in %.1fs (attempt %d)", worker,
-              "unavailable" if kind == "connection" else kind, getattr(exc, "orig", exc), delay, backoff.failures)
+    log.error(
+        "%s: database %s (%s); rolled back, retrying in %.1fs (attempt %d)",
+        worker,
+        "unavailable" if kind == "connection" else kind,
+        getattr(exc, "orig", exc),
+        delay,
+        backoff.failures,
+    )
     stop_event.wait(delay)
     return True
 

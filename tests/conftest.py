@@ -3,6 +3,7 @@ port), real databases built by the migrations (SQLite always, PostgreSQL when
 TOUCHLINE_TEST_POSTGRES_URL is set), a simulated clock, per-test topics and keys. And the
 tiers themselves: a test's directory (tests/unit, tests/integration, tests/e2e) gives it
 its markers. Helpers that are not fixtures live in tests/support/."""
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,9 @@ def pytest_collection_modifyitems(config, items) -> None:
         for mark in TIER_MARKS[tier]:
             item.add_marker(mark)
         if tier == "unit" and REAL_PARTS & set(item.fixturenames):
-            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses {sorted(REAL_PARTS & set(item.fixturenames))}: "
-                                    "it belongs in tests/integration")
+            raise pytest.UsageError(
+                f"{item.nodeid} is a unit test but uses {sorted(REAL_PARTS & set(item.fixturenames))}: it belongs in tests/integration"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +90,9 @@ def _databases(tmp_path_factory) -> Iterator[dict[str, _Database]]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
-        dbs["postgresql"] = _Database("postgresql", base.set(database=name).render_as_string(hide_password=False),
-                                      base.render_as_string(hide_password=False), name)
+        dbs["postgresql"] = _Database(
+            "postgresql", base.set(database=name).render_as_string(hide_password=False), base.render_as_string(hide_password=False), name
+        )
     for db in dbs.values():  # the migrations build every test database: never create_all
         if db.kind == "sqlite" and SQLITE_TEMPLATE:
             shutil.copyfile(SQLITE_TEMPLATE, path)  # built by the same migrations, once per mutation run
@@ -176,8 +179,11 @@ def workers(topics, session_factory, clock):
     made = []
 
     def make(kind: str = "all"):
-        ws = {"signals": SignalWorker(topics, session_factory, clock), "timers": TimerWorker(topics, session_factory, clock),
-              "sender": SenderWorker(topics, session_factory, clock, worker_id=f"test-{uuid.uuid4().hex[:6]}")}
+        ws = {
+            "signals": SignalWorker(topics, session_factory, clock),
+            "timers": TimerWorker(topics, session_factory, clock),
+            "sender": SenderWorker(topics, session_factory, clock, worker_id=f"test-{uuid.uuid4().hex[:6]}"),
+        }
         made.extend(ws.values())
         return ws
 
@@ -242,9 +248,16 @@ def console_world(request, broker, tmp_path_factory) -> Iterator[ConsoleWorld]:
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'touchline.db'}"
     var_dir = tmp_path_factory.mktemp("console-var")
-    settings = Settings(env="test", var_dir=var_dir, database_url=url, kafka_bootstrap=broker.bootstrap,
-                        topic_prefix=f"c{uuid.uuid4().hex[:8]}.", kafka_session_timeout_ms=2000,
-                        kafka_heartbeat_interval_ms=300, kafka_poll_timeout_ms=200)
+    settings = Settings(
+        env="test",
+        var_dir=var_dir,
+        database_url=url,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"c{uuid.uuid4().hex[:8]}.",
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+        kafka_poll_timeout_ms=200,
+    )
     engine = make_engine(settings)
     upgrade(engine)
     ensure_topics(settings)
@@ -254,8 +267,9 @@ def console_world(request, broker, tmp_path_factory) -> Iterator[ConsoleWorld]:
     keys = {}
     with transaction(factory) as session:
         for role in ("ops", "csm", "admin", "ingest"):
-            _row, keys[role] = create_key(session, role=role, name=f"console {role}", now=clock.now(),
-                                          csm_id="csm-1" if role == "csm" else None)
+            _row, keys[role] = create_key(
+                session, role=role, name=f"console {role}", now=clock.now(), csm_id="csm-1" if role == "csm" else None
+            )
     yield ConsoleWorld(kind, settings, engine, factory, clock.now(), seeded, keys)
     engine.dispose()
     if admin_url:

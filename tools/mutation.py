@@ -5,6 +5,7 @@ which each session copies (tests/conftest.py reads both from the environment).
 
     python tools/mutation.py <arguments of `mutmut run`>
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,7 @@ def main(argv: list[str]) -> int:
         broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tmp) / "broker.log").start()
         try:
             warm_up_broker(broker.bootstrap)
-            env = {**os.environ, "TOUCHLINE_TEST_SHARED_BROKER": broker.bootstrap,
-                   "TOUCHLINE_TEST_SQLITE_TEMPLATE": str(template)}
+            env = {**os.environ, "TOUCHLINE_TEST_SHARED_BROKER": broker.bootstrap, "TOUCHLINE_TEST_SQLITE_TEMPLATE": str(template)}
             return subprocess.run([sys.executable, "-m", "mutmut", "run", *argv], env=env, cwd=ROOT).returncode
         finally:
             broker.stop()

@@ -1,5 +1,6 @@
 """Summarise a mutmut run (make mutation): the score per module and overall, and every
 surviving mutant with its diff, for docs/testing.md. Reads mutants/*.meta (mutmut 3)."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -9,8 +10,17 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
-          -9: "killed", -11: "killed"}
+KILLED = {
+    1: "killed",
+    3: "killed",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    -9: "killed",
+    -11: "killed",
+}
 
 
 def status(code) -> str:
@@ -50,8 +60,10 @@ def main(patterns: list[str], show_diffs: bool) -> None:
 def _row(module: str, c: Counter) -> None:
     run = c["killed"] + c["survived"] + c["no tests"] + c["suspicious"]
     score = f"{100 * c['killed'] / run:.0f}%" if run else "-"
-    print(f"{module:48} {sum(c.values()):>7} {c['killed']:>6} {c['survived'] + c['suspicious']:>8} {c['no tests']:>8} "
-          f"{c['not checked']:>6} {score:>6}")
+    print(
+        f"{module:48} {sum(c.values()):>7} {c['killed']:>6} {c['survived'] + c['suspicious']:>8} {c['no tests']:>8} "
+        f"{c['not checked']:>6} {score:>6}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The web console under ``/console``: server-rendered pages over the same services and
 repositories as the API. :func:`mount` wires it into the one FastAPI app: its pages,
 its static files, its security headers and HTML error pages for console paths."""
+
 from __future__ import annotations
 
 import inspect
@@ -21,6 +22,7 @@ from shared.errors import TouchlineError
 
 PREFIX = "/console"
 ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
+
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -90,8 +92,12 @@ def mount(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if _is_console(request) and exc.status_code in (404, 405):
-            return error_page(request, exc.status_code, "Not found" if exc.status_code == 404 else "Not allowed",
-                              "There is no such page in the console." if exc.status_code == 404 else "Wrong method.")
+            return error_page(
+                request,
+                exc.status_code,
+                "Not found" if exc.status_code == 404 else "Not allowed",
+                "There is no such page in the console." if exc.status_code == 404 else "Wrong method.",
+            )
         return await _answer(json_http_error, request, exc)  # the API's {error, detail} shape
 
     @app.get(PREFIX, include_in_schema=False)

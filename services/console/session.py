@@ -14,6 +14,7 @@ One-time links (``touchline console-link``) create a key of their own and sign
 hash to a random value nobody holds: the fingerprint no longer matches, so the link
 works once; the session it opened keeps working because sessions name the key by id.
 """
+
 from __future__ import annotations
 
 import base64
@@ -110,19 +111,21 @@ def principal_for(session: Session, key_id: int) -> auth.Principal | None:
 
 # ---- one-time links --------------------------------------------------------------
 
+
 def _fingerprint(row: ApiKey) -> str:
     return row.key_hash[:24]
 
 
-def create_link(session: Session, *, secret: str, base_url: str, role: str, csm_id: str | None, now: datetime,
-                minutes: int, name: str | None = None) -> str:
+def create_link(
+    session: Session, *, secret: str, base_url: str, role: str, csm_id: str | None, now: datetime, minutes: int, name: str | None = None
+) -> str:
     """Create a key for the link and return the URL that signs in with it once."""
     if role == "csm" and not csm_id:
         raise ValueError("a csm link names the CSM: --csm <id>")
-    row, _plaintext = auth.create_key(session, role=role, csm_id=csm_id, now=now,
-                                      name=name or (f"console link for CSM {csm_id}" if csm_id else f"console link ({role})"))
-    token = seal(secret, "console-link", {"k": row.id, "f": _fingerprint(row),
-                                          "e": int((now + timedelta(minutes=minutes)).timestamp())})
+    row, _plaintext = auth.create_key(
+        session, role=role, csm_id=csm_id, now=now, name=name or (f"console link for CSM {csm_id}" if csm_id else f"console link ({role})")
+    )
+    token = seal(secret, "console-link", {"k": row.id, "f": _fingerprint(row), "e": int((now + timedelta(minutes=minutes)).timestamp())})
     return f"{base_url.rstrip('/')}/console/link?token={token}"
 
 

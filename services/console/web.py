@@ -3,6 +3,7 @@ signed-in viewer, role checks, CSRF-checked form parsing, and HTML error pages.
 
 Views call the same repositories and services as the API routes; nothing here
 decides anything about the domain."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ MENU = [  # (label, path, roles that see it)
 # /console/static. One exception, set by the template editor only when it shows a
 # preview: e-mail HTML carries inline styles, and the sandboxed srcdoc iframe it renders
 # in inherits this page's policy (scripts stay blocked everywhere).
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-       "connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
 CSP_EMAIL_PREVIEW = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -109,8 +112,9 @@ def _seg(value: Any) -> str:
     return quote(str(value), safe="")
 
 
-env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined,
-                  trim_blocks=True, lstrip_blocks=True)
+env = Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+)
 env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence)
 env.globals.update(url=_url)
 
@@ -159,8 +163,9 @@ def need(*roles: str):
 
     def dependency(viewer: Viewer = Depends(current_viewer)) -> Viewer:
         if not viewer.can(*roles):
-            raise ConsoleForbidden(f"This page is for the {' or '.join(roles)} role; you are signed in as "
-                                   f"{viewer.principal.name} ({viewer.role}).")
+            raise ConsoleForbidden(
+                f"This page is for the {' or '.join(roles)} role; you are signed in as {viewer.principal.name} ({viewer.role})."
+            )
         return viewer
 
     return Depends(dependency)
@@ -200,11 +205,15 @@ async def read_form(request: Request) -> dict[str, str]:
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     viewer: Viewer | None = getattr(request.state, "viewer", None)
-    menu = [(label, path) for label, path, roles in MENU if viewer and viewer.can(*roles)
-            and (path != "/console/inbox" or viewer.principal.csm_id)]
+    menu = [
+        (label, path)
+        for label, path, roles in MENU
+        if viewer and viewer.can(*roles) and (path != "/console/inbox" or viewer.principal.csm_id)
+    ]
     home = home_of(viewer.principal) if viewer else "/console/"
-    html = env.get_template(template).render(request=request, viewer=viewer, menu=menu, csrf=csrf_for(request), home=home,
-                                             path=request.url.path, **ctx)
+    html = env.get_template(template).render(
+        request=request, viewer=viewer, menu=menu, csrf=csrf_for(request), home=home, path=request.url.path, **ctx
+    )
     return HTMLResponse(html, status_code=status_code)
 
 

@@ -1,5 +1,6 @@
 """Tables owned by ingest: accounts, users (contacts), the raw event store (also the
 dedupe index), daily usage rollups and last-seen markers. Days are UTC days."""
+
 from __future__ import annotations
 
 from datetime import date, datetime

@@ -1,5 +1,6 @@
 """Every query ingest runs. Writes are set-based: one statement per table per batch
 (on PostgreSQL, one statement for the whole batch: :func:`store_events_pg`)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -78,8 +79,10 @@ class StoredBatch:
 
 
 _STAGE = "_ingest_stage"
-_CREATE_STAGE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (event_id text, account_id text, user_id text, type text, "
-                 "name text, ts timestamptz, properties jsonb) ON COMMIT DELETE ROWS")
+_CREATE_STAGE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (event_id text, account_id text, user_id text, type text, "
+    "name text, ts timestamptz, properties jsonb) ON COMMIT DELETE ROWS"
+)
 # One statement stores the batch: the raw insert says which events are new (ON CONFLICT
 # DO NOTHING RETURNING) and only those feed the rollups, each aggregated in SQL and
 # upserted in key order. Sub-statements of a WITH all run, to completion, on one snapshot;
@@ -160,7 +163,10 @@ def touch_accounts(session: Session, rows: list[dict[str, Any]]) -> None:
     """Create missing accounts and widen first/last seen (rows: id, first_seen_at,
     last_seen_at, created_at, updated_at)."""
     upsert(
-        session, _accounts, sorted(rows, key=lambda r: r["id"]), ["id"],
+        session,
+        _accounts,
+        sorted(rows, key=lambda r: r["id"]),
+        ["id"],
         lambda ex: {
             "first_seen_at": _earlier(_accounts.c.first_seen_at, ex.first_seen_at),
             "last_seen_at": _later(_accounts.c.last_seen_at, ex.last_seen_at),
@@ -170,7 +176,10 @@ def touch_accounts(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def touch_users(session: Session, rows: list[dict[str, Any]]) -> None:
     upsert(
-        session, _users, sorted(rows, key=lambda r: (r["account_id"], r["id"])), ["account_id", "id"],
+        session,
+        _users,
+        sorted(rows, key=lambda r: (r["account_id"], r["id"])),
+        ["account_id", "id"],
         lambda ex: {
             "first_seen_at": _earlier(_users.c.first_seen_at, ex.first_seen_at),
             "last_seen_at": _later(_users.c.last_seen_at, ex.last_seen_at),
@@ -180,30 +189,52 @@ def touch_users(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def add_usage(session: Session, rows: list[dict[str, Any]]) -> None:
     t = UsageDaily.__table__
-    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["day"], r["event_name"])),
-           ["account_id", "day", "event_name"], lambda ex: {"count": t.c.count + ex.count})
+    upsert(
+        session,
+        t,
+        sorted(rows, key=lambda r: (r["account_id"], r["day"], r["event_name"])),
+        ["account_id", "day", "event_name"],
+        lambda ex: {"count": t.c.count + ex.count},
+    )
 
 
 def add_user_activity(session: Session, rows: list[dict[str, Any]]) -> None:
     t = UserActivityDaily.__table__
-    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["day"], r["user_id"])),
-           ["account_id", "day", "user_id"], lambda ex: {"count": t.c.count + ex.count})
+    upsert(
+        session,
+        t,
+        sorted(rows, key=lambda r: (r["account_id"], r["day"], r["user_id"])),
+        ["account_id", "day", "user_id"],
+        lambda ex: {"count": t.c.count + ex.count},
+    )
 
 
 def mark_account_events_seen(session: Session, rows: list[dict[str, Any]]) -> None:
     t = AccountEventSeen.__table__
-    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["event_name"])),
-           ["account_id", "event_name"],
-           lambda ex: {"first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
-                       "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at)})
+    upsert(
+        session,
+        t,
+        sorted(rows, key=lambda r: (r["account_id"], r["event_name"])),
+        ["account_id", "event_name"],
+        lambda ex: {
+            "first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
+            "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at),
+        },
+    )
 
 
 def mark_user_events_seen(session: Session, rows: list[dict[str, Any]]) -> None:
     t = UserEventSeen.__table__
-    upsert(session, t, sorted(rows, key=lambda r: (r["account_id"], r["user_id"], r["event_name"])),
-           ["account_id", "user_id", "event_name"],
-           lambda ex: {"first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
-                       "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at)})
+    upsert(
+        session,
+        t,
+        sorted(rows, key=lambda r: (r["account_id"], r["user_id"], r["event_name"])),
+        ["account_id", "user_id", "event_name"],
+        lambda ex: {
+            "first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
+            "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at),
+        },
+    )
 
 
 def rows_for_traits(session: Session, model: type[Account] | type[User], keys: Iterable[Any]) -> dict[Any, SimpleNamespace]:
@@ -215,7 +246,7 @@ def rows_for_traits(session: Session, model: type[Account] | type[User], keys: I
     ordered = sorted(set(keys))
     out: dict[Any, SimpleNamespace] = {}
     for i in range(0, len(ordered), 900):  # bound the IN list
-        part = ordered[i:i + 900]
+        part = ordered[i : i + 900]
         cond = pk[0].in_(part) if len(pk) == 1 else tuple_(*pk).in_(part)
         for row in session.execute(select(t).where(cond)):
             values = row._asdict()
@@ -223,8 +254,7 @@ def rows_for_traits(session: Session, model: type[Account] | type[User], keys: I
     return out
 
 
-def save_trait_rows(session: Session, model: type[Account] | type[User], rows: list[SimpleNamespace],
-                    columns: Iterable[str]) -> None:
+def save_trait_rows(session: Session, model: type[Account] | type[User], rows: list[SimpleNamespace], columns: Iterable[str]) -> None:
     """Write ``columns`` of ``rows`` (from :func:`rows_for_traits`) back: one executemany
     UPDATE by primary key, in key order."""
     if not rows:
@@ -232,10 +262,11 @@ def save_trait_rows(session: Session, model: type[Account] | type[User], rows: l
     t = model.__table__
     pk = [c.name for c in t.primary_key.columns]
     cols = list(columns)
-    stmt = (update(t).where(*[t.c[k] == bindparam(f"k_{k}") for k in pk])
-            .values({c: bindparam(f"v_{c}", type_=t.c[c].type) for c in cols}))
-    params = [{**{f"k_{k}": getattr(r, k) for k in pk}, **{f"v_{c}": getattr(r, c) for c in cols}}
-              for r in sorted(rows, key=lambda r: tuple(getattr(r, k) for k in pk))]
+    stmt = update(t).where(*[t.c[k] == bindparam(f"k_{k}") for k in pk]).values({c: bindparam(f"v_{c}", type_=t.c[c].type) for c in cols})
+    params = [
+        {**{f"k_{k}": getattr(r, k) for k in pk}, **{f"v_{c}": getattr(r, c) for c in cols}}
+        for r in sorted(rows, key=lambda r: tuple(getattr(r, k) for k in pk))
+    ]
     session.execute(stmt, params)
 
 
@@ -328,8 +359,17 @@ def prune_events(session: Session, received_before: datetime, limit: int = 50_00
     return len(ids)
 
 
-def search_accounts(session: Session, *, text: str | None, segment: str | None, lifecycle_stage: str | None,
-                    plan: str | None, only_ids: Select | None, offset: int, limit: int) -> tuple[list[Account], int]:
+def search_accounts(
+    session: Session,
+    *,
+    text: str | None,
+    segment: str | None,
+    lifecycle_stage: str | None,
+    plan: str | None,
+    only_ids: Select | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[Account], int]:
     """A page of accounts ordered by id, matching every filter given, and the total count.
     ``text`` matches id or name (case-insensitive substring); ``only_ids`` is a subquery
     of account ids to keep (e.g. the accounts with a recent signal)."""
@@ -356,6 +396,5 @@ def distinct_traits(session: Session) -> dict[str, list[str]]:
 
 
 def recent_events(session: Session, account_id: str, limit: int) -> list[RawEvent]:
-    q = (select(RawEvent).where(RawEvent.account_id == account_id)
-         .order_by(RawEvent.timestamp.desc(), RawEvent.event_id.desc()).limit(limit))
+    q = select(RawEvent).where(RawEvent.account_id == account_id).order_by(RawEvent.timestamp.desc(), RawEvent.event_id.desc()).limit(limit)
     return list(session.scalars(q))

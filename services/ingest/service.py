@@ -4,6 +4,7 @@
 events are new, and only those touch the rollups. It only flushes; the caller
 (consumer batch or request) owns the transaction.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -49,8 +50,7 @@ def apply_events(session: Session, events: Sequence[ValidEvent | Event], now: da
     return summary
 
 
-def _store_events(session: Session, events: list[ValidEvent | Event],
-                  now: datetime) -> tuple[IngestSummary, list[ValidEvent | Event]]:
+def _store_events(session: Session, events: list[ValidEvent | Event], now: datetime) -> tuple[IngestSummary, list[ValidEvent | Event]]:
     """SQLite: what :func:`repository.store_events_pg` does in one statement, here
     aggregated in Python and written with one statement per table. Returns the summary
     and the new identify/group events."""
@@ -106,23 +106,32 @@ def _store_events(session: Session, events: list[ValidEvent | Event],
             widen(user_seen, (ev.account_id, ev.user_id, ev.name), ts)
 
     summary.accounts = len(accounts)
-    repo.touch_accounts(session, [
-        {"id": a, "first_seen_at": s[0], "last_seen_at": s[1], "created_at": now, "updated_at": now, "traits": {}}
-        for a, s in accounts.items()
-    ])
-    repo.touch_users(session, [
-        {"account_id": a, "id": u, "first_seen_at": s[0], "last_seen_at": s[1], "created_at": now, "updated_at": now, "traits": {}}
-        for (a, u), s in users.items()
-    ])
+    repo.touch_accounts(
+        session,
+        [
+            {"id": a, "first_seen_at": s[0], "last_seen_at": s[1], "created_at": now, "updated_at": now, "traits": {}}
+            for a, s in accounts.items()
+        ],
+    )
+    repo.touch_users(
+        session,
+        [
+            {"account_id": a, "id": u, "first_seen_at": s[0], "last_seen_at": s[1], "created_at": now, "updated_at": now, "traits": {}}
+            for (a, u), s in users.items()
+        ],
+    )
     repo.add_usage(session, [{"account_id": a, "day": d, "event_name": n, "count": c} for (a, d, n), c in usage.items()])
     repo.add_user_activity(session, [{"account_id": a, "day": d, "user_id": u, "count": c} for (a, d, u), c in activity.items()])
-    repo.mark_account_events_seen(session, [
-        {"account_id": a, "event_name": n, "first_seen_at": s[0], "last_seen_at": s[1]} for (a, n), s in acc_seen.items()
-    ])
-    repo.mark_user_events_seen(session, [
-        {"account_id": a, "user_id": u, "event_name": n, "first_seen_at": s[0], "last_seen_at": s[1]}
-        for (a, u, n), s in user_seen.items()
-    ])
+    repo.mark_account_events_seen(
+        session, [{"account_id": a, "event_name": n, "first_seen_at": s[0], "last_seen_at": s[1]} for (a, n), s in acc_seen.items()]
+    )
+    repo.mark_user_events_seen(
+        session,
+        [
+            {"account_id": a, "user_id": u, "event_name": n, "first_seen_at": s[0], "last_seen_at": s[1]}
+            for (a, u, n), s in user_seen.items()
+        ],
+    )
     return summary, [ev for ev in fresh if ev.type != "track"]
 
 
@@ -144,8 +153,12 @@ def _apply_trait_events(session: Session, events: list[ValidEvent | Event], now:
             key = (ev.account_id, ev.user_id or "")
             if apply_user_traits(users[key], UserTraits.model_validate(ev.traits), ev.timestamp, now):
                 changed_users[key] = users[key]
-    repo.save_trait_rows(session, Account, list(changed_accounts.values()),
-                         ACCOUNT_FIELDS + ("traits", "traits_at", "updated_at", "lifecycle_stage_changed_at"))
+    repo.save_trait_rows(
+        session,
+        Account,
+        list(changed_accounts.values()),
+        ACCOUNT_FIELDS + ("traits", "traits_at", "updated_at", "lifecycle_stage_changed_at"),
+    )
     repo.save_trait_rows(session, User, list(changed_users.values()), USER_FIELDS + ("traits", "traits_at", "updated_at"))
 
 
@@ -171,8 +184,9 @@ def apply_user_traits(user: User | Any, traits: UserTraits, at: datetime, now: d
     return _apply_traits(user, traits, USER_FIELDS, at, now)
 
 
-def _apply_traits(row: Account | User | Any, traits: AccountTraits | UserTraits, known_fields: tuple[str, ...],
-                  at: datetime, now: datetime) -> bool:
+def _apply_traits(
+    row: Account | User | Any, traits: AccountTraits | UserTraits, known_fields: tuple[str, ...], at: datetime, now: datetime
+) -> bool:
     if row.traits_at is not None and at < row.traits_at:
         return False
     known, extra = _split(traits, known_fields)

@@ -27,6 +27,7 @@ Commands (they only flush; the caller owns the transaction):
 Accounts and contacts are returned as frozen snapshots, so a caller cannot change
 ingest's state by assigning to what it read.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +48,7 @@ CHUNK = 900  # bound IN lists (SQLite's default variable limit is high, PostgreS
 
 
 # ---- snapshots ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class AccountInfo:
@@ -106,6 +108,7 @@ def _event(row: Row[Any]) -> StoredEvent:
 
 # ---- helpers --------------------------------------------------------------------
 
+
 def _in(col: Any, accounts: list[str] | None) -> Any:
     return True if accounts is None else col.in_(accounts)
 
@@ -115,7 +118,7 @@ def _chunks(items: list[Any] | None) -> Iterator[list[Any] | None]:
         yield None
         return
     for i in range(0, len(items), CHUNK):
-        yield items[i:i + CHUNK]
+        yield items[i : i + CHUNK]
 
 
 def _grouped(session: Session, build: Callable[[list[str] | None], Any], accounts: list[str] | None) -> dict[str, Any]:
@@ -126,6 +129,7 @@ def _grouped(session: Session, build: Callable[[list[str] | None], Any], account
 
 
 # ---- accounts -------------------------------------------------------------------
+
 
 def account(session: Session, account_id: str) -> AccountInfo | None:
     row = session.execute(select(*_ACCOUNT_INFO).where(Account.id == account_id)).first()
@@ -148,9 +152,19 @@ def count_accounts(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Account)) or 0
 
 
-ACCOUNT_COLUMNS = (Account.id, Account.name, Account.plan, Account.segment, Account.lifecycle_stage, Account.arr,
-                   Account.seats, Account.signup_date, Account.first_seen_at, Account.lifecycle_stage_changed_at,
-                   Account.renewal_date)
+ACCOUNT_COLUMNS = (
+    Account.id,
+    Account.name,
+    Account.plan,
+    Account.segment,
+    Account.lifecycle_stage,
+    Account.arr,
+    Account.seats,
+    Account.signup_date,
+    Account.first_seen_at,
+    Account.lifecycle_stage_changed_at,
+    Account.renewal_date,
+)
 
 
 def account_rows(session: Session, accounts: list[str] | None, with_traits: bool) -> dict[str, Any]:
@@ -206,12 +220,14 @@ def accounts_where(session: Session, audience: AccountFilter, now: datetime, acc
         r = audience.tenure_days
         if r.min is not None:
             day = today - timedelta(days=r.min)
-            conds.append(or_(Account.signup_date <= day,
-                             and_(Account.signup_date.is_(None), Account.first_seen_at <= now - timedelta(days=r.min))))
+            conds.append(
+                or_(Account.signup_date <= day, and_(Account.signup_date.is_(None), Account.first_seen_at <= now - timedelta(days=r.min)))
+            )
         if r.max is not None:
             day = today - timedelta(days=r.max)
-            conds.append(or_(Account.signup_date >= day,
-                             and_(Account.signup_date.is_(None), Account.first_seen_at >= now - timedelta(days=r.max))))
+            conds.append(
+                or_(Account.signup_date >= day, and_(Account.signup_date.is_(None), Account.first_seen_at >= now - timedelta(days=r.max)))
+            )
     if audience.days_in_stage is not None:
         r = audience.days_in_stage
         if r.min is not None:
@@ -219,8 +235,7 @@ def accounts_where(session: Session, audience: AccountFilter, now: datetime, acc
         if r.max is not None:
             conds.append(Account.lifecycle_stage_changed_at >= now - timedelta(days=r.max))
     if audience.renewal_within_days is not None:
-        conds.append(and_(Account.renewal_date >= today,
-                          Account.renewal_date <= today + timedelta(days=audience.renewal_within_days)))
+        conds.append(and_(Account.renewal_date >= today, Account.renewal_date <= today + timedelta(days=audience.renewal_within_days)))
     out: set[str] = set()
     for part in _chunks(accounts):
         out.update(session.scalars(select(Account.id).where(_in(Account.id, part), *conds)))
@@ -228,6 +243,7 @@ def accounts_where(session: Session, audience: AccountFilter, now: datetime, acc
 
 
 # ---- contacts -------------------------------------------------------------------
+
 
 def contact(session: Session, account_id: str, user_id: str) -> Contact | None:
     row = session.execute(select(*_CONTACT).where(User.account_id == account_id, User.id == user_id)).first()
@@ -237,7 +253,7 @@ def contact(session: Session, account_id: str, user_id: str) -> Contact | None:
 def contacts(session: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Contact]:
     out: dict[tuple[str, str], Contact] = {}
     for i in range(0, len(pairs), CHUNK):
-        part = pairs[i:i + CHUNK]
+        part = pairs[i : i + CHUNK]
         for r in session.execute(select(*_CONTACT).where(tuple_(User.account_id, User.id).in_(part))):
             out[(r.account_id, r.id)] = _contact(r)
     return out
@@ -253,15 +269,16 @@ def users_by_role(session: Session, account_id: str, roles: Iterable[str] | None
 
 def active_users(session: Session, account_id: str, since: date, until: date) -> list[Contact]:
     """The account's contacts active on any UTC day in [since, until], by id."""
-    active = (select(UserActivityDaily.user_id).where(UserActivityDaily.account_id == account_id,
-                                                      UserActivityDaily.day >= since, UserActivityDaily.day <= until)
-              .distinct())
+    active = (
+        select(UserActivityDaily.user_id)
+        .where(UserActivityDaily.account_id == account_id, UserActivityDaily.day >= since, UserActivityDaily.day <= until)
+        .distinct()
+    )
     q = select(*_CONTACT).where(User.account_id == account_id, User.id.in_(active)).order_by(User.id)
     return [_contact(r) for r in session.execute(q)]
 
 
-def users_by_role_of(session: Session, account_ids: Iterable[str],
-                     roles: Iterable[str] | None = None) -> dict[str, list[Contact]]:
+def users_by_role_of(session: Session, account_ids: Iterable[str], roles: Iterable[str] | None = None) -> dict[str, list[Contact]]:
     """:func:`users_by_role` for many accounts: account -> its contacts by id (accounts
     without one are absent)."""
     out: dict[str, list[Contact]] = {}
@@ -280,17 +297,19 @@ def active_users_of(session: Session, account_ids: Iterable[str], since: date, u
     day in [since, until], by id."""
     out: dict[str, list[Contact]] = {}
     for part in _chunks(sorted(set(account_ids))):
-        active = (select(UserActivityDaily.account_id, UserActivityDaily.user_id)
-                  .where(_in(UserActivityDaily.account_id, part), UserActivityDaily.day >= since,
-                         UserActivityDaily.day <= until).distinct())
-        q = (select(*_CONTACT).where(tuple_(User.account_id, User.id).in_(active))
-             .order_by(User.account_id, User.id))
+        active = (
+            select(UserActivityDaily.account_id, UserActivityDaily.user_id)
+            .where(_in(UserActivityDaily.account_id, part), UserActivityDaily.day >= since, UserActivityDaily.day <= until)
+            .distinct()
+        )
+        q = select(*_CONTACT).where(tuple_(User.account_id, User.id).in_(active)).order_by(User.account_id, User.id)
         for r in session.execute(q):
             out.setdefault(r.account_id, []).append(_contact(r))
     return out
 
 
 # ---- metric series ----------------------------------------------------------------
+
 
 def daily_series(session: Session, account_id: str, until: date, days: int) -> list[dict[str, Any]]:
     """One entry per UTC day of the ``days`` ending at ``until`` (gaps filled with 0):
@@ -300,8 +319,14 @@ def daily_series(session: Session, account_id: str, until: date, days: int) -> l
     events: dict[date, dict[str, int]] = {}
     for day, name, count in _repo.usage_by_day(session, account_id, start, until):
         events.setdefault(day, {})[name] = count
-    return [{"day": (start + timedelta(days=i)).isoformat(), "active_users": active.get(start + timedelta(days=i), 0),
-             "events": events.get(start + timedelta(days=i), {})} for i in range(days)]
+    return [
+        {
+            "day": (start + timedelta(days=i)).isoformat(),
+            "active_users": active.get(start + timedelta(days=i), 0),
+            "events": events.get(start + timedelta(days=i), {}),
+        }
+        for i in range(days)
+    ]
 
 
 def window_days(now: datetime, days: int, offset_days: int = 0) -> tuple[date, date]:
@@ -313,26 +338,47 @@ def window_days(now: datetime, days: int, offset_days: int = 0) -> tuple[date, d
 
 def event_counts(session: Session, event: str, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
     t = UsageDaily
-    return _grouped(session, lambda part: select(t.account_id, func.sum(t.count)).where(
-        t.event_name == event, t.day >= start, t.day <= end, _in(t.account_id, part)).group_by(t.account_id), accounts)
+    return _grouped(
+        session,
+        lambda part: (
+            select(t.account_id, func.sum(t.count))
+            .where(t.event_name == event, t.day >= start, t.day <= end, _in(t.account_id, part))
+            .group_by(t.account_id)
+        ),
+        accounts,
+    )
 
 
 def active_user_counts(session: Session, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
     """Distinct active users per account over [start, end]."""
     t = UserActivityDaily
-    return _grouped(session, lambda part: select(t.account_id, func.count(func.distinct(t.user_id))).where(
-        t.day >= start, t.day <= end, _in(t.account_id, part)).group_by(t.account_id), accounts)
+    return _grouped(
+        session,
+        lambda part: (
+            select(t.account_id, func.count(func.distinct(t.user_id)))
+            .where(t.day >= start, t.day <= end, _in(t.account_id, part))
+            .group_by(t.account_id)
+        ),
+        accounts,
+    )
 
 
 def active_days(session: Session, event: str | None, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
     t = UsageDaily
-    return _grouped(session, lambda part: select(t.account_id, func.count(func.distinct(t.day))).where(
-        t.day >= start, t.day <= end, (t.event_name == event) if event else true(), _in(t.account_id, part)
-    ).group_by(t.account_id), accounts)
+    return _grouped(
+        session,
+        lambda part: (
+            select(t.account_id, func.count(func.distinct(t.day)))
+            .where(t.day >= start, t.day <= end, (t.event_name == event) if event else true(), _in(t.account_id, part))
+            .group_by(t.account_id)
+        ),
+        accounts,
+    )
 
 
-def chunked_metric(session: Session, of: str, event: str | None, ranges: list[tuple[date, date]],
-                   accounts: list[str] | None) -> dict[str, list[int]]:
+def chunked_metric(
+    session: Session, of: str, event: str | None, ranges: list[tuple[date, date]], accounts: list[str] | None
+) -> dict[str, list[int]]:
     """One row per account with the metric in each of ``ranges`` (the change metric)."""
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
     t: Any
@@ -358,16 +404,23 @@ def chunked_metric(session: Session, of: str, event: str | None, ranges: list[tu
 
 def account_last_seen(session: Session, event: str, accounts: list[str] | None) -> dict[str, datetime]:
     t = AccountEventSeen
-    return _grouped(session, lambda part: select(t.account_id, t.last_seen_at).where(
-        t.event_name == event, _in(t.account_id, part)), accounts)
+    return _grouped(
+        session, lambda part: select(t.account_id, t.last_seen_at).where(t.event_name == event, _in(t.account_id, part)), accounts
+    )
 
 
 def account_last_day(session: Session, event: str, end: date, lookback_days: int, accounts: list[str] | None) -> dict[str, date]:
     """As of ``end`` (backtests): the last UTC day the event was seen, from the rollups."""
     t = UsageDaily
-    return _grouped(session, lambda part: select(t.account_id, func.max(t.day)).where(
-        t.event_name == event, t.day <= end, t.day > end - timedelta(days=lookback_days), _in(t.account_id, part)
-    ).group_by(t.account_id), accounts)
+    return _grouped(
+        session,
+        lambda part: (
+            select(t.account_id, func.max(t.day))
+            .where(t.event_name == event, t.day <= end, t.day > end - timedelta(days=lookback_days), _in(t.account_id, part))
+            .group_by(t.account_id)
+        ),
+        accounts,
+    )
 
 
 EPOCH = date(2000, 1, 1)
@@ -384,8 +437,11 @@ def daily_usage(session: Session, event: str | None, start: date, end: date) -> 
     """(account, day, sum of counts, rows) per account and UTC day in [start, end], for
     ``event`` (or every event when None)."""
     t = UsageDaily
-    q = select(t.account_id, t.day, func.sum(t.count), func.count()).where(
-        t.day >= start, t.day <= end, (t.event_name == event) if event else true()).group_by(t.account_id, t.day)
+    q = (
+        select(t.account_id, t.day, func.sum(t.count), func.count())
+        .where(t.day >= start, t.day <= end, (t.event_name == event) if event else true())
+        .group_by(t.account_id, t.day)
+    )
     return session.execute(q)
 
 
@@ -410,9 +466,10 @@ def user_activity_masks(session: Session, start: date, end: date) -> Iterator[tu
     t = UserActivityDaily
     offset = _day_number(session, t.day) - (start - EPOCH).days
     n = (end - start).days + 1
-    words = [cast(func.sum(case((and_(offset >= k, offset < k + MASK_WORD),
-                                 literal(1, BigInteger).op("<<")(offset - k)), else_=0)), BigInteger)
-             for k in range(0, n, MASK_WORD)]
+    words = [
+        cast(func.sum(case((and_(offset >= k, offset < k + MASK_WORD), literal(1, BigInteger).op("<<")(offset - k)), else_=0)), BigInteger)
+        for k in range(0, n, MASK_WORD)
+    ]
     q = select(t.account_id, *words).where(t.day >= start, t.day <= end).group_by(t.account_id, t.user_id)
     for row in session.execute(q):
         mask = 0
@@ -425,7 +482,7 @@ def user_last_seen(session: Session, event: str, pairs: list[tuple[str, str]]) -
     t = UserEventSeen
     out: dict[tuple[str, str], datetime] = {}
     for i in range(0, len(pairs), CHUNK):
-        part = pairs[i:i + CHUNK]
+        part = pairs[i : i + CHUNK]
         q = select(t.account_id, t.user_id, t.last_seen_at).where(t.event_name == event, tuple_(t.account_id, t.user_id).in_(part))
         out.update({(a, u): ts for a, u, ts in session.execute(q)})
     return out
@@ -433,23 +490,31 @@ def user_last_seen(session: Session, event: str, pairs: list[tuple[str, str]]) -
 
 # ---- stored events --------------------------------------------------------------
 
+
 def ingested_event_ids(session: Session, event_ids: list[str]) -> set[str]:
     """Which of ``event_ids`` ingest has committed (the rules worker waits for them)."""
     out: set[str] = set()
     for i in range(0, len(event_ids), CHUNK):
-        out.update(session.scalars(select(RawEvent.event_id).where(RawEvent.event_id.in_(event_ids[i:i + CHUNK]))))
+        out.update(session.scalars(select(RawEvent.event_id).where(RawEvent.event_id.in_(event_ids[i : i + CHUNK]))))
     return out
 
 
 def latest_events(session: Session, account_id: str, names: list[str], limit: int = 1) -> list[StoredEvent]:
-    q = (select(*_STORED_EVENT).where(RawEvent.account_id == account_id, RawEvent.name.in_(names), RawEvent.type == "track")
-         .order_by(RawEvent.timestamp.desc()).limit(limit))
+    q = (
+        select(*_STORED_EVENT)
+        .where(RawEvent.account_id == account_id, RawEvent.name.in_(names), RawEvent.type == "track")
+        .order_by(RawEvent.timestamp.desc())
+        .limit(limit)
+    )
     return [_event(r) for r in session.execute(q)]
 
 
 def events_between(session: Session, names: list[str], start: datetime, end: datetime) -> list[StoredEvent]:
-    q = (select(*_STORED_EVENT).where(RawEvent.name.in_(names), RawEvent.type == "track", RawEvent.timestamp >= start,
-                                      RawEvent.timestamp < end).order_by(RawEvent.timestamp))
+    q = (
+        select(*_STORED_EVENT)
+        .where(RawEvent.name.in_(names), RawEvent.type == "track", RawEvent.timestamp >= start, RawEvent.timestamp < end)
+        .order_by(RawEvent.timestamp)
+    )
     return [_event(r) for r in session.execute(q)]
 
 
@@ -459,6 +524,7 @@ def accounts_with_events(session: Session, names: list[str], day: date) -> set[s
 
 
 # ---- commands -------------------------------------------------------------------
+
 
 def set_lifecycle_stage(session: Session, account_ids: Iterable[str], stage: str, now: datetime) -> int:
     """Move accounts to ``stage`` (a rule action), as an observation at ``now``: the stage's
@@ -505,8 +571,7 @@ def erase_contact(session: Session, account_id: str, user_id: str, now: datetime
     if user is not None:
         emails |= {user.email} if user.email else set()
         names |= {user.name} if user.name else set()
-    own = select(RawEvent).where(RawEvent.account_id == account_id,
-                                 or_(RawEvent.user_id == user_id, RawEvent.type != "track"))
+    own = select(RawEvent).where(RawEvent.account_id == account_id, or_(RawEvent.user_id == user_id, RawEvent.type != "track"))
     events = list(session.scalars(own))
     for ev in events:
         if ev.user_id == user_id and ev.type == "identify":

@@ -1,5 +1,6 @@
 """Tables owned by outreach. One module so Alembic and the tests see them all; the
 behaviour lives in the feature folders."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -218,9 +219,14 @@ class Engagement(Base):
 
     __tablename__ = "engagements"
     __table_args__ = (
-        Index("uq_engagements_open_account_goal", "account_id", "goal", unique=True,
-              sqlite_where=text("status IN ('queued', 'assigned', 'active')"),
-              postgresql_where=text("status IN ('queued', 'assigned', 'active')")),
+        Index(
+            "uq_engagements_open_account_goal",
+            "account_id",
+            "goal",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'assigned', 'active')"),
+            postgresql_where=text("status IN ('queued', 'assigned', 'active')"),
+        ),
         Index("ix_engagements_queue", "status", "priority"),
         Index("ix_engagements_csm", "csm_id", "status"),
         Index("ix_engagements_due", "status", "due_at"),

@@ -4,6 +4,7 @@ outcomes. Keep it small; everything else in outreach is private to it.
 - :func:`signals_with_decision`: which signals outreach has recorded a decision for
   (the rules service's orphan sweeper republishes the others).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -22,6 +23,5 @@ def signals_with_decision(session: Session, signal_ids: Iterable[str]) -> set[st
     ids = sorted(set(signal_ids))
     out: set[str] = set()
     for i in range(0, len(ids), _CHUNK):
-        out.update(session.scalars(select(OutreachDecision.signal_id)
-                                   .where(OutreachDecision.signal_id.in_(ids[i:i + _CHUNK]))))
+        out.update(session.scalars(select(OutreachDecision.signal_id).where(OutreachDecision.signal_id.in_(ids[i : i + _CHUNK]))))
     return out

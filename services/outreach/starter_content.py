@@ -2,6 +2,7 @@
 ``playbooks.yaml``) as data. It imports nothing of outreach: the engagement notices
 render starter templates, while seeding (:mod:`services.outreach.starter`) imports the
 playbooks package, which imports engagements for the ``open_engagement`` step."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Holdout statistics shared by the playbook report and the pooled-CSM outcome report:
 the confidence interval of a lift (treated minus holdout rate)."""
+
 from __future__ import annotations
 
 import math

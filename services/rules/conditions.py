@@ -17,6 +17,7 @@ rule language (docs/rules.md), so CS Ops learn one language.
 
 Everything here reads or flushes only; the caller owns the session and the transaction.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,8 +32,15 @@ from services.rules.language.evaluate import select
 from services.rules.signals.service import forget_contact
 
 __all__ = [
-    "Condition", "RuleValidationError", "accounts_matching", "evaluate_condition", "evaluator", "forget_contact", "measure",
-    "parse_condition", "serialize_condition",
+    "Condition",
+    "RuleValidationError",
+    "accounts_matching",
+    "evaluate_condition",
+    "evaluator",
+    "forget_contact",
+    "measure",
+    "parse_condition",
+    "serialize_condition",
 ]
 
 

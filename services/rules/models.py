@@ -1,5 +1,6 @@
 """Tables owned by the rules service: rules and their versions, signals, cooldown
 claims and scheduled-tick state."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,6 +1,7 @@
 """The one FastAPI app: every service's router, health, readiness, metrics, and the
 API's own documentation (Swagger UI and ReDoc, served from the installed
 ``fastapi-offline`` package's assets: no CDN, so /docs works offline)."""
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -56,8 +57,22 @@ def routers():
     from shared.jobs.router import router as jobs_router
 
     load_kinds()  # the jobs API shows each role the kinds it may run
-    return [events_router, accounts_router, rules_router, dryrun_router, backtest_router, signals_router, templates_router,
-            playbooks_router, messages_router, inapp_router, policy_router, engagements_router, devmail_router, jobs_router]
+    return [
+        events_router,
+        accounts_router,
+        rules_router,
+        dryrun_router,
+        backtest_router,
+        signals_router,
+        templates_router,
+        playbooks_router,
+        messages_router,
+        inapp_router,
+        policy_router,
+        engagements_router,
+        devmail_router,
+        jobs_router,
+    ]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:
@@ -75,8 +90,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         yield
         ctx.close()
 
-    app = FastAPI(title="Touchline", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(title="Touchline", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     install_error_handlers(app)
     install_database_error_handler(app)
@@ -86,17 +100,24 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title="Touchline API",
-                                   swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="Touchline API",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        )
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title="Touchline API",
-                              redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png", with_google_fonts=False)
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="Touchline API",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
 
     for r in routers():
         app.include_router(r)
@@ -108,8 +129,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the database and the broker are reachable",
-             responses={503: {"description": "a dependency is down; the body says which"}})
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: the database and the broker are reachable",
+        responses={503: {"description": "a dependency is down; the body says which"}},
+    )
     async def readyz():
         checks = {}
 
@@ -138,10 +163,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
     if not settings.metrics_port:
         # With TOUCHLINE_METRICS_PORT set, `touchline api` serves metrics on that port
         # instead (services/wiring/cli.py) and the API port has no /metrics at all.
-        @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (admin key)",
-                 response_class=Response, responses={
-                     200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                           "description": "Prometheus text exposition format"}, **AUTH_ERRORS})
+        @app.get(
+            "/metrics",
+            tags=["operations"],
+            summary="Prometheus metrics (admin key)",
+            response_class=Response,
+            responses={
+                200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text exposition format"},
+                **AUTH_ERRORS,
+            },
+        )
         def metrics(_p=require("admin")):
             body, content_type = render_metrics()
             return Response(body, media_type=content_type)

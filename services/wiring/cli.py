@@ -1,4 +1,5 @@
 """The ``touchline`` command (wiring): run the system, run one component, manage keys, stream the demo."""
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,14 @@ def cmd_api(args) -> int:
 
         start_http_server(settings.metrics_port, addr=settings.api_host, registry=metrics_registry())
         log.info("metrics on http://%s:%d/metrics (not on the API port)", settings.api_host, settings.metrics_port)
-    uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False, log_config=None)
+    uvicorn.run(
+        app,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        log_config=None,
+    )
     return 0
 
 
@@ -143,9 +150,15 @@ def cmd_console_link(args) -> int:
                 if engagements_repo.get_csm(session, args.csm) is None:
                     print(f"error: no CSM {args.csm!r} on the roster (PUT /v1/csms/{args.csm} adds one)", file=sys.stderr)
                     return 2
-            url = create_link(session, secret=settings.secret_key, base_url=settings.public_url,
-                              role="csm" if args.csm else args.role, csm_id=args.csm, now=SystemClock().now(),
-                              minutes=settings.console_link_minutes)
+            url = create_link(
+                session,
+                secret=settings.secret_key,
+                base_url=settings.public_url,
+                role="csm" if args.csm else args.role,
+                csm_id=args.csm,
+                now=SystemClock().now(),
+                minutes=settings.console_link_minutes,
+            )
     print(f"Open this link within {settings.console_link_minutes} minutes; it signs in once:\n\n  {url}\n")
     return 0
 
@@ -169,8 +182,9 @@ def cmd_dlq(args) -> int:
     from shared.kafka import parse_dlq_record
 
     settings = get_settings()
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=int(args.timeout * 1000))
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, consumer_timeout_ms=int(args.timeout * 1000)
+    )
     tps = [TopicPartition(settings.topic_events_dlq, p) for p in (consumer.partitions_for_topic(settings.topic_events_dlq) or [])]
     if not tps:
         print(f"no topic {settings.topic_events_dlq} yet: nothing has been rejected")
@@ -186,8 +200,10 @@ def cmd_dlq(args) -> int:
             print(json.dumps(d))
         else:
             src = d["source"]
-            print(f"[{d['rejected_at']}] {d['reason']}: {d['detail']}\n    from {src['topic']}/{src['partition']}@{src['offset']}"
-                  f" key={d['key']!r}\n    original: {original[:300]}")
+            print(
+                f"[{d['rejected_at']}] {d['reason']}: {d['detail']}\n    from {src['topic']}/{src['partition']}@{src['offset']}"
+                f" key={d['key']!r}\n    original: {original[:300]}"
+            )
         shown += 1
         if args.limit and shown >= args.limit:
             break
@@ -261,9 +277,15 @@ def cmd_rules(args) -> int:
             from shared.progress import ProgressBar
 
             with transaction(factory) as session, ProgressBar("importing rules", unit="rules") as bar:
-                outcomes = import_rules(session, path, actor=f"cli:{getpass.getuser()}", now=SystemClock().now(),
-                                        retention_days=settings.raw_event_retention_days,
-                                        enable=True if args.enable else None, progress=bar.update)
+                outcomes = import_rules(
+                    session,
+                    path,
+                    actor=f"cli:{getpass.getuser()}",
+                    now=SystemClock().now(),
+                    retention_days=settings.raw_event_retention_days,
+                    enable=True if args.enable else None,
+                    progress=bar.update,
+                )
                 bad = [o for o in outcomes if o.action == "invalid"]
                 if bad:
                     session.rollback()
@@ -306,16 +328,23 @@ def _backtest(args, settings, factory) -> int:
 
     try:
         rule = yaml.safe_load(Path(args.file).read_text(encoding="utf-8")) if args.file else None
-        body = BacktestIn(rule_id=args.rule_id, rule=rule, start=args.start, end=args.end,
-                          compare_with_current=args.compare, samples=args.samples)
+        body = BacktestIn(
+            rule_id=args.rule_id, rule=rule, start=args.start, end=args.end, compare_with_current=args.compare, samples=args.samples
+        )
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         with transaction(factory) as session:
             prepare(session, body, settings)
-            job = jobs.submit(session, KIND, body.model_dump(mode="json"), created_by=f"cli:{getpass.getuser()}",
-                              now=SystemClock().now(), settings=settings)
+            job = jobs.submit(
+                session,
+                KIND,
+                body.model_dump(mode="json"),
+                created_by=f"cli:{getpass.getuser()}",
+                now=SystemClock().now(),
+                settings=settings,
+            )
     except TouchlineError as exc:
         print(f"error: {exc.code}: {json.dumps(exc.detail)}", file=sys.stderr)
         return 2
@@ -344,16 +373,20 @@ def _backtest(args, settings, factory) -> int:
         print(json.dumps({"id": final.id, "state": final.state, "result": final.result, "error": final.error}, indent=2))
     elif final.state == "succeeded":
         r = final.result
-        print(f"{r['rule_id']}: {r['total_firings']} firings on {r['distinct_accounts']} accounts, {r['start']} to {r['end']} "
-              f"(job {final.id}, {r['elapsed_seconds']}s)")
+        print(
+            f"{r['rule_id']}: {r['total_firings']} firings on {r['distinct_accounts']} accounts, {r['start']} to {r['end']} "
+            f"(job {final.id}, {r['elapsed_seconds']}s)"
+        )
         for w in r["per_week"]:
             print(f"  week of {w['week_start']}: {w['firings']}")
         if r["accounts"]:
             print("  accounts: " + ", ".join(r["accounts"][:20]) + (" …" if len(r["accounts"]) > 20 else ""))
         if "diff" in r:
             d = r["diff"]
-            print(f"  against version {r['compared_with']['version']}: {len(d['newly_firing'])} newly firing, "
-                  f"{len(d['stop_firing'])} stop firing, {d['both']} both")
+            print(
+                f"  against version {r['compared_with']['version']}: {len(d['newly_firing'])} newly firing, "
+                f"{len(d['stop_firing'])} stop firing, {d['both']} both"
+            )
     else:
         print(f"job {final.id} {final.state}: {final.error}", file=sys.stderr)
     return 0 if final.state == "succeeded" else 1
@@ -376,6 +409,7 @@ def _follow_job(factory, job_id: int, bar):
 
 # ---- touchline run ---------------------------------------------------------
 
+
 def _first_admin_key(settings, factory) -> None:
     from sqlalchemy import func, select
 
@@ -392,10 +426,12 @@ def _first_admin_key(settings, factory) -> None:
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     bar = "=" * 78
-    print(f"\n{bar}\n  Development admin API key (shown once, also saved to {key_file}):\n\n    {key}\n\n"
-          f"  Try: curl -H 'Authorization: Bearer {key}' http://{settings.api_host}:{settings.api_port}/v1/accounts\n"
-          f"  Console: http://{settings.api_host}:{settings.api_port}/console/ (sign in with this key)\n{bar}\n",
-          flush=True)
+    print(
+        f"\n{bar}\n  Development admin API key (shown once, also saved to {key_file}):\n\n    {key}\n\n"
+        f"  Try: curl -H 'Authorization: Bearer {key}' http://{settings.api_host}:{settings.api_port}/v1/accounts\n"
+        f"  Console: http://{settings.api_host}:{settings.api_port}/console/ (sign in with this key)\n{bar}\n",
+        flush=True,
+    )
 
 
 def _seed_outreach(settings, factory) -> None:
@@ -430,21 +466,37 @@ def cmd_run(args) -> int:
             except BrokerError as exc:
                 log.error("%s", exc)
                 return 1
-            log.info("the embedded broker keeps data in memory only: Ctrl-C drains it before it stops; "
-                     "a crash of the broker itself loses what it held (not the database)")
+            log.info(
+                "the embedded broker keeps data in memory only: Ctrl-C drains it before it stops; "
+                "a crash of the broker itself loses what it held (not the database)"
+            )
         ensure_topics(settings)
         _first_admin_key(settings, factory)
         _seed_outreach(settings, factory)
 
     if settings.embedded_mail_sink:
-        log.info("no TOUCHLINE_SMTP_URL: mail goes to the embedded sink on %s:%d (GET /v1/dev/mail lists it)",
-                 settings.mail_sink_host, settings.mail_sink_port)
-    supervisor = Supervisor(settings, child_specs(settings, sys.executable, getattr(args, "extra", None)),
-                            multiprocess_env(settings), broker, on_broker_restart=lambda: ensure_topics(settings))
+        log.info(
+            "no TOUCHLINE_SMTP_URL: mail goes to the embedded sink on %s:%d (GET /v1/dev/mail lists it)",
+            settings.mail_sink_host,
+            settings.mail_sink_port,
+        )
+    supervisor = Supervisor(
+        settings,
+        child_specs(settings, sys.executable, getattr(args, "extra", None)),
+        multiprocess_env(settings),
+        broker,
+        on_broker_restart=lambda: ensure_topics(settings),
+    )
     supervisor.install_signal_handlers()
-    log.info("Touchline is up: API on http://%s:%d (docs at /docs), console at http://%s:%d/console/ "
-             "(sign in with the key in %s, or `touchline console-link --role ops`); Ctrl-C drains and stops everything",
-             settings.api_host, settings.api_port, settings.api_host, settings.api_port, settings.var_dir / "dev-admin-key")
+    log.info(
+        "Touchline is up: API on http://%s:%d (docs at /docs), console at http://%s:%d/console/ "
+        "(sign in with the key in %s, or `touchline console-link --role ops`); Ctrl-C drains and stops everything",
+        settings.api_host,
+        settings.api_port,
+        settings.api_host,
+        settings.api_port,
+        settings.var_dir / "dev-admin-key",
+    )
     rc = supervisor.run()
     log.info("bye")
     return rc

@@ -1,4 +1,5 @@
 """Every table of every service, for Alembic and the tests."""
+
 from shared.db import Base
 from shared import models as _shared  # noqa: F401
 from shared import outbox as _outbox  # noqa: F401

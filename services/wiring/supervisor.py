@@ -23,6 +23,7 @@ record and honours neither retention nor DeleteRecords, so above that RSS the br
 recycled (:meth:`Supervisor.recycle_broker`). Lossless for what goes through Touchline,
 not for producers outside it: see docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,8 +74,14 @@ def _describe_exit(code: int | None) -> str:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, specs: list[ChildSpec], env: dict[str, str], broker=None,
-                 on_broker_restart: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        specs: list[ChildSpec],
+        env: dict[str, str],
+        broker=None,
+        on_broker_restart: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.children = {s.name: Child(s) for s in specs}
         self.env = env
@@ -95,8 +102,12 @@ class Supervisor:
         mb = rss_mb(self.broker.proc.pid) if self.broker.proc else None
         if mb is None or mb < limit:
             return False
-        log.warning("the embedded broker holds %.0f MB (TOUCHLINE_EMBEDDED_BROKER_MAX_MB=%d) and cannot trim itself "
-                    "(no retention, no DeleteRecords): recycling it", mb, limit)
+        log.warning(
+            "the embedded broker holds %.0f MB (TOUCHLINE_EMBEDDED_BROKER_MAX_MB=%d) and cannot trim itself "
+            "(no retention, no DeleteRecords): recycling it",
+            mb,
+            limit,
+        )
         return True
 
     def recycle_broker(self) -> bool:
@@ -116,8 +127,7 @@ class Supervisor:
             self._stop(stopped)
             consumers = [c for c in children if c.spec.role == CONSUMER and c.spec.consumes and not c.stopped]
             stopped += consumers
-            self._drain(consumers, deadline=time.monotonic() + min(15.0, self.settings.drain_timeout_seconds),
-                        recycling=True)
+            self._drain(consumers, deadline=time.monotonic() + min(15.0, self.settings.drain_timeout_seconds), recycling=True)
             self._stop(consumers)
             residue = read_residue(self.settings, {g: ts for c in consumers for g, ts in c.spec.consumes.items()})
             self.broker.stop()
@@ -125,8 +135,9 @@ class Supervisor:
             ensure_topics(self.settings)
             put_back(self.settings, residue)
             self.recycles += 1
-            log.warning("embedded broker recycled (%d so far): %d records carried over (DLQs and not yet consumed)",
-                        self.recycles, len(residue))
+            log.warning(
+                "embedded broker recycled (%d so far): %d records carried over (DLQs and not yet consumed)", self.recycles, len(residue)
+            )
             return True
         except Exception:
             log.exception("broker recycle failed; carrying on (the broker is restarted if it is down)")
@@ -157,8 +168,7 @@ class Supervisor:
         child.proc = subprocess.Popen(child.spec.argv, env=env, start_new_session=True)
         child.started_at = time.monotonic()
         child.restart_at = None
-        log.info("started %s (pid %d)%s", child.spec.name, child.proc.pid,
-                 f", restart {child.restarts}" if child.restarts else "")
+        log.info("started %s (pid %d)%s", child.spec.name, child.proc.pid, f", restart {child.restarts}" if child.restarts else "")
 
     def start_all(self) -> None:
         for child in self.children.values():
@@ -184,16 +194,23 @@ class Supervisor:
                     child.backoff = BACKOFF_INITIAL
                 child.restart_at = now + child.backoff
                 child.delays.append(child.backoff)
-                log.error("%s %s; restarting it in %.1fs (restart %d); the broker and the other processes carry on",
-                          child.spec.name, _describe_exit(code), child.backoff, child.restarts + 1)
+                log.error(
+                    "%s %s; restarting it in %.1fs (restart %d); the broker and the other processes carry on",
+                    child.spec.name,
+                    _describe_exit(code),
+                    child.backoff,
+                    child.restarts + 1,
+                )
                 child.backoff = min(child.backoff * 2, self.settings.retry_max_seconds)
             if child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 self._start(child)
 
     def _restart_broker(self) -> None:
-        log.error("the embedded broker %s; restarting it. Records it held that were not yet consumed are lost "
-                  "(see docs/operations.md)", _describe_exit(self.broker.proc.returncode))
+        log.error(
+            "the embedded broker %s; restarting it. Records it held that were not yet consumed are lost (see docs/operations.md)",
+            _describe_exit(self.broker.proc.returncode),
+        )
         self.broker.stop()
         self.broker.start()
         if self.on_broker_restart:
@@ -281,12 +298,18 @@ class Supervisor:
                 return False
             if now >= deadline:
                 if recycling:
-                    log.info("recycle: %s not drained (%s); the rest is carried over", topic,
-                             ", ".join(f"{g} {n} behind" for g, n in (lags or {}).items()) or "lag unknown")
+                    log.info(
+                        "recycle: %s not drained (%s); the rest is carried over",
+                        topic,
+                        ", ".join(f"{g} {n} behind" for g, n in (lags or {}).items()) or "lag unknown",
+                    )
                     return False
-                log.error("drain timeout (%.0fs, TOUCHLINE_DRAIN_TIMEOUT_SECONDS): stopping with %s; those records "
-                          "are lost with the embedded broker", self.settings.drain_timeout_seconds,
-                          ", ".join(f"{g} {n} behind on {topic}" for g, n in (lags or {}).items()) or "lag unknown")
+                log.error(
+                    "drain timeout (%.0fs, TOUCHLINE_DRAIN_TIMEOUT_SECONDS): stopping with %s; those records "
+                    "are lost with the embedded broker",
+                    self.settings.drain_timeout_seconds,
+                    ", ".join(f"{g} {n} behind on {topic}" for g, n in (lags or {}).items()) or "lag unknown",
+                )
                 return False
             if lags is not None and now >= next_report:
                 log.info("draining %s: %s", topic, ", ".join(f"{g} {n} behind" for g, n in lags.items()))
@@ -315,8 +338,9 @@ def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple
     probe = LagProbe(settings)
     out: list[tuple] = []
     try:
-        committed: dict[str, dict] = {g: {tp: om.offset for tp, om in (probe.admin.list_group_offsets(g).get(g) or {}).items()}
-                                      for g in groups}
+        committed: dict[str, dict] = {
+            g: {tp: om.offset for tp, om in (probe.admin.list_group_offsets(g).get(g) or {}).items()} for g in groups
+        }
         for topic, partitions in topic_specs(settings).items():
             readers = [g for g, ts in groups.items() if topic in ts]
             for p in range(partitions):

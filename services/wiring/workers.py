@@ -1,4 +1,5 @@
 """The registry of workers that ``touchline worker <name>`` and ``touchline run`` start."""
+
 from __future__ import annotations
 
 import importlib

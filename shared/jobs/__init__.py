@@ -6,6 +6,7 @@ report progress, can be cancelled and are bounded in time. See docs/jobs.md.
 - :mod:`shared.jobs.runner`: the worker that claims and runs jobs;
 - :mod:`shared.jobs.router`: ``/v1/jobs``.
 """
+
 from shared.jobs.models import FINISHED, STATES, Job
 from shared.jobs.service import JobKind, Progress, register, submit
 

@@ -1,4 +1,5 @@
 """The ``jobs`` table: one row per background job, its state, progress, result and lease."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,6 +1,7 @@
 """Every query on the ``jobs`` table. Each function only flushes; the caller's short
 transaction commits. Writes that a job's runner makes are fenced by ``lease_owner``:
 a runner whose lease was taken over changes nothing and learns it lost the job."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -18,8 +19,9 @@ def get(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def list_jobs(session: Session, kinds: Iterable[str], *, kind: str | None = None, state: str | None = None,
-              before: int | None = None, limit: int = 50) -> list[Job]:
+def list_jobs(
+    session: Session, kinds: Iterable[str], *, kind: str | None = None, state: str | None = None, before: int | None = None, limit: int = 50
+) -> list[Job]:
     q = select(Job).where(Job.kind.in_(list(kinds)))
     if kind:
         q = q.where(Job.kind == kind)
@@ -31,15 +33,17 @@ def list_jobs(session: Session, kinds: Iterable[str], *, kind: str | None = None
 
 
 def active_count(session: Session, created_by: str) -> int:
-    return session.scalar(select(func.count()).select_from(Job)
-                          .where(Job.created_by == created_by, Job.state.in_((QUEUED, RUNNING)))) or 0
+    return session.scalar(select(func.count()).select_from(Job).where(Job.created_by == created_by, Job.state.in_((QUEUED, RUNNING)))) or 0
 
 
 def has_work(session: Session, kinds: Iterable[str], now: datetime) -> bool:
     """A queued job of ``kinds``, or an expired lease to settle? (A read, so an idle
     worker's poll never takes SQLite's write lock.)"""
-    q = select(Job.id).where((Job.state == QUEUED) & Job.kind.in_(list(kinds))
-                             | (Job.state == RUNNING) & (Job.lease_expires_at < now)).limit(1)
+    q = (
+        select(Job.id)
+        .where((Job.state == QUEUED) & Job.kind.in_(list(kinds)) | (Job.state == RUNNING) & (Job.lease_expires_at < now))
+        .limit(1)
+    )
     return session.scalar(q) is not None
 
 
@@ -50,22 +54,55 @@ def reap_expired(session: Session, now: datetime, max_attempts: int) -> int:
     run again from the start. Set-based; returns how many rows changed."""
     expired = and_(Job.state == RUNNING, Job.lease_expires_at < now)
     done = dict(lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now)
-    n = rowcount(session.execute(update(Job).where(expired, Job.deadline <= now).values(
-        state=TIMED_OUT, error={"error": "timed_out", "detail": "the job was still running at its deadline and its worker "
-                                                                "stopped reporting"}, **done)))
-    n += rowcount(session.execute(update(Job).where(expired, Job.cancel_requested_at.is_not(None)).values(
-        state=CANCELLED, error={"error": "cancelled", "detail": "cancelled while its worker was lost"}, **done)))
-    n += rowcount(session.execute(update(Job).where(expired, Job.attempts >= max_attempts).values(
-        state=FAILED, error={"error": "worker_lost", "detail": f"the worker running it stopped {max_attempts} times "
-                                                               "(crash, kill or hang); not retried"}, **done)))
-    n += rowcount(session.execute(update(Job).where(expired).values(
-        state=QUEUED, lease_owner=None, lease_expires_at=None, updated_at=now,
-        progress_message="re-queued: its worker stopped reporting")))
+    n = rowcount(
+        session.execute(
+            update(Job)
+            .where(expired, Job.deadline <= now)
+            .values(
+                state=TIMED_OUT,
+                error={"error": "timed_out", "detail": "the job was still running at its deadline and its worker stopped reporting"},
+                **done,
+            )
+        )
+    )
+    n += rowcount(
+        session.execute(
+            update(Job)
+            .where(expired, Job.cancel_requested_at.is_not(None))
+            .values(state=CANCELLED, error={"error": "cancelled", "detail": "cancelled while its worker was lost"}, **done)
+        )
+    )
+    n += rowcount(
+        session.execute(
+            update(Job)
+            .where(expired, Job.attempts >= max_attempts)
+            .values(
+                state=FAILED,
+                error={
+                    "error": "worker_lost",
+                    "detail": f"the worker running it stopped {max_attempts} times (crash, kill or hang); not retried",
+                },
+                **done,
+            )
+        )
+    )
+    n += rowcount(
+        session.execute(
+            update(Job)
+            .where(expired)
+            .values(
+                state=QUEUED,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                progress_message="re-queued: its worker stopped reporting",
+            )
+        )
+    )
     return n
 
 
-def claim(session: Session, owner: str, kinds: Iterable[str], now: datetime, lease: timedelta,
-          job_id: int | None = None) -> Job | None:
+def claim(session: Session, owner: str, kinds: Iterable[str], now: datetime, lease: timedelta, job_id: int | None = None) -> Job | None:
     """Take the oldest queued job of ``kinds`` (or job ``job_id``) for ``owner``. On
     PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers claim side by side; on
     SQLite the transaction holds the write lock, so claims are serialised."""
@@ -90,41 +127,77 @@ def claim(session: Session, owner: str, kinds: Iterable[str], now: datetime, lea
     return job
 
 
-def heartbeat(session: Session, job_id: int, owner: str, now: datetime, lease: timedelta, done: int,
-              total: int | None, message: str) -> tuple[datetime | None, str | None] | None:
+def heartbeat(
+    session: Session, job_id: int, owner: str, now: datetime, lease: timedelta, done: int, total: int | None, message: str
+) -> tuple[datetime | None, str | None] | None:
     """Record progress and renew the lease. Returns (cancel_requested_at,
     cancel_requested_by), or None when ``owner`` no longer holds the job."""
     row = session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
-        .values(progress_done=done, progress_total=total, progress_message=message[:500], lease_expires_at=now + lease,
-                updated_at=now)
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
+        .values(progress_done=done, progress_total=total, progress_message=message[:500], lease_expires_at=now + lease, updated_at=now)
         .returning(Job.cancel_requested_at, Job.cancel_requested_by)
     ).first()
     return None if row is None else (row[0], row[1])
 
 
-def finish(session: Session, job_id: int, owner: str, now: datetime, state: str, *, result: Any = None,
-           error: dict | None = None, progress: tuple[int, int | None, str] | None = None) -> bool:
+def finish(
+    session: Session,
+    job_id: int,
+    owner: str,
+    now: datetime,
+    state: str,
+    *,
+    result: Any = None,
+    error: dict | None = None,
+    progress: tuple[int, int | None, str] | None = None,
+) -> bool:
     """End ``owner``'s run of the job (with its last progress); False (nothing
     written) if it lost the lease."""
     assert state in FINISHED
     values: dict[str, Any] = {}
     if progress is not None:
         values = dict(progress_done=progress[0], progress_total=progress[1], progress_message=progress[2][:500])
-    return rowcount(session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
-        .values(state=state, result=result, error=error, finished_at=now, updated_at=now, lease_owner=None,
-                lease_expires_at=None, **values)
-    )) == 1
+    return (
+        rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
+                .values(
+                    state=state,
+                    result=result,
+                    error=error,
+                    finished_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    **values,
+                )
+            )
+        )
+        == 1
+    )
 
 
 def release(session: Session, job_id: int, owner: str, now: datetime) -> bool:
     """Give a job back to the queue (its worker is stopping): the run does not count."""
-    return rowcount(session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
-        .values(state=QUEUED, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1, updated_at=now,
-                progress_message="re-queued: its worker stopped")
-    )) == 1
+    return (
+        rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
+                .values(
+                    state=QUEUED,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    attempts=Job.attempts - 1,
+                    updated_at=now,
+                    progress_message="re-queued: its worker stopped",
+                )
+            )
+        )
+        == 1
+    )
 
 
 def request_cancel(session: Session, job: Job, actor: str, now: datetime) -> None:

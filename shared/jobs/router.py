@@ -1,5 +1,6 @@
 """The jobs API: read, list and cancel background jobs. A role sees the jobs of the
 kinds it may run (ops: backtests); admin sees all."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -20,19 +21,30 @@ ANY_ROLE = ("ingest", "ops", "csm")
 def job_reader(p: Principal = require(*ANY_ROLE)) -> Principal:
     """A key whose role may run some kind of job (the kinds register their roles)."""
     if not service.visible_kinds(p.role):
-        raise Forbidden(f"no job kind is open to role {p.role!r}; jobs need role "
-                        f"{' or '.join(sorted({r for k in service.KINDS.values() for r in k.roles} | {'admin'}))}")
+        raise Forbidden(
+            f"no job kind is open to role {p.role!r}; jobs need role "
+            f"{' or '.join(sorted({r for k in service.KINDS.values() for r in k.roles} | {'admin'}))}"
+        )
     return p
 
 
 JobReader = Depends(job_reader)
 
 
-@router.get("/v1/jobs", response_model=JobPage, responses={**AUTH_ERRORS, **responses(Unprocessable)},
-            summary="List the jobs your role may see, newest first")
-def list_jobs(kind: str | None = None, state: str | None = Query(None, description=", ".join(STATES)),
-              cursor: str | None = Query(None, description="next_cursor of the previous page"),
-              limit: int = Query(50, ge=1, le=500), session: Session = SessionDep, p: Principal = JobReader) -> JobPage:
+@router.get(
+    "/v1/jobs",
+    response_model=JobPage,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="List the jobs your role may see, newest first",
+)
+def list_jobs(
+    kind: str | None = None,
+    state: str | None = Query(None, description=", ".join(STATES)),
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = SessionDep,
+    p: Principal = JobReader,
+) -> JobPage:
     if state is not None and state not in STATES:
         raise Unprocessable([{"pointer": "/state", "message": f"unknown state {state!r}; one of {', '.join(STATES)}"}])
     before = None
@@ -48,15 +60,21 @@ def list_jobs(kind: str | None = None, state: str | None = Query(None, descripti
 JOB_ID = Path(ge=1, le=2**31 - 1)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut, responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="A job's state, progress and, once finished, its result or error")
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobOut,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="A job's state, progress and, once finished, its result or error",
+)
 def get_job(job_id: int = JOB_ID, session: Session = SessionDep, p: Principal = JobReader) -> JobOut:
     return JobOut.of(service.get_visible(session, job_id, p.role))
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut,
-             responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
-             summary="Cancel a job: a queued one at once, a running one at its next step; 409 if it already finished")
-def cancel_job(job_id: int = JOB_ID, session: Session = SessionDep, clock: Clock = ClockDep,
-               p: Principal = JobReader) -> JobOut:
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
+    summary="Cancel a job: a queued one at once, a running one at its next step; 409 if it already finished",
+)
+def cancel_job(job_id: int = JOB_ID, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = JobReader) -> JobOut:
     return JobOut.of(service.cancel(session, job_id, p.role, p.actor, clock.now()))

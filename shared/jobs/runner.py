@@ -22,6 +22,7 @@ past its deadline, cancelled if a cancel was requested, failed (``worker_lost``)
 are reads that produce a result, so a re-run is harmless). Every outcome write is
 fenced by the lease owner, so a stale runner can never overwrite its successor.
 """
+
 from __future__ import annotations
 
 import logging
@@ -108,8 +109,9 @@ class _Reporter:
             raise WorkerStopping()
         now = w.clock.now()
         if self.deadline is not None and now >= self.deadline:
-            raise JobTimedOut(f"stopped after its time limit of {self.limit:g}s (at step {self.done}"
-                              f"{'/' + str(self.total) if self.total else ''})")
+            raise JobTimedOut(
+                f"stopped after its time limit of {self.limit:g}s (at step {self.done}{'/' + str(self.total) if self.total else ''})"
+            )
         interval = timedelta(seconds=w.settings.job_progress_interval_seconds)
         if self.last_write is not None and now - self.last_write < interval:
             return
@@ -140,8 +142,14 @@ class JobWorker(PeriodicWorker):
 
     name = "jobs"
 
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], clock: Clock | None = None,
-                 owner: str | None = None, on_progress: Callable[[int, int | None, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock | None = None,
+        owner: str | None = None,
+        on_progress: Callable[[int, int | None, str], None] | None = None,
+    ) -> None:
         super().__init__(settings, session_factory, clock)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.on_progress = on_progress
@@ -232,16 +240,23 @@ class JobWorker(PeriodicWorker):
 
     def _finish(self, job: Job, state: str, result: Any, error: dict | None, started: float, reporter: _Reporter) -> None:
         with transaction(self.session_factory) as session:
-            ok = repo.finish(session, job.id, self.owner, self.clock.now(), state, result=result, error=error,
-                             progress=(reporter.done, reporter.total, reporter.message))
+            ok = repo.finish(
+                session,
+                job.id,
+                self.owner,
+                self.clock.now(),
+                state,
+                result=result,
+                error=error,
+                progress=(reporter.done, reporter.total, reporter.message),
+            )
         elapsed = time.perf_counter() - started
         if not ok:
             log.warning("%s: job %d finished (%s) but its lease was taken over; result discarded", self.name, job.id, state)
             return
         JOBS_FINISHED.labels(job.kind, state).inc()
         JOB_SECONDS.labels(job.kind).observe(elapsed)
-        log.info("%s: job %d (%s) %s in %.1fs%s", self.name, job.id, job.kind, state, elapsed,
-                 f": {error['detail']}" if error else "")
+        log.info("%s: job %d (%s) %s in %.1fs%s", self.name, job.id, job.kind, state, elapsed, f": {error['detail']}" if error else "")
 
     def _maybe_prune(self) -> None:
         now = self.clock.now()

@@ -1,4 +1,5 @@
 """Pydantic shapes of the jobs API."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -35,12 +36,24 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> "JobOut":
-        return cls(id=job.id, kind=job.kind, state=job.state, params=job.params or {},
-                   progress=JobProgress(done=job.progress_done or 0, total=job.progress_total, message=job.progress_message or ""),
-                   result=job.result, error=job.error, created_by=job.created_by, created_at=job.created_at,
-                   started_at=job.started_at, finished_at=job.finished_at, time_limit_seconds=job.time_limit_seconds,
-                   deadline=job.deadline, cancel_requested_at=job.cancel_requested_at, attempts=job.attempts,
-                   url=f"/v1/jobs/{job.id}")
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            state=job.state,
+            params=job.params or {},
+            progress=JobProgress(done=job.progress_done or 0, total=job.progress_total, message=job.progress_message or ""),
+            result=job.result,
+            error=job.error,
+            created_by=job.created_by,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            time_limit_seconds=job.time_limit_seconds,
+            deadline=job.deadline,
+            cancel_requested_at=job.cancel_requested_at,
+            attempts=job.attempts,
+            url=f"/v1/jobs/{job.id}",
+        )
 
 
 class JobPage(BaseModel):

@@ -9,6 +9,7 @@ lock on SQLite), calls ``progress(done, total, message)`` between steps (where
 cancellation, the time limit and the lease are checked) and returns a JSON-able result.
 The module is listed in ``services/jobs.py`` so the API and the jobs worker load it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,8 +40,9 @@ class JobKind:
 KINDS: dict[str, JobKind] = {}
 
 
-def register(name: str, run: Callable[[Any, dict[str, Any], Progress], Any], *, roles: tuple[str, ...],
-             time_limit_seconds: float | None = None) -> JobKind:
+def register(
+    name: str, run: Callable[[Any, dict[str, Any], Progress], Any], *, roles: tuple[str, ...], time_limit_seconds: float | None = None
+) -> JobKind:
     kind = JobKind(name, run, tuple(roles), time_limit_seconds)
     KINDS[name] = kind
     return kind
@@ -51,17 +53,28 @@ def visible_kinds(role: str) -> list[str]:
     return [k.name for k in KINDS.values() if role == "admin" or role in k.roles]
 
 
-def submit(session: Session, kind: str, params: dict[str, Any], *, created_by: str, now: datetime,
-           settings: Settings) -> Job:
+def submit(session: Session, kind: str, params: dict[str, Any], *, created_by: str, now: datetime, settings: Settings) -> Job:
     """Queue a job. The caller validates ``params`` first, so a bad request is a 422
     now, not a failed job later."""
     spec = KINDS[kind]
     if settings.job_max_active_per_key and repo.active_count(session, created_by) >= settings.job_max_active_per_key:
-        raise TooManyRequests(f"{created_by} already has {settings.job_max_active_per_key} queued or running jobs "
-                              "(TOUCHLINE_JOB_MAX_ACTIVE_PER_KEY); wait for one to finish or cancel one")
-    job = Job(kind=kind, params=params, state="queued", progress_done=0, progress_total=None, progress_message="queued",
-              created_by=created_by, created_at=now, updated_at=now, attempts=0,
-              time_limit_seconds=float(spec.time_limit_seconds or settings.job_time_limit_seconds))
+        raise TooManyRequests(
+            f"{created_by} already has {settings.job_max_active_per_key} queued or running jobs "
+            "(TOUCHLINE_JOB_MAX_ACTIVE_PER_KEY); wait for one to finish or cancel one"
+        )
+    job = Job(
+        kind=kind,
+        params=params,
+        state="queued",
+        progress_done=0,
+        progress_total=None,
+        progress_message="queued",
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+        attempts=0,
+        time_limit_seconds=float(spec.time_limit_seconds or settings.job_time_limit_seconds),
+    )
     session.add(job)
     session.flush()
     return job
@@ -74,8 +87,7 @@ def get_visible(session: Session, job_id: int, role: str) -> Job:
     return job
 
 
-def list_visible(session: Session, role: str, *, kind: str | None, state: str | None, before: int | None,
-                 limit: int) -> list[Job]:
+def list_visible(session: Session, role: str, *, kind: str | None, state: str | None, before: int | None, limit: int) -> list[Job]:
     kinds = visible_kinds(role)
     return repo.list_jobs(session, kinds, kind=kind, state=state, before=before, limit=limit) if kinds else []
 

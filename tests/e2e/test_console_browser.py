@@ -3,6 +3,7 @@ served by uvicorn on a free port, over the seeded demo-like database (SQLite and
 PostgreSQL). Signs in as each role, walks every page, performs the actions, compares
 what pages show with the API, checks escaping, CSRF, broken links and console errors,
 and saves a screenshot per page under var/screenshots/."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,16 @@ from tests.support.console_seed import HOSTILE
 from tests.support.helpers import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = ROOT / "var" / "screenshots"
 
 
@@ -51,8 +60,9 @@ def server(console_world):
 
     app = create_app(console_world.settings, SimulatedClock(console_world.now), console_world.session_factory)
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                                        log_config=None, lifespan="on"))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None, lifespan="on")
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -118,11 +128,21 @@ def crawl(w: Walker, start: set[str], limit: int = 400) -> int:
     return len(seen)
 
 
-PAGES = [("overview", "/console/"), ("accounts", "/console/accounts"), ("accounts-signalled", "/console/accounts?signalled=1"),
-         ("rules", "/console/rules"), ("rule", "/console/rules/no-login-14d"), ("rule-edit", "/console/rules/no-login-14d/edit"),
-         ("rule-new", "/console/rules/new"), ("playbooks", "/console/playbooks"), ("playbook", "/console/playbooks/win-back"),
-         ("templates", "/console/templates"), ("template", "/console/templates/win-back"),
-         ("dead-letters", "/console/dead-letters"), ("pool", "/console/pool")]
+PAGES = [
+    ("overview", "/console/"),
+    ("accounts", "/console/accounts"),
+    ("accounts-signalled", "/console/accounts?signalled=1"),
+    ("rules", "/console/rules"),
+    ("rule", "/console/rules/no-login-14d"),
+    ("rule-edit", "/console/rules/no-login-14d/edit"),
+    ("rule-new", "/console/rules/new"),
+    ("playbooks", "/console/playbooks"),
+    ("playbook", "/console/playbooks/win-back"),
+    ("templates", "/console/templates"),
+    ("template", "/console/templates/win-back"),
+    ("dead-letters", "/console/dead-letters"),
+    ("pool", "/console/pool"),
+]
 
 
 def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, console_world):
@@ -137,8 +157,11 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         sign_in_with_key(w, world.keys["ops"])
         assert w.page.url.endswith("/console/rules")
         churning = world.seeded["churning"][0]
-        for name, path in PAGES + [("account", f"/console/accounts/{churning}"), ("account-hostile", f"/console/accounts/{HOSTILE}"),
-                                   ("dry-run", f"/console/rules/no-login-14d/dry-run?account_id={churning}")]:
+        for name, path in PAGES + [
+            ("account", f"/console/accounts/{churning}"),
+            ("account-hostile", f"/console/accounts/{HOSTILE}"),
+            ("dry-run", f"/console/rules/no-login-14d/dry-run?account_id={churning}"),
+        ]:
             w.goto(path)
             assert w.page.locator("h1").count() == 1, path
             w.shot(name)
@@ -167,7 +190,7 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         w.goto("/console/rules/wau-down-40/edit")
         text = w.page.input_value("#definition")
         w.page.fill("#definition", text.replace("name: " + before["definition"]["name"], "name: WAU down 40% (edited in a browser)"))
-        w.page.click("button:has-text(\"Save\")")
+        w.page.click('button:has-text("Save")')
         w.page.wait_for_load_state()
         assert "Saved." in w.page.inner_text("main")
         after = api.get("/v1/rules/wau-down-40").json()
@@ -178,7 +201,7 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         # action: a validation error is shown next to its line
         w.goto("/console/rules/wau-down-40/edit")
         w.page.fill("#definition", w.page.input_value("#definition").replace("kind: churn_risk", "kind: 42"))
-        w.page.click("button:has-text(\"Save\")")
+        w.page.click('button:has-text("Save")')
         w.page.wait_for_load_state()
         assert w.page.locator("li.bad .problem").count() >= 1
         assert all("422" in e for e in w.errors), w.errors  # the page answered 422, as it should
@@ -202,9 +225,16 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         w.page.wait_for_selector("#total-firings", timeout=30_000)  # the page's own meta refresh brings the result
         import yaml
 
-        queued = api.post("/v1/rules/backtest", json={"rule_id": "no-login-14d", "rule": yaml.safe_load(edited),
-                                                      "start": start.isoformat(), "end": end.isoformat(),
-                                                      "compare_with_current": True}).json()
+        queued = api.post(
+            "/v1/rules/backtest",
+            json={
+                "rule_id": "no-login-14d",
+                "rule": yaml.safe_load(edited),
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "compare_with_current": True,
+            },
+        ).json()
         worker.run_job(queued["id"])
         expected = api.get(f"/v1/jobs/{queued['id']}").json()["result"]
         assert w.page.locator("#total-firings").inner_text() == f"{expected['total_firings']:,}"
@@ -215,7 +245,7 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         # action: dry-run through the form
         w.goto("/console/rules/no-login-14d/dry-run")
         w.page.fill("input[name=account_id]", churning)
-        w.page.click("button:has-text(\"Dry-run\")")
+        w.page.click('button:has-text("Dry-run")')
         w.page.wait_for_load_state()
         assert "fire" in w.page.locator("#verdict").inner_text()
 
@@ -249,8 +279,12 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         narrow = Walker(chromium, server, world.kind, "ops-390", width=390)
         try:
             sign_in_with_key(narrow, world.keys["ops"])
-            for name, path in [("overview", "/console/"), ("accounts", "/console/accounts"),
-                               ("account", f"/console/accounts/{churning}"), ("playbook", "/console/playbooks/win-back")]:
+            for name, path in [
+                ("overview", "/console/"),
+                ("accounts", "/console/accounts"),
+                ("account", f"/console/accounts/{churning}"),
+                ("playbook", "/console/playbooks/win-back"),
+            ]:
                 narrow.goto(path)
                 width = narrow.page.evaluate("document.documentElement.scrollWidth")
                 assert width <= 400, (path, width)
@@ -275,11 +309,12 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
 def test_csm_signs_in_with_a_one_time_link_resolves_an_engagement_and_meets_403_pages(chromium, server, console_world):
     world = console_world
     with transaction(world.session_factory) as s:
-        url = sessions.create_link(s, secret=world.settings.secret_key, base_url=server, role="csm", csm_id="csm-1",
-                                   now=world.now, minutes=15)
+        url = sessions.create_link(
+            s, secret=world.settings.secret_key, base_url=server, role="csm", csm_id="csm-1", now=world.now, minutes=15
+        )
     w = Walker(chromium, server, world.kind, "csm")
     try:
-        w.goto(url[len(server):])
+        w.goto(url[len(server) :])
         w.shot("link")
         w.page.click("text=Continue")
         w.page.wait_for_load_state()
@@ -321,7 +356,7 @@ def test_csm_signs_in_with_a_one_time_link_resolves_an_engagement_and_meets_403_
         # the link worked once
         other = Walker(chromium, server, world.kind, "csm-again")
         try:
-            other.goto(url[len(server):], expect=400)
+            other.goto(url[len(server) :], expect=400)
         finally:
             other.close()
         w.page.click("text=Sign out")

@@ -1,6 +1,7 @@
 """`touchline demo` run as the README says, in its own process, against the real workers:
 the starter rules fire on exactly the churning and expanding accounts, and the churning
 accounts that ignore the win-back emails are escalated to a pooled CSM minutes later."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -10,7 +11,8 @@ from services.demo import build_accounts
 
 
 async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalates_within_minutes(
-        topics, session_factory, clock, sink, api, keys):
+    topics, session_factory, clock, sink, api, keys
+):
     """`make run` (workers up, starter outreach seeded), then `touchline demo` in its own
     process: history, wait for ingest, demo-paced win-back, enable the starter rules. The
     real workers run in-process on a simulated clock that keeps moving (an hour per round)
@@ -49,9 +51,14 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         seed_starter_content(s, settings, clock.now(), enable_playbooks=True)
     signals = SignalWorker(settings, session_factory, clock)
     workers = [IngestWorker(settings, session_factory, clock), RulesWorker(settings, session_factory, clock), signals]
-    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
-           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-           "TOUCHLINE_VAR_DIR": str(settings.var_dir)}
+    env = {
+        **os.environ,
+        "TOUCHLINE_ENV": "test",
+        "TOUCHLINE_DATABASE_URL": settings.database_url,
+        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+    }
 
     def settled() -> bool:
         with session_factory() as s:
@@ -59,8 +66,13 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
             fired = list(s.scalars(select(SignalRecord.signal_id)))
             return ticks == 6 and pending_count(s) == 0 and len(signals_with_decision(s, fired)) == len(fired)
 
-    proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "demo", "--accounts", "20", "--days", "60"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.wiring.cli", "demo", "--accounts", "20", "--days", "60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600  # bounds a failing test only
         while proc.poll() is None:
@@ -95,9 +107,12 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     reached = {a for a in by_kind["churn_risk"] if not expected_held_out("win-back", a, 20)}
     engaged = {a for a in reached if not expected_held_out("win-back\x1fescalation", a, 10)}
     assert engaged, "the demo's 20 accounts should have a churning account the holdouts leave to a CSM"
-    outreach = [signals, TimerWorker(settings, session_factory, clock),
-                SenderWorker(settings, session_factory, clock, worker_id="demo-test"),
-                EngagementWorker(settings, session_factory, clock)]
+    outreach = [
+        signals,
+        TimerWorker(settings, session_factory, clock),
+        SenderWorker(settings, session_factory, clock, worker_id="demo-test"),
+        EngagementWorker(settings, session_factory, clock),
+    ]
 
     def churn_engagements() -> dict[str, Engagement]:
         with session_factory() as s:
@@ -109,10 +124,10 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
 
     def next_due() -> datetime:
         with session_factory() as s:
-            due = [s.scalar(select(func.min(Enrollment.due_at)).where(Enrollment.status == "active",
-                                                                      Enrollment.due_at > clock.now())),
-                   s.scalar(select(func.min(Message.next_attempt_at)).where(Message.state == "queued",
-                                                                            Message.next_attempt_at > clock.now()))]
+            due = [
+                s.scalar(select(func.min(Enrollment.due_at)).where(Enrollment.status == "active", Enrollment.due_at > clock.now())),
+                s.scalar(select(func.min(Message.next_attempt_at)).where(Message.state == "queued", Message.next_attempt_at > clock.now())),
+            ]
         return min([d for d in due if d is not None], default=clock.now() + timedelta(minutes=1))
 
     escalation_started = clock.now()
@@ -147,8 +162,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     assert item["reason"]["evidence"]["days_since(login)"]["value"] >= 14
     ignored = [m for m in item["reason"]["automation"]["messages"] if m["playbook_id"] == "win-back"]
     assert sorted({m["step_id"] for m in ignored if m["state"] == "sent"}) == sorted(steps)
-    r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "churned", "note": "moved to a competitor"},
-                       headers=csm)
+    r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "churned", "note": "moved to a competitor"}, headers=csm)
     assert r.status_code == 200 and (r.json()["status"], r.json()["outcome"]) == ("resolved", "churned")
     ops = auth(keys["ops"])
     pool = (await api.get("/v1/pool", headers=ops)).json()

@@ -3,6 +3,7 @@ HTTP; the supervisor restarts each one and keeps the embedded broker up, and Ctr
 drains what the broker holds before stopping. The totals are exact: every accepted
 event stored and counted once, every account's signal fired once, and every signal
 has its outreach decision (receipt and enrolment)."""
+
 from __future__ import annotations
 
 import os
@@ -21,20 +22,38 @@ from shared.broker import free_port, port_open
 from tests.support.helpers import wait_for
 
 ACCOUNTS = 30
-RULE = {"id": "kill-test", "name": "Logged in", "kind": "lifecycle", "severity": "low", "enabled": True,
-        "trigger": {"events": ["login"]}, "cooldown": "30d",
-        "condition": {"metric": "count", "event": "login", "window": "1d", "op": ">=", "value": 1}}
-PLAYBOOK = {"name": "Kill test", "trigger": {"rules": ["kill-test"]}, "holdout_percent": 0,
-            "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-                      {"type": "wait", "duration": "7d"}]}
-WORKERS = ["worker-ingest", "worker-rules", "worker-outreach", "worker-outreach-timers", "worker-outreach-sender",
-           "worker-outreach-engagements", "worker-jobs"]
+RULE = {
+    "id": "kill-test",
+    "name": "Logged in",
+    "kind": "lifecycle",
+    "severity": "low",
+    "enabled": True,
+    "trigger": {"events": ["login"]},
+    "cooldown": "30d",
+    "condition": {"metric": "count", "event": "login", "window": "1d", "op": ">=", "value": 1},
+}
+PLAYBOOK = {
+    "name": "Kill test",
+    "trigger": {"rules": ["kill-test"]},
+    "holdout_percent": 0,
+    "steps": [{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]}, {"type": "wait", "duration": "7d"}],
+}
+WORKERS = [
+    "worker-ingest",
+    "worker-rules",
+    "worker-outreach",
+    "worker-outreach-timers",
+    "worker-outreach-sender",
+    "worker-outreach-engagements",
+    "worker-jobs",
+]
 
 
 def child_pid(supervisor: int, worker: str) -> int | None:
     name = worker.removeprefix("worker-")
-    out = subprocess.run(["pgrep", "-P", str(supervisor), "-f", f"services.wiring.cli worker {name}$"],
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        ["pgrep", "-P", str(supervisor), "-f", f"services.wiring.cli worker {name}$"], capture_output=True, text=True
+    ).stdout.split()
     return int(out[0]) if out else None
 
 
@@ -54,9 +73,11 @@ class Stream:
         try:
             while not self.stop.is_set():
                 now = datetime.now(timezone.utc).isoformat()
-                batch = [{"event_id": str(uuid.uuid4()), "account_id": f"acct-{i:03d}", "user_id": "champ",
-                          "name": name, "timestamp": now}
-                         for i in range(ACCOUNTS) for name in ("login", "report_created")]
+                batch = [
+                    {"event_id": str(uuid.uuid4()), "account_id": f"acct-{i:03d}", "user_id": "champ", "name": name, "timestamp": now}
+                    for i in range(ACCOUNTS)
+                    for name in ("login", "report_created")
+                ]
                 while not self._post(batch):
                     if self.stop.wait(0.5):  # pacing retries against a real process
                         return
@@ -77,14 +98,21 @@ def test_sigkill_of_each_worker_under_touchline_run_loses_and_doubles_nothing(tm
     broker_port, api_port, mail_port = free_port(), free_port(), free_port()
     var = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
-    env.update({"TOUCHLINE_VAR_DIR": str(var), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
-                "TOUCHLINE_API_PORT": str(api_port), "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
-                "TOUCHLINE_DRAIN_TIMEOUT_SECONDS": "900", "TOUCHLINE_RETRY_MAX_SECONDS": "2",
-                "TOUCHLINE_QUIET_HOURS_START": "0", "TOUCHLINE_QUIET_HOURS_END": "0"})
+    env.update(
+        {
+            "TOUCHLINE_VAR_DIR": str(var),
+            "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
+            "TOUCHLINE_API_PORT": str(api_port),
+            "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
+            "TOUCHLINE_DRAIN_TIMEOUT_SECONDS": "900",
+            "TOUCHLINE_RETRY_MAX_SECONDS": "2",
+            "TOUCHLINE_QUIET_HOURS_START": "0",
+            "TOUCHLINE_QUIET_HOURS_END": "0",
+        }
+    )
     log_path = tmp_path / "run.log"
     with open(log_path, "w") as log_file:  # a file, not a pipe: a full pipe would block the processes
-        proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{api_port}"
     stream = None
     try:
@@ -94,9 +122,17 @@ def test_sigkill_of_each_worker_under_touchline_run_loses_and_doubles_nothing(tm
         assert httpx.post(f"{base}/v1/rules", headers=headers, json=RULE, timeout=30).status_code == 201
         assert httpx.put(f"{base}/v1/playbooks/kill-test", headers=headers, json=PLAYBOOK, timeout=30).status_code == 200
         now = datetime.now(timezone.utc).isoformat()
-        contacts = [{"event_id": f"id-{i}", "type": "identify", "account_id": f"acct-{i:03d}", "user_id": "champ",
-                     "timestamp": now, "traits": {"email": f"champ{i}@acct.test", "name": "Champ", "role": "champion"}}
-                    for i in range(ACCOUNTS)]
+        contacts = [
+            {
+                "event_id": f"id-{i}",
+                "type": "identify",
+                "account_id": f"acct-{i:03d}",
+                "user_id": "champ",
+                "timestamp": now,
+                "traits": {"email": f"champ{i}@acct.test", "name": "Champ", "role": "champion"},
+            }
+            for i in range(ACCOUNTS)
+        ]
         assert httpx.post(f"{base}/v1/events", headers=headers, json=contacts, timeout=30).status_code == 202
 
         stream = Stream(base, headers)
@@ -154,13 +190,19 @@ def test_the_embedded_broker_is_recycled_when_it_grows_and_nothing_is_lost(tmp_p
     broker_port, api_port, mail_port = free_port(), free_port(), free_port()
     var = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
-    env.update({"TOUCHLINE_VAR_DIR": str(var), "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
-                "TOUCHLINE_API_PORT": str(api_port), "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
-                "TOUCHLINE_DRAIN_TIMEOUT_SECONDS": "600", "TOUCHLINE_EMBEDDED_BROKER_MAX_MB": "1"})
+    env.update(
+        {
+            "TOUCHLINE_VAR_DIR": str(var),
+            "TOUCHLINE_EMBEDDED_BROKER_PORT": str(broker_port),
+            "TOUCHLINE_API_PORT": str(api_port),
+            "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
+            "TOUCHLINE_DRAIN_TIMEOUT_SECONDS": "600",
+            "TOUCHLINE_EMBEDDED_BROKER_MAX_MB": "1",
+        }
+    )
     log_path = tmp_path / "run.log"
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{api_port}"
     bootstrap = f"127.0.0.1:{broker_port}"
     stream = None
@@ -173,8 +215,7 @@ def test_the_embedded_broker_is_recycled_when_it_grows_and_nothing_is_lost(tmp_p
         producer.close()
         stream = Stream(base, headers)
         stream.thread.start()
-        wait_for(lambda: log_path.read_text().count("embedded broker recycled") >= 2 or stream.error, 400,
-                 "two broker recycles")
+        wait_for(lambda: log_path.read_text().count("embedded broker recycled") >= 2 or stream.error, 400, "two broker recycles")
         stream.stop.set()
         stream.thread.join(60)
         assert stream.error is None, stream.error

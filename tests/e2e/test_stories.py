@@ -9,6 +9,7 @@ SMTP sink and the simulated clock, with the starter rules and playbooks:
 - recovery: the account comes back during the engagement and the CSM resolves it;
   the automatic measurement agrees.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -42,9 +43,19 @@ def _account_id(prefix: str, *holdouts: tuple[str, float]) -> str:
 
 def _customer(session_factory, account_id: str, users: dict[str, str], active: dict[str, range]) -> None:
     """An account, its contacts and their logins (days before T0), through ingest's own service."""
-    events = [group(account_id, T0 - days(400), name=f"{account_id.title()} Corp", segment="smb", arr=48000.0, seats=12,
-                    renewal_date=(T0 + days(45)).date().isoformat(), signup_date=(T0 - days(400)).date().isoformat(),
-                    owner_email=f"owner@{account_id}.test")]
+    events = [
+        group(
+            account_id,
+            T0 - days(400),
+            name=f"{account_id.title()} Corp",
+            segment="smb",
+            arr=48000.0,
+            seats=12,
+            renewal_date=(T0 + days(45)).date().isoformat(),
+            signup_date=(T0 - days(400)).date().isoformat(),
+            owner_email=f"owner@{account_id}.test",
+        )
+    ]
     for uid, role in users.items():
         events.append(identify(account_id, uid, T0 - days(400), email=f"{uid}@{account_id}.test", name=uid.title(), role=role))
     for uid, span in active.items():
@@ -100,8 +111,7 @@ async def test_the_looker_story(topics, session_factory, clock, workers, sink, a
     clock.advance(days(7))
     w["timers"].poll_once()  # two emails ignored: escalation
     [e] = engagements(session_factory)
-    assert (e.account_id, e.goal, e.status, e.playbook_id, e.rule_id) == (account, "recover_usage", "queued", "win-back",
-                                                                          "no-login-14d")
+    assert (e.account_id, e.goal, e.status, e.playbook_id, e.rule_id) == (account, "recover_usage", "queued", "win-back", "no-login-14d")
     ew.poll_once()
     w["sender"].poll_once()
     assert sink.messages[-1]["to"] == "grace@pool.test" and sink.messages[-1]["subject"].startswith("New engagement")
@@ -126,7 +136,10 @@ async def test_the_looker_story(topics, session_factory, clock, workers, sink, a
     assert e.status == "expired" and e.outcome == "no_response" and e.outcome_source == "automatic"
     assert e.measured["at_close"]["baseline"] == 3 and e.measured["at_close"]["value"] == 0
     assert [m["subject"].split(":")[0] for m in sink.messages if m["to"] == "grace@pool.test"] == [
-        "New engagement", "7.0 days left", "1.0 days left"]
+        "New engagement",
+        "7.0 days left",
+        "1.0 days left",
+    ]
     w["timers"].poll_once()  # the waiting playbook runs on: no recovery, so it ends
     [enr] = _enrollments(session_factory, "win-back")
     assert enr.status == "completed" and enr.history[-1]["outcome"] == "no_response"
@@ -153,8 +166,7 @@ async def test_the_expansion_story(topics, session_factory, clock, workers, api,
     [e] = engagements(session_factory)
     assert e.csm_id == "ken"  # the skill decides
     ken = auth(csm_key(session_factory, clock, "ken"))
-    r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "expanded", "note": "new team onboarded"},
-                       headers=ken)
+    r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "expanded", "note": "new team onboarded"}, headers=ken)
     assert r.json()["status"] == "resolved" and r.json()["outcome"] == "expanded"
 
 
@@ -167,13 +179,17 @@ async def test_a_recovery_resolves_as_recovered(topics, session_factory, clock, 
     from services.outreach.engagements import service
 
     with transaction(session_factory) as s:
-        e, _ = service.open_engagement(s, account_id=account, goal="recover_usage", actor="ops:test", now=clock.now(),
-                                       settings=topics, note="exec sponsor left")
+        e, _ = service.open_engagement(
+            s, account_id=account, goal="recover_usage", actor="ops:test", now=clock.now(), settings=topics, note="exec sponsor left"
+        )
     ew = worker(topics, session_factory, clock)
     ew.poll_once()
     clock.advance(days(10))
-    ingest(session_factory, [track(account, "login", clock.now() - days(d), u, event_id=f"back-{u}-{d}")
-                             for u in USERS for d in range(0, 5)], clock.now())
+    ingest(
+        session_factory,
+        [track(account, "login", clock.now() - days(d), u, event_id=f"back-{u}-{d}") for u in USERS for d in range(0, 5)],
+        clock.now(),
+    )
     grace = auth(csm_key(session_factory, clock, "grace"))
     r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "recovered"}, headers=grace)
     body = r.json()

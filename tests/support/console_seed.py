@@ -3,6 +3,7 @@ synthetic events through ingest, the starter rules and playbooks, one scheduled 
 (signals), enrolment through the outreach signal worker's own batch handler, and a
 conversion sweep after some churning accounts come back. Plus one hostile account
 whose name, traits and event properties are markup."""
+
 from __future__ import annotations
 
 import json
@@ -37,18 +38,35 @@ class _Record:
 def _apply(session_factory, events: list[dict], now: datetime) -> None:
     for i in range(0, len(events), 2000):
         with transaction(session_factory) as s:
-            apply_events(s, [Event.model_validate_json(json.dumps(e)) for e in events[i:i + 2000]], now)
+            apply_events(s, [Event.model_validate_json(json.dumps(e)) for e in events[i : i + 2000]], now)
 
 
 def hostile_events(now: datetime) -> list[dict]:
     ts = (now - timedelta(days=2)).isoformat()
     return [
-        {"event_id": "hostile-group", "type": "group", "account_id": HOSTILE, "timestamp": ts,
-         "traits": {"name": XSS_SCRIPT, "plan": "pro", "segment": "smb", "seats": 3, "note": XSS_IMG}},
-        {"event_id": "hostile-identify", "type": "identify", "account_id": HOSTILE, "user_id": "u-evil", "timestamp": ts,
-         "traits": {"name": XSS_IMG, "email": "evil@example.com", "role": "champion"}},
-        {"event_id": "hostile-track", "account_id": HOSTILE, "user_id": "u-evil", "name": "login", "timestamp": ts,
-         "properties": {"note": XSS_SCRIPT}},
+        {
+            "event_id": "hostile-group",
+            "type": "group",
+            "account_id": HOSTILE,
+            "timestamp": ts,
+            "traits": {"name": XSS_SCRIPT, "plan": "pro", "segment": "smb", "seats": 3, "note": XSS_IMG},
+        },
+        {
+            "event_id": "hostile-identify",
+            "type": "identify",
+            "account_id": HOSTILE,
+            "user_id": "u-evil",
+            "timestamp": ts,
+            "traits": {"name": XSS_IMG, "email": "evil@example.com", "role": "champion"},
+        },
+        {
+            "event_id": "hostile-track",
+            "account_id": HOSTILE,
+            "user_id": "u-evil",
+            "name": "login",
+            "timestamp": ts,
+            "properties": {"note": XSS_SCRIPT},
+        },
     ]
 
 
@@ -62,9 +80,21 @@ def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 20, d
     run_tick(session_factory, settings, now)
     with session_factory() as s:
         rows = list(s.scalars(select(SignalRecord)))
-    signals = [Signal(signal_id=r.signal_id, rule_id=r.rule_id, rule_version=r.rule_version, rule_name=r.rule_name,
-                      account_id=r.account_id, user_id=r.user_id, kind=r.kind, severity=r.severity, fired_at=r.fired_at,
-                      evidence=r.evidence) for r in rows]
+    signals = [
+        Signal(
+            signal_id=r.signal_id,
+            rule_id=r.rule_id,
+            rule_version=r.rule_version,
+            rule_name=r.rule_name,
+            account_id=r.account_id,
+            user_id=r.user_id,
+            kind=r.kind,
+            severity=r.severity,
+            fired_at=r.fired_at,
+            evidence=r.evidence,
+        )
+        for r in rows
+    ]
     worker = SignalWorker(settings, session_factory, clock)
     with transaction(session_factory) as s:
         worker.handle_batch(s, [_Record(sig.model_dump_json().encode()) for sig in signals])
@@ -76,8 +106,7 @@ def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 20, d
         for d in range(3):
             ts = (now + timedelta(days=d, hours=1)).isoformat()
             for n in range(2):
-                back.append({"event_id": f"back-{a}-{d}-{n}", "account_id": a, "user_id": "u000", "name": "login",
-                             "timestamp": ts})
+                back.append({"event_id": f"back-{a}-{d}-{n}", "account_id": a, "user_id": "u000", "name": "login", "timestamp": ts})
     clock.set(later)
     _apply(session_factory, back, later)
     with transaction(session_factory) as s:
@@ -94,14 +123,21 @@ def seed_engagements(session_factory, settings, now: datetime, churning: list[st
 
     out = {}
     with transaction(session_factory) as s:
-        roster.put(s, "csm-1", CsmIn(name="Grace Pool", email="grace@example.com", capacity=200), actor="ops:seed", now=now,
-                   settings=settings)
-        roster.put(s, "csm-2", CsmIn(name="Alan Pool", email="alan@example.com", capacity=5), actor="ops:seed", now=now,
-                   settings=settings)
+        roster.put(
+            s, "csm-1", CsmIn(name="Grace Pool", email="grace@example.com", capacity=200), actor="ops:seed", now=now, settings=settings
+        )
+        roster.put(s, "csm-2", CsmIn(name="Alan Pool", email="alan@example.com", capacity=5), actor="ops:seed", now=now, settings=settings)
         for a in churning + [HOSTILE]:
-            e, _ = service.open_engagement(s, account_id=a, goal="recover_usage", actor="ops:seed", now=now,
-                                           settings=settings, title=f"Win back {a}",
-                                           note=XSS_IMG if a == HOSTILE else "usage stopped two weeks ago")
+            e, _ = service.open_engagement(
+                s,
+                account_id=a,
+                goal="recover_usage",
+                actor="ops:seed",
+                now=now,
+                settings=settings,
+                title=f"Win back {a}",
+                note=XSS_IMG if a == HOSTILE else "usage stopped two weeks ago",
+            )
             if e.csm_id != "csm-1":
                 assignment.reassign(s, e, "csm-1", actor="ops:seed", now=now, settings=settings, reason="seed")
             out[a] = e.id

@@ -1,5 +1,6 @@
 """Helpers for the engagement tests: CSMs on the roster, csm keys, engagements opened
 through the service, the engagements worker."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -12,8 +13,7 @@ from shared.db import transaction
 
 
 def csm_body(name: str = "Grace Hopper", capacity: int = 5, **extra) -> dict:
-    return {"name": name, "email": f"{name.split()[0].lower()}@pool.test", "timezone": "Europe/London",
-            "capacity": capacity, **extra}
+    return {"name": name, "email": f"{name.split()[0].lower()}@pool.test", "timezone": "Europe/London", "capacity": capacity, **extra}
 
 
 async def add_csm(api, ops_key: str, csm_id: str, **body) -> dict:
@@ -28,11 +28,13 @@ def csm_key(session_factory, clock, csm_id: str) -> str:
     return key
 
 
-def open_engagement(session_factory, settings, clock, account_id: str = "acme", goal: str = "recover_usage",
-                    signal: dict | None = None, **kw) -> str:
+def open_engagement(
+    session_factory, settings, clock, account_id: str = "acme", goal: str = "recover_usage", signal: dict | None = None, **kw
+) -> str:
     with transaction(session_factory) as s:
-        e, _opened = service.open_engagement(s, account_id=account_id, goal=goal, actor="test", now=clock.now(),
-                                             settings=settings, signal=signal, **kw)
+        e, _opened = service.open_engagement(
+            s, account_id=account_id, goal=goal, actor="test", now=clock.now(), settings=settings, signal=signal, **kw
+        )
         return e.id
 
 
@@ -51,8 +53,7 @@ def engagements(session_factory, **where) -> list[Engagement]:
 
 def timeline(session_factory, engagement_id: str) -> list[EngagementEvent]:
     with session_factory() as s:
-        return list(s.scalars(select(EngagementEvent).where(EngagementEvent.engagement_id == engagement_id)
-                              .order_by(EngagementEvent.id)))
+        return list(s.scalars(select(EngagementEvent).where(EngagementEvent.engagement_id == engagement_id).order_by(EngagementEvent.id)))
 
 
 def worker(settings, session_factory, clock) -> EngagementWorker:

@@ -1,4 +1,5 @@
 """Test helpers: build events, publish raw records, drive workers until a condition holds."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,13 @@ def expected_held_out(bucket_key: str, account_id: str, percent: float) -> bool:
 
 
 def track(account_id: str, name: str, ts: datetime, user_id: str | None = None, event_id: str | None = None, **props) -> dict:
-    ev = {"event_id": event_id or str(uuid.uuid4()), "account_id": account_id, "name": name,
-          "timestamp": ts.isoformat(), "properties": props}
+    ev = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "account_id": account_id,
+        "name": name,
+        "timestamp": ts.isoformat(),
+        "properties": props,
+    }
     if user_id:
         ev["user_id"] = user_id
     return ev
@@ -66,8 +72,9 @@ def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> int:
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
-             ignore: tuple[type[BaseException], ...] = ()) -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05, ignore: tuple[type[BaseException], ...] = ()
+) -> Any:
     """Wait for a condition outside our workers (a process, a file, a port) and return its
     first truthy value; exceptions of the ``ignore`` types count as "not yet". The deadline
     only bounds a failing test; the interval is a polling period, not a stand-in for time."""
@@ -134,8 +141,9 @@ def warm_up_broker(bootstrap: str, timeout: float = 60.0) -> None:
     group, consume, commit. A listening port is not a broker ready to coordinate groups;
     the first test of a session must not be the one that pays (or times out on) the
     broker's first group join."""
-    s = Settings(env="test", kafka_bootstrap=bootstrap, topic_prefix="warmup.", kafka_session_timeout_ms=2000,
-                 kafka_heartbeat_interval_ms=300)
+    s = Settings(
+        env="test", kafka_bootstrap=bootstrap, topic_prefix="warmup.", kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300
+    )
     ensure_topics(s, {s.topic_events: 1})
     producer = make_producer(s)
     producer.send(s.topic_events, key=b"warm", value=b"{}").get(timeout=timeout)

@@ -3,6 +3,7 @@ run a mutant's tests fastest first. mutmut stops a mutant's run at the first fai
 (-x), so a killed mutant costs its quickest killing test instead of whatever the set order
 gives; a surviving mutant still runs every one of its tests. The durations are the ones
 mutmut measured in its first, traced run (mutants/mutmut-stats.json; absent during that run)."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """Helpers shared by the outreach tests: accounts and contacts, templates and
 playbooks, signals on cs.signals. (Their fixtures, ``sink`` and ``workers``, are in
 conftest.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -16,21 +17,35 @@ WIN_BACK = {
     "name": "Win-back",
     "subject": "{{ recipient.first_name }}, {{ account.name }} misses you",
     "html_body": "<p>Hi {{ recipient.first_name }} &mdash; {{ account.name }}</p><p>{{ signal.rule_name }}</p>"
-                 "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a>',
     "text_body": "Hi {{ recipient.first_name }}, {{ account.name }} misses you.\nUnsubscribe: {{ unsubscribe_url }}",
 }
 
 
 def add_account(session_factory, account_id: str = "acme", users: dict[str, dict] | None = None, **traits) -> None:
-    users = users if users is not None else {
-        "ada": {"email": f"ada@{account_id}.test", "name": "Ada Lovelace", "role": "champion", "timezone": "Europe/London"},
-        "bob": {"email": f"bob@{account_id}.test", "name": "Bob", "role": "admin"},
-        "cy": {"email": f"cy@{account_id}.test", "name": "Cy", "role": "member"},
-    }
+    users = (
+        users
+        if users is not None
+        else {
+            "ada": {"email": f"ada@{account_id}.test", "name": "Ada Lovelace", "role": "champion", "timezone": "Europe/London"},
+            "bob": {"email": f"bob@{account_id}.test", "name": "Bob", "role": "admin"},
+            "cy": {"email": f"cy@{account_id}.test", "name": "Cy", "role": "member"},
+        }
+    )
     with transaction(session_factory) as s:
-        s.add(Account(id=account_id, name=traits.pop("name", account_id.title() + " Inc"), plan=traits.pop("plan", "pro"),
-                      segment=traits.pop("segment", "smb"), lifecycle_stage=traits.pop("lifecycle_stage", "adopted"),
-                      owner_email=traits.pop("owner_email", f"owner@{account_id}.test"), traits={}, created_at=T0, updated_at=T0))
+        s.add(
+            Account(
+                id=account_id,
+                name=traits.pop("name", account_id.title() + " Inc"),
+                plan=traits.pop("plan", "pro"),
+                segment=traits.pop("segment", "smb"),
+                lifecycle_stage=traits.pop("lifecycle_stage", "adopted"),
+                owner_email=traits.pop("owner_email", f"owner@{account_id}.test"),
+                traits={},
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
         s.flush()
         for uid, u in users.items():
             s.add(User(account_id=account_id, id=uid, traits={}, created_at=T0, updated_at=T0, **u))
@@ -43,11 +58,20 @@ def add_activity(session_factory, account_id: str, users: list[str], day: date, 
         s.merge(UsageDaily(account_id=account_id, day=day, event_name="login", count=logins * len(users)))
 
 
-def signal(account_id: str = "acme", rule_id: str = "no-login-14d", kind: str = "churn_risk", signal_id: str | None = None,
-           fired_at: datetime = T0) -> dict:
-    return {"signal_id": signal_id or str(uuid.uuid4()), "rule_id": rule_id, "rule_version": 1, "rule_name": "No login in 14 days",
-            "account_id": account_id, "kind": kind, "severity": "high", "fired_at": fired_at.isoformat(),
-            "evidence": {"days_since:login": {"value": 15, "op": ">=", "threshold": 14}}}
+def signal(
+    account_id: str = "acme", rule_id: str = "no-login-14d", kind: str = "churn_risk", signal_id: str | None = None, fired_at: datetime = T0
+) -> dict:
+    return {
+        "signal_id": signal_id or str(uuid.uuid4()),
+        "rule_id": rule_id,
+        "rule_version": 1,
+        "rule_name": "No login in 14 days",
+        "account_id": account_id,
+        "kind": kind,
+        "severity": "high",
+        "fired_at": fired_at.isoformat(),
+        "evidence": {"days_since:login": {"value": 15, "op": ">=", "threshold": 14}},
+    }
 
 
 def send_signals(settings, signals: list[dict]) -> None:
@@ -81,9 +105,12 @@ def messages(session_factory, **where) -> list[Message]:
 
 
 def simple_playbook(steps: list[dict] | None = None, **extra) -> dict:
-    return {"name": "Win back", "trigger": {"rules": ["no-login-14d"]},
-            "steps": steps or [{"id": "email-1", "type": "send", "channel": "email", "template": "win-back",
-                                "to": ["champion", "admin"]}], **extra}
+    return {
+        "name": "Win back",
+        "trigger": {"rules": ["no-login-14d"]},
+        "steps": steps or [{"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]}],
+        **extra,
+    }
 
 
 def days(n: float) -> timedelta:
@@ -94,19 +121,43 @@ def jdump(obj) -> str:
     return json.dumps(obj)
 
 
-def queue_messages(session_factory, n: int, now: datetime, *, channel: str = "email", payload: dict | None = None,
-                   recipient: str = "user{i}@acme.test") -> list[str]:
+def queue_messages(
+    session_factory, n: int, now: datetime, *, channel: str = "email", payload: dict | None = None, recipient: str = "user{i}@acme.test"
+) -> list[str]:
     """``n`` due outbox rows written directly (no playbook run): for delivery tests that
     only need something to send. Returns their ids."""
     from services.outreach.delivery import repository as delivery_repo
 
-    rows = [{"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"queued/{now.isoformat()}/{i}")), "enrollment_id": None,
-             "playbook_id": "delivery-test", "step_id": "email-1", "touch_key": f"t{i}", "account_id": "acme",
-             "user_id": None, "channel": channel, "recipient": recipient.format(i=i), "template_id": None,
-             "subject": f"Message {i}", "html_body": "", "text_body": f"Body {i}\n.\nA line with only a dot above.",
-             "payload": dict(payload or {}), "state": "queued", "skip_reason": None, "attempts": 0, "last_error": None,
-             "next_attempt_at": now, "lease_owner": None, "lease_until": None, "created_at": now, "updated_at": now,
-             "sent_at": None, "read_at": None} for i in range(n)]
+    rows = [
+        {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"queued/{now.isoformat()}/{i}")),
+            "enrollment_id": None,
+            "playbook_id": "delivery-test",
+            "step_id": "email-1",
+            "touch_key": f"t{i}",
+            "account_id": "acme",
+            "user_id": None,
+            "channel": channel,
+            "recipient": recipient.format(i=i),
+            "template_id": None,
+            "subject": f"Message {i}",
+            "html_body": "",
+            "text_body": f"Body {i}\n.\nA line with only a dot above.",
+            "payload": dict(payload or {}),
+            "state": "queued",
+            "skip_reason": None,
+            "attempts": 0,
+            "last_error": None,
+            "next_attempt_at": now,
+            "lease_owner": None,
+            "lease_until": None,
+            "created_at": now,
+            "updated_at": now,
+            "sent_at": None,
+            "read_at": None,
+        }
+        for i in range(n)
+    ]
     with transaction(session_factory) as s:
         delivery_repo.insert_messages(s, rows)
     return [r["id"] for r in rows]

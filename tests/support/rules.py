@@ -1,4 +1,5 @@
 """Helpers for the rules tests: seed ingest state through ingest's own service, create rules."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,13 +22,18 @@ def ingest(session_factory, events: list[dict], now: datetime) -> None:
 
 def group(account_id: str, ts: datetime, **traits) -> dict:
     key = hashlib.sha1(f"{account_id}{ts.isoformat()}{sorted(traits.items())}".encode()).hexdigest()
-    return {"event_id": f"g-{key}", "type": "group",
-            "account_id": account_id, "timestamp": ts.isoformat(), "traits": traits}
+    return {"event_id": f"g-{key}", "type": "group", "account_id": account_id, "timestamp": ts.isoformat(), "traits": traits}
 
 
 def identify(account_id: str, user_id: str, ts: datetime, **traits) -> dict:
-    return {"event_id": f"i-{account_id}-{user_id}-{ts.isoformat()}", "type": "identify", "account_id": account_id,
-            "user_id": user_id, "timestamp": ts.isoformat(), "traits": traits}
+    return {
+        "event_id": f"i-{account_id}-{user_id}-{ts.isoformat()}",
+        "type": "identify",
+        "account_id": account_id,
+        "user_id": user_id,
+        "timestamp": ts.isoformat(),
+        "traits": traits,
+    }
 
 
 def make_rule(session_factory, obj: dict, now: datetime, enabled: bool = True, actor: str = "ops:test"):

@@ -13,6 +13,7 @@ worker has a service and a Deployment); every environment variable they set is a
 documented setting; every metric name they query is exported by the code; every
 runbook link lands on a heading of docs/operations.md.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,6 +51,7 @@ PARTITIONED = {"ingest", "rules", "outreach"}
 
 
 # ---- helpers ----------------------------------------------------------------
+
 
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
@@ -132,27 +134,32 @@ def exported_metric_names() -> set[str]:
         if line and not line.startswith("#"):
             names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     # The process collector exposes nothing where /proc is missing; its names are fixed.
-    names |= {"process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total",
-              "process_virtual_memory_bytes", "process_open_fds", "process_max_fds"}
+    names |= {
+        "process_start_time_seconds",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+    }
     return names
 
 
-PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
-                   "group_right", "inf", "nan"}
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan"}
 
 
 def metric_names_in(expr: str) -> set[str]:
     """Metric names a PromQL expression selects: identifiers that are not functions,
     aggregations, keywords, label names or template variables."""
     e = expr.replace("$__rate_interval", "5m")
-    e = re.sub(r'"(?:\\.|[^"\\])*"', '""', e)                     # strings
-    e = re.sub(r"\{[^}]*\}", "", e)                                # label matchers
-    e = re.sub(r"\[[^\]]*\]", "", e)                               # ranges
+    e = re.sub(r'"(?:\\.|[^"\\])*"', '""', e)  # strings
+    e = re.sub(r"\{[^}]*\}", "", e)  # label matchers
+    e = re.sub(r"\[[^\]]*\]", "", e)  # ranges
     e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)  # label lists
     found = set()
     for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", e):
         name = m.group(0)
-        after = e[m.end():].lstrip()
+        after = e[m.end() :].lstrip()
         if after.startswith("(") or name.lower() in PROMQL_KEYWORDS:
             continue
         if re.fullmatch(r"\d+[smhdwy]?", name):
@@ -181,18 +188,20 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("promtool")
     if exe is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing: .ci/run installs it (Debian's prometheus package); install it with "
-                        "`apt-get install -y prometheus`")
+            pytest.fail(
+                "promtool is missing: .ci/run installs it (Debian's prometheus package); install it with `apt-get install -y prometheus`"
+            )
         pytest.skip("promtool not installed (apt-get install -y prometheus); CI runs this check")
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 # ---- the helpers can fail ----------------------------------------------------
 
+
 def test_the_promql_name_extraction_finds_metrics_and_skips_the_rest():
     assert metric_names_in(
         'sum by (worker, topic) (rate(touchline_events_consumed_total{worker="ingest", topic=~"a.b"}[$__rate_interval]))'
-        ' / on(instance) group_left() up > bool 0 and histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m])))'
+        " / on(instance) group_left() up > bool 0 and histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m])))"
     ) == {"touchline_events_consumed_total", "up", "x_bucket"}
 
 
@@ -204,6 +213,7 @@ def test_slugs_follow_githubs_anchor_rules():
 
 
 # ---- compose ---------------------------------------------------------------
+
 
 def compose_validator() -> jsonschema.protocols.Validator:
     schema = json.loads((DEPLOY / "schemas" / "compose-spec.json").read_text())
@@ -302,6 +312,7 @@ def test_compose_sets_only_known_variables():
 
 # ---- the image -------------------------------------------------------------
 
+
 def dockerfile_instructions() -> list[tuple[str, str]]:
     text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
     out = []
@@ -368,6 +379,7 @@ def test_healthcheck_probes_healthz_for_the_api_and_the_metrics_port_for_workers
 
 
 # ---- Kubernetes --------------------------------------------------------------
+
 
 def keda_validator():
     schema = json.loads((DEPLOY / "schemas" / "keda-scaledobject-v1alpha1.json").read_text())
@@ -498,6 +510,7 @@ def test_scaled_objects_follow_lag_up_to_the_partition_count_and_the_sender_its_
 
 # ---- observability -----------------------------------------------------------
 
+
 def test_alert_rules_pass_promtool():
     result = promtool("check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -519,8 +532,15 @@ def test_every_alert_has_a_summary_and_a_runbook_anchor_that_exists():
     anchors = operations_anchors()
     rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {
-        "TouchlineConsumerLagGrowing", "TouchlineDLQRateHigh", "TouchlineOutboxStuck", "TouchlineSendsFailing",
-        "TouchlineSendRetriesHigh", "TouchlineWorkerRestarting", "TouchlineNotReady", "TouchlineRulesTickOverrunning"}
+        "TouchlineConsumerLagGrowing",
+        "TouchlineDLQRateHigh",
+        "TouchlineOutboxStuck",
+        "TouchlineSendsFailing",
+        "TouchlineSendRetriesHigh",
+        "TouchlineWorkerRestarting",
+        "TouchlineNotReady",
+        "TouchlineRulesTickOverrunning",
+    }
     for rule in rules:
         ann = rule["annotations"]
         assert ann.get("summary"), f"{rule['alert']} has no summary"

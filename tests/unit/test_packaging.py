@@ -2,6 +2,7 @@
 package of the code: a directory of modules without an ``__init__.py`` is a namespace
 package, which setuptools' package discovery leaves out of the install and import-linter
 leaves out of its contracts (services/outreach/engagements once escaped both)."""
+
 from __future__ import annotations
 
 import tomllib
@@ -13,9 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _code_dirs() -> set[str]:
-    return {".".join(d.relative_to(ROOT).parts)
-            for top in ("services", "shared") for d in [ROOT / top, *(ROOT / top).rglob("*")]
-            if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))}
+    return {
+        ".".join(d.relative_to(ROOT).parts)
+        for top in ("services", "shared")
+        for d in [ROOT / top, *(ROOT / top).rglob("*")]
+        if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+    }
 
 
 def test_every_directory_of_modules_is_a_regular_package():

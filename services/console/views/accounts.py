@@ -1,5 +1,6 @@
 """Accounts: search and filter, and one account on one page (traits, 90-day usage,
 users by role, signals with evidence, messages, enrolments and a merged timeline)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -24,38 +25,87 @@ USAGE_DAYS = 90
 
 
 @router.get("/accounts")
-def accounts(request: Request, q: str = Query("", max_length=200), segment: str = "", plan: str = "",
-             lifecycle_stage: str = "", signalled: bool = False, page: int = Query(1, ge=1, le=100_000),
-             session: Session = SessionDep, viewer: Viewer = READER):
+def accounts(
+    request: Request,
+    q: str = Query("", max_length=200),
+    segment: str = "",
+    plan: str = "",
+    lifecycle_stage: str = "",
+    signalled: bool = False,
+    page: int = Query(1, ge=1, le=100_000),
+    session: Session = SessionDep,
+    viewer: Viewer = READER,
+):
     now = now_of(request)
     only = signals_repo.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
-    items, total = ingest_repo.search_accounts(session, text=q.strip() or None, segment=segment or None, plan=plan or None,
-                                               lifecycle_stage=lifecycle_stage or None, only_ids=only,
-                                               offset=(page - 1) * PAGE, limit=PAGE)
+    items, total = ingest_repo.search_accounts(
+        session,
+        text=q.strip() or None,
+        segment=segment or None,
+        plan=plan or None,
+        lifecycle_stage=lifecycle_stage or None,
+        only_ids=only,
+        offset=(page - 1) * PAGE,
+        limit=PAGE,
+    )
     pages = max(1, -(-total // PAGE))
     filters = {"q": q, "segment": segment, "plan": plan, "lifecycle_stage": lifecycle_stage, "signalled": "1" if signalled else ""}
-    return render(request, "accounts.html", items=items, total=total, page=page, pages=pages, filters=filters,
-                  choices=ingest_repo.distinct_traits(session), signal_days=SIGNAL_DAYS)
+    return render(
+        request,
+        "accounts.html",
+        items=items,
+        total=total,
+        page=page,
+        pages=pages,
+        filters=filters,
+        choices=ingest_repo.distinct_traits(session),
+        signal_days=SIGNAL_DAYS,
+    )
 
 
 def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[dict]:
     out = []
     for s in signals:
-        out.append({"at": s.fired_at, "what": "signal", "text": f"{s.rule_name} ({s.kind}, {s.severity})",
-                    "link": f"/console/rules/{_seg(s.rule_id)}" if link_rules else None})
+        out.append(
+            {
+                "at": s.fired_at,
+                "what": "signal",
+                "text": f"{s.rule_name} ({s.kind}, {s.severity})",
+                "link": f"/console/rules/{_seg(s.rule_id)}" if link_rules else None,
+            }
+        )
     for m in messages:
         detail = m.skip_reason if m.state == "skipped" else m.subject or m.template_id or ""
-        out.append({"at": m.sent_at or m.created_at, "what": f"message {m.state}",
-                    "text": f"{m.channel} to {m.recipient or m.user_id or '—'}: {detail}", "link": None})
+        out.append(
+            {
+                "at": m.sent_at or m.created_at,
+                "what": f"message {m.state}",
+                "text": f"{m.channel} to {m.recipient or m.user_id or '—'}: {detail}",
+                "link": None,
+            }
+        )
     for e in enrollments:
-        out.append({"at": e.enrolled_at, "what": "enrolled", "text": f"{e.playbook_id} v{e.playbook_version}"
-                    + (" (holdout)" if e.holdout else ""), "link": f"/console/playbooks/{_seg(e.playbook_id)}"})
+        out.append(
+            {
+                "at": e.enrolled_at,
+                "what": "enrolled",
+                "text": f"{e.playbook_id} v{e.playbook_version}" + (" (holdout)" if e.holdout else ""),
+                "link": f"/console/playbooks/{_seg(e.playbook_id)}",
+            }
+        )
         if e.ended_at:
-            out.append({"at": e.ended_at, "what": f"enrolment {e.status}", "text": e.playbook_id,
-                        "link": f"/console/playbooks/{_seg(e.playbook_id)}"})
+            out.append(
+                {
+                    "at": e.ended_at,
+                    "what": f"enrolment {e.status}",
+                    "text": e.playbook_id,
+                    "link": f"/console/playbooks/{_seg(e.playbook_id)}",
+                }
+            )
     for ev in events:
-        out.append({"at": ev.timestamp, "what": f"event {ev.type}", "text": ev.name + (f" by {ev.user_id}" if ev.user_id else ""),
-                    "link": None})
+        out.append(
+            {"at": ev.timestamp, "what": f"event {ev.type}", "text": ev.name + (f" by {ev.user_id}" if ev.user_id else ""), "link": None}
+        )
     return sorted(out, key=lambda r: r["at"], reverse=True)
 
 
@@ -71,21 +121,44 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
     by_day = {d.day: d for d in usage.days}
     days = [start + timedelta(days=i) for i in range(USAGE_DAYS)]
     labels = [d.strftime("%m-%d") for d in days]
-    usage_chart = charts.lines(f"Usage of {acct.name or acct.id}, last {USAGE_DAYS} days", labels, {
-        "events": [by_day[d].events if d in by_day else 0 for d in days],
-        "active users": [by_day[d].active_users if d in by_day else 0 for d in days],
-    }, x_label="day (UTC)", y_label="per day")
+    usage_chart = charts.lines(
+        f"Usage of {acct.name or acct.id}, last {USAGE_DAYS} days",
+        labels,
+        {
+            "events": [by_day[d].events if d in by_day else 0 for d in days],
+            "active users": [by_day[d].active_users if d in by_day else 0 for d in days],
+        },
+        x_label="day (UTC)",
+        y_label="per day",
+    )
     users = ingest_repo.list_users(session, account_id, role=None, after=None, limit=500)
     by_role: dict[str, list] = {}
     for u in users:
         by_role.setdefault(u.role or "no role", []).append(u)
-    signals = signals_repo.list_signals(session, kind=None, rule_id=None, account_id=account_id, since=None, until=None,
-                                        before=None, limit=50)
+    signals = signals_repo.list_signals(
+        session, kind=None, rule_id=None, account_id=account_id, since=None, until=None, before=None, limit=50
+    )
     ops = viewer.can("ops")  # messages and enrolments are CS Ops data in the API too
-    messages = delivery_repo.list_messages(session, state=None, account_id=account_id, playbook_id=None, channel=None,
-                                           enrollment_id=None, limit=50, before=None) if ops else []
+    messages = (
+        delivery_repo.list_messages(
+            session, state=None, account_id=account_id, playbook_id=None, channel=None, enrollment_id=None, limit=50, before=None
+        )
+        if ops
+        else []
+    )
     enrollments = playbooks_repo.enrollments_for_account(session, account_id, 50) if ops else []
     events = ingest_repo.recent_events(session, account_id, 30)
-    return render(request, "account.html", account=acct, usage=usage, usage_chart=usage_chart, by_role=by_role,
-                  user_count=len(users), signals=signals, messages=messages, enrollments=enrollments, show_outreach=ops,
-                  timeline=_timeline(signals, messages, enrollments, events, ops))
+    return render(
+        request,
+        "account.html",
+        account=acct,
+        usage=usage,
+        usage_chart=usage_chart,
+        by_role=by_role,
+        user_count=len(users),
+        signals=signals,
+        messages=messages,
+        enrollments=enrollments,
+        show_outreach=ops,
+        timeline=_timeline(signals, messages, enrollments, events, ops),
+    )

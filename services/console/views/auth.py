@@ -1,4 +1,5 @@
 """Sign in (API key form or one-time link) and sign out."""
+
 from __future__ import annotations
 
 import secrets
@@ -52,8 +53,12 @@ def _start_session(request: Request, principal_id: int, target: str) -> Response
     settings = context_of(request).settings
     s = sessions.new_session(principal_id, now_of(request), settings.console_session_minutes)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(sessions.SESSION_COOKIE, sessions.encode_session(secret_of(request), s),
-                        max_age=settings.console_session_minutes * 60, **_cookie_args(request))
+    response.set_cookie(
+        sessions.SESSION_COOKIE,
+        sessions.encode_session(secret_of(request), s),
+        max_age=settings.console_session_minutes * 60,
+        **_cookie_args(request),
+    )
     response.delete_cookie(sessions.PRE_COOKIE, path=sessions.COOKIE_PATH)
     return response
 

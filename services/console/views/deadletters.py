@@ -1,5 +1,6 @@
 """Dead letters: the newest records of the DLQ topic with reason and source offset,
 counted by reason, and the rejection counters this process's metrics hold."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -29,5 +30,14 @@ async def dead_letters(request: Request, viewer: Viewer = OPS):
     rejected: dict[str, float] = {}
     for labels, value in metric_samples("touchline_events_rejected_total")["touchline_events_rejected_total"]:
         rejected[labels.get("reason", "?")] = rejected.get(labels.get("reason", "?"), 0) + value
-    return render(request, "dead_letters.html", records=records, scanned=scanned, by_reason=by_reason.most_common(),
-                  rejected=rejected, error=error, keep=KEEP, topic=settings.topic_events_dlq)
+    return render(
+        request,
+        "dead_letters.html",
+        records=records,
+        scanned=scanned,
+        by_reason=by_reason.most_common(),
+        rejected=rejected,
+        error=error,
+        keep=KEEP,
+        topic=settings.topic_events_dlq,
+    )

@@ -2,6 +2,7 @@
 actions (accept, log a touch, note, extend, resolve; reassign and cancel for CS Ops),
 and the pool page (load against capacity, the queue by age, status and outcome, the
 forecast). Every rule is the engagements service's; these views only call it."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -38,15 +39,23 @@ def _days_left(e, now) -> float | None:
 @router.get("/inbox")
 def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READER):
     if not viewer.principal.csm_id:
-        raise ConsoleForbidden("The inbox is a CSM's: sign in with a csm key bound to a roster entry "
-                               "(`touchline console-link --csm <id>`). CS Ops see every engagement on the Pool page.")
+        raise ConsoleForbidden(
+            "The inbox is a CSM's: sign in with a csm key bound to a roster entry "
+            "(`touchline console-link --csm <id>`). CS Ops see every engagement on the Pool page."
+        )
     now = now_of(request)
-    rows = [e for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=INBOX_LIMIT, order="due")
-            if e.status in OPEN_ENGAGEMENT_STATUSES]
+    rows = [
+        e
+        for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=INBOX_LIMIT, order="due")
+        if e.status in OPEN_ENGAGEMENT_STATUSES
+    ]
     # Overdue first (by how overdue), then by due date; the repository already orders by due date.
     rows.sort(key=lambda e: (e.due_at is None, not (e.due_at and e.due_at < now), e.due_at or now))
-    closed = [e for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
-              if e.status not in OPEN_ENGAGEMENT_STATUSES]
+    closed = [
+        e
+        for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
+        if e.status not in OPEN_ENGAGEMENT_STATUSES
+    ]
     return render(request, "inbox.html", rows=[(e, _days_left(e, now)) for e in rows], closed=closed, now=now)
 
 
@@ -61,19 +70,36 @@ def _page(request: Request, session: Session, e, viewer: Viewer, *, status_code:
     now = now_of(request)
     d = reporting.detail(session, e, now)
     labels = [u["day"][5:] for u in d.usage_90d]
-    usage_chart = charts.lines(f"Usage of {e.account_id}, last 90 days", labels, {
-        "events": [sum(u["events"].values()) for u in d.usage_90d],
-        "active users": [u["active_users"] for u in d.usage_90d],
-    }, x_label="day (UTC)", y_label="per day")
+    usage_chart = charts.lines(
+        f"Usage of {e.account_id}, last 90 days",
+        labels,
+        {
+            "events": [sum(u["events"].values()) for u in d.usage_90d],
+            "active users": [u["active_users"] for u in d.usage_90d],
+        },
+        x_label="day (UTC)",
+        y_label="per day",
+    )
     csms = repo.list_csms(session) if viewer.can("ops") else []
-    return render(request, "engagement.html", status_code=status_code, e=d, usage_chart=usage_chart,
-                  days_left=_days_left(e, now), open=e.status in OPEN_ENGAGEMENT_STATUSES, touch_kinds=TOUCH_KINDS,
-                  outcomes=OUTCOMES, csms=csms, problem=problem, done=done, is_ops=viewer.can("ops"))
+    return render(
+        request,
+        "engagement.html",
+        status_code=status_code,
+        e=d,
+        usage_chart=usage_chart,
+        days_left=_days_left(e, now),
+        open=e.status in OPEN_ENGAGEMENT_STATUSES,
+        touch_kinds=TOUCH_KINDS,
+        outcomes=OUTCOMES,
+        csms=csms,
+        problem=problem,
+        done=done,
+        is_ops=viewer.can("ops"),
+    )
 
 
 @router.get("/engagements/{engagement_id}")
-def engagement(request: Request, engagement_id: str, done: str = "", session: Session = SessionDep,
-               viewer: Viewer = READER):
+def engagement(request: Request, engagement_id: str, done: str = "", session: Session = SessionDep, viewer: Viewer = READER):
     return _page(request, session, _load(session, engagement_id, viewer), viewer, done=done or None)
 
 
@@ -131,22 +157,51 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
     now = now_of(request)
     settings = context_of(request).settings
     p = reporting.pool(session, now)
-    load_chart = charts.bars("Open engagements per CSM against capacity", [c.name for c in p.csms], {
-        "open": [c.open for c in p.csms],
-        "free capacity": [max(0, c.capacity - c.open) for c in p.csms],
-    }, x_label="CSM", y_label="engagements") if p.csms else None
+    load_chart = (
+        charts.bars(
+            "Open engagements per CSM against capacity",
+            [c.name for c in p.csms],
+            {
+                "open": [c.open for c in p.csms],
+                "free capacity": [max(0, c.capacity - c.open) for c in p.csms],
+            },
+            x_label="CSM",
+            y_label="engagements",
+        )
+        if p.csms
+        else None
+    )
     queued = repo.list_engagements(session, status="queued", limit=100, order="opened")
     queued.sort(key=lambda e: e.opened_at)
-    f = reporting.forecast(session, now, lookback_days=90, hours_per_engagement=6.0, reactive=0.15, collateral=0.10,
-                           overhead=0.15, time_box_days=settings.engagement_time_box_days)
-    forecast_chart = charts.hbars("Expected load against the pool", [
-        ("engagements opened per week", f.engagements_per_week),
-        ("expected open at once", f.concurrent_open_expected),
-        ("pool capacity (open at once)", f.pool_capacity),
-        ("CSMs available", f.csms_available),
-        ("CSMs needed", f.csms_needed),
-    ], x_label="per week, at once, or CSMs")
+    f = reporting.forecast(
+        session,
+        now,
+        lookback_days=90,
+        hours_per_engagement=6.0,
+        reactive=0.15,
+        collateral=0.10,
+        overhead=0.15,
+        time_box_days=settings.engagement_time_box_days,
+    )
+    forecast_chart = charts.hbars(
+        "Expected load against the pool",
+        [
+            ("engagements opened per week", f.engagements_per_week),
+            ("expected open at once", f.concurrent_open_expected),
+            ("pool capacity (open at once)", f.pool_capacity),
+            ("CSMs available", f.csms_available),
+            ("CSMs needed", f.csms_needed),
+        ],
+        x_label="per week, at once, or CSMs",
+    )
     recent = repo.list_engagements(session, limit=50, order="opened")
-    return render(request, "pool.html", p=p, load_chart=load_chart, queued=[(e, (now - e.opened_at).total_seconds() / 3600)
-                                                                          for e in queued],
-                  f=f, forecast_chart=forecast_chart, recent=recent)
+    return render(
+        request,
+        "pool.html",
+        p=p,
+        load_chart=load_chart,
+        queued=[(e, (now - e.opened_at).total_seconds() / 3600) for e in queued],
+        f=f,
+        forecast_chart=forecast_chart,
+        recent=recent,
+    )

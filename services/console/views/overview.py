@@ -1,5 +1,6 @@
 """Overview: signals per day by kind (30 days), messages sent and skipped by reason,
 engagements open, due this week and overdue, events dead-lettered and consumer lag (from this process's Prometheus metrics)."""
+
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta, timezone
@@ -44,8 +45,17 @@ def signal_chart(session: Session, now: datetime):
         if start <= d <= end:
             series[k][(d - start).days] += n
     total = sum(n for _, _, n in rows)
-    chart = charts.bars(f"Signals per day by kind, last {DAYS} days", [d.strftime("%m-%d") for d in days], series,
-                        x_label="day (UTC)", y_label="signals") if kinds else None
+    chart = (
+        charts.bars(
+            f"Signals per day by kind, last {DAYS} days",
+            [d.strftime("%m-%d") for d in days],
+            series,
+            x_label="day (UTC)",
+            y_label="signals",
+        )
+        if kinds
+        else None
+    )
     return chart, total, {k: sum(v) for k, v in series.items()}
 
 
@@ -72,7 +82,20 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
         key = f"{labels.get('worker', '?')} on {labels.get('topic', '?')}"
         lag[key] = lag.get(key, 0) + value
     open_engagements, due_week, overdue = engagements_repo.due_counts(session, now, now + timedelta(days=7))
-    return render(request, "overview.html", open_engagements=open_engagements, due_week=due_week, overdue=overdue,
-                  chart=chart, total=total, by_kind=by_kind, sent=sent,
-                  skipped_total=skipped_total, skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])), other=other,
-                  rejected=rejected, lag=lag, days=DAYS)
+    return render(
+        request,
+        "overview.html",
+        open_engagements=open_engagements,
+        due_week=due_week,
+        overdue=overdue,
+        chart=chart,
+        total=total,
+        by_kind=by_kind,
+        sent=sent,
+        skipped_total=skipped_total,
+        skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
+        other=other,
+        rejected=rejected,
+        lag=lag,
+        days=DAYS,
+    )

@@ -1,5 +1,6 @@
 """Playbooks: the list, and a playbook's page: its steps drawn as a flow, its funnel
 and the holdout report (conversion with 95% intervals, and the lift's interval)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -90,12 +91,30 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
         hl, hh = wilson(h.converted, h.enrolled) if h.enrolled else (None, None)
         ci = report.confidence_interval
         ci_lo, ci_hi = (ci[0], ci[1]) if ci else (None, None)
-        rows_i = [("treated conversion", t.conversion_rate, tl, th), ("holdout conversion", h.conversion_rate, hl, hh),
-                  ("lift (treated − holdout)", report.lift, ci_lo, ci_hi)]
+        rows_i = [
+            ("treated conversion", t.conversion_rate, tl, th),
+            ("holdout conversion", h.conversion_rate, hl, hh),
+            ("lift (treated − holdout)", report.lift, ci_lo, ci_hi),
+        ]
         lo = min([-0.1] + [v for r in rows_i for v in r[1:] if v is not None])
         hi = max([0.1] + [v for r in rows_i for v in r[1:] if v is not None])
-        interval_chart = charts.intervals(f"Holdout report of {playbook_id}: conversion and lift with 95% intervals", rows_i,
-                                          x_label="conversion rate / lift (percentage points)", lo=lo, hi=hi)
+        interval_chart = charts.intervals(
+            f"Holdout report of {playbook_id}: conversion and lift with 95% intervals",
+            rows_i,
+            x_label="conversion rate / lift (percentage points)",
+            lo=lo,
+            hi=hi,
+        )
     enrollments = repo.list_enrollments(session, playbook_id, status=None, account_id=None, limit=20)
-    return render(request, "playbook.html", out=out, definition=definition, flow=flow(definition), report=report,
-                  funnel=funnel, funnel_chart=funnel_chart, interval_chart=interval_chart, enrollments=enrollments)
+    return render(
+        request,
+        "playbook.html",
+        out=out,
+        definition=definition,
+        flow=flow(definition),
+        report=report,
+        funnel=funnel,
+        funnel_chart=funnel_chart,
+        interval_chart=interval_chart,
+        enrollments=enrollments,
+    )

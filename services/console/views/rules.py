@@ -2,6 +2,7 @@
 (definition, versions, audit, recent signals), the editor (YAML or JSON, errors next to
 their line), enable/disable, dry-run for an account, and backtest (a background job,
 polled by the page) with the diff against the current version. Every decision is the rules service's."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -77,8 +78,11 @@ def parse_text(text: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "the text"
-        problem: dict[str, Any] = {"pointer": "", "message": f"not valid YAML or JSON at {where}: "
-                                   f"{getattr(exc, 'problem', None) or exc}", "line": mark.line + 1 if mark else None}
+        problem: dict[str, Any] = {
+            "pointer": "",
+            "message": f"not valid YAML or JSON at {where}: {getattr(exc, 'problem', None) or exc}",
+            "line": mark.line + 1 if mark else None,
+        }
         raise RuleValidationError([problem]) from None
 
 
@@ -124,8 +128,16 @@ async def create_rule(request: Request, session: Session = SessionDep, viewer: V
         rule = service.create(session, definition, form.get("enabled") == "on", viewer.principal.actor, now_of(request))
     except TouchlineError as exc:
         errors = _errors(text, exc)
-        return render(request, "rule_edit.html", status_code=exc.status_code, rule=None, text=text, errors=errors,
-                      lines=_numbered(text, errors), saved=False)
+        return render(
+            request,
+            "rule_edit.html",
+            status_code=exc.status_code,
+            rule=None,
+            text=text,
+            errors=errors,
+            lines=_numbered(text, errors),
+            saved=False,
+        )
     return RedirectResponse(f"/console/rules/{rule.id}?saved=1", status_code=303)
 
 
@@ -133,12 +145,21 @@ async def create_rule(request: Request, session: Session = SessionDep, viewer: V
 def rule_page(request: Request, rule_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS):
     rule = service.get(session, rule_id)
     definition = service.current_definition(session, rule)
-    signals = signals_repo.list_signals(session, kind=None, rule_id=rule_id, account_id=None, since=None, until=None,
-                                        before=None, limit=20)
+    signals = signals_repo.list_signals(session, kind=None, rule_id=rule_id, account_id=None, since=None, until=None, before=None, limit=20)
     today = now_of(request).date()
-    return render(request, "rule.html", rule=rule, definition=definition, text=to_text(definition),
-                  versions=repo.list_versions(session, rule_id), audit=repo.audit_for(session, rule_id), signals=signals,
-                  saved=saved, default_start=(today - timedelta(days=29)).isoformat(), default_end=today.isoformat())
+    return render(
+        request,
+        "rule.html",
+        rule=rule,
+        definition=definition,
+        text=to_text(definition),
+        versions=repo.list_versions(session, rule_id),
+        audit=repo.audit_for(session, rule_id),
+        signals=signals,
+        saved=saved,
+        default_start=(today - timedelta(days=29)).isoformat(),
+        default_end=today.isoformat(),
+    )
 
 
 @router.get("/rules/{rule_id}/edit")
@@ -146,8 +167,17 @@ def edit_rule(request: Request, rule_id: str, session: Session = SessionDep, vie
     rule = service.get(session, rule_id, include_deleted=False)
     text = to_text(service.current_definition(session, rule))
     today = now_of(request).date()
-    return render(request, "rule_edit.html", rule=rule, text=text, errors=[], lines=[], saved=False,
-                  default_start=(today - timedelta(days=29)).isoformat(), default_end=today.isoformat())
+    return render(
+        request,
+        "rule_edit.html",
+        rule=rule,
+        text=text,
+        errors=[],
+        lines=[],
+        saved=False,
+        default_start=(today - timedelta(days=29)).isoformat(),
+        default_end=today.isoformat(),
+    )
 
 
 @router.post("/rules/{rule_id}/edit")
@@ -162,9 +192,18 @@ async def save_rule(request: Request, rule_id: str, session: Session = SessionDe
     except TouchlineError as exc:
         errors = _errors(text, exc)
         today = now_of(request).date()
-        return render(request, "rule_edit.html", status_code=exc.status_code, rule=rule, text=text, errors=errors,
-                      lines=_numbered(text, errors), saved=False,
-                      default_start=(today - timedelta(days=29)).isoformat(), default_end=today.isoformat())
+        return render(
+            request,
+            "rule_edit.html",
+            status_code=exc.status_code,
+            rule=rule,
+            text=text,
+            errors=errors,
+            lines=_numbered(text, errors),
+            saved=False,
+            default_start=(today - timedelta(days=29)).isoformat(),
+            default_end=today.isoformat(),
+        )
     return RedirectResponse(f"/console/rules/{rule_id}?saved=1", status_code=303)
 
 
@@ -185,8 +224,9 @@ async def disable_rule(request: Request, rule_id: str, session: Session = Sessio
 
 
 @router.get("/rules/{rule_id}/dry-run")
-def rule_dry_run(request: Request, rule_id: str, account_id: str = Query("", max_length=128), session: Session = SessionDep,
-                 viewer: Viewer = OPS):
+def rule_dry_run(
+    request: Request, rule_id: str, account_id: str = Query("", max_length=128), session: Session = SessionDep, viewer: Viewer = OPS
+):
     rule = service.get(session, rule_id)
     result = error = None
     if account_id:
@@ -211,19 +251,32 @@ async def rule_backtest(request: Request, rule_id: str, session: Session = Sessi
         raise Unprocessable("start and end are dates like 2026-03-01") from None
     try:
         if text.strip():
-            body = BacktestIn(rule=parse_text(text), rule_id=rule_id, start=start, end=end, compare_with_current=True,
-                              samples=10)
+            body = BacktestIn(rule=parse_text(text), rule_id=rule_id, start=start, end=end, compare_with_current=True, samples=10)
         else:
             body = BacktestIn(rule_id=rule_id, start=start, end=end, samples=10)
         prepare(session, body, settings)
-        job = jobs.submit(session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=viewer.principal.actor,
-                          now=now_of(request), settings=settings)
+        job = jobs.submit(
+            session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=viewer.principal.actor, now=now_of(request), settings=settings
+        )
     except TouchlineError as exc:
         if not text.strip():
             raise
         errors = _errors(text, exc)
-        return render(request, "backtest.html", status_code=exc.status_code, rule=rule, job=None, result=None, chart=None,
-                      text=text, errors=errors, lines=_numbered(text, errors), start=start, end=end, refresh=False)
+        return render(
+            request,
+            "backtest.html",
+            status_code=exc.status_code,
+            rule=rule,
+            job=None,
+            result=None,
+            chart=None,
+            text=text,
+            errors=errors,
+            lines=_numbered(text, errors),
+            start=start,
+            end=end,
+            refresh=False,
+        )
     return RedirectResponse(f"/console/rules/{_seg(rule_id)}/backtests/{job.id}", status_code=303)
 
 
@@ -239,8 +292,24 @@ def backtest_job(request: Request, rule_id: str, job_id: int, session: Session =
     chart = None
     if result:
         labels = [d["day"][5:] for d in result["per_day"]]
-        chart = charts.bars(f"Firings per day of {rule_id} ({result['start']} to {result['end']})", labels,
-                            {"firings": [d["firings"] for d in result["per_day"]]}, x_label="day (UTC)", y_label="firings")
-    return render(request, "backtest.html", rule=rule, job=job, result=result, chart=chart, text=bool(params.get("rule")),
-                  errors=[], lines=[], start=params.get("start"), end=params.get("end"),
-                  refresh=job.state not in FINISHED)
+        chart = charts.bars(
+            f"Firings per day of {rule_id} ({result['start']} to {result['end']})",
+            labels,
+            {"firings": [d["firings"] for d in result["per_day"]]},
+            x_label="day (UTC)",
+            y_label="firings",
+        )
+    return render(
+        request,
+        "backtest.html",
+        rule=rule,
+        job=job,
+        result=result,
+        chart=chart,
+        text=bool(params.get("rule")),
+        errors=[],
+        lines=[],
+        start=params.get("start"),
+        end=params.get("end"),
+        refresh=job.state not in FINISHED,
+    )

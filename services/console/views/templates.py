@@ -2,6 +2,7 @@
 and render against the sample context); preview renders the text in the editor for
 a chosen account and contact without saving it. The rendered HTML is shown in a
 sandboxed iframe (no script, no same-origin access)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -27,11 +28,34 @@ def templates(request: Request, session: Session = SessionDep, viewer: Viewer = 
     return render(request, "templates.html", templates=repo.list_all(session))
 
 
-def _page(request: Request, template_id: str, values: dict, *, status_code: int = 200, errors: dict | None = None,
-          preview=None, preview_error=None, account_id: str = "", user_id: str = "", saved: bool = False, version=None):
-    response = render(request, "template_edit.html", status_code=status_code, template_id=template_id, values=values,
-                      errors=errors or {}, preview=preview, preview_error=preview_error, account_id=account_id,
-                      user_id=user_id, saved=saved, version=version)
+def _page(
+    request: Request,
+    template_id: str,
+    values: dict,
+    *,
+    status_code: int = 200,
+    errors: dict | None = None,
+    preview=None,
+    preview_error=None,
+    account_id: str = "",
+    user_id: str = "",
+    saved: bool = False,
+    version=None,
+):
+    response = render(
+        request,
+        "template_edit.html",
+        status_code=status_code,
+        template_id=template_id,
+        values=values,
+        errors=errors or {},
+        preview=preview,
+        preview_error=preview_error,
+        account_id=account_id,
+        user_id=user_id,
+        saved=saved,
+        version=version,
+    )
     if preview is not None:
         response.headers["Content-Security-Policy"] = CSP_EMAIL_PREVIEW
     return response
@@ -51,16 +75,23 @@ async def save_or_preview(request: Request, template_id: str, session: Session =
     row = service.get_or_404(session, template_id)
     account_id, user_id = form.get("account_id", "").strip(), form.get("user_id", "").strip()
     if form.get("action") == "preview":
-        draft = Template(id=template_id, version=row.version, sample_context=row.sample_context,
-                         **{f: values[f] for f in FIELDS})
+        draft = Template(id=template_id, version=row.version, sample_context=row.sample_context, **{f: values[f] for f in FIELDS})
         try:
-            rendered, _ctx = service.preview_for(session, draft, account_id=account_id, user_id=user_id or None, signal=None,
-                                                 settings=settings)
+            rendered, _ctx = service.preview_for(
+                session, draft, account_id=account_id, user_id=user_id or None, signal=None, settings=settings
+            )
         except TouchlineError as exc:
-            return _page(request, template_id, values, status_code=exc.status_code, preview_error=exc.detail,
-                         account_id=account_id, user_id=user_id, version=row.version)
-        return _page(request, template_id, values, preview=rendered, account_id=account_id, user_id=user_id,
-                     version=row.version)
+            return _page(
+                request,
+                template_id,
+                values,
+                status_code=exc.status_code,
+                preview_error=exc.detail,
+                account_id=account_id,
+                user_id=user_id,
+                version=row.version,
+            )
+        return _page(request, template_id, values, preview=rendered, account_id=account_id, user_id=user_id, version=row.version)
     try:
         body = TemplateIn(**values, sample_context=row.sample_context or {})
         service.save(session, template_id, body, settings=settings, actor=viewer.principal.actor, now=now_of(request))
@@ -70,6 +101,5 @@ async def save_or_preview(request: Request, template_id: str, session: Session =
     except TouchlineError as exc:
         detail = exc.detail if isinstance(exc.detail, dict) else {"part": "", "message": str(exc.detail)}
         part = detail.get("part") if detail.get("part") in PARTS else "subject"
-        return _page(request, template_id, values, status_code=exc.status_code, errors={part: detail.get("message")},
-                     version=row.version)
+        return _page(request, template_id, values, status_code=exc.status_code, errors={part: detail.get("message")}, version=row.version)
     return RedirectResponse(f"/console/templates/{template_id}?saved=1", status_code=303)

@@ -1,4 +1,5 @@
 """Accounts and users (contacts): read their state, set their traits, read usage rollups."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -39,10 +40,13 @@ def _account_or_404(session: Session, account_id: str):
     return account
 
 
-@router.put("/v1/accounts/{account_id}", response_model=AccountOut, responses={**AUTH_ERRORS, **responses(Unprocessable)},
-            summary="Create an account or update its traits (like a Segment group call)")
-def put_account(account_id: str, body: AccountIn, session: Session = SessionDep, clock: Clock = ClockDep,
-                _p=require(*WRITERS)):
+@router.put(
+    "/v1/accounts/{account_id}",
+    response_model=AccountOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Create an account or update its traits (like a Segment group call)",
+)
+def put_account(account_id: str, body: AccountIn, session: Session = SessionDep, clock: Clock = ClockDep, _p=require(*WRITERS)):
     now = clock.now()
     account = repo.get_account(session, account_id)
     if account is None:
@@ -58,8 +62,12 @@ def get_account(account_id: str, session: Session = SessionDep, _p=require(*READ
     return _account_or_404(session, account_id)
 
 
-@router.get("/v1/accounts", response_model=AccountPage, responses=AUTH_ERRORS,
-            summary="List accounts, filtered by segment, lifecycle stage and plan, in pages ordered by id")
+@router.get(
+    "/v1/accounts",
+    response_model=AccountPage,
+    responses=AUTH_ERRORS,
+    summary="List accounts, filtered by segment, lifecycle stage and plan, in pages ordered by id",
+)
 def list_accounts(
     segment: str | None = None,
     lifecycle_stage: str | None = None,
@@ -86,9 +94,13 @@ def _window(start: date | None, end: date | None, days: int, clock: Clock) -> tu
 WINDOW_DOC = "UTC days, inclusive. Defaults: the `days` days ending today (clock time)."
 
 
-@router.get("/v1/accounts/{account_id}/usage", response_model=UsageOut,
-            responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-            summary="Daily usage rollups of an account over a window", description=WINDOW_DOC)
+@router.get(
+    "/v1/accounts/{account_id}/usage",
+    response_model=UsageOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Daily usage rollups of an account over a window",
+    description=WINDOW_DOC,
+)
 def account_usage(
     account_id: str,
     start: date | None = None,
@@ -103,11 +115,13 @@ def account_usage(
     return usage_report(session, account_id, start, end)
 
 
-@router.put("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut,
-            responses={**AUTH_ERRORS, **responses(Unprocessable)},
-            summary="Create a user (contact) or update its traits (like a Segment identify call)")
-def put_user(account_id: str, user_id: str, body: UserIn, session: Session = SessionDep, clock: Clock = ClockDep,
-             _p=require(*WRITERS)):
+@router.put(
+    "/v1/accounts/{account_id}/users/{user_id}",
+    response_model=UserOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Create a user (contact) or update its traits (like a Segment identify call)",
+)
+def put_user(account_id: str, user_id: str, body: UserIn, session: Session = SessionDep, clock: Clock = ClockDep, _p=require(*WRITERS)):
     now = clock.now()
     if repo.get_account(session, account_id) is None:
         session.add(new_account(account_id, now))
@@ -121,8 +135,7 @@ def put_user(account_id: str, user_id: str, body: UserIn, session: Session = Ses
     return user
 
 
-@router.get("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut,
-            responses={**AUTH_ERRORS, **responses(NotFound)})
+@router.get("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut, responses={**AUTH_ERRORS, **responses(NotFound)})
 def get_user(account_id: str, user_id: str, session: Session = SessionDep, _p=require(*READERS)):
     user = repo.get_user(session, account_id, user_id)
     if user is None:
@@ -130,8 +143,12 @@ def get_user(account_id: str, user_id: str, session: Session = SessionDep, _p=re
     return user
 
 
-@router.get("/v1/accounts/{account_id}/users", response_model=UserPage, responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="List an account's users, optionally by role")
+@router.get(
+    "/v1/accounts/{account_id}/users",
+    response_model=UserPage,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="List an account's users, optionally by role",
+)
 def list_users(
     account_id: str,
     role: str | None = None,
@@ -145,9 +162,13 @@ def list_users(
     return UserPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
-@router.get("/v1/accounts/{account_id}/users/{user_id}/usage", response_model=UsageOut,
-            responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-            summary="Daily activity of one user over a window", description=WINDOW_DOC)
+@router.get(
+    "/v1/accounts/{account_id}/users/{user_id}/usage",
+    response_model=UsageOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Daily activity of one user over a window",
+    description=WINDOW_DOC,
+)
 def user_usage(
     account_id: str,
     user_id: str,
@@ -163,9 +184,11 @@ def user_usage(
     start, end = _window(start, end, days, clock)
     activity = repo.user_activity_by_day(session, account_id, user_id, start, end)
     return UsageOut(
-        account_id=account_id, user_id=user_id, start=start, end=end,
-        totals=UsageTotals(events=sum(activity.values()), by_event={}, active_users=1 if activity else 0,
-                           active_days=len(activity)),
+        account_id=account_id,
+        user_id=user_id,
+        start=start,
+        end=end,
+        totals=UsageTotals(events=sum(activity.values()), by_event={}, active_users=1 if activity else 0, active_days=len(activity)),
         last_seen=repo.user_last_seen(session, account_id, user_id),
         days=[UsageDay(day=d, events=n, by_event={}, active_users=1) for d, n in sorted(activity.items())],
     )

@@ -1,4 +1,5 @@
 """Request and response shapes of the accounts and users API."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -14,8 +15,19 @@ class AccountIn(AccountTraits):
 
     model_config = ConfigDict(
         extra="allow",
-        json_schema_extra={"examples": [{"name": "Acme Inc", "plan": "pro", "arr": 24000, "seats": 25, "segment": "smb",
-                                         "lifecycle_stage": "onboarding", "renewal_date": "2027-03-01"}]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Acme Inc",
+                    "plan": "pro",
+                    "arr": 24000,
+                    "seats": 25,
+                    "segment": "smb",
+                    "lifecycle_stage": "onboarding",
+                    "renewal_date": "2027-03-01",
+                }
+            ]
+        },
     )
 
 

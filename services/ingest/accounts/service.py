@@ -1,4 +1,5 @@
 """Read models of an account that the API and the console both show."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -23,10 +24,15 @@ def usage_report(session: Session, account_id: str, start: date, end: date) -> U
         for d in sorted(set(by_day) | set(active))
     ]
     return UsageOut(
-        account_id=account_id, start=start, end=end,
-        totals=UsageTotals(events=sum(totals.values()), by_event=dict(totals),
-                           active_users=repo.distinct_active_users(session, account_id, start, end),
-                           active_days=len(by_day)),
+        account_id=account_id,
+        start=start,
+        end=end,
+        totals=UsageTotals(
+            events=sum(totals.values()),
+            by_event=dict(totals),
+            active_users=repo.distinct_active_users(session, account_id, start, end),
+            active_days=len(by_day),
+        ),
         last_seen=repo.account_last_seen(session, account_id),
         days=days_out,
     )

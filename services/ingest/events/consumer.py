@@ -3,6 +3,7 @@
 Each batch is validated record by record (rejects go to the DLQ with their original
 bytes), applied in one transaction, and only then are offsets committed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,5 +71,9 @@ class IngestWorker(BatchWorker):
             return
         self._next_prune = now + self.prune_every
         if deleted:
-            log.info("ingest: pruned %d raw events received before %s (retention %d days)",
-                     deleted, cutoff.isoformat(), self.settings.raw_event_retention_days)
+            log.info(
+                "ingest: pruned %d raw events received before %s (retention %d days)",
+                deleted,
+                cutoff.isoformat(),
+                self.settings.raw_event_retention_days,
+            )

@@ -1,4 +1,5 @@
 """POST /v1/events: the HTTP door to product.events for apps without a Kafka client."""
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,9 @@ async def post_events(request: Request, _principal=require("ingest")) -> Any:
     limit = settings.http_batch_limit
     body = await request.body()
     if len(body) > limit * settings.max_event_bytes:
-        raise PayloadTooLarge(f"request body is {len(body)} bytes; send at most {limit} events of at most "
-                              f"{settings.max_event_bytes} bytes each")
+        raise PayloadTooLarge(
+            f"request body is {len(body)} bytes; send at most {limit} events of at most {settings.max_event_bytes} bytes each"
+        )
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -11,6 +11,7 @@ by default, as RFC 5321 4.5.3.2.6 gives the server), and a timeout or a dropped
 connection while waiting for it is reported as *uncertain* (the server may have
 committed the message), never as an ordinary transient failure to be resent.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,23 +42,32 @@ class SmtpConfig:
 
     @classmethod
     def from_settings(cls, settings) -> "SmtpConfig":
-        return cls.from_url(settings.effective_smtp_url, settings.smtp_timeout_seconds,
-                            data_timeout=settings.smtp_data_timeout_seconds, ca_file=settings.smtp_ca_file or None)
+        return cls.from_url(
+            settings.effective_smtp_url,
+            settings.smtp_timeout_seconds,
+            data_timeout=settings.smtp_data_timeout_seconds,
+            ca_file=settings.smtp_ca_file or None,
+        )
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 10.0, *, data_timeout: float = 600.0,
-                 ca_file: str | None = None) -> "SmtpConfig":
+    def from_url(cls, url: str, timeout: float = 10.0, *, data_timeout: float = 600.0, ca_file: str | None = None) -> "SmtpConfig":
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
             raise ValueError(f"TOUCHLINE_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme!r}")
         starttls = parse_qs(parts.query).get("starttls", ["auto"])[0]
         if starttls not in ("auto", "require", "off"):
             raise ValueError("starttls must be auto, require or off")
-        return cls(host=parts.hostname or "127.0.0.1", port=parts.port or (465 if parts.scheme == "smtps" else 25),
-                   implicit_tls=parts.scheme == "smtps", starttls=starttls,
-                   username=unquote(parts.username) if parts.username else None,
-                   password=unquote(parts.password) if parts.password else None, timeout=timeout,
-                   data_timeout=data_timeout, ca_file=ca_file)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (465 if parts.scheme == "smtps" else 25),
+            implicit_tls=parts.scheme == "smtps",
+            starttls=starttls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=timeout,
+            data_timeout=data_timeout,
+            ca_file=ca_file,
+        )
 
     def tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
@@ -86,11 +96,22 @@ def _encoded(value: str) -> str:
 
 def _part(content_type: str, body: str) -> bytes:
     data = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
-    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n").encode() + data
+    return (f'Content-Type: {content_type}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n').encode() + data
 
 
-def build_email(*, key: str, mail_from: str, mail_from_name: str, to: str, subject: str, text_body: str,
-                html_body: str, unsubscribe_url: str | None, date, extra_headers: dict[str, str] | None = None) -> bytes:
+def build_email(
+    *,
+    key: str,
+    mail_from: str,
+    mail_from_name: str,
+    to: str,
+    subject: str,
+    text_body: str,
+    html_body: str,
+    unsubscribe_url: str | None,
+    date,
+    extra_headers: dict[str, str] | None = None,
+) -> bytes:
     """The message as wire bytes (CRLF): multipart/alternative, text then HTML, UTF-8,
     base64 bodies (no line-length or dot-stuffing surprises whatever the template says).
 
@@ -118,9 +139,14 @@ def build_email(*, key: str, mail_from: str, mail_from_name: str, to: str, subje
         return head.encode() + _part("text/plain", text_body or " ")
     # "=_" never occurs in base64 bodies, so this boundary cannot collide with content.
     boundary = f"=_tl_{key}"
-    return (head + f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n").encode() + \
-        f"--{boundary}\r\n".encode() + _part("text/plain", text_body or " ") + \
-        f"--{boundary}\r\n".encode() + _part("text/html", html_body) + f"--{boundary}--\r\n".encode()
+    return (
+        (head + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n').encode()
+        + f"--{boundary}\r\n".encode()
+        + _part("text/plain", text_body or " ")
+        + f"--{boundary}\r\n".encode()
+        + _part("text/html", html_body)
+        + f"--{boundary}--\r\n".encode()
+    )
 
 
 class SmtpSender:
@@ -156,8 +182,9 @@ class SmtpSender:
         except DeliveryError:
             raise
         except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"SMTP {c.host}:{c.port} refused the session: {exc.smtp_code} {_text(exc.smtp_error)}",
-                                transient=True, code=exc.smtp_code) from None
+            raise DeliveryError(
+                f"SMTP {c.host}:{c.port} refused the session: {exc.smtp_code} {_text(exc.smtp_error)}", transient=True, code=exc.smtp_code
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"cannot connect to SMTP {c.host}:{c.port}: {type(exc).__name__}: {exc}", transient=True) from None
         self.connections_opened += 1
@@ -209,17 +236,20 @@ class SmtpSender:
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             self._reset()
-            raise DeliveryError(f"recipient refused: {code} {_text(text)}", transient=code < 500, bounce=code >= 500,
-                                code=code) from None
+            raise DeliveryError(f"recipient refused: {code} {_text(text)}", transient=code < 500, bounce=code >= 500, code=code) from None
         except smtplib.SMTPResponseException as exc:  # sender refused, data refused
             self._reset()
-            raise DeliveryError(f"SMTP refused the message: {exc.smtp_code} {_text(exc.smtp_error)}",
-                                transient=exc.smtp_code < 500, code=exc.smtp_code) from None
+            raise DeliveryError(
+                f"SMTP refused the message: {exc.smtp_code} {_text(exc.smtp_error)}", transient=exc.smtp_code < 500, code=exc.smtp_code
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
             self.close()
             if dot_sent:
-                raise DeliveryError(f"no reply to the final dot of DATA (the server may have the message): "
-                                    f"{type(exc).__name__}: {exc}", transient=True, uncertain=True) from None
+                raise DeliveryError(
+                    f"no reply to the final dot of DATA (the server may have the message): {type(exc).__name__}: {exc}",
+                    transient=True,
+                    uncertain=True,
+                ) from None
             raise DeliveryError(f"SMTP connection lost: {type(exc).__name__}: {exc}", transient=True) from None
         self._last_used = time.monotonic()
 

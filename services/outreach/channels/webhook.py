@@ -5,6 +5,7 @@ Signature header (Stripe-style, so receivers can reject replays):
 2xx is delivered; 408, 425, 429, 5xx, timeouts and connection errors are transient;
 any other status is permanent.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,13 +50,16 @@ def body_for(payload: dict, fmt: str, text: str) -> dict:
 class WebhookSender:
     def __init__(self, settings, client: httpx.Client | None = None):
         self.secret = webhook_secret(settings)
-        self.client = client or httpx.Client(timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-                                             follow_redirects=False)
+        self.client = client or httpx.Client(timeout=httpx.Timeout(settings.webhook_timeout_seconds), follow_redirects=False)
 
     def send(self, *, url: str, body: dict, key: str, at: datetime) -> None:
         raw = json.dumps(body, separators=(",", ":"), default=str).encode()
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, raw, at),
-                   "Idempotency-Key": key, "User-Agent": "Touchline-Webhook/1"}
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self.secret, raw, at),
+            "Idempotency-Key": key,
+            "User-Agent": "Touchline-Webhook/1",
+        }
         try:
             response = self.client.post(url, content=raw, headers=headers)
         except httpx.TimeoutException as exc:
@@ -65,8 +69,9 @@ class WebhookSender:
         if 200 <= response.status_code < 300:
             return
         transient = response.status_code >= 500 or response.status_code in TRANSIENT_STATUS
-        raise DeliveryError(f"webhook answered {response.status_code}: {response.text[:200]}", transient=transient,
-                            code=response.status_code)
+        raise DeliveryError(
+            f"webhook answered {response.status_code}: {response.text[:200]}", transient=transient, code=response.status_code
+        )
 
     def close(self) -> None:
         self.client.close()

@@ -15,6 +15,7 @@ recorded only for rows still carrying its token (see ``repository.mark_sent``,
 If the database cannot be reached, the owner keeps going only while the lease it last
 wrote is still running, which is exactly the time nobody else may take it over.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,7 @@ class Lease:
     """``with Lease(...) as lease:`` renews in the background; call :meth:`held` before
     starting each message."""
 
-    def __init__(self, session_factory: sessionmaker[Session], clock: Clock, *, token: str, count: int,
-                 until: datetime, seconds: float):
+    def __init__(self, session_factory: sessionmaker[Session], clock: Clock, *, token: str, count: int, until: datetime, seconds: float):
         self.session_factory = session_factory
         self.clock = clock
         self.token = token
@@ -68,8 +68,9 @@ class Lease:
         return not self.lost and self.clock.now() < self.until
 
     def _due(self) -> bool:
-        return (time.monotonic() - self._renewed_at >= self.seconds / 3
-                or self.clock.now() >= self.until - timedelta(seconds=self.seconds / 2))
+        return time.monotonic() - self._renewed_at >= self.seconds / 3 or self.clock.now() >= self.until - timedelta(
+            seconds=self.seconds / 2
+        )
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(min(self.seconds / 6, 30.0)):
@@ -88,13 +89,16 @@ class Lease:
                     held = repo.renew_lease(session, token=self.token, lease_until=until)
             except SQLAlchemyError as exc:
                 # Keep the lease already written: nobody may take it over before it runs out.
-                log.warning("lease %s: renewal failed (%s); holding until %s", self.token[:8], type(exc).__name__,
-                            self.until.isoformat())
+                log.warning("lease %s: renewal failed (%s); holding until %s", self.token[:8], type(exc).__name__, self.until.isoformat())
                 return
             if held < self.count:
                 self.lost = True
-                log.error("lease %s: %d of %d claimed messages were taken over by another sender; this sender "
-                          "stops sending the batch", self.token[:8], self.count - held, self.count)
+                log.error(
+                    "lease %s: %d of %d claimed messages were taken over by another sender; this sender stops sending the batch",
+                    self.token[:8],
+                    self.count - held,
+                    self.count,
+                )
                 return
             self.until = until
             self.renewals += 1

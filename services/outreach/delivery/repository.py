@@ -1,4 +1,5 @@
 """Every query on the message outbox."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -20,22 +21,34 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return insert_new(session, Message.__table__, rows, ["id"])
 
 
-def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime,
-              token: str) -> list[Message]:
+def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime, token: str) -> list[Message]:
     """Mark up to ``limit`` due queued messages ``sending`` under a lease and the claim's
     fencing ``token``. On PostgreSQL the rows are locked with SKIP LOCKED so several
     senders share the work; SQLite's writer lock (BEGIN IMMEDIATE) serialises claimers anyway."""
-    q = (select(Message).where(Message.state == "queued", Message.channel.in_(SENDABLE_CHANNELS),
-                               Message.next_attempt_at <= now)
-         .order_by(Message.next_attempt_at, Message.id).limit(limit))
+    q = (
+        select(Message)
+        .where(Message.state == "queued", Message.channel.in_(SENDABLE_CHANNELS), Message.next_attempt_at <= now)
+        .order_by(Message.next_attempt_at, Message.id)
+        .limit(limit)
+    )
     if session.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     rows = list(session.scalars(q))
     if rows:
         # One statement for the batch (not one UPDATE per row): this is the sender's hot path.
-        session.execute(update(Message).where(Message.id.in_([m.id for m in rows])).values(
-            state="sending", lease_owner=owner, lease_until=lease_until, lease_token=token,
-            attempts=Message.attempts + 1, updated_at=now), execution_options={"synchronize_session": False})
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([m.id for m in rows]))
+            .values(
+                state="sending",
+                lease_owner=owner,
+                lease_until=lease_until,
+                lease_token=token,
+                attempts=Message.attempts + 1,
+                updated_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
         for m in rows:
             m.state, m.lease_owner, m.lease_until, m.lease_token, m.updated_at = "sending", owner, lease_until, token, now
             m.attempts += 1
@@ -51,17 +64,34 @@ def _held(token: str):
 def renew_lease(session: Session, *, token: str, lease_until: datetime) -> int:
     """Extend the lease of every row the claim ``token`` still holds; returns how many.
     Fewer than were claimed means another sender took some over: the claim is lost."""
-    return rowcount(session.execute(update(Message).where(_held(token)).values(lease_until=lease_until),
-                           execution_options={"synchronize_session": False}))
+    return rowcount(
+        session.execute(
+            update(Message).where(_held(token)).values(lease_until=lease_until), execution_options={"synchronize_session": False}
+        )
+    )
 
 
 def mark_sent(session: Session, ids: list[str], now: datetime, token: str) -> int:
     """Record ``ids`` as sent if the claim ``token`` still holds them; returns how many it did."""
     if not ids:
         return 0
-    return rowcount(session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
-        state="sent", sent_at=now, last_error=None, lease_owner=None, lease_until=None, lease_token=None,
-        next_attempt_at=None, updated_at=now), execution_options={"synchronize_session": False}))
+    return rowcount(
+        session.execute(
+            update(Message)
+            .where(Message.id.in_(ids), _held(token))
+            .values(
+                state="sent",
+                sent_at=now,
+                last_error=None,
+                lease_owner=None,
+                lease_until=None,
+                lease_token=None,
+                next_attempt_at=None,
+                updated_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    )
 
 
 def held_by(session: Session, ids: Iterable[str], token: str) -> list[Message]:
@@ -74,9 +104,22 @@ def release(session: Session, ids: list[str], now: datetime, token: str) -> int:
     """Put back claimed rows that were never attempted (the sender stopped early)."""
     if not ids:
         return 0
-    return rowcount(session.execute(update(Message).where(Message.id.in_(ids), _held(token)).values(
-        state="queued", next_attempt_at=now, attempts=Message.attempts - 1, lease_owner=None, lease_until=None,
-        lease_token=None, updated_at=now), execution_options={"synchronize_session": False}))
+    return rowcount(
+        session.execute(
+            update(Message)
+            .where(Message.id.in_(ids), _held(token))
+            .values(
+                state="queued",
+                next_attempt_at=now,
+                attempts=Message.attempts - 1,
+                lease_owner=None,
+                lease_until=None,
+                lease_token=None,
+                updated_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    )
 
 
 def due_backlog(session: Session, now: datetime) -> tuple[int, datetime | None]:
@@ -85,7 +128,9 @@ def due_backlog(session: Session, now: datetime) -> tuple[int, datetime | None]:
     quiet hours) are not backlog."""
     count, earliest = session.execute(
         select(func.count(), func.min(Message.next_attempt_at)).where(
-            Message.state == "queued", Message.channel.in_(SENDABLE_CHANNELS), Message.next_attempt_at <= now)).one()
+            Message.state == "queued", Message.channel.in_(SENDABLE_CHANNELS), Message.next_attempt_at <= now
+        )
+    ).one()
     return count or 0, earliest
 
 
@@ -109,30 +154,47 @@ def get(session: Session, message_id: str) -> Message | None:
     return session.get(Message, message_id)
 
 
-def list_messages(session: Session, *, state: str | None, account_id: str | None, playbook_id: str | None,
-                  channel: str | None, enrollment_id: str | None, limit: int, before: str | None) -> list[Message]:
+def list_messages(
+    session: Session,
+    *,
+    state: str | None,
+    account_id: str | None,
+    playbook_id: str | None,
+    channel: str | None,
+    enrollment_id: str | None,
+    limit: int,
+    before: str | None,
+) -> list[Message]:
     q = select(Message).order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
-    for col, value in ((Message.state, state), (Message.account_id, account_id), (Message.playbook_id, playbook_id),
-                       (Message.channel, channel), (Message.enrollment_id, enrollment_id)):
+    for col, value in (
+        (Message.state, state),
+        (Message.account_id, account_id),
+        (Message.playbook_id, playbook_id),
+        (Message.channel, channel),
+        (Message.enrollment_id, enrollment_id),
+    ):
         if value is not None:
             q = q.where(col == value)
     if before:
         anchor = session.get(Message, before)
         if anchor is not None:
-            q = q.where(or_(Message.created_at < anchor.created_at,
-                            (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
+            q = q.where(or_(Message.created_at < anchor.created_at, (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
     return list(session.scalars(q))
 
 
-def inapp_for(session: Session, account_id: str, user_id: str | None, unread_only: bool, limit: int,
-              before: str | None = None) -> list[Message]:
-    q = (select(Message).where(Message.channel == "inapp", Message.account_id == account_id, Message.state == "sent")
-         .order_by(Message.created_at.desc(), Message.id.desc()).limit(limit))
+def inapp_for(
+    session: Session, account_id: str, user_id: str | None, unread_only: bool, limit: int, before: str | None = None
+) -> list[Message]:
+    q = (
+        select(Message)
+        .where(Message.channel == "inapp", Message.account_id == account_id, Message.state == "sent")
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(limit)
+    )
     if before:
         anchor = session.get(Message, before)
         if anchor is not None:
-            q = q.where(or_(Message.created_at < anchor.created_at,
-                            (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
+            q = q.where(or_(Message.created_at < anchor.created_at, (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
     if user_id is not None:
         q = q.where(Message.user_id == user_id)
     if unread_only:
@@ -150,27 +212,45 @@ def mark_read(session: Session, account_id: str, message_id: str, now: datetime)
 
 
 def counts_by(session: Session, playbook_id: str) -> list[tuple[str, str | None, int]]:
-    return list(session.execute(select(Message.state, Message.skip_reason, func.count()).where(
-        Message.playbook_id == playbook_id).group_by(Message.state, Message.skip_reason)))
+    return list(
+        session.execute(
+            select(Message.state, Message.skip_reason, func.count())
+            .where(Message.playbook_id == playbook_id)
+            .group_by(Message.state, Message.skip_reason)
+        )
+    )
 
 
 def requeue(session: Session, message_id: str, now: datetime) -> Message | None:
     m = session.get(Message, message_id)
     if m is None:
         return None
-    session.execute(update(Message).where(Message.id == message_id).values(
-        state="queued", next_attempt_at=now, lease_owner=None, lease_until=None, lease_token=None, updated_at=now))
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(state="queued", next_attempt_at=now, lease_owner=None, lease_until=None, lease_token=None, updated_at=now)
+    )
     session.refresh(m)
     return m
 
 
 def counts_by_state_reason(session: Session, since: datetime) -> list[tuple[str, str | None, int]]:
     """Messages created since ``since``, per state and skip reason (aggregated in SQL)."""
-    return list(session.execute(select(Message.state, Message.skip_reason, func.count()).where(
-        Message.created_at >= since).group_by(Message.state, Message.skip_reason)))
+    return list(
+        session.execute(
+            select(Message.state, Message.skip_reason, func.count())
+            .where(Message.created_at >= since)
+            .group_by(Message.state, Message.skip_reason)
+        )
+    )
 
 
 def counts_by_step(session: Session, playbook_id: str) -> list[tuple[str, str, str | None, int]]:
     """A playbook's messages per step, state and skip reason."""
-    return list(session.execute(select(Message.step_id, Message.state, Message.skip_reason, func.count()).where(
-        Message.playbook_id == playbook_id).group_by(Message.step_id, Message.state, Message.skip_reason)))
+    return list(
+        session.execute(
+            select(Message.step_id, Message.state, Message.skip_reason, func.count())
+            .where(Message.playbook_id == playbook_id)
+            .group_by(Message.step_id, Message.state, Message.skip_reason)
+        )
+    )

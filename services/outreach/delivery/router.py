@@ -1,5 +1,6 @@
 """The outbox over HTTP: list messages by state, account, playbook; retry a failed or
 uncertain one."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -17,23 +18,46 @@ from shared.errors import AUTH_ERRORS, Conflict, NotFound, responses
 router = APIRouter(tags=["messages"])
 
 
-@router.get("/v1/messages", response_model=MessagePage, responses=AUTH_ERRORS,
-            summary="Outbox messages, newest first, by state, account, playbook, channel or enrolment")
-def list_messages(state: Literal["queued", "sending", "sent", "failed", "skipped", "uncertain"] | None = Query(
-                      None, description="uncertain: the SMTP peer may have the message (no reply to the final dot); "
-                                        "check with the relay, then retry or leave it"),
-                  account_id: str | None = None, playbook_id: str | None = None,
-                  channel: Literal["email", "webhook", "inapp"] | None = None, enrollment_id: str | None = None,
-                  cursor: str | None = Query(None, description="next_cursor from the previous page"),
-                  limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
-    items = repo.list_messages(session, state=state, account_id=account_id, playbook_id=playbook_id, channel=channel,
-                               enrollment_id=enrollment_id, limit=limit, before=cursor)
+@router.get(
+    "/v1/messages",
+    response_model=MessagePage,
+    responses=AUTH_ERRORS,
+    summary="Outbox messages, newest first, by state, account, playbook, channel or enrolment",
+)
+def list_messages(
+    state: Literal["queued", "sending", "sent", "failed", "skipped", "uncertain"] | None = Query(
+        None,
+        description="uncertain: the SMTP peer may have the message (no reply to the final dot); "
+        "check with the relay, then retry or leave it",
+    ),
+    account_id: str | None = None,
+    playbook_id: str | None = None,
+    channel: Literal["email", "webhook", "inapp"] | None = None,
+    enrollment_id: str | None = None,
+    cursor: str | None = Query(None, description="next_cursor from the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = SessionDep,
+    _p=require("ops"),
+):
+    items = repo.list_messages(
+        session,
+        state=state,
+        account_id=account_id,
+        playbook_id=playbook_id,
+        channel=channel,
+        enrollment_id=enrollment_id,
+        limit=limit,
+        before=cursor,
+    )
     return MessagePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
-@router.post("/v1/messages/{message_id}/retry", response_model=MessageOut,
-             responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
-             summary="Queue a failed or uncertain message again (its idempotency key and Message-ID stay the same)")
+@router.post(
+    "/v1/messages/{message_id}/retry",
+    response_model=MessageOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
+    summary="Queue a failed or uncertain message again (its idempotency key and Message-ID stay the same)",
+)
 def retry_message(message_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
     m = repo.get(session, message_id)
     if m is None:

@@ -1,4 +1,5 @@
 """Response shapes of the message outbox API."""
+
 from __future__ import annotations
 
 from datetime import datetime

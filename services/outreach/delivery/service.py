@@ -1,5 +1,6 @@
 """Outbox rules: idempotency keys, retry schedule, and what each delivery outcome
 does to a message row."""
+
 from __future__ import annotations
 
 import random
@@ -70,8 +71,9 @@ def record_failure(session: Session, m: Message, err: DeliveryError, now: dateti
         if err.transient:
             m.last_error = f"gave up after {m.attempts} attempts: {m.last_error}"[:2000]
     if err.bounce and m.channel == "email" and m.recipient:
-        policy_repo.add_suppression(session, email_hash=email_hash(m.recipient), email=m.recipient, reason="hard_bounce",
-                                    detail=err.detail[:500], now=now)
+        policy_repo.add_suppression(
+            session, email_hash=email_hash(m.recipient), email=m.recipient, reason="hard_bounce", detail=err.detail[:500], now=now
+        )
     return m.state
 
 

@@ -20,6 +20,7 @@ may have reached the peer: ``uncertain`` for email (unless its step accepts
 at-least-once); nothing means it was never committed: back to ``queued``. What can
 still repeat a send is in docs/playbooks.md ("Delivery guarantees").
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -130,8 +131,15 @@ class Journal:
 class SenderWorker(PeriodicWorker):
     name = "outreach-sender"
 
-    def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None,
-                 worker_id: str | None = None, smtp: SmtpSender | None = None, webhooks: WebhookSender | None = None):
+    def __init__(
+        self,
+        settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock | None = None,
+        worker_id: str | None = None,
+        smtp: SmtpSender | None = None,
+        webhooks: WebhookSender | None = None,
+    ):
         super().__init__(settings, session_factory, clock)
         explicit = worker_id or settings.sender_id
         self.worker_id = explicit or f"{socket.gethostname()}-sender"
@@ -179,8 +187,9 @@ class SenderWorker(PeriodicWorker):
         token = str(uuid.uuid4())
         lease_until = now + timedelta(seconds=self.settings.outreach_lease_seconds)
         with transaction(self.session_factory) as session:
-            batch = repo.claim_due(session, now=now, limit=self.settings.outreach_send_batch, owner=self.worker_id,
-                                   lease_until=lease_until, token=token)
+            batch = repo.claim_due(
+                session, now=now, limit=self.settings.outreach_send_batch, owner=self.worker_id, lease_until=lease_until, token=token
+            )
             # Suppression is checked again at send time: someone may have unsubscribed since the step ran.
             blocked = policy_repo.suppressed(session, [email_hash(m.recipient) for m in batch if m.channel == "email"])
             skipped = {m.id for m in batch if m.channel == "email" and email_hash(m.recipient) in blocked}
@@ -204,12 +213,22 @@ class SenderWorker(PeriodicWorker):
         """Deliver the claim's messages in order while its lease is held; stop at the
         first sign that it was lost. Messages not attempted are absent from the result."""
         outcomes: dict[str, DeliveryError | None] = {}
-        with Lease(self.session_factory, self.clock, token=claim.token, count=len(claim.messages),
-                   until=claim.lease_until, seconds=self.settings.outreach_lease_seconds) as lease:
+        with Lease(
+            self.session_factory,
+            self.clock,
+            token=claim.token,
+            count=len(claim.messages),
+            until=claim.lease_until,
+            seconds=self.settings.outreach_lease_seconds,
+        ) as lease:
             for m in claim.messages:
                 if not lease.held():
-                    log.error("%s %s: lost the lease of its batch; %d messages left for their new owner", self.name,
-                              self.worker_id, len(claim.messages) - len(outcomes))
+                    log.error(
+                        "%s %s: lost the lease of its batch; %d messages left for their new owner",
+                        self.name,
+                        self.worker_id,
+                        len(claim.messages) - len(outcomes),
+                    )
                     break
                 outcomes[m.id] = self._deliver(m, claim.token)
         return outcomes
@@ -218,12 +237,19 @@ class SenderWorker(PeriodicWorker):
         now = self.clock.now()
         try:
             if m.channel == "email":
-                msg = build_email(key=m.id, mail_from=self.settings.mail_from, mail_from_name=self.settings.mail_from_name,
-                                  to=m.recipient, subject=m.subject, text_body=m.text_body, html_body=m.html_body,
-                                  unsubscribe_url=(m.payload or {}).get("unsubscribe_url"), date=now,
-                                  extra_headers={"X-Touchline-Message": m.id, "X-Touchline-Playbook": m.playbook_id or ""})
-                self.smtp.send(msg, self.settings.mail_from, m.recipient,
-                               committing=lambda: self.journal.committing(m.id, token))
+                msg = build_email(
+                    key=m.id,
+                    mail_from=self.settings.mail_from,
+                    mail_from_name=self.settings.mail_from_name,
+                    to=m.recipient,
+                    subject=m.subject,
+                    text_body=m.text_body,
+                    html_body=m.html_body,
+                    unsubscribe_url=(m.payload or {}).get("unsubscribe_url"),
+                    date=now,
+                    extra_headers={"X-Touchline-Message": m.id, "X-Touchline-Playbook": m.playbook_id or ""},
+                )
+                self.smtp.send(msg, self.settings.mail_from, m.recipient, committing=lambda: self.journal.committing(m.id, token))
             elif m.channel == "webhook":
                 payload = dict(m.payload or {})
                 body = body_for(payload.get("body", {}), payload.get("format", "json"), m.text_body)
@@ -252,8 +278,7 @@ class SenderWorker(PeriodicWorker):
                 if err.uncertain and not service.resend_if_uncertain(m):
                     service.record_uncertain(m, err.detail, now)
                     outcome = "uncertain"
-                    log.error("%s: %s message %s: outcome uncertain, not resent: %s", self.name, m.channel, m.id,
-                              err.detail)
+                    log.error("%s: %s message %s: outcome uncertain, not resent: %s", self.name, m.channel, m.id, err.detail)
                 else:
                     outcome = "retry" if service.record_failure(session, m, err, now, self.settings) == "queued" else "failed"
                 MESSAGES_DELIVERED.labels(m.channel, outcome).inc()
@@ -263,8 +288,13 @@ class SenderWorker(PeriodicWorker):
         refused = len(sent) - recorded + len(failed) - len(held)
         if refused:
             STALE_OUTCOMES.inc(refused)
-            log.error("%s %s: %d outcomes refused: another sender took over their messages while this one held "
-                      "them (accepted ones may be sent again by the new owner)", self.name, self.worker_id, refused)
+            log.error(
+                "%s %s: %d outcomes refused: another sender took over their messages while this one held "
+                "them (accepted ones may be sent again by the new owner)",
+                self.name,
+                self.worker_id,
+                refused,
+            )
         self.journal.truncate()
         return refused
 
@@ -295,14 +325,20 @@ class SenderWorker(PeriodicWorker):
                     service.record_sent(m, now)
                     log.warning("%s: message %s was accepted before a crash; recorded as sent, not resent", self.name, m.id)
                 elif key in entries.committing and not service.resend_if_uncertain(m):
-                    service.record_uncertain(m, "the sender stopped after the final dot of DATA and before the reply: "
-                                                "the peer may have the message", now)
+                    service.record_uncertain(
+                        m, "the sender stopped after the final dot of DATA and before the reply: the peer may have the message", now
+                    )
                     MESSAGES_DELIVERED.labels(m.channel, "uncertain").inc()
-                    log.error("%s: message %s: sender stopped while the peer committed it; outcome uncertain, "
-                              "not resent", self.name, m.id)
+                    log.error("%s: message %s: sender stopped while the peer committed it; outcome uncertain, not resent", self.name, m.id)
                 else:
                     m.state, m.next_attempt_at, m.lease_owner, m.lease_until, m.lease_token, m.updated_at = (
-                        "queued", now, None, None, None, now)
+                        "queued",
+                        now,
+                        None,
+                        None,
+                        None,
+                        now,
+                    )
                     m.last_error = "sender stopped before the peer accepted this message; retrying"
                     log.warning("%s: message %s was interrupted before acceptance; queued again", self.name, m.id)
         if own_seen:

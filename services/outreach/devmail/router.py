@@ -1,4 +1,5 @@
 """``GET /v1/dev/mail``: what the embedded SMTP sink has received (development only)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
@@ -13,10 +14,17 @@ from shared.settings import Settings
 router = APIRouter(tags=["development"])
 
 
-@router.get("/v1/dev/mail", responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="Messages kept by the embedded mail sink, newest first (only when TOUCHLINE_SMTP_URL is empty)")
-async def list_dev_mail(to: str | None = Query(None, description="only messages whose To contains this"),
-                        limit: int = Query(50, ge=1, le=1000), settings: Settings = SettingsDep, _p=require("ops")):
+@router.get(
+    "/v1/dev/mail",
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Messages kept by the embedded mail sink, newest first (only when TOUCHLINE_SMTP_URL is empty)",
+)
+async def list_dev_mail(
+    to: str | None = Query(None, description="only messages whose To contains this"),
+    limit: int = Query(50, ge=1, le=1000),
+    settings: Settings = SettingsDep,
+    _p=require("ops"),
+):
     if not settings.embedded_mail_sink:
         raise NotFound("the embedded mail sink is off: TOUCHLINE_SMTP_URL points at a real relay")
     items = await run_in_threadpool(read_mailbox, settings.mail_dir, limit, to)

@@ -6,6 +6,7 @@ It is also a controllable peer for failure tests: ``fail_next(n)`` answers the n
 ``n`` recipients with ``451`` (try again), and any address whose local part starts
 with ``bounce`` is refused with ``550`` (a hard bounce).
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,8 +88,9 @@ class MailSink:
 
     def start(self) -> "MailSink":
         # decode_data=False keeps the exact bytes; 8BITMIME/SMTPUTF8 as a real relay offers them.
-        self._controller = Controller(self.handler, hostname=self.host, port=self.port, decode_data=False,
-                                      enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024)
+        self._controller = Controller(
+            self.handler, hostname=self.host, port=self.port, decode_data=False, enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024
+        )
         self._controller.start()
         log.info("mail sink listening on %s:%d", self.host, self.port)
         return self
@@ -116,17 +118,19 @@ def read_mailbox(directory: Path, limit: int = 100, to: str | None = None) -> li
             continue
         text = msg.get_body(("plain",))
         html = msg.get_body(("html",))
-        out.append({
-            "id": path.stem,
-            "message_id": msg.get("Message-ID"),
-            "from": msg.get("From"),
-            "to": msg.get("To"),
-            "subject": msg.get("Subject"),
-            "date": msg.get("Date"),
-            "headers": {k: str(v) for k, v in msg.items()},
-            "text": text.get_content() if text is not None else None,
-            "html": html.get_content() if html is not None else None,
-        })
+        out.append(
+            {
+                "id": path.stem,
+                "message_id": msg.get("Message-ID"),
+                "from": msg.get("From"),
+                "to": msg.get("To"),
+                "subject": msg.get("Subject"),
+                "date": msg.get("Date"),
+                "headers": {k: str(v) for k, v in msg.items()},
+                "text": text.get_content() if text is not None else None,
+                "html": html.get_content() if html is not None else None,
+            }
+        )
         if len(out) >= limit:
             break
     return out

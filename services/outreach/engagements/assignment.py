@@ -15,6 +15,7 @@ after the first has committed, so no CSM goes over capacity and no engagement is
 assigned twice. Every other change to the roster or to who holds an engagement
 takes the roster lock first too (lock order: CSMs, then engagements).
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -72,8 +73,17 @@ def assign_pending(session: Session, now: datetime, settings, limit: int | None 
         if csm is None:
             continue
         seq += 1
-        service.assign(session, e, csm, actor=actor, now=now, settings=settings, seq=seq,
-                       reason="sticky" if csm.id == sticky else "least_loaded", batch=batch)
+        service.assign(
+            session,
+            e,
+            csm,
+            actor=actor,
+            now=now,
+            settings=settings,
+            seq=seq,
+            reason="sticky" if csm.id == sticky else "least_loaded",
+            batch=batch,
+        )
         loads[csm.id] = loads.get(csm.id, 0) + 1
         last_csm[e.account_id] = csm.id  # a second engagement of the account in this pass sticks to it
         assigned += 1
@@ -84,8 +94,7 @@ def assign_pending(session: Session, now: datetime, settings, limit: int | None 
     return assigned
 
 
-def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str, now: datetime, settings,
-             reason: str) -> Engagement:
+def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str, now: datetime, settings, reason: str) -> Engagement:
     """CS Ops moving an engagement: to a named CSM (who must be available, cover it and
     have room), or back to the queue (``csm_id`` None)."""
     roster = {c.id: c for c in repo.lock_roster(session)}
@@ -105,8 +114,7 @@ def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str,
     if not service.available(csm, now):
         raise Unprocessable(f"CSM {csm_id!r} is away or inactive", code="csm_unavailable")
     if not service.covers(csm, e):
-        raise Unprocessable(f"CSM {csm_id!r} does not cover segment {e.segment!r} / skill {e.skill!r}",
-                            code="csm_does_not_cover")
+        raise Unprocessable(f"CSM {csm_id!r} does not cover segment {e.segment!r} / skill {e.skill!r}", code="csm_does_not_cover")
     if e.csm_id == csm_id:
         return e
     load = repo.open_load(session, [csm_id]).get(csm_id, 0)

@@ -11,6 +11,7 @@ An assignment pass writes hundreds of notices in one transaction; ``Notices`` le
 read every account and template once and insert every row in one statement (one round
 trip per pass instead of four per engagement: see docs/performance.md, "Engagements").
 """
+
 from __future__ import annotations
 
 import uuid
@@ -30,8 +31,17 @@ from services.outreach.templates.rendering import PARTS, TemplateProblem, accoun
 
 NAMESPACE = uuid.UUID("5d7b8a0e-3f5c-4e2a-8d1b-9c6e4f2a7b10")
 # A hand-opened engagement has no signal: templates still find every signal field.
-EMPTY_SIGNAL = {"signal_id": "", "rule_id": "", "rule_version": 0, "rule_name": "", "kind": "", "severity": "",
-                "fired_at": "", "user_id": None, "evidence": {}}
+EMPTY_SIGNAL = {
+    "signal_id": "",
+    "rule_id": "",
+    "rule_version": 0,
+    "rule_name": "",
+    "kind": "",
+    "severity": "",
+    "fired_at": "",
+    "user_id": None,
+    "evidence": {},
+}
 
 
 @lru_cache(maxsize=8)
@@ -74,56 +84,116 @@ class Notices:
 def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_left: float | None = None) -> dict[str, Any]:
     due = e.due_at.isoformat() if e.due_at else None
     return {
-        "engagement": {"id": e.id, "goal": e.goal, "title": e.title, "priority": e.priority, "due_at": due,
-                       "days_left": round(days_left, 1) if days_left is not None else
-                       (round((e.due_at - now).total_seconds() / 86400, 1) if e.due_at else None),
-                       "time_box_days": e.time_box_days, "url": f"{settings.public_url}/v1/engagements/{e.id}"},
+        "engagement": {
+            "id": e.id,
+            "goal": e.goal,
+            "title": e.title,
+            "priority": e.priority,
+            "due_at": due,
+            "days_left": round(days_left, 1)
+            if days_left is not None
+            else (round((e.due_at - now).total_seconds() / 86400, 1) if e.due_at else None),
+            "time_box_days": e.time_box_days,
+            "url": f"{settings.public_url}/v1/engagements/{e.id}",
+        },
         "csm": {"id": csm.id, "name": csm.name, "email": csm.email, "timezone": csm.timezone},
     }
 
 
-def _notice(batch: Notices, e: Engagement, csm: Csm, kind: str, now: datetime, *, tag: str,
-            days_left: float | None = None) -> None:
+def _notice(batch: Notices, e: Engagement, csm: Csm, kind: str, now: datetime, *, tag: str, days_left: float | None = None) -> None:
     settings = batch.settings
     account = batch.account(e.account_id)
     first = (csm.name or "").split()[0] if (csm.name or "").strip() else "there"
     ctx = build_context(
         account=account_context(account) or {"id": e.account_id, "name": e.account_id},
-        recipient={"id": csm.id, "email": csm.email, "name": csm.name, "first_name": first, "role": "csm",
-                   "timezone": csm.timezone},
+        recipient={"id": csm.id, "email": csm.email, "name": csm.name, "first_name": first, "role": "csm", "timezone": csm.timezone},
         signal={**EMPTY_SIGNAL, **dict((e.reason or {}).get("signal") or {})},
         playbook={"id": e.playbook_id or "", "name": e.playbook_id or "", "version": 0},
-        unsubscribe_url="", settings=settings)
+        unsubscribe_url="",
+        settings=settings,
+    )
     ctx.update(engagement_context(e, csm, settings, now, days_left))
     template_id = f"engagement-{kind}"
     step = f"engagement.{kind}"
     key = f"{e.id}\x1f{kind}\x1f{e.assignments}\x1f{tag}"
-    base: dict[str, Any] = {"enrollment_id": None, "playbook_id": None, "step_id": step, "touch_key": f"notice:{e.id}",
-            "account_id": "", "user_id": None, "template_id": template_id, "attempts": 0, "last_error": None,
-            "created_at": now, "updated_at": now, "sent_at": None, "skip_reason": None}
+    base: dict[str, Any] = {
+        "enrollment_id": None,
+        "playbook_id": None,
+        "step_id": step,
+        "touch_key": f"notice:{e.id}",
+        "account_id": "",
+        "user_id": None,
+        "template_id": template_id,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+        "sent_at": None,
+        "skip_reason": None,
+    }
     rows = []
     try:
         template = batch.template(template_id)
         rendered = render({p: getattr(template, p) for p in PARTS}, ctx)
-        rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")), "channel": "email",
-                     "recipient": csm.email, "subject": rendered.subject, "html_body": rendered.html_body,
-                     "text_body": rendered.text_body, "state": "queued", "next_attempt_at": now,
-                     "payload": {"engagement_id": e.id, "account_id": e.account_id, "csm_id": csm.id}})
+        rows.append(
+            {
+                **base,
+                "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")),
+                "channel": "email",
+                "recipient": csm.email,
+                "subject": rendered.subject,
+                "html_body": rendered.html_body,
+                "text_body": rendered.text_body,
+                "state": "queued",
+                "next_attempt_at": now,
+                "payload": {"engagement_id": e.id, "account_id": e.account_id, "csm_id": csm.id},
+            }
+        )
     except TemplateProblem as problem:
-        rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")), "channel": "email",
-                     "recipient": csm.email, "subject": "", "html_body": "", "text_body": "", "state": "skipped",
-                     "skip_reason": "render_error", "last_error": problem.as_dict()["message"], "next_attempt_at": None,
-                     "payload": {"engagement_id": e.id, "account_id": e.account_id, "csm_id": csm.id}})
+        rows.append(
+            {
+                **base,
+                "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1femail\x1f{csm.email.lower()}")),
+                "channel": "email",
+                "recipient": csm.email,
+                "subject": "",
+                "html_body": "",
+                "text_body": "",
+                "state": "skipped",
+                "skip_reason": "render_error",
+                "last_error": problem.as_dict()["message"],
+                "next_attempt_at": None,
+                "payload": {"engagement_id": e.id, "account_id": e.account_id, "csm_id": csm.id},
+            }
+        )
     if settings.engagement_webhook_url:
         name = (account.name if account else None) or e.account_id
-        summary = (f"{csm.name}: {e.title} (priority {e.priority:g}, due {e.due_at:%Y-%m-%d})" if kind == "assigned"
-                   else f"Reminder for {csm.name}: {e.title} is due {e.due_at:%Y-%m-%d}")
-        body = {"event": f"touchline.engagement.{kind}", "engagement": ctx["engagement"], "csm": ctx["csm"],
-                "account": {"id": e.account_id, "name": name}, "summary": summary}
-        rows.append({**base, "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1fwebhook")), "channel": "webhook",
-                     "recipient": settings.engagement_webhook_url, "subject": "", "html_body": "", "text_body": summary,
-                     "state": "queued", "next_attempt_at": now,
-                     "payload": {"format": settings.engagement_webhook_format, "body": body}})
+        summary = (
+            f"{csm.name}: {e.title} (priority {e.priority:g}, due {e.due_at:%Y-%m-%d})"
+            if kind == "assigned"
+            else f"Reminder for {csm.name}: {e.title} is due {e.due_at:%Y-%m-%d}"
+        )
+        body = {
+            "event": f"touchline.engagement.{kind}",
+            "engagement": ctx["engagement"],
+            "csm": ctx["csm"],
+            "account": {"id": e.account_id, "name": name},
+            "summary": summary,
+        }
+        rows.append(
+            {
+                **base,
+                "id": str(uuid.uuid5(NAMESPACE, f"{key}\x1fwebhook")),
+                "channel": "webhook",
+                "recipient": settings.engagement_webhook_url,
+                "subject": "",
+                "html_body": "",
+                "text_body": summary,
+                "state": "queued",
+                "next_attempt_at": now,
+                "payload": {"format": settings.engagement_webhook_format, "body": body},
+            }
+        )
     batch.rows.extend(rows)
 
 

@@ -1,5 +1,6 @@
 """What the pool looks like: one engagement in full (the CSM's view), the pool report,
 outcomes against the escalation holdout, and the capacity forecast."""
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,16 @@ def pool(session: Session, now: datetime) -> PoolOut:
         n = loads.get(c.id, 0)
         if ok:
             capacity += c.capacity
-        rows.append(CsmLoad(csm_id=c.id, name=c.name, available=ok, capacity=c.capacity, open=n,
-                            utilisation=round(n / c.capacity, 3) if c.capacity else None))
+        rows.append(
+            CsmLoad(
+                csm_id=c.id,
+                name=c.name,
+                available=ok,
+                capacity=c.capacity,
+                open=n,
+                utilisation=round(n / c.capacity, 3) if c.capacity else None,
+            )
+        )
     by_status: dict[str, int] = {}
     by_outcome: dict[str, int] = {}
     for status, outcome, n in repo.counts_by_status_outcome(session):
@@ -70,9 +79,16 @@ def pool(session: Session, now: datetime) -> PoolOut:
         if outcome:
             by_outcome[outcome] = by_outcome.get(outcome, 0) + n
     qlen, oldest = repo.queue_stats(session)
-    return PoolOut(csms=rows, capacity=capacity, open=sum(loads.values()), queue_length=qlen, oldest_queued_at=oldest,
-                   queue_age_hours=round((now - oldest).total_seconds() / 3600, 2) if oldest else None,
-                   by_status=by_status, by_outcome=by_outcome)
+    return PoolOut(
+        csms=rows,
+        capacity=capacity,
+        open=sum(loads.values()),
+        queue_length=qlen,
+        oldest_queued_at=oldest,
+        queue_age_hours=round((now - oldest).total_seconds() / 3600, 2) if oldest else None,
+        by_status=by_status,
+        by_outcome=by_outcome,
+    )
 
 
 def _rate(n: int, x: int) -> GroupRate:
@@ -100,19 +116,24 @@ def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
 
     def split(pred) -> tuple[list[bool], list[bool]]:
         sel = [r for r in rows if pred(r)]
-        return ([bool((r.measured or {}).get("success")) for r in sel if r.status != "held_out"],
-                [bool((r.measured or {}).get("success")) for r in sel if r.status == "held_out"])
+        return (
+            [bool((r.measured or {}).get("success")) for r in sel if r.status != "held_out"],
+            [bool((r.measured or {}).get("success")) for r in sel if r.status == "held_out"],
+        )
 
     overall = _row("all", *split(lambda r: True))
     by_rule = [_row(k, *split(lambda r, k=k: r.rule_id == k)) for k in sorted({r.rule_id for r in rows if r.rule_id})]
-    by_playbook = [_row(k, *split(lambda r, k=k: r.playbook_id == k))
-                   for k in sorted({r.playbook_id for r in rows if r.playbook_id})]
+    by_playbook = [_row(k, *split(lambda r, k=k: r.playbook_id == k)) for k in sorted({r.playbook_id for r in rows if r.playbook_id})]
     by_csm = [_row(k, split(lambda r, k=k: r.csm_id == k)[0], None) for k in sorted({r.csm_id for r in rows if r.csm_id})]
     return OutcomeReport(
         definition="success = the automatic measurement at close: 28-day active users back to the baseline before the "
-                   "signal (recover, onboarding, custom) or seats/ARR grown (discover_expansion); engaged = resolved or "
-                   "expired; held_out = the escalation holdout, measured at the end of the same time-box",
-        overall=overall, by_rule=by_rule, by_playbook=by_playbook, by_csm=by_csm)
+        "signal (recover, onboarding, custom) or seats/ARR grown (discover_expansion); engaged = resolved or "
+        "expired; held_out = the escalation holdout, measured at the end of the same time-box",
+        overall=overall,
+        by_rule=by_rule,
+        by_playbook=by_playbook,
+        by_csm=by_csm,
+    )
 
 
 def _escalating_playbooks(session: Session) -> list[tuple[str, dict, float]]:
@@ -126,33 +147,56 @@ def _escalating_playbooks(session: Session) -> list[tuple[str, dict, float]]:
     return out
 
 
-def forecast(session: Session, now: datetime, *, lookback_days: int, hours_per_engagement: float, reactive: float,
-             collateral: float, overhead: float, time_box_days: float = 30.0) -> ForecastOut:
+def forecast(
+    session: Session,
+    now: datetime,
+    *,
+    lookback_days: int,
+    hours_per_engagement: float,
+    reactive: float,
+    collateral: float,
+    overhead: float,
+    time_box_days: float = 30.0,
+) -> ForecastOut:
     """Bounded and synchronous: a handful of grouped counts over the lookback, whatever
     the number of accounts (see docs/engagements.md for the arithmetic)."""
     since = now - timedelta(days=lookback_days)
     weeks = lookback_days / 7
-    received = list(session.execute(select(SignalReceipt.rule_id, SignalReceipt.kind, func.count())
-                                    .where(SignalReceipt.received_at >= since)
-                                    .group_by(SignalReceipt.rule_id, SignalReceipt.kind)))
-    enrolled = dict(session.execute(select(Enrollment.playbook_id, func.count()).where(Enrollment.enrolled_at >= since)
-                                    .group_by(Enrollment.playbook_id)).all())
+    received = list(
+        session.execute(
+            select(SignalReceipt.rule_id, SignalReceipt.kind, func.count())
+            .where(SignalReceipt.received_at >= since)
+            .group_by(SignalReceipt.rule_id, SignalReceipt.kind)
+        )
+    )
+    enrolled = dict(
+        session.execute(
+            select(Enrollment.playbook_id, func.count()).where(Enrollment.enrolled_at >= since).group_by(Enrollment.playbook_id)
+        ).all()
+    )
     opened = repo.opened_since(session, since)
     by_playbook = []
     total_signals = total_engagements = 0.0
     for pid, trigger, holdout in _escalating_playbooks(session):
         rules, kinds = set(trigger.get("rules") or []), set(trigger.get("kinds") or [])
-        signals = sum(n for rule_id, kind, n in received
-                      if (not rules or rule_id in rules) and (not kinds or kind in kinds))
+        signals = sum(n for rule_id, kind, n in received if (not rules or rule_id in rules) and (not kinds or kind in kinds))
         escalated = sum(1 for p, _r, _s, _t in opened if p == pid)  # engaged and held out alike
         n_enrolled = enrolled.get(pid, 0)
         rate = escalated / n_enrolled if n_enrolled else 1.0
         per_week = signals / weeks * rate * (1 - holdout / 100)
         total_signals += signals / weeks
         total_engagements += per_week
-        by_playbook.append({"playbook_id": pid, "signals_per_week": round(signals / weeks, 3), "enrolled": n_enrolled,
-                            "escalated": escalated, "escalation_rate": round(rate, 4), "holdout_percent": holdout,
-                            "engagements_per_week": round(per_week, 3)})
+        by_playbook.append(
+            {
+                "playbook_id": pid,
+                "signals_per_week": round(signals / weeks, 3),
+                "enrolled": n_enrolled,
+                "escalated": escalated,
+                "escalation_rate": round(rate, 4),
+                "holdout_percent": holdout,
+                "engagements_per_week": round(per_week, 3),
+            }
+        )
     hand = sum(1 for p, _r, _s, _t in opened if p is None) / weeks
     total_engagements += hand
     mean_days = repo.mean_open_days(session, since)
@@ -166,20 +210,32 @@ def forecast(session: Session, now: datetime, *, lookback_days: int, hours_per_e
     hours_needed = total_engagements * hours_per_engagement
     mean_hours = (pool_hours / len(per_csm_hours)) if per_csm_hours else 40 * proactive_share
     mean_capacity = (capacity / len(available)) if available else 10
-    needed = max(math.ceil(hours_needed / mean_hours) if mean_hours else 0,
-                 math.ceil(concurrent / mean_capacity) if mean_capacity else 0)
+    needed = max(math.ceil(hours_needed / mean_hours) if mean_hours else 0, math.ceil(concurrent / mean_capacity) if mean_capacity else 0)
     all_signals = sum(n for _r, _k, n in received) / weeks
     return ForecastOut(
-        lookback_days=lookback_days, accounts=usage.count_accounts(session),
-        assumptions={"hours_per_engagement": hours_per_engagement, "reactive_share": reactive,
-                     "collateral_share": collateral, "overhead_share": overhead, "proactive_share": round(proactive_share, 4)},
+        lookback_days=lookback_days,
+        accounts=usage.count_accounts(session),
+        assumptions={
+            "hours_per_engagement": hours_per_engagement,
+            "reactive_share": reactive,
+            "collateral_share": collateral,
+            "overhead_share": overhead,
+            "proactive_share": round(proactive_share, 4),
+        },
         signals_per_week=round(all_signals, 3),
         escalation_rate=round(total_engagements / total_signals, 4) if total_signals else 0.0,
-        engagements_per_week=round(total_engagements, 3), hand_opened_per_week=round(hand, 3),
-        mean_open_weeks=round(mean_weeks, 3), concurrent_open_expected=round(concurrent, 2), pool_capacity=capacity,
-        pool_proactive_hours_per_week=round(pool_hours, 2), hours_needed_per_week=round(hours_needed, 2),
-        csms_available=len(available), csms_needed=needed,
-        queue_grows=concurrent > capacity or hours_needed > pool_hours, by_playbook=by_playbook,
+        engagements_per_week=round(total_engagements, 3),
+        hand_opened_per_week=round(hand, 3),
+        mean_open_weeks=round(mean_weeks, 3),
+        concurrent_open_expected=round(concurrent, 2),
+        pool_capacity=capacity,
+        pool_proactive_hours_per_week=round(pool_hours, 2),
+        hours_needed_per_week=round(hours_needed, 2),
+        csms_available=len(available),
+        csms_needed=needed,
+        queue_grows=concurrent > capacity or hours_needed > pool_hours,
+        by_playbook=by_playbook,
         method="signals outreach received over the lookback x each escalating playbook's observed escalation rate "
-               "(1 until it has history) x (1 - escalation holdout), plus hand-opened; open engagements = rate x mean "
-               "weeks open (Little's law); CSMs needed = max(hours needed / proactive hours per CSM, open / capacity)")
+        "(1 until it has history) x (1 - escalation holdout), plus hand-opened; open engagements = rate x mean "
+        "weeks open (Little's law); CSMs needed = max(hours needed / proactive hours per CSM, open / capacity)",
+    )

@@ -3,6 +3,7 @@
 Lock order, everywhere: CSM rows first, then engagement rows. The assignment pass,
 setting a CSM away and reassigning by hand all follow it, so they cannot deadlock.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ def _pg(session: Session) -> bool:
 
 # ---- roster -------------------------------------------------------------------
 
+
 def get_csm(session: Session, csm_id: str, *, lock: bool = False) -> Csm | None:
     if lock and _pg(session):
         return session.scalar(select(Csm).where(Csm.id == csm_id).with_for_update())
@@ -56,15 +58,18 @@ def lock_roster(session: Session) -> list[Csm]:
 
 def open_load(session: Session, csm_ids: Iterable[str] | None = None) -> dict[str, int]:
     """Open engagements held per CSM (assigned or active)."""
-    q = (select(Engagement.csm_id, func.count()).where(Engagement.status.in_(("assigned", "active")),
-                                                       Engagement.csm_id.is_not(None))
-         .group_by(Engagement.csm_id))
+    q = (
+        select(Engagement.csm_id, func.count())
+        .where(Engagement.status.in_(("assigned", "active")), Engagement.csm_id.is_not(None))
+        .group_by(Engagement.csm_id)
+    )
     if csm_ids is not None:
         q = q.where(Engagement.csm_id.in_(list(csm_ids)))
     return {c: n for c, n in session.execute(q) if c is not None}
 
 
 # ---- engagements ----------------------------------------------------------------
+
 
 def insert_engagement(session: Session, row: dict[str, Any]) -> bool:
     """Insert unless this id exists or the account already has an open engagement
@@ -81,13 +86,20 @@ def get(session: Session, engagement_id: str, *, lock: bool = False) -> Engageme
 
 
 def open_for(session: Session, account_id: str, goal: str) -> Engagement | None:
-    return session.scalar(select(Engagement).where(Engagement.account_id == account_id, Engagement.goal == goal,
-                                                   Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)))
+    return session.scalar(
+        select(Engagement).where(
+            Engagement.account_id == account_id, Engagement.goal == goal, Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)
+        )
+    )
 
 
 def has_open(session: Session, account_id: str) -> bool:
-    return session.scalar(select(Engagement.id).where(Engagement.account_id == account_id,
-                                                      Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)).limit(1)) is not None
+    return (
+        session.scalar(
+            select(Engagement.id).where(Engagement.account_id == account_id, Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)).limit(1)
+        )
+        is not None
+    )
 
 
 def accounts_with_open(session: Session, account_ids: Iterable[str]) -> set[str]:
@@ -95,16 +107,25 @@ def accounts_with_open(session: Session, account_ids: Iterable[str]) -> set[str]
     ids = sorted(set(account_ids))
     out: set[str] = set()
     for i in range(0, len(ids), 900):
-        out.update(session.scalars(select(Engagement.account_id).where(
-            Engagement.account_id.in_(ids[i:i + 900]), Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)).distinct()))
+        out.update(
+            session.scalars(
+                select(Engagement.account_id)
+                .where(Engagement.account_id.in_(ids[i : i + 900]), Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES))
+                .distinct()
+            )
+        )
     return out
 
 
 def claim_queued(session: Session, limit: int) -> list[Engagement]:
     """Queued engagements, highest priority first then oldest; rows another worker
     holds are skipped (PostgreSQL), never waited for."""
-    q = (select(Engagement).where(Engagement.status == "queued")
-         .order_by(Engagement.priority.desc(), Engagement.opened_at, Engagement.id).limit(limit))
+    q = (
+        select(Engagement)
+        .where(Engagement.status == "queued")
+        .order_by(Engagement.priority.desc(), Engagement.opened_at, Engagement.id)
+        .limit(limit)
+    )
     if _pg(session):
         q = q.with_for_update(skip_locked=True)
     return list(session.scalars(q))
@@ -122,9 +143,11 @@ def last_csm_for_accounts(session: Session, account_ids: list[str]) -> dict[str,
     out: dict[str, str] = {}
     ids = sorted(set(account_ids))
     for lo in range(0, len(ids), 500):
-        rows = session.execute(select(Engagement.account_id, Engagement.csm_id)
-                               .where(Engagement.account_id.in_(ids[lo:lo + 500]), Engagement.csm_id.is_not(None))
-                               .order_by(Engagement.account_id, Engagement.assigned_at.desc()))
+        rows = session.execute(
+            select(Engagement.account_id, Engagement.csm_id)
+            .where(Engagement.account_id.in_(ids[lo : lo + 500]), Engagement.csm_id.is_not(None))
+            .order_by(Engagement.account_id, Engagement.assigned_at.desc())
+        )
         for account_id, csm_id in rows:
             if csm_id is not None:
                 out.setdefault(account_id, csm_id)
@@ -132,8 +155,12 @@ def last_csm_for_accounts(session: Session, account_ids: list[str]) -> dict[str,
 
 
 def reminders_due(session: Session, now: datetime, limit: int) -> list[Engagement]:
-    q = (select(Engagement).where(Engagement.status.in_(("assigned", "active")), Engagement.next_reminder_at <= now)
-         .order_by(Engagement.next_reminder_at).limit(limit))
+    q = (
+        select(Engagement)
+        .where(Engagement.status.in_(("assigned", "active")), Engagement.next_reminder_at <= now)
+        .order_by(Engagement.next_reminder_at)
+        .limit(limit)
+    )
     if _pg(session):
         q = q.with_for_update(skip_locked=True)
     return list(session.scalars(q))
@@ -142,9 +169,12 @@ def reminders_due(session: Session, now: datetime, limit: int) -> list[Engagemen
 def expiring(session: Session, now: datetime, limit: int) -> list[Engagement]:
     """Open engagements past their due time, and held-out ones whose time-box is over
     (they are measured then, like the engaged ones)."""
-    q = (select(Engagement).where(Engagement.status.in_(("assigned", "active", "held_out")),
-                                  Engagement.closed_at.is_(None), Engagement.due_at <= now)
-         .order_by(Engagement.due_at).limit(limit))
+    q = (
+        select(Engagement)
+        .where(Engagement.status.in_(("assigned", "active", "held_out")), Engagement.closed_at.is_(None), Engagement.due_at <= now)
+        .order_by(Engagement.due_at)
+        .limit(limit)
+    )
     if _pg(session):
         q = q.with_for_update(skip_locked=True)
     return list(session.scalars(q))
@@ -155,23 +185,37 @@ def sort_key(e: Engagement, order: str) -> tuple[datetime | str | None, str]:
     return (e.due_at, e.id) if order == "due" else (e.opened_at, e.id)
 
 
-def list_engagements(session: Session, *, status: str | None = None, csm_id: str | None = None,
-                     account_id: str | None = None, goal: str | None = None, limit: int = 100,
-                     order: str = "opened", after: tuple[Any, ...] | None = None) -> list[Engagement]:
+def list_engagements(
+    session: Session,
+    *,
+    status: str | None = None,
+    csm_id: str | None = None,
+    account_id: str | None = None,
+    goal: str | None = None,
+    limit: int = 100,
+    order: str = "opened",
+    after: tuple[Any, ...] | None = None,
+) -> list[Engagement]:
     """``order``: "due" (by due date, the unscheduled last) or "opened" (newest first),
     ties by id. ``after``: the ``sort_key`` of the previous page's last item."""
     q = select(Engagement).limit(limit)
-    for col, value in ((Engagement.status, status), (Engagement.csm_id, csm_id), (Engagement.account_id, account_id),
-                       (Engagement.goal, goal)):
+    for col, value in (
+        (Engagement.status, status),
+        (Engagement.csm_id, csm_id),
+        (Engagement.account_id, account_id),
+        (Engagement.goal, goal),
+    ):
         if value is not None:
             q = q.where(col == value)
     if order == "due":
         q = q.order_by(Engagement.due_at.is_(None), Engagement.due_at, Engagement.id)
         if after is not None:
             due, eid = after
-            q = q.where(or_(Engagement.due_at.is_(None), Engagement.due_at > due,
-                            and_(Engagement.due_at == due, Engagement.id > eid))
-                        if due is not None else and_(Engagement.due_at.is_(None), Engagement.id > eid))
+            q = q.where(
+                or_(Engagement.due_at.is_(None), Engagement.due_at > due, and_(Engagement.due_at == due, Engagement.id > eid))
+                if due is not None
+                else and_(Engagement.due_at.is_(None), Engagement.id > eid)
+            )
     else:
         q = q.order_by(Engagement.opened_at.desc(), Engagement.id)
         if after is not None:
@@ -187,10 +231,8 @@ def for_account(session: Session, account_id: str, exclude: str | None = None) -
     return list(session.scalars(q))
 
 
-def events_of(session: Session, engagement_id: str, *, after: int | None = None,
-              limit: int | None = None) -> list[EngagementEvent]:
-    q = (select(EngagementEvent).where(EngagementEvent.engagement_id == engagement_id)
-         .order_by(EngagementEvent.id).limit(limit))
+def events_of(session: Session, engagement_id: str, *, after: int | None = None, limit: int | None = None) -> list[EngagementEvent]:
+    q = select(EngagementEvent).where(EngagementEvent.engagement_id == engagement_id).order_by(EngagementEvent.id).limit(limit)
     if after is not None:
         q = q.where(EngagementEvent.id > after)
     return list(session.scalars(q))
@@ -204,28 +246,41 @@ def add_event(session: Session, **row) -> EngagementEvent:
 
 # ---- what automation did for the account -------------------------------------
 
+
 def account_messages(session: Session, account_id: str, since: datetime, limit: int = 200) -> list[Message]:
-    return list(session.scalars(select(Message).where(Message.account_id == account_id, Message.created_at >= since)
-                                .order_by(Message.created_at.desc(), Message.id).limit(limit)))
+    return list(
+        session.scalars(
+            select(Message)
+            .where(Message.account_id == account_id, Message.created_at >= since)
+            .order_by(Message.created_at.desc(), Message.id)
+            .limit(limit)
+        )
+    )
 
 
 def enrollment_unsent_until(session: Session, enrollment_id: str) -> datetime | None:
     """The latest time one of the enrolment's messages is still due to leave (queued,
     deferred for quiet hours or retrying, or being sent), or None when every one has
     gone (sent, skipped, failed or uncertain)."""
-    return session.scalar(select(func.max(func.coalesce(Message.next_attempt_at, Message.created_at)))
-                          .where(Message.enrollment_id == enrollment_id, Message.state.in_(("queued", "sending"))))
+    return session.scalar(
+        select(func.max(func.coalesce(Message.next_attempt_at, Message.created_at))).where(
+            Message.enrollment_id == enrollment_id, Message.state.in_(("queued", "sending"))
+        )
+    )
 
 
 def account_enrollments(session: Session, account_id: str, limit: int = 50) -> list[Enrollment]:
-    return list(session.scalars(select(Enrollment).where(Enrollment.account_id == account_id)
-                                .order_by(Enrollment.enrolled_at.desc()).limit(limit)))
+    return list(
+        session.scalars(select(Enrollment).where(Enrollment.account_id == account_id).order_by(Enrollment.enrolled_at.desc()).limit(limit))
+    )
 
 
 def wake_enrollment(session: Session, enrollment_id: str, now: datetime) -> None:
     """An enrolment waiting for this engagement's outcome runs its step again now."""
-    session.execute(update(Enrollment).where(Enrollment.id == enrollment_id, Enrollment.status == "active")
-                    .values(due_at=now), execution_options={"synchronize_session": False})
+    session.execute(
+        update(Enrollment).where(Enrollment.id == enrollment_id, Enrollment.status == "active").values(due_at=now),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
@@ -238,9 +293,11 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 
 # ---- reporting ------------------------------------------------------------------
 
+
 def counts_by_status_outcome(session: Session) -> list[tuple[str, str | None, int]]:
-    return list(session.execute(select(Engagement.status, Engagement.outcome, func.count())
-                                .group_by(Engagement.status, Engagement.outcome)))
+    return list(
+        session.execute(select(Engagement.status, Engagement.outcome, func.count()).group_by(Engagement.status, Engagement.outcome))
+    )
 
 
 def queue_stats(session: Session) -> tuple[int, datetime | None]:
@@ -250,43 +307,55 @@ def queue_stats(session: Session) -> tuple[int, datetime | None]:
 
 def closed_for_outcomes(session: Session, since: datetime | None = None) -> list[Engagement]:
     """Closed engagements and measured held-out rows: the population of the outcome report."""
-    q = select(Engagement).where(Engagement.closed_at.is_not(None),
-                                 Engagement.status.in_(("resolved", "expired", "held_out")))
+    q = select(Engagement).where(Engagement.closed_at.is_not(None), Engagement.status.in_(("resolved", "expired", "held_out")))
     if since is not None:
         q = q.where(Engagement.opened_at >= since)
     return list(session.scalars(q))
 
 
 def opened_since(session: Session, since: datetime) -> list[tuple[str | None, str | None, str, datetime]]:
-    return [(p, r, s, t) for p, r, s, t in session.execute(select(Engagement.playbook_id, Engagement.rule_id, Engagement.status,
-                                                                  Engagement.opened_at).where(Engagement.opened_at >= since))]
+    return [
+        (p, r, s, t)
+        for p, r, s, t in session.execute(
+            select(Engagement.playbook_id, Engagement.rule_id, Engagement.status, Engagement.opened_at).where(Engagement.opened_at >= since)
+        )
+    ]
 
 
 def mean_open_days(session: Session, since: datetime) -> float | None:
-    rows = session.execute(select(Engagement.assigned_at, Engagement.closed_at).where(
-        Engagement.closed_at.is_not(None), Engagement.assigned_at.is_not(None), Engagement.opened_at >= since)).all()
+    rows = session.execute(
+        select(Engagement.assigned_at, Engagement.closed_at).where(
+            Engagement.closed_at.is_not(None), Engagement.assigned_at.is_not(None), Engagement.opened_at >= since
+        )
+    ).all()
     if not rows:
         return None
     return sum((c - a).total_seconds() for a, c in rows if a and c) / len(rows) / 86400  # both set: filtered above
-
 
 
 def enabled_playbook_definitions(session: Session) -> list[tuple[str, dict[str, Any]]]:
     """(playbook id, current definition) of every enabled playbook: the forecast looks
     for escalating ones. Read here so engagements need nothing of the playbooks package
     (which imports engagements for the open_engagement step)."""
-    q = (select(Playbook.id, PlaybookVersion.definition)
-         .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
-         .where(Playbook.enabled.is_(True)).order_by(Playbook.id))
+    q = (
+        select(Playbook.id, PlaybookVersion.definition)
+        .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
+        .where(Playbook.enabled.is_(True))
+        .order_by(Playbook.id)
+    )
     return [(pid, definition) for pid, definition in session.execute(q)]
 
 
 def due_counts(session: Session, now: datetime, until: datetime) -> tuple[int, int, int]:
     """Open engagements: all of them, those due in [now, until), and those overdue (one query)."""
     open_ = Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES)
-    row = session.execute(select(
-        func.count(),
-        func.count().filter((Engagement.due_at >= now) & (Engagement.due_at < until)),
-        func.count().filter(Engagement.due_at < now),
-    ).select_from(Engagement).where(open_)).one()
+    row = session.execute(
+        select(
+            func.count(),
+            func.count().filter((Engagement.due_at >= now) & (Engagement.due_at < until)),
+            func.count().filter(Engagement.due_at < now),
+        )
+        .select_from(Engagement)
+        .where(open_)
+    ).one()
     return int(row[0]), int(row[1]), int(row[2])

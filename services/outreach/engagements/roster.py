@@ -2,6 +2,7 @@
 
 Capacity may not drop below a CSM's open load (422: reassign first). Setting a CSM
 away or inactive re-queues their open engagements and reassigns what can be."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,24 +17,46 @@ from shared.errors import NotFound, Unprocessable
 
 
 def out(csm: Csm, load: int, now: datetime) -> CsmOut:
-    return CsmOut(id=csm.id, name=csm.name, email=csm.email, timezone=csm.timezone, working_hours=csm.working_hours or {},
-                  capacity=csm.capacity, segments=list(csm.segments or []), skills=list(csm.skills or []),
-                  active=csm.active, away_from=csm.away_from, away_until=csm.away_until,
-                  available=service.available(csm, now), open_engagements=load, created_at=csm.created_at,
-                  updated_at=csm.updated_at)
+    return CsmOut(
+        id=csm.id,
+        name=csm.name,
+        email=csm.email,
+        timezone=csm.timezone,
+        working_hours=csm.working_hours or {},
+        capacity=csm.capacity,
+        segments=list(csm.segments or []),
+        skills=list(csm.skills or []),
+        active=csm.active,
+        away_from=csm.away_from,
+        away_until=csm.away_until,
+        available=service.available(csm, now),
+        open_engagements=load,
+        created_at=csm.created_at,
+        updated_at=csm.updated_at,
+    )
 
 
 def _apply(session: Session, csm: Csm, fields: dict, *, actor: str, now: datetime, settings, action: str) -> Csm:
     load = repo.open_load(session, [csm.id]).get(csm.id, 0)
     if "capacity" in fields and fields["capacity"] < load:
-        raise Unprocessable(f"capacity {fields['capacity']} is below {csm.id}'s {load} open engagements; "
-                            "reassign some first (POST /v1/engagements/{id}/reassign)", code="capacity_below_load")
+        raise Unprocessable(
+            f"capacity {fields['capacity']} is below {csm.id}'s {load} open engagements; "
+            "reassign some first (POST /v1/engagements/{id}/reassign)",
+            code="capacity_below_load",
+        )
     for k, v in fields.items():
         setattr(csm, k, v.model_dump() if hasattr(v, "model_dump") else v)
     csm.updated_at = now
     session.flush()
-    audit.record(session, actor=actor, action=action, object_type="csm", object_id=csm.id, now=now,
-                 details=service._jsonable({k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in fields.items()}))
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="csm",
+        object_id=csm.id,
+        now=now,
+        details=service._jsonable({k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in fields.items()}),
+    )
     assignment.release_unavailable(session, csm, actor=actor, now=now, settings=settings)
     return csm
 
@@ -47,8 +70,7 @@ def put(session: Session, csm_id: str, body: CsmIn, *, actor: str, now: datetime
         csm = Csm(id=csm_id, assign_seq=0, created_at=now, updated_at=now, **fields)
         session.add(csm)
         session.flush()
-        audit.record(session, actor=actor, action="create", object_type="csm", object_id=csm_id, now=now,
-                     details=service._jsonable(fields))
+        audit.record(session, actor=actor, action="create", object_type="csm", object_id=csm_id, now=now, details=service._jsonable(fields))
         return csm
     return _apply(session, csm, fields, actor=actor, now=now, settings=settings, action="update")
 

@@ -7,6 +7,7 @@
 - Ops and admin may also act on any engagement as a CSM would (accept, touch,
   note, extend, resolve), for cover.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -58,42 +59,69 @@ Limit = Query(100, ge=1, le=1000)
 def _engagement_page(session: Session, order: str, cursor: str | None, limit: int, **filters) -> EngagementPage:
     after = decode_cursor(cursor, datetime, str)
     items = repo.list_engagements(session, order=order, after=after, limit=limit, **filters)
-    return EngagementPage(items=[EngagementOut.model_validate(e) for e in items],
-                          next_cursor=next_cursor(items, limit, lambda e: repo.sort_key(e, order)))
+    return EngagementPage(
+        items=[EngagementOut.model_validate(e) for e in items], next_cursor=next_cursor(items, limit, lambda e: repo.sort_key(e, order))
+    )
 
 
 # ---- roster (ops) -------------------------------------------------------------------
 
-@router.put("/v1/csms/{csm_id}", response_model=CsmOut, tags=["csm pool"],
-            responses={**AUTH_ERRORS, **responses(Unprocessable)},
-            summary="Add a CSM to the pool or replace their entry (capacity may not drop below their open load)")
-def put_csm(body: CsmIn, csm_id: str = CsmId, session: Session = SessionDep, clock: Clock = ClockDep,
-            settings: Settings = SettingsDep, principal: Principal = require("ops")):
+
+@router.put(
+    "/v1/csms/{csm_id}",
+    response_model=CsmOut,
+    tags=["csm pool"],
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Add a CSM to the pool or replace their entry (capacity may not drop below their open load)",
+)
+def put_csm(
+    body: CsmIn,
+    csm_id: str = CsmId,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("ops"),
+):
     now = clock.now()
     csm = roster.put(session, csm_id, body, actor=principal.actor, now=now, settings=settings)
     return roster.out(csm, repo.open_load(session, [csm.id]).get(csm.id, 0), now)
 
 
-@router.patch("/v1/csms/{csm_id}", response_model=CsmOut, tags=["csm pool"],
-              responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-              summary="Change a CSM: capacity, availability (away_from/away_until, active), coverage",
-              description="Setting a CSM away or inactive re-queues their open engagements and reassigns them "
-                          "to eligible CSMs at once where there are any.")
-def patch_csm(body: CsmPatch, csm_id: str = CsmId, session: Session = SessionDep, clock: Clock = ClockDep,
-              settings: Settings = SettingsDep, principal: Principal = require("ops")):
+@router.patch(
+    "/v1/csms/{csm_id}",
+    response_model=CsmOut,
+    tags=["csm pool"],
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Change a CSM: capacity, availability (away_from/away_until, active), coverage",
+    description="Setting a CSM away or inactive re-queues their open engagements and reassigns them "
+    "to eligible CSMs at once where there are any.",
+)
+def patch_csm(
+    body: CsmPatch,
+    csm_id: str = CsmId,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("ops"),
+):
     now = clock.now()
     csm = roster.patch(session, csm_id, body, actor=principal.actor, now=now, settings=settings)
     return roster.out(csm, repo.open_load(session, [csm.id]).get(csm.id, 0), now)
 
 
-@router.get("/v1/csms", response_model=CsmPage, tags=["csm pool"], responses=LIST_ERRORS,
-            summary="The roster, by id")
-def list_csms(cursor: str | None = Query(None, max_length=128, description="next_cursor from the previous page"),
-              limit: int = Limit, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
+@router.get("/v1/csms", response_model=CsmPage, tags=["csm pool"], responses=LIST_ERRORS, summary="The roster, by id")
+def list_csms(
+    cursor: str | None = Query(None, max_length=128, description="next_cursor from the previous page"),
+    limit: int = Limit,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    _p=require("ops"),
+):
     csms = repo.list_csms(session, after=cursor, limit=limit)
     loads = repo.open_load(session, [c.id for c in csms])
-    return CsmPage(items=[roster.out(c, loads.get(c.id, 0), clock.now()) for c in csms],
-                   next_cursor=csms[-1].id if len(csms) == limit else None)
+    return CsmPage(
+        items=[roster.out(c, loads.get(c.id, 0), clock.now()) for c in csms], next_cursor=csms[-1].id if len(csms) == limit else None
+    )
 
 
 @router.get("/v1/csms/{csm_id}", response_model=CsmOut, tags=["csm pool"], responses={**AUTH_ERRORS, **responses(NotFound)})
@@ -104,10 +132,20 @@ def get_csm(csm_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
 
 # ---- the CSM's own work -------------------------------------------------------------
 
-@router.get("/v1/me/engagements", response_model=EngagementPage, responses=LIST_ERRORS,
-            summary="My engagements, by due date (csm keys), each with its reason: the evidence and what automation tried")
-def my_engagements(status: Status | None = None, cursor: str | None = Cursor, limit: int = Limit,
-                   session: Session = SessionDep, principal: Principal = require("csm")):
+
+@router.get(
+    "/v1/me/engagements",
+    response_model=EngagementPage,
+    responses=LIST_ERRORS,
+    summary="My engagements, by due date (csm keys), each with its reason: the evidence and what automation tried",
+)
+def my_engagements(
+    status: Status | None = None,
+    cursor: str | None = Cursor,
+    limit: int = Limit,
+    session: Session = SessionDep,
+    principal: Principal = require("csm"),
+):
     if not principal.csm_id:
         raise Forbidden("this key is not bound to a CSM; create one with `touchline keys create --role csm --csm-id <id>`")
     return _engagement_page(session, "due", cursor, limit, csm_id=principal.csm_id, status=status)
@@ -117,117 +155,203 @@ def _load(session: Session, engagement_id: str, principal: Principal, *, lock: b
     return service.visible_to(repo.get(session, engagement_id, lock=lock), principal, engagement_id)
 
 
-@router.get("/v1/engagements/{engagement_id}", response_model=EngagementDetail, responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="One engagement with the account context a CSM needs: traits, 90-day usage, the evidence, "
-                    "contacts by role, messages automation sent and skipped, the timeline, earlier engagements")
-def get_engagement(engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-                   principal: Principal = require("csm", "ops")):
+@router.get(
+    "/v1/engagements/{engagement_id}",
+    response_model=EngagementDetail,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="One engagement with the account context a CSM needs: traits, 90-day usage, the evidence, "
+    "contacts by role, messages automation sent and skipped, the timeline, earlier engagements",
+)
+def get_engagement(
+    engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")
+):
     e = _load(session, engagement_id, principal)
     return reporting.detail(session, e, clock.now())
 
 
-@router.get("/v1/engagements/{engagement_id}/events", response_model=EventPage,
-            responses={**LIST_ERRORS, **responses(NotFound)},
-            summary="The timeline, oldest first: transitions, notes, touches, reminders")
-def engagement_events(engagement_id: str, cursor: str | None = Query(None, max_length=20, pattern=r"^[0-9]+$",
-                                                                     description="next_cursor from the previous page"),
-                      limit: int = Limit, session: Session = SessionDep, principal: Principal = require("csm", "ops")):
+@router.get(
+    "/v1/engagements/{engagement_id}/events",
+    response_model=EventPage,
+    responses={**LIST_ERRORS, **responses(NotFound)},
+    summary="The timeline, oldest first: transitions, notes, touches, reminders",
+)
+def engagement_events(
+    engagement_id: str,
+    cursor: str | None = Query(None, max_length=20, pattern=r"^[0-9]+$", description="next_cursor from the previous page"),
+    limit: int = Limit,
+    session: Session = SessionDep,
+    principal: Principal = require("csm", "ops"),
+):
     _load(session, engagement_id, principal)
     events = repo.events_of(session, engagement_id, after=int(cursor) if cursor else None, limit=limit)
-    return EventPage(items=[EventOut.model_validate(x) for x in events],
-                     next_cursor=str(events[-1].id) if len(events) == limit else None)
+    return EventPage(items=[EventOut.model_validate(x) for x in events], next_cursor=str(events[-1].id) if len(events) == limit else None)
 
 
-@router.post("/v1/engagements/{engagement_id}/accept", response_model=EngagementOut, responses=ENGAGEMENT_ERRORS,
-             summary="Accept an assigned engagement (assigned -> active)")
-def accept(engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-           principal: Principal = require("csm", "ops")):
+@router.post(
+    "/v1/engagements/{engagement_id}/accept",
+    response_model=EngagementOut,
+    responses=ENGAGEMENT_ERRORS,
+    summary="Accept an assigned engagement (assigned -> active)",
+)
+def accept(engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")):
     e = _load(session, engagement_id, principal, lock=True)
     return service.accept(session, e, actor=principal.actor, now=clock.now())
 
 
-@router.post("/v1/engagements/{engagement_id}/touches", status_code=201, responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
-             summary="Log a touch (call, email, meeting, sent resource); it counts against the account's touch budget")
-def log_touch(body: TouchIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-              principal: Principal = require("csm", "ops")):
+@router.post(
+    "/v1/engagements/{engagement_id}/touches",
+    status_code=201,
+    responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
+    summary="Log a touch (call, email, meeting, sent resource); it counts against the account's touch budget",
+)
+def log_touch(
+    body: TouchIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")
+):
     e = _load(session, engagement_id, principal, lock=True)
-    return service.log_touch(session, e, kind=body.kind, user_id=body.user_id, summary=body.summary,
-                             actor=principal.actor, now=clock.now())
+    return service.log_touch(session, e, kind=body.kind, user_id=body.user_id, summary=body.summary, actor=principal.actor, now=clock.now())
 
 
-@router.post("/v1/engagements/{engagement_id}/notes", status_code=201, response_model=EventOut,
-             responses={**AUTH_ERRORS, **responses(NotFound)},
-             summary="Add a note; answers the note's timeline entry (the whole timeline is GET .../events, paged)")
-def add_note(body: NoteIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-             principal: Principal = require("csm", "ops")):
+@router.post(
+    "/v1/engagements/{engagement_id}/notes",
+    status_code=201,
+    response_model=EventOut,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Add a note; answers the note's timeline entry (the whole timeline is GET .../events, paged)",
+)
+def add_note(
+    body: NoteIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")
+):
     e = _load(session, engagement_id, principal)
     return service.add_note(session, e, text=body.text, actor=principal.actor, now=clock.now())
 
 
-@router.post("/v1/engagements/{engagement_id}/extend", response_model=EngagementOut,
-             responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
-             summary="Take the one extension (at most TOUCHLINE_ENGAGEMENT_MAX_EXTENSION_DAYS)")
-def extend(body: ExtendIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-           settings: Settings = SettingsDep, principal: Principal = require("csm", "ops")):
+@router.post(
+    "/v1/engagements/{engagement_id}/extend",
+    response_model=EngagementOut,
+    responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
+    summary="Take the one extension (at most TOUCHLINE_ENGAGEMENT_MAX_EXTENSION_DAYS)",
+)
+def extend(
+    body: ExtendIn,
+    engagement_id: str,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("csm", "ops"),
+):
     e = _load(session, engagement_id, principal, lock=True)
-    return service.extend(session, e, days=body.days, reason=body.reason, actor=principal.actor, now=clock.now(),
-                          settings=settings)
+    return service.extend(session, e, days=body.days, reason=body.reason, actor=principal.actor, now=clock.now(), settings=settings)
 
 
-@router.post("/v1/engagements/{engagement_id}/resolve", response_model=EngagementOut, responses=ENGAGEMENT_ERRORS,
-             summary="Resolve with an outcome; the automatic measurement is recorded beside it")
-def resolve(body: ResolveIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-            settings: Settings = SettingsDep, principal: Principal = require("csm", "ops")):
+@router.post(
+    "/v1/engagements/{engagement_id}/resolve",
+    response_model=EngagementOut,
+    responses=ENGAGEMENT_ERRORS,
+    summary="Resolve with an outcome; the automatic measurement is recorded beside it",
+)
+def resolve(
+    body: ResolveIn,
+    engagement_id: str,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("csm", "ops"),
+):
     e = _load(session, engagement_id, principal, lock=True)
-    return service.resolve(session, e, outcome=body.outcome, note=body.note, actor=principal.actor, now=clock.now(),
-                           settings=settings)
+    return service.resolve(session, e, outcome=body.outcome, note=body.note, actor=principal.actor, now=clock.now(), settings=settings)
 
 
 # ---- CS Ops ---------------------------------------------------------------------------
 
-@router.get("/v1/engagements", response_model=EngagementPage, responses=LIST_ERRORS,
-            summary="Every engagement, newest first (or by due date), filtered by status, CSM, account or goal")
-def list_engagements(status: Status | None = None, csm_id: str | None = None, account_id: str | None = None,
-                     goal: Goal | None = None, order: str = Query("opened", pattern="^(opened|due)$"),
-                     cursor: str | None = Cursor, limit: int = Limit, session: Session = SessionDep, _p=require("ops")):
+
+@router.get(
+    "/v1/engagements",
+    response_model=EngagementPage,
+    responses=LIST_ERRORS,
+    summary="Every engagement, newest first (or by due date), filtered by status, CSM, account or goal",
+)
+def list_engagements(
+    status: Status | None = None,
+    csm_id: str | None = None,
+    account_id: str | None = None,
+    goal: Goal | None = None,
+    order: str = Query("opened", pattern="^(opened|due)$"),
+    cursor: str | None = Cursor,
+    limit: int = Limit,
+    session: Session = SessionDep,
+    _p=require("ops"),
+):
     return _engagement_page(session, order, cursor, limit, status=status, csm_id=csm_id, account_id=account_id, goal=goal)
 
 
-@router.post("/v1/engagements", response_model=EngagementOut, status_code=201,
-             responses={**AUTH_ERRORS, **responses(Unprocessable)},
-             summary="Open an engagement by hand (or attach to the open one for this account and goal)")
-def open_by_hand(body: OpenIn, session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep,
-                 principal: Principal = require("ops")):
+@router.post(
+    "/v1/engagements",
+    response_model=EngagementOut,
+    status_code=201,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Open an engagement by hand (or attach to the open one for this account and goal)",
+)
+def open_by_hand(
+    body: OpenIn,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("ops"),
+):
     now = clock.now()
     if body.csm_id is not None and repo.get_csm(session, body.csm_id) is None:
         raise Unprocessable(f"no CSM {body.csm_id!r} on the roster", code="unknown_csm")
-    e, opened = service.open_engagement(session, account_id=body.account_id, goal=body.goal, actor=principal.actor,
-                                        now=now, settings=settings, skill=body.skill, priority_override=body.priority,
-                                        time_box_days=body.time_box_days, title=body.title, note=body.note)
+    e, opened = service.open_engagement(
+        session,
+        account_id=body.account_id,
+        goal=body.goal,
+        actor=principal.actor,
+        now=now,
+        settings=settings,
+        skill=body.skill,
+        priority_override=body.priority,
+        time_box_days=body.time_box_days,
+        title=body.title,
+        note=body.note,
+    )
     if not opened and body.note:
         service.add_note(session, e, text=body.note, actor=principal.actor, now=now)
     if body.csm_id is not None and e.csm_id != body.csm_id:
-        e = assignment.reassign(session, e, body.csm_id, actor=principal.actor, now=now, settings=settings,
-                                reason="opened by hand")
+        e = assignment.reassign(session, e, body.csm_id, actor=principal.actor, now=now, settings=settings, reason="opened by hand")
     return e
 
 
-@router.post("/v1/engagements/{engagement_id}/reassign", response_model=EngagementOut,
-             responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
-             summary="Move an engagement to another CSM, or back to the queue (csm_id null)")
-def reassign(body: ReassignIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-             settings: Settings = SettingsDep, principal: Principal = require("ops")):
+@router.post(
+    "/v1/engagements/{engagement_id}/reassign",
+    response_model=EngagementOut,
+    responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
+    summary="Move an engagement to another CSM, or back to the queue (csm_id null)",
+)
+def reassign(
+    body: ReassignIn,
+    engagement_id: str,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("ops"),
+):
     e = repo.get(session, engagement_id)
     if e is None:
         raise NotFound(f"no engagement {engagement_id!r}")
-    return assignment.reassign(session, e, body.csm_id, actor=principal.actor, now=clock.now(), settings=settings,
-                               reason=body.reason)
+    return assignment.reassign(session, e, body.csm_id, actor=principal.actor, now=clock.now(), settings=settings, reason=body.reason)
 
 
-@router.post("/v1/engagements/{engagement_id}/cancel", response_model=EngagementOut, responses=ENGAGEMENT_ERRORS,
-             summary="Cancel an open engagement")
-def cancel(body: CancelIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-           settings: Settings = SettingsDep, principal: Principal = require("ops")):
+@router.post(
+    "/v1/engagements/{engagement_id}/cancel", response_model=EngagementOut, responses=ENGAGEMENT_ERRORS, summary="Cancel an open engagement"
+)
+def cancel(
+    body: CancelIn,
+    engagement_id: str,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("ops"),
+):
     e = repo.get(session, engagement_id, lock=True)
     if e is None:
         raise NotFound(f"no engagement {engagement_id!r}")
@@ -236,32 +360,57 @@ def cancel(body: CancelIn, engagement_id: str, session: Session = SessionDep, cl
 
 # ---- the pool -------------------------------------------------------------------------
 
-@router.get("/v1/pool", response_model=PoolOut, tags=["csm pool"], responses=AUTH_ERRORS,
-            summary="Load per CSM, queue length and age, engagements by status and outcome")
+
+@router.get(
+    "/v1/pool",
+    response_model=PoolOut,
+    tags=["csm pool"],
+    responses=AUTH_ERRORS,
+    summary="Load per CSM, queue length and age, engagements by status and outcome",
+)
 def pool(session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
     return reporting.pool(session, clock.now())
 
 
-@router.get("/v1/pool/outcomes", response_model=OutcomeReport, tags=["csm pool"], responses=AUTH_ERRORS,
-            summary="Recovery rate of engaged accounts against the escalation holdout, by rule, playbook and CSM, "
-                    "with the lift and its 95% interval")
-def outcomes(days: int = Query(365, ge=1, le=3650), session: Session = SessionDep, clock: Clock = ClockDep,
-             _p=require("ops")):
+@router.get(
+    "/v1/pool/outcomes",
+    response_model=OutcomeReport,
+    tags=["csm pool"],
+    responses=AUTH_ERRORS,
+    summary="Recovery rate of engaged accounts against the escalation holdout, by rule, playbook and CSM, "
+    "with the lift and its 95% interval",
+)
+def outcomes(days: int = Query(365, ge=1, le=3650), session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
     return reporting.outcomes(session, clock.now(), days)
 
 
-@router.get("/v1/pool/forecast", response_model=ForecastOut, tags=["csm pool"], responses=AUTH_ERRORS,
-            summary="Expected engagements per week against the pool's capacity, and the CSMs needed")
-def forecast(lookback_days: int = Query(90, ge=7, le=365),
-             hours_per_engagement: float = Query(6.0, gt=0, le=200, description="CSM hours one engagement takes"),
-             reactive_share: float = Query(0.15, ge=0, lt=1, description="share of a CSM's week on reactive work"),
-             collateral_share: float = Query(0.10, ge=0, lt=1, description="share building collateral"),
-             overhead_share: float = Query(0.15, ge=0, lt=1, description="share on meetings, training, admin"),
-             session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep,
-             _p=require("ops")):
+@router.get(
+    "/v1/pool/forecast",
+    response_model=ForecastOut,
+    tags=["csm pool"],
+    responses=AUTH_ERRORS,
+    summary="Expected engagements per week against the pool's capacity, and the CSMs needed",
+)
+def forecast(
+    lookback_days: int = Query(90, ge=7, le=365),
+    hours_per_engagement: float = Query(6.0, gt=0, le=200, description="CSM hours one engagement takes"),
+    reactive_share: float = Query(0.15, ge=0, lt=1, description="share of a CSM's week on reactive work"),
+    collateral_share: float = Query(0.10, ge=0, lt=1, description="share building collateral"),
+    overhead_share: float = Query(0.15, ge=0, lt=1, description="share on meetings, training, admin"),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    _p=require("ops"),
+):
     if reactive_share + collateral_share + overhead_share >= 1:
         raise Unprocessable("reactive, collateral and overhead shares leave no proactive time", code="no_proactive_time")
-    return reporting.forecast(session, clock.now(), lookback_days=lookback_days, hours_per_engagement=hours_per_engagement,
-                              reactive=reactive_share, collateral=collateral_share, overhead=overhead_share,
-                              time_box_days=settings.engagement_time_box_days)
-
+    return reporting.forecast(
+        session,
+        clock.now(),
+        lookback_days=lookback_days,
+        hours_per_engagement=hours_per_engagement,
+        reactive=reactive_share,
+        collateral=collateral_share,
+        overhead=overhead_share,
+        time_box_days=settings.engagement_time_box_days,
+    )

@@ -1,5 +1,6 @@
 """Engagements and the CSM roster over the API: what comes in (validated here: a bad
 value is a 422 naming the field) and what goes out."""
+
 from __future__ import annotations
 
 import re
@@ -49,10 +50,22 @@ class WorkingHours(BaseModel):
 
 
 class CsmIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "Grace Hopper", "email": "grace@touchline.example", "timezone": "Europe/London",
-        "working_hours": {"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}, "capacity": 12,
-        "segments": ["smb", "mid_market"], "skills": ["recover_usage", "discover_expansion"]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Grace Hopper",
+                    "email": "grace@touchline.example",
+                    "timezone": "Europe/London",
+                    "working_hours": {"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"},
+                    "capacity": 12,
+                    "segments": ["smb", "mid_market"],
+                    "skills": ["recover_usage", "discover_expansion"],
+                }
+            ]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
@@ -83,6 +96,7 @@ class CsmIn(BaseModel):
 
 class CsmPatch(BaseModel):
     """Change some fields of a roster entry (absent fields stay as they are)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, min_length=1, max_length=200)
     email: str | None = Field(None, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
@@ -133,6 +147,7 @@ class CsmPage(BaseModel):
 
 class OpenIn(BaseModel):
     """CS Ops opening an engagement by hand."""
+
     model_config = ConfigDict(extra="forbid")
     account_id: str = Field(min_length=1, max_length=128)
     goal: Goal = "recover_usage"
@@ -192,9 +207,12 @@ class EngagementOut(BaseModel):
     priority: float
     priority_detail: dict[str, Any]
     signal_ids: list[str]
-    reason: dict[str, Any] = Field(description=(
-        "why it was opened: the signal, its evidence, and what automation had tried at opening (messages sent, "
-        "skipped and why, every playbook path)"))
+    reason: dict[str, Any] = Field(
+        description=(
+            "why it was opened: the signal, its evidence, and what automation had tried at opening (messages sent, "
+            "skipped and why, every playbook path)"
+        )
+    )
     rule_id: str | None
     playbook_id: str | None
     enrollment_id: str | None
@@ -260,6 +278,7 @@ class ContactOut(BaseModel):
 
 class EngagementDetail(EngagementOut):
     """Everything a CSM needs in one response."""
+
     account: dict[str, Any]
     usage_90d: list[dict[str, Any]] = Field(description="per day: distinct active users and event counts")
     contacts: dict[str, list[ContactOut]] = Field(description="contacts by role")

@@ -16,6 +16,7 @@ Every transition writes an ``engagement_events`` row (from, to, who, when) and a
 audit record in the same transaction. Services only flush; the request, the batch
 or the tick commits.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,6 +47,7 @@ SUCCESS_OUTCOMES = ("recovered", "expanded")
 
 # ---- priority -------------------------------------------------------------------
 
+
 def priority(severity: str | None, arr: float | None, renewal_date: date | None, today: date) -> tuple[float, dict]:
     """0-100: severity up to 40 (10 per step from info to critical), ARR up to 30
     (10 x log10(1 + ARR/1000): 10k is 10, 100k is 20, 1M is 30) and renewal up to 30
@@ -56,11 +58,19 @@ def priority(severity: str | None, arr: float | None, renewal_date: date | None,
     days_left = (renewal_date - today).days if renewal_date else None
     renewal_pts = 0.0 if days_left is None else 30.0 * max(0.0, min(1.0, 1 - days_left / 180))
     total = round(sev + arr_pts + renewal_pts, 2)
-    return total, {"severity": severity, "severity_points": sev, "arr": arr, "arr_points": round(arr_pts, 2),
-                   "days_to_renewal": days_left, "renewal_points": round(renewal_pts, 2), "priority": total}
+    return total, {
+        "severity": severity,
+        "severity_points": sev,
+        "arr": arr,
+        "arr_points": round(arr_pts, 2),
+        "days_to_renewal": days_left,
+        "renewal_points": round(renewal_pts, 2),
+        "priority": total,
+    }
 
 
 # ---- availability and coverage ------------------------------------------------
+
 
 def is_away(csm: Csm, now: datetime) -> bool:
     if csm.away_from is None and csm.away_until is None:
@@ -83,10 +93,13 @@ def covers(csm: Csm, e: Engagement) -> bool:
 
 # ---- transitions ------------------------------------------------------------------
 
-def _event(session: Session, e: Engagement, kind: str, *, actor: str, now: datetime, frm: str | None = None,
-           to: str | None = None, **details) -> EngagementEvent:
-    return repo.add_event(session, engagement_id=e.id, at=now, actor=actor, kind=kind, from_status=frm, to_status=to,
-                          details=_jsonable(details))
+
+def _event(
+    session: Session, e: Engagement, kind: str, *, actor: str, now: datetime, frm: str | None = None, to: str | None = None, **details
+) -> EngagementEvent:
+    return repo.add_event(
+        session, engagement_id=e.id, at=now, actor=actor, kind=kind, from_status=frm, to_status=to, details=_jsonable(details)
+    )
 
 
 def transition(session: Session, e: Engagement, to: str, *, actor: str, now: datetime, **details) -> None:
@@ -95,8 +108,9 @@ def transition(session: Session, e: Engagement, to: str, *, actor: str, now: dat
         raise Conflict(f"engagement {e.id} is {frm}; it cannot become {to}", code="invalid_transition")
     e.status, e.updated_at = to, now
     _event(session, e, "transition", actor=actor, now=now, frm=frm, to=to, **details)
-    audit.record(session, actor=actor, action=to, object_type="engagement", object_id=e.id, now=now,
-                 details=_jsonable({"from": frm, **details}))
+    audit.record(
+        session, actor=actor, action=to, object_type="engagement", object_id=e.id, now=now, details=_jsonable({"from": frm, **details})
+    )
 
 
 def _jsonable(obj: Any) -> Any:
@@ -111,6 +125,7 @@ def _jsonable(obj: Any) -> Any:
 
 # ---- opening ----------------------------------------------------------------------
 
+
 def engagement_id(account_id: str, goal: str, key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{account_id}\x1f{goal}\x1f{key}"))
 
@@ -123,17 +138,41 @@ def automation_summary(session: Session, account_id: str, now: datetime, days: i
     for m in msgs:
         if m.state == "skipped":
             skipped[m.skip_reason or "unknown"] = skipped.get(m.skip_reason or "unknown", 0) + 1
-    return _jsonable({
-        "messages": [{"id": m.id, "playbook_id": m.playbook_id, "step_id": m.step_id, "channel": m.channel,
-                      "user_id": m.user_id, "recipient": m.recipient, "subject": m.subject, "state": m.state,
-                      "skip_reason": m.skip_reason, "created_at": m.created_at, "sent_at": m.sent_at} for m in msgs],
-        "sent": sum(1 for m in msgs if m.state == "sent"),
-        "skipped": skipped,
-        "enrollments": [{"id": x.id, "playbook_id": x.playbook_id, "version": x.playbook_version, "status": x.status,
-                         "holdout": x.holdout, "enrolled_at": x.enrolled_at, "ended_at": x.ended_at,
-                         "path": [f"{h.get('step')}:{h.get('result')}" for h in (x.history or [])]}
-                        for x in repo.account_enrollments(session, account_id)],
-    })
+    return _jsonable(
+        {
+            "messages": [
+                {
+                    "id": m.id,
+                    "playbook_id": m.playbook_id,
+                    "step_id": m.step_id,
+                    "channel": m.channel,
+                    "user_id": m.user_id,
+                    "recipient": m.recipient,
+                    "subject": m.subject,
+                    "state": m.state,
+                    "skip_reason": m.skip_reason,
+                    "created_at": m.created_at,
+                    "sent_at": m.sent_at,
+                }
+                for m in msgs
+            ],
+            "sent": sum(1 for m in msgs if m.state == "sent"),
+            "skipped": skipped,
+            "enrollments": [
+                {
+                    "id": x.id,
+                    "playbook_id": x.playbook_id,
+                    "version": x.playbook_version,
+                    "status": x.status,
+                    "holdout": x.holdout,
+                    "enrolled_at": x.enrolled_at,
+                    "ended_at": x.ended_at,
+                    "path": [f"{h.get('step')}:{h.get('result')}" for h in (x.history or [])],
+                }
+                for x in repo.account_enrollments(session, account_id)
+            ],
+        }
+    )
 
 
 def _signal_time(signal: dict | None, now: datetime) -> datetime:
@@ -156,18 +195,31 @@ def baseline(session: Session, account, signal: dict | None, now: datetime) -> d
     return _jsonable({"metric": BASELINE_METRIC, "at": at, "value": value, "seats": account.seats, "arr": account.arr})
 
 
-def open_engagement(session: Session, *, account_id: str, goal: str, actor: str, now: datetime, settings,
-                    signal: dict | None = None, key: str | None = None, playbook_id: str | None = None,
-                    enrollment_id: str | None = None, skill: str | None = None, priority_override: float | None = None,
-                    time_box_days: float | None = None, title: str = "", note: str = "",
-                    holdout: bool = False) -> tuple[Engagement, bool]:
+def open_engagement(
+    session: Session,
+    *,
+    account_id: str,
+    goal: str,
+    actor: str,
+    now: datetime,
+    settings,
+    signal: dict | None = None,
+    key: str | None = None,
+    playbook_id: str | None = None,
+    enrollment_id: str | None = None,
+    skill: str | None = None,
+    priority_override: float | None = None,
+    time_box_days: float | None = None,
+    title: str = "",
+    note: str = "",
+    holdout: bool = False,
+) -> tuple[Engagement, bool]:
     """Open an engagement, or attach the signal to the account's open one for this
     goal. ``key`` makes the call idempotent (a playbook step redone after a crash
     finds the engagement it opened). Returns (engagement, opened)."""
     account = usage.account(session, account_id)
     if account is None:
-        raise Unprocessable(f"no account {account_id!r}: engagements are opened for accounts Touchline knows",
-                            code="unknown_account")
+        raise Unprocessable(f"no account {account_id!r}: engagements are opened for accounts Touchline knows", code="unknown_account")
     sig_id = (signal or {}).get("signal_id")
     eid = engagement_id(account_id, goal, key or sig_id or str(uuid.uuid4()))
     existing = repo.get(session, eid)
@@ -184,18 +236,41 @@ def open_engagement(session: Session, *, account_id: str, goal: str, actor: str,
         prio, detail = float(priority_override), {**detail, "priority": float(priority_override), "override": True}
     box = float(time_box_days or settings.engagement_time_box_days)
     row = {
-        "id": eid, "account_id": account_id, "goal": goal, "status": "held_out" if holdout else "queued", "csm_id": None,
-        "skill": skill or goal, "segment": account.segment, "priority": prio, "priority_detail": detail,
-        "title": title or _title(goal, account, signal), "signal_ids": [sig_id] if sig_id else [],
-        "reason": {"signal": _jsonable(signal or {}), "evidence": _jsonable((signal or {}).get("evidence") or {}),
-                   "automation": automation_summary(session, account_id, now)},
-        "rule_id": (signal or {}).get("rule_id"), "playbook_id": playbook_id, "enrollment_id": enrollment_id,
-        "opened_by": actor, "time_box_days": box, "extension_days": 0.0,
+        "id": eid,
+        "account_id": account_id,
+        "goal": goal,
+        "status": "held_out" if holdout else "queued",
+        "csm_id": None,
+        "skill": skill or goal,
+        "segment": account.segment,
+        "priority": prio,
+        "priority_detail": detail,
+        "title": title or _title(goal, account, signal),
+        "signal_ids": [sig_id] if sig_id else [],
+        "reason": {
+            "signal": _jsonable(signal or {}),
+            "evidence": _jsonable((signal or {}).get("evidence") or {}),
+            "automation": automation_summary(session, account_id, now),
+        },
+        "rule_id": (signal or {}).get("rule_id"),
+        "playbook_id": playbook_id,
+        "enrollment_id": enrollment_id,
+        "opened_by": actor,
+        "time_box_days": box,
+        "extension_days": 0.0,
         # A held-out engagement's time-box starts now; an engaged one's at assignment.
-        "due_at": now + timedelta(days=box) if holdout else None, "next_reminder_at": None, "reminders_sent": [],
-        "assignments": 0, "outcome": None, "outcome_source": None,
+        "due_at": now + timedelta(days=box) if holdout else None,
+        "next_reminder_at": None,
+        "reminders_sent": [],
+        "assignments": 0,
+        "outcome": None,
+        "outcome_source": None,
         "measured": {"baseline": baseline(session, account, signal, now)},
-        "opened_at": now, "assigned_at": None, "accepted_at": None, "closed_at": None, "updated_at": now,
+        "opened_at": now,
+        "assigned_at": None,
+        "accepted_at": None,
+        "closed_at": None,
+        "updated_at": now,
     }
     if not repo.insert_engagement(session, row):
         # Someone opened one for this account and goal since we looked (another worker).
@@ -206,10 +281,28 @@ def open_engagement(session: Session, *, account_id: str, goal: str, actor: str,
         return current, False
     e = repo.get(session, eid)
     assert e is not None  # inserted just above, in this transaction
-    _event(session, e, "transition", actor=actor, now=now, frm=None, to=e.status, goal=goal, priority=prio,
-           signal_id=sig_id, playbook_id=playbook_id)
-    audit.record(session, actor=actor, action="open", object_type="engagement", object_id=e.id, now=now,
-                 details=_jsonable({"account_id": account_id, "goal": goal, "status": e.status, "signal_id": sig_id}))
+    _event(
+        session,
+        e,
+        "transition",
+        actor=actor,
+        now=now,
+        frm=None,
+        to=e.status,
+        goal=goal,
+        priority=prio,
+        signal_id=sig_id,
+        playbook_id=playbook_id,
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action="open",
+        object_type="engagement",
+        object_id=e.id,
+        now=now,
+        details=_jsonable({"account_id": account_id, "goal": goal, "status": e.status, "signal_id": sig_id}),
+    )
     if note:
         _event(session, e, "note", actor=actor, now=now, text=note)
     session.flush()
@@ -217,8 +310,12 @@ def open_engagement(session: Session, *, account_id: str, goal: str, actor: str,
 
 
 def _title(goal: str, account, signal: dict | None) -> str:
-    what = {"recover_usage": "Recover usage", "discover_expansion": "Discover the expansion driver",
-            "onboarding_rescue": "Rescue onboarding", "custom": "Follow up"}.get(goal, goal)
+    what = {
+        "recover_usage": "Recover usage",
+        "discover_expansion": "Discover the expansion driver",
+        "onboarding_rescue": "Rescue onboarding",
+        "custom": "Follow up",
+    }.get(goal, goal)
     why = (signal or {}).get("rule_name") or (signal or {}).get("rule_id")
     return f"{what}: {account.name or account.id}" + (f" ({why})" if why else "")
 
@@ -234,12 +331,24 @@ def attach_signal(session: Session, e: Engagement, signal: dict | None, *, actor
 
 # ---- assignment (see assignment.py for choosing the CSM) --------------------------
 
-def assign(session: Session, e: Engagement, csm: Csm, *, actor: str, now: datetime, settings, seq: int,
-           reason: str = "", batch: notices.Notices | None = None) -> None:
+
+def assign(
+    session: Session,
+    e: Engagement,
+    csm: Csm,
+    *,
+    actor: str,
+    now: datetime,
+    settings,
+    seq: int,
+    reason: str = "",
+    batch: notices.Notices | None = None,
+) -> None:
     """``batch``: an assignment pass's notices, written once at its end."""
     previous = e.csm_id
-    transition(session, e, "assigned", actor=actor, now=now, csm_id=csm.id, previous_csm_id=previous,
-               **({"reason": reason} if reason else {}))
+    transition(
+        session, e, "assigned", actor=actor, now=now, csm_id=csm.id, previous_csm_id=previous, **({"reason": reason} if reason else {})
+    )
     e.csm_id, e.assigned_at = csm.id, now
     e.assignments = (e.assignments or 0) + 1
     if e.due_at is None:  # the time-box starts with the first assignment; a reassignment keeps it
@@ -267,6 +376,7 @@ def next_reminder(e: Engagement, settings, now: datetime) -> datetime | None:
 
 # ---- the CSM's work -----------------------------------------------------------------
 
+
 def visible_to(e: Engagement | None, principal, engagement_id: str) -> Engagement:
     """A CSM key reaches only its own engagements; ops and admin reach all."""
     if e is None:
@@ -285,12 +395,10 @@ def accept(session: Session, e: Engagement, *, actor: str, now: datetime) -> Eng
 
 def _require_open(e: Engagement, action: str) -> None:
     if e.status not in ("assigned", "active"):
-        raise Conflict(f"engagement {e.id} is {e.status}; only an assigned or active engagement can {action}",
-                       code="engagement_not_open")
+        raise Conflict(f"engagement {e.id} is {e.status}; only an assigned or active engagement can {action}", code="engagement_not_open")
 
 
-def log_touch(session: Session, e: Engagement, *, kind: str, user_id: str | None, summary: str, actor: str,
-              now: datetime) -> dict:
+def log_touch(session: Session, e: Engagement, *, kind: str, user_id: str | None, summary: str, actor: str, now: datetime) -> dict:
     """A CSM's touch is a row in the message ledger (channel ``csm``, state ``sent``):
     the contact policy counts it against the account's touch budget like an
     automated one, and the sender never picks it up."""
@@ -303,13 +411,35 @@ def log_touch(session: Session, e: Engagement, *, kind: str, user_id: str | None
         recipient = contact.email or ""
     n = len([x for x in repo.events_of(session, e.id) if x.kind == "touch"]) + 1
     mid = str(uuid.uuid5(NAMESPACE, f"{e.id}\x1ftouch\x1f{n}"))
-    repo.insert_messages(session, [{
-        "id": mid, "enrollment_id": None, "playbook_id": None, "step_id": "engagement.touch",
-        "touch_key": f"engagement:{e.id}:touch:{n}", "account_id": e.account_id, "user_id": user_id, "channel": "csm",
-        "recipient": recipient, "template_id": None, "subject": f"{kind}: {summary}"[:300], "html_body": "",
-        "text_body": summary, "payload": {"engagement_id": e.id, "kind": kind, "csm_id": e.csm_id}, "state": "sent",
-        "skip_reason": None, "attempts": 0, "last_error": None, "next_attempt_at": None, "created_at": now,
-        "updated_at": now, "sent_at": now}])
+    repo.insert_messages(
+        session,
+        [
+            {
+                "id": mid,
+                "enrollment_id": None,
+                "playbook_id": None,
+                "step_id": "engagement.touch",
+                "touch_key": f"engagement:{e.id}:touch:{n}",
+                "account_id": e.account_id,
+                "user_id": user_id,
+                "channel": "csm",
+                "recipient": recipient,
+                "template_id": None,
+                "subject": f"{kind}: {summary}"[:300],
+                "html_body": "",
+                "text_body": summary,
+                "payload": {"engagement_id": e.id, "kind": kind, "csm_id": e.csm_id},
+                "state": "sent",
+                "skip_reason": None,
+                "attempts": 0,
+                "last_error": None,
+                "next_attempt_at": None,
+                "created_at": now,
+                "updated_at": now,
+                "sent_at": now,
+            }
+        ],
+    )
     _event(session, e, "touch", actor=actor, now=now, touch=kind, user_id=user_id, summary=summary, message_id=mid)
     e.updated_at = now
     session.flush()
@@ -327,21 +457,25 @@ def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: 
     _require_open(e, "be extended")
     limit = settings.engagement_max_extension_days
     if days > limit:
-        raise Unprocessable(f"an extension is at most {limit:g} days (set by CS Ops); {days:g} asked",
-                            code="extension_too_long")
+        raise Unprocessable(f"an extension is at most {limit:g} days (set by CS Ops); {days:g} asked", code="extension_too_long")
     if e.extension_days:
-        raise Conflict(f"engagement {e.id} was already extended by {e.extension_days:g} days; one extension each",
-                       code="already_extended")
+        raise Conflict(f"engagement {e.id} was already extended by {e.extension_days:g} days; one extension each", code="already_extended")
     if e.due_at is None:
-        raise Conflict(f"engagement {e.id} is {e.status} and has no time-box yet; extend it once it is assigned",
-                       code="no_time_box")
+        raise Conflict(f"engagement {e.id} is {e.status} and has no time-box yet; extend it once it is assigned", code="no_time_box")
     e.extension_days = float(days)
     e.due_at = e.due_at + timedelta(days=days)
     e.next_reminder_at = next_reminder(e, settings, now)
     e.updated_at = now
     _event(session, e, "extended", actor=actor, now=now, days=days, reason=reason, due_at=e.due_at)
-    audit.record(session, actor=actor, action="extend", object_type="engagement", object_id=e.id, now=now,
-                 details={"days": days, "due_at": e.due_at.isoformat()})
+    audit.record(
+        session,
+        actor=actor,
+        action="extend",
+        object_type="engagement",
+        object_id=e.id,
+        now=now,
+        details={"days": days, "due_at": e.due_at.isoformat()},
+    )
     session.flush()
     return e
 
@@ -365,6 +499,7 @@ def cancel(session: Session, e: Engagement, *, reason: str, actor: str, now: dat
 
 # ---- closing and the automatic outcome ---------------------------------------
 
+
 def measure_outcome(session: Session, e: Engagement, now: datetime, settings) -> dict[str, Any]:
     """Did the account recover (or expand) over the engagement? Measured with the rule
     language's metrics, so outcome data does not depend on CSMs filling forms:
@@ -375,12 +510,18 @@ def measure_outcome(session: Session, e: Engagement, now: datetime, settings) ->
     b = base.get("value") or 0.0
     threshold = max(1.0, math.ceil(settings.engagement_recovery_ratio * b))
     recovered = value is not None and value >= threshold
-    out: dict[str, Any] = {"metric": BASELINE_METRIC, "baseline": b, "value": value, "threshold": threshold,
-                           "recovered": recovered, "measured_at": now.isoformat(), "explanation": _jsonable(tree)}
+    out: dict[str, Any] = {
+        "metric": BASELINE_METRIC,
+        "baseline": b,
+        "value": value,
+        "threshold": threshold,
+        "recovered": recovered,
+        "measured_at": now.isoformat(),
+        "explanation": _jsonable(tree),
+    }
     if e.goal == "discover_expansion":
         account = usage.account(session, e.account_id)
-        grew = account is not None and ((account.seats or 0) > (base.get("seats") or 0)
-                                        or (account.arr or 0) > (base.get("arr") or 0))
+        grew = account is not None and ((account.seats or 0) > (base.get("seats") or 0) or (account.arr or 0) > (base.get("arr") or 0))
         out.update({"seats": getattr(account, "seats", None), "arr": getattr(account, "arr", None), "expanded": grew})
         out["success"] = bool(grew)
         out["outcome"] = "expanded" if grew else ("recovered" if recovered else "no_response")
@@ -399,8 +540,16 @@ def close(session: Session, e: Engagement, now: datetime, settings, outcome: str
     e.outcome = outcome or measured["outcome"]
     e.outcome_source = "csm" if outcome else "automatic"
     e.closed_at, e.next_reminder_at, e.updated_at = now, None, now
-    _event(session, e, "outcome", actor="system:engagements", now=now, outcome=e.outcome, source=e.outcome_source,
-           measured={k: v for k, v in measured.items() if k != "explanation"})
+    _event(
+        session,
+        e,
+        "outcome",
+        actor="system:engagements",
+        now=now,
+        outcome=e.outcome,
+        source=e.outcome_source,
+        measured={k: v for k, v in measured.items() if k != "explanation"},
+    )
     if e.enrollment_id:
         repo.wake_enrollment(session, e.enrollment_id, now)
     session.flush()
@@ -408,19 +557,22 @@ def close(session: Session, e: Engagement, now: datetime, settings, outcome: str
 
 # ---- the time-box tick ----------------------------------------------------------------
 
+
 def run_timers(session: Session, now: datetime, settings, limit: int = 500) -> dict[str, int]:
     """Send due reminders, expire engagements past their due time (and measure held-out
     rows at the end of theirs). Rows are claimed with SKIP LOCKED on PostgreSQL."""
     reminded = expired = measured = 0
     for e in repo.reminders_due(session, now, limit):
         days_left = max(0.0, (e.due_at - now).total_seconds() / 86400) if e.due_at else 0.0
-        due_reminders = [d for d in settings.engagement_reminders if e.due_at and e.due_at - timedelta(days=d) <= now
-                         and float(d) not in set(map(float, e.reminders_sent or []))]
+        due_reminders = [
+            d
+            for d in settings.engagement_reminders
+            if e.due_at and e.due_at - timedelta(days=d) <= now and float(d) not in set(map(float, e.reminders_sent or []))
+        ]
         csm = repo.get_csm(session, e.csm_id) if e.csm_id else None
         if csm is not None and due_reminders:
             notices.reminder(session, e, csm, now, settings, days_left=days_left, tag=str(min(due_reminders)))
-            _event(session, e, "reminder", actor="system:engagements", now=now, days_left=round(days_left, 2),
-                   csm_id=csm.id)
+            _event(session, e, "reminder", actor="system:engagements", now=now, days_left=round(days_left, 2), csm_id=csm.id)
             reminded += 1
         e.reminders_sent = list(e.reminders_sent or []) + [float(d) for d in due_reminders]
         e.next_reminder_at = next_reminder(e, settings, now)

@@ -3,6 +3,7 @@ assigns queued engagements (assignment.py) and runs the time-box timers (reminde
 expiry, held-out measurement), each in its own transaction. Several may run at once:
 the roster lock and SKIP LOCKED claims keep them correct (docs/engagements.md).
 Time comes from the injected clock."""
+
 from __future__ import annotations
 
 import logging

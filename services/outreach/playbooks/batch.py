@@ -19,6 +19,7 @@ kept after it, so nothing it changed is missed.
 
 The timer worker advances one enrolment at a time, and gives each a batch of one.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,13 @@ class Batch:
         batch knows of (its contacts read so far and its accounts' owners) in one statement."""
         wanted = set(hashes)
         if wanted - self._checked:
-            known = wanted | {email_hash(c.email) for by_account in (*self._contacts.values(), *self._active.values())
-                              for contacts in by_account.values() for c in contacts if c.email}
+            known = wanted | {
+                email_hash(c.email)
+                for by_account in (*self._contacts.values(), *self._active.values())
+                for contacts in by_account.values()
+                for c in contacts
+                if c.email
+            }
             known |= {email_hash(a.owner_email) for a in self.accounts.values() if a is not None and a.owner_email}
             known -= self._checked
             self._suppressed |= policy_repo.suppressed(self.session, known)

@@ -6,6 +6,7 @@ This module adapts the rules service's published interface (services/rules/condi
 to what playbooks need: a
 ``ValueError`` with a readable sentence at save time, and evaluation at step time.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

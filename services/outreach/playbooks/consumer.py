@@ -11,6 +11,7 @@ playbook already) or ``no_matching_playbook``. No signal is left without one; th
 rules service republishes any that is (see docs/playbooks.md, "Every signal ends in
 a decision").
 """
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,20 @@ class SignalWorker(BatchWorker):
                 signals.append(Signal.model_validate(json.loads(record.value)))
             except (ValueError, TypeError, ValidationError) as exc:
                 rejects.append(Reject(record, "invalid_signal", f"{type(exc).__name__}: {exc}"[:2000]))
-        new = repo.record_signals(session, [
-            {"signal_id": s.signal_id, "account_id": s.account_id, "rule_id": s.rule_id, "kind": s.kind,
-             "received_at": now, "enrolled": 0} for s in {s.signal_id: s for s in signals}.values()])
+        new = repo.record_signals(
+            session,
+            [
+                {
+                    "signal_id": s.signal_id,
+                    "account_id": s.account_id,
+                    "rule_id": s.rule_id,
+                    "kind": s.kind,
+                    "received_at": now,
+                    "enrolled": 0,
+                }
+                for s in {s.signal_id: s for s in signals}.values()
+            ],
+        )
         duplicates = len(signals) - len(new)
         if duplicates:
             EVENTS_DUPLICATE.labels(self.name).inc(duplicates)
@@ -73,8 +85,7 @@ class SignalWorker(BatchWorker):
                 if d.trigger.matches(signal) and d.audience.matches(account):
                     matched[-1].append(len(pairs))
                     pairs.append((compiled, signal))
-        enrollments = engine.enroll_batch(session, pairs, {s.account_id: accounts.get(s.account_id) for s in fresh},
-                                          now, self.settings)
+        enrollments = engine.enroll_batch(session, pairs, {s.account_id: accounts.get(s.account_id) for s in fresh}, now, self.settings)
         enrolled = already = 0
         decisions: list[dict] = []
         for signal, indexes in zip(fresh, matched, strict=True):
@@ -90,14 +101,24 @@ class SignalWorker(BatchWorker):
                 compiled = pairs[k][0]
                 outcomes.append({"playbook_id": compiled.playbook_id, "version": compiled.version, "outcome": outcome})
             decision, reason = decide(outcomes)
-            decisions.append({"signal_id": signal.signal_id, "account_id": signal.account_id, "rule_id": signal.rule_id,
-                              "kind": signal.kind, "decision": decision, "reason": reason, "playbooks": outcomes,
-                              "decided_at": now})
+            decisions.append(
+                {
+                    "signal_id": signal.signal_id,
+                    "account_id": signal.account_id,
+                    "rule_id": signal.rule_id,
+                    "kind": signal.kind,
+                    "decision": decision,
+                    "reason": reason,
+                    "playbooks": outcomes,
+                    "decided_at": now,
+                }
+            )
         for row in decisions:
             OUTREACH_DECISIONS.labels(row["decision"]).inc()
         repo.record_decisions(session, decisions)
-        return BatchResult(rejects=rejects, summary={"signals": len(new), "duplicates": duplicates, "enrolled": enrolled,
-                                                     "already_enrolled": already})
+        return BatchResult(
+            rejects=rejects, summary={"signals": len(new), "duplicates": duplicates, "enrolled": enrolled, "already_enrolled": already}
+        )
 
 
 def decide(outcomes: list[dict]) -> tuple[str, str | None]:

@@ -14,6 +14,7 @@ Everything here runs inside the caller's transaction (the consumer batch or the
 timer tick) and only flushes: the messages a step writes and the enrolment's new
 position commit together, so a crash redoes the step and its keyed messages dedupe.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ MAX_HISTORY = 200
 
 
 # ---- definitions ------------------------------------------------------------
+
 
 @dataclass
 class Compiled:
@@ -79,8 +81,10 @@ def _first_run_batched(steps: ParsedSteps) -> bool:
 def _compile_cached(playbook_id: str, version: int, definition_json: str) -> Compiled:
     definition = PlaybookDefinition.model_validate(json.loads(definition_json))
     c = definition.caps
-    caps = policy.Caps(contact=policy.Cap(c.contact.max, c.contact.days) if c.contact else None,
-                       account=policy.Cap(c.account.max, c.account.days) if c.account else None)
+    caps = policy.Caps(
+        contact=policy.Cap(c.contact.max, c.contact.days) if c.contact else None,
+        account=policy.Cap(c.account.max, c.account.days) if c.account else None,
+    )
     steps = definition.parsed_steps()
     return Compiled(playbook_id, version, definition, steps, caps, _first_run_batched(steps))
 
@@ -99,23 +103,33 @@ def load_compiled(session: Session, playbook_id: str, version: int) -> Compiled:
 
 # ---- enrolment --------------------------------------------------------------
 
+
 def enrollment_id(playbook_id: str, account_id: str, signal_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{playbook_id}\x1f{account_id}\x1f{signal_id}"))
 
 
 def _row(compiled: Compiled, signal: Any, now: datetime) -> dict[str, Any]:
     return {
-        "id": enrollment_id(compiled.playbook_id, signal.account_id, signal.signal_id), "playbook_id": compiled.playbook_id,
-        "playbook_version": compiled.version, "account_id": signal.account_id, "signal_id": signal.signal_id,
+        "id": enrollment_id(compiled.playbook_id, signal.account_id, signal.signal_id),
+        "playbook_id": compiled.playbook_id,
+        "playbook_version": compiled.version,
+        "account_id": signal.account_id,
+        "signal_id": signal.signal_id,
         "signal": signal.model_dump(mode="json"),
         "holdout": is_held_out(compiled.playbook_id, signal.account_id, compiled.definition.holdout_percent),
-        "status": "active", "active_key": f"{compiled.playbook_id}\x1f{signal.account_id}",
-        "step_index": 0, "due_at": now, "history": [], "outcome_detail": {}, "enrolled_at": now,
+        "status": "active",
+        "active_key": f"{compiled.playbook_id}\x1f{signal.account_id}",
+        "step_index": 0,
+        "due_at": now,
+        "history": [],
+        "outcome_detail": {},
+        "enrolled_at": now,
     }
 
 
-def enroll_batch(session: Session, pairs: Sequence[tuple[Compiled, Any]], accounts: Mapping[str, AccountInfo | None],
-                 now: datetime, settings: Any) -> list[Enrollment | None]:
+def enroll_batch(
+    session: Session, pairs: Sequence[tuple[Compiled, Any]], accounts: Mapping[str, AccountInfo | None], now: datetime, settings: Any
+) -> list[Enrollment | None]:
     """Enrol each (playbook, signal) pair's account unless it is already active in that
     playbook, and run each new enrolment's first steps, in the pairs' order, as if one
     pair were enrolled after the other. Returns per pair the enrolment, or None if the
@@ -154,8 +168,9 @@ def enroll_batch(session: Session, pairs: Sequence[tuple[Compiled, Any]], accoun
     return out
 
 
-def enroll(session: Session, compiled: Compiled, signal: Any, account: AccountInfo | None, now: datetime,
-           settings: Any) -> Enrollment | None:
+def enroll(
+    session: Session, compiled: Compiled, signal: Any, account: AccountInfo | None, now: datetime, settings: Any
+) -> Enrollment | None:
     """:func:`enroll_batch` for one signal and one playbook."""
     return enroll_batch(session, [(compiled, signal)], {signal.account_id: account}, now, settings)[0]
 
@@ -174,8 +189,7 @@ def _log(enrollment: Enrollment, now: datetime, step: Any, result: str, **extra:
     enrollment.history = (list(enrollment.history or []) + [entry])[-MAX_HISTORY:]
 
 
-def advance(session: Session, enrollment: Enrollment, compiled: Compiled, now: datetime, settings: Any,
-            batch: Batch | None = None) -> None:
+def advance(session: Session, enrollment: Enrollment, compiled: Compiled, now: datetime, settings: Any, batch: Batch | None = None) -> None:
     """Run due steps until a wait or the end. Reads and writes go through ``batch``
     (the caller flushes it); without one, the enrolment is a batch of one, flushed here."""
     if batch is None:
@@ -206,8 +220,19 @@ def _run(session: Session, enrollment: Enrollment, compiled: Compiled, now: date
             return
         step = steps[i]
         kind = REGISTRY[step.type]
-        ctx = StepContext(session, settings, now, enrollment, i, account, compiled.steps, compiled.caps, compiled.definition.name,
-                          batch, compiled.definition.operational)
+        ctx = StepContext(
+            session,
+            settings,
+            now,
+            enrollment,
+            i,
+            account,
+            compiled.steps,
+            compiled.caps,
+            compiled.definition.name,
+            batch,
+            compiled.definition.operational,
+        )
         if kind.batched:
             outcome = kind.run(ctx, step)
         else:

@@ -1,5 +1,6 @@
 """Holdout groups: which enrolled accounts receive nothing, so a playbook's lift can be
 measured against them (services/outreach/playbooks/service.py reports it)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ a row, including the ones skipped (with the reason), so every outcome is recorde
 Row ids are :func:`~services.outreach.delivery.service.message_key` (enrolment, step,
 address): a step that runs again after a crash writes the same ids, and they dedupe.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -21,17 +22,38 @@ class MessageRows:
 
     def __init__(self, enrollment: Enrollment, step_id: str, channel: str, template_id: str | None, now: datetime):
         self.enrollment, self.step_id, self.now = enrollment, step_id, now
-        self.base: dict[str, Any] = {"enrollment_id": enrollment.id, "playbook_id": enrollment.playbook_id, "step_id": step_id,
-                     "touch_key": f"{enrollment.id}\x1f{step_id}", "account_id": enrollment.account_id, "channel": channel,
-                     "template_id": template_id, "subject": "", "html_body": "", "text_body": "", "payload": {},
-                     "attempts": 0, "last_error": None, "created_at": now, "updated_at": now, "sent_at": None}
+        self.base: dict[str, Any] = {
+            "enrollment_id": enrollment.id,
+            "playbook_id": enrollment.playbook_id,
+            "step_id": step_id,
+            "touch_key": f"{enrollment.id}\x1f{step_id}",
+            "account_id": enrollment.account_id,
+            "channel": channel,
+            "template_id": template_id,
+            "subject": "",
+            "html_body": "",
+            "text_body": "",
+            "payload": {},
+            "attempts": 0,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+            "sent_at": None,
+        }
 
     def key(self, r: Recipient) -> str:
         return message_key(self.enrollment.id, self.step_id, r.address or f"user:{r.user_id}")
 
     def row(self, r: Recipient, state: str, reason: str | None = None, **extra: Any) -> dict[str, Any]:
-        d = {**self.base, "id": self.key(r), "user_id": r.user_id, "recipient": r.address, "state": state,
-             "skip_reason": reason, "next_attempt_at": None}
+        d = {
+            **self.base,
+            "id": self.key(r),
+            "user_id": r.user_id,
+            "recipient": r.address,
+            "state": state,
+            "skip_reason": reason,
+            "next_attempt_at": None,
+        }
         d.update(extra)
         return d
 
@@ -39,8 +61,15 @@ class MessageRows:
         return self.row(r, "skipped", reason, **extra)
 
 
-def email_message(rows: MessageRows, r: Recipient, content: dict[str, str], *, unsubscribe_url: str,
-                  defer_until: datetime | None, delivery: str = "at_most_once") -> dict[str, Any]:
+def email_message(
+    rows: MessageRows,
+    r: Recipient,
+    content: dict[str, str],
+    *,
+    unsubscribe_url: str,
+    defer_until: datetime | None,
+    delivery: str = "at_most_once",
+) -> dict[str, Any]:
     """Queued for the sender; deferred to the end of the contact's quiet hours if needed.
     ``delivery`` is the step's choice when the server's reply to the final dot is lost."""
     payload: dict[str, Any] = {"unsubscribe_url": unsubscribe_url}
@@ -56,13 +85,21 @@ def inapp_message(rows: MessageRows, r: Recipient, content: dict[str, str]) -> d
     return rows.row(r, "sent", sent_at=rows.now, **content)
 
 
-def webhook_message(rows: MessageRows, r: Recipient, content: dict[str, str], *, fmt: str, playbook_name: str,
-                    account: AccountInfo | None) -> dict[str, Any]:
+def webhook_message(
+    rows: MessageRows, r: Recipient, content: dict[str, str], *, fmt: str, playbook_name: str, account: AccountInfo | None
+) -> dict[str, Any]:
     """A POST to the CS team's endpoint: the playbook, step, account and signal."""
     e = rows.enrollment
     summary = f"{playbook_name}: {e.account_id} ({(e.signal or {}).get('kind', '')})"
-    body = {"event": "touchline.playbook.step", "message_id": rows.key(r),
-            "playbook": {"id": e.playbook_id, "version": e.playbook_version, "name": playbook_name}, "step": rows.step_id,
-            "account": account_context(account) or {"id": e.account_id}, "signal": e.signal, "summary": summary}
-    return rows.row(r, "queued", next_attempt_at=rows.now, payload={"format": fmt, "body": body},
-                    text_body=content.get("text_body") or summary)
+    body = {
+        "event": "touchline.playbook.step",
+        "message_id": rows.key(r),
+        "playbook": {"id": e.playbook_id, "version": e.playbook_version, "name": playbook_name},
+        "step": rows.step_id,
+        "account": account_context(account) or {"id": e.account_id},
+        "signal": e.signal,
+        "summary": summary,
+    }
+    return rows.row(
+        r, "queued", next_attempt_at=rows.now, payload={"format": fmt, "body": body}, text_body=content.get("text_body") or summary
+    )

@@ -1,6 +1,7 @@
 """Who a send step reaches: the ``to`` list (roles, ``owner``, ``all_users``,
 ``active_users:<N>d``) resolved against ingest's contacts (read through the batch, set-based),
 or the webhook URL."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ class Recipient:
     user: Contact | None = None
 
 
-def resolve_recipients(batch: Batch, *, account_id: str, account: AccountInfo | None, channel: str,
-                       to: list[str], url: str | None, now: datetime) -> list[Recipient]:
+def resolve_recipients(
+    batch: Batch, *, account_id: str, account: AccountInfo | None, channel: str, to: list[str], url: str | None, now: datetime
+) -> list[Recipient]:
     """Each contact once, by id; the owner address is added for email unless a contact
     already has it."""
     if channel == "webhook":

@@ -1,5 +1,6 @@
 """Every query on playbooks, enrolments and signal receipts (recipients come from
 ingest's read model, services/ingest/usage.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -13,7 +14,6 @@ from services.outreach.models import Enrollment, Message, OutreachDecision, Play
 from shared.db import insert_new
 
 
-
 def get_head(session: Session, playbook_id: str) -> Playbook | None:
     return session.get(Playbook, playbook_id)
 
@@ -23,8 +23,9 @@ def get_version(session: Session, playbook_id: str, version: int) -> PlaybookVer
 
 
 def versions_of(session: Session, playbook_id: str) -> list[int]:
-    return list(session.scalars(select(PlaybookVersion.version).where(PlaybookVersion.playbook_id == playbook_id)
-                                .order_by(PlaybookVersion.version)))
+    return list(
+        session.scalars(select(PlaybookVersion.version).where(PlaybookVersion.playbook_id == playbook_id).order_by(PlaybookVersion.version))
+    )
 
 
 def list_heads(session: Session, *, after: str | None = None, limit: int | None = None) -> list[Playbook]:
@@ -35,9 +36,12 @@ def list_heads(session: Session, *, after: str | None = None, limit: int | None 
 
 
 def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:
-    q = (select(Playbook, PlaybookVersion)
-         .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
-         .where(Playbook.enabled.is_(True)).order_by(Playbook.id))
+    q = (
+        select(Playbook, PlaybookVersion)
+        .join(PlaybookVersion, (PlaybookVersion.playbook_id == Playbook.id) & (PlaybookVersion.version == Playbook.current_version))
+        .where(Playbook.enabled.is_(True))
+        .order_by(Playbook.id)
+    )
     return [(p, v) for p, v in session.execute(q)]
 
 
@@ -72,8 +76,12 @@ def write_run_state(session: Session, enrollments: Iterable[Enrollment]) -> None
 
 
 def due_enrollments(session: Session, now: datetime, limit: int) -> list[Enrollment]:
-    q = (select(Enrollment).where(Enrollment.status == "active", Enrollment.due_at <= now)
-         .order_by(Enrollment.due_at, Enrollment.id).limit(limit))
+    q = (
+        select(Enrollment)
+        .where(Enrollment.status == "active", Enrollment.due_at <= now)
+        .order_by(Enrollment.due_at, Enrollment.id)
+        .limit(limit)
+    )
     if session.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     return list(session.scalars(q))
@@ -81,16 +89,22 @@ def due_enrollments(session: Session, now: datetime, limit: int) -> list[Enrollm
 
 def active_enrollments(session: Session, limit: int) -> list[Enrollment]:
     """Running enrolments (treated and held out), oldest first, for the conversion sweep."""
-    q = (select(Enrollment).where(Enrollment.status == "active")
-         .order_by(Enrollment.playbook_id, Enrollment.playbook_version, Enrollment.enrolled_at).limit(limit))
+    q = (
+        select(Enrollment)
+        .where(Enrollment.status == "active")
+        .order_by(Enrollment.playbook_id, Enrollment.playbook_version, Enrollment.enrolled_at)
+        .limit(limit)
+    )
     return list(session.scalars(q))
 
 
 def outreach_status(session: Session, playbook_id: str) -> dict[str, str]:
     """Accounts enrolled in a playbook: ``held_out``, ``reached`` (a message was
     delivered) or ``pending``. Used by the live demo's simulated customers."""
-    out = {a: ("held_out" if h else "pending")
-           for a, h in session.execute(select(Enrollment.account_id, Enrollment.holdout).where(Enrollment.playbook_id == playbook_id))}
+    out = {
+        a: ("held_out" if h else "pending")
+        for a, h in session.execute(select(Enrollment.account_id, Enrollment.holdout).where(Enrollment.playbook_id == playbook_id))
+    }
     sent = select(Message.account_id).where(Message.playbook_id == playbook_id, Message.state == "sent").distinct()
     for a in session.scalars(sent):
         if out.get(a) == "pending":
@@ -98,16 +112,25 @@ def outreach_status(session: Session, playbook_id: str) -> dict[str, str]:
     return out
 
 
-def list_enrollments(session: Session, playbook_id: str, *, status: str | None, account_id: str | None,
-                     limit: int, before: str | None = None) -> list[Enrollment]:
+def list_enrollments(
+    session: Session, playbook_id: str, *, status: str | None, account_id: str | None, limit: int, before: str | None = None
+) -> list[Enrollment]:
     """Newest first; ``before`` is the id of the last enrolment of the previous page."""
-    q = (select(Enrollment).where(Enrollment.playbook_id == playbook_id)
-         .order_by(Enrollment.enrolled_at.desc(), Enrollment.id.desc()).limit(limit))
+    q = (
+        select(Enrollment)
+        .where(Enrollment.playbook_id == playbook_id)
+        .order_by(Enrollment.enrolled_at.desc(), Enrollment.id.desc())
+        .limit(limit)
+    )
     if before:
         anchor = session.get(Enrollment, before)
         if anchor is not None:
-            q = q.where(or_(Enrollment.enrolled_at < anchor.enrolled_at,
-                            (Enrollment.enrolled_at == anchor.enrolled_at) & (Enrollment.id < anchor.id)))
+            q = q.where(
+                or_(
+                    Enrollment.enrolled_at < anchor.enrolled_at,
+                    (Enrollment.enrolled_at == anchor.enrolled_at) & (Enrollment.id < anchor.id),
+                )
+            )
     if status:
         q = q.where(Enrollment.status == status)
     if account_id:
@@ -116,9 +139,13 @@ def list_enrollments(session: Session, playbook_id: str, *, status: str | None, 
 
 
 def enrollment_counts(session: Session, playbook_id: str) -> list[tuple[bool, str, int]]:
-    return list(session.execute(select(Enrollment.holdout, Enrollment.status, func.count())
-                                .where(Enrollment.playbook_id == playbook_id)
-                                .group_by(Enrollment.holdout, Enrollment.status)))
+    return list(
+        session.execute(
+            select(Enrollment.holdout, Enrollment.status, func.count())
+            .where(Enrollment.playbook_id == playbook_id)
+            .group_by(Enrollment.holdout, Enrollment.status)
+        )
+    )
 
 
 def enrollments_for_account(session: Session, account_id: str, limit: int) -> list[Enrollment]:
@@ -128,6 +155,5 @@ def enrollments_for_account(session: Session, account_id: str, limit: int) -> li
 
 def enrollment_histories(session: Session, playbook_id: str, limit: int) -> list[list]:
     """The step histories of a playbook's newest ``limit`` enrolments (for its funnel)."""
-    q = (select(Enrollment.history).where(Enrollment.playbook_id == playbook_id)
-         .order_by(Enrollment.enrolled_at.desc()).limit(limit))
+    q = select(Enrollment.history).where(Enrollment.playbook_id == playbook_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
     return [h or [] for h in session.scalars(q)]

@@ -1,5 +1,6 @@
 """Playbooks: author over JSON or YAML (each change is a new version), read, list
 enrolments, and the report with lift against the holdout."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,7 @@ class _PlainYamlLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a playbook",
-                                              event.start_mark)
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a playbook", event.start_mark)
         return super().compose_node(parent, index)
 
 
@@ -59,49 +59,77 @@ def parse_definition(raw: bytes, content_type: str) -> PlaybookDefinition:
     try:
         return PlaybookDefinition.model_validate(obj)
     except ValidationError as exc:
-        raise Unprocessable([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()],
-                            code="playbook_invalid") from None
+        raise Unprocessable([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()], code="playbook_invalid") from None
 
 
-@router.put("/v1/playbooks/{playbook_id}", response_model=PlaybookOut,
-            responses={**AUTH_ERRORS, **responses(Unprocessable, PayloadTooLarge)},
-            summary="Create or change a playbook (JSON, or YAML with Content-Type: application/yaml)",
-            description="A changed definition becomes a new version; running enrolments keep theirs.",
-            openapi_extra={"requestBody": {"required": True, "content": {
-                "application/json": {"schema": _DEFINITION_SCHEMA},
-                "application/yaml": {"schema": _DEFINITION_SCHEMA}}}})
-async def put_playbook(request: Request, playbook_id: str = Path(pattern=ID_PATTERN), session: Session = SessionDep,
-                       clock: Clock = ClockDep, principal: Principal = require("ops")):
+@router.put(
+    "/v1/playbooks/{playbook_id}",
+    response_model=PlaybookOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable, PayloadTooLarge)},
+    summary="Create or change a playbook (JSON, or YAML with Content-Type: application/yaml)",
+    description="A changed definition becomes a new version; running enrolments keep theirs.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _DEFINITION_SCHEMA}, "application/yaml": {"schema": _DEFINITION_SCHEMA}},
+        }
+    },
+)
+async def put_playbook(
+    request: Request,
+    playbook_id: str = Path(pattern=ID_PATTERN),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    principal: Principal = require("ops"),
+):
     definition = parse_definition(await request.body(), request.headers.get("content-type", ""))
     head, _changed = service.save(session, playbook_id, definition, actor=principal.actor, now=clock.now())
     return service.out(session, head)
 
 
 @router.get("/v1/playbooks", response_model=PlaybookPage, responses=AUTH_ERRORS, summary="Playbooks by id, in pages")
-def list_playbooks(cursor: str | None = Query(None, description="next_cursor from the previous page"),
-                   limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+def list_playbooks(
+    cursor: str | None = Query(None, description="next_cursor from the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = SessionDep,
+    _p=require("ops"),
+):
     heads = repo.list_heads(session, after=cursor, limit=limit)
-    return PlaybookPage(items=[service.out(session, h) for h in heads],
-                        next_cursor=heads[-1].id if len(heads) == limit else None)
+    return PlaybookPage(items=[service.out(session, h) for h in heads], next_cursor=heads[-1].id if len(heads) == limit else None)
 
 
 @router.get("/v1/playbooks/{playbook_id}", response_model=PlaybookOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_playbook(playbook_id: str, version: int | None = Query(None, ge=1, le=DB_INT_MAX), session: Session = SessionDep,
-                 _p=require("ops")):
+def get_playbook(
+    playbook_id: str, version: int | None = Query(None, ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p=require("ops")
+):
     return service.out(session, service.get_or_404(session, playbook_id), version)
 
 
-@router.get("/v1/playbooks/{playbook_id}/enrollments", response_model=EnrollmentPage,
-            responses={**AUTH_ERRORS, **responses(NotFound)}, summary="Enrolments, newest first, in pages")
-def list_enrollments(playbook_id: str, status: str | None = None, account_id: str | None = None,
-                     cursor: str | None = Query(None, description="next_cursor from the previous page"),
-                     limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+@router.get(
+    "/v1/playbooks/{playbook_id}/enrollments",
+    response_model=EnrollmentPage,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Enrolments, newest first, in pages",
+)
+def list_enrollments(
+    playbook_id: str,
+    status: str | None = None,
+    account_id: str | None = None,
+    cursor: str | None = Query(None, description="next_cursor from the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = SessionDep,
+    _p=require("ops"),
+):
     service.get_or_404(session, playbook_id)
     items = repo.list_enrollments(session, playbook_id, status=status, account_id=account_id, limit=limit, before=cursor)
     return EnrollmentPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
-@router.get("/v1/playbooks/{playbook_id}/report", response_model=ReportOut, responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="Enrolled, sent, skipped by reason, converted; treated vs holdout conversion with lift and 95% CI")
+@router.get(
+    "/v1/playbooks/{playbook_id}/report",
+    response_model=ReportOut,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Enrolled, sent, skipped by reason, converted; treated vs holdout conversion with lift and 95% CI",
+)
 def playbook_report(playbook_id: str, session: Session = SessionDep, _p=require("ops")):
     return service.report(session, playbook_id)

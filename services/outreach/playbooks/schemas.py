@@ -3,6 +3,7 @@
 A definition is validated as a whole: step types come from the registry in
 the ``steps`` package, step ids are unique, branch targets exist, templates are named.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -57,21 +58,33 @@ class PlaybookCaps(BaseModel):
 
 
 class PlaybookDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "Win back silent accounts",
-        "trigger": {"rules": ["no-login-14d"], "kinds": ["churn_risk"]},
-        "audience": {"segments": ["smb"]},
-        "holdout_percent": 20,
-        "caps": {"contact": {"max": 1, "days": 3}},
-        "exit_condition": {"metric": "active_users", "window": "7d", "op": ">=", "value": 2},
-        "steps": [
-            {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
-            {"id": "wait-3d", "type": "wait", "duration": "3d"},
-            {"id": "back?", "type": "branch", "if": {"metric": "active_users", "window": "7d", "op": ">=", "value": 2},
-             "then": "convert", "else": "nudge"},
-            {"id": "nudge", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
-        ],
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Win back silent accounts",
+                    "trigger": {"rules": ["no-login-14d"], "kinds": ["churn_risk"]},
+                    "audience": {"segments": ["smb"]},
+                    "holdout_percent": 20,
+                    "caps": {"contact": {"max": 1, "days": 3}},
+                    "exit_condition": {"metric": "active_users", "window": "7d", "op": ">=", "value": 2},
+                    "steps": [
+                        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
+                        {"id": "wait-3d", "type": "wait", "duration": "3d"},
+                        {
+                            "id": "back?",
+                            "type": "branch",
+                            "if": {"metric": "active_users", "window": "7d", "op": ">=", "value": 2},
+                            "then": "convert",
+                            "else": "nudge",
+                        },
+                        {"id": "nudge", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+                    ],
+                }
+            ]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=4000)
@@ -79,12 +92,15 @@ class PlaybookDefinition(BaseModel):
     trigger: Trigger
     audience: Audience = Field(default_factory=Audience)
     holdout_percent: float = Field(0, ge=0, le=100, description="share of enrolled accounts that receive nothing")
-    operational: bool = Field(False, description=(
-        "operational messages (billing, security, service notices) still go to accounts in an open engagement; "
-        "other playbooks skip them with reason in_engagement"))
+    operational: bool = Field(
+        False,
+        description=(
+            "operational messages (billing, security, service notices) still go to accounts in an open engagement; "
+            "other playbooks skip them with reason in_engagement"
+        ),
+    )
     caps: PlaybookCaps = Field(default_factory=PlaybookCaps)
-    exit_condition: dict[str, Any] | None = Field(
-        None, description="checked before every step: once true the enrolment ends as converted")
+    exit_condition: dict[str, Any] | None = Field(None, description="checked before every step: once true the enrolment ends as converted")
     steps: list[dict[str, Any]] = Field(min_length=1, max_length=100)
 
     @field_validator("exit_condition")

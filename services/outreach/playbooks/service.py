@@ -1,4 +1,5 @@
 """Authoring playbooks (versioned like rules) and the playbook report."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -21,8 +22,10 @@ def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, 
     named = sorted({t for s in definition.parsed_steps().steps if (t := getattr(s, "template", None))})
     missing = sorted(set(named) - set(template_repo.get_many(session, named)))
     if missing:
-        raise Unprocessable(f"the playbook names templates that do not exist: {', '.join(missing)}; "
-                            "create them with PUT /v1/templates/{id} first", code="unknown_template")
+        raise Unprocessable(
+            f"the playbook names templates that do not exist: {', '.join(missing)}; create them with PUT /v1/templates/{{id}} first",
+            code="unknown_template",
+        )
     body = definition.model_dump(mode="json", by_alias=True)
     head = repo.get_head(session, playbook_id)
     if head is not None:
@@ -37,8 +40,16 @@ def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, 
     else:
         head.current_version, head.enabled, head.updated_at = version, definition.enabled, now
     session.flush()
-    audit.record(session, actor=actor, action="create" if version == 1 else "update", object_type="playbook",
-                 object_id=playbook_id, version=version, now=now, details={"name": definition.name, "enabled": definition.enabled})
+    audit.record(
+        session,
+        actor=actor,
+        action="create" if version == 1 else "update",
+        object_type="playbook",
+        object_id=playbook_id,
+        version=version,
+        now=now,
+        details={"name": definition.name, "enabled": definition.enabled},
+    )
     return head, True
 
 
@@ -53,11 +64,19 @@ def out(session: Session, head: Playbook, version: int | None = None) -> Playboo
     v = repo.get_version(session, head.id, version or head.current_version)
     if v is None:
         raise NotFound(f"playbook {head.id!r} has no version {version}")
-    return PlaybookOut(id=head.id, version=v.version, enabled=head.enabled, definition=v.definition,
-                       versions=repo.versions_of(session, head.id), created_at=head.created_at, updated_at=head.updated_at)
+    return PlaybookOut(
+        id=head.id,
+        version=v.version,
+        enabled=head.enabled,
+        definition=v.definition,
+        versions=repo.versions_of(session, head.id),
+        created_at=head.created_at,
+        updated_at=head.updated_at,
+    )
 
 
 # ---- the report ---------------------------------------------------------------
+
 
 def report(session: Session, playbook_id: str) -> ReportOut:
     get_or_404(session, playbook_id)
@@ -86,10 +105,21 @@ def report(session: Session, playbook_id: str) -> ReportOut:
         interval = lift_interval(treated.converted, treated.enrolled, held.converted, held.enrolled)
         ci = list(interval) if interval else None
     return ReportOut(
-        playbook_id=playbook_id, enrolled=sum(by_status.values()), active=by_status.get("active", 0),
-        converted=by_status.get("converted", 0), completed=by_status.get("completed", 0),
-        sent=states.get("sent", 0), queued=states.get("queued", 0) + states.get("sending", 0), failed=states.get("failed", 0),
-        uncertain=states.get("uncertain", 0), skipped=skipped, treated=treated, holdout=held, lift=lift, relative_lift=rel, confidence_interval=ci,
+        playbook_id=playbook_id,
+        enrolled=sum(by_status.values()),
+        active=by_status.get("active", 0),
+        converted=by_status.get("converted", 0),
+        completed=by_status.get("completed", 0),
+        sent=states.get("sent", 0),
+        queued=states.get("queued", 0) + states.get("sending", 0),
+        failed=states.get("failed", 0),
+        uncertain=states.get("uncertain", 0),
+        skipped=skipped,
+        treated=treated,
+        holdout=held,
+        lift=lift,
+        relative_lift=rel,
+        confidence_interval=ci,
     )
 
 
@@ -121,7 +151,14 @@ def funnel(session: Session, playbook_id: str) -> dict:
     counts = {status: 0 for status in ("active", "converted", "completed", "failed")}
     for _holdout, status, n in repo.enrollment_counts(session, playbook_id):
         counts[status] = counts.get(status, 0) + n
-    steps = [{"id": s.id, "type": s.type, "reached": reached.get(s.id, 0),
-              **messages.get(s.id, {"sent": 0, "skipped": {}, "other": 0})} for s in definition.parsed_steps().steps]
-    return {"enrolled": sum(counts.values()), "sampled": len(histories), "steps": steps, "converted": counts["converted"],
-            "by_status": counts}
+    steps = [
+        {"id": s.id, "type": s.type, "reached": reached.get(s.id, 0), **messages.get(s.id, {"sent": 0, "skipped": {}, "other": 0})}
+        for s in definition.parsed_steps().steps
+    ]
+    return {
+        "enrolled": sum(counts.values()),
+        "sampled": len(histories),
+        "steps": steps,
+        "converted": counts["converted"],
+        "by_status": counts,
+    }

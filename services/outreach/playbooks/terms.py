@@ -1,6 +1,7 @@
 """The small vocabulary playbook definitions and steps share: durations ("3d") and the
 terminal targets a branch may jump to. No imports from the rest of playbooks, so the
 schemas and the step package can both use it without importing each other."""
+
 from __future__ import annotations
 
 import re

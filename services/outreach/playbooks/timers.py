@@ -5,6 +5,7 @@ workers can run side by side), advances each inside a savepoint (one broken
 enrolment is marked failed, the rest go on) and commits once. Time comes from the
 injected clock: tests and the demo move a simulated clock instead of sleeping.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Every query of the contact policy: suppressions, frequency-cap counts, erasure."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -22,14 +23,18 @@ def suppressed(session: Session, hashes: Iterable[str]) -> set[str]:
     hashes = sorted(set(hashes))
     out: set[str] = set()
     for i in range(0, len(hashes), _CHUNK):
-        out.update(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes[i:i + _CHUNK]))))
+        out.update(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes[i : i + _CHUNK]))))
     return out
 
 
 def add_suppression(session: Session, *, email_hash: str, email: str | None, reason: str, detail: str, now: datetime) -> None:
     # The first reason is kept: an address that bounced and was later unsubscribed is still a bounce.
-    upsert(session, Suppression.__table__,
-           [{"email_hash": email_hash, "email": email, "reason": reason, "detail": detail, "created_at": now}], ["email_hash"])
+    upsert(
+        session,
+        Suppression.__table__,
+        [{"email_hash": email_hash, "email": email, "reason": reason, "detail": detail, "created_at": now}],
+        ["email_hash"],
+    )
 
 
 def remove_suppression(session: Session, email_hash: str) -> bool:
@@ -50,42 +55,56 @@ def list_suppressions(session: Session, *, reason: str | None, limit: int, after
 
 
 def _counted(account_ids: list[str], since: datetime, playbook_id: str | None) -> list[Any]:
-    conds = [Message.account_id.in_(account_ids), Message.created_at >= since,
-             Message.channel.in_(CUSTOMER_CHANNELS), Message.state.in_(COUNTED_STATES)]
+    conds = [
+        Message.account_id.in_(account_ids),
+        Message.created_at >= since,
+        Message.channel.in_(CUSTOMER_CHANNELS),
+        Message.state.in_(COUNTED_STATES),
+    ]
     if playbook_id is not None:
         conds.append(Message.playbook_id == playbook_id)
     return conds
 
 
-def contact_messages(session: Session, account_ids: Iterable[str], since: datetime,
-                     playbook_id: str | None = None) -> dict[tuple[str, str], int]:
+def contact_messages(
+    session: Session, account_ids: Iterable[str], since: datetime, playbook_id: str | None = None
+) -> dict[tuple[str, str], int]:
     """(account, user) -> messages counted against the contact cap since ``since``, for
     every contact of ``account_ids`` that has one (one statement per chunk)."""
     ids, out = sorted(set(account_ids)), dict[tuple[str, str], int]()
     for i in range(0, len(ids), _CHUNK):
-        q = (select(Message.account_id, Message.user_id, func.count())
-             .where(*_counted(ids[i:i + _CHUNK], since, playbook_id), Message.user_id.is_not(None))
-             .group_by(Message.account_id, Message.user_id))
+        q = (
+            select(Message.account_id, Message.user_id, func.count())
+            .where(*_counted(ids[i : i + _CHUNK], since, playbook_id), Message.user_id.is_not(None))
+            .group_by(Message.account_id, Message.user_id)
+        )
         out.update({(a, u): n for a, u, n in session.execute(q) if u is not None})
     return out
 
 
-def account_touches(session: Session, account_ids: Iterable[str], since: datetime,
-                    playbook_id: str | None = None) -> dict[str, int]:
+def account_touches(session: Session, account_ids: Iterable[str], since: datetime, playbook_id: str | None = None) -> dict[str, int]:
     """account -> touches (distinct ``touch_key``) counted against the account cap since
     ``since``, for every account of ``account_ids`` that has one."""
     ids, out = sorted(set(account_ids)), {}
     for i in range(0, len(ids), _CHUNK):
-        q = (select(Message.account_id, func.count(func.distinct(Message.touch_key)))
-             .where(*_counted(ids[i:i + _CHUNK], since, playbook_id)).group_by(Message.account_id))
+        q = (
+            select(Message.account_id, func.count(func.distinct(Message.touch_key)))
+            .where(*_counted(ids[i : i + _CHUNK], since, playbook_id))
+            .group_by(Message.account_id)
+        )
         out.update({a: n for a, n in session.execute(q)})
     return out
 
 
 def message_addresses(session: Session, account_id: str, user_id: str) -> set[str]:
     """The addresses the contact's email messages went to."""
-    return {r for r in session.scalars(select(Message.recipient).where(
-        Message.account_id == account_id, Message.user_id == user_id, Message.channel == "email")) if r and r != ERASED}
+    return {
+        r
+        for r in session.scalars(
+            select(Message.recipient).where(Message.account_id == account_id, Message.user_id == user_id, Message.channel == "email")
+        )
+        if r and r != ERASED
+    }
 
 
 _MESSAGE_TEXT = ("recipient", "subject", "html_body", "text_body", "last_error")
@@ -95,12 +114,19 @@ def scrub_messages(session: Session, account_id: str, user_id: str, identifiers:
     """Erasure: blank the contact's messages (recipient, content, payload), and any other
     message of the account that carries one of ``identifiers`` (the owner address may be
     the contact's). Returns how many messages were scrubbed."""
-    blank: dict[str, Any] = {"recipient": ERASED, "subject": "", "html_body": "", "text_body": "", "payload": {}, "last_error": None,
-             "updated_at": now}
-    scrubbed = rowcount(session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id)
-                                        .values(**blank)))
-    others = select(Message).where(Message.account_id == account_id,
-                                   or_(Message.user_id.is_(None), Message.user_id != user_id))
+    blank: dict[str, Any] = {
+        "recipient": ERASED,
+        "subject": "",
+        "html_body": "",
+        "text_body": "",
+        "payload": {},
+        "last_error": None,
+        "updated_at": now,
+    }
+    scrubbed = rowcount(
+        session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id).values(**blank))
+    )
+    others = select(Message).where(Message.account_id == account_id, or_(Message.user_id.is_(None), Message.user_id != user_id))
     for m in session.scalars(others):
         if any(contains_any(getattr(m, c) or "", identifiers) for c in _MESSAGE_TEXT) or scrub(m.payload or {}, identifiers)[1]:
             for k, v in blank.items():
@@ -109,9 +135,11 @@ def scrub_messages(session: Session, account_id: str, user_id: str, identifiers:
                 m.state, m.skip_reason, m.next_attempt_at = "skipped", "erased", None
             scrubbed += 1
     # What was still waiting to go out can no longer go: say so, rather than fail it at send time.
-    session.execute(update(Message).where(Message.account_id == account_id, Message.user_id == user_id,
-                                          Message.state == "queued").values(
-        state="skipped", skip_reason="erased", next_attempt_at=None, updated_at=now))
+    session.execute(
+        update(Message)
+        .where(Message.account_id == account_id, Message.user_id == user_id, Message.state == "queued")
+        .values(state="skipped", skip_reason="erased", next_attempt_at=None, updated_at=now)
+    )
     return scrubbed
 
 

@@ -5,6 +5,7 @@ the credential. GET shows a confirmation page and changes nothing (mail scanners
 prefetch links); POST unsubscribes. Mailbox providers POST
 ``List-Unsubscribe=One-Click`` to the same URL (RFC 8058).
 """
+
 from __future__ import annotations
 
 import html
@@ -56,76 +57,123 @@ class SuppressionPage(BaseModel):
     next_cursor: str | None = None
 
 
-@router.get("/v1/suppressions", response_model=SuppressionPage, responses=AUTH_ERRORS,
-            summary="Suppressed addresses, in pages")
-def list_suppressions(reason: str | None = None,
-                      cursor: str | None = Query(None, description="next_cursor from the previous page"),
-                      limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+@router.get("/v1/suppressions", response_model=SuppressionPage, responses=AUTH_ERRORS, summary="Suppressed addresses, in pages")
+def list_suppressions(
+    reason: str | None = None,
+    cursor: str | None = Query(None, description="next_cursor from the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = SessionDep,
+    _p=require("ops"),
+):
     items = repo.list_suppressions(session, reason=reason, limit=limit, after=cursor)
     return SuppressionPage(items=items, next_cursor=items[-1].email_hash if len(items) == limit else None)
 
 
-@router.post("/v1/suppressions", response_model=SuppressionOut, status_code=201, responses=AUTH_ERRORS,
-             summary="Suppress an address by hand (idempotent: an existing entry keeps its first reason)")
-def add_suppression(body: SuppressionIn, session: Session = SessionDep, clock: Clock = ClockDep,
-                    principal: Principal = require("ops")):
+@router.post(
+    "/v1/suppressions",
+    response_model=SuppressionOut,
+    status_code=201,
+    responses=AUTH_ERRORS,
+    summary="Suppress an address by hand (idempotent: an existing entry keeps its first reason)",
+)
+def add_suppression(body: SuppressionIn, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")):
     h = email_hash(body.email)
     repo.add_suppression(session, email_hash=h, email=body.email.lower(), reason="manual", detail=body.detail, now=clock.now())
     audit.record(session, actor=principal.actor, action="suppress", object_type="suppression", object_id=h, now=clock.now())
     return repo.get_suppression(session, h)
 
 
-@router.delete("/v1/suppressions/{email}", status_code=204, responses={**AUTH_ERRORS, **responses(NotFound)},
-               summary="Lift a suppression (for example after a bounced mailbox was fixed)")
-def remove_suppression(email: str, session: Session = SessionDep, clock: Clock = ClockDep,
-                       principal: Principal = require("ops")):
+@router.delete(
+    "/v1/suppressions/{email}",
+    status_code=204,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Lift a suppression (for example after a bounced mailbox was fixed)",
+)
+def remove_suppression(email: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")):
     h = email_hash(email)
     if not repo.remove_suppression(session, h):
         raise NotFound(f"{email} is not suppressed")
     audit.record(session, actor=principal.actor, action="unsuppress", object_type="suppression", object_id=h, now=clock.now())
 
 
-@router.post("/v1/accounts/{account_id}/users/{user_id}/erase", response_model=ErasureOut,
-             responses=AUTH_ERRORS, summary="Erase a contact on request: scrub their personal data, never contact them again")
-def erase_contact(account_id: str, user_id: str, session: Session = SessionDep, clock: Clock = ClockDep,
-                  principal: Principal = require("ops")):
+@router.post(
+    "/v1/accounts/{account_id}/users/{user_id}/erase",
+    response_model=ErasureOut,
+    responses=AUTH_ERRORS,
+    summary="Erase a contact on request: scrub their personal data, never contact them again",
+)
+def erase_contact(
+    account_id: str, user_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")
+):
     now = clock.now()
     erasure = service.erase_contact(session, account_id, user_id, now)
-    audit.record(session, actor=principal.actor, action="erase", object_type="contact", object_id=f"{account_id}/{user_id}",
-                 now=now, details={"messages_scrubbed": erasure.messages_scrubbed})
-    return ErasureOut(account_id=account_id, user_id=user_id, suppressed=erasure.suppressed,
-                      messages_scrubbed=erasure.messages_scrubbed)
+    audit.record(
+        session,
+        actor=principal.actor,
+        action="erase",
+        object_type="contact",
+        object_id=f"{account_id}/{user_id}",
+        now=now,
+        details={"messages_scrubbed": erasure.messages_scrubbed},
+    )
+    return ErasureOut(account_id=account_id, user_id=user_id, suppressed=erasure.suppressed, messages_scrubbed=erasure.messages_scrubbed)
 
 
 # A person opens these links in a browser: answers are HTML pages, errors included.
-_LINK_NOT_VALID: dict[int | str, dict[str, Any]] = {400: {"description": "the link is damaged or was not issued by us (an HTML page)",
-                         "content": {"text/html": {"schema": {"type": "string"}}}}}
+_LINK_NOT_VALID: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "the link is damaged or was not issued by us (an HTML page)",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+}
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                        f"<meta name='viewport' content='width=device-width'></head><body style='font-family:sans-serif;"
-                        f"max-width:32rem;margin:3rem auto'><h1>{html.escape(title)}</h1>{body}</body></html>", status_code=status)
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<meta name='viewport' content='width=device-width'></head><body style='font-family:sans-serif;"
+        f"max-width:32rem;margin:3rem auto'><h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+    )
 
 
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=True, tags=["public"],
-            responses=_LINK_NOT_VALID,
-            summary="Unsubscribe confirmation page (changes nothing: link scanners prefetch GETs)")
+@router.get(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    include_in_schema=True,
+    tags=["public"],
+    responses=_LINK_NOT_VALID,
+    summary="Unsubscribe confirmation page (changes nothing: link scanners prefetch GETs)",
+)
 def unsubscribe_page(token: str, settings: Settings = SettingsDep):
     data = read_token(settings.secret_key, token)
     if data is None:
         return _page("Link not valid", "<p>This unsubscribe link is damaged or was not issued by us.</p>", 400)
-    return _page("Unsubscribe", f"<p>Stop emails to <b>{html.escape(data['email'])}</b>?</p>"
-                 f"<form method='post'><input type='hidden' name='List-Unsubscribe' value='One-Click'>"
-                 f"<button type='submit'>Unsubscribe</button></form>")
+    return _page(
+        "Unsubscribe",
+        f"<p>Stop emails to <b>{html.escape(data['email'])}</b>?</p>"
+        f"<form method='post'><input type='hidden' name='List-Unsubscribe' value='One-Click'>"
+        f"<button type='submit'>Unsubscribe</button></form>",
+    )
 
 
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse, tags=["public"], responses=_LINK_NOT_VALID,
-             summary="One-click unsubscribe (RFC 8058); the signed token is the credential")
+@router.post(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    tags=["public"],
+    responses=_LINK_NOT_VALID,
+    summary="One-click unsubscribe (RFC 8058); the signed token is the credential",
+)
 def unsubscribe(token: str, session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep):
     data = read_token(settings.secret_key, token)
     if data is None:
         return _page("Link not valid", "<p>This unsubscribe link is damaged or was not issued by us.</p>", 400)
-    repo.add_suppression(session, email_hash=email_hash(data["email"]), email=data["email"], reason="unsubscribed",
-                         detail=f"one-click from message {data.get('message_id')}", now=clock.now())
+    repo.add_suppression(
+        session,
+        email_hash=email_hash(data["email"]),
+        email=data["email"],
+        reason="unsubscribed",
+        detail=f"one-click from message {data.get('message_id')}",
+        now=clock.now(),
+    )
     return _page("You are unsubscribed", f"<p>We will not email <b>{html.escape(data['email'])}</b> again.</p>")

@@ -10,6 +10,7 @@
 Every refusal has a reason that is written on a ``skipped`` message row. Webhooks
 reach the CS team, not the customer: only holdouts apply to them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -64,8 +65,11 @@ class TouchCounts:
                 self._pending.setdefault(row["account_id"], {}).setdefault(row["id"], row)
 
     def _new(self, account_id: str, since: datetime, playbook_id: str | None) -> list[dict[str, Any]]:
-        return [r for r in self._pending.get(account_id, {}).values() if r["created_at"] >= since
-                and (playbook_id is None or r["playbook_id"] == playbook_id)]
+        return [
+            r
+            for r in self._pending.get(account_id, {}).values()
+            if r["created_at"] >= since and (playbook_id is None or r["playbook_id"] == playbook_id)
+        ]
 
     def account_touches(self, account_id: str, since: datetime, playbook_id: str | None = None) -> int:
         key = (since, playbook_id)
@@ -78,11 +82,11 @@ class TouchCounts:
         if key not in self._contacts:
             self._contacts[key] = repo.contact_messages(self.session, self.accounts, since, playbook_id)
         return self._contacts[key].get((account_id, user_id), 0) + sum(
-            1 for r in self._new(account_id, since, playbook_id) if r["user_id"] == user_id)
+            1 for r in self._new(account_id, since, playbook_id) if r["user_id"] == user_id
+        )
 
 
-def check_account(counts: TouchCounts, *, account_id: str, playbook_id: str, playbook_caps: Caps, settings,
-                  now: datetime) -> str | None:
+def check_account(counts: TouchCounts, *, account_id: str, playbook_id: str, playbook_caps: Caps, settings, now: datetime) -> str | None:
     """May this account receive one more touch? The reason if not."""
     cap = global_caps(settings).account
     if cap and counts.account_touches(account_id, now - timedelta(days=cap.days)) >= cap.limit:
@@ -93,8 +97,9 @@ def check_account(counts: TouchCounts, *, account_id: str, playbook_id: str, pla
     return None
 
 
-def check_contact(counts: TouchCounts, *, account_id: str, user_id: str | None, playbook_id: str, playbook_caps: Caps,
-                  settings, now: datetime) -> str | None:
+def check_contact(
+    counts: TouchCounts, *, account_id: str, user_id: str | None, playbook_id: str, playbook_caps: Caps, settings, now: datetime
+) -> str | None:
     if user_id is None:  # the account owner's address: no contact row to count against
         return None
     cap = global_caps(settings).contact

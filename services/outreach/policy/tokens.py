@@ -4,6 +4,7 @@ The key is derived from ``settings.secret_key`` for this one purpose, so a token
 neither be forged nor replayed as any other kind of Touchline credential. Tokens do
 not expire: an unsubscribe link in a two-year-old email must still work.
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """Starter templates and playbooks (``templates.yaml``, ``playbooks.yaml``), added by
 ``touchline run`` and ``touchline seed-outreach`` when missing; never overwritten."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -26,6 +26,7 @@ naming the limit (a 422 at save and preview; a message skipped with reason
 ``render_error`` at send). The checks work on the template's own operations, with no
 tracing hook and no extra process: they cost about what the render itself costs.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -55,8 +56,7 @@ class RenderBudget:
 
     @classmethod
     def from_settings(cls, settings) -> "RenderBudget":
-        return cls(settings.template_cpu_seconds, settings.template_max_output_chars,
-                   settings.template_max_loop_iterations)
+        return cls(settings.template_cpu_seconds, settings.template_max_output_chars, settings.template_max_loop_iterations)
 
 
 class BudgetExceeded(Exception):
@@ -83,18 +83,25 @@ class _Spend:
     def tick(self) -> None:
         self.ops += 1
         if self.ops & 63 == 0 and time.perf_counter() > self.wall_deadline and time.thread_time() > self.cpu_deadline:
-            raise BudgetExceeded("cpu_seconds", f"rendering used more than {self.budget.cpu_seconds} s of CPU time "
-                                                "(TOUCHLINE_TEMPLATE_CPU_SECONDS); simplify the loops")
+            raise BudgetExceeded(
+                "cpu_seconds",
+                f"rendering used more than {self.budget.cpu_seconds} s of CPU time (TOUCHLINE_TEMPLATE_CPU_SECONDS); simplify the loops",
+            )
 
     def size(self, n: int, what: str) -> None:
         if n > self.budget.max_output_chars:
-            raise BudgetExceeded("max_output_chars", f"{what} would be {n} long; the limit is "
-                                                     f"{self.budget.max_output_chars} (TOUCHLINE_TEMPLATE_MAX_OUTPUT_CHARS)")
+            raise BudgetExceeded(
+                "max_output_chars",
+                f"{what} would be {n} long; the limit is {self.budget.max_output_chars} (TOUCHLINE_TEMPLATE_MAX_OUTPUT_CHARS)",
+            )
 
     def number(self, v: Any, what: str) -> None:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > self.budget.max_output_chars:
-            raise BudgetExceeded("max_output_chars", f"{what} takes {v}; numbers given to it are limited to "
-                                                     f"{self.budget.max_output_chars} (TOUCHLINE_TEMPLATE_MAX_OUTPUT_CHARS)")
+            raise BudgetExceeded(
+                "max_output_chars",
+                f"{what} takes {v}; numbers given to it are limited to "
+                f"{self.budget.max_output_chars} (TOUCHLINE_TEMPLATE_MAX_OUTPUT_CHARS)",
+            )
 
     def check_result(self, value: Any, what: str) -> Any:
         if isinstance(value, (str, list, tuple, dict)):
@@ -186,8 +193,9 @@ def _counted(_context, iterable):
     for item in iterable:
         spend.iterations += 1
         if spend.iterations > limit:
-            raise BudgetExceeded("max_loop_iterations", f"the loops ran more than {limit} iterations in all "
-                                                        "(TOUCHLINE_TEMPLATE_MAX_LOOP_ITERATIONS)")
+            raise BudgetExceeded(
+                "max_loop_iterations", f"the loops ran more than {limit} iterations in all (TOUCHLINE_TEMPLATE_MAX_LOOP_ITERATIONS)"
+            )
         spend.tick()
         yield item
 
@@ -244,8 +252,9 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
                 _format_widths(spend, left, "the % format")
             elif operator == "**" and isinstance(left, (int, float)) and isinstance(right, (int, float)):
                 if abs(left) > 1 and right > 0 and right * math.log2(abs(left)) > 4096:
-                    raise BudgetExceeded("max_output_chars", f"{left} ** {right} is a number of more than 4096 bits; "
-                                                             "templates do not need such numbers")
+                    raise BudgetExceeded(
+                        "max_output_chars", f"{left} ** {right} is a number of more than 4096 bits; templates do not need such numbers"
+                    )
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja2's signature)
@@ -262,8 +271,9 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
 
 def _env(autoescape: bool) -> BudgetedSandbox:
-    return BudgetedSandbox(undefined=StrictUndefined, autoescape=autoescape,
-                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    return BudgetedSandbox(
+        undefined=StrictUndefined, autoescape=autoescape, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False
+    )
 
 
 _TEXT = _env(False)
@@ -339,15 +349,20 @@ def render_part(part: str, source: str, context: dict[str, Any], budget: RenderB
     except BudgetExceeded as exc:
         raise TemplateProblem(part, _template_line(exc), f"over the rendering budget: {exc.message}", exc.limit) from None
     except UndefinedError as exc:
-        raise TemplateProblem(part, _template_line(exc),
-                              f"undefined variable: {exc.message}. Variables available: {', '.join(sorted(context))}") from None
+        raise TemplateProblem(
+            part, _template_line(exc), f"undefined variable: {exc.message}. Variables available: {', '.join(sorted(context))}"
+        ) from None
     except SecurityError as exc:
         raise TemplateProblem(part, _template_line(exc), f"not allowed in a template: {exc}") from None
     except TemplateError as exc:
         raise TemplateProblem(part, _template_line(exc), f"{type(exc).__name__}: {exc}") from None
     except (MemoryError, RecursionError) as exc:
-        raise TemplateProblem(part, _template_line(exc), f"over the rendering budget: {type(exc).__name__}",
-                              "memory" if isinstance(exc, MemoryError) else "recursion") from None
+        raise TemplateProblem(
+            part,
+            _template_line(exc),
+            f"over the rendering budget: {type(exc).__name__}",
+            "memory" if isinstance(exc, MemoryError) else "recursion",
+        ) from None
     except Exception as exc:  # e.g. a ZeroDivisionError from template arithmetic
         raise TemplateProblem(part, _template_line(exc), f"{type(exc).__name__}: {exc}") from None
     if part == "subject":
@@ -365,6 +380,7 @@ def render(parts: dict[str, str], context: dict[str, Any], budget: RenderBudget 
 
 # ---- context -------------------------------------------------------------
 
+
 def _jsonable(value):
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -375,25 +391,37 @@ def account_context(account) -> dict[str, Any]:
     if account is None:
         return {}
     return {
-        "id": account.id, "name": account.name or account.id, "plan": account.plan, "arr": account.arr,
-        "seats": account.seats, "segment": account.segment, "lifecycle_stage": account.lifecycle_stage,
-        "renewal_date": account.renewal_date, "owner_email": account.owner_email, "traits": dict(account.traits or {}),
+        "id": account.id,
+        "name": account.name or account.id,
+        "plan": account.plan,
+        "arr": account.arr,
+        "seats": account.seats,
+        "segment": account.segment,
+        "lifecycle_stage": account.lifecycle_stage,
+        "renewal_date": account.renewal_date,
+        "owner_email": account.owner_email,
+        "traits": dict(account.traits or {}),
     }
 
 
 def recipient_context(user=None, *, email: str | None = None, role: str | None = None) -> dict[str, Any]:
     name = getattr(user, "name", None) or ""
     return {
-        "id": getattr(user, "id", None), "email": getattr(user, "email", None) or email, "name": name,
-        "first_name": name.split()[0] if name.strip() else "there", "role": getattr(user, "role", None) or role,
+        "id": getattr(user, "id", None),
+        "email": getattr(user, "email", None) or email,
+        "name": name,
+        "first_name": name.split()[0] if name.strip() else "there",
+        "role": getattr(user, "role", None) or role,
         "timezone": getattr(user, "timezone", None),
     }
 
 
-def build_context(*, account: dict, recipient: dict, signal: dict, playbook: dict, unsubscribe_url: str,
-                  settings) -> dict[str, Any]:
+def build_context(*, account: dict, recipient: dict, signal: dict, playbook: dict, unsubscribe_url: str, settings) -> dict[str, Any]:
     return {
-        "account": account, "recipient": recipient, "signal": signal, "playbook": playbook,
+        "account": account,
+        "recipient": recipient,
+        "signal": signal,
+        "playbook": playbook,
         "unsubscribe_url": unsubscribe_url,
         "product": {"name": settings.product_name, "url": settings.product_url},
         "sender": {"name": settings.mail_from_name, "email": settings.mail_from},
@@ -410,14 +438,37 @@ def _merge(base: dict, extra: dict) -> dict:
 def sample_context(settings, extra: dict | None = None) -> dict[str, Any]:
     """What a template is validated against on save: every variable a real send has."""
     ctx = build_context(
-        account={"id": "acme", "name": "Acme Inc", "plan": "pro", "arr": 24000.0, "seats": 25, "segment": "smb",
-                 "lifecycle_stage": "adopted", "renewal_date": date(2027, 3, 1), "owner_email": "owner@acme.example",
-                 "traits": {}},
-        recipient={"id": "ada", "email": "ada@acme.example", "name": "Ada Lovelace", "first_name": "Ada",
-                   "role": "champion", "timezone": "Europe/London"},
-        signal={"signal_id": "sample", "rule_id": "sample-rule", "rule_version": 1, "rule_name": "Sample rule",
-                "kind": "churn_risk", "severity": "medium", "fired_at": datetime(2026, 3, 2, 9, tzinfo=timezone.utc),
-                "user_id": None, "evidence": {}},
+        account={
+            "id": "acme",
+            "name": "Acme Inc",
+            "plan": "pro",
+            "arr": 24000.0,
+            "seats": 25,
+            "segment": "smb",
+            "lifecycle_stage": "adopted",
+            "renewal_date": date(2027, 3, 1),
+            "owner_email": "owner@acme.example",
+            "traits": {},
+        },
+        recipient={
+            "id": "ada",
+            "email": "ada@acme.example",
+            "name": "Ada Lovelace",
+            "first_name": "Ada",
+            "role": "champion",
+            "timezone": "Europe/London",
+        },
+        signal={
+            "signal_id": "sample",
+            "rule_id": "sample-rule",
+            "rule_version": 1,
+            "rule_name": "Sample rule",
+            "kind": "churn_risk",
+            "severity": "medium",
+            "fired_at": datetime(2026, 3, 2, 9, tzinfo=timezone.utc),
+            "user_id": None,
+            "evidence": {},
+        },
         playbook={"id": "sample-playbook", "name": "Sample playbook", "version": 1},
         unsubscribe_url="https://touchline.example/unsubscribe/sample-token",
         settings=settings,

@@ -1,4 +1,5 @@
 """Every query on templates."""
+
 from __future__ import annotations
 
 from sqlalchemy import select

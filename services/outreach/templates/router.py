@@ -1,4 +1,5 @@
 """Templates: author (validated on save), list, read, preview against a real contact."""
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,20 @@ router = APIRouter(tags=["templates"])
 TemplateId = Path(pattern=ID_PATTERN, description="lower-case slug, e.g. win-back")
 
 
-@router.put("/v1/templates/{template_id}", response_model=TemplateOut,
-            responses={**AUTH_ERRORS, **responses(Unprocessable)},
-            summary="Create or update a template; it is compiled and rendered against a sample context first")
-def put_template(body: TemplateIn, template_id: str = TemplateId, session: Session = SessionDep,
-                 clock: Clock = ClockDep, settings: Settings = SettingsDep, principal: Principal = require("ops")):
+@router.put(
+    "/v1/templates/{template_id}",
+    response_model=TemplateOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Create or update a template; it is compiled and rendered against a sample context first",
+)
+def put_template(
+    body: TemplateIn,
+    template_id: str = TemplateId,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("ops"),
+):
     return service.save(session, template_id, body, settings=settings, actor=principal.actor, now=clock.now())
 
 
@@ -34,8 +44,12 @@ class TemplatePage(BaseModel):
 
 
 @router.get("/v1/templates", response_model=TemplatePage, responses=AUTH_ERRORS, summary="Templates by id, in pages")
-def list_templates(cursor: str | None = Query(None, description="next_cursor from the previous page"),
-                   limit: int = Query(100, ge=1, le=1000), session: Session = SessionDep, _p=require("ops")):
+def list_templates(
+    cursor: str | None = Query(None, description="next_cursor from the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = SessionDep,
+    _p=require("ops"),
+):
     items = repo.list_all(session, after=cursor, limit=limit)
     return TemplatePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
@@ -45,16 +59,20 @@ def get_template(template_id: str, session: Session = SessionDep, _p=require("op
     return service.get_or_404(session, template_id)
 
 
-@router.post("/v1/templates/{template_id}/preview", response_model=PreviewOut,
-             responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-             summary="Render a saved template for a real account and contact (nothing is sent)")
-def preview_template(template_id: str, body: PreviewIn, session: Session = ReadSessionDep,
-                     settings: Settings = SettingsDep, _p=require("ops")):
+@router.post(
+    "/v1/templates/{template_id}/preview",
+    response_model=PreviewOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Render a saved template for a real account and contact (nothing is sent)",
+)
+def preview_template(
+    template_id: str, body: PreviewIn, session: Session = ReadSessionDep, settings: Settings = SettingsDep, _p=require("ops")
+):
     template = service.get_or_404(session, template_id)
-    rendered, ctx = service.preview_for(session, template, account_id=body.account_id, user_id=body.user_id,
-                                        signal=body.signal, settings=settings)
-    return PreviewOut(subject=rendered.subject, html_body=rendered.html_body, text_body=rendered.text_body,
-                      context=_jsonable(ctx))
+    rendered, ctx = service.preview_for(
+        session, template, account_id=body.account_id, user_id=body.user_id, signal=body.signal, settings=settings
+    )
+    return PreviewOut(subject=rendered.subject, html_body=rendered.html_body, text_body=rendered.text_body, context=_jsonable(ctx))
 
 
 def _jsonable(obj):

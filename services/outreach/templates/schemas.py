@@ -1,4 +1,5 @@
 """Request and response shapes of the templates API."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -10,12 +11,19 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 
 
 class TemplateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "Win-back after silence",
-        "subject": "{{ recipient.first_name }}, your {{ account.name }} workspace misses you",
-        "html_body": "<p>Hi {{ recipient.first_name }},</p><p>...</p><p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>",
-        "text_body": "Hi {{ recipient.first_name }},\n...\nUnsubscribe: {{ unsubscribe_url }}",
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Win-back after silence",
+                    "subject": "{{ recipient.first_name }}, your {{ account.name }} workspace misses you",
+                    "html_body": '<p>Hi {{ recipient.first_name }},</p><p>...</p><p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>',
+                    "text_body": "Hi {{ recipient.first_name }},\n...\nUnsubscribe: {{ unsubscribe_url }}",
+                }
+            ]
+        },
+    )
 
     name: str = Field("", max_length=200)
     description: str = Field("", max_length=2000)

@@ -1,4 +1,5 @@
 """Saving (validate, then store) and previewing templates."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -48,8 +49,16 @@ def save(session: Session, template_id: str, body, *, settings, actor: str, now:
         setattr(row, field, getattr(body, field))
     row.updated_at = now
     session.flush()
-    audit.record(session, actor=actor, action=action, object_type="template", object_id=template_id, now=now,
-                 version=row.version, details={"name": row.name})
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="template",
+        object_id=template_id,
+        now=now,
+        version=row.version,
+        details={"name": row.name},
+    )
     return row
 
 
@@ -60,8 +69,9 @@ def get_or_404(session: Session, template_id: str) -> Template:
     return row
 
 
-def preview(session: Session, template: Template, *, account, user, signal: dict | None, settings,
-            unsubscribe_url: str) -> tuple[Rendered, dict[str, Any]]:
+def preview(
+    session: Session, template: Template, *, account, user, signal: dict | None, settings, unsubscribe_url: str
+) -> tuple[Rendered, dict[str, Any]]:
     sample = sample_context(settings, template.sample_context)
     ctx = build_context(
         account=account_context(account),
@@ -77,8 +87,9 @@ def preview(session: Session, template: Template, *, account, user, signal: dict
         raise Unprocessable(problem.as_dict(), code="template_render_failed") from None
 
 
-def preview_for(session: Session, template: Template, *, account_id: str, user_id: str | None, signal: dict | None,
-                settings) -> tuple[Rendered, dict[str, Any]]:
+def preview_for(
+    session: Session, template: Template, *, account_id: str, user_id: str | None, signal: dict | None, settings
+) -> tuple[Rendered, dict[str, Any]]:
     """Render a template for a real account and contact (the owner when no user is named)."""
     account = usage.account(session, account_id)
     if account is None:
@@ -89,5 +100,12 @@ def preview_for(session: Session, template: Template, *, account_id: str, user_i
         if user is None:
             raise NotFound(f"no user {user_id!r} in account {account_id!r}")
     email = (user.email if user else account.owner_email) or "nobody@example.invalid"
-    return preview(session, template, account=account, user=user, signal=signal, settings=settings,
-                   unsubscribe_url=unsubscribe_url(settings, email=email, account_id=account.id))
+    return preview(
+        session,
+        template,
+        account=account,
+        user=user,
+        signal=signal,
+        settings=settings,
+        unsubscribe_url=unsubscribe_url(settings, email=email, account_id=account.id),
+    )

@@ -1,6 +1,7 @@
 """Backtests run as background jobs (kind ``rules.backtest``): ``POST /v1/rules/backtest``
 and ``touchline rules backtest`` queue one; the jobs worker replays the period inside a
 read transaction, reporting progress per replayed day."""
+
 from __future__ import annotations
 
 from typing import Any

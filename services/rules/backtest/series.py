@@ -8,6 +8,7 @@ results); a method returns None when the request falls outside the range it load
 the caller then asks the database as before. The answers are exactly the per-day
 queries' answers (tests/integration/services/rules/test_backtest_series.py compares the two paths).
 """
+
 from __future__ import annotations
 
 import sys
@@ -201,7 +202,7 @@ assert array("I").itemsize == 4
 def _spread(mask: int, n: int) -> int:
     """``mask``'s first ``n`` bits as one 32-bit counter per bit (0 or 1), little-endian."""
     raw = (mask & ((1 << n) - 1)).to_bytes((n + 7) // 8, "little")
-    return int.from_bytes(b"".join(map(_SPREAD.__getitem__, raw))[:4 * n], "little")
+    return int.from_bytes(b"".join(map(_SPREAD.__getitem__, raw))[: 4 * n], "little")
 
 
 def _smear(mask: int, width: int) -> int:

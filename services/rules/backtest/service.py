@@ -14,6 +14,7 @@ Metric inputs are read once for the whole period
 (:class:`~services.rules.backtest.series.DailySeries`) and each day is answered from
 memory; ``per_day_queries=True`` asks the database day by day instead (same answers).
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,9 +49,16 @@ class BacktestResult:
         return {a for _, a, _ in self.firings}
 
 
-def run_backtest(session: Session, d: RuleDefinition, start: date, end: date, *,
-                 progress: Callable[[int, int], None] | None = None, lookback_days: int = 400,
-                 per_day_queries: bool = False) -> BacktestResult:
+def run_backtest(
+    session: Session,
+    d: RuleDefinition,
+    start: date,
+    end: date,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    lookback_days: int = 400,
+    per_day_queries: bool = False,
+) -> BacktestResult:
     result = BacktestResult()
     series = None
     if not per_day_queries:
@@ -67,8 +75,7 @@ def run_backtest(session: Session, d: RuleDefinition, start: date, end: date, *,
         audience = meas.population if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, None)
         fired: list[tuple[str, dict]] = []
         if d.trigger.scheduled or not needs_event:
-            candidates = audience if d.trigger.scheduled else (
-                usage.accounts_with_events(session, list(d.trigger.events), day) & audience)
+            candidates = audience if d.trigger.scheduled else (usage.accounts_with_events(session, list(d.trigger.events), day) & audience)
             for a in sorted(select_set(d.condition, candidates, meas.matching)):
                 if a in until and now < until[a]:
                     continue  # in cooldown: it would be dropped below, so skip explaining it
@@ -99,8 +106,10 @@ def run_backtest(session: Session, d: RuleDefinition, start: date, end: date, *,
 def summarise(result: BacktestResult, start: date, end: date, samples: int) -> dict[str, Any]:
     per_day = Counter(day for day, _, _ in result.firings)
     per_week = Counter(day - timedelta(days=day.weekday()) for day, _, _ in result.firings)
-    days = [{"day": (start + timedelta(days=i)).isoformat(), "firings": per_day.get(start + timedelta(days=i), 0)}
-            for i in range((end - start).days + 1)]
+    days = [
+        {"day": (start + timedelta(days=i)).isoformat(), "firings": per_day.get(start + timedelta(days=i), 0)}
+        for i in range((end - start).days + 1)
+    ]
     first_monday = start - timedelta(days=start.weekday())
     weeks = []
     w = first_monday
@@ -109,8 +118,11 @@ def summarise(result: BacktestResult, start: date, end: date, samples: int) -> d
         w += timedelta(days=7)
     accounts = sorted(result.accounts())
     return {
-        "total_firings": len(result.firings), "distinct_accounts": len(accounts), "accounts": accounts[:1000],
-        "per_day": days, "per_week": weeks,
+        "total_firings": len(result.firings),
+        "distinct_accounts": len(accounts),
+        "accounts": accounts[:1000],
+        "per_day": days,
+        "per_week": weeks,
         "samples": [{"day": d.isoformat(), "account_id": a, "evidence": ev} for d, a, ev in result.firings[:samples]],
     }
 
@@ -131,8 +143,15 @@ def prepare(session: Session, body, settings: Settings) -> PreparedBacktest:
         raise Unprocessable([{"pointer": "/end", "message": f"end {body.end} is before start {body.start}; swap them"}])
     span = (body.end - body.start).days + 1
     if span > settings.raw_event_retention_days:
-        raise Unprocessable([{"pointer": "/start", "message": f"{span} days is longer than the retained history "
-                                                              f"({settings.raw_event_retention_days} days); shorten the period"}])
+        raise Unprocessable(
+            [
+                {
+                    "pointer": "/start",
+                    "message": f"{span} days is longer than the retained history "
+                    f"({settings.raw_event_retention_days} days); shorten the period",
+                }
+            ]
+        )
     if body.rule is not None:
         candidate, _ = rules_service.parse(body.rule, settings.raw_event_retention_days, rule_id=body.rule_id)
     else:
@@ -146,8 +165,7 @@ def prepare(session: Session, body, settings: Settings) -> PreparedBacktest:
     return PreparedBacktest(candidate, current, version)
 
 
-def backtest_request(session: Session, body, settings: Settings,
-                     progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+def backtest_request(session: Session, body, settings: Settings, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Run a backtest request; ``progress(done, total, message)`` is called after every
     replayed day (of both rules, with compare_with_current)."""
     prep = prepare(session, body, settings)
@@ -162,19 +180,27 @@ def backtest_request(session: Session, body, settings: Settings,
                 log.info("backtest %s: %s day %d/%d (%.1fs)", candidate.id, label, done, _days, time.perf_counter() - started)
             if progress:
                 progress(offset + done, total, f"{label}: day {done}/{_days}")
+
         return on_day
 
-    res = run_backtest(session, candidate, body.start, body.end, progress=step(0, "rule"),
-                       lookback_days=settings.raw_event_retention_days)
-    out: dict[str, Any] = {"rule_id": candidate.id, "start": body.start.isoformat(), "end": body.end.isoformat(),
-                           "rule": candidate.to_dict(), **summarise(res, body.start, body.end, body.samples)}
+    res = run_backtest(session, candidate, body.start, body.end, progress=step(0, "rule"), lookback_days=settings.raw_event_retention_days)
+    out: dict[str, Any] = {
+        "rule_id": candidate.id,
+        "start": body.start.isoformat(),
+        "end": body.end.isoformat(),
+        "rule": candidate.to_dict(),
+        **summarise(res, body.start, body.end, body.samples),
+    }
     if current is not None:
-        cur = run_backtest(session, current, body.start, body.end, progress=step(days, "current version"),
-                           lookback_days=settings.raw_event_retention_days)
+        cur = run_backtest(
+            session, current, body.start, body.end, progress=step(days, "current version"), lookback_days=settings.raw_event_retention_days
+        )
         new_accounts, old_accounts = res.accounts(), cur.accounts()
-        out["compared_with"] = {"version": prep.current_version, "total_firings": len(cur.firings),
-                                "distinct_accounts": len(old_accounts)}
-        out["diff"] = {"newly_firing": sorted(new_accounts - old_accounts), "stop_firing": sorted(old_accounts - new_accounts),
-                       "both": len(new_accounts & old_accounts)}
+        out["compared_with"] = {"version": prep.current_version, "total_firings": len(cur.firings), "distinct_accounts": len(old_accounts)}
+        out["diff"] = {
+            "newly_firing": sorted(new_accounts - old_accounts),
+            "stop_firing": sorted(old_accounts - new_accounts),
+            "both": len(new_accounts & old_accounts),
+        }
     out["elapsed_seconds"] = round(time.perf_counter() - started, 3)
     return out

@@ -28,6 +28,7 @@ Orphans. Every ``ORPHAN_SWEEP_EVERY`` the worker republishes the signals that ha
 outreach decision after ``signal_decision_grace_seconds`` (see
 :func:`services.rules.signals.service.republish_orphans`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,16 @@ from shared import consumer_progress as progress
 from shared.db import transaction
 from shared.events import ValidEvent, validate_record
 from shared.kafka import BatchResult, BatchWorker, group_id_of
-from shared.metrics import (OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, RULES_TICK_INTERVAL, RULES_TICK_SECONDS,
-                            TICK_INGEST_LAG, TICK_WAITING, TICKS_DEFERRED)
+from shared.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_SAMPLE_SECONDS,
+    RULES_TICK_INTERVAL,
+    RULES_TICK_SECONDS,
+    TICK_INGEST_LAG,
+    TICK_WAITING,
+    TICKS_DEFERRED,
+)
 from shared.outbox import SENT_RETENTION, pending_stats, prune_sent, relay
 
 log = logging.getLogger(__name__)
@@ -114,8 +123,7 @@ class RulesWorker(BatchWorker):
         heads = {tp: next((i for _, i in recs if i is not None), None) for tp, recs in by_partition.items()}
         with transaction(self.session_factory) as session:
             present = usage.ingested_event_ids(session, sorted({i for i in heads.values() if i is not None}))
-            rest = sorted({i for tp, recs in by_partition.items() if heads[tp] in present for _, i in recs if i is not None}
-                          - present)
+            rest = sorted({i for tp, recs in by_partition.items() if heads[tp] in present for _, i in recs if i is not None} - present)
             if rest:
                 present |= usage.ingested_event_ids(session, rest)
         now = self.clock.now()
@@ -132,8 +140,13 @@ class RulesWorker(BatchWorker):
             if waited_offset != offset:
                 since = now  # ingest moved on: a new wait begins at the next event
             if now - since >= wait:
-                log.warning("rules: events of %s/%d from offset %d still not ingested after %.0fs; evaluating without them",
-                            tp[0], tp[1], offset, self.settings.rules_ingest_wait_seconds)
+                log.warning(
+                    "rules: events of %s/%d from offset %d still not ingested after %.0fs; evaluating without them",
+                    tp[0],
+                    tp[1],
+                    offset,
+                    self.settings.rules_ingest_wait_seconds,
+                )
                 self._waiting.pop(tp, None)
                 out.extend(r for r, _ in recs)
                 continue
@@ -143,13 +156,17 @@ class RulesWorker(BatchWorker):
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()
-        events = [EventSubject(ev.event_id, ev.account_id, ev.user_id, ev.name, ev.timestamp, ev.properties)
-                  for ev in self._valid(records) if ev.type == "track" and ev.name is not None]
+        events = [
+            EventSubject(ev.event_id, ev.account_id, ev.user_id, ev.name, ev.timestamp, ev.properties)
+            for ev in self._valid(records)
+            if ev.type == "track" and ev.name is not None
+        ]
         self.index.refresh(session)
         report = evaluate_events(session, events, self.index, now, self.settings)
         self.last_report = report
-        return BatchResult(summary={"events": report.events, "stale": report.stale, "evaluations": report.evaluations,
-                                    "signals": len(report.signals)})
+        return BatchResult(
+            summary={"events": report.events, "stale": report.stale, "evaluations": report.evaluations, "signals": len(report.signals)}
+        )
 
     def poll_once(self, timeout_ms: int | None = None) -> int:
         n = super().poll_once(timeout_ms)
@@ -193,15 +210,24 @@ class RulesWorker(BatchWorker):
         topic = self.settings.topic_events
         parts = self.start()._live().partitions_for_topic(topic)
         with transaction(self.session_factory) as session:
-            mark = progress.watermark(session, group_id_of(self.settings, "ingest"), topic, parts or set(), now,
-                                      timedelta(seconds=self.settings.rules_ingest_stale_seconds))
+            mark = progress.watermark(
+                session,
+                group_id_of(self.settings, "ingest"),
+                topic,
+                parts or set(),
+                now,
+                timedelta(seconds=self.settings.rules_ingest_stale_seconds),
+            )
         if not parts:
             mark.silent = [-1]  # no metadata for the topic yet: nothing is known
         TICK_INGEST_LAG.set(mark.lag)
         if mark.caught_up(self.settings.rules_max_ingest_lag):
             if self._deferred_since is not None:
-                log.info("rules: ingest caught up (lag %d); the scheduled tick held back since %s runs now",
-                         mark.lag, self._deferred_since.isoformat())
+                log.info(
+                    "rules: ingest caught up (lag %d); the scheduled tick held back since %s runs now",
+                    mark.lag,
+                    self._deferred_since.isoformat(),
+                )
             self._deferred_since = self._deferral_logged_at = None
             TICK_WAITING.set(0)
             return True
@@ -212,13 +238,16 @@ class RulesWorker(BatchWorker):
             self._deferral_logged_at = now
             if mark.silent:
                 reason = "ingest_silent"
-                log.warning("rules: scheduled tick held back: no ingest progress report for %s within %.0fs "
-                            "(is the ingest worker running?)", "partitions " + ", ".join(map(str, mark.silent))
-                            if parts else f"topic {topic}", self.settings.rules_ingest_stale_seconds)
+                log.warning(
+                    "rules: scheduled tick held back: no ingest progress report for %s within %.0fs (is the ingest worker running?)",
+                    "partitions " + ", ".join(map(str, mark.silent)) if parts else f"topic {topic}",
+                    self.settings.rules_ingest_stale_seconds,
+                )
             else:
                 reason = "ingest_lag"
-                log.warning("rules: scheduled tick held back: ingest is %d records behind (limit %d)",
-                            mark.lag, self.settings.rules_max_ingest_lag)
+                log.warning(
+                    "rules: scheduled tick held back: ingest is %d records behind (limit %d)", mark.lag, self.settings.rules_max_ingest_lag
+                )
             TICKS_DEFERRED.labels(reason).inc()
         return False
 
@@ -235,8 +264,11 @@ class RulesWorker(BatchWorker):
                 break
         self._next_orphan_sweep = now + ORPHAN_SWEEP_EVERY
         if n:
-            log.warning("rules: %d signals had no outreach decision after %.0fs; published them again",
-                        n, self.settings.signal_decision_grace_seconds)
+            log.warning(
+                "rules: %d signals had no outreach decision after %.0fs; published them again",
+                n,
+                self.settings.signal_decision_grace_seconds,
+            )
 
     def relay(self) -> int:
         sent = 0

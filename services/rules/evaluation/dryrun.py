@@ -1,4 +1,5 @@
 """Dry-run: would a rule fire now for one account, and why. Reads only."""
+
 from __future__ import annotations
 
 import uuid
@@ -21,12 +22,12 @@ def _event_from_body(obj: Any, account_id: str, now: datetime) -> EventSubject:
     props = obj.get("properties", {})
     if not isinstance(props, dict):
         raise Unprocessable([{"pointer": "/event/properties", "message": "properties is an object"}])
-    return EventSubject(str(obj.get("event_id") or f"dry-run-{uuid.uuid4()}"), account_id, obj.get("user_id"), obj["name"],
-                        now, props)
+    return EventSubject(str(obj.get("event_id") or f"dry-run-{uuid.uuid4()}"), account_id, obj.get("user_id"), obj["name"], now, props)
 
 
-def dry_run(session: Session, d: RuleDefinition, version: int | None, account_id: str, now: datetime,
-            event_obj: Any = None) -> dict[str, Any]:
+def dry_run(
+    session: Session, d: RuleDefinition, version: int | None, account_id: str, now: datetime, event_obj: Any = None
+) -> dict[str, Any]:
     meas = Measurements(session, now, [account_id])
     if account_id not in meas.rows():
         raise NotFound(f"no account {account_id!r}")
@@ -45,9 +46,20 @@ def dry_run(session: Session, d: RuleDefinition, version: int | None, account_id
                 event = EventSubject(e.event_id, e.account_id, e.user_id, e.name, e.timestamp, e.properties or {})
             source = "latest stored event" if event else None
         needs = any(leaf.needs_event for leaf in leaves(d.condition))
-        trigger = {"type": "events", "events": list(d.trigger.events), "source": source,
-                   "event": None if event is None else {"event_id": event.event_id, "name": event.name, "user_id": event.user_id,
-                                                        "timestamp": event.timestamp.isoformat(), "properties": event.properties}}
+        trigger = {
+            "type": "events",
+            "events": list(d.trigger.events),
+            "source": source,
+            "event": None
+            if event is None
+            else {
+                "event_id": event.event_id,
+                "name": event.name,
+                "user_id": event.user_id,
+                "timestamp": event.timestamp.isoformat(),
+                "properties": event.properties,
+            },
+        }
         if event is not None and event.name not in d.trigger.events:
             trigger["message"] = f"{event.name!r} does not trigger this rule; it fires on {', '.join(d.trigger.events)}"
         elif event is None and needs:
@@ -55,8 +67,7 @@ def dry_run(session: Session, d: RuleDefinition, version: int | None, account_id
     audience = audience_explanation(d, account_id, meas)
     ok, tree = meas.explain(d.condition, account_id, event)
     until = signals_repo.cooldown_until(session, d.id, account_id)
-    cooldown = {"active": bool(until and until > now), "until": until.isoformat() if until else None,
-                "length": d.to_dict()["cooldown"]}
+    cooldown = {"active": bool(until and until > now), "until": until.isoformat() if until else None, "length": d.to_dict()["cooldown"]}
     triggered = d.trigger.scheduled or event is None or event.name in d.trigger.events
     would = audience["match"] and ok and not cooldown["active"] and triggered
     if would:
@@ -73,9 +84,19 @@ def dry_run(session: Session, d: RuleDefinition, version: int | None, account_id
         if not triggered:
             why.append(trigger["message"])
         summary = "would not fire: " + "; ".join(why)
-    return {"rule_id": d.id, "version": version, "account_id": account_id, "now": now, "would_fire": would, "summary": summary,
-            "audience": audience, "trigger": trigger, "condition": tree, "cooldown": cooldown,
-            "evidence": evidence(tree) if ok else None}
+    return {
+        "rule_id": d.id,
+        "version": version,
+        "account_id": account_id,
+        "now": now,
+        "would_fire": would,
+        "summary": summary,
+        "audience": audience,
+        "trigger": trigger,
+        "condition": tree,
+        "cooldown": cooldown,
+        "evidence": evidence(tree) if ok else None,
+    }
 
 
 def _failed(tree: dict) -> str:

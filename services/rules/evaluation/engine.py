@@ -5,6 +5,7 @@
 (a thousand rules over the same metric cost one query). The pure interpretation is in
 :mod:`services.rules.language.evaluate`.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,16 @@ class Measurements:
     ``series`` (a backtest's :class:`~services.rules.backtest.series.DailySeries`) answers
     whole-population metrics from memory; it returns None for what it cannot answer."""
 
-    def __init__(self, session: Session, now: datetime, accounts: list[str] | None = None, *, as_of: bool = False,
-                 lookback_days: int = 400, series: Any = None):
+    def __init__(
+        self,
+        session: Session,
+        now: datetime,
+        accounts: list[str] | None = None,
+        *,
+        as_of: bool = False,
+        lookback_days: int = 400,
+        series: Any = None,
+    ):
         self.session = session
         self.series = series if as_of and accounts is None else None
         self.now = now.astimezone(timezone.utc)
@@ -105,8 +114,11 @@ class Measurements:
             if name == "traits":
                 v = _dig(r.traits or {}, leaf.path[2:])
             elif name == "tenure_days":
-                v = (today - r.signup_date).days if r.signup_date else (
-                    (now - r.first_seen_at).total_seconds() / DAY if r.first_seen_at else None)
+                v = (
+                    (today - r.signup_date).days
+                    if r.signup_date
+                    else ((now - r.first_seen_at).total_seconds() / DAY if r.first_seen_at else None)
+                )
             elif name == "days_in_stage":
                 v = (now - r.lifecycle_stage_changed_at).total_seconds() / DAY if r.lifecycle_stage_changed_at else None
             elif name == "days_to_renewal":
@@ -237,6 +249,7 @@ class Measurements:
             if isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
             return v
+
         return value_of
 
     def explain(self, condition: Condition, account_id: str, event: EventSubject | None = None) -> tuple[bool, dict]:
@@ -260,6 +273,7 @@ class Measurements:
                 d = self.detail(leaf, account_id)
                 if d:
                     e.update(d)
+
         walk(tree)
 
 
@@ -286,8 +300,9 @@ def audience_explanation(definition: RuleDefinition, account_id: str, meas: Meas
             checks.append({"filter": name, "value": v, "allowed": list(allowed), "result": v in allowed})
     ranges = {
         "arr": row.arr,
-        "tenure_days": (today - row.signup_date).days if row.signup_date else (
-            (now - row.first_seen_at).total_seconds() / DAY if row.first_seen_at else None),
+        "tenure_days": (today - row.signup_date).days
+        if row.signup_date
+        else ((now - row.first_seen_at).total_seconds() / DAY if row.first_seen_at else None),
         "days_in_stage": (now - row.lifecycle_stage_changed_at).total_seconds() / DAY if row.lifecycle_stage_changed_at else None,
     }
     for name, v in ranges.items():
@@ -297,8 +312,14 @@ def audience_explanation(definition: RuleDefinition, account_id: str, meas: Meas
             checks.append({"filter": name, "value": round(v, 4) if isinstance(v, float) else v, **r.to_dict(), "result": ok})
     if aud.renewal_within_days is not None:
         d = (row.renewal_date - today).days if row.renewal_date else None
-        checks.append({"filter": "renewal_within_days", "value": d, "max": aud.renewal_within_days,
-                       "result": d is not None and 0 <= d <= aud.renewal_within_days})
+        checks.append(
+            {
+                "filter": "renewal_within_days",
+                "value": d,
+                "max": aud.renewal_within_days,
+                "result": d is not None and 0 <= d <= aud.renewal_within_days,
+            }
+        )
     # The SQL filter is the authority; the checks above explain it.
     match = account_id in usage.accounts_where(meas.session, aud, now, [account_id])
     return {"match": match, "checks": checks}

@@ -1,5 +1,6 @@
 """Dry-runs: would a rule (saved or not) fire now for one account, and why. Nothing is
 stored. CS Ops (role ops) only."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,25 +20,50 @@ from shared.settings import Settings
 router = APIRouter(tags=["rules"])
 AUTHOR = ("ops",)
 
-TEST_DOC = ("Would the rule fire now for this account, and why or why not, predicate by predicate. Nothing is stored. "
-            'Event-triggered rules use `event` from the body if given ({"event": {"name": ..., "properties": {...}, '
-            '"user_id": ...}}), else the account\'s latest stored triggering event.')
+TEST_DOC = (
+    "Would the rule fire now for this account, and why or why not, predicate by predicate. Nothing is stored. "
+    'Event-triggered rules use `event` from the body if given ({"event": {"name": ..., "properties": {...}, '
+    '"user_id": ...}}), else the account\'s latest stored triggering event.'
+)
 
 
-@router.post("/v1/rules/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-             summary="Dry-run an unsaved rule for one account", description=TEST_DOC + ' Body: {"rule": {...}, "event": {...}?}')
-def test_unsaved_rule(account_id: str, body: Any = Body(...), session: Session = ReadSessionDep, clock: Clock = ClockDep,
-                      settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+@router.post(
+    "/v1/rules/test",
+    response_model=DryRunOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Dry-run an unsaved rule for one account",
+    description=TEST_DOC + ' Body: {"rule": {...}, "event": {...}?}',
+)
+def test_unsaved_rule(
+    account_id: str,
+    body: Any = Body(...),
+    session: Session = ReadSessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    _p: Principal = require(*AUTHOR),
+):
     if not isinstance(body, dict) or "rule" not in body:
         raise Unprocessable([{"pointer": "/rule", "message": 'send {"rule": {<rule definition>}, "event": {...} (optional)}'}])
     definition, _ = service.parse(body["rule"], settings.raw_event_retention_days)
     return dry_run(session, definition, None, account_id, clock.now(), body.get("event"))
 
 
-@router.post("/v1/rules/{rule_id}/test", response_model=DryRunOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-             summary="Dry-run a saved rule (current version) for one account", description=TEST_DOC)
-def test_rule(rule_id: str, account_id: str, body: Any = Body(None), session: Session = ReadSessionDep, clock: Clock = ClockDep,
-              settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+@router.post(
+    "/v1/rules/{rule_id}/test",
+    response_model=DryRunOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Dry-run a saved rule (current version) for one account",
+    description=TEST_DOC,
+)
+def test_rule(
+    rule_id: str,
+    account_id: str,
+    body: Any = Body(None),
+    session: Session = ReadSessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    _p: Principal = require(*AUTHOR),
+):
     rule = service.get(session, rule_id)
     definition, _ = service.parse(service.current_definition(session, rule), 100_000)
     event = body.get("event") if isinstance(body, dict) else None

@@ -1,5 +1,6 @@
 """Evaluation: event-triggered rules over a batch of events, and scheduled rules over
 every account in their audience (the tick). Both flush; the batch or tick commits."""
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,7 @@ class EvaluationReport:
     signals: list[Signal] = field(default_factory=list)
 
 
-def evaluate_events(session: Session, events: list[EventSubject], index: RuleIndex, now: datetime,
-                    settings: Settings) -> EvaluationReport:
+def evaluate_events(session: Session, events: list[EventSubject], index: RuleIndex, now: datetime, settings: Settings) -> EvaluationReport:
     """Evaluate the rules each event's name triggers. Metrics are read from ingest's
     rollups, which already hold these events (the worker waits for ingest).
 
@@ -122,6 +122,7 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
 
 # ---- the scheduled tick ------------------------------------------------------
 
+
 def claim_tick(session: Session, rule: LoadedRule, now: datetime) -> bool:
     """Take this rule's tick if it is due; with two workers only one wins, and a
     restarted worker does not re-run a tick that committed."""
@@ -156,8 +157,9 @@ class TickReport:
 def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, audiences: dict) -> tuple[set[str], int]:
     d = rule.definition
     if d.audience not in audiences:
-        audiences[d.audience] = (meas.population if d.audience.is_everyone
-                                 else usage.accounts_where(session, d.audience, meas.now, meas.accounts))
+        audiences[d.audience] = (
+            meas.population if d.audience.is_everyone else usage.accounts_where(session, d.audience, meas.now, meas.accounts)
+        )
     universe = audiences[d.audience]
     return select_set(d.condition, universe, meas.matching), len(universe)
 
@@ -201,10 +203,19 @@ def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[
                     firings.append(Firing(a, evidence(tree), f"tick:{slot}"))
             new = fire(session, rule, firings, now, settings, "schedule")
             report.signals += new
-            session.execute(RuleTick.__table__.update().where(RuleTick.rule_id == rule.id).values(
-                last_result={"audience": audience_size, "matched": len(matched), "signals": len(new)}))
+            session.execute(
+                RuleTick.__table__.update()
+                .where(RuleTick.rule_id == rule.id)
+                .values(last_result={"audience": audience_size, "matched": len(matched), "signals": len(new)})
+            )
     report.queries = meas.queries if meas else 0
     if report.ran:
-        log.info("rules tick at %s: %d/%d scheduled rules ran, %d accounts matched, %d signals",
-                 now.isoformat(), report.ran, report.rules, report.matched, len(report.signals))
+        log.info(
+            "rules tick at %s: %d/%d scheduled rules ran, %d accounts matched, %d signals",
+            now.isoformat(),
+            report.ran,
+            report.rules,
+            report.matched,
+            len(report.signals),
+        )
     return report

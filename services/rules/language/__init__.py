@@ -5,6 +5,7 @@ This package is pure: it imports nothing that touches the database (an import-li
 contract checks it). Measuring metrics is :mod:`services.rules.evaluation`'s job; other
 services reach both through :mod:`services.rules.conditions`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,20 @@ from .ast import All, AnyOf, Audience, Condition, Field, Metric, Not, RuleDefini
 from .parser import RuleValidationError, parse_condition, parse_rule
 
 __all__ = [
-    "All", "AnyOf", "Audience", "Condition", "Field", "Metric", "Not", "RuleDefinition", "RuleValidationError", "Trigger",
-    "leaves", "parse_condition", "parse_rule", "serialize_condition",
+    "All",
+    "AnyOf",
+    "Audience",
+    "Condition",
+    "Field",
+    "Metric",
+    "Not",
+    "RuleDefinition",
+    "RuleValidationError",
+    "Trigger",
+    "leaves",
+    "parse_condition",
+    "parse_rule",
+    "serialize_condition",
 ]
 
 

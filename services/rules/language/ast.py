@@ -1,6 +1,7 @@
 """The condition language as immutable values. Nothing here is ever executed as code:
 the parser builds these from JSON, the evaluator interprets them, ``to_dict`` writes
 them back in canonical form (parse -> to_dict -> parse is the identity)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,16 @@ FIELD_OPS = NUMERIC_OPS + ("in", "not_in", "exists")
 
 ACCOUNT_FIELDS = {
     # name: type ("str" | "num")
-    "id": "str", "name": "str", "plan": "str", "segment": "str", "lifecycle_stage": "str",
-    "arr": "num", "seats": "num", "tenure_days": "num", "days_in_stage": "num", "days_to_renewal": "num",
+    "id": "str",
+    "name": "str",
+    "plan": "str",
+    "segment": "str",
+    "lifecycle_stage": "str",
+    "arr": "num",
+    "seats": "num",
+    "tenure_days": "num",
+    "days_in_stage": "num",
+    "days_to_renewal": "num",
 }
 USER_FIELDS = {"id": "str", "email": "str", "name": "str", "role": "str", "timezone": "str"}
 EVENT_FIELDS = {"name": "str", "user_id": "str"}
@@ -253,9 +262,15 @@ class RuleDefinition:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "name": self.name, "description": self.description, "kind": self.kind,
-            "severity": self.severity, "trigger": self.trigger.to_dict(), "audience": self.audience.to_dict(),
-            "condition": self.condition.to_dict(), "cooldown": fmt_seconds(self.cooldown_seconds),
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "kind": self.kind,
+            "severity": self.severity,
+            "trigger": self.trigger.to_dict(),
+            "audience": self.audience.to_dict(),
+            "condition": self.condition.to_dict(),
+            "cooldown": fmt_seconds(self.cooldown_seconds),
         }
         if self.actions.to_dict():
             out["actions"] = self.actions.to_dict()

@@ -8,6 +8,7 @@ Two shapes share one comparison so they cannot disagree:
 Semantics: a predicate on a missing value is false (so ``not`` of it is true), except
 ``days_since`` of an event never seen, which is infinitely long ago.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,12 @@ from typing import Any
 from .ast import All, AnyOf, Condition, Leaf, Not
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 
 
@@ -37,10 +43,12 @@ def predicate(leaf: Leaf) -> Callable[[Any], bool]:
         return lambda v: v is not None and _hashable(v) and v not in banned
     fn = _OPS[op]
     if isinstance(want, (int, float)) and not isinstance(want, bool):
+
         def numeric(v, fn=fn, want=want):
             if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
                 return False
             return fn(v, want)
+
         return numeric
     return lambda v: v is not None and type(v) is type(want) and fn(v, want)
 
@@ -69,8 +77,13 @@ def explain(node: Condition, value_of: Callable[[Leaf], Any]) -> tuple[bool, dic
         return (not r), {"not": e, "result": not r}
     v = value_of(node)
     result = predicate(node)(v)
-    out = {"predicate": node.label, "value": json_value(v), "op": node.op,
-           "threshold": list(node.value) if isinstance(node.value, tuple) else json_value(node.value), "result": result}
+    out = {
+        "predicate": node.label,
+        "value": json_value(v),
+        "op": node.op,
+        "threshold": list(node.value) if isinstance(node.value, tuple) else json_value(node.value),
+        "result": result,
+    }
     if isinstance(v, float) and math.isinf(v):
         out["never_seen"] = True
     return result, out
@@ -148,23 +161,27 @@ class NumericOrder:
     def above(self, op: str, want: float) -> list:
         """The subjects whose value satisfies ``value <op> want``."""
         if op == ">":
-            return self.subjects[bisect_right(self.keys, want):]
+            return self.subjects[bisect_right(self.keys, want) :]
         if op == ">=":
-            return self.subjects[bisect_left(self.keys, want):]
+            return self.subjects[bisect_left(self.keys, want) :]
         if op == "<":
-            return self.subjects[:bisect_left(self.keys, want)]
-        return self.subjects[:bisect_right(self.keys, want)]  # "<="
+            return self.subjects[: bisect_left(self.keys, want)]
+        return self.subjects[: bisect_right(self.keys, want)]  # "<="
 
 
-def matching_from_values(leaf: Leaf, universe: Iterable, values: dict, default: Any,
-                         order: NumericOrder | None = None) -> set:
+def matching_from_values(leaf: Leaf, universe: Iterable, values: dict, default: Any, order: NumericOrder | None = None) -> set:
     """The subjects of ``universe`` for which ``leaf`` holds, a subject without a value
     taking ``default``. With ``order`` (``NumericOrder.of(values)``) a numeric comparison
     is answered by bisection; the answer is the same."""
     test = predicate(leaf)
     want = leaf.value
-    if (order is not None and isinstance(universe, (set, frozenset)) and leaf.op in (">", ">=", "<", "<=")
-            and type(want) in (int, float) and want == want):
+    if (
+        order is not None
+        and isinstance(universe, (set, frozenset))
+        and leaf.op in (">", ">=", "<", "<=")
+        and type(want) in (int, float)
+        and want == want
+    ):
         out = set(universe.intersection(order.above(leaf.op, want)))
         if test(default):
             out |= universe.difference(values)

@@ -4,6 +4,7 @@ Every problem is reported at once, each with a JSON pointer (RFC 6901) to the of
 part and a sentence on how to fix it. The result is a tree of immutable values
 (:mod:`.ast`); nothing is ever evaluated as Python.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -62,12 +63,11 @@ METRIC_HELP = {
 # Size limits (docs/rules.md, "Limits"). They bound the work of validating, storing
 # and evaluating a rule, whoever sends it; they are checked on the raw JSON, without
 # recursion, before anything else looks at the condition.
-MAX_PREDICATES = 100        # metric and field predicates in one condition
-MAX_DEPTH = 8               # nesting of all / any / not
-MAX_LIST_ITEMS = 500        # an in / not_in list, an audience list, trigger events
-MAX_NUMBER = 1e12           # |value|, min, max: far beyond any real threshold
-LIMITS = {"max_predicates": MAX_PREDICATES, "max_depth": MAX_DEPTH, "max_list_items": MAX_LIST_ITEMS,
-          "max_number": MAX_NUMBER}
+MAX_PREDICATES = 100  # metric and field predicates in one condition
+MAX_DEPTH = 8  # nesting of all / any / not
+MAX_LIST_ITEMS = 500  # an in / not_in list, an audience list, trigger events
+MAX_NUMBER = 1e12  # |value|, min, max: far beyond any real threshold
+LIMITS = {"max_predicates": MAX_PREDICATES, "max_depth": MAX_DEPTH, "max_list_items": MAX_LIST_ITEMS, "max_number": MAX_NUMBER}
 
 RULE_KEYS = ("id", "name", "description", "kind", "severity", "trigger", "audience", "condition", "cooldown", "actions")
 AUDIENCE_KEYS = ("segment", "plan", "lifecycle_stage", "arr", "tenure_days", "days_in_stage", "renewal_within_days")
@@ -112,8 +112,11 @@ class _Parser:
             for combinator in ("all", "any", "not"):
                 if combinator in node:
                     if depth + 1 > MAX_DEPTH:
-                        self.err(where, f"conditions nest more than {MAX_DEPTH} levels of all/any/not (max_depth); "
-                                        "flatten them", limit="max_depth")
+                        self.err(
+                            where,
+                            f"conditions nest more than {MAX_DEPTH} levels of all/any/not (max_depth); flatten them",
+                            limit="max_depth",
+                        )
                         return False
                     children = node[combinator]
                     if combinator == "not":
@@ -122,28 +125,37 @@ class _Parser:
                     if not isinstance(children, list):
                         continue
                     if len(children) > MAX_PREDICATES:
-                        self.err(pointer(where, combinator), f'"{combinator}" lists {len(children)} conditions; a condition '
-                                                             f"holds at most {MAX_PREDICATES} predicates (max_predicates)",
-                                 limit="max_predicates")
+                        self.err(
+                            pointer(where, combinator),
+                            f'"{combinator}" lists {len(children)} conditions; a condition '
+                            f"holds at most {MAX_PREDICATES} predicates (max_predicates)",
+                            limit="max_predicates",
+                        )
                         return False
                     stack.extend((c, pointer(where, combinator, i), depth + 1) for i, c in enumerate(children))
             if "metric" in node or "field" in node:
                 predicates += 1
                 if predicates > MAX_PREDICATES:
-                    self.err(ptr, f"the condition has more than {MAX_PREDICATES} predicates (max_predicates); split the "
-                                  "rule in two or use in / not_in lists", limit="max_predicates")
+                    self.err(
+                        ptr,
+                        f"the condition has more than {MAX_PREDICATES} predicates (max_predicates); split the "
+                        "rule in two or use in / not_in lists",
+                        limit="max_predicates",
+                    )
                     return False
                 value = node.get("value")
                 if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
-                    self.err(pointer(where, "value"), f"the list has {len(value)} items; the limit is {MAX_LIST_ITEMS} "
-                                                      "(max_list_items)", limit="max_list_items")
+                    self.err(
+                        pointer(where, "value"),
+                        f"the list has {len(value)} items; the limit is {MAX_LIST_ITEMS} (max_list_items)",
+                        limit="max_list_items",
+                    )
                     return False
         return True
 
     def list_within_limit(self, value: Any, ptr: str) -> bool:
         if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
-            self.err(ptr, f"the list has {len(value)} items; the limit is {MAX_LIST_ITEMS} (max_list_items)",
-                     limit="max_list_items")
+            self.err(ptr, f"the list has {len(value)} items; the limit is {MAX_LIST_ITEMS} (max_list_items)", limit="max_list_items")
             return False
         return True
 
@@ -155,8 +167,9 @@ class _Parser:
     # ---- conditions ----------------------------------------------------
     def node(self, obj: Any, ptr: str) -> Condition | None:
         if not isinstance(obj, dict) or not obj:
-            self.err(ptr, 'a condition is an object: {"all": [...]}, {"any": [...]}, {"not": {...}}, '
-                          'or a predicate with "metric" or "field"')
+            self.err(
+                ptr, 'a condition is an object: {"all": [...]}, {"any": [...]}, {"not": {...}}, or a predicate with "metric" or "field"'
+            )
             return None
         for combinator in ("all", "any"):
             if combinator in obj:
@@ -165,8 +178,11 @@ class _Parser:
                     return None
                 items = obj[combinator]
                 if not isinstance(items, list) or not items:
-                    self.err(pointer(ptr, combinator), f'"{combinator}" needs a non-empty list of conditions; an empty '
-                                                        f'{combinator} is ambiguous, so add at least one predicate')
+                    self.err(
+                        pointer(ptr, combinator),
+                        f'"{combinator}" needs a non-empty list of conditions; an empty '
+                        f"{combinator} is ambiguous, so add at least one predicate",
+                    )
                     return None
                 parsed = [self.node(c, pointer(ptr, combinator, i)) for i, c in enumerate(items)]
                 children = [c for c in parsed if c is not None]
@@ -186,8 +202,11 @@ class _Parser:
             return self.metric(obj, ptr)
         if "field" in obj:
             return self.field(obj, ptr)
-        self.err(ptr, 'unknown condition: use "all", "any", "not", or a predicate with "metric" '
-                      f'(one of {", ".join(METRICS)}) or "field" (account.*, user.*, event.*)')
+        self.err(
+            ptr,
+            'unknown condition: use "all", "any", "not", or a predicate with "metric" '
+            f'(one of {", ".join(METRICS)}) or "field" (account.*, user.*, event.*)',
+        )
         return None
 
     def window(self, value: Any, ptr: str) -> int | None:
@@ -197,8 +216,11 @@ class _Parser:
             return None
         days = int(m.group(1)) * (7 if m.group(2) == "w" else 1)
         if days > self.retention_days:
-            self.err(ptr, f"a window of {days} days is longer than the retained history ({self.retention_days} days, "
-                          "TOUCHLINE_RAW_EVENT_RETENTION_DAYS); shorten it")
+            self.err(
+                ptr,
+                f"a window of {days} days is longer than the retained history ({self.retention_days} days, "
+                "TOUCHLINE_RAW_EVENT_RETENTION_DAYS); shorten it",
+            )
             return None
         return days
 
@@ -207,8 +229,7 @@ class _Parser:
             self.err(ptr, f"{what} must be a number such as 3 or 0.5; got {_short(value)}")
             return None
         if abs(value) > MAX_NUMBER:
-            self.err(ptr, f"{what} is {_short(value)}; numbers are limited to ±{MAX_NUMBER:.0e} (max_number)",
-                     limit="max_number")
+            self.err(ptr, f"{what} is {_short(value)}; numbers are limited to ±{MAX_NUMBER:.0e} (max_number)", limit="max_number")
             return None
         return float(value)
 
@@ -221,8 +242,10 @@ class _Parser:
     def metric(self, obj: dict, ptr: str) -> Metric | None:
         name = obj["metric"]
         if name not in METRICS:
-            self.err(pointer(ptr, "metric"), f"unknown metric {name!r}{_hint(name, METRICS)}; known metrics: " +
-                     "; ".join(f"{m}: {METRIC_HELP[m]}" for m in METRICS))
+            self.err(
+                pointer(ptr, "metric"),
+                f"unknown metric {name!r}{_hint(name, METRICS)}; known metrics: " + "; ".join(f"{m}: {METRIC_HELP[m]}" for m in METRICS),
+            )
             return None
         params = METRIC_PARAMS[name]
         before = len(self.errors)
@@ -244,8 +267,10 @@ class _Parser:
             if scope not in ("account", "user"):
                 self.err(pointer(ptr, "scope"), f'scope is "account" (default) or "user" (the triggering event\'s user); got {scope!r}')
             elif scope == "user" and not self.event_context:
-                self.err(pointer(ptr, "scope"), 'scope "user" needs a triggering event with a user: use it in a rule '
-                                                'triggered by events, or use scope "account"')
+                self.err(
+                    pointer(ptr, "scope"),
+                    'scope "user" needs a triggering event with a user: use it in a rule triggered by events, or use scope "account"',
+                )
         if name == "change":
             of = obj.get("of")
             if "of" in obj and of not in CHANGE_OF:
@@ -258,18 +283,34 @@ class _Parser:
                 baseline = self.window(obj["baseline"], pointer(ptr, "baseline"))
             if window and baseline:
                 if baseline % window:
-                    self.err(pointer(ptr, "baseline"), f"the baseline ({baseline}d) must be a whole number of windows ({window}d): "
-                                                       "it is split into windows and averaged, e.g. 7d against 28d = the 4 prior weeks")
+                    self.err(
+                        pointer(ptr, "baseline"),
+                        f"the baseline ({baseline}d) must be a whole number of windows ({window}d): "
+                        "it is split into windows and averaged, e.g. 7d against 28d = the 4 prior weeks",
+                    )
                 elif baseline // window > MAX_CHANGE_CHUNKS:
-                    self.err(pointer(ptr, "baseline"), f"at most {MAX_CHANGE_CHUNKS} prior windows; lengthen the window or shorten the baseline")
+                    self.err(
+                        pointer(ptr, "baseline"), f"at most {MAX_CHANGE_CHUNKS} prior windows; lengthen the window or shorten the baseline"
+                    )
                 elif window + baseline > self.retention_days:
-                    self.err(pointer(ptr, "baseline"), f"window + baseline = {window + baseline} days is longer than the retained "
-                                                       f"history ({self.retention_days} days); shorten the baseline")
+                    self.err(
+                        pointer(ptr, "baseline"),
+                        f"window + baseline = {window + baseline} days is longer than the retained "
+                        f"history ({self.retention_days} days); shorten the baseline",
+                    )
         if len(self.errors) > before:
             return None
         assert op is not None and value is not None  # both validated above, or an error was recorded
-        return Metric(metric=name, op=op, value=value, event=event, window=window, baseline=baseline, of=of,
-                      scope=scope if name == "days_since" else "account")
+        return Metric(
+            metric=name,
+            op=op,
+            value=value,
+            event=event,
+            window=window,
+            baseline=baseline,
+            of=of,
+            scope=scope if name == "days_since" else "account",
+        )
 
     def field(self, obj: dict, ptr: str) -> Field | None:
         before = len(self.errors)
@@ -278,8 +319,10 @@ class _Parser:
         kind = None
         path: tuple[str, ...] = ()
         if not isinstance(path_text, str) or not path_text:
-            self.err(pointer(ptr, "field"), 'field is a path such as "account.plan", "account.traits.industry", '
-                                            '"user.role" or "event.properties.report_type"')
+            self.err(
+                pointer(ptr, "field"),
+                'field is a path such as "account.plan", "account.traits.industry", "user.role" or "event.properties.report_type"',
+            )
         else:
             path = tuple(path_text.split("."))
             kind = self.field_kind(path, pointer(ptr, "field"))
@@ -324,8 +367,11 @@ class _Parser:
             self.err(ptr, f"a field starts with account., user. or event.; got {'.'.join(path)!r}")
             return None
         if root in ("user", "event") and not self.event_context:
-            self.err(ptr, f"{root}.* fields need a triggering event: use them in a rule triggered by events "
-                          "(a scheduled rule looks at accounts, not at one event or user)")
+            self.err(
+                ptr,
+                f"{root}.* fields need a triggering event: use them in a rule triggered by events "
+                "(a scheduled rule looks at accounts, not at one event or user)",
+            )
             return None
         bag = "properties" if root == "event" else "traits"
         if rest and rest[0] == bag:
@@ -350,9 +396,11 @@ class _Parser:
                 for i in range(j):
                     a, b = group[i][1], group[j][1]
                     if not _compatible(a, b):
-                        self.err(pointer(ptr, group[j][0]),
-                                 f"contradicts {pointer(ptr, group[i][0])}: {a.label} cannot be both {a.op} {_show(a.value)} "
-                                 f"and {b.op} {_show(b.value)}, so the rule could never fire; fix one threshold or use \"any\"")
+                        self.err(
+                            pointer(ptr, group[j][0]),
+                            f"contradicts {pointer(ptr, group[i][0])}: {a.label} cannot be both {a.op} {_show(a.value)} "
+                            f'and {b.op} {_show(b.value)}, so the rule could never fire; fix one threshold or use "any"',
+                        )
 
     # ---- rules ---------------------------------------------------------
     def duration(self, value: Any, ptr: str, what: str, minimum: int) -> int | None:
@@ -390,7 +438,7 @@ class _Parser:
         if obj is None:
             return Audience()
         if not isinstance(obj, dict):
-            self.err(ptr, "audience is an object of account filters, e.g. {\"segment\": [\"smb\"], \"renewal_within_days\": 60}")
+            self.err(ptr, 'audience is an object of account filters, e.g. {"segment": ["smb"], "renewal_within_days": 60}')
             return Audience()
         self.unknown_keys(obj, AUDIENCE_KEYS, ptr, "audience")
         kw: dict[str, Any] = {}
@@ -409,7 +457,9 @@ class _Parser:
         return Audience(**kw)
 
     def trigger(self, obj: Any, ptr: str) -> Trigger | None:
-        help_ = 'trigger is {"events": ["login", ...]} (evaluated on each such event) or {"schedule": {"every": "1h"}} (evaluated on the tick)'
+        help_ = (
+            'trigger is {"events": ["login", ...]} (evaluated on each such event) or {"schedule": {"every": "1h"}} (evaluated on the tick)'
+        )
         if not isinstance(obj, dict) or len(obj) != 1 or next(iter(obj)) not in ("events", "schedule"):
             self.err(ptr, help_)
             return None
@@ -454,8 +504,13 @@ def _interval(p: Metric | Field):
     v, op = p.value, p.op
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return {">": (v, False, math.inf, False), ">=": (v, True, math.inf, False), "<": (-math.inf, False, v, False),
-            "<=": (-math.inf, False, v, True), "==": (v, True, v, True)}.get(op)
+    return {
+        ">": (v, False, math.inf, False),
+        ">=": (v, True, math.inf, False),
+        "<": (-math.inf, False, v, False),
+        "<=": (-math.inf, False, v, True),
+        "==": (v, True, v, True),
+    }.get(op)
 
 
 def _allowed_set(p: Metric | Field) -> set[Any] | None:
@@ -486,8 +541,8 @@ def _compatible(a: Metric | Field, b: Metric | Field) -> bool:
 
 # ---- public API ------------------------------------------------------------
 
-def parse_condition(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, event_context: bool = False,
-                    base: str = "") -> Condition:
+
+def parse_condition(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, event_context: bool = False, base: str = "") -> Condition:
     """Parse a condition tree. Account-level by default; ``event_context=True`` also
     allows ``event.*``, ``user.*`` and user-scoped metrics (event-triggered rules)."""
     p = _Parser(retention_days, event_context)
@@ -555,5 +610,15 @@ def parse_rule(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, rule_i
     # Every missing or invalid part recorded an error above.
     assert isinstance(rid, str) and isinstance(name, str) and isinstance(kind, str)
     assert trigger is not None and condition is not None and cooldown is not None
-    return RuleDefinition(id=rid, name=name.strip(), description=description, kind=kind, severity=severity, trigger=trigger,
-                          audience=audience, condition=condition, cooldown_seconds=cooldown, actions=actions)
+    return RuleDefinition(
+        id=rid,
+        name=name.strip(),
+        description=description,
+        kind=kind,
+        severity=severity,
+        trigger=trigger,
+        audience=audience,
+        condition=condition,
+        cooldown_seconds=cooldown,
+        actions=actions,
+    )

@@ -1,6 +1,7 @@
 """Import rules from YAML files (``touchline rules import``, ``touchline demo``): a file
 holds one rule or a list of rules. Each is created, or updated (a new version only if
 its definition changed). Flushes; the caller commits."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,8 +38,16 @@ def read_rules(path: Path) -> list[tuple[str, Any]]:
     return out
 
 
-def import_rules(session: Session, path: Path, *, actor: str, now: datetime, retention_days: int,
-                 enable: bool | None = None, progress: Callable[[int, int, str], None] | None = None) -> list[ImportOutcome]:
+def import_rules(
+    session: Session,
+    path: Path,
+    *,
+    actor: str,
+    now: datetime,
+    retention_days: int,
+    enable: bool | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[ImportOutcome]:
     outcomes: list[ImportOutcome] = []
     items = read_rules(path)
     for source, item in items:

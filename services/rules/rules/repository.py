@@ -1,4 +1,5 @@
 """Every query on rules, their versions and their audit trail."""
+
 from __future__ import annotations
 
 from sqlalchemy import func, select
@@ -27,8 +28,16 @@ def list_versions(session: Session, rule_id: str, *, after: int | None = None, l
     return list(session.scalars(q))
 
 
-def list_rules(session: Session, *, kind: str | None, enabled: bool | None, trigger_type: str | None,
-               include_deleted: bool, after: str | None, limit: int) -> list[Rule]:
+def list_rules(
+    session: Session,
+    *,
+    kind: str | None,
+    enabled: bool | None,
+    trigger_type: str | None,
+    include_deleted: bool,
+    after: str | None,
+    limit: int,
+) -> list[Rule]:
     q = select(Rule).order_by(Rule.id).limit(limit)
     if kind:
         q = q.where(Rule.kind == kind)
@@ -50,10 +59,12 @@ def fingerprint(session: Session) -> tuple[int, int]:
 
 
 def enabled_rules(session: Session, trigger_type: str) -> list[tuple[Rule, RuleVersion]]:
-    q = (select(Rule, RuleVersion)
-         .join(RuleVersion, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.current_version))
-         .where(Rule.enabled.is_(True), Rule.deleted_at.is_(None), Rule.trigger_type == trigger_type)
-         .order_by(Rule.id))
+    q = (
+        select(Rule, RuleVersion)
+        .join(RuleVersion, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.current_version))
+        .where(Rule.enabled.is_(True), Rule.deleted_at.is_(None), Rule.trigger_type == trigger_type)
+        .order_by(Rule.id)
+    )
     return [(r, v) for r, v in session.execute(q)]
 
 

@@ -1,6 +1,7 @@
 """The rules API: validate, create, change (new version), enable, disable, delete
 (soft), list, versions, audit. CS Ops (role ops) only. Dry-runs are in
 services/rules/evaluation/router.py, backtests in services/rules/backtest/router.py."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,34 +32,60 @@ AUTHOR = ("ops",)
 
 
 def _out(session: Session, rule) -> RuleOut:
-    return RuleOut.model_validate({**{c: getattr(rule, c) for c in RuleOut.model_fields if c != "definition"},
-                                   "definition": service.current_definition(session, rule)})
+    return RuleOut.model_validate(
+        {
+            **{c: getattr(rule, c) for c in RuleOut.model_fields if c != "definition"},
+            "definition": service.current_definition(session, rule),
+        }
+    )
 
 
-@router.post("/v1/rules/validate", response_model=ValidateOut, responses={**AUTH_ERRORS, **responses(Unprocessable)},
-             summary="Check a rule without saving it", openapi_extra=RULE_BODY)
+@router.post(
+    "/v1/rules/validate",
+    response_model=ValidateOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Check a rule without saving it",
+    openapi_extra=RULE_BODY,
+)
 def validate_rule(body: Any = Body(...), settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
     definition, _enabled = service.parse(body, settings.raw_event_retention_days)
     return ValidateOut(rule=definition.to_dict())
 
 
-@router.post("/v1/rules", response_model=RuleOut, status_code=201,
-             responses={**AUTH_ERRORS, **responses(Conflict, Unprocessable)},
-             summary="Create a rule (version 1; disabled unless enabled=true)", openapi_extra=RULE_BODY)
-def create_rule(body: Any = Body(...), session: Session = SessionDep, clock: Clock = ClockDep,
-                settings: Settings = SettingsDep, p: Principal = require(*AUTHOR)):
+@router.post(
+    "/v1/rules",
+    response_model=RuleOut,
+    status_code=201,
+    responses={**AUTH_ERRORS, **responses(Conflict, Unprocessable)},
+    summary="Create a rule (version 1; disabled unless enabled=true)",
+    openapi_extra=RULE_BODY,
+)
+def create_rule(
+    body: Any = Body(...),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    p: Principal = require(*AUTHOR),
+):
     definition, enabled = service.parse(body, settings.raw_event_retention_days)
     return _out(session, service.create(session, definition, enabled, p.actor, clock.now()))
 
 
 @router.get("/v1/rules", response_model=RulePage, responses=AUTH_ERRORS, summary="List rules, filtered, in pages ordered by id")
-def list_rules(kind: str | None = None, enabled: bool | None = None,
-               trigger: str | None = Query(None, description="events or schedule"),
-               event: str | None = Query(None, description="only rules triggered by this event name"),
-               include_deleted: bool = False, cursor: str | None = None, limit: int = Query(50, ge=1, le=500),
-               session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
-    items = repo.list_rules(session, kind=kind, enabled=enabled, trigger_type=trigger, include_deleted=include_deleted,
-                            after=cursor, limit=limit)
+def list_rules(
+    kind: str | None = None,
+    enabled: bool | None = None,
+    trigger: str | None = Query(None, description="events or schedule"),
+    event: str | None = Query(None, description="only rules triggered by this event name"),
+    include_deleted: bool = False,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = SessionDep,
+    _p: Principal = require(*AUTHOR),
+):
+    items = repo.list_rules(
+        session, kind=kind, enabled=enabled, trigger_type=trigger, include_deleted=include_deleted, after=cursor, limit=limit
+    )
     next_cursor = items[-1].id if len(items) == limit else None
     if event:
         items = [r for r in items if event in (r.trigger_events or [])]
@@ -70,16 +97,31 @@ def get_rule(rule_id: str, session: Session = SessionDep, _p: Principal = requir
     return _out(session, service.get(session, rule_id))
 
 
-@router.put("/v1/rules/{rule_id}", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-            summary="Change a rule: a new version if the definition differs", openapi_extra=RULE_BODY)
-def update_rule(rule_id: str, body: Any = Body(...), session: Session = SessionDep, clock: Clock = ClockDep,
-                settings: Settings = SettingsDep, p: Principal = require(*AUTHOR)):
+@router.put(
+    "/v1/rules/{rule_id}",
+    response_model=RuleOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Change a rule: a new version if the definition differs",
+    openapi_extra=RULE_BODY,
+)
+def update_rule(
+    rule_id: str,
+    body: Any = Body(...),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    p: Principal = require(*AUTHOR),
+):
     definition, enabled = service.parse(body, settings.raw_event_retention_days, rule_id=rule_id)
     return _out(session, service.update(session, rule_id, definition, enabled, p.actor, clock.now()))
 
 
-@router.delete("/v1/rules/{rule_id}", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)},
-               summary="Delete a rule (soft: it stops firing; its versions and signals stay readable)")
+@router.delete(
+    "/v1/rules/{rule_id}",
+    response_model=RuleOut,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Delete a rule (soft: it stops firing; its versions and signals stay readable)",
+)
 def delete_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)):
     return _out(session, service.delete(session, rule_id, p.actor, clock.now()))
 
@@ -98,17 +140,25 @@ def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = Clo
 NumberCursor = Query(None, pattern=r"^[0-9]{1,10}$", description="next_cursor from the previous page")
 
 
-@router.get("/v1/rules/{rule_id}/versions", response_model=RuleVersionPage, responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="Every version of a rule, oldest first, in pages")
-def list_versions(rule_id: str, cursor: str | None = NumberCursor, limit: int = Query(100, ge=1, le=1000),
-                  session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+@router.get(
+    "/v1/rules/{rule_id}/versions",
+    response_model=RuleVersionPage,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Every version of a rule, oldest first, in pages",
+)
+def list_versions(
+    rule_id: str,
+    cursor: str | None = NumberCursor,
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = SessionDep,
+    _p: Principal = require(*AUTHOR),
+):
     service.get(session, rule_id)
     items = repo.list_versions(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
     return RuleVersionPage(items=items, next_cursor=str(items[-1].version) if len(items) == limit else None)
 
 
-@router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut,
-            responses={**AUTH_ERRORS, **responses(NotFound)})
+@router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut, responses={**AUTH_ERRORS, **responses(NotFound)})
 def get_version(rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
     row = repo.get_version(session, rule_id, version)
     if row is None:
@@ -116,10 +166,19 @@ def get_version(rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session:
     return row
 
 
-@router.get("/v1/rules/{rule_id}/audit", response_model=AuditPage, responses={**AUTH_ERRORS, **responses(NotFound)},
-            summary="Who changed this rule, when, and how (oldest first, in pages)")
-def rule_audit(rule_id: str, cursor: str | None = NumberCursor, limit: int = Query(100, ge=1, le=1000),
-               session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+@router.get(
+    "/v1/rules/{rule_id}/audit",
+    response_model=AuditPage,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Who changed this rule, when, and how (oldest first, in pages)",
+)
+def rule_audit(
+    rule_id: str,
+    cursor: str | None = NumberCursor,
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = SessionDep,
+    _p: Principal = require(*AUTHOR),
+):
     service.get(session, rule_id)
     items = repo.audit_for(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
     return AuditPage(items=items, next_cursor=str(items[-1].id) if len(items) == limit else None)

@@ -1,5 +1,6 @@
 """Pydantic shapes of the rules API. Rule bodies are validated by the rule language
 parser (not by these models) so every problem comes back with a JSON pointer."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -102,5 +103,7 @@ class BacktestIn(BaseModel):
     rule: dict[str, Any] | None = Field(None, description="an unsaved or edited rule definition")
     start: date = Field(description="first UTC day replayed")
     end: date = Field(description="last UTC day replayed (inclusive)")
-    compare_with_current: bool = Field(False, description="with `rule` for a saved id: also replay the current version and answer the difference")
+    compare_with_current: bool = Field(
+        False, description="with `rule` for a saved id: also replay the current version and answer the difference"
+    )
     samples: int = Field(5, ge=0, le=50)

@@ -1,5 +1,6 @@
 """Authoring rules: create, change (every change is a new version), enable, disable,
 soft-delete, each with an audit record of who did it. Flushes; never commits."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,9 @@ def parse(payload: Any, retention_days: int, rule_id: str | None = None) -> tupl
 
 
 def _audit(session: Session, actor: str, action: str, rule: Rule, now: datetime, **details) -> None:
-    audit.record(session, actor=actor, action=action, object_type="rule", object_id=rule.id, now=now,
-                 version=rule.current_version, details=details)
+    audit.record(
+        session, actor=actor, action=action, object_type="rule", object_id=rule.id, now=now, version=rule.current_version, details=details
+    )
 
 
 def _apply_head(rule: Rule, d: RuleDefinition) -> None:
@@ -92,8 +94,9 @@ def create(session: Session, definition: RuleDefinition, enabled: bool | None, a
     _apply_head(rule, definition)
     rule.enabled = bool(enabled)
     rule.updated_at, rule.updated_by = now, actor
-    session.add(RuleVersion(rule_id=rule.id, version=rule.current_version, definition=definition.to_dict(),
-                            created_at=now, created_by=actor))
+    session.add(
+        RuleVersion(rule_id=rule.id, version=rule.current_version, definition=definition.to_dict(), created_at=now, created_by=actor)
+    )
     session.flush()
     _audit(session, actor, "create", rule, now, enabled=rule.enabled)
     session.flush()
@@ -109,11 +112,17 @@ def update(session: Session, rule_id: str, definition: RuleDefinition, enabled: 
         before = current_definition(session, rule)
         rule.current_version += 1
         _apply_head(rule, definition)
-        session.add(RuleVersion(rule_id=rule.id, version=rule.current_version, definition=definition.to_dict(),
-                                created_at=now, created_by=actor))
-        _audit(session, actor, "update", rule, now,
-               changed_fields=sorted(k for k in set(before) | set(definition.to_dict())
-                                     if before.get(k) != definition.to_dict().get(k)))
+        session.add(
+            RuleVersion(rule_id=rule.id, version=rule.current_version, definition=definition.to_dict(), created_at=now, created_by=actor)
+        )
+        _audit(
+            session,
+            actor,
+            "update",
+            rule,
+            now,
+            changed_fields=sorted(k for k in set(before) | set(definition.to_dict()) if before.get(k) != definition.to_dict().get(k)),
+        )
     if enabled is not None and enabled != rule.enabled:
         rule.enabled = enabled
         _audit(session, actor, "enable" if enabled else "disable", rule, now)

@@ -1,4 +1,5 @@
 """Every query on signals and cooldown claims."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -19,9 +20,15 @@ def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now:
         return set()
     t = RuleCooldown.__table__
     rows = [{"rule_id": rule_id, "account_id": a, "fired_at": now, "until": until} for a in sorted(set(account_ids))]
-    claimed = upsert(session, t, rows, ["rule_id", "account_id"],
-                     update=lambda new: {"fired_at": new.fired_at, "until": new.until},
-                     where=lambda new: t.c.until <= new.fired_at, returning=[t.c.account_id])
+    claimed = upsert(
+        session,
+        t,
+        rows,
+        ["rule_id", "account_id"],
+        update=lambda new: {"fired_at": new.fired_at, "until": new.until},
+        where=lambda new: t.c.until <= new.fired_at,
+        returning=[t.c.account_id],
+    )
     return {r[0] for r in claimed}
 
 
@@ -39,9 +46,17 @@ def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return insert_new(session, SignalRecord.__table__, rows, ["signal_id"])
 
 
-def list_signals(session: Session, *, kind: str | None, rule_id: str | None, account_id: str | None,
-                 since: datetime | None, until: datetime | None, before: tuple[datetime, str] | None,
-                 limit: int) -> list[SignalRecord]:
+def list_signals(
+    session: Session,
+    *,
+    kind: str | None,
+    rule_id: str | None,
+    account_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[SignalRecord]:
     """Newest first; ``before`` is the (fired_at, signal_id) of the previous page's last item."""
     q = select(SignalRecord).order_by(SignalRecord.fired_at.desc(), SignalRecord.signal_id.desc()).limit(limit)
     if kind:
@@ -66,8 +81,12 @@ def get_signal(session: Session, signal_id: str) -> SignalRecord | None:
 
 def due_for_decision_check(session: Session, now: datetime, limit: int) -> list[SignalRecord]:
     """Signals whose outreach decision check is due, oldest check first."""
-    q = (select(SignalRecord).where(SignalRecord.decision_due_at <= now)
-         .order_by(SignalRecord.decision_due_at, SignalRecord.signal_id).limit(limit))
+    q = (
+        select(SignalRecord)
+        .where(SignalRecord.decision_due_at <= now)
+        .order_by(SignalRecord.decision_due_at, SignalRecord.signal_id)
+        .limit(limit)
+    )
     if session.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     return list(session.scalars(q))
@@ -77,8 +96,12 @@ def settle(session: Session, signal_ids: set[str]) -> None:
     """Signals outreach has decided on: never checked again."""
     ids = sorted(signal_ids)
     for i in range(0, len(ids), 900):
-        session.execute(update(SignalRecord).where(SignalRecord.signal_id.in_(ids[i:i + 900]))
-                        .values(decision_due_at=None).execution_options(synchronize_session=False))
+        session.execute(
+            update(SignalRecord)
+            .where(SignalRecord.signal_id.in_(ids[i : i + 900]))
+            .values(decision_due_at=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def scrub_evidence(session: Session, account_id: str, needles: list[str]) -> int:
@@ -103,8 +126,11 @@ def _utc_day(session: Session, col):
 def counts_by_day_and_kind(session: Session, since: datetime, until: datetime) -> list[tuple[date, str, int]]:
     """Signals fired in [since, until), per UTC day and kind (aggregated in SQL)."""
     day = _utc_day(session, SignalRecord.fired_at)
-    q = (select(day, SignalRecord.kind, func.count()).where(SignalRecord.fired_at >= since, SignalRecord.fired_at < until)
-         .group_by(day, SignalRecord.kind))
+    q = (
+        select(day, SignalRecord.kind, func.count())
+        .where(SignalRecord.fired_at >= since, SignalRecord.fired_at < until)
+        .group_by(day, SignalRecord.kind)
+    )
     return [(d if isinstance(d, date) else date.fromisoformat(str(d)), k, n) for d, k, n in session.execute(q)]
 
 

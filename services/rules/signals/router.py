@@ -1,4 +1,5 @@
 """The signals API: what fired, for whom, and why (the evidence). Readable by CS Ops and CSMs."""
+
 from __future__ import annotations
 
 import base64
@@ -36,11 +37,23 @@ def _page(session: Session, limit: int, cursor: str | None, **filters) -> Signal
     return SignalPage(items=items, next_cursor=_cursor(items[-1]) if len(items) == limit else None)
 
 
-@router.get("/v1/signals", response_model=SignalPage, responses={**AUTH_ERRORS, **responses(Unprocessable)},
-            summary="Signals, newest first, filtered by kind, rule, account and time (fired_at in [since, until))")
-def list_signals(kind: str | None = None, rule_id: str | None = None, account_id: str | None = None,
-                 since: datetime | None = None, until: datetime | None = None, cursor: str | None = None,
-                 limit: int = Query(50, ge=1, le=500), session: Session = SessionDep, _p: Principal = require(*READERS)):
+@router.get(
+    "/v1/signals",
+    response_model=SignalPage,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Signals, newest first, filtered by kind, rule, account and time (fired_at in [since, until))",
+)
+def list_signals(
+    kind: str | None = None,
+    rule_id: str | None = None,
+    account_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = SessionDep,
+    _p: Principal = require(*READERS),
+):
     for name, v in (("since", since), ("until", until)):
         if v is not None and v.tzinfo is None:
             raise Unprocessable(f"{name} needs a zone offset, e.g. 2026-03-02T00:00:00Z")
@@ -55,8 +68,18 @@ def get_signal(signal_id: str, session: Session = SessionDep, _p: Principal = re
     return row
 
 
-@router.get("/v1/accounts/{account_id}/signals", response_model=SignalPage, responses={**AUTH_ERRORS, **responses(Unprocessable)},
-            summary="An account's signals, newest first")
-def account_signals(account_id: str, kind: str | None = None, cursor: str | None = None, limit: int = Query(50, ge=1, le=500),
-                    session: Session = SessionDep, _p: Principal = require(*READERS)):
+@router.get(
+    "/v1/accounts/{account_id}/signals",
+    response_model=SignalPage,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="An account's signals, newest first",
+)
+def account_signals(
+    account_id: str,
+    kind: str | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = SessionDep,
+    _p: Principal = require(*READERS),
+):
     return _page(session, limit, cursor, kind=kind, rule_id=None, account_id=account_id, since=None, until=None)

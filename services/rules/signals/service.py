@@ -15,6 +15,7 @@ doubling delay (capped at a day). A broker that lost ``cs.signals`` records betw
 the relay's ack and outreach's consumer (the embedded broker after a restart) thus
 heals by itself.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -51,8 +52,7 @@ def signal_id(rule_id: str, account_id: str, firing_key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{rule_id}\x1f{account_id}\x1f{firing_key}"))
 
 
-def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetime, settings: Settings,
-         trigger: str) -> list[Signal]:
+def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetime, settings: Settings, trigger: str) -> list[Signal]:
     """Fire at most once per account (the first firing of each account wins). Returns
     the signals that are new."""
     first: dict[str, Firing] = {}
@@ -63,15 +63,29 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
     won = repo.claim_cooldowns(session, rule.id, list(first), now, now + timedelta(seconds=rule.definition.cooldown_seconds))
     d = rule.definition
     signals = [
-        Signal(signal_id=signal_id(rule.id, a, f.firing_key), rule_id=rule.id, rule_version=rule.version, rule_name=d.name,
-               account_id=a, user_id=f.user_id, kind=d.kind, severity=d.severity, fired_at=now, evidence=f.evidence)
-        for a, f in sorted(first.items()) if a in won
+        Signal(
+            signal_id=signal_id(rule.id, a, f.firing_key),
+            rule_id=rule.id,
+            rule_version=rule.version,
+            rule_name=d.name,
+            account_id=a,
+            user_id=f.user_id,
+            kind=d.kind,
+            severity=d.severity,
+            fired_at=now,
+            evidence=f.evidence,
+        )
+        for a, f in sorted(first.items())
+        if a in won
     ]
     check_at = now + timedelta(seconds=settings.signal_decision_grace_seconds)
-    inserted = repo.insert_signals(session, [
-        {**s.model_dump(), "trigger": trigger, "event_id": first[s.account_id].event_id, "decision_due_at": check_at,
-         "republished": 0} for s in signals
-    ])
+    inserted = repo.insert_signals(
+        session,
+        [
+            {**s.model_dump(), "trigger": trigger, "event_id": first[s.account_id].event_id, "decision_due_at": check_at, "republished": 0}
+            for s in signals
+        ],
+    )
     new = [s for s in signals if s.signal_id in inserted]
     enqueue_many(session, [_outbox_message(settings, s) for s in new], now)
     stage = d.actions.set_lifecycle_stage
@@ -86,8 +100,12 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
 
 
 def _outbox_message(settings: Settings, s: Signal) -> dict[str, Any]:
-    return {"topic": settings.topic_signals, "key": s.account_id.encode(), "value": s.model_dump_json().encode(),
-            "headers": {"touchline.signal_id": s.signal_id, "touchline.kind": s.kind}}
+    return {
+        "topic": settings.topic_signals,
+        "key": s.account_id.encode(),
+        "value": s.model_dump_json().encode(),
+        "headers": {"touchline.signal_id": s.signal_id, "touchline.kind": s.kind},
+    }
 
 
 MAX_RECHECK = timedelta(days=1)
@@ -103,10 +121,28 @@ def republish_orphans(session: Session, now: datetime, settings: Settings, limit
     repo.settle(session, decided)
     orphans = [r for r in due if r.signal_id not in decided]
     grace = timedelta(seconds=settings.signal_decision_grace_seconds)
-    enqueue_many(session, [_outbox_message(settings, Signal(
-        signal_id=r.signal_id, rule_id=r.rule_id, rule_version=r.rule_version, rule_name=r.rule_name,
-        account_id=r.account_id, user_id=r.user_id, kind=r.kind, severity=r.severity, fired_at=r.fired_at,
-        evidence=r.evidence)) for r in orphans], now)
+    enqueue_many(
+        session,
+        [
+            _outbox_message(
+                settings,
+                Signal(
+                    signal_id=r.signal_id,
+                    rule_id=r.rule_id,
+                    rule_version=r.rule_version,
+                    rule_name=r.rule_name,
+                    account_id=r.account_id,
+                    user_id=r.user_id,
+                    kind=r.kind,
+                    severity=r.severity,
+                    fired_at=r.fired_at,
+                    evidence=r.evidence,
+                ),
+            )
+            for r in orphans
+        ],
+        now,
+    )
     for r in orphans:
         r.republished += 1
         r.decision_due_at = now + min(grace * 2 ** min(r.republished, 16), MAX_RECHECK)

@@ -1,6 +1,7 @@
 """The demo's CSM pool: seeded once on both databases, keys saved under var/ readable by
 the owner only. The demo pace: a new version of the starter win-back playbook, once,
 and never over a version someone else saved."""
+
 from __future__ import annotations
 
 

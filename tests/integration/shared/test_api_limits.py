@@ -2,6 +2,7 @@
 numbers the database cannot store, NaN and Infinity, rule size limits, the OpenAPI
 document telling the truth about all of it, one pagination shape, offline docs and
 metrics behind a key."""
+
 from __future__ import annotations
 
 import json
@@ -43,12 +44,16 @@ async def test_deep_json_is_422_not_a_recursion_error(api, keys, topics):
     assert r.status_code == 422, r.text
     assert r.json()["error"] == "too_deep" and "TOUCHLINE_MAX_JSON_DEPTH" in r.json()["detail"]
     # Under the body cap but over the event's own limit: that event is rejected, its batch goes on.
-    r = await api.post("/v1/events", json=[event(properties=json.loads('{"a":' * 20 + "1" + "}" * 20)), event()],
-                       headers=auth(keys["ingest"]))
+    r = await api.post(
+        "/v1/events", json=[event(properties=json.loads('{"a":' * 20 + "1" + "}" * 20)), event()], headers=auth(keys["ingest"])
+    )
     assert r.status_code == 202 and r.json()["accepted"] == 1
     assert r.json()["rejected"][0]["reason"] == "invalid_field" and "limit is 16" in r.json()["rejected"][0]["detail"]
-    r = await api.post("/v1/rules/validate", content='{"condition":' + "[" * 5000 + "]" * 5000 + "}",
-                       headers={**auth(keys["ops"]), "content-type": "application/json"})
+    r = await api.post(
+        "/v1/rules/validate",
+        content='{"condition":' + "[" * 5000 + "]" * 5000 + "}",
+        headers={**auth(keys["ops"]), "content-type": "application/json"},
+    )
     assert r.status_code == 422 and r.json()["error"] == "too_deep"
 
 
@@ -79,13 +84,16 @@ def _predicate(i: int) -> dict:
 RULE = {"id": "r", "name": "R", "kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}}}
 
 
-@pytest.mark.parametrize("condition,limit", [
-    ({"all": [_predicate(i) for i in range(10_000)]}, "max_predicates"),
-    ({"any": [{"all": [_predicate(i) for i in range(60)]}, {"all": [_predicate(i) for i in range(60)]}]}, "max_predicates"),
-    (json.loads('{"not":' * 9 + json.dumps(_predicate(1)) + "}" * 9), "max_depth"),
-    ({"all": [{"field": "account.plan", "op": "in", "value": [str(i) for i in range(501)]}]}, "max_list_items"),
-    ({"all": [{**_predicate(1), "value": 10**3999}]}, "max_number"),
-])
+@pytest.mark.parametrize(
+    "condition,limit",
+    [
+        ({"all": [_predicate(i) for i in range(10_000)]}, "max_predicates"),
+        ({"any": [{"all": [_predicate(i) for i in range(60)]}, {"all": [_predicate(i) for i in range(60)]}]}, "max_predicates"),
+        (json.loads('{"not":' * 9 + json.dumps(_predicate(1)) + "}" * 9), "max_depth"),
+        ({"all": [{"field": "account.plan", "op": "in", "value": [str(i) for i in range(501)]}]}, "max_list_items"),
+        ({"all": [{**_predicate(1), "value": 10**3999}]}, "max_number"),
+    ],
+)
 async def test_rule_size_limits_are_422_naming_the_limit(api, keys, condition, limit):
     body = json.dumps({**RULE, "condition": condition})
     r = await api.post("/v1/rules/validate", content=body, headers={**auth(keys["ops"]), "content-type": "application/json"})
@@ -99,12 +107,13 @@ async def test_every_error_has_the_error_shape(api, keys):
         (await api.get("/v1/nowhere", headers=ops), 404, "not_found"),
         (await api.get("/nowhere"), 404, "not_found"),
         (await api.delete("/v1/accounts", headers=ops), 405, "method_not_allowed"),
-        (await api.put("/v1/accounts/acme", content=b"\xff\xfe{", headers={**ops, "content-type": "application/json"}),
-         422, "invalid_json"),
-        (await api.put("/v1/accounts/acme", content=b"{oops", headers={**ops, "content-type": "application/json"}),
-         422, "invalid_json"),
-        (await api.post("/v1/rules/validate", content=b"\xff", headers={**ops, "content-type": "application/json"}),
-         422, "invalid_json"),
+        (
+            await api.put("/v1/accounts/acme", content=b"\xff\xfe{", headers={**ops, "content-type": "application/json"}),
+            422,
+            "invalid_json",
+        ),
+        (await api.put("/v1/accounts/acme", content=b"{oops", headers={**ops, "content-type": "application/json"}), 422, "invalid_json"),
+        (await api.post("/v1/rules/validate", content=b"\xff", headers={**ops, "content-type": "application/json"}), 422, "invalid_json"),
         # PostgreSQL cannot hold (or even compare) a NUL: it used to be a 500 there.
         (await api.put("/v1/accounts/a%00b", json={}, headers=ops), 422, "nul_character"),
         (await api.get("/v1/accounts", params={"segment": "a\x00"}, headers=ops), 422, "nul_character"),

@@ -7,6 +7,7 @@
   carry on when the database is back.
 - The API answers 503 database_unavailable while the database is unreachable.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -29,8 +30,10 @@ from tests.support.helpers import T0, auth, drain, publish, track, wait_for
 
 
 def retries(worker: str) -> float:
-    return sum(REGISTRY.get_sample_value("touchline_db_retries_total", {"worker": worker, "kind": k}) or 0
-               for k in ("locked", "connection", "serialization"))
+    return sum(
+        REGISTRY.get_sample_value("touchline_db_retries_total", {"worker": worker, "kind": k}) or 0
+        for k in ("locked", "connection", "serialization")
+    )
 
 
 def count(factory, model) -> int:
@@ -80,6 +83,7 @@ def _outage(db_kind, settings, tmp_path):
                 released.append(True)
                 holder.execute("ROLLBACK")
                 holder.close()
+
         return make_session_factory(engine), engine, release
     engine = make_engine(settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/test"}))
     return make_session_factory(engine), engine, lambda: None
@@ -137,8 +141,7 @@ async def test_the_api_answers_503_while_the_database_is_unreachable(settings, c
     from services.wiring.app import create_app
     import httpx
 
-    url = (f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite"
-           else "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:1/test"
     engine = make_engine(settings.model_copy(update={"database_url": url}))
     app = create_app(settings, clock, make_session_factory(engine))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:

@@ -5,6 +5,7 @@ lock on SQLite, so the other workers keep committing; the /v1/jobs API and its e
 
 Jobs run in the real jobs worker (in a thread where the test must pause a job
 mid-run, in a real process where it must die). Time comes from the simulated clock."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,14 @@ from shared.models import AuditRecord
 from tests.support.helpers import T0, auth, run_jobs, track
 from tests.support.rules import ingest, make_rule
 
-NO_LOGIN = {"id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]}, "cooldown": "14d"}
+NO_LOGIN = {
+    "id": "no-login-14d",
+    "name": "No login in 14 days",
+    "kind": "churn_risk",
+    "trigger": {"schedule": {"every": "1h"}},
+    "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]},
+    "cooldown": "14d",
+}
 
 
 class Gate:
@@ -222,18 +229,33 @@ def test_a_killed_jobs_worker_process_loses_no_job(settings, session_factory, cl
     """A real ``touchline worker jobs`` process runs a backtest and dies (hard, like
     SIGKILL) after its first progress write; after the lease another worker re-runs it
     from the start and the answer is the one an undisturbed run gives."""
-    ingest(session_factory, [track(a, "login", T0 - timedelta(days=30 - d), "u1", f"{a}{d}")
-                             for a in ("fades", "steady") for d in range(30) if a == "steady" or d < 10], T0)
+    ingest(
+        session_factory,
+        [
+            track(a, "login", T0 - timedelta(days=30 - d), "u1", f"{a}{d}")
+            for a in ("fades", "steady")
+            for d in range(30)
+            if a == "steady" or d < 10
+        ],
+        T0,
+    )
     make_rule(session_factory, NO_LOGIN, clock.now(), enabled=False)
-    params = {"rule_id": "no-login-14d", "start": (T0 - timedelta(days=20)).date().isoformat(),
-              "end": T0.date().isoformat(), "samples": 1}
+    params = {"rule_id": "no-login-14d", "start": (T0 - timedelta(days=20)).date().isoformat(), "end": T0.date().isoformat(), "samples": 1}
     job_id = submit(session_factory, settings, clock, kind="rules.backtest", **params)
-    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
-           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-           "TOUCHLINE_VAR_DIR": str(settings.var_dir), "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0",
-           "TOUCHLINE_JOB_LEASE_SECONDS": "30", "TOUCHLINE_FAULT": "jobs.after_progress"}
-    proc = subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "jobs"], env=env, timeout=120,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "TOUCHLINE_ENV": "test",
+        "TOUCHLINE_DATABASE_URL": settings.database_url,
+        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+        "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0",
+        "TOUCHLINE_JOB_LEASE_SECONDS": "30",
+        "TOUCHLINE_FAULT": "jobs.after_progress",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.wiring.cli", "worker", "jobs"], env=env, timeout=120, capture_output=True, text=True
+    )
     assert proc.returncode == faults.CRASH_EXIT_CODE, proc.stderr[-2000:]
     job = load(session_factory, job_id)
     assert job.state == "running" and job.progress_done == 1 and job.progress_total == 21 and job.attempts == 1
@@ -246,27 +268,37 @@ def test_a_killed_jobs_worker_process_loses_no_job(settings, session_factory, cl
     fresh_id = submit(session_factory, settings, clock, kind="rules.backtest", **params)
     run_jobs(settings, session_factory, clock)
     fresh = load(session_factory, fresh_id).result
-    assert {k: v for k, v in job.result.items() if k != "elapsed_seconds"} == \
-           {k: v for k, v in fresh.items() if k != "elapsed_seconds"}
+    assert {k: v for k, v in job.result.items() if k != "elapsed_seconds"} == {k: v for k, v in fresh.items() if k != "elapsed_seconds"}
 
 
 def test_a_running_backtest_job_does_not_stall_the_other_workers(settings, session_factory, clock, db_kind):
     """While a backtest job is mid-replay (held after day 3, inside its read
     transaction), the timer worker and any other writer commit at once. Their engine
     waits at most 2 s for a lock, so a job holding SQLite's write lock would fail this."""
-    ingest(session_factory, [track(f"a{i}", "login", T0 - timedelta(days=d), "u1", f"e{i}-{d}")
-                             for i in range(5) for d in range(0, 40, 3)], T0)
+    ingest(
+        session_factory, [track(f"a{i}", "login", T0 - timedelta(days=d), "u1", f"e{i}-{d}") for i in range(5) for d in range(0, 40, 3)], T0
+    )
     make_rule(session_factory, NO_LOGIN, clock.now(), enabled=False)
     gate = new_gate()
-    job_id = submit(session_factory, settings, clock, kind="test.paused_backtest", rule_id="no-login-14d", gate=gate,
-                    start=(T0 - timedelta(days=30)).date().isoformat(), end=T0.date().isoformat())
+    job_id = submit(
+        session_factory,
+        settings,
+        clock,
+        kind="test.paused_backtest",
+        rule_id="no-login-14d",
+        gate=gate,
+        start=(T0 - timedelta(days=30)).date().isoformat(),
+        end=T0.date().isoformat(),
+    )
     t = in_thread(JobWorker(settings, session_factory, clock))
     assert GATES[gate].reached.wait(60)
     impatient = make_engine(settings)
     if db_kind == "sqlite":
+
         @event.listens_for(impatient, "connect")
         def _short_busy_timeout(dbapi_conn, _record):
             dbapi_conn.execute("PRAGMA busy_timeout=2000")
+
     try:
         other = make_session_factory(impatient)
         for n in range(3):  # a periodic worker's ticks, and plain writes, all commit while the job is running
@@ -298,8 +330,11 @@ async def test_jobs_api_lists_in_pages_by_role_and_answers_errors_in_shape(api, 
         assert r.status_code == 403 and r.json()["error"] == "forbidden"
     for r in [await api.get("/v1/jobs/987654", headers=ops), await api.post("/v1/jobs/987654/cancel", headers=ops)]:
         assert r.status_code == 404 and set(r.json()) == {"error", "detail"} and r.json()["error"] == "not_found"
-    for r in [await api.get(f"/v1/jobs/{10**30}", headers=ops), await api.get("/v1/jobs", params={"state": "bogus"}, headers=ops),
-              await api.get("/v1/jobs", params={"cursor": "x"}, headers=ops)]:
+    for r in [
+        await api.get(f"/v1/jobs/{10**30}", headers=ops),
+        await api.get("/v1/jobs", params={"state": "bogus"}, headers=ops),
+        await api.get("/v1/jobs", params={"cursor": "x"}, headers=ops),
+    ]:
         assert r.status_code == 422 and r.json()["error"] == "validation_error"
 
 

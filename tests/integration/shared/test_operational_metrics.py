@@ -1,6 +1,7 @@
 """The metrics the alerts, the dashboard and the sender's autoscaler read
 (deploy/observability, deploy/kubernetes/keda): outbox backlog and age, signals by
 kind, the scheduled tick, readiness. Real broker, SMTP sink and both databases."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -72,10 +73,19 @@ def test_signals_outbox_stats_and_the_relay_sample(topics, session_factory, cloc
 def test_scheduled_tick_and_signals_by_kind_are_counted(topics, session_factory, clock):
     now = clock.now()
     ingest(session_factory, [group("quiet", now - timedelta(days=90)), track("quiet", "login", now - timedelta(days=20), "u1", "q1")], now)
-    make_rule(session_factory, {"id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "severity": "high",
-                                "trigger": {"schedule": {"every": "1h"}},
-                                "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-                                "cooldown": "7d"}, now)
+    make_rule(
+        session_factory,
+        {
+            "id": "no-login-14d",
+            "name": "No login in 14 days",
+            "kind": "churn_risk",
+            "severity": "high",
+            "trigger": {"schedule": {"every": "1h"}},
+            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+            "cooldown": "7d",
+        },
+        now,
+    )
     ticks = sample("touchline_rules_tick_seconds_count") or 0
     churn = sample("touchline_signals_fired_total", kind="churn_risk") or 0
     ingest_reports_caught_up(topics, session_factory, clock)

@@ -1,5 +1,6 @@
 """The demo stream: deterministic, valid, and its cohorts behave as documented
 (the rules' starter library relies on them)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -60,4 +61,3 @@ def test_live_rounds_keep_churning_accounts_away_unless_they_come_back():
     assert sum(1 for e in back if e["account_id"] == churning[0] and e["name"] == "login") >= 1
     for ev in back:
         assert isinstance(validate_event_obj(ev, END, 64 * 1024, timedelta(days=1)), Event)
-

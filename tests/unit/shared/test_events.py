@@ -1,4 +1,5 @@
 """The event contract: validation rules and the published JSON Schema (fast unit tests)."""
+
 from __future__ import annotations
 
 import json
@@ -118,31 +119,62 @@ def test_the_published_json_schema_is_current_and_its_examples_validate():
 def _records() -> list[bytes | None]:
     """Valid and invalid records, many near the edges the consumers' fast path checks."""
     objs = [
-        BASE, {**BASE, "user_id": "u1", "properties": {"a": [1, {"b": None, "c": True}], "n": -(10**32) + 1}},
-        {**BASE, "properties": {"n": 10**32}}, {**BASE, "properties": {"n": 10**40}}, {**BASE, "properties": {"f": 1.5}},
-        {**BASE, "properties": {"f": 1.0000000000000000000000000000000001}}, {**BASE, "user_id": None, "name": "x" * 128},
-        {**BASE, "name": "x" * 129}, {**BASE, "event_id": "é" * 128}, {**BASE, "event_id": "e\x7f"}, {**BASE, "user_id": ""},
-        {**BASE, "name": "a\tb"}, {**BASE, "properties": {"deep": json.loads('{"a":' * 14 + "1" + "}" * 14)}},
-        {**BASE, "properties": {"deep": json.loads('{"a":' * 15 + "1" + "}" * 15)}}, {**BASE, "properties": {"q": 'say "hi" \\ \n'}},
-        {**BASE, "timestamp": "2026-03-02T11:00:00.123456Z"}, {**BASE, "timestamp": "2026-03-02T11:00:00.1234567Z"},
-        {**BASE, "timestamp": "2026-03-02t11:00:00z"}, {**BASE, "timestamp": "2026-03-02 11:00:00Z"},
-        {**BASE, "timestamp": "2026-02-30T11:00:00Z"}, {**BASE, "timestamp": "2026-03-02T24:00:00Z"},
-        {**BASE, "timestamp": "2026-03-02T11:00:60Z"}, {**BASE, "timestamp": "2026-03-02T11:00:00+24:00"},
-        {**BASE, "timestamp": "2026-03-03T11:59:59Z"}, {**BASE, "timestamp": "2026-03-03T12:00:01Z"}, {**BASE, "timestamp": "20260302T110000Z"},
+        BASE,
+        {**BASE, "user_id": "u1", "properties": {"a": [1, {"b": None, "c": True}], "n": -(10**32) + 1}},
+        {**BASE, "properties": {"n": 10**32}},
+        {**BASE, "properties": {"n": 10**40}},
+        {**BASE, "properties": {"f": 1.5}},
+        {**BASE, "properties": {"f": 1.0000000000000000000000000000000001}},
+        {**BASE, "user_id": None, "name": "x" * 128},
+        {**BASE, "name": "x" * 129},
+        {**BASE, "event_id": "é" * 128},
+        {**BASE, "event_id": "e\x7f"},
+        {**BASE, "user_id": ""},
+        {**BASE, "name": "a\tb"},
+        {**BASE, "properties": {"deep": json.loads('{"a":' * 14 + "1" + "}" * 14)}},
+        {**BASE, "properties": {"deep": json.loads('{"a":' * 15 + "1" + "}" * 15)}},
+        {**BASE, "properties": {"q": 'say "hi" \\ \n'}},
+        {**BASE, "timestamp": "2026-03-02T11:00:00.123456Z"},
+        {**BASE, "timestamp": "2026-03-02T11:00:00.1234567Z"},
+        {**BASE, "timestamp": "2026-03-02t11:00:00z"},
+        {**BASE, "timestamp": "2026-03-02 11:00:00Z"},
+        {**BASE, "timestamp": "2026-02-30T11:00:00Z"},
+        {**BASE, "timestamp": "2026-03-02T24:00:00Z"},
+        {**BASE, "timestamp": "2026-03-02T11:00:60Z"},
+        {**BASE, "timestamp": "2026-03-02T11:00:00+24:00"},
+        {**BASE, "timestamp": "2026-03-03T11:59:59Z"},
+        {**BASE, "timestamp": "2026-03-03T12:00:01Z"},
+        {**BASE, "timestamp": "20260302T110000Z"},
         {**BASE, "type": "identify", "user_id": "u1", "traits": {"email": "a@b.c", "role": "admin", "x": 1}},
-        {**BASE, "type": "identify", "traits": {"email": "a@b.c"}}, {**BASE, "type": "identify", "user_id": "u1", "traits": {"role": "ceo"}},
-        {**BASE, "type": "group", "traits": {"plan": "pro", "seats": 3, "arr": 10.5}}, {**BASE, "type": "group", "name": None},
-        {**BASE, "type": "group", "traits": {"seats": 10**30}}, {**BASE, "type": None}, {**BASE, "properties": None},
-        {**BASE, "traits": {"a": 1}}, {**BASE, "extra": 1}, {**BASE, "account_id": 42}, {**BASE, "event_id": None},
+        {**BASE, "type": "identify", "traits": {"email": "a@b.c"}},
+        {**BASE, "type": "identify", "user_id": "u1", "traits": {"role": "ceo"}},
+        {**BASE, "type": "group", "traits": {"plan": "pro", "seats": 3, "arr": 10.5}},
+        {**BASE, "type": "group", "name": None},
+        {**BASE, "type": "group", "traits": {"seats": 10**30}},
+        {**BASE, "type": None},
+        {**BASE, "properties": None},
+        {**BASE, "traits": {"a": 1}},
+        {**BASE, "extra": 1},
+        {**BASE, "account_id": 42},
+        {**BASE, "event_id": None},
     ]
     raws: list[bytes | None] = [json.dumps(o).encode() for o in objs]
     raws += [json.dumps(o, ensure_ascii=False).encode() for o in objs]
-    raws += [None, b"", b"null", b"[]", b"{nope", b"\xff\xfe{}", b'{"event_id":"x","name":"\xff\xfe"}', json.dumps({**BASE, "properties": {"x": "nul\u0000"}}).encode(),
-             b'{"event_id":"e1","event_id":"e2","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z"}',
-             b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":NaN}}',
-             b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":1e400}}',
-             b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":"\\ud800"}}',
-             b' {"event_id" : "e1", "account_id":"acme",\n"name":"n","timestamp":"2026-03-02T11:00:00Z"} ']
+    raws += [
+        None,
+        b"",
+        b"null",
+        b"[]",
+        b"{nope",
+        b"\xff\xfe{}",
+        b'{"event_id":"x","name":"\xff\xfe"}',
+        json.dumps({**BASE, "properties": {"x": "nul\u0000"}}).encode(),
+        b'{"event_id":"e1","event_id":"e2","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z"}',
+        b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":NaN}}',
+        b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":1e400}}',
+        b'{"event_id":"e1","account_id":"acme","name":"n","timestamp":"2026-03-02T11:00:00Z","properties":{"x":"\\ud800"}}',
+        b' {"event_id" : "e1", "account_id":"acme",\n"name":"n","timestamp":"2026-03-02T11:00:00Z"} ',
+    ]
     return raws
 
 

@@ -1,5 +1,6 @@
 """The progress bar long CLI commands show: one line redrawn in place on a terminal, log
 lines at intervals otherwise (on a clock the test moves)."""
+
 from __future__ import annotations
 
 import io
@@ -46,5 +47,8 @@ def test_off_a_terminal_no_bar_only_log_lines_at_intervals(caplog):
                 bar.update(i * 1000)
     assert out.getvalue() == ""
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["demo: history sent 40,000 events (8,000/s) 5s", "demo: history sent 80,000 events (8,000/s) 10s",
-                     "demo: history sent 96,000 events (8,000/s) 12s"]
+    assert lines == [
+        "demo: history sent 40,000 events (8,000/s) 5s",
+        "demo: history sent 80,000 events (8,000/s) 10s",
+        "demo: history sent 96,000 events (8,000/s) 12s",
+    ]

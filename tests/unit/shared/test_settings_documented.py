@@ -1,4 +1,5 @@
 """Every setting is in the README's configuration table (one table, no hidden knobs)."""
+
 from __future__ import annotations
 
 import re

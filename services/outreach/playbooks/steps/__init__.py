@@ -2,6 +2,7 @@
 (:mod:`.definitions`) and their runners (:mod:`.flow`, :mod:`.send`,
 :mod:`.open_engagement`), which register themselves when this package is imported. The engine imports this package; nothing
 here imports the engine."""
+
 from __future__ import annotations
 
 from services.outreach.playbooks.steps import flow, open_engagement, send
@@ -20,6 +21,16 @@ from services.outreach.playbooks.steps.registry import (
 BUILTIN_RUNNERS = (flow, send, open_engagement)  # imported for their registrations
 
 __all__ = [
-    "REGISTRY", "BranchStep", "EndStep", "ParsedSteps", "SendStep", "StepBase", "StepContext", "StepOutcome", "StepType",
-    "WaitStep", "parse_steps", "register",
+    "REGISTRY",
+    "BranchStep",
+    "EndStep",
+    "ParsedSteps",
+    "SendStep",
+    "StepBase",
+    "StepContext",
+    "StepOutcome",
+    "StepType",
+    "WaitStep",
+    "parse_steps",
+    "register",
 ]

@@ -1,4 +1,5 @@
 """The built-in step types' definitions: send, wait, branch, end."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -17,15 +18,23 @@ class SendStep(StepBase):
     type: Literal["send"]
     channel: Literal["email", "webhook", "inapp"] = "email"
     template: str | None = None
-    to: list[str] = Field(default_factory=list, description=(
-        "recipients: roles (champion, admin, power_user, buyer, member), owner (the account's owner address), "
-        "all_users, or active_users:<window> (e.g. active_users:7d)"))
+    to: list[str] = Field(
+        default_factory=list,
+        description=(
+            "recipients: roles (champion, admin, power_user, buyer, member), owner (the account's owner address), "
+            "all_users, or active_users:<window> (e.g. active_users:7d)"
+        ),
+    )
     url: str | None = Field(None, description="webhook: where to POST")
     format: Literal["json", "slack"] = "json"
-    delivery: Literal["at_most_once", "at_least_once"] = Field("at_most_once", description=(
-        "email: when the SMTP server takes the message but its reply is lost (timeout or dropped connection "
-        "after the final dot), at_most_once parks it as 'uncertain' for an operator; at_least_once resends it "
-        "(same Message-ID). Webhooks are always at-least-once with an Idempotency-Key."))
+    delivery: Literal["at_most_once", "at_least_once"] = Field(
+        "at_most_once",
+        description=(
+            "email: when the SMTP server takes the message but its reply is lost (timeout or dropped connection "
+            "after the final dot), at_most_once parks it as 'uncertain' for an operator; at_least_once resends it "
+            "(same Message-ID). Webhooks are always at-least-once with an Idempotency-Key."
+        ),
+    )
 
     @field_validator("to")
     @classmethod

@@ -1,4 +1,5 @@
 """The built-in control-flow steps: wait, branch, end."""
+
 from __future__ import annotations
 
 from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, WaitStep

@@ -20,6 +20,7 @@ services/outreach/engagements/, does the work; this module adapts it to a step).
   woken at once when it does, and checks daily otherwise), then goes to
   ``on_outcome[outcome]`` (or ``on_outcome["default"]``, or the next step).
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -48,8 +49,9 @@ class OpenEngagementStep(StepBase):
     title: str = Field("", max_length=300)
     holdout_percent: float = Field(0, ge=0, le=100, description="escalation holdout: share of accounts not escalated")
     wait_for_outcome: bool = False
-    on_outcome: dict[str, str] = Field(default_factory=dict, description=(
-        "with wait_for_outcome: outcome (or 'default') -> step id, 'convert' or 'end'"))
+    on_outcome: dict[str, str] = Field(
+        default_factory=dict, description=("with wait_for_outcome: outcome (or 'default') -> step id, 'convert' or 'end'")
+    )
 
     @field_validator("time_box")
     @classmethod
@@ -77,8 +79,9 @@ def _escalation_bucket_key(playbook_id: str) -> str:
 @register("open_engagement", OpenEngagementStep)
 def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutcome:
     enrollment, now = ctx.enrollment, ctx.now
-    waiting_for = next((h.get("engagement_id") for h in reversed(enrollment.history or [])
-                        if h.get("step") == step.id and h.get("engagement_id")), None)
+    waiting_for = next(
+        (h.get("engagement_id") for h in reversed(enrollment.history or []) if h.get("step") == step.id and h.get("engagement_id")), None
+    )
     if waiting_for is not None and step.wait_for_outcome:
         e = repo.get(ctx.session, waiting_for)
         return _route(ctx, step, e)
@@ -86,16 +89,30 @@ def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutco
         return StepOutcome(note={"engagement": "not escalated: the enrolment is in the message holdout"})
     unsent_until = repo.enrollment_unsent_until(ctx.session, enrollment.id)
     if unsent_until is not None:
-        return StepOutcome(next=ctx.index, wait_until=max(unsent_until, now) + UNSENT_RECHECK,
-                           note={"engagement": "waiting: the enrolment's messages have not all left yet"})
+        return StepOutcome(
+            next=ctx.index,
+            wait_until=max(unsent_until, now) + UNSENT_RECHECK,
+            note={"engagement": "waiting: the enrolment's messages have not all left yet"},
+        )
     held = is_held_out(_escalation_bucket_key(enrollment.playbook_id), enrollment.account_id, step.holdout_percent)
     try:
         e, opened = service.open_engagement(
-            ctx.session, account_id=enrollment.account_id, goal=step.goal, actor=f"playbook:{enrollment.playbook_id}",
-            now=now, settings=ctx.settings, signal=dict(enrollment.signal or {}), key=f"{enrollment.id}\x1f{step.id}",
-            playbook_id=enrollment.playbook_id, enrollment_id=enrollment.id, skill=step.skill,
-            priority_override=step.priority, title=step.title, holdout=held,
-            time_box_days=parse_duration(step.time_box).total_seconds() / 86400 if step.time_box else None)
+            ctx.session,
+            account_id=enrollment.account_id,
+            goal=step.goal,
+            actor=f"playbook:{enrollment.playbook_id}",
+            now=now,
+            settings=ctx.settings,
+            signal=dict(enrollment.signal or {}),
+            key=f"{enrollment.id}\x1f{step.id}",
+            playbook_id=enrollment.playbook_id,
+            enrollment_id=enrollment.id,
+            skill=step.skill,
+            priority_override=step.priority,
+            title=step.title,
+            holdout=held,
+            time_box_days=parse_duration(step.time_box).total_seconds() / 86400 if step.time_box else None,
+        )
     except TouchlineError as err:
         return StepOutcome(note={"engagement": f"not opened: {err.detail}"})
     note = {"engagement_id": e.id, "engagement": "held_out" if held else ("opened" if opened else "attached")}
@@ -106,8 +123,11 @@ def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutco
 
 def _route(ctx: StepContext, step: OpenEngagementStep, e: Any) -> StepOutcome:
     if e is None or e.closed_at is None:
-        return StepOutcome(next=ctx.index, wait_until=ctx.now + RECHECK,
-                           note={"engagement_id": getattr(e, "id", None), "engagement": "waiting for the outcome"})
+        return StepOutcome(
+            next=ctx.index,
+            wait_until=ctx.now + RECHECK,
+            note={"engagement_id": getattr(e, "id", None), "engagement": "waiting for the outcome"},
+        )
     name = step.on_outcome.get(e.outcome or "") or step.on_outcome.get("default")
     target = ctx.steps.target(name, ctx.index)
     note = {"engagement_id": e.id, "engagement": "closed", "outcome": e.outcome, "outcome_source": e.outcome_source}

@@ -16,6 +16,7 @@ held message rows, :mod:`services.outreach.playbooks.batch`) registers with
 statements. Any other step may use ``ctx.session`` freely; the engine flushes the batch
 before it runs and drops what the batch kept after.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -97,9 +98,9 @@ class StepType:
 REGISTRY: dict[str, StepType] = {}
 
 
-def register(name: str, model: type[StepBase], run: Runner | None = None, *,
-             batched: bool = False) -> Callable[[Runner], Runner]:
+def register(name: str, model: type[StepBase], run: Runner | None = None, *, batched: bool = False) -> Callable[[Runner], Runner]:
     """Register a step type: ``register(name, Model, run)``, or as a decorator on ``run``."""
+
     def add(fn: Runner) -> Runner:
         REGISTRY[name] = StepType(model, fn, batched)
         return fn

@@ -4,6 +4,7 @@ row). Every recipient ends as a row: queued, sent (in-app) or skipped with its r
 Reads and writes go through the batch (``ctx.batch``): set-based for a whole signal
 batch, the rows inserted when the batch is flushed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,8 +31,9 @@ from services.outreach.templates.rendering import (
 def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
     e = ctx.enrollment
     out = MessageRows(e, step.id, step.channel, step.template, ctx.now)
-    recipients = resolve_recipients(ctx.batch, account_id=e.account_id, account=ctx.account, channel=step.channel,
-                                    to=step.to, url=step.url, now=ctx.now)
+    recipients = resolve_recipients(
+        ctx.batch, account_id=e.account_id, account=ctx.account, channel=step.channel, to=step.to, url=step.url, now=ctx.now
+    )
     rows: list[dict[str, Any]] = []
     if not recipients:
         rows.append(out.skipped(Recipient(None, ""), "no_recipients"))
@@ -43,8 +45,11 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
             if reason:
                 rows.append(out.skipped(r, reason))
                 continue
-            unsub = unsubscribe_url(ctx.settings, email=r.address, account_id=e.account_id, message_id=out.key(r)) \
-                if step.channel == "email" else ""
+            unsub = (
+                unsubscribe_url(ctx.settings, email=r.address, account_id=e.account_id, message_id=out.key(r))
+                if step.channel == "email"
+                else ""
+            )
             try:
                 content = render_for(ctx, step, template, r, unsub)
             except TemplateProblem as problem:
@@ -64,13 +69,15 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
     team, not the customer, so the contact policy does not apply to them."""
     e, customer = ctx.enrollment, step.channel != "webhook"
     # One touch budget for machines and people: while a CSM holds the account, automation steps back.
-    account_reason = "in_engagement" if customer and not ctx.operational \
-        and ctx.batch.has_open_engagement(e.account_id) else None
-    account_reason = account_reason or (policy.check_account(
-        ctx.batch.counts, account_id=e.account_id, playbook_id=e.playbook_id, playbook_caps=ctx.caps, settings=ctx.settings,
-        now=ctx.now) if customer else None)
-    blocked = ctx.batch.suppressed([email_hash(r.address) for r in recipients if r.address]) \
-        if step.channel == "email" else set()
+    account_reason = "in_engagement" if customer and not ctx.operational and ctx.batch.has_open_engagement(e.account_id) else None
+    account_reason = account_reason or (
+        policy.check_account(
+            ctx.batch.counts, account_id=e.account_id, playbook_id=e.playbook_id, playbook_caps=ctx.caps, settings=ctx.settings, now=ctx.now
+        )
+        if customer
+        else None
+    )
+    blocked = ctx.batch.suppressed([email_hash(r.address) for r in recipients if r.address]) if step.channel == "email" else set()
     reasons: list[str | None] = []
     for r in recipients:
         reason = account_reason
@@ -81,8 +88,15 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
         if reason is None and r.user is not None and (r.user.traits or {}).get("erased"):
             reason = "erased"
         if reason is None and customer:
-            reason = policy.check_contact(ctx.batch.counts, account_id=e.account_id, user_id=r.user_id, playbook_id=e.playbook_id,
-                                          playbook_caps=ctx.caps, settings=ctx.settings, now=ctx.now)
+            reason = policy.check_contact(
+                ctx.batch.counts,
+                account_id=e.account_id,
+                user_id=r.user_id,
+                playbook_id=e.playbook_id,
+                playbook_caps=ctx.caps,
+                settings=ctx.settings,
+                now=ctx.now,
+            )
         if reason is None and step.template and template is None:
             reason = "template_missing"
         reasons.append(reason)
@@ -96,17 +110,17 @@ def render_for(ctx: StepContext, step: SendStep, template: Template | None, r: R
     e = ctx.enrollment
     variables = build_context(
         account=account_context(ctx.account) or {"id": e.account_id, "name": e.account_id},
-        recipient=recipient_context(r.user, email=r.address if step.channel == "email" else None,
-                                    role=None if r.user else "owner"),
+        recipient=recipient_context(r.user, email=r.address if step.channel == "email" else None, role=None if r.user else "owner"),
         signal=dict(e.signal or {}),
         playbook={"id": e.playbook_id, "name": ctx.playbook_name, "version": e.playbook_version},
-        unsubscribe_url=unsub, settings=ctx.settings)
+        unsubscribe_url=unsub,
+        settings=ctx.settings,
+    )
     rendered = render({p: getattr(template, p) for p in PARTS}, variables, RenderBudget.from_settings(ctx.settings))
     return {"subject": rendered.subject, "html_body": rendered.html_body, "text_body": rendered.text_body}
 
 
-def build(ctx: StepContext, step: SendStep, out: MessageRows, r: Recipient, content: dict[str, str],
-          unsub: str) -> dict[str, Any]:
+def build(ctx: StepContext, step: SendStep, out: MessageRows, r: Recipient, content: dict[str, str], unsub: str) -> dict[str, Any]:
     if step.channel == "email":
         defer = policy.quiet_until(r.user.timezone if r.user else None, ctx.now, ctx.settings)
         return email_message(out, r, content, unsubscribe_url=unsub, defer_until=defer, delivery=step.delivery)

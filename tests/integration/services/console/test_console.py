@@ -2,6 +2,7 @@
 and its cookie, CSRF, roles and the 403 page, security headers, escaping, one-time
 links, expiry on the simulated clock, and each page against what the API answers.
 The real-browser walk is tests/e2e/test_console_browser.py."""
+
 from __future__ import annotations
 
 import re
@@ -121,8 +122,12 @@ async def test_a_forged_or_expired_session_is_refused(api, keys, clock, settings
     assert (await api.get("/console/rules")).status_code == 200
     cookie = api.cookies.get(sessions.SESSION_COOKIE)
     payload, sig = cookie.split(".")
-    api.cookies.set(sessions.SESSION_COOKIE, payload + "." + sig[:-2] + ("AA" if not sig.endswith("AA") else "BB"),
-                    domain="touchline.test", path="/console")
+    api.cookies.set(
+        sessions.SESSION_COOKIE,
+        payload + "." + sig[:-2] + ("AA" if not sig.endswith("AA") else "BB"),
+        domain="touchline.test",
+        path="/console",
+    )
     assert (await api.get("/console/rules")).status_code == 303
     api.cookies.set(sessions.SESSION_COOKIE, cookie, domain="touchline.test", path="/console")
     assert (await api.get("/console/rules")).status_code == 200
@@ -146,18 +151,19 @@ async def test_every_post_needs_the_csrf_token(api, keys, seeded):
     await sign_in(api, keys["ops"])
     page = await api.get("/console/rules/no-login-14d")
     assert page.status_code == 200
-    for path, data in [("/console/rules/no-login-14d/disable", {}),
-                       ("/console/rules/no-login-14d/edit", {"definition": "id: x"}),
-                       ("/console/templates/win-back", {"subject": "x", "text_body": "x", "action": "save"}),
-                       ("/console/sign-out", {})]:
+    for path, data in [
+        ("/console/rules/no-login-14d/disable", {}),
+        ("/console/rules/no-login-14d/edit", {"definition": "id: x"}),
+        ("/console/templates/win-back", {"subject": "x", "text_body": "x", "action": "save"}),
+        ("/console/sign-out", {}),
+    ]:
         r = await api.post(path, data=data)
         assert r.status_code == 403, path
         assert "security token" in r.text
         r = await api.post(path, data={**data, "csrf": "forged"})
         assert r.status_code == 403, path
     # and from another origin, even with the token
-    r = await api.post("/console/rules/no-login-14d/disable", data={"csrf": csrf_of(page.text)},
-                       headers={"Origin": "https://evil.example"})
+    r = await api.post("/console/rules/no-login-14d/disable", data={"csrf": csrf_of(page.text)}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
     rule = (await api.get("/v1/rules/no-login-14d", headers=auth(keys["ops"]))).json()
     assert rule["enabled"] is True  # nothing changed
@@ -192,9 +198,17 @@ async def test_security_headers_on_every_console_response(api, keys):
 
 async def test_no_inline_script_or_style_in_any_page(api, keys, seeded):
     await sign_in(api, keys["ops"])
-    for path in ("/console/", "/console/accounts", f"/console/accounts/{HOSTILE}", "/console/rules",
-                 "/console/rules/no-login-14d", "/console/playbooks", "/console/playbooks/win-back", "/console/templates",
-                 "/console/templates/win-back"):
+    for path in (
+        "/console/",
+        "/console/accounts",
+        f"/console/accounts/{HOSTILE}",
+        "/console/rules",
+        "/console/rules/no-login-14d",
+        "/console/playbooks",
+        "/console/playbooks/win-back",
+        "/console/templates",
+        "/console/templates/win-back",
+    ):
         offenders = inline_code((await api.get(path)).text)
         assert not offenders, (path, offenders)
 
@@ -205,8 +219,15 @@ async def test_csm_sees_accounts_but_ops_pages_answer_a_readable_403(api, keys, 
     page = await api.get("/console/accounts")
     assert page.status_code == 200
     assert 'href="/console/rules"' not in page.text and 'href="/console/accounts"' in page.text
-    for path in ("/console/", "/console/rules", "/console/rules/no-login-14d", "/console/playbooks", "/console/templates",
-                 "/console/dead-letters", "/console/pool"):
+    for path in (
+        "/console/",
+        "/console/rules",
+        "/console/rules/no-login-14d",
+        "/console/playbooks",
+        "/console/templates",
+        "/console/dead-letters",
+        "/console/pool",
+    ):
         r = await api.get(path)
         assert r.status_code == 403, path
         assert "<h1>Not allowed</h1>" in r.text and "(csm)" in r.text
@@ -239,9 +260,16 @@ async def test_sign_in_redirects_only_to_console_paths(api, keys):
 
 async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clock):
     with transaction(session_factory) as s:
-        url = sessions.create_link(s, secret=settings.secret_key, base_url="http://touchline.test", role="ops", csm_id=None,
-                                   now=clock.now(), minutes=settings.console_link_minutes)
-    path = url[len("http://touchline.test"):]
+        url = sessions.create_link(
+            s,
+            secret=settings.secret_key,
+            base_url="http://touchline.test",
+            role="ops",
+            csm_id=None,
+            now=clock.now(),
+            minutes=settings.console_link_minutes,
+        )
+    path = url[len("http://touchline.test") :]
     page = await api.get(path)
     assert page.status_code == 200 and "console link (ops)" in page.text
     token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
@@ -257,8 +285,9 @@ async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clo
 
 async def test_a_link_expires(api, session_factory, settings, clock):
     with transaction(session_factory) as s:
-        url = sessions.create_link(s, secret=settings.secret_key, base_url="http://x", role="csm", csm_id="csm-7",
-                                   now=clock.now(), minutes=15)
+        url = sessions.create_link(
+            s, secret=settings.secret_key, base_url="http://x", role="csm", csm_id="csm-7", now=clock.now(), minutes=15
+        )
     clock.advance(timedelta(minutes=16))
     assert (await api.get(urlparse(url).path + "?" + urlparse(url).query)).status_code == 400
 
@@ -301,8 +330,9 @@ async def test_rule_editor_shows_errors_next_to_their_line_and_saves_a_new_versi
     r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": bad})
     assert r.status_code == 422
     line = bad.splitlines().index("severity: extreme") + 1
-    assert re.search(rf'<li value="{line}" class="bad"><code>severity: extreme</code>\s*<span class="problem">↑ line {line}: /severity',
-                     r.text), r.text[:3000]
+    assert re.search(
+        rf'<li value="{line}" class="bad"><code>severity: extreme</code>\s*<span class="problem">↑ line {line}: /severity', r.text
+    ), r.text[:3000]
     r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf_of(edit.text), "definition": "id: [unclosed"})
     assert r.status_code == 422 and "not valid YAML or JSON at line 1" in r.text
     good = text.replace(f"severity: {severity}", "severity: critical" if severity != "critical" else "severity: high")
@@ -328,8 +358,10 @@ async def test_dry_run_and_a_backtest_job_with_the_diff(api, keys, seeded, clock
     assert changed != text
     end = clock.now().date()
     start = end - timedelta(days=20)
-    r = await api.post("/console/rules/no-login-14d/backtest", data={
-        "csrf": csrf_of(edit.text), "definition": changed, "start": start.isoformat(), "end": end.isoformat()})
+    r = await api.post(
+        "/console/rules/no-login-14d/backtest",
+        data={"csrf": csrf_of(edit.text), "definition": changed, "start": start.isoformat(), "end": end.isoformat()},
+    )
     assert r.status_code == 303, r.text[:2000]
     page_url = r.headers["location"]
     job_id = int(page_url.rsplit("/", 1)[1])
@@ -341,17 +373,29 @@ async def test_dry_run_and_a_backtest_job_with_the_diff(api, keys, seeded, clock
     r = await api.get(page_url)
     assert 'http-equiv="refresh"' not in r.text
     # the same request through the API, run by the same worker
-    queued = (await api.post("/v1/rules/backtest", headers=auth(keys["ops"]), json={
-        "rule_id": "no-login-14d", "rule": __import__("yaml").safe_load(changed), "start": start.isoformat(),
-        "end": end.isoformat(), "compare_with_current": True})).json()
+    queued = (
+        await api.post(
+            "/v1/rules/backtest",
+            headers=auth(keys["ops"]),
+            json={
+                "rule_id": "no-login-14d",
+                "rule": __import__("yaml").safe_load(changed),
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "compare_with_current": True,
+            },
+        )
+    ).json()
     worker.run_job(queued["id"])
     api_result = (await api.get(f"/v1/jobs/{queued['id']}", headers=auth(keys["ops"]))).json()["result"]
     assert f'id="total-firings">{api_result["total_firings"]:,}<' in r.text
     for acct in api_result["diff"]["newly_firing"] + api_result["diff"]["stop_firing"]:
         assert f'href="/console/accounts/{acct}"' in r.text
     assert "<svg" in r.text and "Firings per day" in r.text
-    r = await api.post("/console/rules/no-login-14d/backtest", data={
-        "csrf": csrf_of(edit.text), "start": (end - timedelta(days=1000)).isoformat(), "end": end.isoformat()})
+    r = await api.post(
+        "/console/rules/no-login-14d/backtest",
+        data={"csrf": csrf_of(edit.text), "start": (end - timedelta(days=1000)).isoformat(), "end": end.isoformat()},
+    )
     assert r.status_code == 422 and "longer than the retained history" in r.text
     r = await api.get(f"/console/rules/wau-down-40/backtests/{job_id}")
     assert r.status_code == 404  # a job is shown under its own rule only
@@ -362,13 +406,21 @@ async def test_template_editor_previews_unsaved_text_and_rejects_bad_templates(a
     page = await api.get("/console/templates/win-back")
     assert page.status_code == 200
     tpl = (await api.get("/v1/templates/win-back", headers=auth(keys["ops"]))).json()
-    form = {"csrf": csrf_of(page.text), "name": tpl["name"], "description": tpl["description"],
-            "subject": "Hello {{ account.name }}", "html_body": tpl["html_body"], "text_body": tpl["text_body"],
-            "account_id": HOSTILE, "user_id": "u-evil", "action": "preview"}
+    form = {
+        "csrf": csrf_of(page.text),
+        "name": tpl["name"],
+        "description": tpl["description"],
+        "subject": "Hello {{ account.name }}",
+        "html_body": tpl["html_body"],
+        "text_body": tpl["text_body"],
+        "account_id": HOSTILE,
+        "user_id": "u-evil",
+        "action": "preview",
+    }
     r = await api.post("/console/templates/win-back", data=form)
     assert r.status_code == 200
     assert 'id="preview-subject">Hello &lt;script&gt;' in r.text  # the hostile name, escaped
-    assert "sandbox=\"\"" in r.text
+    assert 'sandbox=""' in r.text
     r = await api.post("/console/templates/win-back", data={**form, "subject": "{{ account.name ", "action": "save"})
     assert r.status_code == 422 and 'id="e-subject"' in r.text
     assert (await api.get("/v1/templates/win-back", headers=auth(keys["ops"]))).json()["version"] == tpl["version"]
@@ -474,17 +526,33 @@ async def test_touchline_console_link_prints_a_link_that_signs_in_once(api, sett
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
-    env.update({"TOUCHLINE_DATABASE_URL": settings.database_url, "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-                "TOUCHLINE_SECRET_KEY": settings.secret_key, "TOUCHLINE_API_PORT": "8123"})
-    out = subprocess.run([sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "csm-1"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    env.update(
+        {
+            "TOUCHLINE_DATABASE_URL": settings.database_url,
+            "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+            "TOUCHLINE_SECRET_KEY": settings.secret_key,
+            "TOUCHLINE_API_PORT": "8123",
+        }
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "csm-1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     url = re.search(r"http://\S+", out.stdout).group(0)
     assert url.startswith("http://127.0.0.1:8123/console/link?token=")
-    page = await api.get(url[len("http://127.0.0.1:8123"):])
+    page = await api.get(url[len("http://127.0.0.1:8123") :])
     assert page.status_code == 200 and "console link for CSM csm-1 (csm)" in page.text
-    bad = subprocess.run([sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "nobody"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "services.wiring.cli", "console-link", "--csm", "nobody"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "no CSM 'nobody'" in bad.stderr
 
 
@@ -504,8 +572,12 @@ async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offs
     producer = make_producer(settings)
     for i, reason in enumerate(["invalid_json", "schema_violation", "invalid_json"]):
         source = SimpleNamespace(topic=settings.topic_events, partition=1, offset=4000 + i)
-        producer.send(settings.topic_events_dlq, key=b"acme", value=b'{"bad": <script>' + str(i).encode(),
-                      headers=dlq_headers(source, reason, f"detail {i}", clock.now()))
+        producer.send(
+            settings.topic_events_dlq,
+            key=b"acme",
+            value=b'{"bad": <script>' + str(i).encode(),
+            headers=dlq_headers(source, reason, f"detail {i}", clock.now()),
+        )
     producer.flush()
     producer.close()
     await sign_in(api, keys["ops"])

@@ -1,4 +1,5 @@
 """HTTP ingest, the accounts and users API, auth on every route, health and metrics."""
+
 from __future__ import annotations
 
 import re
@@ -20,16 +21,20 @@ def raw_count(session_factory) -> int:
 
 
 async def test_http_event_to_kafka_to_database(api, topics, keys, session_factory, clock):
-    batch = [track("acme", "login", T0 - timedelta(hours=1), "ada", "h1"),
-             track("acme", "report_created", T0 - timedelta(minutes=30), "ada", "h2"),
-             {"event_id": "bad", "account_id": "acme", "name": "login", "timestamp": "2026-03-02T10:00:00"},
-             "not an object"]
+    batch = [
+        track("acme", "login", T0 - timedelta(hours=1), "ada", "h1"),
+        track("acme", "report_created", T0 - timedelta(minutes=30), "ada", "h2"),
+        {"event_id": "bad", "account_id": "acme", "name": "login", "timestamp": "2026-03-02T10:00:00"},
+        "not an object",
+    ]
     r = await api.post("/v1/events", json=batch, headers=auth(keys["ingest"]))
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["accepted"] == 2
     assert [(e["index"], e["event_id"], e["reason"]) for e in body["rejected"]] == [
-        (2, "bad", "timestamp_without_zone"), (3, None, "not_an_object")]
+        (2, "bad", "timestamp_without_zone"),
+        (3, None, "not_an_object"),
+    ]
 
     worker = IngestWorker(topics, session_factory, clock)
     try:
@@ -75,9 +80,19 @@ async def test_http_ingest_answers_503_when_the_broker_is_down(settings, clock, 
 async def test_accounts_api_put_get_list_filter_and_paginate(api, keys):
     ops = auth(keys["ops"])
     for i, seg in enumerate(["smb", "smb", "enterprise", "smb", "mid_market"]):
-        r = await api.put(f"/v1/accounts/a{i}", json={"name": f"A{i}", "segment": seg, "plan": "pro", "seats": 10 + i,
-                                                       "lifecycle_stage": "onboarding", "renewal_date": "2026-09-01",
-                                                       "industry": "retail"}, headers=ops)
+        r = await api.put(
+            f"/v1/accounts/a{i}",
+            json={
+                "name": f"A{i}",
+                "segment": seg,
+                "plan": "pro",
+                "seats": 10 + i,
+                "lifecycle_stage": "onboarding",
+                "renewal_date": "2026-09-01",
+                "industry": "retail",
+            },
+            headers=ops,
+        )
         assert r.status_code == 200, r.text
     got = (await api.get("/v1/accounts/a2", headers=ops)).json()
     assert (got["segment"], got["seats"], got["renewal_date"], got["traits"]) == ("enterprise", 12, "2026-09-01", {"industry": "retail"})
@@ -98,7 +113,9 @@ async def test_accounts_api_put_get_list_filter_and_paginate(api, keys):
 
 async def test_users_api(api, keys):
     ops = auth(keys["ops"])
-    r = await api.put("/v1/accounts/acme/users/ada", json={"email": "ada@acme.test", "role": "champion", "timezone": "Europe/Paris"}, headers=ops)
+    r = await api.put(
+        "/v1/accounts/acme/users/ada", json={"email": "ada@acme.test", "role": "champion", "timezone": "Europe/Paris"}, headers=ops
+    )
     assert r.status_code == 200 and r.json()["role"] == "champion"
     await api.put("/v1/accounts/acme/users/bob", json={"role": "member"}, headers=ops)
     r = await api.get("/v1/accounts/acme/users", params={"role": "champion"}, headers=ops)
@@ -133,11 +150,16 @@ PUBLIC = "public"
 OPS, CSM, INGEST = {"ops"}, {"csm"}, {"ingest"}
 # Who reaches each route (admin reaches every non-public one). A new route must get a line here.
 ACCESS = {
-    ("GET", "/openapi.json"): PUBLIC, ("HEAD", "/openapi.json"): PUBLIC, ("GET", "/docs"): PUBLIC, ("GET", "/redoc"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("HEAD", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
     ("MOUNT", "/docs-assets"): PUBLIC,  # Swagger UI and ReDoc files, served by Touchline itself
-    ("GET", "/healthz"): PUBLIC, ("GET", "/readyz"): PUBLIC,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): set(),  # admin only on the API port (or served on TOUCHLINE_METRICS_PORT instead)
-    ("GET", "/unsubscribe/{token}"): PUBLIC, ("POST", "/unsubscribe/{token}"): PUBLIC,
+    ("GET", "/unsubscribe/{token}"): PUBLIC,
+    ("POST", "/unsubscribe/{token}"): PUBLIC,
     ("POST", "/v1/events"): INGEST,
     ("PUT", "/v1/accounts/{account_id}"): OPS | INGEST,
     ("PUT", "/v1/accounts/{account_id}/users/{user_id}"): OPS | INGEST,
@@ -149,37 +171,71 @@ ACCESS = {
     ("GET", "/v1/accounts/{account_id}/users/{user_id}/usage"): OPS | CSM,
     ("POST", "/v1/accounts/{account_id}/users/{user_id}/erase"): OPS,
     # Rules are authored by CS Ops; signals are readable by ops and csm.
-    ("POST", "/v1/rules/validate"): OPS, ("POST", "/v1/rules"): OPS, ("GET", "/v1/rules"): OPS,
-    ("GET", "/v1/rules/{rule_id}"): OPS, ("PUT", "/v1/rules/{rule_id}"): OPS, ("DELETE", "/v1/rules/{rule_id}"): OPS,
-    ("POST", "/v1/rules/{rule_id}/enable"): OPS, ("POST", "/v1/rules/{rule_id}/disable"): OPS,
-    ("GET", "/v1/rules/{rule_id}/versions"): OPS, ("GET", "/v1/rules/{rule_id}/versions/{version}"): OPS,
-    ("GET", "/v1/rules/{rule_id}/audit"): OPS, ("POST", "/v1/rules/test"): OPS, ("POST", "/v1/rules/{rule_id}/test"): OPS,
+    ("POST", "/v1/rules/validate"): OPS,
+    ("POST", "/v1/rules"): OPS,
+    ("GET", "/v1/rules"): OPS,
+    ("GET", "/v1/rules/{rule_id}"): OPS,
+    ("PUT", "/v1/rules/{rule_id}"): OPS,
+    ("DELETE", "/v1/rules/{rule_id}"): OPS,
+    ("POST", "/v1/rules/{rule_id}/enable"): OPS,
+    ("POST", "/v1/rules/{rule_id}/disable"): OPS,
+    ("GET", "/v1/rules/{rule_id}/versions"): OPS,
+    ("GET", "/v1/rules/{rule_id}/versions/{version}"): OPS,
+    ("GET", "/v1/rules/{rule_id}/audit"): OPS,
+    ("POST", "/v1/rules/test"): OPS,
+    ("POST", "/v1/rules/{rule_id}/test"): OPS,
     ("POST", "/v1/rules/backtest"): OPS,
-    ("GET", "/v1/signals"): OPS | CSM, ("GET", "/v1/signals/{signal_id}"): OPS | CSM,
+    ("GET", "/v1/signals"): OPS | CSM,
+    ("GET", "/v1/signals/{signal_id}"): OPS | CSM,
     ("GET", "/v1/accounts/{account_id}/signals"): OPS | CSM,
     # Outreach authoring is CS Ops; in-app messages are fetched and marked read by the
     # product's backend with its ingest key.
-    ("PUT", "/v1/templates/{template_id}"): OPS, ("GET", "/v1/templates"): OPS, ("GET", "/v1/templates/{template_id}"): OPS,
+    ("PUT", "/v1/templates/{template_id}"): OPS,
+    ("GET", "/v1/templates"): OPS,
+    ("GET", "/v1/templates/{template_id}"): OPS,
     ("POST", "/v1/templates/{template_id}/preview"): OPS,
-    ("PUT", "/v1/playbooks/{playbook_id}"): OPS, ("GET", "/v1/playbooks"): OPS, ("GET", "/v1/playbooks/{playbook_id}"): OPS,
-    ("GET", "/v1/playbooks/{playbook_id}/enrollments"): OPS, ("GET", "/v1/playbooks/{playbook_id}/report"): OPS,
-    ("GET", "/v1/messages"): OPS, ("POST", "/v1/messages/{message_id}/retry"): OPS,
+    ("PUT", "/v1/playbooks/{playbook_id}"): OPS,
+    ("GET", "/v1/playbooks"): OPS,
+    ("GET", "/v1/playbooks/{playbook_id}"): OPS,
+    ("GET", "/v1/playbooks/{playbook_id}/enrollments"): OPS,
+    ("GET", "/v1/playbooks/{playbook_id}/report"): OPS,
+    ("GET", "/v1/messages"): OPS,
+    ("POST", "/v1/messages/{message_id}/retry"): OPS,
     ("GET", "/v1/accounts/{account_id}/messages"): OPS | INGEST,
     ("POST", "/v1/accounts/{account_id}/messages/{message_id}/read"): OPS | INGEST,
-    ("GET", "/v1/suppressions"): OPS, ("POST", "/v1/suppressions"): OPS, ("DELETE", "/v1/suppressions/{email}"): OPS,
+    ("GET", "/v1/suppressions"): OPS,
+    ("POST", "/v1/suppressions"): OPS,
+    ("DELETE", "/v1/suppressions/{email}"): OPS,
     ("GET", "/v1/dev/mail"): OPS,
     # The pool: ops runs it; a CSM works the engagements (only their own: tests/integration/services/outreach/test_engagements.py).
-    ("PUT", "/v1/csms/{csm_id}"): OPS, ("PATCH", "/v1/csms/{csm_id}"): OPS, ("GET", "/v1/csms"): OPS,
+    ("PUT", "/v1/csms/{csm_id}"): OPS,
+    ("PATCH", "/v1/csms/{csm_id}"): OPS,
+    ("GET", "/v1/csms"): OPS,
     ("GET", "/v1/csms/{csm_id}"): OPS,
     ("GET", "/v1/me/engagements"): CSM,
-    **{(m, f"/v1/engagements/{{engagement_id}}{tail}"): OPS | CSM for m, tail in [
-        ("GET", ""), ("GET", "/events"), ("POST", "/accept"), ("POST", "/touches"), ("POST", "/notes"),
-        ("POST", "/extend"), ("POST", "/resolve")]},
-    ("GET", "/v1/engagements"): OPS, ("POST", "/v1/engagements"): OPS,
-    ("POST", "/v1/engagements/{engagement_id}/reassign"): OPS, ("POST", "/v1/engagements/{engagement_id}/cancel"): OPS,
-    ("GET", "/v1/pool"): OPS, ("GET", "/v1/pool/outcomes"): OPS, ("GET", "/v1/pool/forecast"): OPS,
+    **{
+        (m, f"/v1/engagements/{{engagement_id}}{tail}"): OPS | CSM
+        for m, tail in [
+            ("GET", ""),
+            ("GET", "/events"),
+            ("POST", "/accept"),
+            ("POST", "/touches"),
+            ("POST", "/notes"),
+            ("POST", "/extend"),
+            ("POST", "/resolve"),
+        ]
+    },
+    ("GET", "/v1/engagements"): OPS,
+    ("POST", "/v1/engagements"): OPS,
+    ("POST", "/v1/engagements/{engagement_id}/reassign"): OPS,
+    ("POST", "/v1/engagements/{engagement_id}/cancel"): OPS,
+    ("GET", "/v1/pool"): OPS,
+    ("GET", "/v1/pool/outcomes"): OPS,
+    ("GET", "/v1/pool/forecast"): OPS,
     # Jobs: a role sees the jobs of the kinds it may run (backtests: ops).
-    ("GET", "/v1/jobs"): OPS, ("GET", "/v1/jobs/{job_id}"): OPS, ("POST", "/v1/jobs/{job_id}/cancel"): OPS,
+    ("GET", "/v1/jobs"): OPS,
+    ("GET", "/v1/jobs/{job_id}"): OPS,
+    ("POST", "/v1/jobs/{job_id}/cancel"): OPS,
 }
 
 
@@ -191,20 +247,31 @@ def _refused_by_role(r) -> bool:
     """A refusal for the key's role: the role gate's, or the jobs API's (which admits a
     role only if some job kind is open to it). A handler may also answer 403 for its own
     reasons, e.g. an admin key on /v1/me/engagements is bound to no CSM."""
-    return (r.status_code == 403 and r.json()["error"] == "forbidden"
-            and r.json()["detail"].startswith(("this route needs role", "no job kind is open to role")))
+    return (
+        r.status_code == 403
+        and r.json()["error"] == "forbidden"
+        and r.json()["detail"].startswith(("this route needs role", "no job kind is open to role"))
+    )
 
 
 async def test_each_role_reaches_exactly_its_routes(api, keys):
     served = set(_operations(api.app))
-    assert served == set(ACCESS), ("routes without an ACCESS entry (decide who may call them)", served - set(ACCESS),
-                                   "ACCESS entries for routes that are gone", set(ACCESS) - served)
+    assert served == set(ACCESS), (
+        "routes without an ACCESS entry (decide who may call them)",
+        served - set(ACCESS),
+        "ACCESS entries for routes that are gone",
+        set(ACCESS) - served,
+    )
     # Keys that must never pass: a forged one, and a real key's prefix with a wrong secret
     # (with the secret of another real key, too), so the secret comparison is what refuses.
     _tl, prefix, secret = keys["ops"].split("_", 2)
     other_secret = keys["csm"].split("_", 2)[2]
-    refused_keys = ["tl_deadbeef_forged", f"tl_{prefix}_{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}",
-                    f"tl_{prefix}_{other_secret}", f"tl_{prefix}_"]
+    refused_keys = [
+        "tl_deadbeef_forged",
+        f"tl_{prefix}_{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}",
+        f"tl_{prefix}_{other_secret}",
+        f"tl_{prefix}_",
+    ]
     for (method, template), allowed in sorted(ACCESS.items()):
         if method == "MOUNT":
             method, path = "GET", template + "/no-such-file.js"
@@ -232,8 +299,10 @@ async def test_each_role_reaches_exactly_its_routes(api, keys):
 
 async def test_refusals_say_what_is_wrong_and_how_to_fix_it(api, keys):
     missing = await api.get("/v1/accounts")
-    assert missing.json() == {"error": "unauthorized", "detail": "missing API key: send 'Authorization: Bearer <key>' "
-                                                                 "(create one with `touchline keys create`)"}
+    assert missing.json() == {
+        "error": "unauthorized",
+        "detail": "missing API key: send 'Authorization: Bearer <key>' (create one with `touchline keys create`)",
+    }
     wrong = await api.get("/v1/accounts", headers=auth("tl_deadbeef_forged"))
     assert wrong.json() == {"error": "unauthorized", "detail": "invalid or revoked API key"}
     other_role = await api.get("/v1/accounts", headers=auth(keys["ingest"]))

@@ -2,6 +2,7 @@
 both databases: users, raw events (identify traits and event properties), the account
 row, signal evidence, the outbox, messages, enrolments, engagements and suppressions. Another
 contact of the same account keeps their data."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -48,29 +49,50 @@ def traces(db, needles: list[str]) -> dict[str, set[str]]:
 async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_factory, api, keys):
     now = T0
     # Ingest: traits by identify and group, and a track event that carries the address.
-    ingest(session_factory, [
-        group("acme", now - timedelta(days=30), name="Acme", owner_email=EMAIL),
-        identify("acme", "ada", now - timedelta(days=30), email=EMAIL, name=NAME, role="champion"),
-        identify("acme", "bob", now - timedelta(days=30), email=BOB, name="Bob Keeps", role="admin"),
-        track("acme", "report_shared", now - timedelta(minutes=1), "ada", "share-1", shared_by=EMAIL),
-    ], now)
+    ingest(
+        session_factory,
+        [
+            group("acme", now - timedelta(days=30), name="Acme", owner_email=EMAIL),
+            identify("acme", "ada", now - timedelta(days=30), email=EMAIL, name=NAME, role="champion"),
+            identify("acme", "bob", now - timedelta(days=30), email=BOB, name="Bob Keeps", role="admin"),
+            track("acme", "report_shared", now - timedelta(minutes=1), "ada", "share-1", shared_by=EMAIL),
+        ],
+        now,
+    )
     # Rules: a rule whose evidence records the contact's address (signal row and outbox).
-    make_rule(session_factory, {
-        "id": "sharer", "name": "Champion shares a report", "kind": "expansion", "trigger": {"events": ["report_shared"]},
-        "condition": {"all": [{"field": "user.email", "op": "exists"},
-                              {"field": "event.properties.shared_by", "op": "exists"}]}}, now)
+    make_rule(
+        session_factory,
+        {
+            "id": "sharer",
+            "name": "Champion shares a report",
+            "kind": "expansion",
+            "trigger": {"events": ["report_shared"]},
+            "condition": {"all": [{"field": "user.email", "op": "exists"}, {"field": "event.properties.shared_by", "op": "exists"}]},
+        },
+        now,
+    )
     index = RuleIndex(400)
     with transaction(session_factory) as s:
         index.refresh(s)
-        report = evaluate_events(s, [EventSubject("share-1", "acme", "ada", "report_shared", now, {"shared_by": EMAIL})],
-                                 index, now, settings)
+        report = evaluate_events(
+            s, [EventSubject("share-1", "acme", "ada", "report_shared", now, {"shared_by": EMAIL})], index, now, settings
+        )
     [signal] = report.signals
     # Outreach: an enrolment (a copy of the signal) and messages rendered with the name.
     save_template(session_factory, settings)
-    save_playbook(session_factory, "thanks", {"name": "Thanks", "trigger": {"rules": ["sharer"]}, "steps": [
-        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
-        {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example.test/hook"},
-        {"id": "escalate", "type": "open_engagement", "goal": "recover_usage"}]})
+    save_playbook(
+        session_factory,
+        "thanks",
+        {
+            "name": "Thanks",
+            "trigger": {"rules": ["sharer"]},
+            "steps": [
+                {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
+                {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example.test/hook"},
+                {"id": "escalate", "type": "open_engagement", "goal": "recover_usage"},
+            ],
+        },
+    )
     with transaction(session_factory) as s:
         compiled = playbook_engine.load_compiled(s, "thanks", 1)
         assert playbook_engine.enroll(s, compiled, signal, usage.account(s, "acme"), now, settings) is not None
@@ -86,8 +108,7 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
 
     before = traces(engine, [EMAIL, NAME])
     # The scan sees every copy (it can fail): ingest, rules and outreach tables alike.
-    assert {"users", "events", "accounts", "signals", "outbox", "messages", "enrollments", "suppressions",
-            "engagements"} <= set(before)
+    assert {"users", "events", "accounts", "signals", "outbox", "messages", "enrollments", "suppressions", "engagements"} <= set(before)
 
     r = await api.post("/v1/accounts/acme/users/ada/erase", headers=ops)
     assert r.status_code == 200, r.text

@@ -1,4 +1,5 @@
 """The ingest worker against the real broker and both databases."""
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,30 @@ def worker(topics, session_factory, clock):
 def test_events_become_accounts_users_rollups_and_last_seen(topics, worker, session_factory, clock):
     day1, day2 = T0 - timedelta(days=2), T0 - timedelta(days=1)
     events = [
-        {"event_id": "g1", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=3)).isoformat(),
-         "traits": {"name": "Acme", "plan": "pro", "seats": 10, "arr": 12000, "segment": "smb", "lifecycle_stage": "onboarding",
-                    "renewal_date": "2026-06-01", "industry": "retail"}},
-        {"event_id": "i1", "type": "identify", "account_id": "acme", "user_id": "ada", "timestamp": (T0 - timedelta(days=3)).isoformat(),
-         "traits": {"email": "ada@acme.test", "role": "champion", "timezone": "Europe/London"}},
+        {
+            "event_id": "g1",
+            "type": "group",
+            "account_id": "acme",
+            "timestamp": (T0 - timedelta(days=3)).isoformat(),
+            "traits": {
+                "name": "Acme",
+                "plan": "pro",
+                "seats": 10,
+                "arr": 12000,
+                "segment": "smb",
+                "lifecycle_stage": "onboarding",
+                "renewal_date": "2026-06-01",
+                "industry": "retail",
+            },
+        },
+        {
+            "event_id": "i1",
+            "type": "identify",
+            "account_id": "acme",
+            "user_id": "ada",
+            "timestamp": (T0 - timedelta(days=3)).isoformat(),
+            "traits": {"email": "ada@acme.test", "role": "champion", "timezone": "Europe/London"},
+        },
         track("acme", "login", day1, "ada", "e1"),
         track("acme", "login", day1 + timedelta(hours=1), "bob", "e2"),
         track("acme", "report_created", day1 + timedelta(hours=2), "ada", "e3"),
@@ -56,7 +76,14 @@ def test_events_become_accounts_users_rollups_and_last_seen(topics, worker, sess
 
     with session_factory() as s:
         acme = s.get(Account, "acme")
-        assert (acme.name, acme.plan, acme.seats, acme.arr, acme.segment, acme.lifecycle_stage) == ("Acme", "pro", 10, 12000, "smb", "onboarding")
+        assert (acme.name, acme.plan, acme.seats, acme.arr, acme.segment, acme.lifecycle_stage) == (
+            "Acme",
+            "pro",
+            10,
+            12000,
+            "smb",
+            "onboarding",
+        )
         assert acme.renewal_date == date(2026, 6, 1)
         assert acme.traits == {"industry": "retail"}
         assert acme.first_seen_at == day1 and acme.last_seen_at == day2
@@ -68,10 +95,11 @@ def test_events_become_accounts_users_rollups_and_last_seen(topics, worker, sess
         assert (seen.first_seen_at, seen.last_seen_at) == (day1, day2)
         assert s.get(UserEventSeen, ("acme", "ada", "report_created")).last_seen_at == day1 + timedelta(hours=2)
     assert usage(session_factory, "acme") == {
-        (day1.date(), "login"): 2, (day1.date(), "report_created"): 1, (day2.date(), "login"): 1,
+        (day1.date(), "login"): 2,
+        (day1.date(), "report_created"): 1,
+        (day2.date(), "login"): 1,
     }
-    assert count(session_factory, UserActivityDaily, UserActivityDaily.account_id == "acme",
-                 UserActivityDaily.day == day1.date()) == 2
+    assert count(session_factory, UserActivityDaily, UserActivityDaily.account_id == "acme", UserActivityDaily.day == day1.date()) == 2
 
 
 def test_day_buckets_are_utc_days_whatever_the_sender_zone(topics, worker, session_factory):
@@ -107,14 +135,21 @@ BAD_RECORDS = {
     "not_an_object": (b"acme", b'["not", "an", "object"]'),
     "missing_field": (b"acme", json.dumps({"account_id": "acme", "name": "login", "timestamp": T0.isoformat()}).encode()),
     "invalid_field": (b"acme", json.dumps({"event_id": 7, "account_id": "acme", "name": "login", "timestamp": T0.isoformat()}).encode()),
-    "timestamp_without_zone": (b"acme", json.dumps({"event_id": "n", "account_id": "acme", "name": "login",
-                                                    "timestamp": "2026-03-02T10:00:00"}).encode()),
-    "timestamp_in_future": (b"acme", json.dumps({"event_id": "f", "account_id": "acme", "name": "login",
-                                                 "timestamp": "2031-01-01T00:00:00Z"}).encode()),
-    "oversized": (b"acme", json.dumps({"event_id": "big", "account_id": "acme", "name": "login", "timestamp": T0.isoformat(),
-                                       "properties": {"blob": "x" * 70_000}}).encode()),
-    "key_mismatch": (b"other", json.dumps({"event_id": "k", "account_id": "acme", "name": "login",
-                                           "timestamp": T0.isoformat()}).encode()),
+    "timestamp_without_zone": (
+        b"acme",
+        json.dumps({"event_id": "n", "account_id": "acme", "name": "login", "timestamp": "2026-03-02T10:00:00"}).encode(),
+    ),
+    "timestamp_in_future": (
+        b"acme",
+        json.dumps({"event_id": "f", "account_id": "acme", "name": "login", "timestamp": "2031-01-01T00:00:00Z"}).encode(),
+    ),
+    "oversized": (
+        b"acme",
+        json.dumps(
+            {"event_id": "big", "account_id": "acme", "name": "login", "timestamp": T0.isoformat(), "properties": {"blob": "x" * 70_000}}
+        ).encode(),
+    ),
+    "key_mismatch": (b"other", json.dumps({"event_id": "k", "account_id": "acme", "name": "login", "timestamp": T0.isoformat()}).encode()),
 }
 
 
@@ -151,8 +186,7 @@ def _nested(depth: int) -> str:
 
 
 def _raw(event_id: str, body: str) -> tuple[bytes, bytes]:
-    return b"acme", (f'{{"event_id":"{event_id}","account_id":"acme","name":"login","timestamp":"{T0.isoformat()}",'
-                     + body + "}").encode()
+    return b"acme", (f'{{"event_id":"{event_id}","account_id":"acme","name":"login","timestamp":"{T0.isoformat()}",' + body + "}").encode()
 
 
 # Records that used to be accepted (NaN, Infinity, 1e400), to crash validation
@@ -163,8 +197,15 @@ UNBOUNDED_RECORDS = {
     "overflowing float": ("invalid_json", _raw("big-float", '"properties":{"x":1e400}')),
     "1000 deep": ("invalid_field", _raw("deep", '"properties":' + _nested(1000))),
     "5000 digits": ("invalid_field", _raw("digits", '"properties":{"x":' + "9" * 5000 + "}")),
-    "huge seats": ("invalid_field", (b"acme", json.dumps({"event_id": "seats", "type": "group", "account_id": "acme",
-                                                          "timestamp": T0.isoformat(), "traits": {"seats": 10**30}}).encode())),
+    "huge seats": (
+        "invalid_field",
+        (
+            b"acme",
+            json.dumps(
+                {"event_id": "seats", "type": "group", "account_id": "acme", "timestamp": T0.isoformat(), "traits": {"seats": 10**30}}
+            ).encode(),
+        ),
+    ),
 }
 
 
@@ -191,17 +232,29 @@ class _PoisonWorker(BatchWorker):
         for r in records:
             if b"poison" in r.value:
                 raise RuntimeError("cannot process this one")
-            session.add(RawEvent(event_id=json.loads(r.value)["event_id"], account_id="a", type="track", name="n",
-                                 timestamp=T0, properties={}, received_at=T0))
+            session.add(
+                RawEvent(
+                    event_id=json.loads(r.value)["event_id"],
+                    account_id="a",
+                    type="track",
+                    name="n",
+                    timestamp=T0,
+                    properties={},
+                    received_at=T0,
+                )
+            )
         return BatchResult()
 
 
 def test_a_record_that_fails_processing_is_isolated_to_the_dlq(topics, session_factory, clock):
     w = _PoisonWorker(topics, session_factory, clock)
     try:
-        publish(topics, [{"event_id": f"p{i}", "account_id": "a"} for i in range(6)]
-                + [{"event_id": "poison", "account_id": "a"}]
-                + [{"event_id": f"q{i}", "account_id": "a"} for i in range(6)])
+        publish(
+            topics,
+            [{"event_id": f"p{i}", "account_id": "a"} for i in range(6)]
+            + [{"event_id": "poison", "account_id": "a"}]
+            + [{"event_id": f"q{i}", "account_id": "a"} for i in range(6)],
+        )
         drain(w, lambda: count(session_factory, RawEvent) == 12)
     finally:
         w.close()
@@ -211,14 +264,21 @@ def test_a_record_that_fails_processing_is_isolated_to_the_dlq(topics, session_f
 
 
 def _worker_process(settings, fault: str | None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
-           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-           "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000", "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-           "TOUCHLINE_VAR_DIR": str(settings.var_dir)}
+    env = {
+        **os.environ,
+        "TOUCHLINE_ENV": "test",
+        "TOUCHLINE_DATABASE_URL": settings.database_url,
+        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+    }
     if fault:
         env["TOUCHLINE_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "ingest"], env=env, timeout=60,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "services.wiring.cli", "worker", "ingest"], env=env, timeout=60, capture_output=True, text=True
+    )
 
 
 def test_crash_after_db_commit_before_offset_commit_changes_nothing_on_redelivery(topics, session_factory, clock):
@@ -321,18 +381,39 @@ def test_two_workers_split_the_partitions_without_double_counting(topics, sessio
 
 def test_other_traits_are_kept_across_updates(session_factory):
     for i, traits in enumerate([{"name": "Acme", "industry": "retail"}, {"region": "emea"}, {"industry": "fintech"}]):
-        ingest(session_factory, [{"event_id": f"g{i}", "type": "group", "account_id": "acme",
-                                  "timestamp": (T0 - timedelta(days=3 - i)).isoformat(), "traits": traits}], T0)
+        ingest(
+            session_factory,
+            [
+                {
+                    "event_id": f"g{i}",
+                    "type": "group",
+                    "account_id": "acme",
+                    "timestamp": (T0 - timedelta(days=3 - i)).isoformat(),
+                    "traits": traits,
+                }
+            ],
+            T0,
+        )
     with session_factory() as s:
         acme = s.get(Account, "acme")
         assert (acme.name, acme.traits) == ("Acme", {"industry": "fintech", "region": "emea"})
 
 
 def test_late_older_traits_do_not_overwrite_newer_ones(topics, worker, session_factory):
-    newer = {"event_id": "g-new", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=1)).isoformat(),
-             "traits": {"plan": "pro", "lifecycle_stage": "active"}}
-    older = {"event_id": "g-old", "type": "group", "account_id": "acme", "timestamp": (T0 - timedelta(days=3)).isoformat(),
-             "traits": {"plan": "starter", "lifecycle_stage": "onboarding"}}
+    newer = {
+        "event_id": "g-new",
+        "type": "group",
+        "account_id": "acme",
+        "timestamp": (T0 - timedelta(days=1)).isoformat(),
+        "traits": {"plan": "pro", "lifecycle_stage": "active"},
+    }
+    older = {
+        "event_id": "g-old",
+        "type": "group",
+        "account_id": "acme",
+        "timestamp": (T0 - timedelta(days=3)).isoformat(),
+        "traits": {"plan": "starter", "lifecycle_stage": "onboarding"},
+    }
     publish(topics, [newer])
     drain(worker, lambda: count(session_factory, RawEvent) == 1)
     publish(topics, [older])
@@ -346,8 +427,7 @@ def test_late_older_traits_do_not_overwrite_newer_ones(topics, worker, session_f
 def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topics, worker, session_factory, db_kind, tmp_path):
     from shared.db import make_engine, make_session_factory
 
-    down_url = (f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite"
-                else "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    down_url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:1/test"
     down_engine = make_engine(topics.model_copy(update={"database_url": down_url}))
     worker.session_factory = make_session_factory(down_engine)
     worker.db_retry_seconds = 0
@@ -370,7 +450,7 @@ def test_large_batches_store_awkward_text_exactly(topics, worker, session_factor
     backslashes, quotes and non-ASCII must round-trip unchanged (SQLite checks the same)."""
     from shared.db import COPY_THRESHOLD
 
-    awkward = {"text": "tab\there\nnew line \\ back\\slash \"quoted\" ünïcødé 👋 \\N", "nested": {"list": [1, 2.5, None, True]}}
+    awkward = {"text": 'tab\there\nnew line \\ back\\slash "quoted" ünïcødé 👋 \\N', "nested": {"list": [1, 2.5, None, True]}}
     evs = [track("ac\\me", "lo\\gin", T0 - timedelta(seconds=i), "u\\1", f"aw-{i}", **awkward) for i in range(COPY_THRESHOLD + 50)]
     publish(topics, evs)
     drain(worker, lambda: count(session_factory, RawEvent) == len(evs))

@@ -1,6 +1,7 @@
 """The outbox and the sender against the real SMTP sink, the real broker and both
 databases: exact messages with correct MIME and headers, retries, bounces, a sender
 killed between the SMTP exchange and the database record, webhooks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,7 @@ def sent_count(session_factory) -> int:
     return sum(1 for m in messages(session_factory) if m.state == "sent")
 
 
-async def test_a_signal_sends_exactly_the_playbook_messages_with_correct_mime(
-        topics, session_factory, sink, workers, api, keys):
+async def test_a_signal_sends_exactly_the_playbook_messages_with_correct_mime(topics, session_factory, sink, workers, api, keys):
     add_account(session_factory)
     save_template(session_factory, topics)
     save_playbook(session_factory, "win-back", simple_playbook())
@@ -120,8 +120,13 @@ def test_transient_failures_give_up_visibly_after_the_limit(topics, session_fact
 
 
 def test_permanent_rejection_fails_at_once_and_suppresses_the_address(topics, session_factory, sink, workers, clock):
-    add_account(session_factory, users={"ada": {"email": "ada@acme.test", "name": "Ada", "role": "champion"},
-                                        "bo": {"email": "bounce-bo@acme.test", "name": "Bo", "role": "admin"}})
+    add_account(
+        session_factory,
+        users={
+            "ada": {"email": "ada@acme.test", "name": "Ada", "role": "champion"},
+            "bo": {"email": "bounce-bo@acme.test", "name": "Bo", "role": "admin"},
+        },
+    )
     save_template(session_factory, topics)
     save_playbook(session_factory, "win-back", simple_playbook())
     w = workers()
@@ -147,12 +152,20 @@ def test_sender_killed_between_smtp_and_the_record_never_sends_twice(topics, ses
     drain(w["signals"], lambda: len(messages(session_factory)) == 2)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
-    env.update({"TOUCHLINE_DATABASE_URL": topics.database_url, "TOUCHLINE_VAR_DIR": str(topics.var_dir),
-                "TOUCHLINE_KAFKA_BOOTSTRAP": topics.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": topics.topic_prefix,
-                "TOUCHLINE_MAIL_SINK_PORT": str(topics.mail_sink_port), "TOUCHLINE_SENDER_ID": "crashy",
-                "TOUCHLINE_FAULT": "outreach-sender.before_record"})
-    proc = subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "outreach-sender"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env.update(
+        {
+            "TOUCHLINE_DATABASE_URL": topics.database_url,
+            "TOUCHLINE_VAR_DIR": str(topics.var_dir),
+            "TOUCHLINE_KAFKA_BOOTSTRAP": topics.kafka_bootstrap,
+            "TOUCHLINE_TOPIC_PREFIX": topics.topic_prefix,
+            "TOUCHLINE_MAIL_SINK_PORT": str(topics.mail_sink_port),
+            "TOUCHLINE_SENDER_ID": "crashy",
+            "TOUCHLINE_FAULT": "outreach-sender.before_record",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.wiring.cli", "worker", "outreach-sender"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
     assert len(sink.messages) == 2  # the peer has both messages ...
     assert {m.state for m in messages(session_factory)} == {"sending"}  # ... the database does not know yet
@@ -182,8 +195,7 @@ def test_an_interrupted_claim_without_acceptance_is_sent_once(topics, session_fa
     send_signals(topics, [signal()])
     drain(w["signals"], lambda: len(messages(session_factory)) == 2)
     with transaction(session_factory) as s:
-        repo.claim_due(s, now=clock.now(), limit=10, owner="dead-sender", lease_until=clock.now() + days(1 / 288),
-                       token="dead-claim")
+        repo.claim_due(s, now=clock.now(), limit=10, owner="dead-sender", lease_until=clock.now() + days(1 / 288), token="dead-claim")
     w["sender"].poll_once()
     assert len(sink.messages) == 0  # the dead sender's lease still holds
     clock.advance(days(1 / 144))
@@ -193,6 +205,7 @@ def test_an_interrupted_claim_without_acceptance_is_sent_once(topics, session_fa
 
 
 # ---- webhooks ------------------------------------------------------------------
+
 
 class _Hook(BaseHTTPRequestHandler):
     received: list = []
@@ -229,8 +242,15 @@ def test_webhook_is_signed_and_retried_after_timeouts_and_5xx(topics, session_fa
     topics = topics.model_copy(update={"webhook_timeout_seconds": 0.3, "webhook_secret": "whsec-independent"})
     add_account(session_factory)
     save_template(session_factory, topics)
-    save_playbook(session_factory, "notify", {"name": "Notify CS", "trigger": {"kinds": ["churn_risk"]}, "steps": [
-        {"type": "send", "channel": "webhook", "url": url, "format": fmt, "template": "win-back"}]})
+    save_playbook(
+        session_factory,
+        "notify",
+        {
+            "name": "Notify CS",
+            "trigger": {"kinds": ["churn_risk"]},
+            "steps": [{"type": "send", "channel": "webhook", "url": url, "format": fmt, "template": "win-back"}],
+        },
+    )
     from services.outreach.delivery.worker import SenderWorker
     from services.outreach.playbooks.consumer import SignalWorker
 
@@ -281,8 +301,15 @@ def test_webhook_4xx_is_permanent(topics, session_factory, workers, clock, hook_
     server, hook = hook_server
     hook.mode.update(status=410)
     add_account(session_factory)
-    save_playbook(session_factory, "notify", {"name": "Notify", "trigger": {"kinds": ["churn_risk"]}, "steps": [
-        {"type": "send", "channel": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/gone"}]})
+    save_playbook(
+        session_factory,
+        "notify",
+        {
+            "name": "Notify",
+            "trigger": {"kinds": ["churn_risk"]},
+            "steps": [{"type": "send", "channel": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/gone"}],
+        },
+    )
     w = workers()
     send_signals(topics, [signal()])
     drain(w["signals"], lambda: len(messages(session_factory)) == 1)

@@ -3,6 +3,7 @@ lease; a stale owner fenced off; the lease renewed while its owner works; the re
 the final dot with its own timeout, and a lost reply recorded as ``uncertain`` (or
 resent, when the step accepts at-least-once); a crash after the final dot; one live
 sender per id."""
+
 from __future__ import annotations
 
 import asyncio
@@ -77,22 +78,32 @@ def peer():
 @pytest.fixture
 def on_peer(settings, peer, tmp_path):
     """Settings pointed at the peer; ``host`` names the var dir (the journal's machine)."""
+
     def make(host: str = "host-a", **update):
-        return settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{peer.port}", "var_dir": tmp_path / host,
-                                           "outreach_retry_base_seconds": 60, **update})
+        return settings.model_copy(
+            update={"smtp_url": f"smtp://127.0.0.1:{peer.port}", "var_dir": tmp_path / host, "outreach_retry_base_seconds": 60, **update}
+        )
+
     return make
 
 
 def sender_env(settings, sender_id: str, var_dir, port: int, **extra) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
-    env.update({"TOUCHLINE_DATABASE_URL": settings.database_url, "TOUCHLINE_VAR_DIR": str(var_dir),
-                "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-                "TOUCHLINE_SMTP_URL": f"smtp://127.0.0.1:{port}", "TOUCHLINE_SENDER_ID": sender_id, **extra})
+    env.update(
+        {
+            "TOUCHLINE_DATABASE_URL": settings.database_url,
+            "TOUCHLINE_VAR_DIR": str(var_dir),
+            "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+            "TOUCHLINE_SMTP_URL": f"smtp://127.0.0.1:{port}",
+            "TOUCHLINE_SENDER_ID": sender_id,
+            **extra,
+        }
+    )
     return env
 
 
-def test_two_sender_processes_with_a_slow_server_accept_each_message_id_once(
-        settings, session_factory, peer, tmp_path):
+def test_two_sender_processes_with_a_slow_server_accept_each_message_id_once(settings, session_factory, peer, tmp_path):
     """The finding: a batch that outlasts the lease was taken over while its owner was
     still sending it. Here every batch takes longer than the lease (10 messages, 0.5 s
     per reply, lease 4 s), the second sender starts mid-batch and, having another var
@@ -100,16 +111,32 @@ def test_two_sender_processes_with_a_slow_server_accept_each_message_id_once(
     between them and a double send."""
     ids = queue_messages(session_factory, 30, T0)
     peer.delay = 0.5
-    fast = {"TOUCHLINE_OUTREACH_LEASE_SECONDS": "4", "TOUCHLINE_OUTREACH_SEND_BATCH": "10",
-            "TOUCHLINE_OUTREACH_TICK_SECONDS": "0.2", "TOUCHLINE_LOG_LEVEL": "INFO"}
+    fast = {
+        "TOUCHLINE_OUTREACH_LEASE_SECONDS": "4",
+        "TOUCHLINE_OUTREACH_SEND_BATCH": "10",
+        "TOUCHLINE_OUTREACH_TICK_SECONDS": "0.2",
+        "TOUCHLINE_LOG_LEVEL": "INFO",
+    }
     cmd = [sys.executable, "-m", "services.wiring.cli", "worker", "outreach-sender"]
     procs = []
     try:
-        procs.append(subprocess.Popen(cmd, env=sender_env(settings, "sender-a", tmp_path / "a", peer.port, **fast),
-                                      stdout=subprocess.DEVNULL, stderr=open(tmp_path / "a.log", "wb")))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=sender_env(settings, "sender-a", tmp_path / "a", peer.port, **fast),
+                stdout=subprocess.DEVNULL,
+                stderr=open(tmp_path / "a.log", "wb"),
+            )
+        )
         wait_for(lambda: peer.count >= 1, 60, "the first sender delivering")
-        procs.append(subprocess.Popen(cmd, env=sender_env(settings, "sender-b", tmp_path / "b", peer.port, **fast),
-                                      stdout=subprocess.DEVNULL, stderr=open(tmp_path / "b.log", "wb")))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=sender_env(settings, "sender-b", tmp_path / "b", peer.port, **fast),
+                stdout=subprocess.DEVNULL,
+                stderr=open(tmp_path / "b.log", "wb"),
+            )
+        )
         wait_for(lambda: all(m.state == "sent" for m in messages(session_factory)), 240, "every message sent")
     finally:
         for p in procs:
@@ -182,8 +209,17 @@ def test_the_lease_is_renewed_while_its_owner_works(on_peer, session_factory, cl
 def send_one(port: int, key: str, **config) -> None:
     sender = SmtpSender(SmtpConfig(host="127.0.0.1", port=port, **config))
     try:
-        raw = build_email(key=key, mail_from="success@touchline.example", mail_from_name="T", to="ada@acme.test",
-                          subject="Hi", text_body="Hi", html_body="", unsubscribe_url=None, date=T0)
+        raw = build_email(
+            key=key,
+            mail_from="success@touchline.example",
+            mail_from_name="T",
+            to="ada@acme.test",
+            subject="Hi",
+            text_body="Hi",
+            html_body="",
+            unsubscribe_url=None,
+            date=T0,
+        )
         sender.send(raw, "success@touchline.example", "ada@acme.test")
     finally:
         sender.close()
@@ -202,8 +238,7 @@ def test_the_final_dot_reply_has_its_own_longer_timeout(peer):
     assert err.value.transient and not err.value.uncertain and err.value.code == 451  # a clear answer is not uncertain
 
 
-async def test_a_lost_reply_to_the_final_dot_is_uncertain_reported_and_never_resent(
-        on_peer, session_factory, clock, peer, api, keys):
+async def test_a_lost_reply_to_the_final_dot_is_uncertain_reported_and_never_resent(on_peer, session_factory, clock, peer, api, keys):
     ids = queue_messages(session_factory, 2, clock.now())
     peer.drop_next = 1  # the first message is kept, then the connection drops instead of the 250
     uncertain_before = MESSAGES_DELIVERED.labels("email", "uncertain")._value.get()

@@ -3,6 +3,7 @@ audit trail, one open engagement per account and goal (the database says so),
 assignment (capacity, least loaded, round robin, sticky, priority queue, away),
 notices through the outbox and the real SMTP sink, the touch budget, the time-box
 on the simulated clock, wait_for_outcome, CSM isolation on every route, bad input."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -42,15 +43,24 @@ from tests.support.outreach import (
 
 async def test_roster_api_and_bad_input(api, keys, session_factory, settings, clock):
     ops = auth(keys["ops"])
-    grace = await add_csm(api, keys["ops"], "grace", capacity=2, segments=["smb"], skills=["recover_usage"],
-                          working_hours={"days": [0, 1, 2, 3], "start": "08:00", "end": "16:00"})
+    grace = await add_csm(
+        api,
+        keys["ops"],
+        "grace",
+        capacity=2,
+        segments=["smb"],
+        skills=["recover_usage"],
+        working_hours={"days": [0, 1, 2, 3], "start": "08:00", "end": "16:00"},
+    )
     assert grace["available"] and grace["open_engagements"] == 0 and grace["working_hours"]["days"] == [0, 1, 2, 3]
     r = await api.get("/v1/csms", headers=ops)
     assert [c["id"] for c in r.json()["items"]] == ["grace"] and r.json()["next_cursor"] is None
-    for body, field in (({"name": "X", "email": "nope", "capacity": 1}, "email"),
-                        ({"name": "X", "email": "x@y.z", "capacity": -1}, "capacity"),
-                        ({"name": "X", "email": "x@y.z", "timezone": "Mars/Olympus"}, "timezone"),
-                        ({"name": "X", "email": "x@y.z", "working_hours": {"start": "25:00"}}, "start")):
+    for body, field in (
+        ({"name": "X", "email": "nope", "capacity": 1}, "email"),
+        ({"name": "X", "email": "x@y.z", "capacity": -1}, "capacity"),
+        ({"name": "X", "email": "x@y.z", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"name": "X", "email": "x@y.z", "working_hours": {"start": "25:00"}}, "start"),
+    ):
         r = await api.put("/v1/csms/x", json=body, headers=ops)
         assert r.status_code == 422 and field in r.text, r.text
     assert (await api.patch("/v1/csms/nobody", json={"capacity": 3}, headers=ops)).status_code == 404
@@ -102,8 +112,14 @@ def test_assignment_least_loaded_round_robin_priority_and_queue(session_factory,
 
     with transaction(session_factory) as s:
         for cid, cap, segs in (("ann", 2, []), ("ben", 2, []), ("cat", 5, ["enterprise"])):
-            put(s, cid, CsmIn(name=cid.title(), email=f"{cid}@pool.test", capacity=cap, segments=segs),
-                actor="test", now=clock.now(), settings=settings)
+            put(
+                s,
+                cid,
+                CsmIn(name=cid.title(), email=f"{cid}@pool.test", capacity=cap, segments=segs),
+                actor="test",
+                now=clock.now(),
+                settings=settings,
+            )
     for i in range(5):
         add_account(session_factory, f"a{i}")
     ids = [open_engagement(session_factory, settings, clock, f"a{i}", priority_override=float(i)) for i in range(5)]
@@ -116,21 +132,22 @@ def test_assignment_least_loaded_round_robin_priority_and_queue(session_factory,
     assert all(got[i].due_at == T0 + days(30) for i in ids[1:])
     # Capacity frees: the queued one is assigned at the next pass.
     with transaction(session_factory) as s:
-        service.resolve(s, s.get(Engagement, ids[3]), outcome="recovered", note="", actor="test", now=clock.now(),
-                        settings=settings)
+        service.resolve(s, s.get(Engagement, ids[3]), outcome="recovered", note="", actor="test", now=clock.now(), settings=settings)
     assert w.poll_once() >= 1
     assert engagement(session_factory, ids[0]).csm_id == engagement(session_factory, ids[3]).csm_id
     with session_factory() as s:
-        audits = list(s.scalars(select(AuditRecord).where(AuditRecord.object_type == "engagement",
-                                                          AuditRecord.object_id == ids[0]).order_by(AuditRecord.id)))
+        audits = list(
+            s.scalars(
+                select(AuditRecord).where(AuditRecord.object_type == "engagement", AuditRecord.object_id == ids[0]).order_by(AuditRecord.id)
+            )
+        )
     assert [a.action for a in audits] == ["open", "assigned"]
     tl = timeline(session_factory, ids[0])
     assert [(t.from_status, t.to_status) for t in tl] == [(None, "queued"), ("queued", "assigned")]
     assert all(t.at == T0 and t.actor for t in tl)
 
 
-async def test_sticky_assignment_and_reassignment_when_a_csm_goes_away(api, keys, session_factory, settings, clock, sink,
-                                                                     workers):
+async def test_sticky_assignment_and_reassignment_when_a_csm_goes_away(api, keys, session_factory, settings, clock, sink, workers):
     ops = auth(keys["ops"])
     await add_csm(api, keys["ops"], "ann", name="Ann Smith", capacity=3)
     await add_csm(api, keys["ops"], "ben", name="Ben Jones", capacity=3)
@@ -149,13 +166,18 @@ async def test_sticky_assignment_and_reassignment_when_a_csm_goes_away(api, keys
     assert engagement(session_factory, second).csm_id == sticky_to  # the CSM who last worked the account
 
     # The CSM goes away: their open engagements move to the other CSM at once.
-    r = await api.patch(f"/v1/csms/{sticky_to}", json={"away_from": clock.now().isoformat(),
-                                                       "away_until": (clock.now() + days(14)).isoformat()}, headers=ops)
+    r = await api.patch(
+        f"/v1/csms/{sticky_to}",
+        json={"away_from": clock.now().isoformat(), "away_until": (clock.now() + days(14)).isoformat()},
+        headers=ops,
+    )
     assert r.status_code == 200 and r.json()["available"] is False and r.json()["open_engagements"] == 0
     moved = engagement(session_factory, second)
     assert moved.status == "assigned" and moved.csm_id != sticky_to and moved.assignments == 2
     assert [(t.from_status, t.to_status) for t in timeline(session_factory, second)][-2:] == [
-        ("assigned", "queued"), ("queued", "assigned")]
+        ("assigned", "queued"),
+        ("queued", "assigned"),
+    ]
     # Every assignment notified the CSM by email, through the outbox, to the real sink.
     w_out = workers()
     w_out["sender"].poll_once()
@@ -192,8 +214,7 @@ async def test_csm_work_over_the_api(api, keys, session_factory, settings, clock
     assert (await api.post(f"/v1/engagements/{eid}/accept", headers=mine)).json()["status"] == "active"
     r = await api.post(f"/v1/engagements/{eid}/accept", headers=mine)
     assert r.status_code == 409 and r.json()["error"] == "invalid_transition"
-    r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "call", "user_id": "ada", "summary": "Spoke to Ada"},
-                       headers=mine)
+    r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "call", "user_id": "ada", "summary": "Spoke to Ada"}, headers=mine)
     assert r.status_code == 201
     r = await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "fax"}, headers=mine)
     assert r.status_code == 422
@@ -259,8 +280,12 @@ async def test_a_csm_reaches_only_their_own_engagements_on_every_route(api, keys
     unbound = auth(keys["csm"])  # bound to csm-1, which holds nothing
     documented = {(m, p) for m, p, _ in CSM_ROUTES + OPS_ROUTES}
     paths = (await api.get("/openapi.json")).json()["paths"]
-    app_routes = {(m, p.replace("{engagement_id}", "{id}").replace("{csm_id}", "ann")) for p, ops in paths.items()
-                  for m in ops if p.startswith(("/v1/engagements", "/v1/csms", "/v1/pool"))}
+    app_routes = {
+        (m, p.replace("{engagement_id}", "{id}").replace("{csm_id}", "ann"))
+        for p, ops in paths.items()
+        for m in ops
+        if p.startswith(("/v1/engagements", "/v1/csms", "/v1/pool"))
+    }
     assert app_routes == documented  # a new route must be added to this test
     for method, path, body in CSM_ROUTES + OPS_ROUTES:
         for who in (intruder, unbound):
@@ -283,8 +308,11 @@ async def test_touch_budget_one_for_machines_and_people(api, keys, session_facto
     add_account(session_factory)
     save_template(session_factory, settings)
     save_playbook(session_factory, "win-back", simple_playbook())
-    save_playbook(session_factory, "billing", {**simple_playbook(), "name": "Card expiring", "operational": True,
-                                               "trigger": {"rules": ["card-expiring"]}})
+    save_playbook(
+        session_factory,
+        "billing",
+        {**simple_playbook(), "name": "Card expiring", "operational": True, "trigger": {"rules": ["card-expiring"]}},
+    )
     await add_csm(api, keys["ops"], "ann", capacity=3)
     eid = open_engagement(session_factory, settings, clock)
     worker(settings, session_factory, clock).poll_once()
@@ -309,9 +337,17 @@ async def test_touch_budget_one_for_machines_and_people(api, keys, session_facto
     from services.outreach.policy import service as policy
 
     with session_factory() as s:
-        assert policy.check_account(policy.TouchCounts(s, ["acme"], clock.now()), account_id="acme", playbook_id="billing",
-                                    playbook_caps=policy.Caps(),
-                                    settings=settings, now=clock.now()) == "account_cap"
+        assert (
+            policy.check_account(
+                policy.TouchCounts(s, ["acme"], clock.now()),
+                account_id="acme",
+                playbook_id="billing",
+                playbook_caps=policy.Caps(),
+                settings=settings,
+                now=clock.now(),
+            )
+            == "account_cap"
+        )
     # The engagement closes: the account returns to tech-touch.
     await api.post(f"/v1/engagements/{eid}/resolve", json={"outcome": "recovered"}, headers=mine)
     from services.outreach.engagements import repository as erepo
@@ -330,8 +366,7 @@ def test_time_box_reminders_expiry_and_automatic_outcome(session_factory, settin
     from services.outreach.engagements.schemas import CsmIn
 
     with transaction(session_factory) as s:
-        put(s, "ann", CsmIn(name="Ann Smith", email="ann@pool.test", capacity=5), actor="test", now=clock.now(),
-            settings=settings)
+        put(s, "ann", CsmIn(name="Ann Smith", email="ann@pool.test", capacity=5), actor="test", now=clock.now(), settings=settings)
     quiet = open_engagement(session_factory, settings, clock, "quiet", signal=signal("quiet"))
     back = open_engagement(session_factory, settings, clock, "back", signal=signal("back"))
     assert engagement(session_factory, quiet).measured["baseline"]["value"] == 3
@@ -362,9 +397,22 @@ def test_time_box_reminders_expiry_and_automatic_outcome(session_factory, settin
 
 def test_a_playbook_escalates_waits_for_the_outcome_and_branches_on_it(topics, session_factory, clock, workers):
     add_account(session_factory)
-    save_playbook(session_factory, "escalate", simple_playbook(steps=[
-        {"id": "csm", "type": "open_engagement", "goal": "recover_usage", "time_box": "10d", "wait_for_outcome": True,
-         "on_outcome": {"recovered": "convert", "default": "end"}}]))
+    save_playbook(
+        session_factory,
+        "escalate",
+        simple_playbook(
+            steps=[
+                {
+                    "id": "csm",
+                    "type": "open_engagement",
+                    "goal": "recover_usage",
+                    "time_box": "10d",
+                    "wait_for_outcome": True,
+                    "on_outcome": {"recovered": "convert", "default": "end"},
+                }
+            ]
+        ),
+    )
     from services.outreach.engagements.roster import put
     from services.outreach.engagements.schemas import CsmIn
 
@@ -380,8 +428,7 @@ def test_a_playbook_escalates_waits_for_the_outcome_and_branches_on_it(topics, s
     clock.advance(days(2))
     w["timers"].poll_once()  # the daily re-check: still waiting
     with transaction(session_factory) as s:
-        service.resolve(s, s.get(Engagement, e.id), outcome="recovered", note="", actor="test", now=clock.now(),
-                        settings=topics)
+        service.resolve(s, s.get(Engagement, e.id), outcome="recovered", note="", actor="test", now=clock.now(), settings=topics)
     w["timers"].poll_once()  # woken at once by the close
     from services.outreach.models import Enrollment
 
@@ -393,8 +440,11 @@ def test_a_playbook_escalates_waits_for_the_outcome_and_branches_on_it(topics, s
 def test_escalation_holdout_is_deterministic_and_measured(topics, session_factory, clock, workers):
     for i in range(40):
         add_account(session_factory, f"h{i:02d}")
-    save_playbook(session_factory, "escalate", simple_playbook(steps=[
-        {"id": "csm", "type": "open_engagement", "goal": "recover_usage", "time_box": "5d", "holdout_percent": 50}]))
+    save_playbook(
+        session_factory,
+        "escalate",
+        simple_playbook(steps=[{"id": "csm", "type": "open_engagement", "goal": "recover_usage", "time_box": "5d", "holdout_percent": 50}]),
+    )
     w = workers()
     send_signals(topics, [signal(f"h{i:02d}", signal_id=f"s{i}") for i in range(40)])
     drain(w["signals"], lambda: len(engagements(session_factory)) == 40)
@@ -482,7 +532,11 @@ async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, sessi
         assert (await api.post(f"/v1/engagements/{eid}/notes", json={"text": f"note {n}"}, headers=ann)).status_code == 201
     timeline_all = (await api.get(f"/v1/engagements/{eid}/events?limit=1000", headers=ann)).json()["items"]
     assert [x["id"] for x in await _walk(api, f"/v1/engagements/{eid}/events", ann, 2)] == [x["id"] for x in timeline_all]
-    for path, who in (("/v1/engagements?cursor=bm9wZQ", ops), ("/v1/me/engagements?cursor=%5B1%5D", ann),
-                      ("/v1/engagements?cursor=WzEsMl0", ops), (f"/v1/engagements/{eid}/events?cursor=abc", ann)):
+    for path, who in (
+        ("/v1/engagements?cursor=bm9wZQ", ops),
+        ("/v1/me/engagements?cursor=%5B1%5D", ann),
+        ("/v1/engagements?cursor=WzEsMl0", ops),
+        (f"/v1/engagements/{eid}/events?cursor=abc", ann),
+    ):
         r = await api.get(path, headers=who)
         assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)

@@ -2,6 +2,7 @@
 (PostgreSQL and SQLite): no CSM goes over capacity and no engagement is assigned
 twice. The processes start together (a file barrier) and assign in small batches,
 so their passes interleave."""
+
 from __future__ import annotations
 
 import os
@@ -49,17 +50,25 @@ def test_two_worker_processes_never_overfill_a_csm_or_assign_twice(settings, ses
     csms = {"ann": 7, "ben": 5, "cat": 9, "dan": 3, "eve": 6}  # 30 places
     with transaction(session_factory) as s:
         for cid, cap in csms.items():
-            put(s, cid, CsmIn(name=cid.title(), email=f"{cid}@pool.test", capacity=cap), actor="test", now=clock.now(),
-                settings=settings)
+            put(s, cid, CsmIn(name=cid.title(), email=f"{cid}@pool.test", capacity=cap), actor="test", now=clock.now(), settings=settings)
     for i in range(40):
         add_account(session_factory, f"c{i:02d}", users={})
         open_engagement(session_factory, settings, clock, f"c{i:02d}", priority_override=float(i % 7))
-    env = {**os.environ, "TOUCHLINE_DATABASE_URL": settings.database_url, "TOUCHLINE_VAR_DIR": str(tmp_path),
-           "TOUCHLINE_ENGAGEMENT_ASSIGN_BATCH": "2", "TOUCHLINE_ENV": "test"}
+    env = {
+        **os.environ,
+        "TOUCHLINE_DATABASE_URL": settings.database_url,
+        "TOUCHLINE_VAR_DIR": str(tmp_path),
+        "TOUCHLINE_ENGAGEMENT_ASSIGN_BATCH": "2",
+        "TOUCHLINE_ENV": "test",
+    }
     go = tmp_path / "go"
     ready = [tmp_path / f"ready-{n}" for n in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(r), clock.now().isoformat()], cwd=ROOT, env=env,
-                              stderr=subprocess.PIPE, text=True) for r in ready]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(go), str(r), clock.now().isoformat()], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for r in ready
+    ]
     try:
         for p, r in zip(procs, ready, strict=True):
             wait_for(lambda p=p, r=r: r.exists() or p.poll() is not None, 120, "worker process ready")

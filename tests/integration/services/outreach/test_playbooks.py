@@ -1,6 +1,7 @@
 """Playbooks end to end on the real broker and both databases: enrolment from
 cs.signals, waits and branches on the simulated clock, conversion, versions, every
 contact-policy rule, unsubscribe and erasure, holdouts and the report, in-app."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -27,14 +28,16 @@ from tests.support.outreach import (
 )
 
 ACTIVE_AGAIN = {"metric": "active_users", "window": "7d", "op": ">=", "value": 2}
-BRANCHING = simple_playbook(steps=[
-    {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-    {"id": "wait-3d", "type": "wait", "duration": "3d"},
-    {"id": "back?", "type": "branch", "if": ACTIVE_AGAIN, "then": "convert", "else": "email-owner"},
-    {"id": "email-owner", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
-    {"id": "wait-1w", "type": "wait", "duration": "1w"},
-    {"type": "end"},
-])
+BRANCHING = simple_playbook(
+    steps=[
+        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+        {"id": "wait-3d", "type": "wait", "duration": "3d"},
+        {"id": "back?", "type": "branch", "if": ACTIVE_AGAIN, "then": "convert", "else": "email-owner"},
+        {"id": "email-owner", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+        {"id": "wait-1w", "type": "wait", "duration": "1w"},
+        {"type": "end"},
+    ]
+)
 
 
 def enrollments(session_factory, **where) -> list[Enrollment]:
@@ -73,7 +76,13 @@ def test_waits_and_branches_run_on_the_simulated_clock(topics, session_factory, 
     w["timers"].poll_once()
     [_, silent] = enrollments(session_factory)
     assert silent.status == "completed" and [h["step"] for h in silent.history] == [
-        "email-1", "wait-3d", "back?", "email-owner", "wait-1w", "step-6"]
+        "email-1",
+        "wait-3d",
+        "back?",
+        "email-owner",
+        "wait-1w",
+        "step-6",
+    ]
     w["sender"].poll_once()
     assert len(sink.messages) == 3
 
@@ -81,9 +90,16 @@ def test_waits_and_branches_run_on_the_simulated_clock(topics, session_factory, 
 def test_an_account_is_enrolled_once_at_a_time_and_keeps_its_version(topics, session_factory, workers, clock):
     add_account(session_factory)
     save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook(steps=[
-        {"type": "wait", "duration": "2d"},
-        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]}]))
+    save_playbook(
+        session_factory,
+        "win-back",
+        simple_playbook(
+            steps=[
+                {"type": "wait", "duration": "2d"},
+                {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+            ]
+        ),
+    )
     w = workers()
     send_signals(topics, [signal(signal_id="s1"), signal(signal_id="s2")])
     drain(w["signals"], lambda: len(enrollments(session_factory)) == 1 and _receipts(session_factory) == 2)
@@ -91,9 +107,16 @@ def test_an_account_is_enrolled_once_at_a_time_and_keeps_its_version(topics, ses
     assert e.playbook_version == 1 and e.signal_id == "s1"
 
     # A new version: the running enrolment keeps v1 (it sends to the champion, not the admin).
-    save_playbook(session_factory, "win-back", simple_playbook(steps=[
-        {"type": "wait", "duration": "2d"},
-        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["admin"]}]))
+    save_playbook(
+        session_factory,
+        "win-back",
+        simple_playbook(
+            steps=[
+                {"type": "wait", "duration": "2d"},
+                {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["admin"]},
+            ]
+        ),
+    )
     clock.advance(days(2))
     w["timers"].poll_once()
     assert [m.recipient for m in messages(session_factory)] == ["ada@acme.test"]
@@ -150,11 +173,19 @@ def test_frequency_caps_global_and_per_playbook(topics, session_factory, workers
 
     # Per-playbook account cap: at most 1 touch per account in 7 days from this playbook,
     # even after the global contact cap has expired.
-    save_playbook(session_factory, "capped", simple_playbook(
-        trigger={"rules": ["usage-drop"]}, caps={"account": {"max": 1, "days": 7}},
-        steps=[{"type": "send", "channel": "email", "template": "win-back", "to": ["admin"]},
-               {"type": "wait", "duration": "4d"},
-               {"id": "again", "type": "send", "channel": "email", "template": "win-back", "to": ["member"]}]))
+    save_playbook(
+        session_factory,
+        "capped",
+        simple_playbook(
+            trigger={"rules": ["usage-drop"]},
+            caps={"account": {"max": 1, "days": 7}},
+            steps=[
+                {"type": "send", "channel": "email", "template": "win-back", "to": ["admin"]},
+                {"type": "wait", "duration": "4d"},
+                {"id": "again", "type": "send", "channel": "email", "template": "win-back", "to": ["member"]},
+            ],
+        ),
+    )
     send_signals(topics, [signal(rule_id="usage-drop")])
     drain(w["signals"], lambda: len(messages(session_factory, playbook_id="capped")) == 1)
     clock.advance(days(4))
@@ -168,8 +199,11 @@ def test_global_account_cap_counts_touches_not_recipients(topics, session_factor
     add_account(session_factory)
     save_template(session_factory, topics)
     for i in range(4):  # four playbooks, each a touch to every user: the fourth exceeds 3 touches in 7 days
-        save_playbook(session_factory, f"pb{i}", simple_playbook(
-            steps=[{"type": "send", "channel": "inapp", "template": "win-back", "to": ["all_users"]}]))
+        save_playbook(
+            session_factory,
+            f"pb{i}",
+            simple_playbook(steps=[{"type": "send", "channel": "inapp", "template": "win-back", "to": ["all_users"]}]),
+        )
     w = workers()
     # The contact cap would stop touches 2..4 first; lift it to see the account cap alone.
     w["signals"].settings = topics.model_copy(update={"contact_cap_messages": 0})
@@ -181,10 +215,13 @@ def test_global_account_cap_counts_touches_not_recipients(topics, session_factor
 
 def test_quiet_hours_defer_not_drop(topics, session_factory, workers, clock, sink):
     # 12:00 UTC is 21:00 in Tokyo: quiet until 08:00 Tokyo (23:00 UTC).
-    add_account(session_factory, users={"kei": {"email": "kei@acme.test", "name": "Kei", "role": "champion",
-                                                "timezone": "Asia/Tokyo"},
-                                        "ada": {"email": "ada@acme.test", "name": "Ada", "role": "admin",
-                                                "timezone": "Europe/London"}})
+    add_account(
+        session_factory,
+        users={
+            "kei": {"email": "kei@acme.test", "name": "Kei", "role": "champion", "timezone": "Asia/Tokyo"},
+            "ada": {"email": "ada@acme.test", "name": "Ada", "role": "admin", "timezone": "Europe/London"},
+        },
+    )
     save_template(session_factory, topics)
     save_playbook(session_factory, "win-back", simple_playbook())
     w = workers()
@@ -218,8 +255,11 @@ async def test_unsubscribe_link_end_to_end_and_tokens_cannot_be_forged(topics, s
         assert s.get(Suppression, email_hash("ada@acme.test")) is None
     forged = make_token("not-the-secret", email="bob@acme.test", account_id="acme")
     tampered = path.rsplit("/", 1)[1]
-    tampered = make_token(topics.secret_key, email="ada@acme.test", account_id="acme").split(".")[0].replace("a", "b", 1) + \
-        "." + tampered.split(".")[1]
+    tampered = (
+        make_token(topics.secret_key, email="ada@acme.test", account_id="acme").split(".")[0].replace("a", "b", 1)
+        + "."
+        + tampered.split(".")[1]
+    )
     for bad in (forged, tampered, "garbage", "x.y"):
         r = await api.post(f"/unsubscribe/{bad}", data={"List-Unsubscribe": "One-Click"})
         assert r.status_code == 400, bad
@@ -267,8 +307,7 @@ async def test_erasure_scrubs_the_contact_and_keeps_them_uncontacted(topics, ses
     send_signals(topics, [signal()])
     drain(w["signals"], lambda: len(messages(session_factory)) == 2)
     r = await api.post("/v1/accounts/acme/users/ada/erase", headers=auth(keys["ops"]))
-    assert r.status_code == 200 and r.json() == {"account_id": "acme", "user_id": "ada", "suppressed": True,
-                                                 "messages_scrubbed": 1}
+    assert r.status_code == 200 and r.json() == {"account_id": "acme", "user_id": "ada", "suppressed": True, "messages_scrubbed": 1}
     with session_factory() as s:
         ada = s.get(User, ("acme", "ada"))
         assert (ada.email, ada.name) == (None, None)
@@ -295,9 +334,15 @@ async def test_holdouts_receive_nothing_and_the_report_shows_lift(topics, sessio
     for a in accounts:
         add_account(session_factory, a, users={"u": {"email": f"u@{a}.test", "name": "U", "role": "champion"}})
     save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook(holdout_percent=50, exit_condition=ACTIVE_AGAIN, steps=[
-        {"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-        {"type": "wait", "duration": "7d"}]))
+    save_playbook(
+        session_factory,
+        "win-back",
+        simple_playbook(
+            holdout_percent=50,
+            exit_condition=ACTIVE_AGAIN,
+            steps=[{"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]}, {"type": "wait", "duration": "7d"}],
+        ),
+    )
     w = workers()
     send_signals(topics, [signal(a) for a in accounts])
     drain(w["signals"], lambda: len(enrollments(session_factory)) == 24)
@@ -317,8 +362,7 @@ async def test_holdouts_receive_nothing_and_the_report_shows_lift(topics, sessio
     assert r.status_code == 200, r.text
     rep = r.json()
     assert rep["enrolled"] == 24 and rep["converted"] == len(treated) - 1 + 1
-    assert rep["treated"] == {"enrolled": len(treated), "converted": len(treated) - 1,
-                              "conversion_rate": (len(treated) - 1) / len(treated)}
+    assert rep["treated"] == {"enrolled": len(treated), "converted": len(treated) - 1, "conversion_rate": (len(treated) - 1) / len(treated)}
     assert rep["holdout"]["enrolled"] == len(held) and rep["holdout"]["converted"] == 1
     assert rep["sent"] == len(treated) and rep["skipped"] == {"held_out": len(held)}
     assert rep["lift"] == pytest.approx(rep["treated"]["conversion_rate"] - rep["holdout"]["conversion_rate"])
@@ -329,8 +373,11 @@ async def test_holdouts_receive_nothing_and_the_report_shows_lift(topics, sessio
 async def test_inapp_messages_for_the_product(topics, session_factory, workers, api, keys):
     add_account(session_factory)
     save_template(session_factory, topics)
-    save_playbook(session_factory, "nudge", simple_playbook(steps=[
-        {"type": "send", "channel": "inapp", "template": "win-back", "to": ["champion", "member"]}]))
+    save_playbook(
+        session_factory,
+        "nudge",
+        simple_playbook(steps=[{"type": "send", "channel": "inapp", "template": "win-back", "to": ["champion", "member"]}]),
+    )
     w = workers()
     send_signals(topics, [signal()])
     drain(w["signals"], lambda: len(messages(session_factory)) == 2)
@@ -376,8 +423,11 @@ steps:
     ]:
         r = await api.put("/v1/playbooks/bad", json=bad, headers=ops)
         assert r.status_code == 422 and words in r.text, (bad, r.text)
-    r = await api.put("/v1/playbooks/bad", json=simple_playbook(steps=[
-        {"type": "send", "channel": "email", "template": "missing", "to": ["champion"]}]), headers=ops)
+    r = await api.put(
+        "/v1/playbooks/bad",
+        json=simple_playbook(steps=[{"type": "send", "channel": "email", "template": "missing", "to": ["champion"]}]),
+        headers=ops,
+    )
     assert r.status_code == 422 and r.json()["error"] == "unknown_template"
     r = await api.put("/v1/playbooks/bad", content=b"name: [unclosed", headers={**ops, "content-type": "application/yaml"})
     assert r.status_code == 422
@@ -401,11 +451,18 @@ def test_a_customer_who_comes_back_converts_without_waiting_for_the_next_step(to
     for account in ("returns", "stays-away"):
         add_account(session_factory, account)
     save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook(exit_condition=ACTIVE_AGAIN, steps=[
-        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-        {"id": "wait-1w", "type": "wait", "duration": "1w"},
-        {"id": "email-2", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-    ]))
+    save_playbook(
+        session_factory,
+        "win-back",
+        simple_playbook(
+            exit_condition=ACTIVE_AGAIN,
+            steps=[
+                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+                {"id": "wait-1w", "type": "wait", "duration": "1w"},
+                {"id": "email-2", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+            ],
+        ),
+    )
     w = workers()
     send_signals(topics, [signal("returns"), signal("stays-away")])
     drain(w["signals"], lambda: len(enrollments(session_factory)) == 2)
@@ -429,7 +486,9 @@ def test_a_customer_who_comes_back_converts_without_waiting_for_the_next_step(to
 # ---- a batch of signals costs a fixed number of statements -----------------------
 
 SET_BASED = simple_playbook(
-    exit_condition=ACTIVE_AGAIN, holdout_percent=30, caps={"contact": {"max": 2, "days": 5}, "account": {"max": 4, "days": 5}},
+    exit_condition=ACTIVE_AGAIN,
+    holdout_percent=30,
+    caps={"contact": {"max": 2, "days": 5}, "account": {"max": 4, "days": 5}},
     steps=[
         {"id": "back?", "type": "branch", "if": ACTIVE_AGAIN, "then": "convert", "else": "email"},
         {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
@@ -437,18 +496,20 @@ SET_BASED = simple_playbook(
         {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example/hook"},
         {"id": "actives", "type": "send", "channel": "email", "template": "win-back", "to": ["active_users:7d"]},
         {"id": "wait", "type": "wait", "duration": "3d"},
-    ])
+    ],
+)
 
 
 def _records(signals: list[dict]) -> list:
     from kafka.consumer.fetcher import ConsumerRecord
 
-    return [ConsumerRecord("cs.signals", 0, None, i, 0, 0, s["account_id"].encode(), jdump(s).encode(), [], None, 0, 0, 0)
-            for i, s in enumerate(signals)]
+    return [
+        ConsumerRecord("cs.signals", 0, None, i, 0, 0, s["account_id"].encode(), jdump(s).encode(), [], None, 0, 0, 0)
+        for i, s in enumerate(signals)
+    ]
 
 
-def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, engine, session_factory, clock,
-                                                                        monkeypatch):
+def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, engine, session_factory, clock, monkeypatch):
     """Enrolment is set-based: audience, holdout, the active-enrolment check, every read
     of the send steps (contacts, caps, suppressions, open engagements, conditions) and
     the inserts are one statement each per batch, so 40 signals cost what 4 do."""
@@ -503,8 +564,10 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
     # Playbooks run in id order, "second" first. The caps count the rows the batch itself wrote: ada and bob
     # had second's email (contact cap: 1 in 3 days), and second's email, win-back's email and the in-app
     # message are the account's three touches (account cap: 3 in 7 days), so the last step is refused.
-    reasons = {step: sorted((m.recipient, m.skip_reason) for m in sent if m.account_id == treated[0] and m.step_id == step)
-               for step in ("email", "in-app", "hook", "actives")}
+    reasons = {
+        step: sorted((m.recipient, m.skip_reason) for m in sent if m.account_id == treated[0] and m.step_id == step)
+        for step in ("email", "in-app", "hook", "actives")
+    }
     a = treated[0]
     assert reasons == {
         "email": [(f"ada@{a}.test", "contact_cap"), (f"bob@{a}.test", "contact_cap"), (f"owner@{a}.test", None)],
@@ -514,7 +577,9 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
     }
     assert {m.state for m in messages(session_factory, playbook_id="second", account_id=a)} == {"queued"}
     assert [m.skip_reason for m in messages(session_factory, playbook_id="second", account_id="l03")] in (
-        [None, "suppressed"], ["suppressed", None])
+        [None, "suppressed"],
+        ["suppressed", None],
+    )
     # A redelivered batch changes nothing.
     before = len(messages(session_factory))
     run(large_signals)
@@ -534,19 +599,38 @@ def test_signals_of_one_account_in_one_batch_enrol_as_if_one_after_the_other(top
     add_account(session_factory, "acme")
     save_template(session_factory, topics)
     save_playbook(session_factory, "at-once", simple_playbook(trigger={"rules": ["r-once"]}))
-    save_playbook(session_factory, "waits", simple_playbook(trigger={"rules": ["r-wait"]}, steps=[
-        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
-        {"type": "wait", "duration": "3d"}]))
-    batch = [signal("acme", rule_id="r-once", signal_id="o1"), signal("acme", rule_id="r-wait", signal_id="w1"),
-             signal("acme", rule_id="r-once", signal_id="o2"), signal("acme", rule_id="r-wait", signal_id="w2")]
+    save_playbook(
+        session_factory,
+        "waits",
+        simple_playbook(
+            trigger={"rules": ["r-wait"]},
+            steps=[
+                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+                {"type": "wait", "duration": "3d"},
+            ],
+        ),
+    )
+    batch = [
+        signal("acme", rule_id="r-once", signal_id="o1"),
+        signal("acme", rule_id="r-wait", signal_id="w1"),
+        signal("acme", rule_id="r-once", signal_id="o2"),
+        signal("acme", rule_id="r-wait", signal_id="w2"),
+    ]
     with transaction(session_factory) as s:
         SignalWorker(topics, session_factory, clock).handle_batch(s, _records(batch))
     with session_factory() as s:
         decisions = {d.signal_id: (d.decision, d.reason) for d in s.scalars(select(OutreachDecision))}
-    assert decisions == {"o1": ("enrolled", None), "w1": ("enrolled", None), "o2": ("enrolled", None),
-                         "w2": ("skipped", "already_enrolled")}
+    assert decisions == {
+        "o1": ("enrolled", None),
+        "w1": ("enrolled", None),
+        "o2": ("enrolled", None),
+        "w2": ("skipped", "already_enrolled"),
+    }
     assert sorted((e.signal_id, e.status) for e in enrollments(session_factory)) == [
-        ("o1", "completed"), ("o2", "completed"), ("w1", "active")]
+        ("o1", "completed"),
+        ("o2", "completed"),
+        ("w1", "active"),
+    ]
     # o1's emails to ada and bob used their contact cap (1 in 3 days): o2's, enrolled after it, are refused.
     by_signal = {e.signal_id: e.id for e in enrollments(session_factory, playbook_id="at-once")}
     assert {m.state for m in messages(session_factory, enrollment_id=by_signal["o1"])} == {"queued"}

@@ -1,5 +1,6 @@
 """The contact policy's frequency caps just inside and just outside their window, global
 and per playbook, on both databases (quiet hours: tests/unit/services/outreach/test_policy.py)."""
+
 from __future__ import annotations
 
 import uuid
@@ -14,24 +15,47 @@ from tests.support.helpers import T0
 
 # ---- frequency caps: 1 message per contact in 3 days (the default) ---------------------
 
-def _sent(session_factory, *, ago: timedelta, playbook_id: str = "pb-a", user_id: str = "ada", state: str = "sent",
-          channel: str = "email") -> None:
+
+def _sent(
+    session_factory, *, ago: timedelta, playbook_id: str = "pb-a", user_id: str = "ada", state: str = "sent", channel: str = "email"
+) -> None:
     at = T0 - ago
     with transaction(session_factory) as s:
-        s.add(Message(id=str(uuid.uuid4()), playbook_id=playbook_id, step_id="s1", touch_key=str(uuid.uuid4()),
-                      account_id="acme", user_id=user_id, channel=channel, recipient=f"{user_id}@acme.test",
-                      state=state, created_at=at, updated_at=at))
+        s.add(
+            Message(
+                id=str(uuid.uuid4()),
+                playbook_id=playbook_id,
+                step_id="s1",
+                touch_key=str(uuid.uuid4()),
+                account_id="acme",
+                user_id=user_id,
+                channel=channel,
+                recipient=f"{user_id}@acme.test",
+                state=state,
+                created_at=at,
+                updated_at=at,
+            )
+        )
 
 
 def _contact(session_factory, settings, playbook_id="pb-a", caps=Caps(), user_id="ada"):
     with session_factory() as s:
-        return check_contact(TouchCounts(s, ["acme"], T0), account_id="acme", user_id=user_id, playbook_id=playbook_id, playbook_caps=caps,
-                             settings=settings, now=T0)
+        return check_contact(
+            TouchCounts(s, ["acme"], T0),
+            account_id="acme",
+            user_id=user_id,
+            playbook_id=playbook_id,
+            playbook_caps=caps,
+            settings=settings,
+            now=T0,
+        )
 
 
 def _account(session_factory, settings, playbook_id="pb-a", caps=Caps()):
     with session_factory() as s:
-        return check_account(TouchCounts(s, ["acme"], T0), account_id="acme", playbook_id=playbook_id, playbook_caps=caps, settings=settings, now=T0)
+        return check_account(
+            TouchCounts(s, ["acme"], T0), account_id="acme", playbook_id=playbook_id, playbook_caps=caps, settings=settings, now=T0
+        )
 
 
 # A message exactly at the window's start still counts: the window is [now - days, now].
@@ -63,8 +87,7 @@ def test_contact_cap_counts_only_messages_that_went_or_will_go(session_factory, 
     assert _contact(session_factory, settings) == "contact_cap"
 
 
-@pytest.mark.parametrize("days_ago, global_reason, playbook_reason", [(6.9, "account_cap", "playbook_account_cap"),
-                                                                      (7.1, None, None)])
+@pytest.mark.parametrize("days_ago, global_reason, playbook_reason", [(6.9, "account_cap", "playbook_account_cap"), (7.1, None, None)])
 def test_account_caps_window_global_and_per_playbook(session_factory, settings, days_ago, global_reason, playbook_reason):
     only_global = settings.model_copy(update={"account_cap_touches": 1, "account_cap_days": 7})
     _sent(session_factory, ago=timedelta(days=days_ago), playbook_id="pb-a")

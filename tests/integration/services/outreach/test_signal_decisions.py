@@ -1,6 +1,7 @@
 """No signal without an outcome: outreach records a decision for every signal, and the
 rules service republishes signals that have none after the grace period, so a
 broker that loses cs.signals records heals by itself."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -38,21 +39,34 @@ def test_every_signal_gets_a_recorded_decision(topics, session_factory, workers)
     add_account(session_factory, "acme")
     add_account(session_factory, "globex")
     save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook(steps=[  # stays active for two days
-        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
-        {"type": "wait", "duration": "2d"}]))
+    save_playbook(
+        session_factory,
+        "win-back",
+        simple_playbook(
+            steps=[  # stays active for two days
+                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+                {"type": "wait", "duration": "2d"},
+            ]
+        ),
+    )
     save_playbook(session_factory, "all-held-out", simple_playbook(trigger={"rules": ["quiet-rule"]}, holdout_percent=100))
     w = workers()
-    sent = [signal("acme", signal_id="s-enrolled"), signal("acme", signal_id="s-already"),
-            signal("globex", rule_id="quiet-rule", signal_id="s-held"),
-            signal("globex", rule_id="nobody-listens", signal_id="s-none")]
+    sent = [
+        signal("acme", signal_id="s-enrolled"),
+        signal("acme", signal_id="s-already"),
+        signal("globex", rule_id="quiet-rule", signal_id="s-held"),
+        signal("globex", rule_id="nobody-listens", signal_id="s-none"),
+    ]
     send_signals(topics, sent)
     drain(w["signals"], lambda: len(decisions(session_factory)) == 4)
     got = {k: (d.decision, d.reason) for k, d in decisions(session_factory).items()}
-    assert got == {"s-enrolled": ("enrolled", None), "s-already": ("skipped", "already_enrolled"),
-                   "s-held": ("held_out", None), "s-none": ("no_matching_playbook", None)}
-    assert decisions(session_factory)["s-already"].playbooks == [
-        {"playbook_id": "win-back", "version": 1, "outcome": "already_enrolled"}]
+    assert got == {
+        "s-enrolled": ("enrolled", None),
+        "s-already": ("skipped", "already_enrolled"),
+        "s-held": ("held_out", None),
+        "s-none": ("no_matching_playbook", None),
+    }
+    assert decisions(session_factory)["s-already"].playbooks == [{"playbook_id": "win-back", "version": 1, "outcome": "already_enrolled"}]
     # A redelivered signal changes nothing; the published read model answers for all of them.
     send_signals(topics, [sent[0]])
     drain(w["signals"], lambda: _consumed(w["signals"]) == 5)
@@ -65,9 +79,15 @@ def _consumed(worker) -> int:
     return sum(worker.consumer.committed(tp) or 0 for tp in worker.consumer.assignment()) if worker.consumer else 0
 
 
-NO_LOGIN = {"id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "severity": "high",
-            "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14}, "cooldown": "14d"}
+NO_LOGIN = {
+    "id": "no-login-14d",
+    "name": "No login in 14 days",
+    "kind": "churn_risk",
+    "severity": "high",
+    "trigger": {"schedule": {"every": "1h"}},
+    "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+    "cooldown": "14d",
+}
 
 
 def republished_total() -> float:

@@ -2,6 +2,7 @@
 STARTTLS used when offered, ``?starttls=require`` refusing a server without it (never
 a cleartext MAIL), implicit TLS (smtps://), certificate verification, AUTH success and
 failure."""
+
 from __future__ import annotations
 
 import shutil
@@ -28,9 +29,28 @@ def certificate(tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is needed to make the test certificate")
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return d / "cert.pem", d / "key.pem"
 
 
@@ -85,8 +105,17 @@ def smtp_server(certificate):
 def send_one(url: str, ca_file) -> None:
     sender = SmtpSender(SmtpConfig.from_url(url, 10.0, ca_file=str(ca_file) if ca_file else None))
     try:
-        raw = build_email(key="tls-1", mail_from="success@touchline.example", mail_from_name="Touchline", to="ada@acme.test",
-                          subject="Hello", text_body="Hi", html_body="", unsubscribe_url=None, date=T0)
+        raw = build_email(
+            key="tls-1",
+            mail_from="success@touchline.example",
+            mail_from_name="Touchline",
+            to="ada@acme.test",
+            subject="Hello",
+            text_body="Hi",
+            html_body="",
+            unsubscribe_url=None,
+            date=T0,
+        )
         sender.send(raw, "success@touchline.example", "ada@acme.test")
     finally:
         sender.close()
@@ -125,8 +154,9 @@ def test_a_wrong_password_is_a_transient_session_refusal_and_sends_nothing(smtp_
 
 def test_starttls_require_never_sends_in_clear_retries_then_fails(smtp_server, settings, session_factory, clock):
     handler, port = smtp_server("plain")
-    settings = settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{port}?starttls=require",
-                                           "outreach_max_attempts": 3, "outreach_retry_base_seconds": 60})
+    settings = settings.model_copy(
+        update={"smtp_url": f"smtp://127.0.0.1:{port}?starttls=require", "outreach_max_attempts": 3, "outreach_retry_base_seconds": 60}
+    )
     [mid] = queue_messages(session_factory, 1, clock.now())
     sender = SenderWorker(settings, session_factory, clock, worker_id="tls-require")
     try:

@@ -1,6 +1,7 @@
 """Templates through the API: validation on save (422 with line and sentence), preview
 against a real contact, the rendering budget at save, preview and send (the sandbox,
 autoescape and the starter set: tests/unit/services/outreach/test_templates.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,13 +29,16 @@ async def test_save_list_get_and_audit(api, keys, session_factory):
     assert (await api.put("/v1/templates/Bad Id", json=WIN_BACK, headers=ops)).status_code == 422
 
 
-@pytest.mark.parametrize("part,source,line,words", [
-    ("html_body", "<p>Hi</p>\n<p>{% if recipient.name %}</p>", 2, "syntax error"),
-    ("text_body", "Hi\n\n{{ recipient.nickname }}", 3, "undefined variable"),
-    ("subject", "{{ acount.name }}", 1, "undefined variable"),
-    ("subject", "Hi {{ '\\n' }}Bcc: victim@example.com", None, "single line"),
-    ("text_body", "{{ ''.__class__.__mro__[1].__subclasses__() }}", 1, "not allowed in a template"),
-])
+@pytest.mark.parametrize(
+    "part,source,line,words",
+    [
+        ("html_body", "<p>Hi</p>\n<p>{% if recipient.name %}</p>", 2, "syntax error"),
+        ("text_body", "Hi\n\n{{ recipient.nickname }}", 3, "undefined variable"),
+        ("subject", "{{ acount.name }}", 1, "undefined variable"),
+        ("subject", "Hi {{ '\\n' }}Bcc: victim@example.com", None, "single line"),
+        ("text_body", "{{ ''.__class__.__mro__[1].__subclasses__() }}", 1, "not allowed in a template"),
+    ],
+)
 async def test_invalid_templates_are_422_with_line_and_sentence(api, keys, part, source, line, words):
     r = await api.put("/v1/templates/t1", json={**WIN_BACK, part: source}, headers=auth(keys["ops"]))
     assert r.status_code == 422, r.text
@@ -60,19 +64,24 @@ async def test_preview_renders_for_a_real_account_and_contact(api, keys, session
 
 # ---- the rendering budget ---------------------------------------------------------
 
-LOOPS_WHEN_NOT_SAMPLE = ("Hi {{ recipient.first_name }}{% if account.id != 'acme' %}{% for i in range(100000) %}"
-                         "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}\nUnsubscribe: {{ unsubscribe_url }}")
+LOOPS_WHEN_NOT_SAMPLE = (
+    "Hi {{ recipient.first_name }}{% if account.id != 'acme' %}{% for i in range(100000) %}"
+    "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}\nUnsubscribe: {{ unsubscribe_url }}"
+)
 
 
-@pytest.mark.parametrize("source,limit", [
-    ("{{ ('x' * 10**9)|length }}", "max_output_chars"),
-    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "max_loop_iterations"),
-    ("{{ range(100000)|join('x' * 100000) }}", "max_output_chars"),
-    ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "max_output_chars"),
-    ("{{ 'x'|center(10**9) }}", "max_output_chars"),
-    ("{{ '{:>1000000000}'.format(1) }}", "max_output_chars"),
-    ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}", "cpu_seconds"),
-])
+@pytest.mark.parametrize(
+    "source,limit",
+    [
+        ("{{ ('x' * 10**9)|length }}", "max_output_chars"),
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "max_loop_iterations"),
+        ("{{ range(100000)|join('x' * 100000) }}", "max_output_chars"),
+        ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "max_output_chars"),
+        ("{{ 'x'|center(10**9) }}", "max_output_chars"),
+        ("{{ '{:>1000000000}'.format(1) }}", "max_output_chars"),
+        ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}", "cpu_seconds"),
+    ],
+)
 async def test_a_template_over_the_rendering_budget_is_refused_at_save_naming_the_limit(api, keys, source, limit):
     r = await api.put("/v1/templates/greedy", json={**WIN_BACK, "text_body": source}, headers=auth(keys["ops"]))
     assert r.status_code == 422, r.text
@@ -103,5 +112,4 @@ def test_a_send_over_the_budget_is_skipped_as_render_error_and_the_worker_goes_o
     drain(w["signals"], lambda: len(messages(session_factory)) == 4)
     by_account = {(m.account_id, m.state, m.skip_reason) for m in messages(session_factory)}
     assert by_account == {("globex", "skipped", "render_error"), ("acme", "queued", None)}
-    assert all("TOUCHLINE_TEMPLATE_MAX_LOOP_ITERATIONS" in m.last_error
-               for m in messages(session_factory, account_id="globex"))
+    assert all("TOUCHLINE_TEMPLATE_MAX_LOOP_ITERATIONS" in m.last_error for m in messages(session_factory, account_id="globex"))

@@ -1,5 +1,6 @@
 """The rules and signals API over real HTTP (ASGI): validation that teaches,
 versioning, enable/disable/delete, audit, dry-run, backtest with a diff, signals."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,9 +9,15 @@ from services.rules.evaluation.service import run_tick
 from tests.support.helpers import T0, auth, run_jobs, track
 from tests.support.rules import group, ingest
 
-NO_LOGIN = {"id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "severity": "high",
-            "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]}, "cooldown": "14d"}
+NO_LOGIN = {
+    "id": "no-login-14d",
+    "name": "No login in 14 days",
+    "kind": "churn_risk",
+    "severity": "high",
+    "trigger": {"schedule": {"every": "1h"}},
+    "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]},
+    "cooldown": "14d",
+}
 
 
 async def test_validate_answers_pointers_and_canonical_form(api, keys):
@@ -67,9 +74,15 @@ async def test_rule_lifecycle_versions_and_audit(api, keys):
 
 
 async def test_dry_run_explains_predicate_by_predicate(api, keys, session_factory, clock):
-    ingest(session_factory, [group("acme", T0 - timedelta(days=60), segment="smb", seats=4),
-                             track("acme", "login", T0 - timedelta(days=20), "ada", "l1"),
-                             track("acme", "report_created", T0 - timedelta(days=1), "ada", "r1", report_type="funnel")], T0)
+    ingest(
+        session_factory,
+        [
+            group("acme", T0 - timedelta(days=60), segment="smb", seats=4),
+            track("acme", "login", T0 - timedelta(days=20), "ada", "l1"),
+            track("acme", "report_created", T0 - timedelta(days=1), "ada", "r1", report_type="funnel"),
+        ],
+        T0,
+    )
     ops = auth(keys["ops"])
     await api.post("/v1/rules", json={**NO_LOGIN, "audience": {"segment": ["smb"]}}, headers=ops)
     r = await api.post("/v1/rules/no-login-14d/test", params={"account_id": "acme"}, headers=ops)
@@ -79,17 +92,30 @@ async def test_dry_run_explains_predicate_by_predicate(api, keys, session_factor
     assert out["condition"]["all"][0] == {"predicate": "days_since(login)", "value": 20.0, "op": ">=", "threshold": 14, "result": True}
     assert out["audience"] == {"match": True, "checks": [{"filter": "segment", "value": "smb", "allowed": ["smb"], "result": True}]}
 
-    unsaved = {"id": "funnel-fan", "name": "Funnel fan", "kind": "expansion", "trigger": {"events": ["report_created"]},
-               "audience": {"segment": ["enterprise"]},
-               "condition": {"all": [{"field": "event.properties.report_type", "op": "==", "value": "funnel"},
-                                     {"metric": "seat_utilisation", "window": "28d", "op": ">=", "value": 90}]}}
+    unsaved = {
+        "id": "funnel-fan",
+        "name": "Funnel fan",
+        "kind": "expansion",
+        "trigger": {"events": ["report_created"]},
+        "audience": {"segment": ["enterprise"]},
+        "condition": {
+            "all": [
+                {"field": "event.properties.report_type", "op": "==", "value": "funnel"},
+                {"metric": "seat_utilisation", "window": "28d", "op": ">=", "value": 90},
+            ]
+        },
+    }
     r = await api.post("/v1/rules/test", params={"account_id": "acme"}, json={"rule": unsaved}, headers=ops)
     out = r.json()
     assert out["would_fire"] is False and out["version"] is None
     assert out["trigger"]["source"] == "latest stored event" and out["trigger"]["event"]["event_id"] == "r1"
     assert "not in the audience (segment)" in out["summary"] and "seat_utilisation(28d) = 25.0, needs >= 90" in out["summary"]
-    r = await api.post("/v1/rules/test", params={"account_id": "acme"}, headers=ops,
-                       json={"rule": unsaved, "event": {"name": "report_created", "properties": {"report_type": "table"}}})
+    r = await api.post(
+        "/v1/rules/test",
+        params={"account_id": "acme"},
+        headers=ops,
+        json={"rule": unsaved, "event": {"name": "report_created", "properties": {"report_type": "table"}}},
+    )
     assert r.json()["condition"]["all"][0]["value"] == "table"
     assert (await api.post("/v1/rules/no-login-14d/test", params={"account_id": "ghost"}, headers=ops)).status_code == 404
 
@@ -127,8 +153,9 @@ async def test_backtest_and_diff_against_the_current_version(api, keys, session_
     assert out["samples"][0]["evidence"]["days_since(login)"]["value"] == 14
 
     edited = {**NO_LOGIN, "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 7}]}}
-    job = await _backtest(api, ops, {"rule": edited, "start": start, "end": end, "compare_with_current": True},
-                          settings, session_factory, clock)
+    job = await _backtest(
+        api, ops, {"rule": edited, "start": start, "end": end, "compare_with_current": True}, settings, session_factory, clock
+    )
     assert job["progress"]["done"] == job["progress"]["total"] == 30  # both versions replayed
     assert job["result"]["diff"] == {"newly_firing": ["slows"], "stop_firing": [], "both": 1}
     # Checked before it is queued: a bad period is a 422 now, an unknown rule a 404.

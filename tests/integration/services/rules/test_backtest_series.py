@@ -3,6 +3,7 @@ what the per-day queries answer: same metric values and change details every day
 firings and evidence, on both databases, over a varied synthetic history (gaps, users
 coming and going, accounts going quiet or starting late, activity only before the
 replayed period, windows reaching past the start of the data)."""
+
 from __future__ import annotations
 
 import random
@@ -22,7 +23,7 @@ from tests.support.helpers import ROOT
 
 UTC = timezone.utc
 STARTER = ROOT / "services" / "rules" / "starter"
-DAY0 = date(2026, 1, 1)          # first day of data
+DAY0 = date(2026, 1, 1)  # first day of data
 START, END = date(2026, 2, 10), date(2026, 3, 31)  # replayed; data stops on Mar 20
 
 
@@ -34,9 +35,20 @@ def seed(session_factory) -> None:
     for n, kind in enumerate(kinds):
         a = f"{kind}-{n}"
         seats = [10, 3, None, 8, 5, 2, 4, 6, 0, 1][n]
-        accounts.append({"id": a, "seats": seats, "signup_date": DAY0 - timedelta(days=30 * n), "traits": {},
-                         "lifecycle_stage": "onboarding" if n % 2 else "active", "renewal_date": date(2026, 3, 1 + n),
-                         "created_at": now, "updated_at": now, "first_seen_at": now, "last_seen_at": now})
+        accounts.append(
+            {
+                "id": a,
+                "seats": seats,
+                "signup_date": DAY0 - timedelta(days=30 * n),
+                "traits": {},
+                "lifecycle_stage": "onboarding" if n % 2 else "active",
+                "renewal_date": date(2026, 3, 1 + n),
+                "created_at": now,
+                "updated_at": now,
+                "first_seen_at": now,
+                "last_seen_at": now,
+            }
+        )
         if kind == "ancient":  # one login long before the period, and one 200 days before that
             usage.append({"account_id": a, "day": DAY0 - timedelta(days=20), "event_name": "login", "count": 1})
             usage.append({"account_id": a, "day": DAY0 - timedelta(days=220), "event_name": "login", "count": 1})
@@ -92,8 +104,14 @@ METRICS = [
 
 
 def rule(rid: str, condition: dict, trigger: dict | None = None, cooldown: str = "1d") -> dict:
-    return {"id": rid, "name": rid, "kind": "churn_risk", "trigger": trigger or {"schedule": {}},
-            "condition": condition, "cooldown": cooldown}
+    return {
+        "id": rid,
+        "name": rid,
+        "kind": "churn_risk",
+        "trigger": trigger or {"schedule": {}},
+        "condition": condition,
+        "cooldown": cooldown,
+    }
 
 
 def rules() -> list:
@@ -101,12 +119,28 @@ def rules() -> list:
     for i, m in enumerate(METRICS):
         for k, (op, value) in enumerate(((">=", 0), ("<", 3), (">=", -40), ("<=", 20))):
             out.append(parse_rule(rule(f"m{i}-{k}", {**m, "op": op, "value": value})))
-    out.append(parse_rule(rule("mixed", {"any": [
-        {"all": [{"metric": "change", "of": "active_users", "window": "7d", "baseline": "28d", "op": "<=", "value": -20},
-                 {"metric": "days_since", "event": "login", "op": "<", "value": 5}]},
-        {"not": {"metric": "active_users", "window": "14d", "op": ">=", "value": 2}}]}, cooldown="3d")))
-    out.append(parse_rule(rule("on-login", {"metric": "active_days", "window": "28d", "op": "<", "value": 20},
-                               trigger={"events": ["login"]})))
+    out.append(
+        parse_rule(
+            rule(
+                "mixed",
+                {
+                    "any": [
+                        {
+                            "all": [
+                                {"metric": "change", "of": "active_users", "window": "7d", "baseline": "28d", "op": "<=", "value": -20},
+                                {"metric": "days_since", "event": "login", "op": "<", "value": 5},
+                            ]
+                        },
+                        {"not": {"metric": "active_users", "window": "14d", "op": ">=", "value": 2}},
+                    ]
+                },
+                cooldown="3d",
+            )
+        )
+    )
+    out.append(
+        parse_rule(rule("on-login", {"metric": "active_days", "window": "28d", "op": "<", "value": 20}, trigger={"events": ["login"]}))
+    )
     return out
 
 
@@ -139,6 +173,7 @@ class StrictSeries(DailySeries):
             out = attr(*args)
             assert out is not None, (name, args)
             return out
+
         return strict
 
 

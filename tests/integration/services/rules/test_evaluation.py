@@ -1,6 +1,7 @@
 """Evaluation of every predicate type, window edges, time zones and DST, audiences,
 the scheduled tick on a simulated clock, cooldowns, lifecycle actions and the
 backtest, on both databases. State is written by ingest's own service."""
+
 from __future__ import annotations
 
 import json
@@ -31,30 +32,39 @@ def holds(session_factory, cond: dict, account_id: str, now: datetime) -> tuple[
 
 def test_window_edges_time_zones_and_a_dst_day(session_factory):
     # T0 is Monday 2026-03-02 12:00 UTC: "7d" is the UTC days Feb 24 .. Mar 2 inclusive.
-    ingest(session_factory, [
-        track("edge", "login", datetime(2026, 2, 24, 0, 0, 0, tzinfo=UTC), "u1", "in-at-edge"),
-        track("edge", "login", datetime(2026, 2, 23, 23, 59, 59, tzinfo=UTC), "u1", "out-by-a-second"),
-        # 23:30 in New York on Feb 23 is 04:30 UTC on Feb 24: inside.
-        {**track("edge", "login", T0, "u2", "ny-late"), "timestamp": "2026-02-23T23:30:00-05:00"},
-        # 08:00 in Tokyo on Feb 24 is 23:00 UTC on Feb 23: outside.
-        {**track("edge", "login", T0, "u3", "tokyo-early"), "timestamp": "2026-02-24T08:00:00+09:00"},
-    ], T0)
+    ingest(
+        session_factory,
+        [
+            track("edge", "login", datetime(2026, 2, 24, 0, 0, 0, tzinfo=UTC), "u1", "in-at-edge"),
+            track("edge", "login", datetime(2026, 2, 23, 23, 59, 59, tzinfo=UTC), "u1", "out-by-a-second"),
+            # 23:30 in New York on Feb 23 is 04:30 UTC on Feb 24: inside.
+            {**track("edge", "login", T0, "u2", "ny-late"), "timestamp": "2026-02-23T23:30:00-05:00"},
+            # 08:00 in Tokyo on Feb 24 is 23:00 UTC on Feb 23: outside.
+            {**track("edge", "login", T0, "u3", "tokyo-early"), "timestamp": "2026-02-24T08:00:00+09:00"},
+        ],
+        T0,
+    )
     ok, tree = holds(session_factory, {"metric": "count", "event": "login", "window": "7d", "op": "==", "value": 2}, "edge", T0)
     assert ok, tree
     ok, _ = holds(session_factory, {"metric": "active_users", "window": "7d", "op": "==", "value": 2}, "edge", T0)
     assert ok
     # One second later than the edge event's day start the answer is the same; a day later it drops.
-    assert holds(session_factory, {"metric": "count", "event": "login", "window": "7d", "op": "==", "value": 0}, "edge",
-                 T0 + timedelta(days=1))[0]
+    assert holds(
+        session_factory, {"metric": "count", "event": "login", "window": "7d", "op": "==", "value": 0}, "edge", T0 + timedelta(days=1)
+    )[0]
 
     # DST: New York springs forward on Sunday 2026-03-08. "2d" at Mar 9 noon UTC is Mar 8..9 UTC,
     # 48 UTC hours plus today, whatever the local clocks did.
     now = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
-    ingest(session_factory, [
-        {**track("dst", "login", now, "u1", "before-jump"), "timestamp": "2026-03-08T01:30:00-05:00"},  # 06:30 UTC Mar 8
-        {**track("dst", "login", now, "u1", "after-jump"), "timestamp": "2026-03-08T03:30:00-04:00"},   # 07:30 UTC Mar 8
-        {**track("dst", "login", now, "u1", "day-before"), "timestamp": "2026-03-07T18:59:59-05:00"},   # 23:59:59 UTC Mar 7
-    ], now)
+    ingest(
+        session_factory,
+        [
+            {**track("dst", "login", now, "u1", "before-jump"), "timestamp": "2026-03-08T01:30:00-05:00"},  # 06:30 UTC Mar 8
+            {**track("dst", "login", now, "u1", "after-jump"), "timestamp": "2026-03-08T03:30:00-04:00"},  # 07:30 UTC Mar 8
+            {**track("dst", "login", now, "u1", "day-before"), "timestamp": "2026-03-07T18:59:59-05:00"},  # 23:59:59 UTC Mar 7
+        ],
+        now,
+    )
     ok, tree = holds(session_factory, {"metric": "count", "event": "login", "window": "2d", "op": "==", "value": 2}, "dst", now)
     assert ok, tree
     ok, tree = holds(session_factory, {"metric": "days_since", "event": "login", "op": ">=", "value": 1.18}, "dst", now)
@@ -63,8 +73,19 @@ def test_window_edges_time_zones_and_a_dst_day(session_factory):
 
 def test_every_account_metric(session_factory):
     now = T0
-    events = [group("acme", now - timedelta(days=60), seats=10, plan="pro", arr=24000, segment="smb",
-                    renewal_date="2026-04-01", signup_date="2025-12-01", industry="retail")]
+    events = [
+        group(
+            "acme",
+            now - timedelta(days=60),
+            seats=10,
+            plan="pro",
+            arr=24000,
+            segment="smb",
+            renewal_date="2026-04-01",
+            signup_date="2025-12-01",
+            industry="retail",
+        )
+    ]
     # Prior four weeks: 5 users active each week; this week: 2 users.
     for week in range(1, 5):
         for u in range(5):
@@ -89,26 +110,50 @@ def test_every_account_metric(session_factory):
     assert value({"metric": "days_since", "event": "export_run", "op": "==", "value": 3})[0]
     ok, t = value({"metric": "days_since", "event": "never_happened", "op": ">=", "value": 10_000})
     assert ok and t["never_seen"] is True
-    assert value({"all": [{"field": "account.plan", "op": "==", "value": "pro"}, {"field": "account.arr", "op": ">", "value": 20000},
-                          {"field": "account.traits.industry", "op": "in", "value": ["retail"]},
-                          {"field": "account.days_to_renewal", "op": "==", "value": 30},
-                          {"field": "account.tenure_days", "op": "==", "value": 91}]})[0]
+    assert value(
+        {
+            "all": [
+                {"field": "account.plan", "op": "==", "value": "pro"},
+                {"field": "account.arr", "op": ">", "value": 20000},
+                {"field": "account.traits.industry", "op": "in", "value": ["retail"]},
+                {"field": "account.days_to_renewal", "op": "==", "value": 30},
+                {"field": "account.tenure_days", "op": "==", "value": 91},
+            ]
+        }
+    )[0]
     assert value({"not": {"field": "account.traits.missing", "op": "exists"}})[0]
 
 
 def test_event_user_predicates_and_rule_indexing(session_factory, settings):
     now = T0
-    ingest(session_factory, [group("acme", now - timedelta(days=30), seats=5),
-                             identify("acme", "ada", now - timedelta(days=30), role="champion"),
-                             track("acme", "login", now - timedelta(days=40), "ada", "old-login"),
-                             track("acme", "report_created", now - timedelta(minutes=1), "ada", "r1")], now)
-    make_rule(session_factory, {
-        "id": "champion-funnel", "name": "Champion back after a month builds a funnel", "kind": "expansion",
-        "trigger": {"events": ["report_created"]},
-        "condition": {"all": [{"field": "event.properties.report_type", "op": "==", "value": "funnel"},
-                              {"field": "user.role", "op": "==", "value": "champion"},
-                              {"metric": "days_since", "event": "login", "scope": "user", "op": ">=", "value": 30}]},
-        "cooldown": "1d"}, now)
+    ingest(
+        session_factory,
+        [
+            group("acme", now - timedelta(days=30), seats=5),
+            identify("acme", "ada", now - timedelta(days=30), role="champion"),
+            track("acme", "login", now - timedelta(days=40), "ada", "old-login"),
+            track("acme", "report_created", now - timedelta(minutes=1), "ada", "r1"),
+        ],
+        now,
+    )
+    make_rule(
+        session_factory,
+        {
+            "id": "champion-funnel",
+            "name": "Champion back after a month builds a funnel",
+            "kind": "expansion",
+            "trigger": {"events": ["report_created"]},
+            "condition": {
+                "all": [
+                    {"field": "event.properties.report_type", "op": "==", "value": "funnel"},
+                    {"field": "user.role", "op": "==", "value": "champion"},
+                    {"metric": "days_since", "event": "login", "scope": "user", "op": ">=", "value": 30},
+                ]
+            },
+            "cooldown": "1d",
+        },
+        now,
+    )
     index = RuleIndex(400)
     funnel = EventSubject("r1", "acme", "ada", "report_created", now, {"report_type": "funnel"})
     table = EventSubject("r2", "acme", "ada", "report_created", now, {"report_type": "table"})
@@ -133,18 +178,32 @@ def test_event_user_predicates_and_rule_indexing(session_factory, settings):
 
 def test_absence_rule_fires_on_the_tick_once_per_cooldown_and_moves_the_stage(session_factory, settings, clock):
     start = clock.now()
-    ingest(session_factory, [
-        group("quiet", start - timedelta(days=90), lifecycle_stage="active", segment="smb"),
-        group("busy", start - timedelta(days=90), lifecycle_stage="active", segment="smb"),
-        group("other-segment", start - timedelta(days=90), lifecycle_stage="active", segment="enterprise"),
-        track("quiet", "login", start - timedelta(days=10), "u1", "q1"),
-        track("busy", "login", start - timedelta(days=1), "u1", "b1"),
-    ], start)
-    make_rule(session_factory, {
-        "id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "severity": "high",
-        "trigger": {"schedule": {"every": "1h"}}, "audience": {"segment": ["smb"], "lifecycle_stage": ["active", "at_risk"]},
-        "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-        "cooldown": "7d", "actions": {"set_lifecycle_stage": "at_risk"}}, start)
+    ingest(
+        session_factory,
+        [
+            group("quiet", start - timedelta(days=90), lifecycle_stage="active", segment="smb"),
+            group("busy", start - timedelta(days=90), lifecycle_stage="active", segment="smb"),
+            group("other-segment", start - timedelta(days=90), lifecycle_stage="active", segment="enterprise"),
+            track("quiet", "login", start - timedelta(days=10), "u1", "q1"),
+            track("busy", "login", start - timedelta(days=1), "u1", "b1"),
+        ],
+        start,
+    )
+    make_rule(
+        session_factory,
+        {
+            "id": "no-login-14d",
+            "name": "No login in 14 days",
+            "kind": "churn_risk",
+            "severity": "high",
+            "trigger": {"schedule": {"every": "1h"}},
+            "audience": {"segment": ["smb"], "lifecycle_stage": ["active", "at_risk"]},
+            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+            "cooldown": "7d",
+            "actions": {"set_lifecycle_stage": "at_risk"},
+        },
+        start,
+    )
 
     assert run_tick(session_factory, settings, clock.now()).signals == []  # 10 days of silence: not yet
     clock.advance(timedelta(days=4) - timedelta(seconds=1))
@@ -175,16 +234,28 @@ def test_absence_rule_fires_on_the_tick_once_per_cooldown_and_moves_the_stage(se
 
 def test_audience_filters(session_factory, settings):
     now = T0
-    ingest(session_factory, [
-        group("renews-soon", now - timedelta(days=1), renewal_date="2026-04-15", plan="pro", arr=50000, signup_date="2025-01-01"),
-        group("renews-later", now - timedelta(days=1), renewal_date="2026-09-01", plan="pro", arr=50000, signup_date="2025-01-01"),
-        group("too-small", now - timedelta(days=1), renewal_date="2026-04-15", plan="pro", arr=500, signup_date="2025-01-01"),
-        group("too-new", now - timedelta(days=1), renewal_date="2026-04-15", plan="pro", arr=50000, signup_date="2026-02-20"),
-    ], now)
-    make_rule(session_factory, {
-        "id": "renewal-quiet", "name": "Renewal soon, no exports", "kind": "churn_risk", "trigger": {"schedule": {}},
-        "audience": {"renewal_within_days": 60, "arr": {"min": 1000}, "tenure_days": {"min": 30}, "plan": "pro"},
-        "condition": {"metric": "count", "event": "export_run", "window": "28d", "op": "<", "value": 1}}, now)
+    ingest(
+        session_factory,
+        [
+            group("renews-soon", now - timedelta(days=1), renewal_date="2026-04-15", plan="pro", arr=50000, signup_date="2025-01-01"),
+            group("renews-later", now - timedelta(days=1), renewal_date="2026-09-01", plan="pro", arr=50000, signup_date="2025-01-01"),
+            group("too-small", now - timedelta(days=1), renewal_date="2026-04-15", plan="pro", arr=500, signup_date="2025-01-01"),
+            group("too-new", now - timedelta(days=1), renewal_date="2026-04-15", plan="pro", arr=50000, signup_date="2026-02-20"),
+        ],
+        now,
+    )
+    make_rule(
+        session_factory,
+        {
+            "id": "renewal-quiet",
+            "name": "Renewal soon, no exports",
+            "kind": "churn_risk",
+            "trigger": {"schedule": {}},
+            "audience": {"renewal_within_days": 60, "arr": {"min": 1000}, "tenure_days": {"min": 30}, "plan": "pro"},
+            "condition": {"metric": "count", "event": "export_run", "window": "28d", "op": "<", "value": 1},
+        },
+        now,
+    )
     assert [s.account_id for s in run_tick(session_factory, settings, now).signals] == ["renews-soon"]
 
 
@@ -197,15 +268,31 @@ def test_backtest_on_a_known_history(session_factory):
         if d < 31:
             evs.append(track("fades", "login", day, "u1", f"f{d}"))
     ingest(session_factory, evs, datetime(2026, 3, 2, tzinfo=UTC))
-    rule = parse_rule({"id": "silent", "name": "No login in 14 days", "kind": "churn_risk", "trigger": {"schedule": {}},
-                       "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14}, "cooldown": "7d"})
+    rule = parse_rule(
+        {
+            "id": "silent",
+            "name": "No login in 14 days",
+            "kind": "churn_risk",
+            "trigger": {"schedule": {}},
+            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+            "cooldown": "7d",
+        }
+    )
     with session_factory() as s:
         res = run_backtest(s, rule, date(2026, 2, 1), date(2026, 2, 28))
     # Last login Jan 31: 14 days later is Feb 14; cooldown 7d gives Feb 14, 21, 28.
     assert [(d.isoformat(), a) for d, a, _ in res.firings] == [("2026-02-14", "fades"), ("2026-02-21", "fades"), ("2026-02-28", "fades")]
     # Event-triggered: a login when the account logged in on fewer than 20 days in 28.
-    rule2 = parse_rule({"id": "sparse", "name": "sparse", "kind": "churn_risk", "trigger": {"events": ["login"]},
-                        "condition": {"metric": "active_days", "window": "28d", "op": "<", "value": 20}, "cooldown": "1d"})
+    rule2 = parse_rule(
+        {
+            "id": "sparse",
+            "name": "sparse",
+            "kind": "churn_risk",
+            "trigger": {"events": ["login"]},
+            "condition": {"metric": "active_days", "window": "28d", "op": "<", "value": 20},
+            "cooldown": "1d",
+        }
+    )
     with session_factory() as s:
         res2 = run_backtest(s, rule2, date(2026, 1, 1), date(2026, 1, 31))
     # Both accounts log in daily from Jan 1: fewer than 20 active days until Jan 19 -> 19 firings each.
@@ -215,10 +302,18 @@ def test_backtest_on_a_known_history(session_factory):
 def test_event_triggered_rule_fires_once_per_cooldown_across_batches(session_factory, settings, clock):
     """Each batch is its own transaction, as in the worker: a second qualifying event in a
     later batch inside the cooldown fires nothing; one at the cooldown's end fires."""
-    make_rule(session_factory, {
-        "id": "big-export", "name": "Big export", "kind": "expansion", "trigger": {"events": ["export_run"]},
-        "condition": {"metric": "count", "event": "export_run", "window": "1d", "op": ">=", "value": 1},
-        "cooldown": "1d"}, clock.now())
+    make_rule(
+        session_factory,
+        {
+            "id": "big-export",
+            "name": "Big export",
+            "kind": "expansion",
+            "trigger": {"events": ["export_run"]},
+            "condition": {"metric": "count", "event": "export_run", "window": "1d", "op": ">=", "value": 1},
+            "cooldown": "1d",
+        },
+        clock.now(),
+    )
     index = RuleIndex(400)
 
     def batch(event_id: str) -> list:
@@ -247,10 +342,17 @@ def test_a_cooldown_holds_back_only_its_own_rule(session_factory, settings, cloc
     """Two scheduled rules match the same account: the first one's cooldown must not
     keep the second from firing (the tick skips accounts per rule)."""
     start = clock.now()
-    ingest(session_factory, [group("quiet", start - timedelta(days=90), segment="smb"),
-                             track("quiet", "login", start - timedelta(days=30), "u1", "q1")], start)
-    rule = {"kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14}, "cooldown": "7d"}
+    ingest(
+        session_factory,
+        [group("quiet", start - timedelta(days=90), segment="smb"), track("quiet", "login", start - timedelta(days=30), "u1", "q1")],
+        start,
+    )
+    rule = {
+        "kind": "churn_risk",
+        "trigger": {"schedule": {"every": "1h"}},
+        "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+        "cooldown": "7d",
+    }
     make_rule(session_factory, {**rule, "id": "first", "name": "First"}, start)
     assert [(s.rule_id, s.account_id) for s in run_tick(session_factory, settings, clock.now()).signals] == [("first", "quiet")]
     make_rule(session_factory, {**rule, "id": "second", "name": "Second"}, clock.now())
@@ -287,9 +389,18 @@ def test_a_tick_firing_for_many_accounts_writes_one_signal_and_one_outbox_row_ea
     events = [track(a, "login", start - timedelta(days=20), "u1", f"{a}-old") for a in quiet]
     events += [track(f"busy{i}", "login", start - timedelta(days=1), "u1", f"busy{i}") for i in range(5)]
     ingest(session_factory, events, start)
-    make_rule(session_factory, {"id": "quiet", "name": "Quiet", "kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
-                                "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-                                "cooldown": "2d"}, start)
+    make_rule(
+        session_factory,
+        {
+            "id": "quiet",
+            "name": "Quiet",
+            "kind": "churn_risk",
+            "trigger": {"schedule": {"every": "1h"}},
+            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+            "cooldown": "2d",
+        },
+        start,
+    )
     report = run_tick(session_factory, settings, clock.now())
     assert sorted(s.account_id for s in report.signals) == quiet
     stored = {s.signal_id: s for s in signals(session_factory)}

@@ -1,6 +1,7 @@
 """Rules never act on half-loaded data: the scheduled tick waits for ingest's
 freshness watermark, event-triggered rules ignore history, and the rules worker's
 "evaluate without ingest" fallback runs on the injected clock."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -17,9 +18,15 @@ from shared.kafka import group_id_of
 from tests.support.helpers import T0, drain, publish, track
 from tests.support.rules import count, make_rule, signals
 
-NO_LOGIN = {"id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "severity": "high",
-            "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14}, "cooldown": "14d"}
+NO_LOGIN = {
+    "id": "no-login-14d",
+    "name": "No login in 14 days",
+    "kind": "churn_risk",
+    "severity": "high",
+    "trigger": {"schedule": {"every": "1h"}},
+    "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+    "cooldown": "14d",
+}
 
 
 def deferred(reason: str) -> float:
@@ -58,8 +65,7 @@ def test_the_tick_waits_until_ingest_has_stored_what_the_topic_holds(topics, ses
         rules.housekeeping()
         assert rules.last_tick.deferred and deferred("ingest_silent") == silent_before + 1
 
-        drain([ingest, rules], lambda: count(session_factory, RawEvent) == total and not rules.last_tick.deferred,
-              timeout=60)
+        drain([ingest, rules], lambda: count(session_factory, RawEvent) == total and not rules.last_tick.deferred, timeout=60)
     finally:
         ingest.close()
         rules.close()
@@ -72,18 +78,22 @@ def _reported_partitions(settings, session_factory) -> int:
         return len(progress.positions(s, group_id_of(settings, "ingest"), settings.topic_events))
 
 
-BACKFILLABLE = {"id": "logged-in-twice", "name": "Logged in twice this month", "kind": "lifecycle", "severity": "low",
-                "trigger": {"events": ["login"]},
-                "condition": {"metric": "count", "event": "login", "window": "30d", "op": ">=", "value": 2},
-                "cooldown": "1d"}
+BACKFILLABLE = {
+    "id": "logged-in-twice",
+    "name": "Logged in twice this month",
+    "kind": "lifecycle",
+    "severity": "low",
+    "trigger": {"events": ["login"]},
+    "condition": {"metric": "count", "event": "login", "window": "30d", "op": ">=", "value": 2},
+    "cooldown": "1d",
+}
 
 
 def test_event_triggered_rules_ignore_events_older_than_the_freshness_window(topics, session_factory, clock):
     make_rule(session_factory, BACKFILLABLE, clock.now())
     fresh_limit = timedelta(seconds=topics.rules_event_freshness_seconds)
     # A backfill of last week: every account meets the condition, none may be signalled today.
-    history = [track(a, "login", T0 - timedelta(days=3, hours=h), f"u{h}", f"{a}-h{h}")
-               for a in ("acme", "globex") for h in range(3)]
+    history = [track(a, "login", T0 - timedelta(days=3, hours=h), f"u{h}", f"{a}-h{h}") for a in ("acme", "globex") for h in range(3)]
     publish(topics, history)
     ingest, rules = IngestWorker(topics, session_factory, clock), RulesWorker(topics, session_factory, clock, tick=False)
     stale_before = _stale()

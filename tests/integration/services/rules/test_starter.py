@@ -1,5 +1,6 @@
 """The starter library: it imports (idempotently) through the CLI code path, and the
 demo's churning and expanding cohorts make its rules fire on the tick."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ from tests.support.helpers import T0
 def test_starter_rules_import_idempotently_and_fire_on_the_demo_cohorts(session_factory, settings):
     with transaction(session_factory) as s:
         first = import_rules(s, STARTER_DIR, actor="cli:test", now=T0, retention_days=400, enable=True)
-    assert sorted(o.rule_id for o in first) == ["mau-up-50", "no-login-14d", "onboarding-stalled", "renewal-declining",
-                                                 "seat-utilisation-90", "wau-down-40"]
+    assert sorted(o.rule_id for o in first) == [
+        "mau-up-50",
+        "no-login-14d",
+        "onboarding-stalled",
+        "renewal-declining",
+        "seat-utilisation-90",
+        "wau-down-40",
+    ]
     assert {o.action for o in first} == {"created"}
     with transaction(session_factory) as s:
         again = import_rules(s, STARTER_DIR, actor="cli:test", now=T0, retention_days=400, enable=True)
@@ -29,7 +36,7 @@ def test_starter_rules_import_idempotently_and_fire_on_the_demo_cohorts(session_
     events = [Event.model_validate_json(json.dumps(e)) for e in demo.generate(accounts=accounts, days=60, seed=7, end=T0)]
     with transaction(session_factory) as s:
         for i in range(0, len(events), 5000):
-            apply_events(s, events[i:i + 5000], T0)
+            apply_events(s, events[i : i + 5000], T0)
     report = run_tick(session_factory, settings, T0 + timedelta(minutes=1))
     cohorts = {a.id: a.cohort for a in demo.build_accounts(accounts, 7, T0.date(), 60)}
     fired = Counter((s.rule_id, cohorts[s.account_id]) for s in report.signals)
@@ -53,10 +60,12 @@ def test_starter_rules_import_idempotently_and_fire_on_the_demo_cohorts(session_
 
 
 def test_import_reports_invalid_rules_with_pointers(session_factory, tmp_path):
-    (tmp_path / "bad.yaml").write_text("- {id: ok-rule, name: ok, kind: churn_risk, trigger: {schedule: {}},\n"
-                                       "   condition: {metric: days_since, event: login, op: '>=', value: 3}}\n"
-                                       "- {id: bad-rule, name: bad, kind: churn_risk, trigger: {schedule: {}},\n"
-                                       "   condition: {metric: days_since, op: '>=', value: 3}}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "- {id: ok-rule, name: ok, kind: churn_risk, trigger: {schedule: {}},\n"
+        "   condition: {metric: days_since, event: login, op: '>=', value: 3}}\n"
+        "- {id: bad-rule, name: bad, kind: churn_risk, trigger: {schedule: {}},\n"
+        "   condition: {metric: days_since, op: '>=', value: 3}}\n"
+    )
     with transaction(session_factory) as s:
         out = import_rules(s, tmp_path, actor="cli:test", now=T0, retention_days=400)
     assert [(o.rule_id, o.action) for o in out] == [("ok-rule", "created"), ("bad-rule", "invalid")]

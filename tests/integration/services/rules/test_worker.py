@@ -1,6 +1,7 @@
 """The rules worker against the real broker and both databases: it waits for ingest,
 publishes signals through the outbox, and never fires twice, whether a batch is
 redelivered after a crash or two workers share the group."""
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,15 @@ from shared.signals import Signal
 from tests.support.helpers import T0, committed_offsets, drain, publish, read_topic, track
 from tests.support.rules import count, make_rule, signals
 
-RULE = {"id": "active-now", "name": "Logged in", "kind": "lifecycle", "severity": "low",
-        "trigger": {"events": ["login"]},
-        "condition": {"metric": "count", "event": "login", "window": "1d", "op": ">=", "value": 2}, "cooldown": "1d"}
+RULE = {
+    "id": "active-now",
+    "name": "Logged in",
+    "kind": "lifecycle",
+    "severity": "low",
+    "trigger": {"events": ["login"]},
+    "condition": {"metric": "count", "event": "login", "window": "1d", "op": ">=", "value": 2},
+    "cooldown": "1d",
+}
 
 
 def test_event_to_signal_on_cs_signals_waiting_for_ingest(topics, session_factory, clock):
@@ -30,10 +37,15 @@ def test_event_to_signal_on_cs_signals_waiting_for_ingest(topics, session_factor
     rules = RulesWorker(topics, session_factory, clock)
     ingest = IngestWorker(topics, session_factory, clock)
     try:
-        publish(topics, [track("acme", "login", T0 - timedelta(minutes=5), "ada", "e1"),
-                         track("acme", "login", T0 - timedelta(minutes=4), "bob", "e2"),
-                         track("acme", "dashboard_viewed", T0 - timedelta(minutes=3), "bob", "e3"),
-                         track("globex", "login", T0 - timedelta(minutes=3), "cy", "e4")])
+        publish(
+            topics,
+            [
+                track("acme", "login", T0 - timedelta(minutes=5), "ada", "e1"),
+                track("acme", "login", T0 - timedelta(minutes=4), "bob", "e2"),
+                track("acme", "dashboard_viewed", T0 - timedelta(minutes=3), "bob", "e3"),
+                track("globex", "login", T0 - timedelta(minutes=3), "cy", "e4"),
+            ],
+        )
         # The rules worker alone cannot evaluate: it has the batch, ingest has not stored the
         # events yet, so it rewinds and waits (without committing anything).
         drain(rules, lambda: rules.waiting_since is not None)
@@ -60,8 +72,13 @@ def test_the_ingested_prefix_of_a_partition_is_evaluated_while_the_rest_waits(to
     rules = RulesWorker(topics, session_factory, clock, tick=False)
     ingest = IngestWorker(topics, session_factory, clock)
     try:
-        publish(topics, [track("acme", "login", T0 - timedelta(minutes=5), "ada", "p1"),
-                         track("acme", "login", T0 - timedelta(minutes=4), "bob", "p2")])
+        publish(
+            topics,
+            [
+                track("acme", "login", T0 - timedelta(minutes=5), "ada", "p1"),
+                track("acme", "login", T0 - timedelta(minutes=4), "bob", "p2"),
+            ],
+        )
         drain(ingest, lambda: count(session_factory, RawEvent) == 2)
         publish(topics, [track("acme", "login", T0 - timedelta(minutes=3), "cy", "p3")])  # not ingested yet
         drain(rules, lambda: rules.last_report is not None and rules.waiting_since is not None)
@@ -81,12 +98,20 @@ def pending_count_of(session_factory) -> int:
 
 
 def _rules_process(settings, fault: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
-           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-           "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000", "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-           "TOUCHLINE_VAR_DIR": str(settings.var_dir), "TOUCHLINE_FAULT": fault}
-    return subprocess.run([sys.executable, "-m", "services.wiring.cli", "worker", "rules"], env=env, timeout=90,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "TOUCHLINE_ENV": "test",
+        "TOUCHLINE_DATABASE_URL": settings.database_url,
+        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+        "TOUCHLINE_FAULT": fault,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.wiring.cli", "worker", "rules"], env=env, timeout=90, capture_output=True, text=True
+    )
 
 
 def test_crash_between_db_commit_and_offset_commit_fires_no_duplicate(topics, session_factory):

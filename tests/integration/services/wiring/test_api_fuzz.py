@@ -7,6 +7,7 @@ derandomized (a fixed seed), so a failure replays the same way every run.
 The operations come from the OpenAPI document itself, so a new route is fuzzed without
 anyone remembering to add it here.
 """
+
 from __future__ import annotations
 
 import schemathesis
@@ -42,8 +43,14 @@ def test_every_operation_keeps_its_contract(settings, clock, session_factory, ke
             for mode in MODES:
 
                 @given(case=operation.as_strategy(mode))
-                @hsettings(max_examples=EXAMPLES_PER_MODE, derandomize=True, deadline=None, database=None,
-                           phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+                @hsettings(
+                    max_examples=EXAMPLES_PER_MODE,
+                    derandomize=True,
+                    deadline=None,
+                    database=None,
+                    phases=[Phase.explicit, Phase.generate],
+                    suppress_health_check=list(HealthCheck),
+                )
                 def run(case):
                     case.call_and_validate(headers=headers, checks=CHECKS)
 

@@ -1,6 +1,7 @@
 """Long CLI commands show progress (the bar itself: tests/unit/shared/test_progress.py):
 ``touchline rules backtest`` runs a backtest job (a real process, both databases) and
 ``touchline rules import`` reports per rule."""
+
 from __future__ import annotations
 
 import json
@@ -13,20 +14,39 @@ from shared.jobs.models import Job
 from tests.support.helpers import T0, track
 from tests.support.rules import ingest, make_rule
 
-NO_LOGIN = {"id": "no-login-14d", "name": "No login in 14 days", "kind": "churn_risk", "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]}, "cooldown": "14d"}
+NO_LOGIN = {
+    "id": "no-login-14d",
+    "name": "No login in 14 days",
+    "kind": "churn_risk",
+    "trigger": {"schedule": {"every": "1h"}},
+    "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]},
+    "cooldown": "14d",
+}
 
 
 def _cli(settings, *args, timeout=120):
-    env = {**os.environ, "TOUCHLINE_ENV": "test", "TOUCHLINE_DATABASE_URL": settings.database_url,
-           "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-           "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0"}
+    env = {
+        **os.environ,
+        "TOUCHLINE_ENV": "test",
+        "TOUCHLINE_DATABASE_URL": settings.database_url,
+        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+        "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0",
+    }
     return subprocess.run([sys.executable, "-m", "services.wiring.cli", *args], env=env, timeout=timeout, capture_output=True, text=True)
 
 
 def test_cli_backtest_runs_a_job_and_prints_its_result(settings, session_factory, clock):
-    ingest(session_factory, [track(a, "login", T0 - timedelta(days=30 - d), "u1", f"{a}{d}")
-                             for a in ("fades", "steady") for d in range(30) if a == "steady" or d < 10], T0)
+    ingest(
+        session_factory,
+        [
+            track(a, "login", T0 - timedelta(days=30 - d), "u1", f"{a}{d}")
+            for a in ("fades", "steady")
+            for d in range(30)
+            if a == "steady" or d < 10
+        ],
+        T0,
+    )
     make_rule(session_factory, NO_LOGIN, clock.now(), enabled=False)
     start, end = (T0 - timedelta(days=20)).date().isoformat(), T0.date().isoformat()
     proc = _cli(settings, "rules", "backtest", "no-login-14d", "--start", start, "--end", end, "--json")

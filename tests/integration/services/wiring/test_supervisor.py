@@ -1,5 +1,6 @@
 """The supervisor's restart policy with real (tiny) processes: a child that keeps dying
 is restarted with a doubling backoff, capped, and the others are left alone."""
+
 from __future__ import annotations
 
 import os

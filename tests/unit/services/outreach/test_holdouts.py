@@ -1,5 +1,6 @@
 """Holdout assignment (stable, near the percentage, the documented hash) and the lift
 interval of the report: pure functions."""
+
 from __future__ import annotations
 
 from services.outreach.playbooks.holdouts import holdout_bucket, is_held_out
@@ -17,8 +18,9 @@ def test_holdout_assignment_is_stable_and_near_the_percentage():
     assert abs(same / n - (0.3 * 0.3 + 0.7 * 0.7)) < 0.02
     assert not any(is_held_out("p", f"a{i}", 0) for i in range(1000)) and all(is_held_out("p", f"a{i}", 100) for i in range(1000))
     # The assignment is the documented one (a changed hash would reshuffle every running holdout).
-    assert [is_held_out("win-back", f"acct-{i}", 30) for i in range(500)] == [expected_held_out("win-back", f"acct-{i}", 30)
-                                                                              for i in range(500)]
+    assert [is_held_out("win-back", f"acct-{i}", 30) for i in range(500)] == [
+        expected_held_out("win-back", f"acct-{i}", 30) for i in range(500)
+    ]
 
 
 def test_a_fractional_holdout_percentage_holds_out_its_fraction():

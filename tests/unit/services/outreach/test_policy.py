@@ -1,5 +1,6 @@
 """Quiet hours at the minute they start and end, across a DST change, when disabled and for
 an unknown time zone: the contact policy's clock arithmetic, pure functions."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -24,14 +25,17 @@ def quiet_9pm_to_8am() -> Settings:
     return Settings(env="test", quiet_hours_start=21, quiet_hours_end=8, default_timezone="UTC")
 
 
-@pytest.mark.parametrize("at, until", [
-    (local(2026, 3, 3, 7, 59), local(2026, 3, 3, 8)),   # the last quiet minute: until 08:00 today
-    (local(2026, 3, 3, 8, 0), None),                     # 08:00 sharp: quiet hours are over
-    (local(2026, 3, 3, 20, 59), None),                   # the last minute before they start
-    (local(2026, 3, 3, 21, 0), local(2026, 3, 4, 8)),    # 21:00 sharp: quiet until 08:00 tomorrow
-    (local(2026, 3, 3, 23, 30), local(2026, 3, 4, 8)),
-    (local(2026, 3, 4, 0, 0), local(2026, 3, 4, 8)),     # after midnight: the same morning
-])
+@pytest.mark.parametrize(
+    "at, until",
+    [
+        (local(2026, 3, 3, 7, 59), local(2026, 3, 3, 8)),  # the last quiet minute: until 08:00 today
+        (local(2026, 3, 3, 8, 0), None),  # 08:00 sharp: quiet hours are over
+        (local(2026, 3, 3, 20, 59), None),  # the last minute before they start
+        (local(2026, 3, 3, 21, 0), local(2026, 3, 4, 8)),  # 21:00 sharp: quiet until 08:00 tomorrow
+        (local(2026, 3, 3, 23, 30), local(2026, 3, 4, 8)),
+        (local(2026, 3, 4, 0, 0), local(2026, 3, 4, 8)),  # after midnight: the same morning
+    ],
+)
 def test_quiet_hours_edges_in_the_contacts_zone(quiet_9pm_to_8am, at, until):
     assert quiet_until("America/New_York", at, quiet_9pm_to_8am) == until
 

@@ -1,5 +1,6 @@
 """The template sandbox holding against injection, autoescape (HTML escaped, text not), and
 the starter set valid with an unsubscribe link: rendering, pure functions."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,17 +10,20 @@ from services.outreach.templates.rendering import TemplateProblem, render, sampl
 from shared.settings import Settings
 
 
-@pytest.mark.parametrize("attack", [
-    "{{ recipient.__class__.__init__.__globals__ }}",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ account.traits.__class__.__base__.__subclasses__() }}",
-    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
-    "{{ lipsum.__globals__['os'].system('id') }}",
-    "{{ self._TemplateReference__context }}",
-    "{{ account.traits.update({'x': 1}) }}",
-    "{% set x = account.traits.pop('a') %}",
-    "{{ range(10**9)|list }}",
-])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "{{ recipient.__class__.__init__.__globals__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ account.traits.__class__.__base__.__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ lipsum.__globals__['os'].system('id') }}",
+        "{{ self._TemplateReference__context }}",
+        "{{ account.traits.update({'x': 1}) }}",
+        "{% set x = account.traits.pop('a') %}",
+        "{{ range(10**9)|list }}",
+    ],
+)
 def test_template_injection_cannot_reach_python_internals(attack):
     ctx = sample_context(Settings(env="test"), {"account": {"traits": {"a": 1}}})
     with pytest.raises(TemplateProblem):

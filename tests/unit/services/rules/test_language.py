@@ -1,5 +1,6 @@
 """The condition language: parsing, teaching validation, canonical serialisation
 (property-based), and the pure evaluator. No database, no broker: fast."""
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,9 @@ from services.rules.language import RuleValidationError, parse_condition, parse_
 from services.rules.language.evaluate import NumericOrder, explain, evidence, matching_from_values, predicate, select
 
 RULE = {
-    "name": "No login in 14 days", "kind": "churn_risk", "severity": "high",
+    "name": "No login in 14 days",
+    "kind": "churn_risk",
+    "severity": "high",
     "trigger": {"schedule": {"every": "1h"}},
     "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]},
     "cooldown": "14d",
@@ -36,15 +39,22 @@ def test_a_rule_parses_to_canonical_form_with_derived_id():
 
 
 def test_validation_points_at_every_problem_and_says_how_to_fix_it():
-    bad = {**RULE, "colour": "red", "severity": "urgent", "cooldown": "soon",
-           "condition": {"all": [
-               {"metric": "cnt", "event": "login", "window": "7d", "op": ">=", "value": 3},
-               {"metric": "count", "event": "login", "window": "900d", "op": ">=", "value": 3},
-               {"metric": "count", "event": "login", "window": "7d", "op": "≥", "value": "three"},
-               {"metric": "count", "window": "7d", "op": ">=", "value": 1, "per": "user"},
-               {"field": "account.plann", "op": "==", "value": "pro"},
-               {"field": "event.properties.x", "op": "==", "value": 1},
-           ]}}
+    bad = {
+        **RULE,
+        "colour": "red",
+        "severity": "urgent",
+        "cooldown": "soon",
+        "condition": {
+            "all": [
+                {"metric": "cnt", "event": "login", "window": "7d", "op": ">=", "value": 3},
+                {"metric": "count", "event": "login", "window": "900d", "op": ">=", "value": 3},
+                {"metric": "count", "event": "login", "window": "7d", "op": "≥", "value": "three"},
+                {"metric": "count", "window": "7d", "op": ">=", "value": 1, "per": "user"},
+                {"field": "account.plann", "op": "==", "value": "pro"},
+                {"field": "event.properties.x", "op": "==", "value": 1},
+            ]
+        },
+    }
     errs = errors_of(bad)
     assert "allowed fields" in errs["/colour"]
     assert "severity is one of" in errs["/severity"]
@@ -68,17 +78,36 @@ def test_retention_bounds_windows():
 
 
 def test_contradictory_and_empty_conditions_are_refused():
-    contradiction = {**RULE, "condition": {"all": [
-        {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 5},
-        {"metric": "count", "event": "login", "window": "7d", "op": "<", "value": 3}]}}
+    contradiction = {
+        **RULE,
+        "condition": {
+            "all": [
+                {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 5},
+                {"metric": "count", "event": "login", "window": "7d", "op": "<", "value": 3},
+            ]
+        },
+    }
     msg = errors_of(contradiction)["/condition/all/1"]
     assert "contradicts /condition/all/0" in msg and "could never fire" in msg
-    eq = {**RULE, "condition": {"all": [{"field": "account.plan", "op": "==", "value": "pro"},
-                                        {"field": "account.plan", "op": "in", "value": ["starter", "team"]}]}}
+    eq = {
+        **RULE,
+        "condition": {
+            "all": [
+                {"field": "account.plan", "op": "==", "value": "pro"},
+                {"field": "account.plan", "op": "in", "value": ["starter", "team"]},
+            ]
+        },
+    }
     assert "/condition/all/1" in errors_of(eq)
-    touching = {**RULE, "condition": {"all": [
-        {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3},
-        {"metric": "count", "event": "login", "window": "7d", "op": "<=", "value": 3}]}}
+    touching = {
+        **RULE,
+        "condition": {
+            "all": [
+                {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3},
+                {"metric": "count", "event": "login", "window": "7d", "op": "<=", "value": 3},
+            ]
+        },
+    }
     assert parse_rule(touching)  # exactly 3 is possible
     assert "non-empty list" in errors_of({**RULE, "condition": {"all": []}})["/condition/all"]
     assert "a condition is an object" in errors_of({**RULE, "condition": {}})["/condition"]
@@ -87,10 +116,17 @@ def test_contradictory_and_empty_conditions_are_refused():
 
 
 def test_event_and_user_predicates_only_in_event_triggered_rules():
-    rule = {**RULE, "trigger": {"events": ["report_created"]}, "condition": {"all": [
-        {"field": "event.properties.report_type", "op": "==", "value": "funnel"},
-        {"field": "user.role", "op": "in", "value": ["champion", "admin"]},
-        {"metric": "days_since", "event": "login", "scope": "user", "op": ">", "value": 30}]}}
+    rule = {
+        **RULE,
+        "trigger": {"events": ["report_created"]},
+        "condition": {
+            "all": [
+                {"field": "event.properties.report_type", "op": "==", "value": "funnel"},
+                {"field": "user.role", "op": "in", "value": ["champion", "admin"]},
+                {"metric": "days_since", "event": "login", "scope": "user", "op": ">", "value": 30},
+            ]
+        },
+    }
     parsed = parse_rule(rule)
     assert parse_rule(parsed.to_dict()) == parsed
     with pytest.raises(RuleValidationError) as exc:
@@ -99,17 +135,30 @@ def test_event_and_user_predicates_only_in_event_triggered_rules():
 
 
 def test_text_fields_refuse_ordering_and_numbers_refuse_text():
-    errs = errors_of({**RULE, "condition": {"any": [{"field": "account.plan", "op": ">", "value": 3},
-                                                    {"field": "account.arr", "op": "==", "value": "big"}]}})
+    errs = errors_of(
+        {
+            **RULE,
+            "condition": {"any": [{"field": "account.plan", "op": ">", "value": 3}, {"field": "account.arr", "op": "==", "value": "big"}]},
+        }
+    )
     assert "is text" in errs["/condition/any/0/op"] and "must be a number" in errs["/condition/any/1/value"]
 
 
 def test_pure_evaluation_explains_and_selects_consistently():
-    cond = parse_condition({"all": [
-        {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-        {"not": {"field": "account.plan", "op": "==", "value": "free"}},
-        {"any": [{"metric": "count", "event": "export_run", "window": "28d", "op": "<", "value": 1},
-                 {"field": "account.seats", "op": ">=", "value": 50}]}]})
+    cond = parse_condition(
+        {
+            "all": [
+                {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+                {"not": {"field": "account.plan", "op": "==", "value": "free"}},
+                {
+                    "any": [
+                        {"metric": "count", "event": "export_run", "window": "28d", "op": "<", "value": 1},
+                        {"field": "account.seats", "op": ">=", "value": 50},
+                    ]
+                },
+            ]
+        }
+    )
     values = {
         "a": {"days_since(login)": math.inf, "account.plan": "pro", "count(export_run, 28d)": 0.0, "account.seats": 10.0},
         "b": {"days_since(login)": 3.0, "account.plan": "pro", "count(export_run, 28d)": 0.0, "account.seats": 10.0},
@@ -140,23 +189,36 @@ def _window(days):
 
 metric_leaf = st.one_of(
     st.builds(lambda e, w, op, v: {"metric": "count", "event": e, "window": f"{w}d", "op": op, "value": v}, EVENTS, WINDOW_DAYS, OPS, NUM),
-    WINDOW_DAYS.flatmap(lambda w: st.builds(lambda win, op, v: {"metric": "active_users", "window": win, "op": op, "value": v}, _window(w), OPS, NUM)),
+    WINDOW_DAYS.flatmap(
+        lambda w: st.builds(lambda win, op, v: {"metric": "active_users", "window": win, "op": op, "value": v}, _window(w), OPS, NUM)
+    ),
     st.builds(lambda e, op, v: {"metric": "days_since", "event": e, "op": op, "value": v}, EVENTS, OPS, NUM),
-    st.builds(lambda w, k, op, v: {"metric": "change", "of": "active_users", "window": f"{w}d", "baseline": f"{w * k}d", "op": op, "value": v},
-              WINDOW_DAYS, st.integers(1, 4), OPS, NUM),
-    st.builds(lambda w, op, v: {"metric": "seat_utilisation", "window": f"{w}d", "op": op, "value": v}, WINDOW_DAYS, OPS, st.floats(0, 200)),
+    st.builds(
+        lambda w, k, op, v: {"metric": "change", "of": "active_users", "window": f"{w}d", "baseline": f"{w * k}d", "op": op, "value": v},
+        WINDOW_DAYS,
+        st.integers(1, 4),
+        OPS,
+        NUM,
+    ),
+    st.builds(
+        lambda w, op, v: {"metric": "seat_utilisation", "window": f"{w}d", "op": op, "value": v}, WINDOW_DAYS, OPS, st.floats(0, 200)
+    ),
 )
 field_leaf = st.one_of(
-    st.builds(lambda v: {"field": "account.plan", "op": "in", "value": v},
-              st.lists(st.sampled_from(["starter", "pro", "enterprise"]), min_size=1, max_size=3, unique=True)),
+    st.builds(
+        lambda v: {"field": "account.plan", "op": "in", "value": v},
+        st.lists(st.sampled_from(["starter", "pro", "enterprise"]), min_size=1, max_size=3, unique=True),
+    ),
     st.builds(lambda op, v: {"field": "account.arr", "op": op, "value": v}, OPS, st.integers(0, 10_000)),
     st.builds(lambda v: {"field": "account.traits.industry", "op": "exists", "value": v}, st.booleans()),
 )
 conditions = st.recursive(
     st.one_of(metric_leaf, field_leaf),
-    lambda children: st.one_of(st.builds(lambda c: {"all": c}, st.lists(children, min_size=1, max_size=3)),
-                               st.builds(lambda c: {"any": c}, st.lists(children, min_size=1, max_size=3)),
-                               st.builds(lambda c: {"not": c}, children)),
+    lambda children: st.one_of(
+        st.builds(lambda c: {"all": c}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda c: {"any": c}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda c: {"not": c}, children),
+    ),
     max_leaves=8,
 )
 
@@ -184,8 +246,10 @@ def test_parse_serialise_parse_is_the_identity_and_means_the_same():
         assert again == cond and again.to_dict() == cond.to_dict()
         # ...and means the same on arbitrary measured values.
         labels = sorted({leaf.label for leaf in leaves(cond)})
-        vals = {label: data.draw(st.one_of(st.none(), st.floats(-200, 200), st.sampled_from(["pro", "starter", "x"])), label=label)
-                for label in labels}
+        vals = {
+            label: data.draw(st.one_of(st.none(), st.floats(-200, 200), st.sampled_from(["pro", "starter", "x"])), label=label)
+            for label in labels
+        }
         assert explain(cond, lambda leaf: vals[leaf.label])[0] == explain(again, lambda leaf: vals[leaf.label])[0]
 
     roundtrip()
@@ -196,11 +260,13 @@ def test_parse_serialise_parse_is_the_identity_and_means_the_same():
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(values=st.dictionaries(st.integers(0, 40), st.one_of(st.integers(-5, 5), st.floats(-5, 5), st.just(math.inf)), max_size=30),
-       extra=st.sets(st.integers(0, 45), max_size=10),
-       op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
-       want=st.one_of(st.integers(-6, 6), st.floats(-6, 6)),
-       default=st.sampled_from([0.0, math.inf, None]))
+@given(
+    values=st.dictionaries(st.integers(0, 40), st.one_of(st.integers(-5, 5), st.floats(-5, 5), st.just(math.inf)), max_size=30),
+    extra=st.sets(st.integers(0, 45), max_size=10),
+    op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
+    want=st.one_of(st.integers(-6, 6), st.floats(-6, 6)),
+    default=st.sampled_from([0.0, math.inf, None]),
+)
 def test_matching_by_sorted_values_is_the_predicate_per_subject(values, extra, op, want, default):
     """The tick answers a numeric comparison by bisecting the sorted values
     (NumericOrder); it must select exactly the subjects the predicate admits one by one,
