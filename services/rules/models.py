@@ -9,6 +9,7 @@ from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, JSONType, UTCDateTime
+from shared.signals import Signal
 
 
 class Rule(Base):
@@ -76,6 +77,21 @@ class SignalRecord(Base):
     # for this signal; NULL once it has (or for signals older than the sweeper).
     decision_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     republished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    def to_signal(self) -> Signal:
+        """The signal as published on cs.signals (the outbox payload, and the sweeper's republish)."""
+        return Signal(
+            signal_id=self.signal_id,
+            rule_id=self.rule_id,
+            rule_version=self.rule_version,
+            rule_name=self.rule_name,
+            account_id=self.account_id,
+            user_id=self.user_id,
+            kind=self.kind,
+            severity=self.severity,
+            fired_at=self.fired_at,
+            evidence=self.evidence,
+        )
 
 
 class RuleCooldown(Base):

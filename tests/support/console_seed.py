@@ -23,7 +23,6 @@ from services.rules.rules.importer import STARTER_DIR, import_rules
 from shared.clock import SimulatedClock
 from shared.db import transaction
 from shared.events import Event
-from shared.signals import Signal
 
 XSS_SCRIPT = "<script>window.__pwned = 1</script>"
 XSS_IMG = '"><img src=x onerror="window.__pwned = 2">'
@@ -80,21 +79,7 @@ def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 20, d
     run_tick(session_factory, settings, now)
     with session_factory() as s:
         rows = list(s.scalars(select(SignalRecord)))
-    signals = [
-        Signal(
-            signal_id=r.signal_id,
-            rule_id=r.rule_id,
-            rule_version=r.rule_version,
-            rule_name=r.rule_name,
-            account_id=r.account_id,
-            user_id=r.user_id,
-            kind=r.kind,
-            severity=r.severity,
-            fired_at=r.fired_at,
-            evidence=r.evidence,
-        )
-        for r in rows
-    ]
+    signals = [r.to_signal() for r in rows]
     worker = SignalWorker(settings, session_factory, clock)
     with transaction(session_factory) as s:
         worker.handle_batch(s, [_Record(sig.model_dump_json().encode()) for sig in signals])

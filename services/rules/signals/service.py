@@ -123,24 +123,7 @@ def republish_orphans(session: Session, now: datetime, settings: Settings, limit
     grace = timedelta(seconds=settings.signal_decision_grace_seconds)
     enqueue_many(
         session,
-        [
-            _outbox_message(
-                settings,
-                Signal(
-                    signal_id=r.signal_id,
-                    rule_id=r.rule_id,
-                    rule_version=r.rule_version,
-                    rule_name=r.rule_name,
-                    account_id=r.account_id,
-                    user_id=r.user_id,
-                    kind=r.kind,
-                    severity=r.severity,
-                    fired_at=r.fired_at,
-                    evidence=r.evidence,
-                ),
-            )
-            for r in orphans
-        ],
+        [_outbox_message(settings, r.to_signal()) for r in orphans],
         now,
     )
     for r in orphans:
