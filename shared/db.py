@@ -8,14 +8,14 @@ dialect-specific piece is :func:`insert_on_conflict`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Column, DateTime, MetaData, Table, TypeDecorator, create_engine, event, select
+from sqlalchemy import JSON, Column, DateTime, MetaData, Table, TypeDecorator, any_, bindparam, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, Result
 from sqlalchemy.exc import DBAPIError
@@ -242,6 +242,17 @@ def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
         session.execute(table.insert(), rows)
 
 
+def is_in(session: Session, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN values``. On PostgreSQL one array parameter (``= ANY``): the statement's
+    text does not grow with the values, so psycopg converts it once and caches it, where
+    an IN list of hundreds of parameters is rendered and parsed again every time. On
+    SQLite a plain IN list (keep it under SQLite's 32,766 parameters)."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type), expanding=False))
+    return column.in_(values)
+
+
 def insert_new(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str], *, any_unique: bool = False) -> set[Any]:
     """Insert ``rows``, skipping those whose ``key`` exists; return the keys that were new.
     The idempotency primitive: a redelivered event or signal inserts nothing and is
@@ -258,7 +269,7 @@ def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dic
     stage = Table(name, MetaData(), *[Column(c, table.c[c].type) for c in columns], prefixes=["TEMPORARY"])
     conn = session.connection()
     conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS')
-    conn.exec_driver_sql(f'TRUNCATE "{name}"')
+    conn.exec_driver_sql(f'DELETE FROM "{name}"')  # empty but for an earlier use in this transaction; TRUNCATE costs a new file
     _pg_copy(session, name, table, columns, rows)
     return stage
 

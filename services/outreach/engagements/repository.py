@@ -23,7 +23,7 @@ from services.outreach.models import (
     Playbook,
     PlaybookVersion,
 )
-from shared.db import insert_on_conflict
+from shared.db import insert_on_conflict, is_in
 
 
 def _pg(session: Session) -> bool:
@@ -110,7 +110,7 @@ def accounts_with_open(session: Session, account_ids: Iterable[str]) -> set[str]
         out.update(
             session.scalars(
                 select(Engagement.account_id)
-                .where(Engagement.account_id.in_(ids[i : i + 900]), Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES))
+                .where(is_in(session, Engagement.account_id, ids[i : i + 900]), Engagement.status.in_(OPEN_ENGAGEMENT_STATUSES))
                 .distinct()
             )
         )

@@ -6,8 +6,9 @@ Asked one account at a time, a send step's reads (contacts, open engagements,
 frequency-cap counts, suppressions, exit and branch conditions, the template) cost a
 dozen statements per signal. A :class:`Batch` answers each kind of read for *every*
 account of the batch with one statement, the first time any enrolment asks, and keeps
-the answer; it holds the message rows the steps write until :meth:`Batch.flush`
-inserts them in one statement. The frequency caps count the held rows too
+the answer; it holds the new enrolments (in their state after their first steps) and
+the message rows the steps write until :meth:`Batch.flush` inserts them, one statement
+each. The frequency caps count the held rows too
 (:class:`~services.outreach.policy.service.TouchCounts`), so a later enrolment of the
 same account in the batch is capped exactly as if each row had been inserted at once.
 
@@ -45,6 +46,9 @@ from services.rules.conditions import Condition, evaluator
 from shared.metrics import MESSAGES_ENQUEUED
 
 
+_ENROLLMENT_COLUMNS = tuple(c.key for c in Enrollment.__table__.columns)
+
+
 class Batch:
     """The reads and writes of the steps of the enrolments of ``accounts`` at ``now``.
     Every enrolment advanced through it must belong to one of ``accounts``."""
@@ -53,6 +57,7 @@ class Batch:
         self.session, self.settings, self.now = session, settings, now
         self.accounts = dict(accounts)
         self._held: list[dict[str, Any]] = []
+        self._pending: list[Enrollment] = []  # new enrolments after their first steps, not inserted yet
         self._new: set[str] = set()  # enrolments this batch inserted: not tracked by the session
         self._changed: dict[str, Enrollment] = {}  # of those, the ones whose run state is not stored yet
         self._parsed: dict[str, Condition] = {}  # condition JSON -> parsed: pure, kept across forget()
@@ -136,6 +141,11 @@ class Batch:
         self._held.extend(rows)
         self.counts.add(rows)
 
+    def add_enrollment(self, enrollment: Enrollment) -> None:
+        """Hold a new enrolment (a plain object, not in the session), its first steps run,
+        for :meth:`flush` to insert as it is now: one write, in its final state."""
+        self._pending.append(enrollment)
+
     def inserted(self, enrollment: Enrollment) -> None:
         """``enrollment`` was inserted by the batch (a plain object, not in the session):
         the batch stores its run state (:meth:`changed`)."""
@@ -157,10 +167,13 @@ class Batch:
                 self.session.expire(copy)
 
     def flush(self) -> set[str]:
-        """Insert the held message rows (keyed: a row whose id exists is left alone),
-        store the new enrolments' run state and flush the session; then drop what was
-        kept, since the held rows are now in the table. Returns the message ids that
-        were new."""
+        """Insert the held enrolments, then the held message rows (keyed: a row whose id
+        exists is left alone), store the run state of the enrolments inserted before
+        their steps ran, and flush the session; then drop what was kept, since the held
+        rows are now in the table. Returns the message ids that were new."""
+        pending, self._pending = self._pending, []
+        if pending:
+            playbook_repo.insert_enrollments_checked(self.session, [{c: e.__dict__.get(c) for c in _ENROLLMENT_COLUMNS} for e in pending])
         self.write_enrollments()
         rows, self._held = self._held, []
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}

@@ -22,6 +22,7 @@ class MessageRows:
 
     def __init__(self, enrollment: Enrollment, step_id: str, channel: str, template_id: str | None, now: datetime):
         self.enrollment, self.step_id, self.now = enrollment, step_id, now
+        self._keys: dict[str, str] = {}  # address -> message id (the unsubscribe link names it too)
         self.base: dict[str, Any] = {
             "enrollment_id": enrollment.id,
             "playbook_id": enrollment.playbook_id,
@@ -42,7 +43,11 @@ class MessageRows:
         }
 
     def key(self, r: Recipient) -> str:
-        return message_key(self.enrollment.id, self.step_id, r.address or f"user:{r.user_id}")
+        address = r.address or f"user:{r.user_id}"
+        key = self._keys.get(address)
+        if key is None:
+            key = self._keys[address] = message_key(self.enrollment.id, self.step_id, address)
+        return key
 
     def row(self, r: Recipient, state: str, reason: str | None = None, **extra: Any) -> dict[str, Any]:
         d = {

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
-from shared.db import insert_new
+from shared.db import insert_new, is_in
 
 
 def get_head(session: Session, playbook_id: str) -> Playbook | None:
@@ -53,6 +54,39 @@ def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 def record_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert one decision per signal (a redelivery inserts nothing); returns the new ids."""
     return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"])
+
+
+def enrollment_conflicts(session: Session, ids: list[str], active_keys: list[str]) -> tuple[set[str], set[str]]:
+    """Which of ``ids`` exist, and which of ``active_keys`` a running enrolment holds: one
+    statement (none without ids)."""
+    if not ids:
+        return set(), set()
+    t = Enrollment.__table__
+    rows = session.execute(
+        select(t.c.id, t.c.active_key).where(or_(is_in(session, t.c.id, ids), is_in(session, t.c.active_key, active_keys)))
+    )
+    found_ids, found_keys = set(), set()
+    for i, k in rows:
+        found_ids.add(i)
+        if k is not None:
+            found_keys.add(k)
+    return found_ids & set(ids), found_keys
+
+
+class _EnrolledMeanwhile(Exception):
+    sqlstate = "40001"  # serialization_failure: the batch's transaction is retried (shared.db.transient_db_error)
+
+
+def insert_enrollments_checked(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert enrolments that :func:`enrollment_conflicts` found free. One that a
+    concurrent transaction inserted meanwhile (its ``active_key`` or id) is not inserted
+    and fails the transaction as a serialization failure: retried, the batch reads it."""
+    inserted = insert_enrollments(session, rows)
+    if len(inserted) < len(rows):
+        missed = sorted({r["id"] for r in rows} - inserted)
+        raise OperationalError(
+            "INSERT INTO enrollments", None, _EnrolledMeanwhile(f"{len(missed)} enrolment(s) inserted concurrently, e.g. {missed[0]}")
+        )
 
 
 def insert_enrollments(session: Session, rows: list[dict[str, Any]]) -> set[str]:

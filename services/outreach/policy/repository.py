@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Engagement, EngagementEvent, Enrollment, Message, Suppression
-from shared.db import rowcount, upsert
+from shared.db import is_in, rowcount, upsert
 from shared.privacy import ERASED, contains_any, scrub
 
 # "csm" rows are touches a CSM logged on an engagement: one budget for machines and people.
@@ -23,7 +23,7 @@ def suppressed(session: Session, hashes: Iterable[str]) -> set[str]:
     hashes = sorted(set(hashes))
     out: set[str] = set()
     for i in range(0, len(hashes), _CHUNK):
-        out.update(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes[i : i + _CHUNK]))))
+        out.update(session.scalars(select(Suppression.email_hash).where(is_in(session, Suppression.email_hash, hashes[i : i + _CHUNK]))))
     return out
 
 
@@ -54,9 +54,9 @@ def list_suppressions(session: Session, *, reason: str | None, limit: int, after
     return list(session.scalars(q))
 
 
-def _counted(account_ids: list[str], since: datetime, playbook_id: str | None) -> list[Any]:
+def _counted(session: Session, account_ids: list[str], since: datetime, playbook_id: str | None) -> list[Any]:
     conds = [
-        Message.account_id.in_(account_ids),
+        is_in(session, Message.account_id, account_ids),
         Message.created_at >= since,
         Message.channel.in_(CUSTOMER_CHANNELS),
         Message.state.in_(COUNTED_STATES),
@@ -75,7 +75,7 @@ def contact_messages(
     for i in range(0, len(ids), _CHUNK):
         q = (
             select(Message.account_id, Message.user_id, func.count())
-            .where(*_counted(ids[i : i + _CHUNK], since, playbook_id), Message.user_id.is_not(None))
+            .where(*_counted(session, ids[i : i + _CHUNK], since, playbook_id), Message.user_id.is_not(None))
             .group_by(Message.account_id, Message.user_id)
         )
         out.update({(a, u): n for a, u, n in session.execute(q) if u is not None})
@@ -89,7 +89,7 @@ def account_touches(session: Session, account_ids: Iterable[str], since: datetim
     for i in range(0, len(ids), _CHUNK):
         q = (
             select(Message.account_id, func.count(func.distinct(Message.touch_key)))
-            .where(*_counted(ids[i : i + _CHUNK], since, playbook_id))
+            .where(*_counted(session, ids[i : i + _CHUNK], since, playbook_id))
             .group_by(Message.account_id)
         )
         out.update({a: n for a, n in session.execute(q)})

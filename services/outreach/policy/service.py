@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,9 +41,14 @@ class Caps:
 
 
 def global_caps(settings) -> Caps:
+    return _caps(settings.contact_cap_messages, settings.contact_cap_days, settings.account_cap_touches, settings.account_cap_days)
+
+
+@lru_cache(maxsize=16)
+def _caps(contact_messages: int, contact_days: float, account_touches: int, account_days: float) -> Caps:
     return Caps(
-        contact=Cap(settings.contact_cap_messages, settings.contact_cap_days) if settings.contact_cap_messages > 0 else None,
-        account=Cap(settings.account_cap_touches, settings.account_cap_days) if settings.account_cap_touches > 0 else None,
+        contact=Cap(contact_messages, contact_days) if contact_messages > 0 else None,
+        account=Cap(account_touches, account_days) if account_touches > 0 else None,
     )
 
 

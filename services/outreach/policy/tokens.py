@@ -11,10 +11,12 @@ import base64
 import hashlib
 import hmac
 import json
+from functools import lru_cache
 
 PURPOSE = b"touchline/unsubscribe/v1"
 
 
+@lru_cache(maxsize=8)
 def _key(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode(), PURPOSE, hashlib.sha256).digest()
 

@@ -41,6 +41,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.runtime import new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.utils import _PassArg, pass_context
 
@@ -208,6 +209,9 @@ def _concat_checked(_context, value):
     return value
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class BudgetedSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox plus the render budget (see the module docstring)."""
 
@@ -237,6 +241,17 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
                         if isinstance(c, nodes.Concat):
                             child[i] = nodes.Filter(c, self._CONCAT, [], [], None, None, lineno=c.lineno)
         return tree
+
+    def getattr(self, obj, attribute):
+        # ``x.name`` on a plain dict that has no such attribute is ``x["name"]``: what
+        # Jinja2 finds after a failed getattr() (an AttributeError raised and caught, the
+        # costliest part of rendering a template of dicts), found first. Same result.
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except (TypeError, KeyError):
+                pass
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context, operator, left, right):
         spend = _SPEND.get()
@@ -329,10 +344,12 @@ def _render_within(template, context: dict[str, Any], budget: RenderBudget) -> s
     try:
         chunks: list[str] = []
         size = 0
+        limit = budget.max_output_chars
         try:
-            for chunk in template.root_render_func(template.new_context(context)):
+            for chunk in template.root_render_func(_new_context(template, context)):
                 size += len(chunk)
-                spend.size(size, "the rendered text")
+                if size > limit:
+                    spend.size(size, "the rendered text")
                 spend.tick()
                 chunks.append(chunk)
         except Exception:
@@ -340,6 +357,15 @@ def _render_within(template, context: dict[str, Any], budget: RenderBudget) -> s
         return template.environment.concat(chunks)
     finally:
         _SPEND.reset(token)
+
+
+def _new_context(template, variables: dict[str, Any]):
+    """``template.new_context(variables)``, without reading the template's globals (a
+    ChainMap) twice per render: they are copied once per compiled template."""
+    flat = getattr(template, "_tl_globals", None)
+    if flat is None:
+        flat = template._tl_globals = dict(template.globals)
+    return new_context(template.environment, template.name, template.blocks, {**flat, **variables}, True, flat)
 
 
 def render_part(part: str, source: str, context: dict[str, Any], budget: RenderBudget | None = None) -> str:

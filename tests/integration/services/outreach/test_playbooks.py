@@ -635,3 +635,46 @@ def test_signals_of_one_account_in_one_batch_enrol_as_if_one_after_the_other(top
     by_signal = {e.signal_id: e.id for e in enrollments(session_factory, playbook_id="at-once")}
     assert {m.state for m in messages(session_factory, enrollment_id=by_signal["o1"])} == {"queued"}
     assert {m.skip_reason for m in messages(session_factory, enrollment_id=by_signal["o2"])} == {"contact_cap"}
+
+
+def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_retried(topics, session_factory, clock, monkeypatch):
+    """A batch reads once which of its accounts are enrolled already, and inserts its
+    enrolments at the end. An account another transaction enrolled in between is not
+    enrolled twice, nor are messages written for it: the batch fails as a serialization
+    failure (the worker retries it, and then reads that enrolment)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from services.outreach.models import Message, OutreachDecision
+    from services.outreach.playbooks import repository as playbook_repo
+    from services.outreach.playbooks.consumer import SignalWorker
+    from shared.db import transaction, transient_db_error
+
+    add_account(session_factory, "acme")
+    save_template(session_factory, topics)
+    save_playbook(
+        session_factory,
+        "waits",
+        simple_playbook(
+            trigger={"rules": ["r-wait"]},
+            steps=[
+                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+                {"type": "wait", "duration": "3d"},
+            ],
+        ),
+    )
+    worker = SignalWorker(topics, session_factory, clock)
+    with transaction(session_factory) as s:
+        worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w1")]))
+    with monkeypatch.context() as m:  # the read misses w1's enrolment, as if it had committed just after it
+        m.setattr(playbook_repo, "enrollment_conflicts", lambda session, ids, keys: (set(), set()))
+        with pytest.raises(DBAPIError) as failed, transaction(session_factory) as s:
+            worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w2")]))
+    assert transient_db_error(failed.value) == "serialization"
+    assert [e.signal_id for e in enrollments(session_factory)] == ["w1"]
+    with transaction(session_factory) as s:  # the retry
+        worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w2")]))
+    with session_factory() as s:
+        decisions = {d.signal_id: (d.decision, d.reason) for d in s.scalars(select(OutreachDecision))}
+        assert s.scalar(select(func.count()).select_from(Message)) == 1
+    assert decisions == {"w1": ("enrolled", None), "w2": ("skipped", "already_enrolled")}
+    assert [e.signal_id for e in enrollments(session_factory)] == ["w1"]
