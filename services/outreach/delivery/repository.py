@@ -18,7 +18,7 @@ SENDABLE_CHANNELS = ("email", "webhook")
 def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert outbox rows; the ids already present are left alone (idempotent redo).
     Returns the ids that were new."""
-    return insert_new(session, Message.__table__, rows, ["id"])
+    return insert_new(session, Message.__table__, rows, ["id"], binary=True)
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime, token: str) -> list[Message]:

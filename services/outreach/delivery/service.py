@@ -13,6 +13,7 @@ from services.outreach.channels import DeliveryError
 from services.outreach.models import Message
 from services.outreach.policy import repository as policy_repo
 from services.outreach.policy.tokens import email_hash
+from shared.ids import uuid5
 
 NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4d59-9f0b-5d7a3e0f2a11")
 
@@ -20,7 +21,7 @@ NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4d59-9f0b-5d7a3e0f2a11")
 def message_key(enrollment_id: str, step_id: str, recipient: str) -> str:
     """The idempotency key of a message: the same enrolment, step and recipient always
     give the same id, so redoing a step (a redelivered signal, a timer run twice) is a no-op."""
-    return str(uuid.uuid5(NAMESPACE, f"{enrollment_id}\x1f{step_id}\x1f{recipient.lower()}"))
+    return uuid5(NAMESPACE, f"{enrollment_id}\x1f{step_id}\x1f{recipient.lower()}")
 
 
 def backoff(attempts: int, key: str, settings) -> timedelta:

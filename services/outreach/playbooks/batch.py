@@ -24,6 +24,7 @@ The timer worker advances one enrolment at a time, and gives each a batch of one
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
@@ -182,9 +183,8 @@ class Batch:
         new: set[str] = set()
         for same in shapes.values():
             new |= delivery_repo.insert_messages(self.session, same)
-        for row in rows:
-            if row["id"] in new:
-                MESSAGES_ENQUEUED.labels(row["channel"], row["state"]).inc()
+        for (channel, state), n in Counter((row["channel"], row["state"]) for row in rows if row["id"] in new).items():
+            MESSAGES_ENQUEUED.labels(channel, state).inc(n)
         self.session.flush()
         self.forget()
         return new

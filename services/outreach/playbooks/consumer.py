@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
@@ -113,8 +114,8 @@ class SignalWorker(BatchWorker):
                     "decided_at": now,
                 }
             )
-        for row in decisions:
-            OUTREACH_DECISIONS.labels(row["decision"]).inc()
+        for decision, n in Counter(row["decision"] for row in decisions).items():
+            OUTREACH_DECISIONS.labels(decision).inc(n)
         repo.record_decisions(session, decisions)
         return BatchResult(
             rejects=rejects, summary={"signals": len(new), "duplicates": duplicates, "enrolled": enrolled, "already_enrolled": already}

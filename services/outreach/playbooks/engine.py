@@ -38,6 +38,7 @@ from services.outreach.playbooks.holdouts import is_held_out
 from services.outreach.playbooks.schemas import PlaybookDefinition
 from services.outreach.playbooks.steps import REGISTRY, ParsedSteps, StepContext
 from services.outreach.policy import service as policy
+from shared.ids import uuid5
 
 log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("0b6f0d64-8d0c-4c43-a7d4-6a2b1d6f3e90")
@@ -107,7 +108,7 @@ def load_compiled(session: Session, playbook_id: str, version: int) -> Compiled:
 
 
 def enrollment_id(playbook_id: str, account_id: str, signal_id: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{playbook_id}\x1f{account_id}\x1f{signal_id}"))
+    return uuid5(NAMESPACE, f"{playbook_id}\x1f{account_id}\x1f{signal_id}")
 
 
 def _active_key(compiled: Compiled, signal: Any) -> str:

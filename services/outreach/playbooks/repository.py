@@ -48,12 +48,12 @@ def enabled_current(session: Session) -> list[tuple[Playbook, PlaybookVersion]]:
 
 def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert signal receipts; returns the signal ids seen for the first time."""
-    return insert_new(session, SignalReceipt.__table__, rows, ["signal_id"])
+    return insert_new(session, SignalReceipt.__table__, rows, ["signal_id"], binary=True)
 
 
 def record_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert one decision per signal (a redelivery inserts nothing); returns the new ids."""
-    return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"])
+    return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"], binary=True)
 
 
 def enrollment_conflicts(session: Session, ids: list[str], active_keys: list[str]) -> tuple[set[str], set[str]]:
@@ -93,7 +93,7 @@ def insert_enrollments(session: Session, rows: list[dict[str, Any]]) -> set[str]
     """Insert enrolments in one statement, each unless the account is already active in
     the playbook (the unique ``active_key``) or this very enrolment exists; returns the
     ids inserted. No two rows may share an ``active_key``."""
-    return insert_new(session, Enrollment.__table__, rows, ["id"], any_unique=True)
+    return insert_new(session, Enrollment.__table__, rows, ["id"], any_unique=True, binary=True)
 
 
 # What running steps changes on an enrolment.

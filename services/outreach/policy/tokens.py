@@ -29,9 +29,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # what json.dumps(..., separators=(",", ":")) builds per call
+
+
 def make_token(secret_key: str, *, email: str, account_id: str, message_id: str | None = None) -> str:
-    payload = json.dumps({"e": email.lower(), "a": account_id, "m": message_id}, separators=(",", ":")).encode()
-    sig = hmac.new(_key(secret_key), payload, hashlib.sha256).digest()
+    payload = _COMPACT.encode({"e": email.lower(), "a": account_id, "m": message_id}).encode()
+    sig = hmac.digest(_key(secret_key), payload, "sha256")
     return f"{_b64(payload)}.{_b64(sig)}"
 
 

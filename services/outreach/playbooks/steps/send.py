@@ -77,13 +77,14 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
         if customer
         else None
     )
-    blocked = ctx.batch.suppressed([email_hash(r.address) for r in recipients if r.address]) if step.channel == "email" else set()
+    hashes = {r.address: email_hash(r.address) for r in recipients if r.address} if step.channel == "email" else {}
+    blocked = ctx.batch.suppressed(hashes.values()) if hashes else set()
     reasons: list[str | None] = []
     for r in recipients:
         reason = account_reason
         if reason is None and step.channel == "email" and not r.address:
             reason = "no_email"
-        if reason is None and step.channel == "email" and email_hash(r.address) in blocked:
+        if reason is None and step.channel == "email" and hashes[r.address] in blocked:
             reason = "suppressed"
         if reason is None and r.user is not None and (r.user.traits or {}).get("erased"):
             reason = "erased"
