@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Mapping
 from datetime import date, timedelta
-from itertools import accumulate
-from operator import itemgetter
+from itertools import accumulate, compress
 
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
+from services.rules.evaluation.engine import ChunkColumns
 
 
 class DailySeries:
@@ -30,12 +31,17 @@ class DailySeries:
         self.hi = end
         self.length = (self.hi - self.lo).days + 1
         self._usage: dict[str | None, dict[str, tuple[list[int], list[int]]]] = {}
-        self._last: dict[tuple[str, int], tuple[dict[str, list[int]], dict[str, date]]] = {}
+        self._last: dict[tuple[str, int], tuple[dict[str, int], dict[str, date]]] = {}
+        self._day_masks: dict[str, dict[str, int]] = {}
         self._users: dict[int, dict[str, list[int]]] = {}
+        self._columns: dict[int, tuple[list[str], list[tuple[int, ...]]]] = {}
+        self._index: dict[str, int] | None = None
+        self._seats: dict[str, int] | None = None
         self._user_masks: dict[str, list[int]] | None = None
         self._rows: dict | None = None
         self._rows_traits = False
         self._ids: frozenset[str] | None = None
+        self._day_list: list[date] | None = None
 
     # ---- loading ------------------------------------------------------
     def _idx(self, d: date) -> int:
@@ -90,6 +96,23 @@ class DailySeries:
             self._users[window] = out
         return self._users[window]
 
+    def columns(self, window: int) -> tuple[list[str], list[tuple[int, ...]]]:
+        """:meth:`users` by day: (accounts, counts) where ``counts[j][i]`` is account ``i``'s
+        distinct active users in the ``window``-day window ending day ``j`` (a day's
+        answer is then a pass over one tuple, not a lookup per account)."""
+        if window not in self._columns:
+            users = self.users(window)
+            ids = list(users)
+            cols: list[tuple[int, ...]] = list(zip(*users.values(), strict=True)) if ids else [()] * self.length
+            self._columns[window] = (ids, cols)
+        return self._columns[window]
+
+    def _account_index(self) -> dict[str, int]:
+        """Account -> its position in :meth:`columns` (the same order for every window)."""
+        if self._index is None:
+            self._index = {a: i for i, a in enumerate(self._masks())}
+        return self._index
+
     def _masks(self) -> dict[str, list[int]]:
         if self._user_masks is None:
             self._user_masks = {}
@@ -103,6 +126,12 @@ class DailySeries:
             self._rows = usage.account_rows(self.session, None, with_traits)
             self._rows_traits = with_traits
         return self._rows
+
+    def seats(self) -> dict[str, int]:
+        """Account -> seats bought, for accounts with seats (seat utilisation's denominator)."""
+        if self._seats is None:
+            self._seats = {a: r.seats for a, r in self.account_rows(False).items() if r.seats}
+        return self._seats
 
     def account_ids(self) -> set[str]:
         if self._ids is None:
@@ -125,10 +154,11 @@ class DailySeries:
     def active_user_counts(self, start: date, end: date) -> dict[str, int] | None:
         if not self._covers(start, end):
             return None
-        w, j = (end - start).days + 1, self._idx(end)
-        return {a: s[j] for a, s in self.users(w).items() if s[j] > 0}
+        ids, cols = self.columns((end - start).days + 1)
+        col = cols[self._idx(end)]
+        return dict(compress(zip(ids, col, strict=True), col))
 
-    def chunked_metric(self, of: str, event: str | None, ranges: list[tuple[date, date]]) -> dict[str, list[int]] | None:
+    def chunked_metric(self, of: str, event: str | None, ranges: list[tuple[date, date]]) -> Mapping[str, list[int]] | None:
         lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
         if not all(self._covers(a, b) for a, b in ranges):
             return None
@@ -141,13 +171,8 @@ class DailySeries:
                 return None
             widths = {w for w, _, _ in spans}
             if len(widths) == 1:  # the change metric: one series read at several offsets
-                ends = [j for _, _, j in spans]
-                get = itemgetter(*ends) if len(ends) > 1 else (lambda s, j=ends[0]: (s[j],))
-                for a, s in self.users(widths.pop()).items():
-                    values = get(s)
-                    if any(values):
-                        out[a] = list(values)
-                return out
+                ids, cols = self.columns(widths.pop())
+                return ChunkColumns(ids, [cols[j] for _, _, j in spans], self._account_index())
             series = {w: self.users(w) for w in widths}
             for a in set().union(*series.values()):
                 values = [series[w][a][j] if a in series[w] else 0 for w, _, j in spans]
@@ -167,31 +192,28 @@ class DailySeries:
             return None
         key = (event, lookback_days)
         if key not in self._last:
-            last: dict[str, list[int]] = {}
-            for a, (_, r) in self.usage(event).items():
-                seq, cur = [], -1
-                for i in range(self.length):
-                    if r[i + 1] > r[i]:
-                        cur = i
-                    seq.append(cur)
-                last[a] = seq
+            if event not in self._day_masks:
+                self._day_masks[event] = dict(usage.event_day_masks(self.session, event, self.lo, self.hi))
             # The last day before the loaded range (any older one is past the lookback of every day >= lo).
             before = usage.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, None)
-            self._last[key] = (last, before)
-        last, before = self._last[key]
+            self._last[key] = (self._day_masks[event], before)
+        masks, before = self._last[key]
         j, floor = self._idx(end), end - timedelta(days=lookback_days)
-        days, lowest = self._days(), self._idx(floor) + 1  # in-range days after the floor
+        days, lowest = self._days(), max(self._idx(floor) + 1, 0)  # in-range days after the floor
+        upto = (1 << (j + 1)) - 1  # the days up to ``end``
         out = {a: d for a, d in before.items() if d > floor}
-        for a, seq in last.items():
-            i = seq[j]
-            if i >= 0 and i >= lowest:
+        for a, m in masks.items():
+            i = (m & upto).bit_length() - 1  # the last day with a row, up to ``end``
+            if i >= lowest:
                 out[a] = days[i]
             elif i >= 0:
                 out.pop(a, None)
         return out
 
     def _days(self) -> list[date]:
-        return [self.lo + timedelta(days=i) for i in range(self.length)]
+        if self._day_list is None:
+            self._day_list = [self.lo + timedelta(days=i) for i in range(self.length)]
+        return self._day_list
 
 
 # Byte b (eight days, bit k = day k) -> those days as eight little-endian 32-bit counters.

@@ -32,7 +32,7 @@ from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language import RuleDefinition, leaves
 from services.rules.language.ast import Metric
-from services.rules.language.evaluate import evidence, select as select_set
+from services.rules.language.evaluate import evidence, evidence_of, select as select_set
 from services.rules.rules import service as rules_service
 from shared.errors import Unprocessable
 from shared.settings import Settings
@@ -76,10 +76,10 @@ def run_backtest(
         fired: list[tuple[str, dict]] = []
         if d.trigger.scheduled or not needs_event:
             candidates = audience if d.trigger.scheduled else (usage.accounts_with_events(session, list(d.trigger.events), day) & audience)
-            for a in sorted(select_set(d.condition, candidates, meas.matching)):
-                if a in until and now < until[a]:
-                    continue  # in cooldown: it would be dropped below, so skip explaining it
-                fired.append((a, evidence(meas.explain(d.condition, a)[1])))
+            matched = select_set(d.condition, candidates, meas.matching)
+            # In cooldown: it would be dropped below, so skip explaining (and sorting) it.
+            for a in sorted(a for a in matched if a not in until or now >= until[a]):
+                fired.append((a, evidence_of(d.condition, meas.value_getter(a))))
         else:
             day_start = datetime.combine(day, dtime.min, tzinfo=timezone.utc)
             stored = usage.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))

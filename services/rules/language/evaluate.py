@@ -11,10 +11,12 @@ Semantics: a predicate on a missing value is false (so ``not`` of it is true), e
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable, Iterable
+from itertools import compress, repeat
 from typing import Any
 
 from .ast import All, AnyOf, Condition, Leaf, Not
@@ -53,6 +55,19 @@ def predicate(leaf: Leaf) -> Callable[[Any], bool]:
     return lambda v: v is not None and type(v) is type(want) and fn(v, want)
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_predicate(leaf: Leaf) -> Callable[[Any], bool]:
+    return predicate(leaf)
+
+
+def _predicate_of(leaf: Leaf) -> Callable[[Any], bool]:
+    """:func:`predicate`, built once per leaf (a backtest explains thousands of firings of one rule)."""
+    try:
+        return _cached_predicate(leaf)
+    except TypeError:  # a leaf holding an unhashable value
+        return predicate(leaf)
+
+
 def _hashable(v: Any) -> bool:
     return isinstance(v, Hashable)
 
@@ -76,7 +91,7 @@ def explain(node: Condition, value_of: Callable[[Leaf], Any]) -> tuple[bool, dic
         r, e = explain(node.child, value_of)
         return (not r), {"not": e, "result": not r}
     v = value_of(node)
-    result = predicate(node)(v)
+    result = _predicate_of(node)(v)
     out = {
         "predicate": node.label,
         "value": json_value(v),
@@ -112,6 +127,34 @@ def evidence(explanation: dict[str, Any]) -> dict[str, Any]:
         out[e["predicate"]] = item
 
     walk(explanation, False)
+    return out
+
+
+def evidence_of(node: Condition, value_of: Callable[[Leaf], Any]) -> dict[str, Any]:
+    """``evidence(explain(node, value_of)[1])`` without building the explanation in between
+    (a backtest builds the evidence of every firing: 30,000 for one rule in the bench).
+    Every leaf's value is asked, in the same order as :func:`explain` asks."""
+    out: dict[str, Any] = {}
+
+    def walk(n: Condition, negated: bool) -> None:
+        if isinstance(n, (All, AnyOf)):
+            for c in n.children:
+                walk(c, negated)
+            return
+        if isinstance(n, Not):
+            walk(n.child, not negated)
+            return
+        v = value_of(n)
+        item = {"value": json_value(v), "op": n.op, "threshold": list(n.value) if isinstance(n.value, tuple) else json_value(n.value)}
+        if isinstance(v, float) and math.isinf(v):
+            item["never_seen"] = True
+        if negated:
+            item["negated"] = True
+        if not negated and not _predicate_of(n)(v):
+            item["result"] = False  # an "any" branch that did not hold
+        out[n.label] = item
+
+    walk(node, False)
     return out
 
 
@@ -183,6 +226,19 @@ def matching_from_values(leaf: Leaf, universe: Iterable, values: dict, default: 
         and want == want
     ):
         out = set(universe.intersection(order.above(leaf.op, want)))
+        if test(default):
+            out |= universe.difference(values)
+        return out
+    if (
+        isinstance(universe, (set, frozenset))
+        and leaf.op in _OPS
+        and type(want) in (int, float)
+        and set(map(type, values.values())) <= {int, float}  # exact types: a bool is not a number here
+    ):
+        # Every value a number: the comparison itself is the predicate (NaN included), so
+        # one pass in C over the values answers it.
+        out = set(compress(values, map(_OPS[leaf.op], values.values(), repeat(want))))
+        out &= universe
         if test(default):
             out |= universe.difference(values)
         return out

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from services.rules.language import RuleValidationError, parse_condition, parse_rule
-from services.rules.language.evaluate import NumericOrder, explain, evidence, matching_from_values, predicate, select
+from services.rules.language.evaluate import NumericOrder, evidence, evidence_of, explain, matching_from_values, predicate, select
 
 RULE = {
     "name": "No login in 14 days",
@@ -247,10 +248,17 @@ def test_parse_serialise_parse_is_the_identity_and_means_the_same():
         # ...and means the same on arbitrary measured values.
         labels = sorted({leaf.label for leaf in leaves(cond)})
         vals = {
-            label: data.draw(st.one_of(st.none(), st.floats(-200, 200), st.sampled_from(["pro", "starter", "x"])), label=label)
+            label: data.draw(
+                st.one_of(st.none(), st.floats(-200, 200), st.just(math.inf), st.sampled_from(["pro", "starter", "x"])), label=label
+            )
             for label in labels
         }
         assert explain(cond, lambda leaf: vals[leaf.label])[0] == explain(again, lambda leaf: vals[leaf.label])[0]
+        # The evidence built directly (backtests) is the flattened explanation, asked in the same order.
+        asked: list = []
+        direct = evidence_of(cond, lambda leaf: asked.append(leaf) or vals[leaf.label])
+        assert direct == evidence(explain(cond, lambda leaf: vals[leaf.label])[1])
+        assert asked == leaves(cond)
 
     roundtrip()
     assert tried >= 300, tried
@@ -279,6 +287,33 @@ def test_matching_by_sorted_values_is_the_predicate_per_subject(values, extra, o
     assert order is not None
     assert matching_from_values(leaf, universe, values, default, order) == expected
     assert matching_from_values(leaf, universe, values, default) == expected
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    values=st.dictionaries(
+        st.integers(0, 40),
+        st.one_of(st.integers(-5, 5), st.floats(-5, 5), st.just(math.inf), st.just(math.nan), st.booleans(), st.none(), st.just("3")),
+        max_size=30,
+    ),
+    extra=st.sets(st.integers(0, 45), max_size=10),
+    op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
+    want=st.one_of(st.integers(-6, 6), st.floats(-6, 6), st.just(math.nan)),
+    default=st.sampled_from([0.0, math.inf, None]),
+    frozen=st.booleans(),
+)
+def test_matching_by_one_pass_is_the_predicate_per_subject(values, extra, op, want, default, frozen):
+    """Without a sorted order (a backtest day), a comparison over values that are all
+    numbers is one pass of the operator over them (NaN and bools are where it could
+    differ from the predicate); any other value falls back to the predicate per subject."""
+    leaf = parse_condition({"metric": "count", "event": "e", "window": "7d", "op": op, "value": 0})
+    leaf = dataclasses.replace(leaf, value=want)  # NaN thresholds do not parse; the function still must not guess
+    universe = set(values) | extra
+    test = predicate(leaf)
+    expected = {s for s in universe if test(values.get(s, default))}
+    got = matching_from_values(leaf, frozenset(universe) if frozen else universe, values, default)
+    assert got == expected
+    assert type(got) is set
 
 
 def test_no_sorted_order_when_a_value_is_not_a_number():
