@@ -9,6 +9,7 @@ import uuid
 from datetime import date, datetime, timedelta
 
 from services.ingest.models import Account, User, UserActivityDaily, UsageDaily
+from services.outreach.channels.smtp import SmtpSender, build_email
 from services.outreach.models import Message
 from shared.db import transaction
 from tests.support.helpers import T0, publish
@@ -161,3 +162,23 @@ def queue_messages(
     with transaction(session_factory) as s:
         delivery_repo.insert_messages(s, rows)
     return [r["id"] for r in rows]
+
+
+def send_one(sender: SmtpSender, key: str) -> None:
+    """Send one small email with message key ``key`` through ``sender``, then close it
+    (whatever the send raised)."""
+    try:
+        raw = build_email(
+            key=key,
+            mail_from="success@touchline.example",
+            mail_from_name="Touchline",
+            to="ada@acme.test",
+            subject="Hello",
+            text_body="Hi",
+            html_body="",
+            unsubscribe_url=None,
+            date=T0,
+        )
+        sender.send(raw, "success@touchline.example", "ada@acme.test")
+    finally:
+        sender.close()

@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.outreach.channels import DeliveryError
-from services.outreach.channels.smtp import SmtpConfig, SmtpSender, build_email
+from services.outreach.channels.smtp import SmtpConfig, SmtpSender
 from services.outreach.delivery import repository as repo
 from services.outreach.delivery.worker import SenderIdInUse, SenderWorker
 from services.outreach.devmail.sink import SinkHandler
@@ -27,7 +27,7 @@ from shared.broker import free_port
 from shared.db import transaction
 from shared.metrics import MESSAGES_DELIVERED, STALE_OUTCOMES
 from tests.support.helpers import T0, auth, wait_for
-from tests.support.outreach import messages, queue_messages
+from tests.support.outreach import messages, queue_messages, send_one
 
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)", re.MULTILINE)
 
@@ -206,35 +206,20 @@ def test_the_lease_is_renewed_while_its_owner_works(on_peer, session_factory, cl
     assert sorted(peer.message_ids().values()) == [1, 1, 1]
 
 
-def send_one(port: int, key: str, **config) -> None:
-    sender = SmtpSender(SmtpConfig(host="127.0.0.1", port=port, **config))
-    try:
-        raw = build_email(
-            key=key,
-            mail_from="success@touchline.example",
-            mail_from_name="T",
-            to="ada@acme.test",
-            subject="Hi",
-            text_body="Hi",
-            html_body="",
-            unsubscribe_url=None,
-            date=T0,
-        )
-        sender.send(raw, "success@touchline.example", "ada@acme.test")
-    finally:
-        sender.close()
+def smtp(port: int, **config) -> SmtpSender:
+    return SmtpSender(SmtpConfig(host="127.0.0.1", port=port, **config))
 
 
 def test_the_final_dot_reply_has_its_own_longer_timeout(peer):
     peer.delay = 3.0
-    send_one(peer.port, "slow-ok", timeout=1.5, data_timeout=30)  # slower than a command may be: still fine
+    send_one(smtp(peer.port, timeout=1.5, data_timeout=30), "slow-ok")  # slower than a command may be: still fine
     with pytest.raises(DeliveryError) as err:
-        send_one(peer.port, "too-slow", timeout=1.5, data_timeout=1.0)
+        send_one(smtp(peer.port, timeout=1.5, data_timeout=1.0), "too-slow")
     assert err.value.uncertain and "final dot" in err.value.detail
     assert peer.count == 2  # the server had it all along
     peer.delay, peer.reply = 0.0, "451 4.3.0 try later"
     with pytest.raises(DeliveryError) as err:
-        send_one(peer.port, "refused", timeout=5, data_timeout=5)
+        send_one(smtp(peer.port, timeout=5, data_timeout=5), "refused")
     assert err.value.transient and not err.value.uncertain and err.value.code == 451  # a clear answer is not uncertain
 
 

@@ -15,12 +15,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from services.outreach.channels import DeliveryError
-from services.outreach.channels.smtp import SmtpConfig, SmtpSender, build_email
+from services.outreach.channels.smtp import SmtpConfig, SmtpSender
 from services.outreach.delivery.worker import SenderWorker
 from services.outreach.devmail.sink import SinkHandler
 from shared.broker import free_port
-from tests.support.helpers import T0
-from tests.support.outreach import messages, queue_messages
+from tests.support.outreach import messages, queue_messages, send_one
 
 
 @pytest.fixture(scope="module")
@@ -102,28 +101,13 @@ def smtp_server(certificate):
         c.stop()
 
 
-def send_one(url: str, ca_file) -> None:
-    sender = SmtpSender(SmtpConfig.from_url(url, 10.0, ca_file=str(ca_file) if ca_file else None))
-    try:
-        raw = build_email(
-            key="tls-1",
-            mail_from="success@touchline.example",
-            mail_from_name="Touchline",
-            to="ada@acme.test",
-            subject="Hello",
-            text_body="Hi",
-            html_body="",
-            unsubscribe_url=None,
-            date=T0,
-        )
-        sender.send(raw, "success@touchline.example", "ada@acme.test")
-    finally:
-        sender.close()
+def send_one_to(url: str, ca_file) -> None:
+    send_one(SmtpSender(SmtpConfig.from_url(url, 10.0, ca_file=str(ca_file) if ca_file else None)), "tls-1")
 
 
 def test_starttls_is_used_when_offered_and_auth_goes_over_it(smtp_server, certificate):
     handler, port = smtp_server("starttls")
-    send_one(f"smtp://touchline:s3cret@127.0.0.1:{port}", certificate[0])
+    send_one_to(f"smtp://touchline:s3cret@127.0.0.1:{port}", certificate[0])
     assert handler.mail_commands == [True]  # the envelope went over TLS
     assert handler.logins == ["touchline"]
     assert len(handler.raw) == 1 and b"Subject: Hello" in handler.raw[0]
@@ -132,21 +116,21 @@ def test_starttls_is_used_when_offered_and_auth_goes_over_it(smtp_server, certif
 def test_an_untrusted_certificate_is_refused(smtp_server):
     handler, port = smtp_server("starttls")
     with pytest.raises(DeliveryError) as err:
-        send_one(f"smtp://127.0.0.1:{port}", ca_file=None)  # the test CA is not among the system's
+        send_one_to(f"smtp://127.0.0.1:{port}", ca_file=None)  # the test CA is not among the system's
     assert err.value.transient and "CERTIFICATE_VERIFY_FAILED" in err.value.detail
     assert handler.mail_commands == [] and handler.raw == []
 
 
 def test_implicit_tls(smtp_server, certificate):
     handler, port = smtp_server("implicit")
-    send_one(f"smtps://touchline:s3cret@127.0.0.1:{port}", certificate[0])
+    send_one_to(f"smtps://touchline:s3cret@127.0.0.1:{port}", certificate[0])
     assert handler.mail_commands == [True] and handler.logins == ["touchline"] and len(handler.raw) == 1
 
 
 def test_a_wrong_password_is_a_transient_session_refusal_and_sends_nothing(smtp_server, certificate):
     handler, port = smtp_server("starttls")
     with pytest.raises(DeliveryError) as err:
-        send_one(f"smtp://touchline:wrong@127.0.0.1:{port}", certificate[0])
+        send_one_to(f"smtp://touchline:wrong@127.0.0.1:{port}", certificate[0])
     # Retried with backoff: a fixed password must not have failed every message meanwhile.
     assert err.value.transient and err.value.code == 535 and not err.value.uncertain
     assert handler.logins == [] and handler.mail_commands == [] and handler.raw == []
@@ -178,5 +162,5 @@ def test_starttls_require_never_sends_in_clear_retries_then_fails(smtp_server, s
 def test_starttls_auto_with_a_plain_server_sends_in_clear(smtp_server):
     """The documented default: ``auto`` uses TLS only when offered (require it in production)."""
     handler, port = smtp_server("plain")
-    send_one(f"smtp://127.0.0.1:{port}", ca_file=None)
+    send_one_to(f"smtp://127.0.0.1:{port}", ca_file=None)
     assert handler.mail_commands == [False] and len(handler.raw) == 1
