@@ -33,7 +33,13 @@ def main(argv: list[str]) -> int:
         broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tmp) / "broker.log").start()
         try:
             warm_up_broker(broker.bootstrap)
-            env = {**os.environ, "TOUCHLINE_TEST_SHARED_BROKER": broker.bootstrap, "TOUCHLINE_TEST_SQLITE_TEMPLATE": str(template)}
+            env = {
+                **os.environ,
+                "TOUCHLINE_TEST_SHARED_BROKER": broker.bootstrap,
+                "TOUCHLINE_TEST_SQLITE_TEMPLATE": str(template),
+                # A drain that cannot succeed gives up after 9 s instead of 30 (docs/testing.md).
+                "TOUCHLINE_TEST_DRAIN_DEADLINE_SCALE": os.environ.get("TOUCHLINE_TEST_DRAIN_DEADLINE_SCALE", "0.3"),
+            }
             return subprocess.run([sys.executable, "-m", "mutmut", "run", *argv], env=env, cwd=ROOT).returncode
         finally:
             broker.stop()

@@ -55,6 +55,28 @@ def main(patterns: list[str], show_diffs: bool) -> None:
             print(subprocess.run([sys.executable, "-m", "mutmut", "show", name], capture_output=True, text=True).stdout.strip())
     else:
         print(f"\n{len(survivors)} mutants not killed; `make mutation-survivors` prints their diffs")
+    _times(patterns)
+
+
+def _times(patterns: list[str]) -> None:
+    """Where the mutants' test sessions spent their time, per function (the sessions' own
+    record, tests/support/mutation.py: mutmut 3.8 keeps none under its fork server)."""
+    path = Path("mutants/mutation-times.jsonl")
+    if not path.is_file():
+        return
+    per: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0, 0.0])
+    for line in path.read_text().splitlines():
+        t = json.loads(line)
+        if patterns and not any(fnmatch.fnmatch(t["mutant"], p) for p in patterns):
+            continue
+        row = per[t["mutant"].rsplit("__mutmut_", 1)[0]]
+        i = 0 if t["exit"] != 0 else 2
+        row[i] += 1
+        row[i + 1] += t["seconds"]
+    print(f"\n{'function':64} {'killed':>6} {'their s':>8} {'lived':>6} {'their s':>8}")
+    for fn, (k, ks, s, ss) in sorted(per.items(), key=lambda kv: -(kv[1][1] + kv[1][3])):
+        print(f"{fn:64} {k:>6} {ks:>8.0f} {s:>6} {ss:>8.0f}")
+    print(f"{'TOTAL test-session seconds':64} {sum(r[1] + r[3] for r in per.values()):>31.0f}")
 
 
 def _row(module: str, c: Counter) -> None:

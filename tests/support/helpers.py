@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -58,10 +59,17 @@ def publish(settings: Settings, records: list, topic: str | None = None) -> None
     producer.close()
 
 
+# make mutation scales drain's deadline down (tools/mutation.py; docs/testing.md): a mutant
+# that stops the batch loop is then killed when a shorter wait gives up. Everywhere else
+# it is 1, and a deadline only ever bounds a failing test.
+DRAIN_DEADLINE_SCALE = float(os.environ.get("TOUCHLINE_TEST_DRAIN_DEADLINE_SCALE", "1"))
+
+
 def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> int:
     """Poll the workers until ``until()`` holds; returns how many records they handled
     meanwhile. The deadline only bounds a failing test."""
     workers = workers if isinstance(workers, list | tuple) else [workers]
+    timeout *= DRAIN_DEADLINE_SCALE
     deadline = time.monotonic() + timeout
     handled = 0
     while time.monotonic() < deadline:
@@ -69,7 +77,7 @@ def drain(workers, until: Callable[[], bool], timeout: float = 30.0) -> int:
             handled += w.poll_once(100) or 0
         if until():
             return handled
-    raise AssertionError(f"condition not met within {timeout}s")
+    raise AssertionError(f"condition not met within {timeout:g}s")
 
 
 def wait_for(

@@ -446,6 +446,27 @@ def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topic
     down_engine.dispose()
 
 
+def test_records_fetched_while_a_batch_is_stored_are_stored_too(topics, session_factory, clock):
+    """Ingest overlaps: while a batch's transaction runs, the loop fetches the next records
+    (shared/kafka.py, ``overlap``). Those become the next batch: none is dropped, and the
+    offsets committed are those of stored records only."""
+    settings = topics.model_copy(update={"kafka_max_poll_records": 5})  # 40 records: eight batches
+    publish(settings, [track("acme", "login", T0 - timedelta(seconds=i), "u1", f"pf-{i}") for i in range(40)])
+    w = IngestWorker(settings, session_factory, clock)
+    prefetched = []  # after each poll: did it leave fetched records for the next batch?
+
+    def all_committed() -> bool:
+        prefetched.append(len(w._prefetched))
+        return _committed_total(w) == 40
+
+    try:
+        drain(w, all_committed)
+        assert any(prefetched), "no batch was fetched while another was stored: the test missed the overlap"
+        assert count(session_factory, RawEvent) == 40 and sum(usage(session_factory, "acme").values()) == 40
+    finally:
+        w.close()
+
+
 def test_large_batches_store_awkward_text_exactly(topics, worker, session_factory):
     """Batches above the COPY threshold take PostgreSQL's COPY path: tabs, newlines,
     backslashes, quotes and non-ASCII must round-trip unchanged (SQLite checks the same)."""
