@@ -346,8 +346,7 @@ class BatchWorker:
             timeout_ms = self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms
             if self._held:  # what is held may be ready now: take what has arrived, do not wait for more
                 timeout_ms = 0
-            polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
-            records = self._with_held(consumer, polled)
+            records = self._with_held(consumer, consumer.poll(timeout_ms=timeout_ms))  # max_poll_records: make_consumer
         if not records:
             self._update_lag()
             return 0
@@ -385,8 +384,7 @@ class BatchWorker:
         return handled or 0
 
     def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> list[ConsumerRecord]:
-        polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
-        return [r for tp_records in polled.values() for r in tp_records]
+        return [r for tp_records in consumer.poll(timeout_ms=timeout_ms).values() for r in tp_records]
 
     def _settle(
         self, records: list[ConsumerRecord], started: float, run: Callable[[], BatchResult], also_rewind: list[ConsumerRecord] | None = None

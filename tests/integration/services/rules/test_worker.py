@@ -18,7 +18,7 @@ from shared.clock import SystemClock
 from shared.faults import CRASH_EXIT_CODE
 from shared.outbox import OutboxMessage, pending_count
 from shared.signals import Signal
-from tests.support.helpers import T0, committed_offsets, drain, publish, read_topic, track
+from tests.support.helpers import T0, committed_offsets, drain, publish, read_dlq, read_topic, track
 from tests.support.rules import count, make_rule, signals
 
 RULE = {
@@ -112,6 +112,40 @@ def _rules_process(settings, fault: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "services.wiring.cli", "worker", "rules"], env=env, timeout=90, capture_output=True, text=True
     )
+
+
+def test_a_database_outage_while_checking_ingest_is_retried_and_loses_nothing(topics, session_factory, clock, db_kind, tmp_path):
+    """The rules worker asks the database whether ingest has stored a batch before it
+    evaluates it. If the database is down then, the batch is rewound and asked about
+    again (nothing committed, nothing dead-lettered), and evaluated once it is back."""
+    from shared.db import make_engine, make_session_factory
+
+    make_rule(session_factory, RULE, clock.now())
+    ingest = IngestWorker(topics, session_factory, clock)
+    down_url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:1/test"
+    down_engine = make_engine(topics.model_copy(update={"database_url": down_url}))
+    rules = RulesWorker(topics, make_session_factory(down_engine), clock, tick=False)
+    rules.db_retry_seconds = 0
+    try:
+        publish(topics, [track("acme", "login", T0 - timedelta(minutes=m), "ada", f"d{m}") for m in (5, 4)])
+        drain(ingest, lambda: count(session_factory, RawEvent) == 2)
+        drain(rules, lambda: rules.consumer is not None and bool(rules.consumer.assignment()))
+        for _ in range(3):  # the batch arrives, the readiness check fails on the database, it is rewound...
+            assert rules.poll_once(500) == 0
+        assert committed_offsets(topics, rules.group_id, topics.topic_events) == {}
+        rules.session_factory = session_factory  # the database is back: the batch is evaluated once
+        drain(
+            rules,
+            lambda: (
+                count(session_factory, SignalRecord) == 1
+                and sum(committed_offsets(topics, rules.group_id, topics.topic_events).values()) == 2
+            ),
+        )
+    finally:
+        rules.close()
+        ingest.close()
+        down_engine.dispose()
+    assert read_dlq(topics, 1, timeout=3) == []  # a reject would be there in milliseconds
 
 
 def test_crash_between_db_commit_and_offset_commit_fires_no_duplicate(topics, session_factory):
