@@ -267,6 +267,24 @@ def insert_new(
     return {r[0] for r in inserted} if len(cols) == 1 else {tuple(r) for r in inserted}
 
 
+def insert_absent(session: Session, table: Table, rows: list[dict[str, Any]], key: str, *, binary: bool = False) -> set[Any]:
+    """:func:`insert_new` for rows the caller knows are not in the table yet (each row
+    belongs to a parent row this transaction inserted, and the table's rows are never
+    kept without their parent): on PostgreSQL, above :data:`COPY_THRESHOLD` rows, COPY
+    straight into the table, without the staging table and the keyed ``INSERT ...
+    SELECT``. Of rows sharing a ``key`` the first is inserted, as the keyed insert
+    keeps it. A row whose key exists after all (the caller's promise broken) fails the
+    statement with a unique violation: loud, never a silent overwrite. Returns the keys
+    inserted (one column)."""
+    if not rows or session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
+        return insert_new(session, table, rows, [key], binary=binary)
+    first: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row[key], row)
+    _pg_copy(session, table.name, table, list(rows[0]), list(first.values()) if len(first) < len(rows) else rows, binary)
+    return set(first)
+
+
 @lru_cache(maxsize=64)
 def _stage_table(table: Table, columns: tuple[str, ...]) -> Table:
     """The staging table's description, built once (and so one cache key for the statements that read it)."""

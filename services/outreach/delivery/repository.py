@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Message
-from shared.db import insert_new, rowcount
+from shared.db import insert_absent, insert_new, rowcount
 
 SENDABLE_CHANNELS = ("email", "webhook")
 
@@ -19,6 +19,15 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert outbox rows; the ids already present are left alone (idempotent redo).
     Returns the ids that were new."""
     return insert_new(session, Message.__table__, rows, ["id"], binary=True)
+
+
+def insert_messages_of_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """:func:`insert_messages` for the rows of enrolments this transaction has just
+    inserted: none of their ids can exist (an id derives from its enrolment's, and
+    enrolments are never deleted: erasure scrubs them in place), so on PostgreSQL a
+    large batch is copied straight into the table (:func:`shared.db.insert_absent`).
+    Returns the ids that were new."""
+    return insert_absent(session, Message.__table__, rows, "id", binary=True)
 
 
 def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_until: datetime, token: str) -> list[Message]:

@@ -138,7 +138,9 @@ class Batch:
     # ---- writes -----------------------------------------------------------------
 
     def write_messages(self, rows: list[dict[str, Any]]) -> None:
-        """Hold message rows for :meth:`flush`; the frequency caps count them from now on."""
+        """Hold message rows for :meth:`flush`; the frequency caps count them from now on.
+        A row's id must derive from its enrolment's (``message_key``): the flush relies on
+        it to copy the rows of enrolments it inserts without a keyed insert."""
         self._held.extend(rows)
         self.counts.add(rows)
 
@@ -175,6 +177,7 @@ class Batch:
         pending, self._pending = self._pending, []
         if pending:
             playbook_repo.insert_enrollments_checked(self.session, [{c: e.__dict__.get(c) for c in _ENROLLMENT_COLUMNS} for e in pending])
+        inserted_now = {e.id for e in pending}  # all inserted, or the transaction failed
         self.write_enrollments()
         rows, self._held = self._held, []
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -182,7 +185,11 @@ class Batch:
             shapes.setdefault(tuple(sorted(row)), []).append(row)
         new: set[str] = set()
         for same in shapes.values():
-            new |= delivery_repo.insert_messages(self.session, same)
+            if all(row["enrollment_id"] in inserted_now for row in same):
+                # Messages of enrolments inserted just now: none of their ids can exist yet.
+                new |= delivery_repo.insert_messages_of_new(self.session, same)
+            else:
+                new |= delivery_repo.insert_messages(self.session, same)
         for (channel, state), n in Counter((row["channel"], row["state"]) for row in rows if row["id"] in new).items():
             MESSAGES_ENQUEUED.labels(channel, state).inc(n)
         self.session.flush()

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
-from shared.db import insert_new, is_in
+from shared.db import insert_absent, insert_new, is_in
 
 
 def get_head(session: Session, playbook_id: str) -> Playbook | None:
@@ -54,6 +54,14 @@ def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 def record_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert one decision per signal (a redelivery inserts nothing); returns the new ids."""
     return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"], binary=True)
+
+
+def record_new_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """:func:`record_decisions` for signals whose receipts this transaction has just
+    inserted (:func:`record_signals`): a decision is only ever written with its
+    receipt, and neither is deleted, so none of them can exist and on PostgreSQL a large
+    batch is copied straight into the table (:func:`shared.db.insert_absent`)."""
+    return insert_absent(session, OutreachDecision.__table__, rows, "signal_id", binary=True)
 
 
 def enrollment_conflicts(session: Session, ids: list[str], active_keys: list[str]) -> tuple[set[str], set[str]]:

@@ -588,6 +588,47 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
     assert len(messages(session_factory)) == before and len(enrollments(session_factory)) == 88
 
 
+def test_rows_known_to_be_new_keep_the_first_of_a_key_and_never_overwrite(session_factory, monkeypatch):
+    """The decisions (and the messages of new enrolments) are copied straight into their
+    table on PostgreSQL: two rows of one key insert the first, as the keyed insert does,
+    and a key that exists after all fails the statement there instead of being
+    overwritten (on SQLite the keyed insert leaves it alone)."""
+    from services.outreach.models import OutreachDecision
+    from services.outreach.playbooks import repository as repo
+    from shared import db
+    from shared.db import transaction
+
+    monkeypatch.setattr(db, "COPY_THRESHOLD", 1)  # the COPY path at any size
+
+    def row(signal_id: str, decision: str) -> dict:
+        return {
+            "signal_id": signal_id,
+            "account_id": "acme",
+            "rule_id": "r",
+            "kind": "churn_risk",
+            "decision": decision,
+            "reason": None,
+            "playbooks": [],
+            "decided_at": T0,
+        }
+
+    with transaction(session_factory) as s:
+        assert repo.record_new_decisions(s, [row("a", "enrolled"), row("b", "held_out"), row("a", "skipped")]) == {"a", "b"}
+    with session_factory() as s:
+        assert {d.signal_id: d.decision for d in s.scalars(select(OutreachDecision))} == {"a": "enrolled", "b": "held_out"}
+        postgres = s.get_bind().dialect.name == "postgresql"
+    if postgres:
+        from psycopg.errors import UniqueViolation  # COPY runs on the driver's cursor
+
+        with pytest.raises(UniqueViolation), transaction(session_factory) as s:
+            repo.record_new_decisions(s, [row("a", "no_matching_playbook")])
+    else:
+        with transaction(session_factory) as s:
+            assert repo.record_new_decisions(s, [row("a", "no_matching_playbook")]) == set()
+    with session_factory() as s:
+        assert s.get(OutreachDecision, "a").decision == "enrolled"
+
+
 def test_signals_of_one_account_in_one_batch_enrol_as_if_one_after_the_other(topics, session_factory, clock):
     """Within a batch, a playbook that ends at once (no wait) enrols the account again on
     its next signal, a waiting one does not (already_enrolled), and the caps count the

@@ -1,0 +1,44 @@
+"""The signal consumer pauses Python's cyclic garbage collector for a batch, and leaves
+it as it found it."""
+
+from __future__ import annotations
+
+import gc
+from types import SimpleNamespace
+
+import pytest
+
+from services.outreach.playbooks import consumer
+
+
+@pytest.fixture(autouse=True)
+def restore_gc():
+    was = gc.isenabled()
+    yield
+    (gc.enable if was else gc.disable)()
+
+
+def test_the_collector_is_off_in_the_block_and_on_again_after_it_even_on_an_error():
+    gc.enable()
+    with consumer.cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), consumer.cyclic_gc_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+
+
+def test_a_collector_found_off_stays_off():
+    gc.disable()
+    with consumer.cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
+@pytest.mark.parametrize("pause", [True, False])
+def test_a_batch_runs_with_the_collector_off_unless_the_worker_says_not_to(monkeypatch, pause):
+    gc.enable()
+    seen: list[bool] = []
+    worker = SimpleNamespace(pause_gc_in_batch=pause, _handle_batch=lambda session, records: seen.append(gc.isenabled()) or "result")
+    assert consumer.SignalWorker.handle_batch(worker, None, []) == "result"
+    assert seen == [not pause] and gc.isenabled()
