@@ -68,6 +68,7 @@ coverage: $(STAMP)
 # the mutants of the functions below, each run against the tests that reach it, on
 # SQLite. Time it took here: docs/testing.md; MUTANTS='shared.auth.*' runs a subset.
 # Not in CI. Figures and accepted survivors: docs/testing.md.
+MUTATION_CHILDREN ?= 3
 MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	shared.kafka.x*BatchWorker*poll_once__* shared.kafka.x*BatchWorker*_process__* \
 	shared.kafka.x*BatchWorker*_commit__* shared.kafka.x*BatchWorker*_rewind__* \
@@ -79,7 +80,7 @@ MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	services.outreach.templates.rendering.x_render__*
 mutation: $(STAMP)
 	rm -rf mutants
-	env -u TOUCHLINE_TEST_POSTGRES_URL -u CI $(BIN)/python tools/mutation.py --max-children 2 $(foreach m,$(MUTANTS),'$(m)') || true
+	env -u TOUCHLINE_TEST_POSTGRES_URL -u CI $(BIN)/python tools/mutation.py --max-children $(MUTATION_CHILDREN) $(foreach m,$(MUTANTS),'$(m)') || true
 	$(BIN)/python tools/mutation_report.py $(foreach m,$(MUTANTS),'$(m)')
 
 mutation-survivors: $(STAMP)

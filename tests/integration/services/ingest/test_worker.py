@@ -425,25 +425,33 @@ def test_late_older_traits_do_not_overwrite_newer_ones(topics, worker, session_f
         assert acme.lifecycle_stage_changed_at == T0 - timedelta(days=1)
 
 
-def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topics, worker, session_factory, db_kind, tmp_path):
+def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topics, session_factory, clock, db_kind, tmp_path):
+    """Batches of 3: while the failing batch waits on the database the next one is
+    already fetched (ingest overlaps), and it must come again with the failed one, from
+    whichever partitions it was fetched."""
     from shared.db import make_engine, make_session_factory
 
     down_url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:1/test"
     down_engine = make_engine(topics.model_copy(update={"database_url": down_url}))
-    worker.session_factory = make_session_factory(down_engine)
+    worker = IngestWorker(topics.model_copy(update={"kafka_max_poll_records": 3}), make_session_factory(down_engine), clock)
     worker.db_retry_seconds = 0
-    publish(topics, [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"o{i}") for i in range(8)])
-    # Join the group first (the deadline only bounds a failing test).
-    drain(worker, lambda: worker.consumer is not None and bool(worker.consumer.assignment()))
-    for _ in range(3):  # the batch arrives, fails on the database, is rewound, arrives again...
-        assert worker.poll_once(500) == 0
-    assert _committed_total(worker) == 0
-    # The database comes back: the same batch is applied once, nothing went to the DLQ.
-    worker.session_factory = session_factory
-    drain(worker, lambda: count(session_factory, RawEvent) == 8)
-    assert _committed_total(worker) == 8
-    assert read_dlq(topics, 1, timeout=3) == []  # a reject would be there in milliseconds
-    down_engine.dispose()
+    try:
+        # Eight accounts: their keys spread the events over the topic's partitions, so the
+        # records fetched during a failing batch include other partitions than its own.
+        publish(topics, [track(f"acct-{i}", "login", T0 - timedelta(minutes=i), "ada", f"o{i}") for i in range(8)])
+        # Join the group first (the deadline only bounds a failing test).
+        drain(worker, lambda: worker.consumer is not None and bool(worker.consumer.assignment()))
+        for _ in range(3):  # the batch arrives, fails on the database, is rewound, arrives again...
+            assert worker.poll_once(500) == 0
+        assert _committed_total(worker) == 0
+        # The database comes back: the same batch is applied once, nothing went to the DLQ.
+        worker.session_factory = session_factory
+        drain(worker, lambda: count(session_factory, RawEvent) == 8)
+        assert _committed_total(worker) == 8
+        assert read_dlq(topics, 1, timeout=3) == []  # a reject would be there in milliseconds
+    finally:
+        worker.close()
+        down_engine.dispose()
 
 
 def test_records_fetched_while_a_batch_is_stored_are_stored_too(topics, session_factory, clock):

@@ -48,7 +48,7 @@ def test_event_to_signal_on_cs_signals_waiting_for_ingest(topics, session_factor
         )
         # The rules worker alone cannot evaluate: it has the batch, ingest has not stored the
         # events yet, so it rewinds and waits (without committing anything).
-        drain(rules, lambda: rules.waiting_since is not None)
+        assert drain(rules, lambda: rules.waiting_since is not None) == 0  # handled nothing
         assert count(session_factory, SignalRecord) == 0
         assert committed_offsets(topics, rules.group_id, topics.topic_events) == {}
         drain([ingest, rules], lambda: count(session_factory, SignalRecord) == 1 and pending_count_of(session_factory) == 0)
