@@ -17,7 +17,14 @@ from tests.support.helpers import T0
 
 
 def _sent(
-    session_factory, *, ago: timedelta, playbook_id: str = "pb-a", user_id: str = "ada", state: str = "sent", channel: str = "email"
+    session_factory,
+    *,
+    ago: timedelta,
+    playbook_id: str = "pb-a",
+    user_id: str | None = "ada",
+    state: str = "sent",
+    channel: str = "email",
+    account_id: str = "acme",
 ) -> None:
     at = T0 - ago
     with transaction(session_factory) as s:
@@ -27,15 +34,32 @@ def _sent(
                 playbook_id=playbook_id,
                 step_id="s1",
                 touch_key=str(uuid.uuid4()),
-                account_id="acme",
+                account_id=account_id,
                 user_id=user_id,
                 channel=channel,
-                recipient=f"{user_id}@acme.test",
+                recipient=f"{user_id}@{account_id}.test",
                 state=state,
                 created_at=at,
                 updated_at=at,
             )
         )
+
+
+def test_contact_counts_are_per_account_and_contact_in_every_chunk(session_factory):
+    """The cap's counts, read for a whole batch: one count per (account, contact), never
+    merged across accounts that share a user id or across an account's contacts, and
+    none for a message without a contact; accounts past the first chunks are counted too."""
+    from services.outreach.policy import repository as repo
+
+    for account_id, user_id, n in [("acme", "u1", 2), ("acme", "u2", 1), ("globex", "u1", 3), ("acme", None, 1)]:
+        for _ in range(n):
+            _sent(session_factory, ago=timedelta(hours=1), account_id=account_id, user_id=user_id)
+    last = f"zz-{2 * repo._CHUNK:05d}"  # sorts after the others: in the third chunk of ids
+    _sent(session_factory, ago=timedelta(hours=1), account_id=last, user_id="u9")
+    ids = ["acme", "globex", *(f"zz-{i:05d}" for i in range(2 * repo._CHUNK + 1))]
+    with session_factory() as s:
+        counts = repo.contact_messages(s, ids, T0 - timedelta(days=1))
+    assert counts == {("acme", "u1"): 2, ("acme", "u2"): 1, ("globex", "u1"): 3, (last, "u9"): 1}
 
 
 def _contact(session_factory, settings, playbook_id="pb-a", caps=Caps(), user_id="ada"):
