@@ -66,7 +66,7 @@ coverage: $(STAMP)
 
 # Mutation testing of the core (mutmut 3, configured in pyproject.toml [tool.mutmut]):
 # the mutants of the functions below, each run against the tests that reach it, on
-# SQLite. Time it took here: docs/testing.md; MUTANTS='shared.auth.*' runs a subset.
+# SQLite, MUTATION_CHILDREN at a time (20 minutes here: docs/testing.md); MUTANTS='shared.auth.*' runs a subset.
 # Not in CI. Figures and accepted survivors: docs/testing.md.
 MUTATION_CHILDREN ?= 3
 MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
