@@ -640,17 +640,7 @@ def test_signals_of_one_account_in_one_batch_enrol_as_if_one_after_the_other(top
     add_account(session_factory, "acme")
     save_template(session_factory, topics)
     save_playbook(session_factory, "at-once", simple_playbook(trigger={"rules": ["r-once"]}))
-    save_playbook(
-        session_factory,
-        "waits",
-        simple_playbook(
-            trigger={"rules": ["r-wait"]},
-            steps=[
-                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
-                {"type": "wait", "duration": "3d"},
-            ],
-        ),
-    )
+    _save_waiting_playbook(session_factory)
     batch = [
         signal("acme", rule_id="r-once", signal_id="o1"),
         signal("acme", rule_id="r-wait", signal_id="w1"),
@@ -678,6 +668,22 @@ def test_signals_of_one_account_in_one_batch_enrol_as_if_one_after_the_other(top
     assert {m.skip_reason for m in messages(session_factory, enrollment_id=by_signal["o2"])} == {"contact_cap"}
 
 
+def _save_waiting_playbook(session_factory) -> None:
+    """Playbook "waits" (rule r-wait): one email to the owner, then a 3-day wait, so its
+    enrolments stay active."""
+    save_playbook(
+        session_factory,
+        "waits",
+        simple_playbook(
+            trigger={"rules": ["r-wait"]},
+            steps=[
+                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+                {"type": "wait", "duration": "3d"},
+            ],
+        ),
+    )
+
+
 def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_retried(topics, session_factory, clock, monkeypatch):
     """A batch reads once which of its accounts are enrolled already, and inserts its
     enrolments at the end. An account another transaction enrolled in between is not
@@ -692,17 +698,7 @@ def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_r
 
     add_account(session_factory, "acme")
     save_template(session_factory, topics)
-    save_playbook(
-        session_factory,
-        "waits",
-        simple_playbook(
-            trigger={"rules": ["r-wait"]},
-            steps=[
-                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
-                {"type": "wait", "duration": "3d"},
-            ],
-        ),
-    )
+    _save_waiting_playbook(session_factory)
     worker = SignalWorker(topics, session_factory, clock)
     with transaction(session_factory) as s:
         worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w1")]))
