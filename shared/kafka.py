@@ -35,7 +35,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import consumer_progress as progress, faults
+from shared import consumer_progress as progress, faults, kafka_compat
 from shared.clock import Clock, SystemClock
 from shared.db import transaction, transient_db_error
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
@@ -43,6 +43,9 @@ from shared.settings import Settings
 from shared.worker import Backoff, retry_db_error
 
 log = logging.getLogger(__name__)
+# Before any consumer joins a group: keep a group join that finished between two polls
+# (kafka-python 3.0.12 sent it again; see shared/kafka_compat.py).
+kafka_compat.apply()
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
