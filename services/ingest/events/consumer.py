@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 class IngestWorker(BatchWorker):
     name = "ingest"
     prune_every = timedelta(hours=1)
+    # After a failed prune (the database is down or locked): try again this much later on the
+    # worker's clock, not on every poll (one warning a minute, not five a second).
+    prune_retry = timedelta(minutes=1)
     # Batches are independent (every effect is keyed by event_id): the next one is fetched
     # and decoded while the database stores this one (docs/performance.md).
     overlap = True
@@ -66,8 +69,9 @@ class IngestWorker(BatchWorker):
         try:
             with transaction(self.session_factory) as session:
                 deleted = repo.prune_events(session, cutoff)
-        except OperationalError as exc:  # housekeeping never takes the worker down; next poll retries
-            log.warning("ingest: retention pruning failed (%s); will retry", exc.orig)
+        except OperationalError as exc:  # housekeeping never takes the worker down
+            self._next_prune = now + self.prune_retry
+            log.warning("ingest: retention pruning failed (%s); will retry in %.0fs", exc.orig, self.prune_retry.total_seconds())
             return
         self._next_prune = now + self.prune_every
         if deleted:

@@ -90,7 +90,7 @@ def _outage(db_kind, settings, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["timers", "sender", "engagements", "ingest"])
-def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, session_factory, clock, tmp_path):
+def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, session_factory, clock, tmp_path, caplog):
     settings = topics.model_copy(update={"retry_max_seconds": 0.05, "outreach_tick_seconds": 0.01})
     down, down_engine, release = _outage(db_kind, settings, tmp_path)
     if kind == "timers":
@@ -118,6 +118,9 @@ def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, se
     try:
         drain_until(lambda: retries(name) >= before + 3 or crashed, "three retries")
         assert not crashed and thread.is_alive()  # it retried; it did not exit
+        if kind == "ingest":  # its housekeeping waits a minute of its clock after a failure, not the next poll
+            pruning = [r for r in caplog.records if r.getMessage().startswith("ingest: retention pruning failed")]
+            assert len(pruning) == 1, len(pruning)
         worker.session_factory = session_factory  # the database is back
         release()
         if kind == "ingest":
