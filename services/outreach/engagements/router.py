@@ -335,9 +335,7 @@ def reassign(
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
 ):
-    e = repo.get(session, engagement_id)
-    if e is None:
-        raise NotFound(f"no engagement {engagement_id!r}")
+    e = _load(session, engagement_id, principal)
     return assignment.reassign(session, e, body.csm_id, actor=principal.actor, now=clock.now(), settings=settings, reason=body.reason)
 
 
@@ -352,9 +350,7 @@ def cancel(
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
 ):
-    e = repo.get(session, engagement_id, lock=True)
-    if e is None:
-        raise NotFound(f"no engagement {engagement_id!r}")
+    e = _load(session, engagement_id, principal, lock=True)
     return service.cancel(session, e, reason=body.reason, actor=principal.actor, now=clock.now(), settings=settings)
 
 
