@@ -41,6 +41,7 @@ from services.outreach.engagements.schemas import (
     Status,
     TouchIn,
 )
+from services.outreach.models import Csm
 from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
@@ -64,6 +65,10 @@ def _engagement_page(session: Session, order: str, cursor: str | None, limit: in
     )
 
 
+def _csm_out(session: Session, csm: Csm, now: datetime) -> CsmOut:
+    return roster.out(csm, repo.open_load(session, [csm.id]).get(csm.id, 0), now)
+
+
 # ---- roster (ops) -------------------------------------------------------------------
 
 
@@ -83,8 +88,7 @@ def put_csm(
     principal: Principal = require("ops"),
 ):
     now = clock.now()
-    csm = roster.put(session, csm_id, body, actor=principal.actor, now=now, settings=settings)
-    return roster.out(csm, repo.open_load(session, [csm.id]).get(csm.id, 0), now)
+    return _csm_out(session, roster.put(session, csm_id, body, actor=principal.actor, now=now, settings=settings), now)
 
 
 @router.patch(
@@ -105,8 +109,7 @@ def patch_csm(
     principal: Principal = require("ops"),
 ):
     now = clock.now()
-    csm = roster.patch(session, csm_id, body, actor=principal.actor, now=now, settings=settings)
-    return roster.out(csm, repo.open_load(session, [csm.id]).get(csm.id, 0), now)
+    return _csm_out(session, roster.patch(session, csm_id, body, actor=principal.actor, now=now, settings=settings), now)
 
 
 @router.get("/v1/csms", response_model=CsmPage, tags=["csm pool"], responses=LIST_ERRORS, summary="The roster, by id")
@@ -126,8 +129,7 @@ def list_csms(
 
 @router.get("/v1/csms/{csm_id}", response_model=CsmOut, tags=["csm pool"], responses={**AUTH_ERRORS, **responses(NotFound)})
 def get_csm(csm_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
-    csm = roster.get_or_404(session, csm_id)
-    return roster.out(csm, repo.open_load(session, [csm.id]).get(csm.id, 0), clock.now())
+    return _csm_out(session, roster.get_or_404(session, csm_id), clock.now())
 
 
 # ---- the CSM's own work -------------------------------------------------------------
