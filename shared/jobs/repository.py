@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import rowcount
@@ -127,6 +127,17 @@ def claim(session: Session, owner: str, kinds: Iterable[str], now: datetime, lea
     return job
 
 
+def _held(job_id: int, owner: str) -> ColumnElement[bool]:
+    """The job while ``owner`` still runs it: the fence on every write a runner makes."""
+    return and_(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
+
+
+def _write_held(session: Session, job_id: int, owner: str, **values: Any) -> bool:
+    """Write ``values`` if ``owner`` still holds the job; False (nothing written) if it
+    lost the lease."""
+    return rowcount(session.execute(update(Job).where(_held(job_id, owner)).values(**values))) == 1
+
+
 def heartbeat(
     session: Session, job_id: int, owner: str, now: datetime, lease: timedelta, done: int, total: int | None, message: str
 ) -> tuple[datetime | None, str | None] | None:
@@ -134,7 +145,7 @@ def heartbeat(
     cancel_requested_by), or None when ``owner`` no longer holds the job."""
     row = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
+        .where(_held(job_id, owner))
         .values(progress_done=done, progress_total=total, progress_message=message[:500], lease_expires_at=now + lease, updated_at=now)
         .returning(Job.cancel_requested_at, Job.cancel_requested_by)
     ).first()
@@ -158,45 +169,33 @@ def finish(
     values: dict[str, Any] = {}
     if progress is not None:
         values = dict(progress_done=progress[0], progress_total=progress[1], progress_message=progress[2][:500])
-    return (
-        rowcount(
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
-                .values(
-                    state=state,
-                    result=result,
-                    error=error,
-                    finished_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    **values,
-                )
-            )
-        )
-        == 1
+    return _write_held(
+        session,
+        job_id,
+        owner,
+        state=state,
+        result=result,
+        error=error,
+        finished_at=now,
+        updated_at=now,
+        lease_owner=None,
+        lease_expires_at=None,
+        **values,
     )
 
 
 def release(session: Session, job_id: int, owner: str, now: datetime) -> bool:
     """Give a job back to the queue (its worker is stopping): the run does not count."""
-    return (
-        rowcount(
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == owner, Job.state == RUNNING)
-                .values(
-                    state=QUEUED,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    attempts=Job.attempts - 1,
-                    updated_at=now,
-                    progress_message="re-queued: its worker stopped",
-                )
-            )
-        )
-        == 1
+    return _write_held(
+        session,
+        job_id,
+        owner,
+        state=QUEUED,
+        lease_owner=None,
+        lease_expires_at=None,
+        attempts=Job.attempts - 1,
+        updated_at=now,
+        progress_message="re-queued: its worker stopped",
     )
 
 
