@@ -36,6 +36,21 @@ def identify(account_id: str, user_id: str, ts: datetime, **traits) -> dict:
     }
 
 
+def no_login_rule(**changes) -> dict:
+    """The rule most tests fire: "no login in 14 days" on an account, checked every hour.
+    ``changes`` replace or add top-level fields (a shorter cooldown, an audience ...)."""
+    return {
+        "id": "no-login-14d",
+        "name": "No login in 14 days",
+        "kind": "churn_risk",
+        "severity": "high",
+        "trigger": {"schedule": {"every": "1h"}},
+        "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
+        "cooldown": "14d",
+        **changes,
+    }
+
+
 def make_rule(session_factory, obj: dict, now: datetime, enabled: bool = True, actor: str = "ops:test"):
     with transaction(session_factory) as s:
         d, _ = rules_service.parse(obj, 400)

@@ -29,16 +29,7 @@ from shared.jobs import repository as jobs_repo
 from shared.jobs.models import Job
 from shared.models import AuditRecord
 from tests.support.helpers import T0, auth, run_jobs, track
-from tests.support.rules import ingest, make_rule
-
-NO_LOGIN = {
-    "id": "no-login-14d",
-    "name": "No login in 14 days",
-    "kind": "churn_risk",
-    "trigger": {"schedule": {"every": "1h"}},
-    "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]},
-    "cooldown": "14d",
-}
+from tests.support.rules import ingest, make_rule, no_login_rule
 
 
 class Gate:
@@ -239,7 +230,7 @@ def test_a_killed_jobs_worker_process_loses_no_job(settings, session_factory, cl
         ],
         T0,
     )
-    make_rule(session_factory, NO_LOGIN, clock.now(), enabled=False)
+    make_rule(session_factory, no_login_rule(), clock.now(), enabled=False)
     params = {"rule_id": "no-login-14d", "start": (T0 - timedelta(days=20)).date().isoformat(), "end": T0.date().isoformat(), "samples": 1}
     job_id = submit(session_factory, settings, clock, kind="rules.backtest", **params)
     env = {
@@ -278,7 +269,7 @@ def test_a_running_backtest_job_does_not_stall_the_other_workers(settings, sessi
     ingest(
         session_factory, [track(f"a{i}", "login", T0 - timedelta(days=d), "u1", f"e{i}-{d}") for i in range(5) for d in range(0, 40, 3)], T0
     )
-    make_rule(session_factory, NO_LOGIN, clock.now(), enabled=False)
+    make_rule(session_factory, no_login_rule(), clock.now(), enabled=False)
     gate = new_gate()
     job_id = submit(
         session_factory,
@@ -340,7 +331,7 @@ async def test_jobs_api_lists_in_pages_by_role_and_answers_errors_in_shape(api, 
 
 async def test_backtests_are_bounded_per_key(api, keys, settings, session_factory, clock):
     ops = auth(keys["ops"])
-    await api.post("/v1/rules", json=NO_LOGIN, headers=ops)
+    await api.post("/v1/rules", json=no_login_rule(), headers=ops)
     body = {"rule_id": "no-login-14d", "start": (T0 - timedelta(days=7)).date().isoformat(), "end": T0.date().isoformat()}
     for _ in range(settings.job_max_active_per_key):
         assert (await api.post("/v1/rules/backtest", json=body, headers=ops)).status_code == 202

@@ -23,7 +23,7 @@ from tests.support.outreach import (
     signal,
     simple_playbook,
 )
-from tests.support.rules import group, ingest, ingest_reports_caught_up, make_rule
+from tests.support.rules import group, ingest, ingest_reports_caught_up, make_rule, no_login_rule
 
 
 def sample(name: str, **labels) -> float | None:
@@ -73,19 +73,7 @@ def test_signals_outbox_stats_and_the_relay_sample(topics, session_factory, cloc
 def test_scheduled_tick_and_signals_by_kind_are_counted(topics, session_factory, clock):
     now = clock.now()
     ingest(session_factory, [group("quiet", now - timedelta(days=90)), track("quiet", "login", now - timedelta(days=20), "u1", "q1")], now)
-    make_rule(
-        session_factory,
-        {
-            "id": "no-login-14d",
-            "name": "No login in 14 days",
-            "kind": "churn_risk",
-            "severity": "high",
-            "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-            "cooldown": "7d",
-        },
-        now,
-    )
+    make_rule(session_factory, no_login_rule(cooldown="7d"), now)
     ticks = sample("touchline_rules_tick_seconds_count") or 0
     churn = sample("touchline_signals_fired_total", kind="churn_risk") or 0
     ingest_reports_caught_up(topics, session_factory, clock)

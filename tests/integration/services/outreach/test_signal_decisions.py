@@ -27,7 +27,7 @@ from tests.support.outreach import (
     signal,
     simple_playbook,
 )
-from tests.support.rules import count, ingest, make_rule, signals
+from tests.support.rules import count, ingest, make_rule, no_login_rule, signals
 
 
 def decisions(session_factory) -> dict[str, OutreachDecision]:
@@ -79,17 +79,6 @@ def _consumed(worker) -> int:
     return sum(worker.consumer.committed(tp) or 0 for tp in worker.consumer.assignment()) if worker.consumer else 0
 
 
-NO_LOGIN = {
-    "id": "no-login-14d",
-    "name": "No login in 14 days",
-    "kind": "churn_risk",
-    "severity": "high",
-    "trigger": {"schedule": {"every": "1h"}},
-    "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-    "cooldown": "14d",
-}
-
-
 def republished_total() -> float:
     return REGISTRY.get_sample_value("touchline_signals_republished_total") or 0.0
 
@@ -106,7 +95,7 @@ def test_signals_the_broker_lost_are_republished_until_outreach_decides(settings
         ingest(session_factory, [track(a, "login", T0 - timedelta(days=20), "ada", f"{a}-login") for a in accounts], T0)
         save_template(session_factory, own)
         save_playbook(session_factory, "win-back", simple_playbook())
-        make_rule(session_factory, NO_LOGIN, clock.now())
+        make_rule(session_factory, no_login_rule(), clock.now())
         assert len(run_tick(session_factory, own, clock.now()).signals) == 5
 
         rules = RulesWorker(own, session_factory, clock, tick=False)

@@ -20,7 +20,7 @@ from services.rules.signals import repository as signals_repo
 from shared.db import COPY_THRESHOLD, transaction
 from shared.outbox import OutboxMessage
 from tests.support.helpers import T0, track
-from tests.support.rules import count, group, identify, ingest, make_rule, signals
+from tests.support.rules import count, group, identify, ingest, make_rule, no_login_rule, signals
 
 UTC = timezone.utc
 
@@ -191,17 +191,11 @@ def test_absence_rule_fires_on_the_tick_once_per_cooldown_and_moves_the_stage(se
     )
     make_rule(
         session_factory,
-        {
-            "id": "no-login-14d",
-            "name": "No login in 14 days",
-            "kind": "churn_risk",
-            "severity": "high",
-            "trigger": {"schedule": {"every": "1h"}},
-            "audience": {"segment": ["smb"], "lifecycle_stage": ["active", "at_risk"]},
-            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-            "cooldown": "7d",
-            "actions": {"set_lifecycle_stage": "at_risk"},
-        },
+        no_login_rule(
+            audience={"segment": ["smb"], "lifecycle_stage": ["active", "at_risk"]},
+            cooldown="7d",
+            actions={"set_lifecycle_stage": "at_risk"},
+        ),
         start,
     )
 
@@ -347,15 +341,9 @@ def test_a_cooldown_holds_back_only_its_own_rule(session_factory, settings, cloc
         [group("quiet", start - timedelta(days=90), segment="smb"), track("quiet", "login", start - timedelta(days=30), "u1", "q1")],
         start,
     )
-    rule = {
-        "kind": "churn_risk",
-        "trigger": {"schedule": {"every": "1h"}},
-        "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-        "cooldown": "7d",
-    }
-    make_rule(session_factory, {**rule, "id": "first", "name": "First"}, start)
+    make_rule(session_factory, no_login_rule(id="first", name="First", cooldown="7d"), start)
     assert [(s.rule_id, s.account_id) for s in run_tick(session_factory, settings, clock.now()).signals] == [("first", "quiet")]
-    make_rule(session_factory, {**rule, "id": "second", "name": "Second"}, clock.now())
+    make_rule(session_factory, no_login_rule(id="second", name="Second", cooldown="7d"), clock.now())
     clock.advance(timedelta(hours=1))
     assert [(s.rule_id, s.account_id) for s in run_tick(session_factory, settings, clock.now()).signals] == [("second", "quiet")]
 
@@ -389,18 +377,7 @@ def test_a_tick_firing_for_many_accounts_writes_one_signal_and_one_outbox_row_ea
     events = [track(a, "login", start - timedelta(days=20), "u1", f"{a}-old") for a in quiet]
     events += [track(f"busy{i}", "login", start - timedelta(days=1), "u1", f"busy{i}") for i in range(5)]
     ingest(session_factory, events, start)
-    make_rule(
-        session_factory,
-        {
-            "id": "quiet",
-            "name": "Quiet",
-            "kind": "churn_risk",
-            "trigger": {"schedule": {"every": "1h"}},
-            "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-            "cooldown": "2d",
-        },
-        start,
-    )
+    make_rule(session_factory, no_login_rule(id="quiet", name="Quiet", cooldown="2d"), start)
     report = run_tick(session_factory, settings, clock.now())
     assert sorted(s.account_id for s in report.signals) == quiet
     stored = {s.signal_id: s for s in signals(session_factory)}

@@ -16,17 +16,7 @@ from services.rules.models import SignalRecord
 from shared import consumer_progress as progress
 from shared.kafka import group_id_of
 from tests.support.helpers import T0, drain, publish, track
-from tests.support.rules import count, make_rule, signals
-
-NO_LOGIN = {
-    "id": "no-login-14d",
-    "name": "No login in 14 days",
-    "kind": "churn_risk",
-    "severity": "high",
-    "trigger": {"schedule": {"every": "1h"}},
-    "condition": {"metric": "days_since", "event": "login", "op": ">=", "value": 14},
-    "cooldown": "14d",
-}
+from tests.support.rules import count, make_rule, no_login_rule, signals
 
 
 def deferred(reason: str) -> float:
@@ -34,7 +24,7 @@ def deferred(reason: str) -> float:
 
 
 def test_the_tick_waits_until_ingest_has_stored_what_the_topic_holds(topics, session_factory, clock):
-    make_rule(session_factory, NO_LOGIN, clock.now())
+    make_rule(session_factory, no_login_rule(), clock.now())
     healthy = [f"healthy-{i:02d}" for i in range(10)]
     # History first (a login a month ago), then this week's logins, then the one account
     # that really went quiet: ingest stores them in this order, partition by partition.

@@ -12,16 +12,7 @@ from datetime import timedelta
 
 from shared.jobs.models import Job
 from tests.support.helpers import T0, track
-from tests.support.rules import ingest, make_rule
-
-NO_LOGIN = {
-    "id": "no-login-14d",
-    "name": "No login in 14 days",
-    "kind": "churn_risk",
-    "trigger": {"schedule": {"every": "1h"}},
-    "condition": {"all": [{"metric": "days_since", "event": "login", "op": ">=", "value": 14}]},
-    "cooldown": "14d",
-}
+from tests.support.rules import ingest, make_rule, no_login_rule
 
 
 def _cli(settings, *args, timeout=120):
@@ -47,7 +38,7 @@ def test_cli_backtest_runs_a_job_and_prints_its_result(settings, session_factory
         ],
         T0,
     )
-    make_rule(session_factory, NO_LOGIN, clock.now(), enabled=False)
+    make_rule(session_factory, no_login_rule(), clock.now(), enabled=False)
     start, end = (T0 - timedelta(days=20)).date().isoformat(), T0.date().isoformat()
     proc = _cli(settings, "rules", "backtest", "no-login-14d", "--start", start, "--end", end, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
