@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -13,6 +13,7 @@ from services.rules.models import SignalRecord
 from services.rules.rules import service as rules_service
 from shared.db import transaction
 from shared.events import Event
+from tests.support.helpers import track
 
 
 def ingest(session_factory, events: list[dict], now: datetime) -> None:
@@ -56,6 +57,25 @@ def make_rule(session_factory, obj: dict, now: datetime, enabled: bool = True, a
         d, _ = rules_service.parse(obj, 400)
         rules_service.create(s, d, enabled, actor, now)
     return d
+
+
+def seed_one_fading_account(session_factory, now: datetime) -> tuple[str, str]:
+    """A backtest with one answer: "steady" logs in daily for the 30 days up to ``now``,
+    "fades" only for the first ten of them, and no_login_rule() is saved disabled.
+    Returns (start, end), the last 20 days as ISO dates: a backtest over them finds
+    "fades" alone."""
+    ingest(
+        session_factory,
+        [
+            track(a, "login", now - timedelta(days=30 - d), "u1", f"{a}{d}")
+            for a in ("fades", "steady")
+            for d in range(30)
+            if a == "steady" or d < 10
+        ],
+        now,
+    )
+    make_rule(session_factory, no_login_rule(), now, enabled=False)
+    return (now - timedelta(days=20)).date().isoformat(), now.date().isoformat()
 
 
 def signals(session_factory, **where) -> list[SignalRecord]:

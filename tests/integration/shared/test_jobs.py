@@ -29,7 +29,7 @@ from shared.jobs import repository as jobs_repo
 from shared.jobs.models import Job
 from shared.models import AuditRecord
 from tests.support.helpers import T0, auth, run_jobs, track
-from tests.support.rules import ingest, make_rule, no_login_rule
+from tests.support.rules import ingest, make_rule, no_login_rule, seed_one_fading_account
 
 
 class Gate:
@@ -220,18 +220,8 @@ def test_a_killed_jobs_worker_process_loses_no_job(settings, session_factory, cl
     """A real ``touchline worker jobs`` process runs a backtest and dies (hard, like
     SIGKILL) after its first progress write; after the lease another worker re-runs it
     from the start and the answer is the one an undisturbed run gives."""
-    ingest(
-        session_factory,
-        [
-            track(a, "login", T0 - timedelta(days=30 - d), "u1", f"{a}{d}")
-            for a in ("fades", "steady")
-            for d in range(30)
-            if a == "steady" or d < 10
-        ],
-        T0,
-    )
-    make_rule(session_factory, no_login_rule(), clock.now(), enabled=False)
-    params = {"rule_id": "no-login-14d", "start": (T0 - timedelta(days=20)).date().isoformat(), "end": T0.date().isoformat(), "samples": 1}
+    start, end = seed_one_fading_account(session_factory, T0)
+    params = {"rule_id": "no-login-14d", "start": start, "end": end, "samples": 1}
     job_id = submit(session_factory, settings, clock, kind="rules.backtest", **params)
     env = {
         **os.environ,

@@ -8,11 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
 
 from shared.jobs.models import Job
-from tests.support.helpers import T0, track
-from tests.support.rules import ingest, make_rule, no_login_rule
+from tests.support.helpers import T0
+from tests.support.rules import seed_one_fading_account
 
 
 def _cli(settings, *args, timeout=120):
@@ -27,19 +26,8 @@ def _cli(settings, *args, timeout=120):
     return subprocess.run([sys.executable, "-m", "services.wiring.cli", *args], env=env, timeout=timeout, capture_output=True, text=True)
 
 
-def test_cli_backtest_runs_a_job_and_prints_its_result(settings, session_factory, clock):
-    ingest(
-        session_factory,
-        [
-            track(a, "login", T0 - timedelta(days=30 - d), "u1", f"{a}{d}")
-            for a in ("fades", "steady")
-            for d in range(30)
-            if a == "steady" or d < 10
-        ],
-        T0,
-    )
-    make_rule(session_factory, no_login_rule(), clock.now(), enabled=False)
-    start, end = (T0 - timedelta(days=20)).date().isoformat(), T0.date().isoformat()
+def test_cli_backtest_runs_a_job_and_prints_its_result(settings, session_factory):
+    start, end = seed_one_fading_account(session_factory, T0)
     proc = _cli(settings, "rules", "backtest", "no-login-14d", "--start", start, "--end", end, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
