@@ -12,7 +12,7 @@ from services.ingest.models import Account, User, UserActivityDaily, UsageDaily
 from services.outreach.channels.smtp import SmtpSender, build_email
 from services.outreach.models import Message
 from shared.db import transaction
-from tests.support.helpers import T0, publish
+from tests.support.helpers import T0, drain, publish
 
 WIN_BACK = {
     "name": "Win-back",
@@ -112,6 +112,19 @@ def simple_playbook(steps: list[dict] | None = None, **extra) -> dict:
         "steps": steps or [{"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]}],
         **extra,
     }
+
+
+def enrol_in_win_back(settings, session_factory, workers, *signals: dict) -> dict:
+    """The win-back playbook (simple_playbook() with the WIN_BACK template) saved, and
+    ``signals`` (by default one signal() for acme) sent on cs.signals; returns the
+    ``workers()`` once the signals worker has queued the two emails (the account's
+    champion and admin; the account is the caller's, see add_account)."""
+    save_template(session_factory, settings)
+    save_playbook(session_factory, "win-back", simple_playbook())
+    w = workers()
+    send_signals(settings, list(signals) or [signal()])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    return w
 
 
 def days(n: float) -> timedelta:

@@ -13,15 +13,12 @@ from services.rules.evaluation.consumer import RulesWorker
 from shared.db import transaction
 from shared.metrics import OUTBOX_SAMPLE_SECONDS
 from shared.outbox import enqueue_many, pending_stats
-from tests.support.helpers import drain, track
+from tests.support.helpers import track
 from tests.support.outreach import (
+    enrol_in_win_back,
     add_account,
     messages,
-    save_playbook,
-    save_template,
-    send_signals,
     signal,
-    simple_playbook,
 )
 from tests.support.rules import group, ingest, ingest_reports_caught_up, make_rule, no_login_rule
 
@@ -32,11 +29,7 @@ def sample(name: str, **labels) -> float | None:
 
 def test_sender_reports_the_due_backlog_and_how_late_its_oldest_message_is(topics, session_factory, sink, workers, clock):
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal(signal_id="sig-1")])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers, signal(signal_id="sig-1"))
     assert {m.state for m in messages(session_factory)} == {"queued"}
 
     clock.advance(timedelta(seconds=90))

@@ -23,6 +23,7 @@ from services.outreach.policy.tokens import email_hash
 from shared.faults import CRASH_EXIT_CODE
 from tests.support.helpers import auth, drain
 from tests.support.outreach import (
+    enrol_in_win_back,
     add_account,
     days,
     messages,
@@ -40,12 +41,8 @@ def sent_count(session_factory) -> int:
 
 async def test_a_signal_sends_exactly_the_playbook_messages_with_correct_mime(topics, session_factory, sink, workers, api, keys):
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
     sig = signal(signal_id="sig-1")
-    send_signals(topics, [sig, sig])  # the same signal twice: one enrolment, two messages
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers, sig, sig)  # the same signal twice: one enrolment, two messages
     drain(w["sender"], lambda: len(sink.messages) >= 2)
     w["signals"].poll_once(300)
     w["sender"].poll_once()
@@ -79,11 +76,7 @@ def test_smtp_refusing_then_recovering_retries_with_backoff(topics, session_fact
     from services.outreach.devmail.sink import MailSink
 
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
 
     w["sender"].poll_once()  # nobody listens: connection refused, a transient failure
     rows = messages(session_factory)
@@ -127,11 +120,7 @@ def test_permanent_rejection_fails_at_once_and_suppresses_the_address(topics, se
             "bo": {"email": "bounce-bo@acme.test", "name": "Bo", "role": "admin"},
         },
     )
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
     w["sender"].poll_once()
     rows = {m.recipient: m for m in messages(session_factory)}
     assert rows["ada@acme.test"].state == "sent"
@@ -145,11 +134,7 @@ def test_permanent_rejection_fails_at_once_and_suppresses_the_address(topics, se
 
 def test_sender_killed_between_smtp_and_the_record_never_sends_twice(topics, session_factory, sink, workers, broker):
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
     env.update(
@@ -189,11 +174,7 @@ def test_an_interrupted_claim_without_acceptance_is_sent_once(topics, session_fa
     from shared.db import transaction
 
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
     with transaction(session_factory) as s:
         repo.claim_due(s, now=clock.now(), limit=10, owner="dead-sender", lease_until=clock.now() + days(1 / 288), token="dead-claim")
     w["sender"].poll_once()

@@ -15,6 +15,7 @@ from services.outreach.policy.tokens import email_hash, make_token
 from services.ingest.models import User
 from tests.support.helpers import T0, auth, drain, expected_held_out
 from tests.support.outreach import (
+    enrol_in_win_back,
     add_account,
     add_activity,
     days,
@@ -222,11 +223,7 @@ def test_quiet_hours_defer_not_drop(topics, session_factory, workers, clock, sin
             "ada": {"email": "ada@acme.test", "name": "Ada", "role": "admin", "timezone": "Europe/London"},
         },
     )
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
     rows = {m.recipient: m for m in messages(session_factory)}
     assert rows["kei@acme.test"].next_attempt_at == T0.replace(hour=23)
     assert rows["kei@acme.test"].payload["deferred"] == "quiet_hours"
@@ -239,11 +236,7 @@ def test_quiet_hours_defer_not_drop(topics, session_factory, workers, clock, sin
 
 async def test_unsubscribe_link_end_to_end_and_tokens_cannot_be_forged(topics, session_factory, workers, clock, sink, api, keys):
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
     w["sender"].poll_once()
     ada = next(m for m in sink.messages if str(m["To"]) == "ada@acme.test")
     url = ada["List-Unsubscribe"].strip("<>")
@@ -283,11 +276,7 @@ async def test_unsubscribe_link_end_to_end_and_tokens_cannot_be_forged(topics, s
 
 async def test_manual_suppression_and_send_time_recheck(topics, session_factory, workers, sink, api, keys):
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
     # Suppressed after the step ran, before the sender got to it: still not sent.
     r = await api.post("/v1/suppressions", json={"email": "Bob@Acme.test", "detail": "asked by phone"}, headers=auth(keys["ops"]))
     assert r.status_code == 201 and r.json()["reason"] == "manual"
@@ -301,11 +290,7 @@ async def test_manual_suppression_and_send_time_recheck(topics, session_factory,
 
 async def test_erasure_scrubs_the_contact_and_keeps_them_uncontacted(topics, session_factory, workers, clock, api, keys):
     add_account(session_factory)
-    save_template(session_factory, topics)
-    save_playbook(session_factory, "win-back", simple_playbook())
-    w = workers()
-    send_signals(topics, [signal()])
-    drain(w["signals"], lambda: len(messages(session_factory)) == 2)
+    w = enrol_in_win_back(topics, session_factory, workers)
     r = await api.post("/v1/accounts/acme/users/ada/erase", headers=auth(keys["ops"]))
     assert r.status_code == 200 and r.json() == {"account_id": "acme", "user_id": "ada", "suppressed": True, "messages_scrubbed": 1}
     with session_factory() as s:
