@@ -4,9 +4,11 @@ services/rules/evaluation/router.py, backtests in services/rules/backtest/router
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Body, Path, Query
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from services.rules.rules import repository as repo
@@ -28,6 +30,8 @@ from shared.limits import DB_INT_MAX
 from shared.settings import Settings
 
 router = APIRouter(tags=["rules"])
+T = TypeVar("T")
+P = TypeVar("P", bound=BaseModel)
 AUTHOR = ("ops",)
 
 
@@ -138,6 +142,23 @@ def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = Clo
 
 # Versions and audit entries are numbered: the cursor is the last number of a page.
 NumberCursor = Query(None, pattern=r"^[0-9]{1,10}$", description="next_cursor from the previous page")
+NumberLimit = Query(100, ge=1, le=1000)
+
+
+def _numbered_page(
+    page: type[P],
+    session: Session,
+    rule_id: str,
+    cursor: str | None,
+    limit: int,
+    fetch: Callable[..., list[T]],
+    number: Callable[[T], int],
+) -> P:
+    """A page of the rule's versions or audit entries (``fetch``) after number
+    ``cursor``; 404 if there is no such rule."""
+    service.get(session, rule_id)
+    items = fetch(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
+    return page(items=items, next_cursor=str(number(items[-1])) if len(items) == limit else None)
 
 
 @router.get(
@@ -149,13 +170,11 @@ NumberCursor = Query(None, pattern=r"^[0-9]{1,10}$", description="next_cursor fr
 def list_versions(
     rule_id: str,
     cursor: str | None = NumberCursor,
-    limit: int = Query(100, ge=1, le=1000),
+    limit: int = NumberLimit,
     session: Session = SessionDep,
     _p: Principal = require(*AUTHOR),
 ):
-    service.get(session, rule_id)
-    items = repo.list_versions(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
-    return RuleVersionPage(items=items, next_cursor=str(items[-1].version) if len(items) == limit else None)
+    return _numbered_page(RuleVersionPage, session, rule_id, cursor, limit, repo.list_versions, lambda v: v.version)
 
 
 @router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut, responses={**AUTH_ERRORS, **responses(NotFound)})
@@ -175,10 +194,8 @@ def get_version(rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session:
 def rule_audit(
     rule_id: str,
     cursor: str | None = NumberCursor,
-    limit: int = Query(100, ge=1, le=1000),
+    limit: int = NumberLimit,
     session: Session = SessionDep,
     _p: Principal = require(*AUTHOR),
 ):
-    service.get(session, rule_id)
-    items = repo.audit_for(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
-    return AuditPage(items=items, next_cursor=str(items[-1].id) if len(items) == limit else None)
+    return _numbered_page(AuditPage, session, rule_id, cursor, limit, repo.audit_for, lambda a: a.id)
