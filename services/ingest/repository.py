@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any, Protocol
 
 import msgspec
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, delete, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.ingest.models import (
@@ -159,82 +160,53 @@ def store_events_pg(session: Session, events: Iterable[EventRow], now: datetime)
     return StoredBatch(new=new, accounts=accounts, new_trait_event_ids=list(trait_ids))
 
 
+def _upsert_in_key_order(session: Session, table: Table, rows: list[dict[str, Any]], key: list[str], update: Any) -> None:
+    """:func:`shared.db.upsert` with the rows in ``key`` order, as the one-statement path
+    above writes them (where rows are locked one by one, two batches that share rows
+    then take them in the same order)."""
+    upsert(session, table, sorted(rows, key=itemgetter(*key)), key, update)
+
+
+def _widen_seen(t: Table) -> Callable[[Any], dict[str, Any]]:
+    """On a conflict, first/last seen widen to take in the incoming row's."""
+    return lambda ex: {
+        "first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
+        "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at),
+    }
+
+
+def _add_count(t: Table) -> Callable[[Any], dict[str, Any]]:
+    return lambda ex: {"count": t.c.count + ex.count}
+
+
 def touch_accounts(session: Session, rows: list[dict[str, Any]]) -> None:
     """Create missing accounts and widen first/last seen (rows: id, first_seen_at,
     last_seen_at, created_at, updated_at)."""
-    upsert(
-        session,
-        _accounts,
-        sorted(rows, key=lambda r: r["id"]),
-        ["id"],
-        lambda ex: {
-            "first_seen_at": _earlier(_accounts.c.first_seen_at, ex.first_seen_at),
-            "last_seen_at": _later(_accounts.c.last_seen_at, ex.last_seen_at),
-        },
-    )
+    _upsert_in_key_order(session, _accounts, rows, ["id"], _widen_seen(_accounts))
 
 
 def touch_users(session: Session, rows: list[dict[str, Any]]) -> None:
-    upsert(
-        session,
-        _users,
-        sorted(rows, key=lambda r: (r["account_id"], r["id"])),
-        ["account_id", "id"],
-        lambda ex: {
-            "first_seen_at": _earlier(_users.c.first_seen_at, ex.first_seen_at),
-            "last_seen_at": _later(_users.c.last_seen_at, ex.last_seen_at),
-        },
-    )
+    _upsert_in_key_order(session, _users, rows, ["account_id", "id"], _widen_seen(_users))
 
 
 def add_usage(session: Session, rows: list[dict[str, Any]]) -> None:
     t = UsageDaily.__table__
-    upsert(
-        session,
-        t,
-        sorted(rows, key=lambda r: (r["account_id"], r["day"], r["event_name"])),
-        ["account_id", "day", "event_name"],
-        lambda ex: {"count": t.c.count + ex.count},
-    )
+    _upsert_in_key_order(session, t, rows, ["account_id", "day", "event_name"], _add_count(t))
 
 
 def add_user_activity(session: Session, rows: list[dict[str, Any]]) -> None:
     t = UserActivityDaily.__table__
-    upsert(
-        session,
-        t,
-        sorted(rows, key=lambda r: (r["account_id"], r["day"], r["user_id"])),
-        ["account_id", "day", "user_id"],
-        lambda ex: {"count": t.c.count + ex.count},
-    )
+    _upsert_in_key_order(session, t, rows, ["account_id", "day", "user_id"], _add_count(t))
 
 
 def mark_account_events_seen(session: Session, rows: list[dict[str, Any]]) -> None:
     t = AccountEventSeen.__table__
-    upsert(
-        session,
-        t,
-        sorted(rows, key=lambda r: (r["account_id"], r["event_name"])),
-        ["account_id", "event_name"],
-        lambda ex: {
-            "first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
-            "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at),
-        },
-    )
+    _upsert_in_key_order(session, t, rows, ["account_id", "event_name"], _widen_seen(t))
 
 
 def mark_user_events_seen(session: Session, rows: list[dict[str, Any]]) -> None:
     t = UserEventSeen.__table__
-    upsert(
-        session,
-        t,
-        sorted(rows, key=lambda r: (r["account_id"], r["user_id"], r["event_name"])),
-        ["account_id", "user_id", "event_name"],
-        lambda ex: {
-            "first_seen_at": _earlier(t.c.first_seen_at, ex.first_seen_at),
-            "last_seen_at": _later(t.c.last_seen_at, ex.last_seen_at),
-        },
-    )
+    _upsert_in_key_order(session, t, rows, ["account_id", "user_id", "event_name"], _widen_seen(t))
 
 
 def rows_for_traits(session: Session, model: type[Account] | type[User], keys: Iterable[Any]) -> dict[Any, SimpleNamespace]:
