@@ -40,6 +40,13 @@ def _account_or_404(session: Session, account_id: str):
     return account
 
 
+def _user_or_404(session: Session, account_id: str, user_id: str):
+    user = repo.get_user(session, account_id, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id!r} in account {account_id!r}")
+    return user
+
+
 @router.put(
     "/v1/accounts/{account_id}",
     response_model=AccountOut,
@@ -92,6 +99,7 @@ def _window(start: date | None, end: date | None, days: int, clock: Clock) -> tu
 
 
 WINDOW_DOC = "UTC days, inclusive. Defaults: the `days` days ending today (clock time)."
+WindowDays = Query(28, ge=1, le=MAX_USAGE_DAYS)
 
 
 @router.get(
@@ -105,7 +113,7 @@ def account_usage(
     account_id: str,
     start: date | None = None,
     end: date | None = None,
-    days: int = Query(28, ge=1, le=MAX_USAGE_DAYS),
+    days: int = WindowDays,
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     _p=require(*READERS),
@@ -137,10 +145,7 @@ def put_user(account_id: str, user_id: str, body: UserIn, session: Session = Ses
 
 @router.get("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut, responses={**AUTH_ERRORS, **responses(NotFound)})
 def get_user(account_id: str, user_id: str, session: Session = SessionDep, _p=require(*READERS)):
-    user = repo.get_user(session, account_id, user_id)
-    if user is None:
-        raise NotFound(f"no user {user_id!r} in account {account_id!r}")
-    return user
+    return _user_or_404(session, account_id, user_id)
 
 
 @router.get(
@@ -174,13 +179,12 @@ def user_usage(
     user_id: str,
     start: date | None = None,
     end: date | None = None,
-    days: int = Query(28, ge=1, le=MAX_USAGE_DAYS),
+    days: int = WindowDays,
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     _p=require(*READERS),
 ):
-    if repo.get_user(session, account_id, user_id) is None:
-        raise NotFound(f"no user {user_id!r} in account {account_id!r}")
+    _user_or_404(session, account_id, user_id)
     start, end = _window(start, end, days, clock)
     activity = repo.user_activity_by_day(session, account_id, user_id, start, end)
     return UsageOut(
