@@ -70,6 +70,18 @@ def _held(token: str):
     return (Message.lease_token == token) & (Message.state == "sending")
 
 
+def _write_held(session: Session, ids: list[str], token: str, **values: Any) -> int:
+    """Write ``values`` to the rows among ``ids`` that the claim ``token`` still holds;
+    returns how many it wrote."""
+    if not ids:
+        return 0
+    return rowcount(
+        session.execute(
+            update(Message).where(Message.id.in_(ids), _held(token)).values(**values), execution_options={"synchronize_session": False}
+        )
+    )
+
+
 def renew_lease(session: Session, *, token: str, lease_until: datetime) -> int:
     """Extend the lease of every row the claim ``token`` still holds; returns how many.
     Fewer than were claimed means another sender took some over: the claim is lost."""
@@ -82,24 +94,18 @@ def renew_lease(session: Session, *, token: str, lease_until: datetime) -> int:
 
 def mark_sent(session: Session, ids: list[str], now: datetime, token: str) -> int:
     """Record ``ids`` as sent if the claim ``token`` still holds them; returns how many it did."""
-    if not ids:
-        return 0
-    return rowcount(
-        session.execute(
-            update(Message)
-            .where(Message.id.in_(ids), _held(token))
-            .values(
-                state="sent",
-                sent_at=now,
-                last_error=None,
-                lease_owner=None,
-                lease_until=None,
-                lease_token=None,
-                next_attempt_at=None,
-                updated_at=now,
-            ),
-            execution_options={"synchronize_session": False},
-        )
+    return _write_held(
+        session,
+        ids,
+        token,
+        state="sent",
+        sent_at=now,
+        last_error=None,
+        lease_owner=None,
+        lease_until=None,
+        lease_token=None,
+        next_attempt_at=None,
+        updated_at=now,
     )
 
 
@@ -111,23 +117,17 @@ def held_by(session: Session, ids: Iterable[str], token: str) -> list[Message]:
 
 def release(session: Session, ids: list[str], now: datetime, token: str) -> int:
     """Put back claimed rows that were never attempted (the sender stopped early)."""
-    if not ids:
-        return 0
-    return rowcount(
-        session.execute(
-            update(Message)
-            .where(Message.id.in_(ids), _held(token))
-            .values(
-                state="queued",
-                next_attempt_at=now,
-                attempts=Message.attempts - 1,
-                lease_owner=None,
-                lease_until=None,
-                lease_token=None,
-                updated_at=now,
-            ),
-            execution_options={"synchronize_session": False},
-        )
+    return _write_held(
+        session,
+        ids,
+        token,
+        state="queued",
+        next_attempt_at=now,
+        attempts=Message.attempts - 1,
+        lease_owner=None,
+        lease_until=None,
+        lease_token=None,
+        updated_at=now,
     )
 
 
