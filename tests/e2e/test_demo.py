@@ -21,7 +21,6 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     the churning accounts that ignore both win-back emails are escalated to a pooled CSM
     minutes later, and the Done-when of the engagements issue holds through the API."""
     import json
-    import os
     import subprocess
     import sys
     import time
@@ -41,7 +40,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     from services.rules.models import RuleTick, SignalRecord
     from shared.db import transaction
     from shared.outbox import pending_count
-    from tests.support.helpers import auth
+    from tests.support.helpers import auth, cli_env
     from tests.support.helpers import drain, expected_held_out
 
     settings = topics
@@ -51,14 +50,6 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         seed_starter_content(s, settings, clock.now(), enable_playbooks=True)
     signals = SignalWorker(settings, session_factory, clock)
     workers = [IngestWorker(settings, session_factory, clock), RulesWorker(settings, session_factory, clock), signals]
-    env = {
-        **os.environ,
-        "TOUCHLINE_ENV": "test",
-        "TOUCHLINE_DATABASE_URL": settings.database_url,
-        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-    }
 
     def settled() -> bool:
         with session_factory() as s:
@@ -68,7 +59,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.wiring.cli", "demo", "--accounts", "20", "--days", "60"],
-        env=env,
+        env=cli_env(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

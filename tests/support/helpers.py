@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -142,6 +144,38 @@ def run_jobs(settings: Settings, session_factory, clock=None) -> int:
     while worker.poll_once():
         ran += 1
     return ran
+
+
+# For a worker process that crashes on purpose: its consumer group forgets it within
+# about 2 s (its session times out), so the next worker in the group is not kept waiting.
+QUICK_SESSION_TIMEOUT = {"TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000", "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300"}
+
+
+def cli_env(settings: Settings, **variables: str) -> dict[str, str]:
+    """The environment of a ``touchline`` child process on this test's database, broker,
+    topics and var dir (TOUCHLINE_ENV=test). ``variables`` add settings by their names,
+    e.g. ``TOUCHLINE_FAULT="ingest.after_db_commit"``."""
+    return {
+        **os.environ,
+        "TOUCHLINE_ENV": "test",
+        "TOUCHLINE_DATABASE_URL": settings.database_url,
+        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
+        **variables,
+    }
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 120, **variables: str) -> subprocess.CompletedProcess:
+    """``touchline <args>`` run to its end in that environment (:func:`cli_env`), its
+    output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.wiring.cli", *args],
+        env=cli_env(settings, **variables),
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
 
 
 def warm_up_broker(bootstrap: str, timeout: float = 60.0) -> None:

@@ -8,9 +8,6 @@ mid-run, in a real process where it must die). Time comes from the simulated clo
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from datetime import timedelta
@@ -28,7 +25,7 @@ from shared.db import make_engine, make_session_factory, transaction
 from shared.jobs import repository as jobs_repo
 from shared.jobs.models import Job
 from shared.models import AuditRecord
-from tests.support.helpers import T0, auth, run_jobs, track
+from tests.support.helpers import T0, auth, run_cli, run_jobs, track
 from tests.support.rules import ingest, make_rule, no_login_rule, seed_one_fading_account
 
 
@@ -223,19 +220,13 @@ def test_a_killed_jobs_worker_process_loses_no_job(settings, session_factory, cl
     start, end = seed_one_fading_account(session_factory, T0)
     params = {"rule_id": "no-login-14d", "start": start, "end": end, "samples": 1}
     job_id = submit(session_factory, settings, clock, kind="rules.backtest", **params)
-    env = {
-        **os.environ,
-        "TOUCHLINE_ENV": "test",
-        "TOUCHLINE_DATABASE_URL": settings.database_url,
-        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-        "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0",
-        "TOUCHLINE_JOB_LEASE_SECONDS": "30",
-        "TOUCHLINE_FAULT": "jobs.after_progress",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "services.wiring.cli", "worker", "jobs"], env=env, timeout=120, capture_output=True, text=True
+    proc = run_cli(
+        settings,
+        "worker",
+        "jobs",
+        TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS="0",
+        TOUCHLINE_JOB_LEASE_SECONDS="30",
+        TOUCHLINE_FAULT="jobs.after_progress",
     )
     assert proc.returncode == faults.CRASH_EXIT_CODE, proc.stderr[-2000:]
     job = load(session_factory, job_id)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from datetime import date, timedelta
 
@@ -16,7 +13,7 @@ from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
 from shared.faults import CRASH_EXIT_CODE
 from shared.kafka import BatchResult, BatchWorker
-from tests.support.helpers import T0, committed_offsets, drain, publish, read_dlq, track
+from tests.support.helpers import QUICK_SESSION_TIMEOUT, T0, committed_offsets, drain, publish, read_dlq, run_cli, track
 from tests.support.rules import ingest
 
 
@@ -264,29 +261,11 @@ def test_a_record_that_fails_processing_is_isolated_to_the_dlq(topics, session_f
     assert dlq[0]["detail"] == "RuntimeError: cannot process this one"  # the exception type, then its message
 
 
-def _worker_process(settings, fault: str | None) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "TOUCHLINE_ENV": "test",
-        "TOUCHLINE_DATABASE_URL": settings.database_url,
-        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-        "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
-        "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-    }
-    if fault:
-        env["TOUCHLINE_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "services.wiring.cli", "worker", "ingest"], env=env, timeout=60, capture_output=True, text=True
-    )
-
-
 def test_crash_after_db_commit_before_offset_commit_changes_nothing_on_redelivery(topics, session_factory, clock):
     evs = [track("acme", "login", T0 - timedelta(minutes=i), f"u{i % 3}", f"c{i}") for i in range(20)]
     publish(topics, evs)
     # A real worker process dies hard right after its DB commit, before committing offsets.
-    proc = _worker_process(topics, "ingest.before_offset_commit")
+    proc = run_cli(topics, "worker", "ingest", timeout=60, TOUCHLINE_FAULT="ingest.before_offset_commit", **QUICK_SESSION_TIMEOUT)
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
     assert count(session_factory, RawEvent) == 20  # the effects are committed...
     after_crash = usage(session_factory, "acme")
@@ -309,7 +288,7 @@ def test_crash_after_db_commit_before_the_dlq_publish_loses_no_reject(topics, se
     DLQ. The restarted worker gets the batch again and publishes the reject (once)."""
     good = [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"d{i}") for i in range(5)]
     publish(topics, good + [BAD_RECORDS["invalid_json"]])
-    proc = _worker_process(topics, "ingest.after_db_commit")
+    proc = run_cli(topics, "worker", "ingest", timeout=60, TOUCHLINE_FAULT="ingest.after_db_commit", **QUICK_SESSION_TIMEOUT)
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
     assert count(session_factory, RawEvent) == 5  # the crash came after the commit, before the DLQ publish
     w = IngestWorker(topics, session_factory, clock)

@@ -4,9 +4,6 @@ redelivered after a crash or two workers share the group."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from datetime import timedelta
 
@@ -18,7 +15,7 @@ from shared.clock import SystemClock
 from shared.faults import CRASH_EXIT_CODE
 from shared.outbox import OutboxMessage, pending_count
 from shared.signals import Signal
-from tests.support.helpers import T0, committed_offsets, drain, publish, read_dlq, read_topic, track
+from tests.support.helpers import QUICK_SESSION_TIMEOUT, T0, committed_offsets, drain, publish, read_dlq, read_topic, run_cli, track
 from tests.support.rules import count, make_rule, signals
 
 RULE = {
@@ -97,23 +94,6 @@ def pending_count_of(session_factory) -> int:
         return pending_count(s)
 
 
-def _rules_process(settings, fault: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "TOUCHLINE_ENV": "test",
-        "TOUCHLINE_DATABASE_URL": settings.database_url,
-        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TOUCHLINE_TOPIC_PREFIX": settings.topic_prefix,
-        "TOUCHLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
-        "TOUCHLINE_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-        "TOUCHLINE_FAULT": fault,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "services.wiring.cli", "worker", "rules"], env=env, timeout=90, capture_output=True, text=True
-    )
-
-
 def test_a_database_outage_while_checking_ingest_is_retried_and_loses_nothing(topics, session_factory, clock, db_kind, tmp_path):
     """The rules worker asks the database whether ingest has stored a batch before it
     evaluates it. If the database is down then, the batch is rewound and asked about
@@ -161,7 +141,7 @@ def test_crash_between_db_commit_and_offset_commit_fires_no_duplicate(topics, se
         drain(ingest, lambda: count(session_factory, RawEvent) == 6)
     finally:
         ingest.close()
-    proc = _rules_process(topics, "rules.before_offset_commit")
+    proc = run_cli(topics, "worker", "rules", timeout=90, TOUCHLINE_FAULT="rules.before_offset_commit", **QUICK_SESSION_TIMEOUT)
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-3000:]
     assert count(session_factory, SignalRecord) == 1  # committed, offsets not
     first = signals(session_factory)[0].signal_id

@@ -5,25 +5,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from shared.jobs.models import Job
-from tests.support.helpers import T0
+from tests.support.helpers import T0, run_cli
 from tests.support.rules import seed_one_fading_account
 
 
-def _cli(settings, *args, timeout=120):
-    env = {
-        **os.environ,
-        "TOUCHLINE_ENV": "test",
-        "TOUCHLINE_DATABASE_URL": settings.database_url,
-        "TOUCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-        "TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS": "0",
-    }
-    return subprocess.run([sys.executable, "-m", "services.wiring.cli", *args], env=env, timeout=timeout, capture_output=True, text=True)
+def _cli(settings, *args: str):
+    return run_cli(settings, *args, TOUCHLINE_JOB_PROGRESS_INTERVAL_SECONDS="0")
 
 
 def test_cli_backtest_runs_a_job_and_prints_its_result(settings, session_factory):
