@@ -18,12 +18,7 @@ def run_branch(ctx: StepContext, step: BranchStep) -> StepOutcome:
     met, evidence = ctx.batch.condition(step.if_, ctx.enrollment.account_id)
     target = ctx.steps.target(step.then if met else step.else_, ctx.index)
     note = {"condition": met, "evidence": evidence}
-    if target == "convert":
-        return StepOutcome(end="converted", note=note)
-    if target == "end":
-        return StepOutcome(end="completed", note=note)
-    assert isinstance(target, int)
-    return StepOutcome(next=target, note=note)
+    return StepOutcome.go_to(target, note)
 
 
 @register("end", EndStep, batched=True)

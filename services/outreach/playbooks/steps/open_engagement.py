@@ -131,9 +131,4 @@ def _route(ctx: StepContext, step: OpenEngagementStep, e: Any) -> StepOutcome:
     name = step.on_outcome.get(e.outcome or "") or step.on_outcome.get("default")
     target = ctx.steps.target(name, ctx.index)
     note = {"engagement_id": e.id, "engagement": "closed", "outcome": e.outcome, "outcome_source": e.outcome_source}
-    if target == "convert":
-        return StepOutcome(end="converted", note=note)
-    if target == "end":
-        return StepOutcome(end="completed", note=note)
-    assert isinstance(target, int)
-    return StepOutcome(next=target, note=note)
+    return StepOutcome.go_to(target, note)

@@ -54,6 +54,17 @@ class StepOutcome:
     end: str | None = None
     note: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def go_to(cls, target: int | str, note: dict[str, Any]) -> StepOutcome:
+        """Go on at ``target`` (from :meth:`ParsedSteps.target`): a step's index, or a
+        terminal, "convert" (end converted) or "end" (end completed)."""
+        if target == "convert":
+            return cls(end="converted", note=note)
+        if target == "end":
+            return cls(end="completed", note=note)
+        assert isinstance(target, int)
+        return cls(next=target, note=note)
+
 
 @dataclass
 class ParsedSteps:
