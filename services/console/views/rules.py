@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
@@ -106,6 +106,29 @@ def _numbered(text: str, errors: list[dict]) -> list[dict]:
     return [{"n": i + 1, "text": line, "errors": at.get(i + 1, [])} for i, line in enumerate(lines)]
 
 
+def _backtest_window(request: Request) -> dict[str, Any]:
+    """The backtest form's default window: the 30 days ending today."""
+    today = now_of(request).date()
+    return {"default_start": (today - timedelta(days=29)).isoformat(), "default_end": today.isoformat()}
+
+
+def _editor(request: Request, rule: Any, text: str, exc: TouchlineError | None = None) -> HTMLResponse:
+    """The editor with ``text``: after a failed save, ``exc``'s errors under their lines
+    (and its status); for a saved rule, the backtest form too."""
+    errors = _errors(text, exc) if exc is not None else []
+    return render(
+        request,
+        "rule_edit.html",
+        status_code=exc.status_code if exc is not None else 200,
+        rule=rule,
+        text=text,
+        errors=errors,
+        lines=_numbered(text, errors) if exc is not None else [],
+        saved=False,
+        **(_backtest_window(request) if rule is not None else {}),
+    )
+
+
 @router.get("/rules")
 def rules_list(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
     rules = repo.list_rules(session, kind=None, enabled=None, trigger_type=None, include_deleted=False, after=None, limit=500)
@@ -115,7 +138,7 @@ def rules_list(request: Request, session: Session = SessionDep, viewer: Viewer =
 
 @router.get("/rules/new")
 def new_rule(request: Request, viewer: Viewer = OPS):
-    return render(request, "rule_edit.html", rule=None, text=NEW_RULE, errors=[], lines=[], saved=False)
+    return _editor(request, None, NEW_RULE)
 
 
 @router.post("/rules/new")
@@ -127,17 +150,7 @@ async def create_rule(request: Request, session: Session = SessionDep, viewer: V
         definition, _ = service.parse(parse_text(text), settings.raw_event_retention_days)
         rule = service.create(session, definition, form.get("enabled") == "on", viewer.principal.actor, now_of(request))
     except TouchlineError as exc:
-        errors = _errors(text, exc)
-        return render(
-            request,
-            "rule_edit.html",
-            status_code=exc.status_code,
-            rule=None,
-            text=text,
-            errors=errors,
-            lines=_numbered(text, errors),
-            saved=False,
-        )
+        return _editor(request, None, text, exc)
     return RedirectResponse(f"/console/rules/{rule.id}?saved=1", status_code=303)
 
 
@@ -146,7 +159,6 @@ def rule_page(request: Request, rule_id: str, saved: bool = False, session: Sess
     rule = service.get(session, rule_id)
     definition = service.current_definition(session, rule)
     signals = signals_repo.list_signals(session, kind=None, rule_id=rule_id, account_id=None, since=None, until=None, before=None, limit=20)
-    today = now_of(request).date()
     return render(
         request,
         "rule.html",
@@ -157,27 +169,14 @@ def rule_page(request: Request, rule_id: str, saved: bool = False, session: Sess
         audit=repo.audit_for(session, rule_id),
         signals=signals,
         saved=saved,
-        default_start=(today - timedelta(days=29)).isoformat(),
-        default_end=today.isoformat(),
+        **_backtest_window(request),
     )
 
 
 @router.get("/rules/{rule_id}/edit")
 def edit_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
     rule = service.get(session, rule_id, include_deleted=False)
-    text = to_text(service.current_definition(session, rule))
-    today = now_of(request).date()
-    return render(
-        request,
-        "rule_edit.html",
-        rule=rule,
-        text=text,
-        errors=[],
-        lines=[],
-        saved=False,
-        default_start=(today - timedelta(days=29)).isoformat(),
-        default_end=today.isoformat(),
-    )
+    return _editor(request, rule, to_text(service.current_definition(session, rule)))
 
 
 @router.post("/rules/{rule_id}/edit")
@@ -190,20 +189,7 @@ async def save_rule(request: Request, rule_id: str, session: Session = SessionDe
         definition, enabled = service.parse(parse_text(text), settings.raw_event_retention_days, rule_id=rule_id)
         service.update(session, rule_id, definition, enabled, viewer.principal.actor, now_of(request))
     except TouchlineError as exc:
-        errors = _errors(text, exc)
-        today = now_of(request).date()
-        return render(
-            request,
-            "rule_edit.html",
-            status_code=exc.status_code,
-            rule=rule,
-            text=text,
-            errors=errors,
-            lines=_numbered(text, errors),
-            saved=False,
-            default_start=(today - timedelta(days=29)).isoformat(),
-            default_end=today.isoformat(),
-        )
+        return _editor(request, rule, text, exc)
     return RedirectResponse(f"/console/rules/{rule_id}?saved=1", status_code=303)
 
 
