@@ -73,6 +73,9 @@ def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **ov
         # The embedded broker answers ListOffsets(latest) wrongly; earliest is right everywhere
         # for a group that has never committed.
         auto_offset_reset="earliest",
+        # A product app's transactional producer may abort: its records stay in the log,
+        # and only a read_committed consumer skips them (kafka-python defaults to uncommitted).
+        isolation_level="read_committed",
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
