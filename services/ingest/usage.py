@@ -12,7 +12,8 @@ Read model (reads only; the caller owns the session):
 * one account's daily series for people to read: :func:`daily_series`; :func:`count_accounts`;
 * metric series over the daily rollups, one set-based statement per metric over the
   accounts asked for (a list, or every account when ``accounts`` is None), never one
-  query per account: :func:`event_counts`, :func:`active_user_counts`,
+  query per account: :func:`event_counts` (several events at once:
+  :func:`event_counts_by_name`), :func:`active_user_counts`,
   :func:`active_days`, :func:`chunked_metric`, :func:`account_last_seen`,
   :func:`account_last_day`, :func:`daily_usage`, :func:`user_activity_masks`, :func:`event_day_masks`,
   :func:`user_last_seen`;
@@ -42,6 +43,7 @@ from sqlalchemy.orm import Session
 from services.ingest import repository as _repo
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
 from services.ingest.service import apply_account_traits
+from shared.db import is_in
 from shared.events import AccountTraits
 from shared.privacy import scrub
 
@@ -112,6 +114,11 @@ def _event(row: Row[Any]) -> StoredEvent:
 
 def _in(col: Any, accounts: list[str] | None) -> Any:
     return True if accounts is None else col.in_(accounts)
+
+
+def _ids_in(session: Session, col: Any, accounts: list[str] | None) -> Any:
+    """:func:`_in` as one array parameter on PostgreSQL (:func:`shared.db.is_in`)."""
+    return True if accounts is None else is_in(session, col, accounts)
 
 
 def _chunks(items: list[Any] | None) -> Iterator[list[Any] | None]:
@@ -350,6 +357,28 @@ def event_counts(session: Session, event: str, start: date, end: date, accounts:
     )
 
 
+def event_counts_by_name(
+    session: Session, events: Iterable[str], start: date, end: date, accounts: list[str] | None
+) -> dict[str, dict[str, int]]:
+    """:func:`event_counts` of several events over one window, in one statement per chunk
+    of accounts (grouped by event name) instead of one per event: event name -> account ->
+    count, ``{}`` for an event no account did. An event batch at 1,000 rules asks 50."""
+    t = UsageDaily
+    names = sorted(set(events))
+    out: dict[str, dict[str, int]] = {n: {} for n in names}
+    for i in range(0, len(names), CHUNK):
+        some = names[i : i + CHUNK]
+        for part in _chunks(accounts):
+            stmt = (
+                select(t.event_name, t.account_id, func.sum(t.count))
+                .where(is_in(session, t.event_name, some), t.day >= start, t.day <= end, _ids_in(session, t.account_id, part))
+                .group_by(t.event_name, t.account_id)
+            )
+            for name, a, v in session.execute(stmt):
+                out[name][a] = v
+    return out
+
+
 def active_user_counts(session: Session, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
     """Distinct active users per account over [start, end]."""
     t = UserActivityDaily
@@ -526,7 +555,7 @@ def ingested_event_ids(session: Session, event_ids: list[str]) -> set[str]:
     """Which of ``event_ids`` ingest has committed (the rules worker waits for them)."""
     out: set[str] = set()
     for i in range(0, len(event_ids), CHUNK):
-        out.update(session.scalars(select(RawEvent.event_id).where(RawEvent.event_id.in_(event_ids[i : i + CHUNK]))))
+        out.update(session.scalars(select(RawEvent.event_id).where(is_in(session, RawEvent.event_id, event_ids[i : i + CHUNK]))))
     return out
 
 

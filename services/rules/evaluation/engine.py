@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import repeat
@@ -106,6 +106,7 @@ class Measurements:
         self._population: set[str] | None = None
         self._user_values: dict[tuple, dict] = {}
         self._users: dict | None = None
+        self._planned: dict[tuple, Metric] = {}
         self.queries = 0
 
     # ---- accounts ------------------------------------------------------
@@ -160,14 +161,41 @@ class Measurements:
         return out
 
     # ---- metrics -------------------------------------------------------
+    def plan(self, conditions: Iterable[Condition]) -> None:
+        """Declare conditions about to be evaluated, so that their ``count`` metrics over
+        one window are read together when the first of them is asked: one statement per
+        chunk of accounts, grouped by event name (:func:`usage.event_counts_by_name`),
+        instead of one per metric (an event batch at 1,000 rules asks 50 of them). The
+        values are the same; an unplanned metric is read alone. Not in a backtest, whose
+        series answers from memory."""
+        if self.series is not None:
+            return
+        for condition in conditions:
+            for leaf in leaves(condition):
+                if isinstance(leaf, Metric) and leaf.metric == "count" and leaf.operand not in self._values:
+                    self._planned[leaf.operand] = leaf
+
     def metric(self, m: Metric) -> tuple[dict[str, Any], Any]:
         """(account -> value, default for accounts without a row)."""
         default = 0.0 if m.metric in ZERO_DEFAULT else (math.inf if m.metric == "days_since" else None)
         key = m.operand
         if key not in self._values:
-            self._values[key] = self._measure(m)
-            self.queries += 1
+            if key in self._planned:
+                self._measure_planned(m.window_days)
+            else:
+                self._values[key] = self._measure(m)
+            self.queries += 1  # reads: a planned group counts once
         return self._values[key], default
+
+    def _measure_planned(self, window: int) -> None:
+        """Every planned count metric over ``window`` days, in one read (see :meth:`plan`)."""
+        group = [leaf for leaf in self._planned.values() if leaf.window_days == window]
+        counts = usage.event_counts_by_name(
+            self.session, {leaf.event_name for leaf in group}, *usage.window_days(self.now, window), self.accounts
+        )
+        for leaf in group:
+            self._values[leaf.operand] = {a: float(v) for a, v in counts[leaf.event_name].items()}
+            del self._planned[leaf.operand]
 
     def _query(self, name: str, *args: Any) -> dict[str, Any]:
         """A metric series from ingest's read model, or the same answer from the backtest's daily series."""

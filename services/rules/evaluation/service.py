@@ -73,20 +73,44 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
     report.stale = len(events) - len(fresh)
     if report.stale:
         STALE_EVENTS.inc(report.stale)
-    per_rule: dict[str, tuple[LoadedRule, list[EventSubject]]] = {}
+    # Events by name, then each rule's events: the lists of one name are shared by every
+    # rule it triggers (a batch at 1,000 rules pairs 20,000 events with 400,000 rule-events).
+    # Rules come in the order of their first triggering event, events in batch order.
+    by_name: dict[str, list[EventSubject]] = {}
     for ev in fresh:
-        for rule in index.by_event.get(ev.name, ()):
-            per_rule.setdefault(rule.id, (rule, []))[1].append(ev)
-    if not per_rule:
+        if ev.name in index.by_event:
+            by_name.setdefault(ev.name, []).append(ev)
+    if not by_name:
         return report
-    accounts = sorted({ev.account_id for _, evs in per_rule.values() for ev in evs})
+    names_of: dict[str, tuple[str, ...]] = {}
+    rules: list[LoadedRule] = []
+    for name in by_name:
+        for rule in index.by_event[name]:
+            if rule.id not in names_of:
+                names_of[rule.id] = tuple(n for n in rule.definition.trigger.events if n in by_name)
+                rules.append(rule)
+    events_of: dict[tuple[str, ...], list[EventSubject]] = {}
+    latest_of: dict[tuple[str, ...], dict[str, EventSubject]] = {}
+    position: dict[int, int] = {}
+    accounts = sorted({ev.account_id for evs in by_name.values() for ev in evs})
     meas = Measurements(session, now, accounts)
-    pairs = sorted({(ev.account_id, ev.user_id) for _, evs in per_rule.values() for ev in evs if ev.user_id})
-    if pairs and any(r.needs_event for r, _ in per_rule.values()):
+    meas.plan(rule.definition.condition for rule in rules)
+    pairs = sorted({(ev.account_id, ev.user_id) for evs in by_name.values() for ev in evs if ev.user_id})
+    if pairs and any(r.needs_event for r in rules):
         meas.load_users(pairs)
     audiences: dict = {}
-    for rule, evs in per_rule.values():
+    universes: dict = {}
+    for rule in rules:
         d = rule.definition
+        names = names_of[rule.id]
+        if names not in events_of:
+            if len(names) == 1:
+                events_of[names] = by_name[names[0]]
+            else:  # several names: back in batch order
+                if not position:
+                    position.update((id(ev), i) for i, ev in enumerate(fresh))
+                events_of[names] = sorted((ev for n in names for ev in by_name[n]), key=lambda ev: position[id(ev)])
+        evs = events_of[names]
         key = d.audience
         if key not in audiences:
             audiences[key] = set(accounts) if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, accounts)
@@ -96,12 +120,21 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
             # Only account state matters: the account's latest triggering event stands for all,
             # and the set algebra (as in the tick, predicates shared by every rule of the batch)
             # finds the accounts for which the condition holds; only those are explained.
-            latest: dict[str, EventSubject] = {}
-            for ev in evs:
-                if ev.account_id not in latest or ev.timestamp >= latest[ev.account_id].timestamp:
-                    latest[ev.account_id] = ev
-            evs = list(latest.values())
-            holding = select_set(d.condition, audience & set(latest), meas.matching)
+            if names not in latest_of:
+                latest: dict[str, EventSubject] = {}
+                for ev in evs:
+                    if ev.account_id not in latest or ev.timestamp >= latest[ev.account_id].timestamp:
+                        latest[ev.account_id] = ev
+                latest_of[names] = latest
+            latest = latest_of[names]
+            if (names, key) not in universes:
+                in_audience = [ev for ev in latest.values() if ev.account_id in audience]
+                universes[names, key] = (in_audience, {ev.account_id for ev in in_audience})
+            evs, universe = universes[names, key]
+            holding = select_set(d.condition, universe, meas.matching)
+            if not holding:  # each of these accounts evaluated, none holds: nothing to explain or fire
+                report.evaluations += len(evs)
+                continue
         firings = []
         fired_accounts: set[str] = set()
         for ev in evs:
