@@ -9,7 +9,8 @@
 Database: SQLite in a temporary directory, or PostgreSQL when TOUCHLINE_BENCH_DATABASE_URL
 names a server (e.g. postgresql://postgres@127.0.0.1:5432/test): each part then creates a
 fresh database there and drops it afterwards. Sizes: BENCH_EVENTS (default 20000),
-BENCH_TICK_ACCOUNTS (100000); BENCH_PARTS=events,tick (default both).
+BENCH_TICK_ACCOUNTS (100000); BENCH_PARTS=events,tick (default both); BENCH_RULE_COUNTS
+(default 1,100,1000: the numbers of enabled rules the events part measures).
 
 Every event is inside the rules' freshness window, so each one is evaluated. The time
 each worker spends in its polls that processed records (not waiting for the broker or for
@@ -50,6 +51,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 NAMES = [f"event_{i:02d}" for i in range(50)]
 N_EVENTS = int(os.environ.get("BENCH_EVENTS", 20_000))
 N_TICK_ACCOUNTS = int(os.environ.get("BENCH_TICK_ACCOUNTS", 100_000))
+RULE_COUNTS = [int(n) for n in os.environ.get("BENCH_RULE_COUNTS", "1,100,1000").split(",")]
 
 
 CLEANUP = ExitStack()  # the fresh PostgreSQL databases, dropped when main() ends
@@ -153,19 +155,23 @@ def through_rules(broker, tmp: Path, n_rules: int) -> dict:
     done_ingest = done_rules = 0
     evaluations = signals = 0
     started = None
+    load = os.getloadavg()[0]
     in_ingest = in_rules = 0.0  # seconds inside each worker's polls that processed records (not its waits)
+    cpu_ingest = cpu_rules = 0.0  # this process's CPU seconds in the same polls
     while done_rules < N_EVENTS:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         a = ingest.poll_once(100)
         if a and started is None:
             started = t
         if a:
             in_ingest += time.perf_counter() - t
+            cpu_ingest += time.process_time() - c
         done_ingest += a
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         b = rules.poll_once(100)
         if b:
             in_rules += time.perf_counter() - t
+            cpu_rules += time.process_time() - c
         done_rules += b
         if b and rules.last_report:
             evaluations += rules.last_report.evaluations
@@ -179,6 +185,9 @@ def through_rules(broker, tmp: Path, n_rules: int) -> dict:
         "raw_per_s": raw,
         "ingest_per_s": N_EVENTS / in_ingest,
         "rules_per_s": N_EVENTS / in_rules,
+        "ingest_cpu": cpu_ingest,
+        "rules_cpu": cpu_rules,
+        "load": load,
         "evaluations": evaluations,
         "signals": signals,
     }
@@ -278,25 +287,27 @@ def main() -> None:
             broker = EmbeddedBroker("127.0.0.1", free_port(), tmp / "broker.log")
             broker.start()
             try:
-                rows = [through_rules(broker, tmp, n) for n in (1, 100, 1000)]
+                rows = [through_rules(broker, tmp, n) for n in RULE_COUNTS]
             finally:
                 broker.stop()
             print(f"\n## Rules benchmark ({db}, {N_EVENTS} events over 2,000 accounts and 50 event names)\n")
             print(
                 "| enabled rules | ingest + rules events/s | ingest alone events/s | rules alone events/s "
-                "| raw consume events/s (same run) | rule evaluations | signals |"
+                "| rules / ingest | ingest CPU s | rules CPU s | load average | raw consume events/s (same run) | rule evaluations | signals |"
             )
-            print("|---:|---:|---:|---:|---:|---:|---:|")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
                 print(
                     f"| {r['rules']} | {r['events_per_s']:,.0f} | {r['ingest_per_s']:,.0f} | {r['rules_per_s']:,.0f} "
+                    f"| {r['rules_per_s'] / r['ingest_per_s']:.2f} | {r['ingest_cpu']:.1f} | {r['rules_cpu']:.1f} | {r['load']:.1f} "
                     f"| {r['raw_per_s']:,.0f} | {r['evaluations']:,} | {r['signals']:,} |"
                 )
             ratio = rows[-1]["events_per_s"] / rows[0]["events_per_s"]
             keeps = rows[-1]["rules_per_s"] / rows[-1]["ingest_per_s"]
             print(
-                f"\nthroughput with 1,000 rules / with 1 rule: {ratio:.2f} (aim: >= 0.5); with 1,000 rules the rules worker "
-                f"alone runs at {keeps:.2f} x ingest's rate (keeps up: >= 1); load average now {os.getloadavg()[0]:.1f}"
+                f"\nthroughput with {rows[-1]['rules']:,} rules / with {rows[0]['rules']:,}: {ratio:.2f} (aim at 1,000 / 1: >= 0.5); "
+                f"with {rows[-1]['rules']:,} rules the rules worker alone runs at {keeps:.2f} x ingest's rate (keeps up: >= 1); "
+                f"load average now {os.getloadavg()[0]:.1f}"
             )
         if "tick" in parts:
             t = tick_bench(tmp)
