@@ -342,9 +342,9 @@ def wait_for_ingest(
             if mono - last_log >= log_every:
                 last_log = mono
                 log.info(
-                    "demo: waiting for ingest: %d of %d records stored%s",
-                    total - remaining,
-                    total,
+                    "demo: waiting for ingest: %s records of the history not stored yet (%s stored since the wait began)%s",
+                    f"{remaining:,}",
+                    f"{total - remaining:,}",
                     "" if positions else " (no ingest worker has reported yet: is `touchline run` up?)",
                 )
             time.sleep(poll_seconds)
