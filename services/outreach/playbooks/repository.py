@@ -51,16 +51,12 @@ def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return insert_new(session, SignalReceipt.__table__, rows, ["signal_id"], binary=True)
 
 
-def record_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert one decision per signal (a redelivery inserts nothing); returns the new ids."""
-    return insert_new(session, OutreachDecision.__table__, rows, ["signal_id"], binary=True)
-
-
 def record_new_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """:func:`record_decisions` for signals whose receipts this transaction has just
-    inserted (:func:`record_signals`): a decision is only ever written with its
+    """Insert one decision per signal, for signals whose receipts this transaction has
+    just inserted (:func:`record_signals`): a decision is only ever written with its
     receipt, and neither is deleted, so none of them can exist and on PostgreSQL a large
-    batch is copied straight into the table (:func:`shared.db.insert_absent`)."""
+    batch is copied straight into the table (:func:`shared.db.insert_absent`). Returns
+    the new ids."""
     return insert_absent(session, OutreachDecision.__table__, rows, "signal_id", binary=True)
 
 
