@@ -54,8 +54,6 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 class SignalWorker(BatchWorker):
     name = "outreach"
-    # Pause the cyclic collector while a batch is enrolled (each worker is its own process).
-    pause_gc_in_batch = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -65,8 +63,7 @@ class SignalWorker(BatchWorker):
         return [self.settings.topic_signals]
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
-        if not self.pause_gc_in_batch:
-            return self._handle_batch(session, records)
+        # The cyclic collector paused while a batch is enrolled (each worker is its own process).
         with cyclic_gc_paused():
             return self._handle_batch(session, records)
 

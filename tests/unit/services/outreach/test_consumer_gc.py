@@ -35,10 +35,9 @@ def test_a_collector_found_off_stays_off():
     assert not gc.isenabled()
 
 
-@pytest.mark.parametrize("pause", [True, False])
-def test_a_batch_runs_with_the_collector_off_unless_the_worker_says_not_to(monkeypatch, pause):
+def test_a_batch_runs_with_the_collector_off():
     gc.enable()
     seen: list[bool] = []
-    worker = SimpleNamespace(pause_gc_in_batch=pause, _handle_batch=lambda session, records: seen.append(gc.isenabled()) or "result")
+    worker = SimpleNamespace(_handle_batch=lambda session, records: seen.append(gc.isenabled()) or "result")
     assert consumer.SignalWorker.handle_batch(worker, None, []) == "result"
-    assert seen == [not pause] and gc.isenabled()
+    assert seen == [False] and gc.isenabled()
