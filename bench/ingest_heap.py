@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import random
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.soak import rss_mb
 from services.ingest.events.consumer import IngestWorker
 from shared.broker import EmbeddedBroker, free_port
 from shared.db import make_engine, make_session_factory
@@ -35,13 +37,6 @@ from shared.migrate import upgrade
 from shared.settings import Settings
 
 NAMES = ["login", "report_viewed", "export", "invite_sent", "dashboard_opened"]
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def produce(settings: Settings, rate: int, stop: threading.Event) -> None:
@@ -95,7 +90,7 @@ def main(minutes: float, rate: int) -> None:
             last = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
             at = (time.monotonic() - started) / 60
             traced = sum(s.size for s in last.statistics("filename")) / 1e6
-            print(f"{at:5.1f} min  rss {rss_mb():6.1f} MB  traced {traced:6.2f} MB", flush=True)
+            print(f"{at:5.1f} min  rss {rss_mb(os.getpid()) or 0:6.1f} MB  traced {traced:6.2f} MB", flush=True)
             if base is None and at >= 4:
                 base = last
         if base is not None and last is not None:
