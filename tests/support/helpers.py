@@ -16,6 +16,9 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
+from sqlalchemy import Engine
+
+from shared.db import make_engine
 from shared.kafka import ensure_topics, make_consumer, make_producer, parse_dlq_record
 from shared.settings import Settings
 
@@ -144,6 +147,16 @@ def run_jobs(settings: Settings, session_factory, clock=None) -> int:
     while worker.poll_once():
         ran += 1
     return ran
+
+
+UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens on port 1
+
+
+def unreachable_database(settings: Settings, db_kind: str, tmp_path: Path) -> Engine:
+    """An engine on a database that cannot be reached, of the test's kind: a SQLite file in
+    a directory that does not exist, or PostgreSQL on a port nothing listens on."""
+    url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else UNREACHABLE_POSTGRES
+    return make_engine(settings.model_copy(update={"database_url": url}))
 
 
 # For a worker process that crashes on purpose: its consumer group forgets it within

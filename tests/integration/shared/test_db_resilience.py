@@ -26,7 +26,7 @@ from services.outreach.engagements.tasks import EngagementWorker
 from services.outreach.playbooks.timers import TimerWorker
 from shared.api import get_session
 from shared.db import make_engine, make_session_factory
-from tests.support.helpers import T0, auth, drain, publish, track, wait_for
+from tests.support.helpers import T0, auth, drain, publish, track, unreachable_database, wait_for
 
 
 def retries(worker: str) -> float:
@@ -85,7 +85,7 @@ def _outage(db_kind, settings, tmp_path):
                 holder.close()
 
         return make_session_factory(engine), engine, release
-    engine = make_engine(settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/test"}))
+    engine = unreachable_database(settings, db_kind, tmp_path)
     return make_session_factory(engine), engine, lambda: None
 
 
@@ -144,8 +144,7 @@ async def test_the_api_answers_503_while_the_database_is_unreachable(settings, c
     from services.wiring.app import create_app
     import httpx
 
-    url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:1/test"
-    engine = make_engine(settings.model_copy(update={"database_url": url}))
+    engine = unreachable_database(settings, db_kind, tmp_path)
     app = create_app(settings, clock, make_session_factory(engine))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:
         r = await client.get("/v1/accounts", headers=auth("tl_abc_def"))

@@ -13,7 +13,17 @@ from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
 from shared.faults import CRASH_EXIT_CODE
 from shared.kafka import BatchResult, BatchWorker
-from tests.support.helpers import QUICK_SESSION_TIMEOUT, T0, committed_offsets, drain, publish, read_dlq, run_cli, track
+from tests.support.helpers import (
+    QUICK_SESSION_TIMEOUT,
+    T0,
+    committed_offsets,
+    drain,
+    publish,
+    read_dlq,
+    run_cli,
+    track,
+    unreachable_database,
+)
 from tests.support.rules import ingest
 
 
@@ -408,10 +418,9 @@ def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topic
     """Batches of 3: while the failing batch waits on the database the next one is
     already fetched (ingest overlaps), and it must come again with the failed one, from
     whichever partitions it was fetched."""
-    from shared.db import make_engine, make_session_factory
+    from shared.db import make_session_factory
 
-    down_url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:1/test"
-    down_engine = make_engine(topics.model_copy(update={"database_url": down_url}))
+    down_engine = unreachable_database(topics, db_kind, tmp_path)
     worker = IngestWorker(topics.model_copy(update={"kafka_max_poll_records": 3}), make_session_factory(down_engine), clock)
     worker.db_retry_seconds = 0
     try:

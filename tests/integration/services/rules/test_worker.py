@@ -15,7 +15,18 @@ from shared.clock import SystemClock
 from shared.faults import CRASH_EXIT_CODE
 from shared.outbox import OutboxMessage, pending_count
 from shared.signals import Signal
-from tests.support.helpers import QUICK_SESSION_TIMEOUT, T0, committed_offsets, drain, publish, read_dlq, read_topic, run_cli, track
+from tests.support.helpers import (
+    QUICK_SESSION_TIMEOUT,
+    T0,
+    committed_offsets,
+    drain,
+    publish,
+    read_dlq,
+    read_topic,
+    run_cli,
+    track,
+    unreachable_database,
+)
 from tests.support.rules import count, make_rule, signals
 
 RULE = {
@@ -98,12 +109,11 @@ def test_a_database_outage_while_checking_ingest_is_retried_and_loses_nothing(to
     """The rules worker asks the database whether ingest has stored a batch before it
     evaluates it. If the database is down then, the batch is rewound and asked about
     again (nothing committed, nothing dead-lettered), and evaluated once it is back."""
-    from shared.db import make_engine, make_session_factory
+    from shared.db import make_session_factory
 
     make_rule(session_factory, RULE, clock.now())
     ingest = IngestWorker(topics, session_factory, clock)
-    down_url = f"sqlite:///{tmp_path}/missing-dir/nope.db" if db_kind == "sqlite" else "postgresql+psycopg://postgres@127.0.0.1:1/test"
-    down_engine = make_engine(topics.model_copy(update={"database_url": down_url}))
+    down_engine = unreachable_database(topics, db_kind, tmp_path)
     rules = RulesWorker(topics, make_session_factory(down_engine), clock, tick=False)
     rules.db_retry_seconds = 0
     try:
