@@ -1,11 +1,12 @@
 # Touchline: two commands. `make run` brings the whole system up on embedded defaults;
-# `make test` sets up what it needs and runs the whole suite.
+# `make test` sets up what it needs (the venv, and chromium and promtool through
+# tools/install-system-deps.sh) and runs the whole suite.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install migrate test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console bench-latency soak clean demo coverage mutation mutation-survivors
+.PHONY: run test lint install migrate system-deps test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console bench-latency soak clean demo coverage mutation mutation-survivors
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -15,6 +16,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's chromium (browser tests) and prometheus (promtool), installed when missing;
+# where it cannot install, it stops with the command to run (docs/testing.md).
+system-deps:
+	@tools/install-system-deps.sh
 
 run: $(STAMP)
 	$(BIN)/touchline run
@@ -33,25 +39,27 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # One tier each (docs/testing.md). The directory is the tier; tests/conftest.py marks
 # each test by it, so `-m integration`, `-m e2e` and `-m "not integration"` select the same.
 test-unit: $(STAMP)
+	@tools/install-system-deps.sh prometheus
 	$(BIN)/python -m pytest -q tests/unit
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
 test-e2e: $(STAMP)
+	@tools/install-system-deps.sh chromium
 	$(BIN)/python -m pytest -q tests/e2e
 
 # The whole suite with coverage, worker subprocesses included (pyproject.toml
 # [tool.coverage.run]); prints the total and the figure per package, writes the HTML
 # report to var/coverage/html. No gate: the figure is for reading (docs/testing.md).
 COVERAGE_PACKAGES := services/ingest services/rules services/outreach services/console services/wiring services/jobs.py services/demo.py shared
-coverage: $(STAMP)
+coverage: $(STAMP) system-deps
 	rm -rf var/coverage && mkdir -p var/coverage
 	COVERAGE_FILE=$(CURDIR)/var/coverage/.coverage $(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS); \
 	status=$$?; \
