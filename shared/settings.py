@@ -7,13 +7,26 @@ Never read settings at import time: call :func:`get_settings` (cached) or build 
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
+import secrets
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRET = "dev-insecure-change-me"
+# env=test only (the suite's own settings): never used by `touchline run`, `api` or a worker.
+TEST_SECRET = "touchline-test-suite-secret-not-for-any-real-deployment"
+# Secrets published in this code or its history: anyone can sign with them, so they are
+# refused outside tests (the first was the development default until issue 18).
+KNOWN_PLACEHOLDERS = frozenset({"dev-insecure-change-me", TEST_SECRET})
+MIN_SECRET_BYTES = 32
+SECRET_FILE = "secret-key"
+HOW_TO_SET_SECRET = (
+    "set TOUCHLINE_SECRET_KEY to at least 32 random bytes, e.g. "
+    "`export TOUCHLINE_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')`; "
+    "in development you may leave it unset: Touchline then generates one into <TOUCHLINE_VAR_DIR>/secret-key"
+)
 
 
 class Settings(BaseSettings):
@@ -64,7 +77,11 @@ class Settings(BaseSettings):
     # and not on the API port.
     metrics_port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
-    secret_key: str = PLACEHOLDER_SECRET
+    # Signs and seals console sessions, CSRF tokens, sign-in links and unsubscribe links.
+    # Empty: the first command that needs it generates one into <var_dir>/secret-key
+    # (mode 0600) and every later one reads it (see `secret`). Several API replicas or
+    # hosts must share one value: set it explicitly there.
+    secret_key: str = Field("", repr=False)
     # Console: signed session cookies last this long; `touchline console-link` links this long.
     console_session_minutes: int = 720
     console_link_minutes: int = 15
@@ -156,13 +173,24 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _no_placeholder_secret_in_production(self) -> "Settings":
-        if self.env == "production" and self.secret_key == PLACEHOLDER_SECRET:
-            raise ValueError(
-                "TOUCHLINE_SECRET_KEY is the development placeholder; set a long random value "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) in production"
-            )
+    def _no_public_or_short_secret(self) -> "Settings":
+        if self.env != "test" and self.secret_key:
+            _check_secret(self.secret_key, "TOUCHLINE_SECRET_KEY")
+        if self.env == "production" and not self.secret_key:
+            # A generated secret lives in one var dir: replicas would each sign with their own.
+            raise ValueError(f"TOUCHLINE_ENV=production needs TOUCHLINE_SECRET_KEY, shared by every process: {HOW_TO_SET_SECRET}")
         return self
+
+    @cached_property
+    def secret(self) -> str:
+        """The secret every signature and seal uses: ``secret_key`` when set; otherwise,
+        outside tests, the one kept in ``<var_dir>/secret-key``, generated (256 random
+        bits, mode 0600) the first time a command needs it."""
+        if self.secret_key:
+            return self.secret_key
+        if self.env == "test":
+            return TEST_SECRET
+        return load_or_create_secret(self.var_dir / SECRET_FILE)
 
     # ---- derived values -------------------------------------------------
     @property
@@ -239,6 +267,35 @@ class Settings(BaseSettings):
     @property
     def topic_signals_dlq(self) -> str:
         return self.topic("cs.signals.dlq")
+
+
+def _check_secret(value: str, where: str) -> None:
+    if value in KNOWN_PLACEHOLDERS:
+        raise ValueError(f"{where} is a published placeholder, so anyone can forge sessions and links with it; {HOW_TO_SET_SECRET}")
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{where} is {len(value.encode())} bytes; it must be at least {MIN_SECRET_BYTES}: {HOW_TO_SET_SECRET}")
+
+
+def load_or_create_secret(path: Path) -> str:
+    """The secret kept in ``path``, created if missing. Written whole to a private temp
+    file and then hard-linked into place, which fails if the file exists: two processes
+    starting at once agree on one secret, and neither ever reads a half-written file."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48) + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won; use its secret
+        finally:
+            tmp.unlink()
+    value = path.read_text().strip()
+    _check_secret(value, str(path))
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -133,7 +133,7 @@ class Viewer:
 
 
 def secret_of(request: Request) -> str:
-    return context_of(request).settings.secret_key
+    return context_of(request).settings.secret
 
 
 def now_of(request: Request) -> datetime:

@@ -55,6 +55,8 @@ def cmd_api(args) -> int:
     from services.wiring.app import create_app
 
     settings = get_settings()
+    if not _secret_ready(settings):
+        return 2
     _report_restarts("api")
     app = create_app(settings)
     if settings.metrics_port:
@@ -73,6 +75,17 @@ def cmd_api(args) -> int:
         log_config=None,
     )
     return 0
+
+
+def _secret_ready(settings) -> bool:
+    """Resolve the secret before serving anything (``touchline run`` before its children
+    start, so they all read the one it generated); False, said why, if it is unusable."""
+    try:
+        _ = settings.secret
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def cmd_worker(args) -> int:
@@ -152,7 +165,7 @@ def cmd_console_link(args) -> int:
                     return 2
             url = create_link(
                 session,
-                secret=settings.secret_key,
+                secret=settings.secret,
                 base_url=settings.public_url,
                 role="csm" if args.csm else args.role,
                 csm_id=args.csm,
@@ -455,6 +468,8 @@ def cmd_run(args) -> int:
 
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    if not _secret_ready(settings):
+        return 2
     with database(settings) as factory:
         log.info("migrating %s", _safe_url(settings.sqlalchemy_url))
         upgrade(factory.kw["bind"])
@@ -572,8 +587,17 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # Each message alone: pydantic's own text repeats the input, which may be a secret.
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"error: settings: {where + ': ' if where else ''}{error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     component = args.cmd if args.cmd != "worker" else f"worker-{args.name}"
     configure_logging(settings.log_level, component)
     return args.func(args) or 0

@@ -24,7 +24,7 @@ TRANSIENT_STATUS = {408, 425, 429}
 def webhook_secret(settings) -> bytes:
     if settings.webhook_secret:
         return settings.webhook_secret.encode()
-    return hmac.new(settings.secret_key.encode(), b"touchline/webhook/v1", hashlib.sha256).digest()
+    return hmac.new(settings.secret.encode(), b"touchline/webhook/v1", hashlib.sha256).digest()
 
 
 def sign(secret: bytes, body: bytes, at: datetime) -> str:

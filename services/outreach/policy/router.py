@@ -146,7 +146,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     summary="Unsubscribe confirmation page (changes nothing: link scanners prefetch GETs)",
 )
 def unsubscribe_page(token: str, settings: Settings = SettingsDep):
-    data = read_token(settings.secret_key, token)
+    data = read_token(settings.secret, token)
     if data is None:
         return _page("Link not valid", "<p>This unsubscribe link is damaged or was not issued by us.</p>", 400)
     return _page(
@@ -165,7 +165,7 @@ def unsubscribe_page(token: str, settings: Settings = SettingsDep):
     summary="One-click unsubscribe (RFC 8058); the signed token is the credential",
 )
 def unsubscribe(token: str, session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep):
-    data = read_token(settings.secret_key, token)
+    data = read_token(settings.secret, token)
     if data is None:
         return _page("Link not valid", "<p>This unsubscribe link is damaged or was not issued by us.</p>", 400)
     repo.add_suppression(

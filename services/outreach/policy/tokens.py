@@ -1,6 +1,6 @@
 """Signed unsubscribe tokens: ``<base64url(json)>.<base64url(hmac-sha256)>``.
 
-The key is derived from ``settings.secret_key`` for this one purpose, so a token can
+The key is derived from ``settings.secret`` for this one purpose, so a token can
 neither be forged nor replayed as any other kind of Touchline credential. Tokens do
 not expire: an unsubscribe link in a two-year-old email must still work.
 """
@@ -55,7 +55,7 @@ def read_token(secret_key: str, token: str) -> dict | None:
 
 
 def unsubscribe_url(settings, *, email: str, account_id: str, message_id: str | None = None) -> str:
-    return f"{settings.public_url}/unsubscribe/{make_token(settings.secret_key, email=email, account_id=account_id, message_id=message_id)}"
+    return f"{settings.public_url}/unsubscribe/{make_token(settings.secret, email=email, account_id=account_id, message_id=message_id)}"
 
 
 def email_hash(email: str) -> str:

@@ -11,13 +11,11 @@ from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import urlparse
 
-import httpx
-import pytest
 
 from services.console import session as sessions
-from shared.clock import SimulatedClock
 from shared.db import transaction
 from shared.jobs.runner import JobWorker
+from tests.support.console import csrf_of, sign_in
 from tests.support.helpers import auth
 from tests.support.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT
 
@@ -41,58 +39,6 @@ def inline_code(html: str) -> list[str]:
     p = _Inline()
     p.feed(html)
     return p.found
-
-
-def csrf_of(html: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert m, "the page has no CSRF field"
-    return m.group(1)
-
-
-async def sign_in(api, key: str, next_path: str | None = None):
-    page = await api.get("/console/sign-in")
-    assert page.status_code == 200
-    data = {"csrf": csrf_of(page.text), "api_key": key}
-    if next_path:
-        data["next"] = next_path
-    return await api.post("/console/sign-in", data=data)
-
-
-# This module's fixtures stand on the shared seeded database (conftest's console_world)
-# instead of the per-test empty one: each test gets its own app and clock over it.
-@pytest.fixture
-def settings(console_world):
-    return console_world.settings
-
-
-@pytest.fixture
-def session_factory(console_world):
-    return console_world.session_factory
-
-
-@pytest.fixture
-def clock(console_world):
-    return SimulatedClock(console_world.now)
-
-
-@pytest.fixture
-def keys(console_world):
-    return console_world.keys
-
-
-@pytest.fixture
-def seeded(console_world):
-    return console_world.seeded
-
-
-@pytest.fixture
-async def api(settings, clock, session_factory):
-    from services.wiring.app import create_app
-
-    app = create_app(settings, clock, session_factory)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://touchline.test") as client:
-        yield client
-    app.state.ctx.close()
 
 
 async def test_sign_in_sets_a_signed_httponly_lax_cookie_and_sign_out_ends_it(api, keys):
@@ -262,7 +208,7 @@ async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clo
     with transaction(session_factory) as s:
         url = sessions.create_link(
             s,
-            secret=settings.secret_key,
+            secret=settings.secret,
             base_url="http://touchline.test",
             role="ops",
             csm_id=None,
@@ -285,9 +231,7 @@ async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clo
 
 async def test_a_link_expires(api, session_factory, settings, clock):
     with transaction(session_factory) as s:
-        url = sessions.create_link(
-            s, secret=settings.secret_key, base_url="http://x", role="csm", csm_id="csm-7", now=clock.now(), minutes=15
-        )
+        url = sessions.create_link(s, secret=settings.secret, base_url="http://x", role="csm", csm_id="csm-7", now=clock.now(), minutes=15)
     clock.advance(timedelta(minutes=16))
     assert (await api.get(urlparse(url).path + "?" + urlparse(url).query)).status_code == 400
 
@@ -528,9 +472,9 @@ async def test_touchline_console_link_prints_a_link_that_signs_in_once(api, sett
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHLINE_")}
     env.update(
         {
+            "TOUCHLINE_ENV": "test",
             "TOUCHLINE_DATABASE_URL": settings.database_url,
             "TOUCHLINE_VAR_DIR": str(settings.var_dir),
-            "TOUCHLINE_SECRET_KEY": settings.secret_key,
             "TOUCHLINE_API_PORT": "8123",
         }
     )

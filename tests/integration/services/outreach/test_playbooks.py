@@ -249,7 +249,7 @@ async def test_unsubscribe_link_end_to_end_and_tokens_cannot_be_forged(topics, s
     forged = make_token("not-the-secret", email="bob@acme.test", account_id="acme")
     tampered = path.rsplit("/", 1)[1]
     tampered = (
-        make_token(topics.secret_key, email="ada@acme.test", account_id="acme").split(".")[0].replace("a", "b", 1)
+        make_token(topics.secret, email="ada@acme.test", account_id="acme").split(".")[0].replace("a", "b", 1)
         + "."
         + tampered.split(".")[1]
     )
