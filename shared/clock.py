@@ -49,3 +49,20 @@ def utc(dt: datetime) -> datetime:
     if dt.tzinfo is None:
         return dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc)
+
+
+def time_left(seconds: float) -> str:
+    """A time span as a person reads it, in the unit that fits: "7 days", "1 day",
+    "5 hours", "40 minutes"; past the due time, "overdue by 3 hours". Whole units,
+    rounded down (an engagement due in 23 h 50 min is "23 hours", never "1.0 days" or
+    "0.0 days")."""
+    ahead = seconds >= 0
+    left = abs(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if left >= size:
+            n = int(left // size)
+            text = f"{n} {unit}{'' if n == 1 else 's'}"
+            break
+    else:
+        text = "less than a minute"
+    return text if ahead else f"overdue by {text}"

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from services.console import session as sessions
 from shared.api import SessionDep, context_of
 from shared.auth import Principal
+from shared.clock import time_left
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 512 * 1024
@@ -102,6 +103,11 @@ def _evidence(value: Any) -> str:
     return str(value)
 
 
+def _time_left(days: float | None) -> str:
+    """Days left (negative: overdue) in the unit that fits: "5 hours", "overdue by 2 days"."""
+    return "—" if days is None else time_left(days * 86400)
+
+
 def _url(path: str, **params) -> str:
     clean = {k: v for k, v in params.items() if v not in (None, "")}
     return path + ("?" + urlencode(clean) if clean else "")
@@ -115,7 +121,7 @@ def _seg(value: Any) -> str:
 env = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
 )
-env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence)
+env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence, time_left=_time_left)
 env.globals.update(url=_url)
 
 

@@ -65,12 +65,14 @@ def evaluator(session: Session, account_ids: list[str], now: datetime) -> Callab
     return Measurements(session, now, sorted(set(account_ids))).explain
 
 
-def measure(session: Session, metric: dict[str, Any], account_id: str, at: datetime) -> tuple[float | None, dict[str, Any]]:
+def measure(
+    session: Session, metric: dict[str, Any], account_id: str, at: datetime, *, threshold: float = 0
+) -> tuple[float | None, dict[str, Any]]:
     """The value of one rule-language metric (e.g. ``{"metric": "active_users",
     "window": "28d"}``) for an account at ``at``, with the explanation the rule engine
-    gives for it. ``op``/``value`` are not needed; a value that cannot be measured
-    (no data yet) is None."""
-    condition = parse_condition({**metric, "op": ">=", "value": 0})
+    gives for ``value >= threshold`` (so the explanation names the threshold the
+    caller judges by). A value that cannot be measured (no data yet) is None."""
+    condition = parse_condition({**metric, "op": ">=", "value": threshold})
     _ok, tree = evaluate_condition(session, condition, account_id, at)
     value = tree.get("value")
     return (float(value) if isinstance(value, int | float) else None), tree

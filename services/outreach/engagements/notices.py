@@ -27,6 +27,7 @@ from services.outreach.engagements import repository as repo
 from services.outreach.models import Csm, Engagement
 from services.outreach.starter_content import starter_templates
 from services.outreach.templates import repository as template_repo
+from shared.clock import time_left
 from services.outreach.templates.rendering import PARTS, TemplateProblem, account_context, build_context, render
 
 NAMESPACE = uuid.UUID("5d7b8a0e-3f5c-4e2a-8d1b-9c6e4f2a7b10")
@@ -93,6 +94,8 @@ def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_le
             "days_left": round(days_left, 1)
             if days_left is not None
             else (round((e.due_at - now).total_seconds() / 86400, 1) if e.due_at else None),
+            # in the unit that fits ("7 days", "5 hours"): what a subject line shows
+            "time_left": time_left((e.due_at - now).total_seconds()) if e.due_at else None,
             "time_box_days": e.time_box_days,
             "url": f"{settings.public_url}/v1/engagements/{e.id}",
         },

@@ -126,13 +126,15 @@ def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
     by_playbook = [_row(k, *split(lambda r, k=k: r.playbook_id == k)) for k in sorted({r.playbook_id for r in rows if r.playbook_id})]
     by_csm = [_row(k, split(lambda r, k=k: r.csm_id == k)[0], None) for k in sorted({r.csm_id for r in rows if r.csm_id})]
     return OutcomeReport(
-        definition="success = the automatic measurement at close: 28-day active users back to the baseline before the "
-        "signal (recover, onboarding, custom) or seats/ARR grown (discover_expansion); engaged = resolved or "
-        "expired; held_out = the escalation holdout, measured at the end of the same time-box",
+        definition="success = the automatic measurement at close: distinct active users since the signal (at most 28 "
+        "days) back to the 28-day baseline before it (recover, onboarding, custom) or seats/ARR grown "
+        "(discover_expansion); engaged = resolved or expired; held_out = the escalation holdout, measured at the end "
+        "of the same time-box; disagreements = CSM outcomes the measurement contradicts",
         overall=overall,
         by_rule=by_rule,
         by_playbook=by_playbook,
         by_csm=by_csm,
+        disagreements=sorted(r.id for r in rows if (r.measured or {}).get("csm_agrees") is False),
     )
 
 

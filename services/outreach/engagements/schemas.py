@@ -329,6 +329,11 @@ class OutcomeReport(BaseModel):
     by_rule: list[OutcomeRow]
     by_playbook: list[OutcomeRow]
     by_csm: list[OutcomeRow]
+    disagreements: list[str] = Field(
+        default_factory=list,
+        description="engagements whose CSM outcome contradicts the measurement (a CSM's recovered or expanded that "
+        "measured unsuccessful, or churned or no_response that measured successful), by id",
+    )
     method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"
 
 

@@ -32,6 +32,7 @@ from services.outreach.engagements import repository as repo
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Csm, Engagement, EngagementEvent
 from services.rules import conditions
 from shared import audit
+from shared.clock import utc
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 
 NAMESPACE = uuid.UUID("0b5c3f2e-7a0d-4c61-9d7e-6e2b1f4a8c33")
@@ -41,7 +42,8 @@ TRANSITIONS: dict[str, set[str]] = {
     "assigned": {"active", "assigned", "queued", "resolved", "expired", "cancelled"},
     "active": {"assigned", "queued", "resolved", "expired", "cancelled"},
 }
-BASELINE_METRIC = {"metric": "active_users", "window": "28d"}
+BASELINE_WINDOW_DAYS = 28
+BASELINE_METRIC = {"metric": "active_users", "window": f"{BASELINE_WINDOW_DAYS}d"}
 SUCCESS_OUTCOMES = ("recovered", "expanded")
 
 
@@ -502,17 +504,30 @@ def cancel(session: Session, e: Engagement, *, reason: str, actor: str, now: dat
 
 def measure_outcome(session: Session, e: Engagement, now: datetime, settings) -> dict[str, Any]:
     """Did the account recover (or expand) over the engagement? Measured with the rule
-    language's metrics, so outcome data does not depend on CSMs filling forms:
-    recover/onboarding/custom: 28-day active users back to ratio x the baseline before
-    the signal; discover_expansion: seats or ARR grew, or active users held."""
+    language's metrics, so outcome data does not depend on CSMs filling forms.
+
+    recover/onboarding/custom: the distinct active users *since the signal* (the whole
+    days from the baseline's instant to now, at most 28) against ``ratio x`` the
+    baseline (28-day active users up to the signal). Only activity after the signal
+    counts: measured an hour after opening, the 28 days before the signal would
+    otherwise read as a recovery. discover_expansion: seats or ARR grew, or active
+    users held. The result names what was measured, over which window, against which
+    baseline, and its ``verdict``; it is the measurement's word, never merged with the
+    CSM's outcome (see :func:`agreement`)."""
     base = dict((e.measured or {}).get("baseline") or {})
-    value, tree = conditions.measure(session, BASELINE_METRIC, e.account_id, now)
+    since = utc(_signal_time({"fired_at": base.get("at")}, e.opened_at))
+    window_days = min(BASELINE_WINDOW_DAYS, max(1, math.ceil((now - since).total_seconds() / 86400)))
+    metric = {"metric": "active_users", "window": f"{window_days}d"}
     b = base.get("value") or 0.0
     threshold = max(1.0, math.ceil(settings.engagement_recovery_ratio * b))
+    value, tree = conditions.measure(session, metric, e.account_id, now, threshold=threshold)
     recovered = value is not None and value >= threshold
     out: dict[str, Any] = {
-        "metric": BASELINE_METRIC,
+        "metric": metric,
+        "window_days": window_days,
+        "since": since.isoformat(),
         "baseline": b,
+        "baseline_metric": BASELINE_METRIC,
         "value": value,
         "threshold": threshold,
         "recovered": recovered,
@@ -524,21 +539,44 @@ def measure_outcome(session: Session, e: Engagement, now: datetime, settings) ->
         grew = account is not None and ((account.seats or 0) > (base.get("seats") or 0) or (account.arr or 0) > (base.get("arr") or 0))
         out.update({"seats": getattr(account, "seats", None), "arr": getattr(account, "arr", None), "expanded": grew})
         out["success"] = bool(grew)
-        out["outcome"] = "expanded" if grew else ("recovered" if recovered else "no_response")
+        out["verdict"] = "expanded" if grew else ("recovered" if recovered else "no_response")
     else:
         out["success"] = bool(recovered)
-        out["outcome"] = "recovered" if recovered else "no_response"
+        out["verdict"] = "recovered" if recovered else "no_response"
     return out
 
 
+# What a CSM's outcome says about success, to compare with the measurement's verdict;
+# "other" says nothing either way.
+_POSITIVE_OUTCOMES = frozenset({"recovered", "expanded"})
+_NEGATIVE_OUTCOMES = frozenset({"churned", "no_response"})
+
+
+def agreement(outcome: str | None, source: str | None, measured_success: bool) -> bool | None:
+    """Does the CSM's outcome agree with the measurement? None when there is nothing to
+    compare (the outcome is the measurement's own, or the CSM chose "other")."""
+    if source != "csm" or outcome is None:
+        return None
+    if outcome in _POSITIVE_OUTCOMES:
+        return measured_success
+    if outcome in _NEGATIVE_OUTCOMES:
+        return not measured_success
+    return None
+
+
 def close(session: Session, e: Engagement, now: datetime, settings, outcome: str | None = None) -> None:
-    """Record the measured outcome; the CSM's outcome wins when there is one. The
+    """Record the measurement and the outcome side by side: the engagement's
+    ``outcome`` is the CSM's when there is one (else the measurement's verdict), the
+    measurement stays in ``measured.at_close``, and ``measured.csm_agrees`` says whether
+    the two agree (None: nothing to compare). The
     account returns to tech-touch playbooks (it has no open engagement any more), and
     a playbook waiting for this outcome runs on."""
     measured = measure_outcome(session, e, now, settings)
     e.measured = {**(e.measured or {}), "at_close": measured, "success": measured["success"]}
-    e.outcome = outcome or measured["outcome"]
+    e.outcome = outcome or measured["verdict"]
     e.outcome_source = "csm" if outcome else "automatic"
+    agrees = agreement(e.outcome, e.outcome_source, measured["success"])
+    e.measured = {**e.measured, "csm_agrees": agrees}
     e.closed_at, e.next_reminder_at, e.updated_at = now, None, now
     _event(
         session,
@@ -548,6 +586,7 @@ def close(session: Session, e: Engagement, now: datetime, settings, outcome: str
         now=now,
         outcome=e.outcome,
         source=e.outcome_source,
+        csm_agrees=agrees,
         measured={k: v for k, v in measured.items() if k != "explanation"},
     )
     if e.enrollment_id:

@@ -6,13 +6,14 @@ The real-browser walk is tests/e2e/test_console_browser.py."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import urlparse
 
 
 from services.console import session as sessions
+from shared.clock import time_left
 from shared.db import transaction
 from shared.jobs.runner import JobWorker
 from tests.support.console import csrf_of, sign_in
@@ -396,7 +397,7 @@ def test_https_sets_the_secure_flag(settings, session_factory, clock, keys):
         assert "Secure" in cookie
 
 
-async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded):
+async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded, clock):
     a = seeded["churning"][0]
     eid = seeded["engagements"][a]
     h = {"Authorization": f"Bearer {keys['csm']}"}
@@ -409,6 +410,9 @@ async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded):
             assert f'href="/console/engagements/{e["id"]}"' in inbox.text
     page = await api.get(f"/console/engagements/{eid}")
     assert page.status_code == 200
+    due = datetime.fromisoformat((await api.get(f"/v1/engagements/{eid}", headers=h)).json()["due_at"])
+    left = time_left((due - clock.now()).total_seconds())  # in the unit that fits, never "0.0 days"
+    assert f"({left} left)" in page.text and f">{left}<" in inbox.text and "days left" not in inbox.text
     csrf = csrf_of(page.text)
     if (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["status"] == "assigned":
         assert (await api.post(f"/console/engagements/{eid}/accept", data={"csrf": csrf})).status_code == 303
@@ -425,6 +429,12 @@ async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded):
     assert r.status_code == 303
     got = (await api.get(f"/v1/engagements/{eid}", headers=h)).json()
     assert got["status"] == "resolved" and got["outcome"] == "recovered"
+    # The CSM's outcome and the measurement side by side, and the timeline's outcome entry says both.
+    verdict = got["measured"]["at_close"]["verdict"]
+    page = await api.get(f"/console/engagements/{eid}")
+    assert 'id="outcome">recovered<' in page.text and f'id="measured"><strong>{verdict}</strong>' in page.text
+    assert f"recovered (CSM); measured {verdict}" in page.text
+    assert ('id="disagreement"' in page.text) == (got["measured"]["csm_agrees"] is False)
     r = await api.post(f"/console/engagements/{eid}/resolve", data={"csrf": csrf, "outcome": "recovered"})
     assert r.status_code == 409  # resolved already: the service says so, on a readable page
     # a CSM cannot reassign or cancel, nor see another CSM's engagement

@@ -240,7 +240,7 @@ async def test_csm_work_over_the_api(api, keys, session_factory, settings, clock
     r = await api.post(f"/v1/engagements/{eid}/resolve", json={"outcome": "churned", "note": "moving to a rival"}, headers=mine)
     body = r.json()
     assert body["status"] == "resolved" and body["outcome"] == "churned" and body["outcome_source"] == "csm"
-    assert body["measured"]["at_close"]["outcome"] == "no_response"  # the automatic measurement, recorded beside it
+    assert body["measured"]["at_close"]["verdict"] == "no_response"  # the automatic measurement, recorded beside it
     assert (await api.post(f"/v1/engagements/{eid}/touches", json={"kind": "call"}, headers=mine)).status_code == 409
 
 
@@ -390,9 +390,48 @@ def test_time_box_reminders_expiry_and_automatic_outcome(session_factory, settin
     ws["sender"].poll_once()
     subjects = [m["subject"] for m in sink.messages]
     assert sum(s.startswith("New engagement") for s in subjects) == 2
-    assert sum(s.startswith("7.0 days left") for s in subjects) == 2
-    assert sum(s.startswith("1.0 days left") for s in subjects) == 2
+    assert sum(s.startswith("7 days left") for s in subjects) == 2
+    assert sum(s.startswith("1 day left") for s in subjects) == 2
     assert w.poll_once() == 0  # each timer ran once
+
+
+async def test_the_measurement_counts_only_activity_since_the_signal_and_disagreement_is_reported(
+    api, keys, session_factory, settings, clock
+):
+    """Issue 19, finding 1: resolved as churned an hour after opening, an account whose
+    eight users were active in the 28 days before the signal measured "recovered" (the
+    28-day window still held the activity before the signal), with an explanation whose
+    threshold was 0 while the measurement's was 8."""
+    users = [f"u{i}" for i in range(8)]
+    for account in ("gone", "claimed"):
+        add_account(session_factory, account)
+        for d in range(28):
+            add_activity(session_factory, account, users, (T0 - days(28 - d)).date())
+    await add_csm(api, keys["ops"], "grace", capacity=5)
+    gone = open_engagement(session_factory, settings, clock, "gone", signal=signal("gone"))
+    claimed = open_engagement(session_factory, settings, clock, "claimed", signal=signal("claimed"))
+    assert worker(settings, session_factory, clock).poll_once() == 2
+    assert engagement(session_factory, gone).measured["baseline"]["value"] == 8
+    clock.advance(timedelta(hours=1))
+    ops = auth(keys["ops"])
+    r = await api.post(f"/v1/engagements/{gone}/resolve", json={"outcome": "churned"}, headers=ops)
+    body = r.json()
+    at_close = body["measured"]["at_close"]
+    assert body["outcome"] == "churned" and at_close["verdict"] == "no_response" and body["measured"]["success"] is False
+    assert at_close["window_days"] == 1 and at_close["value"] == 0 and at_close["baseline"] == 8 and at_close["threshold"] == 8
+    assert at_close["explanation"]["threshold"] == at_close["threshold"]  # one threshold, stated once
+    assert body["measured"]["csm_agrees"] is True
+    # A CSM who marks recovered what the data says did not recover is reported, not merged.
+    r = await api.post(f"/v1/engagements/{claimed}/resolve", json={"outcome": "recovered"}, headers=ops)
+    assert r.json()["outcome"] == "recovered" and r.json()["measured"]["success"] is False
+    assert r.json()["measured"]["csm_agrees"] is False
+    report = (await api.get("/v1/pool/outcomes", headers=ops)).json()
+    assert report["disagreements"] == [claimed]
+    assert report["overall"]["engaged"] == {"n": 2, "recovered": 0, "rate": 0.0}
+    outcome_entry = [t for t in timeline(session_factory, claimed) if t.kind == "outcome"]
+    assert [(t.details["outcome"], t.details["csm_agrees"], t.details["measured"]["verdict"]) for t in outcome_entry] == [
+        ("recovered", False, "no_response")
+    ]
 
 
 def test_a_playbook_escalates_waits_for_the_outcome_and_branches_on_it(topics, session_factory, clock, workers):
