@@ -22,6 +22,12 @@ from shared.kafka import make_producer
 from shared.settings import Settings
 
 
+# HTML a browser shows outside the console (the API docs, the unsubscribe pages): never
+# inside another site's frame, where a hidden button could be clicked for the visitor.
+# (Console pages carry these and more: services/console/web.py, SECURITY_HEADERS.)
+NO_FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+
+
 @dataclass
 class AppContext:
     settings: Settings

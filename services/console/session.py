@@ -1,7 +1,8 @@
 """Console sign-in: signed session cookies, CSRF tokens and one-time sign-in links.
 
-A session is a cookie holding ``{key id, expiry, csrf nonce}`` signed with HMAC-SHA256
-under ``TOUCHLINE_SECRET_KEY``; nothing is stored on the server. Every request loads
+A session is a cookie holding ``{key id, expiry, csrf nonce}``, sealed
+(:mod:`shared.sealed`: AES-GCM under the secret, so it can be neither read nor altered);
+nothing is stored on the server. Every request loads
 the API key row again, so revoking the key ends its console sessions at once. Signing
 out deletes the cookie; a copy taken before then stays valid until it expires
 (``TOUCHLINE_CONSOLE_SESSION_MINUTES``), which is why sessions are short.
@@ -9,8 +10,9 @@ out deletes the cookie; a copy taken before then stays valid until it expires
 CSRF: every form carries ``HMAC(secret, nonce)``. The nonce is the session's, or before
 sign-in a random one kept in its own cookie, so the sign-in form is covered too.
 
-One-time links (``touchline console-link``) create a key of their own and sign
-``{key id, a fingerprint of its hash, expiry}``. Redeeming a link rotates the key's
+One-time links (``touchline console-link``) create a key of their own and seal
+``{key id, a fingerprint of its hash, expiry}`` into the link (opaque: a forwarded or
+logged link shows no key id). Redeeming a link rotates the key's
 hash to a random value nobody holds: the fingerprint no longer matches, so the link
 works once; the session it opened keeps working because sessions name the key by id.
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from shared import auth
+from shared.sealed import seal, unseal
 from shared.models import ApiKey
 
 SESSION_COOKIE = "tl_console"
@@ -42,34 +44,10 @@ class ConsoleSession:
     nonce: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _sign(secret: str, purpose: str, payload: str) -> str:
-    return _b64(hmac.new(secret.encode(), f"{purpose}|{payload}".encode(), hashlib.sha256).digest())
-
-
-def seal(secret: str, purpose: str, obj: dict) -> str:
-    payload = _b64(json.dumps(obj, separators=(",", ":"), sort_keys=True).encode())
-    return f"{payload}.{_sign(secret, purpose, payload)}"
-
-
-def unseal(secret: str, purpose: str, token: str | None) -> dict | None:
-    if not token or token.count(".") != 1 or len(token) > 4096:
-        return None
-    payload, sig = token.split(".")
-    if not hmac.compare_digest(sig, _sign(secret, purpose, payload)):
-        return None
-    try:
-        obj = json.loads(_unb64(payload))
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
+    return (
+        base64.urlsafe_b64encode(hmac.new(secret.encode(), f"{purpose}|{payload}".encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    )
 
 
 def new_session(key_id: int, now: datetime, minutes: int) -> ConsoleSession:

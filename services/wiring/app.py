@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
-from shared.api import AppContext, install_database_error_handler
+from shared.api import NO_FRAMING, AppContext, install_database_error_handler
 from shared.auth import require
 from shared.broker import port_open
 from shared.clock import Clock, SystemClock
@@ -100,24 +100,28 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}",
             title="Touchline API",
             swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
         )
+        page.headers.update(NO_FRAMING)
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=f"{root}{app.openapi_url}",
             title="Touchline API",
             redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
+        page.headers.update(NO_FRAMING)
+        return page
 
     for r in routers():
         app.include_router(r)

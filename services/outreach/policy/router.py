@@ -21,7 +21,7 @@ from shared import audit
 from services.outreach.policy import repository as repo
 from services.outreach.policy import service
 from services.outreach.policy.tokens import email_hash, read_token
-from shared.api import ClockDep, SessionDep, SettingsDep
+from shared.api import NO_FRAMING, ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, responses
@@ -134,6 +134,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
         f"<meta name='viewport' content='width=device-width'></head><body style='font-family:sans-serif;"
         f"max-width:32rem;margin:3rem auto'><h1>{html.escape(title)}</h1>{body}</body></html>",
         status_code=status,
+        headers=NO_FRAMING,
     )
 
 

@@ -1,8 +1,14 @@
-"""Signed unsubscribe tokens: ``<base64url(json)>.<base64url(hmac-sha256)>``.
+"""Unsubscribe tokens: opaque and sealed (:mod:`shared.sealed`, purpose ``unsubscribe``),
+so the link in a mail neither shows the address or the account it unsubscribes nor can be
+forged or altered. Tokens do not expire: an unsubscribe link in a two-year-old email must
+still work.
 
-The key is derived from ``settings.secret`` for this one purpose, so a token can
-neither be forged nor replayed as any other kind of Touchline credential. Tokens do
-not expire: an unsubscribe link in a two-year-old email must still work.
+Links mailed before issue 18 carry the older, readable form ``<base64url(json)>.<base64url
+(hmac-sha256)>`` (a dot tells them apart: sealed tokens have none). They are still honoured,
+checked as before, so an old mail's link keeps working under the same
+``TOUCHLINE_SECRET_KEY``; nothing mints them any more. (Development installs that ran on the
+old placeholder secret now have a generated one: their old links stop working, as every
+token signed with a public secret must.)
 """
 
 from __future__ import annotations
@@ -13,45 +19,43 @@ import hmac
 import json
 from functools import lru_cache
 
-PURPOSE = b"touchline/unsubscribe/v1"
+from shared.sealed import seal, unseal
+
+PURPOSE = "unsubscribe"
+LEGACY_PURPOSE = b"touchline/unsubscribe/v1"
+
+
+def make_token(secret: str, *, email: str, account_id: str, message_id: str | None = None) -> str:
+    return seal(secret, PURPOSE, {"e": email.lower(), "a": account_id, "m": message_id})
+
+
+def read_token(secret: str, token: str) -> dict | None:
+    """The token's payload, or None if it is malformed, altered or not ours."""
+    data = _read_legacy(secret, token) if "." in token else unseal(secret, PURPOSE, token)
+    if data is None or not isinstance(data.get("e"), str):
+        return None
+    return {"email": data["e"], "account_id": data.get("a"), "message_id": data.get("m")}
 
 
 @lru_cache(maxsize=8)
-def _key(secret_key: str) -> bytes:
-    return hmac.new(secret_key.encode(), PURPOSE, hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def _legacy_key(secret: str) -> bytes:
+    return hmac.new(secret.encode(), LEGACY_PURPOSE, hashlib.sha256).digest()
 
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # what json.dumps(..., separators=(",", ":")) builds per call
-
-
-def make_token(secret_key: str, *, email: str, account_id: str, message_id: str | None = None) -> str:
-    payload = _COMPACT.encode({"e": email.lower(), "a": account_id, "m": message_id}).encode()
-    sig = hmac.digest(_key(secret_key), payload, "sha256")
-    return f"{_b64(payload)}.{_b64(sig)}"
-
-
-def read_token(secret_key: str, token: str) -> dict | None:
-    """The token's payload, or None if it is malformed or its signature is wrong."""
+def _read_legacy(secret: str, token: str) -> dict | None:
     try:
         body, _, sig = token.partition(".")
         payload = _unb64(body)
-        expected = hmac.new(_key(secret_key), payload, hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(sig)):
+        if not hmac.compare_digest(hmac.new(_legacy_key(secret), payload, hashlib.sha256).digest(), _unb64(sig)):
             return None
         data = json.loads(payload)
-        if not isinstance(data, dict) or not isinstance(data.get("e"), str):
-            return None
-        return {"email": data["e"], "account_id": data.get("a"), "message_id": data.get("m")}
     except (ValueError, UnicodeDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def unsubscribe_url(settings, *, email: str, account_id: str, message_id: str | None = None) -> str:

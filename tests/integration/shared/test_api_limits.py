@@ -136,10 +136,11 @@ async def test_the_openapi_document_lists_the_real_errors(api):
                     assert op["responses"][status]["content"]["application/json"]["schema"] == error_ref, (method, path)
 
 
-async def test_docs_are_served_without_a_cdn(api):
+async def test_docs_are_served_without_a_cdn_and_cannot_be_framed(api):
     for page in ("/docs", "/redoc"):
-        html = (await api.get(page)).text
-        assert "cdn" not in html.lower() and "/docs-assets/" in html
+        r = await api.get(page)
+        assert "cdn" not in r.text.lower() and "/docs-assets/" in r.text
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["content-security-policy"] == "frame-ancestors 'none'"
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         r = await api.get(f"/docs-assets/{asset}")
         assert r.status_code == 200 and len(r.content) > 10_000, asset
