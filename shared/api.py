@@ -87,6 +87,14 @@ def get_read_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+async def request_body(request: Request) -> bytes:
+    """Dependency: the request's body. The one async step of a route that reads its
+    body itself: the route stays a plain ``def``, run in the thread pool, so its
+    synchronous database calls never block the event loop (docs/operations.md,
+    "Under load"). The console's forms have their own (services.console.web.read_form)."""
+    return await request.body()
+
+
 def get_clock(request: Request) -> Clock:
     return context_of(request).clock
 
@@ -98,6 +106,7 @@ def get_settings_dep(request: Request) -> Settings:
 # scope="function": commit before the response is sent, so a 2xx means the change is durable.
 SessionDep = Depends(get_session, scope="function")
 ReadSessionDep = Depends(get_read_session, scope="function")
+BodyDep = Depends(request_body)
 ClockDep = Depends(get_clock)
 SettingsDep = Depends(get_settings_dep)
 

@@ -193,8 +193,16 @@ def csrf_for(request: Request) -> str:
     return sessions.csrf_token(secret_of(request), nonce) if nonce else ""
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The urlencoded form of a POST, after its CSRF token and Origin are checked."""
+async def read_form(request: Request, viewer: Viewer | None = Depends(optional_viewer)) -> dict[str, str]:
+    """Dependency: the urlencoded form of a POST, after its CSRF token and Origin are checked.
+
+    The one async step of a console POST: it awaits the body and touches no database
+    (the viewer whose nonce signs the token comes from :func:`optional_viewer`, which
+    FastAPI runs in the thread pool). The view itself stays a plain ``def`` that FastAPI
+    runs in the thread pool, where a synchronous database call (SQLite's ``BEGIN
+    IMMEDIATE`` waits for the write lock) blocks one thread, never the event loop.
+    Declare it after the view's viewer check (``form: Form = FormDep`` last), so a
+    signed-out visitor is sent to sign in before any token is checked."""
     origin = request.headers.get("origin")
     if origin and origin != "null" and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
         raise ConsoleForbidden("This form was posted from another site.")
@@ -202,11 +210,14 @@ async def read_form(request: Request) -> dict[str, str]:
     if len(body) > MAX_FORM_BYTES:
         raise ConsoleForbidden(f"The form is larger than {MAX_FORM_BYTES // 1024} KiB.")
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
-    viewer = getattr(request.state, "viewer", None)
     nonce = viewer.nonce if viewer else request.cookies.get(sessions.PRE_COOKIE)
     if not sessions.csrf_ok(secret_of(request), nonce, form.get("csrf")):
         raise ConsoleForbidden("The form's security token is missing or stale. Go back, reload the page and try again.")
     return form
+
+
+Form = dict[str, str]
+FormDep = Depends(read_form)
 
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:

@@ -129,8 +129,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
 
     mount_console(app)
 
+    # async on purpose, and nothing in it blocks: it answers on the event loop, so it never
+    # waits for a thread-pool slot behind ordinary requests.
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    def healthz():
+    async def healthz():
         return {"status": "ok"}
 
     @app.get(

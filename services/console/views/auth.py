@@ -10,7 +10,18 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from services.console import session as sessions
-from services.console.web import Viewer, context_of, home_of, current_viewer, now_of, optional_viewer, read_form, render, secret_of
+from services.console.web import (
+    Form,
+    FormDep,
+    Viewer,
+    context_of,
+    current_viewer,
+    home_of,
+    now_of,
+    optional_viewer,
+    render,
+    secret_of,
+)
 from shared import auth as keys
 from shared.api import SessionDep
 
@@ -72,8 +83,7 @@ def sign_in_page(request: Request, next: str | None = None, viewer: Viewer | Non
 
 
 @router.post("/sign-in")
-async def sign_in(request: Request, session: Session = SessionDep):
-    form = await read_form(request)
+def sign_in(request: Request, session: Session = SessionDep, form: Form = FormDep):
     principal = keys.authenticate(session, form.get("api_key", "").strip())
     error = None
     if principal is None:
@@ -99,8 +109,7 @@ def link_page(request: Request, token: str | None = None, session: Session = Ses
 
 
 @router.post("/link")
-async def redeem(request: Request, session: Session = SessionDep):
-    form = await read_form(request)
+def redeem(request: Request, session: Session = SessionDep, form: Form = FormDep):
     row = sessions.redeem_link(session, secret_of(request), form.get("token"), now_of(request))
     if row is None:
         return render(request, "link.html", status_code=400, token=None, who=None)
@@ -109,8 +118,7 @@ async def redeem(request: Request, session: Session = SessionDep):
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request, _viewer: Viewer = Depends(current_viewer)):
-    await read_form(request)
+def sign_out(request: Request, _viewer: Viewer = Depends(current_viewer), _form: Form = FormDep):
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
     return response

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import Counter
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 
 from services.console.views.overview import metric_samples
 from services.console.web import OPS, Viewer, context_of, render
@@ -17,13 +16,13 @@ KEEP = 100
 
 
 @router.get("/dead-letters")
-async def dead_letters(request: Request, viewer: Viewer = OPS):
+def dead_letters(request: Request, viewer: Viewer = OPS):
     settings = context_of(request).settings
     error = None
     records: list[dict] = []
     scanned = 0
     try:
-        records, scanned = await run_in_threadpool(read_dlq_tail, settings, keep=KEEP, timeout=1.0)
+        records, scanned = read_dlq_tail(settings, keep=KEEP, timeout=1.0)
     except Exception as exc:  # the broker is down or unreachable: say so, the page still renders
         error = f"could not read {settings.topic_events_dlq} from {settings.bootstrap_servers}: {type(exc).__name__}: {exc}"
     by_reason = Counter(r["reason"] or "unknown" for r in records)

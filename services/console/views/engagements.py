@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, READER, ConsoleForbidden, Viewer, _seg, context_of, now_of, read_form, render
+from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, _seg, context_of, now_of, render
 from services.outreach.engagements import assignment, reporting, service
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.schemas import (
@@ -135,10 +135,9 @@ ACTIONS = ("accept", "touch", "note", "extend", "resolve", "reassign", "cancel")
 
 
 @router.post("/engagements/{engagement_id}/{action}")
-async def act(request: Request, engagement_id: str, action: str, session: Session = SessionDep, viewer: Viewer = READER):
+def act(request: Request, engagement_id: str, action: str, session: Session = SessionDep, viewer: Viewer = READER, form: Form = FormDep):
     if action not in ACTIONS:
         raise Unprocessable(f"unknown action {action!r}")
-    form = await read_form(request)
     e = _load(session, engagement_id, viewer, lock=True)
     try:
         _apply(action, session, e, form, viewer, now_of(request), context_of(request).settings)

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, Viewer, _seg, context_of, now_of, read_form, render
+from services.console.web import OPS, Form, FormDep, Viewer, _seg, context_of, now_of, render
 from services.rules.backtest.jobs import KIND as BACKTEST_KIND
 from services.rules.backtest.service import prepare
 from services.rules.language import RuleValidationError
@@ -142,8 +142,7 @@ def new_rule(request: Request, viewer: Viewer = OPS):
 
 
 @router.post("/rules/new")
-async def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
-    form = await read_form(request)
+def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
     text = form.get("definition", "")
     settings = context_of(request).settings
     try:
@@ -180,8 +179,7 @@ def edit_rule(request: Request, rule_id: str, session: Session = SessionDep, vie
 
 
 @router.post("/rules/{rule_id}/edit")
-async def save_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
-    form = await read_form(request)
+def save_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
     text = form.get("definition", "")
     rule = service.get(session, rule_id, include_deleted=False)
     settings = context_of(request).settings
@@ -193,20 +191,19 @@ async def save_rule(request: Request, rule_id: str, session: Session = SessionDe
     return RedirectResponse(f"/console/rules/{rule_id}?saved=1", status_code=303)
 
 
-async def _set_enabled(request: Request, rule_id: str, enabled: bool, session: Session, viewer: Viewer):
-    await read_form(request)
+def _set_enabled(request: Request, rule_id: str, enabled: bool, session: Session, viewer: Viewer):
     service.set_enabled(session, rule_id, enabled, viewer.principal.actor, now_of(request))
     return RedirectResponse(f"/console/rules/{rule_id}", status_code=303)
 
 
 @router.post("/rules/{rule_id}/enable")
-async def enable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
-    return await _set_enabled(request, rule_id, True, session, viewer)
+def enable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, _form: Form = FormDep):
+    return _set_enabled(request, rule_id, True, session, viewer)
 
 
 @router.post("/rules/{rule_id}/disable")
-async def disable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
-    return await _set_enabled(request, rule_id, False, session, viewer)
+def disable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, _form: Form = FormDep):
+    return _set_enabled(request, rule_id, False, session, viewer)
 
 
 @router.get("/rules/{rule_id}/dry-run")
@@ -225,9 +222,8 @@ def rule_dry_run(
 
 
 @router.post("/rules/{rule_id}/backtest")
-async def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
     """Queue a backtest job (as POST /v1/rules/backtest does) and go to its page."""
-    form = await read_form(request)
     rule = service.get(session, rule_id)
     settings = context_of(request).settings
     text = form.get("definition") or ""

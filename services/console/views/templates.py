@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from services.console.web import CSP_EMAIL_PREVIEW, OPS, Viewer, context_of, now_of, read_form, render
+from services.console.web import CSP_EMAIL_PREVIEW, OPS, Form, FormDep, Viewer, context_of, now_of, render
 from services.outreach.models import Template
 from services.outreach.templates import repository as repo
 from services.outreach.templates import service
@@ -68,8 +68,7 @@ def template(request: Request, template_id: str, saved: bool = False, session: S
 
 
 @router.post("/templates/{template_id}")
-async def save_or_preview(request: Request, template_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
-    form = await read_form(request)
+def save_or_preview(request: Request, template_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
     settings = context_of(request).settings
     values = {f: form.get(f, "").replace("\r\n", "\n") for f in FIELDS}
     row = service.get_or_404(session, template_id)

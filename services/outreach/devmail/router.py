@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 
 from services.outreach.devmail.sink import read_mailbox
 from shared.api import SettingsDep
@@ -19,7 +18,7 @@ router = APIRouter(tags=["development"])
     responses={**AUTH_ERRORS, **responses(NotFound)},
     summary="Messages kept by the embedded mail sink, newest first (only when TOUCHLINE_SMTP_URL is empty)",
 )
-async def list_dev_mail(
+def list_dev_mail(
     to: str | None = Query(None, description="only messages whose To contains this"),
     limit: int = Query(50, ge=1, le=1000),
     settings: Settings = SettingsDep,
@@ -27,5 +26,5 @@ async def list_dev_mail(
 ):
     if not settings.embedded_mail_sink:
         raise NotFound("the embedded mail sink is off: TOUCHLINE_SMTP_URL points at a real relay")
-    items = await run_in_threadpool(read_mailbox, settings.mail_dir, limit, to)
+    items = read_mailbox(settings.mail_dir, limit, to)
     return {"items": items, "count": len(items)}

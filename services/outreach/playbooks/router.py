@@ -20,7 +20,7 @@ from services.outreach.playbooks.schemas import (
     PlaybookPage,
     ReportOut,
 )
-from shared.api import ClockDep, SessionDep
+from shared.api import BodyDep, ClockDep, SessionDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, PayloadTooLarge, Unprocessable, responses
@@ -75,14 +75,15 @@ def parse_definition(raw: bytes, content_type: str) -> PlaybookDefinition:
         }
     },
 )
-async def put_playbook(
+def put_playbook(
     request: Request,
     playbook_id: str = Path(pattern=ID_PATTERN),
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     principal: Principal = require("ops"),
+    body: bytes = BodyDep,
 ):
-    definition = parse_definition(await request.body(), request.headers.get("content-type", ""))
+    definition = parse_definition(body, request.headers.get("content-type", ""))
     head, _changed = service.save(session, playbook_id, definition, actor=principal.actor, now=clock.now())
     return service.out(session, head)
 
