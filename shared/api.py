@@ -72,18 +72,23 @@ def session_factory_of(request: Request) -> sessionmaker[Session]:
 def get_session(request: Request) -> Iterator[Session]:
     """The request's unit of work. GET and HEAD only read: their transaction takes no
     write lock on SQLite (a long read never stalls the workers) and is READ ONLY on
-    PostgreSQL; every other method writes and commits before the response is sent."""
+    PostgreSQL; every other method writes and commits before the response is sent.
+    The session is also ``request.state.db_session``: authentication uses it rather
+    than a second pooled connection (shared.auth.authorize)."""
     if request.method in ("GET", "HEAD"):
         with read_transaction(session_factory_of(request)) as session:
+            request.state.db_session = session
             yield session
         return
     with transaction(session_factory_of(request)) as session:
+        request.state.db_session = session
         yield session
 
 
 def get_read_session(request: Request) -> Iterator[Session]:
     """For a POST that only reads (validate, dry-run, backtest, preview)."""
     with read_transaction(session_factory_of(request)) as session:
+        request.state.db_session = session
         yield session
 
 

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # serves its metrics there, without a key (bind it where only Prometheus reaches),
     # and not on the API port.
     metrics_port: int = Field(0, ge=0, le=65535)
+    # A verified API key is not looked up again for this long; revoking it takes effect
+    # at once in the process that revokes, within this bound in every other (0: no cache).
+    auth_cache_seconds: float = Field(5.0, ge=0, le=60)
     log_level: str = "INFO"
     # Signs and seals console sessions, CSRF tokens, sign-in links and unsubscribe links.
     # Empty: the first command that needs it generates one into <var_dir>/secret-key

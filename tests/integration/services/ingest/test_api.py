@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import RawEvent
@@ -328,6 +328,27 @@ async def test_revoked_key_is_refused(api, keys, session_factory, clock):
         revoke_key(s, key_id, clock.now())
     r = await api.get("/v1/accounts", headers=auth(keys["ops"]))
     assert r.status_code == 401
+
+
+async def test_a_verified_key_is_cached_briefly_and_revocation_still_ends_it(api, keys, session_factory, clock, settings):
+    """Keys verified in the last TOUCHLINE_AUTH_CACHE_SECONDS are not looked up again
+    (a busy client costs no query per request), but revoking one in this process ends
+    it at once; with the cache off, a revocation written by another process (`touchline
+    keys revoke`) ends it at the next request."""
+    from shared.auth import revoke_key
+    from shared.models import ApiKey
+
+    assert (await api.get("/v1/accounts", headers=auth(keys["ops"]))).status_code == 200  # now cached
+    with session_factory.begin() as s:
+        key_id = s.scalar(select(ApiKey.id).where(ApiKey.role == "ops"))
+        revoke_key(s, key_id, clock.now())
+    assert (await api.get("/v1/accounts", headers=auth(keys["ops"]))).status_code == 401
+
+    api.app.state.ctx.settings = settings.model_copy(update={"auth_cache_seconds": 0})
+    assert (await api.get("/v1/accounts", headers=auth(keys["csm"]))).status_code == 200
+    with session_factory.begin() as s:  # as another process would: no cache to tell
+        s.execute(update(ApiKey).where(ApiKey.role == "csm").values(revoked_at=clock.now()))
+    assert (await api.get("/v1/accounts", headers=auth(keys["csm"]))).status_code == 401
 
 
 async def test_health_readiness_metrics_and_openapi(api, keys, topics):
