@@ -23,6 +23,9 @@ class Template(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     html_body: Mapped[str] = mapped_column(Text, default="")
     text_body: Mapped[str] = mapped_column(Text, default="")
+    # "customer" copy or an "internal" message (to the account owner, a pooled CSM): a
+    # playbook may send each only to its own kind of recipient (docs/outreach.md).
+    audience: Mapped[str] = mapped_column(String(16), default="customer", server_default="customer")
     # Extra sample values (e.g. the evidence keys of the rule it is written for) merged
     # into the sample context the template is validated against on save.
     sample_context: Mapped[dict] = mapped_column(JSONType, default=dict)

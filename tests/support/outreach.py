@@ -21,6 +21,15 @@ WIN_BACK = {
     '<a href="{{ unsubscribe_url }}">Unsubscribe</a>',
     "text_body": "Hi {{ recipient.first_name }}, {{ account.name }} misses you.\nUnsubscribe: {{ unsubscribe_url }}",
 }
+# What the account owner (an internal address) gets: never the customer's copy.
+OWNER_BRIEF = {
+    "name": "Owner brief",
+    "audience": "internal",
+    "subject": "{{ account.name }} is still silent",
+    "text_body": "{% for line in brief.evidence %}{{ line }}\n{% endfor %}"
+    "{% for m in brief.sent %}sent {{ m.channel }} to {{ m.to }}: {{ m.subject }}\n{% endfor %}"
+    "{% for step in brief.next %}next: {{ step }}\n{% endfor %}{{ brief.account_url }}",
+}
 
 
 def add_account(session_factory, account_id: str = "acme", users: dict[str, dict] | None = None, **traits) -> None:
@@ -80,11 +89,15 @@ def send_signals(settings, signals: list[dict]) -> None:
 
 
 def save_template(session_factory, settings, template_id: str = "win-back", body: dict | None = None) -> None:
+    """Save one template; by default the customer's win-back and, beside it, the
+    internal "owner-brief" that playbooks send the owner."""
     from services.outreach.templates.schemas import TemplateIn
     from services.outreach.templates.service import save
 
     with transaction(session_factory) as s:
         save(s, template_id, TemplateIn(**(body or WIN_BACK)), settings=settings, actor="test", now=T0)
+        if template_id == "win-back" and body is None:
+            save(s, "owner-brief", TemplateIn(**OWNER_BRIEF), settings=settings, actor="test", now=T0)
 
 
 def save_playbook(session_factory, playbook_id: str, definition: dict) -> None:

@@ -79,6 +79,7 @@ class Batch:
         self._checked: set[str] = set()
         self._suppressed: set[str] = set()
         self._templates: dict[str, Template | None] = {}
+        self._sent: dict[str, list[dict[str, Any]]] | None = None
         self._evaluate: Callable[[Condition, str], tuple[bool, dict[str, Any]]] | None = None
 
     # ---- reads ------------------------------------------------------------------
@@ -118,6 +119,20 @@ class Batch:
             self._suppressed |= policy_repo.suppressed(self.session, known)
             self._checked |= known
         return wanted & self._suppressed
+
+    def sent(self, enrollment_id: str) -> list[dict[str, Any]]:
+        """What automation sent (or queued) for an enrolment, oldest first, including the
+        rows this batch holds: an internal brief's "what was already tried". The first
+        call reads every enrolment message of the batch's accounts in one statement."""
+        if self._sent is None:
+            self._sent = playbook_repo.enrollment_messages_of(self.session, self.accounts)
+        stored = self._sent.get(enrollment_id, [])
+        held = [
+            {"at": r["created_at"], "channel": r["channel"], "to": r["recipient"], "subject": r["subject"], "state": r["state"]}
+            for r in self._held
+            if r.get("enrollment_id") == enrollment_id and r["state"] in ("queued", "sending", "sent")
+        ]
+        return [*stored, *held]
 
     def template(self, template_id: str) -> Template | None:
         if template_id not in self._templates:

@@ -195,3 +195,22 @@ def enrollment_histories(session: Session, playbook_id: str, limit: int) -> list
     """The step histories of a playbook's newest ``limit`` enrolments (for its funnel)."""
     q = select(Enrollment.history).where(Enrollment.playbook_id == playbook_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
     return [h or [] for h in session.scalars(q)]
+
+
+def enrollment_messages_of(session: Session, account_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """What automation sent (or queued) per enrolment of ``account_ids``, oldest first:
+    an internal brief's "what was already tried" (one statement for a whole batch)."""
+    q = (
+        select(Message.enrollment_id, Message.created_at, Message.channel, Message.recipient, Message.subject, Message.state)
+        .where(
+            is_in(session, Message.account_id, account_ids),
+            Message.enrollment_id.is_not(None),
+            Message.state.in_(("queued", "sending", "sent", "uncertain")),
+        )
+        .order_by(Message.created_at, Message.id)
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for enrollment_id, at, channel, recipient, subject, state in session.execute(q):
+        assert enrollment_id is not None  # the query's filter
+        out.setdefault(enrollment_id, []).append({"at": at, "channel": channel, "to": recipient, "subject": subject, "state": state})
+    return out

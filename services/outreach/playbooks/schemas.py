@@ -79,7 +79,7 @@ class PlaybookDefinition(BaseModel):
                             "then": "convert",
                             "else": "nudge",
                         },
-                        {"id": "nudge", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+                        {"id": "nudge", "type": "send", "channel": "email", "template": "win-back-owner-brief", "to": ["owner"]},
                     ],
                 }
             ]

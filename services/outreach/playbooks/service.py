@@ -12,6 +12,7 @@ from services.outreach.models import Playbook, PlaybookVersion
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut
 from services.outreach.stats import lift_interval
+from services.outreach.playbooks.steps.definitions import SendStep
 from services.outreach.templates import repository as template_repo
 from shared.errors import NotFound, Unprocessable
 
@@ -19,13 +20,31 @@ from shared.errors import NotFound, Unprocessable
 def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, actor: str, now: datetime) -> tuple[Playbook, bool]:
     """Store the definition as a new version if it differs from the current one.
     Running enrolments keep the version they started with. Returns (head, changed)."""
-    named = sorted({t for s in definition.parsed_steps().steps if (t := getattr(s, "template", None))})
-    missing = sorted(set(named) - set(template_repo.get_many(session, named)))
+    steps = definition.parsed_steps().steps
+    named = sorted({t for s in steps if (t := getattr(s, "template", None))})
+    templates = template_repo.get_many(session, named)
+    missing = sorted(set(named) - set(templates))
     if missing:
         raise Unprocessable(
             f"the playbook names templates that do not exist: {', '.join(missing)}; create them with PUT /v1/templates/{{id}} first",
             code="unknown_template",
         )
+    for i, s in enumerate(steps):
+        if not isinstance(s, SendStep) or s.channel == "webhook" or s.template is None:
+            continue
+        to_owner, audience = "owner" in s.to, templates[s.template].audience
+        if to_owner and audience != "internal":
+            raise Unprocessable(
+                f"/steps/{i}: step {s.id!r} sends the customer template {s.template!r} to the owner, an internal address; "
+                "give the owner an internal template (audience: internal, e.g. the starter win-back-owner-brief)",
+                code="wrong_audience",
+            )
+        if not to_owner and audience == "internal":
+            raise Unprocessable(
+                f"/steps/{i}: step {s.id!r} sends the internal template {s.template!r} to the customer "
+                f"({', '.join(s.to)}); choose a customer template, or send it to: [owner]",
+                code="wrong_audience",
+            )
     body = definition.model_dump(mode="json", by_alias=True)
     head = repo.get_head(session, playbook_id)
     if head is not None:

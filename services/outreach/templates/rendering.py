@@ -39,6 +39,7 @@ from functools import lru_cache
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.runtime import new_context
@@ -442,7 +443,12 @@ def recipient_context(user=None, *, email: str | None = None, role: str | None =
     }
 
 
-def build_context(*, account: dict, recipient: dict, signal: dict, playbook: dict, unsubscribe_url: str, settings) -> dict[str, Any]:
+def build_context(
+    *, account: dict, recipient: dict, signal: dict, playbook: dict, unsubscribe_url: str, settings, brief: dict | None = None
+) -> dict[str, Any]:
+    """What a template renders with. ``brief`` is for internal templates (a message to
+    the account owner): the evidence as sentences, what automation already sent, what
+    happens next and where to look (:func:`brief_context`); empty for customer copy."""
     return {
         "account": account,
         "recipient": recipient,
@@ -451,6 +457,26 @@ def build_context(*, account: dict, recipient: dict, signal: dict, playbook: dic
         "unsubscribe_url": unsubscribe_url,
         "product": {"name": settings.product_name, "url": settings.product_url},
         "sender": {"name": settings.mail_from_name, "email": settings.mail_from},
+        "brief": brief or {"evidence": [], "sent": [], "next": [], "account_url": ""},
+    }
+
+
+def _evidence_line(name: str, value: Any) -> str:
+    if isinstance(value, dict) and "value" in value:
+        needs = f" (the rule needs {value.get('op', '')} {value['threshold']})" if "threshold" in value else ""
+        return f"{name}: {value['value']}{needs}"
+    return f"{name}: {value}"
+
+
+def brief_context(*, account_id: str, signal: dict, sent: list[dict[str, Any]], next_steps: list[str], settings) -> dict[str, Any]:
+    """The ``brief`` an internal template renders: which evidence made the signal fire
+    (one sentence each), what automation sent so far (at, channel, to, subject, state),
+    what the playbook does next, and the account's console page."""
+    return {
+        "evidence": [_evidence_line(k, v) for k, v in sorted(dict(signal.get("evidence") or {}).items())],
+        "sent": sent,
+        "next": next_steps,
+        "account_url": f"{settings.public_url}/console/accounts/{quote(account_id, safe='')}",
     }
 
 
@@ -498,5 +524,19 @@ def sample_context(settings, extra: dict | None = None) -> dict[str, Any]:
         playbook={"id": "sample-playbook", "name": "Sample playbook", "version": 1},
         unsubscribe_url="https://touchline.example/unsubscribe/sample-token",
         settings=settings,
+        brief={
+            "evidence": ["days_since_last_login: 15 (the rule needs >= 14)"],
+            "sent": [
+                {
+                    "at": "2026-03-02T09:00:00+00:00",
+                    "channel": "email",
+                    "to": "ada@acme.example",
+                    "subject": "Ada, your Acme Inc workspace is waiting",
+                    "state": "sent",
+                }
+            ],
+            "next": ["wait 7d", "open a recover_usage engagement for a pooled CSM (time-box 30d)"],
+            "account_url": "https://touchline.example/console/accounts/acme",
+        },
     )
     return _merge(ctx, extra or {})

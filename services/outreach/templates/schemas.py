@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+
+
+AUDIENCES = ("customer", "internal")
+Audience = Literal["customer", "internal"]
 
 
 class TemplateIn(BaseModel):
@@ -30,6 +34,12 @@ class TemplateIn(BaseModel):
     subject: str = Field(min_length=1, max_length=2000)
     html_body: str = Field("", max_length=200_000)
     text_body: str = Field(min_length=1, max_length=200_000)
+    audience: Audience = Field(
+        "customer",
+        description="customer: copy for the customer's contacts; internal: a message for the team (the account owner, "
+        "a pooled CSM), which may use brief.* (evidence, what automation sent, what happens next). A playbook sends "
+        "each only to its own kind of recipient.",
+    )
     sample_context: dict[str, Any] = Field(default_factory=dict, description="extra sample values to validate against")
 
 
@@ -43,6 +53,7 @@ class TemplateOut(BaseModel):
     subject: str
     html_body: str
     text_body: str
+    audience: str
     sample_context: dict[str, Any]
     created_at: datetime
     updated_at: datetime

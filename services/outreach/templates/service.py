@@ -45,7 +45,7 @@ def save(session: Session, template_id: str, body, *, settings, actor: str, now:
         session.add(row)
         action = "create"
     row.version = (row.version or 0) + 1
-    for field in ("name", "description", "subject", "html_body", "text_body", "sample_context"):
+    for field in ("name", "description", "subject", "html_body", "text_body", "audience", "sample_context"):
         setattr(row, field, getattr(body, field))
     row.updated_at = now
     session.flush()

@@ -36,6 +36,11 @@ class SendStep(StepBase):
         ),
     )
 
+    def describe(self) -> str:
+        if self.channel == "webhook":
+            return f"post a webhook to the CS team ({self.id})"
+        return f"{self.channel} {self.template} to {', '.join(self.to)} ({self.id})"
+
     @field_validator("to")
     @classmethod
     def _recipients(cls, to: list[str]) -> list[str]:
@@ -58,12 +63,20 @@ class SendStep(StepBase):
                 raise ValueError(f"an {self.channel} step names its template")
             if not self.to:
                 raise ValueError(f"an {self.channel} step says who receives it in 'to'")
+            if "owner" in self.to and len(self.to) > 1:
+                raise ValueError(
+                    "the owner is an internal address: send to the owner in a step of its own, with an internal template "
+                    "(audience: internal), and to the customer's contacts in another"
+                )
         return self
 
 
 class WaitStep(StepBase):
     type: Literal["wait"]
     duration: str
+
+    def describe(self) -> str:
+        return f"wait {self.duration} ({self.id})"
 
     @field_validator("duration")
     @classmethod
@@ -87,7 +100,19 @@ class BranchStep(StepBase):
     def targets(self) -> list[str]:
         return [t for t in (self.then, self.else_) if t is not None]
 
+    def describe(self) -> str:
+        cond = self.if_
+        what = " ".join(str(cond[k]) for k in ("metric", "event", "window", "op", "value") if k in cond) or "a condition"
+        return f"check {what}: if true go to {self.then}, else {self.else_ or 'the next step'} ({self.id})"
+
 
 class EndStep(StepBase):
     type: Literal["end"]
     outcome: Literal["completed", "converted"] = "completed"
+
+    def describe(self) -> str:
+        return f"end as {self.outcome} ({self.id})"
+
+
+def describe(step: StepBase) -> str:
+    return step.describe()

@@ -53,6 +53,11 @@ class OpenEngagementStep(StepBase):
         default_factory=dict, description=("with wait_for_outcome: outcome (or 'default') -> step id, 'convert' or 'end'")
     )
 
+    def describe(self) -> str:
+        box = self.time_box or "the default time-box"
+        held = f", {self.holdout_percent:g}% held out" if self.holdout_percent else ""
+        return f"open a {self.goal} engagement for a pooled CSM ({box}{held}) ({self.id})"
+
     @field_validator("time_box")
     @classmethod
     def _box(cls, v):

@@ -43,6 +43,10 @@ class StepBase(BaseModel):
         """Step ids (or terminals) this step may jump to; checked when a playbook is saved."""
         return []
 
+    def describe(self) -> str:
+        """The step in a few words, as an internal brief's "what happens next" says it."""
+        return f"{self.type} ({self.id})"
+
 
 @dataclass
 class StepOutcome:

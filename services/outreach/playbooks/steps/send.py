@@ -12,15 +12,17 @@ from typing import Any
 from services.outreach.models import Template
 from services.outreach.playbooks.messages import MessageRows, email_message, inapp_message, webhook_message
 from services.outreach.playbooks.recipients import Recipient, resolve_recipients
-from services.outreach.playbooks.steps.definitions import SendStep
+from services.outreach.playbooks.steps.definitions import SendStep, describe
 from services.outreach.playbooks.steps.registry import StepContext, StepOutcome, register
 from services.outreach.policy import service as policy
 from services.outreach.policy.tokens import email_hash, unsubscribe_url
+from shared.clock import utc
 from services.outreach.templates.rendering import (
     PARTS,
     RenderBudget,
     TemplateProblem,
     account_context,
+    brief_context,
     build_context,
     recipient_context,
     render,
@@ -64,10 +66,19 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
     return StepOutcome(note={"messages": counts})
 
 
+def internal(step: SendStep, template: Template | None) -> bool:
+    """Does this step send a message for the team (a webhook, or an internal template
+    to the account owner) rather than to the customer?"""
+    return step.channel == "webhook" or (template is not None and template.audience == "internal")
+
+
 def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], template: Template | None) -> list[str | None]:
-    """Why each recipient must not get this message (None: send). Webhooks reach the CS
-    team, not the customer, so the contact policy does not apply to them."""
-    e, customer = ctx.enrollment, step.channel != "webhook"
+    """Why each recipient must not get this message (None: send). Messages for the team
+    (webhooks, internal templates) are not customer touches, so the contact policy and
+    the engagement hold do not apply to them. Customer copy never goes to an internal
+    address (the account owner) nor an internal template to a customer's contact:
+    ``wrong_audience`` (playbooks are checked on save; this holds for older versions)."""
+    e, customer = ctx.enrollment, not internal(step, template)
     # One touch budget for machines and people: while a CSM holds the account, automation steps back.
     account_reason = "in_engagement" if customer and not ctx.operational and ctx.batch.has_open_engagement(e.account_id) else None
     account_reason = account_reason or (
@@ -100,6 +111,8 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
             )
         if reason is None and step.template and template is None:
             reason = "template_missing"
+        if reason is None and template is not None and step.channel != "webhook" and (r.user is None) != (template.audience == "internal"):
+            reason = "wrong_audience"
         reasons.append(reason)
     return reasons
 
@@ -116,9 +129,25 @@ def render_for(ctx: StepContext, step: SendStep, template: Template | None, r: R
         playbook={"id": e.playbook_id, "name": ctx.playbook_name, "version": e.playbook_version},
         unsubscribe_url=unsub,
         settings=ctx.settings,
+        brief=_brief(ctx) if template.audience == "internal" else None,
     )
     rendered = render({p: getattr(template, p) for p in PARTS}, variables, RenderBudget.from_settings(ctx.settings))
     return {"subject": rendered.subject, "html_body": rendered.html_body, "text_body": rendered.text_body}
+
+
+def _brief(ctx: StepContext) -> dict[str, Any]:
+    """The internal brief: the signal's evidence, what this enrolment sent so far, and
+    the steps after this one."""
+    e = ctx.enrollment
+    sent = [{**m, "at": utc(m["at"]).isoformat()} for m in ctx.batch.sent(e.id)]
+    following = ctx.steps.steps[ctx.index + 1 :]
+    return brief_context(
+        account_id=e.account_id,
+        signal=dict(e.signal or {}),
+        sent=sent,
+        next_steps=[describe(s) for s in following] or ["the playbook ends here"],
+        settings=ctx.settings,
+    )
 
 
 def build(ctx: StepContext, step: SendStep, out: MessageRows, r: Recipient, content: dict[str, str], unsub: str) -> dict[str, Any]:

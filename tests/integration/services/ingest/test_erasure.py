@@ -87,7 +87,8 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
             "name": "Thanks",
             "trigger": {"rules": ["sharer"]},
             "steps": [
-                {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
+                {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
+                {"id": "brief", "type": "send", "channel": "email", "template": "owner-brief", "to": ["owner"]},
                 {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example.test/hook"},
                 {"id": "escalate", "type": "open_engagement", "goal": "recover_usage"},
             ],

@@ -35,7 +35,7 @@ BRANCHING = simple_playbook(
         {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
         {"id": "wait-3d", "type": "wait", "duration": "3d"},
         {"id": "back?", "type": "branch", "if": ACTIVE_AGAIN, "then": "convert", "else": "email-owner"},
-        {"id": "email-owner", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+        {"id": "email-owner", "type": "send", "channel": "email", "template": "owner-brief", "to": ["owner"]},
         {"id": "wait-1w", "type": "wait", "duration": "1w"},
         {"type": "end"},
     ]
@@ -426,9 +426,55 @@ def test_the_starter_content_seeds_once(session_factory, topics):
 
     with transaction(session_factory) as s:
         created = seed_starter_content(s, topics, T0)
-    assert len(created) == 11
+    assert len(created) == 12
     with transaction(session_factory) as s:
         assert seed_starter_content(s, topics, T0) == []
+
+
+async def test_the_owner_gets_an_internal_brief_never_customer_copy(topics, session_factory, workers, clock, sink, api, keys):
+    """Issue 19, finding 3: the starter win-back's owner-email step sent the customer's
+    template ("there, your ... workspace is waiting") to the account owner. The owner now
+    gets an internal brief: the evidence, what automation sent, what happens next; and no
+    playbook may send customer copy to the owner, nor an internal template to a customer."""
+    from services.outreach.starter import seed_starter_content
+    from shared.db import transaction
+
+    add_account(session_factory, "silent")
+    with transaction(session_factory) as s:
+        seed_starter_content(s, topics, T0)
+    w = workers()
+    sig = signal("silent")
+    sig["evidence"] = {"days_since_last_login": {"value": 15, "op": ">=", "threshold": 14}}
+    send_signals(topics, [sig])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 1)
+    assert not enrollments(session_factory)[0].holdout  # the holdout bucket is a hash of playbook and account: fixed
+    clock.advance(days(4) + timedelta(minutes=1))
+    drain(w["timers"], lambda: any(m.step_id == "owner-email" for m in messages(session_factory)))
+    [brief] = [m for m in messages(session_factory) if m.step_id == "owner-email"]
+    customer = [m for m in messages(session_factory) if m.step_id == "win-back-email"]
+    assert brief.recipient == "owner@silent.test" and brief.template_id == "win-back-owner-brief"
+    assert brief.subject == "Silent Inc: still silent after the win-back email"
+    assert "workspace is waiting" not in brief.subject and "reply to this email" not in brief.text_body  # no customer copy
+    assert "days_since_last_login: 15 (the rule needs >= 14)" in brief.text_body
+    for m in customer:  # what automation already sent, by address and subject
+        assert f'email to {m.recipient}: "{m.subject}"' in brief.text_body
+    assert "open a recover_usage engagement for a pooled CSM (30d, 10% held out)" in brief.text_body
+    assert "/console/accounts/silent" in brief.text_body
+    # Saving a playbook that sends customer copy to the owner (or a brief to a customer) is a 422 naming the step.
+    ops = auth(keys["ops"])
+    bad = {
+        "name": "Bad",
+        "trigger": {"rules": ["no-login-14d"]},
+        "steps": [{"id": "oops", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]}],
+    }
+    r = await api.put("/v1/playbooks/bad", json=bad, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "wrong_audience" and "/steps/0" in r.json()["detail"], r.text
+    bad["steps"][0].update(template="win-back-owner-brief", to=["champion"])
+    r = await api.put("/v1/playbooks/bad", json=bad, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "wrong_audience" and "internal template" in r.json()["detail"]
+    bad["steps"][0].update(to=["champion", "owner"])
+    r = await api.put("/v1/playbooks/bad", json=bad, headers=ops)
+    assert r.status_code == 422 and "a step of its own" in r.text
 
 
 def test_a_customer_who_comes_back_converts_without_waiting_for_the_next_step(topics, session_factory, workers, clock, sink):
@@ -477,7 +523,8 @@ SET_BASED = simple_playbook(
     caps={"contact": {"max": 2, "days": 5}, "account": {"max": 4, "days": 5}},
     steps=[
         {"id": "back?", "type": "branch", "if": ACTIVE_AGAIN, "then": "convert", "else": "email"},
-        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin", "owner"]},
+        {"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
+        {"id": "brief", "type": "send", "channel": "email", "template": "owner-brief", "to": ["owner"]},
         {"id": "in-app", "type": "send", "channel": "inapp", "template": "win-back", "to": ["all_users"]},
         {"id": "hook", "type": "send", "channel": "webhook", "url": "https://cs.example/hook"},
         {"id": "actives", "type": "send", "channel": "email", "template": "win-back", "to": ["active_users:7d"]},
@@ -548,15 +595,17 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
     sent = messages(session_factory, playbook_id="win-back")
     treated = [a for a in large if a not in held]
     # Playbooks run in id order, "second" first. The caps count the rows the batch itself wrote: ada and bob
-    # had second's email (contact cap: 1 in 3 days), and second's email, win-back's email and the in-app
-    # message are the account's three touches (account cap: 3 in 7 days), so the last step is refused.
+    # had second's email (contact cap: 1 in 3 days), and second's two emails and the in-app message are the
+    # account's three touches (account cap: 3 in 7 days), so the last step is refused. The owner's brief is an
+    # internal message, like the webhook: no customer touch, never capped.
     reasons = {
         step: sorted((m.recipient, m.skip_reason) for m in sent if m.account_id == treated[0] and m.step_id == step)
-        for step in ("email", "in-app", "hook", "actives")
+        for step in ("email", "brief", "in-app", "hook", "actives")
     }
     a = treated[0]
     assert reasons == {
-        "email": [(f"ada@{a}.test", "contact_cap"), (f"bob@{a}.test", "contact_cap"), (f"owner@{a}.test", None)],
+        "email": [(f"ada@{a}.test", "contact_cap"), (f"bob@{a}.test", "contact_cap")],
+        "brief": [(f"owner@{a}.test", None)],
         "in-app": [("ada", "contact_cap"), ("bob", "contact_cap"), ("cy", None)],
         "hook": [("https://cs.example/hook", None)],
         "actives": [(f"ada@{a}.test", "account_cap")],
@@ -663,7 +712,7 @@ def _save_waiting_playbook(session_factory) -> None:
         simple_playbook(
             trigger={"rules": ["r-wait"]},
             steps=[
-                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+                {"id": "email-1", "type": "send", "channel": "email", "template": "owner-brief", "to": ["owner"]},
                 {"type": "wait", "duration": "3d"},
             ],
         ),
