@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from shared.settings import Settings
 
@@ -72,7 +73,8 @@ def make_engine(settings: Settings) -> Engine:
         if ":memory:" not in url:
             settings.var_dir.mkdir(parents=True, exist_ok=True)
         busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_seconds})
+        pool = {} if ":memory:" in url else _pool_args(settings)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_seconds}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
@@ -99,7 +101,20 @@ def make_engine(settings: Settings) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    return create_engine(url, pool_size=settings.db_pool_size, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **_pool_args(settings))
+
+
+def _pool_args(settings: Settings) -> dict[str, Any]:
+    return {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow, "pool_timeout": settings.db_pool_timeout_seconds}
+
+
+def make_probe_engine(engine: Engine, timeout_seconds: float) -> Engine:
+    """An engine for health probes only, on ``engine``'s database: no pool (a probe never
+    waits behind the requests that hold the pooled connections) and a connect timeout."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": timeout_seconds})
+    return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": max(1, round(timeout_seconds))})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -91,6 +91,16 @@ OUTBOX_OLDEST_AGE = Gauge(
     ["outbox"],
     multiprocess_mode="livemax",
 )
+HTTP_IN_FLIGHT = Gauge(
+    "touchline_http_requests_in_flight",
+    "API requests being served (TOUCHLINE_API_MAX_CONCURRENT_REQUESTS caps it; probes not counted)",
+    multiprocess_mode="livesum",
+)
+HTTP_OVERLOADED = Counter(
+    "touchline_http_overloaded_total",
+    "Requests answered 503 overloaded, by the limit reached (concurrency: the in-flight cap; pool: no database connection free)",
+    ["limit"],
+)
 DEPENDENCY_UP = Gauge(
     "touchline_dependency_up",
     "1 if the last /readyz check reached the dependency, else 0",

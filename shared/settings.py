@@ -35,7 +35,13 @@ class Settings(BaseSettings):
     env: str = Field("development", description="development or production")
     var_dir: Path = Field(Path("var"), description="where embedded state lives (SQLite, broker logs, mail)")
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite under var/")
-    db_pool_size: int = 5
+    # Connections per process: db_pool_size kept open, up to db_max_overflow more under
+    # load. A request waits at most db_pool_timeout_seconds for one, then answers 503
+    # overloaded. The API lets api_max_concurrent_requests in at once, each holding at
+    # most one connection: keep db_pool_size + db_max_overflow at least that.
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(30, ge=0)
+    db_pool_timeout_seconds: float = Field(2.0, gt=0)
     sqlite_busy_timeout_seconds: float = 30.0
     # Workers back off this long at most between retries of a database or broker outage.
     retry_max_seconds: float = 30.0
@@ -68,6 +74,11 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Requests in flight at once; one more answers 503 overloaded with Retry-After at once
+    # (/healthz and /readyz are never counted nor refused).
+    api_max_concurrent_requests: int = Field(40, ge=1)
+    # Threads that run the plain-def routes and dependencies (the database work).
+    api_threads: int = Field(40, ge=1)
     # Every request body, whatever the route: larger is a 413 before any parsing.
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     # JSON bodies nested deeper (objects and arrays) are a 422 before any parsing.

@@ -4,12 +4,15 @@ API's own documentation (Swagger UI and ReDoc, served from the installed
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 import fastapi_offline
 from fastapi import FastAPI, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -20,16 +23,20 @@ from shared.api import NO_FRAMING, AppContext, install_database_error_handler
 from shared.auth import require
 from shared.broker import port_open
 from shared.clock import Clock, SystemClock
-from shared.db import make_engine, make_session_factory
+from shared.db import make_engine, make_probe_engine, make_session_factory
 from shared.errors import AUTH_ERRORS, ErrorBody, install_error_handlers
 from shared.events import Event
 from shared.limits import RequestLimits
 from shared.metrics import DEPENDENCY_UP, render_metrics
+from shared.overload import ConcurrencyCap, install_overload_handler
 from shared.settings import Settings, get_settings
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 DOCS_ASSETS_URL = "/docs-assets"
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+# /readyz answers within about this long whatever the load: each check has it as a
+# deadline, on a connection and threads of its own.
+PROBE_SECONDS = 2.0
 
 API_DESCRIPTION = """Touchline turns product usage into customer-success action.
 
@@ -85,15 +92,25 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         clock=clock or SystemClock(),
     )
 
+    # Readiness checks run here, not in the thread pool the routes share, and on a
+    # connection of their own: a busy API still answers /readyz.
+    probe_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readyz")
+    probe_engine = make_probe_engine(engine, PROBE_SECONDS)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        # The threads that run plain-def routes and dependencies (anyio's default limiter).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         yield
         ctx.close()
+        probe_threads.shutdown(wait=False, cancel_futures=True)
+        probe_engine.dispose()
 
     app = FastAPI(title="Touchline", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     install_error_handlers(app)
     install_database_error_handler(app)
+    install_overload_handler(app)
     app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth)
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
@@ -128,6 +145,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
     from services.console.router import mount as mount_console
 
     mount_console(app)
+    # Added last, so outermost: a request over the cap costs no body read, thread or connection.
+    app.add_middleware(ConcurrencyCap, limit=settings.api_max_concurrent_requests)
 
     # async on purpose, and nothing in it blocks: it answers on the event loop, so it never
     # waits for a thread-pool slot behind ordinary requests.
@@ -146,7 +165,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
 
         def db_ok() -> str:
             try:
-                with ctx.engine.connect() as conn:
+                with probe_engine.connect() as conn:
                     conn.execute(text("SELECT 1"))
                 return "ok"
             except Exception as exc:  # report, never raise: this is a probe
@@ -159,8 +178,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
                     return "ok"
             return f"error: no bootstrap server reachable at {settings.bootstrap_servers}"
 
-        checks["database"] = await run_in_threadpool(db_ok)
-        checks["broker"] = await run_in_threadpool(broker_ok)
+        async def probe(check: Callable[[], str]) -> str:
+            try:
+                return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(probe_threads, check), PROBE_SECONDS)
+            except TimeoutError:
+                return f"error: no answer within {PROBE_SECONDS:g} s"
+
+        checks["database"], checks["broker"] = await asyncio.gather(probe(db_ok), probe(broker_ok))
         for name, result in checks.items():
             DEPENDENCY_UP.labels(name).set(1 if result == "ok" else 0)
         ok = all(v == "ok" for v in checks.values())

@@ -16,6 +16,7 @@ import pytest
 
 from services.wiring.app import create_app
 from shared.db import make_engine, make_session_factory
+from shared.overload import ConcurrencyCap
 from tests.support.helpers import auth
 from tests.support.outreach import simple_playbook
 from tests.support.server import serving
@@ -52,7 +53,10 @@ async def test_a_held_sqlite_write_lock_blocks_no_request_and_not_healthz(db_kin
     end with 503 database_unavailable once the busy timeout passes, and nothing hangs."""
     if db_kind != "sqlite":
         pytest.skip("the write lock held for the whole database is SQLite's")
-    app_settings = settings.model_copy(update={"sqlite_busy_timeout_seconds": BUSY_TIMEOUT})
+    # Room for all 50 at once (the cap and the pool are other tests'): what they meet is the lock.
+    app_settings = settings.model_copy(
+        update={"sqlite_busy_timeout_seconds": BUSY_TIMEOUT, "api_max_concurrent_requests": 100, "db_pool_size": 60, "db_max_overflow": 0}
+    )
     engine = make_engine(app_settings)
     app = create_app(app_settings, session_factory=make_session_factory(engine))
     holder = sqlite3.connect(app_settings.sqlalchemy_url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
@@ -100,3 +104,107 @@ async def test_a_held_sqlite_write_lock_blocks_no_request_and_not_healthz(db_kin
     assert set(statuses) <= {200, 401, 503}, statuses
     assert statuses[503] >= 1, statuses  # the lock really was held while they ran
     assert polls, "/healthz was never polled"
+
+
+def _served_app(settings, **overrides):
+    app_settings = settings.model_copy(update=overrides)
+    engine = make_engine(app_settings)
+    return create_app(app_settings, session_factory=make_session_factory(engine)), engine
+
+
+def _cap_of(app) -> ConcurrencyCap:
+    layer = app.middleware_stack
+    while not isinstance(layer, ConcurrencyCap):
+        layer = layer.app
+    return layer
+
+
+async def _crowd(base: str, requests: list[tuple[str, dict]], concurrency: int) -> tuple[Counter, list[BaseException]]:
+    """Run GET ``requests`` (path, headers), ``concurrency`` at a time; the answers'
+    statuses and the requests that got no answer at all."""
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+
+        async def one(path: str, headers: dict) -> tuple[int, str]:
+            async with gate:
+                r = await client.get(path, headers=headers)
+                if r.status_code == 503:
+                    assert r.json()["error"] == "overloaded" and r.headers["retry-after"], r.text
+                return r.status_code, r.text
+
+        results = await asyncio.wait_for(asyncio.gather(*(one(p, h) for p, h in requests), return_exceptions=True), timeout=240)
+    dropped = [r for r in results if isinstance(r, BaseException)]
+    return Counter(r[0] for r in results if not isinstance(r, BaseException)), dropped
+
+
+async def test_junk_keys_and_a_crowd_of_csms_get_answers_never_a_500(settings, keys):
+    """Finding 2: 400 requests with a junk key, 40 at a time, and 100 csm requests at
+    once exhausted the pool (each held one connection while authentication waited for a
+    second): 500s, dropped connections, a stalled /healthz. Now each answers 401, 200
+    or 503 overloaded, and /healthz answers throughout."""
+    app, engine = _served_app(settings)
+    try:
+        with serving(app) as base:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(_watch_healthz(base, stop))
+            junk, junk_dropped = await _crowd(base, [("/v1/rules", {"Authorization": "Bearer garbage"})] * 400, concurrency=40)
+            csm, csm_dropped = await _crowd(base, [("/v1/accounts", auth(keys["csm"]))] * 100, concurrency=100)
+            stop.set()
+            polls = await watcher
+    finally:
+        engine.dispose()
+    assert not junk_dropped and not csm_dropped, (junk_dropped, csm_dropped)
+    assert sum(junk.values()) == 400 and set(junk) <= {401, 503} and junk[401] >= 200, junk
+    assert sum(csm.values()) == 100 and set(csm) <= {200, 503} and csm[200] >= 40, csm
+    assert polls
+
+
+async def test_an_exhausted_pool_answers_503_overloaded_and_readyz_still_answers(settings, keys):
+    """Every pooled connection held elsewhere: a request waits the short pool timeout and
+    answers 503 overloaded with Retry-After (SQLAlchemy's TimeoutError was a 500), and
+    /readyz, on a connection of its own, still says the database is up."""
+    app, engine = _served_app(settings, db_pool_size=2, db_max_overflow=0, db_pool_timeout_seconds=0.2)
+    held = [engine.connect(), engine.connect()]
+    try:
+        with serving(app) as base:
+            statuses, dropped = await _crowd(base, [("/v1/accounts", auth(keys["csm"]))] * 20, concurrency=20)
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                ready = await client.get("/readyz")
+    finally:
+        for conn in held:
+            conn.close()
+        engine.dispose()
+    assert not dropped and statuses == Counter({503: 20}), (statuses, dropped)
+    assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok", ready.text
+
+
+async def test_a_request_over_the_concurrency_cap_is_refused_at_once_and_probes_bypass_it(settings, keys):
+    """With TOUCHLINE_API_MAX_CONCURRENT_REQUESTS in flight (here 3, held waiting for
+    the one pooled connection), one more answers 503 overloaded with Retry-After while
+    those 3 are still waiting; /healthz and /readyz answer 200; once the connection is
+    free, the 3 answer 200."""
+    app, engine = _served_app(settings, api_max_concurrent_requests=3, db_pool_size=1, db_max_overflow=0, db_pool_timeout_seconds=60)
+    held = engine.connect()
+    try:
+        with serving(app) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=90) as client:
+                waiting = [asyncio.create_task(client.get("/v1/accounts", headers=auth(keys["csm"]))) for _ in range(3)]
+                cap = _cap_of(app)
+                for _ in range(600):  # bounded: until the three are in flight
+                    if cap.in_flight == 3:
+                        break
+                    await asyncio.sleep(0.05)
+                assert cap.in_flight == 3
+                refused = await client.get("/v1/rules", headers=auth(keys["ops"]))
+                health, ready = await client.get("/healthz"), await client.get("/readyz")
+                assert not any(t.done() for t in waiting)  # refused while the three still wait
+                held.close()
+                answers = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+    finally:
+        held.close()
+        engine.dispose()
+    assert refused.status_code == 503 and refused.json()["error"] == "overloaded", refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert health.status_code == 200 and ready.status_code == 200, (health.text, ready.text)
+    assert [a.status_code for a in answers] == [200, 200, 200]
