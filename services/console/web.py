@@ -7,6 +7,7 @@ decides anything about the domain."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -16,13 +17,13 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
 from services.console import session as sessions
 from shared.api import SessionDep, context_of
 from shared.auth import Principal
-from shared.clock import time_left
+from shared.clock import time_left, utc
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 512 * 1024
@@ -74,6 +75,11 @@ def _fmt_dt(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, str):  # an ISO timestamp from a JSON answer: the same minute-precision UTC form
+        try:
+            return _fmt_dt(utc(datetime.fromisoformat(value.replace("Z", "+00:00"))))
+        except ValueError:
+            return value
     return str(value)
 
 
@@ -108,6 +114,12 @@ def _time_left(days: float | None) -> str:
     return "—" if days is None else time_left(days * 86400)
 
 
+def _prose(text: Any) -> Markup:
+    """A message written for a terminal as a page shows it: escaped, with `code` in
+    backticks set as <code> (no literal backticks on a page)."""
+    return Markup(re.sub(r"`([^`\n]+)`", r"<code>\1</code>", str(escape(str(text)))))
+
+
 def _url(path: str, **params) -> str:
     clean = {k: v for k, v in params.items() if v not in (None, "")}
     return path + ("?" + urlencode(clean) if clean else "")
@@ -121,7 +133,7 @@ def _seg(value: Any) -> str:
 env = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
 )
-env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence, time_left=_time_left)
+env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence, time_left=_time_left, prose=_prose)
 env.globals.update(url=_url)
 
 
@@ -235,7 +247,12 @@ def render(request: Request, template: str, status_code: int = 200, **ctx: Any) 
 
 
 def error_page(request: Request, status_code: int, title: str, message: Any) -> HTMLResponse:
-    return render(request, "error.html", status_code=status_code, title=title, message=message)
+    """An error page. Raised before any view ran (a 404 for a path no view serves), it
+    has no viewer: a session cookie that still opens offers the way back to the
+    console, not a second sign-in (no database read: this runs on the event loop)."""
+    cookie = request.cookies.get(sessions.SESSION_COOKIE)
+    signed_in = bool(cookie) and sessions.decode_session(secret_of(request), cookie, now_of(request)) is not None
+    return render(request, "error.html", status_code=status_code, title=title, message=message, signed_in=signed_in)
 
 
 def markup(svg: str) -> Markup:

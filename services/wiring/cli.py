@@ -495,23 +495,28 @@ def cmd_run(args) -> int:
             settings.mail_sink_host,
             settings.mail_sink_port,
         )
+
+    def announce() -> None:
+        log.info(
+            "Touchline is up: API on http://%s:%d (docs at /docs), console at http://%s:%d/console/ "
+            "(sign in with the key in %s, or `touchline console-link --role ops`); Ctrl-C drains and stops everything",
+            settings.api_host,
+            settings.api_port,
+            settings.api_host,
+            settings.api_port,
+            settings.var_dir / "dev-admin-key",
+        )
+
     supervisor = Supervisor(
         settings,
         child_specs(settings, sys.executable, getattr(args, "extra", None)),
         multiprocess_env(settings),
         broker,
         on_broker_restart=lambda: ensure_topics(settings),
+        on_up=announce,
     )
     supervisor.install_signal_handlers()
-    log.info(
-        "Touchline is up: API on http://%s:%d (docs at /docs), console at http://%s:%d/console/ "
-        "(sign in with the key in %s, or `touchline console-link --role ops`); Ctrl-C drains and stops everything",
-        settings.api_host,
-        settings.api_port,
-        settings.api_host,
-        settings.api_port,
-        settings.var_dir / "dev-admin-key",
-    )
+    log.info("starting the API and the workers; the addresses follow once the API answers")
     rc = supervisor.run()
     log.info("bye")
     return rc

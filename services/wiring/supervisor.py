@@ -31,6 +31,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -81,8 +82,11 @@ class Supervisor:
         env: dict[str, str],
         broker=None,
         on_broker_restart: Callable[[], None] | None = None,
+        on_up: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Called once, when the API first answers /healthz: "up" is said when it is true.
+        self.on_up = on_up
         self.children = {s.name: Child(s) for s in specs}
         self.env = env
         self.broker = broker
@@ -217,11 +221,23 @@ class Supervisor:
             self.on_broker_restart()
         log.info("embedded broker restarted; workers rejoin their groups by themselves")
 
+    def api_answers(self) -> bool:
+        """Does the API answer /healthz yet (one short request on the loopback)?"""
+        url = f"http://{self.settings.api_host}:{self.settings.api_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as answer:  # noqa: S310 (our own API, http on loopback)
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
     def run(self) -> int:
         self.start_all()
         try:
             while not self.stop_requests:
                 self.heal()
+                if self.on_up is not None and self.api_answers():
+                    self.on_up()
+                    self.on_up = None
                 time.sleep(self.poll_interval)
         finally:
             self.shutdown()

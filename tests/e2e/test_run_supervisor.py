@@ -116,6 +116,9 @@ def test_sigkill_of_each_worker_under_touchline_run_loses_and_doubles_nothing(tm
     base = f"http://127.0.0.1:{api_port}"
     stream = None
     try:
+        # "Touchline is up" is said once it is true: the API answers the moment the line is logged.
+        wait_for(lambda: "Touchline is up" in log_path.read_text(), 120, "the 'Touchline is up' line")
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
         wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 120, "/readyz", ignore=(httpx.HTTPError,))
         key = (var / "dev-admin-key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}

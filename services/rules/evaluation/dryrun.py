@@ -67,7 +67,11 @@ def dry_run(
     audience = audience_explanation(d, account_id, meas)
     ok, tree = meas.explain(d.condition, account_id, event)
     until = signals_repo.cooldown_until(session, d.id, account_id)
-    cooldown = {"active": bool(until and until > now), "until": until.isoformat() if until else None, "length": d.to_dict()["cooldown"]}
+    cooldown = {
+        "active": bool(until and until > now),
+        "until": until.isoformat(timespec="seconds") if until else None,
+        "length": d.to_dict()["cooldown"],
+    }
     triggered = d.trigger.scheduled or event is None or event.name in d.trigger.events
     would = audience["match"] and ok and not cooldown["active"] and triggered
     if would:
@@ -84,6 +88,7 @@ def dry_run(
         if not triggered:
             why.append(trigger["message"])
         summary = "would not fire: " + "; ".join(why)
+    reasons = [] if would else why
     return {
         "rule_id": d.id,
         "version": version,
@@ -91,6 +96,7 @@ def dry_run(
         "now": now,
         "would_fire": would,
         "summary": summary,
+        "reasons": reasons,
         "audience": audience,
         "trigger": trigger,
         "condition": tree,

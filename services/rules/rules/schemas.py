@@ -89,6 +89,7 @@ class DryRunOut(BaseModel):
     now: datetime
     would_fire: bool
     summary: str
+    reasons: list[str] = Field(default_factory=list, description="why it would not fire, one entry each (empty when it would)")
     audience: dict[str, Any]
     trigger: dict[str, Any]
     condition: dict[str, Any]

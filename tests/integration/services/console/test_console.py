@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timedelta
 from html import unescape
 from html.parser import HTMLParser
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 
 from services.console import session as sessions
@@ -287,11 +287,36 @@ async def test_rule_editor_shows_errors_next_to_their_line_and_saves_a_new_versi
     assert audit["items"][-1]["actor"] == "ops:console ops"
 
 
+async def test_pages_read_as_prose_and_know_who_is_signed_in(api, keys, seeded):
+    """Issue 19, finding 9: literal backticks on the 403 page, a 404 that offers "Sign in"
+    to a signed-in user, branch targets linking to a step that does not exist."""
+    await sign_in(api, keys["ops"])
+    r = await api.get("/console/no-such-page")
+    assert r.status_code == 404 and ">Back to the console</a>" in r.text and ">Sign in</a>" not in r.text
+    r = await api.get("/console/inbox")  # the ops key has no roster entry
+    assert r.status_code == 403 and "`" not in r.text and "<code>touchline console-link --csm &lt;id&gt;</code>" in r.text
+    r = await api.get("/console/playbooks/win-back")
+    ids = set(re.findall(r'id="(step-[^"]+)"', r.text))
+    assert ids and set(re.findall(r'href="#(step-[^"]+)"', r.text)) <= ids  # every step link lands on a step
+    assert "<strong>convert</strong> (the enrolment ends as converted)" in r.text
+    api.cookies.clear()
+    r = await api.get("/console/no-such-page")
+    assert r.status_code == 404 and ">Sign in</a>" in r.text
+
+
 async def test_dry_run_and_a_backtest_job_with_the_diff(api, keys, seeded, clock, settings, session_factory):
     await sign_in(api, keys["ops"])
     a = seeded["churning"][0]
     r = await api.get(f"/console/rules/no-login-14d/dry-run?account_id={a}")
     assert r.status_code == 200 and "days_since" in r.text
+    # Evidence as a person reads it, not raw JSON; the verdict said once (issue 19, finding 9).
+    assert "would fire:" not in r.text and "would not fire:" not in r.text and not re.search(r"\d\d:\d\d:\d\d\.\d{6}", r.text)
+    r = await api.get(f"/console/rules/no-login-14d/dry-run?account_id={seeded['churning'][1]}")  # still silent, fired already
+    assert "<li>the rule already fired for this account; cooldown until" in r.text
+    assert 'id="evidence"' in r.text and "(needs &gt;= 14)" in r.text and not re.search(r"\d\d:\d\d:\d\d\.\d{6}", r.text)
+    r = await api.get(f"/console/rules/no-login-14d/dry-run?account_id={quote(HOSTILE, safe='')}")  # logged in 2 days ago
+    assert "<strong>Would not fire</strong>" in r.text and "would not fire:" not in r.text
+    assert "<li>the condition does not hold" in r.text and not re.search(r"\d\d:\d\d:\d\d\.\d{6}", r.text)
     r = await api.get("/console/rules/no-login-14d/dry-run?account_id=nobody")
     assert "no account" in r.text
     edit = await api.get("/console/rules/no-login-14d/edit")
