@@ -101,7 +101,26 @@ def make_engine(settings: Settings) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **_pool_args(settings))
+    engine = create_engine(url, pool_pre_ping=True, **_pool_args(settings))
+
+    @event.listens_for(engine, "connect")
+    def _postgresql_custom_plans(dbapi_conn: Any, _record: Any) -> None:
+        # psycopg prepares a statement on the server once it has run it five times, and
+        # PostgreSQL then plans it once for any parameters (a generic plan) when that looks
+        # no dearer than planning each time. For a lookup that binds one array (is_in) a
+        # generic plan cannot know the array's length nor hash it: planned while the table
+        # was nearly empty (a fresh database), it scanned the whole table and compared each
+        # row with each id, until autovacuum's first ANALYZE made it plan again. The rules
+        # worker's check of ingest's store (usage.ingested_event_ids) then took seconds a
+        # batch at 1,000 events/s and fell a minute behind (docs/performance.md, "End-to-end
+        # latency"). Every statement is planned for its own values: what an unprepared
+        # statement costs, and the statements stay prepared (parsed once).
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True  # a SET inside a transaction would roll back with it
+        dbapi_conn.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_conn.autocommit = autocommit
+
+    return engine
 
 
 def _pool_args(settings: Settings) -> dict[str, Any]:
