@@ -20,6 +20,7 @@ from shared.clock import Clock
 from shared.db import read_transaction, transaction, transient_db_error
 from shared.kafka import make_producer
 from shared.settings import Settings
+from shared.signin import SignInThrottle
 
 
 # HTML a browser shows outside the console (the API docs, the unsubscribe pages): never
@@ -36,6 +37,10 @@ class AppContext:
     clock: Clock
     _producer: KafkaProducer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    signin_throttle: SignInThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.signin_throttle = SignInThrottle.from_settings(self.settings)
 
     @property
     def producer(self) -> KafkaProducer:

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.db import read_transaction
+from shared import signin
 from shared.errors import Forbidden, Unauthorized
 from shared.models import ApiKey
 
@@ -163,7 +164,7 @@ def authorize(request: Request, allowed: frozenset[str]) -> Principal:
     presented = _presented_key(request)
     if not presented:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with `touchline keys create`)")
-    principal = _verified(request, presented)
+    principal = signin.guard_api(request, presented, lambda: _verified(request, presented))  # throttled, logged, counted
     if principal is None:
         raise Unauthorized("invalid or revoked API key")
     if principal.role not in allowed:

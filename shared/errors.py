@@ -20,6 +20,7 @@ class ErrorBody(BaseModel):
 class TouchlineError(Exception):
     status_code = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None  # sent with the answer (e.g. Retry-After)
 
     def __init__(self, detail: Any = None, *, code: str | None = None, status_code: int | None = None):
         super().__init__(detail)
@@ -88,7 +89,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TouchlineError)
     async def _touchline_error(_request: Request, exc: TouchlineError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+        headers.update(exc.headers or {})
         return JSONResponse(status_code=exc.status_code, content={"error": exc.code, "detail": exc.detail}, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)

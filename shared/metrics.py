@@ -101,6 +101,12 @@ HTTP_OVERLOADED = Counter(
     "Requests answered 503 overloaded, by the limit reached (concurrency: the in-flight cap; pool: no database connection free)",
     ["limit"],
 )
+SIGNINS = Counter(
+    "touchline_signins_total",
+    "Keys presented to the API (bearer) or the console sign-in form, by outcome: success, failure, "
+    "throttled (refused with 429 before any check; docs/security.md)",
+    ["channel", "outcome"],
+)
 DEPENDENCY_UP = Gauge(
     "touchline_dependency_up",
     "1 if the last /readyz check reached the dependency, else 0",

@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     # Console: signed session cookies last this long; `touchline console-link` links this long.
     console_session_minutes: int = 720
     console_link_minutes: int = 15
+    # A key minted for a one-time link expires this long after the link was made; the
+    # session the link opened ends with it.
+    console_link_key_minutes: int = Field(720, ge=1)
+    # Sign-in throttle (shared/signin.py, docs/security.md), per API process: failures per
+    # client address and key prefix before each try waits (1 s, doubling) and before that
+    # address is refused for that key for the window.
+    signin_failures_before_delay: int = Field(5, ge=1)
+    signin_failures_before_refusal: int = Field(20, ge=2)
+    signin_throttle_window_seconds: float = Field(900.0, gt=0)
+    signin_throttle_max_tracked: int = Field(10_000, ge=100)
 
     # Rules.
     rules_tick_seconds: int = 60

@@ -140,7 +140,7 @@ env.globals.update(url=_url)
 @dataclass
 class Viewer:
     principal: Principal
-    nonce: str
+    nonce: str  # the session's id: its CSRF nonce, and what sign-out ends
 
     @property
     def role(self) -> str:
@@ -159,13 +159,13 @@ def now_of(request: Request) -> datetime:
 
 
 def optional_viewer(request: Request, session: Session = SessionDep) -> Viewer | None:
-    s = sessions.decode_session(secret_of(request), request.cookies.get(sessions.SESSION_COOKIE), now_of(request))
-    if s is None:
+    found = sessions.signed_in(session, secret_of(request), request.cookies.get(sessions.SESSION_COOKIE), now_of(request))
+    if found is None:
         return None
-    principal = sessions.principal_for(session, s.key_id)
-    if principal is None or principal.role == "ingest":
+    session_id, principal = found
+    if principal.role == "ingest":
         return None
-    viewer = Viewer(principal, s.nonce)
+    viewer = Viewer(principal, session_id)
     request.state.viewer = viewer
     return viewer
 

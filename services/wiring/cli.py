@@ -137,8 +137,9 @@ def cmd_keys(args) -> int:
                     return 2
                 print(f"Created {row.role} key #{row.id} ({row.name}). It is shown only once; store it now:\n\n  {key}\n")
             elif args.keys_cmd == "list":
+                now = SystemClock().now()
                 for row in auth.list_keys(session):
-                    state = "revoked" if row.revoked_at else "active"
+                    state = "revoked" if row.revoked_at else "expired" if row.expires_at and row.expires_at <= now else "active"
                     print(f"#{row.id:<4} {row.role:<7} {state:<8} tl_{row.prefix}_…  {row.name}")
             elif args.keys_cmd == "revoke":
                 if not auth.revoke_key(session, args.id, SystemClock().now()):
@@ -171,8 +172,12 @@ def cmd_console_link(args) -> int:
                 csm_id=args.csm,
                 now=SystemClock().now(),
                 minutes=settings.console_link_minutes,
+                key_minutes=settings.console_link_key_minutes,
             )
-    print(f"Open this link within {settings.console_link_minutes} minutes; it signs in once:\n\n  {url}\n")
+    print(
+        f"Open this link within {settings.console_link_minutes} minutes; it signs in once, "
+        f"for at most {settings.console_link_key_minutes} minutes:\n\n  {url}\n"
+    )
     return 0
 
 

@@ -308,7 +308,9 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
 def test_csm_signs_in_with_a_one_time_link_resolves_an_engagement_and_meets_403_pages(chromium, server, console_world):
     world = console_world
     with transaction(world.session_factory) as s:
-        url = sessions.create_link(s, secret=world.settings.secret, base_url=server, role="csm", csm_id="csm-1", now=world.now, minutes=15)
+        url = sessions.create_link(
+            s, secret=world.settings.secret, base_url=server, role="csm", csm_id="csm-1", now=world.now, minutes=15, key_minutes=720
+        )
     w = Walker(chromium, server, world.kind, "csm")
     try:
         w.goto(url[len(server) :])

@@ -22,8 +22,10 @@ from services.console.web import (
     render,
     secret_of,
 )
+from shared import audit, signin
 from shared import auth as keys
 from shared.api import SessionDep
+from shared.models import ApiKey
 
 router = APIRouter()
 
@@ -60,13 +62,24 @@ def _ensure_pre_nonce(request: Request) -> None:
         request.cookies[sessions.PRE_COOKIE] = request.state.pre_nonce
 
 
-def _start_session(request: Request, principal_id: int, target: str) -> Response:
-    settings = context_of(request).settings
-    s = sessions.new_session(principal_id, now_of(request), settings.console_session_minutes)
+def _start_session(request: Request, session: Session, key: ApiKey, target: str, via: str) -> Response:
+    """Open a session for ``key`` (a row of its own: sign-out ends it everywhere), audit
+    the sign-in and set the cookie that seals the session's id."""
+    settings, now = context_of(request).settings, now_of(request)
+    session_id = sessions.start_session(session, key, now, settings.console_session_minutes)
+    audit.record(
+        session,
+        actor=f"{key.role}:{key.name}",
+        action="console_sign_in",
+        object_type="api_key",
+        object_id=str(key.id),
+        now=now,
+        details={"address": signin.client_address(request), "via": via},
+    )
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         sessions.SESSION_COOKIE,
-        sessions.encode_session(secret_of(request), s),
+        sessions.cookie_for(secret_of(request), session_id),
         max_age=settings.console_session_minutes * 60,
         **_cookie_args(request),
     )
@@ -84,15 +97,36 @@ def sign_in_page(request: Request, next: str | None = None, viewer: Viewer | Non
 
 @router.post("/sign-in")
 def sign_in(request: Request, session: Session = SessionDep, form: Form = FormDep):
-    principal = keys.authenticate(session, form.get("api_key", "").strip())
+    """Sign in with a key, under the sign-in throttle (shared/signin.py): a try from an
+    address that must wait is refused (429, Retry-After) before the key is looked up;
+    each failure and success is logged and counted; a success is audited."""
+    throttle, now = context_of(request).signin_throttle, now_of(request)
+    presented, address, next_path = form.get("api_key", "").strip(), signin.client_address(request), _safe_next(form.get("next"))
+    try:
+        signin.check(throttle, "console", address, presented, now)
+    except signin.TooManySignIns as exc:
+        page = render(
+            request,
+            "sign_in.html",
+            status_code=429,
+            next=next_path,
+            error=f"Too many failed sign-ins from your address. Try again in {exc.retry_after} seconds.",
+        )
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
+    principal = keys.authenticate(session, presented)
     error = None
     if principal is None:
-        error = "That key is not valid, or it was revoked."
+        error, reason = "That key is not valid, or it was revoked.", "unknown, wrong or revoked key"
     elif principal.role == "ingest":
-        error = "Ingest keys are for product apps sending events; sign in with an ops, csm or admin key."
+        error, reason = "Ingest keys are for product apps sending events; sign in with an ops, csm or admin key.", "ingest key"
     if error or principal is None:
-        return render(request, "sign_in.html", status_code=401, next=_safe_next(form.get("next")), error=error)
-    return _start_session(request, principal.key_id, _safe_next(form.get("next")) if form.get("next") else _home(principal))
+        signin.failed(throttle, "console", address, presented, reason, now)
+        return render(request, "sign_in.html", status_code=401, next=next_path, error=error)
+    signin.succeeded("console", address, presented, principal.key_id)
+    key = session.get(ApiKey, principal.key_id)
+    assert key is not None  # authenticate just read it
+    return _start_session(request, session, key, next_path if form.get("next") else _home(principal), via="key")
 
 
 @router.get("/link")
@@ -114,11 +148,23 @@ def redeem(request: Request, session: Session = SessionDep, form: Form = FormDep
     if row is None:
         return render(request, "link.html", status_code=400, token=None, who=None)
     principal = keys.Principal(key_id=row.id, name=row.name, role=row.role, csm_id=row.csm_id)
-    return _start_session(request, row.id, _home(principal))
+    signin.succeeded("console", signin.client_address(request), f"tl_{row.prefix}_", row.id)
+    return _start_session(request, session, row, _home(principal), via="link")
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, _viewer: Viewer = Depends(current_viewer), _form: Form = FormDep):
+def sign_out(request: Request, session: Session = SessionDep, viewer: Viewer = Depends(current_viewer), _form: Form = FormDep):
+    """End the session on the server: every copy of its cookie stops working."""
+    sessions.end_session(session, viewer.nonce, now_of(request))
+    audit.record(
+        session,
+        actor=viewer.principal.actor,
+        action="console_sign_out",
+        object_type="api_key",
+        object_id=str(viewer.principal.key_id),
+        now=now_of(request),
+        details={"address": signin.client_address(request)},
+    )
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
     return response

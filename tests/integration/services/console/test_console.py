@@ -211,6 +211,7 @@ async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clo
             csm_id=None,
             now=clock.now(),
             minutes=settings.console_link_minutes,
+            key_minutes=settings.console_link_key_minutes,
         )
     path = url[len("http://touchline.test") :]
     assert "." not in path.partition("token=")[2]  # sealed: no readable payload beside a signature
@@ -229,7 +230,9 @@ async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clo
 
 async def test_a_link_expires(api, session_factory, settings, clock):
     with transaction(session_factory) as s:
-        url = sessions.create_link(s, secret=settings.secret, base_url="http://x", role="csm", csm_id="csm-7", now=clock.now(), minutes=15)
+        url = sessions.create_link(
+            s, secret=settings.secret, base_url="http://x", role="csm", csm_id="csm-7", now=clock.now(), minutes=15, key_minutes=720
+        )
     clock.advance(timedelta(minutes=16))
     assert (await api.get(urlparse(url).path + "?" + urlparse(url).query)).status_code == 400
 
