@@ -249,9 +249,11 @@ def render(request: Request, template: str, status_code: int = 200, **ctx: Any) 
 def error_page(request: Request, status_code: int, title: str, message: Any) -> HTMLResponse:
     """An error page. Raised before any view ran (a 404 for a path no view serves), it
     has no viewer: a session cookie that still opens offers the way back to the
-    console, not a second sign-in (no database read: this runs on the event loop)."""
+    console, not a second sign-in (no database read: this runs on the event loop, so a
+    genuine cookie counts even if its session has ended since; the console then asks to
+    sign in)."""
     cookie = request.cookies.get(sessions.SESSION_COOKIE)
-    signed_in = bool(cookie) and sessions.decode_session(secret_of(request), cookie, now_of(request)) is not None
+    signed_in = sessions.session_id_of(secret_of(request), cookie) is not None
     return render(request, "error.html", status_code=status_code, title=title, message=message, signed_in=signed_in)
 
 
