@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install migrate system-deps test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console bench-latency soak clean demo coverage mutation mutation-survivors
+.PHONY: run test lint install migrate system-deps test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console bench-latency soak clean demo coverage mutation mutation-survivors fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -93,6 +93,15 @@ mutation: $(STAMP)
 
 mutation-survivors: $(STAMP)
 	$(BIN)/python tools/mutation_report.py --diffs $(foreach m,$(MUTANTS),'$(m)')
+
+# The API fuzz (tests/integration/services/wiring/test_api_fuzz.py) deeper than `make
+# test` runs it: FUZZ_EXAMPLES examples per operation, mode and pass, on SQLite and
+# PostgreSQL; FUZZ_SEED=n draws a fresh stream instead of the fixed one. Prints the case
+# count per database. Not in CI (docs/testing.md, "The API fuzz").
+FUZZ_EXAMPLES ?= 100
+fuzz: $(STAMP)
+	@test -n "$$TOUCHLINE_TEST_POSTGRES_URL" || { echo "make fuzz runs on both databases: set TOUCHLINE_TEST_POSTGRES_URL, e.g. postgresql://postgres@127.0.0.1:5432/test"; exit 1; }
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/integration/services/wiring/test_api_fuzz.py
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.bench_ingest

@@ -1,5 +1,5 @@
 """Bounds on what a caller can make us parse: the request body's total size, how deep
-its JSON nests, non-finite numbers, and integers the database can store.
+its JSON nests, non-finite numbers, and integers and times the database can store.
 
 The JSON checks work on the raw bytes, before any recursive parser sees them, so a
 body nested 100,000 deep is refused in one linear pass instead of raising
@@ -13,13 +13,31 @@ import json
 import math
 import re
 from array import array
+from datetime import datetime, timezone
 from itertools import accumulate
+from typing import Annotated
 
+from pydantic import AfterValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Integer columns are 32-bit signed on PostgreSQL (and SQLite's are 64-bit): every
 # integer a caller sends that lands in one is bounded by this, so overflow is a 422.
 DB_INT_MAX = 2**31 - 1
+
+
+def _in_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("needs a zone offset, e.g. 2026-03-02T00:00:00Z")
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is still year 0 in UTC
+        raise ValueError("is outside 0001-01-01 to 9999-12-31 once converted to UTC; send a time in that range") from None
+
+
+# A time a caller sends (a query parameter or a body field): aware, and converted to UTC
+# here, since every column stores UTC (shared/db.py, UTCDateTime) and a time near year 1 or
+# 9999 with a zone offset has no UTC value: a 422, never an OverflowError at the query.
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
 
 # A JSON string literal, escapes included (unrolled-loop form: no backtracking).
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')

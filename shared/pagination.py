@@ -5,7 +5,10 @@ Every list answers ``{"items": [...], "next_cursor": ...}`` and takes ``?cursor=
 that key as the cursor; a list ordered by several columns (a time, then an id) uses this
 module: the last item's sort key, as an opaque URL-safe string. The cursor is not signed:
 it only says where to resume, and a forged one shows a caller nothing its key could not
-list anyway. A cursor this module did not make is a 422, never a 500.
+list anyway. A list ordered by an integer key (a version, an event number, a job id) uses
+``decode_number_cursor``. A cursor this module did not make is a 422, never a 500: values
+are bounded to what the database can compare (an integer column's range; a time that has
+a UTC value).
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from shared.errors import Unprocessable
+from shared.limits import DB_INT_MAX
 
 MAX_CURSOR_CHARS = 1000
+# A number cursor as a query parameter's pattern: the schema says what it is, and
+# decode_number_cursor refuses the ten-digit numbers past the column's range.
+NUMBER_CURSOR_PATTERN = r"^[0-9]{1,10}$"
 T = TypeVar("T")
 Key = str | int | datetime | None
 
@@ -59,12 +66,27 @@ def decode_cursor(cursor: str | None, *kinds: type) -> tuple[Any, ...] | None:
                 raise _bad() from None
             if at.tzinfo is None:
                 raise _bad()
-            out.append(at)
-        elif (kind is int and isinstance(v, int) and not isinstance(v, bool)) or (kind is str and isinstance(v, str)):
+            try:
+                out.append(at.astimezone(timezone.utc))
+            except OverflowError:  # year 1 or 9999 with an offset: no UTC value to compare
+                raise _bad() from None
+        elif kind is int and isinstance(v, int) and not isinstance(v, bool) and -DB_INT_MAX - 1 <= v <= DB_INT_MAX:
+            out.append(v)
+        elif kind is str and isinstance(v, str):
             out.append(v)
         else:
             raise _bad()
     return tuple(out)
+
+
+def decode_number_cursor(cursor: str | None, maximum: int = DB_INT_MAX) -> int | None:
+    """The number a list ordered by an integer key resumes after, or None for the first
+    page; one outside 0..``maximum`` (the column's range) is a 422."""
+    if cursor is None:
+        return None
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > len(str(maximum)) or int(cursor) > maximum:
+        raise _bad()
+    return int(cursor)
 
 
 def next_cursor(items: Sequence[T], limit: int, key: Callable[[T], tuple[Key, ...]]) -> str | None:

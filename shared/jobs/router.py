@@ -13,6 +13,8 @@ from shared.errors import AUTH_ERRORS, Conflict, Forbidden, NotFound, Unprocessa
 from shared.jobs import service
 from shared.jobs.models import STATES
 from shared.jobs.schemas import JobOut, JobPage
+from shared.limits import DB_INT_MAX
+from shared.pagination import NUMBER_CURSOR_PATTERN, decode_number_cursor
 
 router = APIRouter(tags=["jobs"])
 ANY_ROLE = ("ingest", "ops", "csm")
@@ -40,24 +42,19 @@ JobReader = Depends(job_reader)
 def list_jobs(
     kind: str | None = None,
     state: str | None = Query(None, description=", ".join(STATES)),
-    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    cursor: str | None = Query(None, pattern=NUMBER_CURSOR_PATTERN, description="next_cursor of the previous page"),
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
     p: Principal = JobReader,
 ) -> JobPage:
     if state is not None and state not in STATES:
         raise Unprocessable([{"pointer": "/state", "message": f"unknown state {state!r}; one of {', '.join(STATES)}"}])
-    before = None
-    if cursor is not None:
-        if not cursor.isdigit() or len(cursor) > 18:
-            raise Unprocessable([{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor as given"}])
-        before = int(cursor)
-    items = service.list_visible(session, p.role, kind=kind, state=state, before=before, limit=limit)
+    items = service.list_visible(session, p.role, kind=kind, state=state, before=decode_number_cursor(cursor), limit=limit)
     return JobPage(items=[JobOut.of(j) for j in items], next_cursor=str(items[-1].id) if len(items) == limit else None)
 
 
 # Ids beyond what the column stores are a 422, never a database overflow (500).
-JOB_ID = Path(ge=1, le=2**31 - 1)
+JOB_ID = Path(ge=1, le=DB_INT_MAX)
 
 
 @router.get(

@@ -90,7 +90,10 @@ def list_accounts(
 
 def _window(start: date | None, end: date | None, days: int, clock: Clock) -> tuple[date, date]:
     end = end or clock.now().date()
-    start = start or end - timedelta(days=days - 1)
+    if start is None:
+        if end.toordinal() < days:  # date.min is ordinal 1: the window would start before it
+            raise Unprocessable(f"the {days} days ending {end} start before 0001-01-01; pass a later end, a start, or fewer days")
+        start = end - timedelta(days=days - 1)
     if start > end:
         raise Unprocessable(f"start {start} is after end {end}; pick start <= end")
     if (end - start).days + 1 > MAX_USAGE_DAYS:

@@ -46,7 +46,7 @@ from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, Forbidden, NotFound, Unprocessable, responses
-from shared.pagination import MAX_CURSOR_CHARS, decode_cursor, next_cursor
+from shared.pagination import MAX_CURSOR_CHARS, NUMBER_CURSOR_PATTERN, decode_cursor, decode_number_cursor, next_cursor
 from shared.settings import Settings
 
 router = APIRouter(tags=["engagements"])
@@ -179,13 +179,13 @@ def get_engagement(
 )
 def engagement_events(
     engagement_id: str,
-    cursor: str | None = Query(None, max_length=20, pattern=r"^[0-9]+$", description="next_cursor from the previous page"),
+    cursor: str | None = Query(None, pattern=NUMBER_CURSOR_PATTERN, description="next_cursor from the previous page"),
     limit: int = Limit,
     session: Session = SessionDep,
     principal: Principal = require("csm", "ops"),
 ):
     _load(session, engagement_id, principal)
-    events = repo.events_of(session, engagement_id, after=int(cursor) if cursor else None, limit=limit)
+    events = repo.events_of(session, engagement_id, after=decode_number_cursor(cursor), limit=limit)
     return EventPage(items=[EventOut.model_validate(x) for x in events], next_cursor=str(events[-1].id) if len(events) == limit else None)
 
 

@@ -8,7 +8,10 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from shared.limits import UtcDatetime
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 GOALS = ("recover_usage", "discover_expansion", "onboarding_rescue", "custom")
@@ -75,8 +78,8 @@ class CsmIn(BaseModel):
     segments: list[str] = Field(default_factory=list, description="account segments covered; empty: all")
     skills: list[str] = Field(default_factory=list, description="engagement skills covered (a goal or a custom skill)")
     active: bool = True
-    away_from: datetime | None = None
-    away_until: datetime | None = None
+    away_from: UtcDatetime | None = None
+    away_until: UtcDatetime | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -95,19 +98,29 @@ class CsmIn(BaseModel):
 
 
 class CsmPatch(BaseModel):
-    """Change some fields of a roster entry (absent fields stay as they are)."""
+    """Change some fields of a roster entry (absent fields stay as they are). Only
+    ``away_from`` and ``away_until`` take null (no longer away); the others hold a value
+    always, so null for one of them is a 422, not a cleared column."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, min_length=1, max_length=200)
-    email: str | None = Field(None, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
-    timezone: str | None = None
-    working_hours: WorkingHours | None = None
-    capacity: int | None = Field(None, ge=0, le=1000)
-    segments: list[str] | None = None
-    skills: list[str] | None = None
-    active: bool | None = None
-    away_from: datetime | None = None
-    away_until: datetime | None = None
+    # Optional but never null: SkipJsonSchema keeps null out of the documented schema.
+    name: str | SkipJsonSchema[None] = Field(None, min_length=1, max_length=200)
+    email: str | SkipJsonSchema[None] = Field(None, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    timezone: str | SkipJsonSchema[None] = None
+    working_hours: WorkingHours | SkipJsonSchema[None] = None
+    capacity: int | SkipJsonSchema[None] = Field(None, ge=0, le=1000)
+    segments: list[str] | SkipJsonSchema[None] = None
+    skills: list[str] | SkipJsonSchema[None] = None
+    active: bool | SkipJsonSchema[None] = None
+    away_from: UtcDatetime | None = None
+    away_until: UtcDatetime | None = None
+
+    @field_validator("name", "email", "timezone", "working_hours", "capacity", "segments", "skills", "active", mode="before")
+    @classmethod
+    def _not_null(cls, v, info: ValidationInfo):
+        if v is None:
+            raise ValueError(f"{info.field_name} cannot be null; leave it out to keep the current value")
+        return v
 
     @field_validator("timezone")
     @classmethod

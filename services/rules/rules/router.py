@@ -27,6 +27,7 @@ from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, NotFound, Unprocessable, responses
 from shared.limits import DB_INT_MAX
+from shared.pagination import NUMBER_CURSOR_PATTERN, decode_number_cursor
 from shared.settings import Settings
 
 router = APIRouter(tags=["rules"])
@@ -141,7 +142,7 @@ def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = Clo
 
 
 # Versions and audit entries are numbered: the cursor is the last number of a page.
-NumberCursor = Query(None, pattern=r"^[0-9]{1,10}$", description="next_cursor from the previous page")
+NumberCursor = Query(None, pattern=NUMBER_CURSOR_PATTERN, description="next_cursor from the previous page")
 NumberLimit = Query(100, ge=1, le=1000)
 
 
@@ -157,7 +158,7 @@ def _numbered_page(
     """A page of the rule's versions or audit entries (``fetch``) after number
     ``cursor``; 404 if there is no such rule."""
     service.get(session, rule_id)
-    items = fetch(session, rule_id, after=int(cursor) if cursor else None, limit=limit)
+    items = fetch(session, rule_id, after=decode_number_cursor(cursor), limit=limit)
     return page(items=items, next_cursor=str(number(items[-1])) if len(items) == limit else None)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 
 from fastapi import APIRouter, Query
@@ -13,28 +12,19 @@ from services.rules.signals.schemas import SignalOut, SignalPage
 from shared.api import SessionDep
 from shared.auth import Principal, require
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
+from shared.limits import UtcDatetime
+from shared.pagination import MAX_CURSOR_CHARS, decode_cursor, next_cursor
 
 router = APIRouter(tags=["signals"])
 READERS = ("ops", "csm")
 
 
-def _cursor(item) -> str:
-    return base64.urlsafe_b64encode(f"{item.fired_at.isoformat()}|{item.signal_id}".encode()).decode()
-
-
-def _parse_cursor(cursor: str | None):
-    if not cursor:
-        return None
-    try:
-        at, sid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(at), sid
-    except Exception:
-        raise Unprocessable("cursor is not one this API returned; pass next_cursor from the previous page unchanged") from None
+Cursor = Query(None, max_length=MAX_CURSOR_CHARS, description="next_cursor from the previous page")
 
 
 def _page(session: Session, limit: int, cursor: str | None, **filters) -> SignalPage:
-    items = repo.list_signals(session, before=_parse_cursor(cursor), limit=limit, **filters)
-    return SignalPage(items=items, next_cursor=_cursor(items[-1]) if len(items) == limit else None)
+    items = repo.list_signals(session, before=decode_cursor(cursor, datetime, str), limit=limit, **filters)
+    return SignalPage(items=items, next_cursor=next_cursor(items, limit, lambda s: (s.fired_at, s.signal_id)))
 
 
 @router.get(
@@ -47,16 +37,13 @@ def list_signals(
     kind: str | None = None,
     rule_id: str | None = None,
     account_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    cursor: str | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
+    cursor: str | None = Cursor,
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
     _p: Principal = require(*READERS),
 ):
-    for name, v in (("since", since), ("until", until)):
-        if v is not None and v.tzinfo is None:
-            raise Unprocessable(f"{name} needs a zone offset, e.g. 2026-03-02T00:00:00Z")
     return _page(session, limit, cursor, kind=kind, rule_id=rule_id, account_id=account_id, since=since, until=until)
 
 
@@ -77,7 +64,7 @@ def get_signal(signal_id: str, session: Session = SessionDep, _p: Principal = re
 def account_signals(
     account_id: str,
     kind: str | None = None,
-    cursor: str | None = None,
+    cursor: str | None = Cursor,
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
     _p: Principal = require(*READERS),

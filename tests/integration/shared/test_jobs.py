@@ -306,6 +306,8 @@ async def test_jobs_api_lists_in_pages_by_role_and_answers_errors_in_shape(api, 
         await api.get(f"/v1/jobs/{10**30}", headers=ops),
         await api.get("/v1/jobs", params={"state": "bogus"}, headers=ops),
         await api.get("/v1/jobs", params={"cursor": "x"}, headers=ops),
+        await api.get("/v1/jobs", params={"cursor": "2147483648"}, headers=ops),  # past the id column (was a 500 on PostgreSQL)
+        await api.get("/v1/jobs", params={"cursor": str(10**18)}, headers=ops),
     ]:
         assert r.status_code == 422 and r.json()["error"] == "validation_error"
 

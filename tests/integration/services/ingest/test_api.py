@@ -112,6 +112,22 @@ async def test_accounts_api_put_get_list_filter_and_paginate(api, keys):
     assert r.status_code == 422 and "after end" in r.json()["detail"]
 
 
+async def test_a_usage_window_starting_before_year_one_is_a_422_not_a_500(api, keys):
+    """Issue 18: end=0001-01-01 with days=116 put the window's start before date.min
+    (an OverflowError, answered 500). The edges themselves are fine."""
+    ops = auth(keys["ops"])
+    await api.put("/v1/accounts/acme/users/ada", json={"role": "champion"}, headers=ops)
+    for path in ("/v1/accounts/acme/usage", "/v1/accounts/acme/users/ada/usage"):
+        r = await api.get(path, params={"end": "0001-01-01", "days": 116}, headers=ops)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+        assert "start before 0001-01-01" in r.json()["detail"] and "fewer days" in r.json()["detail"]
+        for params in ({"end": "0001-01-01", "days": 1}, {"end": "0001-04-26", "days": 116}, {"end": "9999-12-31", "days": 400}):
+            r = await api.get(path, params=params, headers=ops)
+            assert r.status_code == 200 and r.json()["end"] == params["end"], (params, r.text)
+        r = await api.get(path, params={"start": "0001-01-01", "end": "0001-01-01"}, headers=ops)
+        assert r.status_code == 200 and r.json()["days"] == []
+
+
 async def test_users_api(api, keys):
     ops = auth(keys["ops"])
     r = await api.put(

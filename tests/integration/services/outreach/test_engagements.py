@@ -18,9 +18,11 @@ from services.outreach.playbooks.consumer import SignalWorker
 from shared.db import transaction
 from shared.kafka import ensure_topics
 from shared.models import AuditRecord
+from shared.pagination import encode_cursor
 from tests.support.helpers import T0, auth, drain, expected_held_out
 from tests.support.engagements import (
     add_csm,
+    csm_body,
     csm_key,
     engagement,
     engagements,
@@ -186,6 +188,36 @@ async def test_sticky_assignment_and_reassignment_when_a_csm_goes_away(api, keys
     assert any("Acme Inc" in s for _to, s in subjects)
     # Notices are not customer touches.
     assert messages(session_factory, account_id="acme") == []
+
+
+async def test_patch_csm_null_clears_only_the_away_window(api, keys):
+    """Issue 18: PATCH {"active": null, "away_from": ...} set a NOT NULL column to NULL
+    (IntegrityError, a 500). Null clears away_from and away_until; for every other field
+    it is a 422 naming the field, and nothing changes."""
+    ops = auth(keys["ops"])
+    await add_csm(api, keys["ops"], "ann", away_from="2030-01-01T00:00:00Z", away_until="2030-01-08T00:00:00Z")
+    r = await api.patch("/v1/csms/ann", json={"active": None, "away_from": "2000-01-01T00:00:00Z"}, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "active"], "Value error, active cannot be null; leave it out to keep the current value")
+    ]
+    for field in ("name", "email", "timezone", "working_hours", "capacity", "segments", "skills", "active"):
+        r = await api.patch("/v1/csms/ann", json={field: None}, headers=ops)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], (field, r.text)
+    after = (await api.get("/v1/csms/ann", headers=ops)).json()
+    assert after["active"] is True and after["away_from"] == "2030-01-01T00:00:00Z" and after["capacity"] == 5
+    r = await api.patch("/v1/csms/ann", json={"away_from": None, "away_until": None}, headers=ops)
+    assert r.status_code == 200 and (r.json()["away_from"], r.json()["away_until"]) == (None, None)
+    # Away times: a zone is required and the time must exist in UTC (9999-12-31 at -14:00 does not: was a 500).
+    for away in ("2030-01-01T00:00:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        for send in (
+            api.patch("/v1/csms/ann", json={"away_from": away}, headers=ops),
+            api.put("/v1/csms/bo", json=csm_body(away_until=away), headers=ops),
+        ):
+            r = await send
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] in ("away_from", "away_until"), (away, r.text)
+    r = await api.patch("/v1/csms/ann", json={"away_from": "2030-01-01T09:00:00+09:00"}, headers=ops)
+    assert r.status_code == 200 and r.json()["away_from"] == "2030-01-01T00:00:00Z"
 
 
 async def test_away_window_that_starts_later_releases_work_when_it_begins(api, keys, session_factory, settings, clock):
@@ -576,6 +608,12 @@ async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, sessi
         ("/v1/me/engagements?cursor=%5B1%5D", ann),
         ("/v1/engagements?cursor=WzEsMl0", ops),
         (f"/v1/engagements/{eid}/events?cursor=abc", ann),
+        # Issue 18: past the event id column (SQLite: OverflowError; PostgreSQL: integer out of range): was a 500.
+        (f"/v1/engagements/{eid}/events?cursor=44496976212199556438", ann),
+        (f"/v1/engagements/{eid}/events?cursor=2147483648", ann),
+        # A time with no UTC value, an integer no column holds.
+        (f"/v1/engagements?cursor={encode_cursor('9999-12-31T23:59:59-14:00', 'x')}", ops),
+        (f"/v1/me/engagements?cursor={encode_cursor(10**20, 'x')}", ann),
     ):
         r = await api.get(path, headers=who)
         assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)

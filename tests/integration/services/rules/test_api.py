@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.rules.evaluation.service import run_tick
+from shared.pagination import encode_cursor
 from tests.support.helpers import T0, auth, run_jobs, track
 from tests.support.rules import group, ingest
 
@@ -71,6 +72,14 @@ async def test_rule_lifecycle_versions_and_audit(api, keys):
     assert [(a["action"], a["version"]) for a in audit] == [("create", 1), ("update", 2), ("enable", 2), ("disable", 2), ("delete", 2)]
     assert audit[1]["details"]["changed_fields"] == ["condition"] and {a["actor"] for a in audit} == {"ops:test ops"}
     assert (await api.get("/v1/rules/nope", headers=ops)).status_code == 404
+    # Issue 18: a number cursor past the integer column's range is a 422 (PostgreSQL
+    # answered 500, "integer out of range"; SQLite past 2**63 too); the last one in range pages on.
+    for path in ("/v1/rules/no-login-14d/versions", "/v1/rules/no-login-14d/audit"):
+        for cursor in ("2147483648", "9999999999", "44496976212199556438"):
+            r = await api.get(path, params={"cursor": cursor}, headers=ops)
+            assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, cursor, r.text)
+        r = await api.get(path, params={"cursor": "2147483647"}, headers=ops)
+        assert r.status_code == 200 and r.json()["items"] == []
 
 
 async def test_dry_run_explains_predicate_by_predicate(api, keys, session_factory, clock):
@@ -186,3 +195,15 @@ async def test_signals_api_filters_and_pages(api, keys, session_factory, setting
     later = (T0 + timedelta(seconds=1)).isoformat()
     assert (await api.get("/v1/signals", params={"since": later}, headers=ops)).json()["items"] == []
     assert (await api.get("/v1/signals", params={"cursor": "garbage"}, headers=ops)).status_code == 422
+    # Issue 18: times and cursors at the edges of what the database can compare.
+    for params in (
+        {"since": "9999-12-31T23:59:59-14:00"},  # past 9999 in UTC: no value to compare (was a 500)
+        {"until": "0001-01-01T00:00:00+14:00"},  # before year 1 in UTC (was a 500)
+        {"since": "2026-03-02T00:00:00"},  # no zone
+        {"cursor": encode_cursor("0001-01-01T00:00:00+14:00", "x")},
+        {"cursor": encode_cursor(10**20, "x")},
+    ):
+        r = await api.get("/v1/signals", params=params, headers=ops)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", (params, r.text)
+    r = await api.get("/v1/signals", params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"}, headers=ops)
+    assert r.status_code == 200 and len(r.json()["items"]) == 5
