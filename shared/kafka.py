@@ -35,7 +35,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import consumer_progress as progress, faults, kafka_compat
+from shared import consumer_progress as progress, deadletters, faults, kafka_compat
 from shared.clock import Clock, SystemClock
 from shared.db import transaction, transient_db_error
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
@@ -412,12 +412,15 @@ class BatchWorker:
         self.db_backoff.reset()
         try:
             self._publish_rejects(result.rejects)
-        except KafkaError as exc:
-            # The DB effects are committed; without the DLQ records we must not commit the
-            # offsets. Rewind: the redelivered batch changes nothing in the DB and the
-            # rejects are published again. A fresh producer recovers from a broker that
-            # lost its state (the embedded one after a restart).
-            log.error("%s: could not publish %d rejects to the DLQ (%s); retrying the batch", self.name, len(result.rejects), exc)
+        except Exception as exc:
+            if not isinstance(exc, KafkaError) and not transient_db_error(exc):
+                raise
+            # The DB effects are committed; without the dead letters stored and published
+            # we must not commit the offsets. Rewind: the redelivered batch changes nothing
+            # in the DB and the rejects are stored (once) and published again. A fresh
+            # producer recovers from a broker that lost its state (the embedded one after
+            # a restart); a database outage is waited out like any other.
+            log.error("%s: could not store or publish %d rejects (%s); retrying the batch", self.name, len(result.rejects), exc)
             self._reset_producer()
             self._rewind(again)
             self.stop_event.wait(self.db_retry_seconds)
@@ -486,10 +489,26 @@ class BatchWorker:
             raise
 
     def _publish_rejects(self, rejects: list[Reject]) -> None:
+        """Store the rejects durably (shared/deadletters.py: the embedded broker keeps
+        topics in memory only), then publish them to the DLQ topic. Both are idempotent:
+        a redelivered batch stores nothing twice; the DLQ topic may hold a copy twice."""
         if not rejects:
             return
         topic = self.dlq_topic or self.settings.topic_events_dlq
         now = self.clock.now()
+        with transaction(self.session_factory) as session:
+            deadletters.store(
+                session,
+                (
+                    deadletters.Rejected(
+                        r.record.topic, r.record.partition, r.record.offset, r.record.key, r.record.value, r.reason, r.detail
+                    )
+                    for r in rejects
+                ),
+                dlq_topic=topic,
+                worker=self.name,
+                now=now,
+            )
         for rej in rejects:
             EVENTS_REJECTED.labels(self.name, rej.reason).inc()
             log.warning(

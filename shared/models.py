@@ -1,10 +1,11 @@
-"""Tables owned by the shared package: API keys, console sessions and the audit log."""
+"""Tables owned by the shared package: API keys, console sessions, the audit log and the
+dead letters."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, JSONType, UTCDateTime
@@ -57,3 +58,26 @@ class AuditRecord(Base):
     object_id: Mapped[str] = mapped_column(String(128))
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     details: Mapped[dict] = mapped_column(JSONType, default=dict)
+
+
+class DeadLetter(Base):
+    """A record a worker rejected, kept durably beside its DLQ topic (the embedded broker
+    keeps topics in memory only): the original bytes, the reason and the source offset.
+    ``fingerprint`` keys it (source topic, partition, offset and the bytes), so a batch
+    redelivered after a crash stores its rejects once (shared/deadletters.py)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_rejected_at", "rejected_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    dlq_topic: Mapped[str] = mapped_column(String(255))
+    worker: Mapped[str] = mapped_column(String(64))
+    source_topic: Mapped[str] = mapped_column(String(255))
+    source_partition: Mapped[int] = mapped_column(Integer)
+    source_offset: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    value: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    rejected_at: Mapped[datetime] = mapped_column(UTCDateTime())

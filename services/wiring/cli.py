@@ -192,26 +192,16 @@ def cmd_topics(args) -> int:
 
 
 def cmd_dlq(args) -> int:
-    """Print the DLQ: every rejected record with its reason and source offset."""
+    """Print the dead letters, newest first: every rejected record with its reason and
+    source offset, from the database (they survive a restart of the embedded broker)."""
     import json
 
-    from kafka import KafkaConsumer, TopicPartition
+    from shared import deadletters
+    from shared.db import read_transaction
 
-    from shared.kafka import parse_dlq_record
-
-    settings = get_settings()
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, consumer_timeout_ms=int(args.timeout * 1000)
-    )
-    tps = [TopicPartition(settings.topic_events_dlq, p) for p in (consumer.partitions_for_topic(settings.topic_events_dlq) or [])]
-    if not tps:
-        print(f"no topic {settings.topic_events_dlq} yet: nothing has been rejected")
-        return 0
-    consumer.assign(tps)
-    consumer.seek_to_beginning()
-    shown = 0
-    for record in consumer:
-        d = parse_dlq_record(record)
+    with database() as factory, read_transaction(factory) as session:
+        rows = [deadletters.as_dict(r) for r in deadletters.newest(session, limit=args.limit or 1_000_000, reason=args.reason)]
+    for d in rows:
         original = d["original_text"] if d["original_text"] is not None else repr(d["original_bytes"])
         if args.json:
             d["original_bytes"] = d["original_bytes"].hex()
@@ -220,14 +210,10 @@ def cmd_dlq(args) -> int:
             src = d["source"]
             print(
                 f"[{d['rejected_at']}] {d['reason']}: {d['detail']}\n    from {src['topic']}/{src['partition']}@{src['offset']}"
-                f" key={d['key']!r}\n    original: {original[:300]}"
+                f" ({d['worker']}, DLQ topic {d['dlq_topic']}) key={d['key']!r}\n    original: {original[:300]}"
             )
-        shown += 1
-        if args.limit and shown >= args.limit:
-            break
-    consumer.close()
-    if not shown:
-        print("the DLQ is empty")
+    if not rows:
+        print("no dead letters: nothing has been rejected" + (f" for reason {args.reason!r}" if args.reason else ""))
     return 0
 
 
@@ -572,10 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--csm", metavar="ID", help="sign in as this pooled CSM (their roster id)")
     cl.set_defaults(func=cmd_console_link)
     sub.add_parser("topics", help="create Touchline's topics if missing and list them").set_defaults(func=cmd_topics)
-    d = sub.add_parser("dlq", help="show rejected records with their reason and source offset")
-    d.add_argument("--limit", type=int, default=50)
+    d = sub.add_parser("dlq", help="show rejected records (newest first) with their reason and source offset")
+    d.add_argument("--limit", type=int, default=50, help="at most this many (0: all)")
+    d.add_argument("--reason", help="only this reason (e.g. invalid_json, schema_violation)")
     d.add_argument("--json", action="store_true", help="one JSON object per line")
-    d.add_argument("--timeout", type=float, default=3.0, help="stop after this many seconds without a new record")
     d.set_defaults(func=cmd_dlq)
     sub.add_parser("mailsink", help="run the embedded SMTP sink (development)").set_defaults(func=cmd_mailsink)
     sd = sub.add_parser("seed-outreach", help="add the starter templates and playbooks if missing")

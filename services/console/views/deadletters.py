@@ -1,31 +1,26 @@
-"""Dead letters: the newest records of the DLQ topic with reason and source offset,
-counted by reason, and the rejection counters this process's metrics hold."""
+"""Dead letters: the newest rejected records (reason, source offset, original bytes) from
+the database, where every worker stores them before publishing to its DLQ topic, so the
+page shows the same after a restart of the embedded broker; every one kept counted by
+reason; and the rejection counters this process's metrics hold."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 
 from services.console.views.overview import metric_samples
-from services.console.web import OPS, Viewer, context_of, render
-from shared.kafka import read_dlq_tail
+from services.console.web import OPS, Viewer, render
+from shared import deadletters
+from shared.api import SessionDep
 
 router = APIRouter()
 KEEP = 100
 
 
 @router.get("/dead-letters")
-def dead_letters(request: Request, viewer: Viewer = OPS):
-    settings = context_of(request).settings
-    error = None
-    records: list[dict] = []
-    scanned = 0
-    try:
-        records, scanned = read_dlq_tail(settings, keep=KEEP, timeout=1.0)
-    except Exception as exc:  # the broker is down or unreachable: say so, the page still renders
-        error = f"could not read {settings.topic_events_dlq} from {settings.bootstrap_servers}: {type(exc).__name__}: {exc}"
-    by_reason = Counter(r["reason"] or "unknown" for r in records)
+def dead_letters(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+    records = [deadletters.as_dict(r) for r in deadletters.newest(session, limit=KEEP)]
+    by_reason = deadletters.count_by_reason(session)
     rejected: dict[str, float] = {}
     for labels, value in metric_samples("touchline_events_rejected_total")["touchline_events_rejected_total"]:
         rejected[labels.get("reason", "?")] = rejected.get(labels.get("reason", "?"), 0) + value
@@ -33,10 +28,8 @@ def dead_letters(request: Request, viewer: Viewer = OPS):
         request,
         "dead_letters.html",
         records=records,
-        scanned=scanned,
-        by_reason=by_reason.most_common(),
+        total=sum(by_reason.values()),
+        by_reason=list(by_reason.items()),
         rejected=rejected,
-        error=error,
         keep=KEEP,
-        topic=settings.topic_events_dlq,
     )

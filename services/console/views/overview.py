@@ -14,6 +14,7 @@ from services.console.web import OPS, Viewer, now_of, render
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.engagements import repository as engagements_repo
 from services.rules.signals import repository as signals_repo
+from shared import deadletters
 from shared.api import SessionDep
 from shared.metrics import render_metrics
 
@@ -73,10 +74,8 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
             skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
         else:
             other += n
-    m = metric_samples("touchline_events_rejected_total", "touchline_consumer_lag")
-    rejected: dict[str, float] = {}
-    for labels, value in m["touchline_events_rejected_total"]:
-        rejected[labels.get("reason", "?")] = rejected.get(labels.get("reason", "?"), 0) + value
+    m = metric_samples("touchline_consumer_lag")
+    rejected = deadletters.count_by_reason(session)  # what the Dead letters page lists, counted the same way
     lag: dict[str, float] = {}
     for labels, value in m["touchline_consumer_lag"]:
         key = f"{labels.get('worker', '?')} on {labels.get('topic', '?')}"

@@ -1,20 +1,25 @@
-"""POST /v1/events: the HTTP door to product.events for apps without a Kafka client."""
+"""POST /v1/events: the HTTP door to product.events for apps without a Kafka client; and
+GET /v1/dead-letters: what the workers rejected (shared/deadletters.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 from typing import Any, cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from kafka.errors import KafkaError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
-from shared.api import BodyDep, context_of
-from shared.auth import require
+from shared import deadletters
+from shared.api import BodyDep, SessionDep, context_of
+from shared.auth import Principal, require
 from shared.errors import AUTH_ERRORS, PayloadTooLarge, Unavailable, Unprocessable, responses
 from shared.events import Event, Rejection, encode_and_validate
+from shared.limits import DB_INT_MAX
 from shared.metrics import HTTP_EVENTS
 
 router = APIRouter(tags=["events"])
@@ -112,3 +117,43 @@ def post_events(request: Request, _principal=require("ingest"), body: bytes = Bo
         raise Unavailable(f"could not publish to Kafka ({type(exc).__name__}); retry: re-sent event_ids are deduplicated") from None
     HTTP_EVENTS.labels("accepted").inc(len(accepted))
     return JSONResponse(status_code=202, content=IngestResponse(accepted=len(accepted), rejected=rejected).model_dump())
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    dlq_topic: str
+    worker: str
+    reason: str
+    detail: str
+    source: dict[str, Any] = Field(description="topic, partition and offset of the rejected record")
+    rejected_at: str
+    key: str | None
+    original_text: str | None = Field(description="the original bytes as UTF-8 text, or null when they are not")
+    original_base64: str = Field(description="the original bytes, base64")
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    next_cursor: str | None = Field(None, description="pass back as ?cursor= for the next (older) page; null on the last")
+
+
+@router.get(
+    "/v1/dead-letters",
+    response_model=DeadLetterPage,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Rejected records, newest first, with their reason and source offset (kept in the database: they survive a broker restart)",
+)
+def list_dead_letters(
+    cursor: int | None = Query(None, ge=1, le=DB_INT_MAX, description="next_cursor from the previous page"),
+    limit: int = Query(100, ge=1, le=1000),
+    reason: str | None = Query(None, max_length=64, description="only this reason, e.g. invalid_json"),
+    session: Session = SessionDep,
+    _principal: Principal = require("ops"),
+) -> DeadLetterPage:
+    rows = deadletters.newest(session, limit=limit, before_id=cursor, reason=reason)
+    items = []
+    for row in rows:
+        d = deadletters.as_dict(row)
+        raw = d.pop("original_bytes")
+        items.append(DeadLetterOut(**d, original_base64=base64.b64encode(raw).decode()))
+    return DeadLetterPage(items=items, next_cursor=str(rows[-1].id) if len(rows) == limit else None)

@@ -543,25 +543,39 @@ async def test_overview_counts_open_engagements_like_the_api(api, keys, seeded):
     assert f'id="open-engagements">{open_:,}<' in page.text
 
 
-async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offset(api, keys, settings, clock):
-    from types import SimpleNamespace
+async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offset(api, keys, settings, clock, session_factory):
+    from shared import deadletters
 
-    from shared.kafka import dlq_headers, make_producer
-
-    producer = make_producer(settings)
-    for i, reason in enumerate(["invalid_json", "schema_violation", "invalid_json"]):
-        source = SimpleNamespace(topic=settings.topic_events, partition=1, offset=4000 + i)
-        producer.send(
-            settings.topic_events_dlq,
-            key=b"acme",
-            value=b'{"bad": <script>' + str(i).encode(),
-            headers=dlq_headers(source, reason, f"detail {i}", clock.now()),
+    with transaction(session_factory) as s:  # as a worker stores its rejects (tests/integration/services/ingest/test_worker.py)
+        deadletters.store(
+            s,
+            [
+                deadletters.Rejected(
+                    settings.topic_events, 1, 4000 + i, b"acme", b'{"bad": <script>' + str(i).encode(), reason, f"detail {i}"
+                )
+                for i, reason in enumerate(["invalid_json", "schema_violation", "invalid_json"])
+            ],
+            dlq_topic=settings.topic_events_dlq,
+            worker="ingest",
+            now=clock.now(),
         )
-    producer.flush()
-    producer.close()
     await sign_in(api, keys["ops"])
     page = await api.get("/console/dead-letters")
     assert page.status_code == 200
     assert f"{settings.topic_events}/1@4002" in page.text and "schema_violation" in page.text
     assert "&lt;script&gt;" in page.text and '"bad": <script>' not in page.text
+    # The overview's count is the count of the list it links to.
+    assert 'id="dead-letter-total">3<' in page.text
+    overview = await api.get("/console/")
+    assert re.search(r'href="/console/dead-letters"><span class="figure">3</span>', overview.text)
+    # The API lists the same, newest first, a page at a time.
+    ops = auth(keys["ops"])
+    first = (await api.get("/v1/dead-letters", params={"limit": 2}, headers=ops)).json()
+    rest = (await api.get("/v1/dead-letters", params={"limit": 2, "cursor": first["next_cursor"]}, headers=ops)).json()
+    assert [d["source"]["offset"] for d in first["items"] + rest["items"]] == [4002, 4001, 4000] and rest["next_cursor"] is None
+    assert first["items"][0]["original_text"] == '{"bad": <script>2' and first["items"][0]["reason"] == "invalid_json"
+    only = (await api.get("/v1/dead-letters", params={"reason": "schema_violation"}, headers=ops)).json()["items"]
+    assert [d["detail"] for d in only] == ["detail 1"]
+    r = await api.get("/v1/dead-letters", params={"cursor": "44496976212199556438"}, headers=ops)
+    assert r.status_code == 422
     assert re.search(r"<td>invalid_json</td><td class=\"n\">2</td>", page.text)

@@ -178,6 +178,7 @@ ACCESS = {
     ("GET", "/unsubscribe/{token}"): PUBLIC,
     ("POST", "/unsubscribe/{token}"): PUBLIC,
     ("POST", "/v1/events"): INGEST,
+    ("GET", "/v1/dead-letters"): OPS,
     ("PUT", "/v1/accounts/{account_id}"): OPS | INGEST,
     ("PUT", "/v1/accounts/{account_id}/users/{user_id}"): OPS | INGEST,
     ("GET", "/v1/accounts"): OPS | CSM,

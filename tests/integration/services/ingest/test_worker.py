@@ -11,8 +11,10 @@ from sqlalchemy import func, select
 
 from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
+from shared import deadletters
 from shared.faults import CRASH_EXIT_CODE
 from shared.kafka import BatchResult, BatchWorker
+from shared.models import DeadLetter
 from tests.support.helpers import (
     QUICK_SESSION_TIMEOUT,
     T0,
@@ -309,6 +311,19 @@ def test_crash_after_db_commit_before_the_dlq_publish_loses_no_reject(topics, se
         w.close()
     assert [d["reason"] for d in read_dlq(topics, 2, timeout=3)] == ["invalid_json"]  # once: a second would be there in ms
     assert count(session_factory, RawEvent) == 5
+    # Kept in the database too, once, and listed from there by `touchline dlq`: with the
+    # topics gone (an embedded broker restarted empty: another prefix) it still shows it.
+    assert count(session_factory, DeadLetter) == 1
+    with session_factory() as s:
+        [row] = s.scalars(select(DeadLetter)).all()
+        again = deadletters.Rejected(row.source_topic, row.source_partition, row.source_offset, row.key, row.value, row.reason, row.detail)
+        assert deadletters.store(s, [again], dlq_topic=row.dlq_topic, worker="ingest", now=T0) == 0  # a redelivery stores nothing
+    elsewhere = topics.model_copy(update={"topic_prefix": "empty-broker."})
+    proc = run_cli(elsewhere, "dlq", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [shown] = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert shown["reason"] == "invalid_json" and shown["source"]["topic"] == topics.topic_events and shown["worker"] == "ingest"
+    assert bytes.fromhex(shown["original_bytes"]) == BAD_RECORDS["invalid_json"][1]
 
 
 def test_restarted_worker_resumes_from_committed_offsets(topics, session_factory, clock):
