@@ -9,6 +9,7 @@ every Kafka record: a record with fewer brackets than the limit is never scanned
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -99,7 +100,9 @@ _NUL = _error_response(422, "nul_character", "the request contains a NUL charact
 class RequestLimits:
     """ASGI middleware: a request body larger than ``max_bytes`` is a 413 (checked on
     Content-Length first, then while it streams in, so an oversized body is never held
-    whole); a JSON body nested deeper than ``max_depth`` is a 422; a NUL character in
+    whole); a body that has not fully arrived ``body_timeout`` seconds after the request
+    head is a 408 (a slow client holds its slot among the requests in flight that long
+    at most); a JSON body nested deeper than ``max_depth`` is a 422; a NUL character in
     the path, the query or a JSON body is a 422 (PostgreSQL cannot store or even
     compare one: it would be a 500 at the first query). All answer in the API's
     ``{"error", "detail"}`` shape before any route, auth or parser runs."""
@@ -108,8 +111,11 @@ class RequestLimits:
     # the batch (docs/events.md): the whole-body NUL check would refuse them all.
     NUL_CHECKED_PER_ITEM = ("/v1/events",)
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int):
-        self.app, self.max_bytes, self.max_depth = app, max_bytes, max_depth
+    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int, body_timeout: float):
+        self.app, self.max_bytes, self.max_depth, self.body_timeout = app, max_bytes, max_depth, body_timeout
+        self._too_slow = _error_response(
+            408, "body_timeout", f"the request body did not arrive within {body_timeout:g} s (TOUCHLINE_API_BODY_TIMEOUT_SECONDS)"
+        )
 
     def _too_large(self, size: int | None) -> tuple[Message, Message]:
         got = f"{size} bytes" if size is not None else f"more than {self.max_bytes} bytes"
@@ -133,19 +139,25 @@ class RequestLimits:
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                for reply in self._too_large(None):
-                    await send(reply)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        for reply in self._too_large(None):
+                            await send(reply)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            for reply in self._too_slow:
+                await send(reply)
+            return
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").lower()
         if body and (not content_type or b"json" in content_type):

@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     api_max_concurrent_requests: int = Field(40, ge=1)
     # Threads that run the plain-def routes and dependencies (the database work).
     api_threads: int = Field(40, ge=1)
+    # Server limits (services/wiring/server.py): a connection must deliver its request
+    # line and headers within api_header_timeout_seconds and its body within
+    # api_body_timeout_seconds; an idle kept-alive connection is closed after
+    # api_keep_alive_seconds; past api_max_connections open, a new one is answered 503.
+    api_header_timeout_seconds: float = Field(10.0, gt=0)
+    api_body_timeout_seconds: float = Field(30.0, gt=0)
+    api_keep_alive_seconds: int = Field(5, ge=1)
+    api_max_connections: int = Field(1000, ge=1)
+    api_backlog: int = Field(2048, ge=1)
     # Every request body, whatever the route: larger is a 413 before any parsing.
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     # JSON bodies nested deeper (objects and arrays) are a 422 before any parsing.
@@ -91,6 +100,9 @@ class Settings(BaseSettings):
     # at once in the process that revokes, within this bound in every other (0: no cache).
     auth_cache_seconds: float = Field(5.0, ge=0, le=60)
     log_level: str = "INFO"
+    # A warning or error identical to one logged in the last this-many seconds is counted,
+    # not logged; the next one after the interval carries the count (0: log every one).
+    log_repeat_seconds: float = Field(60.0, ge=0)
     # Signs and seals console sessions, CSRF tokens, sign-in links and unsubscribe links.
     # Empty: the first command that needs it generates one into <var_dir>/secret-key
     # (mode 0600) and every later one reads it (see `secret`). Several API replicas or

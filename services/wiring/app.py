@@ -111,7 +111,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
     install_error_handlers(app)
     install_database_error_handler(app)
     install_overload_handler(app)
-    app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth)
+    app.add_middleware(
+        RequestLimits,
+        max_bytes=settings.max_request_bytes,
+        max_depth=settings.max_json_depth,
+        body_timeout=settings.api_body_timeout_seconds,
+    )
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
@@ -230,15 +235,21 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
 
 def _honest_errors(schema: dict) -> None:
     """Every error this API answers, in the document: FastAPI's own 422 schema becomes
-    ours, and every operation that takes a body lists the 413 (body too large) and
-    422 (not JSON, nested too deep) that the RequestLimits middleware can answer."""
+    ours; every operation that takes a body lists the 408 (body too slow), 413 (body
+    too large) and 422 (not JSON, nested too deep) that the RequestLimits middleware
+    can answer; and every operation the 503 of an overloaded API (shared.overload)."""
     components = schema["components"]["schemas"]
-    for ops in schema["paths"].values():
+    for path, ops in schema["paths"].items():
         for op in ops.values():
             responses = op.setdefault("responses", {})
             if "422" in responses:
                 responses["422"]["content"] = _ERROR
+            if path != "/healthz":  # answered on the event loop, never refused
+                responses.setdefault(
+                    "503", {"description": "overloaded (retry after Retry-After) or database_unavailable", "content": _ERROR}
+                )
             if "requestBody" in op:
+                responses.setdefault("408", {"description": "body_timeout", "content": _ERROR})
                 responses.setdefault("413", {"description": "payload_too_large", "content": _ERROR})
                 responses.setdefault("422", {"description": "validation_error", "content": _ERROR})
     for unused in ("HTTPValidationError", "ValidationError"):

@@ -50,9 +50,8 @@ def _safe_url(url: str) -> str:
 
 
 def cmd_api(args) -> int:
-    import uvicorn
-
     from services.wiring.app import create_app
+    from services.wiring.server import make_server, raise_file_limit
 
     settings = get_settings()
     if not _secret_ready(settings):
@@ -66,14 +65,8 @@ def cmd_api(args) -> int:
 
         start_http_server(settings.metrics_port, addr=settings.api_host, registry=metrics_registry())
         log.info("metrics on http://%s:%d/metrics (not on the API port)", settings.api_host, settings.metrics_port)
-    uvicorn.run(
-        app,
-        host=args.host or settings.api_host,
-        port=args.port or settings.api_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        log_config=None,
-    )
+    raise_file_limit(settings)
+    make_server(app, settings, args.host or settings.api_host, args.port or settings.api_port, log_level=settings.log_level.lower()).run()
     return 0
 
 
@@ -595,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: settings: {where + ': ' if where else ''}{error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
     component = args.cmd if args.cmd != "worker" else f"worker-{args.name}"
-    configure_logging(settings.log_level, component)
+    configure_logging(settings.log_level, component, settings.log_repeat_seconds)
     return args.func(args) or 0
 
 

@@ -1,6 +1,6 @@
 """A real uvicorn server on 127.0.0.1 for tests that need what the ASGI transport hides:
 the event loop, the thread pool and the connection pool of a serving process, shared by
-many clients at once."""
+many clients at once, and the server's own limits (services/wiring/server.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
 from fastapi import FastAPI
 
+from services.wiring.server import make_server
 from shared.broker import free_port
+from shared.settings import Settings
 
 
 @contextmanager
-def serving(app: FastAPI, **config) -> Iterator[str]:
-    """Serve ``app`` on a free port in a thread of its own (its own event loop); yields
-    the base URL and stops the server, bounded, on the way out."""
+def serving(app: FastAPI, settings: Settings) -> Iterator[str]:
+    """Serve ``app`` as `touchline api` does (the limits in ``settings``) on a free port,
+    in a thread of its own (its own event loop); yields the base URL and stops the
+    server, bounded, on the way out."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, **config))
+    server = make_server(app, settings, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -61,7 +61,7 @@ async def test_a_held_sqlite_write_lock_blocks_no_request_and_not_healthz(db_kin
     app = create_app(app_settings, session_factory=make_session_factory(engine))
     holder = sqlite3.connect(app_settings.sqlalchemy_url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
     try:
-        with serving(app) as base:
+        with serving(app, app.state.ctx.settings) as base:
             async with httpx.AsyncClient(base_url=base, timeout=60) as ops:
                 # a signed-in ops console user, before the lock is taken
                 page = await ops.get("/console/sign-in")
@@ -145,7 +145,7 @@ async def test_junk_keys_and_a_crowd_of_csms_get_answers_never_a_500(settings, k
     or 503 overloaded, and /healthz answers throughout."""
     app, engine = _served_app(settings)
     try:
-        with serving(app) as base:
+        with serving(app, app.state.ctx.settings) as base:
             stop = asyncio.Event()
             watcher = asyncio.create_task(_watch_healthz(base, stop))
             junk, junk_dropped = await _crowd(base, [("/v1/rules", {"Authorization": "Bearer garbage"})] * 400, concurrency=40)
@@ -168,7 +168,7 @@ async def test_an_exhausted_pool_answers_503_overloaded_and_readyz_still_answers
     app, engine = _served_app(settings, db_pool_size=2, db_max_overflow=0, db_pool_timeout_seconds=0.2)
     held = [engine.connect(), engine.connect()]
     try:
-        with serving(app) as base:
+        with serving(app, app.state.ctx.settings) as base:
             statuses, dropped = await _crowd(base, [("/v1/accounts", auth(keys["csm"]))] * 20, concurrency=20)
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
                 ready = await client.get("/readyz")
@@ -188,7 +188,7 @@ async def test_a_request_over_the_concurrency_cap_is_refused_at_once_and_probes_
     app, engine = _served_app(settings, api_max_concurrent_requests=3, db_pool_size=1, db_max_overflow=0, db_pool_timeout_seconds=60)
     held = engine.connect()
     try:
-        with serving(app) as base:
+        with serving(app, app.state.ctx.settings) as base:
             async with httpx.AsyncClient(base_url=base, timeout=90) as client:
                 waiting = [asyncio.create_task(client.get("/v1/accounts", headers=auth(keys["csm"]))) for _ in range(3)]
                 cap = _cap_of(app)
@@ -209,3 +209,91 @@ async def test_a_request_over_the_concurrency_cap_is_refused_at_once_and_probes_
     assert refused.headers["retry-after"] == "1"
     assert health.status_code == 200 and ready.status_code == 200, (health.text, ready.text)
     assert [a.status_code for a in answers] == [200, 200, 200]
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, deadline: float) -> bytes:
+    """Everything the server sends until it closes the connection (bounded)."""
+    return await asyncio.wait_for(reader.read(), timeout=deadline)
+
+
+async def test_slow_clients_are_closed_after_the_header_deadline_and_healthz_answers_meanwhile(settings):
+    """Finding 3: connections that never finish their request head stayed open forever
+    (about 20,000 of them exhausted the file descriptors). Now 200 such connections are
+    answered 408 and closed once TOUCHLINE_API_HEADER_TIMEOUT_SECONDS passes, /healthz
+    and /readyz answer while they are open, and an idle kept-alive connection is closed
+    after TOUCHLINE_API_KEEP_ALIVE_SECONDS."""
+    app, engine = _served_app(settings, api_header_timeout_seconds=3, api_keep_alive_seconds=1)
+    try:
+        with serving(app, app.state.ctx.settings) as base:
+            port = int(base.rsplit(":", 1)[1])
+            slow = []
+            for i in range(200):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" if i % 2 else b"GE")  # never finished
+                slow.append((reader, writer))
+            async with httpx.AsyncClient(base_url=base, timeout=HEALTHZ_DEADLINE) as client:
+                health, ready = await client.get("/healthz"), await client.get("/readyz")
+            # an idle kept-alive connection after a complete request
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            kept_alive = await _read_until_closed(reader, 60)
+            writer.close()
+            answers = await asyncio.gather(*(_read_until_closed(r, 60) for r, _ in slow))
+            for _, w in slow:
+                w.close()
+    finally:
+        engine.dispose()
+    assert health.status_code == 200 and ready.status_code == 200, (health.text, ready.text)
+    assert kept_alive.startswith(b"HTTP/1.1 200") and b'{"status":"ok"}' in kept_alive  # then closed: read() returned
+    assert all(a.startswith(b"HTTP/1.1 408 ") and b"TOUCHLINE_API_HEADER_TIMEOUT_SECONDS" in a for a in answers), {a[:40] for a in answers}
+
+
+async def test_a_body_that_never_arrives_is_answered_408_after_the_body_deadline(settings, keys):
+    app, engine = _served_app(settings, api_body_timeout_seconds=1)
+    try:
+        with serving(app, app.state.ctx.settings) as base:
+            port = int(base.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = f"PUT /v1/playbooks/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {keys['ops']}\r\n"
+            writer.write(f'{head}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"name":'.encode())
+            answer = await asyncio.wait_for(reader.readuntil(b'"}'), timeout=60)  # the whole JSON body
+            writer.close()
+    finally:
+        engine.dispose()
+    assert answer.startswith(b"HTTP/1.1 408 ") and b'"error": "body_timeout"' in answer, answer
+
+
+async def test_past_the_connection_limit_a_new_connection_is_answered_503_and_closed(settings):
+    """TOUCHLINE_API_MAX_CONNECTIONS open (kept alive after a request each, so the
+    server has surely counted them): one more is answered 503 overloaded and closed;
+    once some close, new connections are served again."""
+    app, engine = _served_app(settings, api_max_connections=20, api_keep_alive_seconds=60)
+    try:
+        with serving(app, app.state.ctx.settings) as base:
+            port = int(base.rsplit(":", 1)[1])
+            kept = []
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert (await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 30)).startswith(b"HTTP/1.1 200")
+                kept.append(writer)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            refused = await _read_until_closed(reader, 30)
+            writer.close()
+            for w in kept[:5]:
+                w.close()
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                for _ in range(100):  # bounded: until the server has seen the five close
+                    try:
+                        again = await client.get("/healthz")
+                        if again.status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.1)
+            for w in kept[5:]:
+                w.close()
+    finally:
+        engine.dispose()
+    assert refused.startswith(b"HTTP/1.1 503 ") and b'"error": "overloaded"' in refused and b"retry-after: 1" in refused, refused
+    assert again.status_code == 200
