@@ -1,5 +1,5 @@
 """Bounds on what a caller can make us parse: the request body's total size, how deep
-its JSON nests, non-finite numbers, and integers and times the database can store.
+its JSON (or YAML) nests, non-finite numbers, and integers and times the database can store.
 
 The JSON checks work on the raw bytes, before any recursive parser sees them, so a
 body nested 100,000 deep is refused in one linear pass instead of raising
@@ -16,8 +16,9 @@ import re
 from array import array
 from datetime import datetime, timezone
 from itertools import accumulate
-from typing import Annotated
+from typing import Annotated, Any
 
+import yaml
 from pydantic import AfterValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -183,3 +184,44 @@ class RequestLimits:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class _DepthBoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nodes nested deeper than ``max_depth``. PyYAML's
+    composer recurses once per level, whatever the style (``[[[``, ``- - -`` or
+    indentation), so 2,000 levels raise RecursionError (a 500) in ``safe_load``; here
+    the composer stops at the limit with a YAMLError at the offending line."""
+
+    max_depth = 32
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]  # PyYAML's own signature
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nests more than {self.max_depth} levels deep (TOUCHLINE_MAX_JSON_DEPTH); flatten it",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _bounded_loader(max_depth: int) -> type[yaml.SafeLoader]:
+    return type("DepthBoundedLoader", (_DepthBoundedLoader,), {"max_depth": max_depth})
+
+
+def yaml_load(text: str, max_depth: int) -> Any:
+    """``yaml.safe_load`` that raises a YAMLError (never RecursionError) past ``max_depth``."""
+    return yaml.load(text, Loader=_bounded_loader(max_depth))  # noqa: S506  # a SafeLoader subclass
+
+
+def yaml_compose(text: str, max_depth: int) -> yaml.Node | None:
+    """``yaml.compose`` bounded the same way (the node tree, for line numbers)."""
+    return yaml.compose(text, Loader=_bounded_loader(max_depth))

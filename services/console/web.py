@@ -205,7 +205,31 @@ def csrf_for(request: Request) -> str:
     return sessions.csrf_token(secret_of(request), nonce) if nonce else ""
 
 
-async def read_form(request: Request, viewer: Viewer | None = Depends(optional_viewer)) -> dict[str, str]:
+class Form(dict[str, str]):
+    """A posted console form, its CSRF token checked. ``problems`` holds the fields the
+    API's input limits refuse, field -> what is wrong and how to fix it: a NUL character
+    (the API's 422 ``nul_character``; PostgreSQL cannot store one) or a form larger than
+    :data:`MAX_FORM_BYTES` (named on its largest field). A view that stores or looks up a
+    field re-renders its form with these beside the fields before anything else: never a
+    500, never stored."""
+
+    def __init__(self, fields: dict[str, str], size: int):
+        super().__init__(fields)
+        self.problems: dict[str, str] = {name: NUL_PROBLEM for name, value in fields.items() if "\x00" in value}
+        if size > MAX_FORM_BYTES and fields:
+            largest = max(fields, key=lambda name: len(fields[name]))
+            self.problems.setdefault(
+                largest, f"makes the form {size // 1024} KiB; a console form takes at most {MAX_FORM_BYTES // 1024} KiB: shorten it"
+            )
+
+    def problem_text(self) -> str:
+        return "; ".join(f"{name}: {message}" for name, message in self.problems.items())
+
+
+NUL_PROBLEM = "contains a NUL character (\\u0000 or %00), which no field accepts: remove it"
+
+
+async def read_form(request: Request, viewer: Viewer | None = Depends(optional_viewer)) -> Form:
     """Dependency: the urlencoded form of a POST, after its CSRF token and Origin are checked.
 
     The one async step of a console POST: it awaits the body and touches no database
@@ -214,21 +238,20 @@ async def read_form(request: Request, viewer: Viewer | None = Depends(optional_v
     runs in the thread pool, where a synchronous database call (SQLite's ``BEGIN
     IMMEDIATE`` waits for the write lock) blocks one thread, never the event loop.
     Declare it after the view's viewer check (``form: Form = FormDep`` last), so a
-    signed-out visitor is sent to sign in before any token is checked."""
+    signed-out visitor is sent to sign in before any token is checked. The body is
+    already bounded by TOUCHLINE_MAX_REQUEST_BYTES (shared/limits.py); a form over
+    :data:`MAX_FORM_BYTES` is parsed anyway, so its view can say which field to shorten."""
     origin = request.headers.get("origin")
     if origin and origin != "null" and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
         raise ConsoleForbidden("This form was posted from another site.")
     body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ConsoleForbidden(f"The form is larger than {MAX_FORM_BYTES // 1024} KiB.")
-    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+    form = Form({k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}, len(body))
     nonce = viewer.nonce if viewer else request.cookies.get(sessions.PRE_COOKIE)
     if not sessions.csrf_ok(secret_of(request), nonce, form.get("csrf")):
         raise ConsoleForbidden("The form's security token is missing or stale. Go back, reload the page and try again.")
     return form
 
 
-Form = dict[str, str]
 FormDep = Depends(read_form)
 
 

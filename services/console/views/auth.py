@@ -102,6 +102,8 @@ def sign_in(request: Request, session: Session = SessionDep, form: Form = FormDe
     each failure and success is logged and counted; a success is audited."""
     throttle, now = context_of(request).signin_throttle, now_of(request)
     presented, address, next_path = form.get("api_key", "").strip(), signin.client_address(request), _safe_next(form.get("next"))
+    if form.problems:  # never looked up: PostgreSQL cannot even compare a NUL
+        return render(request, "sign_in.html", status_code=422, next="/console/", error=f"The form {form.problem_text()}.")
     try:
         signin.check(throttle, "console", address, presented, now)
     except signin.TooManySignIns as exc:

@@ -139,6 +139,8 @@ def act(request: Request, engagement_id: str, action: str, session: Session = Se
     if action not in ACTIONS:
         raise Unprocessable(f"unknown action {action!r}")
     e = _load(session, engagement_id, viewer, lock=True)
+    if form.problems:  # the API's input limits, before anything is stored
+        return _page(request, session, e, viewer, status_code=422, problem=form.problem_text())
     try:
         _apply(action, session, e, form, viewer, now_of(request), context_of(request).settings)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from services.console.web import OPS, Form, FormDep, Viewer, _seg, context_of, n
 from services.rules.backtest.jobs import KIND as BACKTEST_KIND
 from services.rules.backtest.service import prepare
 from services.rules.language import RuleValidationError
+from shared.limits import yaml_compose, yaml_load
 from services.rules.rules import repository as repo
 from services.rules.rules import service
 from services.rules.evaluation.dryrun import dry_run
@@ -31,6 +32,9 @@ from shared.jobs import service as job_service
 
 router = APIRouter()
 FIRING_DAYS = 7
+# Finding a line by pointer composes text that parse_text may not have bounded yet (the
+# error may be another's): bounded at the deepest TOUCHLINE_MAX_JSON_DEPTH allowed.
+POINTER_MAX_DEPTH = 200
 
 NEW_RULE = """id: my-rule
 name: My rule
@@ -52,7 +56,7 @@ def pointer_line(text: str, pointer: str | None) -> int | None:
     """The 1-based line of the node a JSON pointer names in YAML (or JSON) text; for a
     missing member, the line of its nearest existing parent."""
     try:
-        node = yaml.compose(text)
+        node = yaml_compose(text, POINTER_MAX_DEPTH)
     except yaml.YAMLError:
         return None
     if node is None:
@@ -71,10 +75,12 @@ def pointer_line(text: str, pointer: str | None) -> int | None:
     return node.start_mark.line + 1
 
 
-def parse_text(text: str) -> Any:
-    """YAML (JSON is YAML too); a syntax error becomes a validation error at its line."""
+def parse_text(text: str, max_depth: int) -> Any:
+    """YAML (JSON is YAML too) under the API's limits: a syntax error, or nesting deeper
+    than ``max_depth`` (TOUCHLINE_MAX_JSON_DEPTH, as the API refuses JSON), becomes a
+    validation error at its line, never RecursionError."""
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text, max_depth)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "the text"
@@ -84,6 +90,21 @@ def parse_text(text: str) -> Any:
             "line": mark.line + 1 if mark else None,
         }
         raise RuleValidationError([problem]) from None
+
+
+def refuse_form_problems(form: Form, text: str) -> None:
+    """The form's input-limit problems (web.Form: a NUL, its size) as validation errors,
+    a NUL in the definition at its line."""
+    if form.problems:
+        problems: list[dict[str, Any]] = [
+            {
+                "pointer": "",
+                "message": f"{name} {message}",
+                "line": text.count("\n", 0, text.index("\x00")) + 1 if name == "definition" and "\x00" in text else None,
+            }
+            for name, message in form.problems.items()
+        ]
+        raise RuleValidationError(problems)
 
 
 def _errors(text: str, exc: TouchlineError) -> list[dict[str, Any]]:
@@ -146,7 +167,8 @@ def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer 
     text = form.get("definition", "")
     settings = context_of(request).settings
     try:
-        definition, _ = service.parse(parse_text(text), settings.raw_event_retention_days)
+        refuse_form_problems(form, text)
+        definition, _ = service.parse(parse_text(text, settings.max_json_depth), settings.raw_event_retention_days)
         rule = service.create(session, definition, form.get("enabled") == "on", viewer.principal.actor, now_of(request))
     except TouchlineError as exc:
         return _editor(request, None, text, exc)
@@ -184,7 +206,8 @@ def save_rule(request: Request, rule_id: str, session: Session = SessionDep, vie
     rule = service.get(session, rule_id, include_deleted=False)
     settings = context_of(request).settings
     try:
-        definition, enabled = service.parse(parse_text(text), settings.raw_event_retention_days, rule_id=rule_id)
+        refuse_form_problems(form, text)
+        definition, enabled = service.parse(parse_text(text, settings.max_json_depth), settings.raw_event_retention_days, rule_id=rule_id)
         service.update(session, rule_id, definition, enabled, viewer.principal.actor, now_of(request))
     except TouchlineError as exc:
         return _editor(request, rule, text, exc)
@@ -227,13 +250,18 @@ def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep,
     rule = service.get(session, rule_id)
     settings = context_of(request).settings
     text = form.get("definition") or ""
+    if form.problems and not text.strip():
+        raise Unprocessable(form.problem_text())
     try:
         start, end = date.fromisoformat(form.get("start", "")), date.fromisoformat(form.get("end", ""))
     except ValueError:
         raise Unprocessable("start and end are dates like 2026-03-01") from None
     try:
+        refuse_form_problems(form, text)
         if text.strip():
-            body = BacktestIn(rule=parse_text(text), rule_id=rule_id, start=start, end=end, compare_with_current=True, samples=10)
+            body = BacktestIn(
+                rule=parse_text(text, settings.max_json_depth), rule_id=rule_id, start=start, end=end, compare_with_current=True, samples=10
+            )
         else:
             body = BacktestIn(rule_id=rule_id, start=start, end=end, samples=10)
         prepare(session, body, settings)

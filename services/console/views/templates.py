@@ -73,6 +73,20 @@ def save_or_preview(request: Request, template_id: str, session: Session = Sessi
     values = {f: form.get(f, "").replace("\r\n", "\n") for f in FIELDS}
     row = service.get_or_404(session, template_id)
     account_id, user_id = form.get("account_id", "").strip(), form.get("user_id", "").strip()
+    if form.problems:  # the API's input limits, beside their fields, before any lookup or save
+        beside = {name: message for name, message in form.problems.items() if name in FIELDS}
+        others = "; ".join(f"{name}: {message}" for name, message in form.problems.items() if name not in FIELDS)
+        return _page(
+            request,
+            template_id,
+            values,
+            status_code=422,
+            errors=beside,
+            preview_error=others or None,
+            account_id=account_id,
+            user_id=user_id,
+            version=row.version,
+        )
     if form.get("action") == "preview":
         draft = Template(id=template_id, version=row.version, sample_context=row.sample_context, **{f: values[f] for f in FIELDS})
         try:

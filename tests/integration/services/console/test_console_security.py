@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 from datetime import timedelta
 from html import unescape
@@ -177,3 +178,71 @@ async def test_the_console_form_is_throttled_logged_and_never_logs_a_secret(api,
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "channel=console" in text and "reason=" in text and secret_part not in text
     assert f"sign-in: channel=console address=127.0.0.1 key_prefix={keys['csm'].split('_')[1]}" in text
+
+
+# ---- finding 7: console forms get the API's input limits ---------------------------------------
+
+
+async def test_a_rule_nested_2000_deep_is_a_readable_422_never_a_500(api, keys, settings):
+    await sign_in(api, keys["ops"])
+    csrf = csrf_of((await api.get("/console/rules/new")).text)
+    for text in ("[" * 2000, "- " * 2000 + "x", "a: {" * 2000, "condition:\n" + "".join(" " * i + "all:\n" for i in range(1, 600))):
+        r = await api.post("/console/rules/new", data={"csrf": csrf, "definition": text})
+        assert r.status_code == 422, (text[:20], r.status_code, r.text[:300])
+        assert "text/html" in r.headers["content-type"] and "nothing was saved" in r.text
+        assert f"nests more than {settings.max_json_depth} levels deep" in r.text
+        r = await api.post("/console/rules/no-login-14d/edit", data={"csrf": csrf, "definition": text})
+        assert r.status_code == 422 and "levels deep" in r.text
+
+
+async def test_a_nul_in_any_console_form_is_refused_beside_its_field_and_never_stored(api, keys, seeded, session_factory):
+    h = bearer(keys["ops"])
+    await sign_in(api, keys["ops"])
+    page = await api.get("/console/templates/win-back")
+    csrf = csrf_of(page.text)
+    before = (await api.get("/v1/templates/win-back", headers=h)).json()
+    fields = {f: before[f] or "" for f in ("name", "description", "subject", "html_body", "text_body")}
+    r = await api.post("/console/templates/win-back", data={"csrf": csrf, "action": "save", **fields, "subject": "Hi\x00there"})
+    assert r.status_code == 422 and 'id="e-subject">subject' not in r.text
+    assert 'aria-describedby="e-subject"' in r.text and "NUL character" in r.text.split('id="e-subject"', 1)[1][:200]
+    r = await api.post("/console/templates/win-back", data={"csrf": csrf, "action": "preview", **fields, "account_id": "a\x00"})
+    assert r.status_code == 422 and "account_id: contains a NUL character" in r.text
+    assert (await api.get("/v1/templates/win-back", headers=h)).json()["version"] == before["version"]
+
+    r = await api.post("/console/rules/new", data={"csrf": csrf, "definition": "id: nul-rule\nname: x\x00y\n"})
+    assert r.status_code == 422 and "line 2: /: definition contains a NUL character" in r.text
+    assert (await api.get("/v1/rules/nul-rule", headers=h)).status_code == 404
+
+    # A CSM's note on an engagement (a 500 on PostgreSQL before; stored on SQLite).
+    api.cookies.clear()
+    await sign_in(api, keys["csm"])
+    eid = seeded["engagements"][seeded["churning"][0]]
+    csm = bearer(keys["csm"])
+    events_before = len((await api.get(f"/v1/engagements/{eid}/events?limit=500", headers=csm)).json()["items"])
+    page = await api.get(f"/console/engagements/{eid}")
+    for action, data in [
+        ("note", {"text": "called\x00them"}),
+        ("touch", {"kind": "call", "summary": "x\x00"}),
+        ("cancel", {"reason": "\x00"}),
+    ]:
+        r = await api.post(f"/console/engagements/{eid}/{action}", data={"csrf": csrf_of(page.text), **data})
+        assert r.status_code == 422 and "contains a NUL character" in r.text and 'role="alert"' in r.text, action
+    assert len((await api.get(f"/v1/engagements/{eid}/events?limit=500", headers=csm)).json()["items"]) == events_before
+
+    # Signing in: never looked up.
+    api.cookies.clear()
+    r = await sign_in(api, "tl_abc\x00_def")
+    assert r.status_code == 422 and "api_key: contains a NUL character" in r.text
+
+
+async def test_an_oversized_console_form_names_the_field_to_shorten(api, keys):
+    h = bearer(keys["ops"])
+    await sign_in(api, keys["ops"])
+    csrf = csrf_of((await api.get("/console/templates/win-back")).text)
+    before = (await api.get("/v1/templates/win-back", headers=h)).json()
+    fields = {f: before[f] or "" for f in ("name", "description", "subject", "html_body", "text_body")}
+    r = await api.post("/console/templates/win-back", data={"csrf": csrf, "action": "save", **fields, "html_body": "<p>x</p>" * 80_000})
+    assert r.status_code == 422
+    beside = r.text.split('id="e-html_body"', 1)[1][:300]
+    assert re.search(r"makes the form \d+ KiB; a console form takes at most 512 KiB: shorten it", beside), beside
+    assert (await api.get("/v1/templates/win-back", headers=h)).json()["version"] == before["version"]
