@@ -252,8 +252,8 @@ def main(args) -> int:
     settings = get_settings()
     ensure_topics(settings)
     seed_csm_pool(settings)
-    if not getattr(args, "real_pace", False):
-        pace_win_back(settings)
+    paced = False if getattr(args, "real_pace", False) else pace_win_back(settings)
+    save_cohorts(settings, args.accounts, args.seed, args.days, DEMO_PACED_WIN_BACK if paced else None)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     tracked = OffsetTracker(producer)
     log.info(
@@ -478,7 +478,7 @@ DEMO_PACED_WIN_BACK = {
             "then": "convert",
             "else": "owner-email",
         },
-        {"id": "owner-email", "type": "send", "channel": "email", "template": "win-back", "to": ["owner"]},
+        {"id": "owner-email", "type": "send", "channel": "email", "template": "win-back-owner-brief", "to": ["owner"]},
         {"id": "wait-3m", "type": "wait", "duration": "3m"},
         {
             "id": "escalate",
@@ -532,6 +532,47 @@ def pace_win_back(settings) -> bool:
         "contact's quiet hours wait for their morning, and so does the escalation)"
     )
     return True
+
+
+def cohorts(accounts: int, seed: int, days: int, win_back: dict) -> dict[str, list[str]]:
+    """Which accounts the demo made churning, expanding, healthy and onboarding, and of
+    the churning ones (the win-back playbook's accounts) which it holds out of the
+    emails, which it holds out of the escalation (a ``held_out`` engagement row, measured,
+    not escalated) and which it escalates to a pooled CSM if they ignore both emails."""
+    from services.outreach.outcomes import holdout_groups
+
+    accts = build_accounts(accounts, seed, datetime.now(timezone.utc).date(), days)
+    out: dict[str, list[str]] = {c: [a.id for a in accts if a.cohort == c] for c in ("churning", "expanding", "healthy", "onboarding")}
+    groups = holdout_groups("win-back", win_back, out["churning"])
+    out["win_back_message_holdout"] = groups["message_holdout"]
+    out["win_back_escalation_holdout"] = groups["escalation_holdout"]
+    held = set(groups["message_holdout"]) | set(groups["escalation_holdout"])
+    out["escalated_unless_they_come_back"] = [a for a in out["churning"] if a not in held]
+    return out
+
+
+def save_cohorts(settings, accounts: int, seed: int, days: int, win_back: dict | None) -> dict[str, list[str]]:
+    """Write :func:`cohorts` to ``var/demo-cohorts.json`` and log the gist, so the tour
+    (README) names accounts from what this run made, never from memory."""
+    from services.outreach.starter import starter_playbooks
+
+    found = cohorts(accounts, seed, days, win_back or starter_playbooks()["win-back"])
+    path = settings.var_dir / "demo-cohorts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(found, indent=1) + "\n")
+    log.info(
+        "demo: cohorts in %s: %d churning (%d held out of the win-back emails, %d of the escalation; e.g. %s is "
+        "escalated unless it comes back), %d expanding, %d healthy, %d onboarding",
+        path,
+        len(found["churning"]),
+        len(found["win_back_message_holdout"]),
+        len(found["win_back_escalation_holdout"]),
+        (found["escalated_unless_they_come_back"] or ["none"])[0],
+        len(found["expanding"]),
+        len(found["healthy"]),
+        len(found["onboarding"]),
+    )
+    return found
 
 
 DEMO_CSMS = [

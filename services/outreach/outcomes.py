@@ -3,6 +3,8 @@ outcomes. Keep it small; everything else in outreach is private to it.
 
 - :func:`signals_with_decision`: which signals outreach has recorded a decision for
   (the rules service's orphan sweeper republishes the others).
+- :func:`holdout_groups`: which accounts a playbook holds out of its messages and of
+  its escalation (deterministic: what the engine will decide for them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.outreach.models import OutreachDecision
+
+from services.outreach.playbooks.holdouts import escalation_bucket_key, is_held_out
 
 DECISIONS = ("enrolled", "held_out", "skipped", "no_matching_playbook")
 _CHUNK = 900
@@ -25,3 +29,16 @@ def signals_with_decision(session: Session, signal_ids: Iterable[str]) -> set[st
     for i in range(0, len(ids), _CHUNK):
         out.update(session.scalars(select(OutreachDecision.signal_id).where(OutreachDecision.signal_id.in_(ids[i : i + _CHUNK]))))
     return out
+
+
+def holdout_groups(playbook_id: str, definition: dict, account_ids: Iterable[str]) -> dict[str, list[str]]:
+    """For accounts a playbook enrols: ``message_holdout`` (they get no message, the
+    playbook's ``holdout_percent``) and ``escalation_holdout`` (treated, but its
+    ``open_engagement`` step records a ``held_out`` engagement instead of escalating,
+    that step's ``holdout_percent``). The engine decides the same, by the same hashes."""
+    ids = sorted(set(account_ids))
+    message = {a for a in ids if is_held_out(playbook_id, a, float(definition.get("holdout_percent") or 0))}
+    steps = [s for s in definition.get("steps") or [] if s.get("type") == "open_engagement"]
+    pct = float(steps[0].get("holdout_percent") or 0) if steps else 0.0
+    escalation = {a for a in ids if a not in message and is_held_out(escalation_bucket_key(playbook_id), a, pct)}
+    return {"message_holdout": sorted(message), "escalation_holdout": sorted(escalation)}

@@ -94,9 +94,14 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     assert by_kind["churn_risk"] == {a for a, c in cohorts.items() if c == "churning"}
     assert by_kind["expansion"] == {a for a, c in cohorts.items() if c == "expanding"}
 
+    # What the demo said it made (var/demo-cohorts.json, which the README's tour reads) is what happened.
+    said = json.loads((settings.var_dir / "demo-cohorts.json").read_text())
+    assert set(said["churning"]) == by_kind["churn_risk"] and set(said["expanding"]) == by_kind["expansion"]
     # The demo pace: the outreach workers run on, the clock jumping to each next due time.
-    reached = {a for a in by_kind["churn_risk"] if not expected_held_out("win-back", a, 20)}
-    engaged = {a for a in reached if not expected_held_out("win-back\x1fescalation", a, 10)}
+    reached = by_kind["churn_risk"] - set(said["win_back_message_holdout"])
+    engaged = set(said["escalated_unless_they_come_back"])
+    assert reached == engaged | set(said["win_back_escalation_holdout"])
+    assert reached == {a for a in by_kind["churn_risk"] if not expected_held_out("win-back", a, 20)}  # the engine's hash
     assert engaged, "the demo's 20 accounts should have a churning account the holdouts leave to a CSM"
     outreach = [
         signals,

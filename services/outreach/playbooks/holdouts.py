@@ -15,3 +15,8 @@ def holdout_bucket(playbook_id: str, account_id: str) -> float:
 
 def is_held_out(playbook_id: str, account_id: str, percent: float) -> bool:
     return percent > 0 and holdout_bucket(playbook_id, account_id) < percent
+
+
+def escalation_bucket_key(playbook_id: str) -> str:
+    """The escalation holdout's salt: independent of the message holdout's groups."""
+    return f"{playbook_id}\x1fescalation"

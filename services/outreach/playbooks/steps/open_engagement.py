@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements import service
 from services.outreach.engagements.schemas import OUTCOMES, Goal
-from services.outreach.playbooks.holdouts import is_held_out
+from services.outreach.playbooks.holdouts import escalation_bucket_key, is_held_out
 from services.outreach.playbooks.steps.registry import StepBase, StepContext, StepOutcome, register
 from services.outreach.playbooks.terms import parse_duration
 from shared.errors import TouchlineError
@@ -77,10 +77,6 @@ class OpenEngagementStep(StepBase):
         return list(self.on_outcome.values())
 
 
-def _escalation_bucket_key(playbook_id: str) -> str:
-    return f"{playbook_id}\x1fescalation"
-
-
 @register("open_engagement", OpenEngagementStep)
 def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutcome:
     enrollment, now = ctx.enrollment, ctx.now
@@ -99,7 +95,7 @@ def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutco
             wait_until=max(unsent_until, now) + UNSENT_RECHECK,
             note={"engagement": "waiting: the enrolment's messages have not all left yet"},
         )
-    held = is_held_out(_escalation_bucket_key(enrollment.playbook_id), enrollment.account_id, step.holdout_percent)
+    held = is_held_out(escalation_bucket_key(enrollment.playbook_id), enrollment.account_id, step.holdout_percent)
     try:
         e, opened = service.open_engagement(
             ctx.session,
