@@ -13,7 +13,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from urllib.parse import urlencode
 
 from services.console.views import accounts, auth, deadletters, engagements, overview, playbooks, rules, templates
@@ -48,19 +50,38 @@ async def _answer(handler: ExceptionHandler, request: Request, exc: Exception) -
     return await response if inspect.isawaitable(response) else response
 
 
+class ConsoleHeaders:
+    """ASGI middleware: the console's security headers on every console response (a
+    header the view set itself wins; static files keep their own caching). Pure ASGI,
+    not ``@app.middleware("http")``, which would wrap every request of the API, console
+    or not, in a task group and a memory stream on the event loop."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+        static = path.startswith(PREFIX + "/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in SECURITY_HEADERS.items():
+                    if not (k == "Cache-Control" and static):
+                        headers.setdefault(k, v)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def mount(app: FastAPI) -> None:
     app.include_router(build_router())
     app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
-    @app.middleware("http")
-    async def console_headers(request: Request, call_next):
-        response = await call_next(request)
-        if _is_console(request):
-            for k, v in SECURITY_HEADERS.items():
-                if k == "Cache-Control" and request.url.path.startswith(PREFIX + "/static/"):
-                    continue
-                response.headers.setdefault(k, v)
-        return response
+    app.add_middleware(ConsoleHeaders)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, _exc: SignInRequired):
