@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesParser
 from pathlib import Path
@@ -80,9 +81,10 @@ def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-def pg_database(base_url: str) -> tuple[str, object]:
+def pg_database(base_url: str, prefix: str = "touchline_latency") -> tuple[str, Callable[[], None]]:
+    """A fresh PostgreSQL database beside ``base_url``'s: its URL and a function that drops it."""
     url = make_url(base_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"touchline_latency_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
