@@ -168,6 +168,9 @@ class Settings(BaseSettings):
 
     # Outreach: delivery and timers.
     outreach_tick_seconds: float = 1.0
+    # The sender is on the event -> email path: a queued message waits for its next poll
+    # (an idle poll is one claim query).
+    outreach_send_poll_seconds: float = 0.25
     outreach_conversion_check_seconds: int = 60
     outreach_send_batch: int = 200
     outreach_max_attempts: int = 8

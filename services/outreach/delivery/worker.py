@@ -160,6 +160,9 @@ class SenderWorker(PeriodicWorker):
         return self.settings.var_dir / "outreach" / f"sender-{safe}.journal"
 
     # ---- lifecycle (the loop is PeriodicWorker's) ---------------------
+    def interval(self) -> float:
+        return self.settings.outreach_send_poll_seconds
+
     def describe(self) -> str:
         return f"as {self.worker_id}, delivering over SMTP {self.settings.effective_smtp_url.split('@')[-1]}"
 

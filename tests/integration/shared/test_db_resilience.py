@@ -91,7 +91,7 @@ def _outage(db_kind, settings, tmp_path):
 
 @pytest.mark.parametrize("kind", ["timers", "sender", "engagements", "ingest"])
 def test_workers_survive_database_outages_and_carry_on(kind, topics, db_kind, session_factory, clock, tmp_path, caplog):
-    settings = topics.model_copy(update={"retry_max_seconds": 0.05, "outreach_tick_seconds": 0.01})
+    settings = topics.model_copy(update={"retry_max_seconds": 0.05, "outreach_tick_seconds": 0.01, "outreach_send_poll_seconds": 0.01})
     down, down_engine, release = _outage(db_kind, settings, tmp_path)
     if kind == "timers":
         worker = TimerWorker(settings, down, clock)

@@ -18,6 +18,7 @@ import pytest
 
 from services.outreach.channels.webhook import verify, webhook_secret
 from services.outreach.delivery.service import message_key
+from services.outreach.delivery.worker import SenderWorker
 from services.outreach.models import Suppression
 from services.outreach.policy.tokens import email_hash
 from shared.faults import CRASH_EXIT_CODE
@@ -154,8 +155,6 @@ def test_sender_killed_between_smtp_and_the_record_never_sends_twice(topics, ses
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
     assert len(sink.messages) == 2  # the peer has both messages ...
     assert {m.state for m in messages(session_factory)} == {"sending"}  # ... the database does not know yet
-
-    from services.outreach.delivery.worker import SenderWorker
 
     restarted = SenderWorker(topics, session_factory, w["sender"].clock, worker_id="crashy")
     try:
@@ -297,6 +296,23 @@ def test_webhook_4xx_is_permanent(topics, session_factory, workers, clock, hook_
     w["sender"].poll_once()
     [m] = messages(session_factory)
     assert m.state == "failed" and m.attempts == 1 and "410" in m.last_error
+
+
+def test_an_idle_sender_polls_again_after_its_own_short_interval(topics, session_factory, clock):
+    """A queued email waits for the sender's next poll, so the sender's idle wait bounds its
+    share of event -> email latency (docs/performance.md, "End-to-end latency"): it is
+    TOUCHLINE_OUTREACH_SEND_POLL_SECONDS (0.25 s), not the timers' tick (1 s)."""
+    sender = SenderWorker(topics, session_factory, clock, worker_id="test-idle-sender")
+    waits: list[float | None] = []
+
+    def wait(timeout: float | None = None) -> bool:  # the loop's pause, recorded; then stop
+        waits.append(timeout)
+        sender.stop_event.set()
+        return True
+
+    sender.stop_event.wait = wait  # type: ignore[method-assign]
+    sender.run()  # one idle poll (nothing queued), then the pause; run() closes the sender
+    assert waits == [0.25] and topics.outreach_send_poll_seconds == 0.25 < topics.outreach_tick_seconds
 
 
 def test_message_keys_are_deterministic():
