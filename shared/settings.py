@@ -18,8 +18,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # env=test only (the suite's own settings): never used by `touchline run`, `api` or a worker.
 TEST_SECRET = "touchline-test-suite-secret-not-for-any-real-deployment"
 # Secrets published in this code or its history: anyone can sign with them, so they are
-# refused outside tests (the first was the development default until issue 18).
-KNOWN_PLACEHOLDERS = frozenset({"dev-insecure-change-me", TEST_SECRET})
+# refused outside tests (the development default until issue 18, the compose trial's, the
+# example environment's, and the test suite's).
+KNOWN_PLACEHOLDERS = frozenset(
+    {
+        "dev-insecure-change-me",
+        "compose-trial-only-replace-before-any-real-use-0b7f3c9e1d",
+        "change-me-to-a-long-random-value",
+        TEST_SECRET,
+    }
+)
 MIN_SECRET_BYTES = 32
 SECRET_FILE = "secret-key"
 HOW_TO_SET_SECRET = (

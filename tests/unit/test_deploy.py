@@ -20,6 +20,7 @@ import copy
 import importlib.util
 import json
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -291,10 +292,17 @@ def test_env_file_mirrors_the_settings_table():
     assert not settings - listed, f"add to touchline.env (set or as a commented default): {sorted(settings - listed)}"
     unknown = listed - known_variables()
     assert not unknown, f"touchline.env names variables no setting reads: {sorted(unknown)}"
-    # The values it sets are valid settings for production.
-    env = {k: v for k, v in set_vars.items()}
+    # The values it sets, with the secret compose.yaml adds from the user's own environment,
+    # are valid settings for production.
+    assert "TOUCHLINE_SECRET_KEY" not in set_vars, "no secret ships in the repository (docs/security.md)"
+    env = {**set_vars, "TOUCHLINE_SECRET_KEY": secrets.token_urlsafe(48)}
     Settings(**{k.removeprefix("TOUCHLINE_").lower(): v for k, v in env.items()})
     assert env["TOUCHLINE_ENV"] == "production" and env["TOUCHLINE_KAFKA_BOOTSTRAP"] and env["TOUCHLINE_DATABASE_URL"]
+
+
+def test_compose_requires_the_users_own_secret():
+    for name, svc in touchline_services(compose()).items():
+        assert svc["environment"]["TOUCHLINE_SECRET_KEY"].startswith("${TOUCHLINE_SECRET_KEY:?"), name
 
 
 def test_compose_sets_only_known_variables():
