@@ -450,6 +450,7 @@ def enable_starter_rules(settings) -> None:
                 now=SystemClock().now(),
                 retention_days=settings.raw_event_retention_days,
                 enable=True,
+                max_depth=settings.max_json_depth,
             )
     finally:
         engine.dispose()

@@ -282,6 +282,7 @@ def cmd_rules(args) -> int:
                     retention_days=settings.raw_event_retention_days,
                     enable=True if args.enable else None,
                     progress=bar.update,
+                    max_depth=settings.max_json_depth,
                 )
                 bad = [o for o in outcomes if o.action == "invalid"]
                 if bad:
@@ -321,10 +322,11 @@ def _backtest(args, settings, factory) -> int:
     from shared.clock import SystemClock
     from shared.db import transaction
     from shared.errors import TouchlineError
+    from shared.limits import yaml_load
     from shared.progress import ProgressBar
 
     try:
-        rule = yaml.safe_load(Path(args.file).read_text(encoding="utf-8")) if args.file else None
+        rule = yaml_load(Path(args.file).read_text(encoding="utf-8"), settings.max_json_depth) if args.file else None
         body = BacktestIn(
             rule_id=args.rule_id, rule=rule, start=args.start, end=args.end, compare_with_current=args.compare, samples=args.samples
         )

@@ -71,3 +71,19 @@ def test_import_reports_invalid_rules_with_pointers(session_factory, tmp_path):
     assert [(o.rule_id, o.action) for o in out] == [("ok-rule", "created"), ("bad-rule", "invalid")]
     assert out[1].errors == [{"pointer": "/condition/event", "message": out[1].errors[0]["message"]}]
     assert 'needs "event"' in out[1].errors[0]["message"]
+
+
+def test_import_reports_a_file_that_is_not_yaml_or_nests_too_deep_as_invalid(session_factory, tmp_path):
+    """A traceback before (a RecursionError for the deep one): each is one invalid
+    outcome with its reason, and the other files still import."""
+    (tmp_path / "a-deep.yaml").write_text("[" * 2000)
+    (tmp_path / "b-broken.yaml").write_text("id: [unclosed\n")
+    (tmp_path / "c-ok.yaml").write_text(
+        "{id: ok-rule, name: ok, kind: churn_risk, trigger: {schedule: {}},\n"
+        " condition: {metric: days_since, event: login, op: '>=', value: 3}}\n"
+    )
+    with transaction(session_factory) as s:
+        out = import_rules(s, tmp_path, actor="cli:test", now=T0, retention_days=400, max_depth=32)
+    assert [(o.source, o.action) for o in out] == [("a-deep.yaml", "invalid"), ("b-broken.yaml", "invalid"), ("c-ok.yaml", "created")]
+    assert "nests more than 32 levels deep" in out[0].errors[0]["message"]
+    assert out[1].errors[0]["message"].startswith("not valid YAML")
