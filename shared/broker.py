@@ -3,6 +3,8 @@
 Touchline starts and stops it itself for ``touchline run`` and the tests. It keeps
 data in memory only: a restart loses every topic, so topics are (re)created
 explicitly with their partition count at start-up (:func:`shared.kafka.ensure_topics`).
+It keeps every record, too (no retention): its memory grows with every event, which
+``touchline run`` watches (services/wiring/supervisor.py, :func:`memory_warning`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,23 @@ log = logging.getLogger(__name__)
 
 class BrokerError(RuntimeError):
     pass
+
+
+def memory_warning(mb: float, warn_mb: int, max_mb: int) -> str:
+    """What the log says, and the console shows, about an embedded broker holding ``mb``
+    past the warning RSS ``warn_mb`` (``max_mb``: the recycling limit, 0 when off)."""
+    recycle = (
+        f"recycling is on above {max_mb} MB (TOUCHLINE_EMBEDDED_BROKER_MAX_MB),"
+        if max_mb
+        else "or opt in to recycling it above a limit with TOUCHLINE_EMBEDDED_BROKER_MAX_MB,"
+    )
+    return (
+        f"The embedded broker holds {mb:,.0f} MB (over TOUCHLINE_EMBEDDED_BROKER_WARN_MB={warn_mb}) and grows with every "
+        "event: it keeps every record (no retention). Remedies: run a real Kafka, which applies retention (deploy/compose, "
+        f"then set TOUCHLINE_KAFKA_BOOTSTRAP); or restart `touchline run` now and then (Ctrl-C drains first); {recycle} "
+        "which stops the API for the seconds it takes and is lossless only when every event comes through the API: a producer writing straight to the broker (such as "
+        "`touchline demo`) can lose records in a recycle. See docs/operations.md."
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

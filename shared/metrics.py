@@ -143,3 +143,15 @@ DB_RETRIES = Counter(
 PROCESS_RESTARTS = Gauge(
     "touchline_process_restarts", "Times `touchline run` has restarted this process after it died", ["process"], multiprocess_mode="max"
 )
+# Set by the `touchline run` supervisor, which samples the embedded broker every 30 s
+# (services/wiring/supervisor.py); absent when the broker is a real Kafka.
+EMBEDDED_BROKER_RSS = Gauge(
+    "touchline_embedded_broker_rss_bytes",
+    "Resident memory of the embedded broker, which keeps every record (no retention); 0: not sampled (a real Kafka)",
+    multiprocess_mode="livemax",
+)
+EMBEDDED_BROKER_WARN = Gauge(
+    "touchline_embedded_broker_warn_bytes",
+    "The embedded broker RSS above which touchline run warns (TOUCHLINE_EMBEDDED_BROKER_WARN_MB; 0: off)",
+    multiprocess_mode="livemax",
+)

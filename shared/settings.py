@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # RSS, `touchline run` drains it and restarts it empty. Off (0) by default: a producer
     # outside `touchline run` writing straight to the broker can lose records in a recycle.
     embedded_broker_max_mb: int = 0
+    # Above this RSS `touchline run` warns (a log line every 10 minutes, the gauge
+    # touchline_embedded_broker_rss_bytes, the console's pipeline health) and names the
+    # remedies. 0: never warn.
+    embedded_broker_warn_mb: int = 1024
     topic_prefix: str = ""
     topic_partitions: int = 4
     kafka_session_timeout_ms: int | None = None

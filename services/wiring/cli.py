@@ -449,13 +449,18 @@ def cmd_run(args) -> int:
     (services/wiring/supervisor.py: restarts, drain, stop order)."""
     from services.wiring.supervisor import Supervisor, child_specs, multiprocess_env
     from shared.broker import BrokerError, EmbeddedBroker
-    from shared.kafka import ensure_topics
-    from shared.migrate import upgrade
 
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     if not _secret_ready(settings):
         return 2
+    # The children's metrics directory, for this process too (the broker's memory gauges):
+    # before anything imports prometheus_client, which picks its mode at import.
+    env = multiprocess_env(settings)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"]
+    from shared.kafka import ensure_topics  # imports prometheus_client
+    from shared.migrate import upgrade
+
     with database(settings) as factory:
         log.info("migrating %s", _safe_url(settings.sqlalchemy_url))
         upgrade(factory.kw["bind"])
@@ -496,7 +501,7 @@ def cmd_run(args) -> int:
     supervisor = Supervisor(
         settings,
         child_specs(settings, sys.executable, getattr(args, "extra", None)),
-        multiprocess_env(settings),
+        env,
         broker,
         on_broker_restart=lambda: ensure_topics(settings),
         on_up=announce,

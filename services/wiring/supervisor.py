@@ -18,10 +18,14 @@ when it stops:
 3. stop the rest (timers, sender, mail sink), then the broker.
 The wait is bounded by ``TOUCHLINE_DRAIN_TIMEOUT_SECONDS``; a second Ctrl-C skips it.
 
-Bounding the broker (opt-in, ``TOUCHLINE_EMBEDDED_BROKER_MAX_MB``): Tansu keeps every
-record and honours neither retention nor DeleteRecords, so above that RSS the broker is
-recycled (:meth:`Supervisor.recycle_broker`). Lossless for what goes through Touchline,
-not for producers outside it: see docs/architecture.md.
+The broker's memory: Tansu keeps every record and honours neither retention nor
+DeleteRecords, so it grows with every event. Every 30 s the supervisor reads its RSS and
+exports it (``touchline_embedded_broker_rss_bytes``); above
+``TOUCHLINE_EMBEDDED_BROKER_WARN_MB`` it warns, at most every 10 minutes, naming the
+remedies (the console's Overview shows the same). Bounding it (opt-in,
+``TOUCHLINE_EMBEDDED_BROKER_MAX_MB``): above that RSS the broker is recycled
+(:meth:`Supervisor.recycle_broker`). Lossless for what goes through Touchline, not for
+producers outside it: see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.broker import memory_warning
 from shared.settings import Settings
 
 log = logging.getLogger("touchline.supervisor")
@@ -43,6 +48,8 @@ PRODUCER, CONSUMER, AUX = "producer", "consumer", "aux"
 BACKOFF_INITIAL = 0.5
 STABLE_AFTER = 60.0  # a child up this long is healthy again: its backoff starts over
 STOP_GRACE = 20.0
+MEMORY_CHECK_SECONDS = 30.0  # how often the broker's RSS is read
+MEMORY_WARN_EVERY = 600.0  # a broker over TOUCHLINE_EMBEDDED_BROKER_WARN_MB is logged at most this often
 
 
 @dataclass
@@ -95,24 +102,40 @@ class Supervisor:
         self.poll_interval = 0.2
         self.recycles = 0
         self._recycling = False
-        self._next_memory_check = time.monotonic() + 30
+        self._next_memory_check = time.monotonic() + MEMORY_CHECK_SECONDS
+        self._next_memory_warning = 0.0
 
-    # ---- bounding the embedded broker's memory ---------------------------
-    def _recycle_due(self, now: float) -> bool:
-        limit = self.settings.embedded_broker_max_mb
-        if self.broker is None or not limit or self._recycling or self.stop_requests or now < self._next_memory_check:
-            return False
-        self._next_memory_check = now + 30
-        mb = rss_mb(self.broker.proc.pid) if self.broker.proc else None
-        if mb is None or mb < limit:
-            return False
-        log.warning(
-            "the embedded broker holds %.0f MB (TOUCHLINE_EMBEDDED_BROKER_MAX_MB=%d) and cannot trim itself "
-            "(no retention, no DeleteRecords): recycling it",
-            mb,
-            limit,
-        )
-        return True
+    # ---- the embedded broker's memory: watched, and bounded if asked ----
+    def check_broker_memory(self, now: float) -> float | None:
+        """Every MEMORY_CHECK_SECONDS: read the broker's RSS, export it, warn past
+        TOUCHLINE_EMBEDDED_BROKER_WARN_MB (at most every MEMORY_WARN_EVERY) and recycle
+        it past TOUCHLINE_EMBEDDED_BROKER_MAX_MB. The RSS in MB, or None when not due."""
+        # Imported here, not at the top: cmd_run points PROMETHEUS_MULTIPROC_DIR at the
+        # children's directory first, so these gauges reach the API's /metrics, and
+        # prometheus_client picks its mode when it is first imported.
+        from shared.metrics import EMBEDDED_BROKER_RSS, EMBEDDED_BROKER_WARN
+
+        if self.broker is None or self.broker.proc is None or self._recycling or self.stop_requests or now < self._next_memory_check:
+            return None
+        self._next_memory_check = now + MEMORY_CHECK_SECONDS
+        mb = rss_mb(self.broker.proc.pid)
+        if mb is None:
+            return None
+        warn, limit = self.settings.embedded_broker_warn_mb, self.settings.embedded_broker_max_mb
+        EMBEDDED_BROKER_RSS.set(mb * 2**20)
+        EMBEDDED_BROKER_WARN.set(warn * 2**20)
+        if warn and mb >= warn and now >= self._next_memory_warning:
+            self._next_memory_warning = now + MEMORY_WARN_EVERY
+            log.warning("%s", memory_warning(mb, warn, limit))
+        if limit and mb >= limit:
+            log.warning(
+                "the embedded broker holds %.0f MB (TOUCHLINE_EMBEDDED_BROKER_MAX_MB=%d) and cannot trim itself "
+                "(no retention, no DeleteRecords): recycling it",
+                mb,
+                limit,
+            )
+            self.recycle_broker()
+        return mb
 
     def recycle_broker(self) -> bool:
         """Give the embedded broker's memory back without losing a record: stop the
@@ -187,8 +210,7 @@ class Supervisor:
         if self.broker is not None and self.broker.proc is not None and self.broker.proc.poll() is not None:
             self._restart_broker()
         now = time.monotonic()
-        if self._recycle_due(now):
-            self.recycle_broker()
+        self.check_broker_memory(now)
         for child in self.children.values():
             if child.stopped or child.proc is None:
                 continue

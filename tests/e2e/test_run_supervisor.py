@@ -187,7 +187,8 @@ def test_the_embedded_broker_is_recycled_when_it_grows_and_nothing_is_lost(tmp_p
     """Tansu keeps every record in memory and cannot trim (no retention, no DeleteRecords):
     above TOUCHLINE_EMBEDDED_BROKER_MAX_MB the supervisor drains it and restarts it empty.
     With a limit of 1 MB it recycles every 30 s: events streamed across recycles are all
-    stored once, and a dead-lettered record is carried over, not lost or doubled."""
+    stored once, and a dead-lettered record is carried over, not lost or doubled. The
+    broker's RSS reaches /metrics, and the 1 MB warning threshold is logged."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     broker_port, api_port, mail_port = free_port(), free_port(), free_port()
@@ -201,6 +202,7 @@ def test_the_embedded_broker_is_recycled_when_it_grows_and_nothing_is_lost(tmp_p
             "TOUCHLINE_MAIL_SINK_PORT": str(mail_port),
             "TOUCHLINE_DRAIN_TIMEOUT_SECONDS": "600",
             "TOUCHLINE_EMBEDDED_BROKER_MAX_MB": "1",
+            "TOUCHLINE_EMBEDDED_BROKER_WARN_MB": "1",
         }
     )
     log_path = tmp_path / "run.log"
@@ -239,6 +241,20 @@ def test_the_embedded_broker_is_recycled_when_it_grows_and_nothing_is_lost(tmp_p
             return records
 
         assert wait_for(lambda: dlq() == [b"not json at all"], 120, "the DLQ record, once, after the recycles")
+        # The supervisor's samples reach the API's /metrics (one multiprocess directory),
+        # and its warning names the recycle that is on. (The API is down while a recycle
+        # runs: ask until it answers.)
+        metrics = wait_for(
+            lambda: httpx.get(f"{base}/metrics", headers=headers, timeout=10).raise_for_status().text,
+            300,
+            "/metrics between recycles",
+            interval=0.5,
+            ignore=(httpx.HTTPError,),
+        )
+        rss = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("touchline_embedded_broker_rss_bytes")]
+        assert rss and rss[0] > 2**20, metrics[-2000:]
+        assert "touchline_embedded_broker_warn_bytes 1.048576e+06" in metrics
+        assert "recycling is on above 1 MB (TOUCHLINE_EMBEDDED_BROKER_MAX_MB)" in log_path.read_text()
     finally:
         if stream is not None:
             stream.stop.set()

@@ -1,5 +1,7 @@
 """Overview: signals per day by kind (30 days), messages sent and skipped by reason,
-engagements open, due this week and overdue, events dead-lettered and consumer lag (from this process's Prometheus metrics)."""
+engagements open, due this week and overdue, events dead-lettered (counted as the Dead
+letters page lists them), consumer lag and the embedded broker's memory (from this
+process's Prometheus metrics)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from services.outreach.delivery import repository as delivery_repo
 from services.outreach.engagements import repository as engagements_repo
 from services.rules.signals import repository as signals_repo
 from shared import deadletters
-from shared.api import SessionDep
+from shared.api import SessionDep, context_of
+from shared.broker import memory_warning
 from shared.metrics import render_metrics
 
 router = APIRouter()
@@ -74,12 +77,18 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
             skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
         else:
             other += n
-    m = metric_samples("touchline_consumer_lag")
+    m = metric_samples("touchline_consumer_lag", "touchline_embedded_broker_rss_bytes", "touchline_embedded_broker_warn_bytes")
     rejected = deadletters.count_by_reason(session)  # what the Dead letters page lists, counted the same way
     lag: dict[str, float] = {}
     for labels, value in m["touchline_consumer_lag"]:
         key = f"{labels.get('worker', '?')} on {labels.get('topic', '?')}"
         lag[key] = lag.get(key, 0) + value
+    # Sampled by the `touchline run` supervisor; absent on a real Kafka.
+    broker_mb = max((v for _l, v in m["touchline_embedded_broker_rss_bytes"]), default=0) or None  # 0: not sampled
+    warn_mb = max((v for _l, v in m["touchline_embedded_broker_warn_bytes"]), default=0) / 2**20
+    broker_warning = None
+    if broker_mb is not None and warn_mb and broker_mb / 2**20 >= warn_mb:
+        broker_warning = memory_warning(broker_mb / 2**20, int(warn_mb), context_of(request).settings.embedded_broker_max_mb)
     open_engagements, due_week, overdue = engagements_repo.due_counts(session, now, now + timedelta(days=7))
     return render(
         request,
@@ -96,5 +105,8 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
         other=other,
         rejected=rejected,
         lag=lag,
+        broker_mb=None if broker_mb is None else broker_mb / 2**20,
+        broker_warn_mb=warn_mb,
+        broker_warning=broker_warning,
         days=DAYS,
     )

@@ -16,6 +16,7 @@ from services.console import session as sessions
 from shared.clock import time_left
 from shared.db import transaction
 from shared.jobs.runner import JobWorker
+from shared.metrics import EMBEDDED_BROKER_RSS, EMBEDDED_BROKER_WARN
 from tests.support.console import csrf_of, sign_in
 from tests.support.helpers import auth
 from tests.support.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT
@@ -407,6 +408,33 @@ async def test_overview_and_dead_letters_render(api, keys, seeded):
     assert f">{seeded['signals']:,}<" in r.text
     r = await api.get("/console/dead-letters")
     assert r.status_code == 200 and "Dead letters" in r.text
+
+
+async def test_overview_shows_the_embedded_brokers_memory_and_the_remedies_past_the_threshold(api, keys):
+    """What the supervisor exports (tests/integration/services/wiring/test_supervisor.py
+    samples a real broker) is what the pipeline health shows: nothing while unsampled (a
+    real Kafka), the RSS, and past the threshold the warning naming the remedies."""
+    await sign_in(api, keys["ops"])
+    try:
+        assert "Embedded broker memory" not in (await api.get("/console/")).text
+        EMBEDDED_BROKER_WARN.set(1024 * 2**20)
+        EMBEDDED_BROKER_RSS.set(300 * 2**20)
+        page = unescape((await api.get("/console/")).text)
+        assert "Embedded broker memory" in page and "300 MB (warning above 1,024 MB)" in page and "Remedies" not in page
+        EMBEDDED_BROKER_RSS.set(1500 * 2**20)
+        page = unescape((await api.get("/console/")).text)
+        assert "1,500 MB" in page and 'role="alert"' in page
+        for remedy in (
+            "run a real Kafka",
+            "deploy/compose",
+            "restart `touchline run`",
+            "TOUCHLINE_EMBEDDED_BROKER_MAX_MB",
+            "can lose records",
+        ):
+            assert remedy in page
+    finally:
+        EMBEDDED_BROKER_RSS.set(0)
+        EMBEDDED_BROKER_WARN.set(0)
 
 
 def test_https_sets_the_secure_flag(settings, session_factory, clock, keys):
