@@ -515,6 +515,42 @@ def test_a_customer_who_comes_back_converts_without_waiting_for_the_next_step(to
     assert [m.recipient for m in messages(session_factory, account_id="stays-away")] == ["ada@stays-away.test"] * 2
 
 
+def test_a_held_out_enrolment_waiting_in_a_step_converts_at_the_sweep(topics, session_factory, workers, clock):
+    """Issue 25, gap 9: the holdout's conversions are the baseline of the lift, so a
+    held-out enrolment must convert when its account comes back, between steps (by the
+    sweep), not only when its next step is due a week later."""
+    for account in ("returns", "stays-away"):
+        add_account(session_factory, account)
+    save_template(session_factory, topics)
+    save_playbook(
+        session_factory,
+        "win-back",
+        simple_playbook(
+            holdout_percent=100,
+            exit_condition=ACTIVE_AGAIN,
+            steps=[
+                {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+                {"id": "wait-1w", "type": "wait", "duration": "1w"},
+            ],
+        ),
+    )
+    w = workers()
+    send_signals(topics, [signal("returns"), signal("stays-away")])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 2)
+    assert w["timers"].poll_once() == 0  # nothing due; the first sweep finds nobody back
+    waiting = enrollments(session_factory)
+    assert [(e.holdout, e.status, e.step_index, e.due_at) for e in waiting] == [(True, "active", 2, T0 + days(7))] * 2
+
+    clock.advance(days(2))
+    add_activity(session_factory, "returns", ["ada", "bob"], clock.now().date())
+    assert w["timers"].poll_once() == 0  # no step is due: only the sweep can convert it
+    returns, stays = enrollments(session_factory)
+    assert (returns.account_id, returns.status, returns.converted_at) == ("returns", "converted", clock.now())
+    assert returns.outcome_detail == {"reason": "exit_condition", "checked_by": "conversion sweep"}
+    assert (stays.account_id, stays.status) == ("stays-away", "active")
+    assert {m.skip_reason for m in messages(session_factory)} == {"held_out"}
+
+
 # ---- a batch of signals costs a fixed number of statements -----------------------
 
 SET_BASED = simple_playbook(
