@@ -131,6 +131,33 @@ def test_duplicates_and_replays_change_nothing(topics, worker, session_factory):
     assert sum(before.values()) == 5
 
 
+def test_two_payloads_under_one_event_id_keep_the_first_in_a_batch_and_after(session_factory):
+    """Issue 25, gap 5. The contract (services/ingest/service.py, apply_events): the first
+    occurrence of an event_id wins, inside a batch as across batches. A producer that
+    reuses an id for another event loses the later one entirely: its name, user,
+    properties and traits are not stored and count nowhere."""
+    from tests.support.rules import identify
+
+    first = track("acme", "login", T0 - timedelta(hours=1), "ada", "same-id", plan="pro")
+    second = track("acme", "export", T0 - timedelta(hours=2), "bob", "same-id", plan="free")
+    who = identify("acme", "ada", T0 - timedelta(hours=3), email="ada@acme.test", name="Ada")
+    impostor = {**identify("acme", "ada", T0 - timedelta(hours=3), email="not-ada@evil.test", name="Eve"), "event_id": who["event_id"]}
+    ingest(session_factory, [first, who, second, impostor], T0)
+
+    def state():
+        with session_factory() as s:
+            raw = s.get(RawEvent, "same-id")
+            stored = (raw.name, raw.user_id, raw.properties)
+            users = {u.id: (u.email, u.name) for u in s.scalars(select(User).where(User.account_id == "acme"))}
+        return stored, users, usage(session_factory, "acme")
+
+    kept = (("login", "ada", {"plan": "pro"}), {"ada": ("ada@acme.test", "Ada")}, {(T0.date(), "login"): 1})
+    assert state() == kept
+    assert count(session_factory, RawEvent) == 2
+    ingest(session_factory, [second, impostor], T0 + timedelta(minutes=1))  # and later batches change nothing
+    assert state() == kept
+
+
 def _committed_total(worker) -> int:
     total = 0
     for tp in worker.consumer.assignment():
