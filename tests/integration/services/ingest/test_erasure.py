@@ -124,3 +124,29 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
         assert sup is not None and sup.email is None
         assert s.scalar(select(Enrollment.status).where(Enrollment.account_id == "acme")) is not None
     assert traces(engine, [BOB]).keys() >= {"users", "events", "messages"}
+
+
+async def test_a_three_letter_name_is_erased_and_a_two_letter_one_is_not_searched_for(engine, session_factory, api, keys):
+    """Issue 25, gap 8: names of MIN_NEEDLE (3) characters are searched for and scrubbed
+    wherever they were copied; shorter ones are not (a two-letter name would wipe
+    unrelated values), though the contact's own row is cleared either way."""
+    now = T0
+    ingest(
+        session_factory,
+        [
+            group("acme", now - timedelta(days=30), name="Acme", champion="Ada", motto="Join us"),
+            identify("acme", "u1", now - timedelta(days=30), email="a1@acme.test", name="Ada", role="champion"),
+            identify("acme", "u2", now - timedelta(days=30), email="j2@acme.test", name="Jo", role="admin"),
+            track("acme", "report_shared", now - timedelta(minutes=1), "u1", "share-1", greeting="Hi Ada"),
+        ],
+        now,
+    )
+    assert set(traces(engine, ["Ada"])) == {"users", "events", "accounts"}
+    ops = auth(keys["ops"])
+    assert (await api.post("/v1/accounts/acme/users/u1/erase", headers=ops)).status_code == 200
+    assert traces(engine, ["Ada"]) == {}
+    assert (await api.post("/v1/accounts/acme/users/u2/erase", headers=ops)).status_code == 200
+    with session_factory() as s:
+        jo = s.get(User, ("acme", "u2"))
+        assert (jo.email, jo.name) == (None, None)
+    assert set(traces(engine, ["Join us"])) == {"events", "accounts"}  # "Jo" is too short to search for
