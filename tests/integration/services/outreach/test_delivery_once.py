@@ -17,16 +17,18 @@ from datetime import timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy.orm import sessionmaker
 
 from services.outreach.channels import DeliveryError
 from services.outreach.channels.smtp import SmtpConfig, SmtpSender
 from services.outreach.delivery import repository as repo
+from services.outreach.delivery.lease import Lease
 from services.outreach.delivery.worker import SenderIdInUse, SenderWorker
 from services.outreach.devmail.sink import SinkHandler
 from shared.broker import free_port
 from shared.db import transaction
 from shared.metrics import MESSAGES_DELIVERED, STALE_OUTCOMES
-from tests.support.helpers import T0, auth, wait_for
+from tests.support.helpers import T0, auth, unreachable_database, wait_for
 from tests.support.outreach import messages, queue_messages, send_one
 
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)", re.MULTILINE)
@@ -108,7 +110,17 @@ def test_two_sender_processes_with_a_slow_server_accept_each_message_id_once(set
     still sending it. Here every batch takes longer than the lease (10 messages, 0.5 s
     per reply, lease 4 s), the second sender starts mid-batch and, having another var
     dir, cannot see the first one's journal (two hosts): only renewal and fencing stand
-    between them and a double send."""
+    between them and a double send.
+
+    Real time, on purpose: two OS processes cannot share a SimulatedClock, and this is the
+    one test of the real heartbeat thread renewing across real slow replies between real
+    processes. The same renewal and fencing on the simulated clock, in one process, are
+    test_the_lease_is_renewed_while_its_owner_works and
+    test_a_stale_owner_sends_nothing_more_and_its_outcomes_are_refused; the lease running
+    out while its renewal fails is test_a_lease_whose_renewal_fails_runs_out_at_its_written_time.
+    The 0.5 s reply is the server's slowness, not a stand-in for time passing; a renewal is
+    due every 1.3 s and the heartbeat checks every 0.7 s, so only a sender stalled for
+    about 2.7 s would lose its lease (then "taken over" in the logs fails the test)."""
     ids = queue_messages(session_factory, 30, T0)
     peer.delay = 0.5
     fast = {
@@ -206,11 +218,44 @@ def test_the_lease_is_renewed_while_its_owner_works(on_peer, session_factory, cl
     assert sorted(peer.message_ids().values()) == [1, 1, 1]
 
 
+def test_a_lease_whose_renewal_fails_runs_out_at_its_written_time(on_peer, settings, db_kind, session_factory, clock, tmp_path):
+    """Issue 25, gap 6: the database goes away while a sender holds a batch. Its renewals
+    fail; it may keep starting messages only until the lease it last wrote runs out, which
+    is exactly when a rival may take the rows over (never both, never neither)."""
+    queue_messages(session_factory, 2, clock.now())
+    owner = SenderWorker(on_peer(), session_factory, clock, worker_id="owner")
+    try:
+        claim = owner.claim()[0]
+    finally:
+        owner.close()
+    seconds = settings.outreach_lease_seconds
+    down = sessionmaker(unreachable_database(settings, db_kind, tmp_path))
+
+    def rival_finds() -> int:
+        with transaction(session_factory) as s:
+            return len(repo.stale_sending(s, now=clock.now(), owner="rival"))
+
+    with Lease(down, clock, token=claim.token, count=2, until=claim.lease_until, seconds=seconds) as lease:
+        clock.advance(timedelta(seconds=seconds * 0.75))  # renewal due: it fails
+        assert lease.held() and (lease.renewals, lease.until, lease.lost) == (0, claim.lease_until, False)
+        clock.set(claim.lease_until - timedelta(milliseconds=1))
+        assert lease.held() and rival_finds() == 0
+        clock.set(claim.lease_until)
+        assert not lease.held() and lease.renewals == 0
+        assert rival_finds() == 0  # the rival's test is strict: past, not at, the lease
+        clock.advance(timedelta(milliseconds=1))
+        assert not lease.held() and rival_finds() == 2
+
+
 def smtp(port: int, **config) -> SmtpSender:
     return SmtpSender(SmtpConfig(host="127.0.0.1", port=port, **config))
 
 
 def test_the_final_dot_reply_has_its_own_longer_timeout(peer):
+    """Real seconds, on purpose: what is under test is the socket timeout smtplib sets
+    for the reply to the final dot (data_timeout) against the one for other commands
+    (timeout), and a socket does not read the simulated clock. The margins are wide
+    (a 3 s reply against 1.5 s and 30 s; against 1 s) so a loaded machine cannot flip them."""
     peer.delay = 3.0
     send_one(smtp(peer.port, timeout=1.5, data_timeout=30), "slow-ok")  # slower than a command may be: still fine
     with pytest.raises(DeliveryError) as err:
