@@ -8,7 +8,7 @@ import base64
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.outreach.models import Enrollment, Suppression
 from services.outreach.playbooks.holdouts import is_held_out
@@ -756,29 +756,76 @@ def _save_waiting_playbook(session_factory) -> None:
     )
 
 
-def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_retried(topics, session_factory, clock, monkeypatch):
+def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_retried(
+    topics, db_kind, engine, session_factory, clock, monkeypatch
+):
     """A batch reads once which of its accounts are enrolled already, and inserts its
     enrolments at the end. An account another transaction enrolled in between is not
     enrolled twice, nor are messages written for it: the batch fails as a serialization
-    failure (the worker retries it, and then reads that enrolment)."""
+    failure (the worker retries it, and then reads that enrolment).
+
+    On PostgreSQL the race is real: w1's batch has inserted its enrolment but not
+    committed when w2's batch reads (and sees nothing), w2's insert waits on w1's row,
+    w1 commits. SQLite cannot interleave them (a write transaction takes the database
+    lock at BEGIN, shared/db.py), so there the read is made to miss w1's enrolment by
+    replacing ``enrollment_conflicts``: the only way to reach this path on SQLite, which
+    the mutation runs use."""
+    import threading
+
     from sqlalchemy.exc import DBAPIError
 
     from services.outreach.models import Message, OutreachDecision
     from services.outreach.playbooks import repository as playbook_repo
     from services.outreach.playbooks.consumer import SignalWorker
     from shared.db import transaction, transient_db_error
+    from tests.support.helpers import wait_for
 
     add_account(session_factory, "acme")
     save_template(session_factory, topics)
     _save_waiting_playbook(session_factory)
     worker = SignalWorker(topics, session_factory, clock)
-    with transaction(session_factory) as s:
-        worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w1")]))
-    with monkeypatch.context() as m:  # the read misses w1's enrolment, as if it had committed just after it
-        m.setattr(playbook_repo, "enrollment_conflicts", lambda session, ids, keys: (set(), set()))
-        with pytest.raises(DBAPIError) as failed, transaction(session_factory) as s:
-            worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w2")]))
-    assert transient_db_error(failed.value) == "serialization"
+    if db_kind == "postgresql":
+        errors: list[BaseException] = []
+
+        def second_batch() -> None:
+            try:
+                with transaction(session_factory) as s:
+                    SignalWorker(topics, session_factory, clock).handle_batch(
+                        s, _records([signal("acme", rule_id="r-wait", signal_id="w2")])
+                    )
+            except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+                errors.append(exc)
+
+        def waiting_on_a_lock() -> bool:
+            with engine.connect() as c:
+                return bool(
+                    c.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+                )
+
+        first = session_factory()
+        try:
+            worker.handle_batch(first, _records([signal("acme", rule_id="r-wait", signal_id="w1")]))
+            first.flush()
+            racer = threading.Thread(target=second_batch)
+            racer.start()
+            wait_for(waiting_on_a_lock, 60, "the second batch waiting on the first one's enrolment")
+            first.commit()
+        finally:
+            first.close()
+        racer.join(60)
+        assert not racer.is_alive()
+        [error] = errors
+        assert isinstance(error, DBAPIError), error
+        failed_with = error
+    else:
+        with transaction(session_factory) as s:
+            worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w1")]))
+        with monkeypatch.context() as m:  # the read misses w1's enrolment, as if it had committed just after it
+            m.setattr(playbook_repo, "enrollment_conflicts", lambda session, ids, keys: (set(), set()))
+            with pytest.raises(DBAPIError) as failed, transaction(session_factory) as s:
+                worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w2")]))
+        failed_with = failed.value
+    assert transient_db_error(failed_with) == "serialization"
     assert [e.signal_id for e in enrollments(session_factory)] == ["w1"]
     with transaction(session_factory) as s:  # the retry
         worker.handle_batch(s, _records([signal("acme", rule_id="r-wait", signal_id="w2")]))
