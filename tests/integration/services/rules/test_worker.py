@@ -231,7 +231,6 @@ def test_relay_outage_is_not_fatal_and_sent_outbox_rows_are_pruned(topics, sessi
         assert [r.value for r in read_topic(topics, topics.topic_signals, 1)] == [b'{"old": true}']
         # A week later the sent row is pruned (hourly), and only then.
         clock.advance(SENT_RETENTION - timedelta(hours=2))
-        w._next_prune = None
         w.housekeeping()
         assert count(session_factory, OutboxMessage) == 1
         clock.advance(timedelta(hours=3))
