@@ -33,7 +33,9 @@ MENU = [  # (label, path, roles that see it)
     ("Overview", "/console/", ("ops",)),
     ("Accounts", "/console/accounts", ("ops", "csm")),
     ("Rules", "/console/rules", ("ops",)),
+    ("Signals", "/console/signals", ("ops",)),
     ("Playbooks", "/console/playbooks", ("ops",)),
+    ("Messages", "/console/messages", ("ops",)),
     ("Templates", "/console/templates", ("ops",)),
     ("Pool", "/console/pool", ("ops",)),
     ("Dead letters", "/console/dead-letters", ("ops",)),
@@ -120,6 +122,16 @@ def _prose(text: Any) -> Markup:
     return Markup(re.sub(r"`([^`\n]+)`", r"<code>\1</code>", str(escape(str(text)))))
 
 
+def _step_result(entry: Any, last: bool, status: str) -> str:
+    """A step path's entry as it stands now: a wait is "waiting" only while the
+    enrolment still waits there (its last entry, still active); once it moved on or
+    ended, "waited"."""
+    result = str(entry.get("result", "")) if isinstance(entry, dict) else ""
+    if result == "waiting" and not (last and status == "active"):
+        return "waited"
+    return result
+
+
 def _url(path: str, **params) -> str:
     clean = {k: v for k, v in params.items() if v not in (None, "")}
     return path + ("?" + urlencode(clean) if clean else "")
@@ -133,7 +145,17 @@ def _seg(value: Any) -> str:
 env = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
 )
-env.filters.update(dt=_fmt_dt, num=_fmt_num, pct=_pct, pretty=_pretty, seg=_seg, evidence=_evidence, time_left=_time_left, prose=_prose)
+env.filters.update(
+    dt=_fmt_dt,
+    num=_fmt_num,
+    pct=_pct,
+    pretty=_pretty,
+    seg=_seg,
+    evidence=_evidence,
+    time_left=_time_left,
+    prose=_prose,
+    step_result=_step_result,
+)
 env.globals.update(url=_url)
 
 

@@ -148,6 +148,9 @@ class Message(Base):
     account_id: Mapped[str] = mapped_column(String(128))
     user_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     channel: Mapped[str] = mapped_column(String(16))  # email, webhook, inapp
+    # "customer" (a touch: counted by the contact policy) or "internal" (to the team: an
+    # engagement notice, an owner brief, a webhook), never counted against the customer.
+    audience: Mapped[str] = mapped_column(String(16), default="customer", server_default="customer")
     recipient: Mapped[str] = mapped_column(String(2000), default="")
     template_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     subject: Mapped[str] = mapped_column(Text, default="")

@@ -195,4 +195,6 @@ async def test_a_recovery_resolves_as_recovered(topics, session_factory, clock, 
     body = r.json()
     assert body["outcome"] == "recovered" and body["measured"]["success"] is True
     assert body["measured"]["at_close"]["verdict"] == "recovered" and body["measured"]["csm_agrees"] is True
-    assert messages(session_factory, account_id=account) == []  # nothing automated was needed
+    assert [m.step_id for m in messages(session_factory, account_id=account)] == [
+        "engagement.assigned"
+    ]  # nothing automated was needed: only the CSM's notice

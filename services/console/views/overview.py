@@ -37,10 +37,15 @@ def metric_samples(*names: str) -> dict[str, list[tuple[dict, float]]]:
     return out
 
 
+def window_start(now: datetime) -> datetime:
+    """The overview's window: the last DAYS UTC days, today included, from midnight."""
+    return datetime.combine(now.date() - timedelta(days=DAYS - 1), time.min, tzinfo=timezone.utc)
+
+
 def signal_chart(session: Session, now: datetime):
     end = now.date()
     start = end - timedelta(days=DAYS - 1)
-    since = datetime.combine(start, time.min, tzinfo=timezone.utc)
+    since = window_start(now)
     rows = signals_repo.counts_by_day_and_kind(session, since, now + timedelta(seconds=1))
     days = [start + timedelta(days=i) for i in range(DAYS)]
     kinds = sorted({k for _, k, _ in rows})
@@ -67,16 +72,18 @@ def signal_chart(session: Session, now: datetime):
 def overview(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
     now = now_of(request)
     chart, total, by_kind = signal_chart(session, now)
-    sent = skipped_total = other = 0
-    skipped: dict[str, int] = {}
-    for state, reason, n in delivery_repo.counts_by_state_reason(session, now - timedelta(days=DAYS)):
+    since = window_start(now)
+    # Messages by channel and state (and skip reason): each figure is the count of the
+    # Messages list it links to (same window, same filters).
+    sent = {c: 0 for c in ("email", "inapp", "webhook")}
+    by_state: dict[tuple[str, str, str], int] = {}
+    skipped_total = 0
+    for channel, state, reason, n in delivery_repo.counts_by_state_reason(session, since):
         if state == "sent":
-            sent += n
-        elif state == "skipped":
+            sent[channel] = sent.get(channel, 0) + n
+        if state == "skipped":
             skipped_total += n
-            skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
-        else:
-            other += n
+        by_state[(channel, state, reason or "")] = by_state.get((channel, state, reason or ""), 0) + n
     m = metric_samples("touchline_consumer_lag", "touchline_embedded_broker_rss_bytes", "touchline_embedded_broker_warn_bytes")
     rejected = deadletters.count_by_reason(session)  # what the Dead letters page lists, counted the same way
     lag: dict[str, float] = {}
@@ -101,8 +108,8 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
         by_kind=by_kind,
         sent=sent,
         skipped_total=skipped_total,
-        skipped=dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
-        other=other,
+        by_state=sorted(by_state.items(), key=lambda kv: (kv[0][0], kv[0][1] != "sent", -kv[1])),
+        since=since.date().isoformat(),
         rejected=rejected,
         lag=lag,
         broker_mb=None if broker_mb is None else broker_mb / 2**20,

@@ -163,6 +163,38 @@ def get(session: Session, message_id: str) -> Message | None:
     return session.get(Message, message_id)
 
 
+def _where(
+    q: Any,
+    *,
+    state: str | None = None,
+    account_id: str | None = None,
+    playbook_id: str | None = None,
+    channel: str | None = None,
+    enrollment_id: str | None = None,
+    skip_reason: str | None = None,
+    since: datetime | None = None,
+) -> Any:
+    """The message list's filters, one definition for the list and its count."""
+    for col, value in (
+        (Message.state, state),
+        (Message.account_id, account_id),
+        (Message.playbook_id, playbook_id),
+        (Message.channel, channel),
+        (Message.enrollment_id, enrollment_id),
+        (Message.skip_reason, skip_reason),
+    ):
+        if value is not None:
+            q = q.where(col == value)
+    if since is not None:
+        q = q.where(Message.created_at >= since)
+    return q
+
+
+def count_messages(session: Session, **filters: Any) -> int:
+    """How many messages :func:`list_messages` pages through with the same filters."""
+    return int(session.scalar(_where(select(func.count()).select_from(Message), **filters)) or 0)
+
+
 def list_messages(
     session: Session,
     *,
@@ -173,17 +205,20 @@ def list_messages(
     enrollment_id: str | None,
     limit: int,
     before: str | None,
+    skip_reason: str | None = None,
+    since: datetime | None = None,
 ) -> list[Message]:
     q = select(Message).order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
-    for col, value in (
-        (Message.state, state),
-        (Message.account_id, account_id),
-        (Message.playbook_id, playbook_id),
-        (Message.channel, channel),
-        (Message.enrollment_id, enrollment_id),
-    ):
-        if value is not None:
-            q = q.where(col == value)
+    q = _where(
+        q,
+        state=state,
+        account_id=account_id,
+        playbook_id=playbook_id,
+        channel=channel,
+        enrollment_id=enrollment_id,
+        skip_reason=skip_reason,
+        since=since,
+    )
     if before:
         anchor = session.get(Message, before)
         if anchor is not None:
@@ -243,13 +278,13 @@ def requeue(session: Session, message_id: str, now: datetime) -> Message | None:
     return m
 
 
-def counts_by_state_reason(session: Session, since: datetime) -> list[tuple[str, str | None, int]]:
-    """Messages created since ``since``, per state and skip reason (aggregated in SQL)."""
+def counts_by_state_reason(session: Session, since: datetime) -> list[tuple[str, str, str | None, int]]:
+    """Messages created since ``since``, per channel, state and skip reason (aggregated in SQL)."""
     return list(
         session.execute(
-            select(Message.state, Message.skip_reason, func.count())
+            select(Message.channel, Message.state, Message.skip_reason, func.count())
             .where(Message.created_at >= since)
-            .group_by(Message.state, Message.skip_reason)
+            .group_by(Message.channel, Message.state, Message.skip_reason)
         )
     )
 

@@ -14,6 +14,7 @@ from shared.api import ClockDep, SessionDep
 from shared.auth import require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, NotFound, responses
+from shared.limits import UtcDatetime
 
 router = APIRouter(tags=["messages"])
 
@@ -32,8 +33,10 @@ def list_messages(
     ),
     account_id: str | None = None,
     playbook_id: str | None = None,
-    channel: Literal["email", "webhook", "inapp"] | None = None,
+    channel: Literal["email", "webhook", "inapp", "csm"] | None = Query(None, description="csm: a touch a CSM logged"),
     enrollment_id: str | None = None,
+    skip_reason: str | None = Query(None, max_length=64, description="with state=skipped: only this reason (e.g. contact_cap)"),
+    since: UtcDatetime | None = Query(None, description="created at or after this time (RFC 3339, with zone)"),
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     session: Session = SessionDep,
@@ -46,6 +49,8 @@ def list_messages(
         playbook_id=playbook_id,
         channel=channel,
         enrollment_id=enrollment_id,
+        skip_reason=skip_reason,
+        since=since,
         limit=limit,
         before=cursor,
     )

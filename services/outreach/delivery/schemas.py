@@ -18,6 +18,7 @@ class MessageOut(BaseModel):
     account_id: str
     user_id: str | None
     channel: str
+    audience: str
     recipient: str
     template_id: str | None
     subject: str

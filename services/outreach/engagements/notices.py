@@ -124,7 +124,8 @@ def _notice(batch: Notices, e: Engagement, csm: Csm, kind: str, now: datetime, *
         "playbook_id": None,
         "step_id": step,
         "touch_key": f"notice:{e.id}",
-        "account_id": "",
+        "account_id": e.account_id,  # listed with the account; internal, so never a customer touch
+        "audience": "internal",
         "user_id": None,
         "template_id": template_id,
         "attempts": 0,

@@ -248,10 +248,16 @@ def add_event(session: Session, **row) -> EngagementEvent:
 
 
 def account_messages(session: Session, account_id: str, since: datetime, limit: int = 200) -> list[Message]:
+    """What automation and CSMs sent about the account (touches included), newest first;
+    not the engagement notices to CSMs (internal mail about the engagement itself)."""
     return list(
         session.scalars(
             select(Message)
-            .where(Message.account_id == account_id, Message.created_at >= since)
+            .where(
+                Message.account_id == account_id,
+                Message.created_at >= since,
+                ~((Message.audience == "internal") & Message.step_id.startswith("engagement.")),
+            )
             .order_by(Message.created_at.desc(), Message.id)
             .limit(limit)
         )

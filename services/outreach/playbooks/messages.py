@@ -20,7 +20,9 @@ from services.outreach.templates.rendering import account_context
 class MessageRows:
     """Builds the rows of one send step of one enrolment."""
 
-    def __init__(self, enrollment: Enrollment, step_id: str, channel: str, template_id: str | None, now: datetime):
+    def __init__(
+        self, enrollment: Enrollment, step_id: str, channel: str, template_id: str | None, now: datetime, audience: str = "customer"
+    ):
         self.enrollment, self.step_id, self.now = enrollment, step_id, now
         self._keys: dict[str, str] = {}  # address -> message id (the unsubscribe link names it too)
         self.base: dict[str, Any] = {
@@ -30,6 +32,7 @@ class MessageRows:
             "touch_key": f"{enrollment.id}\x1f{step_id}",
             "account_id": enrollment.account_id,
             "channel": channel,
+            "audience": audience,
             "template_id": template_id,
             "subject": "",
             "html_body": "",

@@ -60,6 +60,7 @@ def _counted(session: Session, account_ids: list[str], since: datetime, playbook
         Message.created_at >= since,
         Message.channel.in_(CUSTOMER_CHANNELS),
         Message.state.in_(COUNTED_STATES),
+        Message.audience == "customer",
     ]
     if playbook_id is not None:
         conds.append(Message.playbook_id == playbook_id)

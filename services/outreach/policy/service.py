@@ -67,7 +67,11 @@ class TouchCounts:
 
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
-            if row["channel"] in repo.CUSTOMER_CHANNELS and row["state"] in repo.COUNTED_STATES:
+            if (
+                row["channel"] in repo.CUSTOMER_CHANNELS
+                and row["state"] in repo.COUNTED_STATES
+                and row.get("audience", "customer") == "customer"
+            ):
                 self._pending.setdefault(row["account_id"], {}).setdefault(row["id"], row)
 
     def _new(self, account_id: str, since: datetime, playbook_id: str | None) -> list[dict[str, Any]]:

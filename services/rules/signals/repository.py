@@ -46,6 +46,35 @@ def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return insert_new(session, SignalRecord.__table__, rows, ["signal_id"])
 
 
+def _where(q: Any, *, kind: str | None, rule_id: str | None, account_id: str | None, since: datetime | None, until: datetime | None) -> Any:
+    """The signal list's filters, one definition for the list and its count."""
+    if kind:
+        q = q.where(SignalRecord.kind == kind)
+    if rule_id:
+        q = q.where(SignalRecord.rule_id == rule_id)
+    if account_id:
+        q = q.where(SignalRecord.account_id == account_id)
+    if since:
+        q = q.where(SignalRecord.fired_at >= since)
+    if until:
+        q = q.where(SignalRecord.fired_at < until)
+    return q
+
+
+def count_signals(
+    session: Session,
+    *,
+    kind: str | None = None,
+    rule_id: str | None = None,
+    account_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many signals :func:`list_signals` pages through with the same filters."""
+    q = _where(select(func.count()).select_from(SignalRecord), kind=kind, rule_id=rule_id, account_id=account_id, since=since, until=until)
+    return int(session.scalar(q) or 0)
+
+
 def list_signals(
     session: Session,
     *,
@@ -59,16 +88,7 @@ def list_signals(
 ) -> list[SignalRecord]:
     """Newest first; ``before`` is the (fired_at, signal_id) of the previous page's last item."""
     q = select(SignalRecord).order_by(SignalRecord.fired_at.desc(), SignalRecord.signal_id.desc()).limit(limit)
-    if kind:
-        q = q.where(SignalRecord.kind == kind)
-    if rule_id:
-        q = q.where(SignalRecord.rule_id == rule_id)
-    if account_id:
-        q = q.where(SignalRecord.account_id == account_id)
-    if since:
-        q = q.where(SignalRecord.fired_at >= since)
-    if until:
-        q = q.where(SignalRecord.fired_at < until)
+    q = _where(q, kind=kind, rule_id=rule_id, account_id=account_id, since=since, until=until)
     if before:
         at, sid = before
         q = q.where((SignalRecord.fired_at < at) | ((SignalRecord.fired_at == at) & (SignalRecord.signal_id < sid)))

@@ -32,7 +32,8 @@ from services.outreach.templates.rendering import (
 @register("send", SendStep, batched=True)
 def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
     e = ctx.enrollment
-    out = MessageRows(e, step.id, step.channel, step.template, ctx.now)
+    template = ctx.batch.template(step.template) if step.template else None
+    out = MessageRows(e, step.id, step.channel, step.template, ctx.now, audience="internal" if internal(step, template) else "customer")
     recipients = resolve_recipients(
         ctx.batch, account_id=e.account_id, account=ctx.account, channel=step.channel, to=step.to, url=step.url, now=ctx.now
     )
@@ -42,7 +43,6 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
     elif e.holdout:
         rows.extend(out.skipped(r, "held_out") for r in recipients)
     else:
-        template = ctx.batch.template(step.template) if step.template else None
         for r, reason in zip(recipients, decide(ctx, step, recipients, template), strict=True):
             if reason:
                 rows.append(out.skipped(r, reason))

@@ -571,6 +571,32 @@ async def test_overview_counts_open_engagements_like_the_api(api, keys, seeded):
     assert f'id="open-engagements">{open_:,}<' in page.text
 
 
+async def test_every_figure_is_the_count_of_the_list_it_links_to(api, keys, seeded):
+    """Issue 19, "every number true": each figure on the overview and the playbook pages
+    (marked data-count) links to a list, and that list says it holds exactly that many
+    (id="count"). Emails and in-app messages are counted apart, skipped apart from sent,
+    enrolments apart from messages."""
+    await sign_in(api, keys["ops"])
+    checked = 0
+    for page_url in ["/console/", "/console/playbooks", *(f"/console/playbooks/{p}" for p in ("win-back", "onboarding-nudge"))]:
+        page = await api.get(page_url)
+        assert page.status_code == 200, page_url
+        figures = re.findall(r'data-count="(\d+)" href="([^"]+)"', page.text)
+        assert figures, page_url
+        for n, href in figures:
+            target = await api.get(unescape(href))
+            assert target.status_code == 200, href
+            shown = re.search(r'id="count">([\d,]+)<', target.text)
+            assert shown and int(shown.group(1).replace(",", "")) == int(n), (page_url, href, n, shown and shown.group(1))
+            checked += 1
+    overview = (await api.get("/console/")).text
+    assert "emails sent" in overview and "in-app messages sent" in overview and "queued, sending or failed" not in overview
+    assert checked >= 10
+    # The playbook page draws enrolments and messages in two charts, each labelled with its unit.
+    page = (await api.get("/console/playbooks/win-back")).text
+    assert "Enrolments of win-back reaching each step" in page and "Messages of win-back per send step" in page
+
+
 async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offset(api, keys, settings, clock, session_factory):
     from shared import deadletters
 
@@ -593,9 +619,9 @@ async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offs
     assert f"{settings.topic_events}/1@4002" in page.text and "schema_violation" in page.text
     assert "&lt;script&gt;" in page.text and '"bad": <script>' not in page.text
     # The overview's count is the count of the list it links to.
-    assert 'id="dead-letter-total">3<' in page.text
+    assert 'id="count">3<' in page.text
     overview = await api.get("/console/")
-    assert re.search(r'href="/console/dead-letters"><span class="figure">3</span>', overview.text)
+    assert re.search(r'data-count="3" href="/console/dead-letters"><span class="figure">3</span>', overview.text)
     # The API lists the same, newest first, a page at a time.
     ops = auth(keys["ops"])
     first = (await api.get("/v1/dead-letters", params={"limit": 2}, headers=ops)).json()

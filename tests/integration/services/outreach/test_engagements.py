@@ -186,8 +186,8 @@ async def test_sticky_assignment_and_reassignment_when_a_csm_goes_away(api, keys
     subjects = sorted((m["to"], m["subject"]) for m in sink.messages)
     assert len(subjects) == 4 and all(s.startswith("New engagement: ") for _to, s in subjects)
     assert any("Acme Inc" in s for _to, s in subjects)
-    # Notices are not customer touches.
-    assert messages(session_factory, account_id="acme") == []
+    # Notices are listed with the account, as internal messages: never customer touches.
+    assert {(m.step_id, m.audience) for m in messages(session_factory, account_id="acme")} == {("engagement.assigned", "internal")}
 
 
 async def test_patch_csm_null_clears_only_the_away_window(api, keys):
@@ -464,6 +464,25 @@ async def test_the_measurement_counts_only_activity_since_the_signal_and_disagre
     assert [(t.details["outcome"], t.details["csm_agrees"], t.details["measured"]["verdict"]) for t in outcome_entry] == [
         ("recovered", False, "no_response")
     ]
+
+
+def test_engagement_notices_are_listed_with_their_account_and_never_count_as_a_customer_touch(session_factory, settings, clock):
+    """Issue 19, finding 6: engagement-assigned messages had account_id "" (so that the
+    contact policy would not count them), and so were listed under no account."""
+    from services.outreach.engagements.roster import put
+    from services.outreach.engagements.schemas import CsmIn
+    from services.outreach.policy import repository as policy_repo
+
+    add_account(session_factory)
+    with transaction(session_factory) as s:
+        put(s, "ann", CsmIn(name="Ann Smith", email="ann@pool.test", capacity=5), actor="test", now=clock.now(), settings=settings)
+    open_engagement(session_factory, settings, clock, "acme")
+    assert worker(settings, session_factory, clock).poll_once() == 1
+    [notice] = messages(session_factory, step_id="engagement.assigned")
+    assert (notice.account_id, notice.audience, notice.recipient) == ("acme", "internal", "ann@pool.test")
+    with session_factory() as s:
+        assert policy_repo.account_touches(s, ["acme"], clock.now() - days(7)) == {}
+        assert policy_repo.contact_messages(s, ["acme"], clock.now() - days(7)) == {}
 
 
 def test_a_playbook_escalates_waits_for_the_outcome_and_branches_on_it(topics, session_factory, clock, workers):

@@ -603,7 +603,7 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
         add_activity(session_factory, a, ["ada"], (T0 - days(1)).date())
     with transaction(session_factory) as s:  # one of them suppressed, to be refused
         s.add(Suppression(email_hash=email_hash("bob@l03.test"), email=None, reason="manual", detail="", created_at=T0))
-    worker = SignalWorker(topics, session_factory, clock)
+    worker = SignalWorker(topics.model_copy(update={"account_cap_touches": 2}), session_factory, clock)
     statements: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
@@ -632,9 +632,9 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
     sent = messages(session_factory, playbook_id="win-back")
     treated = [a for a in large if a not in held]
     # Playbooks run in id order, "second" first. The caps count the rows the batch itself wrote: ada and bob
-    # had second's email (contact cap: 1 in 3 days), and second's two emails and the in-app message are the
-    # account's three touches (account cap: 3 in 7 days), so the last step is refused. The owner's brief is an
-    # internal message, like the webhook: no customer touch, never capped.
+    # had second's email (contact cap: 1 in 3 days), and second's email and the in-app message are the
+    # account's two touches (account cap: 2 in 7 days here), so the last step is refused. The owner's brief is
+    # an internal message, like the webhook: no customer touch, never capped, never counted.
     reasons = {
         step: sorted((m.recipient, m.skip_reason) for m in sent if m.account_id == treated[0] and m.step_id == step)
         for step in ("email", "brief", "in-app", "hook", "actives")
