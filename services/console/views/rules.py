@@ -302,13 +302,24 @@ def backtest_job(request: Request, rule_id: str, job_id: int, session: Session =
     chart = None
     if result:
         labels = [d["day"][5:] for d in result["per_day"]]
-        chart = charts.bars(
-            f"Firings per day of {rule_id} ({result['start']} to {result['end']})",
-            labels,
-            {"firings": [d["firings"] for d in result["per_day"]]},
-            x_label="day (UTC)",
-            y_label="firings",
-        )
+        diff = result.get("diff") or {}
+        if diff.get("per_day"):  # an edit against the saved version: both, day by day
+            version = (result.get("compared_with") or {}).get("version")
+            chart = charts.bars(
+                f"Firings per day of {rule_id}: the edit against v{version} ({result['start']} to {result['end']})",
+                labels,
+                {"the edit": [d["edited"] for d in diff["per_day"]], f"v{version}": [d["current"] for d in diff["per_day"]]},
+                x_label="day (UTC)",
+                y_label="firings",
+            )
+        else:
+            chart = charts.bars(
+                f"Firings per day of {rule_id} ({result['start']} to {result['end']})",
+                labels,
+                {"firings": [d["firings"] for d in result["per_day"]]},
+                x_label="day (UTC)",
+                y_label="firings",
+            )
     return render(
         request,
         "backtest.html",

@@ -363,6 +363,10 @@ async def test_dry_run_and_a_backtest_job_with_the_diff(api, keys, seeded, clock
     for acct in api_result["diff"]["newly_firing"] + api_result["diff"]["stop_firing"]:
         assert f'href="/console/accounts/{acct}"' in r.text
     assert "<svg" in r.text and "Firings per day" in r.text
+    # Both versions day by day, and when each account first fires under each (issue 19, finding 5).
+    first = api_result["diff"]["first_firing"]
+    assert "the edit against v" in r.text and 'id="first-firing"' in r.text
+    assert f"earlier for {first['earlier']:,}</strong>" in r.text
     r = await api.post(
         "/console/rules/no-login-14d/backtest",
         data={"csrf": csrf_of(edit.text), "start": (end - timedelta(days=1000)).isoformat(), "end": end.isoformat()},

@@ -222,3 +222,32 @@ def test_distinct_active_users_from_masks_match_a_count_over_the_rows(session_fa
                     if first <= d <= day:
                         expected.setdefault(a, set()).add(u)
                 assert {a: c[i] for a, c in got.items() if c[i]} == {a: len(us) for a, us in expected.items()}, (window, day)
+
+
+def test_an_edit_that_only_moves_firings_earlier_shows_the_shift(session_factory, settings):
+    """Issue 19, finding 5: editing no-login-14d from 14 to 10 days showed "Newly firing
+    (0) / Stop firing (0)": the same account fires, four days earlier. The diff shows
+    both versions' firings per day and each account's first firing under each."""
+    from services.rules.backtest.service import backtest_request
+    from services.rules.rules.schemas import BacktestIn
+    from tests.support.helpers import T0
+    from tests.support.rules import no_login_rule, seed_one_fading_account
+
+    start, end = seed_one_fading_account(session_factory, T0)
+    edited = no_login_rule(condition={"metric": "days_since", "event": "login", "op": ">=", "value": 10})
+    body = BacktestIn(rule_id="no-login-14d", rule=edited, start=start, end=end, compare_with_current=True)
+    with session_factory() as s:
+        out = backtest_request(s, body, settings)
+    diff = out["diff"]
+    assert (diff["newly_firing"], diff["stop_firing"], diff["both"]) == ([], [], 1)
+    first = diff["first_firing"]
+    assert (first["earlier"], first["later"], first["same_day"], first["median_days_earlier"]) == (1, 0, 0, 4.0)
+    [fades] = first["accounts"]
+    assert fades["account_id"] == "fades" and fades["days_earlier"] == 4
+    assert date.fromisoformat(fades["current_first"]) - date.fromisoformat(fades["edited_first"]) == timedelta(days=4)
+    by_day = {d["day"]: (d["edited"], d["current"]) for d in diff["per_day"]}
+    assert by_day[fades["edited_first"]] == (1, 0) and by_day[fades["current_first"]][1] == 1
+    assert (
+        sum(e for e, _ in by_day.values()) == out["total_firings"]
+        and sum(c for _, c in by_day.values()) == out["compared_with"]["total_firings"]
+    )
