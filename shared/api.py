@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import logging
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from kafka import KafkaProducer
 from sqlalchemy.engine import Engine
@@ -119,6 +120,11 @@ ReadSessionDep = Depends(get_read_session, scope="function")
 BodyDep = Depends(request_body)
 ClockDep = Depends(get_clock)
 SettingsDep = Depends(get_settings_dep)
+# An account or user id in a URL path, bounded like the event contract's ids
+# (shared/events.py, Id) and the columns that store them: longer is a 422, never a
+# database error (PostgreSQL refuses a value wider than its column).
+# (Annotated, not a default: FastAPI copies it per parameter, so a route may take two.)
+PathId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def install_database_error_handler(app: FastAPI) -> None:

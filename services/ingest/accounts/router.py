@@ -21,7 +21,7 @@ from services.ingest.accounts.schemas import (
 )
 from services.ingest.accounts.service import usage_report
 from services.ingest.service import apply_account_traits, apply_user_traits, new_account, new_user
-from shared.api import ClockDep, SessionDep
+from shared.api import ClockDep, PathId, SessionDep
 from shared.auth import require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
@@ -53,7 +53,7 @@ def _user_or_404(session: Session, account_id: str, user_id: str):
     responses={**AUTH_ERRORS, **responses(Unprocessable)},
     summary="Create an account or update its traits (like a Segment group call)",
 )
-def put_account(account_id: str, body: AccountIn, session: Session = SessionDep, clock: Clock = ClockDep, _p=require(*WRITERS)):
+def put_account(body: AccountIn, account_id: PathId, session: Session = SessionDep, clock: Clock = ClockDep, _p=require(*WRITERS)):
     now = clock.now()
     account = repo.get_account(session, account_id)
     if account is None:
@@ -65,7 +65,7 @@ def put_account(account_id: str, body: AccountIn, session: Session = SessionDep,
 
 
 @router.get("/v1/accounts/{account_id}", response_model=AccountOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_account(account_id: str, session: Session = SessionDep, _p=require(*READERS)):
+def get_account(account_id: PathId, session: Session = SessionDep, _p=require(*READERS)):
     return _account_or_404(session, account_id)
 
 
@@ -113,7 +113,7 @@ WindowDays = Query(28, ge=1, le=MAX_USAGE_DAYS)
     description=WINDOW_DOC,
 )
 def account_usage(
-    account_id: str,
+    account_id: PathId,
     start: date | None = None,
     end: date | None = None,
     days: int = WindowDays,
@@ -132,7 +132,14 @@ def account_usage(
     responses={**AUTH_ERRORS, **responses(Unprocessable)},
     summary="Create a user (contact) or update its traits (like a Segment identify call)",
 )
-def put_user(account_id: str, user_id: str, body: UserIn, session: Session = SessionDep, clock: Clock = ClockDep, _p=require(*WRITERS)):
+def put_user(
+    body: UserIn,
+    account_id: PathId,
+    user_id: PathId,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    _p=require(*WRITERS),
+):
     now = clock.now()
     if repo.get_account(session, account_id) is None:
         session.add(new_account(account_id, now))
@@ -147,7 +154,7 @@ def put_user(account_id: str, user_id: str, body: UserIn, session: Session = Ses
 
 
 @router.get("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_user(account_id: str, user_id: str, session: Session = SessionDep, _p=require(*READERS)):
+def get_user(account_id: PathId, user_id: PathId, session: Session = SessionDep, _p=require(*READERS)):
     return _user_or_404(session, account_id, user_id)
 
 
@@ -158,7 +165,7 @@ def get_user(account_id: str, user_id: str, session: Session = SessionDep, _p=re
     summary="List an account's users, optionally by role",
 )
 def list_users(
-    account_id: str,
+    account_id: PathId,
     role: str | None = None,
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
@@ -178,8 +185,8 @@ def list_users(
     description=WINDOW_DOC,
 )
 def user_usage(
-    account_id: str,
-    user_id: str,
+    account_id: PathId,
+    user_id: PathId,
     start: date | None = None,
     end: date | None = None,
     days: int = WindowDays,

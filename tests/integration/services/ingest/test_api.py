@@ -128,6 +128,23 @@ async def test_a_usage_window_starting_before_year_one_is_a_422_not_a_500(api, k
         assert r.status_code == 200 and r.json()["days"] == []
 
 
+async def test_ids_are_bounded_by_their_columns_and_the_longest_can_be_erased(api, keys):
+    """Issue 18's deeper fuzz: erasing a contact whose account and user ids were long
+    (each within 128, together not) answered 500 on PostgreSQL, whose audit row kept
+    "account/user" in a 128-character column. Ids longer than the columns that store
+    them (128) are a 422 on every route that stores them; the longest erase."""
+    ops = auth(keys["ops"])
+    account, user = "a" * 128, "u" * 128
+    for path in (f"/v1/accounts/{'a' * 129}", f"/v1/accounts/{account}/users/{'u' * 129}"):
+        r = await api.put(path, json={}, headers=ops)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)
+    r = await api.post(f"/v1/accounts/{account}/users/{'u' * 129}/erase", headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+    assert (await api.put(f"/v1/accounts/{account}/users/{user}", json={"email": "long@acme.test"}, headers=ops)).status_code == 200
+    r = await api.post(f"/v1/accounts/{account}/users/{user}/erase", headers=ops)
+    assert r.status_code == 200 and r.json()["suppressed"] is True, r.text
+
+
 async def test_users_api(api, keys):
     ops = auth(keys["ops"])
     r = await api.put(
