@@ -148,19 +148,17 @@ def compare_timing(edited: BacktestResult, current: BacktestResult, start: date,
         for d in (start + timedelta(days=i) for i in range((end - start).days + 1))
     ]
     first_edited, first_current = _first_days(edited), _first_days(current)
-    shifts = sorted(
-        (
-            {
-                "account_id": a,
-                "current_first": first_current[a].isoformat(),
-                "edited_first": first_edited[a].isoformat(),
-                "days_earlier": (first_current[a] - first_edited[a]).days,
-            }
-            for a in first_edited.keys() & first_current.keys()
-        ),
-        key=lambda s: (-s["days_earlier"], s["account_id"]),
-    )
-    moved = [s["days_earlier"] for s in shifts]
+    both = sorted(first_edited.keys() & first_current.keys(), key=lambda a: ((first_edited[a] - first_current[a]).days, a))
+    moved = [(first_current[a] - first_edited[a]).days for a in both]
+    shifts = [
+        {
+            "account_id": a,
+            "current_first": first_current[a].isoformat(),
+            "edited_first": first_edited[a].isoformat(),
+            "days_earlier": days,
+        }
+        for a, days in zip(both, moved, strict=True)
+    ]
     return {
         "per_day": per_day,
         "first_firing": {
