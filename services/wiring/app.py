@@ -5,6 +5,7 @@ API's own documentation (Swagger UI and ReDoc, served from the installed
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,6 +34,17 @@ from shared.settings import Settings, get_settings
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 DOCS_ASSETS_URL = "/docs-assets"
+# ReDoc's bundle draws its "API docs by Redocly" logo from a CDN: an offline machine (or a
+# strict network) shows a console error for it. Served with the logo as an inline SVG.
+_REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+_INLINE_SVG = b"data:image/svg+xml,%3Csvg xmlns=%27http://www.w3.org/2000/svg%27/%3E"
+
+
+@functools.cache
+def _redoc_offline() -> bytes:
+    return (DOCS_ASSETS / "redoc.standalone.js").read_bytes().replace(_REDOC_CDN_LOGO, _INLINE_SVG)
+
+
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 # /readyz answers within about this long whatever the load: each check has it as a
 # deadline, on a connection and threads of its own.
@@ -117,6 +129,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
         max_depth=settings.max_json_depth,
         body_timeout=settings.api_body_timeout_seconds,
     )
+
+    @app.get(f"{DOCS_ASSETS_URL}/redoc.standalone.js", include_in_schema=False)
+    def redoc_js() -> Response:
+        return Response(_redoc_offline(), media_type="text/javascript")
+
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)

@@ -30,3 +30,11 @@ def test_the_install_ships_every_package():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     shipped = set(find_packages(where=str(ROOT), include=config["include"]))
     assert _code_dirs() - shipped == set()
+
+
+def test_the_license_is_an_spdx_expression_the_build_backend_reads_without_a_warning():
+    """Issue 19, finding 9: the install printed setuptools' "project.license as a TOML
+    table is deprecated" warning twice. A plain SPDX string needs setuptools 77 or later."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["project"]["license"] == "Apache-2.0"
+    assert "setuptools>=77" in config["build-system"]["requires"]

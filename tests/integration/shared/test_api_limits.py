@@ -144,6 +144,7 @@ async def test_docs_are_served_without_a_cdn_and_cannot_be_framed(api):
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         r = await api.get(f"/docs-assets/{asset}")
         assert r.status_code == 200 and len(r.content) > 10_000, asset
+        assert b"cdn.redoc.ly" not in r.content and b"https://cdn." not in r.content, asset  # issue 19, finding 9: ReDoc's logo
 
 
 async def test_metrics_move_off_the_api_port_when_a_metrics_port_is_set(settings, clock, session_factory, keys):

@@ -188,7 +188,11 @@ ACCESS = {
     ("HEAD", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
-    ("MOUNT", "/docs-assets"): PUBLIC,  # Swagger UI and ReDoc files, served by Touchline itself
+    ("MOUNT", "/docs-assets"): PUBLIC,
+    (
+        "GET",
+        "/docs-assets/redoc.standalone.js",
+    ): PUBLIC,  # ReDoc's bundle without its CDN logo  # Swagger UI and ReDoc files, served by Touchline itself
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): set(),  # admin only on the API port (or served on TOUCHLINE_METRICS_PORT instead)
