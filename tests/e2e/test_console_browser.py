@@ -182,7 +182,7 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         w.goto("/console/playbooks/win-back")
         holdout = w.page.locator("#holdout").inner_text()
         assert f"treated\t{report['treated']['enrolled']}" in holdout.replace("  ", "\t")
-        assert w.page.locator("svg.chart").count() == 2  # funnel and intervals
+        assert w.page.locator("svg.chart").count() == 3  # enrolments, messages per send step, intervals
 
         # action: edit and save a rule
         before = api.get("/v1/rules/wau-down-40").json()
