@@ -58,7 +58,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bench.bench_latency import DEFAULT_PG, percentiles, pg_database
+from bench.bench_latency import DEFAULT_PG, percentiles, pg_database, wait_ready
 from shared.broker import free_port
 
 REQUEST_TIMEOUT = 30.0
@@ -327,17 +327,8 @@ def bench_database(kind: str, levels: list[int], seconds: float) -> int:
     run = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{api_port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or run.poll() is not None:
-                print(f"touchline run did not become ready; see {work / 'run.log'}")
-                return 1
-            time.sleep(0.5)  # polling a starting process
+        if not wait_ready(base, run, work / "run.log"):
+            return 1
         admin = (var / "dev-admin-key").read_text().strip()
         cookies, pre_cookie, pre_csrf = setup(base, admin)
         world = World("127.0.0.1", api_port, admin, cookies, pre_cookie, pre_csrf)

@@ -77,6 +77,22 @@ BIG_ROWS = 50_000
 _LOOKBACK = timedelta(seconds=60)
 
 
+def wait_ready(base: str, run: subprocess.Popen, log_path: Path, timeout: float = 180) -> bool:
+    """Wait until ``touchline run`` (``run``) answers /readyz at ``base``; False (and a
+    line naming its log) if it exits or is not ready within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or run.poll() is not None:
+            print(f"touchline run did not become ready; see {log_path}")
+            return False
+        time.sleep(0.5)  # polling a starting process
+
+
 def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
@@ -264,17 +280,8 @@ def main() -> int:
     watcher = None
     try:
         base = f"http://127.0.0.1:{api_port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or run.poll() is not None:
-                print(f"touchline run did not become ready; see {work / 'run.log'}")
-                return 1
-            time.sleep(0.5)  # polling a starting process
+        if not wait_ready(base, run, work / "run.log"):
+            return 1
         headers = {"Authorization": f"Bearer {(var / 'dev-admin-key').read_text().strip()}"}
         for rule in rules(quiet_after):
             r = httpx.post(f"{base}/v1/rules", headers=headers, json=rule, timeout=30)
