@@ -12,6 +12,11 @@ rule language (docs/rules.md), so CS Ops learn one language.
   queried once for all of them (outreach's enrolment of a whole signal batch);
 - :func:`measure` ``(session, metric, account_id, at) -> (value, explanation)``: one
   metric's value for one account (an engagement's baseline and outcome);
+- :func:`replay_firings` ``(session, rule_id, start, end, ...) -> RuleReplay``: what a
+  saved rule (enabled or not, its current version) would have fired over stored
+  history, day by day: the backtest's replay (:func:`run_backtest`), synchronous, for
+  callers that bound the period and the number of accounts themselves (the pool
+  forecast); a long or large replay belongs in the ``rules.backtest`` job;
 - :func:`forget_contact`: erasure of a contact's identifiers from rules' own tables
   (signal evidence, outbox payloads).
 
@@ -21,18 +26,22 @@ Everything here reads or flushes only; the caller owns the session and the trans
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.rules.backtest.service import run_backtest
 from services.rules.evaluation.engine import Measurements, explain_for_account
 from services.rules.language import Condition, RuleValidationError, parse_condition, serialize_condition
 from services.rules.language.evaluate import select
+from services.rules.rules import service as rules_service
 from services.rules.signals.service import forget_contact
 
 __all__ = [
     "Condition",
+    "RuleReplay",
     "RuleValidationError",
     "accounts_matching",
     "evaluate_condition",
@@ -40,6 +49,7 @@ __all__ = [
     "forget_contact",
     "measure",
     "parse_condition",
+    "replay_firings",
     "serialize_condition",
 ]
 
@@ -76,3 +86,29 @@ def measure(
     _ok, tree = evaluate_condition(session, condition, account_id, at)
     value = tree.get("value")
     return (float(value) if isinstance(value, int | float) else None), tree
+
+
+@dataclass(frozen=True)
+class RuleReplay:
+    rule_id: str
+    version: int
+    kind: str
+    enabled: bool
+    firings: list[tuple[date, str]]  # (day, account), cooldown applied as the engine would
+
+
+def replay_firings(session: Session, rule_id: str, start: date, end: date, *, lookback_days: int) -> RuleReplay:
+    """What saved rule ``rule_id`` (its current version, enabled or not) would have fired
+    each day from ``start`` to ``end`` over the stored history: the backtest's replay
+    (docs/rules.md, "Backtest"). Unknown or deleted rule: NotFound (404). Its cost grows with
+    days x accounts; the caller bounds both."""
+    rule = rules_service.get(session, rule_id, include_deleted=False)
+    definition, _ = rules_service.parse(rules_service.current_definition(session, rule), 100_000)
+    result = run_backtest(session, definition, start, end, lookback_days=lookback_days)
+    return RuleReplay(
+        rule_id=rule.id,
+        version=rule.current_version,
+        kind=definition.kind,
+        enabled=bool(rule.enabled),
+        firings=[(day, account) for day, account, _ev in result.firings],
+    )

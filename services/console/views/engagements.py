@@ -183,6 +183,7 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
         collateral=0.10,
         overhead=0.15,
         time_box_days=settings.engagement_time_box_days,
+        retention_days=settings.raw_event_retention_days,
     )
     forecast_chart = charts.hbars(
         "Expected load against the pool",

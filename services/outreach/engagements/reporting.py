@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
+from services.rules import conditions
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements import service
 from services.outreach.engagements.schemas import (
@@ -26,9 +28,10 @@ from services.outreach.engagements.schemas import (
     PoolOut,
     WorkingHours,
 )
-from services.outreach.models import Enrollment, Engagement, SignalReceipt
+from services.outreach.models import Engagement, SignalReceipt
 from services.outreach.stats import lift_interval
 from services.outreach.templates.rendering import account_context
+from shared.errors import Unprocessable
 
 SENT_STATES = ("queued", "sending", "sent")
 
@@ -149,6 +152,18 @@ def _escalating_playbooks(session: Session) -> list[tuple[str, dict, float]]:
     return out
 
 
+def _triggers(trigger: dict, rule_id: str, kind: str) -> bool:
+    rules, kinds = set(trigger.get("rules") or []), set(trigger.get("kinds") or [])
+    return (not rules or rule_id in rules) and (not kinds or kind in kinds)
+
+
+# A forecast is a request: replaying rules is bounded so it answers in seconds; beyond
+# these, run the rules.backtest job (POST /v1/rules/backtest) and size from its counts.
+REPLAY_MAX_RULES = 5
+REPLAY_MAX_DAYS = 90
+REPLAY_MAX_ACCOUNTS = 10_000
+
+
 def forecast(
     session: Session,
     now: datetime,
@@ -159,11 +174,46 @@ def forecast(
     collateral: float,
     overhead: float,
     time_box_days: float = 30.0,
+    rule_ids: list[str] | None = None,
+    retention_days: int = 400,
 ) -> ForecastOut:
-    """Bounded and synchronous: a handful of grouped counts over the lookback, whatever
-    the number of accounts (see docs/engagements.md for the arithmetic)."""
+    """The one forecast the API and the console's Pool page both show (docs/engagements.md,
+    "The forecast"). Without ``rule_ids``: a handful of grouped counts over the window,
+    whatever the number of accounts. With ``rule_ids``: those rules (enabled or not)
+    replayed over the window by the rules service's backtest, bounded by REPLAY_MAX_*."""
     since = now - timedelta(days=lookback_days)
-    weeks = lookback_days / 7
+    first = session.execute(select(func.min(SignalReceipt.received_at))).scalar()
+    first_opened = session.execute(select(func.min(Engagement.opened_at))).scalar()
+    history_start = min([t for t in (first, first_opened) if t is not None], default=None)
+    if rule_ids:
+        if len(rule_ids) > REPLAY_MAX_RULES:
+            raise Unprocessable(
+                f"{len(rule_ids)} rules to replay; at most {REPLAY_MAX_RULES} per forecast: forecast fewer, or backtest "
+                "the rest with POST /v1/rules/backtest",
+                code="forecast_too_large",
+            )
+        if lookback_days > REPLAY_MAX_DAYS:
+            raise Unprocessable(
+                f"lookback_days={lookback_days} with rule_ids replays {lookback_days} days; at most {REPLAY_MAX_DAYS}: "
+                "shorten lookback_days, or backtest longer periods with POST /v1/rules/backtest",
+                code="forecast_too_large",
+            )
+        n_accounts = usage.count_accounts(session)
+        if n_accounts > REPLAY_MAX_ACCOUNTS:
+            raise Unprocessable(
+                f"{n_accounts} accounts to replay; a forecast replays at most {REPLAY_MAX_ACCOUNTS}: backtest the rules "
+                "with POST /v1/rules/backtest (a background job) and forecast without rule_ids",
+                code="forecast_too_large",
+            )
+        clipped = False  # the replay reads stored usage history, not what outreach has received
+    else:
+        # Outreach has only received signals since it started: a window longer than that
+        # would divide its counts by weeks in which nothing could have arrived.
+        clipped = history_start is not None and history_start > since
+        if clipped and history_start is not None:
+            since = min(history_start, now - timedelta(days=7))
+    window_days = (now - since).total_seconds() / 86400
+    weeks = window_days / 7
     received = list(
         session.execute(
             select(SignalReceipt.rule_id, SignalReceipt.kind, func.count())
@@ -171,40 +221,68 @@ def forecast(
             .group_by(SignalReceipt.rule_id, SignalReceipt.kind)
         )
     )
-    enrolled = dict(
-        session.execute(
-            select(Enrollment.playbook_id, func.count()).where(Enrollment.enrolled_at >= since).group_by(Enrollment.playbook_id)
-        ).all()
-    )
     opened = repo.opened_since(session, since)
+    replays = []
+    if rule_ids:
+        start_day, end_day = (now - timedelta(days=lookback_days)).date(), now.date() - timedelta(days=1)
+        for rid in dict.fromkeys(rule_ids):
+            replays.append(conditions.replay_firings(session, rid, start_day, end_day, lookback_days=retention_days))
+        weeks = ((end_day - start_day).days + 1) / 7
+        window_days = weeks * 7
+        since = datetime.combine(start_day, datetime.min.time(), tzinfo=now.tzinfo)
+    counted: list[tuple[str, str, float, str]] = []  # (rule, kind, signals per week, source)
+    rules_counted: list[dict[str, Any]] = []
+    if replays:
+        counted = [(r.rule_id, r.kind, len(r.firings) / weeks, "replayed") for r in replays]
+        rules_counted = [
+            {
+                "rule_id": r.rule_id,
+                "kind": r.kind,
+                "signals_per_week": round(len(r.firings) / weeks, 3),
+                "source": "replayed",
+                "enabled": r.enabled,
+                "version": r.version,
+                "firings": len(r.firings),
+            }
+            for r in replays
+        ]
+    else:
+        counted = [(rule_id, kind, n / weeks, "received") for rule_id, kind, n in received]
+        rules_counted = [
+            {"rule_id": rule_id, "kind": kind, "signals_per_week": round(n / weeks, 3), "source": "received", "signals": n}
+            for rule_id, kind, n in received
+        ]
     by_playbook = []
     total_signals = total_engagements = 0.0
     for pid, trigger, holdout in _escalating_playbooks(session):
-        rules, kinds = set(trigger.get("rules") or []), set(trigger.get("kinds") or [])
-        signals = sum(n for rule_id, kind, n in received if (not rules or rule_id in rules) and (not kinds or kind in kinds))
+        received_here = sum(n for rule_id, kind, n in received if _triggers(trigger, rule_id, kind))
         escalated = sum(1 for p, _r, _s, _t in opened if p == pid)  # engaged and held out alike
-        n_enrolled = enrolled.get(pid, 0)
-        rate = escalated / n_enrolled if n_enrolled else 1.0
-        per_week = signals / weeks * rate * (1 - holdout / 100)
-        total_signals += signals / weeks
+        # Escalations per signal received (held-out included: the holdout factor takes them
+        # out once); 1 until the playbook has history: every signal escalates, an upper bound.
+        rate = min(1.0, escalated / received_here) if received_here else 1.0
+        signals = sum(per_week for rule_id, kind, per_week, _src in counted if _triggers(trigger, rule_id, kind))
+        per_week = signals * rate * (1 - holdout / 100)
+        total_signals += signals
         total_engagements += per_week
         by_playbook.append(
             {
                 "playbook_id": pid,
-                "signals_per_week": round(signals / weeks, 3),
-                "enrolled": n_enrolled,
+                "rules": sorted({rule_id for rule_id, kind, _n, _src in counted if _triggers(trigger, rule_id, kind)}),
+                "signals_per_week": round(signals, 3),
+                "signals_received": received_here,
                 "escalated": escalated,
                 "escalation_rate": round(rate, 4),
+                "escalation_rate_observed": bool(received_here),
                 "holdout_percent": holdout,
                 "engagements_per_week": round(per_week, 3),
             }
         )
     hand = sum(1 for p, _r, _s, _t in opened if p is None) / weeks
     total_engagements += hand
-    mean_days = repo.mean_open_days(session, since)
-    available = [c for c in repo.list_csms(session) if service.available(c, now)]
+    mean_days, n_closed, n_open = repo.mean_open_days(session, since, now)
     mean_weeks = (mean_days if mean_days is not None else time_box_days) / 7
     concurrent = total_engagements * mean_weeks
+    available = [c for c in repo.list_csms(session) if service.available(c, now)]
     capacity = sum(c.capacity for c in available)
     proactive_share = 1 - reactive - collateral - overhead
     per_csm_hours = [WorkingHours.model_validate(c.working_hours or {}).weekly_hours() * proactive_share for c in available]
@@ -213,23 +291,35 @@ def forecast(
     mean_hours = (pool_hours / len(per_csm_hours)) if per_csm_hours else 40 * proactive_share
     mean_capacity = (capacity / len(available)) if available else 10
     needed = max(math.ceil(hours_needed / mean_hours) if mean_hours else 0, math.ceil(concurrent / mean_capacity) if mean_capacity else 0)
-    all_signals = sum(n for _r, _k, n in received) / weeks
     return ForecastOut(
         lookback_days=lookback_days,
+        window={
+            "start": since,
+            "end": now,
+            "days": round(window_days, 2),
+            "clipped_to_history": clipped,
+            "source": "replayed" if replays else "received",
+        },
         accounts=usage.count_accounts(session),
+        rules=rules_counted,
         assumptions={
             "hours_per_engagement": hours_per_engagement,
             "reactive_share": reactive,
             "collateral_share": collateral,
             "overhead_share": overhead,
             "proactive_share": round(proactive_share, 4),
+            "time_box_days": time_box_days,
+            "proactive_hours_per_csm": round(mean_hours, 2),
+            "capacity_per_csm": round(mean_capacity, 2),
         },
-        signals_per_week=round(all_signals, 3),
+        signals_per_week=round(sum(n for _r, _k, n, _s in counted), 3),
         escalation_rate=round(total_engagements / total_signals, 4) if total_signals else 0.0,
         engagements_per_week=round(total_engagements, 3),
         hand_opened_per_week=round(hand, 3),
         mean_open_weeks=round(mean_weeks, 3),
+        mean_open_from={"closed": n_closed, "open": n_open, "time_box": mean_days is None},
         concurrent_open_expected=round(concurrent, 2),
+        open_now=sum(repo.open_load(session).values()) + repo.queue_stats(session)[0],
         pool_capacity=capacity,
         pool_proactive_hours_per_week=round(pool_hours, 2),
         hours_needed_per_week=round(hours_needed, 2),
@@ -237,7 +327,9 @@ def forecast(
         csms_needed=needed,
         queue_grows=concurrent > capacity or hours_needed > pool_hours,
         by_playbook=by_playbook,
-        method="signals outreach received over the lookback x each escalating playbook's observed escalation rate "
-        "(1 until it has history) x (1 - escalation holdout), plus hand-opened; open engagements = rate x mean "
-        "weeks open (Little's law); CSMs needed = max(hours needed / proactive hours per CSM, open / capacity)",
+        method="signals per week (received over the window, or with rule_ids those rules replayed over stored history) "
+        "x each escalating playbook's escalations per signal received (held-out included; 1 until it has history) "
+        "x (1 - its escalation holdout), plus hand-opened per week = engagements per week; open at once = engagements "
+        "per week x mean weeks open, opened to closed, a still-open one to its due date (Little's law); CSMs needed "
+        "= max(hours needed / proactive hours per CSM, open at once / capacity per CSM)",
     )

@@ -328,15 +328,26 @@ def opened_since(session: Session, since: datetime) -> list[tuple[str | None, st
     ]
 
 
-def mean_open_days(session: Session, since: datetime) -> float | None:
+def mean_open_days(session: Session, since: datetime, now: datetime) -> tuple[float | None, int, int]:
+    """Mean days open (opened to closed) of the engagements opened since ``since``, held-out
+    rows left out (they are never open), with how many were closed and how many still
+    open. A still-open one counts to its due date (its time-box expires it then at the
+    latest), or to now if already past it: counting only the closed ones would measure
+    the quick closes and call a pool full of open engagements empty."""
     rows = session.execute(
-        select(Engagement.assigned_at, Engagement.closed_at).where(
-            Engagement.closed_at.is_not(None), Engagement.assigned_at.is_not(None), Engagement.opened_at >= since
+        select(Engagement.opened_at, Engagement.closed_at, Engagement.due_at).where(
+            Engagement.opened_at >= since, Engagement.status != "held_out"
         )
     ).all()
     if not rows:
-        return None
-    return sum((c - a).total_seconds() for a, c in rows if a and c) / len(rows) / 86400  # both set: filtered above
+        return None, 0, 0
+    total = 0.0
+    closed = 0
+    for opened, closed_at, due in rows:
+        end = closed_at if closed_at is not None else max(due or now, now)
+        closed += closed_at is not None
+        total += (end - opened).total_seconds()
+    return total / len(rows) / 86400, closed, len(rows) - closed
 
 
 def enabled_playbook_definitions(session: Session) -> list[tuple[str, dict[str, Any]]]:

@@ -395,6 +395,11 @@ def forecast(
     reactive_share: float = Query(0.15, ge=0, lt=1, description="share of a CSM's week on reactive work"),
     collateral_share: float = Query(0.10, ge=0, lt=1, description="share building collateral"),
     overhead_share: float = Query(0.15, ge=0, lt=1, description="share on meetings, training, admin"),
+    rule_ids: list[str] | None = Query(
+        None,
+        description="forecast from these saved rules (enabled or not), replayed over the last lookback_days (at most "
+        f"{reporting.REPLAY_MAX_DAYS}) of stored history, instead of the signals received; repeat the parameter per rule",
+    ),
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
@@ -411,4 +416,6 @@ def forecast(
         collateral=collateral_share,
         overhead=overhead_share,
         time_box_days=settings.engagement_time_box_days,
+        rule_ids=rule_ids,
+        retention_days=settings.raw_event_retention_days,
     )

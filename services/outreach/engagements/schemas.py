@@ -352,14 +352,18 @@ class OutcomeReport(BaseModel):
 
 class ForecastOut(BaseModel):
     lookback_days: int
+    window: dict[str, Any]  # start, end, days, clipped_to_history, source (received | replayed)
     accounts: int
-    assumptions: dict[str, float]
+    rules: list[dict[str, Any]]  # each rule counted: rule_id, kind, signals_per_week, source
+    assumptions: dict[str, float]  # the shares, hours per engagement, time-box, proactive hours and capacity per CSM
     signals_per_week: float
     escalation_rate: float
     engagements_per_week: float
     hand_opened_per_week: float
     mean_open_weeks: float
+    mean_open_from: dict[str, Any]  # closed and open engagements measured; time_box: none yet, the time-box used
     concurrent_open_expected: float
+    open_now: int  # open engagements now (assigned, active and queued): what open at once is compared with
     pool_capacity: int
     pool_proactive_hours_per_week: float
     hours_needed_per_week: float

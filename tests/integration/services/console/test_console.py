@@ -520,6 +520,12 @@ async def test_ops_reassigns_and_cancels_from_the_pool(api, keys, seeded):
     api_pool = (await api.get("/v1/pool", headers=h)).json()
     assert f'id="queue-length">{api_pool["queue_length"]:,}<' in pool.text
     assert "Open engagements per CSM against capacity" in pool.text
+    # The page's forecast is the API's (one function, the same defaults), "CSM" singular for one.
+    f = (await api.get("/v1/pool/forecast", headers=h)).json()
+    needed = f"{f['csms_needed']} {'CSM' if f['csms_needed'] == 1 else 'CSMs'} needed, {f['csms_available']} available"
+    assert needed in pool.text and "1 CSMs" not in pool.text
+    assert f"about {f['concurrent_open_expected']:.1f} open at once ({f['open_now']} open now)" in pool.text
+    assert f"{f['engagements_per_week']:.1f} engagements a week expected" in pool.text
     eid = seeded["engagements"][seeded["churning"][2]]
     page = await api.get(f"/console/engagements/{eid}")
     csrf = csrf_of(page.text)

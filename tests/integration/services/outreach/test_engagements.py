@@ -592,6 +592,50 @@ async def test_pool_report_outcomes_and_forecast(api, keys, session_factory, set
     assert r.status_code == 422
 
 
+async def test_forecast_agrees_with_the_pool_and_states_its_inputs(api, keys, session_factory, settings, clock):
+    """Issue 19, finding 2: with engagements open, the forecast said 0.0 open at once. It
+    took the mean time open from the closed ones only (here: two closed within the hour)
+    and divided a day's counts by the 90-day lookback."""
+    ops = auth(keys["ops"])
+    await add_csm(api, keys["ops"], "ann", capacity=10)
+    for i in range(6):
+        add_account(session_factory, f"f{i}")
+        open_engagement(session_factory, settings, clock, f"f{i}")  # by hand, at T0: due T0 + 30 days
+    worker(settings, session_factory, clock).poll_once()
+    clock.advance(timedelta(hours=1))
+    for e in engagements(session_factory)[:2]:
+        r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "recovered"}, headers=ops)
+        assert r.status_code == 200
+    f = (await api.get("/v1/pool/forecast", headers=ops)).json()
+    assert f["concurrent_open_expected"] >= 4, f  # four open now; before: 0.0
+    # By hand: outreach's history starts at T0, an hour ago: the window is clipped to the
+    # shortest, 7 days, so 6 opened = 6 a week. Open: two for 1 hour, four (still open)
+    # to their due date, 30 days less the hour already past... counted from opening:
+    # (2 x 1/24 + 4 x 30) / 6 days = 20.014 days = 2.859 weeks; 6 x 2.859 = 17.15 at once.
+    assert f["window"]["clipped_to_history"] is True and f["window"]["days"] == 7.0 and f["window"]["source"] == "received"
+    assert f["hand_opened_per_week"] == 6.0 and f["engagements_per_week"] == 6.0
+    assert f["mean_open_from"] == {"closed": 2, "open": 4, "time_box": False}
+    assert f["mean_open_weeks"] == round((2 / 24 + 4 * 30) / 6 / 7, 3)
+    assert f["concurrent_open_expected"] == round(6 * (2 / 24 + 4 * 30) / 6 / 7, 2) == 17.15
+    assert f["open_now"] == 4 == (await api.get("/v1/pool", headers=ops)).json()["open"]
+    # Its inputs, stated: the time-box, capacity per CSM as proactive hours (60% of 40).
+    assert f["assumptions"]["time_box_days"] == settings.engagement_time_box_days
+    assert f["assumptions"]["proactive_hours_per_csm"] == 24.0 and f["assumptions"]["capacity_per_csm"] == 10.0
+    # max(ceil(6 x 6 h / 24 h), ceil(17.15 / 10)) = 2
+    assert f["csms_needed"] == 2 and f["queue_grows"] is True
+    assert f["rules"] == [] and f["by_playbook"] == []
+
+
+async def test_forecast_replays_rules_not_yet_enabled_and_is_bounded(api, keys, session_factory, settings, clock):
+    ops = auth(keys["ops"])
+    r = await api.get("/v1/pool/forecast?rule_ids=nope", headers=ops)
+    assert r.status_code == 404 and "GET /v1/rules" in r.text
+    r = await api.get("/v1/pool/forecast?rule_ids=a&rule_ids=b&rule_ids=c&rule_ids=d&rule_ids=e&rule_ids=f", headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "forecast_too_large" and "/v1/rules/backtest" in r.json()["detail"]
+    r = await api.get("/v1/pool/forecast?rule_ids=a&lookback_days=120", headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "forecast_too_large" and "lookback_days" in r.json()["detail"]
+
+
 async def _walk(api, path: str, headers: dict, limit: int) -> list[dict]:
     """Every item of a list, page by page, following next_cursor."""
     items: list[dict] = []
