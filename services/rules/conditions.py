@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -97,18 +97,22 @@ class RuleReplay:
     firings: list[tuple[date, str]]  # (day, account), cooldown applied as the engine would
 
 
-def replay_firings(session: Session, rule_id: str, start: date, end: date, *, lookback_days: int) -> RuleReplay:
+def replay_firings(session: Session, rule_id: str, start: date, end: date, *, lookback_days: int, max_warm_up_days: int = 30) -> RuleReplay:
     """What saved rule ``rule_id`` (its current version, enabled or not) would have fired
     each day from ``start`` to ``end`` over the stored history: the backtest's replay
-    (docs/rules.md, "Backtest"). Unknown or deleted rule: NotFound (404). Its cost grows with
-    days x accounts; the caller bounds both."""
+    (docs/rules.md, "Backtest"). The replay starts up to ``max_warm_up_days`` earlier (at
+    most the rule's cooldown) and returns only the firings from ``start``: a replay that
+    began on ``start`` would fire every account already matching on its first day, a
+    burst a running engine, with those accounts in cooldown, does not have. Unknown or
+    deleted rule: NotFound (404). Its cost grows with days x accounts; the caller bounds both."""
     rule = rules_service.get(session, rule_id, include_deleted=False)
     definition, _ = rules_service.parse(rules_service.current_definition(session, rule), 100_000)
-    result = run_backtest(session, definition, start, end, lookback_days=lookback_days)
+    warm_up = min(max_warm_up_days, definition.cooldown_seconds // 86400)
+    result = run_backtest(session, definition, start - timedelta(days=warm_up), end, lookback_days=lookback_days)
     return RuleReplay(
         rule_id=rule.id,
         version=rule.current_version,
         kind=definition.kind,
         enabled=bool(rule.enabled),
-        firings=[(day, account) for day, account, _ev in result.firings],
+        firings=[(day, account) for day, account, _ev in result.firings if day >= start],
     )

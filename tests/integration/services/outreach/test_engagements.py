@@ -636,6 +636,110 @@ async def test_forecast_replays_rules_not_yet_enabled_and_is_bounded(api, keys, 
     assert r.status_code == 422 and r.json()["error"] == "forecast_too_large" and "lookback_days" in r.json()["detail"]
 
 
+async def test_forecast_from_a_rule_not_yet_enabled_matches_what_the_engine_then_opens(api, keys, topics, session_factory, clock, workers):
+    """Issue 19, deliverable 4, on the simulated clock. 56 accounts each go silent on their
+    own day, one a day from 35 days ago to 20 days ahead; the rule "silent for a week"
+    (fires once, on the 7th day) is saved *disabled* and an escalating playbook (holdout
+    25%) waits for it. The forecast replays the rule over the last 28 days; then the rule
+    is enabled and the engine runs 28 days forward (rules tick, relay, signal worker,
+    engagement worker), each day's logins ingested as they happen. Tolerance (also in
+    docs/engagements.md): escalations, held-out included, equal the replayed firings
+    exactly (the same replay, the same days); engagements opened are within 25% of the
+    forecast (the holdout is a per-account hash draw: a binomial, sd about 2.3 of 21)."""
+    from services.rules.evaluation.consumer import RulesWorker
+    from services.rules.evaluation.service import run_tick
+    from tests.support.helpers import track
+    from tests.support.rules import ingest, make_rule, no_login_rule
+
+    ops = auth(keys["ops"])
+    last = {f"c{k:02d}": T0 + days(k - 35) - timedelta(hours=1) for k in range(56)}  # each one's last login
+    last["gone"] = T0 + days(-40) - timedelta(hours=1)  # silent since before the window (history: 70 days)
+    ingest(
+        session_factory,
+        [
+            track(a, "login", T0 + days(j) - timedelta(hours=1), "u1")
+            for a, end in last.items()
+            for j in range(-70, 0)
+            if T0 + days(j) <= end + timedelta(hours=1)
+        ],
+        clock.now(),
+    )
+    silent_a_week = {
+        "all": [
+            {"metric": "days_since", "event": "login", "op": ">=", "value": 7},
+            {"metric": "days_since", "event": "login", "op": "<", "value": 8},
+        ]
+    }
+    make_rule(
+        session_factory,
+        no_login_rule(id="silent-7d", name="Silent for a week", condition=silent_a_week, cooldown="120d"),
+        clock.now(),
+        enabled=False,
+    )
+    save_playbook(
+        session_factory,
+        "escalate",
+        {
+            "name": "Escalate the silent",
+            "trigger": {"rules": ["silent-7d"]},
+            "steps": [{"id": "csm", "type": "open_engagement", "goal": "recover_usage", "time_box": "10d", "holdout_percent": 25}],
+        },
+    )
+    from services.outreach.engagements.roster import put
+    from services.outreach.engagements.schemas import CsmIn
+
+    with transaction(session_factory) as s:
+        put(s, "ann", CsmIn(name="Ann", email="ann@pool.test", capacity=100), actor="test", now=clock.now(), settings=topics)
+
+    r = await api.get("/v1/pool/forecast?rule_ids=silent-7d&lookback_days=28", headers=ops)
+    assert r.status_code == 200, r.text
+    f = r.json()
+    assert f["window"]["source"] == "replayed" and f["window"]["days"] == 28.0
+    [rule] = f["rules"]
+    assert rule["rule_id"] == "silent-7d" and rule["enabled"] is False and rule["firings"] == 28  # c00..c27
+    [pb] = f["by_playbook"]
+    assert pb["rules"] == ["silent-7d"] and pb["escalation_rate"] == 1.0 and pb["escalation_rate_observed"] is False
+    assert f["engagements_per_week"] == 28 / 4 * 0.75
+
+    # A rule that keeps matching ("silent for a week or more") is replayed from a warm-up
+    # before the window, so "gone" is in its cooldown when the window starts, as it would be
+    # in a running engine: 28 firings, not 29 (a burst on the window's first day).
+    make_rule(
+        session_factory, no_login_rule(id="silent-7d-plus", condition=silent_a_week["all"][0], cooldown="120d"), clock.now(), enabled=False
+    )
+    plus = (await api.get("/v1/pool/forecast?rule_ids=silent-7d-plus&lookback_days=28", headers=ops)).json()
+    assert plus["rules"][0]["firings"] == 28 and plus["by_playbook"][0]["rules"] == []  # the playbook waits for silent-7d only
+    assert plus["engagements_per_week"] == 0
+
+    with transaction(session_factory) as s:
+        from services.rules.models import Rule
+
+        s.get(Rule, "silent-7d").enabled = True
+    w = workers()
+    rules = RulesWorker(topics, session_factory, clock, tick=False)
+    ew = worker(topics, session_factory, clock)
+    fired = 0
+    try:
+        for i in range(28):
+            today = T0 + days(i)
+            clock.advance(today - clock.now())
+            logins = [track(a, "login", today - timedelta(hours=1), "u1") for a, end in last.items() if today - timedelta(hours=1) <= end]
+            if logins:
+                ingest(session_factory, logins, clock.now())
+            fired += len(run_tick(session_factory, topics, clock.now()).signals)
+            rules.relay()
+            drain(w["signals"], lambda n=fired: len(engagements(session_factory)) == n, timeout=60)
+            ew.poll_once()
+    finally:
+        rules.close()
+    opened = engagements(session_factory)
+    assert fired == len(opened) == rule["firings"] == 28  # c28..c55: one a day
+    assert {e.account_id for e in opened} == {f"c{k:02d}" for k in range(28, 56)}
+    engaged = [e for e in opened if e.status != "held_out"]
+    expected = f["engagements_per_week"] * 4
+    assert abs(len(engaged) - expected) <= 0.25 * expected, (len(engaged), expected)
+
+
 async def _walk(api, path: str, headers: dict, limit: int) -> list[dict]:
     """Every item of a list, page by page, following next_cursor."""
     items: list[dict] = []
