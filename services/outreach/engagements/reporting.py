@@ -253,7 +253,7 @@ def forecast(
             for rule_id, kind, n in received
         ]
     by_playbook = []
-    total_signals = total_engagements = 0.0
+    total_engagements = 0.0
     for pid, trigger, holdout in _escalating_playbooks(session):
         received_here = sum(n for rule_id, kind, n in received if _triggers(trigger, rule_id, kind))
         escalated = sum(1 for p, _r, _s, _t in opened if p == pid)  # engaged and held out alike
@@ -262,7 +262,6 @@ def forecast(
         rate = min(1.0, escalated / received_here) if received_here else 1.0
         signals = sum(per_week for rule_id, kind, per_week, _src in counted if _triggers(trigger, rule_id, kind))
         per_week = signals * rate * (1 - holdout / 100)
-        total_signals += signals
         total_engagements += per_week
         by_playbook.append(
             {
@@ -278,6 +277,7 @@ def forecast(
             }
         )
     hand = sum(1 for p, _r, _s, _t in opened if p is None) / weeks
+    all_signals = sum(n for _r, _k, n, _s in counted)
     total_engagements += hand
     mean_days, n_closed, n_open = repo.mean_open_days(session, since, now)
     mean_weeks = (mean_days if mean_days is not None else time_box_days) / 7
@@ -312,8 +312,10 @@ def forecast(
             "proactive_hours_per_csm": round(mean_hours, 2),
             "capacity_per_csm": round(mean_capacity, 2),
         },
-        signals_per_week=round(sum(n for _r, _k, n, _s in counted), 3),
-        escalation_rate=round(total_engagements / total_signals, 4) if total_signals else 0.0,
+        signals_per_week=round(all_signals, 3),
+        # Of all the signals counted (not only the escalating playbooks'), so that signals per
+        # week x this rate + hand-opened = engagements per week, as the Pool page says.
+        escalation_rate=round((total_engagements - hand) / all_signals, 4) if all_signals else 0.0,
         engagements_per_week=round(total_engagements, 3),
         hand_opened_per_week=round(hand, 3),
         mean_open_weeks=round(mean_weeks, 3),

@@ -526,6 +526,8 @@ async def test_ops_reassigns_and_cancels_from_the_pool(api, keys, seeded):
     assert needed in pool.text and "1 CSMs" not in pool.text
     assert f"about {f['concurrent_open_expected']:.1f} open at once ({f['open_now']} open now)" in pool.text
     assert f"{f['engagements_per_week']:.1f} engagements a week expected" in pool.text
+    # The sentence adds up: signals a week x the share escalated + opened by hand = engagements a week.
+    assert abs(f["signals_per_week"] * f["escalation_rate"] + f["hand_opened_per_week"] - f["engagements_per_week"]) < 0.01
     eid = seeded["engagements"][seeded["churning"][2]]
     page = await api.get(f"/console/engagements/{eid}")
     csrf = csrf_of(page.text)

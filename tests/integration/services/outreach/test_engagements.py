@@ -700,6 +700,7 @@ async def test_forecast_from_a_rule_not_yet_enabled_matches_what_the_engine_then
     [pb] = f["by_playbook"]
     assert pb["rules"] == ["silent-7d"] and pb["escalation_rate"] == 1.0 and pb["escalation_rate_observed"] is False
     assert f["engagements_per_week"] == 28 / 4 * 0.75
+    assert f["signals_per_week"] == 7.0 and f["escalation_rate"] == 0.75 and f["hand_opened_per_week"] == 0
 
     # A rule that keeps matching ("silent for a week or more") is replayed from a warm-up
     # before the window, so "gone" is in its cooldown when the window starts, as it would be
