@@ -166,7 +166,11 @@ async def test_backtest_and_diff_against_the_current_version(api, keys, session_
         api, ops, {"rule": edited, "start": start, "end": end, "compare_with_current": True}, settings, session_factory, clock
     )
     assert job["progress"]["done"] == job["progress"]["total"] == 30  # both versions replayed
-    assert job["result"]["diff"] == {"newly_firing": ["slows"], "stop_firing": [], "both": 1}
+    diff = job["result"]["diff"]
+    assert (diff["newly_firing"], diff["stop_firing"], diff["both"]) == (["slows"], [], 1)
+    # "fades" fires under both, the edit (7 days) a week before the saved version (14 days).
+    assert [(a["account_id"], a["days_earlier"]) for a in diff["first_firing"]["accounts"]] == [("fades", 7)]
+    assert sum(d["edited"] for d in diff["per_day"]) == job["result"]["total_firings"]
     # Checked before it is queued: a bad period is a 422 now, an unknown rule a 404.
     r = await api.post("/v1/rules/backtest", json={"rule_id": "no-login-14d", "start": end, "end": start}, headers=ops)
     assert r.status_code == 422 and r.json()["detail"][0]["pointer"] == "/end"
