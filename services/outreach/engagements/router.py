@@ -386,7 +386,7 @@ def outcomes(days: int = Query(365, ge=1, le=3650), session: Session = SessionDe
     "/v1/pool/forecast",
     response_model=ForecastOut,
     tags=["csm pool"],
-    responses=AUTH_ERRORS,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},  # 404: a rule_ids entry names no saved rule
     summary="Expected engagements per week against the pool's capacity, and the CSMs needed",
 )
 def forecast(
