@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -184,42 +183,6 @@ def parse_dlq_record(record: ConsumerRecord) -> dict:
         "original_text": text,
         "dlq_offset": record.offset,
     }
-
-
-def read_dlq_tail(settings: Settings, *, keep: int = 50, max_scan: int = 20_000, timeout: float = 2.0) -> tuple[list[dict], int]:
-    """The newest ``keep`` DLQ records (parsed) and how many records were scanned.
-
-    Reads the DLQ from the beginning (ListOffsets(latest) is wrong on the embedded
-    broker, so we cannot seek to the end) until every partition's position reaches the
-    high-watermark its fetches report, bounded by ``max_scan`` records and ``timeout``
-    seconds in all: for a console page, not a full export."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        request_timeout_ms=int(max(timeout, 1) * 5000),
-        client_id="touchline-dlq-reader",
-        fetch_max_wait_ms=50,
-    )  # an empty DLQ should not hold the page for 500 ms
-    try:
-        parts = consumer.partitions_for_topic(settings.topic_events_dlq) or set()
-        if not parts:
-            return [], 0
-        tps = [TopicPartition(settings.topic_events_dlq, p) for p in parts]
-        consumer.assign(tps)
-        consumer.seek_to_beginning()
-        tail: deque = deque(maxlen=keep)
-        scanned = 0
-        deadline = time.monotonic() + timeout
-        while scanned < max_scan and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=100, max_records=max_scan - scanned).values():
-                tail.extend(records)
-                scanned += len(records)
-            marks = [(tp, consumer.highwater(tp)) for tp in tps]
-            if all(h is not None and consumer.position(tp) >= h for tp, h in marks):
-                break  # read up to the end of every partition
-        return [parse_dlq_record(r) for r in reversed(tail)], scanned
-    finally:
-        consumer.close()
 
 
 class BatchWorker:
