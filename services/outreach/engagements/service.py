@@ -178,7 +178,11 @@ def automation_summary(session: Session, account_id: str, now: datetime, days: i
 
 
 def _signal_time(signal: dict | None, now: datetime) -> datetime:
-    raw = (signal or {}).get("fired_at")
+    return _as_time((signal or {}).get("fired_at"), now)
+
+
+def _as_time(raw: Any, default: datetime) -> datetime:
+    """A datetime, or one stored as ISO text in JSON; ``default`` when it is neither."""
     if isinstance(raw, datetime):
         return raw
     if isinstance(raw, str):
@@ -186,7 +190,7 @@ def _signal_time(signal: dict | None, now: datetime) -> datetime:
             return datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             pass
-    return now
+    return default
 
 
 def baseline(session: Session, account, signal: dict | None, now: datetime) -> dict[str, Any]:
@@ -515,7 +519,7 @@ def measure_outcome(session: Session, e: Engagement, now: datetime, settings) ->
     baseline, and its ``verdict``; it is the measurement's word, never merged with the
     CSM's outcome (see :func:`agreement`)."""
     base = dict((e.measured or {}).get("baseline") or {})
-    since = utc(_signal_time({"fired_at": base.get("at")}, e.opened_at))
+    since = utc(_as_time(base.get("at"), e.opened_at))
     window_days = min(BASELINE_WINDOW_DAYS, max(1, math.ceil((now - since).total_seconds() / 86400)))
     metric = {"metric": "active_users", "window": f"{window_days}d"}
     b = base.get("value") or 0.0
