@@ -17,7 +17,7 @@ from shared.clock import time_left
 from shared.db import transaction
 from shared.jobs.runner import JobWorker
 from shared.metrics import EMBEDDED_BROKER_RSS, EMBEDDED_BROKER_WARN
-from tests.support.console import csrf_of, sign_in
+from tests.support.console import csrf_of, ops_link, sign_in
 from tests.support.helpers import auth
 from tests.support.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT
 
@@ -203,17 +203,7 @@ async def test_sign_in_redirects_only_to_console_paths(api, keys):
 
 
 async def test_a_one_time_link_signs_in_once(api, session_factory, settings, clock):
-    with transaction(session_factory) as s:
-        url = sessions.create_link(
-            s,
-            secret=settings.secret,
-            base_url="http://touchline.test",
-            role="ops",
-            csm_id=None,
-            now=clock.now(),
-            minutes=settings.console_link_minutes,
-            key_minutes=settings.console_link_key_minutes,
-        )
+    url = ops_link(session_factory, settings, clock)
     path = url[len("http://touchline.test") :]
     assert "." not in path.partition("token=")[2]  # sealed: no readable payload beside a signature
     page = await api.get(path)

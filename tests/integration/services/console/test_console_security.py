@@ -20,9 +20,8 @@ from prometheus_client import REGISTRY
 
 from services.console import session as sessions
 from shared import audit, auth
-from shared.db import transaction
 from shared.settings import Settings
-from tests.support.console import csrf_of, sign_in
+from tests.support.console import csrf_of, ops_link, sign_in
 from tests.support.helpers import auth as bearer
 
 OLD_PLACEHOLDER = "dev-insecure-change-me"  # the development default until issue 18
@@ -97,17 +96,7 @@ async def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(api, keys,
 
 
 async def test_a_link_key_expires_after_its_lifetime_and_its_session_with_it(api, session_factory, settings, clock):
-    with transaction(session_factory) as s:
-        url = sessions.create_link(
-            s,
-            secret=settings.secret,
-            base_url="http://touchline.test",
-            role="ops",
-            csm_id=None,
-            now=clock.now(),
-            minutes=15,
-            key_minutes=60,
-        )
+    url = ops_link(session_factory, settings, clock, minutes=15, key_minutes=60)
     page = await api.get(url.removeprefix("http://touchline.test"))
     token = unescape(page.text.split('name="token" value="', 1)[1].split('"', 1)[0])
     assert (await api.post("/console/link", data={"csrf": csrf_of(page.text), "token": token})).headers["location"] == "/console/"

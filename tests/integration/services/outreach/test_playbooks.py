@@ -457,6 +457,7 @@ async def test_the_owner_gets_an_internal_brief_never_customer_copy(topics, sess
     assert brief.subject == "Silent Inc: still silent after the win-back email"
     assert "workspace is waiting" not in brief.subject and "reply to this email" not in brief.text_body  # no customer copy
     assert "days_since_last_login: 15 (the rule needs >= 14)" in brief.text_body
+    assert customer
     for m in customer:  # what automation already sent, by address and subject
         assert f'email to {m.recipient}: "{m.subject}"' in brief.text_body
     assert "open a recover_usage engagement for a pooled CSM (30d, 10% held out)" in brief.text_body
