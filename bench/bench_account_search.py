@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bench.bench_ingest import PgDatabase, pg_url
 from services.ingest import repository as ingest_repo
@@ -23,7 +23,7 @@ from shared.db import make_engine, make_session_factory, transaction
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 NAMES = ("Labs", "Systems", "Group", "Analytics", "Works")
 SEARCHES = ("labs", "acct-0004", "systems 123", "zzz-none")
 

@@ -26,7 +26,7 @@ import os
 import pstats
 import random
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -48,7 +48,7 @@ HISTORY = DAYS + 28
 
 def seed(factory, n_accounts: int) -> int:
     rng = random.Random(3)
-    now = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, tzinfo=UTC)
     start = END - timedelta(days=HISTORY - 1)
     rows = 0
     for chunk in range(0, n_accounts, 500):
@@ -86,7 +86,7 @@ def seed(factory, n_accounts: int) -> int:
                 usage.append({"account_id": a, "day": day, "event_name": "login", "count": len(active)})
                 activity.extend({"account_id": a, "day": day, "user_id": f"u{u}", "count": 1} for u in active)
             if last:
-                ts = datetime(last.year, last.month, last.day, 12, tzinfo=timezone.utc)
+                ts = datetime(last.year, last.month, last.day, 12, tzinfo=UTC)
                 seen.append({"account_id": a, "event_name": "login", "first_seen_at": ts - timedelta(days=HISTORY), "last_seen_at": ts})
         with transaction(factory) as s:
             upsert(s, Account.__table__, accounts, ["id"])

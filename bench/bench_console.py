@@ -20,14 +20,14 @@ import re
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from bench.bench_ingest import PgDatabase, pg_url
-from services.wiring.app import create_app
 from services.ingest import repository as ingest_repo
+from services.wiring.app import create_app
 from shared.auth import create_key
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock
@@ -40,7 +40,7 @@ from tests.support.console_seed import seed
 REPEAT = 5
 SEGMENTS = ("smb", "mid_market", "enterprise")
 PLANS = ("starter", "pro", "enterprise")
-NOW = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
 def pages(seeded: dict) -> list[tuple[str, str]]:

@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--profile", metavar="DIR", help="write each assigning worker's cProfile statistics here")
     args = ap.parse_args()
 
+    from sqlalchemy import func, select
+
     from services.ingest.models import Account
     from services.outreach.engagements import reporting, service
     from services.outreach.engagements.roster import put
@@ -73,7 +75,6 @@ def main() -> None:
     from shared.db import make_engine, make_session_factory, transaction
     from shared.migrate import upgrade
     from shared.settings import Settings
-    from sqlalchemy import func, select
 
     url, drop = _pg_database(os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG))
     tmp = Path(tempfile.mkdtemp(prefix="bench-engagements-"))

@@ -20,14 +20,14 @@ import argparse
 import cProfile
 import json
 import os
-import tempfile
 import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psutil
 from kafka import KafkaConsumer
@@ -38,7 +38,7 @@ from shared.broker import EmbeddedBroker, free_port
 from shared.settings import Settings
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def demo_events(n: int) -> list[bytes]:

@@ -20,7 +20,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-
 from bench.bench_backtest import END, seed
 from services.jobs import JobWorker
 from services.rules.backtest.jobs import KIND

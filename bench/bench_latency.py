@@ -58,7 +58,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -191,7 +191,7 @@ class SignalWatcher:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        since = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        since = datetime(1970, 1, 1, tzinfo=UTC)
         while not self.stop.is_set():
             with self.engine.connect() as conn:
                 rows = conn.execute(
@@ -204,7 +204,7 @@ class SignalWatcher:
                     self.seen[sid] = (now, rule, account, event_id, fired)
             if self.seen:
                 latest = max(v[4] for v in self.seen.values())
-                since = latest.replace(tzinfo=latest.tzinfo or timezone.utc) - _LOOKBACK
+                since = latest.replace(tzinfo=latest.tzinfo or UTC) - _LOOKBACK
             self.stop.wait(self.period)  # the sampling period of the watcher
 
     def count(self, rule_id: str) -> int:
@@ -301,7 +301,7 @@ def main() -> int:
             producer.send(topic, key=ev["account_id"].encode(), value=json.dumps(ev).encode())
 
         # Setup, not measured: every contact (and the quiet cohort's trait), stored before the stream.
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         for a in trig_accounts + quiet_accounts:
             send(
                 {
@@ -346,7 +346,7 @@ def main() -> int:
             behind = max(behind, time.time() - (t0 + (due - 1) / rate))
             for j in range(i, due):
                 ts = time.time()
-                stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat()
+                stamp = datetime.fromtimestamp(ts, UTC).isoformat()
                 eid = uuid.uuid4().hex
                 if j in trigger_slots:
                     a = trigger_slots[j]

@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaConsumer
@@ -47,7 +47,7 @@ from shared.kafka import ensure_topics, make_producer
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 NAMES = [f"event_{i:02d}" for i in range(50)]
 N_EVENTS = int(os.environ.get("BENCH_EVENTS", 20_000))
 N_TICK_ACCOUNTS = int(os.environ.get("BENCH_TICK_ACCOUNTS", 100_000))

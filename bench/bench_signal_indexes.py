@@ -17,7 +17,7 @@ import os
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -30,7 +30,7 @@ from shared.db import make_engine, make_session_factory, transaction
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 N = 75_000
 SECONDARY = ["ix_signals_account_fired", "ix_signals_rule_fired", "ix_signals_kind_fired", "ix_signals_fired_at", "ix_signals_decision_due"]
 

@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,11 @@ def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[
 
 def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime | None = None, with_traits: bool = True) -> Iterator[dict]:
     """Yield event dicts (the public contract) in time order per account."""
-    end = (end or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    end = (end or datetime.now(UTC)).astimezone(UTC)
     start_day = (end - timedelta(days=days)).date()
     accts = build_accounts(accounts, seed, end.date(), days)
     rng = random.Random(seed + 1)
-    first_ts = datetime.combine(start_day, datetime.min.time(), tzinfo=timezone.utc)
+    first_ts = datetime.combine(start_day, datetime.min.time(), tzinfo=UTC)
     if with_traits:
         for a in accts:
             stage = "onboarding" if a.cohort == "onboarding" else "active"
@@ -188,7 +188,7 @@ def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime |
             for uid, _name, _role, _tz in active:
                 n_events = 1 + int(rng.expovariate(1 / 4))
                 for k in range(n_events):
-                    ts = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) + timedelta(seconds=rng.randint(28_800, 64_800))
+                    ts = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(seconds=rng.randint(28_800, 64_800))
                     if ts > end:
                         continue
                     name = "login" if k == 0 else rng.choices(names, weights)[0]
@@ -393,7 +393,7 @@ def live(args, settings) -> None:
     from shared.db import make_engine, make_session_factory
     from shared.kafka import make_producer
 
-    accts = build_accounts(args.accounts, args.seed, datetime.now(timezone.utc).date(), args.days)
+    accts = build_accounts(args.accounts, args.seed, datetime.now(UTC).date(), args.days)
     churning = {a.id for a in accts if a.cohort == "churning"}
     engine = make_engine(settings)
     factory = make_session_factory(engine)
@@ -412,7 +412,7 @@ def live(args, settings) -> None:
                     if _chance(account_id, "come-back") < p:
                         back[account_id] = state
                         log.info("demo: %s (%s) is using the product again", account_id, state.replace("_", " "))
-            events = live_round(accts, set(back), datetime.now(timezone.utc), rng)
+            events = live_round(accts, set(back), datetime.now(UTC), rng)
             for ev in events:
                 producer.send(settings.topic_events, key=ev["account_id"].encode(), value=json.dumps(ev).encode())
             producer.flush()
@@ -434,10 +434,10 @@ def live(args, settings) -> None:
 def enable_starter_rules(settings) -> None:
     """Import the starter rule library (services/rules/starter) and enable it, so the
     churning and expanding cohorts make signals appear while the demo runs."""
+    from services.rules.rules.importer import STARTER_DIR, import_rules
     from shared.clock import SystemClock
     from shared.db import make_engine, make_session_factory, transaction
     from shared.migrate import upgrade
-    from services.rules.rules.importer import STARTER_DIR, import_rules
 
     engine = make_engine(settings)
     try:
@@ -542,7 +542,7 @@ def cohorts(accounts: int, seed: int, days: int, win_back: dict) -> dict[str, li
     not escalated) and which it escalates to a pooled CSM if they ignore both emails."""
     from services.outreach.outcomes import holdout_groups
 
-    accts = build_accounts(accounts, seed, datetime.now(timezone.utc).date(), days)
+    accts = build_accounts(accounts, seed, datetime.now(UTC).date(), days)
     out: dict[str, list[str]] = {c: [a.id for a in accts if a.cohort == c] for c in ("churning", "expanding", "healthy", "onboarding")}
     groups = holdout_groups("win-back", win_back, out["churning"])
     out["win_back_message_holdout"] = groups["message_holdout"]

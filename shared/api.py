@@ -3,12 +3,11 @@ request (the request owns the transaction) and a Kafka producer."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
-
-import logging
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
@@ -22,7 +21,6 @@ from shared.db import read_transaction, transaction, transient_db_error
 from shared.kafka import make_producer
 from shared.settings import Settings
 from shared.signin import SignInThrottle
-
 
 # HTML a browser shows outside the console (the API docs, the unsubscribe pages): never
 # inside another site's frame, where a hidden button could be clicked for the visitor.

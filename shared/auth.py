@@ -29,8 +29,8 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db import read_transaction
 from shared import signin
+from shared.db import read_transaction
 from shared.errors import Forbidden, Unauthorized
 from shared.models import ApiKey
 

@@ -5,7 +5,7 @@ ever sleeps for real to test a 14-day silence."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -15,17 +15,17 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class SimulatedClock:
     """A clock that only moves when told to. Thread-safe; always timezone-aware UTC."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        start = start or datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+        start = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
         if start.tzinfo is None:
             raise ValueError("SimulatedClock needs a timezone-aware start time")
-        self._now = start.astimezone(timezone.utc)
+        self._now = start.astimezone(UTC)
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -36,7 +36,7 @@ class SimulatedClock:
         if when.tzinfo is None:
             raise ValueError("SimulatedClock.set needs a timezone-aware time")
         with self._lock:
-            self._now = when.astimezone(timezone.utc)
+            self._now = when.astimezone(UTC)
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:
@@ -47,8 +47,8 @@ class SimulatedClock:
 def utc(dt: datetime) -> datetime:
     """Normalise an aware datetime to UTC; naive values from SQLite are UTC already."""
     if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def time_left(seconds: float) -> str:

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from shared.db import insert_new
 from shared.models import DeadLetter
 
-
 # Rows per INSERT: under the COPY threshold (shared/db.py), so bytes go as parameters.
 _CHUNK = 100
 

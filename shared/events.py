@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -130,7 +129,7 @@ class Event(BaseModel):
     traits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _by_type(self) -> "Event":
+    def _by_type(self) -> Event:
         if self.type == "track":
             if not self.name:
                 raise ValueError("track events need a 'name' (e.g. \"report_created\")")
@@ -261,7 +260,7 @@ class ValidEvent(msgspec.Struct, frozen=True, gc=False):
     traits: dict[str, Any]
 
     @classmethod
-    def of(cls, ev: Event) -> "ValidEvent":
+    def of(cls, ev: Event) -> ValidEvent:
         return cls(ev.event_id, ev.account_id, ev.user_id, ev.type, ev.name or f"${ev.type}", ev.timestamp, ev.properties, ev.traits)
 
 

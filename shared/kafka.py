@@ -34,7 +34,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import consumer_progress as progress, deadletters, faults, kafka_compat
+from shared import consumer_progress as progress
+from shared import deadletters, faults, kafka_compat
 from shared.clock import Clock, SystemClock
 from shared.db import transaction, transient_db_error
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
@@ -267,7 +268,7 @@ class BatchWorker:
                 pass
             self._producer = None
 
-    def start(self) -> "BatchWorker":
+    def start(self) -> BatchWorker:
         if self.consumer is None:
             self.consumer = make_consumer(self.settings, self.group_id, self.topics())
         return self

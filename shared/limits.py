@@ -14,7 +14,7 @@ import json
 import math
 import re
 from array import array
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Annotated, Any
 
@@ -31,7 +31,7 @@ def _in_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("needs a zone offset, e.g. 2026-03-02T00:00:00Z")
     try:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00:00+14:00 is still year 0 in UTC
         raise ValueError("is outside 0001-01-01 to 9999-12-31 once converted to UTC; send a time in that range") from None
 

@@ -11,6 +11,7 @@ import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -18,7 +19,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client import REGISTRY
 
 EVENTS_CONSUMED = Counter("touchline_events_consumed_total", "Records consumed from a topic", ["worker", "topic"])
 EVENTS_REJECTED = Counter("touchline_events_rejected_total", "Records sent to the DLQ, by reason", ["worker", "reason"])

@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from shared.errors import Unprocessable
@@ -67,7 +67,7 @@ def decode_cursor(cursor: str | None, *kinds: type) -> tuple[Any, ...] | None:
             if at.tzinfo is None:
                 raise _bad()
             try:
-                out.append(at.astimezone(timezone.utc))
+                out.append(at.astimezone(UTC))
             except OverflowError:  # year 1 or 9999 with an offset: no UTC value to compare
                 raise _bad() from None
         elif kind is int and isinstance(v, int) and not isinstance(v, bool) and -DB_INT_MAX - 1 <= v <= DB_INT_MAX:

@@ -39,7 +39,7 @@ class ProgressBar:
         self._last_log = self.started
         self._closed = False
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -224,7 +224,7 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _no_public_or_short_secret(self) -> "Settings":
+    def _no_public_or_short_secret(self) -> Settings:
         if self.env != "test" and self.secret_key:
             _check_secret(self.secret_key, "TOUCHLINE_SECRET_KEY")
         if self.env == "production" and not self.secret_key:

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.wiring.models import metadata
 from services.outreach.delivery.worker import SenderWorker
 from services.outreach.devmail.sink import MailSink
 from services.outreach.playbooks.consumer import SignalWorker
 from services.outreach.playbooks.timers import TimerWorker
+from services.wiring.models import metadata
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock
 from shared.db import make_engine, make_session_factory, transaction

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -16,7 +17,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from urllib.parse import urlencode
 
 from services.console.views import accounts, auth, deadletters, engagements, lists, overview, playbooks, rules, templates
 from services.console.web import HERE, SECURITY_HEADERS, ConsoleForbidden, SignInRequired, error_page

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 import msgspec
-
 from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 

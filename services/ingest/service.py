@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -98,7 +98,7 @@ def _store_events(session: Session, events: list[ValidEvent | Event], now: datet
             widen(users, (ev.account_id, ev.user_id), ts if track else None)
         if not track:
             continue
-        day = ts.astimezone(timezone.utc).date()
+        day = ts.astimezone(UTC).date()
         usage[(ev.account_id, day, ev.name)] += 1
         widen(acc_seen, (ev.account_id, ev.name), ts)
         if ev.user_id:

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.outreach.models import OutreachDecision
-
 from services.outreach.playbooks.holdouts import escalation_bucket_key, is_held_out
 
 DECISIONS = ("enrolled", "held_out", "skipped", "no_matching_playbook")

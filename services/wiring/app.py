@@ -61,10 +61,7 @@ Errors answer `{"error": "<code>", "detail": ...}`.
 def routers():
     from services.ingest.accounts.router import router as accounts_router
     from services.ingest.events.router import router as events_router
-    from services.rules.backtest.router import router as backtest_router
-    from services.rules.evaluation.router import router as dryrun_router
-    from services.rules.rules.router import router as rules_router
-    from services.rules.signals.router import router as signals_router
+    from services.jobs import load_kinds
     from services.outreach.delivery.router import router as messages_router
     from services.outreach.devmail.router import router as devmail_router
     from services.outreach.engagements.router import router as engagements_router
@@ -72,7 +69,10 @@ def routers():
     from services.outreach.playbooks.router import router as playbooks_router
     from services.outreach.policy.router import router as policy_router
     from services.outreach.templates.router import router as templates_router
-    from services.jobs import load_kinds
+    from services.rules.backtest.router import router as backtest_router
+    from services.rules.evaluation.router import router as dryrun_router
+    from services.rules.rules.router import router as rules_router
+    from services.rules.signals.router import router as signals_router
     from shared.jobs.router import router as jobs_router
 
     load_kinds()  # the jobs API shows each role the kinds it may run

@@ -237,7 +237,6 @@ def cmd_mailsink(args) -> int:
 
 def cmd_seed(args) -> int:
     from services.outreach.starter import seed_starter_content
-
     from shared.clock import SystemClock
     from shared.db import transaction
 

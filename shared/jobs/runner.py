@@ -93,7 +93,7 @@ class JobContext:
 class _Reporter:
     """The ``progress`` callable handed to a job: checks and (throttled) writes."""
 
-    def __init__(self, worker: "JobWorker", job: Job, on_progress: Callable[[int, int | None, str], None] | None):
+    def __init__(self, worker: JobWorker, job: Job, on_progress: Callable[[int, int | None, str], None] | None):
         self.worker, self.job_id, self.deadline = worker, job.id, job.deadline
         self.limit = job.time_limit_seconds
         self.on_progress = on_progress

@@ -35,7 +35,7 @@ class JobOut(BaseModel):
     url: str = Field(description="poll this")
 
     @classmethod
-    def of(cls, job: Job) -> "JobOut":
+    def of(cls, job: Job) -> JobOut:
         return cls(
             id=job.id,
             kind=job.kind,

@@ -5,7 +5,7 @@ accounts that ignore the win-back emails are escalated to a pooled CSM minutes l
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from services.demo import build_accounts
 
@@ -40,11 +40,10 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     from services.rules.models import RuleTick, SignalRecord
     from shared.db import transaction
     from shared.outbox import pending_count
-    from tests.support.helpers import auth, cli_env
-    from tests.support.helpers import drain, expected_held_out
+    from tests.support.helpers import auth, cli_env, drain, expected_held_out
 
     settings = topics
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     clock.set(started - timedelta(hours=6))
     with transaction(session_factory) as s:
         seed_starter_content(s, settings, clock.now(), enable_playbooks=True)
@@ -76,7 +75,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         assert proc.returncode == 0, output[-3000:]
         assert "waiting for ingest" in output and output.index("whole history") < output.index("starter rules enabled")
         assert output.index("demo pace") < output.index("starter rules enabled")
-        clock.set(datetime.now(timezone.utc) + timedelta(seconds=settings.rules_tick_seconds))
+        clock.set(datetime.now(UTC) + timedelta(seconds=settings.rules_tick_seconds))
         drain(workers, settled, timeout=120)
     finally:
         if proc.poll() is None:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -40,7 +40,7 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
         wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 60, "/readyz")
         key = (tmp_path / "var" / "dev-admin-key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         r = httpx.post(
             f"{base}/v1/events",
             headers=headers,
@@ -66,7 +66,7 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
         assert "touchline_events_consumed_total" in metrics  # the worker's metrics, aggregated by the API
 
         # A backtest is a job: 202 with its location, run by the jobs worker `touchline run` started.
-        today = datetime.now(timezone.utc).date().isoformat()
+        today = datetime.now(UTC).date().isoformat()
         rule = {
             "id": "quiet-7d",
             "name": "Quiet for a week",
@@ -105,7 +105,7 @@ def test_touchline_run_brings_everything_up_and_down(tmp_path):
                     "event_id": "after-restart",
                     "account_id": "globex",
                     "name": "login",
-                    "timestamp": datetime.now(timezone.utc).isoformat(),
+                    "timestamp": datetime.now(UTC).isoformat(),
                 },
             )
             return r.status_code == 202

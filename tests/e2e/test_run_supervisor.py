@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import create_engine, func, select
@@ -72,7 +72,7 @@ class Stream:
     def _run(self):
         try:
             while not self.stop.is_set():
-                now = datetime.now(timezone.utc).isoformat()
+                now = datetime.now(UTC).isoformat()
                 batch = [
                     {"event_id": str(uuid.uuid4()), "account_id": f"acct-{i:03d}", "user_id": "champ", "name": name, "timestamp": now}
                     for i in range(ACCOUNTS)
@@ -124,7 +124,7 @@ def test_sigkill_of_each_worker_under_touchline_run_loses_and_doubles_nothing(tm
         headers = {"Authorization": f"Bearer {key}"}
         assert httpx.post(f"{base}/v1/rules", headers=headers, json=RULE, timeout=30).status_code == 201
         assert httpx.put(f"{base}/v1/playbooks/kill-test", headers=headers, json=PLAYBOOK, timeout=30).status_code == 200
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         contacts = [
             {
                 "event_id": f"id-{i}",

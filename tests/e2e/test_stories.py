@@ -23,8 +23,8 @@ from services.rules.evaluation.consumer import RulesWorker
 from services.rules.models import SignalRecord
 from shared.db import transaction
 from shared.outbox import pending_count
-from tests.support.helpers import ROOT, T0, auth, drain, expected_held_out, track
 from tests.support.engagements import add_csm, csm_key, engagements, worker
+from tests.support.helpers import ROOT, T0, auth, drain, expected_held_out, track
 from tests.support.outreach import days, messages
 from tests.support.rules import group, identify, ingest, ingest_reports_caught_up, make_rule
 

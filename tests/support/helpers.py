@@ -10,19 +10,18 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-
 from sqlalchemy import Engine
 
 from shared.db import make_engine
 from shared.kafka import ensure_topics, make_consumer, make_producer, parse_dlq_record
 from shared.settings import Settings
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # a Monday: the simulated clock's start
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday: the simulated clock's start
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 

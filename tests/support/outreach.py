@@ -8,7 +8,7 @@ import json
 import uuid
 from datetime import date, datetime, timedelta
 
-from services.ingest.models import Account, User, UserActivityDaily, UsageDaily
+from services.ingest.models import Account, UsageDaily, User, UserActivityDaily
 from services.outreach.channels.smtp import SmtpSender, build_email
 from services.outreach.models import Message
 from shared.db import transaction

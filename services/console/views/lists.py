@@ -6,7 +6,7 @@ with the same filters (tests/integration/services/console/test_console.py walks 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -24,7 +24,7 @@ CHANNELS = ("email", "inapp", "webhook", "csm")  # csm: a touch a CSM logged
 
 
 def _start(since: date | None) -> datetime | None:
-    return datetime.combine(since, time.min, tzinfo=timezone.utc) if since else None
+    return datetime.combine(since, time.min, tzinfo=UTC) if since else None
 
 
 @router.get("/signals")

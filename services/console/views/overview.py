@@ -5,7 +5,7 @@ process's Prometheus metrics)."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 from fastapi import APIRouter, Request
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,7 +39,7 @@ def metric_samples(*names: str) -> dict[str, list[tuple[dict, float]]]:
 
 def window_start(now: datetime) -> datetime:
     """The overview's window: the last DAYS UTC days, today included, from midnight."""
-    return datetime.combine(now.date() - timedelta(days=DAYS - 1), time.min, tzinfo=timezone.utc)
+    return datetime.combine(now.date() - timedelta(days=DAYS - 1), time.min, tzinfo=UTC)
 
 
 def signal_chart(session: Session, now: datetime):

@@ -17,18 +17,18 @@ from services.console import charts
 from services.console.web import OPS, Form, FormDep, Viewer, _seg, context_of, now_of, render
 from services.rules.backtest.jobs import KIND as BACKTEST_KIND
 from services.rules.backtest.service import prepare
+from services.rules.evaluation.dryrun import dry_run
 from services.rules.language import RuleValidationError
-from shared.limits import yaml_compose, yaml_load
 from services.rules.rules import repository as repo
 from services.rules.rules import service
-from services.rules.evaluation.dryrun import dry_run
 from services.rules.rules.schemas import BacktestIn
 from services.rules.signals import repository as signals_repo
-from shared.api import SessionDep
 from shared import jobs
+from shared.api import SessionDep
 from shared.errors import NotFound, TouchlineError, Unprocessable
 from shared.jobs import FINISHED
 from shared.jobs import service as job_service
+from shared.limits import yaml_compose, yaml_load
 
 router = APIRouter()
 FIRING_DAYS = 7

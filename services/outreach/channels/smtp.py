@@ -41,7 +41,7 @@ class SmtpConfig:
     ca_file: str | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> "SmtpConfig":
+    def from_settings(cls, settings) -> SmtpConfig:
         return cls.from_url(
             settings.effective_smtp_url,
             settings.smtp_timeout_seconds,
@@ -50,7 +50,7 @@ class SmtpConfig:
         )
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 10.0, *, data_timeout: float = 600.0, ca_file: str | None = None) -> "SmtpConfig":
+    def from_url(cls, url: str, timeout: float = 10.0, *, data_timeout: float = 600.0, ca_file: str | None = None) -> SmtpConfig:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
             raise ValueError(f"TOUCHLINE_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme!r}")

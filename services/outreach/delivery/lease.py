@@ -51,7 +51,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         self._thread = threading.Thread(target=self._heartbeat, name=f"lease-{self.token[:8]}", daemon=True)
         self._thread.start()
         return self

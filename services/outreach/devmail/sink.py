@@ -41,7 +41,7 @@ class SinkHandler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.split("@", 1)[0].lower().startswith(self.bounce_prefix):
-            return "550 5.1.1 <%s>: mailbox unavailable" % address
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
         with self._lock:
             if self._transient_failures > 0:
                 self._transient_failures -= 1
@@ -86,7 +86,7 @@ class MailSink:
     def count(self) -> int:
         return len(self.handler.raw)
 
-    def start(self) -> "MailSink":
+    def start(self) -> MailSink:
         # decode_data=False keeps the exact bytes; 8BITMIME/SMTPUTF8 as a real relay offers them.
         self._controller = Controller(
             self.handler, hostname=self.host, port=self.port, decode_data=False, enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024
@@ -100,7 +100,7 @@ class MailSink:
             self._controller.stop()
             self._controller = None
 
-    def __enter__(self) -> "MailSink":
+    def __enter__(self) -> MailSink:
         return self.start()
 
     def __exit__(self, *exc) -> None:

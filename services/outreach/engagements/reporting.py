@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
-from services.rules import conditions
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements import service
 from services.outreach.engagements.schemas import (
@@ -31,6 +30,7 @@ from services.outreach.engagements.schemas import (
 from services.outreach.models import Engagement, SignalReceipt
 from services.outreach.stats import lift_interval
 from services.outreach.templates.rendering import account_context
+from services.rules import conditions
 from shared.errors import Unprocessable
 
 SENT_STATES = ("queued", "sending", "sent")

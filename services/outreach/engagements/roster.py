@@ -9,7 +9,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from services.outreach.engagements import assignment, repository as repo, service
+from services.outreach.engagements import assignment, service
+from services.outreach.engagements import repository as repo
 from services.outreach.engagements.schemas import CsmIn, CsmOut, CsmPatch
 from services.outreach.models import Csm
 from shared import audit

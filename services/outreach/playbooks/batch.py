@@ -46,7 +46,6 @@ from services.outreach.templates import repository as template_repo
 from services.rules.conditions import Condition, evaluator
 from shared.metrics import MESSAGES_ENQUEUED
 
-
 _ENROLLMENT_COLUMNS = tuple(c.key for c in Enrollment.__table__.columns)
 
 

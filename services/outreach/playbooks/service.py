@@ -6,14 +6,14 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from shared import audit
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.models import Playbook, PlaybookVersion
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut
-from services.outreach.stats import lift_interval
 from services.outreach.playbooks.steps.definitions import SendStep
+from services.outreach.stats import lift_interval
 from services.outreach.templates import repository as template_repo
+from shared import audit
 from shared.errors import NotFound, Unprocessable
 
 

@@ -17,10 +17,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from shared import audit
 from services.outreach.policy import repository as repo
 from services.outreach.policy import service
 from services.outreach.policy.tokens import email_hash, read_token
+from shared import audit
 from shared.api import NO_FRAMING, ClockDep, PathId, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock

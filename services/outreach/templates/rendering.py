@@ -35,9 +35,9 @@ import math
 import re
 import time
 import traceback
-from functools import lru_cache
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -57,7 +57,7 @@ class RenderBudget:
     max_loop_iterations: int = 100_000
 
     @classmethod
-    def from_settings(cls, settings) -> "RenderBudget":
+    def from_settings(cls, settings) -> RenderBudget:
         return cls(settings.template_cpu_seconds, settings.template_max_output_chars, settings.template_max_loop_iterations)
 
 
@@ -517,7 +517,7 @@ def sample_context(settings, extra: dict | None = None) -> dict[str, Any]:
             "rule_name": "Sample rule",
             "kind": "churn_risk",
             "severity": "medium",
-            "fired_at": datetime(2026, 3, 2, 9, tzinfo=timezone.utc),
+            "fired_at": datetime(2026, 3, 2, 9, tzinfo=UTC),
             "user_id": None,
             "evidence": {},
         },

@@ -8,9 +8,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
-from services.outreach.policy.tokens import unsubscribe_url
-from shared import audit
 from services.outreach.models import Template
+from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
 from services.outreach.templates.rendering import (
     PARTS,
@@ -23,6 +22,7 @@ from services.outreach.templates.rendering import (
     render,
     sample_context,
 )
+from shared import audit
 from shared.errors import NotFound, Unprocessable
 
 

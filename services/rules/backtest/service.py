@@ -20,20 +20,22 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from statistics import median
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from statistics import median
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.backtest.series import DailySeries
 from services.ingest import usage
+from services.rules.backtest.series import DailySeries
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language import RuleDefinition, leaves
 from services.rules.language.ast import Metric
-from services.rules.language.evaluate import evidence, evidence_of, select as select_set
+from services.rules.language.evaluate import evidence, evidence_of
+from services.rules.language.evaluate import select as select_set
 from services.rules.rules import service as rules_service
 from shared.errors import Unprocessable
 from shared.settings import Settings
@@ -71,7 +73,7 @@ def run_backtest(
     total = (end - start).days + 1
     for i in range(total):
         day = start + timedelta(days=i)
-        now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=timezone.utc) - timedelta(microseconds=1)
+        now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=UTC) - timedelta(microseconds=1)
         meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days, series=series)
         audience = meas.population if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, None)
         fired: list[tuple[str, dict]] = []
@@ -82,7 +84,7 @@ def run_backtest(
             for a in sorted(a for a in matched if a not in until or now >= until[a]):
                 fired.append((a, evidence_of(d.condition, meas.value_getter(a))))
         else:
-            day_start = datetime.combine(day, dtime.min, tzinfo=timezone.utc)
+            day_start = datetime.combine(day, dtime.min, tzinfo=UTC)
             stored = usage.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))
             done: set[str] = set()
             for e in stored:

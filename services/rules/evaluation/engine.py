@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import mul, truediv
 from typing import Any
@@ -93,7 +93,7 @@ class Measurements:
     ):
         self.session = session
         self.series = series if as_of and accounts is None else None
-        self.now = now.astimezone(timezone.utc)
+        self.now = now.astimezone(UTC)
         self.accounts = accounts
         self.as_of = as_of
         self.lookback_days = lookback_days

@@ -7,13 +7,14 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
 from services.rules.evaluation.engine import EventSubject, Measurements
-from services.rules.language.evaluate import evidence, select as select_set
+from services.rules.language.evaluate import evidence
+from services.rules.language.evaluate import select as select_set
 from services.rules.models import RuleTick
 from services.rules.rules import repository as rules_repo
 from services.rules.rules.service import LoadedRule, load_enabled
@@ -38,7 +39,7 @@ class RuleIndex:
         self.by_event: dict[str, list[LoadedRule]] = {}
         self.loads = 0
 
-    def refresh(self, session: Session) -> "RuleIndex":
+    def refresh(self, session: Session) -> RuleIndex:
         fp = rules_repo.fingerprint(session)
         if fp != self.fingerprint:
             by_event: dict[str, list[LoadedRule]] = defaultdict(list)
@@ -174,7 +175,7 @@ def claim_tick(session: Session, rule: LoadedRule, now: datetime) -> bool:
 
 def slot_of(now: datetime, every_seconds: int) -> str:
     epoch = int(now.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % every_seconds, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch - epoch % every_seconds, tz=UTC).isoformat()
 
 
 @dataclass

@@ -5,7 +5,7 @@ them back in canonical form (parse -> to_dict -> parse is the identity)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 # Metric predicates reach usage over windows on event time (UTC days).
 METRICS = ("count", "active_users", "active_days", "days_since", "change", "seat_utilisation")
@@ -141,7 +141,7 @@ class Field:
 
 @dataclass(frozen=True)
 class All:
-    children: tuple["Condition", ...]
+    children: tuple[Condition, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {"all": [c.to_dict() for c in self.children]}
@@ -149,7 +149,7 @@ class All:
 
 @dataclass(frozen=True)
 class AnyOf:
-    children: tuple["Condition", ...]
+    children: tuple[Condition, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {"any": [c.to_dict() for c in self.children]}
@@ -157,14 +157,14 @@ class AnyOf:
 
 @dataclass(frozen=True)
 class Not:
-    child: "Condition"
+    child: Condition
 
     def to_dict(self) -> dict[str, Any]:
         return {"not": self.child.to_dict()}
 
 
-Leaf = Union[Metric, Field]
-Condition = Union[Metric, Field, All, AnyOf, Not]
+Leaf = Metric | Field
+Condition = Metric | Field | All | AnyOf | Not
 
 
 def leaves(node: Condition) -> list[Leaf]:

@@ -194,7 +194,7 @@ class NumericOrder:
         self.keys, self.subjects = keys, subjects
 
     @classmethod
-    def of(cls, values: dict) -> "NumericOrder | None":
+    def of(cls, values: dict) -> NumericOrder | None:
         for v in values.values():
             if (type(v) is not float and type(v) is not int) or v != v:  # exact types: a bool is not a number here
                 return None

@@ -13,8 +13,8 @@ from services.rules.language import RuleDefinition, RuleValidationError, parse_r
 from services.rules.language.ast import leaves
 from services.rules.models import Rule, RuleVersion
 from services.rules.rules import repository as repo
-from shared.errors import Conflict, NotFound
 from shared import audit
+from shared.errors import Conflict, NotFound
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,9 @@ def drain_until(predicate, what: str, timeout: float = 120.0) -> None:
 
 
 async def test_the_api_answers_503_while_the_database_is_unreachable(settings, clock, db_kind, tmp_path):
-    from services.wiring.app import create_app
     import httpx
+
+    from services.wiring.app import create_app
 
     engine = unreachable_database(settings, db_kind, tmp_path)
     app = create_app(settings, clock, make_session_factory(engine))

@@ -15,8 +15,8 @@ from shared.metrics import OUTBOX_SAMPLE_SECONDS
 from shared.outbox import enqueue_many, pending_stats
 from tests.support.helpers import track
 from tests.support.outreach import (
-    enrol_in_win_back,
     add_account,
+    enrol_in_win_back,
     messages,
     signal,
 )

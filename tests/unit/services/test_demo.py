@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from services.demo import build_accounts, cohort_of, generate
 from shared.events import Event, validate_event_obj
 
-END = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+END = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def test_demo_is_deterministic_and_every_event_is_valid():

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.events import Event, Rejection, ValidEvent, event_json_schema, validate_event_bytes, validate_event_obj, validate_record
 from tests.support.helpers import ROOT
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 SKEW = timedelta(days=1)
 BASE = {"event_id": "e1", "account_id": "acme", "name": "login", "timestamp": "2026-03-02T11:00:00+01:00"}
 
@@ -23,7 +23,7 @@ def check(obj_or_bytes):
 def test_a_track_event_is_accepted_and_normalised():
     ev = check(BASE)
     assert isinstance(ev, Event)
-    assert ev.type == "track" and ev.timestamp == datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+    assert ev.type == "track" and ev.timestamp == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import KNOWN_PLACEHOLDERS, Settings, TEST_SECRET
+from shared.settings import KNOWN_PLACEHOLDERS, TEST_SECRET, Settings
 
 
 def test_development_generates_a_private_secret_once_and_keeps_it(tmp_path):

@@ -16,7 +16,6 @@ from services.outreach.playbooks.steps.definitions import SendStep, describe
 from services.outreach.playbooks.steps.registry import StepContext, StepOutcome, register
 from services.outreach.policy import service as policy
 from services.outreach.policy.tokens import email_hash, unsubscribe_url
-from shared.clock import utc
 from services.outreach.templates.rendering import (
     PARTS,
     RenderBudget,
@@ -27,6 +26,7 @@ from services.outreach.templates.rendering import (
     recipient_context,
     render,
 )
+from shared.clock import utc
 
 
 @register("send", SendStep, batched=True)

@@ -11,15 +11,14 @@ from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import quote, urlparse
 
-
 from services.console import session as sessions
 from shared.clock import time_left
 from shared.db import transaction
 from shared.jobs.runner import JobWorker
 from shared.metrics import EMBEDDED_BROKER_RSS, EMBEDDED_BROKER_WARN
 from tests.support.console import csrf_of, ops_link, sign_in
-from tests.support.helpers import auth
 from tests.support.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT
+from tests.support.helpers import auth
 
 
 class _Inline(HTMLParser):

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 from sqlalchemy import inspect, select, text, update
 
+from services.ingest import usage
 from services.ingest.models import User
 from services.outreach.models import Enrollment, Message, Suppression
-from services.ingest import usage
 from services.outreach.playbooks import engine as playbook_engine
 from services.outreach.policy.tokens import email_hash
 from services.rules.evaluation.engine import EventSubject

@@ -24,9 +24,9 @@ from services.outreach.policy.tokens import email_hash
 from shared.faults import CRASH_EXIT_CODE
 from tests.support.helpers import auth, drain
 from tests.support.outreach import (
-    enrol_in_win_back,
     add_account,
     days,
+    enrol_in_win_back,
     messages,
     save_playbook,
     save_template,

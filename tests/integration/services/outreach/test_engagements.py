@@ -19,7 +19,6 @@ from shared.db import transaction
 from shared.kafka import ensure_topics
 from shared.models import AuditRecord
 from shared.pagination import encode_cursor
-from tests.support.helpers import T0, auth, drain, expected_held_out
 from tests.support.engagements import (
     add_csm,
     csm_body,
@@ -30,6 +29,7 @@ from tests.support.engagements import (
     timeline,
     worker,
 )
+from tests.support.helpers import T0, auth, drain, expected_held_out
 from tests.support.outreach import (
     add_account,
     add_activity,

@@ -10,16 +10,16 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, text
 
+from services.ingest.models import User
 from services.outreach.models import Enrollment, Suppression
 from services.outreach.playbooks.holdouts import is_held_out
 from services.outreach.policy.tokens import email_hash, make_token
-from services.ingest.models import User
 from tests.support.helpers import T0, auth, drain, expected_held_out
 from tests.support.outreach import (
-    enrol_in_win_back,
     add_account,
     add_activity,
     days,
+    enrol_in_win_back,
     jdump,
     messages,
     save_playbook,

@@ -100,8 +100,8 @@ async def test_preview_enforces_the_budget_on_branches_the_sample_does_not_enter
 
 
 def test_a_send_over_the_budget_is_skipped_as_render_error_and_the_worker_goes_on(topics, session_factory, workers):
-    from tests.support.outreach import messages, save_playbook, save_template, send_signals, signal, simple_playbook
     from tests.support.helpers import drain
+    from tests.support.outreach import messages, save_playbook, save_template, send_signals, signal, simple_playbook
 
     add_account(session_factory, "acme")
     add_account(session_factory, "globex")

@@ -7,7 +7,7 @@ replayed period, windows reaching past the start of the data)."""
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import yaml
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from services.rules.language.ast import Metric
 from shared.db import transaction, upsert
 from tests.support.helpers import ROOT
 
-UTC = timezone.utc
+UTC = UTC
 STARTER = ROOT / "services" / "rules" / "starter"
 DAY0 = date(2026, 1, 1)  # first day of data
 START, END = date(2026, 2, 10), date(2026, 3, 31)  # replayed; data stops on Mar 20

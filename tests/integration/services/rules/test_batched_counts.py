@@ -10,7 +10,7 @@ name)."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,7 +24,7 @@ from services.rules.language.evaluate import select
 from shared.db import transaction
 from tests.support.rules import make_rule
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TODAY = NOW.date()
 NAMES = ["login", "Login", "login_x", "export_run", "report created", "ünicode"]

@@ -5,15 +5,15 @@ backtest, on both databases. State is written by ingest's own service."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from services.ingest.models import Account
-from services.rules.evaluation.engine import EventSubject
-from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
 from services.rules.backtest.service import run_backtest
 from services.rules.conditions import evaluate_condition
+from services.rules.evaluation.engine import EventSubject
+from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
 from services.rules.language import parse_condition, parse_rule
 from services.rules.models import RuleCooldown, RuleTick
 from services.rules.signals import repository as signals_repo
@@ -22,7 +22,7 @@ from shared.outbox import OutboxMessage
 from tests.support.helpers import T0, track
 from tests.support.rules import count, group, identify, ingest, make_rule, no_login_rule, signals
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def holds(session_factory, cond: dict, account_id: str, now: datetime) -> tuple[bool, dict]:

@@ -27,7 +27,10 @@ import os
 from datetime import date
 
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, seed as hseed, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import seed as hseed
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (

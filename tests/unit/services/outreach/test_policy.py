@@ -3,7 +3,7 @@ an unknown time zone: the contact policy's clock arithmetic, pure functions."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from services.outreach.policy.service import quiet_until
 from shared.settings import Settings
 
-UTC = timezone.utc
+UTC = UTC
 NY = ZoneInfo("America/New_York")
 
 

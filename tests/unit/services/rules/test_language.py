@@ -7,7 +7,9 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from services.rules.language import RuleValidationError, parse_condition, parse_rule
 from services.rules.language.evaluate import NumericOrder, evidence, evidence_of, explain, matching_from_values, predicate, select
