@@ -17,6 +17,9 @@ rule language (docs/rules.md), so CS Ops learn one language.
   history, day by day: the backtest's replay (:func:`run_backtest`), synchronous, for
   callers that bound the period and the number of accounts themselves (the pool
   forecast); a long or large replay belongs in the ``rules.backtest`` job;
+- :func:`settle_signals` ``(session, signal_ids)``: outreach has decided on these
+  signals (called in the transaction that records the decisions), so rules' orphan
+  sweeper never republishes them;
 - :func:`forget_contact`: erasure of a contact's identifiers from rules' own tables
   (signal evidence, outbox payloads).
 
@@ -38,6 +41,7 @@ from services.rules.language import Condition, RuleValidationError, parse_condit
 from services.rules.language.evaluate import select
 from services.rules.rules import service as rules_service
 from services.rules.signals.service import forget_contact
+from services.rules.signals.service import settle as settle_signals
 
 __all__ = [
     "Condition",
@@ -51,6 +55,7 @@ __all__ = [
     "parse_condition",
     "replay_firings",
     "serialize_condition",
+    "settle_signals",
 ]
 
 

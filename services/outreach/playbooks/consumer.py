@@ -7,9 +7,10 @@ account in every enabled playbook whose trigger and audience match, run the firs
 steps at once (so the first message is in the outbox before the offsets are committed), and record
 the signal's outreach decision (``outreach_decisions``): ``enrolled``, ``held_out``,
 ``skipped`` (reason ``already_enrolled``: the account is active in every matching
-playbook already) or ``no_matching_playbook``. No signal is left without one; the
-rules service republishes any that is (see docs/playbooks.md, "Every signal ends in
-a decision").
+playbook already) or ``no_matching_playbook``, and settle the signal with the rules
+service (its ``settle_signals`` command). No signal is left without a decision; the
+rules service republishes any it has not seen settled (see docs/playbooks.md, "Every
+signal ends in a decision").
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 from services.ingest import usage
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
+from services.rules.conditions import settle_signals
 from shared.kafka import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE, OUTREACH_DECISIONS
 from shared.signals import Signal
@@ -142,6 +144,7 @@ class SignalWorker(BatchWorker):
         for decision, n in Counter(row["decision"] for row in decisions).items():
             OUTREACH_DECISIONS.labels(decision).inc(n)
         repo.record_new_decisions(session, decisions)  # only the signals whose receipts are new
+        settle_signals(session, [row["signal_id"] for row in decisions])  # rules' orphan sweeper stops checking them
         return BatchResult(
             rejects=rejects, summary={"signals": len(new), "duplicates": duplicates, "enrolled": enrolled, "already_enrolled": already}
         )

@@ -7,11 +7,11 @@ redelivered event or a re-run tick therefore produces the same id (inserted once
 and the cooldown claim makes "once per account per cooldown" hold across workers.
 
 No signal without an outcome. A stored signal is due for a decision check
-``signal_decision_grace_seconds`` after it fired; :func:`republish_orphans` asks
-outreach (its published module, :mod:`services.outreach.outcomes`) which of the due
-signals it has decided on, settles those, and puts the others in the outbox again
-(→ ``cs.signals``; outreach deduplicates by signal_id), checking again after a
-doubling delay (capped at a day). A broker that lost ``cs.signals`` records between
+``signal_decision_grace_seconds`` after it fired. Outreach, in the transaction that
+records its decision on a signal, settles it through rules' published command
+(:func:`settle`): rules never asks outreach. :func:`republish_orphans` puts the due
+signals, none of which has a decision, in the outbox again (→ ``cs.signals``; outreach
+deduplicates by signal_id), checking again after a doubling delay (capped at a day). A broker that lost ``cs.signals`` records between
 the relay's ack and outreach's consumer (the embedded broker after a restart) thus
 heals by itself.
 """
@@ -27,7 +27,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
-from services.outreach.outcomes import signals_with_decision
 from services.rules.rules.service import LoadedRule
 from services.rules.signals import repository as repo
 from shared import outbox
@@ -111,15 +110,20 @@ def _outbox_message(settings: Settings, s: Signal) -> dict[str, Any]:
 MAX_RECHECK = timedelta(days=1)
 
 
+def settle(session: Session, signal_ids: list[str]) -> None:
+    """Outreach has decided on ``signal_ids`` (called in the transaction that records
+    the decisions): they are never checked or republished again. Unknown ids are
+    ignored. Flushes only."""
+    repo.settle(session, set(signal_ids))
+
+
 def republish_orphans(session: Session, now: datetime, settings: Settings, limit: int = 1000) -> tuple[int, int]:
-    """Check up to ``limit`` signals whose decision check is due: settle those outreach
-    has decided on, republish the rest. Returns (checked, republished); flushes only."""
-    due = repo.due_for_decision_check(session, now, limit)
-    if not due:
+    """Republish up to ``limit`` signals whose decision check is due: outreach settles a
+    signal when it decides on it (:func:`settle`), so a due signal has no decision.
+    Returns (checked, republished); flushes only."""
+    orphans = repo.due_for_decision_check(session, now, limit)
+    if not orphans:
         return 0, 0
-    decided = signals_with_decision(session, [r.signal_id for r in due])
-    repo.settle(session, decided)
-    orphans = [r for r in due if r.signal_id not in decided]
     grace = timedelta(seconds=settings.signal_decision_grace_seconds)
     enqueue_many(
         session,
@@ -132,7 +136,7 @@ def republish_orphans(session: Session, now: datetime, settings: Settings, limit
     if orphans:
         SIGNALS_REPUBLISHED.inc(len(orphans))
     session.flush()
-    return len(due), len(orphans)
+    return len(orphans), len(orphans)
 
 
 def forget_contact(session: Session, account_id: str, identifiers: list[str]) -> int:

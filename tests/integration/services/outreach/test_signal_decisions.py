@@ -122,14 +122,15 @@ def test_signals_the_broker_lost_are_republished_until_outreach_decides(settings
         with session_factory() as s:
             assert signals_with_decision(s, ids) == ids
         assert {d.decision for d in decisions(session_factory).values()} == {"enrolled"}
-
-        # The next sweep finds the decisions and settles the signals: nothing is published again.
-        clock.advance(timedelta(seconds=own.signal_decision_grace_seconds * 2 + 1))
-        rules.housekeeping()
-        assert republished_total() == before + 5 and count(session_factory, OutboxMessage) == 10
+        # Deciding settled them with rules (rules never asks outreach) ...
         with session_factory() as s:
             rows = list(s.scalars(select(SignalRecord)))
         assert all(r.decision_due_at is None and r.republished == 1 for r in rows)
+
+        # ... so the next sweep publishes nothing again.
+        clock.advance(timedelta(seconds=own.signal_decision_grace_seconds * 2 + 1))
+        rules.housekeeping()
+        assert republished_total() == before + 5 and count(session_factory, OutboxMessage) == 10
     finally:
         for w in (rules, outreach):
             if w is not None:
