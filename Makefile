@@ -78,8 +78,8 @@ coverage: $(STAMP) system-deps
 # Not in CI. Figures and accepted survivors: docs/testing.md.
 MUTATION_CHILDREN ?= 3
 MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
-	shared.kafka.x*BatchWorker*poll_once__* shared.kafka.x*BatchWorker*_process__* \
-	shared.kafka.x*BatchWorker*_commit__* shared.kafka.x*BatchWorker*_rewind__* \
+	shared.kafka.batch_worker.x*BatchWorker*poll_once__* shared.kafka.batch_worker.x*BatchWorker*_process__* \
+	shared.kafka.batch_worker.x*BatchWorker*_commit__* shared.kafka.batch_worker.x*BatchWorker*_rewind__* \
 	services.ingest.service.x__split__* services.ingest.service.x__apply_traits__* \
 	services.rules.signals.repository.x_claim_cooldowns__* services.rules.signals.repository.x_cooling_down__* \
 	services.outreach.policy.service.x_quiet_until__* services.outreach.policy.service.x_zone__* \

@@ -32,7 +32,7 @@ from shared.auth import create_key
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock
 from shared.db import make_engine, make_session_factory, transaction
-from shared.kafka import ensure_topics
+from shared.kafka.clients import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import Settings
 from tests.support.console_seed import seed

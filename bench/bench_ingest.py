@@ -35,6 +35,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from shared.broker import EmbeddedBroker, free_port
+from shared.kafka import compat
 from shared.settings import Settings
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -80,7 +81,7 @@ def uniform_events(n: int, accounts: int) -> list[bytes]:
 
 
 def publish(settings: Settings, topic: str, values: list[bytes]) -> float:
-    from shared.kafka import ensure_topics, make_producer
+    from shared.kafka.clients import ensure_topics, make_producer
 
     ensure_topics(settings, {topic: settings.topic_partitions})
     producer = make_producer(settings, linger_ms=20, batch_size=512 * 1024, acks=1, max_in_flight_requests_per_connection=5)
@@ -501,4 +502,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    compat.apply()  # before any consumer joins a group (shared/kafka/compat.py)
     main()

@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
 from shared.broker import EmbeddedBroker, free_port, port_open
+from shared.kafka import compat
 from shared.settings import Settings
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -66,7 +67,7 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     from services.outreach.templates.service import save as save_template
     from shared.clock import SimulatedClock
     from shared.db import make_engine, make_session_factory, transaction
-    from shared.kafka import ensure_topics
+    from shared.kafka.clients import ensure_topics
     from shared.migrate import upgrade
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-outreach-"))
@@ -243,4 +244,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    compat.apply()  # before any consumer joins a group (shared/kafka/compat.py)
     raise SystemExit(main())

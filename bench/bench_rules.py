@@ -43,7 +43,8 @@ from services.rules.rules import service as rules_service
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock
 from shared.db import make_engine, make_session_factory, transaction
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import compat
+from shared.kafka.clients import ensure_topics, make_producer
 from shared.migrate import upgrade
 from shared.settings import Settings
 
@@ -324,4 +325,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    compat.apply()  # before any consumer joins a group (shared/kafka/compat.py)
     main()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from services.wiring.supervisor import rss_mb
 from shared.broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka.clients import ensure_topics, make_producer
 from shared.settings import Settings
 
 

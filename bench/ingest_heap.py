@@ -32,7 +32,8 @@ from bench.soak import rss_mb
 from services.ingest.events.consumer import IngestWorker
 from shared.broker import EmbeddedBroker, free_port
 from shared.db import make_engine, make_session_factory
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import compat
+from shared.kafka.clients import ensure_topics, make_producer
 from shared.migrate import upgrade
 from shared.settings import Settings
 
@@ -109,4 +110,5 @@ def main(minutes: float, rate: int) -> None:
 
 
 if __name__ == "__main__":
+    compat.apply()  # before any consumer joins a group (shared/kafka/compat.py)
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 20, int(sys.argv[2]) if len(sys.argv) > 2 else 300)

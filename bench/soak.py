@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from shared.broker import free_port
-from shared.kafka import LagProbe
+from shared.kafka.lag import LagProbe
 from shared.settings import Settings
 
 

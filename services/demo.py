@@ -246,7 +246,7 @@ def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progr
 
 
 def main(args) -> int:
-    from shared.kafka import ensure_topics, make_producer
+    from shared.kafka.clients import ensure_topics, make_producer
     from shared.settings import get_settings
 
     settings = get_settings()
@@ -313,7 +313,7 @@ def wait_for_ingest(
     ``stall_seconds`` without any progress: the rules would judge half-loaded data."""
     from shared import consumer_progress as progress
     from shared.db import make_engine, make_session_factory
-    from shared.kafka import group_id_of
+    from shared.kafka.clients import group_id_of
 
     group = group_id_of(settings, "ingest")
     total = None
@@ -391,7 +391,7 @@ def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: ran
 def live(args, settings) -> None:
     from services.outreach.playbooks.repository import outreach_status
     from shared.db import make_engine, make_session_factory
-    from shared.kafka import make_producer
+    from shared.kafka.clients import make_producer
 
     accts = build_accounts(args.accounts, args.seed, datetime.now(UTC).date(), args.days)
     churning = {a.id for a in accts if a.cohort == "churning"}

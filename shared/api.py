@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
 from shared.db import read_transaction, transaction, transient_db_error
-from shared.kafka import make_producer
+from shared.kafka.clients import make_producer
 from shared.settings import Settings
 from shared.signin import SignInThrottle
 

@@ -2,7 +2,7 @@
 
 Touchline starts and stops it itself for ``touchline run`` and the tests. It keeps
 data in memory only: a restart loses every topic, so topics are (re)created
-explicitly with their partition count at start-up (:func:`shared.kafka.ensure_topics`).
+explicitly with their partition count at start-up (:func:`shared.kafka.clients.ensure_topics`).
 It keeps every record, too (no retention): its memory grows with every event, which
 ``touchline run`` watches (services/wiring/supervisor.py, :func:`memory_warning`).
 """

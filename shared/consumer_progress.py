@@ -1,4 +1,4 @@
-"""Consumer progress: every :class:`shared.kafka.BatchWorker` writes, per partition it
+"""Consumer progress: every :class:`shared.kafka.batch_worker.BatchWorker` writes, per partition it
 owns, how far its group has processed (the position after its last committed batch)
 and the partition's high-watermark as its own fetches saw it.
 

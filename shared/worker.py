@@ -1,5 +1,5 @@
 """The loop of every worker that polls the database on a period (playbook timers, the
-sender), beside :class:`shared.kafka.BatchWorker` for the consumer-group workers.
+sender), beside :class:`shared.kafka.batch_worker.BatchWorker` for the consumer-group workers.
 
 One tick is :meth:`PeriodicWorker.poll_once`: it owns its transactions and returns how
 much it did; the loop runs it again at once while there is more (:meth:`more_work`),

@@ -25,7 +25,8 @@ from services.wiring.models import metadata
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock
 from shared.db import make_engine, make_session_factory, transaction
-from shared.kafka import ensure_topics
+from shared.kafka import compat as kafka_compat
+from shared.kafka.clients import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import Settings
 from tests.support.helpers import T0, warm_up_broker
@@ -37,6 +38,9 @@ DB_KINDS = ["sqlite", "postgresql"]
 # other run), each session starts its own broker and runs the migrations itself.
 SHARED_BROKER = os.environ.get("TOUCHLINE_TEST_SHARED_BROKER", "")
 SQLITE_TEMPLATE = os.environ.get("TOUCHLINE_TEST_SQLITE_TEMPLATE", "")
+# The test session's workers and consumers run in this process: the group-join fix goes in
+# before any of them joins a group, as touchline's main() does for every command.
+kafka_compat.apply()
 
 # The directory is the tier. `-m integration` (broker and/or a database server) selects
 # tests/integration and tests/e2e, `-m e2e` tests/e2e, `-m "not integration"` tests/unit.

@@ -83,7 +83,7 @@ def _secret_ready(settings) -> bool:
 
 def cmd_worker(args) -> int:
     from services.wiring.workers import load_worker
-    from shared.kafka import ensure_topics
+    from shared.kafka.clients import ensure_topics
 
     settings = get_settings()
     if args.metrics_port:
@@ -175,7 +175,7 @@ def cmd_console_link(args) -> int:
 
 
 def cmd_topics(args) -> int:
-    from shared.kafka import ensure_topics, topic_specs
+    from shared.kafka.clients import ensure_topics, topic_specs
 
     settings = get_settings()
     ensure_topics(settings)
@@ -457,7 +457,7 @@ def cmd_run(args) -> int:
     # before anything imports prometheus_client, which picks its mode at import.
     env = multiprocess_env(settings)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"]
-    from shared.kafka import ensure_topics  # imports prometheus_client
+    from shared.kafka.clients import ensure_topics
     from shared.migrate import upgrade
 
     with database(settings) as factory:
@@ -595,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     component = args.cmd if args.cmd != "worker" else f"worker-{args.name}"
     configure_logging(settings.log_level, component, settings.log_repeat_seconds)
+    # Before any consumer joins a group, whichever command runs (see shared/kafka/compat.py).
+    from shared.kafka import compat as kafka_compat
+
+    kafka_compat.apply()
     return args.func(args) or 0
 
 

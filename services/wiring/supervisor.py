@@ -144,7 +144,7 @@ class Supervisor:
         DLQs, restart the broker empty, write the copy back, start everyone again. The
         copy, not the drain, is what makes it lossless: a group re-reads at most what it
         had not committed, and every effect is keyed, so that changes nothing."""
-        from shared.kafka import ensure_topics
+        from shared.kafka.clients import ensure_topics
 
         self._recycling = True
         stopped: list[Child] = []
@@ -296,7 +296,7 @@ class Supervisor:
     def _drain(self, consumers: list[Child], deadline: float | None = None, recycling: bool = False) -> bool:
         """Stage by stage in pipeline order: wait until the groups of a topic have
         committed everything, then stop their workers. True if everything drained."""
-        from shared.kafka import LagProbe
+        from shared.kafka.lag import LagProbe
 
         order = [self.settings.topic_events, self.settings.topic_signals]
         topics = order + sorted({t for c in consumers for ts in c.spec.consumes.values() for t in ts} - set(order))
@@ -371,7 +371,8 @@ def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple
     group consumes at all (the DLQs): (topic, partition, key, value, headers)."""
     from kafka import TopicPartition
 
-    from shared.kafka import LagProbe, topic_specs
+    from shared.kafka.clients import topic_specs
+    from shared.kafka.lag import LagProbe
 
     probe = LagProbe(settings)
     out: list[tuple] = []
@@ -400,7 +401,7 @@ def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple
 
 
 def put_back(settings: Settings, records: list[tuple]) -> None:
-    from shared.kafka import make_producer
+    from shared.kafka.clients import make_producer
 
     if not records:
         return

@@ -18,7 +18,8 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine
 
 from shared.db import make_engine
-from shared.kafka import ensure_topics, make_consumer, make_producer, parse_dlq_record
+from shared.kafka.clients import ensure_topics, make_consumer, make_producer
+from shared.kafka.dlq import parse_dlq_record
 from shared.settings import Settings
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday: the simulated clock's start

@@ -98,7 +98,7 @@ def ingest_reports_caught_up(settings, session_factory, clock) -> None:
     until it has reported every partition."""
     from services.ingest.events.consumer import IngestWorker
     from shared import consumer_progress as progress
-    from shared.kafka import ensure_topics, group_id_of
+    from shared.kafka.clients import ensure_topics, group_id_of
     from tests.support.helpers import drain
 
     ensure_topics(settings)

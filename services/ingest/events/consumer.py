@@ -17,7 +17,7 @@ from services.ingest import repository as repo
 from services.ingest.service import apply_events
 from shared.db import transaction
 from shared.events import Rejection, ValidEvent, validate_record
-from shared.kafka import BatchResult, BatchWorker, Reject
+from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE
 
 log = logging.getLogger(__name__)

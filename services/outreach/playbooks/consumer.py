@@ -30,7 +30,7 @@ from services.ingest import usage
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from services.rules.conditions import settle_signals
-from shared.kafka import BatchResult, BatchWorker, Reject
+from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE, OUTREACH_DECISIONS
 from shared.signals import Signal
 

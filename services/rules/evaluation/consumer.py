@@ -7,7 +7,7 @@ it and every valid event before it in its partition are in ingest's raw event st
 (one indexed query per batch): ingest commits whole batches in partition order, so the
 rollups then hold these events and everything before them. Per partition, the batch's
 ingested prefix is evaluated now and the rest is held back (in memory: see
-:meth:`shared.kafka.BatchWorker.ready`) and offered again with the next poll. (Waiting for the whole batch instead starved the worker under a steady stream:
+:meth:`shared.kafka.batch_worker.BatchWorker.ready`) and offered again with the next poll. (Waiting for the whole batch instead starved the worker under a steady stream:
 every poll also brought events newer than ingest's last commit, so no batch was ever
 complete until the stream paused; docs/performance.md, "End-to-end latency".) When the
 same event has held its partition back for ``rules_ingest_wait_seconds`` of clock time,
@@ -47,7 +47,8 @@ from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
 from shared.db import transaction
 from shared.events import ValidEvent, validate_record
-from shared.kafka import BatchResult, BatchWorker, group_id_of
+from shared.kafka.batch_worker import BatchResult, BatchWorker
+from shared.kafka.clients import group_id_of
 from shared.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_AGE,

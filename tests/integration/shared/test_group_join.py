@@ -6,7 +6,8 @@ task that finished *between* two polls was thrown away and a new JoinGroup sent.
 embedded broker holds a join for about a second, so a worker that does a little work after
 every short poll (the ingest worker retrying its retention pruning against a locked
 database, 50 ms each) could land every join's end in that gap and never join: CI saw the
-ingest worker unassigned for two minutes. shared/kafka_compat.py keeps the finished join.
+ingest worker unassigned for two minutes. shared/kafka/compat.py (applied by tests/conftest.py)
+keeps the finished join.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uuid
 
 from kafka import TopicPartition
 
-from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.kafka.clients import ensure_topics, make_consumer, make_producer
 from shared.settings import Settings
 from tests.support.helpers import wait_for
 

@@ -13,7 +13,7 @@ from services.ingest.events.consumer import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
 from shared import deadletters
 from shared.faults import CRASH_EXIT_CODE
-from shared.kafka import BatchResult, BatchWorker
+from shared.kafka.batch_worker import BatchResult, BatchWorker
 from shared.models import DeadLetter
 from tests.support.helpers import (
     QUICK_SESSION_TIMEOUT,
@@ -486,7 +486,7 @@ def test_a_database_outage_is_retried_and_nothing_is_lost_or_dead_lettered(topic
 
 def test_records_fetched_while_a_batch_is_stored_are_stored_too(topics, session_factory, clock):
     """Ingest overlaps: while a batch's transaction runs, the loop fetches the next records
-    (shared/kafka.py, ``overlap``). Those become the next batch: none is dropped, and the
+    (shared/kafka/batch_worker.py, ``overlap``). Those become the next batch: none is dropped, and the
     offsets committed are those of stored records only."""
     settings = topics.model_copy(update={"kafka_max_poll_records": 5})  # 40 records: eight batches
     publish(settings, [track("acme", "login", T0 - timedelta(seconds=i), "u1", f"pf-{i}") for i in range(40)])

@@ -16,7 +16,7 @@ from services.outreach.engagements import service
 from services.outreach.models import Engagement
 from services.outreach.playbooks.consumer import SignalWorker
 from shared.db import transaction
-from shared.kafka import ensure_topics
+from shared.kafka.clients import ensure_topics
 from shared.models import AuditRecord
 from shared.pagination import encode_cursor
 from tests.support.engagements import (

@@ -16,7 +16,7 @@ from services.rules.evaluation.consumer import ORPHAN_SWEEP_EVERY, RulesWorker
 from services.rules.evaluation.service import run_tick
 from services.rules.models import SignalRecord
 from shared.broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics
+from shared.kafka.clients import ensure_topics
 from shared.outbox import OutboxMessage
 from tests.support.helpers import T0, drain, read_topic, track
 from tests.support.outreach import (

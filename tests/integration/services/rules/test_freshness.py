@@ -14,7 +14,7 @@ from services.ingest.models import RawEvent
 from services.rules.evaluation.consumer import RulesWorker
 from services.rules.models import SignalRecord
 from shared import consumer_progress as progress
-from shared.kafka import group_id_of
+from shared.kafka.clients import group_id_of
 from tests.support.helpers import T0, drain, publish, track
 from tests.support.rules import count, make_rule, no_login_rule, signals
 

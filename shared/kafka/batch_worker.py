@@ -1,5 +1,4 @@
-"""Kafka helpers: producer and consumer factories, topic creation, and
-:class:`BatchWorker`, the consume loop every worker shares.
+""":class:`BatchWorker`, the consume loop every consumer-group worker shares.
 
 The loop's contract (effectively once):
 1. poll a batch;
@@ -20,115 +19,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import consumer_progress as progress
-from shared import deadletters, faults, kafka_compat
+from shared import deadletters, faults
 from shared.clock import Clock, SystemClock
 from shared.db import transaction, transient_db_error
+from shared.kafka.clients import group_id_of, make_consumer, make_producer
+from shared.kafka.dlq import dlq_headers
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
 from shared.settings import Settings
 from shared.worker import Backoff, retry_db_error
 
 log = logging.getLogger(__name__)
-# Before any consumer joins a group: keep a group join that finished between two polls
-# (kafka-python 3.0.12 sent it again; see shared/kafka_compat.py).
-kafka_compat.apply()
-
-
-def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    opts = dict(
-        bootstrap_servers=settings.bootstrap_servers,
-        acks="all",
-        linger_ms=5,
-        retries=5,
-        max_in_flight_requests_per_connection=1,  # keep per-key order across retries
-        client_id="touchline",
-        bootstrap_timeout_ms=settings.kafka_bootstrap_timeout_ms,
-        max_block_ms=settings.kafka_bootstrap_timeout_ms,
-        # Topics are created by ensure_topics with their partition counts, never implicitly.
-        allow_auto_create_topics=False,
-    )
-    opts.update(overrides)
-    return KafkaProducer(**opts)
-
-
-def make_consumer(settings: Settings, group_id: str, topics: Iterable[str], **overrides: Any) -> KafkaConsumer:
-    opts = dict(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=group_id,
-        enable_auto_commit=False,
-        # The embedded broker answers ListOffsets(latest) wrongly; earliest is right everywhere
-        # for a group that has never committed.
-        auto_offset_reset="earliest",
-        # A product app's transactional producer may abort: its records stay in the log,
-        # and only a read_committed consumer skips them (kafka-python defaults to uncommitted).
-        isolation_level="read_committed",
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
-        max_poll_records=settings.kafka_max_poll_records,
-        client_id=f"touchline-{group_id}",
-        allow_auto_create_topics=False,
-    )
-    opts.update(overrides)
-    consumer = KafkaConsumer(**opts)
-    consumer.subscribe(list(topics))
-    return consumer
-
-
-def group_id_of(settings: Settings, worker_name: str) -> str:
-    """The consumer group of a worker (``touchline-ingest`` …, with the topic prefix)."""
-    return settings.topic(f"touchline-{worker_name}")
-
-
-def topic_specs(settings: Settings) -> dict[str, int]:
-    """Every topic Touchline uses, with its partition count (DLQs included)."""
-    n = settings.topic_partitions
-    return {
-        settings.topic_events: n,
-        settings.topic_events_dlq: 1,
-        settings.topic_signals: n,
-        settings.topic_signals_dlq: 1,
-    }
-
-
-def ensure_topics(settings: Settings, specs: dict[str, int] | None = None, timeout: float = 15.0) -> None:
-    """Create missing topics with their partition counts (never rely on auto-creation:
-    the embedded broker would pick the wrong count after a restart)."""
-    specs = specs or topic_specs(settings)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="touchline-admin")
-            break
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); check TOUCHLINE_KAFKA_BOOTSTRAP") from exc
-            time.sleep(0.2)
-    try:
-        existing = set(admin.list_topics())
-        missing = [NewTopic(t, p, 1) for t, p in specs.items() if t not in existing]
-        if missing:
-            try:
-                admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race
-            log.info("created topics %s", ", ".join(f"{t.name}({t.num_partitions})" for t in missing))
-    finally:
-        admin.close()
 
 
 @dataclass
@@ -149,41 +62,6 @@ class BatchResult:
         for k, v in other.summary.items():
             summary[k] = summary.get(k, 0) + v
         return BatchResult(rejects=self.rejects + other.rejects, summary=summary)
-
-
-def dlq_headers(record: ConsumerRecord, reason: str, detail: str, now: datetime) -> list[tuple[str, bytes]]:
-    return [
-        ("touchline.dlq.reason", reason.encode()),
-        ("touchline.dlq.detail", detail[:2000].encode("utf-8", "replace")),
-        ("touchline.dlq.topic", record.topic.encode()),
-        ("touchline.dlq.partition", str(record.partition).encode()),
-        ("touchline.dlq.offset", str(record.offset).encode()),
-        ("touchline.dlq.rejected_at", now.isoformat().encode()),
-    ]
-
-
-def parse_dlq_record(record: ConsumerRecord) -> dict:
-    """A DLQ record as a readable dict (for ``touchline dlq`` and the tests)."""
-    headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or [])}
-    value = record.value or b""
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return {
-        "reason": headers.get("touchline.dlq.reason"),
-        "detail": headers.get("touchline.dlq.detail"),
-        "source": {
-            "topic": headers.get("touchline.dlq.topic"),
-            "partition": int(headers.get("touchline.dlq.partition", -1)),
-            "offset": int(headers.get("touchline.dlq.offset", -1)),
-        },
-        "rejected_at": headers.get("touchline.dlq.rejected_at"),
-        "key": record.key.decode("utf-8", "replace") if record.key else None,
-        "original_bytes": value,
-        "original_text": text,
-        "dlq_offset": record.offset,
-    }
 
 
 class BatchWorker:
@@ -562,54 +440,3 @@ class BatchWorker:
 
 class _DatabaseUnavailable(Exception):
     pass
-
-
-class LagProbe:
-    """How far each consumer group is behind, from outside the group: the group's
-    committed offsets (OffsetFetch) against each partition's high-watermark. The
-    embedded broker answers ListOffsets(latest) wrongly, so the high-watermark is read
-    from a fetch at the committed offset, as the workers do (``highwater()``)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="touchline-lag-probe")
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            enable_auto_commit=False,
-            group_id=None,
-            client_id="touchline-lag-probe",
-            fetch_max_wait_ms=20,
-            max_partition_fetch_bytes=1,
-            allow_auto_create_topics=False,
-        )
-
-    def high_watermark(self, tp: TopicPartition, from_offset: int, timeout: float = 5.0) -> int | None:
-        self.consumer.assign([tp])
-        self.consumer.seek(tp, from_offset)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.consumer.poll(timeout_ms=100, max_records=1, update_offsets=False)
-            hw = self.consumer.highwater(tp)
-            if hw is not None:
-                return hw
-        return None
-
-    def lag(self, group_id: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
-        """Records not yet committed by ``group_id``, per partition of ``topics``."""
-        committed = {tp: om.offset for tp, om in (self.admin.list_group_offsets(group_id).get(group_id) or {}).items() if om.offset >= 0}
-        out: dict[TopicPartition, int] = {}
-        for topic in topics:
-            for p in sorted(self.consumer.partitions_for_topic(topic) or []):
-                tp = TopicPartition(topic, p)
-                position = committed.get(tp, 0)
-                hw = self.high_watermark(tp, position)
-                if hw is not None:
-                    out[tp] = max(0, hw - position)
-        return out
-
-    def close(self) -> None:
-        for c in (self.consumer, self.admin):
-            try:
-                c.close()
-            except Exception:  # closing a probe whose broker is gone
-                pass

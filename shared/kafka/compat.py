@@ -1,4 +1,6 @@
-"""A fix to kafka-python 3.0.12, applied when :mod:`shared.kafka` is imported.
+"""A fix to kafka-python 3.0.12, applied by :func:`apply` when a process starts, before any
+consumer joins a group: ``touchline``'s ``main()`` (services/wiring/cli.py) for every command
+and child process, tests/conftest.py for the test session. Importing a module never applies it.
 
 The consumer's group join runs as a task on kafka-python's I/O thread. ``poll()`` awaits it
 for at most its timeout and leaves it in flight; the next ``poll()`` awaits the same task.
