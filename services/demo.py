@@ -312,15 +312,13 @@ def wait_for_ingest(
     every partition, logging progress. Gives up (exit with a message) after
     ``stall_seconds`` without any progress: the rules would judge half-loaded data."""
     from shared import consumer_progress as progress
-    from shared.db import make_engine, make_session_factory
+    from shared.db import database
     from shared.kafka.clients import group_id_of
 
     group = group_id_of(settings, "ingest")
     total = None
-    engine = make_engine(settings)
-    factory = make_session_factory(engine)
     last_remaining, last_change, last_log = None, time.monotonic(), 0.0
-    try:
+    with database(settings) as factory:
         while True:
             with factory() as session:
                 positions = progress.positions(session, group, settings.topic_events)
@@ -348,8 +346,6 @@ def wait_for_ingest(
                     "" if positions else " (no ingest worker has reported yet: is `touchline run` up?)",
                 )
             time.sleep(poll_seconds)
-    finally:
-        engine.dispose()
 
 
 # Simulated customers' response to the win-back playbook: how likely a churning account
@@ -389,60 +385,57 @@ def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: ran
 
 
 def live(args, settings) -> None:
-    from services.outreach.playbooks.repository import outreach_status
-    from shared.db import make_engine, make_session_factory
+    from services.outreach.interface import outreach_status
+    from shared.db import database
     from shared.kafka.clients import make_producer
 
     accts = build_accounts(args.accounts, args.seed, datetime.now(UTC).date(), args.days)
     churning = {a.id for a in accts if a.cohort == "churning"}
-    engine = make_engine(settings)
-    factory = make_session_factory(engine)
     producer = make_producer(settings)
     rng = random.Random(args.seed + 2)
     back: dict[str, str] = {}
     sent = 0
     log.info("demo: live usage every %.0fs; Ctrl-C stops. Watch GET /v1/playbooks/win-back/report.", args.live_tick)
-    try:
-        while True:
-            with factory() as session:
-                status = outreach_status(session, "win-back")
-            for account_id, state in status.items():
-                if account_id in churning and account_id not in back and state != "pending":
-                    p = COME_BACK_IF_REACHED if state == "reached" else COME_BACK_IF_HELD_OUT
-                    if _chance(account_id, "come-back") < p:
-                        back[account_id] = state
-                        log.info("demo: %s (%s) is using the product again", account_id, state.replace("_", " "))
-            events = live_round(accts, set(back), datetime.now(UTC), rng)
-            for ev in events:
-                producer.send(settings.topic_events, key=ev["account_id"].encode(), value=json.dumps(ev).encode())
-            producer.flush()
-            sent += len(events)
-            time.sleep(args.live_tick)  # pacing a live stream in real time
-    except KeyboardInterrupt:
-        log.info(
-            "demo: live stream stopped after %d events; %d churning accounts came back (%d reached, %d held out)",
-            sent,
-            len(back),
-            sum(1 for v in back.values() if v == "reached"),
-            sum(1 for v in back.values() if v == "held_out"),
-        )
-    finally:
-        producer.close()
-        engine.dispose()
+    with database(settings) as factory:
+        try:
+            while True:
+                with factory() as session:
+                    status = outreach_status(session, "win-back")
+                for account_id, state in status.items():
+                    if account_id in churning and account_id not in back and state != "pending":
+                        p = COME_BACK_IF_REACHED if state == "reached" else COME_BACK_IF_HELD_OUT
+                        if _chance(account_id, "come-back") < p:
+                            back[account_id] = state
+                            log.info("demo: %s (%s) is using the product again", account_id, state.replace("_", " "))
+                events = live_round(accts, set(back), datetime.now(UTC), rng)
+                for ev in events:
+                    producer.send(settings.topic_events, key=ev["account_id"].encode(), value=json.dumps(ev).encode())
+                producer.flush()
+                sent += len(events)
+                time.sleep(args.live_tick)  # pacing a live stream in real time
+        except KeyboardInterrupt:
+            log.info(
+                "demo: live stream stopped after %d events; %d churning accounts came back (%d reached, %d held out)",
+                sent,
+                len(back),
+                sum(1 for v in back.values() if v == "reached"),
+                sum(1 for v in back.values() if v == "held_out"),
+            )
+        finally:
+            producer.close()
 
 
 def enable_starter_rules(settings) -> None:
     """Import the starter rule library (services/rules/starter) and enable it, so the
     churning and expanding cohorts make signals appear while the demo runs."""
-    from services.rules.rules.importer import STARTER_DIR, import_rules
+    from services.rules.interface import STARTER_DIR, import_rules
     from shared.clock import SystemClock
-    from shared.db import make_engine, make_session_factory, transaction
+    from shared.db import database, transaction
     from shared.migrate import upgrade
 
-    engine = make_engine(settings)
-    try:
-        upgrade(engine)
-        with transaction(make_session_factory(engine)) as session:
+    with database(settings) as factory:
+        upgrade(factory.kw["bind"])
+        with transaction(factory) as session:
             outcomes = import_rules(
                 session,
                 STARTER_DIR,
@@ -452,8 +445,6 @@ def enable_starter_rules(settings) -> None:
                 enable=True,
                 max_depth=settings.max_json_depth,
             )
-    finally:
-        engine.dispose()
     log.info("demo: starter rules enabled: %s", ", ".join(f"{o.rule_id} ({o.action})" for o in outcomes))
 
 
@@ -499,34 +490,27 @@ def pace_win_back(settings) -> bool:
     """Save ``DEMO_PACED_WIN_BACK`` as the current version of ``win-back`` (the starter
     content is seeded first if missing), unless its current version was written by
     someone other than the starter or the demo. Returns whether the demo pace is on."""
-    from services.outreach.playbooks import repository as playbook_repo
-    from services.outreach.playbooks import service as playbook_service
-    from services.outreach.playbooks.schemas import PlaybookDefinition
-    from services.outreach.starter import ACTOR as STARTER_ACTOR
-    from services.outreach.starter import seed_starter_content
+    from services.outreach import interface as outreach
     from shared.clock import SystemClock
-    from shared.db import make_engine, make_session_factory, transaction
+    from shared.db import database, transaction
     from shared.migrate import upgrade
 
-    engine = make_engine(settings)
-    try:
-        upgrade(engine)
+    with database(settings) as factory:
+        upgrade(factory.kw["bind"])
         now = SystemClock().now()
-        with transaction(make_session_factory(engine)) as session:
-            seed_starter_content(session, settings, now, enable_playbooks=True)
-            head = playbook_repo.get_head(session, "win-back")
-            current = playbook_repo.get_version(session, "win-back", head.current_version) if head else None
-            if current is not None and current.created_by not in (STARTER_ACTOR, DEMO_ACTOR):
+        with transaction(factory) as session:
+            outreach.seed_starter_content(session, settings, now, enable_playbooks=True)
+            head = outreach.get_playbook_head(session, "win-back")
+            current = outreach.get_playbook_version(session, "win-back", head.current_version) if head else None
+            if current is not None and current.created_by not in (outreach.STARTER_ACTOR, DEMO_ACTOR):
                 log.warning(
                     "demo: win-back was last changed by %s; leaving it as it is, so churn escalations come at "
                     "its own pace (the starter's: 11 days)",
                     current.created_by,
                 )
                 return False
-            definition = PlaybookDefinition.model_validate({**DEMO_PACED_WIN_BACK, "enabled": head.enabled if head else True})
-            playbook_service.save(session, "win-back", definition, actor=DEMO_ACTOR, now=now)
-    finally:
-        engine.dispose()
+            definition = outreach.PlaybookDefinition.model_validate({**DEMO_PACED_WIN_BACK, "enabled": head.enabled if head else True})
+            outreach.save_playbook(session, "win-back", definition, actor=DEMO_ACTOR, now=now)
     log.info(
         "demo: win-back runs at demo pace (waits of 2 and 3 minutes, an hour's time-box): a churning account that "
         "ignores both emails is escalated to a pooled CSM about 5 minutes after its signal (emails inside a "
@@ -540,7 +524,7 @@ def cohorts(accounts: int, seed: int, days: int, win_back: dict) -> dict[str, li
     the churning ones (the win-back playbook's accounts) which it holds out of the
     emails, which it holds out of the escalation (a ``held_out`` engagement row, measured,
     not escalated) and which it escalates to a pooled CSM if they ignore both emails."""
-    from services.outreach.outcomes import holdout_groups
+    from services.outreach.interface import holdout_groups
 
     accts = build_accounts(accounts, seed, datetime.now(UTC).date(), days)
     out: dict[str, list[str]] = {c: [a.id for a in accts if a.cohort == c] for c in ("churning", "expanding", "healthy", "onboarding")}
@@ -555,7 +539,7 @@ def cohorts(accounts: int, seed: int, days: int, win_back: dict) -> dict[str, li
 def save_cohorts(settings, accounts: int, seed: int, days: int, win_back: dict | None) -> dict[str, list[str]]:
     """Write :func:`cohorts` to ``var/demo-cohorts.json`` and log the gist, so the tour
     (README) names accounts from what this run made, never from memory."""
-    from services.outreach.starter import starter_playbooks
+    from services.outreach.interface import starter_playbooks
 
     found = cohorts(accounts, seed, days, win_back or starter_playbooks()["win-back"])
     path = settings.var_dir / "demo-cohorts.json"
@@ -588,28 +572,25 @@ def seed_csm_pool(settings) -> dict[str, str]:
     """Put a small pool of CSMs on the roster (once) and give each a csm key, saved in
     ``var/demo-csm-keys.json`` (mode 0600) so `GET /v1/me/engagements` can be tried
     as each of them. Returns csm id -> key (only the keys created now)."""
-    from services.outreach.engagements import repository as engagement_repo
-    from services.outreach.engagements.roster import put
-    from services.outreach.engagements.schemas import CsmIn
+    from services.outreach import interface as outreach
     from shared.auth import create_key
     from shared.clock import SystemClock
-    from shared.db import make_engine, make_session_factory, transaction
+    from shared.db import database, transaction
     from shared.migrate import upgrade
 
     path = settings.var_dir / "demo-csm-keys.json"
     saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     created: dict[str, str] = {}
-    engine = make_engine(settings)
-    try:
-        upgrade(engine)
+    with database(settings) as factory:
+        upgrade(factory.kw["bind"])
         now = SystemClock().now()
-        with transaction(make_session_factory(engine)) as session:
+        with transaction(factory) as session:
             for cid, name, tz, capacity, segments, skills in DEMO_CSMS:
-                if engagement_repo.get_csm(session, cid) is None:
-                    put(
+                if outreach.get_csm(session, cid) is None:
+                    outreach.put_csm(
                         session,
                         cid,
-                        CsmIn(
+                        outreach.CsmIn(
                             name=name, email=f"{cid}@touchline.example", timezone=tz, capacity=capacity, segments=segments, skills=skills
                         ),
                         actor="cli:demo",
@@ -619,8 +600,6 @@ def seed_csm_pool(settings) -> dict[str, str]:
                 if cid not in saved:
                     _row, key = create_key(session, role="csm", name=f"demo {cid}", now=now, csm_id=cid)
                     created[cid] = key
-    finally:
-        engine.dispose()
     if created:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**saved, **created}, indent=2))

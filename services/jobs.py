@@ -9,7 +9,7 @@ import importlib
 from shared.jobs.runner import JobWorker as _JobWorker
 
 JOB_KIND_MODULES = [
-    "services.rules.backtest.jobs",  # rules.backtest
+    "services.rules.interface",  # rules.backtest (rules.backtest.jobs, imported by the rules door)
 ]
 
 

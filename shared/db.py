@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -149,6 +149,19 @@ _TRANSIENT_SQLSTATES = {
     "57P03": "connection",
     "53300": "connection",
 }
+
+
+@contextmanager
+def database(settings: Settings | None = None) -> Iterator[sessionmaker[Session]]:
+    """The composition root of the processes that are not a server or a worker (every
+    ``touchline`` command, the demo): an engine for ``settings`` (default: the
+    environment's), its session factory, and the engine disposed on the way out. Each
+    unit of work inside opens its own :func:`transaction`."""
+    engine = make_engine(settings or get_settings())
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 def transient_db_error(exc: BaseException) -> str | None:

@@ -137,7 +137,7 @@ def _url(path: str, **params) -> str:
     return path + ("?" + urlencode(clean) if clean else "")
 
 
-def _seg(value: Any) -> str:
+def seg(value: Any) -> str:
     """One URL path segment: account and rule ids may hold any character."""
     return quote(str(value), safe="")
 
@@ -150,7 +150,7 @@ env.filters.update(
     num=_fmt_num,
     pct=_pct,
     pretty=_pretty,
-    seg=_seg,
+    seg=seg,
     evidence=_evidence,
     time_left=_time_left,
     prose=_prose,

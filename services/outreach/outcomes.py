@@ -1,8 +1,8 @@
-"""Outreach's published module: what other services may know about outreach's
-outcomes. Keep it small; everything else in outreach is private to it.
+"""What others may know about outreach's outcomes, published through
+:mod:`services.outreach.interface` (the service's one door).
 
 - :func:`signals_with_decision`: which signals outreach has recorded a decision for
-  (the rules service's orphan sweeper republishes the others).
+  (each is settled with the rules service when it is recorded).
 - :func:`holdout_groups`: which accounts a playbook holds out of its messages and of
   its escalation (deterministic: what the engine will decide for them).
 """

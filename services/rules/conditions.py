@@ -1,5 +1,6 @@
-"""The rules service's published interface: what other services may import from rules
-(import-linter checks it). Outreach writes playbook exit and branch conditions in the
+"""The rule language and rules' commands as outreach uses them, published through
+:mod:`services.rules.interface` (the service's one door; import this module only from
+inside rules). Outreach writes playbook exit and branch conditions in the
 rule language (docs/rules.md), so CS Ops learn one language.
 
 - :func:`parse_condition` ``(obj) -> Condition`` raises :class:`RuleValidationError`

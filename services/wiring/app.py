@@ -59,39 +59,16 @@ Errors answer `{"error": "<code>", "detail": ...}`.
 
 
 def routers():
+    """Every API router, as each service publishes them (``routers()`` of its interface)."""
     from services.ingest.accounts.router import router as accounts_router
     from services.ingest.events.router import router as events_router
     from services.jobs import load_kinds
-    from services.outreach.delivery.router import router as messages_router
-    from services.outreach.devmail.router import router as devmail_router
-    from services.outreach.engagements.router import router as engagements_router
-    from services.outreach.inapp.router import router as inapp_router
-    from services.outreach.playbooks.router import router as playbooks_router
-    from services.outreach.policy.router import router as policy_router
-    from services.outreach.templates.router import router as templates_router
-    from services.rules.backtest.router import router as backtest_router
-    from services.rules.evaluation.router import router as dryrun_router
-    from services.rules.rules.router import router as rules_router
-    from services.rules.signals.router import router as signals_router
+    from services.outreach import interface as outreach
+    from services.rules import interface as rules
     from shared.jobs.router import router as jobs_router
 
     load_kinds()  # the jobs API shows each role the kinds it may run
-    return [
-        events_router,
-        accounts_router,
-        rules_router,
-        dryrun_router,
-        backtest_router,
-        signals_router,
-        templates_router,
-        playbooks_router,
-        messages_router,
-        inapp_router,
-        policy_router,
-        engagements_router,
-        devmail_router,
-        jobs_router,
-    ]
+    return [events_router, accounts_router, *rules.routers(), *outreach.routers(), jobs_router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:
@@ -164,7 +141,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
 
     for r in routers():
         app.include_router(r)
-    from services.console.router import mount as mount_console
+    from services.console.interface import mount as mount_console
 
     mount_console(app)
     # Added last, so outermost: a request over the cap costs no body read, thread or connection.

@@ -8,29 +8,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from sqlalchemy.orm import sessionmaker
-
+from shared.db import database
 from shared.logging import configure_logging
 from shared.settings import get_settings
 
 log = logging.getLogger("touchline")
-
-
-@contextmanager
-def database(settings=None) -> Iterator[sessionmaker]:
-    """The one session scope of every command: an engine for ``settings`` (default: the
-    environment's), a session factory, and the engine disposed on the way out. Each unit
-    of work inside opens its own ``transaction(factory)``."""
-    from shared.db import make_engine, make_session_factory
-
-    engine = make_engine(settings or get_settings())
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def cmd_migrate(args) -> int:
@@ -144,7 +127,7 @@ def cmd_keys(args) -> int:
 
 def cmd_console_link(args) -> int:
     """Print a one-time sign-in link to the web console (it creates a key of its own)."""
-    from services.console.session import create_link
+    from services.console.interface import create_link
     from shared.clock import SystemClock
     from shared.db import transaction
 
@@ -152,9 +135,9 @@ def cmd_console_link(args) -> int:
     with database(settings) as factory:
         with transaction(factory) as session:
             if args.csm:
-                from services.outreach.engagements import repository as engagements_repo
+                from services.outreach.interface import get_csm
 
-                if engagements_repo.get_csm(session, args.csm) is None:
+                if get_csm(session, args.csm) is None:
                     print(f"error: no CSM {args.csm!r} on the roster (PUT /v1/csms/{args.csm} adds one)", file=sys.stderr)
                     return 2
             url = create_link(
@@ -224,19 +207,19 @@ def cmd_mailsink(args) -> int:
     TOUCHLINE_SMTP_URL is empty)."""
     import threading
 
-    from services.outreach.devmail.sink import serve_forever
+    from services.outreach.interface import serve_devmail
 
     settings = get_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("mail sink on %s:%d keeping messages in %s", settings.mail_sink_host, settings.mail_sink_port, settings.mail_dir)
-    serve_forever(settings.mail_dir, settings.mail_sink_host, settings.mail_sink_port, stop)
+    serve_devmail(settings.mail_dir, settings.mail_sink_host, settings.mail_sink_port, stop)
     return 0
 
 
 def cmd_seed(args) -> int:
-    from services.outreach.starter import seed_starter_content
+    from services.outreach.interface import seed_starter_content
     from shared.clock import SystemClock
     from shared.db import transaction
 
@@ -264,7 +247,7 @@ def cmd_rules(args) -> int:
     settings = get_settings()
     with database(settings) as factory:
         if args.rules_cmd == "import":
-            from services.rules.rules.importer import STARTER_DIR, import_rules
+            from services.rules.interface import STARTER_DIR, import_rules
 
             path = Path(args.path) if args.path else STARTER_DIR
             if not path.exists():
@@ -296,7 +279,7 @@ def cmd_rules(args) -> int:
         elif args.rules_cmd == "backtest":
             return _backtest(args, settings, factory)
         elif args.rules_cmd == "tick":
-            from services.rules.evaluation.service import run_tick
+            from services.rules.interface import run_tick
 
             report = run_tick(factory, settings, SystemClock().now())
             print(f"{report.ran}/{report.rules} scheduled rules ran, {report.matched} matched, {len(report.signals)} signals")
@@ -314,9 +297,7 @@ def _backtest(args, settings, factory) -> int:
     from pydantic import ValidationError
 
     from services.jobs import JobWorker
-    from services.rules.backtest.jobs import KIND
-    from services.rules.backtest.service import prepare
-    from services.rules.rules.schemas import BacktestIn
+    from services.rules.interface import BACKTEST_KIND, BacktestIn, prepare_backtest
     from shared import jobs
     from shared.clock import SystemClock
     from shared.db import transaction
@@ -334,10 +315,10 @@ def _backtest(args, settings, factory) -> int:
         return 2
     try:
         with transaction(factory) as session:
-            prepare(session, body, settings)
+            prepare_backtest(session, body, settings)
             job = jobs.submit(
                 session,
-                KIND,
+                BACKTEST_KIND,
                 body.model_dump(mode="json"),
                 created_by=f"cli:{getpass.getuser()}",
                 now=SystemClock().now(),
@@ -433,7 +414,7 @@ def _first_admin_key(settings, factory) -> None:
 
 
 def _seed_outreach(settings, factory) -> None:
-    from services.outreach.starter import seed_starter_content
+    from services.outreach.interface import seed_starter_content
     from shared.clock import SystemClock
     from shared.db import transaction
 

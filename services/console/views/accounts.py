@@ -9,12 +9,11 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import READER, Viewer, _seg, now_of, render
+from services.console.web import READER, Viewer, now_of, render, seg
 from services.ingest import repository as ingest_repo
 from services.ingest.accounts.service import usage_report
-from services.outreach.delivery import repository as delivery_repo
-from services.outreach.playbooks import repository as playbooks_repo
-from services.rules.signals import repository as signals_repo
+from services.outreach import interface as outreach
+from services.rules import interface as rules
 from shared.api import SessionDep
 from shared.errors import NotFound
 
@@ -37,7 +36,7 @@ def accounts(
     viewer: Viewer = READER,
 ):
     now = now_of(request)
-    only = signals_repo.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
+    only = rules.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
     items, total = ingest_repo.search_accounts(
         session,
         text=q.strip() or None,
@@ -71,7 +70,7 @@ def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[
                 "at": s.fired_at,
                 "what": "signal",
                 "text": f"{s.rule_name} ({s.kind}, {s.severity})",
-                "link": f"/console/rules/{_seg(s.rule_id)}" if link_rules else None,
+                "link": f"/console/rules/{seg(s.rule_id)}" if link_rules else None,
             }
         )
     for m in messages:
@@ -90,7 +89,7 @@ def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[
                 "at": e.enrolled_at,
                 "what": "enrolled",
                 "text": f"{e.playbook_id} v{e.playbook_version}" + (" (holdout)" if e.holdout else ""),
-                "link": f"/console/playbooks/{_seg(e.playbook_id)}",
+                "link": f"/console/playbooks/{seg(e.playbook_id)}",
             }
         )
         if e.ended_at:
@@ -99,7 +98,7 @@ def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[
                     "at": e.ended_at,
                     "what": f"enrolment {e.status}",
                     "text": e.playbook_id,
-                    "link": f"/console/playbooks/{_seg(e.playbook_id)}",
+                    "link": f"/console/playbooks/{seg(e.playbook_id)}",
                 }
             )
     for ev in events:
@@ -135,18 +134,16 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
     by_role: dict[str, list] = {}
     for u in users:
         by_role.setdefault(u.role or "no role", []).append(u)
-    signals = signals_repo.list_signals(
-        session, kind=None, rule_id=None, account_id=account_id, since=None, until=None, before=None, limit=50
-    )
+    signals = rules.list_signals(session, kind=None, rule_id=None, account_id=account_id, since=None, until=None, before=None, limit=50)
     ops = viewer.can("ops")  # messages and enrolments are CS Ops data in the API too
     messages = (
-        delivery_repo.list_messages(
+        outreach.list_messages(
             session, state=None, account_id=account_id, playbook_id=None, channel=None, enrollment_id=None, limit=50, before=None
         )
         if ops
         else []
     )
-    enrollments = playbooks_repo.enrollments_for_account(session, account_id, 50) if ops else []
+    enrollments = outreach.enrollments_for_account(session, account_id, 50) if ops else []
     events = ingest_repo.recent_events(session, account_id, 30)
     return render(
         request,

@@ -11,20 +11,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, _seg, context_of, now_of, render
-from services.outreach.engagements import assignment, reporting, service
-from services.outreach.engagements import repository as repo
-from services.outreach.engagements.schemas import (
-    OUTCOMES,
-    TOUCH_KINDS,
-    CancelIn,
-    ExtendIn,
-    NoteIn,
-    ReassignIn,
-    ResolveIn,
-    TouchIn,
-)
-from services.outreach.models import OPEN_ENGAGEMENT_STATUSES
+from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, context_of, now_of, render, seg
+from services.outreach import interface as outreach
 from shared.api import SessionDep
 from shared.errors import Forbidden, TouchlineError, Unprocessable
 
@@ -46,29 +34,29 @@ def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READ
     now = now_of(request)
     rows = [
         e
-        for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=INBOX_LIMIT, order="due")
-        if e.status in OPEN_ENGAGEMENT_STATUSES
+        for e in outreach.list_engagements(session, csm_id=viewer.principal.csm_id, limit=INBOX_LIMIT, order="due")
+        if e.status in outreach.OPEN_ENGAGEMENT_STATUSES
     ]
     # Overdue first (by how overdue), then by due date; the repository already orders by due date.
     rows.sort(key=lambda e: (e.due_at is None, not (e.due_at and e.due_at < now), e.due_at or now))
     closed = [
         e
-        for e in repo.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
-        if e.status not in OPEN_ENGAGEMENT_STATUSES
+        for e in outreach.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
+        if e.status not in outreach.OPEN_ENGAGEMENT_STATUSES
     ]
     return render(request, "inbox.html", rows=[(e, _days_left(e, now)) for e in rows], closed=closed, now=now)
 
 
 def _load(session: Session, engagement_id: str, viewer: Viewer, *, lock: bool = False):
     try:
-        return service.visible_to(repo.get(session, engagement_id, lock=lock), viewer.principal, engagement_id)
+        return outreach.engagement_visible_to(outreach.get_engagement(session, engagement_id, lock=lock), viewer.principal, engagement_id)
     except Forbidden as exc:
         raise ConsoleForbidden(f"{exc.detail}.") from None
 
 
 def _page(request: Request, session: Session, e, viewer: Viewer, *, status_code: int = 200, problem=None, done=None):
     now = now_of(request)
-    d = reporting.detail(session, e, now)
+    d = outreach.engagement_detail(session, e, now)
     labels = [u["day"][5:] for u in d.usage_90d]
     usage_chart = charts.lines(
         f"Usage of {e.account_id}, last 90 days",
@@ -80,7 +68,7 @@ def _page(request: Request, session: Session, e, viewer: Viewer, *, status_code:
         x_label="day (UTC)",
         y_label="per day",
     )
-    csms = repo.list_csms(session) if viewer.can("ops") else []
+    csms = outreach.list_csms(session) if viewer.can("ops") else []
     return render(
         request,
         "engagement.html",
@@ -88,9 +76,9 @@ def _page(request: Request, session: Session, e, viewer: Viewer, *, status_code:
         e=d,
         usage_chart=usage_chart,
         days_left=_days_left(e, now),
-        open=e.status in OPEN_ENGAGEMENT_STATUSES,
-        touch_kinds=TOUCH_KINDS,
-        outcomes=OUTCOMES,
+        open=e.status in outreach.OPEN_ENGAGEMENT_STATUSES,
+        touch_kinds=outreach.TOUCH_KINDS,
+        outcomes=outreach.ENGAGEMENT_OUTCOMES,
         csms=csms,
         problem=problem,
         done=done,
@@ -106,25 +94,25 @@ def engagement(request: Request, engagement_id: str, done: str = "", session: Se
 def _apply(action: str, session: Session, e, form: dict, viewer: Viewer, now, settings):
     actor = viewer.principal.actor
     if action == "accept":
-        service.accept(session, e, actor=actor, now=now)
+        outreach.accept_engagement(session, e, actor=actor, now=now)
     elif action == "touch":
-        touch = TouchIn(kind=form.get("kind", ""), user_id=form.get("user_id") or None, summary=form.get("summary", ""))
-        service.log_touch(session, e, kind=touch.kind, user_id=touch.user_id, summary=touch.summary, actor=actor, now=now)
+        touch = outreach.TouchIn(kind=form.get("kind", ""), user_id=form.get("user_id") or None, summary=form.get("summary", ""))
+        outreach.log_touch(session, e, kind=touch.kind, user_id=touch.user_id, summary=touch.summary, actor=actor, now=now)
     elif action == "note":
-        note = NoteIn(text=form.get("text", ""))
-        service.add_note(session, e, text=note.text, actor=actor, now=now)
+        note = outreach.NoteIn(text=form.get("text", ""))
+        outreach.add_note(session, e, text=note.text, actor=actor, now=now)
     elif action == "extend":
-        ext = ExtendIn(days=form.get("days") or 0, reason=form.get("reason", ""))
-        service.extend(session, e, days=ext.days, reason=ext.reason, actor=actor, now=now, settings=settings)
+        ext = outreach.ExtendIn(days=form.get("days") or 0, reason=form.get("reason", ""))
+        outreach.extend_engagement(session, e, days=ext.days, reason=ext.reason, actor=actor, now=now, settings=settings)
     elif action == "resolve":
-        res = ResolveIn(outcome=form.get("outcome", ""), note=form.get("note", ""))
-        service.resolve(session, e, outcome=res.outcome, note=res.note, actor=actor, now=now, settings=settings)
+        res = outreach.ResolveIn(outcome=form.get("outcome", ""), note=form.get("note", ""))
+        outreach.resolve_engagement(session, e, outcome=res.outcome, note=res.note, actor=actor, now=now, settings=settings)
     elif action == "reassign" and viewer.can("ops"):
-        move = ReassignIn(csm_id=form.get("csm_id") or None, reason=form.get("reason", ""))
-        assignment.reassign(session, e, move.csm_id, actor=actor, now=now, settings=settings, reason=move.reason)
+        move = outreach.ReassignIn(csm_id=form.get("csm_id") or None, reason=form.get("reason", ""))
+        outreach.reassign_engagement(session, e, move.csm_id, actor=actor, now=now, settings=settings, reason=move.reason)
     elif action == "cancel" and viewer.can("ops"):
-        stop = CancelIn(reason=form.get("reason", ""))
-        service.cancel(session, e, reason=stop.reason, actor=actor, now=now, settings=settings)
+        stop = outreach.CancelIn(reason=form.get("reason", ""))
+        outreach.cancel_engagement(session, e, reason=stop.reason, actor=actor, now=now, settings=settings)
     elif action in ("reassign", "cancel"):
         raise ConsoleForbidden(f"Only CS Ops can {action} an engagement.")
     else:
@@ -150,14 +138,14 @@ def act(request: Request, engagement_id: str, action: str, session: Session = Se
         session.rollback()
         e = _load(session, engagement_id, viewer)
         return _page(request, session, e, viewer, status_code=exc.status_code, problem=exc.detail)
-    return RedirectResponse(f"/console/engagements/{_seg(engagement_id)}?done={action}", status_code=303)
+    return RedirectResponse(f"/console/engagements/{seg(engagement_id)}?done={action}", status_code=303)
 
 
 @router.get("/pool")
 def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
     now = now_of(request)
     settings = context_of(request).settings
-    p = reporting.pool(session, now)
+    p = outreach.pool_report(session, now)
     load_chart = (
         charts.bars(
             "Open engagements per CSM against capacity",
@@ -172,9 +160,9 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
         if p.csms
         else None
     )
-    queued = repo.list_engagements(session, status="queued", limit=100, order="opened")
+    queued = outreach.list_engagements(session, status="queued", limit=100, order="opened")
     queued.sort(key=lambda e: e.opened_at)
-    f = reporting.forecast(
+    f = outreach.pool_forecast(
         session,
         now,
         lookback_days=90,
@@ -196,7 +184,7 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
         ],
         x_label="per week, at once, or CSMs",
     )
-    recent = repo.list_engagements(session, limit=50, order="opened")
+    recent = outreach.list_engagements(session, limit=50, order="opened")
     return render(
         request,
         "pool.html",

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
 
 from services.console.web import OPS, Viewer, render
-from services.outreach.delivery import repository as delivery_repo
-from services.rules.signals import repository as signals_repo
+from services.outreach import interface as outreach
+from services.rules import interface as rules
 from shared.api import SessionDep
 
 router = APIRouter()
@@ -38,8 +38,8 @@ def signals(
     viewer: Viewer = OPS,
 ):
     start = _start(since)
-    total = signals_repo.count_signals(session, kind=kind or None, rule_id=rule_id or None, account_id=account_id or None, since=start)
-    rows = signals_repo.list_signals(
+    total = rules.count_signals(session, kind=kind or None, rule_id=rule_id or None, account_id=account_id or None, since=start)
+    rows = rules.list_signals(
         session,
         kind=kind or None,
         rule_id=rule_id or None,
@@ -79,8 +79,8 @@ def messages(
         "playbook_id": playbook_id or None,
         "account_id": account_id or None,
     }
-    total = delivery_repo.count_messages(session, **filters)
-    rows = delivery_repo.list_messages(session, **filters, enrollment_id=None, limit=SHOWN, before=None)
+    total = outreach.count_messages(session, **filters)
+    rows = outreach.list_messages(session, **filters, enrollment_id=None, limit=SHOWN, before=None)
     return render(
         request,
         "messages.html",

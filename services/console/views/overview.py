@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.web import OPS, Viewer, now_of, render
-from services.outreach.delivery import repository as delivery_repo
-from services.outreach.engagements import repository as engagements_repo
-from services.rules.signals import repository as signals_repo
+from services.outreach import interface as outreach
+from services.rules import interface as rules
 from shared import deadletters
 from shared.api import SessionDep, context_of
 from shared.broker import memory_warning
@@ -46,7 +45,7 @@ def signal_chart(session: Session, now: datetime):
     end = now.date()
     start = end - timedelta(days=DAYS - 1)
     since = window_start(now)
-    rows = signals_repo.counts_by_day_and_kind(session, since, now + timedelta(seconds=1))
+    rows = rules.signal_counts_by_day_and_kind(session, since, now + timedelta(seconds=1))
     days = [start + timedelta(days=i) for i in range(DAYS)]
     kinds = sorted({k for _, k, _ in rows})
     series = {k: [0] * DAYS for k in kinds}
@@ -78,7 +77,7 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
     sent = {c: 0 for c in ("email", "inapp", "webhook")}
     by_state: dict[tuple[str, str, str], int] = {}
     skipped_total = 0
-    for channel, state, reason, n in delivery_repo.counts_by_state_reason(session, since):
+    for channel, state, reason, n in outreach.message_counts_by_state_reason(session, since):
         if state == "sent":
             sent[channel] = sent.get(channel, 0) + n
         if state == "skipped":
@@ -96,7 +95,7 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
     broker_warning = None
     if broker_mb is not None and warn_mb and broker_mb / 2**20 >= warn_mb:
         broker_warning = memory_warning(broker_mb / 2**20, int(warn_mb), context_of(request).settings.embedded_broker_max_mb)
-    open_engagements, due_week, overdue = engagements_repo.due_counts(session, now, now + timedelta(days=7))
+    open_engagements, due_week, overdue = outreach.engagement_due_counts(session, now, now + timedelta(days=7))
     return render(
         request,
         "overview.html",

@@ -10,33 +10,29 @@ from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.web import OPS, Viewer, render
-from services.outreach.playbooks import repository as repo
-from services.outreach.playbooks import service
-from services.outreach.playbooks.schemas import PlaybookDefinition
-from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, SendStep, WaitStep
-from services.outreach.stats import wilson
+from services.outreach import interface as outreach
 from shared.api import SessionDep
 
 router = APIRouter()
 
 
-def flow(definition: PlaybookDefinition) -> list[dict[str, Any]]:
+def flow(definition: outreach.PlaybookDefinition) -> list[dict[str, Any]]:
     """Each step with what it does and where it goes next (branch targets by name).
     Steps of other types (open_engagement, ...) show their type alone."""
     parsed = definition.parsed_steps()
     out = []
     for i, s in enumerate(parsed.steps):
         item: dict[str, Any] = {"id": s.id, "type": s.type, "detail": "", "then": None, "else": None}
-        if isinstance(s, SendStep):
+        if isinstance(s, outreach.SendStep):
             who = ", ".join(s.to) if s.to else ("webhook " + (s.url or "") if s.channel == "webhook" else "—")
             item["detail"] = f"{s.channel} {s.template or ''} to {who}".replace("  ", " ")
-        elif isinstance(s, WaitStep):
+        elif isinstance(s, outreach.WaitStep):
             item["detail"] = f"wait {s.duration}"
-        elif isinstance(s, BranchStep):
+        elif isinstance(s, outreach.BranchStep):
             item["detail"] = "if " + _condition_text(s.if_)
             item["then"] = s.then
             item["else"] = s.else_ or (parsed.steps[i + 1].id if i + 1 < len(parsed.steps) else "end")
-        elif isinstance(s, EndStep):
+        elif isinstance(s, outreach.EndStep):
             item["detail"] = f"end as {s.outcome}"
         out.append(item)
     return out
@@ -62,19 +58,19 @@ def _condition_text(cond: Any) -> str:
 @router.get("/playbooks")
 def playbooks(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
     rows = []
-    for head in repo.list_heads(session):
-        out = service.out(session, head)
-        rows.append({"out": out, "report": service.report(session, head.id)})
+    for head in outreach.list_playbook_heads(session):
+        out = outreach.playbook_out(session, head)
+        rows.append({"out": out, "report": outreach.playbook_report(session, head.id)})
     return render(request, "playbooks.html", rows=rows)
 
 
 @router.get("/playbooks/{playbook_id}")
 def playbook(request: Request, playbook_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
-    head = service.get_or_404(session, playbook_id)
-    out = service.out(session, head)
-    definition = PlaybookDefinition.model_validate(out.definition)
-    report = service.report(session, playbook_id)
-    funnel = service.funnel(session, playbook_id)
+    head = outreach.get_playbook(session, playbook_id)
+    out = outreach.playbook_out(session, head)
+    definition = outreach.PlaybookDefinition.model_validate(out.definition)
+    report = outreach.playbook_report(session, playbook_id)
+    funnel = outreach.playbook_funnel(session, playbook_id)
     # Two charts, never one: enrolments (one per account and run) reaching each step, and
     # messages (one per recipient) per send step. A step that emails two contacts of each
     # of 15 enrolments writes 30 messages: mixed in one chart the figures contradict.
@@ -96,8 +92,8 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
     interval_chart = None
     if report.treated.enrolled or report.holdout.enrolled:
         t, h = report.treated, report.holdout
-        tl, th = wilson(t.converted, t.enrolled) if t.enrolled else (None, None)
-        hl, hh = wilson(h.converted, h.enrolled) if h.enrolled else (None, None)
+        tl, th = outreach.wilson(t.converted, t.enrolled) if t.enrolled else (None, None)
+        hl, hh = outreach.wilson(h.converted, h.enrolled) if h.enrolled else (None, None)
         ci = report.confidence_interval
         ci_lo, ci_hi = (ci[0], ci[1]) if ci else (None, None)
         rows_i = [
@@ -114,7 +110,7 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
             lo=lo,
             hi=hi,
         )
-    enrollments = repo.list_enrollments(session, playbook_id, status=None, account_id=None, limit=20)
+    enrollments = outreach.list_playbook_enrollments(session, playbook_id, status=None, account_id=None, limit=20)
     return render(
         request,
         "playbook.html",

@@ -14,15 +14,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, Form, FormDep, Viewer, _seg, context_of, now_of, render
-from services.rules.backtest.jobs import KIND as BACKTEST_KIND
-from services.rules.backtest.service import prepare
-from services.rules.evaluation.dryrun import dry_run
-from services.rules.language import RuleValidationError
-from services.rules.rules import repository as repo
-from services.rules.rules import service
-from services.rules.rules.schemas import BacktestIn
-from services.rules.signals import repository as signals_repo
+from services.console.web import OPS, Form, FormDep, Viewer, context_of, now_of, render, seg
+from services.rules import interface as rules
 from shared import jobs
 from shared.api import SessionDep
 from shared.errors import NotFound, TouchlineError, Unprocessable
@@ -89,7 +82,7 @@ def parse_text(text: str, max_depth: int) -> Any:
             "message": f"not valid YAML or JSON at {where}: {getattr(exc, 'problem', None) or exc}",
             "line": mark.line + 1 if mark else None,
         }
-        raise RuleValidationError([problem]) from None
+        raise rules.RuleValidationError([problem]) from None
 
 
 def refuse_form_problems(form: Form, text: str) -> None:
@@ -104,7 +97,7 @@ def refuse_form_problems(form: Form, text: str) -> None:
             }
             for name, message in form.problems.items()
         ]
-        raise RuleValidationError(problems)
+        raise rules.RuleValidationError(problems)
 
 
 def _errors(text: str, exc: TouchlineError) -> list[dict[str, Any]]:
@@ -152,9 +145,9 @@ def _editor(request: Request, rule: Any, text: str, exc: TouchlineError | None =
 
 @router.get("/rules")
 def rules_list(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
-    rules = repo.list_rules(session, kind=None, enabled=None, trigger_type=None, include_deleted=False, after=None, limit=500)
-    firings = signals_repo.counts_by_rule(session, now_of(request) - timedelta(days=FIRING_DAYS))
-    return render(request, "rules.html", rules=rules, firings=firings, days=FIRING_DAYS)
+    listed = rules.list_rules(session, kind=None, enabled=None, trigger_type=None, include_deleted=False, after=None, limit=500)
+    firings = rules.signal_counts_by_rule(session, now_of(request) - timedelta(days=FIRING_DAYS))
+    return render(request, "rules.html", rules=listed, firings=firings, days=FIRING_DAYS)
 
 
 @router.get("/rules/new")
@@ -168,8 +161,8 @@ def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer 
     settings = context_of(request).settings
     try:
         refuse_form_problems(form, text)
-        definition, _ = service.parse(parse_text(text, settings.max_json_depth), settings.raw_event_retention_days)
-        rule = service.create(session, definition, form.get("enabled") == "on", viewer.principal.actor, now_of(request))
+        definition, _ = rules.parse_rule(parse_text(text, settings.max_json_depth), settings.raw_event_retention_days)
+        rule = rules.create_rule(session, definition, form.get("enabled") == "on", viewer.principal.actor, now_of(request))
     except TouchlineError as exc:
         return _editor(request, None, text, exc)
     return RedirectResponse(f"/console/rules/{rule.id}?saved=1", status_code=303)
@@ -177,17 +170,17 @@ def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer 
 
 @router.get("/rules/{rule_id}")
 def rule_page(request: Request, rule_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS):
-    rule = service.get(session, rule_id)
-    definition = service.current_definition(session, rule)
-    signals = signals_repo.list_signals(session, kind=None, rule_id=rule_id, account_id=None, since=None, until=None, before=None, limit=20)
+    rule = rules.get_rule(session, rule_id)
+    definition = rules.current_definition(session, rule)
+    signals = rules.list_signals(session, kind=None, rule_id=rule_id, account_id=None, since=None, until=None, before=None, limit=20)
     return render(
         request,
         "rule.html",
         rule=rule,
         definition=definition,
         text=to_text(definition),
-        versions=repo.list_versions(session, rule_id),
-        audit=repo.audit_for(session, rule_id),
+        versions=rules.list_rule_versions(session, rule_id),
+        audit=rules.rule_audit(session, rule_id),
         signals=signals,
         saved=saved,
         **_backtest_window(request),
@@ -196,26 +189,28 @@ def rule_page(request: Request, rule_id: str, saved: bool = False, session: Sess
 
 @router.get("/rules/{rule_id}/edit")
 def edit_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
-    rule = service.get(session, rule_id, include_deleted=False)
-    return _editor(request, rule, to_text(service.current_definition(session, rule)))
+    rule = rules.get_rule(session, rule_id, include_deleted=False)
+    return _editor(request, rule, to_text(rules.current_definition(session, rule)))
 
 
 @router.post("/rules/{rule_id}/edit")
 def save_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
     text = form.get("definition", "")
-    rule = service.get(session, rule_id, include_deleted=False)
+    rule = rules.get_rule(session, rule_id, include_deleted=False)
     settings = context_of(request).settings
     try:
         refuse_form_problems(form, text)
-        definition, enabled = service.parse(parse_text(text, settings.max_json_depth), settings.raw_event_retention_days, rule_id=rule_id)
-        service.update(session, rule_id, definition, enabled, viewer.principal.actor, now_of(request))
+        definition, enabled = rules.parse_rule(
+            parse_text(text, settings.max_json_depth), settings.raw_event_retention_days, rule_id=rule_id
+        )
+        rules.update_rule(session, rule_id, definition, enabled, viewer.principal.actor, now_of(request))
     except TouchlineError as exc:
         return _editor(request, rule, text, exc)
     return RedirectResponse(f"/console/rules/{rule_id}?saved=1", status_code=303)
 
 
 def _set_enabled(request: Request, rule_id: str, enabled: bool, session: Session, viewer: Viewer):
-    service.set_enabled(session, rule_id, enabled, viewer.principal.actor, now_of(request))
+    rules.set_rule_enabled(session, rule_id, enabled, viewer.principal.actor, now_of(request))
     return RedirectResponse(f"/console/rules/{rule_id}", status_code=303)
 
 
@@ -233,12 +228,12 @@ def disable_rule(request: Request, rule_id: str, session: Session = SessionDep, 
 def rule_dry_run(
     request: Request, rule_id: str, account_id: str = Query("", max_length=128), session: Session = SessionDep, viewer: Viewer = OPS
 ):
-    rule = service.get(session, rule_id)
+    rule = rules.get_rule(session, rule_id)
     result = error = None
     if account_id:
-        definition, _ = service.parse(service.current_definition(session, rule), 100_000)
+        definition, _ = rules.parse_rule(rules.current_definition(session, rule), 100_000)
         try:
-            result = dry_run(session, definition, rule.current_version, account_id, now_of(request))
+            result = rules.dry_run(session, definition, rule.current_version, account_id, now_of(request))
         except TouchlineError as exc:
             error = exc.detail
     return render(request, "dry_run.html", rule=rule, account_id=account_id, result=result, error=error)
@@ -247,7 +242,7 @@ def rule_dry_run(
 @router.post("/rules/{rule_id}/backtest")
 def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
     """Queue a backtest job (as POST /v1/rules/backtest does) and go to its page."""
-    rule = service.get(session, rule_id)
+    rule = rules.get_rule(session, rule_id)
     settings = context_of(request).settings
     text = form.get("definition") or ""
     if form.problems and not text.strip():
@@ -259,14 +254,19 @@ def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep,
     try:
         refuse_form_problems(form, text)
         if text.strip():
-            body = BacktestIn(
+            body = rules.BacktestIn(
                 rule=parse_text(text, settings.max_json_depth), rule_id=rule_id, start=start, end=end, compare_with_current=True, samples=10
             )
         else:
-            body = BacktestIn(rule_id=rule_id, start=start, end=end, samples=10)
-        prepare(session, body, settings)
+            body = rules.BacktestIn(rule_id=rule_id, start=start, end=end, samples=10)
+        rules.prepare_backtest(session, body, settings)
         job = jobs.submit(
-            session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=viewer.principal.actor, now=now_of(request), settings=settings
+            session,
+            rules.BACKTEST_KIND,
+            body.model_dump(mode="json"),
+            created_by=viewer.principal.actor,
+            now=now_of(request),
+            settings=settings,
         )
     except TouchlineError as exc:
         if not text.strip():
@@ -287,16 +287,16 @@ def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep,
             end=end,
             refresh=False,
         )
-    return RedirectResponse(f"/console/rules/{_seg(rule_id)}/backtests/{job.id}", status_code=303)
+    return RedirectResponse(f"/console/rules/{seg(rule_id)}/backtests/{job.id}", status_code=303)
 
 
 @router.get("/rules/{rule_id}/backtests/{job_id}")
 def backtest_job(request: Request, rule_id: str, job_id: int, session: Session = SessionDep, viewer: Viewer = OPS):
     """The job's progress (the page refreshes itself while it runs), then its result."""
-    rule = service.get(session, rule_id)
+    rule = rules.get_rule(session, rule_id)
     job = job_service.get_visible(session, job_id, viewer.role)
     params = job.params or {}
-    if job.kind != BACKTEST_KIND or params.get("rule_id") != rule_id:
+    if job.kind != rules.BACKTEST_KIND or params.get("rule_id") != rule_id:
         raise NotFound(f"job {job_id} is not a backtest of {rule_id!r}")
     result = job.result if job.state == "succeeded" else None
     chart = None

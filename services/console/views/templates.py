@@ -11,11 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.console.web import CSP_EMAIL_PREVIEW, OPS, Form, FormDep, Viewer, context_of, now_of, render
-from services.outreach.models import Template
-from services.outreach.templates import repository as repo
-from services.outreach.templates import service
-from services.outreach.templates.rendering import PARTS
-from services.outreach.templates.schemas import TemplateIn
+from services.outreach import interface as outreach
 from shared.api import SessionDep
 from shared.errors import TouchlineError
 
@@ -25,7 +21,7 @@ FIELDS = ("name", "description", "subject", "html_body", "text_body")
 
 @router.get("/templates")
 def templates(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
-    return render(request, "templates.html", templates=repo.list_all(session))
+    return render(request, "templates.html", templates=outreach.list_templates(session))
 
 
 def _page(
@@ -63,7 +59,7 @@ def _page(
 
 @router.get("/templates/{template_id}")
 def template(request: Request, template_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS):
-    row = service.get_or_404(session, template_id)
+    row = outreach.get_template(session, template_id)
     return _page(request, template_id, {f: getattr(row, f) for f in FIELDS}, saved=saved, version=row.version)
 
 
@@ -71,7 +67,7 @@ def template(request: Request, template_id: str, saved: bool = False, session: S
 def save_or_preview(request: Request, template_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
     settings = context_of(request).settings
     values = {f: form.get(f, "").replace("\r\n", "\n") for f in FIELDS}
-    row = service.get_or_404(session, template_id)
+    row = outreach.get_template(session, template_id)
     account_id, user_id = form.get("account_id", "").strip(), form.get("user_id", "").strip()
     if form.problems:  # the API's input limits, beside their fields, before any lookup or save
         beside = {name: message for name, message in form.problems.items() if name in FIELDS}
@@ -88,9 +84,9 @@ def save_or_preview(request: Request, template_id: str, session: Session = Sessi
             version=row.version,
         )
     if form.get("action") == "preview":
-        draft = Template(id=template_id, version=row.version, sample_context=row.sample_context, **{f: values[f] for f in FIELDS})
+        draft = outreach.Template(id=template_id, version=row.version, sample_context=row.sample_context, **{f: values[f] for f in FIELDS})
         try:
-            rendered, _ctx = service.preview_for(
+            rendered, _ctx = outreach.template_preview(
                 session, draft, account_id=account_id, user_id=user_id or None, signal=None, settings=settings
             )
         except TouchlineError as exc:
@@ -106,13 +102,13 @@ def save_or_preview(request: Request, template_id: str, session: Session = Sessi
             )
         return _page(request, template_id, values, preview=rendered, account_id=account_id, user_id=user_id, version=row.version)
     try:
-        body = TemplateIn(**values, sample_context=row.sample_context or {})
-        service.save(session, template_id, body, settings=settings, actor=viewer.principal.actor, now=now_of(request))
+        body = outreach.TemplateIn(**values, sample_context=row.sample_context or {})
+        outreach.save_template(session, template_id, body, settings=settings, actor=viewer.principal.actor, now=now_of(request))
     except ValidationError as exc:
         errors = {str(e["loc"][0]): e["msg"] for e in exc.errors()}
         return _page(request, template_id, values, status_code=422, errors=errors, version=row.version)
     except TouchlineError as exc:
         detail = exc.detail if isinstance(exc.detail, dict) else {"part": "", "message": str(exc.detail)}
-        part = detail.get("part") if detail.get("part") in PARTS else "subject"
+        part = detail.get("part") if detail.get("part") in outreach.TEMPLATE_PARTS else "subject"
         return _page(request, template_id, values, status_code=exc.status_code, errors={part: detail.get("message")}, version=row.version)
     return RedirectResponse(f"/console/templates/{template_id}?saved=1", status_code=303)

@@ -30,7 +30,7 @@ from services.outreach.engagements.schemas import (
 from services.outreach.models import Engagement, SignalReceipt
 from services.outreach.stats import lift_interval
 from services.outreach.templates.rendering import account_context
-from services.rules import conditions
+from services.rules.interface import replay_firings
 from shared.errors import Unprocessable
 
 SENT_STATES = ("queued", "sending", "sent")
@@ -226,7 +226,7 @@ def forecast(
     if rule_ids:
         start_day, end_day = (now - timedelta(days=lookback_days)).date(), now.date() - timedelta(days=1)
         for rid in dict.fromkeys(rule_ids):
-            replays.append(conditions.replay_firings(session, rid, start_day, end_day, lookback_days=retention_days))
+            replays.append(replay_firings(session, rid, start_day, end_day, lookback_days=retention_days))
         weeks = ((end_day - start_day).days + 1) / 7
         window_days = weeks * 7
         since = datetime.combine(start_day, datetime.min.time(), tzinfo=now.tzinfo)

@@ -30,7 +30,7 @@ from services.ingest import usage
 from services.outreach.engagements import notices
 from services.outreach.engagements import repository as repo
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Csm, Engagement, EngagementEvent
-from services.rules import conditions
+from services.rules.interface import measure
 from shared import audit
 from shared.clock import utc
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -197,7 +197,7 @@ def baseline(session: Session, account, signal: dict | None, now: datetime) -> d
     """What the automatic outcome compares against: 28-day active users up to the
     signal (the rule language's metric), and seats and ARR at opening."""
     at = _signal_time(signal, now)
-    value, _tree = conditions.measure(session, BASELINE_METRIC, account.id, at)
+    value, _tree = measure(session, BASELINE_METRIC, account.id, at)
     return _jsonable({"metric": BASELINE_METRIC, "at": at, "value": value, "seats": account.seats, "arr": account.arr})
 
 
@@ -524,7 +524,7 @@ def measure_outcome(session: Session, e: Engagement, now: datetime, settings) ->
     metric = {"metric": "active_users", "window": f"{window_days}d"}
     b = base.get("value") or 0.0
     threshold = max(1.0, math.ceil(settings.engagement_recovery_ratio * b))
-    value, tree = conditions.measure(session, metric, e.account_id, now, threshold=threshold)
+    value, tree = measure(session, metric, e.account_id, now, threshold=threshold)
     recovered = value is not None and value >= threshold
     out: dict[str, Any] = {
         "metric": metric,

@@ -43,7 +43,7 @@ from services.outreach.policy import repository as policy_repo
 from services.outreach.policy.service import TouchCounts
 from services.outreach.policy.tokens import email_hash
 from services.outreach.templates import repository as template_repo
-from services.rules.conditions import Condition, evaluator
+from services.rules.interface import Condition, evaluator
 from shared.metrics import MESSAGES_ENQUEUED
 
 _ENROLLMENT_COLUMNS = tuple(c.key for c in Enrollment.__table__.columns)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.rules.conditions import (
+from services.rules.interface import (
     Condition,
     RuleValidationError,
     accounts_matching,

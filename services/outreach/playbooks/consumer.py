@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from services.ingest import usage
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
-from services.rules.conditions import settle_signals
+from services.rules.interface import settle_signals
 from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE, OUTREACH_DECISIONS
 from shared.signals import Signal

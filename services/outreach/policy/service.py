@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from services.ingest import usage
 from services.outreach.policy import repository as repo
 from services.outreach.policy.tokens import email_hash
-from services.rules.conditions import forget_contact
+from services.rules.interface import forget_contact
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,152 @@
+"""The outreach service's one door: the only module of outreach that the console, the
+demo, the jobs list and the CLI may import (import-linter checks it; no other service
+imports outreach, docs/architecture.md "The doors"). It holds no queries: every name is
+an outreach repository's or service's own function, published here under the name
+callers use.
+
+- Decisions and holdouts (:mod:`services.outreach.outcomes`): ``signals_with_decision``,
+  ``holdout_groups``.
+- Playbooks: heads, versions, enrolments, report, funnel, save, the definition and its
+  step types (the console draws the flow), ``outreach_status`` (the demo's live stream).
+- Templates: list, read, preview, save.
+- Messages: lists, counts.
+- Engagements and the CSM roster: reads, the actions a CSM or CS Ops takes, the pool
+  report and forecast.
+- Starter content, the development mail sink, and :func:`routers` for the app.
+
+Everything reads or flushes only; the caller owns the session and the transaction.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.outreach.delivery.repository import count_messages, list_messages
+from services.outreach.delivery.repository import counts_by_state_reason as message_counts_by_state_reason
+from services.outreach.devmail.sink import serve_forever as serve_devmail
+from services.outreach.engagements.assignment import reassign as reassign_engagement
+from services.outreach.engagements.reporting import detail as engagement_detail
+from services.outreach.engagements.reporting import forecast as pool_forecast
+from services.outreach.engagements.reporting import pool as pool_report
+from services.outreach.engagements.repository import due_counts as engagement_due_counts
+from services.outreach.engagements.repository import get as get_engagement
+from services.outreach.engagements.repository import get_csm, list_csms, list_engagements
+from services.outreach.engagements.roster import put as put_csm
+from services.outreach.engagements.schemas import OUTCOMES as ENGAGEMENT_OUTCOMES
+from services.outreach.engagements.schemas import (
+    TOUCH_KINDS,
+    CancelIn,
+    CsmIn,
+    ExtendIn,
+    NoteIn,
+    ReassignIn,
+    ResolveIn,
+    TouchIn,
+)
+from services.outreach.engagements.service import accept as accept_engagement
+from services.outreach.engagements.service import add_note, log_touch
+from services.outreach.engagements.service import cancel as cancel_engagement
+from services.outreach.engagements.service import extend as extend_engagement
+from services.outreach.engagements.service import resolve as resolve_engagement
+from services.outreach.engagements.service import visible_to as engagement_visible_to
+from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Template
+from services.outreach.outcomes import holdout_groups, signals_with_decision
+from services.outreach.playbooks.repository import enrollments_for_account, outreach_status
+from services.outreach.playbooks.repository import get_head as get_playbook_head
+from services.outreach.playbooks.repository import get_version as get_playbook_version
+from services.outreach.playbooks.repository import list_enrollments as list_playbook_enrollments
+from services.outreach.playbooks.repository import list_heads as list_playbook_heads
+from services.outreach.playbooks.schemas import PlaybookDefinition
+from services.outreach.playbooks.service import funnel as playbook_funnel
+from services.outreach.playbooks.service import get_or_404 as get_playbook
+from services.outreach.playbooks.service import out as playbook_out
+from services.outreach.playbooks.service import report as playbook_report
+from services.outreach.playbooks.service import save as save_playbook
+from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, SendStep, WaitStep
+from services.outreach.starter import ACTOR as STARTER_ACTOR
+from services.outreach.starter import seed_starter_content, starter_playbooks
+from services.outreach.stats import wilson
+from services.outreach.templates.rendering import PARTS as TEMPLATE_PARTS
+from services.outreach.templates.repository import list_all as list_templates
+from services.outreach.templates.schemas import TemplateIn
+from services.outreach.templates.service import get_or_404 as get_template
+from services.outreach.templates.service import preview_for as template_preview
+from services.outreach.templates.service import save as save_template
+
+__all__ = [
+    "ENGAGEMENT_OUTCOMES",
+    "OPEN_ENGAGEMENT_STATUSES",
+    "STARTER_ACTOR",
+    "TEMPLATE_PARTS",
+    "TOUCH_KINDS",
+    "BranchStep",
+    "CancelIn",
+    "CsmIn",
+    "EndStep",
+    "ExtendIn",
+    "NoteIn",
+    "PlaybookDefinition",
+    "ReassignIn",
+    "ResolveIn",
+    "SendStep",
+    "Template",
+    "TemplateIn",
+    "TouchIn",
+    "WaitStep",
+    "accept_engagement",
+    "add_note",
+    "cancel_engagement",
+    "count_messages",
+    "engagement_detail",
+    "engagement_due_counts",
+    "engagement_visible_to",
+    "enrollments_for_account",
+    "extend_engagement",
+    "get_csm",
+    "get_engagement",
+    "get_playbook",
+    "get_playbook_head",
+    "get_playbook_version",
+    "get_template",
+    "holdout_groups",
+    "list_csms",
+    "list_engagements",
+    "list_messages",
+    "list_playbook_enrollments",
+    "list_playbook_heads",
+    "list_templates",
+    "log_touch",
+    "message_counts_by_state_reason",
+    "outreach_status",
+    "playbook_funnel",
+    "playbook_out",
+    "playbook_report",
+    "pool_forecast",
+    "pool_report",
+    "put_csm",
+    "reassign_engagement",
+    "resolve_engagement",
+    "routers",
+    "save_playbook",
+    "save_template",
+    "seed_starter_content",
+    "serve_devmail",
+    "signals_with_decision",
+    "starter_playbooks",
+    "template_preview",
+    "wilson",
+]
+
+
+def routers() -> list[APIRouter]:
+    """The outreach API, in the order the app mounts it (imported when the app is
+    built, not by every process that imports this module)."""
+    from services.outreach.delivery.router import router as messages_router
+    from services.outreach.devmail.router import router as devmail_router
+    from services.outreach.engagements.router import router as engagements_router
+    from services.outreach.inapp.router import router as inapp_router
+    from services.outreach.playbooks.router import router as playbooks_router
+    from services.outreach.policy.router import router as policy_router
+    from services.outreach.templates.router import router as templates_router
+
+    return [templates_router, playbooks_router, messages_router, inapp_router, policy_router, engagements_router, devmail_router]

@@ -1,0 +1,104 @@
+"""The rules service's one door: the only module of rules that other services, the
+console, the demo, the jobs list and the CLI may import (import-linter checks it,
+docs/architecture.md "The doors"). It holds no queries: every name is the rules
+repository's or service's own function, published here under the name callers use.
+
+For outreach (the rule language in playbooks, engagements' metrics, erasure, the
+orphan sweeper), see :mod:`services.rules.conditions`: ``parse_condition``,
+``evaluate_condition``, ``accounts_matching``, ``evaluator``, ``measure``,
+``replay_firings``, ``serialize_condition``, ``RuleValidationError``, ``Condition``,
+``settle_signals`` (outreach has decided on these signals) and ``forget_contact``.
+
+For the console and the CLI: rule definitions (read, parse, create, update, enable,
+versions, audit, the starter import), signals (lists, counts), the dry run, the
+backtest (validate a request; the job kind ``BACKTEST_KIND`` that runs it, registered
+on import of this module) and the scheduled tick. For the app: :func:`routers`.
+
+Everything reads or flushes only; the caller owns the session and the transaction
+(``run_tick`` and ``import_rules`` take a session factory and open their own).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.rules.backtest.jobs import KIND as BACKTEST_KIND
+from services.rules.backtest.service import prepare as prepare_backtest
+from services.rules.conditions import (
+    Condition,
+    RuleReplay,
+    RuleValidationError,
+    accounts_matching,
+    evaluate_condition,
+    evaluator,
+    forget_contact,
+    measure,
+    parse_condition,
+    replay_firings,
+    serialize_condition,
+    settle_signals,
+)
+from services.rules.evaluation.dryrun import dry_run
+from services.rules.evaluation.service import run_tick
+from services.rules.rules.importer import STARTER_DIR, import_rules
+from services.rules.rules.repository import audit_for as rule_audit
+from services.rules.rules.repository import list_rules
+from services.rules.rules.repository import list_versions as list_rule_versions
+from services.rules.rules.schemas import BacktestIn
+from services.rules.rules.service import create as create_rule
+from services.rules.rules.service import current_definition
+from services.rules.rules.service import get as get_rule
+from services.rules.rules.service import parse as parse_rule
+from services.rules.rules.service import set_enabled as set_rule_enabled
+from services.rules.rules.service import update as update_rule
+from services.rules.signals.repository import accounts_signalled_since, count_signals, list_signals
+from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
+from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
+
+__all__ = [
+    "BACKTEST_KIND",
+    "STARTER_DIR",
+    "BacktestIn",
+    "Condition",
+    "RuleReplay",
+    "RuleValidationError",
+    "accounts_matching",
+    "accounts_signalled_since",
+    "count_signals",
+    "create_rule",
+    "current_definition",
+    "dry_run",
+    "evaluate_condition",
+    "evaluator",
+    "forget_contact",
+    "get_rule",
+    "import_rules",
+    "list_rule_versions",
+    "list_rules",
+    "list_signals",
+    "measure",
+    "parse_condition",
+    "parse_rule",
+    "prepare_backtest",
+    "replay_firings",
+    "routers",
+    "rule_audit",
+    "run_tick",
+    "serialize_condition",
+    "set_rule_enabled",
+    "settle_signals",
+    "signal_counts_by_day_and_kind",
+    "signal_counts_by_rule",
+    "update_rule",
+]
+
+
+def routers() -> list[APIRouter]:
+    """The rules API, in the order the app mounts it (imported when the app is built,
+    not by every worker that imports this module)."""
+    from services.rules.backtest.router import router as backtest_router
+    from services.rules.evaluation.router import router as dryrun_router
+    from services.rules.rules.router import router as rules_router
+    from services.rules.signals.router import router as signals_router
+
+    return [rules_router, dryrun_router, backtest_router, signals_router]
