@@ -1,8 +1,9 @@
 """What every console view needs: the template environment (autoescaped, strict), the
 signed-in viewer, role checks, CSRF-checked form parsing, and HTML error pages.
 
-Views call the same repositories and services as the API routes; nothing here
-decides anything about the domain."""
+Views call the same repositories and services as the API routes, through each
+service's door (``services.<service>.interface``); nothing here decides anything about
+the domain."""
 
 from __future__ import annotations
 

@@ -5,5 +5,10 @@ Feature folders: ``playbooks/`` (definitions, enrolment consumer, step engine, t
 holdouts and report), ``templates/`` (sandboxed Jinja2), ``channels/`` (SMTP, webhook),
 ``inapp/`` (messages the product fetches), ``policy/`` (caps, quiet hours,
 suppression, unsubscribe, erasure), ``delivery/`` (the message outbox and its sender),
-``devmail/`` (the embedded SMTP sink used by ``make run`` and the tests).
+``devmail/`` (the embedded SMTP sink used by ``make run`` and the tests),
+``engagements/`` (pooled CSMs: opening, assignment, time-boxes, outcomes, the pool report),
+``starter/`` (the starter templates and playbooks).
+
+Its door is :mod:`services.outreach.interface`: nothing outside outreach imports anything
+else of it (docs/architecture.md, "The doors").
 """
