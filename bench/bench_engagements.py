@@ -68,7 +68,7 @@ def main() -> None:
     from sqlalchemy import func, select
 
     from services.ingest.models import Account
-    from services.outreach.engagements import reporting, service
+    from services.outreach.engagements import opening, reporting
     from services.outreach.engagements.roster import put
     from services.outreach.engagements.schemas import CsmIn
     from services.outreach.models import Engagement, SignalReceipt
@@ -124,7 +124,7 @@ def main() -> None:
                         "fired_at": T0.isoformat(),
                         "evidence": {"days_since(login)": {"value": 15}},
                     }
-                    service.open_engagement(
+                    opening.open_engagement(
                         s,
                         account_id=f"acct-{i:06d}",
                         goal="recover_usage",

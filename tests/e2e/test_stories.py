@@ -176,10 +176,10 @@ async def test_a_recovery_resolves_as_recovered(topics, session_factory, clock, 
     with transaction(session_factory) as s:
         seed_starter_content(s, topics, clock.now())
     await add_csm(api, keys["ops"], "grace", name="Grace Hopper", capacity=5)
-    from services.outreach.engagements import service
+    from services.outreach.engagements import opening
 
     with transaction(session_factory) as s:
-        e, _ = service.open_engagement(
+        e, _ = opening.open_engagement(
             s, account_id=account, goal="recover_usage", actor="ops:test", now=clock.now(), settings=topics, note="exec sponsor left"
         )
     ew = worker(topics, session_factory, clock)

@@ -103,7 +103,7 @@ def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 20, d
 def seed_engagements(session_factory, settings, now: datetime, churning: list[str]) -> dict[str, str]:
     """Two CSMs on the roster; an engagement per churning account and one for the hostile
     account (with a hostile note), assigned to csm-1 by CS Ops."""
-    from services.outreach.engagements import assignment, roster, service
+    from services.outreach.engagements import assignment, opening, roster
     from services.outreach.engagements.schemas import CsmIn
 
     out = {}
@@ -113,7 +113,7 @@ def seed_engagements(session_factory, settings, now: datetime, churning: list[st
         )
         roster.put(s, "csm-2", CsmIn(name="Alan Pool", email="alan@example.com", capacity=5), actor="ops:seed", now=now, settings=settings)
         for a in churning + [HOSTILE]:
-            e, _ = service.open_engagement(
+            e, _ = opening.open_engagement(
                 s,
                 account_id=a,
                 goal="recover_usage",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from services.outreach.engagements import service
+from services.outreach.engagements import opening
 from services.outreach.engagements.tasks import EngagementWorker
 from services.outreach.models import Engagement, EngagementEvent
 from shared.auth import create_key
@@ -32,7 +32,7 @@ def open_engagement(
     session_factory, settings, clock, account_id: str = "acme", goal: str = "recover_usage", signal: dict | None = None, **kw
 ) -> str:
     with transaction(session_factory) as s:
-        e, _opened = service.open_engagement(
+        e, _opened = opening.open_engagement(
             s, account_id=account_id, goal=goal, actor="test", now=clock.now(), settings=settings, signal=signal, **kw
         )
         return e.id

@@ -1,4 +1,5 @@
-"""Choosing a CSM: the assignment pass.
+"""Assignment: recording who holds an engagement (:func:`assign`, :func:`requeue`) and
+choosing the CSM (the assignment pass).
 
 Eligible CSMs are active, outside any away window, cover the account's segment and
 the engagement's skill, and are under capacity. With ``TOUCHLINE_ENGAGEMENT_STICKY``
@@ -18,20 +19,54 @@ takes the roster lock first too (lock order: CSMs, then engagements).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from services.outreach.engagements import notices, service
+from services.outreach.engagements import notices
 from services.outreach.engagements import repository as repo
+from services.outreach.engagements.availability import available, covers
+from services.outreach.engagements.timebox import next_reminder
+from services.outreach.engagements.transitions import transition
 from services.outreach.models import Csm, Engagement
 from shared.errors import Conflict, Unprocessable
 
 ACTOR = "system:assignment"
 
 
+def assign(
+    session: Session,
+    e: Engagement,
+    csm: Csm,
+    *,
+    actor: str,
+    now: datetime,
+    settings,
+    seq: int,
+    reason: str = "",
+    batch: notices.Notices | None = None,
+) -> None:
+    """``batch``: an assignment pass's notices, written once at its end."""
+    previous = e.csm_id
+    transition(
+        session, e, "assigned", actor=actor, now=now, csm_id=csm.id, previous_csm_id=previous, **({"reason": reason} if reason else {})
+    )
+    e.csm_id, e.assigned_at = csm.id, now
+    e.assignments = (e.assignments or 0) + 1
+    if e.due_at is None:  # the time-box starts with the first assignment; a reassignment keeps it
+        e.due_at = now + timedelta(days=e.time_box_days)
+    e.next_reminder_at = next_reminder(e, settings, now)
+    csm.assign_seq = seq
+    notices.assigned(session, e, csm, now, settings, batch)
+
+
+def requeue(session: Session, e: Engagement, *, actor: str, now: datetime, reason: str) -> None:
+    transition(session, e, "queued", actor=actor, now=now, previous_csm_id=e.csm_id, reason=reason)
+    e.csm_id, e.next_reminder_at = None, None
+
+
 def choose(e: Engagement, pool: list[Csm], loads: dict[str, int], sticky_csm: str | None) -> Csm | None:
-    candidates = [c for c in pool if service.covers(c, e) and loads.get(c.id, 0) < c.capacity]
+    candidates = [c for c in pool if covers(c, e) and loads.get(c.id, 0) < c.capacity]
     if not candidates:
         return None
     if sticky_csm is not None:
@@ -47,12 +82,12 @@ def assign_pending(session: Session, now: datetime, settings, limit: int | None 
     roster = repo.lock_roster(session)
     loads = repo.open_load(session)
     for c in roster:  # an away window that has begun since the last pass releases that CSM's work
-        if loads.get(c.id) and not service.available(c, now):
+        if loads.get(c.id) and not available(c, now):
             for e in repo.open_of_csm(session, c.id):
-                service.requeue(session, e, actor=actor, now=now, reason=f"{c.id} is away" if c.active else f"{c.id} is inactive")
+                requeue(session, e, actor=actor, now=now, reason=f"{c.id} is away" if c.active else f"{c.id} is inactive")
             loads.pop(c.id, None)
             session.flush()
-    pool = [c for c in roster if service.available(c, now)]
+    pool = [c for c in roster if available(c, now)]
     if not pool:
         return 0
     if all(loads.get(c.id, 0) >= c.capacity for c in pool):
@@ -73,7 +108,7 @@ def assign_pending(session: Session, now: datetime, settings, limit: int | None 
         if csm is None:
             continue
         seq += 1
-        service.assign(
+        assign(
             session,
             e,
             csm,
@@ -105,15 +140,15 @@ def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str,
         raise Conflict(f"engagement {e.id} is {e.status}; only an open engagement can be reassigned", code="engagement_not_open")
     if csm_id is None:
         if e.status != "queued":
-            service.requeue(session, e, actor=actor, now=now, reason=reason or "reassigned by CS Ops")
+            requeue(session, e, actor=actor, now=now, reason=reason or "reassigned by CS Ops")
         session.flush()
         return e
     csm = roster.get(csm_id)
     if csm is None:
         raise Unprocessable(f"no CSM {csm_id!r} on the roster", code="unknown_csm")
-    if not service.available(csm, now):
+    if not available(csm, now):
         raise Unprocessable(f"CSM {csm_id!r} is away or inactive", code="csm_unavailable")
-    if not service.covers(csm, e):
+    if not covers(csm, e):
         raise Unprocessable(f"CSM {csm_id!r} does not cover segment {e.segment!r} / skill {e.skill!r}", code="csm_does_not_cover")
     if e.csm_id == csm_id:
         return e
@@ -121,7 +156,7 @@ def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str,
     if load >= csm.capacity:
         raise Unprocessable(f"CSM {csm_id!r} is at capacity ({load} of {csm.capacity} open)", code="csm_at_capacity")
     seq = max((c.assign_seq for c in roster.values()), default=0) + 1
-    service.assign(session, e, csm, actor=actor, now=now, settings=settings, seq=seq, reason=reason or "by CS Ops")
+    assign(session, e, csm, actor=actor, now=now, settings=settings, seq=seq, reason=reason or "by CS Ops")
     session.flush()
     return e
 
@@ -129,11 +164,11 @@ def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str,
 def release_unavailable(session: Session, csm: Csm, *, actor: str, now: datetime, settings) -> int:
     """A CSM set away or inactive: their open engagements go back to the queue and are
     reassigned at once where someone else is eligible. The caller holds the roster lock."""
-    if service.available(csm, now):
+    if available(csm, now):
         return 0
     moved = repo.open_of_csm(session, csm.id)
     for e in moved:
-        service.requeue(session, e, actor=actor, now=now, reason=f"{csm.id} is away" if csm.active else f"{csm.id} is inactive")
+        requeue(session, e, actor=actor, now=now, reason=f"{csm.id} is away" if csm.active else f"{csm.id} is inactive")
     session.flush()
     if moved:
         assign_pending(session, now, settings)

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.ingest import usage
+from services.outreach.engagements import availability
 from services.outreach.engagements import repository as repo
-from services.outreach.engagements import service
 from services.outreach.engagements.schemas import (
     ContactOut,
     CsmLoad,
@@ -27,6 +27,7 @@ from services.outreach.engagements.schemas import (
     PoolOut,
     WorkingHours,
 )
+from services.outreach.engagements.transitions import jsonable
 from services.outreach.models import Engagement, SignalReceipt
 from services.outreach.stats import lift_interval
 from services.outreach.templates.rendering import account_context
@@ -45,7 +46,7 @@ def detail(session: Session, e: Engagement, now: datetime) -> EngagementDetail:
     base = EngagementOut.model_validate(e).model_dump()
     return EngagementDetail(
         **base,
-        account=service._jsonable(account_context(account)) if account else {"id": e.account_id},
+        account=jsonable(account_context(account)) if account else {"id": e.account_id},
         usage_90d=usage.daily_series(session, e.account_id, now.date(), 90),
         contacts=contacts,
         messages_sent=[MessageBrief.model_validate(m) for m in msgs if m.channel != "csm" and m.state in SENT_STATES],
@@ -61,7 +62,7 @@ def pool(session: Session, now: datetime) -> PoolOut:
     rows = []
     capacity = 0
     for c in repo.list_csms(session):
-        ok = service.available(c, now)
+        ok = availability.available(c, now)
         n = loads.get(c.id, 0)
         if ok:
             capacity += c.capacity
@@ -282,7 +283,7 @@ def forecast(
     mean_days, n_closed, n_open = repo.mean_open_days(session, since, now)
     mean_weeks = (mean_days if mean_days is not None else time_box_days) / 7
     concurrent = total_engagements * mean_weeks
-    available = [c for c in repo.list_csms(session) if service.available(c, now)]
+    available = [c for c in repo.list_csms(session) if availability.available(c, now)]
     capacity = sum(c.capacity for c in available)
     proactive_share = 1 - reactive - collateral - overhead
     per_csm_hours = [WorkingHours.model_validate(c.working_hours or {}).weekly_hours() * proactive_share for c in available]

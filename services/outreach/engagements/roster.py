@@ -9,9 +9,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from services.outreach.engagements import assignment, service
+from services.outreach.engagements import assignment
 from services.outreach.engagements import repository as repo
+from services.outreach.engagements.availability import available
 from services.outreach.engagements.schemas import CsmIn, CsmOut, CsmPatch
+from services.outreach.engagements.transitions import jsonable
 from services.outreach.models import Csm
 from shared import audit
 from shared.errors import NotFound, Unprocessable
@@ -30,7 +32,7 @@ def out(csm: Csm, load: int, now: datetime) -> CsmOut:
         active=csm.active,
         away_from=csm.away_from,
         away_until=csm.away_until,
-        available=service.available(csm, now),
+        available=available(csm, now),
         open_engagements=load,
         created_at=csm.created_at,
         updated_at=csm.updated_at,
@@ -56,7 +58,7 @@ def _apply(session: Session, csm: Csm, fields: dict, *, actor: str, now: datetim
         object_type="csm",
         object_id=csm.id,
         now=now,
-        details=service._jsonable({k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in fields.items()}),
+        details=jsonable({k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in fields.items()}),
     )
     assignment.release_unavailable(session, csm, actor=actor, now=now, settings=settings)
     return csm
@@ -71,7 +73,7 @@ def put(session: Session, csm_id: str, body: CsmIn, *, actor: str, now: datetime
         csm = Csm(id=csm_id, assign_seq=0, created_at=now, updated_at=now, **fields)
         session.add(csm)
         session.flush()
-        audit.record(session, actor=actor, action="create", object_type="csm", object_id=csm_id, now=now, details=service._jsonable(fields))
+        audit.record(session, actor=actor, action="create", object_type="csm", object_id=csm_id, now=now, details=jsonable(fields))
         return csm
     return _apply(session, csm, fields, actor=actor, now=now, settings=settings, action="update")
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
-from services.outreach.engagements import assignment, reporting, roster, service
+from services.outreach.engagements import assignment, opening, reporting, roster, service
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.schemas import (
     ID_PATTERN,
@@ -303,7 +303,7 @@ def open_by_hand(
     now = clock.now()
     if body.csm_id is not None and repo.get_csm(session, body.csm_id) is None:
         raise Unprocessable(f"no CSM {body.csm_id!r} on the roster", code="unknown_csm")
-    e, opened = service.open_engagement(
+    e, opened = opening.open_engagement(
         session,
         account_id=body.account_id,
         goal=body.goal,

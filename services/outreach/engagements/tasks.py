@@ -12,7 +12,7 @@ import socket
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.outreach.engagements import assignment, service
+from services.outreach.engagements import assignment, timebox
 from shared.clock import Clock
 from shared.db import transaction
 from shared.worker import PeriodicWorker
@@ -37,7 +37,7 @@ class EngagementWorker(PeriodicWorker):
         with transaction(self.session_factory) as session:
             assigned = assignment.assign_pending(session, now, self.settings, actor=self.actor)
         with transaction(self.session_factory) as session:
-            timers = service.run_timers(session, now, self.settings)
+            timers = timebox.run_timers(session, now, self.settings)
         if assigned or any(timers.values()):
             log.info("%s: assigned %d, %s", self.name, assigned, timers)
         return assigned + sum(timers.values())

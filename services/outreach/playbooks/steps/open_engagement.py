@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from services.outreach.engagements import opening
 from services.outreach.engagements import repository as repo
-from services.outreach.engagements import service
 from services.outreach.engagements.schemas import OUTCOMES, Goal
 from services.outreach.playbooks.holdouts import escalation_bucket_key, is_held_out
 from services.outreach.playbooks.steps.registry import StepBase, StepContext, StepOutcome, register
@@ -97,7 +97,7 @@ def run_open_engagement(ctx: StepContext, step: OpenEngagementStep) -> StepOutco
         )
     held = is_held_out(escalation_bucket_key(enrollment.playbook_id), enrollment.account_id, step.holdout_percent)
     try:
-        e, opened = service.open_engagement(
+        e, opened = opening.open_engagement(
             ctx.session,
             account_id=enrollment.account_id,
             goal=step.goal,

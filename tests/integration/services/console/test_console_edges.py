@@ -10,7 +10,7 @@ from datetime import timedelta
 import httpx
 
 from services.console import session as sessions
-from services.outreach.engagements import assignment, service
+from services.outreach.engagements import assignment, opening, service
 from shared.auth import create_key
 from shared.db import transaction
 from tests.support.console import csrf_of, sign_in
@@ -20,7 +20,7 @@ def _closed(session_factory, settings, clock, account_id: str, goal: str, csm_id
     """An engagement opened, given to ``csm_id`` and closed (``resolve`` or ``cancel``)."""
     now = clock.now()
     with transaction(session_factory) as s:
-        e, _ = service.open_engagement(
+        e, _ = opening.open_engagement(
             s,
             account_id=account_id,
             goal=goal,
