@@ -27,7 +27,8 @@ from services.outreach.engagements import repository as repo
 from services.outreach.models import Csm, Engagement
 from services.outreach.starter_content import starter_templates
 from services.outreach.templates import repository as template_repo
-from services.outreach.templates.rendering import PARTS, TemplateProblem, account_context, build_context, render
+from services.outreach.templates.context import account_context, build_context
+from services.outreach.templates.rendering import PARTS, TemplateProblem, render
 from shared.clock import time_left
 
 NAMESPACE = uuid.UUID("5d7b8a0e-3f5c-4e2a-8d1b-9c6e4f2a7b10")

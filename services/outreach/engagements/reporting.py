@@ -30,7 +30,7 @@ from services.outreach.engagements.schemas import (
 from services.outreach.engagements.transitions import jsonable
 from services.outreach.models import Engagement, SignalReceipt
 from services.outreach.stats import lift_interval
-from services.outreach.templates.rendering import account_context
+from services.outreach.templates.context import account_context
 from services.rules.interface import replay_firings
 from shared.errors import Unprocessable
 

@@ -14,7 +14,7 @@ from services.ingest.usage import AccountInfo
 from services.outreach.delivery.service import message_key
 from services.outreach.models import Enrollment
 from services.outreach.playbooks.recipients import Recipient
-from services.outreach.templates.rendering import account_context
+from services.outreach.templates.context import account_context
 
 
 class MessageRows:

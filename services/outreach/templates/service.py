@@ -11,17 +11,9 @@ from services.ingest import usage
 from services.outreach.models import Template
 from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
-from services.outreach.templates.rendering import (
-    PARTS,
-    RenderBudget,
-    Rendered,
-    TemplateProblem,
-    account_context,
-    build_context,
-    recipient_context,
-    render,
-    sample_context,
-)
+from services.outreach.templates.context import account_context, build_context, recipient_context, sample_context
+from services.outreach.templates.rendering import PARTS, Rendered, TemplateProblem, render
+from services.outreach.templates.sandbox import RenderBudget
 from shared import audit
 from shared.errors import NotFound, Unprocessable
 

@@ -16,16 +16,9 @@ from services.outreach.playbooks.steps.definitions import SendStep, describe
 from services.outreach.playbooks.steps.registry import StepContext, StepOutcome, register
 from services.outreach.policy import service as policy
 from services.outreach.policy.tokens import email_hash, unsubscribe_url
-from services.outreach.templates.rendering import (
-    PARTS,
-    RenderBudget,
-    TemplateProblem,
-    account_context,
-    brief_context,
-    build_context,
-    recipient_context,
-    render,
-)
+from services.outreach.templates.context import account_context, brief_context, build_context, recipient_context
+from services.outreach.templates.rendering import PARTS, TemplateProblem, render
+from services.outreach.templates.sandbox import RenderBudget
 from shared.clock import utc
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from services.outreach.starter import starter_templates
-from services.outreach.templates.rendering import TemplateProblem, render, sample_context
+from services.outreach.templates.context import sample_context
+from services.outreach.templates.rendering import TemplateProblem, render
 from shared.settings import Settings
 
 

@@ -1,0 +1,137 @@
+"""What a template renders with: the account, the recipient, the signal, the playbook,
+the unsubscribe link, the product and sender, and for internal templates the brief; and
+the sample context a template is validated against on save."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import quote
+
+
+def account_context(account) -> dict[str, Any]:
+    if account is None:
+        return {}
+    return {
+        "id": account.id,
+        "name": account.name or account.id,
+        "plan": account.plan,
+        "arr": account.arr,
+        "seats": account.seats,
+        "segment": account.segment,
+        "lifecycle_stage": account.lifecycle_stage,
+        "renewal_date": account.renewal_date,
+        "owner_email": account.owner_email,
+        "traits": dict(account.traits or {}),
+    }
+
+
+def recipient_context(user=None, *, email: str | None = None, role: str | None = None) -> dict[str, Any]:
+    name = getattr(user, "name", None) or ""
+    return {
+        "id": getattr(user, "id", None),
+        "email": getattr(user, "email", None) or email,
+        "name": name,
+        "first_name": name.split()[0] if name.strip() else "there",
+        "role": getattr(user, "role", None) or role,
+        "timezone": getattr(user, "timezone", None),
+    }
+
+
+def build_context(
+    *, account: dict, recipient: dict, signal: dict, playbook: dict, unsubscribe_url: str, settings, brief: dict | None = None
+) -> dict[str, Any]:
+    """What a template renders with. ``brief`` is for internal templates (a message to
+    the account owner): the evidence as sentences, what automation already sent, what
+    happens next and where to look (:func:`brief_context`); empty for customer copy."""
+    return {
+        "account": account,
+        "recipient": recipient,
+        "signal": signal,
+        "playbook": playbook,
+        "unsubscribe_url": unsubscribe_url,
+        "product": {"name": settings.product_name, "url": settings.product_url},
+        "sender": {"name": settings.mail_from_name, "email": settings.mail_from},
+        "brief": brief or {"evidence": [], "sent": [], "next": [], "account_url": ""},
+    }
+
+
+def _evidence_line(name: str, value: Any) -> str:
+    if isinstance(value, dict) and "value" in value:
+        needs = f" (the rule needs {value.get('op', '')} {value['threshold']})" if "threshold" in value else ""
+        return f"{name}: {value['value']}{needs}"
+    return f"{name}: {value}"
+
+
+def brief_context(*, account_id: str, signal: dict, sent: list[dict[str, Any]], next_steps: list[str], settings) -> dict[str, Any]:
+    """The ``brief`` an internal template renders: which evidence made the signal fire
+    (one sentence each), what automation sent so far (at, channel, to, subject, state),
+    what the playbook does next, and the account's console page."""
+    return {
+        "evidence": [_evidence_line(k, v) for k, v in sorted(dict(signal.get("evidence") or {}).items())],
+        "sent": sent,
+        "next": next_steps,
+        "account_url": f"{settings.public_url}/console/accounts/{quote(account_id, safe='')}",
+    }
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in (extra or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def sample_context(settings, extra: dict | None = None) -> dict[str, Any]:
+    """What a template is validated against on save: every variable a real send has."""
+    ctx = build_context(
+        account={
+            "id": "acme",
+            "name": "Acme Inc",
+            "plan": "pro",
+            "arr": 24000.0,
+            "seats": 25,
+            "segment": "smb",
+            "lifecycle_stage": "adopted",
+            "renewal_date": date(2027, 3, 1),
+            "owner_email": "owner@acme.example",
+            "traits": {},
+        },
+        recipient={
+            "id": "ada",
+            "email": "ada@acme.example",
+            "name": "Ada Lovelace",
+            "first_name": "Ada",
+            "role": "champion",
+            "timezone": "Europe/London",
+        },
+        signal={
+            "signal_id": "sample",
+            "rule_id": "sample-rule",
+            "rule_version": 1,
+            "rule_name": "Sample rule",
+            "kind": "churn_risk",
+            "severity": "medium",
+            "fired_at": datetime(2026, 3, 2, 9, tzinfo=UTC),
+            "user_id": None,
+            "evidence": {},
+        },
+        playbook={"id": "sample-playbook", "name": "Sample playbook", "version": 1},
+        unsubscribe_url="https://touchline.example/unsubscribe/sample-token",
+        settings=settings,
+        brief={
+            "evidence": ["days_since_last_login: 15 (the rule needs >= 14)"],
+            "sent": [
+                {
+                    "at": "2026-03-02T09:00:00+00:00",
+                    "channel": "email",
+                    "to": "ada@acme.example",
+                    "subject": "Ada, your Acme Inc workspace is waiting",
+                    "state": "sent",
+                }
+            ],
+            "next": ["wait 7d", "open a recover_usage engagement for a pooled CSM (time-box 30d)"],
+            "account_url": "https://touchline.example/console/accounts/acme",
+        },
+    )
+    return _merge(ctx, extra or {})
