@@ -25,21 +25,20 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     import sys
     import time
 
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from services.demo import DEMO_PACED_WIN_BACK
     from services.ingest.events.consumer import IngestWorker
     from services.outreach.delivery.worker import SenderWorker
     from services.outreach.engagements.tasks import EngagementWorker
     from services.outreach.models import Engagement, Enrollment, Message
-    from services.outreach.outcomes import signals_with_decision
     from services.outreach.playbooks.consumer import SignalWorker
     from services.outreach.playbooks.timers import TimerWorker
     from services.outreach.starter import seed_starter_content
     from services.rules.evaluation.consumer import RulesWorker
-    from services.rules.models import RuleTick, SignalRecord
+    from services.rules.models import SignalRecord
     from shared.db import transaction
-    from shared.outbox import pending_count
+    from tests.support.demo import run_outreach_until, settled
     from tests.support.helpers import auth, cli_env, drain, expected_held_out
 
     settings = topics
@@ -49,12 +48,6 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         seed_starter_content(s, settings, clock.now(), enable_playbooks=True)
     signals = SignalWorker(settings, session_factory, clock)
     workers = [IngestWorker(settings, session_factory, clock), RulesWorker(settings, session_factory, clock), signals]
-
-    def settled() -> bool:
-        with session_factory() as s:
-            ticks = s.scalar(select(func.count()).select_from(RuleTick))
-            fired = list(s.scalars(select(SignalRecord.signal_id)))
-            return ticks == 6 and pending_count(s) == 0 and len(signals_with_decision(s, fired)) == len(fired)
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.wiring.cli", "demo", "--accounts", "20", "--days", "60"],
@@ -76,7 +69,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         assert "waiting for ingest" in output and output.index("whole history") < output.index("starter rules enabled")
         assert output.index("demo pace") < output.index("starter rules enabled")
         clock.set(datetime.now(UTC) + timedelta(seconds=settings.rules_tick_seconds))
-        drain(workers, settled, timeout=120)
+        drain(workers, lambda: settled(session_factory), timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -117,21 +110,8 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         rows = churn_engagements()
         return set(rows) == reached and all(rows[a].status == ("assigned" if a in engaged else "held_out") for a in reached)
 
-    def next_due() -> datetime:
-        with session_factory() as s:
-            due = [
-                s.scalar(select(func.min(Enrollment.due_at)).where(Enrollment.status == "active", Enrollment.due_at > clock.now())),
-                s.scalar(select(func.min(Message.next_attempt_at)).where(Message.state == "queued", Message.next_attempt_at > clock.now())),
-            ]
-        return min([d for d in due if d is not None], default=clock.now() + timedelta(minutes=1))
-
-    escalation_started = clock.now()
     try:
-        while not escalated():
-            # Quiet hours can defer an email (and so the escalation) to the contact's morning.
-            assert clock.now() - escalation_started < timedelta(hours=14), churn_engagements()
-            if not sum(w.poll_once(100) or 0 for w in outreach):
-                clock.set(max(next_due(), clock.now() + timedelta(seconds=1)))
+        run_outreach_until(outreach, session_factory, clock, escalated, churn_engagements)
     finally:
         for w in outreach:
             w.close()
