@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine
@@ -36,6 +37,22 @@ def expected_held_out(bucket_key: str, account_id: str, percent: float) -> bool:
     of 2**64, held out when below the percentage."""
     digest = hashlib.sha256(f"{bucket_key}\x1f{account_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") * 100 < percent * 2**64
+
+
+async def walk(api, path: str, headers: dict, limit: int = 1000) -> list[dict]:
+    """Every item of an API list, page by page, following next_cursor."""
+    items: list[dict] = []
+    cursor = None
+    while True:
+        sep = "&" if "?" in path else "?"
+        r = await api.get(f"{path}{sep}limit={limit}" + (f"&cursor={quote(cursor)}" if cursor else ""), headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["items"]) <= limit
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
 
 
 def track(account_id: str, name: str, ts: datetime, user_id: str | None = None, event_id: str | None = None, **props) -> dict:

@@ -29,7 +29,7 @@ from tests.support.engagements import (
     timeline,
     worker,
 )
-from tests.support.helpers import T0, auth, drain, expected_held_out
+from tests.support.helpers import T0, auth, drain, expected_held_out, walk
 from tests.support.outreach import (
     add_account,
     add_activity,
@@ -741,22 +741,6 @@ async def test_forecast_from_a_rule_not_yet_enabled_matches_what_the_engine_then
     assert abs(len(engaged) - expected) <= 0.25 * expected, (len(engaged), expected)
 
 
-async def _walk(api, path: str, headers: dict, limit: int) -> list[dict]:
-    """Every item of a list, page by page, following next_cursor."""
-    items: list[dict] = []
-    cursor = None
-    while True:
-        sep = "&" if "?" in path else "?"
-        r = await api.get(f"{path}{sep}limit={limit}" + (f"&cursor={cursor}" if cursor else ""), headers=headers)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        assert len(page["items"]) <= limit
-        items += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return items
-
-
 async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, session_factory, settings, clock):
     """The four lists (roster, every engagement, a CSM's own, a timeline) page through
     everything once, in order, in both orders, with ties in time; a made-up cursor is a 422."""
@@ -773,16 +757,16 @@ async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, sessi
     assert everything["next_cursor"] is None and len(everything["items"]) == 7
     for order in ("opened", "due"):
         full = (await api.get(f"/v1/engagements?order={order}&limit=1000", headers=ops)).json()["items"]
-        assert [e["id"] for e in await _walk(api, f"/v1/engagements?order={order}", ops, 2)] == [e["id"] for e in full]
-    assert [c["id"] for c in await _walk(api, "/v1/csms", ops, 1)] == ["ann", "bo", "cy"]
+        assert [e["id"] for e in await walk(api, f"/v1/engagements?order={order}", ops, 2)] == [e["id"] for e in full]
+    assert [c["id"] for c in await walk(api, "/v1/csms", ops, 1)] == ["ann", "bo", "cy"]
     ann = auth(csm_key(session_factory, clock, "ann"))
     own = (await api.get("/v1/me/engagements?limit=1000", headers=ann)).json()["items"]
-    assert len(own) >= 2 and [e["id"] for e in await _walk(api, "/v1/me/engagements", ann, 1)] == [e["id"] for e in own]
+    assert len(own) >= 2 and [e["id"] for e in await walk(api, "/v1/me/engagements", ann, 1)] == [e["id"] for e in own]
     eid = own[0]["id"]
     for n in range(3):
         assert (await api.post(f"/v1/engagements/{eid}/notes", json={"text": f"note {n}"}, headers=ann)).status_code == 201
     timeline_all = (await api.get(f"/v1/engagements/{eid}/events?limit=1000", headers=ann)).json()["items"]
-    assert [x["id"] for x in await _walk(api, f"/v1/engagements/{eid}/events", ann, 2)] == [x["id"] for x in timeline_all]
+    assert [x["id"] for x in await walk(api, f"/v1/engagements/{eid}/events", ann, 2)] == [x["id"] for x in timeline_all]
     for path, who in (
         ("/v1/engagements?cursor=bm9wZQ", ops),
         ("/v1/me/engagements?cursor=%5B1%5D", ann),
@@ -797,3 +781,95 @@ async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, sessi
     ):
         r = await api.get(path, headers=who)
         assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)
+
+
+async def _pool_figures_are_the_counts_of_their_lists(api, ops: dict) -> dict[str, int]:
+    """Issue 19, deliverable 2, for the pool and its reports: every count GET /v1/pool,
+    /v1/pool/outcomes and /v1/pool/forecast report equals the count of the list it
+    summarises (GET /v1/engagements by status and CSM, GET /v1/csms). Returns the
+    engagements listed per status."""
+    listed = await walk(api, "/v1/engagements", ops)
+    by_status = {s: await walk(api, f"/v1/engagements?status={s}", ops) for s in sorted({e["status"] for e in listed})}
+    assert sum(map(len, by_status.values())) == len(listed)
+    csms = await walk(api, "/v1/csms", ops)
+    open_statuses = ("assigned", "active")
+
+    pool = (await api.get("/v1/pool", headers=ops)).json()
+    assert pool["by_status"] == {s: len(items) for s, items in by_status.items()}
+    outcomes = sorted({e["outcome"] for e in listed if e["outcome"]})
+    assert pool["by_outcome"] == {o: sum(1 for e in listed if e["outcome"] == o) for o in outcomes}
+    assert pool["queue_length"] == len(by_status.get("queued", []))
+    assert pool["open"] == sum(len(by_status.get(s, [])) for s in open_statuses)
+    for row in pool["csms"]:
+        theirs = [e for s in open_statuses for e in await walk(api, f"/v1/engagements?status={s}&csm_id={row['csm_id']}", ops)]
+        assert row["open"] == len(theirs), row
+    assert [c["csm_id"] for c in pool["csms"]] == [c["id"] for c in csms]
+    assert pool["capacity"] == sum(c["capacity"] for c in csms if c["available"])
+
+    report = (await api.get("/v1/pool/outcomes", headers=ops)).json()
+    closed = [e for e in listed if e["closed_at"] and e["status"] in ("resolved", "expired", "held_out")]
+
+    def group(rows) -> tuple[int, int]:
+        return len(rows), sum(1 for e in rows if e["measured"].get("success"))
+
+    engaged = [e for e in closed if e["status"] != "held_out"]
+    held = [e for e in closed if e["status"] == "held_out"]
+    assert (report["overall"]["engaged"]["n"], report["overall"]["engaged"]["recovered"]) == group(engaged)
+    if held:
+        assert (report["overall"]["held_out"]["n"], report["overall"]["held_out"]["recovered"]) == group(held)
+    for row in report["by_csm"]:
+        assert (row["engaged"]["n"], row["engaged"]["recovered"]) == group([e for e in engaged if e["csm_id"] == row["key"]])
+    assert {r["key"] for r in report["by_csm"]} == {e["csm_id"] for e in closed if e["csm_id"]}
+    assert report["disagreements"] == sorted(e["id"] for e in closed if e["measured"].get("csm_agrees") is False)
+
+    forecast = (await api.get("/v1/pool/forecast", headers=ops)).json()
+    assert forecast["open_now"] == sum(len(by_status.get(s, [])) for s in ("queued", *open_statuses))
+    assert forecast["csms_available"] == sum(1 for c in csms if c["available"])
+    assert forecast["pool_capacity"] == pool["capacity"]
+    return {s: len(items) for s, items in by_status.items()}
+
+
+async def test_every_pool_and_report_figure_is_the_count_of_its_list(api, keys, session_factory, settings, clock):
+    """A known world on the simulated clock: engagements queued, assigned, active,
+    resolved (recovered, and churned while the data says so too; recovered while it does
+    not), cancelled, held out, then expired and measured a time-box later. At each
+    point every figure of the pool, its outcome report and its forecast is the count of
+    its list."""
+    ops = auth(keys["ops"])
+    await add_csm(api, keys["ops"], "ann", capacity=3)
+    await add_csm(api, keys["ops"], "ben", capacity=2)
+    await add_csm(api, keys["ops"], "cy", capacity=4, active=False)
+    ids = [f"k{i}" for i in range(11)]
+    for account_id in ids:
+        add_account(session_factory, account_id)
+        for d in range(28):  # the baseline: three active users a day before the signal
+            add_activity(session_factory, account_id, ["ada", "bob", "cy"], (T0 - days(28 - d)).date())
+    for account_id in ids[:7]:
+        open_engagement(session_factory, settings, clock, account_id, signal=signal(account_id))
+    open_engagement(session_factory, settings, clock, "k0", goal="custom", holdout=True, signal=signal("k0"))
+    clock.advance(timedelta(hours=1))
+    worker(settings, session_factory, clock).poll_once()  # five assigned (ann 3, ben 2), two queued
+    assigned = engagements(session_factory, status="assigned")
+    queued = engagements(session_factory, status="queued")
+    assert len(assigned) == 5 and len(queued) == 2
+    add_activity(session_factory, assigned[1].account_id, ["ada", "bob", "cy"], clock.now().date())  # it comes back
+    for e, action, body in [
+        (assigned[0], "accept", None),
+        (assigned[1], "resolve", {"outcome": "recovered"}),
+        (assigned[2], "resolve", {"outcome": "churned"}),
+        (assigned[3], "resolve", {"outcome": "recovered"}),  # the data says otherwise: a disagreement
+        (queued[0], "cancel", {"reason": "duplicate"}),
+    ]:
+        r = await api.post(f"/v1/engagements/{e.id}/{action}", json=body, headers=ops)
+        assert r.status_code == 200, r.text
+    for account_id in ids[7:]:
+        open_engagement(session_factory, settings, clock, account_id, signal=signal(account_id))
+    clock.advance(timedelta(hours=1))
+    worker(settings, session_factory, clock).poll_once()  # capacity for three of the five queued
+    counted = await _pool_figures_are_the_counts_of_their_lists(api, ops)
+    assert {s for s, n in counted.items() if n} == {"queued", "assigned", "active", "resolved", "cancelled", "held_out"}, counted
+
+    clock.advance(days(31))  # the time-box ends: the assigned expire, the held-out row is measured, the queue moves
+    worker(settings, session_factory, clock).poll_once()
+    counted = await _pool_figures_are_the_counts_of_their_lists(api, ops)
+    assert counted.get("expired") and len((await api.get("/v1/pool/outcomes", headers=ops)).json()["disagreements"]) == 1, counted
