@@ -32,7 +32,7 @@ WORKER = """
 import sys, time
 from datetime import datetime
 from pathlib import Path
-from services.outreach.engagements.tasks import EngagementWorker
+from services.outreach.engagements.worker import EngagementWorker
 from shared.clock import SimulatedClock
 from shared.db import make_engine, make_session_factory
 from shared.settings import Settings

@@ -154,7 +154,7 @@ def backend_cpu_seconds(engine) -> float:
 
 def ingest_phase(args) -> None:
     """Child process: ingest `n` records from `topic` into `db_url`; print JSON figures."""
-    from services.ingest.events.consumer import IngestWorker
+    from services.ingest.events.worker import IngestWorker
     from shared.db import make_engine, make_session_factory
     from shared.migrate import upgrade
 
@@ -213,7 +213,7 @@ def ingest_phase(args) -> None:
 def worker_phase(args) -> None:
     """Child process of the scale-out run: one ingest worker in group ``args.group`` until
     ``args.stop_file`` exists; prints the records it handled and its CPU seconds."""
-    from services.ingest.events.consumer import IngestWorker
+    from services.ingest.events.worker import IngestWorker
     from shared.db import make_engine, make_session_factory
 
     settings = Settings(

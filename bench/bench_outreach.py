@@ -59,9 +59,9 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     from services.ingest.models import Account, User
     from services.outreach.delivery.worker import SenderWorker
     from services.outreach.models import Enrollment, Message
-    from services.outreach.playbooks.consumer import SignalWorker
     from services.outreach.playbooks.schemas import PlaybookDefinition
     from services.outreach.playbooks.service import save as save_playbook
+    from services.outreach.playbooks.worker import SignalWorker
     from services.outreach.starter import starter_templates
     from services.outreach.templates.schemas import TemplateIn
     from services.outreach.templates.service import save as save_template

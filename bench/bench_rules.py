@@ -35,10 +35,10 @@ from pathlib import Path
 from kafka import KafkaConsumer
 
 from bench.bench_ingest import PgDatabase
-from services.ingest.events.consumer import IngestWorker
+from services.ingest.events.worker import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, UsageDaily
-from services.rules.evaluation.consumer import RulesWorker
 from services.rules.evaluation.service import run_tick
+from services.rules.evaluation.worker import RulesWorker
 from services.rules.rules import service as rules_service
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock

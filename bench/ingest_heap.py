@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.soak import rss_mb
-from services.ingest.events.consumer import IngestWorker
+from services.ingest.events.worker import IngestWorker
 from shared.broker import EmbeddedBroker, free_port
 from shared.db import make_engine, make_session_factory
 from shared.kafka import compat

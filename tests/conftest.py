@@ -19,8 +19,7 @@ from sqlalchemy.engine import make_url
 
 from services.outreach.delivery.worker import SenderWorker
 from services.outreach.devmail.sink import MailSink
-from services.outreach.playbooks.consumer import SignalWorker
-from services.outreach.playbooks.timers import TimerWorker
+from services.outreach.playbooks.worker import SignalWorker, TimerWorker
 from services.wiring.models import metadata
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock

@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 
 WORKERS: dict[str, str] = {
-    "ingest": "services.ingest.events.consumer:IngestWorker",
-    "rules": "services.rules.evaluation.consumer:RulesWorker",
-    "outreach": "services.outreach.playbooks.consumer:SignalWorker",
-    "outreach-timers": "services.outreach.playbooks.timers:TimerWorker",
+    "ingest": "services.ingest.events.worker:IngestWorker",
+    "rules": "services.rules.evaluation.worker:RulesWorker",
+    "outreach": "services.outreach.playbooks.worker:SignalWorker",
+    "outreach-timers": "services.outreach.playbooks.worker:TimerWorker",
     "outreach-sender": "services.outreach.delivery.worker:SenderWorker",
-    "outreach-engagements": "services.outreach.engagements.tasks:EngagementWorker",
+    "outreach-engagements": "services.outreach.engagements.worker:EngagementWorker",
     "jobs": "services.jobs:JobWorker",
 }
 

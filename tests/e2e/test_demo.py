@@ -28,14 +28,13 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     from sqlalchemy import select
 
     from services.demo import DEMO_PACED_WIN_BACK
-    from services.ingest.events.consumer import IngestWorker
+    from services.ingest.events.worker import IngestWorker
     from services.outreach.delivery.worker import SenderWorker
-    from services.outreach.engagements.tasks import EngagementWorker
+    from services.outreach.engagements.worker import EngagementWorker
     from services.outreach.models import Engagement, Enrollment, Message
-    from services.outreach.playbooks.consumer import SignalWorker
-    from services.outreach.playbooks.timers import TimerWorker
+    from services.outreach.playbooks.worker import SignalWorker, TimerWorker
     from services.outreach.starter import seed_starter_content
-    from services.rules.evaluation.consumer import RulesWorker
+    from services.rules.evaluation.worker import RulesWorker
     from services.rules.models import SignalRecord
     from shared.db import transaction
     from tests.support.demo import run_outreach_until, settled

@@ -92,17 +92,16 @@ class Shell:
 @pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)  # what `make run` starts on
 def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, clock, sink, keys, tmp_path):
     from services.demo import DEMO_PACED_WIN_BACK
-    from services.ingest.events.consumer import IngestWorker
+    from services.ingest.events.worker import IngestWorker
     from services.ingest.models import Account
     from services.jobs import JobWorker
     from services.outreach.delivery.worker import SenderWorker
-    from services.outreach.engagements.tasks import EngagementWorker
+    from services.outreach.engagements.worker import EngagementWorker
     from services.outreach.models import Engagement, Enrollment, Message
     from services.outreach.outcomes import signals_with_decision
-    from services.outreach.playbooks.consumer import SignalWorker
-    from services.outreach.playbooks.timers import TimerWorker
+    from services.outreach.playbooks.worker import SignalWorker, TimerWorker
     from services.outreach.starter import seed_starter_content
-    from services.rules.evaluation.consumer import RulesWorker
+    from services.rules.evaluation.worker import RulesWorker
     from services.rules.models import SignalRecord
     from services.wiring.app import create_app
     from shared.db import transaction

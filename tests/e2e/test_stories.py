@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from services.outreach.models import Enrollment
 from services.outreach.starter import seed_starter_content
-from services.rules.evaluation.consumer import RulesWorker
+from services.rules.evaluation.worker import RulesWorker
 from services.rules.models import SignalRecord
 from shared.db import transaction
 from shared.outbox import pending_count

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from services import demo
 from services.ingest.service import apply_events
 from services.outreach.playbooks import engine
-from services.outreach.playbooks.consumer import SignalWorker
+from services.outreach.playbooks.worker import SignalWorker
 from services.outreach.starter import seed_starter_content
 from services.rules.evaluation.service import run_tick
 from services.rules.models import SignalRecord

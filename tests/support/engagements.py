@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from services.outreach.engagements import opening
-from services.outreach.engagements.tasks import EngagementWorker
+from services.outreach.engagements.worker import EngagementWorker
 from services.outreach.models import Engagement, EngagementEvent
 from shared.auth import create_key
 from shared.db import transaction

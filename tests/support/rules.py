@@ -96,7 +96,7 @@ def ingest_reports_caught_up(settings, session_factory, clock) -> None:
     holds (the freshness watermark, docs/rules.md). Tests that load ingest state through
     its service rather than the topic run a real ingest worker on the (empty) topic
     until it has reported every partition."""
-    from services.ingest.events.consumer import IngestWorker
+    from services.ingest.events.worker import IngestWorker
     from shared import consumer_progress as progress
     from shared.kafka.clients import ensure_topics, group_id_of
     from tests.support.helpers import drain

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from services.rules.evaluation.consumer import RulesWorker
+from services.rules.evaluation.worker import RulesWorker
 from shared.db import transaction
 from shared.metrics import OUTBOX_SAMPLE_SECONDS
 from shared.outbox import enqueue_many, pending_stats

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from services.ingest.events.consumer import IngestWorker
+from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
 from shared.auth import authenticate
 from shared.broker import free_port

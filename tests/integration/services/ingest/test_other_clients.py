@@ -12,7 +12,7 @@ import uuid
 from confluent_kafka import Producer
 from sqlalchemy import select
 
-from services.ingest.events.consumer import IngestWorker
+from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
 from tests.support.helpers import T0, drain, read_topic, track
 

@@ -232,7 +232,7 @@ def test_webhook_is_signed_and_retried_after_timeouts_and_5xx(topics, session_fa
         },
     )
     from services.outreach.delivery.worker import SenderWorker
-    from services.outreach.playbooks.consumer import SignalWorker
+    from services.outreach.playbooks.worker import SignalWorker
 
     consumer = SignalWorker(topics, session_factory, clock)
     sender = SenderWorker(topics, session_factory, clock, worker_id="hooks")

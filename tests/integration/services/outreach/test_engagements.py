@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.outreach.engagements import service
 from services.outreach.models import Engagement
-from services.outreach.playbooks.consumer import SignalWorker
+from services.outreach.playbooks.worker import SignalWorker
 from shared.db import transaction
 from shared.kafka.clients import ensure_topics
 from shared.models import AuditRecord
@@ -646,8 +646,8 @@ async def test_forecast_from_a_rule_not_yet_enabled_matches_what_the_engine_then
     docs/engagements.md): escalations, held-out included, equal the replayed firings
     exactly (the same replay, the same days); engagements opened are within 25% of the
     forecast (the holdout is a per-account hash draw: a binomial, sd about 2.3 of 21)."""
-    from services.rules.evaluation.consumer import RulesWorker
     from services.rules.evaluation.service import run_tick
+    from services.rules.evaluation.worker import RulesWorker
     from tests.support.helpers import track
     from tests.support.rules import ingest, make_rule, no_login_rule
 

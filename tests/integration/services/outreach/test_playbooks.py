@@ -587,7 +587,7 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
     from sqlalchemy import event
 
     from services.outreach.models import OutreachDecision
-    from services.outreach.playbooks.consumer import SignalWorker
+    from services.outreach.playbooks.worker import SignalWorker
     from shared import db
     from shared.db import transaction
 
@@ -707,7 +707,7 @@ def test_signals_of_one_account_in_one_batch_enrol_as_if_one_after_the_other(top
     its next signal, a waiting one does not (already_enrolled), and the caps count the
     earlier signal's messages: exactly what enrolling the signals one by one does."""
     from services.outreach.models import OutreachDecision
-    from services.outreach.playbooks.consumer import SignalWorker
+    from services.outreach.playbooks.worker import SignalWorker
     from shared.db import transaction
 
     add_account(session_factory, "acme")
@@ -777,7 +777,7 @@ def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_r
 
     from services.outreach.models import Message, OutreachDecision
     from services.outreach.playbooks import repository as playbook_repo
-    from services.outreach.playbooks.consumer import SignalWorker
+    from services.outreach.playbooks.worker import SignalWorker
     from shared.db import transaction, transient_db_error
     from tests.support.helpers import wait_for
 

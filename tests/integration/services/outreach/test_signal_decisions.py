@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from services.outreach.models import OutreachDecision
 from services.outreach.outcomes import signals_with_decision
-from services.outreach.playbooks.consumer import SignalWorker
-from services.rules.evaluation.consumer import ORPHAN_SWEEP_EVERY, RulesWorker
+from services.outreach.playbooks.worker import SignalWorker
 from services.rules.evaluation.service import run_tick
+from services.rules.evaluation.worker import ORPHAN_SWEEP_EVERY, RulesWorker
 from services.rules.models import SignalRecord
 from shared.broker import EmbeddedBroker, free_port
 from shared.kafka.clients import ensure_topics

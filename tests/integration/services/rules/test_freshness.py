@@ -9,9 +9,9 @@ from datetime import timedelta
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from services.ingest.events.consumer import IngestWorker
+from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
-from services.rules.evaluation.consumer import RulesWorker
+from services.rules.evaluation.worker import RulesWorker
 from services.rules.models import SignalRecord
 from shared import consumer_progress as progress
 from shared.kafka.clients import group_id_of

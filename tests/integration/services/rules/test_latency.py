@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import text
 
 from services.ingest import usage
-from services.ingest.events.consumer import IngestWorker
+from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
-from services.rules.evaluation.consumer import RulesWorker
+from services.rules.evaluation.worker import RulesWorker
 from services.rules.models import SignalRecord
 from shared.db import transaction
 from tests.support.helpers import T0, drain, publish, track

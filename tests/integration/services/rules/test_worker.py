@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from services.ingest.events.consumer import IngestWorker
+from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
-from services.rules.evaluation.consumer import RulesWorker
+from services.rules.evaluation.worker import RulesWorker
 from services.rules.models import SignalRecord
 from shared.clock import SystemClock
 from shared.faults import CRASH_EXIT_CODE

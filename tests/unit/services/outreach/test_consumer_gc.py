@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.outreach.playbooks import consumer
+from services.outreach.playbooks import worker as playbooks_worker
 
 
 @pytest.fixture(autouse=True)
@@ -20,17 +20,17 @@ def restore_gc():
 
 def test_the_collector_is_off_in_the_block_and_on_again_after_it_even_on_an_error():
     gc.enable()
-    with consumer.cyclic_gc_paused():
+    with playbooks_worker.cyclic_gc_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
-    with pytest.raises(RuntimeError), consumer.cyclic_gc_paused():
+    with pytest.raises(RuntimeError), playbooks_worker.cyclic_gc_paused():
         raise RuntimeError("boom")
     assert gc.isenabled()
 
 
 def test_a_collector_found_off_stays_off():
     gc.disable()
-    with consumer.cyclic_gc_paused():
+    with playbooks_worker.cyclic_gc_paused():
         assert not gc.isenabled()
     assert not gc.isenabled()
 
@@ -39,5 +39,5 @@ def test_a_batch_runs_with_the_collector_off():
     gc.enable()
     seen: list[bool] = []
     worker = SimpleNamespace(_handle_batch=lambda session, records: seen.append(gc.isenabled()) or "result")
-    assert consumer.SignalWorker.handle_batch(worker, None, []) == "result"
+    assert playbooks_worker.SignalWorker.handle_batch(worker, None, []) == "result"
     assert seen == [False] and gc.isenabled()
