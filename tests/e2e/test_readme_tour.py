@@ -12,6 +12,7 @@ this test. A tour command no check knows fails the test: a new claim needs its c
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import queue
 import re
@@ -106,6 +107,12 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
     from services.wiring.app import create_app
     from shared.db import transaction
     from shared.models import DeadLetter
+    from tests.support.console import sign_in
+    from tests.support.counts import (
+        console_figures_are_counts_of_lists,
+        playbook_reports_are_counts_of_lists,
+        pool_figures_are_counts_of_lists,
+    )
     from tests.support.demo import run_outreach_until, settled
     from tests.support.helpers import auth, cli_env, drain
     from tests.support.server import serving
@@ -472,6 +479,20 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                     check(out, err)
                 except (AssertionError, KeyError, ValueError) as exc:
                     raise AssertionError(f"the tour's claim about {command!r} does not hold; it printed:\n{out[:3000]}") from exc
+
+            # The world the tour made: every console, report and pool figure is the count of its list.
+            async def counted() -> tuple[int, int]:
+                async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                    await sign_in(client, keys["ops"])
+                    figures = await console_figures_are_counts_of_lists(
+                        client, ["win-back", "onboarding-nudge", "usage-drop-check-in", "expansion-congrats", "expansion-discovery"]
+                    )
+                    reported = await playbook_reports_are_counts_of_lists(client, auth(keys["ops"]))
+                    await pool_figures_are_counts_of_lists(client, auth(keys["ops"]))
+                return figures, reported
+
+            figures, reported = asyncio.run(counted())
+            assert figures >= 10 and reported
         finally:
             admin.close()
             shell.close()

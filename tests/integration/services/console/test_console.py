@@ -18,7 +18,8 @@ from shared.jobs.runner import JobWorker
 from shared.metrics import EMBEDDED_BROKER_RSS, EMBEDDED_BROKER_WARN
 from tests.support.console import csrf_of, ops_link, sign_in
 from tests.support.console_seed import HOSTILE, XSS_IMG, XSS_SCRIPT
-from tests.support.helpers import auth, walk
+from tests.support.counts import console_figures_are_counts_of_lists, playbook_reports_are_counts_of_lists
+from tests.support.helpers import auth
 
 
 class _Inline(HTMLParser):
@@ -578,18 +579,7 @@ async def test_every_figure_is_the_count_of_the_list_it_links_to(api, keys, seed
     (id="count"). Emails and in-app messages are counted apart, skipped apart from sent,
     enrolments apart from messages."""
     await sign_in(api, keys["ops"])
-    checked = 0
-    for page_url in ["/console/", "/console/playbooks", *(f"/console/playbooks/{p}" for p in ("win-back", "onboarding-nudge"))]:
-        page = await api.get(page_url)
-        assert page.status_code == 200, page_url
-        figures = re.findall(r'data-count="(\d+)" href="([^"]+)"', page.text)
-        assert figures, page_url
-        for n, href in figures:
-            target = await api.get(unescape(href))
-            assert target.status_code == 200, href
-            shown = re.search(r'id="count">([\d,]+)<', target.text)
-            assert shown and int(shown.group(1).replace(",", "")) == int(n), (page_url, href, n, shown and shown.group(1))
-            checked += 1
+    checked = await console_figures_are_counts_of_lists(api, ["win-back", "onboarding-nudge"])
     overview = (await api.get("/console/")).text
     assert "emails sent" in overview and "in-app messages sent" in overview and "queued, sending or failed" not in overview
     assert checked >= 10
@@ -637,32 +627,5 @@ async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offs
 
 
 async def test_every_playbook_report_figure_is_the_count_of_its_list(api, keys, seeded):
-    """Issue 19, deliverable 2, for the report endpoint: each figure of GET
-    /v1/playbooks/{id}/report is the count of the list it summarises: enrolments (by
-    status, treated and held out) and messages (by state, skipped by reason)."""
-    ops = auth(keys["ops"])
-    reported = 0
-    for playbook in await walk(api, "/v1/playbooks", ops):
-        pid = playbook["id"]
-        report = (await api.get(f"/v1/playbooks/{pid}/report", headers=ops)).json()
-        enrolments = await walk(api, f"/v1/playbooks/{pid}/enrollments", ops)
-        assert report["enrolled"] == len(enrolments)
-        for status in ("active", "converted", "completed"):
-            assert report[status] == len(await walk(api, f"/v1/playbooks/{pid}/enrollments?status={status}", ops)), (pid, status)
-        for group, holdout in (("treated", False), ("holdout", True)):
-            mine = [e for e in enrolments if e["holdout"] is holdout]
-            assert report[group]["enrolled"] == len(mine), (pid, group)
-            assert report[group]["converted"] == sum(1 for e in mine if e["status"] == "converted"), (pid, group)
-
-        async def messages(state: str, pid: str = pid, **more: str) -> int:
-            query = "&".join(f"{k}={v}" for k, v in {"playbook_id": pid, "state": state, **more}.items())
-            return len(await walk(api, f"/v1/messages?{query}", ops))
-
-        assert report["sent"] == await messages("sent")
-        assert report["queued"] == await messages("queued") + await messages("sending")
-        assert report["failed"] == await messages("failed") and report["uncertain"] == await messages("uncertain")
-        for reason, n in report["skipped"].items():
-            assert n == await messages("skipped", skip_reason=reason), (pid, reason)
-        assert sum(report["skipped"].values()) == await messages("skipped")
-        reported += report["enrolled"] + report["sent"]
-    assert reported  # the seeded world has enrolments and messages to count
+    """Issue 19, deliverable 2, for the report endpoint (tests/support/counts.py)."""
+    assert await playbook_reports_are_counts_of_lists(api, auth(keys["ops"]))  # the seeded world has figures to count

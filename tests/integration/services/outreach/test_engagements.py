@@ -19,6 +19,7 @@ from shared.db import transaction
 from shared.kafka.clients import ensure_topics
 from shared.models import AuditRecord
 from shared.pagination import encode_cursor
+from tests.support.counts import pool_figures_are_counts_of_lists
 from tests.support.engagements import (
     add_csm,
     csm_body,
@@ -783,52 +784,6 @@ async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, sessi
         assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)
 
 
-async def _pool_figures_are_the_counts_of_their_lists(api, ops: dict) -> dict[str, int]:
-    """Issue 19, deliverable 2, for the pool and its reports: every count GET /v1/pool,
-    /v1/pool/outcomes and /v1/pool/forecast report equals the count of the list it
-    summarises (GET /v1/engagements by status and CSM, GET /v1/csms). Returns the
-    engagements listed per status."""
-    listed = await walk(api, "/v1/engagements", ops)
-    by_status = {s: await walk(api, f"/v1/engagements?status={s}", ops) for s in sorted({e["status"] for e in listed})}
-    assert sum(map(len, by_status.values())) == len(listed)
-    csms = await walk(api, "/v1/csms", ops)
-    open_statuses = ("assigned", "active")
-
-    pool = (await api.get("/v1/pool", headers=ops)).json()
-    assert pool["by_status"] == {s: len(items) for s, items in by_status.items()}
-    outcomes = sorted({e["outcome"] for e in listed if e["outcome"]})
-    assert pool["by_outcome"] == {o: sum(1 for e in listed if e["outcome"] == o) for o in outcomes}
-    assert pool["queue_length"] == len(by_status.get("queued", []))
-    assert pool["open"] == sum(len(by_status.get(s, [])) for s in open_statuses)
-    for row in pool["csms"]:
-        theirs = [e for s in open_statuses for e in await walk(api, f"/v1/engagements?status={s}&csm_id={row['csm_id']}", ops)]
-        assert row["open"] == len(theirs), row
-    assert [c["csm_id"] for c in pool["csms"]] == [c["id"] for c in csms]
-    assert pool["capacity"] == sum(c["capacity"] for c in csms if c["available"])
-
-    report = (await api.get("/v1/pool/outcomes", headers=ops)).json()
-    closed = [e for e in listed if e["closed_at"] and e["status"] in ("resolved", "expired", "held_out")]
-
-    def group(rows) -> tuple[int, int]:
-        return len(rows), sum(1 for e in rows if e["measured"].get("success"))
-
-    engaged = [e for e in closed if e["status"] != "held_out"]
-    held = [e for e in closed if e["status"] == "held_out"]
-    assert (report["overall"]["engaged"]["n"], report["overall"]["engaged"]["recovered"]) == group(engaged)
-    if held:
-        assert (report["overall"]["held_out"]["n"], report["overall"]["held_out"]["recovered"]) == group(held)
-    for row in report["by_csm"]:
-        assert (row["engaged"]["n"], row["engaged"]["recovered"]) == group([e for e in engaged if e["csm_id"] == row["key"]])
-    assert {r["key"] for r in report["by_csm"]} == {e["csm_id"] for e in closed if e["csm_id"]}
-    assert report["disagreements"] == sorted(e["id"] for e in closed if e["measured"].get("csm_agrees") is False)
-
-    forecast = (await api.get("/v1/pool/forecast", headers=ops)).json()
-    assert forecast["open_now"] == sum(len(by_status.get(s, [])) for s in ("queued", *open_statuses))
-    assert forecast["csms_available"] == sum(1 for c in csms if c["available"])
-    assert forecast["pool_capacity"] == pool["capacity"]
-    return {s: len(items) for s, items in by_status.items()}
-
-
 async def test_every_pool_and_report_figure_is_the_count_of_its_list(api, keys, session_factory, settings, clock):
     """A known world on the simulated clock: engagements queued, assigned, active,
     resolved (recovered, and churned while the data says so too; recovered while it does
@@ -866,10 +821,10 @@ async def test_every_pool_and_report_figure_is_the_count_of_its_list(api, keys, 
         open_engagement(session_factory, settings, clock, account_id, signal=signal(account_id))
     clock.advance(timedelta(hours=1))
     worker(settings, session_factory, clock).poll_once()  # capacity for three of the five queued
-    counted = await _pool_figures_are_the_counts_of_their_lists(api, ops)
+    counted = await pool_figures_are_counts_of_lists(api, ops)
     assert {s for s, n in counted.items() if n} == {"queued", "assigned", "active", "resolved", "cancelled", "held_out"}, counted
 
     clock.advance(days(31))  # the time-box ends: the assigned expire, the held-out row is measured, the queue moves
     worker(settings, session_factory, clock).poll_once()
-    counted = await _pool_figures_are_the_counts_of_their_lists(api, ops)
+    counted = await pool_figures_are_counts_of_lists(api, ops)
     assert counted.get("expired") and len((await api.get("/v1/pool/outcomes", headers=ops)).json()["disagreements"]) == 1, counted
