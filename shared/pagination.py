@@ -13,13 +13,13 @@ a UTC value).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from shared import b64url
 from shared.errors import Unprocessable
 from shared.limits import DB_INT_MAX
 
@@ -33,7 +33,7 @@ Key = str | int | datetime | None
 
 def encode_cursor(*values: Key) -> str:
     raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return b64url.encode(raw.encode())
 
 
 def _bad() -> Unprocessable:
@@ -50,7 +50,7 @@ def decode_cursor(cursor: str | None, *kinds: type) -> tuple[Any, ...] | None:
     if len(cursor) > MAX_CURSOR_CHARS:
         raise _bad()
     try:
-        values = json.loads(base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True))
+        values = json.loads(b64url.decode(cursor, strict=True))
     except (binascii.Error, ValueError):
         raise _bad() from None
     if not isinstance(values, list) or len(values) != len(kinds):

@@ -21,7 +21,6 @@ Nonces are random (96 bits): safe for far more tokens per key than Touchline min
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -33,6 +32,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared import b64url
+
 NONCE_BYTES = 12
 MAX_TOKEN_CHARS = 4096
 
@@ -42,14 +43,10 @@ def _aead(secret: str, purpose: str) -> AESGCM:
     return AESGCM(hmac.new(secret.encode(), b"touchline/sealed/v1/" + purpose.encode(), hashlib.sha256).digest())
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def seal(secret: str, purpose: str, obj: dict[str, Any]) -> str:
     nonce = secrets.token_bytes(NONCE_BYTES)
     plaintext = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
-    return _b64(nonce + _aead(secret, purpose).encrypt(nonce, plaintext, purpose.encode()))
+    return b64url.encode(nonce + _aead(secret, purpose).encrypt(nonce, plaintext, purpose.encode()))
 
 
 def unseal(secret: str, purpose: str, token: str | None) -> dict[str, Any] | None:
@@ -57,7 +54,7 @@ def unseal(secret: str, purpose: str, token: str | None) -> dict[str, Any] | Non
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        raw = b64url.decode(token)
         if len(raw) <= NONCE_BYTES:
             return None
         obj = json.loads(_aead(secret, purpose).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], purpose.encode()))

@@ -21,7 +21,6 @@ opened keeps working because sessions name the key by id, until the key expires.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -30,7 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from shared import auth
+from shared import auth, b64url
 from shared.models import ApiKey, ConsoleSession
 from shared.sealed import seal, unseal
 
@@ -40,9 +39,7 @@ COOKIE_PATH = "/console"
 
 
 def _sign(secret: str, purpose: str, payload: str) -> str:
-    return (
-        base64.urlsafe_b64encode(hmac.new(secret.encode(), f"{purpose}|{payload}".encode(), hashlib.sha256).digest()).decode().rstrip("=")
-    )
+    return b64url.encode(hmac.new(secret.encode(), f"{purpose}|{payload}".encode(), hashlib.sha256).digest())
 
 
 def _id_hash(session_id: str) -> str:

@@ -13,12 +13,12 @@ token signed with a public secret must.)
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 from functools import lru_cache
 
+from shared import b64url
 from shared.sealed import seal, unseal
 
 PURPOSE = "unsubscribe"
@@ -42,15 +42,11 @@ def _legacy_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), LEGACY_PURPOSE, hashlib.sha256).digest()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _read_legacy(secret: str, token: str) -> dict | None:
     try:
         body, _, sig = token.partition(".")
-        payload = _unb64(body)
-        if not hmac.compare_digest(hmac.new(_legacy_key(secret), payload, hashlib.sha256).digest(), _unb64(sig)):
+        payload = b64url.decode(body)
+        if not hmac.compare_digest(hmac.new(_legacy_key(secret), payload, hashlib.sha256).digest(), b64url.decode(sig)):
             return None
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
