@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     rules_event_freshness_seconds: float = 6 * 3600
     # A signal with no outreach decision this long after it fired is published again.
     signal_decision_grace_seconds: float = 300.0
+    # Health (docs/health.md): one score per account per UTC day is kept this long.
+    health_score_retention_days: int = Field(400, ge=31)
 
     # Background jobs (backtests, forecasts): `touchline worker jobs` runs them.
     job_time_limit_seconds: float = 600.0

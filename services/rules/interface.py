@@ -12,7 +12,9 @@ orphan sweeper), see :mod:`services.rules.conditions`: ``parse_condition``,
 For the console and the CLI: rule definitions (read, parse, create, update, enable,
 versions, audit, the starter import), signals (lists, counts), the dry run, the
 backtest (validate a request; the job kind ``BACKTEST_KIND`` that runs it, registered
-on import of this module) and the scheduled tick. For the app: :func:`routers`.
+on import of this module) and the scheduled tick; customer health (the model: parse,
+read, save; an account's scores: score now, latest, history; docs/health.md). For the
+app: :func:`routers`.
 
 Everything reads or flushes only; the caller owns the session and the transaction
 (``run_tick`` and ``import_rules`` take a session factory and open their own).
@@ -40,6 +42,11 @@ from services.rules.conditions import (
 )
 from services.rules.evaluation.dryrun import dry_run
 from services.rules.evaluation.service import run_tick
+from services.rules.health.service import current as current_health_model
+from services.rules.health.service import install_starter as install_starter_health_model
+from services.rules.health.service import parse as parse_health_model
+from services.rules.health.service import save as save_health_model
+from services.rules.health.service import score_account as score_account_health
 from services.rules.rules.importer import STARTER_DIR, import_rules
 from services.rules.rules.repository import audit_for as rule_audit
 from services.rules.rules.repository import list_rules
@@ -51,6 +58,8 @@ from services.rules.rules.service import get as get_rule
 from services.rules.rules.service import parse as parse_rule
 from services.rules.rules.service import set_enabled as set_rule_enabled
 from services.rules.rules.service import update as update_rule
+from services.rules.scores.repository import history as health_history
+from services.rules.scores.repository import latest_on_or_before as latest_health
 from services.rules.signals.repository import accounts_signalled_since, count_signals, list_signals
 from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
 from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
@@ -67,23 +76,30 @@ __all__ = [
     "count_signals",
     "create_rule",
     "current_definition",
+    "current_health_model",
     "dry_run",
     "evaluate_condition",
     "evaluator",
     "forget_contact",
     "get_rule",
+    "health_history",
     "import_rules",
+    "install_starter_health_model",
+    "latest_health",
     "list_rule_versions",
     "list_rules",
     "list_signals",
     "measure",
     "parse_condition",
+    "parse_health_model",
     "parse_rule",
     "prepare_backtest",
     "replay_firings",
     "routers",
     "rule_audit",
     "run_tick",
+    "save_health_model",
+    "score_account_health",
     "serialize_condition",
     "set_rule_enabled",
     "settle_signals",
@@ -98,7 +114,8 @@ def routers() -> list[APIRouter]:
     not by every worker that imports this module)."""
     from services.rules.backtest.router import router as backtest_router
     from services.rules.evaluation.router import router as dryrun_router
+    from services.rules.health.router import router as health_router
     from services.rules.rules.router import router as rules_router
     from services.rules.signals.router import router as signals_router
 
-    return [rules_router, dryrun_router, backtest_router, signals_router]
+    return [rules_router, dryrun_router, backtest_router, signals_router, health_router]

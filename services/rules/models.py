@@ -3,9 +3,9 @@ claims and scheduled-tick state."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String
+from sqlalchemy import Boolean, Date, Float, ForeignKeyConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, JSONType, UTCDateTime
@@ -115,3 +115,46 @@ class RuleTick(Base):
     last_tick_at: Mapped[datetime] = mapped_column(UTCDateTime())
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_result: Mapped[dict] = mapped_column(JSONType, default=dict)
+
+
+class HealthModelVersion(Base):
+    """Every version of the health model (one model; the highest version is current).
+    Who changed it is in the audit log (object_type ``health_model``)."""
+
+    __tablename__ = "health_model_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    definition: Mapped[dict] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class HealthScore(Base):
+    """An account's health on one UTC day (the daily job, or on demand: the last scoring
+    of the day wins), with each component's value, band and points, and the change
+    against the scores 7 and 30 days before."""
+
+    __tablename__ = "health_scores"
+    __table_args__ = (Index("ix_health_scores_day_score", "day", "score"),)
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    components: Mapped[list] = mapped_column(JSONType, default=list)
+    change_7d: Mapped[float | None] = mapped_column(Float, nullable=True)
+    change_30d: Mapped[float | None] = mapped_column(Float, nullable=True)
+    scored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class HealthRun(Base):
+    """The daily scoring's claim per UTC day: with two rules workers only one scores a
+    day, and a restarted worker does not score it again."""
+
+    __tablename__ = "health_runs"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    model_version: Mapped[int] = mapped_column(Integer)
+    result: Mapped[dict] = mapped_column(JSONType, default=dict)

@@ -227,6 +227,16 @@ ACCESS = {
     ("GET", "/v1/signals"): OPS | CSM,
     ("GET", "/v1/signals/{signal_id}"): OPS | CSM,
     ("GET", "/v1/accounts/{account_id}/signals"): OPS | CSM,
+    # Health: CS Ops define the model; CSMs read scores and may score an account now.
+    ("POST", "/v1/health/model/validate"): OPS,
+    ("GET", "/v1/health/model"): OPS,
+    ("PUT", "/v1/health/model"): OPS,
+    ("GET", "/v1/health/model/versions"): OPS,
+    ("GET", "/v1/health/model/versions/{version}"): OPS,
+    ("GET", "/v1/health/model/audit"): OPS,
+    ("GET", "/v1/health/accounts"): OPS | CSM,
+    ("GET", "/v1/accounts/{account_id}/health"): OPS | CSM,
+    ("POST", "/v1/accounts/{account_id}/health"): OPS | CSM,
     # Outreach authoring is CS Ops; in-app messages are fetched and marked read by the
     # product's backend with its ingest key.
     ("PUT", "/v1/templates/{template_id}"): OPS,

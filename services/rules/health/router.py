@@ -1,0 +1,193 @@
+"""The health API: the model (validate, read, change: a new version, versions, audit;
+role ops) and the scores (an account's health with its explanation and history, scoring
+one account on demand, the accounts by health; roles ops and csm)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Body, Path, Query
+from sqlalchemy.orm import Session
+
+from services.rules.health import repository as repo
+from services.rules.health import service
+from services.rules.health.schemas import (
+    MODEL_BODY,
+    AccountHealthOut,
+    HealthAuditPage,
+    HealthModelOut,
+    HealthModelPage,
+    HealthModelSaved,
+    HealthPage,
+    HealthPoint,
+    HealthScoreOut,
+    HealthValidateOut,
+)
+from services.rules.models import HealthScore
+from services.rules.scores import repository as scores
+from shared.api import ClockDep, SessionDep, SettingsDep
+from shared.auth import Principal, require
+from shared.clock import Clock
+from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
+from shared.limits import DB_INT_MAX
+from shared.pagination import MAX_CURSOR_CHARS, NUMBER_CURSOR_PATTERN, decode_cursor, decode_number_cursor, encode_cursor
+from shared.settings import Settings
+
+router = APIRouter(tags=["health"])
+AUTHOR = ("ops",)
+READERS = ("ops", "csm")
+NumberCursor = Query(None, pattern=NUMBER_CURSOR_PATTERN, description="next_cursor from the previous page")
+NumberLimit = Query(100, ge=1, le=1000)
+
+
+def score_out(row: HealthScore | dict[str, Any]) -> HealthScoreOut:
+    get = row.get if isinstance(row, dict) else (lambda k: getattr(row, k))
+    return HealthScoreOut(
+        account_id=get("account_id"),
+        day=get("day"),
+        score=get("score"),
+        label=get("label"),
+        change={"7d": get("change_7d"), "30d": get("change_30d")},
+        model_version=get("model_version"),
+        components=get("components"),
+        scored_at=get("scored_at"),
+    )
+
+
+@router.post(
+    "/v1/health/model/validate",
+    response_model=HealthValidateOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Check a health model without saving it",
+    openapi_extra=MODEL_BODY,
+)
+def validate_model(body: Any = Body(...), settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+    return HealthValidateOut(model=service.parse(body, settings.raw_event_retention_days).to_dict())
+
+
+@router.get("/v1/health/model", response_model=HealthModelOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_model(session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+    return service.require_current(session).row
+
+
+@router.put(
+    "/v1/health/model",
+    response_model=HealthModelSaved,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Define or change the health model: a new version if the definition differs",
+    openapi_extra=MODEL_BODY,
+)
+def put_model(
+    body: Any = Body(...),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    p: Principal = require(*AUTHOR),
+):
+    model = service.parse(body, settings.raw_event_retention_days)
+    row, changed = service.save(session, model, p.actor, clock.now())
+    return HealthModelSaved(**HealthModelOut.model_validate(row).model_dump(), changed=changed)
+
+
+@router.get(
+    "/v1/health/model/versions",
+    response_model=HealthModelPage,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Every version of the health model, oldest first, in pages",
+)
+def list_versions(
+    cursor: str | None = NumberCursor, limit: int = NumberLimit, session: Session = SessionDep, _p: Principal = require(*AUTHOR)
+):
+    items = repo.list_versions(session, after=decode_number_cursor(cursor), limit=limit)
+    return HealthModelPage(items=items, next_cursor=str(items[-1].version) if len(items) == limit else None)
+
+
+@router.get("/v1/health/model/versions/{version}", response_model=HealthModelOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+def get_version(version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+    row = repo.get_version(session, version)
+    if row is None:
+        raise NotFound(f"the health model has no version {version}; list them with GET /v1/health/model/versions")
+    return row
+
+
+@router.get(
+    "/v1/health/model/audit",
+    response_model=HealthAuditPage,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Who defined and changed the health model, when, and how (oldest first, in pages)",
+)
+def model_audit(
+    cursor: str | None = NumberCursor, limit: int = NumberLimit, session: Session = SessionDep, _p: Principal = require(*AUTHOR)
+):
+    items = repo.audit_for(session, after=decode_number_cursor(cursor), limit=limit)
+    return HealthAuditPage(items=items, next_cursor=str(items[-1].id) if len(items) == limit else None)
+
+
+def _account_health(session: Session, account_id: str, now, days: int) -> AccountHealthOut:
+    today = now.date()
+    rows = scores.history(session, account_id, today - timedelta(days=days - 1), today)
+    current = rows[0] if rows else scores.latest_on_or_before(session, today, date.min, [account_id]).get(account_id)
+    return AccountHealthOut(
+        account_id=account_id,
+        current=score_out(current) if current is not None else None,
+        history=[HealthPoint(day=r.day, score=r.score, label=r.label) for r in rows],
+    )
+
+
+@router.get(
+    "/v1/accounts/{account_id}/health",
+    response_model=AccountHealthOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="An account's latest health score, explained component by component, and its daily history",
+)
+def account_health(
+    account_id: str,
+    days: int = Query(90, ge=1, le=3660, description="history of this many days, up to today"),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    _p: Principal = require(*READERS),
+):
+    return _account_health(session, account_id, clock.now(), days)
+
+
+@router.post(
+    "/v1/accounts/{account_id}/health",
+    response_model=HealthScoreOut,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    summary="Score an account now with the current model (stored as today's score)",
+)
+def score_account(account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require(*READERS)):
+    return score_out(service.score_account(session, account_id, clock.now()))
+
+
+@router.get(
+    "/v1/health/accounts",
+    response_model=HealthPage,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="Accounts by health on the latest scored day, lowest first (order=desc: highest first), in pages",
+)
+def list_accounts(
+    label: str | None = Query(None, pattern="^(healthy|watch|at_risk)$"),
+    order: str = Query("asc", pattern="^(asc|desc)$"),
+    cursor: str | None = Query(None, max_length=MAX_CURSOR_CHARS, description="next_cursor from the previous page"),
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    _p: Principal = require(*READERS),
+):
+    day = scores.latest_day(session, clock.now().date())
+    if day is None:
+        return HealthPage(day=None, items=[])
+    # The cursor is the last item's (score in tenths, account id): scores are stored to one decimal.
+    after = decode_cursor(cursor, int, str)
+    if after is not None and None in after:
+        raise Unprocessable(
+            [{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}]
+        )
+    items = scores.on_day(
+        session, day, label=label, descending=order == "desc", after=(after[0] / 10, after[1]) if after else None, limit=limit
+    )
+    last = items[-1] if len(items) == limit else None
+    next_cursor = encode_cursor(round((last.score or 0) * 10), last.account_id) if last is not None else None
+    return HealthPage(day=day, items=[score_out(r) for r in items], next_cursor=next_cursor)

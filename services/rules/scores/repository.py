@@ -1,0 +1,113 @@
+"""Every query on ``health_scores``, the stored history of account health (one row per
+account per UTC day). The health feature (services/rules/health) writes it; evaluation
+reads it for the rule language's ``health`` and ``health_change`` metrics and the
+``account.health_label`` field. It sits below both, so neither imports the other's way
+round (docs/health.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from services.rules.models import HealthScore
+from shared.db import is_in, rowcount, upsert
+
+CHUNK = 5000
+COLUMNS = ("score", "label", "model_version", "components", "change_7d", "change_30d", "scored_at")
+
+
+def _chunks(accounts: list[str] | None) -> Iterator[list[str] | None]:
+    if accounts is None:
+        yield None
+        return
+    for i in range(0, len(accounts), CHUNK):
+        yield accounts[i : i + CHUNK]
+
+
+def save(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace each account's row of its day (the last scoring of a day wins)."""
+    t = HealthScore.__table__
+    for i in range(0, len(rows), CHUNK):
+        upsert(session, t, rows[i : i + CHUNK], ["account_id", "day"], update=lambda ex: {c: ex[c] for c in COLUMNS})
+
+
+def _latest(session: Session, day: date, earliest: date, part: list[str] | None, *columns: Any) -> Any:
+    """``columns`` of each account's row of the latest day in ``[earliest, day]``."""
+    last = select(HealthScore.account_id, func.max(HealthScore.day).label("day")).where(HealthScore.day <= day, HealthScore.day >= earliest)
+    if part is not None:
+        last = last.where(is_in(session, HealthScore.account_id, part))
+    sub = last.group_by(HealthScore.account_id).subquery()
+    return select(*columns).join(sub, (sub.c.account_id == HealthScore.account_id) & (sub.c.day == HealthScore.day))
+
+
+def latest_on_or_before(session: Session, day: date, earliest: date, accounts: list[str] | None = None) -> dict[str, HealthScore]:
+    """Each account's row of the latest day in ``[earliest, day]``: one query per chunk
+    of accounts, whatever their number (all accounts with ``accounts=None``)."""
+    out: dict[str, HealthScore] = {}
+    for part in _chunks(accounts):
+        out.update((row.account_id, row) for row in session.scalars(_latest(session, day, earliest, part, HealthScore)))
+    return out
+
+
+def scores_on_or_before(session: Session, day: date, earliest: date, accounts: list[str] | None = None) -> dict[str, float]:
+    """:func:`latest_on_or_before`'s scores only (an account whose latest row has none is left out)."""
+    out: dict[str, float] = {}
+    for part in _chunks(accounts):
+        q = _latest(session, day, earliest, part, HealthScore.account_id, HealthScore.score)
+        out.update((a, float(v)) for a, v in session.execute(q) if v is not None)
+    return out
+
+
+def labels_on_or_before(session: Session, day: date, earliest: date, accounts: list[str] | None = None) -> dict[str, str]:
+    """:func:`latest_on_or_before`'s labels only."""
+    out: dict[str, str] = {}
+    for part in _chunks(accounts):
+        q = _latest(session, day, earliest, part, HealthScore.account_id, HealthScore.label)
+        out.update((a, v) for a, v in session.execute(q) if v is not None)
+    return out
+
+
+def history(session: Session, account_id: str, since: date, until: date) -> list[HealthScore]:
+    q = (
+        select(HealthScore)
+        .where(HealthScore.account_id == account_id, HealthScore.day >= since, HealthScore.day <= until)
+        .order_by(HealthScore.day.desc())
+    )
+    return list(session.scalars(q))
+
+
+def latest_day(session: Session, until: date) -> date | None:
+    return session.scalar(select(func.max(HealthScore.day)).where(HealthScore.day <= until))
+
+
+def on_day(
+    session: Session,
+    day: date,
+    *,
+    label: str | None,
+    descending: bool,
+    after: tuple[float, str] | None,
+    limit: int,
+) -> list[HealthScore]:
+    """The scored accounts of ``day`` ordered by score (then account id), a page after ``after``."""
+    q = select(HealthScore).where(HealthScore.day == day, HealthScore.score.is_not(None))
+    if label:
+        q = q.where(HealthScore.label == label)
+    if descending:
+        q = q.order_by(HealthScore.score.desc(), HealthScore.account_id.desc())
+        if after is not None:
+            q = q.where((HealthScore.score < after[0]) | ((HealthScore.score == after[0]) & (HealthScore.account_id < after[1])))
+    else:
+        q = q.order_by(HealthScore.score, HealthScore.account_id)
+        if after is not None:
+            q = q.where((HealthScore.score > after[0]) | ((HealthScore.score == after[0]) & (HealthScore.account_id > after[1])))
+    return list(session.scalars(q.limit(limit)))
+
+
+def prune(session: Session, before: date) -> int:
+    """Delete the rows of days before ``before`` (retention)."""
+    return rowcount(session.execute(delete(HealthScore).where(HealthScore.day < before)))
