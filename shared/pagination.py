@@ -1,14 +1,25 @@
-"""Keyset cursors for lists ordered by more than one column.
+"""Keyset pagination: how each paged list of the API hands out ``next_cursor`` and reads
+``?cursor=`` back.
 
-Every list answers ``{"items": [...], "next_cursor": ...}`` and takes ``?cursor=`` back
-(docs/rules.md, "the API"). A list ordered by its primary key alone uses
-that key as the cursor; a list ordered by several columns (a time, then an id) uses this
-module: the last item's sort key, as an opaque URL-safe string. The cursor is not signed:
-it only says where to resume, and a forged one shows a caller nothing its key could not
-list anyway. A list ordered by an integer key (a version, an event number, a job id) uses
-``decode_number_cursor``. A cursor this module did not make is a 422, never a 500: values
-are bounded to what the database can compare (an integer column's range; a time that has
-a UTC value).
+A paged list answers ``{"items": [...], "next_cursor": ...}`` (a list may add a figure of its own,
+as the in-app messages' ``unread``), with ``next_cursor`` null on the last page, and takes
+``?cursor=`` back. Three kinds of cursor, each made here:
+
+- **a key** (:func:`next_key`): the last item's key, as it is. A list ordered by its primary
+  key (accounts, users, rules, templates, playbooks, CSMs, suppressions) resumes after it. A
+  list ordered by a time and then the id whose repository looks the last item's row up
+  (messages, in-app messages, enrolments) resumes after that row's time and id; a key that
+  matches no row there starts from the first page again, it is not refused. Nothing here
+  checks such a cursor: the repository compares it as given.
+- **a number** (:func:`next_key`, read back by :func:`decode_number_cursor`, or by the query
+  parameter's bounds for the dead letters): rule versions and audit entries, engagement
+  events, jobs. One outside the column's range is a 422.
+- **an encoded sort key** (:func:`next_cursor`, read back by :func:`decode_cursor`): the
+  signals and the engagements, ordered by several columns (then the id) with no row lookup.
+  It is the last item's sort key as an opaque URL-safe string; it is not signed: it only
+  says where to resume, and a forged one shows a caller nothing its key could not list
+  anyway. A cursor this module did not make is a 422, never a 500: values are bounded to
+  what the database can compare (an integer column's range; a time that has a UTC value).
 """
 
 from __future__ import annotations
@@ -92,3 +103,9 @@ def decode_number_cursor(cursor: str | None, maximum: int = DB_INT_MAX) -> int |
 def next_cursor(items: Sequence[T], limit: int, key: Callable[[T], tuple[Key, ...]]) -> str | None:
     """The cursor after a full page's last item; None when the page is not full (the end)."""
     return encode_cursor(*key(items[-1])) if items and len(items) == limit else None
+
+
+def next_key(items: Sequence[T], limit: int, key: Callable[[T], str]) -> str | None:
+    """The cursor of a list that resumes after one key: ``key`` of a full page's last item
+    (its id, email hash or number); None when the page is not full (the end)."""
+    return key(items[-1]) if items and len(items) == limit else None

@@ -14,7 +14,7 @@ from shared.jobs import service
 from shared.jobs.models import STATES
 from shared.jobs.schemas import JobOut, JobPage
 from shared.limits import DB_INT_MAX
-from shared.pagination import NUMBER_CURSOR_PATTERN, decode_number_cursor
+from shared.pagination import NUMBER_CURSOR_PATTERN, decode_number_cursor, next_key
 
 router = APIRouter(tags=["jobs"])
 ANY_ROLE = ("ingest", "ops", "csm")
@@ -50,7 +50,7 @@ def list_jobs(
     if state is not None and state not in STATES:
         raise Unprocessable([{"pointer": "/state", "message": f"unknown state {state!r}; one of {', '.join(STATES)}"}])
     items = service.list_visible(session, p.role, kind=kind, state=state, before=decode_number_cursor(cursor), limit=limit)
-    return JobPage(items=[JobOut.of(j) for j in items], next_cursor=str(items[-1].id) if len(items) == limit else None)
+    return JobPage(items=[JobOut.of(j) for j in items], next_cursor=next_key(items, limit, lambda j: str(j.id)))
 
 
 # Ids beyond what the column stores are a 422, never a database overflow (500).

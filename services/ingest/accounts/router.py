@@ -25,6 +25,7 @@ from shared.api import ClockDep, PathId, SessionDep
 from shared.auth import require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
+from shared.pagination import next_key
 
 router = APIRouter(tags=["accounts"])
 
@@ -85,7 +86,7 @@ def list_accounts(
     _p=require(*READERS),
 ):
     items = repo.list_accounts(session, segment=segment, lifecycle_stage=lifecycle_stage, plan=plan, after=cursor, limit=limit)
-    return AccountPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return AccountPage(items=items, next_cursor=next_key(items, limit, lambda a: a.id))
 
 
 def _window(start: date | None, end: date | None, days: int, clock: Clock) -> tuple[date, date]:
@@ -174,7 +175,7 @@ def list_users(
 ):
     _account_or_404(session, account_id)
     items = repo.list_users(session, account_id, role=role, after=cursor, limit=limit)
-    return UserPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return UserPage(items=items, next_cursor=next_key(items, limit, lambda u: u.id))
 
 
 @router.get(

@@ -21,6 +21,7 @@ from shared.errors import AUTH_ERRORS, PayloadTooLarge, Unavailable, Unprocessab
 from shared.events import Event, Rejection, encode_and_validate
 from shared.limits import DB_INT_MAX
 from shared.metrics import HTTP_EVENTS
+from shared.pagination import next_key
 
 router = APIRouter(tags=["events"])
 
@@ -156,4 +157,4 @@ def list_dead_letters(
         d = deadletters.as_dict(row)
         raw = d.pop("original_bytes")
         items.append(DeadLetterOut(**d, original_base64=base64.b64encode(raw).decode()))
-    return DeadLetterPage(items=items, next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+    return DeadLetterPage(items=items, next_cursor=next_key(rows, limit, lambda r: str(r.id)))

@@ -15,6 +15,7 @@ from shared.auth import require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from shared.limits import UtcDatetime
+from shared.pagination import next_key
 
 router = APIRouter(tags=["messages"])
 
@@ -54,7 +55,7 @@ def list_messages(
         limit=limit,
         before=cursor,
     )
-    return MessagePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return MessagePage(items=items, next_cursor=next_key(items, limit, lambda m: m.id))
 
 
 @router.post(

@@ -46,7 +46,7 @@ from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, Forbidden, NotFound, Unprocessable, responses
-from shared.pagination import MAX_CURSOR_CHARS, NUMBER_CURSOR_PATTERN, decode_cursor, decode_number_cursor, next_cursor
+from shared.pagination import MAX_CURSOR_CHARS, NUMBER_CURSOR_PATTERN, decode_cursor, decode_number_cursor, next_cursor, next_key
 from shared.settings import Settings
 
 router = APIRouter(tags=["engagements"])
@@ -122,9 +122,7 @@ def list_csms(
 ):
     csms = repo.list_csms(session, after=cursor, limit=limit)
     loads = repo.open_load(session, [c.id for c in csms])
-    return CsmPage(
-        items=[roster.out(c, loads.get(c.id, 0), clock.now()) for c in csms], next_cursor=csms[-1].id if len(csms) == limit else None
-    )
+    return CsmPage(items=[roster.out(c, loads.get(c.id, 0), clock.now()) for c in csms], next_cursor=next_key(csms, limit, lambda c: c.id))
 
 
 @router.get("/v1/csms/{csm_id}", response_model=CsmOut, tags=["csm pool"], responses={**AUTH_ERRORS, **responses(NotFound)})
@@ -186,7 +184,7 @@ def engagement_events(
 ):
     _load(session, engagement_id, principal)
     events = repo.events_of(session, engagement_id, after=decode_number_cursor(cursor), limit=limit)
-    return EventPage(items=[EventOut.model_validate(x) for x in events], next_cursor=str(events[-1].id) if len(events) == limit else None)
+    return EventPage(items=[EventOut.model_validate(x) for x in events], next_cursor=next_key(events, limit, lambda x: str(x.id)))
 
 
 @router.post(

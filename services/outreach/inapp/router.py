@@ -16,6 +16,7 @@ from shared.api import ClockDep, SessionDep
 from shared.auth import require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, responses
+from shared.pagination import next_key
 
 router = APIRouter(tags=["in-app"])
 PRODUCT = ("ingest", "ops")
@@ -37,9 +38,7 @@ def list_inapp(
     _p=require(*PRODUCT),
 ):
     items = repo.inapp_for(session, account_id, user_id, unread, limit, before=cursor)
-    return InAppPage(
-        items=items, next_cursor=items[-1].id if len(items) == limit else None, unread=sum(1 for m in items if m.read_at is None)
-    )
+    return InAppPage(items=items, next_cursor=next_key(items, limit, lambda m: m.id), unread=sum(1 for m in items if m.read_at is None))
 
 
 @router.post(

@@ -25,6 +25,7 @@ from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, PayloadTooLarge, Unprocessable, responses
 from shared.limits import DB_INT_MAX
+from shared.pagination import next_key
 
 router = APIRouter(tags=["playbooks"])
 MAX_BODY = 256 * 1024
@@ -96,7 +97,7 @@ def list_playbooks(
     _p=require("ops"),
 ):
     heads = repo.list_heads(session, after=cursor, limit=limit)
-    return PlaybookPage(items=[service.out(session, h) for h in heads], next_cursor=heads[-1].id if len(heads) == limit else None)
+    return PlaybookPage(items=[service.out(session, h) for h in heads], next_cursor=next_key(heads, limit, lambda h: h.id))
 
 
 @router.get("/v1/playbooks/{playbook_id}", response_model=PlaybookOut, responses={**AUTH_ERRORS, **responses(NotFound)})
@@ -123,7 +124,7 @@ def list_enrollments(
 ):
     service.get_or_404(session, playbook_id)
     items = repo.list_enrollments(session, playbook_id, status=status, account_id=account_id, limit=limit, before=cursor)
-    return EnrollmentPage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return EnrollmentPage(items=items, next_cursor=next_key(items, limit, lambda x: x.id))
 
 
 @router.get(

@@ -25,6 +25,7 @@ from shared.api import NO_FRAMING, ClockDep, PathId, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, responses
+from shared.pagination import next_key
 from shared.settings import Settings
 
 router = APIRouter(tags=["contact policy"])
@@ -66,7 +67,7 @@ def list_suppressions(
     _p=require("ops"),
 ):
     items = repo.list_suppressions(session, reason=reason, limit=limit, after=cursor)
-    return SuppressionPage(items=items, next_cursor=items[-1].email_hash if len(items) == limit else None)
+    return SuppressionPage(items=items, next_cursor=next_key(items, limit, lambda s: s.email_hash))
 
 
 @router.post(

@@ -15,6 +15,7 @@ from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
+from shared.pagination import next_key
 from shared.settings import Settings
 
 router = APIRouter(tags=["templates"])
@@ -51,7 +52,7 @@ def list_templates(
     _p=require("ops"),
 ):
     items = repo.list_all(session, after=cursor, limit=limit)
-    return TemplatePage(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    return TemplatePage(items=items, next_cursor=next_key(items, limit, lambda t: t.id))
 
 
 @router.get("/v1/templates/{template_id}", response_model=TemplateOut, responses={**AUTH_ERRORS, **responses(NotFound)})

@@ -27,7 +27,7 @@ from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, NotFound, Unprocessable, responses
 from shared.limits import DB_INT_MAX
-from shared.pagination import NUMBER_CURSOR_PATTERN, decode_number_cursor
+from shared.pagination import NUMBER_CURSOR_PATTERN, decode_number_cursor, next_key
 from shared.settings import Settings
 
 router = APIRouter(tags=["rules"])
@@ -91,7 +91,7 @@ def list_rules(
     items = repo.list_rules(
         session, kind=kind, enabled=enabled, trigger_type=trigger, include_deleted=include_deleted, after=cursor, limit=limit
     )
-    next_cursor = items[-1].id if len(items) == limit else None
+    next_cursor = next_key(items, limit, lambda r: r.id)
     if event:
         items = [r for r in items if event in (r.trigger_events or [])]
     return RulePage(items=[_out(session, r) for r in items], next_cursor=next_cursor)
@@ -159,7 +159,7 @@ def _numbered_page(
     ``cursor``; 404 if there is no such rule."""
     service.get(session, rule_id)
     items = fetch(session, rule_id, after=decode_number_cursor(cursor), limit=limit)
-    return page(items=items, next_cursor=str(number(items[-1])) if len(items) == limit else None)
+    return page(items=items, next_cursor=next_key(items, limit, lambda x: str(number(x))))
 
 
 @router.get(
