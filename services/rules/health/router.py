@@ -31,7 +31,14 @@ from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
 from shared.limits import DB_INT_MAX
-from shared.pagination import MAX_CURSOR_CHARS, NUMBER_CURSOR_PATTERN, decode_cursor, decode_number_cursor, encode_cursor
+from shared.pagination import (
+    MAX_CURSOR_CHARS,
+    NUMBER_CURSOR_PATTERN,
+    decode_cursor,
+    decode_number_cursor,
+    next_cursor,
+    next_key,
+)
 from shared.settings import Settings
 
 router = APIRouter(tags=["health"])
@@ -100,7 +107,7 @@ def list_versions(
     cursor: str | None = NumberCursor, limit: int = NumberLimit, session: Session = SessionDep, _p: Principal = require(*AUTHOR)
 ):
     items = repo.list_versions(session, after=decode_number_cursor(cursor), limit=limit)
-    return HealthModelPage(items=items, next_cursor=str(items[-1].version) if len(items) == limit else None)
+    return HealthModelPage(items=items, next_cursor=next_key(items, limit, lambda m: str(m.version)))
 
 
 @router.get("/v1/health/model/versions/{version}", response_model=HealthModelOut, responses={**AUTH_ERRORS, **responses(NotFound)})
@@ -121,7 +128,7 @@ def model_audit(
     cursor: str | None = NumberCursor, limit: int = NumberLimit, session: Session = SessionDep, _p: Principal = require(*AUTHOR)
 ):
     items = repo.audit_for(session, after=decode_number_cursor(cursor), limit=limit)
-    return HealthAuditPage(items=items, next_cursor=str(items[-1].id) if len(items) == limit else None)
+    return HealthAuditPage(items=items, next_cursor=next_key(items, limit, lambda a: str(a.id)))
 
 
 def _account_health(session: Session, account_id: str, now, days: int) -> AccountHealthOut:
@@ -188,6 +195,5 @@ def list_accounts(
     items = scores.on_day(
         session, day, label=label, descending=order == "desc", after=(after[0] / 10, after[1]) if after else None, limit=limit
     )
-    last = items[-1] if len(items) == limit else None
-    next_cursor = encode_cursor(round((last.score or 0) * 10), last.account_id) if last is not None else None
-    return HealthPage(day=day, items=[score_out(r) for r in items], next_cursor=next_cursor)
+    next_after = next_cursor(items, limit, lambda r: (round((r.score or 0) * 10), r.account_id))
+    return HealthPage(day=day, items=[score_out(r) for r in items], next_cursor=next_after)
