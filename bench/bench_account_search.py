@@ -18,7 +18,8 @@ import time
 from datetime import UTC, datetime
 
 from bench.bench_ingest import PgDatabase, pg_url
-from services.ingest import repository as ingest_repo
+from services.ingest import interface as ingest
+from services.ingest.repository import store as ingest_store  # seeding: ingest's write path, as its worker writes
 from shared.db import make_engine, make_session_factory, transaction
 from shared.migrate import upgrade
 from shared.settings import Settings
@@ -33,7 +34,7 @@ def timed(factory, text: str) -> tuple[float, int]:
     for _ in range(5):
         with factory() as s:
             t = time.perf_counter()
-            _items, total = ingest_repo.search_accounts(
+            _items, total = ingest.search_accounts(
                 s, text=text, segment=None, lifecycle_stage=None, plan=None, only_ids=None, offset=0, limit=50
             )
             samples.append(time.perf_counter() - t)
@@ -51,7 +52,7 @@ def main() -> None:
         factory = make_session_factory(engine)
         for lo in range(0, n, 10_000):
             with transaction(factory) as s:
-                ingest_repo.touch_accounts(
+                ingest_store.touch_accounts(
                     s,
                     [
                         {

@@ -26,7 +26,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from bench.bench_ingest import PgDatabase, pg_url
-from services.ingest import repository as ingest_repo
+from services.ingest.repository import store as ingest_store  # seeding: ingest's write path, as its worker writes
 from services.wiring.app import create_app
 from shared.auth import create_key
 from shared.broker import EmbeddedBroker, free_port
@@ -105,7 +105,7 @@ def run(url: str, label: str, extra: int, bootstrap: str) -> None:
         t = time.perf_counter()
         for i in range(0, extra, 10_000):
             with transaction(factory) as s:
-                ingest_repo.touch_accounts(
+                ingest_store.touch_accounts(
                     s,
                     [
                         {

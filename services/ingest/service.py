@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as repo
 from services.ingest.models import Account, User
+from services.ingest.repository import store as repo
 from shared.events import AccountTraits, Event, UserTraits, ValidEvent
 
 ACCOUNT_FIELDS = tuple(AccountTraits.model_fields)
@@ -51,7 +51,7 @@ def apply_events(session: Session, events: Sequence[ValidEvent | Event], now: da
 
 
 def _store_events(session: Session, events: list[ValidEvent | Event], now: datetime) -> tuple[IngestSummary, list[ValidEvent | Event]]:
-    """SQLite: what :func:`repository.store_events_pg` does in one statement, here
+    """SQLite: what :func:`repository.store.store_events_pg` does in one statement, here
     aggregated in Python and written with one statement per table. Returns the summary
     and the new identify/group events."""
     rows = [

@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.web import READER, Viewer, now_of, render, seg
-from services.ingest import repository as ingest_repo
-from services.ingest.accounts.service import usage_report
+from services.ingest import interface as ingest
 from services.outreach import interface as outreach
 from services.rules import interface as rules
 from shared.api import SessionDep
@@ -37,7 +36,7 @@ def accounts(
 ):
     now = now_of(request)
     only = rules.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
-    items, total = ingest_repo.search_accounts(
+    items, total = ingest.search_accounts(
         session,
         text=q.strip() or None,
         segment=segment or None,
@@ -57,7 +56,7 @@ def accounts(
         page=page,
         pages=pages,
         filters=filters,
-        choices=ingest_repo.distinct_traits(session),
+        choices=ingest.distinct_traits(session),
         signal_days=SIGNAL_DAYS,
     )
 
@@ -110,13 +109,13 @@ def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[
 
 @router.get("/accounts/{account_id}")
 def account(request: Request, account_id: str, session: Session = SessionDep, viewer: Viewer = READER):
-    acct = ingest_repo.get_account(session, account_id)
+    acct = ingest.account(session, account_id)
     if acct is None:
         raise NotFound(f"There is no account {account_id!r}.")
     now = now_of(request)
     end = now.date()
     start = end - timedelta(days=USAGE_DAYS - 1)
-    usage = usage_report(session, account_id, start, end)
+    usage = ingest.usage_report(session, account_id, start, end)
     by_day = {d.day: d for d in usage.days}
     days = [start + timedelta(days=i) for i in range(USAGE_DAYS)]
     labels = [d.strftime("%m-%d") for d in days]
@@ -130,7 +129,7 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
         x_label="day (UTC)",
         y_label="per day",
     )
-    users = ingest_repo.list_users(session, account_id, role=None, after=None, limit=500)
+    users = ingest.list_users(session, account_id, role=None, after=None, limit=500)
     by_role: dict[str, list] = {}
     for u in users:
         by_role.setdefault(u.role or "no role", []).append(u)
@@ -144,7 +143,7 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
         else []
     )
     enrollments = outreach.enrollments_for_account(session, account_id, 50) if ops else []
-    events = ingest_repo.recent_events(session, account_id, 30)
+    events = ingest.recent_events(session, account_id, 30)
     return render(
         request,
         "account.html",

@@ -7,10 +7,8 @@ from datetime import date, timedelta
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as repo
 from services.ingest.accounts.schemas import (
     AccountIn,
-    AccountOut,
     AccountPage,
     UsageDay,
     UsageOut,
@@ -20,7 +18,10 @@ from services.ingest.accounts.schemas import (
     UserPage,
 )
 from services.ingest.accounts.service import usage_report
+from services.ingest.repository import accounts as repo
+from services.ingest.repository import metrics
 from services.ingest.service import apply_account_traits, apply_user_traits, new_account, new_user
+from services.ingest.snapshots import AccountInfo
 from shared.api import ClockDep, PathId, SessionDep
 from shared.auth import require
 from shared.clock import Clock
@@ -34,8 +35,8 @@ READERS = ("ops", "csm")
 WRITERS = ("ops", "ingest")
 
 
-def _account_or_404(session: Session, account_id: str):
-    account = repo.get_account(session, account_id)
+def _account_or_404(session: Session, account_id: str) -> AccountInfo:
+    account = repo.account(session, account_id)
     if account is None:
         raise NotFound(f"no account {account_id!r}; accounts are created by their first event or by PUT /v1/accounts/{{id}}")
     return account
@@ -50,7 +51,7 @@ def _user_or_404(session: Session, account_id: str, user_id: str):
 
 @router.put(
     "/v1/accounts/{account_id}",
-    response_model=AccountOut,
+    response_model=AccountInfo,
     responses={**AUTH_ERRORS, **responses(Unprocessable)},
     summary="Create an account or update its traits (like a Segment group call)",
 )
@@ -62,10 +63,10 @@ def put_account(body: AccountIn, account_id: PathId, session: Session = SessionD
         session.add(account)
     apply_account_traits(account, body, now, now)
     session.flush()
-    return account
+    return repo.snapshot(account)
 
 
-@router.get("/v1/accounts/{account_id}", response_model=AccountOut, responses={**AUTH_ERRORS, **responses(NotFound)})
+@router.get("/v1/accounts/{account_id}", response_model=AccountInfo, responses={**AUTH_ERRORS, **responses(NotFound)})
 def get_account(account_id: PathId, session: Session = SessionDep, _p=require(*READERS)):
     return _account_or_404(session, account_id)
 
@@ -197,13 +198,13 @@ def user_usage(
 ):
     _user_or_404(session, account_id, user_id)
     start, end = _window(start, end, days, clock)
-    activity = repo.user_activity_by_day(session, account_id, user_id, start, end)
+    activity = metrics.user_activity_by_day(session, account_id, user_id, start, end)
     return UsageOut(
         account_id=account_id,
         user_id=user_id,
         start=start,
         end=end,
         totals=UsageTotals(events=sum(activity.values()), by_event={}, active_users=1 if activity else 0, active_days=len(activity)),
-        last_seen=repo.user_last_seen(session, account_id, user_id),
+        last_seen=metrics.user_last_seen_by_event(session, account_id, user_id),
         days=[UsageDay(day=d, events=n, by_event={}, active_users=1) for d, n in sorted(activity.items())],
     )

@@ -1,4 +1,6 @@
-"""Request and response shapes of the accounts and users API."""
+"""Request and response shapes of the accounts and users API. An account is answered
+as ingest's snapshot of it (:class:`services.ingest.snapshots.AccountInfo`, what the
+other services read too)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from services.ingest.snapshots import AccountInfo
 from shared.events import AccountTraits, UserTraits
 
 
@@ -38,27 +41,6 @@ class UserIn(UserTraits):
     )
 
 
-class AccountOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    name: str | None
-    plan: str | None
-    arr: float | None
-    seats: int | None
-    segment: str | None
-    lifecycle_stage: str | None
-    lifecycle_stage_changed_at: datetime | None
-    renewal_date: date | None
-    signup_date: date | None
-    owner_email: str | None
-    traits: dict[str, Any]
-    first_seen_at: datetime | None
-    last_seen_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-
-
 class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -80,7 +62,7 @@ class Page(BaseModel):
 
 
 class AccountPage(Page):
-    items: list[AccountOut]
+    items: list[AccountInfo]
 
 
 class UserPage(Page):

@@ -13,7 +13,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from services.ingest import repository as repo
+from services.ingest.repository import store
 from services.ingest.service import apply_events
 from shared.db import transaction
 from shared.events import Rejection, ValidEvent, validate_record
@@ -68,7 +68,7 @@ class IngestWorker(BatchWorker):
         cutoff = now - timedelta(days=self.settings.raw_event_retention_days)
         try:
             with transaction(self.session_factory) as session:
-                deleted = repo.prune_events(session, cutoff)
+                deleted = store.prune_events(session, cutoff)
         except OperationalError as exc:  # housekeeping never takes the worker down
             self._next_prune = now + self.prune_retry
             log.warning("ingest: retention pruning failed (%s); will retry in %.0fs", exc.orig, self.prune_retry.total_seconds())

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.opening import BASELINE_METRIC, BASELINE_WINDOW_DAYS, as_time
 from services.outreach.engagements.transitions import event, jsonable
@@ -52,7 +52,7 @@ def measure_outcome(session: Session, e: Engagement, now: datetime, settings) ->
         "explanation": jsonable(tree),
     }
     if e.goal == "discover_expansion":
-        account = usage.account(session, e.account_id)
+        account = ingest.account(session, e.account_id)
         grew = account is not None and ((account.seats or 0) > (base.get("seats") or 0) or (account.arr or 0) > (base.get("arr") or 0))
         out.update({"seats": getattr(account, "seats", None), "arr": getattr(account, "arr", None), "expanded": grew})
         out["success"] = bool(grew)

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.engagements import repository as repo
 from services.outreach.models import Csm, Engagement
 from services.outreach.starter_content import starter_templates
@@ -64,12 +64,12 @@ class Notices:
 
     def prefetch_accounts(self, account_ids) -> None:
         wanted = set(account_ids) - set(self._accounts)
-        found = usage.accounts(self.session, wanted)
+        found = ingest.accounts(self.session, wanted)
         self._accounts.update({a: found.get(a) for a in wanted})
 
     def account(self, account_id: str):
         if account_id not in self._accounts:
-            self._accounts[account_id] = usage.account(self.session, account_id)
+            self._accounts[account_id] = ingest.account(self.session, account_id)
         return self._accounts[account_id]
 
     def template(self, template_id: str):

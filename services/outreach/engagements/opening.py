@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.priority import priority
 from services.outreach.engagements.transitions import event, jsonable
@@ -120,7 +120,7 @@ def open_engagement(
     """Open an engagement, or attach the signal to the account's open one for this
     goal. ``key`` makes the call idempotent (a playbook step redone after a crash
     finds the engagement it opened). Returns (engagement, opened)."""
-    account = usage.account(session, account_id)
+    account = ingest.account(session, account_id)
     if account is None:
         raise Unprocessable(f"no account {account_id!r}: engagements are opened for accounts Touchline knows", code="unknown_account")
     sig_id = (signal or {}).get("signal_id")

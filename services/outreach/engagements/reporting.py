@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.engagements import availability
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.schemas import (
@@ -38,16 +38,16 @@ SENT_STATES = ("queued", "sending", "sent")
 
 
 def detail(session: Session, e: Engagement, now: datetime) -> EngagementDetail:
-    account = usage.account(session, e.account_id)
+    account = ingest.account(session, e.account_id)
     contacts: dict[str, list[ContactOut]] = {}
-    for u in usage.users_by_role(session, e.account_id):
+    for u in ingest.users_by_role(session, e.account_id):
         contacts.setdefault(u.role or "unknown", []).append(ContactOut.model_validate(u))
     msgs = repo.account_messages(session, e.account_id, now - timedelta(days=90), limit=500)
     base = EngagementOut.model_validate(e).model_dump()
     return EngagementDetail(
         **base,
         account=jsonable(account_context(account)) if account else {"id": e.account_id},
-        usage_90d=usage.daily_series(session, e.account_id, now.date(), 90),
+        usage_90d=ingest.daily_series(session, e.account_id, now.date(), 90),
         contacts=contacts,
         messages_sent=[MessageBrief.model_validate(m) for m in msgs if m.channel != "csm" and m.state in SENT_STATES],
         messages_skipped=[MessageBrief.model_validate(m) for m in msgs if m.state == "skipped"],
@@ -199,7 +199,7 @@ def forecast(
                 "shorten lookback_days, or backtest longer periods with POST /v1/rules/backtest",
                 code="forecast_too_large",
             )
-        n_accounts = usage.count_accounts(session)
+        n_accounts = ingest.count_accounts(session)
         if n_accounts > REPLAY_MAX_ACCOUNTS:
             raise Unprocessable(
                 f"{n_accounts} accounts to replay; a forecast replays at most {REPLAY_MAX_ACCOUNTS}: backtest the rules "
@@ -301,7 +301,7 @@ def forecast(
             "clipped_to_history": clipped,
             "source": "replayed" if replays else "received",
         },
-        accounts=usage.count_accounts(session),
+        accounts=ingest.count_accounts(session),
         rules=rules_counted,
         assumptions={
             "hours_per_engagement": hours_per_engagement,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.closing import close
 from services.outreach.engagements.opening import NAMESPACE
@@ -51,7 +51,7 @@ def log_touch(session: Session, e: Engagement, *, kind: str, user_id: str | None
     _require_open(e, "log touches")
     recipient = ""
     if user_id is not None:
-        contact = next((u for u in usage.users_by_role(session, e.account_id) if u.id == user_id), None)
+        contact = next((u for u in ingest.users_by_role(session, e.account_id) if u.id == user_id), None)
         if contact is None:
             raise Unprocessable(f"no contact {user_id!r} in account {e.account_id!r}", code="unknown_contact")
         recipient = contact.email or ""

@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from services.ingest import usage
-from services.ingest.usage import AccountInfo, Contact
+from services.ingest import interface as ingest
+from services.ingest.interface import AccountInfo, Contact
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.engagements import repository as engagement_repo
 from services.outreach.models import Enrollment, Template
@@ -66,7 +66,7 @@ class Batch:
     @classmethod
     def of(cls, session: Session, settings: Any, now: datetime, account_ids: Iterable[str]) -> Batch:
         ids = set(account_ids)
-        found = usage.accounts(session, ids)
+        found = ingest.accounts(session, ids)
         return cls(session, settings, now, {a: found.get(a) for a in ids})
 
     def forget(self) -> None:
@@ -87,13 +87,13 @@ class Batch:
         """The account's contacts with one of ``roles`` (all when None), by id."""
         key = None if roles is None else tuple(sorted(set(roles)))
         if key not in self._contacts:
-            self._contacts[key] = usage.users_by_role_of(self.session, self.accounts, key)
+            self._contacts[key] = ingest.users_by_role_of(self.session, self.accounts, key)
         return self._contacts[key].get(account_id, [])
 
     def active_users(self, account_id: str, since: date, until: date) -> list[Contact]:
         """The account's contacts active on any UTC day in [since, until], by id."""
         if (since, until) not in self._active:
-            self._active[(since, until)] = usage.active_users_of(self.session, self.accounts, since, until)
+            self._active[(since, until)] = ingest.active_users_of(self.session, self.accounts, since, until)
         return self._active[(since, until)].get(account_id, [])
 
     def has_open_engagement(self, account_id: str) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, configure_mappers, instrumentation
 
-from services.ingest.usage import AccountInfo
+from services.ingest.interface import AccountInfo
 from services.outreach.models import Enrollment
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks.batch import Batch

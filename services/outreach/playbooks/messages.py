@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.ingest.usage import AccountInfo
+from services.ingest.interface import AccountInfo
 from services.outreach.delivery.service import message_key
 from services.outreach.models import Enrollment
 from services.outreach.playbooks.recipients import Recipient

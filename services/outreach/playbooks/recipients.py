@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from services.ingest.usage import AccountInfo, Contact
+from services.ingest.interface import AccountInfo, Contact
 from services.outreach.playbooks.batch import Batch
 
 

@@ -1,5 +1,5 @@
 """Every query on playbooks, enrolments and signal receipts (recipients come from
-ingest's read model, services/ingest/usage.py)."""
+ingest's read model, services/ingest/interface.py)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from services.rules.interface import settle_signals
@@ -112,7 +112,7 @@ class SignalWorker(BatchWorker):
         if duplicates:
             EVENTS_DUPLICATE.labels(self.name).inc(duplicates)
         playbooks = [engine.compile_version(head.id, v.version, v.definition) for head, v in repo.enabled_current(session)]
-        accounts = usage.accounts(session, {s.account_id for s in signals if s.signal_id in new})
+        accounts = ingest.accounts(session, {s.account_id for s in signals if s.signal_id in new})
         # Each new signal once, in order; its matching playbooks, in order: the pairs to enrol.
         first: dict[str, Signal] = {}
         for signal in signals:

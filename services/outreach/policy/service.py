@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.policy import repository as repo
 from services.outreach.policy.tokens import email_hash
 from services.rules.interface import forget_contact
@@ -159,7 +159,7 @@ def erase_contact(session: Session, account_id: str, user_id: str, now: datetime
     plain addresses of suppressions.
     Every address the contact had is then suppressed by hash only, enough to refuse it
     if it is ever identified again. Flushes only; the caller commits."""
-    erased = usage.erase_contact(session, account_id, user_id, now)
+    erased = ingest.erase_contact(session, account_id, user_id, now)
     emails = {e.lower() for e in set(erased.emails) | repo.message_addresses(session, account_id, user_id)}
     identifiers = sorted(emails | set(erased.names))
     forget_contact(session, account_id, identifiers)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.outreach.models import Template
 from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
@@ -83,12 +83,12 @@ def preview_for(
     session: Session, template: Template, *, account_id: str, user_id: str | None, signal: dict | None, settings
 ) -> tuple[Rendered, dict[str, Any]]:
     """Render a template for a real account and contact (the owner when no user is named)."""
-    account = usage.account(session, account_id)
+    account = ingest.account(session, account_id)
     if account is None:
         raise NotFound(f"no account {account_id!r}")
     user = None
     if user_id:
-        user = usage.contact(session, account_id, user_id)
+        user = ingest.contact(session, account_id, user_id)
         if user is None:
             raise NotFound(f"no user {user_id!r} in account {account_id!r}")
     email = (user.email if user else account.owner_email) or "nobody@example.invalid"

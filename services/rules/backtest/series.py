@@ -2,7 +2,7 @@
 replayed range (plus the longest window and baseline before it), and every simulated
 day's value is then answered from memory.
 
-:class:`DailySeries` mirrors the read-model functions (services/ingest/usage.py) :class:`Measurements` calls for a
+:class:`DailySeries` mirrors the read-model functions (services/ingest/interface.py) :class:`Measurements` calls for a
 whole population (same arguments without the session and the account list, same
 results); a method returns None when the request falls outside the range it loaded, and
 the caller then asks the database as before. The answers are exactly the per-day
@@ -19,7 +19,7 @@ from itertools import accumulate, compress
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.rules.evaluation.engine import ChunkColumns
 
 
@@ -56,7 +56,7 @@ class DailySeries:
             n, lo_ord = self.length, self.lo.toordinal()
             sums: dict[str, list[int]] = {}
             rows: dict[str, list[int]] = {}
-            for a, d, total, k in usage.daily_usage(self.session, event, self.lo, self.hi):
+            for a, d, total, k in ingest.daily_usage(self.session, event, self.lo, self.hi):
                 if a not in sums:
                     sums[a], rows[a] = [0] * n, [0] * n
                 i = d.toordinal() - lo_ord
@@ -116,14 +116,14 @@ class DailySeries:
     def _masks(self) -> dict[str, list[int]]:
         if self._user_masks is None:
             self._user_masks = {}
-            for a, m in usage.user_activity_masks(self.session, self.lo, self.hi):
+            for a, m in ingest.user_activity_masks(self.session, self.lo, self.hi):
                 self._user_masks.setdefault(a, []).append(m)
         return self._user_masks
 
     # ---- accounts (today's: the store keeps no history of them) --------
     def account_rows(self, with_traits: bool) -> dict:
         if self._rows is None or (with_traits and not self._rows_traits):
-            self._rows = usage.account_rows(self.session, None, with_traits)
+            self._rows = ingest.account_rows(self.session, None, with_traits)
             self._rows_traits = with_traits
         return self._rows
 
@@ -135,7 +135,7 @@ class DailySeries:
 
     def account_ids(self) -> set[str]:
         if self._ids is None:
-            self._ids = frozenset(usage.account_ids(self.session))
+            self._ids = frozenset(ingest.account_ids(self.session))
         return set(self._ids)
 
     # ---- the read model's questions -------------------------------------
@@ -193,9 +193,9 @@ class DailySeries:
         key = (event, lookback_days)
         if key not in self._last:
             if event not in self._day_masks:
-                self._day_masks[event] = dict(usage.event_day_masks(self.session, event, self.lo, self.hi))
+                self._day_masks[event] = dict(ingest.event_day_masks(self.session, event, self.lo, self.hi))
             # The last day before the loaded range (any older one is past the lookback of every day >= lo).
-            before = usage.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, None)
+            before = ingest.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, None)
             self._last[key] = (self._day_masks[event], before)
         masks, before = self._last[key]
         j, floor = self._idx(end), end - timedelta(days=lookback_days)

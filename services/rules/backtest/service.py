@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.rules.backtest.series import DailySeries
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language import RuleDefinition, leaves
@@ -75,17 +75,17 @@ def run_backtest(
         day = start + timedelta(days=i)
         now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=UTC) - timedelta(microseconds=1)
         meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days, series=series)
-        audience = meas.population if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, None)
+        audience = meas.population if d.audience.is_everyone else ingest.accounts_where(session, d.audience, now, None)
         fired: list[tuple[str, dict]] = []
         if d.trigger.scheduled or not needs_event:
-            candidates = audience if d.trigger.scheduled else (usage.accounts_with_events(session, list(d.trigger.events), day) & audience)
+            candidates = audience if d.trigger.scheduled else (ingest.accounts_with_events(session, list(d.trigger.events), day) & audience)
             matched = select_set(d.condition, candidates, meas.matching)
             # In cooldown: it would be dropped below, so skip explaining (and sorting) it.
             for a in sorted(a for a in matched if a not in until or now >= until[a]):
                 fired.append((a, evidence_of(d.condition, meas.value_getter(a))))
         else:
             day_start = datetime.combine(day, dtime.min, tzinfo=UTC)
-            stored = usage.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))
+            stored = ingest.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))
             done: set[str] = set()
             for e in stored:
                 if e.account_id in done or e.account_id not in audience:

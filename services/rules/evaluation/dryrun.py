@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.rules.evaluation.engine import EventSubject, Measurements, audience_explanation
 from services.rules.language import RuleDefinition, leaves
 from services.rules.language.evaluate import evidence
@@ -40,7 +40,7 @@ def dry_run(
             event = _event_from_body(event_obj, account_id, now)
             source: str | None = "request body"
         else:
-            stored = usage.latest_events(session, account_id, list(d.trigger.events))
+            stored = ingest.latest_events(session, account_id, list(d.trigger.events))
             if stored:
                 e = stored[0]
                 event = EventSubject(e.event_id, e.account_id, e.user_id, e.name, e.timestamp, e.properties or {})

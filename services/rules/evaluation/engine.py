@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.rules.language.ast import Condition, Field, Leaf, Metric, RuleDefinition, leaves
 from services.rules.language.evaluate import NumericOrder, explain, matching_from_values, predicate
 
@@ -42,7 +42,7 @@ class ChunkColumns(Mapping[str, list[int]]):
     """A chunked metric (the change metric's ranges) held by range, as a backtest's daily
     series has it: ``columns[k][i]`` is account ``ids[i]``'s value in range ``k``, and
     ``index`` maps an account to its position. As a mapping it is what
-    :func:`usage.chunked_metric` answers (account -> one value per range, for the
+    :func:`ingest.chunked_metric` answers (account -> one value per range, for the
     accounts with a nonzero value in some range); :meth:`Measurements._measure` reads
     the columns whole instead of building a list per account and day."""
 
@@ -115,7 +115,7 @@ class Measurements:
             if self.series is not None:  # a backtest reads today's accounts once, not every day
                 self._rows = self.series.account_rows(with_traits)
             else:
-                self._rows = usage.account_rows(self.session, self.accounts, with_traits)
+                self._rows = ingest.account_rows(self.session, self.accounts, with_traits)
             self._rows_traits = with_traits
             self.queries += 1
         return self._rows
@@ -128,7 +128,7 @@ class Measurements:
             elif self.series is not None:
                 self._population = self.series.account_ids()
             else:
-                self._population = set(usage.account_ids(self.session))
+                self._population = set(ingest.account_ids(self.session))
         return self._population
 
     def account_field(self, leaf: Field) -> dict[str, Any]:
@@ -164,7 +164,7 @@ class Measurements:
     def plan(self, conditions: Iterable[Condition]) -> None:
         """Declare conditions about to be evaluated, so that their ``count`` metrics over
         one window are read together when the first of them is asked: one statement per
-        chunk of accounts, grouped by event name (:func:`usage.event_counts_by_name`),
+        chunk of accounts, grouped by event name (:func:`ingest.event_counts_by_name`),
         instead of one per metric (an event batch at 1,000 rules asks 50 of them). The
         values are the same; an unplanned metric is read alone. Not in a backtest, whose
         series answers from memory."""
@@ -190,8 +190,8 @@ class Measurements:
     def _measure_planned(self, window: int) -> None:
         """Every planned count metric over ``window`` days, in one read (see :meth:`plan`)."""
         group = [leaf for leaf in self._planned.values() if leaf.window_days == window]
-        counts = usage.event_counts_by_name(
-            self.session, {leaf.event_name for leaf in group}, *usage.window_days(self.now, window), self.accounts
+        counts = ingest.event_counts_by_name(
+            self.session, {leaf.event_name for leaf in group}, *ingest.window_days(self.now, window), self.accounts
         )
         for leaf in group:
             self._values[leaf.operand] = {a: float(v) for a, v in counts[leaf.event_name].items()}
@@ -203,25 +203,25 @@ class Measurements:
             out = getattr(self.series, name)(*args)
             if out is not None:
                 return out
-        return getattr(usage, name)(self.session, *args, self.accounts)
+        return getattr(ingest, name)(self.session, *args, self.accounts)
 
     def _measure(self, m: Metric) -> dict[str, Any]:
         s, now, acc, q = self.session, self.now, self.accounts, self._query
         if m.metric == "count":
-            return {a: float(v) for a, v in q("event_counts", m.event_name, *usage.window_days(now, m.window_days)).items()}
+            return {a: float(v) for a, v in q("event_counts", m.event_name, *ingest.window_days(now, m.window_days)).items()}
         if m.metric == "active_users":
-            return {a: float(v) for a, v in q("active_user_counts", *usage.window_days(now, m.window_days)).items()}
+            return {a: float(v) for a, v in q("active_user_counts", *ingest.window_days(now, m.window_days)).items()}
         if m.metric == "active_days":
-            return {a: float(v) for a, v in q("active_days", m.event, *usage.window_days(now, m.window_days)).items()}
+            return {a: float(v) for a, v in q("active_days", m.event, *ingest.window_days(now, m.window_days)).items()}
         if m.metric == "days_since":
             if self.as_of:
                 last = q("account_last_day", m.event_name, now.date(), self.lookback_days)
                 today = now.date()
                 since = {d: float((today - d).days) for d in set(last.values())}  # a few hundred days, not an account each
                 return dict(zip(last, map(since.__getitem__, last.values()), strict=True))
-            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in usage.account_last_seen(s, m.event_name, acc).items()}
+            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in ingest.account_last_seen(s, m.event_name, acc).items()}
         if m.metric == "seat_utilisation":
-            users = q("active_user_counts", *usage.window_days(now, m.window_days))
+            users = q("active_user_counts", *ingest.window_days(now, m.window_days))
             if self.series is not None:  # a backtest reads the seats once, not every day
                 seats = self.series.seats()
             else:
@@ -231,7 +231,7 @@ class Measurements:
             return dict(zip(seats, map(truediv, used, seats.values()), strict=True))
         if m.metric == "change":
             n = m.baseline_days // m.window_days
-            ranges = [usage.window_days(now, m.window_days, k * m.window_days) for k in range(n + 1)]
+            ranges = [ingest.window_days(now, m.window_days, k * m.window_days) for k in range(n + 1)]
             per = q("chunked_metric", m.of, m.event, ranges)
             self._chunks[m.operand] = (per, n)  # the details, for the few accounts explained
             if isinstance(per, ChunkColumns):  # the same arithmetic, a column at a time
@@ -273,13 +273,13 @@ class Measurements:
 
     # ---- events and users ---------------------------------------------
     def load_users(self, pairs: list[tuple[str, str]]) -> None:
-        self._users = usage.contacts(self.session, pairs)
+        self._users = ingest.contacts(self.session, pairs)
         self._pairs = pairs
 
     def user_days_since(self, m: Metric, pair: tuple[str, str]) -> float:
         key = m.operand
         if key not in self._user_values:
-            seen = usage.user_last_seen(self.session, m.event_name, getattr(self, "_pairs", [pair]))
+            seen = ingest.user_last_seen(self.session, m.event_name, getattr(self, "_pairs", [pair]))
             self._user_values[key] = {p: max(0.0, (self.now - ts).total_seconds() / DAY) for p, ts in seen.items()}
         return self._user_values[key].get(pair, math.inf)
 
@@ -391,7 +391,7 @@ def audience_explanation(definition: RuleDefinition, account_id: str, meas: Meas
             }
         )
     # The SQL filter is the authority; the checks above explain it.
-    match = account_id in usage.accounts_where(meas.session, aud, now, [account_id])
+    match = account_id in ingest.accounts_where(meas.session, aud, now, [account_id])
     return {"match": match, "checks": checks}
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language.evaluate import evidence
 from services.rules.language.evaluate import select as select_set
@@ -114,7 +114,7 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
         evs = events_of[names]
         key = d.audience
         if key not in audiences:
-            audiences[key] = set(accounts) if d.audience.is_everyone else usage.accounts_where(session, d.audience, now, accounts)
+            audiences[key] = set(accounts) if d.audience.is_everyone else ingest.accounts_where(session, d.audience, now, accounts)
         audience = audiences[key]
         holding: set[str] | None = None
         if not rule.needs_event:
@@ -192,7 +192,7 @@ def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, a
     d = rule.definition
     if d.audience not in audiences:
         audiences[d.audience] = (
-            meas.population if d.audience.is_everyone else usage.accounts_where(session, d.audience, meas.now, meas.accounts)
+            meas.population if d.audience.is_everyone else ingest.accounts_where(session, d.audience, meas.now, meas.accounts)
         )
     universe = audiences[d.audience]
     return select_set(d.condition, universe, meas.matching), len(universe)

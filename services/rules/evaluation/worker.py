@@ -40,7 +40,7 @@ from kafka.errors import KafkaError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.rules.evaluation.engine import EventSubject
 from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickReport, evaluate_events, run_tick
 from services.rules.signals.service import republish_orphans
@@ -123,10 +123,10 @@ class RulesWorker(BatchWorker):
         # partitions whose first event is stored (a partition waiting costs one id).
         heads = {tp: next((i for _, i in recs if i is not None), None) for tp, recs in by_partition.items()}
         with transaction(self.session_factory) as session:
-            present = usage.ingested_event_ids(session, sorted({i for i in heads.values() if i is not None}))
+            present = ingest.ingested_event_ids(session, sorted({i for i in heads.values() if i is not None}))
             rest = sorted({i for tp, recs in by_partition.items() if heads[tp] in present for _, i in recs if i is not None} - present)
             if rest:
-                present |= usage.ingested_event_ids(session, rest)
+                present |= ingest.ingested_event_ids(session, rest)
         now = self.clock.now()
         wait = timedelta(seconds=self.settings.rules_ingest_wait_seconds)
         out: list[ConsumerRecord] = []

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.ingest import usage
+from services.ingest import interface as ingest
 from services.rules.rules.service import LoadedRule
 from services.rules.signals import repository as repo
 from shared import outbox
@@ -89,7 +89,7 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
     enqueue_many(session, [_outbox_message(settings, s) for s in new], now)
     stage = d.actions.set_lifecycle_stage
     if stage and new:
-        usage.set_lifecycle_stage(session, [s.account_id for s in new], stage, now)  # ingest owns the stage
+        ingest.set_lifecycle_stage(session, [s.account_id for s in new], stage, now)  # ingest owns the stage
     session.flush()
     # Counted when written: a batch rolled back after this point and redelivered counts
     # its signals twice on the dashboard (never in the database: the ids are deterministic).

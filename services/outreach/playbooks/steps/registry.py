@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from services.ingest.usage import AccountInfo
+from services.ingest.interface import AccountInfo
 from services.outreach.models import Enrollment
 from services.outreach.playbooks.batch import Batch
 from services.outreach.playbooks.terms import TERMINALS

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import inspect, select, text, update
 
-from services.ingest import usage
+from services.ingest import interface
 from services.ingest.models import User
 from services.outreach.models import Enrollment, Message, Suppression
 from services.outreach.playbooks import engine as playbook_engine
@@ -96,7 +96,7 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
     )
     with transaction(session_factory) as s:
         compiled = playbook_engine.load_compiled(s, "thanks", 1)
-        assert playbook_engine.enroll(s, compiled, signal, usage.account(s, "acme"), now, settings) is not None
+        assert playbook_engine.enroll(s, compiled, signal, interface.account(s, "acme"), now, settings) is not None
     # The escalation waits until the enrolment's messages have left: they go, and it opens.
     later = now + timedelta(minutes=2)
     with transaction(session_factory) as s:

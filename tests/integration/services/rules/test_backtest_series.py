@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import yaml
 from sqlalchemy import select
 
-from services.ingest import usage as read_model
+from services.ingest import interface
 from services.ingest.models import Account, UsageDaily, UserActivityDaily
 from services.rules.backtest.series import DailySeries
 from services.rules.backtest.service import run_backtest
@@ -195,11 +195,11 @@ def test_daily_series_metric_values_every_day(session_factory):
                         assert fast.detail(m, a) == slow.detail(m, a), (now, m.label, a)
                     if m.metric == "change":  # the series' answer as a mapping (columns for active users) is the query's
                         ranges = [
-                            read_model.window_days(now, m.window_days, k * m.window_days)
+                            interface.window_days(now, m.window_days, k * m.window_days)
                             for k in range(m.baseline_days // m.window_days + 1)
                         ]
                         chunks = series.chunked_metric(m.of, m.event, ranges)
-                        expected = read_model.chunked_metric(s, m.of, m.event, ranges, None)
+                        expected = interface.chunked_metric(s, m.of, m.event, ranges, None)
                         assert dict(chunks) == expected and len(chunks) == len(expected), (now, m.label)
                         assert all(chunks.get(a) == expected.get(a) for a in slow.population), (now, m.label)
 

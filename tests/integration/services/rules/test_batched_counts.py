@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.ingest import usage
+from services.ingest import interface
 from services.ingest.models import UsageDaily
 from services.rules.evaluation import engine
 from services.rules.evaluation.engine import EventSubject, Measurements
@@ -29,7 +29,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TODAY = NOW.date()
 NAMES = ["login", "Login", "login_x", "export_run", "report created", "ünicode"]
 WINDOWS = [1, 7, 30]
-N_ACCOUNTS = 1000  # more than one chunk of accounts (usage.CHUNK)
+N_ACCOUNTS = 1000  # more than one chunk of accounts (CHUNK, services/ingest/repository/chunks.py)
 
 
 def seed(session_factory) -> list[str]:
@@ -80,12 +80,12 @@ def test_counts_by_name_answer_as_one_query_per_event(session_factory):
     names = NAMES + ["never_happened"]
     with session_factory() as s:
         for window in WINDOWS:
-            start, end = usage.window_days(NOW, window)
+            start, end = interface.window_days(NOW, window)
             for some in (asked, None, asked[:3], []):
-                together = usage.event_counts_by_name(s, names, start, end, some)
-                assert together == {n: usage.event_counts(s, n, start, end, some) for n in names}, (window, some and len(some))
+                together = interface.event_counts_by_name(s, names, start, end, some)
+                assert together == {n: interface.event_counts(s, n, start, end, some) for n in names}, (window, some and len(some))
         # Not vacuous: the names that differ only in case or by a suffix have different answers.
-        together = usage.event_counts_by_name(s, names, *usage.window_days(NOW, 30), None)
+        together = interface.event_counts_by_name(s, names, *interface.window_days(NOW, 30), None)
         assert together["login"] and together["Login"] and together["login_x"] and together["never_happened"] == {}
         assert together["login"] != together["Login"] != together["login_x"]
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from services.ingest import usage
+from services.ingest import interface
 from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
 from services.rules.evaluation.worker import RulesWorker
@@ -70,7 +70,7 @@ def test_an_event_is_evaluated_in_the_first_poll_after_ingest_stores_it(topics, 
 
 
 def test_the_check_of_ingests_store_is_planned_for_its_own_ids(session_factory, db_kind):
-    """usage.ingested_event_ids binds its ids as one array (shared.db.is_in). psycopg
+    """interface.ingested_event_ids binds its ids as one array (shared.db.is_in). psycopg
     prepares a statement it has run five times, and PostgreSQL would then reuse one
     generic plan for any array: made while the event table was nearly empty, that plan
     scanned the whole table for every id asked, and the rules worker fell a minute behind
@@ -89,7 +89,7 @@ def test_the_check_of_ingests_store_is_planned_for_its_own_ids(session_factory, 
                 ingest(session_factory, stored[5:], T0)  # the table grows meanwhile (another connection)
                 present = {e["event_id"] for e in stored}
             asked = [f"stored-{m}" for m in range(n % 3, 40, 3)] + [f"not-stored-{n}"]
-            assert usage.ingested_event_ids(s, asked) == present.intersection(asked)
+            assert interface.ingested_event_ids(s, asked) == present.intersection(asked)
         rows = s.execute(
             text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%events.event_id = ANY%'")
         ).all()

@@ -1,17 +1,18 @@
-"""Every query ingest runs. Writes are set-based: one statement per table per batch
-(on PostgreSQL, one statement for the whole batch: :func:`store_events_pg`)."""
+"""Ingest's write path. Writes are set-based: one statement per table per batch (on
+PostgreSQL, one statement for the whole batch: :func:`store_events_pg`). Trait changes
+are read and written back as plain rows; old raw events are pruned in id batches."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any, Protocol
 
 import msgspec
-from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, case, delete, func, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, case, delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.ingest.models import (
@@ -241,85 +242,6 @@ def save_trait_rows(session: Session, model: type[Account] | type[User], rows: l
     session.execute(stmt, params)
 
 
-def get_account(session: Session, account_id: str) -> Account | None:
-    return session.get(Account, account_id)
-
-
-def get_user(session: Session, account_id: str, user_id: str) -> User | None:
-    return session.get(User, (account_id, user_id))
-
-
-def list_accounts(
-    session: Session, *, segment: str | None, lifecycle_stage: str | None, plan: str | None, after: str | None, limit: int
-) -> list[Account]:
-    q = select(Account).order_by(Account.id).limit(limit)
-    if segment:
-        q = q.where(Account.segment == segment)
-    if lifecycle_stage:
-        q = q.where(Account.lifecycle_stage == lifecycle_stage)
-    if plan:
-        q = q.where(Account.plan == plan)
-    if after:
-        q = q.where(Account.id > after)
-    return list(session.scalars(q))
-
-
-def list_users(session: Session, account_id: str, *, role: str | None, after: str | None, limit: int) -> list[User]:
-    q = select(User).where(User.account_id == account_id).order_by(User.id).limit(limit)
-    if role:
-        q = q.where(User.role == role)
-    if after:
-        q = q.where(User.id > after)
-    return list(session.scalars(q))
-
-
-def usage_by_day(session: Session, account_id: str, start: date, end: date) -> list[tuple[date, str, int]]:
-    q = (
-        select(UsageDaily.day, UsageDaily.event_name, UsageDaily.count)
-        .where(UsageDaily.account_id == account_id, UsageDaily.day >= start, UsageDaily.day <= end)
-        .order_by(UsageDaily.day, UsageDaily.event_name)
-    )
-    return [(d, n, c) for d, n, c in session.execute(q)]
-
-
-def active_users_by_day(session: Session, account_id: str, start: date, end: date) -> dict[date, int]:
-    q = (
-        select(UserActivityDaily.day, func.count())
-        .where(UserActivityDaily.account_id == account_id, UserActivityDaily.day >= start, UserActivityDaily.day <= end)
-        .group_by(UserActivityDaily.day)
-    )
-    return {d: n for d, n in session.execute(q)}
-
-
-def distinct_active_users(session: Session, account_id: str, start: date, end: date) -> int:
-    q = select(func.count(func.distinct(UserActivityDaily.user_id))).where(
-        UserActivityDaily.account_id == account_id, UserActivityDaily.day >= start, UserActivityDaily.day <= end
-    )
-    return session.scalar(q) or 0
-
-
-def user_activity_by_day(session: Session, account_id: str, user_id: str, start: date, end: date) -> dict[date, int]:
-    q = select(UserActivityDaily.day, UserActivityDaily.count).where(
-        UserActivityDaily.account_id == account_id,
-        UserActivityDaily.user_id == user_id,
-        UserActivityDaily.day >= start,
-        UserActivityDaily.day <= end,
-    )
-    return {d: n for d, n in session.execute(q)}
-
-
-def account_last_seen(session: Session, account_id: str) -> dict[str, datetime]:
-    q = select(AccountEventSeen.event_name, AccountEventSeen.last_seen_at).where(AccountEventSeen.account_id == account_id)
-    return {n: t for n, t in session.execute(q)}
-
-
-def user_last_seen(session: Session, account_id: str, user_id: str) -> dict[str, datetime]:
-    q = select(UserEventSeen.event_name, UserEventSeen.last_seen_at).where(
-        UserEventSeen.account_id == account_id, UserEventSeen.user_id == user_id
-    )
-    return {n: t for n, t in session.execute(q)}
-
-
 def prune_events(session: Session, received_before: datetime, limit: int = 50_000) -> int:
     """Delete up to ``limit`` raw events received before the cut-off (in id batches so a
     large backlog never holds one huge transaction)."""
@@ -328,44 +250,3 @@ def prune_events(session: Session, received_before: datetime, limit: int = 50_00
         return 0
     session.execute(delete(RawEvent).where(RawEvent.event_id.in_(ids)))
     return len(ids)
-
-
-def search_accounts(
-    session: Session,
-    *,
-    text: str | None,
-    segment: str | None,
-    lifecycle_stage: str | None,
-    plan: str | None,
-    only_ids: Select | None,
-    offset: int,
-    limit: int,
-) -> tuple[list[Account], int]:
-    """A page of accounts ordered by id, matching every filter given, and the total count.
-    ``text`` matches id or name (case-insensitive substring); ``only_ids`` is a subquery
-    of account ids to keep (e.g. the accounts with a recent signal)."""
-    conditions: list[ColumnElement[bool]] = []
-    if text:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        conditions.append(Account.id.ilike(pattern, escape="\\") | Account.name.ilike(pattern, escape="\\"))
-    for col, value in ((Account.segment, segment), (Account.lifecycle_stage, lifecycle_stage), (Account.plan, plan)):
-        if value:
-            conditions.append(col == value)
-    if only_ids is not None:
-        conditions.append(Account.id.in_(only_ids))
-    total = session.scalar(select(func.count()).select_from(Account).where(*conditions)) or 0
-    items = list(session.scalars(select(Account).where(*conditions).order_by(Account.id).offset(offset).limit(limit)))
-    return items, total
-
-
-def distinct_traits(session: Session) -> dict[str, list[str]]:
-    """The segments, plans and lifecycle stages in use (each on an indexed column)."""
-    out: dict[str, list[str]] = {}
-    for name, col in (("segment", Account.segment), ("plan", Account.plan), ("lifecycle_stage", Account.lifecycle_stage)):
-        out[name] = [v for v in session.scalars(select(col).where(col.is_not(None)).distinct().order_by(col)) if v is not None]
-    return out
-
-
-def recent_events(session: Session, account_id: str, limit: int) -> list[RawEvent]:
-    q = select(RawEvent).where(RawEvent.account_id == account_id).order_by(RawEvent.timestamp.desc(), RawEvent.event_id.desc()).limit(limit)
-    return list(session.scalars(q))

@@ -1,0 +1,128 @@
+"""Ingest's published module: the one door of ingest for the other services, the
+console, the demo and the CLI (import-linter checks it). It holds no query: each name is
+ingest's repository or service function of the same name. Ingest's tables are its own.
+
+Reads (the caller owns the session):
+
+* accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`count_accounts`,
+  :func:`account_rows`, :func:`accounts_where` (audience filters, :class:`AccountFilter`);
+  for the console, :func:`search_accounts` and :func:`distinct_traits`;
+* contacts: :func:`contact`, :func:`contacts`, :func:`users_by_role`, :func:`active_users`, and
+  the same two over many accounts in one statement per chunk (:func:`users_by_role_of`,
+  :func:`active_users_of`: outreach's enrolment of a whole signal batch); :func:`list_users`
+  (a page of an account's users, as the API lists them);
+* one account's usage for people to read: :func:`daily_series`, :func:`usage_report`;
+* metric series over the daily rollups, one set-based statement per metric over the
+  accounts asked for (a list, or every account when ``accounts`` is None), never one
+  query per account: :func:`event_counts` (several events at once:
+  :func:`event_counts_by_name`), :func:`active_user_counts`,
+  :func:`active_days`, :func:`chunked_metric`, :func:`account_last_seen`,
+  :func:`account_last_day`, :func:`daily_usage`, :func:`user_activity_masks`, :func:`event_day_masks`,
+  :func:`user_last_seen`; :func:`window_days` (the UTC days of a metric's window);
+* stored events: :func:`ingested_event_ids`, :func:`latest_events`,
+  :func:`events_between`, :func:`accounts_with_events`, :func:`recent_events`.
+
+Commands (they only flush; the caller owns the transaction):
+
+* :func:`set_lifecycle_stage`: a rule's ``set_lifecycle_stage`` action;
+* :func:`erase_contact`: scrub a contact's personal data from every ingest table
+  (:class:`ErasedContact` says what it removed).
+
+Accounts, contacts and events are returned as frozen snapshots (:class:`AccountInfo`,
+:class:`Contact`, :class:`StoredEvent`), so a caller cannot change ingest's state by
+assigning to what it read.
+"""
+
+from __future__ import annotations
+
+from services.ingest.accounts.service import (
+    ErasedContact,
+    daily_series,
+    erase_contact,
+    set_lifecycle_stage,
+    usage_report,
+)
+from services.ingest.repository.accounts import (
+    AccountFilter,
+    account,
+    account_ids,
+    account_rows,
+    accounts,
+    accounts_where,
+    active_users,
+    active_users_of,
+    contact,
+    contacts,
+    count_accounts,
+    distinct_traits,
+    list_users,
+    search_accounts,
+    users_by_role,
+    users_by_role_of,
+)
+from services.ingest.repository.events import (
+    accounts_with_events,
+    events_between,
+    ingested_event_ids,
+    latest_events,
+    recent_events,
+)
+from services.ingest.repository.metrics import (
+    account_last_day,
+    account_last_seen,
+    active_days,
+    active_user_counts,
+    chunked_metric,
+    daily_usage,
+    event_counts,
+    event_counts_by_name,
+    event_day_masks,
+    user_activity_masks,
+    user_last_seen,
+    window_days,
+)
+from services.ingest.snapshots import AccountInfo, Contact, StoredEvent
+
+__all__ = [
+    "AccountFilter",
+    "AccountInfo",
+    "Contact",
+    "ErasedContact",
+    "StoredEvent",
+    "account",
+    "account_ids",
+    "account_last_day",
+    "account_last_seen",
+    "account_rows",
+    "accounts",
+    "accounts_where",
+    "accounts_with_events",
+    "active_days",
+    "active_user_counts",
+    "active_users",
+    "active_users_of",
+    "chunked_metric",
+    "contact",
+    "contacts",
+    "count_accounts",
+    "daily_series",
+    "daily_usage",
+    "distinct_traits",
+    "erase_contact",
+    "event_counts",
+    "event_counts_by_name",
+    "event_day_masks",
+    "events_between",
+    "ingested_event_ids",
+    "latest_events",
+    "list_users",
+    "recent_events",
+    "search_accounts",
+    "set_lifecycle_stage",
+    "usage_report",
+    "user_activity_masks",
+    "user_last_seen",
+    "users_by_role",
+    "users_by_role_of",
+    "window_days",
+]

@@ -1,0 +1,290 @@
+"""Accounts and contacts: one account or many as frozen snapshots, the columns audiences
+read, audience filters, contacts by role or activity, the API's pages and the console's
+search. The ORM rows themselves (:func:`get_account`, :func:`get_user`,
+:func:`accounts_to_change`) are for ingest's own writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from services.ingest.models import Account, User, UserActivityDaily
+from services.ingest.repository.chunks import CHUNK, chunks, in_
+from services.ingest.snapshots import AccountInfo, Contact
+
+_ACCOUNT_INFO = tuple(getattr(Account, f) for f in AccountInfo.__dataclass_fields__)
+_CONTACT = tuple(getattr(User, f) for f in Contact.__dataclass_fields__)
+
+
+def _account(row: Row[Any]) -> AccountInfo:
+    return AccountInfo(**{**row._asdict(), "traits": dict(row.traits or {})})
+
+
+def _contact(row: Row[Any]) -> Contact:
+    return Contact(**{**row._asdict(), "traits": dict(row.traits or {})})
+
+
+def snapshot(account: Account) -> AccountInfo:
+    """The snapshot of an account row ingest has just written (the API's answer to a PUT)."""
+    return AccountInfo(**{f: getattr(account, f) for f in AccountInfo.__dataclass_fields__} | {"traits": dict(account.traits or {})})
+
+
+# ---- rows ingest writes ---------------------------------------------------------
+
+
+def get_account(session: Session, account_id: str) -> Account | None:
+    return session.get(Account, account_id)
+
+
+def get_user(session: Session, account_id: str, user_id: str) -> User | None:
+    return session.get(User, (account_id, user_id))
+
+
+def accounts_to_change(session: Session, ids: list[str]) -> Iterator[Account]:
+    """The account rows of ``ids`` (sorted, distinct), loaded one chunk at a time."""
+    for part in chunks(ids):
+        yield from session.scalars(select(Account).where(in_(Account.id, part)))
+
+
+# ---- accounts -------------------------------------------------------------------
+
+
+def account(session: Session, account_id: str) -> AccountInfo | None:
+    row = session.execute(select(*_ACCOUNT_INFO).where(Account.id == account_id)).first()
+    return _account(row) if row is not None else None
+
+
+def accounts(session: Session, ids: Iterable[str]) -> dict[str, AccountInfo]:
+    ids = sorted(set(ids))
+    out: dict[str, AccountInfo] = {}
+    for part in chunks(ids):
+        out.update({r.id: _account(r) for r in session.execute(select(*_ACCOUNT_INFO).where(in_(Account.id, part)))})
+    return out
+
+
+def account_ids(session: Session) -> list[str]:
+    return list(session.scalars(select(Account.id)))
+
+
+def count_accounts(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Account)) or 0
+
+
+ACCOUNT_COLUMNS = (
+    Account.id,
+    Account.name,
+    Account.plan,
+    Account.segment,
+    Account.lifecycle_stage,
+    Account.arr,
+    Account.seats,
+    Account.signup_date,
+    Account.first_seen_at,
+    Account.lifecycle_stage_changed_at,
+    Account.renewal_date,
+)
+
+
+def account_rows(session: Session, accounts: list[str] | None, with_traits: bool) -> dict[str, Any]:
+    """id -> row (the columns account predicates and audiences read), in one query per chunk."""
+    cols = ACCOUNT_COLUMNS + ((Account.traits,) if with_traits else ())
+    out: dict[str, Any] = {}
+    for part in chunks(accounts):
+        out.update({row.id: row for row in session.execute(select(*cols).where(in_(Account.id, part)))})
+    return out
+
+
+class _Range(Protocol):
+    @property
+    def min(self) -> float | None: ...
+    @property
+    def max(self) -> float | None: ...
+
+
+class AccountFilter(Protocol):
+    """What :func:`accounts_where` filters on (the rule language's ``Audience`` is one)."""
+
+    @property
+    def segment(self) -> tuple[str, ...] | None: ...
+    @property
+    def plan(self) -> tuple[str, ...] | None: ...
+    @property
+    def lifecycle_stage(self) -> tuple[str, ...] | None: ...
+    @property
+    def arr(self) -> _Range | None: ...
+    @property
+    def tenure_days(self) -> _Range | None: ...
+    @property
+    def days_in_stage(self) -> _Range | None: ...
+    @property
+    def renewal_within_days(self) -> int | None: ...
+
+
+def accounts_where(session: Session, audience: AccountFilter, now: datetime, accounts: list[str] | None) -> set[str]:
+    """The accounts (of ``accounts``, or all) that the filters admit. A filter on a value
+    an account lacks excludes it."""
+    today = now.date()
+    conds: list[Any] = []
+    for name in ("segment", "plan", "lifecycle_stage"):
+        values = getattr(audience, name)
+        if values is not None:
+            conds.append(getattr(Account, name).in_(values))
+    if audience.arr is not None:
+        if audience.arr.min is not None:
+            conds.append(Account.arr >= audience.arr.min)
+        if audience.arr.max is not None:
+            conds.append(Account.arr <= audience.arr.max)
+    if audience.tenure_days is not None:
+        r = audience.tenure_days
+        if r.min is not None:
+            day = today - timedelta(days=r.min)
+            conds.append(
+                or_(Account.signup_date <= day, and_(Account.signup_date.is_(None), Account.first_seen_at <= now - timedelta(days=r.min)))
+            )
+        if r.max is not None:
+            day = today - timedelta(days=r.max)
+            conds.append(
+                or_(Account.signup_date >= day, and_(Account.signup_date.is_(None), Account.first_seen_at >= now - timedelta(days=r.max)))
+            )
+    if audience.days_in_stage is not None:
+        r = audience.days_in_stage
+        if r.min is not None:
+            conds.append(Account.lifecycle_stage_changed_at <= now - timedelta(days=r.min))
+        if r.max is not None:
+            conds.append(Account.lifecycle_stage_changed_at >= now - timedelta(days=r.max))
+    if audience.renewal_within_days is not None:
+        conds.append(and_(Account.renewal_date >= today, Account.renewal_date <= today + timedelta(days=audience.renewal_within_days)))
+    out: set[str] = set()
+    for part in chunks(accounts):
+        out.update(session.scalars(select(Account.id).where(in_(Account.id, part), *conds)))
+    return out
+
+
+def list_accounts(
+    session: Session, *, segment: str | None, lifecycle_stage: str | None, plan: str | None, after: str | None, limit: int
+) -> list[AccountInfo]:
+    q = select(*_ACCOUNT_INFO).order_by(Account.id).limit(limit)
+    if segment:
+        q = q.where(Account.segment == segment)
+    if lifecycle_stage:
+        q = q.where(Account.lifecycle_stage == lifecycle_stage)
+    if plan:
+        q = q.where(Account.plan == plan)
+    if after:
+        q = q.where(Account.id > after)
+    return [_account(r) for r in session.execute(q)]
+
+
+def search_accounts(
+    session: Session,
+    *,
+    text: str | None,
+    segment: str | None,
+    lifecycle_stage: str | None,
+    plan: str | None,
+    only_ids: Select[Any] | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[AccountInfo], int]:
+    """A page of accounts ordered by id, matching every filter given, and the total count.
+    ``text`` matches id or name (case-insensitive substring); ``only_ids`` is a subquery
+    of account ids to keep (e.g. the accounts with a recent signal)."""
+    conditions: list[ColumnElement[bool]] = []
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conditions.append(Account.id.ilike(pattern, escape="\\") | Account.name.ilike(pattern, escape="\\"))
+    for col, value in ((Account.segment, segment), (Account.lifecycle_stage, lifecycle_stage), (Account.plan, plan)):
+        if value:
+            conditions.append(col == value)
+    if only_ids is not None:
+        conditions.append(Account.id.in_(only_ids))
+    total = session.scalar(select(func.count()).select_from(Account).where(*conditions)) or 0
+    q = select(*_ACCOUNT_INFO).where(*conditions).order_by(Account.id).offset(offset).limit(limit)
+    return [_account(r) for r in session.execute(q)], total
+
+
+def distinct_traits(session: Session) -> dict[str, list[str]]:
+    """The segments, plans and lifecycle stages in use (each on an indexed column)."""
+    out: dict[str, list[str]] = {}
+    for name, col in (("segment", Account.segment), ("plan", Account.plan), ("lifecycle_stage", Account.lifecycle_stage)):
+        out[name] = [v for v in session.scalars(select(col).where(col.is_not(None)).distinct().order_by(col)) if v is not None]
+    return out
+
+
+# ---- contacts -------------------------------------------------------------------
+
+
+def list_users(session: Session, account_id: str, *, role: str | None, after: str | None, limit: int) -> list[User]:
+    q = select(User).where(User.account_id == account_id).order_by(User.id).limit(limit)
+    if role:
+        q = q.where(User.role == role)
+    if after:
+        q = q.where(User.id > after)
+    return list(session.scalars(q))
+
+
+def contact(session: Session, account_id: str, user_id: str) -> Contact | None:
+    row = session.execute(select(*_CONTACT).where(User.account_id == account_id, User.id == user_id)).first()
+    return _contact(row) if row is not None else None
+
+
+def contacts(session: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Contact]:
+    out: dict[tuple[str, str], Contact] = {}
+    for i in range(0, len(pairs), CHUNK):
+        part = pairs[i : i + CHUNK]
+        for r in session.execute(select(*_CONTACT).where(tuple_(User.account_id, User.id).in_(part))):
+            out[(r.account_id, r.id)] = _contact(r)
+    return out
+
+
+def users_by_role(session: Session, account_id: str, roles: Iterable[str] | None = None) -> list[Contact]:
+    """The account's contacts with one of ``roles`` (every contact when None), by id."""
+    q = select(*_CONTACT).where(User.account_id == account_id).order_by(User.id)
+    if roles is not None:
+        q = q.where(User.role.in_(list(roles)))
+    return [_contact(r) for r in session.execute(q)]
+
+
+def active_users(session: Session, account_id: str, since: date, until: date) -> list[Contact]:
+    """The account's contacts active on any UTC day in [since, until], by id."""
+    active = (
+        select(UserActivityDaily.user_id)
+        .where(UserActivityDaily.account_id == account_id, UserActivityDaily.day >= since, UserActivityDaily.day <= until)
+        .distinct()
+    )
+    q = select(*_CONTACT).where(User.account_id == account_id, User.id.in_(active)).order_by(User.id)
+    return [_contact(r) for r in session.execute(q)]
+
+
+def users_by_role_of(session: Session, account_ids: Iterable[str], roles: Iterable[str] | None = None) -> dict[str, list[Contact]]:
+    """:func:`users_by_role` for many accounts: account -> its contacts by id (accounts
+    without one are absent)."""
+    out: dict[str, list[Contact]] = {}
+    wanted = None if roles is None else list(roles)
+    for part in chunks(sorted(set(account_ids))):
+        q = select(*_CONTACT).where(in_(User.account_id, part)).order_by(User.account_id, User.id)
+        if wanted is not None:
+            q = q.where(User.role.in_(wanted))
+        for r in session.execute(q):
+            out.setdefault(r.account_id, []).append(_contact(r))
+    return out
+
+
+def active_users_of(session: Session, account_ids: Iterable[str], since: date, until: date) -> dict[str, list[Contact]]:
+    """:func:`active_users` for many accounts: account -> its contacts active on any UTC
+    day in [since, until], by id."""
+    out: dict[str, list[Contact]] = {}
+    for part in chunks(sorted(set(account_ids))):
+        active = (
+            select(UserActivityDaily.account_id, UserActivityDaily.user_id)
+            .where(in_(UserActivityDaily.account_id, part), UserActivityDaily.day >= since, UserActivityDaily.day <= until)
+            .distinct()
+        )
+        q = select(*_CONTACT).where(tuple_(User.account_id, User.id).in_(active)).order_by(User.account_id, User.id)
+        for r in session.execute(q):
+            out.setdefault(r.account_id, []).append(_contact(r))
+    return out
