@@ -12,15 +12,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
+from services.rules.evaluation import repository as evaluation_repo
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language.evaluate import evidence
 from services.rules.language.evaluate import select as select_set
-from services.rules.models import RuleTick
 from services.rules.rules import repository as rules_repo
 from services.rules.rules.service import LoadedRule, load_enabled
 from services.rules.signals import repository as signals_repo
 from services.rules.signals.service import Firing, fire
-from shared.db import insert_on_conflict, transaction
+from shared.db import transaction
 from shared.metrics import STALE_EVENTS
 from shared.settings import Settings
 from shared.signals import Signal
@@ -160,17 +160,9 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
 def claim_tick(session: Session, rule: LoadedRule, now: datetime) -> bool:
     """Take this rule's tick if it is due; with two workers only one wins, and a
     restarted worker does not re-run a tick that committed."""
-    t = RuleTick.__table__
-    stmt = insert_on_conflict(session, t)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["rule_id"],
-        set_={"last_tick_at": stmt.excluded.last_tick_at, "due_at": stmt.excluded.due_at},
-        where=t.c.due_at <= stmt.excluded.last_tick_at,
-    ).returning(t.c.rule_id)
     every = rule.definition.trigger.every_seconds
     assert every is not None  # only scheduled rules tick
-    due = now + timedelta(seconds=every)
-    return bool(list(session.scalars(stmt, [{"rule_id": rule.id, "last_tick_at": now, "due_at": due, "last_result": {}}])))
+    return evaluation_repo.claim_tick(session, rule.id, now, now + timedelta(seconds=every))
 
 
 def slot_of(now: datetime, every_seconds: int) -> str:
@@ -237,11 +229,7 @@ def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[
                     firings.append(Firing(a, evidence(tree), f"tick:{slot}"))
             new = fire(session, rule, firings, now, settings, "schedule")
             report.signals += new
-            session.execute(
-                RuleTick.__table__.update()
-                .where(RuleTick.rule_id == rule.id)
-                .values(last_result={"audience": audience_size, "matched": len(matched), "signals": len(new)})
-            )
+            evaluation_repo.record_tick_result(session, rule.id, {"audience": audience_size, "matched": len(matched), "signals": len(new)})
     report.queries = meas.queries if meas else 0
     if report.ran:
         log.info(
