@@ -7,7 +7,6 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
@@ -28,7 +27,7 @@ from services.outreach.engagements.schemas import (
     WorkingHours,
 )
 from services.outreach.engagements.transitions import jsonable
-from services.outreach.models import Engagement, SignalReceipt
+from services.outreach.models import Engagement
 from services.outreach.stats import lift_interval
 from services.outreach.templates.context import account_context
 from services.rules.interface import replay_firings
@@ -183,9 +182,7 @@ def forecast(
     whatever the number of accounts. With ``rule_ids``: those rules (enabled or not)
     replayed over the window by the rules service's backtest, bounded by REPLAY_MAX_*."""
     since = now - timedelta(days=lookback_days)
-    first = session.execute(select(func.min(SignalReceipt.received_at))).scalar()
-    first_opened = session.execute(select(func.min(Engagement.opened_at))).scalar()
-    history_start = min([t for t in (first, first_opened) if t is not None], default=None)
+    history_start = repo.history_start(session)
     if rule_ids:
         if len(rule_ids) > REPLAY_MAX_RULES:
             raise Unprocessable(
@@ -215,13 +212,7 @@ def forecast(
             since = min(history_start, now - timedelta(days=7))
     window_days = (now - since).total_seconds() / 86400
     weeks = window_days / 7
-    received = list(
-        session.execute(
-            select(SignalReceipt.rule_id, SignalReceipt.kind, func.count())
-            .where(SignalReceipt.received_at >= since)
-            .group_by(SignalReceipt.rule_id, SignalReceipt.kind)
-        )
-    )
+    received = repo.received_since(session, since)
     opened = repo.opened_since(session, since)
     replays = []
     if rule_ids:

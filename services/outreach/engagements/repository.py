@@ -22,6 +22,7 @@ from services.outreach.models import (
     Message,
     Playbook,
     PlaybookVersion,
+    SignalReceipt,
 )
 from shared.db import insert_on_conflict, is_in
 
@@ -317,6 +318,26 @@ def closed_for_outcomes(session: Session, since: datetime | None = None) -> list
     if since is not None:
         q = q.where(Engagement.opened_at >= since)
     return list(session.scalars(q))
+
+
+def history_start(session: Session) -> datetime | None:
+    """When outreach's history begins: its first signal received or engagement opened
+    (None before either)."""
+    first = session.execute(select(func.min(SignalReceipt.received_at))).scalar()
+    first_opened = session.execute(select(func.min(Engagement.opened_at))).scalar()
+    return min([t for t in (first, first_opened) if t is not None], default=None)
+
+
+def received_since(session: Session, since: datetime) -> list[tuple[str, str, int]]:
+    """(rule, kind, signals received) since ``since``."""
+    return [
+        (rule_id, kind, n)
+        for rule_id, kind, n in session.execute(
+            select(SignalReceipt.rule_id, SignalReceipt.kind, func.count())
+            .where(SignalReceipt.received_at >= since)
+            .group_by(SignalReceipt.rule_id, SignalReceipt.kind)
+        )
+    ]
 
 
 def opened_since(session: Session, since: datetime) -> list[tuple[str | None, str | None, str, datetime]]:
