@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared import signin
@@ -127,6 +127,11 @@ VERIFIED = VerifiedKeys()
 
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def count_keys(session: Session) -> int:
+    """How many keys exist, revoked ones included (`touchline run` mints a first admin key when none does)."""
+    return session.scalar(select(func.count()).select_from(ApiKey)) or 0
 
 
 def revoke_key(session: Session, key_id: int, now: datetime) -> bool:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from services.wiring.supervisor import Supervisor, child_specs, multiprocess_env
@@ -27,7 +26,6 @@ from shared.db import database, read_transaction, transaction
 from shared.events import event_json_schema
 from shared.limits import yaml_load
 from shared.logging import configure_logging
-from shared.models import ApiKey
 from shared.progress import ProgressBar
 from shared.settings import get_settings
 
@@ -389,7 +387,7 @@ def _first_admin_key(settings, factory) -> None:
     from shared import auth
 
     with transaction(factory) as session:
-        if session.scalar(select(func.count()).select_from(ApiKey)):
+        if auth.count_keys(session):
             return
         _row, key = auth.create_key(session, role="admin", name="development admin (make run)", now=SystemClock().now())
     key_file = settings.var_dir / "dev-admin-key"
