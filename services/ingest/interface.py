@@ -31,9 +31,13 @@ Commands (they only flush; the caller owns the transaction):
 Accounts, contacts and events are returned as frozen snapshots (:class:`AccountInfo`,
 :class:`Contact`, :class:`StoredEvent`), so a caller cannot change ingest's state by
 assigning to what it read.
+
+For the app: :func:`routers`.
 """
 
 from __future__ import annotations
+
+from fastapi import APIRouter
 
 from services.ingest.accounts.service import (
     ErasedContact,
@@ -117,6 +121,7 @@ __all__ = [
     "latest_events",
     "list_users",
     "recent_events",
+    "routers",
     "search_accounts",
     "set_lifecycle_stage",
     "usage_report",
@@ -126,3 +131,12 @@ __all__ = [
     "users_by_role_of",
     "window_days",
 ]
+
+
+def routers() -> list[APIRouter]:
+    """The ingest API (events, then accounts), in the order the app mounts it (imported
+    when the app is built, not by every worker that imports this module)."""
+    from services.ingest.accounts.router import router as accounts_router
+    from services.ingest.events.router import router as events_router
+
+    return [events_router, accounts_router]

@@ -60,15 +60,14 @@ Errors answer `{"error": "<code>", "detail": ...}`.
 
 def routers():
     """Every API router, as each service publishes them (``routers()`` of its interface)."""
-    from services.ingest.accounts.router import router as accounts_router
-    from services.ingest.events.router import router as events_router
+    from services.ingest import interface as ingest
     from services.jobs import load_kinds
     from services.outreach import interface as outreach
     from services.rules import interface as rules
     from shared.jobs.router import router as jobs_router
 
     load_kinds()  # the jobs API shows each role the kinds it may run
-    return [events_router, accounts_router, *rules.routers(), *outreach.routers(), jobs_router]
+    return [*ingest.routers(), *rules.routers(), *outreach.routers(), jobs_router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:
