@@ -110,7 +110,7 @@ def make_engine(settings: Settings) -> Engine:
         # generic plan cannot know the array's length nor hash it: planned while the table
         # was nearly empty (a fresh database), it scanned the whole table and compared each
         # row with each id, until autovacuum's first ANALYZE made it plan again. The rules
-        # worker's check of ingest's store (usage.ingested_event_ids) then took seconds a
+        # worker's check of ingest's store (ingest.interface.ingested_event_ids) then took seconds a
         # batch at 1,000 events/s and fell a minute behind (docs/performance.md, "End-to-end
         # latency"). Every statement is planned for its own values: what an unprepared
         # statement costs, and the statements stay prepared (parsed once).
