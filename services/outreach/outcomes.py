@@ -11,23 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from services.outreach.models import OutreachDecision
 from services.outreach.playbooks.holdouts import escalation_bucket_key, is_held_out
+from services.outreach.playbooks.repository import signals_with_decision as signals_with_decision  # the query is the repository's
 
 DECISIONS = ("enrolled", "held_out", "skipped", "no_matching_playbook")
-_CHUNK = 900
-
-
-def signals_with_decision(session: Session, signal_ids: Iterable[str]) -> set[str]:
-    """The subset of ``signal_ids`` that have an outreach decision."""
-    ids = sorted(set(signal_ids))
-    out: set[str] = set()
-    for i in range(0, len(ids), _CHUNK):
-        out.update(session.scalars(select(OutreachDecision.signal_id).where(OutreachDecision.signal_id.in_(ids[i : i + _CHUNK]))))
-    return out
 
 
 def holdout_groups(playbook_id: str, definition: dict, account_ids: Iterable[str]) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Every query on playbooks, enrolments and signal receipts (recipients come from
+"""Every query on playbooks, enrolments, signal receipts and decisions (recipients come from
 ingest's read model, services/ingest/interface.py)."""
 
 from __future__ import annotations
@@ -58,6 +58,15 @@ def record_new_decisions(session: Session, rows: list[dict[str, Any]]) -> set[st
     batch is copied straight into the table (:func:`shared.db.insert_absent`). Returns
     the new ids."""
     return insert_absent(session, OutreachDecision.__table__, rows, "signal_id", binary=True)
+
+
+def signals_with_decision(session: Session, signal_ids: Iterable[str]) -> set[str]:
+    """The subset of ``signal_ids`` that have an outreach decision (one query per 900 ids)."""
+    ids = sorted(set(signal_ids))
+    out: set[str] = set()
+    for i in range(0, len(ids), 900):
+        out.update(session.scalars(select(OutreachDecision.signal_id).where(OutreachDecision.signal_id.in_(ids[i : i + 900]))))
+    return out
 
 
 def enrollment_conflicts(session: Session, ids: list[str], active_keys: list[str]) -> tuple[set[str], set[str]]:
