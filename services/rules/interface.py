@@ -41,12 +41,13 @@ from services.rules.conditions import (
     settle_signals,
 )
 from services.rules.evaluation.dryrun import dry_run
+from services.rules.evaluation.health import run_health_day
+from services.rules.evaluation.health import score_account as score_account_health
 from services.rules.evaluation.service import run_tick
 from services.rules.health.service import current as current_health_model
 from services.rules.health.service import install_starter as install_starter_health_model
 from services.rules.health.service import parse as parse_health_model
 from services.rules.health.service import save as save_health_model
-from services.rules.health.service import score_account as score_account_health
 from services.rules.rules.importer import STARTER_DIR, import_rules
 from services.rules.rules.repository import audit_for as rule_audit
 from services.rules.rules.repository import list_rules
@@ -97,6 +98,7 @@ __all__ = [
     "replay_firings",
     "routers",
     "rule_audit",
+    "run_health_day",
     "run_tick",
     "save_health_model",
     "score_account_health",

@@ -75,7 +75,7 @@ def run_backtest(
         day = start + timedelta(days=i)
         now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=UTC) - timedelta(microseconds=1)
         meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days, series=series)
-        audience = meas.population if d.audience.is_everyone else ingest.accounts_where(session, d.audience, now, None)
+        audience = meas.audience(d.audience)
         fired: list[tuple[str, dict]] = []
         if d.trigger.scheduled or not needs_event:
             candidates = audience if d.trigger.scheduled else (ingest.accounts_with_events(session, list(d.trigger.events), day) & audience)

@@ -19,11 +19,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
-from services.rules.language.ast import Condition, Field, Leaf, Metric, RuleDefinition, leaves
+from services.rules.language.ast import Audience, Condition, Field, Leaf, Metric, RuleDefinition, leaves
 from services.rules.language.evaluate import NumericOrder, explain, matching_from_values, predicate
+from services.rules.scores import repository as scores
 
 DAY = 86400.0
 ZERO_DEFAULT = ("count", "active_users", "active_days")
+HEALTH = Metric(metric="health", op=">=", value=0.0)
+HEALTH_LABEL = Field(path=("account", "health_label"), op="exists", value=True)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,9 @@ class Measurements:
         if key in self._values:
             return self._values[key]
         name = leaf.path[1]
+        if name == "health_label":  # from the health scores, not the account row
+            self._values[key] = scores.labels_on_or_before(self.session, *scores.current_days(self.now.date()), self.accounts)
+            return self._values[key]
         rows = self.rows(with_traits=name == "traits")
         now, today = self.now, self.now.date()
         out: dict[str, Any] = {}
@@ -229,6 +235,12 @@ class Measurements:
             # 100.0 * users / seats per account, the arithmetic in C (a backtest asks it 10,000 x 90 times)
             used = map(mul, repeat(100.0), map(users.get, seats, repeat(0)))
             return dict(zip(seats, map(truediv, used, seats.values()), strict=True))
+        if m.metric == "health":
+            return scores.scores_on_or_before(s, *scores.current_days(now.date()), acc)
+        if m.metric == "health_change":
+            latest, _ = self.metric(HEALTH)
+            past = scores.scores_on_or_before(s, *scores.past_days(now.date(), m.window_days), acc)
+            return {a: round(v - past[a], 1) for a, v in latest.items() if a in past}
         if m.metric == "change":
             n = m.baseline_days // m.window_days
             ranges = [ingest.window_days(now, m.window_days, k * m.window_days) for k in range(n + 1)]
@@ -244,6 +256,21 @@ class Measurements:
                 }
             return {a: 100.0 * (v[0] - baseline) / baseline for a, v in per.items() if (baseline := sum(v[1:]) / n) > 0}
         raise ValueError(f"unknown metric {m.metric}")
+
+    def audience(self, audience: Audience) -> set[str]:
+        """The accounts of the population in ``audience``: ingest's filters in SQL, then
+        the health filters (the current score and its label) from the health scores."""
+        if audience.is_everyone:
+            return self.population
+        out = ingest.accounts_where(self.session, audience, self.now, self.accounts)
+        if audience.health_label is not None:
+            labels = self.account_field(HEALTH_LABEL)
+            out = {a for a in out if labels.get(a) in audience.health_label}
+        if audience.health is not None:
+            values, _ = self.metric(HEALTH)
+            lo, hi = audience.health.min, audience.health.max
+            out = {a for a in out if a in values and (lo is None or values[a] >= lo) and (hi is None or values[a] <= hi)}
+        return out
 
     def detail(self, leaf: Leaf, account_id: str) -> dict[str, Any] | None:
         """A change metric's current and baseline values for one account (its evidence)."""
@@ -390,8 +417,16 @@ def audience_explanation(definition: RuleDefinition, account_id: str, meas: Meas
                 "result": d is not None and 0 <= d <= aud.renewal_within_days,
             }
         )
-    # The SQL filter is the authority; the checks above explain it.
-    match = account_id in ingest.accounts_where(meas.session, aud, now, [account_id])
+    if aud.health_label is not None:
+        label = meas.account_field(HEALTH_LABEL).get(account_id)
+        checks.append({"filter": "health_label", "value": label, "allowed": list(aud.health_label), "result": label in aud.health_label})
+    if aud.health is not None:
+        h = meas.metric(HEALTH)[0].get(account_id)
+        r = aud.health
+        ok = h is not None and (r.min is None or h >= r.min) and (r.max is None or h <= r.max)
+        checks.append({"filter": "health", "value": h, **r.to_dict(), "result": ok})
+    # The SQL filter (and the health scores) are the authority; the checks above explain them.
+    match = account_id in meas.audience(aud)
     return {"match": match, "checks": checks}
 
 

@@ -1,5 +1,6 @@
 """Dry-runs: would a rule (saved or not) fire now for one account, and why. Nothing is
-stored. CS Ops (role ops) only."""
+stored. CS Ops (role ops) only. And scoring an account's health now (ops and csm;
+the rest of the health API is in services/rules/health/router.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Body
 from sqlalchemy.orm import Session
 
+from services.rules.evaluation import health
 from services.rules.evaluation.dryrun import dry_run
+from services.rules.health.schemas import HealthScoreOut
 from services.rules.rules import service
 from services.rules.rules.schemas import DryRunOut
-from shared.api import ClockDep, ReadSessionDep, SettingsDep
+from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
@@ -68,3 +71,14 @@ def test_rule(
     definition, _ = service.parse(service.current_definition(session, rule), 100_000)
     event = body.get("event") if isinstance(body, dict) else None
     return dry_run(session, definition, rule.current_version, account_id, clock.now(), event)
+
+
+@router.post(
+    "/v1/accounts/{account_id}/health",
+    response_model=HealthScoreOut,
+    responses={**AUTH_ERRORS, **responses(NotFound)},
+    tags=["health"],
+    summary="Score an account's health now with the current model (stored as today's score)",
+)
+def score_account_health(account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops", "csm")):
+    return HealthScoreOut.of(health.score_account(session, account_id, clock.now()))

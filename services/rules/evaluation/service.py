@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from services.ingest import interface as ingest
 from services.rules.evaluation import repository as evaluation_repo
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language.evaluate import evidence
@@ -114,7 +113,7 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
         evs = events_of[names]
         key = d.audience
         if key not in audiences:
-            audiences[key] = set(accounts) if d.audience.is_everyone else ingest.accounts_where(session, d.audience, now, accounts)
+            audiences[key] = meas.audience(d.audience)
         audience = audiences[key]
         holding: set[str] | None = None
         if not rule.needs_event:
@@ -183,9 +182,7 @@ class TickReport:
 def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, audiences: dict) -> tuple[set[str], int]:
     d = rule.definition
     if d.audience not in audiences:
-        audiences[d.audience] = (
-            meas.population if d.audience.is_everyone else ingest.accounts_where(session, d.audience, meas.now, meas.accounts)
-        )
+        audiences[d.audience] = meas.audience(d.audience)
     universe = audiences[d.audience]
     return select_set(d.condition, universe, meas.matching), len(universe)
 

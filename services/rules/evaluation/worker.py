@@ -24,6 +24,9 @@ waits (logged, ``touchline_rules_ticks_deferred_total``) and runs as soon as ing
 has caught up. Otherwise "no login in 14 days" would fire on every account whose
 recent logins are still in the topic.
 
+Health. At its first poll of each UTC day, behind the same watermark, the worker scores
+every account's health (:mod:`services.rules.evaluation.health`; docs/health.md).
+
 Orphans. Every ``ORPHAN_SWEEP_EVERY`` the worker republishes the signals that have no
 outreach decision after ``signal_decision_grace_seconds`` (see
 :func:`services.rules.signals.service.republish_orphans`).
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -42,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
 from services.rules.evaluation.engine import EventSubject
+from services.rules.evaluation.health import HealthDayReport, run_health_day
 from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickReport, evaluate_events, run_tick
 from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
@@ -83,6 +87,8 @@ class RulesWorker(BatchWorker):
         self._deferred_since: datetime | None = None
         self._deferral_logged_at: datetime | None = None
         self.last_tick: TickReport | None = None
+        self.last_health: HealthDayReport | None = None
+        self._health_day: date | None = None
         self.last_report: EvaluationReport | None = None
         self._parsed: dict[tuple[str, int, int], object] = {}
 
@@ -181,6 +187,7 @@ class RulesWorker(BatchWorker):
         try:
             if self.tick_enabled:
                 self.maybe_tick()
+                self.maybe_score_health()
             self._maybe_sweep_orphans()
             self.relay()
             self._maybe_prune_outbox()
@@ -203,6 +210,16 @@ class RulesWorker(BatchWorker):
         # spends its time ticking, not evaluating events (the RulesTickOverrunning alert).
         RULES_TICK_SECONDS.observe(time.perf_counter() - started)
         self._next_tick = now + timedelta(seconds=self.settings.rules_tick_seconds)
+
+    def maybe_score_health(self) -> None:
+        """Every account's health, once per UTC day, behind the same freshness watermark as
+        the tick (docs/health.md): while ingest is behind, the day's scoring waits."""
+        now = self.clock.now()
+        if self._health_day == now.date():
+            return
+        report = self.last_health = run_health_day(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
+        if not report.deferred:
+            self._health_day = now.date()
 
     def ingest_caught_up(self, now: datetime) -> bool:
         """The freshness watermark: has ingest stored what the topic holds? Logs and

@@ -1,6 +1,7 @@
 """The health API: the model (validate, read, change: a new version, versions, audit;
-role ops) and the scores (an account's health with its explanation and history, scoring
-one account on demand, the accounts by health; roles ops and csm)."""
+role ops) and the scores (an account's health with its explanation and history, the
+accounts by health; roles ops and csm). Scoring an account now is in
+services/rules/evaluation/router.py, beside the engine it measures with."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from services.rules.health.schemas import (
     HealthScoreOut,
     HealthValidateOut,
 )
-from services.rules.models import HealthScore
 from services.rules.scores import repository as scores
 from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
@@ -46,20 +46,6 @@ AUTHOR = ("ops",)
 READERS = ("ops", "csm")
 NumberCursor = Query(None, pattern=NUMBER_CURSOR_PATTERN, description="next_cursor from the previous page")
 NumberLimit = Query(100, ge=1, le=1000)
-
-
-def score_out(row: HealthScore | dict[str, Any]) -> HealthScoreOut:
-    get = row.get if isinstance(row, dict) else (lambda k: getattr(row, k))
-    return HealthScoreOut(
-        account_id=get("account_id"),
-        day=get("day"),
-        score=get("score"),
-        label=get("label"),
-        change={"7d": get("change_7d"), "30d": get("change_30d")},
-        model_version=get("model_version"),
-        components=get("components"),
-        scored_at=get("scored_at"),
-    )
 
 
 @router.post(
@@ -137,7 +123,7 @@ def _account_health(session: Session, account_id: str, now, days: int) -> Accoun
     current = rows[0] if rows else scores.latest_on_or_before(session, today, date.min, [account_id]).get(account_id)
     return AccountHealthOut(
         account_id=account_id,
-        current=score_out(current) if current is not None else None,
+        current=HealthScoreOut.of(current) if current is not None else None,
         history=[HealthPoint(day=r.day, score=r.score, label=r.label) for r in rows],
     )
 
@@ -156,16 +142,6 @@ def account_health(
     _p: Principal = require(*READERS),
 ):
     return _account_health(session, account_id, clock.now(), days)
-
-
-@router.post(
-    "/v1/accounts/{account_id}/health",
-    response_model=HealthScoreOut,
-    responses={**AUTH_ERRORS, **responses(NotFound)},
-    summary="Score an account now with the current model (stored as today's score)",
-)
-def score_account(account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require(*READERS)):
-    return score_out(service.score_account(session, account_id, clock.now()))
 
 
 @router.get(
@@ -196,4 +172,4 @@ def list_accounts(
         session, day, label=label, descending=order == "desc", after=(after[0] / 10, after[1]) if after else None, limit=limit
     )
     next_after = next_cursor(items, limit, lambda r: (round((r.score or 0) * 10), r.account_id))
-    return HealthPage(day=day, items=[score_out(r) for r in items], next_cursor=next_after)
+    return HealthPage(day=day, items=[HealthScoreOut.of(r) for r in items], next_cursor=next_after)

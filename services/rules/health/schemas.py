@@ -83,6 +83,21 @@ class HealthScoreOut(BaseModel):
     components: list[dict[str, Any]] = Field(description="each component's measure, value, band, points and weight")
     scored_at: datetime
 
+    @classmethod
+    def of(cls, row: Any) -> HealthScoreOut:
+        """From a stored row or the dict scoring answers (the change's two columns as one field)."""
+        get = row.get if isinstance(row, dict) else (lambda k: getattr(row, k))
+        return cls(
+            account_id=get("account_id"),
+            day=get("day"),
+            score=get("score"),
+            label=get("label"),
+            change={"7d": get("change_7d"), "30d": get("change_30d")},
+            model_version=get("model_version"),
+            components=get("components"),
+            scored_at=get("scored_at"),
+        )
+
 
 class HealthPoint(BaseModel):
     day: date

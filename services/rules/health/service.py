@@ -1,35 +1,25 @@
-"""Customer health: the model (one, versioned and audited like rules) and the scores.
-
-Scoring is set-based: every component's operand is measured for the whole population
-through the rules' :class:`~services.rules.evaluation.engine.Measurements` (one query
-per distinct operand, shared by components on the same operand), then each account's
-points and weighted mean are arithmetic in memory. One account on demand is the same
-code over a population of one. Flushes; never commits."""
+"""Customer health: the model (one, versioned and audited like rules), and the starter
+model. Scoring measures through the rule engine, so it lives beside it
+(:mod:`services.rules.evaluation.health`). Flushes; never commits."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from sqlalchemy.orm import Session
 
-from services.rules.evaluation.engine import Measurements
 from services.rules.health import repository as repo
-from services.rules.language.ast import Metric
 from services.rules.language.health import HealthModel, parse_health_model
 from services.rules.models import HealthModelVersion
-from services.rules.scores import repository as scores
 from shared import audit
 from shared.errors import NotFound
 
 log = logging.getLogger(__name__)
-# The changes every score carries (days back), each against the latest score on or
-# before that day and no older than twice as far back.
-CHANGES = (7, 30)
 
 
 @dataclass(frozen=True)
@@ -82,59 +72,6 @@ def save(session: Session, model: HealthModel, actor: str, now: datetime) -> tup
     )
     session.flush()
     return new, True
-
-
-# ---- scoring -------------------------------------------------------------------
-
-
-def score_accounts(session: Session, cur: CurrentModel, now: datetime, accounts: list[str] | None = None) -> list[dict[str, Any]]:
-    """Today's score of every account (``accounts=None``) or of ``accounts``: the rows
-    :func:`services.rules.scores.repository.save` stores, not yet stored."""
-    meas = Measurements(session, now, accounts)
-    model = cur.model
-    rows = meas.rows(with_traits=any(c.measure.label.startswith("account.traits.") for c in model.components))
-    measured: dict[str, tuple[dict[str, Any], Any]] = {}
-    for c in model.components:
-        m = c.measure
-        measured[c.id] = meas.metric(m) if isinstance(m, Metric) else (meas.account_field(m), None)
-    today = now.date()
-    ids = sorted(rows)
-    before = {
-        days: scores.scores_on_or_before(session, today - timedelta(days=days), today - timedelta(days=2 * days), accounts)
-        for days in CHANGES
-    }
-    out = []
-    for a in ids:
-        r = rows[a]
-        values = {cid: vals.get(a, default) for cid, (vals, default) in measured.items()}
-        result = model.score(values, r.segment, r.lifecycle_stage)
-        s = result["score"]
-        change = {days: (round(s - before[days][a], 1) if s is not None and a in before[days] else None) for days in CHANGES}
-        out.append(
-            {
-                "account_id": a,
-                "day": today,
-                "score": s,
-                "label": result["label"],
-                "model_version": cur.version,
-                "components": result["components"],
-                "change_7d": change[7],
-                "change_30d": change[30],
-                "scored_at": now,
-            }
-        )
-    return out
-
-
-def score_account(session: Session, account_id: str, now: datetime) -> dict[str, Any]:
-    """Score one account now and store it as today's row (on demand)."""
-    cur = require_current(session)
-    rows = score_accounts(session, cur, now, [account_id])
-    if not rows:
-        raise NotFound(f"no account {account_id!r}")
-    scores.save(session, rows)
-    session.flush()
-    return rows[0]
 
 
 STARTER_MODEL = Path(__file__).resolve().parent / "starter.yaml"

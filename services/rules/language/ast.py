@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Metric predicates reach usage over windows on event time (UTC days).
-METRICS = ("count", "active_users", "active_days", "days_since", "change", "seat_utilisation")
+METRICS = ("count", "active_users", "active_days", "days_since", "change", "seat_utilisation", "health", "health_change")
+# The labels of a health score (services/rules/language/health.py), for account.health_label and audiences.
+HEALTH_LABELS = ("healthy", "watch", "at_risk")
 CHANGE_OF = ("count", "active_users", "active_days")
 NUMERIC_OPS = (">", ">=", "<", "<=", "==", "!=")
 FIELD_OPS = NUMERIC_OPS + ("in", "not_in", "exists")
@@ -25,6 +27,7 @@ ACCOUNT_FIELDS = {
     "tenure_days": "num",
     "days_in_stage": "num",
     "days_to_renewal": "num",
+    "health_label": "str",  # the label of the account's current health score (docs/health.md)
 }
 USER_FIELDS = {"id": "str", "email": "str", "name": "str", "role": "str", "timezone": "str"}
 EVENT_FIELDS = {"name": "str", "user_id": "str"}
@@ -88,6 +91,10 @@ class Metric:
             return f"days_since({self.event})" if self.scope == "account" else f"user_days_since({self.event})"
         if self.metric == "seat_utilisation":
             return f"seat_utilisation({self.window}d)"
+        if self.metric == "health":
+            return "health"
+        if self.metric == "health_change":
+            return f"health_change({self.window}d)"
         of = f"{self.of}({self.event})" if self.of == "count" or (self.of == "active_days" and self.event) else self.of
         return f"change_pct({of}, {self.window}d vs prior {self.baseline}d)"
 
@@ -204,14 +211,20 @@ class Audience:
     tenure_days: Range | None = None
     days_in_stage: Range | None = None
     renewal_within_days: int | None = None
+    health_label: tuple[str, ...] | None = None  # the current health score's label (docs/health.md)
+    health: Range | None = None  # the current health score
+
+    @property
+    def by_health(self) -> bool:
+        return self.health_label is not None or self.health is not None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in ("segment", "plan", "lifecycle_stage"):
+        for name in ("segment", "plan", "lifecycle_stage", "health_label"):
             v = getattr(self, name)
             if v is not None:
                 out[name] = list(v)
-        for name in ("arr", "tenure_days", "days_in_stage"):
+        for name in ("arr", "tenure_days", "days_in_stage", "health"):
             v = getattr(self, name)
             if v is not None:
                 out[name] = v.to_dict()

@@ -20,10 +20,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ast import ACCOUNT_FIELDS, Field, Metric, _num_out
+from .ast import ACCOUNT_FIELDS, HEALTH_LABELS, Field, Metric, _num_out
 from .parser import DEFAULT_RETENTION_DAYS, SLUG, RuleValidationError, _hint, _Parser, _short, pointer
 
-LABELS = ("healthy", "watch", "at_risk")
 DEFAULT_LABELS = {"healthy": 70.0, "watch": 40.0}
 MAX_COMPONENTS = 20
 MAX_BANDS = 20
@@ -33,6 +32,7 @@ COMPONENT_KEYS = ("id", "name", "measure", "weight", "bands", "linear", "missing
 OVERRIDE_KEYS = ("when", "components")
 OVERRIDE_WHEN = ("segment", "lifecycle_stage")
 SCORING_KEYS = ("weight", "bands", "linear", "missing_points")
+LABELS = HEALTH_LABELS
 # Metrics a component may measure: every metric of the language but health itself.
 HEALTH_METRICS = ("health", "health_change")
 MEASURE_HELP = (

@@ -20,6 +20,7 @@ from .ast import (
     CHANGE_OF,
     EVENT_FIELDS,
     FIELD_OPS,
+    HEALTH_LABELS,
     METRICS,
     NUMERIC_OPS,
     USER_FIELDS,
@@ -51,6 +52,8 @@ METRIC_PARAMS: dict[str, dict[str, bool]] = {
     "days_since": {"event": True, "scope": False},
     "change": {"of": True, "event": False, "window": True, "baseline": True},
     "seat_utilisation": {"window": True},
+    "health": {},
+    "health_change": {"window": True},
 }
 METRIC_HELP = {
     "count": 'how many times an event happened in a window: {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3}',
@@ -59,6 +62,8 @@ METRIC_HELP = {
     "days_since": 'days since an event was last seen: {"metric": "days_since", "event": "login", "op": ">=", "value": 14}',
     "change": 'percent change against the prior baseline: {"metric": "change", "of": "active_users", "window": "7d", "baseline": "28d", "op": "<=", "value": -40}',
     "seat_utilisation": 'active users in the window as a percent of seats: {"metric": "seat_utilisation", "window": "28d", "op": ">=", "value": 90}',
+    "health": 'the account\'s current health score, 0 to 100 (docs/health.md): {"metric": "health", "op": "<", "value": 40}',
+    "health_change": 'points the health score moved in the window: {"metric": "health_change", "window": "14d", "op": "<=", "value": -20}',
 }
 # Size limits (docs/rules.md, "Limits"). They bound the work of validating, storing
 # and evaluating a rule, whoever sends it; they are checked on the raw JSON, without
@@ -70,7 +75,17 @@ MAX_NUMBER = 1e12  # |value|, min, max: far beyond any real threshold
 LIMITS = {"max_predicates": MAX_PREDICATES, "max_depth": MAX_DEPTH, "max_list_items": MAX_LIST_ITEMS, "max_number": MAX_NUMBER}
 
 RULE_KEYS = ("id", "name", "description", "kind", "severity", "trigger", "audience", "condition", "cooldown", "actions")
-AUDIENCE_KEYS = ("segment", "plan", "lifecycle_stage", "arr", "tenure_days", "days_in_stage", "renewal_within_days")
+AUDIENCE_KEYS = (
+    "segment",
+    "plan",
+    "lifecycle_stage",
+    "arr",
+    "tenure_days",
+    "days_in_stage",
+    "renewal_within_days",
+    "health_label",
+    "health",
+)
 
 
 class RuleValidationError(Unprocessable):
@@ -352,6 +367,10 @@ class _Parser:
                 value = self.number(value, vptr, '"value"')
             elif kind == "str" and not isinstance(value, str):
                 self.err(vptr, f"{path_text} is text: compare it with a string")
+        if path == ("account", "health_label") and op in ("==", "!=", "in", "not_in") and len(self.errors) == before:
+            wanted = list(value) if isinstance(value, tuple) else [value]
+            if set(wanted) - set(HEALTH_LABELS):
+                self.err(vptr, f"account.health_label is one of {', '.join(HEALTH_LABELS)}; got {_short(value)}")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_NUMBER:
             value = float(value)
         if len(self.errors) > before:
@@ -445,7 +464,12 @@ class _Parser:
         for name in ("segment", "plan", "lifecycle_stage"):
             if name in obj:
                 kw[name] = self.strings(obj[name], pointer(ptr, name), name)
-        for name in ("arr", "tenure_days", "days_in_stage"):
+        if "health_label" in obj:
+            labels = self.strings(obj["health_label"], pointer(ptr, "health_label"), "health_label")
+            if labels is not None and set(labels) - set(HEALTH_LABELS):
+                self.err(pointer(ptr, "health_label"), f"health_label is one or more of {', '.join(HEALTH_LABELS)}; got {list(labels)!r}")
+            kw["health_label"] = labels
+        for name in ("arr", "tenure_days", "days_in_stage", "health"):
             if name in obj:
                 kw[name] = self.range(obj[name], pointer(ptr, name), name)
         if "renewal_within_days" in obj:

@@ -7,7 +7,7 @@ round (docs/health.md)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -17,6 +17,9 @@ from services.rules.models import HealthScore
 from shared.db import is_in, rowcount, upsert
 
 CHUNK = 5000
+# An account's current health is its latest score of the last CURRENT_DAYS days (the
+# daily job may be held back a while by the freshness watermark, never a week).
+CURRENT_DAYS = 7
 COLUMNS = ("score", "label", "model_version", "components", "change_7d", "change_30d", "scored_at")
 
 
@@ -26,6 +29,17 @@ def _chunks(accounts: list[str] | None) -> Iterator[list[str] | None]:
         return
     for i in range(0, len(accounts), CHUNK):
         yield accounts[i : i + CHUNK]
+
+
+def current_days(today: date) -> tuple[date, date]:
+    """(day, earliest) of the current score at ``today``."""
+    return today, today - timedelta(days=CURRENT_DAYS - 1)
+
+
+def past_days(today: date, days: int) -> tuple[date, date]:
+    """(day, earliest) of the score ``days`` before ``today``: the latest on or before that
+    day, no older than twice as far back (the 7- and 30-day change, ``health_change``)."""
+    return today - timedelta(days=days), today - timedelta(days=2 * days)
 
 
 def save(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -6,8 +6,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.support.helpers import T0, auth, track
-from tests.support.rules import group, ingest
+import pytest
+from sqlalchemy import select
+
+from services.ingest.events.worker import IngestWorker
+from services.ingest.models import RawEvent
+from services.rules.backtest.service import run_backtest
+from services.rules.evaluation.health import run_health_day
+from services.rules.evaluation.service import run_tick
+from services.rules.evaluation.worker import RulesWorker
+from services.rules.health import service as health_service
+from services.rules.language import RuleValidationError, parse_rule
+from services.rules.models import HealthRun, HealthScore
+from shared.db import transaction
+from tests.support.helpers import T0, auth, drain, publish, track
+from tests.support.rules import count, group, ingest, make_rule, signals
 
 MODEL = {
     "name": "Test health",
@@ -126,3 +139,118 @@ async def test_scoring_on_demand_explains_itself_and_follows_the_model_version(a
     r = await api.get("/v1/health/accounts?label=at_risk", headers=csm)
     assert [i["account_id"] for i in r.json()["items"]] == ["fading"]
     assert (await api.get("/v1/health/accounts?cursor=nonsense", headers=csm)).status_code == 422
+
+
+def save_model(session_factory, obj: dict, now) -> None:
+    with transaction(session_factory) as s:
+        health_service.save(s, health_service.parse(obj, 400), "ops:test", now)
+
+
+def scores_of(session_factory, day) -> dict[str, tuple[float | None, str | None]]:
+    with session_factory() as s:
+        return {r.account_id: (r.score, r.label) for r in s.scalars(select(HealthScore).where(HealthScore.day == day))}
+
+
+FELL_20 = {
+    "id": "health-fell-20",
+    "name": "Health fell 20 points in 14 days",
+    "kind": "churn_risk",
+    "trigger": {"schedule": {"every": "1h"}},
+    "condition": {"metric": "health_change", "window": "14d", "op": "<=", "value": -20},
+    "cooldown": "14d",
+}
+
+
+def test_a_rule_on_health_change_fires_on_the_account_whose_health_fell(session_factory, settings, clock):
+    # Both accounts: 5 of 10 seats log in every day of the four weeks before T0.
+    events = [group(a, T0 - timedelta(days=60), seats=10) for a in ("steady", "fading")]
+    events += [
+        track(a, "login", T0 - timedelta(days=d), f"u{u}", f"{a}-{d}-{u}")
+        for a in ("steady", "fading")
+        for d in range(1, 28)
+        for u in range(5)
+    ]
+    ingest(session_factory, events, T0)
+    save_model(session_factory, MODEL, T0)
+    report = run_health_day(session_factory, settings, T0)
+    assert report.ran and report.scored == 2 and report.model_version == 1
+    assert scores_of(session_factory, T0.date()) == {"steady": (87.5, "healthy"), "fading": (87.5, "healthy")}
+    assert not run_health_day(session_factory, settings, T0 + timedelta(hours=3)).ran  # one scoring a day
+
+    # Two weeks on: steady keeps logging in, fading stops at T0.
+    later = T0 + timedelta(days=14)
+    ingest(
+        session_factory,
+        [track("steady", "login", T0 + timedelta(days=d), f"u{u}", f"steady+{d}-{u}") for d in range(14) for u in range(5)],
+        later,
+    )
+    make_rule(session_factory, FELL_20, later)
+    make_rule(
+        session_factory,
+        {
+            **FELL_20,
+            "id": "at-risk-by-label",
+            "name": "At risk",
+            "audience": {"health_label": ["at_risk", "watch"], "health": {"max": 40}},
+            "condition": {"field": "account.health_label", "op": "==", "value": "at_risk"},
+        },
+        later,
+    )
+    # Before the day's scoring the current score is T0's and there is no 14-day-old one: nothing fires.
+    assert run_tick(session_factory, settings, later).signals == []
+    run_health_day(session_factory, settings, later)
+    # fading: 15 days without a login (0 points x 3), its users still in the 28-day window (50): 12.5.
+    assert scores_of(session_factory, later.date()) == {"steady": (87.5, "healthy"), "fading": (12.5, "at_risk")}
+    clock.set(later + timedelta(hours=1))
+    report = run_tick(session_factory, settings, clock.now())
+    fired = sorted((s.rule_id, s.account_id) for s in report.signals)
+    assert fired == [("at-risk-by-label", "fading"), ("health-fell-20", "fading")]
+    [sig] = signals(session_factory, rule_id="health-fell-20")
+    assert sig.evidence["health_change(14d)"] == {"value": -75.0, "op": "<=", "threshold": -20}
+    with session_factory() as s:
+        row = s.get(HealthScore, ("fading", later.date()))
+        # The 7-day change reads the latest score 7 to 14 days back (T0's); none 30 to 60 days back.
+        assert row.change_7d == -75.0 and row.change_30d is None
+        # A backtest reads the scores stored for each replayed day: the rule fires on the day of the fall only.
+        result = run_backtest(s, parse_rule(FELL_20), (later - timedelta(days=3)).date(), later.date(), lookback_days=400)
+        assert [(day, account) for day, account, _ev in result.firings] == [(later.date(), "fading")]
+
+
+def test_health_in_rules_is_validated():
+    with pytest.raises(RuleValidationError) as e:
+        parse_rule(
+            {**FELL_20, "audience": {"health_label": ["sick"]}, "condition": {"field": "account.health_label", "op": "in", "value": ["ok"]}}
+        )
+    pointers = {err["pointer"]: err["message"] for err in e.value.errors}
+    assert "healthy, watch, at_risk" in pointers["/audience/health_label"] and "healthy, watch, at_risk" in pointers["/condition/value"]
+    with pytest.raises(RuleValidationError) as e:
+        parse_rule({**FELL_20, "condition": {"metric": "health_change", "op": "<", "value": -20}})
+    assert e.value.errors[0]["pointer"] == "/condition/window"
+
+
+def test_the_daily_scoring_waits_for_ingest_like_the_tick(topics, session_factory, clock):
+    save_model(session_factory, MODEL, clock.now())
+    healthy = [f"healthy-{i:02d}" for i in range(10)]
+    # A month-old login for everyone, then this week's logins: ingest stores them in this order.
+    old = [track(a, "login", T0 - timedelta(days=30), "u1", f"{a}-old") for a in healthy]
+    recent = [track(a, "login", T0 - timedelta(days=1), "u1", f"{a}-recent") for a in healthy]
+    publish(topics, old + recent)
+    ingest_worker = IngestWorker(topics.model_copy(update={"kafka_max_poll_records": 1}), session_factory, clock)
+    rules = RulesWorker(topics.model_copy(update={"rules_max_ingest_lag": 0}), session_factory, clock)
+    try:
+        drain(ingest_worker, lambda: count(session_factory, RawEvent) >= 1)
+        rules.poll_once(100)
+        # Half-loaded: the day's scoring is held back, nothing is claimed or stored.
+        assert rules.last_health is not None and rules.last_health.deferred
+        assert count(session_factory, HealthScore) == 0 and count(session_factory, HealthRun) == 0
+        drain(
+            [ingest_worker, rules],
+            lambda: count(session_factory, RawEvent) == len(old) + len(recent) and not rules.last_health.deferred,
+            timeout=60,
+        )
+    finally:
+        ingest_worker.close()
+        rules.close()
+    assert rules.last_health.ran and rules.last_health.scored == len(healthy)
+    # Scored on the whole history: everyone logged in a day ago (100 points), not 30 days ago (0; no seats: left out).
+    assert scores_of(session_factory, T0.date()) == {a: (100.0, "healthy") for a in healthy}
