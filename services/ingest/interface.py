@@ -19,6 +19,11 @@ Reads (the caller owns the session):
   :func:`active_days`, :func:`chunked_metric`, :func:`account_last_seen`,
   :func:`account_last_day`, :func:`daily_usage`, :func:`user_activity_masks`, :func:`event_day_masks`,
   :func:`user_last_seen`; :func:`window_days` (the UTC days of a metric's window);
+* metrics over the raw events' properties and over contacts by role, set-based the same
+  way: :func:`event_counts_where` (counts with property filters),
+  :func:`property_aggregates` (``sum``/``avg``/``min``/``max``/``latest`` of a numeric
+  property, :data:`AGGREGATES`), :func:`role_last_seen`, :func:`role_active_user_counts`,
+  :func:`contact_counts`;
 * stored events: :func:`ingested_event_ids`, :func:`latest_events`,
   :func:`events_between`, :func:`accounts_with_events`, :func:`recent_events`.
 
@@ -85,9 +90,18 @@ from services.ingest.repository.metrics import (
     user_last_seen,
     window_days,
 )
+from services.ingest.repository.properties import (
+    AGGREGATES,
+    contact_counts,
+    event_counts_where,
+    property_aggregates,
+    role_active_user_counts,
+    role_last_seen,
+)
 from services.ingest.snapshots import AccountInfo, Contact, StoredEvent
 
 __all__ = [
+    "AGGREGATES",
     "AccountFilter",
     "AccountInfo",
     "Contact",
@@ -107,6 +121,7 @@ __all__ = [
     "active_users_of",
     "chunked_metric",
     "contact",
+    "contact_counts",
     "contacts",
     "count_accounts",
     "daily_series",
@@ -115,12 +130,16 @@ __all__ = [
     "erase_contact",
     "event_counts",
     "event_counts_by_name",
+    "event_counts_where",
     "event_day_masks",
     "events_between",
     "ingested_event_ids",
     "latest_events",
     "list_users",
+    "property_aggregates",
     "recent_events",
+    "role_active_user_counts",
+    "role_last_seen",
     "routers",
     "search_accounts",
     "set_lifecycle_stage",

@@ -16,7 +16,7 @@ KIND = "rules.backtest"
 def run_backtest_job(ctx, params: dict[str, Any], progress: jobs.Progress) -> dict[str, Any]:
     body = BacktestIn.model_validate(params)
     with ctx.read_session() as session:
-        return backtest_request(session, body, ctx.settings, progress=progress)
+        return backtest_request(session, body, ctx.settings, progress=progress, now=ctx.clock.now())
 
 
 jobs.register(KIND, run_backtest_job, roles=("ops",))

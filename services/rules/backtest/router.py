@@ -46,7 +46,7 @@ def backtest(
     settings: Settings = SettingsDep,
     p: Principal = require(*AUTHOR),
 ) -> JobOut:
-    prepare(session, body, settings)
+    prepare(session, body, settings, clock.now())
     job = jobs.submit(session, BACKTEST_KIND, body.model_dump(mode="json"), created_by=p.actor, now=clock.now(), settings=settings)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.of(job)

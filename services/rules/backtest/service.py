@@ -8,7 +8,10 @@ day, set-based over the audience; event-triggered rules once per day for the acc
 that had a triggering event that day (and, when the condition reads the event or its
 user, for each such stored event). "days since" is read from the daily rollups as of
 that day, so it has day resolution. Audience filters use today's account traits (the
-store keeps no trait history). Cooldowns are simulated in memory.
+store keeps no trait history). Cooldowns are simulated in memory. Metrics the rollups
+cannot answer (property filters and aggregates, ``days_since`` of a role) are read
+from the raw events day by day, exact within their retention (:func:`prepare` refuses
+a period that reaches past it); role metrics use today's roles.
 
 Metric inputs are read once for the whole period
 (:class:`~services.rules.backtest.series.DailySeries`) and each day is answered from
@@ -180,9 +183,40 @@ class PreparedBacktest:
     current_version: int | None
 
 
-def prepare(session: Session, body, settings: Settings) -> PreparedBacktest:
+def reads_raw_events(m: Metric) -> bool:
+    """Metrics the daily rollups cannot answer: a backtest reads them from the raw events
+    (count with ``where``, aggregates, ``days_since`` of a role), day by day."""
+    return (m.metric == "count" and bool(m.where)) or m.metric == "aggregate" or (m.metric == "days_since" and m.role is not None)
+
+
+def _raw_history_problems(d: RuleDefinition, start: date, now: datetime, retention_days: int, which: str) -> list[dict[str, str]]:
+    """A replay is exact for the metrics that read raw events only while every window it
+    asks lies within the retained raw events (ingest prunes them after
+    ``TOUCHLINE_RAW_EVENT_RETENTION_DAYS``; the rollups are kept). Refuse the rest."""
+    oldest = now.date() - timedelta(days=retention_days - 1)
+    out = []
+    for m in leaves(d.condition):
+        if not isinstance(m, Metric) or not reads_raw_events(m):
+            continue
+        first = start - timedelta(days=(m.window or retention_days) - 1)
+        if first < oldest:
+            out.append(
+                {
+                    "pointer": "/start",
+                    "message": f"{which}: {m.label} reads the raw events (the daily rollups keep no properties or roles), and the "
+                    f"first replayed day's window starts on {first.isoformat()}, before the oldest retained raw event day "
+                    f"({oldest.isoformat()}, TOUCHLINE_RAW_EVENT_RETENTION_DAYS={retention_days}): the replay could not be exact. "
+                    f"Start the period on {(oldest + timedelta(days=(m.window or retention_days) - 1)).isoformat()} or later",
+                }
+            )
+    return out
+
+
+def prepare(session: Session, body, settings: Settings, now: datetime | None = None) -> PreparedBacktest:
     """Check a backtest request and parse its rules (cheap): the API does this before it
-    queues the job, so a bad request is a 422 or 404 at once; the job does it again."""
+    queues the job, so a bad request is a 422 or 404 at once; the job does it again.
+    With ``now`` (the clock), a rule whose raw-event metrics reach past the retained raw
+    events is refused (422)."""
     if body.rule_id is None and body.rule is None:
         raise Unprocessable([{"pointer": "/rule_id", "message": 'give "rule_id" (a saved rule) or "rule" (a definition)'}])
     if body.end < body.start:
@@ -208,13 +242,25 @@ def prepare(session: Session, body, settings: Settings) -> PreparedBacktest:
         rule = rules_service.get(session, candidate.id)
         current, _ = rules_service.parse(rules_service.current_definition(session, rule), 100_000)
         version = rule.current_version
+    if now is not None:
+        problems = _raw_history_problems(candidate, body.start, now, settings.raw_event_retention_days, "the rule")
+        if current is not None:
+            problems += _raw_history_problems(current, body.start, now, settings.raw_event_retention_days, "the current version")
+        if problems:
+            raise Unprocessable(problems)
     return PreparedBacktest(candidate, current, version)
 
 
-def backtest_request(session: Session, body, settings: Settings, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+def backtest_request(
+    session: Session,
+    body,
+    settings: Settings,
+    progress: Callable[[int, int, str], None] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Run a backtest request; ``progress(done, total, message)`` is called after every
     replayed day (of both rules, with compare_with_current)."""
-    prep = prepare(session, body, settings)
+    prep = prepare(session, body, settings, now)
     candidate, current = prep.candidate, prep.current
     started = time.perf_counter()
     days = (body.end - body.start).days + 1

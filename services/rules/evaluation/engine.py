@@ -24,7 +24,7 @@ from services.rules.language.evaluate import NumericOrder, explain, matching_fro
 from services.rules.scores import repository as scores
 
 DAY = 86400.0
-ZERO_DEFAULT = ("count", "active_users", "active_days")
+ZERO_DEFAULT = ("count", "active_users", "active_days", "contacts")
 HEALTH = Metric(metric="health", op=">=", value=0.0)
 HEALTH_LABEL = Field(path=("account", "health_label"), op="exists", value=True)
 
@@ -102,6 +102,7 @@ class Measurements:
         self.lookback_days = lookback_days
         self._values: dict[tuple, dict] = {}
         self._chunks: dict[tuple, tuple[dict, int]] = {}
+        self._seen: dict[tuple, dict[str, int]] = {}  # aggregate: numeric values in the window, per account
         self._matching: dict[Leaf, set] = {}
         self._orders: dict[tuple, NumericOrder | None] = {}
         self._rows: dict[str, Any] | None = None
@@ -178,12 +179,14 @@ class Measurements:
             return
         for condition in conditions:
             for leaf in leaves(condition):
-                if isinstance(leaf, Metric) and leaf.metric == "count" and leaf.operand not in self._values:
+                if isinstance(leaf, Metric) and leaf.metric == "count" and not leaf.where and leaf.operand not in self._values:
                     self._planned[leaf.operand] = leaf
 
     def metric(self, m: Metric) -> tuple[dict[str, Any], Any]:
         """(account -> value, default for accounts without a row)."""
-        default = 0.0 if m.metric in ZERO_DEFAULT else (math.inf if m.metric == "days_since" else None)
+        default = 0.0 if m.metric in ZERO_DEFAULT or (m.metric == "aggregate" and m.fn == "sum") else None
+        if m.metric == "days_since":
+            default = math.inf
         key = m.operand
         if key not in self._values:
             if key in self._planned:
@@ -211,7 +214,38 @@ class Measurements:
                 return out
         return getattr(ingest, name)(self.session, *args, self.accounts)
 
+    def _measure_raw(self, m: Metric) -> dict[str, Any] | None:
+        """The metrics over raw event properties and contacts by role (ingest's
+        :mod:`~services.ingest.repository.properties`), None for the others. A backtest asks
+        these day by day (the daily series keeps no properties or roles): exact over the
+        retained raw events, with today's roles."""
+        s, now, acc = self.session, self.now, self.accounts
+        where = [(tuple(path.split(".")), values) for path, values in m.where]
+        if m.metric == "count" and m.where:
+            days = ingest.window_days(now, m.window_days)
+            return {a: float(v) for a, v in ingest.event_counts_where(s, m.event_name, where, *days, acc).items()}
+        if m.metric == "aggregate":
+            assert m.fn is not None and m.prop is not None  # the parser requires both
+            days = ingest.window_days(now, m.window_days)
+            found = ingest.property_aggregates(s, m.fn, m.event_name, tuple(m.prop.split(".")), where, *days, acc)
+            self._seen[m.operand] = {a: n for a, (_, n) in found.items()}
+            return {a: v for a, (v, _) in found.items() if v is not None}
+        if m.role is None:
+            return None
+        if m.metric == "active_users":
+            return {a: float(v) for a, v in ingest.role_active_user_counts(s, m.role, *ingest.window_days(now, m.window_days), acc).items()}
+        if m.metric == "days_since":
+            last = ingest.role_last_seen(s, m.event_name, m.role, acc, as_of=now if self.as_of else None, lookback_days=self.lookback_days)
+            return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in last.items()}
+        if m.metric == "contacts":
+            active = ingest.window_days(now, m.window) if m.window else None
+            return {a: float(v) for a, v in ingest.contact_counts(s, m.role, now, active, acc).items()}
+        return None
+
     def _measure(self, m: Metric) -> dict[str, Any]:
+        raw = self._measure_raw(m)
+        if raw is not None:
+            return raw
         s, now, acc, q = self.session, self.now, self.accounts, self._query
         if m.metric == "count":
             return {a: float(v) for a, v in q("event_counts", m.event_name, *ingest.window_days(now, m.window_days)).items()}
@@ -273,7 +307,11 @@ class Measurements:
         return out
 
     def detail(self, leaf: Leaf, account_id: str) -> dict[str, Any] | None:
-        """A change metric's current and baseline values for one account (its evidence)."""
+        """A change metric's current and baseline values for one account, an aggregate's
+        number of numeric values in its window (its evidence)."""
+        if isinstance(leaf, Metric) and leaf.metric == "aggregate":
+            self.metric(leaf)
+            return {"values": self._seen.get(leaf.operand, {}).get(account_id, 0)}
         per, n = self._chunks.get(leaf.operand, ({}, 1))
         values = per.get(account_id)
         if values is None:
@@ -355,7 +393,7 @@ class Measurements:
         return ok, tree
 
     def _attach_details(self, tree: dict, condition: Condition, account_id: str) -> None:
-        by_label = {leaf.label: leaf for leaf in leaves(condition) if isinstance(leaf, Metric) and leaf.metric == "change"}
+        by_label = {leaf.label: leaf for leaf in leaves(condition) if isinstance(leaf, Metric) and leaf.metric in ("change", "aggregate")}
         if not by_label:
             return
 

@@ -4,11 +4,24 @@ them back in canonical form (parse -> to_dict -> parse is the identity)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 # Metric predicates reach usage over windows on event time (UTC days).
-METRICS = ("count", "active_users", "active_days", "days_since", "change", "seat_utilisation", "health", "health_change")
+METRICS = (
+    "count",
+    "active_users",
+    "active_days",
+    "days_since",
+    "change",
+    "seat_utilisation",
+    "aggregate",
+    "contacts",
+    "health",
+    "health_change",
+)
+AGGREGATE_FNS = ("sum", "avg", "min", "max", "latest")
 # The labels of a health score (services/rules/language/health.py), for account.health_label and audiences.
 HEALTH_LABELS = ("healthy", "watch", "at_risk")
 CHANGE_OF = ("count", "active_users", "active_days")
@@ -53,6 +66,12 @@ class Metric:
     baseline: int | None = None  # days (change only)
     of: str | None = None  # change only: the metric that changes
     scope: str = "account"  # days_since: account or user (the triggering event's user)
+    fn: str | None = None  # aggregate: sum, avg, min, max or latest
+    prop: str | None = None  # aggregate: "property", the numeric event property ("score", "plan.seats")
+    # count and aggregate: property filters, (path, allowed values) sorted by path; all must match
+    where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    role: str | None = None  # days_since, active_users, contacts: only contacts of this role
+    # contacts: its optional "active_within" is held in ``window``
 
     # The parser guarantees which parameters each metric has; these say so to the reader
     # (and the type checker) where a metric's measurement needs one.
@@ -77,18 +96,41 @@ class Metric:
     @property
     def operand(self) -> tuple:
         """What the predicate measures, without its threshold (cache and contradiction key)."""
-        return ("metric", self.metric, self.event, self.window, self.baseline, self.of, self.scope)
+        return (
+            "metric",
+            self.metric,
+            self.event,
+            self.window,
+            self.baseline,
+            self.of,
+            self.scope,
+            self.fn,
+            self.prop,
+            self.where,
+            self.role,
+        )
+
+    @property
+    def where_label(self) -> str:
+        parts = [f"{k}={_show_values(v)}" for k, v in self.where]
+        return f" where {', '.join(parts)}" if parts else ""
 
     @property
     def label(self) -> str:
+        role = f", role={self.role}" if self.role else ""
         if self.metric == "count":
-            return f"count({self.event}, {self.window}d)"
+            return f"count({self.event}{self.where_label}, {self.window}d)"
+        if self.metric == "aggregate":
+            return f"{self.fn}({self.event}.{self.prop}{self.where_label}, {self.window}d)"
+        if self.metric == "contacts":
+            active = f", active {self.window}d" if self.window else ""
+            return f"contacts(role={self.role}{active})"
         if self.metric == "active_users":
-            return f"active_users({self.window}d)"
+            return f"active_users({self.window}d{role})"
         if self.metric == "active_days":
             return f"active_days({self.event or '*'}, {self.window}d)"
         if self.metric == "days_since":
-            return f"days_since({self.event})" if self.scope == "account" else f"user_days_since({self.event})"
+            return f"days_since({self.event}{role})" if self.scope == "account" else f"user_days_since({self.event})"
         if self.metric == "seat_utilisation":
             return f"seat_utilisation({self.window}d)"
         if self.metric == "health":
@@ -104,12 +146,20 @@ class Metric:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"metric": self.metric}
+        if self.fn is not None:
+            out["fn"] = self.fn
         if self.of is not None:
             out["of"] = self.of
         if self.event is not None:
             out["event"] = self.event
+        if self.prop is not None:
+            out["property"] = self.prop
+        if self.where:
+            out["where"] = {k: (_num_out(v[0]) if len(v) == 1 else {"in": [_num_out(x) for x in v]}) for k, v in self.where}
+        if self.role is not None:
+            out["role"] = self.role
         if self.window is not None:
-            out["window"] = f"{self.window}d"
+            out["active_within" if self.metric == "contacts" else "window"] = f"{self.window}d"
         if self.baseline is not None:
             out["baseline"] = f"{self.baseline}d"
         if self.scope != "account":
@@ -180,6 +230,24 @@ def leaves(node: Condition) -> list[Leaf]:
     if isinstance(node, Not):
         return leaves(node.child)
     return [node]
+
+
+def _show_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        # Bare text, unless it would read as a number or boolean: "2" is not 2.
+        try:
+            float(v)
+            return json.dumps(v)
+        except ValueError:
+            return json.dumps(v) if v in ("true", "false", "") or any(c in v for c in ',|{}"=') else v
+    return str(_num_out(v))
+
+
+def _show_values(values: tuple[Any, ...]) -> str:
+    shown = [_show_value(v) for v in values]
+    return shown[0] if len(shown) == 1 else "{" + "|".join(shown) + "}"
 
 
 def _num_out(v: Any) -> Any:

@@ -6,7 +6,9 @@ Two shapes share one comparison so they cannot disagree:
   the backtest), so the cost is a few comprehensions per predicate, not a tree walk per account.
 
 Semantics: a predicate on a missing value is false (so ``not`` of it is true), except
-``days_since`` of an event never seen, which is infinitely long ago.
+``days_since`` of an event never seen, which is infinitely long ago. A metric without a
+value (an average over an empty window, utilisation without seats) is marked
+``"undefined": true`` in explanations and evidence.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterable
 from itertools import compress, repeat
 from typing import Any
 
-from .ast import All, AnyOf, Condition, Leaf, Not
+from .ast import All, AnyOf, Condition, Leaf, Metric, Not
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
@@ -101,6 +103,8 @@ def explain(node: Condition, value_of: Callable[[Leaf], Any]) -> tuple[bool, dic
     }
     if isinstance(v, float) and math.isinf(v):
         out["never_seen"] = True
+    elif v is None and isinstance(node, Metric):
+        out["undefined"] = True
     return result, out
 
 
@@ -118,8 +122,9 @@ def evidence(explanation: dict[str, Any]) -> dict[str, Any]:
             walk(e["not"], not negated)
             return
         item = {k: e[k] for k in ("value", "op", "threshold")}
-        if e.get("never_seen"):
-            item["never_seen"] = True
+        for flag in ("never_seen", "undefined"):
+            if e.get(flag):
+                item[flag] = True
         if negated:
             item["negated"] = True
         if not e["result"] and not negated:
@@ -148,6 +153,8 @@ def evidence_of(node: Condition, value_of: Callable[[Leaf], Any]) -> dict[str, A
         item = {"value": json_value(v), "op": n.op, "threshold": list(n.value) if isinstance(n.value, tuple) else json_value(n.value)}
         if isinstance(v, float) and math.isinf(v):
             item["never_seen"] = True
+        elif v is None and isinstance(n, Metric):
+            item["undefined"] = True
         if negated:
             item["negated"] = True
         if not negated and not _predicate_of(n)(v):

@@ -13,10 +13,12 @@ import re
 from typing import Any
 
 from shared.errors import Unprocessable
+from shared.events import USER_ROLES
 from shared.signals import SEVERITIES
 
 from .ast import (
     ACCOUNT_FIELDS,
+    AGGREGATE_FNS,
     CHANGE_OF,
     EVENT_FIELDS,
     FIELD_OPS,
@@ -46,25 +48,37 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 METRIC_PARAMS: dict[str, dict[str, bool]] = {
     # metric -> {param: required}
-    "count": {"event": True, "window": True},
-    "active_users": {"window": True},
+    "count": {"event": True, "window": True, "where": False},
+    "active_users": {"window": True, "role": False},
     "active_days": {"event": False, "window": True},
-    "days_since": {"event": True, "scope": False},
+    "days_since": {"event": True, "scope": False, "role": False},
     "change": {"of": True, "event": False, "window": True, "baseline": True},
     "seat_utilisation": {"window": True},
+    "aggregate": {"fn": True, "event": True, "property": True, "window": True, "where": False},
+    "contacts": {"role": True, "active_within": False},
     "health": {},
     "health_change": {"window": True},
 }
 METRIC_HELP = {
-    "count": 'how many times an event happened in a window: {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3}',
-    "active_users": 'distinct users with any event in a window: {"metric": "active_users", "window": "28d", "op": "<", "value": 3}',
+    "count": 'how many times an event happened in a window, optionally only events whose properties match "where": '
+    '{"metric": "count", "event": "ticket_opened", "where": {"priority": "P0"}, "window": "30d", "op": ">=", "value": 1}',
+    "active_users": 'distinct users with any event in a window, optionally of one "role": '
+    '{"metric": "active_users", "window": "7d", "role": "power_user", "op": "<", "value": 3}',
     "active_days": 'days with activity in a window: {"metric": "active_days", "window": "28d", "op": "<", "value": 4}',
-    "days_since": 'days since an event was last seen: {"metric": "days_since", "event": "login", "op": ">=", "value": 14}',
+    "days_since": 'days since an event was last seen, optionally by a user of one "role": '
+    '{"metric": "days_since", "event": "login", "role": "champion", "op": ">=", "value": 14}',
     "change": 'percent change against the prior baseline: {"metric": "change", "of": "active_users", "window": "7d", "baseline": "28d", "op": "<=", "value": -40}',
     "seat_utilisation": 'active users in the window as a percent of seats: {"metric": "seat_utilisation", "window": "28d", "op": ">=", "value": 90}',
+    "aggregate": "sum, avg, min, max or latest of a numeric event property in a window: "
+    '{"metric": "aggregate", "fn": "latest", "event": "nps_answered", "property": "score", "window": "90d", "op": "<=", "value": 6}',
+    "contacts": "how many contacts of a role the account has, optionally only those active within a window: "
+    '{"metric": "contacts", "role": "champion", "active_within": "14d", "op": "<", "value": 1}',
     "health": 'the account\'s current health score, 0 to 100 (docs/health.md): {"metric": "health", "op": "<", "value": 40}',
     "health_change": 'points the health score moved in the window: {"metric": "health_change", "window": "14d", "op": "<=", "value": -20}',
 }
+MAX_WHERE_KEYS = 10  # property filters in one "where"
+PROPERTY_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+MAX_PROPERTY_DEPTH = 4
 # Size limits (docs/rules.md, "Limits"). They bound the work of validating, storing
 # and evaluating a rule, whoever sends it; they are checked on the raw JSON, without
 # recursion, before anything else looks at the condition.
@@ -254,6 +268,55 @@ class _Parser:
             return None
         return value
 
+    def property_path(self, value: Any, ptr: str, what: str) -> str | None:
+        parts = value.split(".") if isinstance(value, str) else []
+        if not parts or len(parts) > MAX_PROPERTY_DEPTH or not all(PROPERTY_KEY.match(k) for k in parts):
+            self.err(
+                ptr,
+                f'{what} is an event property name such as "score" or "plan.seats" (keys of letters, digits, "_" and "-", '
+                f'at most 64 each, nested keys joined with ".", at most {MAX_PROPERTY_DEPTH}); got {_short(value)}',
+            )
+            return None
+        return value
+
+    def where(self, value: Any, ptr: str) -> tuple[tuple[str, tuple[Any, ...]], ...] | None:
+        help_ = 'where is an object of event property filters, all of which must match: {"priority": "P0"} or {"priority": {"in": ["P0", "P1"]}}'
+        if not isinstance(value, dict) or not value:
+            self.err(ptr, f"{help_}; got {_short(value)}")
+            return None
+        if len(value) > MAX_WHERE_KEYS:
+            self.err(ptr, f"where has {len(value)} filters; at most {MAX_WHERE_KEYS}")
+            return None
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        for key, v in value.items():
+            kptr = pointer(ptr, key)
+            path = self.property_path(key, kptr, "a where key")
+            values: list[Any] | None = None
+            if isinstance(v, dict):
+                listed = v.get("in")
+                if set(v) != {"in"} or not isinstance(listed, list) or not listed:
+                    self.err(kptr, f'a filter is a value or {{"in": [<values>]}} (a non-empty list); got {_short(v)}')
+                elif not self.list_within_limit(listed, pointer(kptr, "in")):
+                    pass
+                elif not all(_scalar(x) for x in listed):
+                    self.err(pointer(kptr, "in"), "the values to match are strings, numbers or booleans")
+                else:
+                    values = listed
+            elif _scalar(v):
+                values = [v]
+            else:
+                self.err(kptr, f'a filter value is a string, number or boolean, or {{"in": [<values>]}}; got {_short(v)}')
+            if path is not None and values is not None:
+                canonical = [float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in values]
+                out.append((path, tuple(_dedupe(canonical))))
+        return tuple(sorted(out, key=lambda kv: kv[0]))
+
+    def role(self, value: Any, ptr: str) -> str | None:
+        if value not in USER_ROLES or not isinstance(value, str):
+            self.err(ptr, f"role is one of {', '.join(USER_ROLES)} (the contacts' role); got {_short(value)}{_hint(value, USER_ROLES)}")
+            return None
+        return value
+
     def metric(self, obj: dict, ptr: str) -> Metric | None:
         name = obj["metric"]
         if name not in METRICS:
@@ -277,7 +340,17 @@ class _Parser:
         event = self.event_name(obj["event"], pointer(ptr, "event")) if "event" in obj else None
         window = self.window(obj["window"], pointer(ptr, "window")) if "window" in obj else None
         baseline = of = None
+        fn = obj.get("fn")
+        if "fn" in obj and fn not in AGGREGATE_FNS:
+            self.err(pointer(ptr, "fn"), f"fn is one of {', '.join(AGGREGATE_FNS)}; got {_short(fn)}{_hint(str(fn), AGGREGATE_FNS)}")
+        prop = self.property_path(obj["property"], pointer(ptr, "property"), '"property"') if "property" in obj else None
+        where = self.where(obj["where"], pointer(ptr, "where")) if "where" in obj else ()
+        role = self.role(obj["role"], pointer(ptr, "role")) if "role" in obj else None
+        if "active_within" in obj:
+            window = self.window(obj["active_within"], pointer(ptr, "active_within"))
         scope = obj.get("scope", "account")
+        if name == "days_since" and "role" in obj and scope == "user":
+            self.err(pointer(ptr, "role"), 'role narrows the account\'s users; scope "user" already names one user: use one or the other')
         if name == "days_since":
             if scope not in ("account", "user"):
                 self.err(pointer(ptr, "scope"), f'scope is "account" (default) or "user" (the triggering event\'s user); got {scope!r}')
@@ -325,6 +398,10 @@ class _Parser:
             baseline=baseline,
             of=of,
             scope=scope if name == "days_since" else "account",
+            fn=fn,
+            prop=prop,
+            where=where or (),
+            role=role,
         )
 
     def field(self, obj: dict, ptr: str) -> Field | None:
@@ -506,6 +583,17 @@ class _Parser:
 def _finite(v: int | float) -> bool:
     # math.isfinite(int) converts to float, which overflows for ints past ~1e308.
     return isinstance(v, int) or math.isfinite(v)
+
+
+def _dedupe(values: list[Any]) -> list[Any]:
+    """Values in first-seen order without repeats (``True`` and ``1.0`` are different values here)."""
+    seen: set[tuple[type, Any]] = set()
+    out = []
+    for v in values:
+        if (type(v), v) not in seen:
+            seen.add((type(v), v))
+            out.append(v)
+    return out
 
 
 def _short(v: Any) -> str:

@@ -206,6 +206,62 @@ metric_leaf = st.one_of(
     st.builds(
         lambda w, op, v: {"metric": "seat_utilisation", "window": f"{w}d", "op": op, "value": v}, WINDOW_DAYS, OPS, st.floats(0, 200)
     ),
+    # The richer metrics (issue 21): aggregates, property filters, roles, coverage.
+    st.builds(
+        lambda fn, e, p, w, where, op, v: {
+            "metric": "aggregate",
+            "fn": fn,
+            "event": e,
+            "property": p,
+            "window": f"{w}d",
+            **({"where": where} if where else {}),
+            "op": op,
+            "value": v,
+        },
+        st.sampled_from(["sum", "avg", "min", "max", "latest"]),
+        EVENTS,
+        st.sampled_from(["score", "plan.seats"]),
+        WINDOW_DAYS,
+        st.dictionaries(
+            st.sampled_from(["priority", "tier"]),
+            st.one_of(
+                st.sampled_from(["P0", "P1", 2, 2.5, True]),
+                st.builds(lambda v: {"in": v}, st.lists(st.sampled_from(["P0", 1, False]), min_size=1, max_size=3)),
+            ),
+            max_size=2,
+        ),
+        OPS,
+        NUM,
+    ),
+    st.builds(
+        lambda e, w, pr, op, v: {"metric": "count", "event": e, "where": {"priority": pr}, "window": f"{w}d", "op": op, "value": v},
+        EVENTS,
+        WINDOW_DAYS,
+        st.sampled_from(["P0", "P1"]),
+        OPS,
+        NUM,
+    ),
+    st.builds(
+        lambda e, r, op, v: {"metric": "days_since", "event": e, "role": r, "op": op, "value": v},
+        EVENTS,
+        st.sampled_from(["champion", "buyer"]),
+        OPS,
+        NUM,
+    ),
+    st.builds(
+        lambda w, r, op, v: {"metric": "active_users", "window": f"{w}d", "role": r, "op": op, "value": v},
+        WINDOW_DAYS,
+        st.sampled_from(["champion", "power_user"]),
+        OPS,
+        NUM,
+    ),
+    st.builds(
+        lambda r, w, op, v: {"metric": "contacts", "role": r, **({"active_within": f"{w}d"} if w else {}), "op": op, "value": v},
+        st.sampled_from(["champion", "power_user"]),
+        st.one_of(st.none(), WINDOW_DAYS),
+        OPS,
+        NUM,
+    ),
 )
 field_leaf = st.one_of(
     st.builds(
@@ -323,3 +379,47 @@ def test_no_sorted_order_when_a_value_is_not_a_number():
     assert NumericOrder.of({"a": 1.0, "b": None}) is None
     assert NumericOrder.of({"a": math.nan}) is None
     assert NumericOrder.of({"a": "3"}) is None
+
+
+def test_richer_metrics_parse_to_canonical_form_and_label_their_operands():
+    where = {"tier": {"in": [2, "2", True, 2.0]}, "priority": {"in": ["P0"]}}
+    cond = parse_condition({"metric": "count", "event": "ticket_opened", "where": where, "window": "4w", "op": ">=", "value": 1})
+    # Filters sorted by key, a one-value "in" is the value, repeats dropped (2 and 2.0 are one number, "2" and true others).
+    assert cond.to_dict()["where"] == {"priority": "P0", "tier": {"in": [2, "2", True]}}
+    assert cond.to_dict()["window"] == "28d" and parse_condition(cond.to_dict()) == cond
+    assert cond.label == 'count(ticket_opened where priority=P0, tier={2|"2"|true}, 28d)'
+    plain = parse_condition({"metric": "count", "event": "ticket_opened", "window": "28d", "op": ">=", "value": 1})
+    assert plain.operand != cond.operand and plain.label == "count(ticket_opened, 28d)"
+    latest = parse_condition(
+        {"metric": "aggregate", "fn": "latest", "event": "nps_answered", "property": "answer.score", "window": "90d", "op": "<", "value": 7}
+    )
+    assert latest.label == "latest(nps_answered.answer.score, 90d)"
+    assert latest.to_dict() == {
+        "metric": "aggregate",
+        "fn": "latest",
+        "event": "nps_answered",
+        "property": "answer.score",
+        "window": "90d",
+        "op": "<",
+        "value": 7,
+    }
+    coverage = parse_condition({"metric": "contacts", "role": "champion", "active_within": "2w", "op": "<", "value": 1})
+    assert coverage.to_dict() == {"metric": "contacts", "role": "champion", "active_within": "14d", "op": "<", "value": 1}
+    assert coverage.label == "contacts(role=champion, active 14d)"
+    assert (
+        parse_condition({"metric": "days_since", "event": "login", "role": "champion", "op": ">", "value": 1}).label
+        == "days_since(login, role=champion)"
+    )
+    # The same operand with contradictory thresholds in one "all" is refused, as for every metric.
+    with pytest.raises(RuleValidationError) as exc:
+        parse_condition({"all": [coverage.to_dict(), {**coverage.to_dict(), "op": ">=", "value": 2}]})
+    assert exc.value.errors[0]["message"].startswith("contradicts /all/0: contacts(role=champion, active 14d)")
+
+
+def test_an_undefined_metric_says_so_in_explanations_and_evidence():
+    avg = parse_condition({"metric": "aggregate", "fn": "avg", "event": "e", "property": "score", "window": "7d", "op": "<", "value": 7})
+    ok, tree = explain(avg, lambda leaf: None)
+    assert not ok and tree["undefined"] is True and tree["value"] is None
+    assert evidence_of(parse_condition({"not": avg.to_dict()}), lambda leaf: None) == {
+        avg.label: {"value": None, "op": "<", "threshold": 7, "undefined": True, "negated": True}
+    }

@@ -1,0 +1,255 @@
+"""Metrics over the raw events' properties and over contacts by role, for many accounts
+at once (one statement per chunk of accounts, or one over every account when
+``accounts`` is None), never one query per account:
+
+- :func:`event_counts_where`: how many track events of a name whose properties match
+  equality / membership filters, per account, over a range of UTC days;
+- :func:`property_aggregates`: ``sum``, ``avg``, ``min``, ``max`` or ``latest`` of a
+  numeric property of an event over a range of UTC days, with the number of numeric
+  values it saw;
+- :func:`role_last_seen`: when users of a role last did an event (the live last-seen
+  markers, or as of an instant from the raw events);
+- :func:`role_active_user_counts`: distinct active users of a role over a range of days;
+- :func:`contact_counts`: contacts of a role, optionally only those active in a range.
+
+The daily rollups keep no properties, so the first three read the raw event store: they
+are exact over the retained history (``TOUCHLINE_RAW_EVENT_RETENTION_DAYS``). A property
+is a path of keys (``("plan", "seats")``); a value is numeric when JSON says it is a
+number (not a boolean, not a numeric string). Roles are the contacts' current roles
+(no role history is kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Float, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from services.ingest.models import RawEvent, User, UserActivityDaily, UserEventSeen
+from services.ingest.repository.chunks import chunks, grouped, in_
+
+Where = Sequence[tuple[Sequence[str], Sequence[Any]]]  # (property path, allowed values): all must match
+
+
+def _day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """[start 00:00 UTC, the day after end 00:00 UTC): the same UTC days as the rollups."""
+    return datetime.combine(start, time.min, tzinfo=UTC), datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+class _Json:
+    """Typed reads of one property path of ``events.properties`` (JSONB on PostgreSQL,
+    JSON text on SQLite). Each answers NULL when the value is not of the type asked, so a
+    cast never sees a value it cannot convert."""
+
+    def __init__(self, session: Session, path: Sequence[str]):
+        self.pg = session.get_bind().dialect.name == "postgresql"
+        self.path = list(path)
+
+    def _type(self) -> Any:
+        if self.pg:
+            return func.jsonb_typeof(RawEvent.properties.op("#>")(literal(self.path, postgresql.ARRAY(String))))
+        return func.json_type(RawEvent.properties, self._sqlite_path())
+
+    def _sqlite_path(self) -> str:
+        # Keys are validated ([A-Za-z0-9_-]), so quoting them is enough.
+        return "$" + "".join(f'."{k}"' for k in self.path)
+
+    def _text(self) -> Any:
+        if self.pg:
+            return RawEvent.properties.op("#>>")(literal(self.path, postgresql.ARRAY(String)))
+        return func.json_extract(RawEvent.properties, self._sqlite_path())
+
+    def number(self) -> Any:
+        if self.pg:
+            return case((self._type() == "number", cast(self._text(), Float)))
+        return case((self._type().in_(("integer", "real")), cast(self._text(), Float)))
+
+    def string(self) -> Any:
+        return case((self._type() == ("string" if self.pg else "text"), self._text()))
+
+    def is_bool(self, value: bool) -> Any:
+        if self.pg:
+            return and_(self._type() == "boolean", self._text() == ("true" if value else "false"))
+        return self._type() == ("true" if value else "false")
+
+    def matches(self, values: Sequence[Any]) -> Any:
+        """The property equals one of ``values`` (strings, numbers, booleans), type included:
+        "1" does not match 1, nor true 1."""
+        conds = []
+        strings = [v for v in values if isinstance(v, str)]
+        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if strings:
+            conds.append(self.string().in_(strings))
+        if numbers:
+            conds.append(self.number().in_(numbers))
+        conds.extend(self.is_bool(v) for v in {v for v in values if isinstance(v, bool)})
+        return or_(*conds)
+
+
+def _filtered(session: Session, event: str, start: date, end: date, where: Where) -> list[Any]:
+    lo, hi = _day_bounds(start, end)
+    conds = [RawEvent.name == event, RawEvent.type == "track", RawEvent.timestamp >= lo, RawEvent.timestamp < hi]
+    conds.extend(_Json(session, path).matches(values) for path, values in where)
+    return conds
+
+
+def event_counts_where(session: Session, event: str, where: Where, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
+    """Track events named ``event`` in the UTC days [start, end] whose properties match
+    every filter of ``where``, per account (accounts without one are absent)."""
+    conds = _filtered(session, event, start, end, where)
+    return grouped(
+        session,
+        lambda part: select(RawEvent.account_id, func.count()).where(*conds, in_(RawEvent.account_id, part)).group_by(RawEvent.account_id),
+        accounts,
+    )
+
+
+AGGREGATES = ("sum", "avg", "min", "max", "latest")
+
+
+def property_aggregates(
+    session: Session, fn: str, event: str, path: Sequence[str], where: Where, start: date, end: date, accounts: list[str] | None
+) -> dict[str, tuple[float | None, int]]:
+    """account -> (``fn`` of the numeric values of ``path`` on ``event`` in the UTC days
+    [start, end], how many numeric values there were), for the accounts with such an
+    event (matching ``where``). Values that are missing or not numbers are ignored; with
+    none left the value is None (``sum``: 0). ``latest`` is the value of the last event
+    that has one (by timestamp, then event id)."""
+    if fn not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {fn!r}")
+    value = _Json(session, path).number()
+    conds = _filtered(session, event, start, end, where)
+    if fn == "latest":
+
+        def build(part: list[str] | None) -> Any:
+            ranked = (
+                select(
+                    RawEvent.account_id.label("account_id"),
+                    value.label("v"),
+                    func.row_number()
+                    .over(partition_by=RawEvent.account_id, order_by=(RawEvent.timestamp.desc(), RawEvent.event_id.desc()))
+                    .label("rn"),
+                    func.count().over(partition_by=RawEvent.account_id).label("n"),
+                )
+                .where(*conds, value.is_not(None), in_(RawEvent.account_id, part))
+                .subquery()
+            )
+            return select(ranked.c.account_id, ranked.c.v, ranked.c.n).where(ranked.c.rn == 1)
+
+        out: dict[str, tuple[float | None, int]] = {}
+        for a, v, n in _rows(session, build, accounts):
+            out[a] = (float(v), int(n))
+        return out
+    agg: Any = {"sum": func.sum(value), "avg": func.avg(value), "min": func.min(value), "max": func.max(value)}[fn]
+
+    def build_agg(part: list[str] | None) -> Any:
+        return (
+            select(RawEvent.account_id, agg, func.count(value)).where(*conds, in_(RawEvent.account_id, part)).group_by(RawEvent.account_id)
+        )
+
+    out = {}
+    for a, v, n in _rows(session, build_agg, accounts):
+        if n:
+            out[a] = (float(v), int(n))
+        else:  # events, but none with a number
+            out[a] = (0.0 if fn == "sum" else None, 0)
+    return out
+
+
+def _rows(session: Session, build: Any, accounts: list[str] | None) -> list[Any]:
+    rows: list[Any] = []
+    for part in chunks(accounts):
+        rows.extend(session.execute(build(part)))
+    return rows
+
+
+def role_last_seen(
+    session: Session,
+    event: str,
+    role: str,
+    accounts: list[str] | None,
+    *,
+    as_of: datetime | None = None,
+    lookback_days: int = 400,
+) -> dict[str, datetime]:
+    """account -> when a user of ``role`` last did ``event``. Live (``as_of`` None): the
+    users' last-seen markers. As of an instant (backtests): the raw events up to it,
+    within ``lookback_days`` (exact to the second within the retained history)."""
+    if as_of is None:
+        t = UserEventSeen
+        return grouped(
+            session,
+            lambda part: (
+                select(t.account_id, func.max(t.last_seen_at))
+                .join(User, and_(User.account_id == t.account_id, User.id == t.user_id))
+                .where(t.event_name == event, User.role == role, in_(t.account_id, part))
+                .group_by(t.account_id)
+            ),
+            accounts,
+        )
+    r = RawEvent
+    return grouped(
+        session,
+        lambda part: (
+            select(r.account_id, func.max(r.timestamp))
+            .join(User, and_(User.account_id == r.account_id, User.id == r.user_id))
+            .where(
+                r.name == event,
+                r.type == "track",
+                User.role == role,
+                r.timestamp <= as_of,
+                r.timestamp > as_of - timedelta(days=lookback_days),
+                in_(r.account_id, part),
+            )
+            .group_by(r.account_id)
+        ),
+        accounts,
+    )
+
+
+def role_active_user_counts(session: Session, role: str, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
+    """Distinct active users of ``role`` per account over the UTC days [start, end]."""
+    t = UserActivityDaily
+    return grouped(
+        session,
+        lambda part: (
+            select(t.account_id, func.count(func.distinct(t.user_id)))
+            .join(User, and_(User.account_id == t.account_id, User.id == t.user_id))
+            .where(User.role == role, t.day >= start, t.day <= end, in_(t.account_id, part))
+            .group_by(t.account_id)
+        ),
+        accounts,
+    )
+
+
+def contact_counts(
+    session: Session, role: str, until: datetime, active: tuple[date, date] | None, accounts: list[str] | None
+) -> dict[str, int]:
+    """Contacts of ``role`` per account that exist at ``until`` (first seen by then, or
+    never seen in an event: known from the CRM or the API), and with ``active`` only those
+    with activity on a UTC day of that range."""
+    conds: list[Any] = [User.role == role, or_(User.first_seen_at.is_(None), User.first_seen_at <= until)]
+    if active is not None:
+        t = UserActivityDaily
+        busy = select(t.account_id).where(t.account_id == User.account_id, t.user_id == User.id, t.day >= active[0], t.day <= active[1])
+        conds.append(busy.exists())
+    return grouped(
+        session,
+        lambda part: select(User.account_id, func.count()).where(*conds, in_(User.account_id, part)).group_by(User.account_id),
+        accounts,
+    )
+
+
+__all__ = [
+    "AGGREGATES",
+    "Where",
+    "contact_counts",
+    "event_counts_where",
+    "property_aggregates",
+    "role_active_user_counts",
+    "role_last_seen",
+]
