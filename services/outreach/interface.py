@@ -12,6 +12,7 @@ callers use.
 - Messages: lists, counts.
 - Engagements and the CSM roster: reads, the actions a CSM or CS Ops takes, the pool
   report and forecast.
+- The content library: list, read, save, import from YAML or CSV.
 - Starter content, the development mail sink, and :func:`routers` for the app.
 
 Everything reads or flushes only; the caller owns the session and the transaction.
@@ -21,6 +22,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from services.outreach.content.importer import ImportOutcome as ResourceImportOutcome
+from services.outreach.content.importer import import_resources
+from services.outreach.content.repository import list_resources
+from services.outreach.content.schemas import ResourceIn
+from services.outreach.content.service import get_or_404 as get_resource
+from services.outreach.content.service import save as save_resource
 from services.outreach.delivery.repository import count_messages, list_messages
 from services.outreach.delivery.repository import counts_by_state_reason as message_counts_by_state_reason
 from services.outreach.devmail.sink import serve_forever as serve_devmail
@@ -87,6 +94,8 @@ __all__ = [
     "NoteIn",
     "PlaybookDefinition",
     "ReassignIn",
+    "ResourceImportOutcome",
+    "ResourceIn",
     "ResolveIn",
     "SendStep",
     "Template",
@@ -105,15 +114,18 @@ __all__ = [
     "get_csm",
     "get_engagement",
     "get_playbook",
+    "get_resource",
     "get_playbook_head",
     "get_playbook_version",
     "get_template",
     "holdout_groups",
+    "import_resources",
     "list_csms",
     "list_engagements",
     "list_messages",
     "list_playbook_enrollments",
     "list_playbook_heads",
+    "list_resources",
     "list_templates",
     "log_touch",
     "message_counts_by_state_reason",
@@ -128,6 +140,7 @@ __all__ = [
     "resolve_engagement",
     "routers",
     "save_playbook",
+    "save_resource",
     "save_template",
     "seed_starter_content",
     "serve_devmail",
@@ -141,6 +154,7 @@ __all__ = [
 def routers() -> list[APIRouter]:
     """The outreach API, in the order the app mounts it (imported when the app is
     built, not by every process that imports this module)."""
+    from services.outreach.content.router import router as content_router
     from services.outreach.delivery.router import router as messages_router
     from services.outreach.devmail.router import router as devmail_router
     from services.outreach.engagements.router import router as engagements_router
@@ -149,4 +163,13 @@ def routers() -> list[APIRouter]:
     from services.outreach.policy.router import router as policy_router
     from services.outreach.templates.router import router as templates_router
 
-    return [templates_router, playbooks_router, messages_router, inapp_router, policy_router, engagements_router, devmail_router]
+    return [
+        templates_router,
+        playbooks_router,
+        messages_router,
+        inapp_router,
+        policy_router,
+        engagements_router,
+        content_router,
+        devmail_router,
+    ]

@@ -136,6 +136,7 @@ class Message(Base):
         Index("ix_messages_playbook", "playbook_id", "state"),
         Index("ix_messages_enrollment", "enrollment_id"),
         Index("ix_messages_inapp", "channel", "account_id", "user_id"),
+        Index("ix_messages_resource", "resource_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -153,6 +154,9 @@ class Message(Base):
     audience: Mapped[str] = mapped_column(String(16), default="customer", server_default="customer")
     recipient: Mapped[str] = mapped_column(String(2000), default="")
     template_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The library resource a recommend step chose for this recipient (its reasons are in
+    # payload["recommendation"]); the contact never gets the same one twice.
+    resource_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     html_body: Mapped[str] = mapped_column(Text, default="")
     text_body: Mapped[str] = mapped_column(Text, default="")
@@ -172,6 +176,34 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Resource(Base):
+    """A piece of the content library (docs/content.md): an article, video, webinar,
+    course, checklist or template at a public URL, tagged with whom and what it is for.
+    The ``recommend`` step routes one to each recipient; every tag is a list, empty
+    meaning "anyone"."""
+
+    __tablename__ = "content_resources"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    kind: Mapped[str] = mapped_column(String(16))  # article, video, webinar, course, checklist, template
+    title: Mapped[str] = mapped_column(String(300))
+    url: Mapped[str] = mapped_column(String(2000))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    goals: Mapped[list] = mapped_column(JSONType, default=list)  # adoption, win-back, expansion, renewal
+    use_cases: Mapped[list] = mapped_column(JSONType, default=list)
+    industries: Mapped[list] = mapped_column(JSONType, default=list)
+    company_sizes: Mapped[list] = mapped_column(JSONType, default=list)
+    lifecycle_stages: Mapped[list] = mapped_column(JSONType, default=list)
+    segments: Mapped[list] = mapped_column(JSONType, default=list)
+    roles: Mapped[list] = mapped_column(JSONType, default=list)
+    features: Mapped[list] = mapped_column(JSONType, default=list)  # event names of the product features it teaches
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Suppression(Base):

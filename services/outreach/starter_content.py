@@ -1,5 +1,5 @@
-"""The starter content (``services/outreach/starter/templates.yaml`` and
-``playbooks.yaml``) as data. It imports nothing of outreach: the engagement notices
+"""The starter content (``services/outreach/starter/templates.yaml``,
+``playbooks.yaml`` and the content library's ``resources.yaml``) as data. It imports nothing of outreach: the engagement notices
 render starter templates, while seeding (:mod:`services.outreach.starter`) imports the
 playbooks package, which imports engagements for the ``open_engagement`` step."""
 
@@ -19,3 +19,7 @@ def starter_templates() -> dict[str, dict[str, Any]]:
 
 def starter_playbooks() -> dict[str, dict[str, Any]]:
     return yaml.safe_load((STARTER_DIR / "playbooks.yaml").read_text())
+
+
+def starter_resources() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load((STARTER_DIR / "resources.yaml").read_text())

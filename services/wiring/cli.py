@@ -290,6 +290,32 @@ def cmd_rules(args) -> int:
     return 0
 
 
+def cmd_content(args) -> int:
+    """``touchline content import <file>``: the content library from YAML or CSV, all or nothing."""
+    from services.outreach.interface import import_resources
+
+    settings = get_settings()
+    path = Path(args.path)
+    if not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return 2
+    with database(settings) as factory, transaction(factory) as session:
+        outcomes = import_resources(
+            session, path, actor=f"cli:{getpass.getuser()}", now=SystemClock().now(), max_depth=settings.max_json_depth
+        )
+        bad = [o for o in outcomes if o.action == "invalid"]
+        if bad:
+            session.rollback()
+    for o in outcomes:
+        print(f"{o.action:<9} {o.resource_id or '?':<28} {o.source}")
+        for e in o.errors:
+            print(f"          {e['pointer'] or '/'}: {e['message']}")
+    if bad:
+        print(f"error: {len(bad)} invalid resource(s); nothing was imported", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _backtest(args, settings, factory) -> int:
     """``touchline rules backtest``: queue a backtest job, then run it here with a progress
     bar (or follow it, if a jobs worker took it first); ``--submit`` only queues it."""
@@ -499,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--submit", action="store_true", help="only queue the job (the jobs worker runs it)")
     rules_sub.add_parser("tick", help="evaluate the scheduled rules that are due, once")
     rules.set_defaults(func=cmd_rules)
+    content = sub.add_parser("content", help="manage the content library: import YAML or CSV")
+    content_sub = content.add_subparsers(dest="content_cmd", required=True)
+    cimp = content_sub.add_parser("import", help="create or update resources from a .yaml or .csv file (all or nothing)")
+    cimp.add_argument("path", help="a .yaml, .yml or .csv file")
+    content.set_defaults(func=cmd_content)
     a = sub.add_parser("api", help="serve the HTTP API")
     a.add_argument("--host")
     a.add_argument("--port", type=int)
@@ -529,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object per line")
     d.set_defaults(func=cmd_dlq)
     sub.add_parser("mailsink", help="run the embedded SMTP sink (development)").set_defaults(func=cmd_mailsink)
-    sd = sub.add_parser("seed-outreach", help="add the starter templates and playbooks if missing")
+    sd = sub.add_parser("seed-outreach", help="add the starter templates, playbooks and content library if missing")
     sd.add_argument("--enable", action="store_true", help="enable the starter playbooks")
     sd.set_defaults(func=cmd_seed)
     sub.add_parser("schema", help="print the event contract as JSON Schema").set_defaults(func=cmd_schema)

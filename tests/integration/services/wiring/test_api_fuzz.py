@@ -7,7 +7,7 @@ derandomized (a fixed seed), so a failure replays the same way every run.
 Two passes per operation. The first generates everything, path included, so it mostly
 meets 404s: a generated id names nothing. The second stands on a small seeded world (an
 account with users and usage, rules, templates, playbooks, CSMs, engagements, signals,
-messages, a job) and pins each path parameter to a row that exists, so the query and
+messages, resources, a job) and pins each path parameter to a row that exists, so the query and
 body reach the code behind the 404: that is where a date window underflowed, a cursor
 overflowed the database's integer and a PATCH with nulls reached the database (issue 18).
 Operations whose input has a date, a time, a cursor or a PATCH body get more examples
@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import select
 
 from services.ingest.models import User
-from services.outreach.models import Csm, Engagement, Message, Playbook, Template
+from services.outreach.models import Csm, Engagement, Message, Playbook, Resource, Template
 from services.rules.backtest.jobs import KIND as BACKTEST_KIND
 from services.rules.models import Rule, SignalRecord
 from services.rules.rules.schemas import BacktestIn
@@ -134,6 +134,7 @@ def _world(session_factory, settings, clock) -> dict[str, str]:
             "version": 1,
             "template_id": s.scalars(select(Template.id).order_by(Template.id)).first(),
             "playbook_id": s.scalars(select(Playbook.id).order_by(Playbook.id)).first(),
+            "resource_id": s.scalars(select(Resource.id).order_by(Resource.id)).first(),
             "csm_id": s.scalars(select(Csm.id).order_by(Csm.id)).first(),
             "engagement_id": engagement.id,
             "signal_id": s.scalars(select(SignalRecord.signal_id).order_by(SignalRecord.signal_id)).first(),
