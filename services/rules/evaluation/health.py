@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from services.rules.evaluation.engine import Measurements
@@ -31,9 +30,8 @@ from services.rules.health import repository as health_repo
 from services.rules.health import service as health
 from services.rules.health.service import CurrentModel
 from services.rules.language.ast import Metric
-from services.rules.models import HealthRun
 from services.rules.scores import repository as scores
-from shared.db import insert_on_conflict, transaction
+from shared.db import transaction
 from shared.errors import NotFound
 from shared.settings import Settings
 
@@ -99,12 +97,6 @@ class HealthDayReport:
     seconds: float = 0.0
 
 
-def claim_day(session: Session, day: date, now: datetime, version: int) -> bool:
-    t = HealthRun.__table__
-    stmt = insert_on_conflict(session, t).on_conflict_do_nothing(index_elements=["day"]).returning(t.c.day)
-    return bool(list(session.scalars(stmt, [{"day": day, "started_at": now, "model_version": version, "result": {}}])))
-
-
 def run_health_day(session_factory, settings: Settings, now: datetime, gate: Callable[[], bool] | None = None) -> HealthDayReport:
     """Score every account for ``now``'s UTC day unless that day is scored already (or
     there is no model). ``gate`` (the worker's freshness watermark) is asked only when
@@ -120,18 +112,14 @@ def run_health_day(session_factory, settings: Settings, now: datetime, gate: Cal
     started = time.perf_counter()
     with transaction(session_factory) as session:
         cur = health.current(session)
-        if cur is None or not claim_day(session, today, now, cur.version):
+        if cur is None or not health_repo.claim_run(session, today, now, cur.version):
             return report
         rows = score_accounts(session, cur, now)
         scores.save(session, rows)
         report.pruned = scores.prune(session, today - timedelta(days=settings.health_score_retention_days))
         report.ran, report.scored, report.model_version = True, len(rows), cur.version
         report.seconds = round(time.perf_counter() - started, 3)
-        session.execute(
-            update(HealthRun)
-            .where(HealthRun.day == today)
-            .values(result={"scored": report.scored, "pruned": report.pruned, "seconds": report.seconds})
-        )
+        health_repo.record_run_result(session, today, {"scored": report.scored, "pruned": report.pruned, "seconds": report.seconds})
     log.info(
         "health: scored %d accounts for %s with model version %d in %.1fs (%d old scores deleted)",
         report.scored,

@@ -1,13 +1,17 @@
-"""Every query on the health model's versions and its audit trail (the scores are in
-:mod:`services.rules.scores.repository`)."""
+"""Every query on the health model's versions, its audit trail and the daily scoring's
+claims (``health_runs``); the scores are in :mod:`services.rules.scores.repository`."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.rules.models import HealthModelVersion, HealthRun
 from shared import audit
+from shared.db import insert_on_conflict
 from shared.models import AuditRecord
 
 AUDIT_TYPE = "health_model"
@@ -33,5 +37,18 @@ def audit_for(session: Session, *, after: int | None = None, limit: int | None =
     return audit.history(session, AUDIT_TYPE, AUDIT_ID, after=after, limit=limit)
 
 
-def get_run(session: Session, day) -> HealthRun | None:
+def get_run(session: Session, day: date) -> HealthRun | None:
     return session.get(HealthRun, day)
+
+
+def claim_run(session: Session, day: date, now: datetime, version: int) -> bool:
+    """Take the day's scoring: with two workers only one wins, and a restarted worker
+    does not score a day whose scoring committed."""
+    t = HealthRun.__table__
+    stmt = insert_on_conflict(session, t).on_conflict_do_nothing(index_elements=["day"]).returning(t.c.day)
+    return bool(list(session.scalars(stmt, [{"day": day, "started_at": now, "model_version": version, "result": {}}])))
+
+
+def record_run_result(session: Session, day: date, result: dict[str, Any]) -> None:
+    """What the day's scoring did (accounts scored, old scores deleted, seconds)."""
+    session.execute(update(HealthRun).where(HealthRun.day == day).values(result=result))

@@ -140,6 +140,29 @@ async def test_scoring_on_demand_explains_itself_and_follows_the_model_version(a
     assert [i["account_id"] for i in r.json()["items"]] == ["fading"]
     assert (await api.get("/v1/health/accounts?cursor=nonsense", headers=csm)).status_code == 422
 
+    # A dry-run of a rule on health explains the audience's health filters and the metric.
+    rule = {
+        "id": "low-health",
+        "name": "Low health",
+        "kind": "churn_risk",
+        "trigger": {"schedule": {"every": "1h"}},
+        "audience": {"health_label": ["at_risk", "watch"], "health": {"max": 50}},
+        "condition": {"metric": "health", "op": "<", "value": 40},
+    }
+    r = await api.post("/v1/rules/test?account_id=fading", json={"rule": rule}, headers=ops)
+    assert r.status_code == 200, r.text
+    assert r.json()["would_fire"] and r.json()["evidence"]["health"]["value"] == 10.0
+    checks = {c["filter"]: c for c in r.json()["audience"]["checks"]}
+    assert checks["health_label"]["value"] == "at_risk" and checks["health"] == {
+        "filter": "health",
+        "value": 10.0,
+        "max": 50,
+        "result": True,
+    }
+    r = await api.post("/v1/rules/test?account_id=acme", json={"rule": rule}, headers=ops)
+    assert not r.json()["would_fire"] and not r.json()["audience"]["match"]
+    assert {c["filter"]: c["result"] for c in r.json()["audience"]["checks"]} == {"health_label": True, "health": False}
+
 
 def save_model(session_factory, obj: dict, now) -> None:
     with transaction(session_factory) as s:
