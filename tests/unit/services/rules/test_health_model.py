@@ -134,9 +134,22 @@ def test_the_starter_model_validates_and_reads_the_metrics_of_today():
     from services.rules.health.service import starter_definition
 
     d = starter_definition()
-    assert [c["id"] for c in d["components"]] == ["usage_trend", "seat_use", "login_recency", "renewal"]
+    assert [c["id"] for c in d["components"]] == [
+        "usage_trend",
+        "seat_use",
+        "login_recency",
+        "champion_coverage",
+        "p0_tickets",
+        "nps",
+        "renewal",
+    ]
     m = parse_health_model(d)
-    # A healthy account: usage up, 60% of seats, logged in today, renewal in 200 days.
-    assert m.score({"usage_trend": 10.0, "seat_use": 60.0, "login_recency": 0.5, "renewal": 200.0})["label"] == "healthy"
-    # A fading one: usage down half, 10% of seats, three weeks without a login, renewal in 20 days.
-    assert m.score({"usage_trend": -50.0, "seat_use": 10.0, "login_recency": 21.0, "renewal": 20.0})["label"] == "at_risk"
+    healthy = {"usage_trend": 10.0, "seat_use": 80.0, "login_recency": 0.5, "champion_coverage": 2.0, "p0_tickets": 0.0, "renewal": 200.0}
+    # Usage up, 80% of seats, logged in today, two active champions, no P0, renewal in 200 days; no NPS answer: left out.
+    out = m.score(healthy)
+    assert out["score"] == 100.0 and out["label"] == "healthy" and out["components"][5]["band"] == "no value: left out"
+    # The same account answering NPS 3 (a detractor) and with three P0 tickets: (0 * 10 + 0 * 10 + 100 * 90) / 110.
+    assert m.score({**healthy, "nps": 3.0, "p0_tickets": 3.0})["score"] == round(9000 / 110, 1)
+    # A fading one: usage down half, 10% of seats, three weeks without a login, no active champion, renewal in 20 days.
+    fading = {"usage_trend": -50.0, "seat_use": 10.0, "login_recency": 21.0, "champion_coverage": 0.0, "p0_tickets": 0.0, "renewal": 20.0}
+    assert m.score(fading)["label"] == "at_risk"
