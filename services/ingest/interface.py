@@ -23,7 +23,8 @@ Reads (the caller owns the session):
   way: :func:`event_counts_where` (counts with property filters),
   :func:`property_aggregates` (``sum``/``avg``/``min``/``max``/``latest`` of a numeric
   property, :data:`AGGREGATES`), :func:`role_last_seen`, :func:`role_active_user_counts`,
-  :func:`contact_counts`;
+  :func:`contact_counts`; for backtests, by account and day over a period:
+  :func:`daily_counts_where`, :func:`daily_property_stats`, :func:`role_last_seen_by_day`;
 * stored events: :func:`ingested_event_ids`, :func:`latest_events`,
   :func:`events_between`, :func:`accounts_with_events`, :func:`recent_events`.
 
@@ -93,10 +94,13 @@ from services.ingest.repository.metrics import (
 from services.ingest.repository.properties import (
     AGGREGATES,
     contact_counts,
+    daily_counts_where,
+    daily_property_stats,
     event_counts_where,
     property_aggregates,
     role_active_user_counts,
     role_last_seen,
+    role_last_seen_by_day,
 )
 from services.ingest.snapshots import AccountInfo, Contact, StoredEvent
 
@@ -124,6 +128,8 @@ __all__ = [
     "contact_counts",
     "contacts",
     "count_accounts",
+    "daily_counts_where",
+    "daily_property_stats",
     "daily_series",
     "daily_usage",
     "distinct_traits",
@@ -140,6 +146,7 @@ __all__ = [
     "recent_events",
     "role_active_user_counts",
     "role_last_seen",
+    "role_last_seen_by_day",
     "routers",
     "search_accounts",
     "set_lifecycle_stage",

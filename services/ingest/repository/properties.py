@@ -10,7 +10,9 @@ at once (one statement per chunk of accounts, or one over every account when
 - :func:`role_last_seen`: when users of a role last did an event (the live last-seen
   markers, or as of an instant from the raw events);
 - :func:`role_active_user_counts`: distinct active users of a role over a range of days;
-- :func:`contact_counts`: contacts of a role, optionally only those active in a range.
+- :func:`contact_counts`: contacts of a role, optionally only those active in a range;
+- for backtests, the first three by account and UTC day over a whole period, read once
+  (:func:`daily_counts_where`, :func:`daily_property_stats`, :func:`role_last_seen_by_day`).
 
 The daily rollups keep no properties, so the first three read the raw event store: they
 are exact over the retained history (``TOUCHLINE_RAW_EVENT_RETENTION_DAYS``). A property
@@ -21,7 +23,7 @@ number (not a boolean, not a numeric string). Roles are the contacts' current ro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -97,6 +99,17 @@ def _filtered(session: Session, event: str, start: date, end: date, where: Where
     return conds
 
 
+def _utc_day(session: Session, col: Any) -> Any:
+    """The UTC day of a timestamp column (SQLite stores UTC text; PostgreSQL timestamptz)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", col))
+    return func.date(col)
+
+
+def _as_date(v: Any) -> date:
+    return date.fromisoformat(v) if isinstance(v, str) else v
+
+
 def event_counts_where(session: Session, event: str, where: Where, start: date, end: date, accounts: list[str] | None) -> dict[str, int]:
     """Track events named ``event`` in the UTC days [start, end] whose properties match
     every filter of ``where``, per account (accounts without one are absent)."""
@@ -113,16 +126,16 @@ AGGREGATES = ("sum", "avg", "min", "max", "latest")
 
 def property_aggregates(
     session: Session, fn: str, event: str, path: Sequence[str], where: Where, start: date, end: date, accounts: list[str] | None
-) -> dict[str, tuple[float | None, int]]:
+) -> dict[str, tuple[float, int]]:
     """account -> (``fn`` of the numeric values of ``path`` on ``event`` in the UTC days
-    [start, end], how many numeric values there were), for the accounts with such an
-    event (matching ``where``). Values that are missing or not numbers are ignored; with
-    none left the value is None (``sum``: 0). ``latest`` is the value of the last event
-    that has one (by timestamp, then event id)."""
+    [start, end], how many there were), for the accounts with at least one (on an event
+    matching ``where``). Values that are missing or not numbers are ignored; an account
+    without any is absent (the caller decides: ``sum`` 0, the others undefined).
+    ``latest`` is the value of the last event that has one (by timestamp, then event id)."""
     if fn not in AGGREGATES:
         raise ValueError(f"unknown aggregate {fn!r}")
     value = _Json(session, path).number()
-    conds = _filtered(session, event, start, end, where)
+    conds = [*_filtered(session, event, start, end, where), value.is_not(None)]
     if fn == "latest":
 
         def build(part: list[str] | None) -> Any:
@@ -135,29 +148,20 @@ def property_aggregates(
                     .label("rn"),
                     func.count().over(partition_by=RawEvent.account_id).label("n"),
                 )
-                .where(*conds, value.is_not(None), in_(RawEvent.account_id, part))
+                .where(*conds, in_(RawEvent.account_id, part))
                 .subquery()
             )
             return select(ranked.c.account_id, ranked.c.v, ranked.c.n).where(ranked.c.rn == 1)
 
-        out: dict[str, tuple[float | None, int]] = {}
-        for a, v, n in _rows(session, build, accounts):
-            out[a] = (float(v), int(n))
-        return out
-    agg: Any = {"sum": func.sum(value), "avg": func.avg(value), "min": func.min(value), "max": func.max(value)}[fn]
+    else:
+        agg: Any = {"sum": func.sum(value), "avg": func.avg(value), "min": func.min(value), "max": func.max(value)}[fn]
 
-    def build_agg(part: list[str] | None) -> Any:
-        return (
-            select(RawEvent.account_id, agg, func.count(value)).where(*conds, in_(RawEvent.account_id, part)).group_by(RawEvent.account_id)
-        )
+        def build(part: list[str] | None) -> Any:
+            return (
+                select(RawEvent.account_id, agg, func.count()).where(*conds, in_(RawEvent.account_id, part)).group_by(RawEvent.account_id)
+            )
 
-    out = {}
-    for a, v, n in _rows(session, build_agg, accounts):
-        if n:
-            out[a] = (float(v), int(n))
-        else:  # events, but none with a number
-            out[a] = (0.0 if fn == "sum" else None, 0)
-    return out
+    return {a: (float(v), int(n)) for a, v, n in _rows(session, build, accounts)}
 
 
 def _rows(session: Session, build: Any, accounts: list[str] | None) -> list[Any]:
@@ -168,13 +172,7 @@ def _rows(session: Session, build: Any, accounts: list[str] | None) -> list[Any]
 
 
 def role_last_seen(
-    session: Session,
-    event: str,
-    role: str,
-    accounts: list[str] | None,
-    *,
-    as_of: datetime | None = None,
-    lookback_days: int = 400,
+    session: Session, event: str, role: str, as_of: datetime | None, lookback_days: int, accounts: list[str] | None
 ) -> dict[str, datetime]:
     """account -> when a user of ``role`` last did ``event``. Live (``as_of`` None): the
     users' last-seen markers. As of an instant (backtests): the raw events up to it,
@@ -244,12 +242,73 @@ def contact_counts(
     )
 
 
+def daily_counts_where(session: Session, event: str, where: Where, start: date, end: date) -> Iterator[tuple[str, date, int]]:
+    """(account, UTC day, count) of :func:`event_counts_where` for every account and day of
+    [start, end] that has one (a backtest reads them once for its whole period)."""
+    day = _utc_day(session, RawEvent.timestamp)
+    q = (
+        select(RawEvent.account_id, day, func.count())
+        .where(*_filtered(session, event, start, end, where))
+        .group_by(RawEvent.account_id, day)
+    )
+    for a, d, n in session.execute(q):
+        yield a, _as_date(d), int(n)
+
+
+def daily_property_stats(
+    session: Session, event: str, path: Sequence[str], where: Where, start: date, end: date
+) -> Iterator[tuple[str, date, int, float, float, float, float]]:
+    """(account, UTC day, numeric values, their sum, min, max, the latest of the day) of
+    ``path`` on ``event`` for every account and day of [start, end] with a numeric value:
+    :func:`property_aggregates` of any window follows from these rows."""
+    value = _Json(session, path).number()
+    day = _utc_day(session, RawEvent.timestamp)
+    ranked = (
+        select(
+            RawEvent.account_id.label("account_id"),
+            day.label("day"),
+            value.label("v"),
+            func.row_number()
+            .over(partition_by=(RawEvent.account_id, day), order_by=(RawEvent.timestamp.desc(), RawEvent.event_id.desc()))
+            .label("rn"),
+        )
+        .where(*_filtered(session, event, start, end, where), value.is_not(None))
+        .subquery()
+    )
+    c = ranked.c
+    q = select(c.account_id, c.day, func.count(), func.sum(c.v), func.min(c.v), func.max(c.v), func.max(case((c.rn == 1, c.v)))).group_by(
+        c.account_id, c.day
+    )
+    for a, d, n, total, lo, hi, latest in session.execute(q):
+        yield a, _as_date(d), int(n), float(total), float(lo), float(hi), float(latest)
+
+
+def role_last_seen_by_day(session: Session, event: str, role: str, start: date, end: date) -> Iterator[tuple[str, date, datetime]]:
+    """(account, UTC day, the last time a user of ``role`` did ``event`` that day) for every
+    account and day of [start, end] with one (backtests answer "days since" as of any
+    instant of the period from these rows)."""
+    r = RawEvent
+    lo, hi = _day_bounds(start, end)
+    day = _utc_day(session, r.timestamp)
+    q = (
+        select(r.account_id, day, func.max(r.timestamp))
+        .join(User, and_(User.account_id == r.account_id, User.id == r.user_id))
+        .where(r.name == event, r.type == "track", User.role == role, r.timestamp >= lo, r.timestamp < hi)
+        .group_by(r.account_id, day)
+    )
+    for a, d, ts in session.execute(q):
+        yield a, _as_date(d), ts
+
+
 __all__ = [
     "AGGREGATES",
     "Where",
     "contact_counts",
+    "daily_counts_where",
+    "daily_property_stats",
     "event_counts_where",
     "property_aggregates",
     "role_active_user_counts",
     "role_last_seen",
+    "role_last_seen_by_day",
 ]

@@ -1,6 +1,7 @@
 """Daily metric series for backtests: each metric's input is read once for the whole
 replayed range (plus the longest window and baseline before it), and every simulated
-day's value is then answered from memory.
+day's value is then answered from memory. The raw-event metrics (property filters,
+aggregates, a role's last time) are held sparse: per account, its days with a value.
 
 :class:`DailySeries` mirrors the read-model functions (services/ingest/interface.py) :class:`Measurements` calls for a
 whole population (same arguments without the session and the account list, same
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Mapping
-from datetime import date, timedelta
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate, compress
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -42,6 +45,7 @@ class DailySeries:
         self._rows_traits = False
         self._ids: frozenset[str] | None = None
         self._day_list: list[date] | None = None
+        self._raw: dict[tuple, Any] = {}  # the raw-event metrics by account and day (sparse)
 
     # ---- loading ------------------------------------------------------
     def _idx(self, d: date) -> int:
@@ -210,10 +214,95 @@ class DailySeries:
                 out.pop(a, None)
         return out
 
+    # ---- the raw-event metrics (sparse: an account's days with a value, ascending) ----
+    def _window(self, start: date, end: date) -> tuple[int, int] | None:
+        return (self._idx(start), self._idx(end)) if self._covers(start, end) else None
+
+    def event_counts_where(self, event: str, where: Sequence, start: date, end: date) -> dict[str, int] | None:
+        span = self._window(start, end)
+        if span is None:
+            return None
+        key = ("count_where", event, _frozen(where))
+        if key not in self._raw:
+            per: dict[str, list[tuple[int, int]]] = {}
+            for a, d, n in ingest.daily_counts_where(self.session, event, where, self.lo, self.hi):
+                per.setdefault(a, []).append((self._idx(d), n))
+            self._raw[key] = {a: ([i for i, _ in v], list(accumulate((n for _, n in v), initial=0))) for a, v in map(_sorted, per.items())}
+        i, j = span
+        out = {}
+        for a, (days, cum) in self._raw[key].items():
+            lo, hi = bisect_left(days, i), bisect_right(days, j)
+            if hi > lo:
+                out[a] = cum[hi] - cum[lo]
+        return out
+
+    def property_aggregates(
+        self, fn: str, event: str, path: Sequence[str], where: Sequence, start: date, end: date
+    ) -> dict[str, tuple[float, int]] | None:
+        span = self._window(start, end)
+        if span is None:
+            return None
+        key = ("stats", event, tuple(path), _frozen(where))
+        if key not in self._raw:
+            per: dict[str, list[tuple]] = {}
+            for a, d, *stats in ingest.daily_property_stats(self.session, event, path, where, self.lo, self.hi):
+                per.setdefault(a, []).append((self._idx(d), *stats))
+            # account -> (days, values per day, sums, mins, maxes, latests): columns of its day rows
+            self._raw[key] = {a: tuple(map(list, zip(*rows, strict=True))) for a, rows in map(_sorted, per.items())}
+        i, j = span
+        out: dict[str, tuple[float, int]] = {}
+        for a, (days, counts, sums, mins, maxes, latests) in self._raw[key].items():
+            lo, hi = bisect_left(days, i), bisect_right(days, j)
+            if hi == lo:
+                continue
+            n = sum(counts[lo:hi])
+            if fn == "sum":
+                out[a] = (sum(sums[lo:hi]), n)
+            elif fn == "avg":
+                out[a] = (sum(sums[lo:hi]) / n, n)
+            elif fn == "min":
+                out[a] = (min(mins[lo:hi]), n)
+            elif fn == "max":
+                out[a] = (max(maxes[lo:hi]), n)
+            else:  # latest: the last day's latest
+                out[a] = (latests[hi - 1], n)
+        return out
+
+    def role_last_seen(self, event: str, role: str, as_of: datetime | None, lookback_days: int) -> dict[str, datetime] | None:
+        if as_of is None or not (self.lo <= as_of.date() <= self.hi):
+            return None
+        key = ("role_last", event, role, lookback_days)
+        if key not in self._raw:
+            per: dict[str, list[tuple[int, datetime]]] = {}
+            for a, d, ts in ingest.role_last_seen_by_day(self.session, event, role, self.lo, self.hi):
+                per.setdefault(a, []).append((self._idx(d), ts))
+            # The last time before the loaded range (any older one is past the lookback of every instant in it).
+            edge = datetime.combine(self.lo, time.min, tzinfo=UTC) - timedelta(microseconds=1)
+            before = ingest.role_last_seen(self.session, event, role, edge, lookback_days, None)
+            self._raw[key] = ({a: ([i for i, _ in v], [t for _, t in v]) for a, v in map(_sorted, per.items())}, before)
+        days_by_account, before = self._raw[key]
+        j, floor = self._idx(as_of.date()), as_of - timedelta(days=lookback_days)
+        out = {a: t for a, t in before.items() if floor < t <= as_of}
+        for a, (days, times) in days_by_account.items():
+            k = bisect_right(days, j)
+            if k and floor < times[k - 1] <= as_of:
+                out[a] = times[k - 1]
+            elif k:
+                out.pop(a, None)  # its last time up to as_of is past the lookback, and so is any before it
+        return out
+
     def _days(self) -> list[date]:
         if self._day_list is None:
             self._day_list = [self.lo + timedelta(days=i) for i in range(self.length)]
         return self._day_list
+
+
+def _frozen(where: Sequence) -> tuple:
+    return tuple((tuple(path), tuple(values)) for path, values in where)
+
+
+def _sorted(item: tuple[str, list]) -> tuple[str, list]:
+    return item[0], sorted(item[1], key=lambda row: row[0])
 
 
 # Byte b (eight days, bit k = day k) -> those days as eight little-endian 32-bit counters.

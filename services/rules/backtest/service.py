@@ -10,8 +10,8 @@ user, for each such stored event). "days since" is read from the daily rollups a
 that day, so it has day resolution. Audience filters use today's account traits (the
 store keeps no trait history). Cooldowns are simulated in memory. Metrics the rollups
 cannot answer (property filters and aggregates, ``days_since`` of a role) are read
-from the raw events day by day, exact within their retention (:func:`prepare` refuses
-a period that reaches past it); role metrics use today's roles.
+from the raw events, once per period like the rest, exact within their retention
+(:func:`prepare` refuses a period that reaches past it); role metrics use today's roles.
 
 Metric inputs are read once for the whole period
 (:class:`~services.rules.backtest.series.DailySeries`) and each day is answered from

@@ -216,26 +216,26 @@ class Measurements:
 
     def _measure_raw(self, m: Metric) -> dict[str, Any] | None:
         """The metrics over raw event properties and contacts by role (ingest's
-        :mod:`~services.ingest.repository.properties`), None for the others. A backtest asks
-        these day by day (the daily series keeps no properties or roles): exact over the
-        retained raw events, with today's roles."""
-        s, now, acc = self.session, self.now, self.accounts
-        where = [(tuple(path.split(".")), values) for path, values in m.where]
+        :mod:`~services.ingest.repository.properties`), None for the others. In a backtest
+        the daily series answers the raw-event ones from one read per period; role counts
+        and contacts are asked day by day (with today's roles)."""
+        s, now, acc, q = self.session, self.now, self.accounts, self._query
+        where = tuple((tuple(path.split(".")), values) for path, values in m.where)
         if m.metric == "count" and m.where:
             days = ingest.window_days(now, m.window_days)
-            return {a: float(v) for a, v in ingest.event_counts_where(s, m.event_name, where, *days, acc).items()}
+            return {a: float(v) for a, v in q("event_counts_where", m.event_name, where, *days).items()}
         if m.metric == "aggregate":
             assert m.fn is not None and m.prop is not None  # the parser requires both
             days = ingest.window_days(now, m.window_days)
-            found = ingest.property_aggregates(s, m.fn, m.event_name, tuple(m.prop.split(".")), where, *days, acc)
+            found = q("property_aggregates", m.fn, m.event_name, tuple(m.prop.split(".")), where, *days)
             self._seen[m.operand] = {a: n for a, (_, n) in found.items()}
-            return {a: v for a, (v, _) in found.items() if v is not None}
+            return {a: v for a, (v, _) in found.items()}
         if m.role is None:
             return None
         if m.metric == "active_users":
             return {a: float(v) for a, v in ingest.role_active_user_counts(s, m.role, *ingest.window_days(now, m.window_days), acc).items()}
         if m.metric == "days_since":
-            last = ingest.role_last_seen(s, m.event_name, m.role, acc, as_of=now if self.as_of else None, lookback_days=self.lookback_days)
+            last = q("role_last_seen", m.event_name, m.role, now if self.as_of else None, self.lookback_days)
             return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in last.items()}
         if m.metric == "contacts":
             active = ingest.window_days(now, m.window) if m.window else None
