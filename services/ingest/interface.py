@@ -17,6 +17,7 @@ Reads (the caller owns the session):
   query per account: :func:`event_counts` (several events at once:
   :func:`event_counts_by_name`), :func:`active_user_counts`,
   :func:`active_days`, :func:`chunked_metric`, :func:`account_last_seen`,
+  :func:`events_seen_of` (which of some events each account ever sent),
   :func:`account_last_day`, :func:`daily_usage`, :func:`user_activity_masks`, :func:`event_day_masks`,
   :func:`user_last_seen`; :func:`window_days` (the UTC days of a metric's window);
 * metrics over the raw events' properties and over contacts by role, set-based the same
@@ -87,6 +88,7 @@ from services.ingest.repository.metrics import (
     event_counts,
     event_counts_by_name,
     event_day_masks,
+    events_seen_of,
     user_activity_masks,
     user_last_seen,
     window_days,
@@ -139,6 +141,7 @@ __all__ = [
     "event_counts_where",
     "event_day_masks",
     "events_between",
+    "events_seen_of",
     "ingested_event_ids",
     "latest_events",
     "list_users",

@@ -51,7 +51,7 @@ def add_account(session_factory, account_id: str = "acme", users: dict[str, dict
                 segment=traits.pop("segment", "smb"),
                 lifecycle_stage=traits.pop("lifecycle_stage", "adopted"),
                 owner_email=traits.pop("owner_email", f"owner@{account_id}.test"),
-                traits={},
+                traits=traits.pop("traits", {}),
                 created_at=T0,
                 updated_at=T0,
             )

@@ -176,6 +176,22 @@ def account_last_seen(session: Session, event: str, accounts: list[str] | None) 
     )
 
 
+def events_seen_of(session: Session, names: Iterable[str], accounts: list[str]) -> dict[str, set[str]]:
+    """Which of ``names`` each account has ever sent (from the last-seen markers, so
+    raw-event retention does not forget them): one statement per chunk of accounts."""
+    wanted = sorted(set(names))
+    out: dict[str, set[str]] = {}
+    if not wanted or not accounts:
+        return out
+    t = AccountEventSeen
+    for part in chunks(accounts):
+        for account_id, name in session.execute(
+            select(t.account_id, t.event_name).where(t.event_name.in_(wanted), in_(t.account_id, part))
+        ):
+            out.setdefault(account_id, set()).add(name)
+    return out
+
+
 def account_last_day(session: Session, event: str, end: date, lookback_days: int, accounts: list[str] | None) -> dict[str, date]:
     """As of ``end`` (backtests): the last UTC day the event was seen, from the rollups."""
     t = UsageDaily

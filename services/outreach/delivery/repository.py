@@ -173,9 +173,11 @@ def _where(
     enrollment_id: str | None = None,
     skip_reason: str | None = None,
     since: datetime | None = None,
+    resource_id: str | None = None,
 ) -> Any:
     """The message list's filters, one definition for the list and its count."""
     for col, value in (
+        (Message.resource_id, resource_id),
         (Message.state, state),
         (Message.account_id, account_id),
         (Message.playbook_id, playbook_id),
@@ -207,10 +209,12 @@ def list_messages(
     before: str | None,
     skip_reason: str | None = None,
     since: datetime | None = None,
+    resource_id: str | None = None,
 ) -> list[Message]:
     q = select(Message).order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
     q = _where(
         q,
+        resource_id=resource_id,
         state=state,
         account_id=account_id,
         playbook_id=playbook_id,

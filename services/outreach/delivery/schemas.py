@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasPath, BaseModel, ConfigDict, Field
 
 
 class MessageOut(BaseModel):
@@ -21,6 +21,13 @@ class MessageOut(BaseModel):
     audience: str
     recipient: str
     template_id: str | None
+    resource_id: str | None = Field(None, description="the content library resource a recommend step chose")
+    recommendation: dict[str, Any] | None = Field(
+        None,
+        validation_alias=AliasPath("payload", "recommendation"),
+        description="a recommend step's reasons: the resource, its score, the matched tags, the features not used yet, "
+        "what else was considered (docs/content.md)",
+    )
     subject: str
     state: str
     skip_reason: str | None

@@ -34,9 +34,10 @@ from sqlalchemy.orm.util import identity_key
 
 from services.ingest import interface as ingest
 from services.ingest.interface import AccountInfo, Contact
+from services.outreach.content import repository as content_repo
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.engagements import repository as engagement_repo
-from services.outreach.models import Enrollment, Template
+from services.outreach.models import Enrollment, Resource, Template
 from services.outreach.playbooks import repository as playbook_repo
 from services.outreach.playbooks.conditions import parse_exit_condition
 from services.outreach.policy import repository as policy_repo
@@ -80,6 +81,9 @@ class Batch:
         self._templates: dict[str, Template | None] = {}
         self._sent: dict[str, list[dict[str, Any]]] | None = None
         self._evaluate: Callable[[Condition, str], tuple[bool, dict[str, Any]]] | None = None
+        self._library: list[Resource] | None = None
+        self._received: dict[str, dict[str, set[str]]] | None = None
+        self._seen: dict[str, set[str]] | None = None
 
     # ---- reads ------------------------------------------------------------------
 
@@ -132,6 +136,37 @@ class Batch:
             if r.get("enrollment_id") == enrollment_id and r["state"] in ("queued", "sending", "sent")
         ]
         return [*stored, *held]
+
+    def resources(self) -> list[Resource]:
+        """The enabled resources of the content library, by id (one statement per batch)."""
+        if self._library is None:
+            self._library = content_repo.enabled_resources(self.session)
+        return self._library
+
+    def received(self, account_id: str, recipient: str) -> set[str]:
+        """The resources already queued or sent to a recipient (user id, else address),
+        including the rows this batch holds. The first call reads every resource message
+        of the batch's accounts in one statement."""
+        if self._received is None:
+            self._received = content_repo.received_of(self.session, self.accounts)
+        stored = self._received.get(account_id, {}).get(recipient, set())
+        held = {
+            r["resource_id"]
+            for r in self._held
+            if r.get("resource_id")
+            and r["account_id"] == account_id
+            and (r["user_id"] or r["recipient"]) == recipient
+            and r["state"] in content_repo.RECEIVED_STATES
+        }
+        return stored | held
+
+    def features_seen(self, account_id: str) -> set[str]:
+        """Which of the library's feature events the account ever sent: one statement
+        for the batch's accounts and every feature the library tags."""
+        if self._seen is None:
+            names = {f for r in self.resources() for f in r.features}
+            self._seen = ingest.events_seen_of(self.session, names, list(self.accounts))
+        return self._seen.get(account_id, set())
 
     def template(self, template_id: str) -> Template | None:
         if template_id not in self._templates:

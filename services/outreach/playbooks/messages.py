@@ -34,6 +34,7 @@ class MessageRows:
             "channel": channel,
             "audience": audience,
             "template_id": template_id,
+            "resource_id": None,
             "subject": "",
             "html_body": "",
             "text_body": "",

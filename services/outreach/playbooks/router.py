@@ -60,7 +60,9 @@ def parse_definition(raw: bytes, content_type: str) -> PlaybookDefinition:
     try:
         return PlaybookDefinition.model_validate(obj)
     except ValidationError as exc:
-        raise Unprocessable([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()], code="playbook_invalid") from None
+        # A step's message starts with its JSON pointer (/steps/0/goal: ...): pydantic's "Value error, " would hide it.
+        problems = [{"loc": list(e["loc"]), "msg": str(e["msg"]).removeprefix("Value error, ")} for e in exc.errors()]
+        raise Unprocessable(problems, code="playbook_invalid") from None
 
 
 @router.put(

@@ -6,11 +6,12 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from services.outreach.content import repository as content_repo
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.models import Playbook, PlaybookVersion
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut
-from services.outreach.playbooks.steps.definitions import SendStep
+from services.outreach.playbooks.steps.definitions import RecommendStep, SendStep
 from services.outreach.stats import lift_interval
 from services.outreach.templates import repository as template_repo
 from shared import audit
@@ -29,6 +30,19 @@ def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, 
             f"the playbook names templates that do not exist: {', '.join(missing)}; create them with PUT /v1/templates/{{id}} first",
             code="unknown_template",
         )
+    fallbacks = {i: s.fallback for i, s in enumerate(steps) if isinstance(s, RecommendStep) and s.fallback}
+    known = content_repo.get_many(session, fallbacks.values())
+    for i, fallback in fallbacks.items():
+        if fallback not in known:
+            raise Unprocessable(
+                [
+                    {
+                        "pointer": f"/steps/{i}/fallback",
+                        "message": f"no resource {fallback!r} in the content library; add it with PUT /v1/resources/{fallback} first",
+                    }
+                ],
+                code="unknown_resource",
+            )
     for i, s in enumerate(steps):
         if not isinstance(s, SendStep) or s.channel == "webhook" or s.template is None:
             continue

@@ -39,12 +39,24 @@ def recipient_context(user=None, *, email: str | None = None, role: str | None =
 
 
 def build_context(
-    *, account: dict, recipient: dict, signal: dict, playbook: dict, unsubscribe_url: str, settings, brief: dict | None = None
+    *,
+    account: dict,
+    recipient: dict,
+    signal: dict,
+    playbook: dict,
+    unsubscribe_url: str,
+    settings,
+    brief: dict | None = None,
+    resource: dict | None = None,
 ) -> dict[str, Any]:
     """What a template renders with. ``brief`` is for internal templates (a message to
     the account owner): the evidence as sentences, what automation already sent, what
-    happens next and where to look (:func:`brief_context`); empty for customer copy."""
+    happens next and where to look (:func:`brief_context`); empty for customer copy.
+    ``resource`` is the content library resource a recommend step chose (id, kind,
+    title, url, summary, language, why); only a recommend step's message has it."""
+    extra = {"resource": resource} if resource is not None else {}
     return {
+        **extra,
         "account": account,
         "recipient": recipient,
         "signal": signal,
@@ -82,8 +94,32 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+SAMPLE_RESOURCE = {
+    "id": "first-reports-guide",
+    "kind": "article",
+    "title": "Five reports every analytics team starts with",
+    "url": "https://help.example.com/guides/first-reports",
+    "summary": "Build the reports analytics teams use in their first month, step by step.",
+    "language": "en",
+    "why": "first-reports-guide scored 9: goal win-back (+4), use case analytics (+3), feature report_created not used yet (+2)",
+}
+
+
+def resource_context(resource: Any, why: str) -> dict[str, Any]:
+    return {
+        "id": resource.id,
+        "kind": resource.kind,
+        "title": resource.title,
+        "url": resource.url,
+        "summary": resource.summary,
+        "language": resource.language,
+        "why": why,
+    }
+
+
 def sample_context(settings, extra: dict | None = None) -> dict[str, Any]:
-    """What a template is validated against on save: every variable a real send has."""
+    """What a template is validated against on save: every variable a real send has
+    (and ``resource``, which only a recommend step's message has)."""
     ctx = build_context(
         account={
             "id": "acme",
@@ -133,5 +169,6 @@ def sample_context(settings, extra: dict | None = None) -> dict[str, Any]:
             "next": ["wait 7d", "open a recover_usage engagement for a pooled CSM (time-box 30d)"],
             "account_url": "https://touchline.example/console/accounts/acme",
         },
+        resource=SAMPLE_RESOURCE,
     )
     return _merge(ctx, extra or {})

@@ -1,4 +1,4 @@
-"""The built-in step types' definitions: send, wait, branch, end."""
+"""The built-in step types' definitions: send, recommend, wait, branch, end."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from services.outreach.content.schemas import GOALS, KINDS, Goal, Kind
 from services.outreach.playbooks.conditions import parse_exit_condition
 from services.outreach.playbooks.steps.registry import StepBase
 from services.outreach.playbooks.terms import parse_duration
@@ -69,6 +70,30 @@ class SendStep(StepBase):
                     "(audience: internal), and to the customer's contacts in another"
                 )
         return self
+
+
+class RecommendStep(SendStep):
+    """A send step that first picks, for each recipient, the best resource of the content
+    library (docs/content.md) and renders its template with it as ``resource``."""
+
+    type: Literal["recommend"]  # type: ignore[assignment]
+    channel: Literal["email", "inapp"] = "email"
+    goal: Goal | None = Field(None, description=f"the goal resources must serve ({', '.join(GOALS)}); default: from the signal's kind")
+    kinds: list[Kind] = Field(default_factory=list, description=f"only these kinds ({', '.join(KINDS)}); empty: any")
+    min_score: int = Field(1, ge=1, le=1000, description="the least score a resource needs to be chosen (docs/content.md)")
+    fallback: str | None = Field(
+        None, max_length=128, description="a resource id sent when none scores min_score (unless already received); none: skip"
+    )
+
+    def describe(self) -> str:
+        return f"recommend a resource by {self.channel} ({self.template}) to {', '.join(self.to)} ({self.id})"
+
+    @field_validator("to")
+    @classmethod
+    def _customers_only(cls, to: list[str]) -> list[str]:
+        if "owner" in to:
+            raise ValueError("a recommend step sends resources to the customer's contacts; the owner is an internal address")
+        return to
 
 
 class WaitStep(StepBase):

@@ -132,13 +132,16 @@ def parse_steps(raw: list[dict[str, Any]]) -> ParsedSteps:
         where = f"step {i + 1}"
         if not isinstance(obj, dict) or obj.get("type") not in REGISTRY:
             kind = obj.get("type") if isinstance(obj, dict) else None
-            raise ValueError(f"{where}: unknown step type {kind!r}; use one of {', '.join(sorted(REGISTRY))}")
+            raise ValueError(f"/steps/{i}/type: {where}: unknown step type {kind!r}; use one of {', '.join(sorted(REGISTRY))}")
         try:
             step = REGISTRY[obj["type"]].model.model_validate(obj)
         except ValidationError as exc:
             first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first.get("loc", ()))
-            raise ValueError(f"{where} ({obj.get('id') or obj['type']}): {loc + ': ' if loc else ''}{first['msg']}") from None
+            loc = [str(p) for p in first.get("loc", ())]
+            pointer = "/".join([f"/steps/{i}", *loc])  # the JSON pointer of the offending field
+            field = ".".join(loc)
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"{pointer}: {where} ({obj.get('id') or obj['type']}): {field + ': ' if field else ''}{message}") from None
         if not step.id:
             step.id = f"step-{i + 1}"
         steps.append(step)

@@ -110,8 +110,11 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
     return reasons
 
 
-def render_for(ctx: StepContext, step: SendStep, template: Template | None, r: Recipient, unsub: str) -> dict[str, str]:
-    """The template rendered for one recipient (empty without a template); raises TemplateProblem."""
+def render_for(
+    ctx: StepContext, step: SendStep, template: Template | None, r: Recipient, unsub: str, resource: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The template rendered for one recipient (empty without a template), with the
+    ``resource`` a recommend step chose; raises TemplateProblem."""
     if template is None:
         return {}
     e = ctx.enrollment
@@ -123,6 +126,7 @@ def render_for(ctx: StepContext, step: SendStep, template: Template | None, r: R
         unsubscribe_url=unsub,
         settings=ctx.settings,
         brief=_brief(ctx) if template.audience == "internal" else None,
+        resource=resource,
     )
     rendered = render({p: getattr(template, p) for p in PARTS}, variables, RenderBudget.from_settings(ctx.settings))
     return {"subject": rendered.subject, "html_body": rendered.html_body, "text_body": rendered.text_body}
