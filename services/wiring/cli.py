@@ -290,6 +290,31 @@ def cmd_rules(args) -> int:
     return 0
 
 
+def cmd_health(args) -> int:
+    """``touchline health score``: score every account for today now, without the freshness
+    check (you are the judge, as with ``rules tick``); ``touchline health starter``: save
+    the starter model as version 1 if there is no model (docs/health.md)."""
+    from services.rules.interface import install_starter_health_model, run_health_day
+
+    settings = get_settings()
+    with database(settings) as factory:
+        now = SystemClock().now()
+        if args.health_cmd == "starter":
+            with transaction(factory) as session:
+                saved = install_starter_health_model(session, "cli:" + getpass.getuser(), now)
+            print("saved the starter health model as version 1" if saved else "a health model exists; left it as it is")
+            return 0
+        report = run_health_day(factory, settings, now)
+        if report.ran:
+            print(f"scored {report.scored} accounts for {report.day} with model version {report.model_version} in {report.seconds:.1f}s")
+        elif report.done:
+            print(f"{report.day} is scored already (the daily scoring runs once a day)")
+        else:
+            print("no health model: define one with PUT /v1/health/model or `touchline health starter`", file=sys.stderr)
+            return 2
+    return 0
+
+
 def cmd_content(args) -> int:
     """``touchline content import <file>``: the content library from YAML or CSV, all or nothing."""
     from services.outreach.interface import import_resources
@@ -525,6 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--submit", action="store_true", help="only queue the job (the jobs worker runs it)")
     rules_sub.add_parser("tick", help="evaluate the scheduled rules that are due, once")
     rules.set_defaults(func=cmd_rules)
+    health = sub.add_parser("health", help="customer health: score today now, or save the starter model")
+    health_sub = health.add_subparsers(dest="health_cmd", required=True)
+    health_sub.add_parser("score", help="score every account for today (once a day), without waiting for ingest")
+    health_sub.add_parser("starter", help="save the starter health model if there is no model yet")
+    health.set_defaults(func=cmd_health)
     content = sub.add_parser("content", help="manage the content library: import YAML or CSV")
     content_sub = content.add_subparsers(dest="content_cmd", required=True)
     cimp = content_sub.add_parser("import", help="create or update resources from a .yaml or .csv file (all or nothing)")

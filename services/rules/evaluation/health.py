@@ -89,7 +89,8 @@ def score_account(session: Session, account_id: str, now: datetime) -> dict[str,
 @dataclass
 class HealthDayReport:
     day: date
-    ran: bool = False
+    ran: bool = False  # scored the day now
+    done: bool = False  # the day is scored (now, or before)
     deferred: bool = False
     scored: int = 0
     pruned: int = 0
@@ -104,7 +105,10 @@ def run_health_day(session_factory, settings: Settings, now: datetime, gate: Cal
     today = now.date()
     report = HealthDayReport(day=today)
     with transaction(session_factory) as session:
-        if health_repo.current(session) is None or health_repo.get_run(session, today) is not None:
+        if health_repo.current(session) is None:
+            return report
+        if health_repo.get_run(session, today) is not None:
+            report.done = True
             return report
     if gate is not None and not gate():
         report.deferred = True
@@ -113,11 +117,13 @@ def run_health_day(session_factory, settings: Settings, now: datetime, gate: Cal
     with transaction(session_factory) as session:
         cur = health.current(session)
         if cur is None or not health_repo.claim_run(session, today, now, cur.version):
+            report.done = cur is not None  # another worker claimed the day
             return report
         rows = score_accounts(session, cur, now)
         scores.save(session, rows)
         report.pruned = scores.prune(session, today - timedelta(days=settings.health_score_retention_days))
-        report.ran, report.scored, report.model_version = True, len(rows), cur.version
+        report.ran = report.done = True
+        report.scored, report.model_version = len(rows), cur.version
         report.seconds = round(time.perf_counter() - started, 3)
         health_repo.record_run_result(session, today, {"scored": report.scored, "pruned": report.pruned, "seconds": report.seconds})
     log.info(

@@ -89,6 +89,7 @@ class RulesWorker(BatchWorker):
         self.last_tick: TickReport | None = None
         self.last_health: HealthDayReport | None = None
         self._health_day: date | None = None
+        self._health_next_check: datetime | None = None
         self.last_report: EvaluationReport | None = None
         self._parsed: dict[tuple[str, int, int], object] = {}
 
@@ -215,11 +216,13 @@ class RulesWorker(BatchWorker):
         """Every account's health, once per UTC day, behind the same freshness watermark as
         the tick (docs/health.md): while ingest is behind, the day's scoring waits."""
         now = self.clock.now()
-        if self._health_day == now.date():
+        if self._health_day == now.date() or (self._health_next_check is not None and now < self._health_next_check):
             return
         report = self.last_health = run_health_day(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
-        if not report.deferred:
+        if report.done:
             self._health_day = now.date()
+        elif not report.deferred:  # no model yet: look again a tick later (one may be defined during the day)
+            self._health_next_check = now + timedelta(seconds=self.settings.rules_tick_seconds)
 
     def ingest_caught_up(self, now: datetime) -> bool:
         """The freshness watermark: has ingest stored what the topic holds? Logs and

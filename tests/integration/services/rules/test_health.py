@@ -4,7 +4,7 @@ change, the change over 7 days, and the accounts listed by health."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -19,7 +19,7 @@ from services.rules.health import service as health_service
 from services.rules.language import RuleValidationError, parse_rule
 from services.rules.models import HealthRun, HealthScore
 from shared.db import transaction
-from tests.support.helpers import T0, auth, drain, publish, track
+from tests.support.helpers import T0, auth, drain, publish, run_cli, track
 from tests.support.rules import count, group, ingest, make_rule, signals
 
 MODEL = {
@@ -198,7 +198,8 @@ def test_a_rule_on_health_change_fires_on_the_account_whose_health_fell(session_
     report = run_health_day(session_factory, settings, T0)
     assert report.ran and report.scored == 2 and report.model_version == 1
     assert scores_of(session_factory, T0.date()) == {"steady": (87.5, "healthy"), "fading": (87.5, "healthy")}
-    assert not run_health_day(session_factory, settings, T0 + timedelta(hours=3)).ran  # one scoring a day
+    again = run_health_day(session_factory, settings, T0 + timedelta(hours=3))
+    assert again.done and not again.ran  # one scoring a day
 
     # Two weeks on: steady keeps logging in, fading stops at T0.
     later = T0 + timedelta(days=14)
@@ -277,3 +278,33 @@ def test_the_daily_scoring_waits_for_ingest_like_the_tick(topics, session_factor
     assert rules.last_health.ran and rules.last_health.scored == len(healthy)
     # Scored on the whole history: everyone logged in a day ago (100 points), not 30 days ago (0; no seats: left out).
     assert scores_of(session_factory, T0.date()) == {a: (100.0, "healthy") for a in healthy}
+
+
+def test_scores_older_than_the_retention_are_deleted_by_the_daily_scoring(session_factory, settings):
+    ingest(session_factory, [track("acme", "login", T0 - timedelta(days=1), "u1", "acme-1")], T0)
+    assert not run_health_day(session_factory, settings, T0).done  # no model: nothing to score
+    save_model(session_factory, MODEL, T0)
+    assert run_health_day(session_factory, settings, T0).scored == 1
+    kept = settings.model_copy(update={"health_score_retention_days": 31})
+    assert run_health_day(session_factory, kept, T0 + timedelta(days=31)).pruned == 0  # 31 days old: kept
+    report = run_health_day(session_factory, kept, T0 + timedelta(days=32))
+    assert report.pruned == 1 and report.scored == 1
+    with session_factory() as s:
+        assert sorted(s.scalars(select(HealthScore.day))) == [(T0 + timedelta(days=d)).date() for d in (31, 32)]
+        assert s.get(HealthRun, (T0 + timedelta(days=32)).date()).result["pruned"] == 1
+
+
+def test_the_cli_saves_the_starter_model_and_scores_today(settings, session_factory):
+    now = datetime.now(UTC)
+    ingest(session_factory, [track(a, "login", now - timedelta(days=2), "u1", f"{a}-1") for a in ("acme", "globex")], now)
+    r = run_cli(settings, "health", "score")
+    assert r.returncode == 2 and "no health model" in r.stderr
+    r = run_cli(settings, "health", "starter")
+    assert r.returncode == 0 and "version 1" in r.stdout, r.stderr
+    assert "left it as it is" in run_cli(settings, "health", "starter").stdout
+    r = run_cli(settings, "health", "score")
+    assert r.returncode == 0 and "scored 2 accounts" in r.stdout and "model version 1" in r.stdout, r.stderr
+    assert "scored already" in run_cli(settings, "health", "score").stdout
+    with session_factory() as s:
+        [run] = s.scalars(select(HealthRun))
+        assert run.result["scored"] == 2 and {r.account_id for r in s.scalars(select(HealthScore))} == {"acme", "globex"}
