@@ -66,7 +66,8 @@ class AppContext:
 
 
 def context_of(request: Request) -> AppContext:
-    return request.app.state.ctx
+    ctx: AppContext = request.app.state.ctx
+    return ctx
 
 
 def session_factory_of(request: Request) -> sessionmaker[Session]:

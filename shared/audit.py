@@ -4,6 +4,7 @@ Services call :func:`record` inside the transaction that makes the change."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +21,7 @@ def record(
     object_id: str,
     now: datetime,
     version: int | None = None,
-    details: dict | None = None,
+    details: dict[str, Any] | None = None,
 ) -> AuditRecord:
     row = AuditRecord(
         at=now, actor=actor, action=action, object_type=object_type, object_id=object_id, version=version, details=details or {}

@@ -36,7 +36,7 @@ NAMING_CONVENTION = {
 JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every database. SQLite keeps no zone, so values
     are converted to UTC on the way in and marked UTC on the way out; a naive value
     is a bug and is refused."""

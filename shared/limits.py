@@ -198,7 +198,7 @@ class _DepthBoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]  # PyYAML's own signature
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > self.max_depth:
@@ -206,7 +206,7 @@ class _DepthBoundedLoader(yaml.SafeLoader):
                     None,
                     None,
                     f"nests more than {self.max_depth} levels deep (TOUCHLINE_MAX_JSON_DEPTH); flatten it",
-                    self.peek_event().start_mark,
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
                 )
             return super().compose_node(parent, index)
         finally:

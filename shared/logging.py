@@ -25,7 +25,7 @@ class RepeatedRecords(logging.Filter):
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.interval, self.clock = interval, clock
-        self._seen: dict[tuple, list[float]] = {}  # kind -> [logged at, held back since]
+        self._seen: dict[tuple[str, int, str, str | None], list[float]] = {}  # kind -> [logged at, held back since]
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -119,7 +119,7 @@ def metrics_registry() -> CollectorRegistry:
     """Under ``touchline run``, every process's metrics, aggregated; else this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
         return registry
     return REGISTRY
 

@@ -33,13 +33,13 @@ class OutboxMessage(Base):
     topic: Mapped[str] = mapped_column(String(255))
     key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     value: Mapped[bytes] = mapped_column(LargeBinary)
-    headers: Mapped[list] = mapped_column(JSONType, default=list)  # [[name, text], ...]
+    headers: Mapped[list[list[str]]] = mapped_column(JSONType, default=list)  # [[name, text], ...]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
-def enqueue_many(session: Session, messages: list[dict], now: datetime) -> None:
+def enqueue_many(session: Session, messages: list[dict[str, Any]], now: datetime) -> None:
     """Add messages to the caller's transaction in one statement (never commits): dicts
     with topic, key, value and optional headers."""
     if not messages:

@@ -34,7 +34,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
-        return min(self.maximum, self.initial * 2 ** (self.failures - 1))
+        return min(self.maximum, self.initial * 2.0 ** (self.failures - 1))
 
     def reset(self) -> None:
         self.failures = 0

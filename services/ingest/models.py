@@ -4,6 +4,7 @@ dedupe index), daily usage rollups and last-seen markers. Days are UTC days."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import Date, Float, ForeignKeyConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -30,7 +31,7 @@ class Account(Base):
     renewal_date: Mapped[date | None] = mapped_column(Date)
     signup_date: Mapped[date | None] = mapped_column(Date)
     owner_email: Mapped[str | None] = mapped_column(String(254))
-    traits: Mapped[dict] = mapped_column(JSONType, default=dict)
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Event time of the last trait change applied: an older identify/group arriving late
     # does not overwrite a newer one.
     traits_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -53,7 +54,7 @@ class User(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     role: Mapped[str | None] = mapped_column(String(32))
     timezone: Mapped[str | None] = mapped_column(String(64))
-    traits: Mapped[dict] = mapped_column(JSONType, default=dict)
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     traits_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     first_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -78,7 +79,7 @@ class RawEvent(Base):
     type: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(128))
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
-    properties: Mapped[dict] = mapped_column(JSONType, default=dict)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,9 @@ from shared.events import AccountTraits, Event, UserTraits, ValidEvent
 
 ACCOUNT_FIELDS = tuple(AccountTraits.model_fields)
 USER_FIELDS = tuple(UserTraits.model_fields)
+
+_K = TypeVar("_K")
+_Span = list[datetime | None]  # [first seen, last seen]; None while only traits were seen
 
 
 @dataclass
@@ -73,14 +76,14 @@ def _store_events(session: Session, events: list[ValidEvent | Event], now: datet
     if not fresh:
         return summary, []
 
-    accounts: dict[str, list] = {}
-    users: dict[tuple[str, str], list] = {}
-    usage: dict[tuple, int] = defaultdict(int)
-    activity: dict[tuple, int] = defaultdict(int)
-    acc_seen: dict[tuple, list] = {}
-    user_seen: dict[tuple, list] = {}
+    accounts: dict[str, _Span] = {}
+    users: dict[tuple[str, str], _Span] = {}
+    usage: dict[tuple[str, date, str], int] = defaultdict(int)
+    activity: dict[tuple[str, date, str], int] = defaultdict(int)
+    acc_seen: dict[tuple[str, str], _Span] = {}
+    user_seen: dict[tuple[str, str, str], _Span] = {}
 
-    def widen(store: dict, key, ts: datetime | None) -> None:
+    def widen(store: dict[_K, _Span], key: _K, ts: datetime | None) -> None:
         span = store.get(key)
         if span is None:
             store[key] = [ts, ts]
@@ -98,12 +101,14 @@ def _store_events(session: Session, events: list[ValidEvent | Event], now: datet
             widen(users, (ev.account_id, ev.user_id), ts if track else None)
         if not track:
             continue
+        name = ev.name
+        assert name is not None  # Event's validator requires a name on track events
         day = ts.astimezone(UTC).date()
-        usage[(ev.account_id, day, ev.name)] += 1
-        widen(acc_seen, (ev.account_id, ev.name), ts)
+        usage[(ev.account_id, day, name)] += 1
+        widen(acc_seen, (ev.account_id, name), ts)
         if ev.user_id:
             activity[(ev.account_id, day, ev.user_id)] += 1
-            widen(user_seen, (ev.account_id, ev.user_id, ev.name), ts)
+            widen(user_seen, (ev.account_id, ev.user_id, name), ts)
 
     summary.accounts = len(accounts)
     repo.touch_accounts(

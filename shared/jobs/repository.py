@@ -160,7 +160,7 @@ def finish(
     state: str,
     *,
     result: Any = None,
-    error: dict | None = None,
+    error: dict[str, Any] | None = None,
     progress: tuple[int, int | None, str] | None = None,
 ) -> bool:
     """End ``owner``'s run of the job (with its last progress); False (nothing

@@ -206,7 +206,7 @@ class JobWorker(PeriodicWorker):
         started = time.perf_counter()
         log.info("%s: job %d (%s, by %s) started, attempt %d", self.name, job.id, job.kind, job.created_by, job.attempts)
         result: Any = None
-        error: dict | None = None
+        error: dict[str, Any] | None = None
         try:
             reporter.write(self.clock.now())  # a cancel that came before we started is honoured now
             result = kind.run(ctx, dict(job.params or {}), reporter)
@@ -238,7 +238,7 @@ class JobWorker(PeriodicWorker):
             state, error = FAILED, {"error": "job_error", "detail": f"{type(exc).__name__}: {exc}"[:2000]}
         self._finish(job, state, result, error, started, reporter)
 
-    def _finish(self, job: Job, state: str, result: Any, error: dict | None, started: float, reporter: _Reporter) -> None:
+    def _finish(self, job: Job, state: str, result: Any, error: dict[str, Any] | None, started: float, reporter: _Reporter) -> None:
         with transaction(self.session_factory) as session:
             ok = repo.finish(
                 session,

@@ -36,7 +36,7 @@ class LagProbe:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.consumer.poll(timeout_ms=100, max_records=1, update_offsets=False)
-            hw = self.consumer.highwater(tp)
+            hw: int | None = self.consumer.highwater(tp)
             if hw is not None:
                 return hw
         return None

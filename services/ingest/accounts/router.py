@@ -18,12 +18,13 @@ from services.ingest.accounts.schemas import (
     UserPage,
 )
 from services.ingest.accounts.service import usage_report
+from services.ingest.models import User
 from services.ingest.repository import accounts as repo
 from services.ingest.repository import metrics
 from services.ingest.service import apply_account_traits, apply_user_traits, new_account, new_user
 from services.ingest.snapshots import AccountInfo
 from shared.api import ClockDep, PathId, SessionDep
-from shared.auth import require
+from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
 from shared.pagination import next_key
@@ -42,7 +43,7 @@ def _account_or_404(session: Session, account_id: str) -> AccountInfo:
     return account
 
 
-def _user_or_404(session: Session, account_id: str, user_id: str):
+def _user_or_404(session: Session, account_id: str, user_id: str) -> User:
     user = repo.get_user(session, account_id, user_id)
     if user is None:
         raise NotFound(f"no user {user_id!r} in account {account_id!r}")
@@ -55,7 +56,9 @@ def _user_or_404(session: Session, account_id: str, user_id: str):
     responses={**AUTH_ERRORS, **responses(Unprocessable)},
     summary="Create an account or update its traits (like a Segment group call)",
 )
-def put_account(body: AccountIn, account_id: PathId, session: Session = SessionDep, clock: Clock = ClockDep, _p=require(*WRITERS)):
+def put_account(
+    body: AccountIn, account_id: PathId, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require(*WRITERS)
+) -> AccountInfo:
     now = clock.now()
     account = repo.get_account(session, account_id)
     if account is None:
@@ -67,7 +70,7 @@ def put_account(body: AccountIn, account_id: PathId, session: Session = SessionD
 
 
 @router.get("/v1/accounts/{account_id}", response_model=AccountInfo, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_account(account_id: PathId, session: Session = SessionDep, _p=require(*READERS)):
+def get_account(account_id: PathId, session: Session = SessionDep, _p: Principal = require(*READERS)) -> AccountInfo:
     return _account_or_404(session, account_id)
 
 
@@ -84,8 +87,8 @@ def list_accounts(
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
-    _p=require(*READERS),
-):
+    _p: Principal = require(*READERS),
+) -> AccountPage:
     items = repo.list_accounts(session, segment=segment, lifecycle_stage=lifecycle_stage, plan=plan, after=cursor, limit=limit)
     return AccountPage(items=items, next_cursor=next_key(items, limit, lambda a: a.id))
 
@@ -121,8 +124,8 @@ def account_usage(
     days: int = WindowDays,
     session: Session = SessionDep,
     clock: Clock = ClockDep,
-    _p=require(*READERS),
-):
+    _p: Principal = require(*READERS),
+) -> UsageOut:
     _account_or_404(session, account_id)
     start, end = _window(start, end, days, clock)
     return usage_report(session, account_id, start, end)
@@ -140,8 +143,8 @@ def put_user(
     user_id: PathId,
     session: Session = SessionDep,
     clock: Clock = ClockDep,
-    _p=require(*WRITERS),
-):
+    _p: Principal = require(*WRITERS),
+) -> User:
     now = clock.now()
     if repo.get_account(session, account_id) is None:
         session.add(new_account(account_id, now))
@@ -156,7 +159,7 @@ def put_user(
 
 
 @router.get("/v1/accounts/{account_id}/users/{user_id}", response_model=UserOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_user(account_id: PathId, user_id: PathId, session: Session = SessionDep, _p=require(*READERS)):
+def get_user(account_id: PathId, user_id: PathId, session: Session = SessionDep, _p: Principal = require(*READERS)) -> User:
     return _user_or_404(session, account_id, user_id)
 
 
@@ -172,8 +175,8 @@ def list_users(
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
-    _p=require(*READERS),
-):
+    _p: Principal = require(*READERS),
+) -> UserPage:
     _account_or_404(session, account_id)
     items = repo.list_users(session, account_id, role=role, after=cursor, limit=limit)
     return UserPage(items=items, next_cursor=next_key(items, limit, lambda u: u.id))
@@ -194,8 +197,8 @@ def user_usage(
     days: int = WindowDays,
     session: Session = SessionDep,
     clock: Clock = ClockDep,
-    _p=require(*READERS),
-):
+    _p: Principal = require(*READERS),
+) -> UsageOut:
     _user_or_404(session, account_id, user_id)
     start, end = _window(start, end, days, clock)
     activity = metrics.user_activity_by_day(session, account_id, user_id, start, end)

@@ -72,7 +72,7 @@ _EXAMPLES: list[dict[str, Any]] = cast(dict[str, Any], Event.model_config["json_
         }
     },
 )
-def post_events(request: Request, _principal=require("ingest"), body: bytes = BodyDep) -> Any:
+def post_events(request: Request, _principal: Principal = require("ingest"), body: bytes = BodyDep) -> Any:
     """A plain def: validating a batch of 1,000 events and waiting for the broker's
     acknowledgements run in the thread pool, never on the event loop."""
     ctx = context_of(request)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest.repository import store
 from services.ingest.service import apply_events
+from shared.clock import Clock
 from shared.db import transaction
 from shared.events import Rejection, ValidEvent, validate_record
 from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,15 @@ class IngestWorker(BatchWorker):
     # and decoded while the database stores this one (docs/performance.md).
     overlap = True
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock | None = None,
+        group_id: str | None = None,
+        producer: KafkaProducer | None = None,
+    ) -> None:
+        super().__init__(settings, session_factory, clock, group_id, producer)
         self._next_prune: datetime | None = None
 
     def topics(self) -> list[str]:

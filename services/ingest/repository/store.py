@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 import msgspec
-from sqlalchemy import Table, and_, bindparam, case, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, case, delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.ingest.models import (
@@ -31,7 +31,7 @@ _accounts = Account.__table__
 _users = User.__table__
 
 
-def _later(current, incoming):
+def _later(current: ColumnElement[datetime], incoming: ColumnElement[datetime]) -> ColumnElement[datetime]:
     """SQL for max(current, incoming) that treats NULL as 'unknown' on either side."""
     return case(
         (and_(incoming.is_not(None), (current.is_(None)) | (incoming > current)), incoming),
@@ -39,7 +39,7 @@ def _later(current, incoming):
     )
 
 
-def _earlier(current, incoming):
+def _earlier(current: ColumnElement[datetime], incoming: ColumnElement[datetime]) -> ColumnElement[datetime]:
     return case(
         (and_(incoming.is_not(None), (current.is_(None)) | (incoming < current)), incoming),
         else_=current,

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import SecurityError
+from jinja2.exceptions import SecurityError
 
 from services.outreach.templates.sandbox import BudgetExceeded, RenderBudget, env_for, render_within
 
