@@ -95,6 +95,7 @@ from services.ingest.repository.metrics import (
 )
 from services.ingest.repository.properties import (
     AGGREGATES,
+    Where,
     contact_counts,
     daily_counts_where,
     daily_property_stats,
@@ -113,6 +114,7 @@ __all__ = [
     "Contact",
     "ErasedContact",
     "StoredEvent",
+    "Where",
     "account",
     "account_ids",
     "account_last_day",

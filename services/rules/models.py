@@ -4,6 +4,7 @@ claims and scheduled-tick state."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import Boolean, Date, Float, ForeignKeyConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -24,7 +25,7 @@ class Rule(Base):
     kind: Mapped[str] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(16))
     trigger_type: Mapped[str] = mapped_column(String(16))  # "events" or "schedule"
-    trigger_events: Mapped[list] = mapped_column(JSONType, default=list)
+    trigger_events: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     current_version: Mapped[int] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Bumped by every change (new version, enable, disable, delete): workers compare
@@ -43,7 +44,7 @@ class RuleVersion(Base):
 
     rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    definition: Mapped[dict] = mapped_column(JSONType)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(200))
 
@@ -70,7 +71,7 @@ class SignalRecord(Base):
     kind: Mapped[str] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(16))
     fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    evidence: Mapped[dict] = mapped_column(JSONType, default=dict)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     trigger: Mapped[str] = mapped_column(String(16))  # "event" or "schedule"
     event_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # The orphan sweeper's schedule: when to check next that outreach recorded a decision
@@ -114,7 +115,7 @@ class RuleTick(Base):
     rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_tick_at: Mapped[datetime] = mapped_column(UTCDateTime())
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    last_result: Mapped[dict] = mapped_column(JSONType, default=dict)
+    last_result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
 class HealthModelVersion(Base):
@@ -124,7 +125,7 @@ class HealthModelVersion(Base):
     __tablename__ = "health_model_versions"
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    definition: Mapped[dict] = mapped_column(JSONType)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(200))
 
@@ -142,7 +143,7 @@ class HealthScore(Base):
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     label: Mapped[str | None] = mapped_column(String(16), nullable=True)
     model_version: Mapped[int] = mapped_column(Integer)
-    components: Mapped[list] = mapped_column(JSONType, default=list)
+    components: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     change_7d: Mapped[float | None] = mapped_column(Float, nullable=True)
     change_30d: Mapped[float | None] = mapped_column(Float, nullable=True)
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -157,4 +158,4 @@ class HealthRun(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     model_version: Mapped[int] = mapped_column(Integer)
-    result: Mapped[dict] = mapped_column(JSONType, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -8,6 +8,7 @@ report progress, can be cancelled and are bounded in time. See docs/jobs.md.
 """
 
 from shared.jobs.models import FINISHED, STATES, Job
+from shared.jobs.runner import JobContext
 from shared.jobs.service import JobKind, Progress, register, submit
 
-__all__ = ["FINISHED", "STATES", "Job", "JobKind", "Progress", "register", "submit"]
+__all__ = ["FINISHED", "STATES", "Job", "JobContext", "JobKind", "Progress", "register", "submit"]

@@ -13,7 +13,7 @@ from shared import jobs
 KIND = "rules.backtest"
 
 
-def run_backtest_job(ctx, params: dict[str, Any], progress: jobs.Progress) -> dict[str, Any]:
+def run_backtest_job(ctx: jobs.JobContext, params: dict[str, Any], progress: jobs.Progress) -> dict[str, Any]:
     body = BacktestIn.model_validate(params)
     with ctx.read_session() as session:
         return backtest_request(session, body, ctx.settings, progress=progress, now=ctx.clock.now())

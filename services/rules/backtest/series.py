@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate, compress
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -41,11 +41,11 @@ class DailySeries:
         self._index: dict[str, int] | None = None
         self._seats: dict[str, int] | None = None
         self._user_masks: dict[str, list[int]] | None = None
-        self._rows: dict | None = None
+        self._rows: dict[str, Any] | None = None
         self._rows_traits = False
         self._ids: frozenset[str] | None = None
         self._day_list: list[date] | None = None
-        self._raw: dict[tuple, Any] = {}  # the raw-event metrics by account and day (sparse)
+        self._raw: dict[tuple[Any, ...], Any] = {}  # the raw-event metrics by account and day (sparse)
 
     # ---- loading ------------------------------------------------------
     def _idx(self, d: date) -> int:
@@ -125,7 +125,7 @@ class DailySeries:
         return self._user_masks
 
     # ---- accounts (today's: the store keeps no history of them) --------
-    def account_rows(self, with_traits: bool) -> dict:
+    def account_rows(self, with_traits: bool) -> dict[str, Any]:
         if self._rows is None or (with_traits and not self._rows_traits):
             self._rows = ingest.account_rows(self.session, None, with_traits)
             self._rows_traits = with_traits
@@ -218,7 +218,7 @@ class DailySeries:
     def _window(self, start: date, end: date) -> tuple[int, int] | None:
         return (self._idx(start), self._idx(end)) if self._covers(start, end) else None
 
-    def event_counts_where(self, event: str, where: Sequence, start: date, end: date) -> dict[str, int] | None:
+    def event_counts_where(self, event: str, where: ingest.Where, start: date, end: date) -> dict[str, int] | None:
         span = self._window(start, end)
         if span is None:
             return None
@@ -237,14 +237,14 @@ class DailySeries:
         return out
 
     def property_aggregates(
-        self, fn: str, event: str, path: Sequence[str], where: Sequence, start: date, end: date
+        self, fn: str, event: str, path: Sequence[str], where: ingest.Where, start: date, end: date
     ) -> dict[str, tuple[float, int]] | None:
         span = self._window(start, end)
         if span is None:
             return None
         key = ("stats", event, tuple(path), _frozen(where))
         if key not in self._raw:
-            per: dict[str, list[tuple]] = {}
+            per: dict[str, list[tuple[Any, ...]]] = {}
             for a, d, *stats in ingest.daily_property_stats(self.session, event, path, where, self.lo, self.hi):
                 per.setdefault(a, []).append((self._idx(d), *stats))
             # account -> (days, values per day, sums, mins, maxes, latests): columns of its day rows
@@ -297,11 +297,14 @@ class DailySeries:
         return self._day_list
 
 
-def _frozen(where: Sequence) -> tuple:
+_Row = TypeVar("_Row", bound=tuple[Any, ...])  # (day index, value, ...)
+
+
+def _frozen(where: ingest.Where) -> tuple[tuple[tuple[str, ...], tuple[Any, ...]], ...]:
     return tuple((tuple(path), tuple(values)) for path, values in where)
 
 
-def _sorted(item: tuple[str, list]) -> tuple[str, list]:
+def _sorted(item: tuple[str, list[_Row]]) -> tuple[str, list[_Row]]:
     return item[0], sorted(item[1], key=lambda row: row[0])
 
 

@@ -40,6 +40,7 @@ from services.rules.language.ast import Metric
 from services.rules.language.evaluate import evidence, evidence_of
 from services.rules.language.evaluate import select as select_set
 from services.rules.rules import service as rules_service
+from services.rules.rules.schemas import BacktestIn
 from shared.errors import Unprocessable
 from shared.settings import Settings
 
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BacktestResult:
-    firings: list[tuple[date, str, dict]] = field(default_factory=list)  # (day, account, evidence)
+    firings: list[tuple[date, str, dict[str, Any]]] = field(default_factory=list)  # (day, account, evidence)
     evaluated_days: int = 0
 
     def accounts(self) -> set[str]:
@@ -79,7 +80,7 @@ def run_backtest(
         now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=UTC) - timedelta(microseconds=1)
         meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days, series=series)
         audience = meas.audience(d.audience)
-        fired: list[tuple[str, dict]] = []
+        fired: list[tuple[str, dict[str, Any]]] = []
         if d.trigger.scheduled or not needs_event:
             candidates = audience if d.trigger.scheduled else (ingest.accounts_with_events(session, list(d.trigger.events), day) & audience)
             matched = select_set(d.condition, candidates, meas.matching)
@@ -212,7 +213,7 @@ def _raw_history_problems(d: RuleDefinition, start: date, now: datetime, retenti
     return out
 
 
-def prepare(session: Session, body, settings: Settings, now: datetime | None = None) -> PreparedBacktest:
+def prepare(session: Session, body: BacktestIn, settings: Settings, now: datetime | None = None) -> PreparedBacktest:
     """Check a backtest request and parse its rules (cheap): the API does this before it
     queues the job, so a bad request is a 422 or 404 at once; the job does it again.
     With ``now`` (the clock), a rule whose raw-event metrics reach past the retained raw
@@ -235,6 +236,7 @@ def prepare(session: Session, body, settings: Settings, now: datetime | None = N
     if body.rule is not None:
         candidate, _ = rules_service.parse(body.rule, settings.raw_event_retention_days, rule_id=body.rule_id)
     else:
+        assert body.rule_id is not None  # one of the two, checked above
         rule = rules_service.get(session, body.rule_id)
         candidate, _ = rules_service.parse(rules_service.current_definition(session, rule), 100_000)
     current = version = None
@@ -253,7 +255,7 @@ def prepare(session: Session, body, settings: Settings, now: datetime | None = N
 
 def backtest_request(
     session: Session,
-    body,
+    body: BacktestIn,
     settings: Settings,
     progress: Callable[[int, int, str], None] | None = None,
     now: datetime | None = None,

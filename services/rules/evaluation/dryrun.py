@@ -105,11 +105,11 @@ def dry_run(
     }
 
 
-def _failed(tree: dict) -> str:
+def _failed(tree: dict[str, Any]) -> str:
     """The predicates that made the tree false, as text."""
-    out = []
+    out: list[str] = []
 
-    def walk(e, negated=False):
+    def walk(e: dict[str, Any], negated: bool = False) -> None:
         if "all" in e or "any" in e:
             for c in e.get("all", e.get("any", [])):
                 walk(c, negated)

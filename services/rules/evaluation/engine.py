@@ -19,9 +19,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
+from services.ingest.interface import Contact
 from services.rules.language.ast import Audience, Condition, Field, Leaf, Metric, RuleDefinition, leaves
 from services.rules.language.evaluate import NumericOrder, explain, matching_from_values, predicate
 from services.rules.scores import repository as scores
+
+Operand = tuple[Any, ...]  # Metric.operand / Field.operand: what a predicate measures
 
 DAY = 86400.0
 ZERO_DEFAULT = ("count", "active_users", "active_days", "contacts")
@@ -38,7 +41,7 @@ class EventSubject:
     user_id: str | None
     name: str
     timestamp: datetime
-    properties: dict
+    properties: dict[str, Any]
 
 
 class ChunkColumns(Mapping[str, list[int]]):
@@ -100,17 +103,17 @@ class Measurements:
         self.accounts = accounts
         self.as_of = as_of
         self.lookback_days = lookback_days
-        self._values: dict[tuple, dict] = {}
-        self._chunks: dict[tuple, tuple[dict, int]] = {}
-        self._seen: dict[tuple, dict[str, int]] = {}  # aggregate: numeric values in the window, per account
-        self._matching: dict[Leaf, set] = {}
-        self._orders: dict[tuple, NumericOrder | None] = {}
+        self._values: dict[Operand, dict[str, Any]] = {}
+        self._chunks: dict[Operand, tuple[Mapping[str, list[int]], int]] = {}
+        self._seen: dict[Operand, dict[str, int]] = {}  # aggregate: numeric values in the window, per account
+        self._matching: dict[Leaf, set[str]] = {}
+        self._orders: dict[Operand, NumericOrder[str] | None] = {}
         self._rows: dict[str, Any] | None = None
         self._rows_traits = False
         self._population: set[str] | None = None
-        self._user_values: dict[tuple, dict] = {}
-        self._users: dict | None = None
-        self._planned: dict[tuple, Metric] = {}
+        self._user_values: dict[Operand, dict[tuple[str, str], float]] = {}
+        self._users: dict[tuple[str, str], Contact] | None = None
+        self._planned: dict[Operand, Metric] = {}
         self.queries = 0
 
     # ---- accounts ------------------------------------------------------
@@ -209,10 +212,11 @@ class Measurements:
     def _query(self, name: str, *args: Any) -> dict[str, Any]:
         """A metric series from ingest's read model, or the same answer from the backtest's daily series."""
         if self.series is not None:
-            out = getattr(self.series, name)(*args)
+            out: dict[str, Any] | None = getattr(self.series, name)(*args)
             if out is not None:
                 return out
-        return getattr(ingest, name)(self.session, *args, self.accounts)
+        result: dict[str, Any] = getattr(ingest, name)(self.session, *args, self.accounts)
+        return result
 
     def _measure_raw(self, m: Metric) -> dict[str, Any] | None:
         """The metrics over raw event properties and contacts by role (ingest's
@@ -387,23 +391,23 @@ class Measurements:
 
         return value_of
 
-    def explain(self, condition: Condition, account_id: str, event: EventSubject | None = None) -> tuple[bool, dict]:
+    def explain(self, condition: Condition, account_id: str, event: EventSubject | None = None) -> tuple[bool, dict[str, Any]]:
         ok, tree = explain(condition, self.value_getter(account_id, event))
         self._attach_details(tree, condition, account_id)
         return ok, tree
 
-    def _attach_details(self, tree: dict, condition: Condition, account_id: str) -> None:
+    def _attach_details(self, tree: dict[str, Any], condition: Condition, account_id: str) -> None:
         by_label = {leaf.label: leaf for leaf in leaves(condition) if isinstance(leaf, Metric) and leaf.metric in ("change", "aggregate")}
         if not by_label:
             return
 
-        def walk(e):
+        def walk(e: dict[str, Any]) -> None:
             for k in ("all", "any"):
                 for c in e.get(k, []):
                     walk(c)
             if "not" in e:
                 walk(e["not"])
-            leaf = by_label.get(e.get("predicate"))
+            leaf = by_label.get(e.get("predicate", ""))
             if leaf is not None:
                 d = self.detail(leaf, account_id)
                 if d:
@@ -416,7 +420,7 @@ def needs_event(definition: RuleDefinition) -> bool:
     return any(leaf.needs_event for leaf in leaves(definition.condition))
 
 
-def explain_for_account(session: Session, condition: Condition, account_id: str, now: datetime) -> tuple[bool, dict]:
+def explain_for_account(session: Session, condition: Condition, account_id: str, now: datetime) -> tuple[bool, dict[str, Any]]:
     return Measurements(session, now, [account_id]).explain(condition, account_id)
 
 

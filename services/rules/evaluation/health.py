@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.rules.evaluation.engine import Measurements
 from services.rules.health import repository as health_repo
@@ -98,7 +98,9 @@ class HealthDayReport:
     seconds: float = 0.0
 
 
-def run_health_day(session_factory, settings: Settings, now: datetime, gate: Callable[[], bool] | None = None) -> HealthDayReport:
+def run_health_day(
+    session_factory: sessionmaker[Session], settings: Settings, now: datetime, gate: Callable[[], bool] | None = None
+) -> HealthDayReport:
     """Score every account for ``now``'s UTC day unless that day is scored already (or
     there is no model). ``gate`` (the worker's freshness watermark) is asked only when
     there is work; if it answers False nothing is claimed and the report says ``deferred``."""

@@ -44,7 +44,7 @@ def test_unsaved_rule(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     _p: Principal = require(*AUTHOR),
-):
+) -> dict[str, Any]:
     if not isinstance(body, dict) or "rule" not in body:
         raise Unprocessable([{"pointer": "/rule", "message": 'send {"rule": {<rule definition>}, "event": {...} (optional)}'}])
     definition, _ = service.parse(body["rule"], settings.raw_event_retention_days)
@@ -66,7 +66,7 @@ def test_rule(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     _p: Principal = require(*AUTHOR),
-):
+) -> dict[str, Any]:
     rule = service.get(session, rule_id)
     definition, _ = service.parse(service.current_definition(session, rule), 100_000)
     event = body.get("event") if isinstance(body, dict) else None
@@ -80,5 +80,7 @@ def test_rule(
     tags=["health"],
     summary="Score an account's health now with the current model (stored as today's score)",
 )
-def score_account_health(account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops", "csm")):
+def score_account_health(
+    account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops", "csm")
+) -> HealthScoreOut:
     return HealthScoreOut.of(health.score_account(session, account_id, clock.now()))

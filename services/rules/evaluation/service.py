@@ -9,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.rules.evaluation import repository as evaluation_repo
 from services.rules.evaluation.engine import EventSubject, Measurements
+from services.rules.language.ast import Audience
 from services.rules.language.evaluate import evidence
 from services.rules.language.evaluate import select as select_set
 from services.rules.rules import repository as rules_repo
@@ -98,8 +99,8 @@ def evaluate_events(session: Session, events: list[EventSubject], index: RuleInd
     pairs = sorted({(ev.account_id, ev.user_id) for evs in by_name.values() for ev in evs if ev.user_id})
     if pairs and any(r.needs_event for r in rules):
         meas.load_users(pairs)
-    audiences: dict = {}
-    universes: dict = {}
+    audiences: dict[Audience, set[str]] = {}
+    universes: dict[tuple[tuple[str, ...], Audience], tuple[list[EventSubject], set[str]]] = {}
     for rule in rules:
         d = rule.definition
         names = names_of[rule.id]
@@ -179,7 +180,7 @@ class TickReport:
     deferred: bool = False
 
 
-def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, audiences: dict) -> tuple[set[str], int]:
+def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, audiences: dict[Audience, set[str]]) -> tuple[set[str], int]:
     d = rule.definition
     if d.audience not in audiences:
         audiences[d.audience] = meas.audience(d.audience)
@@ -187,7 +188,9 @@ def evaluate_scheduled(session: Session, rule: LoadedRule, meas: Measurements, a
     return select_set(d.condition, universe, meas.matching), len(universe)
 
 
-def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[[], bool] | None = None) -> TickReport:
+def run_tick(
+    session_factory: sessionmaker[Session], settings: Settings, now: datetime, gate: Callable[[], bool] | None = None
+) -> TickReport:
     """One tick: every enabled scheduled rule that is due, each in its own transaction
     (tick claim + signals + outbox commit together). Measurements are shared by all
     rules of the tick, so rules over the same metric cost one query.
@@ -204,7 +207,7 @@ def run_tick(session_factory, settings: Settings, now: datetime, gate: Callable[
         report.deferred = True
         return report
     meas: Measurements | None = None
-    audiences: dict = {}
+    audiences: dict[Audience, set[str]] = {}
     for rule in rules:
         with transaction(session_factory) as session:
             if not claim_tick(session, rule, now):

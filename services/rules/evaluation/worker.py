@@ -38,10 +38,11 @@ import logging
 import time
 from datetime import date, datetime, timedelta
 
+from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest import interface as ingest
 from services.rules.evaluation.engine import EventSubject
@@ -49,6 +50,7 @@ from services.rules.evaluation.health import HealthDayReport, run_health_day
 from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickReport, evaluate_events, run_tick
 from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
+from shared.clock import Clock
 from shared.db import transaction
 from shared.events import ValidEvent, validate_record
 from shared.kafka.batch_worker import BatchResult, BatchWorker
@@ -64,6 +66,7 @@ from shared.metrics import (
     TICKS_DEFERRED,
 )
 from shared.outbox import SENT_RETENTION, pending_stats, prune_sent, relay
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 ORPHAN_SWEEP_EVERY = timedelta(seconds=30)
@@ -73,8 +76,17 @@ class RulesWorker(BatchWorker):
     name = "rules"
     orphan_batch = 1000
 
-    def __init__(self, *args, tick: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock | None = None,
+        group_id: str | None = None,
+        producer: KafkaProducer | None = None,
+        *,
+        tick: bool = True,
+    ) -> None:
+        super().__init__(settings, session_factory, clock, group_id, producer)
         self.index = RuleIndex(self.settings.raw_event_retention_days)
         self.tick_enabled = tick
         self._next_tick: datetime | None = None

@@ -5,7 +5,7 @@ services/rules/evaluation/router.py, beside the engine it measures with."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Body, Path, Query
@@ -25,6 +25,7 @@ from services.rules.health.schemas import (
     HealthScoreOut,
     HealthValidateOut,
 )
+from services.rules.models import HealthModelVersion
 from services.rules.scores import repository as scores
 from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
@@ -55,12 +56,12 @@ NumberLimit = Query(100, ge=1, le=1000)
     summary="Check a health model without saving it",
     openapi_extra=MODEL_BODY,
 )
-def validate_model(body: Any = Body(...), settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+def validate_model(body: Any = Body(...), settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)) -> HealthValidateOut:
     return HealthValidateOut(model=service.parse(body, settings.raw_event_retention_days).to_dict())
 
 
 @router.get("/v1/health/model", response_model=HealthModelOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_model(session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+def get_model(session: Session = SessionDep, _p: Principal = require(*AUTHOR)) -> HealthModelVersion:
     return service.require_current(session).row
 
 
@@ -77,7 +78,7 @@ def put_model(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     p: Principal = require(*AUTHOR),
-):
+) -> HealthModelSaved:
     model = service.parse(body, settings.raw_event_retention_days)
     row, changed = service.save(session, model, p.actor, clock.now())
     return HealthModelSaved(**HealthModelOut.model_validate(row).model_dump(), changed=changed)
@@ -91,13 +92,15 @@ def put_model(
 )
 def list_versions(
     cursor: str | None = NumberCursor, limit: int = NumberLimit, session: Session = SessionDep, _p: Principal = require(*AUTHOR)
-):
+) -> HealthModelPage:
     items = repo.list_versions(session, after=decode_number_cursor(cursor), limit=limit)
     return HealthModelPage(items=items, next_cursor=next_key(items, limit, lambda m: str(m.version)))
 
 
 @router.get("/v1/health/model/versions/{version}", response_model=HealthModelOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_version(version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+def get_version(
+    version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)
+) -> HealthModelVersion:
     row = repo.get_version(session, version)
     if row is None:
         raise NotFound(f"the health model has no version {version}; list them with GET /v1/health/model/versions")
@@ -112,12 +115,12 @@ def get_version(version: int = Path(ge=1, le=DB_INT_MAX), session: Session = Ses
 )
 def model_audit(
     cursor: str | None = NumberCursor, limit: int = NumberLimit, session: Session = SessionDep, _p: Principal = require(*AUTHOR)
-):
+) -> HealthAuditPage:
     items = repo.audit_for(session, after=decode_number_cursor(cursor), limit=limit)
     return HealthAuditPage(items=items, next_cursor=next_key(items, limit, lambda a: str(a.id)))
 
 
-def _account_health(session: Session, account_id: str, now, days: int) -> AccountHealthOut:
+def _account_health(session: Session, account_id: str, now: datetime, days: int) -> AccountHealthOut:
     today = now.date()
     rows = scores.history(session, account_id, today - timedelta(days=days - 1), today)
     current = rows[0] if rows else scores.latest_on_or_before(session, today, date.min, [account_id]).get(account_id)
@@ -140,7 +143,7 @@ def account_health(
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     _p: Principal = require(*READERS),
-):
+) -> AccountHealthOut:
     return _account_health(session, account_id, clock.now(), days)
 
 
@@ -158,7 +161,7 @@ def list_accounts(
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     _p: Principal = require(*READERS),
-):
+) -> HealthPage:
     day = scores.latest_day(session, clock.now().date())
     if day is None:
         return HealthPage(day=None, items=[])

@@ -94,7 +94,7 @@ class Metric:
         return self.event
 
     @property
-    def operand(self) -> tuple:
+    def operand(self) -> tuple[Any, ...]:
         """What the predicate measures, without its threshold (cache and contradiction key)."""
         return (
             "metric",
@@ -178,7 +178,7 @@ class Field:
     value: Any = None
 
     @property
-    def operand(self) -> tuple:
+    def operand(self) -> tuple[Any, ...]:
         return ("field",) + self.path
 
     @property

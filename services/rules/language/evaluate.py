@@ -17,11 +17,13 @@ import functools
 import math
 import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from itertools import compress, repeat
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .ast import All, AnyOf, Condition, Leaf, Metric, Not
+
+S = TypeVar("S", bound=Hashable)  # a subject: an account id, or an (account, user) pair
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
@@ -48,7 +50,7 @@ def predicate(leaf: Leaf) -> Callable[[Any], bool]:
     fn = _OPS[op]
     if isinstance(want, (int, float)) and not isinstance(want, bool):
 
-        def numeric(v, fn=fn, want=want):
+        def numeric(v: Any, fn: Callable[[Any, Any], bool] = fn, want: float = want) -> bool:
             if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
                 return False
             return fn(v, want)
@@ -165,7 +167,7 @@ def evidence_of(node: Condition, value_of: Callable[[Leaf], Any]) -> dict[str, A
     return out
 
 
-def select(node: Condition, universe: set, matching: Callable[[Leaf], set]) -> set:
+def select(node: Condition, universe: set[S], matching: Callable[[Leaf], set[S]]) -> set[S]:
     """The subjects of ``universe`` for which ``node`` holds. ``matching(leaf)`` answers the
     subjects for which one predicate holds (it may include subjects outside the universe)."""
     if not universe:
@@ -174,21 +176,23 @@ def select(node: Condition, universe: set, matching: Callable[[Leaf], set]) -> s
         result = universe
         # Cheapest first is unknowable here; intersecting shrinks as we go.
         for c in node.children:
-            result = result & select(c, result, matching)
+            held = select(c, result, matching)
+            result = result & held
             if not result:
                 break
         return result
     if isinstance(node, AnyOf):
-        out: set = set()
+        out: set[S] = set()
         for c in node.children:
             out |= select(c, universe - out, matching)
         return out
     if isinstance(node, Not):
-        return universe - select(node.child, universe, matching)
+        held = select(node.child, universe, matching)
+        return universe - held
     return universe & matching(node)
 
 
-class NumericOrder:
+class NumericOrder(Generic[S]):
     """One operand's values sorted once, so that ``>``, ``>=``, ``<`` and ``<=`` against
     any threshold are a bisection and a slice instead of a test per subject: the tick
     asks 25 thresholds of one metric over 100,000 accounts. Built only when every value
@@ -197,18 +201,18 @@ class NumericOrder:
 
     __slots__ = ("keys", "subjects")
 
-    def __init__(self, keys: list, subjects: list):
+    def __init__(self, keys: list[float], subjects: list[S]):
         self.keys, self.subjects = keys, subjects
 
     @classmethod
-    def of(cls, values: dict) -> NumericOrder | None:
+    def of(cls, values: Mapping[S, Any]) -> NumericOrder[S] | None:
         for v in values.values():
             if (type(v) is not float and type(v) is not int) or v != v:  # exact types: a bool is not a number here
                 return None
         pairs = sorted(values.items(), key=operator.itemgetter(1))
         return cls([v for _, v in pairs], [s for s, _ in pairs])
 
-    def above(self, op: str, want: float) -> list:
+    def above(self, op: str, want: float) -> list[S]:
         """The subjects whose value satisfies ``value <op> want``."""
         if op == ">":
             return self.subjects[bisect_right(self.keys, want) :]
@@ -219,7 +223,9 @@ class NumericOrder:
         return self.subjects[: bisect_right(self.keys, want)]  # "<="
 
 
-def matching_from_values(leaf: Leaf, universe: Iterable, values: dict, default: Any, order: NumericOrder | None = None) -> set:
+def matching_from_values(
+    leaf: Leaf, universe: Iterable[S], values: Mapping[S, Any], default: Any, order: NumericOrder[S] | None = None
+) -> set[S]:
     """The subjects of ``universe`` for which ``leaf`` holds, a subject without a value
     taking ``default``. With ``order`` (``NumericOrder.of(values)``) a numeric comparison
     is answered by bisection; the answer is the same."""

@@ -149,7 +149,7 @@ class HealthModel:
     description: str = ""
     overrides: tuple[Override, ...] = ()
     # (override index, component id) -> the scoring it gives; built by the parser
-    _scorings: dict = field(default_factory=dict, compare=False, repr=False)
+    _scorings: dict[tuple[int, str], Scoring] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def measures(self) -> list[Metric | Field]:
@@ -276,7 +276,7 @@ class _HealthParser(_Parser):
             return None
         return Field(path=tuple(path.split(".")), op="exists", value=True)
 
-    def scoring(self, obj: dict, ptr: str, base: Scoring | None) -> Scoring | None:
+    def scoring(self, obj: dict[str, Any], ptr: str, base: Scoring | None) -> Scoring | None:
         """A component's scoring keys (all of them), or an override's (each optional, the rest from ``base``)."""
         before = len(self.errors)
         weight = base.weight if base else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from shared.errors import Unprocessable
@@ -114,7 +115,7 @@ def pointer(base: str, *parts: Any) -> str:
     return base + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def _hint(word: str, choices) -> str:
+def _hint(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -188,7 +189,7 @@ class _Parser:
             return False
         return True
 
-    def unknown_keys(self, obj: dict, allowed, ptr: str, what: str) -> None:
+    def unknown_keys(self, obj: dict[str, Any], allowed: Collection[str], ptr: str, what: str) -> None:
         for key in obj:
             if key not in allowed:
                 self.err(pointer(ptr, key), f"unknown field {key!r} in {what}{_hint(key, allowed)}; allowed fields: {', '.join(allowed)}")
@@ -277,7 +278,8 @@ class _Parser:
                 f'at most 64 each, nested keys joined with ".", at most {MAX_PROPERTY_DEPTH}); got {_short(value)}',
             )
             return None
-        return value
+        path: str = value
+        return path
 
     def where(self, value: Any, ptr: str) -> tuple[tuple[str, tuple[Any, ...]], ...] | None:
         help_ = 'where is an object of event property filters, all of which must match: {"priority": "P0"} or {"priority": {"in": ["P0", "P1"]}}'
@@ -317,7 +319,7 @@ class _Parser:
             return None
         return value
 
-    def metric(self, obj: dict, ptr: str) -> Metric | None:
+    def metric(self, obj: dict[str, Any], ptr: str) -> Metric | None:
         name = obj["metric"]
         if name not in METRICS:
             self.err(
@@ -404,7 +406,7 @@ class _Parser:
             role=role,
         )
 
-    def field(self, obj: dict, ptr: str) -> Field | None:
+    def field(self, obj: dict[str, Any], ptr: str) -> Field | None:
         before = len(self.errors)
         self.unknown_keys(obj, ("field", "op", "value"), ptr, "a field predicate")
         path_text = obj["field"]
@@ -483,7 +485,7 @@ class _Parser:
 
     def contradictions(self, children: list[Condition], ptr: str) -> None:
         """Predicates in one "all" on the same measure whose ranges cannot overlap."""
-        seen: dict[tuple, list[tuple[int, Metric | Field]]] = {}
+        seen: dict[tuple[Any, ...], list[tuple[int, Metric | Field]]] = {}
         for i, c in enumerate(children):
             if isinstance(c, (Metric, Field)):
                 seen.setdefault(c.operand, []).append((i, c))
@@ -611,7 +613,7 @@ def _show(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
-def _interval(p: Metric | Field):
+def _interval(p: Metric | Field) -> tuple[float, bool, float, bool] | None:
     """(lo, lo_inclusive, hi, hi_inclusive) of a numeric comparison, or None."""
     v, op = p.value, p.op
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -639,7 +641,7 @@ def _compatible(a: Metric | Field, b: Metric | Field) -> bool:
     if ia and ib:
         lo, lo_inc = max((ia[0], ia[1]), (ib[0], ib[1]), key=lambda t: (t[0], not t[1]))
         hi, hi_inc = min((ia[2], ia[3]), (ib[2], ib[3]), key=lambda t: (t[0], t[1]))
-        return lo < hi or (lo == hi and lo_inc and hi_inc)
+        return bool(lo < hi or (lo == hi and lo_inc and hi_inc))
     sa, sb = _allowed_set(a), _allowed_set(b)
     if sa is not None and sb is not None:
         return bool(sa & sb)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from services.rules.models import Rule, RuleVersion
 from services.rules.rules import repository as repo
 from services.rules.rules import service
 from services.rules.rules.schemas import (
@@ -36,7 +37,7 @@ P = TypeVar("P", bound=BaseModel)
 AUTHOR = ("ops",)
 
 
-def _out(session: Session, rule) -> RuleOut:
+def _out(session: Session, rule: Rule) -> RuleOut:
     return RuleOut.model_validate(
         {
             **{c: getattr(rule, c) for c in RuleOut.model_fields if c != "definition"},
@@ -52,7 +53,7 @@ def _out(session: Session, rule) -> RuleOut:
     summary="Check a rule without saving it",
     openapi_extra=RULE_BODY,
 )
-def validate_rule(body: Any = Body(...), settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)):
+def validate_rule(body: Any = Body(...), settings: Settings = SettingsDep, _p: Principal = require(*AUTHOR)) -> ValidateOut:
     definition, _enabled = service.parse(body, settings.raw_event_retention_days)
     return ValidateOut(rule=definition.to_dict())
 
@@ -71,7 +72,7 @@ def create_rule(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     p: Principal = require(*AUTHOR),
-):
+) -> RuleOut:
     definition, enabled = service.parse(body, settings.raw_event_retention_days)
     return _out(session, service.create(session, definition, enabled, p.actor, clock.now()))
 
@@ -87,7 +88,7 @@ def list_rules(
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
     _p: Principal = require(*AUTHOR),
-):
+) -> RulePage:
     items = repo.list_rules(
         session, kind=kind, enabled=enabled, trigger_type=trigger, include_deleted=include_deleted, after=cursor, limit=limit
     )
@@ -98,7 +99,7 @@ def list_rules(
 
 
 @router.get("/v1/rules/{rule_id}", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_rule(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+def get_rule(rule_id: str, session: Session = SessionDep, _p: Principal = require(*AUTHOR)) -> RuleOut:
     return _out(session, service.get(session, rule_id))
 
 
@@ -116,7 +117,7 @@ def update_rule(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     p: Principal = require(*AUTHOR),
-):
+) -> RuleOut:
     definition, enabled = service.parse(body, settings.raw_event_retention_days, rule_id=rule_id)
     return _out(session, service.update(session, rule_id, definition, enabled, p.actor, clock.now()))
 
@@ -127,17 +128,17 @@ def update_rule(
     responses={**AUTH_ERRORS, **responses(NotFound)},
     summary="Delete a rule (soft: it stops firing; its versions and signals stay readable)",
 )
-def delete_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)):
+def delete_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)) -> RuleOut:
     return _out(session, service.delete(session, rule_id, p.actor, clock.now()))
 
 
 @router.post("/v1/rules/{rule_id}/enable", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def enable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)):
+def enable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)) -> RuleOut:
     return _out(session, service.set_enabled(session, rule_id, True, p.actor, clock.now()))
 
 
 @router.post("/v1/rules/{rule_id}/disable", response_model=RuleOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)):
+def disable_rule(rule_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require(*AUTHOR)) -> RuleOut:
     return _out(session, service.set_enabled(session, rule_id, False, p.actor, clock.now()))
 
 
@@ -174,12 +175,14 @@ def list_versions(
     limit: int = NumberLimit,
     session: Session = SessionDep,
     _p: Principal = require(*AUTHOR),
-):
+) -> RuleVersionPage:
     return _numbered_page(RuleVersionPage, session, rule_id, cursor, limit, repo.list_versions, lambda v: v.version)
 
 
 @router.get("/v1/rules/{rule_id}/versions/{version}", response_model=RuleVersionOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_version(rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)):
+def get_version(
+    rule_id: str, version: int = Path(ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require(*AUTHOR)
+) -> RuleVersion:
     row = repo.get_version(session, rule_id, version)
     if row is None:
         raise NotFound(f"rule {rule_id!r} has no version {version}; list them with GET /v1/rules/{rule_id}/versions")
@@ -198,5 +201,5 @@ def rule_audit(
     limit: int = NumberLimit,
     session: Session = SessionDep,
     _p: Principal = require(*AUTHOR),
-):
+) -> AuditPage:
     return _numbered_page(AuditPage, session, rule_id, cursor, limit, repo.audit_for, lambda a: a.id)

@@ -53,7 +53,7 @@ def parse(payload: Any, retention_days: int, rule_id: str | None = None) -> tupl
     return parse_rule(payload, retention_days=retention_days, rule_id=rule_id), enabled
 
 
-def _audit(session: Session, actor: str, action: str, rule: Rule, now: datetime, **details) -> None:
+def _audit(session: Session, actor: str, action: str, rule: Rule, now: datetime, **details: Any) -> None:
     audit.record(
         session, actor=actor, action=action, object_type="rule", object_id=rule.id, now=now, version=rule.current_version, details=details
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from services.rules.models import RuleCooldown, SignalRecord
 from shared.db import insert_new, upsert
@@ -136,7 +136,7 @@ def scrub_evidence(session: Session, account_id: str, needles: list[str]) -> int
     return changed
 
 
-def _utc_day(session: Session, col):
+def _utc_day(session: Session, col: InstrumentedAttribute[datetime]) -> ColumnElement[date]:
     """The UTC calendar day of a stored datetime, in SQL (SQLite stores UTC text)."""
     if session.get_bind().dialect.name == "postgresql":
         return func.date(func.timezone("UTC", col))
@@ -159,6 +159,6 @@ def counts_by_rule(session: Session, since: datetime) -> dict[str, int]:
     return {r: n for r, n in session.execute(q)}
 
 
-def accounts_signalled_since(session: Session, since: datetime) -> Select:
+def accounts_signalled_since(session: Session, since: datetime) -> Select[str]:
     """A subquery of the accounts with a signal since ``since`` (for filters in other lists)."""
     return select(SignalRecord.account_id).where(SignalRecord.fired_at >= since).distinct()

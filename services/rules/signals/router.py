@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
+from services.rules.models import SignalRecord
 from services.rules.signals import repository as repo
 from services.rules.signals.schemas import SignalOut, SignalPage
 from shared.api import SessionDep
@@ -22,7 +24,7 @@ READERS = ("ops", "csm")
 Cursor = Query(None, max_length=MAX_CURSOR_CHARS, description="next_cursor from the previous page")
 
 
-def _page(session: Session, limit: int, cursor: str | None, **filters) -> SignalPage:
+def _page(session: Session, limit: int, cursor: str | None, **filters: Any) -> SignalPage:
     items = repo.list_signals(session, before=decode_cursor(cursor, datetime, str), limit=limit, **filters)
     return SignalPage(items=items, next_cursor=next_cursor(items, limit, lambda s: (s.fired_at, s.signal_id)))
 
@@ -43,12 +45,12 @@ def list_signals(
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
     _p: Principal = require(*READERS),
-):
+) -> SignalPage:
     return _page(session, limit, cursor, kind=kind, rule_id=rule_id, account_id=account_id, since=since, until=until)
 
 
 @router.get("/v1/signals/{signal_id}", response_model=SignalOut, responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_signal(signal_id: str, session: Session = SessionDep, _p: Principal = require(*READERS)):
+def get_signal(signal_id: str, session: Session = SessionDep, _p: Principal = require(*READERS)) -> SignalRecord:
     row = repo.get_signal(session, signal_id)
     if row is None:
         raise NotFound(f"no signal {signal_id!r}")
@@ -68,5 +70,5 @@ def account_signals(
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
     _p: Principal = require(*READERS),
-):
+) -> SignalPage:
     return _page(session, limit, cursor, kind=kind, rule_id=None, account_id=account_id, since=None, until=None)
