@@ -28,9 +28,10 @@ import pytest
 from services.rules.backtest.series import DailySeries
 from services.rules.backtest.service import run_backtest
 from services.rules.conditions import evaluate_condition
-from services.rules.evaluation.engine import Measurements
-from services.rules.evaluation.service import run_tick
+from services.rules.evaluation.engine import EventSubject, Measurements
+from services.rules.evaluation.service import RuleIndex, evaluate_events, run_tick
 from services.rules.language import parse_condition, parse_rule
+from shared.db import transaction
 from tests.support.helpers import T0, auth, run_jobs, track
 from tests.support.rules import group, identify, ingest, make_rule, signals
 
@@ -425,3 +426,46 @@ def test_backtest_series_give_the_per_day_answers_for_raw_event_metrics(session_
             assert fast_run.firings == slow_run.firings, d.id
             fired |= {d.id.split("-")[0] for _ in fast_run.firings[:1]}
     assert fired == {f"r{i}" for i in range(len(RAW_OPERANDS))}  # every operand fires somewhere: not vacuous
+
+
+def test_an_event_triggered_rule_reads_them_for_the_batch_accounts(session_factory, settings):
+    """The rules worker's path: metrics measured for the batch's accounts only, a plain
+    count (planned and read with the batch's other counts) beside a filtered one of the
+    same event and window, which must not be mistaken for each other."""
+    seed(session_factory)
+    make_rule(
+        session_factory,
+        {
+            "id": "p0-pileup",
+            "name": "Second P0 in a month while the latest NPS is low",
+            "kind": "churn_risk",
+            "trigger": {"events": ["ticket_opened"]},
+            "condition": {
+                "all": [
+                    {"metric": "count", "event": "ticket_opened", "where": {"priority": "P0"}, "window": "30d", "op": ">=", "value": 2},
+                    {"metric": "count", "event": "ticket_opened", "window": "30d", "op": ">=", "value": 4},
+                    {
+                        "metric": "aggregate",
+                        "fn": "latest",
+                        "event": "nps_answered",
+                        "property": "score",
+                        "window": "30d",
+                        "op": "<",
+                        "value": 7,
+                    },
+                    {"metric": "contacts", "role": "champion", "op": ">=", "value": 2},
+                ]
+            },
+            "cooldown": "1d",
+        },
+        T0,
+    )
+    index = RuleIndex(400)
+    batch = [EventSubject(f"t-now-{a}", a, "u9", "ticket_opened", T0, {"priority": "P0"}) for a in ("acme", "quiet", "empty")]
+    with transaction(session_factory) as s:
+        index.refresh(s)
+        report = evaluate_events(s, batch, index, T0, settings)
+    assert [sig.account_id for sig in report.signals] == ["acme"]
+    ev = report.signals[0].evidence
+    assert ev["count(ticket_opened where priority=P0, 30d)"]["value"] == 2 and ev["count(ticket_opened, 30d)"]["value"] == 4
+    assert ev["latest(nps_answered.score, 30d)"]["value"] == 6.5 and ev["contacts(role=champion)"]["value"] == 2
