@@ -48,6 +48,7 @@ from services.rules.health.service import current as current_health_model
 from services.rules.health.service import install_starter as install_starter_health_model
 from services.rules.health.service import parse as parse_health_model
 from services.rules.health.service import save as save_health_model
+from services.rules.health.service import summary as health_summary
 from services.rules.rules.importer import STARTER_DIR, import_rules
 from services.rules.rules.repository import audit_for as rule_audit
 from services.rules.rules.repository import list_rules
@@ -60,7 +61,9 @@ from services.rules.rules.service import parse as parse_rule
 from services.rules.rules.service import set_enabled as set_rule_enabled
 from services.rules.rules.service import update as update_rule
 from services.rules.scores.repository import history as health_history
+from services.rules.scores.repository import latest_day as latest_health_day
 from services.rules.scores.repository import latest_on_or_before as latest_health
+from services.rules.scores.repository import on_day as health_scores_on_day
 from services.rules.signals.repository import accounts_signalled_since, count_signals, list_signals
 from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
 from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
@@ -84,9 +87,12 @@ __all__ = [
     "forget_contact",
     "get_rule",
     "health_history",
+    "health_scores_on_day",
+    "health_summary",
     "import_rules",
     "install_starter_health_model",
     "latest_health",
+    "latest_health_day",
     "list_rule_versions",
     "list_rules",
     "list_signals",

@@ -16,7 +16,7 @@ from services.outreach.engagements import repository as repo
 from services.outreach.engagements.priority import priority
 from services.outreach.engagements.transitions import event, jsonable
 from services.outreach.models import Engagement
-from services.rules.interface import measure
+from services.rules.interface import health_summary, measure
 from shared import audit
 from shared.errors import Conflict, Unprocessable
 
@@ -154,6 +154,7 @@ def open_engagement(
             "signal": jsonable(signal or {}),
             "evidence": jsonable((signal or {}).get("evidence") or {}),
             "automation": automation_summary(session, account_id, now),
+            "health": health_summary(session, account_id, now.date()),
         },
         "rule_id": (signal or {}).get("rule_id"),
         "playbook_id": playbook_id,

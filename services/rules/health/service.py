@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from services.rules.health import repository as repo
 from services.rules.language.health import HealthModel, parse_health_model
 from services.rules.models import HealthModelVersion
+from services.rules.scores import repository as scores
 from shared import audit
 from shared.errors import NotFound
 
@@ -72,6 +73,21 @@ def save(session: Session, model: HealthModel, actor: str, now: datetime) -> tup
     )
     session.flush()
     return new, True
+
+
+def summary(session: Session, account_id: str, today: date) -> dict[str, Any] | None:
+    """The account's current health in brief (``day``, ``score``, ``label``, ``change``:
+    ``{"7d", "30d"}``), or None without a current score: what an engagement records
+    when it opens, so the CSM sees the account's state and later its change since."""
+    row = scores.latest_on_or_before(session, *scores.current_days(today), [account_id]).get(account_id)
+    if row is None:
+        return None
+    return {
+        "day": row.day.isoformat(),
+        "score": row.score,
+        "label": row.label,
+        "change": {"7d": row.change_7d, "30d": row.change_30d},
+    }
 
 
 STARTER_MODEL = Path(__file__).resolve().parent / "starter.yaml"

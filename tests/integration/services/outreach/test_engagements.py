@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from services.outreach.engagements import service
 from services.outreach.models import Engagement
 from services.outreach.playbooks.worker import SignalWorker
+from services.rules import interface as rules
 from shared.db import transaction
 from shared.kafka.clients import ensure_topics
 from shared.models import AuditRecord
@@ -828,3 +829,31 @@ async def test_every_pool_and_report_figure_is_the_count_of_its_list(api, keys, 
     worker(settings, session_factory, clock).poll_once()
     counted = await pool_figures_are_counts_of_lists(api, ops)
     assert counted.get("expired") and len((await api.get("/v1/pool/outcomes", headers=ops)).json()["disagreements"]) == 1, counted
+
+
+def test_an_engagement_records_the_accounts_health_when_it_opens(session_factory, settings, clock):
+    add_account(session_factory)
+    add_account(session_factory, "globex")
+    model = {
+        "name": "Recency",
+        "components": [
+            {
+                "id": "recency",
+                "measure": {"metric": "days_since", "event": "login"},
+                "weight": 1,
+                "bands": [{"below": 3, "points": 100}, {"points": 0}],
+            }
+        ],
+    }
+    with transaction(session_factory) as s:
+        rules.save_health_model(s, rules.parse_health_model(model, 400), "ops:test", clock.now())
+        rules.score_account_health(s, "acme", clock.now())  # never logged in: 0 points
+    opened = open_engagement(session_factory, settings, clock, signal=signal(signal_id="s1"))
+    assert engagement(session_factory, opened).reason["health"] == {
+        "day": clock.now().date().isoformat(),
+        "score": 0.0,
+        "label": "at_risk",
+        "change": {"7d": None, "30d": None},
+    }
+    unscored = open_engagement(session_factory, settings, clock, account_id="globex", signal=signal(signal_id="s2", account_id="globex"))
+    assert engagement(session_factory, unscored).reason["health"] is None
