@@ -117,6 +117,8 @@ def _failed(tree: dict[str, Any]) -> str:
             walk(e["not"], not negated)
         elif e["result"] == negated:
             shown = "never seen" if e.get("never_seen") else e["value"]
+            if e.get("undefined"):
+                shown = "undefined (no numeric value in the window)" if e.get("values") == 0 else "undefined"
             out.append(f"{'not ' if negated else ''}{e['predicate']} = {shown}, needs {e['op']} {e['threshold']}")
 
     walk(tree)

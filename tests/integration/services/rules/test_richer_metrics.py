@@ -336,6 +336,9 @@ async def test_dry_run_explains_an_empty_window(api, keys, session_factory):
     out = (await api.post("/v1/rules/test", params={"account_id": "quiet"}, json={"rule": rule}, headers=ops)).json()
     leaf = out["condition"]["any"][0]
     assert out["would_fire"] is False
+    assert out["summary"] == (
+        "would not fire: the condition does not hold (avg(nps_answered.score, 30d) = undefined (no numeric value in the window), needs >= 0.0)"
+    )
     assert (leaf["predicate"], leaf["value"], leaf["undefined"], leaf["values"], leaf["result"]) == (
         "avg(nps_answered.score, 30d)",
         None,
