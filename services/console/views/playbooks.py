@@ -26,6 +26,8 @@ def flow(definition: outreach.PlaybookDefinition) -> list[dict[str, Any]]:
         if isinstance(s, outreach.SendStep):
             who = ", ".join(s.to) if s.to else ("webhook " + (s.url or "") if s.channel == "webhook" else "—")
             item["detail"] = f"{s.channel} {s.template or ''} to {who}".replace("  ", " ")
+            if s.type == "recommend":  # a send whose template names the resource chosen per recipient
+                item["detail"] = "a library resource by " + item["detail"]
         elif isinstance(s, outreach.WaitStep):
             item["detail"] = f"wait {s.duration}"
         elif isinstance(s, outreach.BranchStep):
@@ -78,7 +80,7 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
     message_rows = []
     for s in funnel["steps"]:
         rows.append((f"reached {s['id']}", s["reached"]))
-        if s["type"] == "send":
+        if s["type"] in ("send", "recommend"):
             message_rows.append((f"{s['id']}: sent", s["sent"]))
             for reason, n in sorted(s["skipped"].items()):
                 message_rows.append((f"{s['id']}: skipped ({reason})", n))
