@@ -6,6 +6,11 @@ statements the consumer sends the database per batch (an engine event listener).
 
     make bench-outreach
     .venv/bin/python -m bench.bench_outreach --signals 5000 --db sqlite,postgresql
+    .venv/bin/python -m bench.bench_outreach --step recommend   # the recommend step (docs/content.md)
+
+``--step recommend`` replaces the playbook's send with a recommend step over the starter
+content library, the accounts carrying one of four use cases and a different feature
+event each: every signal's recipient gets a resource chosen for them.
 
 PostgreSQL is used when it answers at TOUCHLINE_BENCH_POSTGRES_URL (default: the
 local postgresql://postgres@127.0.0.1:5432/test); the benchmark creates and drops its
@@ -53,16 +58,28 @@ def _pg_database(base_url: str):
     return url.set(database=name).render_as_string(hide_password=False), drop
 
 
-def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
+USE_CASES = ["analytics", "monitoring", "collaboration", "operations"]
+FEATURE_EVENTS = ["report_created", "alert_configured", "invite_sent", "export_run"]
+RESOURCE_PICK = {
+    "name": "A resource for you",
+    "subject": "{{ recipient.first_name }}, {{ resource.title }}",
+    "html_body": '<p><a href="{{ resource.url }}">{{ resource.title }}</a></p><a href="{{ unsubscribe_url }}">Unsubscribe</a>',
+    "text_body": "{{ resource.title }}: {{ resource.url }}\nUnsubscribe: {{ unsubscribe_url }}",
+}
+
+
+def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send") -> dict:
     from kafka import KafkaProducer
 
-    from services.ingest.models import Account, User
+    from services.ingest.models import Account, AccountEventSeen, User
+    from services.outreach.content.schemas import ResourceIn
+    from services.outreach.content.service import save as save_resource
     from services.outreach.delivery.worker import SenderWorker
     from services.outreach.models import Enrollment, Message
     from services.outreach.playbooks.schemas import PlaybookDefinition
     from services.outreach.playbooks.service import save as save_playbook
     from services.outreach.playbooks.worker import SignalWorker
-    from services.outreach.starter import starter_templates
+    from services.outreach.starter import starter_resources, starter_templates
     from services.outreach.templates.schemas import TemplateIn
     from services.outreach.templates.service import save as save_template
     from shared.clock import SimulatedClock
@@ -92,6 +109,20 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     clock = SimulatedClock(T0)
     with transaction(factory) as s:
         save_template(s, "win-back", TemplateIn(**starter_templates()["win-back"]), settings=settings, actor="bench", now=T0)
+        save_template(s, "resource-pick", TemplateIn(**RESOURCE_PICK), settings=settings, actor="bench", now=T0)
+        for rid, body in starter_resources().items():
+            save_resource(s, rid, ResourceIn(**body), actor="bench", now=T0)
+        first = (
+            {"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]}
+            if step == "send"
+            else {
+                "type": "recommend",
+                "channel": "email",
+                "template": "resource-pick",
+                "to": ["champion"],
+                "fallback": "welcome-back-guide",
+            }
+        )
         save_playbook(
             s,
             "win-back",
@@ -101,7 +132,7 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
                     "trigger": {"rules": ["no-login-14d"]},
                     "holdout_percent": 0,
                     "steps": [
-                        {"type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+                        first,
                         {"type": "wait", "duration": "4d"},
                     ],
                 }
@@ -111,7 +142,18 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
         )
         for i in range(n):
             a = f"acct-{i:06d}"
-            s.add(Account(id=a, name=f"Account {i}", plan="pro", segment="smb", traits={}, created_at=T0, updated_at=T0))
+            s.add(
+                Account(
+                    id=a,
+                    name=f"Account {i}",
+                    plan="pro",
+                    segment="smb",
+                    traits={"use_case": USE_CASES[i % 4]},
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+            s.add(AccountEventSeen(account_id=a, event_name=FEATURE_EVENTS[i % 4], first_seen_at=T0, last_seen_at=T0))
             s.add(
                 User(
                     account_id=a,
@@ -168,6 +210,9 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
     event.remove(engine, "before_cursor_execute", issue)
     consumer.close()
     assert count(Enrollment) == n and count(Message) == n
+    with factory() as s:
+        routed = s.scalar(select(func.count()).select_from(Message).where(Message.resource_id.is_not(None)))
+    assert routed == (n if step == "recommend" else 0), routed
 
     # The sink runs in its own process, as under `touchline run`.
     env = {
@@ -200,6 +245,7 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker) -> dict:
         drop()
     return {
         "db": kind,
+        "step": step,
         "signals": n,
         "signals_per_s": n / signals_s,
         "batches": batches,
@@ -214,6 +260,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--signals", type=int, default=5000)
     p.add_argument("--db", default="sqlite,postgresql")
+    p.add_argument("--step", choices=["send", "recommend"], default="send", help="the playbook's first step (default: send)")
     args = p.parse_args(argv)
     kinds = [k for k in args.db.split(",") if k]
     if "postgresql" in kinds:
@@ -229,11 +276,13 @@ def main(argv=None) -> int:
             kinds.remove("postgresql")
     broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tempfile.mkdtemp()) / "broker.log").start()
     try:
-        print(f"{'db':<11}{'signals':>8}{'signals/s':>11}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'emails/s':>10}{'SMTP conns':>12}")
+        print(
+            f"{'db':<11}{'step':<10}{'signals':>8}{'signals/s':>11}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'emails/s':>10}{'SMTP conns':>12}"
+        )
         for kind in kinds:
-            r = run_one(kind, args.signals, broker)
+            r = run_one(kind, args.signals, broker, args.step)
             print(
-                f"{r['db']:<11}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
+                f"{r['db']:<11}{r['step']:<10}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
                 f"{r['emails']:>8}{r['emails_per_s']:>10.0f}"
                 f"{r['smtp_connections']:>12}",
                 flush=True,

@@ -109,10 +109,56 @@ class Scored:
     features_not_adopted: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A resource made ready for scoring many recipients: its non-empty tag lists
+    folded to lower case once, not once per recipient."""
+
+    resource: ResourceLike
+    tags: tuple[tuple[str, str, int, frozenset[str]], ...]  # (tag list, what it matches, points, its values folded)
+    language: str
+    features: tuple[str, ...]
+
+    @classmethod
+    def of(cls, resource: ResourceLike) -> Entry:
+        tags = tuple(
+            (tag, what, points, frozenset(str(v).casefold() for v in getattr(resource, tag)))
+            for tag, (what, points) in WEIGHTS.items()
+            if getattr(resource, tag)
+        )
+        return cls(resource, tags, resource.language.split("-")[0].lower(), tuple(resource.features))
+
+
+def library(resources: Iterable[ResourceLike | Entry]) -> list[Entry]:
+    return [r if isinstance(r, Entry) else Entry.of(r) for r in resources]
+
+
+def _score(entry: Entry, who: Profile) -> Scored | None:
+    """The entry's score for ``who``; None when it is excluded (:func:`assess` says why)."""
+    values = who.values
+    out = Scored(entry.resource, 0)
+    for _tag, what, points, wanted in entry.tags:
+        value = values.get(what)
+        if value is None or value.casefold() not in wanted:
+            return None
+        out.matched[what] = value
+        out.score += points
+    if who.language and entry.language != who.language.split("-")[0].lower():
+        return None
+    if entry.features:
+        out.features_not_adopted = [f for f in entry.features if f not in who.seen_events]
+        if not out.features_not_adopted:
+            return None
+        out.score += FEATURE_POINTS * len(out.features_not_adopted)
+    return out
+
+
 def assess(resource: ResourceLike, who: Profile) -> Scored | str:
     """The resource's score for ``who``, or why it is excluded."""
-    out = Scored(resource, 0)
-    for tag, (what, points) in WEIGHTS.items():
+    scored = _score(Entry.of(resource), who)
+    if scored is not None:
+        return scored
+    for tag, (what, _points) in WEIGHTS.items():
         wanted = getattr(resource, tag) or []
         if not wanted:
             continue
@@ -121,16 +167,9 @@ def assess(resource: ResourceLike, who: Profile) -> Scored | str:
             return f"for {tag.replace('_', ' ')} {', '.join(wanted)}; the recipient's {what.replace('_', ' ')} is unknown"
         if value.casefold() not in {str(w).casefold() for w in wanted}:
             return f"for {tag.replace('_', ' ')} {', '.join(wanted)}, not {value}"
-        out.matched[what] = value
-        out.score += points
     if who.language and resource.language.split("-")[0].lower() != who.language.split("-")[0].lower():
         return f"in {resource.language}, the contact reads {who.language}"
-    if resource.features:
-        out.features_not_adopted = [f for f in resource.features if f not in who.seen_events]
-        if not out.features_not_adopted:
-            return f"teaches {', '.join(resource.features)}, which the account already uses"
-        out.score += FEATURE_POINTS * len(out.features_not_adopted)
-    return out
+    return f"teaches {', '.join(resource.features)}, which the account already uses"
 
 
 @dataclass
@@ -157,7 +196,7 @@ def describe(resource: ResourceLike) -> dict[str, Any]:
 
 
 def choose(
-    library: Iterable[ResourceLike],
+    resources: Iterable[ResourceLike | Entry],
     who: Profile,
     *,
     received: set[str],
@@ -165,18 +204,20 @@ def choose(
     min_score: int = 1,
     fallback: str | None = None,
 ) -> Choice:
-    """The best resource for ``who`` among ``library`` (the enabled resources), never one
+    """The best resource for ``who`` among ``resources`` (the enabled ones), never one
     of ``received``; ties to the smaller id. Falls back to ``fallback`` when none scores
     ``min_score``."""
     allowed_kinds = set(kinds)
-    by_id = {r.id: r for r in library}
+    entries = library(resources)
+    by_id = {e.resource.id: e.resource for e in entries}
     scored: list[Scored] = []
     already = sorted(received & set(by_id))
-    for r in by_id.values():
+    for e in entries:
+        r = e.resource
         if r.id in received or (allowed_kinds and r.kind not in allowed_kinds):
             continue
-        result = assess(r, who)
-        if isinstance(result, Scored) and result.score >= min_score:
+        result = _score(e, who)
+        if result is not None and result.score >= min_score:
             scored.append(result)
     scored.sort(key=lambda s: (-s.score, s.resource.id))
     base: dict[str, Any] = {"goal": who.values.get("goal"), "considered": len(by_id), "eligible": len(scored)}

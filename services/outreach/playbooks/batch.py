@@ -35,9 +35,10 @@ from sqlalchemy.orm.util import identity_key
 from services.ingest import interface as ingest
 from services.ingest.interface import AccountInfo, Contact
 from services.outreach.content import repository as content_repo
+from services.outreach.content import routing
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.engagements import repository as engagement_repo
-from services.outreach.models import Enrollment, Resource, Template
+from services.outreach.models import Enrollment, Template
 from services.outreach.playbooks import repository as playbook_repo
 from services.outreach.playbooks.conditions import parse_exit_condition
 from services.outreach.policy import repository as policy_repo
@@ -58,6 +59,7 @@ class Batch:
         self.session, self.settings, self.now = session, settings, now
         self.accounts = dict(accounts)
         self._held: list[dict[str, Any]] = []
+        self._held_resources: dict[tuple[str, str], set[str]] = {}  # (account, recipient) -> what held rows send
         self._pending: list[Enrollment] = []  # new enrolments after their first steps, not inserted yet
         self._new: set[str] = set()  # enrolments this batch inserted: not tracked by the session
         self._changed: dict[str, Enrollment] = {}  # of those, the ones whose run state is not stored yet
@@ -81,7 +83,7 @@ class Batch:
         self._templates: dict[str, Template | None] = {}
         self._sent: dict[str, list[dict[str, Any]]] | None = None
         self._evaluate: Callable[[Condition, str], tuple[bool, dict[str, Any]]] | None = None
-        self._library: list[Resource] | None = None
+        self._library: list[routing.Entry] | None = None
         self._received: dict[str, dict[str, set[str]]] | None = None
         self._seen: dict[str, set[str]] | None = None
 
@@ -137,10 +139,11 @@ class Batch:
         ]
         return [*stored, *held]
 
-    def resources(self) -> list[Resource]:
-        """The enabled resources of the content library, by id (one statement per batch)."""
+    def resources(self) -> list[routing.Entry]:
+        """The enabled resources of the content library, by id, ready for scoring (one
+        statement per batch)."""
         if self._library is None:
-            self._library = content_repo.enabled_resources(self.session)
+            self._library = routing.library(content_repo.enabled_resources(self.session))
         return self._library
 
     def received(self, account_id: str, recipient: str) -> set[str]:
@@ -150,21 +153,13 @@ class Batch:
         if self._received is None:
             self._received = content_repo.received_of(self.session, self.accounts)
         stored = self._received.get(account_id, {}).get(recipient, set())
-        held = {
-            r["resource_id"]
-            for r in self._held
-            if r.get("resource_id")
-            and r["account_id"] == account_id
-            and (r["user_id"] or r["recipient"]) == recipient
-            and r["state"] in content_repo.RECEIVED_STATES
-        }
-        return stored | held
+        return stored | self._held_resources.get((account_id, recipient), set())
 
     def features_seen(self, account_id: str) -> set[str]:
         """Which of the library's feature events the account ever sent: one statement
         for the batch's accounts and every feature the library tags."""
         if self._seen is None:
-            names = {f for r in self.resources() for f in r.features}
+            names = {f for e in self.resources() for f in e.features}
             self._seen = ingest.events_seen_of(self.session, names, list(self.accounts))
         return self._seen.get(account_id, set())
 
@@ -192,6 +187,9 @@ class Batch:
         it to copy the rows of enrolments it inserts without a keyed insert."""
         self._held.extend(rows)
         self.counts.add(rows)
+        for r in rows:
+            if r.get("resource_id") and r["state"] in content_repo.RECEIVED_STATES:
+                self._held_resources.setdefault((r["account_id"], r["user_id"] or r["recipient"]), set()).add(r["resource_id"])
 
     def add_enrollment(self, enrollment: Enrollment) -> None:
         """Hold a new enrolment (a plain object, not in the session), its first steps run,
@@ -229,6 +227,7 @@ class Batch:
         inserted_now = {e.id for e in pending}  # all inserted, or the transaction failed
         self.write_enrollments()
         rows, self._held = self._held, []
+        self._held_resources = {}
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:  # one statement per set of columns (the built-in steps write one)
             shapes.setdefault(tuple(sorted(row)), []).append(row)

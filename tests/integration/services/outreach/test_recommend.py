@@ -190,3 +190,44 @@ async def test_bad_recommend_steps_are_422_naming_the_path(api, keys, session_fa
     ]
     r = await api.put("/v1/playbooks/route", json=simple_playbook(steps=[{**RECOMMEND, "fallback": "first-week"}]), headers=ops)
     assert r.status_code == 200, r.text
+
+
+def test_a_batch_of_recommendations_costs_the_same_statements_whatever_its_size(topics, engine, session_factory, clock, monkeypatch):
+    """The step reads the library, the resources the batch's contacts received and the
+    feature events its accounts sent once per batch: 40 signals cost what 4 do."""
+    import json
+
+    from kafka.consumer.fetcher import ConsumerRecord
+    from sqlalchemy import event
+
+    from services.outreach.playbooks.worker import SignalWorker
+    from shared import db
+
+    monkeypatch.setattr(db, "COPY_THRESHOLD", 1)  # PostgreSQL's COPY path at every size (as test_playbooks.py does)
+    _world(session_factory, topics, step={**RECOMMEND, "to": ["champion", "admin"]})
+    small, large = [f"s{i:02d}" for i in range(4)], [f"l{i:02d}" for i in range(40)]
+    for i, a in enumerate(small + large):
+        add_account(session_factory, a, traits={"use_case": ["analytics", "monitoring"][i % 2]})
+    worker = SignalWorker(topics, session_factory, clock)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    def run(accounts: list[str]) -> int:
+        records = [
+            ConsumerRecord("cs.signals", 0, None, i, 0, 0, a.encode(), json.dumps(signal(a)).encode(), [], None, 0, 0, 0)
+            for i, a in enumerate(accounts)
+        ]
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with transaction(session_factory) as s:
+                worker.handle_batch(s, records)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(statements)
+
+    assert run(small) == run(large), "\n".join(statements)
+    routed = {(m.account_id, m.user_id): m.resource_id for m in messages(session_factory)}
+    assert len(routed) == 88 and routed[("l01", "ada")] == "alerts-video" and routed[("l00", "bob")] == "first-reports"
