@@ -69,7 +69,7 @@ from services.outreach.playbooks.service import get_or_404 as get_playbook
 from services.outreach.playbooks.service import out as playbook_out
 from services.outreach.playbooks.service import report as playbook_report
 from services.outreach.playbooks.service import save as save_playbook
-from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, SendStep, WaitStep
+from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, RecommendStep, SendStep, WaitStep
 from services.outreach.starter import ACTOR as STARTER_ACTOR
 from services.outreach.starter import seed_starter_content, starter_playbooks
 from services.outreach.stats import wilson
@@ -94,6 +94,7 @@ __all__ = [
     "NoteIn",
     "PlaybookDefinition",
     "ReassignIn",
+    "RecommendStep",
     "ResourceImportOutcome",
     "ResourceIn",
     "ResolveIn",

@@ -26,7 +26,7 @@ def flow(definition: outreach.PlaybookDefinition) -> list[dict[str, Any]]:
         if isinstance(s, outreach.SendStep):
             who = ", ".join(s.to) if s.to else ("webhook " + (s.url or "") if s.channel == "webhook" else "—")
             item["detail"] = f"{s.channel} {s.template or ''} to {who}".replace("  ", " ")
-            if s.type == "recommend":  # a send whose template names the resource chosen per recipient
+            if isinstance(s, outreach.RecommendStep):  # a send whose template names the resource chosen per recipient
                 item["detail"] = "a library resource by " + item["detail"]
         elif isinstance(s, outreach.WaitStep):
             item["detail"] = f"wait {s.duration}"
