@@ -25,7 +25,8 @@ Reads (the caller owns the session):
   :func:`property_aggregates` (``sum``/``avg``/``min``/``max``/``latest`` of a numeric
   property, :data:`AGGREGATES`), :func:`role_last_seen`, :func:`role_active_user_counts`,
   :func:`contact_counts`; for backtests, by account and day over a period:
-  :func:`daily_counts_where`, :func:`daily_property_stats`, :func:`role_last_seen_by_day`;
+  :func:`daily_counts_where`, :func:`daily_property_stats`, :func:`role_last_seen_by_day`,
+  :func:`role_first_seen`;
 * stored events: :func:`ingested_event_ids`, :func:`latest_events`,
   :func:`events_between`, :func:`accounts_with_events`, :func:`recent_events`.
 
@@ -102,6 +103,7 @@ from services.ingest.repository.properties import (
     event_counts_where,
     property_aggregates,
     role_active_user_counts,
+    role_first_seen,
     role_last_seen,
     role_last_seen_by_day,
 )
@@ -150,6 +152,7 @@ __all__ = [
     "property_aggregates",
     "recent_events",
     "role_active_user_counts",
+    "role_first_seen",
     "role_last_seen",
     "role_last_seen_by_day",
     "routers",

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Date, Integer, and_, case, cast, func, literal, select, true, tuple_
 from sqlalchemy.orm import Session
 
-from services.ingest.models import AccountEventSeen, UsageDaily, UserActivityDaily, UserEventSeen
+from services.ingest.models import AccountEventSeen, UsageDaily, User, UserActivityDaily, UserEventSeen
 from services.ingest.repository.chunks import CHUNK, chunks, grouped, ids_in, in_
 from shared.db import is_in
 
@@ -264,9 +264,10 @@ def _masks(rows: Any, words: int) -> Iterator[tuple[str, int]]:
         yield row[0], from_bytes(pack(*row[1:]), "little")
 
 
-def user_activity_masks(session: Session, start: date, end: date) -> Iterator[tuple[str, int]]:
+def user_activity_masks(session: Session, start: date, end: date, role: str | None = None) -> Iterator[tuple[str, int]]:
     """(account, mask) for every user active in [start, end]: bit i of ``mask`` is set
-    iff the user was active on day ``start`` + i. One row per user, aggregated by the
+    iff the user was active on day ``start`` + i (with ``role``, only users of that role).
+    One row per user, aggregated by the
     database (no sort): how many distinct users were active in any set of days follows
     from the masks alone (backtests count them for every window ending in the range).
 
@@ -279,6 +280,8 @@ def user_activity_masks(session: Session, start: date, end: date) -> Iterator[tu
     t = UserActivityDaily  # one row per account, day and user: one bit per day
     words = _mask_words(session, t.day, start, end)
     q = select(t.account_id, *words).where(t.day >= start, t.day <= end).group_by(t.account_id, t.user_id)
+    if role is not None:  # only the contacts of that (current) role
+        q = q.join(User, and_(User.account_id == t.account_id, User.id == t.user_id)).where(User.role == role)
     return _masks(session.execute(q), len(words))
 
 

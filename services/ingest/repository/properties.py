@@ -12,7 +12,8 @@ at once (one statement per chunk of accounts, or one over every account when
 - :func:`role_active_user_counts`: distinct active users of a role over a range of days;
 - :func:`contact_counts`: contacts of a role, optionally only those active in a range;
 - for backtests, the first three by account and UTC day over a whole period, read once
-  (:func:`daily_counts_where`, :func:`daily_property_stats`, :func:`role_last_seen_by_day`).
+  (:func:`daily_counts_where`, :func:`daily_property_stats`, :func:`role_last_seen_by_day`),
+  and every contact of a role with its first tracked event (:func:`role_first_seen`).
 
 The daily rollups keep no properties, so the first three read the raw event store: they
 are exact over the retained history (``TOUCHLINE_RAW_EVENT_RETENTION_DAYS``). A property
@@ -300,6 +301,12 @@ def role_last_seen_by_day(session: Session, event: str, role: str, start: date, 
         yield a, _as_date(d), ts
 
 
+def role_first_seen(session: Session, role: str) -> Iterator[tuple[str, datetime | None]]:
+    """(account, first tracked event or None) of every contact of ``role``: :func:`contact_counts`
+    without ``active`` at any instant follows from these rows (backtests)."""
+    yield from session.execute(select(User.account_id, User.first_seen_at).where(User.role == role))
+
+
 __all__ = [
     "AGGREGATES",
     "Where",
@@ -310,5 +317,6 @@ __all__ = [
     "property_aggregates",
     "role_active_user_counts",
     "role_last_seen",
+    "role_first_seen",
     "role_last_seen_by_day",
 ]

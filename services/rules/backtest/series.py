@@ -78,27 +78,31 @@ class DailySeries:
         added bitwise into binary counters (one integer per binary digit, every day at
         once), which are then spread to one 32-bit counter per day."""
         if window not in self._users:
-            n, out = self.length, {}
-            for a, masks in self._masks().items():
-                # Bit-sliced counters: bit j of planes[k] is bit k of day j's count. Adding a
-                # user is a ripple-carry add of one bit per day; the planes are spread once.
-                planes: list[int] = []
-                for m in masks:
-                    carry = _smear(m, window)
-                    for k, p in enumerate(planes):
-                        planes[k] = p ^ carry
-                        carry &= p
-                        if not carry:
-                            break
-                    if carry:
-                        planes.append(carry)
-                total = sum(_spread(p, n) << k for k, p in enumerate(planes))
-                counts = array("I", total.to_bytes(4 * n, "little"))
-                if sys.byteorder != "little":
-                    counts.byteswap()
-                out[a] = counts.tolist()
-            self._users[window] = out
+            self._users[window] = self._window_counts(self._masks(), window)
         return self._users[window]
+
+    def _window_counts(self, masks_by_account: dict[str, list[int]], window: int) -> dict[str, list[int]]:
+        """:meth:`users`' arithmetic over any set of users' activity masks."""
+        n, out = self.length, {}
+        for a, masks in masks_by_account.items():
+            # Bit-sliced counters: bit j of planes[k] is bit k of day j's count. Adding a
+            # user is a ripple-carry add of one bit per day; the planes are spread once.
+            planes: list[int] = []
+            for m in masks:
+                carry = _smear(m, window)
+                for k, p in enumerate(planes):
+                    planes[k] = p ^ carry
+                    carry &= p
+                    if not carry:
+                        break
+                if carry:
+                    planes.append(carry)
+            total = sum(_spread(p, n) << k for k, p in enumerate(planes))
+            counts = array("I", total.to_bytes(4 * n, "little"))
+            if sys.byteorder != "little":
+                counts.byteswap()
+            out[a] = counts.tolist()
+        return out
 
     def columns(self, window: int) -> tuple[list[str], list[tuple[int, ...]]]:
         """:meth:`users` by day: (accounts, counts) where ``counts[j][i]`` is account ``i``'s
@@ -291,6 +295,37 @@ class DailySeries:
                 out.pop(a, None)  # its last time up to as_of is past the lookback, and so is any before it
         return out
 
+    def role_active_user_counts(self, role: str, start: date, end: date) -> dict[str, int] | None:
+        """Distinct active users of ``role`` (today's roles) in [start, end], from the
+        activity masks of that role's users (read once per role)."""
+        if not self._covers(start, end):
+            return None
+        key = ("role_users", role, (end - start).days + 1)
+        if key not in self._raw:
+            if ("role_masks", role) not in self._raw:
+                masks: dict[str, list[int]] = {}
+                for a, m in ingest.user_activity_masks(self.session, self.lo, self.hi, role):
+                    masks.setdefault(a, []).append(m)
+                self._raw[("role_masks", role)] = masks
+            self._raw[key] = self._window_counts(self._raw[("role_masks", role)], key[2])
+        j = self._idx(end)
+        return {a: c[j] for a, c in self._raw[key].items() if c[j]}
+
+    def contact_counts(self, role: str, until: datetime, active: tuple[date, date] | None) -> dict[str, int] | None:
+        if active is not None:
+            # Active in the window up to the end of its last day: first seen by then, so the
+            # role's active users are the answer (not so for an instant inside that day).
+            if until < datetime.combine(active[1], time.max, tzinfo=UTC):
+                return None
+            return self.role_active_user_counts(role, *active)
+        key = ("first_seen", role)
+        if key not in self._raw:
+            firsts: dict[str, list[datetime]] = {}
+            for a, first in ingest.role_first_seen(self.session, role):
+                firsts.setdefault(a, []).append(first or _NEVER_TRACKED)
+            self._raw[key] = {a: sorted(v) for a, v in firsts.items()}
+        return {a: n for a, times in self._raw[key].items() if (n := bisect_right(times, until))}
+
     def _days(self) -> list[date]:
         if self._day_list is None:
             self._day_list = [self.lo + timedelta(days=i) for i in range(self.length)]
@@ -298,6 +333,10 @@ class DailySeries:
 
 
 _Row = TypeVar("_Row", bound=tuple[Any, ...])  # (day index, value, ...)
+
+
+# A contact never seen in a track event counts at any instant.
+_NEVER_TRACKED = datetime.min.replace(tzinfo=UTC)
 
 
 def _frozen(where: ingest.Where) -> tuple[tuple[tuple[str, ...], tuple[Any, ...]], ...]:

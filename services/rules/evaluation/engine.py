@@ -221,9 +221,8 @@ class Measurements:
     def _measure_raw(self, m: Metric) -> dict[str, Any] | None:
         """The metrics over raw event properties and contacts by role (ingest's
         :mod:`~services.ingest.repository.properties`), None for the others. In a backtest
-        the daily series answers the raw-event ones from one read per period; role counts
-        and contacts are asked day by day (with today's roles)."""
-        s, now, acc, q = self.session, self.now, self.accounts, self._query
+        the daily series answers them from one read per period (roles are today's)."""
+        now, q = self.now, self._query
         where = tuple((tuple(path.split(".")), values) for path, values in m.where)
         if m.metric == "count" and m.where:
             days = ingest.window_days(now, m.window_days)
@@ -237,13 +236,13 @@ class Measurements:
         if m.role is None:
             return None
         if m.metric == "active_users":
-            return {a: float(v) for a, v in ingest.role_active_user_counts(s, m.role, *ingest.window_days(now, m.window_days), acc).items()}
+            return {a: float(v) for a, v in q("role_active_user_counts", m.role, *ingest.window_days(now, m.window_days)).items()}
         if m.metric == "days_since":
             last = q("role_last_seen", m.event_name, m.role, now if self.as_of else None, self.lookback_days)
             return {a: max(0.0, (now - ts).total_seconds() / DAY) for a, ts in last.items()}
         if m.metric == "contacts":
             active = ingest.window_days(now, m.window) if m.window else None
-            return {a: float(v) for a, v in ingest.contact_counts(s, m.role, now, active, acc).items()}
+            return {a: float(v) for a, v in q("contact_counts", m.role, now, active).items()}
         return None
 
     def _measure(self, m: Metric) -> dict[str, Any]:

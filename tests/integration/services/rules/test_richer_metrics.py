@@ -358,8 +358,17 @@ def seed_history(session_factory) -> None:
     for n, kind in enumerate(["steady", "quiet-late", "fades", "late", "sparse", "never"]):
         a = f"{kind}-{n}"
         evs.append(group(a, day0, plan="pro"))
-        for u, role in (("c1", "champion"), ("c2", "champion"), ("p1", "power_user"), ("m1", "member")):
-            evs.append(identify(a, u, day0, role=role))
+        for u, role in (
+            ("c1", "champion"),
+            ("c2", "champion"),
+            ("p1", "power_user"),
+            ("m1", "member"),
+            ("b1", "buyer"),
+            ("c3", "champion"),
+        ):
+            evs.append(identify(a, u, day0, role=role))  # c3 is never tracked: a contact at any date
+        if n % 2:  # a buyer first tracked inside the replayed period
+            evs.append(track(a, "login", day0 + timedelta(days=50 + n, hours=n), "b1", f"b-{a}"))
         if kind == "never":
             continue
         for d in range(80):
@@ -388,6 +397,11 @@ RAW_OPERANDS = [
     ),
     {"metric": "days_since", "event": "login", "role": "champion"},
     {"metric": "days_since", "event": "login", "role": "power_user"},
+    {"metric": "active_users", "window": "1d", "role": "champion"},
+    {"metric": "active_users", "window": "14d", "role": "power_user"},
+    {"metric": "contacts", "role": "champion", "active_within": "7d"},
+    {"metric": "contacts", "role": "champion"},
+    {"metric": "contacts", "role": "buyer"},
 ]
 
 
@@ -407,7 +421,8 @@ def test_backtest_series_give_the_per_day_answers_for_raw_event_metrics(session_
                     leaf = parse_condition({**op, "op": ">=", "value": 0})
                     assert fast.metric(leaf) == slow.metric(leaf), (op, now, lookback)
                     assert fast._seen == slow._seen
-            assert series._raw, "the series answered (it did not hand every question back)"
+            # The series answered every kind (it did not hand the questions back to the per-day queries).
+            assert {k[0] for k in series._raw} == {"count_where", "stats", "role_last", "role_masks", "role_users", "first_seen"}
         rules = [
             parse_rule(
                 {
@@ -420,7 +435,7 @@ def test_backtest_series_give_the_per_day_answers_for_raw_event_metrics(session_
                 }
             )
             for i, op in enumerate(RAW_OPERANDS)
-            for k, (o, v) in enumerate(((">=", 1), ("<", 5), (">", 7)))
+            for k, (o, v) in enumerate(((">=", 1), ("<", 5), (">", 7), ("==", 3)))
         ]
         fired = set()
         for d in rules:
