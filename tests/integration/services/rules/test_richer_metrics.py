@@ -12,7 +12,7 @@ Mar 2, "7d" Feb 24 .. Mar 2):
   -10, "8" (a string) on -5, no score on -3, true on -2, 6.5 on -1 and a nested
   answer.score 4 on -4. Numeric scores in 30d: 9, 7, 6.5 -> sum 22.5, avg 7.5, min 6.5, max
   9, latest 6.5, 3 values. ticket_opened: P0 on -40 (outside), -25 and -3; P1 on -2; no
-  priority on -1; tier 2 on -2 and tier "2" on -3. Logins: u1 (champion) at day -9 12:00,
+  priority on -1; tier 2 on -2 and tier "2" on -3; meta.priority P0 on -4. Logins: u1 (champion) at day -9 12:00,
   u3 (power user) on -2, u4 on -1.
 - "quiet": nps_answered twice in 30d, with no numeric score (a string, nothing).
 - "empty": an account with no events but its group call.
@@ -63,6 +63,7 @@ def seed(session_factory) -> None:
         (1, {}),
     ]
     evs += [track("acme", "ticket_opened", day(n), "u9", f"t{n}", **p) for n, p in tickets]
+    evs.append(track("acme", "ticket_opened", day(4), "u9", "t-nested", meta={"priority": "P0"}))
     evs += [
         track("acme", "login", day(9), "u1", "l1"),
         track("acme", "login", day(2), "u3", "l3"),
@@ -122,9 +123,10 @@ def test_counts_with_property_filters(session_factory):
     assert tickets({"tier": "2"}) == 1
     assert tickets({"priority": "P0", "tier": "2"}) == 1  # every filter must match
     assert tickets({"priority": "P0"}, account="empty") == 0
-    # Without "where" it is the rollup count: the four tickets of the last 30 days.
+    assert tickets({"meta.priority": "P0"}) == 1  # a nested key; the top-level filter did not see it
+    # Without "where" it is the rollup count: the five tickets of the last 30 days.
     plain = {"metric": "count", "event": "ticket_opened", "window": "30d", "op": ">=", "value": 0}
-    assert value(session_factory, plain, "acme")[0] == 4
+    assert value(session_factory, plain, "acme")[0] == 5
 
 
 def test_role_metrics_and_coverage(session_factory):
@@ -485,5 +487,5 @@ def test_an_event_triggered_rule_reads_them_for_the_batch_accounts(session_facto
         report = evaluate_events(s, batch, index, T0, settings)
     assert [sig.account_id for sig in report.signals] == ["acme"]
     ev = report.signals[0].evidence
-    assert ev["count(ticket_opened where priority=P0, 30d)"]["value"] == 2 and ev["count(ticket_opened, 30d)"]["value"] == 4
+    assert ev["count(ticket_opened where priority=P0, 30d)"]["value"] == 2 and ev["count(ticket_opened, 30d)"]["value"] == 5
     assert ev["latest(nps_answered.score, 30d)"]["value"] == 6.5 and ev["contacts(role=champion)"]["value"] == 2
