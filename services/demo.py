@@ -38,6 +38,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,9 @@ def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[
     return min(2, acct.seats), 0.5
 
 
-def generate(accounts: int = 200, days: int = 60, seed: int = 7, end: datetime | None = None, with_traits: bool = True) -> Iterator[dict]:
+def generate(
+    accounts: int = 200, days: int = 60, seed: int = 7, end: datetime | None = None, with_traits: bool = True
+) -> Iterator[dict[str, Any]]:
     """Yield event dicts (the public contract) in time order per account."""
     end = (end or datetime.now(UTC)).astimezone(UTC)
     start_day = (end - timedelta(days=days)).date()
@@ -224,7 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def publish(events: Iterator[dict], producer, topic: str, rate: float = 0, progress_every: int = 1000) -> int:
+def publish(events: Iterator[dict[str, Any]], producer, topic: str, rate: float = 0, progress_every: int = 1000) -> int:
     """Send the events; a progress bar on a terminal, a log line every few seconds otherwise."""
     from shared.progress import ProgressBar
 
@@ -306,7 +311,7 @@ class IngestStalled(SystemExit):
 
 
 def wait_for_ingest(
-    settings, end_offsets: dict[int, int], poll_seconds: float = 0.5, log_every: float = 5.0, stall_seconds: float = 600.0
+    settings: Settings, end_offsets: dict[int, int], poll_seconds: float = 0.5, log_every: float = 5.0, stall_seconds: float = 600.0
 ) -> None:
     """Block until the ingest group's reported position has reached ``end_offsets`` on
     every partition, logging progress. Gives up (exit with a message) after
@@ -359,7 +364,7 @@ def _chance(account_id: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: random.Random) -> list[dict]:
+def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: random.Random) -> list[dict[str, Any]]:
     """One round of live usage at ``now``: healthy, expanding and onboarding accounts keep
     using the product; churning accounts stay away unless they are in ``back``."""
     out = []
@@ -384,7 +389,7 @@ def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: ran
     return out
 
 
-def live(args, settings) -> None:
+def live(args, settings: Settings) -> None:
     from services.outreach.interface import outreach_status
     from shared.db import database
     from shared.kafka.clients import make_producer
@@ -425,7 +430,7 @@ def live(args, settings) -> None:
             producer.close()
 
 
-def enable_starter_rules(settings) -> None:
+def enable_starter_rules(settings: Settings) -> None:
     """Import the starter rule library (services/rules/starter) and enable it, so the
     churning and expanding cohorts make signals appear while the demo runs."""
     from services.rules.interface import STARTER_DIR, import_rules
@@ -486,7 +491,7 @@ DEMO_PACED_WIN_BACK = {
 DEMO_ACTOR = "cli:demo"
 
 
-def pace_win_back(settings) -> bool:
+def pace_win_back(settings: Settings) -> bool:
     """Save ``DEMO_PACED_WIN_BACK`` as the current version of ``win-back`` (the starter
     content is seeded first if missing), unless its current version was written by
     someone other than the starter or the demo. Returns whether the demo pace is on."""
@@ -519,7 +524,7 @@ def pace_win_back(settings) -> bool:
     return True
 
 
-def cohorts(accounts: int, seed: int, days: int, win_back: dict) -> dict[str, list[str]]:
+def cohorts(accounts: int, seed: int, days: int, win_back: dict[str, Any]) -> dict[str, list[str]]:
     """Which accounts the demo made churning, expanding, healthy and onboarding, and of
     the churning ones (the win-back playbook's accounts) which it holds out of the
     emails, which it holds out of the escalation (a ``held_out`` engagement row, measured,
@@ -536,7 +541,7 @@ def cohorts(accounts: int, seed: int, days: int, win_back: dict) -> dict[str, li
     return out
 
 
-def save_cohorts(settings, accounts: int, seed: int, days: int, win_back: dict | None) -> dict[str, list[str]]:
+def save_cohorts(settings: Settings, accounts: int, seed: int, days: int, win_back: dict[str, Any] | None) -> dict[str, list[str]]:
     """Write :func:`cohorts` to ``var/demo-cohorts.json`` and log the gist, so the tour
     (README) names accounts from what this run made, never from memory."""
     from services.outreach.interface import starter_playbooks
@@ -568,7 +573,7 @@ DEMO_CSMS = [
 ]
 
 
-def seed_csm_pool(settings) -> dict[str, str]:
+def seed_csm_pool(settings: Settings) -> dict[str, str]:
     """Put a small pool of CSMs on the roster (once) and give each a csm key, saved in
     ``var/demo-csm-keys.json`` (mode 0600) so `GET /v1/me/engagements` can be tried
     as each of them. Returns csm id -> key (only the keys created now)."""

@@ -4,6 +4,7 @@ behaviour lives in the feature folders."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -28,7 +29,7 @@ class Template(Base):
     audience: Mapped[str] = mapped_column(String(16), default="customer", server_default="customer")
     # Extra sample values (e.g. the evidence keys of the rule it is written for) merged
     # into the sample context the template is validated against on save.
-    sample_context: Mapped[dict] = mapped_column(JSONType, default=dict)
+    sample_context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -52,7 +53,7 @@ class PlaybookVersion(Base):
 
     playbook_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    definition: Mapped[dict] = mapped_column(JSONType)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(200), default="")
 
@@ -86,7 +87,7 @@ class OutreachDecision(Base):
     kind: Mapped[str] = mapped_column(String(64))
     decision: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    playbooks: Mapped[list] = mapped_column(JSONType, default=list)
+    playbooks: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -109,14 +110,14 @@ class Enrollment(Base):
     playbook_version: Mapped[int] = mapped_column(Integer)
     account_id: Mapped[str] = mapped_column(String(128))
     signal_id: Mapped[str] = mapped_column(String(128))
-    signal: Mapped[dict] = mapped_column(JSONType, default=dict)
+    signal: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     holdout: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16))  # active, converted, completed, failed
     active_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     step_index: Mapped[int] = mapped_column(Integer, default=0)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    history: Mapped[list] = mapped_column(JSONType, default=list)
-    outcome_detail: Mapped[dict] = mapped_column(JSONType, default=dict)
+    history: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    outcome_detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -160,7 +161,7 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     html_body: Mapped[str] = mapped_column(Text, default="")
     text_body: Mapped[str] = mapped_column(Text, default="")
-    payload: Mapped[dict] = mapped_column(JSONType, default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     state: Mapped[str] = mapped_column(String(16))
     skip_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -193,14 +194,14 @@ class Resource(Base):
     url: Mapped[str] = mapped_column(String(2000))
     summary: Mapped[str] = mapped_column(Text, default="")
     language: Mapped[str] = mapped_column(String(16), default="en")
-    goals: Mapped[list] = mapped_column(JSONType, default=list)  # adoption, win-back, expansion, renewal
-    use_cases: Mapped[list] = mapped_column(JSONType, default=list)
-    industries: Mapped[list] = mapped_column(JSONType, default=list)
-    company_sizes: Mapped[list] = mapped_column(JSONType, default=list)
-    lifecycle_stages: Mapped[list] = mapped_column(JSONType, default=list)
-    segments: Mapped[list] = mapped_column(JSONType, default=list)
-    roles: Mapped[list] = mapped_column(JSONType, default=list)
-    features: Mapped[list] = mapped_column(JSONType, default=list)  # event names of the product features it teaches
+    goals: Mapped[list[Any]] = mapped_column(JSONType, default=list)  # adoption, win-back, expansion, renewal
+    use_cases: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    industries: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    company_sizes: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    lifecycle_stages: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    segments: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    roles: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    features: Mapped[list[Any]] = mapped_column(JSONType, default=list)  # event names of the product features it teaches
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -235,10 +236,10 @@ class Csm(Base):
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(254))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    working_hours: Mapped[dict] = mapped_column(JSONType, default=dict)
+    working_hours: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     capacity: Mapped[int] = mapped_column(Integer, default=10)
-    segments: Mapped[list] = mapped_column(JSONType, default=list)  # empty: every segment
-    skills: Mapped[list] = mapped_column(JSONType, default=list)
+    segments: Mapped[list[Any]] = mapped_column(JSONType, default=list)  # empty: every segment
+    skills: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     away_from: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     away_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -280,10 +281,10 @@ class Engagement(Base):
     skill: Mapped[str | None] = mapped_column(String(64), nullable=True)
     segment: Mapped[str | None] = mapped_column(String(64), nullable=True)
     priority: Mapped[float] = mapped_column(Float, default=0)
-    priority_detail: Mapped[dict] = mapped_column(JSONType, default=dict)
+    priority_detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     title: Mapped[str] = mapped_column(String(300), default="")
-    reason: Mapped[dict] = mapped_column(JSONType, default=dict)  # the signal, its evidence, what automation tried
-    signal_ids: Mapped[list] = mapped_column(JSONType, default=list)
+    reason: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # the signal, its evidence, what automation tried
+    signal_ids: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     rule_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     playbook_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     enrollment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
@@ -292,11 +293,11 @@ class Engagement(Base):
     extension_days: Mapped[float] = mapped_column(Float, default=0)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     next_reminder_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    reminders_sent: Mapped[list] = mapped_column(JSONType, default=list)
+    reminders_sent: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     assignments: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     outcome_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # csm, automatic
-    measured: Mapped[dict] = mapped_column(JSONType, default=dict)  # the automatic outcome measurement
+    measured: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # the automatic outcome measurement
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -318,4 +319,4 @@ class EngagementEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))  # transition, note, touch, reminder, signal_attached, extended
     from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    details: Mapped[dict] = mapped_column(JSONType, default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

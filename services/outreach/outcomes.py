@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from services.outreach.playbooks.holdouts import escalation_bucket_key, is_held_out
 from services.outreach.playbooks.repository import signals_with_decision as signals_with_decision  # the query is the repository's
@@ -17,7 +18,7 @@ from services.outreach.playbooks.repository import signals_with_decision as sign
 DECISIONS = ("enrolled", "held_out", "skipped", "no_matching_playbook")
 
 
-def holdout_groups(playbook_id: str, definition: dict, account_ids: Iterable[str]) -> dict[str, list[str]]:
+def holdout_groups(playbook_id: str, definition: dict[str, Any], account_ids: Iterable[str]) -> dict[str, list[str]]:
     """For accounts a playbook enrols: ``message_holdout`` (they get no message, the
     playbook's ``holdout_percent``) and ``escalation_holdout`` (treated, but its
     ``open_engagement`` step records a ``held_out`` engagement instead of escalating,

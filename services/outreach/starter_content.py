@@ -14,12 +14,15 @@ STARTER_DIR = Path(__file__).parent / "starter"
 
 
 def starter_templates() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load((STARTER_DIR / "templates.yaml").read_text())
+    templates: dict[str, dict[str, Any]] = yaml.safe_load((STARTER_DIR / "templates.yaml").read_text())
+    return templates
 
 
 def starter_playbooks() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load((STARTER_DIR / "playbooks.yaml").read_text())
+    playbooks: dict[str, dict[str, Any]] = yaml.safe_load((STARTER_DIR / "playbooks.yaml").read_text())
+    return playbooks
 
 
 def starter_resources() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load((STARTER_DIR / "resources.yaml").read_text())
+    resources: dict[str, dict[str, Any]] = yaml.safe_load((STARTER_DIR / "resources.yaml").read_text())
+    return resources

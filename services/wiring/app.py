@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import fastapi_offline
@@ -19,9 +20,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared.api import NO_FRAMING, AppContext, install_database_error_handler
-from shared.auth import require
+from shared.auth import Principal, require
 from shared.broker import port_open
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine, make_probe_engine, make_session_factory
@@ -70,7 +72,9 @@ def routers():
     return [*ingest.routers(), *rules.routers(), *outreach.routers(), jobs_router]
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None, session_factory=None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, clock: Clock | None = None, session_factory: sessionmaker[Session] | None = None
+) -> FastAPI:
     settings = settings or get_settings()
     engine = session_factory.kw["bind"] if session_factory is not None else make_engine(settings)
     ctx = AppContext(
@@ -201,7 +205,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
                 **AUTH_ERRORS,
             },
         )
-        def metrics(_p=require("admin")):
+        def metrics(_p: Principal = require("admin")):
             body, content_type = render_metrics()
             return Response(body, media_type=content_type)
 
@@ -226,7 +230,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, ses
     return app
 
 
-def _honest_errors(schema: dict) -> None:
+def _honest_errors(schema: dict[str, Any]) -> None:
     """Every error this API answers, in the document: FastAPI's own 422 schema becomes
     ours; every operation that takes a body lists the 408 (body too slow), 413 (body
     too large) and 422 (not JSON, nested too deep) that the RequestLimits middleware

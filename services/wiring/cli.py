@@ -27,7 +27,7 @@ from shared.events import event_json_schema
 from shared.limits import yaml_load
 from shared.logging import configure_logging
 from shared.progress import ProgressBar
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 
 log = logging.getLogger("touchline")
 
@@ -78,7 +78,7 @@ def cmd_api(args) -> int:
     return 0
 
 
-def _secret_ready(settings) -> bool:
+def _secret_ready(settings: Settings) -> bool:
     """Resolve the secret before serving anything (``touchline run`` before its children
     start, so they all read the one it generated); False, said why, if it is unusable."""
     try:
@@ -341,7 +341,7 @@ def cmd_content(args) -> int:
     return 0
 
 
-def _backtest(args, settings, factory) -> int:
+def _backtest(args, settings: Settings, factory) -> int:
     """``touchline rules backtest``: queue a backtest job, then run it here with a progress
     bar (or follow it, if a jobs worker took it first); ``--submit`` only queues it."""
 
@@ -434,7 +434,7 @@ def _follow_job(factory, job_id: int, bar):
 # ---- touchline run ---------------------------------------------------------
 
 
-def _first_admin_key(settings, factory) -> None:
+def _first_admin_key(settings: Settings, factory) -> None:
     from shared import auth
 
     with transaction(factory) as session:
@@ -453,7 +453,7 @@ def _first_admin_key(settings, factory) -> None:
     )
 
 
-def _seed_outreach(settings, factory) -> None:
+def _seed_outreach(settings: Settings, factory) -> None:
     from services.outreach.interface import seed_starter_content
 
     with transaction(factory) as session:

@@ -38,6 +38,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.broker import memory_warning
 from shared.settings import Settings
@@ -366,7 +367,7 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple]:
+def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple[Any, ...]]:
     """Every record of every topic that some group still has to consume, or that no
     group consumes at all (the DLQs): (topic, partition, key, value, headers)."""
     from kafka import TopicPartition
@@ -375,9 +376,9 @@ def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple
     from shared.kafka.lag import LagProbe
 
     probe = LagProbe(settings)
-    out: list[tuple] = []
+    out: list[tuple[Any, ...]] = []
     try:
-        committed: dict[str, dict] = {
+        committed: dict[str, dict[str, Any]] = {
             g: {tp: om.offset for tp, om in (probe.admin.list_group_offsets(g).get(g) or {}).items()} for g in groups
         }
         for topic, partitions in topic_specs(settings).items():
@@ -400,7 +401,7 @@ def read_residue(settings: Settings, groups: dict[str, list[str]]) -> list[tuple
     return out
 
 
-def put_back(settings: Settings, records: list[tuple]) -> None:
+def put_back(settings: Settings, records: list[tuple[Any, ...]]) -> None:
     from shared.kafka.clients import make_producer
 
     if not records:

@@ -4,6 +4,7 @@ users by role, signals with evidence, messages, enrolments and a merged timeline
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
@@ -61,7 +62,7 @@ def accounts(
     )
 
 
-def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[dict]:
+def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[dict[str, Any]]:
     out = []
     for s in signals:
         out.append(
@@ -130,7 +131,7 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
         y_label="per day",
     )
     users = ingest.list_users(session, account_id, role=None, after=None, limit=500)
-    by_role: dict[str, list] = {}
+    by_role: dict[str, list[Any]] = {}
     for u in users:
         by_role.setdefault(u.role or "no role", []).append(u)
     signals = rules.list_signals(session, kind=None, rule_id=None, account_id=account_id, since=None, until=None, before=None, limit=50)

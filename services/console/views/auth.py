@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Depends, Request
@@ -44,7 +45,7 @@ def _home(principal: keys.Principal) -> str:
     return home_of(principal)
 
 
-def _cookie_args(request: Request) -> dict:
+def _cookie_args(request: Request) -> dict[str, Any]:
     return {"httponly": True, "samesite": "lax", "secure": request.url.scheme == "https", "path": sessions.COOKIE_PATH}
 
 

@@ -5,6 +5,8 @@ forecast). Every rule is the engagements service's; these views only call it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
@@ -15,6 +17,7 @@ from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, V
 from services.outreach import interface as outreach
 from shared.api import SessionDep
 from shared.errors import Forbidden, TouchlineError, Unprocessable
+from shared.settings import Settings
 
 router = APIRouter()
 INBOX_LIMIT = 200
@@ -91,7 +94,7 @@ def engagement(request: Request, engagement_id: str, done: str = "", session: Se
     return _page(request, session, _load(session, engagement_id, viewer), viewer, done=done or None)
 
 
-def _apply(action: str, session: Session, e, form: dict, viewer: Viewer, now, settings):
+def _apply(action: str, session: Session, e, form: dict[str, Any], viewer: Viewer, now, settings: Settings):
     actor = viewer.principal.actor
     if action == "accept":
         outreach.accept_engagement(session, e, actor=actor, now=now)

@@ -6,6 +6,7 @@ process's Prometheus metrics)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,11 +25,11 @@ router = APIRouter()
 DAYS = 30
 
 
-def metric_samples(*names: str) -> dict[str, list[tuple[dict, float]]]:
+def metric_samples(*names: str) -> dict[str, list[tuple[dict[str, Any], float]]]:
     """Samples of the named metrics as this API process sees them (all processes under
     ``touchline run``, which shares a multiprocess directory)."""
     body, _ = render_metrics()
-    out: dict[str, list[tuple[dict, float]]] = {n: [] for n in names}
+    out: dict[str, list[tuple[dict[str, Any], float]]] = {n: [] for n in names}
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
             if sample.name in out:

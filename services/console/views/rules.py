@@ -111,7 +111,7 @@ def _errors(text: str, exc: TouchlineError) -> list[dict[str, Any]]:
     return out
 
 
-def _numbered(text: str, errors: list[dict]) -> list[dict]:
+def _numbered(text: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The text's lines, each with the errors that point at it (shown under the line)."""
     at: dict[int, list[str]] = {}
     for e in errors:

@@ -5,6 +5,8 @@ sandboxed iframe (no script, no same-origin access)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
@@ -27,10 +29,10 @@ def templates(request: Request, session: Session = SessionDep, viewer: Viewer = 
 def _page(
     request: Request,
     template_id: str,
-    values: dict,
+    values: dict[str, Any],
     *,
     status_code: int = 200,
-    errors: dict | None = None,
+    errors: dict[str, Any] | None = None,
     preview=None,
     preview_error=None,
     account_id: str = "",
@@ -109,6 +111,6 @@ def save_or_preview(request: Request, template_id: str, session: Session = Sessi
         return _page(request, template_id, values, status_code=422, errors=errors, version=row.version)
     except TouchlineError as exc:
         detail = exc.detail if isinstance(exc.detail, dict) else {"part": "", "message": str(exc.detail)}
-        part = detail.get("part") if detail.get("part") in outreach.TEMPLATE_PARTS else "subject"
+        part = str(detail["part"]) if detail.get("part") in outreach.TEMPLATE_PARTS else "subject"
         return _page(request, template_id, values, status_code=exc.status_code, errors={part: detail.get("message")}, version=row.version)
     return RedirectResponse(f"/console/templates/{template_id}?saved=1", status_code=303)

@@ -21,11 +21,13 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from services.outreach.channels import DeliveryError
+from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class SmtpConfig:
     ca_file: str | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> SmtpConfig:
+    def from_settings(cls, settings: Settings) -> SmtpConfig:
         return cls.from_url(
             settings.effective_smtp_url,
             settings.smtp_timeout_seconds,
@@ -109,7 +111,7 @@ def build_email(
     text_body: str,
     html_body: str,
     unsubscribe_url: str | None,
-    date,
+    date: datetime,
     extra_headers: dict[str, str] | None = None,
 ) -> bytes:
     """The message as wire bytes (CRLF): multipart/alternative, text then HTML, UTF-8,
@@ -277,5 +279,5 @@ class SmtpSender:
 _DOT_LINE = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -12,16 +12,18 @@ import hashlib
 import hmac
 import json
 from datetime import datetime
+from typing import Any
 
 import httpx
 
 from services.outreach.channels import DeliveryError
+from shared.settings import Settings
 
 SIGNATURE_HEADER = "X-Touchline-Signature"
 TRANSIENT_STATUS = {408, 425, 429}
 
 
-def webhook_secret(settings) -> bytes:
+def webhook_secret(settings: Settings) -> bytes:
     if settings.webhook_secret:
         return settings.webhook_secret.encode()
     return hmac.new(settings.secret.encode(), b"touchline/webhook/v1", hashlib.sha256).digest()
@@ -41,18 +43,18 @@ def verify(secret: bytes, body: bytes, header: str) -> bool:
     return hmac.compare_digest(mac, fields["v1"])
 
 
-def body_for(payload: dict, fmt: str, text: str) -> dict:
+def body_for(payload: dict[str, Any], fmt: str, text: str) -> dict[str, Any]:
     if fmt == "slack":
         return {"text": text or payload.get("summary", "")}
     return payload
 
 
 class WebhookSender:
-    def __init__(self, settings, client: httpx.Client | None = None):
+    def __init__(self, settings: Settings, client: httpx.Client | None = None):
         self.secret = webhook_secret(settings)
         self.client = client or httpx.Client(timeout=httpx.Timeout(settings.webhook_timeout_seconds), follow_redirects=False)
 
-    def send(self, *, url: str, body: dict, key: str, at: datetime) -> None:
+    def send(self, *, url: str, body: dict[str, Any], key: str, at: datetime) -> None:
         raw = json.dumps(body, separators=(",", ":"), default=str).encode()
         headers = {
             "Content-Type": "application/json",

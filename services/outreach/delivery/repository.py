@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Message
@@ -66,7 +66,7 @@ def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_
     return rows
 
 
-def _held(token: str):
+def _held(token: str) -> ColumnElement[bool]:
     return (Message.lease_token == token) & (Message.state == "sending")
 
 

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from services.outreach.delivery import repository as repo
 from services.outreach.delivery.schemas import MessageOut, MessagePage
+from services.outreach.models import Message
 from shared.api import ClockDep, SessionDep
-from shared.auth import require
+from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from shared.limits import UtcDatetime
@@ -42,8 +43,8 @@ def list_messages(
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     session: Session = SessionDep,
-    _p=require("ops"),
-):
+    _p: Principal = require("ops"),
+) -> MessagePage:
     items = repo.list_messages(
         session,
         state=state,
@@ -66,7 +67,9 @@ def list_messages(
     responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
     summary="Queue a failed or uncertain message again (its idempotency key and Message-ID stay the same)",
 )
-def retry_message(message_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
+def retry_message(
+    message_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops")
+) -> Message | None:
     m = repo.get(session, message_id)
     if m is None:
         raise NotFound(f"no message {message_id!r}")

@@ -14,6 +14,7 @@ from services.outreach.models import Message
 from services.outreach.policy import repository as policy_repo
 from services.outreach.policy.tokens import email_hash
 from shared.ids import uuid5
+from shared.settings import Settings
 
 NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4d59-9f0b-5d7a3e0f2a11")
 
@@ -24,7 +25,7 @@ def message_key(enrollment_id: str, step_id: str, recipient: str) -> str:
     return uuid5(NAMESPACE, f"{enrollment_id}\x1f{step_id}\x1f{recipient.lower()}")
 
 
-def backoff(attempts: int, key: str, settings) -> timedelta:
+def backoff(attempts: int, key: str, settings: Settings) -> timedelta:
     """Exponential backoff with jitter: base * 2^(attempts-1), capped, times a factor in
     [0.5, 1.0) drawn from the message id and attempt (deterministic, so replays agree,
     but spread across messages so a recovering relay is not hit all at once)."""
@@ -59,7 +60,7 @@ def record_uncertain(m: Message, detail: str, now: datetime) -> None:
     _unlease(m, now)
 
 
-def record_failure(session: Session, m: Message, err: DeliveryError, now: datetime, settings) -> str:
+def record_failure(session: Session, m: Message, err: DeliveryError, now: datetime, settings: Settings) -> str:
     """Apply a failed attempt; returns the new state (queued for a retry, or failed)."""
     m.last_error = err.detail[:2000]
     _unlease(m, now)

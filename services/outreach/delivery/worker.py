@@ -47,6 +47,7 @@ from shared import faults
 from shared.clock import Clock
 from shared.db import transaction
 from shared.metrics import MESSAGES_DELIVERED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_SAMPLE_SECONDS, STALE_OUTCOMES
+from shared.settings import Settings
 from shared.worker import PeriodicWorker
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class SenderWorker(PeriodicWorker):
 
     def __init__(
         self,
-        settings,
+        settings: Settings,
         session_factory: sessionmaker[Session],
         clock: Clock | None = None,
         worker_id: str | None = None,

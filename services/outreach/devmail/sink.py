@@ -18,8 +18,11 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class SinkHandler:
         with self._lock:
             self._transient_failures = n
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+    async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
         if address.split("@", 1)[0].lower().startswith(self.bounce_prefix):
             return f"550 5.1.1 <{address}>: mailbox unavailable"
         with self._lock:
@@ -49,10 +52,12 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
         raw = envelope.original_content if envelope.original_content is not None else envelope.content
         if isinstance(raw, str):
             raw = raw.encode()
+        # aiosmtpd calls DATA only after MAIL FROM and the message body were received.
+        assert raw is not None and envelope.mail_from is not None
         if self.directory is not None:
             name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.eml"
             tmp = self.directory / f".{name}.tmp"
@@ -103,11 +108,11 @@ class MailSink:
     def __enter__(self) -> MailSink:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def read_mailbox(directory: Path, limit: int = 100, to: str | None = None) -> list[dict]:
+def read_mailbox(directory: Path, limit: int = 100, to: str | None = None) -> list[dict[str, Any]]:
     """The newest ``limit`` messages kept by the sink, parsed (for ``GET /v1/dev/mail``)."""
     if not directory.is_dir():
         return []

@@ -30,6 +30,7 @@ from services.outreach.engagements.timebox import next_reminder
 from services.outreach.engagements.transitions import transition
 from services.outreach.models import Csm, Engagement
 from shared.errors import Conflict, Unprocessable
+from shared.settings import Settings
 
 ACTOR = "system:assignment"
 
@@ -41,7 +42,7 @@ def assign(
     *,
     actor: str,
     now: datetime,
-    settings,
+    settings: Settings,
     seq: int,
     reason: str = "",
     batch: notices.Notices | None = None,
@@ -76,7 +77,7 @@ def choose(e: Engagement, pool: list[Csm], loads: dict[str, int], sticky_csm: st
     return min(candidates, key=lambda c: (loads.get(c.id, 0), c.assign_seq, c.id))
 
 
-def assign_pending(session: Session, now: datetime, settings, limit: int | None = None, actor: str = ACTOR) -> int:
+def assign_pending(session: Session, now: datetime, settings: Settings, limit: int | None = None, actor: str = ACTOR) -> int:
     """One assignment pass; returns how many engagements were assigned. ``actor``
     names the worker in the timeline and the audit log."""
     roster = repo.lock_roster(session)
@@ -129,7 +130,9 @@ def assign_pending(session: Session, now: datetime, settings, limit: int | None 
     return assigned
 
 
-def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str, now: datetime, settings, reason: str) -> Engagement:
+def reassign(
+    session: Session, e: Engagement, csm_id: str | None, *, actor: str, now: datetime, settings: Settings, reason: str
+) -> Engagement:
     """CS Ops moving an engagement: to a named CSM (who must be available, cover it and
     have room), or back to the queue (``csm_id`` None)."""
     roster = {c.id: c for c in repo.lock_roster(session)}
@@ -161,7 +164,7 @@ def reassign(session: Session, e: Engagement, csm_id: str | None, *, actor: str,
     return e
 
 
-def release_unavailable(session: Session, csm: Csm, *, actor: str, now: datetime, settings) -> int:
+def release_unavailable(session: Session, csm: Csm, *, actor: str, now: datetime, settings: Settings) -> int:
     """A CSM set away or inactive: their open engagements go back to the queue and are
     reassigned at once where someone else is eligible. The caller holds the roster lock."""
     if available(csm, now):

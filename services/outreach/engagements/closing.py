@@ -17,9 +17,10 @@ from services.outreach.engagements.transitions import event, jsonable
 from services.outreach.models import Engagement
 from services.rules.interface import measure
 from shared.clock import utc
+from shared.settings import Settings
 
 
-def measure_outcome(session: Session, e: Engagement, now: datetime, settings) -> dict[str, Any]:
+def measure_outcome(session: Session, e: Engagement, now: datetime, settings: Settings) -> dict[str, Any]:
     """Did the account recover (or expand) over the engagement? Measured with the rule
     language's metrics, so outcome data does not depend on CSMs filling forms.
 
@@ -81,7 +82,7 @@ def agreement(outcome: str | None, source: str | None, measured_success: bool) -
     return None
 
 
-def close(session: Session, e: Engagement, now: datetime, settings, outcome: str | None = None) -> None:
+def close(session: Session, e: Engagement, now: datetime, settings: Settings, outcome: str | None = None) -> None:
     """Record the measurement and the outcome side by side: the engagement's
     ``outcome`` is the CSM's when there is one (else the measurement's verdict), the
     measurement stays in ``measured.at_close``, and ``measured.csm_agrees`` says whether

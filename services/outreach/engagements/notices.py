@@ -15,6 +15,7 @@ trip per pass instead of four per engagement: see docs/performance.md, "Engageme
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
 from types import SimpleNamespace
@@ -23,13 +24,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
+from services.ingest.interface import AccountInfo
 from services.outreach.engagements import repository as repo
-from services.outreach.models import Csm, Engagement
+from services.outreach.models import Csm, Engagement, Template
 from services.outreach.starter_content import starter_templates
 from services.outreach.templates import repository as template_repo
 from services.outreach.templates.context import account_context, build_context
 from services.outreach.templates.rendering import PARTS, TemplateProblem, render
 from shared.clock import time_left
+from shared.settings import Settings
 
 NAMESPACE = uuid.UUID("5d7b8a0e-3f5c-4e2a-8d1b-9c6e4f2a7b10")
 # A hand-opened engagement has no signal: templates still find every signal field.
@@ -56,23 +59,23 @@ class Notices:
     """Notice rows collected in one transaction and written by ``flush``, with each
     account and template read once. Call ``flush`` before the transaction commits."""
 
-    def __init__(self, session: Session, settings) -> None:
+    def __init__(self, session: Session, settings: Settings) -> None:
         self.session, self.settings = session, settings
         self.rows: list[dict[str, Any]] = []
-        self._accounts: dict[str, Any] = {}
-        self._templates: dict[str, Any] = {}
+        self._accounts: dict[str, AccountInfo | None] = {}
+        self._templates: dict[str, Template | SimpleNamespace] = {}
 
-    def prefetch_accounts(self, account_ids) -> None:
+    def prefetch_accounts(self, account_ids: Iterable[str]) -> None:
         wanted = set(account_ids) - set(self._accounts)
         found = ingest.accounts(self.session, wanted)
         self._accounts.update({a: found.get(a) for a in wanted})
 
-    def account(self, account_id: str):
+    def account(self, account_id: str) -> AccountInfo | None:
         if account_id not in self._accounts:
             self._accounts[account_id] = ingest.account(self.session, account_id)
         return self._accounts[account_id]
 
-    def template(self, template_id: str):
+    def template(self, template_id: str) -> Template | SimpleNamespace:
         """The saved template CS Ops may have edited, else the starter text (parsed once)."""
         if template_id not in self._templates:
             self._templates[template_id] = template_repo.get(self.session, template_id) or _starter(template_id)
@@ -83,7 +86,7 @@ class Notices:
         self.rows = []
 
 
-def engagement_context(e: Engagement, csm: Csm, settings, now: datetime, days_left: float | None = None) -> dict[str, Any]:
+def engagement_context(e: Engagement, csm: Csm, settings: Settings, now: datetime, days_left: float | None = None) -> dict[str, Any]:
     due = e.due_at.isoformat() if e.due_at else None
     return {
         "engagement": {
@@ -202,7 +205,7 @@ def _notice(batch: Notices, e: Engagement, csm: Csm, kind: str, now: datetime, *
     batch.rows.extend(rows)
 
 
-def assigned(session: Session, e: Engagement, csm: Csm, now: datetime, settings, batch: Notices | None = None) -> None:
+def assigned(session: Session, e: Engagement, csm: Csm, now: datetime, settings: Settings, batch: Notices | None = None) -> None:
     """The assignment notice; written at once unless a ``batch`` collects it."""
     own = batch is None
     batch = batch or Notices(session, settings)
@@ -211,7 +214,7 @@ def assigned(session: Session, e: Engagement, csm: Csm, now: datetime, settings,
         batch.flush()
 
 
-def reminder(session: Session, e: Engagement, csm: Csm, now: datetime, settings, *, days_left: float, tag: str) -> None:
+def reminder(session: Session, e: Engagement, csm: Csm, now: datetime, settings: Settings, *, days_left: float, tag: str) -> None:
     batch = Notices(session, settings)
     _notice(batch, e, csm, "reminder", now, tag=tag, days_left=days_left)
     batch.flush()

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
+from services.ingest.interface import AccountInfo
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.priority import priority
 from services.outreach.engagements.transitions import event, jsonable
@@ -19,6 +20,7 @@ from services.outreach.models import Engagement
 from services.rules.interface import health_summary, measure
 from shared import audit
 from shared.errors import Conflict, Unprocessable
+from shared.settings import Settings
 
 NAMESPACE = uuid.UUID("0b5c3f2e-7a0d-4c61-9d7e-6e2b1f4a8c33")
 BASELINE_WINDOW_DAYS = 28
@@ -74,7 +76,7 @@ def automation_summary(session: Session, account_id: str, now: datetime, days: i
     )
 
 
-def _signal_time(signal: dict | None, now: datetime) -> datetime:
+def _signal_time(signal: dict[str, Any] | None, now: datetime) -> datetime:
     return as_time((signal or {}).get("fired_at"), now)
 
 
@@ -90,7 +92,7 @@ def as_time(raw: Any, default: datetime) -> datetime:
     return default
 
 
-def baseline(session: Session, account, signal: dict | None, now: datetime) -> dict[str, Any]:
+def baseline(session: Session, account: AccountInfo, signal: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
     """What the automatic outcome compares against: 28-day active users up to the
     signal (the rule language's metric), and seats and ARR at opening."""
     at = _signal_time(signal, now)
@@ -105,8 +107,8 @@ def open_engagement(
     goal: str,
     actor: str,
     now: datetime,
-    settings,
-    signal: dict | None = None,
+    settings: Settings,
+    signal: dict[str, Any] | None = None,
     key: str | None = None,
     playbook_id: str | None = None,
     enrollment_id: str | None = None,
@@ -213,7 +215,7 @@ def open_engagement(
     return e, True
 
 
-def _title(goal: str, account, signal: dict | None) -> str:
+def _title(goal: str, account: AccountInfo, signal: dict[str, Any] | None) -> str:
     what = {
         "recover_usage": "Recover usage",
         "discover_expansion": "Discover the expansion driver",
@@ -224,7 +226,7 @@ def _title(goal: str, account, signal: dict | None) -> str:
     return f"{what}: {account.name or account.id}" + (f" ({why})" if why else "")
 
 
-def attach_signal(session: Session, e: Engagement, signal: dict | None, *, actor: str, now: datetime) -> None:
+def attach_signal(session: Session, e: Engagement, signal: dict[str, Any] | None, *, actor: str, now: datetime) -> None:
     sig_id = (signal or {}).get("signal_id")
     if not sig_id or sig_id in (e.signal_ids or []):
         return

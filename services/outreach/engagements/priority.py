@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from datetime import date
+from typing import Any
 
 SEVERITY_POINTS = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
-def priority(severity: str | None, arr: float | None, renewal_date: date | None, today: date) -> tuple[float, dict]:
+def priority(severity: str | None, arr: float | None, renewal_date: date | None, today: date) -> tuple[float, dict[str, Any]]:
     """0-100: severity up to 40 (10 per step from info to critical), ARR up to 30
     (10 x log10(1 + ARR/1000): 10k is 10, 100k is 20, 1M is 30) and renewal up to 30
     (30 x (1 - days to renewal / 180), so 30 when renewal is today or past, 0 from

@@ -4,6 +4,7 @@ outcomes against the escalation holdout, and the capacity forecast."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -117,7 +118,7 @@ def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
     whatever CSMs type. Cancelled engagements are left out."""
     rows = repo.closed_for_outcomes(session, now - timedelta(days=days))
 
-    def split(pred) -> tuple[list[bool], list[bool]]:
+    def split(pred: Callable[..., bool]) -> tuple[list[bool], list[bool]]:
         sel = [r for r in rows if pred(r)]
         return (
             [bool((r.measured or {}).get("success")) for r in sel if r.status != "held_out"],
@@ -141,7 +142,7 @@ def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
     )
 
 
-def _escalating_playbooks(session: Session) -> list[tuple[str, dict, float]]:
+def _escalating_playbooks(session: Session) -> list[tuple[str, dict[str, Any], float]]:
     """(playbook id, trigger, escalation holdout %) of enabled playbooks with an open_engagement step."""
     out = []
     for playbook_id, definition in repo.enabled_playbook_definitions(session):
@@ -152,7 +153,7 @@ def _escalating_playbooks(session: Session) -> list[tuple[str, dict, float]]:
     return out
 
 
-def _triggers(trigger: dict, rule_id: str, kind: str) -> bool:
+def _triggers(trigger: dict[str, Any], rule_id: str, kind: str) -> bool:
     rules, kinds = set(trigger.get("rules") or []), set(trigger.get("kinds") or [])
     return (not rules or rule_id in rules) and (not kinds or kind in kinds)
 

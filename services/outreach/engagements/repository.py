@@ -239,7 +239,7 @@ def events_of(session: Session, engagement_id: str, *, after: int | None = None,
     return list(session.scalars(q))
 
 
-def add_event(session: Session, **row) -> EngagementEvent:
+def add_event(session: Session, **row: Any) -> EngagementEvent:
     event = EngagementEvent(**row)
     session.add(event)
     return event

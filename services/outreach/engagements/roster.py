@@ -6,6 +6,7 @@ away or inactive re-queues their open engagements and reassigns what can be."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -17,6 +18,7 @@ from services.outreach.engagements.transitions import jsonable
 from services.outreach.models import Csm
 from shared import audit
 from shared.errors import NotFound, Unprocessable
+from shared.settings import Settings
 
 
 def out(csm: Csm, load: int, now: datetime) -> CsmOut:
@@ -39,7 +41,7 @@ def out(csm: Csm, load: int, now: datetime) -> CsmOut:
     )
 
 
-def _apply(session: Session, csm: Csm, fields: dict, *, actor: str, now: datetime, settings, action: str) -> Csm:
+def _apply(session: Session, csm: Csm, fields: dict[str, Any], *, actor: str, now: datetime, settings: Settings, action: str) -> Csm:
     load = repo.open_load(session, [csm.id]).get(csm.id, 0)
     if "capacity" in fields and fields["capacity"] < load:
         raise Unprocessable(
@@ -64,7 +66,7 @@ def _apply(session: Session, csm: Csm, fields: dict, *, actor: str, now: datetim
     return csm
 
 
-def put(session: Session, csm_id: str, body: CsmIn, *, actor: str, now: datetime, settings) -> Csm:
+def put(session: Session, csm_id: str, body: CsmIn, *, actor: str, now: datetime, settings: Settings) -> Csm:
     roster = {c.id: c for c in repo.lock_roster(session)}
     csm = roster.get(csm_id)
     fields = body.model_dump()
@@ -78,7 +80,7 @@ def put(session: Session, csm_id: str, body: CsmIn, *, actor: str, now: datetime
     return _apply(session, csm, fields, actor=actor, now=now, settings=settings, action="update")
 
 
-def patch(session: Session, csm_id: str, body: CsmPatch, *, actor: str, now: datetime, settings) -> Csm:
+def patch(session: Session, csm_id: str, body: CsmPatch, *, actor: str, now: datetime, settings: Settings) -> Csm:
     roster = {c.id: c for c in repo.lock_roster(session)}
     csm = roster.get(csm_id)
     if csm is None:

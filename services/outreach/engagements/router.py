@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
@@ -41,7 +42,7 @@ from services.outreach.engagements.schemas import (
     Status,
     TouchIn,
 )
-from services.outreach.models import Csm
+from services.outreach.models import Csm, Engagement, EngagementEvent
 from shared.api import ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
@@ -57,7 +58,7 @@ Cursor = Query(None, max_length=MAX_CURSOR_CHARS, description="next_cursor from 
 Limit = Query(100, ge=1, le=1000)
 
 
-def _engagement_page(session: Session, order: str, cursor: str | None, limit: int, **filters) -> EngagementPage:
+def _engagement_page(session: Session, order: str, cursor: str | None, limit: int, **filters: Any) -> EngagementPage:
     after = decode_cursor(cursor, datetime, str)
     items = repo.list_engagements(session, order=order, after=after, limit=limit, **filters)
     return EngagementPage(
@@ -86,7 +87,7 @@ def put_csm(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
-):
+) -> CsmOut:
     now = clock.now()
     return _csm_out(session, roster.put(session, csm_id, body, actor=principal.actor, now=now, settings=settings), now)
 
@@ -107,7 +108,7 @@ def patch_csm(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
-):
+) -> CsmOut:
     now = clock.now()
     return _csm_out(session, roster.patch(session, csm_id, body, actor=principal.actor, now=now, settings=settings), now)
 
@@ -118,15 +119,15 @@ def list_csms(
     limit: int = Limit,
     session: Session = SessionDep,
     clock: Clock = ClockDep,
-    _p=require("ops"),
-):
+    _p: Principal = require("ops"),
+) -> CsmPage:
     csms = repo.list_csms(session, after=cursor, limit=limit)
     loads = repo.open_load(session, [c.id for c in csms])
     return CsmPage(items=[roster.out(c, loads.get(c.id, 0), clock.now()) for c in csms], next_cursor=next_key(csms, limit, lambda c: c.id))
 
 
 @router.get("/v1/csms/{csm_id}", response_model=CsmOut, tags=["csm pool"], responses={**AUTH_ERRORS, **responses(NotFound)})
-def get_csm(csm_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
+def get_csm(csm_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops")) -> CsmOut:
     return _csm_out(session, roster.get_or_404(session, csm_id), clock.now())
 
 
@@ -145,13 +146,13 @@ def my_engagements(
     limit: int = Limit,
     session: Session = SessionDep,
     principal: Principal = require("csm"),
-):
+) -> EngagementPage:
     if not principal.csm_id:
         raise Forbidden("this key is not bound to a CSM; create one with `touchline keys create --role csm --csm-id <id>`")
     return _engagement_page(session, "due", cursor, limit, csm_id=principal.csm_id, status=status)
 
 
-def _load(session: Session, engagement_id: str, principal: Principal, *, lock: bool = False):
+def _load(session: Session, engagement_id: str, principal: Principal, *, lock: bool = False) -> Engagement:
     return service.visible_to(repo.get(session, engagement_id, lock=lock), principal, engagement_id)
 
 
@@ -164,7 +165,7 @@ def _load(session: Session, engagement_id: str, principal: Principal, *, lock: b
 )
 def get_engagement(
     engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")
-):
+) -> EngagementDetail:
     e = _load(session, engagement_id, principal)
     return reporting.detail(session, e, clock.now())
 
@@ -181,7 +182,7 @@ def engagement_events(
     limit: int = Limit,
     session: Session = SessionDep,
     principal: Principal = require("csm", "ops"),
-):
+) -> EventPage:
     _load(session, engagement_id, principal)
     events = repo.events_of(session, engagement_id, after=decode_number_cursor(cursor), limit=limit)
     return EventPage(items=[EventOut.model_validate(x) for x in events], next_cursor=next_key(events, limit, lambda x: str(x.id)))
@@ -193,7 +194,9 @@ def engagement_events(
     responses=ENGAGEMENT_ERRORS,
     summary="Accept an assigned engagement (assigned -> active)",
 )
-def accept(engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")):
+def accept(
+    engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")
+) -> Engagement:
     e = _load(session, engagement_id, principal, lock=True)
     return service.accept(session, e, actor=principal.actor, now=clock.now())
 
@@ -201,12 +204,13 @@ def accept(engagement_id: str, session: Session = SessionDep, clock: Clock = Clo
 @router.post(
     "/v1/engagements/{engagement_id}/touches",
     status_code=201,
+    response_model=None,
     responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
     summary="Log a touch (call, email, meeting, sent resource); it counts against the account's touch budget",
 )
 def log_touch(
     body: TouchIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")
-):
+) -> dict[str, Any]:
     e = _load(session, engagement_id, principal, lock=True)
     return service.log_touch(session, e, kind=body.kind, user_id=body.user_id, summary=body.summary, actor=principal.actor, now=clock.now())
 
@@ -220,7 +224,7 @@ def log_touch(
 )
 def add_note(
     body: NoteIn, engagement_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("csm", "ops")
-):
+) -> EngagementEvent:
     e = _load(session, engagement_id, principal)
     return service.add_note(session, e, text=body.text, actor=principal.actor, now=clock.now())
 
@@ -238,7 +242,7 @@ def extend(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("csm", "ops"),
-):
+) -> Engagement:
     e = _load(session, engagement_id, principal, lock=True)
     return service.extend(session, e, days=body.days, reason=body.reason, actor=principal.actor, now=clock.now(), settings=settings)
 
@@ -256,7 +260,7 @@ def resolve(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("csm", "ops"),
-):
+) -> Engagement:
     e = _load(session, engagement_id, principal, lock=True)
     return service.resolve(session, e, outcome=body.outcome, note=body.note, actor=principal.actor, now=clock.now(), settings=settings)
 
@@ -279,8 +283,8 @@ def list_engagements(
     cursor: str | None = Cursor,
     limit: int = Limit,
     session: Session = SessionDep,
-    _p=require("ops"),
-):
+    _p: Principal = require("ops"),
+) -> EngagementPage:
     return _engagement_page(session, order, cursor, limit, status=status, csm_id=csm_id, account_id=account_id, goal=goal)
 
 
@@ -297,7 +301,7 @@ def open_by_hand(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
-):
+) -> Engagement:
     now = clock.now()
     if body.csm_id is not None and repo.get_csm(session, body.csm_id) is None:
         raise Unprocessable(f"no CSM {body.csm_id!r} on the roster", code="unknown_csm")
@@ -334,7 +338,7 @@ def reassign(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
-):
+) -> Engagement:
     e = _load(session, engagement_id, principal)
     return assignment.reassign(session, e, body.csm_id, actor=principal.actor, now=clock.now(), settings=settings, reason=body.reason)
 
@@ -349,7 +353,7 @@ def cancel(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
-):
+) -> Engagement:
     e = _load(session, engagement_id, principal, lock=True)
     return service.cancel(session, e, reason=body.reason, actor=principal.actor, now=clock.now(), settings=settings)
 
@@ -364,7 +368,7 @@ def cancel(
     responses=AUTH_ERRORS,
     summary="Load per CSM, queue length and age, engagements by status and outcome",
 )
-def pool(session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
+def pool(session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops")) -> PoolOut:
     return reporting.pool(session, clock.now())
 
 
@@ -376,7 +380,9 @@ def pool(session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops
     summary="Recovery rate of engaged accounts against the escalation holdout, by rule, playbook and CSM, "
     "with the lift and its 95% interval",
 )
-def outcomes(days: int = Query(365, ge=1, le=3650), session: Session = SessionDep, clock: Clock = ClockDep, _p=require("ops")):
+def outcomes(
+    days: int = Query(365, ge=1, le=3650), session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops")
+) -> OutcomeReport:
     return reporting.outcomes(session, clock.now(), days)
 
 
@@ -401,8 +407,8 @@ def forecast(
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
-    _p=require("ops"),
-):
+    _p: Principal = require("ops"),
+) -> ForecastOut:
     if reactive_share + collateral_share + overhead_share >= 1:
         raise Unprocessable("reactive, collateral and overhead shares leave no proactive time", code="no_proactive_time")
     return reporting.forecast(

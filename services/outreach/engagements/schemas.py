@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -33,14 +33,14 @@ class WorkingHours(BaseModel):
 
     @field_validator("days")
     @classmethod
-    def _days(cls, v):
+    def _days(cls, v: list[int]) -> list[int]:
         if any(d < 0 or d > 6 for d in v):
             raise ValueError("days are 0 (Monday) to 6 (Sunday)")
         return sorted(set(v))
 
     @field_validator("start", "end")
     @classmethod
-    def _time(cls, v):
+    def _time(cls, v: str) -> str:
         if not _HHMM.match(v):
             raise ValueError("a time looks like 09:00")
         return v
@@ -83,7 +83,7 @@ class CsmIn(BaseModel):
 
     @field_validator("timezone")
     @classmethod
-    def _zone(cls, v):
+    def _zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
@@ -91,7 +91,7 @@ class CsmIn(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _away(self):
+    def _away(self) -> Self:
         if self.away_from and self.away_until and self.away_until <= self.away_from:
             raise ValueError("away_until must be after away_from")
         return self
@@ -117,18 +117,18 @@ class CsmPatch(BaseModel):
 
     @field_validator("name", "email", "timezone", "working_hours", "capacity", "segments", "skills", "active", mode="before")
     @classmethod
-    def _not_null(cls, v, info: ValidationInfo):
+    def _not_null(cls, v: Any, info: ValidationInfo) -> Any:
         if v is None:
             raise ValueError(f"{info.field_name} cannot be null; leave it out to keep the current value")
         return v
 
     @field_validator("timezone")
     @classmethod
-    def _zone(cls, v):
+    def _zone(cls, v: str | None) -> str | None:
         return v if v is None else CsmIn._zone(v)
 
     @model_validator(mode="after")
-    def _away(self):
+    def _away(self) -> Self:
         if self.away_from and self.away_until and self.away_until <= self.away_from:
             raise ValueError("away_until must be after away_from")
         return self

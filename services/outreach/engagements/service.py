@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -20,10 +21,12 @@ from services.outreach.engagements.timebox import next_reminder
 from services.outreach.engagements.transitions import event, transition
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, EngagementEvent
 from shared import audit
+from shared.auth import Principal
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.settings import Settings
 
 
-def visible_to(e: Engagement | None, principal, engagement_id: str) -> Engagement:
+def visible_to(e: Engagement | None, principal: Principal, engagement_id: str) -> Engagement:
     """A CSM key reaches only its own engagements; ops and admin reach all."""
     if e is None:
         raise NotFound(f"no engagement {engagement_id!r}")
@@ -44,7 +47,9 @@ def _require_open(e: Engagement, action: str) -> None:
         raise Conflict(f"engagement {e.id} is {e.status}; only an assigned or active engagement can {action}", code="engagement_not_open")
 
 
-def log_touch(session: Session, e: Engagement, *, kind: str, user_id: str | None, summary: str, actor: str, now: datetime) -> dict:
+def log_touch(
+    session: Session, e: Engagement, *, kind: str, user_id: str | None, summary: str, actor: str, now: datetime
+) -> dict[str, Any]:
     """A CSM's touch is a row in the message ledger (channel ``csm``, state ``sent``):
     the contact policy counts it against the account's touch budget like an
     automated one, and the sender never picks it up."""
@@ -99,7 +104,7 @@ def add_note(session: Session, e: Engagement, *, text: str, actor: str, now: dat
     return note
 
 
-def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: str, now: datetime, settings) -> Engagement:
+def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: str, now: datetime, settings: Settings) -> Engagement:
     _require_open(e, "be extended")
     limit = settings.engagement_max_extension_days
     if days > limit:
@@ -126,7 +131,7 @@ def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: 
     return e
 
 
-def resolve(session: Session, e: Engagement, *, outcome: str, note: str, actor: str, now: datetime, settings) -> Engagement:
+def resolve(session: Session, e: Engagement, *, outcome: str, note: str, actor: str, now: datetime, settings: Settings) -> Engagement:
     _require_open(e, "be resolved")
     transition(session, e, "resolved", actor=actor, now=now, outcome=outcome)
     if note:
@@ -135,7 +140,7 @@ def resolve(session: Session, e: Engagement, *, outcome: str, note: str, actor: 
     return e
 
 
-def cancel(session: Session, e: Engagement, *, reason: str, actor: str, now: datetime, settings) -> Engagement:
+def cancel(session: Session, e: Engagement, *, reason: str, actor: str, now: datetime, settings: Settings) -> Engagement:
     if e.status not in OPEN_ENGAGEMENT_STATUSES:
         raise Conflict(f"engagement {e.id} is {e.status}; only an open engagement can be cancelled", code="engagement_not_open")
     transition(session, e, "cancelled", actor=actor, now=now, reason=reason)

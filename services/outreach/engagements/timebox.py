@@ -14,9 +14,10 @@ from services.outreach.engagements import repository as repo
 from services.outreach.engagements.closing import close
 from services.outreach.engagements.transitions import event, transition
 from services.outreach.models import Engagement
+from shared.settings import Settings
 
 
-def next_reminder(e: Engagement, settings, now: datetime) -> datetime | None:
+def next_reminder(e: Engagement, settings: Settings, now: datetime) -> datetime | None:
     """The earliest reminder not yet sent that is still ahead (a reminder whose time
     had passed before the engagement was assigned is never sent late)."""
     if e.due_at is None:
@@ -27,7 +28,7 @@ def next_reminder(e: Engagement, settings, now: datetime) -> datetime | None:
     return min(ahead) if ahead else None
 
 
-def run_timers(session: Session, now: datetime, settings, limit: int = 500) -> dict[str, int]:
+def run_timers(session: Session, now: datetime, settings: Settings, limit: int = 500) -> dict[str, int]:
     """Send due reminders, expire engagements past their due time (and measure held-out
     rows at the end of theirs). Rows are claimed with SKIP LOCKED on PostgreSQL."""
     reminded = expired = measured = 0

@@ -18,7 +18,7 @@ or the tick commits. :func:`event` writes the other events (notes, touches, remi
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy.orm import Session
 
@@ -35,14 +35,14 @@ TRANSITIONS: dict[str, set[str]] = {
 
 
 def event(
-    session: Session, e: Engagement, kind: str, *, actor: str, now: datetime, frm: str | None = None, to: str | None = None, **details
+    session: Session, e: Engagement, kind: str, *, actor: str, now: datetime, frm: str | None = None, to: str | None = None, **details: Any
 ) -> EngagementEvent:
     return repo.add_event(
         session, engagement_id=e.id, at=now, actor=actor, kind=kind, from_status=frm, to_status=to, details=jsonable(details)
     )
 
 
-def transition(session: Session, e: Engagement, to: str, *, actor: str, now: datetime, **details) -> None:
+def transition(session: Session, e: Engagement, to: str, *, actor: str, now: datetime, **details: Any) -> None:
     frm = e.status
     if to not in TRANSITIONS.get(frm, set()):
         raise Conflict(f"engagement {e.id} is {frm}; it cannot become {to}", code="invalid_transition")
@@ -53,6 +53,10 @@ def transition(session: Session, e: Engagement, to: str, *, actor: str, now: dat
     )
 
 
+@overload
+def jsonable(obj: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def jsonable(obj: Any) -> Any: ...
 def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: jsonable(v) for k, v in obj.items()}

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.outreach.engagements import assignment, timebox
 from shared.clock import Clock
 from shared.db import transaction
+from shared.settings import Settings
 from shared.worker import PeriodicWorker
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class EngagementWorker(PeriodicWorker):
 
     name = "outreach-engagements"
 
-    def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
         super().__init__(settings, session_factory, clock)
         self.actor = f"{assignment.ACTOR}:{socket.gethostname()}:{os.getpid()}"
 

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from services.outreach.delivery import repository as repo
 from services.outreach.delivery.schemas import InAppMessageOut, InAppPage
+from services.outreach.models import Message
 from shared.api import ClockDep, SessionDep
-from shared.auth import require
+from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, responses
 from shared.pagination import next_key
@@ -35,8 +36,8 @@ def list_inapp(
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
-    _p=require(*PRODUCT),
-):
+    _p: Principal = require(*PRODUCT),
+) -> InAppPage:
     items = repo.inapp_for(session, account_id, user_id, unread, limit, before=cursor)
     return InAppPage(items=items, next_cursor=next_key(items, limit, lambda m: m.id), unread=sum(1 for m in items if m.read_at is None))
 
@@ -47,7 +48,9 @@ def list_inapp(
     responses={**AUTH_ERRORS, **responses(NotFound)},
     summary="Mark an in-app message read (idempotent)",
 )
-def mark_read(account_id: str, message_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p=require(*PRODUCT)):
+def mark_read(
+    account_id: str, message_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require(*PRODUCT)
+) -> Message:
     m = repo.mark_read(session, account_id, message_id, clock.now())
     if m is None:
         raise NotFound(f"no in-app message {message_id!r} for account {account_id!r}")

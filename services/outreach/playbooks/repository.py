@@ -200,7 +200,7 @@ def enrollments_for_account(session: Session, account_id: str, limit: int) -> li
     return list(session.scalars(q))
 
 
-def enrollment_histories(session: Session, playbook_id: str, limit: int) -> list[list]:
+def enrollment_histories(session: Session, playbook_id: str, limit: int) -> list[list[Any]]:
     """The step histories of a playbook's newest ``limit`` enrolments (for its funnel)."""
     q = select(Enrollment.history).where(Enrollment.playbook_id == playbook_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
     return [h or [] for h in session.scalars(q)]

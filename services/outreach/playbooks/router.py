@@ -36,9 +36,9 @@ class _PlainYamlLoader(yaml.SafeLoader):
     """YAML without aliases: ``*ref`` lets a 1 KiB document expand to billions of nodes
     for whoever walks it (the "billion laughs"); a playbook never needs one."""
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a playbook", event.start_mark)
         return super().compose_node(parent, index)
 
@@ -85,7 +85,7 @@ def put_playbook(
     clock: Clock = ClockDep,
     principal: Principal = require("ops"),
     body: bytes = BodyDep,
-):
+) -> PlaybookOut:
     definition = parse_definition(body, request.headers.get("content-type", ""))
     head, _changed = service.save(session, playbook_id, definition, actor=principal.actor, now=clock.now())
     return service.out(session, head)
@@ -96,16 +96,16 @@ def list_playbooks(
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     session: Session = SessionDep,
-    _p=require("ops"),
-):
+    _p: Principal = require("ops"),
+) -> PlaybookPage:
     heads = repo.list_heads(session, after=cursor, limit=limit)
     return PlaybookPage(items=[service.out(session, h) for h in heads], next_cursor=next_key(heads, limit, lambda h: h.id))
 
 
 @router.get("/v1/playbooks/{playbook_id}", response_model=PlaybookOut, responses={**AUTH_ERRORS, **responses(NotFound)})
 def get_playbook(
-    playbook_id: str, version: int | None = Query(None, ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p=require("ops")
-):
+    playbook_id: str, version: int | None = Query(None, ge=1, le=DB_INT_MAX), session: Session = SessionDep, _p: Principal = require("ops")
+) -> PlaybookOut:
     return service.out(session, service.get_or_404(session, playbook_id), version)
 
 
@@ -122,8 +122,8 @@ def list_enrollments(
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     session: Session = SessionDep,
-    _p=require("ops"),
-):
+    _p: Principal = require("ops"),
+) -> EnrollmentPage:
     service.get_or_404(session, playbook_id)
     items = repo.list_enrollments(session, playbook_id, status=status, account_id=account_id, limit=limit, before=cursor)
     return EnrollmentPage(items=items, next_cursor=next_key(items, limit, lambda x: x.id))
@@ -135,5 +135,5 @@ def list_enrollments(
     responses={**AUTH_ERRORS, **responses(NotFound)},
     summary="Enrolled, sent, skipped by reason, converted; treated vs holdout conversion with lift and 95% CI",
 )
-def playbook_report(playbook_id: str, session: Session = SessionDep, _p=require("ops")):
+def playbook_report(playbook_id: str, session: Session = SessionDep, _p: Principal = require("ops")) -> ReportOut:
     return service.report(session, playbook_id)

@@ -7,12 +7,14 @@ the ``steps`` package, step ids are unique, branch targets exist, templates are 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.ingest.interface import AccountInfo
 from services.outreach.playbooks.conditions import parse_exit_condition
 from services.outreach.playbooks.steps import ParsedSteps, parse_steps
+from shared.signals import Signal
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 
@@ -23,12 +25,12 @@ class Trigger(BaseModel):
     kinds: list[str] = Field(default_factory=list, description="signal kinds that enrol (churn_risk, expansion, ...)")
 
     @model_validator(mode="after")
-    def _something(self):
+    def _something(self) -> Self:
         if not self.rules and not self.kinds:
             raise ValueError("a trigger names at least one rule or one signal kind")
         return self
 
-    def matches(self, signal) -> bool:
+    def matches(self, signal: Signal) -> bool:
         return (not self.rules or signal.rule_id in self.rules) and (not self.kinds or signal.kind in self.kinds)
 
 
@@ -38,7 +40,7 @@ class Audience(BaseModel):
     plans: list[str] = Field(default_factory=list)
     lifecycle_stages: list[str] = Field(default_factory=list)
 
-    def matches(self, account) -> bool:
+    def matches(self, account: AccountInfo | None) -> bool:
         for wanted, attr in ((self.segments, "segment"), (self.plans, "plan"), (self.lifecycle_stages, "lifecycle_stage")):
             if wanted and (account is None or getattr(account, attr) not in wanted):
                 return False
@@ -105,14 +107,14 @@ class PlaybookDefinition(BaseModel):
 
     @field_validator("exit_condition")
     @classmethod
-    def _condition(cls, v):
+    def _condition(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
             parse_exit_condition(v)
         return v
 
     @field_validator("steps")
     @classmethod
-    def _steps(cls, steps):
+    def _steps(cls, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         parse_steps(steps)  # raises ValueError with the step and the problem
         return steps
 

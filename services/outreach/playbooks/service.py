@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -127,7 +128,7 @@ def report(session: Session, playbook_id: str) -> ReportOut:
         if state == "skipped":
             skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
 
-    def stats(g) -> GroupStats:
+    def stats(g: dict[str, int]) -> GroupStats:
         return GroupStats(enrolled=g["n"], converted=g["converted"], conversion_rate=g["converted"] / g["n"] if g["n"] else None)
 
     treated, held = stats(groups[False]), stats(groups[True])
@@ -159,7 +160,7 @@ def report(session: Session, playbook_id: str) -> ReportOut:
 FUNNEL_ENROLMENTS = 20_000
 
 
-def funnel(session: Session, playbook_id: str) -> dict:
+def funnel(session: Session, playbook_id: str) -> dict[str, Any]:
     """Enrolled, then per step of the current version: enrolments that reached it (from
     the newest FUNNEL_ENROLMENTS enrolments' histories), messages sent and skipped by
     reason; then converted."""
@@ -172,7 +173,7 @@ def funnel(session: Session, playbook_id: str) -> dict:
     for history in histories:
         for step_id in {entry["step"] for entry in history if isinstance(entry, dict) and entry.get("step")}:
             reached[step_id] = reached.get(step_id, 0) + 1
-    messages: dict[str, dict] = {}
+    messages: dict[str, dict[str, Any]] = {}
     for step_id, state, reason, n in delivery_repo.counts_by_step(session, playbook_id):
         m = messages.setdefault(step_id, {"sent": 0, "skipped": {}, "other": 0})
         if state == "sent":

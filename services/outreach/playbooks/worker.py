@@ -32,8 +32,10 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
+from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +49,7 @@ from shared.clock import Clock
 from shared.db import transaction, transient_db_error
 from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE, OUTREACH_DECISIONS
+from shared.settings import Settings
 from shared.signals import Signal
 from shared.worker import PeriodicWorker
 
@@ -73,8 +76,15 @@ def cyclic_gc_paused() -> Iterator[None]:
 class SignalWorker(BatchWorker):
     name = "outreach"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock | None = None,
+        group_id: str | None = None,
+        producer: KafkaProducer | None = None,
+    ) -> None:
+        super().__init__(settings, session_factory, clock, group_id, producer)
         self.dlq_topic = self.settings.topic_signals_dlq
 
     def topics(self) -> list[str]:
@@ -131,7 +141,7 @@ class SignalWorker(BatchWorker):
                     pairs.append((compiled, signal))
         enrollments = engine.enroll_batch(session, pairs, {s.account_id: accounts.get(s.account_id) for s in fresh}, now, self.settings)
         enrolled = already = 0
-        decisions: list[dict] = []
+        decisions: list[dict[str, Any]] = []
         for signal, indexes in zip(fresh, matched, strict=True):
             outcomes = []
             for k in indexes:
@@ -166,7 +176,7 @@ class SignalWorker(BatchWorker):
         )
 
 
-def decide(outcomes: list[dict]) -> tuple[str, str | None]:
+def decide(outcomes: list[dict[str, Any]]) -> tuple[str, str | None]:
     """A signal's decision from its matching playbooks' outcomes."""
     kinds = {o["outcome"] for o in outcomes}
     if not kinds:
@@ -183,9 +193,9 @@ class TimerWorker(PeriodicWorker):
     batch = 500
     sweep_limit = 20_000
 
-    def __init__(self, settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
         super().__init__(settings, session_factory, clock)
-        self._next_sweep = None
+        self._next_sweep: datetime | None = None
 
     def describe(self) -> str:
         return f"due playbook steps every {self.interval():.1f}s"
@@ -213,7 +223,7 @@ class TimerWorker(PeriodicWorker):
         self._maybe_sweep(now)
         return len(due)
 
-    def _maybe_sweep(self, now) -> None:
+    def _maybe_sweep(self, now: datetime) -> None:
         """Every ``outreach_conversion_check_seconds``, end as converted the running
         enrolments whose exit condition now holds, without waiting for their next step:
         a customer who came back stops getting win-back mail as soon as we can tell."""

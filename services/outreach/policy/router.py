@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from services.outreach.models import Suppression
 from services.outreach.policy import repository as repo
 from services.outreach.policy import service
 from services.outreach.policy.tokens import email_hash, read_token
@@ -64,8 +65,8 @@ def list_suppressions(
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     session: Session = SessionDep,
-    _p=require("ops"),
-):
+    _p: Principal = require("ops"),
+) -> SuppressionPage:
     items = repo.list_suppressions(session, reason=reason, limit=limit, after=cursor)
     return SuppressionPage(items=items, next_cursor=next_key(items, limit, lambda s: s.email_hash))
 
@@ -77,7 +78,9 @@ def list_suppressions(
     responses=AUTH_ERRORS,
     summary="Suppress an address by hand (idempotent: an existing entry keeps its first reason)",
 )
-def add_suppression(body: SuppressionIn, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")):
+def add_suppression(
+    body: SuppressionIn, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")
+) -> Suppression | None:
     h = email_hash(body.email)
     repo.add_suppression(session, email_hash=h, email=body.email.lower(), reason="manual", detail=body.detail, now=clock.now())
     audit.record(session, actor=principal.actor, action="suppress", object_type="suppression", object_id=h, now=clock.now())
@@ -87,10 +90,11 @@ def add_suppression(body: SuppressionIn, session: Session = SessionDep, clock: C
 @router.delete(
     "/v1/suppressions/{email}",
     status_code=204,
+    response_model=None,
     responses={**AUTH_ERRORS, **responses(NotFound)},
     summary="Lift a suppression (for example after a bounced mailbox was fixed)",
 )
-def remove_suppression(email: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")):
+def remove_suppression(email: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")) -> None:
     h = email_hash(email)
     if not repo.remove_suppression(session, h):
         raise NotFound(f"{email} is not suppressed")
@@ -109,7 +113,7 @@ def erase_contact(
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     principal: Principal = require("ops"),
-):
+) -> ErasureOut:
     now = clock.now()
     erasure = service.erase_contact(session, account_id, user_id, now)
     audit.record(
@@ -153,7 +157,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     responses=_LINK_NOT_VALID,
     summary="Unsubscribe confirmation page (changes nothing: link scanners prefetch GETs)",
 )
-def unsubscribe_page(token: str, settings: Settings = SettingsDep):
+def unsubscribe_page(token: str, settings: Settings = SettingsDep) -> HTMLResponse:
     data = read_token(settings.secret, token)
     if data is None:
         return _page("Link not valid", "<p>This unsubscribe link is damaged or was not issued by us.</p>", 400)
@@ -172,7 +176,7 @@ def unsubscribe_page(token: str, settings: Settings = SettingsDep):
     responses=_LINK_NOT_VALID,
     summary="One-click unsubscribe (RFC 8058); the signed token is the credential",
 )
-def unsubscribe(token: str, session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep):
+def unsubscribe(token: str, session: Session = SessionDep, clock: Clock = ClockDep, settings: Settings = SettingsDep) -> HTMLResponse:
     data = read_token(settings.secret, token)
     if data is None:
         return _page("Link not valid", "<p>This unsubscribe link is damaged or was not issued by us.</p>", 400)

@@ -26,6 +26,7 @@ from services.ingest import interface as ingest
 from services.outreach.policy import repository as repo
 from services.outreach.policy.tokens import email_hash
 from services.rules.interface import forget_contact
+from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Caps:
     account: Cap | None = None
 
 
-def global_caps(settings) -> Caps:
+def global_caps(settings: Settings) -> Caps:
     return _caps(settings.contact_cap_messages, settings.contact_cap_days, settings.account_cap_touches, settings.account_cap_days)
 
 
@@ -96,7 +97,9 @@ class TouchCounts:
         )
 
 
-def check_account(counts: TouchCounts, *, account_id: str, playbook_id: str, playbook_caps: Caps, settings, now: datetime) -> str | None:
+def check_account(
+    counts: TouchCounts, *, account_id: str, playbook_id: str, playbook_caps: Caps, settings: Settings, now: datetime
+) -> str | None:
     """May this account receive one more touch? The reason if not."""
     cap = global_caps(settings).account
     if cap and counts.account_touches(account_id, now - timedelta(days=cap.days)) >= cap.limit:
@@ -108,7 +111,7 @@ def check_account(counts: TouchCounts, *, account_id: str, playbook_id: str, pla
 
 
 def check_contact(
-    counts: TouchCounts, *, account_id: str, user_id: str | None, playbook_id: str, playbook_caps: Caps, settings, now: datetime
+    counts: TouchCounts, *, account_id: str, user_id: str | None, playbook_id: str, playbook_caps: Caps, settings: Settings, now: datetime
 ) -> str | None:
     if user_id is None:  # the account owner's address: no contact row to count against
         return None
@@ -131,7 +134,7 @@ def zone(name: str | None, default: str) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
-def quiet_until(tz_name: str | None, now: datetime, settings) -> datetime | None:
+def quiet_until(tz_name: str | None, now: datetime, settings: Settings) -> datetime | None:
     """If ``now`` is inside the contact's quiet hours, the end of them (UTC); else None."""
     start, end = settings.quiet_hours_start, settings.quiet_hours_end
     if start == end:

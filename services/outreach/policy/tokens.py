@@ -17,9 +17,11 @@ import hashlib
 import hmac
 import json
 from functools import lru_cache
+from typing import Any
 
 from shared import b64url
 from shared.sealed import seal, unseal
+from shared.settings import Settings
 
 PURPOSE = "unsubscribe"
 LEGACY_PURPOSE = b"touchline/unsubscribe/v1"
@@ -29,7 +31,7 @@ def make_token(secret: str, *, email: str, account_id: str, message_id: str | No
     return seal(secret, PURPOSE, {"e": email.lower(), "a": account_id, "m": message_id})
 
 
-def read_token(secret: str, token: str) -> dict | None:
+def read_token(secret: str, token: str) -> dict[str, Any] | None:
     """The token's payload, or None if it is malformed, altered or not ours."""
     data = _read_legacy(secret, token) if "." in token else unseal(secret, PURPOSE, token)
     if data is None or not isinstance(data.get("e"), str):
@@ -42,7 +44,7 @@ def _legacy_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), LEGACY_PURPOSE, hashlib.sha256).digest()
 
 
-def _read_legacy(secret: str, token: str) -> dict | None:
+def _read_legacy(secret: str, token: str) -> dict[str, Any] | None:
     try:
         body, _, sig = token.partition(".")
         payload = b64url.decode(body)
@@ -54,7 +56,7 @@ def _read_legacy(secret: str, token: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def unsubscribe_url(settings, *, email: str, account_id: str, message_id: str | None = None) -> str:
+def unsubscribe_url(settings: Settings, *, email: str, account_id: str, message_id: str | None = None) -> str:
     return f"{settings.public_url}/unsubscribe/{make_token(settings.secret, email=email, account_id=account_id, message_id=message_id)}"
 
 

@@ -18,12 +18,13 @@ from services.outreach.starter_content import starter_playbooks, starter_resourc
 from services.outreach.templates import repository as template_repo
 from services.outreach.templates import service as template_service
 from services.outreach.templates.schemas import TemplateIn
+from shared.settings import Settings
 
 ACTOR = "system:starter"
 __all__ = ["ACTOR", "seed_starter_content", "starter_playbooks", "starter_resources", "starter_templates"]
 
 
-def seed_starter_content(session: Session, settings, now: datetime, enable_playbooks: bool = True) -> list[str]:
+def seed_starter_content(session: Session, settings: Settings, now: datetime, enable_playbooks: bool = True) -> list[str]:
     created = []
     for tid, body in starter_templates().items():
         if template_repo.get(session, tid) is None:

@@ -8,8 +8,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
+from services.ingest.interface import AccountInfo, Contact
+from shared.settings import Settings
 
-def account_context(account) -> dict[str, Any]:
+
+def account_context(account: AccountInfo | None) -> dict[str, Any]:
     if account is None:
         return {}
     return {
@@ -26,7 +29,7 @@ def account_context(account) -> dict[str, Any]:
     }
 
 
-def recipient_context(user=None, *, email: str | None = None, role: str | None = None) -> dict[str, Any]:
+def recipient_context(user: Contact | None = None, *, email: str | None = None, role: str | None = None) -> dict[str, Any]:
     name = getattr(user, "name", None) or ""
     return {
         "id": getattr(user, "id", None),
@@ -40,14 +43,14 @@ def recipient_context(user=None, *, email: str | None = None, role: str | None =
 
 def build_context(
     *,
-    account: dict,
-    recipient: dict,
-    signal: dict,
-    playbook: dict,
+    account: dict[str, Any],
+    recipient: dict[str, Any],
+    signal: dict[str, Any],
+    playbook: dict[str, Any],
     unsubscribe_url: str,
-    settings,
-    brief: dict | None = None,
-    resource: dict | None = None,
+    settings: Settings,
+    brief: dict[str, Any] | None = None,
+    resource: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a template renders with. ``brief`` is for internal templates (a message to
     the account owner): the evidence as sentences, what automation already sent, what
@@ -75,7 +78,9 @@ def _evidence_line(name: str, value: Any) -> str:
     return f"{name}: {value}"
 
 
-def brief_context(*, account_id: str, signal: dict, sent: list[dict[str, Any]], next_steps: list[str], settings) -> dict[str, Any]:
+def brief_context(
+    *, account_id: str, signal: dict[str, Any], sent: list[dict[str, Any]], next_steps: list[str], settings: Settings
+) -> dict[str, Any]:
     """The ``brief`` an internal template renders: which evidence made the signal fire
     (one sentence each), what automation sent so far (at, channel, to, subject, state),
     what the playbook does next, and the account's console page."""
@@ -87,7 +92,7 @@ def brief_context(*, account_id: str, signal: dict, sent: list[dict[str, Any]], 
     }
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in (extra or {}).items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
@@ -117,7 +122,7 @@ def resource_context(resource: Any, why: str) -> dict[str, Any]:
     }
 
 
-def sample_context(settings, extra: dict | None = None) -> dict[str, Any]:
+def sample_context(settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a template is validated against on save: every variable a real send has
     (and ``resource``, which only a recommend step's message has)."""
     ctx = build_context(

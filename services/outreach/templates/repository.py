@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,7 +14,7 @@ def get(session: Session, template_id: str) -> Template | None:
     return session.get(Template, template_id)
 
 
-def get_many(session: Session, ids) -> dict[str, Template]:
+def get_many(session: Session, ids: Iterable[str]) -> dict[str, Template]:
     ids = list(set(ids))
     if not ids:
         return {}

@@ -30,13 +30,16 @@ import functools
 import math
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
-from jinja2.runtime import new_context
+from jinja2 import StrictUndefined, Template, nodes
+from jinja2.runtime import Context, new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg, pass_context
+
+from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class RenderBudget:
     max_loop_iterations: int = 100_000
 
     @classmethod
-    def from_settings(cls, settings) -> RenderBudget:
+    def from_settings(cls, settings: Settings) -> RenderBudget:
         return cls(settings.template_cpu_seconds, settings.template_max_output_chars, settings.template_max_loop_iterations)
 
 
@@ -115,7 +118,7 @@ def _format_widths(spend: _Spend, fmt: Any, what: str) -> None:
                 spend.number(int(m.group()[:12]), what)
 
 
-def _precheck(spend: _Spend, name: str, value: Any, args: tuple, kwargs: dict) -> Any:
+def _precheck(spend: _Spend, name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Refuse, before it runs, an operation that would build something over the limit.
     Returns the value to operate on (an iterator is read into a list to be measured)."""
     for a in (*args, *kwargs.values()):
@@ -149,12 +152,12 @@ def _precheck(spend: _Spend, name: str, value: Any, args: tuple, kwargs: dict) -
     return value
 
 
-def _budgeted_filter(name: str, func):
+def _budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     pass_arg = _PassArg.from_obj(func)
 
     @pass_context  # never folded at compile time, where no budget is in force
     @functools.wraps(func)
-    def wrapper(context, value=None, *args, **kwargs):
+    def wrapper(context: Context, value: Any = None, *args: Any, **kwargs: Any) -> Any:
         spend = _SPEND.get()
         if spend is not None:
             spend.tick()
@@ -174,7 +177,7 @@ def _budgeted_filter(name: str, func):
 
 
 @pass_context
-def _counted(_context, iterable):
+def _counted(_context: Context, iterable: Iterable[Any]) -> Iterator[Any]:
     """Wraps every ``for`` loop's iterable: counts iterations against the budget."""
     spend = _SPEND.get()
     if spend is None:
@@ -192,7 +195,7 @@ def _counted(_context, iterable):
 
 
 @pass_context
-def _concat_checked(_context, value):
+def _concat_checked(_context: Context, value: str) -> str:
     spend = _SPEND.get()
     if spend is not None:
         spend.size(len(value), "the ~ concatenation")
@@ -210,13 +213,13 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     _CONCAT = "_tl_concat"
     _PADDING = ("center", "ljust", "rjust", "zfill", "expandtabs", "join", "replace", "format", "format_map")
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = {name: _budgeted_filter(name, f) for name, f in self.filters.items()}
         self.filters[self._LOOP] = _counted
         self.filters[self._CONCAT] = _concat_checked
 
-    def _parse(self, source, name, filename):
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         # Jinja2 3.1 (pinned): every template compiles from this tree, so wrapping here
         # covers every loop and every ~ of every template.
         tree = super()._parse(source, name, filename)
@@ -232,7 +235,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
                             child[i] = nodes.Filter(c, self._CONCAT, [], [], None, None, lineno=c.lineno)
         return tree
 
-    def getattr(self, obj, attribute):
+    def getattr(self, obj: Any, attribute: str) -> Any:
         # ``x.name`` on a plain dict that has no such attribute is ``x["name"]``: what
         # Jinja2 finds after a failed getattr() (an AttributeError raised and caught, the
         # costliest part of rendering a template of dicts), found first. Same result.
@@ -243,7 +246,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
                 pass
         return super().getattr(obj, attribute)
 
-    def call_binop(self, context, operator, left, right):
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         spend = _SPEND.get()
         if spend is not None:
             spend.tick()
@@ -262,7 +265,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
                     )
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja2's signature)
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja2's signature)
         spend = _SPEND.get()
         if spend is None:
             return super().call(__context, __obj, *args, **kwargs)
@@ -289,7 +292,7 @@ def env_for(part: str) -> BudgetedSandbox:
     return _HTML if part == "html_body" else _TEXT
 
 
-def render_within(template, context: dict[str, Any], budget: RenderBudget) -> str:
+def render_within(template: Template, context: dict[str, Any], budget: RenderBudget) -> str:
     """Render a compiled template under ``budget``; raises :class:`BudgetExceeded` on an overrun."""
     spend = _Spend(budget)
     token = _SPEND.set(spend)
@@ -311,10 +314,10 @@ def render_within(template, context: dict[str, Any], budget: RenderBudget) -> st
         _SPEND.reset(token)
 
 
-def _new_context(template, variables: dict[str, Any]):
+def _new_context(template: Template, variables: dict[str, Any]) -> Context:
     """``template.new_context(variables)``, without reading the template's globals (a
     ChainMap) twice per render: they are copied once per compiled template."""
     flat = getattr(template, "_tl_globals", None)
     if flat is None:
-        flat = template._tl_globals = dict(template.globals)
+        flat = template._tl_globals = dict(template.globals)  # type: ignore[attr-defined]  # our cache on Jinja2's Template
     return new_context(template.environment, template.name, template.blocks, {**flat, **variables}, True, flat)

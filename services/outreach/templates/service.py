@@ -8,17 +8,20 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
+from services.ingest.interface import AccountInfo, Contact
 from services.outreach.models import Template
 from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as repo
 from services.outreach.templates.context import account_context, build_context, recipient_context, sample_context
 from services.outreach.templates.rendering import PARTS, Rendered, TemplateProblem, render
 from services.outreach.templates.sandbox import RenderBudget
+from services.outreach.templates.schemas import TemplateIn
 from shared import audit
 from shared.errors import NotFound, Unprocessable
+from shared.settings import Settings
 
 
-def validate(parts: dict[str, str], settings, extra_sample: dict | None = None) -> Rendered:
+def validate(parts: dict[str, str], settings: Settings, extra_sample: dict[str, Any] | None = None) -> Rendered:
     """Compile every part and render it against the sample context; a problem is a 422
     naming the part, the line and what is wrong."""
     try:
@@ -27,7 +30,7 @@ def validate(parts: dict[str, str], settings, extra_sample: dict | None = None) 
         raise Unprocessable(problem.as_dict(), code="template_invalid") from None
 
 
-def save(session: Session, template_id: str, body, *, settings, actor: str, now: datetime) -> Template:
+def save(session: Session, template_id: str, body: TemplateIn, *, settings: Settings, actor: str, now: datetime) -> Template:
     parts = {p: getattr(body, p) for p in PARTS}
     validate(parts, settings, body.sample_context)
     row = repo.get(session, template_id)
@@ -62,7 +65,14 @@ def get_or_404(session: Session, template_id: str) -> Template:
 
 
 def preview(
-    session: Session, template: Template, *, account, user, signal: dict | None, settings, unsubscribe_url: str
+    session: Session,
+    template: Template,
+    *,
+    account: AccountInfo,
+    user: Contact | None,
+    signal: dict[str, Any] | None,
+    settings: Settings,
+    unsubscribe_url: str,
 ) -> tuple[Rendered, dict[str, Any]]:
     sample = sample_context(settings, template.sample_context)
     ctx = build_context(
@@ -80,7 +90,7 @@ def preview(
 
 
 def preview_for(
-    session: Session, template: Template, *, account_id: str, user_id: str | None, signal: dict | None, settings
+    session: Session, template: Template, *, account_id: str, user_id: str | None, signal: dict[str, Any] | None, settings: Settings
 ) -> tuple[Rendered, dict[str, Any]]:
     """Render a template for a real account and contact (the owner when no user is named)."""
     account = ingest.account(session, account_id)

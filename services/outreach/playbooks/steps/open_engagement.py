@@ -60,14 +60,14 @@ class OpenEngagementStep(StepBase):
 
     @field_validator("time_box")
     @classmethod
-    def _box(cls, v):
+    def _box(cls, v: str | None) -> str | None:
         if v is not None:
             parse_duration(v)
         return v
 
     @field_validator("on_outcome")
     @classmethod
-    def _outcomes(cls, v):
+    def _outcomes(cls, v: dict[str, str]) -> dict[str, str]:
         for k in v:
             if k not in OUTCOMES + ("default",):
                 raise ValueError(f"on_outcome key {k!r} is not an outcome ({', '.join(OUTCOMES)}) or 'default'")
