@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata, RecordMetadata
+
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -229,7 +232,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def publish(events: Iterator[dict[str, Any]], producer, topic: str, rate: float = 0, progress_every: int = 1000) -> int:
+def publish(events: Iterator[dict[str, Any]], producer: OffsetTracker, topic: str, rate: float = 0, progress_every: int = 1000) -> int:
     """Send the events; a progress bar on a terminal, a log line every few seconds otherwise."""
     from shared.progress import ProgressBar
 
@@ -250,7 +253,7 @@ def publish(events: Iterator[dict[str, Any]], producer, topic: str, rate: float 
     return n
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from shared.kafka.clients import ensure_topics, make_producer
     from shared.settings import get_settings
 
@@ -290,19 +293,19 @@ class OffsetTracker:
     record the broker acknowledged: what ingest must have stored before the rules
     may look at the history."""
 
-    def __init__(self, producer) -> None:
+    def __init__(self, producer: KafkaProducer) -> None:
         self.producer = producer
         self.end_offsets: dict[int, int] = {}
 
-    def _acked(self, metadata) -> None:
+    def _acked(self, metadata: RecordMetadata) -> None:
         # Called on the producer's I/O thread, one at a time.
         if metadata.offset + 1 > self.end_offsets.get(metadata.partition, 0):
             self.end_offsets[metadata.partition] = metadata.offset + 1
 
-    def send(self, topic, **kwargs):
+    def send(self, topic: str, **kwargs: Any) -> FutureRecordMetadata:
         return self.producer.send(topic, **kwargs).add_callback(self._acked)
 
-    def flush(self, timeout=None) -> None:
+    def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout)
 
 
@@ -389,7 +392,7 @@ def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: ran
     return out
 
 
-def live(args, settings: Settings) -> None:
+def live(args: argparse.Namespace, settings: Settings) -> None:
     from services.outreach.interface import outreach_status
     from shared.db import database
     from shared.kafka.clients import make_producer

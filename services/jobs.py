@@ -5,8 +5,13 @@ kind in its own module (``jobs.register(...)``) and is listed here."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.clock import Clock
 from shared.jobs.runner import JobWorker as _JobWorker
+from shared.settings import Settings
 
 JOB_KIND_MODULES = [
     "services.rules.interface",  # rules.backtest (rules.backtest.jobs, imported by the rules door)
@@ -21,6 +26,13 @@ def load_kinds() -> None:
 class JobWorker(_JobWorker):
     """The jobs worker with every kind loaded."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock | None = None,
+        owner: str | None = None,
+        on_progress: Callable[[int, int | None, str], None] | None = None,
+    ) -> None:
         load_kinds()
-        super().__init__(*args, **kwargs)
+        super().__init__(settings, session_factory, clock, owner, on_progress)

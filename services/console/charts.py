@@ -6,7 +6,7 @@ no inline style is needed and the Content-Security-Policy stays strict."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import count
 
 from markupsafe import Markup, escape
@@ -19,7 +19,7 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 12, 16, 40
 def _nice_max(v: float) -> float:
     if v <= 4:
         return 4.0  # counts: whole-number ticks 0..4
-    mag = 10 ** math.floor(math.log10(v))
+    mag: float = 10 ** math.floor(math.log10(v))
     for step in (1, 2, 2.5, 5, 10):
         if v <= step * mag:
             return step * mag
@@ -65,7 +65,7 @@ def _frame(title: str, desc: str, body: str, x_label: str, y_label: str, ymax: f
     )
 
 
-def _x_ticks(labels: Sequence[str], x_of, h: int = H) -> str:
+def _x_ticks(labels: Sequence[str], x_of: Callable[[int], float], h: int = H) -> str:
     if not labels:
         return ""
     step = max(1, math.ceil(len(labels) / 8))
@@ -118,7 +118,7 @@ def lines(
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
     n = max(1, len(labels) - 1)
 
-    def x_of(i):
+    def x_of(i: int) -> float:
         return LEFT + pw * i / n
 
     body = []
@@ -176,7 +176,7 @@ def intervals(
     def x_of(v: float) -> float:
         return label_w + pw * (v - lo) / (hi - lo or 1)
 
-    def f(v):
+    def f(v: float | None) -> str:
         return "—" if v is None else (f"{v * 100:+.1f}%" if percent and lo < 0 else f"{v * 100:.1f}%" if percent else _fmt(v))
 
     body = []

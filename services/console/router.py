@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -84,12 +84,12 @@ def mount(app: FastAPI) -> None:
     app.add_middleware(ConsoleHeaders)
 
     @app.exception_handler(SignInRequired)
-    async def _sign_in(request: Request, _exc: SignInRequired):
+    async def _sign_in(request: Request, _exc: SignInRequired) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{PREFIX}/sign-in?{urlencode({'next': target})}", status_code=303)
 
     @app.exception_handler(ConsoleForbidden)
-    async def _forbidden(request: Request, exc: ConsoleForbidden):
+    async def _forbidden(request: Request, exc: ConsoleForbidden) -> HTMLResponse:
         return error_page(request, 403, "Not allowed", exc.message)
 
     json_domain_error = _api_handler(app, TouchlineError)
@@ -97,21 +97,21 @@ def mount(app: FastAPI) -> None:
     json_http_error = _api_handler(app, StarletteHTTPException, http_exception_handler)
 
     @app.exception_handler(TouchlineError)
-    async def _domain_error(request: Request, exc: TouchlineError):
+    async def _domain_error(request: Request, exc: TouchlineError) -> Response:
         if _is_console(request):
             titles = {404: "Not found", 403: "Not allowed", 409: "Conflict", 422: "Not valid"}
             return error_page(request, exc.status_code, titles.get(exc.status_code, "Error"), exc.detail)
         return await _answer(json_domain_error, request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         if _is_console(request):
             detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
             return error_page(request, 422, "Not valid", detail)
         return await _answer(json_validation_error, request, exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _is_console(request) and exc.status_code in (404, 405):
             return error_page(
                 request,
@@ -122,5 +122,5 @@ def mount(app: FastAPI) -> None:
         return await _answer(json_http_error, request, exc)  # the API's {error, detail} shape
 
     @app.get(PREFIX, include_in_schema=False)
-    def _console_root():
+    def _console_root() -> RedirectResponse:
         return RedirectResponse(PREFIX + "/", status_code=307)

@@ -133,7 +133,7 @@ def _step_result(entry: Any, last: bool, status: str) -> str:
     return result
 
 
-def _url(path: str, **params) -> str:
+def _url(path: str, **params: Any) -> str:
     clean = {k: v for k, v in params.items() if v not in (None, "")}
     return path + ("?" + urlencode(clean) if clean else "")
 
@@ -199,7 +199,7 @@ def current_viewer(viewer: Viewer | None = Depends(optional_viewer)) -> Viewer:
     return viewer
 
 
-def need(*roles: str):
+def need(*roles: str) -> Any:
     """Dependency: a signed-in viewer with one of ``roles`` (admin passes every check)."""
 
     def dependency(viewer: Viewer = Depends(current_viewer)) -> Viewer:

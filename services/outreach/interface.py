@@ -56,7 +56,7 @@ from services.outreach.engagements.service import cancel as cancel_engagement
 from services.outreach.engagements.service import extend as extend_engagement
 from services.outreach.engagements.service import resolve as resolve_engagement
 from services.outreach.engagements.service import visible_to as engagement_visible_to
-from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Template
+from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, Template
 from services.outreach.outcomes import holdout_groups, signals_with_decision
 from services.outreach.playbooks.repository import enrollments_for_account, outreach_status
 from services.outreach.playbooks.repository import get_head as get_playbook_head
@@ -90,6 +90,7 @@ __all__ = [
     "CancelIn",
     "CsmIn",
     "EndStep",
+    "Engagement",
     "ExtendIn",
     "NoteIn",
     "PlaybookDefinition",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 import fastapi_offline
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -60,7 +60,7 @@ Errors answer `{"error": "<code>", "detail": ...}`.
 """
 
 
-def routers():
+def routers() -> list[APIRouter]:
     """Every API router, as each service publishes them (``routers()`` of its interface)."""
     from services.ingest import interface as ingest
     from services.jobs import load_kinds
@@ -90,7 +90,7 @@ def create_app(
     probe_engine = make_probe_engine(engine, PROBE_SECONDS)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # The threads that run plain-def routes and dependencies (anyio's default limiter).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         yield
@@ -152,8 +152,8 @@ def create_app(
 
     # async on purpose, and nothing in it blocks: it answers on the event loop, so it never
     # waits for a thread-pool slot behind ordinary requests.
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    async def healthz():
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers", response_model=None)
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get(
@@ -162,8 +162,8 @@ def create_app(
         summary="Readiness: the database and the broker are reachable",
         responses={503: {"description": "a dependency is down; the body says which"}},
     )
-    async def readyz():
-        checks = {}
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
 
         def db_ok() -> str:
             try:
@@ -205,11 +205,11 @@ def create_app(
                 **AUTH_ERRORS,
             },
         )
-        def metrics(_p: Principal = require("admin")):
+        def metrics(_p: Principal = require("admin")) -> Response:
             body, content_type = render_metrics()
             return Response(body, media_type=content_type)
 
-    def custom_openapi():
+    def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)

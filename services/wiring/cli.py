@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import ValidationError
@@ -29,6 +31,11 @@ from shared.logging import configure_logging
 from shared.progress import ProgressBar
 from shared.settings import Settings, get_settings
 
+if TYPE_CHECKING:  # annotations only: the commands import what they use when they run
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from shared.jobs import Job
+
 log = logging.getLogger("touchline")
 
 # The imports inside the commands below are lazy on purpose; the cheap ones are above.
@@ -43,7 +50,7 @@ log = logging.getLogger("touchline")
 # - services.demo may be absent from an install (_demo_args).
 
 
-def cmd_migrate(args) -> int:
+def cmd_migrate(args: argparse.Namespace) -> int:
     from shared.migrate import upgrade
 
     settings = get_settings()
@@ -57,7 +64,7 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def cmd_api(args) -> int:
+def cmd_api(args: argparse.Namespace) -> int:
     from services.wiring.app import create_app
     from services.wiring.server import make_server, raise_file_limit
 
@@ -89,7 +96,7 @@ def _secret_ready(settings: Settings) -> bool:
     return True
 
 
-def cmd_worker(args) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     from shared.kafka.clients import ensure_topics
 
     settings = get_settings()
@@ -103,7 +110,7 @@ def cmd_worker(args) -> int:
     with database(settings) as factory:
         worker = worker_cls(settings, factory)
 
-        def stop(signum, _frame):
+        def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("%s worker: %s received, finishing the current batch", args.name, signal.Signals(signum).name)
             worker.stop_event.set()
 
@@ -122,7 +129,7 @@ def _report_restarts(process: str) -> None:
         PROCESS_RESTARTS.labels(process).set(int(restarts))
 
 
-def cmd_keys(args) -> int:
+def cmd_keys(args: argparse.Namespace) -> int:
     from shared import auth
 
     with database() as factory:
@@ -147,7 +154,7 @@ def cmd_keys(args) -> int:
     return 0
 
 
-def cmd_console_link(args) -> int:
+def cmd_console_link(args: argparse.Namespace) -> int:
     """Print a one-time sign-in link to the web console (it creates a key of its own)."""
     from services.console.interface import create_link
 
@@ -177,7 +184,7 @@ def cmd_console_link(args) -> int:
     return 0
 
 
-def cmd_topics(args) -> int:
+def cmd_topics(args: argparse.Namespace) -> int:
     from shared.kafka.clients import ensure_topics, topic_specs
 
     settings = get_settings()
@@ -187,7 +194,7 @@ def cmd_topics(args) -> int:
     return 0
 
 
-def cmd_dlq(args) -> int:
+def cmd_dlq(args: argparse.Namespace) -> int:
     """Print the dead letters, newest first: every rejected record with its reason and
     source offset, from the database (they survive a restart of the embedded broker)."""
 
@@ -209,13 +216,13 @@ def cmd_dlq(args) -> int:
     return 0
 
 
-def cmd_schema(args) -> int:
+def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(event_json_schema(), indent=2))
     return 0
 
 
-def cmd_mailsink(args) -> int:
+def cmd_mailsink(args: argparse.Namespace) -> int:
     """The embedded SMTP sink in the foreground (``touchline run`` starts it when
     TOUCHLINE_SMTP_URL is empty)."""
 
@@ -230,7 +237,7 @@ def cmd_mailsink(args) -> int:
     return 0
 
 
-def cmd_seed(args) -> int:
+def cmd_seed(args: argparse.Namespace) -> int:
     from services.outreach.interface import seed_starter_content
 
     settings = get_settings()
@@ -240,13 +247,13 @@ def cmd_seed(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from services import demo
 
     return demo.main(args)
 
 
-def cmd_rules(args) -> int:
+def cmd_rules(args: argparse.Namespace) -> int:
     """``touchline rules import <dir|file> [--enable]``, ``touchline rules backtest`` and ``touchline rules tick``."""
 
     settings = get_settings()
@@ -290,7 +297,7 @@ def cmd_rules(args) -> int:
     return 0
 
 
-def cmd_health(args) -> int:
+def cmd_health(args: argparse.Namespace) -> int:
     """``touchline health score``: score every account for today now, without the freshness
     check (you are the judge, as with ``rules tick``); ``touchline health starter``: save
     the starter model as version 1 if there is no model (docs/health.md)."""
@@ -315,7 +322,7 @@ def cmd_health(args) -> int:
     return 0
 
 
-def cmd_content(args) -> int:
+def cmd_content(args: argparse.Namespace) -> int:
     """``touchline content import <file>``: the content library from YAML or CSV, all or nothing."""
     from services.outreach.interface import import_resources
 
@@ -341,7 +348,7 @@ def cmd_content(args) -> int:
     return 0
 
 
-def _backtest(args, settings: Settings, factory) -> int:
+def _backtest(args: argparse.Namespace, settings: Settings, factory: sessionmaker[Session]) -> int:
     """``touchline rules backtest``: queue a backtest job, then run it here with a progress
     bar (or follow it, if a jobs worker took it first); ``--submit`` only queues it."""
 
@@ -416,7 +423,7 @@ def _backtest(args, settings: Settings, factory) -> int:
     return 0 if final.state == "succeeded" else 1
 
 
-def _follow_job(factory, job_id: int, bar):
+def _follow_job(factory: sessionmaker[Session], job_id: int, bar: ProgressBar) -> Job:
     from shared.jobs import FINISHED
     from shared.jobs import repository as jobs_repo
 
@@ -434,7 +441,7 @@ def _follow_job(factory, job_id: int, bar):
 # ---- touchline run ---------------------------------------------------------
 
 
-def _first_admin_key(settings: Settings, factory) -> None:
+def _first_admin_key(settings: Settings, factory: sessionmaker[Session]) -> None:
     from shared import auth
 
     with transaction(factory) as session:
@@ -453,7 +460,7 @@ def _first_admin_key(settings: Settings, factory) -> None:
     )
 
 
-def _seed_outreach(settings: Settings, factory) -> None:
+def _seed_outreach(settings: Settings, factory: sessionmaker[Session]) -> None:
     from services.outreach.interface import seed_starter_content
 
     with transaction(factory) as session:
@@ -462,7 +469,7 @@ def _seed_outreach(settings: Settings, factory) -> None:
         log.info("seeded starter outreach content: %s", ", ".join(created))
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     """Migrate, start the embedded broker, then supervise every process until Ctrl-C
     (services/wiring/supervisor.py: restarts, drain, stop order)."""
 

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import resource
+from typing import Any
 
 import h11
 import uvicorn
@@ -145,7 +146,7 @@ def raise_file_limit(settings: Settings) -> None:
         )
 
 
-def make_server(app: FastAPI, settings: Settings, host: str, port: int, **config) -> uvicorn.Server:
+def make_server(app: FastAPI, settings: Settings, host: str, port: int, **config: Any) -> uvicorn.Server:
     """The uvicorn server for ``app`` with the limits in ``settings``."""
     return uvicorn.Server(
         uvicorn.Config(

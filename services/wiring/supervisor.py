@@ -38,9 +38,11 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
-from shared.broker import memory_warning
+from shared.broker import EmbeddedBroker, memory_warning
+from shared.kafka.lag import LagProbe
 from shared.settings import Settings
 
 log = logging.getLogger("touchline.supervisor")
@@ -64,7 +66,7 @@ class ChildSpec:
 @dataclass
 class Child:
     spec: ChildSpec
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
     restart_at: float | None = None
@@ -88,7 +90,7 @@ class Supervisor:
         settings: Settings,
         specs: list[ChildSpec],
         env: dict[str, str],
-        broker=None,
+        broker: EmbeddedBroker | None = None,
         on_broker_restart: Callable[[], None] | None = None,
         on_up: Callable[[], None] | None = None,
     ) -> None:
@@ -158,6 +160,7 @@ class Supervisor:
             self._drain(consumers, deadline=time.monotonic() + min(15.0, self.settings.drain_timeout_seconds), recycling=True)
             self._stop(consumers)
             residue = read_residue(self.settings, {g: ts for c in consumers for g, ts in c.spec.consumes.items()})
+            assert self.broker is not None  # recycled only when there is an embedded broker
             self.broker.stop()
             self.broker.start()
             ensure_topics(self.settings)
@@ -178,7 +181,7 @@ class Supervisor:
             self._recycling = False
 
     # ---- signals ------------------------------------------------------
-    def request_stop(self, signum=None, _frame=None) -> None:
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         self.stop_requests += 1
         name = signal.Signals(signum).name if signum else "stop"
         if self.stop_requests == 1:
@@ -234,6 +237,7 @@ class Supervisor:
                 self._start(child)
 
     def _restart_broker(self) -> None:
+        assert self.broker is not None and self.broker.proc is not None  # called when its process has exited
         log.error(
             "the embedded broker %s; restarting it. Records it held that were not yet consumed are lost (see docs/operations.md)",
             _describe_exit(self.broker.proc.returncode),
@@ -318,7 +322,7 @@ class Supervisor:
         finally:
             probe.close()
 
-    def _drain_topic(self, probe, topic: str, stage: list[Child], deadline: float, recycling: bool = False) -> bool:
+    def _drain_topic(self, probe: LagProbe, topic: str, stage: list[Child], deadline: float, recycling: bool = False) -> bool:
         groups = sorted({g for c in stage for g, ts in c.spec.consumes.items() if topic in ts})
         next_report = 0.0
         while True:

@@ -3,10 +3,12 @@ users by role, signals with evidence, messages, enrolments and a merged timeline
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
@@ -34,7 +36,7 @@ def accounts(
     page: int = Query(1, ge=1, le=100_000),
     session: Session = SessionDep,
     viewer: Viewer = READER,
-):
+) -> HTMLResponse:
     now = now_of(request)
     only = rules.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
     items, total = ingest.search_accounts(
@@ -62,7 +64,10 @@ def accounts(
     )
 
 
-def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[dict[str, Any]]:
+def _timeline(
+    signals: Sequence[Any], messages: Sequence[Any], enrollments: Sequence[Any], events: Sequence[Any], link_rules: bool
+) -> list[dict[str, Any]]:
+    """Rows of rules, outreach and ingest (their ORM classes stay behind the doors, hence Any)."""
     out = []
     for s in signals:
         out.append(
@@ -109,7 +114,7 @@ def _timeline(signals, messages, enrollments, events, link_rules: bool) -> list[
 
 
 @router.get("/accounts/{account_id}")
-def account(request: Request, account_id: str, session: Session = SessionDep, viewer: Viewer = READER):
+def account(request: Request, account_id: str, session: Session = SessionDep, viewer: Viewer = READER) -> HTMLResponse:
     acct = ingest.account(session, account_id)
     if acct is None:
         raise NotFound(f"There is no account {account_id!r}.")

@@ -15,7 +15,6 @@ from services.console.web import (
     Form,
     FormDep,
     Viewer,
-    context_of,
     current_viewer,
     home_of,
     now_of,
@@ -25,7 +24,7 @@ from services.console.web import (
 )
 from shared import audit, signin
 from shared import auth as keys
-from shared.api import SessionDep
+from shared.api import SessionDep, context_of
 from shared.models import ApiKey
 
 router = APIRouter()
@@ -89,7 +88,7 @@ def _start_session(request: Request, session: Session, key: ApiKey, target: str,
 
 
 @router.get("/sign-in")
-def sign_in_page(request: Request, next: str | None = None, viewer: Viewer | None = Depends(optional_viewer)):
+def sign_in_page(request: Request, next: str | None = None, viewer: Viewer | None = Depends(optional_viewer)) -> Response:
     if viewer is not None:
         return RedirectResponse(_safe_next(next) if next else _home(viewer.principal), status_code=303)
     _ensure_pre_nonce(request)
@@ -97,7 +96,7 @@ def sign_in_page(request: Request, next: str | None = None, viewer: Viewer | Non
 
 
 @router.post("/sign-in")
-def sign_in(request: Request, session: Session = SessionDep, form: Form = FormDep):
+def sign_in(request: Request, session: Session = SessionDep, form: Form = FormDep) -> Response:
     """Sign in with a key, under the sign-in throttle (shared/signin.py): a try from an
     address that must wait is refused (429, Retry-After) before the key is looked up;
     each failure and success is logged and counted; a success is audited."""
@@ -133,7 +132,7 @@ def sign_in(request: Request, session: Session = SessionDep, form: Form = FormDe
 
 
 @router.get("/link")
-def link_page(request: Request, token: str | None = None, session: Session = SessionDep):
+def link_page(request: Request, token: str | None = None, session: Session = SessionDep) -> Response:
     """Show whom the link signs in as; redeeming it takes a POST, so a mail scanner that
     follows links does not use it up."""
     row = sessions.link_key(session, secret_of(request), token, now_of(request))
@@ -146,7 +145,7 @@ def link_page(request: Request, token: str | None = None, session: Session = Ses
 
 
 @router.post("/link")
-def redeem(request: Request, session: Session = SessionDep, form: Form = FormDep):
+def redeem(request: Request, session: Session = SessionDep, form: Form = FormDep) -> Response:
     row = sessions.redeem_link(session, secret_of(request), form.get("token"), now_of(request))
     if row is None:
         return render(request, "link.html", status_code=400, token=None, who=None)
@@ -156,7 +155,7 @@ def redeem(request: Request, session: Session = SessionDep, form: Form = FormDep
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, session: Session = SessionDep, viewer: Viewer = Depends(current_viewer), _form: Form = FormDep):
+def sign_out(request: Request, session: Session = SessionDep, viewer: Viewer = Depends(current_viewer), _form: Form = FormDep) -> Response:
     """End the session on the server: every copy of its cookie stops working."""
     sessions.end_session(session, viewer.nonce, now_of(request))
     audit.record(

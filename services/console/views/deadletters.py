@@ -6,6 +6,7 @@ reason; and the rejection counters this process's metrics hold."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from services.console.views.overview import metric_samples
@@ -18,7 +19,7 @@ KEEP = 100
 
 
 @router.get("/dead-letters")
-def dead_letters(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+def dead_letters(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     records = [deadletters.as_dict(r) for r in deadletters.newest(session, limit=KEEP)]
     by_reason = deadletters.count_by_reason(session)
     rejected: dict[str, float] = {}

@@ -5,17 +5,18 @@ forecast). Every rule is the engagements service's; these views only call it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, context_of, now_of, render, seg
+from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, now_of, render, seg
 from services.outreach import interface as outreach
-from shared.api import SessionDep
+from shared.api import SessionDep, context_of
 from shared.errors import Forbidden, TouchlineError, Unprocessable
 from shared.settings import Settings
 
@@ -23,12 +24,12 @@ router = APIRouter()
 INBOX_LIMIT = 200
 
 
-def _days_left(e, now) -> float | None:
+def _days_left(e: outreach.Engagement, now: datetime) -> float | None:
     return None if e.due_at is None else (e.due_at - now).total_seconds() / 86400
 
 
 @router.get("/inbox")
-def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READER):
+def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READER) -> HTMLResponse:
     if not viewer.principal.csm_id:
         raise ConsoleForbidden(
             "The inbox is a CSM's: sign in with a csm key bound to a roster entry "
@@ -50,14 +51,23 @@ def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READ
     return render(request, "inbox.html", rows=[(e, _days_left(e, now)) for e in rows], closed=closed, now=now)
 
 
-def _load(session: Session, engagement_id: str, viewer: Viewer, *, lock: bool = False):
+def _load(session: Session, engagement_id: str, viewer: Viewer, *, lock: bool = False) -> outreach.Engagement:
     try:
         return outreach.engagement_visible_to(outreach.get_engagement(session, engagement_id, lock=lock), viewer.principal, engagement_id)
     except Forbidden as exc:
         raise ConsoleForbidden(f"{exc.detail}.") from None
 
 
-def _page(request: Request, session: Session, e, viewer: Viewer, *, status_code: int = 200, problem=None, done=None):
+def _page(
+    request: Request,
+    session: Session,
+    e: outreach.Engagement,
+    viewer: Viewer,
+    *,
+    status_code: int = 200,
+    problem: Any = None,
+    done: str | None = None,
+) -> HTMLResponse:
     now = now_of(request)
     d = outreach.engagement_detail(session, e, now)
     labels = [u["day"][5:] for u in d.usage_90d]
@@ -90,11 +100,13 @@ def _page(request: Request, session: Session, e, viewer: Viewer, *, status_code:
 
 
 @router.get("/engagements/{engagement_id}")
-def engagement(request: Request, engagement_id: str, done: str = "", session: Session = SessionDep, viewer: Viewer = READER):
+def engagement(request: Request, engagement_id: str, done: str = "", session: Session = SessionDep, viewer: Viewer = READER) -> Response:
     return _page(request, session, _load(session, engagement_id, viewer), viewer, done=done or None)
 
 
-def _apply(action: str, session: Session, e, form: dict[str, Any], viewer: Viewer, now, settings: Settings):
+def _apply(
+    action: str, session: Session, e: outreach.Engagement, form: dict[str, Any], viewer: Viewer, now: datetime, settings: Settings
+) -> None:
     actor = viewer.principal.actor
     if action == "accept":
         outreach.accept_engagement(session, e, actor=actor, now=now)
@@ -126,7 +138,9 @@ ACTIONS = ("accept", "touch", "note", "extend", "resolve", "reassign", "cancel")
 
 
 @router.post("/engagements/{engagement_id}/{action}")
-def act(request: Request, engagement_id: str, action: str, session: Session = SessionDep, viewer: Viewer = READER, form: Form = FormDep):
+def act(
+    request: Request, engagement_id: str, action: str, session: Session = SessionDep, viewer: Viewer = READER, form: Form = FormDep
+) -> Response:
     if action not in ACTIONS:
         raise Unprocessable(f"unknown action {action!r}")
     e = _load(session, engagement_id, viewer, lock=True)
@@ -145,7 +159,7 @@ def act(request: Request, engagement_id: str, action: str, session: Session = Se
 
 
 @router.get("/pool")
-def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     now = now_of(request)
     settings = context_of(request).settings
     p = outreach.pool_report(session, now)

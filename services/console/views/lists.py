@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from services.console.web import OPS, Viewer, render
@@ -36,7 +37,7 @@ def signals(
     account_id: str = Query("", max_length=128),
     session: Session = SessionDep,
     viewer: Viewer = OPS,
-):
+) -> HTMLResponse:
     start = _start(since)
     total = rules.count_signals(session, kind=kind or None, rule_id=rule_id or None, account_id=account_id or None, since=start)
     rows = rules.list_signals(
@@ -70,7 +71,7 @@ def messages(
     account_id: str = Query("", max_length=128),
     session: Session = SessionDep,
     viewer: Viewer = OPS,
-):
+) -> HTMLResponse:
     filters: dict[str, Any] = {
         "since": _start(since),
         "channel": channel or None,

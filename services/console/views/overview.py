@@ -9,6 +9,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
@@ -42,7 +44,7 @@ def window_start(now: datetime) -> datetime:
     return datetime.combine(now.date() - timedelta(days=DAYS - 1), time.min, tzinfo=UTC)
 
 
-def signal_chart(session: Session, now: datetime):
+def signal_chart(session: Session, now: datetime) -> tuple[Markup | None, int, dict[str, int]]:
     end = now.date()
     start = end - timedelta(days=DAYS - 1)
     since = window_start(now)
@@ -69,7 +71,7 @@ def signal_chart(session: Session, now: datetime):
 
 
 @router.get("/")
-def overview(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+def overview(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     now = now_of(request)
     chart, total, by_kind = signal_chart(session, now)
     since = window_start(now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
@@ -58,7 +59,7 @@ def _condition_text(cond: Any) -> str:
 
 
 @router.get("/playbooks")
-def playbooks(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+def playbooks(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     rows = []
     for head in outreach.list_playbook_heads(session):
         out = outreach.playbook_out(session, head)
@@ -67,7 +68,7 @@ def playbooks(request: Request, session: Session = SessionDep, viewer: Viewer = 
 
 
 @router.get("/playbooks/{playbook_id}")
-def playbook(request: Request, playbook_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+def playbook(request: Request, playbook_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     head = outreach.get_playbook(session, playbook_id)
     out = outreach.playbook_out(session, head)
     definition = outreach.PlaybookDefinition.model_validate(out.definition)

@@ -9,15 +9,15 @@ from datetime import date, timedelta
 from typing import Any
 
 import yaml
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, Form, FormDep, Viewer, context_of, now_of, render, seg
+from services.console.web import OPS, Form, FormDep, Viewer, now_of, render, seg
 from services.rules import interface as rules
 from shared import jobs
-from shared.api import SessionDep
+from shared.api import SessionDep, context_of
 from shared.errors import NotFound, TouchlineError, Unprocessable
 from shared.jobs import FINISHED
 from shared.jobs import service as job_service
@@ -144,19 +144,19 @@ def _editor(request: Request, rule: Any, text: str, exc: TouchlineError | None =
 
 
 @router.get("/rules")
-def rules_list(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+def rules_list(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     listed = rules.list_rules(session, kind=None, enabled=None, trigger_type=None, include_deleted=False, after=None, limit=500)
     firings = rules.signal_counts_by_rule(session, now_of(request) - timedelta(days=FIRING_DAYS))
     return render(request, "rules.html", rules=listed, firings=firings, days=FIRING_DAYS)
 
 
 @router.get("/rules/new")
-def new_rule(request: Request, viewer: Viewer = OPS):
+def new_rule(request: Request, viewer: Viewer = OPS) -> Response:
     return _editor(request, None, NEW_RULE)
 
 
 @router.post("/rules/new")
-def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
+def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
     text = form.get("definition", "")
     settings = context_of(request).settings
     try:
@@ -169,7 +169,7 @@ def create_rule(request: Request, session: Session = SessionDep, viewer: Viewer 
 
 
 @router.get("/rules/{rule_id}")
-def rule_page(request: Request, rule_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS):
+def rule_page(request: Request, rule_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     rule = rules.get_rule(session, rule_id)
     definition = rules.current_definition(session, rule)
     signals = rules.list_signals(session, kind=None, rule_id=rule_id, account_id=None, since=None, until=None, before=None, limit=20)
@@ -188,13 +188,13 @@ def rule_page(request: Request, rule_id: str, saved: bool = False, session: Sess
 
 
 @router.get("/rules/{rule_id}/edit")
-def edit_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS):
+def edit_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> Response:
     rule = rules.get_rule(session, rule_id, include_deleted=False)
     return _editor(request, rule, to_text(rules.current_definition(session, rule)))
 
 
 @router.post("/rules/{rule_id}/edit")
-def save_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
+def save_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
     text = form.get("definition", "")
     rule = rules.get_rule(session, rule_id, include_deleted=False)
     settings = context_of(request).settings
@@ -209,25 +209,25 @@ def save_rule(request: Request, rule_id: str, session: Session = SessionDep, vie
     return RedirectResponse(f"/console/rules/{rule_id}?saved=1", status_code=303)
 
 
-def _set_enabled(request: Request, rule_id: str, enabled: bool, session: Session, viewer: Viewer):
+def _set_enabled(request: Request, rule_id: str, enabled: bool, session: Session, viewer: Viewer) -> RedirectResponse:
     rules.set_rule_enabled(session, rule_id, enabled, viewer.principal.actor, now_of(request))
     return RedirectResponse(f"/console/rules/{rule_id}", status_code=303)
 
 
 @router.post("/rules/{rule_id}/enable")
-def enable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, _form: Form = FormDep):
+def enable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, _form: Form = FormDep) -> Response:
     return _set_enabled(request, rule_id, True, session, viewer)
 
 
 @router.post("/rules/{rule_id}/disable")
-def disable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, _form: Form = FormDep):
+def disable_rule(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, _form: Form = FormDep) -> Response:
     return _set_enabled(request, rule_id, False, session, viewer)
 
 
 @router.get("/rules/{rule_id}/dry-run")
 def rule_dry_run(
     request: Request, rule_id: str, account_id: str = Query("", max_length=128), session: Session = SessionDep, viewer: Viewer = OPS
-):
+) -> HTMLResponse:
     rule = rules.get_rule(session, rule_id)
     result = error = None
     if account_id:
@@ -240,7 +240,7 @@ def rule_dry_run(
 
 
 @router.post("/rules/{rule_id}/backtest")
-def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
+def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
     """Queue a backtest job (as POST /v1/rules/backtest does) and go to its page."""
     rule = rules.get_rule(session, rule_id)
     settings = context_of(request).settings
@@ -291,7 +291,7 @@ def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep,
 
 
 @router.get("/rules/{rule_id}/backtests/{job_id}")
-def backtest_job(request: Request, rule_id: str, job_id: int, session: Session = SessionDep, viewer: Viewer = OPS):
+def backtest_job(request: Request, rule_id: str, job_id: int, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     """The job's progress (the page refreshes itself while it runs), then its result."""
     rule = rules.get_rule(session, rule_id)
     job = job_service.get_visible(session, job_id, viewer.role)

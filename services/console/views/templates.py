@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from services.console.web import CSP_EMAIL_PREVIEW, OPS, Form, FormDep, Viewer, context_of, now_of, render
+from services.console.web import CSP_EMAIL_PREVIEW, OPS, Form, FormDep, Viewer, now_of, render
 from services.outreach import interface as outreach
-from shared.api import SessionDep
+from shared.api import SessionDep, context_of
 from shared.errors import TouchlineError
 
 router = APIRouter()
@@ -22,7 +22,7 @@ FIELDS = ("name", "description", "subject", "html_body", "text_body")
 
 
 @router.get("/templates")
-def templates(request: Request, session: Session = SessionDep, viewer: Viewer = OPS):
+def templates(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     return render(request, "templates.html", templates=outreach.list_templates(session))
 
 
@@ -33,13 +33,13 @@ def _page(
     *,
     status_code: int = 200,
     errors: dict[str, Any] | None = None,
-    preview=None,
-    preview_error=None,
+    preview: Any = None,  # outreach.template_preview's Rendered
+    preview_error: Any = None,
     account_id: str = "",
     user_id: str = "",
     saved: bool = False,
-    version=None,
-):
+    version: int | None = None,
+) -> HTMLResponse:
     response = render(
         request,
         "template_edit.html",
@@ -60,13 +60,15 @@ def _page(
 
 
 @router.get("/templates/{template_id}")
-def template(request: Request, template_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS):
+def template(request: Request, template_id: str, saved: bool = False, session: Session = SessionDep, viewer: Viewer = OPS) -> Response:
     row = outreach.get_template(session, template_id)
     return _page(request, template_id, {f: getattr(row, f) for f in FIELDS}, saved=saved, version=row.version)
 
 
 @router.post("/templates/{template_id}")
-def save_or_preview(request: Request, template_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep):
+def save_or_preview(
+    request: Request, template_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep
+) -> Response:
     settings = context_of(request).settings
     values = {f: form.get(f, "").replace("\r\n", "\n") for f in FIELDS}
     row = outreach.get_template(session, template_id)
