@@ -31,7 +31,7 @@ migrate: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/touchline demo
 
-# ruff (lint), mypy (types; stricter on shared/) and import-linter (the service
+# ruff (lint), mypy (types; strict on every package) and import-linter (the service
 # boundaries in pyproject.toml). CI runs it before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check services shared tests bench tools
