@@ -8,16 +8,20 @@ import json
 from typing import Literal
 
 from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from services.outreach.content import repository as repo
-from services.outreach.content import service
+from services.outreach.content import service, sharing
 from services.outreach.content.schemas import GOALS, ID_PATTERN, KINDS, ResourceIn, ResourceOut, ResourcePage, parse_resource
-from shared.api import BodyDep, ClockDep, SessionDep
+from services.outreach.engagements import repository as engagement_repo
+from services.outreach.engagements.service import visible_to
+from shared.api import BodyDep, ClockDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
-from shared.errors import AUTH_ERRORS, NotFound, PayloadTooLarge, Unprocessable, responses
+from shared.errors import AUTH_ERRORS, Conflict, NotFound, PayloadTooLarge, Unprocessable, responses
 from shared.pagination import next_key
+from shared.settings import Settings
 
 router = APIRouter(tags=["content"])
 ResourceId = Path(pattern=ID_PATTERN, description="lower-case slug, e.g. first-reports-guide")
@@ -82,3 +86,48 @@ def delete_resource(
     resource_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")
 ) -> None:
     service.delete(session, resource_id, actor=principal.actor, now=clock.now())
+
+
+class ShareIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resource_id: str = Field(pattern=ID_PATTERN)
+    user_id: str = Field(min_length=1, max_length=128, description="the contact of the engagement's account to send it to")
+    template: str = Field("resource-pick", pattern=ID_PATTERN, description="a customer template that renders resource.*")
+
+
+class ShareOut(BaseModel):
+    message_id: str
+    resource_id: str
+    state: str
+    next_attempt_at: str
+
+
+@router.post(
+    "/v1/engagements/{engagement_id}/resources",
+    status_code=201,
+    response_model=ShareOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Conflict, Unprocessable)},
+    summary="Send a library resource to a contact of the engagement's account, through the contact gate (a touch)",
+    description="409 contact_policy with the reason (contact_cap, account_cap, suppressed, already_received, ...) "
+    "when the gate refuses; nothing is written then.",
+)
+def share_resource(
+    body: ShareIn,
+    engagement_id: str,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("csm", "ops"),
+) -> ShareOut:
+    e = visible_to(engagement_repo.get(session, engagement_id, lock=True), principal, engagement_id)
+    out = sharing.send_resource(
+        session,
+        e,
+        resource_id=body.resource_id,
+        user_id=body.user_id,
+        template_id=body.template,
+        actor=principal.actor,
+        now=clock.now(),
+        settings=settings,
+    )
+    return ShareOut(**out)

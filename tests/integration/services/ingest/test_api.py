@@ -247,6 +247,7 @@ ACCESS = {
     ("GET", "/v1/resources"): OPS | CSM,
     ("GET", "/v1/resources/{resource_id}"): OPS | CSM,
     ("DELETE", "/v1/resources/{resource_id}"): OPS,
+    ("POST", "/v1/engagements/{engagement_id}/resources"): OPS | CSM,
     ("PUT", "/v1/playbooks/{playbook_id}"): OPS,
     ("GET", "/v1/playbooks"): OPS,
     ("GET", "/v1/playbooks/{playbook_id}"): OPS,

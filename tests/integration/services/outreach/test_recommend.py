@@ -231,3 +231,59 @@ def test_a_batch_of_recommendations_costs_the_same_statements_whatever_its_size(
     assert run(small) == run(large), "\n".join(statements)
     routed = {(m.account_id, m.user_id): m.resource_id for m in messages(session_factory)}
     assert len(routed) == 88 and routed[("l01", "ada")] == "alerts-video" and routed[("l00", "bob")] == "first-reports"
+
+
+async def test_a_csm_sends_a_resource_through_the_same_gate_and_it_counts_as_a_touch(
+    api, keys, session_factory, topics, clock, workers, sink
+):
+    from services.outreach.models import Suppression
+    from services.outreach.policy.tokens import email_hash
+    from services.outreach.starter import seed_starter_content
+    from tests.support.engagements import add_csm, csm_key, open_engagement, timeline
+    from tests.support.engagements import worker as engagement_worker
+
+    await add_csm(api, keys["ops"], "ann", name="Ann Smith")
+    await add_csm(api, keys["ops"], "bo", name="Bo Diddley")
+    mine, theirs = auth(csm_key(session_factory, clock, "ann")), auth(csm_key(session_factory, clock, "bo"))
+    add_account(session_factory)
+    with transaction(session_factory) as s:
+        seed_starter_content(s, topics, clock.now())  # the resource-pick template and the starter library
+    eid = open_engagement(session_factory, topics, clock)
+    engagement_worker(topics, session_factory, clock).poll_once()
+    who = "mine" if (await api.post(f"/v1/engagements/{eid}/accept", headers=mine)).status_code == 200 else "theirs"
+    csm, other = (mine, theirs) if who == "mine" else (theirs, mine)
+    url = f"/v1/engagements/{eid}/resources"
+
+    r = await api.post(url, json={"resource_id": "welcome-back-guide", "user_id": "ada"}, headers=csm)
+    assert r.status_code == 201, r.text
+    sent = r.json()
+    assert sent["state"] == "queued" and sent["resource_id"] == "welcome-back-guide"
+    [m] = messages(session_factory, step_id="engagement.resource")
+    assert (m.channel, m.audience, m.recipient, m.resource_id) == ("email", "customer", "ada@acme.test", "welcome-back-guide")
+    assert m.payload["recommendation"]["engagement_id"] == eid and m.payload["recommendation"]["sent_by"].startswith("csm:")
+    assert [(t.kind, t.details.get("resource_id")) for t in timeline(session_factory, eid) if t.kind == "touch"] == [
+        ("touch", "welcome-back-guide")
+    ]
+
+    # The gate: it counts as a touch (ada's contact cap), nobody gets a resource twice, suppressions hold.
+    r = await api.post(url, json={"resource_id": "first-reports-guide", "user_id": "ada"}, headers=csm)
+    assert r.status_code == 409 and r.json() == {
+        "error": "contact_policy",
+        "detail": {"reason": "contact_cap", "message": "the contact policy holds ada (contact_cap); try again later"},
+    }
+    clock.advance(days(4))
+    r = await api.post(url, json={"resource_id": "welcome-back-guide", "user_id": "ada"}, headers=csm)
+    assert r.status_code == 409 and r.json()["detail"]["reason"] == "already_received"
+    with transaction(session_factory) as s:
+        s.add(Suppression(email_hash=email_hash("bob@acme.test"), email=None, reason="manual", detail="", created_at=T0))
+    r = await api.post(url, json={"resource_id": "welcome-back-guide", "user_id": "bob"}, headers=csm)
+    assert r.status_code == 409 and r.json()["detail"]["reason"] == "suppressed"
+    assert (await api.post(url, json={"resource_id": "nope", "user_id": "ada"}, headers=csm)).status_code == 404
+    assert (await api.post(url, json={"resource_id": "welcome-back-guide", "user_id": "zed"}, headers=csm)).status_code == 422
+    assert (await api.post(url, json={"resource_id": "welcome-back-guide", "user_id": "cy"}, headers=other)).status_code == 403
+    assert len(messages(session_factory, step_id="engagement.resource")) == 1  # refusals write nothing
+
+    workers()["sender"].poll_once()
+    [mail] = [x for x in sink.messages if str(x["To"]) == "ada@acme.test"]
+    assert "What is new since you last looked" in mail["Subject"]
+    assert "https://help.example.com/guides/whats-new" in mail.get_body(("plain",)).get_content()

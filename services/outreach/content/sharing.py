@@ -1,0 +1,136 @@
+"""A CSM sends a resource of the library to a contact from an engagement, through the
+contact gate a playbook's message goes through (suppressions, erasure, the contact and
+account caps, quiet hours; not the engagement hold, since the CSM is the one holding
+the account) and never a resource the contact already received. The message is a
+customer email (a touch: the caps count it like an automated one), rendered from a
+template that names the resource (default: the starter ``resource-pick``), queued for
+the sender, and on the engagement's timeline as a ``resource`` touch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.ingest import interface as ingest
+from services.outreach.content import repository as repo
+from services.outreach.content import routing
+from services.outreach.delivery import repository as delivery_repo
+from services.outreach.engagements.transitions import event
+from services.outreach.models import Engagement
+from services.outreach.policy import repository as policy_repo
+from services.outreach.policy import service as policy
+from services.outreach.policy.tokens import email_hash, unsubscribe_url
+from services.outreach.templates import repository as template_repo
+from services.outreach.templates.context import account_context, build_context, recipient_context, resource_context
+from services.outreach.templates.rendering import PARTS, TemplateProblem, render
+from services.outreach.templates.sandbox import RenderBudget
+from shared.errors import Conflict, NotFound, Unprocessable
+
+NAMESPACE = uuid.UUID("2f4a3c1e-7d55-4c1b-9a0e-5b8e6f1d2c37")
+
+
+class Refused(Conflict):
+    """The contact gate said no: the reason, as a skipped message would carry it."""
+
+    code = "contact_policy"
+
+
+def send_resource(
+    session: Session, e: Engagement, *, resource_id: str, user_id: str, template_id: str, actor: str, now: datetime, settings: Any
+) -> dict[str, Any]:
+    """Queue ``resource_id`` for contact ``user_id`` of the engagement's account. Refusals
+    write nothing and say why (409 ``contact_policy`` with the reason)."""
+    if e.status not in ("assigned", "active"):
+        raise Conflict(f"engagement {e.id} is {e.status}; only an assigned or active engagement can send", code="engagement_not_open")
+    resource = repo.get(session, resource_id)
+    if resource is None:
+        raise NotFound(f"no resource {resource_id!r} in the content library")
+    template = template_repo.get(session, template_id)
+    if template is None or template.audience != "customer":
+        raise Unprocessable(
+            f"{template_id!r} is not a customer template; name one that renders {{{{ resource.title }}}}", code="unknown_template"
+        )
+    contact = ingest.contact(session, e.account_id, user_id)
+    if contact is None:
+        raise Unprocessable(f"no contact {user_id!r} in account {e.account_id!r}", code="unknown_contact")
+
+    def refuse(reason: str, detail: str) -> Refused:
+        return Refused({"reason": reason, "message": detail})
+
+    if not contact.email:
+        raise refuse("no_email", f"{user_id} has no email address")
+    if (contact.traits or {}).get("erased"):
+        raise refuse("erased", f"{user_id} was erased")
+    if policy_repo.suppressed(session, [email_hash(contact.email)]):
+        raise refuse("suppressed", f"{contact.email} is on the suppression list")
+    if resource_id in repo.received_of(session, [e.account_id]).get(e.account_id, {}).get(user_id, set()):
+        raise refuse("already_received", f"{user_id} already received {resource_id}")
+    counts = policy.TouchCounts(session, [e.account_id], now)
+    caps = policy.Caps(contact=None, account=None)
+    pseudo = f"engagement:{e.id}"
+    reason = policy.check_account(counts, account_id=e.account_id, playbook_id=pseudo, playbook_caps=caps, settings=settings, now=now)
+    reason = reason or policy.check_contact(
+        counts, account_id=e.account_id, user_id=user_id, playbook_id=pseudo, playbook_caps=caps, settings=settings, now=now
+    )
+    if reason:
+        raise refuse(reason, f"the contact policy holds {user_id} ({reason}); try again later")
+
+    mid = str(uuid.uuid5(NAMESPACE, f"{e.id}\x1f{resource_id}\x1f{user_id}"))
+    unsub = unsubscribe_url(settings, email=contact.email, account_id=e.account_id, message_id=mid)
+    why = f"sent by {actor} from engagement {e.id}"
+    account = ingest.account(session, e.account_id)
+    variables = build_context(
+        account=account_context(account) or {"id": e.account_id, "name": e.account_id},
+        recipient=recipient_context(contact),
+        signal=dict((e.reason or {}).get("signal") or {}),
+        playbook={"id": pseudo, "name": e.title or "Engagement", "version": 0},
+        unsubscribe_url=unsub,
+        settings=settings,
+        resource=resource_context(resource, why),
+    )
+    try:
+        rendered = render({p: getattr(template, p) for p in PARTS}, variables, RenderBudget.from_settings(settings))
+    except TemplateProblem as problem:
+        raise Unprocessable(problem.as_dict(), code="template_invalid") from None
+    defer = policy.quiet_until(contact.timezone, now, settings)
+    payload: dict[str, Any] = {
+        "unsubscribe_url": unsub,
+        "engagement_id": e.id,
+        "recommendation": {**routing.describe(resource), "sent_by": actor, "engagement_id": e.id, "why": why},
+    }
+    if defer:
+        payload["deferred"] = "quiet_hours"
+    row = {
+        "id": mid,
+        "enrollment_id": None,
+        "playbook_id": None,
+        "step_id": "engagement.resource",
+        "touch_key": f"engagement:{e.id}:resource:{resource_id}:{user_id}",
+        "account_id": e.account_id,
+        "user_id": user_id,
+        "channel": "email",
+        "audience": "customer",
+        "recipient": contact.email,
+        "template_id": template_id,
+        "resource_id": resource_id,
+        "subject": rendered.subject,
+        "html_body": rendered.html_body,
+        "text_body": rendered.text_body,
+        "payload": payload,
+        "state": "queued",
+        "skip_reason": None,
+        "attempts": 0,
+        "last_error": None,
+        "next_attempt_at": defer or now,
+        "created_at": now,
+        "updated_at": now,
+        "sent_at": None,
+    }
+    delivery_repo.insert_messages(session, [row])
+    event(session, e, "touch", actor=actor, now=now, touch="resource", user_id=user_id, resource_id=resource_id, message_id=mid)
+    e.updated_at = now
+    session.flush()
+    return {"message_id": mid, "resource_id": resource_id, "state": "queued", "next_attempt_at": (defer or now).isoformat()}
