@@ -11,10 +11,11 @@ from sqlalchemy import func, select
 
 from services.outreach.models import Enrollment, Message
 from services.outreach.outcomes import signals_with_decision
+from services.rules.interface import STARTER_DIR
 from services.rules.models import RuleTick, SignalRecord
 from shared.outbox import pending_count
 
-STARTER_RULES = 6  # services/rules/starter/*.yaml, which the demo enables
+STARTER_RULES = len(list(STARTER_DIR.glob("*.yaml")))  # services/rules/starter/*.yaml, which the demo enables
 
 
 def settled(session_factory) -> bool:
