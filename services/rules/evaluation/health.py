@@ -11,8 +11,9 @@ and rules' packages import one way: health <- evaluation.
 The daily scoring: every account once per UTC day, run by the rules worker at its first
 poll of the day behind the scheduled tick's freshness watermark (never on half-loaded
 data: docs/rules.md, "Freshness"), and claimed per day in ``health_runs`` so that two
-workers, or a restarted one, score a day once. The claim, the scores and the retention's
-deletions commit together."""
+workers, or a restarted one, score a day once. The scores are computed in a read
+transaction (never holding SQLite's write lock); the claim, the scores and the
+retention's deletions then commit together."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from services.rules.health import service as health
 from services.rules.health.service import CurrentModel
 from services.rules.language.ast import Metric
 from services.rules.scores import repository as scores
-from shared.db import transaction
+from shared.db import read_transaction, transaction
 from shared.errors import NotFound
 from shared.settings import Settings
 
@@ -116,12 +117,17 @@ def run_health_day(
         report.deferred = True
         return report
     started = time.perf_counter()
-    with transaction(session_factory) as session:
+    # Measure and score in a read transaction (on SQLite it never holds the write lock,
+    # so ingest keeps writing meanwhile), then claim the day and store in a short one.
+    with read_transaction(session_factory) as session:
         cur = health.current(session)
-        if cur is None or not health_repo.claim_run(session, today, now, cur.version):
-            report.done = cur is not None  # another worker claimed the day
+        if cur is None:
             return report
         rows = score_accounts(session, cur, now)
+    with transaction(session_factory) as session:
+        if not health_repo.claim_run(session, today, now, cur.version):
+            report.done = True  # another worker scored the day meanwhile
+            return report
         scores.save(session, rows)
         report.pruned = scores.prune(session, today - timedelta(days=settings.health_score_retention_days))
         report.ran = report.done = True
