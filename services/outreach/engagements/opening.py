@@ -136,7 +136,8 @@ def open_engagement(
             attach_signal(session, current, signal, actor=actor, now=now)
             return current, False
     sev = (signal or {}).get("severity")
-    prio, detail = priority(sev, account.arr, account.renewal_date, now.date())
+    health = health_summary(session, account_id, now.date())
+    prio, detail = priority(sev, account.arr, account.renewal_date, now.date(), health["score"] if health else None)
     if priority_override is not None:
         prio, detail = float(priority_override), {**detail, "priority": float(priority_override), "override": True}
     box = float(time_box_days or settings.engagement_time_box_days)
@@ -156,7 +157,7 @@ def open_engagement(
             "signal": jsonable(signal or {}),
             "evidence": jsonable((signal or {}).get("evidence") or {}),
             "automation": automation_summary(session, account_id, now),
-            "health": health_summary(session, account_id, now.date()),
+            "health": health,
         },
         "rule_id": (signal or {}).get("rule_id"),
         "playbook_id": playbook_id,

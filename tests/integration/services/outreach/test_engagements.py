@@ -857,3 +857,8 @@ def test_an_engagement_records_the_accounts_health_when_it_opens(session_factory
     }
     unscored = open_engagement(session_factory, settings, clock, account_id="globex", signal=signal(signal_id="s2", account_id="globex"))
     assert engagement(session_factory, unscored).reason["health"] is None
+    # Health weighs in the priority: a score of 0 adds 20 points; an account without a score gets none.
+    scored, other = engagement(session_factory, opened), engagement(session_factory, unscored)
+    assert scored.priority_detail["health"] == 0.0 and scored.priority_detail["health_points"] == 20
+    assert other.priority_detail["health"] is None and other.priority_detail["health_points"] == 0
+    assert scored.priority == other.priority + 20  # the same signal, ARR and renewal otherwise
