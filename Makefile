@@ -34,7 +34,7 @@ demo: $(STAMP)
 # ruff (lint), mypy (types; strict on every package) and import-linter (the service
 # boundaries in pyproject.toml). CI runs it before the tests.
 lint: $(STAMP)
-	$(BIN)/ruff check services shared tests bench tools
+	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports

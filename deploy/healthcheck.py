@@ -50,7 +50,7 @@ def probe_url(args: list[str], env: dict[str, str]) -> str | None:
 
 
 def _process_cmdlines():
-    pids = sorted((int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()))
+    pids = sorted(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
     for pid in pids:
         try:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
