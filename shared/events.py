@@ -2,7 +2,9 @@
 record is rejected. Kafka records and ``POST /v1/events`` go through the same code.
 
 The contract follows Segment's conventions: ``type`` is ``track`` (a usage event,
-the default), ``identify`` (user traits) or ``group`` (account traits). The JSON
+the default), ``identify`` (user traits) or ``group`` (account traits); Touchline adds
+``contract``, a contract outcome (renewed, churned, contracted, expanded) a CRM or the
+billing system reports, carried in ``properties`` (:class:`ContractOutcomeIn`). The JSON
 Schema in ``schemas/product-event.schema.json`` is generated from :class:`Event`.
 """
 
@@ -23,6 +25,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -33,7 +36,10 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$"), Field(strict=True)]
 
 USER_ROLES = ("champion", "power_user", "buyer", "admin", "member")
-EVENT_TYPES = ("track", "identify", "group")
+EVENT_TYPES = ("track", "identify", "group", "contract")
+# What became of a contract (docs/events.md, "contract"): a "contract outcome", never
+# just an "outcome", which is an engagement's (docs/glossary.md).
+CONTRACT_KINDS = ("renewed", "churned", "contracted", "expanded")
 
 
 class AccountTraits(BaseModel):
@@ -74,6 +80,55 @@ class UserTraits(BaseModel):
         return v
 
 
+Arr = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
+
+
+class ContractOutcomeIn(BaseModel):
+    """A contract outcome: the ``properties`` of a ``contract`` event, and the body of
+    ``POST /v1/accounts/{id}/contract-outcomes``. ARR before and after the change; a
+    churn ends at 0, an expansion goes up, a contraction goes down (to more than 0: to 0
+    is a churn)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"kind": "renewed", "arr_before": 24000, "arr_after": 26000, "effective_date": "2027-03-01"}]},
+    )
+
+    kind: Literal[CONTRACT_KINDS] = Field(description="renewed, churned, contracted or expanded")  # type: ignore[valid-type]
+    arr_before: Arr = Field(description="ARR before the change")
+    arr_after: Arr | None = Field(None, validate_default=True, description="ARR after it; 0 (the default) for churned, required otherwise")
+    effective_date: date = Field(description="the day it takes effect (YYYY-MM-DD), e.g. the renewal date")
+    note: Annotated[str, StringConstraints(max_length=500)] | None = Field(None, description="free text, e.g. the CRM opportunity")
+
+    @field_validator("effective_date", mode="before")
+    @classmethod
+    def _a_day(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v):
+            raise ValueError("a day, YYYY-MM-DD (e.g. 2027-03-01), without a time")
+        return v
+
+    @field_validator("arr_after")
+    @classmethod
+    def _arr_follows_kind(cls, v: float | None, info: ValidationInfo) -> float | None:
+        kind, before = info.data.get("kind"), info.data.get("arr_before")
+        if kind is None or before is None:  # already refused
+            return v
+        if kind == "churned":
+            if v not in (None, 0):
+                raise ValueError("a churned contract ends at 0 ARR; send 0 or leave it out (a reduction is 'contracted')")
+            return 0.0
+        if v is None:
+            raise ValueError(f"required for a {kind} contract (the ARR after it)")
+        if kind == "expanded" and not v > before:
+            raise ValueError("an expansion ends above arr_before; at the same or a lower ARR it is 'renewed' or 'contracted'")
+        if kind == "contracted" and not 0 < v < before:
+            raise ValueError("a contraction ends below arr_before and above 0 (to 0 is 'churned')")
+        return v
+
+
+_TYPE_DOC = "track (usage), identify (user traits), group (account traits) or contract (a contract outcome in properties)"
+
+
 class Event(BaseModel):
     """One event on ``product.events`` (key = account_id)."""
 
@@ -98,6 +153,13 @@ class Event(BaseModel):
                     "traits": {"email": "ada@acme.test", "name": "Ada", "role": "champion", "timezone": "Europe/London"},
                 },
                 {
+                    "event_id": "crm-opp-0061",
+                    "type": "contract",
+                    "account_id": "acme",
+                    "timestamp": "2027-02-20T16:00:00Z",
+                    "properties": {"kind": "renewed", "arr_before": 24000, "arr_after": 26000, "effective_date": "2027-03-01"},
+                },
+                {
                     "event_id": "7f3e...-group",
                     "type": "group",
                     "account_id": "acme",
@@ -120,7 +182,7 @@ class Event(BaseModel):
     event_id: Id = Field(description="Unique id chosen by the sender; resending the same id is a no-op")
     account_id: Id = Field(description="The customer account; also the Kafka record key")
     user_id: Id | None = Field(None, description="The user who acted, if any")
-    type: Literal[EVENT_TYPES] = Field("track", description="track (usage), identify (user traits) or group (account traits)")  # type: ignore[valid-type]
+    type: Literal[EVENT_TYPES] = Field("track", description=_TYPE_DOC)  # type: ignore[valid-type]
     name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), Field(strict=True)] | None = (
         Field(None, description="The event name; required for track events")
     )
@@ -141,19 +203,24 @@ class Event(BaseModel):
             _check_traits(UserTraits, self.traits)
         elif self.type == "group":
             _check_traits(AccountTraits, self.traits)
+        elif self.type == "contract":
+            if self.traits:
+                raise ValueError("contract events carry the outcome in 'properties', not 'traits'")
+            _check_traits(ContractOutcomeIn, self.properties, "properties")
         return self
 
 
-def _check_traits(model: type[BaseModel], traits: dict[str, Any]) -> None:
+def _check_traits(model: type[BaseModel], traits: dict[str, Any], where: str = "traits") -> None:
     try:
         model.model_validate(traits)
     except ValidationError as exc:
-        raise ValueError(
-            "; ".join(
-                f"traits.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_url=False)
-            )
-        ) from None
+        raise ValueError("; ".join(_located(where, e) for e in exc.errors(include_url=False))) from None
+
+
+def _located(where: str, e: Any) -> str:
+    loc = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}"
 
 
 @dataclass(frozen=True)
@@ -332,6 +399,8 @@ def _fast_event(raw: bytes, now: datetime, max_bytes: int, max_future: timedelta
         return None
     if ts > now + max_future or (w.properties and not _plain_values(w.properties)) or (w.traits and not _plain_values(w.traits)):
         return None
+    if w.type == "contract":  # rare: the reference path checks the outcome and names the problem
+        return None
     if w.type != "track":
         if w.type == "identify" and w.user_id is None:
             return None
@@ -397,9 +466,11 @@ def event_json_schema() -> dict[str, Any]:
     schema["$defs"] = schema.get("$defs", {})
     schema["$defs"]["AccountTraits"] = AccountTraits.model_json_schema()
     schema["$defs"]["UserTraits"] = UserTraits.model_json_schema()
+    schema["$defs"]["ContractOutcome"] = ContractOutcomeIn.model_json_schema()
     schema["description"] = (
         "One event on topic product.events (key = account_id), UTF-8 JSON, at most 64 KiB. "
         "type=track carries usage (name + properties); identify carries user traits (UserTraits); "
-        "group carries account traits (AccountTraits)."
+        "group carries account traits (AccountTraits); contract carries a contract outcome in "
+        "properties (ContractOutcome)."
     )
     return schema

@@ -28,7 +28,10 @@ Reads (the caller owns the session):
   :func:`daily_counts_where`, :func:`daily_property_stats`, :func:`role_last_seen_by_day`,
   :func:`role_first_seen`;
 * stored events: :func:`ingested_event_ids`, :func:`latest_events`,
-  :func:`events_between`, :func:`accounts_with_events`, :func:`recent_events`.
+  :func:`events_between`, :func:`accounts_with_events`, :func:`recent_events`;
+* contract outcomes (:class:`ContractOutcomeInfo`, kinds :data:`CONTRACT_KINDS`): one
+  account's, newest first (:func:`contract_outcomes`), and every account's over a period
+  (:func:`contract_outcomes_between`: what validation of the health model measures against).
 
 Commands (they only flush; the caller owns the transaction):
 
@@ -72,6 +75,7 @@ from services.ingest.repository.accounts import (
     users_by_role,
     users_by_role_of,
 )
+from services.ingest.repository.contracts import contract_outcomes, contract_outcomes_between
 from services.ingest.repository.events import (
     accounts_with_events,
     events_between,
@@ -107,13 +111,16 @@ from services.ingest.repository.properties import (
     role_last_seen,
     role_last_seen_by_day,
 )
-from services.ingest.snapshots import AccountInfo, Contact, StoredEvent
+from services.ingest.snapshots import AccountInfo, Contact, ContractOutcomeInfo, StoredEvent
+from shared.events import CONTRACT_KINDS
 
 __all__ = [
     "AGGREGATES",
+    "CONTRACT_KINDS",
     "AccountFilter",
     "AccountInfo",
     "Contact",
+    "ContractOutcomeInfo",
     "ErasedContact",
     "StoredEvent",
     "Where",
@@ -133,6 +140,8 @@ __all__ = [
     "contact",
     "contact_counts",
     "contacts",
+    "contract_outcomes",
+    "contract_outcomes_between",
     "count_accounts",
     "daily_counts_where",
     "daily_property_stats",
@@ -171,6 +180,7 @@ def routers() -> list[APIRouter]:
     """The ingest API (events, then accounts), in the order the app mounts it (imported
     when the app is built, not by every worker that imports this module)."""
     from services.ingest.accounts.router import router as accounts_router
+    from services.ingest.contracts.router import router as contracts_router
     from services.ingest.events.router import router as events_router
 
-    return [events_router, accounts_router]
+    return [events_router, accounts_router, contracts_router]

@@ -31,6 +31,10 @@ class Account(Base):
     renewal_date: Mapped[date | None] = mapped_column(Date)
     signup_date: Mapped[date | None] = mapped_column(Date)
     owner_email: Mapped[str | None] = mapped_column(String(254))
+    # What the contract outcomes say (docs/events.md, "contract"): active or churned, as of
+    # the effective date of the latest one; null before the first.
+    contract_state: Mapped[str | None] = mapped_column(String(16))
+    contract_state_since: Mapped[date | None] = mapped_column(Date)
     traits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Event time of the last trait change applied: an older identify/group arriving late
     # does not overwrite a newer one.
@@ -80,6 +84,31 @@ class RawEvent(Base):
     name: Mapped[str] = mapped_column(String(128))
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
     properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ContractOutcome(Base):
+    """A contract outcome (renewed, churned, contracted, expanded) of an account, from a
+    ``contract`` event or recorded over the API; keyed by its event id, so a re-sent one is
+    stored once. Kept as long as the account is (raw events are pruned; these are not)."""
+
+    __tablename__ = "contract_outcomes"
+    __table_args__ = (
+        ForeignKeyConstraint(["account_id"], ["accounts.id"]),
+        Index("ix_contract_outcomes_account", "account_id", "effective_date"),
+        Index("ix_contract_outcomes_effective_date", "effective_date"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    arr_before: Mapped[float] = mapped_column(Float)
+    arr_after: Mapped[float] = mapped_column(Float)
+    effective_date: Mapped[date] = mapped_column(Date)
+    note: Mapped[str | None] = mapped_column(String(500))
+    source: Mapped[str] = mapped_column(String(16))  # "event" (Kafka or POST /v1/events) or "api"
+    recorded_by: Mapped[str | None] = mapped_column(String(128))  # the API key's name, for "api"
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the event's timestamp
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

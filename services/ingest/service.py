@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from services.ingest.models import Account, User
+from services.ingest.repository import contracts as contracts_repo
 from services.ingest.repository import store as repo
-from shared.events import AccountTraits, Event, UserTraits, ValidEvent
+from shared.events import AccountTraits, ContractOutcomeIn, Event, UserTraits, ValidEvent
 
 ACCOUNT_FIELDS = tuple(AccountTraits.model_fields)
 USER_FIELDS = tuple(UserTraits.model_fields)
 
 _K = TypeVar("_K")
+ContractEvent = repo.EventRow  # a contract event, or the API's equivalent
 _Span = list[datetime | None]  # [first seen, last seen]; None while only traits were seen
 
 
@@ -48,9 +50,41 @@ def apply_events(session: Session, events: Sequence[ValidEvent | Event], now: da
     else:
         summary, trait_events = _store_events(session, list(unique.values()), now)
         summary.duplicates = len(events) - summary.new
+    contracts = [ev for ev in trait_events if ev.type == "contract"]
+    if contracts:
+        record_contract_outcomes(session, [(ev, "event", None) for ev in contracts], now)
+    trait_events = [ev for ev in trait_events if ev.type != "contract"]
     if trait_events:
         _apply_trait_events(session, trait_events, now)
     return summary
+
+
+def record_contract_outcomes(session: Session, outcomes: Sequence[tuple[ContractEvent, str, str | None]], now: datetime) -> set[str]:
+    """Store contract outcomes, each (the ``contract`` event or the API's equivalent,
+    its source ``event`` or ``api``, who recorded it), once per event id, and set the
+    contract state of their accounts (which exist). Returns the event ids that were new."""
+    rows = []
+    for ev, source, recorded_by in outcomes:
+        outcome = ContractOutcomeIn.model_validate(ev.properties)
+        assert outcome.arr_after is not None  # the validator fills it in or refuses
+        rows.append(
+            {
+                "event_id": ev.event_id,
+                "account_id": ev.account_id,
+                "kind": outcome.kind,
+                "arr_before": outcome.arr_before,
+                "arr_after": outcome.arr_after,
+                "effective_date": outcome.effective_date,
+                "note": outcome.note,
+                "source": source,
+                "recorded_by": recorded_by,
+                "occurred_at": ev.timestamp,
+                "received_at": now,
+            }
+        )
+    new = contracts_repo.insert_contract_outcomes(session, rows)
+    contracts_repo.refresh_contract_state(session, {r["account_id"] for r in rows if r["event_id"] in new})
+    return new
 
 
 def _store_events(session: Session, events: list[ValidEvent | Event], now: datetime) -> tuple[IngestSummary, list[ValidEvent | Event]]:
@@ -65,7 +99,7 @@ def _store_events(session: Session, events: list[ValidEvent | Event], now: datet
             "type": ev.type,
             "name": ev.name,
             "timestamp": ev.timestamp,
-            "properties": ev.properties if ev.type == "track" else ev.traits,
+            "properties": ev.traits if ev.type in repo.TRAIT_TYPES else ev.properties,
             "received_at": now,
         }
         for ev in events

@@ -22,6 +22,8 @@ class AccountInfo:
     renewal_date: date | None
     signup_date: date | None
     owner_email: str | None
+    contract_state: str | None  # active or churned, from the contract outcomes; null before the first
+    contract_state_since: date | None  # the effective date of the outcome that set it
     traits: dict[str, Any]
     first_seen_at: datetime | None
     last_seen_at: datetime | None
@@ -48,3 +50,20 @@ class StoredEvent:
     name: str
     timestamp: datetime
     properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ContractOutcomeInfo:
+    """A contract outcome as ingest stores it (docs/events.md, "contract")."""
+
+    event_id: str
+    account_id: str
+    kind: str
+    arr_before: float
+    arr_after: float
+    effective_date: date
+    note: str | None
+    source: str
+    recorded_by: str | None
+    occurred_at: datetime
+    received_at: datetime

@@ -23,6 +23,7 @@ router = APIRouter()
 PAGE = 50
 SIGNAL_DAYS = 30
 USAGE_DAYS = 90
+CONTRACT_OUTCOMES_SHOWN = 20  # the newest; the API lists them all
 
 
 @router.get("/accounts")
@@ -150,6 +151,7 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
     )
     enrollments = outreach.enrollments_for_account(session, account_id, 50) if ops else []
     events = ingest.recent_events(session, account_id, 30)
+    contract_outcomes = ingest.contract_outcomes(session, account_id, limit=CONTRACT_OUTCOMES_SHOWN)
     return render(
         request,
         "account.html",
@@ -163,4 +165,5 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
         enrollments=enrollments,
         show_outreach=ops,
         timeline=_timeline(signals, messages, enrollments, events, ops),
+        contract_outcomes=contract_outcomes,
     )

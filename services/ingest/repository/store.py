@@ -27,6 +27,8 @@ from services.ingest.models import (
 from shared.db import insert_new, upsert
 
 _events = RawEvent.__table__
+# The event types whose raw row keeps their traits; the others (track, contract) keep their properties.
+TRAIT_TYPES = ("identify", "group")
 _accounts = Account.__table__
 _users = User.__table__
 
@@ -76,7 +78,7 @@ class EventRow(Protocol):
 class StoredBatch:
     new: int  # events not seen before (the rest were duplicates)
     accounts: int  # distinct accounts among them
-    new_trait_event_ids: list[str]  # the new identify and group events, whose traits the caller applies
+    new_trait_event_ids: list[str]  # the new identify, group and contract events, which the caller applies
 
 
 _STAGE = "_ingest_stage"
@@ -143,7 +145,7 @@ def store_events_pg(session: Session, events: Iterable[EventRow], now: datetime)
     encode = msgspec.json.encode
     text = "".join(
         f"{ev.event_id}\t{ev.account_id}\t{ev.user_id or ''}\t{ev.type}\t{ev.name}\t{ev.timestamp.isoformat()}\t"
-        f"{encode(ev.properties if ev.type == 'track' else ev.traits).decode()}\n"
+        f"{encode(ev.traits if ev.type in TRAIT_TYPES else ev.properties).decode()}\n"
         for ev in events
     ).replace("\\", "\\\\")
     conn = session.connection()

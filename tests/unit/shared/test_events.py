@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.events import Event, Rejection, ValidEvent, event_json_schema, validate_event_bytes, validate_event_obj, validate_record
+from shared.events import (
+    ContractOutcomeIn,
+    Event,
+    Rejection,
+    ValidEvent,
+    event_json_schema,
+    validate_event_bytes,
+    validate_event_obj,
+    validate_record,
+)
 from tests.support.helpers import ROOT
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -197,3 +206,52 @@ def test_common_events_take_the_fast_path():
     ident = {**BASE, "type": "identify", "user_id": "u1", "traits": {"email": "a@b.c", "role": "admin"}}
     for obj in (BASE, {**BASE, "user_id": "u1", "properties": {"plan": "pro", "n": 3}}, ident):
         assert isinstance(_fast_event(json.dumps(obj).encode(), NOW, 64 * 1024, SKEW), ValidEvent)
+
+
+CONTRACT = {"event_id": "c1", "type": "contract", "account_id": "acme", "timestamp": "2026-03-02T09:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    "properties, arr_after",
+    [
+        ({"kind": "renewed", "arr_before": 100, "arr_after": 100, "effective_date": "2026-03-01"}, 100),
+        ({"kind": "renewed", "arr_before": 100, "arr_after": 90, "effective_date": "2026-03-01"}, 90),
+        ({"kind": "churned", "arr_before": 100, "effective_date": "2026-03-01"}, 0),
+        ({"kind": "churned", "arr_before": 100, "arr_after": 0, "effective_date": "2026-03-01"}, 0),
+        ({"kind": "expanded", "arr_before": 100, "arr_after": 100.01, "effective_date": "2026-03-01"}, 100.01),
+        ({"kind": "contracted", "arr_before": 100, "arr_after": 0.01, "effective_date": "2026-03-01"}, 0.01),
+    ],
+)
+def test_a_contract_outcome_at_the_edges_of_its_arr_rules_is_accepted(properties, arr_after):
+    ev = check({**CONTRACT, "properties": properties})
+    assert isinstance(ev, Event) and ev.name == "$contract"
+    assert ContractOutcomeIn.model_validate(ev.properties).arr_after == arr_after
+    # The consumers' fast path hands it to the reference validation, which accepts it the same.
+    assert isinstance(validate_record(b"acme", json.dumps({**CONTRACT, "properties": properties}).encode(), NOW, 65536, SKEW), ValidEvent)
+
+
+@pytest.mark.parametrize(
+    "properties, fragment",
+    [
+        ({"kind": "renewed", "arr_before": 100, "effective_date": "2026-03-01"}, "properties.arr_after: required for a renewed"),
+        ({"kind": "expanded", "arr_before": 100, "arr_after": 100, "effective_date": "2026-03-01"}, "properties.arr_after: an expansion"),
+        (
+            {"kind": "contracted", "arr_before": 100, "arr_after": 100, "effective_date": "2026-03-01"},
+            "properties.arr_after: a contraction",
+        ),
+        ({"kind": "contracted", "arr_before": 100, "arr_after": 0, "effective_date": "2026-03-01"}, "to 0 is 'churned'"),
+        (
+            {"kind": "churned", "arr_before": 100, "arr_after": 1, "effective_date": "2026-03-01"},
+            "properties.arr_after: a churned contract",
+        ),
+        ({"kind": "churn", "arr_before": 100, "effective_date": "2026-03-01"}, "properties.kind: Input should be 'renewed'"),
+        ({"kind": "churned", "arr_before": -1, "effective_date": "2026-03-01"}, "properties.arr_before"),
+        ({"kind": "churned", "arr_before": 1, "effective_date": "2026-03-01T00:00:00Z"}, "properties.effective_date"),
+        ({"kind": "churned", "arr_before": 1}, "properties.effective_date: Field required"),
+        ({"kind": "churned", "arr_before": 1, "effective_date": "2026-03-01", "crm": "x"}, "properties.crm: Extra inputs"),
+    ],
+)
+def test_a_bad_contract_outcome_is_refused_naming_the_property(properties, fragment):
+    result = check({**CONTRACT, "properties": properties})
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert fragment in result.detail, result.detail

@@ -209,6 +209,9 @@ ACCESS = {
     ("GET", "/v1/accounts/{account_id}/users/{user_id}"): OPS | CSM,
     ("GET", "/v1/accounts/{account_id}/users/{user_id}/usage"): OPS | CSM,
     ("POST", "/v1/accounts/{account_id}/users/{user_id}/erase"): OPS,
+    # Contract outcomes are recorded by CS Ops (products and CRMs send contract events).
+    ("POST", "/v1/accounts/{account_id}/contract-outcomes"): OPS,
+    ("GET", "/v1/accounts/{account_id}/contract-outcomes"): OPS | CSM,
     # Rules are authored by CS Ops; signals are readable by ops and csm.
     ("POST", "/v1/rules/validate"): OPS,
     ("POST", "/v1/rules"): OPS,

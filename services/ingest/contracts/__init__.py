@@ -1,0 +1,1 @@
+"""Contract outcomes recorded over the API (the ``contract`` event's other door)."""
