@@ -6,7 +6,8 @@ Reads (the caller owns the session):
 
 * accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`count_accounts`,
   :func:`account_rows`, :func:`accounts_where` (audience filters, :class:`AccountFilter`);
-  for the console, :func:`search_accounts` and :func:`distinct_traits`;
+  for the console, :func:`search_accounts` (ordered by id, ARR or another service's
+  values, such as the current health scores), :func:`total_arr` and :func:`distinct_traits`;
 * contacts: :func:`contact`, :func:`contacts`, :func:`users_by_role`, :func:`active_users`, and
   the same two over many accounts in one statement per chunk (:func:`users_by_role_of`,
   :func:`active_users_of`: outreach's enrolment of a whole signal batch); :func:`list_users`
@@ -72,6 +73,7 @@ from services.ingest.repository.accounts import (
     distinct_traits,
     list_users,
     search_accounts,
+    total_arr,
     users_by_role,
     users_by_role_of,
 )
@@ -167,6 +169,7 @@ __all__ = [
     "routers",
     "search_accounts",
     "set_lifecycle_stage",
+    "total_arr",
     "usage_report",
     "user_activity_masks",
     "user_last_seen",

@@ -13,8 +13,10 @@ For the console and the CLI: rule definitions (read, parse, create, update, enab
 versions, audit, the starter import), signals (lists, counts), the dry run, the
 backtest (validate a request; the job kind ``BACKTEST_KIND`` that runs it, registered
 on import of this module) and the scheduled tick; customer health (the model: parse,
-read, save; an account's scores: score now, latest, history; docs/health.md). For the
-app: :func:`routers`.
+read, save; an account's scores: score now, latest, history; for the console's lists,
+many accounts' histories, labels counted per day, and selects of the current scores and
+of the accounts with a label that ingest's account search orders and filters by;
+docs/health.md). For the app: :func:`routers`.
 
 Everything reads or flushes only; the caller owns the session and the transaction
 (``run_tick`` and ``import_rules`` take a session factory and open their own).
@@ -44,11 +46,14 @@ from services.rules.evaluation.dryrun import dry_run
 from services.rules.evaluation.health import run_health_day
 from services.rules.evaluation.health import score_account as score_account_health
 from services.rules.evaluation.service import run_tick
+from services.rules.health.repository import audit_for as health_model_audit
+from services.rules.health.repository import list_versions as list_health_model_versions
 from services.rules.health.service import current as current_health_model
 from services.rules.health.service import install_starter as install_starter_health_model
 from services.rules.health.service import parse as parse_health_model
 from services.rules.health.service import save as save_health_model
 from services.rules.health.service import summary as health_summary
+from services.rules.language.ast import HEALTH_LABELS
 from services.rules.rules.importer import STARTER_DIR, import_rules
 from services.rules.rules.repository import audit_for as rule_audit
 from services.rules.rules.repository import list_rules
@@ -60,7 +65,11 @@ from services.rules.rules.service import get as get_rule
 from services.rules.rules.service import parse as parse_rule
 from services.rules.rules.service import set_enabled as set_rule_enabled
 from services.rules.rules.service import update as update_rule
+from services.rules.scores.repository import accounts_labelled as accounts_health_labelled
+from services.rules.scores.repository import current_scores as current_health_scores
+from services.rules.scores.repository import histories as health_histories
 from services.rules.scores.repository import history as health_history
+from services.rules.scores.repository import label_counts_by_day as health_label_counts_by_day
 from services.rules.scores.repository import latest_day as latest_health_day
 from services.rules.scores.repository import latest_on_or_before as latest_health
 from services.rules.scores.repository import on_day as health_scores_on_day
@@ -70,29 +79,36 @@ from services.rules.signals.repository import counts_by_rule as signal_counts_by
 
 __all__ = [
     "BACKTEST_KIND",
+    "HEALTH_LABELS",
     "STARTER_DIR",
     "BacktestIn",
     "Condition",
     "RuleReplay",
     "RuleValidationError",
+    "accounts_health_labelled",
     "accounts_matching",
     "accounts_signalled_since",
     "count_signals",
     "create_rule",
     "current_definition",
     "current_health_model",
+    "current_health_scores",
     "dry_run",
     "evaluate_condition",
     "evaluator",
     "forget_contact",
     "get_rule",
+    "health_histories",
     "health_history",
+    "health_label_counts_by_day",
+    "health_model_audit",
     "health_scores_on_day",
     "health_summary",
     "import_rules",
     "install_starter_health_model",
     "latest_health",
     "latest_health_day",
+    "list_health_model_versions",
     "list_rule_versions",
     "list_rules",
     "list_signals",

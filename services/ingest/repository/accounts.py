@@ -189,10 +189,14 @@ def search_accounts(
     only_ids: Select[Any] | None,
     offset: int,
     limit: int,
+    order: str | Select[str, Any] = "id",
+    descending: bool = False,
 ) -> tuple[list[AccountInfo], int]:
-    """A page of accounts ordered by id, matching every filter given, and the total count.
+    """A page of accounts matching every filter given, and the total count.
     ``text`` matches id or name (case-insensitive substring); ``only_ids`` is a subquery
-    of account ids to keep (e.g. the accounts with a recent signal)."""
+    of account ids to keep (e.g. the accounts with a recent signal). ``order`` is
+    ``"id"``, ``"arr"`` or a select of ``(account_id, value)`` from another service (the
+    current health scores); accounts without a value come last either way, ties by id."""
     conditions: list[ColumnElement[bool]] = []
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -203,8 +207,23 @@ def search_accounts(
     if only_ids is not None:
         conditions.append(Account.id.in_(only_ids))
     total = session.scalar(select(func.count()).select_from(Account).where(*conditions)) or 0
-    q = select(*_ACCOUNT_INFO).where(*conditions).order_by(Account.id).offset(offset).limit(limit)
+    q = select(*_ACCOUNT_INFO).where(*conditions)
+    key: Any = None
+    if isinstance(order, Select):
+        account_id, key = list(order.subquery().c)[:2]
+        q = q.outerjoin(account_id.table, account_id == Account.id)
+    elif order == "arr":
+        key = Account.arr
+    if key is not None:
+        q = q.order_by(key.is_(None), key.desc() if descending else key)
+    q = q.order_by(Account.id.desc() if descending and key is None else Account.id).offset(offset).limit(limit)
     return [_account(r) for r in session.execute(q)], total
+
+
+def total_arr(session: Session, only_ids: Select[Any]) -> float:
+    """The sum of ARR over the accounts of ``only_ids`` (those without ARR add nothing):
+    the figure the console's accounts list, filtered the same way, adds up to."""
+    return float(session.scalar(select(func.coalesce(func.sum(Account.arr), 0)).where(Account.id.in_(only_ids))) or 0)
 
 
 def distinct_traits(session: Session) -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from services.rules.models import HealthScore
@@ -125,3 +125,54 @@ def on_day(
 def prune(session: Session, before: date) -> int:
     """Delete the rows of days before ``before`` (retention)."""
     return rowcount(session.execute(delete(HealthScore).where(HealthScore.day < before)))
+
+
+# ---- for the console (docs/console.md): the same "current" as the rule language's ---------
+
+
+def current_scores(today: date) -> Select[str, float | None]:
+    """A select of ``(account_id, score)``: each account's current score (the latest of the
+    last CURRENT_DAYS days), for another service to order or filter its rows by (the
+    console's accounts list sorts by health through ingest's search)."""
+    day, earliest = current_days(today)
+    last = (
+        select(HealthScore.account_id, func.max(HealthScore.day).label("day"))
+        .where(HealthScore.day <= day, HealthScore.day >= earliest)
+        .group_by(HealthScore.account_id)
+        .subquery()
+    )
+    return select(HealthScore.account_id, HealthScore.score).join(
+        last, (last.c.account_id == HealthScore.account_id) & (last.c.day == HealthScore.day)
+    )
+
+
+def accounts_labelled(today: date, label: str) -> Select[Any]:
+    """A select of the account ids whose current label is ``label``."""
+    cur = current_scores(today).add_columns(HealthScore.label).subquery()
+    return select(cur.c.account_id).where(cur.c.label == label)
+
+
+def histories(session: Session, accounts: list[str], since: date, until: date) -> dict[str, list[tuple[date, float]]]:
+    """Each account's scored days in ``[since, until]``, oldest first (one query per chunk)."""
+    out: dict[str, list[tuple[date, float]]] = {a: [] for a in accounts}
+    for part in _chunks(accounts):
+        q = select(HealthScore.account_id, HealthScore.day, HealthScore.score).where(
+            HealthScore.day >= since, HealthScore.day <= until, HealthScore.score.is_not(None)
+        )
+        if part is not None:
+            q = q.where(is_in(session, HealthScore.account_id, part))
+        for a, d, s in session.execute(q.order_by(HealthScore.account_id, HealthScore.day)):
+            if s is not None:
+                out.setdefault(a, []).append((d, float(s)))
+    return out
+
+
+def label_counts_by_day(session: Session, since: date, until: date) -> list[tuple[date, str, int]]:
+    """(day, label, accounts) for each scored day in ``[since, until]`` (an unlabelled score is left out)."""
+    q = (
+        select(HealthScore.day, HealthScore.label, func.count())
+        .where(HealthScore.day >= since, HealthScore.day <= until, HealthScore.label.is_not(None))
+        .group_by(HealthScore.day, HealthScore.label)
+        .order_by(HealthScore.day)
+    )
+    return [(d, str(label), int(n)) for d, label, n in session.execute(q)]
