@@ -217,3 +217,36 @@ def intervals(
         + "</tbody></table></details>"
     )
     return Markup(svg + table)
+
+
+def sparkline(title: str, days: int, points: Sequence[tuple[int, float]], *, vmax: float = 100.0) -> Markup:
+    """A word-sized line for a table cell: ``points`` are (day index 0..days-1, value) on a
+    0..vmax scale, gaps where a day has no value. No axes: its text alternative is the
+    title (first and last value), and the figure it illustrates sits beside it."""
+    n = next(_ids)
+    w, h, pad = 96, 24, 2
+    if points:
+        first, last = points[0][1], points[-1][1]
+        desc = f"{title}: {len(points)} days, from {_fmt(first)} to {_fmt(last)}"
+    else:
+        desc = f"{title}: no score"
+
+    def xy(i: int, v: float) -> str:
+        return f"{pad + (w - 2 * pad) * i / max(1, days - 1):.1f},{h - pad - (h - 2 * pad) * max(0.0, min(v, vmax)) / vmax:.1f}"
+
+    runs: list[list[tuple[int, float]]] = []
+    for i, v in points:
+        if runs and runs[-1][-1][0] == i - 1:
+            runs[-1].append((i, v))
+        else:
+            runs.append([(i, v)])
+    body = "".join(
+        f'<polyline class="line s0" fill="none" points="{" ".join(xy(i, v) for i, v in run)}"/>'
+        if len(run) > 1
+        else f'<circle class="s0" cx="{xy(*run[0]).split(",")[0]}" cy="{xy(*run[0]).split(",")[1]}" r="1.5"/>'
+        for run in runs
+    )
+    return Markup(
+        f'<svg class="spark" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-labelledby="st{n}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title id="st{n}">{escape(desc)}</title>{body}</svg>'
+    )

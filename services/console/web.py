@@ -34,6 +34,7 @@ MENU = [  # (label, path, roles that see it)
     ("Overview", "/console/", ("ops",)),
     ("Accounts", "/console/accounts", ("ops", "csm")),
     ("Rules", "/console/rules", ("ops",)),
+    ("Health", "/console/health", ("ops",)),
     ("Signals", "/console/signals", ("ops",)),
     ("Playbooks", "/console/playbooks", ("ops",)),
     ("Messages", "/console/messages", ("ops",)),

@@ -18,6 +18,7 @@ from services.outreach.playbooks import engine
 from services.outreach.playbooks.worker import SignalWorker
 from services.outreach.starter import seed_starter_content
 from services.rules.evaluation.service import run_tick
+from services.rules.interface import install_starter_health_model, run_health_day
 from services.rules.models import SignalRecord
 from services.rules.rules.importer import STARTER_DIR, import_rules
 from shared.clock import SimulatedClock
@@ -27,6 +28,7 @@ from shared.events import Event
 XSS_SCRIPT = "<script>window.__pwned = 1</script>"
 XSS_IMG = '"><img src=x onerror="window.__pwned = 2">'
 HOSTILE = "acct-hostile"
+HEALTH_DAYS = 30
 
 
 @dataclass
@@ -96,8 +98,28 @@ def seed(session_factory, settings, clock: SimulatedClock, accounts: int = 20, d
     _apply(session_factory, back, later)
     with transaction(session_factory) as s:
         engine.sweep_conversions(s, later, 10_000)
+    scored = seed_health(session_factory, settings, now)
     engagements = seed_engagements(session_factory, settings, later, churning)
-    return {"signals": len(signals), "churning": churning, "accounts": accounts + 1, "engagements": engagements}
+    # Scored again after the engagements opened (their reason recorded the health of
+    # `now`): the change since opening is what the inbox and the engagement page show.
+    run_health_day(session_factory, settings, later)
+    return {
+        "signals": len(signals),
+        "churning": churning,
+        "accounts": accounts + 1,
+        "engagements": engagements,
+        "health_days": scored + 1,
+    }
+
+
+def seed_health(session_factory, settings, now: datetime, days: int = HEALTH_DAYS) -> int:
+    """The starter health model and the daily scoring, as the rules worker runs it, of the
+    ``days`` days up to ``now`` (so the sparklines and the 90-day chart have a history)."""
+    with transaction(session_factory) as s:
+        install_starter_health_model(s, actor="ops:seed", now=now - timedelta(days=days))
+    for back in range(days - 1, -1, -1):
+        run_health_day(session_factory, settings, now - timedelta(days=back))
+    return days
 
 
 def seed_engagements(session_factory, settings, now: datetime, churning: list[str]) -> dict[str, str]:

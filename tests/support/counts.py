@@ -24,10 +24,40 @@ async def console_figures_are_counts_of_lists(api, playbooks: list[str]) -> int:
         for n, href in figures:
             target = await api.get(unescape(href))
             assert target.status_code == 200, href
-            shown = re.search(r'id="count">([\d,]+)<', target.text)
+            shown = re.search(r'id="count">([\d,]+)[< ]', target.text)
             assert shown and int(shown.group(1).replace(",", "")) == int(n), (page_url, href, n, shown and shown.group(1))
             checked += 1
     return checked
+
+
+async def arr_at_risk_is_sum_of_list(api) -> tuple[float, int]:
+    """Issue 21, item 6: the overview's "ARR at risk" is the sum of the ARR of the accounts
+    list it links to (every page of it), and every account on that list is labelled at
+    risk. ``api`` is signed in to the console as CS Ops. Returns (the figure, accounts)."""
+    page = await api.get("/console/")
+    assert page.status_code == 200
+    m = re.search(r'id="arr-at-risk" data-sum="([\d.]+)" href="([^"]+)"', page.text)
+    assert m, "the overview shows no ARR at risk"
+    figure, href = float(m.group(1)), unescape(m.group(2))
+    total, rows, listed = 0.0, 0, None
+    while href:
+        target = await api.get(href)
+        assert target.status_code == 200, href
+        if listed is None:
+            shown = re.search(r'id="count">([\d,]+)[< ]', target.text)
+            assert shown, href
+            listed = int(shown.group(1).replace(",", ""))
+        for arr, label in re.findall(
+            r'<tr data-account="[^"]*" data-arr="([\d.]+)"(?: data-health="[^"]*" data-label="([^"]*)")?>', target.text
+        ):
+            assert label == "at_risk", (href, label)
+            total += float(arr)
+            rows += 1
+        nxt = re.search(r'rel="next" href="([^"]+)"', target.text)
+        href = unescape(nxt.group(1)) if nxt else ""
+    assert rows == listed, (rows, listed)
+    assert abs(total - figure) < 0.005, (figure, total)
+    return figure, rows
 
 
 async def playbook_reports_are_counts_of_lists(api, ops: dict) -> int:

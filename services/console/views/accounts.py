@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
+from services.console.views import health
 from services.console.web import READER, Viewer, now_of, render, seg
 from services.ingest import interface as ingest
 from services.outreach import interface as outreach
@@ -26,6 +27,9 @@ USAGE_DAYS = 90
 CONTRACT_OUTCOMES_SHOWN = 20  # the newest; the API lists them all
 
 
+SORTS = ("id", "health", "arr")
+
+
 @router.get("/accounts")
 def accounts(
     request: Request,
@@ -34,12 +38,24 @@ def accounts(
     plan: str = "",
     lifecycle_stage: str = "",
     signalled: bool = False,
+    label: str = "",
+    sort: str = "id",
+    desc: bool = False,
     page: int = Query(1, ge=1, le=100_000),
     session: Session = SessionDep,
     viewer: Viewer = READER,
 ) -> HTMLResponse:
     now = now_of(request)
-    only = rules.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
+    today = now.date()
+    # Health orders and filters the list for CS Ops only: a CSM sees health on their own
+    # engagements' accounts, and an order by it would tell them about the others.
+    by_health = viewer.can("ops")
+    label = label if by_health and label in rules.HEALTH_LABELS else ""
+    sort = sort if sort in SORTS and (by_health or sort != "health") else "id"
+    only: Any = rules.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
+    if label:
+        labelled = rules.accounts_health_labelled(today, label)
+        only = labelled if only is None else labelled.where(labelled.selected_columns[0].in_(only))
     items, total = ingest.search_accounts(
         session,
         text=q.strip() or None,
@@ -49,9 +65,21 @@ def accounts(
         only_ids=only,
         offset=(page - 1) * PAGE,
         limit=PAGE,
+        order=rules.current_health_scores(today) if sort == "health" else sort,
+        descending=desc,
     )
     pages = max(1, -(-total // PAGE))
-    filters = {"q": q, "segment": segment, "plan": plan, "lifecycle_stage": lifecycle_stage, "signalled": "1" if signalled else ""}
+    filters = {
+        "q": q,
+        "segment": segment,
+        "plan": plan,
+        "lifecycle_stage": lifecycle_stage,
+        "signalled": "1" if signalled else "",
+        "label": label,
+        "sort": "" if sort == "id" else sort,
+        "desc": "1" if desc else "",
+    }
+    ids = sorted(health.visible_accounts(session, viewer, (a.id for a in items)))
     return render(
         request,
         "accounts.html",
@@ -62,6 +90,11 @@ def accounts(
         filters=filters,
         choices=ingest.distinct_traits(session),
         signal_days=SIGNAL_DAYS,
+        by_health=by_health,
+        labels=rules.HEALTH_LABELS,
+        health=health.current(session, today, ids),
+        sparks=health.sparklines(session, today, ids),
+        spark_days=health.SPARK_DAYS,
     )
 
 
@@ -152,6 +185,11 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
     enrollments = outreach.enrollments_for_account(session, account_id, 50) if ops else []
     events = ingest.recent_events(session, account_id, 30)
     contract_outcomes = ingest.contract_outcomes(session, account_id, limit=CONTRACT_OUTCOMES_SHOWN)
+    health_chart, health_rows = (
+        health.history_chart(session, account_id, acct.name or acct.id, end)
+        if health.visible_accounts(session, viewer, [account_id])
+        else (None, [])
+    )
     return render(
         request,
         "account.html",
@@ -166,4 +204,7 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
         show_outreach=ops,
         timeline=_timeline(signals, messages, enrollments, events, ops),
         contract_outcomes=contract_outcomes,
+        health_chart=health_chart,
+        latest_health=health_rows[0] if health_rows else None,
+        health_days=health.HISTORY_DAYS,
     )

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.console import charts
+from services.console.views import health
 from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, now_of, render, seg
 from services.outreach import interface as outreach
 from shared.api import SessionDep, context_of
@@ -48,7 +49,14 @@ def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READ
         for e in outreach.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
         if e.status not in outreach.OPEN_ENGAGEMENT_STATUSES
     ]
-    return render(request, "inbox.html", rows=[(e, _days_left(e, now)) for e in rows], closed=closed, now=now)
+    return render(
+        request,
+        "inbox.html",
+        rows=[(e, _days_left(e, now)) for e in rows],
+        closed=closed,
+        now=now,
+        health=health.of_engagements(session, now.date(), rows),
+    )
 
 
 def _load(session: Session, engagement_id: str, viewer: Viewer, *, lock: bool = False) -> outreach.Engagement:
@@ -96,6 +104,7 @@ def _page(
         problem=problem,
         done=done,
         is_ops=viewer.can("ops"),
+        health=health.of_engagements(session, now.date(), [e]).get(e.id),
     )
 
 

@@ -1,5 +1,6 @@
 """Overview: signals per day by kind (30 days), messages sent and skipped by reason,
-engagements open, due this week and overdue, events dead-lettered (counted as the Dead
+engagements open, due this week and overdue, ARR at risk and accounts by health label
+(90 days), events dead-lettered (counted as the Dead
 letters page lists them), consumer lag and the embedded broker's memory (from this
 process's Prometheus metrics)."""
 
@@ -15,7 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
 from services.console import charts
+from services.console.views import health
 from services.console.web import OPS, Viewer, now_of, render
+from services.ingest import interface as ingest
 from services.outreach import interface as outreach
 from services.rules import interface as rules
 from shared import deadletters
@@ -70,6 +73,12 @@ def signal_chart(session: Session, now: datetime) -> tuple[Markup | None, int, d
     return chart, total, {k: sum(v) for k, v in series.items()}
 
 
+def count_labelled(session: Session, now: datetime, label: str) -> int:
+    """The accounts currently labelled ``label``: the count of the accounts list filtered by it."""
+    only = rules.accounts_health_labelled(now.date(), label)
+    return ingest.search_accounts(session, text=None, segment=None, lifecycle_stage=None, plan=None, only_ids=only, offset=0, limit=0)[1]
+
+
 @router.get("/")
 def overview(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     now = now_of(request)
@@ -99,6 +108,10 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
     if broker_mb is not None and warn_mb and broker_mb / 2**20 >= warn_mb:
         broker_warning = memory_warning(broker_mb / 2**20, int(warn_mb), context_of(request).settings.embedded_broker_max_mb)
     open_engagements, due_week, overdue = outreach.engagement_due_counts(session, now, now + timedelta(days=7))
+    # ARR at risk: the ARR of the accounts currently labelled at_risk, the sum of the
+    # accounts list it links to (filtered the same way, through the same select).
+    at_risk = rules.accounts_health_labelled(now.date(), "at_risk")
+    label_chart, by_label, _ = health.label_chart(session, now.date())
     return render(
         request,
         "overview.html",
@@ -118,4 +131,8 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
         broker_warn_mb=warn_mb,
         broker_warning=broker_warning,
         days=DAYS,
+        arr_at_risk=ingest.total_arr(session, at_risk),
+        by_label={label: count_labelled(session, now, label) for label in by_label},
+        label_chart=label_chart,
+        health_days=health.HISTORY_DAYS,
     )

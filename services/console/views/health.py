@@ -1,0 +1,179 @@
+"""Customer health in the console (issue 21, item 6; docs/health.md): what the accounts
+list, the overview, the account and engagement pages and the inbox show of it, and the
+health model page. Every figure is the rules service's (its door); nothing here scores.
+
+A CSM sees health only on the accounts of their own engagements (CS Ops see it
+everywhere): :func:`visible_accounts` is the one place that decides it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
+from sqlalchemy.orm import Session
+
+from services.console import charts
+from services.console.web import OPS, Viewer, render
+from services.outreach import interface as outreach
+from services.rules import interface as rules
+from shared.api import SessionDep
+
+router = APIRouter()
+SPARK_DAYS = 30
+HISTORY_DAYS = 90
+CURRENT_DAYS = 7  # the rules service's "current" score: the latest of the last 7 days
+OWN_ENGAGEMENTS = 5000
+
+
+def visible_accounts(session: Session, viewer: Viewer, ids: Iterable[str]) -> set[str]:
+    """Of ``ids``, the accounts whose health ``viewer`` may see: all for CS Ops, for a CSM
+    those of their own engagements (open or closed)."""
+    ids = set(ids)
+    if viewer.can("ops"):
+        return ids
+    csm = viewer.principal.csm_id
+    if not csm or not ids:
+        return set()
+    if len(ids) == 1:
+        (only,) = ids
+        return ids if outreach.list_engagements(session, csm_id=csm, account_id=only, limit=1) else set()
+    return ids & {e.account_id for e in outreach.list_engagements(session, csm_id=csm, limit=OWN_ENGAGEMENTS)}
+
+
+def current(session: Session, today: date, ids: list[str]) -> dict[str, Any]:
+    """Each account's current score row (the latest of the last 7 days)."""
+    return dict(rules.latest_health(session, today, today - timedelta(days=CURRENT_DAYS - 1), ids)) if ids else {}
+
+
+def sparklines(session: Session, today: date, ids: list[str]) -> dict[str, Markup]:
+    """A 30-day sparkline of daily scores per account, from one query per chunk."""
+    start = today - timedelta(days=SPARK_DAYS - 1)
+    out = {}
+    for a, points in rules.health_histories(session, ids, start, today).items():
+        out[a] = charts.sparkline(f"Health of {a}, last {SPARK_DAYS} days", SPARK_DAYS, [((d - start).days, v) for d, v in points])
+    return out
+
+
+def change_since(opened: Any, now_score: float | None) -> float | None:
+    """Points moved since an engagement opened (its reason recorded the account's health then)."""
+    if not isinstance(opened, dict) or opened.get("score") is None or now_score is None:
+        return None
+    return round(float(now_score) - float(opened["score"]), 1)
+
+
+def of_engagements(session: Session, today: date, engagements: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per engagement id: the account's current health (``score``, ``label``), what its
+    reason recorded when it opened (``opened``) and the points moved since (``change``).
+    Only for engagements the viewer may already see (the inbox's, the engagement page's)."""
+    now = current(session, today, sorted({e.account_id for e in engagements}))
+    out = {}
+    for e in engagements:
+        row = now.get(e.account_id)
+        opened = (e.reason or {}).get("health")
+        if row is None and not opened:
+            continue
+        score = None if row is None else row.score
+        out[e.id] = {
+            "score": score,
+            "label": None if row is None else row.label,
+            "opened": opened if isinstance(opened, dict) else None,
+            "change": change_since(opened, score),
+        }
+    return out
+
+
+def label_chart(session: Session, today: date) -> tuple[Markup | None, dict[str, list[int]], list[str]]:
+    """Accounts by label per day over HISTORY_DAYS (the daily scores)."""
+    start = today - timedelta(days=HISTORY_DAYS - 1)
+    days = [start + timedelta(days=i) for i in range(HISTORY_DAYS)]
+    series = {label: [0] * HISTORY_DAYS for label in rules.HEALTH_LABELS}
+    for d, label, n in rules.health_label_counts_by_day(session, start, today):
+        if label in series:
+            series[label][(d - start).days] += n
+    labels = [d.strftime("%m-%d") for d in days]
+    if not any(any(v) for v in series.values()):
+        return None, series, labels
+    chart = charts.bars(
+        f"Accounts by health label, last {HISTORY_DAYS} days", labels, series, x_label="day (UTC)", y_label="accounts scored"
+    )
+    return chart, series, labels
+
+
+def history_chart(session: Session, account_id: str, name: str, today: date) -> tuple[Markup | None, list[Any]]:
+    start = today - timedelta(days=HISTORY_DAYS - 1)
+    rows = rules.health_history(session, account_id, start, today)  # newest first
+    if not rows:
+        return None, rows
+    scored = sorted((r.day, float(r.score)) for r in rows if r.score is not None)
+    if not scored:
+        return None, rows
+    chart = charts.lines(
+        f"Health of {name}, last {HISTORY_DAYS} days",
+        [d.strftime("%m-%d") for d, _ in scored],
+        {"score": [v for _, v in scored]},
+        x_label="scored day (UTC)",
+        y_label="score (0-100)",
+    )
+    return chart, rows
+
+
+def _n(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def scoring_text(part: dict[str, Any]) -> str:
+    """A component's (or an override's) scoring as a person reads it:
+    "under 3: 100 points; 3 to 8: 70; from 8: 0"."""
+    out = []
+    if part.get("bands"):
+        lower = None
+        for b in part["bands"]:
+            below = b.get("below")
+            if below is None:
+                span = "otherwise" if lower is None else f"from {_n(lower)}"
+            elif lower is None:
+                span = f"under {_n(below)}"
+            else:
+                span = f"{_n(lower)} to under {_n(below)}"
+            out.append(f"{span}: {_n(b['points'])}")
+            lower = below
+    if part.get("linear"):
+        a, b = part["linear"]["from"], part["linear"]["to"]
+        out.append(f"linear from {_n(a['value'])} ({_n(a['points'])} points) to {_n(b['value'])} ({_n(b['points'])} points), clamped")
+    if part.get("missing_points") is not None:
+        out.append(f"without a value: {_n(part['missing_points'])}")
+    elif "bands" in part or "linear" in part:
+        out.append("without a value: left out")
+    return "; ".join(out)
+
+
+@router.get("/health")
+def model(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+    cur = rules.current_health_model(session)
+    versions = rules.list_health_model_versions(session, limit=100) if cur is not None else []
+    audit = rules.health_model_audit(session, limit=50) if cur is not None else []
+    definition: dict[str, Any] = cur.row.definition if cur is not None else {}
+    components = [dict(c, scoring=scoring_text(c)) for c in definition.get("components", [])]
+    overrides = [
+        {
+            "when": o.get("when", {}),
+            "components": {
+                cid: scoring_text(ch) or ", ".join(f"{k} {_n(v)}" for k, v in ch.items()) for cid, ch in o.get("components", {}).items()
+            },
+        }
+        for o in definition.get("overrides", [])
+    ]
+    return render(
+        request,
+        "health_model.html",
+        current=cur,
+        definition=definition,
+        components=components,
+        overrides=overrides,
+        versions=versions,
+        audit=audit,
+    )
