@@ -286,6 +286,7 @@ CSM_ROUTES = [
     ("post", "/v1/engagements/{id}/notes", {"text": "x"}),
     ("post", "/v1/engagements/{id}/extend", {"days": 1}),
     ("post", "/v1/engagements/{id}/resolve", {"outcome": "other"}),
+    ("post", "/v1/engagements/{id}/resources", {"resource_id": "getting-started", "user_id": "u1"}),
 ]
 OPS_ROUTES = [
     ("get", "/v1/engagements", None),
