@@ -131,6 +131,8 @@ PAGES = [
     ("overview", "/console/"),
     ("accounts", "/console/accounts"),
     ("accounts-signalled", "/console/accounts?signalled=1"),
+    ("accounts-at-risk", "/console/accounts?label=at_risk&sort=health"),
+    ("health-model", "/console/health"),
     ("rules", "/console/rules"),
     ("rule", "/console/rules/no-login-14d"),
     ("rule-edit", "/console/rules/no-login-14d/edit"),
@@ -366,6 +368,47 @@ def test_csm_signs_in_with_a_one_time_link_resolves_an_engagement_and_meets_403_
         assert not w.errors, w.errors
     finally:
         w.close()
+
+
+def test_ops_sorts_the_accounts_page_by_health(chromium, server, console_world):
+    """Issue 21's "the accounts page sorts by health": CS Ops click the health column's
+    header, the rows come lowest score first as the API ranks them, and a second click
+    turns the order round; the label filter keeps the order."""
+    world = console_world
+    api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {world.keys['ops']}"})
+    w = Walker(chromium, server, world.kind, "ops-health")
+    try:
+        ranked = api.get("/v1/health/accounts", params={"limit": 500}).json()["items"]  # lowest first
+        assert len(ranked) == world.seeded["accounts"]
+        sign_in_with_key(w, world.keys["ops"])
+        w.goto("/console/accounts")
+
+        def shown() -> list[tuple[str, float]]:
+            return [
+                (r.get_attribute("data-account") or "", float(r.get_attribute("data-health") or "nan"))
+                for r in w.page.locator("tr[data-health]").all()
+            ]
+
+        assert [h for _a, h in shown()] != sorted(h for _a, h in shown())  # by id, not already by health
+        w.page.get_by_role("link", name="health", exact=True).click()
+        w.page.wait_for_load_state()
+        assert "sort=health" in w.page.url
+        assert w.page.locator("th[aria-sort=ascending]").inner_text().startswith("health")
+        assert [h for _a, h in shown()] == [i["score"] for i in ranked]
+        w.page.get_by_role("link", name="health ↑").click()
+        w.page.wait_for_load_state()
+        assert [h for _a, h in shown()] == sorted((i["score"] for i in ranked), reverse=True)
+        assert w.page.locator("th[aria-sort=descending]").count() == 1
+        w.page.select_option("select[name=label]", "at_risk")
+        w.page.get_by_role("button", name="Filter").click()
+        w.page.wait_for_load_state()
+        at_risk = sorted((i["score"] for i in ranked if i["label"] == "at_risk"), reverse=True)
+        assert at_risk and [h for _a, h in shown()] == at_risk
+        w.shot("accounts-by-health")
+        assert not w.errors, w.errors
+    finally:
+        w.close()
+        api.close()
 
 
 def test_a_wrong_key_is_refused_in_the_browser(chromium, server, console_world):
