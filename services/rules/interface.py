@@ -52,6 +52,7 @@ from services.rules.health.service import current as current_health_model
 from services.rules.health.service import install_starter as install_starter_health_model
 from services.rules.health.service import parse as parse_health_model
 from services.rules.health.service import save as save_health_model
+from services.rules.health.service import starter_definition as starter_health_model
 from services.rules.health.service import summary as health_summary
 from services.rules.language.ast import HEALTH_LABELS
 from services.rules.rules.importer import STARTER_DIR, import_rules
@@ -129,6 +130,7 @@ __all__ = [
     "settle_signals",
     "signal_counts_by_day_and_kind",
     "signal_counts_by_rule",
+    "starter_health_model",
     "update_rule",
 ]
 

@@ -11,16 +11,18 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.web import OPS, Viewer, render
+from services.console.views import rules as editor
+from services.console.web import OPS, Form, FormDep, Viewer, now_of, render
 from services.outreach import interface as outreach
 from services.rules import interface as rules
-from shared.api import SessionDep
+from shared.api import SessionDep, context_of
+from shared.errors import TouchlineError
 
 router = APIRouter()
 SPARK_DAYS = 30
@@ -152,7 +154,7 @@ def scoring_text(part: dict[str, Any]) -> str:
 
 
 @router.get("/health")
-def model(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+def model(request: Request, saved: str = "", session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     cur = rules.current_health_model(session)
     versions = rules.list_health_model_versions(session, limit=100) if cur is not None else []
     audit = rules.health_model_audit(session, limit=50) if cur is not None else []
@@ -176,4 +178,41 @@ def model(request: Request, session: Session = SessionDep, viewer: Viewer = OPS)
         overrides=overrides,
         versions=versions,
         audit=audit,
+        saved=saved if saved in ("1", "unchanged") else "",
     )
+
+
+def _editor(request: Request, session: Session, text: str, exc: TouchlineError | None = None) -> HTMLResponse:
+    """The model editor with ``text``: after a failed save, the API's validation errors
+    under the lines their JSON pointers name (and its status)."""
+    errors = editor.errors_of(text, exc) if exc is not None else []
+    return render(
+        request,
+        "health_edit.html",
+        status_code=exc.status_code if exc is not None else 200,
+        current=rules.current_health_model(session),
+        text=text,
+        errors=errors,
+        lines=editor.numbered(text, errors) if exc is not None else [],
+    )
+
+
+@router.get("/health/edit")
+def edit_model(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+    """The current model as YAML (the starter model before the first save)."""
+    cur = rules.current_health_model(session)
+    return _editor(request, session, editor.to_text(cur.row.definition if cur is not None else rules.starter_health_model()))
+
+
+@router.post("/health/edit")
+def save_model(request: Request, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    """Validated as PUT /v1/health/model validates; a changed definition is a new version."""
+    text = form.get("definition", "")
+    settings = context_of(request).settings
+    try:
+        editor.refuse_form_problems(form, text)
+        model = rules.parse_health_model(editor.parse_text(text, settings.max_json_depth), settings.raw_event_retention_days)
+        _row, changed = rules.save_health_model(session, model, viewer.principal.actor, now_of(request))
+    except TouchlineError as exc:
+        return _editor(request, session, text, exc)
+    return RedirectResponse(f"/console/health?saved={'1' if changed else 'unchanged'}", status_code=303)

@@ -100,7 +100,7 @@ def refuse_form_problems(form: Form, text: str) -> None:
         raise rules.RuleValidationError(problems)
 
 
-def _errors(text: str, exc: TouchlineError) -> list[dict[str, Any]]:
+def errors_of(text: str, exc: TouchlineError) -> list[dict[str, Any]]:
     errors = exc.detail if isinstance(exc.detail, list) else [{"pointer": "", "message": str(exc.detail)}]
     out: list[dict[str, Any]] = []
     for raw in errors:
@@ -111,7 +111,7 @@ def _errors(text: str, exc: TouchlineError) -> list[dict[str, Any]]:
     return out
 
 
-def _numbered(text: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def numbered(text: str, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The text's lines, each with the errors that point at it (shown under the line)."""
     at: dict[int, list[str]] = {}
     for e in errors:
@@ -129,7 +129,7 @@ def _backtest_window(request: Request) -> dict[str, Any]:
 def _editor(request: Request, rule: Any, text: str, exc: TouchlineError | None = None) -> HTMLResponse:
     """The editor with ``text``: after a failed save, ``exc``'s errors under their lines
     (and its status); for a saved rule, the backtest form too."""
-    errors = _errors(text, exc) if exc is not None else []
+    errors = errors_of(text, exc) if exc is not None else []
     return render(
         request,
         "rule_edit.html",
@@ -137,7 +137,7 @@ def _editor(request: Request, rule: Any, text: str, exc: TouchlineError | None =
         rule=rule,
         text=text,
         errors=errors,
-        lines=_numbered(text, errors) if exc is not None else [],
+        lines=numbered(text, errors) if exc is not None else [],
         saved=False,
         **(_backtest_window(request) if rule is not None else {}),
     )
@@ -271,7 +271,7 @@ def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep,
     except TouchlineError as exc:
         if not text.strip():
             raise
-        errors = _errors(text, exc)
+        errors = errors_of(text, exc)
         return render(
             request,
             "backtest.html",
@@ -282,7 +282,7 @@ def rule_backtest(request: Request, rule_id: str, session: Session = SessionDep,
             chart=None,
             text=text,
             errors=errors,
-            lines=_numbered(text, errors),
+            lines=numbered(text, errors),
             start=start,
             end=end,
             refresh=False,

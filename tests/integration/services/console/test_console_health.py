@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from html import unescape
 
-from tests.support.console import sign_in
+from tests.support.console import csrf_of, sign_in
 from tests.support.console_seed import HOSTILE, XSS_SCRIPT
 from tests.support.counts import arr_at_risk_is_sum_of_list, console_figures_are_counts_of_lists
 from tests.support.helpers import auth, walk
@@ -155,3 +155,56 @@ async def test_markup_in_an_account_name_stays_text_in_the_health_chart(api, key
     assert "Health of &lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page
     listed = (await api.get("/console/accounts?sort=health&q=hostile")).text
     assert XSS_SCRIPT not in listed and f'data-account="{HOSTILE}"' in listed
+
+
+async def test_the_model_editor_validates_as_the_api_and_saves_a_new_version(api, keys):
+    """The editor shows the current model as YAML; a bad edit comes back 422 with the
+    API's errors under the lines they name and saves nothing; a good one is a new version
+    (audited as the signed-in key); saving it unchanged makes none. Markup in the model's
+    name stays text. The test puts the original definition back (a later version)."""
+    h = auth(keys["ops"])
+    before = (await api.get("/v1/health/model", headers=h)).json()
+    await sign_in(api, keys["ops"])
+    page = await api.get("/console/health/edit")
+    assert page.status_code == 200
+    text = unescape(re.search(r'<textarea id="definition"[^>]*>(.*?)</textarea>', page.text, re.S).group(1))
+    assert "metric: days_since" in text and "login_recency" in text
+    csrf = csrf_of(page.text)
+
+    bad = text.replace("metric: days_since", "metric: logins", 1)
+    r = await api.post("/console/health/edit", data={"csrf": csrf, "definition": bad})
+    assert r.status_code == 422
+    line = bad.splitlines().index(next(ln for ln in bad.splitlines() if "metric: logins" in ln)) + 1
+    item = re.search(rf'<li value="{line}" class="bad">(.*?)</li>', r.text, re.S)
+    assert item and "unknown metric" in item.group(1) and "known metrics" in unescape(item.group(1))
+    assert (await api.get("/v1/health/model", headers=h)).json()["version"] == before["version"]  # nothing saved
+    assert (await api.post("/console/health/edit", data={"definition": text})).status_code == 403  # no CSRF token
+
+    r = await api.post("/console/health/edit", data={"csrf": csrf, "definition": text})
+    assert r.status_code == 303 and r.headers["location"] == "/console/health?saved=unchanged"
+    assert (await api.get("/v1/health/model", headers=h)).json()["version"] == before["version"]
+
+    name = before["definition"]["name"]
+    hostile = text.replace(f"name: {name}", f"name: '{XSS_SCRIPT}'", 1)
+    assert hostile != text
+    r = await api.post("/console/health/edit", data={"csrf": csrf, "definition": hostile})
+    assert r.status_code == 303 and r.headers["location"] == "/console/health?saved=1"
+    after = (await api.get("/v1/health/model", headers=h)).json()
+    assert after["version"] == before["version"] + 1 and after["definition"]["name"] == XSS_SCRIPT
+    assert after["created_by"] == (await api.get("/v1/health/model/audit", headers=h)).json()["items"][-1]["actor"]
+    shown = (await api.get("/console/health?saved=1")).text
+    assert XSS_SCRIPT not in shown and "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in shown
+    assert f"Saved as v{after['version']}" in shown
+
+    r = await api.post("/console/health/edit", data={"csrf": csrf, "definition": text})  # put it back
+    assert r.status_code == 303
+    restored = (await api.get("/v1/health/model", headers=h)).json()
+    assert restored["definition"] == before["definition"] and restored["version"] == before["version"] + 2
+
+
+async def test_a_csm_cannot_open_the_model_editor(api, keys):
+    await sign_in(api, keys["csm"])
+    assert (await api.get("/console/health/edit")).status_code == 403
+    page = await api.get("/console/inbox")
+    r = await api.post("/console/health/edit", data={"csrf": csrf_of(page.text), "definition": "name: x"})
+    assert r.status_code == 403
