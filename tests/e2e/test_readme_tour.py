@@ -109,6 +109,7 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
     from shared.models import DeadLetter
     from tests.support.console import sign_in
     from tests.support.counts import (
+        arr_at_risk_is_sum_of_list,
         console_figures_are_counts_of_lists,
         playbook_reports_are_counts_of_lists,
         pool_figures_are_counts_of_lists,
@@ -489,6 +490,7 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                     )
                     reported = await playbook_reports_are_counts_of_lists(client, auth(keys["ops"]))
                     await pool_figures_are_counts_of_lists(client, auth(keys["ops"]))
+                    await arr_at_risk_is_sum_of_list(client)
                 return figures, reported
 
             figures, reported = asyncio.run(counted())
