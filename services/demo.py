@@ -35,6 +35,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -261,7 +262,7 @@ def main(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     seed_csm_pool(settings)
     paced = False if getattr(args, "real_pace", False) else pace_win_back(settings)
-    save_cohorts(settings, args.accounts, args.seed, args.days, DEMO_PACED_WIN_BACK if paced else None)
+    found = save_cohorts(settings, args.accounts, args.seed, args.days, DEMO_PACED_WIN_BACK if paced else None)
     producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     tracked = OffsetTracker(producer)
     log.info(
@@ -282,6 +283,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if not getattr(args, "no_rules", False):
         wait_for_ingest(settings, tracked.end_offsets)
+        score_health(settings, args.days, found)
         enable_starter_rules(settings)
     if getattr(args, "live", False):
         live(args, settings)
@@ -431,6 +433,30 @@ def live(args: argparse.Namespace, settings: Settings) -> None:
             )
         finally:
             producer.close()
+
+
+def score_health(settings: Settings, days: int, found: dict[str, list[str]]) -> None:
+    """Install the starter health model (when there is none) and score every account as
+    of each day of the history, then today, so the accounts have a score history (the
+    churning cohort sliding before its signal) and ``health-fell-20`` has scores two weeks
+    apart. Logs the accounts by label per cohort."""
+    from services.rules.interface import install_starter_health_model, latest_health, run_health_day, score_health_history
+    from shared.clock import SystemClock
+    from shared.db import database, transaction
+
+    now = SystemClock().now()
+    with database(settings) as factory:
+        with transaction(factory) as session:
+            install_starter_health_model(session, actor=DEMO_ACTOR, now=now)
+        # The history's first day has no events before it; its last is yesterday.
+        replay = score_health_history(factory, now, now.date() - timedelta(days=days - 1), now.date() - timedelta(days=1))
+        run_health_day(factory, settings, now)  # today: the daily scoring, as `touchline health score` runs it
+        with factory() as session:
+            by_account = {a: r.label for a, r in latest_health(session, now.date(), now.date()).items()}
+    log.info("demo: health scored over %d past days in %.1fs, and today", len(replay.scored_days), replay.seconds)
+    for cohort in ("churning", "expanding", "healthy", "onboarding"):
+        counts = Counter(by_account.get(a) or "unscored" for a in found[cohort])
+        log.info("demo: health of the %s accounts: %s", cohort, ", ".join(f"{n} {label}" for label, n in counts.most_common()))
 
 
 def enable_starter_rules(settings: Settings) -> None:

@@ -13,10 +13,11 @@ For the console and the CLI: rule definitions (read, parse, create, update, enab
 versions, audit, the starter import), signals (lists, counts), the dry run, the
 backtest (validate a request; the job kind ``BACKTEST_KIND`` that runs it, registered
 on import of this module) and the scheduled tick; customer health (the model: parse,
-read, save; an account's scores: score now, latest, history; for the console's lists,
-many accounts' histories, labels counted per day, and selects of the current scores and
-of the accounts with a label that ingest's account search orders and filters by;
-docs/health.md). For the app: :func:`routers`.
+read, save; an account's scores: score now, latest, history; the scores of past days
+replayed over the stored history; for the console's lists, many accounts' histories,
+labels counted per day, and selects of the current scores and of the accounts with a
+label that ingest's account search orders and filters by; docs/health.md). For the app:
+:func:`routers`.
 
 Everything reads or flushes only; the caller owns the session and the transaction
 (``run_tick`` and ``import_rules`` take a session factory and open their own).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from services.rules.backtest.health import score_history as score_health_history
 from services.rules.backtest.jobs import KIND as BACKTEST_KIND
 from services.rules.backtest.service import prepare as prepare_backtest
 from services.rules.conditions import (
@@ -125,6 +127,7 @@ __all__ = [
     "run_tick",
     "save_health_model",
     "score_account_health",
+    "score_health_history",
     "serialize_condition",
     "set_rule_enabled",
     "settle_signals",

@@ -5,7 +5,7 @@ accounts that ignore the win-back emails are escalated to a pooled CSM minutes l
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from services.demo import build_accounts
 
@@ -35,6 +35,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     from services.outreach.playbooks.worker import SignalWorker, TimerWorker
     from services.outreach.starter import seed_starter_content
     from services.rules.evaluation.worker import RulesWorker
+    from services.rules.interface import health_history, replay_firings
     from services.rules.models import SignalRecord
     from shared.db import transaction
     from tests.support.demo import run_outreach_until, settled
@@ -77,6 +78,29 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
             w.close()
 
     cohorts = {a.id: a.cohort for a in build_accounts(20, 7, started.date(), 60)}
+    # The health story: the demo scored every account as of each day of its history, then today.
+    assert "health of the churning accounts" in output
+    today = started.date()
+    with session_factory() as s:
+        replay = replay_firings(s, "no-login-14d", today - timedelta(days=59), today, lookback_days=400)
+        history = {a: sorted(health_history(s, a, today - timedelta(days=59), today), key=lambda r: r.day) for a in cohorts}
+    first_signal: dict[str, date] = {}
+    for day, account in replay.firings:
+        first_signal.setdefault(account, day)
+    assert set(first_signal) == {a for a, c in cohorts.items() if c == "churning"}
+    for account, rows in history.items():
+        assert [r.day for r in rows] == [today - timedelta(days=59 - i) for i in range(60)], account  # one score a day
+        last_month = rows[-30:]
+        if cohorts[account] in ("healthy", "expanding"):
+            assert {r.label for r in last_month} == {"healthy"}, (account, [(r.day, r.score) for r in last_month])
+        elif cohorts[account] == "churning":
+            # healthy a month ago, then it slides: labelled watch (or at risk) and 20 points down
+            # from its best BEFORE the day no-login-14d would first have fired on it
+            assert last_month[0].label == "healthy" and rows[-1].label in ("watch", "at_risk"), account
+            best = max(r.score for r in last_month)
+            warned = [r.day for r in last_month if r.label != "healthy" and r.score <= best - 20]
+            assert warned and warned[0] < first_signal[account], (account, first_signal[account], [(r.day, r.score) for r in last_month])
+
     with session_factory() as s:
         fired = list(s.scalars(select(SignalRecord)))
     by_kind = defaultdict(set)

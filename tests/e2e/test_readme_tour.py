@@ -307,6 +307,20 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
             def check_cli_backtest(out, err):
                 assert str(ran["backtest"]["total_firings"]) in out, out  # the same replay as the job's
 
+            def check_health_list(out, err):
+                page = j(out)
+                scores = [x["score"] for x in page["items"]]
+                assert len(scores) == 5 and scores == sorted(scores), page
+                assert {x["account_id"] for x in page["items"]} <= churning, page
+                assert {x["label"] for x in page["items"]} <= {"watch", "at_risk"}, page
+
+            def check_health_history(out, err):
+                r = j(out)
+                assert r["current"]["account_id"] == ran["acct"] and r["current"]["label"] in ("watch", "at_risk")
+                days = sorted(r["history"], key=lambda x: x["day"])
+                assert len(days) == 30 and days[0]["label"] == "healthy" and days[0]["score"] - days[-1]["score"] >= 20, days
+                assert all(c["points"] is not None or c["value"] is None for c in r["current"]["components"])
+
             def check_mail(out, err):
                 assert out.startswith('{"items":') and len(out) <= 600
                 mail = admin.get("/v1/dev/mail", params={"limit": 1000}).json()["items"]
@@ -445,6 +459,8 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 ("JOB=$(", None, check_backtest_job),
                 ('"$API$JOB"', None, check_poll),
                 ("touchline rules backtest wau-down-40", None, check_cli_backtest),
+                ("/v1/health/accounts?limit=5", None, check_health_list),
+                ("/health?days=30", None, check_health_history),
                 ("/v1/dev/mail", lambda: drain([*outreach], emails_sent, timeout=60), check_mail),
                 ("/v1/messages?state=sent&limit=3", None, check_messages),
                 ("/v1/playbooks/win-back/enrollments?limit=3", None, check_enrolments),

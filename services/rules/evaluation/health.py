@@ -42,10 +42,20 @@ log = logging.getLogger(__name__)
 CHANGES = (7, 30)
 
 
-def score_accounts(session: Session, cur: CurrentModel, now: datetime, accounts: list[str] | None = None) -> list[dict[str, Any]]:
+def score_accounts(
+    session: Session,
+    cur: CurrentModel,
+    now: datetime,
+    accounts: list[str] | None = None,
+    *,
+    meas: Measurements | None = None,
+    replayed: dict[date, dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
     """Today's score of every account (``accounts=None``) or of ``accounts``: the rows
-    :func:`services.rules.scores.repository.save` stores, not yet stored."""
-    meas = Measurements(session, now, accounts)
+    :func:`services.rules.scores.repository.save` stores, not yet stored. A replay
+    (:func:`services.rules.backtest.health.score_history`) passes its as-of measurements and the scores it computed for
+    the days before, not stored yet, which the changes read before the stored ones."""
+    meas = meas or Measurements(session, now, accounts)
     model = cur.model
     rows = meas.rows(with_traits=any(c.measure.label.startswith("account.traits.") for c in model.components))
     measured: dict[str, tuple[dict[str, Any], Any]] = {}
@@ -53,7 +63,7 @@ def score_accounts(session: Session, cur: CurrentModel, now: datetime, accounts:
         m = c.measure
         measured[c.id] = meas.metric(m) if isinstance(m, Metric) else (meas.account_field(m), None)
     today = now.date()
-    before = {days: scores.scores_on_or_before(session, *scores.past_days(today, days), accounts) for days in CHANGES}
+    before = {days: _scores_before(session, today, days, accounts, replayed or {}) for days in CHANGES}
     out = []
     for a in sorted(rows):
         r = rows[a]
@@ -73,6 +83,19 @@ def score_accounts(session: Session, cur: CurrentModel, now: datetime, accounts:
                 "scored_at": now,
             }
         )
+    return out
+
+
+def _scores_before(
+    session: Session, today: date, days: int, accounts: list[str] | None, replayed: dict[date, dict[str, float]]
+) -> dict[str, float]:
+    """Each account's score ``days`` before ``today`` (the latest on or before that day, no
+    older than twice as far back), from ``replayed`` (a replay's days not stored yet) where
+    it has one in that range, else from the stored scores."""
+    day, earliest = scores.past_days(today, days)
+    out = scores.scores_on_or_before(session, day, earliest, accounts)
+    for d in sorted(d for d in replayed if earliest <= d <= day):
+        out.update(replayed[d])
     return out
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
+from services.rules.backtest.health import score_history
 from services.rules.backtest.service import run_backtest
 from services.rules.evaluation.health import run_health_day
 from services.rules.evaluation.service import run_tick
@@ -278,6 +279,45 @@ def test_the_daily_scoring_waits_for_ingest_like_the_tick(topics, session_factor
     assert rules.last_health.ran and rules.last_health.scored == len(healthy)
     # Scored on the whole history: everyone logged in a day ago (100 points), not 30 days ago (0; no seats: left out).
     assert scores_of(session_factory, T0.date()) == {a: (100.0, "healthy") for a in healthy}
+
+
+def test_a_replay_scores_the_past_days_as_the_daily_scoring_would_have_and_leaves_scored_days(session_factory, settings):
+    # Both accounts: 5 of 10 seats log in every day of the four weeks before T0; steady
+    # keeps on for two weeks after it, fading stops. The world is loaded at once, two weeks on.
+    later = T0 + timedelta(days=14)
+    events = [group(a, T0 - timedelta(days=60), seats=10) for a in ("steady", "fading")]
+    events += [
+        track(a, "login", T0 - timedelta(days=d), f"u{u}", f"{a}-{d}-{u}")
+        for a in ("steady", "fading")
+        for d in range(1, 28)
+        for u in range(5)
+    ]
+    events += [track("steady", "login", T0 + timedelta(days=d), f"u{u}", f"steady+{d}-{u}") for d in range(14) for u in range(5)]
+    ingest(session_factory, events, later)
+    assert score_history(session_factory, later, T0.date(), later.date()).scored_days == []  # no model: nothing
+    save_model(session_factory, MODEL, T0)
+    assert run_health_day(session_factory, settings, T0).ran  # T0's day is scored already: the replay leaves it
+
+    report = score_history(session_factory, later, (T0 - timedelta(days=1)).date(), later.date())
+    days = [(T0 + timedelta(days=d)).date() for d in range(-1, 15)]
+    assert report.scored_days == [d for d in days if d != T0.date()] and report.scored == 2 * 15 and report.model_version == 1
+    # fading, as of each day's end: its last login T0 - 1 day; 5 of 10 seats in the 28-day window (50 points, weight 1);
+    # days since: 1 on T0's day... under 3: 100 (weight 3), 3 to 13: 60, from 14: 0.
+    fading = {d: scores_of(session_factory, d)["fading"] for d in days}
+    assert fading[(T0 + timedelta(days=1)).date()] == (87.5, "healthy")
+    assert fading[(T0 + timedelta(days=2)).date()] == (57.5, "watch")  # 3 days
+    assert fading[(T0 + timedelta(days=12)).date()] == (57.5, "watch")  # 13 days
+    assert fading[later.date()] == (12.5, "at_risk")  # 15 days: what the daily scoring stores (the test above)
+    assert {scores_of(session_factory, d)["steady"] for d in days} == {(87.5, "healthy")}
+    with session_factory() as s:
+        row = s.get(HealthScore, ("fading", later.date()))
+        assert (row.change_7d, row.change_30d) == (12.5 - 57.5, None)  # against the replayed day a week before
+        runs = {r.day: r for r in s.scalars(select(HealthRun))}
+        assert sorted(runs) == days and runs[later.date()].result == {"scored": 2, "pruned": 0, "replayed": True}
+    # Claimed like daily scorings: neither a second replay nor the daily job scores them again.
+    assert score_history(session_factory, later, T0.date(), later.date()).scored_days == []
+    again = run_health_day(session_factory, settings, later + timedelta(hours=1))
+    assert again.done and not again.ran
 
 
 def test_scores_older_than_the_retention_are_deleted_by_the_daily_scoring(session_factory, settings):
