@@ -8,6 +8,9 @@ Cohorts (deterministic by ``--seed``):
   the last month (monthly active users up well over 50%, seat utilisation over 90%);
 - onboarding: signed up in the last three weeks, only one or two users active.
 
+Contract outcomes (:func:`contract_outcomes`): churning accounts renewing soon give notice
+that they will not, expanding accounts expand, healthy accounts renewing soon renew.
+
 Every event has a deterministic id (uuid5 of seed, account, day, sequence), so
 running the demo twice adds nothing: ingest deduplicates.
 
@@ -210,6 +213,42 @@ def generate(
                         "timestamp": ts.isoformat(),
                         "properties": {"source": "demo", "plan": PLANS[a.segment]},
                     }
+    if with_traits:
+        yield from contract_outcomes(accts, seed, end)
+
+
+# Days before the end of the history that the CRM sends each contract outcome, and how far
+# ahead a renewal falls for its outcome to be known already.
+CHURN_NOTICE_DAYS, EXPANSION_DAYS, RENEWAL_CLOSED_DAYS, KNOWN_WITHIN_DAYS = 2, 5, 7, 60
+
+
+def contract_outcomes(accts: list[DemoAccount], seed: int, end: datetime) -> Iterator[dict[str, Any]]:
+    """The CRM's contract outcomes (docs/events.md, "contract"): a churning account whose
+    renewal falls within ``KNOWN_WITHIN_DAYS`` gives notice that it will not renew (churned
+    at its renewal date), every expanding account buys more seats (expanded, 40% more ARR,
+    effective at once), and a healthy account whose renewal falls within those days has
+    renewed at the same ARR: what health validation measures the score against."""
+    for a in accts:
+        ahead = (a.renewal - end.date()).days
+        outcome: dict[str, Any]
+        if a.cohort == "churning" and ahead <= KNOWN_WITHIN_DAYS:
+            sent, outcome = end - timedelta(days=CHURN_NOTICE_DAYS), {"kind": "churned", "effective_date": a.renewal.isoformat()}
+            outcome["note"] = "cancellation notice: will not renew"
+        elif a.cohort == "expanding":
+            sent = end - timedelta(days=EXPANSION_DAYS)
+            outcome = {"kind": "expanded", "arr_after": round(a.arr * 1.4, -2), "effective_date": sent.date().isoformat()}
+        elif a.cohort == "healthy" and ahead <= KNOWN_WITHIN_DAYS:
+            sent, outcome = end - timedelta(days=RENEWAL_CLOSED_DAYS), {"kind": "renewed", "arr_after": a.arr}
+            outcome["effective_date"] = a.renewal.isoformat()
+        else:
+            continue
+        yield {
+            "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/contract/{outcome['kind']}")),
+            "type": "contract",
+            "account_id": a.id,
+            "timestamp": sent.isoformat(),
+            "properties": {"arr_before": a.arr, **outcome},
+        }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

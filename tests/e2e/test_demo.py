@@ -151,6 +151,20 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         if not any((m.payload or {}).get("deferred") for m in sent):  # nobody in quiet hours: minutes, not days
             assert e.opened_at - enrolled[account_id].enrolled_at <= timedelta(minutes=6)
 
+    # The CRM's contract outcomes the demo sent: churning accounts renewing soon churn at their
+    # renewal, expanding ones expand, healthy ones renewing soon renew (what validation measures).
+    ops = auth(keys["ops"])
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for a in cohorts:
+        page = (await api.get(f"/v1/accounts/{a}/contract-outcomes", headers=ops)).json()
+        for o in page["items"]:
+            kinds[o["kind"]].add(a)
+    accts = {a.id: a for a in build_accounts(20, 7, started.date(), 60)}
+    soon = {a for a, x in accts.items() if (x.renewal - started.date()).days <= 60}
+    assert kinds["churned"] == {a for a in soon if cohorts[a] == "churning"} and kinds["churned"]
+    assert kinds["expanded"] == {a for a, c in cohorts.items() if c == "expanding"}
+    assert kinds["renewed"] == {a for a in soon if cohorts[a] == "healthy"} and set(kinds) <= {"churned", "expanded", "renewed"}
+
     # A CSM's key lists the engagement with the evidence and the ignored emails in one response.
     account_id = sorted(engaged)[0]
     e = churn_engagements()[account_id]
@@ -162,7 +176,6 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     assert sorted({m["step_id"] for m in ignored if m["state"] == "sent"}) == sorted(steps)
     r = await api.post(f"/v1/engagements/{e.id}/resolve", json={"outcome": "churned", "note": "moved to a competitor"}, headers=csm)
     assert r.status_code == 200 and (r.json()["status"], r.json()["outcome"]) == ("resolved", "churned")
-    ops = auth(keys["ops"])
     pool = (await api.get("/v1/pool", headers=ops)).json()
     assert pool["by_outcome"].get("churned") == 1 and pool["by_status"]["resolved"] == 1
     forecast = await api.get("/v1/pool/forecast", headers=ops)
