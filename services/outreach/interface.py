@@ -72,7 +72,6 @@ from services.outreach.playbooks.service import save as save_playbook
 from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, RecommendStep, SendStep, WaitStep
 from services.outreach.starter import ACTOR as STARTER_ACTOR
 from services.outreach.starter import seed_starter_content, starter_playbooks
-from services.outreach.stats import wilson
 from services.outreach.templates.rendering import PARTS as TEMPLATE_PARTS
 from services.outreach.templates.repository import list_all as list_templates
 from services.outreach.templates.schemas import TemplateIn
@@ -149,7 +148,6 @@ __all__ = [
     "signals_with_decision",
     "starter_playbooks",
     "template_preview",
-    "wilson",
 ]
 
 

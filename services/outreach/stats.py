@@ -1,21 +1,12 @@
 """Holdout statistics shared by the playbook report and the pooled-CSM outcome report:
-the confidence interval of a lift (treated minus holdout rate)."""
+the confidence interval of a lift (treated minus holdout rate). The Wilson interval of one
+rate is shared.stats.wilson."""
 
 from __future__ import annotations
 
 import math
 
-Z95 = 1.959963984540054
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+from shared.stats import wilson
 
 
 def lift_interval(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float] | None:

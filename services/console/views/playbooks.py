@@ -13,6 +13,7 @@ from services.console import charts
 from services.console.web import OPS, Viewer, render
 from services.outreach import interface as outreach
 from shared.api import SessionDep
+from shared.stats import wilson
 
 router = APIRouter()
 
@@ -95,8 +96,8 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
     interval_chart = None
     if report.treated.enrolled or report.holdout.enrolled:
         t, h = report.treated, report.holdout
-        tl, th = outreach.wilson(t.converted, t.enrolled) if t.enrolled else (None, None)
-        hl, hh = outreach.wilson(h.converted, h.enrolled) if h.enrolled else (None, None)
+        tl, th = wilson(t.converted, t.enrolled) if t.enrolled else (None, None)
+        hl, hh = wilson(h.converted, h.enrolled) if h.enrolled else (None, None)
         ci = report.confidence_interval
         ci_lo, ci_hi = (ci[0], ci[1]) if ci else (None, None)
         rows_i = [

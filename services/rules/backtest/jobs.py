@@ -1,11 +1,14 @@
 """Backtests run as background jobs (kind ``rules.backtest``): ``POST /v1/rules/backtest``
 and ``touchline rules backtest`` queue one; the jobs worker replays the period inside a
-read transaction, reporting progress per replayed day."""
+read transaction, reporting progress per replayed day. The validation of the health model
+against contract outcomes (kind ``health.validation``, ``POST /v1/health/validation``) is
+a replay too, reporting progress per scoring day."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.rules.backtest import validation
 from services.rules.backtest.service import backtest_request
 from services.rules.rules.schemas import BacktestIn
 from shared import jobs
@@ -20,3 +23,14 @@ def run_backtest_job(ctx: jobs.JobContext, params: dict[str, Any], progress: job
 
 
 jobs.register(KIND, run_backtest_job, roles=("ops",))
+
+
+def run_validation_job(ctx: jobs.JobContext, params: dict[str, Any], progress: jobs.Progress) -> dict[str, Any]:
+    body = validation.ValidationIn.model_validate(params)
+    today = ctx.clock.now().date()
+    with ctx.read_session() as session:
+        prep = validation.prepare(session, body, ctx.settings, today)
+        return validation.validate(session, prep, ctx.settings, today, progress=progress)
+
+
+jobs.register(validation.KIND, run_validation_job, roles=("ops",))

@@ -227,6 +227,7 @@ ACCESS = {
     ("POST", "/v1/rules/test"): OPS,
     ("POST", "/v1/rules/{rule_id}/test"): OPS,
     ("POST", "/v1/rules/backtest"): OPS,
+    ("POST", "/v1/health/validation"): OPS,
     ("GET", "/v1/signals"): OPS | CSM,
     ("GET", "/v1/signals/{signal_id}"): OPS | CSM,
     ("GET", "/v1/accounts/{account_id}/signals"): OPS | CSM,
