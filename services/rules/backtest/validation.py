@@ -70,7 +70,9 @@ class ValidationIn(BaseModel):
     start: date | None = Param(
         None, ge=EARLIEST, description="first effective date of the contract outcomes measured (default: a year before end)"
     )
-    end: date | None = Param(None, ge=EARLIEST, description="last effective date (default: today)")
+    end: date | None = Param(
+        None, ge=EARLIEST, description="last effective date (default and at most: today + horizon_days, whose scoring day is today)"
+    )
     model: dict[str, Any] | None = Param(
         None,
         description="a candidate model to validate before saving it; it is compared with the current version (without: the current version)",
@@ -109,11 +111,20 @@ class Prepared:
 def prepare(session: Session, body: ValidationIn, settings: Settings, today: date) -> Prepared:
     """Check a request and parse the models (cheap): the API does it before it queues the
     job, so a bad request is a 422 (or a 404 without any model) at once."""
-    end = body.end or today
-    start = body.start or end - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    # A contract outcome is measured once its scoring day has come: one effective up to
+    # horizon_days ahead (a cancellation notice before the renewal) is scored today or before.
+    last = today + timedelta(days=body.horizon_days)
+    end = body.end or last
+    start = body.start or today - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
     problems = []
-    if end > today:
-        problems.append({"pointer": "/end", "message": f"end {end} is after today ({today}); contract outcomes to come have no score yet"})
+    if end > last:
+        problems.append(
+            {
+                "pointer": "/end",
+                "message": f"end {end} is more than horizon_days ({body.horizon_days}) after today ({today}): "
+                f"contract outcomes effective after {last} have no score {body.horizon_days} days before them yet",
+            }
+        )
     if start > end:
         problems.append({"pointer": "/start", "message": f"start {start} is after end {end}; swap them"})
     elif (end - start).days + 1 > MAX_PERIOD_DAYS:

@@ -41,8 +41,10 @@ WORLD = {
     "a5": (9, "expanded"),  # 70, healthy
 }
 # The AUC, by hand: churned {30, 50} against stayed {50, 65, 70}: 30 is below all three
-# (3); 50 ties 50 (0.5) and is below 65 and 70 (2): 5.5 of 6 pairs.
+# (3); 50 ties 50 (0.5) and is below 65 and 70 (2): 5.5 of 6 pairs. The first test adds a
+# churned a6 scoring 0, below all three stayed: 8.5 of 9.
 AUC = round(5.5 / 6, 4)
+AUC_WITH_A6 = round(8.5 / 9, 4)
 
 
 def seed(session_factory) -> None:
@@ -65,14 +67,14 @@ async def record(api, ops, account_id: str, kind: str, day) -> None:
     assert r.status_code == 201, r.text
 
 
-async def validate(api, ops, body, settings, session_factory, clock) -> dict:
+async def validate(api, ops, body, settings, session_factory, clock, days: int = 1) -> dict:
     r = await api.post("/v1/health/validation", json=body, headers=ops)
     assert r.status_code == 202, r.text
     assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
     assert run_jobs(settings, session_factory, clock) == 1
     job = (await api.get(r.headers["location"], headers=ops)).json()
     assert job["state"] == "succeeded", job
-    assert job["progress"]["done"] == job["progress"]["total"] == 1  # one scoring day
+    assert job["progress"]["done"] == job["progress"]["total"] == days  # scoring days
     return job["result"]
 
 
@@ -82,9 +84,19 @@ async def test_validation_reports_auc_rates_per_label_and_band_and_what_each_com
     assert (await api.put("/v1/health/model", json=MODEL, headers=ops)).status_code == 200
     for a, (_logins, kind) in WORLD.items():
         await record(api, ops, a, kind, EFFECTIVE)
-    await record(api, ops, "a6", "churned", T0.date() + timedelta(days=30))  # after the period (it ends today): not measured
+    # Effective 90 days from today: scored today, so measured (a cancellation notice ahead
+    # of the renewal); a6 sent nothing in the week to today, so it scores 0.
+    await record(api, ops, "a6", "churned", T0.date() + timedelta(days=90))
+    # 91 days ahead: its scoring day is tomorrow, so not measured yet.
+    await record(api, ops, "a2", "renewed", T0.date() + timedelta(days=91))
 
-    result = await validate(api, ops, {}, settings, session_factory, clock)
+    # By default every contract outcome whose scoring day has come: a6's too.
+    result = await validate(api, ops, {}, settings, session_factory, clock, days=2)
+    assert (result["outcomes"], result["churned"], result["auc"]) == (6, 3, AUC_WITH_A6)
+    scores = {s["account_id"]: (s["score"], s["label"], s["scored_on"]) for s in result["samples"]}
+    assert scores["a6"] == (0.0, "at_risk", T0.date().isoformat())
+
+    result = await validate(api, ops, {"end": EFFECTIVE.isoformat()}, settings, session_factory, clock)
     assert (result["outcomes"], result["scored"], result["churned"], result["stayed"], result["model_version"]) == (5, 5, 2, 3, 1)
     scores = {s["account_id"]: (s["score"], s["label"], s["scored_on"]) for s in result["samples"]}
     assert scores == {
@@ -120,7 +132,7 @@ async def test_validation_reports_auc_rates_per_label_and_band_and_what_each_com
 
     # A candidate edit, validated before it is saved: reports alone separate nothing.
     candidate = {**MODEL, "components": [MODEL["components"][1]]}
-    result = await validate(api, ops, {"model": candidate}, settings, session_factory, clock)
+    result = await validate(api, ops, {"model": candidate, "end": EFFECTIVE.isoformat()}, settings, session_factory, clock)
     assert result["candidate"] is True and result["auc"] == 0.5 and result["compared_with"]["version"] == 1
     assert result["compared_with"]["auc"] == AUC
     assert result["diff"]["auc"] == round(0.5 - AUC, 4)
@@ -161,9 +173,12 @@ async def test_bad_validation_requests_are_refused_with_the_path(api, keys, cloc
     r = await api.post("/v1/health/validation", json={"model": bad_model}, headers=ops)
     assert r.status_code == 422
     assert [e["pointer"] for e in r.json()["detail"]] == ["/model/components/0/measure/metric"]
-    tomorrow = (T0 + timedelta(days=1)).date().isoformat()
-    r = await api.post("/v1/health/validation", json={"model": {**MODEL}, "end": tomorrow}, headers=ops)
+    # Contract outcomes up to horizon_days ahead are scored today; one day more is refused.
+    ahead = (T0 + timedelta(days=31)).date().isoformat()
+    r = await api.post("/v1/health/validation", json={"model": MODEL, "end": ahead, "horizon_days": 30}, headers=ops)
     assert r.status_code == 422 and [e["pointer"] for e in r.json()["detail"]] == ["/end"]
+    ok = await api.post("/v1/health/validation", json={"model": MODEL, "end": ahead, "horizon_days": 31}, headers=ops)
+    assert ok.status_code == 202
     r = await api.post("/v1/health/validation", json={"model": MODEL, "start": "2026-03-01", "end": "2026-02-01"}, headers=ops)
     assert [e["pointer"] for e in r.json()["detail"]] == ["/start"]
     r = await api.post("/v1/health/validation", json={"horizon_days": 0, "model": MODEL}, headers=ops)
