@@ -54,7 +54,7 @@ def accounts(
     sort = sort if sort in SORTS and (by_health or sort != "health") else "id"
     only: Any = rules.accounts_signalled_since(session, now - timedelta(days=SIGNAL_DAYS)) if signalled else None
     if label:
-        labelled = rules.accounts_health_labelled(today, label)
+        labelled = rules.accounts_health_labelled(session, today, label)
         only = labelled if only is None else labelled.where(labelled.selected_columns[0].in_(only))
     items, total = ingest.search_accounts(
         session,
@@ -65,7 +65,7 @@ def accounts(
         only_ids=only,
         offset=(page - 1) * PAGE,
         limit=PAGE,
-        order=rules.current_health_scores(today) if sort == "health" else sort,
+        order=rules.current_health_scores(session, today) if sort == "health" else sort,
         descending=desc,
     )
     pages = max(1, -(-total // PAGE))

@@ -75,7 +75,7 @@ def signal_chart(session: Session, now: datetime) -> tuple[Markup | None, int, d
 
 def count_labelled(session: Session, now: datetime, label: str) -> int:
     """The accounts currently labelled ``label``: the count of the accounts list filtered by it."""
-    only = rules.accounts_health_labelled(now.date(), label)
+    only = rules.accounts_health_labelled(session, now.date(), label)
     return ingest.search_accounts(session, text=None, segment=None, lifecycle_stage=None, plan=None, only_ids=only, offset=0, limit=0)[1]
 
 
@@ -110,7 +110,7 @@ def overview(request: Request, session: Session = SessionDep, viewer: Viewer = O
     open_engagements, due_week, overdue = outreach.engagement_due_counts(session, now, now + timedelta(days=7))
     # ARR at risk: the ARR of the accounts currently labelled at_risk, the sum of the
     # accounts list it links to (filtered the same way, through the same select).
-    at_risk = rules.accounts_health_labelled(now.date(), "at_risk")
+    at_risk = rules.accounts_health_labelled(session, now.date(), "at_risk")
     label_chart, by_label, _ = health.label_chart(session, now.date())
     return render(
         request,

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from services.rules.models import HealthScore
+from services.rules.models import HealthRun, HealthScore
 from shared.db import is_in, rowcount, upsert
 
 CHUNK = 5000
@@ -130,14 +130,23 @@ def prune(session: Session, before: date) -> int:
 # ---- for the console (docs/console.md): the same "current" as the rule language's ---------
 
 
-def current_scores(today: date) -> Select[str, float | None]:
+def current_scores(session: Session, today: date) -> Select[str, float | None]:
     """A select of ``(account_id, score)``: each account's current score (the latest of the
     last CURRENT_DAYS days), for another service to order or filter its rows by (the
-    console's accounts list sorts by health through ingest's search)."""
+    console's accounts list sorts by health through ingest's search).
+
+    The latest daily run scored every account, so no account's current row is older than
+    that run's day: when nothing was scored after it (the usual case) the current rows are
+    that day's rows, read through the (day, score) index with no grouping; otherwise the
+    grouping reads from that day on, not the whole week (at 100,000 accounts on
+    PostgreSQL a sort by health took 1.3 s over the week, well under 0.1 s on one day)."""
     day, earliest = current_days(today)
+    run = session.scalar(select(func.max(HealthRun.day)).where(HealthRun.day <= day, HealthRun.day >= earliest))
+    if run is not None and latest_day(session, day) == run:
+        return select(HealthScore.account_id, HealthScore.score).where(HealthScore.day == run)
     last = (
         select(HealthScore.account_id, func.max(HealthScore.day).label("day"))
-        .where(HealthScore.day <= day, HealthScore.day >= earliest)
+        .where(HealthScore.day <= day, HealthScore.day >= (run or earliest))
         .group_by(HealthScore.account_id)
         .subquery()
     )
@@ -146,9 +155,9 @@ def current_scores(today: date) -> Select[str, float | None]:
     )
 
 
-def accounts_labelled(today: date, label: str) -> Select[Any]:
-    """A select of the account ids whose current label is ``label``."""
-    cur = current_scores(today).add_columns(HealthScore.label).subquery()
+def accounts_labelled(session: Session, today: date, label: str) -> Select[Any]:
+    """A select of the account ids whose current label is ``label`` (as :func:`current_scores`)."""
+    cur = current_scores(session, today).add_columns(HealthScore.label).subquery()
     return select(cur.c.account_id).where(cur.c.label == label)
 
 

@@ -9,8 +9,10 @@ account's name stays text. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 
+from services.rules import interface as rules
 from tests.support.console import csrf_of, sign_in
 from tests.support.console_seed import HOSTILE, XSS_SCRIPT
 from tests.support.counts import arr_at_risk_is_sum_of_list, console_figures_are_counts_of_lists
@@ -208,3 +210,35 @@ async def test_a_csm_cannot_open_the_model_editor(api, keys):
     page = await api.get("/console/inbox")
     r = await api.post("/console/health/edit", data={"csrf": csrf_of(page.text), "definition": "name: x"})
     assert r.status_code == 403
+
+
+async def test_an_account_scored_on_demand_after_the_daily_run_sorts_by_its_new_score(api, keys, seeded, clock, session_factory):
+    """The current score is the latest row of the last 7 days. After the daily run it is
+    that run's day for every account; an account scored on demand the next day (before
+    that day's run) has a later row, and the list sorts and filters by it, as the rule
+    language and GET /v1/accounts/{id}/health read it. (Rows of a day after the seeded
+    world's clock are invisible to the other tests, whose clock stays there.)"""
+    h = auth(keys["ops"])
+    clock.advance(timedelta(days=1))
+    a = seeded["churning"][1]
+    before = (await api.get(f"/v1/accounts/{a}/health", headers=h)).json()["current"]
+    scored = await api.post(f"/v1/accounts/{a}/health", headers=h)
+    assert scored.status_code == 200, scored.text
+    now = (await api.get(f"/v1/accounts/{a}/health", headers=h)).json()["current"]
+    assert now["day"] == clock.now().date().isoformat() != before["day"]
+    assert now["score"] != before["score"]  # so the list shows which row it read
+    await sign_in(api, keys["ops"])
+    rows = rows_of((await api.get("/console/accounts?sort=health")).text)
+    assert len(rows) == seeded["accounts"]
+    for account, _arr, score, label in rows:
+        cur = (await api.get(f"/v1/accounts/{account}/health", headers=h)).json()["current"]
+        assert (score, label) == (cur["score"], cur["label"]), account
+    assert [s for *_x, s, _l in rows] == sorted(s for *_x, s, _l in rows)
+    listed = rows_of((await api.get(f"/console/accounts?label={now['label']}")).text)
+    assert a in {r[0] for r in listed}
+    # What the list orders and filters by (the rules door's select) is that same row.
+    with session_factory() as s:
+        ranked = dict(s.execute(rules.current_health_scores(s, clock.now().date())).all())
+        labelled = set(s.scalars(rules.accounts_health_labelled(s, clock.now().date(), now["label"])))
+    assert ranked == {account: score for account, _arr, score, _l in rows} and ranked[a] == now["score"]
+    assert a in labelled and labelled == {account for account, _arr, _s, label in rows if label == now["label"]}
