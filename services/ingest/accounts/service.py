@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest.accounts.schemas import UsageDay, UsageOut, UsageTotals
 from services.ingest.repository import accounts as accounts_repo
+from services.ingest.repository import contracts as contracts_repo
 from services.ingest.repository import events as events_repo
 from services.ingest.repository import metrics
 from services.ingest.service import apply_account_traits
@@ -106,8 +107,8 @@ def _strings(obj: Any, keys: tuple[str, ...]) -> set[str]:
 def erase_contact(session: Session, account_id: str, user_id: str, now: datetime) -> ErasedContact:
     """Scrub a contact's personal data from ingest: the user row (email, name, traits),
     the identify events that carried them (the raw store keeps every trait the contact
-    ever sent) and any other copy in the account's stored events or the account row (a
-    track property, a group's ``owner_email``). Ids stay: rollups count activity, not
+    ever sent) and any other copy in the account's stored events, the account row (a
+    track property, a group's ``owner_email``) or a contract outcome's note. Ids stay: rollups count activity, not
     people. Returns the addresses and names that were scrubbed."""
     user = accounts_repo.get_user(session, account_id, user_id)
     emails: set[str] = set()
@@ -137,5 +138,8 @@ def erase_contact(session: Session, account_id: str, user_id: str, now: datetime
         if owner_changed or traits_changed:
             acct.owner_email = None if owner_changed else acct.owner_email
             acct.traits, acct.updated_at = traits, now
+    for outcome in contracts_repo.noted_outcomes(session, account_id) if needles else ():
+        outcome.note, changed = scrub(outcome.note, needles)
+        scrubbed += changed
     session.flush()
     return ErasedContact(account_id, user_id, tuple(sorted(emails)), tuple(sorted(names)), scrubbed)

@@ -27,6 +27,11 @@ def insert_contract_outcomes(session: Session, rows: list[dict[str, Any]]) -> se
     return insert_new(session, _outcomes, rows, ["event_id"]) if rows else set()
 
 
+def noted_outcomes(session: Session, account_id: str) -> list[ContractOutcome]:
+    """The account's outcomes that carry a note (free text: erasure scrubs it), to update."""
+    return list(session.scalars(select(ContractOutcome).where(ContractOutcome.account_id == account_id, ContractOutcome.note.is_not(None))))
+
+
 def contract_outcome(session: Session, event_id: str) -> ContractOutcomeInfo | None:
     row = session.execute(select(*_COLUMNS).where(ContractOutcome.event_id == event_id)).first()
     return ContractOutcomeInfo(**row._asdict()) if row is not None else None

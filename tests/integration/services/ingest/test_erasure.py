@@ -113,10 +113,28 @@ async def test_erasure_leaves_no_trace_in_any_table(settings, engine, session_fa
     # A suppression that keeps the plain address (a manual one).
     ops = auth(keys["ops"])
     assert (await api.post("/v1/suppressions", json={"email": EMAIL.upper()}, headers=ops)).status_code == 201
+    # A contract outcome whose free-text note names the contact (a CRM's "why").
+    r = await api.post(
+        "/v1/accounts/acme/contract-outcomes",
+        json={"kind": "renewed", "arr_before": 1000, "arr_after": 1200, "effective_date": "2026-01-31", "note": f"renewed with {NAME}"},
+        headers=ops,
+    )
+    assert r.status_code == 201, r.text
 
     before = traces(engine, [EMAIL, NAME])
     # The scan sees every copy (it can fail): ingest, rules and outreach tables alike.
-    assert {"users", "events", "accounts", "signals", "outbox", "messages", "enrollments", "suppressions", "engagements"} <= set(before)
+    assert {
+        "users",
+        "events",
+        "accounts",
+        "signals",
+        "outbox",
+        "messages",
+        "enrollments",
+        "suppressions",
+        "engagements",
+        "contract_outcomes",
+    } <= set(before)
 
     r = await api.post("/v1/accounts/acme/users/ada/erase", headers=ops)
     assert r.status_code == 200, r.text
