@@ -75,7 +75,6 @@ from services.rules.scores.repository import history as health_history
 from services.rules.scores.repository import label_counts_by_day as health_label_counts_by_day
 from services.rules.scores.repository import latest_day as latest_health_day
 from services.rules.scores.repository import latest_on_or_before as latest_health
-from services.rules.scores.repository import on_day as health_scores_on_day
 from services.rules.signals.repository import accounts_signalled_since, count_signals, list_signals
 from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
 from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
@@ -105,7 +104,6 @@ __all__ = [
     "health_history",
     "health_label_counts_by_day",
     "health_model_audit",
-    "health_scores_on_day",
     "health_summary",
     "import_rules",
     "install_starter_health_model",

@@ -151,7 +151,7 @@ def account_health(
     "/v1/health/accounts",
     response_model=HealthPage,
     responses={**AUTH_ERRORS, **responses(Unprocessable)},
-    summary="Accounts by health on the latest scored day, lowest first (order=desc: highest first), in pages",
+    summary="Accounts by their current health (each one's latest score of the last 7 days), lowest first (order=desc: highest first), in pages",
 )
 def list_accounts(
     label: str | None = Query(None, pattern="^(healthy|watch|at_risk)$"),
@@ -171,8 +171,13 @@ def list_accounts(
         raise Unprocessable(
             [{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}]
         )
-    items = scores.on_day(
-        session, day, label=label, descending=order == "desc", after=(after[0] / 10, after[1]) if after else None, limit=limit
+    items = scores.current_page(
+        session,
+        clock.now().date(),
+        label=label,
+        descending=order == "desc",
+        after=(after[0] / 10, after[1]) if after else None,
+        limit=limit,
     )
     next_after = next_cursor(items, limit, lambda r: (round((r.score or 0) * 10), r.account_id))
     return HealthPage(day=day, items=[HealthScoreOut.of(r) for r in items], next_cursor=next_after)

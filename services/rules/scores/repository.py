@@ -98,17 +98,24 @@ def latest_day(session: Session, until: date) -> date | None:
     return session.scalar(select(func.max(HealthScore.day)).where(HealthScore.day <= until))
 
 
-def on_day(
+def current_page(
     session: Session,
-    day: date,
+    today: date,
     *,
     label: str | None,
     descending: bool,
     after: tuple[float, str] | None,
     limit: int,
 ) -> list[HealthScore]:
-    """The scored accounts of ``day`` ordered by score (then account id), a page after ``after``."""
-    q = select(HealthScore).where(HealthScore.day == day, HealthScore.score.is_not(None))
+    """The accounts' current rows (as :func:`current_scores`: each account's latest score of
+    the last CURRENT_DAYS days, so one account scored on request after the daily run does
+    not hide the others) ordered by score (then account id), a page after ``after``."""
+    cur = current_scores(session, today).add_columns(HealthScore.day).subquery()
+    q = (
+        select(HealthScore)
+        .join(cur, (cur.c.account_id == HealthScore.account_id) & (cur.c.day == HealthScore.day))
+        .where(HealthScore.score.is_not(None))
+    )
     if label:
         q = q.where(HealthScore.label == label)
     if descending:

@@ -140,6 +140,13 @@ async def test_scoring_on_demand_explains_itself_and_follows_the_model_version(a
     r = await api.get("/v1/health/accounts?label=at_risk", headers=csm)
     assert [i["account_id"] for i in r.json()["items"]] == ["fading"]
     assert (await api.get("/v1/health/accounts?cursor=nonsense", headers=csm)).status_code == 422
+    # The next day one account is scored on request: the list is still every account's
+    # current score (fading's from yesterday), not only the newest day's one row.
+    clock.advance(timedelta(days=1))
+    assert (await api.post("/v1/accounts/acme/health", headers=ops)).status_code == 200
+    r = await api.get("/v1/health/accounts", headers=csm)
+    assert [i["account_id"] for i in r.json()["items"]] == ["fading", "acme"]
+    assert r.json()["day"] == (T0 + timedelta(days=8)).date().isoformat()
 
     # A dry-run of a rule on health explains the audience's health filters and the metric.
     rule = {
