@@ -4,6 +4,7 @@ simulated period, so weeks pass in seconds.
 Cohorts (deterministic by ``--seed``):
 - healthy: 70% of seats in use, steady;
 - churning: like healthy, then usage fades from 35 to 16 days before the end and stops;
+  its champion stops coming 30 days before the end;
 - expanding: the pool of active users grows from 40% to 100% of seats, sharply in
   the last month (monthly active users up well over 50%, seat utilisation over 90%);
 - onboarding: signed up in the last three weeks, only one or two users active.
@@ -148,6 +149,12 @@ def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[
     return min(2, acct.seats), 0.5
 
 
+# A churning account's champion stops coming this many days before the end (its usage
+# fades from 35): champions going quiet is an early sign (the starter health model's
+# champion coverage), before the account's last login.
+CHAMPION_GONE_DAYS = 30
+
+
 def generate(
     accounts: int = 200, days: int = 60, seed: int = 7, end: datetime | None = None, with_traits: bool = True
 ) -> Iterator[dict[str, Any]]:
@@ -196,6 +203,8 @@ def generate(
             if chance <= 0:
                 continue
             active = [u for u in a.users[:pool] if rng.random() < chance]
+            if a.cohort == "churning" and days - d <= CHAMPION_GONE_DAYS:
+                active = active[1:] if active and active[0][2] == "champion" else active  # the champion went first
             seq = 0
             for uid, _name, _role, _tz in active:
                 n_events = 1 + int(rng.expovariate(1 / 4))
