@@ -19,7 +19,7 @@ def test_demo_is_deterministic_and_every_event_is_valid():
     assert len({e["event_id"] for e in a}) == len(a)
     for ev in a:
         assert isinstance(validate_event_obj(ev, END, 64 * 1024, timedelta(days=1)), Event), ev
-    assert {e.get("type", "track") for e in a} == {"track", "identify", "group"}
+    assert {e.get("type", "track") for e in a} == {"track", "identify", "group", "contract"}  # contract: the CRM's outcomes (4d46dd8)
     assert all(e["timestamp"] <= END.isoformat() for e in a)
 
 
