@@ -41,7 +41,10 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     from tests.support.demo import run_outreach_until, settled
     from tests.support.helpers import auth, cli_env, drain, expected_held_out
 
-    settings = topics
+    # Quiet hours off: whether a contact's evening falls in the run depends on the hour CI
+    # starts, and a deferred escalation lets the others' one-hour time-boxes expire first
+    # (docs/engagements.md). Quiet hours have their own tests; this one is the demo's story.
+    settings = topics.model_copy(update={"quiet_hours_start": 0, "quiet_hours_end": 0})
     started = datetime.now(UTC)
     clock.set(started - timedelta(hours=6))
     with transaction(session_factory) as s:
@@ -131,7 +134,12 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
 
     def escalated() -> bool:
         rows = churn_engagements()
-        return set(rows) == reached and all(rows[a].status == ("assigned" if a in engaged else "held_out") for a in reached)
+        # An engaged account was assigned to a CSM (by now its one-hour time-box may have run
+        # out while quiet hours held another account's escalation to the contact's morning).
+        return set(rows) == reached and all(
+            (rows[a].assigned_at is not None and rows[a].csm_id is not None) if a in engaged else rows[a].status == "held_out"
+            for a in reached
+        )
 
     try:
         run_outreach_until(outreach, session_factory, clock, escalated, churn_engagements)
@@ -166,8 +174,10 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     assert kinds["renewed"] == {a for a in soon if cohorts[a] == "healthy"} and set(kinds) <= {"churned", "expanded", "renewed"}
 
     # A CSM's key lists the engagement with the evidence and the ignored emails in one response.
-    account_id = sorted(engaged)[0]
-    e = churn_engagements()[account_id]
+    rows = churn_engagements()
+    # One still open (earlier ones may have expired while quiet hours held a later one).
+    account_id = sorted(a for a in engaged if rows[a].status in ("assigned", "active"))[0]
+    e = rows[account_id]
     csm = auth(json.loads((settings.var_dir / "demo-csm-keys.json").read_text())[e.csm_id])
     mine = (await api.get("/v1/me/engagements", headers=csm)).json()
     [item] = [x for x in mine["items"] if x["id"] == e.id]
