@@ -95,9 +95,12 @@ class Settings(BaseSettings):
     # line and headers within api_header_timeout_seconds and its body within
     # api_body_timeout_seconds; an idle kept-alive connection is closed after
     # api_keep_alive_seconds; past api_max_connections open, a new one is answered 503.
+    # The keep-alive outlives common clients' own idle expiry (httpx and Node: 5 s), so
+    # the client drops an idle connection first and never sends a request into a socket
+    # the server is closing (a reset, not an answer: the race CI met at 5 s against 5 s).
     api_header_timeout_seconds: float = Field(10.0, gt=0)
     api_body_timeout_seconds: float = Field(30.0, gt=0)
-    api_keep_alive_seconds: int = Field(5, ge=1)
+    api_keep_alive_seconds: int = Field(15, ge=1)
     api_max_connections: int = Field(1000, ge=1)
     api_backlog: int = Field(2048, ge=1)
     # Every request body, whatever the route: larger is a 413 before any parsing.
