@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     signal_decision_grace_seconds: float = 300.0
     # Health (docs/health.md): one score per account per UTC day is kept this long.
     health_score_retention_days: int = Field(400, ge=31)
+    # The daily scoring scores this many accounts per rules worker poll (an event waits for
+    # at most one chunk; docs/health.md, "The daily scoring").
+    health_chunk_accounts: int = Field(1000, ge=1)
 
     # Background jobs (backtests, forecasts): `touchline worker jobs` runs them.
     job_time_limit_seconds: float = 600.0

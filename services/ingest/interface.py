@@ -4,7 +4,7 @@ ingest's repository or service function of the same name. Ingest's tables are it
 
 Reads (the caller owns the session):
 
-* accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`count_accounts`,
+* accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`account_ids_after`, :func:`count_accounts`,
   :func:`account_rows`, :func:`accounts_where` (audience filters, :class:`AccountFilter`);
   for the console, :func:`search_accounts` (ordered by id, ARR or another service's
   values, such as the current health scores), :func:`total_arr` and :func:`distinct_traits`;
@@ -62,6 +62,7 @@ from services.ingest.repository.accounts import (
     AccountFilter,
     account,
     account_ids,
+    account_ids_after,
     account_rows,
     accounts,
     accounts_where,
@@ -128,6 +129,7 @@ __all__ = [
     "Where",
     "account",
     "account_ids",
+    "account_ids_after",
     "account_last_day",
     "account_last_seen",
     "account_rows",

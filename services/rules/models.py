@@ -150,8 +150,11 @@ class HealthScore(Base):
 
 
 class HealthRun(Base):
-    """The daily scoring's claim per UTC day: with two rules workers only one scores a
-    day, and a restarted worker does not score it again."""
+    """The daily scoring's claim per UTC day and its progress: the accounts are scored in
+    chunks in id order, ``cursor`` the last account stored (moved in the transaction that
+    stores the chunk's scores, only from the value the chunk started at), ``finished_at``
+    set with the last chunk. So two rules workers store each chunk once, and a restarted
+    worker resumes after the last stored chunk and never scores a finished day again."""
 
     __tablename__ = "health_runs"
 
@@ -159,3 +162,5 @@ class HealthRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     model_version: Mapped[int] = mapped_column(Integer)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    cursor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -70,6 +70,15 @@ def account_ids(session: Session) -> list[str]:
     return list(session.scalars(select(Account.id)))
 
 
+def account_ids_after(session: Session, after: str | None, limit: int) -> list[str]:
+    """Up to ``limit`` account ids after ``after`` (None: from the first), in id order: a
+    keyset cursor over the accounts (the daily health scoring goes through them in chunks)."""
+    q = select(Account.id).order_by(Account.id).limit(limit)
+    if after is not None:
+        q = q.where(Account.id > after)
+    return list(session.scalars(q))
+
+
 def count_accounts(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Account)) or 0
 

@@ -68,7 +68,7 @@ def score_history(
             replayed[day] = {r["account_id"]: r["score"] for r in rows if r["score"] is not None}
     with transaction(session_factory) as session:
         for day, rows in by_day.items():
-            if not health_repo.claim_run(session, day, now, cur.version):
+            if not health_repo.claim_run(session, day, now, cur.version, finished=True):
                 continue  # the daily scoring took the day meanwhile
             scores.save(session, rows)
             health_repo.record_run_result(session, day, {"scored": len(rows), "pruned": 0, "replayed": True})

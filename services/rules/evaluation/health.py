@@ -8,12 +8,15 @@ the same code over a population of one. It lives beside the engine rather than i
 ``services/rules/health`` (the model) because the rules worker runs the daily scoring,
 and rules' packages import one way: health <- evaluation.
 
-The daily scoring: every account once per UTC day, run by the rules worker at its first
+The daily scoring: every account once per UTC day, run by the rules worker from its first
 poll of the day behind the scheduled tick's freshness watermark (never on half-loaded
-data: docs/rules.md, "Freshness"), and claimed per day in ``health_runs`` so that two
-workers, or a restarted one, score a day once. The scores are computed in a read
-transaction (never holding SQLite's write lock); the claim, the scores and the
-retention's deletions then commit together."""
+data: docs/rules.md, "Freshness"), one chunk of accounts per poll in id order, so an
+event-triggered rule's event waits for one chunk at most, never for the whole day's
+scoring. The day is claimed in ``health_runs``, whose cursor (the last account stored)
+moves in the transaction that stores the chunk, only from where the chunk started: two
+workers store each chunk once, and a restarted worker resumes after the last stored one.
+Each chunk is measured in a read transaction (never holding SQLite's write lock) and
+stored in a short one; the last also deletes the scores past retention."""
 
 from __future__ import annotations
 
@@ -26,12 +29,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.ingest import interface as ingest
 from services.rules.evaluation.engine import Measurements
 from services.rules.health import repository as health_repo
 from services.rules.health import service as health
 from services.rules.health.service import CurrentModel
 from services.rules.language.ast import Metric
 from services.rules.scores import repository as scores
+from shared import faults
 from shared.db import read_transaction, transaction
 from shared.errors import NotFound
 from shared.settings import Settings
@@ -113,56 +118,146 @@ def score_account(session: Session, account_id: str, now: datetime) -> dict[str,
 @dataclass
 class HealthDayReport:
     day: date
-    ran: bool = False  # scored the day now
-    done: bool = False  # the day is scored (now, or before)
+    ran: bool = False  # stored scores now (a chunk, or the whole day)
+    done: bool = False  # the day is finished (now, or before)
     deferred: bool = False
-    scored: int = 0
+    scored: int = 0  # scores stored now
     pruned: int = 0
     model_version: int | None = None
     seconds: float = 0.0
+    cursor: str | None = None  # the last account the day's scoring has stored
 
 
-def run_health_day(
-    session_factory: sessionmaker[Session], settings: Settings, now: datetime, gate: Callable[[], bool] | None = None
+@dataclass
+class HealthChunk:
+    """A chunk of the day's scoring, measured and not stored yet: the accounts after
+    ``start`` (the run's cursor when it was read; None: nothing stored yet), ``rows``
+    their scores."""
+
+    day: date
+    now: datetime
+    version: int
+    claim: bool  # the day has no run yet: claim it when storing
+    start: str | None
+    accounts: list[str]
+    rows: list[dict[str, Any]]
+    last: bool  # no account after these: the day finishes with this chunk
+    result: dict[str, Any]  # the run's result so far
+    seconds: float
+
+
+def measure_chunk(session_factory: sessionmaker[Session], now: datetime, limit: int) -> HealthChunk | None:
+    """Score the next ``limit`` accounts of ``now``'s day after its run's cursor, in a read
+    transaction (on SQLite it never holds the write lock, so ingest keeps writing
+    meanwhile), with the model version the day's run started with. None: there is no model."""
+    started = time.perf_counter()
+    today = now.date()
+    with read_transaction(session_factory) as session:
+        run = health_repo.get_run(session, today)
+        cur = health.at_version(session, run.model_version) if run is not None else health.current(session)
+        if cur is None:
+            return None
+        start = run.cursor if run is not None else None
+        accounts = ingest.account_ids_after(session, start, limit)
+        rows = score_accounts(session, cur, now, accounts) if accounts else []
+        result = dict(run.result) if run is not None else {}
+    return HealthChunk(
+        today, now, cur.version, run is None, start, accounts, rows, len(accounts) < limit, result, time.perf_counter() - started
+    )
+
+
+def store_chunk(session_factory: sessionmaker[Session], settings: Settings, chunk: HealthChunk) -> bool:
+    """Store ``chunk`` in one short transaction with the move of the run's cursor past it
+    (claiming the day first if it had no run), only if the cursor is still where the chunk
+    started: a chunk another worker stored meanwhile is not stored again. The last chunk
+    finishes the day and deletes the scores past retention. False: nothing stored."""
+    stored = time.perf_counter()
+    with transaction(session_factory) as session:
+        if chunk.claim and not health_repo.claim_run(session, chunk.day, chunk.now, chunk.version):
+            return False  # another worker claimed the day meanwhile: its cursor decides
+        result = {
+            "scored": chunk.result.get("scored", 0) + len(chunk.rows),
+            "pruned": 0,
+            "chunks": chunk.result.get("chunks", 0) + 1,
+            "seconds": round(chunk.result.get("seconds", 0.0) + chunk.seconds + (time.perf_counter() - stored), 3),
+        }
+        end = chunk.accounts[-1] if chunk.accounts else chunk.start
+        if not health_repo.advance_run(session, chunk.day, chunk.start, end, result, chunk.now if chunk.last else None):
+            return False  # nothing written
+        scores.save(session, chunk.rows)
+        if chunk.last:
+            result["pruned"] = scores.prune(session, chunk.day - timedelta(days=settings.health_score_retention_days))
+            health_repo.record_run_result(session, chunk.day, result)
+        faults.point("health.before_chunk_commit")
+    chunk.result = result
+    return True
+
+
+def score_health_chunk(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    now: datetime,
+    gate: Callable[[], bool] | None = None,
+    limit: int | None = None,
 ) -> HealthDayReport:
-    """Score every account for ``now``'s UTC day unless that day is scored already (or
-    there is no model). ``gate`` (the worker's freshness watermark) is asked only when
-    there is work; if it answers False nothing is claimed and the report says ``deferred``."""
+    """One step of the daily scoring of ``now``'s UTC day (the rules worker takes one per
+    poll, so an event waits for one chunk at most): the next ``limit`` accounts
+    (``TOUCHLINE_HEALTH_CHUNK_ACCOUNTS``) after the day's cursor, stored. Nothing when the
+    day is finished (``done``) or there is no model. ``gate`` (the worker's freshness
+    watermark) is asked before every chunk when there is work; if it answers False nothing
+    is claimed or stored and the report says ``deferred``."""
     today = now.date()
     report = HealthDayReport(day=today)
-    with transaction(session_factory) as session:
+    with read_transaction(session_factory) as session:
         if health_repo.current(session) is None:
             return report
-        if health_repo.get_run(session, today) is not None:
-            report.done = True
+        run = health_repo.get_run(session, today)
+        if run is not None and run.finished_at is not None:
+            report.done, report.cursor = True, run.cursor
             return report
     if gate is not None and not gate():
         report.deferred = True
         return report
-    started = time.perf_counter()
-    # Measure and score in a read transaction (on SQLite it never holds the write lock,
-    # so ingest keeps writing meanwhile), then claim the day and store in a short one.
-    with read_transaction(session_factory) as session:
-        cur = health.current(session)
-        if cur is None:
-            return report
-        rows = score_accounts(session, cur, now)
-    with transaction(session_factory) as session:
-        if not health_repo.claim_run(session, today, now, cur.version):
-            report.done = True  # another worker scored the day meanwhile
-            return report
-        scores.save(session, rows)
-        report.pruned = scores.prune(session, today - timedelta(days=settings.health_score_retention_days))
-        report.ran = report.done = True
-        report.scored, report.model_version = len(rows), cur.version
-        report.seconds = round(time.perf_counter() - started, 3)
-        health_repo.record_run_result(session, today, {"scored": report.scored, "pruned": report.pruned, "seconds": report.seconds})
-    log.info(
-        "health: scored %d accounts for %s with model version %d in %.1fs (%d old scores deleted)",
-        report.scored,
-        today.isoformat(),
-        cur.version,
-        report.seconds,
-        report.pruned,
-    )
+    chunk = measure_chunk(session_factory, now, limit or settings.health_chunk_accounts)
+    if chunk is None or not store_chunk(session_factory, settings, chunk):
+        return report
+    report.ran, report.done, report.scored, report.model_version = True, chunk.last, len(chunk.rows), chunk.version
+    report.cursor = chunk.accounts[-1] if chunk.accounts else chunk.start
+    report.pruned, report.seconds = chunk.result["pruned"], chunk.result["seconds"]
+    if chunk.last:
+        log.info(
+            "health: scored %d accounts for %s with model version %d in %d chunks, %.1fs (%d old scores deleted)",
+            chunk.result["scored"],
+            today.isoformat(),
+            chunk.version,
+            chunk.result["chunks"],
+            chunk.result["seconds"],
+            report.pruned,
+        )
     return report
+
+
+def run_health_day(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    now: datetime,
+    gate: Callable[[], bool] | None = None,
+    limit: int | None = None,
+) -> HealthDayReport:
+    """Score every account of ``now``'s UTC day not scored yet, chunk after chunk, to the
+    end of the day's run (``touchline health score``, the demo; the rules worker takes one
+    chunk per poll instead: :func:`score_health_chunk`). Resumes a run left unfinished;
+    nothing when the day is finished or there is no model. The report adds up the chunks
+    stored now (``seconds``: the run's scoring time, all its chunks)."""
+    total = HealthDayReport(day=now.date())
+    while True:
+        step = score_health_chunk(session_factory, settings, now, gate, limit)
+        total.done, total.deferred, total.cursor = step.done, step.deferred, step.cursor
+        if not step.ran:
+            return total
+        total.ran = True
+        total.scored += step.scored
+        total.pruned += step.pruned
+        total.model_version, total.seconds = step.model_version, step.seconds
+        if step.done:
+            return total

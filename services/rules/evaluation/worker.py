@@ -24,8 +24,10 @@ waits (logged, ``touchline_rules_ticks_deferred_total``) and runs as soon as ing
 has caught up. Otherwise "no login in 14 days" would fire on every account whose
 recent logins are still in the topic.
 
-Health. At its first poll of each UTC day, behind the same watermark, the worker scores
-every account's health (:mod:`services.rules.evaluation.health`; docs/health.md).
+Health. From its first poll of each UTC day, behind the same watermark, the worker scores
+every account's health, one chunk of accounts per poll (``TOUCHLINE_HEALTH_CHUNK_ACCOUNTS``;
+:mod:`services.rules.evaluation.health`; docs/health.md): an event-triggered rule's event
+waits for one chunk at most, not for the day's scoring.
 
 Orphans. Every ``ORPHAN_SWEEP_EVERY`` the worker republishes the signals that have no
 outreach decision after ``signal_decision_grace_seconds`` (see
@@ -46,7 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest import interface as ingest
 from services.rules.evaluation.engine import EventSubject
-from services.rules.evaluation.health import HealthDayReport, run_health_day
+from services.rules.evaluation.health import HealthDayReport, score_health_chunk
 from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickReport, evaluate_events, run_tick
 from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
@@ -225,15 +227,19 @@ class RulesWorker(BatchWorker):
         self._next_tick = now + timedelta(seconds=self.settings.rules_tick_seconds)
 
     def maybe_score_health(self) -> None:
-        """Every account's health, once per UTC day, behind the same freshness watermark as
-        the tick (docs/health.md): while ingest is behind, the day's scoring waits."""
+        """Every account's health once per UTC day, one chunk of accounts per poll (so the
+        next poll's events wait for one chunk, never for the whole day's scoring), behind
+        the same freshness watermark as the tick (docs/health.md): while ingest is behind,
+        the next chunk waits."""
         now = self.clock.now()
         if self._health_day == now.date() or (self._health_next_check is not None and now < self._health_next_check):
             return
-        report = self.last_health = run_health_day(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
+        report = self.last_health = score_health_chunk(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
         if report.done:
             self._health_day = now.date()
-        elif not report.deferred:  # no model yet: look again a tick later (one may be defined during the day)
+        elif not report.deferred and not report.ran:
+            # No model yet (one may be defined during the day), or another worker claimed the
+            # day or stored this chunk meanwhile: look again a tick later.
             self._health_next_check = now + timedelta(seconds=self.settings.rules_tick_seconds)
 
     def ingest_caught_up(self, now: datetime) -> bool:

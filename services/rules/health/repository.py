@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.rules.models import HealthModelVersion, HealthRun
 from shared import audit
-from shared.db import insert_on_conflict
+from shared.db import insert_on_conflict, rowcount
 from shared.models import AuditRecord
 
 AUDIT_TYPE = "health_model"
@@ -41,12 +41,29 @@ def get_run(session: Session, day: date) -> HealthRun | None:
     return session.get(HealthRun, day)
 
 
-def claim_run(session: Session, day: date, now: datetime, version: int) -> bool:
-    """Take the day's scoring: with two workers only one wins, and a restarted worker
-    does not score a day whose scoring committed."""
+def claim_run(session: Session, day: date, now: datetime, version: int, *, finished: bool = False) -> bool:
+    """Take the day's scoring: with two workers only one claims it (a replay claims a day
+    ``finished``, scored in one go)."""
     t = HealthRun.__table__
     stmt = insert_on_conflict(session, t).on_conflict_do_nothing(index_elements=["day"]).returning(t.c.day)
-    return bool(list(session.scalars(stmt, [{"day": day, "started_at": now, "model_version": version, "result": {}}])))
+    row = {"day": day, "started_at": now, "model_version": version, "result": {}, "cursor": None, "finished_at": now if finished else None}
+    return bool(list(session.scalars(stmt, [row])))
+
+
+def advance_run(
+    session: Session, day: date, start: str | None, end: str | None, result: dict[str, Any], finished_at: datetime | None
+) -> bool:
+    """Move the unfinished day's cursor from ``start`` (where the chunk began) to ``end``
+    (its last account), with the running result, and finish it with the last chunk. False
+    (nothing changed) when the cursor is no longer ``start`` or the day is finished: another
+    worker stored this chunk, and its scores must not be stored again."""
+    at = HealthRun.cursor.is_(None) if start is None else HealthRun.cursor == start
+    stmt = (
+        update(HealthRun)
+        .where(HealthRun.day == day, HealthRun.finished_at.is_(None), at)
+        .values(cursor=end, result=result, finished_at=finished_at)
+    )
+    return rowcount(session.execute(stmt)) == 1
 
 
 def record_run_result(session: Session, day: date, result: dict[str, Any]) -> None:

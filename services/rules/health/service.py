@@ -43,6 +43,14 @@ def current(session: Session) -> CurrentModel | None:
     return CurrentModel(row.version, parse_health_model(row.definition, retention_days=100_000), row)
 
 
+def at_version(session: Session, version: int) -> CurrentModel | None:
+    """Version ``version`` of the model, parsed (the one a day's scoring started with)."""
+    row = repo.get_version(session, version)
+    if row is None:
+        return None
+    return CurrentModel(row.version, parse_health_model(row.definition, retention_days=100_000), row)
+
+
 def require_current(session: Session) -> CurrentModel:
     cur = current(session)
     if cur is None:
