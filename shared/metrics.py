@@ -155,3 +155,8 @@ EMBEDDED_BROKER_WARN = Gauge(
     "The embedded broker RSS above which touchline run warns (TOUCHLINE_EMBEDDED_BROKER_WARN_MB; 0: off)",
     multiprocess_mode="livemax",
 )
+LINK_CLICKS = Counter(
+    "touchline_link_clicks_total",
+    "Requests to the tracked-link redirect /r/{token}, by outcome (recorded, replayed, expired, invalid, unpublished)",
+    ["outcome"],
+)

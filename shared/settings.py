@@ -178,7 +178,19 @@ class Settings(BaseSettings):
     mail_from_name: str = "The Touchline team"
     product_name: str = "Touchline"
     product_url: str = "https://app.touchline.example"
-    public_base_url: str = Field("", description="where unsubscribe links point; empty means the API's own address")
+    public_base_url: str = Field(
+        "", description="where unsubscribe, tracked-link (/r/) and survey links point; empty means the API's own address"
+    )
+    # Links in customer messages go through the signed redirect /r/{token} (docs/content.md,
+    # "Every link answers back"); a click is a link_clicked event.
+    link_tracking: bool = True
+    link_token_days: int = Field(
+        180, ge=1, le=3650, description="a tracked link records clicks this long after it was sent; later it only redirects"
+    )
+    link_click_dedupe_seconds: int = Field(30, ge=1, le=3600, description="the same link clicked again within this window is one click")
+    link_fallback_url: str = Field(
+        "", pattern=r"^(https?://[^\s]+)?$", description="where a damaged or forged link lands; empty: product_url"
+    )
     smtp_timeout_seconds: float = 10.0
     # RFC 5321 4.5.3.2.6: the reply to DATA's final dot may take 10 minutes (the relay
     # is committing the message). Giving up sooner turns a delivered message into a

@@ -36,6 +36,10 @@ Reads (the caller owns the session):
 
 Commands (they only flush; the caller owns the transaction):
 
+* :func:`publish_event`: put an event another service observed (a click on a mailed
+  link, a survey answer) on ``product.events``, validated as ingest will: the path a
+  product event takes (no database write; :class:`EventRefused` for an invalid one);
+
 * :func:`set_lifecycle_stage`: a rule's ``set_lifecycle_stage`` action;
 * :func:`erase_contact`: scrub a contact's personal data from every ingest table
   (:class:`ErasedContact` says what it removed).
@@ -58,6 +62,7 @@ from services.ingest.accounts.service import (
     set_lifecycle_stage,
     usage_report,
 )
+from services.ingest.events.publishing import EventRefused, publish_event
 from services.ingest.repository.accounts import (
     AccountFilter,
     account,
@@ -125,6 +130,7 @@ __all__ = [
     "Contact",
     "ContractOutcomeInfo",
     "ErasedContact",
+    "EventRefused",
     "StoredEvent",
     "Where",
     "account",
@@ -163,6 +169,7 @@ __all__ = [
     "latest_events",
     "list_users",
     "property_aggregates",
+    "publish_event",
     "recent_events",
     "role_active_user_counts",
     "role_first_seen",

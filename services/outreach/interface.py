@@ -159,6 +159,7 @@ def routers() -> list[APIRouter]:
     from services.outreach.devmail.router import router as devmail_router
     from services.outreach.engagements.router import router as engagements_router
     from services.outreach.inapp.router import router as inapp_router
+    from services.outreach.links.router import router as links_router
     from services.outreach.playbooks.router import router as playbooks_router
     from services.outreach.policy.router import router as policy_router
     from services.outreach.templates.router import router as templates_router
@@ -169,6 +170,7 @@ def routers() -> list[APIRouter]:
         messages_router,
         inapp_router,
         policy_router,
+        links_router,
         engagements_router,
         content_router,
         devmail_router,

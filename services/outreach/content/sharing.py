@@ -19,6 +19,7 @@ from services.outreach.content import repository as repo
 from services.outreach.content import routing
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.engagements.transitions import event
+from services.outreach.links.rewriting import message_links
 from services.outreach.models import Engagement
 from services.outreach.policy import repository as policy_repo
 from services.outreach.policy import service as policy
@@ -95,6 +96,15 @@ def send_resource(
         rendered = render({p: getattr(template, p) for p in PARTS}, variables, RenderBudget.from_settings(settings))
     except TemplateProblem as problem:
         raise Unprocessable(problem.as_dict(), code="template_invalid") from None
+    content = message_links(
+        {"subject": rendered.subject, "html_body": rendered.html_body, "text_body": rendered.text_body},
+        settings,
+        now=now,
+        message_id=mid,
+        account_id=e.account_id,
+        user_id=user_id,
+        resource_id=resource_id,
+    )
     defer = policy.quiet_until(contact.timezone, now, settings)
     payload: dict[str, Any] = {
         "unsubscribe_url": unsub,
@@ -116,9 +126,7 @@ def send_resource(
         "recipient": contact.email,
         "template_id": template_id,
         "resource_id": resource_id,
-        "subject": rendered.subject,
-        "html_body": rendered.html_body,
-        "text_body": rendered.text_body,
+        **content,
         "payload": payload,
         "state": "queued",
         "skip_reason": None,

@@ -59,7 +59,7 @@ def run_recommend(ctx: StepContext, step: RecommendStep) -> StepOutcome:
             except TemplateProblem as problem:
                 rows.append(out.skipped(r, "render_error", last_error=problem.as_dict()["message"], **recorded))
                 continue
-            row = build(ctx, step, out, r, content, unsub)
+            row = build(ctx, step, out, r, content, unsub, resource_id=choice.resource.id)
             row["resource_id"] = choice.resource.id
             row["payload"] = {**row["payload"], "recommendation": choice.explanation}
             rows.append(row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.outreach.links.rewriting import message_links
 from services.outreach.models import Template
 from services.outreach.playbooks.messages import MessageRows, email_message, inapp_message, webhook_message
 from services.outreach.playbooks.recipients import Recipient, resolve_recipients
@@ -147,7 +148,21 @@ def _brief(ctx: StepContext) -> dict[str, Any]:
     )
 
 
-def build(ctx: StepContext, step: SendStep, out: MessageRows, r: Recipient, content: dict[str, str], unsub: str) -> dict[str, Any]:
+def build(
+    ctx: StepContext, step: SendStep, out: MessageRows, r: Recipient, content: dict[str, str], unsub: str, resource_id: str | None = None
+) -> dict[str, Any]:
+    if out.base["audience"] == "customer" and step.channel in ("email", "inapp"):
+        # Every link of a customer message answers back through /r/ (docs/content.md).
+        content = message_links(
+            content,
+            ctx.settings,
+            now=ctx.now,
+            message_id=out.key(r),
+            account_id=ctx.enrollment.account_id,
+            user_id=r.user_id,
+            playbook_id=ctx.enrollment.playbook_id,
+            resource_id=resource_id,
+        )
     if step.channel == "email":
         defer = policy.quiet_until(r.user.timezone if r.user else None, ctx.now, ctx.settings)
         return email_message(out, r, content, unsubscribe_url=unsub, defer_until=defer, delivery=step.delivery)

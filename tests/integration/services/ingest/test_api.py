@@ -198,6 +198,7 @@ ACCESS = {
     ("GET", "/metrics"): set(),  # admin only on the API port (or served on TOUCHLINE_METRICS_PORT instead)
     ("GET", "/unsubscribe/{token}"): PUBLIC,
     ("POST", "/unsubscribe/{token}"): PUBLIC,
+    ("GET", "/r/{token}"): PUBLIC,
     ("POST", "/v1/events"): INGEST,
     ("GET", "/v1/dead-letters"): OPS,
     ("PUT", "/v1/accounts/{account_id}"): OPS | INGEST,

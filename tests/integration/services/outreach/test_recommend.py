@@ -7,6 +7,8 @@ and the holdout apply as to any send; bad step definitions are a 422 naming the 
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from services.ingest.models import AccountEventSeen
@@ -100,7 +102,10 @@ async def test_churning_accounts_of_different_use_cases_get_different_explained_
     assert mail["ada@analytics-co.test"]["Subject"] == "Ada, Your first reports"
     assert mail["ada@monitor-co.test"]["Subject"] == "Ada, Alerts in four minutes"
     text = mail["ada@monitor-co.test"].get_body(("plain",)).get_content()
-    assert "Alerts in four minutes: https://help.example.com/alerts" in text
+    # Through the signed redirect (docs/content.md, "Every link answers back"), which leads to it.
+    link = re.search(r"Alerts in four minutes: http://touchline\.test(/r/[A-Za-z0-9_-]+)\n", text)
+    assert link and "help.example.com" not in text
+    assert (await api.get(link[1])).headers["location"] == "https://help.example.com/alerts"
 
 
 def test_a_resource_is_never_sent_twice_then_the_fallback_then_a_skip_with_the_reason(topics, session_factory, workers, clock):
@@ -286,4 +291,5 @@ async def test_a_csm_sends_a_resource_through_the_same_gate_and_it_counts_as_a_t
     workers()["sender"].poll_once()
     [mail] = [x for x in sink.messages if str(x["To"]) == "ada@acme.test"]
     assert "What is new since you last looked" in mail["Subject"]
-    assert "https://help.example.com/guides/whats-new" in mail.get_body(("plain",)).get_content()
+    link = re.search(r"http://touchline\.test(/r/[A-Za-z0-9_-]+)", mail.get_body(("plain",)).get_content())
+    assert link and (await api.get(link[1])).headers["location"] == "https://help.example.com/guides/whats-new"
