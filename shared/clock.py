@@ -51,15 +51,16 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
-def time_left(seconds: float) -> str:
+def time_left(seconds: float, days_from: float = 1) -> str:
     """A time span as a person reads it, in the unit that fits: "7 days", "1 day",
     "5 hours", "40 minutes"; past the due time, "overdue by 3 hours". Whole units,
     rounded down (an engagement due in 23 h 50 min is "23 hours", never "1.0 days" or
-    "0.0 days")."""
+    "0.0 days"). ``days_from``: the span from which it counts in days; under it, hours
+    (the console's inbox passes 2: "47 hours", a CSM plans a day in hours)."""
     ahead = seconds >= 0
     left = abs(seconds)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if left >= size:
+    for unit, size, start in (("day", 86400, days_from * 86400), ("hour", 3600, 3600), ("minute", 60, 60)):
+        if left >= start:
             n = int(left // size)
             text = f"{n} {unit}{'' if n == 1 else 's'}"
             break

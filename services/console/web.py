@@ -114,8 +114,9 @@ def _evidence(value: Any) -> str:
 
 
 def _time_left(days: float | None) -> str:
-    """Days left (negative: overdue) in the unit that fits: "5 hours", "overdue by 2 days"."""
-    return "—" if days is None else time_left(days * 86400)
+    """Days left (negative: overdue) in the unit that fits, hours under two days: "30 hours",
+    "5 days", "overdue by 2 days"."""
+    return "—" if days is None else time_left(days * 86400, days_from=2)
 
 
 def _prose(text: Any) -> Markup:

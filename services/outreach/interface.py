@@ -10,8 +10,8 @@ callers use.
   step types (the console draws the flow), ``outreach_status`` (the demo's live stream).
 - Templates: list, read, preview, save.
 - Messages: lists, counts.
-- Engagements and the CSM roster: reads, the actions a CSM or CS Ops takes, the pool
-  report and forecast.
+- Engagements and the CSM roster: reads, the actions a CSM or CS Ops takes (emailing a
+  contact through the contact gate and the outbox among them), the pool report and forecast.
 - The content library: list, read, save, import from YAML or CSV.
 - Starter content, the development mail sink, and :func:`routers` for the app.
 
@@ -30,8 +30,10 @@ from services.outreach.content.service import get_or_404 as get_resource
 from services.outreach.content.service import save as save_resource
 from services.outreach.delivery.repository import count_messages, list_messages
 from services.outreach.delivery.repository import counts_by_state_reason as message_counts_by_state_reason
+from services.outreach.delivery.repository import get as get_message
 from services.outreach.devmail.sink import serve_forever as serve_devmail
 from services.outreach.engagements.assignment import reassign as reassign_engagement
+from services.outreach.engagements.email import send_email as email_contact
 from services.outreach.engagements.reporting import detail as engagement_detail
 from services.outreach.engagements.reporting import forecast as pool_forecast
 from services.outreach.engagements.reporting import pool as pool_report
@@ -56,7 +58,7 @@ from services.outreach.engagements.service import cancel as cancel_engagement
 from services.outreach.engagements.service import extend as extend_engagement
 from services.outreach.engagements.service import resolve as resolve_engagement
 from services.outreach.engagements.service import visible_to as engagement_visible_to
-from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, Template
+from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, Message, Template
 from services.outreach.outcomes import holdout_groups, signals_with_decision
 from services.outreach.playbooks.repository import enrollments_for_account, outreach_status
 from services.outreach.playbooks.repository import get_head as get_playbook_head
@@ -91,6 +93,7 @@ __all__ = [
     "EndStep",
     "Engagement",
     "ExtendIn",
+    "Message",
     "NoteIn",
     "PlaybookDefinition",
     "ReassignIn",
@@ -112,8 +115,10 @@ __all__ = [
     "engagement_visible_to",
     "enrollments_for_account",
     "extend_engagement",
+    "email_contact",
     "get_csm",
     "get_engagement",
+    "get_message",
     "get_playbook",
     "get_resource",
     "get_playbook_head",

@@ -128,7 +128,10 @@ def sign_in(request: Request, session: Session = SessionDep, form: Form = FormDe
     signin.succeeded("console", address, presented, principal.key_id)
     key = session.get(ApiKey, principal.key_id)
     assert key is not None  # authenticate just read it
-    return _start_session(request, session, key, next_path if form.get("next") else _home(principal), via="key")
+    # The form's default "next" is the console's root: that means "home", which for a
+    # CSM is the inbox (the overview is CS Ops'), not a page that answers 403.
+    target = next_path if form.get("next") and next_path not in ("/console", "/console/") else _home(principal)
+    return _start_session(request, session, key, target, via="key")
 
 
 @router.get("/link")

@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.views import health
-from services.console.web import OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, now_of, render, seg
+from services.console.web import CSP_EMAIL_PREVIEW, OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, now_of, render, seg
+from services.ingest import interface as ingest
 from services.outreach import interface as outreach
 from shared.api import SessionDep, context_of
-from shared.errors import Forbidden, TouchlineError, Unprocessable
+from shared.errors import Forbidden, NotFound, TouchlineError, Unprocessable
 from shared.settings import Settings
 
 router = APIRouter()
@@ -37,13 +38,10 @@ def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READ
             "(`touchline console-link --csm <id>`). CS Ops see every engagement on the Pool page."
         )
     now = now_of(request)
-    rows = [
-        e
-        for e in outreach.list_engagements(session, csm_id=viewer.principal.csm_id, limit=INBOX_LIMIT, order="due")
-        if e.status in outreach.OPEN_ENGAGEMENT_STATUSES
-    ]
-    # Overdue first (by how overdue), then by due date; the repository already orders by due date.
-    rows.sort(key=lambda e: (e.due_at is None, not (e.due_at and e.due_at < now), e.due_at or now))
+    # Highest priority first, then the soonest due (the overdue among them): one order, in SQL.
+    rows = outreach.list_engagements(
+        session, csm_id=viewer.principal.csm_id, statuses=outreach.OPEN_ENGAGEMENT_STATUSES, limit=INBOX_LIMIT, order="priority"
+    )
     closed = [
         e
         for e in outreach.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
@@ -53,6 +51,7 @@ def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READ
         request,
         "inbox.html",
         rows=[(e, _days_left(e, now)) for e in rows],
+        accounts=ingest.accounts(session, [e.account_id for e in rows]),
         closed=closed,
         now=now,
         health=health.of_engagements(session, now.date(), rows),
@@ -75,7 +74,10 @@ def _page(
     status_code: int = 200,
     problem: Any = None,
     done: str | None = None,
+    typed: dict[str, Any] | None = None,
 ) -> HTMLResponse:
+    """The engagement on one screen. ``typed``: the form that was refused (its action and
+    fields), shown again as it was typed beside the problem."""
     now = now_of(request)
     d = outreach.engagement_detail(session, e, now)
     labels = [u["day"][5:] for u in d.usage_90d]
@@ -101,8 +103,11 @@ def _page(
         touch_kinds=outreach.TOUCH_KINDS,
         outcomes=outreach.ENGAGEMENT_OUTCOMES,
         csms=csms,
+        contacts=sorted((c for people in d.contacts.values() for c in people), key=lambda c: ((c.name or c.id).lower(), c.id)),
+        templates=[t for t in outreach.list_templates(session) if t.audience != "internal"],
         problem=problem,
         done=done,
+        typed=typed or {},
         is_ops=viewer.can("ops"),
         health=health.of_engagements(session, now.date(), [e]).get(e.id),
     )
@@ -117,7 +122,19 @@ def _apply(
     action: str, session: Session, e: outreach.Engagement, form: dict[str, Any], viewer: Viewer, now: datetime, settings: Settings
 ) -> None:
     actor = viewer.principal.actor
-    if action == "accept":
+    if action == "email":
+        outreach.email_contact(
+            session,
+            e,
+            user_id=form.get("user_id", ""),
+            template_id=form.get("template_id") or None,
+            subject=form.get("subject", ""),
+            text=form.get("body", ""),
+            actor=actor,
+            now=now,
+            settings=settings,
+        )
+    elif action == "accept":
         outreach.accept_engagement(session, e, actor=actor, now=now)
     elif action == "touch":
         touch = outreach.TouchIn(kind=form.get("kind", ""), user_id=form.get("user_id") or None, summary=form.get("summary", ""))
@@ -143,7 +160,7 @@ def _apply(
         raise Unprocessable(f"unknown action {action!r}")
 
 
-ACTIONS = ("accept", "touch", "note", "extend", "resolve", "reassign", "cancel")
+ACTIONS = ("accept", "touch", "email", "note", "extend", "resolve", "reassign", "cancel")
 
 
 @router.post("/engagements/{engagement_id}/{action}")
@@ -153,18 +170,41 @@ def act(
     if action not in ACTIONS:
         raise Unprocessable(f"unknown action {action!r}")
     e = _load(session, engagement_id, viewer, lock=True)
+    typed = {"action": action, **{k: v for k, v in form.items() if k != "csrf"}}
     if form.problems:  # the API's input limits, before anything is stored
         return _page(request, session, e, viewer, status_code=422, problem=form.problem_text())
     try:
         _apply(action, session, e, form, viewer, now_of(request), context_of(request).settings)
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        return _page(request, session, e, viewer, status_code=422, problem=problem)
+        return _page(request, session, e, viewer, status_code=422, problem=problem, typed=typed)
     except TouchlineError as exc:
         session.rollback()
         e = _load(session, engagement_id, viewer)
-        return _page(request, session, e, viewer, status_code=exc.status_code, problem=exc.detail)
+        detail = exc.detail
+        if isinstance(detail, dict) and "message" in detail:  # e.g. the contact gate's {reason, message}
+            detail = f"{str(detail['message'])[:1].upper()}{str(detail['message'])[1:]}" + (
+                f" ({detail['reason']})." if "reason" in detail else "."
+            )
+        return _page(request, session, e, viewer, status_code=exc.status_code, problem=detail, typed=typed)
     return RedirectResponse(f"/console/engagements/{seg(engagement_id)}?done={action}", status_code=303)
+
+
+@router.get("/engagements/{engagement_id}/messages/{message_id}")
+def message(request: Request, engagement_id: str, message_id: str, session: Session = SessionDep, viewer: Viewer = READER) -> Response:
+    """A message about the engagement's account as its recipient got it: what automation
+    sent (and a CSM's own emails), the HTML in a sandboxed frame (no script, no
+    same-origin access), never spliced into this page."""
+    e = _load(session, engagement_id, viewer)
+    m = outreach.get_message(session, message_id)
+    # What the engagement page lists: the account's messages, not the notices about the
+    # engagement sent to CSMs (internal mail of the pool; the repository leaves them out too).
+    if m is None or m.account_id != e.account_id or (m.audience == "internal" and m.step_id.startswith("engagement.")):
+        raise NotFound(f"no message {message_id!r} about this engagement's account")
+    response = render(request, "engagement_message.html", e=e, m=m)
+    if m.html_body:
+        response.headers["Content-Security-Policy"] = CSP_EMAIL_PREVIEW
+    return response
 
 
 @router.get("/pool")

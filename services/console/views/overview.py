@@ -10,14 +10,14 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.views import health
-from services.console.web import OPS, Viewer, now_of, render
+from services.console.web import READER, Viewer, home_of, now_of, render
 from services.ingest import interface as ingest
 from services.outreach import interface as outreach
 from services.rules import interface as rules
@@ -80,7 +80,9 @@ def count_labelled(session: Session, now: datetime, label: str) -> int:
 
 
 @router.get("/")
-def overview(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+def overview(request: Request, session: Session = SessionDep, viewer: Viewer = READER) -> Response:
+    if not viewer.can("ops"):  # the console's root is everyone's landing: a CSM's home is the inbox
+        return RedirectResponse(home_of(viewer.principal), status_code=303)
     now = now_of(request)
     chart, total, by_kind = signal_chart(session, now)
     since = window_start(now)

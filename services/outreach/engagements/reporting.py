@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from services.ingest import interface as ingest
 from services.outreach.engagements import availability
 from services.outreach.engagements import repository as repo
+from services.outreach.engagements.email import STEP_ID as CSM_EMAIL_STEP
 from services.outreach.engagements.schemas import (
     ContactOut,
     CsmLoad,
@@ -28,13 +29,19 @@ from services.outreach.engagements.schemas import (
     WorkingHours,
 )
 from services.outreach.engagements.transitions import jsonable
-from services.outreach.models import Engagement
+from services.outreach.models import Engagement, Message
 from services.outreach.stats import lift_interval
 from services.outreach.templates.context import account_context
 from services.rules.interface import replay_firings
 from shared.errors import Unprocessable
 
 SENT_STATES = ("queued", "sending", "sent")
+
+
+def _by_csm(m: Message) -> bool:
+    """A CSM's own touch: one logged by hand, or an email a CSM sent from an engagement
+    (in their own words or a template, or a library resource)."""
+    return m.channel == "csm" or m.step_id in (CSM_EMAIL_STEP, "engagement.resource")
 
 
 def detail(session: Session, e: Engagement, now: datetime) -> EngagementDetail:
@@ -49,9 +56,9 @@ def detail(session: Session, e: Engagement, now: datetime) -> EngagementDetail:
         account=jsonable(account_context(account)) if account else {"id": e.account_id},
         usage_90d=ingest.daily_series(session, e.account_id, now.date(), 90),
         contacts=contacts,
-        messages_sent=[MessageBrief.model_validate(m) for m in msgs if m.channel != "csm" and m.state in SENT_STATES],
+        messages_sent=[MessageBrief.model_validate(m) for m in msgs if not _by_csm(m) and m.state in SENT_STATES],
         messages_skipped=[MessageBrief.model_validate(m) for m in msgs if m.state == "skipped"],
-        touches=[MessageBrief.model_validate(m) for m in msgs if m.channel == "csm"],
+        touches=[MessageBrief.model_validate(m) for m in msgs if _by_csm(m)],
         timeline=[EventOut.model_validate(x) for x in repo.events_of(session, e.id)],
         earlier_engagements=[EngagementOut.model_validate(x) for x in repo.for_account(session, e.account_id, exclude=e.id)],
     )

@@ -6,7 +6,7 @@ setting a CSM away and reassigning by hand all follow it, so they cannot deadloc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -196,10 +196,15 @@ def list_engagements(
     limit: int = 100,
     order: str = "opened",
     after: tuple[Any, ...] | None = None,
+    statuses: Collection[str] | None = None,
 ) -> list[Engagement]:
-    """``order``: "due" (by due date, the unscheduled last) or "opened" (newest first),
-    ties by id. ``after``: the ``sort_key`` of the previous page's last item."""
+    """``order``: "due" (by due date, the unscheduled last), "priority" (highest first,
+    then by due date, the unscheduled last: a CSM's inbox; no ``after``) or "opened"
+    (newest first), ties by id. ``after``: the ``sort_key`` of the previous page's last
+    item. ``statuses``: only these (the inbox: the open ones)."""
     q = select(Engagement).limit(limit)
+    if statuses is not None:
+        q = q.where(Engagement.status.in_(sorted(statuses)))
     for col, value in (
         (Engagement.status, status),
         (Engagement.csm_id, csm_id),
@@ -208,7 +213,9 @@ def list_engagements(
     ):
         if value is not None:
             q = q.where(col == value)
-    if order == "due":
+    if order == "priority":
+        q = q.order_by(Engagement.priority.desc(), Engagement.due_at.is_(None), Engagement.due_at, Engagement.id)
+    elif order == "due":
         q = q.order_by(Engagement.due_at.is_(None), Engagement.due_at, Engagement.id)
         if after is not None:
             due, eid = after

@@ -42,7 +42,7 @@ def accept(session: Session, e: Engagement, *, actor: str, now: datetime) -> Eng
     return e
 
 
-def _require_open(e: Engagement, action: str) -> None:
+def require_open(e: Engagement, action: str) -> None:
     if e.status not in ("assigned", "active"):
         raise Conflict(f"engagement {e.id} is {e.status}; only an assigned or active engagement can {action}", code="engagement_not_open")
 
@@ -53,7 +53,7 @@ def log_touch(
     """A CSM's touch is a row in the message ledger (channel ``csm``, state ``sent``):
     the contact policy counts it against the account's touch budget like an
     automated one, and the sender never picks it up."""
-    _require_open(e, "log touches")
+    require_open(e, "log touches")
     recipient = ""
     if user_id is not None:
         contact = next((u for u in ingest.users_by_role(session, e.account_id) if u.id == user_id), None)
@@ -105,7 +105,7 @@ def add_note(session: Session, e: Engagement, *, text: str, actor: str, now: dat
 
 
 def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: str, now: datetime, settings: Settings) -> Engagement:
-    _require_open(e, "be extended")
+    require_open(e, "be extended")
     limit = settings.engagement_max_extension_days
     if days > limit:
         raise Unprocessable(f"an extension is at most {limit:g} days (set by CS Ops); {days:g} asked", code="extension_too_long")
@@ -132,7 +132,7 @@ def extend(session: Session, e: Engagement, *, days: float, reason: str, actor: 
 
 
 def resolve(session: Session, e: Engagement, *, outcome: str, note: str, actor: str, now: datetime, settings: Settings) -> Engagement:
-    _require_open(e, "be resolved")
+    require_open(e, "be resolved")
     transition(session, e, "resolved", actor=actor, now=now, outcome=outcome)
     if note:
         event(session, e, "note", actor=actor, now=now, text=note)

@@ -27,3 +27,19 @@ H, D = 3600, 86400
 )
 def test_time_left_uses_the_unit_that_fits(seconds: float, text: str) -> None:
     assert time_left(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (2 * D, "2 days"),
+        (2 * D - 1, "47 hours"),
+        (D, "24 hours"),
+        (H, "1 hour"),
+        (-D - 5, "overdue by 24 hours"),
+        (-3 * D, "overdue by 3 days"),
+    ],
+)
+def test_time_left_counts_hours_under_two_days_when_asked(seconds: float, text: str) -> None:
+    """Issue 23: the inbox shows the time left in hours under two days."""
+    assert time_left(seconds, days_from=2) == text

@@ -163,8 +163,9 @@ async def test_csm_sees_accounts_but_ops_pages_answer_a_readable_403(api, keys, 
     page = await api.get("/console/accounts")
     assert page.status_code == 200
     assert 'href="/console/rules"' not in page.text and 'href="/console/accounts"' in page.text
+    root = await api.get("/console/")  # the console's root is everyone's landing: a CSM's is the inbox
+    assert root.status_code == 303 and root.headers["location"] == "/console/inbox"
     for path in (
-        "/console/",
         "/console/rules",
         "/console/rules/no-login-14d",
         "/console/playbooks",
@@ -458,7 +459,7 @@ async def test_a_csm_works_an_engagement_from_the_inbox(api, keys, seeded, clock
     page = await api.get(f"/console/engagements/{eid}")
     assert page.status_code == 200
     due = datetime.fromisoformat((await api.get(f"/v1/engagements/{eid}", headers=h)).json()["due_at"])
-    left = time_left((due - clock.now()).total_seconds())  # in the unit that fits, never "0.0 days"
+    left = time_left((due - clock.now()).total_seconds(), days_from=2)  # in the unit that fits, never "0.0 days"
     assert f"({left} left)" in page.text and f">{left}<" in inbox.text and "days left" not in inbox.text
     csrf = csrf_of(page.text)
     if (await api.get(f"/v1/engagements/{eid}", headers=h)).json()["status"] == "assigned":
