@@ -2,9 +2,10 @@
 
 The email takes the path automation's does: the contact gate first (no address, erased,
 suppressed, the contact's and the account's frequency caps; quiet hours defer it to the
-end of the contact's night, never drop it), then a ``queued`` row in the message outbox
-that the sender (services/outreach/delivery/worker.py) delivers like any other, with the
-unsubscribe link and header. It is recorded as the engagement's touch (kind ``email``),
+end of the contact's night, never drop it), its links through the signed redirect
+(services/outreach/links), then a ``queued`` row in the message outbox that the sender
+(services/outreach/delivery/worker.py) delivers like any other, with the unsubscribe link
+and header. It is recorded as the engagement's touch (kind ``email``),
 and, being a customer message, counts against the caps like one. A refusal is an error
 naming the gate's reason (409 ``contact_policy``, as sharing a library resource from an
 engagement answers: services/outreach/content/sharing.py), and nothing is stored.
@@ -23,6 +24,7 @@ from services.outreach.engagements import repository as repo
 from services.outreach.engagements.opening import NAMESPACE
 from services.outreach.engagements.service import require_open
 from services.outreach.engagements.transitions import event
+from services.outreach.links.rewriting import message_links
 from services.outreach.models import Engagement
 from services.outreach.policy import repository as policy_repo
 from services.outreach.policy import service as policy
@@ -128,6 +130,8 @@ def send_email(
         if not subject.strip() or not text.strip():
             raise Unprocessable("an email needs a subject and a message (or pick a template)", code="email_empty")
         content = {"subject": subject.strip()[:300], "html_body": "", "text_body": text}
+    # Its links answer back like every customer message's (services/outreach/links).
+    content = message_links(content, settings, now=now, message_id=mid, account_id=e.account_id, user_id=contact.id)
     defer = policy.quiet_until(contact.timezone, now, settings)
     payload: dict[str, Any] = {"unsubscribe_url": unsub, "engagement_id": e.id, "csm_id": e.csm_id, "kind": "email"}
     if defer:

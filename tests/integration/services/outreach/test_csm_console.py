@@ -138,7 +138,8 @@ async def test_a_csm_emails_a_contact_through_the_gate_and_the_outbox_to_the_sin
     r = await api.post(f"/console/engagements/{eid}/email", data={"csrf": csrf, "user_id": "bob", "subject": "Hi", "body": " "})
     assert r.status_code == 422 and "needs a subject and a message" in r.text
     r = await api.post(
-        f"/console/engagements/{eid}/email", data={"csrf": csrf, "user_id": "bob", "subject": "Your renewal", "body": "Shall we talk?"}
+        f"/console/engagements/{eid}/email",
+        data={"csrf": csrf, "user_id": "bob", "subject": "Your renewal", "body": "Shall we talk? https://cal.example/book"},
     )
     assert r.status_code == 303
     assert len(messages(session_factory, step_id="engagement.email")) == 2
@@ -147,7 +148,9 @@ async def test_a_csm_emails_a_contact_through_the_gate_and_the_outbox_to_the_sin
     got = {m["to"]: m for m in sink.messages if m["to"].endswith("@acme.test")}
     assert set(got) == {"ada@acme.test", "bob@acme.test"}
     bob = got["bob@acme.test"]
-    assert bob["Subject"] == "Your renewal" and "Shall we talk?" in bob.get_body(("plain",)).get_content()
+    text = bob.get_body(("plain",)).get_content()
+    assert bob["Subject"] == "Your renewal" and "Shall we talk? http://touchline.test/r/" in text  # its link answers back
+    assert "cal.example" not in text
     assert got["ada@acme.test"]["Subject"] == "Ada, Acme Inc misses you" and got["ada@acme.test"]["List-Unsubscribe"]
     assert {m.state for m in messages(session_factory, step_id="engagement.email")} == {"sent"}
     # Recorded as touches on the engagement, and they count against the account's touches.
