@@ -2,7 +2,9 @@
 and committed to the database) on SQLite and PostgreSQL, in one run on one machine;
 then scale-out (1, 2 and 4 worker processes in one consumer group against PostgreSQL,
 with exact totals checked); then peak memory of the ingest worker as the number of
-accounts grows. Next to each rate: CPU microseconds per record of the consumer, and on
+accounts grows. Beside ingest on PostgreSQL, in the same run on the same topic, a peer:
+Quix Streams' PostgreSQL sink (bench/peer_quix.py), with Touchline's rate as a ratio of
+it. Next to each rate: CPU microseconds per record of the consumer, and on
 PostgreSQL of the database backends serving it (this machine is shared, so CPU per
 record is steadier than the rate).
 
@@ -379,6 +381,47 @@ class PgDatabase:
         eng.dispose()
 
 
+PEER_REQUIREMENTS = os.path.join(os.path.dirname(__file__), "peer-requirements.txt")
+
+
+def peer_python(var_dir: str) -> str:
+    """The peer sink's interpreter: a virtualenv of its own under ``var_dir`` (made once,
+    from bench/peer-requirements.txt; Quix Streams' pins clash with Touchline's)."""
+    venv = os.path.join(var_dir, "peer-venv")
+    python = os.path.join(venv, "bin", "python")
+    stamp = os.path.join(venv, ".installed")
+    if not os.path.exists(stamp) or os.path.getmtime(stamp) < os.path.getmtime(PEER_REQUIREMENTS):
+        print(f"installing the peer sink (Quix Streams) into {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "-r", PEER_REQUIREMENTS], check=True)
+        open(stamp, "w").close()
+    return python
+
+
+def run_peer(var_dir: str, bootstrap: str, topic: str, n: int, pg: str) -> dict:
+    """Quix Streams' PostgreSQL sink over ``topic`` into a database of its own: records,
+    seconds, its CPU seconds and its PostgreSQL backend's (bench/peer_quix.py); every
+    event must be stored once."""
+    python = peer_python(var_dir)
+    with PgDatabase(pg) as url:
+        engine = create_engine(url)
+        dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        script = os.path.join(os.path.dirname(__file__), "peer_quix.py")
+        out = subprocess.run(
+            [python, script, "--bootstrap", bootstrap, "--topic", topic, "--n", str(n), "--dsn", dsn],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        with engine.connect() as c:
+            stored = c.execute(text("SELECT count(DISTINCT event_id) FROM events")).scalar_one()
+        engine.dispose()
+    if stored != n:
+        raise SystemExit(f"the peer sink stored {stored} of {n} events")
+    return r
+
+
 def pg_url() -> str | None:
     url = os.environ.get("TOUCHLINE_BENCH_POSTGRES_URL", DEFAULT_PG)
     try:
@@ -400,6 +443,7 @@ def main() -> None:
     p.add_argument("--accounts", default="1000,100000")
     p.add_argument("--scale", default="1,2,4", help="worker process counts for the scale-out run ('' skips it)")
     p.add_argument("--group"), p.add_argument("--stop-file")
+    p.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer sink")
     p.add_argument("--profile", help="write cProfile stats of the ingest runs to PROFILE.sqlite and PROFILE.postgresql")
     p.add_argument("--topic"), p.add_argument("--n", type=int), p.add_argument("--db-url")
     p.add_argument("--bootstrap"), p.add_argument("--var-dir", default="var/bench")
@@ -448,6 +492,23 @@ def main() -> None:
                 )
             )
             print(f"ingest on PostgreSQL: {rate:,.0f} records/s ({rate / raw_rate:.2f} of raw)", flush=True)
+            if not args.no_peer:
+                peer = run_peer(args.var_dir, broker.bootstrap, topic, len(values), pg)
+                peer_rate = peer["records"] / peer["seconds"]
+                rows.append(
+                    (
+                        "peer: Quix Streams PostgreSQL sink (dedupe on event_id, no validation nor rollups)",
+                        peer_rate,
+                        peer_rate / raw_rate,
+                        peer["cpu_seconds"] / peer["records"] * 1e6,
+                        peer["db_cpu_seconds"] / peer["records"] * 1e6,
+                    )
+                )
+                print(
+                    f"peer sink (Quix Streams) on PostgreSQL: {peer_rate:,.0f} records/s; "
+                    f"Touchline's ingest is {rate / peer_rate:.2f}x the peer",
+                    flush=True,
+                )
         load_after_ingest = os.getloadavg()
 
         scale = []
