@@ -16,7 +16,10 @@ on import of this module) and the scheduled tick; customer health (the model: pa
 read, save; an account's scores: score now, latest, history; the scores of past days
 replayed over the stored history; for the console's lists, many accounts' histories,
 labels counted per day, and selects of the current scores and of the accounts with a
-label that ingest's account search orders and filters by; docs/health.md). For the app:
+label that ingest's account search orders and filters by; docs/health.md); named
+segments (docs/segments.md: read one, its definition, list them, their members, sizes
+per day and member counts; which exist; an account's segments, for outreach's playbook
+audiences; the signal kinds and rule-id prefix of entering and leaving). For the app:
 :func:`routers`.
 
 Everything reads or flushes only; the caller owns the session and the transaction
@@ -57,6 +60,9 @@ from services.rules.health.service import save as save_health_model
 from services.rules.health.service import starter_definition as starter_health_model
 from services.rules.health.service import summary as health_summary
 from services.rules.language.ast import HEALTH_LABELS
+from services.rules.language.segment import ENTERED as SEGMENT_ENTERED
+from services.rules.language.segment import LEFT as SEGMENT_LEFT
+from services.rules.language.segment import SIGNAL_PREFIX as SEGMENT_SIGNAL_PREFIX
 from services.rules.rules.importer import STARTER_DIR, import_rules
 from services.rules.rules.repository import audit_for as rule_audit
 from services.rules.rules.repository import list_rules
@@ -75,6 +81,14 @@ from services.rules.scores.repository import history as health_history
 from services.rules.scores.repository import label_counts_by_day as health_label_counts_by_day
 from services.rules.scores.repository import latest_day as latest_health_day
 from services.rules.scores.repository import latest_on_or_before as latest_health
+from services.rules.segments.repository import existing as existing_segments
+from services.rules.segments.repository import list_members as list_segment_members
+from services.rules.segments.repository import list_segments
+from services.rules.segments.repository import member_counts as segment_member_counts
+from services.rules.segments.repository import memberships as segment_memberships
+from services.rules.segments.repository import sizes as segment_sizes
+from services.rules.segments.service import current_definition as current_segment_definition
+from services.rules.segments.service import get as get_segment
 from services.rules.signals.repository import accounts_signalled_since, count_signals, list_signals
 from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
 from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
@@ -83,6 +97,9 @@ __all__ = [
     "BACKTEST_KIND",
     "HEALTH_LABELS",
     "STARTER_DIR",
+    "SEGMENT_ENTERED",
+    "SEGMENT_LEFT",
+    "SEGMENT_SIGNAL_PREFIX",
     "BacktestIn",
     "Condition",
     "RuleReplay",
@@ -91,6 +108,7 @@ __all__ = [
     "accounts_matching",
     "accounts_signalled_since",
     "count_signals",
+    "current_segment_definition",
     "create_rule",
     "current_definition",
     "current_health_model",
@@ -98,8 +116,10 @@ __all__ = [
     "dry_run",
     "evaluate_condition",
     "evaluator",
+    "existing_segments",
     "forget_contact",
     "get_rule",
+    "get_segment",
     "health_histories",
     "health_history",
     "health_label_counts_by_day",
@@ -112,6 +132,8 @@ __all__ = [
     "list_health_model_versions",
     "list_rule_versions",
     "list_rules",
+    "list_segment_members",
+    "list_segments",
     "list_signals",
     "measure",
     "parse_condition",
@@ -126,6 +148,9 @@ __all__ = [
     "save_health_model",
     "score_account_health",
     "score_health_history",
+    "segment_member_counts",
+    "segment_memberships",
+    "segment_sizes",
     "serialize_condition",
     "set_rule_enabled",
     "settle_signals",
@@ -143,6 +168,7 @@ def routers() -> list[APIRouter]:
     from services.rules.evaluation.router import router as dryrun_router
     from services.rules.health.router import router as health_router
     from services.rules.rules.router import router as rules_router
+    from services.rules.segments.router import router as segments_router
     from services.rules.signals.router import router as signals_router
 
-    return [rules_router, dryrun_router, backtest_router, signals_router, health_router]
+    return [rules_router, dryrun_router, backtest_router, signals_router, health_router, segments_router]

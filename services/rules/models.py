@@ -164,3 +164,57 @@ class HealthRun(Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     cursor: Mapped[str | None] = mapped_column(String(128), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Segment(Base):
+    """The head of a named segment (docs/segments.md): its current version and state.
+    The definition lives in :class:`SegmentVersion`; who changed it is in the audit log
+    (object_type ``segment``)."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(200))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SegmentVersion(Base):
+    __tablename__ = "segment_versions"
+    __table_args__ = (ForeignKeyConstraint(["segment_id"], ["segments.id"]),)
+
+    segment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class SegmentMember(Base):
+    """An account in a segment now, since when, and by which version of its definition.
+    Kept set-based by the membership refresh (services/rules/evaluation/segments.py):
+    a row inserted is a ``segment_entered`` signal, a row deleted a ``segment_left``."""
+
+    __tablename__ = "segment_members"
+    __table_args__ = (Index("ix_segment_members_account", "account_id"),)
+
+    segment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class SegmentSize(Base):
+    """A segment's size on one UTC day: its number of members at the day's last
+    whole-population refresh (the tick)."""
+
+    __tablename__ = "segment_sizes"
+
+    segment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime())

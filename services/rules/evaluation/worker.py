@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.ingest import interface as ingest
 from services.rules.evaluation.engine import EventSubject
 from services.rules.evaluation.health import HealthDayReport, score_health_chunk
+from services.rules.evaluation.segments import SegmentIndex, SegmentReport, refresh_accounts, run_segments
 from services.rules.evaluation.service import EvaluationReport, RuleIndex, TickReport, evaluate_events, run_tick
 from services.rules.signals.service import republish_orphans
 from shared import consumer_progress as progress
@@ -90,6 +91,8 @@ class RulesWorker(BatchWorker):
     ) -> None:
         super().__init__(settings, session_factory, clock, group_id, producer)
         self.index = RuleIndex(self.settings.raw_event_retention_days)
+        self.segment_index = SegmentIndex()
+        self.last_segments: SegmentReport | None = None
         self.tick_enabled = tick
         self._next_tick: datetime | None = None
         self._next_prune: datetime | None = None
@@ -178,16 +181,27 @@ class RulesWorker(BatchWorker):
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()
+        valid = self._valid(records)
         events = [
             EventSubject(ev.event_id, ev.account_id, ev.user_id, ev.name, ev.timestamp, ev.properties)
-            for ev in self._valid(records)
+            for ev in valid
             if ev.type == "track" and ev.name is not None
         ]
         self.index.refresh(session)
         report = evaluate_events(session, events, self.index, now, self.settings)
         self.last_report = report
+        # Segment membership of the accounts with a fresh event of any type (a trait arrives
+        # in a group or identify event); the accounts of stale ones change at the next tick.
+        oldest = now - timedelta(seconds=self.settings.rules_event_freshness_seconds)
+        fresh = sorted({ev.account_id for ev in valid if ev.timestamp >= oldest})
+        segments = refresh_accounts(session, self.segment_index, fresh, now, self.settings)
         return BatchResult(
-            summary={"events": report.events, "stale": report.stale, "evaluations": report.evaluations, "signals": len(report.signals)}
+            summary={
+                "events": report.events,
+                "stale": report.stale,
+                "evaluations": report.evaluations,
+                "signals": len(report.signals) + len(segments.signals),
+            }
         )
 
     def poll_once(self, timeout_ms: int | None = None) -> int:
@@ -219,7 +233,8 @@ class RulesWorker(BatchWorker):
         RULES_TICK_INTERVAL.set(self.settings.rules_tick_seconds)
         started = time.perf_counter()
         report = self.last_tick = run_tick(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
-        if report.deferred:
+        segments = self.last_segments = run_segments(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
+        if report.deferred or segments.deferred:
             return  # asked again at the next poll; runs as soon as ingest has caught up
         # A tick longer than the interval starts the next one at once: the worker then
         # spends its time ticking, not evaluating events (the RulesTickOverrunning alert).

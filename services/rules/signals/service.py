@@ -77,19 +77,36 @@ def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetim
         for a, f in sorted(first.items())
         if a in won
     ]
+    new = emit(session, signals, now, settings, trigger, {a: f.event_id for a, f in first.items()})
+    stage = d.actions.set_lifecycle_stage
+    if stage and new:
+        ingest.set_lifecycle_stage(session, [s.account_id for s in new], stage, now)  # ingest owns the stage
+        session.flush()
+    return new
+
+
+def emit(
+    session: Session, signals: list[Signal], now: datetime, settings: Settings, trigger: str, event_ids: dict[str, str | None] | None = None
+) -> list[Signal]:
+    """Store ``signals`` (those whose id is new), queue them in the outbox for
+    ``cs.signals`` and schedule their decision check: what every firing does, a rule's
+    (:func:`fire`) or a segment's entering and leaving. Returns the new ones."""
     check_at = now + timedelta(seconds=settings.signal_decision_grace_seconds)
     inserted = repo.insert_signals(
         session,
         [
-            {**s.model_dump(), "trigger": trigger, "event_id": first[s.account_id].event_id, "decision_due_at": check_at, "republished": 0}
+            {
+                **s.model_dump(),
+                "trigger": trigger,
+                "event_id": (event_ids or {}).get(s.account_id),
+                "decision_due_at": check_at,
+                "republished": 0,
+            }
             for s in signals
         ],
     )
     new = [s for s in signals if s.signal_id in inserted]
     enqueue_many(session, [_outbox_message(settings, s) for s in new], now)
-    stage = d.actions.set_lifecycle_stage
-    if stage and new:
-        ingest.set_lifecycle_stage(session, [s.account_id for s in new], stage, now)  # ingest owns the stage
     session.flush()
     # Counted when written: a batch rolled back after this point and redelivered counts
     # its signals twice on the dashboard (never in the database: the ids are deterministic).
