@@ -15,7 +15,7 @@ from typing import Any
 from services.outreach.playbooks.holdouts import escalation_bucket_key, is_held_out
 from services.outreach.playbooks.repository import signals_with_decision as signals_with_decision  # the query is the repository's
 
-DECISIONS = ("enrolled", "held_out", "skipped", "no_matching_playbook")
+DECISIONS = ("enrolled", "held_out", "stopped", "skipped", "no_matching_playbook")
 
 
 def holdout_groups(playbook_id: str, definition: dict[str, Any], account_ids: Iterable[str]) -> dict[str, list[str]]:

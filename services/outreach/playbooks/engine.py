@@ -298,3 +298,31 @@ def sweep_conversions(session: Session, now: datetime, limit: int) -> int:
                 converted += 1
     session.flush()
     return converted
+
+
+def stop_on_segment_left(session: Session, signals: Sequence[Any], now: datetime) -> dict[str, list[tuple[str, int]]]:
+    """End, as ``completed`` with reason ``segment_left``, every running enrolment
+    (treated or held out) whose playbook version's trigger names the segment a
+    ``segment_left`` signal of ``signals`` says its account left, and which an earlier
+    signal started (an enrolment started by entering again after the leaving stays).
+    Returns per signal id the (playbook, version) pairs it stopped. Flushes."""
+    if not signals:
+        return {}
+    stopped: dict[str, list[tuple[str, int]]] = {}
+    running = repo.active_enrollments_of(session, [s.account_id for s in signals])
+    for signal in sorted(signals, key=lambda s: s.fired_at):
+        for e in running:
+            if e.status != "active" or e.account_id != signal.account_id:
+                continue
+            started_by = (e.signal or {}).get("fired_at")
+            if started_by is None or datetime.fromisoformat(started_by) > signal.fired_at:
+                continue
+            trigger = load_compiled(session, e.playbook_id, e.playbook_version).definition.trigger
+            if signal.rule_id not in trigger.segment_rule_ids:
+                continue
+            segment = (signal.evidence.get("segment") or {}).get("id")
+            _log(e, now, "segment_left", "completed", segment=segment)
+            _end(e, "completed", now, {"reason": "segment_left", "segment": segment, "signal_id": signal.signal_id})
+            stopped.setdefault(signal.signal_id, []).append((e.playbook_id, e.playbook_version))
+    session.flush()
+    return stopped

@@ -145,6 +145,19 @@ def active_enrollments(session: Session, limit: int) -> list[Enrollment]:
     return list(session.scalars(q))
 
 
+def active_enrollments_of(session: Session, account_ids: Iterable[str]) -> list[Enrollment]:
+    """Running enrolments (treated and held out) of ``account_ids``, in the order they started."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return []
+    q = (
+        select(Enrollment)
+        .where(Enrollment.status == "active", is_in(session, Enrollment.account_id, ids))
+        .order_by(Enrollment.enrolled_at, Enrollment.id)
+    )
+    return list(session.scalars(q))
+
+
 def outreach_status(session: Session, playbook_id: str) -> dict[str, str]:
     """Accounts enrolled in a playbook: ``held_out``, ``reached`` (a message was
     delivered) or ``pending``. Used by the live demo's simulated customers."""

@@ -9,42 +9,73 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from services.ingest.interface import AccountInfo
 from services.outreach.playbooks.conditions import parse_exit_condition
 from services.outreach.playbooks.steps import ParsedSteps, parse_steps
+from services.rules.interface import SEGMENT_ENTERED, SEGMENT_SIGNAL_PREFIX
 from shared.signals import Signal
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+
+
+def _without_empty(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` without the empty lists of ``keys``: fields added after playbooks were
+    stored, left out of the canonical form while unused so that an unchanged playbook
+    saved again is still the same version."""
+    return {k: v for k, v in data.items() if not (k in keys and v == [])}
 
 
 class Trigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rules: list[str] = Field(default_factory=list, description="rule ids whose signals enrol")
     kinds: list[str] = Field(default_factory=list, description="signal kinds that enrol (churn_risk, expansion, ...)")
+    segments: list[str] = Field(
+        default_factory=list,
+        description="named segments (docs/segments.md) whose entering enrols; leaving one stops the enrolments it started",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Self:
-        if not self.rules and not self.kinds:
-            raise ValueError("a trigger names at least one rule or one signal kind")
+        if not self.rules and not self.kinds and not self.segments:
+            raise ValueError("a trigger names at least one rule, one signal kind or one named segment")
         return self
 
+    @model_serializer(mode="wrap")
+    def _canonical(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_empty(handler(self), ("segments",))
+
     def matches(self, signal: Signal) -> bool:
+        if self.segments and not (signal.kind == SEGMENT_ENTERED and signal.rule_id in self.segment_rule_ids):
+            return False
         return (not self.rules or signal.rule_id in self.rules) and (not self.kinds or signal.kind in self.kinds)
+
+    @property
+    def segment_rule_ids(self) -> set[str]:
+        """The rule ids the segments' signals carry (``segment:<id>``)."""
+        return {SEGMENT_SIGNAL_PREFIX + s for s in self.segments}
 
 
 class Audience(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    segments: list[str] = Field(default_factory=list)
+    segments: list[str] = Field(default_factory=list, description="the account's segment field (smb, mid_market, ...)")
     plans: list[str] = Field(default_factory=list)
     lifecycle_stages: list[str] = Field(default_factory=list)
+    named_segments: list[str] = Field(
+        default_factory=list, description="saved segments (docs/segments.md): the account is a member of at least one of them"
+    )
 
-    def matches(self, account: AccountInfo | None) -> bool:
+    @model_serializer(mode="wrap")
+    def _canonical(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_empty(handler(self), ("named_segments",))
+
+    def matches(self, account: AccountInfo | None, memberships: set[str] | None = None) -> bool:
+        """``memberships``: the account's named segments (needed only with ``named_segments``)."""
         for wanted, attr in ((self.segments, "segment"), (self.plans, "plan"), (self.lifecycle_stages, "lifecycle_stage")):
             if wanted and (account is None or getattr(account, attr) not in wanted):
                 return False
-        return True
+        return not self.named_segments or bool(set(self.named_segments) & (memberships or set()))
 
 
 class CapIn(BaseModel):

@@ -15,6 +15,7 @@ from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, 
 from services.outreach.playbooks.steps.definitions import RecommendStep, SendStep
 from services.outreach.stats import lift_interval
 from services.outreach.templates import repository as template_repo
+from services.rules import interface as rules
 from shared import audit
 from shared.errors import NotFound, Unprocessable
 
@@ -31,6 +32,7 @@ def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, 
             f"the playbook names templates that do not exist: {', '.join(missing)}; create them with PUT /v1/templates/{{id}} first",
             code="unknown_template",
         )
+    _check_segments(session, definition)
     fallbacks = {i: s.fallback for i, s in enumerate(steps) if isinstance(s, RecommendStep) and s.fallback}
     known = content_repo.get_many(session, fallbacks.values())
     for i, fallback in fallbacks.items():
@@ -85,6 +87,23 @@ def save(session: Session, playbook_id: str, definition: PlaybookDefinition, *, 
         details={"name": definition.name, "enabled": definition.enabled},
     )
     return head, True
+
+
+def _check_segments(session: Session, definition: PlaybookDefinition) -> None:
+    """Every named segment the trigger or the audience names exists (422 naming each path)."""
+    named = [(f"/trigger/segments/{i}", sid) for i, sid in enumerate(definition.trigger.segments)] + [
+        (f"/audience/named_segments/{i}", sid) for i, sid in enumerate(definition.audience.named_segments)
+    ]
+    if not named:
+        return
+    known = rules.existing_segments(session, [sid for _, sid in named])
+    problems = [
+        {"pointer": ptr, "message": f"no segment {sid!r}; define it with POST /v1/segments first (list them with GET /v1/segments)"}
+        for ptr, sid in named
+        if sid not in known
+    ]
+    if problems:
+        raise Unprocessable(problems, code="unknown_segment")
 
 
 def get_or_404(session: Session, playbook_id: str) -> Playbook:

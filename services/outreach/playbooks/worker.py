@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.ingest import interface as ingest
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
-from services.rules.interface import settle_signals
+from services.rules.interface import SEGMENT_LEFT, segment_memberships, settle_signals
 from shared import faults
 from shared.clock import Clock
 from shared.db import transaction, transient_db_error
@@ -131,19 +131,25 @@ class SignalWorker(BatchWorker):
         fresh = list(first.values())
         pairs: list[tuple[engine.Compiled, Signal]] = []
         matched: list[list[int]] = []
+        # The accounts' named segments, read once for the batch if an audience names one.
+        members = (
+            segment_memberships(session, first_accounts(fresh)) if any(c.definition.audience.named_segments for c in playbooks) else {}
+        )
         for signal in fresh:
             account = accounts.get(signal.account_id)
             matched.append([])
             for compiled in playbooks:
                 d = compiled.definition
-                if d.trigger.matches(signal) and d.audience.matches(account):
+                if d.trigger.matches(signal) and d.audience.matches(account, members.get(signal.account_id)):
                     matched[-1].append(len(pairs))
                     pairs.append((compiled, signal))
         enrollments = engine.enroll_batch(session, pairs, {s.account_id: accounts.get(s.account_id) for s in fresh}, now, self.settings)
+        # Leaving a segment stops the running enrolments that entering it started.
+        stopped = engine.stop_on_segment_left(session, [s for s in fresh if s.kind == SEGMENT_LEFT], now)
         enrolled = already = 0
         decisions: list[dict[str, Any]] = []
         for signal, indexes in zip(fresh, matched, strict=True):
-            outcomes = []
+            outcomes = [{"playbook_id": p, "version": v, "outcome": "stopped"} for p, v in stopped.get(signal.signal_id, [])]
             for k in indexes:
                 enrollment = enrollments[k]
                 if enrollment is None:
@@ -176,6 +182,10 @@ class SignalWorker(BatchWorker):
         )
 
 
+def first_accounts(signals: list[Signal]) -> list[str]:
+    return sorted({s.account_id for s in signals})
+
+
 def decide(outcomes: list[dict[str, Any]]) -> tuple[str, str | None]:
     """A signal's decision from its matching playbooks' outcomes."""
     kinds = {o["outcome"] for o in outcomes}
@@ -185,6 +195,8 @@ def decide(outcomes: list[dict[str, Any]]) -> tuple[str, str | None]:
         return "enrolled", None
     if "held_out" in kinds:
         return "held_out", None
+    if kinds == {"stopped"}:
+        return "stopped", "segment_left"
     return "skipped", "already_enrolled"
 
 

@@ -1,0 +1,122 @@
+"""Named segments in playbooks, on the real broker and both databases with the simulated
+clock (docs/segments.md): entering a segment starts a playbook and leaving it stops the
+enrolment; a named segment as a playbook's audience; a playbook naming a segment that
+does not exist is refused with the path."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from services.ingest.models import Account
+from services.outreach.models import Enrollment, OutreachDecision
+from services.rules.evaluation.segments import run_segments
+from services.rules.evaluation.worker import RulesWorker
+from services.rules.segments import service as segments
+from shared.db import transaction
+from tests.support.helpers import auth, drain
+from tests.support.outreach import add_account, days, messages, save_playbook, save_template, send_signals, signal
+
+FINTECH = {"id": "fintech", "name": "Fintech", "condition": {"field": "account.traits.industry", "op": "==", "value": "fintech"}}
+WELCOME = {
+    "name": "Fintech welcome",
+    "trigger": {"segments": ["fintech"]},
+    "steps": [
+        {"id": "hello", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+        {"id": "wait", "type": "wait", "duration": "7d"},
+        {"id": "again", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+    ],
+}
+FINTECH_WIN_BACK = {
+    "name": "Fintech win-back",
+    "trigger": {"rules": ["no-login-14d"]},
+    "audience": {"named_segments": ["fintech"]},
+    "steps": [{"id": "email", "type": "send", "channel": "email", "template": "win-back", "to": ["admin"]}],
+}
+
+
+def enrollments(session_factory, playbook_id: str) -> dict[str, Enrollment]:
+    with session_factory() as s:
+        return {e.account_id: e for e in s.scalars(select(Enrollment).where(Enrollment.playbook_id == playbook_id))}
+
+
+def decision(session_factory, signal_id: str) -> OutreachDecision | None:
+    with session_factory() as s:
+        return s.get(OutreachDecision, signal_id)
+
+
+def world(session_factory, topics, clock) -> None:
+    add_account(session_factory, "fin1", traits={"industry": "fintech"})
+    add_account(session_factory, "fin2", traits={"industry": "fintech"})
+    add_account(session_factory, "ret1", traits={"industry": "retail"})
+    with transaction(session_factory) as s:
+        segments.create(s, segments.parse(FINTECH, 400), "ops:test", clock.now())
+    save_template(session_factory, topics)
+
+
+def test_entering_a_segment_starts_a_playbook_and_leaving_it_stops_the_enrolment(topics, session_factory, workers, clock, sink):
+    world(session_factory, topics, clock)
+    save_playbook(session_factory, "fintech-welcome", WELCOME)
+    w = workers()
+    rules = RulesWorker(topics, session_factory, clock, tick=False)
+    try:
+        entered = run_segments(session_factory, topics, clock.now())
+        assert sorted(s.account_id for s in entered.signals) == ["fin1", "fin2"]
+        assert rules.relay() == 2
+        drain(w["signals"], lambda: len(enrollments(session_factory, "fintech-welcome")) == 2)
+        assert {m.account_id for m in messages(session_factory)} == {"fin1", "fin2"}  # the first step ran
+
+        # fin2 stops being fintech: at the next refresh it leaves, and its enrolment stops.
+        clock.advance(days(1))
+        with transaction(session_factory) as s:
+            s.get(Account, "fin2").traits = {"industry": "retail"}
+        left = run_segments(session_factory, topics, clock.now())
+        assert [(s.kind, s.account_id) for s in left.signals] == [("segment_left", "fin2")]
+        rules.relay()
+        drain(w["signals"], lambda: decision(session_factory, left.signals[0].signal_id) is not None)
+        by_account = enrollments(session_factory, "fintech-welcome")
+        assert by_account["fin1"].status == "active"
+        assert by_account["fin2"].status == "completed"
+        assert by_account["fin2"].outcome_detail["reason"] == "segment_left"
+        d = decision(session_factory, left.signals[0].signal_id)
+        assert (d.decision, d.reason, d.playbooks) == (
+            "stopped",
+            "segment_left",
+            [{"playbook_id": "fintech-welcome", "version": 1, "outcome": "stopped"}],
+        )
+
+        # A week on, only fin1's enrolment sends its second email.
+        clock.advance(days(7))
+        drain(w["timers"], lambda: len(messages(session_factory, account_id="fin1")) == 2)
+        assert len(messages(session_factory, account_id="fin2")) == 1
+    finally:
+        rules.close()
+
+
+def test_a_named_segment_as_the_audience(topics, session_factory, workers, clock, sink):
+    world(session_factory, topics, clock)
+    save_playbook(session_factory, "fintech-win-back", FINTECH_WIN_BACK)
+    run_segments(session_factory, topics, clock.now())  # fin1, fin2 in fintech (their signals are not relayed here)
+    w = workers()
+    fin1, ret1 = signal("fin1"), signal("ret1")
+    send_signals(topics, [fin1, ret1])
+    drain(w["signals"], lambda: decision(session_factory, ret1["signal_id"]) is not None and decision(session_factory, fin1["signal_id"]))
+    assert list(enrollments(session_factory, "fintech-win-back")) == ["fin1"]
+    assert decision(session_factory, fin1["signal_id"]).decision == "enrolled"
+    assert decision(session_factory, ret1["signal_id"]).decision == "no_matching_playbook"
+
+
+async def test_a_playbook_naming_a_missing_segment_is_refused_with_the_path(api, keys, session_factory, clock, topics):
+    ops = auth(keys["ops"])
+    world(session_factory, topics, clock)
+    bad = {**FINTECH_WIN_BACK, "trigger": {"segments": ["fintech", "nope"]}, "audience": {"named_segments": ["gone"]}}
+    r = await api.put("/v1/playbooks/bad", json=bad, headers=ops)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "unknown_segment"
+    assert [p["pointer"] for p in r.json()["detail"]] == ["/trigger/segments/1", "/audience/named_segments/0"]
+    assert "POST /v1/segments" in r.json()["detail"][0]["message"]
+    r = await api.put("/v1/playbooks/good", json=FINTECH_WIN_BACK, headers=ops)
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["definition"]["audience"]["named_segments"] == ["fintech"]
+    # A deleted segment is missing too.
+    assert (await api.delete("/v1/segments/fintech", headers=ops)).status_code == 200
+    assert (await api.put("/v1/playbooks/good", json={**FINTECH_WIN_BACK, "name": "v2"}, headers=ops)).status_code == 422
