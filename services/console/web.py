@@ -22,6 +22,7 @@ from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
 from services.console import session as sessions
+from services.rules.interface import SEGMENT_SIGNAL_PREFIX
 from shared.api import SessionDep, context_of
 from shared.auth import Principal
 from shared.clock import time_left, utc
@@ -35,6 +36,7 @@ MENU = [  # (label, path, roles that see it)
     ("Accounts", "/console/accounts", ("ops", "csm")),
     ("Rules", "/console/rules", ("ops",)),
     ("Health", "/console/health", ("ops",)),
+    ("Segments", "/console/segments", ("ops",)),
     ("Signals", "/console/signals", ("ops",)),
     ("Playbooks", "/console/playbooks", ("ops",)),
     ("Messages", "/console/messages", ("ops",)),
@@ -145,6 +147,14 @@ def seg(value: Any) -> str:
     return quote(str(value), safe="")
 
 
+def signal_source(rule_id: str) -> str:
+    """The console page of what fired a signal: its rule, or the named segment it entered
+    or left (rule_id ``segment:<id>``, docs/segments.md)."""
+    if rule_id.startswith(SEGMENT_SIGNAL_PREFIX):
+        return f"/console/segments/{seg(rule_id[len(SEGMENT_SIGNAL_PREFIX) :])}"
+    return f"/console/rules/{seg(rule_id)}"
+
+
 env = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
 )
@@ -154,6 +164,7 @@ env.filters.update(
     pct=_pct,
     pretty=_pretty,
     seg=seg,
+    source=signal_source,
     evidence=_evidence,
     time_left=_time_left,
     prose=_prose,

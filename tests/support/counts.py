@@ -135,3 +135,36 @@ async def pool_figures_are_counts_of_lists(api, ops: dict) -> dict[str, int]:
     assert forecast["csms_available"] == sum(1 for c in csms if c["available"])
     assert forecast["pool_capacity"] == pool["capacity"]
     return {s: len(items) for s, items in by_status.items()}
+
+
+async def segment_figures_are_counts_of_lists(api, ops: dict) -> int:
+    """Issue 22, item 1: each segment's size on /console/segments (data-count) links to the
+    segment's page, whose member count (id="count") is that figure, whose member list
+    (every page of it, rel="next") holds that many rows, and which is the API's size and
+    member list. ``api`` is signed in to the console as CS Ops; ``ops`` authorises the API.
+    Returns how many figures were followed."""
+    page = await api.get("/console/segments")
+    assert page.status_code == 200
+    figures = re.findall(r'data-count="(\d+)" href="([^"]+)"', page.text)
+    checked = 0
+    for n, href in figures:
+        href = unescape(href).split("#")[0]
+        segment_id = href.rsplit("/", 1)[1]
+        members: list[str] = []
+        shown = None
+        while href:
+            target = await api.get(href)
+            assert target.status_code == 200, href
+            if shown is None:
+                m = re.search(r'id="count">([\d,]+)<', target.text)
+                assert m, href
+                shown = int(m.group(1).replace(",", ""))
+            members += [unescape(a) for a in re.findall(r'<tr data-member="([^"]*)">', target.text)]
+            nxt = re.search(r'rel="next" href="([^"]+)"', target.text)
+            href = unescape(nxt.group(1)).split("#")[0] if nxt else ""
+        listed = [m["account_id"] for m in await walk(api, f"/v1/segments/{segment_id}/members", ops)]
+        size = (await api.get(f"/v1/segments/{segment_id}", headers=ops)).json()["size"]
+        assert int(n) == shown == len(members) == len(listed) == size, (segment_id, n, shown, len(members), len(listed), size)
+        assert members == listed, segment_id
+        checked += 1
+    return checked

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.views import health
-from services.console.web import READER, Viewer, now_of, render, seg
+from services.console.web import READER, Viewer, now_of, render, seg, signal_source
 from services.ingest import interface as ingest
 from services.outreach import interface as outreach
 from services.rules import interface as rules
@@ -109,7 +109,7 @@ def _timeline(
                 "at": s.fired_at,
                 "what": "signal",
                 "text": f"{s.rule_name} ({s.kind}, {s.severity})",
-                "link": f"/console/rules/{seg(s.rule_id)}" if link_rules else None,
+                "link": signal_source(s.rule_id) if link_rules else None,
             }
         )
     for m in messages:
