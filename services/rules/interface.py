@@ -14,7 +14,8 @@ versions, audit, the starter import), signals (lists, counts), the dry run, the
 backtest (validate a request; the job kind ``BACKTEST_KIND`` that runs it, registered
 on import of this module) and the scheduled tick; customer health (the model: parse,
 read, save; an account's scores: score now, latest, history; the scores of past days
-replayed over the stored history; for the console's lists, many accounts' histories,
+replayed over the stored history; the validation against contract outcomes: validate a
+request, the job kind ``HEALTH_VALIDATION_KIND`` that runs it; for the console's lists, many accounts' histories,
 labels counted per day, and selects of the current scores and of the accounts with a
 label that ingest's account search orders and filters by; docs/health.md); named
 segments (docs/segments.md: read one, its definition, list them, their members, sizes
@@ -33,6 +34,9 @@ from fastapi import APIRouter
 from services.rules.backtest.health import score_history as score_health_history
 from services.rules.backtest.jobs import KIND as BACKTEST_KIND
 from services.rules.backtest.service import prepare as prepare_backtest
+from services.rules.backtest.validation import KIND as HEALTH_VALIDATION_KIND
+from services.rules.backtest.validation import ValidationIn as HealthValidationIn
+from services.rules.backtest.validation import prepare as prepare_health_validation
 from services.rules.conditions import (
     Condition,
     RuleReplay,
@@ -95,6 +99,8 @@ from services.rules.signals.repository import counts_by_rule as signal_counts_by
 
 __all__ = [
     "BACKTEST_KIND",
+    "HEALTH_VALIDATION_KIND",
+    "HealthValidationIn",
     "HEALTH_LABELS",
     "STARTER_DIR",
     "SEGMENT_ENTERED",
@@ -140,6 +146,7 @@ __all__ = [
     "parse_health_model",
     "parse_rule",
     "prepare_backtest",
+    "prepare_health_validation",
     "replay_firings",
     "routers",
     "rule_audit",

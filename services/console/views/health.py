@@ -21,8 +21,11 @@ from services.console.views import rules as editor
 from services.console.web import OPS, Form, FormDep, Viewer, now_of, render
 from services.outreach import interface as outreach
 from services.rules import interface as rules
+from shared import jobs
 from shared.api import SessionDep, context_of
-from shared.errors import TouchlineError
+from shared.errors import NotFound, TouchlineError, Unprocessable
+from shared.jobs import FINISHED
+from shared.jobs import service as job_service
 
 router = APIRouter()
 SPARK_DAYS = 30
@@ -153,6 +156,37 @@ def scoring_text(part: dict[str, Any]) -> str:
     return "; ".join(out)
 
 
+def validation_rows(result: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The report's groups (``by_band`` or ``by_label``) as the page's table rows: each
+    group's name, outcomes, churns, churn rate and its 95% interval, as the API has them."""
+    out = []
+    for g in result.get(key) or []:
+        name = f"{_n(g['from'])} to {'under ' if g['to'] < 100 else ''}{_n(g['to'])}" if key == "by_band" else g["label"]
+        ci = g.get("ci95") or [None, None]
+        out.append({"name": name, "outcomes": g["outcomes"], "churned": g["churned"], "rate": g["churn_rate"], "low": ci[0], "high": ci[1]})
+    return out
+
+
+def validation_chart(result: dict[str, Any]) -> Markup:
+    """Churn rate per 20-point band of the score with its 95% interval (the bands without
+    outcomes are drawn empty), titled with the AUC."""
+    rows = [(f"{r['name']} ({r['outcomes']})", r["rate"], r["low"], r["high"]) for r in validation_rows(result, "by_band")]
+    auc = result.get("auc")
+    return charts.intervals(
+        f"Churn rate per health band with 95% intervals (AUC {'n/a' if auc is None else _n(auc)})",
+        rows,
+        x_label="churn rate of the contract outcomes scored in the band",
+        lo=0.0,
+        hi=1.0,
+    )
+
+
+def latest_validation(session: Session, viewer: Viewer) -> Any:
+    """The latest validation job that succeeded (its result is what the model page draws)."""
+    done = job_service.list_visible(session, viewer.role, kind=rules.HEALTH_VALIDATION_KIND, state="succeeded", before=None, limit=1)
+    return done[0] if done else None
+
+
 @router.get("/health")
 def model(request: Request, saved: str = "", session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
     cur = rules.current_health_model(session)
@@ -179,7 +213,47 @@ def model(request: Request, saved: str = "", session: Session = SessionDep, view
         versions=versions,
         audit=audit,
         saved=saved if saved in ("1", "unchanged") else "",
+        **_validation_context(latest_validation(session, viewer) if cur is not None else None),
     )
+
+
+def _validation_context(job: Any) -> dict[str, Any]:
+    result = job.result if job is not None and job.state == "succeeded" else None
+    return {
+        "validation": job,
+        "result": result,
+        "chart": validation_chart(result) if result else None,
+        "bands": validation_rows(result, "by_band") if result else [],
+        "labels": validation_rows(result, "by_label") if result else [],
+    }
+
+
+@router.post("/health/validate")
+def validate_model(request: Request, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    """Queue the validation of the current model against the contract outcomes (as POST
+    /v1/health/validation does) and go to its page."""
+    settings = context_of(request).settings
+    if form.problems:
+        raise Unprocessable(form.problem_text())
+    try:
+        body = rules.HealthValidationIn(horizon_days=int(form.get("horizon_days") or 90))
+    except ValueError:  # not a number, or pydantic's range check
+        raise Unprocessable("horizon_days is a whole number of days from 1 to 730") from None
+    now = now_of(request)
+    rules.prepare_health_validation(session, body, settings, now.date())
+    job = jobs.submit(
+        session, rules.HEALTH_VALIDATION_KIND, body.model_dump(mode="json"), created_by=viewer.principal.actor, now=now, settings=settings
+    )
+    return RedirectResponse(f"/console/health/validations/{job.id}", status_code=303)
+
+
+@router.get("/health/validations/{job_id}")
+def validation_job(request: Request, job_id: int, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+    """The validation job's progress (the page refreshes itself while it runs), then its result."""
+    job = job_service.get_visible(session, job_id, viewer.role)
+    if job.kind != rules.HEALTH_VALIDATION_KIND:
+        raise NotFound(f"job {job_id} is not a validation of the health model")
+    return render(request, "health_validation.html", refresh=job.state not in FINISHED, **_validation_context(job))
 
 
 def _editor(request: Request, session: Session, text: str, exc: TouchlineError | None = None) -> HTMLResponse:
