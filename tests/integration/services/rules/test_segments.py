@@ -9,11 +9,15 @@ from datetime import timedelta
 
 from sqlalchemy import event, select
 
+from services.ingest.events.worker import IngestWorker
 from services.rules.evaluation.segments import SegmentIndex, refresh_accounts, run_segments
+from services.rules.evaluation.worker import RulesWorker
 from services.rules.models import SegmentMember, SegmentSize, SignalRecord
 from services.rules.segments import service as segments
 from shared.db import transaction
-from tests.support.helpers import auth, walk
+from shared.outbox import pending_count
+from shared.signals import Signal
+from tests.support.helpers import auth, drain, publish, read_topic, walk
 from tests.support.rules import group, ingest, track
 
 FINTECH = {
@@ -200,3 +204,55 @@ def test_an_event_batch_refreshes_its_own_accounts_only(session_factory, setting
         report = refresh_accounts(s, index, ["a1", "a4"], now, settings)
     assert members(session_factory) == {"fintech": {"a2", "a4"}}
     assert {(x.kind, x.account_id, x.rule_version) for x in report.signals} == {("segment_left", "a1", 2)}
+
+
+def test_the_rules_worker_keeps_membership_on_events_and_on_its_tick(topics, session_factory, clock):
+    """On the real broker: events through ingest put an account in its segments as the
+    rules worker handles their batch (its signals reach cs.signals through the outbox);
+    two days later, with no event, the worker's tick takes it out of the one its logins
+    no longer hold, and measures the day's sizes."""
+    now = clock.now()
+    save(session_factory, FINTECH, now)
+    save(
+        session_factory,
+        {"id": "busy", "name": "Busy today", "condition": {"metric": "count", "event": "login", "window": "1d", "op": ">=", "value": 2}},
+        now,
+    )
+    rules = RulesWorker(topics, session_factory, clock, tick=False)  # events only, first
+    ingest_worker = IngestWorker(topics, session_factory, clock)
+    try:
+        publish(
+            topics,
+            [
+                group("acme", now - timedelta(minutes=9), industry="fintech"),
+                track("acme", "login", now - timedelta(minutes=5), "ada", "e1"),
+                track("acme", "login", now - timedelta(minutes=4), "bob", "e2"),
+                group("globex", now - timedelta(minutes=9), industry="retail"),
+                track("globex", "login", now - timedelta(minutes=3), "cy", "e3"),
+            ],
+        )
+        drain(
+            [ingest_worker, rules],
+            lambda: members(session_factory) == {"fintech": {"acme"}, "busy": {"acme"}} and pending(session_factory) == 0,
+        )
+        published = [Signal.model_validate_json(r.value) for r in read_topic(topics, topics.topic_signals, 2)]
+        assert sorted((s.rule_id, s.kind, s.account_id) for s in published) == [
+            ("segment:busy", "segment_entered", "acme"),
+            ("segment:fintech", "segment_entered", "acme"),
+        ]
+
+        clock.advance(timedelta(days=2))
+        # The worker's polls tick once ingest has reported its progress at the new time
+        # (the freshness watermark), with no event arriving.
+        rules.tick_enabled = True
+        drain([ingest_worker, rules], lambda: members(session_factory) == {"fintech": {"acme"}})
+        assert [(s.kind, s.account_id) for s in rules.last_segments.signals] == [("segment_left", "acme")]
+        assert rules.last_segments.sizes == {"fintech": 1, "busy": 0}
+    finally:
+        rules.close()
+        ingest_worker.close()
+
+
+def pending(session_factory) -> int:
+    with session_factory() as s:
+        return pending_count(s)
