@@ -83,8 +83,16 @@ def record_contract_outcomes(session: Session, outcomes: Sequence[tuple[Contract
             }
         )
     new = contracts_repo.insert_contract_outcomes(session, rows)
-    contracts_repo.refresh_contract_state(session, {r["account_id"] for r in rows if r["event_id"] in new})
+    contracts_repo.refresh_contract_state(session, {r["account_id"] for r in rows if r["event_id"] in new}, now.date())
     return new
+
+
+def bring_contract_outcomes_into_effect(session: Session, today: date) -> int:
+    """Contract outcomes dated in the future when they arrived take effect on their date:
+    set the contract state of the accounts whose outcome is now due. Returns how many."""
+    due = contracts_repo.accounts_with_outcomes_due(session, today)
+    contracts_repo.refresh_contract_state(session, due, today)
+    return len(due)
 
 
 def _store_events(session: Session, events: list[ValidEvent | Event], now: datetime) -> tuple[IngestSummary, list[ValidEvent | Event]]:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest.repository import store
-from services.ingest.service import apply_events
+from services.ingest.service import apply_events, bring_contract_outcomes_into_effect
 from shared.clock import Clock
 from shared.db import transaction
 from shared.events import Rejection, ValidEvent, validate_record
@@ -79,11 +79,14 @@ class IngestWorker(BatchWorker):
         try:
             with transaction(self.session_factory) as session:
                 deleted = store.prune_events(session, cutoff)
+                taking_effect = bring_contract_outcomes_into_effect(session, now.date())
         except OperationalError as exc:  # housekeeping never takes the worker down
             self._next_prune = now + self.prune_retry
             log.warning("ingest: retention pruning failed (%s); will retry in %.0fs", exc.orig, self.prune_retry.total_seconds())
             return
         self._next_prune = now + self.prune_every
+        if taking_effect:
+            log.info("ingest: %d accounts' contract outcomes took effect today (dated in the future when they arrived)", taking_effect)
         if deleted:
             log.info(
                 "ingest: pruned %d raw events received before %s (retention %d days)",

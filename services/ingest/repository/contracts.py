@@ -69,11 +69,12 @@ def contract_state_of(kind: str) -> str:
     return "churned" if kind == "churned" else "active"
 
 
-def refresh_contract_state(session: Session, account_ids: Iterable[str]) -> None:
-    """Set each account's contract state from its latest contract outcome (by effective
-    date, then the time it was reported, then event id)."""
+def refresh_contract_state(session: Session, account_ids: Iterable[str], today: date) -> None:
+    """Set each account's contract state from its latest contract outcome in effect on
+    ``today`` (by effective date, then the time it was reported, then event id); one
+    dated later takes effect on its date (:func:`accounts_with_outcomes_due`)."""
     ids = sorted(set(account_ids))
-    latest: dict[str, tuple[Any, ...]] = {}
+    latest: dict[str, tuple[Any, ...] | None] = dict.fromkeys(ids)
     for part in chunks(ids):
         q = select(
             ContractOutcome.account_id,
@@ -81,12 +82,27 @@ def refresh_contract_state(session: Session, account_ids: Iterable[str]) -> None
             ContractOutcome.occurred_at,
             ContractOutcome.event_id,
             ContractOutcome.kind,
+        ).where(in_(ContractOutcome.account_id, part), ContractOutcome.effective_date <= today)
+        for found in session.execute(q):
+            key = tuple(found)
+            held = latest[found.account_id]
+            if held is None or key[1:4] > held[1:4]:
+                latest[found.account_id] = key
+    for account_id, row in sorted(latest.items()):
+        state, since = (None, None) if row is None else (contract_state_of(row[4]), row[1])
+        session.execute(update(Account).where(Account.id == account_id).values(contract_state=state, contract_state_since=since))
+
+
+def accounts_with_outcomes_due(session: Session, today: date) -> list[str]:
+    """Accounts with a contract outcome in effect by ``today`` that their contract state
+    does not reflect yet: one that was dated in the future when it arrived."""
+    q = (
+        select(ContractOutcome.account_id)
+        .join(Account, Account.id == ContractOutcome.account_id)
+        .where(
+            ContractOutcome.effective_date <= today,
+            or_(Account.contract_state_since.is_(None), ContractOutcome.effective_date > Account.contract_state_since),
         )
-        for row in session.execute(q.where(in_(ContractOutcome.account_id, part))):
-            key = tuple(row)
-            if row.account_id not in latest or key[1:4] > latest[row.account_id][1:4]:
-                latest[row.account_id] = key
-    for account_id, (_a, effective, _at, _id, kind) in sorted(latest.items()):
-        session.execute(
-            update(Account).where(Account.id == account_id).values(contract_state=contract_state_of(kind), contract_state_since=effective)
-        )
+        .distinct()
+    )
+    return sorted(session.scalars(q))

@@ -5,7 +5,7 @@ state follows from them. The real broker, both databases, the simulated clock.""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -112,7 +112,16 @@ async def test_bad_contract_events_are_refused_with_the_path(api, topics, keys, 
     assert [o[0] for o in outcomes(session_factory)] == ["ok"]
 
 
-async def test_cs_ops_record_contract_outcomes_over_the_api(api, keys, session_factory, clock):
+def housekeeping(topics, session_factory, clock) -> None:
+    """One poll of an ingest worker: its hourly housekeeping brings due outcomes into effect."""
+    worker = IngestWorker(topics, session_factory, clock)
+    try:
+        worker.poll_once(0)
+    finally:
+        worker.close()
+
+
+async def test_cs_ops_record_contract_outcomes_over_the_api(api, topics, keys, session_factory, clock):
     ops = auth(keys["ops"])
     assert (await api.put("/v1/accounts/acme", json={"name": "Acme", "arr": 24000}, headers=ops)).status_code == 200
     missing = await api.post(
@@ -154,14 +163,27 @@ async def test_cs_ops_record_contract_outcomes_over_the_api(api, keys, session_f
         headers=ops,
     )
     assert again.status_code == 200 and again.json()["kind"] == "churned"  # a retry stores nothing new
-    assert (await api.get("/v1/accounts/acme", headers=ops)).json()["contract_state"] == "churned"
-    # A later win-back makes the account active again; an older one does not change it.
+
+    async def state() -> tuple[str | None, str | None]:
+        acme = (await api.get("/v1/accounts/acme", headers=ops)).json()
+        return acme["contract_state"], acme["contract_state_since"]
+
+    # Dated 2026-03-31, recorded on 2026-03-02: the account is not churned before its date.
+    assert await state() == (None, None)
+    housekeeping(topics, session_factory, clock)
+    assert await state() == (None, None)
+    clock.set(datetime(2026, 3, 31, 0, 30, tzinfo=UTC))
+    housekeeping(topics, session_factory, clock)
+    assert await state() == ("churned", "2026-03-31")
+    # A later win-back makes the account active again, on its date; an older one does not change it.
     for i, (kind, day) in enumerate([("renewed", "2026-01-31"), ("expanded", "2026-06-01"), ("renewed", "2025-12-31")]):
         body = {"kind": kind, "arr_before": 1000, "arr_after": 2000, "effective_date": day}
         r = await api.post("/v1/accounts/acme/contract-outcomes", json={**body, "event_id": f"w{i}"}, headers=ops)
         assert r.status_code == 201, r.text
-    acme = (await api.get("/v1/accounts/acme", headers=ops)).json()
-    assert (acme["contract_state"], acme["contract_state_since"]) == ("active", "2026-06-01")
+    assert await state() == ("churned", "2026-03-31")
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    housekeeping(topics, session_factory, clock)
+    assert await state() == ("active", "2026-06-01")
     # Paged, newest effective date first.
     seen, cursor = [], None
     while True:
