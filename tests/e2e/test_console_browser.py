@@ -419,3 +419,38 @@ def test_a_wrong_key_is_refused_in_the_browser(chromium, server, console_world):
         assert not w.errors or all("401" in e for e in w.errors), w.errors
     finally:
         w.close()
+
+
+def test_ops_validates_the_health_model_and_reads_the_chart_at_390_px(chromium, server, console_world):
+    """Issue 21's "the console draws it", on a narrow screen: CS Ops press Validate on the
+    health model page, the job page waits for the jobs worker and then shows the churn rate
+    per band with its 95% interval, the AUC and the data table beside the chart (numbers
+    the API's job result has), and neither page is wider than the screen."""
+    world = console_world
+    api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {world.keys['ops']}"})
+    w = Walker(chromium, server, world.kind, "ops-390-validation", width=390)
+    try:
+        sign_in_with_key(w, world.keys["ops"])
+        w.goto("/console/health")
+        w.page.get_by_role("button", name=re.compile("^Validate")).click()
+        w.page.wait_for_load_state()
+        assert "/console/health/validations/" in w.page.url and w.page.locator("#job-state").count() == 1
+        job_id = int(w.page.url.rsplit("/", 1)[1])
+        worker = JobWorker(world.settings, world.session_factory, SimulatedClock(world.now))
+        assert worker.run_job(job_id).state == "succeeded"
+        w.page.wait_for_selector("#auc", timeout=30_000)  # the page's own meta refresh brings the result
+        result = api.get(f"/v1/jobs/{job_id}").json()["result"]
+        assert result["scored"] > 0
+        assert w.page.inner_text("#auc") == ("n/a" if result["auc"] is None else str(result["auc"]))
+        rows = w.page.locator("#validation-bands tbody tr").all()
+        assert [int(r.get_attribute("data-outcomes") or -1) for r in rows] == [b["outcomes"] for b in result["by_band"]]
+        assert w.page.locator("svg.chart circle").count() == sum(1 for b in result["by_band"] if b["outcomes"])
+        for path in (w.page.url, "/console/health"):
+            if path.startswith("/"):
+                w.goto(path)
+            assert w.page.evaluate("document.documentElement.scrollWidth") <= 400, path
+        w.shot("health-validation")
+        assert not w.errors, w.errors
+    finally:
+        w.close()
+        api.close()
