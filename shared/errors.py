@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -69,6 +69,22 @@ class TooManyRequests(TouchlineError):
 class Unavailable(TouchlineError):
     status_code = 503
     code = "unavailable"
+
+
+def pointer_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic's errors as ``{"pointer", "message"}`` (RFC 6901 pointers), the shape of
+    every definition's 422 (rules, health models, segments, playbooks, resources). A
+    message that starts with a pointer of its own (``/steps/0/goal: ...``, from a
+    validator that checks a nested part) gives it as the pointer."""
+    out = []
+    for e in exc.errors():
+        loc = [str(p).replace("~", "~0").replace("/", "~1") for p in e.get("loc", ())]
+        where = "/" + "/".join(loc) if loc else ""
+        message = str(e.get("msg", "")).removeprefix("Value error, ")
+        if message.startswith("/") and ": " in message:
+            where, message = message.split(": ", 1)
+        out.append({"pointer": where, "message": message})
+    return out
 
 
 def responses(*errors: type[TouchlineError]) -> dict[int | str, dict[str, Any]]:

@@ -25,7 +25,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.outreach.content import service
-from services.outreach.content.schemas import ID_PATTERN, TAGS, ResourceIn, pointer_errors
+from services.outreach.content.schemas import ID_PATTERN, TAGS, ResourceIn
+from shared.errors import pointer_errors
 from shared.limits import yaml_load
 
 MAX_FILE_BYTES = 10 * 1024 * 1024

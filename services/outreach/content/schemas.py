@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.errors import Unprocessable
+from shared.errors import Unprocessable, pointer_errors
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 KINDS = ("article", "video", "webinar", "course", "checklist", "template")
@@ -127,16 +127,6 @@ class ResourceOut(ResourceIn):
 class ResourcePage(BaseModel):
     items: list[ResourceOut]
     next_cursor: str | None = None
-
-
-def pointer_errors(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic's errors as ``{"pointer", "message"}`` (RFC 6901 pointers)."""
-    out = []
-    for e in exc.errors():
-        loc = [str(p).replace("~", "~0").replace("/", "~1") for p in e.get("loc", ())]
-        message = str(e.get("msg", "")).removeprefix("Value error, ")
-        out.append({"pointer": "/" + "/".join(loc) if loc else "", "message": message})
-    return out
 
 
 def parse_resource(obj: Any) -> ResourceIn:

@@ -23,7 +23,7 @@ from services.outreach.playbooks.schemas import (
 from shared.api import BodyDep, ClockDep, SessionDep
 from shared.auth import Principal, require
 from shared.clock import Clock
-from shared.errors import AUTH_ERRORS, NotFound, PayloadTooLarge, Unprocessable, responses
+from shared.errors import AUTH_ERRORS, NotFound, PayloadTooLarge, Unprocessable, pointer_errors, responses
 from shared.limits import DB_INT_MAX
 from shared.pagination import next_key
 
@@ -60,9 +60,7 @@ def parse_definition(raw: bytes, content_type: str) -> PlaybookDefinition:
     try:
         return PlaybookDefinition.model_validate(obj)
     except ValidationError as exc:
-        # A step's message starts with its JSON pointer (/steps/0/goal: ...): pydantic's "Value error, " would hide it.
-        problems = [{"loc": list(e["loc"]), "msg": str(e["msg"]).removeprefix("Value error, ")} for e in exc.errors()]
-        raise Unprocessable(problems, code="playbook_invalid") from None
+        raise Unprocessable(pointer_errors(exc), code="playbook_invalid") from None
 
 
 @router.put(
