@@ -118,6 +118,10 @@ def apply(
 ) -> SegmentReport:
     """Write the difference between ``wanted`` (each segment's accounts of the population
     ``accounts``, None: every account) and the stored members, and emit its signals."""
+    # A segment deleted since it was loaded (the tick measures before it writes) is left alone.
+    live = repo.existing(session, [s.id for s in segments])
+    segments = [s for s in segments if s.id in live]
+    wanted = {sid: accounts_in for sid, accounts_in in wanted.items() if sid in live}
     report = SegmentReport(segments=len(segments), accounts=None if accounts is None else len(accounts))
     by_id = {s.id: s for s in segments}
     current = repo.members(session, list(by_id), accounts)
@@ -174,7 +178,9 @@ def run_segments(
     with transaction(session_factory) as session:
         meas.session = session  # the few accounts that entered are explained from what was measured
         report = apply(session, segments, wanted, None, meas, now, settings, "schedule")
-        report.sizes = {s.id: 0 for s in segments} | repo.member_counts(session, [s.id for s in segments])
+        live = repo.existing(session, [s.id for s in segments])
+        ids = [s.id for s in segments if s.id in live]
+        report.sizes = {sid: 0 for sid in ids} | repo.member_counts(session, ids)
         repo.save_sizes(session, report.sizes, now.date(), now)
     report.seconds = round(time.perf_counter() - started, 3)
     if report.entered or report.left:

@@ -10,10 +10,12 @@ from datetime import timedelta
 from sqlalchemy import event, select
 
 from services.ingest.events.worker import IngestWorker
-from services.rules.evaluation.segments import SegmentIndex, refresh_accounts, run_segments
+from services.rules.evaluation.engine import Measurements
+from services.rules.evaluation.segments import SegmentIndex, apply, matching, refresh_accounts, run_segments
 from services.rules.evaluation.worker import RulesWorker
 from services.rules.models import SegmentMember, SegmentSize, SignalRecord
 from services.rules.segments import service as segments
+from services.rules.segments.service import load_live
 from shared.db import transaction
 from shared.outbox import pending_count
 from shared.signals import Signal
@@ -256,3 +258,23 @@ def test_the_rules_worker_keeps_membership_on_events_and_on_its_tick(topics, ses
 def pending(session_factory) -> int:
     with session_factory() as s:
         return pending_count(s)
+
+
+def test_a_segment_deleted_while_the_tick_measures_gets_no_members(session_factory, settings, clock):
+    """The tick measures in one transaction and writes in another: a segment deleted in
+    between must not get members back (nothing would ever remove them)."""
+    now = clock.now()
+    world(session_factory, now)
+    save(session_factory, FINTECH, now)
+    save(session_factory, ACTIVE_SMB, now)
+    with transaction(session_factory) as s:
+        loaded = load_live(s)
+        meas = Measurements(s, now, None)
+        wanted = matching(loaded, meas)
+    with transaction(session_factory) as s:
+        segments.delete(s, "fintech", "ops:test", now)
+    with transaction(session_factory) as s:
+        meas.session = s
+        report = apply(s, loaded, wanted, None, meas, now, settings, "schedule")
+    assert members(session_factory) == {"active-smb": {"a1", "a5"}}
+    assert {x.rule_id for x in report.signals} == {"segment:active-smb"}
