@@ -13,6 +13,7 @@ from services.rules.evaluation.segments import run_segments
 from services.rules.evaluation.worker import RulesWorker
 from services.rules.segments import service as segments
 from shared.db import transaction
+from tests.support.console import sign_in
 from tests.support.helpers import auth, drain
 from tests.support.outreach import add_account, days, messages, save_playbook, save_template, send_signals, signal
 
@@ -117,6 +118,12 @@ async def test_a_playbook_naming_a_missing_segment_is_refused_with_the_path(api,
     r = await api.put("/v1/playbooks/good", json=FINTECH_WIN_BACK, headers=ops)
     assert r.status_code in (200, 201), r.text
     assert r.json()["definition"]["audience"]["named_segments"] == ["fintech"]
+    assert (await api.put("/v1/playbooks/welcome", json=WELCOME, headers=ops)).status_code in (200, 201)
+    await sign_in(api, keys["ops"])
+    page = (await api.get("/console/playbooks/good")).text
+    assert 'for members of <a href="/console/segments/fintech">fintech</a>' in page
+    page = (await api.get("/console/playbooks/welcome")).text
+    assert 'entering segment <a href="/console/segments/fintech">fintech</a> (leaving stops the enrolment)' in page
     # A deleted segment is missing too.
     assert (await api.delete("/v1/segments/fintech", headers=ops)).status_code == 200
     assert (await api.put("/v1/playbooks/good", json={**FINTECH_WIN_BACK, "name": "v2"}, headers=ops)).status_code == 422
