@@ -39,6 +39,8 @@ Commands (they only flush; the caller owns the transaction):
 * :func:`publish_event`: put an event another service observed (a click on a mailed
   link, a survey answer) on ``product.events``, validated as ingest will: the path a
   product event takes (no database write; :class:`EventRefused` for an invalid one);
+  :func:`encode_event`: the same event as an outbox row's topic, key and value, for a
+  caller that publishes it through the outbox in its own transaction;
 
 * :func:`set_lifecycle_stage`: a rule's ``set_lifecycle_stage`` action;
 * :func:`erase_contact`: scrub a contact's personal data from every ingest table
@@ -62,7 +64,7 @@ from services.ingest.accounts.service import (
     set_lifecycle_stage,
     usage_report,
 )
-from services.ingest.events.publishing import EventRefused, publish_event
+from services.ingest.events.publishing import EventRefused, encode_event, publish_event
 from services.ingest.repository.accounts import (
     AccountFilter,
     account,
@@ -158,6 +160,7 @@ __all__ = [
     "daily_series",
     "daily_usage",
     "distinct_traits",
+    "encode_event",
     "erase_contact",
     "event_counts",
     "event_counts_by_name",

@@ -13,6 +13,7 @@ callers use.
 - Engagements and the CSM roster: reads, the actions a CSM or CS Ops takes (emailing a
   contact through the contact gate and the outbox among them), the pool report and forecast.
 - The content library: list, read, save, import from YAML or CSV.
+- Surveys: a survey's results (``survey_results``: NPS or CSAT, overall and by day).
 - Starter content, the development mail sink, and :func:`routers` for the app.
 
 Everything reads or flushes only; the caller owns the session and the transaction.
@@ -74,6 +75,7 @@ from services.outreach.playbooks.service import save as save_playbook
 from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, RecommendStep, SendStep, WaitStep
 from services.outreach.starter import ACTOR as STARTER_ACTOR
 from services.outreach.starter import seed_starter_content, starter_playbooks
+from services.outreach.surveys.service import results as survey_results
 from services.outreach.templates.rendering import PARTS as TEMPLATE_PARTS
 from services.outreach.templates.repository import list_all as list_templates
 from services.outreach.templates.schemas import TemplateIn
@@ -147,6 +149,7 @@ __all__ = [
     "routers",
     "save_playbook",
     "save_resource",
+    "survey_results",
     "save_template",
     "seed_starter_content",
     "serve_devmail",
@@ -167,6 +170,7 @@ def routers() -> list[APIRouter]:
     from services.outreach.links.router import router as links_router
     from services.outreach.playbooks.router import router as playbooks_router
     from services.outreach.policy.router import router as policy_router
+    from services.outreach.surveys.router import router as surveys_router
     from services.outreach.templates.router import router as templates_router
 
     return [
@@ -176,6 +180,7 @@ def routers() -> list[APIRouter]:
         inapp_router,
         policy_router,
         links_router,
+        surveys_router,
         engagements_router,
         content_router,
         devmail_router,

@@ -320,3 +320,24 @@ class EngagementEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class SurveyAnswer(Base):
+    """A contact's answer to a survey (docs/surveys.md): one row per survey and contact,
+    the latest answer winning (a second answer replaces the first). Written by the public
+    answer page, its ``survey_answered`` event beside it in the outbox."""
+
+    __tablename__ = "survey_answers"
+    __table_args__ = (Index("ix_survey_answers_survey_day", "survey_id", "answered_at"),)
+
+    survey_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scale: Mapped[str] = mapped_column(String(8))  # nps (0-10) or csat (1-5)
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    playbook_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    answers: Mapped[int] = mapped_column(Integer, default=1)  # how many times it was answered (or changed)
+    first_answered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -193,14 +193,14 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                     proc.kill()
                     proc.wait()
             output = "".join(log)
-            # "waits until ingest has stored all of it (progress in the log), then enables the seven starter rules"
+            # "waits until ingest has stored all of it (progress in the log), then enables the eight starter rules"
             assert "waiting for ingest" in output and output.index("whole history") < output.index("starter rules enabled")
             assert "live stream stopped" in output
             enabled = admin.get("/v1/rules", params={"limit": 100}).json()["items"]
             assert sorted(r["id"] for r in enabled if r["enabled"]) == sorted(
                 p.stem for p in (ROOT / "services/rules/starter").glob("*.yaml")
             )
-            assert len(enabled) == 7
+            assert len(enabled) == 8
             # "Within a minute of the demo enabling them (the scheduled tick)"
             clock.set(datetime.now(UTC) + timedelta(seconds=settings.rules_tick_seconds))
             drain([ingest, rules, signals], lambda: settled(session_factory), timeout=120)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import yaml
 from sqlalchemy import func, select
 
 from services.outreach.models import Enrollment, Message
@@ -15,16 +16,18 @@ from services.rules.interface import STARTER_DIR
 from services.rules.models import RuleTick, SignalRecord
 from shared.outbox import pending_count
 
-STARTER_RULES = len(list(STARTER_DIR.glob("*.yaml")))  # services/rules/starter/*.yaml, which the demo enables
+# The scheduled ones of services/rules/starter/*.yaml, which the demo enables: each ticks once
+# (an event-triggered rule, such as nps-detractor, never ticks).
+SCHEDULED_STARTER_RULES = sum("schedule" in (yaml.safe_load(p.read_text()).get("trigger") or {}) for p in STARTER_DIR.glob("*.yaml"))
 
 
 def settled(session_factory) -> bool:
-    """Every starter rule has ticked once over the loaded history, every signal is
+    """Every scheduled starter rule has ticked once over the loaded history, every signal is
     published and outreach has decided on each."""
     with session_factory() as s:
         ticks = s.scalar(select(func.count()).select_from(RuleTick))
         fired = list(s.scalars(select(SignalRecord.signal_id)))
-        return ticks == STARTER_RULES and pending_count(s) == 0 and len(signals_with_decision(s, fired)) == len(fired)
+        return ticks == SCHEDULED_STARTER_RULES and pending_count(s) == 0 and len(signals_with_decision(s, fired)) == len(fired)
 
 
 def next_due(session_factory, now: datetime) -> datetime:

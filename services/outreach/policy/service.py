@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from services.ingest import interface as ingest
 from services.outreach.policy import repository as repo
 from services.outreach.policy.tokens import email_hash
+from services.outreach.surveys import repository as surveys_repo
 from services.rules.interface import forget_contact
 from shared.settings import Settings
 
@@ -158,8 +159,8 @@ class Erasure:
 def erase_contact(session: Session, account_id: str, user_id: str, now: datetime) -> Erasure:
     """Erase a contact on request, everywhere a copy lives: ingest scrubs its contact row
     and raw events (through its command), rules its signal evidence and outbox
-    payloads, outreach its messages, enrolments, engagements (reason, timeline) and the
-    plain addresses of suppressions.
+    payloads, outreach its messages, enrolments, engagements (reason, timeline), survey
+    comments and the plain addresses of suppressions.
     Every address the contact had is then suppressed by hash only, enough to refuse it
     if it is ever identified again. Flushes only; the caller commits."""
     erased = ingest.erase_contact(session, account_id, user_id, now)
@@ -169,6 +170,7 @@ def erase_contact(session: Session, account_id: str, user_id: str, now: datetime
     scrubbed = repo.scrub_messages(session, account_id, user_id, identifiers, now)
     repo.scrub_enrollments(session, account_id, identifiers)
     repo.scrub_engagements(session, account_id, identifiers)
+    surveys_repo.scrub_comments(session, account_id, user_id)
     hashes = [email_hash(e) for e in sorted(emails)]
     for h in hashes:
         repo.add_suppression(session, email_hash=h, email=None, reason="erased", detail="", now=now)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from services.ingest.interface import AccountInfo, Contact
+from services.outreach.surveys.links import SAMPLE_SURVEY
 from shared.settings import Settings
 
 
@@ -51,13 +52,18 @@ def build_context(
     settings: Settings,
     brief: dict[str, Any] | None = None,
     resource: dict[str, Any] | None = None,
+    survey: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a template renders with. ``brief`` is for internal templates (a message to
     the account owner): the evidence as sentences, what automation already sent, what
     happens next and where to look (:func:`brief_context`); empty for customer copy.
     ``resource`` is the content library resource a recommend step chose (id, kind,
-    title, url, summary, language, why); only a recommend step's message has it."""
-    extra = {"resource": resource} if resource is not None else {}
+    title, url, summary, language, why); only a recommend step's message has it.
+    ``survey`` is what a survey step sends (id, scale, question, scores with their
+    one-click links, comment_url, low_label, high_label); only a survey step's message has it."""
+    extra: dict[str, Any] = {"resource": resource} if resource is not None else {}
+    if survey is not None:
+        extra["survey"] = survey
     return {
         **extra,
         "account": account,
@@ -124,7 +130,7 @@ def resource_context(resource: Any, why: str) -> dict[str, Any]:
 
 def sample_context(settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a template is validated against on save: every variable a real send has
-    (and ``resource``, which only a recommend step's message has)."""
+    (and ``resource`` and ``survey``, which only a recommend or a survey step's message has)."""
     ctx = build_context(
         account={
             "id": "acme",
@@ -175,5 +181,6 @@ def sample_context(settings: Settings, extra: dict[str, Any] | None = None) -> d
             "account_url": "https://touchline.example/console/accounts/acme",
         },
         resource=SAMPLE_RESOURCE,
+        survey=SAMPLE_SURVEY,
     )
     return _merge(ctx, extra or {})

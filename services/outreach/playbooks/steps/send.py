@@ -112,10 +112,17 @@ def decide(ctx: StepContext, step: SendStep, recipients: list[Recipient], templa
 
 
 def render_for(
-    ctx: StepContext, step: SendStep, template: Template | None, r: Recipient, unsub: str, resource: dict[str, Any] | None = None
+    ctx: StepContext,
+    step: SendStep,
+    template: Template | None,
+    r: Recipient,
+    unsub: str,
+    resource: dict[str, Any] | None = None,
+    survey: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The template rendered for one recipient (empty without a template), with the
-    ``resource`` a recommend step chose; raises TemplateProblem."""
+    ``resource`` a recommend step chose or the ``survey`` a survey step sends; raises
+    TemplateProblem."""
     if template is None:
         return {}
     e = ctx.enrollment
@@ -128,6 +135,7 @@ def render_for(
         settings=ctx.settings,
         brief=_brief(ctx) if template.audience == "internal" else None,
         resource=resource,
+        survey=survey,
     )
     rendered = render({p: getattr(template, p) for p in PARTS}, variables, RenderBudget.from_settings(ctx.settings))
     return {"subject": rendered.subject, "html_body": rendered.html_body, "text_body": rendered.text_body}

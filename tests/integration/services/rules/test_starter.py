@@ -23,6 +23,7 @@ def test_starter_rules_import_idempotently_and_fire_on_the_demo_cohorts(session_
         "health-fell-20",
         "mau-up-50",
         "no-login-14d",
+        "nps-detractor",
         "onboarding-stalled",
         "renewal-declining",
         "seat-utilisation-90",
