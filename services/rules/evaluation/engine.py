@@ -23,6 +23,7 @@ from services.ingest.interface import Contact
 from services.rules.language.ast import Audience, Condition, Field, Leaf, Metric, RuleDefinition, leaves
 from services.rules.language.evaluate import NumericOrder, explain, matching_from_values, predicate
 from services.rules.scores import repository as scores
+from services.rules.segments import repository as segment_members
 
 Operand = tuple[Any, ...]  # Metric.operand / Field.operand: what a predicate measures
 
@@ -145,6 +146,10 @@ class Measurements:
         name = leaf.path[1]
         if name == "health_label":  # from the health scores, not the account row
             self._values[key] = scores.labels_on_or_before(self.session, *scores.current_days(self.now.date()), self.accounts)
+            return self._values[key]
+        if name == "segments":  # the named segments it is in now (a backtest reads today's too, as it does roles)
+            members = segment_members.memberships(self.session, self.accounts)
+            self._values[key] = {a: tuple(sorted(segs)) for a, segs in members.items()}
             return self._values[key]
         rows = self.rows(with_traits=name == "traits")
         now, today = self.now, self.now.date()

@@ -41,7 +41,9 @@ ACCOUNT_FIELDS = {
     "days_in_stage": "num",
     "days_to_renewal": "num",
     "health_label": "str",  # the label of the account's current health score (docs/health.md)
+    "segments": "set",  # the named segments the account is in now (docs/segments.md): in / not_in only
 }
+SEGMENTS_FIELD = ("account", "segments")
 USER_FIELDS = {"id": "str", "email": "str", "name": "str", "role": "str", "timezone": "str"}
 EVENT_FIELDS = {"name": "str", "user_id": "str"}
 

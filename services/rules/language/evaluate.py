@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from itertools import compress, repeat
 from typing import Any, Generic, TypeVar
 
-from .ast import All, AnyOf, Condition, Leaf, Metric, Not
+from .ast import SEGMENTS_FIELD, All, AnyOf, Condition, Field, Leaf, Metric, Not
 
 S = TypeVar("S", bound=Hashable)  # a subject: an account id, or an (account, user) pair
 
@@ -39,6 +39,12 @@ def predicate(leaf: Leaf) -> Callable[[Any], bool]:
     """A fast ``value -> bool`` for one leaf."""
     op = leaf.op
     want: Any = leaf.value  # a list for in/not_in (field predicates), else a scalar
+    if isinstance(leaf, Field) and leaf.path == SEGMENTS_FIELD:
+        # Set-valued: the account's segments (None or () when it is in none).
+        wanted = frozenset(want)
+        if op == "in":
+            return lambda v: bool(v) and not wanted.isdisjoint(v)
+        return lambda v: not v or wanted.isdisjoint(v)
     if op == "exists":
         return (lambda v: v is not None) if want else (lambda v: v is None)
     if op == "in":
@@ -82,6 +88,8 @@ def json_value(v: Any) -> Any:
         if math.isinf(v):
             return None
         return round(v, 4)
+    if isinstance(v, tuple):  # a set-valued field (account.segments)
+        return list(v)
     return v
 
 

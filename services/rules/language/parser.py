@@ -26,6 +26,7 @@ from .ast import (
     HEALTH_LABELS,
     METRICS,
     NUMERIC_OPS,
+    SEGMENTS_FIELD,
     USER_FIELDS,
     Actions,
     All,
@@ -426,7 +427,15 @@ class _Parser:
             op = None
         value = obj.get("value", True if op == "exists" else None)
         vptr = pointer(ptr, "value")
-        if op in ("in", "not_in"):
+        if kind == "set" and op not in ("in", "not_in", None):
+            self.err(
+                pointer(ptr, "op"),
+                f"{path_text} is the account's named segments: test it with in (a member of one of them) or not_in "
+                f'(of none of them), e.g. {{"field": "{path_text}", "op": "in", "value": ["fintech-smb"]}}',
+            )
+        elif kind == "set" and (not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value)):
+            self.err(vptr, f'{op} needs a non-empty list of segment ids, e.g. ["fintech-smb"]')
+        elif op in ("in", "not_in"):
             if not isinstance(value, list) or not value or not all(_scalar(v) for v in value):
                 self.err(vptr, f'{op} needs a non-empty list of strings or numbers, e.g. ["pro", "enterprise"]')
             else:
@@ -446,6 +455,8 @@ class _Parser:
                 value = self.number(value, vptr, '"value"')
             elif kind == "str" and not isinstance(value, str):
                 self.err(vptr, f"{path_text} is text: compare it with a string")
+        if kind == "set" and isinstance(value, list) and len(self.errors) == before:
+            value = tuple(value)
         if path == ("account", "health_label") and op in ("==", "!=", "in", "not_in") and len(self.errors) == before:
             wanted = list(value) if isinstance(value, tuple) else [value]
             if set(wanted) - set(HEALTH_LABELS):
@@ -487,8 +498,8 @@ class _Parser:
         """Predicates in one "all" on the same measure whose ranges cannot overlap."""
         seen: dict[tuple[Any, ...], list[tuple[int, Metric | Field]]] = {}
         for i, c in enumerate(children):
-            if isinstance(c, (Metric, Field)):
-                seen.setdefault(c.operand, []).append((i, c))
+            if isinstance(c, (Metric, Field)) and not (isinstance(c, Field) and c.path == SEGMENTS_FIELD):
+                seen.setdefault(c.operand, []).append((i, c))  # a set-valued field (segments) holds several at once
         for group in seen.values():
             for j in range(1, len(group)):
                 for i in range(j):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .ast import Audience, Condition
-from .parser import DEFAULT_RETENTION_DAYS, SLUG, RuleValidationError, _Parser
+from .ast import SEGMENTS_FIELD, Audience, Condition
+from .parser import DEFAULT_RETENTION_DAYS, SLUG, RuleValidationError, _Parser, pointer
 
 SEGMENT_KEYS = ("id", "name", "description", "audience", "condition")
 # A segment's signals carry rule_id "segment:<id>" (rule ids are slugs, so they never collide).
@@ -65,7 +65,29 @@ def parse_segment(obj: Any, *, retention_days: int = DEFAULT_RETENTION_DAYS, seg
         )
     elif p.within_limits(obj["condition"], "/condition"):
         condition = p.node(obj["condition"], "/condition")
+        for ptr in _segment_fields(obj["condition"], "/condition"):
+            p.err(
+                pointer(ptr, "field"),
+                "a segment cannot be defined by segments (account.segments): membership is refreshed for all segments "
+                "at once, so it would lag one refresh behind; repeat the other segment's conditions instead",
+            )
     if p.errors:
         raise RuleValidationError(p.errors)
     assert isinstance(sid, str) and isinstance(name, str) and condition is not None  # each missing part recorded an error
     return SegmentDefinition(id=sid, name=name.strip(), description=description, audience=audience, condition=condition)
+
+
+def _segment_fields(obj: Any, ptr: str) -> list[str]:
+    """The pointers of the ``account.segments`` predicates of a raw (already size-checked) condition."""
+    if not isinstance(obj, dict):
+        return []
+    out = []
+    for key in ("all", "any"):
+        if isinstance(obj.get(key), list):
+            for i, child in enumerate(obj[key]):
+                out += _segment_fields(child, pointer(ptr, key, i))
+    if "not" in obj:
+        out += _segment_fields(obj["not"], pointer(ptr, "not"))
+    if obj.get("field") == ".".join(SEGMENTS_FIELD):
+        out.append(ptr)
+    return out

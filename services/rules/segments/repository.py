@@ -135,9 +135,13 @@ def member_counts(session: Session, segment_ids: list[str] | None = None) -> dic
     return {s: int(n) for s, n in session.execute(q)}
 
 
-def memberships(session: Session, account_ids: Iterable[str]) -> dict[str, set[str]]:
-    """account -> the segments it is in now (of ``account_ids``)."""
+def memberships(session: Session, account_ids: Iterable[str] | None) -> dict[str, set[str]]:
+    """account -> the segments it is in now (of ``account_ids``; None: every account)."""
     out: dict[str, set[str]] = {}
+    if account_ids is None:
+        for a, s in session.execute(select(SegmentMember.account_id, SegmentMember.segment_id)):
+            out.setdefault(a, set()).add(s)
+        return out
     for chunk in _chunks(sorted(set(account_ids))):
         q = select(SegmentMember.account_id, SegmentMember.segment_id).where(is_in(session, SegmentMember.account_id, chunk))
         for a, s in session.execute(q):

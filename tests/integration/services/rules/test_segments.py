@@ -12,6 +12,7 @@ from sqlalchemy import event, select
 from services.ingest.events.worker import IngestWorker
 from services.rules.evaluation.engine import Measurements
 from services.rules.evaluation.segments import SegmentIndex, apply, matching, refresh_accounts, run_segments
+from services.rules.evaluation.service import run_tick
 from services.rules.evaluation.worker import RulesWorker
 from services.rules.models import SegmentMember, SegmentSize, SignalRecord
 from services.rules.segments import service as segments
@@ -278,3 +279,44 @@ def test_a_segment_deleted_while_the_tick_measures_gets_no_members(session_facto
         report = apply(s, loaded, wanted, None, meas, now, settings, "schedule")
     assert members(session_factory) == {"active-smb": {"a1", "a5"}}
     assert {x.rule_id for x in report.signals} == {"segment:active-smb"}
+
+
+async def test_rules_and_the_dry_run_test_segment_membership(api, keys, session_factory, settings, clock):
+    """account.segments in the rule language: a scheduled rule over fintech members fires
+    for exactly them; not_in for the others; the dry run explains it with the account's
+    segments; a segment cannot be defined by segments; only in and not_in are allowed."""
+    ops = auth(keys["ops"])
+    now = clock.now()
+    world(session_factory, now)
+    save(session_factory, FINTECH, now)
+    save(session_factory, ACTIVE_SMB, now)
+    run_segments(session_factory, settings, now)
+
+    for rule_id, op in (("fintech-quiet", "in"), ("not-fintech", "not_in")):
+        body = {
+            "id": rule_id,
+            "name": rule_id,
+            "kind": "lifecycle",
+            "trigger": {"schedule": {"every": "1h"}},
+            "condition": {"field": "account.segments", "op": op, "value": ["fintech"]},
+            "enabled": True,
+        }
+        assert (await api.post("/v1/rules", json=body, headers=ops)).status_code == 201
+    run_tick(session_factory, settings, now)
+    with transaction(session_factory) as s:
+        fired = {(r.rule_id, r.account_id) for r in s.scalars(select(SignalRecord).where(~SignalRecord.rule_id.like("segment:%")))}
+    assert fired == {("fintech-quiet", a) for a in ("a1", "a3", "a4")} | {("not-fintech", a) for a in ("a2", "a5")}
+
+    r = await api.post("/v1/rules/fintech-quiet/test?account_id=a1", headers=ops)
+    assert r.status_code == 200 and r.json()["condition"]["result"] is True  # (it would fire but for its cooldown)
+    assert r.json()["condition"]["value"] == ["active-smb", "fintech"]  # a1 is in both
+    r = await api.post("/v1/rules/fintech-quiet/test?account_id=a2", headers=ops)
+    assert r.json()["condition"]["result"] is False and r.json()["condition"]["value"] is None
+
+    bad = {**ACTIVE_SMB, "id": "x", "condition": {"field": "account.segments", "op": "in", "value": ["fintech"]}}
+    r = await api.post("/v1/segments", json=bad, headers=ops)
+    assert r.status_code == 422 and r.json()["detail"][0]["pointer"] == "/condition/field"
+    r = await api.post(
+        "/v1/rules/validate", json={**body, "condition": {"field": "account.segments", "op": "==", "value": "fintech"}}, headers=ops
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["pointer"] == "/condition/op" and "in" in r.json()["detail"][0]["message"]
