@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from services.ingest import interface as ingest
-from services.outreach.links.service import follow, log
+from services.outreach.links.service import PUBLISHING, follow, log
 from shared.api import context_of
 from shared.metrics import LINK_CLICKS
 
@@ -43,5 +43,6 @@ def follow_link(token: str, request: Request) -> RedirectResponse:
 
 
 def _lost(exc: BaseException) -> None:
+    PUBLISHING.trip()
     LINK_CLICKS.labels("unpublished").inc()
     log.warning("a link click was not delivered to the broker (%s: %s)", type(exc).__name__, exc)

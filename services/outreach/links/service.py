@@ -4,7 +4,9 @@ The redirect is public and unauthenticated, so a request costs one AES-GCM open 
 valid token, one record handed to the Kafka producer; never a database read or write.
 The event goes onto ``product.events`` through ingest's door (:func:`publish_event`), the
 path a product app's event takes: ingest stores it once per ``event_id`` and it feeds the
-rollups, rules, exit conditions (conversions) and health like any usage event.
+rollups, rules, exit conditions (conversions) and health like any usage event. When the
+broker fails a click, clicks are not published for 30 s (:data:`PUBLISHING`), so readers
+are never held up by a broker that is down.
 
 **Re-clicks and replays.** The event id is derived from the token's text and the
 ``TOUCHLINE_LINK_CLICK_DEDUPE_SECONDS`` window the click falls in: a contact who clicks
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +68,32 @@ class RecentIds:
 
 
 RECENT_CLICKS = RecentIds(50_000)
+
+
+class Breaker:
+    """After the broker failed a click, stop trying for ``pause`` seconds (real time): a
+    send to a broker that is down blocks for the producer's ``max_block_ms`` (10 s), and
+    the reader would wait that long for every redirect. Clicks meanwhile are lost
+    (counted as ``unpublished``); readers are redirected at once."""
+
+    def __init__(self, pause: float):
+        self.pause = pause
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def is_open(self) -> bool:
+        return time.monotonic() < self._until
+
+    def trip(self) -> None:
+        with self._lock:
+            self._until = time.monotonic() + self.pause
+
+    def reset(self) -> None:
+        with self._lock:
+            self._until = 0.0
+
+
+PUBLISHING = Breaker(30.0)
 
 
 @dataclass(frozen=True)
@@ -118,10 +147,19 @@ def follow(settings: Settings, token: str, *, now: datetime, publish: Callable[[
     event_id = click_event_id(token, now, settings)
     if not RECENT_CLICKS.add(event_id):
         return Followed(url, "replayed")
+    if PUBLISHING.is_open():
+        RECENT_CLICKS.discard(event_id)
+        return Followed(url, "unpublished")
     try:
         publish(click_event(opened.data, event_id=event_id, now=now))
     except Exception as exc:  # the reader still goes where the link leads; the click is lost (logged, counted)
         RECENT_CLICKS.discard(event_id)
-        log.warning("a link click could not be published (%s: %s); the reader was redirected", type(exc).__name__, exc)
+        PUBLISHING.trip()
+        log.warning(
+            "a link click could not be published (%s: %s); the reader was redirected, and clicks are not published for %.0f s",
+            type(exc).__name__,
+            exc,
+            PUBLISHING.pause,
+        )
         return Followed(url, "unpublished")
     return Followed(url, "recorded")

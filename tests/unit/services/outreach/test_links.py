@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.outreach.links import tokens
 from services.outreach.links.rewriting import message_links
-from services.outreach.links.service import click_event_id, safe_target
+from services.outreach.links.service import PUBLISHING, Followed, click_event_id, follow, safe_target
 from shared import b64url
 from shared.settings import Settings
 from tests.support.helpers import T0
@@ -89,3 +89,22 @@ def test_only_web_addresses_with_a_host_are_redirected_to():
     assert safe_target("https://help.example.com/a?b=c")
     for bad in ("javascript:alert(1)", "//evil.example", "https://", "https://a.example/\r\nSet-Cookie: x", "data:text/html,x", None, 3):
         assert not safe_target(bad), bad
+
+
+def test_a_broker_that_fails_a_click_is_left_alone_for_a_while_and_readers_still_go_through():
+    calls = []
+
+    def down(event):
+        calls.append(event)
+        raise OSError("broker down")
+
+    link = {"a": "acme", "u": "ada", "t": "https://help.example.com/a"}
+    first, second = (tokens.mint(SETTINGS.secret, tokens.LINK, link, now=T0, valid_for=timedelta(days=1)) for _ in range(2))
+    try:
+        assert follow(SETTINGS, first, now=T0, publish=down) == Followed("https://help.example.com/a", "unpublished")
+        assert follow(SETTINGS, second, now=T0, publish=down) == Followed("https://help.example.com/a", "unpublished")
+        assert len(calls) == 1  # the second reader did not wait on the broker
+        PUBLISHING.reset()
+        assert follow(SETTINGS, first, now=T0, publish=calls.append).outcome == "recorded"  # a lost click can be clicked again
+    finally:
+        PUBLISHING.reset()
