@@ -207,4 +207,5 @@ def account(request: Request, account_id: str, session: Session = SessionDep, vi
         health_chart=health_chart,
         latest_health=health_rows[0] if health_rows else None,
         health_days=health.HISTORY_DAYS,
+        named_segments=sorted(rules.segment_memberships(session, [account_id]).get(account_id, set())),
     )

@@ -61,6 +61,12 @@ async def test_segment_pages_show_sizes_definition_chart_and_members(api, keys, 
     nobody = await api.get("/console/segments/nobody")
     assert 'id="count">0<' in nobody.text and "No member" in nobody.text
     assert (await api.get("/console/segments/missing")).status_code == 404
+    # An account's page names its segments, linked for CS Ops.
+    account = (await api.get("/console/accounts/acct-001")).text
+    assert '<dd id="named-segments"><a href="/console/segments/fintech">fintech</a></dd>' in account
+    account = (await api.get("/console/accounts/acct-009")).text
+    assert '<dd id="named-segments"><a href="/console/segments/retail">retail</a></dd>' in account
     await api.delete("/v1/segments/retail", headers=ops)
     assert (await api.get("/console/segments/retail")).status_code == 404
     assert "/console/segments/retail" not in (await api.get("/console/segments")).text
+    assert '<dd id="named-segments">—</dd>' in (await api.get("/console/accounts/acct-009")).text
