@@ -44,6 +44,7 @@ from services.outreach.playbooks.conditions import parse_exit_condition
 from services.outreach.policy import repository as policy_repo
 from services.outreach.policy.service import TouchCounts
 from services.outreach.policy.tokens import email_hash
+from services.outreach.surveys import repository as survey_repo
 from services.outreach.templates import repository as template_repo
 from services.rules.interface import Condition, evaluator
 from shared.metrics import MESSAGES_ENQUEUED
@@ -86,6 +87,7 @@ class Batch:
         self._library: list[routing.Entry] | None = None
         self._received: dict[str, dict[str, set[str]]] | None = None
         self._seen: dict[str, set[str]] | None = None
+        self._answered: dict[str, set[tuple[str, str]]] = {}  # survey id -> (account, contact) who answered it
 
     # ---- reads ------------------------------------------------------------------
 
@@ -162,6 +164,13 @@ class Batch:
             names = {f for e in self.resources() for f in e.features}
             self._seen = ingest.events_seen_of(self.session, names, list(self.accounts))
         return self._seen.get(account_id, set())
+
+    def answered(self, survey_id: str, account_id: str, user_id: str) -> bool:
+        """Has the contact answered this survey already? One statement per survey for the
+        batch's accounts."""
+        if survey_id not in self._answered:
+            self._answered[survey_id] = survey_repo.answered_of(self.session, survey_id, list(self.accounts))
+        return (account_id, user_id) in self._answered[survey_id]
 
     def template(self, template_id: str) -> Template | None:
         if template_id not in self._templates:

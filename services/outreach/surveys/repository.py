@@ -10,7 +10,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import SurveyAnswer
-from shared.db import insert_on_conflict, rowcount
+from shared.db import insert_on_conflict, is_in, rowcount
 
 TABLE = SurveyAnswer.__table__
 
@@ -36,6 +36,17 @@ def save_answer(session: Session, row: dict[str, Any]) -> bool:
     )
     # RETURNING, not rowcount: the drivers disagree on an upsert's rowcount (psycopg said 0 for an insert).
     return session.execute(stmt.returning(TABLE.c.answers)).first() is not None
+
+
+def answered_of(session: Session, survey_id: str, account_ids: list[str]) -> set[tuple[str, str]]:
+    """(account, contact) of every answer to ``survey_id`` from ``account_ids`` (a signal
+    batch's accounts: under SQLite's parameter limit, one array parameter on PostgreSQL)."""
+    rows = session.execute(
+        select(SurveyAnswer.account_id, SurveyAnswer.user_id).where(
+            SurveyAnswer.survey_id == survey_id, is_in(session, SurveyAnswer.account_id, account_ids)
+        )
+    )
+    return {(r[0], r[1]) for r in rows}
 
 
 def answer(session: Session, survey_id: str, account_id: str, user_id: str) -> SurveyAnswer | None:

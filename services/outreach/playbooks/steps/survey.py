@@ -63,6 +63,8 @@ def run_survey(ctx: StepContext, step: SurveyStep) -> StepOutcome:
         for r, reason in zip(recipients, decide(ctx, step, recipients, template), strict=True):
             if reason is None and r.user_id is None:
                 reason = "no_contact"  # an answer belongs to a contact
+            if reason is None and r.user_id is not None and ctx.batch.answered(step.survey, e.account_id, r.user_id):
+                reason = "already_answered"  # asked again, they would only replace their answer
             if reason:
                 rows.append(out.skipped(r, reason))
                 continue

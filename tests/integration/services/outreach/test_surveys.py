@@ -17,8 +17,10 @@ from services.ingest.events.worker import IngestWorker
 from services.ingest.models import RawEvent
 from services.outreach.links import tokens
 from services.outreach.models import SurveyAnswer
+from services.outreach.surveys.service import Answer, record_answer
 from services.rules.evaluation.worker import RulesWorker
 from services.rules.interface import STARTER_DIR as RULES_STARTER
+from shared.db import transaction
 from shared.outbox import OutboxMessage
 from shared.sealed import seal
 from tests.support.engagements import add_csm, engagements
@@ -132,6 +134,7 @@ async def test_a_detractor_answer_opens_an_engagement_and_a_second_answer_replac
         {"day": clock.now().date().isoformat(), "answered": 1, "promoters": 1, "passives": 0, "detractors": 0, "nps": 100.0}
     ]
     assert (await api.get("/v1/surveys/nobody-asked/results", headers=ops)).status_code == 404
+
     assert (await api.get("/v1/surveys/nps-q1/results", headers=auth(keys["csm"]))).status_code == 200
 
 
@@ -162,3 +165,17 @@ async def test_forged_expired_and_off_scale_answers_record_nothing(topics, sessi
     assert _answers(session_factory) == [] and _outbox_events(session_factory, settings) == 0
     r = await api.get(f"/s/{good}", params={"score": 4})
     assert r.status_code == 200 and _answers(session_factory) == [("csat-1", "acme", "ada", 4, "", 1)]
+
+
+def test_a_contact_who_answered_is_not_asked_the_same_survey_again(topics, session_factory, workers, clock):
+    settings = topics
+    add_account(session_factory, "acme")
+    save_template(session_factory, settings, "nps-survey", _starter("templates.yaml")["nps-survey"])
+    save_playbook(session_factory, "nps", simple_playbook(steps=[{**SURVEY, "to": ["champion", "admin"]}]))
+    with transaction(session_factory) as s:
+        record_answer(s, settings, Answer({"s": "nps-q1", "k": "nps", "a": "acme", "u": "ada"}, 8, ""), now=clock.now())
+        record_answer(s, settings, Answer({"s": "nps-q0", "k": "nps", "a": "acme", "u": "bob"}, 8, ""), now=clock.now())  # another survey
+    send_signals(settings, [signal("acme")])
+    drain(workers()["signals"], lambda: len(messages(session_factory, playbook_id="nps")) == 2)
+    got = {m.recipient: (m.state, m.skip_reason) for m in messages(session_factory, playbook_id="nps")}
+    assert got == {"ada@acme.test": ("skipped", "already_answered"), "bob@acme.test": ("queued", None)}
