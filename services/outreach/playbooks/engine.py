@@ -302,9 +302,10 @@ def sweep_conversions(session: Session, now: datetime, limit: int) -> int:
 
 def stop_on_segment_left(session: Session, signals: Sequence[Any], now: datetime) -> dict[str, list[tuple[str, int]]]:
     """End, as ``completed`` with reason ``segment_left``, every running enrolment
-    (treated or held out) whose playbook version's trigger names the segment a
-    ``segment_left`` signal of ``signals`` says its account left, and which an earlier
-    signal started (an enrolment started by entering again after the leaving stays).
+    (treated or held out) that entering the segment a ``segment_left`` signal of
+    ``signals`` says its account left started, in a playbook version whose trigger
+    names that segment (an enrolment started by entering again after the leaving stays,
+    and one started by entering another segment of the trigger too).
     Returns per signal id the (playbook, version) pairs it stopped. Flushes."""
     if not signals:
         return {}
@@ -314,8 +315,10 @@ def stop_on_segment_left(session: Session, signals: Sequence[Any], now: datetime
         for e in running:
             if e.status != "active" or e.account_id != signal.account_id:
                 continue
-            started_by = (e.signal or {}).get("fired_at")
-            if started_by is None or datetime.fromisoformat(started_by) > signal.fired_at:
+            started = e.signal or {}
+            if started.get("rule_id") != signal.rule_id:  # entering another segment (or a rule) started it
+                continue
+            if started.get("fired_at") is None or datetime.fromisoformat(started["fired_at"]) > signal.fired_at:
                 continue
             trigger = load_compiled(session, e.playbook_id, e.playbook_version).definition.trigger
             if signal.rule_id not in trigger.segment_rule_ids:

@@ -127,3 +127,37 @@ async def test_a_playbook_naming_a_missing_segment_is_refused_with_the_path(api,
     # A deleted segment is missing too.
     assert (await api.delete("/v1/segments/fintech", headers=ops)).status_code == 200
     assert (await api.put("/v1/playbooks/good", json={**FINTECH_WIN_BACK, "name": "v2"}, headers=ops)).status_code == 422
+
+
+def test_leaving_another_segment_of_the_trigger_does_not_stop_the_enrolment(topics, session_factory, workers, clock, sink):
+    """A playbook on entering fintech or pro: fin1 enters both at once and is enrolled by
+    the first signal (fintech's); leaving pro leaves that enrolment running, leaving
+    fintech stops it."""
+    world(session_factory, topics, clock)
+    with transaction(session_factory) as s:
+        segments.create(
+            s,
+            segments.parse({"id": "pro", "name": "Pro", "condition": {"field": "account.plan", "op": "==", "value": "pro"}}, 400),
+            "ops:test",
+            clock.now(),
+        )
+    save_playbook(session_factory, "welcome", {**WELCOME, "trigger": {"segments": ["fintech", "pro"]}})
+    w = workers()
+    rules = RulesWorker(topics, session_factory, clock, tick=False)
+    try:
+        run_segments(session_factory, topics, clock.now())
+        rules.relay()
+        drain(w["signals"], lambda: set(enrollments(session_factory, "welcome")) == {"fin1", "fin2", "ret1"})
+        assert enrollments(session_factory, "welcome")["fin1"].signal["rule_id"] == "segment:fintech"
+        for change, leaves in ((lambda a: setattr(a, "plan", "starter"), "pro"), (lambda a: setattr(a, "traits", {}), "fintech")):
+            clock.advance(days(1))
+            with transaction(session_factory) as s:
+                change(s.get(Account, "fin1"))
+            left = run_segments(session_factory, topics, clock.now())
+            assert [(x.rule_id, x.account_id) for x in left.signals] == [(f"segment:{leaves}", "fin1")]
+            rules.relay()
+            drain(w["signals"], lambda sid=left.signals[0].signal_id: decision(session_factory, sid) is not None)
+            status = enrollments(session_factory, "welcome")["fin1"].status
+            assert status == ("active" if leaves == "pro" else "completed"), leaves
+    finally:
+        rules.close()
