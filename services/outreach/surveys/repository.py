@@ -54,9 +54,9 @@ def answer(session: Session, survey_id: str, account_id: str, user_id: str) -> S
 
 
 def answers_between(session: Session, survey_id: str, start: datetime, end: datetime) -> list[tuple[datetime, int, str]]:
-    """(answered_at, score, scale) of each contact's latest answer given in [start, end)."""
+    """(answered_at, score, account_id) of each contact's latest answer given in [start, end)."""
     rows = session.execute(
-        select(SurveyAnswer.answered_at, SurveyAnswer.score, SurveyAnswer.scale)
+        select(SurveyAnswer.answered_at, SurveyAnswer.score, SurveyAnswer.account_id)
         .where(SurveyAnswer.survey_id == survey_id, SurveyAnswer.answered_at >= start, SurveyAnswer.answered_at < end)
         .order_by(SurveyAnswer.answered_at)
     )

@@ -166,13 +166,19 @@ class SurveyDay(Tally):
     day: str
 
 
+class SurveySegment(Tally):
+    segment: str
+
+
 class SurveyResults(Tally):
     survey_id: str
+    segment: str | None = Field(None, description="only the answers of accounts in this named segment now (?segment=)")
     scale: str = Field(description="nps (0-10) or csat (1-5)")
     start: str
     end: str
     scores: dict[str, int] = Field(description="answers per score")
     by_day: list[SurveyDay] = Field(description="by the UTC day of each contact's latest answer")
+    by_segment: list[SurveySegment] = Field(description="by the named segments the answering accounts are in now")
 
 
 @router.get(
@@ -181,12 +187,13 @@ class SurveyResults(Tally):
     response_model=SurveyResults,
     response_model_exclude_none=True,
     responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
-    summary="A survey's results: NPS (promoters, passives, detractors) or CSAT, overall and by day; each contact's latest answer",
+    summary="A survey's results: NPS (promoters, passives, detractors) or CSAT, overall, by day and by segment; each contact's latest answer",
 )
 def survey_results(
     survey_id: str = Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$"),
     start: date | None = Query(None, description="first UTC day (default: 90 days before end)"),
     end: date | None = Query(None, description="last UTC day (default: today)"),
+    segment: str | None = Query(None, min_length=1, max_length=64, description="only accounts in this named segment now"),
     session: Session = SessionDep,
     clock: Clock = ClockDep,
     _principal: Principal = require("ops", "csm"),
@@ -200,7 +207,7 @@ def survey_results(
         raise Unprocessable(f"start {start} is after end {end}")
     if (end - start).days > 3660:
         raise Unprocessable("at most ten years at once")
-    out = service.results(session, survey_id, start=start, end=end)
+    out = service.results(session, survey_id, start=start, end=end, segment=segment)
     if out is None:
         raise NotFound(f"nobody has answered survey {survey_id!r}")
     return out

@@ -17,7 +17,8 @@ still says which answer is the latest). Results read the rows, never the events.
 **Results**: promoters (9-10), passives (7-8) and detractors (0-6) and the NPS (the
 percentage of promoters minus that of detractors) of an NPS survey; satisfied (4-5) and
 the CSAT (their percentage) of a CSAT survey; overall and by UTC day of each contact's
-latest answer.
+latest answer, and by named segment (docs/segments.md: the segments each answering
+account is in now; an account in two segments counts in both).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 from services.ingest import interface as ingest
 from services.outreach.surveys import repository as repo
 from services.outreach.surveys.links import SCALES
+from services.rules import interface as rules
 from shared import outbox
 from shared.settings import Settings
 
@@ -113,9 +115,10 @@ def tally(scale: str, scores: list[int]) -> dict[str, Any]:
     return {"answered": n, "satisfied": satisfied, "csat": round(100 * satisfied / n, 1) if n else None}
 
 
-def results(session: Session, survey_id: str, *, start: date, end: date) -> dict[str, Any] | None:
-    """A survey's results over the UTC days [start, end], overall and by day; None if
-    nobody answered it ever."""
+def results(session: Session, survey_id: str, *, start: date, end: date, segment: str | None = None) -> dict[str, Any] | None:
+    """A survey's results over the UTC days [start, end], overall, by day and by named
+    segment (the segments the answering accounts are in now: docs/segments.md); with
+    ``segment``, only the answers of accounts in it now. None if nobody answered it ever."""
     scale = repo.scale_of(session, survey_id)
     if scale is None:
         return None
@@ -125,10 +128,16 @@ def results(session: Session, survey_id: str, *, start: date, end: date) -> dict
     except OverflowError:  # end is 9999-12-31
         hi = datetime.max.replace(tzinfo=UTC)
     rows = repo.answers_between(session, survey_id, lo, hi)
+    segments_of = rules.segment_memberships(session, {account for _at, _score, account in rows})  # one statement
+    if segment is not None:
+        rows = [row for row in rows if segment in segments_of.get(row[2], ())]
     by_day: dict[date, list[int]] = {}
-    for at, score, _scale in rows:
+    by_segment: dict[str, list[int]] = {}
+    for at, score, account in rows:
         by_day.setdefault(at.date(), []).append(score)
-    scores = [score for _at, score, _scale in rows]
+        for seg in segments_of.get(account, ()):
+            by_segment.setdefault(seg, []).append(score)
+    scores = [score for _at, score, _account in rows]
     low, high = SCALES[scale]
     counts = Counter(scores)
     return {
@@ -139,4 +148,6 @@ def results(session: Session, survey_id: str, *, start: date, end: date) -> dict
         **tally(scale, scores),
         "scores": {str(n): counts.get(n, 0) for n in range(low, high + 1)},
         "by_day": [{"day": d.isoformat(), **tally(scale, s)} for d, s in sorted(by_day.items())],
+        "by_segment": [{"segment": seg, **tally(scale, s)} for seg, s in sorted(by_segment.items())],
+        **({"segment": segment} if segment is not None else {}),
     }

@@ -20,11 +20,12 @@ from services.outreach.models import SurveyAnswer
 from services.outreach.surveys.service import Answer, record_answer
 from services.rules.evaluation.worker import RulesWorker
 from services.rules.interface import STARTER_DIR as RULES_STARTER
+from services.rules.models import SegmentMember
 from shared.db import transaction
 from shared.outbox import OutboxMessage
 from shared.sealed import seal
 from tests.support.engagements import add_csm, engagements
-from tests.support.helpers import auth, drain
+from tests.support.helpers import T0, auth, drain
 from tests.support.outreach import add_account, messages, save_playbook, save_template, send_signals, signal, simple_playbook
 from tests.support.rules import make_rule, signals
 
@@ -123,7 +124,10 @@ async def test_a_detractor_answer_opens_an_engagement_and_a_second_answer_replac
     page = await api.get(path)  # the form alone records nothing and shows nobody's earlier answer
     assert page.status_code == 200 and "script" not in page.text and _answers(session_factory)[0][3] == 9
 
-    # Results read each contact's latest answer: one promoter, on the day they gave it.
+    # Results read each contact's latest answer: one promoter, on the day they gave it, in
+    # the named segment the account is in now.
+    with transaction(session_factory) as s:
+        s.add(SegmentMember(segment_id="analytics-smb", account_id="acme", entered_at=T0, version=1))
     ops = auth(keys["ops"])
     r = await api.get("/v1/surveys/nps-q1/results", headers=ops)
     assert r.status_code == 200, r.text
@@ -133,6 +137,9 @@ async def test_a_detractor_answer_opens_an_engagement_and_a_second_answer_replac
     assert body["by_day"] == [
         {"day": clock.now().date().isoformat(), "answered": 1, "promoters": 1, "passives": 0, "detractors": 0, "nps": 100.0}
     ]
+    assert body["by_segment"] == [{"segment": "analytics-smb", "answered": 1, "promoters": 1, "passives": 0, "detractors": 0, "nps": 100.0}]
+    r = await api.get("/v1/surveys/nps-q1/results", params={"segment": "enterprise"}, headers=ops)
+    assert (r.json()["segment"], r.json()["answered"], r.json()["by_day"], r.json()["by_segment"]) == ("enterprise", 0, [], [])
     assert (await api.get("/v1/surveys/nobody-asked/results", headers=ops)).status_code == 404
 
     assert (await api.get("/v1/surveys/nps-q1/results", headers=auth(keys["csm"]))).status_code == 200
