@@ -18,7 +18,20 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.console.views import accounts, auth, deadletters, engagements, health, lists, overview, playbooks, rules, segments, templates
+from services.console.views import (
+    accounts,
+    auth,
+    deadletters,
+    engagements,
+    health,
+    lists,
+    overview,
+    playbooks,
+    rules,
+    search,
+    segments,
+    templates,
+)
 from services.console.web import HERE, SECURITY_HEADERS, ConsoleForbidden, SignInRequired, error_page
 from shared.errors import TouchlineError
 
@@ -28,7 +41,7 @@ ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    for module in (auth, overview, accounts, health, rules, segments, playbooks, templates, engagements, deadletters, lists):
+    for module in (auth, overview, accounts, search, health, rules, segments, playbooks, templates, engagements, deadletters, lists):
         router.include_router(module.router)
     return router
 

@@ -121,6 +121,7 @@ from services.ingest.repository.properties import (
     role_last_seen,
     role_last_seen_by_day,
 )
+from services.ingest.repository.search import find_accounts, find_contacts
 from services.ingest.snapshots import AccountInfo, Contact, ContractOutcomeInfo, StoredEvent
 from shared.events import CONTRACT_KINDS
 
@@ -168,6 +169,8 @@ __all__ = [
     "event_day_masks",
     "events_between",
     "events_seen_of",
+    "find_accounts",
+    "find_contacts",
     "ingested_event_ids",
     "latest_events",
     "list_users",

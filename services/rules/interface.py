@@ -93,7 +93,7 @@ from services.rules.segments.repository import memberships as segment_membership
 from services.rules.segments.repository import sizes as segment_sizes
 from services.rules.segments.service import current_definition as current_segment_definition
 from services.rules.segments.service import get as get_segment
-from services.rules.signals.repository import accounts_signalled_since, count_signals, list_signals
+from services.rules.signals.repository import accounts_signalled_since, count_signals, get_signal, list_signals
 from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
 from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
 
@@ -126,6 +126,7 @@ __all__ = [
     "forget_contact",
     "get_rule",
     "get_segment",
+    "get_signal",
     "health_histories",
     "health_history",
     "health_label_counts_by_day",

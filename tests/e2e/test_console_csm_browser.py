@@ -203,7 +203,7 @@ def test_a_wrong_contact_is_a_readable_error_that_keeps_the_summary(chromium, cs
         w.close()
 
 
-@pytest.mark.parametrize("path", ["/console/inbox", "/console/accounts", "engagement"])
+@pytest.mark.parametrize("path", ["/console/inbox", "/console/accounts", "/console/search?q=a", "engagement"])
 def test_csm_pages_hold_at_390_px_without_breaking_words(chromium, csm_server, console_world, path):  # noqa: F811
     world = console_world
     eid = _an_open_engagement_for_csm_1(csm_server, world.keys) if path == "engagement" else None
@@ -232,6 +232,6 @@ def test_csm_pages_hold_at_390_px_without_breaking_words(chromium, csm_server, c
             }"""
         )
         assert not broken, (path, broken[:10])
-        w.shot(f"390-{path.strip('/').replace('/', '-')}")
+        w.shot(f"390-{path.strip('/').replace('/', '-').replace('?', '-').replace('=', '-')}")
     finally:
         w.close()

@@ -6,7 +6,7 @@ with the same filters (tests/integration/services/console/test_console.py walks 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,6 +17,8 @@ from services.console.web import OPS, Viewer, render
 from services.outreach import interface as outreach
 from services.rules import interface as rules
 from shared.api import SessionDep
+from shared.clock import utc
+from shared.errors import NotFound
 
 router = APIRouter()
 SHOWN = 100
@@ -28,36 +30,63 @@ def _start(since: date | None) -> datetime | None:
     return datetime.combine(since, time.min, tzinfo=UTC) if since else None
 
 
+def _cursor(value: str) -> tuple[datetime, str] | None:
+    """A page cursor ``<fired_at ISO>|<signal id>`` (the previous page's last row); a bad one is page one."""
+    at, _, sid = value.partition("|")
+    try:
+        return (utc(datetime.fromisoformat(at)), sid) if at and sid else None
+    except ValueError:
+        return None
+
+
 @router.get("/signals")
 def signals(
     request: Request,
     since: date | None = Query(None, description="fired on or after this UTC day"),
+    until: date | None = Query(None, description="fired on or before this UTC day"),
     kind: str = Query("", max_length=64),
     rule_id: str = Query("", max_length=128),
     account_id: str = Query("", max_length=128),
+    before: str = Query("", max_length=300, description="the page after this cursor (the Older link's)"),
+    limit: int = Query(SHOWN, ge=1, le=500, description="signals a page"),
     session: Session = SessionDep,
     viewer: Viewer = OPS,
 ) -> HTMLResponse:
     start = _start(since)
-    total = rules.count_signals(session, kind=kind or None, rule_id=rule_id or None, account_id=account_id or None, since=start)
-    rows = rules.list_signals(
-        session,
-        kind=kind or None,
-        rule_id=rule_id or None,
-        account_id=account_id or None,
-        since=start,
-        until=None,
-        before=None,
-        limit=SHOWN,
-    )
+    end = _start(until + timedelta(days=1)) if until else None
+    where: dict[str, Any] = {"kind": kind or None, "rule_id": rule_id or None, "account_id": account_id or None, "since": start}
+    total = rules.count_signals(session, **where, until=end)
+    # One more than a page: whether there is an older page, without counting again.
+    rows = rules.list_signals(session, **where, until=end, before=_cursor(before), limit=limit + 1)
+    older = rows[limit - 1] if len(rows) > limit else None
+    rows = rows[:limit]
+    filters = {
+        "since": since.isoformat() if since else "",
+        "until": until.isoformat() if until else "",
+        "kind": kind,
+        "rule_id": rule_id,
+        "account_id": account_id,
+        "limit": "" if limit == SHOWN else str(limit),
+    }
     return render(
         request,
         "signals.html",
         rows=rows,
         total=total,
-        shown=SHOWN,
-        filters={"since": since.isoformat() if since else "", "kind": kind, "rule_id": rule_id, "account_id": account_id},
+        shown=limit,
+        filters=filters,
+        paged=bool(before),
+        older=f"{older.fired_at.isoformat()}|{older.signal_id}" if older else None,
     )
+
+
+@router.get("/signals/{signal_id}")
+def signal(request: Request, signal_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+    """One signal and its evidence: what the rule saw when it fired."""
+    s = rules.get_signal(session, signal_id)
+    if s is None:
+        raise NotFound(f"no signal {signal_id!r}")
+    return render(request, "signal.html", s=s)
 
 
 @router.get("/messages")
