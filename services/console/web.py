@@ -41,6 +41,7 @@ MENU = [  # (label, path, roles that see it)
     ("Playbooks", "/console/playbooks", ("ops",)),
     ("Messages", "/console/messages", ("ops",)),
     ("Templates", "/console/templates", ("ops",)),
+    ("Engagements", "/console/engagements", ("ops",)),
     ("Pool", "/console/pool", ("ops",)),
     ("Dead letters", "/console/dead-letters", ("ops",)),
 ]

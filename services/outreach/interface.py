@@ -39,10 +39,12 @@ from services.outreach.engagements.reporting import detail as engagement_detail
 from services.outreach.engagements.reporting import forecast as pool_forecast
 from services.outreach.engagements.reporting import pool as pool_report
 from services.outreach.engagements.repository import due_counts as engagement_due_counts
+from services.outreach.engagements.repository import find_engagements, get_csm, list_csms, list_engagements
 from services.outreach.engagements.repository import get as get_engagement
-from services.outreach.engagements.repository import get_csm, list_csms, list_engagements
 from services.outreach.engagements.roster import put as put_csm
+from services.outreach.engagements.schemas import GOALS as ENGAGEMENT_GOALS
 from services.outreach.engagements.schemas import OUTCOMES as ENGAGEMENT_OUTCOMES
+from services.outreach.engagements.schemas import STATUSES as ENGAGEMENT_STATUSES
 from services.outreach.engagements.schemas import (
     TOUCH_KINDS,
     CancelIn,
@@ -84,7 +86,9 @@ from services.outreach.templates.service import preview_for as template_preview
 from services.outreach.templates.service import save as save_template
 
 __all__ = [
+    "ENGAGEMENT_GOALS",
     "ENGAGEMENT_OUTCOMES",
+    "ENGAGEMENT_STATUSES",
     "OPEN_ENGAGEMENT_STATUSES",
     "STARTER_ACTOR",
     "TEMPLATE_PARTS",
@@ -118,6 +122,7 @@ __all__ = [
     "enrollments_for_account",
     "extend_engagement",
     "email_contact",
+    "find_engagements",
     "get_csm",
     "get_engagement",
     "get_message",

@@ -5,10 +5,10 @@ forecast). Every rule is the engagements service's; these views only call it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -205,6 +205,54 @@ def message(request: Request, engagement_id: str, message_id: str, session: Sess
     if m.html_body:
         response.headers["Content-Security-Policy"] = CSP_EMAIL_PREVIEW
     return response
+
+
+LIST_PAGE = 50
+DUE_WINDOWS = ("overdue", "week")
+
+
+@router.get("/engagements")
+def engagements(
+    request: Request,
+    status: str = Query("", max_length=32, description="a status, or 'open' (queued, assigned or active)"),
+    csm_id: str = Query("", max_length=128),
+    goal: str = Query("", max_length=64),
+    outcome: str = Query("", max_length=64),
+    due: str = Query("", pattern="^(|overdue|week)$", description="overdue, or due within 7 days from now"),
+    page: int = Query(1, ge=1, le=100_000),
+    session: Session = SessionDep,
+    viewer: Viewer = OPS,
+) -> HTMLResponse:
+    """Every engagement, filtered by status, CSM, goal, outcome and due window, counted
+    and paged: the list the overview's engagement figures count (same filters)."""
+    now = now_of(request)
+    statuses = outreach.OPEN_ENGAGEMENT_STATUSES if status == "open" else ((status,) if status else None)
+    due_from, due_before = {"overdue": (None, now), "week": (now, now + timedelta(days=7))}.get(due, (None, None))
+    rows, total = outreach.find_engagements(
+        session,
+        statuses=statuses,
+        csm_id=csm_id or None,
+        goal=goal or None,
+        outcome=outcome or None,
+        due_from=due_from,
+        due_before=due_before,
+        offset=(page - 1) * LIST_PAGE,
+        limit=LIST_PAGE,
+    )
+    filters = {"status": status, "csm_id": csm_id, "goal": goal, "outcome": outcome, "due": due}
+    return render(
+        request,
+        "engagements.html",
+        rows=[(e, _days_left(e, now)) for e in rows],
+        total=total,
+        page=page,
+        pages=max(1, -(-total // LIST_PAGE)),
+        filters=filters,
+        statuses=("open", *outreach.ENGAGEMENT_STATUSES),
+        goals=outreach.ENGAGEMENT_GOALS,
+        outcomes=outreach.ENGAGEMENT_OUTCOMES,
+        csms=outreach.list_csms(session),
+    )
 
 
 @router.get("/pool")

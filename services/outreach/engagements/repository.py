@@ -404,3 +404,42 @@ def due_counts(session: Session, now: datetime, until: datetime) -> tuple[int, i
         .where(open_)
     ).one()
     return int(row[0]), int(row[1]), int(row[2])
+
+
+def find_engagements(
+    session: Session,
+    *,
+    statuses: Collection[str] | None = None,
+    csm_id: str | None = None,
+    goal: str | None = None,
+    outcome: str | None = None,
+    due_from: datetime | None = None,
+    due_before: datetime | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Engagement], int]:
+    """The console's engagements list: a page (open first by due date, the unscheduled last,
+    then the closed newest first; ties by id) of the engagements matching every filter
+    given, and how many match. ``due_from``/``due_before``: due in [from, before). The
+    overview's open, due-this-week and overdue figures are counts of this list with the
+    same filters as :func:`due_counts` (open statuses, and the due window)."""
+    conditions: list[Any] = []
+    for col, value in ((Engagement.csm_id, csm_id), (Engagement.goal, goal), (Engagement.outcome, outcome)):
+        if value:
+            conditions.append(col == value)
+    if statuses is not None:
+        conditions.append(Engagement.status.in_(sorted(statuses)))
+    if due_from is not None:
+        conditions.append(Engagement.due_at >= due_from)
+    if due_before is not None:
+        conditions.append(Engagement.due_at < due_before)
+    total = session.scalar(select(func.count()).select_from(Engagement).where(*conditions)) or 0
+    is_open = Engagement.status.in_(sorted(OPEN_ENGAGEMENT_STATUSES))
+    q = (
+        select(Engagement)
+        .where(*conditions)
+        .order_by(~is_open, Engagement.due_at.is_(None), Engagement.due_at, Engagement.opened_at.desc(), Engagement.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(session.scalars(q)), int(total)

@@ -166,6 +166,7 @@ async def test_csm_sees_accounts_but_ops_pages_answer_a_readable_403(api, keys, 
     root = await api.get("/console/")  # the console's root is everyone's landing: a CSM's is the inbox
     assert root.status_code == 303 and root.headers["location"] == "/console/inbox"
     for path in (
+        "/console/engagements",
         "/console/rules",
         "/console/rules/no-login-14d",
         "/console/playbooks",

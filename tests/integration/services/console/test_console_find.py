@@ -10,6 +10,7 @@ from html import unescape
 from urllib.parse import quote
 
 from tests.support.console import sign_in
+from tests.support.counts import console_figures_are_counts_of_lists
 from tests.support.helpers import auth, walk
 
 ROW = re.compile(r'<tr data-signal="([^"]+)">')
@@ -169,3 +170,45 @@ async def test_search_reads_its_indexes_not_the_tables(console_world, seeded):
         "ix_users_email_domain",
     ):
         assert name in used, (name, used)
+
+
+async def test_the_engagements_list_filters_pages_and_is_what_the_overview_counts(api, keys, seeded):
+    """Every engagement, as the API lists them, over the list's pages; each filter against
+    the API's list filtered the same way; the overview's open / due this week / overdue
+    figures are the counts of the list they link to (tests/support/counts.py)."""
+    h = auth(keys["ops"])
+    everything = await walk(api, "/v1/engagements", h, limit=200)
+    assert everything
+    await sign_in(api, keys["ops"])
+
+    async def listed(query: str) -> tuple[int, list[str]]:
+        ids, page_no = [], 1
+        while True:
+            r = await api.get(f"/console/engagements?{query}&page={page_no}")
+            assert r.status_code == 200, r.text
+            count = int(re.search(r'<span id="count">([\d,]+)</span>', r.text).group(1).replace(",", ""))
+            ids += re.findall(r'<tr data-engagement="([^"]+)"', r.text)
+            if 'id="next"' not in r.text:
+                return count, ids
+            page_no += 1
+
+    count, ids = await listed("")
+    assert count == len(everything) and sorted(ids) == sorted(e["id"] for e in everything) and len(ids) == len(set(ids))
+    some = everything[0]
+    for query, keep in (
+        ("status=open", lambda e: e["status"] in ("queued", "assigned", "active")),
+        (f"status={some['status']}", lambda e: e["status"] == some["status"]),
+        (f"goal={some['goal']}", lambda e: e["goal"] == some["goal"]),
+        ("csm_id=csm-1", lambda e: e["csm_id"] == "csm-1"),
+    ):
+        want = sorted(e["id"] for e in everything if keep(e))
+        count, ids = await listed(query)
+        assert count == len(want) and sorted(ids) == want, query
+    overview = (await api.get("/console/")).text
+    block = overview[overview.index('id="open-engagements"') - 200 :].split("</div>")[0]
+    links = re.findall(r'data-count="(\d+)" href="([^"]+)"', block)
+    assert len(links) == 3 and all("/console/engagements?" in unescape(href) for _n, href in links)
+    for n, href in links:  # each figure is the count of the list it links to
+        target = (await api.get(unescape(href))).text
+        assert re.search(r'<span id="count">([\d,]+)</span>', target).group(1).replace(",", "") == n, href
+    assert await console_figures_are_counts_of_lists(api, [p["id"] for p in await walk(api, "/v1/playbooks", h, limit=100)]) >= 3
