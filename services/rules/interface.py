@@ -89,6 +89,7 @@ from services.rules.segments.repository import existing as existing_segments
 from services.rules.segments.repository import list_members as list_segment_members
 from services.rules.segments.repository import list_segments
 from services.rules.segments.repository import member_counts as segment_member_counts
+from services.rules.segments.repository import membership_history as segment_membership_history
 from services.rules.segments.repository import memberships as segment_memberships
 from services.rules.segments.repository import sizes as segment_sizes
 from services.rules.segments.service import current_definition as current_segment_definition
@@ -157,6 +158,7 @@ __all__ = [
     "score_account_health",
     "score_health_history",
     "segment_member_counts",
+    "segment_membership_history",
     "segment_memberships",
     "segment_sizes",
     "serialize_condition",

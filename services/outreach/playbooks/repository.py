@@ -208,6 +208,17 @@ def enrollment_counts(session: Session, playbook_id: str) -> list[tuple[bool, st
     )
 
 
+def enrollment_outcomes(session: Session, playbook_id: str, limit: int) -> list[tuple[str, datetime, bool, str]]:
+    """(account, enrolled at, held out, status) of a playbook's newest ``limit`` enrolments."""
+    q = (
+        select(Enrollment.account_id, Enrollment.enrolled_at, Enrollment.holdout, Enrollment.status)
+        .where(Enrollment.playbook_id == playbook_id)
+        .order_by(Enrollment.enrolled_at.desc())
+        .limit(limit)
+    )
+    return [(a, at, bool(h), st) for a, at, h, st in session.execute(q)]
+
+
 def enrollments_for_account(session: Session, account_id: str, limit: int) -> list[Enrollment]:
     q = select(Enrollment).where(Enrollment.account_id == account_id).order_by(Enrollment.enrolled_at.desc()).limit(limit)
     return list(session.scalars(q))

@@ -19,6 +19,7 @@ from services.outreach.playbooks.schemas import (
     PlaybookOut,
     PlaybookPage,
     ReportOut,
+    SegmentReportOut,
 )
 from shared.api import BodyDep, ClockDep, SessionDep
 from shared.auth import Principal, require
@@ -135,3 +136,18 @@ def list_enrollments(
 )
 def playbook_report(playbook_id: str, session: Session = SessionDep, _p: Principal = require("ops")) -> ReportOut:
     return service.report(session, playbook_id)
+
+
+@router.get(
+    "/v1/playbooks/{playbook_id}/report/segments",
+    response_model=SegmentReportOut,
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Treated vs holdout conversion, lift and 95% CI among each named segment's members as of their enrolment",
+)
+def playbook_report_by_segment(
+    playbook_id: str,
+    segment: list[str] = Query(..., max_length=service.SEGMENT_REPORT_MAX, description="a named segment's id; repeat for several"),
+    session: Session = SessionDep,
+    _p: Principal = require("ops"),
+) -> SegmentReportOut:
+    return service.report_by_segment(session, playbook_id, segment)

@@ -198,6 +198,22 @@ class GroupStats(BaseModel):
     conversion_rate: float | None
 
 
+class SegmentLiftOut(BaseModel):
+    segment_id: str
+    treated: GroupStats
+    holdout: GroupStats
+    lift: float | None = Field(None, description="treated minus holdout conversion rate (absolute)")
+    relative_lift: float | None = Field(None, description="lift / holdout conversion rate")
+    confidence_interval: list[float] | None = Field(None, description="95% CI of the lift (Newcombe hybrid score)")
+
+
+class SegmentReportOut(BaseModel):
+    playbook_id: str
+    enrolments: int = Field(description="the enrolments considered (the newest, up to the limit)")
+    segments: list[SegmentLiftOut] = Field(description="per segment asked, its members at the time they were enrolled")
+    method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"
+
+
 class ReportOut(BaseModel):
     playbook_id: str
     enrolled: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from services.outreach.content import repository as content_repo
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.models import Playbook, PlaybookVersion
 from services.outreach.playbooks import repository as repo
-from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut
+from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut, SegmentLiftOut, SegmentReportOut
 from services.outreach.playbooks.steps.definitions import RecommendStep, SendStep
 from services.outreach.stats import lift_interval
 from services.outreach.templates import repository as template_repo
@@ -147,16 +148,8 @@ def report(session: Session, playbook_id: str) -> ReportOut:
         if state == "skipped":
             skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
 
-    def stats(g: dict[str, int]) -> GroupStats:
-        return GroupStats(enrolled=g["n"], converted=g["converted"], conversion_rate=g["converted"] / g["n"] if g["n"] else None)
-
-    treated, held = stats(groups[False]), stats(groups[True])
-    lift = rel = ci = None
-    if treated.conversion_rate is not None and held.conversion_rate is not None:
-        lift = treated.conversion_rate - held.conversion_rate
-        rel = lift / held.conversion_rate if held.conversion_rate else None
-        interval = lift_interval(treated.converted, treated.enrolled, held.converted, held.enrolled)
-        ci = list(interval) if interval else None
+    treated, held = _stats(groups[False]), _stats(groups[True])
+    lift, rel, ci = _lift(treated, held)
     return ReportOut(
         playbook_id=playbook_id,
         enrolled=sum(by_status.values()),
@@ -174,6 +167,55 @@ def report(session: Session, playbook_id: str) -> ReportOut:
         relative_lift=rel,
         confidence_interval=ci,
     )
+
+
+def _stats(g: dict[str, int]) -> GroupStats:
+    return GroupStats(enrolled=g["n"], converted=g["converted"], conversion_rate=g["converted"] / g["n"] if g["n"] else None)
+
+
+def _lift(treated: GroupStats, held: GroupStats) -> tuple[float | None, float | None, list[float] | None]:
+    """(lift, relative lift, its 95% interval) of treated against held out."""
+    if treated.conversion_rate is None or held.conversion_rate is None:
+        return None, None, None
+    lift = treated.conversion_rate - held.conversion_rate
+    rel = lift / held.conversion_rate if held.conversion_rate else None
+    interval = lift_interval(treated.converted, treated.enrolled, held.converted, held.enrolled)
+    return lift, rel, list(interval) if interval else None
+
+
+SEGMENT_REPORT_ENROLMENTS = 100_000
+SEGMENT_REPORT_MAX = 20
+
+
+def report_by_segment(session: Session, playbook_id: str, segment_ids: list[str]) -> SegmentReportOut:
+    """The report's treated vs holdout conversion, lift and interval among the accounts
+    that were in each named segment when they were enrolled (membership as of the
+    enrolment, from the segments' entering and leaving signals: an account that entered
+    afterwards, or had left before, is not counted). The newest
+    SEGMENT_REPORT_ENROLMENTS enrolments."""
+    get_or_404(session, playbook_id)
+    segment_ids = list(dict.fromkeys(segment_ids))
+    if not segment_ids or len(segment_ids) > SEGMENT_REPORT_MAX:
+        raise Unprocessable(f"name 1 to {SEGMENT_REPORT_MAX} segments with segment=<id> (repeat it for several)", code="validation_error")
+    known = rules.existing_segments(session, segment_ids)
+    missing = [s for s in segment_ids if s not in known]
+    if missing:
+        raise Unprocessable(f"no segment {', '.join(repr(s) for s in missing)}; list them with GET /v1/segments", code="unknown_segment")
+    rows = repo.enrollment_outcomes(session, playbook_id, SEGMENT_REPORT_ENROLMENTS)
+    history = rules.segment_membership_history(session, segment_ids, {a for a, *_ in rows})
+    out = []
+    for sid in segment_ids:
+        groups = {True: {"n": 0, "converted": 0}, False: {"n": 0, "converted": 0}}
+        for account_id, enrolled_at, holdout, status in rows:
+            changes = history.get((sid, account_id), [])
+            at = bisect_right([t for t, _ in changes], enrolled_at)
+            if at and changes[at - 1][1]:  # its last change on or before the enrolment was entering
+                groups[holdout]["n"] += 1
+                groups[holdout]["converted"] += status == "converted"
+        treated, held = _stats(groups[False]), _stats(groups[True])
+        lift, rel, ci = _lift(treated, held)
+        out.append(SegmentLiftOut(segment_id=sid, treated=treated, holdout=held, lift=lift, relative_lift=rel, confidence_interval=ci))
+    return SegmentReportOut(playbook_id=playbook_id, enrolments=len(rows), segments=out)
 
 
 FUNNEL_ENROLMENTS = 20_000

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from services.rules.models import Segment, SegmentMember, SegmentSize, SegmentVersion
+from services.rules.language.segment import ENTERED, LEFT, SIGNAL_PREFIX
+from services.rules.models import Segment, SegmentMember, SegmentSize, SegmentVersion, SignalRecord
 from shared import audit
 from shared.db import insert_new, is_in, upsert
 from shared.models import AuditRecord
@@ -165,3 +166,26 @@ def sizes(session: Session, segment_id: str, start: date, end: date) -> list[Seg
         .order_by(SegmentSize.day)
     )
     return list(session.scalars(q))
+
+
+def membership_history(
+    session: Session, segment_ids: list[str], account_ids: Iterable[str]
+) -> dict[tuple[str, str], list[tuple[datetime, bool]]]:
+    """(segment, account) -> its entering (True) and leaving (False), oldest first, from
+    the segments' signals (kept like every signal): what membership was at any past
+    time, for reports that split by segment as of each enrolment."""
+    out: dict[tuple[str, str], list[tuple[datetime, bool]]] = {}
+    if not segment_ids:
+        return out
+    rule_ids = [SIGNAL_PREFIX + s for s in segment_ids]
+    for chunk in _chunks(sorted(set(account_ids))):
+        q = (
+            select(SignalRecord.rule_id, SignalRecord.account_id, SignalRecord.fired_at, SignalRecord.kind)
+            .where(
+                SignalRecord.rule_id.in_(rule_ids), SignalRecord.kind.in_((ENTERED, LEFT)), is_in(session, SignalRecord.account_id, chunk)
+            )
+            .order_by(SignalRecord.fired_at)
+        )
+        for rule_id, account_id, fired_at, kind in session.execute(q):
+            out.setdefault((rule_id[len(SIGNAL_PREFIX) :], account_id), []).append((fired_at, kind == ENTERED))
+    return out

@@ -272,6 +272,7 @@ ACCESS = {
     ("GET", "/v1/playbooks/{playbook_id}"): OPS,
     ("GET", "/v1/playbooks/{playbook_id}/enrollments"): OPS,
     ("GET", "/v1/playbooks/{playbook_id}/report"): OPS,
+    ("GET", "/v1/playbooks/{playbook_id}/report/segments"): OPS,
     ("GET", "/v1/messages"): OPS,
     ("POST", "/v1/messages/{message_id}/retry"): OPS,
     ("GET", "/v1/accounts/{account_id}/messages"): OPS | INGEST,

@@ -5,6 +5,7 @@ does not exist is refused with the path."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from services.ingest.models import Account
@@ -14,7 +15,7 @@ from services.rules.evaluation.worker import RulesWorker
 from services.rules.segments import service as segments
 from shared.db import transaction
 from tests.support.console import sign_in
-from tests.support.helpers import auth, drain
+from tests.support.helpers import auth, drain, expected_held_out
 from tests.support.outreach import add_account, days, messages, save_playbook, save_template, send_signals, signal
 
 FINTECH = {"id": "fintech", "name": "Fintech", "condition": {"field": "account.traits.industry", "op": "==", "value": "fintech"}}
@@ -161,3 +162,51 @@ def test_leaving_another_segment_of_the_trigger_does_not_stop_the_enrolment(topi
             assert status == ("active" if leaves == "pro" else "completed"), leaves
     finally:
         rules.close()
+
+
+async def test_the_report_by_segment_counts_members_as_of_their_enrolment(api, keys, topics, session_factory, workers, clock, sink):
+    """Twenty accounts, fintech the even ones, retail the odd ones, enrolled in a playbook
+    holding out half; then c11 turns fintech and c00 retail (after their enrolment: c11
+    still counts as retail, c00 as fintech); c00..c07 convert. Each segment's treated and
+    held-out groups, conversions and lift are those of its members at enrolment."""
+    ops = auth(keys["ops"])
+    accounts = [f"c{i:02d}" for i in range(20)]
+    for i, a in enumerate(accounts):
+        add_account(session_factory, a, traits={"industry": "fintech" if i % 2 == 0 else "retail"})
+    with transaction(session_factory) as s:
+        segments.create(s, segments.parse(FINTECH, 400), "ops:test", clock.now())
+        retail = {"id": "retail", "name": "Retail", "condition": {"field": "account.traits.industry", "op": "==", "value": "retail"}}
+        segments.create(s, segments.parse(retail, 400), "ops:test", clock.now())
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "wb", {**FINTECH_WIN_BACK, "audience": {}, "holdout_percent": 50})
+    run_segments(session_factory, topics, clock.now())
+
+    clock.advance(days(1))
+    w = workers()
+    send_signals(topics, [signal(a, fired_at=clock.now()) for a in accounts])
+    drain(w["signals"], lambda: len(enrollments(session_factory, "wb")) == 20)
+    clock.advance(days(1))
+    with transaction(session_factory) as s:
+        s.get(Account, "c00").traits = {"industry": "retail"}
+        s.get(Account, "c11").traits = {"industry": "fintech"}
+        for e in s.scalars(select(Enrollment).where(Enrollment.account_id.in_(accounts[:8]))):
+            e.status = "converted"
+    run_segments(session_factory, topics, clock.now())
+
+    r = await api.get("/v1/playbooks/wb/report/segments?segment=fintech&segment=retail", headers=ops)
+    assert r.status_code == 200, r.text
+    got = {s["segment_id"]: s for s in r.json()["segments"]}
+    assert r.json()["enrolments"] == 20
+    for sid, members in (("fintech", accounts[0::2]), ("retail", accounts[1::2])):
+        held = [a for a in members if expected_held_out("wb", a, 50)]
+        treated = [a for a in members if a not in held]
+        t_conv, h_conv = sum(a in accounts[:8] for a in treated), sum(a in accounts[:8] for a in held)
+        assert (got[sid]["treated"]["enrolled"], got[sid]["treated"]["converted"]) == (len(treated), t_conv), sid
+        assert (got[sid]["holdout"]["enrolled"], got[sid]["holdout"]["converted"]) == (len(held), h_conv), sid
+        if treated and held:
+            assert got[sid]["lift"] == pytest.approx(t_conv / len(treated) - h_conv / len(held))
+            lo, hi = got[sid]["confidence_interval"]
+            assert lo <= got[sid]["lift"] <= hi
+    r = await api.get("/v1/playbooks/wb/report/segments?segment=nope", headers=ops)
+    assert r.status_code == 422 and "nope" in r.text
+    assert (await api.get("/v1/playbooks/nope/report/segments?segment=fintech", headers=ops)).status_code == 404
