@@ -73,6 +73,7 @@ from services.outreach.playbooks.service import funnel as playbook_funnel
 from services.outreach.playbooks.service import get_or_404 as get_playbook
 from services.outreach.playbooks.service import out as playbook_out
 from services.outreach.playbooks.service import report as playbook_report
+from services.outreach.playbooks.service import report_by_segment as playbook_report_by_segment
 from services.outreach.playbooks.service import save as save_playbook
 from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, RecommendStep, SendStep, WaitStep
 from services.outreach.starter import ACTOR as STARTER_ACTOR
@@ -146,6 +147,7 @@ __all__ = [
     "playbook_funnel",
     "playbook_out",
     "playbook_report",
+    "playbook_report_by_segment",
     "pool_forecast",
     "pool_report",
     "put_csm",

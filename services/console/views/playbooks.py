@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.web import OPS, Viewer, render
 from services.outreach import interface as outreach
+from services.rules import interface as rules
 from shared.api import SessionDep
 from shared.stats import wilson
 
 router = APIRouter()
+SEGMENTS_SHOWN = 200  # the named segments offered for the holdout report by segment
 
 
 def flow(definition: outreach.PlaybookDefinition) -> list[dict[str, Any]]:
@@ -69,7 +71,13 @@ def playbooks(request: Request, session: Session = SessionDep, viewer: Viewer = 
 
 
 @router.get("/playbooks/{playbook_id}")
-def playbook(request: Request, playbook_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+def playbook(
+    request: Request,
+    playbook_id: str,
+    segment: str = Query("", max_length=64, description="a named segment: the holdout report among its members"),
+    session: Session = SessionDep,
+    viewer: Viewer = OPS,
+) -> HTMLResponse:
     head = outreach.get_playbook(session, playbook_id)
     out = outreach.playbook_out(session, head)
     definition = outreach.PlaybookDefinition.model_validate(out.definition)
@@ -115,6 +123,9 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
             hi=hi,
         )
     enrollments = outreach.list_playbook_enrollments(session, playbook_id, status=None, account_id=None, limit=20)
+    # The holdout report among a named segment's members as of their enrolment (docs/segments.md).
+    segment_ids = [s.id for s in rules.list_segments(session, limit=SEGMENTS_SHOWN)]
+    by_segment = outreach.playbook_report_by_segment(session, playbook_id, [segment]).segments[0] if segment in segment_ids else None
     return render(
         request,
         "playbook.html",
@@ -127,4 +138,7 @@ def playbook(request: Request, playbook_id: str, session: Session = SessionDep, 
         messages_chart=messages_chart,
         interval_chart=interval_chart,
         enrollments=enrollments,
+        segment_ids=segment_ids,
+        segment=segment,
+        by_segment=by_segment,
     )

@@ -207,6 +207,19 @@ async def test_the_report_by_segment_counts_members_as_of_their_enrolment(api, k
             assert got[sid]["lift"] == pytest.approx(t_conv / len(treated) - h_conv / len(held))
             lo, hi = got[sid]["confidence_interval"]
             assert lo <= got[sid]["lift"] <= hi
+    # The playbook's console page shows the same figures for a segment chosen.
+    await sign_in(api, keys["ops"])
+    page = (await api.get("/console/playbooks/wb?segment=fintech")).text
+    t, h = got["fintech"]["treated"], got["fintech"]["holdout"]
+    assert (
+        f'<tr><td>treated</td><td class="n">{t["enrolled"]}</td><td class="n">{t["converted"]}</td>'
+        in page.split('id="holdout-segment"')[1]
+    )
+    assert (
+        f'<tr><td>holdout</td><td class="n">{h["enrolled"]}</td><td class="n">{h["converted"]}</td>'
+        in page.split('id="holdout-segment"')[1]
+    )
+    assert 'id="holdout-segment"' not in (await api.get("/console/playbooks/wb?segment=nope")).text
     r = await api.get("/v1/playbooks/wb/report/segments?segment=nope", headers=ops)
     assert r.status_code == 422 and "nope" in r.text
     assert (await api.get("/v1/playbooks/nope/report/segments?segment=fintech", headers=ops)).status_code == 404
