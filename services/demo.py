@@ -3,14 +3,19 @@ simulated period, so weeks pass in seconds.
 
 Cohorts (deterministic by ``--seed``):
 - healthy: 70% of seats in use, steady;
-- churning: like healthy, then usage fades from 35 to 16 days before the end and stops;
-  its champion stops coming 30 days before the end;
+- churning: like healthy, then its champion stops coming (45 days before the end), it opens
+  P0 tickets and its buyer answers the NPS survey as a detractor (38 to 33 days before), and
+  its users leave one by one from 40 days before the end until the last stops 16 days before;
 - expanding: the pool of active users grows from 40% to 100% of seats, sharply in
   the last month (monthly active users up well over 50%, seat utilisation over 90%);
 - onboarding: signed up in the last three weeks, only one or two users active.
 
-Contract outcomes (:func:`contract_outcomes`): churning accounts renewing soon give notice
-that they will not, expanding accounts expand, healthy accounts renewing soon renew.
+Healthy and expanding accounts answer the NPS survey as promoters or passives; healthy ones
+open a P2 ticket.
+
+Contract outcomes (:func:`contract_outcomes`), each effective at the account's renewal 45 to
+90 days ahead: two churning accounts in three give notice that they will not renew, expanding
+accounts expand, healthy accounts renewing within 90 days renew.
 
 Every event has a deterministic id (uuid5 of seed, account, day, sequence), so
 running the demo twice adds nothing: ingest deduplicates.
@@ -96,6 +101,25 @@ def cohort_of(i: int) -> str:
     return "onboarding"
 
 
+def churns_at_renewal(i: int) -> bool:
+    """Two churning accounts in three give notice that they will not renew (the others renew later)."""
+    return cohort_of(i) == "churning" and i % 3 != 0
+
+
+def _renewal_days(cohort: str, i: int) -> tuple[int, int]:
+    """How many days after the end of the history an account's renewal falls (a range to draw
+    from). Contract outcomes are known within ``KNOWN_WITHIN_DAYS`` (see :func:`contract_outcomes`)
+    and validation scores each ``horizon`` (90) days before its date, so outcomes due from 45 to
+    90 days ahead are scored on days of the history (with at least two weeks of usage before)."""
+    if churns_at_renewal(i):
+        return 75, 88  # its notice (60 days or more before the renewal) came in as its users left
+    if cohort == "churning":
+        return KNOWN_WITHIN_DAYS + 10, 330
+    if cohort == "expanding":
+        return 45, 88  # it expands at its renewal
+    return 45, 330
+
+
 def build_accounts(n: int, seed: int, end: date, days: int) -> list[DemoAccount]:
     rng = random.Random(seed)
     out = []
@@ -105,7 +129,9 @@ def build_accounts(n: int, seed: int, end: date, days: int) -> list[DemoAccount]
         seats = rng.randint(lo, hi)
         cohort = cohort_of(i)
         signup = end - timedelta(days=rng.randint(3, 20)) if cohort == "onboarding" else end - timedelta(days=rng.randint(days, days + 400))
-        renewal = end + timedelta(days=rng.randint(10, 50) if cohort == "churning" and i % 2 else rng.randint(20, 330))
+        renewal = end + timedelta(days=rng.randint(*_renewal_days(cohort, i)))
+        if cohort == "onboarding":
+            renewal = signup + timedelta(days=365)  # a year's contract from its signup
         users = []
         for u in range(seats):
             role = "champion" if u == 0 else "buyer" if u == 1 else "admin" if u == 2 else "power_user" if u < 6 else "member"
@@ -136,10 +162,11 @@ def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[
     if acct.cohort == "healthy":
         return core, 0.6
     if acct.cohort == "churning":
+        # its users leave one by one (from USERS_LEAVE_DAYS before the end), the last 16 days before it
         if left <= 16:
             return core, 0.0
-        if left <= 35:
-            return core, 0.6 * (left - 16) / 19
+        if left <= USERS_LEAVE_DAYS:
+            return max(1, round(core * (left - 16) / (USERS_LEAVE_DAYS - 16))), 0.6
         return core, 0.6
     if acct.cohort == "expanding":
         # the pool of active users grows from 40% to 100% of seats, sharply in the last month
@@ -149,10 +176,39 @@ def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[
     return min(2, acct.seats), 0.5
 
 
-# A churning account's champion stops coming this many days before the end (its usage
-# fades from 35): champions going quiet is an early sign (the starter health model's
-# champion coverage), before the account's last login.
-CHAMPION_GONE_DAYS = 30
+# A churning account's story, in days before the end of the history: its champion stops
+# coming (CHAMPION_GONE_DAYS), it opens P0 tickets (P0_TICKET_DAYS) and its buyer answers the
+# NPS survey as a detractor (DETRACTOR_DAYS), then its users leave one by one
+# (USERS_LEAVE_DAYS) until the last stops 16 days before the end. The early signs are the
+# starter health model's champion coverage, P0 tickets and NPS (the seeds' "a P0 is a pretty
+# critical indicator of a future problem"), before the usage rules see anything.
+CHAMPION_GONE_DAYS = 45
+P0_TICKET_DAYS = (38, 36, 34)
+DETRACTOR_DAYS = 33
+USERS_LEAVE_DAYS = 40
+# The voice of the other accounts: a healthy or expanding account answers the NPS survey
+# (a promoter or a passive) this many days before the end, and a healthy one opens a P2 ticket.
+ANSWER_DAYS, P2_TICKET_DAYS = 20, 12
+
+
+def _voice(acct: DemoAccount, left: int, day: date, rng: random.Random) -> list[dict[str, Any]]:
+    """The account's support tickets and NPS answers on a day (``left`` days before the end)."""
+    at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=10)
+    admin, buyer = acct.users[min(2, len(acct.users) - 1)][0], acct.users[min(1, len(acct.users) - 1)][0]
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    if acct.cohort == "churning":
+        if left in P0_TICKET_DAYS:
+            out.append((admin, "ticket_opened", {"priority": "P0", "subject": "dashboards fail to load"}))
+        if left == DETRACTOR_DAYS:
+            out.append((buyer, "nps_answered", {"score": rng.randint(2, 5)}))
+    elif acct.cohort in ("healthy", "expanding") and left == ANSWER_DAYS:
+        out.append((buyer, "nps_answered", {"score": rng.randint(9, 10) if acct.cohort == "expanding" else rng.randint(7, 10)}))
+    elif acct.cohort == "healthy" and left == P2_TICKET_DAYS:
+        out.append((admin, "ticket_opened", {"priority": "P2", "subject": "how do I share a dashboard?"}))
+    return [
+        {"account_id": acct.id, "user_id": uid, "name": name, "timestamp": at.isoformat(), "properties": {"source": "demo", **props}}
+        for uid, name, props in out
+    ]
 
 
 def generate(
@@ -199,13 +255,16 @@ def generate(
     for d in range(days):
         day = start_day + timedelta(days=d + 1)
         for a in accts:
+            seq = 0
+            for extra in _voice(a, days - d, day, rng):
+                seq += 1
+                yield {**extra, "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/{day}/{seq}"))}
             pool, chance = _activity(a, d, days, day)
             if chance <= 0:
                 continue
             active = [u for u in a.users[:pool] if rng.random() < chance]
             if a.cohort == "churning" and days - d <= CHAMPION_GONE_DAYS:
                 active = active[1:] if active and active[0][2] == "champion" else active  # the champion went first
-            seq = 0
             for uid, _name, _role, _tz in active:
                 n_events = 1 + int(rng.expovariate(1 / 4))
                 for k in range(n_events):
@@ -228,15 +287,16 @@ def generate(
 
 # Days before the end of the history that the CRM sends each contract outcome, and how far
 # ahead a renewal falls for its outcome to be known already.
-CHURN_NOTICE_DAYS, EXPANSION_DAYS, RENEWAL_CLOSED_DAYS, KNOWN_WITHIN_DAYS = 2, 5, 7, 60
+CHURN_NOTICE_DAYS, EXPANSION_DAYS, RENEWAL_CLOSED_DAYS, KNOWN_WITHIN_DAYS = 2, 5, 7, 90
 
 
 def contract_outcomes(accts: list[DemoAccount], seed: int, end: datetime) -> Iterator[dict[str, Any]]:
-    """The CRM's contract outcomes (docs/events.md, "contract"): a churning account whose
-    renewal falls within ``KNOWN_WITHIN_DAYS`` gives notice that it will not renew (churned
-    at its renewal date), every expanding account buys more seats (expanded, 40% more ARR,
-    effective at once), and a healthy account whose renewal falls within those days has
-    renewed at the same ARR: what health validation measures the score against."""
+    """The CRM's contract outcomes (docs/events.md, "contract"), each effective at the
+    account's renewal (45 to 90 days ahead, so validation at its default 90-day horizon
+    scores every one on a day of the history): two churning accounts in three give notice
+    that they will not renew (churned), every expanding account buys 40% more ARR from its
+    renewal (expanded), and a healthy account whose renewal falls within ``KNOWN_WITHIN_DAYS``
+    has renewed at the same ARR: what health validation measures the score against."""
     for a in accts:
         ahead = (a.renewal - end.date()).days
         outcome: dict[str, Any]
@@ -245,7 +305,7 @@ def contract_outcomes(accts: list[DemoAccount], seed: int, end: datetime) -> Ite
             outcome["note"] = "cancellation notice: will not renew"
         elif a.cohort == "expanding":
             sent = end - timedelta(days=EXPANSION_DAYS)
-            outcome = {"kind": "expanded", "arr_after": round(a.arr * 1.4, -2), "effective_date": sent.date().isoformat()}
+            outcome = {"kind": "expanded", "arr_after": round(a.arr * 1.4, -2), "effective_date": a.renewal.isoformat()}
         elif a.cohort == "healthy" and ahead <= KNOWN_WITHIN_DAYS:
             sent, outcome = end - timedelta(days=RENEWAL_CLOSED_DAYS), {"kind": "renewed", "arr_after": a.arr}
             outcome["effective_date"] = a.renewal.isoformat()

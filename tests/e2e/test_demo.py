@@ -7,7 +7,18 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
-from services.demo import build_accounts
+from services.demo import KNOWN_WITHIN_DAYS, build_accounts
+
+
+def first_firings(session, rule_id: str, today: date) -> dict[str, date]:
+    """Each account's first day ``rule_id`` would have fired on over the demo's 60 days (a replay)."""
+    from services.rules.interface import replay_firings
+
+    replay = replay_firings(session, rule_id, today - timedelta(days=59), today, lookback_days=400)
+    first: dict[str, date] = {}
+    for day, account in replay.firings:
+        first.setdefault(account, day)
+    return first
 
 
 async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalates_within_minutes(
@@ -35,11 +46,11 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     from services.outreach.playbooks.worker import SignalWorker, TimerWorker
     from services.outreach.starter import seed_starter_content
     from services.rules.evaluation.worker import RulesWorker
-    from services.rules.interface import health_history, replay_firings
+    from services.rules.interface import health_history
     from services.rules.models import SignalRecord
     from shared.db import transaction
     from tests.support.demo import run_outreach_until, settled
-    from tests.support.helpers import auth, cli_env, drain, expected_held_out
+    from tests.support.helpers import auth, cli_env, drain, expected_held_out, run_jobs
 
     # Quiet hours off: whether a contact's evening falls in the run depends on the hour CI
     # starts, and a deferred escalation lets the others' one-hour time-boxes expire first
@@ -85,24 +96,27 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     assert "health of the churning accounts" in output
     today = started.date()
     with session_factory() as s:
-        replay = replay_firings(s, "no-login-14d", today - timedelta(days=59), today, lookback_days=400)
+        first_signal = first_firings(s, "no-login-14d", today)
+        usage_down = first_firings(s, "wau-down-40", today)
         history = {a: sorted(health_history(s, a, today - timedelta(days=59), today), key=lambda r: r.day) for a in cohorts}
-    first_signal: dict[str, date] = {}
-    for day, account in replay.firings:
-        first_signal.setdefault(account, day)
-    assert set(first_signal) == {a for a, c in cohorts.items() if c == "churning"}
+    churning = {a for a, c in cohorts.items() if c == "churning"}
+    assert set(first_signal) == set(usage_down) == churning
     for account, rows in history.items():
         assert [r.day for r in rows] == [today - timedelta(days=59 - i) for i in range(60)], account  # one score a day
-        last_month = rows[-30:]
         if cohorts[account] in ("healthy", "expanding"):
-            assert {r.label for r in last_month} == {"healthy"}, (account, [(r.day, r.score) for r in last_month])
+            assert {r.label for r in rows[-30:]} == {"healthy"}, (account, [(r.day, r.score) for r in rows[-30:]])
         elif cohorts[account] == "churning":
-            # healthy a month ago, then it slides: labelled watch (or at risk) and 20 points down
-            # from its best BEFORE the day no-login-14d would first have fired on it
-            assert last_month[0].label == "healthy" and rows[-1].label in ("watch", "at_risk"), account
-            best = max(r.score for r in last_month)
-            warned = [r.day for r in last_month if r.label != "healthy" and r.score <= best - 20]
-            assert warned and warned[0] < first_signal[account], (account, first_signal[account], [(r.day, r.score) for r in last_month])
+            # Healthy, then it slides and is never healthy again: on watch (its champion quiet,
+            # P0 tickets, a detractor's answer) before wau-down-40 would first have fired on it,
+            # and at risk before no-login-14d would have.
+            scores = [(str(r.day)[5:], r.score) for r in rows]
+            healthy = [r.day for r in rows if r.label == "healthy"]
+            assert healthy and healthy[-1] < today, (account, scores)
+            slide = [r for r in rows if r.day > healthy[-1]]
+            at_risk = [r.day for r in slide if r.label == "at_risk"]
+            assert slide[0].day < usage_down[account], (account, usage_down[account], str(scores))
+            assert at_risk and at_risk[0] < first_signal[account], (account, first_signal[account], scores)
+            assert rows[-1].label == "at_risk", (account, scores)
 
     with session_factory() as s:
         fired = list(s.scalars(select(SignalRecord)))
@@ -111,6 +125,10 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         by_kind[sig.kind].add(sig.account_id)
     assert by_kind["churn_risk"] == {a for a, c in cohorts.items() if c == "churning"}
     assert by_kind["expansion"] == {a for a, c in cohorts.items() if c == "expanding"}
+    # The starter rule on health_change fires too, on churning accounts only (those whose score
+    # fell 20 points in the last 14 days).
+    fell = {sig.account_id for sig in fired if sig.rule_id == "health-fell-20"}
+    assert fell and fell <= churning, fell
 
     # What the demo said it made (var/demo-cohorts.json, which the README's tour reads) is what happened.
     said = json.loads((settings.var_dir / "demo-cohorts.json").read_text())
@@ -159,7 +177,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         if not any((m.payload or {}).get("deferred") for m in sent):  # nobody in quiet hours: minutes, not days
             assert e.opened_at - enrolled[account_id].enrolled_at <= timedelta(minutes=6)
 
-    # The CRM's contract outcomes the demo sent: churning accounts renewing soon churn at their
+    # The CRM's contract outcomes the demo sent: churning accounts renewing within 90 days churn at their
     # renewal, expanding ones expand, healthy ones renewing soon renew (what validation measures).
     ops = auth(keys["ops"])
     kinds: dict[str, set[str]] = defaultdict(set)
@@ -168,10 +186,25 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         for o in page["items"]:
             kinds[o["kind"]].add(a)
     accts = {a.id: a for a in build_accounts(20, 7, started.date(), 60)}
-    soon = {a for a, x in accts.items() if (x.renewal - started.date()).days <= 60}
+    soon = {a for a, x in accts.items() if (x.renewal - started.date()).days <= KNOWN_WITHIN_DAYS}
     assert kinds["churned"] == {a for a in soon if cohorts[a] == "churning"} and kinds["churned"]
     assert kinds["expanded"] == {a for a, c in cohorts.items() if c == "expanding"}
     assert kinds["renewed"] == {a for a in soon if cohorts[a] == "healthy"} and set(kinds) <= {"churned", "expanded", "renewed"}
+
+    # Validation at its default horizon (90 days) over the demo's history: every outcome is
+    # scored, the score separates the churned accounts from those that stayed (AUC), and the
+    # churn rate falls band by band as the score rises.
+    r = await api.post("/v1/health/validation", json={}, headers=ops)
+    assert r.status_code == 202, r.text
+    run_jobs(settings, session_factory, clock)
+    job = (await api.get(r.headers["location"], headers=ops)).json()
+    assert job["state"] == "succeeded", job
+    result = job["result"]
+    assert result["horizon_days"] == 90 and result["unscored"] == 0
+    assert result["churned"] == len(kinds["churned"]) and result["stayed"] == len(kinds["expanded"] | kinds["renewed"])
+    assert result["auc"] >= 0.8, result
+    rates = [b["churn_rate"] for b in result["by_band"] if b["outcomes"]]
+    assert len(rates) >= 2 and rates == sorted(rates, reverse=True) and rates[0] > rates[-1], result["by_band"]
 
     # A CSM's key lists the engagement with the evidence and the ignored emails in one response.
     rows = churn_engagements()

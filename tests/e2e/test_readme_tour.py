@@ -318,8 +318,32 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 r = j(out)
                 assert r["current"]["account_id"] == ran["acct"] and r["current"]["label"] in ("watch", "at_risk")
                 days = sorted(r["history"], key=lambda x: x["day"])
-                assert len(days) == 30 and days[0]["label"] == "healthy" and days[0]["score"] - days[-1]["score"] >= 20, days
+                assert len(days) == 45 and days[0]["label"] == "healthy" and days[0]["score"] - days[-1]["score"] >= 20, days
                 assert all(c["points"] is not None or c["value"] is None for c in r["current"]["components"])
+
+            def check_validation_job(out, err):
+                job = shell.run('printf %s "$VAL"')[0]
+                assert job.startswith("/v1/jobs/"), job
+                ran["validation"] = job
+
+            def check_validation(out, err):
+                assert j(out)["state"] in ("queued", "running", "succeeded")
+                deadline = time.monotonic() + 120
+                while (r := admin.get(ran["validation"]).json())["state"] != "succeeded":
+                    assert r["state"] in ("queued", "running") and time.monotonic() < deadline, r
+                    tick()
+                result = r["result"]
+                # every outcome the demo sent is scored on a day of its history
+                assert result["horizon_days"] == 90 and result["unscored"] == 0 and result["churned"] >= 5 and result["stayed"] >= 5, result
+                assert result["auc"] >= 0.8, result
+                rates = [b["churn_rate"] for b in result["by_band"] if b["outcomes"]]
+                assert len(rates) >= 2 and rates == sorted(rates, reverse=True) and rates[0] > rates[-1], result["by_band"]
+                assert all(b["ci95"] for b in result["by_band"] if b["outcomes"]) and [x["label"] for x in result["by_label"]] == [
+                    "healthy",
+                    "watch",
+                    "at_risk",
+                ]
+                assert {c["id"] for c in result["components"]} >= {"champion_coverage", "p0_tickets", "nps"}
 
             def check_mail(out, err):
                 assert out.startswith('{"items":') and len(out) <= 600
@@ -460,7 +484,9 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 ('"$API$JOB"', None, check_poll),
                 ("touchline rules backtest wau-down-40", None, check_cli_backtest),
                 ("/v1/health/accounts?limit=5", None, check_health_list),
-                ("/health?days=30", None, check_health_history),
+                ("/health?days=45", None, check_health_history),
+                ("VAL=$(", None, check_validation_job),
+                ('"$API$VAL"', None, check_validation),
                 ("/v1/dev/mail", lambda: drain([*outreach], emails_sent, timeout=60), check_mail),
                 ("/v1/messages?state=sent&limit=3", None, check_messages),
                 ("/v1/playbooks/win-back/enrollments?limit=3", None, check_enrolments),

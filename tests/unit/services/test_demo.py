@@ -61,3 +61,46 @@ def test_live_rounds_keep_churning_accounts_away_unless_they_come_back():
     assert sum(1 for e in back if e["account_id"] == churning[0] and e["name"] == "login") >= 1
     for ev in back:
         assert isinstance(validate_event_obj(ev, END, 64 * 1024, timedelta(days=1)), Event)
+
+
+def test_churning_accounts_warn_before_their_usage_falls_and_outcomes_fall_inside_validations_horizon():
+    """A churning account's early signs come before its users leave: its champion goes quiet,
+    it opens P0 tickets and its buyer answers the NPS survey as a detractor, while the other
+    accounts answer as promoters or passives and open no P0 ticket. Every contract outcome is
+    effective 45 to 90 days ahead, so validation at its default 90-day horizon scores each
+    on a day of the history with two weeks of usage before it."""
+    from services.demo import CHAMPION_GONE_DAYS, USERS_LEAVE_DAYS, churns_at_renewal
+
+    days = 60
+    accounts = {a.id: a for a in build_accounts(40, 7, END.date(), days)}
+    p0: dict[str, list[int]] = defaultdict(list)
+    nps: dict[str, list[int]] = defaultdict(list)
+    champion_last: dict[str, int] = {}
+    outcomes = {}
+    for ev in generate(accounts=40, days=days, seed=7, end=END):
+        if ev.get("type") == "contract":
+            outcomes[ev["account_id"]] = ev["properties"]
+            continue
+        if ev.get("type", "track") != "track":
+            continue
+        left = (END.date() - datetime.fromisoformat(ev["timestamp"]).date()).days + 1  # days before the end, as the demo counts
+        if ev["name"] == "ticket_opened" and ev["properties"]["priority"] == "P0":
+            p0[ev["account_id"]].append(left)
+        if ev["name"] == "nps_answered":
+            nps[ev["account_id"]].append(ev["properties"]["score"])
+        if ev["user_id"] == "u000":
+            champion_last[ev["account_id"]] = min(champion_last.get(ev["account_id"], days + 1), left)
+    for a in accounts.values():
+        if a.cohort == "churning":
+            assert champion_last[a.id] > CHAMPION_GONE_DAYS >= USERS_LEAVE_DAYS
+            assert len(p0[a.id]) == 3 and min(p0[a.id]) > 16 and [s < 7 for s in nps[a.id]] == [True]
+        else:
+            assert not p0[a.id] and all(s >= 7 for s in nps[a.id])
+            if a.cohort in ("healthy", "expanding"):
+                assert len(nps[a.id]) == 1
+    kinds = {a: o["kind"] for a, o in outcomes.items()}
+    assert {a for a, k in kinds.items() if k == "churned"} == {a.id for i, a in enumerate(accounts.values()) if churns_at_renewal(i)}
+    assert {a for a, k in kinds.items() if k == "expanded"} == {a.id for a in accounts.values() if a.cohort == "expanding"}
+    assert {accounts[a].cohort for a, k in kinds.items() if k == "renewed"} == {"healthy"}
+    for a, o in outcomes.items():
+        assert 45 <= (datetime.fromisoformat(o["effective_date"]).date() - END.date()).days <= 90, (a, o)
