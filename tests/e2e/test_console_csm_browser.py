@@ -68,7 +68,7 @@ def _an_open_engagement_for_csm_1(server: str, keys: dict[str, str]) -> str:
     """An engagement of csm-1 on an account with contacts: opened by CS Ops through the
     API on an account without an open one (the shared world's other tests resolve and
     move the seed's), assigned to csm-1."""
-    ops = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {keys['ops']}"})
+    ops = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {keys['ops']}"}, timeout=30)  # a loaded CI machine
     try:
         busy = {
             e["account_id"]
@@ -167,7 +167,7 @@ def test_a_pooled_csm_works_an_engagement_from_sign_in_to_resolution(chromium, c
         w.page.click("button:has-text('Resolve')")
         w.page.wait_for_load_state()
         assert w.page.locator("#status").inner_text() == "resolved"
-        api = httpx.Client(base_url=csm_server, headers={"Authorization": f"Bearer {world.keys['csm']}"})
+        api = httpx.Client(base_url=csm_server, headers={"Authorization": f"Bearer {world.keys['csm']}"}, timeout=30)
         got = api.get(f"/v1/engagements/{eid}").json()
         api.close()
         assert got["status"] == "resolved" and got["outcome"] == "recovered"

@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from services.console.web import OPS, Viewer, render
+from services.console.web import CSP_EMAIL_PREVIEW, OPS, Viewer, render
 from services.outreach import interface as outreach
 from services.rules import interface as rules
 from shared.api import SessionDep
@@ -98,6 +98,8 @@ def messages(
     skip_reason: str = Query("", max_length=64),
     playbook_id: str = Query("", max_length=128),
     account_id: str = Query("", max_length=128),
+    before: str = Query("", max_length=128, description="the page after this message (the Older link's)"),
+    limit: int = Query(SHOWN, ge=1, le=500, description="messages a page"),
     session: Session = SessionDep,
     viewer: Viewer = OPS,
 ) -> HTMLResponse:
@@ -110,15 +112,19 @@ def messages(
         "account_id": account_id or None,
     }
     total = outreach.count_messages(session, **filters)
-    rows = outreach.list_messages(session, **filters, enrollment_id=None, limit=SHOWN, before=None)
+    # One more than a page: whether there is an older page (keyset, by the last row's id).
+    rows = outreach.list_messages(session, **filters, enrollment_id=None, limit=limit + 1, before=before or None)
+    older = rows[limit - 1].id if len(rows) > limit else None
     return render(
         request,
         "messages.html",
-        rows=rows,
+        rows=rows[:limit],
         total=total,
-        shown=SHOWN,
+        shown=limit,
         states=STATES,
         channels=CHANNELS,
+        paged=bool(before),
+        older=older,
         filters={
             "since": since.isoformat() if since else "",
             "channel": channel,
@@ -126,5 +132,19 @@ def messages(
             "skip_reason": skip_reason,
             "playbook_id": playbook_id,
             "account_id": account_id,
+            "limit": "" if limit == SHOWN else str(limit),
         },
     )
+
+
+@router.get("/messages/{message_id}")
+def message(request: Request, message_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> Response:
+    """One message as its recipient got it: the HTML in a sandboxed frame (no script, no
+    same-origin access; the template preview's policy), the text as text."""
+    m = outreach.get_message(session, message_id)
+    if m is None:
+        raise NotFound(f"no message {message_id!r}")
+    response = render(request, "message.html", m=m)
+    if m.html_body:
+        response.headers["Content-Security-Policy"] = CSP_EMAIL_PREVIEW
+    return response

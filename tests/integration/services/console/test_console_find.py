@@ -212,3 +212,30 @@ async def test_the_engagements_list_filters_pages_and_is_what_the_overview_count
         target = (await api.get(unescape(href))).text
         assert re.search(r'<span id="count">([\d,]+)</span>', target).group(1).replace(",", "") == n, href
     assert await console_figures_are_counts_of_lists(api, [p["id"] for p in await walk(api, "/v1/playbooks", h, limit=100)]) >= 3
+
+
+async def test_the_messages_list_pages_and_each_message_reads_as_rendered_in_a_sandbox(api, keys, seeded):
+    h = auth(keys["ops"])
+    emails = await walk(api, "/v1/messages?channel=email", h, limit=500)
+    assert len(emails) > 6
+    await sign_in(api, keys["ops"])
+    ids, html, pages = [], (await api.get("/console/messages?channel=email&limit=3")).text, 1
+    count = int(re.search(r'<span id="count">([\d,]+)</span>', html).group(1).replace(",", ""))
+    while True:
+        ids += re.findall(r'<tr data-message="([^"]+)">', html)
+        more = OLDER.search(html)
+        if not more:
+            break
+        html, pages = (await api.get(unescape(more.group(1)))).text, pages + 1
+    assert count == len(emails) and ids == [m["id"] for m in emails] and pages == -(-count // 3)
+    with_html = next(m for m in emails if m["state"] != "skipped")
+    page = await api.get(f"/console/messages/{with_html['id']}")
+    assert page.status_code == 200
+    frame = re.search(r'<iframe title="[^"]*" sandbox="" srcdoc="([^"]*)"></iframe>', page.text)
+    assert frame and "<" not in frame.group(1)  # the email's HTML only inside the sandbox, escaped
+    assert "style-src 'self' 'unsafe-inline'" in page.headers["content-security-policy"]
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert (await api.get("/console/messages/nope")).status_code == 404
+    api.cookies.clear()
+    await sign_in(api, keys["csm"])
+    assert (await api.get(f"/console/messages/{with_html['id']}")).status_code == 403  # CS Ops data, as in the API
