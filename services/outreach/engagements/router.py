@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
-from services.outreach.engagements import assignment, opening, reporting, roster, service
+from services.outreach.engagements import assignment, email, opening, reporting, roster, service
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.schemas import (
     ID_PATTERN,
@@ -25,6 +25,8 @@ from services.outreach.engagements.schemas import (
     CsmOut,
     CsmPage,
     CsmPatch,
+    EmailIn,
+    EmailOut,
     EngagementDetail,
     EngagementOut,
     EngagementPage,
@@ -199,6 +201,39 @@ def accept(
 ) -> Engagement:
     e = _load(session, engagement_id, principal, lock=True)
     return service.accept(session, e, actor=principal.actor, now=clock.now())
+
+
+@router.post(
+    "/v1/engagements/{engagement_id}/emails",
+    status_code=201,
+    response_model=EmailOut,
+    responses={**ENGAGEMENT_ERRORS, **responses(Unprocessable)},
+    summary="Email a contact of the account, from a template or in your words, through the contact gate and the outbox (a touch)",
+    description="409 contact_policy with the reason (no_email, erased, suppressed, contact_cap, account_cap) when the gate "
+    "refuses; nothing is written then. Quiet hours defer it (next_attempt_at).",
+)
+def send_email(
+    body: EmailIn,
+    engagement_id: str,
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("csm", "ops"),
+) -> EmailOut:
+    e = _load(session, engagement_id, principal, lock=True)
+    now = clock.now()
+    out = email.send_email(
+        session,
+        e,
+        user_id=body.user_id,
+        template_id=body.template,
+        subject=body.subject,
+        text=body.text,
+        actor=principal.actor,
+        now=now,
+        settings=settings,
+    )
+    return EmailOut(message_id=out["message_id"], state="queued", next_attempt_at=out["deferred_until"] or now)
 
 
 @router.post(

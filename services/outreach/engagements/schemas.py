@@ -179,6 +179,23 @@ class TouchIn(BaseModel):
     summary: str = Field("", max_length=10_000)
 
 
+class EmailIn(BaseModel):
+    """An email to one of the account's contacts: a customer template, or a subject and a
+    message in the CSM's words (plain text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=128, description="the contact, one of the account's users with an email address")
+    template: str | None = Field(None, max_length=128, description="a customer template's id; subject and text are then ignored")
+    subject: str = Field("", max_length=300)
+    text: str = Field("", max_length=100_000)
+
+
+class EmailOut(BaseModel):
+    message_id: str
+    state: str = Field(description="queued: the sender delivers it")
+    next_attempt_at: datetime = Field(description="now, or the end of the contact's quiet hours")
+
+
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=10_000)

@@ -294,6 +294,7 @@ ACCESS = {
             ("GET", "/events"),
             ("POST", "/accept"),
             ("POST", "/touches"),
+            ("POST", "/emails"),
             ("POST", "/notes"),
             ("POST", "/extend"),
             ("POST", "/resolve"),

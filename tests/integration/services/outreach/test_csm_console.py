@@ -9,7 +9,7 @@ frame; and the census: every engagement route of the console refuses another CSM
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from html import unescape
 
 from sqlalchemy import update
@@ -208,6 +208,27 @@ async def test_automations_email_reads_as_rendered_in_a_sandbox_never_in_the_pag
     # Another account's message is not this engagement's to show.
     assert (await api.get(f"/console/engagements/{eid}/messages/m-other")).status_code == 404
     assert (await api.get(f"/console/engagements/{eid}/messages/nope")).status_code == 404
+
+
+async def test_the_api_emails_a_contact_the_same_way(api, keys, session_factory, settings, clock):
+    """POST /v1/engagements/{id}/emails: the console's path, for API clients (one function)."""
+    eids, key = await _world(api, keys, session_factory, settings, clock)
+    eid, mine = eids["acme"], {"Authorization": f"Bearer {key}"}
+    url = f"/v1/engagements/{eid}/emails"
+    r = await api.post(url, json={"user_id": "ada", "subject": "Your renewal", "text": "Shall we talk?"}, headers=mine)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["state"] == "queued" and datetime.fromisoformat(body["next_attempt_at"].replace("Z", "+00:00")) == clock.now()
+    (m,) = messages(session_factory, step_id="engagement.email")
+    assert (m.id, m.recipient, m.subject, m.state) == (body["message_id"], "ada@acme.test", "Your renewal", "queued")
+    r = await api.post(url, json={"user_id": "ada", "subject": "Again", "text": "Hello"}, headers=mine)
+    assert r.status_code == 409 and r.json()["error"] == "contact_policy" and r.json()["detail"]["reason"] == "contact_cap"
+    r = await api.post(url, json={"user_id": "nobody", "subject": "Hi", "text": "Hello"}, headers=mine)
+    assert r.status_code == 422 and r.json()["error"] == "unknown_contact"
+    r = await api.post(url, json={"user_id": "bob", "subject": "Hi", "text": "Hello", "bcc": "x@evil.test"}, headers=mine)
+    assert r.status_code == 422  # no field beyond the documented ones
+    assert len(messages(session_factory, step_id="engagement.email")) == 1
+    assert [t.details["touch"] for t in timeline(session_factory, eid) if t.kind == "touch"] == ["email"]
 
 
 # Every console route under an engagement, with the form it takes: a new one must be added

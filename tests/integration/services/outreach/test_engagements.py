@@ -283,6 +283,7 @@ CSM_ROUTES = [
     ("get", "/v1/engagements/{id}/events", None),
     ("post", "/v1/engagements/{id}/accept", None),
     ("post", "/v1/engagements/{id}/touches", {"kind": "call"}),
+    ("post", "/v1/engagements/{id}/emails", {"user_id": "ada", "subject": "Hello", "text": "Shall we talk?"}),
     ("post", "/v1/engagements/{id}/notes", {"text": "x"}),
     ("post", "/v1/engagements/{id}/extend", {"days": 1}),
     ("post", "/v1/engagements/{id}/resolve", {"outcome": "other"}),
