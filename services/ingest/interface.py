@@ -22,7 +22,8 @@ Reads (the caller owns the session):
   :func:`account_last_day`, :func:`daily_usage`, :func:`user_activity_masks`, :func:`event_day_masks`,
   :func:`user_last_seen`; :func:`window_days` (the UTC days of a metric's window);
 * metrics over the raw events' properties and over contacts by role, set-based the same
-  way: :func:`event_counts_where` (counts with property filters),
+  way: :func:`event_counts_where` (counts with property filters), :func:`contacts_where`
+  (distinct contacts who did an event with property filters, ever),
   :func:`property_aggregates` (``sum``/``avg``/``min``/``max``/``latest`` of a numeric
   property, :data:`AGGREGATES`), :func:`role_last_seen`, :func:`role_active_user_counts`,
   :func:`contact_counts`; for backtests, by account and day over a period:
@@ -112,6 +113,7 @@ from services.ingest.repository.properties import (
     AGGREGATES,
     Where,
     contact_counts,
+    contacts_where,
     daily_counts_where,
     daily_property_stats,
     event_counts_where,
@@ -153,6 +155,7 @@ __all__ = [
     "contact",
     "contact_counts",
     "contacts",
+    "contacts_where",
     "contract_outcomes",
     "contract_outcomes_between",
     "count_accounts",

@@ -175,6 +175,7 @@ def routers() -> list[APIRouter]:
     from services.outreach.engagements.router import router as engagements_router
     from services.outreach.inapp.router import router as inapp_router
     from services.outreach.links.router import router as links_router
+    from services.outreach.measured.router import router as measured_router
     from services.outreach.playbooks.router import router as playbooks_router
     from services.outreach.policy.router import router as policy_router
     from services.outreach.surveys.router import router as surveys_router
@@ -190,5 +191,6 @@ def routers() -> list[APIRouter]:
         surveys_router,
         engagements_router,
         content_router,
+        measured_router,
         devmail_router,
     ]

@@ -320,3 +320,13 @@ __all__ = [
     "role_first_seen",
     "role_last_seen_by_day",
 ]
+
+
+def contacts_where(session: Session, event: str, where: Where) -> int:
+    """How many distinct contacts (account, user) ever did a track event named ``event``
+    whose properties match every filter of ``where`` (over the retained raw events): the
+    contacts who clicked a resource's tracked links, for its report. One statement."""
+    conds = [RawEvent.name == event, RawEvent.type == "track", RawEvent.user_id.is_not(None)]
+    conds.extend(_Json(session, path).matches(values) for path, values in where)
+    pairs = select(RawEvent.account_id, RawEvent.user_id).where(*conds).distinct().subquery()
+    return int(session.scalar(select(func.count()).select_from(pairs)) or 0)

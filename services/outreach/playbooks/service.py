@@ -148,8 +148,8 @@ def report(session: Session, playbook_id: str) -> ReportOut:
         if state == "skipped":
             skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
 
-    treated, held = _stats(groups[False]), _stats(groups[True])
-    lift, rel, ci = _lift(treated, held)
+    treated, held = group_stats(groups[False]), group_stats(groups[True])
+    lift, rel, ci = lift_of(treated, held)
     return ReportOut(
         playbook_id=playbook_id,
         enrolled=sum(by_status.values()),
@@ -169,11 +169,11 @@ def report(session: Session, playbook_id: str) -> ReportOut:
     )
 
 
-def _stats(g: dict[str, int]) -> GroupStats:
+def group_stats(g: dict[str, int]) -> GroupStats:
     return GroupStats(enrolled=g["n"], converted=g["converted"], conversion_rate=g["converted"] / g["n"] if g["n"] else None)
 
 
-def _lift(treated: GroupStats, held: GroupStats) -> tuple[float | None, float | None, list[float] | None]:
+def lift_of(treated: GroupStats, held: GroupStats) -> tuple[float | None, float | None, list[float] | None]:
     """(lift, relative lift, its 95% interval) of treated against held out."""
     if treated.conversion_rate is None or held.conversion_rate is None:
         return None, None, None
@@ -202,6 +202,13 @@ def report_by_segment(session: Session, playbook_id: str, segment_ids: list[str]
     if missing:
         raise Unprocessable(f"no segment {', '.join(repr(s) for s in missing)}; list them with GET /v1/segments", code="unknown_segment")
     rows = repo.enrollment_outcomes(session, playbook_id, SEGMENT_REPORT_ENROLMENTS)
+    return SegmentReportOut(playbook_id=playbook_id, enrolments=len(rows), segments=lift_by_segment(session, segment_ids, rows))
+
+
+def lift_by_segment(session: Session, segment_ids: list[str], rows: list[tuple[str, datetime, bool, str]]) -> list[SegmentLiftOut]:
+    """Per segment, treated vs holdout conversion and lift among the enrolments ``rows``
+    ((account, enrolled at, held out, status)) whose account was in it when enrolled:
+    the playbook report by segment, and the per-resource and per-survey reports."""
     history = rules.segment_membership_history(session, segment_ids, {a for a, *_ in rows})
     out = []
     for sid in segment_ids:
@@ -212,10 +219,10 @@ def report_by_segment(session: Session, playbook_id: str, segment_ids: list[str]
             if at and changes[at - 1][1]:  # its last change on or before the enrolment was entering
                 groups[holdout]["n"] += 1
                 groups[holdout]["converted"] += status == "converted"
-        treated, held = _stats(groups[False]), _stats(groups[True])
-        lift, rel, ci = _lift(treated, held)
+        treated, held = group_stats(groups[False]), group_stats(groups[True])
+        lift, rel, ci = lift_of(treated, held)
         out.append(SegmentLiftOut(segment_id=sid, treated=treated, holdout=held, lift=lift, relative_lift=rel, confidence_interval=ci))
-    return SegmentReportOut(playbook_id=playbook_id, enrolments=len(rows), segments=out)
+    return out
 
 
 FUNNEL_ENROLMENTS = 20_000

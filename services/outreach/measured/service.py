@@ -1,0 +1,191 @@
+"""What a resource and a survey achieved (issue 22, item 7): how often it was sent, how
+many contacts clicked or answered, and the conversion of the enrolments that were sent
+it against the held-out enrolments that would have been, with the lift and its 95%
+interval (the playbook report's arithmetic, :func:`playbook_service.lift_of`), overall,
+per playbook step that sent it and per named segment (membership as of the enrolment,
+as the playbook report by segment: :func:`playbook_service.lift_by_segment`).
+
+**The groups.** An enrolment is *treated* when it is not held out and a message of its
+carrying the resource (``messages.resource_id``) or the survey (``payload.survey.id``)
+was sent; *held out* when it is held out and the step recorded it as ``held_out`` with
+the same resource or survey (the recommend step records the resource a held-out contact
+would have received; the survey step the survey). An enrolment counts once however many
+of its contacts were sent it. Set-based: one statement each for the counts, the groups,
+the groups per step and the enrolments split by segment (the newest
+:data:`SEGMENT_ENROLMENTS`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, distinct, func, or_, select
+from sqlalchemy.orm import Session
+
+from services.ingest import interface as ingest
+from services.outreach.content import service as content
+from services.outreach.links.service import EVENT_NAME as CLICK_EVENT
+from services.outreach.models import Enrollment, Message, SurveyAnswer
+from services.outreach.playbooks import service as playbook_service
+from services.outreach.playbooks.schemas import GroupStats, SegmentLiftOut
+from services.rules import interface as rules
+from shared.errors import NotFound, Unprocessable
+
+SEGMENT_ENROLMENTS = 100_000
+SEGMENTS_PER_PAGE = 20
+
+
+class StepLift(BaseModel):
+    playbook_id: str | None
+    step_id: str
+    treated: GroupStats
+    holdout: GroupStats
+    lift: float | None = Field(None, description="treated minus holdout conversion rate (absolute)")
+    relative_lift: float | None = Field(None, description="lift / holdout conversion rate")
+    confidence_interval: list[float] | None = Field(None, description="95% CI of the lift (Newcombe hybrid score)")
+
+
+class MeasuredReport(BaseModel):
+    sent: int = Field(description="messages sent (the list: GET /v1/messages?state=sent&resource_id=..., for a resource)")
+    treated: GroupStats = Field(description="enrolments not held out that were sent it")
+    holdout: GroupStats = Field(description="held-out enrolments that would have been sent it")
+    lift: float | None = Field(None, description="treated minus holdout conversion rate (absolute)")
+    relative_lift: float | None = Field(None, description="lift / holdout conversion rate")
+    confidence_interval: list[float] | None = Field(None, description="95% CI of the lift (Newcombe hybrid score)")
+    by_step: list[StepLift] = Field(description="per playbook step that sent it")
+    enrolments: int = Field(description="the enrolments split by segment (the newest, up to 100,000)")
+    by_segment: list[SegmentLiftOut] = Field(description="per named segment, its members as of their enrolment")
+    segments_next_cursor: str | None = Field(None, description="more segments: pass it as segment_cursor")
+    method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"
+
+
+class ResourceReport(MeasuredReport):
+    resource_id: str
+    clicked: int = Field(description="distinct contacts who clicked a tracked link of its messages (link_clicked events, ever)")
+
+
+class SurveyReport(MeasuredReport):
+    survey_id: str
+    answered: int = Field(description="distinct contacts whose answer is recorded (a changed answer counts once)")
+
+
+def _carrying(kind: str, item_id: str) -> Any:
+    if kind == "resource":
+        return Message.resource_id == item_id
+    survey_id = Message.payload[("survey", "id")].as_string()
+    return survey_id == item_id
+
+
+def _pairs(carrying: Any) -> list[Any]:
+    """The join and the filter: a message carrying it, of a treated enrolment that was
+    sent it or of a held-out one that was held out of it."""
+    return [
+        carrying,
+        or_(
+            and_(Message.state == "sent", Enrollment.holdout.is_(False)),
+            and_(Message.state == "skipped", Message.skip_reason == "held_out", Enrollment.holdout.is_(True)),
+        ),
+    ]
+
+
+def _groups(rows: Any) -> dict[bool, dict[str, int]]:
+    groups = {True: {"n": 0, "converted": 0}, False: {"n": 0, "converted": 0}}
+    for holdout, status, n in rows:
+        groups[bool(holdout)]["n"] += n
+        if status == "converted":
+            groups[bool(holdout)]["converted"] += n
+    return groups
+
+
+def _segments(session: Session, segment_ids: list[str] | None, cursor: str | None) -> tuple[list[str], str | None]:
+    """The segments asked (1 to 20, each must exist), else a page of every segment."""
+    if segment_ids:
+        segment_ids = list(dict.fromkeys(segment_ids))
+        if len(segment_ids) > SEGMENTS_PER_PAGE:
+            raise Unprocessable(f"name at most {SEGMENTS_PER_PAGE} segments", code="validation_error")
+        missing = [s for s in segment_ids if s not in rules.existing_segments(session, segment_ids)]
+        if missing:
+            raise Unprocessable(
+                f"no segment {', '.join(repr(s) for s in missing)}; list them with GET /v1/segments", code="unknown_segment"
+            )
+        return segment_ids, None
+    page = [s.id for s in rules.list_segments(session, after=cursor, limit=SEGMENTS_PER_PAGE + 1)]
+    more = len(page) > SEGMENTS_PER_PAGE
+    page = page[:SEGMENTS_PER_PAGE]
+    return page, page[-1] if more else None
+
+
+def _measure(session: Session, kind: str, item_id: str, segment_ids: list[str] | None, cursor: str | None) -> dict[str, Any]:
+    carrying = _carrying(kind, item_id)
+    where = _pairs(carrying)
+
+    def joined(q: Any) -> Any:
+        return q.select_from(Message).join(Enrollment, Enrollment.id == Message.enrollment_id).where(*where)
+
+    sent = int(session.scalar(select(func.count()).select_from(Message).where(carrying, Message.state == "sent")) or 0)
+    overall = _groups(
+        session.execute(
+            joined(select(Enrollment.holdout, Enrollment.status, func.count(distinct(Enrollment.id)))).group_by(
+                Enrollment.holdout, Enrollment.status
+            )
+        )
+    )
+    treated, held = playbook_service.group_stats(overall[False]), playbook_service.group_stats(overall[True])
+    lift, rel, ci = playbook_service.lift_of(treated, held)
+    per_step: dict[tuple[str | None, str], list[tuple[bool, str, int]]] = {}
+    step_rows = session.execute(
+        joined(
+            select(Message.playbook_id, Message.step_id, Enrollment.holdout, Enrollment.status, func.count(distinct(Enrollment.id)))
+        ).group_by(Message.playbook_id, Message.step_id, Enrollment.holdout, Enrollment.status)
+    )
+    for playbook_id, step_id, holdout, status, n in step_rows:
+        per_step.setdefault((playbook_id, step_id), []).append((holdout, status, n))
+    by_step = []
+    for (playbook_id, step_id), rows in sorted(per_step.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        g = _groups(rows)
+        s_treated, s_held = playbook_service.group_stats(g[False]), playbook_service.group_stats(g[True])
+        s_lift, s_rel, s_ci = playbook_service.lift_of(s_treated, s_held)
+        by_step.append(
+            StepLift(
+                playbook_id=playbook_id,
+                step_id=step_id,
+                treated=s_treated,
+                holdout=s_held,
+                lift=s_lift,
+                relative_lift=s_rel,
+                confidence_interval=s_ci,
+            )
+        )
+    segment_ids, next_cursor = _segments(session, segment_ids, cursor)
+    enrolments: list[tuple[str, datetime, bool, str]] = []
+    if segment_ids:
+        q = joined(select(Enrollment.account_id, Enrollment.enrolled_at, Enrollment.holdout, Enrollment.status, Enrollment.id)).distinct()
+        q = q.order_by(Enrollment.enrolled_at.desc(), Enrollment.id.desc()).limit(SEGMENT_ENROLMENTS)
+        enrolments = [(a, at, bool(h), st) for a, at, h, st, _id in session.execute(q)]
+    return {
+        "sent": sent,
+        "treated": treated,
+        "holdout": held,
+        "lift": lift,
+        "relative_lift": rel,
+        "confidence_interval": ci,
+        "by_step": by_step,
+        "enrolments": len(enrolments),
+        "by_segment": playbook_service.lift_by_segment(session, segment_ids, enrolments) if segment_ids else [],
+        "segments_next_cursor": next_cursor,
+    }
+
+
+def resource_report(session: Session, resource_id: str, segment_ids: list[str] | None = None, cursor: str | None = None) -> ResourceReport:
+    content.get_or_404(session, resource_id)
+    clicked = ingest.contacts_where(session, CLICK_EVENT, [(("resource_id",), [resource_id])])
+    return ResourceReport(resource_id=resource_id, clicked=clicked, **_measure(session, "resource", resource_id, segment_ids, cursor))
+
+
+def survey_report(session: Session, survey_id: str, segment_ids: list[str] | None = None, cursor: str | None = None) -> SurveyReport:
+    out = _measure(session, "survey", survey_id, segment_ids, cursor)
+    answered = int(session.scalar(select(func.count()).select_from(SurveyAnswer).where(SurveyAnswer.survey_id == survey_id)) or 0)
+    if not answered and not out["sent"] and not out["holdout"].enrolled:
+        raise NotFound(f"survey {survey_id!r} was never sent nor answered")
+    return SurveyReport(survey_id=survey_id, answered=answered, **out)

@@ -1,0 +1,241 @@
+"""The per-resource and per-survey reports (issue 22, item 7) on both databases with the
+simulated clock: a constructed world of enrolments, the messages a recommend step and a
+survey step wrote for them (sent, or skipped as held out with what they would have been
+sent), clicks and answers, whose sent, clicked, answered, treated, held-out and
+converted counts, lift and interval are counted by hand below and asserted by value,
+overall, per step and per named segment (membership as of the enrolment)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import pytest
+from sqlalchemy import select
+
+from services.ingest.models import Account, RawEvent
+from services.outreach.delivery import repository as delivery_repo
+from services.outreach.models import Enrollment, SurveyAnswer
+from services.rules.evaluation.segments import run_segments
+from services.rules.segments import service as segments
+from shared.db import transaction
+from tests.support.helpers import auth
+from tests.support.outreach import add_account, days
+
+GUIDE = {
+    "kind": "article",
+    "title": "Five reports <every> team starts with",
+    "url": "https://help.example.com/guides/first-reports",
+    "summary": "Step by step.",
+    "goals": ["adoption", "win-back"],
+    "use_cases": ["analytics"],
+}
+FINTECH = {"id": "fintech", "name": "Fintech", "condition": {"field": "account.traits.industry", "op": "==", "value": "fintech"}}
+RETAIL = {"id": "retail", "name": "Retail", "condition": {"field": "account.traits.industry", "op": "==", "value": "retail"}}
+
+# a00..a04 fintech, a05..a09 retail. Held out: a03, a04, a08, a09. Converted: a00, a01, a03, a05.
+ACCOUNTS = [f"a{i:02d}" for i in range(10)]
+HELD = {"a03", "a04", "a08", "a09"}
+CONVERTED = {"a00", "a01", "a03", "a05"}
+NPS = {"survey": {"id": "nps-q1", "scale": "nps"}}
+
+
+def _message(enrollment_id, account, user, step, now: datetime, *, state="sent", reason=None, resource=None, payload=None) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "enrollment_id": enrollment_id,
+        "playbook_id": "wb",
+        "step_id": step,
+        "touch_key": f"{enrollment_id}/{step}/{user}",
+        "account_id": account,
+        "user_id": user,
+        "channel": "email",
+        "recipient": f"{user}@{account}.test",
+        "template_id": "t",
+        "resource_id": resource,
+        "subject": "s",
+        "html_body": "",
+        "text_body": "b",
+        "payload": dict(payload or {}),
+        "state": state,
+        "skip_reason": reason,
+        "attempts": 0,
+        "last_error": None,
+        "next_attempt_at": None,
+        "lease_owner": None,
+        "lease_until": None,
+        "created_at": now,
+        "updated_at": now,
+        "sent_at": now if state == "sent" else None,
+        "read_at": None,
+    }
+
+
+def _click(account, user, resource, now: datetime) -> RawEvent:
+    props = {"url": "https://help.example.com/x", **({"resource_id": resource} if resource else {})}
+    return RawEvent(
+        event_id=str(uuid.uuid4()),
+        account_id=account,
+        user_id=user,
+        type="track",
+        name="link_clicked",
+        timestamp=now,
+        properties=props,
+        received_at=now,
+    )
+
+
+async def build_world(api, ops, session_factory, topics, clock) -> None:
+    for i, a in enumerate(ACCOUNTS):
+        add_account(session_factory, a, traits={"industry": "fintech" if i < 5 else "retail"})
+    for rid in ("guide", "other"):
+        assert (await api.put(f"/v1/resources/{rid}", json=GUIDE, headers=ops)).status_code == 200
+    with transaction(session_factory) as s:
+        segments.create(s, segments.parse(FINTECH, 400), "ops:test", clock.now())
+        segments.create(s, segments.parse(RETAIL, 400), "ops:test", clock.now())
+    run_segments(session_factory, topics, clock.now())
+    clock.advance(days(1))
+    now = clock.now()
+    rows, ids = [], {}
+    with transaction(session_factory) as s:
+        for a in [*ACCOUNTS, "late"]:
+            ids[a] = str(uuid.uuid4())
+            s.add(
+                Enrollment(
+                    id=ids[a],
+                    playbook_id="wb",
+                    playbook_version=1,
+                    account_id=a if a != "late" else "a00",
+                    signal_id=f"sig-{a}",
+                    signal={},
+                    holdout=a in HELD,
+                    status="converted" if a in CONVERTED else "completed",
+                    active_key=None,
+                    history=[],
+                    enrolled_at=now,
+                )
+            )
+    for a in ACCOUNTS:
+        if a in HELD:  # the recommend step records what they would have received
+            rows.append(_message(ids[a], a, "ada", "rec", now, state="skipped", reason="held_out", resource="guide"))
+        elif a in {"a00", "a01", "a02", "a05", "a06", "a07"}:
+            rows.append(_message(ids[a], a, "ada", "rec", now, resource="guide"))
+    rows.append(_message(ids["a00"], "a00", "bob", "rec", now, resource="guide"))  # a second contact: 7 sent, one enrolment
+    rows.append(_message(ids["late"], "a00", "ada", "rec", now, state="queued", resource="guide"))  # not sent: not treated
+    rows.append(_message(ids["a02"], "a02", "bob", "rec", now, state="skipped", reason="contact_cap", resource="guide"))
+    rows.append(_message(ids["a04"], "a04", "bob", "rec2", now, state="skipped", reason="held_out", resource="other"))
+    # the survey step of the same playbook: sent to a00, a05, a06; held out a03, a08.
+    for a in ("a00", "a05", "a06"):
+        rows.append(_message(ids[a], a, "ada", "ask", now, payload=NPS))
+    for a in ("a03", "a08"):
+        rows.append(_message(ids[a], a, "ada", "ask", now, state="skipped", reason="held_out", payload=NPS))
+    rows.append(_message(ids["a01"], "a01", "ada", "ask", now, payload={"survey": {"id": "csat-q1", "scale": "csat"}}))
+    with transaction(session_factory) as s:
+        delivery_repo.insert_messages(s, rows)
+        # clicks: a00's ada twice and bob once, a05's ada; one on another resource, one with no contact
+        s.add_all(
+            [
+                _click("a00", "ada", "guide", now),
+                _click("a00", "ada", "guide", now + days(0.1)),
+                _click("a00", "bob", "guide", now),
+                _click("a05", "ada", "guide", now),
+                _click("a06", "ada", "other", now),
+                _click("a07", None, "guide", now),
+            ]
+        )
+        for a, score in (("a00", 9), ("a05", 3)):
+            s.add(
+                SurveyAnswer(
+                    survey_id="nps-q1",
+                    account_id=a,
+                    user_id="ada",
+                    scale="nps",
+                    score=score,
+                    comment="",
+                    first_answered_at=now,
+                    answered_at=now,
+                )
+            )
+        s.add(
+            SurveyAnswer(
+                survey_id="csat-q1",
+                account_id="a01",
+                user_id="ada",
+                scale="csat",
+                score=5,
+                comment="",
+                first_answered_at=now,
+                answered_at=now,
+            )
+        )
+    # a00 turns retail after its enrolment: it still counts as fintech
+    clock.advance(days(1))
+    with transaction(session_factory) as s:
+        s.get(Account, "a00").traits = {"industry": "retail"}
+    run_segments(session_factory, topics, clock.now())
+
+
+def _group(g: dict) -> tuple[int, int]:
+    return g["enrolled"], g["converted"]
+
+
+async def test_the_resource_report_counts_sent_clicked_and_lift_by_hand(api, keys, session_factory, topics, clock):
+    ops, csm = auth(keys["ops"]), auth(keys["csm"])
+    await build_world(api, ops, session_factory, topics, clock)
+    r = await api.get("/v1/resources/guide/report", headers=csm)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    # sent: a00 (ada, bob), a01, a02, a05, a06, a07; the queued and skipped ones are not
+    assert got["sent"] == 7
+    # clicked: a00/ada, a00/bob, a05/ada (a repeat counts once; another resource's and a contactless click do not)
+    assert got["clicked"] == 3
+    # treated a00 a01 a02 a05 a06 a07 (3 converted), held out a03 a04 a08 a09 (1 converted; a04's "other" does not count)
+    assert _group(got["treated"]) == (6, 3) and _group(got["holdout"]) == (4, 1)
+    assert got["lift"] == pytest.approx(0.5 - 0.25)
+    assert got["relative_lift"] == pytest.approx(1.0)
+    # Newcombe by hand: Wilson(3/6) = (0.18761, 0.81239), Wilson(1/4) = (0.04558, 0.69936);
+    # 0.25 -/+ sqrt((0.5-0.18761)^2 + (0.69936-0.25)^2), sqrt((0.81239-0.5)^2 + (0.25-0.04558)^2)
+    assert got["confidence_interval"] == pytest.approx([-0.29727, 0.62332], abs=1e-4)
+    assert [(s["playbook_id"], s["step_id"]) for s in got["by_step"]] == [("wb", "rec")]
+    # per segment as of enrolment: fintech a00 a01 a02 (2 conv) vs a03 a04 (1); retail a05 a06 a07 (1) vs a08 a09 (0)
+    seg = {s["segment_id"]: s for s in got["by_segment"]}
+    assert list(seg) == ["fintech", "retail"] and got["enrolments"] == 10
+    assert _group(seg["fintech"]["treated"]) == (3, 2) and _group(seg["fintech"]["holdout"]) == (2, 1)
+    assert seg["fintech"]["lift"] == pytest.approx(2 / 3 - 1 / 2)
+    assert _group(seg["retail"]["treated"]) == (3, 1) and _group(seg["retail"]["holdout"]) == (2, 0)
+    assert seg["retail"]["lift"] == pytest.approx(1 / 3)
+    assert seg["retail"]["relative_lift"] is None  # nothing to divide by
+    # the sent figure is the count of the message list it summarises
+    listed = (await api.get("/v1/messages?state=sent&resource_id=guide&limit=1000", headers=ops)).json()["items"]
+    assert len(listed) == got["sent"]
+    # one segment asked; segments in pages; unknown ones and resources
+    r = await api.get("/v1/resources/guide/report?segment=retail", headers=ops)
+    assert [s["segment_id"] for s in r.json()["by_segment"]] == ["retail"]
+    r = await api.get("/v1/resources/guide/report?segment=nope", headers=ops)
+    assert r.status_code == 422 and "nope" in r.text
+    assert (await api.get("/v1/resources/missing/report", headers=ops)).status_code == 404
+    other = (await api.get("/v1/resources/other/report", headers=ops)).json()
+    assert (other["sent"], other["clicked"], _group(other["treated"]), _group(other["holdout"])) == (0, 1, (0, 0), (1, 0))
+    assert other["lift"] is None and other["confidence_interval"] is None
+
+
+async def test_the_survey_report_counts_sent_answered_and_lift_by_hand(api, keys, session_factory, topics, clock):
+    ops = auth(keys["ops"])
+    await build_world(api, ops, session_factory, topics, clock)
+    r = await api.get("/v1/surveys/nps-q1/report", headers=auth(keys["csm"]))
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["sent"], got["answered"]) == (3, 2)
+    # treated a00 a05 a06 (a00 and a05 converted) vs held out a03 a08 (a03 converted)
+    assert _group(got["treated"]) == (3, 2) and _group(got["holdout"]) == (2, 1)
+    assert got["lift"] == pytest.approx(2 / 3 - 1 / 2)
+    assert got["confidence_interval"] == pytest.approx([-0.44578, 0.65483], abs=1e-4)
+    seg = {s["segment_id"]: s for s in got["by_segment"]}
+    assert _group(seg["fintech"]["treated"]) == (1, 1) and _group(seg["fintech"]["holdout"]) == (1, 1)
+    assert _group(seg["retail"]["treated"]) == (2, 1) and _group(seg["retail"]["holdout"]) == (1, 0)
+    assert [(s["step_id"], _group(s["treated"])) for s in got["by_step"]] == [("ask", (3, 2))]
+    csat = (await api.get("/v1/surveys/csat-q1/report", headers=ops)).json()
+    assert (csat["sent"], csat["answered"], _group(csat["treated"])) == (1, 1, (1, 1))
+    assert (await api.get("/v1/surveys/never-sent/report", headers=ops)).status_code == 404
+    with session_factory() as s:
+        assert len(s.scalars(select(SurveyAnswer).where(SurveyAnswer.survey_id == "nps-q1")).all()) == got["answered"]
