@@ -42,11 +42,9 @@ def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READ
     rows = outreach.list_engagements(
         session, csm_id=viewer.principal.csm_id, statuses=outreach.OPEN_ENGAGEMENT_STATUSES, limit=INBOX_LIMIT, order="priority"
     )
-    closed = [
-        e
-        for e in outreach.list_engagements(session, csm_id=viewer.principal.csm_id, limit=20, order="opened")
-        if e.status not in outreach.OPEN_ENGAGEMENT_STATUSES
-    ]
+    # The 20 newest closed ones (filtered in SQL: not the closed among the 20 newest of any status).
+    closed_statuses = [s for s in outreach.ENGAGEMENT_STATUSES if s not in outreach.OPEN_ENGAGEMENT_STATUSES]
+    closed = outreach.list_engagements(session, csm_id=viewer.principal.csm_id, statuses=closed_statuses, limit=20, order="opened")
     return render(
         request,
         "inbox.html",

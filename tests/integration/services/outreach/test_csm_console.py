@@ -286,3 +286,33 @@ async def test_census_every_console_engagement_route_refuses_another_csm(api, ke
     assert (len(timeline(session_factory, eid)), len(messages(session_factory, account_id="acme"))) == before
     e = engagement(session_factory, eid)
     assert e.status == "assigned" and e.csm_id == "ann"
+
+
+async def test_the_inbox_shows_every_open_engagement_and_the_newest_closed_whatever_came_after(api, keys, session_factory, settings, clock):
+    """The inbox asks for the open ones and the closed ones each in SQL: 25 newer closed
+    engagements do not push an older open one off, and a newer open one does not take a
+    place of the 20 newest closed (planted: the old filter of the 20 newest of any status
+    showed 19)."""
+    eids, key = await _world(api, keys, session_factory, settings, clock, ("old-open",))
+    from services.outreach.engagements import service
+
+    closed = []
+    for i in range(25):
+        clock.advance(timedelta(minutes=1))
+        add_account(session_factory, f"gone-{i:02d}")
+        eid = open_engagement(session_factory, settings, clock, f"gone-{i:02d}")
+        worker(settings, session_factory, clock).poll_once()
+        with transaction(session_factory) as s:
+            e = s.get(Engagement, eid)
+            assert e.csm_id == "ann"
+            service.cancel(s, e, reason="test", actor="test", now=clock.now(), settings=settings)
+        closed.append(eid)
+    clock.advance(timedelta(minutes=1))
+    add_account(session_factory, "new-open")
+    newest = open_engagement(session_factory, settings, clock, "new-open")  # the newest of all: one of the 20 newest
+    worker(settings, session_factory, clock).poll_once()
+    await sign_in(api, key)
+    html = (await api.get("/console/inbox")).text
+    assert f'href="/console/engagements/{eids["old-open"]}"' in html and f'href="/console/engagements/{newest}"' in html
+    recent = html[html.index("Recently closed") :]
+    assert [e for e in closed if f"/console/engagements/{e}" in recent] == closed[-20:]
