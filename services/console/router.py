@@ -26,6 +26,7 @@ from services.console.views import (
     health,
     lists,
     overview,
+    playbook_edit,
     playbooks,
     rules,
     search,
@@ -41,7 +42,21 @@ ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    for module in (auth, overview, accounts, search, health, rules, segments, playbooks, templates, engagements, deadletters, lists):
+    for module in (
+        auth,
+        overview,
+        accounts,
+        search,
+        health,
+        rules,
+        segments,
+        playbook_edit,
+        playbooks,
+        templates,
+        engagements,
+        deadletters,
+        lists,
+    ):
         router.include_router(module.router)
     return router
 

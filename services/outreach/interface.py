@@ -63,12 +63,16 @@ from services.outreach.engagements.service import resolve as resolve_engagement
 from services.outreach.engagements.service import visible_to as engagement_visible_to
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, Message, Template
 from services.outreach.outcomes import holdout_groups, signals_with_decision
+from services.outreach.playbooks.engine import DryRun as PlaybookDryRun
 from services.outreach.playbooks.repository import enrollments_for_account, outreach_status
 from services.outreach.playbooks.repository import get_head as get_playbook_head
 from services.outreach.playbooks.repository import get_version as get_playbook_version
 from services.outreach.playbooks.repository import list_enrollments as list_playbook_enrollments
 from services.outreach.playbooks.repository import list_heads as list_playbook_heads
+from services.outreach.playbooks.router import parse_definition as parse_playbook_definition
+from services.outreach.playbooks.schemas import ID_PATTERN as PLAYBOOK_ID_PATTERN
 from services.outreach.playbooks.schemas import PlaybookDefinition
+from services.outreach.playbooks.service import dry_run as dry_run_playbook
 from services.outreach.playbooks.service import funnel as playbook_funnel
 from services.outreach.playbooks.service import get_or_404 as get_playbook
 from services.outreach.playbooks.service import out as playbook_out
@@ -102,7 +106,9 @@ __all__ = [
     "ExtendIn",
     "Message",
     "NoteIn",
+    "PLAYBOOK_ID_PATTERN",
     "PlaybookDefinition",
+    "PlaybookDryRun",
     "ReassignIn",
     "RecommendStep",
     "ResourceImportOutcome",
@@ -127,6 +133,7 @@ __all__ = [
     "get_csm",
     "get_engagement",
     "get_message",
+    "dry_run_playbook",
     "get_playbook",
     "get_resource",
     "get_playbook_head",
@@ -144,6 +151,7 @@ __all__ = [
     "log_touch",
     "message_counts_by_state_reason",
     "outreach_status",
+    "parse_playbook_definition",
     "playbook_funnel",
     "playbook_out",
     "playbook_report",

@@ -329,3 +329,84 @@ def stop_on_segment_left(session: Session, signals: Sequence[Any], now: datetime
             stopped.setdefault(signal.signal_id, []).append((e.playbook_id, e.playbook_version))
     session.flush()
     return stopped
+
+
+# ---- dry-run ------------------------------------------------------------------
+
+
+class _DryRunBatch(Batch):
+    """A batch that also keeps every message row its steps write, for :func:`dry_run`."""
+
+    def __init__(self, session: Session, settings: Any, now: datetime, accounts: Mapping[str, AccountInfo | None]):
+        super().__init__(session, settings, now, accounts)
+        self.written: list[dict[str, Any]] = []
+
+    def write_messages(self, rows: list[dict[str, Any]]) -> None:
+        self.written.extend(rows)
+        super().write_messages(rows)
+
+
+@dataclass
+class DryRun:
+    """What one enrolment of ``account_id`` would do now: each step it ran (the
+    enrolment's history, with each branch's condition and evidence), every message row
+    a step wrote (sent/queued, or skipped with the contact gate's reason) and how it ended."""
+
+    playbook_id: str
+    version: int
+    account_id: str
+    history: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    status: str
+    outcome: dict[str, Any]
+
+
+def dry_run(session: Session, compiled: Compiled, account_id: str, now: datetime, settings: Any) -> DryRun:
+    """Run a new, treated (never held out) enrolment of ``account_id`` through the
+    engine's own step loop (:func:`_run`), every wait taken as elapsed (the conditions
+    after it are read as of ``now``), inside a savepoint that is rolled back: what its
+    steps write (a step such as ``open_engagement`` writes through the session, so the
+    enrolment is inserted first, as :func:`enroll_batch` does for one) is never kept.
+    The caller's transaction must be one that may write. The trigger signal is a
+    stand-in naming the dry-run."""
+    signal: dict[str, Any] = {"signal_id": "dry-run", "account_id": account_id, "kind": "dry_run", "rule_id": None, "evidence": {}}
+    row = {
+        "id": enrollment_id(compiled.playbook_id, account_id, f"dry-run:{uuid.uuid4()}"),
+        "playbook_id": compiled.playbook_id,
+        "playbook_version": compiled.version,
+        "account_id": account_id,
+        "signal_id": "dry-run",
+        "signal": signal,
+        "holdout": False,
+        "status": "active",
+        "active_key": None,  # never in the way of a real enrolment of the account
+        "step_index": 0,
+        "due_at": now,
+        "history": [],
+        "outcome_detail": {},
+        "enrolled_at": now,
+    }
+    savepoint = session.begin_nested()
+    try:
+        batch = _DryRunBatch(session, settings, now, Batch.of(session, settings, now, [account_id]).accounts)
+        repo.insert_enrollments_checked(session, [row])
+        enrollment = Enrollment(**row)
+        batch.inserted(enrollment)
+        for _ in range(MAX_STEPS_PER_RUN):
+            _run(session, enrollment, compiled, now, settings, batch)
+            batch.changed(enrollment)
+            if enrollment.status != "active":
+                break
+            enrollment.due_at = now  # the wait is taken as elapsed
+        batch.flush()  # as a real run would, so that a write that fails here fails the dry-run too
+        return DryRun(
+            playbook_id=compiled.playbook_id,
+            version=compiled.version,
+            account_id=account_id,
+            history=list(enrollment.history or []),
+            messages=list(batch.written),
+            status=enrollment.status,
+            outcome=dict(enrollment.outcome_detail or {}),
+        )
+    finally:
+        savepoint.rollback()

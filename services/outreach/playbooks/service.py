@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.ingest import interface as ingest
 from services.outreach.content import repository as content_repo
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.models import Playbook, PlaybookVersion
+from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from services.outreach.playbooks.schemas import GroupStats, PlaybookDefinition, PlaybookOut, ReportOut, SegmentLiftOut, SegmentReportOut
 from services.outreach.playbooks.steps.definitions import RecommendStep, SendStep
@@ -127,6 +129,21 @@ def out(session: Session, head: Playbook, version: int | None = None) -> Playboo
         created_at=head.created_at,
         updated_at=head.updated_at,
     )
+
+
+def dry_run(
+    session: Session, playbook_id: str, account_id: str, *, now: datetime, settings: Any, version: int | None = None
+) -> engine.DryRun:
+    """What the playbook (its current version, or ``version``) would do for one account
+    enrolled now: the engine's own step loop on a treated enrolment, in a savepoint rolled
+    back (:func:`engine.dry_run`). 404 for an unknown playbook, version or account."""
+    head = get_or_404(session, playbook_id)
+    v = repo.get_version(session, playbook_id, version or head.current_version)
+    if v is None:
+        raise NotFound(f"playbook {playbook_id!r} has no version {version}")
+    if ingest.accounts(session, [account_id]).get(account_id) is None:
+        raise NotFound(f"no account {account_id!r}")
+    return engine.dry_run(session, engine.compile_version(playbook_id, v.version, v.definition), account_id, now, settings)
 
 
 # ---- the report ---------------------------------------------------------------
