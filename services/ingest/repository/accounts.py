@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select, tupl
 from sqlalchemy.orm import Session
 
 from services.ingest.models import Account, User, UserActivityDaily
-from services.ingest.repository.chunks import CHUNK, chunks, in_
+from services.ingest.repository.chunks import CHUNK, AccountRange, chunks, in_
 from services.ingest.snapshots import AccountInfo, Contact
 
 _ACCOUNT_INFO = tuple(getattr(Account, f) for f in AccountInfo.__dataclass_fields__)
@@ -70,13 +70,15 @@ def account_ids(session: Session) -> list[str]:
     return list(session.scalars(select(Account.id)))
 
 
-def account_ids_after(session: Session, after: str | None, limit: int) -> list[str]:
+def account_ids_after(session: Session, after: str | None, limit: int) -> AccountRange:
     """Up to ``limit`` account ids after ``after`` (None: from the first), in id order: a
-    keyset cursor over the accounts (the daily health scoring goes through them in chunks)."""
+    keyset cursor over the accounts (the daily health scoring goes through them in chunks).
+    The ids are every account from the first to the last, so the metrics over them filter
+    by that range (:class:`~services.ingest.repository.chunks.AccountRange`)."""
     q = select(Account.id).order_by(Account.id).limit(limit)
     if after is not None:
         q = q.where(Account.id > after)
-    return list(session.scalars(q))
+    return AccountRange(session.scalars(q))
 
 
 def count_accounts(session: Session) -> int:

@@ -134,3 +134,37 @@ def test_a_crash_in_the_middle_of_the_day_resumes_and_stores_each_account_once(s
         "acct-5": T0 + 3 * minute,
         "acct-6": T0 + 3 * minute,
     }
+
+
+def test_each_chunk_filters_by_its_range_of_ids_and_scores_as_all_accounts_at_once(session_factory, settings):
+    """A chunk's statements filter by its range of account ids (``AccountRange``: BETWEEN the
+    first and the last, one statement, no IN list of its ids): the scores stored chunk by chunk,
+    every component of the starter model over the demo's world (usage, champions, P0 tickets,
+    NPS answers), are the scores of all the accounts measured at once."""
+    import json
+
+    from services import demo
+    from services.ingest.models import Account
+    from services.ingest.repository.chunks import AccountRange, in_
+    from services.ingest.service import apply_events
+    from services.rules.evaluation.health import score_accounts
+    from services.rules.health import service as health
+    from services.rules.interface import install_starter_health_model
+    from shared.db import transaction
+    from shared.events import Event
+
+    assert "BETWEEN" in str(in_(Account.id, AccountRange(["acct-00003", "acct-00005"])))
+    events = [Event.model_validate_json(json.dumps(e)) for e in demo.generate(accounts=20, days=60, seed=7, end=T0)]
+    with transaction(session_factory) as s:
+        apply_events(s, events, T0)
+        install_starter_health_model(s, actor="ops:test", now=T0)
+    with session_factory() as s:
+        cur = health.current(s)
+        assert cur is not None
+        alone = {r["account_id"]: (r["score"], r["label"], r["components"]) for r in score_accounts(s, cur, T0, None)}
+    report = daily.run_health_day(session_factory, settings, T0, limit=3)
+    assert report.done and run_of(session_factory, T0.date()).result["chunks"] == 7
+    with session_factory() as s:
+        stored = {r.account_id: (r.score, r.label, r.components) for r in s.scalars(select(HealthScore))}
+    assert len(stored) == 20 and stored == alone
+    assert {label for _s, label, _c in stored.values()} == {"healthy", "at_risk"}  # the churning accounts at risk
