@@ -41,6 +41,8 @@ MENU = [  # (label, path, roles that see it)
     ("Playbooks", "/console/playbooks", ("ops",)),
     ("Messages", "/console/messages", ("ops",)),
     ("Templates", "/console/templates", ("ops",)),
+    ("Library", "/console/resources", ("ops", "csm")),
+    ("Surveys", "/console/surveys", ("ops", "csm")),
     ("Engagements", "/console/engagements", ("ops",)),
     ("Pool", "/console/pool", ("ops",)),
     ("Dead letters", "/console/dead-letters", ("ops",)),

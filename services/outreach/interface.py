@@ -13,7 +13,10 @@ callers use.
 - Engagements and the CSM roster: reads, the actions a CSM or CS Ops takes (emailing a
   contact through the contact gate and the outbox among them), the pool report and forecast.
 - The content library: list, read, save, import from YAML or CSV.
-- Surveys: a survey's results (``survey_results``: NPS or CSAT, overall and by day).
+- Surveys: a survey's results (``survey_results``: NPS or CSAT, overall and by day), the
+  surveys answered (``list_surveys``).
+- Measured: a resource's and a survey's report against the holdout (``resource_report``,
+  ``survey_report``).
 - Starter content, the development mail sink, and :func:`routers` for the app.
 
 Everything reads or flushes only; the caller owns the session and the transaction.
@@ -61,6 +64,7 @@ from services.outreach.engagements.service import cancel as cancel_engagement
 from services.outreach.engagements.service import extend as extend_engagement
 from services.outreach.engagements.service import resolve as resolve_engagement
 from services.outreach.engagements.service import visible_to as engagement_visible_to
+from services.outreach.measured.service import ResourceReport, SurveyReport, resource_report, survey_report
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, Message, Template
 from services.outreach.outcomes import holdout_groups, signals_with_decision
 from services.outreach.playbooks.engine import DryRun as PlaybookDryRun
@@ -82,6 +86,7 @@ from services.outreach.playbooks.service import save as save_playbook
 from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, RecommendStep, SendStep, WaitStep
 from services.outreach.starter import ACTOR as STARTER_ACTOR
 from services.outreach.starter import seed_starter_content, starter_playbooks
+from services.outreach.surveys.repository import surveys as list_surveys
 from services.outreach.surveys.service import results as survey_results
 from services.outreach.templates.rendering import PARTS as TEMPLATE_PARTS
 from services.outreach.templates.repository import list_all as list_templates
@@ -91,6 +96,9 @@ from services.outreach.templates.service import preview_for as template_preview
 from services.outreach.templates.service import save as save_template
 
 __all__ = [
+    "ResourceReport",
+    "SurveyReport",
+    "resource_report",
     "ENGAGEMENT_GOALS",
     "ENGAGEMENT_OUTCOMES",
     "ENGAGEMENT_STATUSES",
@@ -147,6 +155,7 @@ __all__ = [
     "list_playbook_enrollments",
     "list_playbook_heads",
     "list_resources",
+    "list_surveys",
     "list_templates",
     "log_touch",
     "message_counts_by_state_reason",
@@ -164,6 +173,7 @@ __all__ = [
     "routers",
     "save_playbook",
     "save_resource",
+    "survey_report",
     "survey_results",
     "save_template",
     "seed_starter_content",

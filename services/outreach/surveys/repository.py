@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import SurveyAnswer
@@ -76,3 +76,17 @@ def scrub_comments(session: Session, account_id: str, user_id: str) -> int:
         .values(comment="")
     )
     return rowcount(session.execute(stmt))
+
+
+def surveys(session: Session, *, after: str | None = None, limit: int = 100) -> list[tuple[str, str, int, datetime]]:
+    """(survey, scale, contacts who answered, latest answer) of every survey answered, by
+    id, in pages (after ``after``): one grouped statement."""
+    q = (
+        select(SurveyAnswer.survey_id, func.min(SurveyAnswer.scale), func.count(), func.max(SurveyAnswer.answered_at))
+        .group_by(SurveyAnswer.survey_id)
+        .order_by(SurveyAnswer.survey_id)
+        .limit(limit)
+    )
+    if after:
+        q = q.where(SurveyAnswer.survey_id > after)
+    return [(r[0], r[1], int(r[2]), r[3]) for r in session.execute(q)]

@@ -7,20 +7,25 @@ overall, per step and per named segment (membership as of the enrolment)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
+from html import unescape
 
 import pytest
 from sqlalchemy import select
 
 from services.ingest.models import Account, RawEvent
+from services.outreach.content import service as content
+from services.outreach.content.schemas import parse_resource
 from services.outreach.delivery import repository as delivery_repo
 from services.outreach.models import Enrollment, SurveyAnswer
 from services.rules.evaluation.segments import run_segments
 from services.rules.segments import service as segments
 from shared.db import transaction
+from tests.support.console import sign_in
 from tests.support.helpers import auth
-from tests.support.outreach import add_account, days
+from tests.support.outreach import add_account, days, save_playbook, save_template, simple_playbook
 
 GUIDE = {
     "kind": "article",
@@ -85,15 +90,17 @@ def _click(account, user, resource, now: datetime) -> RawEvent:
     )
 
 
-async def build_world(api, ops, session_factory, topics, clock) -> None:
+def build_world(session_factory, topics, clock) -> None:
     for i, a in enumerate(ACCOUNTS):
         add_account(session_factory, a, traits={"industry": "fintech" if i < 5 else "retail"})
-    for rid in ("guide", "other"):
-        assert (await api.put(f"/v1/resources/{rid}", json=GUIDE, headers=ops)).status_code == 200
     with transaction(session_factory) as s:
+        for rid in ("guide", "other"):
+            content.save(s, rid, parse_resource(GUIDE), actor="ops:test", now=clock.now())
         segments.create(s, segments.parse(FINTECH, 400), "ops:test", clock.now())
         segments.create(s, segments.parse(RETAIL, 400), "ops:test", clock.now())
     run_segments(session_factory, topics, clock.now())
+    save_template(session_factory, topics)
+    save_playbook(session_factory, "wb", simple_playbook(holdout_percent=40))  # the playbook the messages below name
     clock.advance(days(1))
     now = clock.now()
     rows, ids = [], {}
@@ -181,7 +188,7 @@ def _group(g: dict) -> tuple[int, int]:
 
 async def test_the_resource_report_counts_sent_clicked_and_lift_by_hand(api, keys, session_factory, topics, clock):
     ops, csm = auth(keys["ops"]), auth(keys["csm"])
-    await build_world(api, ops, session_factory, topics, clock)
+    build_world(session_factory, topics, clock)
     r = await api.get("/v1/resources/guide/report", headers=csm)
     assert r.status_code == 200, r.text
     got = r.json()
@@ -221,7 +228,7 @@ async def test_the_resource_report_counts_sent_clicked_and_lift_by_hand(api, key
 
 async def test_the_survey_report_counts_sent_answered_and_lift_by_hand(api, keys, session_factory, topics, clock):
     ops = auth(keys["ops"])
-    await build_world(api, ops, session_factory, topics, clock)
+    build_world(session_factory, topics, clock)
     r = await api.get("/v1/surveys/nps-q1/report", headers=auth(keys["csm"]))
     assert r.status_code == 200, r.text
     got = r.json()
@@ -239,3 +246,46 @@ async def test_the_survey_report_counts_sent_answered_and_lift_by_hand(api, keys
     assert (await api.get("/v1/surveys/never-sent/report", headers=ops)).status_code == 404
     with session_factory() as s:
         assert len(s.scalars(select(SurveyAnswer).where(SurveyAnswer.survey_id == "nps-q1")).all()) == got["answered"]
+
+
+async def test_the_console_pages_show_the_reports_figures_escaped(api, keys, session_factory, topics, clock):
+    """The resource page's sent figure is the API's and the count of the message list it
+    links to; its clicked figure and the survey page's answered figure are the API's; a
+    CSM reads both pages (no message list link: that list is CS Ops'); the title is text."""
+    build_world(session_factory, topics, clock)
+    ops = auth(keys["ops"])
+    api_report = (await api.get("/v1/resources/guide/report", headers=ops)).json()
+    assert (await sign_in(api, keys["ops"])).status_code == 303
+    page = await api.get("/console/resources/guide")
+    assert page.status_code == 200, page.text
+    assert "Five reports &lt;every&gt; team" in page.text and "<every>" not in page.text
+    sent = re.search(r'id="sent" data-count="(\d+)" href="([^"]+)"', page.text)
+    assert sent and int(sent.group(1)) == api_report["sent"] == 7
+    listed = await api.get(unescape(sent.group(2)))
+    assert int(re.search(r'id="count">([\d,]+)', listed.text).group(1)) == 7
+    assert f'data-clicked="{api_report["clicked"]}"' in page.text and api_report["clicked"] == 3
+    assert re.search(r'id="treated">6<', page.text) and re.search(r'id="held-out">4<', page.text)
+    assert 'id="lift">Lift: <strong>25.0%</strong>' in page.text
+    assert 'data-segment="fintech"' in page.text and 'data-segment="retail"' in page.text
+    library = await api.get("/console/resources?tag=analytics")
+    assert library.status_code == 200 and 'href="/console/resources/guide"' in library.text
+
+    survey_api = (await api.get("/v1/surveys/nps-q1/report", headers=ops)).json()
+    results_api = (await api.get("/v1/surveys/nps-q1/results", headers=ops)).json()
+    page = await api.get("/console/surveys/nps-q1")
+    assert page.status_code == 200, page.text
+    assert f'data-answered="{survey_api["answered"]}"' in page.text and survey_api["answered"] == 2
+    assert f'data-sent="{survey_api["sent"]}"' in page.text and survey_api["sent"] == 3
+    assert re.search(r'id="score" data-answered="2"><span class="figure">0.0</span> NPS', page.text)  # one promoter, one detractor
+    assert results_api["nps"] == 0.0
+    assert page.text.count('<tr><th scope="row">') >= 1 and 'id="by-day"' in page.text
+    listing = await api.get("/console/surveys")
+    assert 'data-survey="nps-q1"' in listing.text and 'data-survey="csat-q1"' in listing.text
+    assert (await api.get("/console/surveys/never-sent")).status_code == 404
+    assert (await api.get("/console/surveys/nps-q1?end=0001-01-02")).status_code == 422  # not a 500
+
+    api.cookies.clear()
+    assert (await sign_in(api, keys["csm"])).status_code == 303
+    page = await api.get("/console/resources/guide")
+    assert page.status_code == 200 and 'data-sent="7"' in page.text and "/console/messages" not in page.text
+    assert (await api.get("/console/surveys/nps-q1")).status_code == 200
