@@ -185,6 +185,10 @@ def _activity(acct: DemoAccount, day_index: int, days: int, day: date) -> tuple[
 CHAMPION_GONE_DAYS = 45
 P0_TICKET_DAYS = (38, 36, 34)
 DETRACTOR_DAYS = 33
+# The demo's NPS answers come from the product's in-app survey, sent as the same event a
+# survey step's answer records (docs/surveys.md), which the starter health model reads;
+# they are events only (a survey step's results read its own answers).
+DEMO_NPS = {"survey_id": "in-app-nps", "scale": "nps"}
 USERS_LEAVE_DAYS = 40
 # The voice of the other accounts: a healthy or expanding account answers the NPS survey
 # (a promoter or a passive) this many days before the end, and a healthy one opens a P2 ticket.
@@ -200,9 +204,10 @@ def _voice(acct: DemoAccount, left: int, day: date, rng: random.Random) -> list[
         if left in P0_TICKET_DAYS:
             out.append((admin, "ticket_opened", {"priority": "P0", "subject": "dashboards fail to load"}))
         if left == DETRACTOR_DAYS:
-            out.append((buyer, "nps_answered", {"score": rng.randint(2, 5)}))
+            out.append((buyer, "survey_answered", {**DEMO_NPS, "score": rng.randint(2, 5)}))
     elif acct.cohort in ("healthy", "expanding") and left == ANSWER_DAYS:
-        out.append((buyer, "nps_answered", {"score": rng.randint(9, 10) if acct.cohort == "expanding" else rng.randint(7, 10)}))
+        score = rng.randint(9, 10) if acct.cohort == "expanding" else rng.randint(7, 10)
+        out.append((buyer, "survey_answered", {**DEMO_NPS, "score": score}))
     elif acct.cohort == "healthy" and left == P2_TICKET_DAYS:
         out.append((admin, "ticket_opened", {"priority": "P2", "subject": "how do I share a dashboard?"}))
     return [

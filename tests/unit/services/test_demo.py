@@ -86,7 +86,7 @@ def test_churning_accounts_warn_before_their_usage_falls_and_outcomes_fall_insid
         left = (END.date() - datetime.fromisoformat(ev["timestamp"]).date()).days + 1  # days before the end, as the demo counts
         if ev["name"] == "ticket_opened" and ev["properties"]["priority"] == "P0":
             p0[ev["account_id"]].append(left)
-        if ev["name"] == "nps_answered":
+        if ev["name"] == "survey_answered" and ev["properties"]["scale"] == "nps":
             nps[ev["account_id"]].append(ev["properties"]["score"])
         if ev["user_id"] == "u000":
             champion_last[ev["account_id"]] = min(champion_last.get(ev["account_id"], days + 1), left)
