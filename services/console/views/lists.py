@@ -99,6 +99,7 @@ def messages(
     playbook_id: str = Query("", max_length=128),
     account_id: str = Query("", max_length=128),
     resource_id: str = Query("", max_length=128, description="messages a recommend step chose this resource for"),
+    survey_id: str = Query("", max_length=64, description="messages of a survey step asking this survey"),
     before: str = Query("", max_length=128, description="the page after this message (the Older link's)"),
     limit: int = Query(SHOWN, ge=1, le=500, description="messages a page"),
     session: Session = SessionDep,
@@ -112,6 +113,7 @@ def messages(
         "playbook_id": playbook_id or None,
         "account_id": account_id or None,
         "resource_id": resource_id or None,
+        "survey_id": survey_id or None,
     }
     total = outreach.count_messages(session, **filters)
     # One more than a page: whether there is an older page (keyset, by the last row's id).
@@ -135,6 +137,7 @@ def messages(
             "playbook_id": playbook_id,
             "account_id": account_id,
             "resource_id": resource_id,
+            "survey_id": survey_id,
             "limit": "" if limit == SHOWN else str(limit),
         },
     )

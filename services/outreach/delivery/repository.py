@@ -174,6 +174,7 @@ def _where(
     skip_reason: str | None = None,
     since: datetime | None = None,
     resource_id: str | None = None,
+    survey_id: str | None = None,
 ) -> Any:
     """The message list's filters, one definition for the list and its count."""
     for col, value in (
@@ -189,7 +190,15 @@ def _where(
             q = q.where(col == value)
     if since is not None:
         q = q.where(Message.created_at >= since)
+    if survey_id is not None:
+        q = q.where(asks_survey(survey_id))
     return q
+
+
+def asks_survey(survey_id: str) -> Any:
+    """A message of a survey step for ``survey_id`` (its payload's ``survey.id``: sent,
+    or skipped, e.g. held out)."""
+    return Message.payload[("survey", "id")].as_string() == survey_id
 
 
 def count_messages(session: Session, **filters: Any) -> int:
@@ -210,11 +219,13 @@ def list_messages(
     skip_reason: str | None = None,
     since: datetime | None = None,
     resource_id: str | None = None,
+    survey_id: str | None = None,
 ) -> list[Message]:
     q = select(Message).order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
     q = _where(
         q,
         resource_id=resource_id,
+        survey_id=survey_id,
         state=state,
         account_id=account_id,
         playbook_id=playbook_id,

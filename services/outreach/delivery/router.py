@@ -40,6 +40,7 @@ def list_messages(
     skip_reason: str | None = Query(None, max_length=64, description="with state=skipped: only this reason (e.g. contact_cap)"),
     since: UtcDatetime | None = Query(None, description="created at or after this time (RFC 3339, with zone)"),
     resource_id: str | None = Query(None, max_length=128, description="messages a recommend step chose this resource for"),
+    survey_id: str | None = Query(None, max_length=64, description="messages of a survey step asking this survey"),
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     session: Session = SessionDep,
@@ -55,6 +56,7 @@ def list_messages(
         skip_reason=skip_reason,
         since=since,
         resource_id=resource_id,
+        survey_id=survey_id,
         limit=limit,
         before=cursor,
     )

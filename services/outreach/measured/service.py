@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
 from services.outreach.content import service as content
+from services.outreach.delivery import repository as delivery
 from services.outreach.links.service import EVENT_NAME as CLICK_EVENT
 from services.outreach.models import Enrollment, Message, SurveyAnswer
 from services.outreach.playbooks import service as playbook_service
@@ -47,7 +48,7 @@ class StepLift(BaseModel):
 
 
 class MeasuredReport(BaseModel):
-    sent: int = Field(description="messages sent (the list: GET /v1/messages?state=sent&resource_id=..., for a resource)")
+    sent: int = Field(description="messages sent (the list: GET /v1/messages?state=sent&resource_id=... or &survey_id=...)")
     treated: GroupStats = Field(description="enrolments not held out that were sent it")
     holdout: GroupStats = Field(description="held-out enrolments that would have been sent it")
     lift: float | None = Field(None, description="treated minus holdout conversion rate (absolute)")
@@ -73,8 +74,7 @@ class SurveyReport(MeasuredReport):
 def _carrying(kind: str, item_id: str) -> Any:
     if kind == "resource":
         return Message.resource_id == item_id
-    survey_id = Message.payload[("survey", "id")].as_string()
-    return survey_id == item_id
+    return delivery.asks_survey(item_id)
 
 
 def _pairs(carrying: Any) -> list[Any]:

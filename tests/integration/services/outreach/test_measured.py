@@ -241,6 +241,8 @@ async def test_the_survey_report_counts_sent_answered_and_lift_by_hand(api, keys
     assert _group(seg["fintech"]["treated"]) == (1, 1) and _group(seg["fintech"]["holdout"]) == (1, 1)
     assert _group(seg["retail"]["treated"]) == (2, 1) and _group(seg["retail"]["holdout"]) == (1, 0)
     assert [(s["step_id"], _group(s["treated"])) for s in got["by_step"]] == [("ask", (3, 2))]
+    listed = (await api.get("/v1/messages?state=sent&survey_id=nps-q1&limit=1000", headers=ops)).json()["items"]
+    assert len(listed) == got["sent"]
     csat = (await api.get("/v1/surveys/csat-q1/report", headers=ops)).json()
     assert (csat["sent"], csat["answered"], _group(csat["treated"])) == (1, 1, (1, 1))
     assert (await api.get("/v1/surveys/never-sent/report", headers=ops)).status_code == 404
@@ -275,7 +277,10 @@ async def test_the_console_pages_show_the_reports_figures_escaped(api, keys, ses
     page = await api.get("/console/surveys/nps-q1")
     assert page.status_code == 200, page.text
     assert f'data-answered="{survey_api["answered"]}"' in page.text and survey_api["answered"] == 2
-    assert f'data-sent="{survey_api["sent"]}"' in page.text and survey_api["sent"] == 3
+    sent = re.search(r'id="sent" data-count="(\d+)" href="([^"]+)"', page.text)
+    assert sent and int(sent.group(1)) == survey_api["sent"] == 3
+    listed = await api.get(unescape(sent.group(2)))
+    assert int(re.search(r'id="count">([\d,]+)', listed.text).group(1)) == 3
     assert re.search(r'id="score" data-answered="2"><span class="figure">0.0</span> NPS', page.text)  # one promoter, one detractor
     assert results_api["nps"] == 0.0
     assert page.text.count('<tr><th scope="row">') >= 1 and 'id="by-day"' in page.text
@@ -288,4 +293,5 @@ async def test_the_console_pages_show_the_reports_figures_escaped(api, keys, ses
     assert (await sign_in(api, keys["csm"])).status_code == 303
     page = await api.get("/console/resources/guide")
     assert page.status_code == 200 and 'data-sent="7"' in page.text and "/console/messages" not in page.text
-    assert (await api.get("/console/surveys/nps-q1")).status_code == 200
+    page = await api.get("/console/surveys/nps-q1")
+    assert page.status_code == 200 and 'data-sent="3"' in page.text and "/console/messages" not in page.text
