@@ -89,7 +89,9 @@ from services.outreach.starter import seed_starter_content, starter_playbooks
 from services.outreach.surveys.repository import surveys as list_surveys
 from services.outreach.surveys.service import results as survey_results
 from services.outreach.templates.rendering import PARTS as TEMPLATE_PARTS
+from services.outreach.templates.repository import get as find_template
 from services.outreach.templates.repository import list_all as list_templates
+from services.outreach.templates.schemas import ID_PATTERN as TEMPLATE_ID_PATTERN
 from services.outreach.templates.schemas import TemplateIn
 from services.outreach.templates.service import get_or_404 as get_template
 from services.outreach.templates.service import preview_for as template_preview
@@ -124,6 +126,7 @@ __all__ = [
     "ResolveIn",
     "SendStep",
     "Template",
+    "TEMPLATE_ID_PATTERN",
     "TemplateIn",
     "TouchIn",
     "WaitStep",
@@ -146,6 +149,7 @@ __all__ = [
     "get_resource",
     "get_playbook_head",
     "get_playbook_version",
+    "find_template",
     "get_template",
     "holdout_groups",
     "import_resources",

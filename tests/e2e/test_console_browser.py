@@ -250,9 +250,12 @@ def test_ops_walks_every_page_acts_and_sees_what_the_api_says(chromium, server, 
         w.page.wait_for_load_state()
         assert "fire" in w.page.locator("#verdict").inner_text()
 
-        # action: preview a template for a contact
+        # action: preview a template for an account picked in the form (the owner: no contact chosen)
         w.goto("/console/templates/win-back")
-        w.page.fill("input[name=account_id]", churning)
+        w.page.fill("#pick-q", churning)
+        w.page.click("#pick-find")
+        w.page.wait_for_load_state()
+        w.page.check(f"input[name=account_id][value='{churning}']")
         w.page.click("button[value=preview]")
         w.page.wait_for_load_state()
         name = api.get(f"/v1/accounts/{churning}").json()["name"]
