@@ -322,11 +322,13 @@ __all__ = [
 ]
 
 
-def contacts_where(session: Session, event: str, where: Where) -> int:
-    """How many distinct contacts (account, user) ever did a track event named ``event``
-    whose properties match every filter of ``where`` (over the retained raw events): the
-    contacts who clicked a resource's tracked links, for its report. One statement."""
-    conds = [RawEvent.name == event, RawEvent.type == "track", RawEvent.user_id.is_not(None)]
+def contacts_where(session: Session, event: str, where: Where, received_since: datetime) -> int:
+    """How many distinct contacts (account, user) did a track event named ``event`` whose
+    properties match every filter of ``where``, among the retained raw events received
+    since ``received_since`` (the caller's lower bound, e.g. its first message: the scan
+    reads only those, through the BRIN index on PostgreSQL): the contacts who clicked a
+    resource's tracked links, for its report. One statement."""
+    conds = [RawEvent.received_at >= received_since, RawEvent.name == event, RawEvent.type == "track", RawEvent.user_id.is_not(None)]
     conds.extend(_Json(session, path).matches(values) for path, values in where)
     pairs = select(RawEvent.account_id, RawEvent.user_id).where(*conds).distinct().subquery()
     return int(session.scalar(select(func.count()).select_from(pairs)) or 0)

@@ -16,7 +16,7 @@ the groups per step and the enrolments split by segment (the newest
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -179,7 +179,12 @@ def _measure(session: Session, kind: str, item_id: str, segment_ids: list[str] |
 
 def resource_report(session: Session, resource_id: str, segment_ids: list[str] | None = None, cursor: str | None = None) -> ResourceReport:
     content.get_or_404(session, resource_id)
-    clicked = ingest.contacts_where(session, CLICK_EVENT, [(("resource_id",), [resource_id])])
+    # A click comes after the first message that carried the resource (rendered with its
+    # link): only events received since then, less a day for the clocks of two machines,
+    # are read (none at all if no message ever carried it).
+    first = session.scalar(select(func.min(Message.created_at)).where(Message.resource_id == resource_id))
+    since = first - timedelta(days=1) if first else None
+    clicked = ingest.contacts_where(session, CLICK_EVENT, [(("resource_id",), [resource_id])], since) if since else 0
     return ResourceReport(resource_id=resource_id, clicked=clicked, **_measure(session, "resource", resource_id, segment_ids, cursor))
 
 

@@ -148,6 +148,7 @@ def build_world(session_factory, topics, clock) -> None:
                 _click("a05", "ada", "guide", now),
                 _click("a06", "ada", "other", now),
                 _click("a07", None, "guide", now),
+                _click("a01", "cy", "guide", now - days(3)),  # received before any message carried it: not read
             ]
         )
         for a, score in (("a00", 9), ("a05", 3)):
@@ -194,7 +195,8 @@ async def test_the_resource_report_counts_sent_clicked_and_lift_by_hand(api, key
     got = r.json()
     # sent: a00 (ada, bob), a01, a02, a05, a06, a07; the queued and skipped ones are not
     assert got["sent"] == 7
-    # clicked: a00/ada, a00/bob, a05/ada (a repeat counts once; another resource's and a contactless click do not)
+    # clicked: a00/ada, a00/bob, a05/ada (a repeat counts once; another resource's, a contactless one and one
+    # received days before the first message carrying the resource do not)
     assert got["clicked"] == 3
     # treated a00 a01 a02 a05 a06 a07 (3 converted), held out a03 a04 a08 a09 (1 converted; a04's "other" does not count)
     assert _group(got["treated"]) == (6, 3) and _group(got["holdout"]) == (4, 1)
