@@ -24,6 +24,7 @@ from services.console.views import (
     deadletters,
     engagements,
     health,
+    keys,
     lists,
     measured,
     overview,
@@ -57,6 +58,7 @@ def build_router() -> APIRouter:
         measured,
         engagements,
         deadletters,
+        keys,
         lists,
     ):
         router.include_router(module.router)

@@ -46,6 +46,7 @@ MENU = [  # (label, path, roles that see it)
     ("Engagements", "/console/engagements", ("ops",)),
     ("Pool", "/console/pool", ("ops",)),
     ("Dead letters", "/console/dead-letters", ("ops",)),
+    ("API keys", "/console/keys", ("admin",)),
 ]
 
 
