@@ -45,6 +45,7 @@ MENU = [  # (label, path, roles that see it)
     ("Surveys", "/console/surveys", ("ops", "csm")),
     ("Engagements", "/console/engagements", ("ops",)),
     ("Pool", "/console/pool", ("ops",)),
+    ("Roster", "/console/roster", ("ops",)),
     ("Dead letters", "/console/dead-letters", ("ops",)),
     ("API keys", "/console/keys", ("admin",)),
 ]

@@ -44,6 +44,9 @@ from services.outreach.engagements.reporting import pool as pool_report
 from services.outreach.engagements.repository import due_counts as engagement_due_counts
 from services.outreach.engagements.repository import find_engagements, get_csm, list_csms, list_engagements
 from services.outreach.engagements.repository import get as get_engagement
+from services.outreach.engagements.repository import open_load as csm_open_load
+from services.outreach.engagements.roster import patch as patch_csm
+from services.outreach.engagements.roster import preview_patch as preview_csm_patch
 from services.outreach.engagements.roster import put as put_csm
 from services.outreach.engagements.schemas import GOALS as ENGAGEMENT_GOALS
 from services.outreach.engagements.schemas import OUTCOMES as ENGAGEMENT_OUTCOMES
@@ -52,6 +55,7 @@ from services.outreach.engagements.schemas import (
     TOUCH_KINDS,
     CancelIn,
     CsmIn,
+    CsmPatch,
     ExtendIn,
     NoteIn,
     ReassignIn,
@@ -172,6 +176,10 @@ __all__ = [
     "pool_forecast",
     "pool_report",
     "put_csm",
+    "CsmPatch",
+    "preview_csm_patch",
+    "patch_csm",
+    "csm_open_load",
     "reassign_engagement",
     "resolve_engagement",
     "routers",

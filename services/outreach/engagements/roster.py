@@ -96,3 +96,27 @@ def get_or_404(session: Session, csm_id: str) -> Csm:
     if csm is None:
         raise NotFound(f"no CSM {csm_id!r}")
     return csm
+
+
+def preview_patch(session: Session, csm_id: str, body: CsmPatch, *, actor: str, now: datetime, settings: Settings) -> list[dict[str, Any]]:
+    """What :func:`patch` would do to the CSM's open engagements, without doing it: the
+    patch runs (requeue and reassignment included) inside a savepoint that is rolled
+    back. One entry per engagement open with the CSM before: its id, account, goal, and
+    its status and CSM after (``queued`` and None: back in the queue, nobody eligible)."""
+    before = [(e.id, e.account_id, e.goal) for e in repo.open_of_csm(session, csm_id)]
+    savepoint = session.begin_nested()
+    try:
+        patch(session, csm_id, body, actor=actor, now=now, settings=settings)
+        after = {eid: repo.get(session, eid) for eid, _, _ in before}
+        return [
+            {
+                "id": eid,
+                "account_id": account_id,
+                "goal": goal,
+                "status": (e.status if (e := after[eid]) is not None else None),
+                "csm_id": e.csm_id if e is not None else None,
+            }
+            for eid, account_id, goal in before
+        ]
+    finally:
+        savepoint.rollback()

@@ -1,0 +1,115 @@
+"""The CSM roster for CS Ops: each CSM with their open load against capacity and
+availability; add a CSM, change a CSM's capacity, and set a CSM away, first showing
+what would happen to their open engagements (the roster service's own patch, run in a
+savepoint rolled back), then applying it on *Confirm*. Errors are the API's (CsmIn,
+CsmPatch, capacity below load), shown beside the form they concern."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from services.console.web import OPS, Form, FormDep, Viewer, now_of, render, seg
+from services.outreach import interface as outreach
+from shared.api import SessionDep, context_of
+from shared.errors import TouchlineError
+
+router = APIRouter()
+
+
+def _page(request: Request, session: Session, *, status_code: int = 200, errors: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
+    csms = outreach.list_csms(session)
+    loads = outreach.csm_open_load(session, [c.id for c in csms])
+    ctx.setdefault("add", {"id": "", "name": "", "email": "", "timezone": "UTC", "capacity": "10", "skills": "", "segments": ""})
+    ctx.setdefault("preview", None)
+    return render(request, "roster.html", status_code=status_code, csms=csms, loads=loads, errors=errors or {}, now=now_of(request), **ctx)
+
+
+def _messages(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+@router.get("/roster")
+def roster(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+    return _page(request, session)
+
+
+@router.post("/roster")
+def add_csm(request: Request, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    values = {k: form.get(k, "").strip() for k in ("id", "name", "email", "timezone", "capacity", "skills", "segments")}
+    if form.problems:
+        return _page(request, session, status_code=422, errors={"add": form.problem_text()}, add=values)
+    if not values["id"] or outreach.get_csm(session, values["id"]) is not None:
+        return _page(request, session, status_code=422, errors={"add": "id: a new roster id (this one is taken or empty)"}, add=values)
+    try:
+        body = outreach.CsmIn(
+            name=values["name"],
+            email=values["email"],
+            timezone=values["timezone"] or "UTC",
+            capacity=int(values["capacity"] or 0),
+            skills=_words(values["skills"]),
+            segments=_words(values["segments"]),
+        )
+        outreach.put_csm(
+            session, values["id"], body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings
+        )
+    except ValueError as exc:  # a ValidationError is one
+        text = _messages(exc) if isinstance(exc, ValidationError) else f"capacity: a whole number ({exc})"
+        return _page(request, session, status_code=422, errors={"add": text}, add=values)
+    except TouchlineError as exc:
+        return _page(request, session, status_code=exc.status_code, errors={"add": str(exc.detail)}, add=values)
+    return RedirectResponse("/console/roster", status_code=303)
+
+
+@router.post("/roster/{csm_id}/capacity")
+def set_capacity(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    try:
+        body = outreach.CsmPatch(capacity=int(form.get("capacity", "")))
+        outreach.patch_csm(session, csm_id, body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings)
+    except ValueError as exc:
+        text = _messages(exc) if isinstance(exc, ValidationError) else "capacity: a whole number"
+        return _page(request, session, status_code=422, errors={f"capacity-{csm_id}": text})
+    except TouchlineError as exc:
+        if exc.status_code == 404:
+            raise
+        return _page(request, session, status_code=exc.status_code, errors={f"capacity-{csm_id}": str(exc.detail)})
+    return RedirectResponse("/console/roster", status_code=303)
+
+
+def _when(text: str) -> datetime | None:
+    """A datetime-local field (UTC) or empty."""
+    if not text.strip():
+        return None
+    return datetime.fromisoformat(text.strip()).replace(tzinfo=UTC)
+
+
+@router.post("/roster/{csm_id}/away")
+def set_away(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    """``action=preview`` shows what the change does to the CSM's open engagements;
+    ``action=confirm`` applies it."""
+    settings, now, actor = context_of(request).settings, now_of(request), viewer.principal.actor
+    away = {"from": form.get("away_from", ""), "until": form.get("away_until", "")}
+    try:
+        body = outreach.CsmPatch(away_from=_when(away["from"]) or now, away_until=_when(away["until"]))
+    except ValueError as exc:
+        text = _messages(exc) if isinstance(exc, ValidationError) else f"away: a date and time ({exc})"
+        return _page(request, session, status_code=422, errors={f"away-{csm_id}": text})
+    try:
+        if form.get("action") == "confirm":
+            outreach.patch_csm(session, csm_id, body, actor=actor, now=now, settings=settings)
+            return RedirectResponse(f"/console/roster#csm-{seg(csm_id)}", status_code=303)
+        moves = outreach.preview_csm_patch(session, csm_id, body, actor=actor, now=now, settings=settings)
+    except TouchlineError as exc:
+        if exc.status_code == 404:
+            raise
+        return _page(request, session, status_code=exc.status_code, errors={f"away-{csm_id}": str(exc.detail)})
+    return _page(request, session, preview={"csm_id": csm_id, "moves": moves, "away_from": away["from"], "away_until": away["until"]})
