@@ -217,6 +217,7 @@ def engagements(
     goal: str = Query("", max_length=64),
     outcome: str = Query("", max_length=64),
     due: str = Query("", pattern="^(|overdue|week)$", description="overdue, or due within 7 days from now"),
+    sort: str = Query("", pattern="^(|priority|opened)$", description="priority (highest first) or opened (newest first); by due date"),
     page: int = Query(1, ge=1, le=100_000),
     session: Session = SessionDep,
     viewer: Viewer = OPS,
@@ -236,8 +237,9 @@ def engagements(
         due_before=due_before,
         offset=(page - 1) * LIST_PAGE,
         limit=LIST_PAGE,
+        sort=sort or "due",
     )
-    filters = {"status": status, "csm_id": csm_id, "goal": goal, "outcome": outcome, "due": due}
+    filters = {"status": status, "csm_id": csm_id, "goal": goal, "outcome": outcome, "due": due, "sort": sort}
     return render(
         request,
         "engagements.html",

@@ -417,10 +417,12 @@ def find_engagements(
     due_before: datetime | None = None,
     offset: int = 0,
     limit: int = 50,
+    sort: str = "due",
 ) -> tuple[list[Engagement], int]:
     """The console's engagements list: a page (open first by due date, the unscheduled last,
     then the closed newest first; ties by id) of the engagements matching every filter
-    given, and how many match. ``due_from``/``due_before``: due in [from, before). The
+    given, and how many match. ``sort``: "due" (that order), "priority" (highest first)
+    or "opened" (newest first), ties by id. ``due_from``/``due_before``: due in [from, before). The
     overview's open, due-this-week and overdue figures are counts of this list with the
     same filters as :func:`due_counts` (open statuses, and the due window)."""
     conditions: list[Any] = []
@@ -435,11 +437,10 @@ def find_engagements(
         conditions.append(Engagement.due_at < due_before)
     total = session.scalar(select(func.count()).select_from(Engagement).where(*conditions)) or 0
     is_open = Engagement.status.in_(sorted(OPEN_ENGAGEMENT_STATUSES))
-    q = (
-        select(Engagement)
-        .where(*conditions)
-        .order_by(~is_open, Engagement.due_at.is_(None), Engagement.due_at, Engagement.opened_at.desc(), Engagement.id)
-        .offset(offset)
-        .limit(limit)
-    )
+    orders: dict[str, tuple[Any, ...]] = {
+        "due": (~is_open, Engagement.due_at.is_(None), Engagement.due_at, Engagement.opened_at.desc()),
+        "priority": (Engagement.priority.desc(),),
+        "opened": (Engagement.opened_at.desc(),),
+    }
+    q = select(Engagement).where(*conditions).order_by(*orders.get(sort, orders["due"]), Engagement.id).offset(offset).limit(limit)
     return list(session.scalars(q)), int(total)

@@ -204,6 +204,14 @@ async def test_the_engagements_list_filters_pages_and_is_what_the_overview_count
         want = sorted(e["id"] for e in everything if keep(e))
         count, ids = await listed(query)
         assert count == len(want) and sorted(ids) == want, query
+    # Sorted by a column, over every page: the API's engagements in that order, ties by id.
+    by_priority = [e["id"] for e in sorted(everything, key=lambda e: (-e["priority"], e["id"]))]
+    assert (await listed("sort=priority"))[1] == by_priority
+    by_opened = sorted(everything, key=lambda e: e["id"])
+    by_opened.sort(key=lambda e: datetime.fromisoformat(e["opened_at"].replace("Z", "+00:00")), reverse=True)
+    assert (await listed("sort=opened"))[1] == [e["id"] for e in by_opened]
+    page = (await api.get("/console/engagements?sort=priority")).text
+    assert 'aria-sort="descending"' in page and "highest priority first" in page
     overview = (await api.get("/console/")).text
     block = overview[overview.index('id="open-engagements"') - 200 :].split("</div>")[0]
     links = re.findall(r'data-count="(\d+)" href="([^"]+)"', block)
