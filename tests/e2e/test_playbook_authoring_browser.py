@@ -92,3 +92,27 @@ def test_ops_creates_a_playbook_dry_runs_it_for_a_picked_account_and_enables_it(
         json={**api.get(f"/v1/playbooks/{pid}").json()["definition"], "enabled": False},
     )
     assert r.status_code == 200
+
+
+def test_roster_and_keys_pages_at_390_px(chromium, server, console_world):  # noqa: F811
+    """The roster (CS Ops) and the API keys (admin) read at 390 px without sideways
+    scroll and log no console error; the away preview shows the moves, changing nothing."""
+    world = console_world
+    api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {world.keys['ops']}"}, timeout=60)
+    for role, path in (("ops", "/console/roster"), ("admin", "/console/keys")):
+        w = Walker(chromium, server, world.kind, f"{role}-390-authoring", width=390)
+        try:
+            sign_in_with_key(w, world.keys[role])
+            w.goto(path)
+            assert w.page.evaluate("document.documentElement.scrollWidth") <= 400, path
+            if role == "ops":
+                before = api.get("/v1/csms/csm-1").json()
+                w.page.locator("#csm-csm-1 button:has-text('Show the effect')").click()
+                w.page.wait_for_load_state()
+                assert w.page.locator("#away-moves tbody tr").count() == before["open_engagements"]
+                assert w.page.evaluate("document.documentElement.scrollWidth") <= 400
+                assert api.get("/v1/csms/csm-1").json()["open_engagements"] == before["open_engagements"]
+            w.shot(path.rsplit("/", 1)[1])
+            assert not w.errors, w.errors
+        finally:
+            w.close()
