@@ -92,6 +92,17 @@ async def test_dry_run_shows_steps_messages_and_gate_decisions_and_writes_nothin
     assert r.status_code == 303
     # The picker: a search by name lists accounts, each a link to its dry-run.
     account = seeded["churning"][0]
+    # A pooled CSM holds it: tests before this one on the shared world may have resolved
+    # the seed's engagement on it, so one is opened by hand if none is open now.
+    with session_factory() as s:
+        held = s.scalar(
+            select(func.count())
+            .select_from(Engagement)
+            .where(Engagement.account_id == account, Engagement.status.in_(("assigned", "active")))
+        )
+    if not held:
+        opened = await api.post("/v1/engagements", json={"account_id": account}, headers=bearer(keys["ops"]))
+        assert opened.status_code == 201, opened.text
     page = await api.get(f"/console/playbooks/{pid}/dry-run", params={"q": account})
     assert page.status_code == 200
     assert f'name="account_id" value="{account}"' in page.text
