@@ -116,7 +116,13 @@ def survey_page(request: Request, token: str, score: int | None = Query(None, ge
     "/s/{token}",
     response_class=HTMLResponse,
     tags=["public"],
-    responses={**_PAGES, 413: {"description": "the form is larger than 16 KB", **_HTML}},
+    responses={
+        **_PAGES,
+        413: {
+            "description": "the form is larger than 16 KB (this page), or the body than TOUCHLINE_MAX_REQUEST_BYTES (JSON, before the route)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}, **_HTML["content"]},
+        },
+    },
     summary="A survey's answer form: a score and an optional comment (replaces an earlier answer)",
     openapi_extra={
         "requestBody": {
