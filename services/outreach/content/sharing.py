@@ -17,30 +17,23 @@ from sqlalchemy.orm import Session
 from services.ingest import interface as ingest
 from services.outreach.content import repository as repo
 from services.outreach.content import routing
-from services.outreach.delivery import repository as delivery_repo
+from services.outreach.engagements.email import GATE_REASONS, Refused, gate, queue
 from services.outreach.engagements.transitions import event
 from services.outreach.links.rewriting import message_links
 from services.outreach.models import Engagement
-from services.outreach.policy import repository as policy_repo
-from services.outreach.policy import service as policy
-from services.outreach.policy.tokens import email_hash, unsubscribe_url
+from services.outreach.policy.tokens import unsubscribe_url
 from services.outreach.templates import repository as template_repo
 from services.outreach.templates.context import account_context, build_context, recipient_context, resource_context
 from services.outreach.templates.rendering import PARTS, TemplateProblem, render
 from services.outreach.templates.sandbox import RenderBudget
 from shared.errors import Conflict, NotFound, Unprocessable
+from shared.settings import Settings
 
 NAMESPACE = uuid.UUID("2f4a3c1e-7d55-4c1b-9a0e-5b8e6f1d2c37")
 
 
-class Refused(Conflict):
-    """The contact gate said no: the reason, as a skipped message would carry it."""
-
-    code = "contact_policy"
-
-
 def send_resource(
-    session: Session, e: Engagement, *, resource_id: str, user_id: str, template_id: str, actor: str, now: datetime, settings: Any
+    session: Session, e: Engagement, *, resource_id: str, user_id: str, template_id: str, actor: str, now: datetime, settings: Settings
 ) -> dict[str, Any]:
     """Queue ``resource_id`` for contact ``user_id`` of the engagement's account. Refusals
     write nothing and say why (409 ``contact_policy`` with the reason)."""
@@ -58,26 +51,12 @@ def send_resource(
     if contact is None:
         raise Unprocessable(f"no contact {user_id!r} in account {e.account_id!r}", code="unknown_contact")
 
-    def refuse(reason: str, detail: str) -> Refused:
-        return Refused({"reason": reason, "message": detail})
-
-    if not contact.email:
-        raise refuse("no_email", f"{user_id} has no email address")
-    if (contact.traits or {}).get("erased"):
-        raise refuse("erased", f"{user_id} was erased")
-    if policy_repo.suppressed(session, [email_hash(contact.email)]):
-        raise refuse("suppressed", f"{contact.email} is on the suppression list")
-    if resource_id in repo.received_of(session, [e.account_id]).get(e.account_id, {}).get(user_id, set()):
-        raise refuse("already_received", f"{user_id} already received {resource_id}")
-    counts = policy.TouchCounts(session, [e.account_id], now)
-    caps = policy.Caps(contact=None, account=None)
-    pseudo = f"engagement:{e.id}"
-    reason = policy.check_account(counts, account_id=e.account_id, playbook_id=pseudo, playbook_caps=caps, settings=settings, now=now)
-    reason = reason or policy.check_contact(
-        counts, account_id=e.account_id, user_id=user_id, playbook_id=pseudo, playbook_caps=caps, settings=settings, now=now
-    )
+    reason = gate(session, e.account_id, contact, now, settings)
     if reason:
-        raise refuse(reason, f"the contact policy holds {user_id} ({reason}); try again later")
+        raise Refused({"reason": reason, "message": f"the contact gate holds {user_id} back: {GATE_REASONS.get(reason, reason)}"})
+    if resource_id in repo.received_of(session, [e.account_id]).get(e.account_id, {}).get(user_id, set()):
+        raise Refused({"reason": "already_received", "message": f"{user_id} already received {resource_id}"})
+    assert contact.email is not None  # the gate refuses a contact without one
 
     mid = str(uuid.uuid5(NAMESPACE, f"{e.id}\x1f{resource_id}\x1f{user_id}"))
     unsub = unsubscribe_url(settings, email=contact.email, account_id=e.account_id, message_id=mid)
@@ -87,7 +66,7 @@ def send_resource(
         account=account_context(account) or {"id": e.account_id, "name": e.account_id},
         recipient=recipient_context(contact),
         signal=dict((e.reason or {}).get("signal") or {}),
-        playbook={"id": pseudo, "name": e.title or "Engagement", "version": 0},
+        playbook={"id": f"engagement:{e.id}", "name": e.title or "Engagement", "version": 0},
         unsubscribe_url=unsub,
         settings=settings,
         resource=resource_context(resource, why),
@@ -105,39 +84,25 @@ def send_resource(
         user_id=user_id,
         resource_id=resource_id,
     )
-    defer = policy.quiet_until(contact.timezone, now, settings)
     payload: dict[str, Any] = {
         "unsubscribe_url": unsub,
         "engagement_id": e.id,
         "recommendation": {**routing.describe(resource), "sent_by": actor, "engagement_id": e.id, "why": why},
     }
-    if defer:
-        payload["deferred"] = "quiet_hours"
-    row = {
-        "id": mid,
-        "enrollment_id": None,
-        "playbook_id": None,
-        "step_id": "engagement.resource",
-        "touch_key": f"engagement:{e.id}:resource:{resource_id}:{user_id}",
-        "account_id": e.account_id,
-        "user_id": user_id,
-        "channel": "email",
-        "audience": "customer",
-        "recipient": contact.email,
-        "template_id": template_id,
-        "resource_id": resource_id,
-        **content,
-        "payload": payload,
-        "state": "queued",
-        "skip_reason": None,
-        "attempts": 0,
-        "last_error": None,
-        "next_attempt_at": defer or now,
-        "created_at": now,
-        "updated_at": now,
-        "sent_at": None,
-    }
-    delivery_repo.insert_messages(session, [row])
+    defer = queue(
+        session,
+        e,
+        contact,
+        mid=mid,
+        step_id="engagement.resource",
+        touch_key=f"engagement:{e.id}:resource:{resource_id}:{user_id}",
+        template_id=template_id,
+        resource_id=resource_id,
+        content=content,
+        payload=payload,
+        now=now,
+        settings=settings,
+    )
     event(session, e, "touch", actor=actor, now=now, touch="resource", user_id=user_id, resource_id=resource_id, message_id=mid)
     e.updated_at = now
     session.flush()

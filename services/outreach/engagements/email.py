@@ -40,8 +40,9 @@ STEP_ID = "engagement.email"
 
 
 class Refused(Conflict):
-    """The contact gate said no: its reason, as a skipped message carries it (the same
-    answer as services/outreach/content/sharing.py's, which imports this package)."""
+    """The contact gate said no: its reason, as a skipped message carries it (sharing a
+    library resource from an engagement answers the same: services/outreach/content/sharing.py
+    goes through :func:`gate` and :func:`queue` too)."""
 
     code = "contact_policy"
 
@@ -70,6 +71,56 @@ def gate(session: Session, account_id: str, contact: ingest.Contact, now: dateti
     ) or policy.check_contact(
         counts, account_id=account_id, user_id=contact.id, playbook_id="", playbook_caps=none, settings=settings, now=now
     )
+
+
+def queue(
+    session: Session,
+    e: Engagement,
+    contact: ingest.Contact,
+    *,
+    mid: str,
+    step_id: str,
+    touch_key: str,
+    template_id: str | None,
+    resource_id: str | None,
+    content: dict[str, str],
+    payload: dict[str, Any],
+    now: datetime,
+    settings: Settings,
+) -> datetime | None:
+    """Queue a CSM's customer email (rendered ``content``, its links tracked) in the
+    message outbox for the sender, deferred to the end of the contact's quiet hours if
+    they are in them (``payload`` then says so). Returns that deferral (None: now)."""
+    assert contact.email is not None  # the gate refuses a contact without one
+    defer = policy.quiet_until(contact.timezone, now, settings)
+    if defer:
+        payload["deferred"] = "quiet_hours"
+    row = {
+        "id": mid,
+        "enrollment_id": None,
+        "playbook_id": None,
+        "step_id": step_id,
+        "touch_key": touch_key,
+        "account_id": e.account_id,
+        "user_id": contact.id,
+        "channel": "email",
+        "audience": "customer",
+        "recipient": contact.email,
+        "template_id": template_id,
+        "resource_id": resource_id,
+        **content,
+        "payload": payload,
+        "state": "queued",
+        "skip_reason": None,
+        "attempts": 0,
+        "last_error": None,
+        "next_attempt_at": defer or now,
+        "created_at": now,
+        "updated_at": now,
+        "sent_at": None,
+    }
+    repo.insert_messages(session, [row])
+    return defer
 
 
 def send_email(
@@ -132,38 +183,20 @@ def send_email(
         content = {"subject": subject.strip()[:300], "html_body": "", "text_body": text}
     # Its links answer back like every customer message's (services/outreach/links).
     content = message_links(content, settings, now=now, message_id=mid, account_id=e.account_id, user_id=contact.id)
-    defer = policy.quiet_until(contact.timezone, now, settings)
     payload: dict[str, Any] = {"unsubscribe_url": unsub, "engagement_id": e.id, "csm_id": e.csm_id, "kind": "email"}
-    if defer:
-        payload["deferred"] = "quiet_hours"
-    repo.insert_messages(
+    defer = queue(
         session,
-        [
-            {
-                "id": mid,
-                "enrollment_id": None,
-                "playbook_id": None,
-                "step_id": STEP_ID,
-                "touch_key": f"engagement:{e.id}:email:{n}",
-                "account_id": e.account_id,
-                "user_id": contact.id,
-                "channel": "email",
-                "audience": "customer",
-                "recipient": contact.email,
-                "template_id": template_id or None,
-                "resource_id": None,
-                **content,
-                "payload": payload,
-                "state": "queued",
-                "skip_reason": None,
-                "attempts": 0,
-                "last_error": None,
-                "next_attempt_at": defer or now,
-                "created_at": now,
-                "updated_at": now,
-                "sent_at": None,
-            }
-        ],
+        e,
+        contact,
+        mid=mid,
+        step_id=STEP_ID,
+        touch_key=f"engagement:{e.id}:email:{n}",
+        template_id=template_id or None,
+        resource_id=None,
+        content=content,
+        payload=payload,
+        now=now,
+        settings=settings,
     )
     event(
         session,

@@ -275,7 +275,10 @@ async def test_a_csm_sends_a_resource_through_the_same_gate_and_it_counts_as_a_t
     r = await api.post(url, json={"resource_id": "first-reports-guide", "user_id": "ada"}, headers=csm)
     assert r.status_code == 409 and r.json() == {
         "error": "contact_policy",
-        "detail": {"reason": "contact_cap", "message": "the contact policy holds ada (contact_cap); try again later"},
+        "detail": {
+            "reason": "contact_cap",
+            "message": "the contact gate holds ada back: this contact has had as many messages as the contact cap allows for now",
+        },
     }
     clock.advance(days(4))
     r = await api.post(url, json={"resource_id": "welcome-back-guide", "user_id": "ada"}, headers=csm)
