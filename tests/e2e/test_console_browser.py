@@ -9,22 +9,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
-import time
 from datetime import timedelta
 from urllib.parse import urljoin, urlparse
 
 import httpx
 import pytest
-import uvicorn
 
 from services.console import session as sessions
-from shared.broker import free_port
 from shared.clock import SimulatedClock
 from shared.db import transaction
 from shared.jobs.runner import JobWorker
 from tests.support.console_seed import HOSTILE
 from tests.support.helpers import ROOT
+from tests.support.server import serving
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -58,20 +55,8 @@ def server(console_world):
     from services.wiring.app import create_app
 
     app = create_app(console_world.settings, SimulatedClock(console_world.now), console_world.session_factory)
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:  # polling a real server start, not standing in for a clock
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(app, console_world.settings) as base:  # a real uvicorn with the API's limits (tests/support/server.py)
+        yield base
 
 
 class Walker:

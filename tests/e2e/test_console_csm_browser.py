@@ -12,13 +12,10 @@ integration tests' (tests/integration/services/outreach/test_csm_console.py)."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
 import httpx
 import pytest
-import uvicorn
 
 from services.outreach.devmail.sink import MailSink
 from services.outreach.interface import Message
@@ -26,6 +23,7 @@ from shared.broker import free_port
 from shared.clock import SimulatedClock
 from shared.db import transaction
 from tests.e2e.test_console_browser import Walker, chromium, sign_in_with_key  # noqa: F401 (the fixture)
+from tests.support.server import serving
 
 
 @pytest.fixture
@@ -48,20 +46,8 @@ def csm_server(console_world, relaxed):
     from services.wiring.app import create_app
 
     app = create_app(relaxed, SimulatedClock(console_world.now), console_world.session_factory)
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:  # polling a real server start, not standing in for a clock
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(app, relaxed) as base:  # a real uvicorn with the API's limits (tests/support/server.py)
+        yield base
 
 
 def _an_open_engagement_for_csm_1(server: str, keys: dict[str, str]) -> str:

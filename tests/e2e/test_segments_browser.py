@@ -5,19 +5,16 @@ and its members in pages, at 1280 and 390 px, with no console error and no broke
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import timedelta
 
 import pytest
-import uvicorn
 
 from services.rules.evaluation.segments import run_segments
 from services.rules.segments import service as segments
-from shared.broker import free_port
 from shared.db import transaction
 from tests.e2e.test_console_browser import Walker, chromium, crawl, sign_in_with_key  # noqa: F401 (chromium: a fixture)
 from tests.support.rules import group, ingest
+from tests.support.server import serving
 
 FINTECH = {
     "id": "fintech",
@@ -31,20 +28,8 @@ def own_server(settings, session_factory, clock):
     from services.wiring.app import create_app
 
     app = create_app(settings, clock, session_factory)
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:  # polling a real server start, not standing in for a clock
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(app, settings) as base:  # a real uvicorn with the API's limits (tests/support/server.py)
+        yield base
 
 
 def test_segment_pages_in_a_browser_at_1280_and_390_px(chromium, own_server, keys, db_kind, session_factory, settings, clock):  # noqa: F811
