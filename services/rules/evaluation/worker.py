@@ -36,6 +36,7 @@ outreach decision after ``signal_decision_grace_seconds`` (see
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from datetime import date, datetime, timedelta
@@ -232,8 +233,11 @@ class RulesWorker(BatchWorker):
             return
         RULES_TICK_INTERVAL.set(self.settings.rules_tick_seconds)
         started = time.perf_counter()
-        report = self.last_tick = run_tick(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
-        segments = self.last_segments = run_segments(self.session_factory, self.settings, now, gate=lambda: self.ingest_caught_up(now))
+        # One look at the watermark for the tick and the segments (a metadata request and a
+        # query), asked only if either has work, and the same answer for both.
+        caught_up = functools.cache(lambda: self.ingest_caught_up(now))
+        report = self.last_tick = run_tick(self.session_factory, self.settings, now, gate=caught_up)
+        segments = self.last_segments = run_segments(self.session_factory, self.settings, now, gate=caught_up)
         if report.deferred or segments.deferred:
             return  # asked again at the next poll; runs as soon as ingest has caught up
         # A tick longer than the interval starts the next one at once: the worker then
