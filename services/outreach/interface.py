@@ -12,7 +12,8 @@ callers use.
 - Messages: lists, counts.
 - Engagements and the CSM roster: reads, the actions a CSM or CS Ops takes (emailing a
   contact through the contact gate and the outbox among them), the pool report and forecast.
-- The content library: list, read, save, import from YAML or CSV.
+- The content library: list, read, parse (the API's validation), save, delete, import from
+  YAML or CSV (a file, or its text).
 - Surveys: a survey's results (``survey_results``: NPS or CSAT, overall and by day), the
   surveys answered (``list_surveys``).
 - Measured: a resource's and a survey's report against the holdout (``resource_report``,
@@ -27,9 +28,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.outreach.content.importer import ImportOutcome as ResourceImportOutcome
-from services.outreach.content.importer import import_resources
+from services.outreach.content.importer import import_resources, import_resources_text
 from services.outreach.content.repository import list_resources
-from services.outreach.content.schemas import ResourceIn
+from services.outreach.content.schemas import GOALS as RESOURCE_GOALS
+from services.outreach.content.schemas import ID_PATTERN as RESOURCE_ID_PATTERN
+from services.outreach.content.schemas import KINDS as RESOURCE_KINDS
+from services.outreach.content.schemas import ROLES as RESOURCE_ROLES
+from services.outreach.content.schemas import TAGS as RESOURCE_TAGS
+from services.outreach.content.schemas import ResourceIn, parse_resource
+from services.outreach.content.service import delete as delete_resource
 from services.outreach.content.service import get_or_404 as get_resource
 from services.outreach.content.service import save as save_resource
 from services.outreach.delivery.repository import count_messages, list_messages
@@ -61,6 +68,7 @@ from services.outreach.engagements.schemas import (
     ReassignIn,
     ResolveIn,
     TouchIn,
+    WorkingHours,
 )
 from services.outreach.engagements.service import accept as accept_engagement
 from services.outreach.engagements.service import add_note, log_touch
@@ -177,6 +185,7 @@ __all__ = [
     "pool_report",
     "put_csm",
     "CsmPatch",
+    "WorkingHours",
     "preview_csm_patch",
     "patch_csm",
     "csm_open_load",
@@ -193,6 +202,14 @@ __all__ = [
     "signals_with_decision",
     "starter_playbooks",
     "template_preview",
+    "import_resources_text",
+    "RESOURCE_GOALS",
+    "RESOURCE_ID_PATTERN",
+    "RESOURCE_KINDS",
+    "RESOURCE_ROLES",
+    "RESOURCE_TAGS",
+    "parse_resource",
+    "delete_resource",
 ]
 
 

@@ -19,7 +19,8 @@ request, the job kind ``HEALTH_VALIDATION_KIND`` that runs it; for the console's
 labels counted per day, and selects of the current scores and of the accounts with a
 label that ingest's account search orders and filters by; docs/health.md); named
 segments (docs/segments.md: read one, its definition, list them, their members, sizes
-per day and member counts; which exist; an account's segments, for outreach's playbook
+per day and member counts; parse, create, update, delete, versions, audit, and the size an
+unsaved definition would have now; which exist; an account's segments, for outreach's playbook
 audiences; the signal kinds and rule-id prefix of entering and leaving). For the app:
 :func:`routers`.
 
@@ -54,6 +55,7 @@ from services.rules.conditions import (
 from services.rules.evaluation.dryrun import dry_run
 from services.rules.evaluation.health import run_health_day
 from services.rules.evaluation.health import score_account as score_account_health
+from services.rules.evaluation.segments import preview_size as preview_segment_size
 from services.rules.evaluation.service import run_tick
 from services.rules.health.repository import audit_for as health_model_audit
 from services.rules.health.repository import list_versions as list_health_model_versions
@@ -85,15 +87,22 @@ from services.rules.scores.repository import history as health_history
 from services.rules.scores.repository import label_counts_by_day as health_label_counts_by_day
 from services.rules.scores.repository import latest_day as latest_health_day
 from services.rules.scores.repository import latest_on_or_before as latest_health
+from services.rules.segments.repository import audit_for as segment_audit
 from services.rules.segments.repository import existing as existing_segments
+from services.rules.segments.repository import get_version as get_segment_version
 from services.rules.segments.repository import list_members as list_segment_members
 from services.rules.segments.repository import list_segments
+from services.rules.segments.repository import list_versions as list_segment_versions
 from services.rules.segments.repository import member_counts as segment_member_counts
 from services.rules.segments.repository import membership_history as segment_membership_history
 from services.rules.segments.repository import memberships as segment_memberships
 from services.rules.segments.repository import sizes as segment_sizes
+from services.rules.segments.service import create as create_segment
 from services.rules.segments.service import current_definition as current_segment_definition
+from services.rules.segments.service import delete as delete_segment
 from services.rules.segments.service import get as get_segment
+from services.rules.segments.service import parse as parse_segment
+from services.rules.segments.service import update as update_segment
 from services.rules.signals.repository import accounts_signalled_since, count_signals, get_signal, list_signals
 from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
 from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
@@ -168,6 +177,14 @@ __all__ = [
     "signal_counts_by_rule",
     "starter_health_model",
     "update_rule",
+    "preview_segment_size",
+    "segment_audit",
+    "get_segment_version",
+    "list_segment_versions",
+    "create_segment",
+    "delete_segment",
+    "parse_segment",
+    "update_segment",
 ]
 
 

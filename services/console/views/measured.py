@@ -52,6 +52,7 @@ def library(
     request: Request,
     tag: str = Query("", max_length=64, description="a value in any tag list"),
     after: str = Query("", max_length=128, description="the resources after this id (the next page)"),
+    deleted: str = Query("", max_length=128, description="the resource just deleted (said above the list)"),
     session: Session = SessionDep,
     viewer: Viewer = READER,
 ) -> HTMLResponse:
@@ -62,6 +63,7 @@ def library(
         items=items,
         tag=tag,
         after=after,
+        deleted=deleted,
         next_after=items[-1].id if len(items) == LIBRARY_PAGE else "",
     )
 
@@ -71,6 +73,7 @@ def resource_page(
     request: Request,
     resource_id: str,
     segment_cursor: str = Query("", max_length=128, description="the next page of segments"),
+    saved: bool = False,
     session: Session = SessionDep,
     viewer: Viewer = READER,
 ) -> HTMLResponse:
@@ -83,6 +86,7 @@ def resource_page(
         report=report,
         chart=lift_chart(f"Report of {resource.id}: conversion and lift with 95% intervals", report),
         segment_cursor=segment_cursor,
+        saved=saved,
         base=f"/console/resources/{resource.id}",
     )
 

@@ -52,21 +52,27 @@ def _rows(path: Path, max_depth: int) -> list[tuple[str, Any]] | ImportOutcome:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         return _bad(path.name, None, f"cannot read the file: {exc}")
-    if path.suffix.lower() == ".csv":
-        return _csv_rows(path.name, text)
-    if path.suffix.lower() not in (".yaml", ".yml"):
-        return _bad(path.name, None, "give a .yaml, .yml or .csv file")
+    return _text_rows(path.name, text, max_depth)
+
+
+def _text_rows(name: str, text: str, max_depth: int) -> list[tuple[str, Any]] | ImportOutcome:
+    """The rows of a file's text; its format is its name's suffix (.yaml, .yml or .csv)."""
+    suffix = Path(name).suffix.lower()
+    if suffix == ".csv":
+        return _csv_rows(name, text)
+    if suffix not in (".yaml", ".yml"):
+        return _bad(name, None, "give a .yaml, .yml or .csv file")
     try:
         data = yaml_load(text, max_depth)
     except yaml.YAMLError as exc:
-        return _bad(path.name, None, f"not valid YAML: {exc}")
+        return _bad(name, None, f"not valid YAML: {exc}")
     if isinstance(data, dict):
         items: list[Any] = [{"id": k, **v} if isinstance(v, dict) else v for k, v in data.items()]
     elif isinstance(data, list):
         items = data
     else:
-        return _bad(path.name, None, "a resource file is a list of resources (each with its id) or a mapping of id to resource")
-    return [(f"{path.name}#{i}", item) for i, item in enumerate(items)]
+        return _bad(name, None, "a resource file is a list of resources (each with its id) or a mapping of id to resource")
+    return [(f"{name}#{i}", item) for i, item in enumerate(items)]
 
 
 _LIST_FIELDS = set(TAGS)
@@ -110,7 +116,16 @@ def _validate(source: str, item: Any) -> tuple[str | None, ResourceIn | None, Im
 
 def import_resources(session: Session, path: Path, *, actor: str, now: datetime, max_depth: int = 32) -> list[ImportOutcome]:
     """Validate every resource in ``path``; then, only if all are valid, save each."""
-    rows = _rows(path, max_depth)
+    return _import(session, path.name, _rows(path, max_depth), actor=actor, now=now)
+
+
+def import_resources_text(session: Session, name: str, text: str, *, actor: str, now: datetime, max_depth: int = 32) -> list[ImportOutcome]:
+    """:func:`import_resources` for a file's text (the console's paste box): ``name``'s
+    suffix (.yaml, .yml, .csv) says its format and names its rows in the outcomes."""
+    return _import(session, name, _text_rows(name, text, max_depth), actor=actor, now=now)
+
+
+def _import(session: Session, name: str, rows: list[tuple[str, Any]] | ImportOutcome, *, actor: str, now: datetime) -> list[ImportOutcome]:
     if isinstance(rows, ImportOutcome):
         return [rows]
     outcomes: list[ImportOutcome] = []
@@ -129,7 +144,7 @@ def import_resources(session: Session, path: Path, *, actor: str, now: datetime,
         outcomes.append(outcome)
         valid.append((rid, body, outcome))
     if not rows:
-        return [_bad(path.name, None, "the file holds no resources")]
+        return [_bad(name, None, "the file holds no resources")]
     if len(valid) < len(outcomes):
         return outcomes  # all or nothing
     for rid, body, outcome in valid:

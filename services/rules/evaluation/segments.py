@@ -36,7 +36,7 @@ from services.rules.evaluation.engine import Measurements
 from services.rules.language.ast import Audience
 from services.rules.language.evaluate import evidence
 from services.rules.language.evaluate import select as select_set
-from services.rules.language.segment import ENTERED, LEFT, SIGNAL_PREFIX
+from services.rules.language.segment import ENTERED, LEFT, SIGNAL_PREFIX, SegmentDefinition
 from services.rules.models import Segment
 from services.rules.segments import repository as repo
 from services.rules.segments.service import LoadedSegment, load_live
@@ -156,6 +156,15 @@ def refresh_accounts(session: Session, index: SegmentIndex, accounts: list[str],
     return apply(session, segments, matching(segments, meas), meas.accounts, meas, now, settings, "event")
 
 
+def preview_size(session: Session, definition: SegmentDefinition, now: datetime) -> int:
+    """How many accounts ``definition`` would hold now: the tick's own matching
+    (:func:`matching`) over every account, for one unsaved definition; reads only."""
+    draft = LoadedSegment(definition.id, 0, definition)
+    meas = Measurements(session, now, None)
+    meas.plan([definition.condition])
+    return len(matching([draft], meas)[draft.id])
+
+
 def run_segments(
     session_factory: sessionmaker[Session], settings: Settings, now: datetime, gate: Callable[[], bool] | None = None
 ) -> SegmentReport:
@@ -195,4 +204,4 @@ def run_segments(
     return report
 
 
-__all__ = ["SegmentIndex", "SegmentReport", "refresh_accounts", "run_segments"]
+__all__ = ["SegmentIndex", "SegmentReport", "preview_size", "refresh_accounts", "run_segments"]
