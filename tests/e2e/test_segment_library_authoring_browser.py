@@ -2,7 +2,8 @@
 PostgreSQL): CS Ops defines a segment in the console (a mistake first, shown under its
 line), previews its members count, saves it, edits it and reads the diff, then deletes
 it; adds a library resource (the API's message beside the URL first), imports two from
-CSV and deletes them. At 390 px the editors do not scroll sideways; no console error
+CSV and deletes them; edits a CSM's skills, segments and working hours (a bad time zone
+first, beside its field). At 390 px the editors do not scroll sideways; no console error
 (a CSP violation would be one)."""
 
 from __future__ import annotations
@@ -142,3 +143,47 @@ def test_ops_adds_imports_and_deletes_library_resources(chromium, server, consol
         assert not w.errors, w.errors
     finally:
         w.close()
+
+
+def test_ops_edits_a_csms_skills_segments_and_working_hours(chromium, server, console_world):  # noqa: F811
+    world = console_world
+    api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {world.keys['ops']}"}, timeout=60)
+    cid = f"csm-browser-{uuid.uuid4().hex[:6]}"
+    assert api.put(f"/v1/csms/{cid}", json={"name": "Grace", "email": "grace@touchline.example"}).status_code in (200, 201)
+    for width in (1280, 390):
+        w = Walker(chromium, server, world.kind, f"ops-roster-edit-{width}", width=width)
+        try:
+            sign_in_with_key(w, world.keys["ops"])
+            w.goto("/console/roster")
+            w.page.click(f'#csm-{cid} a:has-text("Edit")')
+            w.page.wait_for_load_state()
+            assert w.page.url.endswith(f"/console/roster/{cid}/edit")
+            if width == 390:
+                assert w.page.evaluate("document.documentElement.scrollWidth") <= 400
+                w.shot("roster-edit-390")
+                assert not w.errors, w.errors
+                continue
+            w.page.fill("#f-timezone", "Atlantis/Capital")
+            w.page.fill("#f-skills", "recover_usage, discover_expansion")
+            w.page.fill("#f-segments", "smb")
+            w.page.uncheck('input[name="day-4"]')
+            w.page.check('input[name="day-5"]')
+            w.page.fill("#f-start", "07:30")
+            w.page.click('button:has-text("Save")')
+            w.page.wait_for_load_state()
+            assert "unknown time zone" in w.page.inner_text("#e-timezone")
+            assert w.page.input_value("#f-skills") == "recover_usage, discover_expansion"  # kept as typed
+            assert api.get(f"/v1/csms/{cid}").json()["timezone"] == "UTC"
+            w.errors.clear()  # the 422
+            w.page.fill("#f-timezone", "America/New_York")
+            w.page.click('button:has-text("Save")')
+            w.page.wait_for_load_state()
+            assert w.page.url.endswith(f"/console/roster#csm-{cid}")
+            got = api.get(f"/v1/csms/{cid}").json()
+            assert got["timezone"] == "America/New_York" and got["segments"] == ["smb"]
+            assert got["skills"] == ["recover_usage", "discover_expansion"]
+            assert got["working_hours"]["days"] == [0, 1, 2, 3, 5] and got["working_hours"]["start"] == "07:30"
+            assert "07:30–17:00 Mon Tue Wed Thu Sat" in w.page.inner_text(f"#csm-{cid}")
+            assert not w.errors, w.errors
+        finally:
+            w.close()

@@ -1,8 +1,10 @@
 """The CSM roster for CS Ops: each CSM with their open load against capacity and
 availability; add a CSM, change a CSM's capacity, and set a CSM away, first showing
 what would happen to their open engagements (the roster service's own patch, run in a
-savepoint rolled back), then applying it on *Confirm*. Errors are the API's (CsmIn,
-CsmPatch, capacity below load), shown beside the form they concern."""
+savepoint rolled back), then applying it on *Confirm*; edit a CSM's name, email, time
+zone, skills, segments and working hours (issue 23, item 1) as ``PATCH /v1/csms/{id}``
+does. Errors are the API's (CsmIn, CsmPatch, capacity below load), shown beside the
+form or the field they concern."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session
 from services.console.web import OPS, Form, FormDep, Viewer, now_of, render, seg
 from services.outreach import interface as outreach
 from shared.api import SessionDep, context_of
-from shared.errors import TouchlineError
+from shared.errors import NotFound, TouchlineError
 
 router = APIRouter()
 
@@ -113,3 +115,83 @@ def set_away(request: Request, csm_id: str, session: Session = SessionDep, viewe
             raise
         return _page(request, session, status_code=exc.status_code, errors={f"away-{csm_id}": str(exc.detail)})
     return _page(request, session, preview={"csm_id": csm_id, "moves": moves, "away_from": away["from"], "away_until": away["until"]})
+
+
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+EDIT_FIELDS = ("name", "email", "timezone", "skills", "segments", "start", "end", "hours_per_week")
+
+
+def _edit_values(csm: Any) -> dict[str, Any]:
+    hours = outreach.WorkingHours.model_validate(csm.working_hours or {})
+    return {
+        "name": csm.name,
+        "email": csm.email,
+        "timezone": csm.timezone,
+        "skills": ", ".join(csm.skills or []),
+        "segments": ", ".join(csm.segments or []),
+        "days": list(hours.days),
+        "start": hours.start,
+        "end": hours.end,
+        "hours_per_week": "" if hours.hours_per_week is None else f"{hours.hours_per_week:g}",
+    }
+
+
+def _edit_page(
+    request: Request, csm: Any, values: dict[str, Any], *, status_code: int = 200, errors: dict[str, str] | None = None
+) -> HTMLResponse:
+    return render(request, "roster_edit.html", status_code=status_code, csm=csm, values=values, errors=errors or {}, days=DAYS)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str | None:
+    """A CsmPatch error's location as the form's field (``working_hours.WorkingHours.start``
+    -> start); None for the optional field's null branch, which says nothing to the user."""
+    if loc and loc[0] == "working_hours":
+        if "none" in loc:
+            return None
+        return next((str(p) for p in loc if p in ("days", "start", "end", "hours_per_week")), "days")
+    return str(loc[0]) if loc else "form"
+
+
+@router.get("/roster/{csm_id}/edit")
+def edit_csm(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+    csm = outreach.get_csm(session, csm_id)
+    if csm is None:
+        raise NotFound(f"no CSM {csm_id!r}")
+    return _edit_page(request, csm, _edit_values(csm))
+
+
+@router.post("/roster/{csm_id}/edit")
+def save_csm(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    """The fields as ``PATCH /v1/csms/{id}`` takes them: skills, segments and working
+    hours change who is offered the next engagements; open ones stay with the CSM."""
+    csm = outreach.get_csm(session, csm_id)
+    if csm is None:
+        raise NotFound(f"no CSM {csm_id!r}")
+    values: dict[str, Any] = {f: form.get(f, "").strip() for f in EDIT_FIELDS}
+    values["days"] = [i for i in range(len(DAYS)) if form.get(f"day-{i}") == "on"]
+    if form.problems:
+        return _edit_page(request, csm, values, status_code=422, errors=dict(form.problems))
+    hours: dict[str, Any] = {"days": values["days"], "start": values["start"], "end": values["end"]}
+    if values["hours_per_week"]:
+        hours["hours_per_week"] = values["hours_per_week"]
+    try:
+        body = outreach.CsmPatch.model_validate(
+            {
+                "name": values["name"],
+                "email": values["email"],
+                "timezone": values["timezone"],
+                "skills": _words(values["skills"]),
+                "segments": _words(values["segments"]),
+                "working_hours": hours,
+            }
+        )
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for e in exc.errors():
+            field, message = _field_of(tuple(e["loc"])), e["msg"].removeprefix("Value error, ")
+            if field is not None:
+                errors[field] = f"{errors[field]}; {message}" if field in errors else message
+        errors = errors or {"form": _messages(exc)}
+        return _edit_page(request, csm, values, status_code=422, errors=errors)
+    outreach.patch_csm(session, csm_id, body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings)
+    return RedirectResponse(f"/console/roster#csm-{seg(csm_id)}", status_code=303)

@@ -79,3 +79,58 @@ async def test_roster_refuses_a_missing_csrf_and_a_csm(api, keys):
     r = await api.post("/console/roster/csm-1/away", data={"csrf": csrf, "action": "confirm", "away_from": "", "away_until": ""})
     assert r.status_code == 403
     assert (await api.get("/v1/csms/csm-1", headers=h)).json()["available"] is True
+
+
+async def test_ops_edits_a_csms_skills_segments_and_working_hours(api, keys):
+    """Issue 23 item 1: the edit form patches as PATCH /v1/csms/{id}; the API's 422 beside
+    each field it concerns and nothing changed; CSRF, a CSM and an unknown CSM refused."""
+    h = bearer(keys["ops"])
+    cid = f"csm-edit-{uuid.uuid4().hex[:6]}"
+    r = await api.put(f"/v1/csms/{cid}", headers=h, json={"name": "Ada", "email": "ada@touchline.example", "skills": ["recover_usage"]})
+    assert r.status_code in (200, 201), r.text
+    await sign_in(api, keys["ops"])
+    roster_page = await api.get("/console/roster")
+    assert f'href="/console/roster/{cid}/edit"' in roster_page.text
+    page = await api.get(f"/console/roster/{cid}/edit")
+    assert page.status_code == 200 and 'value="recover_usage"' in page.text and 'name="day-0" checked' in page.text
+    csrf = csrf_of(page.text)
+    form = {
+        "csrf": csrf,
+        "name": "Ada Lovelace",
+        "email": "ada@touchline.example",
+        "timezone": "Mars/Olympus",
+        "skills": "recover_usage, discover_expansion",
+        "segments": "smb, mid_market",
+        "day-0": "on",
+        "day-2": "on",
+        "start": "8.30",
+        "end": "16:00",
+        "hours_per_week": "12",
+    }
+    before = (await api.get(f"/v1/csms/{cid}", headers=h)).json()
+    r = await api.post(f"/console/roster/{cid}/edit", data=form)
+    assert r.status_code == 422
+    assert "unknown time zone" in unescape(r.text.split('id="e-timezone"', 1)[1][:300])
+    assert "a time looks like 09:00" in unescape(r.text.split('id="e-start"', 1)[1][:300])
+    assert 'value="smb, mid_market"' in r.text  # what was typed, kept
+    assert (await api.get(f"/v1/csms/{cid}", headers=h)).json() == before
+    r = await api.post(f"/console/roster/{cid}/edit", data={**form, "timezone": "Europe/London", "start": "08:30", "hours_per_week": "200"})
+    assert r.status_code == 422 and "168" in unescape(r.text.split('id="e-hours_per_week"', 1)[1][:300])
+
+    r = await api.post(f"/console/roster/{cid}/edit", data={**form, "timezone": "Europe/London", "start": "08:30"})
+    assert r.status_code == 303
+    got = (await api.get(f"/v1/csms/{cid}", headers=h)).json()
+    assert got["name"] == "Ada Lovelace" and got["timezone"] == "Europe/London"
+    assert got["skills"] == ["recover_usage", "discover_expansion"] and got["segments"] == ["smb", "mid_market"]
+    assert got["working_hours"] == {"days": [0, 2], "start": "08:30", "end": "16:00", "hours_per_week": 12.0}
+    assert "08:30–16:00 Mon Wed" in (await api.get("/console/roster")).text
+
+    assert (await api.post(f"/console/roster/{cid}/edit", data={k: v for k, v in form.items() if k != "csrf"})).status_code == 403
+    assert (await api.get("/console/roster/nobody/edit")).status_code == 404
+    assert (await api.post("/console/roster/nobody/edit", data={**form, "timezone": "UTC"})).status_code == 404
+    api.cookies.clear()
+    await sign_in(api, keys["csm"])
+    assert (await api.get(f"/console/roster/{cid}/edit")).status_code == 403
+    csrf = csrf_of((await api.get("/console/inbox")).text)
+    assert (await api.post(f"/console/roster/{cid}/edit", data={**form, "csrf": csrf, "timezone": "UTC"})).status_code == 403
+    assert (await api.get(f"/v1/csms/{cid}", headers=h)).json()["timezone"] == "Europe/London"
