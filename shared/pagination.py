@@ -20,6 +20,12 @@ as the in-app messages' ``unread``), with ``next_cursor`` null on the last page,
   says where to resume, and a forged one shows a caller nothing its key could not list
   anyway. A cursor this module did not make is a 422, never a 500: values are bounded to
   what the database can compare (an integer column's range; a time that has a UTC value).
+
+A list the reader sorts by a column of their choice (the console's sortable tables) is
+ordered by :func:`sorted_after`: that column either way, NULLs last both ways on both
+databases, then the id the same way, so the order is total and stable; it resumes after
+the previous page's last row (its column value and id, which the repository looks up
+from the id the page hands out, as the time-ordered lists above do).
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, literal, or_
+from sqlalchemy.orm import InstrumentedAttribute
 
 from shared import b64url
 from shared.errors import Unprocessable
@@ -109,3 +118,27 @@ def next_key(items: Sequence[T], limit: int, key: Callable[[T], str]) -> str | N
     """The cursor of a list that resumes after one key: ``key`` of a full page's last item
     (its id, email hash or number); None when the page is not full (the end)."""
     return key(items[-1]) if items and len(items) == limit else None
+
+
+def sorted_after(
+    q: Select[Any], column: InstrumentedAttribute[Any], key: InstrumentedAttribute[Any], *, descending: bool, anchor: tuple[Any, Any] | None
+) -> Select[Any]:
+    """``q`` ordered by ``column`` (ascending or descending; NULLs last either way) then
+    by ``key`` (the primary key, the same way), resuming after ``anchor``: the previous
+    page's last row's (column value, key), or None for the first page. A column that is
+    never NULL gets a plain ORDER BY, so an index on it still serves the order."""
+    nullable = bool(getattr(column.property.columns[0], "nullable", True)) if hasattr(column, "property") else True
+    first = column.desc() if descending else column.asc()
+    q = q.order_by(first.nulls_last() if nullable else first, key.desc() if descending else key.asc())
+    if anchor is None:
+        return q
+    value, last = anchor
+    key_beyond = key < last if descending else key > last
+    if value is None:  # among the NULLs, which come last
+        return q.where(column.is_(None), key_beyond)
+    v = literal(value, column.type)  # a bound value, so a boolean column compares too
+    beyond = column < v if descending else column > v
+    parts = [beyond, and_(column == v, key_beyond)]
+    if nullable:
+        parts.append(column.is_(None))
+    return q.where(or_(*parts))

@@ -80,7 +80,13 @@ from services.outreach.measured.service import ResourceReport, SurveyReport, res
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, Message, Template
 from services.outreach.outcomes import holdout_groups, signals_with_decision
 from services.outreach.playbooks.engine import DryRun as PlaybookDryRun
-from services.outreach.playbooks.repository import enrollments_for_account, outreach_status
+from services.outreach.playbooks.repository import (
+    ENROLLMENT_SORTS,
+    count_enrollments,
+    enrollments_for_account,
+    find_enrollments,
+    outreach_status,
+)
 from services.outreach.playbooks.repository import get_head as get_playbook_head
 from services.outreach.playbooks.repository import get_version as get_playbook_version
 from services.outreach.playbooks.repository import list_enrollments as list_playbook_enrollments
@@ -185,6 +191,9 @@ __all__ = [
     "pool_report",
     "put_csm",
     "CsmPatch",
+    "ENROLLMENT_SORTS",
+    "count_enrollments",
+    "find_enrollments",
     "WorkingHours",
     "preview_csm_patch",
     "patch_csm",

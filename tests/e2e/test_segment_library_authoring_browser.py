@@ -187,3 +187,46 @@ def test_ops_edits_a_csms_skills_segments_and_working_hours(chromium, server, co
             assert not w.errors, w.errors
         finally:
             w.close()
+
+
+def test_ops_finds_enrolments_sorts_them_and_pages(chromium, server, console_world):  # noqa: F811
+    world = console_world
+    w = Walker(chromium, server, world.kind, "ops-enrolments", width=1280)
+    try:
+        sign_in_with_key(w, world.keys["ops"])
+        w.goto("/console/playbooks")
+        figure = w.page.locator('a[href^="/console/enrolments?playbook_id="]').first
+        want = figure.get_attribute("data-count")
+        figure.click()
+        w.page.wait_for_load_state()
+        assert w.page.inner_text("#count") == f"{int(want or 0):,}"
+        w.goto("/console/enrolments?limit=5")
+        total = int(w.page.inner_text("#count").replace(",", ""))
+        w.page.click('a.sort[data-sort="account"]')
+        w.page.wait_for_load_state()
+        assert w.page.get_attribute('th:has(a[data-sort="account"])', "aria-sort") == "ascending"
+        seen: list[str] = []
+        while True:
+            seen += [r.get_attribute("data-enrolment") or "" for r in w.page.locator("tr[data-enrolment]").all()]
+            accounts = [r.inner_text() for r in w.page.locator("tr[data-enrolment] td:nth-child(3) a").all()]
+            assert accounts == sorted(accounts)
+            if w.page.locator("#next").count() == 0:
+                break
+            w.page.click("#next")
+            w.page.wait_for_load_state()
+        assert len(seen) == len(set(seen)) == total
+        w.page.click('a.sort[data-sort="account"]')  # again: the other way
+        w.page.wait_for_load_state()
+        assert w.page.get_attribute('th:has(a[data-sort="account"])', "aria-sort") == "descending"
+        w.shot("enrolments")
+        assert not w.errors, w.errors
+    finally:
+        w.close()
+    w = Walker(chromium, server, world.kind, "ops-enrolments-390", width=390)
+    try:
+        sign_in_with_key(w, world.keys["ops"])
+        w.goto("/console/enrolments")
+        assert w.page.evaluate("document.documentElement.scrollWidth") <= 400
+        assert not w.errors, w.errors
+    finally:
+        w.close()

@@ -143,6 +143,48 @@ def messages(
     )
 
 
+ENROLMENT_STATUSES = ("active", "converted", "completed", "failed")
+SORT_PATTERN = "^[a-z_]{0,32}$"
+
+
+@router.get("/enrolments")
+def enrolments(
+    request: Request,
+    playbook_id: str = Query("", max_length=128),
+    status: str = Query("", pattern="^(|active|converted|completed|failed)$"),
+    account_id: str = Query("", max_length=128),
+    sort: str = Query("", pattern=SORT_PATTERN, description="the column: " + ", ".join(outreach.ENROLLMENT_SORTS)),
+    dir: str = Query("", pattern="^(|asc|desc)$", description="the direction (default: newest first)"),
+    after: str = Query("", max_length=36, description="the page after this enrolment (the Next link's)"),
+    limit: int = Query(SHOWN, ge=1, le=500, description="enrolments a page"),
+    session: Session = SessionDep,
+    viewer: Viewer = OPS,
+) -> HTMLResponse:
+    """Every playbook's enrolments (issue 23, item 2), filtered by playbook, state and
+    account, sorted by any column either way (then the id), paged after the last row."""
+    key = sort if sort in outreach.ENROLLMENT_SORTS else "enrolled"
+    desc = dir == "desc" if dir else key == "enrolled" and not sort
+    where: dict[str, Any] = {"playbook_id": playbook_id or None, "status": status or None, "account_id": account_id or None}
+    total = outreach.count_enrollments(session, **where)
+    rows = outreach.find_enrollments(session, **where, sort=key, descending=desc, after=after or None, limit=limit + 1)
+    filters_only = {"playbook_id": playbook_id, "status": status, "account_id": account_id, "limit": "" if limit == SHOWN else str(limit)}
+    return render(
+        request,
+        "enrolments.html",
+        rows=rows[:limit],
+        total=total,
+        shown=limit,
+        statuses=ENROLMENT_STATUSES,
+        playbooks=[h.id for h in outreach.list_playbook_heads(session)],
+        sort=key,
+        desc=desc,
+        filters_only=filters_only,
+        filters={**filters_only, "sort": sort, "dir": dir},
+        paged=bool(after),
+        next_after=rows[limit - 1].id if len(rows) > limit else "",
+    )
+
+
 @router.get("/messages/{message_id}")
 def message(request: Request, message_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> Response:
     """One message as its recipient got it: the HTML in a sandboxed frame (no script, no

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from services.outreach.models import Enrollment, Message, OutreachDecision, Playbook, PlaybookVersion, SignalReceipt
 from shared.db import insert_absent, insert_new, is_in
+from shared.pagination import sorted_after
 
 
 def get_head(session: Session, playbook_id: str) -> Playbook | None:
@@ -196,6 +197,53 @@ def list_enrollments(
     if account_id:
         q = q.where(Enrollment.account_id == account_id)
     return list(session.scalars(q))
+
+
+# The enrolments list's sortable columns (the console's table headings).
+ENROLLMENT_SORTS: dict[str, Any] = {
+    "enrolled": Enrollment.enrolled_at,
+    "playbook": Enrollment.playbook_id,
+    "account": Enrollment.account_id,
+    "status": Enrollment.status,
+    "step": Enrollment.step_index,
+    "holdout": Enrollment.holdout,
+    "ended": Enrollment.ended_at,
+}
+
+
+def _enrollment_filters(playbook_id: str | None, status: str | None, account_id: str | None) -> list[Any]:
+    return [
+        col == value
+        for col, value in ((Enrollment.playbook_id, playbook_id), (Enrollment.status, status), (Enrollment.account_id, account_id))
+        if value
+    ]
+
+
+def find_enrollments(
+    session: Session,
+    *,
+    playbook_id: str | None,
+    status: str | None,
+    account_id: str | None,
+    sort: str = "enrolled",
+    descending: bool = True,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[Enrollment]:
+    """Every playbook's enrolments matching the filters given, ordered by ``sort`` (a key
+    of :data:`ENROLLMENT_SORTS`) either way and then the id (shared/pagination.py
+    ``sorted_after``); ``after`` is the id of the previous page's last row (one that
+    matches no enrolment starts from the first page)."""
+    column = ENROLLMENT_SORTS.get(sort, Enrollment.enrolled_at)
+    anchor_row = session.get(Enrollment, after) if after else None
+    anchor = (getattr(anchor_row, column.key), anchor_row.id) if anchor_row is not None else None
+    q = select(Enrollment).where(*_enrollment_filters(playbook_id, status, account_id)).limit(limit)
+    return list(session.scalars(sorted_after(q, column, Enrollment.id, descending=descending, anchor=anchor)))
+
+
+def count_enrollments(session: Session, *, playbook_id: str | None, status: str | None, account_id: str | None) -> int:
+    q = select(func.count()).select_from(Enrollment).where(*_enrollment_filters(playbook_id, status, account_id))
+    return int(session.scalar(q) or 0)
 
 
 def enrollment_counts(session: Session, playbook_id: str) -> list[tuple[bool, str, int]]:
