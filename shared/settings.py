@@ -204,6 +204,8 @@ class Settings(BaseSettings):
     # (an idle poll is one claim query).
     outreach_send_poll_seconds: float = 0.25
     outreach_conversion_check_seconds: int = 60
+    # A broadcast is sent this many member accounts a transaction (docs/broadcasts.md).
+    broadcast_chunk_accounts: int = Field(500, ge=1, le=10_000, description="member accounts a broadcast sends per transaction")
     outreach_send_batch: int = 200
     outreach_max_attempts: int = 8
     outreach_retry_base_seconds: float = 30.0

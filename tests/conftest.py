@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 
 from services.outreach.delivery.worker import SenderWorker
 from services.outreach.devmail.sink import MailSink
-from services.outreach.playbooks.worker import SignalWorker, TimerWorker
+from services.outreach.playbooks.worker import SignalWorker
+from services.outreach.timers import TimerWorker
 from services.wiring.models import metadata
 from shared.broker import EmbeddedBroker, free_port
 from shared.clock import SimulatedClock

@@ -16,6 +16,8 @@ callers use.
   YAML or CSV (a file, or its text).
 - Surveys: a survey's results (``survey_results``: NPS or CSAT, overall and by day), the
   surveys answered (``list_surveys``).
+- Broadcasts (a template to a segment's members, now or later): parse, preview, create,
+  cancel, list, read, report.
 - Measured: a resource's and a survey's report against the holdout (``resource_report``,
   ``survey_report``).
 - Starter content, the development mail sink, and :func:`routers` for the app.
@@ -27,6 +29,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from services.outreach.broadcasts.repository import as_dict as broadcast_out
+from services.outreach.broadcasts.repository import list_broadcasts
+from services.outreach.broadcasts.schemas import STATUSES as BROADCAST_STATUSES
+from services.outreach.broadcasts.schemas import BroadcastIn, parse_broadcast
+from services.outreach.broadcasts.schemas import Preview as BroadcastPreview
+from services.outreach.broadcasts.schemas import Report as BroadcastReport
+from services.outreach.broadcasts.service import cancel as cancel_broadcast
+from services.outreach.broadcasts.service import create as create_broadcast
+from services.outreach.broadcasts.service import get_or_404 as get_broadcast
+from services.outreach.broadcasts.service import new_id as new_broadcast_id
+from services.outreach.broadcasts.service import preview as preview_broadcast
+from services.outreach.broadcasts.service import report as broadcast_report
 from services.outreach.content.importer import ImportOutcome as ResourceImportOutcome
 from services.outreach.content.importer import import_resources, import_resources_text
 from services.outreach.content.repository import list_resources
@@ -116,6 +130,19 @@ from services.outreach.templates.service import preview_for as template_preview
 from services.outreach.templates.service import save as save_template
 
 __all__ = [
+    "BROADCAST_STATUSES",
+    "BroadcastIn",
+    "BroadcastPreview",
+    "BroadcastReport",
+    "broadcast_out",
+    "broadcast_report",
+    "cancel_broadcast",
+    "create_broadcast",
+    "get_broadcast",
+    "list_broadcasts",
+    "new_broadcast_id",
+    "parse_broadcast",
+    "preview_broadcast",
     "ResourceReport",
     "SurveyReport",
     "resource_report",
@@ -225,6 +252,7 @@ __all__ = [
 def routers() -> list[APIRouter]:
     """The outreach API, in the order the app mounts it (imported when the app is
     built, not by every process that imports this module)."""
+    from services.outreach.broadcasts.router import router as broadcasts_router
     from services.outreach.content.router import router as content_router
     from services.outreach.delivery.router import router as messages_router
     from services.outreach.devmail.router import router as devmail_router
@@ -247,6 +275,7 @@ def routers() -> list[APIRouter]:
         surveys_router,
         engagements_router,
         content_router,
+        broadcasts_router,
         measured_router,
         devmail_router,
     ]

@@ -138,6 +138,7 @@ class Message(Base):
         Index("ix_messages_enrollment", "enrollment_id"),
         Index("ix_messages_inapp", "channel", "account_id", "user_id"),
         Index("ix_messages_resource", "resource_id"),
+        Index("ix_messages_broadcast", "broadcast_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -158,6 +159,8 @@ class Message(Base):
     # The library resource a recommend step chose for this recipient (its reasons are in
     # payload["recommendation"]); the contact never gets the same one twice.
     resource_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The broadcast that sent it (docs/broadcasts.md); such a message has no enrolment.
+    broadcast_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     html_body: Mapped[str] = mapped_column(Text, default="")
     text_body: Mapped[str] = mapped_column(Text, default="")
@@ -177,6 +180,38 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Broadcast(Base):
+    """A one-off or scheduled send of a customer template to the members of a named
+    segment (docs/broadcasts.md). ``status``: ``scheduled`` (waiting for ``send_at``),
+    ``sending`` (chunks of accounts in progress: ``cursor`` is the last account done),
+    ``sent``, ``cancelled``. Its messages carry its id (``messages.broadcast_id``), one
+    per (broadcast, account, address): the id is keyed, so a chunk sent twice writes
+    nothing new."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (Index("ix_broadcasts_due", "status", "send_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    template_id: Mapped[str] = mapped_column(String(128))
+    segment_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16), default="email")
+    to: Mapped[list[Any]] = mapped_column(JSONType, default=list)  # recipients, as a send step's ``to``
+    holdout_percent: Mapped[float] = mapped_column(Float, default=0)
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    cursor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    accounts_done: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancelled_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Resource(Base):

@@ -24,7 +24,7 @@ WORKERS: dict[str, str] = {
     "ingest": "services.ingest.events.worker:IngestWorker",
     "rules": "services.rules.evaluation.worker:RulesWorker",
     "outreach": "services.outreach.playbooks.worker:SignalWorker",
-    "outreach-timers": "services.outreach.playbooks.worker:TimerWorker",
+    "outreach-timers": "services.outreach.timers:TimerWorker",
     "outreach-sender": "services.outreach.delivery.worker:SenderWorker",
     "outreach-engagements": "services.outreach.engagements.worker:EngagementWorker",
     "jobs": "services.jobs:JobWorker",

@@ -43,8 +43,9 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     from services.outreach.delivery.worker import SenderWorker
     from services.outreach.engagements.worker import EngagementWorker
     from services.outreach.models import Engagement, Enrollment, Message
-    from services.outreach.playbooks.worker import SignalWorker, TimerWorker
+    from services.outreach.playbooks.worker import SignalWorker
     from services.outreach.starter import seed_starter_content
+    from services.outreach.timers import TimerWorker
     from services.rules.evaluation.worker import RulesWorker
     from services.rules.interface import health_history
     from services.rules.models import SignalRecord

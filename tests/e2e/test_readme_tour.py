@@ -100,8 +100,9 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
     from services.outreach.engagements.worker import EngagementWorker
     from services.outreach.models import Engagement, Enrollment, Message
     from services.outreach.outcomes import signals_with_decision
-    from services.outreach.playbooks.worker import SignalWorker, TimerWorker
+    from services.outreach.playbooks.worker import SignalWorker
     from services.outreach.starter import seed_starter_content
+    from services.outreach.timers import TimerWorker
     from services.rules.evaluation.worker import RulesWorker
     from services.rules.models import SignalRecord
     from services.wiring.app import create_app

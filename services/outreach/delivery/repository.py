@@ -175,10 +175,12 @@ def _where(
     since: datetime | None = None,
     resource_id: str | None = None,
     survey_id: str | None = None,
+    broadcast_id: str | None = None,
 ) -> Any:
     """The message list's filters, one definition for the list and its count."""
     for col, value in (
         (Message.resource_id, resource_id),
+        (Message.broadcast_id, broadcast_id),
         (Message.state, state),
         (Message.account_id, account_id),
         (Message.playbook_id, playbook_id),
@@ -220,12 +222,14 @@ def list_messages(
     since: datetime | None = None,
     resource_id: str | None = None,
     survey_id: str | None = None,
+    broadcast_id: str | None = None,
 ) -> list[Message]:
     q = select(Message).order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
     q = _where(
         q,
         resource_id=resource_id,
         survey_id=survey_id,
+        broadcast_id=broadcast_id,
         state=state,
         account_id=account_id,
         playbook_id=playbook_id,

@@ -25,7 +25,7 @@ router = APIRouter(tags=["messages"])
     "/v1/messages",
     response_model=MessagePage,
     responses=AUTH_ERRORS,
-    summary="Outbox messages, newest first, by state, account, playbook, channel or enrolment",
+    summary="Outbox messages, newest first, by state, account, playbook, channel, enrolment or broadcast",
 )
 def list_messages(
     state: Literal["queued", "sending", "sent", "failed", "skipped", "uncertain"] | None = Query(
@@ -41,6 +41,7 @@ def list_messages(
     since: UtcDatetime | None = Query(None, description="created at or after this time (RFC 3339, with zone)"),
     resource_id: str | None = Query(None, max_length=128, description="messages a recommend step chose this resource for"),
     survey_id: str | None = Query(None, max_length=64, description="messages of a survey step asking this survey"),
+    broadcast_id: str | None = Query(None, max_length=36, description="messages of this broadcast (docs/broadcasts.md)"),
     cursor: str | None = Query(None, description="next_cursor from the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     session: Session = SessionDep,
@@ -57,6 +58,7 @@ def list_messages(
         since=since,
         resource_id=resource_id,
         survey_id=survey_id,
+        broadcast_id=broadcast_id,
         limit=limit,
         before=cursor,
     )

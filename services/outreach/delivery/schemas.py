@@ -22,6 +22,7 @@ class MessageOut(BaseModel):
     recipient: str
     template_id: str | None
     resource_id: str | None = Field(None, description="the content library resource a recommend step chose")
+    broadcast_id: str | None = Field(None, description="the broadcast that sent it (docs/broadcasts.md)")
     recommendation: dict[str, Any] | None = Field(
         None,
         validation_alias=AliasPath("payload", "recommendation"),

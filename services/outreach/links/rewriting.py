@@ -1,8 +1,8 @@
 """Every link of a customer message through the signed redirect: after the template is
 rendered, each absolute ``http(s)`` link of the HTML body (``href="..."``) and each URL
 of the text body becomes ``{public_url}/r/{token}``, the token sealing where it leads,
-the message, the account, the contact, the playbook and the resource (if the message
-sends one). Links to Touchline itself (the unsubscribe link, a survey's score links,
+the message, the account, the contact, the playbook or broadcast and the resource (if
+the message sends one). Links to Touchline itself (the unsubscribe link, a survey's score links,
 anything under ``public_url``) are left alone: they answer back on their own. The
 subject is never touched. One token per distinct URL per message, so the same link
 twice in one mail is one link.
@@ -90,6 +90,7 @@ def message_links(
     user_id: str | None,
     playbook_id: str | None = None,
     resource_id: str | None = None,
+    broadcast_id: str | None = None,
 ) -> dict[str, str]:
     """A customer message's rendered content with its links tracked (unchanged when
     ``TOUCHLINE_LINK_TRACKING`` is off)."""
@@ -98,6 +99,6 @@ def message_links(
     minter = LinkMinter(
         settings,
         now=now,
-        link={"m": message_id, "a": account_id, "u": user_id, "p": playbook_id, "r": resource_id},
+        link={"m": message_id, "a": account_id, "u": user_id, "p": playbook_id, "r": resource_id, "b": broadcast_id},
     )
     return track_links(content, minter)

@@ -123,7 +123,13 @@ def click_event_id(token: str, now: datetime, settings: Settings) -> str:
 
 
 def click_event(data: dict[str, Any], *, event_id: str, now: datetime) -> dict[str, Any]:
-    properties = {"message_id": data.get("m"), "url": data["t"], "playbook_id": data.get("p"), "resource_id": data.get("r")}
+    properties = {
+        "message_id": data.get("m"),
+        "url": data["t"],
+        "playbook_id": data.get("p"),
+        "resource_id": data.get("r"),
+        "broadcast_id": data.get("b"),
+    }
     event: dict[str, Any] = {
         "event_id": event_id,
         "account_id": data["a"],

@@ -200,6 +200,10 @@ class Batch:
             if r.get("resource_id") and r["state"] in content_repo.RECEIVED_STATES:
                 self._held_resources.setdefault((r["account_id"], r["user_id"] or r["recipient"]), set()).add(r["resource_id"])
 
+    def held(self) -> list[dict[str, Any]]:
+        """The message rows held for :meth:`flush` (a preview reads them and never flushes)."""
+        return list(self._held)
+
     def add_enrollment(self, enrollment: Enrollment) -> None:
         """Hold a new enrolment (a plain object, not in the session), its first steps run,
         for :meth:`flush` to insert as it is now: one write, in its final state."""

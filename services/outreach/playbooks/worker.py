@@ -1,6 +1,6 @@
-"""The playbooks' two workers: :class:`SignalWorker` (``touchline worker outreach``), the
-enrolment consumer, and :class:`TimerWorker` (``outreach-timers``), which runs the steps
-that come due.
+"""The playbooks' enrolment consumer, :class:`SignalWorker` (``touchline worker
+outreach``). The steps that come due later are run by the timer worker
+(services/outreach/timers.py, ``outreach-timers``).
 
 The enrolment consumer is a consumer group on ``cs.signals``.
 
@@ -15,13 +15,6 @@ playbook already) or ``no_matching_playbook``, and settle the signal with the ru
 service (its ``settle_signals`` command). No signal is left without a decision; the
 rules service republishes any it has not seen settled (see docs/playbooks.md, "Every
 signal ends in a decision").
-
-The timer worker runs enrolments whose ``due_at`` has passed (waits ending).
-
-A tick claims due enrolments (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so timer
-workers can run side by side), advances each inside a savepoint (one broken
-enrolment is marked failed, the rest go on) and commits once. Time comes from the
-injected clock: tests and the demo move a simulated clock instead of sleeping.
 """
 
 from __future__ import annotations
@@ -32,7 +25,6 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from typing import Any
 
 from kafka import KafkaProducer
@@ -44,14 +36,11 @@ from services.ingest import interface as ingest
 from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from services.rules.interface import SEGMENT_LEFT, segment_memberships, settle_signals
-from shared import faults
 from shared.clock import Clock
-from shared.db import transaction, transient_db_error
 from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE, OUTREACH_DECISIONS
 from shared.settings import Settings
 from shared.signals import Signal
-from shared.worker import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -198,51 +187,3 @@ def decide(outcomes: list[dict[str, Any]]) -> tuple[str, str | None]:
     if kinds == {"stopped"}:
         return "stopped", "segment_left"
     return "skipped", "already_enrolled"
-
-
-class TimerWorker(PeriodicWorker):
-    name = "outreach-timers"
-    batch = 500
-    sweep_limit = 20_000
-
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], clock: Clock | None = None):
-        super().__init__(settings, session_factory, clock)
-        self._next_sweep: datetime | None = None
-
-    def describe(self) -> str:
-        return f"due playbook steps every {self.interval():.1f}s"
-
-    def more_work(self, handled: int) -> bool:
-        return handled >= self.batch  # a full batch: more may be due already
-
-    def poll_once(self, timeout_ms: int | None = None) -> int:
-        now = self.clock.now()
-        with transaction(self.session_factory) as session:
-            due = repo.due_enrollments(session, now, self.batch)
-            for enrollment in due:
-                try:
-                    with session.begin_nested():
-                        compiled = engine.load_compiled(session, enrollment.playbook_id, enrollment.playbook_version)
-                        engine.advance(session, enrollment, compiled, now, self.settings)
-                except Exception as exc:  # one broken enrolment must not hold up the others
-                    if transient_db_error(exc):
-                        raise  # not this enrolment's fault: the whole tick rolls back and is retried
-                    log.exception("%s: enrolment %s failed", self.name, enrollment.id)
-                    session.refresh(enrollment)
-                    engine._end(enrollment, "failed", now, {"reason": f"{type(exc).__name__}: {exc}"[:500]})
-            session.flush()
-            faults.point(f"{self.name}.before_commit")
-        self._maybe_sweep(now)
-        return len(due)
-
-    def _maybe_sweep(self, now: datetime) -> None:
-        """Every ``outreach_conversion_check_seconds``, end as converted the running
-        enrolments whose exit condition now holds, without waiting for their next step:
-        a customer who came back stops getting win-back mail as soon as we can tell."""
-        if self._next_sweep is not None and now < self._next_sweep:
-            return
-        self._next_sweep = now + timedelta(seconds=self.settings.outreach_conversion_check_seconds)
-        with transaction(self.session_factory) as session:
-            converted = engine.sweep_conversions(session, now, limit=self.sweep_limit)
-        if converted:
-            log.info("%s: %d enrolments converted (exit condition met)", self.name, converted)

@@ -98,6 +98,7 @@ class StepContext:
     playbook_name: str
     batch: Batch  # the set-based reads and the held message rows (see the module docstring)
     operational: bool = False  # the playbook's messages go out even during an open engagement
+    broadcast_id: str | None = None  # a broadcast's send (services/outreach/broadcasts), not a playbook's
 
 
 Runner = Callable[[StepContext, Any], StepOutcome]

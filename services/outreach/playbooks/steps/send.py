@@ -25,9 +25,25 @@ from shared.clock import utc
 
 @register("send", SendStep, batched=True)
 def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
-    e = ctx.enrollment
     template = ctx.batch.template(step.template) if step.template else None
-    out = MessageRows(e, step.id, step.channel, step.template, ctx.now, audience="internal" if internal(step, template) else "customer")
+    out = MessageRows(
+        ctx.enrollment, step.id, step.channel, step.template, ctx.now, audience="internal" if internal(step, template) else "customer"
+    )
+    rows = send_rows(ctx, step, out, template)
+    ctx.batch.write_messages(rows)
+    counts: dict[str, int] = {}
+    for row in rows:
+        k = row["skip_reason"] or row["state"]
+        counts[k] = counts.get(k, 0) + 1
+    return StepOutcome(note={"messages": counts})
+
+
+def send_rows(ctx: StepContext, step: SendStep, out: MessageRows, template: Template | None) -> list[dict[str, Any]]:
+    """The rows of one send to one account (``ctx.enrollment``'s): its recipients, each
+    decided (holdout, contact gate, template), rendered and built, or skipped with the
+    reason. A playbook's send step and a broadcast (services/outreach/broadcasts) both
+    write through here."""
+    e = ctx.enrollment
     recipients = resolve_recipients(
         ctx.batch, account_id=e.account_id, account=ctx.account, channel=step.channel, to=step.to, url=step.url, now=ctx.now
     )
@@ -52,12 +68,7 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
                 rows.append(out.skipped(r, "render_error", last_error=problem.as_dict()["message"]))
                 continue
             rows.append(build(ctx, step, out, r, content, unsub))
-    ctx.batch.write_messages(rows)
-    counts: dict[str, int] = {}
-    for row in rows:
-        k = row["skip_reason"] or row["state"]
-        counts[k] = counts.get(k, 0) + 1
-    return StepOutcome(note={"messages": counts})
+    return rows
 
 
 def internal(step: SendStep, template: Template | None) -> bool:
@@ -168,8 +179,9 @@ def build(
             message_id=out.key(r),
             account_id=ctx.enrollment.account_id,
             user_id=r.user_id,
-            playbook_id=ctx.enrollment.playbook_id,
+            playbook_id=ctx.enrollment.playbook_id or None,
             resource_id=resource_id,
+            broadcast_id=ctx.broadcast_id,
         )
     if step.channel == "email":
         defer = policy.quiet_until(r.user.timezone if r.user else None, ctx.now, ctx.settings)
