@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.console.views import (
     accounts,
     auth,
+    broadcasts,
     deadletters,
     engagements,
     health,
@@ -58,6 +59,7 @@ def build_router() -> APIRouter:
         playbooks,
         templates,
         library,
+        broadcasts,
         measured,
         engagements,
         roster,

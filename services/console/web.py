@@ -41,6 +41,7 @@ MENU = [  # (label, path, roles that see it)
     ("Playbooks", "/console/playbooks", ("ops",)),
     ("Messages", "/console/messages", ("ops",)),
     ("Templates", "/console/templates", ("ops",)),
+    ("Broadcasts", "/console/broadcasts", ("ops",)),
     ("Library", "/console/resources", ("ops", "csm")),
     ("Surveys", "/console/surveys", ("ops", "csm")),
     ("Engagements", "/console/engagements", ("ops",)),

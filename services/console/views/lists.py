@@ -100,6 +100,7 @@ def messages(
     account_id: str = Query("", max_length=128),
     resource_id: str = Query("", max_length=128, description="messages a recommend step chose this resource for"),
     survey_id: str = Query("", max_length=64, description="messages of a survey step asking this survey"),
+    broadcast_id: str = Query("", max_length=36, description="messages of this broadcast"),
     before: str = Query("", max_length=128, description="the page after this message (the Older link's)"),
     limit: int = Query(SHOWN, ge=1, le=500, description="messages a page"),
     session: Session = SessionDep,
@@ -114,6 +115,7 @@ def messages(
         "account_id": account_id or None,
         "resource_id": resource_id or None,
         "survey_id": survey_id or None,
+        "broadcast_id": broadcast_id or None,
     }
     total = outreach.count_messages(session, **filters)
     # One more than a page: whether there is an older page (keyset, by the last row's id).
@@ -138,6 +140,7 @@ def messages(
             "account_id": account_id,
             "resource_id": resource_id,
             "survey_id": survey_id,
+            "broadcast_id": broadcast_id,
             "limit": "" if limit == SHOWN else str(limit),
         },
     )

@@ -23,7 +23,7 @@ from services.ingest.events.worker import IngestWorker
 from services.ingest.models import Account, RawEvent
 from services.outreach.delivery.worker import SenderWorker
 from services.outreach.engagements.worker import EngagementWorker
-from services.outreach.playbooks.worker import TimerWorker
+from services.outreach.timers import TimerWorker
 from shared.api import get_session
 from shared.db import make_engine, make_session_factory
 from tests.support.helpers import T0, auth, drain, publish, track, unreachable_database, wait_for

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import event, select
 
 from services.jobs import JobWorker
-from services.outreach.playbooks.worker import TimerWorker
+from services.outreach.timers import TimerWorker
 from services.rules.backtest.jobs import run_backtest_job
 from shared import faults, jobs
 from shared.audit import record
