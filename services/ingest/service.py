@@ -38,13 +38,19 @@ class IngestSummary:
         return {"new": self.new, "duplicates": self.duplicates, "accounts": self.accounts}
 
 
-def apply_events(session: Session, events: Sequence[ValidEvent | Event], now: datetime) -> IngestSummary:
+def apply_events(
+    session: Session, events: Sequence[ValidEvent | Event], now: datetime, copy_rows: Sequence[str | None] | None = None
+) -> IngestSummary:
+    """Store a batch of valid events. ``copy_rows`` (PostgreSQL), when given, holds each
+    event's ``repository.copy_row`` made ahead, or None, in the order of ``events``."""
     # First occurrence wins inside a batch, as it does across batches.
-    unique: dict[str, ValidEvent | Event] = {}
-    for ev in events:
-        unique.setdefault(ev.event_id, ev)
+    first: dict[str, int] = {}
+    for i, ev in enumerate(events):
+        first.setdefault(ev.event_id, i)
+    unique = {event_id: events[i] for event_id, i in first.items()}
     if session.get_bind().dialect.name == "postgresql":
-        stored = repo.store_events_pg(session, unique.values(), now)
+        rows = None if copy_rows is None else [copy_rows[i] for i in first.values()]
+        stored = repo.store_events_pg(session, unique.values(), now, rows)
         summary = IngestSummary(new=stored.new, duplicates=len(events) - stored.new, accounts=stored.accounts)
         trait_events = [unique[i] for i in stored.new_trait_event_ids]
     else:

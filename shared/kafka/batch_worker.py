@@ -76,7 +76,9 @@ class BatchWorker:
     # before poll_once returns, as without overlap. A prefetched batch is never committed
     # before it is processed, so a crash or a rebalance redelivers it. kafka-python's
     # consumer stays on the loop's thread. For workers whose ready() takes every record
-    # (none is held back): the ingest worker.
+    # (none is held back): the ingest worker. Such a worker may also do, in prepare(), the
+    # records' own work that needs no database (the ingest worker validates them), on the
+    # loop's thread while the helper thread waits on the database for the batch before.
     overlap = False
 
     def __init__(
@@ -105,6 +107,10 @@ class BatchWorker:
         self._reported_at: datetime | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._prefetched: list[ConsumerRecord] = []
+        self._prepared_ahead: object | None = None  # what prepare() made of _prefetched
+        # What prepare() made of the batch being handled (None when it was not polled ahead):
+        # set by the loop before the batch's transaction starts, read by handle_batch.
+        self.prepared: object | None = None
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
@@ -120,6 +126,14 @@ class BatchWorker:
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         raise NotImplementedError
+
+    def prepare(self, records: list[ConsumerRecord]) -> object | None:
+        """With :attr:`overlap`: work on records polled ahead, on the loop's thread while
+        the database stores the batch before them; what it returns is :attr:`prepared`
+        while those records are handled. Whatever it computes must be what handle_batch
+        would compute itself (handle_batch also runs without it: the first batch, a
+        rebalance, a bisected batch). The default prepares nothing."""
+        return None
 
     def ready(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The records of the batch that can be processed now, for a worker that depends
@@ -160,6 +174,7 @@ class BatchWorker:
     def close(self) -> None:
         self._held = {}  # never committed: whoever owns the partitions next reads them again
         self._prefetched = []  # polled, not processed: uncommitted, so redelivered to the next owner
+        self._prepared_ahead = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -185,6 +200,7 @@ class BatchWorker:
     def poll_once(self, timeout_ms: int | None = None) -> int:
         """Poll, process and commit one batch. Returns the number of records handled."""
         consumer = self.start()._live()
+        prepared, self._prepared_ahead = self._prepared_ahead, None
         if self._prefetched:
             # A rebalance since the prefetch may have given some partitions to another member.
             owned = consumer.assignment()
@@ -222,14 +238,22 @@ class BatchWorker:
             # One batch at a time; the name is for thread dumps. Not mutated (no test can tell).
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-db")  # pragma: no mutate
         batch = records
+        self.prepared = prepared  # changed again only after this batch's result is in
         future = self._executor.submit(self._process, batch)
-        # While the database works: fetch and decode what Kafka already has (no waiting).
+        # While the database works: fetch and decode what Kafka already has (no waiting),
+        # and prepare it.
         prefetched = self._poll(consumer, 0)  # pragma: no mutate (1 ms is as good)
+        try:
+            ahead = self.prepare(prefetched) if prefetched else None
+        except Exception:  # only the head start is lost: handle_batch does the work itself
+            log.exception("%s: preparing %d records polled ahead failed", self.name, len(prefetched))
+            ahead = None
         handled = self._settle(batch, started, future.result, also_rewind=prefetched)
         # Kept even if a rebalance refused the commit: processing them is always safe (keyed
         # effects), dropping them could skip records if the position survives the rebalance.
         if handled is not None:  # else they were rewound with the batch: they come again
             self._prefetched = prefetched
+            self._prepared_ahead = ahead
         return handled or 0
 
     def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> list[ConsumerRecord]:

@@ -4,7 +4,7 @@ are read and written back as plain rows; old raw events are pruned in id batches
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -136,18 +136,26 @@ SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM acc),
 """
 
 
-def store_events_pg(session: Session, events: Iterable[EventRow], now: datetime) -> StoredBatch:
+def copy_row(ev: EventRow) -> str:
+    """One event as a line of the COPY text :func:`store_events_pg` writes. The rows are
+    written by hand: every id and name is free of control characters (the event
+    contract) and msgspec escapes them in JSON, so only backslashes need escaping;
+    ``NULL ''`` is safe because no column takes an empty string."""
+    payload = msgspec.json.encode(ev.traits if ev.type in TRAIT_TYPES else ev.properties).decode()
+    return f"{ev.event_id}\t{ev.account_id}\t{ev.user_id or ''}\t{ev.type}\t{ev.name}\t{ev.timestamp.isoformat()}\t{payload}\n".replace(
+        "\\", "\\\\"
+    )
+
+
+def store_events_pg(session: Session, events: Iterable[EventRow], now: datetime, rows: Sequence[str | None] | None = None) -> StoredBatch:
     """PostgreSQL: store a batch of distinct events (raw store, accounts and users touched,
     rollups, last-seen markers) with one COPY into a temporary table and one statement.
-    The rows are written as COPY text by hand: every id and name is free of control
-    characters (the event contract) and msgspec escapes them in JSON, so only backslashes
-    need escaping; ``NULL ''`` is safe because no column takes an empty string."""
-    encode = msgspec.json.encode
-    text = "".join(
-        f"{ev.event_id}\t{ev.account_id}\t{ev.user_id or ''}\t{ev.type}\t{ev.name}\t{ev.timestamp.isoformat()}\t"
-        f"{encode(ev.traits if ev.type in TRAIT_TYPES else ev.properties).decode()}\n"
-        for ev in events
-    ).replace("\\", "\\\\")
+    ``rows``, when given, holds each event's :func:`copy_row` made ahead (None where it
+    was not): the ingest worker makes them while the database stores the batch before."""
+    if rows is None:
+        text = "".join(map(copy_row, events))
+    else:
+        text = "".join(row or copy_row(ev) for ev, row in zip(events, rows, strict=True))
     conn = session.connection()
     conn.exec_driver_sql(_CREATE_STAGE)
     driver = conn.connection.driver_connection

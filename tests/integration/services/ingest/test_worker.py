@@ -505,6 +505,61 @@ def test_records_fetched_while_a_batch_is_stored_are_stored_too(topics, session_
         w.close()
 
 
+def test_records_polled_ahead_are_validated_once_on_the_loop_while_the_batch_before_is_stored(topics, session_factory, clock, monkeypatch):
+    """Ingest validates records it polled ahead (and, on PostgreSQL, writes their COPY
+    rows) on the loop's thread while the helper thread stores the batch before them
+    (BatchWorker.prepare): each record is validated once, the batch's transaction does
+    not validate it again, and what is stored is what validating in the batch gives,
+    awkward text included."""
+    import services.ingest.events.worker as worker_module
+
+    threads: list[str] = []
+    real = worker_module.validate_record
+
+    def spy(*args, **kwargs):  # observes only: the real validation runs
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "validate_record", spy)
+    settings = topics.model_copy(update={"kafka_max_poll_records": 5})  # 40 records: eight batches
+    awkward = 'tab\there \\ back\\slash "quoted" \u00e9\n'
+    publish(settings, [track("acme", "login", T0 - timedelta(seconds=i), "u1", f"pa-{i}", note=f"{awkward}{i}") for i in range(40)])
+    w = IngestWorker(settings, session_factory, clock)
+    try:
+        drain(w, lambda: _committed_total(w) == 40)
+        assert len(threads) == 40, f"{len(threads)} validations for 40 records: a record polled ahead was validated twice"
+        assert any(not t.startswith("ingest-db") for t in threads), "no record was validated ahead: the test missed the overlap"
+        with session_factory() as s:
+            notes = dict(s.execute(select(RawEvent.event_id, RawEvent.properties["note"].as_string())).all())
+        assert notes == {f"pa-{i}": f"{awkward}{i}" for i in range(40)}
+    finally:
+        w.close()
+
+
+def test_a_verdict_given_ahead_is_given_again_when_the_clock_has_moved_on(topics, session_factory, clock, monkeypatch):
+    """A record polled ahead was judged at that moment; if its batch is stored more than
+    PREPARED_FOR later (by the worker's clock), it is judged again then. Here the record
+    lies 90 s ahead of the clock with 60 s of allowed skew: too far ahead when polled,
+    in bounds once the clock has moved a minute on, so it is stored, not dead-lettered."""
+    from services.ingest.events.worker import PREPARED_FOR
+
+    settings = topics.model_copy(update={"kafka_max_poll_records": 1, "max_future_skew_seconds": 60})
+    publish(
+        settings,
+        [track("acme", "login", clock.now(), "u1", "now"), track("acme", "login", clock.now() + timedelta(seconds=90), "u1", "soon")],
+    )
+    w = IngestWorker(settings, session_factory, clock)
+    try:
+        drain(w, lambda: _committed_total(w) == 1)
+        assert [r.value for r in w._prefetched] and json.loads(w._prefetched[0].value)["event_id"] == "soon", "not polled ahead"
+        clock.advance(timedelta(seconds=60))
+        assert timedelta(seconds=60) > PREPARED_FOR
+        drain(w, lambda: _committed_total(w) == 2)
+        assert count(session_factory, RawEvent, RawEvent.event_id == "soon") == 1
+    finally:
+        w.close()
+
+
 def test_large_batches_store_awkward_text_exactly(topics, worker, session_factory):
     """Batches above the COPY threshold take PostgreSQL's COPY path: tabs, newlines,
     backslashes, quotes and non-ASCII must round-trip unchanged (SQLite checks the same)."""
