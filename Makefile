@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's chromium (browser tests) and prometheus (promtool), installed when missing;
+# Debian's chromium (browser tests), prometheus (promtool) and the pinned axe-core (npm ci
+# into var/a11y: the browser tests' accessibility checks), installed when missing;
 # where it cannot install, it stops with the command to run (docs/testing.md).
 system-deps:
 	@tools/install-system-deps.sh
@@ -52,7 +53,7 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
 test-e2e: $(STAMP)
-	@tools/install-system-deps.sh chromium
+	@tools/install-system-deps.sh chromium axe-core
 	$(BIN)/python -m pytest -q tests/e2e
 
 # The whole suite with coverage, worker subprocesses included (pyproject.toml

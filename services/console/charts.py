@@ -37,8 +37,8 @@ def _table(title: str, x_label: str, labels: Sequence[str], series: Mapping[str,
         for i, lab in enumerate(labels)
     )
     return (
-        f'<details class="chart-data"><summary>{escape(title)}: data table</summary><table>'
-        f'<thead><tr><th scope="col">{escape(x_label)}</th>{head}</tr></thead><tbody>{rows}</tbody></table></details>'
+        f'<details class="chart-data"><summary>{escape(title)}: data table</summary><div class="scroll"><table>'
+        f'<thead><tr><th scope="col">{escape(x_label)}</th>{head}</tr></thead><tbody>{rows}</tbody></table></div></details>'
     )
 
 
@@ -210,11 +210,11 @@ def intervals(
         + f'<text class="label" x="{label_w + pw / 2:.0f}" y="{h - 4}" text-anchor="middle">{escape(x_label)}</text></svg>'
     )
     table = (
-        '<details class="chart-data"><summary>' + str(escape(title)) + ": data table</summary><table><thead><tr>"
+        '<details class="chart-data"><summary>' + str(escape(title)) + ': data table</summary><div class="scroll"><table><thead><tr>'
         '<th scope="col">group</th><th scope="col">estimate</th><th scope="col">95% low</th><th scope="col">95% high</th>'
         "</tr></thead><tbody>"
         + "".join(f'<tr><th scope="row">{escape(lab)}</th><td>{f(p)}</td><td>{f(a)}</td><td>{f(b)}</td></tr>' for lab, p, a, b in rows)
-        + "</tbody></table></details>"
+        + "</tbody></table></div></details>"
     )
     return Markup(svg + table)
 

@@ -141,9 +141,9 @@ _LINK_NOT_VALID: dict[int | str, dict[str, Any]] = {
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<meta name='viewport' content='width=device-width'></head><body style='font-family:sans-serif;"
-        f"max-width:32rem;margin:3rem auto'><h1>{html.escape(title)}</h1>{body}</body></html>",
+        f"max-width:32rem;margin:3rem auto'><main><h1>{html.escape(title)}</h1>{body}</main></body></html>",
         status_code=status,
         headers=NO_FRAMING,
     )

@@ -48,9 +48,9 @@ _PAGES: dict[int | str, dict[str, Any]] = {
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<meta name='viewport' content='width=device-width'></head><body style='font-family:sans-serif;"
-        f"max-width:32rem;margin:3rem auto;padding:0 1rem'><h1>{html.escape(title)}</h1>{body}</body></html>",
+        f"max-width:32rem;margin:3rem auto;padding:0 1rem'><main><h1>{html.escape(title)}</h1>{body}</main></body></html>",
         status_code=status,
         headers={**NO_FRAMING, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"},
     )
@@ -77,8 +77,8 @@ def _form(request: Request, data: dict[str, Any], score: int | None, comment: st
     )
     lo, hi = LABELS[scale]
     return (
-        f"{note}<form method='post'><p>{html.escape(question)}</p><p>{choices}</p>"
-        f"<p style='font-size:small;color:#555'>{low}: {html.escape(lo)} &middot; {high}: {html.escape(hi)}</p>"
+        f"{note}<form method='post'><fieldset style='border:0;padding:0;margin:0'><legend>{html.escape(question)}</legend>"
+        f"<p>{choices}</p><p style='font-size:small;color:#555'>{low}: {html.escape(lo)} &middot; {high}: {html.escape(hi)}</p></fieldset>"
         f"<p><label>Anything you would like to tell us? (optional)<br><textarea name='comment' rows='5' "
         f"maxlength='{service.MAX_COMMENT}' style='width:100%'>{html.escape(comment)}</textarea></label></p>"
         f"<p><button type='submit'>Send</button></p></form>"
