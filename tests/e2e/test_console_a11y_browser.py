@@ -229,6 +229,10 @@ def test_every_ops_and_admin_page_passes_axe_and_holds_at_390_px(chromium, app_s
                 "/console/resources",
                 "/console/surveys",
                 "/console/dead-letters",
+                "/console/enrolments",
+                "/console/broadcasts",
+                "/console/segments/new",
+                "/console/resources/new",
                 "/console/search?q=a",
                 "/console/search?q=example.com",
             )
