@@ -113,7 +113,12 @@ def preview_or_create(request: Request, session: Session = SessionDep, viewer: V
         if form.get("action") == "create":
             preview_id = form.get("preview_id", "")
             b = outreach.create_broadcast(
-                session, body, actor=viewer.principal.actor, now=now, broadcast_id=preview_id if _uuid(preview_id) else None
+                session,
+                context_of(request).settings,
+                body,
+                actor=viewer.principal.actor,
+                now=now,
+                broadcast_id=preview_id if _uuid(preview_id) else None,
             )
             return RedirectResponse(f"/console/broadcasts/{seg(b.id)}?created=1", status_code=303)
         preview_id = outreach.new_broadcast_id()

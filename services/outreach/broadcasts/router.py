@@ -85,10 +85,14 @@ def preview_broadcast(
     openapi_extra=_BODY,
 )
 def create_broadcast(
-    session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops"), body: bytes = BodyDep
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    principal: Principal = require("ops"),
+    body: bytes = BodyDep,
 ) -> BroadcastOut:
     spec, bid = _parse(body)
-    b = service.create(session, spec, actor=principal.actor, now=clock.now(), broadcast_id=bid)
+    b = service.create(session, settings, spec, actor=principal.actor, now=clock.now(), broadcast_id=bid)
     return BroadcastOut.model_validate(repo.as_dict(b))
 
 

@@ -39,6 +39,9 @@ from services.outreach.playbooks.steps.registry import ParsedSteps, StepContext
 from services.outreach.playbooks.steps.send import internal, send_rows
 from services.outreach.policy.service import Caps
 from services.outreach.templates import repository as templates
+from services.outreach.templates.context import sample_context
+from services.outreach.templates.rendering import PARTS, TemplateProblem, render
+from services.outreach.templates.sandbox import RenderBudget
 from services.rules.interface import existing_segments, list_segment_members
 from shared import audit
 from shared.db import transaction
@@ -60,10 +63,10 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def check(session: Session, body: BroadcastIn, now: datetime) -> None:
-    """What the definition's shape cannot say: the template is a customer template, the
-    segment exists, the send time is not past. A 422 ``broadcast_invalid`` with a
-    pointer per problem."""
+def check(session: Session, settings: Settings, body: BroadcastIn, now: datetime) -> None:
+    """What the definition's shape cannot say: the template is a customer template that
+    renders without a signal, the segment exists, the send time is not past. A 422
+    ``broadcast_invalid`` with a pointer per problem."""
     problems: list[dict[str, str]] = []
     template = templates.get(session, body.template)
     if template is None:
@@ -72,6 +75,20 @@ def check(session: Session, body: BroadcastIn, now: datetime) -> None:
         problems.append(
             {"pointer": "/template", "message": f"template {body.template!r} is written for the team (internal), not for customers"}
         )
+    else:
+        try:  # against the template's sample, less what a broadcast's message never has
+            sample = {**sample_context(settings, template.sample_context), "signal": {}}
+            for name in ("resource", "survey"):
+                sample.pop(name, None)
+            render({p: getattr(template, p) for p in PARTS}, sample, RenderBudget.from_settings(settings))
+        except TemplateProblem as problem:
+            problems.append(
+                {
+                    "pointer": "/template",
+                    "message": f"template {body.template!r} cannot be sent in a broadcast, which has no signal, resource or survey: "
+                    f"{problem.as_dict()['message']}",
+                }
+            )
     if body.segment_id not in existing_segments(session, [body.segment_id]):
         problems.append({"pointer": "/segment_id", "message": f"no segment {body.segment_id!r}; list them with GET /v1/segments"})
     if body.send_at is not None and body.send_at < now - PAST_TOLERANCE:
@@ -80,11 +97,13 @@ def check(session: Session, body: BroadcastIn, now: datetime) -> None:
         raise Unprocessable(problems, code=CODE)
 
 
-def create(session: Session, body: BroadcastIn, *, actor: str, now: datetime, broadcast_id: str | None = None) -> Broadcast:
+def create(
+    session: Session, settings: Settings, body: BroadcastIn, *, actor: str, now: datetime, broadcast_id: str | None = None
+) -> Broadcast:
     """Schedule a broadcast (at ``send_at``, or now). ``broadcast_id`` is the id its
     preview was made with (so the holdout is the one previewed); a new one if None.
     Audited; flushes only."""
-    check(session, body, now)
+    check(session, settings, body, now)
     bid = broadcast_id or new_id()
     if repo.get(session, bid) is not None:
         raise Conflict(f"broadcast {bid} exists already")
@@ -182,7 +201,7 @@ def preview(session: Session, settings: Settings, body: BroadcastIn, *, now: dat
     """What sending ``body`` would do to the segment's members now (a chunk of accounts
     at a time, through the send's own code), the gate asked as of its send time (or now):
     nothing is written."""
-    check(session, body, now)
+    check(session, settings, body, now)
     at = max(body.send_at or now, now)
     b = Broadcast(
         id=broadcast_id or "preview",

@@ -226,7 +226,7 @@ def test_sending_again_sends_nobody_twice_in_chunks_from_two_sessions(topics, se
     settings = topics.model_copy(update={"broadcast_chunk_accounts": 3})
     with transaction(session_factory) as s:
         body = parse_broadcast({"name": "Webinar", "template": "webinar", "segment_id": "fintech"})
-        bid = broadcasts.create(s, body, actor="ops:test", now=clock.now()).id
+        bid = broadcasts.create(s, topics, body, actor="ops:test", now=clock.now()).id
     total = 2 * len(FINTECH_ACCOUNTS) + 1
 
     # Chunks of 3 accounts, each its own transaction with its progress.
@@ -278,11 +278,13 @@ def test_sending_again_sends_nobody_twice_in_chunks_from_two_sessions(topics, se
 async def test_a_bad_broadcast_is_a_422_naming_the_path(topics, session_factory, api, keys, clock):
     _world(session_factory, topics, clock)
     save_template(session_factory, topics, "brief", {"name": "Brief", "audience": "internal", "subject": "x", "text_body": "y"})
+    save_template(session_factory, topics)  # the win-back names its signal: a broadcast has none
     ops = auth(keys["ops"])
     good = {"name": "Webinar", "template": "webinar", "segment_id": "fintech"}
     cases = [
         ({**good, "template": "nope"}, "/template"),
         ({**good, "template": "brief"}, "/template"),
+        ({**good, "template": "win-back"}, "/template"),
         ({**good, "segment_id": "nope"}, "/segment_id"),
         ({**good, "holdout_percent": 101}, "/holdout_percent"),
         ({**good, "to": ["owner"]}, "/to"),
