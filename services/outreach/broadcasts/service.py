@@ -159,9 +159,10 @@ def cancel(session: Session, broadcast_id: str, *, actor: str, now: datetime) ->
 # ---- the send, shared by the preview ----------------------------------------------
 
 
-def _rows(session: Session, settings: Settings, b: Broadcast, account_ids: list[str], now: datetime) -> Batch:
+def _rows(session: Session, settings: Settings, b: Broadcast, account_ids: list[str], now: datetime, *, render: bool = True) -> Batch:
     """A playbook batch holding the message rows of ``b`` for ``account_ids`` (not
-    inserted: the caller flushes it to send, or drops it to preview)."""
+    inserted: the caller flushes it to send, or drops it to preview, whose rows need no
+    content: ``render=False``)."""
     batch = Batch.of(session, settings, now, account_ids)
     step = SendStep(type="send", id=STEP_ID, channel=b.channel, template=b.template_id, to=list(b.to or []))
     template = batch.template(b.template_id)
@@ -193,7 +194,7 @@ def _rows(session: Session, settings: Settings, b: Broadcast, account_ids: list[
         )
         out = MessageRows(e, STEP_ID, b.channel, b.template_id, now, audience=audience)
         out.base.update(enrollment_id=None, playbook_id=None, broadcast_id=b.id)
-        batch.write_messages(send_rows(ctx, step, out, template))
+        batch.write_messages(send_rows(ctx, step, out, template, render=render))
     return batch
 
 
@@ -234,7 +235,7 @@ def _preview(session: Session, settings: Settings, b: Broadcast, at: datetime) -
         members = [m.account_id for m in list_segment_members(session, b.segment_id, after=after, limit=size)]
         if not members:
             break
-        batch = _rows(session, settings, b, members, at)
+        batch = _rows(session, settings, b, members, at, render=False)
         for row in batch.held():
             if row["recipient"] or row["user_id"]:
                 contacts.add((row["account_id"], row["user_id"] or row["recipient"]))

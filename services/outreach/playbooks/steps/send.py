@@ -38,11 +38,15 @@ def run_send(ctx: StepContext, step: SendStep) -> StepOutcome:
     return StepOutcome(note={"messages": counts})
 
 
-def send_rows(ctx: StepContext, step: SendStep, out: MessageRows, template: Template | None) -> list[dict[str, Any]]:
+def send_rows(
+    ctx: StepContext, step: SendStep, out: MessageRows, template: Template | None, *, render: bool = True
+) -> list[dict[str, Any]]:
     """The rows of one send to one account (``ctx.enrollment``'s): its recipients, each
     decided (holdout, contact gate, template), rendered and built, or skipped with the
     reason. A playbook's send step and a broadcast (services/outreach/broadcasts) both
-    write through here."""
+    write through here. ``render=False`` (a broadcast's preview, which counts rows and
+    stores none) decides and builds each row without its content: no render, no
+    unsubscribe or tracked link sealed."""
     e = ctx.enrollment
     recipients = resolve_recipients(
         ctx.batch, account_id=e.account_id, account=ctx.account, channel=step.channel, to=step.to, url=step.url, now=ctx.now
@@ -59,11 +63,11 @@ def send_rows(ctx: StepContext, step: SendStep, out: MessageRows, template: Temp
                 continue
             unsub = (
                 unsubscribe_url(ctx.settings, email=r.address, account_id=e.account_id, message_id=out.key(r))
-                if step.channel == "email"
+                if step.channel == "email" and render
                 else ""
             )
             try:
-                content = render_for(ctx, step, template, r, unsub)
+                content = render_for(ctx, step, template, r, unsub) if render else {}
             except TemplateProblem as problem:
                 rows.append(out.skipped(r, "render_error", last_error=problem.as_dict()["message"]))
                 continue
