@@ -13,7 +13,6 @@ from shared.limits import UtcDatetime
 
 STATUSES = ("scheduled", "sending", "sent", "cancelled")
 CODE = "broadcast_invalid"
-MAX_ACTIVE_DAYS = 400  # as far back as usage is kept (TOUCHLINE_RAW_EVENT_RETENTION_DAYS' default)
 
 
 class BroadcastIn(BaseModel):
@@ -47,12 +46,7 @@ class BroadcastIn(BaseModel):
     def _to(cls, to: list[str]) -> list[str]:
         if "owner" in to:
             raise ValueError("a broadcast goes to the customer's contacts; the account owner is an internal address")
-        to = SendStep._recipients(to)
-        for spec in to:
-            window = spec.partition(":")[2]
-            if window and int(window[:-1]) > MAX_ACTIVE_DAYS:
-                raise ValueError(f"active_users looks back at most {MAX_ACTIVE_DAYS} days; got {spec!r}")
-        return to
+        return SendStep._recipients(to)  # active_users' window is bounded there (MAX_ACTIVE_DAYS), for playbooks too
 
 
 def parse_broadcast(obj: Any) -> BroadcastIn:

@@ -13,6 +13,9 @@ from services.outreach.playbooks.terms import parse_duration
 
 RECIPIENT_ROLES = ("champion", "admin", "power_user", "buyer", "member")
 RECIPIENT_SPECIAL = ("owner", "all_users", "active_users")
+# How far back active_users may look: as far back as usage is kept (the raw-event
+# retention's default); a larger window overflowed the date arithmetic when the step ran.
+MAX_ACTIVE_DAYS = 400
 
 
 class SendStep(StepBase):
@@ -52,6 +55,8 @@ class SendStep(StepBase):
             if name == "active_users":
                 if not window or not window.endswith("d") or not window[:-1].isdigit():
                     raise ValueError("active_users needs a window in days, e.g. active_users:7d")
+                if int(window[:-1]) > MAX_ACTIVE_DAYS:
+                    raise ValueError(f"active_users looks back at most {MAX_ACTIVE_DAYS} days; got {spec!r}")
         return to
 
     @model_validator(mode="after")
