@@ -75,6 +75,14 @@ ZONES = ["Europe/London", "America/New_York", "America/Los_Angeles", "Europe/Ber
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Donald", "Frances", "John"]
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton", "Torvalds", "Perlman", "Knuth"]
 NAMESPACE = uuid.UUID("6f1c1f8e-5a5e-4a0b-8f7e-2c0f3b9d4a11")
+# What each account bought the product for and its industry, sent as the `use_case` and
+# `industry` traits of its `group` event (as a product app would): the starter segments
+# are one per use case, and the starter library has a win-back resource for each
+# (services/rules/segments/starter.yaml, services/outreach/starter/resources.yaml).
+# Consecutive accounts differ in use case, so the churning ones (three in a row of every
+# twenty) cover all three.
+USE_CASES = ["analytics", "monitoring", "collaboration"]
+INDUSTRIES = ["fintech", "retail", "healthcare", "media", "logistics"]
 
 
 @dataclass
@@ -88,6 +96,8 @@ class DemoAccount:
     signup: date
     renewal: date
     users: list[tuple[str, str, str, str]]  # (user_id, name, role, timezone)
+    use_case: str = ""
+    industry: str = ""
 
 
 def cohort_of(i: int) -> str:
@@ -148,6 +158,8 @@ def build_accounts(n: int, seed: int, end: date, days: int) -> list[DemoAccount]
                 signup=signup,
                 renewal=renewal,
                 users=users,
+                use_case=USE_CASES[(i + seed) % len(USE_CASES)],
+                industry=INDUSTRIES[int(hashlib.sha256(f"{seed}/{i}/industry".encode()).hexdigest(), 16) % len(INDUSTRIES)],
             )
         )
     return out
@@ -244,6 +256,8 @@ def generate(
                     "signup_date": a.signup.isoformat(),
                     "owner_email": f"cs-pool+{a.segment}@touchline.test",
                     "demo_cohort": a.cohort,
+                    "use_case": a.use_case,
+                    "industry": a.industry,
                 },
             }
             for uid, name, role, tz in a.users:
@@ -398,6 +412,7 @@ def main(args: argparse.Namespace) -> int:
         wait_for_ingest(settings, tracked.end_offsets)
         score_health(settings, args.days, found)
         enable_starter_rules(settings)
+        detractor_answer(settings, found, args.accounts, args.seed, args.days)
     if getattr(args, "live", False):
         live(args, settings)
     return 0
@@ -548,7 +563,7 @@ def live(args: argparse.Namespace, settings: Settings) -> None:
             producer.close()
 
 
-def score_health(settings: Settings, days: int, found: dict[str, list[str]]) -> None:
+def score_health(settings: Settings, days: int, found: dict[str, Any]) -> None:
     """Install the starter health model (when there is none) and score every account as
     of each day of the history, then today, so the accounts have a score history (the
     churning cohort sliding before its signal) and ``health-fell-20`` has scores two weeks
@@ -574,8 +589,9 @@ def score_health(settings: Settings, days: int, found: dict[str, list[str]]) -> 
 
 def enable_starter_rules(settings: Settings) -> None:
     """Import the starter rule library (services/rules/starter) and enable it, so the
-    churning and expanding cohorts make signals appear while the demo runs."""
-    from services.rules.interface import STARTER_DIR, import_rules
+    churning and expanding cohorts make signals appear while the demo runs; and add the
+    starter segments (one per use case), whose members the next tick fills and sizes."""
+    from services.rules.interface import STARTER_DIR, import_rules, install_starter_segments
     from shared.clock import SystemClock
     from shared.db import database, transaction
     from shared.migrate import upgrade
@@ -592,13 +608,46 @@ def enable_starter_rules(settings: Settings) -> None:
                 enable=True,
                 max_depth=settings.max_json_depth,
             )
+            segments = install_starter_segments(session, DEMO_ACTOR, SystemClock().now(), settings.raw_event_retention_days)
     log.info("demo: starter rules enabled: %s", ", ".join(f"{o.rule_id} ({o.action})" for o in outcomes))
+    log.info("demo: starter segments by use case: %s", ", ".join(segments) or "already there")
+
+
+def detractor_answer(settings: Settings, found: dict[str, Any], accounts: int, seed: int, days: int) -> None:
+    """Once the rules are on: the ``nps_detractor`` account's buyer answers the in-app NPS
+    survey (``DEMO_NPS``) with a 3, today, as the product would send it. The starter rule
+    ``nps-detractor`` fires on it and the starter playbook of that name opens a
+    ``recover_usage`` engagement titled "NPS detractor" for a pooled CSM. Its event id is
+    the day's, so running the demo again the same day adds nothing."""
+    from shared.kafka.clients import make_producer
+
+    if not found["nps_detractor"]:
+        return
+    [acct] = [a for a in build_accounts(accounts, seed, datetime.now(UTC).date(), days) if a.id == found["nps_detractor"][0]]
+    now = datetime.now(UTC)
+    event = {
+        "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{acct.id}/{now.date()}/nps-detractor")),
+        "account_id": acct.id,
+        "user_id": acct.users[1][0],
+        "name": "survey_answered",
+        "timestamp": now.isoformat(),
+        "properties": {"source": "demo-live", **DEMO_NPS, "score": 3, "comment": "Dashboards time out every morning."},
+    }
+    producer = make_producer(settings)
+    try:
+        producer.send(settings.topic_events, key=acct.id.encode(), value=json.dumps(event).encode())
+        producer.flush()
+    finally:
+        producer.close()
+    log.info("demo: %s's buyer (%s) answered the NPS survey with 3: a detractor; watch its engagement open", acct.id, acct.users[1][0])
 
 
 # The starter win-back playbook (services/outreach/starter/playbooks.yaml) with its waits
 # and time-box shortened so the escalation happens while someone watches the demo.
-# Everything else (trigger, holdouts, exit condition, recipients, templates) is the
-# starter's, so the demo shows what production does, only faster.
+# Everything else (trigger, holdouts, exit condition, recipients, templates, the recommend
+# step) is the starter's, so the demo shows what production does, only faster.
+LOGGED_IN_AGAIN = {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3}
+CLICKED = {"metric": "count", "event": "link_clicked", "window": "7d", "op": ">=", "value": 1}
 DEMO_PACED_WIN_BACK = {
     "name": "Win back silent accounts (demo pace: waits of minutes, not days)",
     "description": "Saved by `touchline demo`: the starter win-back playbook with its 4- and 7-day waits shortened "
@@ -606,14 +655,21 @@ DEMO_PACED_WIN_BACK = {
     "pace; `touchline demo --real-pace` keeps it.",
     "trigger": {"rules": ["no-login-14d"], "kinds": ["churn_risk"]},
     "holdout_percent": 20,
-    "exit_condition": {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3},
+    "exit_condition": {"any": [LOGGED_IN_AGAIN, CLICKED]},
     "steps": [
-        {"id": "win-back-email", "type": "send", "channel": "email", "template": "win-back", "to": ["champion", "admin"]},
+        {
+            "id": "win-back-email",
+            "type": "recommend",
+            "channel": "email",
+            "template": "win-back-pick",
+            "to": ["champion", "admin"],
+            "fallback": "welcome-back-guide",
+        },
         {"id": "wait-2m", "type": "wait", "duration": "2m"},
         {
             "id": "back-yet",
             "type": "branch",
-            "if": {"metric": "count", "event": "login", "window": "7d", "op": ">=", "value": 3},
+            "if": {"any": [LOGGED_IN_AGAIN, CLICKED]},
             "then": "convert",
             "else": "owner-email",
         },
@@ -666,29 +722,67 @@ def pace_win_back(settings: Settings) -> bool:
     return True
 
 
-def cohorts(accounts: int, seed: int, days: int, win_back: dict[str, Any]) -> dict[str, list[str]]:
+def cohorts(accounts: int, seed: int, days: int, win_back: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Which accounts the demo made churning, expanding, healthy and onboarding, and of
     the churning ones (the win-back playbook's accounts) which it holds out of the
     emails, which it holds out of the escalation (a ``held_out`` engagement row, measured,
-    not escalated) and which it escalates to a pooled CSM if they ignore both emails."""
+    not escalated) and which it escalates to a pooled CSM if they ignore both emails.
+    Then the accounts of the content scenes (:func:`scenes`) and each account's use case."""
     from services.outreach.interface import holdout_groups
 
     accts = build_accounts(accounts, seed, datetime.now(UTC).date(), days)
-    out: dict[str, list[str]] = {c: [a.id for a in accts if a.cohort == c] for c in ("churning", "expanding", "healthy", "onboarding")}
+    out: dict[str, Any] = {c: [a.id for a in accts if a.cohort == c] for c in ("churning", "expanding", "healthy", "onboarding")}
     groups = holdout_groups("win-back", win_back, out["churning"])
     out["win_back_message_holdout"] = groups["message_holdout"]
     out["win_back_escalation_holdout"] = groups["escalation_holdout"]
     held = set(groups["message_holdout"]) | set(groups["escalation_holdout"])
     out["escalated_unless_they_come_back"] = [a for a in out["churning"] if a not in held]
+    out.update(scenes(accts, out, settings))
+    out["use_cases"] = {a.id: a.use_case for a in accts}
     return out
 
 
-def save_cohorts(settings: Settings, accounts: int, seed: int, days: int, win_back: dict[str, Any] | None) -> dict[str, list[str]]:
+def _awake(acct: DemoAccount, settings: Settings | None, hours: int = 2) -> bool:
+    """Whether the account's champion is outside the contact gate's quiet hours from now
+    for ``hours`` (their win-back email goes out at once, not in their morning)."""
+    from services.outreach.interface import quiet_until
+
+    if settings is None:
+        return True
+    now = datetime.now(UTC)
+    return all(quiet_until(acct.users[0][3], now + timedelta(hours=h), settings) is None for h in range(hours + 1))
+
+
+def scenes(accts: list[DemoAccount], found: dict[str, Any], settings: Settings | None) -> dict[str, Any]:
+    """The accounts of the content scenes, so the tour names them from this run:
+
+    - ``resource_scene``: two churning accounts the win-back reaches (not held out of its
+      email) with different use cases, each with its champion awake now (their email is
+      not held for their morning); the first is not the tour's escalated account (``$ACCT``),
+      so a click on its email converts its enrolment without taking the escalation away.
+    - ``nps_detractor``: a healthy account whose buyer answers the in-app NPS survey as a
+      detractor once the rules are on (:func:`detractor_answer`): the starter
+      ``nps-detractor`` rule and playbook open an engagement for a pooled CSM."""
+    by_id = {a.id: a for a in accts}
+    reached = [a for a in found["churning"] if a not in set(found["win_back_message_holdout"])]
+    first_escalated = (found["escalated_unless_they_come_back"] or [None])[0]
+    ordered = sorted(reached, key=lambda a: (not _awake(by_id[a], settings), a == first_escalated))
+    pair: list[str] = []
+    for a in ordered:
+        if all(by_id[a].use_case != by_id[b].use_case for b in pair):
+            pair.append(a)
+        if len(pair) == 2:
+            break
+    healthy = [a for a in found["healthy"] if len(by_id[a].users) > 1]
+    return {"resource_scene": pair, "nps_detractor": healthy[:1]}
+
+
+def save_cohorts(settings: Settings, accounts: int, seed: int, days: int, win_back: dict[str, Any] | None) -> dict[str, Any]:
     """Write :func:`cohorts` to ``var/demo-cohorts.json`` and log the gist, so the tour
     (README) names accounts from what this run made, never from memory."""
     from services.outreach.interface import starter_playbooks
 
-    found = cohorts(accounts, seed, days, win_back or starter_playbooks()["win-back"])
+    found = cohorts(accounts, seed, days, win_back or starter_playbooks()["win-back"], settings)
     path = settings.var_dir / "demo-cohorts.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(found, indent=1) + "\n")
@@ -703,6 +797,13 @@ def save_cohorts(settings: Settings, accounts: int, seed: int, days: int, win_ba
         len(found["expanding"]),
         len(found["healthy"]),
         len(found["onboarding"]),
+    )
+    log.info(
+        "demo: content scenes: %s (churning, use cases %s) get different resources in their win-back email; "
+        "%s's buyer answers the NPS survey as a detractor",
+        " and ".join(found["resource_scene"]) or "none",
+        " and ".join(found["use_cases"][a] for a in found["resource_scene"]) or "none",
+        (found["nps_detractor"] or ["no account"])[0],
     )
     return found
 

@@ -20,6 +20,7 @@ callers use.
   cancel, list, read, report.
 - Measured: a resource's and a survey's report against the holdout (``resource_report``,
   ``survey_report``).
+- The contact gate's quiet hours (``quiet_until``: the demo names contacts it can reach now).
 - Starter content, the development mail sink, and :func:`routers` for the app.
 
 Everything reads or flushes only; the caller owns the session and the transaction.
@@ -116,6 +117,7 @@ from services.outreach.playbooks.service import report as playbook_report
 from services.outreach.playbooks.service import report_by_segment as playbook_report_by_segment
 from services.outreach.playbooks.service import save as save_playbook
 from services.outreach.playbooks.steps.definitions import BranchStep, EndStep, RecommendStep, SendStep, WaitStep
+from services.outreach.policy.service import quiet_until
 from services.outreach.starter import ACTOR as STARTER_ACTOR
 from services.outreach.starter import seed_starter_content, starter_playbooks
 from services.outreach.surveys.repository import surveys as list_surveys
@@ -144,6 +146,7 @@ __all__ = [
     "parse_broadcast",
     "preview_broadcast",
     "ResourceReport",
+    "quiet_until",
     "SurveyReport",
     "resource_report",
     "ENGAGEMENT_GOALS",

@@ -20,7 +20,7 @@ labels counted per day, and selects of the current scores and of the accounts wi
 label that ingest's account search orders and filters by; docs/health.md); named
 segments (docs/segments.md: read one, its definition, list them, their members, sizes
 per day and member counts; parse, create, update, delete, versions, audit, and the size an
-unsaved definition would have now; which exist; an account's segments, for outreach's playbook
+unsaved definition would have now; install the starter ones; which exist; an account's segments, for outreach's playbook
 audiences; the signal kinds and rule-id prefix of entering and leaving). For the app:
 :func:`routers`.
 
@@ -101,6 +101,7 @@ from services.rules.segments.service import create as create_segment
 from services.rules.segments.service import current_definition as current_segment_definition
 from services.rules.segments.service import delete as delete_segment
 from services.rules.segments.service import get as get_segment
+from services.rules.segments.service import install_starter as install_starter_segments
 from services.rules.segments.service import parse as parse_segment
 from services.rules.segments.service import update as update_segment
 from services.rules.signals.repository import accounts_signalled_since, count_signals, get_signal, list_signals
@@ -144,6 +145,7 @@ __all__ = [
     "health_summary",
     "import_rules",
     "install_starter_health_model",
+    "install_starter_segments",
     "latest_health",
     "latest_health_day",
     "list_health_model_versions",

@@ -123,7 +123,8 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         fired = list(s.scalars(select(SignalRecord)))
     by_kind = defaultdict(set)
     for sig in fired:
-        by_kind[sig.kind].add(sig.account_id)
+        if sig.rule_id != "nps-detractor":  # the detractor's answer (its scene: content_scenes)
+            by_kind[sig.kind].add(sig.account_id)
     assert by_kind["churn_risk"] == {a for a, c in cohorts.items() if c == "churning"}
     assert by_kind["expansion"] == {a for a, c in cohorts.items() if c == "expanding"}
     # The starter rule on health_change fires too, on churning accounts only (those whose score
@@ -147,9 +148,10 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
         EngagementWorker(settings, session_factory, clock),
     ]
 
-    def churn_engagements() -> dict[str, Engagement]:
+    def churn_engagements() -> dict[str, Engagement]:  # win-back's (a detractor's engagement has the same goal)
         with session_factory() as s:
-            return {e.account_id: e for e in s.scalars(select(Engagement).where(Engagement.goal == "recover_usage"))}
+            rows = s.scalars(select(Engagement).where(Engagement.goal == "recover_usage", Engagement.playbook_id == "win-back"))
+            return {e.account_id: e for e in rows}
 
     def escalated() -> bool:
         rows = churn_engagements()
@@ -162,6 +164,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
 
     try:
         run_outreach_until(outreach, session_factory, clock, escalated, churn_engagements)
+        clicked = await content_scenes(settings, session_factory, clock, api, keys, outreach, said, cohorts)
     finally:
         for w in outreach:
             w.close()
@@ -169,9 +172,11 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     with session_factory() as s:
         msgs = list(s.scalars(select(Message).where(Message.account_id.is_not(None))))
         enrolled = {x.account_id: x for x in s.scalars(select(Enrollment).where(Enrollment.playbook_id == "win-back"))}
-    assert msgs and not [m for m in msgs if m.account_id and cohorts[m.account_id] == "healthy"]
+    assert enrolled[clicked].status == "converted"  # the click (content_scenes) converted its enrolment
+    # No customer of a healthy account is written to (the detractor's CSM is sent the assignment notice).
+    assert msgs and not [m for m in msgs if m.account_id and cohorts[m.account_id] == "healthy" and m.audience == "customer"]
     assert {m.account_id for m in msgs if m.playbook_id == "win-back"} <= by_kind["churn_risk"]
-    steps = [s["id"] for s in DEMO_PACED_WIN_BACK["steps"] if s["type"] == "send"]
+    steps = [s["id"] for s in DEMO_PACED_WIN_BACK["steps"] if s["type"] in ("send", "recommend")]
     for account_id, e in churn_engagements().items():
         sent = [m for m in msgs if m.account_id == account_id and m.playbook_id == "win-back" and m.state == "sent"]
         assert sorted({m.step_id for m in sent}) == sorted(steps) and all(m.sent_at <= e.opened_at for m in sent)
@@ -209,6 +214,7 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
 
     # A CSM's key lists the engagement with the evidence and the ignored emails in one response.
     rows = churn_engagements()
+    engaged -= {clicked}
     # One still open (earlier ones may have expired while quiet hours held a later one).
     account_id = sorted(a for a in engaged if rows[a].status in ("assigned", "active"))[0]
     e = rows[account_id]
@@ -224,3 +230,92 @@ async def test_the_demo_run_as_the_readme_says_fires_on_its_cohorts_and_escalate
     assert pool["by_outcome"].get("churned") == 1 and pool["by_status"]["resolved"] == 1
     forecast = await api.get("/v1/pool/forecast", headers=ops)
     assert forecast.status_code == 200 and forecast.json()["csms_available"] == 4
+
+
+async def content_scenes(settings, session_factory, clock, api, keys, outreach, said, cohorts) -> str:
+    """The demo's content scenes (issue 22, item 11), once the escalations are done: its
+    accounts carry use cases (the starter segments hold them, sized per day); every churning
+    account the win-back reaches gets the resource for its use case, explained; a click on
+    the first scene account's link comes back as a link_clicked event and converts its
+    enrolment; the detractor's NPS answer opened an engagement; the resource's report shows
+    the click and the groups against the holdout. Returns the account that clicked."""
+    import re
+
+    from sqlalchemy import select
+
+    from services.demo import USE_CASES
+    from services.ingest.events.worker import IngestWorker
+    from services.ingest.models import RawEvent
+    from services.outreach.models import Engagement, Enrollment, Message
+    from services.outreach.starter import starter_resources
+    from tests.support.helpers import auth, drain
+
+    ops = auth(keys["ops"])
+    use_case = said["use_cases"]
+    assert set(use_case) == set(cohorts) and set(use_case.values()) == set(USE_CASES)
+    # The starter segments by use case: their members are the accounts with that use case, sized today.
+    for uc in USE_CASES:
+        members = (await api.get(f"/v1/segments/use-case-{uc}/members", params={"limit": 100}, headers=ops)).json()["items"]
+        assert {m["account_id"] for m in members} == {a for a, u in use_case.items() if u == uc}, uc
+        sizes = (await api.get(f"/v1/segments/use-case-{uc}/sizes", params={"days": 7}, headers=ops)).json()
+        assert sizes["items"] and sizes["items"][-1]["size"] == len(members), sizes  # the last tick's
+
+    # Every reached churning account's win-back email carries the resource for its use case, and why.
+    reached = set(said["churning"]) - set(said["win_back_message_holdout"])
+    with session_factory() as s:
+        first = list(s.scalars(select(Message).where(Message.playbook_id == "win-back", Message.step_id == "win-back-email")))
+    library = starter_resources()
+    picked: dict[str, set[str]] = {}
+    for m in first:
+        if m.account_id not in reached:
+            assert m.state == "skipped" and m.skip_reason == "held_out"
+            continue
+        if m.state == "skipped":  # the contact gate (another playbook wrote to them first): no resource spent
+            assert m.skip_reason != "no_resource" and not m.resource_id, m.skip_reason
+            continue
+        why = m.payload["recommendation"]
+        assert m.state == "sent" and m.resource_id == why["resource_id"] and why["score"] > 0 and why["why"], why
+        assert why["matched"]["use_case"] == use_case[m.account_id] and why["matched"]["goal"] == "win-back", why
+        assert use_case[m.account_id] in library[m.resource_id]["use_cases"]
+        picked.setdefault(m.account_id, set()).add(m.resource_id)
+    assert set(picked) == reached
+    a1, a2 = said["resource_scene"]
+    assert {a1, a2} <= reached and use_case[a1] != use_case[a2] and not picked[a1] & picked[a2]
+
+    # A click on a1's tracked link: a 302 to the resource, a link_clicked event, the enrolment converted.
+    m = next(x for x in first if x.account_id == a1 and x.state == "sent")
+    token = re.findall(r"/r/([A-Za-z0-9_-]+)", m.text_body)[0]  # the resource's link comes first (win-back-pick)
+    r = await api.get(f"/r/{token}")
+    assert r.status_code == 302 and r.headers["location"] == library[m.resource_id]["url"], r.headers
+    ingest = IngestWorker(settings, session_factory, clock)
+
+    def converted() -> bool:
+        with session_factory() as s:
+            e = s.scalar(select(Enrollment).where(Enrollment.playbook_id == "win-back", Enrollment.account_id == a1))
+            return e.status == "converted"
+
+    def click_stored() -> bool:
+        with session_factory() as s:
+            return s.scalar(select(RawEvent).where(RawEvent.name == "link_clicked", RawEvent.account_id == a1)) is not None
+
+    try:
+        drain([ingest], click_stored, timeout=60)
+        clock.advance(timedelta(seconds=settings.outreach_conversion_check_seconds + 1))
+        drain([ingest, *outreach], converted, timeout=60)
+    finally:
+        ingest.close()
+    with session_factory() as s:
+        [ev] = s.scalars(select(RawEvent).where(RawEvent.name == "link_clicked", RawEvent.account_id == a1))
+        assert (ev.user_id, ev.properties["resource_id"], ev.properties["message_id"]) == (m.user_id, m.resource_id, m.id)
+        # The detractor's answer (today, from the demo) opened an NPS-detractor engagement for a pooled CSM.
+        [detractor] = said["nps_detractor"]
+        [e] = s.scalars(select(Engagement).where(Engagement.account_id == detractor))
+        assert (e.playbook_id, e.goal, e.title, e.status) == ("nps-detractor", "recover_usage", "NPS detractor", "assigned"), e
+        assert e.csm_id and cohorts[detractor] == "healthy"
+
+    # The resource's report: sent, the click, treated against held out, with the lift.
+    report = (await api.get(f"/v1/resources/{m.resource_id}/report", headers=ops)).json()
+    sent = (await api.get("/v1/messages", params={"state": "sent", "resource_id": m.resource_id}, headers=ops)).json()["items"]
+    assert report["sent"] == len(sent) >= 1 and report["clicked"] == 1, report
+    assert report["treated"]["converted"] >= 1 and {"holdout", "lift", "confidence_interval"} <= set(report), report
+    return a1

@@ -31,6 +31,8 @@ from sqlalchemy import func, select
 from tests.support.helpers import ROOT
 
 MARK = "@@@tour-exit "
+# The end of the tour's commands that list an account's win-back emails with why each resource was picked.
+WHY = "&playbook_id=win-back&state=sent\" \\\n  | .venv/bin/python -c 'import json, sys; [print("
 
 
 def tour_blocks(readme: str) -> list[str]:
@@ -94,14 +96,14 @@ class Shell:
 def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, clock, sink, keys, tmp_path):
     from services.demo import DEMO_PACED_WIN_BACK
     from services.ingest.events.worker import IngestWorker
-    from services.ingest.models import Account
+    from services.ingest.models import Account, RawEvent
     from services.jobs import JobWorker
     from services.outreach.delivery.worker import SenderWorker
     from services.outreach.engagements.worker import EngagementWorker
     from services.outreach.models import Engagement, Enrollment, Message
     from services.outreach.outcomes import signals_with_decision
     from services.outreach.playbooks.worker import SignalWorker
-    from services.outreach.starter import seed_starter_content
+    from services.outreach.starter import seed_starter_content, starter_resources
     from services.outreach.timers import TimerWorker
     from services.rules.evaluation.worker import RulesWorker
     from services.rules.models import SignalRecord
@@ -120,7 +122,7 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
     from tests.support.server import serving
 
     settings = topics
-    sends = [x for x in DEMO_PACED_WIN_BACK["steps"] if x["type"] == "send"]
+    sends = [x for x in DEMO_PACED_WIN_BACK["steps"] if x["type"] in ("send", "recommend")]
     [email] = [x["id"] for x in sends if "champion" in x["to"]]  # the customer's; the other is the owner's brief
     blocks = [commands(b) for b in tour_blocks((ROOT / "README.md").read_text())]
     # `make run`: migrated, starter content seeded, the admin key in var/, the workers (here, on the clock).
@@ -214,8 +216,9 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 fired = list(s.scalars(select(SignalRecord)))
                 accounts = s.scalar(select(func.count()).select_from(Account))
                 assert len(signals_with_decision(s, [f.signal_id for f in fired])) == len(fired)  # a decision for every one
-            # "the starter rules fire on exactly the churning and expanding accounts"
-            assert {f.account_id for f in fired if f.kind == "churn_risk"} == churning
+            # "the starter rules fire on exactly the churning and expanding accounts" (and nps-detractor on the detractor)
+            assert {f.account_id for f in fired if f.kind == "churn_risk" and f.rule_id != "nps-detractor"} == churning
+            assert {f.account_id for f in fired if f.rule_id == "nps-detractor"} <= set(cohorts["nps_detractor"])
             assert {f.account_id for f in fired if f.kind == "expansion"} == expanding
             assert accounts == 100 and len(churning) == 15 and len(expanding) == 15
 
@@ -230,9 +233,10 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                         .where(Message.state.in_(("queued", "sending")), Message.next_attempt_at <= clock.now())
                     )
 
-            def churn_engagements() -> dict[str, str]:
+            def churn_engagements() -> dict[str, str]:  # win-back's (the detractor's has the same goal)
                 with session_factory() as s:
-                    return {e.account_id: e.status for e in s.scalars(select(Engagement).where(Engagement.goal == "recover_usage"))}
+                    rows = s.scalars(select(Engagement).where(Engagement.goal == "recover_usage", Engagement.playbook_id == "win-back"))
+                    return {e.account_id: e.status for e in rows}
 
             def escalated() -> bool:  # the tour's account is with a CSM (others may be waiting for quiet hours to end)
                 return churn_engagements().get(ran["acct"]) == "assigned"
@@ -275,7 +279,12 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
 
             def check_signals(out, err):
                 items = j(out)["items"]
-                assert len(items) == 3 and {x["kind"] for x in items} == {"churn_risk"} and {x["account_id"] for x in items} <= churning
+                detractor = set(cohorts["nps_detractor"])  # its answer fires nps-detractor, a churn_risk rule too
+                assert (
+                    len(items) == 3
+                    and {x["kind"] for x in items} == {"churn_risk"}
+                    and {x["account_id"] for x in items} <= churning | detractor
+                )
                 assert all(x["evidence"] for x in items)
 
             def check_dry_run(out, err):
@@ -398,7 +407,8 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 assert set(rows) <= reached and all((st == "held_out") == (a not in engaged) for a, st in rows.items()), rows
                 with session_factory() as s:
                     win_back = {e.account_id: e for e in s.scalars(select(Enrollment).where(Enrollment.playbook_id == "win-back"))}
-                    for e in s.scalars(select(Engagement).where(Engagement.goal == "recover_usage", Engagement.status == "assigned")):
+                    assigned = (Engagement.goal == "recover_usage", Engagement.status == "assigned", Engagement.playbook_id == "win-back")
+                    for e in s.scalars(select(Engagement).where(*assigned)):
                         msgs = s.scalars(select(Message).where(Message.account_id == e.account_id, Message.playbook_id == "win-back"))
                         if not any((m.payload or {}).get("deferred") for m in msgs):  # nobody in quiet hours: minutes
                             assert e.opened_at - win_back[e.account_id].enrolled_at <= timedelta(minutes=6)
@@ -460,6 +470,117 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 assert f["csms_available"] == 4 and f["pool_capacity"] == 28
                 assert {"engagements_per_week", "csms_needed"} <= set(f)
 
+            # The content scenes (issue 22, item 11).
+            library = starter_resources()
+
+            def check_scene_var(name: str, index: int) -> Callable[[str, str], None]:
+                def check(out, err):
+                    value = shell.run(f'printf %s "${name}"')[0]
+                    assert value == cohorts["resource_scene"][index] and value in reached, value
+                    ran[name] = value
+
+                return check
+
+            def check_segments(out, err):
+                sizes = {x["id"]: x["size"] for x in j(out)["items"]}
+                use_case = cohorts["use_cases"]
+                assert sizes == {f"use-case-{uc}": sum(1 for u in use_case.values() if u == uc) for uc in set(use_case.values())}, sizes
+                ran["segment_sizes"] = sizes
+
+            def check_sizes(out, err):
+                items = j(out)["items"]
+                assert items and items[-1]["size"] == ran["segment_sizes"]["use-case-analytics"] > 0, items
+
+            def check_why(name: str) -> Callable[[str, str], None]:
+                def check(out, err):
+                    use_case = cohorts["use_cases"][ran[name]]
+                    lines = [line.split(" ", 2) for line in out.splitlines()]
+                    assert lines, out
+                    picked = {resource for _, resource, _ in lines}
+                    for _, resource, why in lines:
+                        assert use_case in library[resource]["use_cases"] and f"use case {use_case} (+3)" in why, (use_case, why)
+                    ran[f"picked_{name}"] = ",".join(sorted(picked))
+                    if name == "A2":  # different use cases, different resources
+                        assert cohorts["use_cases"][ran["A1"]] != use_case and not set(ran["picked_A1"].split(",")) & picked
+
+                return check
+
+            def check_to(out, err):
+                to = shell.run('printf %s "$TO"')[0]
+                with session_factory() as s:
+                    [m] = s.scalars(
+                        select(Message).where(
+                            Message.account_id == ran["A1"],
+                            Message.recipient == to,
+                            Message.state == "sent",
+                            Message.resource_id.is_not(None),
+                        )
+                    )
+                ran["message"], ran["resource"] = m.id, m.resource_id
+
+            def check_link_var(out, err):
+                assert re.fullmatch(r"/r/[\w-]+", shell.run('printf %s "$LINK"')[0])
+
+            def check_click(out, err):
+                assert out.strip() == f"302 {library[ran['resource']]['url']}", out
+
+            def clicked_and_swept() -> None:
+                # "within a minute (the conversion check)": the click reaches ingest, the clock moves a minute on.
+                def stored() -> bool:
+                    with session_factory() as s:
+                        q = select(func.count()).select_from(RawEvent).where(RawEvent.name == "link_clicked")
+                        return s.scalar(q.where(RawEvent.account_id == ran["A1"])) == 1
+
+                drain(everything, stored, timeout=60)
+                clock.advance(timedelta(seconds=settings.outreach_conversion_check_seconds + 1))
+                drain(
+                    everything,
+                    lambda: (
+                        admin.get("/v1/playbooks/win-back/enrollments", params={"account_id": ran["A1"]}).json()["items"][0]["status"]
+                        == "converted"
+                    ),
+                    timeout=60,
+                )
+
+            def check_converted(out, err):
+                [e] = j(out)["items"]
+                assert e["account_id"] == ran["A1"] and e["status"] == "converted", e
+                with session_factory() as s:
+                    [ev] = s.scalars(select(RawEvent).where(RawEvent.name == "link_clicked", RawEvent.account_id == ran["A1"]))
+                assert (ev.properties["message_id"], ev.properties["resource_id"]) == (ran["message"], ran["resource"])
+
+            def check_res(out, err):
+                assert shell.run('printf %s "$RES"')[0] == ran["resource"]
+
+            def check_resource_report(out, err):
+                r = j(out)
+                sent = admin.get("/v1/messages", params={"state": "sent", "resource_id": ran["resource"], "limit": 1000}).json()
+                assert r["resource_id"] == ran["resource"] and r["sent"] == len(sent["items"]) >= 1 and r["clicked"] == 1, r
+                assert r["treated"]["converted"] >= 1 and {"holdout", "lift", "confidence_interval", "by_segment"} <= set(r), r
+
+            def check_d(out, err):
+                d = shell.run('printf %s "$D"')[0]
+                assert [d] == cohorts["nps_detractor"] and d in cohorts["healthy"]
+                ran["D"] = d
+
+            def detractor_assigned() -> None:
+                def assigned() -> bool:
+                    with session_factory() as s:
+                        e = s.scalar(select(Engagement).where(Engagement.account_id == cohorts["nps_detractor"][0]))
+                        return e is not None and e.status == "assigned"
+
+                drain(everything, assigned, timeout=60)
+
+            def check_detractor(out, err):
+                [e] = j(out)["items"]
+                assert (e["account_id"], e["playbook_id"], e["goal"], e["title"]) == (
+                    ran["D"],
+                    "nps-detractor",
+                    "recover_usage",
+                    "NPS detractor",
+                )
+                assert e["status"] == "assigned" and e["csm_id"], e
+
             def check_link(out, err):
                 assert re.search(r"http://\S+/console/\S+", out), out
 
@@ -488,7 +609,7 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 ("/health?days=45", None, check_health_history),
                 ("VAL=$(", None, check_validation_job),
                 ('"$API$VAL"', None, check_validation),
-                ("/v1/dev/mail", lambda: drain([*outreach], emails_sent, timeout=60), check_mail),
+                ('/v1/dev/mail" | head', lambda: drain([*outreach], emails_sent, timeout=60), check_mail),
                 ("/v1/messages?state=sent&limit=3", None, check_messages),
                 ("/v1/playbooks/win-back/enrollments?limit=3", None, check_enrolments),
                 ("/v1/playbooks/win-back/report", None, check_report),
@@ -502,6 +623,20 @@ def test_the_readme_tour_as_written_shows_what_it_says(topics, session_factory, 
                 ("/resolve", None, check_resolve),
                 ('"$API/v1/engagements" \\', None, check_by_hand),
                 ("/v1/pool/forecast", None, check_forecast),
+                ('["resource_scene"][0]', None, check_scene_var("A1", 0)),
+                ('["resource_scene"][1]', None, check_scene_var("A2", 1)),
+                ('"$API/v1/segments" ', None, check_segments),
+                ("/v1/segments/use-case-analytics/sizes?days=7", None, check_sizes),
+                ("$A1" + WHY, None, check_why("A1")),
+                ("$A2" + WHY, None, check_why("A2")),
+                ("TO=$(", None, check_to),
+                ("LINK=$(", None, check_link_var),
+                ("%{redirect_url}", None, check_click),
+                ("/enrollments?account_id=$A1", clicked_and_swept, check_converted),
+                ("RES=$(", None, check_res),
+                ("/v1/resources/$RES/report", None, check_resource_report),
+                ('["nps_detractor"][0]', None, check_d),
+                ('"$API/v1/engagements?account_id=$D"', detractor_assigned, check_detractor),
                 ("console-link --role ops", None, check_link),
                 ("console-link --csm ken", None, check_link),
                 ("KafkaProducer", None, check_produce),

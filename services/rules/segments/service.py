@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy.orm import Session
 
 from services.rules.language.segment import SegmentDefinition, parse_segment
@@ -115,3 +117,18 @@ def delete(session: Session, segment_id: str, actor: str, now: datetime) -> Segm
     _audit(session, actor, "delete", seg, now, members_dropped=dropped)
     session.flush()
     return seg
+
+
+STARTER_SEGMENTS = Path(__file__).resolve().parent / "starter.yaml"
+
+
+def install_starter(session: Session, actor: str, now: datetime, retention_days: int) -> list[str]:
+    """Create the starter segments (``starter.yaml``: one per use case) that do not exist
+    (a deleted one is not brought back, one changed since is left as it is). Returns the
+    ids it created."""
+    created = []
+    for segment_id, body in yaml.safe_load(STARTER_SEGMENTS.read_text(encoding="utf-8")).items():
+        if repo.get_segment(session, segment_id) is None:
+            create(session, parse({**body, "id": segment_id}, retention_days), actor, now)
+            created.append(segment_id)
+    return created
