@@ -63,8 +63,8 @@ from services.outreach.engagements.email import send_email as email_contact
 from services.outreach.engagements.reporting import detail as engagement_detail
 from services.outreach.engagements.reporting import forecast as pool_forecast
 from services.outreach.engagements.reporting import pool as pool_report
+from services.outreach.engagements.repository import accounts_engaged_by, find_engagements, get_csm, list_csms, list_engagements
 from services.outreach.engagements.repository import due_counts as engagement_due_counts
-from services.outreach.engagements.repository import find_engagements, get_csm, list_csms, list_engagements
 from services.outreach.engagements.repository import get as get_engagement
 from services.outreach.engagements.repository import open_load as csm_open_load
 from services.outreach.engagements.roster import patch as patch_csm
@@ -179,6 +179,7 @@ __all__ = [
     "TouchIn",
     "WaitStep",
     "accept_engagement",
+    "accounts_engaged_by",
     "add_note",
     "cancel_engagement",
     "count_messages",

@@ -31,7 +31,6 @@ router = APIRouter()
 SPARK_DAYS = 30
 HISTORY_DAYS = 90
 CURRENT_DAYS = 7  # the rules service's "current" score: the latest of the last 7 days
-OWN_ENGAGEMENTS = 5000
 
 
 def visible_accounts(session: Session, viewer: Viewer, ids: Iterable[str]) -> set[str]:
@@ -43,10 +42,9 @@ def visible_accounts(session: Session, viewer: Viewer, ids: Iterable[str]) -> se
     csm = viewer.principal.csm_id
     if not csm or not ids:
         return set()
-    if len(ids) == 1:
-        (only,) = ids
-        return ids if outreach.list_engagements(session, csm_id=csm, account_id=only, limit=1) else set()
-    return ids & {e.account_id for e in outreach.list_engagements(session, csm_id=csm, limit=OWN_ENGAGEMENTS)}
+    # By the accounts asked about (a page of them), never by the CSM's whole history: a CSM
+    # with 50,000 past engagements made the accounts page take seconds (bench-console).
+    return outreach.accounts_engaged_by(session, csm, ids)
 
 
 def current(session: Session, today: date, ids: list[str]) -> dict[str, Any]:

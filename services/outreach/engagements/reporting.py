@@ -221,7 +221,7 @@ def forecast(
     window_days = (now - since).total_seconds() / 86400
     weeks = window_days / 7
     received = repo.received_since(session, since)
-    opened = repo.opened_since(session, since)
+    opened = repo.opened_by_playbook(session, since)
     replays = []
     if rule_ids:
         start_day, end_day = (now - timedelta(days=lookback_days)).date(), now.date() - timedelta(days=1)
@@ -256,7 +256,7 @@ def forecast(
     total_engagements = 0.0
     for pid, trigger, holdout in _escalating_playbooks(session):
         received_here = sum(n for rule_id, kind, n in received if _triggers(trigger, rule_id, kind))
-        escalated = sum(1 for p, _r, _s, _t in opened if p == pid)  # engaged and held out alike
+        escalated = opened.get(pid, 0)  # engaged and held out alike
         # Escalations per signal received (held-out included: the holdout factor takes them
         # out once); 1 until the playbook has history: every signal escalates, an upper bound.
         rate = min(1.0, escalated / received_here) if received_here else 1.0
@@ -276,7 +276,7 @@ def forecast(
                 "engagements_per_week": round(per_week, 3),
             }
         )
-    hand = sum(1 for p, _r, _s, _t in opened if p is None) / weeks
+    hand = opened.get(None, 0) / weeks
     all_signals = sum(n for _r, _k, n, _s in counted)
     total_engagements += hand
     mean_days, n_closed, n_open = repo.mean_open_days(session, since, now)
