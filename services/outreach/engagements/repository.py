@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import (
@@ -452,9 +452,12 @@ def find_engagements(
     if due_before is not None:
         conditions.append(Engagement.due_at < due_before)
     total = session.scalar(select(func.count()).select_from(Engagement).where(*conditions)) or 0
-    is_open = Engagement.status.in_(sorted(OPEN_ENGAGEMENT_STATUSES))
+    # The open statuses as literals, not parameters: the ORDER BY is then, word for word, the
+    # expression index of migration 0022 (ix_engagements_list_order), and a page reads its
+    # offset plus a page of index entries instead of sorting the table.
+    closed = ~Engagement.status.in_([literal_column(f"'{s}'") for s in sorted(OPEN_ENGAGEMENT_STATUSES)])
     orders: dict[str, tuple[Any, ...]] = {
-        "due": (~is_open, Engagement.due_at.is_(None), Engagement.due_at, Engagement.opened_at.desc()),
+        "due": (closed, Engagement.due_at.is_(None), Engagement.due_at, Engagement.opened_at.desc()),
         "priority": (Engagement.priority.desc(),),
         "opened": (Engagement.opened_at.desc(),),
     }

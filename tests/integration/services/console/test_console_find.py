@@ -247,3 +247,37 @@ async def test_the_messages_list_pages_and_each_message_reads_as_rendered_in_a_s
     api.cookies.clear()
     await sign_in(api, keys["csm"])
     assert (await api.get(f"/console/messages/{with_html['id']}")).status_code == 403  # CS Ops data, as in the API
+
+
+async def test_the_engagements_list_pages_in_its_index_order(console_world, seeded):
+    """Issue 23, item 6: the engagements list's default order (open first by due date, the
+    unscheduled last, then the closed; ties by opened_at newest first and id) is read from
+    migration 0022's expression index, never sorted: at 100,000 engagements a deep page
+    sorted the table (0.35 s of PostgreSQL for page 100; 14 ms from the index). Planted: the
+    open statuses as bound parameters (as `in_` writes them) no longer match the index on
+    SQLite, whose plan then scans and sorts (PostgreSQL's custom plan substitutes the
+    values and still matches; a generic plan would not)."""
+    from sqlalchemy import event
+
+    from services.outreach import interface as outreach
+
+    statements: list[tuple[str, object]] = []
+    engine = console_world.engine
+    listen = lambda conn, cursor, statement, params, context, many: statements.append((statement, params))  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        with console_world.session_factory() as s:
+            page, total = outreach.find_engagements(s, offset=10, limit=5)
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    assert total >= 1
+    ((sql, params),) = [(q, p) for q, p in statements if "ORDER BY" in q]
+    with engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a few seeded rows: let the planner show what it can do
+            conn.exec_driver_sql("SET enable_sort = off")
+        rows = conn.exec_driver_sql(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql, params).fetchall()
+    plan = "\n".join(str(r[-1]) for r in rows)
+    assert "ix_engagements_list_order" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
