@@ -78,7 +78,7 @@ coverage: $(STAMP) system-deps
 # SQLite, MUTATION_CHILDREN at a time (20 minutes here: docs/testing.md); MUTANTS='shared.auth.*' runs a subset.
 # Not in CI. Figures and accepted survivors: docs/testing.md.
 MUTATION_CHILDREN ?= 3
-MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
+MUTANTS_CORE := shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	shared.kafka.batch_worker.x*BatchWorker*poll_once__* shared.kafka.batch_worker.x*BatchWorker*_process__* \
 	shared.kafka.batch_worker.x*BatchWorker*_commit__* shared.kafka.batch_worker.x*BatchWorker*_rewind__* \
 	services.ingest.service.x__split__* services.ingest.service.x__apply_traits__* \
@@ -87,6 +87,24 @@ MUTANTS ?= shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	services.outreach.policy.service.x_check_contact__* services.outreach.policy.repository.x__counted__* services.outreach.policy.repository.x_contact_messages__* \
 	services.outreach.playbooks.holdouts.x_holdout_bucket__* services.outreach.playbooks.holdouts.x_is_held_out__* \
 	services.outreach.templates.rendering.x_render__*
+# The human half (issue 25): the functions that carry its decisions. MUTANTS='$$(MUTANTS_HUMAN)'
+# runs these alone.
+MUTANTS_HUMAN := services.outreach.engagements.assignment.x_choose__* services.outreach.engagements.assignment.x_assign__* \
+	services.outreach.engagements.availability.x_is_away__* services.outreach.engagements.availability.x_available__* \
+	services.outreach.engagements.availability.x_covers__* services.outreach.engagements.timebox.x_next_reminder__* \
+	services.outreach.engagements.closing.x_measure_outcome__* services.outreach.engagements.closing.x_agreement__* \
+	services.outreach.playbooks.steps.open_engagement.x_escalate__* \
+	services.console.session.x_csrf_ok__* services.console.session.x_session_id_of__* services.console.session.x_signed_in__* \
+	services.outreach.delivery.lease.x*Lease*held__* services.outreach.delivery.lease.x*Lease*_due__* services.outreach.delivery.lease.x*Lease*renew__* \
+	services.outreach.delivery.repository.x_claim_due__* services.outreach.delivery.repository.x__held__* \
+	services.outreach.delivery.repository.x__write_held__* services.outreach.delivery.repository.x_renew_lease__* \
+	services.outreach.delivery.repository.x_mark_sent__* services.outreach.delivery.repository.x_held_by__* \
+	shared.privacy.x_needles_of__* shared.privacy.x_contains_any__* shared.privacy.x_scrub__* shared.privacy.x__scrub__* \
+	services.outreach.playbooks.engine.x_sweep_conversions__* services.ingest.service.x_apply_events__* \
+	services.rules.language.health.x*Scoring*points__* services.rules.language.health.x*HealthModel*label__* \
+	services.rules.evaluation.segments.x_apply__* services.outreach.content.routing.x__score__* \
+	services.outreach.links.tokens.x_open_token__* shared.signin.x*SignInThrottle*wait__* shared.signin.x*SignInThrottle*failed__*
+MUTANTS ?= $(MUTANTS_CORE) $(MUTANTS_HUMAN)
 mutation: $(STAMP)
 	rm -rf mutants
 	env -u TOUCHLINE_TEST_POSTGRES_URL -u CI $(BIN)/python tools/mutation.py --max-children $(MUTATION_CHILDREN) $(foreach m,$(MUTANTS),'$(m)') || true
