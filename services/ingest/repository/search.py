@@ -86,7 +86,15 @@ def find_contacts(session: Session, text: str, *, offset: int, limit: int) -> tu
         domain_of(session, User.email) == q.removeprefix("@"),
     )
     total = session.scalar(select(func.count()).select_from(User).where(match)) or 0
+    # The matches first (a MATERIALIZED CTE: the three index lookups OR'ed), then their page
+    # by name. Left to itself, PostgreSQL walked the name index in order from the first
+    # name, filtering every contact until 20 matched: 0.25 s at 100,000 contacts for
+    # "person 77" (77,258 rows removed by the filter; bench-console), 7 ms this way.
+    matched = select(*_CONTACT, _key(session, User.name).label("sort_key")).where(match).cte("matched").prefix_with("MATERIALIZED")
     rows = session.execute(
-        select(*_CONTACT).where(match).order_by(_key(session, User.name), User.account_id, User.id).offset(offset).limit(limit)
+        select(*(matched.c[c.key] for c in _CONTACT))
+        .order_by(matched.c.sort_key, matched.c.account_id, matched.c.id)
+        .offset(offset)
+        .limit(limit)
     )
     return [_contact(r) for r in rows], total

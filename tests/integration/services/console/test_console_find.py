@@ -148,7 +148,7 @@ async def test_search_reads_its_indexes_not_the_tables(console_world, seeded):
             ingest.find_contacts(s, "example.com", offset=0, limit=20)
     finally:
         event.remove(engine, "before_cursor_execute", listen)
-    statements = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith("SELECT")]
+    statements = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert len(statements) == 4  # a count and a page, each
     with engine.connect() as conn:
         postgres = conn.dialect.name == "postgresql"
@@ -161,6 +161,12 @@ async def test_search_reads_its_indexes_not_the_tables(console_world, seeded):
             plans.append("\n".join(str(r[-1]) for r in rows))
     for plan in plans:
         assert "Seq Scan" not in plan and "SCAN accounts" not in plan and "SCAN users" not in plan, plan
+    # The contacts' page gathers the matches through the three indexes at once, then sorts
+    # that handful (issue 23, item 6). The plan it replaced (walking the name index in
+    # order, filtering every contact before the first match: 0.25 s at 100,000) appears
+    # only at that size: bench-console shows it, not this world of 100 accounts, where
+    # the old query passes this line too (checked by hand).
+    assert ("BitmapOr" if postgres else "MULTI-INDEX OR") in plans[3], plans[3]
     used = "\n".join(plans)
     for name in (
         "ix_accounts_name_search",
