@@ -139,6 +139,7 @@ class Message(Base):
         Index("ix_messages_inapp", "channel", "account_id", "user_id"),
         Index("ix_messages_resource", "resource_id"),
         Index("ix_messages_broadcast", "broadcast_id", "state"),
+        Index("ix_messages_created", "created_at", "id"),  # the message list, newest first (migration 0023)
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
