@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install migrate system-deps test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console bench-latency bench-api bench-health soak clean demo coverage mutation mutation-survivors fuzz
+.PHONY: run test lint install migrate system-deps test-unit test-integration test-e2e bench-ingest bench-rules bench-backtest bench-jobs bench-outreach bench-engagements bench-console bench-latency bench-api bench-health bench-content soak clean demo coverage mutation mutation-survivors fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Touchline needs Python 3.11, found " + sys.version' 
@@ -152,6 +152,11 @@ bench-latency: $(STAMP)
 # explanation, validation over 10,000 accounts x 180 days; PostgreSQL and SQLite (docs/performance.md).
 bench-health: $(STAMP)
 	$(BIN)/python -m bench.bench_health
+
+# Content (issue 22): 50 segments over 100,000 accounts per tick on PostgreSQL, the recommend step's
+# recipients/s, GET /r/{token} through `touchline api` (closed loop 1/8/32 clients, open loop 500/s).
+bench-content: $(STAMP)
+	$(BIN)/python -m bench.bench_content
 
 # `touchline run` on SQLite, then on a fresh PostgreSQL database: 1, 8, 32, 128, 512 clients on a mixed
 # workload (API_BENCH_LEVELS, API_BENCH_SECONDS each): req/s, p50/p99, answers by status, /healthz p99.
