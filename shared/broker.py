@@ -9,10 +9,16 @@ It keeps every record, too (no retention): its memory grows with every event, wh
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +27,28 @@ log = logging.getLogger(__name__)
 
 class BrokerError(RuntimeError):
     pass
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def dies_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for a child process that must not outlive us: on Linux the kernel
+    sends it SIGTERM when its parent dies, even by SIGKILL, where no handler of ours runs
+    (an orphaned broker keeps its port and every record in memory; an orphaned worker
+    keeps consuming). The signal follows the thread that started the child, so only
+    children started on the main thread get it. None where it does not apply."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: do as the signal would
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def memory_warning(mb: float, warn_mb: int, max_mb: int) -> str:
@@ -90,6 +118,7 @@ class EmbeddedBroker:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C goes to us; we stop the broker last
+            preexec_fn=dies_with_parent(),  # and a SIGKILL of ours takes it down too
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from shared.broker import EmbeddedBroker, memory_warning
+from shared.broker import EmbeddedBroker, dies_with_parent, memory_warning
 from shared.kafka.lag import LagProbe
 from shared.settings import Settings
 
@@ -196,7 +196,7 @@ class Supervisor:
     # ---- children -----------------------------------------------------
     def _start(self, child: Child) -> None:
         env = {**self.env, "TOUCHLINE_RESTARTS": str(child.restarts)}
-        child.proc = subprocess.Popen(child.spec.argv, env=env, start_new_session=True)
+        child.proc = subprocess.Popen(child.spec.argv, env=env, start_new_session=True, preexec_fn=dies_with_parent())
         child.started_at = time.monotonic()
         child.restart_at = None
         log.info("started %s (pid %d)%s", child.spec.name, child.proc.pid, f", restart {child.restarts}" if child.restarts else "")
