@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 
 from services.outreach.channels import DeliveryError
@@ -25,6 +26,7 @@ from services.outreach.delivery import repository as repo
 from services.outreach.delivery.lease import Lease
 from services.outreach.delivery.worker import SenderIdInUse, SenderWorker
 from services.outreach.devmail.sink import SinkHandler
+from services.outreach.models import Message
 from shared.broker import free_port
 from shared.db import transaction
 from shared.metrics import MESSAGES_DELIVERED, STALE_OUTCOMES
@@ -245,6 +247,54 @@ def test_a_lease_whose_renewal_fails_runs_out_at_its_written_time(on_peer, setti
         assert rival_finds() == 0  # the rival's test is strict: past, not at, the lease
         clock.advance(timedelta(milliseconds=1))
         assert not lease.held() and rival_finds() == 2
+
+
+def test_a_renewal_moves_the_written_lease_and_a_dead_owner_s_rows_come_back_after_it(on_peer, settings, session_factory, clock):
+    """The renewal writes the new lease on the rows (not only in memory): an owner that
+    dies after renewing is taken over when the renewed lease runs out, not before and not
+    never. Driven by hand on the simulated clock (no heartbeat thread: no ``with``)."""
+    queue_messages(session_factory, 2, clock.now())
+    owner = SenderWorker(on_peer(), session_factory, clock, worker_id="owner")
+    try:
+        claim = owner.claim()[0]
+    finally:
+        owner.close()
+    seconds = settings.outreach_lease_seconds
+    lease = Lease(session_factory, clock, token=claim.token, count=2, until=claim.lease_until, seconds=seconds)
+
+    def rival_finds() -> int:
+        with transaction(session_factory) as s:
+            return len(repo.stale_sending(s, now=clock.now(), owner="rival"))
+
+    for n in (1, 2):
+        clock.advance(timedelta(seconds=seconds * 0.75))  # past half the lease: due
+        assert lease.held()
+        renewed = clock.now() + timedelta(seconds=seconds)
+        assert (lease.renewals, lease.until, lease.lost) == (n, renewed, False)
+    assert lease.held()  # just renewed: not due again, and still held
+    clock.set(renewed)  # the owner died after its second renewal
+    assert rival_finds() == 0
+    clock.advance(timedelta(milliseconds=1))
+    assert rival_finds() == 2
+
+
+def test_a_renewal_that_finds_a_row_taken_over_loses_the_whole_claim(on_peer, settings, session_factory, clock):
+    """One of the two claimed rows now carries another sender's token: the renewal finds
+    fewer rows than were claimed, so the claim is lost and no further message starts,
+    although the lease it last wrote is still running."""
+    ids = queue_messages(session_factory, 2, clock.now())
+    owner = SenderWorker(on_peer(), session_factory, clock, worker_id="owner")
+    try:
+        claim = owner.claim()[0]
+    finally:
+        owner.close()
+    with transaction(session_factory) as s:
+        assert repo.renew_lease(s, token=claim.token, lease_until=claim.lease_until) == 2
+        s.execute(update(Message).where(Message.id == ids[0]).values(lease_token="another-sender"))
+    lease = Lease(session_factory, clock, token=claim.token, count=2, until=claim.lease_until, seconds=settings.outreach_lease_seconds)
+    lease.renew()
+    assert (lease.lost, lease.renewals, lease.until) == (True, 0, claim.lease_until)
+    assert not lease.held()
 
 
 def smtp(port: int, **config) -> SmtpSender:
