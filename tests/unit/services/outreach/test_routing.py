@@ -70,3 +70,17 @@ def test_the_goal_comes_from_the_step_else_the_signal_kind():
     assert routing.goal_for("expansion", None) == "expansion"
     assert routing.goal_for("churn_risk", "renewal") == "renewal"
     assert routing.goal_for("custom_kind", None) is None
+
+
+def test_tags_and_unused_features_add_up_and_the_explanation_names_the_values_matched():
+    """Tag points and feature points add (4 for the goal, 1 for the role, 2 for each of the
+    two features the account never used), and the explanation names the recipient's own
+    values that matched."""
+    teach = res("teach", goals=["win-back"], roles=["admin"], features=["report_created", "alert_configured", "dashboard_shared"])
+    choice = pick([teach], who(role="admin", seen={"report_created"}))
+    assert choice.explanation["score"] == 4 + 1 + 2 * 2
+    assert choice.explanation["matched"] == {"goal": "win-back", "role": "admin"}
+    assert choice.explanation["why"] == (
+        "teach scored 9: goal win-back (+4), role admin (+1), "
+        "feature alert_configured not used yet (+2), feature dashboard_shared not used yet (+2)"
+    )

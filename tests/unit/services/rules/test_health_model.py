@@ -80,6 +80,17 @@ def test_a_weighted_score_by_hand_and_its_label():
     assert nothing["score"] is None and nothing["label"] is None
 
 
+def test_a_value_that_is_not_a_number_counts_as_missing():
+    """A flag or a text (a trait component reading the wrong field) is no value: left out,
+    or missing_points when set; never scored as 1 (True) nor compared with the bands."""
+    c = parse_health_model(model(comp())).components[0]
+    for value in (None, True, False, "12", float("nan")):
+        assert c.scoring.points(value) == (None, "no value: left out"), value
+    c = parse_health_model(model(comp(missing_points=25))).components[0]
+    for value in (None, True, "12"):
+        assert c.scoring.points(value) == (25, "no value: missing_points"), value
+
+
 def test_overrides_per_segment_and_stage():
     m = parse_health_model(
         model(
