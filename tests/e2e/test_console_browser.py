@@ -80,7 +80,8 @@ class Walker:
         self.page.screenshot(path=str(SHOTS / f"{self.kind}-{self.role}-{name}.png"), full_page=True)
 
     def links(self) -> set[str]:
-        hrefs = self.page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+        # in-page anchors ("Skip to the content": #main) are not other pages
+        hrefs = self.page.eval_on_selector_all("a[href]:not([href^='#'])", "els => els.map(e => e.href)")
         return {h.split("#")[0] for h in hrefs if urlparse(h).netloc == urlparse(self.base).netloc}
 
     def close(self):
