@@ -67,6 +67,7 @@ from services.ingest.accounts.service import (
 )
 from services.ingest.events.publishing import EventRefused, encode_event, publish_event
 from services.ingest.repository.accounts import (
+    ACCOUNT_SORTS,
     AccountFilter,
     account,
     account_ids,
@@ -186,6 +187,7 @@ __all__ = [
     "role_last_seen_by_day",
     "routers",
     "search_accounts",
+    "ACCOUNT_SORTS",
     "set_lifecycle_stage",
     "total_arr",
     "usage_report",

@@ -54,7 +54,7 @@ from services.outreach.content.schemas import ResourceIn, parse_resource
 from services.outreach.content.service import delete as delete_resource
 from services.outreach.content.service import get_or_404 as get_resource
 from services.outreach.content.service import save as save_resource
-from services.outreach.delivery.repository import count_messages, list_messages
+from services.outreach.delivery.repository import MESSAGE_SORTS, count_messages, list_messages
 from services.outreach.delivery.repository import counts_by_state_reason as message_counts_by_state_reason
 from services.outreach.delivery.repository import get as get_message
 from services.outreach.devmail.sink import serve_forever as serve_devmail
@@ -63,7 +63,14 @@ from services.outreach.engagements.email import send_email as email_contact
 from services.outreach.engagements.reporting import detail as engagement_detail
 from services.outreach.engagements.reporting import forecast as pool_forecast
 from services.outreach.engagements.reporting import pool as pool_report
-from services.outreach.engagements.repository import accounts_engaged_by, find_engagements, get_csm, list_csms, list_engagements
+from services.outreach.engagements.repository import (
+    ENGAGEMENT_SORTS,
+    accounts_engaged_by,
+    find_engagements,
+    get_csm,
+    list_csms,
+    list_engagements,
+)
 from services.outreach.engagements.repository import due_counts as engagement_due_counts
 from services.outreach.engagements.repository import get as get_engagement
 from services.outreach.engagements.repository import open_load as csm_open_load
@@ -91,6 +98,7 @@ from services.outreach.engagements.service import cancel as cancel_engagement
 from services.outreach.engagements.service import extend as extend_engagement
 from services.outreach.engagements.service import resolve as resolve_engagement
 from services.outreach.engagements.service import visible_to as engagement_visible_to
+from services.outreach.engagements.timebox import reminder_due as engagement_reminder_due
 from services.outreach.measured.service import ResourceReport, SurveyReport, resource_report, survey_report
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, Message, Template
 from services.outreach.outcomes import holdout_groups, signals_with_decision
@@ -223,6 +231,9 @@ __all__ = [
     "put_csm",
     "CsmPatch",
     "ENROLLMENT_SORTS",
+    "engagement_reminder_due",
+    "ENGAGEMENT_SORTS",
+    "MESSAGE_SORTS",
     "count_enrollments",
     "find_enrollments",
     "WorkingHours",

@@ -104,7 +104,7 @@ from services.rules.segments.service import get as get_segment
 from services.rules.segments.service import install_starter as install_starter_segments
 from services.rules.segments.service import parse as parse_segment
 from services.rules.segments.service import update as update_segment
-from services.rules.signals.repository import accounts_signalled_since, count_signals, get_signal, list_signals
+from services.rules.signals.repository import SIGNAL_SORTS, accounts_signalled_since, count_signals, find_signals, get_signal, list_signals
 from services.rules.signals.repository import counts_by_day_and_kind as signal_counts_by_day_and_kind
 from services.rules.signals.repository import counts_by_rule as signal_counts_by_rule
 
@@ -180,6 +180,8 @@ __all__ = [
     "starter_health_model",
     "update_rule",
     "preview_segment_size",
+    "SIGNAL_SORTS",
+    "find_signals",
     "segment_audit",
     "get_segment_version",
     "list_segment_versions",

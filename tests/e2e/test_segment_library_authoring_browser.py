@@ -230,3 +230,30 @@ def test_ops_finds_enrolments_sorts_them_and_pages(chromium, server, console_wor
         assert not w.errors, w.errors
     finally:
         w.close()
+
+
+def test_a_csm_reads_the_reminders_due_first_in_the_inbox(chromium, server, console_world):  # noqa: F811
+    """Issue 23 item 3: the inbox opens with the reminders due (each linking to its
+    engagement, which the CSM can open), then the open engagements; at 390 px too."""
+    world = console_world
+    api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {world.keys['ops']}"}, timeout=60)
+    mine = {e["id"]: e for e in api.get("/v1/engagements", params={"limit": 500}).json()["items"]}
+    for width in (1280, 390):
+        w = Walker(chromium, server, world.kind, f"csm-reminders-{width}", width=width)
+        try:
+            sign_in_with_key(w, world.keys["csm"])
+            assert w.page.url.endswith("/console/inbox")
+            headings = [h.inner_text() for h in w.page.locator("main h2").all()]
+            assert headings[:2] == ["Reminders due", "Open engagements"], headings
+            listed = [r.get_attribute("data-reminder") for r in w.page.locator("#reminders li[data-reminder]").all()]
+            assert all(eid in mine and mine[eid]["status"] in ("assigned", "active") for eid in listed), listed
+            if listed:
+                w.page.click(f'#reminders li[data-reminder="{listed[0]}"] a')
+                w.page.wait_for_load_state()
+                assert w.page.url.endswith(f"/console/engagements/{listed[0]}")
+            else:
+                assert "No reminder has come due" in w.page.inner_text("#reminders")
+            assert w.page.evaluate("document.documentElement.scrollWidth") <= (400 if width == 390 else 1300)
+            assert not w.errors, w.errors
+        finally:
+            w.close()

@@ -27,7 +27,7 @@ USAGE_DAYS = 90
 CONTRACT_OUTCOMES_SHOWN = 20  # the newest; the API lists them all
 
 
-SORTS = ("id", "health", "arr")
+SORTS = ("id", "health", *ingest.ACCOUNT_SORTS)
 
 
 @router.get("/accounts")

@@ -45,9 +45,15 @@ def inbox(request: Request, session: Session = SessionDep, viewer: Viewer = READ
     # The 20 newest closed ones (filtered in SQL: not the closed among the 20 newest of any status).
     closed_statuses = [s for s in outreach.ENGAGEMENT_STATUSES if s not in outreach.OPEN_ENGAGEMENT_STATUSES]
     closed = outreach.list_engagements(session, csm_id=viewer.principal.csm_id, statuses=closed_statuses, limit=20, order="opened")
+    # Reminders due (issue 23, item 3): the engagement timers' own reminders
+    # (TOUCHLINE_ENGAGEMENT_REMINDER_DAYS before the due time) that have come, soonest due first.
+    due = [(e, at) for e in rows if (at := outreach.engagement_reminder_due(e, now)) is not None]
+    due.sort(key=lambda pair: (pair[0].due_at or now, pair[0].id))
     return render(
         request,
         "inbox.html",
+        reminders=[(e, at, _days_left(e, now)) for e, at in due],
+        reminder_days=" and ".join(f"{d:g} day{'' if d == 1 else 's'}" for d in context_of(request).settings.engagement_reminders),
         rows=[(e, _days_left(e, now)) for e in rows],
         accounts=ingest.accounts(session, [e.account_id for e in rows]),
         closed=closed,
@@ -217,7 +223,10 @@ def engagements(
     goal: str = Query("", max_length=64),
     outcome: str = Query("", max_length=64),
     due: str = Query("", pattern="^(|overdue|week)$", description="overdue, or due within 7 days from now"),
-    sort: str = Query("", pattern="^(|priority|opened)$", description="priority (highest first) or opened (newest first); by due date"),
+    sort: str = Query(
+        "", pattern="^[a-z_]{0,32}$", description="a column (priority and opened: highest and newest first); default: by due date"
+    ),
+    dir: str = Query("", pattern="^(|asc|desc)$", description="the direction"),
     page: int = Query(1, ge=1, le=100_000),
     session: Session = SessionDep,
     viewer: Viewer = OPS,
@@ -237,9 +246,12 @@ def engagements(
         due_before=due_before,
         offset=(page - 1) * LIST_PAGE,
         limit=LIST_PAGE,
-        sort=sort or "due",
+        sort=sort if sort in outreach.ENGAGEMENT_SORTS else "due",
+        descending=(dir == "desc") if dir else None,
     )
-    filters = {"status": status, "csm_id": csm_id, "goal": goal, "outcome": outcome, "due": due, "sort": sort}
+    sort = sort if sort in outreach.ENGAGEMENT_SORTS else ""
+    desc = (dir == "desc") if dir else sort in ("priority", "opened")
+    filters = {"status": status, "csm_id": csm_id, "goal": goal, "outcome": outcome, "due": due, "sort": sort, "dir": dir}
     return render(
         request,
         "engagements.html",
@@ -248,6 +260,9 @@ def engagements(
         page=page,
         pages=max(1, -(-total // LIST_PAGE)),
         filters=filters,
+        filters_only={k: v for k, v in filters.items() if k not in ("sort", "dir")},
+        sort=sort,
+        desc=desc,
         statuses=("open", *outreach.ENGAGEMENT_STATUSES),
         goals=outreach.ENGAGEMENT_GOALS,
         outcomes=outreach.ENGAGEMENT_OUTCOMES,

@@ -17,26 +17,24 @@ from services.console.web import CSP_EMAIL_PREVIEW, OPS, Viewer, render
 from services.outreach import interface as outreach
 from services.rules import interface as rules
 from shared.api import SessionDep
-from shared.clock import utc
 from shared.errors import NotFound
 
 router = APIRouter()
 SHOWN = 100
 STATES = ("queued", "sending", "sent", "failed", "skipped", "uncertain")
 CHANNELS = ("email", "inapp", "webhook", "csm")  # csm: a touch a CSM logged
+SORT_PATTERN = "^[a-z_]{0,32}$"
 
 
 def _start(since: date | None) -> datetime | None:
     return datetime.combine(since, time.min, tzinfo=UTC) if since else None
 
 
-def _cursor(value: str) -> tuple[datetime, str] | None:
-    """A page cursor ``<fired_at ISO>|<signal id>`` (the previous page's last row); a bad one is page one."""
-    at, _, sid = value.partition("|")
-    try:
-        return (utc(datetime.fromisoformat(at)), sid) if at and sid else None
-    except ValueError:
-        return None
+def _order(sort: str, direction: str, sorts: dict[str, Any], default: str) -> tuple[str, bool]:
+    """The column a list is sorted by and whether descending: ``default`` newest first
+    unless asked otherwise; another column ascending unless ``dir=desc``."""
+    key = sort if sort in sorts else default
+    return key, (direction == "desc") if direction else (key == default)
 
 
 @router.get("/signals")
@@ -47,7 +45,9 @@ def signals(
     kind: str = Query("", max_length=64),
     rule_id: str = Query("", max_length=128),
     account_id: str = Query("", max_length=128),
-    before: str = Query("", max_length=300, description="the page after this cursor (the Older link's)"),
+    sort: str = Query("", pattern=SORT_PATTERN, description="the column: " + ", ".join(rules.SIGNAL_SORTS)),
+    dir: str = Query("", pattern="^(|asc|desc)$", description="the direction (default: newest first)"),
+    before: str = Query("", max_length=300, description="the page after this signal id (the Older link's)"),
     limit: int = Query(SHOWN, ge=1, le=500, description="signals a page"),
     session: Session = SessionDep,
     viewer: Viewer = OPS,
@@ -56,11 +56,12 @@ def signals(
     end = _start(until + timedelta(days=1)) if until else None
     where: dict[str, Any] = {"kind": kind or None, "rule_id": rule_id or None, "account_id": account_id or None, "since": start}
     total = rules.count_signals(session, **where, until=end)
-    # One more than a page: whether there is an older page, without counting again.
-    rows = rules.list_signals(session, **where, until=end, before=_cursor(before), limit=limit + 1)
+    key, desc = _order(sort, dir, rules.SIGNAL_SORTS, "fired")
+    # One more than a page: whether there is a next page, without counting again.
+    rows = rules.find_signals(session, **where, until=end, sort=key, descending=desc, after=before or None, limit=limit + 1)
     older = rows[limit - 1] if len(rows) > limit else None
     rows = rows[:limit]
-    filters = {
+    filters_only = {
         "since": since.isoformat() if since else "",
         "until": until.isoformat() if until else "",
         "kind": kind,
@@ -74,9 +75,13 @@ def signals(
         rows=rows,
         total=total,
         shown=limit,
-        filters=filters,
+        filters={**filters_only, "sort": sort, "dir": dir},
+        filters_only=filters_only,
+        sort=key,
+        desc=desc,
+        default_order=not sort,
         paged=bool(before),
-        older=f"{older.fired_at.isoformat()}|{older.signal_id}" if older else None,
+        older=older.signal_id if older else None,
     )
 
 
@@ -101,6 +106,8 @@ def messages(
     resource_id: str = Query("", max_length=128, description="messages a recommend step chose this resource for"),
     survey_id: str = Query("", max_length=64, description="messages of a survey step asking this survey"),
     broadcast_id: str = Query("", max_length=36, description="messages of this broadcast"),
+    sort: str = Query("", pattern=SORT_PATTERN, description="the column: " + ", ".join(outreach.MESSAGE_SORTS)),
+    dir: str = Query("", pattern="^(|asc|desc)$", description="the direction (default: newest first)"),
     before: str = Query("", max_length=128, description="the page after this message (the Older link's)"),
     limit: int = Query(SHOWN, ge=1, le=500, description="messages a page"),
     session: Session = SessionDep,
@@ -119,8 +126,21 @@ def messages(
     }
     total = outreach.count_messages(session, **filters)
     # One more than a page: whether there is an older page (keyset, by the last row's id).
-    rows = outreach.list_messages(session, **filters, enrollment_id=None, limit=limit + 1, before=before or None)
+    key, desc = _order(sort, dir, outreach.MESSAGE_SORTS, "created")
+    rows = outreach.list_messages(session, **filters, enrollment_id=None, limit=limit + 1, before=before or None, sort=key, descending=desc)
     older = rows[limit - 1].id if len(rows) > limit else None
+    filters_only = {
+        "since": since.isoformat() if since else "",
+        "channel": channel,
+        "state": state,
+        "skip_reason": skip_reason,
+        "playbook_id": playbook_id,
+        "account_id": account_id,
+        "resource_id": resource_id,
+        "survey_id": survey_id,
+        "broadcast_id": broadcast_id,
+        "limit": "" if limit == SHOWN else str(limit),
+    }
     return render(
         request,
         "messages.html",
@@ -131,23 +151,15 @@ def messages(
         channels=CHANNELS,
         paged=bool(before),
         older=older,
-        filters={
-            "since": since.isoformat() if since else "",
-            "channel": channel,
-            "state": state,
-            "skip_reason": skip_reason,
-            "playbook_id": playbook_id,
-            "account_id": account_id,
-            "resource_id": resource_id,
-            "survey_id": survey_id,
-            "broadcast_id": broadcast_id,
-            "limit": "" if limit == SHOWN else str(limit),
-        },
+        filters={**filters_only, "sort": sort, "dir": dir},
+        filters_only=filters_only,
+        sort=key,
+        desc=desc,
+        default_order=not sort,
     )
 
 
 ENROLMENT_STATUSES = ("active", "converted", "completed", "failed")
-SORT_PATTERN = "^[a-z_]{0,32}$"
 
 
 @router.get("/enrolments")
@@ -165,8 +177,7 @@ def enrolments(
 ) -> HTMLResponse:
     """Every playbook's enrolments (issue 23, item 2), filtered by playbook, state and
     account, sorted by any column either way (then the id), paged after the last row."""
-    key = sort if sort in outreach.ENROLLMENT_SORTS else "enrolled"
-    desc = dir == "desc" if dir else key == "enrolled" and not sort
+    key, desc = _order(sort, dir, outreach.ENROLLMENT_SORTS, "enrolled")
     where: dict[str, Any] = {"playbook_id": playbook_id or None, "status": status or None, "account_id": account_id or None}
     total = outreach.count_enrollments(session, **where)
     rows = outreach.find_enrollments(session, **where, sort=key, descending=desc, after=after or None, limit=limit + 1)

@@ -190,6 +190,19 @@ def list_accounts(
     return [_account(r) for r in session.execute(q)]
 
 
+# The accounts list's sortable columns besides the id (the console's table headings).
+ACCOUNT_SORTS: dict[str, Any] = {
+    "name": Account.name,
+    "segment": Account.segment,
+    "plan": Account.plan,
+    "lifecycle": Account.lifecycle_stage,
+    "arr": Account.arr,
+    "seats": Account.seats,
+    "renewal": Account.renewal_date,
+    "last_seen": Account.last_seen_at,
+}
+
+
 def search_accounts(
     session: Session,
     *,
@@ -206,8 +219,9 @@ def search_accounts(
     """A page of accounts matching every filter given, and the total count.
     ``text`` matches id or name (case-insensitive substring); ``only_ids`` is a subquery
     of account ids to keep (e.g. the accounts with a recent signal). ``order`` is
-    ``"id"``, ``"arr"`` or a select of ``(account_id, value)`` from another service (the
-    current health scores); accounts without a value come last either way, ties by id."""
+    ``"id"``, a key of :data:`ACCOUNT_SORTS` (``"arr"``, ``"name"`` ...) or a select of
+    ``(account_id, value)`` from another service (the current health scores); accounts
+    without a value come last either way, ties by id."""
     conditions: list[ColumnElement[bool]] = []
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -223,8 +237,8 @@ def search_accounts(
     if isinstance(order, Select):
         account_id, key = list(order.subquery().c)[:2]
         q = q.outerjoin(account_id.table, account_id == Account.id)
-    elif order == "arr":
-        key = Account.arr
+    elif order in ACCOUNT_SORTS:
+        key = ACCOUNT_SORTS[order]
     if key is not None:
         q = q.order_by(key.is_(None), key.desc() if descending else key)
     q = q.order_by(Account.id.desc() if descending and key is None else Account.id).offset(offset).limit(limit)

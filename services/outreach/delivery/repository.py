@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.outreach.models import Message
 from shared.db import insert_absent, insert_new, rowcount
+from shared.pagination import sorted_after
 
 SENDABLE_CHANNELS = ("email", "webhook")
 
@@ -208,6 +209,18 @@ def count_messages(session: Session, **filters: Any) -> int:
     return int(session.scalar(_where(select(func.count()).select_from(Message), **filters)) or 0)
 
 
+# The messages list's sortable columns (the console's table headings).
+MESSAGE_SORTS: dict[str, Any] = {
+    "created": Message.created_at,
+    "channel": Message.channel,
+    "state": Message.state,
+    "account": Message.account_id,
+    "recipient": Message.recipient,
+    "subject": Message.subject,
+    "playbook": Message.playbook_id,
+}
+
+
 def list_messages(
     session: Session,
     *,
@@ -223,8 +236,14 @@ def list_messages(
     resource_id: str | None = None,
     survey_id: str | None = None,
     broadcast_id: str | None = None,
+    sort: str = "created",
+    descending: bool = True,
 ) -> list[Message]:
-    q = select(Message).order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
+    """Newest first, or by ``sort`` (a key of :data:`MESSAGE_SORTS`, the console's
+    sortable headings) either way, ties by id (shared/pagination.py ``sorted_after``);
+    ``before`` is the id of the previous page's last message (an unknown one: page one)."""
+    column = MESSAGE_SORTS.get(sort, Message.created_at)
+    q = select(Message).limit(limit)
     q = _where(
         q,
         resource_id=resource_id,
@@ -238,11 +257,9 @@ def list_messages(
         skip_reason=skip_reason,
         since=since,
     )
-    if before:
-        anchor = session.get(Message, before)
-        if anchor is not None:
-            q = q.where(or_(Message.created_at < anchor.created_at, (Message.created_at == anchor.created_at) & (Message.id < anchor.id)))
-    return list(session.scalars(q))
+    row = session.get(Message, before) if before else None
+    anchor = (getattr(row, column.key), row.id) if row is not None else None
+    return list(session.scalars(sorted_after(q, column, Message.id, descending=descending, anchor=anchor)))
 
 
 def inapp_for(

@@ -25,6 +25,7 @@ from services.outreach.models import (
     SignalReceipt,
 )
 from shared.db import UTCDateTime, insert_on_conflict, is_in
+from shared.pagination import sorted_after
 
 
 def _pg(session: Session) -> bool:
@@ -422,6 +423,19 @@ def due_counts(session: Session, now: datetime, until: datetime) -> tuple[int, i
     return int(row[0]), int(row[1]), int(row[2])
 
 
+# The engagements list's sortable columns (the console's table headings).
+ENGAGEMENT_SORTS: dict[str, Any] = {
+    "account": Engagement.account_id,
+    "goal": Engagement.goal,
+    "status": Engagement.status,
+    "csm": Engagement.csm_id,
+    "priority": Engagement.priority,
+    "due_at": Engagement.due_at,
+    "outcome": Engagement.outcome,
+    "opened": Engagement.opened_at,
+}
+
+
 def find_engagements(
     session: Session,
     *,
@@ -434,11 +448,14 @@ def find_engagements(
     offset: int = 0,
     limit: int = 50,
     sort: str = "due",
+    descending: bool | None = None,
 ) -> tuple[list[Engagement], int]:
     """The console's engagements list: a page (open first by due date, the unscheduled last,
     then the closed newest first; ties by id) of the engagements matching every filter
-    given, and how many match. ``sort``: "due" (that order), "priority" (highest first)
-    or "opened" (newest first), ties by id. ``due_from``/``due_before``: due in [from, before). The
+    given, and how many match. ``sort``: "due" (that order, ties by id), or a column of
+    :data:`ENGAGEMENT_SORTS` (the console's sortable headings) either way, NULLs last and
+    ties by id the same way (shared/pagination.py ``sorted_after``); ``descending`` None:
+    priority and opened in their indexed order (highest, newest first), others ascending. ``due_from``/``due_before``: due in [from, before). The
     overview's open, due-this-week and overdue figures are counts of this list with the
     same filters as :func:`due_counts` (open statuses, and the due window)."""
     conditions: list[Any] = []
@@ -461,5 +478,12 @@ def find_engagements(
         "priority": (Engagement.priority.desc(),),
         "opened": (Engagement.opened_at.desc(),),
     }
-    q = select(Engagement).where(*conditions).order_by(*orders.get(sort, orders["due"]), Engagement.id).offset(offset).limit(limit)
+    q = select(Engagement).where(*conditions).offset(offset).limit(limit)
+    if sort in ENGAGEMENT_SORTS and (descending is not None or sort not in orders):
+        # A column either way (NULLs last, ties by id the same way); priority and opened
+        # without a direction keep their indexed order above.
+        desc = descending if descending is not None else False
+        q = sorted_after(q, ENGAGEMENT_SORTS[sort], Engagement.id, descending=desc, anchor=None)
+    else:
+        q = q.order_by(*orders.get(sort, orders["due"]), Engagement.id)
     return list(session.scalars(q)), int(total)

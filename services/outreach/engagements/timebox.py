@@ -28,6 +28,20 @@ def next_reminder(e: Engagement, settings: Settings, now: datetime) -> datetime 
     return min(ahead) if ahead else None
 
 
+def reminder_due(e: Engagement, now: datetime) -> datetime | None:
+    """When the CSM was (or is now to be) reminded about ``e``: the latest of the
+    reminders already sent (``reminders_sent``, days before the due time) and the next
+    one if its time has come; None when no reminder has come due. The inbox lists the
+    open engagements that have one."""
+    if e.due_at is None:
+        return None
+    times = [e.due_at - timedelta(days=float(d)) for d in (e.reminders_sent or [])]
+    if e.next_reminder_at is not None and e.next_reminder_at <= now:
+        times.append(e.next_reminder_at)
+    passed = [t for t in times if t <= now]
+    return max(passed) if passed else None
+
+
 def run_timers(session: Session, now: datetime, settings: Settings, limit: int = 500) -> dict[str, int]:
     """Send due reminders, expire engagements past their due time (and measure held-out
     rows at the end of theirs). Rows are claimed with SKIP LOCKED on PostgreSQL."""

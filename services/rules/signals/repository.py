@@ -10,6 +10,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from services.rules.models import RuleCooldown, SignalRecord
 from shared.db import insert_new, upsert
+from shared.pagination import sorted_after
 from shared.privacy import scrub
 
 
@@ -93,6 +94,39 @@ def list_signals(
         at, sid = before
         q = q.where((SignalRecord.fired_at < at) | ((SignalRecord.fired_at == at) & (SignalRecord.signal_id < sid)))
     return list(session.scalars(q))
+
+
+# The signals list's sortable columns (the console's table headings).
+SIGNAL_SORTS: dict[str, Any] = {
+    "fired": SignalRecord.fired_at,
+    "account": SignalRecord.account_id,
+    "rule": SignalRecord.rule_id,
+    "kind": SignalRecord.kind,
+}
+
+
+def find_signals(
+    session: Session,
+    *,
+    kind: str | None,
+    rule_id: str | None,
+    account_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    sort: str = "fired",
+    descending: bool = True,
+    after: str | None = None,
+    limit: int,
+) -> list[SignalRecord]:
+    """The console's signals list: :func:`list_signals`'s filters, ordered by ``sort`` (a
+    key of :data:`SIGNAL_SORTS`) either way, ties by id (shared/pagination.py
+    ``sorted_after``; newest first by default, as :func:`list_signals`); ``after`` is the
+    id of the previous page's last signal (an unknown one: page one)."""
+    column = SIGNAL_SORTS.get(sort, SignalRecord.fired_at)
+    q = _where(select(SignalRecord).limit(limit), kind=kind, rule_id=rule_id, account_id=account_id, since=since, until=until)
+    row = session.get(SignalRecord, after) if after else None
+    anchor = (getattr(row, column.key), row.signal_id) if row is not None else None
+    return list(session.scalars(sorted_after(q, column, SignalRecord.signal_id, descending=descending, anchor=anchor)))
 
 
 def get_signal(session: Session, signal_id: str) -> SignalRecord | None:

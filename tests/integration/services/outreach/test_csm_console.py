@@ -316,3 +316,46 @@ async def test_the_inbox_shows_every_open_engagement_and_the_newest_closed_whate
     assert f'href="/console/engagements/{eids["old-open"]}"' in html and f'href="/console/engagements/{newest}"' in html
     recent = html[html.index("Recently closed") :]
     assert [e for e in closed if f"/console/engagements/{e}" in recent] == closed[-20:]
+
+
+async def test_the_inbox_lists_the_reminders_that_have_come_due(api, keys, session_factory, settings, clock):
+    """Issue 23 item 3: the engagement timers' reminders (TOUCHLINE_ENGAGEMENT_REMINDER_DAYS,
+    7 and 1 days before the due time) show in the inbox once their time has come on the
+    simulated clock, before the worker sent them and after; a closed engagement leaves."""
+    eids, key = await _world(api, keys, session_factory, settings, clock, ("soon", "later"))
+    now = clock.now()
+    with transaction(session_factory) as s:  # due in 3 days (its 1-day reminder is 2 days away) and in 30 days
+        for a, days in (("soon", 3), ("later", 30)):
+            s.execute(update(Engagement).where(Engagement.id == eids[a]).values(due_at=now + timedelta(days=days), reminders_sent=[]))
+            s.execute(
+                update(Engagement)
+                .where(Engagement.id == eids[a])
+                .values(next_reminder_at=now + timedelta(days=days - (1 if days < 7 else 7)))
+            )
+    await sign_in(api, key)
+
+    def reminded(html: str) -> list[str]:
+        section = html.split('id="reminders"', 1)[1].split("</section>", 1)[0]
+        return re.findall(r'data-reminder="([^"]+)"', section)
+
+    r = await api.get("/console/inbox")
+    assert r.status_code == 200, r.text[-3000:]
+    html = r.text
+    assert reminded(html) == [] and "reminded 7 days and 1 day before" in html
+    clock.advance(timedelta(days=2, minutes=1))  # the 1-day reminder of "soon" has come; the worker has not run
+    api.cookies.clear()
+    await sign_in(api, key)  # the session ended with the days that passed
+    html = (await api.get("/console/inbox")).text
+    assert reminded(html) == [eids["soon"]]
+    assert "23 hours left" in html.split(f'data-reminder="{eids["soon"]}"', 1)[1].split("</li>", 1)[0]
+    worker(settings, session_factory, clock).poll_once()  # sends it: still listed, now from reminders_sent
+    assert 1.0 in engagement(session_factory, eids["soon"]).reminders_sent
+    assert reminded((await api.get("/console/inbox")).text) == [eids["soon"]]
+    clock.advance(timedelta(days=21))  # "later"'s 7-day reminder too; "soon" is overdue (still open until it expires)
+    worker(settings, session_factory, clock).poll_once()
+    api.cookies.clear()
+    await sign_in(api, key)
+    listed = reminded((await api.get("/console/inbox")).text)
+    assert eids["later"] in listed and listed == [
+        e for e in (eids["soon"], eids["later"]) if engagement(session_factory, e).status in ("assigned", "active")
+    ]
