@@ -11,6 +11,10 @@ import uuid
 from datetime import timedelta
 from html import unescape
 
+import pytest
+from sqlalchemy import delete
+
+from services.ingest.models import Account, User
 from services.outreach.broadcasts.service import send_due
 from services.outreach.models import Broadcast, Suppression
 from services.outreach.policy.tokens import email_hash
@@ -30,6 +34,17 @@ WEBINAR = {
 # have names of their own, and an industry no other account has.
 P = f"bc{uuid.uuid4().hex[:6]}"
 SEGMENT = {"id": P, "name": "Webinar audience", "condition": {"field": "account.traits.industry", "op": "==", "value": P}}
+
+
+@pytest.fixture(autouse=True)
+def _leave_the_world_as_found(session_factory):
+    """Its accounts leave the shared world after each test: other console tests count the
+    world's accounts (the health list scores every one of them)."""
+    yield
+    with transaction(session_factory) as s:
+        s.execute(delete(SegmentMember).where(SegmentMember.account_id.startswith(P)))
+        s.execute(delete(User).where(User.account_id.startswith(P)))
+        s.execute(delete(Account).where(Account.id.startswith(P)))
 
 
 def _world(session_factory, settings, clock) -> None:
