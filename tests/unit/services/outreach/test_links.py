@@ -108,3 +108,15 @@ def test_a_broker_that_fails_a_click_is_left_alone_for_a_while_and_readers_still
         assert follow(SETTINGS, first, now=T0, publish=calls.append).outcome == "recorded"  # a lost click can be clicked again
     finally:
         PUBLISHING.reset()
+
+
+def test_a_token_of_exactly_the_longest_length_opens_and_one_character_more_is_refused():
+    """MAX_TOKEN_CHARS is the longest token that opens (a long target URL), not one less."""
+
+    def minted(n: int) -> str:
+        data = {"a": "acme", "t": "https://x.example/" + "p" * n}
+        return tokens.mint(SETTINGS.secret, tokens.LINK, data, now=T0, valid_for=timedelta(days=1))
+
+    longest = next(t for t in map(minted, range(1400, 1600)) if len(t) == tokens.MAX_TOKEN_CHARS)
+    assert _opened(longest)["a"] == "acme"
+    assert tokens.open_token(SETTINGS.secret, tokens.LINK, longest + "A", now=T0) is None
