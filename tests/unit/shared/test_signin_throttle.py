@@ -44,3 +44,32 @@ def test_only_a_key_shaped_prefix_is_ever_logged():
     assert key_prefix("tl_1a2b3c4d_s3cr3t") == "1a2b3c4d"
     for junk in ("garbage", "tl__x", "s3cr3t_tl_ab_cd", "tl_" + "a" * 40 + "_x", "Bearer tl_ab_cd"):
         assert key_prefix(junk) == "-"
+
+
+def test_a_delay_is_capped_at_a_minute_and_at_the_window():
+    """Delays double but never exceed MAX_DELAY_SECONDS (60), nor the window when it is shorter."""
+    long_window = SignInThrottle(failures_before_delay=0, failures_before_refusal=100, window_seconds=3600, max_tracked=10)
+    short_window = SignInThrottle(failures_before_delay=0, failures_before_refusal=100, window_seconds=5, max_tracked=10)
+    for t, expected in ((long_window, [1, 2, 4, 8, 16, 32, 60, 60]), (short_window, [1, 2, 4, 5, 5, 5, 5, 5])):
+        waits = []
+        for _ in range(8):
+            t.failed("10.0.0.1", "abcd", T0)
+            waits.append(t.wait("10.0.0.1", "abcd", T0))
+        assert waits == expected
+
+
+def test_a_failure_exactly_a_window_after_the_last_still_counts():
+    t = throttle()
+    t.failed("10.0.0.1", "abcd", T0)
+    assert t.failed("10.0.0.1", "abcd", T0 + timedelta(seconds=600)) == 2  # at the window's end: same window
+    assert t.failed("10.0.0.1", "abcd", T0 + timedelta(seconds=1200, microseconds=1)) == 1  # past it: forgotten
+
+
+def test_when_full_the_longest_quiet_pair_is_forgotten_first():
+    t = throttle(max_tracked=2)
+    for address in ("10.0.0.1", "10.0.0.2"):
+        t.failed(address, "abcd", T0)
+    t.failed("10.0.0.1", "abcd", T0)  # failed again: now the most recent
+    t.failed("10.0.0.3", "abcd", T0)  # one too many: 10.0.0.2 goes
+    assert len(t) == 2
+    assert t.failed("10.0.0.1", "abcd", T0) == 3 and t.failed("10.0.0.3", "abcd", T0) == 2
