@@ -841,3 +841,22 @@ def _every_decoding(token: str) -> str:
     """What anyone could read out of a token: its text, and its bytes as base64url."""
     raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     return token + raw.decode("latin-1")
+
+
+def test_a_playbook_without_an_exit_condition_does_not_stop_the_sweep_for_the_others(topics, session_factory, workers, clock):
+    """The sweep reads enrolments by playbook id: "a-waits" (no exit condition) comes
+    before "win-back", whose customer came back and converts at the same sweep."""
+    add_account(session_factory, "returns")
+    save_playbook(session_factory, "a-waits", simple_playbook(steps=[{"id": "wait-4w", "type": "wait", "duration": "4w"}]))
+    save_playbook(
+        session_factory,
+        "win-back",
+        simple_playbook(exit_condition=ACTIVE_AGAIN, steps=[{"id": "wait-4w", "type": "wait", "duration": "4w"}]),
+    )
+    w = workers()
+    send_signals(topics, [signal("returns")])
+    drain(w["signals"], lambda: len(enrollments(session_factory)) == 2)
+    clock.advance(days(2))
+    add_activity(session_factory, "returns", ["ada", "bob"], clock.now().date())
+    w["timers"].poll_once()
+    assert {e.playbook_id: e.status for e in enrollments(session_factory)} == {"a-waits": "active", "win-back": "converted"}
