@@ -860,3 +860,5 @@ def test_a_playbook_without_an_exit_condition_does_not_stop_the_sweep_for_the_ot
     add_activity(session_factory, "returns", ["ada", "bob"], clock.now().date())
     w["timers"].poll_once()
     assert {e.playbook_id: e.status for e in enrollments(session_factory)} == {"a-waits": "active", "win-back": "converted"}
+    converted = next(e for e in enrollments(session_factory) if e.playbook_id == "win-back")
+    assert {k: converted.history[-1][k] for k in ("step", "result")} == {"step": "exit_condition", "result": "converted"}  # its timeline
