@@ -62,7 +62,7 @@ class IngestWorker(BatchWorker):
     ) -> None:
         super().__init__(settings, session_factory, clock, group_id, producer)
         self._next_prune: datetime | None = None
-        bind = session_factory.kw.get("bind")
+        bind = getattr(session_factory, "kw", {}).get("bind")  # None where no database is given (the deploy checks)
         self._postgresql = bind is not None and bind.dialect.name == "postgresql"
 
     def topics(self) -> list[str]:
