@@ -7,7 +7,6 @@ Every decision is the outreach service's."""
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any
 
@@ -16,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from services.console.views.playbooks import flow
-from services.console.views.rules import errors_of, numbered, parse_text, to_text
+from services.console.views.rules import definition_diff, errors_of, numbered, parse_text, to_text
 from services.console.web import OPS, Form, FormDep, Viewer, now_of, render, seg
 from services.ingest import interface as ingest
 from services.outreach import interface as outreach
@@ -176,9 +175,7 @@ def playbook_versions(
     b = b or head.current_version
     a = a or max(1, b - 1)
     old, new = outreach.playbook_out(session, head, a), outreach.playbook_out(session, head, b)
-    diff = list(
-        difflib.unified_diff(to_text(old.definition).splitlines(), to_text(new.definition).splitlines(), f"v{a}", f"v{b}", lineterm="", n=3)
-    )
+    diff = definition_diff(old.definition, new.definition, a, b)
     return render(request, "playbook_versions.html", head=head, versions=versions, a=a, b=b, diff=diff)
 
 

@@ -5,6 +5,7 @@ polled by the page) with the diff against the current version. Every decision is
 
 from __future__ import annotations
 
+import difflib
 from datetime import date, timedelta
 from typing import Any
 
@@ -43,6 +44,11 @@ cooldown: 30d
 
 def to_text(definition: dict[str, Any]) -> str:
     return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+
+
+def definition_diff(old: dict[str, Any], new: dict[str, Any], a: int, b: int) -> list[str]:
+    """The unified diff of two versions' definitions as YAML (a versions page's)."""
+    return list(difflib.unified_diff(to_text(old).splitlines(), to_text(new).splitlines(), f"v{a}", f"v{b}", lineterm="", n=3))
 
 
 def pointer_line(text: str, pointer: str | None) -> int | None:

@@ -11,7 +11,6 @@ versions with a diff; delete (the API's soft delete)."""
 
 from __future__ import annotations
 
-import difflib
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from services.console import charts
-from services.console.views.rules import errors_of, numbered, parse_text, refuse_form_problems, to_text
+from services.console.views.rules import definition_diff, errors_of, numbered, parse_text, refuse_form_problems, to_text
 from services.console.web import OPS, Form, FormDep, Viewer, now_of, render, seg
 from services.rules import interface as rules
 from shared.api import SessionDep, context_of
@@ -144,13 +143,12 @@ def segment_versions(
     versions = {v.version: v for v in rules.list_segment_versions(session, segment.id)}
     b = b if b in versions else segment.current_version
     a = a if a in versions else max(1, b - 1)
-    old, new = to_text(versions[a].definition), to_text(versions[b].definition)
-    diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), f"v{a}", f"v{b}", lineterm="", n=3))
+    diff = definition_diff(versions[a].definition, versions[b].definition, a, b)
     return render(
         request,
         "segment_versions.html",
         segment=segment,
-        versions=list(versions.values()),
+        versions=list(versions),
         audit=rules.segment_audit(session, segment.id),
         a=a,
         b=b,
