@@ -590,7 +590,8 @@ def score_health(settings: Settings, days: int, found: dict[str, Any]) -> None:
 def enable_starter_rules(settings: Settings) -> None:
     """Import the starter rule library (services/rules/starter) and enable it, so the
     churning and expanding cohorts make signals appear while the demo runs; and add the
-    starter segments (one per use case), whose members the next tick fills and sizes."""
+    starter segments (one per use case, and the new customers), whose members the next tick
+    fills and sizes."""
     from services.rules.interface import STARTER_DIR, import_rules, install_starter_segments
     from shared.clock import SystemClock
     from shared.db import database, transaction
@@ -610,7 +611,7 @@ def enable_starter_rules(settings: Settings) -> None:
             )
             segments = install_starter_segments(session, DEMO_ACTOR, SystemClock().now(), settings.raw_event_retention_days)
     log.info("demo: starter rules enabled: %s", ", ".join(f"{o.rule_id} ({o.action})" for o in outcomes))
-    log.info("demo: starter segments by use case: %s", ", ".join(segments) or "already there")
+    log.info("demo: starter segments: %s", ", ".join(segments) or "already there")
 
 
 def detractor_answer(settings: Settings, found: dict[str, Any], accounts: int, seed: int, days: int) -> None:

@@ -259,6 +259,10 @@ async def content_scenes(settings, session_factory, clock, api, keys, outreach, 
         assert {m["account_id"] for m in members} == {a for a, u in use_case.items() if u == uc}, uc
         sizes = (await api.get(f"/v1/segments/use-case-{uc}/sizes", params={"days": 7}, headers=ops)).json()
         assert sizes["items"] and sizes["items"][-1]["size"] == len(members), sizes  # the last tick's
+    # The new customers, a webinar's audience (docs/broadcasts.md): the onboarding cohort,
+    # signed up 3 to 20 days ago (every other account 60 or more).
+    members = (await api.get("/v1/segments/new-customers/members", params={"limit": 100}, headers=ops)).json()["items"]
+    assert said["onboarding"] and {m["account_id"] for m in members} == set(said["onboarding"]), members
 
     # Every reached churning account's win-back email carries the resource for its use case, and why.
     reached = set(said["churning"]) - set(said["win_back_message_holdout"])

@@ -8,14 +8,16 @@ after lost progress, sends nobody twice; a bad definition is a 422 naming the pa
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select, update
 
 from services.ingest.events.worker import IngestWorker
-from services.ingest.models import RawEvent
+from services.ingest.models import Account, RawEvent
 from services.outreach.broadcasts import service as broadcasts
 from services.outreach.broadcasts.schemas import parse_broadcast
 from services.outreach.models import Broadcast, Message, Suppression
@@ -306,3 +308,43 @@ async def test_a_bad_broadcast_is_a_422_naming_the_path(topics, session_factory,
     with session_factory() as s:
         assert not s.scalars(select(Broadcast)).all()
     assert (await api.post("/v1/broadcasts", json=good, headers=auth(keys["csm"]))).status_code == 403
+
+
+async def test_the_documented_example_runs_on_the_starter_template_and_segment(topics, session_factory, workers, sink, api, keys, clock):
+    """docs/broadcasts.md's example names the starter template `webinar-invite` and the
+    starter segment `new-customers` (the accounts in their first 30 days): it previews
+    as written, and sent now, the new account's champion and admin get the invitation
+    with its link tracked; the account of 200 days gets nothing."""
+    from services.outreach.starter import seed_starter_content
+    from services.rules.segments.service import install_starter
+
+    docs = (Path(__file__).resolve().parents[4] / "docs" / "broadcasts.md").read_text()
+    example = json.loads(re.search(r"```json\n(\{\"name\".*?)```", docs, re.S).group(1))
+    assert (example["template"], example["segment_id"]) == ("webinar-invite", "new-customers")
+    add_account(session_factory, "fresh")
+    add_account(session_factory, "veteran")
+    with transaction(session_factory) as s:
+        for account, days in (("fresh", 10), ("veteran", 200)):
+            s.execute(update(Account).where(Account.id == account).values(signup_date=(clock.now() - timedelta(days=days)).date()))
+        seed_starter_content(s, topics, clock.now())
+        assert "new-customers" in install_starter(s, "ops:test", clock.now(), 400)
+    run_segments(session_factory, topics, clock.now())
+    ops = auth(keys["ops"])
+
+    preview = await api.post("/v1/broadcasts/preview", json=example, headers=ops)
+    assert preview.status_code == 200, preview.text
+    assert (preview.json()["accounts"], preview.json()["contacts"]) == (1, 2)  # fresh's champion and admin
+
+    now = {k: v for k, v in example.items() if k not in ("send_at", "holdout_percent")}
+    created = await api.post("/v1/broadcasts", json=now, headers=ops)
+    assert created.status_code == 201, created.text
+    w = workers()
+    w["timers"].poll_once()
+    sent = messages(session_factory, broadcast_id=created.json()["id"])
+    assert sorted(m.recipient for m in sent) == ["ada@fresh.test", "bob@fresh.test"]
+    w["sender"].poll_once()
+    assert sorted(str(m["To"]) for m in sink.messages) == ["ada@fresh.test", "bob@fresh.test"]
+    for mail in sink.messages:
+        assert "webinar" in str(mail["Subject"])
+        text = mail.get_body(("plain",)).get_content()
+        assert "along with all the other new customers" in text and re.search(r"http://touchline\.test/r/[A-Za-z0-9_-]+", text), text
