@@ -427,7 +427,7 @@ def test_the_starter_content_seeds_once(session_factory, topics):
 
     with transaction(session_factory) as s:
         created = seed_starter_content(s, topics, T0)
-    assert len([c for c in created if not c.startswith("resource ")]) == 16  # the library: test_content.py
+    assert len([c for c in created if not c.startswith("resource ")]) == 17  # the library: test_content.py
     with transaction(session_factory) as s:
         assert seed_starter_content(s, topics, T0) == []
 
