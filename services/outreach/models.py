@@ -134,12 +134,14 @@ class Message(Base):
         Index("ix_messages_state_due", "state", "next_attempt_at"),
         Index("ix_messages_account", "account_id", "created_at"),
         Index("ix_messages_contact", "account_id", "user_id", "created_at"),
-        Index("ix_messages_playbook", "playbook_id", "state"),
+        # Covering the playbook report's and funnel's grouped counts (migration 0025).
+        Index("ix_messages_playbook", "playbook_id", "state", "skip_reason", "step_id"),
         Index("ix_messages_enrollment", "enrollment_id"),
         Index("ix_messages_inapp", "channel", "account_id", "user_id"),
         Index("ix_messages_resource", "resource_id"),
         Index("ix_messages_broadcast", "broadcast_id", "state"),
-        Index("ix_messages_created", "created_at", "id"),  # the message list, newest first (migration 0023)
+        # The message list, newest first (migration 0023), covering the overview's counts (0025).
+        Index("ix_messages_created", "created_at", "id", "channel", "state", "skip_reason"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -307,6 +309,9 @@ class Engagement(Base):
         Index("ix_engagements_due", "status", "due_at"),
         Index("ix_engagements_reminder", "next_reminder_at"),
         Index("ix_engagements_account", "account_id", "opened_at"),
+        # The pool's counts and forecast (migration 0025).
+        Index("ix_engagements_status_outcome", "status", "outcome"),
+        Index("ix_engagements_opened_counts", "opened_at", "status", "playbook_id", "closed_at", "due_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
