@@ -192,7 +192,7 @@ def test_a_stale_owner_sends_nothing_more_and_its_outcomes_are_refused(on_peer, 
     finally:
         a.close()
         b.close()
-    assert [m.state for m in messages(session_factory)] == ["sent", "sent"]
+    assert [(m.state, m.sent_at) for m in messages(session_factory)] == [("sent", clock.now())] * 2  # sent when recorded
     assert sorted(peer.message_ids().values()) == [1, 1]
 
 
