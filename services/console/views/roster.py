@@ -1,7 +1,8 @@
 """The CSM roster for CS Ops: each CSM with their open load against capacity and
-availability; add a CSM, change a CSM's capacity, and set a CSM away, first showing
-what would happen to their open engagements (the roster service's own patch, run in a
-savepoint rolled back), then applying it on *Confirm*; edit a CSM's name, email, time
+availability; add a CSM, change a CSM's capacity, and set a CSM away or deactivate
+them (they leave the pool), first showing what would happen to their open engagements
+(the roster service's own patch, run in a savepoint rolled back), then applying it on
+*Confirm*; reactivate a CSM; edit a CSM's name, email, time
 zone, skills, segments and working hours (issue 23, item 1) as ``PATCH /v1/csms/{id}``
 does. Errors are the API's (CsmIn, CsmPatch, capacity below load), shown beside the
 form or the field they concern."""
@@ -114,7 +115,32 @@ def set_away(request: Request, csm_id: str, session: Session = SessionDep, viewe
         if exc.status_code == 404:
             raise
         return _page(request, session, status_code=exc.status_code, errors={f"away-{csm_id}": str(exc.detail)})
-    return _page(request, session, preview={"csm_id": csm_id, "moves": moves, "away_from": away["from"], "away_until": away["until"]})
+    return _page(
+        request, session, preview={"kind": "away", "csm_id": csm_id, "moves": moves, "away_from": away["from"], "away_until": away["until"]}
+    )
+
+
+@router.post("/roster/{csm_id}/active")
+def set_active(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    """``active=false`` deactivates a CSM as ``PATCH /v1/csms/{id}`` with ``active: false``
+    does (their open engagements are reassigned or re-queued): ``action=preview`` shows
+    where each would go, ``action=confirm`` applies it. ``active=true`` brings them back
+    at once (nothing moves; the next engagements may be offered to them)."""
+    settings, now, actor = context_of(request).settings, now_of(request), viewer.principal.actor
+    value = form.get("active", "")
+    if value not in ("true", "false"):
+        return _page(request, session, status_code=422, errors={f"away-{csm_id}": f"active: true or false; got {value[:20]!r}"})
+    body = outreach.CsmPatch(active=value == "true")
+    try:
+        if value == "true" or form.get("action") == "confirm":
+            outreach.patch_csm(session, csm_id, body, actor=actor, now=now, settings=settings)
+            return RedirectResponse(f"/console/roster#csm-{seg(csm_id)}", status_code=303)
+        moves = outreach.preview_csm_patch(session, csm_id, body, actor=actor, now=now, settings=settings)
+    except TouchlineError as exc:
+        if exc.status_code == 404:
+            raise
+        return _page(request, session, status_code=exc.status_code, errors={f"away-{csm_id}": str(exc.detail)})
+    return _page(request, session, preview={"kind": "deactivate", "csm_id": csm_id, "moves": moves})
 
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

@@ -66,6 +66,49 @@ async def test_ops_adds_a_csm_changes_capacity_and_sets_away_after_the_preview(a
     assert got["available"] is False and got["away_from"] is not None
 
 
+async def test_ops_deactivates_a_csm_after_the_preview_and_reactivates_them(api, keys):
+    """Issue 23: deactivating a CSM from the console, as PATCH /v1/csms/{id} with active:
+    false does; the preview shows where each open engagement would go and changes nothing;
+    a value other than true or false is a 422 beside the CSM; CSRF and a CSM are refused."""
+    h = bearer(keys["ops"])
+    await sign_in(api, keys["ops"])
+    csrf = csrf_of((await api.get("/console/roster")).text)
+    load = (await api.get("/v1/csms/csm-1", headers=h)).json()["open_engagements"]
+    assert load > 0
+    r = await api.post("/console/roster/csm-1/active", data={"csrf": csrf, "active": "false", "action": "preview"})
+    assert r.status_code == 200 and "Deactivating <strong>csm-1</strong>" in r.text and 'id="confirm-deactivate"' in r.text
+    moves = unescape(r.text.split('id="away-moves"', 1)[1].split("</table>", 1)[0])
+    assert moves.count("<tr>") == load + 1  # the header row and one per open engagement
+    got = (await api.get("/v1/csms/csm-1", headers=h)).json()
+    assert got["active"] is True and got["open_engagements"] == load  # the preview changed nothing
+    r = await api.post("/console/roster/csm-1/active", data={"csrf": csrf, "active": "maybe", "action": "confirm"})
+    assert r.status_code == 422 and "active: true or false" in unescape(r.text)
+    assert (await api.get("/v1/csms/csm-1", headers=h)).json()["active"] is True
+
+    # Confirm on a CSM of this test's own (none of the shared world's engagements move), then back.
+    cid = f"csm-off-{uuid.uuid4().hex[:6]}"
+    r = await api.put(f"/v1/csms/{cid}", headers=h, json={"name": "Lin", "email": "lin@touchline.example"})
+    assert r.status_code in (200, 201), r.text
+    r = await api.post(f"/console/roster/{cid}/active", data={"csrf": csrf, "active": "false", "action": "preview"})
+    assert r.status_code == 200 and "they hold no open engagement" in r.text
+    assert (await api.get(f"/v1/csms/{cid}", headers=h)).json()["active"] is True
+    r = await api.post(f"/console/roster/{cid}/active", data={"csrf": csrf, "active": "false", "action": "confirm"})
+    assert r.status_code == 303
+    got = (await api.get(f"/v1/csms/{cid}", headers=h)).json()
+    assert got["active"] is False and got["available"] is False
+    row = (await api.get("/console/roster")).text.split(f'id="csm-{cid}"', 1)[1].split("</tr>", 1)[0]
+    assert "inactive" in row and f'aria-label="Reactivate {cid}"' in row
+    r = await api.post(f"/console/roster/{cid}/active", data={"csrf": csrf, "active": "true", "action": "confirm"})
+    assert r.status_code == 303 and (await api.get(f"/v1/csms/{cid}", headers=h)).json()["available"] is True
+
+    assert (await api.post(f"/console/roster/{cid}/active", data={"active": "false", "action": "confirm"})).status_code == 403
+    api.cookies.clear()
+    await sign_in(api, keys["csm"])
+    csrf = csrf_of((await api.get("/console/inbox")).text)
+    r = await api.post(f"/console/roster/{cid}/active", data={"csrf": csrf, "active": "false", "action": "confirm"})
+    assert r.status_code == 403 and (await api.get(f"/v1/csms/{cid}", headers=h)).json()["active"] is True
+
+
 async def test_roster_refuses_a_missing_csrf_and_a_csm(api, keys):
     h = bearer(keys["ops"])
     await sign_in(api, keys["ops"])
