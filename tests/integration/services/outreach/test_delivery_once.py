@@ -354,11 +354,16 @@ def test_a_step_that_accepts_at_least_once_resends_after_a_lost_reply(on_peer, s
         [m] = messages(session_factory)
         assert m.state == "queued" and "final dot" in m.last_error and m.next_attempt_at > clock.now()
         clock.advance(timedelta(days=1))
+        peer.on_data = lambda: clock.advance(timedelta(seconds=1))  # the reply comes a second after the claim
         sender.poll_once()
     finally:
         sender.close()
     [m] = messages(session_factory)
     assert (m.state, m.attempts) == ("sent", 2)
+    # Sent clears what the failure and the claim left on the row: the error, the retry
+    # time, the lease (owner, time, token); and it is stamped with the time it was recorded.
+    assert (m.last_error, m.next_attempt_at, m.lease_owner, m.lease_until, m.lease_token) == (None,) * 5
+    assert m.sent_at == m.updated_at == clock.now()
     assert peer.message_ids() == Counter({f"<{mid}@touchline.example>": 2})  # same Message-ID: the receiver can tell
 
 

@@ -1,0 +1,57 @@
+"""The sender's claims at the repository, on both databases, without a sender or an SMTP
+server: which due rows a claim takes (the oldest due first, at most its limit), and
+which rows a claim still holds among those asked for. Fast, so make mutation runs them
+before the sender tests (docs/testing.md)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.outreach.delivery import repository as repo
+from shared.db import transaction
+from tests.support.helpers import T0
+from tests.support.outreach import messages, queue_messages
+
+
+def _claim(session_factory, now, limit: int, token: str) -> list[str]:
+    with transaction(session_factory) as s:
+        rows = repo.claim_due(s, now=now, limit=limit, owner=token, lease_until=now + timedelta(minutes=5), token=token)
+        return [m.id for m in rows]
+
+
+def test_a_claim_takes_the_oldest_due_first_and_no_more_than_its_limit(session_factory):
+    """Due at T0+2m, T0, T0+1m and (not yet) T0+10m: claims of two take the two oldest due,
+    then the one left due; the one not yet due stays queued. The rows are written newest
+    first, so neither insertion order nor id order can pass for the due order."""
+    later = queue_messages(session_factory, 1, T0 + timedelta(minutes=10), recipient="later{i}@acme.test")
+    third = queue_messages(session_factory, 1, T0 + timedelta(minutes=2), recipient="third{i}@acme.test")
+    first = queue_messages(session_factory, 1, T0, recipient="first{i}@acme.test")
+    second = queue_messages(session_factory, 1, T0 + timedelta(minutes=1), recipient="second{i}@acme.test")
+    now = T0 + timedelta(minutes=5)
+    assert _claim(session_factory, now, 2, "one") == first + second
+    assert _claim(session_factory, now, 2, "two") == third
+    assert _claim(session_factory, now, 2, "three") == []
+    state = {m.id: (m.state, m.lease_token, m.attempts) for m in messages(session_factory)}
+    assert state == {
+        first[0]: ("sending", "one", 1),
+        second[0]: ("sending", "one", 1),
+        third[0]: ("sending", "two", 1),
+        later[0]: ("queued", None, 0),
+    }
+
+
+def test_rows_due_at_the_same_time_are_claimed_in_id_order(session_factory):
+    ids = queue_messages(session_factory, 5, T0)
+    assert _claim(session_factory, T0, 3, "one") == sorted(ids)[:3]
+    assert _claim(session_factory, T0, 3, "two") == sorted(ids)[3:]
+
+
+def test_held_by_names_only_the_rows_asked_for_that_the_claim_still_holds(session_factory):
+    ids = queue_messages(session_factory, 3, T0)
+    assert sorted(_claim(session_factory, T0, 3, "mine")) == sorted(ids)
+    with transaction(session_factory) as s:
+        assert repo.mark_sent(s, [ids[2]], T0, "mine") == 1  # sent: no longer held
+        assert [m.id for m in repo.held_by(s, [ids[0]], "mine")] == [ids[0]]  # not ids[1], held but not asked for
+        assert sorted(m.id for m in repo.held_by(s, ids, "mine")) == sorted(ids[:2])
+        assert repo.held_by(s, ids, "another") == []
+        assert repo.held_by(s, [], "mine") == []
