@@ -435,3 +435,40 @@ async def test_the_grouped_counts_of_playbooks_pool_and_overview_read_only_an_in
                     read = {c for c in re.findall(table + r"\.(\w+)", sql)}
                     assert read and read <= held, (index, read - held)
         conn.rollback()
+
+
+async def test_a_bounded_search_counts_to_its_bound_and_pages_as_the_exact_one(console_world, seeded):
+    """Issue 23, item 6: with ``at_most``, a search counts up to it and says "more" past
+    it (at_most + 1), and every page holds the very rows, in the very order, of the exact
+    search's page, whichever way it was read (each condition's first rows by name merged
+    when matches are many, the matches sorted otherwise). Planted: with each condition's first rows one short
+    (offset + limit - 1), or the count's bound one short (at_most instead of at_most +
+    1), this failed."""
+    from services.ingest import interface as ingest
+
+    with console_world.session_factory() as s:
+        some = ingest.find_accounts(s, "acct", offset=0, limit=1)[0] or ingest.find_accounts(s, "a", offset=0, limit=1)[0]
+        texts = ["acct", "a", "acct-00", (some[0].name or "x")[:3], "example.com", "@example.com", "u0", "zzz-none"]
+        for text in texts:
+            for find in (ingest.find_accounts, ingest.find_contacts):
+                exact_all, exact_total = find(s, text, offset=0, limit=10_000)
+                for at_most in (1, 5, exact_total, exact_total + 1, 10_000):
+                    for offset in (0, 3, 6):
+                        rows, total = find(s, text, offset=offset, limit=4, at_most=at_most)
+                        assert total == (exact_total if exact_total <= at_most else at_most + 1), (find, text, at_most)
+                        assert rows == exact_all[offset : offset + 4], (find, text, at_most, offset)
+        assert ingest.find_accounts(s, "acct", offset=0, limit=4, at_most=5)[1] == 6  # the seeded world has more than 5
+
+
+async def test_the_search_page_says_more_than_its_bound_and_pages_to_it(api, keys, seeded, monkeypatch):
+    """Past COUNTED matches the search page says "more than" and offers the pages up to
+    COUNTED (the bound made small here: 10 counted, 5 a page)."""
+    from services.console.views import search as view
+
+    monkeypatch.setattr(view, "COUNTED", 10)
+    monkeypatch.setattr(view, "PER_PAGE", 5)
+    await sign_in(api, keys["ops"])
+    page = (await api.get("/console/search?q=acct&accounts_page=7")).text  # past the last page: the last
+    assert re.search(r'id="accounts-count">more than 10<', page), page
+    assert "page 2 of 2 (the first 10" in page and 'id="accounts-next"' not in page
+    assert len(re.findall(r'<tr data-account="', page)) == 5
