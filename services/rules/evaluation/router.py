@@ -1,6 +1,7 @@
-"""Dry-runs: would a rule (saved or not) fire now for one account, and why. Nothing is
-stored. CS Ops (role ops) only. And scoring an account's health now (ops and csm;
-the rest of the health API is in services/rules/health/router.py)."""
+"""Dry-runs: would a rule (saved or not) fire now for one account, and why; how many
+accounts a segment definition would hold now. Nothing is stored. CS Ops (role ops)
+only. And scoring an account's health now (ops and csm; the rest of the health API is
+in services/rules/health/router.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from sqlalchemy.orm import Session
 
 from services.rules.evaluation import health
 from services.rules.evaluation.dryrun import dry_run
+from services.rules.evaluation.segments import preview_size
 from services.rules.health.schemas import HealthScoreOut
 from services.rules.rules import service
 from services.rules.rules.schemas import DryRunOut
+from services.rules.segments import service as segments
+from services.rules.segments.schemas import SEGMENT_BODY, SegmentPreviewOut
 from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import Principal, require
 from shared.clock import Clock
@@ -84,3 +88,25 @@ def score_account_health(
     account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops", "csm")
 ) -> HealthScoreOut:
     return HealthScoreOut.of(health.score_account(session, account_id, clock.now()))
+
+
+@router.post(
+    "/v1/segments/preview",
+    response_model=SegmentPreviewOut,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    summary="How many accounts a segment definition would hold now, without saving it",
+    tags=["segments"],
+    openapi_extra=SEGMENT_BODY,
+)
+def preview_segment(
+    body: Any = Body(...),
+    session: Session = ReadSessionDep,
+    clock: Clock = ClockDep,
+    settings: Settings = SettingsDep,
+    _p: Principal = require(*AUTHOR),
+) -> SegmentPreviewOut:
+    """The console's *Preview* (the members count beside the segment editor) over the API:
+    the definition is checked as on create (the same 422s), then matched against every
+    account as the tick would; nothing is written."""
+    definition = segments.parse(body, settings.raw_event_retention_days)
+    return SegmentPreviewOut(size=preview_size(session, definition, clock.now()), segment=definition.to_dict())

@@ -57,6 +57,11 @@ class SegmentValidateOut(BaseModel):
     segment: dict[str, Any] = Field(description="the segment in canonical form (what would be stored)")
 
 
+class SegmentPreviewOut(BaseModel):
+    size: int = Field(description="how many accounts the definition would hold now (the tick's own matching over every account)")
+    segment: dict[str, Any] = Field(description="the segment in canonical form (what would be stored)")
+
+
 class MemberOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -245,6 +245,7 @@ ACCESS = {
     ("GET", "/v1/health/model/audit"): OPS,
     ("GET", "/v1/health/accounts"): OPS | CSM,
     ("POST", "/v1/segments/validate"): OPS,
+    ("POST", "/v1/segments/preview"): OPS,
     ("POST", "/v1/segments"): OPS,
     ("GET", "/v1/segments"): OPS | CSM,
     ("GET", "/v1/segments/{segment_id}"): OPS | CSM,

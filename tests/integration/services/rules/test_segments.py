@@ -320,3 +320,21 @@ async def test_rules_and_the_dry_run_test_segment_membership(api, keys, session_
         "/v1/rules/validate", json={**body, "condition": {"field": "account.segments", "op": "==", "value": "fintech"}}, headers=ops
     )
     assert r.status_code == 422 and r.json()["detail"][0]["pointer"] == "/condition/op" and "in" in r.json()["detail"][0]["message"]
+
+
+async def test_the_api_previews_a_definitions_size_as_the_tick_then_fills_it(api, keys, session_factory, settings, clock):
+    """POST /v1/segments/preview: the world's sizes computed by hand, before any segment
+    exists; nothing is saved; a bad definition is the create's 422 with its path; CSMs
+    may not author."""
+    ops = auth(keys["ops"])
+    world(session_factory, clock.now())
+    for definition, size in ((FINTECH, 3), (ACTIVE_SMB, 2), ({**FINTECH, "audience": {"segment": ["mid"]}}, 1)):
+        r = await api.post("/v1/segments/preview", json=definition, headers=ops)
+        assert r.status_code == 200, r.text
+        assert r.json()["size"] == size and r.json()["segment"]["id"] == definition["id"], (definition, r.json())
+    assert (await api.get("/v1/segments", headers=ops)).json()["items"] == [] and members(session_factory) == {}
+    bad = await api.post("/v1/segments/preview", json={**FINTECH, "condition": {**FINTECH["condition"], "op": "like"}}, headers=ops)
+    assert bad.status_code == 422 and [d["pointer"] for d in bad.json()["detail"]] == ["/condition/op"], bad.json()
+    assert (await api.post("/v1/segments/preview", json=FINTECH, headers=auth(keys["csm"]))).status_code == 403
+    save(session_factory, ACTIVE_SMB, clock.now())
+    assert run_segments(session_factory, settings, clock.now()).sizes == {"active-smb": 2}  # what the preview said
