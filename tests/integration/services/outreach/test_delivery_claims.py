@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from services.outreach.delivery import lease as lease_module
 from services.outreach.delivery import repository as repo
+from services.outreach.delivery.lease import Lease
 from shared.db import transaction
 from tests.support.helpers import T0
 from tests.support.outreach import messages, queue_messages
@@ -20,13 +22,15 @@ def _claim(session_factory, now, limit: int, token: str) -> list[str]:
 
 
 def test_a_claim_takes_the_oldest_due_first_and_no_more_than_its_limit(session_factory):
-    """Due at T0+2m, T0, T0+1m and (not yet) T0+10m: claims of two take the two oldest due,
+    """Due at T0+2m, T0, T0+1m and (not yet) T0+10m, and an in-app row (delivered where
+    it is read, never by the sender) due first: claims of two take the two oldest due,
     then the one left due; the one not yet due stays queued. The rows are written newest
     first, so neither insertion order nor id order can pass for the due order."""
     later = queue_messages(session_factory, 1, T0 + timedelta(minutes=10), recipient="later{i}@acme.test")
     third = queue_messages(session_factory, 1, T0 + timedelta(minutes=2), recipient="third{i}@acme.test")
     first = queue_messages(session_factory, 1, T0, recipient="first{i}@acme.test")
     second = queue_messages(session_factory, 1, T0 + timedelta(minutes=1), recipient="second{i}@acme.test")
+    inapp = queue_messages(session_factory, 1, T0 - timedelta(minutes=1), channel="inapp", recipient="ada")  # not the sender's
     now = T0 + timedelta(minutes=5)
     assert _claim(session_factory, now, 2, "one") == first + second
     assert _claim(session_factory, now, 2, "two") == third
@@ -37,6 +41,7 @@ def test_a_claim_takes_the_oldest_due_first_and_no_more_than_its_limit(session_f
         second[0]: ("sending", "one", 1),
         third[0]: ("sending", "two", 1),
         later[0]: ("queued", None, 0),
+        inapp[0]: ("queued", None, 0),
     }
 
 
@@ -55,3 +60,58 @@ def test_held_by_names_only_the_rows_asked_for_that_the_claim_still_holds(sessio
         assert sorted(m.id for m in repo.held_by(s, ids, "mine")) == sorted(ids[:2])
         assert repo.held_by(s, ids, "another") == []
         assert repo.held_by(s, [], "mine") == []
+
+
+SECONDS = 300.0  # the lease _claim writes: five minutes
+
+
+class _Monotonic:
+    """The lease's real-time clock (``time.monotonic``), moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _lease(session_factory, clock, monkeypatch) -> tuple[Lease, _Monotonic]:
+    real = _Monotonic()
+    monkeypatch.setattr(lease_module, "time", real)  # the lease module's view of the time module only
+    ids = queue_messages(session_factory, 2, clock.now())
+    assert len(_claim(session_factory, clock.now(), 2, "mine")) == 2
+    until = clock.now() + timedelta(seconds=SECONDS)
+    return Lease(session_factory, clock, token="mine", count=len(ids), until=until, seconds=SECONDS), real
+
+
+def test_a_lease_renews_a_third_of_its_length_after_the_last_renewal_in_real_time(session_factory, clock, monkeypatch):
+    """The heartbeat's rule: renew once a third of the lease has passed on the process's
+    own monotonic clock since the last renewal (so a sender whose wall clock jumps still
+    renews), not before, and not again until another third has passed."""
+    lease, real = _lease(session_factory, clock, monkeypatch)
+    real.now += SECONDS / 3 - 0.001
+    assert lease.held() and lease.renewals == 0
+    real.now += 0.001
+    assert lease.held() and (lease.renewals, lease.until) == (1, clock.now() + timedelta(seconds=SECONDS))
+    assert lease.held() and lease.renewals == 1  # just renewed: not due again
+    real.now += SECONDS / 3 - 0.001
+    assert lease.held() and lease.renewals == 1
+    real.now += 0.001
+    assert lease.held() and lease.renewals == 2
+
+
+def test_a_lease_renews_when_half_of_it_is_left_on_the_clock(session_factory, clock, monkeypatch):
+    """The other rule: renew once the clock (simulated here) reaches half the lease before
+    it runs out, not a millisecond earlier; a renewal moves the lease to a full length
+    from then, and the next is due at half of that."""
+    lease, _real = _lease(session_factory, clock, monkeypatch)
+    half = lease.until - timedelta(seconds=SECONDS / 2)
+    clock.set(half - timedelta(milliseconds=1))
+    assert lease.held() and lease.renewals == 0
+    clock.set(half)
+    assert lease.held() and (lease.renewals, lease.until) == (1, half + timedelta(seconds=SECONDS))
+    assert lease.held() and lease.renewals == 1  # just renewed: not due again
+    clock.set(lease.until - timedelta(seconds=SECONDS / 2, milliseconds=1))
+    assert lease.held() and lease.renewals == 1
+    clock.advance(timedelta(milliseconds=1))
+    assert lease.held() and lease.renewals == 2
