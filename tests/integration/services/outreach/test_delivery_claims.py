@@ -59,7 +59,9 @@ def test_the_claimed_rows_in_hand_are_the_rows_as_written(session_factory):
     with transaction(session_factory) as s:
         rows = repo.claim_due(s, now=T0, limit=2, owner="me", lease_until=until, token="tok")
     in_hand = sorted((m.id, m.state, m.lease_owner, m.lease_until, m.lease_token, m.attempts, m.updated_at) for m in rows)
-    stored = sorted((m.id, m.state, m.lease_owner, m.lease_until, m.lease_token, m.attempts, m.updated_at) for m in messages(session_factory))
+    stored = sorted(
+        (m.id, m.state, m.lease_owner, m.lease_until, m.lease_token, m.attempts, m.updated_at) for m in messages(session_factory)
+    )
     assert in_hand == stored and {r[1:] for r in in_hand} == {("sending", "me", until, "tok", 1, T0)}
 
 
