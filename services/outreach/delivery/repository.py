@@ -42,7 +42,7 @@ def claim_due(session: Session, *, now: datetime, limit: int, owner: str, lease_
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
+        q = q.with_for_update(skip_locked=True)  # pragma: no mutate (PostgreSQL only: make mutation runs on SQLite)
     rows = list(session.scalars(q))
     if rows:
         # One statement for the batch (not one UPDATE per row): this is the sender's hot path.
