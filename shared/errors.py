@@ -124,6 +124,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        detail = [request_problem(e) for e in exc.errors()]
         code = "invalid_json" if any(e["type"] == "json_invalid" for e in detail) else "validation_error"
         return JSONResponse(status_code=422, content={"error": code, "detail": detail})
+
+
+def request_problem(error: Any) -> dict[str, Any]:
+    """One of FastAPI's request validation errors in the shape of every 422's problems:
+    ``pointer`` (RFC 6901, into the part of the request named by ``in``: ``body``,
+    ``query``, ``path``, ``header`` or ``cookie``) and ``message``; FastAPI's own
+    ``loc``, ``msg`` and ``type`` stay beside them for clients that read those."""
+    loc = list(error.get("loc", ()))
+    where, parts = (str(loc[0]), loc[1:]) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else ("body", loc)
+    pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return {"in": where, "pointer": pointer, "message": message, "loc": loc, "msg": error.get("msg"), "type": error.get("type")}

@@ -112,6 +112,24 @@ async def test_accounts_api_put_get_list_filter_and_paginate(api, keys):
     assert r.status_code == 422 and "after end" in r.json()["detail"]
 
 
+async def test_a_request_the_framework_refuses_names_each_problem_as_every_422_does(api, keys):
+    """One shape for every 422's problems (docs/architecture.md, "Errors"): a body field,
+    a query parameter and a path parameter FastAPI refuses come back with ``in``, an RFC
+    6901 ``pointer`` into that part and a ``message``, as the definitions' 422s do; its
+    own ``loc``, ``msg`` and ``type`` stay beside them."""
+    ops = auth(keys["ops"])
+    r = await api.put("/v1/accounts/a0", json={"seats": "many", "renewal_date": "soon"}, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+    problems = {(p["in"], p["pointer"]): p for p in r.json()["detail"]}
+    assert set(problems) == {("body", "/seats"), ("body", "/renewal_date")}, r.json()
+    assert "integer" in problems["body", "/seats"]["message"] and problems["body", "/seats"]["loc"] == ["body", "seats"]
+    r = await api.get("/v1/accounts", params={"limit": 0}, headers=ops)
+    (problem,) = r.json()["detail"]
+    assert (problem["in"], problem["pointer"]) == ("query", "/limit") and "greater than" in problem["message"]
+    r = await api.put(f"/v1/accounts/{'a' * 129}", json={}, headers=ops)
+    assert [(p["in"], p["pointer"]) for p in r.json()["detail"]] == [("path", "/account_id")], r.json()
+
+
 async def test_a_usage_window_starting_before_year_one_is_a_422_not_a_500(api, keys):
     """Issue 18: end=0001-01-01 with days=116 put the window's start before date.min
     (an OverflowError, answered 500). The edges themselves are fine."""
