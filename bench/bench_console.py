@@ -199,6 +199,15 @@ BULK_SQL = {
         JOIN (SELECT row_number() OVER (ORDER BY rule_id) - 1 AS k, * FROM
               (SELECT DISTINCT ON (rule_id) rule_id, rule_version, rule_name, kind, severity FROM signals ORDER BY rule_id, rule_version DESC) d) r
           ON r.k = i % (SELECT count(DISTINCT rule_id) FROM signals)""",
+    # The signals' rollups as their writer (insert_signals) keeps them, counted again from
+    # all signals (the demo's too): the bulk rows above bypassed it.
+    "signal day counts": """
+        INSERT INTO signal_day_counts (day, kind, n)
+        SELECT date(timezone('UTC', fired_at)), kind, count(*) FROM signals GROUP BY 1, 2
+        ON CONFLICT (day, kind) DO UPDATE SET n = EXCLUDED.n""",
+    "accounts' last signals": """
+        INSERT INTO account_last_signals (account_id, fired_at) SELECT account_id, max(fired_at) FROM signals GROUP BY 1
+        ON CONFLICT (account_id) DO UPDATE SET fired_at = EXCLUDED.fired_at""",
     # Engagements: one per bulk account; 5% open (mostly queued, 1 in 10 of those with
     # csm-1 or csm-2), the rest resolved with an outcome or expired.
     "engagements": """

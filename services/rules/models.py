@@ -49,6 +49,31 @@ class RuleVersion(Base):
     created_by: Mapped[str] = mapped_column(String(200))
 
 
+class SignalDayCount(Base):
+    """Signals fired per UTC day and kind: kept by their one writer (``insert_signals``)
+    in the signals' own transaction, so it equals their count (migration 0026 backfilled
+    it; signals are never deleted). The overview's 30-day chart reads it instead of
+    grouping ~300,000 signals at 1,000,000."""
+
+    __tablename__ = "signal_day_counts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class AccountLastSignal(Base):
+    """When each account's latest signal fired, kept like :class:`SignalDayCount`: an
+    account has a signal since T exactly when this is at or after T (the accounts list's
+    "signal in the last 30 days" filter)."""
+
+    __tablename__ = "account_last_signals"
+    __table_args__ = (Index("ix_account_last_signals_fired", "fired_at", "account_id"),)
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class SignalRecord(Base):
     """A firing. ``signal_id`` is deterministic (rule, account, firing key), so a
     redelivered event or a re-run tick inserts nothing new."""

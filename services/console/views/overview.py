@@ -50,8 +50,7 @@ def window_start(now: datetime) -> datetime:
 def signal_chart(session: Session, now: datetime) -> tuple[Markup | None, int, dict[str, int]]:
     end = now.date()
     start = end - timedelta(days=DAYS - 1)
-    since = window_start(now)
-    rows = rules.signal_counts_by_day_and_kind(session, since, now + timedelta(seconds=1))
+    rows = rules.signal_counts_by_day_and_kind(session, start, end)  # a daily rollup, kept by the signals' writer
     days = [start + timedelta(days=i) for i in range(DAYS)]
     kinds = sorted({k for _, k, _ in rows})
     series = {k: [0] * DAYS for k in kinds}

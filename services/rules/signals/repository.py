@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections import Counter
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from services.rules.models import RuleCooldown, SignalRecord
+from services.rules.models import AccountLastSignal, RuleCooldown, SignalDayCount, SignalRecord
 from shared.db import insert_new, upsert
 from shared.pagination import sorted_after
 from shared.privacy import scrub
@@ -44,7 +45,36 @@ def cooldown_until(session: Session, rule_id: str, account_id: str) -> datetime 
 
 
 def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    return insert_new(session, SignalRecord.__table__, rows, ["signal_id"])
+    """Store the signals whose id is new, and count them into the rollups (per UTC day
+    and kind; each account's latest) in the same transaction: the console's overview and
+    "signal in 30 days" read those instead of grouping every recent signal. Keys in
+    sorted order, so two writers lock the rollups' rows in the same order."""
+    inserted = insert_new(session, SignalRecord.__table__, rows, ["signal_id"])
+    new = [r for r in rows if r["signal_id"] in inserted]
+    if not new:
+        return inserted
+    per_day = Counter((r["fired_at"].astimezone(UTC).date(), r["kind"]) for r in new)
+    days = SignalDayCount.__table__
+    upsert(
+        session,
+        days,
+        [{"day": d, "kind": k, "n": per_day[(d, k)]} for d, k in sorted(per_day)],
+        ["day", "kind"],
+        update=lambda new_row: {"n": days.c.n + new_row.n},
+    )
+    latest: dict[str, datetime] = {}
+    for r in new:
+        latest[r["account_id"]] = max(latest.get(r["account_id"], r["fired_at"]), r["fired_at"])
+    last = AccountLastSignal.__table__
+    upsert(
+        session,
+        last,
+        [{"account_id": a, "fired_at": latest[a]} for a in sorted(latest)],
+        ["account_id"],
+        update=lambda new_row: {"fired_at": new_row.fired_at},
+        where=lambda new_row: last.c.fired_at < new_row.fired_at,
+    )
+    return inserted
 
 
 def _where(q: Any, *, kind: str | None, rule_id: str | None, account_id: str | None, since: datetime | None, until: datetime | None) -> Any:
@@ -177,15 +207,20 @@ def _utc_day(session: Session, col: InstrumentedAttribute[datetime]) -> ColumnEl
     return func.date(col)
 
 
-def counts_by_day_and_kind(session: Session, since: datetime, until: datetime) -> list[tuple[date, str, int]]:
-    """Signals fired in [since, until), per UTC day and kind (aggregated in SQL)."""
+def counts_by_day_and_kind(session: Session, first: date, last: date) -> list[tuple[date, str, int]]:
+    """Signals fired per UTC day and kind, from ``first`` to ``last`` (UTC days, both
+    included): the rollup :func:`insert_signals` keeps, a row per day and kind."""
+    q = select(SignalDayCount.day, SignalDayCount.kind, SignalDayCount.n).where(SignalDayCount.day >= first, SignalDayCount.day <= last)
+    return [(d, k, n) for d, k, n in session.execute(q) if n]
+
+
+def counts_by_day_and_kind_raw(session: Session, first: date, last: date) -> list[tuple[date, str, int]]:
+    """:func:`counts_by_day_and_kind` grouped from the signals themselves (what the rollup
+    must equal; its tests compare them)."""
     day = _utc_day(session, SignalRecord.fired_at)
-    q = (
-        select(day, SignalRecord.kind, func.count())
-        .where(SignalRecord.fired_at >= since, SignalRecord.fired_at < until)
-        .group_by(day, SignalRecord.kind)
-    )
-    return [(d if isinstance(d, date) else date.fromisoformat(str(d)), k, n) for d, k, n in session.execute(q)]
+    q = select(day, SignalRecord.kind, func.count()).group_by(day, SignalRecord.kind)
+    out = [(d if isinstance(d, date) else date.fromisoformat(str(d)), k, n) for d, k, n in session.execute(q)]
+    return [(d, k, n) for d, k, n in out if first <= d <= last]
 
 
 def counts_by_rule(session: Session, since: datetime) -> dict[str, int]:
@@ -194,5 +229,6 @@ def counts_by_rule(session: Session, since: datetime) -> dict[str, int]:
 
 
 def accounts_signalled_since(session: Session, since: datetime) -> Select[str]:
-    """A subquery of the accounts with a signal since ``since`` (for filters in other lists)."""
-    return select(SignalRecord.account_id).where(SignalRecord.fired_at >= since).distinct()
+    """A subquery of the accounts with a signal since ``since`` (for filters in other
+    lists): those whose latest signal (the rollup :func:`insert_signals` keeps) is since."""
+    return select(AccountLastSignal.account_id).where(AccountLastSignal.fired_at >= since)
