@@ -5,7 +5,9 @@ ingest's repository or service function of the same name. Ingest's tables are it
 Reads (the caller owns the session):
 
 * accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`account_ids_after`, :func:`count_accounts`,
-  :func:`account_rows`, :func:`accounts_where` (audience filters, :class:`AccountFilter`);
+  :func:`account_rows`, :func:`account_values` (a few columns only), :func:`accounts_where` (audience
+  filters, :class:`AccountFilter`), :func:`accounts_with_value` (a rule-language test of one
+  column or trait, in SQL when it translates exactly);
   for the console, :func:`search_accounts` (ordered by id, ARR or another service's
   values, such as the current health scores), :func:`total_arr` and :func:`distinct_traits`;
 * contacts: :func:`contact`, :func:`contacts`, :func:`users_by_role`, :func:`active_users`, and
@@ -73,8 +75,10 @@ from services.ingest.repository.accounts import (
     account_ids,
     account_ids_after,
     account_rows,
+    account_values,
     accounts,
     accounts_where,
+    accounts_with_value,
     active_users,
     active_users_of,
     contact,
@@ -145,8 +149,10 @@ __all__ = [
     "account_last_day",
     "account_last_seen",
     "account_rows",
+    "account_values",
     "accounts",
     "accounts_where",
+    "accounts_with_value",
     "accounts_with_events",
     "active_days",
     "active_user_counts",

@@ -5,7 +5,8 @@ search. The ORM rows themselves (:func:`get_account`, :func:`get_user`,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest.models import Account, User, UserActivityDaily
 from services.ingest.repository.chunks import CHUNK, AccountRange, chunks, in_
+from services.ingest.repository.properties import JsonPath
 from services.ingest.snapshots import AccountInfo, Contact
 
 _ACCOUNT_INFO = tuple(getattr(Account, f) for f in AccountInfo.__dataclass_fields__)
@@ -172,6 +174,83 @@ def accounts_where(session: Session, audience: AccountFilter, now: datetime, acc
     out: set[str] = set()
     for part in chunks(accounts):
         out.update(session.scalars(select(Account.id).where(in_(Account.id, part), *conds)))
+    return out
+
+
+def account_values(session: Session, accounts: list[str] | None, columns: Sequence[str]) -> dict[str, Row[Any]]:
+    """id -> a row of the accounts' ``columns`` only (names of the accounts table's columns;
+    the row has ``id`` too), one query per chunk. For callers that read a column or two
+    of every account: a timestamp costs a conversion per row, traits a JSON parse."""
+    cols = tuple(getattr(Account, c) for c in dict.fromkeys(columns) if c != "id")
+    out: dict[str, Row[Any]] = {}
+    for part in chunks(accounts):
+        out.update({row.id: row for row in session.execute(select(Account.id, *cols).where(in_(Account.id, part)))})
+    return out
+
+
+# The account columns that hold text: a test of one is a plain comparison.
+_TEXT_COLUMNS = ("id", "name", "plan", "segment", "lifecycle_stage")
+# A key PostgreSQL's #> would read as an array index (strtol: spaces, a sign, digits).
+_ARRAY_INDEX = re.compile(r"\s*[+-]?\d+")
+
+
+def _sql_key(key: str) -> bool:
+    """A traits key both databases read as the same object key: no quote or backslash
+    (SQLite's quoted path label), nothing PostgreSQL takes for an array index."""
+    return bool(key) and key.isprintable() and '"' not in key and "\\" not in key and not _ARRAY_INDEX.fullmatch(key)
+
+
+def value_test(session: Session, path: Sequence[str], op: str, value: Any) -> Any:
+    """The SQL condition "the account's value at ``path`` passes ``op value``", or None when
+    SQL cannot answer it exactly as the rule language does (the caller then tests the
+    values itself). ``path`` is a text column (``("plan",)``) or a key path into the
+    traits (``("traits", "industry")``). The meaning is the rule language's
+    (services/rules/language/evaluate.py, ``predicate``), type included: a missing key and
+    JSON null are missing, "1" is not 1, true is not 1, and case counts:
+
+    * ``==`` / ``!=`` a string or a boolean: the value is of that type and (not) equal;
+    * ``in`` / ``not_in`` a list of strings: the value is a string (not) among them; ``not_in``
+      also holds for a number or a boolean, never for a missing value, an object or an array;
+    * ``exists`` true / false: the value is present and not null / missing or null.
+
+    Numbers are left to the caller: SQL compares a JSON number as a decimal or an integer
+    where the rule language compares a float (big integers, long decimals), and a mixed
+    list's ``in`` follows Python's ``True == 1``."""
+    strings = isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, str) for v in value)
+    if len(path) == 1 and path[0] in _TEXT_COLUMNS:
+        col = getattr(Account, path[0])
+        if op == "exists" and isinstance(value, bool):
+            return col.is_not(None) if value else col.is_(None)
+        if op in ("==", "!=") and isinstance(value, str):
+            return col == value if op == "==" else col != value  # NULL passes neither, as a missing value passes neither
+        if op in ("in", "not_in") and strings:
+            return col.in_(value) if op == "in" else col.not_in(value)
+        return None
+    if len(path) < 2 or path[0] != "traits" or not all(_sql_key(k) for k in path[1:]):
+        return None
+    v = JsonPath(session, path[1:], Account.traits)
+    if op == "exists" and isinstance(value, bool):
+        return ~v.missing() if value else v.missing()
+    if op in ("==", "!=") and isinstance(value, str):
+        return v.string() == value if op == "==" else v.string() != value  # string(): NULL unless a string
+    if op in ("==", "!=") and isinstance(value, bool):
+        return v.is_bool(value if op == "==" else not value)
+    if op == "in" and strings:
+        return v.string().in_(value)
+    if op == "not_in" and strings:
+        return or_(v.string().not_in(value), v.of_kind("number", "boolean"))
+    return None
+
+
+def accounts_with_value(session: Session, path: Sequence[str], op: str, value: Any, accounts: list[str] | None) -> set[str] | None:
+    """The accounts (of ``accounts``, or all) that :func:`value_test` admits, one query per
+    chunk; None when it cannot answer (the caller tests the values itself)."""
+    test = value_test(session, path, op, value)
+    if test is None:
+        return None
+    out: set[str] = set()
+    for part in chunks(accounts):
+        out.update(session.scalars(select(Account.id).where(in_(Account.id, part), test)))
     return out
 
 

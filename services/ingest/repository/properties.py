@@ -43,28 +43,49 @@ def _day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return datetime.combine(start, time.min, tzinfo=UTC), datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
 
 
-class _Json:
-    """Typed reads of one property path of ``events.properties`` (JSONB on PostgreSQL,
-    JSON text on SQLite). Each answers NULL when the value is not of the type asked, so a
-    cast never sees a value it cannot convert."""
+class JsonPath:
+    """Typed reads of one key path of a JSON column (JSONB on PostgreSQL, JSON text on
+    SQLite): ``events.properties`` unless told (the accounts' traits, :mod:`.accounts`).
+    Each answers NULL when the value is not of the type asked, so a cast never sees a
+    value it cannot convert."""
 
-    def __init__(self, session: Session, path: Sequence[str]):
+    # The kinds of JSON value, as each database's type function names them.
+    KINDS = {
+        "string": (("string",), ("text",)),
+        "number": (("number",), ("integer", "real")),
+        "boolean": (("boolean",), ("true", "false")),
+        "null": (("null",), ("null",)),
+        "object": (("object",), ("object",)),
+        "array": (("array",), ("array",)),
+    }
+
+    def __init__(self, session: Session, path: Sequence[str], column: Any = RawEvent.properties):
         self.pg = session.get_bind().dialect.name == "postgresql"
         self.path = list(path)
+        self.column = column
 
     def _type(self) -> Any:
         if self.pg:
-            return func.jsonb_typeof(RawEvent.properties.op("#>")(literal(self.path, postgresql.ARRAY(String))))
-        return func.json_type(RawEvent.properties, self._sqlite_path())
+            return func.jsonb_typeof(self.column.op("#>")(literal(self.path, postgresql.ARRAY(String))))
+        return func.json_type(self.column, self._sqlite_path())
 
     def _sqlite_path(self) -> str:
-        # Keys are validated ([A-Za-z0-9_-]), so quoting them is enough.
+        # Keys are validated (events: [A-Za-z0-9_-]; traits: no quote or backslash), so quoting them is enough.
         return "$" + "".join(f'."{k}"' for k in self.path)
 
     def _text(self) -> Any:
         if self.pg:
-            return RawEvent.properties.op("#>>")(literal(self.path, postgresql.ARRAY(String)))
-        return func.json_extract(RawEvent.properties, self._sqlite_path())
+            return self.column.op("#>>")(literal(self.path, postgresql.ARRAY(String)))
+        return func.json_extract(self.column, self._sqlite_path())
+
+    def of_kind(self, *kinds: str) -> Any:
+        """The path holds a value of one of ``kinds`` (keys of :attr:`KINDS`); false when it is missing."""
+        names = [n for k in kinds for n in self.KINDS[k][0 if self.pg else 1]]
+        return self._type().in_(names)
+
+    def missing(self) -> Any:
+        """The path holds nothing, or JSON null (never NULL itself: a missing value is a row, not an unknown)."""
+        return func.coalesce(self._type(), "null") == "null"
 
     def number(self) -> Any:
         if self.pg:
@@ -96,7 +117,7 @@ class _Json:
 def _filtered(session: Session, event: str, start: date, end: date, where: Where) -> list[Any]:
     lo, hi = _day_bounds(start, end)
     conds = [RawEvent.name == event, RawEvent.type == "track", RawEvent.timestamp >= lo, RawEvent.timestamp < hi]
-    conds.extend(_Json(session, path).matches(values) for path, values in where)
+    conds.extend(JsonPath(session, path).matches(values) for path, values in where)
     return conds
 
 
@@ -135,7 +156,7 @@ def property_aggregates(
     ``latest`` is the value of the last event that has one (by timestamp, then event id)."""
     if fn not in AGGREGATES:
         raise ValueError(f"unknown aggregate {fn!r}")
-    value = _Json(session, path).number()
+    value = JsonPath(session, path).number()
     conds = [*_filtered(session, event, start, end, where), value.is_not(None)]
     if fn == "latest":
 
@@ -262,7 +283,7 @@ def daily_property_stats(
     """(account, UTC day, numeric values, their sum, min, max, the latest of the day) of
     ``path`` on ``event`` for every account and day of [start, end] with a numeric value:
     :func:`property_aggregates` of any window follows from these rows."""
-    value = _Json(session, path).number()
+    value = JsonPath(session, path).number()
     day = _utc_day(session, RawEvent.timestamp)
     ranked = (
         select(
@@ -329,6 +350,6 @@ def contacts_where(session: Session, event: str, where: Where, received_since: d
     reads only those, through the BRIN index on PostgreSQL): the contacts who clicked a
     resource's tracked links, for its report. One statement."""
     conds = [RawEvent.received_at >= received_since, RawEvent.name == event, RawEvent.type == "track", RawEvent.user_id.is_not(None)]
-    conds.extend(_Json(session, path).matches(values) for path, values in where)
+    conds.extend(JsonPath(session, path).matches(values) for path, values in where)
     pairs = select(RawEvent.account_id, RawEvent.user_id).where(*conds).distinct().subquery()
     return int(session.scalar(select(func.count()).select_from(pairs)) or 0)

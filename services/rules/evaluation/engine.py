@@ -31,6 +31,14 @@ DAY = 86400.0
 ZERO_DEFAULT = ("count", "active_users", "active_days", "contacts")
 HEALTH = Metric(metric="health", op=">=", value=0.0)
 HEALTH_LABEL = Field(path=("account", "health_label"), op="exists", value=True)
+# The account columns each derived account field reads (any other field: its own column).
+FIELD_COLUMNS = {
+    "traits": ("traits",),
+    "tenure_days": ("signup_date", "first_seen_at"),
+    "days_in_stage": ("lifecycle_stage_changed_at",),
+    "days_to_renewal": ("renewal_date",),
+}
+FOCUS_LIMIT = 5000  # accounts: more, and one read of every account costs less than their chunks
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,12 @@ class Measurements:
         self._user_values: dict[Operand, dict[tuple[str, str], float]] = {}
         self._users: dict[tuple[str, str], Contact] | None = None
         self._planned: dict[Operand, Metric] = {}
+        # Account-field predicates answered by SQL (ingest's accounts_with_value) over a whole
+        # population: the tick's; an event batch's few accounts are cheaper read and tested here.
+        self.sql_fields = accounts is None and self.series is None
+        self._focus: set[str] | None = None
+        self._focus_values: dict[Operand, dict[str, Any]] = {}
+        self._columns: dict[tuple[str, ...], dict[str, Any]] = {}  # account columns read for the population
         self.queries = 0
 
     # ---- accounts ------------------------------------------------------
@@ -140,22 +154,54 @@ class Measurements:
         return self._population
 
     def account_field(self, leaf: Field) -> dict[str, Any]:
+        """account -> the value of an ``account.*`` field, for the whole population."""
         key = leaf.operand
-        if key in self._values:
-            return self._values[key]
+        if key not in self._values:
+            self._values[key] = self._field_values(leaf, self.accounts)
+        return self._values[key]
+
+    def focus(self, accounts: Iterable[str]) -> None:
+        """Declare the accounts about to be explained (those that just entered a segment):
+        a field not read for the whole population (the set algebra asked SQL instead, see
+        :meth:`matching`) is then read for them only. Over FOCUS_LIMIT accounts one read of
+        the population costs less than its chunks, and the call does nothing."""
+        wanted = set(accounts)
+        self._focus = wanted if len(wanted) <= FOCUS_LIMIT else None
+        self._focus_values = {}
+
+    def _field_value(self, leaf: Field, account_id: str) -> Any:
+        key = leaf.operand
+        if key not in self._values and self._focus is not None and account_id in self._focus:
+            if key not in self._focus_values:
+                self._focus_values[key] = self._field_values(leaf, sorted(self._focus))
+            return self._focus_values[key].get(account_id)
+        return self.account_field(leaf).get(account_id)
+
+    def _field_values(self, leaf: Field, accounts: list[str] | None) -> dict[str, Any]:
+        """account (of ``accounts``) -> the field's value, reading only the columns it needs."""
         name = leaf.path[1]
         if name == "health_label":  # from the health scores, not the account row
-            self._values[key] = scores.labels_on_or_before(self.session, *scores.current_days(self.now.date()), self.accounts)
-            return self._values[key]
+            return scores.labels_on_or_before(self.session, *scores.current_days(self.now.date()), accounts)
         if name == "segments":  # the named segments it is in now (a backtest reads today's too, as it does roles)
-            members = segment_members.memberships(self.session, self.accounts)
-            self._values[key] = {a: tuple(sorted(segs)) for a, segs in members.items()}
-            return self._values[key]
-        rows = self.rows(with_traits=name == "traits")
+            members = segment_members.memberships(self.session, accounts)
+            return {a: tuple(sorted(segs)) for a, segs in members.items()}
+        traits = name == "traits"
+        rows: dict[str, Any] | None = None
+        columns = FIELD_COLUMNS.get(name, (name,))
+        whole = accounts is self.accounts  # the population's columns are kept: four traits, one read
+        if self.series is not None or (self._rows is not None and (self._rows_traits or not traits)):
+            rows = self.rows(with_traits=traits)  # already read (a health score, a backtest's today)
+        elif whole:
+            rows = self._columns.get(columns)
+        if rows is None:
+            rows = ingest.account_values(self.session, accounts, columns)
+            self.queries += 1
+            if whole:
+                self._columns[columns] = rows
         now, today = self.now, self.now.date()
         out: dict[str, Any] = {}
         for a, r in rows.items():
-            if name == "traits":
+            if traits:
                 v = _dig(r.traits or {}, leaf.path[2:])
             elif name == "tenure_days":
                 v = (
@@ -172,7 +218,6 @@ class Measurements:
             if isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
             out[a] = v
-        self._values[key] = out
         return out
 
     # ---- metrics -------------------------------------------------------
@@ -273,7 +318,8 @@ class Measurements:
             if self.series is not None:  # a backtest reads the seats once, not every day
                 seats = self.series.seats()
             else:
-                seats = {a: r.seats for a, r in self.rows().items() if r.seats}
+                rows = self.rows() if self._rows is not None else ingest.account_values(s, acc, ("seats",))
+                seats = {a: r.seats for a, r in rows.items() if r.seats}
             # 100.0 * users / seats per account, the arithmetic in C (a backtest asks it 10,000 x 90 times)
             used = map(mul, repeat(100.0), map(users.get, seats, repeat(0)))
             return dict(zip(seats, map(truediv, used, seats.values()), strict=True))
@@ -340,9 +386,24 @@ class Measurements:
                         self._orders[leaf.operand] = NumericOrder.of(values)
                     order = self._orders[leaf.operand]
             else:
+                found = self._field_in_sql(leaf)
+                if found is not None:
+                    self._matching[leaf] = self.population & found
+                    return self._matching[leaf]
                 values, default = self.account_field(leaf), None
             self._matching[leaf] = matching_from_values(leaf, self.population, values, default, order)
         return self._matching[leaf]
+
+    def _field_in_sql(self, leaf: Field) -> set[str] | None:
+        """The accounts an ``account.*`` predicate holds for, tested by the database (one
+        statement, no account's row read here) when :attr:`sql_fields` is on and ingest
+        translates the test exactly (:func:`ingest.accounts_with_value`); None otherwise."""
+        if not self.sql_fields or leaf.path[0] != "account":
+            return None
+        found = ingest.accounts_with_value(self.session, leaf.path[1:], leaf.op, leaf.value, self.accounts)
+        if found is not None:
+            self.queries += 1
+        return found
 
     # ---- events and users ---------------------------------------------
     def load_users(self, pairs: list[tuple[str, str]]) -> None:
@@ -377,7 +438,7 @@ class Measurements:
                 return values.get(account_id, default)
             root = leaf.path[0]
             if root == "account":
-                return self.account_field(leaf).get(account_id)
+                return self._field_value(leaf, account_id)
             if event is None:
                 return None
             if root == "event":

@@ -132,6 +132,7 @@ def apply(
     ]
     entered = repo.add_members(session, rows)
     signals: list[Signal] = []
+    meas.focus(a for _, a in entered)  # fields the tick tested in SQL are read for these accounts only
     for sid, a in sorted(entered):
         seg = by_id[sid]
         _ok, tree = meas.explain(seg.definition.condition, a)  # only the accounts that changed are explained
