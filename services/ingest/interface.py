@@ -25,7 +25,8 @@ Reads (the caller owns the session):
   :func:`user_last_seen`; :func:`window_days` (the UTC days of a metric's window);
 * metrics over the raw events' properties and over contacts by role, set-based the same
   way: :func:`event_counts_where` (counts with property filters), :func:`contacts_where`
-  (distinct contacts who did an event with property filters, ever),
+  (distinct contacts who did an event with property filters, ever; :func:`contact_values_where`
+  lists them, each with one property's value),
   :func:`property_aggregates` (``sum``/``avg``/``min``/``max``/``latest`` of a numeric
   property, :data:`AGGREGATES`), :func:`role_last_seen`, :func:`role_active_user_counts`,
   :func:`contact_counts`; for backtests, by account and day over a period:
@@ -118,6 +119,7 @@ from services.ingest.repository.properties import (
     AGGREGATES,
     Where,
     contact_counts,
+    contact_values_where,
     contacts_where,
     daily_counts_where,
     daily_property_stats,
@@ -161,6 +163,7 @@ __all__ = [
     "chunked_metric",
     "contact",
     "contact_counts",
+    "contact_values_where",
     "contacts",
     "contacts_where",
     "contract_outcomes",

@@ -332,6 +332,7 @@ __all__ = [
     "AGGREGATES",
     "Where",
     "contact_counts",
+    "contact_values_where",
     "daily_counts_where",
     "daily_property_stats",
     "event_counts_where",
@@ -353,3 +354,15 @@ def contacts_where(session: Session, event: str, where: Where, received_since: d
     conds.extend(JsonPath(session, path).matches(values) for path, values in where)
     pairs = select(RawEvent.account_id, RawEvent.user_id).where(*conds).distinct().subquery()
     return int(session.scalar(select(func.count()).select_from(pairs)) or 0)
+
+
+def contact_values_where(
+    session: Session, event: str, where: Where, received_since: datetime, path: Sequence[str]
+) -> set[tuple[str, str, str | None]]:
+    """The contacts :func:`contacts_where` counts, each with the string at ``path`` of
+    its events' properties (None where that is not a string), distinct: the contacts who
+    clicked a resource's links, with the message each click came from. One statement."""
+    conds = [RawEvent.received_at >= received_since, RawEvent.name == event, RawEvent.type == "track", RawEvent.user_id.is_not(None)]
+    conds.extend(JsonPath(session, p).matches(values) for p, values in where)
+    q = select(RawEvent.account_id, RawEvent.user_id, JsonPath(session, path).string()).where(*conds).distinct()
+    return {(a, u, v) for a, u, v in session.execute(q)}

@@ -61,14 +61,26 @@ class MeasuredReport(BaseModel):
     method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"
 
 
+class ResourceSegment(SegmentLiftOut):
+    sent: int = Field(description="its messages sent to this segment's treated enrolments (members as of their enrolment)")
+    clicked: int = Field(description="distinct contacts who clicked a tracked link of those messages")
+
+
+class SurveySegment(SegmentLiftOut):
+    sent: int = Field(description="its messages sent to this segment's treated enrolments (members as of their enrolment)")
+    answered: int = Field(description="distinct contacts whose recorded answer came from one of those messages")
+
+
 class ResourceReport(MeasuredReport):
     resource_id: str
     clicked: int = Field(description="distinct contacts who clicked a tracked link of its messages (link_clicked events, ever)")
+    by_segment: list[ResourceSegment] = Field(description="per named segment, its members as of their enrolment")  # type: ignore[assignment]
 
 
 class SurveyReport(MeasuredReport):
     survey_id: str
     answered: int = Field(description="distinct contacts whose answer is recorded (a changed answer counts once)")
+    by_segment: list[SurveySegment] = Field(description="per named segment, its members as of their enrolment")  # type: ignore[assignment]
 
 
 def _carrying(kind: str, item_id: str) -> Any:
@@ -159,10 +171,23 @@ def _measure(session: Session, kind: str, item_id: str, segment_ids: list[str] |
         )
     segment_ids, next_cursor = _segments(session, segment_ids, cursor)
     enrolments: list[tuple[str, datetime, bool, str]] = []
+    by_segment: list[SegmentLiftOut] = []
+    sent_to: dict[str, set[str]] = {}  # segment -> the messages sent to its treated enrolments
     if segment_ids:
         q = joined(select(Enrollment.account_id, Enrollment.enrolled_at, Enrollment.holdout, Enrollment.status, Enrollment.id)).distinct()
         q = q.order_by(Enrollment.enrolled_at.desc(), Enrollment.id.desc()).limit(SEGMENT_ENROLMENTS)
-        enrolments = [(a, at, bool(h), st) for a, at, h, st, _id in session.execute(q)]
+        split = list(session.execute(q))
+        enrolments = [(a, at, bool(h), st) for a, at, h, st, _id in split]
+        members = playbook_service.members_at_enrolment(session, segment_ids, [(a, at) for a, at, *_ in enrolments])
+        by_segment = playbook_service.lift_by_segment(session, segment_ids, enrolments, members)
+        sent_messages = session.execute(
+            select(Message.id, Message.enrollment_id)
+            .join(Enrollment, Enrollment.id == Message.enrollment_id)
+            .where(carrying, Message.state == "sent", Enrollment.holdout.is_(False))
+        ).all()
+        for sid in segment_ids:
+            treated_in = {row[4] for row, member in zip(split, members[sid], strict=True) if member and not row[2]}
+            sent_to[sid] = {mid for mid, eid in sent_messages if eid in treated_in}
     return {
         "sent": sent,
         "treated": treated,
@@ -172,8 +197,9 @@ def _measure(session: Session, kind: str, item_id: str, segment_ids: list[str] |
         "confidence_interval": ci,
         "by_step": by_step,
         "enrolments": len(enrolments),
-        "by_segment": playbook_service.lift_by_segment(session, segment_ids, enrolments) if segment_ids else [],
+        "by_segment": by_segment,
         "segments_next_cursor": next_cursor,
+        "sent_to": sent_to,
     }
 
 
@@ -185,7 +211,23 @@ def resource_report(session: Session, resource_id: str, segment_ids: list[str] |
     first = session.scalar(select(func.min(Message.created_at)).where(Message.resource_id == resource_id))
     since = first - timedelta(days=1) if first else None
     clicked = ingest.contacts_where(session, CLICK_EVENT, [(("resource_id",), [resource_id])], since) if since else 0
-    return ResourceReport(resource_id=resource_id, clicked=clicked, **_measure(session, "resource", resource_id, segment_ids, cursor))
+    out = _measure(session, "resource", resource_id, segment_ids, cursor)
+    sent_to: dict[str, set[str]] = out.pop("sent_to")
+    # Per segment, the contacts who clicked a link of a message it was sent (each click names its message).
+    clicks = (
+        ingest.contact_values_where(session, CLICK_EVENT, [(("resource_id",), [resource_id])], since, ("message_id",))
+        if since and sent_to
+        else set()
+    )
+    out["by_segment"] = [
+        ResourceSegment(
+            **lift.model_dump(),
+            sent=len(sent_to[lift.segment_id]),
+            clicked=len({(a, u) for a, u, m in clicks if m in sent_to[lift.segment_id]}),
+        )
+        for lift in out["by_segment"]
+    ]
+    return ResourceReport(resource_id=resource_id, clicked=clicked, **out)
 
 
 def survey_report(session: Session, survey_id: str, segment_ids: list[str] | None = None, cursor: str | None = None) -> SurveyReport:
@@ -193,4 +235,15 @@ def survey_report(session: Session, survey_id: str, segment_ids: list[str] | Non
     answered = int(session.scalar(select(func.count()).select_from(SurveyAnswer).where(SurveyAnswer.survey_id == survey_id)) or 0)
     if not answered and not out["sent"] and not out["holdout"].enrolled:
         raise NotFound(f"survey {survey_id!r} was never sent nor answered")
+    sent_to: dict[str, set[str]] = out.pop("sent_to")
+    # Per segment, the contacts whose recorded answer came from a message it was sent (one answer per contact).
+    answers = list(session.scalars(select(SurveyAnswer.message_id).where(SurveyAnswer.survey_id == survey_id))) if sent_to else []
+    out["by_segment"] = [
+        SurveySegment(
+            **lift.model_dump(),
+            sent=len(sent_to[lift.segment_id]),
+            answered=sum(1 for m in answers if m in sent_to[lift.segment_id]),
+        )
+        for lift in out["by_segment"]
+    ]
     return SurveyReport(survey_id=survey_id, answered=answered, **out)

@@ -222,18 +222,39 @@ def report_by_segment(session: Session, playbook_id: str, segment_ids: list[str]
     return SegmentReportOut(playbook_id=playbook_id, enrolments=len(rows), segments=lift_by_segment(session, segment_ids, rows))
 
 
-def lift_by_segment(session: Session, segment_ids: list[str], rows: list[tuple[str, datetime, bool, str]]) -> list[SegmentLiftOut]:
+def members_at_enrolment(session: Session, segment_ids: list[str], rows: list[tuple[str, datetime]]) -> dict[str, list[bool]]:
+    """Per segment, for each of ``rows`` ((account, enrolled at)), whether the account was
+    in it when enrolled: its last change on or before that instant was entering (from the
+    segments' entered and left signals)."""
+    history = rules.segment_membership_history(session, segment_ids, {a for a, _ in rows})
+    out: dict[str, list[bool]] = {}
+    for sid in segment_ids:
+        flags = []
+        for account_id, enrolled_at in rows:
+            changes = history.get((sid, account_id), [])
+            at = bisect_right([t for t, _ in changes], enrolled_at)
+            flags.append(bool(at and changes[at - 1][1]))
+        out[sid] = flags
+    return out
+
+
+def lift_by_segment(
+    session: Session,
+    segment_ids: list[str],
+    rows: list[tuple[str, datetime, bool, str]],
+    members: dict[str, list[bool]] | None = None,
+) -> list[SegmentLiftOut]:
     """Per segment, treated vs holdout conversion and lift among the enrolments ``rows``
-    ((account, enrolled at, held out, status)) whose account was in it when enrolled:
-    the playbook report by segment, and the per-resource and per-survey reports."""
-    history = rules.segment_membership_history(session, segment_ids, {a for a, *_ in rows})
+    ((account, enrolled at, held out, status)) whose account was in it when enrolled
+    (``members``: :func:`members_at_enrolment` of the rows, read when not given): the
+    playbook report by segment, and the per-resource and per-survey reports."""
+    if members is None:
+        members = members_at_enrolment(session, segment_ids, [(a, at) for a, at, *_ in rows])
     out = []
     for sid in segment_ids:
         groups = {True: {"n": 0, "converted": 0}, False: {"n": 0, "converted": 0}}
-        for account_id, enrolled_at, holdout, status in rows:
-            changes = history.get((sid, account_id), [])
-            at = bisect_right([t for t, _ in changes], enrolled_at)
-            if at and changes[at - 1][1]:  # its last change on or before the enrolment was entering
+        for (_account, _at, holdout, status), member in zip(rows, members[sid], strict=True):
+            if member:
                 groups[holdout]["n"] += 1
                 groups[holdout]["converted"] += status == "converted"
         treated, held = group_stats(groups[False]), group_stats(groups[True])

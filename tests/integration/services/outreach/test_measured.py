@@ -76,8 +76,10 @@ def _message(enrollment_id, account, user, step, now: datetime, *, state="sent",
     }
 
 
-def _click(account, user, resource, now: datetime) -> RawEvent:
+def _click(account, user, resource, now: datetime, message: dict | None = None) -> RawEvent:
     props = {"url": "https://help.example.com/x", **({"resource_id": resource} if resource else {})}
+    if message is not None:
+        props["message_id"] = message["id"]
     return RawEvent(
         event_id=str(uuid.uuid4()),
         account_id=account,
@@ -122,18 +124,19 @@ def build_world(session_factory, topics, clock) -> None:
                     enrolled_at=now,
                 )
             )
+    sent: dict[tuple[str, str], dict] = {}  # (account, user) -> its message carrying the guide
     for a in ACCOUNTS:
         if a in HELD:  # the recommend step records what they would have received
             rows.append(_message(ids[a], a, "ada", "rec", now, state="skipped", reason="held_out", resource="guide"))
         elif a in {"a00", "a01", "a02", "a05", "a06", "a07"}:
-            rows.append(_message(ids[a], a, "ada", "rec", now, resource="guide"))
-    rows.append(_message(ids["a00"], "a00", "bob", "rec", now, resource="guide"))  # a second contact: 7 sent, one enrolment
+            rows.append(sent.setdefault((a, "ada"), _message(ids[a], a, "ada", "rec", now, resource="guide")))
+    rows.append(sent.setdefault(("a00", "bob"), _message(ids["a00"], "a00", "bob", "rec", now, resource="guide")))  # 7 sent, one enrolment
     rows.append(_message(ids["late"], "a00", "ada", "rec", now, state="queued", resource="guide"))  # not sent: not treated
     rows.append(_message(ids["a02"], "a02", "bob", "rec", now, state="skipped", reason="contact_cap", resource="guide"))
     rows.append(_message(ids["a04"], "a04", "bob", "rec2", now, state="skipped", reason="held_out", resource="other"))
     # the survey step of the same playbook: sent to a00, a05, a06; held out a03, a08.
-    for a in ("a00", "a05", "a06"):
-        rows.append(_message(ids[a], a, "ada", "ask", now, payload=NPS))
+    asked = {a: _message(ids[a], a, "ada", "ask", now, payload=NPS) for a in ("a00", "a05", "a06")}
+    rows.extend(asked.values())
     for a in ("a03", "a08"):
         rows.append(_message(ids[a], a, "ada", "ask", now, state="skipped", reason="held_out", payload=NPS))
     rows.append(_message(ids["a01"], "a01", "ada", "ask", now, payload={"survey": {"id": "csat-q1", "scale": "csat"}}))
@@ -142,10 +145,10 @@ def build_world(session_factory, topics, clock) -> None:
         # clicks: a00's ada twice and bob once, a05's ada; one on another resource, one with no contact
         s.add_all(
             [
-                _click("a00", "ada", "guide", now),
-                _click("a00", "ada", "guide", now + days(0.1)),
-                _click("a00", "bob", "guide", now),
-                _click("a05", "ada", "guide", now),
+                _click("a00", "ada", "guide", now, sent["a00", "ada"]),
+                _click("a00", "ada", "guide", now + days(0.1), sent["a00", "ada"]),
+                _click("a00", "bob", "guide", now, sent["a00", "bob"]),
+                _click("a05", "ada", "guide", now, sent["a05", "ada"]),
                 _click("a06", "ada", "other", now),
                 _click("a07", None, "guide", now),
                 _click("a01", "cy", "guide", now - days(3)),  # received before any message carried it: not read
@@ -160,6 +163,7 @@ def build_world(session_factory, topics, clock) -> None:
                     scale="nps",
                     score=score,
                     comment="",
+                    message_id=asked[a]["id"],
                     first_answered_at=now,
                     answered_at=now,
                 )
@@ -214,6 +218,9 @@ async def test_the_resource_report_counts_sent_clicked_and_lift_by_hand(api, key
     assert _group(seg["retail"]["treated"]) == (3, 1) and _group(seg["retail"]["holdout"]) == (2, 0)
     assert seg["retail"]["lift"] == pytest.approx(1 / 3)
     assert seg["retail"]["relative_lift"] is None  # nothing to divide by
+    # sent and clicked per segment, as of the enrolment: fintech a00 (ada, bob), a01, a02; retail a05, a06, a07;
+    # clicked: a00's ada and bob (fintech, though a00 is retail now), a05's ada (retail)
+    assert [(seg[k]["sent"], seg[k]["clicked"]) for k in ("fintech", "retail")] == [(4, 2), (3, 1)]
     # the sent figure is the count of the message list it summarises
     listed = (await api.get("/v1/messages?state=sent&resource_id=guide&limit=1000", headers=ops)).json()["items"]
     assert len(listed) == got["sent"]
@@ -242,6 +249,8 @@ async def test_the_survey_report_counts_sent_answered_and_lift_by_hand(api, keys
     seg = {s["segment_id"]: s for s in got["by_segment"]}
     assert _group(seg["fintech"]["treated"]) == (1, 1) and _group(seg["fintech"]["holdout"]) == (1, 1)
     assert _group(seg["retail"]["treated"]) == (2, 1) and _group(seg["retail"]["holdout"]) == (1, 0)
+    # sent a00 (fintech as of its enrolment), a05 a06 (retail); answered a00 and a05 through those messages
+    assert [(seg[k]["sent"], seg[k]["answered"]) for k in ("fintech", "retail")] == [(1, 1), (2, 1)]
     assert [(s["step_id"], _group(s["treated"])) for s in got["by_step"]] == [("ask", (3, 2))]
     listed = (await api.get("/v1/messages?state=sent&survey_id=nps-q1&limit=1000", headers=ops)).json()["items"]
     assert len(listed) == got["sent"]
@@ -271,6 +280,8 @@ async def test_the_console_pages_show_the_reports_figures_escaped(api, keys, ses
     assert re.search(r'id="treated">6<', page.text) and re.search(r'id="held-out">4<', page.text)
     assert 'id="lift">Lift: <strong>25.0%</strong>' in page.text
     assert 'data-segment="fintech"' in page.text and 'data-segment="retail"' in page.text
+    for row in api_report["by_segment"]:  # per segment, the API's sent and clicked
+        assert f'data-segment="{row["segment_id"]}" data-sent="{row["sent"]}" data-clicked="{row["clicked"]}"' in page.text
     library = await api.get("/console/resources?tag=analytics")
     assert library.status_code == 200 and 'href="/console/resources/guide"' in library.text
 
@@ -285,6 +296,8 @@ async def test_the_console_pages_show_the_reports_figures_escaped(api, keys, ses
     assert int(re.search(r'id="count">([\d,]+)', listed.text).group(1)) == 3
     assert re.search(r'id="score" data-answered="2"><span class="figure">0.0</span> NPS', page.text)  # one promoter, one detractor
     assert results_api["nps"] == 0.0
+    for row in survey_api["by_segment"]:
+        assert f'data-segment="{row["segment_id"]}" data-sent="{row["sent"]}" data-answered="{row["answered"]}"' in page.text
     assert page.text.count('<tr><th scope="row">') >= 1 and 'id="by-day"' in page.text
     listing = await api.get("/console/surveys")
     assert 'data-survey="nps-q1"' in listing.text and 'data-survey="csat-q1"' in listing.text
