@@ -1,8 +1,8 @@
 """Assignment: recording who holds an engagement (:func:`assign`, :func:`requeue`) and
 choosing the CSM (the assignment pass).
 
-Eligible CSMs are active, outside any away window, cover the account's segment and
-the engagement's skill, and are under capacity. With ``TOUCHLINE_ENGAGEMENT_STICKY``
+Eligible CSMs are active, outside any away window, cover the account's segment (or a
+named segment it is in now) and the engagement's skill, and are under capacity. With ``TOUCHLINE_ENGAGEMENT_STICKY``
 the CSM who last worked the account wins if eligible; otherwise the least loaded
 (fewest open engagements) wins and ties go round robin (the lowest ``assign_seq``,
 i.e. the one assigned longest ago). Queued engagements are taken highest priority
@@ -19,6 +19,7 @@ takes the roster lock first too (lock order: CSMs, then engagements).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -29,6 +30,7 @@ from services.outreach.engagements.availability import available, covers
 from services.outreach.engagements.timebox import next_reminder
 from services.outreach.engagements.transitions import transition
 from services.outreach.models import Csm, Engagement
+from services.rules import interface as rules
 from shared.errors import Conflict, Unprocessable
 from shared.settings import Settings
 
@@ -66,8 +68,9 @@ def requeue(session: Session, e: Engagement, *, actor: str, now: datetime, reaso
     e.csm_id, e.next_reminder_at = None, None
 
 
-def choose(e: Engagement, pool: list[Csm], loads: dict[str, int], sticky_csm: str | None) -> Csm | None:
-    candidates = [c for c in pool if covers(c, e) and loads.get(c.id, 0) < c.capacity]
+def choose(e: Engagement, pool: list[Csm], loads: dict[str, int], sticky_csm: str | None, named: Collection[str] = ()) -> Csm | None:
+    """``named``: the named segments the engagement's account is in now."""
+    candidates = [c for c in pool if covers(c, e, named) and loads.get(c.id, 0) < c.capacity]
     if not candidates:
         return None
     if sticky_csm is not None:
@@ -101,11 +104,13 @@ def assign_pending(session: Session, now: datetime, settings: Settings, limit: i
     # end (the loop itself issues no query; the flush writes the rest in batches).
     accounts = [e.account_id for e in claimed]
     last_csm = repo.last_csm_for_accounts(session, accounts) if settings.engagement_sticky and claimed else {}
+    # Named segments count only where a CSM covers some segments: then one read for the pass.
+    named = rules.segment_memberships(session, accounts) if claimed and any(c.segments for c in pool) else {}
     batch = notices.Notices(session, settings)
     batch.prefetch_accounts(accounts)
     for e in claimed:
         sticky = last_csm.get(e.account_id)
-        csm = choose(e, pool, loads, sticky)
+        csm = choose(e, pool, loads, sticky, named.get(e.account_id, ()))
         if csm is None:
             continue
         seq += 1
@@ -151,8 +156,12 @@ def reassign(
         raise Unprocessable(f"no CSM {csm_id!r} on the roster", code="unknown_csm")
     if not available(csm, now):
         raise Unprocessable(f"CSM {csm_id!r} is away or inactive", code="csm_unavailable")
-    if not covers(csm, e):
-        raise Unprocessable(f"CSM {csm_id!r} does not cover segment {e.segment!r} / skill {e.skill!r}", code="csm_does_not_cover")
+    named = rules.segment_memberships(session, [e.account_id]).get(e.account_id, set()) if csm.segments else set()
+    if not covers(csm, e, named):
+        raise Unprocessable(
+            f"CSM {csm_id!r} does not cover segment {e.segment!r}{''.join(f' / {n!r}' for n in sorted(named))} / skill {e.skill!r}",
+            code="csm_does_not_cover",
+        )
     if e.csm_id == csm_id:
         return e
     load = repo.open_load(session, [csm_id]).get(csm_id, 0)

@@ -1,9 +1,12 @@
 """Whether a CSM can take an engagement now: away windows, the active flag, and the
-segments and skills a CSM covers.
+segments and skills a CSM covers. A CSM's ``segments`` name account segments (the
+account's ``segment``, as the engagement recorded it when it opened) or named segments
+(docs/segments.md: the account a member now), in one list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from services.outreach.models import Csm, Engagement
@@ -19,9 +22,10 @@ def available(csm: Csm, now: datetime) -> bool:
     return bool(csm.active) and not is_away(csm, now)
 
 
-def covers(csm: Csm, e: Engagement) -> bool:
-    """Empty segments or skills on a CSM mean "any"."""
-    if csm.segments and e.segment not in csm.segments:
+def covers(csm: Csm, e: Engagement, named: Collection[str] = ()) -> bool:
+    """Empty segments or skills on a CSM mean "any". ``named``: the named segments the
+    engagement's account is in now (the caller reads them, once for a whole pass)."""
+    if csm.segments and e.segment not in csm.segments and not any(s in csm.segments for s in named):
         return False
     if csm.skills and (e.skill or e.goal) not in csm.skills:
         return False

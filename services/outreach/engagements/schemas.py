@@ -75,7 +75,11 @@ class CsmIn(BaseModel):
     timezone: str = "UTC"
     working_hours: WorkingHours = Field(default_factory=WorkingHours)
     capacity: int = Field(10, ge=0, le=1000, description="most open engagements at once")
-    segments: list[str] = Field(default_factory=list, description="account segments covered; empty: all")
+    segments: list[str] = Field(
+        default_factory=list,
+        description="segments covered: account segments (the account's segment) or named segments (GET /v1/segments: "
+        "the account a member now), in one list; empty: all",
+    )
     skills: list[str] = Field(default_factory=list, description="engagement skills covered (a goal or a custom skill)")
     active: bool = True
     away_from: UtcDatetime | None = None
