@@ -55,14 +55,14 @@ def test_the_claimed_rows_in_hand_are_the_rows_as_written(session_factory):
     """The sender works from the rows claim_due returns, not from a re-read: they must say
     what the claim wrote (sending, its owner, lease and token, one attempt more)."""
     queue_messages(session_factory, 2, T0)
-    until = T0 + timedelta(minutes=5)
+    now, until = T0 + timedelta(minutes=1), T0 + timedelta(minutes=6)
     with transaction(session_factory) as s:
-        rows = repo.claim_due(s, now=T0, limit=2, owner="me", lease_until=until, token="tok")
+        rows = repo.claim_due(s, now=now, limit=2, owner="me", lease_until=until, token="tok")
     in_hand = sorted((m.id, m.state, m.lease_owner, m.lease_until, m.lease_token, m.attempts, m.updated_at) for m in rows)
     stored = sorted(
         (m.id, m.state, m.lease_owner, m.lease_until, m.lease_token, m.attempts, m.updated_at) for m in messages(session_factory)
     )
-    assert in_hand == stored and {r[1:] for r in in_hand} == {("sending", "me", until, "tok", 1, T0)}
+    assert in_hand == stored and {r[1:] for r in in_hand} == {("sending", "me", until, "tok", 1, now)}
 
 
 def test_held_by_names_only_the_rows_asked_for_that_the_claim_still_holds(session_factory):
