@@ -1,7 +1,8 @@
 """Broadcasts (CS Ops): the list, a create form whose first press shows the preview
 (audience, holdout, the messages the contact gate would skip and why) and whose second
 sends or schedules what was previewed, a broadcast's page with its report (each figure
-linked to the message list it counts), and cancelling a scheduled one. Through
+linked to the message list it counts), and cancelling one (a scheduled one sends
+nothing; one being sent, or sent with messages still queued, stops and withdraws them). Through
 outreach's door, exactly as the API (docs/broadcasts.md)."""
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ SKIP_REASONS = {
     "already_answered": "the contact has answered this survey already",
     "held_out": "the account is in the playbook's holdout",
     "in_engagement": "a pooled CSM holds the account (an open engagement): automation steps back",
+    "cancelled": "the broadcast was cancelled before this message left",
     "wrong_audience": "customer copy never goes to an internal address, nor an internal template to a customer",
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from services.outreach.models import Broadcast, Message
@@ -46,6 +46,27 @@ def claim(session: Session, broadcast_id: str, now: datetime) -> Broadcast | Non
     if session.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     return session.scalars(q.execution_options(populate_existing=True)).first()
+
+
+def lock(session: Session, broadcast_id: str) -> Broadcast | None:
+    """The broadcast, locked for this transaction (on PostgreSQL it waits for a chunk
+    being sent to commit, so a cancel lands between two chunks, never inside one)."""
+    q = select(Broadcast).where(Broadcast.id == broadcast_id)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return session.scalars(q.execution_options(populate_existing=True)).first()
+
+
+def withdraw_queued(session: Session, broadcast_id: str, now: datetime) -> int:
+    """Its messages still waiting to leave become ``skipped`` with reason ``cancelled``
+    (a sender's claim takes only ``queued`` rows, so a row is either withdrawn here or
+    already being sent); returns how many."""
+    q = (
+        update(Message)
+        .where(Message.broadcast_id == broadcast_id, Message.state == "queued")
+        .values(state="skipped", skip_reason="cancelled", next_attempt_at=None, updated_at=now)
+    )
+    return int(session.execute(q).rowcount or 0)  # type: ignore[attr-defined]  # a CursorResult
 
 
 def counts(session: Session, broadcast_id: str) -> list[tuple[str, str | None, int, int]]:

@@ -1,5 +1,5 @@
 """Broadcasts over HTTP (CS Ops): create (now or at send_at), preview before sending,
-list, read, cancel while scheduled, report. A bad definition is a 422
+list, read, cancel (withdrawing what is still queued), report. A bad definition is a 422
 ``broadcast_invalid`` with a JSON pointer per problem."""
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def preview_stored(
     "/v1/broadcasts/{broadcast_id}/cancel",
     response_model=BroadcastOut,
     responses={**AUTH_ERRORS, **responses(NotFound, Conflict)},
-    summary="Cancel a broadcast that has not started sending",
+    summary="Cancel a broadcast: no more chunks, and its messages still queued are withdrawn (skipped: cancelled)",
 )
 def cancel_broadcast(
     broadcast_id: str, session: Session = SessionDep, clock: Clock = ClockDep, principal: Principal = require("ops")

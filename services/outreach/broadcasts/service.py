@@ -146,13 +146,24 @@ def get_or_404(session: Session, broadcast_id: str) -> Broadcast:
 
 
 def cancel(session: Session, broadcast_id: str, *, actor: str, now: datetime) -> Broadcast:
-    """Cancel a broadcast that has not started sending; a 409 once it has. Audited."""
-    b = get_or_404(session, broadcast_id)
-    if b.status != "scheduled":
-        raise Conflict(f"broadcast {broadcast_id} is {b.status}; only a scheduled broadcast can be cancelled")
+    """Cancel a broadcast: a scheduled one sends nothing; one being sent stops before its
+    next chunk. Whatever its status, its messages still queued are withdrawn (``skipped``,
+    reason ``cancelled``); those a sender has already taken go. A 409 once cancelled, or
+    once sent with no message left queued (nothing would change). Audited, with the
+    status it had and how many messages it withdrew."""
+    b = repo.lock(session, broadcast_id)
+    if b is None:
+        raise NotFound(f"no broadcast {broadcast_id!r}; list them with GET /v1/broadcasts")
+    if b.status == "cancelled":
+        raise Conflict(f"broadcast {broadcast_id} is cancelled already")
+    was = b.status
+    withdrawn = repo.withdraw_queued(session, broadcast_id, now)
+    if was == "sent" and not withdrawn:
+        raise Conflict(f"broadcast {broadcast_id} is sent and none of its messages is still queued: nothing is left to cancel")
     b.status, b.cancelled_at, b.cancelled_by, b.updated_at = "cancelled", now, actor, now
     session.flush()
-    audit.record(session, actor=actor, action="cancel", object_type=AUDIT_TYPE, object_id=broadcast_id, now=now, details={})
+    details = {"status": was, "withdrawn": withdrawn}
+    audit.record(session, actor=actor, action="cancel", object_type=AUDIT_TYPE, object_id=broadcast_id, now=now, details=details)
     return b
 
 

@@ -92,7 +92,9 @@ async def test_ops_preview_then_send_a_broadcast_and_read_its_report(api, keys, 
     assert r.status_code == 303 and r.headers["location"] == f"/console/broadcasts/{preview_id}?created=1"
     send_due(session_factory, settings, clock.now())  # what the timer worker's tick does (test_broadcasts.py runs the worker)
     page = await api.get(f"/console/broadcasts/{preview_id}")
-    assert page.status_code == 200 and 'id="status">sent<' in page.text and 'id="cancel"' not in page.text
+    assert page.status_code == 200 and 'id="status">sent<' in page.text
+    # Sent, its 5 emails still in the outbox: it can still be stopped, the button says how many it withdraws.
+    assert re.search(r'id="cancel">Stop it: send no more and withdraw the 5 messages still queued<', page.text)
     figures = re.findall(r'data-count="(\d+)" href="([^"]+)"', page.text)
     assert ("5", f"/console/messages?broadcast_id={preview_id}&state=queued") in [(n, unescape(h)) for n, h in figures]
     for n, href in figures:

@@ -212,8 +212,11 @@ async def test_a_scheduled_broadcast_waits_for_send_at_and_a_cancelled_one_sends
     assert sorted(m.recipient for m in sent) == sorted(f"ada@{a}.test" for a in FINTECH_ACCOUNTS)
     assert all(m.created_at == clock.now() for m in sent)
     assert not messages(session_factory, broadcast_id=cancelled["id"])
-    # Once sent it can no longer be cancelled (nor previewed: its report says what it did).
-    assert (await api.post(f"/v1/broadcasts/{later['id']}/cancel", headers=ops)).status_code == 409
+    # Once sent and delivered it can no longer be cancelled (nor previewed: its report says what it did).
+    w["sender"].poll_once()
+    assert len(sink.messages) == len(FINTECH_ACCOUNTS)
+    r = await api.post(f"/v1/broadcasts/{later['id']}/cancel", headers=ops)
+    assert r.status_code == 409 and "none of its messages is still queued" in r.json()["detail"]
     assert (await api.get(f"/v1/broadcasts/{later['id']}/preview", headers=ops)).status_code == 409
     assert (await api.post(f"/v1/broadcasts/{cancelled['id']}/cancel", headers=ops)).status_code == 409
     listed = (await api.get("/v1/broadcasts?status=cancelled", headers=ops)).json()["items"]
@@ -348,3 +351,39 @@ async def test_the_documented_example_runs_on_the_starter_template_and_segment(t
         assert "webinar" in str(mail["Subject"])
         text = mail.get_body(("plain",)).get_content()
         assert "along with all the other new customers" in text and re.search(r"http://touchline\.test/r/[A-Za-z0-9_-]+", text), text
+
+
+async def test_cancelling_a_broadcast_being_sent_stops_its_chunks_and_withdraws_what_is_queued(
+    topics, session_factory, workers, sink, api, keys, clock
+):
+    """A broadcast cancelled between two chunks sends no more; its messages still queued
+    are withdrawn (skipped: cancelled, counted in the report as in their list); those the
+    sender took already went. Audited with what it withdrew."""
+    _world(session_factory, topics, clock)
+    ops = auth(keys["ops"])
+    settings = topics.model_copy(update={"broadcast_chunk_accounts": 3})
+    with transaction(session_factory) as s:
+        body = parse_broadcast({"name": "Webinar", "template": "webinar", "segment_id": "fintech", "to": ["champion"]})
+        bid = broadcasts.create(s, topics, body, actor="ops:test", now=clock.now()).id
+    with transaction(session_factory) as s:  # the first chunk: fin1, fin2, fin3
+        assert broadcasts.send_chunk(s, settings, bid, clock.now()) is False
+    w = workers()
+    with transaction(session_factory) as s:  # the sender takes fin1's before the cancel
+        s.execute(update(Message).where(Message.broadcast_id == bid, Message.account_id == "fin1").values(state="sending"))
+
+    r = await api.post(f"/v1/broadcasts/{bid}/cancel", headers=ops)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert broadcasts.send_due(session_factory, settings, clock.now(), max_chunks=100) == 0  # no more chunks
+    states = {m.account_id: (m.state, m.skip_reason) for m in messages(session_factory, broadcast_id=bid)}
+    assert states == {"fin1": ("sending", None), "fin2": ("skipped", "cancelled"), "fin3": ("skipped", "cancelled")}
+    w["sender"].poll_once()
+    assert not sink.messages  # nothing withdrawn leaves
+
+    report = (await api.get(f"/v1/broadcasts/{bid}/report", headers=ops)).json()
+    listed = await walk(api, f"/v1/messages?broadcast_id={bid}&state=skipped&skip_reason=cancelled", ops)
+    assert report["status"] == "cancelled" and report["skipped"] == {"cancelled": 2} == {"cancelled": len(listed)}
+    with session_factory() as s:
+        (entry,) = [a for a in audit.history(s, "broadcast", bid) if a.action == "cancel"]
+    assert entry.details == {"status": "sending", "withdrawn": 2}
+    r = await api.post(f"/v1/broadcasts/{bid}/cancel", headers=ops)
+    assert r.status_code == 409 and "cancelled already" in r.json()["detail"]
