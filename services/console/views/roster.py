@@ -95,19 +95,15 @@ def _when(text: str) -> datetime | None:
     return datetime.fromisoformat(text.strip()).replace(tzinfo=UTC)
 
 
-@router.post("/roster/{csm_id}/away")
-def set_away(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
-    """``action=preview`` shows what the change does to the CSM's open engagements;
-    ``action=confirm`` applies it."""
+def _preview_or_apply(
+    request: Request, session: Session, viewer: Viewer, csm_id: str, body: Any, *, apply: bool, preview: dict[str, Any]
+) -> Response:
+    """Apply ``body`` to the CSM (then back to the roster), or show what it would do to
+    their open engagements (``preview`` holds what the confirm form sends back); a refusal
+    is shown beside the CSM."""
     settings, now, actor = context_of(request).settings, now_of(request), viewer.principal.actor
-    away = {"from": form.get("away_from", ""), "until": form.get("away_until", "")}
     try:
-        body = outreach.CsmPatch(away_from=_when(away["from"]) or now, away_until=_when(away["until"]))
-    except ValueError as exc:
-        text = _messages(exc) if isinstance(exc, ValidationError) else f"away: a date and time ({exc})"
-        return _page(request, session, status_code=422, errors={f"away-{csm_id}": text})
-    try:
-        if form.get("action") == "confirm":
+        if apply:
             outreach.patch_csm(session, csm_id, body, actor=actor, now=now, settings=settings)
             return RedirectResponse(f"/console/roster#csm-{seg(csm_id)}", status_code=303)
         moves = outreach.preview_csm_patch(session, csm_id, body, actor=actor, now=now, settings=settings)
@@ -115,9 +111,21 @@ def set_away(request: Request, csm_id: str, session: Session = SessionDep, viewe
         if exc.status_code == 404:
             raise
         return _page(request, session, status_code=exc.status_code, errors={f"away-{csm_id}": str(exc.detail)})
-    return _page(
-        request, session, preview={"kind": "away", "csm_id": csm_id, "moves": moves, "away_from": away["from"], "away_until": away["until"]}
-    )
+    return _page(request, session, preview={**preview, "csm_id": csm_id, "moves": moves})
+
+
+@router.post("/roster/{csm_id}/away")
+def set_away(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
+    """``action=preview`` shows what the change does to the CSM's open engagements;
+    ``action=confirm`` applies it."""
+    away = {"from": form.get("away_from", ""), "until": form.get("away_until", "")}
+    try:
+        body = outreach.CsmPatch(away_from=_when(away["from"]) or now_of(request), away_until=_when(away["until"]))
+    except ValueError as exc:
+        text = _messages(exc) if isinstance(exc, ValidationError) else f"away: a date and time ({exc})"
+        return _page(request, session, status_code=422, errors={f"away-{csm_id}": text})
+    preview = {"kind": "away", "away_from": away["from"], "away_until": away["until"]}
+    return _preview_or_apply(request, session, viewer, csm_id, body, apply=form.get("action") == "confirm", preview=preview)
 
 
 @router.post("/roster/{csm_id}/active")
@@ -126,21 +134,12 @@ def set_active(request: Request, csm_id: str, session: Session = SessionDep, vie
     does (their open engagements are reassigned or re-queued): ``action=preview`` shows
     where each would go, ``action=confirm`` applies it. ``active=true`` brings them back
     at once (nothing moves; the next engagements may be offered to them)."""
-    settings, now, actor = context_of(request).settings, now_of(request), viewer.principal.actor
     value = form.get("active", "")
     if value not in ("true", "false"):
         return _page(request, session, status_code=422, errors={f"away-{csm_id}": f"active: true or false; got {value[:20]!r}"})
     body = outreach.CsmPatch(active=value == "true")
-    try:
-        if value == "true" or form.get("action") == "confirm":
-            outreach.patch_csm(session, csm_id, body, actor=actor, now=now, settings=settings)
-            return RedirectResponse(f"/console/roster#csm-{seg(csm_id)}", status_code=303)
-        moves = outreach.preview_csm_patch(session, csm_id, body, actor=actor, now=now, settings=settings)
-    except TouchlineError as exc:
-        if exc.status_code == 404:
-            raise
-        return _page(request, session, status_code=exc.status_code, errors={f"away-{csm_id}": str(exc.detail)})
-    return _page(request, session, preview={"kind": "deactivate", "csm_id": csm_id, "moves": moves})
+    apply = value == "true" or form.get("action") == "confirm"
+    return _preview_or_apply(request, session, viewer, csm_id, body, apply=apply, preview={"kind": "deactivate"})
 
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
