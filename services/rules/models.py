@@ -85,6 +85,9 @@ class SignalRecord(Base):
         Index("ix_signals_kind_fired", "kind", "fired_at"),
         Index("ix_signals_fired_at", "fired_at"),
         Index("ix_signals_decision_due", "decision_due_at"),
+        # The console's list sorted by rule or kind, ties by id (migration 0027).
+        Index("ix_signals_rule_id", "rule_id", "signal_id"),
+        Index("ix_signals_kind_id", "kind", "signal_id"),
     )
 
     signal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
