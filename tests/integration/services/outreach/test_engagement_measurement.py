@@ -148,3 +148,21 @@ def test_an_expansion_is_seats_or_arr_grown_else_usage_held(session_factory, set
     expanded = verdict == "expanded"
     assert (m["seats"], m["arr"], m["expanded"], m["success"], m["verdict"]) == (after[0], after[1], expanded, expanded, verdict)
     assert m["recovered"] is (active_since >= 4) and m["value"] == active_since
+
+
+@pytest.mark.parametrize(
+    "outcome, source, success, agrees",
+    [
+        ("recovered", "csm", True, True),
+        ("expanded", "csm", False, False),
+        ("churned", "csm", False, True),
+        ("no_response", "csm", True, False),
+        ("other", "csm", True, None),  # says nothing either way
+        (None, "csm", True, None),
+        # The measurement's own verdict (an automatic close) is never compared with itself.
+        ("recovered", "automatic", True, None),
+        ("no_response", "automatic", False, None),
+    ],
+)
+def test_the_csm_agrees_only_when_a_csm_said_something_that_can_be_compared(outcome, source, success, agrees):
+    assert closing.agreement(outcome, source, success) is agrees
