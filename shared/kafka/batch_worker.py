@@ -26,7 +26,7 @@ from datetime import datetime
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -111,6 +111,8 @@ class BatchWorker:
         # What prepare() made of the batch being handled (None when it was not polled ahead):
         # set by the loop before the batch's transaction starts, read by handle_batch.
         self.prepared: object | None = None
+        # A fetch failed its CRC check: the next poll starts a fresh consumer (see _fetch).
+        self._refetch = False
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
@@ -199,6 +201,8 @@ class BatchWorker:
     # ---- one batch ----------------------------------------------------
     def poll_once(self, timeout_ms: int | None = None) -> int:
         """Poll, process and commit one batch. Returns the number of records handled."""
+        if self._refetch:
+            self._fresh_consumer()
         consumer = self.start()._live()
         prepared, self._prepared_ahead = self._prepared_ahead, None
         if self._prefetched:
@@ -210,7 +214,7 @@ class BatchWorker:
             timeout_ms = self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms
             if self._held:  # what is held may be ready now: take what has arrived, do not wait for more
                 timeout_ms = 0  # pragma: no mutate (1 ms is as good)
-            records = self._with_held(consumer, consumer.poll(timeout_ms=timeout_ms))  # max_poll_records: make_consumer
+            records = self._with_held(consumer, self._fetch(consumer, timeout_ms))  # max_poll_records: make_consumer
         if not records:
             self._update_lag()
             return 0
@@ -257,7 +261,31 @@ class BatchWorker:
         return handled or 0
 
     def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> list[ConsumerRecord]:
-        return [r for tp_records in consumer.poll(timeout_ms=timeout_ms).values() for r in tp_records]
+        return [r for tp_records in self._fetch(consumer, timeout_ms).values() for r in tp_records]
+
+    def _fetch(self, consumer: KafkaConsumer, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """``consumer.poll``, except when a fetched record batch fails its CRC check
+        (``CorruptRecordError``, seen from the embedded broker under load): kafka-python
+        keeps the broken batch and its next poll spins on it for ever, so this consumer
+        is done. Nothing of that batch was returned: the next poll starts a fresh
+        consumer, which rejoins the group and reads from the committed offsets (what was
+        read and not committed comes again; every effect is keyed)."""
+        try:
+            polled: dict[TopicPartition, list[ConsumerRecord]] = consumer.poll(timeout_ms=timeout_ms)
+            return polled
+        except CorruptRecordError as exc:
+            log.warning("%s: %s; fetching it again with a fresh consumer, from the committed offsets", self.name, exc)
+            self._refetch = True
+            return {}
+
+    def _fresh_consumer(self) -> None:
+        """Close the consumer without committing (the next one reads from the committed
+        offsets) and forget what it had fetched and not processed."""
+        self._refetch = False
+        self._held, self._prefetched, self._prepared_ahead = {}, [], None
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+            self.consumer = None
 
     def _settle(
         self, records: list[ConsumerRecord], started: float, run: Callable[[], BatchResult], also_rewind: list[ConsumerRecord] | None = None

@@ -604,3 +604,31 @@ def test_raw_events_are_pruned_at_the_retention_edge_hourly(topics, worker, sess
     clock.set(late + retention + hour)
     worker.poll_once(100)
     assert kept() == []
+
+
+def test_a_fetch_failing_its_crc_check_is_read_again_by_a_fresh_consumer(topics, session_factory, clock, monkeypatch):
+    """A fetched record batch that fails its CRC check (``CorruptRecordError``, seen once
+    from the embedded broker under load) left kafka-python spinning for ever on the next
+    poll. The worker now starts a fresh consumer, which reads the batch again from the
+    committed offsets: every event stored and counted once. The CRC check's verdict is
+    the one thing faked: the broker cannot be made to send a corrupt batch."""
+    from kafka.record import default_records
+
+    publish(topics, [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"crc-{i}") for i in range(20)])
+    check = default_records.DefaultRecordBatch.validate_crc
+    failed: list[int] = []
+
+    def once(batch) -> bool:
+        if not failed:
+            failed.append(batch.base_offset)
+            return False
+        return check(batch)
+
+    monkeypatch.setattr(default_records.DefaultRecordBatch, "validate_crc", once)
+    w = IngestWorker(topics, session_factory, clock)
+    try:
+        drain(w, lambda: _committed_total(w) == 20)
+    finally:
+        w.close()
+    assert failed == [0]  # the first batch was refused once, then read again
+    assert count(session_factory, RawEvent) == 20 and sum(usage(session_factory, "acme").values()) == 20
