@@ -69,7 +69,7 @@ def routers() -> list[APIRouter]:
     from shared.jobs.router import router as jobs_router
 
     load_kinds()  # the jobs API shows each role the kinds it may run
-    return [*ingest.routers(), *rules.routers(), *outreach.routers(), jobs_router]
+    return [*outreach.first_routers(), *ingest.routers(), *rules.routers(), *outreach.routers(), jobs_router]
 
 
 def create_app(
