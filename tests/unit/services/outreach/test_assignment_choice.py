@@ -41,3 +41,7 @@ def test_only_csms_who_cover_the_engagement_are_candidates():
     assert choose(_engagement(segment="enterprise"), [seg, skill], {}, None) is seg
     assert choose(_engagement(goal="discover_expansion", segment="enterprise"), [skill], {}, None) is skill
     assert choose(_engagement(segment="smb"), [seg], {}, None, named=["enterprise"]) is seg  # in a named segment it covers
+    # A skill named by the engagement (its step's) is matched in place of the goal.
+    renewals = _csm("renewals", skills=["renewals"])
+    assert choose(_engagement(skill="renewals"), [renewals], {}, None) is renewals
+    assert choose(_engagement(skill="renewals", goal="discover_expansion"), [skill], {}, None) is None
