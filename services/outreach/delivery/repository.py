@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.outreach.models import Message
+from services.outreach.models import Broadcast, Message
 from shared.db import insert_absent, insert_new, rowcount
 from shared.pagination import sorted_after
 
@@ -108,6 +108,14 @@ def mark_sent(session: Session, ids: list[str], now: datetime, token: str) -> in
         next_attempt_at=None,
         updated_at=now,
     )
+
+
+def cancelled_broadcasts(session: Session, broadcast_ids: set[str]) -> set[str]:
+    """Which of ``broadcast_ids`` are cancelled (checked at claim time: a message its sender
+    put back, or queued for a retry, after the cancel withdrew the queued ones)."""
+    if not broadcast_ids:
+        return set()
+    return set(session.scalars(select(Broadcast.id).where(Broadcast.id.in_(broadcast_ids), Broadcast.status == "cancelled")))
 
 
 def held_by(session: Session, ids: Iterable[str], token: str) -> list[Message]:

@@ -185,8 +185,9 @@ class SenderWorker(PeriodicWorker):
         return len(outcomes) + skipped
 
     def claim(self) -> tuple[Claim, int]:
-        """Claim a batch under a fresh token; suppressed recipients are skipped at once.
-        Returns the claim (possibly empty) and how many were skipped."""
+        """Claim a batch under a fresh token; suppressed recipients, and the messages of a
+        cancelled broadcast, are skipped at once. Returns the claim (possibly empty) and how
+        many were skipped."""
         now = self.clock.now()
         token = str(uuid.uuid4())
         lease_until = now + timedelta(seconds=self.settings.outreach_lease_seconds)
@@ -199,6 +200,13 @@ class SenderWorker(PeriodicWorker):
             skipped = {m.id for m in batch if m.channel == "email" and email_hash(m.recipient) in blocked}
             for m in repo.get_many(session, skipped):
                 service.record_skip(m, "suppressed", now)
+            # So is a cancelled broadcast: its cancel withdrew what was queued, but a message a
+            # sender held then may have been put back since (released unattempted, or a retry).
+            cancelled = repo.cancelled_broadcasts(session, {m.broadcast_id for m in batch if m.broadcast_id})
+            withdrawn = {m.id for m in batch if m.broadcast_id in cancelled and m.id not in skipped}
+            for m in repo.get_many(session, withdrawn):
+                service.record_skip(m, "cancelled", now)
+            skipped |= withdrawn
         return Claim(token, [m for m in batch if m.id not in skipped], lease_until), len(skipped)
 
     def _maybe_sample_backlog(self) -> None:

@@ -387,3 +387,38 @@ async def test_cancelling_a_broadcast_being_sent_stops_its_chunks_and_withdraws_
     assert entry.details == {"status": "sending", "withdrawn": 2}
     r = await api.post(f"/v1/broadcasts/{bid}/cancel", headers=ops)
     assert r.status_code == 409 and "cancelled already" in r.json()["detail"]
+
+
+async def test_a_cancelled_broadcasts_message_put_back_by_its_sender_does_not_leave_later(
+    topics, session_factory, workers, sink, api, keys, clock
+):
+    """A sender took the broadcast's messages, then the broadcast was cancelled, then the
+    sender gave them back unattempted (it stopped early) or a transient failure queued one
+    for a retry: the message is queued again after the cancel withdrew what was queued.
+    The sender checks at send time, as it does for unsubscribes: such a message is
+    skipped (cancelled), never sent; the report's skipped equals its list."""
+    from services.outreach.delivery import repository as delivery
+
+    _world(session_factory, topics, clock)
+    ops = auth(keys["ops"])
+    settings = topics.model_copy(update={"broadcast_chunk_accounts": 3})
+    with transaction(session_factory) as s:
+        body = parse_broadcast({"name": "Webinar", "template": "webinar", "segment_id": "fintech", "to": ["champion"]})
+        bid = broadcasts.create(s, topics, body, actor="ops:test", now=clock.now()).id
+    with transaction(session_factory) as s:  # the first chunk: fin1, fin2, fin3
+        assert broadcasts.send_chunk(s, settings, bid, clock.now()) is False
+    w = workers()
+    with transaction(session_factory) as s:  # a sender claims all three
+        taken = delivery.claim_due(s, now=clock.now(), limit=10, owner="other", lease_until=clock.now() + timedelta(minutes=5), token="t1")
+        assert sorted(m.account_id for m in taken) == ["fin1", "fin2", "fin3"]
+    r = await api.post(f"/v1/broadcasts/{bid}/cancel", headers=ops)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    with transaction(session_factory) as s:  # ... and puts them back, never attempted
+        assert delivery.release(s, [m.id for m in taken], clock.now(), "t1") == 3
+    w["sender"].poll_once()
+    assert not sink.messages  # cancelled before they left: none goes
+    states = {m.account_id: (m.state, m.skip_reason) for m in messages(session_factory, broadcast_id=bid)}
+    assert states == {a: ("skipped", "cancelled") for a in ("fin1", "fin2", "fin3")}, states
+    report = (await api.get(f"/v1/broadcasts/{bid}/report", headers=ops)).json()
+    listed = await walk(api, f"/v1/messages?broadcast_id={bid}&state=skipped&skip_reason=cancelled", ops)
+    assert report["queued"] == 0 and report["skipped"] == {"cancelled": 3} == {"cancelled": len(listed)}, report
