@@ -87,6 +87,7 @@ from services.outreach.engagements.schemas import (
     CsmPatch,
     ExtendIn,
     NoteIn,
+    OpenIn,
     ReassignIn,
     ResolveIn,
     TouchIn,
@@ -96,6 +97,7 @@ from services.outreach.engagements.service import accept as accept_engagement
 from services.outreach.engagements.service import add_note, log_touch
 from services.outreach.engagements.service import cancel as cancel_engagement
 from services.outreach.engagements.service import extend as extend_engagement
+from services.outreach.engagements.service import open_by_hand as open_engagement_by_hand
 from services.outreach.engagements.service import resolve as resolve_engagement
 from services.outreach.engagements.service import visible_to as engagement_visible_to
 from services.outreach.engagements.timebox import reminder_due as engagement_reminder_due
@@ -172,6 +174,7 @@ __all__ = [
     "ExtendIn",
     "Message",
     "NoteIn",
+    "OpenIn",
     "PLAYBOOK_ID_PATTERN",
     "PlaybookDefinition",
     "PlaybookDryRun",
@@ -219,6 +222,7 @@ __all__ = [
     "list_surveys",
     "list_templates",
     "log_touch",
+    "open_engagement_by_hand",
     "message_counts_by_state_reason",
     "outreach_status",
     "parse_playbook_definition",

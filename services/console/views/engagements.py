@@ -1,6 +1,6 @@
 """Pooled CSMs and the pool: a CSM's inbox, an engagement on one screen with its
 actions (accept, log a touch, note, extend, resolve; reassign and cancel for CS Ops),
-and the pool page (load against capacity, the queue by age, status and outcome, the
+CS Ops opening one by hand from an account, and the pool page (load against capacity, the queue by age, status and outcome, the
 forecast). Every rule is the engagements service's; these views only call it."""
 
 from __future__ import annotations
@@ -324,3 +324,70 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) 
         forecast_chart=forecast_chart,
         recent=recent,
     )
+
+
+OPEN_FIELDS = ("goal", "title", "note", "csm_id")
+
+
+def _open_page(
+    request: Request,
+    session: Session,
+    account: Any,
+    values: dict[str, str],
+    *,
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+) -> HTMLResponse:
+    return render(
+        request,
+        "engagement_open.html",
+        status_code=status_code,
+        account=account,
+        values=values,
+        errors=errors or {},
+        goals=outreach.ENGAGEMENT_GOALS,
+        csms=outreach.list_csms(session),
+    )
+
+
+def _account_or_404(session: Session, account_id: str) -> Any:
+    account = ingest.account(session, account_id)
+    if account is None:
+        raise NotFound(f"There is no account {account_id!r}.")
+    return account
+
+
+@router.get("/accounts/{account_id}/open-engagement")
+def open_form(request: Request, account_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+    account = _account_or_404(session, account_id)
+    return _open_page(request, session, account, {"goal": "recover_usage", "title": "", "note": "", "csm_id": ""})
+
+
+@router.post("/accounts/{account_id}/open-engagement")
+def open_engagement(
+    request: Request, account_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep
+) -> Response:
+    """CS Ops open an engagement by hand, as ``POST /v1/engagements`` (the same
+    ``OpenIn`` and service): then its page; a refusal beside the field it concerns."""
+    account = _account_or_404(session, account_id)
+    values = {f: form.get(f, "").strip() for f in OPEN_FIELDS}
+    if form.problems:
+        return _open_page(request, session, account, values, status_code=422, errors=dict(form.problems))
+    try:
+        body = outreach.OpenIn(
+            account_id=account.id, goal=values["goal"], title=values["title"], note=values["note"], csm_id=values["csm_id"] or None
+        )
+    except ValidationError as exc:
+        errors = {str(e["loc"][0]) if e["loc"] else "form": e["msg"].removeprefix("Value error, ") for e in exc.errors()}
+        return _open_page(request, session, account, values, status_code=422, errors=errors)
+    try:
+        with session.begin_nested():  # a refusal after the opening (the CSM cannot take it) undoes the opening too
+            e, _opened = outreach.open_engagement_by_hand(
+                session, body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings
+            )
+    except TouchlineError as exc:
+        if exc.status_code == 404:
+            raise
+        field = "csm_id" if exc.code.startswith("csm_") or exc.code == "unknown_csm" else "form"  # the CSM cannot take it
+        return _open_page(request, session, account, values, status_code=exc.status_code, errors={field: str(exc.detail)})
+    return RedirectResponse(f"/console/engagements/{seg(e.id)}", status_code=303)

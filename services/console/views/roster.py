@@ -62,9 +62,10 @@ def add_csm(request: Request, session: Session = SessionDep, viewer: Viewer = OP
             skills=_words(values["skills"]),
             segments=_words(values["segments"]),
         )
-        outreach.put_csm(
-            session, values["id"], body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings
-        )
+        with session.begin_nested():  # a refusal leaves nothing half-done behind the page that says so
+            outreach.put_csm(
+                session, values["id"], body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings
+            )
     except ValueError as exc:  # a ValidationError is one
         text = _messages(exc) if isinstance(exc, ValidationError) else f"capacity: a whole number ({exc})"
         return _page(request, session, status_code=422, errors={"add": text}, add=values)
@@ -77,7 +78,10 @@ def add_csm(request: Request, session: Session = SessionDep, viewer: Viewer = OP
 def set_capacity(request: Request, csm_id: str, session: Session = SessionDep, viewer: Viewer = OPS, form: Form = FormDep) -> Response:
     try:
         body = outreach.CsmPatch(capacity=int(form.get("capacity", "")))
-        outreach.patch_csm(session, csm_id, body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings)
+        with session.begin_nested():  # a refusal leaves nothing half-done behind the page that says so
+            outreach.patch_csm(
+                session, csm_id, body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings
+            )
     except ValueError as exc:
         text = _messages(exc) if isinstance(exc, ValidationError) else "capacity: a whole number"
         return _page(request, session, status_code=422, errors={f"capacity-{csm_id}": text})
@@ -104,7 +108,8 @@ def _preview_or_apply(
     settings, now, actor = context_of(request).settings, now_of(request), viewer.principal.actor
     try:
         if apply:
-            outreach.patch_csm(session, csm_id, body, actor=actor, now=now, settings=settings)
+            with session.begin_nested():  # a refusal leaves nothing half-done behind the page that says so
+                outreach.patch_csm(session, csm_id, body, actor=actor, now=now, settings=settings)
             return RedirectResponse(f"/console/roster#csm-{seg(csm_id)}", status_code=303)
         moves = outreach.preview_csm_patch(session, csm_id, body, actor=actor, now=now, settings=settings)
     except TouchlineError as exc:

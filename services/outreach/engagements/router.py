@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
-from services.outreach.engagements import assignment, email, opening, reporting, roster, service
+from services.outreach.engagements import assignment, email, reporting, roster, service
 from services.outreach.engagements import repository as repo
 from services.outreach.engagements.schemas import (
     ID_PATTERN,
@@ -337,27 +337,7 @@ def open_by_hand(
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
 ) -> Engagement:
-    now = clock.now()
-    if body.csm_id is not None and repo.get_csm(session, body.csm_id) is None:
-        raise Unprocessable(f"no CSM {body.csm_id!r} on the roster", code="unknown_csm")
-    e, opened = opening.open_engagement(
-        session,
-        account_id=body.account_id,
-        goal=body.goal,
-        actor=principal.actor,
-        now=now,
-        settings=settings,
-        skill=body.skill,
-        priority_override=body.priority,
-        time_box_days=body.time_box_days,
-        title=body.title,
-        note=body.note,
-    )
-    if not opened and body.note:
-        service.add_note(session, e, text=body.note, actor=principal.actor, now=now)
-    if body.csm_id is not None and e.csm_id != body.csm_id:
-        e = assignment.reassign(session, e, body.csm_id, actor=principal.actor, now=now, settings=settings, reason="opened by hand")
-    return e
+    return service.open_by_hand(session, body, actor=principal.actor, now=clock.now(), settings=settings)[0]
 
 
 @router.post(

@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
 from services.outreach.engagements import repository as repo
+from services.outreach.engagements.assignment import reassign
 from services.outreach.engagements.closing import close
-from services.outreach.engagements.opening import NAMESPACE
+from services.outreach.engagements.opening import NAMESPACE, open_engagement
+from services.outreach.engagements.schemas import OpenIn
 from services.outreach.engagements.timebox import next_reminder
 from services.outreach.engagements.transitions import event, transition
 from services.outreach.models import OPEN_ENGAGEMENT_STATUSES, Engagement, EngagementEvent
@@ -146,3 +148,30 @@ def cancel(session: Session, e: Engagement, *, reason: str, actor: str, now: dat
     transition(session, e, "cancelled", actor=actor, now=now, reason=reason)
     close(session, e, now, settings, outcome="other")
     return e
+
+
+def open_by_hand(session: Session, body: OpenIn, *, actor: str, now: datetime, settings: Settings) -> tuple[Engagement, bool]:
+    """CS Ops opening an engagement by hand (``POST /v1/engagements``, the console's
+    account page): a new one, or the account's open one for this goal with the note
+    added. With ``csm_id`` it is assigned to that CSM now (who must be available, cover
+    it and have room), else the pool assigns it. Returns it and whether it is new."""
+    if body.csm_id is not None and repo.get_csm(session, body.csm_id) is None:
+        raise Unprocessable(f"no CSM {body.csm_id!r} on the roster", code="unknown_csm")
+    e, opened = open_engagement(
+        session,
+        account_id=body.account_id,
+        goal=body.goal,
+        actor=actor,
+        now=now,
+        settings=settings,
+        skill=body.skill,
+        priority_override=body.priority,
+        time_box_days=body.time_box_days,
+        title=body.title,
+        note=body.note,
+    )
+    if not opened and body.note:
+        add_note(session, e, text=body.note, actor=actor, now=now)
+    if body.csm_id is not None and e.csm_id != body.csm_id:
+        e = reassign(session, e, body.csm_id, actor=actor, now=now, settings=settings, reason="opened by hand")
+    return e, opened
