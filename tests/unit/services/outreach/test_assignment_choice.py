@@ -4,8 +4,12 @@ function through the worker (docs/testing.md)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from services.outreach.engagements.assignment import choose
+from services.outreach.engagements.availability import available, is_away
 from services.outreach.models import Csm, Engagement
+from tests.support.helpers import T0
 
 
 def _csm(cid: str, capacity: int = 5, seq: int = 0, **kw) -> Csm:
@@ -45,3 +49,13 @@ def test_only_csms_who_cover_the_engagement_are_candidates():
     renewals = _csm("renewals", skills=["renewals"])
     assert choose(_engagement(skill="renewals"), [renewals], {}, None) is renewals
     assert choose(_engagement(skill="renewals", goal="discover_expansion"), [skill], {}, None) is None
+
+
+def test_an_away_window_starts_at_its_start_and_ends_at_its_end():
+    start, end = T0, T0 + timedelta(days=2)
+    csm = _csm("ann", away_from=start, away_until=end, active=True)
+    assert [is_away(csm, t) for t in (start - timedelta(seconds=1), start, end - timedelta(seconds=1), end)] == [False, True, True, False]
+    assert available(csm, end) and not available(csm, start)
+    assert is_away(_csm("open", away_from=start, away_until=None), end + timedelta(days=99))  # away until further notice
+    assert not is_away(_csm("back", away_from=None, away_until=end), end)
+    assert not available(_csm("gone", active=False), start)
