@@ -138,4 +138,8 @@ def request_problem(error: Any) -> dict[str, Any]:
     where, parts = (str(loc[0]), loc[1:]) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else ("body", loc)
     pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
     message = str(error.get("msg", "")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":  # its loc holds a character offset, not a path: the whole body is at fault
+        reason = (error.get("ctx") or {}).get("error") or message
+        at = f" at character {parts[0]}" if parts else ""
+        pointer, message = "", f"the body is not valid JSON: {reason}{at}"
     return {"in": where, "pointer": pointer, "message": message, "loc": loc, "msg": error.get("msg"), "type": error.get("type")}
