@@ -94,6 +94,7 @@ from services.rules.segments.repository import list_members as list_segment_memb
 from services.rules.segments.repository import list_segments
 from services.rules.segments.repository import list_versions as list_segment_versions
 from services.rules.segments.repository import member_counts as segment_member_counts
+from services.rules.segments.repository import members_at as segment_members_at
 from services.rules.segments.repository import membership_history as segment_membership_history
 from services.rules.segments.repository import memberships as segment_memberships
 from services.rules.segments.repository import sizes as segment_sizes
@@ -102,6 +103,7 @@ from services.rules.segments.service import current_definition as current_segmen
 from services.rules.segments.service import delete as delete_segment
 from services.rules.segments.service import get as get_segment
 from services.rules.segments.service import install_starter as install_starter_segments
+from services.rules.segments.service import named_for_report as segments_for_report
 from services.rules.segments.service import parse as parse_segment
 from services.rules.segments.service import update as update_segment
 from services.rules.signals.repository import SIGNAL_SORTS, accounts_signalled_since, count_signals, find_signals, get_signal, list_signals
@@ -134,6 +136,7 @@ __all__ = [
     "evaluate_condition",
     "evaluator",
     "existing_segments",
+    "segments_for_report",
     "forget_contact",
     "get_rule",
     "get_segment",
@@ -169,6 +172,7 @@ __all__ = [
     "score_account_health",
     "score_health_history",
     "segment_member_counts",
+    "segment_members_at",
     "segment_membership_history",
     "segment_memberships",
     "segment_sizes",

@@ -32,6 +32,7 @@ from services.outreach.engagements.transitions import jsonable
 from services.outreach.models import Engagement, Message
 from services.outreach.stats import lift_interval
 from services.outreach.templates.context import account_context
+from services.rules import interface as rules
 from services.rules.interface import replay_firings
 from shared.errors import Unprocessable
 
@@ -119,10 +120,17 @@ def _row(key: str, engaged: list[bool], held: list[bool] | None) -> OutcomeRow:
     return OutcomeRow(key=key, engaged=e, held_out=h, lift=lift, confidence_interval=ci)
 
 
-def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
+SEGMENTS_MAX = 20
+
+
+def outcomes(session: Session, now: datetime, days: int, segment_ids: list[str] | None = None) -> OutcomeReport:
     """Success is the *measured* outcome (recovered, or expanded for discovery), the
     same measurement for engaged and held-out accounts, so the comparison is fair
-    whatever CSMs type. Cancelled engagements are left out."""
+    whatever CSMs type. Cancelled engagements are left out. With ``segment_ids``, also
+    a row per named segment: the engagements whose account was in it when they opened
+    (membership as of then, as the playbook report by segment counts enrolments)."""
+    if segment_ids:
+        segment_ids = rules.segments_for_report(session, segment_ids, SEGMENTS_MAX)
     rows = repo.closed_for_outcomes(session, now - timedelta(days=days))
 
     def split(pred: Callable[..., bool]) -> tuple[list[bool], list[bool]]:
@@ -136,6 +144,12 @@ def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
     by_rule = [_row(k, *split(lambda r, k=k: r.rule_id == k)) for k in sorted({r.rule_id for r in rows if r.rule_id})]
     by_playbook = [_row(k, *split(lambda r, k=k: r.playbook_id == k)) for k in sorted({r.playbook_id for r in rows if r.playbook_id})]
     by_csm = [_row(k, split(lambda r, k=k: r.csm_id == k)[0], None) for k in sorted({r.csm_id for r in rows if r.csm_id})]
+    by_segment = []
+    if segment_ids:
+        members = rules.segment_members_at(session, segment_ids, [(r.account_id, r.opened_at) for r in rows])
+        for sid in segment_ids:
+            inside = {r.id for r, member in zip(rows, members[sid], strict=True) if member}
+            by_segment.append(_row(sid, *split(lambda r, inside=inside: r.id in inside)))
     return OutcomeReport(
         definition="success = the automatic measurement at close: distinct active users since the signal (at most 28 "
         "days) back to the 28-day baseline before it (recover, onboarding, custom) or seats/ARR grown "
@@ -145,6 +159,7 @@ def outcomes(session: Session, now: datetime, days: int) -> OutcomeReport:
         by_rule=by_rule,
         by_playbook=by_playbook,
         by_csm=by_csm,
+        by_segment=by_segment,
         disagreements=sorted(r.id for r in rows if (r.measured or {}).get("csm_agrees") is False),
     )
 

@@ -391,14 +391,18 @@ def pool(session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal =
     "/v1/pool/outcomes",
     response_model=OutcomeReport,
     tags=["csm pool"],
-    responses=AUTH_ERRORS,
+    responses={**AUTH_ERRORS, **responses(Unprocessable)},
     summary="Recovery rate of engaged accounts against the escalation holdout, by rule, playbook and CSM, "
     "with the lift and its 95% interval",
 )
 def outcomes(
-    days: int = Query(365, ge=1, le=3650), session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops")
+    days: int = Query(365, ge=1, le=3650),
+    segment: list[str] = Query([], max_length=reporting.SEGMENTS_MAX, description="also a row per named segment (repeat it)"),
+    session: Session = SessionDep,
+    clock: Clock = ClockDep,
+    _p: Principal = require("ops"),
 ) -> OutcomeReport:
-    return reporting.outcomes(session, clock.now(), days)
+    return reporting.outcomes(session, clock.now(), days, segment)
 
 
 @router.get(

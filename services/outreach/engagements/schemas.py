@@ -363,6 +363,11 @@ class OutcomeReport(BaseModel):
     by_rule: list[OutcomeRow]
     by_playbook: list[OutcomeRow]
     by_csm: list[OutcomeRow]
+    by_segment: list[OutcomeRow] = Field(
+        default_factory=list,
+        description="per named segment asked for (segment=, repeated): the engagements whose account was in it when "
+        "the engagement opened, engaged against held out",
+    )
     disagreements: list[str] = Field(
         default_factory=list,
         description="engagements whose CSM outcome contradicts the measurement (a CSM's recovered or expanded that "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from datetime import datetime
 from typing import Any
 
@@ -211,31 +210,15 @@ def report_by_segment(session: Session, playbook_id: str, segment_ids: list[str]
     afterwards, or had left before, is not counted). The newest
     SEGMENT_REPORT_ENROLMENTS enrolments."""
     get_or_404(session, playbook_id)
-    segment_ids = list(dict.fromkeys(segment_ids))
-    if not segment_ids or len(segment_ids) > SEGMENT_REPORT_MAX:
-        raise Unprocessable(f"name 1 to {SEGMENT_REPORT_MAX} segments with segment=<id> (repeat it for several)", code="validation_error")
-    known = rules.existing_segments(session, segment_ids)
-    missing = [s for s in segment_ids if s not in known]
-    if missing:
-        raise Unprocessable(f"no segment {', '.join(repr(s) for s in missing)}; list them with GET /v1/segments", code="unknown_segment")
+    segment_ids = rules.segments_for_report(session, segment_ids, SEGMENT_REPORT_MAX)
     rows = repo.enrollment_outcomes(session, playbook_id, SEGMENT_REPORT_ENROLMENTS)
     return SegmentReportOut(playbook_id=playbook_id, enrolments=len(rows), segments=lift_by_segment(session, segment_ids, rows))
 
 
 def members_at_enrolment(session: Session, segment_ids: list[str], rows: list[tuple[str, datetime]]) -> dict[str, list[bool]]:
     """Per segment, for each of ``rows`` ((account, enrolled at)), whether the account was
-    in it when enrolled: its last change on or before that instant was entering (from the
-    segments' entered and left signals)."""
-    history = rules.segment_membership_history(session, segment_ids, {a for a, _ in rows})
-    out: dict[str, list[bool]] = {}
-    for sid in segment_ids:
-        flags = []
-        for account_id, enrolled_at in rows:
-            changes = history.get((sid, account_id), [])
-            at = bisect_right([t for t, _ in changes], enrolled_at)
-            flags.append(bool(at and changes[at - 1][1]))
-        out[sid] = flags
-    return out
+    in it when enrolled (the rules service's membership history)."""
+    return rules.segment_members_at(session, segment_ids, rows)
 
 
 def lift_by_segment(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -188,4 +189,21 @@ def membership_history(
         )
         for rule_id, account_id, fired_at, kind in session.execute(q):
             out.setdefault((rule_id[len(SIGNAL_PREFIX) :], account_id), []).append((fired_at, kind == ENTERED))
+    return out
+
+
+def members_at(session: Session, segment_ids: list[str], rows: list[tuple[str, datetime]]) -> dict[str, list[bool]]:
+    """Per segment, for each of ``rows`` ((account, at)), whether the account was in it
+    at that instant: its last change on or before it was entering (:func:`membership_history`).
+    The reports by segment count an enrolment, or an engagement, by membership as of
+    when it began."""
+    history = membership_history(session, segment_ids, {a for a, _ in rows})
+    out: dict[str, list[bool]] = {}
+    for sid in segment_ids:
+        flags = []
+        for account_id, at in rows:
+            changes = history.get((sid, account_id), [])
+            index = bisect_right([t for t, _ in changes], at)
+            flags.append(bool(index and changes[index - 1][1]))
+        out[sid] = flags
     return out

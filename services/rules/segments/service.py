@@ -17,7 +17,7 @@ from services.rules.language.segment import SegmentDefinition, parse_segment
 from services.rules.models import Segment, SegmentVersion
 from services.rules.segments import repository as repo
 from shared import audit
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, Unprocessable
 
 
 @dataclass(frozen=True)
@@ -132,3 +132,16 @@ def install_starter(session: Session, actor: str, now: datetime, retention_days:
             create(session, parse({**body, "id": segment_id}, retention_days), actor, now)
             created.append(segment_id)
     return created
+
+
+def named_for_report(session: Session, segment_ids: list[str], limit: int) -> list[str]:
+    """The segments a report is asked to split by (``segment=`` repeated), each once, in
+    the order given: 1 to ``limit`` that exist, else a 422 naming what is wrong."""
+    segment_ids = list(dict.fromkeys(segment_ids))
+    if not segment_ids or len(segment_ids) > limit:
+        raise Unprocessable(f"name 1 to {limit} segments with segment=<id> (repeat it for several)", code="validation_error")
+    known = repo.existing(session, segment_ids)
+    missing = [s for s in segment_ids if s not in known]
+    if missing:
+        raise Unprocessable(f"no segment {', '.join(repr(s) for s in missing)}; list them with GET /v1/segments", code="unknown_segment")
+    return segment_ids

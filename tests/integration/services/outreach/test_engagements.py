@@ -9,13 +9,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from services.ingest.models import Account
 from services.outreach.engagements import service
 from services.outreach.models import Engagement
 from services.outreach.playbooks.worker import SignalWorker
 from services.rules import interface as rules
+from services.rules.evaluation.segments import run_segments
+from services.rules.segments import service as segments
 from shared.db import transaction
 from shared.kafka.clients import ensure_topics
 from shared.models import AuditRecord
@@ -554,18 +557,27 @@ def test_escalation_holdout_is_deterministic_and_measured(topics, session_factor
     assert all(e.closed_at == clock.now() and e.outcome == "no_response" for e in engagements(session_factory, status="held_out"))
 
 
+FINTECH_SEGMENT = {"id": "fintech", "name": "Fintech", "condition": {"field": "account.traits.industry", "op": "==", "value": "fintech"}}
+
+
 async def test_pool_report_outcomes_and_forecast(api, keys, session_factory, settings, clock):
     ops = auth(keys["ops"])
     await add_csm(api, keys["ops"], "ann", capacity=2)
     await add_csm(api, keys["ops"], "ben", capacity=2, active=False)
     for i in range(3):
-        add_account(session_factory, f"p{i}")
+        add_account(session_factory, f"p{i}", traits={"industry": "fintech" if i == 0 else "retail"})
         for d in range(28):  # three active users a day before the signal: the baseline
             add_activity(session_factory, f"p{i}", ["ada", "bob", "cy"], (T0 - days(28 - d)).date())
+    with transaction(session_factory) as s:  # p0 is fintech when its engagements open
+        segments.create(s, segments.parse(FINTECH_SEGMENT, 400), "ops:test", clock.now())
+    run_segments(session_factory, settings, clock.now())
     for i in range(3):
         open_engagement(session_factory, settings, clock, f"p{i}", signal=signal(f"p{i}"))
     open_engagement(session_factory, settings, clock, "p0", goal="custom", holdout=True, signal=signal("p0"))
     clock.advance(timedelta(hours=5))
+    with transaction(session_factory) as s:  # p1 turns fintech after its engagement opened: not counted in it
+        s.execute(update(Account).where(Account.id == "p1").values(traits={"industry": "fintech"}))
+    run_segments(session_factory, settings, clock.now())
     worker(settings, session_factory, clock).poll_once()
     r = (await api.get("/v1/pool", headers=ops)).json()
     assert r["capacity"] == 2 and r["open"] == 2 and r["queue_length"] == 1 and r["queue_age_hours"] == 5.0
@@ -588,7 +600,16 @@ async def test_pool_report_outcomes_and_forecast(api, keys, session_factory, set
     lo, hi = rep["overall"]["confidence_interval"]
     assert lo < 0 < 0.5 < hi  # one held-out account: no evidence of an effect
     assert rep["disagreements"] == [stays_away.id]  # marked recovered, measured not
-    assert [row["key"] for row in rep["by_csm"]] == ["ann"]
+    assert [row["key"] for row in rep["by_csm"]] == ["ann"] and rep["by_segment"] == []
+    # By named segment, membership when each opened: fintech held p0 only then (p1 entered
+    # later), so p0's engaged row if it is one of the two, and p0's held-out row.
+    by = (await api.get("/v1/pool/outcomes?segment=fintech", headers=ops)).json()["by_segment"]
+    inside = [e for e in engaged if e.account_id == "p0"]
+    assert [row["key"] for row in by] == ["fintech"]
+    assert by[0]["engaged"]["n"] == len(inside) and by[0]["engaged"]["recovered"] == sum(e.id == back.id for e in inside)
+    assert by[0]["held_out"] == {"n": 1, "recovered": 0, "rate": 0.0}
+    r = await api.get("/v1/pool/outcomes?segment=nope", headers=ops)
+    assert r.status_code == 422 and "no segment 'nope'" in r.json()["detail"]
     f = (await api.get("/v1/pool/forecast?hours_per_engagement=8", headers=ops)).json()
     assert f["pool_capacity"] == 2 and f["csms_available"] == 1 and f["hand_opened_per_week"] > 0
     assert f["assumptions"]["proactive_share"] == 0.6 and f["pool_proactive_hours_per_week"] == 24.0
