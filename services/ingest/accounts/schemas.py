@@ -4,16 +4,42 @@ other services read too)."""
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from services.ingest.snapshots import AccountInfo
 from shared.events import AccountTraits, UserTraits
 
 
-class AccountIn(AccountTraits):
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The JSON pointer of the first NaN or infinite number in ``value`` (Python's json
+    reads NaN, Infinity and 1e400 as such; PostgreSQL's jsonb refuses them), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}/{str(k).replace('~', '~0').replace('/', '~1')}")
+        if found is not None:
+            return found
+    return None
+
+
+class _FiniteTraits(BaseModel):
+    """Unknown traits are stored as they came (jsonb): a NaN or Infinity among them was a
+    500 on PostgreSQL at the insert; now it is a 422 naming the trait."""
+
+    @model_validator(mode="after")
+    def _finite_extras(self) -> _FiniteTraits:
+        where = _non_finite(self.model_extra or {})
+        if where is not None:
+            raise ValueError(f"the trait at {where} is NaN or Infinity, which JSON (RFC 8259) has not: send null, a number or a string")
+        return self
+
+
+class AccountIn(_FiniteTraits, AccountTraits):
     """Traits to set on an account. Known traits are typed; any other key is kept in ``traits``."""
 
     model_config = ConfigDict(
@@ -34,7 +60,7 @@ class AccountIn(AccountTraits):
     )
 
 
-class UserIn(UserTraits):
+class UserIn(_FiniteTraits, UserTraits):
     model_config = ConfigDict(
         extra="allow",
         json_schema_extra={"examples": [{"email": "ada@acme.test", "name": "Ada", "role": "champion", "timezone": "Europe/London"}]},

@@ -174,3 +174,19 @@ async def test_every_list_pages_with_items_and_next_cursor(api, keys):
                 pages += 1
                 assert "cursor" in {p["name"] for p in op.get("parameters", [])}, (method, path)
     assert pages >= 15
+
+
+@pytest.mark.parametrize("literal", ["NaN", "-Infinity", "1e400"])
+async def test_nan_and_infinity_in_an_accounts_or_users_traits_are_422_not_500(api, keys, literal):
+    """PUT /v1/accounts/{id} and its users keep unknown traits as sent; Python's json reads
+    NaN, Infinity and 1e400 as floats, and PostgreSQL's jsonb refused them at the insert:
+    a 500 there (stored on SQLite). Now a 422 naming the trait, nothing stored."""
+    ops = auth(keys["ops"])
+    for url in ("/v1/accounts/acme", "/v1/accounts/acme/users/ada"):
+        body = '{"name": "Acme", "scores": {"q/1": [1, ' + literal + "]}}"
+        r = await api.put(url, content=body, headers={**ops, "content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", r.text
+        assert "/scores/q~11/1" in r.json()["detail"][0]["message"], r.text
+        assert (await api.get(url, headers=ops)).status_code == 404  # nothing stored
+        ok = await api.put(url, content=body.replace(literal, "2"), headers={**ops, "content-type": "application/json"})
+        assert ok.status_code == 200, ok.text
