@@ -121,3 +121,13 @@ def test_the_escalation_holdout_leaves_the_message_holdout_alone(topics, session
     assert {e.account_id for e in got} == set(accounts) - messaged_out
     assert {e.account_id for e in got if e.status == "held_out"} == escalation_out
     assert {e.account_id for e in got if e.status == "queued"} == set(accounts) - messaged_out - escalation_out
+    # Each enrolment's history says what the step did, and why not for the message holdout.
+    with session_factory() as s:
+        said = {en.account_id: [h.get("engagement") for h in en.history if h.get("step") == "csm"] for en in s.scalars(select(Enrollment))}
+    expected = {
+        a: ["not escalated: the enrolment is in the message holdout"]
+        if a in messaged_out
+        else ["held_out" if a in escalation_out else "opened"]
+        for a in accounts
+    }
+    assert said == expected
