@@ -17,7 +17,7 @@ from services.outreach.models import Engagement, Enrollment
 from shared.db import transaction
 from tests.support.engagements import add_csm, engagement, engagements, open_engagement, timeline, worker
 from tests.support.helpers import T0, auth, drain, expected_held_out
-from tests.support.outreach import add_account, days, save_playbook, send_signals, signal, simple_playbook
+from tests.support.outreach import add_account, days, messages, save_playbook, save_template, send_signals, signal, simple_playbook
 
 
 def _roster(session_factory, settings, clock, *csm_ids: str) -> None:
@@ -131,3 +131,35 @@ def test_the_escalation_holdout_leaves_the_message_holdout_alone(topics, session
         for a in accounts
     }
     assert said == expected
+
+
+def test_the_escalation_waits_until_the_enrolment_s_messages_have_left(topics, session_factory, clock, workers, sink):
+    """An email step, then the escalation: while the email is still in the outbox the step
+    waits (re-checking a minute later, on the simulated clock) and opens nothing; once the
+    sender has sent it, the next check opens the engagement."""
+    add_account(session_factory)
+    save_template(session_factory, topics)
+    steps = [
+        {"id": "email-1", "type": "send", "channel": "email", "template": "win-back", "to": ["champion"]},
+        {"id": "csm", "type": "open_engagement", "goal": "recover_usage", "time_box": "5d"},
+    ]
+    save_playbook(session_factory, "mail-first", simple_playbook(steps=steps))
+    w = workers()
+    send_signals(topics, [signal(signal_id="s1")])
+    drain(w["signals"], lambda: len(messages(session_factory)) == 1)
+
+    def csm_notes() -> list:
+        with session_factory() as s:
+            [en] = list(s.scalars(select(Enrollment)))
+            return [(h["result"], h.get("engagement")) for h in en.history if h.get("step") == "csm"]
+
+    waiting = ("waiting", "waiting: the enrolment's messages have not all left yet")
+    assert engagements(session_factory) == [] and csm_notes() == [waiting]
+    clock.advance(timedelta(minutes=1))
+    w["timers"].poll_once()  # re-checked: the email is still queued
+    assert engagements(session_factory) == [] and csm_notes() == [waiting, waiting]
+    w["sender"].poll_once()
+    assert [m.state for m in messages(session_factory)] == ["sent"]
+    clock.advance(timedelta(minutes=1))
+    w["timers"].poll_once()
+    assert [e.account_id for e in engagements(session_factory)] == ["acme"] and csm_notes()[-1] == ("done", "opened")
