@@ -124,22 +124,70 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [request_problem(e) for e in exc.errors()]
+        detail = request_problems(exc.errors(), exc.body)
         code = "invalid_json" if any(e["type"] == "json_invalid" for e in detail) else "validation_error"
         return JSONResponse(status_code=422, content={"error": code, "detail": detail})
 
 
-def request_problem(error: Any) -> dict[str, Any]:
+_NO_BODY = object()
+
+
+def request_problems(errors: Any, body: Any) -> list[dict[str, Any]]:
+    """:func:`request_problem` for each error, with the body the errors are about. A field
+    typed as a union (``str | SkipJsonSchema[None]``: optional but never null) fails once
+    per member, each with the member's tag in its loc (``["body", "name", "str"]`` and
+    ``[..., "none"]``); the pointer leaves the tags out, and a member ``none`` that
+    failed beside another at the same place or inside it is left out (null is refused
+    on purpose)."""
+    out: list[dict[str, Any]] = []
+    for e in errors:
+        problem, tags = _problem(e, body)
+        out.append({**problem, "_none": tags == ["none"]})
+
+    def beside(p: dict[str, Any]) -> bool:  # another member failed at its place or inside it
+        return any(q is not p and q["in"] == p["in"] and (q["pointer"] + "/").startswith(p["pointer"] + "/") for q in out)
+
+    return [{k: v for k, v in p.items() if k != "_none"} for p in out if not (p["_none"] and beside(p))]
+
+
+def request_problem(error: Any, body: Any = _NO_BODY) -> dict[str, Any]:
+    """One problem (see :func:`_problem`); given the body, its pointer leaves union tags out."""
+    return _problem(error, body)[0]
+
+
+def _path_in(body: Any, parts: list[Any], missing: bool) -> tuple[list[Any], list[str]]:
+    """The steps of ``parts`` that are a path into ``body`` and the union tags among them:
+    a step names a key of the object (or an index of the array) it is taken in, or is
+    the key a ``missing`` error names last; anything else is a member's tag."""
+    node, path, tags = body, [], []
+    for i, p in enumerate(parts):
+        if isinstance(node, dict) and isinstance(p, str) and p in node:
+            node = node[p]
+        elif isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node):
+            node = node[p]
+        elif missing and i == len(parts) - 1:
+            pass
+        else:
+            tags.append(str(p))
+            continue
+        path.append(p)
+    return path, tags
+
+
+def _problem(error: Any, body: Any) -> tuple[dict[str, Any], list[str]]:
     """One of FastAPI's request validation errors in the shape of every 422's problems:
     ``pointer`` (RFC 6901, into the part of the request named by ``in``: ``body``,
     ``query``, ``path``, ``header`` or ``cookie``) and ``message``; FastAPI's own
     ``loc``, ``msg`` and ``type`` stay beside them for clients that read those."""
     loc = list(error.get("loc", ()))
     where, parts = (str(loc[0]), loc[1:]) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else ("body", loc)
+    tags: list[str] = []
+    if where == "body" and body is not _NO_BODY and error.get("type") != "json_invalid":
+        parts, tags = _path_in(body, parts, error.get("type") == "missing")
     pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
     message = str(error.get("msg", "")).removeprefix("Value error, ")
     if error.get("type") == "json_invalid":  # its loc holds a character offset, not a path: the whole body is at fault
         reason = (error.get("ctx") or {}).get("error") or message
         at = f" at character {parts[0]}" if parts else ""
         pointer, message = "", f"the body is not valid JSON: {reason}{at}"
-    return {"in": where, "pointer": pointer, "message": message, "loc": loc, "msg": error.get("msg"), "type": error.get("type")}
+    return {"in": where, "pointer": pointer, "message": message, "loc": loc, "msg": error.get("msg"), "type": error.get("type")}, tags

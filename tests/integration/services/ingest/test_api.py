@@ -128,6 +128,13 @@ async def test_a_request_the_framework_refuses_names_each_problem_as_every_422_d
     assert (problem["in"], problem["pointer"]) == ("query", "/limit") and "greater than" in problem["message"]
     r = await api.put(f"/v1/accounts/{'a' * 129}", json={}, headers=ops)
     assert [(p["in"], p["pointer"]) for p in r.json()["detail"]] == [("path", "/account_id")], r.json()
+    # A union-typed field (optional, never null) fails per member: no member's tag in the pointer.
+    assert (await api.put("/v1/csms/csm-u", json={"name": "U", "email": "u@touchline.example"}, headers=ops)).status_code in (200, 201)
+    r = await api.patch("/v1/csms/csm-u", json={"capacity": "many", "skills": ["a", 5]}, headers=ops)
+    assert r.status_code == 422 and [(p["in"], p["pointer"]) for p in r.json()["detail"]] == [
+        ("body", "/capacity"),
+        ("body", "/skills/1"),
+    ], r.json()
 
 
 async def test_a_usage_window_starting_before_year_one_is_a_422_not_a_500(api, keys):
