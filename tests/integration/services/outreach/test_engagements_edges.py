@@ -163,3 +163,29 @@ def test_the_escalation_waits_until_the_enrolment_s_messages_have_left(topics, s
     clock.advance(timedelta(minutes=1))
     w["timers"].poll_once()
     assert [e.account_id for e in engagements(session_factory)] == ["acme"] and csm_notes()[-1] == ("done", "opened")
+
+
+def test_a_second_escalation_step_waits_for_its_own_engagement_not_the_first_one_s(topics, session_factory, clock, workers):
+    """Two escalation steps in one playbook: the second, which waits for its outcome, must
+    open and wait for its own engagement, not take the first step's (in the history just
+    before it) for its own."""
+    add_account(session_factory)
+    steps = [
+        {"id": "first", "type": "open_engagement", "goal": "recover_usage", "time_box": "5d"},
+        {"id": "second", "type": "open_engagement", "goal": "discover_expansion", "time_box": "5d", "wait_for_outcome": True},
+    ]
+    save_playbook(session_factory, "two-steps", simple_playbook(steps=steps))
+    w = workers()
+    send_signals(topics, [signal(signal_id="s1")])
+
+    def history() -> list:
+        with session_factory() as s:
+            return [h for en in s.scalars(select(Enrollment)) for h in en.history]
+
+    drain(w["signals"], lambda: any(h.get("step") == "second" for h in history()))
+    by_goal = {e.goal: e.id for e in engagements(session_factory)}
+    assert set(by_goal) == {"recover_usage", "discover_expansion"}
+    assert [(h["step"], h.get("engagement_id")) for h in history() if h.get("step") in ("first", "second")] == [
+        ("first", by_goal["recover_usage"]),
+        ("second", by_goal["discover_expansion"]),
+    ]
