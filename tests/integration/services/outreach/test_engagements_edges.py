@@ -172,7 +172,14 @@ def test_a_second_escalation_step_waits_for_its_own_engagement_not_the_first_one
     add_account(session_factory)
     steps = [
         {"id": "first", "type": "open_engagement", "goal": "recover_usage", "time_box": "5d"},
-        {"id": "second", "type": "open_engagement", "goal": "discover_expansion", "time_box": "5d", "wait_for_outcome": True},
+        {
+            "id": "second",
+            "type": "open_engagement",
+            "goal": "discover_expansion",
+            "time_box": "5d",
+            "wait_for_outcome": True,
+            "skill": "upsell",
+        },
     ]
     save_playbook(session_factory, "two-steps", simple_playbook(steps=steps))
     w = workers()
@@ -185,6 +192,10 @@ def test_a_second_escalation_step_waits_for_its_own_engagement_not_the_first_one
     drain(w["signals"], lambda: any(h.get("step") == "second" for h in history()))
     by_goal = {e.goal: e.id for e in engagements(session_factory)}
     assert set(by_goal) == {"recover_usage", "discover_expansion"}
+    assert {e.goal: e.skill for e in engagements(session_factory)} == {
+        "recover_usage": "recover_usage",
+        "discover_expansion": "upsell",
+    }  # the step's, else the goal
     assert [(h["step"], h.get("engagement_id")) for h in history() if h.get("step") in ("first", "second")] == [
         ("first", by_goal["recover_usage"]),
         ("second", by_goal["discover_expansion"]),
