@@ -179,6 +179,8 @@ def test_a_second_escalation_step_waits_for_its_own_engagement_not_the_first_one
             "time_box": "5d",
             "wait_for_outcome": True,
             "skill": "upsell",
+            "priority": 9.5,
+            "title": "Upsell call",
         },
     ]
     save_playbook(session_factory, "two-steps", simple_playbook(steps=steps))
@@ -192,6 +194,8 @@ def test_a_second_escalation_step_waits_for_its_own_engagement_not_the_first_one
     drain(w["signals"], lambda: any(h.get("step") == "second" for h in history()))
     by_goal = {e.goal: e.id for e in engagements(session_factory)}
     assert set(by_goal) == {"recover_usage", "discover_expansion"}
+    second = next(e for e in engagements(session_factory) if e.goal == "discover_expansion")
+    assert (second.priority, second.title) == (9.5, "Upsell call")  # the step's priority and title
     assert {e.goal: e.skill for e in engagements(session_factory)} == {
         "recover_usage": "recover_usage",
         "discover_expansion": "upsell",
