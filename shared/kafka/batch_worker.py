@@ -111,8 +111,13 @@ class BatchWorker:
         # What prepare() made of the batch being handled (None when it was not polled ahead):
         # set by the loop before the batch's transaction starts, read by handle_batch.
         self.prepared: object | None = None
-        # A fetch failed its CRC check: the next poll starts a fresh consumer (see _fetch).
+        # A fetch failed its CRC check: the next poll starts a fresh consumer (see _fetch),
+        # at once the first time, after a growing wait when it fails again before any
+        # record arrives (a batch corrupt on the broker fails every time).
         self._refetch = False
+        self._refetch_delay = 0.0
+        self._corrupt_in_a_row = 0
+        self.corrupt_backoff = Backoff(self.db_retry_seconds, settings.retry_max_seconds)
 
     # ---- to implement -------------------------------------------------
     def topics(self) -> list[str]:
@@ -272,16 +277,30 @@ class BatchWorker:
         read and not committed comes again; every effect is keyed)."""
         try:
             polled: dict[TopicPartition, list[ConsumerRecord]] = consumer.poll(timeout_ms=timeout_ms)
-            return polled
         except CorruptRecordError as exc:
-            log.warning("%s: %s; fetching it again with a fresh consumer, from the committed offsets", self.name, exc)
+            self._corrupt_in_a_row += 1
+            self.corrupt_backoff.initial = self.db_retry_seconds
+            self._refetch_delay = self.corrupt_backoff.next_delay() if self._corrupt_in_a_row > 1 else 0.0
             self._refetch = True
+            log.warning(
+                "%s: %s (%d in a row); fetching it again with a fresh consumer, from the committed offsets, in %gs",
+                self.name,
+                exc,
+                self._corrupt_in_a_row,
+                self._refetch_delay,
+            )
             return {}
+        if polled:
+            self._corrupt_in_a_row = 0
+            self.corrupt_backoff.reset()
+        return polled
 
     def _fresh_consumer(self) -> None:
         """Close the consumer without committing (the next one reads from the committed
         offsets) and forget what it had fetched and not processed."""
-        self._refetch = False
+        if self._refetch_delay:
+            self.stop_event.wait(self._refetch_delay)
+        self._refetch, self._refetch_delay = False, 0.0
         self._held, self._prefetched, self._prepared_ahead = {}, [], None
         if self.consumer is not None:
             self.consumer.close(autocommit=False)

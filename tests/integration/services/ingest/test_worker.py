@@ -632,3 +632,41 @@ def test_a_fetch_failing_its_crc_check_is_read_again_by_a_fresh_consumer(topics,
         w.close()
     assert failed == [0]  # the first batch was refused once, then read again
     assert count(session_factory, RawEvent) == 20 and sum(usage(session_factory, "acme").values()) == 20
+
+
+def test_a_batch_failing_its_crc_check_again_and_again_is_fetched_again_after_growing_waits(
+    topics, session_factory, clock, monkeypatch, caplog
+):
+    """A batch corrupt on the broker fails every time: the worker does not rejoin its
+    group in a loop. The first failure is fetched again at once, each next one before any
+    record arrives after twice the wait before (a warning each, counting them); once the
+    batch reads, everything is stored once."""
+    import logging
+
+    from kafka.record import default_records
+
+    publish(topics, [track("acme", "login", T0 - timedelta(minutes=i), "ada", f"crc3-{i}") for i in range(5)])
+    check = default_records.DefaultRecordBatch.validate_crc
+    failures: list[int] = []
+
+    def three_times(batch) -> bool:
+        if len(failures) < 3:
+            failures.append(batch.base_offset)
+            return False
+        return check(batch)
+
+    monkeypatch.setattr(default_records.DefaultRecordBatch, "validate_crc", three_times)
+    w = IngestWorker(topics, session_factory, clock)
+    w.db_retry_seconds = 0.01  # the waits' base: 0, 0.01 then 0.02 s
+    try:
+        with caplog.at_level(logging.WARNING, logger="shared.kafka.batch_worker"):
+            drain(w, lambda: _committed_total(w) == 5)
+    finally:
+        w.close()
+    warned = [r.getMessage() for r in caplog.records if "fetching it again" in r.getMessage()]
+    assert [m.rsplit("(", 1)[1] for m in warned] == [
+        "1 in a row); fetching it again with a fresh consumer, from the committed offsets, in 0s",
+        "2 in a row); fetching it again with a fresh consumer, from the committed offsets, in 0.01s",
+        "3 in a row); fetching it again with a fresh consumer, from the committed offsets, in 0.02s",
+    ], warned
+    assert count(session_factory, RawEvent) == 5 and sum(usage(session_factory, "acme").values()) == 5
