@@ -62,6 +62,7 @@ from services.outreach.engagements.assignment import reassign as reassign_engage
 from services.outreach.engagements.email import send_email as email_contact
 from services.outreach.engagements.reporting import detail as engagement_detail
 from services.outreach.engagements.reporting import forecast as pool_forecast
+from services.outreach.engagements.reporting import outcomes as engagement_outcomes
 from services.outreach.engagements.reporting import pool as pool_report
 from services.outreach.engagements.repository import (
     ENGAGEMENT_SORTS,
@@ -221,6 +222,7 @@ __all__ = [
     "list_resources",
     "list_surveys",
     "list_templates",
+    "engagement_outcomes",
     "log_touch",
     "open_engagement_by_hand",
     "message_counts_by_state_reason",

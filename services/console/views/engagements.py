@@ -18,6 +18,7 @@ from services.console.views import health
 from services.console.web import CSP_EMAIL_PREVIEW, OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, now_of, render, seg
 from services.ingest import interface as ingest
 from services.outreach import interface as outreach
+from services.rules import interface as rules
 from shared.api import SessionDep, context_of
 from shared.errors import Forbidden, NotFound, TouchlineError, Unprocessable
 from shared.settings import Settings
@@ -324,6 +325,22 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) 
         forecast_chart=forecast_chart,
         recent=recent,
     )
+
+
+@router.get("/pool/outcomes")
+def pool_outcomes(
+    request: Request,
+    days: int = Query(365, ge=1, le=3650),
+    segment: list[str] = Query([], max_length=20),
+    session: Session = SessionDep,
+    viewer: Viewer = OPS,
+) -> HTMLResponse:
+    """``GET /v1/pool/outcomes`` as a page: engaged against the escalation holdout,
+    overall and by rule, playbook, CSM and the named segments picked."""
+    chosen = [s for s in dict.fromkeys(segment) if s]
+    report = outreach.engagement_outcomes(session, now_of(request), days, chosen)
+    segments = rules.list_segments(session, include_deleted=False, after=None, limit=500)
+    return render(request, "pool_outcomes.html", r=report, days=days, chosen=chosen, segments=segments)
 
 
 OPEN_FIELDS = ("goal", "title", "note", "csm_id")

@@ -23,6 +23,7 @@ from shared.db import transaction
 from shared.kafka.clients import ensure_topics
 from shared.models import AuditRecord
 from shared.pagination import encode_cursor
+from tests.support.console import sign_in
 from tests.support.counts import pool_figures_are_counts_of_lists
 from tests.support.engagements import (
     add_csm,
@@ -610,6 +611,17 @@ async def test_pool_report_outcomes_and_forecast(api, keys, session_factory, set
     assert by[0]["held_out"] == {"n": 1, "recovered": 0, "rate": 0.0}
     r = await api.get("/v1/pool/outcomes?segment=nope", headers=ops)
     assert r.status_code == 422 and "no segment 'nope'" in r.json()["detail"]
+    # The console's outcomes page shows the API's figures, the segment's too.
+    await sign_in(api, keys["ops"])
+    assert 'href="/console/pool/outcomes"' in (await api.get("/console/pool")).text
+    page = (await api.get("/console/pool/outcomes?segment=fintech")).text
+    overall = page.split('id="overall"', 1)[1].split("</tr>", 2)[1]
+    assert "1 of 2 (50%)" in overall and "0 of 1 (0%)" in overall and "+50 pts" in overall, overall
+    row = page.split('id="by-segment"', 1)[1].split('data-key="fintech"', 1)[1].split("</tr>", 1)[0]
+    seg = by[0]
+    assert f"{seg['engaged']['recovered']} of {seg['engaged']['n']}" in row and "0 of 1 (0%)" in row, row
+    assert 'value="fintech" checked' in page and stays_away.id[:8] in page.split("Disagreements", 1)[1]
+    assert (await api.get("/console/pool/outcomes?segment=nope")).status_code == 422
     f = (await api.get("/v1/pool/forecast?hours_per_engagement=8", headers=ops)).json()
     assert f["pool_capacity"] == 2 and f["csms_available"] == 1 and f["hand_opened_per_week"] > 0
     assert f["assumptions"]["proactive_share"] == 0.6 and f["pool_proactive_hours_per_week"] == 24.0
