@@ -69,6 +69,12 @@ async def test_the_time_box_keeps_its_due_time_across_reassignment_and_away(api,
     assert r.status_code == 200, r.text
     moved = engagement(session_factory, eid)
     assert (moved.csm_id, moved.assignments, moved.due_at, moved.next_reminder_at) == (other, 2, due, due - days(7))
+    assigned = [t.details for t in timeline(session_factory, eid) if t.kind == "transition" and t.to_status == "assigned"]
+    # The timeline says who had it before and why it moved.
+    assert [(d.get("csm_id"), d.get("previous_csm_id"), d.get("reason")) for d in assigned] == [
+        (first.csm_id, None, "least_loaded"),
+        (other, first.csm_id, "rebalance"),
+    ]
 
     clock.advance(days(5))  # the CSM goes away: the engagement moves back at once, due time unchanged
     r = await api.patch(f"/v1/csms/{other}", json={"away_from": clock.now().isoformat()}, headers=ops)
