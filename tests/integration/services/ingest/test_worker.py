@@ -11,7 +11,10 @@ from sqlalchemy import func, select
 
 from services.ingest.events.worker import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
+from services.ingest.service import apply_events
 from shared import deadletters
+from shared.db import transaction
+from shared.events import Event
 from shared.faults import CRASH_EXIT_CODE
 from shared.kafka.batch_worker import BatchResult, BatchWorker
 from shared.models import DeadLetter
@@ -142,7 +145,9 @@ def test_two_payloads_under_one_event_id_keep_the_first_in_a_batch_and_after(ses
     second = track("acme", "export", T0 - timedelta(hours=2), "bob", "same-id", plan="free")
     who = identify("acme", "ada", T0 - timedelta(hours=3), email="ada@acme.test", name="Ada")
     impostor = {**identify("acme", "ada", T0 - timedelta(hours=3), email="not-ada@evil.test", name="Eve"), "event_id": who["event_id"]}
-    ingest(session_factory, [first, who, second, impostor], T0)
+    with transaction(session_factory) as s:
+        summary = apply_events(s, [Event.model_validate_json(json.dumps(e)) for e in [first, who, second, impostor]], T0)
+    assert (summary.new, summary.duplicates) == (2, 2)  # the later two count as duplicates, not as new
 
     def state():
         with session_factory() as s:
@@ -154,7 +159,9 @@ def test_two_payloads_under_one_event_id_keep_the_first_in_a_batch_and_after(ses
     kept = (("login", "ada", {"plan": "pro"}), {"ada": ("ada@acme.test", "Ada")}, {(T0.date(), "login"): 1})
     assert state() == kept
     assert count(session_factory, RawEvent) == 2
-    ingest(session_factory, [second, impostor], T0 + timedelta(minutes=1))  # and later batches change nothing
+    with transaction(session_factory) as s:
+        summary = apply_events(s, [Event.model_validate_json(json.dumps(e)) for e in [second, impostor]], T0 + timedelta(minutes=1))
+    assert (summary.new, summary.duplicates) == (0, 2)  # and later batches change nothing
     assert state() == kept
 
 
