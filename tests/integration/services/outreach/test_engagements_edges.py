@@ -200,6 +200,9 @@ def test_a_second_escalation_step_waits_for_its_own_engagement_not_the_first_one
     drain(w["signals"], lambda: any(h.get("step") == "second" for h in history()))
     by_goal = {e.goal: e.id for e in engagements(session_factory)}
     assert set(by_goal) == {"recover_usage", "discover_expansion"}
+    with session_factory() as s:
+        [en] = list(s.scalars(select(Enrollment)))
+    assert (en.status, en.due_at) == ("active", clock.now() + timedelta(days=1))  # the waiting step re-checks daily
     second = next(e for e in engagements(session_factory) if e.goal == "discover_expansion")
     assert (second.priority, second.title) == (9.5, "Upsell call")  # the step's priority and title
     assert {e.goal: e.skill for e in engagements(session_factory)} == {
