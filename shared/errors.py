@@ -71,6 +71,11 @@ class Unavailable(TouchlineError):
     code = "unavailable"
 
 
+def json_pointer(parts: Any) -> str:
+    """An RFC 6901 pointer to ``parts`` (keys and indexes; ``""`` is the whole document)."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
 def pointer_errors(exc: ValidationError) -> list[dict[str, str]]:
     """Pydantic's errors as ``{"pointer", "message"}`` (RFC 6901 pointers), the shape of
     every definition's 422 (rules, health models, segments, playbooks, resources). A
@@ -78,8 +83,7 @@ def pointer_errors(exc: ValidationError) -> list[dict[str, str]]:
     validator that checks a nested part) gives it as the pointer."""
     out = []
     for e in exc.errors():
-        loc = [str(p).replace("~", "~0").replace("/", "~1") for p in e.get("loc", ())]
-        where = "/" + "/".join(loc) if loc else ""
+        where = json_pointer(e.get("loc", ()))
         message = str(e.get("msg", "")).removeprefix("Value error, ")
         if message.startswith("/") and ": " in message:
             where, message = message.split(": ", 1)
@@ -139,15 +143,13 @@ def request_problems(errors: Any, body: Any) -> list[dict[str, Any]]:
     ``[..., "none"]``); the pointer leaves the tags out, and a member ``none`` that
     failed beside another at the same place or inside it is left out (null is refused
     on purpose)."""
-    out: list[dict[str, Any]] = []
-    for e in errors:
-        problem, tags = _problem(e, body)
-        out.append({**problem, "_none": tags == ["none"]})
+    found = [_problem(e, body) for e in errors]
+    problems = [p for p, _tags in found]
 
     def beside(p: dict[str, Any]) -> bool:  # another member failed at its place or inside it
-        return any(q is not p and q["in"] == p["in"] and (q["pointer"] + "/").startswith(p["pointer"] + "/") for q in out)
+        return any(q is not p and q["in"] == p["in"] and (q["pointer"] + "/").startswith(p["pointer"] + "/") for q in problems)
 
-    return [{k: v for k, v in p.items() if k != "_none"} for p in out if not (p["_none"] and beside(p))]
+    return [p for p, tags in found if not (tags == ["none"] and beside(p))]
 
 
 def request_problem(error: Any, body: Any = _NO_BODY) -> dict[str, Any]:
@@ -184,7 +186,7 @@ def _problem(error: Any, body: Any) -> tuple[dict[str, Any], list[str]]:
     tags: list[str] = []
     if where == "body" and body is not _NO_BODY and error.get("type") != "json_invalid":
         parts, tags = _path_in(body, parts, error.get("type") == "missing")
-    pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    pointer = json_pointer(parts)
     message = str(error.get("msg", "")).removeprefix("Value error, ")
     if error.get("type") == "json_invalid":  # its loc holds a character offset, not a path: the whole body is at fault
         reason = (error.get("ctx") or {}).get("error") or message

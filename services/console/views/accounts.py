@@ -147,11 +147,16 @@ def _timeline(
     return sorted(out, key=lambda r: r["at"], reverse=True)
 
 
+def account_or_404(session: Session, account_id: str) -> Any:
+    account = ingest.account(session, account_id)
+    if account is None:
+        raise NotFound(f"There is no account {account_id!r}.")
+    return account
+
+
 @router.get("/accounts/{account_id}")
 def account(request: Request, account_id: str, session: Session = SessionDep, viewer: Viewer = READER) -> HTMLResponse:
-    acct = ingest.account(session, account_id)
-    if acct is None:
-        raise NotFound(f"There is no account {account_id!r}.")
+    acct = account_or_404(session, account_id)
     now = now_of(request)
     end = now.date()
     start = end - timedelta(days=USAGE_DAYS - 1)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.console import charts
 from services.console.views import health
+from services.console.views.accounts import account_or_404
 from services.console.web import CSP_EMAIL_PREVIEW, OPS, READER, ConsoleForbidden, Form, FormDep, Viewer, now_of, render, seg
 from services.ingest import interface as ingest
 from services.outreach import interface as outreach
@@ -367,16 +368,9 @@ def _open_page(
     )
 
 
-def _account_or_404(session: Session, account_id: str) -> Any:
-    account = ingest.account(session, account_id)
-    if account is None:
-        raise NotFound(f"There is no account {account_id!r}.")
-    return account
-
-
 @router.get("/accounts/{account_id}/open-engagement")
 def open_form(request: Request, account_id: str, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
-    account = _account_or_404(session, account_id)
+    account = account_or_404(session, account_id)
     return _open_page(request, session, account, {"goal": "recover_usage", "title": "", "note": "", "csm_id": ""})
 
 
@@ -386,7 +380,7 @@ def open_engagement(
 ) -> Response:
     """CS Ops open an engagement by hand, as ``POST /v1/engagements`` (the same
     ``OpenIn`` and service): then its page; a refusal beside the field it concerns."""
-    account = _account_or_404(session, account_id)
+    account = account_or_404(session, account_id)
     values = {f: form.get(f, "").strip() for f in OPEN_FIELDS}
     if form.problems:
         return _open_page(request, session, account, values, status_code=422, errors=dict(form.problems))

@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from shared.errors import Unprocessable
+from shared.errors import Unprocessable, json_pointer
 from shared.events import USER_ROLES
 from shared.signals import SEVERITIES
 
@@ -113,7 +113,7 @@ class RuleValidationError(Unprocessable):
 
 
 def pointer(base: str, *parts: Any) -> str:
-    return base + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return base + json_pointer(parts)
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:
