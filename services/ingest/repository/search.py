@@ -78,12 +78,14 @@ def find_accounts(session: Session, text: str, *, offset: int, limit: int, at_mo
     if not q:
         return [], 0
     domain = q.removeprefix("@")
-    branches = [
-        select(Account.id).where(_prefix(_key(session, Account.name), q)),
-        select(Account.id).where(_prefix(_key(session, Account.id), q)),
-        select(User.account_id).where(domain_of(session, User.email) == domain).distinct(),
-        select(Account.id).where(domain_of(session, Account.owner_email) == domain),
+    by_contact = select(User.account_id).where(domain_of(session, User.email) == domain).distinct()
+    conds = [
+        _prefix(_key(session, Account.name), q),
+        _prefix(_key(session, Account.id), q),
+        Account.id.in_(by_contact),
+        domain_of(session, Account.owner_email) == domain,
     ]
+    branches = [select(Account.id).where(conds[0]), select(Account.id).where(conds[1]), by_contact, select(Account.id).where(conds[3])]
     order = (_key(session, Account.name), Account.id)
     if at_most is not None:
         # Each condition's matches up to at_most + 1 (four index range reads, bounded): if
@@ -94,12 +96,6 @@ def find_accounts(session: Session, text: str, *, offset: int, limit: int, at_mo
         for account_id, branch in session.execute(tagged):
             found.setdefault(branch, []).append(account_id)
         if any(len(ids) > at_most for ids in found.values()):
-            conds = [
-                _prefix(_key(session, Account.name), q),
-                _prefix(_key(session, Account.id), q),
-                Account.id.in_(branches[2]),
-                domain_of(session, Account.owner_email) == domain,
-            ]
             page = _first_by_name(
                 session, [select(_key(session, Account.name).label("k"), Account.id).where(c) for c in conds], offset, limit
             )
@@ -128,19 +124,15 @@ def find_contacts(session: Session, text: str, *, offset: int, limit: int, at_mo
     q = _needle(text)
     if not q:
         return [], 0
-    match = or_(
+    conds = [
         _prefix(_key(session, User.name), q),
         _prefix(_key(session, User.email), q),
         domain_of(session, User.email) == q.removeprefix("@"),
-    )
+    ]
+    match = or_(*conds)
     if at_most is not None:
         total = session.scalar(select(func.count()).select_from(select(User.id).where(match).limit(at_most + 1).subquery())) or 0
         if total > at_most:
-            conds = [
-                _prefix(_key(session, User.name), q),
-                _prefix(_key(session, User.email), q),
-                domain_of(session, User.email) == q.removeprefix("@"),
-            ]
             page = _first_by_name(
                 session, [select(_key(session, User.name).label("k"), User.account_id, User.id).where(c) for c in conds], offset, limit
             )
