@@ -353,6 +353,18 @@ async def test_the_documented_example_runs_on_the_starter_template_and_segment(t
         assert "along with all the other new customers" in text and re.search(r"http://touchline\.test/r/[A-Za-z0-9_-]+", text), text
 
 
+def _first_chunk_sent(session_factory, topics, clock) -> tuple:
+    """A broadcast to the fintech champions in chunks of 3 accounts, its first chunk
+    (fin1, fin2, fin3) sent: the chunk settings and its id."""
+    settings = topics.model_copy(update={"broadcast_chunk_accounts": 3})
+    with transaction(session_factory) as s:
+        body = parse_broadcast({"name": "Webinar", "template": "webinar", "segment_id": "fintech", "to": ["champion"]})
+        bid = broadcasts.create(s, topics, body, actor="ops:test", now=clock.now()).id
+    with transaction(session_factory) as s:
+        assert broadcasts.send_chunk(s, settings, bid, clock.now()) is False
+    return settings, bid
+
+
 async def test_cancelling_a_broadcast_being_sent_stops_its_chunks_and_withdraws_what_is_queued(
     topics, session_factory, workers, sink, api, keys, clock
 ):
@@ -361,12 +373,7 @@ async def test_cancelling_a_broadcast_being_sent_stops_its_chunks_and_withdraws_
     sender took already went. Audited with what it withdrew."""
     _world(session_factory, topics, clock)
     ops = auth(keys["ops"])
-    settings = topics.model_copy(update={"broadcast_chunk_accounts": 3})
-    with transaction(session_factory) as s:
-        body = parse_broadcast({"name": "Webinar", "template": "webinar", "segment_id": "fintech", "to": ["champion"]})
-        bid = broadcasts.create(s, topics, body, actor="ops:test", now=clock.now()).id
-    with transaction(session_factory) as s:  # the first chunk: fin1, fin2, fin3
-        assert broadcasts.send_chunk(s, settings, bid, clock.now()) is False
+    settings, bid = _first_chunk_sent(session_factory, topics, clock)
     w = workers()
     with transaction(session_factory) as s:  # the sender takes fin1's before the cancel
         s.execute(update(Message).where(Message.broadcast_id == bid, Message.account_id == "fin1").values(state="sending"))
@@ -401,12 +408,7 @@ async def test_a_cancelled_broadcasts_message_put_back_by_its_sender_does_not_le
 
     _world(session_factory, topics, clock)
     ops = auth(keys["ops"])
-    settings = topics.model_copy(update={"broadcast_chunk_accounts": 3})
-    with transaction(session_factory) as s:
-        body = parse_broadcast({"name": "Webinar", "template": "webinar", "segment_id": "fintech", "to": ["champion"]})
-        bid = broadcasts.create(s, topics, body, actor="ops:test", now=clock.now()).id
-    with transaction(session_factory) as s:  # the first chunk: fin1, fin2, fin3
-        assert broadcasts.send_chunk(s, settings, bid, clock.now()) is False
+    settings, bid = _first_chunk_sent(session_factory, topics, clock)
     w = workers()
     with transaction(session_factory) as s:  # a sender claims all three
         taken = delivery.claim_due(s, now=clock.now(), limit=10, owner="other", lease_until=clock.now() + timedelta(minutes=5), token="t1")
