@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,8 +38,21 @@ class Lease:
     """``with Lease(...) as lease:`` renews in the background; call :meth:`held` before
     starting each message."""
 
-    def __init__(self, session_factory: sessionmaker[Session], clock: Clock, *, token: str, count: int, until: datetime, seconds: float):
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        clock: Clock,
+        *,
+        token: str,
+        count: int,
+        until: datetime,
+        seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.session_factory = session_factory
+        # The process's own clock for "a third of the lease since the last renewal" (a
+        # wall clock that jumps does not stop the renewals); given, it is a test's.
+        self.monotonic = monotonic
         self.clock = clock
         self.token = token
         self.count = count
@@ -46,7 +60,7 @@ class Lease:
         self.seconds = seconds
         self.lost = False
         self.renewals = 0
-        self._renewed_at = time.monotonic()
+        self._renewed_at = self.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,7 +82,7 @@ class Lease:
         return not self.lost and self.clock.now() < self.until
 
     def _due(self) -> bool:
-        return time.monotonic() - self._renewed_at >= self.seconds / 3 or self.clock.now() >= self.until - timedelta(
+        return self.monotonic() - self._renewed_at >= self.seconds / 3 or self.clock.now() >= self.until - timedelta(
             seconds=self.seconds / 2
         )
 
@@ -102,4 +116,4 @@ class Lease:
                 return
             self.until = until
             self.renewals += 1
-            self._renewed_at = time.monotonic()
+            self._renewed_at = self.monotonic()

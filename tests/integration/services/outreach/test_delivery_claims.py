@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.outreach.delivery import lease as lease_module
 from services.outreach.delivery import repository as repo
 from services.outreach.delivery.lease import Lease
 from shared.db import transaction
@@ -89,20 +88,19 @@ class _Monotonic:
         return self.now
 
 
-def _lease(session_factory, clock, monkeypatch) -> tuple[Lease, _Monotonic]:
+def _lease(session_factory, clock) -> tuple[Lease, _Monotonic]:
     real = _Monotonic()
-    monkeypatch.setattr(lease_module, "time", real)  # the lease module's view of the time module only
     ids = queue_messages(session_factory, 2, clock.now())
     assert len(_claim(session_factory, clock.now(), 2, "mine")) == 2
     until = clock.now() + timedelta(seconds=SECONDS)
-    return Lease(session_factory, clock, token="mine", count=len(ids), until=until, seconds=SECONDS), real
+    return Lease(session_factory, clock, token="mine", count=len(ids), until=until, seconds=SECONDS, monotonic=real.monotonic), real
 
 
-def test_a_lease_renews_a_third_of_its_length_after_the_last_renewal_in_real_time(session_factory, clock, monkeypatch):
+def test_a_lease_renews_a_third_of_its_length_after_the_last_renewal_in_real_time(session_factory, clock):
     """The heartbeat's rule: renew once a third of the lease has passed on the process's
     own monotonic clock since the last renewal (so a sender whose wall clock jumps still
     renews), not before, and not again until another third has passed."""
-    lease, real = _lease(session_factory, clock, monkeypatch)
+    lease, real = _lease(session_factory, clock)
     real.now += SECONDS / 3 - 0.001
     assert lease.held() and lease.renewals == 0
     real.now += 0.001
@@ -114,11 +112,11 @@ def test_a_lease_renews_a_third_of_its_length_after_the_last_renewal_in_real_tim
     assert lease.held() and lease.renewals == 2
 
 
-def test_a_lease_renews_when_half_of_it_is_left_on_the_clock(session_factory, clock, monkeypatch):
+def test_a_lease_renews_when_half_of_it_is_left_on_the_clock(session_factory, clock):
     """The other rule: renew once the clock (simulated here) reaches half the lease before
     it runs out, not a millisecond earlier; a renewal moves the lease to a full length
     from then, and the next is due at half of that."""
-    lease, _real = _lease(session_factory, clock, monkeypatch)
+    lease, _real = _lease(session_factory, clock)
     half = lease.until - timedelta(seconds=SECONDS / 2)
     clock.set(half - timedelta(milliseconds=1))
     assert lease.held() and lease.renewals == 0
