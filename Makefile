@@ -1,6 +1,6 @@
 # Touchline: two commands. `make run` brings the whole system up on embedded defaults;
-# `make test` sets up what it needs (the venv, and chromium and promtool through
-# tools/install-system-deps.sh) and runs the whole suite.
+# `make test` sets up what it needs (the venv, and chromium, promtool, a local PostgreSQL
+# and axe-core through tools/install-system-deps.sh) and runs the whole suite.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's chromium (browser tests), prometheus (promtool) and the pinned axe-core (npm ci
-# into var/a11y: the browser tests' accessibility checks), installed when missing;
+# Debian's chromium (browser tests), prometheus (promtool), a PostgreSQL on 127.0.0.1:5432
+# (the suite's PostgreSQL variants; none when TOUCHLINE_TEST_POSTGRES_URL names yours) and
+# the pinned axe-core (npm ci into var/a11y: the browser tests' accessibility checks),
+# installed when missing;
 # where it cannot install, it stops with the command to run (docs/testing.md).
 system-deps:
 	@tools/install-system-deps.sh
@@ -50,10 +52,11 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 test-integration: $(STAMP)
+	@tools/install-system-deps.sh postgresql
 	$(BIN)/python -m pytest -q tests/integration
 
 test-e2e: $(STAMP)
-	@tools/install-system-deps.sh chromium axe-core
+	@tools/install-system-deps.sh chromium postgresql axe-core
 	$(BIN)/python -m pytest -q tests/e2e
 
 # The whole suite with coverage, worker subprocesses included (pyproject.toml
@@ -107,7 +110,7 @@ MUTANTS_HUMAN := services.outreach.engagements.assignment.x_choose__* services.o
 MUTANTS ?= $(MUTANTS_CORE) $(MUTANTS_HUMAN)
 mutation: $(STAMP)
 	rm -rf mutants
-	env -u TOUCHLINE_TEST_POSTGRES_URL -u CI $(BIN)/python tools/mutation.py --max-children $(MUTATION_CHILDREN) $(foreach m,$(MUTANTS),'$(m)') || true
+	env -u CI $(BIN)/python tools/mutation.py --max-children $(MUTATION_CHILDREN) $(foreach m,$(MUTANTS),'$(m)') || true
 	$(BIN)/python tools/mutation_report.py $(foreach m,$(MUTANTS),'$(m)')
 
 mutation-survivors: $(STAMP)
@@ -119,7 +122,7 @@ mutation-survivors: $(STAMP)
 # count per database. Not in CI (docs/testing.md, "The API fuzz").
 FUZZ_EXAMPLES ?= 100
 fuzz: $(STAMP)
-	@test -n "$$TOUCHLINE_TEST_POSTGRES_URL" || { echo "make fuzz runs on both databases: set TOUCHLINE_TEST_POSTGRES_URL, e.g. postgresql://postgres@127.0.0.1:5432/test"; exit 1; }
+	@tools/install-system-deps.sh postgresql
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/integration/services/wiring/test_api_fuzz.py
 
 bench-ingest: $(STAMP)

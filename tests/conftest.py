@@ -1,6 +1,6 @@
 """Shared fixtures for every tier: the real embedded broker (one per session, on a free
-port), real databases built by the migrations (SQLite always, PostgreSQL when
-TOUCHLINE_TEST_POSTGRES_URL is set), a simulated clock, per-test topics and keys. And the
+port), real databases built by the migrations (SQLite and PostgreSQL: the one at
+TOUCHLINE_TEST_POSTGRES_URL, by default the local one that `make test` starts), a simulated clock, per-test topics and keys. And the
 tiers themselves: a test's directory (tests/unit, tests/integration, tests/e2e) gives it
 its markers. Helpers that are not fixtures live in tests/support/."""
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 
 from services.outreach.delivery.worker import SenderWorker
 from services.outreach.devmail.sink import MailSink
@@ -31,8 +32,20 @@ from shared.migrate import upgrade
 from shared.settings import Settings
 from tests.support.helpers import T0, warm_up_broker
 
-PG_URL = os.environ.get("TOUCHLINE_TEST_POSTGRES_URL", "")
 DB_KINDS = ["sqlite", "postgresql"]
+# Every test that takes a database runs on both. PostgreSQL is TOUCHLINE_TEST_POSTGRES_URL's,
+# else the local one at DEFAULT_PG_URL, which `make test` installs and starts when nothing
+# answers there (tools/install-system-deps.sh postgresql). None answering fails the session
+# with what to do; it never skips. TOUCHLINE_TEST_DATABASES=sqlite leaves PostgreSQL out on
+# purpose (make mutation: one short session per mutant, on SQLite only).
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+TEST_DATABASES = [kind.strip() for kind in os.environ.get("TOUCHLINE_TEST_DATABASES", ",".join(DB_KINDS)).split(",") if kind.strip()]
+if "sqlite" not in TEST_DATABASES or set(TEST_DATABASES) - set(DB_KINDS):
+    raise pytest.UsageError(
+        f"TOUCHLINE_TEST_DATABASES={os.environ.get('TOUCHLINE_TEST_DATABASES')!r}: 'sqlite' (SQLite only) or 'sqlite,postgresql' (both, the default)"
+    )
+PG_URL = (os.environ.get("TOUCHLINE_TEST_POSTGRES_URL") or DEFAULT_PG_URL) if "postgresql" in TEST_DATABASES else ""
+LEFT_OUT = "PostgreSQL left out by TOUCHLINE_TEST_DATABASES={} (unset, every test runs on both databases)"
 # make mutation runs one short test session per mutant: tools/mutation.py starts one broker
 # and migrates one SQLite database for all of them, and passes them in here. Unset (every
 # other run), each session starts its own broker and runs the migrations itself.
@@ -77,6 +90,30 @@ def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
     b.stop()
 
 
+def _pg_base() -> URL:
+    return make_url(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith("postgresql://") else PG_URL)
+
+
+def _create_database(base: URL, name: str) -> None:
+    """Each session makes (and drops) databases of its own on the server, so runs never
+    collide. No server answering stops the whole session here, saying what to do."""
+    admin = create_engine(base, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        where = base.render_as_string(hide_password=True)
+        pytest.exit(
+            f"The PostgreSQL variants need a PostgreSQL server and none answered at {where}: "
+            f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}. `make test` installs and starts a local one "
+            "(tools/install-system-deps.sh postgresql); or set TOUCHLINE_TEST_POSTGRES_URL to a server where this user may "
+            "create databases; or set TOUCHLINE_TEST_DATABASES=sqlite to leave PostgreSQL out of this run.",
+            returncode=3,
+        )
+    finally:
+        admin.dispose()
+
+
 class _Database:
     def __init__(self, kind: str, url: str, admin_url: str | None = None, name: str | None = None):
         self.kind, self.url, self.admin_url, self.name = kind, url, admin_url, name
@@ -88,12 +125,9 @@ def _databases(tmp_path_factory) -> Iterator[dict[str, _Database]]:
     path = tmp_path_factory.mktemp("sqlite") / "touchline.db"
     dbs["sqlite"] = _Database("sqlite", f"sqlite:///{path}")
     if PG_URL:
-        base = make_url(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith("postgresql://") else PG_URL)
+        base = _pg_base()
         name = f"touchline_test_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
+        _create_database(base, name)
         dbs["postgresql"] = _Database(
             "postgresql", base.set(database=name).render_as_string(hide_password=False), base.render_as_string(hide_password=False), name
         )
@@ -116,9 +150,7 @@ def _databases(tmp_path_factory) -> Iterator[dict[str, _Database]]:
 @pytest.fixture(params=DB_KINDS)
 def db_kind(request, _databases) -> str:
     if request.param not in _databases:
-        if os.environ.get("CI"):
-            pytest.fail("CI must test PostgreSQL too: set TOUCHLINE_TEST_POSTGRES_URL (.ci/run does)")
-        pytest.skip("PostgreSQL variant: set TOUCHLINE_TEST_POSTGRES_URL (make test sets it in CI)")
+        pytest.skip(LEFT_OUT.format(os.environ.get("TOUCHLINE_TEST_DATABASES")))
     return request.param
 
 
@@ -238,16 +270,11 @@ def console_world(request, broker, tmp_path_factory) -> Iterator[ConsoleWorld]:
     admin_url = None
     if kind == "postgresql":
         if not PG_URL:
-            if os.environ.get("CI"):
-                pytest.fail("CI must test PostgreSQL too: set TOUCHLINE_TEST_POSTGRES_URL (.ci/run does)")
-            pytest.skip("PostgreSQL variant: set TOUCHLINE_TEST_POSTGRES_URL (make test sets it in CI)")
-        base = make_url(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith("postgresql://") else PG_URL)
+            pytest.skip(LEFT_OUT.format(os.environ.get("TOUCHLINE_TEST_DATABASES")))
+        base = _pg_base()
         name = f"touchline_console_{uuid.uuid4().hex[:10]}"
         admin_url = base.render_as_string(hide_password=False)
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
+        _create_database(base, name)
         url = base.set(database=name).render_as_string(hide_password=False)
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'touchline.db'}"

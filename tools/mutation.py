@@ -37,6 +37,9 @@ def main(argv: list[str]) -> int:
                 **os.environ,
                 "TOUCHLINE_TEST_SHARED_BROKER": broker.bootstrap,
                 "TOUCHLINE_TEST_SQLITE_TEMPLATE": str(template),
+                # One short session per mutant, on SQLite only: the PostgreSQL variants of the
+                # same tests run in `make test` (docs/testing.md, "Mutation testing").
+                "TOUCHLINE_TEST_DATABASES": "sqlite",
                 # A drain that cannot succeed gives up after 9 s instead of 30 (docs/testing.md).
                 "TOUCHLINE_TEST_DRAIN_DEADLINE_SCALE": os.environ.get("TOUCHLINE_TEST_DRAIN_DEADLINE_SCALE", "0.3"),
             }
