@@ -46,14 +46,13 @@ def assign(
     now: datetime,
     settings: Settings,
     seq: int,
-    reason: str = "",
+    reason: str,
     batch: notices.Notices | None = None,
 ) -> None:
-    """``batch``: an assignment pass's notices, written once at its end."""
+    """``reason``: why this CSM (least_loaded, sticky, or CS Ops' own), always in the
+    timeline. ``batch``: an assignment pass's notices, written once at its end."""
     previous = e.csm_id
-    transition(
-        session, e, "assigned", actor=actor, now=now, csm_id=csm.id, previous_csm_id=previous, **({"reason": reason} if reason else {})
-    )
+    transition(session, e, "assigned", actor=actor, now=now, csm_id=csm.id, previous_csm_id=previous, reason=reason)
     e.csm_id, e.assigned_at = csm.id, now
     e.assignments = (e.assignments or 0) + 1
     if e.due_at is None:  # the time-box starts with the first assignment; a reassignment keeps it

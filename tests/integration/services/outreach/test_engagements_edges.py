@@ -10,11 +10,14 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from services.ingest import interface as ingest
 from services.outreach.engagements import service
 from services.outreach.engagements.roster import put
 from services.outreach.engagements.schemas import CsmIn
-from services.outreach.models import Engagement, Enrollment
+from services.outreach.models import Engagement, Enrollment, Playbook
+from services.outreach.playbooks import engine as playbook_engine
 from shared.db import transaction
+from shared.signals import Signal
 from tests.support.engagements import add_csm, engagement, engagements, open_engagement, timeline, worker
 from tests.support.helpers import T0, auth, drain, expected_held_out
 from tests.support.outreach import add_account, days, messages, save_playbook, save_template, send_signals, signal, simple_playbook
@@ -213,3 +216,45 @@ def test_a_second_escalation_step_waits_for_its_own_engagement_not_the_first_one
         ("first", by_goal["recover_usage"]),
         ("second", by_goal["discover_expansion"]),
     ]
+
+
+def _escalate_now(session_factory, settings, clock, account_id: str, signal_id: str) -> list:
+    """Enrol ``account_id`` in a one-step escalation playbook without a worker, and return
+    what the step wrote in the enrolment's history: (result, note, engagement id)."""
+    with session_factory() as s:
+        saved = s.get(Playbook, "escalate-now") is not None
+    if not saved:
+        save_playbook(
+            session_factory, "escalate-now", simple_playbook(steps=[{"id": "csm", "type": "open_engagement", "goal": "recover_usage"}])
+        )
+    with transaction(session_factory) as s:
+        compiled = playbook_engine.load_compiled(s, "escalate-now", 1)
+        sig = Signal.model_validate(signal(account_id, signal_id=signal_id))
+        enrolled = playbook_engine.enroll(s, compiled, sig, ingest.account(s, account_id), clock.now(), settings)
+        assert enrolled is not None
+        return [(h["result"], h.get("engagement"), h.get("engagement_id")) for h in enrolled.history if h.get("step") == "csm"]
+
+
+def test_an_escalation_of_an_account_with_an_open_engagement_attaches_to_it(session_factory, settings, clock):
+    """CS Ops opened an engagement for the account and goal already: the step opens no
+    second one, and the enrolment's history says it attached, to that engagement."""
+    add_account(session_factory)
+    existing = open_engagement(session_factory, settings, clock)
+    assert _escalate_now(session_factory, settings, clock, "acme", "s1") == [("done", "attached", existing)]
+    assert [e.id for e in engagements(session_factory)] == [existing]
+    add_account(session_factory, "globex")  # and an account without one: opened, a new engagement
+    [(result, said, opened)] = _escalate_now(session_factory, settings, clock, "globex", "s2")
+    assert (result, said) == ("done", "opened") and opened != existing
+    assert {e.account_id: e.id for e in engagements(session_factory)} == {"acme": existing, "globex": opened}
+
+
+def test_an_escalation_that_cannot_open_says_why_and_the_enrolment_goes_on(session_factory, settings, clock):
+    """A signal for an account Touchline does not know (none was ever ingested): opening
+    is refused; the step records the refusal's reason in the history and the enrolment
+    goes on (here to its end) instead of failing or retrying for ever."""
+    said = _escalate_now(session_factory, settings, clock, "ghost", "s1")
+    assert said == [("done", "not opened: no account 'ghost': engagements are opened for accounts Touchline knows", None)]
+    assert engagements(session_factory) == []
+    with session_factory() as s:
+        [en] = list(s.scalars(select(Enrollment)))
+    assert (en.status, [h["step"] for h in en.history]) == ("completed", ["csm", "end"])
