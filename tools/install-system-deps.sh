@@ -44,8 +44,9 @@ start_postgres() {
   fi
   pg_ctlcluster "$version" touchline start 2>/dev/null || pg_ctlcluster "$version" touchline status >/dev/null
   for _ in $(seq 1 30); do pg_answers && break; sleep 1; done
-  runuser -u postgres -- psql -h 127.0.0.1 -p 5432 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 ||
-    runuser -u postgres -- createdb -h 127.0.0.1 -p 5432 -U postgres test
+  # (from /: postgres may not enter the checkout's directory)
+  (cd / && runuser -u postgres -- psql -h 127.0.0.1 -p 5432 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'") | grep -q 1 ||
+    (cd / && runuser -u postgres -- createdb -h 127.0.0.1 -p 5432 -U postgres test)
 }
 
 # The pinned axe-core, read from tools/a11y/package.json; installed when var/a11y holds another (or none).
