@@ -5,7 +5,6 @@ search. The ORM rows themselves (:func:`get_account`, :func:`get_user`,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -190,14 +189,13 @@ def account_values(session: Session, accounts: list[str] | None, columns: Sequen
 
 # The account columns that hold text: a test of one is a plain comparison.
 _TEXT_COLUMNS = ("id", "name", "plan", "segment", "lifecycle_stage")
-# A key PostgreSQL's #> would read as an array index (strtol: spaces, a sign, digits).
-_ARRAY_INDEX = re.compile(r"\s*[+-]?\d+")
 
 
 def _sql_key(key: str) -> bool:
     """A traits key both databases read as the same object key: no quote or backslash
-    (SQLite's quoted path label), nothing PostgreSQL takes for an array index."""
-    return bool(key) and key.isprintable() and '"' not in key and "\\" not in key and not _ARRAY_INDEX.fullmatch(key)
+    (SQLite's quoted path label). A key of digits is an object's key on both (JsonPath
+    steps with ``->``, never ``#>``), as in the rule language."""
+    return bool(key) and key.isprintable() and '"' not in key and "\\" not in key
 
 
 def value_test(session: Session, path: Sequence[str], op: str, value: Any) -> Any:

@@ -28,8 +28,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Float, String, and_, case, cast, func, literal, or_, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Float, Text, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from services.ingest.models import RawEvent, User, UserActivityDaily, UserEventSeen
@@ -64,9 +63,19 @@ class JsonPath:
         self.path = list(path)
         self.column = column
 
+    def _pg_step(self, last: str) -> Any:
+        """The value at the path, one ``->`` per key (``last`` is the final operator:
+        ``->`` for the JSON value, ``->>`` for its text). Not ``#>``, which reads a key of
+        digits as an array index: {"a": [5]} would match "a.0" on PostgreSQL and not on
+        SQLite, nor in the rule language, where every key names an object's key."""
+        node = self.column
+        for i, key in enumerate(self.path):
+            node = node.op(last if i == len(self.path) - 1 else "->")(literal(key, Text))
+        return node
+
     def _type(self) -> Any:
         if self.pg:
-            return func.jsonb_typeof(self.column.op("#>")(literal(self.path, postgresql.ARRAY(String))))
+            return func.jsonb_typeof(self._pg_step("->"))
         return func.json_type(self.column, self._sqlite_path())
 
     def _sqlite_path(self) -> str:
@@ -75,7 +84,7 @@ class JsonPath:
 
     def _text(self) -> Any:
         if self.pg:
-            return self.column.op("#>>")(literal(self.path, postgresql.ARRAY(String)))
+            return self._pg_step("->>")
         return func.json_extract(self.column, self._sqlite_path())
 
     def of_kind(self, *kinds: str) -> Any:

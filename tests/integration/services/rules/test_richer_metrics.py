@@ -124,6 +124,21 @@ def test_counts_with_property_filters(session_factory):
     assert tickets({"priority": "P0", "tier": "2"}) == 1  # every filter must match
     assert tickets({"priority": "P0"}, account="empty") == 0
     assert tickets({"meta.priority": "P0"}) == 1  # a nested key; the top-level filter did not see it
+    # A key of digits names an object's key, never an array's index (PostgreSQL's #> would
+    # read "seats.0" as [5][0]), on both databases, as an event-triggered rule reads it.
+    ingest(
+        session_factory,
+        [
+            track("acme", "seats_changed", day(4), "u9", "sc-array", seats=[5]),
+            track("acme", "seats_changed", day(3), "u9", "sc-object", seats={"0": 5, "1": "five"}),
+        ],
+        T0,
+    )
+    for where, expected in (({"seats.0": 5}, 1), ({"seats.1": "five"}, 1), ({"seats.0": {"in": [5, 6]}}, 1)):
+        cond = {"metric": "count", "event": "seats_changed", "where": where, "window": "30d", "op": ">=", "value": 0}
+        assert value(session_factory, cond, "acme")[0] == expected, where
+    total = {"metric": "aggregate", "fn": "sum", "event": "seats_changed", "property": "seats.0", "window": "30d", "op": ">=", "value": 0}
+    assert value(session_factory, total, "acme")[0] == 5  # the object's 5 only
     # Without "where" it is the rollup count: the five tickets of the last 30 days.
     plain = {"metric": "count", "event": "ticket_opened", "window": "30d", "op": ">=", "value": 0}
     assert value(session_factory, plain, "acme")[0] == 5

@@ -2,8 +2,8 @@
 agree with the same predicates tested in Python over the values read (an event batch's
 path), on both databases, on the values where they could part: a missing trait, JSON
 null, a number against a numeric string, a boolean against 1, case, an object or an array
-where a string is expected, a nested key under a non-object, a key PostgreSQL would take
-for an array index. And a segment tick then an event-path refresh of every account
+where a string is expected, a nested key under a non-object, a key of digits over an
+array (PostgreSQL's #> would index it). And a segment tick then an event-path refresh of every account
 agree: nothing enters or leaves."""
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ def test_sql_and_python_agree_on_tricky_values(session_factory, clock):
             assert in_sql.matching(leaf) == in_python.matching(leaf), leaf
             translated += ingest.accounts_with_value(s, leaf.path[1:], leaf.op, leaf.value, None) is not None
         # What SQL answers (and so what this test compares): every test but the numeric
-        # ones, the mixed list and the key "0" (an array index to PostgreSQL).
-        assert translated == 6 * 18 + 4 * 6
+        # ones and the mixed list; the key "0" too (t1's object key, never t3's array index).
+        assert translated == 7 * 18 + 4 * 6
 
         # And they are right, not merely equal: a few by hand.
         def holds(path: tuple[str, ...], op: str, value: object) -> set[str]:
