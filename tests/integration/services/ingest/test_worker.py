@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from datetime import date, timedelta
 
@@ -504,11 +505,16 @@ def test_records_fetched_while_a_batch_is_stored_are_stored_too(topics, session_
         prefetched.append(len(w._prefetched))
         return _committed_total(w) == 40
 
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's default
     try:
         drain(w, all_committed)
         assert any(prefetched), "no batch was fetched while another was stored: the test missed the overlap"
         assert count(session_factory, RawEvent) == 40 and sum(usage(session_factory, "acme").values()) == 40
+        # The helper thread gets the GIL back soon after each answer from the database.
+        assert sys.getswitchinterval() <= w.overlap_switch_interval
     finally:
+        sys.setswitchinterval(interval)
         w.close()
 
 
