@@ -40,11 +40,11 @@ Reads (the caller owns the session):
 
 Commands (they only flush; the caller owns the transaction):
 
-* :func:`publish_event`: put an event another service observed (a click on a mailed
-  link, a survey answer) on ``product.events``, validated as ingest will: the path a
-  product event takes (no database write; :class:`EventRefused` for an invalid one);
-  :func:`encode_event`: the same event as an outbox row's topic, key and value, for a
-  caller that publishes it through the outbox in its own transaction;
+* :func:`encode_event`: an event another service observed (a click on a mailed link, a
+  survey answer) as the record to put on ``product.events`` (topic, key, value),
+  validated as ingest will (:class:`EventRefused` for an invalid one): the path a
+  product event takes. The caller sends it: through the outbox in its own transaction
+  (a survey answer), or straight to the producer (a click, shared.api.SendQueue);
 
 * :func:`set_lifecycle_stage`: a rule's ``set_lifecycle_stage`` action;
 * :func:`erase_contact`: scrub a contact's personal data from every ingest table
@@ -68,7 +68,7 @@ from services.ingest.accounts.service import (
     set_lifecycle_stage,
     usage_report,
 )
-from services.ingest.events.publishing import EventRefused, encode_event, publish_event
+from services.ingest.events.publishing import EventRefused, encode_event
 from services.ingest.repository.accounts import (
     ACCOUNT_SORTS,
     AccountFilter,
@@ -188,7 +188,6 @@ __all__ = [
     "latest_events",
     "list_users",
     "property_aggregates",
-    "publish_event",
     "recent_events",
     "role_active_user_counts",
     "role_first_seen",

@@ -1,12 +1,13 @@
 """A click on a tracked link: where it leads and the ``link_clicked`` event it records.
 
 The redirect is public and unauthenticated, so a request costs one AES-GCM open and, for a
-valid token, one record handed to the Kafka producer; never a database read or write.
-The event goes onto ``product.events`` through ingest's door (:func:`publish_event`), the
-path a product app's event takes: ingest stores it once per ``event_id`` and it feeds the
-rollups, rules, exit conditions (conversions) and health like any usage event. When the
-broker fails a click, clicks are not published for 30 s (:data:`PUBLISHING`), so readers
-are never held up by a broker that is down.
+valid token, one record queued for the Kafka producer; never a database read or write.
+The event is encoded and validated by ingest's door (:func:`encode_event`, as a product
+app's event is) and goes onto ``product.events``, the path a product app's event takes:
+ingest stores it once per ``event_id`` and it feeds the rollups, rules, exit conditions
+(conversions) and health like any usage event. When the broker fails a click, clicks are
+not published for 30 s (:data:`PUBLISHING`), so readers are never held up by a broker
+that is down.
 
 **Re-clicks and replays.** The event id is derived from the token's text and the
 ``TOUCHLINE_LINK_CLICK_DEDUPE_SECONDS`` window the click falls in: a contact who clicks
@@ -96,10 +97,13 @@ class Breaker:
 PUBLISHING = Breaker(30.0)
 
 
+OUTCOMES = ("recorded", "replayed", "expired", "invalid", "unpublished")
+
+
 @dataclass(frozen=True)
 class Followed:
     location: str
-    outcome: str  # recorded, replayed, expired, invalid, unpublished
+    outcome: str  # one of OUTCOMES
 
 
 def fallback_url(settings: Settings) -> str:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from datetime import timedelta
 
+from kafka.errors import KafkaTimeoutError
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from services.ingest.events.worker import IngestWorker
@@ -18,8 +21,10 @@ from services.ingest.models import RawEvent
 from services.outreach.content.schemas import ResourceIn
 from services.outreach.content.service import save as save_resource
 from services.outreach.links import tokens
+from services.outreach.links.service import PUBLISHING
 from services.outreach.models import Enrollment
 from shared import b64url
+from shared.api import SendQueue
 from shared.db import transaction
 from shared.sealed import seal
 from tests.support.helpers import T0, committed_offsets, drain
@@ -159,3 +164,42 @@ async def test_forged_expired_and_replayed_links_change_nothing_and_never_leave_
     first, second = _clicks(session_factory)
     assert first.event_id != second.event_id and second.timestamp == clock.now()
     assert {(c.account_id, c.user_id, c.properties["url"]) for c in (first, second)} == {("acme", "ada", "https://help.example.com/a")}
+
+
+def _lost_clicks() -> float:
+    return REGISTRY.get_sample_value("touchline_link_clicks_total", {"outcome": "unpublished"}) or 0.0
+
+
+async def test_a_reader_never_waits_for_the_producer_and_a_click_it_cannot_take_is_counted_lost(topics, api, clock):
+    """The redirect is answered on the event loop (services/outreach/links/router.py): a
+    producer that is stuck (the broker's metadata not coming) holds no reader, and no
+    other request either; the clicks it never takes are lost and counted."""
+    inside, release = threading.Event(), threading.Event()
+
+    def stuck():
+        inside.set()
+        release.wait(60)  # bounded: a redirect that waited on it would fail the test, not hang it
+        raise KafkaTimeoutError("Failed to update metadata after 10.0 secs.")
+
+    api.app.state.ctx.send_queue = queued = SendQueue(stuck, limit=1)
+    link = {"m": "msg-1", "a": "acme", "u": "ada", "t": "https://help.example.com/a"}
+    first, second, third = (tokens.mint(topics.secret, tokens.LINK, link, now=clock.now(), valid_for=timedelta(days=1)) for _ in range(3))
+    lost = _lost_clicks()
+    try:
+        # (A bound, not a timing claim: a redirect that waited on the producer would wait here for ever.)
+        r = await asyncio.wait_for(api.get(f"/r/{first}"), 30)
+        assert r.status_code == 302 and r.headers["location"] == "https://help.example.com/a"
+        assert inside.wait(10)  # the queue's thread is the one waiting
+        assert (await asyncio.wait_for(api.get("/healthz"), 30)).status_code == 200
+        r = await asyncio.wait_for(api.get(f"/r/{second}"), 30)  # queued behind it: the queue's limit
+        assert r.status_code == 302 and r.headers["location"] == "https://help.example.com/a"
+        assert not PUBLISHING.is_open() and _lost_clicks() == lost
+        r = await asyncio.wait_for(api.get(f"/r/{third}"), 30)  # past the limit: lost at once, and clicks rest a while
+        assert r.status_code == 302 and r.headers["location"] == "https://help.example.com/a"
+        assert PUBLISHING.is_open() and _lost_clicks() == lost + 1
+        release.set()
+        queued.close(timeout=10)  # the producer gave up on the first two: each is lost, counted
+        assert _lost_clicks() == lost + 3
+    finally:
+        release.set()
+        PUBLISHING.reset()
