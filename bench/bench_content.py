@@ -42,8 +42,8 @@ beyond its own sanity.
 from __future__ import annotations
 
 import asyncio
-import json
 import cProfile
+import json
 import os
 import pstats
 import random
