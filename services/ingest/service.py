@@ -48,9 +48,10 @@ def apply_events(
     for i, ev in enumerate(events):
         first.setdefault(ev.event_id, i)
     unique = {event_id: events[i] for event_id, i in first.items()}
-    if session.get_bind().dialect.name == "postgresql":
-        # make mutation runs on SQLite, where these lines never run: their mutants could only
-        # survive, each costing a full run of ingest's tests. The same tests check them on PostgreSQL.
+    # make mutation runs on SQLite, where the branch below never runs: its mutants (and a
+    # misspelt dialect name here) could only survive, each costing a full run of ingest's
+    # tests. The same tests check it on PostgreSQL.
+    if session.get_bind().dialect.name == "postgresql":  # pragma: no mutate
         rows = None if copy_rows is None else [copy_rows[i] for i in first.values()]  # pragma: no mutate
         stored = repo.store_events_pg(session, unique.values(), now, rows)  # pragma: no mutate
         summary = IngestSummary(new=stored.new, duplicates=len(events) - stored.new, accounts=stored.accounts)  # pragma: no mutate
