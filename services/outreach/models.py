@@ -131,7 +131,8 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        Index("ix_messages_state_due", "state", "next_attempt_at"),
+        # The sender's claim order, ties by id, so a claim stops at its limit (migration 0029).
+        Index("ix_messages_state_due", "state", "next_attempt_at", "id"),
         Index("ix_messages_account", "account_id", "created_at"),
         Index("ix_messages_contact", "account_id", "user_id", "created_at"),
         # Covering the playbook report's and funnel's grouped counts (migration 0025).
