@@ -211,15 +211,7 @@ class SmtpSender:
         dot_sent = False
         try:
             options = [f"SIZE={len(raw)}"] if conn.has_extn("size") else []
-            code, text = conn.mail(mail_from, options)
-            if code != 250:
-                raise smtplib.SMTPSenderRefused(code, text, mail_from)
-            code, text = conn.rcpt(to)
-            if code not in (250, 251):
-                raise smtplib.SMTPRecipientsRefused({to: (code, text)})
-            code, text = conn.docmd("data")
-            if code != 354:
-                raise smtplib.SMTPDataError(code, text)
+            _envelope(conn, mail_from, options, to)
             data = _DOT_LINE.sub(b"..", raw)
             if not data.endswith(b"\r\n"):
                 data += b"\r\n"
@@ -277,6 +269,37 @@ class SmtpSender:
 
 
 _DOT_LINE = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 dot-stuffing
+
+
+def _envelope(conn: smtplib.SMTP, mail_from: str, options: list[str], to: str) -> None:
+    """MAIL, RCPT and DATA up to the server's 354. Where the server offers PIPELINING
+    (RFC 2920, as Postfix and most MTAs do) the three go in one write and their three
+    replies are read after: one round trip instead of three, the most of a message's
+    time over a fast link. Each reply is then judged in order, as if sent one by one."""
+    if not conn.has_extn("pipelining"):
+        replies = [conn.mail(mail_from, options)]
+        if replies[0][0] == 250:
+            replies.append(conn.rcpt(to))
+            if replies[1][0] in (250, 251):
+                replies.append(conn.docmd("data"))
+    else:
+        extra = "".join(f" {o}" for o in options)
+        conn.send(f"MAIL FROM:{smtplib.quoteaddr(mail_from)}{extra}\r\nRCPT TO:{smtplib.quoteaddr(to)}\r\nDATA\r\n")
+        replies = [conn.getreply(), conn.getreply(), conn.getreply()]
+        if replies[2][0] == 354 and (replies[0][0] != 250 or replies[1][0] not in (250, 251)):
+            # RFC 2920 says a server refuses DATA after a refused envelope; one that opened
+            # it anyway gets an empty message, which has no recipient to go to.
+            conn.send(".\r\n")
+            conn.getreply()
+    (code, text), rest = replies[0], replies[1:]
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, text, mail_from)
+    code, text = rest[0]
+    if code not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({to: (code, text)})
+    code, text = rest[1]
+    if code != 354:
+        raise smtplib.SMTPDataError(code, text)
 
 
 def _text(value: object) -> str:

@@ -4,7 +4,8 @@ message and keeps it as an ``.eml`` file under ``var/mail`` (the API lists them 
 
 It is also a controllable peer for failure tests: ``fail_next(n)`` answers the next
 ``n`` recipients with ``451`` (try again), and any address whose local part starts
-with ``bounce`` is refused with ``550`` (a hard bounce).
+with ``bounce`` is refused with ``550`` (a hard bounce). It offers PIPELINING, so the
+sender's pipelined envelope (services/outreach/channels/smtp.py) is what every test drives.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class SinkHandler:
     def fail_next(self, n: int) -> None:
         with self._lock:
             self._transient_failures = n
+
+    async def handle_EHLO(self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:
+        """Offer PIPELINING (RFC 2920), as Postfix and most MTAs do: aiosmtpd answers the
+        commands in its buffer in turn, so a client's MAIL, RCPT and DATA may come in one write."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
         if address.split("@", 1)[0].lower().startswith(self.bounce_prefix):

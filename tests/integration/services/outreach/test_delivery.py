@@ -15,12 +15,17 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from aiosmtpd.controller import Controller
 
+from services.outreach.channels import DeliveryError
+from services.outreach.channels.smtp import SmtpConfig, SmtpSender
 from services.outreach.channels.webhook import verify, webhook_secret
 from services.outreach.delivery.service import message_key
 from services.outreach.delivery.worker import SenderWorker
+from services.outreach.devmail.sink import SinkHandler
 from services.outreach.models import Suppression
 from services.outreach.policy.tokens import email_hash
+from shared.broker import free_port
 from shared.faults import CRASH_EXIT_CODE
 from tests.support.helpers import auth, drain
 from tests.support.outreach import (
@@ -318,3 +323,39 @@ def test_an_idle_sender_polls_again_after_its_own_short_interval(topics, session
 def test_message_keys_are_deterministic():
     assert message_key("e", "s", "Ada@x.test") == message_key("e", "s", "ada@x.test")
     assert message_key("e", "s", "a@x.test") != message_key("e", "s2", "a@x.test")
+
+
+class _NoPipeliningSink(SinkHandler):
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return responses
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_the_envelope_is_judged_reply_by_reply_pipelined_or_not(tmp_path, pipelining):
+    """MAIL, RCPT and DATA go in one write where the server offers PIPELINING (RFC 2920),
+    one at a time where it does not; either way each reply is judged in order, and the
+    connection carries on after a refusal: a refused recipient is a bounce, a 451 a
+    transient failure, and the next message goes through on the same connection."""
+    handler = (SinkHandler if pipelining else _NoPipeliningSink)(tmp_path / "mail")
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    sender = SmtpSender(SmtpConfig.from_url(f"smtp://127.0.0.1:{controller.port}"))
+    try:
+        sender.send(b"Subject: one\r\n\r\n.a dot-stuffed line\r\n", "cs@touchline.test", "ada@acme.test")
+        assert sender._connection().has_extn("pipelining") is pipelining
+        with pytest.raises(DeliveryError) as bounced:
+            sender.send(b"Subject: two\r\n\r\nhi\r\n", "cs@touchline.test", "bounce-me@acme.test")
+        assert (bounced.value.bounce, bounced.value.code) == (True, 550)
+        handler.fail_next(1)
+        with pytest.raises(DeliveryError) as busy:
+            sender.send(b"Subject: three\r\n\r\nhi\r\n", "cs@touchline.test", "bob@acme.test")
+        assert (busy.value.transient, busy.value.bounce, busy.value.code) == (True, False, 451)
+        sender.send(b"Subject: four\r\n\r\nhi\r\n", "cs@touchline.test", "cy@acme.test")
+    finally:
+        sender.close()
+        controller.stop()
+    assert handler.envelopes == [("cs@touchline.test", ["ada@acme.test"]), ("cs@touchline.test", ["cy@acme.test"])]
+    assert [raw.split(b"\r\n", 1)[0] for raw in handler.raw] == [b"Subject: one", b"Subject: four"]
+    assert b"\r\n.a dot-stuffed line\r\n" in handler.raw[0]
+    assert sender.connections_opened == 1
