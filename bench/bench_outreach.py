@@ -1,7 +1,10 @@
 """Outreach benchmark: signals per second through enrolment and contact policy (the
 consumer on cs.signals: dedupe, playbook match, holdout, policy checks, template
 render, outbox insert, offsets after commit), then emails per second delivered by the
-sender to the embedded SMTP sink over one reused connection. It also counts the
+sender to the embedded SMTP sink over one reused connection (``--senders 1,2``: one run
+with each number of sender processes sharing the outbox, checking that no Message-ID
+reaches the sink twice; each sender's and the sink's CPU per email; ``--peer smtp-sink``:
+Postfix's C test server instead of our Python sink). It also counts the
 statements the consumer sends the database per batch (an engine event listener).
 
     make bench-outreach
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +43,7 @@ from shared.kafka import compat
 from shared.settings import Settings
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+SMTP_SINK = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
@@ -68,13 +74,12 @@ RESOURCE_PICK = {
 }
 
 
-def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send") -> dict:
+def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", senders: int = 1, peer: str = "devmail") -> dict:
     from kafka import KafkaProducer
 
     from services.ingest.models import Account, AccountEventSeen, User
     from services.outreach.content.schemas import ResourceIn
     from services.outreach.content.service import save as save_resource
-    from services.outreach.delivery.worker import SenderWorker
     from services.outreach.models import Enrollment, Message
     from services.outreach.playbooks.schemas import PlaybookDefinition
     from services.outreach.playbooks.service import save as save_playbook
@@ -214,32 +219,54 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send") -> di
         routed = s.scalar(select(func.count()).select_from(Message).where(Message.resource_id.is_not(None)))
     assert routed == (n if step == "recommend" else 0), routed
 
-    # The sink runs in its own process, as under `touchline run`.
-    env = {
-        **os.environ,
-        "TOUCHLINE_VAR_DIR": str(tmp),
-        "TOUCHLINE_MAIL_SINK_PORT": str(settings.mail_sink_port),
-        "TOUCHLINE_LOG_LEVEL": "WARNING",
-    }
-    sink = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "mailsink"], env=env)
+    # The sink runs in its own process, as under `touchline run`: ours (Python, aiosmtpd), or
+    # Postfix's smtp-sink (C), which takes the sink's CPU out of what the sender is measured by.
+    if peer == "smtp-sink":
+        settings.mail_dir.mkdir(parents=True, exist_ok=True)
+        tmp.chmod(0o711)  # smtp-sink drops to nobody before it writes
+        settings.mail_dir.chmod(0o777)
+        privs = ["-u", "nobody"] if os.geteuid() == 0 else []
+        command = [SMTP_SINK, *privs, "-d", f"{settings.mail_dir}/m.", f"{settings.mail_sink_host}:{settings.mail_sink_port}", "256"]
+        sink = subprocess.Popen(command)
+    else:
+        env = {
+            **os.environ,
+            "TOUCHLINE_VAR_DIR": str(tmp),
+            "TOUCHLINE_MAIL_SINK_PORT": str(settings.mail_sink_port),
+            "TOUCHLINE_LOG_LEVEL": "WARNING",
+        }
+        sink = subprocess.Popen([sys.executable, "-m", "services.wiring.cli", "mailsink"], env=env)
     while not port_open(settings.mail_sink_host, settings.mail_sink_port):
         time.sleep(0.05)
-    # Under `touchline run` the sender is its own process with its own connections: give it
-    # a fresh pool, so it does not inherit the consumer's sessions (their COPY staging tables).
+    # Under `touchline run` each sender is its own process with its own connections (and
+    # senders share the outbox: SKIP LOCKED claims). Each is started and ready (imports,
+    # engine) before the clock starts; they all start at once and stop when none finds a
+    # due message.
     engine.dispose()
-    sender = SenderWorker(settings, make_session_factory(engine), clock, worker_id="bench")
+    spawn = multiprocessing.get_context("spawn")
+    go, results = spawn.Event(), spawn.Queue()
+    procs = [spawn.Process(target=_deliver, args=(settings, f"bench-{k}", go, results)) for k in range(senders)]
+    for proc in procs:
+        proc.start()
+    ready = [results.get(timeout=120) for _ in procs]
+    assert all(r == "ready" for r in ready), ready
+    sink_cpu = _process_cpu(sink.pid)
     started = time.perf_counter()
-    while sender.poll_once():
-        pass
+    go.set()
+    done = [results.get(timeout=3600) for _ in procs]
     mail_s = time.perf_counter() - started
+    sink_cpu = _process_cpu(sink.pid) - sink_cpu
+    for proc in procs:
+        proc.join(30)
     with factory() as s:
         delivered = s.scalar(select(func.count()).select_from(Message).where(Message.state == "sent"))
-    files = len(list(settings.mail_dir.glob("*.eml")))
-    connections = sender.smtp.connections_opened
-    sender.close()
-    sink.terminate()
+        if delivered < n:
+            print(s.execute(select(Message.state, Message.last_error, func.count()).group_by(Message.state, Message.last_error)).all())
+    message_ids = [_message_id(path) for path in settings.mail_dir.glob("*.eml" if peer == "devmail" else "m.*")]
+    sink.kill()  # smtp-sink does not stop on SIGTERM
     sink.wait(10)
-    assert files == delivered, (files, delivered)
+    assert len(message_ids) == delivered == sum(d["sent"] for d in done), (len(message_ids), delivered, done)
+    assert len(set(message_ids)) == len(message_ids), "a Message-ID was delivered twice"
     engine.dispose()
     if drop:
         drop()
@@ -252,8 +279,49 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send") -> di
         "statements_per_batch": statements / batches,
         "emails": delivered,
         "emails_per_s": delivered / mail_s,
-        "smtp_connections": connections,
+        "senders": senders,
+        "peer": peer,
+        "per_sender": [d["sent"] for d in done],
+        "sender_cpu_us": sum(d["cpu"] for d in done) / delivered * 1e6,
+        "sink_cpu_us": sink_cpu / delivered * 1e6,
+        "smtp_connections": sum(d["connections"] for d in done),
     }
+
+
+def _deliver(settings: Settings, worker_id: str, go, results) -> None:
+    """One sender process: deliver until no due message is left; report what it sent and
+    its CPU seconds."""
+    from services.outreach.delivery.worker import SenderWorker
+    from shared.clock import SimulatedClock
+    from shared.db import make_engine, make_session_factory
+
+    engine = make_engine(settings)
+    sender = SenderWorker(settings, make_session_factory(engine), SimulatedClock(T0), worker_id=worker_id)
+    results.put("ready")
+    go.wait()
+    cpu, sent = time.process_time(), 0
+    while got := sender.poll_once():
+        sent += got
+    cpu = time.process_time() - cpu
+    results.put({"worker": worker_id, "sent": sent, "cpu": cpu, "connections": sender.smtp.connections_opened})
+    sender.close()
+    engine.dispose()
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _message_id(path: Path) -> bytes:
+    with path.open("rb") as f:
+        for line in f:
+            if line.lower().startswith(b"message-id:"):
+                return line.split(b":", 1)[1].strip()
+            if line in (b"\r\n", b"\n"):
+                break
+    raise AssertionError(f"{path} has no Message-ID")
 
 
 def main(argv=None) -> int:
@@ -261,7 +329,16 @@ def main(argv=None) -> int:
     p.add_argument("--signals", type=int, default=5000)
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--step", choices=["send", "recommend"], default="send", help="the playbook's first step (default: send)")
+    p.add_argument("--senders", default="1", help="sender processes sharing the outbox, e.g. 1,2: one whole run each (default: 1)")
+    p.add_argument(
+        "--peer",
+        choices=["devmail", "smtp-sink"],
+        default="devmail",
+        help="the SMTP server: touchline's mail sink (default) or Postfix's smtp-sink (Debian's postfix package)",
+    )
     args = p.parse_args(argv)
+    if args.peer == "smtp-sink" and not SMTP_SINK:
+        p.error("--peer smtp-sink needs Postfix's smtp-sink: apt-get install postfix")
     kinds = [k for k in args.db.split(",") if k]
     if "postgresql" in kinds:
         try:
@@ -277,16 +354,18 @@ def main(argv=None) -> int:
     broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tempfile.mkdtemp()) / "broker.log").start()
     try:
         print(
-            f"{'db':<11}{'step':<10}{'signals':>8}{'signals/s':>11}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'emails/s':>10}{'SMTP conns':>12}"
+            f"{'db':<11}{'step':<10}{'signals':>8}{'signals/s':>11}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'senders':>8}"
+            f"{'emails/s':>10}{'sender CPU us/email':>21}{'sink CPU us/email':>19}{'SMTP conns':>12}  per sender"
         )
         for kind in kinds:
-            r = run_one(kind, args.signals, broker, args.step)
-            print(
-                f"{r['db']:<11}{r['step']:<10}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
-                f"{r['emails']:>8}{r['emails_per_s']:>10.0f}"
-                f"{r['smtp_connections']:>12}",
-                flush=True,
-            )
+            for senders in [int(k) for k in args.senders.split(",") if k]:
+                r = run_one(kind, args.signals, broker, args.step, senders, args.peer)
+                print(
+                    f"{r['db']:<11}{r['step']:<10}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
+                    f"{r['emails']:>8}{r['senders']:>8}{r['emails_per_s']:>10.0f}{r['sender_cpu_us']:>21.0f}{r['sink_cpu_us']:>19.0f}"
+                    f"{r['smtp_connections']:>12}  {r['per_sender']}  (load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
     finally:
         broker.stop()
     return 0
