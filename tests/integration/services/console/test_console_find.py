@@ -12,6 +12,7 @@ from urllib.parse import quote
 from tests.support.console import sign_in
 from tests.support.counts import console_figures_are_counts_of_lists
 from tests.support.helpers import auth, walk
+from tests.support.plans import plan_of, statements_of
 
 ROW = re.compile(r'<tr data-signal="([^"]+)">')
 OLDER = re.compile(r'<a href="([^"]+)" id="older" rel="next">')
@@ -134,31 +135,18 @@ async def test_one_search_box_finds_accounts_and_contacts_by_name_id_email_and_d
 async def test_search_reads_its_indexes_not_the_tables(console_world, seeded):
     """The planner can answer every condition from an index of migration 0020 (a table
     scan switched off where the planner allows: with it on, a planner may scan 20 rows)."""
-    from sqlalchemy import event, text
-
     from services.ingest import interface as ingest
 
-    statements: list[tuple[str, object]] = []
-    engine = console_world.engine
-    listen = lambda conn, cursor, statement, params, context, many: statements.append((statement, params))  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listen)
-    try:
+    def calls() -> None:
         with console_world.session_factory() as s:
             ingest.find_accounts(s, "acct", offset=0, limit=20)
             ingest.find_contacts(s, "example.com", offset=0, limit=20)
-    finally:
-        event.remove(engine, "before_cursor_execute", listen)
-    statements = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))]
+
+    engine = console_world.engine
+    statements = [(sql, params) for sql, params in statements_of(engine, calls) if sql.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert len(statements) == 4  # a count and a page, each
-    with engine.connect() as conn:
-        postgres = conn.dialect.name == "postgresql"
-        if postgres:
-            conn.execute(text("SET enable_seqscan = off"))
-        plans = []
-        for sql, params in statements:
-            prefix = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
-            rows = conn.exec_driver_sql(prefix + sql, params).fetchall()
-            plans.append("\n".join(str(r[-1]) for r in rows))
+    postgres = console_world.kind == "postgresql"
+    plans = [plan_of(engine, sql, params) for sql, params in statements]
     for plan in plans:
         assert "Seq Scan" not in plan and "SCAN accounts" not in plan and "SCAN users" not in plan, plan
     # The contacts' page gathers the matches through the three indexes at once, then sorts
@@ -263,28 +251,18 @@ async def test_the_engagements_list_pages_in_its_index_order(console_world, seed
     open statuses as bound parameters (as `in_` writes them) no longer match the index on
     SQLite, whose plan then scans and sorts (PostgreSQL's custom plan substitutes the
     values and still matches; a generic plan would not)."""
-    from sqlalchemy import event
-
     from services.outreach import interface as outreach
 
-    statements: list[tuple[str, object]] = []
-    engine = console_world.engine
-    listen = lambda conn, cursor, statement, params, context, many: statements.append((statement, params))  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listen)
-    try:
+    found: list[int] = []
+
+    def calls() -> None:
         with console_world.session_factory() as s:
-            page, total = outreach.find_engagements(s, offset=10, limit=5)
-    finally:
-        event.remove(engine, "before_cursor_execute", listen)
-    assert total >= 1
+            found.append(outreach.find_engagements(s, offset=10, limit=5)[1])
+
+    statements = statements_of(console_world.engine, calls)
+    assert found[0] >= 1
     ((sql, params),) = [(q, p) for q, p in statements if "ORDER BY" in q]
-    with engine.connect() as conn:
-        postgres = conn.dialect.name == "postgresql"
-        if postgres:
-            conn.exec_driver_sql("SET enable_seqscan = off")  # a few seeded rows: let the planner show what it can do
-            conn.exec_driver_sql("SET enable_sort = off")
-        rows = conn.exec_driver_sql(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql, params).fetchall()
-    plan = "\n".join(str(r[-1]) for r in rows)
+    plan = plan_of(console_world.engine, sql, params, pg_off=("enable_seqscan", "enable_sort"))
     assert "ix_engagements_list_order" in plan, plan
     assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
 
@@ -294,32 +272,17 @@ async def test_the_messages_list_pages_newest_first_from_an_index(console_world,
     index backwards instead of sorting every message (0.16 s at 200,000 messages on
     PostgreSQL; 0.08 ms from the index). Planted: without the index (dropped inside a
     transaction rolled back, PostgreSQL only) the plan sorts."""
-    from sqlalchemy import event
-
     from services.outreach import interface as outreach
 
-    statements: list[tuple[str, object]] = []
-    engine = console_world.engine
-    listen = lambda conn, cursor, statement, params, context, many: statements.append((statement, params))  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listen)
-    try:
+    def calls() -> None:
         with console_world.session_factory() as s:
             outreach.list_messages(s, state=None, account_id=None, playbook_id=None, channel=None, enrollment_id=None, limit=5, before=None)
-    finally:
-        event.remove(engine, "before_cursor_execute", listen)
-    ((sql, params),) = [(q, p) for q, p in statements if "ORDER BY" in q]
+
+    ((sql, params),) = [(q, p) for q, p in statements_of(console_world.engine, calls) if "ORDER BY" in q]
 
     def plan(drop: bool) -> str:
-        with engine.connect() as conn:
-            postgres = conn.dialect.name == "postgresql"
-            if postgres:
-                conn.exec_driver_sql("SET enable_seqscan = off")
-                conn.exec_driver_sql("SET enable_sort = off")
-            if drop:
-                conn.exec_driver_sql("DROP INDEX ix_messages_created")
-            rows = conn.exec_driver_sql(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql, params).fetchall()
-            conn.rollback()  # the index stays
-        return "\n".join(str(r[-1]) for r in rows)
+        before = ["DROP INDEX ix_messages_created"] if drop else []
+        return plan_of(console_world.engine, sql, params, pg_off=("enable_seqscan", "enable_sort"), before=before)
 
     indexed = plan(drop=False)
     assert "ix_messages_created" in indexed and "Sort" not in indexed and "TEMP B-TREE" not in indexed, indexed
@@ -332,51 +295,22 @@ async def test_the_engagements_list_by_opened_reads_an_index(console_world, seed
     list reads migration 0024's index instead of sorting every engagement (382 ms p95 at
     100,000 on a loaded machine). Planted: without the index (dropped in a transaction
     rolled back, PostgreSQL only) the plan sorts."""
-    from sqlalchemy import event
-
     from services.outreach import interface as outreach
 
-    statements: list[tuple[str, object]] = []
-    engine = console_world.engine
-    listen = lambda conn, cursor, statement, params, context, many: statements.append((statement, params))  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listen)
-    try:
+    def calls() -> None:
         with console_world.session_factory() as s:
             outreach.find_engagements(s, offset=5, limit=5, sort="opened")
-    finally:
-        event.remove(engine, "before_cursor_execute", listen)
-    ((sql, params),) = [(q, p) for q, p in statements if "ORDER BY" in q]
+
+    ((sql, params),) = [(q, p) for q, p in statements_of(console_world.engine, calls) if "ORDER BY" in q]
 
     def plan(drop: bool) -> str:
-        with engine.connect() as conn:
-            postgres = conn.dialect.name == "postgresql"
-            if postgres:
-                conn.exec_driver_sql("SET enable_seqscan = off")
-                conn.exec_driver_sql("SET enable_sort = off")
-            if drop:
-                conn.exec_driver_sql("DROP INDEX ix_engagements_opened")
-            rows = conn.exec_driver_sql(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql, params).fetchall()
-            conn.rollback()
-        return "\n".join(str(r[-1]) for r in rows)
+        before = ["DROP INDEX ix_engagements_opened"] if drop else []
+        return plan_of(console_world.engine, sql, params, pg_off=("enable_seqscan", "enable_sort"), before=before)
 
     indexed = plan(drop=False)
     assert "ix_engagements_opened" in indexed and "Sort" not in indexed and "TEMP B-TREE" not in indexed, indexed
     if console_world.kind == "postgresql":  # transactional DDL: the drop is rolled back
         assert "Sort" in plan(drop=True)
-
-
-def _statements_of(engine, call) -> list[tuple[str, object]]:
-    """The statements ``call`` sends through ``engine``, with their parameters."""
-    from sqlalchemy import event
-
-    statements: list[tuple[str, object]] = []
-    listen = lambda conn, cursor, statement, params, context, many: statements.append((statement, params))  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listen)
-    try:
-        call()
-    finally:
-        event.remove(engine, "before_cursor_execute", listen)
-    return statements
 
 
 async def test_the_grouped_counts_of_playbooks_pool_and_overview_read_only_an_index(console_world, seeded):
@@ -404,7 +338,7 @@ async def test_the_grouped_counts_of_playbooks_pool_and_overview_read_only_an_in
                 s, now, lookback_days=90, hours_per_engagement=6.0, reactive=0.15, collateral=0.1, overhead=0.15, time_box_days=30
             )
 
-    statements = _statements_of(console_world.engine, calls)
+    statements = statements_of(console_world.engine, calls)
 
     def one(*needles: str) -> tuple[str, object]:
         (found,) = [(q, p) for q, p in statements if all(n in q for n in needles)]
@@ -491,19 +425,11 @@ async def test_the_signals_list_by_rule_or_kind_reads_an_index(console_world, se
                         s, kind=None, rule_id=None, account_id=None, since=None, until=None, sort=sort, descending=descending, limit=5
                     )
 
-            ((sql, params),) = [(q, p) for q, p in _statements_of(engine, call) if "ORDER BY" in q]
+            ((sql, params),) = [(q, p) for q, p in statements_of(engine, call) if "ORDER BY" in q]
 
             def plan(drop: bool, sql: str = sql, params: object = params, index: str = index) -> str:
-                with engine.connect() as conn:
-                    postgres = conn.dialect.name == "postgresql"
-                    if postgres:
-                        conn.exec_driver_sql("SET enable_seqscan = off")
-                        conn.exec_driver_sql("SET enable_sort = off")
-                    if drop:
-                        conn.exec_driver_sql(f"DROP INDEX {index}")
-                    rows = conn.exec_driver_sql(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql, params).fetchall()
-                    conn.rollback()  # the index stays
-                return "\n".join(str(r[-1]) for r in rows)
+                before = [f"DROP INDEX {index}"] if drop else []
+                return plan_of(engine, sql, params, pg_off=("enable_seqscan", "enable_sort"), before=before)
 
             indexed = plan(drop=False)
             assert index in indexed and "Sort" not in indexed and "TEMP B-TREE" not in indexed, (sort, descending, indexed)

@@ -12,6 +12,7 @@ from services.outreach.delivery.lease import Lease
 from shared.db import transaction
 from tests.support.helpers import T0
 from tests.support.outreach import messages, queue_messages
+from tests.support.plans import plan_of, statements_of
 
 
 def _claim(session_factory, now, limit: int, token: str) -> list[str]:
@@ -56,29 +57,13 @@ def test_a_claim_reads_the_due_queue_in_order_from_its_index(session_factory, en
     bodies included: 67 ms a claim at 5,000 queued on PostgreSQL, growing with the
     backlog). Planted: the index without its id (changed inside a transaction rolled back,
     PostgreSQL only) and the plan sorts."""
-    from sqlalchemy import event
-
     queue_messages(session_factory, 3, T0)
-    statements: list[tuple[str, object]] = []
-    listen = lambda conn, cursor, statement, params, context, many: statements.append((statement, params))  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listen)
-    try:
-        _claim(session_factory, T0, 2, "one")
-    finally:
-        event.remove(engine, "before_cursor_execute", listen)
+    statements = statements_of(engine, lambda: _claim(session_factory, T0, 2, "one"))
     ((sql, params),) = [(q, p) for q, p in statements if "ORDER BY" in q]
 
     def plan(without_id: bool) -> str:
-        with engine.connect() as conn:
-            postgres = conn.dialect.name == "postgresql"
-            if postgres:
-                conn.exec_driver_sql("SET enable_seqscan = off")  # three rows: let the planner show what it can do
-            if without_id:
-                conn.exec_driver_sql("DROP INDEX ix_messages_state_due")
-                conn.exec_driver_sql("CREATE INDEX ix_messages_state_due ON messages (state, next_attempt_at)")
-            rows = conn.exec_driver_sql(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql, params).fetchall()
-            conn.rollback()  # the index stays as migrated
-        return "\n".join(str(r[-1]) for r in rows)
+        before = ["DROP INDEX ix_messages_state_due", "CREATE INDEX ix_messages_state_due ON messages (state, next_attempt_at)"]
+        return plan_of(engine, sql, params, before=before if without_id else ())
 
     indexed = plan(without_id=False)
     assert "ix_messages_state_due" in indexed and "Sort" not in indexed and "TEMP B-TREE" not in indexed, indexed
