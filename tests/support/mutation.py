@@ -3,10 +3,10 @@
 It orders a mutant's tests so that a killing test comes early: mutmut stops a mutant's
 run at the first failing test (-x), so a killed mutant costs the tests before its killer,
 while a surviving mutant runs every one of its tests whatever the order. First come the
-tests that killed the most mutants of the same function so far in this run (mutants of
-one function tend to die by the same tests: the batch loop's held-records mutants are
-killed only by the rules worker's tests, which fastest-first would run near the end),
-then the fastest first. The durations are the ones mutmut measured in its first, traced
+tests that killed mutants of the same function so far in this run, most kills per second
+of their own time first (mutants of one function tend to die by the same tests: the batch
+loop's held-records mutants are killed only by the rules worker's tests, which
+fastest-first would run near the end), then the others, fastest first. The durations are the ones mutmut measured in its first, traced
 run (mutants/mutmut-stats.json; absent during that run).
 
 It also appends one line per mutant's session to mutants/mutation-times.jsonl (the
@@ -34,7 +34,17 @@ def pytest_collection_modifyitems(config, items) -> None:
         return
     duration = json.loads(stats.read_text()).get("duration_by_test", {})
     kills = _kills_so_far(Path(config.rootpath) / "mutation-times.jsonl", os.environ.get("MUTANT_UNDER_TEST", ""))
-    items.sort(key=lambda item: (-kills.get(item.nodeid, 0), duration.get(item.nodeid, float("inf"))))
+    items.sort(key=lambda item: _order(kills.get(item.nodeid, 0), duration.get(item.nodeid, float("inf"))))
+
+
+def _order(kills: int, seconds: float) -> tuple[int, float]:
+    """Tests that have killed mutants of this function first, by kills per second of their
+    own time (the order that makes the expected time to the first failure least when each
+    test's chance to kill is its share of the kills so far): a unit test that killed 10 in
+    0.3 s goes before a worker test that killed 60 in 5 s. Then the others, fastest first."""
+    if kills:
+        return (0, -kills / max(seconds, 0.01))
+    return (1, seconds)
 
 
 def _kills_so_far(times: Path, mutant: str) -> dict[str, int]:
