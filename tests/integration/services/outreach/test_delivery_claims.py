@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import update
+
 from services.outreach.delivery import repository as repo
 from services.outreach.delivery.lease import Lease
+from services.outreach.models import Message
 from shared.db import transaction
 from tests.support.helpers import T0
 from tests.support.outreach import messages, queue_messages
@@ -73,8 +76,12 @@ def test_a_claim_reads_the_due_queue_in_order_from_its_index(session_factory, en
 
 def test_the_claimed_rows_in_hand_are_the_rows_as_written(session_factory):
     """The sender works from the rows claim_due returns, not from a re-read: they must say
-    what the claim wrote (sending, its owner, lease and token, one attempt more)."""
-    queue_messages(session_factory, 2, T0)
+    what the claim wrote (sending, its owner, lease and token, one attempt more). One of
+    the two is a retry, two attempts made already: in hand as in the row, its third (the
+    sender gives up by the count in hand, so a retry must not look like a first try)."""
+    fresh, retry = queue_messages(session_factory, 2, T0)
+    with transaction(session_factory) as s:
+        s.execute(update(Message).where(Message.id == retry).values(attempts=2))
     now, until = T0 + timedelta(minutes=1), T0 + timedelta(minutes=6)
     with transaction(session_factory) as s:
         rows = repo.claim_due(s, now=now, limit=2, owner="me", lease_until=until, token="tok")
@@ -82,7 +89,11 @@ def test_the_claimed_rows_in_hand_are_the_rows_as_written(session_factory):
     stored = sorted(
         (m.id, m.state, m.lease_owner, m.lease_until, m.lease_token, m.attempts, m.updated_at) for m in messages(session_factory)
     )
-    assert in_hand == stored and {r[1:] for r in in_hand} == {("sending", "me", until, "tok", 1, now)}
+    assert in_hand == stored
+    assert {r[0]: r[1:] for r in in_hand} == {
+        fresh: ("sending", "me", until, "tok", 1, now),
+        retry: ("sending", "me", until, "tok", 3, now),
+    }
 
 
 def test_held_by_names_only_the_rows_asked_for_that_the_claim_still_holds(session_factory):
