@@ -78,8 +78,9 @@ coverage: $(STAMP) system-deps
 
 # Mutation testing of the core (mutmut 3, configured in pyproject.toml [tool.mutmut]):
 # the mutants of the functions below, each run against the tests that reach it, on
-# SQLite, MUTATION_CHILDREN at a time (20 minutes here: docs/testing.md); MUTANTS='shared.auth.*' runs a subset.
-# Not in CI. Figures and accepted survivors: docs/testing.md.
+# SQLite, MUTATION_CHILDREN at a time; MUTANTS='shared.auth.*' runs a subset, and for a batch of a
+# few functions MUTATION_TESTS='<test files>' runs only those tests (a lower bound; faster start).
+# Not in CI. Figures, how long a full run takes, accepted survivors: docs/testing.md.
 MUTATION_CHILDREN ?= 3
 MUTANTS_CORE := shared.auth.x_authenticate__* shared.auth.x_authorize__* \
 	shared.kafka.batch_worker.x*BatchWorker*poll_once__* shared.kafka.batch_worker.x*BatchWorker*_process__* \
