@@ -2,13 +2,17 @@
 
 Every raw event inserted walks two b-trees keyed by text, the primary key on event_id
 and (account_id, timestamp), and its batch's rollups group the new rows by account_id.
-In the database's collation (C.UTF-8 here, often en_US.UTF-8) each of those comparisons
-is a call into the C library's strcoll; in "C" it is a memcmp. Measured on the demo
-stream (5,000-event batches, the backend's CPU read with psutil): the raw insert 9.3 ->
-7.0 us per event and the whole batch statement 18.5 -> 14.0 (docs/performance.md,
-"Ingest"). Ids are opaque: no read needs them in a language's order (in C.UTF-8 the
-order is the same; elsewhere only the order of ties between events at one instant
-changes), and a comparison with another table's account_id takes this column's
+In the database's collation (C.UTF-8 here, often en_US.UTF-8) each comparison is a call
+into the C library's strcoll; in "C" it is a memcmp. Measured first by storing one
+5,000-event batch, rolling it back and storing it again (the method of the earlier
+figures), this looked like 18.5 -> 14.0 us of backend CPU per event; but each rollback
+leaves dead index entries with the very keys inserted next, and comparing equal keys is
+where strcoll costs most. Stored once into fresh databases (200,000 demo events, nothing
+rolled back) the batch statement costs the same either way, 14-17.6 us per event
+(docs/performance.md, "Ingest"): no gain to claim outside redelivered duplicates. Kept,
+being landed and harmless: ids are opaque, no read needs them in a language's order (in
+C.UTF-8 the order is the same; elsewhere only the order of ties between events at one
+instant changes), and a comparison with another table's account_id takes this column's
 collation, so its index still serves it. The indexes are rebuilt, the rows are not
 rewritten. SQLite compares bytes already: nothing to do there.
 
