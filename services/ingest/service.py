@@ -219,7 +219,7 @@ def _apply_trait_events(session: Session, events: list[ValidEvent | Event], now:
 
 
 def _split(traits: AccountTraits | UserTraits, known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
-    given = traits.model_dump(mode="python", exclude_unset=True)
+    given = traits.model_dump(exclude_unset=True)
     known_part = {k: v for k, v in given.items() if k in known}
     extra = {k: v for k, v in given.items() if k not in known}
     return known_part, extra

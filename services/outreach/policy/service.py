@@ -126,7 +126,8 @@ def check_contact(
 
 
 def zone(name: str | None, default: str) -> ZoneInfo:
-    for candidate in (name, default, "UTC"):
+    """The contact's zone, else the default zone, else UTC (a name that does not load is passed over)."""
+    for candidate in (name, default):
         if candidate:
             try:
                 return ZoneInfo(candidate)
