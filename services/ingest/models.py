@@ -66,12 +66,6 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-# Ids compared bytewise on PostgreSQL (migration 0028): the raw store's b-trees and its
-# batch rollups compare with memcmp, not the C library's strcoll (measurably cheaper only
-# where equal keys meet: redelivered duplicates; see the migration).
-_BytewiseId = String(128).with_variant(String(128, collation="C"), "postgresql")
-
-
 class RawEvent(Base):
     """Every accepted event, kept for backtests; its primary key is the dedupe index."""
 
@@ -83,8 +77,8 @@ class RawEvent(Base):
         Index("ix_events_received_at", "received_at", postgresql_using="brin"),
     )
 
-    event_id: Mapped[str] = mapped_column(_BytewiseId, primary_key=True)
-    account_id: Mapped[str] = mapped_column(_BytewiseId)
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
     user_id: Mapped[str | None] = mapped_column(String(128))
     type: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(128))

@@ -131,7 +131,7 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        # The sender's claim order, ties by id, so a claim stops at its limit (migration 0029).
+        # The sender's claim order, ties by id, so a claim stops at its limit (migration 0028).
         Index("ix_messages_state_due", "state", "next_attempt_at", "id"),
         Index("ix_messages_account", "account_id", "created_at"),
         Index("ix_messages_contact", "account_id", "user_id", "created_at"),

@@ -55,7 +55,7 @@ def test_rows_due_at_the_same_time_are_claimed_in_id_order(session_factory):
 
 
 def test_a_claim_reads_the_due_queue_in_order_from_its_index(session_factory, engine, db_kind):
-    """Migration 0029: the claim's ORDER BY next_attempt_at, id LIMIT n is the index's
+    """Migration 0028: the claim's ORDER BY next_attempt_at, id LIMIT n is the index's
     order, so the plan stops at the limit instead of sorting every due message (whole rows,
     bodies included: 67 ms a claim at 5,000 queued on PostgreSQL, growing with the
     backlog). Planted: the index without its id (changed inside a transaction rolled back,

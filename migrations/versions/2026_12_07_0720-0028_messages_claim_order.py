@@ -10,16 +10,16 @@ With the id in the index the claim is an index scan that stops at its limit (2 m
 same at any backlog). Everything the old index answered (the backlog's count and oldest
 due) the new one answers too.
 
-Revision ID: 0029_messages_claim_order
-Revises: 0028_events_ids_bytewise
+Revision ID: 0028_messages_claim_order
+Revises: 0027_signals_sorted
 Create Date: 2026-12-07 07:20:00
 """
 from __future__ import annotations
 
 from alembic import op
 
-revision = '0029_messages_claim_order'
-down_revision = '0028_events_ids_bytewise'
+revision = '0028_messages_claim_order'
+down_revision = '0027_signals_sorted'
 branch_labels = None
 depends_on = None
 
