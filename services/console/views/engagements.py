@@ -273,8 +273,16 @@ def engagements(
 
 
 @router.get("/pool")
-def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
+def pool(
+    request: Request,
+    segment: list[str] = Query([], max_length=20),
+    session: Session = SessionDep,
+    viewer: Viewer = OPS,
+) -> HTMLResponse:
+    """The pool, and its forecast; with ``segment=`` (ticked in the page) also the
+    forecast's demand per named segment, as ``GET /v1/pool/forecast?segment=``."""
     now = now_of(request)
+    chosen = [s for s in dict.fromkeys(segment) if s]
     settings = context_of(request).settings
     p = outreach.pool_report(session, now)
     load_chart = (
@@ -303,6 +311,7 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) 
         overhead=0.15,
         time_box_days=settings.engagement_time_box_days,
         retention_days=settings.raw_event_retention_days,
+        segment_ids=chosen,
     )
     forecast_chart = charts.hbars(
         "Expected load against the pool",
@@ -325,6 +334,8 @@ def pool(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) 
         f=f,
         forecast_chart=forecast_chart,
         recent=recent,
+        chosen=chosen,
+        segments=rules.list_segments(session, include_deleted=False, after=None, limit=500),
     )
 
 

@@ -4,7 +4,9 @@ outcomes against the escalation holdout, and the capacity forecast."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +23,7 @@ from services.outreach.engagements.schemas import (
     EngagementOut,
     EventOut,
     ForecastOut,
+    ForecastSegment,
     GroupRate,
     MessageBrief,
     OutcomeReport,
@@ -180,6 +183,138 @@ def _triggers(trigger: dict[str, Any], rule_id: str, kind: str) -> bool:
     return (not rules or rule_id in rules) and (not kinds or kind in kinds)
 
 
+def _counted_received(received: list[tuple[str, str, int]], weeks: float) -> tuple[list[tuple[str, str, float, str]], list[dict[str, Any]]]:
+    """The signals received over the window per rule: (rule, kind, per week, source) and the response's rows."""
+    counted = [(rule_id, kind, n / weeks, "received") for rule_id, kind, n in received]
+    rows: list[dict[str, Any]] = [
+        {"rule_id": rule_id, "kind": kind, "signals_per_week": round(n / weeks, 3), "source": "received", "signals": n}
+        for rule_id, kind, n in received
+    ]
+    return counted, rows
+
+
+@dataclass
+class _Demand:
+    """What the pool, or one segment of it, asks of the CSMs: the forecast's demand side."""
+
+    rules: list[dict[str, Any]]
+    signals: float
+    hand: float
+    engagements_per_week: float
+    mean_weeks: float
+    mean_open_from: dict[str, Any]
+    concurrent: float
+    hours_needed: float
+    by_playbook: list[dict[str, Any]]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "rules": self.rules,
+            "signals_per_week": round(self.signals, 3),
+            # Of all the signals counted (not only the escalating playbooks'), so that signals per
+            # week x this rate + hand-opened = engagements per week, as the Pool page says.
+            "escalation_rate": round((self.engagements_per_week - self.hand) / self.signals, 4) if self.signals else 0.0,
+            "engagements_per_week": round(self.engagements_per_week, 3),
+            "hand_opened_per_week": round(self.hand, 3),
+            "mean_open_weeks": round(self.mean_weeks, 3),
+            "mean_open_from": self.mean_open_from,
+            "concurrent_open_expected": round(self.concurrent, 2),
+            "hours_needed_per_week": round(self.hours_needed, 2),
+            "by_playbook": self.by_playbook,
+        }
+
+
+def _demand(
+    counted: list[tuple[str, str, float, str]],
+    rules_counted: list[dict[str, Any]],
+    received: list[tuple[str, str, int]],
+    opened: dict[str | None, int],
+    mean_open: tuple[float | None, int, int],
+    playbooks: list[tuple[str, dict[str, Any], float]],
+    weeks: float,
+    time_box_days: float,
+    hours_per_engagement: float,
+) -> _Demand:
+    """Engagements per week, open at once and hours needed from the signals counted, the
+    signals received and engagements opened over the window, and the mean days open: the
+    one formula, for the whole pool and for each segment (given only its rows)."""
+    by_playbook = []
+    total_engagements = 0.0
+    for pid, trigger, holdout in playbooks:
+        received_here = sum(n for rule_id, kind, n in received if _triggers(trigger, rule_id, kind))
+        escalated = opened.get(pid, 0)  # engaged and held out alike
+        # Escalations per signal received (held-out included: the holdout factor takes them
+        # out once); 1 until the playbook has history: every signal escalates, an upper bound.
+        rate = min(1.0, escalated / received_here) if received_here else 1.0
+        signals = sum(per_week for rule_id, kind, per_week, _src in counted if _triggers(trigger, rule_id, kind))
+        per_week = signals * rate * (1 - holdout / 100)
+        total_engagements += per_week
+        by_playbook.append(
+            {
+                "playbook_id": pid,
+                "rules": sorted({rule_id for rule_id, kind, _n, _src in counted if _triggers(trigger, rule_id, kind)}),
+                "signals_per_week": round(signals, 3),
+                "signals_received": received_here,
+                "escalated": escalated,
+                "escalation_rate": round(rate, 4),
+                "escalation_rate_observed": bool(received_here),
+                "holdout_percent": holdout,
+                "engagements_per_week": round(per_week, 3),
+            }
+        )
+    hand = opened.get(None, 0) / weeks
+    all_signals = sum(n for _r, _k, n, _s in counted)
+    total_engagements += hand
+    mean_days, n_closed, n_open = mean_open
+    mean_weeks = (mean_days if mean_days is not None else time_box_days) / 7
+    concurrent = total_engagements * mean_weeks
+    return _Demand(
+        rules=rules_counted,
+        signals=all_signals,
+        hand=hand,
+        engagements_per_week=total_engagements,
+        mean_weeks=mean_weeks,
+        mean_open_from={"closed": n_closed, "open": n_open, "time_box": mean_days is None},
+        concurrent=concurrent,
+        hours_needed=total_engagements * hours_per_engagement,
+        by_playbook=by_playbook,
+    )
+
+
+def _by_segment(
+    session: Session,
+    segment_ids: list[str],
+    since: datetime,
+    now: datetime,
+    playbooks: list[tuple[str, dict[str, Any], float]],
+    weeks: float,
+    time_box_days: float,
+    hours_per_engagement: float,
+) -> list[ForecastSegment]:
+    """Per named segment, :func:`_demand` over the signals received and the engagements
+    opened in the window by accounts that were members at that instant (as the outcomes
+    report by segment counts engagements), read row by row and grouped here into the
+    shapes the whole pool's grouped queries give. The pool's capacity is not split: CSMs
+    are pooled, so a segment has demand, not CSMs of its own."""
+    signals = repo.received_rows(session, since)
+    engagements = repo.opened_rows(session, since, now)
+    members = rules.segment_members_at(session, segment_ids, [(a, at) for a, at, *_ in signals] + [(a, at) for a, at, *_ in engagements])
+    out = []
+    for sid in segment_ids:
+        inside = members[sid]
+        sig = [r for r, m in zip(signals, inside[: len(signals)], strict=True) if m]
+        eng = [r for r, m in zip(engagements, inside[len(signals) :], strict=True) if m]
+        by_rule = Counter((rule_id, kind) for _a, _at, rule_id, kind in sig)
+        received = [(rule_id, kind, n) for (rule_id, kind), n in sorted(by_rule.items())]
+        opened = dict(Counter(pid for _a, _at, pid, _c, _s in eng))
+        open_rows = [(closed, s) for _a, _at, _pid, closed, s in eng if s is not None]  # held-out rows have none
+        mean_open = repo.mean_open_of(sum(s for _c, s in open_rows), len(open_rows), sum(1 for c, _s in open_rows if c))
+        counted, rules_counted = _counted_received(received, weeks)
+        demand = _demand(counted, rules_counted, received, opened, mean_open, playbooks, weeks, time_box_days, hours_per_engagement)
+        out.append(ForecastSegment(segment_id=sid, signals_received=len(sig), engagements_opened=len(eng), **demand.figures()))
+    return out
+
+
 # A forecast is a request: replaying rules is bounded so it answers in seconds; beyond
 # these, run the rules.backtest job (POST /v1/rules/backtest) and size from its counts.
 REPLAY_MAX_RULES = 5
@@ -199,11 +334,21 @@ def forecast(
     time_box_days: float = 30.0,
     rule_ids: list[str] | None = None,
     retention_days: int = 400,
+    segment_ids: list[str] | None = None,
 ) -> ForecastOut:
     """The one forecast the API and the console's Pool page both show (docs/engagements.md,
     "The forecast"). Without ``rule_ids``: a handful of grouped counts over the window,
     whatever the number of accounts. With ``rule_ids``: those rules (enabled or not)
-    replayed over the window by the rules service's backtest, bounded by REPLAY_MAX_*."""
+    replayed over the window by the rules service's backtest, bounded by REPLAY_MAX_*.
+    With ``segment_ids``, also the demand per named segment (:func:`_by_segment`)."""
+    if segment_ids:
+        segment_ids = rules.segments_for_report(session, segment_ids, SEGMENTS_MAX)
+        if rule_ids:
+            raise Unprocessable(
+                "segment= splits the signals received by the accounts' membership when each arrived; replayed rules "
+                "(rule_ids) are not split by segment: ask for one or the other",
+                code="validation_error",
+            )
     since = now - timedelta(days=lookback_days)
     history_start = repo.history_start(session)
     if rule_ids:
@@ -262,47 +407,26 @@ def forecast(
             for r in replays
         ]
     else:
-        counted = [(rule_id, kind, n / weeks, "received") for rule_id, kind, n in received]
-        rules_counted = [
-            {"rule_id": rule_id, "kind": kind, "signals_per_week": round(n / weeks, 3), "source": "received", "signals": n}
-            for rule_id, kind, n in received
-        ]
-    by_playbook = []
-    total_engagements = 0.0
-    for pid, trigger, holdout in _escalating_playbooks(session):
-        received_here = sum(n for rule_id, kind, n in received if _triggers(trigger, rule_id, kind))
-        escalated = opened.get(pid, 0)  # engaged and held out alike
-        # Escalations per signal received (held-out included: the holdout factor takes them
-        # out once); 1 until the playbook has history: every signal escalates, an upper bound.
-        rate = min(1.0, escalated / received_here) if received_here else 1.0
-        signals = sum(per_week for rule_id, kind, per_week, _src in counted if _triggers(trigger, rule_id, kind))
-        per_week = signals * rate * (1 - holdout / 100)
-        total_engagements += per_week
-        by_playbook.append(
-            {
-                "playbook_id": pid,
-                "rules": sorted({rule_id for rule_id, kind, _n, _src in counted if _triggers(trigger, rule_id, kind)}),
-                "signals_per_week": round(signals, 3),
-                "signals_received": received_here,
-                "escalated": escalated,
-                "escalation_rate": round(rate, 4),
-                "escalation_rate_observed": bool(received_here),
-                "holdout_percent": holdout,
-                "engagements_per_week": round(per_week, 3),
-            }
-        )
-    hand = opened.get(None, 0) / weeks
-    all_signals = sum(n for _r, _k, n, _s in counted)
-    total_engagements += hand
-    mean_days, n_closed, n_open = repo.mean_open_days(session, since, now)
-    mean_weeks = (mean_days if mean_days is not None else time_box_days) / 7
-    concurrent = total_engagements * mean_weeks
+        counted, rules_counted = _counted_received(received, weeks)
+    playbooks = _escalating_playbooks(session)
+    whole = _demand(
+        counted,
+        rules_counted,
+        received,
+        opened,
+        repo.mean_open_days(session, since, now),
+        playbooks,
+        weeks,
+        time_box_days,
+        hours_per_engagement,
+    )
+    by_segment = _by_segment(session, segment_ids, since, now, playbooks, weeks, time_box_days, hours_per_engagement) if segment_ids else []
+    concurrent, hours_needed = whole.concurrent, whole.hours_needed
     available = [c for c in repo.list_csms(session) if availability.available(c, now)]
     capacity = sum(c.capacity for c in available)
     proactive_share = 1 - reactive - collateral - overhead
     per_csm_hours = [WorkingHours.model_validate(c.working_hours or {}).weekly_hours() * proactive_share for c in available]
     pool_hours = sum(per_csm_hours)
-    hours_needed = total_engagements * hours_per_engagement
     mean_hours = (pool_hours / len(per_csm_hours)) if per_csm_hours else 40 * proactive_share
     mean_capacity = (capacity / len(available)) if available else 10
     needed = max(math.ceil(hours_needed / mean_hours) if mean_hours else 0, math.ceil(concurrent / mean_capacity) if mean_capacity else 0)
@@ -316,7 +440,6 @@ def forecast(
             "source": "replayed" if replays else "received",
         },
         accounts=ingest.count_accounts(session),
-        rules=rules_counted,
         assumptions={
             "hours_per_engagement": hours_per_engagement,
             "reactive_share": reactive,
@@ -327,23 +450,14 @@ def forecast(
             "proactive_hours_per_csm": round(mean_hours, 2),
             "capacity_per_csm": round(mean_capacity, 2),
         },
-        signals_per_week=round(all_signals, 3),
-        # Of all the signals counted (not only the escalating playbooks'), so that signals per
-        # week x this rate + hand-opened = engagements per week, as the Pool page says.
-        escalation_rate=round((total_engagements - hand) / all_signals, 4) if all_signals else 0.0,
-        engagements_per_week=round(total_engagements, 3),
-        hand_opened_per_week=round(hand, 3),
-        mean_open_weeks=round(mean_weeks, 3),
-        mean_open_from={"closed": n_closed, "open": n_open, "time_box": mean_days is None},
-        concurrent_open_expected=round(concurrent, 2),
+        **whole.figures(),
         open_now=sum(repo.open_load(session).values()) + repo.queue_stats(session)[0],
         pool_capacity=capacity,
         pool_proactive_hours_per_week=round(pool_hours, 2),
-        hours_needed_per_week=round(hours_needed, 2),
         csms_available=len(available),
         csms_needed=needed,
         queue_grows=concurrent > capacity or hours_needed > pool_hours,
-        by_playbook=by_playbook,
+        by_segment=by_segment,
         method="signals per week (received over the window, or with rule_ids those rules replayed over stored history) "
         "x each escalating playbook's escalations per signal received (held-out included; 1 until it has history) "
         "x (1 - its escalation holdout), plus hand-opened per week = engagements per week; open at once = engagements "

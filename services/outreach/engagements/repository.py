@@ -354,13 +354,14 @@ def history_start(session: Session) -> datetime | None:
 
 
 def received_since(session: Session, since: datetime) -> list[tuple[str, str, int]]:
-    """(rule, kind, signals received) since ``since``."""
+    """(rule, kind, signals received) since ``since``, by rule and kind."""
     return [
         (rule_id, kind, n)
         for rule_id, kind, n in session.execute(
             select(SignalReceipt.rule_id, SignalReceipt.kind, func.count())
             .where(SignalReceipt.received_at >= since)
             .group_by(SignalReceipt.rule_id, SignalReceipt.kind)
+            .order_by(SignalReceipt.rule_id, SignalReceipt.kind)
         )
     ]
 
@@ -379,20 +380,49 @@ def mean_open_days(session: Session, since: datetime, now: datetime) -> tuple[fl
     latest), or to now if already past it: counting only the closed ones would measure
     the quick closes and call a pool full of open engagements empty. Summed in SQL (the
     pool page at 100,000 engagements spent seconds reading them one by one)."""
-    still_open_until = case((Engagement.due_at > now, Engagement.due_at), else_=literal(now, UTCDateTime()))
-    end = func.coalesce(Engagement.closed_at, still_open_until)
-    if _pg(session):
-        seconds: Any = func.extract("epoch", end - Engagement.opened_at)
-    else:
-        seconds = (func.julianday(end) - func.julianday(Engagement.opened_at)) * 86400.0
     total, n, closed = session.execute(
-        select(func.sum(seconds), func.count(), func.count(Engagement.closed_at)).where(
+        select(func.sum(_seconds_open(session, now)), func.count(), func.count(Engagement.closed_at)).where(
             Engagement.opened_at >= since, Engagement.status != "held_out"
         )
     ).one()
+    return mean_open_of(float(total or 0), int(n), int(closed))
+
+
+def mean_open_of(total_seconds: float, n: int, closed: int) -> tuple[float | None, int, int]:
+    """(mean days open, closed, still open) from the summed seconds open of ``n`` engagements."""
     if not n:
         return None, 0, 0
-    return float(total) / n / 86400, int(closed), int(n) - int(closed)
+    return total_seconds / n / 86400, closed, n - closed
+
+
+def _seconds_open(session: Session, now: datetime) -> Any:
+    """An engagement's seconds open: to its close, or if still open to its due date (now if past it)."""
+    still_open_until = case((Engagement.due_at > now, Engagement.due_at), else_=literal(now, UTCDateTime()))
+    end = func.coalesce(Engagement.closed_at, still_open_until)
+    if _pg(session):
+        return func.extract("epoch", end - Engagement.opened_at)
+    return (func.julianday(end) - func.julianday(Engagement.opened_at)) * 86400.0
+
+
+def received_rows(session: Session, since: datetime) -> list[tuple[str, datetime, str, str]]:
+    """(account, received at, rule, kind) of each signal received since ``since``: what
+    :func:`received_since` counts, row by row, for the forecast by segment (membership as
+    of each row)."""
+    q = select(SignalReceipt.account_id, SignalReceipt.received_at, SignalReceipt.rule_id, SignalReceipt.kind).where(
+        SignalReceipt.received_at >= since
+    )
+    return [(a, at, rule_id, kind) for a, at, rule_id, kind in session.execute(q)]
+
+
+def opened_rows(session: Session, since: datetime, now: datetime) -> list[tuple[str, datetime, str | None, bool, float | None]]:
+    """(account, opened at, playbook, closed, seconds open; None for a held-out row) of each
+    engagement opened since ``since``: what :func:`opened_by_playbook` and
+    :func:`mean_open_days` count, row by row (the same seconds open), for the forecast by segment."""
+    seconds = case((Engagement.status == "held_out", None), else_=_seconds_open(session, now))
+    q = select(Engagement.account_id, Engagement.opened_at, Engagement.playbook_id, Engagement.closed_at.is_not(None), seconds).where(
+        Engagement.opened_at >= since
+    )
+    return [(a, at, pid, bool(closed), None if s is None else float(s)) for a, at, pid, closed, s in session.execute(q)]
 
 
 def enabled_playbook_definitions(session: Session) -> list[tuple[str, dict[str, Any]]]:

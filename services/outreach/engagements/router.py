@@ -409,8 +409,9 @@ def outcomes(
     "/v1/pool/forecast",
     response_model=ForecastOut,
     tags=["csm pool"],
-    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},  # 404: a rule_ids entry names no saved rule
-    summary="Expected engagements per week against the pool's capacity, and the CSMs needed",
+    # 404: a rule_ids entry names no saved rule; 422 (as outcomes): an unknown segment, or segment with rule_ids
+    responses={**AUTH_ERRORS, **responses(NotFound, Unprocessable)},
+    summary="Expected engagements per week against the pool's capacity, and the CSMs needed, optionally by named segment",
 )
 def forecast(
     lookback_days: int = Query(90, ge=7, le=365),
@@ -422,6 +423,12 @@ def forecast(
         None,
         description="forecast from these saved rules (enabled or not), replayed over the last lookback_days (at most "
         f"{reporting.REPLAY_MAX_DAYS}) of stored history, instead of the signals received; repeat the parameter per rule",
+    ),
+    segment: list[str] = Query(
+        [],
+        max_length=reporting.SEGMENTS_MAX,
+        description="also the demand per named segment (repeat it): the signals and engagements of accounts that were "
+        "members when each arrived or opened; capacity stays pool-wide; not with rule_ids",
     ),
     session: Session = SessionDep,
     clock: Clock = ClockDep,
@@ -441,4 +448,5 @@ def forecast(
         time_box_days=settings.engagement_time_box_days,
         rule_ids=rule_ids,
         retention_days=settings.raw_event_retention_days,
+        segment_ids=segment,
     )

@@ -376,6 +376,24 @@ class OutcomeReport(BaseModel):
     method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"
 
 
+class ForecastSegment(BaseModel):
+    """The forecast's demand among one named segment's accounts (``segment=``)."""
+
+    segment_id: str
+    signals_received: int = Field(description="signals received in the window from accounts in the segment when each arrived")
+    engagements_opened: int = Field(description="engagements opened in the window (held-out rows included) on accounts in the segment then")
+    rules: list[dict[str, Any]]
+    signals_per_week: float
+    escalation_rate: float
+    engagements_per_week: float
+    hand_opened_per_week: float
+    mean_open_weeks: float
+    mean_open_from: dict[str, Any]
+    concurrent_open_expected: float
+    hours_needed_per_week: float
+    by_playbook: list[dict[str, Any]]
+
+
 class ForecastOut(BaseModel):
     lookback_days: int
     window: dict[str, Any]  # start, end, days, clipped_to_history, source (received | replayed)
@@ -397,4 +415,12 @@ class ForecastOut(BaseModel):
     csms_needed: int
     queue_grows: bool
     by_playbook: list[dict[str, Any]]
+    by_segment: list[ForecastSegment] = Field(
+        default_factory=list,
+        description="with segment=, per named segment: the same demand figures (signals, escalations, engagements "
+        "per week, weeks open, open at once, hours needed) computed by the same function over the signals received "
+        "and the engagements opened in the window by accounts that were members at that instant. The pool's capacity "
+        "(pool_capacity, csms_available, pool_proactive_hours_per_week), csms_needed, queue_grows and open_now are "
+        "pool-wide and have no per-segment value: CSMs are pooled, not assigned per segment",
+    )
     method: str

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.ingest.models import Account
 from services.outreach.engagements import service
-from services.outreach.models import Engagement
+from services.outreach.models import Engagement, SignalReceipt
 from services.outreach.playbooks.worker import SignalWorker
 from services.rules import interface as rules
 from services.rules.evaluation.segments import run_segments
@@ -897,3 +897,118 @@ def test_an_engagement_records_the_accounts_health_when_it_opens(session_factory
     assert scored.priority_detail["health"] == 0.0 and scored.priority_detail["health_points"] == 20
     assert other.priority_detail["health"] is None and other.priority_detail["health_points"] == 0
     assert scored.priority == other.priority + 20  # the same signal, ARR and renewal otherwise
+
+
+RETAIL_SEGMENT = {"id": "retail", "name": "Retail", "condition": {"field": "account.traits.industry", "op": "==", "value": "retail"}}
+EVERYONE_SEGMENT = {"id": "everyone", "name": "Everyone", "condition": {"field": "account.traits.industry", "op": "!=", "value": "none"}}
+
+
+async def test_forecast_by_segment_is_the_forecast_over_each_segments_rows(api, keys, session_factory, settings, clock):
+    """Hand-computed: a week of history (T0+1h to now) so counts are per week as they are.
+    Signals (no-login-14d unless said): f0 x2, f1, r0, and r0 from another rule. Engagements:
+    the escalating playbook's on f0 (14-day time-box) and r0 (21 days); by hand on f1
+    (14 days) and, after r0 turned fintech, on r0 again (custom, 14 days); each assigned as it
+    opens, so its time-box runs from its opening."""
+    ops = auth(keys["ops"])
+    await add_csm(api, keys["ops"], "ann", capacity=10)
+    save_playbook(
+        session_factory,
+        "escalate",
+        simple_playbook(steps=[{"id": "csm", "type": "open_engagement", "goal": "recover_usage", "holdout_percent": 0}]),
+    )
+    for a, industry in (("f0", "fintech"), ("f1", "fintech"), ("r0", "retail"), ("r1", "retail")):
+        add_account(session_factory, a, traits={"industry": industry})
+    with transaction(session_factory) as s:
+        for d in (FINTECH_SEGMENT, RETAIL_SEGMENT, EVERYONE_SEGMENT):
+            segments.create(s, segments.parse(d, 400), "ops:test", clock.now())
+    run_segments(session_factory, settings, clock.now())
+    start = clock.now() + timedelta(hours=1)
+    with transaction(session_factory) as s:
+        for i, (a, rule_id) in enumerate(
+            [("f0", "no-login-14d"), ("f0", "no-login-14d"), ("f1", "no-login-14d"), ("r0", "no-login-14d"), ("r0", "seats-down")]
+        ):
+            s.add(SignalReceipt(signal_id=f"s{i}", account_id=a, rule_id=rule_id, kind="churn_risk", received_at=start))
+    clock.advance(timedelta(hours=2))
+    open_engagement(session_factory, settings, clock, "f0", playbook_id="escalate", time_box_days=14)
+    open_engagement(session_factory, settings, clock, "r0", playbook_id="escalate", time_box_days=21)
+    open_engagement(session_factory, settings, clock, "f1", time_box_days=14)
+    assert worker(settings, session_factory, clock).poll_once() == 3  # assigned now: due a time-box from opening
+    clock.advance(timedelta(hours=1))
+    with transaction(session_factory) as s:  # r0 turns fintech: its earlier rows stay retail's
+        s.execute(update(Account).where(Account.id == "r0").values(traits={"industry": "fintech"}))
+    run_segments(session_factory, settings, clock.now())
+    clock.advance(timedelta(hours=1))
+    open_engagement(session_factory, settings, clock, "r0", goal="custom", time_box_days=14)
+    assert worker(settings, session_factory, clock).poll_once() == 1
+    clock.advance(start + days(7) - clock.now())
+
+    f = (await api.get("/v1/pool/forecast?lookback_days=28&segment=fintech&segment=retail&segment=everyone", headers=ops)).json()
+    assert f["window"]["days"] == 7.0
+    # Whole pool: 5 signals, escalate 2 of its 4 = 0.5 x 4 = 2 a week, plus 2 by hand = 4;
+    # weeks open (14 + 21 + 14 + 14) / 4 days = 2.25 weeks; open at once 9; hours 4 x 6.
+    whole = {k: f[k] for k in ("signals_per_week", "escalation_rate", "engagements_per_week", "hand_opened_per_week", "mean_open_weeks")}
+    assert whole == {
+        "signals_per_week": 5.0,
+        "escalation_rate": 0.4,
+        "engagements_per_week": 4.0,
+        "hand_opened_per_week": 2.0,
+        "mean_open_weeks": 2.25,
+    }
+    assert f["concurrent_open_expected"] == 9.0 and f["hours_needed_per_week"] == 24.0
+    fintech, retail, everyone = f["by_segment"]
+    # Fintech (f0, f1; r0 from its turn): 3 signals, escalate 1 of 3 -> 3 x 1/3 = 1, by hand
+    # f1 and r0's custom = 2: 3 a week, (3 - 2) / 3 escalated; 14 days open each: 2 weeks, 6 at once.
+    assert fintech["segment_id"] == "fintech" and fintech["signals_received"] == 3 and fintech["engagements_opened"] == 3
+    assert (fintech["signals_per_week"], fintech["escalation_rate"], fintech["engagements_per_week"], fintech["hand_opened_per_week"]) == (
+        3.0,
+        0.3333,
+        3.0,
+        2.0,
+    )
+    assert (fintech["mean_open_weeks"], fintech["concurrent_open_expected"], fintech["hours_needed_per_week"]) == (2.0, 6.0, 18.0)
+    assert fintech["mean_open_from"] == {"closed": 0, "open": 3, "time_box": False}
+    assert [(b["playbook_id"], b["signals_received"], b["escalated"], b["escalation_rate"]) for b in fintech["by_playbook"]] == [
+        ("escalate", 3, 1, 0.3333)
+    ]
+    # Retail (r0 before its turn, r1): 2 signals (one of another rule), escalate 1 of 1 = 1 a
+    # week, none by hand: half of the signals escalated; 21 days: 3 weeks, 3 at once.
+    assert (retail["signals_per_week"], retail["escalation_rate"], retail["engagements_per_week"], retail["hand_opened_per_week"]) == (
+        2.0,
+        0.5,
+        1.0,
+        0.0,
+    )
+    assert (retail["mean_open_weeks"], retail["concurrent_open_expected"], retail["hours_needed_per_week"]) == (3.0, 3.0, 6.0)
+    assert [r["rule_id"] for r in retail["rules"]] == ["no-login-14d", "seats-down"]
+    # A segment of every account is the whole pool: the same function, all the rows.
+    assert {k: everyone[k] for k in fintech if k not in ("segment_id", "signals_received", "engagements_opened")} == {
+        k: f[k] for k in fintech if k not in ("segment_id", "signals_received", "engagements_opened")
+    }
+    assert "csms_needed" not in fintech and "pool_capacity" not in fintech  # pooled: no per-segment capacity
+    assert (await api.get("/v1/pool/forecast?lookback_days=28", headers=ops)).json()["by_segment"] == []
+
+    r = await api.get("/v1/pool/forecast?segment=fintech&segment=nope", headers=ops)
+    assert r.status_code == 422 and r.json()["detail"] == "no segment 'nope'; list them with GET /v1/segments", r.json()
+    r = await api.get("/v1/pool/forecast?segment=fintech&rule_ids=no-login-14d", headers=ops)
+    assert r.status_code == 422 and "not split by segment" in r.json()["detail"]
+    r = await api.get("/v1/pool/forecast?" + "&".join(f"segment=s{i}" for i in range(21)), headers=ops)
+    assert r.status_code == 422
+
+    # The console's pool page: the picker, and the same figures by segment beside the whole pool's.
+    await sign_in(api, keys["ops"])
+    page = (await api.get("/console/pool?segment=fintech&segment=retail")).text
+    table = page.split('id="forecast-segments"', 1)[1].split("</table>", 1)[0]
+    assert "<caption>" in table and '<th scope="col">segment</th>' in table
+    rows = {k: v.split("</tr>", 1)[0] for k, v in (part.split('"', 1) for part in table.split('data-key="')[1:])}
+    assert list(rows) == ["all", "fintech", "retail"]
+    cells = {k: [c.split("</td>", 1)[0] for c in v.split('<td class="n">')[1:]] for k, v in rows.items()}
+    assert cells["all"] == ["5.0", "40%", "4.0", "2.0", "2.2", "9.0", "24.0"], cells
+    assert cells["fintech"] == ["3.0", "33%", "3.0", "2.0", "2.0", "6.0", "18.0"], cells
+    assert cells["retail"] == ["2.0", "50%", "1.0", "0.0", "3.0", "3.0", "6.0"], cells
+    assert '<a href="/console/segments/fintech">fintech</a>' in rows["fintech"]
+    assert 'value="fintech" checked' in page and 'value="everyone" checked' not in page
+    assert 'href="/console/pool/outcomes?segment=fintech&amp;segment=retail"' in page  # the same segments' outcomes
+    outcomes = (await api.get("/console/pool/outcomes?segment=fintech&segment=retail")).text
+    assert 'href="/console/pool?segment=fintech&amp;segment=retail" id="forecast-link"' in outcomes  # and back
+    assert 'id="forecast-segments"' not in (await api.get("/console/pool")).text
+    assert (await api.get("/console/pool?segment=nope")).status_code == 422
