@@ -194,7 +194,10 @@ def test_every_operation_keeps_its_contract(settings, clock, session_factory, ke
         try:
             run()
         except Exception as exc:  # noqa: BLE001 (collected and reported below)
-            failures.append(f"{operation.label} [{mode.value}, {label}]:\n{exc}")
+            # A flaky failure (it failed once, then not when Hypothesis ran it again) is a
+            # group: its first failure is the one worth reading.
+            found = "".join(f"\n  {type(sub).__name__}: {sub}" for sub in getattr(exc, "exceptions", ()))
+            failures.append(f"{operation.label} [{mode.value}, {label}]:\n{exc}{found}")
 
     try:
         known = _world(session_factory, settings, clock)
