@@ -187,7 +187,12 @@ def test_every_operation_keeps_its_contract(settings, clock, session_factory, ke
                         if data.draw(st.booleans(), label=f"edge {name}"):
                             case.body[name] = data.draw(strategy, label=name)
             cases += 1
-            case.call_and_validate(headers=headers, checks=CHECKS)
+            # 60 s, not schemathesis's 10: twice in this session's CI runs (late in the whole
+            # suite, PostgreSQL) one GET (/v1/accounts, then /v1/dev/mail) took over 10 s on
+            # its first call and answered at once when Hypothesis repeated it; never in 8
+            # runs of this module alone. The stall's cause is not found yet (docs/testing.md,
+            # "The API fuzz"); a contract failure still fails here, a stall of a minute too.
+            case.call_and_validate(headers=headers, checks=CHECKS, timeout=60)
 
         if SEED is not None:
             run = hseed(int(SEED))(run)
