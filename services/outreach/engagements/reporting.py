@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from services.outreach.engagements.schemas import (
     EngagementDetail,
     EngagementOut,
     EventOut,
+    ForecastDemand,
     ForecastOut,
     ForecastSegment,
     GroupRate,
@@ -193,37 +193,6 @@ def _counted_received(received: list[tuple[str, str, int]], weeks: float) -> tup
     return counted, rows
 
 
-@dataclass
-class _Demand:
-    """What the pool, or one segment of it, asks of the CSMs: the forecast's demand side."""
-
-    rules: list[dict[str, Any]]
-    signals: float
-    hand: float
-    engagements_per_week: float
-    mean_weeks: float
-    mean_open_from: dict[str, Any]
-    concurrent: float
-    hours_needed: float
-    by_playbook: list[dict[str, Any]]
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "rules": self.rules,
-            "signals_per_week": round(self.signals, 3),
-            # Of all the signals counted (not only the escalating playbooks'), so that signals per
-            # week x this rate + hand-opened = engagements per week, as the Pool page says.
-            "escalation_rate": round((self.engagements_per_week - self.hand) / self.signals, 4) if self.signals else 0.0,
-            "engagements_per_week": round(self.engagements_per_week, 3),
-            "hand_opened_per_week": round(self.hand, 3),
-            "mean_open_weeks": round(self.mean_weeks, 3),
-            "mean_open_from": self.mean_open_from,
-            "concurrent_open_expected": round(self.concurrent, 2),
-            "hours_needed_per_week": round(self.hours_needed, 2),
-            "by_playbook": self.by_playbook,
-        }
-
-
 def _demand(
     counted: list[tuple[str, str, float, str]],
     rules_counted: list[dict[str, Any]],
@@ -234,10 +203,11 @@ def _demand(
     weeks: float,
     time_box_days: float,
     hours_per_engagement: float,
-) -> _Demand:
+) -> tuple[ForecastDemand, float, float]:
     """Engagements per week, open at once and hours needed from the signals counted, the
     signals received and engagements opened over the window, and the mean days open: the
-    one formula, for the whole pool and for each segment (given only its rows)."""
+    one formula, for the whole pool and for each segment (given only its rows). Returns
+    the figures, and open at once and hours needed unrounded (the pool's capacity test)."""
     by_playbook = []
     total_engagements = 0.0
     for pid, trigger, holdout in playbooks:
@@ -268,17 +238,22 @@ def _demand(
     mean_days, n_closed, n_open = mean_open
     mean_weeks = (mean_days if mean_days is not None else time_box_days) / 7
     concurrent = total_engagements * mean_weeks
-    return _Demand(
+    hours_needed = total_engagements * hours_per_engagement
+    figures = ForecastDemand(
         rules=rules_counted,
-        signals=all_signals,
-        hand=hand,
-        engagements_per_week=total_engagements,
-        mean_weeks=mean_weeks,
+        signals_per_week=round(all_signals, 3),
+        # Of all the signals counted (not only the escalating playbooks'), so that signals per
+        # week x this rate + hand-opened = engagements per week, as the Pool page says.
+        escalation_rate=round((total_engagements - hand) / all_signals, 4) if all_signals else 0.0,
+        engagements_per_week=round(total_engagements, 3),
+        hand_opened_per_week=round(hand, 3),
+        mean_open_weeks=round(mean_weeks, 3),
         mean_open_from={"closed": n_closed, "open": n_open, "time_box": mean_days is None},
-        concurrent=concurrent,
-        hours_needed=total_engagements * hours_per_engagement,
+        concurrent_open_expected=round(concurrent, 2),
+        hours_needed_per_week=round(hours_needed, 2),
         by_playbook=by_playbook,
     )
+    return figures, concurrent, hours_needed
 
 
 def _by_segment(
@@ -310,8 +285,10 @@ def _by_segment(
         open_rows = [(closed, s) for _a, _at, _pid, closed, s in eng if s is not None]  # held-out rows have none
         mean_open = repo.mean_open_of(sum(s for _c, s in open_rows), len(open_rows), sum(1 for c, _s in open_rows if c))
         counted, rules_counted = _counted_received(received, weeks)
-        demand = _demand(counted, rules_counted, received, opened, mean_open, playbooks, weeks, time_box_days, hours_per_engagement)
-        out.append(ForecastSegment(segment_id=sid, signals_received=len(sig), engagements_opened=len(eng), **demand.figures()))
+        demand, _concurrent, _hours = _demand(
+            counted, rules_counted, received, opened, mean_open, playbooks, weeks, time_box_days, hours_per_engagement
+        )
+        out.append(ForecastSegment(segment_id=sid, signals_received=len(sig), engagements_opened=len(eng), **dict(demand)))
     return out
 
 
@@ -409,7 +386,7 @@ def forecast(
     else:
         counted, rules_counted = _counted_received(received, weeks)
     playbooks = _escalating_playbooks(session)
-    whole = _demand(
+    whole, concurrent, hours_needed = _demand(
         counted,
         rules_counted,
         received,
@@ -421,7 +398,6 @@ def forecast(
         hours_per_engagement,
     )
     by_segment = _by_segment(session, segment_ids, since, now, playbooks, weeks, time_box_days, hours_per_engagement) if segment_ids else []
-    concurrent, hours_needed = whole.concurrent, whole.hours_needed
     available = [c for c in repo.list_csms(session) if availability.available(c, now)]
     capacity = sum(c.capacity for c in available)
     proactive_share = 1 - reactive - collateral - overhead
@@ -450,7 +426,7 @@ def forecast(
             "proactive_hours_per_csm": round(mean_hours, 2),
             "capacity_per_csm": round(mean_capacity, 2),
         },
-        **whole.figures(),
+        **dict(whole),
         open_now=sum(repo.open_load(session).values()) + repo.queue_stats(session)[0],
         pool_capacity=capacity,
         pool_proactive_hours_per_week=round(pool_hours, 2),

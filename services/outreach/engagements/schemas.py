@@ -376,30 +376,11 @@ class OutcomeReport(BaseModel):
     method: Literal["newcombe-wilson-95"] = "newcombe-wilson-95"
 
 
-class ForecastSegment(BaseModel):
-    """The forecast's demand among one named segment's accounts (``segment=``)."""
+class ForecastDemand(BaseModel):
+    """What the pool, or one named segment of it, asks of the CSMs: the forecast's demand
+    side, computed by one function for both (services/outreach/engagements/reporting.py)."""
 
-    segment_id: str
-    signals_received: int = Field(description="signals received in the window from accounts in the segment when each arrived")
-    engagements_opened: int = Field(description="engagements opened in the window (held-out rows included) on accounts in the segment then")
-    rules: list[dict[str, Any]]
-    signals_per_week: float
-    escalation_rate: float
-    engagements_per_week: float
-    hand_opened_per_week: float
-    mean_open_weeks: float
-    mean_open_from: dict[str, Any]
-    concurrent_open_expected: float
-    hours_needed_per_week: float
-    by_playbook: list[dict[str, Any]]
-
-
-class ForecastOut(BaseModel):
-    lookback_days: int
-    window: dict[str, Any]  # start, end, days, clipped_to_history, source (received | replayed)
-    accounts: int
     rules: list[dict[str, Any]]  # each rule counted: rule_id, kind, signals_per_week, source
-    assumptions: dict[str, float]  # the shares, hours per engagement, time-box, proactive hours and capacity per CSM
     signals_per_week: float
     escalation_rate: float
     engagements_per_week: float
@@ -407,14 +388,29 @@ class ForecastOut(BaseModel):
     mean_open_weeks: float
     mean_open_from: dict[str, Any]  # closed and open engagements measured; time_box: none yet, the time-box used
     concurrent_open_expected: float
+    hours_needed_per_week: float
+    by_playbook: list[dict[str, Any]]
+
+
+class ForecastSegment(ForecastDemand):
+    """The forecast's demand among one named segment's accounts (``segment=``)."""
+
+    segment_id: str
+    signals_received: int = Field(description="signals received in the window from accounts in the segment when each arrived")
+    engagements_opened: int = Field(description="engagements opened in the window (held-out rows included) on accounts in the segment then")
+
+
+class ForecastOut(ForecastDemand):
+    lookback_days: int
+    window: dict[str, Any]  # start, end, days, clipped_to_history, source (received | replayed)
+    accounts: int
+    assumptions: dict[str, float]  # the shares, hours per engagement, time-box, proactive hours and capacity per CSM
     open_now: int  # open engagements now (assigned, active and queued): what open at once is compared with
     pool_capacity: int
     pool_proactive_hours_per_week: float
-    hours_needed_per_week: float
     csms_available: int
     csms_needed: int
     queue_grows: bool
-    by_playbook: list[dict[str, Any]]
     by_segment: list[ForecastSegment] = Field(
         default_factory=list,
         description="with segment=, per named segment: the same demand figures (signals, escalations, engagements "
