@@ -41,6 +41,7 @@ from bench.bench_ingest import DEFAULT_PG, PgDatabase
 from services.ingest.models import Account, AccountEventSeen
 from services.rules.backtest.service import run_backtest
 from services.rules.language import parse_rule
+from services.rules.rules.schemas import BacktestIn
 from shared.db import make_engine, make_session_factory, read_transaction, transaction, upsert
 from shared.migrate import upgrade
 from shared.settings import Settings
@@ -226,7 +227,8 @@ def replay(db_url: str, rule_path: str, profile: str | None) -> dict[str, float]
         t, cpu, backend_cpu = time.perf_counter(), time.process_time(), _backend_cpu(backend)
         if prof:
             prof.enable()
-        result = run_backtest(session, definition, END - timedelta(days=DAYS - 1), END)
+        # As the job runs it: the evidence of the samples only (BacktestIn's default, 5).
+        result = run_backtest(session, definition, END - timedelta(days=DAYS - 1), END, evidence=BacktestIn.model_fields["samples"].default)
         if prof:
             prof.disable()
         elapsed, cpu, backend_cpu = time.perf_counter() - t, time.process_time() - cpu, _backend_cpu(backend) - backend_cpu

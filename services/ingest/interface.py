@@ -4,7 +4,8 @@ ingest's repository or service function of the same name. Ingest's tables are it
 
 Reads (the caller owns the session):
 
-* accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`account_ids_after`, :func:`count_accounts`,
+* accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`account_ids_after` (a step of a
+  keyset walk, an :class:`AccountRange`: a query over it filters by its first and last id), :func:`count_accounts`,
   :func:`account_rows`, :func:`account_values` (a few columns only), :func:`accounts_where` (audience
   filters, :class:`AccountFilter`), :func:`accounts_with_value` (a rule-language test of one
   column or trait, in SQL when it translates exactly);
@@ -92,6 +93,7 @@ from services.ingest.repository.accounts import (
     users_by_role,
     users_by_role_of,
 )
+from services.ingest.repository.chunks import AccountRange
 from services.ingest.repository.contracts import contract_outcomes, contract_outcomes_between
 from services.ingest.repository.events import (
     accounts_with_events,
@@ -138,6 +140,7 @@ __all__ = [
     "AGGREGATES",
     "CONTRACT_KINDS",
     "AccountFilter",
+    "AccountRange",
     "AccountInfo",
     "Contact",
     "ContractOutcomeInfo",

@@ -114,7 +114,7 @@ def replay_firings(session: Session, rule_id: str, start: date, end: date, *, lo
     rule = rules_service.get(session, rule_id, include_deleted=False)
     definition, _ = rules_service.parse(rules_service.current_definition(session, rule), 100_000)
     warm_up = min(max_warm_up_days, definition.cooldown_seconds // 86400)
-    result = run_backtest(session, definition, start - timedelta(days=warm_up), end, lookback_days=lookback_days)
+    result = run_backtest(session, definition, start - timedelta(days=warm_up), end, lookback_days=lookback_days, evidence=0)
     return RuleReplay(
         rule_id=rule.id,
         version=rule.current_version,

@@ -216,13 +216,14 @@ def _day_number(session: Session, col: Any) -> Any:
     return col - literal(EPOCH, Date)  # PostgreSQL: date - date is an integer
 
 
-def daily_usage(session: Session, event: str | None, start: date, end: date) -> Any:
+def daily_usage(session: Session, event: str | None, start: date, end: date, accounts: list[str] | None = None) -> Any:
     """(account, day, sum of counts, rows) per account and UTC day in [start, end], for
-    ``event`` (or every event when None)."""
+    ``event`` (or every event when None), of ``accounts`` (a backtest's chunk of them, an
+    :class:`~services.ingest.repository.chunks.AccountRange`; None: every account)."""
     t = UsageDaily
     q = (
         select(t.account_id, t.day, func.sum(t.count), func.count())
-        .where(t.day >= start, t.day <= end, (t.event_name == event) if event else true())
+        .where(t.day >= start, t.day <= end, (t.event_name == event) if event else true(), in_(t.account_id, accounts))
         .group_by(t.account_id, t.day)
     )
     return session.execute(q)
@@ -264,9 +265,12 @@ def _masks(rows: Any, words: int) -> Iterator[tuple[str, int]]:
         yield row[0], from_bytes(pack(*row[1:]), "little")
 
 
-def user_activity_masks(session: Session, start: date, end: date, role: str | None = None) -> Iterator[tuple[str, int]]:
-    """(account, mask) for every user active in [start, end]: bit i of ``mask`` is set
-    iff the user was active on day ``start`` + i (with ``role``, only users of that role).
+def user_activity_masks(
+    session: Session, start: date, end: date, role: str | None = None, accounts: list[str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """(account, mask) for every user of ``accounts`` (as :func:`daily_usage`) active in [start,
+    end]: bit i of ``mask`` is set iff the user was active on day ``start`` + i (with ``role``,
+    only users of that role).
     One row per user, aggregated by the
     database (no sort): how many distinct users were active in any set of days follows
     from the masks alone (backtests count them for every window ending in the range).
@@ -279,18 +283,20 @@ def user_activity_masks(session: Session, start: date, end: date, role: str | No
         session.execute(select(func.set_config("work_mem", "64MB", True), func.set_config("jit", "off", True)))
     t = UserActivityDaily  # one row per account, day and user: one bit per day
     words = _mask_words(session, t.day, start, end)
-    q = select(t.account_id, *words).where(t.day >= start, t.day <= end).group_by(t.account_id, t.user_id)
+    q = select(t.account_id, *words).where(t.day >= start, t.day <= end, in_(t.account_id, accounts)).group_by(t.account_id, t.user_id)
     if role is not None:  # only the contacts of that (current) role
         q = q.join(User, and_(User.account_id == t.account_id, User.id == t.user_id)).where(User.role == role)
     return _masks(session.execute(q), len(words))
 
 
-def event_day_masks(session: Session, event: str, start: date, end: date) -> Iterator[tuple[str, int]]:
-    """(account, mask) for every account with ``event`` in [start, end]: bit i of ``mask``
-    is set iff the account has a daily rollup of ``event`` on day ``start`` + i."""
+def event_day_masks(session: Session, event: str, start: date, end: date, accounts: list[str] | None = None) -> Iterator[tuple[str, int]]:
+    """(account, mask) for every account of ``accounts`` (as :func:`daily_usage`) with ``event``
+    in [start, end]: bit i of ``mask`` is set iff the account has a daily rollup of ``event``
+    on day ``start`` + i."""
     t = UsageDaily  # one row per account, day and event: one bit per day
     words = _mask_words(session, t.day, start, end)
-    q = select(t.account_id, *words).where(t.event_name == event, t.day >= start, t.day <= end).group_by(t.account_id)
+    where = (t.event_name == event, t.day >= start, t.day <= end, in_(t.account_id, accounts))
+    q = select(t.account_id, *words).where(*where).group_by(t.account_id)
     return _masks(session.execute(q), len(words))
 
 

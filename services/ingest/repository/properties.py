@@ -273,13 +273,17 @@ def contact_counts(
     )
 
 
-def daily_counts_where(session: Session, event: str, where: Where, start: date, end: date) -> Iterator[tuple[str, date, int]]:
-    """(account, UTC day, count) of :func:`event_counts_where` for every account and day of
+def daily_counts_where(
+    session: Session, event: str, where: Where, start: date, end: date, accounts: list[str] | None = None
+) -> Iterator[tuple[str, date, int]]:
+    """(account, UTC day, count) of :func:`event_counts_where` for every account (of
+    ``accounts``: a backtest's chunk of them, an
+    :class:`~services.ingest.repository.chunks.AccountRange`; None: every account) and day of
     [start, end] that has one (a backtest reads them once for its whole period)."""
     day = _utc_day(session, RawEvent.timestamp)
     q = (
         select(RawEvent.account_id, day, func.count())
-        .where(*_filtered(session, event, start, end, where))
+        .where(*_filtered(session, event, start, end, where), in_(RawEvent.account_id, accounts))
         .group_by(RawEvent.account_id, day)
     )
     for a, d, n in session.execute(q):
@@ -287,10 +291,11 @@ def daily_counts_where(session: Session, event: str, where: Where, start: date, 
 
 
 def daily_property_stats(
-    session: Session, event: str, path: Sequence[str], where: Where, start: date, end: date
+    session: Session, event: str, path: Sequence[str], where: Where, start: date, end: date, accounts: list[str] | None = None
 ) -> Iterator[tuple[str, date, int, float, float, float, float]]:
     """(account, UTC day, numeric values, their sum, min, max, the latest of the day) of
-    ``path`` on ``event`` for every account and day of [start, end] with a numeric value:
+    ``path`` on ``event`` for every account (of ``accounts``, as :func:`daily_counts_where`)
+    and day of [start, end] with a numeric value:
     :func:`property_aggregates` of any window follows from these rows."""
     value = JsonPath(session, path).number()
     day = _utc_day(session, RawEvent.timestamp)
@@ -303,7 +308,7 @@ def daily_property_stats(
             .over(partition_by=(RawEvent.account_id, day), order_by=(RawEvent.timestamp.desc(), RawEvent.event_id.desc()))
             .label("rn"),
         )
-        .where(*_filtered(session, event, start, end, where), value.is_not(None))
+        .where(*_filtered(session, event, start, end, where), value.is_not(None), in_(RawEvent.account_id, accounts))
         .subquery()
     )
     c = ranked.c
@@ -314,9 +319,12 @@ def daily_property_stats(
         yield a, _as_date(d), int(n), float(total), float(lo), float(hi), float(latest)
 
 
-def role_last_seen_by_day(session: Session, event: str, role: str, start: date, end: date) -> Iterator[tuple[str, date, datetime]]:
+def role_last_seen_by_day(
+    session: Session, event: str, role: str, start: date, end: date, accounts: list[str] | None = None
+) -> Iterator[tuple[str, date, datetime]]:
     """(account, UTC day, the last time a user of ``role`` did ``event`` that day) for every
-    account and day of [start, end] with one (backtests answer "days since" as of any
+    account (of ``accounts``, as :func:`daily_counts_where`) and day of [start, end] with one
+    (backtests answer "days since" as of any
     instant of the period from these rows)."""
     r = RawEvent
     lo, hi = _day_bounds(start, end)
@@ -324,17 +332,18 @@ def role_last_seen_by_day(session: Session, event: str, role: str, start: date, 
     q = (
         select(r.account_id, day, func.max(r.timestamp))
         .join(User, and_(User.account_id == r.account_id, User.id == r.user_id))
-        .where(r.name == event, r.type == "track", User.role == role, r.timestamp >= lo, r.timestamp < hi)
+        .where(r.name == event, r.type == "track", User.role == role, r.timestamp >= lo, r.timestamp < hi, in_(r.account_id, accounts))
         .group_by(r.account_id, day)
     )
     for a, d, ts in session.execute(q):
         yield a, _as_date(d), ts
 
 
-def role_first_seen(session: Session, role: str) -> Iterator[tuple[str, datetime | None]]:
-    """(account, first tracked event or None) of every contact of ``role``: :func:`contact_counts`
-    without ``active`` at any instant follows from these rows (backtests)."""
-    yield from session.execute(select(User.account_id, User.first_seen_at).where(User.role == role))
+def role_first_seen(session: Session, role: str, accounts: list[str] | None = None) -> Iterator[tuple[str, datetime | None]]:
+    """(account, first tracked event or None) of every contact of ``role`` (of ``accounts``, as
+    :func:`daily_counts_where`): :func:`contact_counts` without ``active`` at any instant
+    follows from these rows (backtests)."""
+    yield from session.execute(select(User.account_id, User.first_seen_at).where(User.role == role, in_(User.account_id, accounts)))
 
 
 __all__ = [

@@ -27,9 +27,12 @@ from services.rules.evaluation.engine import ChunkColumns
 
 
 class DailySeries:
-    def __init__(self, session: Session, start: date, end: date, span_days: int):
-        """Covers windows inside [start - span_days, end] (``start``: the first replayed day)."""
+    def __init__(self, session: Session, start: date, end: date, span_days: int, accounts: list[str] | None = None):
+        """Covers windows inside [start - span_days, end] (``start``: the first replayed day),
+        for ``accounts`` (a chunk of them, :func:`ingest.account_ids_after`; None: every
+        account): every read is bounded to them, and so is what it answers."""
         self.session = session
+        self.accounts = accounts
         self.lo = start - timedelta(days=span_days)
         self.hi = end
         self.length = (self.hi - self.lo).days + 1
@@ -60,7 +63,7 @@ class DailySeries:
             n, lo_ord = self.length, self.lo.toordinal()
             sums: dict[str, list[int]] = {}
             rows: dict[str, list[int]] = {}
-            for a, d, total, k in ingest.daily_usage(self.session, event, self.lo, self.hi):
+            for a, d, total, k in ingest.daily_usage(self.session, event, self.lo, self.hi, self.accounts):
                 if a not in sums:
                     sums[a], rows[a] = [0] * n, [0] * n
                 i = d.toordinal() - lo_ord
@@ -124,14 +127,14 @@ class DailySeries:
     def _masks(self) -> dict[str, list[int]]:
         if self._user_masks is None:
             self._user_masks = {}
-            for a, m in ingest.user_activity_masks(self.session, self.lo, self.hi):
+            for a, m in ingest.user_activity_masks(self.session, self.lo, self.hi, None, self.accounts):
                 self._user_masks.setdefault(a, []).append(m)
         return self._user_masks
 
     # ---- accounts (today's: the store keeps no history of them) --------
     def account_rows(self, with_traits: bool) -> dict[str, Any]:
         if self._rows is None or (with_traits and not self._rows_traits):
-            self._rows = ingest.account_rows(self.session, None, with_traits)
+            self._rows = ingest.account_rows(self.session, self.accounts, with_traits)
             self._rows_traits = with_traits
         return self._rows
 
@@ -143,7 +146,7 @@ class DailySeries:
 
     def account_ids(self) -> set[str]:
         if self._ids is None:
-            self._ids = frozenset(ingest.account_ids(self.session))
+            self._ids = frozenset(ingest.account_ids(self.session) if self.accounts is None else self.accounts)
         return set(self._ids)
 
     # ---- the read model's questions -------------------------------------
@@ -201,9 +204,9 @@ class DailySeries:
         key = (event, lookback_days)
         if key not in self._last:
             if event not in self._day_masks:
-                self._day_masks[event] = dict(ingest.event_day_masks(self.session, event, self.lo, self.hi))
+                self._day_masks[event] = dict(ingest.event_day_masks(self.session, event, self.lo, self.hi, self.accounts))
             # The last day before the loaded range (any older one is past the lookback of every day >= lo).
-            before = ingest.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, None)
+            before = ingest.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, self.accounts)
             self._last[key] = (self._day_masks[event], before)
         masks, before = self._last[key]
         j, floor = self._idx(end), end - timedelta(days=lookback_days)
@@ -229,7 +232,7 @@ class DailySeries:
         key = ("count_where", event, _frozen(where))
         if key not in self._raw:
             per: dict[str, list[tuple[int, int]]] = {}
-            for a, d, n in ingest.daily_counts_where(self.session, event, where, self.lo, self.hi):
+            for a, d, n in ingest.daily_counts_where(self.session, event, where, self.lo, self.hi, self.accounts):
                 per.setdefault(a, []).append((self._idx(d), n))
             self._raw[key] = {a: ([i for i, _ in v], list(accumulate((n for _, n in v), initial=0))) for a, v in map(_sorted, per.items())}
         i, j = span
@@ -249,7 +252,7 @@ class DailySeries:
         key = ("stats", event, tuple(path), _frozen(where))
         if key not in self._raw:
             per: dict[str, list[tuple[Any, ...]]] = {}
-            for a, d, *stats in ingest.daily_property_stats(self.session, event, path, where, self.lo, self.hi):
+            for a, d, *stats in ingest.daily_property_stats(self.session, event, path, where, self.lo, self.hi, self.accounts):
                 per.setdefault(a, []).append((self._idx(d), *stats))
             # account -> (days, values per day, sums, mins, maxes, latests): columns of its day rows
             self._raw[key] = {a: tuple(map(list, zip(*rows, strict=True))) for a, rows in map(_sorted, per.items())}
@@ -278,11 +281,11 @@ class DailySeries:
         key = ("role_last", event, role, lookback_days)
         if key not in self._raw:
             per: dict[str, list[tuple[int, datetime]]] = {}
-            for a, d, ts in ingest.role_last_seen_by_day(self.session, event, role, self.lo, self.hi):
+            for a, d, ts in ingest.role_last_seen_by_day(self.session, event, role, self.lo, self.hi, self.accounts):
                 per.setdefault(a, []).append((self._idx(d), ts))
             # The last time before the loaded range (any older one is past the lookback of every instant in it).
             edge = datetime.combine(self.lo, time.min, tzinfo=UTC) - timedelta(microseconds=1)
-            before = ingest.role_last_seen(self.session, event, role, edge, lookback_days, None)
+            before = ingest.role_last_seen(self.session, event, role, edge, lookback_days, self.accounts)
             self._raw[key] = ({a: ([i for i, _ in v], [t for _, t in v]) for a, v in map(_sorted, per.items())}, before)
         days_by_account, before = self._raw[key]
         j, floor = self._idx(as_of.date()), as_of - timedelta(days=lookback_days)
@@ -304,7 +307,7 @@ class DailySeries:
         if key not in self._raw:
             if ("role_masks", role) not in self._raw:
                 masks: dict[str, list[int]] = {}
-                for a, m in ingest.user_activity_masks(self.session, self.lo, self.hi, role):
+                for a, m in ingest.user_activity_masks(self.session, self.lo, self.hi, role, self.accounts):
                     masks.setdefault(a, []).append(m)
                 self._raw[("role_masks", role)] = masks
             self._raw[key] = self._window_counts(self._raw[("role_masks", role)], key[2])
@@ -321,7 +324,7 @@ class DailySeries:
         key = ("first_seen", role)
         if key not in self._raw:
             firsts: dict[str, list[datetime]] = {}
-            for a, first in ingest.role_first_seen(self.session, role):
+            for a, first in ingest.role_first_seen(self.session, role, self.accounts):
                 firsts.setdefault(a, []).append(first or _NEVER_TRACKED)
             self._raw[key] = {a: sorted(v) for a, v in firsts.items()}
         return {a: n for a, times in self._raw[key].items() if (n := bisect_right(times, until))}

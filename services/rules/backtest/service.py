@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -49,11 +49,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BacktestResult:
-    firings: list[tuple[date, str, dict[str, Any]]] = field(default_factory=list)  # (day, account, evidence)
+    firings: list[tuple[date, str, dict[str, Any] | None]] = field(default_factory=list)  # (day, account, evidence or None)
     evaluated_days: int = 0
 
     def accounts(self) -> set[str]:
         return {a for _, a, _ in self.firings}
+
+
+CHUNK_ACCOUNTS = 10_000  # accounts replayed together: memory holds one chunk's series, however many accounts there are
 
 
 def run_backtest(
@@ -65,12 +68,65 @@ def run_backtest(
     progress: Callable[[int, int], None] | None = None,
     lookback_days: int = 400,
     per_day_queries: bool = False,
+    chunk_accounts: int = CHUNK_ACCOUNTS,
+    evidence: int | None = None,
 ) -> BacktestResult:
-    result = BacktestResult()
-    series = None
-    if not per_day_queries:
-        span = max([(m.window or 0) + (m.baseline or 0) for m in leaves(d.condition) if isinstance(m, Metric)], default=0)
-        series = DailySeries(session, start, end, span + 1)
+    """Replay ``d`` over [start, end]. The accounts are replayed a chunk of
+    ``chunk_accounts`` at a time, in id order (:func:`ingest.account_ids_after`), each
+    chunk with its own daily series: a rule's firings and cooldowns are per account, so
+    the chunks' firings, merged by day (and, for event-triggered rules, by the event's
+    time), are the whole population's. ``progress(done, total)`` counts steps, one per
+    replayed day of a chunk (``total``: the days times the chunks). ``evidence``: how many
+    firings, the first, keep their evidence (None: all; the others have None), so that what
+    a long replay holds is not an evidence per firing (30,000 of them for one starter rule
+    over 10,000 accounts). ``per_day_queries=True`` asks the database day by day for every
+    account at once."""
+    total = (end - start).days + 1
+    result = BacktestResult(evaluated_days=total)
+    chunks: list[list[str] | None] = [None] if per_day_queries else list(_account_chunks(session, chunk_accounts))
+    span = max([(m.window or 0) + (m.baseline or 0) for m in leaves(d.condition) if isinstance(m, Metric)], default=0)
+    fired: list[tuple[tuple[date, datetime], str, dict[str, Any] | None]] = []
+    for k, accounts in enumerate(chunks):
+        series = None if accounts is None else DailySeries(session, start, end, span + 1, accounts)
+
+        def step(done: int, _total: int, k: int = k) -> None:
+            if progress:
+                progress(k * total + done, total * len(chunks))
+
+        fired += _replay(session, d, start, end, accounts, series, lookback_days, step, evidence)
+    fired.sort(key=lambda f: f[0])  # stable: within a day, a chunk's order, and the chunks are in id order
+    # Each chunk kept the evidence of its first firings; the first of all are among them.
+    result.firings = [(key[0], a, ev if evidence is None or i < evidence else None) for i, (key, a, ev) in enumerate(fired)]
+    return result
+
+
+def _account_chunks(session: Session, size: int) -> Iterator[list[str]]:
+    """Every account in id order, ``size`` at a time (at least one chunk, empty when there
+    is no account). The ids are read before the replay: 100,000 of them take a few MB;
+    the series, the bulk, is one chunk's at a time."""
+    chunk = ingest.account_ids_after(session, None, size)
+    yield chunk
+    while len(chunk) == size:
+        chunk = ingest.account_ids_after(session, chunk[-1], size)
+        if chunk:
+            yield chunk
+
+
+def _replay(
+    session: Session,
+    d: RuleDefinition,
+    start: date,
+    end: date,
+    accounts: list[str] | None,
+    series: DailySeries | None,
+    lookback_days: int,
+    progress: Callable[[int, int], None],
+    evidence_kept: int | None,
+) -> list[tuple[tuple[date, datetime], str, dict[str, Any] | None]]:
+    """:func:`run_backtest` for ``accounts`` (None: every account): ((day, the firing's
+    order in the day), account, evidence) in the order they fire; the evidence of the
+    first ``evidence_kept`` only (None: of all)."""
+    out: list[tuple[tuple[date, datetime], str, dict[str, Any] | None]] = []
     cooldown = timedelta(seconds=d.cooldown_seconds)
     until: dict[str, datetime] = {}
     needs_event = any(leaf.needs_event for leaf in leaves(d.condition))
@@ -78,15 +134,14 @@ def run_backtest(
     for i in range(total):
         day = start + timedelta(days=i)
         now = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=UTC) - timedelta(microseconds=1)
-        meas = Measurements(session, now, None, as_of=True, lookback_days=lookback_days, series=series)
+        meas = Measurements(session, now, accounts, as_of=True, lookback_days=lookback_days, series=series)
         audience = meas.audience(d.audience)
-        fired: list[tuple[str, dict[str, Any]]] = []
+        fired: list[tuple[datetime, str, dict[str, Any] | None]] = []  # a scheduled rule's evidence: built below
         if d.trigger.scheduled or not needs_event:
             candidates = audience if d.trigger.scheduled else (ingest.accounts_with_events(session, list(d.trigger.events), day) & audience)
             matched = select_set(d.condition, candidates, meas.matching)
-            # In cooldown: it would be dropped below, so skip explaining (and sorting) it.
-            for a in sorted(a for a in matched if a not in until or now >= until[a]):
-                fired.append((a, evidence_of(d.condition, meas.value_getter(a))))
+            # In cooldown: it would be dropped below, so skip sorting it.
+            fired = [(now, a, None) for a in sorted(a for a in matched if a not in until or now >= until[a])]
         else:
             day_start = datetime.combine(day, dtime.min, tzinfo=UTC)
             stored = ingest.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))
@@ -98,16 +153,18 @@ def run_backtest(
                 ok, tree = meas.explain(d.condition, e.account_id, subject)
                 if ok:
                     done.add(e.account_id)
-                    fired.append((e.account_id, evidence(tree)))
-        for a, ev in fired:
+                    fired.append((e.timestamp, e.account_id, evidence(tree)))
+        for at, a, ev in fired:
             if a in until and now < until[a]:
                 continue
             until[a] = now + cooldown
-            result.firings.append((day, a, ev))
-        result.evaluated_days += 1
-        if progress:
-            progress(i + 1, total)
-    return result
+            if evidence_kept is not None and len(out) >= evidence_kept:
+                ev = None
+            elif ev is None:
+                ev = evidence_of(d.condition, meas.value_getter(a))
+            out.append(((day, at), a, ev))
+        progress(i + 1, total)
+    return out
 
 
 def summarise(result: BacktestResult, start: date, end: date, samples: int) -> dict[str, Any]:
@@ -269,15 +326,26 @@ def backtest_request(
     total = days * (2 if current is not None else 1)
 
     def step(offset: int, label: str) -> Callable[[int, int], None]:
-        def on_day(done: int, _days: int) -> None:
-            if done % 10 == 0 or done == _days:
-                log.info("backtest %s: %s day %d/%d (%.1fs)", candidate.id, label, done, _days, time.perf_counter() - started)
+        def on_step(done: int, steps: int) -> None:
+            # A step is a day of a chunk of accounts (run_backtest): progress counts days' worth of steps.
+            day, chunk, chunks = (done - 1) % days + 1, (done - 1) // days + 1, steps // days
+            message = f"{label}: day {day}/{days}" + (f", accounts {chunk}/{chunks}" if chunks > 1 else "")
+            if day % 10 == 0 or day == days:
+                log.info("backtest %s: %s (%.1fs)", candidate.id, message, time.perf_counter() - started)
             if progress:
-                progress(offset + done, total, f"{label}: day {done}/{_days}")
+                progress(offset + done * days // steps, total, message)
 
-        return on_day
+        return on_step
 
-    res = run_backtest(session, candidate, body.start, body.end, progress=step(0, "rule"), lookback_days=settings.raw_event_retention_days)
+    res = run_backtest(
+        session,
+        candidate,
+        body.start,
+        body.end,
+        progress=step(0, "rule"),
+        lookback_days=settings.raw_event_retention_days,
+        evidence=body.samples,
+    )
     out: dict[str, Any] = {
         "rule_id": candidate.id,
         "start": body.start.isoformat(),
@@ -287,7 +355,13 @@ def backtest_request(
     }
     if current is not None:
         cur = run_backtest(
-            session, current, body.start, body.end, progress=step(days, "current version"), lookback_days=settings.raw_event_retention_days
+            session,
+            current,
+            body.start,
+            body.end,
+            progress=step(days, "current version"),
+            lookback_days=settings.raw_event_retention_days,
+            evidence=0,
         )
         new_accounts, old_accounts = res.accounts(), cur.accounts()
         out["compared_with"] = {"version": prep.current_version, "total_firings": len(cur.firings), "distinct_accounts": len(old_accounts)}

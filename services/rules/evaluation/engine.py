@@ -93,8 +93,9 @@ class Measurements:
     ``accounts=None`` means every account (the tick); a list bounds every query to it
     (an event batch, a dry-run). ``as_of=True`` (backtests) reads "days since" from the
     daily rollups, as of ``now``, instead of the live last-seen table. With ``as_of``,
-    ``series`` (a backtest's :class:`~services.rules.backtest.series.DailySeries`) answers
-    whole-population metrics from memory; it returns None for what it cannot answer."""
+    ``series`` (a backtest's :class:`~services.rules.backtest.series.DailySeries`, over the
+    same ``accounts``: every account, or a backtest's chunk of them) answers the
+    population's metrics from memory; it returns None for what it cannot answer."""
 
     def __init__(
         self,
@@ -107,7 +108,7 @@ class Measurements:
         series: Any = None,
     ):
         self.session = session
-        self.series = series if as_of and accounts is None else None
+        self.series = series if as_of and getattr(series, "accounts", None) is accounts else None
         self.now = now.astimezone(UTC)
         self.accounts = accounts
         self.as_of = as_of

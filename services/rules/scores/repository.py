@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
+from services.ingest.interface import AccountRange
 from services.rules.models import HealthRun, HealthScore
 from shared.db import is_in, rowcount, upsert
 
@@ -24,8 +25,8 @@ COLUMNS = ("score", "label", "model_version", "components", "change_7d", "change
 
 
 def _chunks(accounts: list[str] | None) -> Iterator[list[str] | None]:
-    if accounts is None:
-        yield None
+    if accounts is None or isinstance(accounts, AccountRange):
+        yield accounts  # a range of ids is one statement (a backtest's chunk of 10,000 accounts)
         return
     for i in range(0, len(accounts), CHUNK):
         yield accounts[i : i + CHUNK]
@@ -52,7 +53,9 @@ def save(session: Session, rows: list[dict[str, Any]]) -> None:
 def _latest(session: Session, day: date, earliest: date, part: list[str] | None, *columns: Any) -> Any:
     """``columns`` of each account's row of the latest day in ``[earliest, day]``."""
     last = select(HealthScore.account_id, func.max(HealthScore.day).label("day")).where(HealthScore.day <= day, HealthScore.day >= earliest)
-    if part is not None:
+    if isinstance(part, AccountRange) and part:
+        last = last.where(HealthScore.account_id.between(part[0], part[-1]))
+    elif part is not None:
         last = last.where(is_in(session, HealthScore.account_id, part))
     sub = last.group_by(HealthScore.account_id).subquery()
     return select(*columns).join(sub, (sub.c.account_id == HealthScore.account_id) & (sub.c.day == HealthScore.day))

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from services.ingest.interface import AccountRange
 from services.rules.language.segment import ENTERED, LEFT, SIGNAL_PREFIX
 from services.rules.models import Segment, SegmentMember, SegmentSize, SegmentVersion, SignalRecord
 from shared import audit
@@ -138,10 +139,14 @@ def member_counts(session: Session, segment_ids: list[str] | None = None) -> dic
 
 
 def memberships(session: Session, account_ids: Iterable[str] | None) -> dict[str, set[str]]:
-    """account -> the segments it is in now (of ``account_ids``; None: every account)."""
+    """account -> the segments it is in now (of ``account_ids``; None: every account; an
+    :class:`AccountRange`, a backtest's chunk: those from its first id to its last)."""
     out: dict[str, set[str]] = {}
-    if account_ids is None:
-        for a, s in session.execute(select(SegmentMember.account_id, SegmentMember.segment_id)):
+    if account_ids is None or (isinstance(account_ids, AccountRange) and account_ids):
+        q = select(SegmentMember.account_id, SegmentMember.segment_id)
+        if account_ids is not None:
+            q = q.where(SegmentMember.account_id.between(account_ids[0], account_ids[-1]))
+        for a, s in session.execute(q):
             out.setdefault(a, set()).add(s)
         return out
     for chunk in _chunks(sorted(set(account_ids))):

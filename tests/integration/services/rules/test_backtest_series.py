@@ -156,6 +156,15 @@ def test_daily_series_give_the_per_day_answers(session_factory):
                 assert fast.firings == slow.firings, (d.id, lookback)
                 assert fast.evaluated_days == slow.evaluated_days
     # Somewhere, every kind of metric fires (the comparison above is not vacuous).
+    # In chunks of accounts (10 accounts: chunks of 3, 3, 3 and 1), each with its own series:
+    # the same firings, in the same order; with ``evidence``, only the first keep theirs.
+    with session_factory() as s:
+        for d in defs:
+            whole = run_backtest(s, d, START, END)
+            assert run_backtest(s, d, START, END, chunk_accounts=3).firings == whole.firings, d.id
+            few = run_backtest(s, d, START, END, chunk_accounts=3, evidence=2).firings
+            assert few[:2] == whole.firings[:2] and [(day, a, None) for day, a, _ in whole.firings[2:]] == few[2:], d.id
+
     with session_factory() as s:
         fired = {d.id for d in defs if run_backtest(s, d, START, END, per_day_queries=True).firings}
     for i in range(len(METRICS)):
@@ -185,12 +194,25 @@ def test_daily_series_metric_values_every_day(session_factory):
     with session_factory() as s:
         for lookback in (400, 30):
             series = StrictSeries(s, START, END, span + 1)
+            by_id = [interface.account_ids_after(s, None, 3)]  # a backtest's chunks of accounts
+            while len(by_id[-1]) == 3:
+                by_id.append(interface.account_ids_after(s, by_id[-1][-1], 3))
+            assert [len(c) for c in by_id] == [3, 3, 3, 1] and sorted(sum(by_id, [])) == sorted(interface.account_ids(s))
+            chunk_series = [StrictSeries(s, START, END, span + 1, c) for c in by_id]
             for i in range((END - START).days + 1):
                 now = datetime.combine(START + timedelta(days=i + 1), time.min, tzinfo=UTC) - timedelta(microseconds=1)
                 fast = Measurements(s, now, None, as_of=True, lookback_days=lookback, series=series)
                 slow = Measurements(s, now, None, as_of=True, lookback_days=lookback)
+                # A chunk's series (a backtest in chunks of accounts) reads and answers its accounts only.
+                by_chunk = [
+                    Measurements(s, now, c, as_of=True, lookback_days=lookback, series=cs)
+                    for c, cs in zip(by_id, chunk_series, strict=True)
+                ]
                 for m in metrics:
                     assert fast.metric(m) == slow.metric(m), (now, m.label)
+                    values, default = slow.metric(m)
+                    for c, meas in zip(by_id, by_chunk, strict=True):
+                        assert meas.metric(m) == ({a: v for a, v in values.items() if a in c}, default), (now, m.label, c)
                     for a in slow.population:
                         assert fast.detail(m, a) == slow.detail(m, a), (now, m.label, a)
                     if m.metric == "change":  # the series' answer as a mapping (columns for active users) is the query's

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from services.ingest import interface
 from services.rules.backtest.series import DailySeries
 from services.rules.backtest.service import run_backtest
 from services.rules.conditions import evaluate_condition
@@ -430,14 +431,28 @@ def test_backtest_series_give_the_per_day_answers_for_raw_event_metrics(session_
     with session_factory() as s:
         for lookback in (400, 30):
             series = DailySeries(s, start, end, 31)
+            # A backtest in chunks of accounts: each chunk's series reads and answers its accounts only.
+            chunks = [interface.account_ids_after(s, None, 2)]
+            while len(chunks[-1]) == 2:
+                chunks.append(interface.account_ids_after(s, chunks[-1][-1], 2))
+            assert sorted(sum(chunks, [])) == sorted(interface.account_ids(s)) and len(chunks) >= 3
+            chunk_series = [DailySeries(s, start, end, 31, c) for c in chunks]
             for i in range((end - start).days + 1):
                 now = datetime.combine(start + timedelta(days=i + 1), datetime.min.time(), tzinfo=UTC) - timedelta(microseconds=1)
                 fast = Measurements(s, now, None, as_of=True, lookback_days=lookback, series=series)
                 slow = Measurements(s, now, None, as_of=True, lookback_days=lookback)
+                by_chunk = [
+                    Measurements(s, now, c, as_of=True, lookback_days=lookback, series=cs)
+                    for c, cs in zip(chunks, chunk_series, strict=True)
+                ]
                 for op in RAW_OPERANDS:
                     leaf = parse_condition({**op, "op": ">=", "value": 0})
                     assert fast.metric(leaf) == slow.metric(leaf), (op, now, lookback)
                     assert fast._seen == slow._seen
+                    values, default = slow.metric(leaf)
+                    for c, meas in zip(chunks, by_chunk, strict=True):
+                        assert meas.metric(leaf) == ({a: v for a, v in values.items() if a in c}, default), (op, now, c)
+                        assert meas._seen == {k: {a: n for a, n in seen.items() if a in c} for k, seen in slow._seen.items()}
             # The series answered every kind (it did not hand the questions back to the per-day queries).
             assert {k[0] for k in series._raw} == {"count_where", "stats", "role_last", "role_masks", "role_users", "first_seen"}
         rules = [
@@ -459,6 +474,7 @@ def test_backtest_series_give_the_per_day_answers_for_raw_event_metrics(session_
             fast_run = run_backtest(s, d, start, end)
             slow_run = run_backtest(s, d, start, end, per_day_queries=True)
             assert fast_run.firings == slow_run.firings, d.id
+            assert run_backtest(s, d, start, end, chunk_accounts=2).firings == slow_run.firings, d.id
             fired |= {d.id.split("-")[0] for _ in fast_run.firings[:1]}
     assert fired == {f"r{i}" for i in range(len(RAW_OPERANDS))}  # every operand fires somewhere: not vacuous
 

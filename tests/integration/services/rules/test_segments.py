@@ -10,10 +10,12 @@ from datetime import timedelta
 from sqlalchemy import event, select
 
 from services.ingest.events.worker import IngestWorker
+from services.rules.backtest.service import run_backtest
 from services.rules.evaluation.engine import Measurements
 from services.rules.evaluation.segments import SegmentIndex, apply, matching, refresh_accounts, run_segments
 from services.rules.evaluation.service import run_tick
 from services.rules.evaluation.worker import RulesWorker
+from services.rules.language import parse_rule
 from services.rules.models import SegmentMember, SegmentSize, SignalRecord
 from services.rules.segments import service as segments
 from services.rules.segments.service import load_live
@@ -306,6 +308,18 @@ async def test_rules_and_the_dry_run_test_segment_membership(api, keys, session_
     with transaction(session_factory) as s:
         fired = {(r.rule_id, r.account_id) for r in s.scalars(select(SignalRecord).where(~SignalRecord.rule_id.like("segment:%")))}
     assert fired == {("fintech-quiet", a) for a in ("a1", "a3", "a4")} | {("not-fintech", a) for a in ("a2", "a5")}
+    # A backtest reads today's memberships too, a chunk of accounts (a range of ids) at a time.
+    with session_factory() as s:
+        for rule_id, op in (("fintech-quiet", "in"), ("not-fintech", "not_in")):
+            d = parse_rule(
+                {
+                    **{k: v for k, v in body.items() if k != "enabled"},
+                    "id": rule_id,
+                    "condition": {"field": "account.segments", "op": op, "value": ["fintech"]},
+                }
+            )
+            replayed = run_backtest(s, d, now.date(), now.date(), chunk_accounts=2)
+            assert {(rule_id, a) for _, a, _ in replayed.firings} == {f for f in fired if f[0] == rule_id}
 
     r = await api.post("/v1/rules/fintech-quiet/test?account_id=a1", headers=ops)
     assert r.status_code == 200 and r.json()["condition"]["result"] is True  # (it would fire but for its cooldown)
