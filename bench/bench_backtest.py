@@ -6,6 +6,7 @@
     BENCH_KEEP_DB=touchline_bench_backtest .venv/bin/python -m bench.bench_backtest  # seed once, reuse
     BENCH_RULES=wau-down-40,mau-up-50 .venv/bin/python -m bench.bench_backtest       # only these rules
     BENCH_PROFILE=var/backtest.prof .venv/bin/python -m bench.bench_backtest         # cProfile per rule
+    BENCH_CHUNK_ACCOUNTS=25000 .venv/bin/python -m bench.bench_backtest   # replay 25,000 accounts at a time (default 10,000)
 
 BENCH_KEEP_DB names a database that is kept after the run: the first run creates and seeds
 it, later runs with the same name (and BENCH_ACCOUNTS) reuse it without seeding (drop it
@@ -221,6 +222,7 @@ def replay(db_url: str, rule_path: str, profile: str | None) -> dict[str, float]
     factory = make_session_factory(engine)
     definition = parse_rule(yaml.safe_load(Path(rule_path).read_text()))
     prof = cProfile.Profile() if profile else None
+    chunk = {"chunk_accounts": int(os.environ["BENCH_CHUNK_ACCOUNTS"])} if os.environ.get("BENCH_CHUNK_ACCOUNTS") else {}
     with read_transaction(factory) as session:  # as the backtest job reads
         backend = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
         start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -228,7 +230,9 @@ def replay(db_url: str, rule_path: str, profile: str | None) -> dict[str, float]
         if prof:
             prof.enable()
         # As the job runs it: the evidence of the samples only (BacktestIn's default, 5).
-        result = run_backtest(session, definition, END - timedelta(days=DAYS - 1), END, evidence=BacktestIn.model_fields["samples"].default)
+        result = run_backtest(
+            session, definition, END - timedelta(days=DAYS - 1), END, evidence=BacktestIn.model_fields["samples"].default, **chunk
+        )
         if prof:
             prof.disable()
         elapsed, cpu, backend_cpu = time.perf_counter() - t, time.process_time() - cpu, _backend_cpu(backend) - backend_cpu
