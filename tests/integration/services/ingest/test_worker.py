@@ -8,7 +8,7 @@ import threading
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.ingest.events.worker import IngestWorker
 from services.ingest.models import Account, AccountEventSeen, RawEvent, UsageDaily, User, UserActivityDaily, UserEventSeen
@@ -29,6 +29,7 @@ from tests.support.helpers import (
     run_cli,
     track,
     unreachable_database,
+    wait_for,
 )
 from tests.support.rules import ingest
 
@@ -164,6 +165,42 @@ def test_two_payloads_under_one_event_id_keep_the_first_in_a_batch_and_after(ses
         summary = apply_events(s, [Event.model_validate_json(json.dumps(e)) for e in [second, impostor]], T0 + timedelta(minutes=1))
     assert (summary.new, summary.duplicates) == (0, 2)  # and later batches change nothing
     assert state() == kept
+
+
+def test_a_batch_stored_while_another_transaction_stores_some_of_its_events_stores_each_once(session_factory, db_kind):
+    """A rebalance can leave two workers storing the same records at the same moment. The
+    later transaction waits for the earlier one's rows and, once those are committed, stores
+    only the events that the earlier one did not: on PostgreSQL its plain insert meets the
+    primary key and the batch is stored again with ON CONFLICT DO NOTHING
+    (services/ingest/repository/store.py, store_events_pg)."""
+    evs = [Event.model_validate_json(json.dumps(track("acme", "login", T0 - timedelta(minutes=i), "ada", f"race-{i}"))) for i in range(9)]
+    results: dict[str, object] = {}
+
+    def store_later() -> None:
+        try:
+            with transaction(session_factory) as s:
+                results["later"] = apply_events(s, evs[3:], T0)
+        except Exception as exc:  # reported by the assertion below
+            results["later"] = exc
+
+    def waiting_on_a_lock() -> bool:
+        with session_factory() as s:
+            return bool(
+                s.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+            )
+
+    later = threading.Thread(target=store_later)
+    with transaction(session_factory) as s:
+        first = apply_events(s, evs[:6], T0)
+        later.start()
+        if db_kind == "postgresql":  # SQLite's later writer waits for the write lock at BEGIN IMMEDIATE, unseen
+            wait_for(waiting_on_a_lock, 30, "the later transaction to wait for the earlier one's rows")
+    later.join(60)
+    stored = results["later"]
+    assert not isinstance(stored, Exception), stored
+    assert (first.new, stored.new, stored.duplicates) == (6, 3, 3)  # type: ignore[union-attr]
+    assert count(session_factory, RawEvent) == 9
+    assert sum(usage(session_factory, "acme").values()) == 9
 
 
 def _committed_total(worker) -> int:
