@@ -7,6 +7,7 @@ bytes), applied in one transaction, and only then are offsets committed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -73,16 +74,22 @@ class IngestWorker(BatchWorker):
         (docs/performance.md, "Ingest"): the worker's own CPU per record then runs beside
         its database backend's instead of before it."""
         now = self.clock.now()
-        rows = self._postgresql
+        validate = self._validator(now)
+        copy_row = store.copy_row if self._postgresql else None
         verdicts = {}
-        for r in records:
-            verdict = self._validate(r, now)
-            verdicts[_key(r)] = (verdict, store.copy_row(verdict) if rows and isinstance(verdict, ValidEvent) else None)
+        for r in records:  # 5,000 a batch: the key written out, not through _key
+            verdict = validate(r)
+            verdicts[r.topic, r.partition, r.offset] = (
+                verdict,
+                copy_row(verdict) if copy_row and isinstance(verdict, ValidEvent) else None,
+            )
         return Prepared(now, verdicts)
 
-    def _validate(self, record: ConsumerRecord, now: datetime) -> ValidEvent | Rejection:
-        max_future = timedelta(seconds=self.settings.max_future_skew_seconds)
-        return validate_record(record.key, record.value, now, self.settings.max_event_bytes, max_future)
+    def _validator(self, now: datetime) -> Callable[[ConsumerRecord], ValidEvent | Rejection]:
+        """Validation of records at ``now``, with the limits read from the settings once a
+        batch rather than once a record."""
+        max_bytes, max_future = self.settings.max_event_bytes, timedelta(seconds=self.settings.max_future_skew_seconds)
+        return lambda record: validate_record(record.key, record.value, now, max_bytes, max_future)
 
     def handle_batch(self, session: Session, records: list[ConsumerRecord]) -> BatchResult:
         now = self.clock.now()
@@ -93,8 +100,9 @@ class IngestWorker(BatchWorker):
         events: list[ValidEvent] = []
         rows: list[str | None] = []
         rejects: list[Reject] = []
+        validate = self._validator(now)
         for record in records:
-            result, row = verdicts.get(_key(record)) or (self._validate(record, now), None)
+            result, row = verdicts.get(_key(record)) or (validate(record), None)
             if isinstance(result, Rejection):
                 rejects.append(Reject(record, result.reason, result.detail))
             else:

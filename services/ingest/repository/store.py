@@ -186,8 +186,7 @@ def store_events_pg(session: Session, events: Iterable[EventRow], now: datetime,
                 raise
             cursor.execute("ROLLBACK TO SAVEPOINT store_batch")
             cursor.execute(_STORE_DEDUPED, {"now": now})
-        row = cursor.fetchone()
-        cursor.execute("RELEASE SAVEPOINT store_batch")
+        row = cursor.fetchone()  # the savepoint is left to the commit: no round trip to release it
         assert row is not None
         new, accounts, trait_ids = row
     return StoredBatch(new=new, accounts=accounts, new_trait_event_ids=list(trait_ids))
