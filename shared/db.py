@@ -2,20 +2,21 @@
 
 One owner per transaction: services ``flush()``; the request (:func:`session_dependency`),
 the consumer batch or the timer tick (:func:`transaction`) commits or rolls back.
-SQLite (development) and PostgreSQL (production) run the same code; the only
-dialect-specific piece is :func:`insert_on_conflict`.
+SQLite (development) and PostgreSQL (production) run the same code; the
+dialect-specific pieces are :func:`insert_on_conflict`, :func:`is_in` and the DBAPI call
+that loads a bulk write's rows (:func:`_load_rows`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from sqlalchemy import JSON, Column, DateTime, MetaData, Table, TypeDecorator, any_, bindparam, create_engine, event, select
+from sqlalchemy import JSON, Column, Date, DateTime, MetaData, Table, TypeDecorator, any_, bindparam, create_engine, event, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, Result
 from sqlalchemy.exc import DBAPIError
@@ -234,9 +235,12 @@ def insert_on_conflict(session: Session, table: Table) -> Any:
     raise RuntimeError(f"unsupported database dialect {name!r}: use PostgreSQL or SQLite")
 
 
-# Above this many rows, PostgreSQL upserts go through COPY into a temporary staging
-# table and one INSERT ... SELECT: a multi-VALUES statement of thousands of
-# parameters costs more to build and parse than to execute.
+# Above this many rows the bulk writes below leave SQLAlchemy's statement execution, which
+# builds and converts every row's parameters in Python (a multi-VALUES statement of
+# thousands of parameters on PostgreSQL, a type processor call per value on both), and
+# load the rows in one DBAPI call (:func:`_load_rows`): PostgreSQL's COPY, SQLite's
+# ``executemany``. A keyed insert or upsert loads them into a temporary staging table and
+# runs one ``INSERT ... SELECT`` from it.
 COPY_THRESHOLD = 200
 
 
@@ -257,15 +261,18 @@ def upsert(
     constraint, not only ``key``, with ``any_unique``). ``where`` (a callable taking
     ``stmt.excluded``, returning a SQL condition) limits the update to the conflicting
     rows it admits. With ``returning`` (columns), returns the result rows of the rows
-    actually inserted or updated. ``binary``: see :func:`_pg_copy`."""
+    actually inserted or updated. ``binary``: see :func:`_load_rows`. From
+    :data:`COPY_THRESHOLD` rows, columns not in the rows take their server default, not
+    a Python-side one."""
     if not rows:
         return [] if returning is not None else None
     stmt = insert_on_conflict(session, table)
-    pg_copy = session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD
-    if pg_copy:
+    staged = len(rows) >= COPY_THRESHOLD
+    if staged:
         columns = list(rows[0])
-        stage = _pg_stage(session, table, columns, rows, binary)
-        stmt = stmt.from_select(columns, select(*[stage.c[c] for c in columns]))
+        stage = _stage(session, table, columns, rows, binary)
+        # WHERE true: SQLite would read the ON of ON CONFLICT as a join's after a bare FROM.
+        stmt = stmt.from_select(columns, select(*[stage.c[c] for c in columns]).where(true()))
     if update is None:
         stmt = stmt.on_conflict_do_nothing(index_elements=None if any_unique else key)
     else:
@@ -274,18 +281,20 @@ def upsert(
         )
     if returning is not None:
         stmt = stmt.returning(*returning)
-    result = session.execute(stmt) if pg_copy else session.execute(stmt, rows)
-    return list(result) if returning is not None else None
+    result = session.execute(stmt) if staged else session.execute(stmt, rows)
+    if staged:
+        _unstage(session, stage)
+    return result.all() if returning is not None else None  # one fetchall, not a fetch per row
 
 
 def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (each with the same keys), no conflict handling. On PostgreSQL,
-    above :data:`COPY_THRESHOLD` rows, straight into the table with COPY (rows are
-    written in list order, so a serial key follows it)."""
+    """Insert ``rows`` (each with the same keys), no conflict handling. From
+    :data:`COPY_THRESHOLD` rows, loaded straight into the table (:func:`_load_rows`;
+    rows are written in list order, so a serial key follows it)."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
-        _pg_copy(session, table.name, table, list(rows[0]), rows)
+    if len(rows) >= COPY_THRESHOLD:
+        _load_rows(session, table.name, table, list(rows[0]), rows)
     else:
         session.execute(table.insert(), rows)
 
@@ -316,18 +325,18 @@ def insert_new(
 def insert_absent(session: Session, table: Table, rows: list[dict[str, Any]], key: str, *, binary: bool = False) -> set[Any]:
     """:func:`insert_new` for rows the caller knows are not in the table yet (each row
     belongs to a parent row this transaction inserted, and the table's rows are never
-    kept without their parent): on PostgreSQL, above :data:`COPY_THRESHOLD` rows, COPY
-    straight into the table, without the staging table and the keyed ``INSERT ...
+    kept without their parent): from :data:`COPY_THRESHOLD` rows, loaded straight into
+    the table (:func:`_load_rows`), without the staging table and the keyed ``INSERT ...
     SELECT``. Of rows sharing a ``key`` the first is inserted, as the keyed insert
     keeps it. A row whose key exists after all (the caller's promise broken) fails the
     statement with a unique violation: loud, never a silent overwrite. Returns the keys
     inserted (one column)."""
-    if not rows or session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
+    if len(rows) < COPY_THRESHOLD:
         return insert_new(session, table, rows, [key], binary=binary)
     first: dict[Any, dict[str, Any]] = {}
     for row in rows:
         first.setdefault(row[key], row)
-    _pg_copy(session, table.name, table, list(rows[0]), list(first.values()) if len(first) < len(rows) else rows, binary)
+    _load_rows(session, table.name, table, list(rows[0]), list(first.values()) if len(first) < len(rows) else rows, binary)
     return set(first)
 
 
@@ -337,15 +346,32 @@ def _stage_table(table: Table, columns: tuple[str, ...]) -> Table:
     return Table(f"_stage_{table.name}", MetaData(), *[Column(c, table.c[c].type) for c in columns], prefixes=["TEMPORARY"])
 
 
-def _pg_stage(session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]], binary: bool = False) -> Table:
-    """COPY ``rows`` into a per-connection temporary table shaped like ``table``."""
+def _stage(session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]], binary: bool = False) -> Table:
+    """Load ``rows`` into a per-connection temporary table shaped like ``table``."""
     stage = _stage_table(table, tuple(columns))
     name = stage.name
     conn = session.connection()
-    conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS')
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
+        )
+    else:
+        # Every column of the table (another call may stage others), no declared types: each
+        # value keeps the storage class it was bound with, and the target column's affinity
+        # applies when INSERT ... SELECT copies it, as on a direct insert.
+        cols_sql = ", ".join(f'"{c.name}"' for c in table.c)
+        conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" ({cols_sql})')
     conn.exec_driver_sql(f'DELETE FROM "{name}"')  # empty but for an earlier use in this transaction; TRUNCATE costs a new file
-    _pg_copy(session, name, table, columns, rows, binary)
+    _load_rows(session, name, table, columns, rows, binary)
     return stage
+
+
+def _unstage(session: Session, stage: Table) -> None:
+    """Empty the staging table after its ``INSERT ... SELECT`` on SQLite, whose temporary
+    tables keep their rows past the commit (PostgreSQL's are ``ON COMMIT DELETE ROWS``)."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f'DELETE FROM "{stage.name}"')
 
 
 # PostgreSQL types COPY can send in binary, by the name SQLAlchemy renders (without a length).
@@ -371,30 +397,58 @@ def _binary_types(table: Table, columns: tuple[str, ...], dialect: Dialect) -> l
     return None if None in names else cast("list[str]", names)
 
 
-def _pg_copy(session: Session, name: str, table: Table, columns: list[str], rows: list[dict[str, Any]], binary: bool = False) -> None:
-    """COPY ``rows`` into table ``name`` (shaped like ``table``) on the session's connection.
-    ``binary``: in PostgreSQL's binary format when every column's type allows (half the
-    client's and the server's work of the text format for a row of a few dozen values);
-    the values must then be of their column's Python type (str for text, aware datetimes,
-    ...), where the text format would let PostgreSQL parse a string."""
+@lru_cache(maxsize=64)
+def _bind_processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> list[tuple[Callable[[Any], Any] | None, bool]]:
+    """Per column, the function SQLAlchemy applies to a value before the DBAPI sees it
+    (None: the value as it is), and whether it is worth applying once per distinct value
+    (datetimes and dates: a batch of firings shares one ``now``)."""
+    out: list[tuple[Callable[[Any], Any] | None, bool]] = []
+    for c in columns:
+        t = table.c[c].type
+        base = t.impl_instance if isinstance(t, TypeDecorator) else t
+        out.append((t.dialect_impl(dialect).bind_processor(dialect), isinstance(base, (DateTime, Date))))
+    return out
+
+
+def _dbapi_rows(table: Table, columns: list[str], rows: list[dict[str, Any]], dialect: Dialect) -> Iterator[tuple[Any, ...]]:
+    """``rows`` as tuples of ``columns``' values converted as SQLAlchemy would bind them
+    (UTC datetimes, a naive one refused; JSON), a column at a time: the conversions run in
+    ``map``, and a datetime column's once per distinct value."""
+    values: list[Any] = []
+    for c, (process, by_value) in zip(columns, _bind_processors(table, tuple(columns), dialect), strict=True):
+        column = list(map(itemgetter(c), rows))
+        if process is None:
+            values.append(column)
+        elif by_value:
+            converted = {v: process(v) for v in set(column)}
+            values.append(map(converted.__getitem__, column))
+        else:
+            values.append(map(process, column))
+    return zip(*values, strict=True)
+
+
+def _load_rows(session: Session, name: str, table: Table, columns: list[str], rows: list[dict[str, Any]], binary: bool = False) -> None:
+    """Write ``rows`` into table ``name`` (shaped like ``table``) on the session's
+    connection in one DBAPI operation, each value converted by its column's type as a
+    statement would (:func:`_dbapi_rows`): PostgreSQL's COPY, SQLite's ``executemany``
+    of one prepared ``INSERT``. ``binary``: PostgreSQL's binary COPY format when every
+    column's type allows (half the client's and the server's work of the text format
+    for a row of a few dozen values)."""
     conn = session.connection()
-    json_cols = {i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)}
-    types = _binary_types(table, tuple(columns), conn.dialect) if binary else None
     driver = conn.connection.driver_connection
-    assert driver is not None  # a checked-out psycopg connection
+    assert driver is not None  # a checked-out connection
+    values = _dbapi_rows(table, columns, rows, conn.dialect)
+    cols_sql = ", ".join(f'"{c}"' for c in columns)
     cursor = driver.cursor()
     try:
-        cols_sql = ", ".join(f'"{c}"' for c in columns)
+        if conn.dialect.name != "postgresql":
+            cursor.executemany(f'INSERT INTO "{name}" ({cols_sql}) VALUES ({", ".join("?" for _ in columns)})', values)
+            return
+        types = _binary_types(table, tuple(columns), conn.dialect) if binary else None
         with cursor.copy(f'COPY "{name}" ({cols_sql}) FROM STDIN' + (" (FORMAT BINARY)" if types else "")) as copy:
             if types:
-                copy.set_types(types)  # JSON values go as objects: psycopg serialises them (json.dumps)
-                for row in rows:
-                    copy.write_row([row[c] for c in columns])
-                return
-            for row in rows:
-                values = [row[c] for c in columns]
-                for i in json_cols:
-                    values[i] = json.dumps(values[i])
-                copy.write_row(values)
+                copy.set_types(types)
+            for row in values:
+                copy.write_row(row)
     finally:
         cursor.close()

@@ -25,9 +25,9 @@ def insert_messages(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 def insert_messages_of_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """:func:`insert_messages` for the rows of enrolments this transaction has just
     inserted: none of their ids can exist (an id derives from its enrolment's, and
-    enrolments are never deleted: erasure scrubs them in place), so on PostgreSQL a
-    large batch is copied straight into the table (:func:`shared.db.insert_absent`).
-    Returns the ids that were new."""
+    enrolments are never deleted: erasure scrubs them in place), so a large batch is
+    loaded straight into the table (:func:`shared.db.insert_absent`). Returns the ids
+    that were new."""
     return insert_absent(session, Message.__table__, rows, "id", binary=True)
 
 

@@ -55,9 +55,9 @@ def record_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
 def record_new_decisions(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert one decision per signal, for signals whose receipts this transaction has
     just inserted (:func:`record_signals`): a decision is only ever written with its
-    receipt, and neither is deleted, so none of them can exist and on PostgreSQL a large
-    batch is copied straight into the table (:func:`shared.db.insert_absent`). Returns
-    the new ids."""
+    receipt, and neither is deleted, so none of them can exist and a large batch is
+    loaded straight into the table (:func:`shared.db.insert_absent`). Returns the new
+    ids."""
     return insert_absent(session, OutreachDecision.__table__, rows, "signal_id", binary=True)
 
 

@@ -662,10 +662,14 @@ def test_a_batch_of_signals_costs_the_same_statements_whatever_its_size(topics, 
 
 
 def test_rows_known_to_be_new_keep_the_first_of_a_key_and_never_overwrite(session_factory, monkeypatch):
-    """The decisions (and the messages of new enrolments) are copied straight into their
-    table on PostgreSQL: two rows of one key insert the first, as the keyed insert does,
-    and a key that exists after all fails the statement there instead of being
-    overwritten (on SQLite the keyed insert leaves it alone)."""
+    """The decisions (and the messages of new enrolments) are loaded straight into their
+    table (COPY on PostgreSQL, executemany on SQLite): two rows of one key insert the
+    first, as the keyed insert does, and a key that exists after all fails the statement
+    instead of being overwritten."""
+    import sqlite3
+
+    from psycopg.errors import UniqueViolation  # the load runs on the driver's cursor
+
     from services.outreach.models import OutreachDecision
     from services.outreach.playbooks import repository as repo
     from shared import db
@@ -689,15 +693,8 @@ def test_rows_known_to_be_new_keep_the_first_of_a_key_and_never_overwrite(sessio
         assert repo.record_new_decisions(s, [row("a", "enrolled"), row("b", "held_out"), row("a", "skipped")]) == {"a", "b"}
     with session_factory() as s:
         assert {d.signal_id: d.decision for d in s.scalars(select(OutreachDecision))} == {"a": "enrolled", "b": "held_out"}
-        postgres = s.get_bind().dialect.name == "postgresql"
-    if postgres:
-        from psycopg.errors import UniqueViolation  # COPY runs on the driver's cursor
-
-        with pytest.raises(UniqueViolation), transaction(session_factory) as s:
-            repo.record_new_decisions(s, [row("a", "no_matching_playbook")])
-    else:
-        with transaction(session_factory) as s:
-            assert repo.record_new_decisions(s, [row("a", "no_matching_playbook")]) == set()
+    with pytest.raises((UniqueViolation, sqlite3.IntegrityError)), transaction(session_factory) as s:
+        repo.record_new_decisions(s, [row("a", "no_matching_playbook")])
     with session_factory() as s:
         assert s.get(OutreachDecision, "a").decision == "enrolled"
 
