@@ -161,7 +161,7 @@ def _replay(
             if evidence_kept is not None and len(out) >= evidence_kept:
                 ev = None
             elif ev is None:
-                ev = evidence_of(d.condition, meas.value_getter(a))
+                ev = evidence_of(d.condition, meas.value_getter(a))[1]  # held: the set algebra chose it
             out.append(((day, at), a, ev))
         progress(i + 1, total)
     return out

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ class Measurements:
         self._seen: dict[Operand, dict[str, int]] = {}  # aggregate: numeric values in the window, per account
         self._matching: dict[Leaf, set[str]] = {}
         self._orders: dict[Operand, NumericOrder[str] | None] = {}
+        self._absents: dict[Operand, set[str]] = {}
         self._rows: dict[str, Any] | None = None
         self._rows_traits = False
         self._population: set[str] | None = None
@@ -376,7 +378,7 @@ class Measurements:
     def matching(self, leaf: Leaf) -> set[str]:
         """Accounts of the population for which an account-level predicate holds."""
         if leaf not in self._matching:
-            order = None
+            order, absent = None, None
             if isinstance(leaf, Metric):
                 values, default = self.metric(leaf)
                 # Sorted once per operand: rules over one metric differ only in their thresholds.
@@ -386,14 +388,22 @@ class Measurements:
                     if leaf.operand not in self._orders:
                         self._orders[leaf.operand] = NumericOrder.of(values)
                     order = self._orders[leaf.operand]
+                absent = functools.partial(self._absent, leaf.operand, values)
             else:
                 found = self._field_in_sql(leaf)
                 if found is not None:
                     self._matching[leaf] = self.population & found
                     return self._matching[leaf]
                 values, default = self.account_field(leaf), None
-            self._matching[leaf] = matching_from_values(leaf, self.population, values, default, order)
+            self._matching[leaf] = matching_from_values(leaf, self.population, values, default, order, absent)
         return self._matching[leaf]
+
+    def _absent(self, operand: Operand, values: Mapping[str, Any]) -> set[str]:
+        """The accounts of the population without a value of ``operand`` (they take its
+        default), found once per operand: the tick's 25 absence rules ask three."""
+        if operand not in self._absents:
+            self._absents[operand] = self.population.difference(values)
+        return self._absents[operand]
 
     def _field_in_sql(self, leaf: Field) -> set[str] | None:
         """The accounts an ``account.*`` predicate holds for, tested by the database (one

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.rules.evaluation import repository as evaluation_repo
 from services.rules.evaluation.engine import EventSubject, Measurements
 from services.rules.language.ast import Audience
-from services.rules.language.evaluate import evidence
+from services.rules.language.evaluate import evidence, evidence_of
 from services.rules.language.evaluate import select as select_set
 from services.rules.rules import repository as rules_repo
 from services.rules.rules.service import LoadedRule, load_enabled
@@ -224,9 +224,10 @@ def run_tick(
             firings = []
             # The claim in fire() is the authority; skipping known cooldowns first only saves work.
             for a in sorted(matched - signals_repo.cooling_down(session, rule.id, now)):
-                ok, tree = meas.explain(rule.definition.condition, a)
-                if ok:  # the set algebra and the explanation agree by construction; be safe anyway
-                    firings.append(Firing(a, evidence(tree), f"tick:{slot}"))
+                # The evidence only: a change metric's details (meas.explain's) are not kept in it.
+                ok, found = evidence_of(rule.definition.condition, meas.value_getter(a))
+                if ok:  # the set algebra and the evidence agree by construction; be safe anyway
+                    firings.append(Firing(a, found, f"tick:{slot}"))
             new = fire(session, rule, firings, now, settings, "schedule")
             report.signals += new
             evaluation_repo.record_tick_result(session, rule.id, {"audience": audience_size, "matched": len(matched), "signals": len(new)})

@@ -30,6 +30,7 @@ from services.ingest import interface as ingest
 from services.rules.rules.service import LoadedRule
 from services.rules.signals import repository as repo
 from shared import outbox
+from shared.ids import uuid5
 from shared.metrics import SIGNALS_FIRED, SIGNALS_REPUBLISHED
 from shared.outbox import enqueue_many
 from shared.settings import Settings
@@ -48,7 +49,7 @@ class Firing:
 
 
 def signal_id(rule_id: str, account_id: str, firing_key: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{rule_id}\x1f{account_id}\x1f{firing_key}"))
+    return uuid5(NAMESPACE, f"{rule_id}\x1f{account_id}\x1f{firing_key}")
 
 
 def fire(session: Session, rule: LoadedRule, firings: list[Firing], now: datetime, settings: Settings, trigger: str) -> list[Signal]:
@@ -92,16 +93,13 @@ def emit(
     ``cs.signals`` and schedule their decision check: what every firing does, a rule's
     (:func:`fire`) or a segment's entering and leaving. Returns the new ones."""
     check_at = now + timedelta(seconds=settings.signal_decision_grace_seconds)
+    event_of = (event_ids or {}).get
+    # vars(s): the fields as they are (the row is written, never changed), where model_dump()
+    # would serialise each signal's evidence into a copy; the outbox serialises it once, to JSON.
     inserted = repo.insert_signals(
         session,
         [
-            {
-                **s.model_dump(),
-                "trigger": trigger,
-                "event_id": (event_ids or {}).get(s.account_id),
-                "decision_due_at": check_at,
-                "republished": 0,
-            }
+            {**vars(s), "trigger": trigger, "event_id": event_of(s.account_id), "decision_due_at": check_at, "republished": 0}
             for s in signals
         ],
     )

@@ -315,7 +315,8 @@ def test_parse_serialise_parse_is_the_identity_and_means_the_same():
         # The evidence built directly (backtests) is the flattened explanation, asked in the same order.
         asked: list = []
         direct = evidence_of(cond, lambda leaf: asked.append(leaf) or vals[leaf.label])
-        assert direct == evidence(explain(cond, lambda leaf: vals[leaf.label])[1])
+        ok, tree = explain(cond, lambda leaf: vals[leaf.label])
+        assert direct == (ok, evidence(tree))
         assert asked == leaves(cond)
 
     roundtrip()
@@ -345,6 +346,8 @@ def test_matching_by_sorted_values_is_the_predicate_per_subject(values, extra, o
     assert order is not None
     assert matching_from_values(leaf, universe, values, default, order) == expected
     assert matching_from_values(leaf, universe, values, default) == expected
+    absent = universe.difference(values)  # the subjects without a value, as a caller keeps them
+    assert matching_from_values(leaf, universe, values, default, order, lambda: absent) == expected
 
 
 @hsettings(max_examples=300, deadline=None)
@@ -372,6 +375,7 @@ def test_matching_by_one_pass_is_the_predicate_per_subject(values, extra, op, wa
     got = matching_from_values(leaf, frozenset(universe) if frozen else universe, values, default)
     assert got == expected
     assert type(got) is set
+    assert matching_from_values(leaf, universe, values, default, absent=lambda: universe.difference(values)) == expected
 
 
 def test_no_sorted_order_when_a_value_is_not_a_number():
@@ -420,6 +424,7 @@ def test_an_undefined_metric_says_so_in_explanations_and_evidence():
     avg = parse_condition({"metric": "aggregate", "fn": "avg", "event": "e", "property": "score", "window": "7d", "op": "<", "value": 7})
     ok, tree = explain(avg, lambda leaf: None)
     assert not ok and tree["undefined"] is True and tree["value"] is None
-    assert evidence_of(parse_condition({"not": avg.to_dict()}), lambda leaf: None) == {
-        avg.label: {"value": None, "op": "<", "threshold": 7, "undefined": True, "negated": True}
-    }
+    assert evidence_of(parse_condition({"not": avg.to_dict()}), lambda leaf: None) == (
+        True,
+        {avg.label: {"value": None, "op": "<", "threshold": 7, "undefined": True, "negated": True}},
+    )
