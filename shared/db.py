@@ -291,14 +291,15 @@ def upsert(
     return result.all() if returning is not None else None  # one fetchall, not a fetch per row
 
 
-def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+def insert_many(session: Session, table: Table, rows: list[dict[str, Any]], *, binary: bool = False) -> None:
     """Insert ``rows`` (each with the same keys), no conflict handling. From
     :data:`COPY_THRESHOLD` rows, loaded straight into the table (:func:`_load_rows`;
-    rows are written in list order, so a serial key follows it)."""
+    rows are written in list order, so a serial key follows it). ``binary``: see
+    :func:`_load_rows`."""
     if not rows:
         return
     if len(rows) >= COPY_THRESHOLD:
-        _load_rows(session, table.name, table, list(rows[0]), rows)
+        _load_rows(session, table.name, table, list(rows[0]), rows, binary)
     else:
         session.execute(table.insert(), rows)
 
@@ -382,6 +383,7 @@ def _unstage(session: Session, stage: Table) -> None:
 _BINARY_COPY_TYPES = {
     "VARCHAR": "varchar",
     "TEXT": "text",
+    "BYTEA": "bytea",
     "INTEGER": "int4",
     "BIGINT": "int8",
     "SMALLINT": "int2",
@@ -437,7 +439,9 @@ def _load_rows(session: Session, name: str, table: Table, columns: list[str], ro
     statement would (:func:`_dbapi_rows`): PostgreSQL's COPY, SQLite's ``executemany``
     of one prepared ``INSERT``. ``binary``: PostgreSQL's binary COPY format when every
     column's type allows (half the client's and the server's work of the text format
-    for a row of a few dozen values)."""
+    for a row of a few dozen values); each value must then be of its column's Python type
+    (str for text, int for integers, ...), where the text format lets PostgreSQL parse a
+    string."""
     conn = session.connection()
     driver = conn.connection.driver_connection
     assert driver is not None  # a checked-out connection

@@ -59,6 +59,7 @@ def enqueue_many(session: Session, messages: list[dict[str, Any]], now: datetime
             }
             for m in messages
         ],
+        binary=True,  # every value is of its column's type
     )
 
 

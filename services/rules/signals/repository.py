@@ -30,6 +30,7 @@ def claim_cooldowns(session: Session, rule_id: str, account_ids: list[str], now:
         update=lambda new: {"fired_at": new.fired_at, "until": new.until},
         where=lambda new: t.c.until <= new.fired_at,
         returning=[t.c.account_id],
+        binary=True,
     )
     return {r[0] for r in claimed}
 
@@ -49,7 +50,7 @@ def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     and kind; each account's latest) in the same transaction: the console's overview and
     "signal in 30 days" read those instead of grouping every recent signal. Keys in
     sorted order, so two writers lock the rollups' rows in the same order."""
-    inserted = insert_new(session, SignalRecord.__table__, rows, ["signal_id"])
+    inserted = insert_new(session, SignalRecord.__table__, rows, ["signal_id"], binary=True)  # a validated Signal's fields
     new = [r for r in rows if r["signal_id"] in inserted]
     if not new:
         return inserted
@@ -73,6 +74,7 @@ def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
         ["account_id"],
         update=lambda new_row: {"fired_at": new_row.fired_at},
         where=lambda new_row: last.c.fired_at < new_row.fired_at,
+        binary=True,
     )
     return inserted
 
