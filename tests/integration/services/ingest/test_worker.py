@@ -134,6 +134,9 @@ def test_duplicates_and_replays_change_nothing(topics, worker, session_factory):
     drain(worker, lambda: worker.consumer is not None and _committed_total(worker) == 12)
     assert usage(session_factory, "acme") == before
     assert sum(before.values()) == 5
+    # Deduplicated, not dead-lettered: a batch whose duplicates failed the insert would be
+    # bisected and the copies sent to the DLQ as processing errors, with the counts above intact.
+    assert count(session_factory, DeadLetter) == 0
 
 
 def test_two_payloads_under_one_event_id_keep_the_first_in_a_batch_and_after(session_factory):
