@@ -737,7 +737,13 @@ def cohorts(accounts: int, seed: int, days: int, win_back: dict[str, Any], setti
     out["win_back_message_holdout"] = groups["message_holdout"]
     out["win_back_escalation_holdout"] = groups["escalation_holdout"]
     held = set(groups["message_holdout"]) | set(groups["escalation_holdout"])
-    out["escalated_unless_they_come_back"] = [a for a in out["churning"] if a not in held]
+    # Those whose champion is awake now first (the order is otherwise the accounts'): the
+    # tour's account ($ACCT, the first) then has its escalation minutes after its signal at
+    # any hour, not in its champion's morning. Its quiet hours would hold the tour back by
+    # up to eleven hours, past the one-hour time-box of every engagement opened meanwhile.
+    by_id = {a.id: a for a in accts}
+    escalated = [a for a in out["churning"] if a not in held]
+    out["escalated_unless_they_come_back"] = sorted(escalated, key=lambda a: not _awake(by_id[a], settings))
     out.update(scenes(accts, out, settings))
     out["use_cases"] = {a.id: a.use_case for a in accts}
     return out
