@@ -5,7 +5,9 @@ The loop's contract (effectively once):
 2. run ``handle_batch`` inside one DB transaction and commit it;
 3. publish the batch's rejected records to the DLQ and flush;
 4. only then commit the offsets.
-(A worker with ``overlap`` fetches the next batch while 2 runs in a helper thread.)
+(A worker with ``overlap`` fetches the next batch while 2 runs in a helper thread, and
+starts that batch's transaction as soon as this one's has committed, while it does 3 and
+4 for this one.)
 A crash anywhere before 4 redelivers the batch; every effect in 2 is keyed so the
 redelivery changes nothing. A failing batch never blocks a partition: a database
 error that time cures (locked, connection lost, serialization failure) rewinds the
@@ -22,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -88,6 +90,13 @@ class BatchWorker:
     # several round trips a batch. At 0.5 ms the ingest bench stored 21-29k records/s
     # against 15-24k at the default, three runs each, alternating (docs/performance.md).
     overlap_switch_interval = 0.0005
+    # With overlap, the batch polled ahead starts its transaction as soon as the batch
+    # before it has committed its own, while the loop publishes that one's rejects and
+    # commits its offsets: the database's helper thread then waits on none of the loop's
+    # per-batch round trips (offset commit, progress report), about 10% of its time at
+    # 5,000 records a batch (docs/performance.md, "Ingest"). Offsets still follow their
+    # own batch's effects; a batch started early and then rewound (its predecessor's
+    # rejects could not be published) changes nothing when it comes again.
 
     def __init__(
         self,
@@ -116,6 +125,9 @@ class BatchWorker:
         self._executor: ThreadPoolExecutor | None = None
         self._prefetched: list[ConsumerRecord] = []
         self._prepared_ahead: object | None = None  # what prepare() made of _prefetched
+        # The batch polled ahead whose transaction has started (overlap): its records, the
+        # transaction's future and when it started. The next poll_once settles it.
+        self._in_flight: tuple[list[ConsumerRecord], Future[BatchResult], float] | None = None
         # What prepare() made of the batch being handled (None when it was not polled ahead):
         # set by the loop before the batch's transaction starts, read by handle_batch.
         self.prepared: object | None = None
@@ -190,6 +202,7 @@ class BatchWorker:
         self._held = {}  # never committed: whoever owns the partitions next reads them again
         self._prefetched = []  # polled, not processed: uncommitted, so redelivered to the next owner
         self._prepared_ahead = None
+        self._in_flight = None  # its transaction ends below; its offsets are never committed: it comes again
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -217,12 +230,21 @@ class BatchWorker:
         if self._refetch:
             self._fresh_consumer()
         consumer = self.start()._live()
+        if self._in_flight is not None:  # started at the end of the last poll_once
+            batch, future, started = self._in_flight
+            self._in_flight = None
+            return self._overlapped(consumer, batch, future, started)
         prepared, self._prepared_ahead = self._prepared_ahead, None
         if self._prefetched:
             # A rebalance since the prefetch may have given some partitions to another member.
             owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}  # plain tuples: 5,000 records a batch
             records = [r for r in self._prefetched if (r.topic, r.partition) in owned]
             self._prefetched = []  # pragma: no mutate (None is as empty: it is reassigned before it is read)
+            if self._held:  # records held back come first in their partitions, as after a fresh poll
+                polled: dict[TopicPartition, list[ConsumerRecord]] = {}
+                for r in records:
+                    polled.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+                records = self._with_held(consumer, polled)
         else:
             timeout_ms = self.settings.kafka_poll_timeout_ms if timeout_ms is None else timeout_ms
             if self._held:  # what is held may be ready now: take what has arrived, do not wait for more
@@ -256,24 +278,62 @@ class BatchWorker:
                 sys.setswitchinterval(self.overlap_switch_interval)
             # One batch at a time; the name is for thread dumps. Not mutated (no test can tell).
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-db")  # pragma: no mutate
-        batch = records
         self.prepared = prepared  # changed again only after this batch's result is in
-        future = self._executor.submit(self._process, batch)
-        # While the database works: fetch and decode what Kafka already has (no waiting),
-        # and prepare it.
+        return self._overlapped(consumer, records, self._executor.submit(self._process, records), started)
+
+    def _overlapped(self, consumer: KafkaConsumer, batch: list[ConsumerRecord], future: Future[BatchResult], started: float) -> int:
+        """Settle ``batch``, whose transaction runs in the helper thread (``future``).
+        Meanwhile fetch and decode what Kafka already has (no waiting) and prepare it; once
+        the batch's transaction is in, start those records' own (:meth:`_start_early`)
+        before publishing the batch's rejects and committing its offsets."""
         prefetched = self._poll(consumer, 0)  # pragma: no mutate (1 ms is as good)
         try:
             ahead = self.prepare(prefetched) if prefetched else None
         except Exception:  # only the head start is lost: handle_batch does the work itself
             log.exception("%s: preparing %d records polled ahead failed", self.name, len(prefetched))
             ahead = None
-        handled = self._settle(batch, started, future.result, also_rewind=prefetched)
-        # Kept even if a rebalance refused the commit: processing them is always safe (keyed
-        # effects), dropping them could skip records if the position survives the rebalance.
-        if handled is not None:  # else they were rewound with the batch: they come again
+
+        def stored() -> BatchResult:
+            result = future.result()  # raises if the batch failed: then nothing starts early
+            self._start_early(consumer, prefetched, ahead)
+            return result
+
+        handled = self._settle(batch, started, stored, also_rewind=prefetched)
+        if handled is None:  # rewound with the batch: they come again
+            self._drop_in_flight()
+        elif self._in_flight is None:
+            # Kept even if a rebalance refused the commit: processing them is always safe (keyed
+            # effects), dropping them could skip records if the position survives the rebalance.
             self._prefetched = prefetched
             self._prepared_ahead = ahead
         return handled or 0
+
+    def _start_early(self, consumer: KafkaConsumer, records: list[ConsumerRecord], ahead: object | None) -> None:
+        """Start the transaction of ``records`` (polled ahead) now, if they are all still
+        this worker's and all ready; else they wait for the next poll_once, which filters
+        them and holds back what is not ready."""
+        if not records or self._executor is None or self._held:  # what is held goes first: the next poll_once orders it
+            return
+        owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}  # plain tuples: 5,000 records a batch
+        if any((r.topic, r.partition) not in owned for r in records):
+            return
+        try:
+            if len(self.ready(records)) < len(records):
+                return
+        except Exception:  # the next poll_once asks again, and retries or raises as it does
+            return
+        self.prepared = ahead  # the batch before is in: nothing reads it until this one runs
+        self._in_flight = (records, self._executor.submit(self._process, records), time.perf_counter())
+
+    def _drop_in_flight(self) -> None:
+        """Forget a batch started early whose records were rewound: wait for its
+        transaction to end (whatever it stored is keyed: the redelivery changes nothing)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            try:
+                in_flight[1].result()
+            except Exception as exc:  # its records come again and fail, or not, then
+                log.warning("%s: a batch started early and rewound failed (%s); it comes again", self.name, exc)
 
     def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> list[ConsumerRecord]:
         return [r for tp_records in self._fetch(consumer, timeout_ms).values() for r in tp_records]
@@ -311,6 +371,7 @@ class BatchWorker:
         if self._refetch_delay:
             self.stop_event.wait(self._refetch_delay)
         self._refetch, self._refetch_delay = False, 0.0
+        self._drop_in_flight()
         self._held, self._prefetched, self._prepared_ahead = {}, [], None
         if self.consumer is not None:
             self.consumer.close(autocommit=False)

@@ -12,13 +12,15 @@ These take about a second, so a broken loop fails here first: under `make mutati
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
+from kafka.errors import KafkaError
 from sqlalchemy import func, select
 
 from services.ingest.models import RawEvent
-from shared.kafka.batch_worker import BatchResult, BatchWorker
-from tests.support.helpers import T0, committed_offsets, drain, publish
+from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
+from tests.support.helpers import T0, committed_offsets, drain, publish, read_dlq
 
 ACCOUNTS = ["a1", "a2", "a3", "a4", "a5", "a6"]  # keys spread over the topic's partitions
 
@@ -127,3 +129,91 @@ def test_records_not_ready_are_held_back_uncommitted_then_handled_once_when_read
     assert sorted(e for _, _, e in w.handled) == sorted(r["event_id"] for r in ready + held)  # each once
     assert _in_partition_order(w)
     assert _stored(session_factory) == {r["event_id"] for r in ready + held}
+
+
+def test_overlap_starts_the_batch_polled_ahead_before_committing_the_offsets_of_the_one_before(topics, session_factory, clock):
+    """With overlap, the batch polled ahead starts its transaction as soon as the batch
+    before it is stored, before that one's offsets are committed (the helper thread no
+    longer waits on the loop's per-batch round trips); the offsets committed are still
+    only those of records already stored, each partition's in order."""
+    w = _Recorder(topics, session_factory, clock, overlap=True)
+    records = [{"event_id": f"e{i}", "account_id": ACCOUNTS[i % len(ACCOUNTS)]} for i in range(60)]
+    commits: list[tuple[set[str], set[str], list[str]]] = []  # (committed records, stored then, started early)
+    real_commit = w._commit
+
+    def commit(batch):
+        early = [json.loads(r.value)["event_id"] for r in w._in_flight[0]] if w._in_flight else []
+        commits.append(({json.loads(r.value)["event_id"] for r in batch}, _stored(session_factory), early))
+        real_commit(batch)
+
+    w._commit = commit
+    try:
+        publish(topics, records)
+        drain(w, lambda: _count(session_factory) == 60 and committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w))
+    finally:
+        w.close()
+    assert all(committed <= stored for committed, stored, _ in commits), "an offset was committed before its record was stored"
+    early = [(committed, started) for committed, _, started in commits if started]
+    assert early, "no batch started before the offsets of the one before were committed"
+    assert all(not (committed & set(started)) for committed, started in early)  # the batch after, not this one again
+    assert sorted(e for _, _, e in w.handled) == sorted(r["event_id"] for r in records)  # each once
+    assert _in_partition_order(w)
+
+
+class _Rejecting(_Recorder):
+    """Rejects records marked ``bad`` (they go to the DLQ) and stores the others as the
+    ingest worker does, keyed: a batch that comes again stores nothing twice."""
+
+    def handle_batch(self, session, records):
+        rejects = []
+        for r in records:
+            value = json.loads(r.value)
+            self.handled.append((r.partition, r.offset, value["event_id"]))
+            if value.get("bad"):
+                rejects.append(Reject(r, "invalid", "marked bad"))
+            else:
+                session.merge(
+                    RawEvent(
+                        event_id=value["event_id"], account_id="a", type="track", name="n", timestamp=T0, properties={}, received_at=T0
+                    )
+                )
+        return BatchResult(rejects=rejects)
+
+
+def test_a_batch_started_early_is_rewound_with_the_one_before_when_its_rejects_cannot_be_published(topics, session_factory, clock):
+    """The batch before fails to publish its rejects (the broker is away) after the batch
+    polled ahead, from another partition, has started: both are read again from their
+    first offsets; every record is stored once, every reject reaches the DLQ, and the
+    offsets end where the records do."""
+    w = _Rejecting(topics, session_factory, clock, overlap=True)
+    w.db_retry_seconds = 0
+    # 120 records in batches of 5: a dozen or more partition changes for the case to meet.
+    records = [{"event_id": f"e{i}", "account_id": ACCOUNTS[i % len(ACCOUNTS)], "bad": i % 2 == 0} for i in range(120)]
+    real_publish, real_overlapped = w._publish_rejects, w._overlapped
+    settling: list = []  # the batch being settled
+    failed_with_one_in_flight: list[str] = []
+
+    def overlapped(consumer, batch, future, started):
+        settling[:] = batch
+        return real_overlapped(consumer, batch, future, started)
+
+    def publish_rejects(rejects):
+        early = w._in_flight[0] if w._in_flight else []
+        if {r.partition for r in early} - {r.partition for r in settling} and not failed_with_one_in_flight:
+            failed_with_one_in_flight.extend(json.loads(r.value)["event_id"] for r in early)
+            raise KafkaError("broker away")
+        real_publish(rejects)
+
+    w._overlapped, w._publish_rejects = overlapped, publish_rejects
+    good = {r["event_id"] for r in records if not r["bad"]}
+    try:
+        publish(topics, records)
+        drain(w, lambda: _stored(session_factory) == good and committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w))
+    finally:
+        w.close()
+    assert failed_with_one_in_flight, "no publish failed while a batch of another partition had started early: the test missed the case"
+    times = Counter(e for _, _, e in w.handled)
+    assert all(times[e] >= 2 for e in failed_with_one_in_flight), "the batch started early was not read again"
+    assert _count(session_factory) == len(good)
+    dlq = read_dlq(topics, 60)
+    assert sorted(json.loads(d["original_text"])["event_id"] for d in dlq) == sorted(r["event_id"] for r in records if r["bad"])
