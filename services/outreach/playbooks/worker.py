@@ -19,12 +19,9 @@ signal ends in a decision").
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaProducer
@@ -37,29 +34,13 @@ from services.outreach.playbooks import engine
 from services.outreach.playbooks import repository as repo
 from services.rules.interface import SEGMENT_LEFT, segment_memberships, settle_signals
 from shared.clock import Clock
+from shared.collector import cyclic_gc_paused
 from shared.kafka.batch_worker import BatchResult, BatchWorker, Reject
 from shared.metrics import EVENTS_DUPLICATE, OUTREACH_DECISIONS
 from shared.settings import Settings
 from shared.signals import Signal
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block, as it was after. A batch
-    allocates hundreds of thousands of objects that live until it ends; each run of
-    the collector's oldest generation then walks every object of the process (the
-    libraries' too), about a fifth of a batch's time (docs/performance.md, "Outreach").
-    Reference counting frees almost everything as usual; the few cycles the block
-    leaves are collected after it. Never re-enabled by a block that found it off."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class SignalWorker(BatchWorker):

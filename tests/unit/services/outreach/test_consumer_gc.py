@@ -1,5 +1,5 @@
 """The signal consumer pauses Python's cyclic garbage collector for a batch, and leaves
-it as it found it."""
+it as it found it (the pause itself: tests/unit/shared/test_collector.py)."""
 
 from __future__ import annotations
 
@@ -16,23 +16,6 @@ def restore_gc():
     was = gc.isenabled()
     yield
     (gc.enable if was else gc.disable)()
-
-
-def test_the_collector_is_off_in_the_block_and_on_again_after_it_even_on_an_error():
-    gc.enable()
-    with playbooks_worker.cyclic_gc_paused():
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError), playbooks_worker.cyclic_gc_paused():
-        raise RuntimeError("boom")
-    assert gc.isenabled()
-
-
-def test_a_collector_found_off_stays_off():
-    gc.disable()
-    with playbooks_worker.cyclic_gc_paused():
-        assert not gc.isenabled()
-    assert not gc.isenabled()
 
 
 def test_a_batch_runs_with_the_collector_off():
