@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 
 import pytest
@@ -428,3 +429,26 @@ def test_an_undefined_metric_says_so_in_explanations_and_evidence():
         True,
         {avg.label: {"value": None, "op": "<", "threshold": 7, "undefined": True, "negated": True}},
     )
+
+
+def test_evidence_of_leaves_no_reference_cycle_to_collect():
+    # The tick pauses the cyclic collector (shared/collector.py) and builds the evidence of
+    # every firing: each call must be freed by reference counting alone.
+    cond = parse_condition(
+        {
+            "any": [
+                {"not": {"metric": "days_since", "event": "login", "op": ">=", "value": 14}},
+                {"field": "account.plan", "op": "==", "value": "pro"},
+            ]
+        }
+    )
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(100):
+            evidence_of(cond, lambda leaf: 3.0 if leaf.label.startswith("days_since") else "pro")
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()
