@@ -37,6 +37,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from shared.broker import EmbeddedBroker, free_port
+from shared.collector import freeze_startup_heap
 from shared.kafka import compat
 from shared.settings import Settings
 
@@ -174,6 +175,7 @@ def ingest_phase(args) -> None:
     worker = IngestWorker(settings, factory, group_id=f"bench-{uuid.uuid4().hex[:6]}")
     worker.topics = lambda: [args.topic]
     worker.start()
+    freeze_startup_heap()  # as `touchline worker` does before its loop
     rss_before = peak_rss_mb()
     pg = engine.dialect.name == "postgresql"
     profile = cProfile.Profile() if args.profile else None
@@ -229,6 +231,7 @@ def worker_phase(args) -> None:
     worker = IngestWorker(settings, make_session_factory(make_engine(settings)), group_id=args.group)
     worker.topics = lambda: [args.topic]
     worker.start()
+    freeze_startup_heap()  # as `touchline worker` does before its loop
     handled = 0
     first_cpu = last_cpu = None
     while not os.path.exists(args.stop_file):

@@ -24,6 +24,7 @@ from services.wiring.workers import load_worker
 from shared import deadletters
 from shared.broker import BrokerError, EmbeddedBroker
 from shared.clock import SystemClock
+from shared.collector import freeze_startup_heap
 from shared.db import database, read_transaction, transaction
 from shared.events import event_json_schema
 from shared.limits import yaml_load
@@ -116,6 +117,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        freeze_startup_heap()
         worker.run()
     return 0
 
