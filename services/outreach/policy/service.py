@@ -138,10 +138,16 @@ def zone(name: str | None, default: str) -> ZoneInfo:
 
 def quiet_until(tz_name: str | None, now: datetime, settings: Settings) -> datetime | None:
     """If ``now`` is inside the contact's quiet hours, the end of them (UTC); else None."""
-    start, end = settings.quiet_hours_start, settings.quiet_hours_end
+    return _quiet_until(tz_name, now, now.tzinfo, settings.quiet_hours_start, settings.quiet_hours_end, settings.default_timezone)
+
+
+@lru_cache(maxsize=1024)
+def _quiet_until(tz_name: str | None, now: datetime, _tzinfo: Any, start: int, end: int, default_timezone: str) -> datetime | None:
+    # Pure, so kept: a signal batch asks for every contact at one ``now``, in a few time zones
+    # (``_tzinfo`` in the key: instants equal in another zone would be one entry, answered in its zone).
     if start == end:
         return None
-    tz = zone(tz_name, settings.default_timezone)
+    tz = zone(tz_name, default_timezone)
     local = now.astimezone(tz)
     h = local.hour
     quiet = (h >= start or h < end) if start > end else (start <= h < end)
