@@ -92,15 +92,34 @@ class _EnrolledMeanwhile(Exception):
 
 
 def insert_enrollments_checked(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert enrolments that :func:`enrollment_conflicts` found free. One that a
-    concurrent transaction inserted meanwhile (its ``active_key`` or id) is not inserted
-    and fails the transaction as a serialization failure: retried, the batch reads it."""
-    inserted = insert_enrollments(session, rows)
+    """Insert enrolments that :func:`enrollment_conflicts` found free (no two sharing an
+    id or an ``active_key``). One that a concurrent transaction inserted meanwhile (its
+    ``active_key`` or id) fails the transaction as a serialization failure: retried, the
+    batch reads it. Since a conflict fails the transaction anyway, a large batch is loaded
+    straight into the table (:func:`shared.db.insert_absent`: COPY on PostgreSQL, without
+    the staging table and the keyed ``INSERT ... SELECT``), where the conflict is the
+    unique violation; a small one is inserted keyed and counted."""
+    try:
+        inserted = insert_absent(session, Enrollment.__table__, rows, "id", binary=True)
+    except Exception as exc:
+        if not _unique_violation(exc):
+            raise
+        raise OperationalError("INSERT INTO enrollments", None, _EnrolledMeanwhile(f"an enrolment inserted concurrently: {exc}")) from exc
     if len(inserted) < len(rows):
         missed = sorted({r["id"] for r in rows} - inserted)
         raise OperationalError(
             "INSERT INTO enrollments", None, _EnrolledMeanwhile(f"{len(missed)} enrolment(s) inserted concurrently, e.g. {missed[0]}")
         )
+
+
+def _unique_violation(exc: BaseException) -> bool:
+    """A unique constraint refused a row (PostgreSQL's 23505, SQLite's UNIQUE or PRIMARY
+    KEY constraint), raised by the driver or wrapped by SQLAlchemy."""
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlstate", None) == "23505" or getattr(orig, "sqlite_errorname", None) in (
+        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+    )
 
 
 def insert_enrollments(session: Session, rows: list[dict[str, Any]]) -> set[str]:

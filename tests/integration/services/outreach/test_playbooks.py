@@ -754,13 +754,16 @@ def _save_waiting_playbook(session_factory) -> None:
     )
 
 
+@pytest.mark.parametrize("copied", [False, True], ids=["keyed", "copied"])
 def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_retried(
-    topics, db_kind, engine, session_factory, clock, monkeypatch
+    topics, db_kind, engine, session_factory, clock, monkeypatch, copied
 ):
     """A batch reads once which of its accounts are enrolled already, and inserts its
     enrolments at the end. An account another transaction enrolled in between is not
     enrolled twice, nor are messages written for it: the batch fails as a serialization
-    failure (the worker retries it, and then reads that enrolment).
+    failure (the worker retries it, and then reads that enrolment). ``copied``: the
+    enrolments are loaded as a large batch's are (COPY on PostgreSQL, one executemany on
+    SQLite), where the conflict is a unique violation rather than a row left out.
 
     On PostgreSQL the race is real: w1's batch has inserted its enrolment but not
     committed when w2's batch reads (and sees nothing), w2's insert waits on w1's row,
@@ -775,9 +778,12 @@ def test_an_enrolment_another_transaction_made_meanwhile_fails_the_batch_to_be_r
     from services.outreach.models import Message, OutreachDecision
     from services.outreach.playbooks import repository as playbook_repo
     from services.outreach.playbooks.worker import SignalWorker
+    from shared import db
     from shared.db import transaction, transient_db_error
     from tests.support.helpers import wait_for
 
+    if copied:
+        monkeypatch.setattr(db, "COPY_THRESHOLD", 1)
     add_account(session_factory, "acme")
     save_template(session_factory, topics)
     _save_waiting_playbook(session_factory)
