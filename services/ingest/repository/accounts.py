@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select, tupl
 from sqlalchemy.orm import Session
 
 from services.ingest.models import Account, User, UserActivityDaily
-from services.ingest.repository.chunks import CHUNK, AccountRange, chunks, in_
+from services.ingest.repository.chunks import CHUNK, AccountRange, chunks, ids_in, in_
 from services.ingest.repository.properties import JsonPath
 from services.ingest.snapshots import AccountInfo, Contact
 
@@ -63,7 +63,7 @@ def accounts(session: Session, ids: Iterable[str]) -> dict[str, AccountInfo]:
     ids = sorted(set(ids))
     out: dict[str, AccountInfo] = {}
     for part in chunks(ids):
-        out.update({r.id: _account(r) for r in session.execute(select(*_ACCOUNT_INFO).where(in_(Account.id, part)))})
+        out.update({r.id: _account(r) for r in session.execute(select(*_ACCOUNT_INFO).where(ids_in(session, Account.id, part)))})
     return out
 
 
@@ -387,7 +387,7 @@ def users_by_role_of(session: Session, account_ids: Iterable[str], roles: Iterab
     out: dict[str, list[Contact]] = {}
     wanted = None if roles is None else list(roles)
     for part in chunks(sorted(set(account_ids))):
-        q = select(*_CONTACT).where(in_(User.account_id, part)).order_by(User.account_id, User.id)
+        q = select(*_CONTACT).where(ids_in(session, User.account_id, part)).order_by(User.account_id, User.id)
         if wanted is not None:
             q = q.where(User.role.in_(wanted))
         for r in session.execute(q):

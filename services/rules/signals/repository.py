@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from services.rules.models import AccountLastSignal, RuleCooldown, SignalDayCount, SignalRecord
-from shared.db import insert_new, upsert
+from shared.db import insert_new, is_in, upsert
 from shared.pagination import sorted_after
 from shared.privacy import scrub
 
@@ -184,7 +184,7 @@ def settle(session: Session, signal_ids: set[str]) -> None:
     for i in range(0, len(ids), 900):
         session.execute(
             update(SignalRecord)
-            .where(SignalRecord.signal_id.in_(ids[i : i + 900]))
+            .where(is_in(session, SignalRecord.signal_id, ids[i : i + 900]))
             .values(decision_due_at=None)
             .execution_options(synchronize_session=False)
         )
