@@ -90,6 +90,10 @@ class BatchWorker:
     # several round trips a batch. At 0.5 ms the ingest bench stored 21-29k records/s
     # against 15-24k at the default, three runs each, alternating (docs/performance.md).
     overlap_switch_interval = 0.0005
+    # With overlap, how long each poll for more records waits while the batch's
+    # transaction runs (it waits on the socket, not on the CPU; the transaction's end is
+    # checked between polls).
+    poll_ahead_wait_ms = 5
     # With overlap, the batch polled ahead starts its transaction as soon as the batch
     # before it has committed its own, while the loop publishes that one's rejects and
     # commits its offsets: the database's helper thread then waits on none of the loop's
@@ -286,7 +290,7 @@ class BatchWorker:
         Meanwhile fetch and decode what Kafka already has (no waiting) and prepare it; once
         the batch's transaction is in, start those records' own (:meth:`_start_early`)
         before publishing the batch's rejects and committing its offsets."""
-        prefetched = self._poll(consumer, 0)  # pragma: no mutate (1 ms is as good)
+        prefetched = self._poll_ahead(consumer, future)
         try:
             ahead = self.prepare(prefetched) if prefetched else None
         except Exception:  # only the head start is lost: handle_batch does the work itself
@@ -335,10 +339,23 @@ class BatchWorker:
             except Exception as exc:  # its records come again and fail, or not, then
                 log.warning("%s: a batch started early and rewound failed (%s); it comes again", self.name, exc)
 
-    def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> list[ConsumerRecord]:
-        return [r for tp_records in self._fetch(consumer, timeout_ms).values() for r in tp_records]
+    def _poll_ahead(self, consumer: KafkaConsumer, future: Future[BatchResult]) -> list[ConsumerRecord]:
+        """While the batch's transaction runs (``future``): what Kafka already has, then
+        what arrives, up to a batch, until the transaction is done. One poll took only what
+        the last fetch had brought; when that was drained, the next batch waited for a
+        fetch after the transaction (the helper thread idle 4-15% of a run)."""
+        limit = self.settings.kafka_max_poll_records
+        records = self._poll(consumer, 0)  # pragma: no mutate (1 ms is as good)
+        while len(records) < limit and not future.done() and not self._refetch:
+            records += self._poll(consumer, self.poll_ahead_wait_ms, limit - len(records))
+        return records
 
-    def _fetch(self, consumer: KafkaConsumer, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+    def _poll(self, consumer: KafkaConsumer, timeout_ms: int, max_records: int | None = None) -> list[ConsumerRecord]:
+        return [r for tp_records in self._fetch(consumer, timeout_ms, max_records).values() for r in tp_records]
+
+    def _fetch(
+        self, consumer: KafkaConsumer, timeout_ms: int, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """``consumer.poll``, except when a fetched record batch fails its CRC check
         (``CorruptRecordError``, seen from the embedded broker under load): kafka-python
         keeps the broken batch and its next poll spins on it for ever, so this consumer
@@ -346,7 +363,7 @@ class BatchWorker:
         consumer, which rejoins the group and reads from the committed offsets (what was
         read and not committed comes again; every effect is keyed)."""
         try:
-            polled: dict[TopicPartition, list[ConsumerRecord]] = consumer.poll(timeout_ms=timeout_ms)
+            polled: dict[TopicPartition, list[ConsumerRecord]] = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except CorruptRecordError as exc:
             self._corrupt_in_a_row += 1
             self.corrupt_backoff.initial = self.db_retry_seconds

@@ -217,3 +217,36 @@ def test_a_batch_started_early_is_rewound_with_the_one_before_when_its_rejects_c
     assert _count(session_factory) == len(good)
     dlq = read_dlq(topics, 60)
     assert sorted(json.loads(d["original_text"])["event_id"] for d in dlq) == sorted(r["event_id"] for r in records if r["bad"])
+
+
+def test_overlap_keeps_polling_while_the_batch_is_stored_for_records_that_arrive_meanwhile(topics, session_factory, clock):
+    """Records published while a batch is being stored are fetched during that time (the
+    loop polls until the transaction is done, not once), so the next batch is ready to
+    start as soon as this one is stored."""
+    import threading
+
+    w = _Recorder(topics, session_factory, clock, overlap=True)
+    arrived = threading.Event()
+    polled_while_storing: list[bool] = []
+    real_poll, real_handle = w._poll, w.handle_batch
+
+    def poll(consumer, timeout_ms, max_records=None):
+        out = real_poll(consumer, timeout_ms, max_records)
+        if any(json.loads(r.value)["event_id"].startswith("late") for r in out):
+            arrived.set()
+        return out
+
+    def handle_batch(session, records):
+        if not polled_while_storing:  # the first batch: more records arrive while it is stored
+            publish(topics, [{"event_id": f"late{i}", "account_id": "a1"} for i in range(3)])
+            polled_while_storing.append(arrived.wait(10))
+        return real_handle(session, records)
+
+    w._poll, w.handle_batch = poll, handle_batch
+    try:
+        publish(topics, [{"event_id": "first", "account_id": "a1"}])
+        drain(w, lambda: _count(session_factory) == 4 and committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w))
+    finally:
+        w.close()
+    assert polled_while_storing == [True], "the records that arrived while the first batch was stored were not fetched meanwhile"
+    assert [e for _, _, e in w.handled] == ["first", "late0", "late1", "late2"]
