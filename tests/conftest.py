@@ -77,6 +77,18 @@ def pytest_collection_modifyitems(config, items) -> None:
             )
 
 
+@pytest.fixture
+def collector_as_found() -> Iterator[None]:
+    """Python's cyclic garbage collector left on or off as the test found it, and nothing
+    left frozen (the tests of shared/collector.py and of the code that pauses it)."""
+    import gc
+
+    was = gc.isenabled()
+    yield
+    (gc.enable if was else gc.disable)()
+    gc.unfreeze()
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
     if SHARED_BROKER:  # started and warmed up once by its owner (tools/mutation.py), shared by many sessions

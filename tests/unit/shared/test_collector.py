@@ -10,12 +10,7 @@ import pytest
 
 from shared.collector import cyclic_gc_paused
 
-
-@pytest.fixture(autouse=True)
-def restore_gc():
-    was = gc.isenabled()
-    yield
-    (gc.enable if was else gc.disable)()
+pytestmark = pytest.mark.usefixtures("collector_as_found")
 
 
 def test_the_collector_is_off_in_the_block_and_on_again_after_it_even_on_an_error():

@@ -10,12 +10,7 @@ import pytest
 
 from services.outreach.playbooks import worker as playbooks_worker
 
-
-@pytest.fixture(autouse=True)
-def restore_gc():
-    was = gc.isenabled()
-    yield
-    (gc.enable if was else gc.disable)()
+pytestmark = pytest.mark.usefixtures("collector_as_found")
 
 
 def test_a_batch_runs_with_the_collector_off():

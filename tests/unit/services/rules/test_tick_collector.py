@@ -11,12 +11,7 @@ import pytest
 from services.rules.evaluation import service as evaluation
 from shared.settings import Settings
 
-
-@pytest.fixture(autouse=True)
-def restore_gc():
-    was = gc.isenabled()
-    yield
-    (gc.enable if was else gc.disable)()
+pytestmark = pytest.mark.usefixtures("collector_as_found")
 
 
 def _session_factory():
