@@ -224,6 +224,11 @@ class BatchWorker:
         try:
             while not self.stop_event.is_set():
                 self.poll_once()
+            if self._in_flight is not None:
+                # A batch started early before the stop: settle it (its rejects, its offsets)
+                # rather than leave it stored and uncommitted, to be read and stored again by
+                # the next owner. _start_early starts nothing more once stopped.
+                self.poll_once()
         finally:
             self.close()
             log.info("%s worker stopped", self.name)
@@ -317,6 +322,8 @@ class BatchWorker:
         this worker's and all ready; else they wait for the next poll_once, which filters
         them and holds back what is not ready."""
         if not records or self._executor is None or self._held:  # what is held goes first: the next poll_once orders it
+            return
+        if self.stop_event.is_set():  # the batch before is the last settled: this one would be stored for nothing
             return
         owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}  # plain tuples: 5,000 records a batch
         if any((r.topic, r.partition) not in owned for r in records):

@@ -250,3 +250,25 @@ def test_overlap_keeps_polling_while_the_batch_is_stored_for_records_that_arrive
         w.close()
     assert polled_while_storing == [True], "the records that arrived while the first batch was stored were not fetched meanwhile"
     assert [e for _, _, e in w.handled] == ["first", "late0", "late1", "late2"]
+
+
+def test_a_stop_settles_the_batch_started_early_rather_than_leaving_it_stored_and_uncommitted(topics, session_factory, clock):
+    """Stopped (SIGTERM) while the batch polled ahead has started early, the worker settles
+    that batch before it closes: its offsets are committed, so the next owner of the
+    partitions does not read and store it a second time (before: every stop left up to a
+    batch stored and uncommitted, replayed as duplicates after the restart)."""
+    w = _Recorder(topics, session_factory, clock, overlap=True)
+    records = [{"event_id": f"e{i}", "account_id": ACCOUNTS[i % len(ACCOUNTS)]} for i in range(30)]
+    try:
+        publish(topics, records)
+        drain(w, lambda: w._in_flight is not None)
+        early = list(w._in_flight[0])
+        w.stop_event.set()
+        w.run()
+    finally:
+        w.close()
+    assert early and w._in_flight is None
+    handled = [e for _, _, e in w.handled]
+    assert len(handled) == len(set(handled))  # each once
+    assert {json.loads(r.value)["event_id"] for r in early} <= set(handled)
+    assert committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w), "the batch started early was left uncommitted"
