@@ -94,8 +94,8 @@ class BatchWorker:
     # transaction runs (it waits on the socket, not on the CPU; the transaction's end is
     # checked between polls).
     poll_ahead_wait_ms = 5
-    # With overlap, the batch polled ahead starts its transaction as soon as the batch
-    # before it has committed its own, while the loop publishes that one's rejects and
+    # With overlap, on PostgreSQL (not SQLite: one writer at a time), the batch polled
+    # ahead starts its transaction as soon as the batch before it has committed its own, while the loop publishes that one's rejects and
     # commits its offsets: the database's helper thread then waits on none of the loop's
     # per-batch round trips (offset commit, progress report), about 10% of its time at
     # 5,000 records a batch (docs/performance.md, "Ingest"). Offsets still follow their
@@ -324,6 +324,12 @@ class BatchWorker:
         if not records or self._executor is None or self._held:  # what is held goes first: the next poll_once orders it
             return
         if self.stop_event.is_set():  # the batch before is the last settled: this one would be stored for nothing
+            return
+        bind = getattr(self.session_factory, "kw", {}).get("bind")
+        if bind is not None and bind.dialect.name == "sqlite":
+            # One writer at a time: this batch's transaction would hold the write lock while
+            # the loop stores the batch before's rejects and reports its progress, and the
+            # loop would wait for it there instead of polling ahead.
             return
         owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}  # plain tuples: 5,000 records a batch
         if any((r.topic, r.partition) not in owned for r in records):
