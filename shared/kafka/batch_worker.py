@@ -95,8 +95,9 @@ class BatchWorker:
     # checked between polls).
     poll_ahead_wait_ms = 5
     # With overlap, on PostgreSQL (not SQLite: one writer at a time), the batch polled
-    # ahead starts its transaction as soon as the batch before it has committed its own, while the loop publishes that one's rejects and
-    # commits its offsets: the database's helper thread then waits on none of the loop's
+    # ahead starts its transaction as soon as the batch before it has committed its own,
+    # while the loop publishes that one's rejects and commits its offsets: the
+    # database's helper thread then waits on none of the loop's
     # per-batch round trips (offset commit, progress report), about 10% of its time at
     # 5,000 records a batch (docs/performance.md, "Ingest"). Offsets still follow their
     # own batch's effects; a batch started early and then rewound (its predecessor's
@@ -323,7 +324,7 @@ class BatchWorker:
         them and holds back what is not ready."""
         if not records or self._executor is None or self._held:  # what is held goes first: the next poll_once orders it
             return
-        if self.stop_event.is_set():  # the batch before is the last settled: this one would be stored for nothing
+        if self.stop_event.is_set() or self._refetch:  # stopping, or a fresh consumer reads them again: not now
             return
         bind = getattr(self.session_factory, "kw", {}).get("bind")
         if bind is not None and bind.dialect.name == "sqlite":

@@ -180,13 +180,12 @@ class _Rejecting(_Recorder):
         return BatchResult(rejects=rejects)
 
 
+@pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)  # nothing starts early on SQLite
 def test_a_batch_started_early_is_rewound_with_the_one_before_when_its_rejects_cannot_be_published(topics, session_factory, clock, db_kind):
     """The batch before fails to publish its rejects (the broker is away) after the batch
     polled ahead, from another partition, has started: both are read again from their
     first offsets; every record is stored once, every reject reaches the DLQ, and the
     offsets end where the records do. (PostgreSQL: nothing starts early on SQLite.)"""
-    if db_kind == "sqlite":
-        pytest.skip("nothing starts early on SQLite (test_a_batch_started_early_never_holds_back_...)")
     w = _Rejecting(topics, session_factory, clock, overlap=True)
     w.db_retry_seconds = 0
     # 120 records in batches of 5: a dozen or more partition changes for the case to meet.
@@ -254,14 +253,13 @@ def test_overlap_keeps_polling_while_the_batch_is_stored_for_records_that_arrive
     assert [e for _, _, e in w.handled] == ["first", "late0", "late1", "late2"]
 
 
+@pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)  # nothing starts early on SQLite
 def test_a_stop_settles_the_batch_started_early_rather_than_leaving_it_stored_and_uncommitted(topics, session_factory, clock, db_kind):
     """Stopped (SIGTERM) while the batch polled ahead has started early, the worker settles
     that batch before it closes: its offsets are committed, so the next owner of the
     partitions does not read and store it a second time (before: every stop left up to a
     batch stored and uncommitted, replayed as duplicates after the restart). PostgreSQL:
     nothing starts early on SQLite."""
-    if db_kind == "sqlite":
-        pytest.skip("nothing starts early on SQLite (test_a_batch_started_early_never_holds_back_...)")
     w = _Recorder(topics, session_factory, clock, overlap=True)
     records = [{"event_id": f"e{i}", "account_id": ACCOUNTS[i % len(ACCOUNTS)]} for i in range(30)]
     try:
