@@ -357,10 +357,14 @@ class BatchWorker:
         """While the batch's transaction runs (``future``): what Kafka already has, then
         what arrives, up to a batch, until the transaction is done. One poll took only what
         the last fetch had brought; when that was drained, the next batch waited for a
-        fetch after the transaction (the helper thread idle 4-15% of a run)."""
+        fetch after the transaction (the helper thread idle 4-15% of a run). Not past half
+        the consumer's max poll interval: a transaction that hangs then leaves the loop
+        waiting on it without polling, so the group evicts this worker and its partitions
+        go to another member, as they did before the loop polled ahead."""
         limit = self.settings.kafka_max_poll_records
+        until = time.monotonic() + self.settings.kafka_max_poll_interval_ms / 2000
         records = self._poll(consumer, 0)  # pragma: no mutate (1 ms is as good)
-        while len(records) < limit and not future.done() and not self._refetch:
+        while len(records) < limit and not future.done() and not self._refetch and time.monotonic() < until:
             records += self._poll(consumer, self.poll_ahead_wait_ms, limit - len(records))
         return records
 
