@@ -318,3 +318,29 @@ def test_a_batch_started_early_never_holds_back_the_progress_report_of_the_one_b
         w.close()
     assert all(waits), "the batch before was not settled (progress reported) while the next one's transaction was open"
     assert bool(waits) == (db_kind != "sqlite")  # started early on PostgreSQL only
+
+
+@pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)  # nothing starts early on SQLite
+def test_the_progress_reported_while_a_batch_runs_early_counts_it_as_not_yet_stored(topics, session_factory, clock, db_kind):
+    """What the rules tick's freshness gate reads (consumer_progress): while the batch
+    polled ahead is being stored, the position reported for each of its partitions is at
+    or before its first record, never past records that are not committed yet."""
+    w = _Recorder(topics, session_factory, clock, overlap=True)
+    records = [{"event_id": f"e{i}", "account_id": ACCOUNTS[i % len(ACCOUNTS)]} for i in range(60)]
+    checked: list[tuple[int, int, int]] = []  # (partition, reported position, first offset in flight)
+    real_report = w._report_progress
+
+    def report(measured):
+        for r in w._in_flight[0] if w._in_flight else []:
+            if (r.topic, r.partition) in measured:
+                checked.append((r.partition, measured[r.topic, r.partition][0], r.offset))
+        real_report(measured)
+
+    w._report_progress = report
+    try:
+        publish(topics, records)
+        drain(w, lambda: _count(session_factory) == 60 and committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w))
+    finally:
+        w.close()
+    assert checked, "no progress was reported while a batch ran early: the test missed the case"
+    assert all(position <= offset for _, position, offset in checked), checked
