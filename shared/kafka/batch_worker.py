@@ -293,9 +293,10 @@ class BatchWorker:
 
     def _overlapped(self, consumer: KafkaConsumer, batch: list[ConsumerRecord], future: Future[BatchResult], started: float) -> int:
         """Settle ``batch``, whose transaction runs in the helper thread (``future``).
-        Meanwhile fetch and decode what Kafka already has (no waiting) and prepare it; once
-        the batch's transaction is in, start those records' own (:meth:`_start_early`)
-        before publishing the batch's rejects and committing its offsets."""
+        Meanwhile fetch and decode the records that follow (:meth:`_poll_ahead`) and prepare
+        them; once the batch's transaction is in, start those records' own
+        (:meth:`_start_early`) before publishing the batch's rejects and committing its
+        offsets."""
         prefetched = self._poll_ahead(consumer, future)
         try:
             ahead = self.prepare(prefetched) if prefetched else None
