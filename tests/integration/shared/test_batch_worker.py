@@ -92,6 +92,21 @@ def _in_partition_order(worker) -> bool:
     return True
 
 
+def _handle_all(worker, topics, session_factory, records) -> None:
+    """Publish ``records``, poll ``worker`` until every one is stored and its offset
+    committed, then close it."""
+    try:
+        publish(topics, records)
+        drain(
+            worker,
+            lambda: (
+                _count(session_factory) == len(records) and committed_offsets(topics, worker.group_id, topics.topic_events) == _ends(worker)
+            ),
+        )
+    finally:
+        worker.close()
+
+
 @pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
 def test_every_record_is_handled_once_in_order_and_its_offset_committed_after_its_effects(topics, session_factory, clock, overlap):
     w = _Recorder(topics, session_factory, clock, overlap=overlap)
@@ -147,11 +162,7 @@ def test_overlap_starts_the_batch_polled_ahead_before_committing_the_offsets_of_
         real_commit(batch)
 
     w._commit = commit
-    try:
-        publish(topics, records)
-        drain(w, lambda: _count(session_factory) == 60 and committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w))
-    finally:
-        w.close()
+    _handle_all(w, topics, session_factory, records)
     assert all(committed <= stored for committed, stored, _ in commits), "an offset was committed before its record was stored"
     early = [(committed, started) for committed, _, started in commits if started]
     assert bool(early) == (db_kind != "sqlite"), "a batch started early on SQLite, or none on PostgreSQL"
@@ -337,10 +348,6 @@ def test_the_progress_reported_while_a_batch_runs_early_counts_it_as_not_yet_sto
         real_report(measured)
 
     w._report_progress = report
-    try:
-        publish(topics, records)
-        drain(w, lambda: _count(session_factory) == 60 and committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w))
-    finally:
-        w.close()
+    _handle_all(w, topics, session_factory, records)
     assert checked, "no progress was reported while a batch ran early: the test missed the case"
     assert all(position <= offset for _, position, offset in checked), checked
