@@ -133,6 +133,9 @@ class BatchWorker:
         # The batch polled ahead whose transaction has started (overlap): its records, the
         # transaction's future and when it started. The next poll_once settles it.
         self._in_flight: tuple[list[ConsumerRecord], Future[BatchResult], float] | None = None
+        # The database's dialect, read once (None where no database is given: the deploy checks).
+        bind = getattr(session_factory, "kw", {}).get("bind")
+        self.dialect: str | None = bind.dialect.name if bind is not None else None
         # What prepare() made of the batch being handled (None when it was not polled ahead):
         # set by the loop before the batch's transaction starts, read by handle_batch.
         self.prepared: object | None = None
@@ -327,8 +330,7 @@ class BatchWorker:
             return
         if self.stop_event.is_set() or self._refetch:  # stopping, or a fresh consumer reads them again: not now
             return
-        bind = getattr(self.session_factory, "kw", {}).get("bind")
-        if bind is not None and bind.dialect.name == "sqlite":
+        if self.dialect == "sqlite":
             # One writer at a time: this batch's transaction would hold the write lock while
             # the loop stores the batch before's rejects and reports its progress, and the
             # loop would wait for it there instead of polling ahead.

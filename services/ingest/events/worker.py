@@ -63,8 +63,7 @@ class IngestWorker(BatchWorker):
     ) -> None:
         super().__init__(settings, session_factory, clock, group_id, producer)
         self._next_prune: datetime | None = None
-        bind = getattr(session_factory, "kw", {}).get("bind")  # None where no database is given (the deploy checks)
-        self._postgresql = bind is not None and bind.dialect.name == "postgresql"
+        self._postgresql = self.dialect == "postgresql"
 
     def topics(self) -> list[str]:
         return [self.settings.topic_events]
