@@ -20,7 +20,8 @@ then times run_backtest for every starter rule, in a read transaction as the bac
 job runs it, each rule in a fresh process of its own, with that process's CPU time and
 peak RSS (``ru_maxrss``: whether memory stays flat as accounts grow), the CPU time of
 its PostgreSQL backend (from /proc, a local server only; not its parallel workers') and
-the load average (the machine is shared: wall time alone says little).
+the load average (the machine is shared: wall time alone says little), and the number of
+statements it sent the database (an engine event listener: the per-day and per-chunk reads).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import yaml
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
 
 from bench.bench_ingest import DEFAULT_PG, PgDatabase
 from services.ingest.models import Account, AccountEventSeen
@@ -187,8 +188,8 @@ def main() -> None:
         engine.dispose()
         print(
             "\n| rule | accounts | days replayed | firings | distinct accounts | seconds | CPU s (this process) "
-            "| CPU s (PostgreSQL backend) | peak RSS MB | load average |"
-            "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| CPU s (PostgreSQL backend) | statements | peak RSS MB | load average |"
+            "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )
         spawn = multiprocessing.get_context("spawn")
         for path in sorted(STARTER.glob("*.yaml")):  # every starter rule
@@ -200,7 +201,7 @@ def main() -> None:
                 r = pool.apply(replay, (db_url, str(path), profile))
             print(
                 f"| {rule_id} | {n:,} | {r['days']} | {r['firings']:,} | {r['accounts']:,} | {r['seconds']:.1f} | {r['cpu']:.1f} "
-                f"| {r['backend_cpu']:.1f} | {r['peak_rss_mb']:.0f} (at start {r['start_rss_mb']:.0f}) | {os.getloadavg()[0]:.1f} |",
+                f"| {r['backend_cpu']:.1f} | {r['statements']:,} | {r['peak_rss_mb']:.0f} (at start {r['start_rss_mb']:.0f}) | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
 
@@ -222,11 +223,17 @@ def replay(db_url: str, rule_path: str, profile: str | None) -> dict[str, float]
     factory = make_session_factory(engine)
     definition = parse_rule(yaml.safe_load(Path(rule_path).read_text()))
     prof = cProfile.Profile() if profile else None
+    issued = [0]
+
+    def issue(*_args) -> None:
+        issued[0] += 1
+
     chunk = {"chunk_accounts": int(os.environ["BENCH_CHUNK_ACCOUNTS"])} if os.environ.get("BENCH_CHUNK_ACCOUNTS") else {}
     with read_transaction(factory) as session:  # as the backtest job reads
         backend = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
         start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t, cpu, backend_cpu = time.perf_counter(), time.process_time(), _backend_cpu(backend)
+        event.listen(engine, "before_cursor_execute", issue)  # the statements the backtest sends
         if prof:
             prof.enable()
         # As the job runs it: the evidence of the samples only (BacktestIn's default, 5).
@@ -235,6 +242,7 @@ def replay(db_url: str, rule_path: str, profile: str | None) -> dict[str, float]
         )
         if prof:
             prof.disable()
+        event.remove(engine, "before_cursor_execute", issue)
         elapsed, cpu, backend_cpu = time.perf_counter() - t, time.process_time() - cpu, _backend_cpu(backend) - backend_cpu
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     engine.dispose()
@@ -248,6 +256,7 @@ def replay(db_url: str, rule_path: str, profile: str | None) -> dict[str, float]
         "seconds": elapsed,
         "cpu": cpu,
         "backend_cpu": backend_cpu,
+        "statements": issued[0],
         "start_rss_mb": start_rss,
         "peak_rss_mb": peak_rss,
     }
