@@ -7,7 +7,8 @@ Reads (the caller owns the session):
 * accounts: :func:`account`, :func:`accounts`, :func:`account_ids`, :func:`account_ids_after` (a step of a
   keyset walk, an :class:`AccountRange`: a query over it filters by its first and last id), :func:`count_accounts`,
   :func:`account_rows`, :func:`account_values` (a few columns only), :func:`accounts_where` (audience
-  filters, :class:`AccountFilter`), :func:`accounts_with_value` (a rule-language test of one
+  filters, :class:`AccountFilter`; :func:`admitted_spans`: the same filters at many instants,
+  over rows already read), :func:`accounts_with_value` (a rule-language test of one
   column or trait, in SQL when it translates exactly);
   for the console, :func:`search_accounts` (ordered by id, ARR or another service's
   values, such as the current health scores), :func:`total_arr` and :func:`distinct_traits`;
@@ -83,6 +84,7 @@ from services.ingest.repository.accounts import (
     accounts_with_value,
     active_users,
     active_users_of,
+    admitted_spans,
     contact,
     contacts,
     count_accounts,
@@ -157,6 +159,7 @@ __all__ = [
     "account_values",
     "accounts",
     "accounts_where",
+    "admitted_spans",
     "accounts_with_value",
     "accounts_with_events",
     "active_days",

@@ -49,6 +49,7 @@ class DailySeries:
         self._ids: frozenset[str] | None = None
         self._day_list: list[date] | None = None
         self._raw: dict[tuple[Any, ...], Any] = {}  # the raw-event metrics by account and day (sparse)
+        self._audiences: dict[ingest.AccountFilter, _Sweep] = {}
 
     # ---- loading ------------------------------------------------------
     def _idx(self, d: date) -> int:
@@ -143,6 +144,21 @@ class DailySeries:
         if self._seats is None:
             self._seats = {a: r.seats for a, r in self.account_rows(False).items() if r.seats}
         return self._seats
+
+    def audience(self, audience: ingest.AccountFilter, now: datetime) -> set[str] | None:
+        """:func:`ingest.accounts_where` at ``now``, the end of a day of the range (as a
+        backtest steps its clock), answered from the account rows read once
+        (:func:`ingest.admitted_spans`: each account's first and last admitted day) instead
+        of a query per day that returns most of the chunk's accounts every day. None for
+        any other instant. Days asked in order cost the accounts entering and leaving."""
+        j = self._idx(now.date())
+        if not 0 <= j < self.length or now != _end_of_day(now.date()):
+            return None
+        if audience not in self._audiences:
+            ends = [_end_of_day(d) for d in self._days()]
+            spans = ingest.admitted_spans(self.account_rows(False), audience, ends)
+            self._audiences[audience] = _Sweep(spans, self.length)
+        return self._audiences[audience].at(j)
 
     def account_ids(self) -> set[str]:
         if self._ids is None:
@@ -336,6 +352,34 @@ class DailySeries:
 
 
 _Row = TypeVar("_Row", bound=tuple[Any, ...])  # (day index, value, ...)
+
+
+def _end_of_day(d: date) -> datetime:
+    """The last instant of UTC day ``d``: a backtest's clock on that day."""
+    return datetime.combine(d + timedelta(days=1), time.min, tzinfo=UTC) - timedelta(microseconds=1)
+
+
+class _Sweep:
+    """The accounts admitted on each day, from their (first, last) day indexes: kept as a
+    set that steps from day to day (the accounts entering and leaving), a copy handed out."""
+
+    def __init__(self, spans: Mapping[str, tuple[int, int]], length: int):
+        self.enter: list[list[str]] = [[] for _ in range(length + 1)]
+        self.leave: list[list[str]] = [[] for _ in range(length + 1)]
+        for a, (first, last) in spans.items():
+            self.enter[first].append(a)
+            self.leave[last + 1].append(a)
+        self.day = -1
+        self.current: set[str] = set()
+
+    def at(self, j: int) -> set[str]:
+        if j < self.day:
+            self.day, self.current = -1, set()
+        while self.day < j:
+            self.day += 1
+            self.current.update(self.enter[self.day])
+            self.current.difference_update(self.leave[self.day])
+        return set(self.current)
 
 
 # A contact never seen in a track event counts at any instant.

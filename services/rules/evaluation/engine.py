@@ -349,11 +349,15 @@ class Measurements:
         raise ValueError(f"unknown metric {m.metric}")
 
     def audience(self, audience: Audience) -> set[str]:
-        """The accounts of the population in ``audience``: ingest's filters in SQL, then
+        """The accounts of the population in ``audience``: ingest's filters in SQL (in a
+        backtest, the same from the account rows its series read once), then
         the health filters (the current score and its label) from the health scores."""
         if audience.is_everyone:
             return self.population
-        out = ingest.accounts_where(self.session, audience, self.now, self.accounts)
+        # A backtest's series answers from the account rows it read once (the same filters).
+        out = self.series.audience(audience, self.now) if self.series is not None else None
+        if out is None:
+            out = ingest.accounts_where(self.session, audience, self.now, self.accounts)
         if audience.health_label is not None:
             labels = self.account_field(HEALTH_LABEL)
             out = {a for a in out if labels.get(a) in audience.health_label}
