@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from services.ingest import interface as ingest
 from services.rules.evaluation.engine import ChunkColumns
+from services.rules.scores import repository as scores
 
 
 class DailySeries:
@@ -36,6 +37,9 @@ class DailySeries:
         self.lo = start - timedelta(days=span_days)
         self.hi = end
         self.length = (self.hi - self.lo).days + 1
+        # Health scores reach further back: a change over a window compares with the score a
+        # window earlier, looked for up to another window before (scores.past_days).
+        self.scores_lo = self.lo - timedelta(days=span_days + scores.CURRENT_DAYS)
         self._usage: dict[str | None, dict[str, tuple[list[int], list[int]]]] = {}
         self._last: dict[tuple[str, int], tuple[dict[str, int], dict[str, date]]] = {}
         self._day_masks: dict[str, dict[str, int]] = {}
@@ -50,6 +54,7 @@ class DailySeries:
         self._day_list: list[date] | None = None
         self._raw: dict[tuple[Any, ...], Any] = {}  # the raw-event metrics by account and day (sparse)
         self._audiences: dict[ingest.AccountFilter, _Sweep] = {}
+        self._scores: dict[str, tuple[array[int], array[float], frozenset[int]]] | None = None
 
     # ---- loading ------------------------------------------------------
     def _idx(self, d: date) -> int:
@@ -159,6 +164,34 @@ class DailySeries:
             spans = ingest.admitted_spans(self.account_rows(False), audience, ends)
             self._audiences[audience] = _Sweep(spans, self.length)
         return self._audiences[audience].at(j)
+
+    def health_scores(self, day: date, earliest: date) -> dict[str, float] | None:
+        """:func:`scores.scores_on_or_before`: each account's score of its latest row in
+        [earliest, day] (none when that row has no score), from the chunk's rows over the
+        period read once (two queries a day before: the current score and the past one).
+        None when the days reach outside what was read."""
+        if not (self.scores_lo <= earliest <= day <= self.hi):
+            return None
+        if self._scores is None:
+            rows: dict[str, list[tuple[int, float | None]]] = {}
+            for a, d, score in scores.scores_between(self.session, self.scores_lo, self.hi, self.accounts):
+                rows.setdefault(a, []).append(((d - self.scores_lo).days, score))
+            # account -> (its days with a row, ascending; their scores; the positions without one)
+            self._scores = {
+                a: (
+                    array("H", [i for i, _ in v]),
+                    array("d", [0.0 if x is None else x for _, x in v]),
+                    frozenset(k for k, (_, x) in enumerate(v) if x is None),
+                )
+                for a, v in rows.items()
+            }
+        i, j = (earliest - self.scores_lo).days, (day - self.scores_lo).days
+        out: dict[str, float] = {}
+        for a, (days, values, without) in self._scores.items():
+            k = bisect_right(days, j) - 1
+            if k >= 0 and days[k] >= i and k not in without:
+                out[a] = values[k]
+        return out
 
     def account_ids(self) -> set[str]:
         if self._ids is None:

@@ -12,7 +12,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import repeat
 from operator import mul, truediv
 from typing import Any
@@ -271,6 +271,13 @@ class Measurements:
         result: dict[str, Any] = getattr(ingest, name)(self.session, *args, self.accounts)
         return result
 
+    def _scores(self, day: date, earliest: date) -> dict[str, float]:
+        """The health scores of :func:`scores.scores_on_or_before`, or the same answer from the backtest's daily series."""
+        out: dict[str, float] | None = self.series.health_scores(day, earliest) if self.series is not None else None
+        if out is None:
+            out = scores.scores_on_or_before(self.session, day, earliest, self.accounts)
+        return out
+
     def _measure_raw(self, m: Metric) -> dict[str, Any] | None:
         """The metrics over raw event properties and contacts by role (ingest's
         :mod:`~services.ingest.repository.properties`), None for the others. In a backtest
@@ -327,10 +334,10 @@ class Measurements:
             used = map(mul, repeat(100.0), map(users.get, seats, repeat(0)))
             return dict(zip(seats, map(truediv, used, seats.values()), strict=True))
         if m.metric == "health":
-            return scores.scores_on_or_before(s, *scores.current_days(now.date()), acc)
+            return self._scores(*scores.current_days(now.date()))
         if m.metric == "health_change":
             latest, _ = self.metric(HEALTH)
-            past = scores.scores_on_or_before(s, *scores.past_days(now.date(), m.window_days), acc)
+            past = self._scores(*scores.past_days(now.date(), m.window_days))
             return {a: round(v - past[a], 1) for a, v in latest.items() if a in past}
         if m.metric == "change":
             n = m.baseline_days // m.window_days

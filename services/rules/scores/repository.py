@@ -79,6 +79,20 @@ def scores_on_or_before(session: Session, day: date, earliest: date, accounts: l
     return out
 
 
+def scores_between(session: Session, start: date, end: date, accounts: list[str] | None = None) -> Iterator[tuple[str, date, float | None]]:
+    """(account, day, score) of every row in [start, end], in account and day order (a
+    backtest's chunk of accounts over its period: what :func:`scores_on_or_before` picks
+    from, day after day, read once)."""
+    for part in _chunks(accounts):
+        q = select(HealthScore.account_id, HealthScore.day, HealthScore.score).where(HealthScore.day >= start, HealthScore.day <= end)
+        if isinstance(part, AccountRange) and part:
+            q = q.where(HealthScore.account_id.between(part[0], part[-1]))
+        elif part is not None:
+            q = q.where(is_in(session, HealthScore.account_id, part))
+        for a, day, score in session.execute(q.order_by(HealthScore.account_id, HealthScore.day)):
+            yield a, day, None if score is None else float(score)
+
+
 def labels_on_or_before(session: Session, day: date, earliest: date, accounts: list[str] | None = None) -> dict[str, str]:
     """:func:`latest_on_or_before`'s labels only."""
     out: dict[str, str] = {}

@@ -19,6 +19,7 @@ from services.rules.backtest.service import run_backtest
 from services.rules.evaluation.engine import Measurements
 from services.rules.language import leaves, parse_rule
 from services.rules.language.ast import Metric
+from services.rules.models import HealthScore
 from shared.db import transaction, upsert
 from tests.support.helpers import ROOT
 
@@ -176,7 +177,7 @@ class StrictSeries(DailySeries):
 
     def __getattribute__(self, name):
         attr = super().__getattribute__(name)
-        if name not in ("event_counts", "active_user_counts", "active_days", "chunked_metric", "account_last_day"):
+        if name not in ("event_counts", "active_user_counts", "active_days", "chunked_metric", "account_last_day", "health_scores"):
             return attr
 
         def strict(*args):
@@ -362,3 +363,70 @@ def test_audiences_from_the_rows_are_the_per_day_queries(session_factory):
             slow = run_backtest(s, d, START, END, per_day_queries=True).firings
             assert slow, d.audience
             assert run_backtest(s, d, START, END, chunk_accounts=5).firings == slow, d.audience
+
+
+def seed_health(session_factory) -> None:
+    """Health scores for the seeded accounts: daily, with gaps, rows without a score, a late
+    start, scores only long before the period, and none at all."""
+    rng = random.Random(11)
+    rows = []
+    with session_factory() as s:
+        ids = sorted(interface.account_ids(s))
+    for n, a in enumerate(ids):
+        if n % 5 == 4:
+            continue  # never scored
+        for d in range(-60, 95):
+            day = DAY0 + timedelta(days=d)
+            if (n % 5 == 1 and rng.random() < 0.4) or (n % 5 == 2 and d < 70) or (n % 5 == 3 and d > -30):
+                continue
+            score = None if rng.random() < 0.1 else round(rng.uniform(0, 100), 1)
+            rows.append(
+                {
+                    "account_id": a,
+                    "day": day,
+                    "score": score,
+                    "label": None,
+                    "model_version": 1,
+                    "components": [],
+                    "scored_at": datetime.combine(day, time(3), tzinfo=UTC),
+                }
+            )
+    with transaction(session_factory) as s:
+        upsert(s, HealthScore.__table__, rows, ["account_id", "day"])
+
+
+HEALTH_METRICS = [{"metric": "health"}, *({"metric": "health_change", "window": w} for w in ("1d", "7d", "14d", "30d"))]
+
+
+def test_health_scores_from_one_read_are_the_per_day_queries(session_factory):
+    """A backtest reads a chunk's health scores once for the period; every day, the current
+    score and the change over each window are those the per-day queries answer."""
+    seed(session_factory)
+    seed_health(session_factory)
+    defs = [
+        parse_rule(yaml.safe_load((STARTER / "health-fell-20.yaml").read_text())),
+        *(
+            parse_rule(rule(f"h{k}-{j}", {**m, "op": op, "value": v}))
+            for k, m in enumerate(HEALTH_METRICS)
+            for j, (op, v) in enumerate((("<=", 30), (">=", 60)) if m["metric"] == "health" else (("<=", -20), (">=", 20)))
+        ),
+    ]
+    metrics = [m for d in defs for m in leaves(d.condition) if isinstance(m, Metric)]
+    span = max((m.window or 0) + (m.baseline or 0) for m in metrics)
+    with session_factory() as s:
+        chunks = [interface.account_ids_after(s, None, 3)]
+        while len(chunks[-1]) == 3:
+            chunks.append(interface.account_ids_after(s, chunks[-1][-1], 3))
+        series = [StrictSeries(s, START, END, span + 1, c) for c in [None, *chunks]]
+        for i in range((END - START).days + 1):
+            now = _end_of(START + timedelta(days=i))
+            for c, cs in zip([None, *chunks], series, strict=True):
+                fast, slow = Measurements(s, now, c, as_of=True, series=cs), Measurements(s, now, c, as_of=True)
+                for m in metrics:
+                    assert fast.metric(m) == slow.metric(m), (now, m.label, c)
+    with session_factory() as s:
+        for d in defs:
+            slow = run_backtest(s, d, START, END, per_day_queries=True).firings
+            assert slow, d.id
+            assert run_backtest(s, d, START, END, chunk_accounts=3).firings == slow, d.id
+            assert run_backtest(s, d, START, END).firings == slow, d.id
