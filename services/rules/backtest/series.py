@@ -17,7 +17,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import accumulate, compress
+from itertools import accumulate, compress, groupby
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -173,24 +174,28 @@ class DailySeries:
         if not (self.scores_lo <= earliest <= day <= self.hi):
             return None
         if self._scores is None:
-            rows: dict[str, list[tuple[int, float | None]]] = {}
-            for a, d, score in scores.scores_between(self.session, self.scores_lo, self.hi, self.accounts):
-                rows.setdefault(a, []).append(((d - self.scores_lo).days, score))
-            # account -> (its days with a row, ascending; their scores; the positions without one)
-            self._scores = {
-                a: (
-                    array("H", [i for i, _ in v]),
-                    array("d", [0.0 if x is None else x for _, x in v]),
-                    frozenset(k for k, (_, x) in enumerate(v) if x is None),
-                )
-                for a, v in rows.items()
-            }
+            self._scores = self._read_scores()
         i, j = (earliest - self.scores_lo).days, (day - self.scores_lo).days
         out: dict[str, float] = {}
         for a, (days, values, without) in self._scores.items():
             k = bisect_right(days, j) - 1
             if k >= 0 and days[k] >= i and k not in without:
                 out[a] = values[k]
+        return out
+
+    def _read_scores(self) -> dict[str, tuple[array[int], array[float], frozenset[int]]]:
+        """account -> (its days with a row, ascending; their scores; the positions without
+        one), built from the rows as they stream in (a score a day is 1.2M rows per chunk)."""
+        out = {}
+        lo = self.scores_lo.toordinal()
+        for a, rows in groupby(scores.scores_between(self.session, self.scores_lo, self.hi, self.accounts), key=itemgetter(0)):
+            days, values, without = array("H"), array("d"), []
+            for k, (_, d, score) in enumerate(rows):
+                days.append(d.toordinal() - lo)
+                values.append(0.0 if score is None else score)
+                if score is None:
+                    without.append(k)
+            out[a] = (days, values, frozenset(without))
         return out
 
     def account_ids(self) -> set[str]:

@@ -82,14 +82,17 @@ def scores_on_or_before(session: Session, day: date, earliest: date, accounts: l
 def scores_between(session: Session, start: date, end: date, accounts: list[str] | None = None) -> Iterator[tuple[str, date, float | None]]:
     """(account, day, score) of every row in [start, end], in account and day order (a
     backtest's chunk of accounts over its period: what :func:`scores_on_or_before` picks
-    from, day after day, read once)."""
+    from, day after day, read once), streamed."""
     for part in _chunks(accounts):
         q = select(HealthScore.account_id, HealthScore.day, HealthScore.score).where(HealthScore.day >= start, HealthScore.day <= end)
         if isinstance(part, AccountRange) and part:
             q = q.where(HealthScore.account_id.between(part[0], part[-1]))
         elif part is not None:
             q = q.where(is_in(session, HealthScore.account_id, part))
-        for a, day, score in session.execute(q.order_by(HealthScore.account_id, HealthScore.day)):
+        # Streamed (a server-side cursor on PostgreSQL: a score a day is 1.2M rows per 10,000
+        # accounts), through the connection: the ORM's handling of streamed rows cost 7x the CPU.
+        q = q.order_by(HealthScore.account_id, HealthScore.day).execution_options(yield_per=10_000)
+        for a, day, score in session.connection().execute(q):
             yield a, day, None if score is None else float(score)
 
 
