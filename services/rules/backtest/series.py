@@ -16,9 +16,10 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import accumulate, compress, groupby
-from operator import itemgetter
+from itertools import accumulate, compress, groupby, repeat
+from operator import and_, itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -42,7 +43,7 @@ class DailySeries:
         # window earlier, looked for up to another window before (scores.past_days).
         self.scores_lo = self.lo - timedelta(days=span_days + scores.CURRENT_DAYS)
         self._usage: dict[str | None, dict[str, tuple[list[int], list[int]]]] = {}
-        self._last: dict[tuple[str, int], tuple[dict[str, int], dict[str, date]]] = {}
+        self._last: dict[tuple[str, int], _LastDays] = {}
         self._day_masks: dict[str, dict[str, int]] = {}
         self._users: dict[int, dict[str, list[int]]] = {}
         self._columns: dict[int, tuple[list[str], list[tuple[int, ...]]]] = {}
@@ -259,20 +260,23 @@ class DailySeries:
         if key not in self._last:
             if event not in self._day_masks:
                 self._day_masks[event] = dict(ingest.event_day_masks(self.session, event, self.lo, self.hi, self.accounts))
-            # The last day before the loaded range (any older one is past the lookback of every day >= lo).
+            masks = self._day_masks[event]
+            # The last day before the loaded range (any older one is past the lookback of every day >= lo),
+            # which counts while the account has no day in the range yet: latest first day in the range first.
             before = ingest.account_last_day(self.session, event, self.lo - timedelta(days=1), lookback_days, self.accounts)
-            self._last[key] = (self._day_masks[event], before)
-        masks, before = self._last[key]
+            first = {a: (m & -m).bit_length() - 1 for a, m in masks.items() if m}
+            waiting = sorted(((-first.get(a, self.length), a, d) for a, d in before.items()), key=itemgetter(0))
+            self._last[key] = _LastDays(list(masks), list(masks.values()), [w[0] for w in waiting], waiting)
+        last = self._last[key]
         j, floor = self._idx(end), end - timedelta(days=lookback_days)
-        days, lowest = self._days(), max(self._idx(floor) + 1, 0)  # in-range days after the floor
-        upto = (1 << (j + 1)) - 1  # the days up to ``end``
-        out = {a: d for a, d in before.items() if d > floor}
-        for a, m in masks.items():
-            i = (m & upto).bit_length() - 1  # the last day with a row, up to ``end``
-            if i >= lowest:
-                out[a] = days[i]
-            elif i >= 0:
-                out.pop(a, None)
+        lowest = max(self._idx(floor) + 1, 0)  # in-range days after the floor
+        # Each account's last day up to ``end`` (bit length: its index + 1, 0 for none), in C over the masks.
+        lengths = list(map(int.bit_length, map(and_, last.masks, repeat((1 << (j + 1)) - 1))))
+        by_length: list[Any] = [None, *self._days()]  # a mask's last day by its bit length (None: no day)
+        out = dict(compress(zip(last.accounts, map(by_length.__getitem__, lengths), strict=True), map(lowest.__lt__, lengths)))
+        for _, a, d in last.waiting[: bisect_left(last.waiting_keys, -j)]:  # no day in the range up to ``end``
+            if d > floor:
+                out[a] = d
         return out
 
     # ---- the raw-event metrics (sparse: an account's days with a value, ascending) ----
@@ -395,6 +399,18 @@ _Row = TypeVar("_Row", bound=tuple[Any, ...])  # (day index, value, ...)
 def _end_of_day(d: date) -> datetime:
     """The last instant of UTC day ``d``: a backtest's clock on that day."""
     return datetime.combine(d + timedelta(days=1), time.min, tzinfo=UTC) - timedelta(microseconds=1)
+
+
+@dataclass
+class _LastDays:
+    """An event's last days for :meth:`DailySeries.account_last_day`: the accounts' day masks
+    (as two columns), and the accounts' last day before the range keyed by minus their
+    first day in it (the length when none), ascending."""
+
+    accounts: list[str]
+    masks: list[int]
+    waiting_keys: list[int]
+    waiting: list[tuple[int, str, date]]
 
 
 class _Sweep:
