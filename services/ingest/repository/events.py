@@ -10,7 +10,7 @@ from sqlalchemy import Row, or_, select
 from sqlalchemy.orm import Session
 
 from services.ingest.models import RawEvent, UsageDaily
-from services.ingest.repository.chunks import CHUNK
+from services.ingest.repository.chunks import CHUNK, AccountRange, chunks, in_
 from services.ingest.snapshots import StoredEvent
 from shared.db import is_in
 
@@ -39,18 +39,33 @@ def latest_events(session: Session, account_id: str, names: list[str], limit: in
     return [_event(r) for r in session.execute(q)]
 
 
-def events_between(session: Session, names: list[str], start: datetime, end: datetime) -> list[StoredEvent]:
-    q = (
-        select(*_STORED_EVENT)
-        .where(RawEvent.name.in_(names), RawEvent.type == "track", RawEvent.timestamp >= start, RawEvent.timestamp < end)
-        .order_by(RawEvent.timestamp)
-    )
-    return [_event(r) for r in session.execute(q)]
+def events_between(
+    session: Session, names: list[str], start: datetime, end: datetime, accounts: list[str] | None = None
+) -> list[StoredEvent]:
+    """The stored track events named ``names`` in [start, end), in time order, of
+    ``accounts`` (None: every account; a backtest's chunk reads its own accounts' only)."""
+    out: list[StoredEvent] = []
+    for part in chunks(accounts):
+        q = select(*_STORED_EVENT).where(
+            RawEvent.name.in_(names),
+            RawEvent.type == "track",
+            RawEvent.timestamp >= start,
+            RawEvent.timestamp < end,
+            in_(RawEvent.account_id, part),
+        )
+        out += [_event(r) for r in session.execute(q.order_by(RawEvent.timestamp))]
+    if accounts is not None and len(accounts) > CHUNK and not isinstance(accounts, AccountRange):
+        out.sort(key=lambda e: e.timestamp)  # the parts' events, merged in time order
+    return out
 
 
-def accounts_with_events(session: Session, names: list[str], day: date) -> set[str]:
+def accounts_with_events(session: Session, names: list[str], day: date, accounts: list[str] | None = None) -> set[str]:
+    """The accounts (of ``accounts``, or all) with a daily rollup of one of ``names`` on ``day``."""
     t = UsageDaily
-    return set(session.scalars(select(t.account_id).where(t.event_name.in_(names), t.day == day).distinct()))
+    out: set[str] = set()
+    for part in chunks(accounts):
+        out.update(session.scalars(select(t.account_id).where(t.event_name.in_(names), t.day == day, in_(t.account_id, part)).distinct()))
+    return out
 
 
 def recent_events(session: Session, account_id: str, limit: int) -> list[RawEvent]:

@@ -138,13 +138,17 @@ def _replay(
         audience = meas.audience(d.audience)
         fired: list[tuple[datetime, str, dict[str, Any] | None]] = []  # a scheduled rule's evidence: built below
         if d.trigger.scheduled or not needs_event:
-            candidates = audience if d.trigger.scheduled else (ingest.accounts_with_events(session, list(d.trigger.events), day) & audience)
+            candidates = (
+                audience
+                if d.trigger.scheduled
+                else (ingest.accounts_with_events(session, list(d.trigger.events), day, accounts) & audience)
+            )
             matched = select_set(d.condition, candidates, meas.matching)
             # In cooldown: it would be dropped below, so skip sorting it.
             fired = [(now, a, None) for a in sorted(a for a in matched if a not in until or now >= until[a])]
         else:
             day_start = datetime.combine(day, dtime.min, tzinfo=UTC)
-            stored = ingest.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1))
+            stored = ingest.events_between(session, list(d.trigger.events), day_start, day_start + timedelta(days=1), accounts)
             done: set[str] = set()
             for e in stored:
                 if e.account_id in done or e.account_id not in audience:

@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import select
 
 from services.ingest import interface
-from services.ingest.models import Account, UsageDaily, UserActivityDaily
+from services.ingest.models import Account, RawEvent, UsageDaily, UserActivityDaily
 from services.rules.backtest.series import DailySeries
 from services.rules.backtest.service import run_backtest
 from services.rules.evaluation.engine import Measurements
@@ -430,3 +430,38 @@ def test_health_scores_from_one_read_are_the_per_day_queries(session_factory):
             assert slow, d.id
             assert run_backtest(s, d, START, END, chunk_accounts=3).firings == slow, d.id
             assert run_backtest(s, d, START, END).firings == slow, d.id
+
+
+def test_event_triggered_backtests_read_each_chunks_events(session_factory):
+    """An event-triggered rule whose condition reads the event (nps-detractor) replays
+    each chunk from that chunk's stored events only: the firings, their order within a
+    day (by the event's time) and evidence are those of the whole population at once."""
+    seed(session_factory)
+    rng = random.Random(5)
+    with session_factory() as s:
+        ids = sorted(interface.account_ids(s))
+    events = []
+    for k in range(300):
+        a = rng.choice(ids)
+        at = datetime.combine(START, time(0), tzinfo=UTC) + timedelta(minutes=rng.randrange(60 * 24 * 50))
+        props = {"scale": rng.choice(["nps", "nps", "csat"]), "score": rng.randint(0, 10)}
+        events.append(
+            {
+                "event_id": f"e{k}",
+                "account_id": a,
+                "user_id": f"u{k % 4}",
+                "type": "track",
+                "name": "survey_answered",
+                "timestamp": at,
+                "properties": props,
+                "received_at": at,
+            }
+        )
+    with transaction(session_factory) as s:
+        upsert(s, RawEvent.__table__, events, ["event_id"])
+    d = parse_rule(yaml.safe_load((STARTER / "nps-detractor.yaml").read_text()))
+    with session_factory() as s:
+        whole = run_backtest(s, d, START, END, per_day_queries=True).firings
+        assert len({a for _, a, _ in whole}) > 3, whole  # several accounts, in every chunk
+        assert run_backtest(s, d, START, END, chunk_accounts=3).firings == whole
+        assert run_backtest(s, d, START, END).firings == whole
