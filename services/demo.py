@@ -497,6 +497,13 @@ def _chance(account_id: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def comes_back(account_id: str, reached: bool) -> bool:
+    """Whether a churning account starts using the product again (with ``--live``) once
+    the win-back reached it (``reached``) or held it out: decided by its id, so
+    :func:`cohorts` knows in advance which escalations a live run takes away."""
+    return _chance(account_id, "come-back") < (COME_BACK_IF_REACHED if reached else COME_BACK_IF_HELD_OUT)
+
+
 def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: random.Random) -> list[dict[str, Any]]:
     """One round of live usage at ``now``: healthy, expanding and onboarding accounts keep
     using the product; churning accounts stay away unless they are in ``back``."""
@@ -541,8 +548,7 @@ def live(args: argparse.Namespace, settings: Settings) -> None:
                     status = outreach_status(session, "win-back")
                 for account_id, state in status.items():
                     if account_id in churning and account_id not in back and state != "pending":
-                        p = COME_BACK_IF_REACHED if state == "reached" else COME_BACK_IF_HELD_OUT
-                        if _chance(account_id, "come-back") < p:
+                        if comes_back(account_id, reached=state == "reached"):
                             back[account_id] = state
                             log.info("demo: %s (%s) is using the product again", account_id, state.replace("_", " "))
                 events = live_round(accts, set(back), datetime.now(UTC), rng)
@@ -737,13 +743,15 @@ def cohorts(accounts: int, seed: int, days: int, win_back: dict[str, Any], setti
     out["win_back_message_holdout"] = groups["message_holdout"]
     out["win_back_escalation_holdout"] = groups["escalation_holdout"]
     held = set(groups["message_holdout"]) | set(groups["escalation_holdout"])
-    # Those whose champion is awake now first (the order is otherwise the accounts'): the
-    # tour's account ($ACCT, the first) then has its escalation minutes after its signal at
-    # any hour, not in its champion's morning. Its quiet hours would hold the tour back by
-    # up to eleven hours, past the one-hour time-box of every engagement opened meanwhile.
+    # Those that stay away under --live first, and of those, the ones whose champion is
+    # awake now (the order is otherwise the accounts'): the tour's account ($ACCT, the
+    # first) is then escalated minutes after its signal at any hour. One that comes back
+    # converts within a minute of its email and is never escalated (the tour's CSM steps
+    # would find no engagement); its champion's quiet hours would hold the tour back by up
+    # to eleven hours, past the one-hour time-box of every engagement opened meanwhile.
     by_id = {a.id: a for a in accts}
     escalated = [a for a in out["churning"] if a not in held]
-    out["escalated_unless_they_come_back"] = sorted(escalated, key=lambda a: not _awake(by_id[a], settings))
+    out["escalated_unless_they_come_back"] = sorted(escalated, key=lambda a: (comes_back(a, reached=True), not _awake(by_id[a], settings)))
     out.update(scenes(accts, out, settings))
     out["use_cases"] = {a.id: a.use_case for a in accts}
     return out

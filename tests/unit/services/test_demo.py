@@ -104,3 +104,19 @@ def test_churning_accounts_warn_before_their_usage_falls_and_outcomes_fall_insid
     assert {accounts[a].cohort for a, k in kinds.items() if k == "renewed"} == {"healthy"}
     for a, o in outcomes.items():
         assert 45 <= (datetime.fromisoformat(o["effective_date"]).date() - END.date()).days <= 90, (a, o)
+
+
+def test_the_tours_escalated_account_stays_away_under_live():
+    """The README's tour follows the first of ``escalated_unless_they_come_back`` ($ACCT)
+    to a pooled CSM while ``--live`` streams on. An account that comes back once the
+    win-back reaches it converts within a minute and is never escalated, so the first is
+    one that stays away (review: $ACCT came back and the tour's CSM steps found nothing)."""
+    from services.demo import cohorts, comes_back
+    from services.outreach.interface import starter_playbooks
+
+    found = cohorts(100, 7, 60, starter_playbooks()["win-back"])
+    escalated = found["escalated_unless_they_come_back"]
+    assert any(comes_back(a, reached=True) for a in escalated)  # the case exists in this run
+    assert not comes_back(escalated[0], reached=True)
+    stay = [a for a in escalated if not comes_back(a, reached=True)]
+    assert escalated[: len(stay)] == stay  # all who stay away before any who come back
