@@ -30,6 +30,16 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
 
 
+def _count(n: int, x_label: str) -> str:
+    """``n`` of the x axis's unit as a sentence reads it: "30 days (UTC)", "1 day (UTC)",
+    "4 CSMs" (the label's first word takes the plural; its case is kept, but for a leading
+    capital: "Day" reads "days")."""
+    first, space, rest = x_label.partition(" ")
+    if first[:1].isupper() and not first.isupper():
+        first = first.lower()
+    return f"{_fmt(n)} {first}{'' if n == 1 else 's'}{space}{rest}"
+
+
 def _table(title: str, x_label: str, labels: Sequence[str], series: Mapping[str, Sequence[float]]) -> str:
     head = "".join(f'<th scope="col">{escape(n)}</th>' for n in series)
     rows = "".join(
@@ -106,7 +116,7 @@ def bars(
                 f'height="{hgt:.1f}"><title>{escape(lab)} {escape(name)}: {_fmt(v)}</title></rect>'
             )
     body.append(_x_ticks(labels, lambda i: LEFT + i * slot + slot / 2))
-    desc = desc or f"{title}: {_fmt(sum(totals))} in total over {len(labels)} {x_label.lower()}s"
+    desc = desc or f"{title}: {_fmt(sum(totals))} in total over {_count(len(labels), x_label)}"
     return Markup(_frame(title, desc, "".join(body), x_label, y_label, ymax) + _legend(names) + _table(title, x_label, labels, series))
 
 

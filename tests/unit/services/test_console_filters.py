@@ -37,3 +37,17 @@ def test_a_recommend_step_is_drawn_as_a_send_of_a_library_resource() -> None:
         ("recommend", "a library resource by email resource-pick to champion"),
         ("send", "email win-back to admin"),
     ]
+
+
+def test_a_bar_charts_description_counts_its_axis_in_words() -> None:
+    """What a screen reader hears for a bar chart (its <desc>): "over 30 days (UTC)", not
+    "over 30 day (utc)s" (review: every day-by-day chart read so)."""
+    from services.console.charts import bars
+
+    def desc(labels: list[str], x_label: str) -> str:
+        return str(bars("T", labels, {"a": [1.0] * len(labels)}, x_label=x_label, y_label="n")).split("<desc", 1)[1].split("</desc>")[0]
+
+    assert desc(["d"] * 30, "day (UTC)").endswith("in total over 30 days (UTC)")
+    assert desc(["d"], "day (UTC)").endswith("in total over 1 day (UTC)")
+    assert desc(["ada", "ken"], "CSM").endswith("in total over 2 CSMs")
+    assert desc(["d"] * 7, "Day").endswith("in total over 7 days")
