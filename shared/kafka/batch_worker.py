@@ -40,7 +40,7 @@ from shared import deadletters, faults
 from shared.clock import Clock, SystemClock
 from shared.db import transaction, transient_db_error
 from shared.kafka.clients import group_id_of, make_consumer, make_producer
-from shared.kafka.dlq import dlq_headers
+from shared.kafka.dlq import dlq_headers, fit_dlq_record
 from shared.metrics import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_REJECTED
 from shared.settings import Settings
 from shared.worker import Backoff, retry_db_error
@@ -513,11 +513,14 @@ class BatchWorker:
     def _publish_rejects(self, rejects: list[Reject]) -> None:
         """Store the rejects durably (shared/deadletters.py: the embedded broker keeps
         topics in memory only), then publish them to the DLQ topic. Both are idempotent:
-        a redelivered batch stores nothing twice; the DLQ topic may hold a copy twice."""
+        a redelivered batch stores nothing twice; the DLQ topic may hold a copy twice. A
+        record too large for the producer goes to the topic cut to fit (dlq.fit_dlq_record),
+        never failing the publish on every retry."""
         if not rejects:
             return
         topic = self.dlq_topic or self.settings.topic_events_dlq
         now = self.clock.now()
+        max_bytes = self.producer.config["max_request_size"]
         with transaction(self.session_factory) as session:
             deadletters.store(
                 session,
@@ -543,9 +546,10 @@ class BatchWorker:
                 rej.reason,
                 rej.detail[:200],
             )
-            self.producer.send(
-                topic, key=rej.record.key, value=rej.record.value, headers=dlq_headers(rej.record, rej.reason, rej.detail, now)
+            key, value, headers = fit_dlq_record(
+                rej.record.key, rej.record.value, dlq_headers(rej.record, rej.reason, rej.detail, now), max_bytes
             )
+            self.producer.send(topic, key=key, value=value, headers=headers)
         self.producer.flush(timeout=30)
 
     def _commit(self, records: list[ConsumerRecord]) -> None:

@@ -20,6 +20,34 @@ def dlq_headers(record: ConsumerRecord, reason: str, detail: str, now: datetime)
     ]
 
 
+# Bytes a record needs beyond its key, value and headers when kafka-python sizes it
+# against max_request_size (the batch header and the record's varints: under 100).
+_RECORD_OVERHEAD = 512
+TRUNCATED_HEADER = "touchline.dlq.truncated"
+
+
+def fit_dlq_record(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], max_bytes: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key, value and headers the DLQ topic gets for a rejected record: as it
+    arrived, or, when the producer could not send one that large (its
+    ``max_request_size``; a broker may hold larger records than our producer sends),
+    the start of its value (and of its key, if that alone is too large) with a
+    ``touchline.dlq.truncated`` header giving the original sizes. Without this the
+    publish failed on every retry and the record blocked its partition for good. The
+    ``dead_letters`` row keeps every byte either way."""
+    note = f"value {len(value or b'')} bytes, key {len(key or b'')} bytes; every byte is in dead_letters (touchline dlq)"
+    room = max_bytes - _RECORD_OVERHEAD - sum(len(k.encode()) + len(v) for k, v in headers) - len(TRUNCATED_HEADER) - len(note)
+    if len(key or b"") + len(value or b"") <= room:
+        return key, value, headers
+    room = max(room, 0)
+    if key is not None and len(key) > room // 2:
+        key = key[: room // 2]
+    if value is not None:
+        value = value[: room - len(key or b"")]
+    return key, value, [*headers, (TRUNCATED_HEADER, note.encode())]
+
+
 def parse_dlq_record(record: ConsumerRecord) -> dict[str, Any]:
     """A DLQ record as a readable dict (for ``touchline dlq`` and the tests)."""
     headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or [])}
@@ -37,6 +65,7 @@ def parse_dlq_record(record: ConsumerRecord) -> dict[str, Any]:
             "offset": int(headers.get("touchline.dlq.offset", -1)),
         },
         "rejected_at": headers.get("touchline.dlq.rejected_at"),
+        "truncated": headers.get(TRUNCATED_HEADER),
         "key": record.key.decode("utf-8", "replace") if record.key else None,
         "original_bytes": value,
         "original_text": text,

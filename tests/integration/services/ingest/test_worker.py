@@ -303,6 +303,29 @@ def test_unbounded_values_are_dead_lettered_with_their_reason_not_as_processing_
     assert "limit is 16" in dlq[UNBOUNDED_RECORDS["1000 deep"][1][1]]["detail"]
 
 
+def test_a_record_larger_than_the_dlq_producer_sends_is_dead_lettered_and_its_partition_goes_on(topics, worker, session_factory):
+    """A 1.5 MB record (the broker holds it; our producer sends at most its
+    max_request_size, 1 MiB) is dead-lettered like any oversized record: the DLQ topic
+    gets its first bytes and a ``touchline.dlq.truncated`` header, ``dead_letters`` every
+    byte, and the event behind it is stored. (Review: its DLQ publish failed on every
+    retry, so ingest of its partition stopped for good.)"""
+    from shared.kafka.clients import make_producer
+
+    big = b"x" * 1_500_000
+    producer = make_producer(topics, max_request_size=4 * 1024 * 1024)
+    producer.send(topics.topic_events, key=b"acme", value=big)
+    producer.flush()
+    producer.close()
+    publish(topics, [track("acme", "login", T0, "ada", "after-big")])
+    drain(worker, lambda: count(session_factory, RawEvent) == 1)
+    [d] = read_dlq(topics, 1)
+    assert d["reason"] == "oversized" and d["key"] == "acme" and d["source"]["topic"] == topics.topic_events
+    assert "value 1500000 bytes" in d["truncated"]
+    assert 1_000_000 < len(d["original_bytes"]) <= worker.producer.config["max_request_size"] and big.startswith(d["original_bytes"])
+    with session_factory() as s:
+        assert s.scalar(select(DeadLetter.value)) == big
+
+
 class _PoisonWorker(BatchWorker):
     """A worker whose processing (not validation) fails on one record, as a bug or a
     database constraint would: the loop must isolate it and go on."""
