@@ -114,11 +114,17 @@ def _pretty(value: Any) -> str:
 
 
 def _evidence(value: Any) -> str:
-    """One evidence entry as a person reads it: "15.2 (needs >= 14)"."""
+    """One evidence entry as a person reads it: "15.2 (needs >= 14)"; an entry that is no
+    comparison (a segment's change, an event trigger) in the API's notation, JSON, not
+    Python's repr."""
+
+    def shown(v: Any) -> str:
+        return json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (dict, list)) else _fmt_num(v)
+
     if isinstance(value, dict) and "value" in value:
-        needs = f" (needs {value.get('op', '')} {_fmt_num(value.get('threshold'))})" if "threshold" in value else ""
-        return f"{_fmt_num(value['value'])}{needs}"
-    return str(value)
+        needs = f" (needs {value.get('op', '')} {shown(value.get('threshold'))})" if "threshold" in value else ""
+        return f"{shown(value['value'])}{needs}"
+    return shown(value)
 
 
 def _time_left(days: float | None) -> str:

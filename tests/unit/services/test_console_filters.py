@@ -51,3 +51,16 @@ def test_a_bar_charts_description_counts_its_axis_in_words() -> None:
     assert desc(["d"], "day (UTC)").endswith("in total over 1 day (UTC)")
     assert desc(["ada", "ken"], "CSM").endswith("in total over 2 CSMs")
     assert desc(["d"] * 7, "Day").endswith("in total over 7 days")
+
+
+def test_evidence_that_is_no_comparison_reads_as_json_not_python() -> None:
+    """A segment signal's evidence (``segment``: its id, version and change) and an event
+    trigger read as the API shows them, not as a Python dict (review: the account page
+    showed "segment = {'id': 'use-case-analytics', ...}")."""
+    evidence = env.filters["evidence"]
+    assert evidence({"id": "use-case-analytics", "version": 1, "change": "entered"}) == (
+        '{"id": "use-case-analytics", "version": 1, "change": "entered"}'
+    )
+    assert evidence({"value": ["a", "b"], "op": "in", "threshold": ["a"]}) == '["a", "b"] (needs in ["a"])'
+    assert evidence({"value": 15.2, "op": ">=", "threshold": 14.0}) == "15.20 (needs >= 14)"
+    assert evidence("nps") == "nps"
