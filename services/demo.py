@@ -288,10 +288,13 @@ def generate(
                 n_events = 1 + int(rng.expovariate(1 / 4))
                 for k in range(n_events):
                     ts = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(seconds=rng.randint(28_800, 64_800))
-                    if ts > end:
-                        continue
+                    # Drawn and numbered before the cut at the end, so a later run the same
+                    # day draws the same stream: the same events under the same ids, and
+                    # only those after the earlier end are new.
                     name = "login" if k == 0 else rng.choices(names, weights)[0]
                     seq += 1
+                    if ts > end:
+                        continue
                     yield {
                         "event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{a.id}/{day}/{seq}")),
                         "account_id": a.id,
