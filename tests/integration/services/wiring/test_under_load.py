@@ -180,6 +180,27 @@ async def test_an_exhausted_pool_answers_503_overloaded_and_readyz_still_answers
     assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok", ready.text
 
 
+async def test_an_exhausted_pool_answers_a_console_page_with_a_page(settings, keys):
+    """A signed-in console page that finds every pooled connection held answers 503 with
+    Retry-After as an HTML page a person reads, not the API's JSON (review)."""
+    app, engine = _served_app(settings, db_pool_size=2, db_max_overflow=0, db_pool_timeout_seconds=0.2)
+    held = []
+    try:
+        with serving(app, app.state.ctx.settings) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as ops:
+                page = await ops.get("/console/sign-in")
+                signed = await ops.post("/console/sign-in", data={"csrf": _csrf(page.text), "api_key": keys["ops"]})
+                assert signed.status_code == 303, signed.text
+                held = [engine.connect(), engine.connect()]
+                busy = await ops.get("/console/")
+    finally:
+        for conn in held:
+            conn.close()
+        engine.dispose()
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
+    assert busy.headers["content-type"].startswith("text/html") and "The console is busy" in busy.text
+
+
 async def test_a_request_over_the_concurrency_cap_is_refused_at_once_and_probes_bypass_it(settings, keys):
     """With TOUCHLINE_API_MAX_CONCURRENT_REQUESTS in flight (here 3, held waiting for
     the one pooled connection), one more answers 503 overloaded with Retry-After while
@@ -198,6 +219,7 @@ async def test_a_request_over_the_concurrency_cap_is_refused_at_once_and_probes_
                     await asyncio.sleep(0.05)
                 assert cap.in_flight == 3
                 refused = await client.get("/v1/rules", headers=auth(keys["ops"]))
+                console = await client.get("/console/sign-in")
                 health, ready = await client.get("/healthz"), await client.get("/readyz")
                 assert not any(t.done() for t in waiting)  # refused while the three still wait
                 held.close()
@@ -207,6 +229,9 @@ async def test_a_request_over_the_concurrency_cap_is_refused_at_once_and_probes_
         engine.dispose()
     assert refused.status_code == 503 and refused.json()["error"] == "overloaded", refused.text
     assert refused.headers["retry-after"] == "1"
+    # A console page is refused the same way, as a page a person reads (review: it was the JSON).
+    assert console.status_code == 503 and console.headers["retry-after"] == "1", console.text
+    assert console.headers["content-type"].startswith("text/html") and "The console is busy" in console.text
     assert health.status_code == 200 and ready.status_code == 200, (health.text, ready.text)
     assert [a.status_code for a in answers] == [200, 200, 200]
 
