@@ -573,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host")
     a.add_argument("--port", type=int)
     a.set_defaults(func=cmd_api)
-    w = sub.add_parser("worker", help="run one worker (ingest, rules, outreach, outreach-timers, outreach-sender, jobs)")
+    w = sub.add_parser(
+        "worker", help="run one worker (ingest, rules, outreach, outreach-timers, outreach-sender, outreach-engagements, jobs)"
+    )
     w.add_argument("name")
     w.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     w.set_defaults(func=cmd_worker)

@@ -247,6 +247,21 @@ def test_compose_runs_every_worker_and_only_touchline_commands():
     assert {s["command"][0] for s in services.values()} >= {"migrate", "topics", "api"}
 
 
+def test_the_readme_and_the_cli_name_every_worker():
+    """Without containers the README's "Running in production" block is the process list,
+    and `touchline worker --help` the names: each names every worker `touchline run`
+    starts (review: both left out outreach-engagements, so a deploy by the README never
+    assigned an engagement)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("## Running in production") :].split("```bash", 1)[1].split("```", 1)[0]
+    listed = set(re.findall(r"^touchline worker (\S+)", block, re.M))
+    assert listed == set(WORKERS), f"missing from the README: {set(WORKERS) - listed}"
+    ports = re.findall(r"^touchline worker \S+ --metrics-port (\d+)", block, re.M)
+    assert len(ports) == len(set(ports)) == len(WORKERS)
+    helps = {a.dest: a.help for a in build_parser()._subparsers._group_actions[0]._choices_actions}  # type: ignore[union-attr]
+    assert all(name in helps["worker"] for name in WORKERS), helps["worker"]
+
+
 def test_compose_long_running_services_wait_for_setup_and_restart_with_health_checks():
     doc = compose()
     for name, svc in doc["services"].items():
