@@ -137,6 +137,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     with database() as factory:
         with transaction(factory) as session:
             if args.keys_cmd == "create":
+                if args.role == "csm" and args.csm_id:  # as console-link and the console's key form
+                    from services.outreach.interface import get_csm
+
+                    if get_csm(session, args.csm_id) is None:
+                        print(f"error: no CSM {args.csm_id!r} on the roster (PUT /v1/csms/{args.csm_id} adds one)", file=sys.stderr)
+                        return 2
                 try:
                     row, key = auth.create_key(session, role=args.role, name=args.name, now=SystemClock().now(), csm_id=args.csm_id)
                 except ValueError as exc:

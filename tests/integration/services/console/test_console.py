@@ -565,6 +565,13 @@ async def test_touchline_console_link_prints_a_link_that_signs_in_once(api, sett
         timeout=120,
     )
     assert bad.returncode == 2 and "no CSM 'nobody'" in bad.stderr
+    # `touchline keys create` holds a CSM key to the roster too, as the console's key form
+    # does (review: it made a key for a typo'd CSM id that saw an empty inbox).
+    keys_cmd = [sys.executable, "-m", "services.wiring.cli", "keys", "create", "--role", "csm", "--name", "k"]
+    typo = subprocess.run([*keys_cmd, "--csm-id", "nobody"], env=env, capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and "no CSM 'nobody'" in typo.stderr and "tl_" not in typo.stdout
+    made = subprocess.run([*keys_cmd, "--csm-id", "csm-1"], env=env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and "tl_" in made.stdout, made.stderr
 
 
 async def test_overview_counts_open_engagements_like_the_api(api, keys, seeded):
