@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import LargeBinary, func, select
+from sqlalchemy.orm import Session, defer
 
 from shared.db import insert_new
 from shared.models import DeadLetter
@@ -70,13 +70,32 @@ def store(session: Session, rejected: Iterable[Rejected], *, dlq_topic: str, wor
     return new
 
 
-def as_dict(row: DeadLetter) -> dict[str, Any]:
+# What a page of dead letters (the API's, the console's) carries of each original: its
+# first bytes, cut in SQL. A broker holds records of megabytes; a page of 100 of them was
+# a 210 MB answer built in the API's memory (review). `touchline dlq` prints every byte.
+HEAD_BYTES = 64 * 1024
+
+
+def _text(value: bytes | None, cut: bool) -> str | None:
+    """``value`` as UTF-8 text, or None when it is not; a cut value may end inside a
+    character (up to 3 bytes of it), which is dropped rather than calling it not text."""
+    if value is None:
+        return None
+    for drop in range(4 if cut else 1):
+        try:
+            return value[: len(value) - drop].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def as_dict(row: DeadLetter, head: tuple[bytes | None, int] | None = None) -> dict[str, Any]:
     """A dead letter as every reader shows it (the same shape ``touchline dlq --json``
-    always printed): the original as text when it is UTF-8, else only as bytes."""
-    try:
-        text = row.value.decode("utf-8") if row.value is not None else None
-    except UnicodeDecodeError:
-        text = None
+    always printed): the original as text when it is UTF-8, else only as bytes; with
+    ``head`` (from :func:`newest_heads`) its first bytes and its whole size."""
+    value, size = head if head is not None else (row.value, len(row.value or b""))
+    cut = len(value or b"") < size
+    text = _text(value, cut)
     return {
         "id": row.id,
         "dlq_topic": row.dlq_topic,
@@ -87,7 +106,9 @@ def as_dict(row: DeadLetter) -> dict[str, Any]:
         "rejected_at": row.rejected_at.isoformat(),
         "key": row.key.decode("utf-8", "replace") if row.key is not None else None,
         "original_text": text,
-        "original_bytes": row.value or b"",
+        "original_bytes": value or b"",
+        "original_size": size,
+        "original_truncated": cut,
     }
 
 
@@ -99,6 +120,28 @@ def newest(session: Session, *, limit: int, before_id: int | None = None, reason
     if reason is not None:
         q = q.where(DeadLetter.reason == reason)
     return list(session.scalars(q))
+
+
+def newest_heads(
+    session: Session, *, limit: int, before_id: int | None = None, reason: str | None = None, head_bytes: int = HEAD_BYTES
+) -> list[tuple[DeadLetter, tuple[bytes | None, int]]]:
+    """:func:`newest`, each row with the first ``head_bytes`` of its original and its size
+    (for :func:`as_dict`), the original itself never loaded: what a page lists."""
+    q = (
+        select(
+            DeadLetter,
+            func.substr(DeadLetter.value, 1, head_bytes, type_=LargeBinary),
+            func.coalesce(func.length(DeadLetter.value), 0),
+        )
+        .options(defer(DeadLetter.value, raiseload=True))
+        .order_by(DeadLetter.id.desc())
+        .limit(limit)
+    )
+    if before_id is not None:
+        q = q.where(DeadLetter.id < before_id)
+    if reason is not None:
+        q = q.where(DeadLetter.reason == reason)
+    return [(row, (bytes(head) if head is not None else None, int(size))) for row, head, size in session.execute(q)]
 
 
 def count_by_reason(session: Session) -> dict[str, int]:

@@ -20,7 +20,7 @@ KEEP = 100
 
 @router.get("/dead-letters")
 def dead_letters(request: Request, session: Session = SessionDep, viewer: Viewer = OPS) -> HTMLResponse:
-    records = [deadletters.as_dict(r) for r in deadletters.newest(session, limit=KEEP)]
+    records = [deadletters.as_dict(r, head) for r, head in deadletters.newest_heads(session, limit=KEEP, head_bytes=1024)]
     by_reason = deadletters.count_by_reason(session)
     rejected: dict[str, float] = {}
     for labels, value in metric_samples("touchline_events_rejected_total")["touchline_events_rejected_total"]:

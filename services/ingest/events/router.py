@@ -131,6 +131,10 @@ class DeadLetterOut(BaseModel):
     key: str | None
     original_text: str | None = Field(description="the original bytes as UTF-8 text, or null when they are not")
     original_base64: str = Field(description="the original bytes, base64")
+    original_size: int = Field(description="the original's size in bytes")
+    original_truncated: bool = Field(
+        description="the original is larger than a page carries (its first 64 KiB here); `touchline dlq` prints every byte"
+    )
 
 
 class DeadLetterPage(BaseModel):
@@ -151,10 +155,11 @@ def list_dead_letters(
     session: Session = SessionDep,
     _principal: Principal = require("ops"),
 ) -> DeadLetterPage:
-    rows = deadletters.newest(session, limit=limit, before_id=cursor, reason=reason)
+    heads = deadletters.newest_heads(session, limit=limit, before_id=cursor, reason=reason)
+    rows = [row for row, _head in heads]
     items = []
-    for row in rows:
-        d = deadletters.as_dict(row)
+    for row, head in heads:
+        d = deadletters.as_dict(row, head)
         raw = d.pop("original_bytes")
         items.append(DeadLetterOut(**d, original_base64=base64.b64encode(raw).decode()))
     return DeadLetterPage(items=items, next_cursor=next_key(rows, limit, lambda r: str(r.id)))

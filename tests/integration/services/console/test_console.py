@@ -635,6 +635,37 @@ async def test_dead_letters_shows_the_newest_records_with_reason_and_source_offs
     assert re.search(r"<td>invalid_json</td><td class=\"n\">2</td>", page.text)
 
 
+async def test_a_page_of_dead_letters_carries_the_first_bytes_of_each_original(api, keys, settings, clock, session_factory):
+    """A record of megabytes (a broker holds them) is kept whole, but a page of dead
+    letters carries its first 64 KiB with its size, cut in SQL: a page of 30 records of
+    3 MB was a 210 MB answer built in the API's memory (review). A cut inside a UTF-8
+    character still reads as text."""
+    import base64
+
+    from shared import deadletters
+
+    original = ("é" * 150_000).encode() + b"}"  # 300,001 bytes, two per character
+    with transaction(session_factory) as s:
+        deadletters.store(
+            s,
+            [deadletters.Rejected(settings.topic_events, 0, 7, b"acme", original, "oversized", "too big")],
+            dlq_topic=settings.topic_events_dlq,
+            worker="ingest",
+            now=clock.now(),
+        )
+    listed = (await api.get("/v1/dead-letters", params={"reason": "oversized"}, headers=auth(keys["ops"]))).json()["items"]
+    [item] = [d for d in listed if d["source"]["offset"] == 7]
+    head = base64.b64decode(item["original_base64"])
+    assert item["original_size"] == len(original) and item["original_truncated"] is True
+    assert len(head) == deadletters.HEAD_BYTES and original.startswith(head)
+    assert item["original_text"] == "é" * (deadletters.HEAD_BYTES // 2)
+    with session_factory() as s:  # every byte is kept (touchline dlq prints them)
+        assert deadletters.as_dict(deadletters.newest(s, limit=1, reason="oversized")[0])["original_bytes"] == original
+    await sign_in(api, keys["ops"])
+    page = await api.get("/console/dead-letters")
+    assert page.status_code == 200 and "é" * 300 in page.text and len(page.text) < 100_000
+
+
 async def test_every_playbook_report_figure_is_the_count_of_its_list(api, keys, seeded):
     """Issue 19, deliverable 2, for the report endpoint (tests/support/counts.py)."""
     assert await playbook_reports_are_counts_of_lists(api, auth(keys["ops"]))  # the seeded world has figures to count
