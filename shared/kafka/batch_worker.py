@@ -576,6 +576,11 @@ class BatchWorker:
             self._held.pop(tp, None)  # read again from the broker, in order
             if tp in self._live().assignment():
                 self._live().seek(tp, offset)
+        # The lag gauge counts the rewound records again: a batch that keeps coming back (its
+        # rejects cannot be published, the database is away) must not read 0 on /metrics
+        # while its partition stands still. The progress table is left as it is: nothing
+        # more is stored than it says, and the database may be what is away.
+        self._measure_lag()
 
     def _update_lag(self, unprocessed: list[ConsumerRecord] | None = None) -> None:
         """Measure the lag of every owned partition (metric) and publish it to the
@@ -584,6 +589,11 @@ class BatchWorker:
         but not processed (held back, or ``unprocessed``: prefetched while the batch
         committed) are still lag: the consumer's position has moved past them, but the
         database does not hold them yet."""
+        self._report_progress(self._measure_lag(unprocessed))
+
+    def _measure_lag(self, unprocessed: list[ConsumerRecord] | None = None) -> dict[tuple[str, int], tuple[int, int]]:
+        """Set the lag gauge of every owned partition; returns each one's (position,
+        high-watermark), the position being its first record not yet stored."""
         consumer = self._live()
         first: dict[tuple[str, int], int] = {}
         for r in [*(unprocessed or []), *(r for recs in self._held.values() for r in recs)]:
@@ -604,7 +614,7 @@ class BatchWorker:
             if position is not None:
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - position))
                 measured[(tp.topic, tp.partition)] = (position, hw)
-        self._report_progress(measured)
+        return measured
 
     def _report_progress(self, measured: dict[tuple[str, int], tuple[int, int]]) -> None:
         now = self.clock.now()

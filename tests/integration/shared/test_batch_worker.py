@@ -351,3 +351,53 @@ def test_the_progress_reported_while_a_batch_runs_early_counts_it_as_not_yet_sto
     _handle_all(w, topics, session_factory, records)
     assert checked, "no progress was reported while a batch ran early: the test missed the case"
     assert all(position <= offset for _, position, offset in checked), checked
+
+
+def test_the_lag_gauge_counts_a_batch_that_keeps_being_rewound(topics, session_factory, clock):
+    """A batch whose rejects cannot be published is rewound on every poll and its
+    partition stands still: the lag on /metrics says so (it read 0, as measured after the
+    last batch that was committed, while 11 records sat stuck), and falls to 0 once the
+    batch goes through."""
+    from prometheus_client import REGISTRY
+
+    w = _Rejecting(topics, session_factory, clock)
+    w.db_retry_seconds = 0
+    broker_away = [False]
+    real_publish = w._publish_rejects
+
+    def publish_rejects(rejects):
+        if broker_away[0]:
+            raise KafkaError("broker away")
+        real_publish(rejects)
+
+    w._publish_rejects = publish_rejects
+
+    def lag() -> dict[int, float]:
+        out = {}
+        for metric in REGISTRY.collect():
+            for sample in metric.samples:
+                labels = sample.labels
+                if (
+                    sample.name == "touchline_consumer_lag"
+                    and labels.get("worker") == w.name
+                    and labels.get("topic") == topics.topic_events
+                ):
+                    out[int(labels["partition"])] = sample.value
+        return out
+
+    first = [{"event_id": f"e{i}", "account_id": "a1"} for i in range(3)]
+    stuck = [{"event_id": f"s{i}", "account_id": "a1", "bad": i == 0} for i in range(4)]
+    try:
+        publish(topics, first)
+        drain(w, lambda: _count(session_factory) == 3 and committed_offsets(topics, w.group_id, topics.topic_events) == _ends(w))
+        (partition,) = {p for p, _, _ in w.handled}
+        assert lag()[partition] == 0
+        broker_away[0] = True
+        publish(topics, stuck)
+        drain(w, lambda: sum(1 for _, _, e in w.handled if e == "s0") >= 3)  # rewound, and read again, twice
+        assert lag()[partition] == len(stuck), "a partition standing still on a rewound batch read as caught up"
+        broker_away[0] = False
+        drain(w, lambda: committed_offsets(topics, w.group_id, topics.topic_events).get(partition) == 7)
+        assert lag()[partition] == 0
+    finally:
+        w.close()
