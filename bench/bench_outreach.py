@@ -26,8 +26,10 @@ own database there. Numbers are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
+import operator
 import os
 import shutil
 import subprocess
@@ -77,20 +79,20 @@ RESOURCE_PICK = {
 }
 
 
-def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", senders: int = 1, peer: str = "devmail") -> dict:
+def run_one(
+    kind: str, n: int, broker: EmbeddedBroker, step: str = "send", senders: int = 1, peer: str = "devmail", consumers: int = 1
+) -> dict:
     from kafka import KafkaProducer
 
     from services.ingest.models import Account, AccountEventSeen, User
     from services.outreach.content.schemas import ResourceIn
     from services.outreach.content.service import save as save_resource
-    from services.outreach.models import Enrollment, Message
+    from services.outreach.models import Enrollment, Message, OutreachDecision
     from services.outreach.playbooks.schemas import PlaybookDefinition
     from services.outreach.playbooks.service import save as save_playbook
-    from services.outreach.playbooks.worker import SignalWorker
     from services.outreach.starter import starter_resources, starter_templates
     from services.outreach.templates.schemas import TemplateIn
     from services.outreach.templates.service import save as save_template
-    from shared.clock import SimulatedClock
     from shared.db import make_engine, make_session_factory, transaction
     from shared.kafka.clients import ensure_topics
     from shared.migrate import upgrade
@@ -110,11 +112,12 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", sende
         mail_sink_port=free_port(),
         outreach_send_batch=500,
         kafka_max_poll_records=500,
+        # The product's partition count for cs.signals, or more: a consumer without a partition idles.
+        topic_partitions=max(Settings.model_fields["topic_partitions"].default, consumers),
     )
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
-    clock = SimulatedClock(T0)
     with transaction(factory) as s:
         save_template(s, "win-back", TemplateIn(**starter_templates()["win-back"]), settings=settings, actor="bench", now=T0)
         save_template(s, "resource-pick", TemplateIn(**RESOURCE_PICK), settings=settings, actor="bench", now=T0)
@@ -175,7 +178,20 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", sende
                     updated_at=T0,
                 )
             )
-    ensure_topics(settings)
+    ensure_topics(settings)  # cs.signals with settings.topic_partitions, as in production
+
+    def count(model, column=None) -> int:
+        with factory() as s:
+            return s.scalar(select(func.count(column.distinct()) if column is not None else func.count()).select_from(model))
+
+    # Under `touchline run` (or several `touchline worker outreach`) each consumer is its own
+    # process with its own connections, the group sharing the partitions. Each joins the group
+    # on the empty topic and is ready once the partitions are split among them; the signals are
+    # published, then they all start at once and stop when they have handled N between them.
+    engine.dispose()
+    spawn = multiprocessing.get_context("spawn")
+    owned, handled = spawn.Array("q", consumers), spawn.Value("q", 0)
+    procs, go, results = _ready_processes(spawn, _enrol, [(settings, k, n, owned, handled) for k in range(consumers)])
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20, batch_size=256 * 1024)
     for i in range(n):
         a = f"acct-{i:06d}"
@@ -192,46 +208,24 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", sende
         producer.send(settings.topic_signals, key=a.encode(), value=json.dumps(sig).encode())
     producer.flush()
     producer.close()
-
-    def count(model) -> int:
-        with factory() as s:
-            return s.scalar(select(func.count()).select_from(model))
-
-    consumer = SignalWorker(settings, factory, clock)
-    handled, signals_s, batches, statements = 0, 0.0, 0, 0
-    first_s, first_n = 0.0, 0  # the first batch's poll also waits out the group join and the first fetch
-    cpu_s, backend_s = 0.0, 0.0  # this process's CPU and the database's backends', over the timed polls
-    issued = [0]
-
-    def backends_cpu() -> float:  # PostgreSQL on this machine: its backends' CPU seconds (/proc)
-        if kind != "postgresql":
-            return 0.0
-        with factory() as s:
-            pids = s.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).all()
-        return sum(_process_cpu(pid) for pid in pids if Path(f"/proc/{pid}").exists())
-
-    def issue(*_args) -> None:
-        issued[0] += 1
-
-    event.listen(engine, "before_cursor_execute", issue)  # statements the database is sent, per batch
-    while handled < n:
-        # Only batches that carried records are timed: the group join is not what we measure.
-        backend = backends_cpu()
-        issued[0] = 0
-        cpu, t = time.process_time(), time.perf_counter()
-        got = consumer.poll_once(500)
-        if got:
-            signals_s += time.perf_counter() - t
-            cpu_s += time.process_time() - cpu
-            if not batches:
-                first_s, first_n = signals_s, got
-            handled += got
-            batches += 1
-            statements += issued[0]
-            backend_s += backends_cpu() - backend
-    event.remove(engine, "before_cursor_execute", issue)
-    consumer.close()
-    assert count(Enrollment) == n and count(Message) == n
+    load = os.getloadavg()[0]
+    go.set()
+    enrolled = sorted((results.get(timeout=3600) for _ in procs), key=lambda f: f["consumer"])
+    for proc in procs:
+        proc.join(30)
+    batches = [b for f in enrolled for b in f["batches"]]
+    assert sum(got for _, _, got in batches) == n, [f["signals"] for f in enrolled]  # none handled twice (no redelivery)
+    start, end = min(t0 for t0, _, _ in batches), max(t1 for _, t1, _ in batches)
+    # "After 1st": from the moment every consumer has finished its first batch (whose poll
+    # also waits out the first fetch), counting each batch's signals in proportion to its
+    # time inside that window. With one consumer: the run without its first batch.
+    warm = max(f["batches"][0][1] for f in enrolled if f["batches"])
+    steady = sum(got * (t1 - max(t0, warm)) / (t1 - t0) for t0, t1, got in batches if t1 > warm)
+    # Effectively once across the group: one enrolment and one message per signal, no signal
+    # enrolled twice, a decision for each.
+    assert count(Enrollment) == n and count(Message) == n, (count(Enrollment), count(Message))
+    assert count(Enrollment, Enrollment.signal_id) == n and count(Message, Message.enrollment_id) == n
+    assert count(OutreachDecision) == n
     with factory() as s:
         routed = s.scalar(select(func.count()).select_from(Message).where(Message.resource_id.is_not(None)))
     assert routed == (n if step == "recommend" else 0), routed
@@ -256,17 +250,10 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", sende
     while not port_open(settings.mail_sink_host, settings.mail_sink_port):
         time.sleep(0.05)
     # Under `touchline run` each sender is its own process with its own connections (and
-    # senders share the outbox: SKIP LOCKED claims). Each is started and ready (imports,
-    # engine) before the clock starts; they all start at once and stop when none finds a
-    # due message.
+    # senders share the outbox: SKIP LOCKED claims); they all start at once and stop when
+    # none finds a due message.
     engine.dispose()
-    spawn = multiprocessing.get_context("spawn")
-    go, results = spawn.Event(), spawn.Queue()
-    procs = [spawn.Process(target=_deliver, args=(settings, f"bench-{k}", go, results)) for k in range(senders)]
-    for proc in procs:
-        proc.start()
-    ready = [results.get(timeout=120) for _ in procs]
-    assert all(r == "ready" for r in ready), ready
+    procs, go, results = _ready_processes(spawn, _deliver, [(settings, f"bench-{k}") for k in range(senders)])
     sink_cpu = _process_cpu(sink.pid)
     started = time.perf_counter()
     go.set()
@@ -291,12 +278,15 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", sende
         "db": kind,
         "step": step,
         "signals": n,
-        "signals_per_s": n / signals_s,
-        "steady_per_s": (n - first_n) / (signals_s - first_s) if n > first_n else 0.0,
-        "cpu_us": cpu_s / n * 1e6,
-        "backend_cpu_us": backend_s / n * 1e6,
-        "batches": batches,
-        "statements_per_batch": statements / batches,
+        "consumers": consumers,
+        "signals_per_s": n / (end - start),
+        "steady_per_s": steady / (end - warm) if end > warm else 0.0,
+        "cpu_us": sum(f["cpu"] for f in enrolled) / n * 1e6,
+        "backend_cpu_us": sum(f["backend_cpu"] for f in enrolled) / n * 1e6,
+        "per_consumer": [(f["signals"], f["cpu"] / f["signals"] * 1e6 if f["signals"] else 0.0) for f in enrolled],
+        "batches": len(batches),
+        "statements_per_batch": sum(f["statements"] for f in enrolled) / len(batches),
+        "load": load,
         "emails": delivered,
         "emails_per_s": delivered / mail_s,
         "senders": senders,
@@ -306,6 +296,83 @@ def run_one(kind: str, n: int, broker: EmbeddedBroker, step: str = "send", sende
         "sink_cpu_us": sink_cpu / delivered * 1e6,
         "smtp_connections": sum(d["connections"] for d in done),
     }
+
+
+def _ready_processes(spawn, target, args: list[tuple]) -> tuple[list, object, object]:
+    """Start ``target(*a, go, results)`` for each ``a`` of ``args``, each its own process
+    with its own connections, as under ``touchline run``, and wait until every one has put
+    "ready" (imports, engine; a consumer also its share of the partitions): the clock starts
+    when the caller sets ``go``, for all of them at once. Each then puts its figures."""
+    go, results = spawn.Event(), spawn.Queue()
+    procs = [spawn.Process(target=target, args=(*a, go, results)) for a in args]
+    for proc in procs:
+        proc.start()
+    ready = [results.get(timeout=120) for _ in procs]
+    assert all(r == "ready" for r in ready), ready
+    return procs, go, results
+
+
+def _enrol(settings: Settings, index: int, n: int, owned, handled, go, results) -> None:
+    """One enrolment consumer process (``touchline worker outreach``): a SignalWorker in the
+    outreach group. It joins on the empty topic and is ready once every consumer holds
+    partitions and none is held twice (``owned``: each consumer's partitions as a bit mask,
+    written after each of its polls; the group is stable then, since no member comes or
+    goes). After ``go`` it handles batches until the consumers have handled ``n`` signals
+    between them (``handled``), and reports each batch's start, end and size, its CPU
+    seconds over them, its backends' (``/proc``) and the statements it sent them."""
+    from services.outreach.playbooks.worker import SignalWorker
+    from shared.clock import SimulatedClock
+    from shared.db import make_engine, make_session_factory
+
+    engine = make_engine(settings)
+    backends: set[int] = set()  # PostgreSQL on this machine: the pids of this process's connections
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", lambda conn, _record: backends.add(conn.info.backend_pid))
+    consumer = SignalWorker(settings, make_session_factory(engine), SimulatedClock(T0))
+    every = (1 << settings.topic_partitions) - 1
+    while True:
+        consumer.poll_once(100)
+        assert consumer.consumer is not None
+        owned[index] = sum(1 << tp.partition for tp in consumer.consumer.assignment())
+        masks = owned[:]
+        if all(masks) and sum(masks) == every and functools.reduce(operator.or_, masks) == every:
+            break
+    issued = [0]
+
+    def issue(*_args) -> None:
+        issued[0] += 1
+
+    event.listen(engine, "before_cursor_execute", issue)  # statements the database is sent, per batch
+    results.put("ready")
+    go.wait()
+    before = {pid: _process_cpu(pid) for pid in backends}
+    batches: list[tuple[float, float, int]] = []  # each batch's start and end (perf_counter: one clock for every process) and size
+    cpu, statements = 0.0, 0
+    while handled.value < n:
+        # Only polls that carried records are timed: a consumer whose partitions are drained
+        # waits in its poll for the others to finish.
+        issued[0] = 0
+        c, t = time.process_time(), time.perf_counter()
+        got = consumer.poll_once(500)
+        if got:
+            batches.append((t, time.perf_counter(), got))
+            cpu += time.process_time() - c
+            statements += issued[0]
+            with handled.get_lock():
+                handled.value += got
+    backend_cpu = sum(_process_cpu(pid) - before.get(pid, 0.0) for pid in backends if Path(f"/proc/{pid}").exists())
+    consumer.close()
+    engine.dispose()
+    results.put(
+        {
+            "consumer": index,
+            "signals": sum(got for _, _, got in batches),
+            "batches": batches,
+            "cpu": cpu,
+            "backend_cpu": backend_cpu,
+            "statements": statements,
+        }
+    )
 
 
 def _deliver(settings: Settings, worker_id: str, go, results) -> None:
@@ -349,6 +416,11 @@ def main(argv=None) -> int:
     p.add_argument("--signals", type=int, default=5000)
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--step", choices=["send", "recommend"], default="send", help="the playbook's first step (default: send)")
+    p.add_argument(
+        "--consumers",
+        default="1",
+        help="enrolment consumer processes in one group sharing cs.signals, e.g. 1,2: one whole run each (default: 1)",
+    )
     p.add_argument("--senders", default="1", help="sender processes sharing the outbox, e.g. 1,2: one whole run each (default: 1)")
     p.add_argument(
         "--peer",
@@ -374,18 +446,22 @@ def main(argv=None) -> int:
     broker = EmbeddedBroker("127.0.0.1", free_port(), Path(tempfile.mkdtemp()) / "broker.log").start()
     try:
         print(
-            f"{'db':<11}{'step':<10}{'signals':>8}{'signals/s':>11}{'after 1st':>11}{'CPU us/sig':>12}{'backend':>9}{'batches':>9}{'stmts/batch':>13}{'emails':>8}{'senders':>8}"
-            f"{'emails/s':>10}{'sender CPU us/email':>21}{'sink CPU us/email':>19}{'SMTP conns':>12}  per sender"
+            f"{'db':<11}{'step':<10}{'signals':>8}{'consumers':>10}{'signals/s':>11}{'after 1st':>11}{'CPU us/sig':>12}{'backend':>9}{'batches':>9}{'stmts/batch':>13}"
+            f"{'emails':>8}{'senders':>8}{'emails/s':>10}{'sender CPU us/email':>21}{'sink CPU us/email':>19}{'SMTP conns':>12}"
+            "  per consumer (signals, CPU us/sig)  per sender  load at go / end"
         )
         for kind in kinds:
-            for senders in [int(k) for k in args.senders.split(",") if k]:
-                r = run_one(kind, args.signals, broker, args.step, senders, args.peer)
-                print(
-                    f"{r['db']:<11}{r['step']:<10}{r['signals']:>8}{r['signals_per_s']:>11.0f}{r['steady_per_s']:>11.0f}{r['cpu_us']:>12.0f}{r['backend_cpu_us']:>9.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
-                    f"{r['emails']:>8}{r['senders']:>8}{r['emails_per_s']:>10.0f}{r['sender_cpu_us']:>21.0f}{r['sink_cpu_us']:>19.0f}"
-                    f"{r['smtp_connections']:>12}  {r['per_sender']}  (load {os.getloadavg()[0]:.1f})",
-                    flush=True,
-                )
+            for consumers in [int(k) for k in args.consumers.split(",") if k]:
+                for senders in [int(k) for k in args.senders.split(",") if k]:
+                    r = run_one(kind, args.signals, broker, args.step, senders, args.peer, consumers)
+                    print(
+                        f"{r['db']:<11}{r['step']:<10}{r['signals']:>8}{r['consumers']:>10}{r['signals_per_s']:>11.0f}{r['steady_per_s']:>11.0f}"
+                        f"{r['cpu_us']:>12.0f}{r['backend_cpu_us']:>9.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
+                        f"{r['emails']:>8}{r['senders']:>8}{r['emails_per_s']:>10.0f}{r['sender_cpu_us']:>21.0f}{r['sink_cpu_us']:>19.0f}"
+                        f"{r['smtp_connections']:>12}  {[(k, round(us)) for k, us in r['per_consumer']]}  {r['per_sender']}"
+                        f"  (load {r['load']:.1f} / {os.getloadavg()[0]:.1f})",
+                        flush=True,
+                    )
     finally:
         broker.stop()
     return 0
