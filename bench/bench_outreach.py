@@ -40,6 +40,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -208,9 +209,13 @@ def run_one(
         producer.send(settings.topic_signals, key=a.encode(), value=json.dumps(sig).encode())
     producer.flush()
     producer.close()
-    load = os.getloadavg()[0]
+    load, machine, went = os.getloadavg()[0], psutil.cpu_times(), time.perf_counter()
     go.set()
     enrolled = sorted((results.get(timeout=3600) for _ in procs), key=lambda f: f["consumer"])
+    # What the whole machine was busy with meanwhile (every process: ours, PostgreSQL, the
+    # broker, the other helpers' work), in cores: how much of the two was left to take.
+    busy = sum(getattr(psutil.cpu_times(), f) - getattr(machine, f) for f in ("user", "system", "nice", "irq", "softirq"))
+    busy_cores = busy / (time.perf_counter() - went)
     for proc in procs:
         proc.join(30)
     batches = [b for f in enrolled for b in f["batches"]]
@@ -287,6 +292,7 @@ def run_one(
         "batches": len(batches),
         "statements_per_batch": sum(f["statements"] for f in enrolled) / len(batches),
         "load": load,
+        "busy_cores": busy_cores,
         "emails": delivered,
         "emails_per_s": delivered / mail_s,
         "senders": senders,
@@ -448,7 +454,7 @@ def main(argv=None) -> int:
         print(
             f"{'db':<11}{'step':<10}{'signals':>8}{'consumers':>10}{'signals/s':>11}{'after 1st':>11}{'CPU us/sig':>12}{'backend':>9}{'batches':>9}{'stmts/batch':>13}"
             f"{'emails':>8}{'senders':>8}{'emails/s':>10}{'sender CPU us/email':>21}{'sink CPU us/email':>19}{'SMTP conns':>12}"
-            "  per consumer (signals, CPU us/sig)  per sender  load at go / end"
+            "  per consumer (signals, CPU us/sig)  per sender  machine busy (cores)  load at go / end"
         )
         for kind in kinds:
             for consumers in [int(k) for k in args.consumers.split(",") if k]:
@@ -459,7 +465,7 @@ def main(argv=None) -> int:
                         f"{r['cpu_us']:>12.0f}{r['backend_cpu_us']:>9.0f}{r['batches']:>9}{r['statements_per_batch']:>13.1f}"
                         f"{r['emails']:>8}{r['senders']:>8}{r['emails_per_s']:>10.0f}{r['sender_cpu_us']:>21.0f}{r['sink_cpu_us']:>19.0f}"
                         f"{r['smtp_connections']:>12}  {[(k, round(us)) for k, us in r['per_consumer']]}  {r['per_sender']}"
-                        f"  (load {r['load']:.1f} / {os.getloadavg()[0]:.1f})",
+                        f"  {r['busy_cores']:.2f}  (load {r['load']:.1f} / {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
     finally:
