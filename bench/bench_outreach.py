@@ -4,14 +4,25 @@ render, outbox insert, offsets after commit), then emails per second delivered b
 sender to the embedded SMTP sink over one reused connection (``--senders 1,2``: one run
 with each number of sender processes sharing the outbox, checking that no Message-ID
 reaches the sink twice; each sender's and the sink's CPU per email; ``--peer smtp-sink``:
-Postfix's C test server instead of our Python sink). It also counts the
-statements the consumer sends the database per batch (an engine event listener), and
-prints the consumer's CPU per signal and, on PostgreSQL, its backends' (``/proc``), and
-signals/s without the first batch ("after 1st"), whose poll also waits out the group
-join and the first fetch (0 to 500 ms: up to 100 us a signal of a 5,000-signal run).
+Postfix's C test server instead of our Python sink). The enrolment consumers run as
+processes in one group, as ``touchline worker outreach`` does (``--consumers 1,2``: one
+run with each number of them sharing cs.signals, which has the product's 4 partitions or
+one per consumer if more; default 1). Each joins the group on the empty topic, the
+signals are published once the partitions are split, and all start at once. The bench
+checks that every signal was handled once across the group (one enrolment, one message
+and one decision per signal, no signal enrolled twice), and prints signals/s from the
+first record any consumer handled to the last; signals/s without the first batches
+("after 1st": from the moment every consumer has finished its first, whose poll also
+waits out the first fetch); each consumer's CPU per signal and, on PostgreSQL, its
+backends' (``/proc``); the statements sent per batch (an engine event listener); and how
+many cores the whole machine was busy meanwhile (the cores are shared: a second
+consumer is only faster if one is free). 2026-12-07: one consumer 2,214-3,305 signals/s,
+two 1,783-5,739 (5,000 reached in 3 of 6 runs, whenever the machine had half a core to
+spare; docs/performance.md, "Outreach").
 
     make bench-outreach
     .venv/bin/python -m bench.bench_outreach --signals 5000 --db sqlite,postgresql
+    .venv/bin/python -m bench.bench_outreach --db postgresql --consumers 1,2,1,2   # scale-out
     .venv/bin/python -m bench.bench_outreach --step recommend   # the recommend step (docs/content.md)
 
 ``--step recommend`` replaces the playbook's send with a recommend step over the starter
