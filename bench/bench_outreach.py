@@ -339,6 +339,7 @@ def _enrol(settings: Settings, index: int, n: int, owned, handled, go, results) 
     seconds over them, its backends' (``/proc``) and the statements it sent them."""
     from services.outreach.playbooks.worker import SignalWorker
     from shared.clock import SimulatedClock
+    from shared.collector import freeze_startup_heap
     from shared.db import make_engine, make_session_factory
 
     engine = make_engine(settings)
@@ -346,6 +347,7 @@ def _enrol(settings: Settings, index: int, n: int, owned, handled, go, results) 
     if engine.dialect.name == "postgresql":
         event.listen(engine, "connect", lambda conn, _record: backends.add(conn.info.backend_pid))
     consumer = SignalWorker(settings, make_session_factory(engine), SimulatedClock(T0))
+    freeze_startup_heap()  # as `touchline worker` does before its loop
     every = (1 << settings.topic_partitions) - 1
     while True:
         consumer.poll_once(100)
@@ -397,10 +399,12 @@ def _deliver(settings: Settings, worker_id: str, go, results) -> None:
     its CPU seconds."""
     from services.outreach.delivery.worker import SenderWorker
     from shared.clock import SimulatedClock
+    from shared.collector import freeze_startup_heap
     from shared.db import make_engine, make_session_factory
 
     engine = make_engine(settings)
     sender = SenderWorker(settings, make_session_factory(engine), SimulatedClock(T0), worker_id=worker_id)
+    freeze_startup_heap()  # as `touchline worker` does before its loop
     results.put("ready")
     go.wait()
     cpu, sent = time.process_time(), 0
