@@ -37,6 +37,7 @@ own database there. Numbers are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import bisect
 import functools
 import json
 import multiprocessing
@@ -46,6 +47,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -220,13 +222,22 @@ def run_one(
         producer.send(settings.topic_signals, key=a.encode(), value=json.dumps(sig).encode())
     producer.flush()
     producer.close()
-    load, machine, went = os.getloadavg()[0], psutil.cpu_times(), time.perf_counter()
+    # What the whole machine is busy with meanwhile (every process: ours, PostgreSQL, the
+    # broker, the other helpers' work), sampled every 20 ms and read over the enrolment's own
+    # window below, not the wait for the consumers' last (empty) polls.
+    load, machine, sampled = os.getloadavg()[0], [(time.perf_counter(), _machine_busy())], threading.Event()
+
+    def sample() -> None:
+        while not sampled.wait(0.02):
+            machine.append((time.perf_counter(), _machine_busy()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     go.set()
     enrolled = sorted((results.get(timeout=3600) for _ in procs), key=lambda f: f["consumer"])
-    # What the whole machine was busy with meanwhile (every process: ours, PostgreSQL, the
-    # broker, the other helpers' work), in cores: how much of the two was left to take.
-    busy = sum(getattr(psutil.cpu_times(), f) - getattr(machine, f) for f in ("user", "system", "nice", "irq", "softirq"))
-    busy_cores = busy / (time.perf_counter() - went)
+    sampled.set()
+    sampler.join()
+    machine.append((time.perf_counter(), _machine_busy()))
     for proc in procs:
         proc.join(30)
     batches = [b for f in enrolled for b in f["batches"]]
@@ -237,6 +248,7 @@ def run_one(
     # time inside that window. With one consumer: the run without its first batch.
     warm = max(f["batches"][0][1] for f in enrolled if f["batches"])
     steady = sum(got * (t1 - max(t0, warm)) / (t1 - t0) for t0, t1, got in batches if t1 > warm)
+    busy_cores = (_busy_at(machine, end) - _busy_at(machine, start)) / (end - start)  # in cores of the machine
     # Effectively once across the group: one enrolment and one message per signal, no signal
     # enrolled twice, a decision for each.
     assert count(Enrollment) == n and count(Message) == n, (count(Enrollment), count(Message))
@@ -414,6 +426,23 @@ def _deliver(settings: Settings, worker_id: str, go, results) -> None:
     results.put({"worker": worker_id, "sent": sent, "cpu": cpu, "connections": sender.smtp.connections_opened})
     sender.close()
     engine.dispose()
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has been busy since boot, all cores (psutil, /proc/stat)."""
+    t = psutil.cpu_times()
+    return t.user + t.system + t.nice + t.irq + t.softirq
+
+
+def _busy_at(samples: list[tuple[float, float]], at: float) -> float:
+    """The machine's busy seconds at ``at`` (perf_counter), interpolated between samples."""
+    i = bisect.bisect_left([t for t, _ in samples], at)
+    if i == 0:
+        return samples[0][1]
+    if i == len(samples):
+        return samples[-1][1]
+    (t0, b0), (t1, b1) = samples[i - 1], samples[i]
+    return b0 + (b1 - b0) * (at - t0) / (t1 - t0)
 
 
 def _process_cpu(pid: int) -> float:
