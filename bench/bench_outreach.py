@@ -16,9 +16,10 @@ first record any consumer handled to the last; signals/s without the first batch
 waits out the first fetch); each consumer's CPU per signal and, on PostgreSQL, its
 backends' (``/proc``); the statements sent per batch (an engine event listener); and how
 many cores the whole machine was busy meanwhile (the cores are shared: a second
-consumer is only faster if one is free). 2026-12-07, PostgreSQL, 12 runs each, alternating:
-one consumer 1,999-3,497 signals/s, two 1,375-5,739 (5,000 reached in 3 of 12, each time
-with the shared machine leaving them about 1.5 cores; docs/performance.md, "Outreach").
+consumer is only faster if one is free). 2026-12-07, PostgreSQL, 26 runs each, alternating,
+on 2 cores shared with two other helpers: one consumer 1,717-3,497 signals/s, two
+1,375-6,436 (5,000 reached in 5 of 26, when the two cores were nearly theirs;
+docs/performance.md, "Outreach").
 
     make bench-outreach
     .venv/bin/python -m bench.bench_outreach --signals 5000 --db sqlite,postgresql
