@@ -303,6 +303,7 @@ def run_one(
     engine.dispose()
     if drop:
         drop()
+    shutil.rmtree(tmp, ignore_errors=True)  # the SQLite file and the sink's 5,000 messages a run
     return {
         "db": kind,
         "step": step,
