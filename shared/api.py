@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
 from shared.db import read_transaction, transaction, transient_db_error
+from shared.errors import Forbidden
 from shared.kafka.clients import make_producer
 from shared.settings import Settings
 from shared.signin import SignInThrottle
@@ -86,6 +87,13 @@ SEND_QUEUE_LIMIT = 10_000
 # (docs/performance.md, "The redirect on the event loop").
 API_PRODUCER_LINGER_MS = 50
 
+# (session, csm_id, account_ids) -> those of account_ids with an engagement of that CSM.
+EngagedBy = Callable[[Session, str, Iterable[str]], set[str]]
+
+
+def _engaged_by_nobody(_session: Session, _csm_id: str, _account_ids: Iterable[str]) -> set[str]:
+    return set()
+
 
 @dataclass
 class AppContext:
@@ -93,6 +101,10 @@ class AppContext:
     engine: Engine
     session_factory: sessionmaker[Session]
     clock: Clock
+    # Which accounts a CSM key may read (health, docs/health.md): outreach's
+    # accounts_engaged_by, set by the composition root (services/wiring/app.py), since the
+    # services below outreach cannot import it. Unset, a CSM key sees no account.
+    engaged_by: EngagedBy = _engaged_by_nobody
     _producer: KafkaProducer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     signin_throttle: SignInThrottle = field(init=False)
@@ -130,6 +142,25 @@ class AppContext:
 def context_of(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
+
+
+def visible_accounts(request: Request, session: Session, role: str, csm_id: str | None, account_ids: Iterable[str]) -> set[str]:
+    """Of ``account_ids``, the accounts the caller (a key's ``role`` and ``csm_id``) may
+    read: all for ops and admin, for a CSM key those of its own engagements (open or
+    closed), as the console decides it (services/console/views/health.py)."""
+    ids = set(account_ids)
+    if role != "csm":
+        return ids
+    if not csm_id or not ids:
+        return set()
+    return context_of(request).engaged_by(session, csm_id, ids)
+
+
+def require_visible_account(request: Request, session: Session, role: str, csm_id: str | None, account_id: str) -> None:
+    """403 for a CSM key on an account none of its engagements is on (as for another CSM's
+    engagement: services/outreach/engagements/service.py, ``visible_to``)."""
+    if account_id not in visible_accounts(request, session, role, csm_id, [account_id]):
+        raise Forbidden(f"account {account_id!r} has no engagement of yours; a CSM reads only their engagements' accounts")
 
 
 def session_factory_of(request: Request) -> sessionmaker[Session]:

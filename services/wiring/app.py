@@ -75,6 +75,8 @@ def routers() -> list[APIRouter]:
 def create_app(
     settings: Settings | None = None, clock: Clock | None = None, session_factory: sessionmaker[Session] | None = None
 ) -> FastAPI:
+    from services.outreach import interface as outreach
+
     settings = settings or get_settings()
     engine = session_factory.kw["bind"] if session_factory is not None else make_engine(settings)
     ctx = AppContext(
@@ -82,6 +84,7 @@ def create_app(
         engine=engine,
         session_factory=session_factory or make_session_factory(engine),
         clock=clock or SystemClock(),
+        engaged_by=outreach.accounts_engaged_by,  # what a CSM key may read of health (shared/api.py)
     )
 
     # Readiness checks run here, not in the thread pool the routes share, and on a

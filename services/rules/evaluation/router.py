@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from sqlalchemy.orm import Session
 
 from services.rules.evaluation import health
@@ -18,7 +18,7 @@ from services.rules.rules import service
 from services.rules.rules.schemas import DryRunOut
 from services.rules.segments import service as segments
 from services.rules.segments.schemas import SEGMENT_BODY, SegmentPreviewOut
-from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep
+from shared.api import ClockDep, ReadSessionDep, SessionDep, SettingsDep, require_visible_account
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
@@ -83,10 +83,12 @@ def test_rule(
     responses={**AUTH_ERRORS, **responses(NotFound)},
     tags=["health"],
     summary="Score an account's health now with the current model (stored as today's score)",
+    description="A CSM key: only an account with one of its engagements (open or closed), else 403.",
 )
 def score_account_health(
-    account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, _p: Principal = require("ops", "csm")
+    request: Request, account_id: str, session: Session = SessionDep, clock: Clock = ClockDep, p: Principal = require("ops", "csm")
 ) -> HealthScoreOut:
+    require_visible_account(request, session, p.role, p.csm_id, account_id)
     return HealthScoreOut.of(health.score_account(session, account_id, clock.now()))
 
 

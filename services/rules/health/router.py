@@ -1,6 +1,7 @@
 """The health API: the model (validate, read, change: a new version, versions, audit;
 role ops) and the scores (an account's health with its explanation and history, the
-accounts by health; roles ops and csm). Scoring an account now is in
+accounts by health; roles ops and csm, a CSM key seeing only the accounts of its own
+engagements, open or closed: docs/health.md). Scoring an account now is in
 services/rules/evaluation/router.py, beside the engine it measures with."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from services.rules.health import repository as repo
@@ -27,7 +28,7 @@ from services.rules.health.schemas import (
 )
 from services.rules.models import HealthModelVersion
 from services.rules.scores import repository as scores
-from shared.api import ClockDep, SessionDep, SettingsDep
+from shared.api import ClockDep, SessionDep, SettingsDep, require_visible_account, visible_accounts
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
@@ -47,6 +48,7 @@ AUTHOR = ("ops",)
 READERS = ("ops", "csm")
 NumberCursor = Query(None, pattern=NUMBER_CURSOR_PATTERN, description="next_cursor from the previous page")
 NumberLimit = Query(100, ge=1, le=1000)
+CSM_BATCH = 500  # current scores read a time for a CSM key's page of the accounts by health
 
 
 @router.post(
@@ -136,14 +138,17 @@ def _account_health(session: Session, account_id: str, now: datetime, days: int)
     response_model=AccountHealthOut,
     responses={**AUTH_ERRORS, **responses(Unprocessable)},
     summary="An account's latest health score, explained component by component, and its daily history",
+    description="A CSM key: only an account with one of its engagements (open or closed), else 403.",
 )
 def account_health(
+    request: Request,
     account_id: str,
     days: int = Query(90, ge=1, le=3660, description="history of this many days, up to today"),
     session: Session = SessionDep,
     clock: Clock = ClockDep,
-    _p: Principal = require(*READERS),
+    p: Principal = require(*READERS),
 ) -> AccountHealthOut:
+    require_visible_account(request, session, p.role, p.csm_id, account_id)
     return _account_health(session, account_id, clock.now(), days)
 
 
@@ -152,15 +157,17 @@ def account_health(
     response_model=HealthPage,
     responses={**AUTH_ERRORS, **responses(Unprocessable)},
     summary="Accounts by their current health (each one's latest score of the last 7 days), lowest first (order=desc: highest first), in pages",
+    description="A CSM key lists only the accounts of its own engagements (open or closed).",
 )
 def list_accounts(
+    request: Request,
     label: str | None = Query(None, pattern="^(healthy|watch|at_risk)$"),
     order: str = Query("asc", pattern="^(asc|desc)$"),
     cursor: str | None = Query(None, max_length=MAX_CURSOR_CHARS, description="next_cursor from the previous page"),
     limit: int = Query(50, ge=1, le=500),
     session: Session = SessionDep,
     clock: Clock = ClockDep,
-    _p: Principal = require(*READERS),
+    p: Principal = require(*READERS),
 ) -> HealthPage:
     day = scores.latest_day(session, clock.now().date())
     if day is None:
@@ -171,13 +178,19 @@ def list_accounts(
         raise Unprocessable(
             [{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}]
         )
-    items = scores.current_page(
-        session,
-        clock.now().date(),
-        label=label,
-        descending=order == "desc",
-        after=(after[0] / 10, after[1]) if after else None,
-        limit=limit,
-    )
+    position = (after[0] / 10, after[1]) if after else None
+    items: list[Any] = []
+    # A CSM key's page: the visible rows of the rows read in order, until it is full or the
+    # list ends (the engagements are outreach's, so the filter cannot join them here). Read
+    # CSM_BATCH at a time: a CSM's accounts are few among many, and the page's cursor is its
+    # last row, so rows read past it are read again by the next page.
+    size = limit if p.role != "csm" else max(limit, CSM_BATCH)
+    while len(items) < limit:
+        batch = scores.current_page(session, clock.now().date(), label=label, descending=order == "desc", after=position, limit=size)
+        seen = visible_accounts(request, session, p.role, p.csm_id, [r.account_id for r in batch])
+        items += [r for r in batch if r.account_id in seen][: limit - len(items)]
+        if len(batch) < size:
+            break
+        position = (batch[-1].score, batch[-1].account_id)
     next_after = next_cursor(items, limit, lambda r: (round((r.score or 0) * 10), r.account_id))
     return HealthPage(day=day, items=[HealthScoreOut.of(r) for r in items], next_cursor=next_after)

@@ -261,7 +261,8 @@ ACCESS = {
     ("GET", "/v1/signals"): OPS | CSM,
     ("GET", "/v1/signals/{signal_id}"): OPS | CSM,
     ("GET", "/v1/accounts/{account_id}/signals"): OPS | CSM,
-    # Health: CS Ops define the model; CSMs read scores and may score an account now.
+    # Health: CS Ops define the model; CSMs read scores and may score an account now (their
+    # engagements' accounts only: tests/integration/services/rules/test_health.py).
     ("POST", "/v1/health/model/validate"): OPS,
     ("GET", "/v1/health/model"): OPS,
     ("PUT", "/v1/health/model"): OPS,

@@ -16,10 +16,12 @@ from services.rules.backtest.service import run_backtest
 from services.rules.evaluation.health import run_health_day
 from services.rules.evaluation.service import run_tick
 from services.rules.evaluation.worker import RulesWorker
+from services.rules.health import router as health_router
 from services.rules.health import service as health_service
 from services.rules.language import RuleValidationError, parse_rule
 from services.rules.models import HealthRun, HealthScore
 from shared.db import transaction
+from tests.support.engagements import add_csm
 from tests.support.helpers import T0, auth, drain, publish, run_cli, track
 from tests.support.rules import count, group, ingest, make_rule, signals
 
@@ -87,14 +89,14 @@ async def test_the_model_is_validated_versioned_and_audited(api, keys):
 
 
 async def test_scoring_on_demand_explains_itself_and_follows_the_model_version(api, keys, session_factory, clock):
-    ops, csm = auth(keys["ops"]), auth(keys["csm"])
+    ops = auth(keys["ops"])
     seed(session_factory)
     r = await api.post("/v1/accounts/acme/health", headers=ops)
     assert r.status_code == 404 and "PUT /v1/health/model" in r.json()["detail"]
     await api.put("/v1/health/model", json=MODEL, headers=ops)
     assert (await api.post("/v1/accounts/nobody/health", headers=ops)).status_code == 404
 
-    r = await api.post("/v1/accounts/acme/health", headers=csm)
+    r = await api.post("/v1/accounts/acme/health", headers=ops)
     assert r.status_code == 200, r.text
     acme = r.json()
     # Last login a day ago: 100 points (weight 3); 5 of 10 seats active: 50 points (weight 1). (300 + 50) / 4.
@@ -118,33 +120,33 @@ async def test_scoring_on_demand_explains_itself_and_follows_the_model_version(a
     fading = (await api.post("/v1/accounts/fading/health", headers=ops)).json()
     assert fading["score"] == 10.0 and fading["change"]["7d"] == 5.0
 
-    r = await api.get("/v1/accounts/acme/health", headers=csm)
+    r = await api.get("/v1/accounts/acme/health", headers=ops)
     body = r.json()
     assert body["current"]["score"] == 55.0 and body["current"]["components"][0]["band"] == "3 to < 14"
     assert [(p["day"], p["score"], p["label"]) for p in body["history"]] == [
         ((T0 + timedelta(days=7)).date().isoformat(), 55.0, "watch"),
         (T0.date().isoformat(), 87.5, "healthy"),
     ]
-    assert (await api.get("/v1/accounts/acme/health?days=3", headers=csm)).json()["history"][0]["score"] == 55.0
-    assert (await api.get("/v1/accounts/nobody/health", headers=csm)).json() == {"account_id": "nobody", "current": None, "history": []}
+    assert (await api.get("/v1/accounts/acme/health?days=3", headers=ops)).json()["history"][0]["score"] == 55.0
+    assert (await api.get("/v1/accounts/nobody/health", headers=ops)).json() == {"account_id": "nobody", "current": None, "history": []}
 
     # The accounts by health on the latest scored day, lowest first; a page at a time.
-    r = await api.get("/v1/health/accounts?limit=1", headers=csm)
+    r = await api.get("/v1/health/accounts?limit=1", headers=ops)
     page = r.json()
     assert page["day"] == (T0 + timedelta(days=7)).date().isoformat()
     assert [(i["account_id"], i["score"]) for i in page["items"]] == [("fading", 10.0)]
-    r = await api.get(f"/v1/health/accounts?limit=1&cursor={page['next_cursor']}", headers=csm)
+    r = await api.get(f"/v1/health/accounts?limit=1&cursor={page['next_cursor']}", headers=ops)
     assert [i["account_id"] for i in r.json()["items"]] == ["acme"]
-    r = await api.get("/v1/health/accounts?order=desc", headers=csm)
+    r = await api.get("/v1/health/accounts?order=desc", headers=ops)
     assert [i["account_id"] for i in r.json()["items"]] == ["acme", "fading"] and r.json()["next_cursor"] is None
-    r = await api.get("/v1/health/accounts?label=at_risk", headers=csm)
+    r = await api.get("/v1/health/accounts?label=at_risk", headers=ops)
     assert [i["account_id"] for i in r.json()["items"]] == ["fading"]
-    assert (await api.get("/v1/health/accounts?cursor=nonsense", headers=csm)).status_code == 422
+    assert (await api.get("/v1/health/accounts?cursor=nonsense", headers=ops)).status_code == 422
     # The next day one account is scored on request: the list is still every account's
     # current score (fading's from yesterday), not only the newest day's one row.
     clock.advance(timedelta(days=1))
     assert (await api.post("/v1/accounts/acme/health", headers=ops)).status_code == 200
-    r = await api.get("/v1/health/accounts", headers=csm)
+    r = await api.get("/v1/health/accounts", headers=ops)
     assert [i["account_id"] for i in r.json()["items"]] == ["fading", "acme"]
     assert r.json()["day"] == (T0 + timedelta(days=8)).date().isoformat()
 
@@ -170,6 +172,34 @@ async def test_scoring_on_demand_explains_itself_and_follows_the_model_version(a
     r = await api.post("/v1/rules/test?account_id=acme", json={"rule": rule}, headers=ops)
     assert not r.json()["would_fire"] and not r.json()["audience"]["match"]
     assert {c["filter"]: c["result"] for c in r.json()["audience"]["checks"]} == {"health_label": True, "health": False}
+
+
+async def test_a_csm_reads_health_only_on_their_own_engagements_accounts(api, keys, session_factory, monkeypatch):
+    """docs/health.md: a CSM key (bound to csm-1) reads, scores and lists the health of the
+    accounts of its own engagements only; another account's is 403, as another CSM's
+    engagement is; ops see every account."""
+    ops, csm = auth(keys["ops"]), auth(keys["csm"])
+    seed(session_factory)
+    await api.put("/v1/health/model", json=MODEL, headers=ops)
+    for a in ("acme", "fading"):
+        assert (await api.post(f"/v1/accounts/{a}/health", headers=ops)).status_code == 200
+    await add_csm(api, keys["ops"], "csm-1")
+    r = await api.post("/v1/engagements", json={"account_id": "acme", "csm_id": "csm-1"}, headers=ops)
+    assert r.status_code == 201, r.text
+
+    assert (await api.get("/v1/accounts/acme/health", headers=csm)).json()["current"]["score"] == 87.5
+    assert (await api.post("/v1/accounts/acme/health", headers=csm)).status_code == 200
+    for r in (await api.get("/v1/accounts/fading/health", headers=csm), await api.post("/v1/accounts/fading/health", headers=csm)):
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+    # fading (5.0) comes first for ops; the CSM's pages skip it, one account a page or all.
+    r = await api.get("/v1/health/accounts", headers=ops)
+    assert [i["account_id"] for i in r.json()["items"]] == ["fading", "acme"]
+    for batch in (health_router.CSM_BATCH, 1):  # the rows read at a time: all at once, or one by one past fading
+        monkeypatch.setattr(health_router, "CSM_BATCH", batch)
+        for query in ("", "?limit=1", "?order=desc", "?label=healthy"):
+            r = await api.get(f"/v1/health/accounts{query}", headers=csm)
+            assert [i["account_id"] for i in r.json()["items"]] == ["acme"], (batch, query)
+    assert (await api.get("/v1/health/accounts?label=at_risk", headers=csm)).json()["items"] == []
 
 
 def save_model(session_factory, obj: dict, now) -> None:
