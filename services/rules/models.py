@@ -63,9 +63,9 @@ class SignalDayCount(Base):
 
 
 class AccountLastSignal(Base):
-    """When each account's latest signal fired, kept like :class:`SignalDayCount`: an
-    account has a signal since T exactly when this is at or after T (the accounts list's
-    "signal in the last 30 days" filter)."""
+    """When each account's latest rule signal fired (a segment's entering or leaving is
+    left out), kept like :class:`SignalDayCount`: an account has a rule signal since T
+    exactly when this is at or after T (the accounts list's "rule signal in 30 days")."""
 
     __tablename__ = "account_last_signals"
     __table_args__ = (Index("ix_account_last_signals_fired", "fired_at", "account_id"),)

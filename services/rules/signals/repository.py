@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from services.rules.language.segment import SIGNAL_PREFIX as SEGMENT_PREFIX
 from services.rules.models import AccountLastSignal, RuleCooldown, SignalDayCount, SignalRecord
 from shared.db import insert_new, is_in, upsert
 from shared.pagination import sorted_after
@@ -47,8 +48,9 @@ def cooldown_until(session: Session, rule_id: str, account_id: str) -> datetime 
 
 def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Store the signals whose id is new, and count them into the rollups (per UTC day
-    and kind; each account's latest) in the same transaction: the console's overview and
-    "signal in 30 days" read those instead of grouping every recent signal. Keys in
+    and kind; each account's latest rule signal, not a segment's) in the same transaction:
+    the console's overview and "rule signal in 30 days" read those instead of grouping
+    every recent signal. Keys in
     sorted order, so two writers lock the rollups' rows in the same order."""
     inserted = insert_new(session, SignalRecord.__table__, rows, ["signal_id"], binary=True)  # a validated Signal's fields
     new = [r for r in rows if r["signal_id"] in inserted]
@@ -65,7 +67,10 @@ def insert_signals(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     )
     latest: dict[str, datetime] = {}
     for r in new:
-        latest[r["account_id"]] = max(latest.get(r["account_id"], r["fired_at"]), r["fired_at"])
+        if not r["rule_id"].startswith(SEGMENT_PREFIX):  # a rule's signal, not a segment's entering or leaving
+            latest[r["account_id"]] = max(latest.get(r["account_id"], r["fired_at"]), r["fired_at"])
+    if not latest:
+        return inserted
     last = AccountLastSignal.__table__
     upsert(
         session,
@@ -231,6 +236,8 @@ def counts_by_rule(session: Session, since: datetime) -> dict[str, int]:
 
 
 def accounts_signalled_since(session: Session, since: datetime) -> Select[str]:
-    """A subquery of the accounts with a signal since ``since`` (for filters in other
-    lists): those whose latest signal (the rollup :func:`insert_signals` keeps) is since."""
+    """A subquery of the accounts with a rule's signal since ``since`` (the accounts list's
+    "rule signal in 30 days"): those whose latest (the rollup :func:`insert_signals`
+    keeps) is since. A segment's entering or leaving is no such signal: with the starter
+    segments every account entered one, and the filter narrowed nothing."""
     return select(AccountLastSignal.account_id).where(AccountLastSignal.fired_at >= since)

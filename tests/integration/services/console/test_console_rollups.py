@@ -1,12 +1,15 @@
 """The signals' rollups (migration 0026: per UTC day and kind, and each account's latest
-signal), kept by their one writer in the same transaction, equal what the signals
-themselves say, on the seeded world and after more writes (both databases)."""
+rule signal, a segment's left out since 0029), kept by their one writer in the same
+transaction, equal what the signals themselves say, on the seeded world and after more
+writes (both databases)."""
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.rules.models import AccountLastSignal, SignalRecord
 from services.rules.signals import repository as repo
@@ -14,8 +17,13 @@ from services.rules.signals import repository as repo
 FAR = (date(2000, 1, 1), date(2100, 1, 1))
 
 
+RULES_ONLY = SignalRecord.rule_id.not_like("segment:%")  # a segment's entering or leaving is no rule signal (migration 0029)
+MIGRATION_0029 = next((Path(__file__).parents[4] / "migrations" / "versions").glob("*-0029_last_signal_rules_only.py"))
+
+
 def _latest_raw(s) -> dict[str, datetime]:
-    return dict(s.execute(select(SignalRecord.account_id, func.max(SignalRecord.fired_at)).group_by(SignalRecord.account_id)).all())
+    q = select(SignalRecord.account_id, func.max(SignalRecord.fired_at)).where(RULES_ONLY).group_by(SignalRecord.account_id)
+    return dict(s.execute(q).all())
 
 
 def _latest_rollup(s) -> dict[str, datetime]:
@@ -28,14 +36,14 @@ def _agree(s, now: datetime) -> None:
     assert _latest_rollup(s) == {a: t.astimezone(UTC) for a, t in latest.items()}
     for days in (0, 1, 7, 30, 90):
         since = now - timedelta(days=days)
-        raw = set(s.scalars(select(SignalRecord.account_id).where(SignalRecord.fired_at >= since)))
+        raw = set(s.scalars(select(SignalRecord.account_id).where(SignalRecord.fired_at >= since, RULES_ONLY)))
         assert set(s.scalars(repo.accounts_signalled_since(s, since))) == raw, days
 
 
-def _signal(i: int, account_id: str, kind: str, at: datetime) -> dict:
+def _signal(i: int, account_id: str, kind: str, at: datetime, rule_id: str = "rollup-test") -> dict:
     return {
         "signal_id": f"rollup-test-{i}",
-        "rule_id": "rollup-test",
+        "rule_id": rule_id,
         "rule_version": 1,
         "rule_name": "rollup test",
         "account_id": account_id,
@@ -67,6 +75,8 @@ async def test_the_signal_rollups_equal_the_signals_and_follow_their_writer(cons
             _signal(2, account, "churn_risk", early),  # older than the account's latest: leaves it
             _signal(3, fresh, "rollup_kind", early),
             _signal(4, fresh, "rollup_kind", early + timedelta(minutes=1)),
+            _signal(6, fresh, "segment_entered", late, rule_id="segment:rollup"),  # not the account's latest rule signal
+            _signal(7, "rollup-segment-only", "segment_left", late, rule_id="segment:rollup"),  # no rule signal at all
         ]
         assert repo.insert_signals(s, batch) == {b["signal_id"] for b in batch}
         _agree(s, now)
@@ -78,5 +88,13 @@ async def test_the_signal_rollups_equal_the_signals_and_follow_their_writer(cons
         # A tick's worth: past COPY_THRESHOLD rows PostgreSQL's upsert goes through a staged COPY.
         many = [_signal(100 + i, f"rollup-many-{i}", "rollup_kind", now - timedelta(minutes=i)) for i in range(300)]
         assert len(repo.insert_signals(s, many)) == 300
+        _agree(s, now)
+        assert "rollup-segment-only" not in _latest_rollup(s)
+        # Migration 0029 rebuilds the rollup to the same rows from the signals (its SQL, as Alembic runs it).
+        spec = importlib.util.spec_from_file_location("migration_0029", MIGRATION_0029)
+        migration = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(migration)
+        s.execute(text("DELETE FROM account_last_signals"))
+        s.execute(text(migration.REBUILD.format(where=migration.RULE_SIGNALS)))
         _agree(s, now)
         s.rollback()  # the shared world stays as seeded

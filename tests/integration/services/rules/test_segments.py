@@ -5,6 +5,7 @@ the event batch's refresh of its own accounts only."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import event, select
@@ -19,9 +20,11 @@ from services.rules.language import parse_rule
 from services.rules.models import SegmentMember, SegmentSize, SignalRecord
 from services.rules.segments import service as segments
 from services.rules.segments.service import load_live
+from services.rules.signals import repository as signal_repo
 from shared.db import transaction
 from shared.outbox import pending_count
 from shared.signals import Signal
+from tests.support.console import sign_in
 from tests.support.helpers import auth, drain, publish, read_topic, walk
 from tests.support.rules import group, ingest, track
 
@@ -174,6 +177,40 @@ async def test_membership_matches_the_world_computed_by_hand_and_changes_are_sig
     assert [m["account_id"] for m in listed] == ["a1", "a2", "a5"]
     r = await api.get("/v1/segments", headers=ops)
     assert {s["id"]: s["size"] for s in r.json()["items"]} == {"active-smb": 3, "fintech": 2}
+
+
+async def test_entering_a_segment_is_no_rule_signal_for_the_accounts_filter(api, keys, session_factory, settings, clock):
+    """The console's "rule signal in 30 days" lists the accounts a rule fired on, not those
+    that only entered a segment (planted: with every signal in the rollup, a1, a3 and a4
+    were listed too, as all 103 accounts were after the demo with the starter segments)."""
+    now = clock.now()
+    world(session_factory, now)
+    save(session_factory, FINTECH, now)
+    assert run_segments(session_factory, settings, now).entered == 3  # a1, a3, a4: segment_entered signals
+    rule_signal = {
+        "signal_id": "churn-a2",
+        "rule_id": "no-login-14d",
+        "rule_version": 1,
+        "rule_name": "No login in 14 days",
+        "account_id": "a2",
+        "user_id": None,
+        "kind": "churn_risk",
+        "severity": "high",
+        "fired_at": now - timedelta(days=2),
+        "evidence": {},
+        "trigger": "schedule",
+        "event_id": None,
+        "decision_due_at": None,
+        "republished": 0,
+    }
+    with transaction(session_factory) as s:
+        assert signal_repo.insert_signals(s, [rule_signal]) == {"churn-a2"}
+    await sign_in(api, keys["ops"])
+    page = (await api.get("/console/accounts?signalled=1")).text
+    assert set(re.findall(r'href="/console/accounts/(a\d)"', page)) == {"a2"}
+    assert ">1 account<" in page and "rule signal in 30 days" in page
+    everyone = (await api.get("/console/accounts")).text
+    assert set(re.findall(r'href="/console/accounts/(a\d)"', everyone)) == {"a1", "a2", "a3", "a4", "a5"}
 
 
 def test_an_event_batch_refreshes_its_own_accounts_only(session_factory, settings, clock, engine):
