@@ -80,10 +80,12 @@ def _page(
     status_code: int = 200,
     problem: Any = None,
     done: str | None = None,
+    already: bool = False,
     typed: dict[str, Any] | None = None,
 ) -> HTMLResponse:
     """The engagement on one screen. ``typed``: the form that was refused (its action and
-    fields), shown again as it was typed beside the problem."""
+    fields), shown again as it was typed beside the problem; ``already``: opening it by
+    hand found it already open."""
     now = now_of(request)
     d = outreach.engagement_detail(session, e, now)
     labels = [u["day"][5:] for u in d.usage_90d]
@@ -113,6 +115,7 @@ def _page(
         templates=[t for t in outreach.list_templates(session) if t.audience != "internal"],
         problem=problem,
         done=done,
+        already=already,
         typed=typed or {},
         is_ops=viewer.can("ops"),
         health=health.of_engagements(session, now.date(), [e]).get(e.id),
@@ -120,8 +123,10 @@ def _page(
 
 
 @router.get("/engagements/{engagement_id}")
-def engagement(request: Request, engagement_id: str, done: str = "", session: Session = SessionDep, viewer: Viewer = READER) -> Response:
-    return _page(request, session, _load(session, engagement_id, viewer), viewer, done=done or None)
+def engagement(
+    request: Request, engagement_id: str, done: str = "", already: bool = False, session: Session = SessionDep, viewer: Viewer = READER
+) -> Response:
+    return _page(request, session, _load(session, engagement_id, viewer), viewer, done=done or None, already=already)
 
 
 def _apply(
@@ -404,7 +409,7 @@ def open_engagement(
         return _open_page(request, session, account, values, status_code=422, errors=errors)
     try:
         with session.begin_nested():  # a refusal after the opening (the CSM cannot take it) undoes the opening too
-            e, _opened = outreach.open_engagement_by_hand(
+            e, opened = outreach.open_engagement_by_hand(
                 session, body, actor=viewer.principal.actor, now=now_of(request), settings=context_of(request).settings
             )
     except TouchlineError as exc:
@@ -412,4 +417,5 @@ def open_engagement(
             raise
         field = "csm_id" if exc.code.startswith("csm_") or exc.code == "unknown_csm" else "form"  # the CSM cannot take it
         return _open_page(request, session, account, values, status_code=exc.status_code, errors={field: str(exc.detail)})
-    return RedirectResponse(f"/console/engagements/{seg(e.id)}", status_code=303)
+    # The account's open one for this goal (the note added to it) says so, as the API's 200 does.
+    return RedirectResponse(f"/console/engagements/{seg(e.id)}{'' if opened else '?already=1'}", status_code=303)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from services.outreach.engagements import assignment, email, reporting, roster, service
@@ -327,8 +328,17 @@ def list_engagements(
     "/v1/engagements",
     response_model=EngagementOut,
     status_code=201,
-    responses={**AUTH_ERRORS, **responses(Unprocessable)},
+    responses={
+        200: {
+            "model": EngagementOut,
+            "description": "the account already had an open engagement for this goal: it is answered, "
+            "with the note added to it (and reassigned to csm_id if given)",
+        },
+        **AUTH_ERRORS,
+        **responses(Unprocessable),
+    },
     summary="Open an engagement by hand (or attach to the open one for this account and goal)",
+    description="201 with the new engagement, 200 with the account's open one for this goal.",
 )
 def open_by_hand(
     body: OpenIn,
@@ -336,8 +346,9 @@ def open_by_hand(
     clock: Clock = ClockDep,
     settings: Settings = SettingsDep,
     principal: Principal = require("ops"),
-) -> Engagement:
-    return service.open_by_hand(session, body, actor=principal.actor, now=clock.now(), settings=settings)[0]
+) -> JSONResponse:
+    e, opened = service.open_by_hand(session, body, actor=principal.actor, now=clock.now(), settings=settings)
+    return JSONResponse(status_code=201 if opened else 200, content=EngagementOut.model_validate(e).model_dump(mode="json"))
 
 
 @router.post(

@@ -89,6 +89,12 @@ async def test_roster_api_and_bad_input(api, keys, session_factory, settings, cl
     assert r.status_code == 422 and r.json()["error"] == "unknown_csm"
     r = await api.post("/v1/engagements", json={"account_id": "acme", "goal": "make_money"}, headers=ops)
     assert r.status_code == 422 and "goal" in r.text
+    # By hand for a goal the account has open: that engagement, 200 (201 only for a new one).
+    existing = engagements(session_factory, account_id="acme")[0].id
+    r = await api.post("/v1/engagements", json={"account_id": "acme", "note": "again"}, headers=ops)
+    assert r.status_code == 200 and r.json()["id"] == existing, r.text
+    r = await api.post("/v1/engagements", json={"account_id": "acme", "goal": "discover_expansion"}, headers=ops)
+    assert r.status_code == 201 and r.json()["id"] != existing and r.json()["goal"] == "discover_expansion", r.text
 
 
 def test_one_open_engagement_per_account_and_goal_is_enforced_by_the_database(session_factory, settings, clock):

@@ -34,12 +34,14 @@ async def test_ops_open_an_engagement_from_the_account_page(api, keys, session_f
     eid = r.headers["location"].rsplit("/", 1)[1]
     got = (await api.get(f"/v1/engagements/{eid}", headers=ops)).json()
     assert (got["account_id"], got["goal"], got["status"], got["csm_id"]) == ("acme", "recover_usage", "queued", None)
-    assert "Renewal &lt;at risk&gt;" in (await api.get(f"/console/engagements/{eid}")).text
-    # Again for the same goal: the open one gets the note, no second engagement.
+    opened = (await api.get(r.headers["location"])).text
+    assert "Renewal &lt;at risk&gt;" in opened and 'id="already-open"' not in opened
+    # Again for the same goal: the open one gets the note, no second engagement, and its page says so.
     r = await api.post(
         "/console/accounts/acme/open-engagement", data={"csrf": csrf, "goal": "recover_usage", "note": "and a second thought"}
     )
-    assert r.status_code == 303 and r.headers["location"].endswith(eid)
+    assert r.status_code == 303 and r.headers["location"] == f"/console/engagements/{eid}?already=1"
+    assert "Already open: the account had this open recover usage engagement" in (await api.get(r.headers["location"])).text
     listed = (await api.get("/v1/engagements?account_id=acme", headers=ops)).json()["items"]
     assert [e["id"] for e in listed] == [eid]
     notes = [x for x in (await api.get(f"/v1/engagements/{eid}/events", headers=ops)).json()["items"] if x["kind"] == "note"]
