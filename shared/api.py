@@ -87,11 +87,12 @@ SEND_QUEUE_LIMIT = 10_000
 # (docs/performance.md, "The redirect on the event loop").
 API_PRODUCER_LINGER_MS = 50
 
-# (session, csm_id, account_ids) -> those of account_ids with an engagement of that CSM.
-EngagedBy = Callable[[Session, str, Iterable[str]], set[str]]
+# (session, csm_id, account_ids) -> those of account_ids with an engagement of that CSM
+# (account_ids None: every account with one).
+EngagedBy = Callable[[Session, str, Iterable[str] | None], set[str]]
 
 
-def _engaged_by_nobody(_session: Session, _csm_id: str, _account_ids: Iterable[str]) -> set[str]:
+def _engaged_by_nobody(_session: Session, _csm_id: str, _account_ids: Iterable[str] | None) -> set[str]:
     return set()
 
 
@@ -154,6 +155,15 @@ def visible_accounts(request: Request, session: Session, role: str, csm_id: str 
     if not csm_id or not ids:
         return set()
     return context_of(request).engaged_by(session, csm_id, ids)
+
+
+def visible_account_filter(request: Request, session: Session, role: str, csm_id: str | None) -> set[str] | None:
+    """The accounts a list may show the caller: None (all) for ops and admin, for a CSM key
+    every account of its own engagements, open or closed (:func:`visible_accounts` for a
+    list of all of them), to filter the list's query by rather than its pages."""
+    if role != "csm":
+        return None
+    return context_of(request).engaged_by(session, csm_id, None) if csm_id else set()
 
 
 def require_visible_account(request: Request, session: Session, role: str, csm_id: str | None, account_id: str) -> None:

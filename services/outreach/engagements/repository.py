@@ -119,10 +119,14 @@ def accounts_with_open(session: Session, account_ids: Iterable[str]) -> set[str]
     return out
 
 
-def accounts_engaged_by(session: Session, csm_id: str, account_ids: Iterable[str]) -> set[str]:
+def accounts_engaged_by(session: Session, csm_id: str, account_ids: Iterable[str] | None) -> set[str]:
     """Of ``account_ids``, those with an engagement (open or closed) of ``csm_id``: looked up
     by account (ix_engagements_account), so a CSM with a long history costs what a page of
-    accounts costs, not what their engagements do."""
+    accounts costs, not what their engagements do. ``None``: every account the CSM has had
+    an engagement on (a filter for a list that is not a page of accounts, such as the
+    accounts by health)."""
+    if account_ids is None:
+        return set(session.scalars(select(Engagement.account_id).where(Engagement.csm_id == csm_id).distinct()))
     ids = sorted(set(account_ids))
     out: set[str] = set()
     for i in range(0, len(ids), 900):

@@ -28,7 +28,7 @@ from services.rules.health.schemas import (
 )
 from services.rules.models import HealthModelVersion
 from services.rules.scores import repository as scores
-from shared.api import ClockDep, SessionDep, SettingsDep, require_visible_account, visible_accounts
+from shared.api import ClockDep, SessionDep, SettingsDep, require_visible_account, visible_account_filter
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.errors import AUTH_ERRORS, NotFound, Unprocessable, responses
@@ -48,7 +48,6 @@ AUTHOR = ("ops",)
 READERS = ("ops", "csm")
 NumberCursor = Query(None, pattern=NUMBER_CURSOR_PATTERN, description="next_cursor from the previous page")
 NumberLimit = Query(100, ge=1, le=1000)
-CSM_BATCH = 500  # current scores read a time for a CSM key's page of the accounts by health
 
 
 @router.post(
@@ -178,19 +177,21 @@ def list_accounts(
         raise Unprocessable(
             [{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}]
         )
-    position = (after[0] / 10, after[1]) if after else None
-    items: list[Any] = []
-    # A CSM key's page: the visible rows of the rows read in order, until it is full or the
-    # list ends (the engagements are outreach's, so the filter cannot join them here). Read
-    # CSM_BATCH at a time: a CSM's accounts are few among many, and the page's cursor is its
-    # last row, so rows read past it are read again by the next page.
-    size = limit if p.role != "csm" else max(limit, CSM_BATCH)
-    while len(items) < limit:
-        batch = scores.current_page(session, clock.now().date(), label=label, descending=order == "desc", after=position, limit=size)
-        seen = visible_accounts(request, session, p.role, p.csm_id, [r.account_id for r in batch])
-        items += [r for r in batch if r.account_id in seen][: limit - len(items)]
-        if len(batch) < size:
-            break
-        position = (batch[-1].score, batch[-1].account_id)
+    # A CSM key's list is of its own engagements' accounts: read first (the engagements are
+    # outreach's, so the query cannot join them) and handed to the page's query as a filter.
+    accounts = visible_account_filter(request, session, p.role, p.csm_id)
+    items = (
+        scores.current_page(
+            session,
+            clock.now().date(),
+            label=label,
+            descending=order == "desc",
+            after=(after[0] / 10, after[1]) if after else None,
+            limit=limit,
+            accounts=accounts,
+        )
+        if accounts is None or accounts
+        else []
+    )
     next_after = next_cursor(items, limit, lambda r: (round((r.score or 0) * 10), r.account_id))
     return HealthPage(day=day, items=[HealthScoreOut.of(r) for r in items], next_cursor=next_after)

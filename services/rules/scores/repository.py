@@ -126,16 +126,20 @@ def current_page(
     descending: bool,
     after: tuple[float, str] | None,
     limit: int,
+    accounts: set[str] | None = None,
 ) -> list[HealthScore]:
     """The accounts' current rows (as :func:`current_scores`: each account's latest score of
     the last CURRENT_DAYS days, so one account scored on request after the daily run does
-    not hide the others) ordered by score (then account id), a page after ``after``."""
+    not hide the others) ordered by score (then account id), a page after ``after``; of
+    ``accounts`` only, when given (a CSM key's)."""
     cur = current_scores(session, today).add_columns(HealthScore.day).subquery()
     q = (
         select(HealthScore)
         .join(cur, (cur.c.account_id == HealthScore.account_id) & (cur.c.day == HealthScore.day))
         .where(HealthScore.score.is_not(None))
     )
+    if accounts is not None:
+        q = q.where(is_in(session, HealthScore.account_id, sorted(accounts)))
     if label:
         q = q.where(HealthScore.label == label)
     if descending:

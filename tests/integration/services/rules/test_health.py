@@ -16,7 +16,6 @@ from services.rules.backtest.service import run_backtest
 from services.rules.evaluation.health import run_health_day
 from services.rules.evaluation.service import run_tick
 from services.rules.evaluation.worker import RulesWorker
-from services.rules.health import router as health_router
 from services.rules.health import service as health_service
 from services.rules.language import RuleValidationError, parse_rule
 from services.rules.models import HealthRun, HealthScore
@@ -174,7 +173,7 @@ async def test_scoring_on_demand_explains_itself_and_follows_the_model_version(a
     assert {c["filter"]: c["result"] for c in r.json()["audience"]["checks"]} == {"health_label": True, "health": False}
 
 
-async def test_a_csm_reads_health_only_on_their_own_engagements_accounts(api, keys, session_factory, monkeypatch):
+async def test_a_csm_reads_health_only_on_their_own_engagements_accounts(api, keys, session_factory):
     """docs/health.md: a CSM key (bound to csm-1) reads, scores and lists the health of the
     accounts of its own engagements only; another account's is 403, as another CSM's
     engagement is; ops see every account."""
@@ -191,15 +190,24 @@ async def test_a_csm_reads_health_only_on_their_own_engagements_accounts(api, ke
     assert (await api.post("/v1/accounts/acme/health", headers=csm)).status_code == 200
     for r in (await api.get("/v1/accounts/fading/health", headers=csm), await api.post("/v1/accounts/fading/health", headers=csm)):
         assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
-    # fading (5.0) comes first for ops; the CSM's pages skip it, one account a page or all.
+    # fading (5.0) comes first for ops; the CSM's list leaves it out, one account a page or all.
     r = await api.get("/v1/health/accounts", headers=ops)
     assert [i["account_id"] for i in r.json()["items"]] == ["fading", "acme"]
-    for batch in (health_router.CSM_BATCH, 1):  # the rows read at a time: all at once, or one by one past fading
-        monkeypatch.setattr(health_router, "CSM_BATCH", batch)
-        for query in ("", "?limit=1", "?order=desc", "?label=healthy"):
-            r = await api.get(f"/v1/health/accounts{query}", headers=csm)
-            assert [i["account_id"] for i in r.json()["items"]] == ["acme"], (batch, query)
+    for query in ("", "?limit=1", "?order=desc", "?label=healthy"):
+        r = await api.get(f"/v1/health/accounts{query}", headers=csm)
+        assert [i["account_id"] for i in r.json()["items"]] == ["acme"], query
     assert (await api.get("/v1/health/accounts?label=at_risk", headers=csm)).json()["items"] == []
+    # Once fading is theirs too (a closed engagement counts as an open one), the CSM pages
+    # through both, lowest first, one a page, and the cursor ends the list.
+    r = await api.post("/v1/engagements", json={"account_id": "fading", "csm_id": "csm-1"}, headers=ops)
+    assert r.status_code == 201, r.text
+    assert (await api.post(f"/v1/engagements/{r.json()['id']}/cancel", json={"reason": "test"}, headers=ops)).status_code == 200
+    pages, cursor = [], ""
+    while cursor is not None:
+        r = await api.get(f"/v1/health/accounts?limit=1{cursor}", headers=csm)
+        pages.append([i["account_id"] for i in r.json()["items"]])
+        cursor = f"&cursor={r.json()['next_cursor']}" if r.json()["next_cursor"] else None
+    assert [p for p in pages if p] == [["fading"], ["acme"]]
 
 
 def save_model(session_factory, obj: dict, now) -> None:
