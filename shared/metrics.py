@@ -101,6 +101,13 @@ HTTP_OVERLOADED = Counter(
     "Requests answered 503 overloaded, by the limit reached (concurrency: the in-flight cap; pool: no database connection free)",
     ["limit"],
 )
+HTTP_CONNECTIONS_EVICTED = Counter(
+    "touchline_http_connections_evicted_total",
+    "Connections closed at TOUCHLINE_API_MAX_CONNECTIONS to make room for a new one: the one longest waiting for a "
+    "request head, by what it was doing (keep_alive: idle between requests, closed; head: nothing or part of a head "
+    "sent, answered 408)",
+    ["waiting"],
+)
 SIGNINS = Counter(
     "touchline_signins_total",
     "Keys presented to the API (bearer) or the console sign-in form, by outcome: success, failure, "

@@ -13,6 +13,7 @@ from collections import Counter
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.wiring.app import create_app
 from shared.db import make_engine, make_session_factory
@@ -292,26 +293,87 @@ async def test_a_body_that_never_arrives_is_answered_408_after_the_body_deadline
     assert answer.startswith(b"HTTP/1.1 408 ") and b'"error": "body_timeout"' in answer, answer
 
 
-async def test_past_the_connection_limit_a_new_connection_is_answered_503_and_closed(settings):
-    """TOUCHLINE_API_MAX_CONNECTIONS open (kept alive after a request each, so the
-    server has surely counted them): one more is answered 503 overloaded and closed;
-    once some close, new connections are served again."""
-    app, engine = _served_app(settings, api_max_connections=20, api_keep_alive_seconds=60)
+def _counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def _healthz_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Send GET /healthz on a raw connection; its answer's head and body (bounded)."""
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 30)
+
+
+async def test_at_the_connection_limit_the_connection_longest_waiting_for_a_head_makes_room(settings):
+    """Review: 1,010 idle connections (opened, nothing sent) made /healthz answer 503, so
+    a flood of them would have the liveness probe restart the API. At
+    TOUCHLINE_API_MAX_CONNECTIONS (here 20) a new connection now closes the one that has
+    waited longest for a request head: a kept-alive one between requests is just closed
+    (no 408 it did not ask for), one that sent part of a head is answered 408; the others
+    are untouched and still served."""
+    app, engine = _served_app(settings, api_max_connections=20, api_keep_alive_seconds=60, api_header_timeout_seconds=60)
+    evicted_before = {w: _counted("touchline_http_connections_evicted_total", waiting=w) for w in ("keep_alive", "head")}
     try:
         with serving(app, app.state.ctx.settings) as base:
             port = int(base.rsplit(":", 1)[1])
-            kept = []
+            # the oldest: kept alive after one request, waiting for its next one since its answer
+            kept_reader, kept_writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await _healthz_on(kept_reader, kept_writer)).startswith(b"HTTP/1.1 200")
+            # the next oldest: part of a head; then 18 that sent nothing (20 open)
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(19)]
+            idle[0][1].write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                health = await client.get("/healthz")  # the 21st connection
+                assert health.status_code == 200, health.text  # was 503: refused while idle connections held the table
+                kept_answer = await asyncio.wait_for(kept_reader.read(), 30)  # closed: read() returns
+                # a 22nd (the probe's, kept alive, is now the newest waiting)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                partial_answer = await asyncio.wait_for(idle[0][0].read(), 30)
+                served = [await _healthz_on(r, w) for r, w in [*idle[1:], (reader, writer)]]
+                again = await client.get("/healthz")
+            for _, w in [*idle, (reader, writer), (kept_reader, kept_writer)]:
+                w.close()
+    finally:
+        engine.dispose()
+    assert kept_answer == b"", kept_answer  # closed between requests with nothing sent
+    assert partial_answer.startswith(b"HTTP/1.1 408 ") and b"TOUCHLINE_API_HEADER_TIMEOUT_SECONDS" in partial_answer, partial_answer
+    assert all(a.startswith(b"HTTP/1.1 200") for a in served), [a[:20] for a in served]
+    assert again.status_code == 200, again.text
+    # each eviction counted by what the closed connection was doing
+    assert _counted("touchline_http_connections_evicted_total", waiting="keep_alive") > evicted_before["keep_alive"]
+    assert _counted("touchline_http_connections_evicted_total", waiting="head") > evicted_before["head"]
+
+
+async def test_when_every_connection_is_mid_request_a_new_one_is_answered_503_and_closed(settings, keys):
+    """TOUCHLINE_API_MAX_CONNECTIONS open (here 20), each mid-request (its head sent, its
+    body pending, the route waiting for it): none is waiting for a head, so nothing is
+    closed to make room; a new connection is answered 503 overloaded and closed, /healthz
+    too; once some requests finish and close, new connections are served again."""
+    app, engine = _served_app(
+        settings, api_max_connections=20, api_max_concurrent_requests=100, api_body_timeout_seconds=120, api_header_timeout_seconds=60
+    )
+    refused_before = _counted("touchline_http_overloaded_total", limit="connections")
+    try:
+        with serving(app, app.state.ctx.settings) as base:
+            port = int(base.rsplit(":", 1)[1])
+            head = f"PUT /v1/playbooks/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {keys['ops']}\r\n"
+            busy = []
             for _ in range(20):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                assert (await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 30)).startswith(b"HTTP/1.1 200")
-                kept.append(writer)
+                writer.write(f'{head}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"name":'.encode())
+                busy.append((reader, writer))
+            cap = _cap_of(app)
+            for _ in range(600):  # bounded: until the server has handed all 20 to the app
+                if cap.in_flight == 20:
+                    break
+                await asyncio.sleep(0.05)
+            assert cap.in_flight == 20
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             refused = await _read_until_closed(reader, 30)
             writer.close()
-            for w in kept[:5]:
-                w.close()
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                health = await client.get("/healthz")
+                for _, w in busy[:5]:
+                    w.close()
                 for _ in range(100):  # bounded: until the server has seen the five close
                     try:
                         again = await client.get("/healthz")
@@ -320,9 +382,11 @@ async def test_past_the_connection_limit_a_new_connection_is_answered_503_and_cl
                     except httpx.TransportError:
                         pass
                     await asyncio.sleep(0.1)
-            for w in kept[5:]:
+            for _, w in busy[5:]:
                 w.close()
     finally:
         engine.dispose()
     assert refused.startswith(b"HTTP/1.1 503 ") and b'"error": "overloaded"' in refused and b"retry-after: 1" in refused, refused
+    assert health.status_code == 503 and health.json()["error"] == "overloaded", health.text
+    assert _counted("touchline_http_overloaded_total", limit="connections") >= refused_before + 2
     assert again.status_code == 200
