@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     # Server limits (services/wiring/server.py): a connection must deliver its request
     # line and headers within api_header_timeout_seconds and its body within
     # api_body_timeout_seconds; an idle kept-alive connection is closed after
-    # api_keep_alive_seconds; past api_max_connections open, a new one is answered 503.
+    # api_keep_alive_seconds; at api_max_connections open, a new one closes the one longest
+    # waiting for a request head, or is answered 503 if every one is mid-request.
     # The keep-alive outlives common clients' own idle expiry (httpx and Node: 5 s), so
     # the client drops an idle connection first and never sends a request into a socket
     # the server is closing (a reset, not an answer: the race CI met at 5 s against 5 s).
