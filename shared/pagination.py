@@ -19,7 +19,8 @@ as the in-app messages' ``unread``), with ``next_cursor`` null on the last page,
   It is the last item's sort key as an opaque URL-safe string; it is not signed: it only
   says where to resume, and a forged one shows a caller nothing its key could not list
   anyway. A cursor this module did not make is a 422, never a 500: values are bounded to
-  what the database can compare (an integer column's range; a time that has a UTC value).
+  what the database can compare (an integer column's range; a time that has a UTC value;
+  null only where the sort column holds NULLs).
 
 A list the reader sorts by a column of their choice (the console's sortable tables) is
 ordered by :func:`sorted_after`: that column either way, NULLs last both ways on both
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -62,9 +63,11 @@ def _bad() -> Unprocessable:
     )
 
 
-def decode_cursor(cursor: str | None, *kinds: type) -> tuple[Any, ...] | None:
+def decode_cursor(cursor: str | None, *kinds: type, nullable: Collection[int] = ()) -> tuple[Any, ...] | None:
     """The values ``encode_cursor`` was given, checked against ``kinds`` (str, int or
-    datetime; any may be None), or None for the first page."""
+    datetime), or None for the first page. A value may be None only at a position in
+    ``nullable`` (a sort column that holds NULLs, as an engagement's due time): a null
+    anywhere else would reach the query as ``< NULL``, which SQLAlchemy refuses (a 500)."""
     if cursor is None:
         return None
     if len(cursor) > MAX_CURSOR_CHARS:
@@ -76,8 +79,8 @@ def decode_cursor(cursor: str | None, *kinds: type) -> tuple[Any, ...] | None:
     if not isinstance(values, list) or len(values) != len(kinds):
         raise _bad()
     out: list[Any] = []
-    for kind, v in zip(kinds, values, strict=True):
-        if v is None:
+    for i, (kind, v) in enumerate(zip(kinds, values, strict=True)):
+        if v is None and i in nullable:
             out.append(None)
         elif kind is datetime and isinstance(v, str):
             try:

@@ -62,7 +62,7 @@ Limit = Query(100, ge=1, le=1000)
 
 
 def _engagement_page(session: Session, order: str, cursor: str | None, limit: int, **filters: Any) -> EngagementPage:
-    after = decode_cursor(cursor, datetime, str)
+    after = decode_cursor(cursor, datetime, str, nullable=(0,) if order == "due" else ())  # the unscheduled: no due time
     items = repo.list_engagements(session, order=order, after=after, limit=limit, **filters)
     return EngagementPage(
         items=[EngagementOut.model_validate(e) for e in items], next_cursor=next_cursor(items, limit, lambda e: repo.sort_key(e, order))

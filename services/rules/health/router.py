@@ -173,10 +173,6 @@ def list_accounts(
         return HealthPage(day=None, items=[])
     # The cursor is the last item's (score in tenths, account id): scores are stored to one decimal.
     after = decode_cursor(cursor, int, str)
-    if after is not None and None in after:
-        raise Unprocessable(
-            [{"pointer": "/cursor", "message": "not a cursor from this API; pass next_cursor from the previous page unchanged"}]
-        )
     # A CSM key's list is of its own engagements' accounts: read first (the engagements are
     # outreach's, so the query cannot join them) and handed to the page's query as a filter.
     accounts = visible_account_filter(request, session, p.role, p.csm_id)

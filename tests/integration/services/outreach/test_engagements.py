@@ -821,9 +821,17 @@ async def test_engagement_lists_page_with_items_and_next_cursor(api, keys, sessi
         # A time with no UTC value, an integer no column holds.
         (f"/v1/engagements?cursor={encode_cursor('9999-12-31T23:59:59-14:00', 'x')}", ops),
         (f"/v1/me/engagements?cursor={encode_cursor(10**20, 'x')}", ann),
+        # make fuzz, FUZZ_SEED=24: a null where a cursor's value is never null (the opening
+        # time, the id) reached the query as `< None` (a 500); only a due time may be null.
+        (f"/v1/engagements?cursor={encode_cursor(None, 'x')}", ops),
+        (f"/v1/engagements?order=due&cursor={encode_cursor(None, None)}", ops),
+        (f"/v1/me/engagements?cursor={encode_cursor('2026-03-02T12:00:00+00:00', None)}", ann),
     ):
         r = await api.get(path, headers=who)
         assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, r.text)
+    # A due order resumes among the unscheduled (a null due time) as its cursor says.
+    r = await api.get(f"/v1/engagements?order=due&cursor={encode_cursor(None, '')}", headers=ops)
+    assert r.status_code == 200 and [e["id"] for e in r.json()["items"]] == [e["id"] for e in full if e["due_at"] is None], r.text
 
 
 async def test_every_pool_and_report_figure_is_the_count_of_its_list(api, keys, session_factory, settings, clock):

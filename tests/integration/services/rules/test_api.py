@@ -206,6 +206,8 @@ async def test_signals_api_filters_and_pages(api, keys, session_factory, setting
         {"since": "2026-03-02T00:00:00"},  # no zone
         {"cursor": encode_cursor("0001-01-01T00:00:00+14:00", "x")},
         {"cursor": encode_cursor(10**20, "x")},
+        {"cursor": encode_cursor(None, "x")},  # a null the query compared as `< None` (was a 500)
+        {"cursor": encode_cursor("2026-03-02T12:00:00+00:00", None)},
     ):
         r = await api.get("/v1/signals", params=params, headers=ops)
         assert r.status_code == 422 and r.json()["error"] == "validation_error", (params, r.text)
