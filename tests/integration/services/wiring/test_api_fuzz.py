@@ -183,6 +183,10 @@ def test_every_operation_keeps_its_contract(settings, clock, session_factory, ke
                         if value is not DROP:
                             case.query[name] = value
                 if isinstance(case.body, dict):
+                    # A copy: with the generated body changed in place, Hypothesis replayed a
+                    # case differently and stopped the pass with "Inconsistent data generation"
+                    # (make fuzz, FUZZ_SEED=26, POST /v1/health/validation), testing nothing more.
+                    case.body = dict(case.body)
                     for name, strategy in body.items():
                         if data.draw(st.booleans(), label=f"edge {name}"):
                             case.body[name] = data.draw(strategy, label=name)
