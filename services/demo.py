@@ -146,7 +146,14 @@ def build_accounts(n: int, seed: int, end: date, days: int) -> list[DemoAccount]
         for u in range(seats):
             role = "champion" if u == 0 else "buyer" if u == 1 else "admin" if u == 2 else "power_user" if u < 6 else "member"
             name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-            users.append((f"u{u:03d}", name, role, rng.choice(ZONES)))
+            zone = rng.choice(ZONES)
+            if u == 0:
+                # The champions' zones go round the world by account, so at any hour of the day
+                # the tour has churning accounts whose champion is awake (their emails are not
+                # held for their morning): drawn, five of eleven came from two zones and only
+                # one was awake from 19:00 to 21:00 UTC. The draw is kept, so the rest is as before.
+                zone = ZONES[i % len(ZONES)]
+            users.append((f"u{u:03d}", name, role, zone))
         out.append(
             DemoAccount(
                 id=f"acct-{i:05d}",
@@ -507,6 +514,17 @@ def comes_back(account_id: str, reached: bool) -> bool:
     return _chance(account_id, "come-back") < (COME_BACK_IF_REACHED if reached else COME_BACK_IF_HELD_OUT)
 
 
+def coming_back(status: dict[str, str], churning: set[str], back: dict[str, str], stays_away: set[str]) -> dict[str, str]:
+    """Of the churning accounts whose win-back has decided (``status``: reached or held
+    out), those that start using the product again now, with their state: by their draw
+    (:func:`comes_back`), except those already back and ``stays_away`` (the tour's account)."""
+    return {
+        a: state
+        for a, state in status.items()
+        if a in churning and a not in back and state != "pending" and a not in stays_away and comes_back(a, reached=state == "reached")
+    }
+
+
 def live_round(accts: list[DemoAccount], back: set[str], now: datetime, rng: random.Random) -> list[dict[str, Any]]:
     """One round of live usage at ``now``: healthy, expanding and onboarding accounts keep
     using the product; churning accounts stay away unless they are in ``back``."""
@@ -542,6 +560,11 @@ def live(args: argparse.Namespace, settings: Settings) -> None:
     producer = make_producer(settings)
     rng = random.Random(args.seed + 2)
     back: dict[str, str] = {}
+    # The tour's account ($ACCT, the first escalated in var/demo-cohorts.json) stays away,
+    # so the tour's CSM steps find its escalation at any hour: at some hours every churning
+    # account whose champion is awake would come back by its draw (comes_back).
+    saved = settings.var_dir / "demo-cohorts.json"
+    stays_away = set(json.loads(saved.read_text()).get("escalated_unless_they_come_back", [])[:1]) if saved.exists() else set()
     sent = 0
     log.info("demo: live usage every %.0fs; Ctrl-C stops. Watch GET /v1/playbooks/win-back/report.", args.live_tick)
     with database(settings) as factory:
@@ -549,11 +572,9 @@ def live(args: argparse.Namespace, settings: Settings) -> None:
             while True:
                 with factory() as session:
                     status = outreach_status(session, "win-back")
-                for account_id, state in status.items():
-                    if account_id in churning and account_id not in back and state != "pending":
-                        if comes_back(account_id, reached=state == "reached"):
-                            back[account_id] = state
-                            log.info("demo: %s (%s) is using the product again", account_id, state.replace("_", " "))
+                for account_id, state in coming_back(status, churning, back, stays_away).items():
+                    back[account_id] = state
+                    log.info("demo: %s (%s) is using the product again", account_id, state.replace("_", " "))
                 events = live_round(accts, set(back), datetime.now(UTC), rng)
                 for ev in events:
                     producer.send(settings.topic_events, key=ev["account_id"].encode(), value=json.dumps(ev).encode())
@@ -732,59 +753,68 @@ def pace_win_back(settings: Settings) -> bool:
     return True
 
 
-def cohorts(accounts: int, seed: int, days: int, win_back: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+def cohorts(
+    accounts: int, seed: int, days: int, win_back: dict[str, Any], settings: Settings | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Which accounts the demo made churning, expanding, healthy and onboarding, and of
     the churning ones (the win-back playbook's accounts) which it holds out of the
     emails, which it holds out of the escalation (a ``held_out`` engagement row, measured,
     not escalated) and which it escalates to a pooled CSM if they ignore both emails.
-    Then the accounts of the content scenes (:func:`scenes`) and each account's use case."""
+    Then the accounts of the content scenes (:func:`scenes`) and each account's use case.
+    Whose champion is awake is decided at ``now`` (default: the clock's)."""
     from services.outreach.interface import holdout_groups
 
-    accts = build_accounts(accounts, seed, datetime.now(UTC).date(), days)
+    now = now or datetime.now(UTC)
+    accts = build_accounts(accounts, seed, now.date(), days)
     out: dict[str, Any] = {c: [a.id for a in accts if a.cohort == c] for c in ("churning", "expanding", "healthy", "onboarding")}
     groups = holdout_groups("win-back", win_back, out["churning"])
     out["win_back_message_holdout"] = groups["message_holdout"]
     out["win_back_escalation_holdout"] = groups["escalation_holdout"]
     held = set(groups["message_holdout"]) | set(groups["escalation_holdout"])
-    # Those that stay away under --live first, and of those, the ones whose champion is
-    # awake now (the order is otherwise the accounts'): the tour's account ($ACCT, the
-    # first) is then escalated minutes after its signal at any hour. One that comes back
-    # converts within a minute of its email and is never escalated (the tour's CSM steps
-    # would find no engagement); its champion's quiet hours would hold the tour back by up
-    # to eleven hours, past the one-hour time-box of every engagement opened meanwhile.
+    # Those whose champion is awake now first, and of those, the ones that stay away under
+    # --live (the order is otherwise the accounts'): the tour's account ($ACCT, the first)
+    # is then escalated minutes after its signal at any hour. Its champion's quiet hours
+    # would hold the tour back by up to eleven hours, past the one-hour time-box of every
+    # engagement opened meanwhile. One that comes back converts within a minute of its
+    # email and is never escalated (the tour's CSM steps would find no engagement): at
+    # hours when every awake one would by its draw, --live keeps the first away (live()).
     by_id = {a.id: a for a in accts}
     escalated = [a for a in out["churning"] if a not in held]
-    out["escalated_unless_they_come_back"] = sorted(escalated, key=lambda a: (comes_back(a, reached=True), not _awake(by_id[a], settings)))
-    out.update(scenes(accts, out, settings))
+    out["escalated_unless_they_come_back"] = sorted(
+        escalated, key=lambda a: (not _awake(by_id[a], settings, now), comes_back(a, reached=True))
+    )
+    out.update(scenes(accts, out, settings, now))
     out["use_cases"] = {a.id: a.use_case for a in accts}
     return out
 
 
-def _awake(acct: DemoAccount, settings: Settings | None, hours: int = 2) -> bool:
-    """Whether the account's champion is outside the contact gate's quiet hours from now
+def _awake(acct: DemoAccount, settings: Settings | None, now: datetime, hours: int = 2) -> bool:
+    """Whether the account's champion is outside the contact gate's quiet hours from ``now``
     for ``hours`` (their win-back email goes out at once, not in their morning)."""
     from services.outreach.interface import quiet_until
 
     if settings is None:
         return True
-    now = datetime.now(UTC)
     return all(quiet_until(acct.users[0][3], now + timedelta(hours=h), settings) is None for h in range(hours + 1))
 
 
-def scenes(accts: list[DemoAccount], found: dict[str, Any], settings: Settings | None) -> dict[str, Any]:
+def scenes(accts: list[DemoAccount], found: dict[str, Any], settings: Settings | None, now: datetime) -> dict[str, Any]:
     """The accounts of the content scenes, so the tour names them from this run:
 
     - ``resource_scene``: two churning accounts the win-back reaches (not held out of its
-      email) with different use cases, each with its champion awake now (their email is
-      not held for their morning); the first is not the tour's escalated account (``$ACCT``),
-      so a click on its email converts its enrolment without taking the escalation away.
+      email) with different use cases, those with their champion awake now first (their
+      email is not held for their morning); the first is not the tour's escalated account
+      (``$ACCT``) when another is awake, so a click on its email converts its enrolment
+      without taking the escalation away. At some hours only one reached champion is
+      awake (19:00-21:00 UTC with the default seed: Los Angeles only): the second's email
+      then waits queued for its morning, its resource already chosen, which the tour shows.
     - ``nps_detractor``: a healthy account whose buyer answers the in-app NPS survey as a
       detractor once the rules are on (:func:`detractor_answer`): the starter
       ``nps-detractor`` rule and playbook open an engagement for a pooled CSM."""
     by_id = {a.id: a for a in accts}
     reached = [a for a in found["churning"] if a not in set(found["win_back_message_holdout"])]
     first_escalated = (found["escalated_unless_they_come_back"] or [None])[0]
-    ordered = sorted(reached, key=lambda a: (not _awake(by_id[a], settings), a == first_escalated))
+    ordered = sorted(reached, key=lambda a: (not _awake(by_id[a], settings, now), a == first_escalated))
     pair: list[str] = []
     for a in ordered:
         if all(by_id[a].use_case != by_id[b].use_case for b in pair):

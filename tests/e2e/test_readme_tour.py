@@ -31,8 +31,10 @@ from sqlalchemy import func, select
 from tests.support.helpers import ROOT
 
 MARK = "@@@tour-exit "
-# The end of the tour's commands that list an account's win-back emails with why each resource was picked.
-WHY = "&playbook_id=win-back&state=sent\" \\\n  | .venv/bin/python -c 'import json, sys; [print("
+# The end of the tour's commands that list an account's win-back emails (sent, or queued for the
+# end of the champion's quiet hours: the resource is chosen when the email is queued) with why
+# each resource was picked.
+WHY = "&playbook_id=win-back\" \\\n  | .venv/bin/python -c 'import json, sys; [print("
 
 
 def tour_blocks(readme: str) -> list[str]:
